@@ -1,0 +1,1 @@
+"""Configuration, database and infrastructure shared by every other package."""

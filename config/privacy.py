@@ -1,0 +1,60 @@
+"""Masking of personal data (ID numbers, phone numbers) for lists, API answers and logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{6})(\d{8})(\d{3}[\dXx])(?![0-9A-Za-z])")
+_PHONE_RE = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+
+
+def mask_id_number(value: str | None) -> str:
+    """``110101199003071234`` → ``1101**********1234``: first four, last four kept."""
+    if not value:
+        return ""
+    if len(value) <= 8:
+        return "*" * (len(value) - 2) + value[-2:] if len(value) > 2 else "*" * len(value)
+    return value[:4] + "*" * (len(value) - 8) + value[-4:]
+
+
+def mask_phone(value: str | None) -> str:
+    """``13812345678`` → ``138****5678``."""
+    if not value:
+        return ""
+    if len(value) <= 7:
+        return "*" * (len(value) - 2) + value[-2:] if len(value) > 2 else "*" * len(value)
+    return value[:3] + "*" * (len(value) - 7) + value[-4:]
+
+
+def mask_text(text: str) -> str:
+    """Mask every resident ID number and mobile number found in free text."""
+    text = _ID_RE.sub(lambda m: mask_id_number(m.group(0)), text)
+    return _PHONE_RE.sub(lambda m: mask_phone(m.group(0)), text)
+
+
+class MaskingFilter(logging.Filter):
+    """A logging filter that masks ID and phone numbers in every record's message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        masked = mask_text(message)
+        if masked != message:
+            record.msg = masked
+            record.args = None
+        return True
+
+
+RESIDENT_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+RESIDENT_ID_CHECK = "10X98765432"
+
+
+def resident_id_valid(value: str) -> bool:
+    """GB 11643-1999 check of an 18-character resident ID number."""
+    if len(value) != 18 or not value[:17].isdigit() or value[17] not in "0123456789X":
+        return False
+    total = sum(int(d) * w for d, w in zip(value[:17], RESIDENT_ID_WEIGHTS, strict=True))
+    return RESIDENT_ID_CHECK[total % 11] == value[17]

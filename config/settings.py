@@ -1,0 +1,167 @@
+"""Typed settings from a TOML file plus ``VRECEPTION_*`` environment overrides.
+
+The defaults are the embedded mode: SQLite and recordings under ``./var/``, no Redis,
+listening on 127.0.0.1:8080. A bad value stops start-up with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "VRECEPTION_"
+CONFIG_ENV = "VRECEPTION_CONFIG"
+# Conventional names honoured as aliases when the prefixed variable is absent.
+ENV_ALIASES = {"redis_url": "REDIS_URL", "database_url": "DATABASE_URL"}
+
+
+class ConfigError(Exception):
+    """A setting is missing, unknown or invalid; the message names the key."""
+
+
+class Settings(BaseModel):
+    """All settings of one vreception process."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address the web server listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port of the web server.")
+    data_dir: Path = Field(Path("var"), description="Directory for the database, keys, state.")
+    recordings_dir: Path | None = Field(
+        None, description="Where recordings are written; default <data_dir>/recordings."
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; default SQLite file <data_dir>/vreception.db."
+    )
+    redis_url: str | None = Field(None, description="Redis URL; unset means embedded mode.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    session_ttl_minutes: int = Field(480, ge=5, le=7 * 24 * 60)
+    session_idle_minutes: int = Field(60, ge=1, le=24 * 60)
+    cookie_secure: bool = Field(False, description="Mark cookies Secure (set behind HTTPS).")
+    trust_forwarded_for: bool = Field(
+        False, description="Take the client address from X-Forwarded-For (behind a proxy)."
+    )
+    login_max_failures_per_account: int = Field(5, ge=1, le=1000)
+    login_max_failures_per_address: int = Field(20, ge=1, le=10000)
+    login_failure_window_seconds: int = Field(900, ge=10, le=86400)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    visit_code_length: int = Field(10, ge=8, le=32)
+    visit_code_ttl_minutes: int = Field(24 * 60, ge=1, le=30 * 24 * 60)
+    password_min_length: int = Field(10, ge=8, le=128)
+    secret_key: str | None = Field(
+        None,
+        min_length=32,
+        description="Server secret (at least 32 characters); default: generated once into "
+        "<data_dir>/secret.key. Every node of a multi-node install needs the same value.",
+    )
+
+    @field_validator("database_url", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        allowed = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith(allowed):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: one process does everything."""
+        return self.redis_url is None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'vreception.db').resolve()}"
+
+    @property
+    def resolved_recordings_dir(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+def _env_value(raw: str, annotation: Any) -> Any:
+    """Environment values are strings; lists and dicts may be given as JSON."""
+    text = raw.strip()
+    if text.startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read the TOML file (if any), apply environment overrides, then keyword overrides."""
+    environ = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = config_file or environ.get(CONFIG_ENV)
+    source: dict[str, str] = {}
+    if path:
+        file = Path(path)
+        try:
+            with file.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {file}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+        for key, value in data.items():
+            values[key] = value
+            source[key] = f"config file {file}"
+    fields = Settings.model_fields
+    for name, field in fields.items():
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            values[name] = _env_value(environ[env_name], field.annotation)
+            source[name] = f"environment variable {env_name}"
+        elif name in ENV_ALIASES and ENV_ALIASES[name] in environ:
+            values[name] = environ[ENV_ALIASES[name]]
+            source[name] = f"environment variable {ENV_ALIASES[name]}"
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = value
+            source[name] = "command line"
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "?"
+            where = source.get(str(err["loc"][0]), "default") if err["loc"] else "?"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown setting '{key}' (from {where})")
+            else:
+                problems.append(f"invalid setting '{key}' (from {where}): {err['msg']}")
+        raise ConfigError("; ".join(problems)) from None

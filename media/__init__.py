@@ -1,0 +1,1 @@
+"""The SFU: rooms, participants and tracks; forwards encoded media without transcoding."""

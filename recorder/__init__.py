@@ -1,0 +1,1 @@
+"""Recording of visits (一案一录): per-track originals, composite, transcripts, manifest."""

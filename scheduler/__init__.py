@@ -1,0 +1,1 @@
+"""Courts, people, reception rooms, petitions and visits: the booking side of vreception."""

@@ -1,0 +1,60 @@
+"""Who is acting, and which courts' records they may see.
+
+An operator acts for their own court; a judge for visits addressed to their court; an
+archivist for their court and the courts below; an admin everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scheduler.models import Court, Role
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A staff member acting through the API or the CLI."""
+
+    user_id: int | None
+    username: str
+    role: Role
+    court_id: int | None
+    address: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.admin
+
+
+SYSTEM_ACTOR = Actor(user_id=None, username="system", role=Role.admin, court_id=None)
+
+
+async def descendant_court_ids(session: AsyncSession, court_id: int) -> set[int]:
+    """The court and every court below it (one recursive query)."""
+    tree = select(Court.id).where(Court.id == court_id).cte("tree", recursive=True)
+    tree = tree.union_all(select(Court.id).where(Court.parent_id == tree.c.id))
+    return set((await session.scalars(select(tree.c.id))).all())
+
+
+async def ancestor_court_ids(session: AsyncSession, court_id: int) -> list[int]:
+    """The courts above ``court_id``, nearest first (not including it)."""
+    chain: list[int] = []
+    current = await session.get(Court, court_id)
+    while current is not None and current.parent_id is not None:
+        chain.append(current.parent_id)
+        current = await session.get(Court, current.parent_id)
+    return chain
+
+
+async def court_scope(session: AsyncSession, actor: Actor) -> set[int] | None:
+    """Court ids whose own records ``actor`` may read; ``None`` means every court."""
+    if actor.role is Role.admin:
+        return None
+    if actor.court_id is None:
+        return set()
+    if actor.role is Role.archivist:
+        return await descendant_court_ids(session, actor.court_id)
+    return {actor.court_id}

@@ -1,0 +1,1 @@
+"""WebRTC signaling over socket.io (namespace ``/visit``)."""

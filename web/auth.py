@@ -1,0 +1,252 @@
+"""Staff sessions (cookie + CSRF token), login throttling, and who the caller is."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from aiohttp import web
+from redis.asyncio import Redis
+from sqlalchemy import ForeignKey, Integer, String, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from config.db import Base, UTCDateTime, utcnow
+from config.settings import Settings
+from scheduler.models import Role, User
+from scheduler.scope import Actor
+
+SESSION_COOKIE = "vr_session"
+CSRF_HEADER = "X-CSRF-Token"
+
+
+class StaffSession(Base):
+    """A logged-in staff browser; only a hash of the cookie token is stored."""
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256(token)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+    address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str] = mapped_column(String(256), default="", nullable=False)
+    version: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
+
+
+def _token_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated staff member behind a request."""
+
+    user_id: int
+    username: str
+    display_name: str
+    role: Role
+    court_id: int | None
+    session_id: str
+    csrf_token: str
+    address: str | None
+
+    def actor(self) -> Actor:
+        return Actor(
+            user_id=self.user_id,
+            username=self.username,
+            role=self.role,
+            court_id=self.court_id,
+            address=self.address,
+        )
+
+
+class SessionProblem(Exception):
+    """Why a cookie did not give a session: ``missing``, ``expired`` or ``invalid``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def open_session(
+    db: AsyncSession, settings: Settings, user: User, address: str | None, user_agent: str
+) -> tuple[str, StaffSession]:
+    """Create a session for ``user``; returns the cookie token (shown once) and the row."""
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    row = StaffSession(
+        id=_token_id(token),
+        user_id=user.id,
+        csrf_token=secrets.token_urlsafe(32),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + timedelta(minutes=settings.session_ttl_minutes),
+        address=address,
+        user_agent=user_agent[:256],
+    )
+    db.add(row)
+    return token, row
+
+
+async def load_principal(
+    db: AsyncSession, settings: Settings, token: str | None, address: str | None
+) -> Principal:
+    """The principal for a cookie token, refreshing its idle timer; raises SessionProblem."""
+    if not token:
+        raise SessionProblem("missing")
+    row = await db.get(StaffSession, _token_id(token))
+    if row is None:
+        raise SessionProblem("invalid")
+    now = utcnow()
+    idle = timedelta(minutes=settings.session_idle_minutes)
+    if row.expires_at <= now or row.last_seen_at + idle <= now:
+        await db.delete(row)
+        raise SessionProblem("expired")
+    user = await db.get(User, row.user_id)
+    if user is None or not user.active:
+        await db.delete(row)
+        raise SessionProblem("invalid")
+    if now - row.last_seen_at > timedelta(seconds=30):
+        row.last_seen_at = now
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        role=user.role,
+        court_id=user.court_id,
+        session_id=row.id,
+        csrf_token=row.csrf_token,
+        address=address,
+    )
+
+
+async def close_session(db: AsyncSession, session_id: str) -> None:
+    await db.execute(delete(StaffSession).where(StaffSession.id == session_id))
+
+
+async def close_user_sessions(db: AsyncSession, user_id: int) -> None:
+    await db.execute(delete(StaffSession).where(StaffSession.user_id == user_id))
+
+
+async def purge_expired_sessions(db: AsyncSession) -> int:
+    result = await db.execute(delete(StaffSession).where(StaffSession.expires_at <= utcnow()))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def csrf_ok(principal: Principal, supplied: str | None) -> bool:
+    return bool(supplied) and hmac.compare_digest(principal.csrf_token, supplied or "")
+
+
+def set_session_cookie(response: web.StreamResponse, settings: Settings, token: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=settings.session_ttl_minutes * 60,
+        httponly=True,
+        samesite="Strict",
+        secure=settings.cookie_secure,
+        path="/",
+    )
+
+
+def clear_session_cookie(response: web.StreamResponse, settings: Settings) -> None:
+    response.del_cookie(SESSION_COOKIE, path="/")
+
+
+def client_address(request: web.Request, settings: Settings) -> str | None:
+    if settings.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:64]
+    return request.remote
+
+
+# ---------------------------------------------------------------- login throttling
+
+
+class LoginThrottle(Protocol):
+    """Counts failed logins per key within a sliding window."""
+
+    async def blocked_for(self, key: str, limit: int, window: int) -> int:
+        """Seconds until ``key`` may try again (0: not blocked)."""
+        ...
+
+    async def fail(self, key: str, window: int) -> None: ...
+
+    async def reset(self, key: str) -> None: ...
+
+
+class MemoryLoginThrottle:
+    """In-process throttle for the embedded (single process) mode."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def _prune(self, key: str, window: int) -> deque[float]:
+        times = self._failures[key]
+        cutoff = time.monotonic() - window
+        while times and times[0] <= cutoff:
+            times.popleft()
+        return times
+
+    async def blocked_for(self, key: str, limit: int, window: int) -> int:
+        times = self._prune(key, window)
+        if len(times) < limit:
+            return 0
+        return max(1, int(times[-limit] + window - time.monotonic()) + 1)
+
+    async def fail(self, key: str, window: int) -> None:
+        self._prune(key, window).append(time.monotonic())
+
+    async def reset(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+class RedisLoginThrottle:
+    """Throttle shared by every node, as a Redis sorted set of failure times per key."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    @staticmethod
+    def _key(key: str) -> str:
+        return f"vreception:login-failures:{key}"
+
+    async def blocked_for(self, key: str, limit: int, window: int) -> int:
+        now = time.time()
+        rkey = self._key(key)
+        await self._redis.zremrangebyscore(rkey, 0, now - window)
+        scores = await self._redis.zrevrange(rkey, limit - 1, limit - 1, withscores=True)
+        if not scores:
+            return 0
+        return max(1, int(float(scores[0][1]) + window - now) + 1)
+
+    async def fail(self, key: str, window: int) -> None:
+        now = time.time()
+        rkey = self._key(key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(rkey, {f"{now}:{secrets.token_hex(4)}": now})
+            pipe.expire(rkey, window)
+            await pipe.execute()
+
+    async def reset(self, key: str) -> None:
+        await self._redis.delete(self._key(key))
+
+
+def create_login_throttle(redis: Redis | None) -> LoginThrottle:
+    return MemoryLoginThrottle() if redis is None else RedisLoginThrottle(redis)
+
+
+async def find_active_user(db: AsyncSession, username: str) -> User | None:
+    return await db.scalar(select(User).where(User.username == username))

@@ -1,0 +1,167 @@
+"""The ``vreception`` command: serve, migrate, create-user."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from aiohttp import web
+from sqlalchemy import or_, select
+
+from config.db import create_engine, create_sessionmaker
+from config.errors import AppError
+from config.privacy import MaskingFilter
+from config.settings import ConfigError, Settings, load_settings
+from scheduler import service
+from scheduler.models import Court, Role
+from scheduler.scope import SYSTEM_ACTOR
+from web.app import create_app
+from web.demo import create_demo_data, database_is_empty, demo_password
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger("vreception")
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(MaskingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def alembic_config(settings: Settings) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", settings.resolved_database_url.replace("%", "%%"))
+    cfg.attributes["settings"] = settings
+    return cfg
+
+
+def migrate(settings: Settings, revision: str = "head") -> None:
+    """Bring the database schema to ``revision`` (runs its own event loop)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(settings), revision)
+
+
+async def _seed_demo(settings: Settings) -> None:
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            if not await database_is_empty(db):
+                print("数据库已有数据，未创建演示数据 (database not empty: demo data skipped)")
+                return
+            accounts = await create_demo_data(db, settings.password_min_length)
+        print("\n演示账户（密码只显示这一次） / demo accounts (passwords shown once):")
+        for account in accounts:
+            print(f"  {account.role.value:<10} {account.username:<10} {account.password}")
+        print()
+    finally:
+        await engine.dispose()
+
+
+def _serve(settings: Settings, demo: bool) -> int:
+    migrate(settings)
+    if demo:
+        asyncio.run(_seed_demo(settings))
+    mode = "embedded" if settings.embedded else "redis"
+    print(f"vreception listening on http://{settings.host}:{settings.port}/ ({mode} mode)")
+    sys.stdout.flush()
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    return 0
+
+
+async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
+    role = Role(args.role)
+    password = args.password
+    generated = False
+    if password is None:
+        if sys.stdin.isatty():
+            password = getpass.getpass("密码 / password: ")
+        else:
+            password, generated = demo_password(), True
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            court_id = None
+            if args.court:
+                court = await db.scalar(
+                    select(Court).where(
+                        or_(Court.code == args.court, Court.name == args.court)
+                        if not args.court.isdigit()
+                        else Court.id == int(args.court)
+                    )
+                )
+                if court is None:
+                    print(f"error: no court '{args.court}' (give its id, code or name)")
+                    return 2
+                court_id = court.id
+            user = await service.create_user(
+                db, SYSTEM_ACTOR, username=args.username,
+                display_name=args.display_name or args.username, role=role, court_id=court_id,
+                password=password, password_min_length=settings.password_min_length,
+            )
+        print(f"created user {user.username} (id {user.id}, role {role.value})")
+        if generated:
+            print(f"password (shown once): {password}")
+        return 0
+    except AppError as exc:
+        print(f"error: {exc.message}")
+        return 2
+    finally:
+        await engine.dispose()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vreception", description="远程视频接访 / vreception")
+    parser.add_argument("--config", help="TOML config file (or VRECEPTION_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="migrate and start the server")
+    serve.add_argument("--demo", action="store_true", help="on an empty database, add demo data")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    mig = sub.add_parser("migrate", help="bring the database schema up to date")
+    mig.add_argument("--revision", default="head")
+    cu = sub.add_parser("create-user", help="create a staff account")
+    cu.add_argument("--username", required=True)
+    cu.add_argument("--role", required=True, choices=[r.value for r in Role])
+    cu.add_argument("--court", help="court id, code or name (not needed for admin)")
+    cu.add_argument("--display-name")
+    cu.add_argument("--password", help="default: prompt, or generate when not a terminal")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {}
+    if args.command == "serve":
+        overrides = {"host": args.host, "port": args.port}
+    try:
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    if args.command == "serve":
+        return _serve(settings, args.demo)
+    if args.command == "migrate":
+        migrate(settings, args.revision)
+        print("database is up to date")
+        return 0
+    if args.command == "create-user":
+        migrate(settings)
+        return asyncio.run(_create_user(settings, args))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

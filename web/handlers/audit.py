@@ -1,0 +1,42 @@
+"""The audit trail, read only: no route edits or deletes an event."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, or_, select
+
+from config.audit import AuditEvent
+from scheduler.models import Role
+from scheduler.scope import court_scope
+from web.routes import Context, api
+from web.schemas import AuditOut, AuditQuery, Page
+
+
+@api.route("GET", "/audit", summary="Search the audit trail", tag="audit",
+           roles={Role.admin, Role.archivist}, query=AuditQuery, answer=Page[AuditOut])
+async def list_audit(ctx: Context) -> Page[AuditOut]:
+    """Admins see every event; archivists the events of their court and the courts below."""
+    q: AuditQuery = ctx.query
+    stmt = select(AuditEvent)
+    scope = await court_scope(ctx.db, ctx.me.actor())
+    if scope is not None:
+        stmt = stmt.where(AuditEvent.court_id.in_(scope))
+    if q.actor:
+        stmt = stmt.where(or_(AuditEvent.actor_name == q.actor, AuditEvent.actor_id == q.actor))
+    if q.action:
+        stmt = stmt.where(AuditEvent.action == q.action)
+    if q.target_type:
+        stmt = stmt.where(AuditEvent.target_type == q.target_type)
+    if q.target_id:
+        stmt = stmt.where(AuditEvent.target_id == q.target_id)
+    if q.since:
+        stmt = stmt.where(AuditEvent.at >= q.since)
+    if q.until:
+        stmt = stmt.where(AuditEvent.at < q.until)
+    total = await ctx.db.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = await ctx.db.scalars(
+        stmt.order_by(AuditEvent.id.desc()).limit(q.limit).offset(q.offset)
+    )
+    return Page[AuditOut](
+        items=[AuditOut.model_validate(r) for r in rows], total=int(total or 0), limit=q.limit,
+        offset=q.offset,
+    )

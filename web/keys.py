@@ -1,0 +1,19 @@
+"""Typed keys of the objects the aiohttp application holds."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from config.settings import Settings
+from web.auth import LoginThrottle
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
+REDIS = web.AppKey("redis", Redis | None)  # type: ignore[arg-type]
+THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+SECRET = web.AppKey("secret", bytes)
+METRICS = web.AppKey("metrics_registry", CollectorRegistry)

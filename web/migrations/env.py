@@ -1,0 +1,57 @@
+"""Alembic environment: runs migrations on the async engine of the configured database."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from config.db import Base, create_engine
+from config.settings import load_settings
+from web.models import import_all_models
+
+import_all_models()
+target_metadata = Base.metadata
+config = context.config
+
+
+def _do_run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async(url: str | None) -> None:
+    settings = config.attributes.get("settings") or load_settings()
+    engine = create_engine(settings, url=url)
+    async with engine.connect() as connection:
+        await connection.run_sync(_do_run)
+        await connection.commit()
+    await engine.dispose()
+
+
+def run_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _do_run(connection)
+        return
+    url = config.get_main_option("sqlalchemy.url") or None
+    asyncio.run(_run_async(url))
+
+
+if context.is_offline_mode():
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url") or load_settings().resolved_database_url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    run_online()

@@ -1,0 +1,9 @@
+"""One place that imports every table module, so ``Base.metadata`` is complete."""
+
+from __future__ import annotations
+
+
+def import_all_models() -> None:
+    import config.audit  # noqa: F401
+    import scheduler.models  # noqa: F401
+    import web.auth  # noqa: F401

@@ -1,0 +1,87 @@
+"""The HTML pages (zh-CN): login, and one home page per role, guarded on the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from scheduler.models import Role
+from web.auth import SESSION_COOKIE, SessionProblem, client_address, load_principal
+from web.handlers.auth import HOME
+from web.keys import SESSIONMAKER, SETTINGS
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+
+PAGES: dict[str, tuple[str, frozenset[Role]]] = {
+    "/admin": ("admin.html", frozenset({Role.admin})),
+    "/operator": ("operator.html", frozenset({Role.operator, Role.admin})),
+    "/judge": ("judge.html", frozenset({Role.judge, Role.admin})),
+    "/archive": ("archive.html", frozenset({Role.archivist, Role.admin})),
+}
+
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+        "connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _html(name: str, status: int = 200) -> web.Response:
+    body = (TEMPLATES / name).read_text(encoding="utf-8")
+    return web.Response(
+        text=body, status=status, content_type="text/html", charset="utf-8",
+        headers=_SECURITY_HEADERS,
+    )
+
+
+async def _role(request: web.Request) -> Role | None:
+    settings = request.app[SETTINGS]
+    async with request.app[SESSIONMAKER]() as db:
+        try:
+            principal = await load_principal(
+                db, settings, request.cookies.get(SESSION_COOKIE), client_address(request, settings)
+            )
+        except SessionProblem:
+            await db.commit()
+            return None
+        await db.commit()
+        return principal.role
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    role = await _role(request)
+    raise web.HTTPFound(HOME[role] if role else "/login")
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    role = await _role(request)
+    if role is not None:
+        raise web.HTTPFound(HOME[role])
+    return _html("login.html")
+
+
+def _guarded(template: str, roles: frozenset[Role]) -> web.Handler:
+    async def page(request: web.Request) -> web.StreamResponse:
+        role = await _role(request)
+        if role is None:
+            raise web.HTTPFound("/login?next=" + request.path)
+        if role not in roles:
+            return _html("forbidden.html", status=403)
+        return _html(template)
+
+    return page
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_get("/login", login_page)
+    for path, (template, roles) in PAGES.items():
+        app.router.add_get(path, _guarded(template, roles))
+    app.router.add_static("/static/", STATIC, follow_symlinks=False, append_version=True)

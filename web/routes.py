@@ -1,0 +1,352 @@
+"""The API route registry: each route declares its roles, body, query and answer.
+
+The same declarations build the aiohttp routes and the OpenAPI 3 document, so the
+document describes every route. Dispatch does, in order: session (401), CSRF (403),
+role (403), body and query validation (400/415/422), then the handler inside one
+database transaction, so a refused or failed request writes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config.errors import AppError, AuthenticationError, NotFoundError, PermissionDeniedError
+from config.settings import Settings
+from scheduler.models import Role
+from web.auth import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Principal,
+    SessionProblem,
+    client_address,
+    csrf_ok,
+    load_principal,
+)
+from web.keys import SESSIONMAKER, SETTINGS
+from web.schemas import ErrorAnswer
+
+API_PREFIX = "/api/v1"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ALL_STAFF = frozenset(Role)
+
+
+class BodyError(AppError):
+    """The request body is not JSON of the expected shape."""
+
+
+@dataclass
+class Context:
+    """What a handler gets: the request, the caller, the parsed input and the transaction."""
+
+    request: web.Request
+    db: AsyncSession
+    settings: Settings
+    principal: Principal | None
+    body: Any
+    query: Any
+    address: str | None
+
+    @property
+    def me(self) -> Principal:
+        if self.principal is None:
+            raise AuthenticationError("请先登录")
+        return self.principal
+
+    def path_id(self, name: str) -> int:
+        raw = self.request.match_info[name]
+        value = int(raw)
+        if value < 1 or value > 2**31 - 1:
+            raise NotFoundError("记录不存在")
+        return value
+
+
+Handler = Callable[[Context], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API operation and everything the OpenAPI document says about it."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    roles: frozenset[Role] | None  # None: public
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    answer: Any = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    description: str = ""
+
+
+@dataclass
+class Registry:
+    """All declared API routes."""
+
+    routes: list[Route] = field(default_factory=list)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tag: str,
+        roles: Iterable[Role] | None,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        answer: Any = None,
+        status: int = 200,
+        errors: tuple[int, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.routes.append(
+                Route(
+                    method=method.upper(),
+                    path=API_PREFIX + path,
+                    handler=handler,
+                    summary=summary,
+                    tag=tag,
+                    roles=None if roles is None else frozenset(roles),
+                    body=body,
+                    query=query,
+                    answer=answer,
+                    status=status,
+                    errors=errors,
+                    description=(handler.__doc__ or "").strip(),
+                )
+            )
+            return handler
+
+        return register
+
+    def add_to(self, app: web.Application) -> None:
+        for route in self.routes:
+            app.router.add_route(route.method, route.path, _make_view(route))
+
+
+api = Registry()
+
+
+def _validation_details(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {
+            "field": ".".join(str(p) for p in err["loc"]) or "(body)",
+            "message": err["msg"],
+            "type": err["type"],
+        }
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    raw = await request.read()  # raises 413 past client_max_size
+    if request.content_type != "application/json":
+        raise BodyError(
+            "请求体须为 JSON（Content-Type: application/json）", code="unsupported_media_type"
+        )
+    if not raw.strip():
+        raise BodyError("缺少请求体", code="malformed_json")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(err["type"] == "json_invalid" for err in exc.errors()):
+            raise BodyError("请求体不是有效的 JSON", code="malformed_json") from None
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError) -> AppError:
+    error = AppError("输入有误", code="validation_failed", details=_validation_details(exc))
+    error.status = 422
+    return error
+
+
+def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def view(request: web.Request) -> web.StreamResponse:
+        settings = request.app[SETTINGS]
+        address = client_address(request, settings)
+        async with request.app[SESSIONMAKER]() as db:
+            principal: Principal | None = None
+            if route.roles is not None:
+                try:
+                    principal = await load_principal(
+                        db, settings, request.cookies.get(SESSION_COOKIE), address
+                    )
+                except SessionProblem as problem:
+                    await db.commit()  # keep the removal of an expired session
+                    if problem.reason == "expired":
+                        raise AuthenticationError(
+                            "会话已过期，请重新登录", code="session_expired"
+                        ) from None
+                    raise AuthenticationError("请先登录", code="unauthenticated") from None
+                if request.method not in SAFE_METHODS and not csrf_ok(
+                    principal, request.headers.get(CSRF_HEADER)
+                ):
+                    raise PermissionDeniedError("CSRF 校验失败，请刷新页面后重试", code="csrf_failed")
+                if principal.role not in route.roles:
+                    raise PermissionDeniedError("您的角色无权执行此操作", code="forbidden_role")
+            body = await _parse_body(request, route.body) if route.body else None
+            query = None
+            if route.query is not None:
+                try:
+                    query = route.query.model_validate(dict(request.query))
+                except ValidationError as exc:
+                    raise _invalid(exc) from None
+            ctx = Context(
+                request=request,
+                db=db,
+                settings=settings,
+                principal=principal,
+                body=body,
+                query=query,
+                address=address,
+            )
+            try:
+                result = await route.handler(ctx)
+                await db.commit()
+            except BaseException:
+                await db.rollback()
+                raise
+        if isinstance(result, web.StreamResponse):
+            return result
+        return web.json_response(
+            to_json(result), status=route.status, dumps=_dumps
+        )
+
+    view.__name__ = route.handler.__name__
+    return view
+
+
+def _dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------- OpenAPI
+
+_ERROR_TEXT = {
+    400: "Malformed request (bad JSON, wrong content type)",
+    401: "No valid session",
+    403: "Role, court scope or CSRF token refused",
+    404: "No such record (or not visible to the caller)",
+    409: "Conflicts with a stored record",
+    413: "Body larger than the limit",
+    415: "Body is not application/json",
+    422: "Input breaks a validation rule",
+    429: "Too many attempts",
+}
+
+
+def openapi_document(registry: Registry, title: str, version: str) -> dict[str, Any]:
+    """An OpenAPI 3.1 document describing every registered route."""
+    models: set[type[BaseModel]] = {ErrorAnswer}
+    for route in registry.routes:
+        for model in (route.body, route.query, route.answer):
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                models.add(model)
+    ordered = sorted(models, key=lambda m: m.__name__)
+    keyed = [(m, "validation" if _is_input(m, registry) else "serialization") for m in ordered]
+    refs, schema = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
+    components = schema.get("$defs", {})
+
+    def ref(model: type[BaseModel], mode: str) -> dict[str, Any]:
+        return dict(refs[(model, mode)])  # type: ignore[index]
+
+    paths: dict[str, dict[str, Any]] = {}
+    for route in registry.routes:
+        oas_path = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", route.path)
+        op: dict[str, Any] = {
+            "operationId": route.handler.__name__,
+            "summary": route.summary,
+            "tags": [route.tag],
+            "responses": {},
+        }
+        if route.description:
+            op["description"] = route.description
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+            for name in re.findall(r"\{(\w+)(?::[^}]*)?\}", route.path)
+        ]
+        if route.query is not None:
+            qschema = route.query.model_json_schema()
+            for name, prop in qschema.get("properties", {}).items():
+                params.append(
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": name in qschema.get("required", []),
+                        "schema": prop,
+                    }
+                )
+        if params:
+            op["parameters"] = params
+        if route.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(route.body, "validation")}},
+            }
+        if isinstance(route.answer, type) and issubclass(route.answer, BaseModel):
+            content = {"application/json": {"schema": ref(route.answer, "serialization")}}
+            op["responses"][str(route.status)] = {"description": "Success", "content": content}
+        else:
+            op["responses"][str(route.status)] = {"description": "Success"}
+        codes = set(route.errors)
+        if route.roles is not None:
+            op["security"] = [{"cookieSession": []}]
+            op["x-roles"] = sorted(r.value for r in route.roles)
+            codes |= {401, 403}
+        else:
+            op["security"] = []
+        if route.body is not None:
+            codes |= {400, 413, 415, 422}
+        if route.query is not None:
+            codes.add(422)
+        if "{" in route.path:
+            codes.add(404)
+        err = {"application/json": {"schema": ref(ErrorAnswer, "serialization")}}
+        for code in sorted(codes):
+            op["responses"][str(code)] = {"description": _ERROR_TEXT[code], "content": err}
+        paths.setdefault(oas_path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "cookieSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": SESSION_COOKIE,
+                    "description": "Session cookie set by POST /api/v1/auth/login. "
+                    "State-changing requests also need the X-CSRF-Token header.",
+                }
+            },
+        },
+    }
+
+
+def _is_input(model: type[BaseModel], registry: Registry) -> bool:
+    return any(model in (r.body, r.query) for r in registry.routes)
