@@ -1,0 +1,78 @@
+"use strict";
+(async () => {
+  await VR.start("系统管理");
+  VR.tabs(document.getElementById("tabs"));
+  let courts = [];
+  const courtName = (id) => (courts.find((c) => c.id === id) || {}).name || "";
+
+  function options(select, list, blank) {
+    select.replaceChildren();
+    if (blank) select.add(new Option(blank, ""));
+    for (const c of list) select.add(new Option(`${c.name}（${VR.LEVEL_NAMES[c.level]}）`, c.id));
+  }
+
+  async function loadCourts() {
+    courts = await VR.api("GET", "/courts");
+    VR.fillTable(document.getElementById("court-rows"), courts, [
+      (c) => c.code, (c) => c.name, (c) => VR.LEVEL_NAMES[c.level], (c) => courtName(c.parent_id),
+    ]);
+    options(document.getElementById("court-parent"), courts, "（无：最高法院）");
+    options(document.getElementById("user-court"), courts, "（无：仅系统管理员）");
+    options(document.getElementById("room-court"), courts.filter((c) => c.level === "basic"));
+  }
+
+  async function loadUsers() {
+    const page = await VR.api("GET", "/users?limit=200");
+    VR.fillTable(document.getElementById("user-rows"), page.items, [
+      (u) => u.username, (u) => u.display_name, (u) => VR.ROLE_NAMES[u.role],
+      (u) => courtName(u.court_id), (u) => (u.active ? "启用" : "停用"),
+      (u) => VR.button(u.active ? "停用" : "启用", async () => {
+        try { await VR.api("PATCH", `/users/${u.id}`, { active: !u.active }); await loadUsers(); }
+        catch (err) { VR.say(document.getElementById("user-msg"), VR.describe(err), "error"); }
+      }, true),
+    ]);
+  }
+
+  async function loadRooms() {
+    const rooms = await VR.api("GET", "/rooms");
+    VR.fillTable(document.getElementById("room-rows"), rooms, [
+      (r) => courtName(r.court_id), (r) => r.name, (r) => r.location, (r) => (r.active ? "启用" : "停用"),
+      (r) => VR.button(r.active ? "停用" : "启用", async () => {
+        try { await VR.api("PATCH", `/rooms/${r.id}`, { active: !r.active }); await loadRooms(); }
+        catch (err) { VR.say(document.getElementById("room-msg"), VR.describe(err), "error"); }
+      }, true),
+    ]);
+  }
+
+  async function loadAudit() {
+    const page = await VR.api("GET", "/audit?limit=100");
+    VR.fillTable(document.getElementById("audit-rows"), page.items, [
+      (a) => VR.time(a.at), (a) => a.actor_name || a.actor_type, (a) => a.action,
+      (a) => (a.target_type ? `${a.target_type} #${a.target_id}` : ""), (a) => a.address,
+    ]);
+  }
+
+  function submit(formId, msgId, path, label, after) {
+    const form = document.getElementById(formId);
+    const msg = document.getElementById(msgId);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try {
+        const created = await VR.api("POST", path, VR.formData(form));
+        VR.say(msg, `已添加${label}：${created.name || created.username}`, "ok");
+        form.reset();
+        await after();
+        await loadAudit();
+      } catch (err) {
+        VR.say(msg, VR.describe(err), "error");
+      }
+    });
+  }
+
+  submit("court-form", "court-msg", "/courts", "法院", async () => { await loadCourts(); });
+  submit("user-form", "user-msg", "/users", "用户", loadUsers);
+  submit("room-form", "room-msg", "/rooms", "接访室", loadRooms);
+  await loadCourts();
+  await Promise.all([loadUsers(), loadRooms(), loadAudit()]);
+  document.body.dataset.ready = "1";
+})();
