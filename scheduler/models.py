@@ -1,4 +1,4 @@
-"""Tables of the court domain: Court, User, ReceptionRoom, Petitioner, Petition, Visit, VisitCode."""
+"""Tables of the court domain: courts, staff, rooms, petitioners, petitions, visits, codes."""
 
 from __future__ import annotations
 
@@ -99,7 +99,8 @@ class Court(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "(level = 'supreme' AND parent_id IS NULL) OR (level != 'supreme' AND parent_id IS NOT NULL)",
+            "(level = 'supreme' AND parent_id IS NULL)"
+            " OR (level != 'supreme' AND parent_id IS NOT NULL)",
             name="parent_by_level",
         ),
     )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import record_audit
@@ -41,7 +41,7 @@ class Page(Generic[T]):
     total: int
 
 
-async def _page(session: AsyncSession, stmt: Select[tuple[T]], limit: int, offset: int) -> Page[T]:
+async def _page(session: AsyncSession, stmt: Select[Any], limit: int, offset: int) -> Page[Any]:
     total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
     items = (await session.scalars(stmt.limit(limit).offset(offset))).all()
     return Page(items=items, total=int(total or 0))
@@ -257,7 +257,7 @@ async def update_user(
         if problem:
             raise InvalidError(problem, code="weak_password")
         user.password_hash = hash_password(password)
-        changes["password"] = "reset"
+        changes["password"] = "reset"  # noqa: S105 (an audit note, not a secret)
         end_sessions = True
     if changes:
         _audit(session, actor, "user.update", user, changes=changes)
@@ -393,7 +393,7 @@ async def list_petitioners(
                 Petitioner.name.like(like, escape="\\"),
                 Petitioner.id_number.like("%" + query[-4:], escape="\\")
                 if query.isalnum() and len(query) >= 4
-                else False,
+                else false(),
             )
         )
     return await _page(session, stmt, limit, offset)

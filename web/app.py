@@ -31,10 +31,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = create_engine(app[SETTINGS])
     app[ENGINE] = engine
     app[SESSIONMAKER] = create_sessionmaker(engine)
-    async with app[SESSIONMAKER]() as db, db.begin():
-        purged = await purge_expired_sessions(db)
-    if purged:
-        log.info("removed %d expired sessions", purged)
+    try:
+        async with app[SESSIONMAKER]() as db, db.begin():
+            purged = await purge_expired_sessions(db)
+        if purged:
+            log.info("removed %d expired sessions", purged)
+    except Exception as exc:  # the database may come up later; /readyz reports it
+        log.warning("database not reachable at start-up: %s", exc)
     yield
     await engine.dispose()
 
@@ -65,9 +68,7 @@ async def metrics_middleware(
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         request.app[REQUESTS].labels(request.method, route, str(status)).inc()
-        request.app[LATENCY].labels(request.method, route).observe(
-            time.perf_counter() - started
-        )
+        request.app[LATENCY].labels(request.method, route).observe(time.perf_counter() - started)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -81,11 +82,15 @@ def create_app(settings: Settings) -> web.Application:
     registry = CollectorRegistry()
     app[METRICS] = registry
     app[REQUESTS] = Counter(
-        "vreception_http_requests", "HTTP requests", ["method", "route", "status"],
+        "vreception_http_requests",
+        "HTTP requests",
+        ["method", "route", "status"],
         registry=registry,
     )
     app[LATENCY] = Histogram(
-        "vreception_http_request_seconds", "HTTP request latency", ["method", "route"],
+        "vreception_http_request_seconds",
+        "HTTP request latency",
+        ["method", "route"],
         registry=registry,
     )
     app.cleanup_ctx.append(_database)

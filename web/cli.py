@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiohttp import web
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from aiohttp import web
 from sqlalchemy import or_, select
 
 from config.db import create_engine, create_sessionmaker
@@ -51,6 +51,11 @@ def migrate(settings: Settings, revision: str = "head") -> None:
     """Bring the database schema to ``revision`` (runs its own event loop)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(settings), revision)
+
+
+def downgrade(settings: Settings, revision: str) -> None:
+    """Take the database schema back to ``revision`` (``base`` removes every table)."""
+    command.downgrade(alembic_config(settings), revision)
 
 
 async def _seed_demo(settings: Settings) -> None:
@@ -106,9 +111,14 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
                     return 2
                 court_id = court.id
             user = await service.create_user(
-                db, SYSTEM_ACTOR, username=args.username,
-                display_name=args.display_name or args.username, role=role, court_id=court_id,
-                password=password, password_min_length=settings.password_min_length,
+                db,
+                SYSTEM_ACTOR,
+                username=args.username,
+                display_name=args.display_name or args.username,
+                role=role,
+                court_id=court_id,
+                password=password,
+                password_min_length=settings.password_min_length,
             )
         print(f"created user {user.username} (id {user.id}, role {role.value})")
         if generated:

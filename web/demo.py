@@ -48,7 +48,11 @@ async def create_demo_data(db: AsyncSession, password_min_length: int) -> list[D
     ids: dict[str, int] = {}
     for code, name, level, parent in DEMO_COURTS:
         court = await service.create_court(
-            db, SYSTEM_ACTOR, code=code, name=name, level=level,
+            db,
+            SYSTEM_ACTOR,
+            code=code,
+            name=name,
+            level=level,
             parent_id=ids[parent] if parent else None,
         )
         ids[code] = court.id
@@ -56,11 +60,16 @@ async def create_demo_data(db: AsyncSession, password_min_length: int) -> list[D
         db, SYSTEM_ACTOR, court_id=ids["BJHD"], name="第一接访室", location="诉讼服务中心二楼"
     )
     accounts = []
-    for username, display, role, court in DEMO_USERS:
+    for username, display, role, court_key in DEMO_USERS:
         password = demo_password()
         await service.create_user(
-            db, SYSTEM_ACTOR, username=username, display_name=display, role=role,
-            court_id=ids[court] if court else None, password=password,
+            db,
+            SYSTEM_ACTOR,
+            username=username,
+            display_name=display,
+            role=role,
+            court_id=ids[court_key] if court_key else None,
+            password=password,
             password_min_length=password_min_length,
         )
         accounts.append(DemoAccount(username=username, role=role, password=password))

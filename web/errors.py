@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from config.errors import AppError, RateLimitedError
 
@@ -47,9 +47,7 @@ def app_error_response(exc: AppError) -> web.Response:
 
 
 def _wants_html(request: web.Request) -> bool:
-    return not request.path.startswith("/api/") and "text/html" in request.headers.get(
-        "Accept", ""
-    )
+    return not request.path.startswith("/api/") and "text/html" in request.headers.get("Accept", "")
 
 
 @web.middleware
@@ -74,7 +72,7 @@ async def error_middleware(
     except IntegrityError:
         log.info("integrity error on %s %s", request.method, request.path)
         return error_response(409, "conflict", "与已有记录冲突，未作任何修改")
-    except OperationalError:
+    except (OperationalError, InterfaceError, ConnectionError, TimeoutError):
         log.exception("database error on %s %s", request.method, request.path)
         return error_response(503, "database_unavailable", "数据库暂不可用，请稍后重试")
     except Exception:

@@ -13,7 +13,7 @@ from web.auth import LoginThrottle
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
-REDIS = web.AppKey("redis", Redis | None)  # type: ignore[arg-type]
+REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
 THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 SECRET = web.AppKey("secret", bytes)
 METRICS = web.AppKey("metrics_registry", CollectorRegistry)

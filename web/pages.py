@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -36,7 +37,10 @@ _SECURITY_HEADERS = {
 def _html(name: str, status: int = 200) -> web.Response:
     body = (TEMPLATES / name).read_text(encoding="utf-8")
     return web.Response(
-        text=body, status=status, content_type="text/html", charset="utf-8",
+        text=body,
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
         headers=_SECURITY_HEADERS,
     )
 
@@ -67,7 +71,9 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     return _html("login.html")
 
 
-def _guarded(template: str, roles: frozenset[Role]) -> web.Handler:
+def _guarded(
+    template: str, roles: frozenset[Role]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def page(request: web.Request) -> web.StreamResponse:
         role = await _role(request)
         if role is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -40,6 +40,13 @@ ALL_STAFF = frozenset(Role)
 
 class BodyError(AppError):
     """The request body is not JSON of the expected shape."""
+
+
+class MediaTypeError(AppError):
+    """The request body is not declared as JSON."""
+
+    status = 415
+    code = "unsupported_media_type"
 
 
 @dataclass
@@ -152,9 +159,7 @@ def _validation_details(exc: ValidationError) -> list[dict[str, str]]:
 async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
     raw = await request.read()  # raises 413 past client_max_size
     if request.content_type != "application/json":
-        raise BodyError(
-            "请求体须为 JSON（Content-Type: application/json）", code="unsupported_media_type"
-        )
+        raise MediaTypeError("请求体须为 JSON（Content-Type: application/json）")
     if not raw.strip():
         raise BodyError("缺少请求体", code="malformed_json")
     try:
@@ -192,7 +197,9 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
                 if request.method not in SAFE_METHODS and not csrf_ok(
                     principal, request.headers.get(CSRF_HEADER)
                 ):
-                    raise PermissionDeniedError("CSRF 校验失败，请刷新页面后重试", code="csrf_failed")
+                    raise PermissionDeniedError(
+                        "CSRF 校验失败，请刷新页面后重试", code="csrf_failed"
+                    )
                 if principal.role not in route.roles:
                     raise PermissionDeniedError("您的角色无权执行此操作", code="forbidden_role")
             body = await _parse_body(request, route.body) if route.body else None
@@ -219,9 +226,7 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
                 raise
         if isinstance(result, web.StreamResponse):
             return result
-        return web.json_response(
-            to_json(result), status=route.status, dumps=_dumps
-        )
+        return web.json_response(to_json(result), status=route.status, dumps=_dumps)
 
     view.__name__ = route.handler.__name__
     return view
@@ -266,7 +271,9 @@ def openapi_document(registry: Registry, title: str, version: str) -> dict[str, 
             if isinstance(model, type) and issubclass(model, BaseModel):
                 models.add(model)
     ordered = sorted(models, key=lambda m: m.__name__)
-    keyed = [(m, "validation" if _is_input(m, registry) else "serialization") for m in ordered]
+    keyed: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+        (m, "validation" if _is_input(m, registry) else "serialization") for m in ordered
+    ]
     refs, schema = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
     components = schema.get("$defs", {})
 

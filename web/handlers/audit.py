@@ -11,8 +11,15 @@ from web.routes import Context, api
 from web.schemas import AuditOut, AuditQuery, Page
 
 
-@api.route("GET", "/audit", summary="Search the audit trail", tag="audit",
-           roles={Role.admin, Role.archivist}, query=AuditQuery, answer=Page[AuditOut])
+@api.route(
+    "GET",
+    "/audit",
+    summary="Search the audit trail",
+    tag="audit",
+    roles={Role.admin, Role.archivist},
+    query=AuditQuery,
+    answer=Page[AuditOut],
+)
 async def list_audit(ctx: Context) -> Page[AuditOut]:
     """Admins see every event; archivists the events of their court and the courts below."""
     q: AuditQuery = ctx.query
@@ -33,10 +40,10 @@ async def list_audit(ctx: Context) -> Page[AuditOut]:
     if q.until:
         stmt = stmt.where(AuditEvent.at < q.until)
     total = await ctx.db.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = await ctx.db.scalars(
-        stmt.order_by(AuditEvent.id.desc()).limit(q.limit).offset(q.offset)
-    )
+    rows = await ctx.db.scalars(stmt.order_by(AuditEvent.id.desc()).limit(q.limit).offset(q.offset))
     return Page[AuditOut](
-        items=[AuditOut.model_validate(r) for r in rows], total=int(total or 0), limit=q.limit,
+        items=[AuditOut.model_validate(r) for r in rows],
+        total=int(total or 0),
+        limit=q.limit,
         offset=q.offset,
     )

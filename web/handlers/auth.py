@@ -44,8 +44,14 @@ async def _me(ctx: Context, principal: Principal) -> Me:
 
 
 @api.route(
-    "POST", "/auth/login", summary="Log in with username and password", tag="auth",
-    roles=None, body=LoginBody, answer=Me, errors=(401, 429),
+    "POST",
+    "/auth/login",
+    summary="Log in with username and password",
+    tag="auth",
+    roles=None,
+    body=LoginBody,
+    answer=Me,
+    errors=(401, 429),
 )
 async def login(ctx: Context) -> web.StreamResponse:
     """Sets the HttpOnly session cookie; the answer carries the CSRF token for later requests.
@@ -64,8 +70,12 @@ async def login(ctx: Context) -> web.StreamResponse:
     )
     if wait:
         record_audit(
-            ctx.db, action="auth.login_blocked", actor_type="anonymous",
-            actor_name=body.username, address=ctx.address, detail={"retry_after": wait},
+            ctx.db,
+            action="auth.login_blocked",
+            actor_type="anonymous",
+            actor_name=body.username,
+            address=ctx.address,
+            detail={"retry_after": wait},
         )
         return app_error_response(
             RateLimitedError(f"登录失败次数过多，请 {wait} 秒后再试", retry_after=wait)
@@ -76,8 +86,11 @@ async def login(ctx: Context) -> web.StreamResponse:
         await throttle.fail(account_key, window)
         await throttle.fail(address_key, window)
         record_audit(
-            ctx.db, action="auth.login_failed", actor_type="anonymous",
-            actor_name=body.username, address=ctx.address,
+            ctx.db,
+            action="auth.login_failed",
+            actor_type="anonymous",
+            actor_name=body.username,
+            address=ctx.address,
             detail={"reason": "inactive" if user and valid else "bad_credentials"},
         )
         return app_error_response(
@@ -90,13 +103,24 @@ async def login(ctx: Context) -> web.StreamResponse:
         ctx.db, settings, user, ctx.address, ctx.request.headers.get("User-Agent", "")
     )
     record_audit(
-        ctx.db, action="auth.login", actor_id=user.id, actor_name=user.username,
-        address=ctx.address, court_id=user.court_id, target_type="user", target_id=user.id,
+        ctx.db,
+        action="auth.login",
+        actor_id=user.id,
+        actor_name=user.username,
+        address=ctx.address,
+        court_id=user.court_id,
+        target_type="user",
+        target_id=user.id,
     )
     principal = Principal(
-        user_id=user.id, username=user.username, display_name=user.display_name,
-        role=user.role, court_id=user.court_id, session_id=row.id,
-        csrf_token=row.csrf_token, address=ctx.address,
+        user_id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        role=user.role,
+        court_id=user.court_id,
+        session_id=row.id,
+        csrf_token=row.csrf_token,
+        address=ctx.address,
     )
     response = web.json_response(to_json(await _me(ctx, principal)))
     set_session_cookie(response, settings, token)
@@ -109,8 +133,12 @@ async def login(ctx: Context) -> web.StreamResponse:
 async def logout(ctx: Context) -> web.StreamResponse:
     await close_session(ctx.db, ctx.me.session_id)
     record_audit(
-        ctx.db, action="auth.logout", actor_id=ctx.me.user_id, actor_name=ctx.me.username,
-        address=ctx.address, court_id=ctx.me.court_id,
+        ctx.db,
+        action="auth.logout",
+        actor_id=ctx.me.user_id,
+        actor_name=ctx.me.username,
+        address=ctx.address,
+        court_id=ctx.me.court_id,
     )
     response = web.json_response({"ok": True})
     clear_session_cookie(response, ctx.settings)

@@ -18,8 +18,15 @@ from web.schemas import (
 REGISTRARS = {Role.operator, Role.admin}
 
 
-@api.route("GET", "/petitioners", summary="List petitioners in scope (masked)",
-           tag="petitioners", roles=ALL_STAFF, query=PetitionerQuery, answer=Page[PetitionerOut])
+@api.route(
+    "GET",
+    "/petitioners",
+    summary="List petitioners in scope (masked)",
+    tag="petitioners",
+    roles=ALL_STAFF,
+    query=PetitionerQuery,
+    answer=Page[PetitionerOut],
+)
 async def list_petitioners(ctx: Context) -> Page[PetitionerOut]:
     """``q`` matches the name, or the last four characters of the ID number."""
     q: PetitionerQuery = ctx.query
@@ -27,60 +34,115 @@ async def list_petitioners(ctx: Context) -> Page[PetitionerOut]:
         ctx.db, ctx.me.actor(), query=q.q, limit=q.limit, offset=q.offset
     )
     return Page[PetitionerOut](
-        items=[PetitionerOut.of(p) for p in page.items], total=page.total, limit=q.limit,
+        items=[PetitionerOut.of(p) for p in page.items],
+        total=page.total,
+        limit=q.limit,
         offset=q.offset,
     )
 
 
-@api.route("GET", r"/petitioners/{petitioner_id:\d+}", summary="One petitioner (masked)",
-           tag="petitioners", roles=ALL_STAFF, answer=PetitionerOut)
+@api.route(
+    "GET",
+    r"/petitioners/{petitioner_id:\d+}",
+    summary="One petitioner (masked)",
+    tag="petitioners",
+    roles=ALL_STAFF,
+    answer=PetitionerOut,
+)
 async def get_petitioner(ctx: Context) -> PetitionerOut:
     """Out of scope answers 404, as if the record did not exist."""
     petitioner = await service.get_petitioner(ctx.db, ctx.me.actor(), ctx.path_id("petitioner_id"))
     return PetitionerOut.of(petitioner)
 
 
-@api.route("POST", "/petitioners", summary="Register a petitioner", tag="petitioners",
-           roles=REGISTRARS, body=PetitionerIn, answer=PetitionerOut, status=201, errors=(409,))
+@api.route(
+    "POST",
+    "/petitioners",
+    summary="Register a petitioner",
+    tag="petitioners",
+    roles=REGISTRARS,
+    body=PetitionerIn,
+    answer=PetitionerOut,
+    status=201,
+    errors=(409,),
+)
 async def create_petitioner(ctx: Context) -> PetitionerOut:
     """A resident ID number is checked (18 characters, GB 11643 check digit)."""
     body: PetitionerIn = ctx.body
     petitioner = await service.create_petitioner(
-        ctx.db, ctx.me.actor(), court_id=body.court_id, name=body.name, id_type=body.id_type,
-        id_number=body.id_number, phone=body.phone,
+        ctx.db,
+        ctx.me.actor(),
+        court_id=body.court_id,
+        name=body.name,
+        id_type=body.id_type,
+        id_number=body.id_number,
+        phone=body.phone,
     )
     return PetitionerOut.of(petitioner)
 
 
-@api.route("GET", "/petitions", summary="List petitions in scope", tag="petitions",
-           roles=ALL_STAFF, query=PetitionQuery, answer=Page[PetitionOut])
+@api.route(
+    "GET",
+    "/petitions",
+    summary="List petitions in scope",
+    tag="petitions",
+    roles=ALL_STAFF,
+    query=PetitionQuery,
+    answer=Page[PetitionOut],
+)
 async def list_petitions(ctx: Context) -> Page[PetitionOut]:
     q: PetitionQuery = ctx.query
     page = await service.list_petitions(
-        ctx.db, ctx.me.actor(), petitioner_id=q.petitioner_id, number=q.number, limit=q.limit,
+        ctx.db,
+        ctx.me.actor(),
+        petitioner_id=q.petitioner_id,
+        number=q.number,
+        limit=q.limit,
         offset=q.offset,
     )
     return Page[PetitionOut](
-        items=[PetitionOut.of(p) for p in page.items], total=page.total, limit=q.limit,
+        items=[PetitionOut.of(p) for p in page.items],
+        total=page.total,
+        limit=q.limit,
         offset=q.offset,
     )
 
 
-@api.route("GET", r"/petitions/{petition_id:\d+}", summary="One petition", tag="petitions",
-           roles=ALL_STAFF, answer=PetitionOut)
+@api.route(
+    "GET",
+    r"/petitions/{petition_id:\d+}",
+    summary="One petition",
+    tag="petitions",
+    roles=ALL_STAFF,
+    answer=PetitionOut,
+)
 async def get_petition(ctx: Context) -> PetitionOut:
     return PetitionOut.of(
         await service.get_petition(ctx.db, ctx.me.actor(), ctx.path_id("petition_id"))
     )
 
 
-@api.route("POST", "/petitions", summary="Register a petition", tag="petitions",
-           roles=REGISTRARS, body=PetitionIn, answer=PetitionOut, status=201, errors=(409,))
+@api.route(
+    "POST",
+    "/petitions",
+    summary="Register a petition",
+    tag="petitions",
+    roles=REGISTRARS,
+    body=PetitionIn,
+    answer=PetitionOut,
+    status=201,
+    errors=(409,),
+)
 async def create_petition(ctx: Context) -> PetitionOut:
     """The petition belongs to the petitioner's court; its number is unique in that court."""
     body: PetitionIn = ctx.body
     petition = await service.create_petition(
-        ctx.db, ctx.me.actor(), petitioner_id=body.petitioner_id, number=body.number,
-        category=body.category, summary=body.summary, judgment_ref=body.judgment_ref,
+        ctx.db,
+        ctx.me.actor(),
+        petitioner_id=body.petitioner_id,
+        number=body.number,
+        category=body.category,
+        summary=body.summary,
+        judgment_ref=body.judgment_ref,
     )
     return PetitionOut.of(petition)

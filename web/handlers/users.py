@@ -9,44 +9,86 @@ from web.routes import Context, api
 from web.schemas import Page, UserIn, UserOut, UserPatch, UserQuery
 
 
-@api.route("GET", "/users", summary="List staff accounts", tag="users", roles={Role.admin},
-           query=UserQuery, answer=Page[UserOut])
+@api.route(
+    "GET",
+    "/users",
+    summary="List staff accounts",
+    tag="users",
+    roles={Role.admin},
+    query=UserQuery,
+    answer=Page[UserOut],
+)
 async def list_users(ctx: Context) -> Page[UserOut]:
     q: UserQuery = ctx.query
     page = await service.list_users(ctx.db, court_id=q.court_id, limit=q.limit, offset=q.offset)
     return Page[UserOut](
-        items=[UserOut.of(u) for u in page.items], total=page.total, limit=q.limit,
+        items=[UserOut.of(u) for u in page.items],
+        total=page.total,
+        limit=q.limit,
         offset=q.offset,
     )
 
 
-@api.route("POST", "/users", summary="Create a staff account", tag="users", roles={Role.admin},
-           body=UserIn, answer=UserOut, status=201, errors=(409,))
+@api.route(
+    "POST",
+    "/users",
+    summary="Create a staff account",
+    tag="users",
+    roles={Role.admin},
+    body=UserIn,
+    answer=UserOut,
+    status=201,
+    errors=(409,),
+)
 async def create_user(ctx: Context) -> UserOut:
     """Operators belong to a basic court, judges to a court above it; admins may have none."""
     body: UserIn = ctx.body
     user = await service.create_user(
-        ctx.db, ctx.me.actor(), username=body.username, display_name=body.display_name,
-        role=body.role, court_id=body.court_id, password=body.password,
+        ctx.db,
+        ctx.me.actor(),
+        username=body.username,
+        display_name=body.display_name,
+        role=body.role,
+        court_id=body.court_id,
+        password=body.password,
         password_min_length=ctx.settings.password_min_length,
     )
     return UserOut.of(user)
 
 
-@api.route("GET", r"/users/{user_id:\d+}", summary="One staff account", tag="users",
-           roles={Role.admin}, answer=UserOut)
+@api.route(
+    "GET",
+    r"/users/{user_id:\d+}",
+    summary="One staff account",
+    tag="users",
+    roles={Role.admin},
+    answer=UserOut,
+)
 async def get_user(ctx: Context) -> UserOut:
     return UserOut.of(await service.get_user(ctx.db, ctx.path_id("user_id")))
 
 
-@api.route("PATCH", r"/users/{user_id:\d+}", summary="Change, deactivate or reset an account",
-           tag="users", roles={Role.admin}, body=UserPatch, answer=UserOut)
+@api.route(
+    "PATCH",
+    r"/users/{user_id:\d+}",
+    summary="Change, deactivate or reset an account",
+    tag="users",
+    roles={Role.admin},
+    body=UserPatch,
+    answer=UserOut,
+)
 async def update_user(ctx: Context) -> UserOut:
     """A change of role or court, deactivation or a password reset ends the user's sessions."""
     body: UserPatch = ctx.body
     user, end_sessions = await service.update_user(
-        ctx.db, ctx.me.actor(), ctx.path_id("user_id"), display_name=body.display_name,
-        role=body.role, court_id=body.court_id, active=body.active, password=body.password,
+        ctx.db,
+        ctx.me.actor(),
+        ctx.path_id("user_id"),
+        display_name=body.display_name,
+        role=body.role,
+        court_id=body.court_id,
+        active=body.active,
+        password=body.password,
         password_min_length=ctx.settings.password_min_length,
     )
     if end_sessions:

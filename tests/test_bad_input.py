@@ -1,0 +1,281 @@
+"""Bad input gets a clear 4xx JSON error, nothing is half-written, never a 500."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from config.audit import AuditEvent
+from config.db import create_engine, create_sessionmaker
+from config.settings import Settings
+from scheduler.models import Court, Petition, Petitioner, ReceptionRoom, User
+from tests.helpers import World, login
+
+SQLISH = ["'; DROP TABLE users; --", "1 OR 1=1", 'Robert"); DELETE FROM courts;--', "%_\\"]
+
+
+async def _counts(settings: Settings) -> dict[str, int]:
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            return {
+                m.__tablename__: int(await db.scalar(select(func.count()).select_from(m)) or 0)
+                for m in (Court, User, ReceptionRoom, Petitioner, Petition, AuditEvent)
+            }
+    finally:
+        await engine.dispose()
+
+
+async def _error(resp: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert resp.status == status, (resp.status, await resp.text())
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert set(body) == {"error"} and body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code, body
+    assert "Traceback" not in json.dumps(body)
+    return body
+
+
+async def test_malformed_and_mistyped_bodies(client: TestClient, migrated: Settings) -> None:
+    csrf = await login(client, "admin")
+    h = {"X-CSRF-Token": csrf, "Content-Type": "application/json"}
+    before = await _counts(migrated)
+    await _error(
+        await client.post("/api/v1/courts", data=b"{not json", headers=h), 400, "malformed_json"
+    )
+    await _error(await client.post("/api/v1/courts", data=b"", headers=h), 400, "malformed_json")
+    await _error(
+        await client.post(
+            "/api/v1/courts",
+            data=b"code=x",
+            headers={"X-CSRF-Token": csrf, "Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        415,
+        "unsupported_media_type",
+    )
+    for body in (
+        [1, 2],
+        "text",
+        5,
+        None,
+        {"code": 5, "name": "n", "level": "basic"},
+        {"code": "OK", "name": "n", "level": "basic", "parent_id": "3"},
+        {"code": "OK", "name": "n", "level": "palace", "parent_id": 3},
+        {"code": "OK", "name": "n", "level": "basic", "parent_id": 3, "extra": 1},
+        {"code": "OK", "name": "a\x00b", "level": "basic", "parent_id": 3},
+        {"code": "OK", "name": "", "level": "basic", "parent_id": 3},
+        {"code": "OK", "name": "n", "level": "basic", "parent_id": 2**40},
+    ):
+        resp = await client.post("/api/v1/courts", data=json.dumps(body).encode(), headers=h)
+        err = await _error(resp, 422, "validation_failed")
+        assert err["error"]["details"], body
+    assert await _counts(migrated) == before
+
+
+async def test_oversize_body(client: TestClient, migrated: Settings) -> None:
+    csrf = await login(client, "op_a")
+    big = {"name": "x", "id_number": "1", "phone": "", "pad": "x" * (1024 * 1024 + 10)}
+    resp = await client.post("/api/v1/petitioners", json=big, headers={"X-CSRF-Token": csrf})
+    await _error(resp, 413, "body_too_large")
+
+
+async def test_unknown_routes_and_methods(client: TestClient) -> None:
+    await _error(await client.get("/api/v1/no-such-thing"), 404, "not_found")
+    await _error(await client.delete("/api/v1/courts"), 405, "method_not_allowed")
+    await login(client, "admin")
+    await _error(await client.get("/api/v1/courts/999999"), 404, "not_found")
+    await _error(await client.get("/api/v1/courts/99999999999999999999"), 404, "not_found")
+    await _error(await client.get("/api/v1/users?limit=abc"), 422, "validation_failed")
+    await _error(await client.get("/api/v1/users?limit=100000"), 422, "validation_failed")
+
+
+async def test_domain_rules_are_clear_4xx(
+    client: TestClient, world: World, migrated: Settings
+) -> None:
+    csrf = await login(client, "admin")
+    h = {"X-CSRF-Token": csrf}
+    before = await _counts(migrated)
+    cases = [
+        ("/api/v1/courts", {"code": "S2", "name": "另一最高院", "level": "supreme"}, 409),
+        (
+            "/api/v1/courts",
+            {"code": "B9", "name": "n", "level": "basic", "parent_id": world.courts["high"]},
+            422,
+        ),
+        (
+            "/api/v1/courts",
+            {"code": "HIGH", "name": "dup", "level": "basic", "parent_id": world.courts["mid_a"]},
+            409,
+        ),
+        (
+            "/api/v1/users",
+            {
+                "username": "op_a",
+                "display_name": "d",
+                "role": "operator",
+                "court_id": world.courts["basic_a"],
+                "password": "Long-enough-1",
+            },
+            409,
+        ),
+        (
+            "/api/v1/users",
+            {
+                "username": "newop",
+                "display_name": "d",
+                "role": "operator",
+                "court_id": world.courts["mid_a"],
+                "password": "Long-enough-1",
+            },
+            422,
+        ),
+        (
+            "/api/v1/users",
+            {
+                "username": "newj",
+                "display_name": "d",
+                "role": "judge",
+                "court_id": world.courts["basic_a"],
+                "password": "Long-enough-1",
+            },
+            422,
+        ),
+        (
+            "/api/v1/users",
+            {
+                "username": "weak",
+                "display_name": "d",
+                "role": "archivist",
+                "court_id": world.courts["mid_a"],
+                "password": "short",
+            },
+            422,
+        ),
+        (
+            "/api/v1/users",
+            {
+                "username": "bad name!",
+                "display_name": "d",
+                "role": "admin",
+                "password": "Long-enough-1",
+            },
+            422,
+        ),
+        ("/api/v1/rooms", {"court_id": world.courts["mid_a"], "name": "r"}, 422),
+        ("/api/v1/rooms", {"court_id": world.courts["basic_a"], "name": "第一接访室"}, 409),
+        (
+            "/api/v1/petitioners",
+            {"name": "x", "id_number": "110105194912310021", "court_id": world.courts["basic_a"]},
+            422,
+        ),
+        ("/api/v1/petitioners", {"name": "x", "id_number": "11010519491231002X"}, 422),
+    ]
+    for path, body, status in cases:
+        resp = await client.post(path, json=body, headers=h)
+        assert resp.status == status, (path, body, resp.status, await resp.text())
+        assert (await resp.json())["error"]["message"]
+    assert await _counts(migrated) == before
+
+
+async def test_sql_looking_strings_are_stored_verbatim(client: TestClient, world: World) -> None:
+    csrf = await login(client, "op_a")
+    h = {"X-CSRF-Token": csrf}
+    for i, s in enumerate(SQLISH):
+        r = await client.post(
+            "/api/v1/petitioners",
+            json={"name": s, "id_type": "other", "id_number": f"X{i}{s}"[:32], "phone": ""},
+            headers=h,
+        )
+        assert r.status == 201, await r.text()
+        p = await r.json()
+        assert p["name"] == s
+        r = await client.post(
+            "/api/v1/petitions",
+            json={
+                "petitioner_id": p["id"],
+                "number": f"N{i}{s}",
+                "category": s[:32],
+                "summary": s,
+                "judgment_ref": s,
+            },
+            headers=h,
+        )
+        assert r.status == 201, await r.text()
+        t = await r.json()
+        assert (t["summary"], t["judgment_ref"]) == (s, s)
+        found = await (await client.get("/api/v1/petitioners", params={"q": s})).json()
+        assert [x["name"] for x in found["items"]] == [s]
+    listed = await (await client.get("/api/v1/petitioners")).json()
+    assert listed["total"] == len(SQLISH)
+    courts = await (await client.get("/api/v1/courts")).json()
+    assert len(courts) == len(world.courts)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=12,
+)
+FIELDS = [
+    "code",
+    "name",
+    "level",
+    "parent_id",
+    "username",
+    "display_name",
+    "role",
+    "court_id",
+    "password",
+    "location",
+    "id_type",
+    "id_number",
+    "phone",
+    "petitioner_id",
+    "number",
+    "category",
+    "summary",
+    "judgment_ref",
+    "active",
+]
+bodies = json_values | st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8)
+CREATE = [
+    "/api/v1/courts",
+    "/api/v1/users",
+    "/api/v1/rooms",
+    "/api/v1/petitioners",
+    "/api/v1/petitions",
+]
+
+
+async def test_random_json_never_causes_500(client: TestClient, world: World) -> None:
+    csrf = await login(client, "admin")
+    statuses: set[int] = set()
+
+    @settings(
+        max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(path=st.sampled_from(CREATE), body=bodies)
+    def run(path: str, body: Any) -> None:
+        samples.append((path, body))
+
+    samples: list[tuple[str, Any]] = []
+    run()
+    for path, body in samples:
+        resp = await client.post(
+            path,
+            data=json.dumps(body),
+            headers={"X-CSRF-Token": csrf, "Content-Type": "application/json"},
+        )
+        statuses.add(resp.status)
+        assert resp.status < 500, (path, body, await resp.text())
+        if resp.status >= 400:
+            assert "error" in await resp.json()
+    assert statuses and max(statuses) < 500

@@ -1,0 +1,80 @@
+"""The ``vreception`` command: serve --demo on a fresh data dir, create-user, migrate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import ROOT, start_live_server, stop_live_server
+
+
+def _post(url: str, body: dict[str, str]) -> tuple[int, dict[str, object]]:
+    req = urllib.request.Request(  # noqa: S310
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    server = start_live_server(data)
+    try:
+        assert set(server.passwords) == {"admin", "operator", "judge", "archivist"}
+        with urllib.request.urlopen(server.url + "/healthz", timeout=10) as r:  # noqa: S310
+            assert json.loads(r.read()) == {"status": "ok"}
+        status, me = _post(
+            server.url + "/api/v1/auth/login",
+            {"username": "judge", "password": server.passwords["judge"]},
+        )
+        assert status == 200 and me["role"] == "judge"
+    finally:
+        stop_live_server(server)
+    again = start_live_server(data)
+    try:
+        assert again.passwords == {}  # demo data is created once, on an empty database
+        assert "demo data skipped" in again.log.read_text()
+        status, _ = _post(
+            again.url + "/api/v1/auth/login",
+            {"username": "admin", "password": server.passwords["admin"]},
+        )
+        assert status == 200
+    finally:
+        stop_live_server(again)
+
+
+def test_migrate_and_create_user(tmp_path: Path) -> None:
+    env = {"VRECEPTION_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "web.cli", *a],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = run("migrate")
+    assert out.returncode == 0 and "up to date" in out.stdout, out.stderr
+    out = run("create-user", "--username", "root", "--role", "admin")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "password (shown once): Vr-" in out.stdout
+    out = run("create-user", "--username", "root", "--role", "admin", "--password", "Another-pw-1")
+    assert out.returncode == 2 and "已被使用" in out.stdout
+    out = run(
+        "create-user",
+        "--username",
+        "op",
+        "--role",
+        "operator",
+        "--court",
+        "NOPE",
+        "--password",
+        "Another-pw-1",
+    )
+    assert out.returncode == 2 and "no court" in out.stdout

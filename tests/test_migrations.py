@@ -1,0 +1,120 @@
+"""Alembic: upgrade → downgrade → upgrade, the models match the migrations, the audit
+trail is append-only in the database itself (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import inspect, text
+
+from config.db import Base, create_engine
+from config.settings import Settings
+from tests.conftest import PostgresServer
+from web.cli import downgrade, migrate
+from web.models import import_all_models
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = {
+    "courts",
+    "users",
+    "reception_rooms",
+    "petitioners",
+    "petitions",
+    "visits",
+    "visit_codes",
+    "audit_events",
+    "staff_sessions",
+}
+
+
+def _alembic(env: dict[str, str], *args: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def _tables(sync_url: str) -> set[str]:
+    engine = create_sync_engine(sync_url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade_on_sqlite(tmp_path: Path) -> None:
+    env = {"VRECEPTION_DATA_DIR": str(tmp_path)}
+    sync_url = f"sqlite:///{tmp_path / 'vreception.db'}"
+    _alembic(env, "upgrade", "head")
+    assert _tables(sync_url) >= TABLES
+    _alembic(env, "downgrade", "base")
+    assert _tables(sync_url) <= {"alembic_version"}
+    _alembic(env, "upgrade", "head")
+    assert _tables(sync_url) >= TABLES
+
+
+def _diff(sync_url: str) -> list[object]:
+    import_all_models()
+    engine = create_sync_engine(sync_url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            return list(compare_metadata(ctx, Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def test_models_match_migrations_sqlite(tmp_path: Path) -> None:
+    migrate(Settings(data_dir=tmp_path))
+    assert _diff(f"sqlite:///{tmp_path / 'vreception.db'}") == []
+
+
+async def _audit_is_append_only(settings: Settings) -> None:
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO audit_events (at, actor_type, action, detail) "
+                    "VALUES (CURRENT_TIMESTAMP, 'system', 'test.event', '{}')"
+                )
+            )
+        for statement in ("UPDATE audit_events SET action = 'forged'", "DELETE FROM audit_events"):
+            with pytest.raises(Exception, match="append-only"):
+                async with engine.begin() as conn:
+                    await conn.execute(text(statement))
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT action FROM audit_events"))).all()
+        assert [r[0] for r in rows] == ["test.event"]
+    finally:
+        await engine.dispose()
+
+
+async def test_audit_append_only_sqlite(migrated: Settings) -> None:
+    await _audit_is_append_only(migrated)
+
+
+@pytest.mark.postgres
+async def test_migrations_and_audit_guard_on_postgres(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    import asyncio
+
+    url = postgres_server.create_database("vr_migrations")
+    settings = Settings(data_dir=tmp_path, database_url=url)
+    await asyncio.to_thread(migrate, settings)
+    await asyncio.to_thread(downgrade, settings, "base")
+    await asyncio.to_thread(migrate, settings)
+    await _audit_is_append_only(settings)
