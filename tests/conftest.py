@@ -323,9 +323,13 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     stop_live_server(server)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's Chromium, headless, driven by Playwright (no browser download)."""
+    """Debian's Chromium, headless, driven by Playwright (no browser download).
+
+    Module-scoped: sync Playwright runs an event loop in this thread while it is open, which
+    must be closed before async tests of other modules run.
+    """
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: run ./scripts/test, which installs it")
     from playwright.sync_api import sync_playwright
