@@ -119,6 +119,10 @@ async def load_principal(
         raise SessionProblem("invalid")
     if now - row.last_seen_at > timedelta(seconds=30):
         row.last_seen_at = now
+    return principal_of(user, row, address)
+
+
+def principal_of(user: User, row: StaffSession, address: str | None) -> Principal:
     return Principal(
         user_id=user.id,
         username=user.username,

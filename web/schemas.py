@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -132,6 +133,19 @@ class Page(Answer, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+def page_of(
+    answer: type[Page[T]],
+    items: Iterable[Any],
+    total: int,
+    query: PageQuery,
+    convert: Callable[[Any], T],
+) -> Page[T]:
+    """Wrap one page of records, converted to their answer model."""
+    return answer(
+        items=[convert(i) for i in items], total=total, limit=query.limit, offset=query.offset
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -8,7 +8,7 @@ from config.audit import AuditEvent
 from scheduler.models import Role
 from scheduler.scope import court_scope
 from web.routes import Context, api
-from web.schemas import AuditOut, AuditQuery, Page
+from web.schemas import AuditOut, AuditQuery, Page, page_of
 
 
 @api.route(
@@ -41,9 +41,4 @@ async def list_audit(ctx: Context) -> Page[AuditOut]:
         stmt = stmt.where(AuditEvent.at < q.until)
     total = await ctx.db.scalar(select(func.count()).select_from(stmt.subquery()))
     rows = await ctx.db.scalars(stmt.order_by(AuditEvent.id.desc()).limit(q.limit).offset(q.offset))
-    return Page[AuditOut](
-        items=[AuditOut.model_validate(r) for r in rows],
-        total=int(total or 0),
-        limit=q.limit,
-        offset=q.offset,
-    )
+    return page_of(Page[AuditOut], rows, int(total or 0), q, AuditOut.model_validate)

@@ -14,6 +14,7 @@ from web.auth import (
     close_session,
     find_active_user,
     open_session,
+    principal_of,
     set_session_cookie,
 )
 from web.errors import app_error_response
@@ -112,16 +113,7 @@ async def login(ctx: Context) -> web.StreamResponse:
         target_type="user",
         target_id=user.id,
     )
-    principal = Principal(
-        user_id=user.id,
-        username=user.username,
-        display_name=user.display_name,
-        role=user.role,
-        court_id=user.court_id,
-        session_id=row.id,
-        csrf_token=row.csrf_token,
-        address=ctx.address,
-    )
+    principal = principal_of(user, row, ctx.address)
     response = web.json_response(to_json(await _me(ctx, principal)))
     set_session_cookie(response, settings, token)
     return response

@@ -13,6 +13,7 @@ from web.schemas import (
     PetitionIn,
     PetitionOut,
     PetitionQuery,
+    page_of,
 )
 
 REGISTRARS = {Role.operator, Role.admin}
@@ -33,12 +34,7 @@ async def list_petitioners(ctx: Context) -> Page[PetitionerOut]:
     page = await service.list_petitioners(
         ctx.db, ctx.me.actor(), query=q.q, limit=q.limit, offset=q.offset
     )
-    return Page[PetitionerOut](
-        items=[PetitionerOut.of(p) for p in page.items],
-        total=page.total,
-        limit=q.limit,
-        offset=q.offset,
-    )
+    return page_of(Page[PetitionerOut], page.items, page.total, q, PetitionerOut.of)
 
 
 @api.route(
@@ -100,12 +96,7 @@ async def list_petitions(ctx: Context) -> Page[PetitionOut]:
         limit=q.limit,
         offset=q.offset,
     )
-    return Page[PetitionOut](
-        items=[PetitionOut.of(p) for p in page.items],
-        total=page.total,
-        limit=q.limit,
-        offset=q.offset,
-    )
+    return page_of(Page[PetitionOut], page.items, page.total, q, PetitionOut.of)
 
 
 @api.route(

@@ -6,7 +6,7 @@ from scheduler import service
 from scheduler.models import Role
 from web.auth import close_user_sessions
 from web.routes import Context, api
-from web.schemas import Page, UserIn, UserOut, UserPatch, UserQuery
+from web.schemas import Page, UserIn, UserOut, UserPatch, UserQuery, page_of
 
 
 @api.route(
@@ -21,12 +21,7 @@ from web.schemas import Page, UserIn, UserOut, UserPatch, UserQuery
 async def list_users(ctx: Context) -> Page[UserOut]:
     q: UserQuery = ctx.query
     page = await service.list_users(ctx.db, court_id=q.court_id, limit=q.limit, offset=q.offset)
-    return Page[UserOut](
-        items=[UserOut.of(u) for u in page.items],
-        total=page.total,
-        limit=q.limit,
-        offset=q.offset,
-    )
+    return page_of(Page[UserOut], page.items, page.total, q, UserOut.of)
 
 
 @api.route(
