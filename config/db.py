@@ -65,6 +65,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def _sqlite_on_connect(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy's "begin" event emit BEGIN itself (see create_engine).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -73,8 +75,15 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: ConnectionPoolE
     cursor.close()
 
 
-def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
-    """The async engine for the configured database (SQLite file by default)."""
+def create_engine(
+    settings: Settings, url: str | None = None, *, immediate: bool = False
+) -> AsyncEngine:
+    """The async engine for the configured database (SQLite file by default).
+
+    On SQLite, ``immediate`` makes every transaction ``BEGIN IMMEDIATE``: it takes the write
+    lock at its start, so concurrent writers queue (busy_timeout) instead of failing when a
+    read snapshot cannot be upgraded. Use it for transactions that write.
+    """
     url = url or settings.resolved_database_url
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -85,6 +94,12 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin)
+
+        event.listen(engine.sync_engine, "begin", _begin)
     return engine
 
 

@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -54,6 +55,12 @@ class Settings(BaseModel):
     visit_code_length: int = Field(10, ge=8, le=32)
     visit_code_ttl_minutes: int = Field(24 * 60, ge=1, le=30 * 24 * 60)
     password_min_length: int = Field(10, ge=8, le=128)
+    timezone: str = Field("Asia/Shanghai", description="Time zone people see and enter.")
+    default_visit_minutes: int = Field(30, ge=5, le=240)
+    no_show_grace_minutes: int = Field(15, ge=1, le=240)
+    reminder_minutes: int = Field(10, ge=1, le=120)
+    booking_horizon_days: int = Field(120, ge=1, le=730)
+    housekeeping_seconds: float = Field(30.0, gt=0, le=3600)
     secret_key: str | None = Field(
         None,
         min_length=32,
@@ -79,6 +86,19 @@ class Settings(BaseModel):
         if not value.startswith(allowed):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @field_validator("redis_url")
     @classmethod

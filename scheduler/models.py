@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     Enum,
     ForeignKey,
     Index,
@@ -207,7 +211,8 @@ def new_visit_id() -> str:
 class Visit(Base):
     """One video reception of one petition; its media Room has ``room_id == visit.id``.
 
-    The scheduler issue extends this table (slots, bookings, state history).
+    ``room_id`` here is the basic court's reception room; the booked period is
+    ``[starts_at, ends_at)``, held in :class:`BookingLock` while the visit is active.
     """
 
     __tablename__ = "visits"
@@ -237,8 +242,24 @@ class Visit(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
     )
+    booked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    walk_in: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    cancel_reason: Mapped[str] = mapped_column(String(256), default="", nullable=False)
+    checkin_document_type: Mapped[str] = mapped_column(String(16), default="", nullable=False)
+    checkin_document_masked: Mapped[str] = mapped_column(String(40), default="", nullable=False)
+    checked_in_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    checked_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     petition: Mapped[Petition] = relationship()
+
+    __table_args__ = (
+        Index("ix_visits_judge_time", "judge_id", "starts_at"),
+        Index("ix_visits_room_time", "room_id", "starts_at"),
+        Index("ix_visits_court_time", "court_id", "starts_at"),
+        Index("ix_visits_receiving_time", "receiving_court_id", "starts_at"),
+        Index("ix_visits_state_time", "state", "starts_at"),
+    )
 
 
 class VisitCode(Base):
@@ -261,3 +282,252 @@ class VisitCode(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+# ---------------------------------------------------------------- scheduling
+
+
+class CourtDayKind(enum.StrEnum):
+    """A marked day in a court's calendar."""
+
+    holiday = "holiday"  # no reception at this court
+    leader_day = "leader_day"  # 领导接访日: a court leader receives
+
+
+class ExceptionKind(enum.StrEnum):
+    """A one-off change to a judge's weekly reception hours."""
+
+    addition = "addition"
+    cancellation = "cancellation"
+
+
+class VisitEventKind(enum.StrEnum):
+    """What happened to a visit (its history; the audit trail holds the same)."""
+
+    booked = "booked"
+    rescheduled = "rescheduled"
+    cancelled = "cancelled"
+    checked_in = "checked_in"
+    state = "state"
+    walk_in = "walk_in"
+
+
+class ReceptionTemplate(Base):
+    """A judge's weekly recurring reception hours, in the court's local time."""
+
+    __tablename__ = "reception_templates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    judge_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    court_id: Mapped[int] = mapped_column(
+        ForeignKey("courts.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    weekday: Mapped[int] = mapped_column(Integer, nullable=False)  # 0 = Monday
+    start_minute: Mapped[int] = mapped_column(Integer, nullable=False)  # minutes after 00:00
+    end_minute: Mapped[int] = mapped_column(Integer, nullable=False)
+    slot_minutes: Mapped[int] = mapped_column(Integer, nullable=False, default=30)
+    valid_from: Mapped[date | None] = mapped_column(Date)
+    valid_until: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday"),
+        CheckConstraint(
+            "start_minute >= 0 AND end_minute <= 1440 AND start_minute < end_minute",
+            name="hours",
+        ),
+        CheckConstraint("slot_minutes BETWEEN 5 AND 240", name="slot_minutes"),
+    )
+
+
+class AvailabilityException(Base):
+    """A one-off addition to, or cancellation of, a judge's reception hours (UTC)."""
+
+    __tablename__ = "availability_exceptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    judge_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    kind: Mapped[ExceptionKind] = mapped_column(
+        _enum(ExceptionKind, "exception_kind"), nullable=False
+    )
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    slot_minutes: Mapped[int] = mapped_column(Integer, nullable=False, default=30)
+    note: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+    __table_args__ = (CheckConstraint("starts_at < ends_at", name="period"),)
+
+
+class CourtDay(Base):
+    """A holiday or a leader's reception day of one court."""
+
+    __tablename__ = "court_days"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    court_id: Mapped[int] = mapped_column(
+        ForeignKey("courts.id", ondelete="CASCADE"), nullable=False
+    )
+    day: Mapped[date] = mapped_column(Date, nullable=False)
+    kind: Mapped[CourtDayKind] = mapped_column(
+        _enum(CourtDayKind, "court_day_kind"), nullable=False
+    )
+    note: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+
+    __table_args__ = (UniqueConstraint("court_id", "day"),)
+
+
+class RoomHours(Base):
+    """Weekly opening hours of a reception room, in local time."""
+
+    __tablename__ = "room_hours"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("reception_rooms.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    weekday: Mapped[int] = mapped_column(Integer, nullable=False)
+    start_minute: Mapped[int] = mapped_column(Integer, nullable=False)
+    end_minute: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday"),
+        CheckConstraint(
+            "start_minute >= 0 AND end_minute <= 1440 AND start_minute < end_minute",
+            name="hours",
+        ),
+    )
+
+
+class DutyLawyer(Base):
+    """A lawyer on a court's duty roster (律师值班); joins visits by invitation code."""
+
+    __tablename__ = "duty_lawyers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    court_id: Mapped[int] = mapped_column(
+        ForeignKey("courts.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    firm: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    phone: Mapped[str] = mapped_column(String(20), default="", nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+
+
+class DutyPeriod(Base):
+    """When a duty lawyer is on duty (UTC)."""
+
+    __tablename__ = "duty_periods"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lawyer_id: Mapped[int] = mapped_column(
+        ForeignKey("duty_lawyers.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("starts_at < ends_at", name="period"),
+        Index("ix_duty_periods_time", "starts_at", "ends_at"),
+    )
+
+
+class BookingLock(Base):
+    """One 5-minute unit of one resource (judge, room, petitioner) held by one visit.
+
+    The primary key makes double booking impossible in the database itself, on SQLite and
+    PostgreSQL alike: two visits cannot hold the same unit of the same resource.
+    """
+
+    __tablename__ = "booking_locks"
+
+    resource: Mapped[str] = mapped_column(String(24), primary_key=True)  # "judge:12"
+    unit: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch minutes // 5
+    visit_id: Mapped[str] = mapped_column(
+        ForeignKey("visits.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+
+
+class VisitEvent(Base):
+    """History of a visit: bookings, reschedules, cancellations, state changes."""
+
+    __tablename__ = "visit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    visit_id: Mapped[str] = mapped_column(
+        ForeignKey("visits.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    kind: Mapped[VisitEventKind] = mapped_column(
+        _enum(VisitEventKind, "visit_event_kind"), nullable=False
+    )
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str | None] = mapped_column(String(16))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    actor_name: Mapped[str] = mapped_column(String(64), default="", nullable=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+
+
+class WalkInStatus(enum.StrEnum):
+    waiting = "waiting"
+    assigned = "assigned"
+    withdrawn = "withdrawn"
+
+
+class WalkIn(Base):
+    """A petitioner present at a basic court, waiting for the next free judge."""
+
+    __tablename__ = "walk_ins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    petition_id: Mapped[int] = mapped_column(
+        ForeignKey("petitions.id", ondelete="RESTRICT"), nullable=False
+    )
+    court_id: Mapped[int] = mapped_column(ForeignKey("courts.id"), nullable=False, index=True)
+    receiving_court_id: Mapped[int] = mapped_column(
+        ForeignKey("courts.id"), nullable=False, index=True
+    )
+    room_id: Mapped[int] = mapped_column(ForeignKey("reception_rooms.id"), nullable=False)
+    document_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    document_masked: Mapped[str] = mapped_column(String(40), nullable=False)
+    status: Mapped[WalkInStatus] = mapped_column(
+        _enum(WalkInStatus, "walk_in_status"), default=WalkInStatus.waiting, nullable=False
+    )
+    visit_id: Mapped[str | None] = mapped_column(ForeignKey("visits.id"))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class Notification(Base):
+    """An in-app notice to one staff member, pushed over socket.io and kept in a list."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    visit_id: Mapped[str | None] = mapped_column(ForeignKey("visits.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(128), nullable=False)
+    body: Mapped[str] = mapped_column(String(512), default="", nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_notifications_user", "user_id", "id"),)
+
+
+class CalendarFeed(Base):
+    """A secret iCalendar feed URL for one judge or one room; revocable."""
+
+    __tablename__ = "calendar_feeds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_kind: Mapped[str] = mapped_column(String(8), nullable=False)  # judge | room
+    owner_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -12,7 +10,7 @@ from config.settings import Settings
 from scheduler.models import Role, Visit
 from tests.conftest import MakeClient
 from tests.helpers import World, login
-from web.routes import api
+from web.routes import PATH_PARAM, api
 
 ROLE_USER = {
     Role.admin: "admin",
@@ -25,7 +23,8 @@ ID_B = "110101199003074477"
 
 
 def _concrete(path: str) -> str:
-    return re.sub(r"\{\w+(:[^}]*)?\}", "1", path)
+    """A path that matches the route: ids 1, visit ids 32 hex digits."""
+    return PATH_PARAM.sub(lambda m: "1" if m.group(2) == r"\d+" else "0" * 32, path)
 
 
 async def test_every_route_but_login_needs_a_session(client: TestClient) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -13,12 +17,32 @@ from config.db import create_engine, create_sessionmaker
 from config.keys import load_secret_key
 from config.redis import create_redis
 from config.settings import Settings
+from scheduler.notify import push_all, take_outbox
+from scheduler.visits import housekeeping
+from signaling.server import NotificationNamespace, SocketNotifier, create_sio
 from web import handlers as _handlers  # noqa: F401  (registers the API routes)
 from web import pages
-from web.auth import create_login_throttle, purge_expired_sessions
+from web.auth import (
+    SESSION_COOKIE,
+    SessionProblem,
+    client_address,
+    create_login_throttle,
+    load_principal,
+    purge_expired_sessions,
+)
 from web.errors import error_middleware
-from web.handlers import meta
-from web.keys import ENGINE, METRICS, REDIS, SECRET, SESSIONMAKER, SETTINGS, THROTTLE
+from web.handlers import meta, notifications
+from web.keys import (
+    ENGINE,
+    METRICS,
+    NOTIFIER,
+    REDIS,
+    SECRET,
+    SESSIONMAKER,
+    SETTINGS,
+    THROTTLE,
+    WRITE_SESSIONMAKER,
+)
 from web.routes import api
 
 log = logging.getLogger("vreception.web")
@@ -28,9 +52,13 @@ LATENCY = web.AppKey("metric_latency", Histogram)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    engine = create_engine(app[SETTINGS])
+    settings = app[SETTINGS]
+    engine = create_engine(settings)
     app[ENGINE] = engine
     app[SESSIONMAKER] = create_sessionmaker(engine)
+    # SQLite: writes take the lock up front (BEGIN IMMEDIATE) so concurrent writers queue.
+    write_engine = create_engine(settings, immediate=True) if settings.is_sqlite else engine
+    app[WRITE_SESSIONMAKER] = create_sessionmaker(write_engine)
     try:
         async with app[SESSIONMAKER]() as db, db.begin():
             purged = await purge_expired_sessions(db)
@@ -40,6 +68,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         log.warning("database not reachable at start-up: %s", exc)
     yield
     await engine.dispose()
+    if write_engine is not engine:
+        await write_engine.dispose()
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
@@ -71,6 +101,49 @@ async def metrics_middleware(
         request.app[LATENCY].labels(request.method, route).observe(time.perf_counter() - started)
 
 
+async def _authenticate_socket(app: web.Application, environ: dict[str, Any]) -> int | None:
+    """The staff user behind a socket.io connection, from its session cookie."""
+    request = environ.get("aiohttp.request")
+    if request is None:
+        return None
+    settings = app[SETTINGS]
+    async with app[SESSIONMAKER]() as db:
+        try:
+            principal = await load_principal(
+                db, settings, request.cookies.get(SESSION_COOKIE), client_address(request, settings)
+            )
+        except SessionProblem:
+            return None
+        await db.commit()
+    return principal.user_id
+
+
+async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
+    """No-shows, reminders and the walk-in queue, every ``housekeeping_seconds``."""
+    settings = app[SETTINGS]
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(settings.housekeeping_seconds)
+            try:
+                async with app[WRITE_SESSIONMAKER]() as db:
+                    async with db.begin():
+                        done = await housekeeping(db, settings)
+                    await push_all(app[NOTIFIER], take_outbox(db))
+                if any(done.values()):
+                    log.info("housekeeping: %s", done)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("housekeeping failed; will retry")
+
+    task = asyncio.create_task(loop(), name="housekeeping")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings) -> web.Application:
     """The whole web application for ``settings``."""
     app = web.Application(
@@ -95,7 +168,13 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_redis)
+    app.cleanup_ctx.append(_housekeeping)
+    sio = create_sio(settings)
+    sio.register_namespace(NotificationNamespace(functools.partial(_authenticate_socket, app)))
+    sio.attach(app)
+    app[NOTIFIER] = SocketNotifier(sio)
     api.add_to(app)
+    notifications.add_routes(app)
     meta.add_routes(app)
     pages.add_routes(app)
     return app

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scheduler import service
-from scheduler.models import Court, CourtLevel, Role, User
+from scheduler import availability, service
+from scheduler.models import Court, CourtLevel, IdType, Role, User
 from scheduler.scope import SYSTEM_ACTOR
 
 DEMO_COURTS = [
@@ -56,13 +56,22 @@ async def create_demo_data(db: AsyncSession, password_min_length: int) -> list[D
             parent_id=ids[parent] if parent else None,
         )
         ids[code] = court.id
-    await service.create_room(
+    room = await service.create_room(
         db, SYSTEM_ACTOR, court_id=ids["BJHD"], name="第一接访室", location="诉讼服务中心二楼"
     )
+    for weekday in range(5):
+        await availability.add_room_hours(
+            db,
+            SYSTEM_ACTOR,
+            room_id=room.id,
+            weekday=weekday,
+            start_minute=8 * 60 + 30,
+            end_minute=17 * 60 + 30,
+        )
     accounts = []
     for username, display, role, court_key in DEMO_USERS:
         password = demo_password()
-        await service.create_user(
+        user = await service.create_user(
             db,
             SYSTEM_ACTOR,
             username=username,
@@ -73,4 +82,36 @@ async def create_demo_data(db: AsyncSession, password_min_length: int) -> list[D
             password_min_length=password_min_length,
         )
         accounts.append(DemoAccount(username=username, role=role, password=password))
+        if role is Role.judge:
+            for weekday in range(5):
+                for start, end in ((9 * 60, 12 * 60), (14 * 60, 17 * 60)):
+                    await availability.add_template(
+                        db,
+                        SYSTEM_ACTOR,
+                        judge_id=user.id,
+                        weekday=weekday,
+                        start_minute=start,
+                        end_minute=end,
+                        slot_minutes=30,
+                        valid_from=None,
+                        valid_until=None,
+                    )
+    petitioner = await service.create_petitioner(
+        db,
+        SYSTEM_ACTOR,
+        court_id=ids["BJHD"],
+        name="王某某",
+        id_type=IdType.resident_id,
+        id_number="11010519491231002X",
+        phone="13800138000",
+    )
+    await service.create_petition(
+        db,
+        SYSTEM_ACTOR,
+        petitioner_id=petitioner.id,
+        number="（2026）京0108信1号",
+        category="申请再审",
+        summary="对一审民事判决不服，申请再审。",
+        judgment_ref="（2025）京0108民初123号",
+    )
     return accounts

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from config.settings import Settings
+from scheduler.notify import Notifier
 from web.auth import LoginThrottle
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -17,3 +18,5 @@ REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
 THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 SECRET = web.AppKey("secret", bytes)
 METRICS = web.AppKey("metrics_registry", CollectorRegistry)
+NOTIFIER: web.AppKey[Notifier | None] = web.AppKey("notifier")
+WRITE_SESSIONMAKER = web.AppKey("write_sessionmaker", async_sessionmaker[AsyncSession])

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from config.errors import AppError, AuthenticationError, NotFoundError, PermissionDeniedError
 from config.settings import Settings
 from scheduler.models import Role
+from scheduler.notify import push_all, take_outbox
 from web.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -30,10 +31,12 @@ from web.auth import (
     csrf_ok,
     load_principal,
 )
-from web.keys import SESSIONMAKER, SETTINGS
+from web.keys import NOTIFIER, SESSIONMAKER, SETTINGS, WRITE_SESSIONMAKER
 from web.schemas import ErrorAnswer
 
 API_PREFIX = "/api/v1"
+# {name} or {name:regex}, where the regex may hold {m,n} quantifiers
+PATH_PARAM = re.compile(r"\{(\w+)(?::((?:[^{}]|\{[^{}]*\})*))?\}")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ALL_STAFF = frozenset(Role)
 
@@ -180,7 +183,9 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
     async def view(request: web.Request) -> web.StreamResponse:
         settings = request.app[SETTINGS]
         address = client_address(request, settings)
-        async with request.app[SESSIONMAKER]() as db:
+        safe = request.method in SAFE_METHODS
+        maker = request.app[SESSIONMAKER] if safe else request.app[WRITE_SESSIONMAKER]
+        async with maker() as db:
             principal: Principal | None = None
             if route.roles is not None:
                 try:
@@ -223,7 +228,9 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
                 await db.commit()
             except BaseException:
                 await db.rollback()
+                take_outbox(db)
                 raise
+            await push_all(request.app.get(NOTIFIER), take_outbox(db))
         if isinstance(result, web.StreamResponse):
             return result
         return web.json_response(to_json(result), status=route.status, dumps=_dumps)
@@ -282,7 +289,7 @@ def openapi_document(registry: Registry, title: str, version: str) -> dict[str, 
 
     paths: dict[str, dict[str, Any]] = {}
     for route in registry.routes:
-        oas_path = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", route.path)
+        oas_path = PATH_PARAM.sub(r"{\1}", route.path)
         op: dict[str, Any] = {
             "operationId": route.handler.__name__,
             "summary": route.summary,
@@ -292,8 +299,13 @@ def openapi_document(registry: Registry, title: str, version: str) -> dict[str, 
         if route.description:
             op["description"] = route.description
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
-            for name in re.findall(r"\{(\w+)(?::[^}]*)?\}", route.path)
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer"} if pattern == r"\d+" else {"type": "string"},
+            }
+            for name, pattern in PATH_PARAM.findall(route.path)
         ]
         if route.query is not None:
             qschema = route.query.model_json_schema()

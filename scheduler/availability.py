@@ -1,0 +1,519 @@
+"""Reception hours of judges, court holidays and leader days, room opening hours, duty roster."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config.audit import record_audit
+from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
+from scheduler.models import (
+    AvailabilityException,
+    Court,
+    CourtDay,
+    CourtDayKind,
+    CourtLevel,
+    DutyLawyer,
+    DutyPeriod,
+    ExceptionKind,
+    ReceptionRoom,
+    ReceptionTemplate,
+    Role,
+    RoomHours,
+    User,
+)
+from scheduler.scope import Actor
+from scheduler.slots import (
+    Interval,
+    WeeklyRule,
+    Window,
+    closed_days_removed,
+    expand_weekly,
+    local_day,
+    subtract,
+)
+
+
+def _audit(
+    db: AsyncSession, actor: Actor, action: str, target: Any, court_id: int | None, **detail: Any
+) -> None:
+    record_audit(
+        db,
+        action=action,
+        actor_id=actor.user_id,
+        actor_name=actor.username,
+        actor_type="user" if actor.user_id is not None else "system",
+        target_type=type(target).__tablename__,
+        target_id=getattr(target, "id", None),
+        address=actor.address,
+        court_id=court_id,
+        detail=detail,
+    )
+
+
+def _check_hours(start_minute: int, end_minute: int) -> None:
+    if not 0 <= start_minute < end_minute <= 1440:
+        raise InvalidError("结束时间必须晚于开始时间，且在同一天内", code="invalid_hours")
+    if start_minute % 5 or end_minute % 5:
+        raise InvalidError("时间须为 5 分钟的整数倍", code="invalid_hours")
+
+
+def _check_period(starts_at: datetime, ends_at: datetime, now: datetime | None = None) -> None:
+    if ends_at <= starts_at:
+        raise InvalidError("结束时间必须晚于开始时间", code="invalid_period")
+    if now is not None and ends_at <= now:
+        raise InvalidError("不能设置已经过去的时间", code="in_the_past")
+
+
+async def judge_for_edit(db: AsyncSession, actor: Actor, judge_id: int) -> User:
+    """The judge whose hours ``actor`` edits: themself, or any judge for an admin."""
+    judge = await db.get(User, judge_id)
+    if judge is None or judge.role is not Role.judge:
+        raise NotFoundError(f"法官 {judge_id} 不存在")
+    if actor.is_admin or actor.user_id == judge.id:
+        return judge
+    raise PermissionDeniedError("只能维护本人的接访时间")
+
+
+# ---------------------------------------------------------------- weekly templates
+
+
+async def list_templates(db: AsyncSession, judge_ids: Sequence[int]) -> Sequence[ReceptionTemplate]:
+    stmt = select(ReceptionTemplate).where(ReceptionTemplate.judge_id.in_(judge_ids))
+    return (
+        await db.scalars(stmt.order_by(ReceptionTemplate.weekday, ReceptionTemplate.start_minute))
+    ).all()
+
+
+async def add_template(
+    db: AsyncSession,
+    actor: Actor,
+    *,
+    judge_id: int,
+    weekday: int,
+    start_minute: int,
+    end_minute: int,
+    slot_minutes: int,
+    valid_from: date | None,
+    valid_until: date | None,
+) -> ReceptionTemplate:
+    judge = await judge_for_edit(db, actor, judge_id)
+    _check_hours(start_minute, end_minute)
+    if slot_minutes % 5 or not 5 <= slot_minutes <= end_minute - start_minute:
+        raise InvalidError(
+            "每次接访时长须为 5 分钟的整数倍，且不超过时段长度", code="invalid_slot_minutes"
+        )
+    if valid_from and valid_until and valid_until < valid_from:
+        raise InvalidError("有效期结束日期早于开始日期", code="invalid_period")
+    overlapping = await db.scalar(
+        select(ReceptionTemplate.id).where(
+            ReceptionTemplate.judge_id == judge.id,
+            ReceptionTemplate.weekday == weekday,
+            ReceptionTemplate.start_minute < end_minute,
+            ReceptionTemplate.end_minute > start_minute,
+        )
+    )
+    if overlapping:
+        raise ConflictError(
+            "与该法官已有的每周接访时段重叠",
+            code="overlapping_hours",
+            details={"template_id": overlapping},
+        )
+    assert judge.court_id is not None
+    row = ReceptionTemplate(
+        judge_id=judge.id,
+        court_id=judge.court_id,
+        weekday=weekday,
+        start_minute=start_minute,
+        end_minute=end_minute,
+        slot_minutes=slot_minutes,
+        valid_from=valid_from,
+        valid_until=valid_until,
+    )
+    db.add(row)
+    await db.flush()
+    _audit(
+        db,
+        actor,
+        "availability.template_add",
+        row,
+        judge.court_id,
+        judge_id=judge.id,
+        weekday=weekday,
+        start=start_minute,
+        end=end_minute,
+    )
+    return row
+
+
+async def delete_template(db: AsyncSession, actor: Actor, template_id: int) -> None:
+    row = await db.get(ReceptionTemplate, template_id)
+    if row is None:
+        raise NotFoundError(f"接访时段 {template_id} 不存在")
+    await judge_for_edit(db, actor, row.judge_id)
+    _audit(db, actor, "availability.template_delete", row, row.court_id, judge_id=row.judge_id)
+    await db.delete(row)
+
+
+# ---------------------------------------------------------------- one-off exceptions
+
+
+async def list_exceptions(
+    db: AsyncSession, judge_ids: Sequence[int], since: datetime, until: datetime
+) -> Sequence[AvailabilityException]:
+    stmt = select(AvailabilityException).where(
+        AvailabilityException.judge_id.in_(judge_ids),
+        AvailabilityException.ends_at > since,
+        AvailabilityException.starts_at < until,
+    )
+    return (await db.scalars(stmt.order_by(AvailabilityException.starts_at))).all()
+
+
+async def add_exception(
+    db: AsyncSession,
+    actor: Actor,
+    *,
+    judge_id: int,
+    kind: ExceptionKind,
+    starts_at: datetime,
+    ends_at: datetime,
+    slot_minutes: int,
+    note: str,
+    now: datetime,
+) -> AvailabilityException:
+    judge = await judge_for_edit(db, actor, judge_id)
+    _check_period(starts_at, ends_at, now)
+    if ends_at - starts_at > timedelta(days=62):
+        raise InvalidError("单次调整不能超过 62 天", code="invalid_period")
+    if kind is ExceptionKind.addition and (
+        slot_minutes % 5 or not 5 <= slot_minutes <= (ends_at - starts_at).total_seconds() / 60
+    ):
+        raise InvalidError(
+            "每次接访时长须为 5 分钟的整数倍，且不超过时段长度", code="invalid_slot_minutes"
+        )
+    same_kind_overlap = await db.scalar(
+        select(AvailabilityException.id).where(
+            AvailabilityException.judge_id == judge.id,
+            AvailabilityException.kind == kind,
+            AvailabilityException.starts_at < ends_at,
+            AvailabilityException.ends_at > starts_at,
+        )
+    )
+    if same_kind_overlap:
+        raise ConflictError(
+            "与已有的同类调整重叠",
+            code="overlapping_hours",
+            details={"exception_id": same_kind_overlap},
+        )
+    row = AvailabilityException(
+        judge_id=judge.id,
+        kind=kind,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        slot_minutes=slot_minutes,
+        note=note,
+    )
+    db.add(row)
+    await db.flush()
+    _audit(
+        db,
+        actor,
+        f"availability.{kind.value}",
+        row,
+        judge.court_id,
+        judge_id=judge.id,
+        starts_at=starts_at.isoformat(),
+        ends_at=ends_at.isoformat(),
+    )
+    return row
+
+
+async def delete_exception(db: AsyncSession, actor: Actor, exception_id: int) -> None:
+    row = await db.get(AvailabilityException, exception_id)
+    if row is None:
+        raise NotFoundError(f"调整 {exception_id} 不存在")
+    judge = await judge_for_edit(db, actor, row.judge_id)
+    _audit(db, actor, "availability.exception_delete", row, judge.court_id)
+    await db.delete(row)
+
+
+# ---------------------------------------------------------------- court days
+
+
+async def _court_for_edit(db: AsyncSession, actor: Actor, court_id: int) -> Court:
+    court = await db.get(Court, court_id)
+    if court is None:
+        raise NotFoundError(f"法院 {court_id} 不存在")
+    if actor.is_admin or (actor.court_id == court.id and actor.role in (Role.judge, Role.operator)):
+        return court
+    raise PermissionDeniedError("只能维护本院的日历")
+
+
+async def list_court_days(
+    db: AsyncSession, court_ids: Sequence[int], first: date, last: date
+) -> Sequence[CourtDay]:
+    stmt = select(CourtDay).where(
+        CourtDay.court_id.in_(court_ids), CourtDay.day >= first, CourtDay.day <= last
+    )
+    return (await db.scalars(stmt.order_by(CourtDay.day))).all()
+
+
+async def add_court_day(
+    db: AsyncSession, actor: Actor, *, court_id: int, day: date, kind: CourtDayKind, note: str
+) -> CourtDay:
+    court = await _court_for_edit(db, actor, court_id)
+    existing = await db.scalar(
+        select(CourtDay.id).where(CourtDay.court_id == court.id, CourtDay.day == day)
+    )
+    if existing:
+        raise ConflictError(f"{day.isoformat()} 已有标记", code="duplicate")
+    row = CourtDay(court_id=court.id, day=day, kind=kind, note=note)
+    db.add(row)
+    await db.flush()
+    _audit(db, actor, "calendar.court_day_add", row, court.id, day=day.isoformat(), kind=kind.value)
+    return row
+
+
+async def delete_court_day(db: AsyncSession, actor: Actor, day_id: int) -> None:
+    row = await db.get(CourtDay, day_id)
+    if row is None:
+        raise NotFoundError(f"日历标记 {day_id} 不存在")
+    await _court_for_edit(db, actor, row.court_id)
+    _audit(db, actor, "calendar.court_day_delete", row, row.court_id, day=row.day.isoformat())
+    await db.delete(row)
+
+
+# ---------------------------------------------------------------- room hours
+
+
+async def room_for_edit(db: AsyncSession, actor: Actor, room_id: int) -> ReceptionRoom:
+    room = await db.get(ReceptionRoom, room_id)
+    if room is None:
+        raise NotFoundError(f"接访室 {room_id} 不存在")
+    if actor.is_admin or (actor.role is Role.operator and actor.court_id == room.court_id):
+        return room
+    raise PermissionDeniedError("只能维护本院接访室的开放时间")
+
+
+async def list_room_hours(db: AsyncSession, room_ids: Sequence[int]) -> Sequence[RoomHours]:
+    stmt = select(RoomHours).where(RoomHours.room_id.in_(room_ids))
+    return (await db.scalars(stmt.order_by(RoomHours.weekday, RoomHours.start_minute))).all()
+
+
+async def add_room_hours(
+    db: AsyncSession,
+    actor: Actor,
+    *,
+    room_id: int,
+    weekday: int,
+    start_minute: int,
+    end_minute: int,
+) -> RoomHours:
+    room = await room_for_edit(db, actor, room_id)
+    _check_hours(start_minute, end_minute)
+    overlapping = await db.scalar(
+        select(RoomHours.id).where(
+            RoomHours.room_id == room.id,
+            RoomHours.weekday == weekday,
+            RoomHours.start_minute < end_minute,
+            RoomHours.end_minute > start_minute,
+        )
+    )
+    if overlapping:
+        raise ConflictError("与已有的开放时间重叠", code="overlapping_hours")
+    row = RoomHours(
+        room_id=room.id, weekday=weekday, start_minute=start_minute, end_minute=end_minute
+    )
+    db.add(row)
+    await db.flush()
+    _audit(db, actor, "room.hours_add", row, room.court_id, room_id=room.id)
+    return row
+
+
+async def delete_room_hours(db: AsyncSession, actor: Actor, hours_id: int) -> None:
+    row = await db.get(RoomHours, hours_id)
+    if row is None:
+        raise NotFoundError(f"开放时间 {hours_id} 不存在")
+    room = await room_for_edit(db, actor, row.room_id)
+    _audit(db, actor, "room.hours_delete", row, room.court_id, room_id=room.id)
+    await db.delete(row)
+
+
+# ---------------------------------------------------------------- computed availability
+
+
+@dataclass
+class Calendar:
+    """What a search needs for one receiving court (or judge) and one room."""
+
+    windows: dict[int, list[Window]]  # judge id → free reception windows
+    room_open: list[Interval]
+
+
+async def judge_windows(
+    db: AsyncSession, judges: Sequence[User], first: date, last: date, tz: ZoneInfo
+) -> dict[int, list[Window]]:
+    """Each judge's reception windows on local days first … last: weekly hours, plus
+    additions, minus cancellations, minus holidays of the judge's court."""
+    if not judges:
+        return {}
+    ids = [j.id for j in judges]
+    since = datetime.combine(first, datetime.min.time(), tzinfo=tz)
+    until = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+    templates: dict[int, list[WeeklyRule]] = defaultdict(list)
+    for t in await list_templates(db, ids):
+        templates[t.judge_id].append(
+            WeeklyRule(
+                t.weekday, t.start_minute, t.end_minute, t.slot_minutes, t.valid_from, t.valid_until
+            )
+        )
+    additions: dict[int, list[Window]] = defaultdict(list)
+    cancellations: dict[int, list[Interval]] = defaultdict(list)
+    for e in await list_exceptions(db, ids, since, until):
+        if e.kind is ExceptionKind.addition:
+            additions[e.judge_id].append(Window(Interval(e.starts_at, e.ends_at), e.slot_minutes))
+        else:
+            cancellations[e.judge_id].append(Interval(e.starts_at, e.ends_at))
+    court_ids = {j.court_id for j in judges if j.court_id is not None}
+    holidays: dict[int, set[date]] = defaultdict(set)
+    for d in await list_court_days(db, list(court_ids), first, last):
+        if d.kind is CourtDayKind.holiday:
+            holidays[d.court_id].add(d.day)
+    out: dict[int, list[Window]] = {}
+    for judge in judges:
+        windows = expand_weekly(templates.get(judge.id, []), first, last, tz)
+        windows += additions.get(judge.id, [])
+        windows = subtract(windows, cancellations.get(judge.id, []))
+        windows = closed_days_removed(windows, holidays.get(judge.court_id or 0, set()), tz)
+        out[judge.id] = windows
+    return out
+
+
+async def room_open_intervals(
+    db: AsyncSession, room: ReceptionRoom, first: date, last: date, tz: ZoneInfo
+) -> list[Interval]:
+    """When the room is open on local days first … last (minus its court's holidays)."""
+    rules = [
+        WeeklyRule(h.weekday, h.start_minute, h.end_minute)
+        for h in await list_room_hours(db, [room.id])
+    ]
+    holidays = {
+        d.day
+        for d in await list_court_days(db, [room.court_id], first, last)
+        if d.kind is CourtDayKind.holiday
+    }
+    windows = closed_days_removed(expand_weekly(rules, first, last, tz), holidays, tz)
+    return [w.interval for w in windows]
+
+
+def local_span(interval: Interval, tz: ZoneInfo) -> tuple[date, date]:
+    return local_day(interval.start, tz), local_day(interval.end - timedelta(microseconds=1), tz)
+
+
+# ---------------------------------------------------------------- duty roster
+
+
+async def _roster_court(db: AsyncSession, actor: Actor, court_id: int) -> Court:
+    court = await db.get(Court, court_id)
+    if court is None:
+        raise NotFoundError(f"法院 {court_id} 不存在")
+    if actor.is_admin or (actor.court_id == court.id and actor.role in (Role.operator, Role.judge)):
+        return court
+    raise PermissionDeniedError("只能维护本院的值班律师")
+
+
+async def list_lawyers(db: AsyncSession, court_ids: Sequence[int] | None) -> Sequence[DutyLawyer]:
+    stmt = select(DutyLawyer).order_by(DutyLawyer.court_id, DutyLawyer.name)
+    if court_ids is not None:
+        stmt = stmt.where(DutyLawyer.court_id.in_(court_ids))
+    return (await db.scalars(stmt)).all()
+
+
+async def add_lawyer(
+    db: AsyncSession, actor: Actor, *, court_id: int, name: str, firm: str, phone: str
+) -> DutyLawyer:
+    court = await _roster_court(db, actor, court_id)
+    row = DutyLawyer(court_id=court.id, name=name, firm=firm, phone=phone)
+    db.add(row)
+    await db.flush()
+    _audit(db, actor, "roster.lawyer_add", row, court.id, name=name, phone=phone)
+    return row
+
+
+async def add_duty_period(
+    db: AsyncSession,
+    actor: Actor,
+    *,
+    lawyer_id: int,
+    starts_at: datetime,
+    ends_at: datetime,
+    now: datetime,
+) -> DutyPeriod:
+    lawyer = await db.get(DutyLawyer, lawyer_id)
+    if lawyer is None:
+        raise NotFoundError(f"值班律师 {lawyer_id} 不存在")
+    await _roster_court(db, actor, lawyer.court_id)
+    _check_period(starts_at, ends_at, now)
+    overlap = await db.scalar(
+        select(DutyPeriod.id).where(
+            DutyPeriod.lawyer_id == lawyer.id,
+            DutyPeriod.starts_at < ends_at,
+            DutyPeriod.ends_at > starts_at,
+        )
+    )
+    if overlap:
+        raise ConflictError("与该律师已有的值班时间重叠", code="overlapping_hours")
+    row = DutyPeriod(lawyer_id=lawyer.id, starts_at=starts_at, ends_at=ends_at)
+    db.add(row)
+    await db.flush()
+    _audit(db, actor, "roster.period_add", row, lawyer.court_id, lawyer_id=lawyer.id)
+    return row
+
+
+async def list_duty_periods(
+    db: AsyncSession, lawyer_ids: Sequence[int], since: datetime, until: datetime
+) -> Sequence[DutyPeriod]:
+    stmt = select(DutyPeriod).where(
+        DutyPeriod.lawyer_id.in_(lawyer_ids),
+        DutyPeriod.ends_at > since,
+        DutyPeriod.starts_at < until,
+    )
+    return (await db.scalars(stmt.order_by(DutyPeriod.starts_at))).all()
+
+
+async def lawyers_on_duty(
+    db: AsyncSession, court_ids: Sequence[int], at: datetime
+) -> Sequence[DutyLawyer]:
+    stmt = (
+        select(DutyLawyer)
+        .join(DutyPeriod, DutyPeriod.lawyer_id == DutyLawyer.id)
+        .where(
+            DutyLawyer.court_id.in_(court_ids),
+            DutyLawyer.active,
+            and_(DutyPeriod.starts_at <= at, DutyPeriod.ends_at > at),
+        )
+        .distinct()
+    )
+    return (await db.scalars(stmt)).all()
+
+
+async def delete_duty_period(db: AsyncSession, actor: Actor, period_id: int) -> None:
+    row = await db.get(DutyPeriod, period_id)
+    if row is None:
+        raise NotFoundError(f"值班时间 {period_id} 不存在")
+    lawyer = await db.get(DutyLawyer, row.lawyer_id)
+    assert lawyer is not None
+    await _roster_court(db, actor, lawyer.court_id)
+    _audit(db, actor, "roster.period_delete", row, lawyer.court_id)
+    await db.execute(delete(DutyPeriod).where(DutyPeriod.id == row.id))
+
+
+def is_basic(court: Court) -> bool:
+    return court.level is CourtLevel.basic

@@ -1,0 +1,189 @@
+"""Reception-time arithmetic: weekly rules to UTC intervals, subtraction, free slots.
+
+Pure functions, no database: the property tests drive them directly.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+QUANTUM_MINUTES = 5
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, order=True)
+class Interval:
+    """A half-open period ``[start, end)`` in UTC."""
+
+    start: datetime
+    end: datetime
+
+    def overlaps(self, other: Interval) -> bool:
+        return self.start < other.end and other.start < self.end
+
+    def contains(self, other: Interval) -> bool:
+        return self.start <= other.start and other.end <= self.end
+
+
+@dataclass(frozen=True)
+class WeeklyRule:
+    """Local weekly hours: ``weekday`` 0 = Monday, minutes after local midnight."""
+
+    weekday: int
+    start_minute: int
+    end_minute: int
+    slot_minutes: int = 30
+    valid_from: date | None = None
+    valid_until: date | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """Available time cut into slots of ``slot_minutes``."""
+
+    interval: Interval
+    slot_minutes: int
+
+
+def local_instant(day: date, minute: int, tz: ZoneInfo) -> datetime:
+    """The UTC instant of ``minute`` minutes after local midnight of ``day``."""
+    base = datetime.combine(day + timedelta(days=minute // 1440), time(0), tzinfo=tz)
+    return (base + timedelta(minutes=minute % 1440)).astimezone(UTC)
+
+
+def local_day(instant: datetime, tz: ZoneInfo) -> date:
+    return instant.astimezone(tz).date()
+
+
+def days(first: date, last: date) -> Iterable[date]:
+    day = first
+    while day <= last:
+        yield day
+        day += timedelta(days=1)
+
+
+def expand_weekly(
+    rules: Iterable[WeeklyRule], first: date, last: date, tz: ZoneInfo
+) -> list[Window]:
+    """Every occurrence of ``rules`` on the local days ``first`` … ``last``."""
+    by_weekday: dict[int, list[WeeklyRule]] = {}
+    for rule in rules:
+        by_weekday.setdefault(rule.weekday, []).append(rule)
+    out: list[Window] = []
+    for day in days(first, last):
+        for rule in by_weekday.get(day.weekday(), ()):
+            if rule.valid_from and day < rule.valid_from:
+                continue
+            if rule.valid_until and day > rule.valid_until:
+                continue
+            out.append(
+                Window(
+                    Interval(
+                        local_instant(day, rule.start_minute, tz),
+                        local_instant(day, rule.end_minute, tz),
+                    ),
+                    rule.slot_minutes,
+                )
+            )
+    return out
+
+
+def subtract(windows: Iterable[Window], removed: Sequence[Interval]) -> list[Window]:
+    """``windows`` with every ``removed`` period cut out."""
+    out: list[Window] = []
+    for window in windows:
+        pieces = [window.interval]
+        for cut in removed:
+            next_pieces = []
+            for piece in pieces:
+                if not piece.overlaps(cut):
+                    next_pieces.append(piece)
+                    continue
+                if piece.start < cut.start:
+                    next_pieces.append(Interval(piece.start, cut.start))
+                if cut.end < piece.end:
+                    next_pieces.append(Interval(cut.end, piece.end))
+            pieces = next_pieces
+        out.extend(Window(p, window.slot_minutes) for p in pieces)
+    return out
+
+
+def closed_days_removed(windows: Iterable[Window], closed: set[date], tz: ZoneInfo) -> list[Window]:
+    """Drop the parts of ``windows`` that fall on a closed local day."""
+    if not closed:
+        return list(windows)
+    cuts = [Interval(local_instant(d, 0, tz), local_instant(d, 1440, tz)) for d in sorted(closed)]
+    return subtract(windows, cuts)
+
+
+class BusyIndex:
+    """Sorted busy intervals with a fast overlap test."""
+
+    def __init__(self, busy: Iterable[Interval]) -> None:
+        self._items = sorted(busy)
+        self._starts = [b.start for b in self._items]
+        # running maximum of ends, so one bisect answers "does anything overlap?"
+        self._max_end: list[datetime] = []
+        latest: datetime | None = None
+        for item in self._items:
+            latest = item.end if latest is None or item.end > latest else latest
+            self._max_end.append(latest)
+
+    def overlaps(self, interval: Interval) -> bool:
+        i = bisect.bisect_left(self._starts, interval.end)  # items starting before its end
+        return i > 0 and self._max_end[i - 1] > interval.start
+
+
+def free_slots(
+    windows: Iterable[Window],
+    *,
+    open_hours: Sequence[Interval] | None,
+    busy: BusyIndex,
+    not_before: datetime,
+    limit: int,
+) -> list[Interval]:
+    """Slots cut from ``windows`` that fit in ``open_hours`` (None: no limit), do not
+    overlap ``busy`` and start no earlier than ``not_before``; earliest first."""
+    opens = sorted(open_hours) if open_hours is not None else None
+    out: list[Interval] = []
+    for window in sorted(windows, key=lambda w: w.interval.start):
+        step = timedelta(minutes=window.slot_minutes)
+        start = window.interval.start
+        while start + step <= window.interval.end:
+            slot = Interval(start, start + step)
+            start += step
+            if slot.start < not_before or busy.overlaps(slot):
+                continue
+            if opens is not None and not any(o.contains(slot) for o in opens):
+                continue
+            out.append(slot)
+            if len(out) >= limit:
+                return out
+    return out
+
+
+def covered(interval: Interval, windows: Iterable[Window | Interval]) -> bool:
+    """True when one window contains the whole interval."""
+    for w in windows:
+        span = w.interval if isinstance(w, Window) else w
+        if span.contains(interval):
+            return True
+    return False
+
+
+def units(interval: Interval) -> range:
+    """The 5-minute units the interval occupies (epoch minutes // 5)."""
+    first = int((interval.start - EPOCH).total_seconds()) // 60 // QUANTUM_MINUTES
+    end_minutes = -(-int((interval.end - EPOCH).total_seconds()) // 60)
+    last = -(-end_minutes // QUANTUM_MINUTES)
+    return range(first, last)
+
+
+def aligned(instant: datetime) -> bool:
+    return (
+        instant.second == 0 and instant.microsecond == 0 and instant.minute % QUANTUM_MINUTES == 0
+    )

@@ -1,0 +1,348 @@
+"""Visits: book, find a free time, day views, reschedule, cancel, check in, walk-ins."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config.db import utcnow
+from scheduler import visits as vs
+from scheduler.models import Court, Petition, Petitioner, ReceptionRoom, Role, User, Visit
+from web.routes import ALL_STAFF, Context, api
+from web.scheduling_schemas import (
+    CancelIn,
+    CheckInIn,
+    FreeSlotOut,
+    FreeSlotQuery,
+    RescheduleIn,
+    StateIn,
+    VisitDetailOut,
+    VisitEventOut,
+    VisitIn,
+    VisitOut,
+    VisitQuery,
+    WalkInIn,
+    WalkInOut,
+    WalkInResultOut,
+)
+from web.schemas import Ok
+
+BOOKERS = {Role.operator, Role.admin}
+
+
+async def visit_answers(db: AsyncSession, visits: Sequence[Visit]) -> list[VisitOut]:
+    """Visits with the names pages show, in four queries whatever the count."""
+    if not visits:
+        return []
+    court_ids = {v.court_id for v in visits} | {v.receiving_court_id for v in visits}
+    courts = {c.id: c.name for c in await db.scalars(select(Court).where(Court.id.in_(court_ids)))}
+    judge_ids = {v.judge_id for v in visits if v.judge_id}
+    judges = (
+        {u.id: u.display_name for u in await db.scalars(select(User).where(User.id.in_(judge_ids)))}
+        if judge_ids
+        else {}
+    )
+    room_ids = {v.room_id for v in visits if v.room_id}
+    rooms = (
+        {
+            r.id: r.name
+            for r in await db.scalars(select(ReceptionRoom).where(ReceptionRoom.id.in_(room_ids)))
+        }
+        if room_ids
+        else {}
+    )
+    rows = await db.execute(
+        select(Petition.id, Petition.number, Petition.category, Petitioner.name)
+        .join(Petitioner, Petitioner.id == Petition.petitioner_id)
+        .where(Petition.id.in_({v.petition_id for v in visits}))
+    )
+    petitions = {pid: (number, category, name) for pid, number, category, name in rows}
+    out = []
+    for v in visits:
+        number, category, name = petitions[v.petition_id]
+        out.append(
+            VisitOut(
+                id=v.id,
+                state=v.state,
+                state_name=vs.STATE_NAMES[v.state],
+                starts_at=v.starts_at,
+                ends_at=v.ends_at,
+                court_id=v.court_id,
+                court_name=courts.get(v.court_id, ""),
+                receiving_court_id=v.receiving_court_id,
+                receiving_court_name=courts.get(v.receiving_court_id, ""),
+                judge_id=v.judge_id,
+                judge_name=judges.get(v.judge_id) if v.judge_id else None,
+                room_id=v.room_id,
+                room_name=rooms.get(v.room_id) if v.room_id else None,
+                petition_id=v.petition_id,
+                petition_number=number,
+                petition_category=category,
+                petitioner_name=name,
+                walk_in=v.walk_in,
+                cancel_reason=v.cancel_reason,
+                checkin_document_type=v.checkin_document_type,
+                checkin_document_masked=v.checkin_document_masked,
+            )
+        )
+    return out
+
+
+async def _detail(ctx: Context, visit: Visit) -> VisitDetailOut:
+    (base,) = await visit_answers(ctx.db, [visit])
+    history = [VisitEventOut.of(e) for e in await vs.visit_history(ctx.db, visit.id)]
+    return VisitDetailOut(**base.model_dump(), history=history)
+
+
+@api.route(
+    "GET",
+    "/free-slots",
+    summary="Next free slots for a court or judge in a room",
+    tag="visits",
+    roles=ALL_STAFF,
+    query=FreeSlotQuery,
+    answer=list[FreeSlotOut],
+)
+async def free_slots(ctx: Context) -> list[FreeSlotOut]:
+    """Slots inside the judges' reception hours and the room's opening hours, not on a
+    holiday, not overlapping a booking of the judge, the room or the petitioner."""
+    q: FreeSlotQuery = ctx.query
+    petitioner_id = None
+    if q.petition_id:
+        petition = await ctx.db.get(Petition, q.petition_id)
+        petitioner_id = petition.petitioner_id if petition else None
+    first = q.first or utcnow().astimezone(ctx.settings.tz).date()
+    slots = await vs.find_free_slots(
+        ctx.db,
+        ctx.settings,
+        room_id=q.room_id,
+        receiving_court_id=q.receiving_court_id,
+        judge_id=q.judge_id,
+        petitioner_id=petitioner_id,
+        first_day=first,
+        days=q.days,
+        limit=q.limit,
+    )
+    return [
+        FreeSlotOut(
+            starts_at=s.starts_at, ends_at=s.ends_at, judge_id=s.judge_id, judge_name=s.judge_name
+        )
+        for s in slots
+    ]
+
+
+@api.route(
+    "POST",
+    "/visits",
+    summary="Book a visit",
+    tag="visits",
+    roles=BOOKERS,
+    body=VisitIn,
+    answer=VisitDetailOut,
+    status=201,
+    errors=(404, 409),
+)
+async def book(ctx: Context) -> VisitDetailOut:
+    """409 ``double_booking`` names the judge, room or petitioner already booked, and the
+    visits it conflicts with. Without ``judge_id`` a free judge of the court is chosen."""
+    b: VisitIn = ctx.body
+    visit = await vs.book_visit(
+        ctx.db,
+        ctx.me.actor(),
+        ctx.settings,
+        petition_id=b.petition_id,
+        receiving_court_id=b.receiving_court_id,
+        judge_id=b.judge_id,
+        room_id=b.room_id,
+        starts_at=b.starts_at,
+        ends_at=b.ends_at,
+    )
+    return await _detail(ctx, visit)
+
+
+@api.route(
+    "GET",
+    "/visits",
+    summary="Visits in scope by day (day and week views)",
+    tag="visits",
+    roles=ALL_STAFF,
+    query=VisitQuery,
+    answer=list[VisitOut],
+)
+async def list_visits(ctx: Context) -> list[VisitOut]:
+    """``day`` is a local date (Asia/Shanghai); ``days`` up to 31 gives a week view."""
+    q: VisitQuery = ctx.query
+    visits = await vs.list_visits(
+        ctx.db,
+        ctx.me.actor(),
+        ctx.settings,
+        day=q.day,
+        days=q.days,
+        court_id=q.court_id,
+        judge_id=q.judge_id,
+        room_id=q.room_id,
+        states=[q.state] if q.state else [],
+    )
+    return await visit_answers(ctx.db, visits)
+
+
+@api.route(
+    "GET",
+    r"/visits/{visit_id:[0-9a-f]{32}}",
+    summary="One visit with its history",
+    tag="visits",
+    roles=ALL_STAFF,
+    answer=VisitDetailOut,
+)
+async def get_visit(ctx: Context) -> VisitDetailOut:
+    visit = await vs.visible_visit(ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"])
+    return await _detail(ctx, visit)
+
+
+@api.route(
+    "POST",
+    r"/visits/{visit_id:[0-9a-f]{32}}/reschedule",
+    summary="Move a visit",
+    tag="visits",
+    roles=BOOKERS,
+    body=RescheduleIn,
+    answer=VisitDetailOut,
+    errors=(409,),
+)
+async def reschedule(ctx: Context) -> VisitDetailOut:
+    b: RescheduleIn = ctx.body
+    visit = await vs.reschedule_visit(
+        ctx.db,
+        ctx.me.actor(),
+        ctx.settings,
+        ctx.request.match_info["visit_id"],
+        starts_at=b.starts_at,
+        ends_at=b.ends_at,
+        judge_id=b.judge_id,
+        room_id=b.room_id,
+        reason=b.reason,
+    )
+    return await _detail(ctx, visit)
+
+
+@api.route(
+    "POST",
+    r"/visits/{visit_id:[0-9a-f]{32}}/cancel",
+    summary="Cancel a visit",
+    tag="visits",
+    roles={Role.operator, Role.judge, Role.admin},
+    body=CancelIn,
+    answer=VisitDetailOut,
+    errors=(409,),
+)
+async def cancel(ctx: Context) -> VisitDetailOut:
+    """The reason is kept in the visit's history; the slot becomes free again."""
+    b: CancelIn = ctx.body
+    visit = await vs.cancel_visit(
+        ctx.db, ctx.me.actor(), ctx.settings, ctx.request.match_info["visit_id"], reason=b.reason
+    )
+    return await _detail(ctx, visit)
+
+
+@api.route(
+    "POST",
+    r"/visits/{visit_id:[0-9a-f]{32}}/check-in",
+    summary="Record the petitioner's identity check",
+    tag="visits",
+    roles=BOOKERS,
+    body=CheckInIn,
+    answer=VisitDetailOut,
+    errors=(409,),
+)
+async def check_in(ctx: Context) -> VisitDetailOut:
+    """Only the masked document number is stored."""
+    b: CheckInIn = ctx.body
+    visit = await vs.check_in(
+        ctx.db,
+        ctx.me.actor(),
+        ctx.request.match_info["visit_id"],
+        document_type=b.document_type,
+        document_number=b.document_number,
+    )
+    return await _detail(ctx, visit)
+
+
+@api.route(
+    "POST",
+    r"/visits/{visit_id:[0-9a-f]{32}}/state",
+    summary="Lobby and call transitions",
+    tag="visits",
+    roles={Role.operator, Role.judge, Role.admin},
+    body=StateIn,
+    answer=VisitDetailOut,
+    errors=(409,),
+)
+async def set_state(ctx: Context) -> VisitDetailOut:
+    """in_lobby (operator), in_progress and ended (the receiving court's judge), archived
+    (system). Only allowed transitions; each is audited."""
+    b: StateIn = ctx.body
+    visit = await vs.change_state(
+        ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"], b.state
+    )
+    return await _detail(ctx, visit)
+
+
+@api.route(
+    "POST",
+    "/visits/walk-in",
+    summary="Start a visit now, or queue for a judge",
+    tag="visits",
+    roles=BOOKERS,
+    body=WalkInIn,
+    answer=WalkInResultOut,
+    status=201,
+    errors=(404, 409),
+)
+async def walk_in(ctx: Context) -> WalkInResultOut:
+    """With a judge of the receiving court on duty and free now: a checked-in visit.
+    Otherwise the petitioner joins the queue and is seated with the next free judge."""
+    b: WalkInIn = ctx.body
+    result = await vs.walk_in(
+        ctx.db,
+        ctx.me.actor(),
+        ctx.settings,
+        petition_id=b.petition_id,
+        receiving_court_id=b.receiving_court_id,
+        room_id=b.room_id,
+        document_type=b.document_type,
+        document_number=b.document_number,
+    )
+    visit = (await visit_answers(ctx.db, [result.visit]))[0] if result.visit else None
+    return WalkInResultOut(
+        visit=visit,
+        queued=WalkInOut.of(result.queued) if result.queued else None,
+        position=result.position,
+    )
+
+
+@api.route(
+    "GET",
+    "/walk-ins",
+    summary="The walk-in queue in scope",
+    tag="visits",
+    roles=ALL_STAFF,
+    answer=list[WalkInOut],
+)
+async def list_walk_ins(ctx: Context) -> list[WalkInOut]:
+    return [WalkInOut.of(w) for w in await vs.waiting_walk_ins(ctx.db, ctx.me.actor())]
+
+
+@api.route(
+    "POST",
+    r"/walk-ins/{walk_in_id:\d+}/withdraw",
+    summary="Leave the walk-in queue",
+    tag="visits",
+    roles=BOOKERS,
+    answer=Ok,
+    errors=(409,),
+)
+async def withdraw(ctx: Context) -> Ok:
+    await vs.withdraw_walk_in(ctx.db, ctx.me.actor(), ctx.path_id("walk_in_id"))
+    return Ok()
