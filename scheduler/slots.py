@@ -149,8 +149,10 @@ def free_slots(
     """Slots cut from ``windows`` that fit in ``open_hours`` (None: no limit), do not
     overlap ``busy`` and start no earlier than ``not_before``; earliest first."""
     opens = sorted(open_hours) if open_hours is not None else None
-    out: list[Interval] = []
+    found: set[Interval] = set()
     for window in sorted(windows, key=lambda w: w.interval.start):
+        if len(found) >= limit and window.interval.start > max(found).start:
+            break  # windows are sorted: nothing later can give an earlier slot
         step = timedelta(minutes=window.slot_minutes)
         start = window.interval.start
         while start + step <= window.interval.end:
@@ -160,10 +162,8 @@ def free_slots(
                 continue
             if opens is not None and not any(o.contains(slot) for o in opens):
                 continue
-            out.append(slot)
-            if len(out) >= limit:
-                return out
-    return out
+            found.add(slot)
+    return sorted(found)[:limit]
 
 
 def covered(interval: Interval, windows: Iterable[Window | Interval]) -> bool:

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 
 from config.db import create_engine, create_sessionmaker
 from config.settings import Settings
-from tests.helpers import World, free_port, seed_world, wait_until
+from tests.helpers import Booking, World, free_port, seed_booking, seed_world, wait_until
 from web.app import create_app
 from web.cli import migrate
 
@@ -58,6 +58,16 @@ async def world(migrated: Settings) -> World:
     try:
         async with create_sessionmaker(engine)() as db, db.begin():
             return await seed_world(db)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def booking(migrated: Settings, world: World) -> Booking:
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            return await seed_booking(db, world)
     finally:
         await engine.dispose()
 

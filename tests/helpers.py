@@ -7,13 +7,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler import service
-from scheduler.models import CourtLevel, Role
+from scheduler.models import CourtLevel, IdType, Role
 from scheduler.scope import SYSTEM_ACTOR
 
 PASSWORD = "Test-Passw0rd!"
@@ -115,3 +118,92 @@ async def wait_for(predicate: Callable[[], Any], within: float = 30.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met")
+
+
+LOCAL = ZoneInfo("Asia/Shanghai")
+
+
+def next_weekday(weekday: int, weeks_ahead: int = 1) -> date:
+    """A local date on ``weekday`` at least ``weeks_ahead`` weeks from today."""
+    today = datetime.now(LOCAL).date()
+    return today + timedelta(days=(weekday - today.weekday()) % 7 + 7 * weeks_ahead)
+
+
+def local_time(day: date, hour: int, minute: int = 0) -> datetime:
+    return datetime.combine(day, clock_time(hour, minute), tzinfo=LOCAL)
+
+
+@dataclass
+class Booking:
+    """The world plus reception hours, room hours and petitions ready to book."""
+
+    world: World
+    petitions: dict[str, int] = field(default_factory=dict)  # "a0".."a9", "b0"
+    judge_high: int = 0
+
+
+async def seed_booking(db: AsyncSession, world: World, petitions_a: int = 10) -> Booking:
+    """Every day 08:00–20:00: judges receive (30-minute slots) and both rooms are open."""
+    from scheduler import availability
+
+    b = Booking(world=world)
+    judge_high = await service.create_user(
+        db,
+        SYSTEM_ACTOR,
+        username="judge_high",
+        display_name="高院法官",
+        role=Role.judge,
+        court_id=world.courts["high"],
+        password=PASSWORD,
+        password_min_length=10,
+    )
+    b.judge_high = judge_high.id
+    for judge_id in (world.users["judge_a"], world.users["judge_b"], judge_high.id):
+        for weekday in range(7):
+            await availability.add_template(
+                db,
+                SYSTEM_ACTOR,
+                judge_id=judge_id,
+                weekday=weekday,
+                start_minute=8 * 60,
+                end_minute=20 * 60,
+                slot_minutes=30,
+                valid_from=None,
+                valid_until=None,
+            )
+    for room_id in world.rooms.values():
+        for weekday in range(7):
+            await availability.add_room_hours(
+                db,
+                SYSTEM_ACTOR,
+                room_id=room_id,
+                weekday=weekday,
+                start_minute=8 * 60,
+                end_minute=20 * 60,
+            )
+    ids = iter(VALID_IDS)
+    for court, count in (("a", petitions_a), ("b", 1)):
+        for i in range(count):
+            p = await service.create_petitioner(
+                db,
+                SYSTEM_ACTOR,
+                court_id=world.courts[f"basic_{court}"],
+                name=f"信访人{court}{i}",
+                id_type=IdType.other,
+                id_number=f"T{court}{i:04d}{next(ids)}",
+                phone="",
+            )
+            petition = await service.create_petition(
+                db,
+                SYSTEM_ACTOR,
+                petitioner_id=p.id,
+                number=f"{court.upper()}-{i}",
+                category="执行",
+                summary="请求",
+                judgment_ref="",
+            )
+            b.petitions[f"{court}{i}"] = petition.id
+    return b
+
+
+VALID_IDS = [f"{n:06d}" for n in range(100_000)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -274,7 +274,7 @@ def openapi_document(registry: Registry, title: str, version: str) -> dict[str, 
     """An OpenAPI 3.1 document describing every registered route."""
     models: set[type[BaseModel]] = {ErrorAnswer}
     for route in registry.routes:
-        for model in (route.body, route.query, route.answer):
+        for model in (route.body, route.query, _item_model(route.answer) or route.answer):
             if isinstance(model, type) and issubclass(model, BaseModel):
                 models.add(model)
     ordered = sorted(models, key=lambda m: m.__name__)
@@ -308,7 +308,9 @@ def openapi_document(registry: Registry, title: str, version: str) -> dict[str, 
             for name, pattern in PATH_PARAM.findall(route.path)
         ]
         if route.query is not None:
-            qschema = route.query.model_json_schema()
+            qschema = route.query.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in qschema.get("$defs", {}).items():
+                components.setdefault(name, sub)
             for name, prop in qschema.get("properties", {}).items():
                 params.append(
                     {
@@ -325,8 +327,13 @@ def openapi_document(registry: Registry, title: str, version: str) -> dict[str, 
                 "required": True,
                 "content": {"application/json": {"schema": ref(route.body, "validation")}},
             }
+        item = _item_model(route.answer)
         if isinstance(route.answer, type) and issubclass(route.answer, BaseModel):
             content = {"application/json": {"schema": ref(route.answer, "serialization")}}
+            op["responses"][str(route.status)] = {"description": "Success", "content": content}
+        elif item is not None:
+            schema = {"type": "array", "items": ref(item, "serialization")}
+            content = {"application/json": {"schema": schema}}
             op["responses"][str(route.status)] = {"description": "Success", "content": content}
         else:
             op["responses"][str(route.status)] = {"description": "Success"}
@@ -365,6 +372,15 @@ def openapi_document(registry: Registry, title: str, version: str) -> dict[str, 
             },
         },
     }
+
+
+def _item_model(answer: Any) -> type[BaseModel] | None:
+    """``X`` for an answer declared as ``list[X]``."""
+    if get_origin(answer) is list:
+        (item,) = get_args(answer)
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return item
+    return None
 
 
 def _is_input(model: type[BaseModel], registry: Registry) -> bool:

@@ -166,7 +166,7 @@ class RoomHoursOut(Answer):
         )
 
 
-class RoomQuery(Query):
+class RoomHoursQuery(Query):
     room_id: Id
 
 

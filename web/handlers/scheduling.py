@@ -28,7 +28,7 @@ from web.scheduling_schemas import (
     OnDutyQuery,
     RoomHoursIn,
     RoomHoursOut,
-    RoomQuery,
+    RoomHoursQuery,
     RosterQuery,
     TemplateIn,
     TemplateOut,
@@ -234,11 +234,11 @@ async def delete_court_day(ctx: Context) -> Ok:
     summary="Opening hours of a reception room",
     tag="availability",
     roles=ALL_STAFF,
-    query=RoomQuery,
+    query=RoomHoursQuery,
     answer=list[RoomHoursOut],
 )
 async def list_room_hours(ctx: Context) -> list[RoomHoursOut]:
-    q: RoomQuery = ctx.query
+    q: RoomHoursQuery = ctx.query
     if await ctx.db.get(ReceptionRoom, q.room_id) is None:
         raise NotFoundError(f"接访室 {q.room_id} 不存在")
     return [RoomHoursOut.of(h) for h in await av.list_room_hours(ctx.db, [q.room_id])]

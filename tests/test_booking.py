@@ -1,0 +1,550 @@
+"""Booking over the API: free slots, conflicts (409), rules (4xx), reschedule, cancel,
+check-in, states, walk-ins, housekeeping, notifications (socket.io), iCalendar feeds."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+import socketio
+from aiohttp.test_utils import TestClient
+from icalendar import Calendar
+from sqlalchemy import func, select
+
+from config.audit import AuditEvent
+from config.db import create_engine, create_sessionmaker
+from config.settings import Settings
+from scheduler import visits as vs
+from scheduler.models import BookingLock, Notification, Visit, VisitState, WalkIn, WalkInStatus
+from scheduler.scope import Actor
+from tests.conftest import MakeClient
+from tests.helpers import Booking, local_time, login, next_weekday
+
+MONDAY = next_weekday(0)
+
+
+async def _client(make_client: MakeClient, username: str) -> tuple[TestClient, dict[str, str]]:
+    c = await make_client()
+    return c, {"X-CSRF-Token": await login(c, username)}
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _visit(b: Booking, petition: str, hour: int, minute: int = 0, **extra: Any) -> dict[str, Any]:
+    body = {
+        "petition_id": b.petitions[petition],
+        "receiving_court_id": b.world.courts["mid_a"],
+        "judge_id": b.world.users["judge_a"],
+        "room_id": b.world.rooms["basic_a"],
+        "starts_at": local_time(MONDAY, hour, minute).isoformat(),
+    }
+    body.update(extra)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+async def _count(settings: Settings, model: Any) -> int:
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            return int(await db.scalar(select(func.count()).select_from(model)) or 0)
+    finally:
+        await engine.dispose()
+
+
+async def test_book_conflicts_and_free_slots(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    op, h = await _client(make_client, "op_a")
+    w = booking.world
+    params = {
+        "room_id": w.rooms["basic_a"],
+        "receiving_court_id": w.courts["mid_a"],
+        "first": MONDAY.isoformat(),
+        "days": 1,
+        "limit": 3,
+    }
+    slots = await (await op.get("/api/v1/free-slots", params=params)).json()
+    assert [_at(s["starts_at"]) for s in slots] == [
+        local_time(MONDAY, 8),
+        local_time(MONDAY, 8, 30),
+        local_time(MONDAY, 9),
+    ]
+    assert slots[0]["judge_id"] == w.users["judge_a"]
+
+    r = await op.post("/api/v1/visits", json=_visit(booking, "a0", 8), headers=h)
+    assert r.status == 201, await r.text()
+    first = await r.json()
+    assert first["state"] == "scheduled" and first["judge_name"] == "judge_a"
+    assert first["history"][0]["kind"] == "booked"
+
+    # same judge and room, another petitioner: refused, naming what conflicts
+    r = await op.post("/api/v1/visits", json=_visit(booking, "a1", 8, 15), headers=h)
+    assert r.status == 409
+    err = (await r.json())["error"]
+    assert err["code"] == "double_booking"
+    assert {c["resource"] for c in err["details"]["conflicts"]} == {"judge", "room"}
+    assert {c["visit_id"] for c in err["details"]["conflicts"]} == {first["id"]}
+    # another judge, same room: the room conflicts
+    r = await op.post(
+        "/api/v1/visits",
+        headers=h,
+        json=_visit(
+            booking, "a1", 8, receiving_court_id=w.courts["high"], judge_id=booking.judge_high
+        ),
+    )
+    assert r.status == 409
+    assert [c["resource"] for c in (await r.json())["error"]["details"]["conflicts"]] == ["room"]
+    # the same petitioner in another room with another judge: the petitioner conflicts
+    admin, ah = await _client(make_client, "admin")
+    room2 = await (
+        await admin.post(
+            "/api/v1/rooms",
+            headers=ah,
+            json={"court_id": w.courts["basic_a"], "name": "第二接访室"},
+        )
+    ).json()
+    await admin.post(
+        "/api/v1/room-hours",
+        headers=ah,
+        json={"room_id": room2["id"], "weekday": 0, "start": "08:00", "end": "20:00"},
+    )
+    r = await op.post(
+        "/api/v1/visits",
+        headers=h,
+        json=_visit(
+            booking,
+            "a0",
+            8,
+            receiving_court_id=w.courts["high"],
+            judge_id=booking.judge_high,
+            room_id=room2["id"],
+        ),
+    )
+    assert r.status == 409
+    assert [c["resource"] for c in (await r.json())["error"]["details"]["conflicts"]] == [
+        "petitioner"
+    ]
+    # without a judge the system picks a free one of the court
+    r = await op.post(
+        "/api/v1/visits",
+        headers=h,
+        json=_visit(
+            booking,
+            "a1",
+            8,
+            receiving_court_id=w.courts["high"],
+            judge_id=None,
+            room_id=room2["id"],
+        ),
+    )
+    assert r.status == 201 and (await r.json())["judge_id"] == booking.judge_high
+    assert await _count(migrated, Visit) == 2
+
+    slots = await (await op.get("/api/v1/free-slots", params=params)).json()
+    assert _at(slots[0]["starts_at"]) == local_time(MONDAY, 8, 30)
+    day = await (await op.get("/api/v1/visits", params={"day": MONDAY.isoformat()})).json()
+    assert len(day) == 2 and {v["petition_number"] for v in day} == {"A-0", "A-1"}
+
+
+async def test_rules_refused_with_clear_4xx(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    op, h = await _client(make_client, "op_a")
+    w = booking.world
+    yesterday = local_time(MONDAY - timedelta(days=30), 10)
+    admin, ah = await _client(make_client, "admin")
+    r = await admin.post(
+        "/api/v1/court-days",
+        headers=ah,
+        json={
+            "court_id": w.courts["mid_a"],
+            "day": (MONDAY + timedelta(days=1)).isoformat(),
+            "kind": "holiday",
+            "note": "元旦",
+        },
+    )
+    assert r.status == 201
+    tuesday = MONDAY + timedelta(days=1)
+    cases = [
+        (
+            _visit(booking, "a0", 9, ends_at=local_time(MONDAY, 8, 30).isoformat()),
+            422,
+            "invalid_period",
+        ),
+        (
+            _visit(booking, "a0", 9, ends_at=local_time(MONDAY, 9).isoformat()),
+            422,
+            "invalid_period",
+        ),
+        (_visit(booking, "a0", 9, 3), 422, "invalid_period"),
+        (_visit(booking, "a0", 9, starts_at=yesterday.isoformat()), 422, "in_the_past"),
+        (_visit(booking, "a0", 9, room_id=w.rooms["basic_b"]), 422, "room_of_other_court"),
+        (
+            _visit(
+                booking, "a0", 9, receiving_court_id=w.courts["mid_b"], judge_id=w.users["judge_b"]
+            ),
+            422,
+            "not_a_parent_court",
+        ),
+        (_visit(booking, "a0", 9, judge_id=w.users["judge_b"]), 422, "judge_of_other_court"),
+        (
+            _visit(booking, "a0", 9, receiving_court_id=w.courts["basic_a"]),
+            422,
+            "not_a_parent_court",
+        ),
+        (_visit(booking, "b0", 9), 404, "not_found"),
+        (_visit(booking, "a0", 21), 422, "room_closed"),
+        (_visit(booking, "a0", 9, starts_at=local_time(tuesday, 9).isoformat()), 422, "holiday"),
+        (_visit(booking, "a0", 9, starts_at="2026-12-01T09:00:00"), 422, "validation_failed"),
+        (_visit(booking, "a0", 9, judge_id="1"), 422, "validation_failed"),
+    ]
+    for body, status, code in cases:
+        r = await op.post("/api/v1/visits", json=body, headers=h)
+        err = (await r.json())["error"]
+        assert (r.status, err["code"]) == (status, code), (body, err)
+        assert err["message"]
+    assert await _count(migrated, Visit) == 0
+
+    judge, jh = await _client(make_client, "judge_a")
+    me = w.users["judge_a"]
+    for body, status in [
+        ({"judge_id": me, "weekday": 0, "start": "09:00", "end": "10:00"}, 409),  # overlaps
+        ({"judge_id": me, "weekday": 0, "start": "10:00", "end": "10:00"}, 422),  # zero length
+        ({"judge_id": me, "weekday": 0, "start": "11:00", "end": "10:00"}, 422),  # end first
+        ({"judge_id": me, "weekday": 7, "start": "09:00", "end": "10:00"}, 422),
+        ({"judge_id": me, "weekday": 0, "start": "9:00", "end": "10:00"}, 422),
+        ({"judge_id": w.users["judge_b"], "weekday": 0, "start": "21:00", "end": "22:00"}, 403),
+    ]:
+        r = await judge.post("/api/v1/reception-hours", json=body, headers=jh)
+        assert r.status == status, (body, await r.text())
+    past = local_time(MONDAY - timedelta(days=20), 9)
+    r = await judge.post(
+        "/api/v1/availability-exceptions",
+        headers=jh,
+        json={
+            "judge_id": me,
+            "kind": "addition",
+            "starts_at": past.isoformat(),
+            "ends_at": (past + timedelta(hours=1)).isoformat(),
+        },
+    )
+    assert r.status == 422 and (await r.json())["error"]["code"] == "in_the_past"
+
+
+async def test_reschedule_cancel_keep_history(make_client: MakeClient, booking: Booking) -> None:
+    op, h = await _client(make_client, "op_a")
+    visit = await (
+        await op.post("/api/v1/visits", json=_visit(booking, "a0", 10), headers=h)
+    ).json()
+    r = await op.post(
+        f"/api/v1/visits/{visit['id']}/reschedule",
+        headers=h,
+        json={"starts_at": local_time(MONDAY, 14).isoformat(), "reason": "法官开庭"},
+    )
+    assert r.status == 200, await r.text()
+    moved = await r.json()
+    assert _at(moved["starts_at"]) == local_time(MONDAY, 14)
+    assert _at(moved["ends_at"]) == local_time(MONDAY, 14, 30)
+    assert [e["kind"] for e in moved["history"]] == ["booked", "rescheduled"]
+    assert moved["history"][1]["detail"]["reason"] == "法官开庭"
+    # the old time is free again
+    r = await op.post("/api/v1/visits", json=_visit(booking, "a1", 10), headers=h)
+    assert r.status == 201
+    assert (
+        await op.post(f"/api/v1/visits/{visit['id']}/cancel", headers=h, json={"reason": ""})
+    ).status == 422
+    r = await op.post(
+        f"/api/v1/visits/{visit['id']}/cancel", headers=h, json={"reason": "信访人申请撤回"}
+    )
+    cancelled = await r.json()
+    assert cancelled["state"] == "cancelled" and cancelled["cancel_reason"] == "信访人申请撤回"
+    assert [e["kind"] for e in cancelled["history"]][-1] == "cancelled"
+    r = await op.post(f"/api/v1/visits/{visit['id']}/cancel", headers=h, json={"reason": "再次"})
+    assert r.status == 409 and (await r.json())["error"]["code"] == "invalid_transition"
+    r = await op.post(
+        f"/api/v1/visits/{visit['id']}/reschedule",
+        headers=h,
+        json={"starts_at": local_time(MONDAY, 15).isoformat(), "reason": "x"},
+    )
+    assert r.status == 409
+    assert (
+        await op.post("/api/v1/visits", json=_visit(booking, "a2", 14), headers=h)
+    ).status == 201
+
+
+async def test_states_check_in_and_audit(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    op, h = await _client(make_client, "op_a")
+    judge, jh = await _client(make_client, "judge_a")
+    other_judge, oh = await _client(make_client, "judge_b")
+    visit = await (
+        await op.post("/api/v1/visits", json=_visit(booking, "a0", 11), headers=h)
+    ).json()
+    vid = visit["id"]
+    r = await op.post(f"/api/v1/visits/{vid}/state", json={"state": "in_progress"}, headers=h)
+    assert r.status == 403
+    r = await op.post(f"/api/v1/visits/{vid}/state", json={"state": "in_lobby"}, headers=h)
+    assert r.status == 409 and (await r.json())["error"]["code"] == "invalid_transition"
+    r = await op.post(
+        f"/api/v1/visits/{vid}/check-in",
+        headers=h,
+        json={"document_type": "resident_id", "document_number": "110105194912310021"},
+    )
+    checked = await r.json()
+    assert checked["state"] == "checked_in"
+    assert checked["checkin_document_masked"] == "1101**********0021"
+    assert "110105194912310021" not in await r.text()
+    for who, headers, state, status in [
+        (op, h, "in_lobby", 200),
+        (other_judge, oh, "in_progress", 404),
+        (judge, jh, "in_progress", 200),
+        (judge, jh, "in_lobby", 409),
+        (judge, jh, "ended", 200),
+        (judge, jh, "in_progress", 409),
+        (judge, jh, "archived", 403),
+    ]:
+        r = await who.post(f"/api/v1/visits/{vid}/state", json={"state": state}, headers=headers)
+        assert r.status == status, (state, await r.text())
+    admin, ah = await _client(make_client, "admin")
+    r = await admin.post(f"/api/v1/visits/{vid}/state", json={"state": "archived"}, headers=ah)
+    final = await r.json()
+    assert final["state"] == "archived"
+    assert [e["to_state"] for e in final["history"]] == [
+        "scheduled",
+        "checked_in",
+        "in_lobby",
+        "in_progress",
+        "ended",
+        "archived",
+    ]
+    audits = await (
+        await admin.get(
+            "/api/v1/audit", params={"target_type": "visit", "target_id": vid, "limit": 50}
+        )
+    ).json()
+    assert {a["action"] for a in audits["items"]} == {
+        "visit.book",
+        "visit.checked_in",
+        "visit.in_lobby",
+        "visit.in_progress",
+        "visit.ended",
+        "visit.archived",
+    }
+    assert await _count(migrated, BookingLock) == 0  # an ended visit holds no time
+
+
+async def test_scope_of_visits(make_client: MakeClient, booking: Booking) -> None:
+    op, h = await _client(make_client, "op_a")
+    vid = (
+        await (await op.post("/api/v1/visits", json=_visit(booking, "a0", 9), headers=h)).json()
+    )["id"]
+    for username, sees in [
+        ("op_a", True),
+        ("op_b", False),
+        ("judge_a", True),
+        ("judge_b", False),
+        ("arch_a", True),
+        ("arch_high", True),
+        ("admin", True),
+    ]:
+        c, _ = await _client(make_client, username)
+        day = await (await c.get("/api/v1/visits", params={"day": MONDAY.isoformat()})).json()
+        assert ([v["id"] for v in day] == [vid]) is sees, username
+        assert ((await c.get(f"/api/v1/visits/{vid}")).status == 200) is sees, username
+    op_b, hb = await _client(make_client, "op_b")
+    r = await op_b.post(f"/api/v1/visits/{vid}/cancel", json={"reason": "x"}, headers=hb)
+    assert r.status == 404
+
+
+async def _session(settings: Settings):  # type: ignore[no-untyped-def]
+    engine = create_engine(settings)
+    return engine, create_sessionmaker(engine)
+
+
+async def test_housekeeping_reminds_and_marks_no_show(booking: Booking, migrated: Settings) -> None:
+    w = booking.world
+    actor = Actor(
+        user_id=w.users["op_a"],
+        username="op_a",
+        role=vs.Role.operator,
+        court_id=w.courts["basic_a"],
+    )
+    start = local_time(MONDAY, 10)
+    engine, maker = await _session(migrated)
+    try:
+        async with maker() as db, db.begin():
+            visit = await vs.book_visit(
+                db,
+                actor,
+                migrated,
+                petition_id=booking.petitions["a0"],
+                receiving_court_id=w.courts["mid_a"],
+                judge_id=w.users["judge_a"],
+                room_id=w.rooms["basic_a"],
+                starts_at=start,
+                now=start - timedelta(hours=1),
+            )
+        async with maker() as db, db.begin():
+            assert (await vs.housekeeping(db, migrated, now=start - timedelta(minutes=30)))[
+                "reminded"
+            ] == 0
+            done = await vs.housekeeping(db, migrated, now=start - timedelta(minutes=8))
+            assert done["reminded"] == 1
+            again = await vs.housekeeping(db, migrated, now=start - timedelta(minutes=7))
+            assert again["reminded"] == 0  # once only
+        async with maker() as db:
+            notes = (
+                await db.scalars(select(Notification).where(Notification.kind == "visit_starting"))
+            ).all()
+            assert {n.user_id for n in notes} == {w.users["judge_a"], w.users["op_a"]}
+            assert notes[0].title.startswith("8 分钟后开始接访")
+        grace = timedelta(minutes=migrated.no_show_grace_minutes)
+        async with maker() as db, db.begin():
+            assert (await vs.housekeeping(db, migrated, now=start + grace - timedelta(minutes=1)))[
+                "no_show"
+            ] == 0
+            assert (await vs.housekeeping(db, migrated, now=start + grace))["no_show"] == 1
+        async with maker() as db:
+            v = await db.get(Visit, visit.id)
+            assert v is not None and v.state is VisitState.no_show
+            assert not (await db.scalars(select(BookingLock))).all()
+    finally:
+        await engine.dispose()
+
+
+async def test_walk_in_now_or_queue(booking: Booking, migrated: Settings) -> None:
+    w = booking.world
+    actor = Actor(
+        user_id=w.users["op_a"],
+        username="op_a",
+        role=vs.Role.operator,
+        court_id=w.courts["basic_a"],
+    )
+    now = local_time(MONDAY, 10, 2)
+    engine, maker = await _session(migrated)
+    kw = {
+        "receiving_court_id": w.courts["mid_a"],
+        "room_id": w.rooms["basic_a"],
+        "document_type": "resident_id",
+        "document_number": "110105194912310021",
+    }
+    try:
+        async with maker() as db, db.begin():
+            first = await vs.walk_in(
+                db, actor, migrated, petition_id=booking.petitions["a0"], now=now, **kw
+            )
+            assert first.visit is not None and first.queued is None
+            assert first.visit.state is VisitState.checked_in and first.visit.walk_in
+            assert first.visit.starts_at == local_time(MONDAY, 10, 5)
+            assert first.visit.checkin_document_masked == "1101**********0021"
+            second = await vs.walk_in(
+                db, actor, migrated, petition_id=booking.petitions["a1"], now=now, **kw
+            )
+            assert second.visit is None and second.queued is not None and second.position == 1
+            with pytest.raises(vs.ConflictError):
+                await vs.walk_in(
+                    db, actor, migrated, petition_id=booking.petitions["a1"], now=now, **kw
+                )
+            assert (await vs.housekeeping(db, migrated, now=now))["walk_ins"] == 0
+            await vs.cancel_visit(db, actor, migrated, first.visit.id, reason="信访人离开")
+            assert (await vs.housekeeping(db, migrated, now=now))["walk_ins"] == 1
+        async with maker() as db:
+            entry = await db.get(WalkIn, second.queued.id)
+            assert entry is not None and entry.status is WalkInStatus.assigned
+            seated = await db.get(Visit, entry.visit_id)
+            assert seated is not None and seated.judge_id == w.users["judge_a"]
+            assert seated.state is VisitState.checked_in
+    finally:
+        await engine.dispose()
+
+
+async def test_notifications_pushed_and_listed(make_client: MakeClient, booking: Booking) -> None:
+    op, h = await _client(make_client, "op_a")
+    judge, _ = await _client(make_client, "judge_a")
+    cookie = judge.session.cookie_jar.filter_cookies(judge.make_url("/"))["vr_session"].value
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sio = socketio.AsyncClient(reconnection=False)
+    sio.on("notification", received.put_nowait, namespace="/notify")
+    await sio.connect(
+        str(judge.make_url("/")),
+        namespaces=["/notify"],
+        headers={"Cookie": f"vr_session={cookie}"},
+        transports=["websocket"],
+    )
+    try:
+        r = await op.post("/api/v1/visits", json=_visit(booking, "a0", 9), headers=h)
+        assert r.status == 201
+        pushed = await asyncio.wait_for(received.get(), timeout=30)
+        assert pushed["kind"] == "visit_booked" and pushed["title"] == "新预约：A-0"
+    finally:
+        await sio.disconnect()
+    listed = await (await judge.get("/api/v1/notifications")).json()
+    assert listed["unread"] == 1 and listed["items"][0]["id"] == pushed["id"]
+    me = await (await judge.get("/api/v1/auth/me")).json()
+    r = await judge.post(
+        "/api/v1/notifications/read-all", headers={"X-CSRF-Token": me["csrf_token"]}
+    )
+    assert r.status == 200
+    assert (await (await judge.get("/api/v1/notifications")).json())["unread"] == 0
+    # without a session the socket is refused
+    anonymous = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await anonymous.connect(
+            str(judge.make_url("/")), namespaces=["/notify"], transports=["websocket"]
+        )
+
+
+async def test_ical_feed_secret_and_revocable(make_client: MakeClient, booking: Booking) -> None:
+    op, h = await _client(make_client, "op_a")
+    await op.post("/api/v1/visits", json=_visit(booking, "a0", 9), headers=h)
+    judge, jh = await _client(make_client, "judge_a")
+    r = await judge.post(
+        "/api/v1/calendar-feeds",
+        headers=jh,
+        json={"kind": "judge", "owner_id": booking.world.users["judge_a"]},
+    )
+    assert r.status == 201
+    feed = await r.json()
+    path = feed["url"].split("//", 1)[1].split("/", 1)[1]
+    anonymous = await make_client()
+    r = await anonymous.get("/" + path)
+    assert r.status == 200 and r.content_type == "text/calendar"
+    cal = Calendar.from_ical(await r.read())
+    events = [c for c in cal.walk("VEVENT")]
+    assert [str(e["summary"]) for e in events] == ["视频接访 A-0"]
+    assert events[0].decoded("dtstart") == local_time(MONDAY, 9)
+    assert "信访人" not in (await r.text())  # no personal data in a feed
+    r = await op.post(
+        "/api/v1/calendar-feeds",
+        headers=h,
+        json={"kind": "judge", "owner_id": booking.world.users["judge_a"]},
+    )
+    assert r.status == 403
+    r = await op.post(
+        "/api/v1/calendar-feeds",
+        headers=h,
+        json={"kind": "room", "owner_id": booking.world.rooms["basic_a"]},
+    )
+    assert r.status == 201
+    assert (await judge.delete(f"/api/v1/calendar-feeds/{feed['id']}", headers=jh)).status == 200
+    assert (await anonymous.get("/" + path)).status == 404
+    assert (await anonymous.get("/calendar/not-a-real-token-at-all.ics")).status == 404
+
+
+async def test_audit_of_booking_masks_nothing_sensitive(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    op, h = await _client(make_client, "op_a")
+    await op.post("/api/v1/visits", json=_visit(booking, "a0", 9), headers=h)
+    engine, maker = await _session(migrated)
+    try:
+        async with maker() as db:
+            actions = (await db.scalars(select(AuditEvent.action))).all()
+        assert "visit.book" in actions
+    finally:
+        await engine.dispose()

@@ -1,0 +1,116 @@
+"""Property tests of slot generation: no slot outside opening hours, on a holiday, or
+overlapping another booking; every slot inside reception hours and in the future."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.slots import (
+    BusyIndex,
+    Interval,
+    WeeklyRule,
+    Window,
+    closed_days_removed,
+    covered,
+    expand_weekly,
+    free_slots,
+    local_day,
+    subtract,
+    units,
+)
+
+TZ = ZoneInfo("Asia/Shanghai")
+FIRST = date(2026, 12, 7)  # a Monday
+LAST = FIRST + timedelta(days=13)
+
+
+@st.composite
+def weekly_rules(draw: st.DrawFn, slot: bool = True) -> list[WeeklyRule]:
+    rules = []
+    for _ in range(draw(st.integers(0, 6))):
+        start = draw(st.integers(0, 280)) * 5
+        end = draw(st.integers(start // 5 + 1, 288)) * 5
+        minutes = draw(st.sampled_from([10, 15, 20, 30, 45, 60])) if slot else 30
+        rules.append(WeeklyRule(draw(st.integers(0, 6)), start, end, minutes))
+    return rules
+
+
+@st.composite
+def intervals(draw: st.DrawFn, n: int = 8) -> list[Interval]:
+    base = datetime.combine(FIRST, datetime.min.time(), tzinfo=TZ).astimezone(UTC)
+    out = []
+    for _ in range(draw(st.integers(0, n))):
+        start = base + timedelta(minutes=5 * draw(st.integers(0, 14 * 288)))
+        out.append(Interval(start, start + timedelta(minutes=5 * draw(st.integers(1, 48)))))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=weekly_rules(),
+    room_rules=weekly_rules(slot=False),
+    holidays=st.sets(st.sampled_from([FIRST + timedelta(days=i) for i in range(14)]), max_size=4),
+    busy=intervals(),
+    cancellations=intervals(4),
+    now_offset=st.integers(0, 14 * 24 * 60),
+)
+def test_free_slots_respect_every_rule(
+    rules: list[WeeklyRule],
+    room_rules: list[WeeklyRule],
+    holidays: set[date],
+    busy: list[Interval],
+    cancellations: list[Interval],
+    now_offset: int,
+) -> None:
+    now = datetime.combine(FIRST, datetime.min.time(), tzinfo=TZ) + timedelta(minutes=now_offset)
+    availability = subtract(expand_weekly(rules, FIRST, LAST, TZ), cancellations)
+    availability = closed_days_removed(availability, holidays, TZ)
+    room_open = [
+        w.interval
+        for w in closed_days_removed(expand_weekly(room_rules, FIRST, LAST, TZ), holidays, TZ)
+    ]
+    slots = free_slots(
+        availability, open_hours=room_open, busy=BusyIndex(busy), not_before=now, limit=10_000
+    )
+    for slot in slots:
+        assert slot.start >= now
+        assert any(o.contains(slot) for o in room_open), "outside opening hours"
+        assert local_day(slot.start, TZ) not in holidays, "on a holiday"
+        assert local_day(slot.end - timedelta(seconds=1), TZ) not in holidays
+        assert not any(slot.overlaps(b) for b in busy), "overlaps a booking"
+        assert not any(slot.overlaps(c) for c in cancellations), "in a cancelled period"
+        assert covered(slot, availability), "outside reception hours"
+    assert slots == sorted(slots)
+    assert len(set(slots)) == len(slots)
+
+
+@settings(max_examples=200, deadline=None)
+@given(busy=intervals(12), probe=intervals(1))
+def test_busy_index_agrees_with_brute_force(busy: list[Interval], probe: list[Interval]) -> None:
+    index = BusyIndex(busy)
+    for p in probe:
+        assert index.overlaps(p) == any(p.overlaps(b) for b in busy)
+
+
+@given(a=intervals(1), b=intervals(1))
+def test_units_overlap_exactly_when_intervals_do(a: list[Interval], b: list[Interval]) -> None:
+    for x in a:
+        for y in b:
+            assert bool(set(units(x)) & set(units(y))) == x.overlaps(y)
+
+
+def test_weekly_rules_use_local_time() -> None:
+    (window,) = expand_weekly([WeeklyRule(0, 9 * 60, 12 * 60)], FIRST, FIRST, TZ)
+    assert window == Window(
+        Interval(datetime(2026, 12, 7, 1, tzinfo=UTC), datetime(2026, 12, 7, 4, tzinfo=UTC)), 30
+    )
+    assert (
+        expand_weekly(
+            [WeeklyRule(0, 0, 1440, valid_from=FIRST + timedelta(days=1))], FIRST, FIRST, TZ
+        )
+        == []
+    )
