@@ -15,9 +15,18 @@ from sqlalchemy import func, select
 
 from config.audit import AuditEvent
 from config.db import create_engine, create_sessionmaker
+from config.errors import ConflictError
 from config.settings import Settings
 from scheduler import visits as vs
-from scheduler.models import BookingLock, Notification, Visit, VisitState, WalkIn, WalkInStatus
+from scheduler.models import (
+    BookingLock,
+    Notification,
+    Role,
+    Visit,
+    VisitState,
+    WalkIn,
+    WalkInStatus,
+)
 from scheduler.scope import Actor
 from tests.conftest import MakeClient
 from tests.helpers import Booking, local_time, login, next_weekday
@@ -371,7 +380,7 @@ async def test_housekeeping_reminds_and_marks_no_show(booking: Booking, migrated
     actor = Actor(
         user_id=w.users["op_a"],
         username="op_a",
-        role=vs.Role.operator,
+        role=Role.operator,
         court_id=w.courts["basic_a"],
     )
     start = local_time(MONDAY, 10)
@@ -422,7 +431,7 @@ async def test_walk_in_now_or_queue(booking: Booking, migrated: Settings) -> Non
     actor = Actor(
         user_id=w.users["op_a"],
         username="op_a",
-        role=vs.Role.operator,
+        role=Role.operator,
         court_id=w.courts["basic_a"],
     )
     now = local_time(MONDAY, 10, 2)
@@ -446,7 +455,7 @@ async def test_walk_in_now_or_queue(booking: Booking, migrated: Settings) -> Non
                 db, actor, migrated, petition_id=booking.petitions["a1"], now=now, **kw
             )
             assert second.visit is None and second.queued is not None and second.position == 1
-            with pytest.raises(vs.ConflictError):
+            with pytest.raises(ConflictError):
                 await vs.walk_in(
                     db, actor, migrated, petition_id=booking.petitions["a1"], now=now, **kw
                 )
