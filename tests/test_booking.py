@@ -436,7 +436,7 @@ async def test_walk_in_now_or_queue(booking: Booking, migrated: Settings) -> Non
     )
     now = local_time(MONDAY, 10, 2)
     engine, maker = await _session(migrated)
-    kw = {
+    kw: dict[str, Any] = {
         "receiving_court_id": w.courts["mid_a"],
         "room_id": w.rooms["basic_a"],
         "document_type": "resident_id",
