@@ -69,7 +69,7 @@ async def test_book_conflicts_and_free_slots(
 ) -> None:
     op, h = await _client(make_client, "op_a")
     w = booking.world
-    params = {
+    params: dict[str, Any] = {
         "room_id": w.rooms["basic_a"],
         "receiving_court_id": w.courts["mid_a"],
         "first": MONDAY.isoformat(),
