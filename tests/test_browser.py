@@ -128,6 +128,7 @@ def test_operator_registers_petitioner_masked(
     _login(page, live_server, "operator")
     page.wait_for_url(live_server.url + "/operator")
     _ready(page)
+    page.click("button[data-tab=tab-petitioners]")
     page.fill("#petitioner-form input[name=name]", "李四")
     page.fill("#petitioner-form input[name=id_number]", "110101199003074477")
     page.fill("#petitioner-form input[name=phone]", "13912345678")

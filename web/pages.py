@@ -14,11 +14,15 @@ from web.keys import SESSIONMAKER, SETTINGS
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
+# The official socket.io browser client, installed from npm by scripts/bootstrap.
+SOCKET_IO_CLIENT = (
+    Path(__file__).parent / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+)
 
 PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/admin": ("admin.html", frozenset({Role.admin})),
-    "/operator": ("operator.html", frozenset({Role.operator, Role.admin})),
-    "/judge": ("judge.html", frozenset({Role.judge, Role.admin})),
+    "/operator": ("operator.html", frozenset({Role.operator})),
+    "/judge": ("judge.html", frozenset({Role.judge})),
     "/archive": ("archive.html", frozenset({Role.archivist, Role.admin})),
 }
 
@@ -85,7 +89,14 @@ def _guarded(
     return page
 
 
+async def socket_io_client(request: web.Request) -> web.StreamResponse:
+    if not SOCKET_IO_CLIENT.exists():
+        raise web.HTTPNotFound(text="socket.io client not installed: run scripts/bootstrap")
+    return web.FileResponse(SOCKET_IO_CLIENT, headers={"Cache-Control": "max-age=3600"})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)
     app.router.add_get("/", index)
     app.router.add_get("/login", login_page)
     for path, (template, roles) in PAGES.items():

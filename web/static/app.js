@@ -98,6 +98,104 @@ const VR = (() => {
   const LEVEL_NAMES = { supreme: "最高法院", high: "高级法院", intermediate: "中级法院", basic: "基层法院" };
   const ID_TYPES = { resident_id: "居民身份证", passport: "护照", other: "其他证件" };
 
+  // Court time is China Standard Time (UTC+8, no daylight saving).
+  const OFFSET = "+08:00";
+  function today() { return new Date(Date.now() + 8 * 3600e3).toISOString().slice(0, 10); }
+  function addDays(day, n) {
+    const d = new Date(day + "T00:00:00Z"); d.setUTCDate(d.getUTCDate() + n); return d.toISOString().slice(0, 10);
+  }
+  function localIso(day, hhmm) { return `${day}T${hhmm}:00${OFFSET}`; }
+  function fromInput(value) { return value.length === 16 ? value + ":00" + OFFSET : value; }
+  function hm(iso) {
+    return new Date(iso).toLocaleTimeString("zh-CN", { timeZone: "Asia/Shanghai", hour12: false, hour: "2-digit", minute: "2-digit" });
+  }
+  function dayOf(iso) { return new Date(new Date(iso).getTime() + 8 * 3600e3).toISOString().slice(0, 10); }
+  const WEEKDAYS = ["星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"];
+
+  // A small modal form: fields [{name, label, type, options}] → values, or null if closed.
+  function ask(title, fields, submit) {
+    const dlg = document.getElementById("action-dialog");
+    document.getElementById("action-title").textContent = title;
+    const box = document.getElementById("action-fields");
+    box.replaceChildren();
+    for (const f of fields) {
+      const label = document.createElement("label");
+      label.textContent = f.label;
+      let input;
+      if (f.options) {
+        input = document.createElement("select");
+        for (const [v, t] of f.options) input.add(new Option(t, v));
+      } else {
+        input = document.createElement("input");
+        input.type = f.type || "text";
+        if (f.value) input.value = f.value;
+      }
+      input.name = f.name;
+      input.required = f.required !== false;
+      label.appendChild(input);
+      box.appendChild(label);
+    }
+    const msg = document.getElementById("action-msg");
+    say(msg, "");
+    return new Promise((resolve) => {
+      const form = document.getElementById("action-form");
+      const close = document.getElementById("action-cancel");
+      const onSubmit = async (ev) => {
+        ev.preventDefault();
+        const values = formData(form);
+        try {
+          const result = await submit(values);
+          cleanup(); dlg.close(); resolve(result);
+        } catch (err) { say(msg, describe(err), "error"); }
+      };
+      const onClose = () => { cleanup(); dlg.close(); resolve(null); };
+      function cleanup() { form.removeEventListener("submit", onSubmit); close.removeEventListener("click", onClose); }
+      form.addEventListener("submit", onSubmit);
+      close.addEventListener("click", onClose);
+      dlg.showModal();
+    });
+  }
+
+  async function notifications(header) {
+    const bell = button("通知", () => panel.classList.toggle("hidden"));
+    bell.id = "bell";
+    bell.className = "bell";
+    const count = document.createElement("span");
+    count.className = "count";
+    count.id = "bell-count";
+    bell.appendChild(count);
+    header.insertBefore(bell, header.querySelector("#logout"));
+    const panel = document.createElement("div");
+    panel.id = "notify-panel";
+    panel.className = "hidden";
+    const list = document.createElement("ul");
+    const readAll = button("全部标为已读", async () => { await api("POST", "/notifications/read-all"); await refresh(); }, true);
+    panel.append(readAll, list);
+    document.body.appendChild(panel);
+    async function refresh() {
+      const data = await api("GET", "/notifications?limit=30");
+      count.textContent = data.unread ? String(data.unread) : "";
+      list.replaceChildren();
+      for (const n of data.items) {
+        const li = document.createElement("li");
+        li.className = n.read ? "" : "unread";
+        li.textContent = `${time(n.created_at)}　${n.title}${n.body ? "：" + n.body : ""}`;
+        list.appendChild(li);
+      }
+      if (!data.items.length) { const li = document.createElement("li"); li.textContent = "暂无通知"; list.appendChild(li); }
+    }
+    await refresh();
+    if (window.io) {
+      const socket = window.io("/notify", { transports: ["websocket", "polling"] });
+      socket.on("notification", async (n) => {
+        await refresh();
+        document.dispatchEvent(new CustomEvent("vr-notification", { detail: n }));
+      });
+    } else {
+      setInterval(refresh, 60000);
+    }
+  }
+
   async function start(title) {
     me = await api("GET", "/auth/me");
     csrf = me.csrf_token;
@@ -115,6 +213,7 @@ const VR = (() => {
     out.id = "logout";
     header.append(h1, who, out);
     document.body.prepend(header);
+    await notifications(header);
     return me;
   }
 
@@ -130,6 +229,7 @@ const VR = (() => {
     show(buttons[0].dataset.tab);
   }
 
-  return { api, say, describe, $, fillTable, button, formData, time, start, tabs,
+  return { api, say, describe, $, fillTable, button, formData, time, start, tabs, ask,
+           today, addDays, localIso, fromInput, hm, dayOf, WEEKDAYS,
            ROLE_NAMES, LEVEL_NAMES, ID_TYPES, get me() { return me; } };
 })();

@@ -1,9 +1,85 @@
 "use strict";
 (async () => {
-  await VR.start("接访工作台");
+  const me = await VR.start("接访工作台");
+  VR.tabs(document.getElementById("tabs"));
+  const stateTag = (v) => {
+    const span = document.createElement("span");
+    span.className = "state " + v.state;
+    span.textContent = v.state_name;
+    return span;
+  };
+  const msg = document.getElementById("today-msg");
+  function actions(v) {
+    const box = document.createElement("div");
+    box.className = "actions";
+    const go = (state) => async () => {
+      try { await VR.api("POST", `/visits/${v.id}/state`, { state }); await loadToday(); }
+      catch (err) { VR.say(msg, VR.describe(err), "error"); }
+    };
+    if (v.state === "in_lobby") box.appendChild(VR.button("准入并开始接访", go("in_progress")));
+    if (v.state === "in_progress") box.appendChild(VR.button("结束接访", go("ended")));
+    return box;
+  }
+  async function loadToday() {
+    const visits = await VR.api("GET", `/visits?day=${VR.today()}`);
+    const rows = document.getElementById("today-rows");
+    VR.fillTable(rows, visits, [
+      (v) => `${VR.hm(v.starts_at)}–${VR.hm(v.ends_at)}`, (v) => v.petition_number, (v) => v.petitioner_name,
+      (v) => `${v.court_name} · ${v.room_name}`, (v) => v.judge_name, stateTag, actions,
+    ], "今日暂无接访");
+    visits.forEach((v, i) => { if (v.state === "in_lobby") rows.rows[i].classList.add("waiting"); });
+  }
+  async function loadWeek() {
+    const visits = await VR.api("GET", `/visits?day=${VR.today()}&days=7`);
+    VR.fillTable(document.getElementById("week-rows"), visits, [
+      (v) => VR.dayOf(v.starts_at), (v) => `${VR.hm(v.starts_at)}–${VR.hm(v.ends_at)}`, (v) => v.petition_number,
+      (v) => v.petitioner_name, (v) => v.court_name, (v) => v.judge_name, stateTag,
+    ], "本周暂无接访");
+  }
+  async function loadHours() {
+    const templates = await VR.api("GET", `/reception-hours?judge_id=${me.id}`);
+    VR.fillTable(document.getElementById("template-rows"), templates, [
+      (t) => VR.WEEKDAYS[t.weekday], (t) => `${t.start}–${t.end}`, (t) => `${t.slot_minutes} 分钟`,
+      (t) => VR.button("删除", async () => { await VR.api("DELETE", `/reception-hours/${t.id}`); await loadHours(); }, true),
+    ], "尚未设置每周接访时间");
+    const exceptions = await VR.api("GET", `/availability-exceptions?judge_id=${me.id}`);
+    VR.fillTable(document.getElementById("exception-rows"), exceptions, [
+      (e) => (e.kind === "addition" ? "增加" : "取消"), (e) => `${VR.time(e.starts_at)}–${VR.time(e.ends_at)}`, (e) => e.note,
+      (e) => VR.button("删除", async () => { await VR.api("DELETE", `/availability-exceptions/${e.id}`); await loadHours(); }, true),
+    ], "无");
+    const days = await VR.api("GET", `/court-days?court_id=${me.court_id}`);
+    VR.fillTable(document.getElementById("courtday-rows"), days, [
+      (d) => d.day, (d) => (d.kind === "holiday" ? "休息日" : "领导接访日"), (d) => d.note,
+    ], "无");
+    const feeds = await VR.api("GET", "/calendar-feeds");
+    VR.fillTable(document.getElementById("feed-rows"), feeds, [
+      (f) => VR.time(f.created_at),
+      (f) => VR.button("撤销", async () => { await VR.api("DELETE", `/calendar-feeds/${f.id}`); await loadHours(); }, true),
+    ], "无");
+  }
+  function submit(formId, msgId, send) {
+    const form = document.getElementById(formId);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const out = document.getElementById(msgId);
+      try { await send(VR.formData(form)); VR.say(out, "已保存", "ok"); await loadHours(); }
+      catch (err) { VR.say(out, VR.describe(err), "error"); }
+    });
+  }
+  submit("template-form", "template-msg", (v) => VR.api("POST", "/reception-hours", { ...v, judge_id: me.id }));
+  submit("exception-form", "exception-msg", (v) => VR.api("POST", "/availability-exceptions", {
+    judge_id: me.id, kind: v.kind, starts_at: VR.fromInput(v.starts_at), ends_at: VR.fromInput(v.ends_at), note: v.note || "" }));
+  submit("day-form", "courtday-msg", (v) => VR.api("POST", "/court-days", { ...v, court_id: me.court_id, note: v.note || "" }));
+  document.getElementById("feed-create").addEventListener("click", async () => {
+    const out = document.getElementById("feed-msg");
+    try { const f = await VR.api("POST", "/calendar-feeds", { kind: "judge", owner_id: me.id }); VR.say(out, "订阅地址：" + f.url, "ok"); await loadHours(); }
+    catch (err) { VR.say(out, VR.describe(err), "error"); }
+  });
   const page = await VR.api("GET", "/petitions?limit=200");
   VR.fillTable(document.getElementById("petition-rows"), page.items, [
     (p) => p.number, (p) => p.category, (p) => p.summary, (p) => p.judgment_ref, (p) => VR.time(p.created_at),
   ], "暂无预约到本院的接访");
+  document.addEventListener("vr-notification", () => { loadToday(); loadWeek(); });
+  await Promise.all([loadToday(), loadWeek(), loadHours()]);
   document.body.dataset.ready = "1";
 })();

@@ -1,9 +1,146 @@
 "use strict";
 (async () => {
-  await VR.start("登记与预约");
+  const me = await VR.start("登记与预约");
   VR.tabs(document.getElementById("tabs"));
   let petitioners = [];
+  let petitions = [];
+  let rooms = [];
+  let courts = [];
+  const courtName = (id) => (courts.find((c) => c.id === id) || {}).name || "";
+  const stateTag = (v) => {
+    const span = document.createElement("span");
+    span.className = "state " + v.state;
+    span.textContent = v.state_name;
+    return span;
+  };
 
+  // ------------------------------------------------------------ day view
+  const dayInput = document.getElementById("day-input");
+  dayInput.value = VR.today();
+  async function loadDay() {
+    const day = dayInput.value || VR.today();
+    const visits = await VR.api("GET", `/visits?day=${day}`);
+    drawGrid(day, visits);
+    VR.fillTable(document.getElementById("visit-rows"), visits, [
+      (v) => `${VR.hm(v.starts_at)}–${VR.hm(v.ends_at)}`, (v) => v.room_name,
+      (v) => `${v.petition_number}（${v.petition_category}）`, (v) => v.petitioner_name,
+      (v) => `${v.receiving_court_name} / ${v.judge_name || "待分配"}`, stateTag, actions,
+    ], "当日暂无预约");
+  }
+  function drawGrid(day, visits) {
+    const table = document.getElementById("day-grid");
+    table.replaceChildren();
+    const head = table.createTHead().insertRow();
+    head.insertCell().textContent = "接访室";
+    const times = [];
+    for (let m = 8 * 60; m < 18 * 60; m += 30) times.push(m);
+    for (const m of times) head.insertCell().textContent = `${String(m / 60 | 0).padStart(2, "0")}:${String(m % 60).padStart(2, "0")}`;
+    const body = table.createTBody();
+    for (const room of rooms) {
+      const row = body.insertRow();
+      row.insertCell().textContent = room.name;
+      for (const m of times) {
+        const cell = row.insertCell();
+        const start = new Date(VR.localIso(day, `${String(m / 60 | 0).padStart(2, "0")}:${String(m % 60).padStart(2, "0")}`)).getTime();
+        const end = start + 30 * 60e3;
+        const v = visits.find((x) => x.room_id === room.id && !["cancelled", "no_show"].includes(x.state)
+          && new Date(x.starts_at).getTime() < end && new Date(x.ends_at).getTime() > start);
+        if (v) { cell.className = "busy " + v.state; cell.textContent = v.petition_number; cell.title = `${v.petitioner_name} · ${v.state_name}`; }
+      }
+    }
+  }
+  function actions(v) {
+    const box = document.createElement("div");
+    box.className = "actions";
+    const msg = document.getElementById("visit-msg");
+    const run = async (fn) => { try { await fn(); await loadDay(); } catch (err) { VR.say(msg, VR.describe(err), "error"); } };
+    if (v.state === "scheduled") {
+      box.appendChild(VR.button("签到", () => run(() => VR.ask("身份核验与签到", [
+        { name: "document_type", label: "证件类型", options: Object.entries(VR.ID_TYPES) },
+        { name: "document_number", label: "证件号码" },
+      ], (vals) => VR.api("POST", `/visits/${v.id}/check-in`, vals)))));
+    }
+    if (v.state === "checked_in") {
+      box.appendChild(VR.button("进入候场", () => run(() => VR.api("POST", `/visits/${v.id}/state`, { state: "in_lobby" }))));
+    }
+    if (["scheduled", "checked_in"].includes(v.state)) {
+      box.appendChild(VR.button("改期", () => run(() => VR.ask("改期", [
+        { name: "day", label: "日期", type: "date", value: VR.dayOf(v.starts_at) },
+        { name: "time", label: "开始时间", type: "time", value: VR.hm(v.starts_at) },
+        { name: "reason", label: "改期原因" },
+      ], (vals) => VR.api("POST", `/visits/${v.id}/reschedule`, { starts_at: VR.localIso(vals.day, vals.time), reason: vals.reason }))), true));
+      box.appendChild(VR.button("取消", () => run(() => VR.ask("取消预约", [
+        { name: "reason", label: "取消原因" },
+      ], (vals) => VR.api("POST", `/visits/${v.id}/cancel`, vals))), true));
+    }
+    return box;
+  }
+  document.getElementById("day-form").addEventListener("submit", async (ev) => { ev.preventDefault(); await loadDay(); });
+  document.addEventListener("vr-notification", loadDay);
+
+  // ------------------------------------------------------------ booking
+  const bookForm = document.getElementById("book-form");
+  const bookMsg = document.getElementById("book-msg");
+  document.getElementById("book-first").value = VR.today();
+  function fillSelect(id, items, label, blank) {
+    const sel = document.getElementById(id);
+    sel.replaceChildren();
+    if (blank) sel.add(new Option(blank, ""));
+    for (const it of items) sel.add(new Option(label(it), it.id));
+  }
+  async function loadJudges() {
+    const courtId = document.getElementById("book-court").value;
+    const judges = courtId ? await VR.api("GET", `/judges?court_id=${courtId}`) : [];
+    fillSelect("book-judge", judges, (j) => j.display_name, "由系统分配空闲法官");
+  }
+  document.getElementById("book-court").addEventListener("change", loadJudges);
+  bookForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const vals = VR.formData(bookForm);
+    const params = new URLSearchParams({ room_id: vals.room_id, first: vals.first, days: "14", limit: "20", petition_id: vals.petition_id });
+    if (vals.judge_id) params.set("judge_id", vals.judge_id); else params.set("receiving_court_id", vals.receiving_court_id);
+    try {
+      const slots = await VR.api("GET", "/free-slots?" + params);
+      VR.say(bookMsg, slots.length ? `找到 ${slots.length} 个空闲时段` : "两周内没有空闲时段", slots.length ? "ok" : "error");
+      VR.fillTable(document.getElementById("slot-rows"), slots, [
+        (s) => `${VR.time(s.starts_at)}–${VR.hm(s.ends_at)}`, (s) => s.judge_name,
+        (s) => VR.button("预约", async () => {
+          try {
+            const v = await VR.api("POST", "/visits", { petition_id: vals.petition_id, receiving_court_id: vals.receiving_court_id,
+              judge_id: s.judge_id, room_id: vals.room_id, starts_at: s.starts_at, ends_at: s.ends_at });
+            VR.say(bookMsg, `已预约：${v.petition_number}，${VR.time(v.starts_at)}，${v.judge_name}`, "ok");
+            document.getElementById("slot-rows").replaceChildren();
+            dayInput.value = VR.dayOf(v.starts_at);
+            await loadDay();
+          } catch (err) { VR.say(bookMsg, VR.describe(err), "error"); }
+        }),
+      ], "无空闲时段");
+    } catch (err) { VR.say(bookMsg, VR.describe(err), "error"); }
+  });
+
+  // ------------------------------------------------------------ walk-ins
+  const walkForm = document.getElementById("walkin-form");
+  walkForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const msg = document.getElementById("walkin-msg");
+    try {
+      const r = await VR.api("POST", "/visits/walk-in", VR.formData(walkForm));
+      if (r.visit) VR.say(msg, `已安排立即接访：${r.visit.judge_name}，${VR.hm(r.visit.starts_at)} 开始`, "ok");
+      else VR.say(msg, `当前无空闲法官，已加入候补队列（第 ${r.position} 位）`, "ok");
+      walkForm.reset();
+      await Promise.all([loadQueue(), loadDay()]);
+    } catch (err) { VR.say(msg, VR.describe(err), "error"); }
+  });
+  async function loadQueue() {
+    const queue = await VR.api("GET", "/walk-ins");
+    const number = (id) => (petitions.find((p) => p.id === id) || {}).number || id;
+    VR.fillTable(document.getElementById("queue-rows"), queue, [
+      (w) => VR.time(w.created_at), (w) => number(w.petition_id), (w) => courtName(w.receiving_court_id),
+      (w) => VR.button("退出队列", async () => { await VR.api("POST", `/walk-ins/${w.id}/withdraw`); await loadQueue(); }, true),
+    ], "队列为空");
+  }
+
+  // ------------------------------------------------------------ petitioners and petitions
   async function loadPetitioners(q) {
     const page = await VR.api("GET", "/petitioners?limit=200" + (q ? "&q=" + encodeURIComponent(q) : ""));
     if (!q) petitioners = page.items;
@@ -11,29 +148,18 @@
       (p) => p.name, (p) => VR.ID_TYPES[p.id_type], (p) => p.id_number_masked, (p) => p.phone_masked,
       (p) => VR.time(p.created_at),
     ], "暂无信访人");
-    if (!q) {
-      const sel = document.getElementById("petition-petitioner");
-      sel.replaceChildren();
-      for (const p of petitioners) sel.add(new Option(`${p.name}（${p.id_number_masked}）`, p.id));
-    }
+    if (!q) fillSelect("petition-petitioner", petitioners, (p) => `${p.name}（${p.id_number_masked}）`);
   }
-
   async function loadPetitions() {
-    const page = await VR.api("GET", "/petitions?limit=200");
+    petitions = (await VR.api("GET", "/petitions?limit=200")).items;
     const name = (id) => (petitioners.find((p) => p.id === id) || {}).name || "";
-    VR.fillTable(document.getElementById("petition-rows"), page.items, [
-      (p) => p.number, (p) => p.category, (p) => name(p.petitioner_id), (p) => p.summary,
-      (p) => VR.time(p.created_at),
+    VR.fillTable(document.getElementById("petition-rows"), petitions, [
+      (p) => p.number, (p) => p.category, (p) => name(p.petitioner_id), (p) => p.summary, (p) => VR.time(p.created_at),
     ], "暂无信访事项");
+    const label = (p) => `${p.number} · ${name(p.petitioner_id)}`;
+    fillSelect("book-petition", petitions, label);
+    fillSelect("walkin-petition", petitions, label);
   }
-
-  async function loadRooms() {
-    const rooms = await VR.api("GET", "/rooms");
-    VR.fillTable(document.getElementById("room-rows"), rooms, [
-      (r) => r.name, (r) => r.location, (r) => (r.active ? "启用" : "停用"),
-    ], "本院尚无接访室");
-  }
-
   const pform = document.getElementById("petitioner-form");
   pform.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -57,11 +183,59 @@
     } catch (err) { VR.say(msg, VR.describe(err), "error"); }
   });
   const sform = document.getElementById("search-form");
-  sform.addEventListener("submit", async (ev) => {
+  sform.addEventListener("submit", async (ev) => { ev.preventDefault(); await loadPetitioners(sform.elements.q.value.trim()); });
+
+  // ------------------------------------------------------------ rooms and roster
+  async function loadRooms() {
+    rooms = await VR.api("GET", "/rooms");
+    const hours = await Promise.all(rooms.map((r) => VR.api("GET", `/room-hours?room_id=${r.id}`)));
+    VR.fillTable(document.getElementById("room-rows"), rooms, [
+      (r) => r.name, (r) => r.location, (r) => (r.active ? "启用" : "停用"),
+      (r) => hours[rooms.indexOf(r)].map((h) => `${VR.WEEKDAYS[h.weekday]} ${h.start}–${h.end}`).join("；") || "未设置",
+    ], "本院尚无接访室");
+    for (const id of ["book-room", "walkin-room", "hours-room"]) fillSelect(id, rooms.filter((r) => r.active), (r) => r.name);
+  }
+  const hform = document.getElementById("hours-form");
+  hform.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    await loadPetitioners(sform.elements.q.value.trim());
+    const msg = document.getElementById("hours-msg");
+    try { await VR.api("POST", "/room-hours", VR.formData(hform)); VR.say(msg, "已添加开放时间", "ok"); await loadRooms(); }
+    catch (err) { VR.say(msg, VR.describe(err), "error"); }
   });
+  async function loadRoster() {
+    const lawyers = await VR.api("GET", `/duty-lawyers?court_id=${me.court_id}`);
+    const periods = await VR.api("GET", `/duty-periods?court_id=${me.court_id}&days=14`);
+    VR.fillTable(document.getElementById("lawyer-rows"), lawyers, [
+      (l) => l.name, (l) => l.firm, (l) => l.phone_masked,
+      (l) => periods.filter((p) => p.lawyer_id === l.id).map((p) => `${VR.time(p.starts_at)}–${VR.hm(p.ends_at)}`).join("；") || "未安排",
+    ], "尚无值班律师");
+    fillSelect("duty-lawyer", lawyers, (l) => l.name);
+  }
+  const lform = document.getElementById("lawyer-form");
+  lform.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const msg = document.getElementById("roster-msg");
+    try { await VR.api("POST", "/duty-lawyers", { ...VR.formData(lform), court_id: me.court_id }); lform.reset(); VR.say(msg, "已添加律师", "ok"); await loadRoster(); }
+    catch (err) { VR.say(msg, VR.describe(err), "error"); }
+  });
+  const dform = document.getElementById("duty-form");
+  dform.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const msg = document.getElementById("roster-msg");
+    const v = VR.formData(dform);
+    try { await VR.api("POST", "/duty-periods", { lawyer_id: v.lawyer_id, starts_at: VR.fromInput(v.starts_at), ends_at: VR.fromInput(v.ends_at) }); VR.say(msg, "已安排值班", "ok"); await loadRoster(); }
+    catch (err) { VR.say(msg, VR.describe(err), "error"); }
+  });
+
+  // ------------------------------------------------------------ receiving courts: the parents of my court
+  courts = await VR.api("GET", "/courts");
+  const parents = [];
+  let current = courts.find((c) => c.id === me.court_id);
+  while (current && current.parent_id) { current = courts.find((c) => c.id === current.parent_id); if (current) parents.push(current); }
+  fillSelect("book-court", parents, (c) => c.name);
+  fillSelect("walkin-court", parents, (c) => c.name);
+  await loadRooms();
   await loadPetitioners();
-  await Promise.all([loadPetitions(), loadRooms()]);
+  await Promise.all([loadPetitions(), loadJudges(), loadDay(), loadQueue(), loadRoster()]);
   document.body.dataset.ready = "1";
 })();

@@ -1,0 +1,83 @@
+"""Headless Chromium: an operator books a visit from the free slots, checks the petitioner
+in and sends them to the lobby; the judge's open page is told at once (socket.io)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import LiveServer
+
+pytestmark = pytest.mark.browser
+
+
+def _soon_weekday() -> date:
+    """A Monday–Friday 1 to 3 days ahead: inside the demo hours and the judge's week view."""
+    day = datetime.now(ZoneInfo("Asia/Shanghai")).date() + timedelta(days=1)
+    while day.weekday() > 4:
+        day += timedelta(days=1)
+    return day
+
+
+def _login(page: Any, server: LiveServer, username: str, path: str) -> None:
+    page.goto(server.url + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", server.passwords[username])
+    page.click("#login-submit")
+    page.wait_for_url(server.url + path)
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+
+
+def test_book_check_in_lobby_and_judge_is_told(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    judge_ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    judge = judge_ctx.new_page()
+    _login(judge, live_server, "judge", "/judge")
+    expect(judge.locator("#bell-count")).to_have_text("")
+
+    op_ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    op = op_ctx.new_page()
+    _login(op, live_server, "operator", "/operator")
+    op.click("button[data-tab=tab-book]")
+    day = _soon_weekday()
+    op.fill("#book-first", day.isoformat())
+    op.click("#book-form button[type=submit]")
+    expect(op.locator("#book-msg")).to_contain_text("找到", timeout=30_000)
+    first_slot = op.locator("#slot-rows tr").first
+    expect(first_slot).to_contain_text("09:00")
+    first_slot.locator("button").click()
+    expect(op.locator("#book-msg")).to_contain_text("已预约", timeout=30_000)
+
+    # the judge's open page hears of it without reloading
+    expect(judge.locator("#bell-count")).to_have_text("1", timeout=30_000)
+    judge.click("button[data-tab=tab-week]")
+    expect(judge.locator("#week-rows")).to_contain_text("（2026）京0108信1号", timeout=30_000)
+
+    op.click("button[data-tab=tab-day]")
+    row = op.locator("#visit-rows tr").first
+    expect(row).to_contain_text("已预约", timeout=30_000)
+    expect(op.locator("#day-grid")).to_contain_text("（2026）京0108信1号")
+    row.locator("button", has_text="签到").click()
+    op.select_option("#action-fields select[name=document_type]", "resident_id")
+    op.fill("#action-fields input[name=document_number]", "11010519491231002X")
+    op.click("#action-ok")
+    expect(op.locator("#visit-rows tr").first).to_contain_text("已签到", timeout=30_000)
+    op.locator("#visit-rows tr").first.locator("button", has_text="进入候场").click()
+    expect(op.locator("#visit-rows tr").first).to_contain_text("候场中", timeout=30_000)
+    op.screenshot(path=str(artifacts / "operator-day.png"), full_page=True)
+
+    expect(judge.locator("#bell-count")).to_have_text(re.compile("^[3-9]$"), timeout=30_000)
+    expect(judge.locator("#week-rows")).to_contain_text("候场中", timeout=30_000)
+    judge.click("#bell")
+    expect(judge.locator("#notify-panel")).to_contain_text("信访人正在候场")
+    judge.screenshot(path=str(artifacts / "judge-week.png"), full_page=True)
+    assert "11010519491231002X" not in judge.content() + op.content()
+    judge_ctx.close()
+    op_ctx.close()
