@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -114,3 +116,41 @@ async def transaction(
     """One unit of work: commits on success, rolls back everything on any error."""
     async with sessionmaker() as session, session.begin():
         yield session
+
+
+class Database:
+    """Sessions for one process: plain readers, and writer transactions.
+
+    On SQLite (embedded mode, one process) writer transactions are serialized by an
+    in-process lock, in arrival order, so concurrent writers never wait in SQLite's busy
+    handler; each also starts with ``BEGIN IMMEDIATE``. On PostgreSQL writers run
+    concurrently and the database's own locking and constraints decide.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine = create_engine(settings)
+        self._write_engine = (
+            create_engine(settings, immediate=True) if settings.is_sqlite else self.engine
+        )
+        self._read = create_sessionmaker(self.engine)
+        self._write = create_sessionmaker(self._write_engine)
+        self._lock = asyncio.Lock() if settings.is_sqlite else None
+
+    def reader(self) -> AsyncSession:
+        """A session for reading; it never commits."""
+        return self._read()
+
+    @asynccontextmanager
+    async def writer(self) -> AsyncIterator[AsyncSession]:
+        """One write transaction: commits on success, rolls back on any error."""
+        async with (
+            self._lock or contextlib.nullcontext(),
+            self._write() as session,
+            session.begin(),
+        ):
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self._write_engine is not self.engine:
+            await self._write_engine.dispose()

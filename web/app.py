@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from config.db import create_engine, create_sessionmaker
+from config.db import Database
 from config.keys import load_secret_key
 from config.redis import create_redis
 from config.settings import Settings
@@ -23,25 +23,19 @@ from signaling.server import NotificationNamespace, SocketNotifier, create_sio
 from web import handlers as _handlers  # noqa: F401  (registers the API routes)
 from web import pages
 from web.auth import (
-    SESSION_COOKIE,
-    SessionProblem,
-    client_address,
     create_login_throttle,
-    load_principal,
     purge_expired_sessions,
 )
 from web.errors import error_middleware
 from web.handlers import meta, notifications
 from web.keys import (
-    ENGINE,
+    DB,
     METRICS,
     NOTIFIER,
     REDIS,
     SECRET,
-    SESSIONMAKER,
     SETTINGS,
     THROTTLE,
-    WRITE_SESSIONMAKER,
 )
 from web.routes import api
 
@@ -52,24 +46,17 @@ LATENCY = web.AppKey("metric_latency", Histogram)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    engine = create_engine(settings)
-    app[ENGINE] = engine
-    app[SESSIONMAKER] = create_sessionmaker(engine)
-    # SQLite: writes take the lock up front (BEGIN IMMEDIATE) so concurrent writers queue.
-    write_engine = create_engine(settings, immediate=True) if settings.is_sqlite else engine
-    app[WRITE_SESSIONMAKER] = create_sessionmaker(write_engine)
+    database = Database(app[SETTINGS])
+    app[DB] = database
     try:
-        async with app[SESSIONMAKER]() as db, db.begin():
+        async with database.writer() as db:
             purged = await purge_expired_sessions(db)
         if purged:
             log.info("removed %d expired sessions", purged)
     except Exception as exc:  # the database may come up later; /readyz reports it
         log.warning("database not reachable at start-up: %s", exc)
     yield
-    await engine.dispose()
-    if write_engine is not engine:
-        await write_engine.dispose()
+    await database.dispose()
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
@@ -106,16 +93,8 @@ async def _authenticate_socket(app: web.Application, environ: dict[str, Any]) ->
     request = environ.get("aiohttp.request")
     if request is None:
         return None
-    settings = app[SETTINGS]
-    async with app[SESSIONMAKER]() as db:
-        try:
-            principal = await load_principal(
-                db, settings, request.cookies.get(SESSION_COOKIE), client_address(request, settings)
-            )
-        except SessionProblem:
-            return None
-        await db.commit()
-    return principal.user_id
+    principal = await pages.page_principal(request)
+    return principal.user_id if principal else None
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
@@ -126,10 +105,11 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(settings.housekeeping_seconds)
             try:
-                async with app[WRITE_SESSIONMAKER]() as db:
-                    async with db.begin():
-                        done = await housekeeping(db, settings)
-                    await push_all(app[NOTIFIER], take_outbox(db))
+                async with app[DB].writer() as db:
+                    done = await housekeeping(db, settings)
+                    await purge_expired_sessions(db)
+                    outbox = take_outbox(db)
+                await push_all(app[NOTIFIER], outbox)
                 if any(done.values()):
                     log.info("housekeeping: %s", done)
             except asyncio.CancelledError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -13,7 +14,7 @@ from typing import Protocol
 
 from aiohttp import web
 from redis.asyncio import Redis
-from sqlalchemy import ForeignKey, Integer, String, delete, select
+from sqlalchemy import ForeignKey, Integer, String, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -60,6 +61,7 @@ class Principal:
     session_id: str
     csrf_token: str
     address: str | None
+    needs_touch: bool = False  # the idle timer is due to be refreshed
 
     def actor(self) -> Actor:
         return Actor(
@@ -102,7 +104,8 @@ async def open_session(
 async def load_principal(
     db: AsyncSession, settings: Settings, token: str | None, address: str | None
 ) -> Principal:
-    """The principal for a cookie token, refreshing its idle timer; raises SessionProblem."""
+    """The principal for a cookie token; raises SessionProblem. Reads only: the caller
+    refreshes the idle timer with :func:`touch_session` when ``needs_touch``."""
     if not token:
         raise SessionProblem("missing")
     row = await db.get(StaffSession, _token_id(token))
@@ -111,15 +114,21 @@ async def load_principal(
     now = utcnow()
     idle = timedelta(minutes=settings.session_idle_minutes)
     if row.expires_at <= now or row.last_seen_at + idle <= now:
-        await db.delete(row)
         raise SessionProblem("expired")
     user = await db.get(User, row.user_id)
     if user is None or not user.active:
-        await db.delete(row)
         raise SessionProblem("invalid")
+    principal = principal_of(user, row, address)
     if now - row.last_seen_at > timedelta(seconds=30):
-        row.last_seen_at = now
-    return principal_of(user, row, address)
+        return dataclasses.replace(principal, needs_touch=True)
+    return principal
+
+
+async def touch_session(db: AsyncSession, session_id: str) -> None:
+    """Refresh a session's idle timer (inside a write transaction)."""
+    await db.execute(
+        update(StaffSession).where(StaffSession.id == session_id).values(last_seen_at=utcnow())
+    )
 
 
 def principal_of(user: User, row: StaffSession, address: str | None) -> Principal:

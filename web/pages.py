@@ -8,9 +8,16 @@ from pathlib import Path
 from aiohttp import web
 
 from scheduler.models import Role
-from web.auth import SESSION_COOKIE, SessionProblem, client_address, load_principal
+from web.auth import (
+    SESSION_COOKIE,
+    Principal,
+    SessionProblem,
+    client_address,
+    load_principal,
+    touch_session,
+)
 from web.handlers.auth import HOME
-from web.keys import SESSIONMAKER, SETTINGS
+from web.keys import DB, SETTINGS
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -50,17 +57,25 @@ def _html(name: str, status: int = 200) -> web.Response:
 
 
 async def _role(request: web.Request) -> Role | None:
+    principal = await page_principal(request)
+    return principal.role if principal else None
+
+
+async def page_principal(request: web.Request) -> Principal | None:
+    """The staff member behind a page or socket request (refreshing the idle timer)."""
     settings = request.app[SETTINGS]
-    async with request.app[SESSIONMAKER]() as db:
+    database = request.app[DB]
+    async with database.reader() as db:
         try:
             principal = await load_principal(
                 db, settings, request.cookies.get(SESSION_COOKIE), client_address(request, settings)
             )
         except SessionProblem:
-            await db.commit()
             return None
-        await db.commit()
-        return principal.role
+    if principal.needs_touch:
+        async with database.writer() as db:
+            await touch_session(db, principal.session_id)
+    return principal
 
 
 async def index(request: web.Request) -> web.StreamResponse:

@@ -30,8 +30,9 @@ from web.auth import (
     client_address,
     csrf_ok,
     load_principal,
+    touch_session,
 )
-from web.keys import NOTIFIER, SESSIONMAKER, SETTINGS, WRITE_SESSIONMAKER
+from web.keys import DB, NOTIFIER, SETTINGS
 from web.schemas import ErrorAnswer
 
 API_PREFIX = "/api/v1"
@@ -159,8 +160,8 @@ def _validation_details(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
-    raw = await request.read()  # raises 413 past client_max_size
+def _validate_body(request: web.Request, raw: bytes | None, model: type[BaseModel]) -> BaseModel:
+    raw = raw or b""
     if request.content_type != "application/json":
         raise MediaTypeError("请求体须为 JSON（Content-Type: application/json）")
     if not raw.strip():
@@ -180,57 +181,63 @@ def _invalid(exc: ValidationError) -> AppError:
 
 
 def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def view(request: web.Request) -> web.StreamResponse:
+    async def handle(
+        request: web.Request, db: AsyncSession, raw: bytes | None, write: bool
+    ) -> tuple[Any, Principal | None]:
         settings = request.app[SETTINGS]
         address = client_address(request, settings)
-        safe = request.method in SAFE_METHODS
-        maker = request.app[SESSIONMAKER] if safe else request.app[WRITE_SESSIONMAKER]
-        async with maker() as db:
-            principal: Principal | None = None
-            if route.roles is not None:
-                try:
-                    principal = await load_principal(
-                        db, settings, request.cookies.get(SESSION_COOKIE), address
-                    )
-                except SessionProblem as problem:
-                    await db.commit()  # keep the removal of an expired session
-                    if problem.reason == "expired":
-                        raise AuthenticationError(
-                            "会话已过期，请重新登录", code="session_expired"
-                        ) from None
-                    raise AuthenticationError("请先登录", code="unauthenticated") from None
-                if request.method not in SAFE_METHODS and not csrf_ok(
-                    principal, request.headers.get(CSRF_HEADER)
-                ):
-                    raise PermissionDeniedError(
-                        "CSRF 校验失败，请刷新页面后重试", code="csrf_failed"
-                    )
-                if principal.role not in route.roles:
-                    raise PermissionDeniedError("您的角色无权执行此操作", code="forbidden_role")
-            body = await _parse_body(request, route.body) if route.body else None
-            query = None
-            if route.query is not None:
-                try:
-                    query = route.query.model_validate(dict(request.query))
-                except ValidationError as exc:
-                    raise _invalid(exc) from None
-            ctx = Context(
-                request=request,
-                db=db,
-                settings=settings,
-                principal=principal,
-                body=body,
-                query=query,
-                address=address,
-            )
+        principal: Principal | None = None
+        if route.roles is not None:
             try:
-                result = await route.handler(ctx)
-                await db.commit()
-            except BaseException:
-                await db.rollback()
-                take_outbox(db)
-                raise
-            await push_all(request.app.get(NOTIFIER), take_outbox(db))
+                principal = await load_principal(
+                    db, settings, request.cookies.get(SESSION_COOKIE), address
+                )
+            except SessionProblem as problem:
+                if problem.reason == "expired":
+                    raise AuthenticationError(
+                        "会话已过期，请重新登录", code="session_expired"
+                    ) from None
+                raise AuthenticationError("请先登录", code="unauthenticated") from None
+            if write and not csrf_ok(principal, request.headers.get(CSRF_HEADER)):
+                raise PermissionDeniedError("CSRF 校验失败，请刷新页面后重试", code="csrf_failed")
+            if principal.role not in route.roles:
+                raise PermissionDeniedError("您的角色无权执行此操作", code="forbidden_role")
+            if write and principal.needs_touch:
+                await touch_session(db, principal.session_id)
+        body = _validate_body(request, raw, route.body) if route.body else None
+        query = None
+        if route.query is not None:
+            try:
+                query = route.query.model_validate(dict(request.query))
+            except ValidationError as exc:
+                raise _invalid(exc) from None
+        ctx = Context(
+            request=request,
+            db=db,
+            settings=settings,
+            principal=principal,
+            body=body,
+            query=query,
+            address=address,
+        )
+        return await route.handler(ctx), principal
+
+    async def view(request: web.Request) -> web.StreamResponse:
+        database = request.app[DB]
+        write = request.method not in SAFE_METHODS
+        # read the body before taking the write lock: a slow client must not hold it
+        raw = await request.read() if route.body else None
+        if write:
+            async with database.writer() as db:
+                result, _ = await handle(request, db, raw, write=True)
+                outbox = take_outbox(db)
+            await push_all(request.app.get(NOTIFIER), outbox)
+        else:
+            async with database.reader() as db:
+                result, principal = await handle(request, db, raw, write=False)
+            if principal is not None and principal.needs_touch:
+                async with database.writer() as db:
+                    await touch_session(db, principal.session_id)
         if isinstance(result, web.StreamResponse):
             return result
         return web.json_response(to_json(result), status=route.status, dumps=_dumps)

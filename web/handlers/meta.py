@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from web.keys import METRICS, REDIS, SESSIONMAKER
+from web.keys import DB, METRICS, REDIS
 from web.routes import api, openapi_document
 
 log = logging.getLogger("vreception.web")
@@ -26,7 +26,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     status = 200
     try:
-        async with request.app[SESSIONMAKER]() as db:
+        async with request.app[DB].reader() as db:
             await db.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:

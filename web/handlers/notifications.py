@@ -9,7 +9,7 @@ from config.db import utcnow
 from config.errors import NotFoundError
 from scheduler import ical
 from scheduler.models import Notification
-from web.keys import SESSIONMAKER
+from web.keys import DB
 from web.routes import ALL_STAFF, Context, api
 from web.scheduling_schemas import (
     FeedIn,
@@ -126,7 +126,7 @@ async def revoke_feed(ctx: Context) -> Ok:
 
 async def calendar_feed(request: web.Request) -> web.Response:
     """GET /calendar/{token}.ics: public, the secret token is the credential."""
-    async with request.app[SESSIONMAKER]() as db:
+    async with request.app[DB].reader() as db:
         body = await ical.feed_calendar(db, request.match_info["token"])
     return web.Response(
         body=body,
