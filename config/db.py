@@ -136,6 +136,11 @@ class Database:
         self._write = create_sessionmaker(self._write_engine)
         self._lock = asyncio.Lock() if settings.is_sqlite else None
 
+    @property
+    def serialized(self) -> bool:
+        """True when write transactions take the in-process lock (SQLite)."""
+        return self._lock is not None
+
     def reader(self) -> AsyncSession:
         """A session for reading; it never commits."""
         return self._read()

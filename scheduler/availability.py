@@ -34,9 +34,9 @@ from scheduler.slots import (
     Interval,
     WeeklyRule,
     Window,
-    closed_days_removed,
     expand_weekly,
     local_day,
+    local_instant,
     subtract,
 )
 
@@ -350,67 +350,113 @@ async def delete_room_hours(db: AsyncSession, actor: Actor, hours_id: int) -> No
 
 
 @dataclass
-class Calendar:
-    """What a search needs for one receiving court (or judge) and one room."""
+class CalendarData:
+    """Everything that decides reception time for some judges and one room, over a span of
+    local days, loaded in a few light queries; the methods answer per day, in memory."""
 
-    windows: dict[int, list[Window]]  # judge id → free reception windows
-    room_open: list[Interval]
+    tz: ZoneInfo
+    rules: dict[int, list[WeeklyRule]]
+    additions: dict[int, list[Window]]
+    cancellations: dict[int, list[Interval]]
+    judge_court: dict[int, int]
+    holidays: dict[int, set[date]]
+    room_rules: list[WeeklyRule]
+    room_court: int | None
+
+    def _day_bounds(self, day: date) -> Interval:
+        return Interval(local_instant(day, 0, self.tz), local_instant(day, 1440, self.tz))
+
+    def judge_day(self, judge_id: int, day: date) -> list[Window]:
+        """The judge's reception windows on one local day."""
+        if day in self.holidays.get(self.judge_court.get(judge_id, 0), ()):
+            return []
+        bounds = self._day_bounds(day)
+        windows = expand_weekly(self.rules.get(judge_id, ()), day, day, self.tz)
+        for extra in self.additions.get(judge_id, ()):
+            if extra.interval.overlaps(bounds):
+                start = max(extra.interval.start, bounds.start)
+                end = min(extra.interval.end, bounds.end)
+                windows.append(Window(Interval(start, end), extra.slot_minutes))
+        cuts = [c for c in self.cancellations.get(judge_id, ()) if c.overlaps(bounds)]
+        return subtract(windows, cuts) if cuts else windows
+
+    def room_day(self, day: date) -> list[Interval]:
+        """When the room is open on one local day."""
+        if self.room_court is None or day in self.holidays.get(self.room_court, ()):
+            return []
+        return [w.interval for w in expand_weekly(self.room_rules, day, day, self.tz)]
 
 
-async def judge_windows(
-    db: AsyncSession, judges: Sequence[User], first: date, last: date, tz: ZoneInfo
-) -> dict[int, list[Window]]:
-    """Each judge's reception windows on local days first … last: weekly hours, plus
-    additions, minus cancellations, minus holidays of the judge's court."""
-    if not judges:
-        return {}
-    ids = [j.id for j in judges]
-    since = datetime.combine(first, datetime.min.time(), tzinfo=tz)
-    until = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=tz)
-    templates: dict[int, list[WeeklyRule]] = defaultdict(list)
-    for t in await list_templates(db, ids):
-        templates[t.judge_id].append(
-            WeeklyRule(
-                t.weekday, t.start_minute, t.end_minute, t.slot_minutes, t.valid_from, t.valid_until
-            )
-        )
+async def load_calendar(
+    db: AsyncSession,
+    judges: Sequence[tuple[int, int]],
+    room: ReceptionRoom | None,
+    first: date,
+    last: date,
+    tz: ZoneInfo,
+) -> CalendarData:
+    """Reception rules of ``judges`` ((id, court id) pairs) and ``room`` for local days
+    first … last: weekly hours, one-off additions and cancellations, court holidays."""
+    ids = [j for j, _ in judges]
+    since = local_instant(first, 0, tz)
+    until = local_instant(last, 1440, tz)
+    rules: dict[int, list[WeeklyRule]] = defaultdict(list)
     additions: dict[int, list[Window]] = defaultdict(list)
     cancellations: dict[int, list[Interval]] = defaultdict(list)
-    for e in await list_exceptions(db, ids, since, until):
-        if e.kind is ExceptionKind.addition:
-            additions[e.judge_id].append(Window(Interval(e.starts_at, e.ends_at), e.slot_minutes))
-        else:
-            cancellations[e.judge_id].append(Interval(e.starts_at, e.ends_at))
-    court_ids = {j.court_id for j in judges if j.court_id is not None}
+    if ids:
+        t = ReceptionTemplate
+        for row in await db.execute(
+            select(
+                t.judge_id,
+                t.weekday,
+                t.start_minute,
+                t.end_minute,
+                t.slot_minutes,
+                t.valid_from,
+                t.valid_until,
+            ).where(t.judge_id.in_(ids))
+        ):
+            rules[row[0]].append(WeeklyRule(*row[1:]))
+        e = AvailabilityException
+        for jid, kind, start, end, slot in await db.execute(
+            select(e.judge_id, e.kind, e.starts_at, e.ends_at, e.slot_minutes).where(
+                e.judge_id.in_(ids), e.ends_at > since, e.starts_at < until
+            )
+        ):
+            if kind is ExceptionKind.addition:
+                additions[jid].append(Window(Interval(start, end), slot))
+            else:
+                cancellations[jid].append(Interval(start, end))
+    courts = {c for _, c in judges} | ({room.court_id} if room else set())
     holidays: dict[int, set[date]] = defaultdict(set)
-    for d in await list_court_days(db, list(court_ids), first, last):
-        if d.kind is CourtDayKind.holiday:
-            holidays[d.court_id].add(d.day)
-    out: dict[int, list[Window]] = {}
-    for judge in judges:
-        windows = expand_weekly(templates.get(judge.id, []), first, last, tz)
-        windows += additions.get(judge.id, [])
-        windows = subtract(windows, cancellations.get(judge.id, []))
-        windows = closed_days_removed(windows, holidays.get(judge.court_id or 0, set()), tz)
-        out[judge.id] = windows
-    return out
-
-
-async def room_open_intervals(
-    db: AsyncSession, room: ReceptionRoom, first: date, last: date, tz: ZoneInfo
-) -> list[Interval]:
-    """When the room is open on local days first … last (minus its court's holidays)."""
-    rules = [
-        WeeklyRule(h.weekday, h.start_minute, h.end_minute)
-        for h in await list_room_hours(db, [room.id])
-    ]
-    holidays = {
-        d.day
-        for d in await list_court_days(db, [room.court_id], first, last)
-        if d.kind is CourtDayKind.holiday
-    }
-    windows = closed_days_removed(expand_weekly(rules, first, last, tz), holidays, tz)
-    return [w.interval for w in windows]
+    for court_id, day in await db.execute(
+        select(CourtDay.court_id, CourtDay.day).where(
+            CourtDay.court_id.in_(courts),
+            CourtDay.day >= first,
+            CourtDay.day <= last,
+            CourtDay.kind == CourtDayKind.holiday,
+        )
+    ):
+        holidays[court_id].add(day)
+    room_rules: list[WeeklyRule] = []
+    if room is not None:
+        h = RoomHours
+        room_rules = [
+            WeeklyRule(*row)
+            for row in await db.execute(
+                select(h.weekday, h.start_minute, h.end_minute).where(h.room_id == room.id)
+            )
+        ]
+    return CalendarData(
+        tz=tz,
+        rules=rules,
+        additions=additions,
+        cancellations=cancellations,
+        judge_court=dict(judges),
+        holidays=holidays,
+        room_rules=room_rules,
+        room_court=room.court_id if room else None,
+    )
 
 
 def local_span(interval: Interval, tz: ZoneInfo) -> tuple[date, date]:

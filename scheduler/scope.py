@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler.models import Court, Role
@@ -40,13 +40,15 @@ async def descendant_court_ids(session: AsyncSession, court_id: int) -> set[int]
 
 
 async def ancestor_court_ids(session: AsyncSession, court_id: int) -> list[int]:
-    """The courts above ``court_id``, nearest first (not including it)."""
-    chain: list[int] = []
-    current = await session.get(Court, court_id)
-    while current is not None and current.parent_id is not None:
-        chain.append(current.parent_id)
-        current = await session.get(Court, current.parent_id)
-    return chain
+    """The courts above ``court_id``, nearest first (not including it); one query."""
+    up = (
+        select(Court.parent_id.label("id"), literal(1).label("depth"))
+        .where(Court.id == court_id)
+        .cte("up", recursive=True)
+    )
+    up = up.union_all(select(Court.parent_id, up.c.depth + 1).where(Court.id == up.c.id))
+    rows = await session.execute(select(up.c.id).where(up.c.id.is_not(None)).order_by(up.c.depth))
+    return [int(r[0]) for r in rows]
 
 
 async def court_scope(session: AsyncSession, actor: Actor) -> set[int] | None:

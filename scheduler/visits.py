@@ -17,12 +17,10 @@ from config.db import utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_id_number
 from config.settings import Settings
-from scheduler.availability import judge_windows, local_span, room_open_intervals
+from scheduler.availability import load_calendar, local_span
 from scheduler.models import (
     BookingLock,
     Court,
-    CourtDay,
-    CourtDayKind,
     Petition,
     ReceptionRoom,
     Role,
@@ -33,10 +31,12 @@ from scheduler.models import (
     VisitState,
     WalkIn,
     WalkInStatus,
+    new_visit_id,
 )
 from scheduler.notify import OUTBOX, notify, visit_recipients
 from scheduler.scope import Actor, ancestor_court_ids, court_scope
 from scheduler.slots import BusyIndex, Interval, aligned, covered, free_slots, units
+from scheduler.slots import days as local_days
 
 ACTIVE = (VisitState.scheduled, VisitState.checked_in, VisitState.in_lobby, VisitState.in_progress)
 ALLOWED: dict[VisitState, frozenset[VisitState]] = {
@@ -219,20 +219,22 @@ async def _check_calendar(db: AsyncSession, settings: Settings, b: Booking) -> l
     """The candidate judges whose reception hours cover the period; refuses closed rooms."""
     tz = settings.tz
     first, last = local_span(b.period, tz)
-    holiday = await db.scalar(
-        select(CourtDay.court_id).where(
-            CourtDay.court_id.in_([b.receiving.id, b.room.court_id]),
-            CourtDay.day >= first,
-            CourtDay.day <= last,
-            CourtDay.kind == CourtDayKind.holiday,
-        )
+    cal = await load_calendar(
+        db, [(j.id, j.court_id or 0) for j in b.judges], b.room, first, last, tz
     )
-    if holiday:
+    if any(
+        d in cal.holidays.get(c, ())
+        for d in local_days(first, last)
+        for c in (b.receiving.id, b.room.court_id)
+    ):
         raise InvalidError("所选日期是法院休息日", code="holiday")
-    if not covered(b.period, await room_open_intervals(db, b.room, first, last, tz)):
+    if not covered(b.period, [o for d in local_days(first, last) for o in cal.room_day(d)]):
         raise InvalidError("接访室在所选时间不开放", code="room_closed")
-    windows = await judge_windows(db, b.judges, first, last, tz)
-    fitting = [j for j in b.judges if covered(b.period, windows.get(j.id, []))]
+    fitting = [
+        j
+        for j in b.judges
+        if covered(b.period, [w for d in local_days(first, last) for w in cal.judge_day(j.id, d)])
+    ]
     if not fitting:
         raise InvalidError("所选时间不在法官的接访时间内", code="outside_reception_hours")
     return fitting
@@ -282,12 +284,20 @@ async def _conflicts(db: AsyncSession, rows: list[dict[str, Any]]) -> list[dict[
 _RESOURCE_NAMES = {"judge": "法官", "room": "接访室", "petitioner": "信访人"}
 
 
-async def _take_locks(db: AsyncSession, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Insert the locks in a savepoint; returns the conflicts when any unit is taken."""
+async def _take_locks(
+    db: AsyncSession, rows: list[dict[str, Any]], visit: Visit | None = None
+) -> list[dict[str, Any]]:
+    """Insert the locks (and a new visit) in a savepoint; returns the conflicts when any
+    unit is taken, and then nothing of the attempt remains."""
     try:
         async with db.begin_nested():
+            if visit is not None:
+                db.add(visit)
+                await db.flush()
             await db.execute(insert(BookingLock), rows)
     except IntegrityError:
+        if visit is not None and visit in db:
+            db.expunge(visit)
         return await _conflicts(db, rows) or [{"resource": "unknown", "visit_id": None}]
     return []
 
@@ -317,6 +327,135 @@ async def _booking_petition(db: AsyncSession, actor: Actor, petition_id: int) ->
     return petition
 
 
+@dataclass
+class BookingPlan:
+    """A validated booking, ready to be written: what :func:`plan_booking` found."""
+
+    petition: Petition
+    booking: Booking
+    candidates: list[User]
+    operators: set[int]
+    now: datetime
+
+
+async def plan_booking(
+    db: AsyncSession,
+    actor: Actor,
+    settings: Settings,
+    *,
+    petition_id: int,
+    receiving_court_id: int,
+    judge_id: int | None,
+    room_id: int,
+    starts_at: datetime,
+    ends_at: datetime | None = None,
+    now: datetime | None = None,
+) -> BookingPlan:
+    """Every check that only reads: scope, rules, calendars. Needs no write lock."""
+    now = now or utcnow()
+    petition = await _booking_petition(db, actor, petition_id)
+    b = await _validate(
+        db,
+        actor,
+        settings,
+        petition=petition,
+        receiving_court_id=receiving_court_id,
+        judge_id=judge_id,
+        room_id=room_id,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        now=now,
+    )
+    candidates = await _check_calendar(db, settings, b)
+    operators = set(
+        (
+            await db.scalars(
+                select(User.id).where(
+                    User.court_id == petition.court_id, User.role == Role.operator, User.active
+                )
+            )
+        ).all()
+    )
+    return BookingPlan(petition, b, candidates, operators, now)
+
+
+async def commit_booking(
+    db: AsyncSession,
+    actor: Actor,
+    settings: Settings,
+    plan: BookingPlan,
+    *,
+    state: VisitState = VisitState.scheduled,
+    walk_in: bool = False,
+    checkin: tuple[str, str] | None = None,
+) -> Visit:
+    """Write the visit and take its locks; the first free candidate judge receives.
+
+    The locks' primary key is what prevents double booking, whatever was read before.
+    """
+    petition, b = plan.petition, plan.booking
+    conflicts: list[dict[str, Any]] = []
+    for judge in plan.candidates:
+        visit = Visit(
+            id=new_visit_id(),
+            petition_id=petition.id,
+            court_id=petition.court_id,
+            receiving_court_id=b.receiving.id,
+            judge_id=judge.id,
+            room_id=b.room.id,
+            state=state,
+            starts_at=b.period.start,
+            ends_at=b.period.end,
+            booked_by=actor.user_id,
+            walk_in=walk_in,
+        )
+        if checkin is not None:
+            visit.checkin_document_type, visit.checkin_document_masked = checkin
+            visit.checked_in_by, visit.checked_in_at = actor.user_id, plan.now
+        conflicts = await _take_locks(
+            db,
+            _lock_rows(visit.id, b.period, judge.id, b.room.id, petition.petitioner_id),
+            visit,
+        )
+        if conflicts:
+            if any(c["resource"] in ("room", "petitioner") for c in conflicts):
+                break  # another judge would not help
+            continue
+        kind = VisitEventKind.walk_in if walk_in else VisitEventKind.booked
+        _event(
+            db,
+            actor,
+            visit,
+            kind,
+            None,
+            state,
+            starts_at=b.period.start.isoformat(),
+            ends_at=b.period.end.isoformat(),
+            judge_id=judge.id,
+            room_id=b.room.id,
+        )
+        _audit(
+            db,
+            actor,
+            "visit.walk_in" if walk_in else "visit.book",
+            visit,
+            petition=petition.number,
+            judge_id=judge.id,
+            room_id=b.room.id,
+            starts_at=b.period.start.isoformat(),
+        )
+        await notify(
+            db,
+            (plan.operators | {judge.id}) - {actor.user_id},
+            kind="visit_booked",
+            title=f"新预约：{petition.number}",
+            body=f"{_local(b.period.start, settings)} · {b.room.name}",
+            visit_id=visit.id,
+        )
+        return visit
+    raise _conflict_error(conflicts)
+
+
 async def book_visit(
     db: AsyncSession,
     actor: Actor,
@@ -333,17 +472,13 @@ async def book_visit(
     walk_in: bool = False,
     checkin: tuple[str, str] | None = None,
 ) -> Visit:
-    """Book a visit; 409 with the conflicting visits when a judge, room or petitioner is taken.
-
-    Without ``judge_id`` the first judge of the receiving court who is free is chosen.
-    """
-    now = now or utcnow()
-    petition = await _booking_petition(db, actor, petition_id)
-    b = await _validate(
+    """Book a visit in one session; 409 with the conflicting visits when a judge, room or
+    petitioner is taken. Without ``judge_id`` the first free judge of the court receives."""
+    plan = await plan_booking(
         db,
         actor,
         settings,
-        petition=petition,
+        petition_id=petition_id,
         receiving_court_id=receiving_court_id,
         judge_id=judge_id,
         room_id=room_id,
@@ -351,67 +486,9 @@ async def book_visit(
         ends_at=ends_at,
         now=now,
     )
-    candidates = await _check_calendar(db, settings, b)
-    conflicts: list[dict[str, Any]] = []
-    for judge in candidates:
-        visit = Visit(
-            petition_id=petition.id,
-            court_id=petition.court_id,
-            receiving_court_id=b.receiving.id,
-            judge_id=judge.id,
-            room_id=b.room.id,
-            state=state,
-            starts_at=b.period.start,
-            ends_at=b.period.end,
-            booked_by=actor.user_id,
-            walk_in=walk_in,
-        )
-        if checkin is not None:
-            visit.checkin_document_type, visit.checkin_document_masked = checkin
-            visit.checked_in_by, visit.checked_in_at = actor.user_id, now
-        db.add(visit)
-        await db.flush()
-        conflicts = await _take_locks(
-            db, _lock_rows(visit.id, b.period, judge.id, b.room.id, petition.petitioner_id)
-        )
-        if not conflicts:
-            kind = VisitEventKind.walk_in if walk_in else VisitEventKind.booked
-            _event(
-                db,
-                actor,
-                visit,
-                kind,
-                None,
-                state,
-                starts_at=b.period.start.isoformat(),
-                ends_at=b.period.end.isoformat(),
-                judge_id=judge.id,
-                room_id=b.room.id,
-            )
-            _audit(
-                db,
-                actor,
-                "visit.walk_in" if walk_in else "visit.book",
-                visit,
-                petition=petition.number,
-                judge_id=judge.id,
-                room_id=b.room.id,
-                starts_at=b.period.start.isoformat(),
-            )
-            await notify(
-                db,
-                await visit_recipients(db, visit, actor.user_id),
-                kind="visit_booked",
-                title=f"新预约：{petition.number}",
-                body=f"{_local(b.period.start, settings)} · {b.room.name}",
-                visit_id=visit.id,
-            )
-            return visit
-        await db.delete(visit)
-        await db.flush()
-        if any(c["resource"] in ("room", "petitioner") for c in conflicts):
-            break  # another judge would not help
-    raise _conflict_error(conflicts)
+    return await commit_booking(
+        db, actor, settings, plan, state=state, walk_in=walk_in, checkin=checkin
+    )
 
 
 async def reschedule_visit(
@@ -645,8 +722,9 @@ async def find_free_slots(
     else:
         raise InvalidError("请指定接访法院或法官", code="court_or_judge_required")
     last_day = first_day + timedelta(days=days - 1)
-    windows = await judge_windows(db, judges, first_day, last_day, tz)
-    room_open = await room_open_intervals(db, room, first_day, last_day, tz)
+    cal = await load_calendar(
+        db, [(j.id, j.court_id or 0) for j in judges], room, first_day, last_day, tz
+    )
     since = datetime.combine(first_day, datetime.min.time(), tzinfo=tz)
     until = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), tzinfo=tz)
     in_window = and_(Visit.state.in_(ACTIVE), Visit.starts_at < until, Visit.ends_at > since)
@@ -671,13 +749,24 @@ async def find_free_slots(
     for jid, s, e in rows.all():
         if jid is not None and s and e:
             judge_busy.setdefault(jid, []).append(Interval(s, e))
+    busy = {j.id: BusyIndex(shared_busy + judge_busy.get(j.id, [])) for j in judges}
     out: list[FreeSlot] = []
-    for judge in judges:
-        busy = BusyIndex(shared_busy + judge_busy.get(judge.id, []))
-        for slot in free_slots(
-            windows.get(judge.id, []), open_hours=room_open, busy=busy, not_before=now, limit=limit
-        ):
-            out.append(FreeSlot(slot.start, slot.end, judge.id, judge.display_name))
+    # Day by day, earliest first: once a day fills the limit, later days cannot matter.
+    for day in local_days(first_day, last_day):
+        room_open = cal.room_day(day)
+        if not room_open:
+            continue
+        for judge in judges:
+            for slot in free_slots(
+                cal.judge_day(judge.id, day),
+                open_hours=room_open,
+                busy=busy[judge.id],
+                not_before=now,
+                limit=limit,
+            ):
+                out.append(FreeSlot(slot.start, slot.end, judge.id, judge.display_name))
+        if len(out) >= limit:
+            break
     out.sort(key=lambda s: (s.starts_at, s.judge_id))
     return out[:limit]
 

@@ -471,7 +471,7 @@ def main() -> None:
     parser.add_argument("--courts", type=int, default=3500)
     parser.add_argument("--judges", type=int, default=10_000)
     parser.add_argument("--visits", type=int, default=1_000_000)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--race", type=int, default=20, help="clients racing for one slot")
     parser.add_argument("--seed", type=int, default=7)

@@ -108,15 +108,21 @@ async def load_principal(
     refreshes the idle timer with :func:`touch_session` when ``needs_touch``."""
     if not token:
         raise SessionProblem("missing")
-    row = await db.get(StaffSession, _token_id(token))
-    if row is None:
+    found = (
+        await db.execute(
+            select(StaffSession, User)
+            .join(User, User.id == StaffSession.user_id)
+            .where(StaffSession.id == _token_id(token))
+        )
+    ).first()
+    if found is None:
         raise SessionProblem("invalid")
+    row, user = found
     now = utcnow()
     idle = timedelta(minutes=settings.session_idle_minutes)
     if row.expires_at <= now or row.last_seen_at + idle <= now:
         raise SessionProblem("expired")
-    user = await db.get(User, row.user_id)
-    if user is None or not user.active:
+    if not user.active:
         raise SessionProblem("invalid")
     principal = principal_of(user, row, address)
     if now - row.last_seen_at > timedelta(seconds=30):

@@ -9,7 +9,8 @@ database transaction, so a refused or failed request writes nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
@@ -64,6 +65,24 @@ class Context:
     body: Any
     query: Any
     address: str | None
+    writer: Callable[[], AbstractAsyncContextManager[AsyncSession]] | None = None
+    outbox: list[Any] = field(default_factory=list)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """The write transaction. On ``split`` routes ``db`` only reads, and this opens a
+        short transaction under the write lock; elsewhere it is ``db`` itself."""
+        if self.writer is None:
+            yield self.db
+            return
+        async with self.writer() as session:
+            yield session
+            self.outbox.extend(take_outbox(session))
+
+    async def fresh(self) -> None:
+        """Let ``db`` see what ``write`` committed (ends a split route's read snapshot)."""
+        if self.writer is not None:
+            await self.db.rollback()
 
     @property
     def me(self) -> Principal:
@@ -98,6 +117,7 @@ class Route:
     status: int = 200
     errors: tuple[int, ...] = ()
     description: str = ""
+    split: bool = False  # validate outside the write lock, write through ctx.write()
 
 
 @dataclass
@@ -119,6 +139,7 @@ class Registry:
         answer: Any = None,
         status: int = 200,
         errors: tuple[int, ...] = (),
+        split: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -135,6 +156,7 @@ class Registry:
                     status=status,
                     errors=errors,
                     description=(handler.__doc__ or "").strip(),
+                    split=split,
                 )
             )
             return handler
@@ -182,8 +204,12 @@ def _invalid(exc: ValidationError) -> AppError:
 
 def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(
-        request: web.Request, db: AsyncSession, raw: bytes | None, write: bool
-    ) -> tuple[Any, Principal | None]:
+        request: web.Request,
+        db: AsyncSession,
+        raw: bytes | None,
+        write: bool,
+        writer: Callable[[], AbstractAsyncContextManager[AsyncSession]] | None = None,
+    ) -> tuple[Any, Principal | None, list[Any]]:
         settings = request.app[SETTINGS]
         address = client_address(request, settings)
         principal: Principal | None = None
@@ -202,7 +228,7 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
                 raise PermissionDeniedError("CSRF 校验失败，请刷新页面后重试", code="csrf_failed")
             if principal.role not in route.roles:
                 raise PermissionDeniedError("您的角色无权执行此操作", code="forbidden_role")
-            if write and principal.needs_touch:
+            if write and writer is None and principal.needs_touch:
                 await touch_session(db, principal.session_id)
         body = _validate_body(request, raw, route.body) if route.body else None
         query = None
@@ -219,25 +245,31 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
             body=body,
             query=query,
             address=address,
+            writer=writer,
         )
-        return await route.handler(ctx), principal
+        return await route.handler(ctx), principal, ctx.outbox
 
     async def view(request: web.Request) -> web.StreamResponse:
         database = request.app[DB]
         write = request.method not in SAFE_METHODS
         # read the body before taking the write lock: a slow client must not hold it
         raw = await request.read() if route.body else None
-        if write:
+        principal: Principal | None = None
+        # Splitting pays off only where writers are serialized; elsewhere it would hold
+        # two pooled connections per request.
+        if write and not (route.split and database.serialized):
             async with database.writer() as db:
-                result, _ = await handle(request, db, raw, write=True)
+                result, _, _ = await handle(request, db, raw, write=True)
                 outbox = take_outbox(db)
-            await push_all(request.app.get(NOTIFIER), outbox)
         else:
             async with database.reader() as db:
-                result, principal = await handle(request, db, raw, write=False)
-            if principal is not None and principal.needs_touch:
-                async with database.writer() as db:
-                    await touch_session(db, principal.session_id)
+                result, principal, outbox = await handle(
+                    request, db, raw, write=write, writer=database.writer if write else None
+                )
+        await push_all(request.app.get(NOTIFIER), outbox)
+        if principal is not None and principal.needs_touch:
+            async with database.writer() as db:
+                await touch_session(db, principal.session_id)
         if isinstance(result, web.StreamResponse):
             return result
         return web.json_response(to_json(result), status=route.status, dumps=_dumps)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from config.db import utcnow
 from scheduler import visits as vs
@@ -33,35 +34,33 @@ BOOKERS = {Role.operator, Role.admin}
 
 
 async def visit_answers(db: AsyncSession, visits: Sequence[Visit]) -> list[VisitOut]:
-    """Visits with the names pages show, in four queries whatever the count."""
+    """Visits with the names pages show, in one joined query whatever the count."""
     if not visits:
         return []
-    court_ids = {v.court_id for v in visits} | {v.receiving_court_id for v in visits}
-    courts = {c.id: c.name for c in await db.scalars(select(Court).where(Court.id.in_(court_ids)))}
-    judge_ids = {v.judge_id for v in visits if v.judge_id}
-    judges = (
-        {u.id: u.display_name for u in await db.scalars(select(User).where(User.id.in_(judge_ids)))}
-        if judge_ids
-        else {}
-    )
-    room_ids = {v.room_id for v in visits if v.room_id}
-    rooms = (
-        {
-            r.id: r.name
-            for r in await db.scalars(select(ReceptionRoom).where(ReceptionRoom.id.in_(room_ids)))
-        }
-        if room_ids
-        else {}
-    )
+    court, receiving = aliased(Court), aliased(Court)
     rows = await db.execute(
-        select(Petition.id, Petition.number, Petition.category, Petitioner.name)
+        select(
+            Visit.id,
+            court.name,
+            receiving.name,
+            User.display_name,
+            ReceptionRoom.name,
+            Petition.number,
+            Petition.category,
+            Petitioner.name,
+        )
+        .join(Petition, Petition.id == Visit.petition_id)
         .join(Petitioner, Petitioner.id == Petition.petitioner_id)
-        .where(Petition.id.in_({v.petition_id for v in visits}))
+        .join(court, court.id == Visit.court_id)
+        .join(receiving, receiving.id == Visit.receiving_court_id)
+        .outerjoin(User, User.id == Visit.judge_id)
+        .outerjoin(ReceptionRoom, ReceptionRoom.id == Visit.room_id)
+        .where(Visit.id.in_([v.id for v in visits]))
     )
-    petitions = {pid: (number, category, name) for pid, number, category, name in rows}
+    names = {r[0]: r[1:] for r in rows}
     out = []
     for v in visits:
-        number, category, name = petitions[v.petition_id]
+        court_name, receiving_name, judge, room, number, category, petitioner = names[v.id]
         out.append(
             VisitOut(
                 id=v.id,
@@ -70,17 +69,17 @@ async def visit_answers(db: AsyncSession, visits: Sequence[Visit]) -> list[Visit
                 starts_at=v.starts_at,
                 ends_at=v.ends_at,
                 court_id=v.court_id,
-                court_name=courts.get(v.court_id, ""),
+                court_name=court_name,
                 receiving_court_id=v.receiving_court_id,
-                receiving_court_name=courts.get(v.receiving_court_id, ""),
+                receiving_court_name=receiving_name,
                 judge_id=v.judge_id,
-                judge_name=judges.get(v.judge_id) if v.judge_id else None,
+                judge_name=judge,
                 room_id=v.room_id,
-                room_name=rooms.get(v.room_id) if v.room_id else None,
+                room_name=room,
                 petition_id=v.petition_id,
                 petition_number=number,
                 petition_category=category,
-                petitioner_name=name,
+                petitioner_name=petitioner,
                 walk_in=v.walk_in,
                 cancel_reason=v.cancel_reason,
                 checkin_document_type=v.checkin_document_type,
@@ -136,6 +135,7 @@ async def free_slots(ctx: Context) -> list[FreeSlotOut]:
 @api.route(
     "POST",
     "/visits",
+    split=True,
     summary="Book a visit",
     tag="visits",
     roles=BOOKERS,
@@ -148,9 +148,10 @@ async def book(ctx: Context) -> VisitDetailOut:
     """409 ``double_booking`` names the judge, room or petitioner already booked, and the
     visits it conflicts with. Without ``judge_id`` a free judge of the court is chosen."""
     b: VisitIn = ctx.body
-    visit = await vs.book_visit(
+    actor = ctx.me.actor()
+    plan = await vs.plan_booking(
         ctx.db,
-        ctx.me.actor(),
+        actor,
         ctx.settings,
         petition_id=b.petition_id,
         receiving_court_id=b.receiving_court_id,
@@ -159,7 +160,10 @@ async def book(ctx: Context) -> VisitDetailOut:
         starts_at=b.starts_at,
         ends_at=b.ends_at,
     )
-    return await _detail(ctx, visit)
+    async with ctx.write() as db:
+        visit = await vs.commit_booking(db, actor, ctx.settings, plan)
+    await ctx.fresh()
+    return await _detail(ctx, await vs.visible_visit(ctx.db, actor, visit.id))
 
 
 @api.route(
