@@ -9,11 +9,12 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import record_audit
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
+from config.privacy import mask_phone
 from scheduler.models import (
     AvailabilityException,
     Court,
@@ -92,6 +93,17 @@ async def list_templates(db: AsyncSession, judge_ids: Sequence[int]) -> Sequence
     ).all()
 
 
+def _validity_overlaps(valid_from: date | None, valid_until: date | None) -> list[Any]:
+    """Conditions under which a stored template's validity overlaps [from, until]."""
+    t = ReceptionTemplate
+    conditions: list[Any] = []
+    if valid_from is not None:
+        conditions.append(or_(t.valid_until.is_(None), t.valid_until >= valid_from))
+    if valid_until is not None:
+        conditions.append(or_(t.valid_from.is_(None), t.valid_from <= valid_until))
+    return conditions
+
+
 async def add_template(
     db: AsyncSession,
     actor: Actor,
@@ -118,6 +130,7 @@ async def add_template(
             ReceptionTemplate.weekday == weekday,
             ReceptionTemplate.start_minute < end_minute,
             ReceptionTemplate.end_minute > start_minute,
+            *_validity_overlaps(valid_from, valid_until),
         )
     )
     if overlapping:
@@ -489,7 +502,7 @@ async def add_lawyer(
     row = DutyLawyer(court_id=court.id, name=name, firm=firm, phone=phone)
     db.add(row)
     await db.flush()
-    _audit(db, actor, "roster.lawyer_add", row, court.id, name=name, phone=phone)
+    _audit(db, actor, "roster.lawyer_add", row, court.id, name=name, phone=mask_phone(phone))
     return row
 
 

@@ -105,11 +105,26 @@ async def revoke_feed(db: AsyncSession, actor: Actor, feed_id: int) -> CalendarF
     return feed
 
 
+async def _still_entitled(db: AsyncSession, feed: CalendarFeed) -> bool:
+    """A feed lives only while its creator could still create it: active, same role and
+    court (a deactivated or transferred user's old URLs stop working)."""
+    creator = await db.get(User, feed.created_by) if feed.created_by else None
+    if creator is None or not creator.active:
+        return False
+    if creator.role is Role.admin:
+        return True
+    if feed.owner_kind == "judge":
+        judge = await db.get(User, feed.owner_id)
+        return judge is not None and judge.active and creator.id == judge.id
+    room = await db.get(ReceptionRoom, feed.owner_id)
+    return room is not None and creator.role is Role.operator and creator.court_id == room.court_id
+
+
 async def feed_calendar(db: AsyncSession, token: str, now: datetime | None = None) -> bytes:
     """The iCalendar text behind a feed token; unknown or revoked tokens are 404."""
     now = now or utcnow()
     feed = await db.scalar(select(CalendarFeed).where(CalendarFeed.token_hash == token_hash(token)))
-    if feed is None or feed.revoked_at is not None:
+    if feed is None or feed.revoked_at is not None or not await _still_entitled(db, feed):
         raise NotFoundError("订阅不存在或已撤销")
     column = Visit.judge_id if feed.owner_kind == "judge" else Visit.room_id
     rows = (

@@ -440,7 +440,7 @@ async def create_petitioner(
     )
     session.add(petitioner)
     await session.flush()
-    _audit(session, actor, "petitioner.create", petitioner, id_number=number)
+    _audit(session, actor, "petitioner.create", petitioner, id_number=mask_id_number(number))
     return petitioner
 
 

@@ -528,6 +528,23 @@ async def reschedule_visit(
     candidates = await _check_calendar(db, settings, b)
     judge = candidates[0]
     old = (visit.starts_at, visit.ends_at, visit.judge_id, visit.room_id)
+    # Conditional on the state it was read in: a concurrent cancel or no-show wins, and the
+    # row is locked (PostgreSQL) until this transaction ends.
+    moved = await db.execute(
+        update(Visit)
+        .where(Visit.id == visit.id, Visit.state == visit.state)
+        .values(
+            starts_at=b.period.start,
+            ends_at=b.period.end,
+            judge_id=judge.id,
+            room_id=b.room.id,
+            reminded_at=None,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(moved, "rowcount", 1) != 1:
+        raise ConflictError("接访状态已被他人修改，请刷新", code="state_changed")
     await db.execute(delete(BookingLock).where(BookingLock.visit_id == visit.id))
     conflicts = await _take_locks(
         db, _lock_rows(visit.id, b.period, judge.id, b.room.id, petition.petitioner_id)
@@ -651,8 +668,15 @@ async def change_state(
             or (actor.role is Role.judge and actor.court_id == visit.receiving_court_id)
         ):
             raise PermissionDeniedError("只有接访法官可以开始或结束接访")
-    elif to in (VisitState.in_lobby, VisitState.checked_in):
-        if actor.role is not Role.judge:
+    elif to is VisitState.in_lobby:
+        _may_manage(actor, visit)
+    elif to is VisitState.checked_in:
+        # only back from the lobby; the identity check itself is POST /check-in
+        if visit.state is not VisitState.in_lobby:
+            raise ConflictError(
+                "签到请使用身份核验；此处只能让候场的信访人退回", code="invalid_transition"
+            )
+        if not (actor.role is Role.judge and actor.court_id == visit.receiving_court_id):
             _may_manage(actor, visit)
     elif to is VisitState.archived:
         if not (actor.is_admin or actor.user_id is None):
@@ -967,7 +991,8 @@ async def housekeeping(
         await db.scalars(
             select(Visit)
             .where(
-                Visit.state.in_([VisitState.scheduled, VisitState.checked_in]),
+                # a checked-in petitioner is in the building: only unseen ones are no-shows
+                Visit.state == VisitState.scheduled,
                 Visit.starts_at <= now - grace,
             )
             .limit(200)

@@ -299,6 +299,9 @@ async def test_states_check_in_and_audit(
     assert r.status == 403
     r = await op.post(f"/api/v1/visits/{vid}/state", json={"state": "in_lobby"}, headers=h)
     assert r.status == 409 and (await r.json())["error"]["code"] == "invalid_transition"
+    # the identity check cannot be skipped through /state
+    r = await op.post(f"/api/v1/visits/{vid}/state", json={"state": "checked_in"}, headers=h)
+    assert r.status == 409 and (await r.json())["error"]["code"] == "invalid_transition"
     r = await op.post(
         f"/api/v1/visits/{vid}/check-in",
         headers=h,
@@ -309,10 +312,13 @@ async def test_states_check_in_and_audit(
     assert checked["checkin_document_masked"] == "1101**********0021"
     assert "110105194912310021" not in await r.text()
     for who, headers, state, status in [
+        (judge, jh, "in_lobby", 403),
         (op, h, "in_lobby", 200),
         (other_judge, oh, "in_progress", 404),
+        (judge, jh, "checked_in", 200),  # sent back from the lobby
+        (op, h, "in_lobby", 200),
         (judge, jh, "in_progress", 200),
-        (judge, jh, "in_lobby", 409),
+        (judge, jh, "in_lobby", 403),
         (judge, jh, "ended", 200),
         (judge, jh, "in_progress", 409),
         (judge, jh, "archived", 403),
@@ -325,6 +331,8 @@ async def test_states_check_in_and_audit(
     assert final["state"] == "archived"
     assert [e["to_state"] for e in final["history"]] == [
         "scheduled",
+        "checked_in",
+        "in_lobby",
         "checked_in",
         "in_lobby",
         "in_progress",

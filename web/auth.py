@@ -187,7 +187,8 @@ def client_address(request: web.Request, settings: Settings) -> str | None:
     if settings.trust_forwarded_for:
         forwarded = request.headers.get("X-Forwarded-For", "")
         if forwarded:
-            return forwarded.split(",")[0].strip()[:64]
+            # the rightmost entry is the one our own proxy added; the client writes the rest
+            return forwarded.split(",")[-1].strip()[:64]
     return request.remote
 
 
@@ -195,13 +196,20 @@ def client_address(request: web.Request, settings: Settings) -> str | None:
 
 
 class LoginThrottle(Protocol):
-    """Counts failed logins per key within a sliding window."""
+    """Counts login attempts per key in a sliding window. ``hit`` records an attempt and
+    returns the count in one atomic step, so parallel guesses cannot slip past the limit."""
 
-    async def blocked_for(self, key: str, limit: int, window: int) -> int:
-        """Seconds until ``key`` may try again (0: not blocked)."""
+    async def hit(self, key: str, window: int) -> tuple[int, str]:
+        """Record an attempt; returns (attempts in the window, including this one, token)."""
         ...
 
-    async def fail(self, key: str, window: int) -> None: ...
+    async def release(self, key: str, token: str) -> None:
+        """Forget one recorded attempt (a success, or one refused before it was tried)."""
+        ...
+
+    async def retry_after(self, key: str, limit: int, window: int) -> int:
+        """Seconds until ``key`` has fewer than ``limit`` attempts in the window."""
+        ...
 
     async def reset(self, key: str) -> None: ...
 
@@ -210,39 +218,65 @@ class MemoryLoginThrottle:
     """In-process throttle for the embedded (single process) mode."""
 
     def __init__(self) -> None:
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._hits: dict[str, deque[tuple[float, str]]] = defaultdict(deque)
 
-    def _prune(self, key: str, window: int) -> deque[float]:
-        times = self._failures[key]
+    def _prune(self, key: str, window: int) -> deque[tuple[float, str]]:
+        hits = self._hits[key]
         cutoff = time.monotonic() - window
-        while times and times[0] <= cutoff:
-            times.popleft()
-        return times
+        while hits and hits[0][0] <= cutoff:
+            hits.popleft()
+        return hits
 
-    async def blocked_for(self, key: str, limit: int, window: int) -> int:
-        times = self._prune(key, window)
-        if len(times) < limit:
+    async def hit(self, key: str, window: int) -> tuple[int, str]:
+        hits = self._prune(key, window)
+        token = secrets.token_hex(8)
+        hits.append((time.monotonic(), token))
+        return len(hits), token
+
+    async def release(self, key: str, token: str) -> None:
+        hits = self._hits.get(key)
+        if hits:
+            for item in hits:
+                if item[1] == token:
+                    hits.remove(item)
+                    break
+
+    async def retry_after(self, key: str, limit: int, window: int) -> int:
+        hits = self._prune(key, window)
+        if len(hits) < limit:
             return 0
-        return max(1, int(times[-limit] + window - time.monotonic()) + 1)
-
-    async def fail(self, key: str, window: int) -> None:
-        self._prune(key, window).append(time.monotonic())
+        return max(1, int(hits[-limit][0] + window - time.monotonic()) + 1)
 
     async def reset(self, key: str) -> None:
-        self._failures.pop(key, None)
+        self._hits.pop(key, None)
 
 
 class RedisLoginThrottle:
-    """Throttle shared by every node, as a Redis sorted set of failure times per key."""
+    """Throttle shared by every node: a Redis sorted set of attempt times per key."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
 
     @staticmethod
     def _key(key: str) -> str:
-        return f"vreception:login-failures:{key}"
+        return f"vreception:login-attempts:{key}"
 
-    async def blocked_for(self, key: str, limit: int, window: int) -> int:
+    async def hit(self, key: str, window: int) -> tuple[int, str]:
+        now = time.time()
+        token = f"{now}:{secrets.token_hex(8)}"
+        rkey = self._key(key)
+        async with self._redis.pipeline(transaction=True) as pipe:  # MULTI … EXEC
+            pipe.zremrangebyscore(rkey, 0, now - window)
+            pipe.zadd(rkey, {token: now})
+            pipe.zcard(rkey)
+            pipe.expire(rkey, window)
+            results = await pipe.execute()
+        return int(results[2]), token
+
+    async def release(self, key: str, token: str) -> None:
+        await self._redis.zrem(self._key(key), token)
+
+    async def retry_after(self, key: str, limit: int, window: int) -> int:
         now = time.time()
         rkey = self._key(key)
         await self._redis.zremrangebyscore(rkey, 0, now - window)
@@ -250,14 +284,6 @@ class RedisLoginThrottle:
         if not scores:
             return 0
         return max(1, int(float(scores[0][1]) + window - now) + 1)
-
-    async def fail(self, key: str, window: int) -> None:
-        now = time.time()
-        rkey = self._key(key)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(rkey, {f"{now}:{secrets.token_hex(4)}": now})
-            pipe.expire(rkey, window)
-            await pipe.execute()
 
     async def reset(self, key: str) -> None:
         await self._redis.delete(self._key(key))

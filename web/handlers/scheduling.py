@@ -10,7 +10,7 @@ from config.db import utcnow
 from config.errors import InvalidError, NotFoundError
 from scheduler import availability as av
 from scheduler.models import ReceptionRoom, Role, User
-from scheduler.scope import court_scope
+from scheduler.scope import court_scope, descendant_court_ids
 from web.routes import ALL_STAFF, Context, api
 from web.scheduling_schemas import (
     CourtDayIn,
@@ -284,6 +284,23 @@ async def delete_room_hours(ctx: Context) -> Ok:
 # ---------------------------------------------------------------- roster
 
 
+async def _roster_courts(ctx: Context, court_id: int | None) -> list[int] | None:
+    """The courts whose roster the caller may read (None: all). Judges read the rosters of
+    their court and the courts below, from which their visits come."""
+    actor = ctx.me.actor()
+    if actor.is_admin:
+        return [court_id] if court_id else None
+    if actor.role is Role.judge and actor.court_id is not None:
+        scope = await descendant_court_ids(ctx.db, actor.court_id)
+    else:
+        scope = await court_scope(ctx.db, actor) or set()
+    if court_id is None:
+        return sorted(scope)
+    if court_id not in scope:
+        raise NotFoundError(f"法院 {court_id} 不存在或不在您的管辖范围")
+    return [court_id]
+
+
 @api.route(
     "GET",
     "/duty-lawyers",
@@ -295,10 +312,7 @@ async def delete_room_hours(ctx: Context) -> Ok:
 )
 async def list_lawyers(ctx: Context) -> list[LawyerOut]:
     q: RosterQuery = ctx.query
-    courts = [q.court_id] if q.court_id else None
-    if courts is None and not ctx.me.actor().is_admin:
-        scope = await court_scope(ctx.db, ctx.me.actor())
-        courts = sorted(scope or ())
+    courts = await _roster_courts(ctx, q.court_id)
     return [LawyerOut.of(x) for x in await av.list_lawyers(ctx.db, courts)]
 
 
@@ -334,7 +348,7 @@ async def list_duty_periods(ctx: Context) -> list[DutyPeriodOut]:
     q: RosterQuery = ctx.query
     if q.court_id is None:
         raise InvalidError("请指定法院", code="court_required")
-    lawyers = await av.list_lawyers(ctx.db, [q.court_id])
+    lawyers = await av.list_lawyers(ctx.db, await _roster_courts(ctx, q.court_id))
     first = q.first or _today(ctx)
     since = datetime.combine(first, datetime.min.time(), tzinfo=ctx.settings.tz)
     rows = await av.list_duty_periods(
@@ -391,5 +405,6 @@ async def delete_duty_period(ctx: Context) -> Ok:
 )
 async def on_duty(ctx: Context) -> list[LawyerOut]:
     q: OnDutyQuery = ctx.query
-    rows = await av.lawyers_on_duty(ctx.db, [q.court_id], q.at or utcnow())
+    courts = await _roster_courts(ctx, q.court_id) or [q.court_id]
+    rows = await av.lawyers_on_duty(ctx.db, courts, q.at or utcnow())
     return [LawyerOut.of(x) for x in rows]
