@@ -19,6 +19,8 @@ from config.redis import create_redis
 from config.settings import Settings
 from scheduler.notify import push_all, take_outbox
 from scheduler.visits import housekeeping
+from signaling.gateway import RejoinTokens
+from signaling.namespace import VisitNamespace
 from signaling.server import NotificationNamespace, SocketNotifier, create_sio
 from web import handlers as _handlers  # noqa: F401  (registers the API routes)
 from web import pages
@@ -38,6 +40,7 @@ from web.keys import (
     THROTTLE,
 )
 from web.routes import api
+from web.visit_gateway import DatabaseVisitGateway
 
 log = logging.getLogger("vreception.web")
 
@@ -124,6 +127,20 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+class LazyGateway:
+    """The visit gateway, built on first use (the database exists only once the app runs)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._gateway: DatabaseVisitGateway | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._gateway is None:
+            app = self._app
+            self._gateway = DatabaseVisitGateway(app, app[DB], app[SETTINGS], app[SECRET])
+        return getattr(self._gateway, name)
+
+
 def create_app(settings: Settings) -> web.Application:
     """The whole web application for ``settings``."""
     app = web.Application(
@@ -151,6 +168,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_housekeeping)
     sio = create_sio(settings)
     sio.register_namespace(NotificationNamespace(functools.partial(_authenticate_socket, app)))
+    sio.register_namespace(VisitNamespace(LazyGateway(app), RejoinTokens(app[SECRET])))
     sio.attach(app)
     app[NOTIFIER] = SocketNotifier(sio)
     api.add_to(app)

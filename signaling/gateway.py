@@ -1,0 +1,129 @@
+"""What signaling needs from the rest of the system, as a Protocol that ``web`` implements:
+who a staff connection is, whether they may enter a visit, one-time codes, visit states."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from signaling.protocol import ErrorCode, ParticipantRole, ProtocolError
+
+
+@dataclass(frozen=True)
+class Staff:
+    """A logged-in staff member behind a socket.io connection."""
+
+    user_id: int
+    name: str
+    role: str  # the account's role (operator, judge, archivist, admin)
+    court_id: int | None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a participant is; ``key`` is stable across reconnects, unlike the participant id."""
+
+    key: str
+    role: ParticipantRole
+    name: str
+    user_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Invitation:
+    code: str
+    role: ParticipantRole
+    expires_at: datetime
+
+
+class VisitGateway(Protocol):
+    """Implemented in ``web`` (wired in ``web/app.py``) over the scheduler and the database."""
+
+    async def staff(self, environ: dict[str, Any]) -> Staff | None:
+        """The staff member of the connection's session cookie, if any."""
+        ...
+
+    async def entitle(self, visit_id: str, staff: Staff) -> Identity:
+        """The staff member's place in the visit; raises ProtocolError(not_entitled)."""
+        ...
+
+    async def redeem(self, visit_id: str, code: str) -> Identity:
+        """Consume a one-time code of this visit; raises ProtocolError(*_code)."""
+        ...
+
+    async def is_open(self, visit_id: str) -> bool:
+        """False once the visit has ended, was cancelled or never existed."""
+        ...
+
+    async def lobby(self, visit_id: str, identity: Identity) -> None:
+        """The petitioner waits in the lobby (checked_in → in_lobby)."""
+        ...
+
+    async def admitted(self, visit_id: str, judge: Staff, identity: Identity) -> None:
+        """The judge admitted a participant (the petitioner: in_lobby → in_progress)."""
+        ...
+
+    async def refused(self, visit_id: str, judge: Staff, identity: Identity, reason: str) -> None:
+        """The judge refused a participant (the petitioner: back to checked_in)."""
+        ...
+
+    async def ended(self, visit_id: str, judge: Staff) -> None:
+        """The judge ended the visit for everyone."""
+        ...
+
+    async def invite(
+        self, visit_id: str, judge: Staff, role: ParticipantRole, label: str
+    ) -> Invitation:
+        """Issue a one-time code for a lawyer or mediator bound to this visit."""
+        ...
+
+
+class RejoinTokens:
+    """Signed tokens with which a guest rejoins after a dropped connection: the one-time
+    code is spent, the identity is kept."""
+
+    def __init__(self, secret: bytes, ttl_seconds: int = 12 * 3600) -> None:
+        self._secret = hashlib.sha256(b"vreception-rejoin:" + secret).digest()
+        self._ttl = ttl_seconds
+
+    def issue(self, visit_id: str, identity: Identity, admitted: bool) -> str:
+        body = json.dumps(
+            {
+                "v": visit_id,
+                "k": identity.key,
+                "r": identity.role.value,
+                "n": identity.name,
+                "a": admitted,
+                "e": int(time.time()) + self._ttl,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+        payload = base64.urlsafe_b64encode(body).decode().rstrip("=")
+        return payload + "." + self._sign(payload)
+
+    def verify(self, visit_id: str, token: str) -> tuple[Identity, bool]:
+        """The identity and whether it was admitted; raises ProtocolError(invalid_code)."""
+        payload, _, signature = token.partition(".")
+        if not signature or not hmac.compare_digest(signature, self._sign(payload)):
+            raise ProtocolError(ErrorCode.invalid_code, "重新加入凭证无效")
+        try:
+            data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            role = ParticipantRole(data["r"])
+        except (ValueError, KeyError, TypeError):
+            raise ProtocolError(ErrorCode.invalid_code, "重新加入凭证无效") from None
+        if data.get("v") != visit_id:
+            raise ProtocolError(ErrorCode.invalid_code, "重新加入凭证无效")
+        if int(data.get("e", 0)) < time.time():
+            raise ProtocolError(ErrorCode.expired_code, "重新加入凭证已过期")
+        return Identity(key=str(data["k"]), role=role, name=str(data["n"])), bool(data["a"])
+
+    def _sign(self, payload: str) -> str:
+        mac = hmac.new(self._secret, payload.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).decode().rstrip("=")

@@ -1,0 +1,374 @@
+"""``/visit``: join, lobby, admit/refuse, invite, media state, leave, end.
+
+Room membership lives in this process (one Room per Visit, ``room_id == visit_id``); the
+socket.io room ``visit:<id>`` holds the admitted participants and ``visit:<id>:staff`` the
+staff, who see the lobby.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+
+from signaling.gateway import Identity, RejoinTokens, Staff, VisitGateway
+from signaling.protocol import (
+    GUEST_ROLES,
+    PROTOCOL_VERSION,
+    Admit,
+    ErrorCode,
+    Invite,
+    Join,
+    MediaState,
+    Message,
+    ParticipantRole,
+    ProtocolError,
+    Refuse,
+    parse,
+)
+
+log = logging.getLogger("vreception.signaling")
+
+
+class CloseReason(enum.StrEnum):
+    """Why a participant left the room (logged and sent to the others)."""
+
+    left = "left"
+    disconnected = "disconnected"
+    refused = "refused"
+    replaced = "replaced"  # the same identity joined again elsewhere
+    ended = "ended"
+
+
+@dataclass
+class Participant:
+    """One connection in a Room; a rejoin keeps the identity and gets a new id."""
+
+    id: str
+    sid: str
+    identity: Identity
+    staff: Staff | None
+    admitted: bool
+    joined_at: float = field(default_factory=time.time)
+    audio: bool = True
+    video: bool = True
+    evidence: bool = False
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "participant_id": self.id,
+            "role": self.identity.role.value,
+            "name": self.identity.name,
+            "admitted": self.admitted,
+            "audio": self.audio,
+            "video": self.video,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass
+class Room:
+    """The participants of one visit on this node."""
+
+    visit_id: str
+    participants: dict[str, Participant] = field(default_factory=dict)
+    admitted_keys: set[str] = field(default_factory=set)
+
+    def by_key(self, key: str) -> Participant | None:
+        return next((p for p in self.participants.values() if p.identity.key == key), None)
+
+    def lobby(self) -> list[dict[str, Any]]:
+        return [p.public() for p in self.participants.values() if not p.admitted]
+
+    def members(self) -> list[dict[str, Any]]:
+        return [p.public() for p in self.participants.values() if p.admitted]
+
+
+class TokenBucket:
+    """Per-connection rate limit: ``rate`` messages a second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+        self.refused = 0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        self.refused += 1
+        return False
+
+
+Handler = Callable[[str, Any], Awaitable[Any]]
+
+
+class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """The signaling namespace of live visits (protocol version 1, docs/protocol.md)."""
+
+    def __init__(
+        self,
+        gateway: VisitGateway,
+        tokens: RejoinTokens,
+        *,
+        rate: float = 20.0,
+        burst: int = 40,
+        flood_limit: int = 200,
+    ) -> None:
+        super().__init__("/visit")
+        self.gateway = gateway
+        self.tokens = tokens
+        self.rooms: dict[str, Room] = {}
+        self._where: dict[str, tuple[str, str]] = {}  # sid → (visit id, participant id)
+        self._staff: dict[str, Staff | None] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._rate, self._burst, self._flood = rate, burst, flood_limit
+        self._handlers: dict[str, Callable[[str, Any], Awaitable[Any]]] = {
+            "join": self._join,
+            "admit": self._admit,
+            "refuse": self._refuse,
+            "invite": self._invite,
+            "media_state": self._media_state,
+            "leave": self._leave,
+            "end": self._end,
+        }
+
+    # ------------------------------------------------------------ plumbing
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        self._staff[sid] = await self.gateway.staff(environ)
+        self._buckets[sid] = TokenBucket(self._rate, self._burst)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        await self._remove(sid, CloseReason.disconnected)
+        self._staff.pop(sid, None)
+        self._buckets.pop(sid, None)
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        """Every inbound event passes here: rate limit, validation, errors as ``error``."""
+        if event in ("connect", "disconnect"):
+            return await super().trigger_event(event, *args)
+        sid = args[0]
+        data = args[1] if len(args) > 1 else None
+        handler = self._handlers.get(event)
+        try:
+            bucket = self._buckets.get(sid)
+            if bucket is not None and not bucket.take():
+                if bucket.refused > self._flood:
+                    log.warning("disconnecting %s: message flood", sid)
+                    await self.disconnect(sid)
+                raise ProtocolError(ErrorCode.rate_limited, "消息过于频繁，请稍后再试")
+            if handler is None:
+                raise ProtocolError(ErrorCode.invalid_message, f"未知事件 {event!r}"[:80])
+            message = parse(event, data)
+            result = await handler(sid, message)
+            return {"ok": True, **(result or {})}
+        except ProtocolError as exc:
+            await self.emit("error", exc.payload(event if handler else "?"), to=sid)
+            return {"ok": False, "error": {"code": exc.code.value, "message": exc.message}}
+        except Exception:
+            log.exception("signaling: %s failed", event)
+            error = ProtocolError(ErrorCode.internal_error, "服务器内部错误，已记录")
+            await self.emit("error", error.payload(event), to=sid)
+            return {"ok": False, "error": {"code": error.code.value, "message": error.message}}
+
+    def _participant(self, sid: str) -> tuple[Room, Participant]:
+        where = self._where.get(sid)
+        if where is None:
+            raise ProtocolError(ErrorCode.not_joined, "请先加入接访")
+        room = self.rooms[where[0]]
+        return room, room.participants[where[1]]
+
+    def _judge(self, sid: str) -> tuple[Room, Participant, Staff]:
+        room, me = self._participant(sid)
+        if me.identity.role is not ParticipantRole.judge or me.staff is None:
+            raise ProtocolError(ErrorCode.forbidden, "只有接访法官可以这样做")
+        return room, me, me.staff
+
+    @staticmethod
+    def call_room(visit_id: str) -> str:
+        return f"visit:{visit_id}"
+
+    @staticmethod
+    def staff_room(visit_id: str) -> str:
+        return f"visit:{visit_id}:staff"
+
+    async def _lobby_changed(self, room: Room) -> None:
+        await self.emit("lobby", {"waiting": room.lobby()}, room=self.staff_room(room.visit_id))
+
+    # ------------------------------------------------------------ events
+
+    async def _join(self, sid: str, message: Message) -> dict[str, Any]:
+        assert isinstance(message, Join)
+        if sid in self._where:
+            raise ProtocolError(ErrorCode.already_joined, "已在接访中")
+        visit_id = message.visit_id
+        staff: Staff | None = None
+        admitted_before = False
+        if message.code:
+            identity = await self.gateway.redeem(visit_id, message.code)
+        elif message.rejoin:
+            identity, admitted_before = self.tokens.verify(visit_id, message.rejoin)
+        else:
+            staff = self._staff.get(sid)
+            if staff is None:
+                raise ProtocolError(ErrorCode.unauthenticated, "请先登录，或使用接访码加入")
+            identity = await self.gateway.entitle(visit_id, staff)
+        if not await self.gateway.is_open(visit_id):
+            raise ProtocolError(ErrorCode.visit_closed, "该接访已结束或不存在")
+        room = self.rooms.setdefault(visit_id, Room(visit_id))
+        previous = room.by_key(identity.key)
+        if previous is not None:
+            await self._remove(previous.sid, CloseReason.replaced)
+            await self.disconnect(previous.sid)
+        admitted = (
+            identity.role not in GUEST_ROLES
+            or admitted_before
+            or identity.key in room.admitted_keys
+        )
+        me = Participant(
+            id=secrets.token_hex(8), sid=sid, identity=identity, staff=staff, admitted=admitted
+        )
+        room.participants[me.id] = me
+        self._where[sid] = (visit_id, me.id)
+        if staff is not None:
+            await self.enter_room(sid, self.staff_room(visit_id))
+        if admitted:
+            await self._enter_call(room, me)
+        else:
+            if identity.role is ParticipantRole.petitioner:
+                await self.gateway.lobby(visit_id, identity)
+            await self._lobby_changed(room)
+        log.info(
+            "visit %s: %s joined as %s (%s)",
+            visit_id,
+            me.id,
+            identity.role.value,
+            "in call" if admitted else "lobby",
+        )
+        answer: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "participant_id": me.id,
+            "role": identity.role.value,
+            "admitted": admitted,
+            "participants": room.members() if admitted else [],
+        }
+        if staff is not None:
+            answer["lobby"] = room.lobby()
+        else:
+            answer["rejoin"] = self.tokens.issue(visit_id, identity, admitted)
+        return answer
+
+    async def _enter_call(self, room: Room, me: Participant) -> None:
+        room.admitted_keys.add(me.identity.key)
+        await self.enter_room(me.sid, self.call_room(room.visit_id))
+        await self.emit(
+            "participant_joined", me.public(), room=self.call_room(room.visit_id), skip_sid=me.sid
+        )
+
+    async def _admit(self, sid: str, message: Message) -> dict[str, Any]:
+        assert isinstance(message, Admit)
+        room, _, judge = self._judge(sid)
+        guest = room.participants.get(message.participant_id)
+        if guest is None or guest.admitted:
+            raise ProtocolError(ErrorCode.unknown_participant, "候场名单中没有该参与人")
+        await self.gateway.admitted(room.visit_id, judge, guest.identity)
+        guest.admitted = True
+        await self._enter_call(room, guest)
+        await self.emit(
+            "admitted",
+            {
+                "participants": room.members(),
+                "rejoin": self.tokens.issue(room.visit_id, guest.identity, True),
+            },
+            to=guest.sid,
+        )
+        await self._lobby_changed(room)
+        return {"participant_id": guest.id}
+
+    async def _refuse(self, sid: str, message: Message) -> dict[str, Any]:
+        assert isinstance(message, Refuse)
+        room, _, judge = self._judge(sid)
+        guest = room.participants.get(message.participant_id)
+        if guest is None or guest.admitted:
+            raise ProtocolError(ErrorCode.unknown_participant, "候场名单中没有该参与人")
+        await self.gateway.refused(room.visit_id, judge, guest.identity, message.reason)
+        await self.emit("refused", {"reason": message.reason}, to=guest.sid)
+        await self._remove(guest.sid, CloseReason.refused)
+        return {"participant_id": guest.id}
+
+    async def _invite(self, sid: str, message: Message) -> dict[str, Any]:
+        assert isinstance(message, Invite)
+        room, _, judge = self._judge(sid)
+        invitation = await self.gateway.invite(
+            room.visit_id, judge, ParticipantRole(message.role), message.label
+        )
+        return {
+            "code": invitation.code,
+            "role": invitation.role.value,
+            "expires_at": invitation.expires_at.isoformat(),
+        }
+
+    async def _media_state(self, sid: str, message: Message) -> dict[str, Any]:
+        assert isinstance(message, MediaState)
+        room, me = self._participant(sid)
+        me.audio, me.video, me.evidence = message.audio, message.video, message.evidence
+        if me.admitted:
+            await self.emit(
+                "media_state", me.public(), room=self.call_room(room.visit_id), skip_sid=sid
+            )
+        return {}
+
+    async def _leave(self, sid: str, message: Message) -> dict[str, Any]:
+        self._participant(sid)
+        await self._remove(sid, CloseReason.left)
+        return {}
+
+    async def _end(self, sid: str, message: Message) -> dict[str, Any]:
+        room, _, judge = self._judge(sid)
+        await self.gateway.ended(room.visit_id, judge)
+        await self.emit("ended", {"visit_id": room.visit_id}, room=self.call_room(room.visit_id))
+        for p in list(room.participants.values()):
+            if not p.admitted:
+                await self.emit("ended", {"visit_id": room.visit_id}, to=p.sid)
+            await self._remove(p.sid, CloseReason.ended, announce=False)
+        self.rooms.pop(room.visit_id, None)
+        log.info("visit %s ended by judge %s", room.visit_id, judge.user_id)
+        return {}
+
+    async def _remove(self, sid: str, reason: CloseReason, announce: bool = True) -> None:
+        where = self._where.pop(sid, None)
+        if where is None:
+            return
+        room = self.rooms.get(where[0])
+        if room is None:
+            return
+        me = room.participants.pop(where[1], None)
+        if me is None:
+            return
+        await self.leave_room(sid, self.call_room(room.visit_id))
+        await self.leave_room(sid, self.staff_room(room.visit_id))
+        log.info(
+            "visit %s: %s (%s) left: %s", room.visit_id, me.id, me.identity.role.value, reason.value
+        )
+        if announce:
+            if me.admitted:
+                await self.emit(
+                    "participant_left",
+                    {"participant_id": me.id, "reason": reason.value},
+                    room=self.call_room(room.visit_id),
+                )
+            else:
+                await self._lobby_changed(room)
+        if not room.participants:
+            self.rooms.pop(room.visit_id, None)

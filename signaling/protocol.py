@@ -1,0 +1,142 @@
+"""The /visit signaling protocol, version 1: every inbound message is a strict model.
+
+Unknown fields, wrong types and oversize values are refused; see docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+
+PROTOCOL_VERSION = 1
+
+VisitId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+ParticipantId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+ShortText = Annotated[str, StringConstraints(max_length=128)]
+
+
+class ParticipantRole(enum.StrEnum):
+    """Who a participant is in the room."""
+
+    judge = "judge"
+    operator = "operator"
+    petitioner = "petitioner"
+    lawyer = "lawyer"
+    mediator = "mediator"
+
+
+GUEST_ROLES = frozenset(
+    {ParticipantRole.petitioner, ParticipantRole.lawyer, ParticipantRole.mediator}
+)
+
+
+class ErrorCode(enum.StrEnum):
+    """Codes of the ``error`` event and of refused acknowledgements."""
+
+    invalid_message = "invalid_message"
+    unsupported_version = "unsupported_version"
+    rate_limited = "rate_limited"
+    not_joined = "not_joined"
+    already_joined = "already_joined"
+    unauthenticated = "unauthenticated"
+    invalid_code = "invalid_code"
+    expired_code = "expired_code"
+    used_code = "used_code"
+    revoked_code = "revoked_code"
+    not_entitled = "not_entitled"
+    visit_closed = "visit_closed"
+    forbidden = "forbidden"
+    unknown_participant = "unknown_participant"
+    internal_error = "internal_error"
+
+
+class Message(BaseModel):
+    """Base of inbound messages: strict types, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Join(Message):
+    v: Literal[1]
+    visit_id: VisitId
+    code: Annotated[str, StringConstraints(min_length=8, max_length=40)] | None = None
+    rejoin: Annotated[str, StringConstraints(min_length=16, max_length=512)] | None = None
+
+
+class Admit(Message):
+    participant_id: ParticipantId
+
+
+class Refuse(Message):
+    participant_id: ParticipantId
+    reason: ShortText = ""
+
+
+class Invite(Message):
+    role: Literal["lawyer", "mediator"]
+    label: ShortText = ""
+
+
+class MediaState(Message):
+    audio: bool
+    video: bool
+    evidence: bool = False
+
+
+class Empty(Message):
+    pass
+
+
+INBOUND: dict[str, type[Message]] = {
+    "join": Join,
+    "admit": Admit,
+    "refuse": Refuse,
+    "invite": Invite,
+    "media_state": MediaState,
+    "leave": Empty,
+    "end": Empty,
+}
+
+
+class ProtocolError(Exception):
+    """A refused message; the connection survives and gets an ``error`` event."""
+
+    def __init__(self, code: ErrorCode, message: str, details: Any | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def payload(self, event: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"event": event, "code": self.code.value, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+def parse(event: str, data: Any) -> Message:
+    """Validate one inbound message (``data`` as socket.io delivered it)."""
+    model = INBOUND[event]
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.invalid_message, "消息须为 JSON 对象")
+    if (
+        event == "join"
+        and data.get("v") not in (None, PROTOCOL_VERSION)
+        and isinstance(data.get("v"), int)
+    ):
+        raise ProtocolError(
+            ErrorCode.unsupported_version,
+            f"不支持的协议版本 {data.get('v')}（服务器为 {PROTOCOL_VERSION}）",
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "(message)", "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise ProtocolError(ErrorCode.invalid_message, "消息格式有误", details) from None

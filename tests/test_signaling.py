@@ -1,0 +1,325 @@
+"""The /visit signaling namespace with real socket.io clients against the real app:
+lobby, admit/refuse, codes (wrong, used, expired, other visit), entitlement, invitations,
+rejoin, end, malformed messages (hypothesis) and floods."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import socketio
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from config.db import Database, utcnow
+from config.keys import load_secret_key
+from config.settings import Settings
+from scheduler import visits as vs
+from scheduler.codes import issue_visit_code
+from scheduler.models import CodeRole, Role, Visit, VisitState
+from scheduler.scope import Actor
+from tests.conftest import MakeClient
+from tests.helpers import Booking, local_time, login, next_weekday
+
+
+class Peer:
+    """A socket.io client on /visit that records every event it receives."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: dict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
+        for name in (
+            "lobby",
+            "admitted",
+            "refused",
+            "participant_joined",
+            "participant_left",
+            "media_state",
+            "ended",
+            "error",
+        ):
+            self.sio.on(name, self._recorder(name), namespace="/visit")
+
+    def _recorder(self, name: str) -> Any:
+        async def record(data: Any) -> None:
+            await self.events[name].put(data)
+
+        return record
+
+    async def connect(self, client: TestClient, cookie: str | None = None) -> Peer:
+        headers = {"Cookie": f"vr_session={cookie}"} if cookie else {}
+        await self.sio.connect(
+            str(client.make_url("/")),
+            namespaces=["/visit"],
+            headers=headers,
+            transports=["websocket"],
+        )
+        return self
+
+    async def call(self, event: str, data: Any = None) -> dict[str, Any]:
+        return await self.sio.call(event, data, namespace="/visit", timeout=30)  # type: ignore[no-any-return]
+
+    async def next(self, event: str) -> Any:
+        return await asyncio.wait_for(self.events[event].get(), timeout=30)
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+
+def _cookie(client: TestClient) -> str:
+    return client.session.cookie_jar.filter_cookies(client.make_url("/"))["vr_session"].value
+
+
+@pytest.fixture
+async def visit(booking: Booking, migrated: Settings) -> dict[str, Any]:
+    """A visit of petition a0, booked with judge_a and checked in, with codes."""
+    w = booking.world
+    actor = Actor(
+        user_id=w.users["op_a"], username="op_a", role=Role.operator, court_id=w.courts["basic_a"]
+    )
+    start = local_time(next_weekday(0), 10)
+    secret = load_secret_key(migrated)
+    db = Database(migrated)
+    try:
+        async with db.writer() as s:
+            v = await vs.book_visit(
+                s,
+                actor,
+                migrated,
+                petition_id=booking.petitions["a0"],
+                receiving_court_id=w.courts["mid_a"],
+                judge_id=w.users["judge_a"],
+                room_id=w.rooms["basic_a"],
+                starts_at=start,
+            )
+            await vs.check_in(s, actor, v.id, document_type="other", document_number="X1234567")
+            other = await vs.book_visit(
+                s,
+                actor,
+                migrated,
+                petition_id=booking.petitions["a1"],
+                receiving_court_id=w.courts["mid_a"],
+                judge_id=w.users["judge_a"],
+                room_id=w.rooms["basic_a"],
+                starts_at=start + timedelta(hours=1),
+            )
+            codes = {}
+            for name, visit_id, ttl in (
+                ("petitioner", v.id, timedelta(hours=2)),
+                ("spare", v.id, timedelta(hours=2)),
+                ("expired", v.id, -timedelta(minutes=1)),
+                ("other_visit", other.id, timedelta(hours=2)),
+            ):
+                issued = await issue_visit_code(
+                    s,
+                    secret=secret,
+                    visit_id=visit_id,
+                    role=CodeRole.petitioner,
+                    ttl=ttl,
+                    now=utcnow(),
+                )
+                codes[name] = issued.code
+        return {"id": v.id, "other": other.id, "codes": codes}
+    finally:
+        await db.dispose()
+
+
+async def _state(settings: Settings, visit_id: str) -> VisitState:
+    db = Database(settings)
+    try:
+        async with db.reader() as s:
+            v = await s.get(Visit, visit_id)
+            assert v is not None
+            return v.state
+    finally:
+        await db.dispose()
+
+
+async def test_lobby_admit_invite_refuse_rejoin_end(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+) -> None:
+    staff = await make_client()
+    await login(staff, "judge_a")
+    judge = await Peer().connect(staff, _cookie(staff))
+    joined = await judge.call("join", {"v": 1, "visit_id": visit["id"]})
+    assert joined["ok"] and joined["role"] == "judge" and joined["admitted"]
+    assert joined["lobby"] == []
+
+    petitioner = await Peer().connect(staff)  # no cookie: a guest
+    ans = await petitioner.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
+    )
+    assert ans["ok"] and ans["role"] == "petitioner" and not ans["admitted"]
+    assert ans["participants"] == [] and ans["rejoin"]
+    lobby = await judge.next("lobby")
+    assert [p["participant_id"] for p in lobby["waiting"]] == [ans["participant_id"]]
+    assert lobby["waiting"][0]["name"] == "信访人a0"
+    assert await _state(migrated, visit["id"]) is VisitState.in_lobby
+
+    # only the judge admits
+    refused = await petitioner.call("admit", {"participant_id": ans["participant_id"]})
+    assert refused["error"]["code"] == "forbidden"
+    ok = await judge.call("admit", {"participant_id": ans["participant_id"]})
+    assert ok["ok"]
+    admitted = await petitioner.next("admitted")
+    assert {p["role"] for p in admitted["participants"]} == {"judge", "petitioner"}
+    assert (await judge.next("participant_joined"))["role"] == "petitioner"
+    assert await _state(migrated, visit["id"]) is VisitState.in_progress
+
+    # the judge invites a lawyer, who waits in the lobby and is refused
+    invitation = await judge.call("invite", {"role": "lawyer", "label": "值班律师张某"})
+    assert invitation["ok"] and len(invitation["code"]) >= 8
+    lawyer = await Peer().connect(staff)
+    lj = await lawyer.call("join", {"v": 1, "visit_id": visit["id"], "code": invitation["code"]})
+    assert lj["role"] == "lawyer" and not lj["admitted"]
+    waiting = await judge.next("lobby")
+    while not waiting["waiting"]:
+        waiting = await judge.next("lobby")
+    assert waiting["waiting"][0]["name"] == "值班律师张某"
+    assert (
+        await judge.call("refuse", {"participant_id": lj["participant_id"], "reason": "与本案无关"})
+    )["ok"]
+    assert (await lawyer.next("refused"))["reason"] == "与本案无关"
+    await lawyer.close()
+
+    # mute state reaches the others
+    assert (await petitioner.call("media_state", {"audio": False, "video": True}))["ok"]
+    muted = await judge.next("media_state")
+    assert muted["audio"] is False and muted["participant_id"] == ans["participant_id"]
+
+    # a dropped petitioner rejoins with the token: same identity, new id, straight in
+    await petitioner.close()
+    left = await judge.next("participant_left")
+    assert left["reason"] == "disconnected"
+    again = await Peer().connect(staff)
+    back = await again.call("join", {"v": 1, "visit_id": visit["id"], "rejoin": ans["rejoin"]})
+    assert back["ok"] and back["admitted"] and back["participant_id"] != ans["participant_id"]
+    # the spent one-time code does not work a second time
+    thief = await Peer().connect(staff)
+    used = await thief.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
+    )
+    assert used["error"]["code"] == "used_code"
+    await thief.close()
+
+    assert (await judge.call("end"))["ok"]
+    assert (await again.next("ended"))["visit_id"] == visit["id"]
+    assert await _state(migrated, visit["id"]) is VisitState.ended
+    late = await Peer().connect(staff)
+    closed = await late.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["spare"]}
+    )
+    assert closed["error"]["code"] == "visit_closed"
+    for peer in (again, judge, late):
+        await peer.close()
+
+
+async def test_refusals_and_the_connection_survives(
+    make_client: MakeClient, visit: dict[str, Any]
+) -> None:
+    anon = await make_client()
+    peer = await Peer().connect(anon)
+    cases = [
+        ({"v": 1, "visit_id": visit["id"], "code": "WRONGCODE2"}, "invalid_code"),
+        ({"v": 1, "visit_id": visit["id"], "code": visit["codes"]["expired"]}, "expired_code"),
+        ({"v": 1, "visit_id": visit["id"], "code": visit["codes"]["other_visit"]}, "invalid_code"),
+        ({"v": 1, "visit_id": visit["id"]}, "unauthenticated"),
+        ({"v": 2, "visit_id": visit["id"]}, "unsupported_version"),
+        ({"v": 1, "visit_id": "not-a-visit"}, "invalid_message"),
+        ({"v": 1, "visit_id": visit["id"], "extra": 1}, "invalid_message"),
+        ("join me", "invalid_message"),
+    ]
+    for data, code in cases:
+        answer = await peer.call("join", data)
+        assert answer["ok"] is False and answer["error"]["code"] == code, (data, answer)
+        assert (await peer.next("error"))["code"] == code
+    assert (await peer.call("admit", {"participant_id": "0" * 16}))["error"]["code"] == "not_joined"
+    # still connected and usable: a good code now works
+    good = await peer.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["spare"]}
+    )
+    assert good["ok"] and good["role"] == "petitioner"
+    await peer.close()
+
+    for username in ("judge_b", "op_b", "arch_a"):
+        c = await make_client()
+        await login(c, username)
+        staff = await Peer().connect(c, _cookie(c))
+        answer = await staff.call("join", {"v": 1, "visit_id": visit["id"]})
+        assert answer["error"]["code"] == "not_entitled", username
+        await staff.close()
+    c = await make_client()
+    await login(c, "op_a")
+    operator = await Peer().connect(c, _cookie(c))
+    answer = await operator.call("join", {"v": 1, "visit_id": visit["id"]})
+    assert answer["ok"] and answer["role"] == "operator" and answer["admitted"]
+    assert (await operator.call("end"))["error"]["code"] == "forbidden"
+    await operator.close()
+
+
+EVENTS = ["join", "admit", "refuse", "invite", "media_state", "leave", "end", "offer", "bogus"]
+payloads = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["v", "visit_id", "code", "participant_id", "role", "audio", "video", "x"]
+            ),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=8,
+)
+
+
+async def test_malformed_messages_get_errors_not_crashes(
+    make_client: MakeClient, visit: dict[str, Any]
+) -> None:
+    anon = await make_client()
+    peer = await Peer().connect(anon)
+    samples: list[tuple[str, Any]] = []
+
+    @settings(
+        max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(event=st.sampled_from(EVENTS), data=payloads)
+    def collect(event: str, data: Any) -> None:
+        samples.append((event, data))
+
+    collect()
+    codes = set()
+    for event, data in samples:
+        answer = await peer.call(event, data)
+        assert answer["ok"] is False, (event, data, answer)
+        codes.add(answer["error"]["code"])
+        await asyncio.sleep(0.06)  # stay under the rate limit: this test is about shape
+    assert codes <= {
+        "invalid_message",
+        "not_joined",
+        "unsupported_version",
+        "unauthenticated",
+        "invalid_code",
+    }
+    assert "internal_error" not in codes
+    good = await peer.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["spare"]}
+    )
+    assert good["ok"]
+    await peer.close()
+
+
+async def test_flood_is_rate_limited(make_client: MakeClient, visit: dict[str, Any]) -> None:
+    anon = await make_client()
+    peer = await Peer().connect(anon)
+    answers = await asyncio.gather(
+        *(peer.call("media_state", {"audio": True, "video": True}) for _ in range(120))
+    )
+    codes = [a["error"]["code"] for a in answers]
+    assert codes.count("rate_limited") >= 60 and set(codes) <= {"rate_limited", "not_joined"}
+    await peer.close()
