@@ -61,6 +61,14 @@ class Settings(BaseModel):
     reminder_minutes: int = Field(10, ge=1, le=120)
     booking_horizon_days: int = Field(120, ge=1, le=730)
     housekeeping_seconds: float = Field(30.0, gt=0, le=3600)
+    media_announced_addresses: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Host addresses the relay offers in ICE (aioice leaves out 127.0.0.1 "
+        "unless told); set the server's LAN address in production.",
+    )
+    media_ice_servers: list[str] = Field(
+        default_factory=list, description="STUN/TURN URLs; empty on closed court networks."
+    )
     secret_key: str | None = Field(
         None,
         min_length=32,

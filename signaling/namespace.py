@@ -17,6 +17,9 @@ from typing import Any
 
 import socketio
 
+from media.errors import MediaError
+from media.room import Relay
+from media.room import Room as MediaRoom
 from signaling.gateway import Identity, RejoinTokens, Staff, VisitGateway
 from signaling.protocol import (
     GUEST_ROLES,
@@ -29,7 +32,9 @@ from signaling.protocol import (
     Message,
     ParticipantRole,
     ProtocolError,
+    Publish,
     Refuse,
+    SubscribeAnswer,
     parse,
 )
 
@@ -120,6 +125,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self,
         gateway: VisitGateway,
         tokens: RejoinTokens,
+        relay: Relay | None = None,
         *,
         rate: float = 20.0,
         burst: int = 40,
@@ -128,6 +134,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         super().__init__("/visit")
         self.gateway = gateway
         self.tokens = tokens
+        self.relay = relay
         self.rooms: dict[str, Room] = {}
         self._where: dict[str, tuple[str, str]] = {}  # sid → (visit id, participant id)
         self._staff: dict[str, Staff | None] = {}
@@ -141,6 +148,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "media_state": self._media_state,
             "leave": self._leave,
             "end": self._end,
+            "publish": self._publish,
+            "subscribe": self._subscribe,
+            "subscribe_answer": self._subscribe_answer,
         }
 
     # ------------------------------------------------------------ plumbing
@@ -329,6 +339,46 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             )
         return {}
 
+    def _media_room(self, sid: str) -> tuple[Room, Participant, MediaRoom]:
+        room, me = self._participant(sid)
+        if not me.admitted:
+            raise ProtocolError(ErrorCode.forbidden, "请等待法官准许进入")
+        if self.relay is None:
+            raise ProtocolError(ErrorCode.media_failed, "本节点未启用媒体中继")
+        return room, me, self.relay.room(room.visit_id)
+
+    async def _publish(self, sid: str, message: Message) -> dict[str, Any]:
+        assert isinstance(message, Publish)
+        room, me, media = self._media_room(sid)
+        try:
+            answer = await media.publish(me.id, message.sdp)
+        except (MediaError, ValueError) as exc:
+            raise ProtocolError(ErrorCode.media_failed, f"媒体协商失败：{exc}"[:200]) from None
+        await self.emit(
+            "tracks_changed",
+            {"participant_id": me.id},
+            room=self.call_room(room.visit_id),
+            skip_sid=sid,
+        )
+        return {"type": "answer", "sdp": answer}
+
+    async def _subscribe(self, sid: str, message: Message) -> dict[str, Any]:
+        _, me, media = self._media_room(sid)
+        try:
+            offer = await media.subscribe(me.id)
+        except (MediaError, ValueError) as exc:
+            raise ProtocolError(ErrorCode.media_failed, f"媒体协商失败：{exc}"[:200]) from None
+        return {"type": "offer", "sdp": offer}
+
+    async def _subscribe_answer(self, sid: str, message: Message) -> dict[str, Any]:
+        assert isinstance(message, SubscribeAnswer)
+        _, me, media = self._media_room(sid)
+        try:
+            await media.answer(me.id, message.sdp)
+        except (MediaError, ValueError) as exc:
+            raise ProtocolError(ErrorCode.media_failed, f"媒体协商失败：{exc}"[:200]) from None
+        return {}
+
     async def _leave(self, sid: str, message: Message) -> dict[str, Any]:
         self._participant(sid)
         await self._remove(sid, CloseReason.left)
@@ -343,6 +393,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 await self.emit("ended", {"visit_id": room.visit_id}, to=p.sid)
             await self._remove(p.sid, CloseReason.ended, announce=False)
         self.rooms.pop(room.visit_id, None)
+        if self.relay is not None:
+            await self.relay.close_room(room.visit_id)
         log.info("visit %s ended by judge %s", room.visit_id, judge.user_id)
         return {}
 
@@ -372,3 +424,5 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 await self._lobby_changed(room)
         if not room.participants:
             self.rooms.pop(room.visit_id, None)
+            if self.relay is not None:
+                await self.relay.close_room(room.visit_id)

@@ -49,6 +49,7 @@ class ErrorCode(enum.StrEnum):
     visit_closed = "visit_closed"
     forbidden = "forbidden"
     unknown_participant = "unknown_participant"
+    media_failed = "media_failed"
     internal_error = "internal_error"
 
 
@@ -85,6 +86,20 @@ class MediaState(Message):
     evidence: bool = False
 
 
+MAX_SDP = 64 * 1024
+Sdp = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP)]
+
+
+class Publish(Message):
+    type: Literal["offer"]
+    sdp: Sdp
+
+
+class SubscribeAnswer(Message):
+    type: Literal["answer"]
+    sdp: Sdp
+
+
 class Empty(Message):
     pass
 
@@ -95,6 +110,9 @@ INBOUND: dict[str, type[Message]] = {
     "refuse": Refuse,
     "invite": Invite,
     "media_state": MediaState,
+    "publish": Publish,
+    "subscribe": Empty,
+    "subscribe_answer": SubscribeAnswer,
     "leave": Empty,
     "end": Empty,
 }

@@ -24,6 +24,8 @@ from tests.helpers import Booking, World, free_port, seed_booking, seed_world, w
 from web.app import create_app
 from web.cli import migrate
 
+pytest_plugins = ["tests.visits"]  # the booked-visit fixture of the live-visit tests
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -17,6 +17,8 @@ from config.db import Database
 from config.keys import load_secret_key
 from config.redis import create_redis
 from config.settings import Settings
+from media.room import Relay
+from media.transport import announce_addresses
 from scheduler.notify import push_all, take_outbox
 from scheduler.visits import housekeeping
 from signaling.gateway import RejoinTokens
@@ -168,7 +170,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_housekeeping)
     sio = create_sio(settings)
     sio.register_namespace(NotificationNamespace(functools.partial(_authenticate_socket, app)))
-    sio.register_namespace(VisitNamespace(LazyGateway(app), RejoinTokens(app[SECRET])))
+    announce_addresses(settings.media_announced_addresses)
+    relay = Relay(ice_servers=settings.media_ice_servers)
+    sio.register_namespace(VisitNamespace(LazyGateway(app), RejoinTokens(app[SECRET]), relay))
     sio.attach(app)
     app[NOTIFIER] = SocketNotifier(sio)
     api.add_to(app)

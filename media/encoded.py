@@ -1,0 +1,165 @@
+"""Encoded frames through aiortc without decoding or encoding (aiortc 1.16; see
+docs/relay-design.md for the private seams used and why).
+
+- :func:`tap_receiver` turns a receiver's assembled frames into ``av.Packet`` objects on its
+  track, so no decoder is ever created;
+- :class:`ForwardTrack` is one subscriber's copy of a published track: bounded, video gated
+  to keyframes; an ``RTCRtpSender`` given ``av.Packet`` only packetizes it;
+- :func:`forward_keyframe_requests` passes a subscriber's PLI/FIR up to the publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import queue
+import time
+from collections.abc import Callable
+from typing import Any
+
+import av
+from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+log = logging.getLogger("vreception.media")
+
+
+def vp8_is_keyframe(data: bytes) -> bool:
+    """RFC 6386 §9.1: the P bit of the frame tag is 0 on a keyframe."""
+    return len(data) >= 3 and (data[0] & 0x01) == 0
+
+
+def h264_is_keyframe(data: bytes) -> bool:
+    """An Annex-B access unit holding an IDR slice (NAL type 5)."""
+    i = 0
+    while (i := data.find(b"\x00\x00\x01", i)) >= 0 and i + 3 < len(data):
+        if data[i + 3] & 0x1F == 5:
+            return True
+        i += 3
+    return False
+
+
+def is_keyframe(codec: str, data: bytes) -> bool:
+    if codec == "vp8":
+        return vp8_is_keyframe(data)
+    if codec == "h264":
+        return h264_is_keyframe(data)
+    return True  # audio: every frame stands alone
+
+
+def to_packet(codec: Any, frame: Any) -> av.Packet[Any]:
+    """An assembled ``JitterFrame`` as an ``av.Packet`` (pts in RTP clock ticks)."""
+    name = str(codec.name).lower()
+    packet = av.Packet(frame.data)
+    packet.pts = packet.dts = frame.timestamp
+    packet.time_base = fractions.Fraction(1, codec.clockRate)
+    packet.is_keyframe = is_keyframe(name, frame.data)
+    packet.opaque = name
+    return packet
+
+
+class _TapQueue(queue.Queue[Any]):
+    """Stands in for the receiver's decoder queue: frames go straight to the track."""
+
+    def __init__(self, receiver: RTCRtpReceiver) -> None:
+        super().__init__()
+        self._receiver = receiver
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:  # stop sentinel: let the (idle) decoder thread end the track
+            super().put(None, block, timeout)
+            return
+        codec, frame = item
+        track_queue = self._receiver.track._queue  # type: ignore[attr-defined]
+        track_queue.put_nowait(to_packet(codec, frame))
+
+
+def tap_receiver(receiver: RTCRtpReceiver) -> None:
+    """Make ``receiver.track.recv()`` return encoded ``av.Packet``s; call in on("track")."""
+    # the name-mangled decoder queue: receive() hands it to the decoder thread
+    setattr(receiver, "_RTCRtpReceiver__decoder_queue", _TapQueue(receiver))  # noqa: B010
+
+
+class ForwardTrack(MediaStreamTrack):
+    """One subscriber's copy of a published track (each sender needs its own track)."""
+
+    def __init__(
+        self, kind: str, codec: str, request_keyframe: Callable[[], None], maxsize: int = 300
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.codec = codec
+        self._queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue(maxsize)
+        self._need_keyframe = kind == "video"
+        self.request_keyframe = request_keyframe
+        self.forwarded = 0
+
+    def push(self, packet: av.Packet[Any] | None) -> None:
+        if packet is None:
+            with _suppress_full():
+                self._queue.put_nowait(None)
+            return
+        if packet.opaque != self.codec:
+            return
+        if self._need_keyframe:
+            if not packet.is_keyframe:
+                return
+            self._need_keyframe = False
+        try:
+            self._queue.put_nowait(packet)
+        except asyncio.QueueFull:  # a slow subscriber: drop its backlog, resync on a keyframe
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._need_keyframe = self.kind == "video"
+            self.request_keyframe()
+
+    async def recv(self) -> av.Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        packet = await self._queue.get()
+        if packet is None:
+            self.stop()
+            raise MediaStreamError
+        self.forwarded += 1
+        return packet
+
+
+class _suppress_full:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
+        return kind is asyncio.QueueFull
+
+
+_pending: set[asyncio.Future[Any]] = set()
+
+
+def keyframe_requester(upstream: RTCRtpReceiver, min_interval: float = 0.5) -> Callable[[], None]:
+    """A function that asks the publisher for a keyframe (PLI), at most every min_interval."""
+    last = 0.0
+
+    def request() -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < min_interval:
+            return
+        last = now
+        for source in upstream.getSynchronizationSources():
+            task = asyncio.ensure_future(upstream._send_rtcp_pli(source.source))
+            _pending.add(task)
+            task.add_done_callback(_pending.discard)
+
+    return request
+
+
+def forward_keyframe_requests(sender: RTCRtpSender, request: Callable[[], None]) -> None:
+    """A PLI or FIR from the subscriber reaches the publisher (the relay cannot encode one)."""
+    original = sender._send_keyframe
+
+    def on_keyframe_request() -> None:
+        original()
+        request()
+
+    sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]

@@ -1,0 +1,183 @@
+"""The relay forwards encoded media: an aiortc publisher → Relay → an aiortc subscriber on
+127.0.0.1 with no STUN. What arrives decodes, is byte-identical to what the relay received,
+and no decoder is ever created (the subscriber's frames are decoded here with PyAV)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import defaultdict
+from typing import Any
+
+import av
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.codecs import h264, opus, vpx
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+
+from media.encoded import tap_receiver
+from media.room import PublishedTrack, Relay
+from media.transport import announce_addresses, create_peer_connection
+from tests.conftest import MakeClient
+from tests.helpers import login
+from tests.visits import Peer, _cookie
+
+
+class HashSink:
+    """A recorder stand-in: remembers a hash of every packet the relay received."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[str, set[str]] = defaultdict(set)
+        self.started: list[str] = []
+
+    def track_started(self, visit_id: str, track: PublishedTrack) -> None:
+        self.started.append(track.kind)
+
+    def packet(self, track: PublishedTrack, packet: av.Packet[Any], arrival: float) -> None:
+        self.hashes[track.kind].add(hashlib.sha256(bytes(packet)).hexdigest())
+
+    def track_ended(self, track: PublishedTrack) -> None:
+        return None
+
+
+@pytest.fixture
+def decoders_created(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every aiortc decoder constructed in this process (there must be none)."""
+    created: list[str] = []
+    for cls in (vpx.Vp8Decoder, opus.OpusDecoder, h264.H264Decoder):
+        original = cls.__init__
+
+        def spy(
+            self: Any, *args: Any, _name: str = cls.__name__, _orig: Any = original, **kw: Any
+        ) -> None:
+            created.append(_name)
+            _orig(self, *args, **kw)
+
+        monkeypatch.setattr(cls, "__init__", spy)
+    return created
+
+
+async def _collect(track: Any, into: list[av.Packet[Any]]) -> None:
+    try:
+        while True:
+            into.append(await track.recv())
+    except MediaStreamError:
+        pass
+
+
+async def test_relay_forwards_encoded_media_without_decoding(decoders_created: list[str]) -> None:
+    announce_addresses(["127.0.0.1"])
+    sink = HashSink()
+    relay = Relay(sinks=[sink])
+    room = relay.room("f" * 32)
+
+    publisher = create_peer_connection()
+    publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    await publisher.setLocalDescription(await publisher.createOffer())
+    answer = await room.publish("judge1", publisher.localDescription.sdp)
+    await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    assert sorted(sink.started) == ["audio", "video"]
+
+    subscriber: RTCPeerConnection = create_peer_connection()
+    received: dict[str, list[av.Packet[Any]]] = {"video": [], "audio": []}
+    tasks: list[asyncio.Task[None]] = []
+
+    @subscriber.on("track")
+    def on_track(track: Any) -> None:
+        receiver = next(r for r in subscriber.getReceivers() if r.track is track)
+        tap_receiver(receiver)  # the test decodes with PyAV itself, below
+        tasks.append(asyncio.create_task(_collect(track, received[track.kind])))
+
+    offer = await room.subscribe("petitioner1")
+    await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    await subscriber.setLocalDescription(await subscriber.createAnswer())
+    await room.answer("petitioner1", subscriber.localDescription.sdp)
+
+    deadline = asyncio.get_running_loop().time() + 60
+    while len(received["video"]) < 30 or len(received["audio"]) < 50:
+        assert asyncio.get_running_loop().time() < deadline, {
+            k: len(v) for k, v in received.items()
+        }
+        await asyncio.sleep(0.1)
+
+    video = received["video"]
+    assert video[0].is_keyframe  # gated: a subscriber starts on a keyframe
+    decoder = av.CodecContext.create("vp8", "r")
+    frames = [f for p in video for f in decoder.decode(av.Packet(bytes(p)))]
+    assert len(frames) >= 25 and frames[0].width == 640 and frames[0].height == 480
+    for kind in ("video", "audio"):
+        got = {hashlib.sha256(bytes(p)).hexdigest() for p in received[kind]}
+        assert got <= sink.hashes[kind], f"{kind}: subscriber got bytes the relay never received"
+    assert decoders_created == []
+
+    await room.close()
+    await publisher.close()
+    await subscriber.close()
+    for task in tasks:
+        task.cancel()
+
+
+async def test_visit_media_through_signaling(
+    make_client: MakeClient, visit: dict[str, Any], decoders_created: list[str]
+) -> None:
+    """The judge publishes through /visit; the admitted petitioner subscribes and receives it.
+    Before admission the petitioner may neither publish nor subscribe."""
+    staff = await make_client()
+    await login(staff, "judge_a")
+    judge = await Peer().connect(staff, _cookie(staff))
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    guest = await Peer().connect(staff)
+    joined = await guest.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
+    )
+    early = await guest.call("subscribe")
+    assert early["error"]["code"] == "forbidden"  # still in the lobby
+
+    publisher = create_peer_connection()
+    publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    await publisher.setLocalDescription(await publisher.createOffer())
+    answer = await judge.call("publish", {"type": "offer", "sdp": publisher.localDescription.sdp})
+    assert answer["ok"] and answer["type"] == "answer"
+    await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    assert (await judge.call("admit", {"participant_id": joined["participant_id"]}))["ok"]
+    await guest.next("admitted")
+    subscriber = create_peer_connection()
+    received: dict[str, list[av.Packet[Any]]] = {"video": [], "audio": []}
+    tasks: list[asyncio.Task[None]] = []
+
+    @subscriber.on("track")
+    def on_track(track: Any) -> None:
+        receiver = next(r for r in subscriber.getReceivers() if r.track is track)
+        tap_receiver(receiver)
+        tasks.append(asyncio.create_task(_collect(track, received[track.kind])))
+
+    offer = await guest.call("subscribe")
+    assert offer["ok"] and offer["type"] == "offer"
+    await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+    await subscriber.setLocalDescription(await subscriber.createAnswer())
+    assert (
+        await guest.call(
+            "subscribe_answer", {"type": "answer", "sdp": subscriber.localDescription.sdp}
+        )
+    )["ok"]
+    deadline = asyncio.get_running_loop().time() + 60
+    while len(received["video"]) < 20 or len(received["audio"]) < 20:
+        assert asyncio.get_running_loop().time() < deadline, {
+            k: len(v) for k, v in received.items()
+        }
+        await asyncio.sleep(0.1)
+    assert received["video"][0].is_keyframe
+    too_big = await judge.call("publish", {"type": "offer", "sdp": "x" * (64 * 1024 + 1)})
+    assert too_big["error"]["code"] == "invalid_message"
+    assert decoders_created == []
+
+    assert (await judge.call("end"))["ok"]
+    for task in tasks:
+        task.cancel()
+    await publisher.close()
+    await subscriber.close()
+    await guest.close()
+    await judge.close()
