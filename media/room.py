@@ -130,9 +130,12 @@ class Room:
                 sink.track_ended(track)
             self.tracks.pop(track.id, None)
 
-    async def subscribe(self, participant_id: str) -> str:
-        """An offer carrying every track published by the others."""
+    async def subscribe(self, participant_id: str) -> str | None:
+        """An offer carrying every track published by the others; None while there is none
+        (an offer without media sections is refused by browsers)."""
         await self._close_pc(self.subscribers.pop(participant_id, None))
+        if not any(t.participant_id != participant_id for t in self.tracks.values()):
+            return None
         pc = create_peer_connection(self.relay.ice_servers)
         self.subscribers[participant_id] = pc
         for track in self.tracks.values():

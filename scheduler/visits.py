@@ -135,7 +135,7 @@ async def _may_see(db: AsyncSession, actor: Actor, visit: Visit) -> bool:
     )
 
 
-def _may_manage(actor: Actor, visit: Visit) -> None:
+def may_manage(actor: Actor, visit: Visit) -> None:
     """Operators of the booking court (and admins) change bookings."""
     if actor.is_admin or (actor.role is Role.operator and actor.court_id == visit.court_id):
         return
@@ -506,7 +506,7 @@ async def reschedule_visit(
 ) -> Visit:
     now = now or utcnow()
     visit = await visible_visit(db, actor, visit_id)
-    _may_manage(actor, visit)
+    may_manage(actor, visit)
     if visit.state not in (VisitState.scheduled, VisitState.checked_in):
         raise ConflictError(f"{STATE_NAMES[visit.state]}的接访不能改期", code="invalid_state")
     petition = await db.get(Petition, visit.petition_id)
@@ -609,7 +609,7 @@ async def cancel_visit(
 ) -> Visit:
     visit = await visible_visit(db, actor, visit_id)
     if not (actor.role is Role.judge and visit.judge_id == actor.user_id):
-        _may_manage(actor, visit)
+        may_manage(actor, visit)
     await _set_state(db, actor, visit, VisitState.cancelled, reason=reason)
     visit.cancel_reason = reason
     petition = await db.get(Petition, visit.petition_id)
@@ -635,7 +635,7 @@ async def check_in(
 ) -> Visit:
     """Record the identity check; only the masked number is kept."""
     visit = await visible_visit(db, actor, visit_id)
-    _may_manage(actor, visit)
+    may_manage(actor, visit)
     masked = mask_id_number(document_number.strip().upper())
     await _set_state(
         db, actor, visit, VisitState.checked_in, document_type=document_type, document=masked
@@ -669,7 +669,7 @@ async def change_state(
         ):
             raise PermissionDeniedError("只有接访法官可以开始或结束接访")
     elif to is VisitState.in_lobby:
-        _may_manage(actor, visit)
+        may_manage(actor, visit)
     elif to is VisitState.checked_in:
         # only back from the lobby; the identity check itself is POST /check-in
         if visit.state is not VisitState.in_lobby:
@@ -677,7 +677,7 @@ async def change_state(
                 "签到请使用身份核验；此处只能让候场的信访人退回", code="invalid_transition"
             )
         if not (actor.role is Role.judge and actor.court_id == visit.receiving_court_id):
-            _may_manage(actor, visit)
+            may_manage(actor, visit)
     elif to is VisitState.archived:
         if not (actor.is_admin or actor.user_id is None):
             raise PermissionDeniedError("归档由系统在录像处理完成后进行")

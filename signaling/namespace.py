@@ -368,6 +368,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             offer = await media.subscribe(me.id)
         except (MediaError, ValueError) as exc:
             raise ProtocolError(ErrorCode.media_failed, f"媒体协商失败：{exc}"[:200]) from None
+        if offer is None:
+            return {"type": "offer", "sdp": None}  # nothing published yet: wait for tracks_changed
         return {"type": "offer", "sdp": offer}
 
     async def _subscribe_answer(self, sid: str, message: Message) -> dict[str, Any]:

@@ -71,6 +71,7 @@ async def test_relay_forwards_encoded_media_without_decoding(decoders_created: l
     relay = Relay(sinks=[sink])
     room = relay.room("f" * 32)
 
+    assert await room.subscribe("petitioner1") is None  # nothing to offer yet
     publisher = create_peer_connection()
     publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
     publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")
@@ -90,6 +91,7 @@ async def test_relay_forwards_encoded_media_without_decoding(decoders_created: l
         tasks.append(asyncio.create_task(_collect(track, received[track.kind])))
 
     offer = await room.subscribe("petitioner1")
+    assert offer is not None
     await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
     await subscriber.setLocalDescription(await subscriber.createAnswer())
     await room.answer("petitioner1", subscriber.localDescription.sdp)

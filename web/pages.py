@@ -110,7 +110,24 @@ async def socket_io_client(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(SOCKET_IO_CLIENT, headers={"Cache-Control": "max-age=3600"})
 
 
+async def join_page(request: web.Request) -> web.StreamResponse:
+    """The guests' page (petitioner, lawyer, mediator): no account, a one-time code."""
+    return _html("join.html")
+
+
+async def call_page(request: web.Request) -> web.StreamResponse:
+    """The staff call view of one visit; who may enter is decided by the signaling."""
+    role = await _role(request)
+    if role is None:
+        raise web.HTTPFound("/login?next=" + request.path)
+    if role not in (Role.judge, Role.operator):
+        return _html("forbidden.html", status=403)
+    return _html("call.html")
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/join", join_page)
+    app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)
     app.router.add_get("/", index)
     app.router.add_get("/login", login_page)

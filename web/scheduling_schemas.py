@@ -422,3 +422,11 @@ class FeedOut(Answer):
         return cls(
             id=f.id, kind=f.owner_kind, owner_id=f.owner_id, created_at=f.created_at, url=url
         )
+
+
+class CodeOut(Answer):
+    """A one-time code, shown once."""
+
+    code: str
+    expires_at: datetime
+    join_url: str

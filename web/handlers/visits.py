@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from config.audit import record_audit
 from config.db import utcnow
+from config.errors import ConflictError
 from scheduler import visits as vs
-from scheduler.models import Court, Petition, Petitioner, ReceptionRoom, Role, User, Visit
+from scheduler.codes import issue_visit_code
+from scheduler.models import (
+    CodeRole,
+    Court,
+    Petition,
+    Petitioner,
+    ReceptionRoom,
+    Role,
+    User,
+    Visit,
+    VisitCode,
+    VisitState,
+)
+from web.keys import SECRET
 from web.routes import ALL_STAFF, Context, api
 from web.scheduling_schemas import (
     CancelIn,
     CheckInIn,
+    CodeOut,
     FreeSlotOut,
     FreeSlotQuery,
     RescheduleIn,
@@ -350,3 +367,56 @@ async def list_walk_ins(ctx: Context) -> list[WalkInOut]:
 async def withdraw(ctx: Context) -> Ok:
     await vs.withdraw_walk_in(ctx.db, ctx.me.actor(), ctx.path_id("walk_in_id"))
     return Ok()
+
+
+@api.route(
+    "POST",
+    r"/visits/{visit_id:[0-9a-f]{32}}/code",
+    summary="Issue the petitioner's one-time code",
+    tag="visits",
+    roles=BOOKERS,
+    answer=CodeOut,
+    status=201,
+    errors=(409,),
+)
+async def issue_code(ctx: Context) -> CodeOut:
+    """For a checked-in petitioner, shown once to be read out or printed; a new code revokes
+    the previous unused ones of this visit."""
+    actor = ctx.me.actor()
+    visit = await vs.visible_visit(ctx.db, actor, ctx.request.match_info["visit_id"])
+    vs.may_manage(actor, visit)
+    if visit.state not in (VisitState.checked_in, VisitState.in_lobby, VisitState.in_progress):
+        raise ConflictError("请先完成身份核验签到", code="not_checked_in")
+    await ctx.db.execute(
+        update(VisitCode)
+        .where(
+            VisitCode.visit_id == visit.id,
+            VisitCode.role == CodeRole.petitioner,
+            VisitCode.used_at.is_(None),
+            VisitCode.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+    issued = await issue_visit_code(
+        ctx.db,
+        secret=ctx.request.app[SECRET],
+        visit_id=visit.id,
+        role=CodeRole.petitioner,
+        ttl=timedelta(minutes=ctx.settings.visit_code_ttl_minutes),
+        length=ctx.settings.visit_code_length,
+        created_by=actor.user_id,
+    )
+    record_audit(
+        ctx.db,
+        action="visit.code_issued",
+        actor_id=actor.user_id,
+        actor_name=actor.username,
+        target_type="visit",
+        target_id=visit.id,
+        address=actor.address,
+        court_id=visit.court_id,
+        detail={"role": "petitioner"},
+    )
+    return CodeOut(
+        code=issued.code, expires_at=issued.record.expires_at, join_url=f"/join?visit={visit.id}"
+    )

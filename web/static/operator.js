@@ -60,8 +60,18 @@
         { name: "document_number", label: "证件号码" },
       ], (vals) => VR.api("POST", `/visits/${v.id}/check-in`, vals)))));
     }
+    if (["checked_in", "in_lobby", "in_progress"].includes(v.state)) {
+      box.appendChild(VR.button("接访码", () => run(async () => {
+        const c = await VR.api("POST", `/visits/${v.id}/code`);
+        VR.say(msg, `信访人接访码（只显示一次）：${c.code}　请在接访室终端打开“视频接访”页面输入`, "ok");
+      })));
+      const link = document.createElement("a");
+      link.href = `/call/${v.id}`;
+      link.textContent = "视频接访室";
+      box.appendChild(link);
+    }
     if (v.state === "checked_in") {
-      box.appendChild(VR.button("进入候场", () => run(() => VR.api("POST", `/visits/${v.id}/state`, { state: "in_lobby" }))));
+      box.appendChild(VR.button("进入候场", () => run(() => VR.api("POST", `/visits/${v.id}/state`, { state: "in_lobby" })), true));
     }
     if (["scheduled", "checked_in"].includes(v.state)) {
       box.appendChild(VR.button("改期", () => run(() => VR.ask("改期", [

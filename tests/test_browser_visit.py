@@ -1,0 +1,189 @@
+"""Headless Chromium holds a visit through the relay: the operator books, checks in and issues
+the code; the petitioner's page waits in the lobby; the judge admits; each side's
+RTCPeerConnection.getStats() shows framesDecoded rising; the judge ends the visit."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def fake_media(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 640x480 30 fps test pattern (y4m) and a tone (wav), made with ffmpeg."""
+    folder = tmp_path_factory.mktemp("media")
+    video, audio = folder / "camera.y4m", folder / "microphone.wav"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x480:rate=30",
+            "-t",
+            "4",
+            "-pix_fmt",
+            "yuv420p",
+            str(video),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "4",
+            str(audio),
+        ],
+        check=True,
+    )
+    return video, audio
+
+
+@pytest.fixture(scope="module")
+def media_browser(fake_media: tuple[Path, Path]) -> Iterator[Any]:
+    video, audio = fake_media
+    args = [
+        *CHROMIUM_ARGS,
+        f"--use-file-for-fake-video-capture={video}",
+        f"--use-file-for-fake-audio-capture={audio}",
+    ]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield browser
+        browser.close()
+
+
+def _api_login(ctx: Any, server: LiveServer, username: str) -> str:
+    r = ctx.request.post(
+        server.url + "/api/v1/auth/login",
+        data={"username": username, "password": server.passwords[username]},
+    )
+    assert r.ok, r.text()
+    return str(r.json()["csrf_token"])
+
+
+def _frames_decoded(page: Any) -> int:
+    return int(
+        page.evaluate("""async () => {
+        const pc = window.vrCall && window.vrCall.subscriber;
+        if (!pc) return 0;
+        let n = 0;
+        (await pc.getStats()).forEach((s) => {
+            if (s.type === "inbound-rtp" && s.kind === "video") n += s.framesDecoded || 0;
+        });
+        return n;
+    }""")
+    )
+
+
+def _wait(predicate: Any, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_visit_through_the_relay(
+    live_server: LiveServer, media_browser: Any, artifacts: Path
+) -> None:
+    url = live_server.url
+    operator = media_browser.new_context(locale="zh-CN")
+    csrf = _api_login(operator, live_server, "operator")
+    headers = {"X-CSRF-Token": csrf}
+    courts = operator.request.get(url + "/api/v1/courts").json()
+    receiving = next(c["id"] for c in courts if c["code"] == "BJ1Z")
+    room = operator.request.get(url + "/api/v1/rooms").json()[0]["id"]
+    petition = operator.request.get(url + "/api/v1/petitions").json()["items"][0]["id"]
+    day = datetime.now(ZoneInfo("Asia/Shanghai")).date() + timedelta(days=1)
+    while day.weekday() > 4:
+        day += timedelta(days=1)
+    slots = operator.request.get(
+        url + "/api/v1/free-slots",
+        params={
+            "room_id": room,
+            "receiving_court_id": receiving,
+            "first": day.isoformat(),
+            "limit": 1,
+        },
+    ).json()
+    visit = operator.request.post(
+        url + "/api/v1/visits",
+        headers=headers,
+        data={
+            "petition_id": petition,
+            "receiving_court_id": receiving,
+            "room_id": room,
+            "starts_at": slots[0]["starts_at"],
+        },
+    ).json()
+    r = operator.request.post(
+        url + f"/api/v1/visits/{visit['id']}/check-in",
+        headers=headers,
+        data={"document_type": "resident_id", "document_number": "11010519491231002X"},
+    )
+    assert r.ok, r.text()
+    code = operator.request.post(
+        url + f"/api/v1/visits/{visit['id']}/code", headers=headers
+    ).json()["code"]
+
+    judge_ctx = media_browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    _api_login(judge_ctx, live_server, "judge")
+    judge = judge_ctx.new_page()
+    judge.goto(url + f"/call/{visit['id']}")
+    judge.wait_for_selector("body[data-joined='1']", timeout=60_000)
+    expect(judge.locator("#who")).to_have_text("接访法官")
+
+    guest_ctx = media_browser.new_context(locale="zh-CN", viewport={"width": 414, "height": 860})
+    guest = guest_ctx.new_page()
+    guest.goto(url + f"/join?visit={visit['id']}")
+    guest.fill("#code-input", "WRONGCODE9")
+    guest.click("#code-submit")
+    expect(guest.locator("#code-msg")).to_contain_text("无效", timeout=30_000)
+    guest.fill("#code-input", code.lower())
+    guest.click("#code-submit")
+    expect(guest.locator("#lobby-step")).to_be_visible(timeout=30_000)
+
+    expect(judge.locator("#lobby-rows")).to_contain_text("王某某", timeout=30_000)
+    judge.locator("#lobby-rows button", has_text="准许进入").click()
+    expect(guest.locator("#call-step")).to_be_visible(timeout=30_000)
+
+    # each side receives the other's video through the relay, decoding frame after frame
+    _wait(lambda: _frames_decoded(guest) > 30 and _frames_decoded(judge) > 30)
+    first = (_frames_decoded(guest), _frames_decoded(judge))
+    _wait(lambda: _frames_decoded(guest) > first[0] + 30 and _frames_decoded(judge) > first[1] + 30)
+    state = operator.request.get(url + f"/api/v1/visits/{visit['id']}").json()["state"]
+    assert state == "in_progress"
+    for page in (guest, judge):
+        expect(page.locator("#call-msg")).not_to_have_class("msg error")
+    guest.screenshot(path=str(artifacts / "call-petitioner.png"))
+    judge.screenshot(path=str(artifacts / "call-judge.png"))
+
+    judge.click("#end")
+    expect(guest.locator("#ended-step")).to_be_visible(timeout=30_000)
+    state = operator.request.get(url + f"/api/v1/visits/{visit['id']}").json()["state"]
+    assert state == "ended"
+    for ctx in (guest_ctx, judge_ctx, operator):
+        ctx.close()

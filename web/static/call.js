@@ -1,0 +1,166 @@
+// The live visit in the browser: /visit signaling, one publishing and one subscribing peer
+// connection with the relay, the lobby for guests, admit/refuse/invite/end for the judge.
+"use strict";
+(() => {
+  const mode = document.body.dataset.mode; // "guest" or "staff"
+  const $ = (id) => document.getElementById(id);
+  const say = (id, text, kind) => { const el = $(id); el.textContent = text || ""; el.className = "msg" + (kind ? " " + kind : ""); };
+  const show = (id, on) => $(id).classList.toggle("hidden", !on);
+  const params = new URLSearchParams(location.search);
+  const visitId = mode === "staff" ? location.pathname.split("/").pop() : params.get("visit");
+  const ROLE = { judge: "接访法官", operator: "操作员", petitioner: "信访人", lawyer: "律师", mediator: "调解员" };
+  const socket = window.io("/visit", { transports: ["websocket", "polling"] });
+  const call = (event, data) => new Promise((resolve) => socket.emit(event, data || {}, resolve));
+  let me = null;
+  let local = null;
+  let publisher = null;
+  let subscriber = null;
+  window.vrCall = { get publisher() { return publisher; }, get subscriber() { return subscriber; }, get me() { return me; } };
+
+  async function gathered(pc) {
+    if (pc.iceGatheringState === "complete") return;
+    await new Promise((resolve) => {
+      const check = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", check); resolve(); } };
+      pc.addEventListener("icegatheringstatechange", check);
+      setTimeout(resolve, 5000); // a closed network may never finish gathering every interface
+    });
+  }
+
+  async function startMedia() {
+    if (!local) {
+      local = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+        video: { width: 640, height: 480 },
+      });
+      $("self-video").srcObject = local;
+    }
+    publisher = new RTCPeerConnection({ iceServers: [] });
+    for (const track of local.getTracks()) publisher.addTransceiver(track, { direction: "sendonly" });
+    await publisher.setLocalDescription(await publisher.createOffer());
+    await gathered(publisher);
+    const answer = await call("publish", { type: "offer", sdp: publisher.localDescription.sdp });
+    if (!answer.ok) throw new Error(answer.error.message);
+    await publisher.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    await subscribe();
+  }
+
+  async function subscribe() {
+    if (subscriber) subscriber.close();
+    for (const tile of document.querySelectorAll(".tile.remote")) tile.remove();
+    const offer = await call("subscribe");
+    if (!offer.ok) { say("call-msg", offer.error.message, "error"); return; }
+    if (!offer.sdp) { subscriber = null; return; } // nobody publishes yet: tracks_changed will tell
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    subscriber = pc;
+    pc.ontrack = (ev) => {
+      const stream = new MediaStream([ev.track]);
+      if (ev.track.kind === "video") {
+        const tile = document.createElement("div");
+        tile.className = "tile remote";
+        const video = document.createElement("video");
+        video.autoplay = true; video.playsInline = true; video.muted = true;
+        video.srcObject = stream;
+        tile.appendChild(video);
+        $("videos").appendChild(tile);
+      } else {
+        const audio = document.createElement("audio");
+        audio.autoplay = true; audio.srcObject = stream; audio.className = "tile remote hidden";
+        $("videos").appendChild(audio);
+      }
+    };
+    await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await gathered(pc);
+    const done = await call("subscribe_answer", { type: "answer", sdp: pc.localDescription.sdp });
+    if (!done.ok) say("call-msg", done.error.message, "error");
+  }
+
+  function inCall(participants) {
+    if (mode === "guest") { show("code-step", false); show("lobby-step", false); show("call-step", true); }
+    say("call-msg", "在场：" + participants.map((p) => `${ROLE[p.role]} ${p.name}`).join("、"));
+    startMedia().catch((err) => say("call-msg", "无法开启摄像头或麦克风：" + err.message, "error"));
+  }
+
+  function drawLobby(waiting) {
+    const rows = $("lobby-rows");
+    if (!rows) return;
+    rows.replaceChildren();
+    for (const p of waiting) {
+      const tr = rows.insertRow();
+      tr.insertCell().textContent = ROLE[p.role];
+      tr.insertCell().textContent = p.name;
+      const cell = tr.insertCell();
+      const admit = document.createElement("button");
+      admit.textContent = "准许进入"; admit.type = "button";
+      admit.onclick = () => call("admit", { participant_id: p.participant_id });
+      const refuse = document.createElement("button");
+      refuse.textContent = "拒绝"; refuse.type = "button"; refuse.className = "secondary";
+      refuse.onclick = () => call("refuse", { participant_id: p.participant_id, reason: "" });
+      cell.append(admit, refuse);
+    }
+    if (!waiting.length) { const tr = rows.insertRow(); const td = tr.insertCell(); td.colSpan = 3; td.textContent = "暂无候场人员"; td.className = "empty"; }
+  }
+
+  function ended(text) {
+    for (const pc of [publisher, subscriber]) if (pc) pc.close();
+    if (local) for (const t of local.getTracks()) t.stop();
+    for (const id of ["call-step", "lobby-step", "code-step", "lobby-card"]) if ($(id)) show(id, false);
+    $("ended-text").textContent = text;
+    show("ended-step", true);
+  }
+
+  async function join(extra) {
+    const answer = await call("join", { v: 1, visit_id: visitId, ...extra });
+    if (!answer.ok) return answer;
+    me = answer;
+    $("who").textContent = ROLE[answer.role];
+    if (answer.rejoin) sessionStorage.setItem("vr-rejoin-" + visitId, answer.rejoin);
+    for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", answer.role !== "judge");
+    if (answer.lobby) drawLobby(answer.lobby);
+    if (answer.admitted) inCall(answer.participants);
+    else { show("code-step", false); show("lobby-step", true); }
+    document.body.dataset.joined = "1";
+    return answer;
+  }
+
+  socket.on("lobby", (data) => drawLobby(data.waiting));
+  socket.on("admitted", (data) => { sessionStorage.setItem("vr-rejoin-" + visitId, data.rejoin); inCall(data.participants); });
+  socket.on("refused", (data) => ended("法官未准许本次接访" + (data.reason ? "：" + data.reason : "")));
+  socket.on("ended", () => ended("接访已结束"));
+  socket.on("tracks_changed", () => { if (publisher) subscribe(); });
+  socket.on("participant_left", () => { if (publisher) subscribe(); });
+
+  if ($("code-form")) {
+    $("code-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const answer = await join({ code: $("code-input").value.trim() });
+      if (!answer.ok) say("code-msg", answer.error.message, "error");
+    });
+  }
+  $("mute").onclick = () => { if (!local) return; const t = local.getAudioTracks()[0]; t.enabled = !t.enabled; $("mute").textContent = t.enabled ? "静音" : "取消静音"; call("media_state", { audio: t.enabled, video: local.getVideoTracks()[0].enabled }); };
+  $("camera").onclick = () => { if (!local) return; const t = local.getVideoTracks()[0]; t.enabled = !t.enabled; $("camera").textContent = t.enabled ? "关闭摄像头" : "打开摄像头"; call("media_state", { audio: local.getAudioTracks()[0].enabled, video: t.enabled }); };
+  $("leave").onclick = async () => { await call("leave"); ended("您已离开接访"); };
+  if ($("end")) $("end").onclick = async () => { await call("end"); ended("接访已结束"); };
+  if ($("invite-form")) {
+    $("invite-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const form = ev.target;
+      const answer = await call("invite", { role: form.elements.role.value, label: form.elements.label.value.trim() });
+      if (answer.ok) say("invite-msg", `接访码（只显示一次）：${answer.code}　请告知对方在“视频接访”页面输入`, "ok");
+      else say("invite-msg", answer.error.message, "error");
+    });
+  }
+
+  socket.on("connect", async () => {
+    if (me) return;
+    const rejoin = sessionStorage.getItem("vr-rejoin-" + visitId);
+    if (mode === "staff") {
+      const answer = await join({});
+      if (!answer.ok) say("call-msg", answer.error.message, "error");
+    } else if (rejoin) {
+      const answer = await join({ rejoin });
+      if (!answer.ok) sessionStorage.removeItem("vr-rejoin-" + visitId);
+    }
+    document.body.dataset.ready = "1";
+  });
+})();
