@@ -26,14 +26,32 @@
     });
   }
 
-  async function startMedia() {
+  async function devices() {
     if (!local) {
       local = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
         video: { width: 640, height: 480 },
       });
-      $("self-video").srcObject = local;
     }
+    return local;
+  }
+
+  async function checkDevices() {
+    if (!$("check-msg")) return;
+    try {
+      const stream = await devices();
+      $("preview-video").srcObject = stream;
+      const names = stream.getTracks().map((t) => (t.kind === "video" ? "摄像头" : "麦克风") + "：" + (t.label || "可用"));
+      say("check-msg", "设备正常。" + names.join("；"), "ok");
+    } catch (err) {
+      say("check-msg", "无法使用摄像头或麦克风：" + err.message + "（请检查浏览器权限）", "error");
+    }
+  }
+
+  async function startMedia() {
+    await devices();
+    $("self-video").srcObject = local;
+    if ($("check-step")) show("check-step", false);
     publisher = new RTCPeerConnection({ iceServers: [] });
     for (const track of local.getTracks()) publisher.addTransceiver(track, { direction: "sendonly" });
     await publisher.setLocalDescription(await publisher.createOffer());
@@ -118,7 +136,7 @@
     for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", answer.role !== "judge");
     if (answer.lobby) drawLobby(answer.lobby);
     if (answer.admitted) inCall(answer.participants);
-    else { show("code-step", false); show("lobby-step", true); }
+    else { show("code-step", false); show("lobby-step", true); checkDevices(); }
     document.body.dataset.joined = "1";
     return answer;
   }
@@ -130,6 +148,7 @@
   socket.on("tracks_changed", () => { if (publisher) subscribe(); });
   socket.on("participant_left", () => { if (publisher) subscribe(); });
 
+  if ($("check")) $("check").onclick = checkDevices;
   if ($("code-form")) {
     $("code-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
