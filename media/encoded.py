@@ -104,6 +104,9 @@ class ForwardTrack(MediaStreamTrack):
             return
         if self._need_keyframe:
             if not packet.is_keyframe:
+                # keep asking (rate-limited upstream): one request may have been collapsed
+                # with another subscriber's, and browsers send no periodic keyframes
+                self.request_keyframe()
                 return
             self._need_keyframe = False
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 _installed: tuple[str, ...] | None = None
 
@@ -21,6 +21,13 @@ def announce_addresses(addresses: Sequence[str]) -> None:
 
 
 def create_peer_connection(ice_servers: Sequence[str] = ()) -> RTCPeerConnection:
-    """A peer connection with an explicit ICE server list (empty: closed court networks)."""
+    """A peer connection with an explicit ICE server list (empty: closed court networks).
+
+    Always max-bundle: with aiortc's "balanced" policy a second transceiver of the same kind
+    (two parties' audio, or camera + evidence video) stays on a transport that BUNDLE then
+    discards, and its media never flows.
+    """
     servers = [RTCIceServer(urls=url) for url in ice_servers]
-    return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )

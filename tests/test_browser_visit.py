@@ -1,9 +1,11 @@
 """Headless Chromium holds a visit through the relay: the operator books, checks in and issues
 the code; the petitioner's page waits in the lobby; the judge admits; each side's
-RTCPeerConnection.getStats() shows framesDecoded rising; the judge ends the visit."""
+RTCPeerConnection.getStats() shows framesDecoded rising; a lawyer invited by the judge joins
+and receives both others; the judge ends the visit."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -97,6 +99,20 @@ def _frames_decoded(page: Any) -> int:
     )
 
 
+def _video_streams(page: Any) -> list[int]:
+    """framesDecoded of each incoming video stream of the page's subscribing connection."""
+    return list(
+        page.evaluate("""async () => {
+        const pc = window.vrCall && window.vrCall.subscriber;
+        const out = [];
+        if (pc) (await pc.getStats()).forEach((s) => {
+            if (s.type === "inbound-rtp" && s.kind === "video") out.push(s.framesDecoded || 0);
+        });
+        return out;
+    }""")
+    )
+
+
 def _wait(predicate: Any, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -184,9 +200,30 @@ def test_a_visit_through_the_relay(
     guest.screenshot(path=str(artifacts / "call-petitioner.png"))
     judge.screenshot(path=str(artifacts / "call-judge.png"))
 
+    # the judge invites a lawyer, who joins from the guests' page and receives both others
+    judge.select_option("#invite-form select[name=role]", "lawyer")
+    judge.fill("#invite-form input[name=label]", "值班律师张某")
+    judge.click("#invite-form button[type=submit]")
+    expect(judge.locator("#invite-msg")).to_contain_text("接访码", timeout=30_000)
+    lawyer_code = re.search(r"[A-Z0-9]{8,}", judge.text_content("#invite-msg") or "")
+    assert lawyer_code is not None
+    lawyer_ctx = media_browser.new_context(locale="zh-CN")
+    lawyer = lawyer_ctx.new_page()
+    lawyer.goto(url + f"/join?visit={visit['id']}")
+    lawyer.fill("#code-input", lawyer_code.group(0))
+    lawyer.click("#code-submit")
+    expect(lawyer.locator("#lobby-step")).to_be_visible(timeout=30_000)
+    expect(judge.locator("#lobby-rows")).to_contain_text("值班律师张某", timeout=30_000)
+    judge.locator("#lobby-rows button", has_text="准许进入").click()
+    expect(lawyer.locator("#call-step")).to_be_visible(timeout=30_000)
+    _wait(lambda: sum(1 for n in _video_streams(lawyer) if n > 20) >= 2)
+    _wait(lambda: sum(1 for n in _video_streams(judge) if n > 20) >= 2)
+    lawyer.screenshot(path=str(artifacts / "call-lawyer.png"))
+
     judge.click("#end")
     expect(guest.locator("#ended-step")).to_be_visible(timeout=30_000)
     state = operator.request.get(url + f"/api/v1/visits/{visit['id']}").json()["state"]
     assert state == "ended"
-    for ctx in (guest_ctx, judge_ctx, operator):
+    expect(lawyer.locator("#ended-step")).to_be_visible(timeout=30_000)
+    for ctx in (lawyer_ctx, guest_ctx, judge_ctx, operator):
         ctx.close()

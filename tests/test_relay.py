@@ -183,3 +183,51 @@ async def test_visit_media_through_signaling(
     await subscriber.close()
     await guest.close()
     await judge.close()
+
+
+async def test_a_subscriber_receives_every_track_of_several_publishers() -> None:
+    """Two parties publish audio + video; a third receives all four tracks on one connection
+    (two transceivers of one kind must share the bundled transport)."""
+    announce_addresses(["127.0.0.1"])
+    relay = Relay()
+    room = relay.room("e" * 32)
+    publishers = []
+    for name in ("judge1", "petitioner1"):
+        pc = create_peer_connection()
+        pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+        pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = await room.publish(name, pc.localDescription.sdp)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        publishers.append(pc)
+
+    subscriber = create_peer_connection()
+    received: dict[str, list[av.Packet[Any]]] = {}
+    tasks: list[asyncio.Task[None]] = []
+
+    @subscriber.on("track")
+    def on_track(track: Any) -> None:
+        receiver = next(r for r in subscriber.getReceivers() if r.track is track)
+        tap_receiver(receiver)
+        tasks.append(asyncio.create_task(_collect(track, received.setdefault(track.id, []))))
+
+    offer = await room.subscribe("lawyer1")
+    assert offer is not None
+    await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    await subscriber.setLocalDescription(await subscriber.createAnswer())
+    await room.answer("lawyer1", subscriber.localDescription.sdp)
+
+    deadline = asyncio.get_running_loop().time() + 60
+    while len(received) < 4 or min(len(v) for v in received.values()) < 20:
+        assert asyncio.get_running_loop().time() < deadline, {
+            k: len(v) for k, v in received.items()
+        }
+        await asyncio.sleep(0.1)
+    for track in room.tracks.values():
+        assert track.forwards["lawyer1"].forwarded >= 20, (track.participant_id, track.kind)
+
+    await room.close()
+    for pc in (*publishers, subscriber):
+        await pc.close()
+    for task in tasks:
+        task.cancel()
