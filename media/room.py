@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import secrets
 import time
@@ -34,6 +35,21 @@ class TrackSink(Protocol):
     def track_ended(self, track: PublishedTrack) -> None: ...
 
 
+class Stream(enum.StrEnum):
+    """A participant's publishing connections: camera + microphone, and evidence."""
+
+    main = "main"
+    evidence = "evidence"
+
+
+class Source(enum.StrEnum):
+    """What a published track carries."""
+
+    microphone = "microphone"
+    camera = "camera"
+    evidence = "evidence"
+
+
 @dataclass(eq=False)
 class PublishedTrack:
     """One track a participant publishes, and its subscribers' copies."""
@@ -45,6 +61,7 @@ class PublishedTrack:
     receiver: RTCRtpReceiver
     remote: MediaStreamTrack
     codec_mime: str
+    source: Source = Source.camera
     forwards: dict[str, ForwardTrack] = field(default_factory=dict)
     packets: int = 0
     task: asyncio.Task[None] | None = None
@@ -57,21 +74,41 @@ class PublishedTrack:
         return self.codec_mime.split("/")[-1].lower()
 
 
+@dataclass(frozen=True)
+class OfferedTrack:
+    """One track in a subscriber's offer: its media section and whose it is."""
+
+    mid: str
+    track_id: str
+    participant_id: str
+    kind: str
+    source: Source
+
+
+@dataclass(frozen=True)
+class SubscribeOffer:
+    sdp: str
+    tracks: list[OfferedTrack]
+
+
 class Room:
     """The media of one visit on this relay node (``room_id == visit_id``)."""
 
     def __init__(self, relay: Relay, visit_id: str) -> None:
         self.relay = relay
         self.visit_id = visit_id
-        self.publishers: dict[str, RTCPeerConnection] = {}
+        self.publishers: dict[tuple[str, Stream], RTCPeerConnection] = {}
         self.subscribers: dict[str, RTCPeerConnection] = {}
         self.tracks: dict[str, PublishedTrack] = {}
 
-    async def publish(self, participant_id: str, offer_sdp: str) -> str:
-        """Answer a participant's offer of its tracks (audio, camera, evidence)."""
-        await self._close_pc(self.publishers.pop(participant_id, None))
+    async def publish(
+        self, participant_id: str, offer_sdp: str, stream: Stream = Stream.main
+    ) -> str:
+        """Answer a participant's offer of one stream's tracks (camera + microphone, or
+        evidence); publishing a stream again replaces its connection."""
+        await self.unpublish(participant_id, stream)
         pc = create_peer_connection(self.relay.ice_servers)
-        self.publishers[participant_id] = pc
+        self.publishers[(participant_id, stream)] = pc
         pending: list[tuple[MediaStreamTrack, RTCRtpReceiver]] = []
 
         @pc.on("track")
@@ -88,11 +125,29 @@ class Room:
                     codecs = getattr(transceiver, "_codecs", [])
                     if not codecs:
                         raise MediaError("no_codec", "没有可用的编码格式")
-                    self._start_track(participant_id, track, receiver, codecs[0].mimeType)
+                    source = (
+                        Source.evidence
+                        if stream is Stream.evidence
+                        else Source.microphone
+                        if track.kind == "audio"
+                        else Source.camera
+                    )
+                    self._start_track(participant_id, track, receiver, codecs[0].mimeType, source)
         return str(pc.localDescription.sdp)
 
+    async def unpublish(self, participant_id: str, stream: Stream) -> bool:
+        """Stop one of a participant's streams; its tracks end for every subscriber."""
+        pc = self.publishers.pop((participant_id, stream), None)
+        await self._close_pc(pc)
+        return pc is not None
+
     def _start_track(
-        self, participant_id: str, track: MediaStreamTrack, receiver: RTCRtpReceiver, mime: str
+        self,
+        participant_id: str,
+        track: MediaStreamTrack,
+        receiver: RTCRtpReceiver,
+        mime: str,
+        source: Source,
     ) -> None:
         published = PublishedTrack(
             id=secrets.token_hex(8),
@@ -102,6 +157,7 @@ class Room:
             receiver=receiver,
             remote=track,
             codec_mime=mime,
+            source=source,
         )
         self.tracks[published.id] = published
         for sink in self.relay.sinks:
@@ -130,22 +186,29 @@ class Room:
                 sink.track_ended(track)
             self.tracks.pop(track.id, None)
 
-    async def subscribe(self, participant_id: str) -> str | None:
-        """An offer carrying every track published by the others; None while there is none
-        (an offer without media sections is refused by browsers)."""
+    async def subscribe(self, participant_id: str) -> SubscribeOffer | None:
+        """An offer carrying every live track published by the others; None while there is
+        none (an offer without media sections is refused by browsers)."""
         await self._close_pc(self.subscribers.pop(participant_id, None))
-        if not any(t.participant_id != participant_id for t in self.tracks.values()):
+        for track in self.tracks.values():
+            track.forwards.pop(participant_id, None)
+        chosen = [
+            t
+            for t in self.tracks.values()
+            if t.participant_id != participant_id and t.remote.readyState == "live"
+        ]
+        if not chosen:
             return None
         pc = create_peer_connection(self.relay.ice_servers)
         self.subscribers[participant_id] = pc
-        for track in self.tracks.values():
-            if track.participant_id == participant_id:
-                continue
+        transceivers = []
+        for track in chosen:
             forward = ForwardTrack(track.kind, track.codec, track.request_keyframe)
             transceiver = pc.addTransceiver(forward, direction="sendonly")
             transceiver.setCodecPreferences(_preferences(track))
             forward_keyframe_requests(transceiver.sender, track.request_keyframe)
             track.forwards[participant_id] = forward
+            transceivers.append((transceiver, track))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -155,7 +218,11 @@ class Room:
                         t.request_keyframe()  # a new subscriber needs a keyframe now
 
         await pc.setLocalDescription(await pc.createOffer())
-        return str(pc.localDescription.sdp)
+        offered = [
+            OfferedTrack(str(tr.mid), t.id, t.participant_id, t.kind, t.source)
+            for tr, t in transceivers
+        ]
+        return SubscribeOffer(str(pc.localDescription.sdp), offered)
 
     async def answer(self, participant_id: str, answer_sdp: str) -> None:
         pc = self.subscribers.get(participant_id)
@@ -169,10 +236,11 @@ class Room:
             if forward is not None:
                 forward.push(None)
         await self._close_pc(self.subscribers.pop(participant_id, None))
-        await self._close_pc(self.publishers.pop(participant_id, None))
+        for stream in Stream:
+            await self.unpublish(participant_id, stream)
 
     async def close(self) -> None:
-        for participant_id in {*self.publishers, *self.subscribers}:
+        for participant_id in {*(p for p, _ in self.publishers), *self.subscribers}:
             await self.leave(participant_id)
 
     @staticmethod

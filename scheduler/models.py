@@ -310,6 +310,7 @@ class VisitEventKind(enum.StrEnum):
     checked_in = "checked_in"
     state = "state"
     walk_in = "walk_in"
+    room = "room"  # in the live room: joined, left, admitted, evidence shown (detail.event)
 
 
 class ReceptionTemplate(Base):

@@ -77,6 +77,13 @@ class VisitGateway(Protocol):
         """The judge ended the visit for everyone."""
         ...
 
+    async def room_event(
+        self, visit_id: str, event: str, identity: Identity, **detail: Any
+    ) -> None:
+        """Something happened in the live room (joined, left, evidence shown/stopped…):
+        kept on the visit's timeline."""
+        ...
+
     async def invite(
         self, visit_id: str, judge: Staff, role: ParticipantRole, label: str
     ) -> Invitation:

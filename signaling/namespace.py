@@ -18,7 +18,7 @@ from typing import Any
 import socketio
 
 from media.errors import MediaError
-from media.room import Relay
+from media.room import Relay, Stream
 from media.room import Room as MediaRoom
 from signaling.gateway import Identity, RejoinTokens, Staff, VisitGateway
 from signaling.protocol import (
@@ -35,6 +35,7 @@ from signaling.protocol import (
     Publish,
     Refuse,
     SubscribeAnswer,
+    Unpublish,
     parse,
 )
 
@@ -149,6 +150,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "leave": self._leave,
             "end": self._end,
             "publish": self._publish,
+            "unpublish": self._unpublish,
             "subscribe": self._subscribe,
             "subscribe_answer": self._subscribe_answer,
         }
@@ -281,6 +283,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _enter_call(self, room: Room, me: Participant) -> None:
         room.admitted_keys.add(me.identity.key)
+        await self.gateway.room_event(room.visit_id, "joined", me.identity)
         await self.enter_room(me.sid, self.call_room(room.visit_id))
         await self.emit(
             "participant_joined", me.public(), room=self.call_room(room.visit_id), skip_sid=me.sid
@@ -350,27 +353,58 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _publish(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, Publish)
         room, me, media = self._media_room(sid)
+        stream = Stream(message.stream)
         try:
-            answer = await media.publish(me.id, message.sdp)
+            answer = await media.publish(me.id, message.sdp, stream)
         except (MediaError, ValueError) as exc:
             raise ProtocolError(ErrorCode.media_failed, f"媒体协商失败：{exc}"[:200]) from None
+        if stream is Stream.evidence:
+            me.evidence = True
+            await self.gateway.room_event(room.visit_id, "evidence_shown", me.identity)
+        await self._tracks_changed(room, me, sid)
+        return {"type": "answer", "sdp": answer}
+
+    async def _unpublish(self, sid: str, message: Message) -> dict[str, Any]:
+        assert isinstance(message, Unpublish)
+        room, me, media = self._media_room(sid)
+        stream = Stream(message.stream)
+        if await media.unpublish(me.id, stream) and stream is Stream.evidence:
+            me.evidence = False
+            await self.gateway.room_event(room.visit_id, "evidence_stopped", me.identity)
+        await self._tracks_changed(room, me, sid)
+        return {}
+
+    async def _tracks_changed(self, room: Room, me: Participant, sid: str) -> None:
         await self.emit(
             "tracks_changed",
-            {"participant_id": me.id},
+            {"participant_id": me.id, "participant": me.public()},
             room=self.call_room(room.visit_id),
             skip_sid=sid,
         )
-        return {"type": "answer", "sdp": answer}
 
     async def _subscribe(self, sid: str, message: Message) -> dict[str, Any]:
-        _, me, media = self._media_room(sid)
+        room, me, media = self._media_room(sid)
         try:
             offer = await media.subscribe(me.id)
         except (MediaError, ValueError) as exc:
             raise ProtocolError(ErrorCode.media_failed, f"媒体协商失败：{exc}"[:200]) from None
-        if offer is None:
-            return {"type": "offer", "sdp": None}  # nothing published yet: wait for tracks_changed
-        return {"type": "offer", "sdp": offer}
+        if offer is None:  # nothing published yet: wait for tracks_changed
+            return {"type": "offer", "sdp": None, "tracks": []}
+        tracks = []
+        for t in offer.tracks:
+            owner = room.participants.get(t.participant_id)
+            tracks.append(
+                {
+                    "mid": t.mid,
+                    "track_id": t.track_id,
+                    "participant_id": t.participant_id,
+                    "kind": t.kind,
+                    "source": t.source.value,
+                    "role": owner.identity.role.value if owner else None,
+                    "name": owner.identity.name if owner else "",
+                }
+            )
+        return {"type": "offer", "sdp": offer.sdp, "tracks": tracks}
 
     async def _subscribe_answer(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, SubscribeAnswer)
@@ -415,6 +449,10 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.info(
             "visit %s: %s (%s) left: %s", room.visit_id, me.id, me.identity.role.value, reason.value
         )
+        if me.admitted:
+            await self.gateway.room_event(room.visit_id, "left", me.identity, reason=reason.value)
+        if self.relay is not None and room.visit_id in self.relay.rooms:
+            await self.relay.rooms[room.visit_id].leave(me.id)
         if announce:
             if me.admitted:
                 await self.emit(

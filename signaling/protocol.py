@@ -93,6 +93,11 @@ Sdp = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP)]
 class Publish(Message):
     type: Literal["offer"]
     sdp: Sdp
+    stream: Literal["main", "evidence"] = "main"
+
+
+class Unpublish(Message):
+    stream: Literal["main", "evidence"]
 
 
 class SubscribeAnswer(Message):
@@ -111,6 +116,7 @@ INBOUND: dict[str, type[Message]] = {
     "invite": Invite,
     "media_state": MediaState,
     "publish": Publish,
+    "unpublish": Unpublish,
     "subscribe": Empty,
     "subscribe_answer": SubscribeAnswer,
     "leave": Empty,

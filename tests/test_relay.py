@@ -92,7 +92,11 @@ async def test_relay_forwards_encoded_media_without_decoding(decoders_created: l
 
     offer = await room.subscribe("petitioner1")
     assert offer is not None
-    await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    assert sorted((t.kind, t.source.value) for t in offer.tracks) == [
+        ("audio", "microphone"),
+        ("video", "camera"),
+    ]
+    await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
     await subscriber.setLocalDescription(await subscriber.createAnswer())
     await room.answer("petitioner1", subscriber.localDescription.sdp)
 
@@ -213,7 +217,7 @@ async def test_a_subscriber_receives_every_track_of_several_publishers() -> None
 
     offer = await room.subscribe("lawyer1")
     assert offer is not None
-    await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
     await subscriber.setLocalDescription(await subscriber.createAnswer())
     await room.answer("lawyer1", subscriber.localDescription.sdp)
 

@@ -10,12 +10,21 @@ from aiohttp import web
 from sqlalchemy import select
 
 from config.audit import record_audit
-from config.db import Database
+from config.db import Database, utcnow
 from config.errors import AppError
 from config.settings import Settings
 from scheduler import visits as vs
 from scheduler.codes import VisitCodeError, issue_visit_code, verify_visit_code
-from scheduler.models import CodeRole, Petition, Petitioner, Role, Visit, VisitState
+from scheduler.models import (
+    CodeRole,
+    Petition,
+    Petitioner,
+    Role,
+    Visit,
+    VisitEvent,
+    VisitEventKind,
+    VisitState,
+)
 from scheduler.scope import Actor
 from signaling.gateway import Identity, Invitation, Staff
 from signaling.protocol import ErrorCode, ParticipantRole, ProtocolError
@@ -166,6 +175,24 @@ class DatabaseVisitGateway:
             await self._move(visit_id, VisitState.ended, self._actor(judge))
         elif visit.state is VisitState.in_lobby:
             await self._move(visit_id, VisitState.ended, self._actor(judge), refused=True)
+
+    async def room_event(
+        self, visit_id: str, event: str, identity: Identity, **detail: Any
+    ) -> None:
+        try:
+            async with self._db.writer() as db:
+                db.add(
+                    VisitEvent(
+                        visit_id=visit_id,
+                        at=utcnow(),
+                        kind=VisitEventKind.room,
+                        actor_id=identity.user_id,
+                        actor_name=identity.name[:64],
+                        detail={"event": event, "role": identity.role.value, **detail},
+                    )
+                )
+        except Exception:  # the timeline must never break the call
+            log.exception("visit %s: could not record room event %s", visit_id, event)
 
     async def invite(
         self, visit_id: str, judge: Staff, role: ParticipantRole, label: str

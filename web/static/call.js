@@ -52,8 +52,10 @@
     await devices();
     $("self-video").srcObject = local;
     if ($("check-step")) show("check-step", false);
-    publisher = new RTCPeerConnection({ iceServers: [] });
+    if (publisher) publisher.close();
+    publisher = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
     for (const track of local.getTracks()) publisher.addTransceiver(track, { direction: "sendonly" });
+    watch(publisher, () => startMedia().catch((err) => say("call-msg", err.message, "error")));
     await publisher.setLocalDescription(await publisher.createOffer());
     await gathered(publisher);
     const answer = await call("publish", { type: "offer", sdp: publisher.localDescription.sdp });
@@ -62,35 +64,131 @@
     await subscribe();
   }
 
-  async function subscribe() {
+  const SOURCE = { camera: "", microphone: "", evidence: "（证据）" };
+  let subscribing = Promise.resolve();
+  // one subscription at a time: a newer tracks_changed waits for the current one
+  function subscribe() { subscribing = subscribing.then(doSubscribe, doSubscribe); return subscribing; }
+
+  async function doSubscribe() {
     if (subscriber) subscriber.close();
-    for (const tile of document.querySelectorAll(".tile.remote")) tile.remove();
+    subscriber = null;
+    for (const tile of document.querySelectorAll(".remote")) tile.remove();
     const offer = await call("subscribe");
     if (!offer.ok) { say("call-msg", offer.error.message, "error"); return; }
-    if (!offer.sdp) { subscriber = null; return; } // nobody publishes yet: tracks_changed will tell
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    if (!offer.sdp) return; // nobody publishes yet: tracks_changed will tell
+    const info = new Map(offer.tracks.map((t) => [t.mid, t]));
+    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
     subscriber = pc;
     pc.ontrack = (ev) => {
+      const t = info.get(ev.transceiver.mid) || { source: ev.track.kind === "audio" ? "microphone" : "camera" };
       const stream = new MediaStream([ev.track]);
       if (ev.track.kind === "video") {
         const tile = document.createElement("div");
-        tile.className = "tile remote";
+        tile.className = "tile remote" + (t.source === "evidence" ? " evidence" : "");
+        tile.dataset.participant = t.participant_id || "";
+        tile.dataset.source = t.source;
+        tile.dataset.role = t.role || "";
         const video = document.createElement("video");
         video.autoplay = true; video.playsInline = true; video.muted = true;
         video.srcObject = stream;
-        tile.appendChild(video);
-        $("videos").appendChild(tile);
+        const label = document.createElement("span");
+        label.textContent = `${ROLE[t.role] || ""} ${t.name || ""}${SOURCE[t.source] || ""}`.trim();
+        tile.append(video, label);
+        if (t.source === "evidence") $("videos").prepend(tile); else $("videos").appendChild(tile);
       } else {
         const audio = document.createElement("audio");
-        audio.autoplay = true; audio.srcObject = stream; audio.className = "tile remote hidden";
+        audio.autoplay = true; audio.srcObject = stream; audio.className = "remote hidden";
+        audio.dataset.participant = t.participant_id || "";
         $("videos").appendChild(audio);
       }
     };
+    watch(pc, () => subscribe());
     await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
     await pc.setLocalDescription(await pc.createAnswer());
     await gathered(pc);
     const done = await call("subscribe_answer", { type: "answer", sdp: pc.localDescription.sdp });
     if (!done.ok) say("call-msg", done.error.message, "error");
+  }
+
+  // A connection that fails (network change, relay restart) is replaced by a new one: the
+  // relay does not restart ICE on an existing connection, so "ICE restart" renegotiates anew.
+  function watch(pc, restart) {
+    let timer = null;
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc.connectionState === "failed" || pc.connectionState === "disconnected") {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          if (pc.signalingState === "closed" || pc.connectionState === "connected") return;
+          say("call-msg", "网络中断，正在重新连接……", "error");
+          restart();
+        }, pc.connectionState === "failed" ? 0 : 5000);
+      } else if (pc.connectionState === "connected") {
+        clearTimeout(timer);
+      }
+    });
+  }
+
+  // --- evidence: screen share, a document camera, or an image/scan shown from a file
+  let evidence = null; // { pc, stream, timer }
+  async function evidenceStream() {
+    const kind = $("evidence-source").value;
+    if (kind === "screen") return navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    if (kind === "camera") {
+      const cams = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+      const current = local && local.getVideoTracks()[0] && local.getVideoTracks()[0].getSettings().deviceId;
+      const other = cams.find((d) => d.deviceId !== current) || cams[0];
+      return navigator.mediaDevices.getUserMedia({ video: { deviceId: other ? { exact: other.deviceId } : undefined, width: 1280, height: 720 } });
+    }
+    const file = $("evidence-file").files[0];
+    if (!file) throw new Error("请先选择图片文件");
+    const bitmap = await createImageBitmap(file);
+    const canvas = document.createElement("canvas");
+    canvas.width = 1280; canvas.height = 720;
+    const g = canvas.getContext("2d");
+    const draw = () => {
+      g.fillStyle = "#fff"; g.fillRect(0, 0, canvas.width, canvas.height);
+      const k = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
+      const w = bitmap.width * k, h = bitmap.height * k;
+      g.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+    };
+    draw();
+    const stream = canvas.captureStream(10);
+    stream.redraw = setInterval(draw, 200); // a still image still needs frames for late joiners
+    return stream;
+  }
+
+  async function showEvidence() {
+    await stopEvidence(false);
+    const stream = await evidenceStream();
+    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
+    for (const track of stream.getVideoTracks()) {
+      pc.addTransceiver(track, { direction: "sendonly" });
+      track.onended = () => stopEvidence(true); // the browser's own "stop sharing"
+    }
+    evidence = { pc, stream };
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    const answer = await call("publish", { type: "offer", sdp: pc.localDescription.sdp, stream: "evidence" });
+    if (!answer.ok) { await stopEvidence(false); throw new Error(answer.error.message); }
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    $("evidence-self").srcObject = stream;
+    show("evidence-self-tile", true);
+    $("evidence-show").textContent = "更换证据";
+    show("evidence-stop", true);
+    say("evidence-msg", "正在向各方出示证据", "ok");
+  }
+
+  async function stopEvidence(tell) {
+    if (!evidence) return;
+    const { pc, stream } = evidence;
+    evidence = null;
+    clearInterval(stream.redraw);
+    for (const t of stream.getTracks()) t.stop();
+    pc.close();
+    show("evidence-self-tile", false);
+    $("evidence-show").textContent = "出示证据";
+    show("evidence-stop", false);
+    if (tell) { await call("unpublish", { stream: "evidence" }); say("evidence-msg", "已停止出示证据"); }
   }
 
   function inCall(participants) {
@@ -120,6 +218,7 @@
   }
 
   function ended(text) {
+    stopEvidence(false);
     for (const pc of [publisher, subscriber]) if (pc) pc.close();
     if (local) for (const t of local.getTracks()) t.stop();
     for (const id of ["call-step", "lobby-step", "code-step", "lobby-card"]) if ($(id)) show(id, false);
@@ -160,6 +259,14 @@
   $("camera").onclick = () => { if (!local) return; const t = local.getVideoTracks()[0]; t.enabled = !t.enabled; $("camera").textContent = t.enabled ? "关闭摄像头" : "打开摄像头"; call("media_state", { audio: local.getAudioTracks()[0].enabled, video: t.enabled }); };
   $("leave").onclick = async () => { await call("leave"); ended("您已离开接访"); };
   if ($("end")) $("end").onclick = async () => { await call("end"); ended("接访已结束"); };
+  if ($("evidence-form")) {
+    $("evidence-source").onchange = () => show("evidence-file-label", $("evidence-source").value === "file");
+    $("evidence-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      showEvidence().catch((err) => say("evidence-msg", "无法出示证据：" + err.message, "error"));
+    });
+    $("evidence-stop").onclick = () => stopEvidence(true);
+  }
   if ($("invite-form")) {
     $("invite-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
@@ -170,8 +277,9 @@
     });
   }
 
+  // (re)connected: join, or rejoin after a dropped connection (the server forgot us)
   socket.on("connect", async () => {
-    if (me) return;
+    if (me && mode === "guest" && !sessionStorage.getItem("vr-rejoin-" + visitId)) return;
     const rejoin = sessionStorage.getItem("vr-rejoin-" + visitId);
     if (mode === "staff") {
       const answer = await join({});

@@ -1,0 +1,83 @@
+"""Test media that can be recognised after a trip through encoders and the relay: a y4m
+video whose every frame carries its own number as large black/white blocks (with a parity
+block), over a smooth moving background, and helpers to read the number back and compare a
+received frame with its source (PSNR)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+WIDTH, HEIGHT, FPS = 640, 480, 30
+BITS = 7  # frame numbers 0..127
+BLOCK, GAP, TOP, LEFT = 64, 8, 400, 32
+
+Luma = npt.NDArray[np.uint8]
+
+
+def _blocks() -> list[tuple[int, int]]:
+    """Top-left corners of the BITS number blocks and the parity block."""
+    return [(LEFT + k * (BLOCK + GAP), TOP) for k in range(BITS + 1)]
+
+
+def counter_frame(index: int) -> Luma:
+    """The luma plane (limited range, 16..235) of frame ``index``."""
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    phase = index / 120.0
+    background = 120 + 60 * np.sin(2 * math.pi * (x / 400 + phase)) * np.cos(
+        2 * math.pi * (y / 600 + phase / 2)
+    )
+    frame = background.astype(np.uint8)
+    bits = [(index >> k) & 1 for k in range(BITS)]
+    bits.append(sum(bits) % 2)
+    for bit, (bx, by) in zip(bits, _blocks(), strict=True):
+        frame[by : by + BLOCK, bx : bx + BLOCK] = 235 if bit else 16
+    return frame
+
+
+def write_counter_y4m(path: Path, frames: int = 120) -> Path:
+    """A 640x480 30 fps 4:2:0 y4m of ``frames`` numbered frames."""
+    chroma = np.full((HEIGHT // 2, WIDTH // 2), 128, np.uint8).tobytes()
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{FPS}:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            out.write(b"FRAME\n")
+            out.write(counter_frame(i).tobytes())
+            out.write(chroma)
+            out.write(chroma)
+    return path
+
+
+def to_limited(full: npt.NDArray[np.floating] | Luma) -> npt.NDArray[np.float32]:
+    """Full-range luma (as a canvas gives it) to limited range (as the y4m holds it)."""
+    return np.asarray(full, np.float32) * 219 / 255 + 16
+
+
+def read_counter(luma: Luma, limited: bool = True) -> int | None:
+    """The frame number shown in a received 640x480 frame, or None when the blocks are not
+    clearly black or white (a frame in transition, or not our pattern)."""
+    frame = np.asarray(luma, np.float32) if limited else to_limited(luma)
+    if frame.shape != (HEIGHT, WIDTH):
+        return None
+    bits = []
+    for bx, by in _blocks():
+        centre = frame[by + 16 : by + BLOCK - 16, bx + 16 : bx + BLOCK - 16].mean()
+        if centre > 170:
+            bits.append(1)
+        elif centre < 80:
+            bits.append(0)
+        else:
+            return None
+    if sum(bits[:BITS]) % 2 != bits[BITS]:
+        return None
+    return sum(bit << k for k, bit in enumerate(bits[:BITS]))
+
+
+def psnr(received: Luma, index: int, limited: bool = True) -> float:
+    """PSNR (dB) of a received luma plane against source frame ``index``."""
+    frame = np.asarray(received, np.float32) if limited else to_limited(received)
+    mse = float(np.mean((frame - counter_frame(index).astype(np.float32)) ** 2))
+    return 99.0 if mse == 0 else 10 * math.log10(235.0**2 / mse)
