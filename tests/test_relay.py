@@ -14,10 +14,14 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs import h264, opus, vpx
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+from sqlalchemy import select
 
+from config.db import Database
+from config.settings import Settings
 from media.encoded import tap_receiver
 from media.room import PublishedTrack, Relay
 from media.transport import announce_addresses, create_peer_connection
+from scheduler.models import VisitEvent, VisitEventKind
 from tests.conftest import MakeClient
 from tests.helpers import login
 from tests.visits import Peer, _cookie
@@ -125,7 +129,10 @@ async def test_relay_forwards_encoded_media_without_decoding(decoders_created: l
 
 
 async def test_visit_media_through_signaling(
-    make_client: MakeClient, visit: dict[str, Any], decoders_created: list[str]
+    make_client: MakeClient,
+    visit: dict[str, Any],
+    decoders_created: list[str],
+    migrated: Settings,
 ) -> None:
     """The judge publishes through /visit; the admitted petitioner subscribes and receives it.
     Before admission the petitioner may neither publish nor subscribe."""
@@ -176,6 +183,43 @@ async def test_visit_media_through_signaling(
         }
         await asyncio.sleep(0.1)
     assert received["video"][0].is_keyframe
+    assert {(t["role"], t["source"]) for t in offer["tracks"]} == {
+        ("judge", "camera"),
+        ("judge", "microphone"),
+    }
+
+    # the judge shows evidence on a second connection; the petitioner is told and sees it
+    evidence = create_peer_connection()
+    evidence.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    await evidence.setLocalDescription(await evidence.createOffer())
+    shown = await judge.call(
+        "publish",
+        {"type": "offer", "sdp": evidence.localDescription.sdp, "stream": "evidence"},
+    )
+    assert shown["ok"], shown
+    await evidence.setRemoteDescription(RTCSessionDescription(sdp=shown["sdp"], type="answer"))
+    changed = await guest.next("tracks_changed")
+    assert changed["participant"]["evidence"] is True
+    again = await guest.call("subscribe")
+    assert sorted(t["source"] for t in again["tracks"]) == ["camera", "evidence", "microphone"]
+    assert (await judge.call("unpublish", {"stream": "evidence"}))["ok"]
+    assert (await guest.next("tracks_changed"))["participant"]["evidence"] is False
+    async with Database(migrated).reader() as db:
+        events = (
+            await db.scalars(
+                select(VisitEvent)
+                .where(VisitEvent.visit_id == visit["id"], VisitEvent.kind == VisitEventKind.room)
+                .order_by(VisitEvent.id)
+            )
+        ).all()
+    assert [(e.detail["event"], e.detail["role"]) for e in events] == [
+        ("joined", "judge"),
+        ("joined", "petitioner"),
+        ("evidence_shown", "judge"),
+        ("evidence_stopped", "judge"),
+    ]
+    await evidence.close()
+
     too_big = await judge.call("publish", {"type": "offer", "sdp": "x" * (64 * 1024 + 1)})
     assert too_big["error"]["code"] == "invalid_message"
     assert decoders_created == []

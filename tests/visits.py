@@ -34,6 +34,7 @@ class Peer:
             "participant_joined",
             "participant_left",
             "media_state",
+            "tracks_changed",
             "ended",
             "error",
         ):
