@@ -69,6 +69,17 @@ class Settings(BaseModel):
     media_ice_servers: list[str] = Field(
         default_factory=list, description="STUN/TURN URLs; empty on closed court networks."
     )
+    media_udp_ports: tuple[int, int] | None = Field(
+        None,
+        description="UDP port range [first, last] for media (open it in the court firewall); "
+        "unset: any free port. About one port per participant connection is needed.",
+    )
+    public_url: str | None = Field(
+        None,
+        description="This node's address as browsers reach it (e.g. https://node1.court:8443); "
+        "with Redis, a visit's room is pinned to one node and participants are sent to it. "
+        "Default http://<host>:<port>.",
+    )
     secret_key: str | None = Field(
         None,
         min_length=32,
@@ -94,6 +105,41 @@ class Settings(BaseModel):
         if not value.startswith(allowed):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @field_validator("media_udp_ports", mode="before")
+    @classmethod
+    def _port_range_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and "-" in value:  # "40000-40999"
+            first, _, last = value.partition("-")
+            try:
+                return (int(first), int(last))
+            except ValueError:
+                raise ValueError("must be FIRST-LAST, e.g. 40000-40999") from None
+        return value
+
+    @field_validator("media_udp_ports")
+    @classmethod
+    def _port_range(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is None:
+            return None
+        first, last = value
+        if not 1024 <= first <= last <= 65535:
+            raise ValueError("must be [first, last] with 1024 <= first <= last <= 65535")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def node_url(self) -> str:
+        """Where browsers reach this node."""
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @field_validator("timezone")
     @classmethod

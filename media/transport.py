@@ -1,13 +1,24 @@
-"""Peer connections of the relay: no STUN by default, announced host addresses."""
+"""Peer connections of the relay: no STUN by default, announced host addresses, and an
+optional UDP port range (aioice 0.13 has no option for either; see docs/relay-design.md §4)."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import socket
 from collections.abc import Sequence
+from typing import Any
 
 import aioice.ice
+import aioice.turn
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
+from media.errors import MediaError
+
 _installed: tuple[str, ...] | None = None
+_original_candidates = aioice.ice.Connection.get_component_candidates
+_port_range: tuple[int, int] | None = None
+_next_port = itertools.count()
 
 
 def announce_addresses(addresses: Sequence[str]) -> None:
@@ -18,6 +29,63 @@ def announce_addresses(addresses: Sequence[str]) -> None:
         return
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(chosen)
     _installed = chosen
+
+
+def use_port_range(ports: tuple[int, int] | None) -> None:
+    """Bind host candidates inside ``ports`` (first, last), for a court firewall; None: any."""
+    global _port_range
+    _port_range = ports
+    aioice.ice.Connection.get_component_candidates = (
+        _original_candidates if ports is None else _ranged_candidates
+    )
+
+
+async def _ranged_candidates(
+    self: aioice.ice.Connection,
+    component: int,
+    addresses: list[str],
+    timeout: int = 5,  # noqa: ASYNC109  (aioice's signature)
+) -> list[aioice.ice.Candidate]:
+    """aioice's host-candidate gathering (aioice/ice.py, Connection.get_component_candidates)
+    with each socket bound to a free port of the range. TURN still runs after it; STUN
+    reflexive candidates are not gathered for ranged sockets (closed networks use none)."""
+    assert _port_range is not None
+    first, last = _port_range
+    loop = asyncio.get_running_loop()
+    size = last - first + 1
+    candidates = []
+    for address in addresses:
+        start = next(_next_port)
+        for k in range(size):
+            port = first + (start + k) % size
+            try:
+                transport: Any
+                transport, protocol = await loop.create_datagram_endpoint(
+                    lambda: aioice.ice.StunProtocol(self), local_addr=(address, port)
+                )
+            except OSError:
+                continue
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE
+                )
+            break
+        else:
+            raise MediaError("no_port", f"UDP ports {first}-{last} are all in use on {address}")
+        host, bound = transport.get_extra_info("sockname")[:2]
+        protocol.local_candidate = aioice.ice.Candidate(
+            foundation=aioice.ice.candidate_foundation("host", "udp", host),
+            component=component,
+            transport="udp",
+            priority=aioice.ice.candidate_priority(component, "host"),
+            host=host,
+            port=bound,
+            type="host",
+        )
+        self._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    return candidates + list(await _original_candidates(self, component, [], timeout))
 
 
 def create_peer_connection(ice_servers: Sequence[str] = ()) -> RTCPeerConnection:

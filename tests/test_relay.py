@@ -19,8 +19,9 @@ from sqlalchemy import select
 from config.db import Database
 from config.settings import Settings
 from media.encoded import tap_receiver
+from media.errors import MediaError
 from media.room import PublishedTrack, Relay
-from media.transport import announce_addresses, create_peer_connection
+from media.transport import announce_addresses, create_peer_connection, use_port_range
 from scheduler.models import VisitEvent, VisitEventKind
 from tests.conftest import MakeClient
 from tests.helpers import login
@@ -279,3 +280,43 @@ async def test_a_subscriber_receives_every_track_of_several_publishers() -> None
         await pc.close()
     for task in tasks:
         task.cancel()
+
+
+async def test_media_ports_stay_inside_the_configured_range() -> None:
+    announce_addresses(["127.0.0.1"])
+    use_port_range((41000, 41003))
+    try:
+        relay = Relay()
+        room = relay.room("d" * 32)
+        publishers = []
+        for name in ("judge1", "petitioner1"):
+            pc = create_peer_connection()
+            pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+            pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            answer = await room.publish(name, pc.localDescription.sdp)
+            ports = {
+                int(line.split()[5])
+                for line in answer.splitlines()
+                if line.startswith("a=candidate:")
+            }
+            assert ports and all(41000 <= p <= 41003 for p in ports), ports
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            publishers.append(pc)
+        deadline = asyncio.get_running_loop().time() + 30
+        while min(t.packets for t in room.tracks.values()) < 10:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        # our own peers (publishers) took the other ports of the range as well; one more
+        # connection finds none free and says so
+        with pytest.raises(MediaError, match="41000-41003"):
+            for _ in range(4):
+                extra = create_peer_connection()
+                publishers.append(extra)
+                extra.addTransceiver(AudioStreamTrack(), direction="sendonly")
+                await extra.setLocalDescription(await extra.createOffer())
+        await room.close()
+        for pc in publishers:
+            await pc.close()
+    finally:
+        use_port_range(None)

@@ -18,7 +18,7 @@ from config.keys import load_secret_key
 from config.redis import create_redis
 from config.settings import Settings
 from media.room import Relay
-from media.transport import announce_addresses
+from media.transport import announce_addresses, use_port_range
 from scheduler.notify import push_all, take_outbox
 from scheduler.visits import housekeeping
 from signaling.gateway import RejoinTokens
@@ -171,6 +171,7 @@ def create_app(settings: Settings) -> web.Application:
     sio = create_sio(settings)
     sio.register_namespace(NotificationNamespace(functools.partial(_authenticate_socket, app)))
     announce_addresses(settings.media_announced_addresses)
+    use_port_range(settings.media_udp_ports)
     relay = Relay(ice_servers=settings.media_ice_servers)
     sio.register_namespace(VisitNamespace(LazyGateway(app), RejoinTokens(app[SECRET]), relay))
     sio.attach(app)
