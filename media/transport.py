@@ -11,6 +11,7 @@ from typing import Any
 
 import aioice.ice
 import aioice.turn
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from media.errors import MediaError
@@ -35,7 +36,7 @@ def use_port_range(ports: tuple[int, int] | None) -> None:
     """Bind host candidates inside ``ports`` (first, last), for a court firewall; None: any."""
     global _port_range
     _port_range = ports
-    aioice.ice.Connection.get_component_candidates = (
+    aioice.ice.Connection.get_component_candidates = (  # type: ignore[method-assign]
         _original_candidates if ports is None else _ranged_candidates
     )
 
@@ -45,7 +46,7 @@ async def _ranged_candidates(
     component: int,
     addresses: list[str],
     timeout: int = 5,  # noqa: ASYNC109  (aioice's signature)
-) -> list[aioice.ice.Candidate]:
+) -> list[Candidate]:
     """aioice's host-candidate gathering (aioice/ice.py, Connection.get_component_candidates)
     with each socket bound to a free port of the range. TURN still runs after it; STUN
     reflexive candidates are not gathered for ranged sockets (closed networks use none)."""
@@ -74,11 +75,11 @@ async def _ranged_candidates(
         else:
             raise MediaError("no_port", f"UDP ports {first}-{last} are all in use on {address}")
         host, bound = transport.get_extra_info("sockname")[:2]
-        protocol.local_candidate = aioice.ice.Candidate(
-            foundation=aioice.ice.candidate_foundation("host", "udp", host),
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host),
             component=component,
             transport="udp",
-            priority=aioice.ice.candidate_priority(component, "host"),
+            priority=candidate_priority(component, "host"),
             host=host,
             port=bound,
             type="host",

@@ -53,7 +53,7 @@ def write_counter_y4m(path: Path, frames: int = 120) -> Path:
 
 def to_limited(full: npt.NDArray[np.floating] | Luma) -> npt.NDArray[np.float32]:
     """Full-range luma (as a canvas gives it) to limited range (as the y4m holds it)."""
-    return np.asarray(full, np.float32) * 219 / 255 + 16
+    return np.asarray(np.asarray(full, np.float32) * 219 / 255 + 16, np.float32)
 
 
 def read_counter(luma: Luma, limited: bool = True) -> int | None:
