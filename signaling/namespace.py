@@ -21,6 +21,7 @@ from media.errors import MediaError
 from media.room import Relay, Stream
 from media.room import Room as MediaRoom
 from signaling.gateway import Identity, RejoinTokens, Staff, VisitGateway
+from signaling.placement import LocalPlacement, RoomPlacement
 from signaling.protocol import (
     GUEST_ROLES,
     PROTOCOL_VERSION,
@@ -128,6 +129,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         tokens: RejoinTokens,
         relay: Relay | None = None,
         *,
+        placement: RoomPlacement | None = None,
         rate: float = 20.0,
         burst: int = 40,
         flood_limit: int = 200,
@@ -136,6 +138,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.gateway = gateway
         self.tokens = tokens
         self.relay = relay
+        self.placement: RoomPlacement = placement or LocalPlacement()
         self.rooms: dict[str, Room] = {}
         self._where: dict[str, tuple[str, str]] = {}  # sid → (visit id, participant id)
         self._staff: dict[str, Staff | None] = {}
@@ -186,8 +189,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             result = await handler(sid, message)
             return {"ok": True, **(result or {})}
         except ProtocolError as exc:
-            await self.emit("error", exc.payload(event if handler else "?"), to=sid)
-            return {"ok": False, "error": {"code": exc.code.value, "message": exc.message}}
+            payload = exc.payload(event if handler else "?")
+            await self.emit("error", payload, to=sid)
+            return {"ok": False, "error": {k: v for k, v in payload.items() if k != "event"}}
         except Exception:
             log.exception("signaling: %s failed", event)
             error = ProtocolError(ErrorCode.internal_error, "服务器内部错误，已记录")
@@ -225,6 +229,12 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if sid in self._where:
             raise ProtocolError(ErrorCode.already_joined, "已在接访中")
         visit_id = message.visit_id
+        # first of all (before a code is spent): is the visit's room on this node?
+        owner = await self.placement.claim(visit_id)
+        if owner != self.placement.node_url:
+            raise ProtocolError(
+                ErrorCode.wrong_node, "本次接访由另一台服务器承载，正在转接", {"node": owner}
+            )
         staff: Staff | None = None
         admitted_before = False
         if message.code:
@@ -239,6 +249,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if not await self.gateway.is_open(visit_id):
             raise ProtocolError(ErrorCode.visit_closed, "该接访已结束或不存在")
         room = self.rooms.setdefault(visit_id, Room(visit_id))
+        self.placement.hold(visit_id)  # keep the room pinned here while it lives
         previous = room.by_key(identity.key)
         if previous is not None:
             await self._remove(previous.sid, CloseReason.replaced)
@@ -428,9 +439,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if not p.admitted:
                 await self.emit("ended", {"visit_id": room.visit_id}, to=p.sid)
             await self._remove(p.sid, CloseReason.ended, announce=False)
-        self.rooms.pop(room.visit_id, None)
-        if self.relay is not None:
-            await self.relay.close_room(room.visit_id)
+        await self._close_room(room.visit_id)
         log.info("visit %s ended by judge %s", room.visit_id, judge.user_id)
         return {}
 
@@ -463,6 +472,10 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             else:
                 await self._lobby_changed(room)
         if not room.participants:
-            self.rooms.pop(room.visit_id, None)
-            if self.relay is not None:
-                await self.relay.close_room(room.visit_id)
+            await self._close_room(room.visit_id)
+
+    async def _close_room(self, visit_id: str) -> None:
+        self.rooms.pop(visit_id, None)
+        if self.relay is not None:
+            await self.relay.close_room(visit_id)
+        await self.placement.release(visit_id)

@@ -50,6 +50,7 @@ class ErrorCode(enum.StrEnum):
     forbidden = "forbidden"
     unknown_participant = "unknown_participant"
     media_failed = "media_failed"
+    wrong_node = "wrong_node"
     internal_error = "internal_error"
 
 

@@ -23,6 +23,7 @@ from scheduler.notify import push_all, take_outbox
 from scheduler.visits import housekeeping
 from signaling.gateway import RejoinTokens
 from signaling.namespace import VisitNamespace
+from signaling.placement import LocalPlacement, RedisPlacement, RoomPlacement
 from signaling.server import NotificationNamespace, SocketNotifier, create_sio
 from web import handlers as _handlers  # noqa: F401  (registers the API routes)
 from web import pages
@@ -143,6 +144,19 @@ class LazyGateway:
         return getattr(self._gateway, name)
 
 
+def _placement(settings: Settings) -> RoomPlacement:
+    """Embedded: every room here; with Redis: rooms pinned to nodes (signaling/placement.py)."""
+    redis = create_redis(settings)
+    if redis is None:
+        return LocalPlacement(settings.node_url)
+    return RedisPlacement(redis, settings.node_url)
+
+
+async def _close_placement(placement: RoomPlacement, app: web.Application) -> AsyncIterator[None]:
+    yield
+    await placement.close()
+
+
 def create_app(settings: Settings) -> web.Application:
     """The whole web application for ``settings``."""
     app = web.Application(
@@ -173,7 +187,11 @@ def create_app(settings: Settings) -> web.Application:
     announce_addresses(settings.media_announced_addresses)
     use_port_range(settings.media_udp_ports)
     relay = Relay(ice_servers=settings.media_ice_servers)
-    sio.register_namespace(VisitNamespace(LazyGateway(app), RejoinTokens(app[SECRET]), relay))
+    placement = _placement(settings)
+    app.cleanup_ctx.append(functools.partial(_close_placement, placement))
+    sio.register_namespace(
+        VisitNamespace(LazyGateway(app), RejoinTokens(app[SECRET]), relay, placement=placement)
+    )
     sio.attach(app)
     app[NOTIFIER] = SocketNotifier(sio)
     api.add_to(app)

@@ -228,6 +228,14 @@
 
   async function join(extra) {
     const answer = await call("join", { v: 1, visit_id: visitId, ...extra });
+    if (!answer.ok && answer.error.code === "wrong_node" && answer.error.details) {
+      // the visit's room lives on another node: go there (the code was not spent here)
+      const carry = extra.code ? "#code=" + encodeURIComponent(extra.code)
+        : extra.rejoin ? "#rejoin=" + encodeURIComponent(extra.rejoin) : "";
+      say(mode === "guest" && !extra.rejoin ? "code-msg" : "call-msg", answer.error.message);
+      location.href = answer.error.details.node + location.pathname + location.search + carry;
+      return answer;
+    }
     if (!answer.ok) return answer;
     me = answer;
     $("who").textContent = ROLE[answer.role];
@@ -278,8 +286,20 @@
   }
 
   // (re)connected: join, or rejoin after a dropped connection (the server forgot us)
+  // sent here from another node: the code or rejoin token comes in the fragment
+  const carried = new URLSearchParams(location.hash.slice(1));
+  if (carried.get("rejoin")) sessionStorage.setItem("vr-rejoin-" + visitId, carried.get("rejoin"));
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+
   socket.on("connect", async () => {
     if (me && mode === "guest" && !sessionStorage.getItem("vr-rejoin-" + visitId)) return;
+    if (!me && carried.get("code") && $("code-input")) {
+      $("code-input").value = carried.get("code");
+      carried.delete("code");
+      $("code-form").requestSubmit();
+      document.body.dataset.ready = "1";
+      return;
+    }
     const rejoin = sessionStorage.getItem("vr-rejoin-" + visitId);
     if (mode === "staff") {
       const answer = await join({});

@@ -1,0 +1,129 @@
+"""Which node holds a visit's room. Embedded: this one. With Redis: the first node a
+participant of the visit reaches claims the room (``SET NX`` with a lease it keeps renewing
+while the room lives); a participant who reaches another node is sent to the owner, so the
+relay of one visit is always one process and the room's state needs no sharing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+log = logging.getLogger("vreception.signaling")
+
+
+class RoomPlacement(Protocol):
+    """Where rooms live."""
+
+    node_url: str
+
+    async def claim(self, visit_id: str) -> str:
+        """The URL of the node holding the visit's room; claims it for this node if free
+        (a claim nobody holds lapses after one lease)."""
+        ...
+
+    def hold(self, visit_id: str) -> None:
+        """The room exists here: keep it pinned until released."""
+        ...
+
+    async def release(self, visit_id: str) -> None:
+        """This node's room of the visit closed."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LocalPlacement:
+    """One process: every room is here."""
+
+    def __init__(self, node_url: str = "") -> None:
+        self.node_url = node_url
+
+    async def claim(self, visit_id: str) -> str:
+        return self.node_url
+
+    def hold(self, visit_id: str) -> None:
+        return None
+
+    async def release(self, visit_id: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+# Renew our leases; a lease is released only if it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class RedisPlacement:
+    """Rooms pinned to nodes through Redis keys ``vreception:room:<visit id>`` holding the
+    owner's URL, with a lease (``lease_seconds``) renewed every third of it: a node that
+    dies frees its rooms within one lease."""
+
+    def __init__(self, redis: Redis, node_url: str, lease_seconds: float = 45.0) -> None:
+        self.node_url = node_url
+        self._redis = redis
+        self._lease_ms = int(lease_seconds * 1000)
+        self._held: set[str] = set()
+        self._renewer: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def key(visit_id: str) -> str:
+        return f"vreception:room:{visit_id}"
+
+    async def claim(self, visit_id: str) -> str:
+        key = self.key(visit_id)
+        me = self.node_url.encode()
+        owner: bytes | str = me
+        if not await self._redis.set(key, me, nx=True, px=self._lease_ms):
+            owner = await self._redis.get(key) or me
+            if owner == me:
+                await self._redis.pexpire(key, self._lease_ms)
+            elif not await self._redis.exists(key):  # expired in between: try once more
+                return await self.claim(visit_id)
+        return owner.decode() if isinstance(owner, bytes) else str(owner)
+
+    def hold(self, visit_id: str) -> None:
+        self._held.add(visit_id)
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew(), name="room-lease-renewal")
+
+    async def release(self, visit_id: str) -> None:
+        self._held.discard(visit_id)
+        await self._redis.eval(_RELEASE, 1, self.key(visit_id), self.node_url)
+
+    async def _renew(self) -> None:
+        while self._held:
+            await asyncio.sleep(self._lease_ms / 3000)
+            for visit_id in list(self._held):
+                try:
+                    kept = await self._redis.eval(
+                        _RENEW, 1, self.key(visit_id), self.node_url, self._lease_ms
+                    )
+                except Exception:
+                    log.exception("could not renew the lease of room %s", visit_id)
+                    continue
+                if not kept:
+                    log.error("lost the lease of room %s to another node", visit_id)
+                    self._held.discard(visit_id)
+
+    async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        for visit_id in list(self._held):
+            with contextlib.suppress(Exception):
+                await self.release(visit_id)
+        await self._redis.aclose()

@@ -1,0 +1,198 @@
+"""Two server processes sharing PostgreSQL and a real Redis: a visit's room is pinned to the
+node its first participant reached; a participant who reaches the other node is sent there
+(before their one-time code is spent), and the pin is released when the visit ends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import pytest
+import socketio
+from redis.asyncio import Redis
+
+from signaling.placement import RedisPlacement
+from tests.conftest import (
+    LiveServer,
+    PostgresServer,
+    RedisServer,
+    start_live_server,
+    stop_live_server,
+)
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+
+@pytest.fixture
+def nodes(
+    tmp_path: Path, redis_server: RedisServer, postgres_server: PostgresServer
+) -> Iterator[tuple[LiveServer, LiveServer]]:
+    env = {
+        "DATABASE_URL": postgres_server.create_database("vr_multinode"),
+        "REDIS_URL": redis_server.url,
+        "VRECEPTION_SECRET_KEY": "m" * 40,
+    }
+    a = start_live_server(tmp_path / "a" / "var", env)
+    b = start_live_server(tmp_path / "b" / "var", env)
+    try:
+        yield a, b
+    finally:
+        stop_live_server(b)
+        stop_live_server(a)
+
+
+async def _login(http: aiohttp.ClientSession, node: LiveServer, user: str, pw: str) -> str:
+    async with http.post(
+        node.url + "/api/v1/auth/login", json={"username": user, "password": pw}
+    ) as r:
+        assert r.status == 200, await r.text()
+        return str((await r.json())["csrf_token"])
+
+
+async def _checked_in_visit(node: LiveServer, passwords: dict[str, str]) -> tuple[str, str]:
+    """The operator books tomorrow's first free slot, checks in and issues the code."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        csrf = await _login(http, node, "operator", passwords["operator"])
+        headers = {"X-CSRF-Token": csrf}
+
+        async def get(path: str, **params: Any) -> Any:
+            async with http.get(node.url + path, params=params) as r:
+                assert r.status == 200, await r.text()
+                return await r.json()
+
+        async def post(path: str, body: dict[str, Any] | None = None) -> Any:
+            async with http.post(node.url + path, json=body or {}, headers=headers) as r:
+                assert r.status in (200, 201), await r.text()
+                return await r.json()
+
+        receiving = next(c["id"] for c in await get("/api/v1/courts") if c["code"] == "BJ1Z")
+        room = (await get("/api/v1/rooms"))[0]["id"]
+        petition = (await get("/api/v1/petitions"))["items"][0]["id"]
+        day = datetime.now(ZoneInfo("Asia/Shanghai")).date() + timedelta(days=1)
+        while day.weekday() > 4:
+            day += timedelta(days=1)
+        slot = (
+            await get(
+                "/api/v1/free-slots",
+                room_id=room,
+                receiving_court_id=receiving,
+                first=day.isoformat(),
+                limit=1,
+            )
+        )[0]
+        visit = await post(
+            "/api/v1/visits",
+            {
+                "petition_id": petition,
+                "receiving_court_id": receiving,
+                "room_id": room,
+                "starts_at": slot["starts_at"],
+            },
+        )
+        await post(
+            f"/api/v1/visits/{visit['id']}/check-in",
+            {"document_type": "resident_id", "document_number": "11010519491231002X"},
+        )
+        code = (await post(f"/api/v1/visits/{visit['id']}/code"))["code"]
+        return str(visit["id"]), str(code)
+
+
+class Client:
+    """A socket.io client of /visit on one node."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.lobby: asyncio.Queue[Any] = asyncio.Queue()
+        self.sio.on("lobby", self.lobby.put_nowait, namespace="/visit")
+
+    async def connect(self, node: LiveServer, cookie: str | None = None) -> Client:
+        headers = {"Cookie": f"vr_session={cookie}"} if cookie else {}
+        await self.sio.connect(
+            node.url, namespaces=["/visit"], headers=headers, transports=["websocket"]
+        )
+        return self
+
+    async def call(self, event: str, data: Any = None) -> dict[str, Any]:
+        return await self.sio.call(event, data or {}, namespace="/visit", timeout=30)  # type: ignore[no-any-return]
+
+
+async def test_a_visit_is_held_on_one_node(
+    nodes: tuple[LiveServer, LiveServer], redis_server: RedisServer
+) -> None:
+    a, b = nodes
+    assert a.passwords, "node A seeds the demo data and prints the passwords"
+    visit_id, code = await _checked_in_visit(b, a.passwords)
+    redis = Redis.from_url(redis_server.url)
+    clients: list[Client] = []
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            await _login(http, a, "judge", a.passwords["judge"])
+            cookie = next(c.value for c in http.cookie_jar if c.key == "vr_session")
+        judge = await Client().connect(a, cookie)
+        clients.append(judge)
+        joined = await judge.call("join", {"v": 1, "visit_id": visit_id})
+        assert joined["ok"], joined
+        assert await redis.get(f"vreception:room:{visit_id}") == a.url.encode()
+
+        # the petitioner's page reached node B: sent to node A, the code still unspent
+        wrong = await Client().connect(b)
+        clients.append(wrong)
+        moved = await wrong.call("join", {"v": 1, "visit_id": visit_id, "code": code})
+        assert moved["ok"] is False and moved["error"]["code"] == "wrong_node"
+        assert moved["error"]["details"] == {"node": a.url}
+
+        guest = await Client().connect(a)
+        clients.append(guest)
+        entered = await guest.call("join", {"v": 1, "visit_id": visit_id, "code": code})
+        assert entered["ok"] and entered["admitted"] is False, entered
+        waiting = await asyncio.wait_for(judge.lobby.get(), timeout=30)
+        while not waiting["waiting"]:
+            waiting = await asyncio.wait_for(judge.lobby.get(), timeout=30)
+        admitted = await judge.call("admit", {"participant_id": entered["participant_id"]})
+        assert admitted["ok"], admitted
+
+        # the judge's staff page on node B is sent to A as well
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            await _login(http, b, "judge", a.passwords["judge"])
+            cookie_b = next(c.value for c in http.cookie_jar if c.key == "vr_session")
+        judge_b = await Client().connect(b, cookie_b)
+        clients.append(judge_b)
+        assert (await judge_b.call("join", {"v": 1, "visit_id": visit_id}))["error"][
+            "code"
+        ] == "wrong_node"
+
+        assert (await judge.call("end"))["ok"]
+        assert await redis.get(f"vreception:room:{visit_id}") is None
+    finally:
+        for client in clients:
+            await client.sio.disconnect()
+        await redis.aclose()
+
+
+async def test_room_leases_are_renewed_while_held_and_lapse_otherwise(
+    redis_server: RedisServer,
+) -> None:
+    x = RedisPlacement(Redis.from_url(redis_server.url), "http://x", lease_seconds=0.6)
+    y = RedisPlacement(Redis.from_url(redis_server.url), "http://y", lease_seconds=0.6)
+    try:
+        assert await x.claim("1" * 32) == "http://x"
+        assert await y.claim("1" * 32) == "http://x"
+        await asyncio.sleep(1.0)  # claimed, never held (the join failed): the claim lapses
+        assert await y.claim("1" * 32) == "http://y"
+
+        assert await x.claim("2" * 32) == "http://x"
+        x.hold("2" * 32)
+        await asyncio.sleep(1.5)  # held: renewed past several leases
+        assert await y.claim("2" * 32) == "http://x"
+        await y.release("2" * 32)  # only the owner can release
+        assert await y.claim("2" * 32) == "http://x"
+        await x.release("2" * 32)
+        assert await y.claim("2" * 32) == "http://y"
+    finally:
+        await x.close()
+        await y.close()
