@@ -20,7 +20,9 @@ from typing import Any
 
 import av
 from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
 
 log = logging.getLogger("vreception.media")
 
@@ -59,6 +61,34 @@ def to_packet(codec: Any, frame: Any) -> av.Packet[Any]:
     return packet
 
 
+class LowLatencyJitterBuffer(JitterBuffer):
+    """aiortc's jitter buffer, but a frame leaves as soon as it is complete: a video frame at
+    its marker bit (aiortc waits for the next frame's first packet, one frame interval), an
+    audio packet at once (aiortc prefetches four). The relay forwards; the subscriber's own
+    jitter buffer smooths playout."""
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        assert self._origin is not None
+        packets: list[RtpPacket] = []
+        timestamp: int | None = None
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self.capacity]
+            if packet is None:
+                return None
+            if timestamp is not None and packet.timestamp != timestamp:
+                # the previous frame ended without a marker (lost or unusual): complete anyway
+                return self._take(packets, timestamp, count)
+            timestamp = packet.timestamp
+            packets.append(packet)
+            if packet.marker or not self._is_video:
+                return self._take(packets, timestamp, count + 1)
+        return None
+
+    def _take(self, packets: list[RtpPacket], timestamp: int, count: int) -> JitterFrame:
+        self.remove(count)
+        return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)  # type: ignore[attr-defined]
+
+
 class _TapQueue(queue.Queue[Any]):
     """Stands in for the receiver's decoder queue: frames go straight to the track."""
 
@@ -75,10 +105,15 @@ class _TapQueue(queue.Queue[Any]):
         track_queue.put_nowait(to_packet(codec, frame))
 
 
-def tap_receiver(receiver: RTCRtpReceiver) -> None:
-    """Make ``receiver.track.recv()`` return encoded ``av.Packet``s; call in on("track")."""
+def tap_receiver(receiver: RTCRtpReceiver, low_latency: bool = True) -> None:
+    """Make ``receiver.track.recv()`` return encoded ``av.Packet``s; call in on("track").
+    ``low_latency``: frames leave the jitter buffer as soon as they are complete."""
     # the name-mangled decoder queue: receive() hands it to the decoder thread
     setattr(receiver, "_RTCRtpReceiver__decoder_queue", _TapQueue(receiver))  # noqa: B010
+    if low_latency:
+        current: JitterBuffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer")  # noqa: B009
+        replacement = LowLatencyJitterBuffer(current.capacity, is_video=current._is_video)
+        setattr(receiver, "_RTCRtpReceiver__jitter_buffer", replacement)  # noqa: B010
 
 
 class ForwardTrack(MediaStreamTrack):
