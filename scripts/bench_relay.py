@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
+import uvloop  # noqa: E402
 from aiohttp import ClientSession, web  # noqa: E402
 from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.contrib.media import MediaRelay  # noqa: E402
@@ -56,6 +57,7 @@ from media.transport import announce_addresses, create_peer_connection  # noqa: 
 VIDEO_CLOCK = 90_000
 FPS = 30
 LOOP_FRAMES = 150  # 5 s of video, looped
+PROFILE_DUMPS: list[Any] = []
 
 
 def log(msg: str) -> None:
@@ -127,7 +129,7 @@ class TranscodeRoom:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
 
-def serve_relay(port: int, mode: str) -> None:
+def serve_relay(port: int, mode: str, loop_kind: str) -> None:
     """The relay process: a tiny HTTP signaling front for publish / subscribe / answer."""
     announce_addresses(["127.0.0.1"])
     latencies: list[float] = []
@@ -170,6 +172,8 @@ def serve_relay(port: int, mode: str) -> None:
         return web.json_response({})
 
     async def stats(request: web.Request) -> web.Response:
+        for dump in PROFILE_DUMPS:
+            dump()
         got = list(latencies)
         latencies.clear()
         return web.json_response({"latencies": got})
@@ -179,7 +183,10 @@ def serve_relay(port: int, mode: str) -> None:
     app.router.add_post("/subscribe", subscribe)
     app.router.add_post("/answer", answer)
     app.router.add_post("/stats", stats)
-    web.run_app(app, host="127.0.0.1", port=port, print=lambda *_: print("ready", flush=True))
+    loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
+    web.run_app(
+        app, host="127.0.0.1", port=port, print=lambda *_: print("ready", flush=True), loop=loop
+    )
 
 
 # ----------------------------------------------------------------------- pre-encoded media
@@ -425,8 +432,10 @@ def pct(values: list[float], q: float) -> float:
 
 def run_mode(mode: str, args: argparse.Namespace, media: Any) -> dict[str, Any]:
     port = free_port()
+    command = [sys.executable, __file__, "_relay", "--port", str(port), "--mode", mode]
+    command += ["--loop", args.loop]
     proc = subprocess.Popen(
-        [sys.executable, __file__, "_relay", "--port", str(port), "--mode", mode],
+        command,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -447,14 +456,26 @@ def main() -> None:
         inner.add_argument("_relay")
         inner.add_argument("--port", type=int, required=True)
         inner.add_argument("--mode", choices=("forward", "transcode"), required=True)
+        inner.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
         a = inner.parse_args()
-        serve_relay(a.port, a.mode)
+        profile = os.environ.get("BENCH_PROFILE")  # a file: cProfile stats of the relay
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+
+            PROFILE_DUMPS.append(lambda: profiler.dump_stats(profile))
+        serve_relay(a.port, a.mode, a.loop)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--visits", type=int, default=1, help="two-party visits")
     parser.add_argument("--fanout", type=int, default=0, help="one publisher, K subscribers")
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
     parser.add_argument("--baseline", choices=("transcode", "none"), default="none")
+    parser.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the relay's event loop"
+    )
     args = parser.parse_args()
     if args.fanout:
         args.visits = 1
@@ -478,6 +499,7 @@ def main() -> None:
         "visits": 0 if args.fanout else args.visits,
         "fanout": args.fanout,
         "seconds": args.seconds,
+        "loop": args.loop,
     }
     if args.baseline == "transcode":
         base = run_mode("transcode", args, media)
