@@ -44,7 +44,6 @@ sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
-import uvloop  # noqa: E402
 from aiohttp import ClientSession, web  # noqa: E402
 from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.contrib.media import MediaRelay  # noqa: E402
@@ -129,7 +128,7 @@ class TranscodeRoom:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
 
-def serve_relay(port: int, mode: str, loop_kind: str) -> None:
+def serve_relay(port: int, mode: str) -> None:
     """The relay process: a tiny HTTP signaling front for publish / subscribe / answer."""
     announce_addresses(["127.0.0.1"])
     latencies: list[float] = []
@@ -183,10 +182,7 @@ def serve_relay(port: int, mode: str, loop_kind: str) -> None:
     app.router.add_post("/subscribe", subscribe)
     app.router.add_post("/answer", answer)
     app.router.add_post("/stats", stats)
-    loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
-    web.run_app(
-        app, host="127.0.0.1", port=port, print=lambda *_: print("ready", flush=True), loop=loop
-    )
+    web.run_app(app, host="127.0.0.1", port=port, print=lambda *_: print("ready", flush=True))
 
 
 # ----------------------------------------------------------------------- pre-encoded media
@@ -433,7 +429,6 @@ def pct(values: list[float], q: float) -> float:
 def run_mode(mode: str, args: argparse.Namespace, media: Any) -> dict[str, Any]:
     port = free_port()
     command = [sys.executable, __file__, "_relay", "--port", str(port), "--mode", mode]
-    command += ["--loop", args.loop]
     proc = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -456,7 +451,6 @@ def main() -> None:
         inner.add_argument("_relay")
         inner.add_argument("--port", type=int, required=True)
         inner.add_argument("--mode", choices=("forward", "transcode"), required=True)
-        inner.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
         a = inner.parse_args()
         profile = os.environ.get("BENCH_PROFILE")  # a file: cProfile stats of the relay
         if profile:
@@ -466,16 +460,13 @@ def main() -> None:
             profiler.enable()
 
             PROFILE_DUMPS.append(lambda: profiler.dump_stats(profile))
-        serve_relay(a.port, a.mode, a.loop)
+        serve_relay(a.port, a.mode)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--visits", type=int, default=1, help="two-party visits")
     parser.add_argument("--fanout", type=int, default=0, help="one publisher, K subscribers")
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
     parser.add_argument("--baseline", choices=("transcode", "none"), default="none")
-    parser.add_argument(
-        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the relay's event loop"
-    )
     args = parser.parse_args()
     if args.fanout:
         args.visits = 1
@@ -499,7 +490,6 @@ def main() -> None:
         "visits": 0 if args.fanout else args.visits,
         "fanout": args.fanout,
         "seconds": args.seconds,
-        "loop": args.loop,
     }
     if args.baseline == "transcode":
         base = run_mode("transcode", args, media)

@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import uvloop
 from aiohttp import web
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -82,15 +81,7 @@ def _serve(settings: Settings, demo: bool) -> int:
     mode = "embedded" if settings.embedded else "redis"
     print(f"vreception listening on http://{settings.host}:{settings.port}/ ({mode} mode)")
     sys.stdout.flush()
-    # uvloop: the relay's per-packet work is mostly event-loop and socket overhead, which
-    # uvloop cuts by about a fifth (scripts/bench_relay.py --loop asyncio compares)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        loop=uvloop.new_event_loop(),
-    )
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
     return 0
 
 

@@ -280,7 +280,7 @@
       ev.preventDefault();
       const form = ev.target;
       const answer = await call("invite", { role: form.elements.role.value, label: form.elements.label.value.trim() });
-      if (answer.ok) say("invite-msg", `接访码（只显示一次）：${answer.code}　请告知对方在“视频接访”页面输入`, "ok");
+      if (answer.ok) say("invite-msg", `接访码（只显示一次）：${answer.code}　请告知对方打开 ${location.origin}/join?visit=${visitId} 并输入接访码`, "ok");
       else say("invite-msg", answer.error.message, "error");
     });
   }

@@ -16,6 +16,13 @@
       try { await VR.api("POST", `/visits/${v.id}/state`, { state }); await loadToday(); }
       catch (err) { VR.say(msg, VR.describe(err), "error"); }
     };
+    if (["scheduled", "checked_in", "in_lobby", "in_progress"].includes(v.state)) {
+      const link = document.createElement("a");
+      link.href = `/call/${v.id}`;
+      link.className = "button";
+      link.textContent = v.state === "in_lobby" ? "进入接访室（信访人候场中）" : "进入接访室";
+      box.appendChild(link);
+    }
     if (v.state === "in_lobby") box.appendChild(VR.button("准入并开始接访", go("in_progress")));
     if (v.state === "in_progress") box.appendChild(VR.button("结束接访", go("ended")));
     return box;

@@ -63,7 +63,7 @@
     if (["checked_in", "in_lobby", "in_progress"].includes(v.state)) {
       box.appendChild(VR.button("接访码", () => run(async () => {
         const c = await VR.api("POST", `/visits/${v.id}/code`);
-        VR.say(msg, `信访人接访码（只显示一次）：${c.code}　请在接访室终端打开“视频接访”页面输入`, "ok");
+        VR.say(msg, `信访人接访码（只显示一次）：${c.code}　请在接访室终端打开 ${location.origin}/join?visit=${v.id} 并输入接访码`, "ok");
       })));
       const link = document.createElement("a");
       link.href = `/call/${v.id}`;
