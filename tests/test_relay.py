@@ -11,7 +11,7 @@ from typing import Any
 
 import av
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs import h264, opus, vpx
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from sqlalchemy import select
@@ -320,3 +320,53 @@ async def test_media_ports_stay_inside_the_configured_range() -> None:
             await pc.close()
     finally:
         use_port_range(None)
+
+
+async def test_h264_only_publisher_is_forwarded_as_h264(decoders_created: list[str]) -> None:
+    """A browser that offers only H.264: the relay forwards it as H.264, undecoded."""
+    announce_addresses(["127.0.0.1"])
+    relay = Relay()
+    room = relay.room("c" * 32)
+    publisher = create_peer_connection()
+    transceiver = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    transceiver.setCodecPreferences(
+        [
+            c
+            for c in RTCRtpSender.getCapabilities("video").codecs
+            if c.mimeType.lower() in ("video/h264", "video/rtx")
+        ]
+    )
+    await publisher.setLocalDescription(await publisher.createOffer())
+    answer = await room.publish("judge1", publisher.localDescription.sdp)
+    await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    assert [t.codec for t in room.tracks.values()] == ["h264"]
+
+    subscriber = create_peer_connection()
+    received: list[av.Packet[Any]] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    @subscriber.on("track")
+    def on_track(track: Any) -> None:
+        receiver = next(r for r in subscriber.getReceivers() if r.track is track)
+        tap_receiver(receiver)
+        tasks.append(asyncio.create_task(_collect(track, received)))
+
+    offer = await room.subscribe("petitioner1")
+    assert offer is not None and "H264/90000" in offer.sdp
+    await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+    await subscriber.setLocalDescription(await subscriber.createAnswer())
+    await room.answer("petitioner1", subscriber.localDescription.sdp)
+    deadline = asyncio.get_running_loop().time() + 60
+    while len(received) < 20:
+        assert asyncio.get_running_loop().time() < deadline, len(received)
+        await asyncio.sleep(0.1)
+    assert received[0].opaque == "h264" and received[0].is_keyframe
+    decoder = av.CodecContext.create("h264", "r")
+    frames = [f for p in received for f in decoder.decode(av.Packet(bytes(p)))]
+    assert len(frames) >= 15 and frames[0].width == 640
+    assert decoders_created == []
+    await room.close()
+    await publisher.close()
+    await subscriber.close()
+    for task in tasks:
+        task.cancel()
