@@ -26,7 +26,12 @@ log = logging.getLogger("vreception.media")
 
 
 class TrackSink(Protocol):
-    """Receives every published track's encoded frames with their arrival time."""
+    """Receives every published track's encoded frames with their arrival time, and is told
+    when a visit's recording starts and stops (the recorder)."""
+
+    def start(self, visit_id: str, details: dict[str, Any] | None = None) -> None: ...
+
+    def stop(self, visit_id: str) -> Any: ...
 
     def track_started(self, visit_id: str, track: PublishedTrack) -> None: ...
 
@@ -62,6 +67,8 @@ class PublishedTrack:
     remote: MediaStreamTrack
     codec_mime: str
     source: Source = Source.camera
+    role: str = ""  # the publisher's role and name in the room (for recordings)
+    name: str = ""
     forwards: dict[str, ForwardTrack] = field(default_factory=dict)
     packets: int = 0
     task: asyncio.Task[None] | None = None
@@ -100,6 +107,20 @@ class Room:
         self.publishers: dict[tuple[str, Stream], RTCPeerConnection] = {}
         self.subscribers: dict[str, RTCPeerConnection] = {}
         self.tracks: dict[str, PublishedTrack] = {}
+        self.people: dict[str, tuple[str, str]] = {}  # participant id → (role, name)
+
+    def describe(self, participant_id: str, role: str, name: str) -> None:
+        """Who a participant is (its tracks carry it to the sinks)."""
+        self.people[participant_id] = (role, name)
+
+    def start_recording(self, details: dict[str, Any] | None = None) -> None:
+        """Record every track of this room, now and to come (the visit is in progress)."""
+        for sink in self.relay.sinks:
+            sink.start(self.visit_id, details)
+
+    def stop_recording(self) -> None:
+        for sink in self.relay.sinks:
+            sink.stop(self.visit_id)
 
     async def publish(
         self, participant_id: str, offer_sdp: str, stream: Stream = Stream.main
@@ -158,6 +179,8 @@ class Room:
             remote=track,
             codec_mime=mime,
             source=source,
+            role=self.people.get(participant_id, ("", ""))[0],
+            name=self.people.get(participant_id, ("", ""))[1],
         )
         self.tracks[published.id] = published
         for sink in self.relay.sinks:
@@ -270,6 +293,8 @@ class Relay:
         return self.rooms.setdefault(visit_id, Room(self, visit_id))
 
     async def close_room(self, visit_id: str) -> None:
+        """Nobody is left, or the visit ended: its recording (if any) stops with it."""
         room = self.rooms.pop(visit_id, None)
         if room is not None:
+            room.stop_recording()
             await room.close()

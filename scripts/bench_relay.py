@@ -79,6 +79,12 @@ class LatencySink:
         self.arrived: dict[int, float] = {}
         self.order: deque[int] = deque()
 
+    def start(self, visit_id: str, details: dict[str, Any] | None = None) -> None:
+        return None
+
+    def stop(self, visit_id: str) -> None:
+        return None
+
     def track_started(self, visit_id: str, track: PublishedTrack) -> None:
         return None
 

@@ -86,6 +86,7 @@ class Room:
     visit_id: str
     participants: dict[str, Participant] = field(default_factory=dict)
     admitted_keys: set[str] = field(default_factory=set)
+    recording: bool = False
 
     def by_key(self, key: str) -> Participant | None:
         return next((p for p in self.participants.values() if p.identity.key == key), None)
@@ -285,6 +286,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "role": identity.role.value,
             "admitted": admitted,
             "participants": room.members() if admitted else [],
+            "recording": room.recording,
         }
         if staff is not None:
             answer["lobby"] = room.lobby()
@@ -295,6 +297,18 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _enter_call(self, room: Room, me: Participant) -> None:
         room.admitted_keys.add(me.identity.key)
         await self.gateway.room_event(room.visit_id, "joined", me.identity)
+        if self.relay is not None:
+            media = self.relay.room(room.visit_id)
+            media.describe(me.id, me.identity.role.value, me.identity.name)
+            if me.identity.role is ParticipantRole.petitioner:
+                # 一案一录: the visit is in progress once the petitioner is in the call
+                media.start_recording()
+                room.recording = True
+                await self.emit(
+                    "recording_state",
+                    {"recording": True, "ok": True},
+                    room=self.call_room(room.visit_id),
+                )
         await self.enter_room(me.sid, self.call_room(room.visit_id))
         await self.emit(
             "participant_joined", me.public(), room=self.call_room(room.visit_id), skip_sid=me.sid
@@ -473,6 +487,14 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 await self._lobby_changed(room)
         if not room.participants:
             await self._close_room(room.visit_id)
+
+    async def recording_failed(self, visit_id: str, message: str) -> None:
+        """The recorder cannot write: every page of the visit shows it at once."""
+        await self.emit(
+            "recording_state",
+            {"recording": True, "ok": False, "message": message},
+            room=self.call_room(visit_id),
+        )
 
     async def _close_room(self, visit_id: str) -> None:
         self.rooms.pop(visit_id, None)

@@ -35,6 +35,12 @@ class HashSink:
         self.hashes: dict[str, set[str]] = defaultdict(set)
         self.started: list[str] = []
 
+    def start(self, visit_id: str, details: dict[str, Any] | None = None) -> None:
+        return None
+
+    def stop(self, visit_id: str) -> None:
+        return None
+
     def track_started(self, visit_id: str, track: PublishedTrack) -> None:
         self.started.append(track.kind)
 

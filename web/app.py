@@ -13,12 +13,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from config.audit import record_audit
 from config.db import Database
 from config.keys import load_secret_key
 from config.redis import create_redis
 from config.settings import Settings
 from media.room import Relay
 from media.transport import announce_addresses, use_port_range
+from recorder.sink import RecorderSink, recover
 from scheduler.notify import push_all, take_outbox
 from scheduler.visits import housekeeping
 from signaling.gateway import RejoinTokens
@@ -144,6 +146,61 @@ class LazyGateway:
         return getattr(self._gateway, name)
 
 
+async def _recorder(
+    recorder: RecorderSink, visits: VisitNamespace, app: web.Application
+) -> AsyncIterator[None]:
+    """Repair what a crash interrupted; report write failures live and in the audit trail."""
+    loop = asyncio.get_running_loop()
+    for recording in await loop.run_in_executor(None, recover, recorder.root):
+        async with app[DB].writer() as db:
+            record_audit(
+                db,
+                action="recording.interrupted",
+                actor_type="system",
+                target_type="visit",
+                target_id=recording.visit_id,
+                detail={"interrupted_at": recording.to_json().get("interrupted_at_iso")},
+            )
+    reported: set[tuple[str, str]] = set()
+
+    async def failed(visit_id: str, track_id: str, message: str) -> None:
+        await visits.recording_failed(visit_id, message)
+        if (visit_id, track_id) in reported:  # one audit event per track and failure
+            return
+        reported.add((visit_id, track_id))
+        async with app[DB].writer() as db:
+            record_audit(
+                db,
+                action="recording.write_failed",
+                actor_type="system",
+                target_type="visit",
+                target_id=visit_id,
+                detail={"track": track_id, "message": message},
+            )
+
+    def on_failure(visit_id: str, track_id: str, message: str) -> None:  # writer thread
+        loop.call_soon_threadsafe(lambda: _background(app, failed(visit_id, track_id, message)))
+
+    recorder.on_failure = on_failure
+    yield
+    await loop.run_in_executor(None, recorder.close)
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _background(app: web.Application, work: Awaitable[None]) -> None:
+    async def run() -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("recorder failure report failed")
+
+    task = asyncio.ensure_future(run())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
 def _placement(settings: Settings) -> RoomPlacement:
     """Embedded: every room here; with Redis: rooms pinned to nodes (signaling/placement.py)."""
     redis = create_redis(settings)
@@ -186,12 +243,13 @@ def create_app(settings: Settings) -> web.Application:
     sio.register_namespace(NotificationNamespace(functools.partial(_authenticate_socket, app)))
     announce_addresses(settings.media_announced_addresses)
     use_port_range(settings.media_udp_ports)
-    relay = Relay(ice_servers=settings.media_ice_servers)
+    recorder = RecorderSink(settings.resolved_recordings_dir)
+    relay = Relay(ice_servers=settings.media_ice_servers, sinks=[recorder])
     placement = _placement(settings)
     app.cleanup_ctx.append(functools.partial(_close_placement, placement))
-    sio.register_namespace(
-        VisitNamespace(LazyGateway(app), RejoinTokens(app[SECRET]), relay, placement=placement)
-    )
+    visits = VisitNamespace(LazyGateway(app), RejoinTokens(app[SECRET]), relay, placement=placement)
+    sio.register_namespace(visits)
+    app.cleanup_ctx.append(functools.partial(_recorder, recorder, visits))
     sio.attach(app)
     app[NOTIFIER] = SocketNotifier(sio)
     api.add_to(app)

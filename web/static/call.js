@@ -242,13 +242,23 @@
     if (answer.rejoin) sessionStorage.setItem("vr-rejoin-" + visitId, answer.rejoin);
     for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", answer.role !== "judge");
     if (answer.lobby) drawLobby(answer.lobby);
+    if (answer.recording) recordingState({ recording: true, ok: true });
     if (answer.admitted) inCall(answer.participants);
     else { show("code-step", false); show("lobby-step", true); checkDevices(); }
     document.body.dataset.joined = "1";
     return answer;
   }
 
+  function recordingState(data) {
+    const el = $("rec-state");
+    if (!el || !data) return;
+    show("rec-state", Boolean(data.recording));
+    el.classList.toggle("failed", data.ok === false);
+    el.textContent = data.ok === false ? `录像异常：${data.message}（请立即通知技术人员）` : "● 正在录音录像";
+  }
+
   socket.on("lobby", (data) => drawLobby(data.waiting));
+  socket.on("recording_state", recordingState);
   socket.on("admitted", (data) => { sessionStorage.setItem("vr-rejoin-" + visitId, data.rejoin); inCall(data.participants); });
   socket.on("refused", (data) => ended("法官未准许本次接访" + (data.reason ? "：" + data.reason : "")));
   socket.on("ended", () => ended("接访已结束"));

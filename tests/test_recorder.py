@@ -1,0 +1,265 @@
+"""The recorder's sink: every track of a visit in progress is written as it arrives, the
+relay's own encoded frames in WebM (no re-encode), checked with ffprobe; a recorder killed
+with SIGKILL leaves files that ``recover`` makes playable and marks interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import av
+from aiortc import RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+from media.encoded import tap_receiver
+from media.room import PublishedTrack, Relay
+from media.transport import announce_addresses, create_peer_connection
+from recorder.sink import RecorderSink, load_state, recover
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class HashSink:
+    """Every frame the relay received while recording, by track."""
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.hashes: dict[str, set[str]] = defaultdict(set)
+
+    def start(self, visit_id: str, details: dict[str, Any] | None = None) -> None:
+        self.recording = True
+
+    def stop(self, visit_id: str) -> None:
+        self.recording = False
+
+    def track_started(self, visit_id: str, track: PublishedTrack) -> None:
+        return None
+
+    def packet(self, track: PublishedTrack, packet: av.Packet[Any], arrival: float) -> None:
+        self.hashes[track.kind].add(hashlib.sha256(bytes(packet)).hexdigest())
+
+    def track_ended(self, track: PublishedTrack) -> None:
+        return None
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(json.loads(out))
+
+
+def decode_errors(path: Path) -> str:
+    return subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stderr
+
+
+async def _publish(relay: Relay, visit_id: str, who: str) -> Any:
+    room = relay.room(visit_id)
+    pc = create_peer_connection()
+    pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    answer = await room.publish(who, pc.localDescription.sdp)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return pc
+
+
+async def test_tracks_are_recorded_as_received(tmp_path: Path) -> None:
+    announce_addresses(["127.0.0.1"])
+    hashes = HashSink()
+    sink = RecorderSink(tmp_path)
+    relay = Relay(sinks=[hashes, sink])
+    visit_id = "a" * 32
+    room = relay.room(visit_id)
+    room.describe("p1", "judge", "一中院接访法官")
+    pc = await _publish(relay, visit_id, "p1")
+    await asyncio.sleep(1.0)  # published before the visit is in progress: not recorded yet
+    assert not (tmp_path / visit_id).exists()
+
+    room.start_recording({"petition_number": "（2026）京01信123号"})
+    started = time.time()
+    await asyncio.sleep(4.0)
+    room.stop_recording()
+    stopped = time.time()
+    sink.flush()
+    await room.close()
+    await pc.close()
+    sink.close()
+
+    state = load_state(tmp_path / visit_id)
+    assert state is not None and state.state == "stopped"
+    assert state.details["petition_number"] == "（2026）京01信123号"
+    assert sorted((t.kind, t.role, t.source) for t in state.tracks) == [
+        ("audio", "judge", "microphone"),
+        ("video", "judge", "camera"),
+    ]
+    for track in state.tracks:
+        assert len(track.files) == 1 and track.gaps == []
+        path = tmp_path / visit_id / track.files[0]
+        probe = ffprobe(path)
+        stream = probe["streams"][0]
+        assert stream["codec_name"] == ("vp8" if track.kind == "video" else "opus")
+        assert probe["format"]["tags"]["START_WALLCLOCK"].startswith(
+            time.strftime("%Y-%m-%d", time.gmtime(started))
+        )
+        duration = float(probe["format"]["duration"])
+        assert abs(duration - (stopped - started)) <= 0.5, (track.kind, duration)
+        assert track.wall_start is not None and started <= track.wall_start <= started + 0.5
+        assert decode_errors(path) == ""
+        with av.open(str(path)) as container:
+            payloads = [bytes(p) for p in container.demux() if p.size]
+        assert len(payloads) == track.packets >= (100 if track.kind == "audio" else 60)
+        # the very frames the relay received: no re-encoding
+        assert {hashlib.sha256(p).hexdigest() for p in payloads} <= hashes.hashes[track.kind]
+
+
+CRASHING_RECORDER = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    sys.path.insert(0, sys.argv[2])
+    from media.room import Relay
+    from media.transport import announce_addresses
+    from recorder.sink import RecorderSink
+    from tests.test_recorder import _publish
+
+    async def main():
+        announce_addresses(["127.0.0.1"])
+        relay = Relay(sinks=[RecorderSink(sys.argv[1])])
+        room = relay.room("b" * 32)
+        room.describe("p1", "petitioner", "王某某")
+        room.start_recording({})
+        await _publish(relay, "b" * 32, "p1")
+        print("recording", flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_killed_recorder_loses_seconds_not_the_visit(tmp_path: Path) -> None:
+    script = tmp_path / "crash.py"
+    script.write_text(CRASHING_RECORDER)
+    root = tmp_path / "recordings"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(root), str(ROOT)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "recording"
+        started = time.time()
+        time.sleep(10)
+        os.kill(proc.pid, 9)  # kill -9: no chance to close anything
+        killed = time.time()
+    finally:
+        proc.kill()
+        proc.wait()
+
+    repaired = recover(root)
+    assert [r.visit_id for r in repaired] == ["b" * 32]
+    state = load_state(root / ("b" * 32))
+    assert state is not None and state.state == "interrupted"
+    assert state.interrupted_at is not None and killed - 2.5 <= state.interrupted_at <= killed
+    assert {t.kind for t in state.tracks} == {"audio", "video"}
+    for track in state.tracks:
+        fixed = root / ("b" * 32) / track.files[-1]
+        assert fixed.stem.endswith("-repaired")
+        duration = float(ffprobe(fixed)["format"]["duration"])
+        assert duration >= killed - started - 2.5 >= 7.5, (track.kind, duration)
+        assert decode_errors(fixed) == ""
+    assert recover(root) == []  # once repaired, not again
+
+
+async def test_a_full_disk_is_reported_and_the_relay_keeps_forwarding(tmp_path: Path) -> None:
+    """Recordings on a small tmpfs that a filler leaves 16 KiB of: the disk fills; the
+    failure is reported with the missing span, the subscriber keeps receiving, and once space
+    is freed a new segment begins."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    run = subprocess.run
+    run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    tasks: list[asyncio.Future[None]] = []
+    try:
+        filler = mount / "filler"
+        free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+        filler.write_bytes(b"\0" * (free - 16 * 1024))
+        announce_addresses(["127.0.0.1"])
+        failures: list[tuple[str, str, str]] = []
+        sink = RecorderSink(mount / "recordings", on_failure=lambda *a: failures.append(a))
+        relay = Relay(sinks=[sink])
+        visit_id = "c" * 32
+        room = relay.room(visit_id)
+        room.describe("p1", "petitioner", "王某某")
+        room.start_recording()
+        pc = await _publish(relay, visit_id, "p1")
+        subscriber = create_peer_connection()
+        received: list[Any] = []
+
+        @subscriber.on("track")
+        def on_track(track: Any) -> None:
+            receiver = next(r for r in subscriber.getReceivers() if r.track is track)
+            tap_receiver(receiver)
+
+            async def drain() -> None:
+                while True:
+                    received.append(await track.recv())
+
+            tasks.append(asyncio.ensure_future(drain()))
+
+        offer = await room.subscribe("p2")
+        assert offer is not None
+        await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        await subscriber.setLocalDescription(await subscriber.createAnswer())
+        await room.answer("p2", subscriber.localDescription.sdp)
+
+        deadline = time.monotonic() + 60
+        while not failures:
+            assert time.monotonic() < deadline, "the disk never filled"
+            await asyncio.sleep(0.1)
+        assert "No space left" in failures[0][2] or "空间" in failures[0][2], failures[0]
+        before = len(received)
+        await asyncio.sleep(1.5)
+        assert len(received) >= before + 30  # media still flows to the subscriber
+
+        # an administrator frees space: writing resumes in a new segment, the gap is closed
+        filler.unlink()
+        deadline = time.monotonic() + 30
+        while True:
+            sink.flush()
+            state = load_state(mount / "recordings" / visit_id)
+            video = next(t for t in state.tracks if t.kind == "video") if state else None
+            if video is not None and len(video.files) >= 2:
+                break
+            assert time.monotonic() < deadline, ([f[2] for f in failures], state)
+            await asyncio.sleep(0.5)
+        assert video.gaps and video.gaps[0].end is not None
+        assert video.gaps[0].start < video.gaps[0].end
+        room.stop_recording()
+        sink.flush()
+        await room.close()
+        await pc.close()
+        await subscriber.close()
+        sink.close()
+    finally:
+        for task in tasks:
+            task.cancel()
+        run(["umount", "-l", str(mount)], check=False)
