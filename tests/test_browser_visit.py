@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from recorder.sink import VisitRecording, load_state
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer
 from tests.media_fixtures import psnr, read_counter, write_counter_y4m
 
@@ -112,6 +113,7 @@ def _video_streams(page: Any) -> list[int]:
     )
 
 
+FFPROBE_CODEC = ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"]
 GRAB = """(selector) => {
     const v = document.querySelector(selector);
     if (!v || !v.videoWidth) return null;
@@ -248,6 +250,7 @@ def test_a_visit_through_the_relay(
     _wait(lambda: _frames_decoded(guest) > first[0] + 30 and _frames_decoded(judge) > first[1] + 30)
     state = operator.request.get(url + f"/api/v1/visits/{visit['id']}").json()["state"]
     assert state == "in_progress"
+    expect(judge.locator("#rec-state")).to_have_text("● 正在录音录像")  # 一案一录
     for page in (guest, judge):
         expect(page.locator("#call-msg")).not_to_have_class("msg error")
     # what the judge sees is the petitioner's camera: numbered frames, close to the source
@@ -300,5 +303,29 @@ def test_a_visit_through_the_relay(
     state = operator.request.get(url + f"/api/v1/visits/{visit['id']}").json()["state"]
     assert state == "ended"
     expect(lawyer.locator("#ended-step")).to_be_visible(timeout=30_000)
+
+    # every track of the visit was recorded, as received, and plays
+    folder = live_server.data_dir / "recordings" / visit["id"]
+    _wait(lambda: (load_state(folder) or VisitRecording("")).state == "stopped")
+    recording = load_state(folder)
+    assert recording is not None
+    recorded = {(t.role, t.source) for t in recording.tracks if t.packets}
+    assert {
+        ("petitioner", "camera"),
+        ("petitioner", "microphone"),
+        ("petitioner", "evidence"),
+        ("judge", "camera"),
+        ("judge", "microphone"),
+        ("lawyer", "camera"),
+    } <= recorded, recorded
+    for track in recording.tracks:
+        for name in track.files:
+            probe = subprocess.run(
+                [*FFPROBE_CODEC, str(folder / name)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            assert probe == ("opus" if track.kind == "audio" else "vp8"), (name, probe)
     for ctx in (lawyer_ctx, guest_ctx, judge_ctx, operator):
         ctx.close()
