@@ -13,12 +13,15 @@ from pathlib import Path
 from aiohttp import web
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import or_, select
 
 from config.db import create_engine, create_sessionmaker
 from config.errors import AppError
 from config.privacy import MaskingFilter
 from config.settings import ConfigError, Settings, load_settings
+from recorder import manifest
 from scheduler import service
 from scheduler.models import Court, Role
 from scheduler.scope import SYSTEM_ACTOR
@@ -147,7 +150,36 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--court", help="court id, code or name (not needed for admin)")
     cu.add_argument("--display-name")
     cu.add_argument("--password", help="default: prompt, or generate when not a terminal")
+    ver = sub.add_parser(
+        "verify", help="check a recording folder or export ZIP (hashes, signature)"
+    )
+    ver.add_argument("target", help="a recording folder or an export .zip")
+    ver.add_argument("--key", help="a trusted public key (PEM); default: the one enclosed")
+    sub.add_parser("public-key", help="print this server's signing public key (PEM)")
     return parser
+
+
+def _verify(target: str, key_file: str | None) -> int:
+    path = Path(target)
+    if not path.exists():
+        print(f"error: {target} does not exist", file=sys.stderr)
+        return 2
+    trusted = None
+    if key_file:
+        loaded = serialization.load_pem_public_key(Path(key_file).read_bytes())
+        if not isinstance(loaded, Ed25519PublicKey):
+            print(f"error: {key_file} is not an Ed25519 public key", file=sys.stderr)
+            return 2
+        trusted = loaded
+    result = manifest.verify(path, trusted)
+    print(f"签名 signature: {'有效 valid' if result.signature_ok else '无效 INVALID'}"
+          f" (key {result.key_id or '?'})")  # fmt: skip
+    for name in result.checked:
+        print(f"  OK      {name}")
+    for name, why in result.failed.items():
+        print(f"  FAILED  {name}: {why}")
+    print("核验通过 verified" if result.ok else "核验失败 VERIFICATION FAILED")
+    return 0 if result.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,6 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         migrate(settings, args.revision)
         print("database is up to date")
+        return 0
+    if args.command == "verify":
+        return _verify(args.target, args.key)
+    if args.command == "public-key":
+        sys.stdout.write(manifest.public_pem(manifest.load_signing_key(settings.data_dir)).decode())
         return 0
     if args.command == "create-user":
         migrate(settings)

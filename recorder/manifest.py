@@ -1,0 +1,203 @@
+"""A recording's proof of integrity: the SHA-256 of every file, signed with the server's
+Ed25519 key, checkable with standard tools alone (docs/verification.md):
+
+- ``manifest.json``: the visit's identifiers and timeline summary, and every file's hash;
+- ``SHA256SUMS``: ``sha256sum`` lines for every file, ``manifest.json`` included;
+- ``SHA256SUMS.sig``: the Ed25519 signature of ``SHA256SUMS`` (raw 64 bytes);
+- ``public-key.pem``: the key that signed it (compare with the court's published key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"
+SIGNATURE = "SHA256SUMS.sig"
+PUBLIC_KEY = "public-key.pem"
+UNSIGNED = {SUMS, SIGNATURE, PUBLIC_KEY}  # the proof itself
+SKIPPED_SUFFIXES = (".tmp",)
+
+
+def load_signing_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The server's signing key, ``<data_dir>/signing-key.pem`` (created 0600 on first use)."""
+    path = Path(data_dir) / "signing-key.pem"
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an Ed25519 private key")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, pem)
+    finally:
+        os.close(fd)
+    return key
+
+
+def public_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def key_id(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    """A short fingerprint: the first 16 hex digits of the SHA-256 of the public key PEM."""
+    return hashlib.sha256(public_pem(key)).hexdigest()[:16]
+
+
+def _sha256(stream: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> Iterator[tuple[str, Path]]:
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_file() and name not in UNSIGNED and not name.endswith(SKIPPED_SUFFIXES):
+            yield name, path
+
+
+def sign_folder(
+    folder: Path, key: Ed25519PrivateKey, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write manifest.json, SHA256SUMS, its signature and the public key into ``folder``."""
+    hashes: dict[str, str] = {}
+    for name, path in _files(folder):
+        if name == MANIFEST:
+            continue
+        with path.open("rb") as fh:
+            hashes[name] = _sha256(fh)
+    manifest = {
+        "version": 1,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "key_id": key_id(key),
+        **(details or {}),
+        "files": hashes,
+    }
+    body = json.dumps(manifest, ensure_ascii=False, indent=1, sort_keys=True).encode()
+    (folder / MANIFEST).write_bytes(body)
+    sums = {MANIFEST: hashlib.sha256(body).hexdigest(), **hashes}
+    text = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
+    (folder / SUMS).write_text(text)
+    (folder / SIGNATURE).write_bytes(key.sign(text.encode()))
+    (folder / PUBLIC_KEY).write_bytes(public_pem(key))
+    return manifest
+
+
+@dataclass
+class Verification:
+    """The result of checking a recording: ``ok`` only if every file and the signature hold."""
+
+    signature_ok: bool = False
+    key_id: str = ""
+    checked: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # file → why
+
+    @property
+    def ok(self) -> bool:
+        return self.signature_ok and not self.failed and bool(self.checked)
+
+
+class _Source:
+    """A recording folder or an export ZIP, read the same way."""
+
+    def __init__(self, target: Path) -> None:
+        self.zip = zipfile.ZipFile(target) if target.is_file() else None
+        self.folder = target
+        self.prefix = ""
+        if self.zip is not None:  # an export may hold everything under one top folder
+            sums = [n for n in self.zip.namelist() if PurePosixPath(n).name == SUMS]
+            if sums:
+                self.prefix = str(PurePosixPath(min(sums, key=len)).parent)
+                self.prefix = "" if self.prefix == "." else self.prefix + "/"
+
+    def names(self) -> set[str]:
+        if self.zip is not None:
+            return {
+                n[len(self.prefix) :]
+                for n in self.zip.namelist()
+                if n.startswith(self.prefix) and not n.endswith("/")
+            }
+        return {name for name, _ in _files(self.folder)} | {
+            n for n in UNSIGNED if (self.folder / n).exists()
+        }
+
+    def read(self, name: str) -> bytes:
+        if self.zip is not None:
+            return self.zip.read(self.prefix + name)
+        return (self.folder / name).read_bytes()
+
+    def digest(self, name: str) -> str:
+        if self.zip is not None:
+            with self.zip.open(self.prefix + name) as fh:
+                return _sha256(fh)
+        with (self.folder / name).open("rb") as fh:
+            return _sha256(fh)
+
+
+def verify(target: Path, trusted_key: Ed25519PublicKey | None = None) -> Verification:
+    """Check every hash and the signature of a recording folder or export ZIP. Without
+    ``trusted_key`` the enclosed public key is used (compare its id with the court's)."""
+    result = Verification()
+    source = _Source(Path(target))
+    try:
+        sums = source.read(SUMS)
+        signature = source.read(SIGNATURE)
+    except (KeyError, OSError):
+        result.failed[SUMS] = "缺少校验清单或签名 (SHA256SUMS / SHA256SUMS.sig missing)"
+        return result
+    key = trusted_key
+    if key is None:
+        try:
+            loaded = serialization.load_pem_public_key(source.read(PUBLIC_KEY))
+        except (KeyError, OSError, ValueError):
+            result.failed[PUBLIC_KEY] = "缺少或无法读取公钥 (public key missing or unreadable)"
+            return result
+        if not isinstance(loaded, Ed25519PublicKey):
+            result.failed[PUBLIC_KEY] = "不是 Ed25519 公钥 (not an Ed25519 key)"
+            return result
+        key = loaded
+    result.key_id = key_id(key)
+    try:
+        key.verify(signature, sums)
+        result.signature_ok = True
+    except InvalidSignature:
+        result.failed[SUMS] = "签名不符 (signature does not match)"
+    listed: dict[str, str] = {}
+    for line in sums.decode(errors="replace").splitlines():
+        digest, _, name = line.partition("  ")
+        if len(digest) == 64 and name:
+            listed[name] = digest
+    present = source.names() - UNSIGNED
+    for name, digest in sorted(listed.items()):
+        if name not in present:
+            result.failed[name] = "文件缺失 (missing)"
+            continue
+        if source.digest(name) != digest:
+            result.failed[name] = "内容已被改动 (hash mismatch)"
+        else:
+            result.checked.append(name)
+    for name in sorted(present - set(listed)):
+        result.failed[name] = "不在清单中 (not in the manifest)"
+    return result
