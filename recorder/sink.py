@@ -70,6 +70,7 @@ class TrackFile:
     bytes: int = 0
     gaps: list[Gap] = field(default_factory=list)
     ended: bool = False
+    interrupted_originals: list[str] = field(default_factory=list)  # as a crash left them
 
 
 @dataclass
@@ -465,11 +466,14 @@ def recover(root: Path) -> list[VisitRecording]:
                     track.gaps.append(Gap(start=track.wall_start or 0.0, reason=str(exc)))
                     continue
                 files.append(str(fixed.relative_to(folder)))
+                track.interrupted_originals.append(name)
                 if track.wall_start is not None:
                     track.wall_end = track.wall_start + duration
                     interrupted_at = max(interrupted_at, track.wall_end)
                 track.packets = count
-            track.files = track.files + [f for f in files if f not in track.files]
+            # the playable copies stand in the timeline; the originals stay, as evidence
+            track.files = [f for f in track.files if f not in track.interrupted_originals]
+            track.files += [f for f in files if f not in track.files]
             track.ended = True
         recording.state = "interrupted"
         recording.interrupted_at = interrupted_at

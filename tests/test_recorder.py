@@ -23,6 +23,7 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from media.encoded import tap_receiver
 from media.room import PublishedTrack, Relay
 from media.transport import announce_addresses, create_peer_connection
+from recorder.composite import render
 from recorder.sink import RecorderSink, load_state, recover
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,7 +182,9 @@ def test_a_killed_recorder_loses_seconds_not_the_visit(tmp_path: Path) -> None:
     assert state.interrupted_at is not None and killed - 2.5 <= state.interrupted_at <= killed
     assert {t.kind for t in state.tracks} == {"audio", "video"}
     for track in state.tracks:
-        fixed = root / ("b" * 32) / track.files[-1]
+        assert len(track.files) == 1 and len(track.interrupted_originals) == 1
+        assert (root / ("b" * 32) / track.interrupted_originals[0]).exists()
+        fixed = root / ("b" * 32) / track.files[0]
         assert fixed.stem.endswith("-repaired")
         duration = float(ffprobe(fixed)["format"]["duration"])
         assert duration >= killed - started - 2.5 >= 7.5, (track.kind, duration)
@@ -263,3 +266,44 @@ async def test_a_full_disk_is_reported_and_the_relay_keeps_forwarding(tmp_path: 
         for task in tasks:
             task.cancel()
         run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_composite_shows_the_parties_and_the_overlay(tmp_path: Path) -> None:
+    """Two parties recorded for 4 s → an H.264 + AAC MP4 of that length, decoding without
+    errors, the parties' pictures side by side and the overlay drawn over its bottom band."""
+    announce_addresses(["127.0.0.1"])
+    sink = RecorderSink(tmp_path)
+    relay = Relay(sinks=[sink])
+    visit_id = "d" * 32
+    room = relay.room(visit_id)
+    room.describe("p1", "judge", "一中院接访法官")
+    room.describe("p2", "petitioner", "王某某")
+    room.start_recording({"petition_number": "（2026）京01信123号", "court_name": "东城区人民法院"})
+    pcs = [await _publish(relay, visit_id, "p1"), await _publish(relay, visit_id, "p2")]
+    await asyncio.sleep(4.0)
+    room.stop_recording()
+    sink.flush()
+    await room.close()
+    for pc in pcs:
+        await pc.close()
+    sink.close()
+
+    state = load_state(tmp_path / visit_id)
+    assert state is not None
+    out = tmp_path / visit_id / "composite.mp4"
+    result = await asyncio.to_thread(render, tmp_path / visit_id, state, out)
+    probe = ffprobe(out)
+    codecs = sorted(s["codec_name"] for s in probe["streams"])
+    assert codecs == ["aac", "h264"]
+    assert abs(float(probe["format"]["duration"]) - result["duration"]) <= 0.5
+    assert 3.0 <= result["duration"] <= 5.0
+    assert decode_errors(out) == ""
+    with av.open(str(out)) as container:
+        frame = next(f for i, f in enumerate(container.decode(video=0)) if i == 30)
+        image = frame.to_ndarray(format="rgb24")
+    band = image[-70:, :]  # the overlay: white text on a dark band
+    assert (band > 200).all(axis=2).sum() > 500
+    # aiortc's test pattern is green: both parties appear, side by side above the band
+    top = image[: 720 - 90]
+    green = (top[..., 1] > 100) & (top[..., 0] < 80)
+    assert green[:, :640].sum() > 10_000 and green[:, 640:].sum() > 10_000

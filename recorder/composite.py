@@ -1,0 +1,365 @@
+"""The composite of a visit: one H.264 + AAC MP4 with every party side by side (the evidence
+large while it is shown) and an overlay naming the court, the petition, the parties and the
+wall-clock time. Runs in a worker process, never in the relay's event loop.
+
+Every per-track original is decoded once, in timeline order: each frame is placed at its
+wall-clock time (the track's first-frame time plus its own timestamps), so gaps stay gaps
+and rejoins land where they happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw, ImageFont
+
+from recorder.sink import TrackFile, VisitRecording
+
+log = logging.getLogger("vreception.recorder")
+
+WIDTH, HEIGHT, FPS = 1280, 720, 15
+SAMPLE_RATE = 48000
+ROLE_NAMES = {
+    "judge": "接访法官",
+    "petitioner": "信访人",
+    "lawyer": "律师",
+    "mediator": "调解员",
+    "operator": "操作员",
+}
+FONT_CANDIDATES = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSerifCJK-Regular.ttc",
+)
+
+Image8 = npt.NDArray[np.uint8]
+Progress = Callable[[float], None]
+
+
+def find_font(configured: str | None = None) -> str | None:
+    """A font with Chinese glyphs (fonts-noto-cjk), or None."""
+    for candidate in (configured, *FONT_CANDIDATES):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+@dataclass
+class _Source:
+    """One track's file with its place on the visit's timeline."""
+
+    track: TrackFile
+    path: Path
+    offset: float  # seconds from the visit's start to the file's first frame
+
+
+def _sources(folder: Path, recording: VisitRecording, kind: str) -> list[_Source]:
+    out = []
+    start = visit_start(recording)
+    for track in recording.tracks:
+        if track.kind != kind or track.wall_start is None:
+            continue
+        for name in track.files:
+            path = folder / name
+            if path.exists():  # every segment's timestamps count from the track's first frame
+                out.append(_Source(track, path, track.wall_start - start))
+    return out
+
+
+def visit_start(recording: VisitRecording) -> float:
+    starts = [t.wall_start for t in recording.tracks if t.wall_start is not None]
+    return min(starts) if starts else recording.started_at
+
+
+def visit_end(recording: VisitRecording) -> float:
+    ends = [t.wall_end for t in recording.tracks if t.wall_end is not None]
+    return max(ends) if ends else visit_start(recording)
+
+
+def _video_frames(source: _Source) -> Iterator[tuple[float, Image8]]:
+    """(seconds on the visit timeline, BGR image) for every decodable frame."""
+    try:
+        with av.open(str(source.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    continue  # a damaged frame: skip it, keep the rest
+                for frame in frames:
+                    if frame.pts is None or frame.time_base is None:
+                        continue
+                    at = source.offset + float(frame.pts * frame.time_base)
+                    yield at, np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+    except (av.FFmpegError, OSError) as exc:
+        log.error("composite: cannot read %s: %s", source.path, exc)
+
+
+def _audio_chunks(source: _Source) -> Iterator[tuple[float, npt.NDArray[np.float32]]]:
+    """(seconds on the visit timeline, mono float samples at 48 kHz)."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    try:
+        with av.open(str(source.path)) as container:
+            stream = container.streams.audio[0]
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    continue
+                for frame in frames:
+                    if frame.pts is None or frame.time_base is None:
+                        continue
+                    at = source.offset + float(frame.pts * frame.time_base)
+                    for out in resampler.resample(frame):
+                        yield at, out.to_ndarray().reshape(-1).astype(np.float32)
+    except (av.FFmpegError, OSError) as exc:
+        log.error("composite: cannot read %s: %s", source.path, exc)
+
+
+class _Latest:
+    """The frame a track shows at a given time (its latest frame not after it)."""
+
+    def __init__(self, source: _Source) -> None:
+        self.source = source
+        self.frames = _video_frames(source)
+        self.current: Image8 | None = None
+        self.current_at = -1.0
+        self.pending: tuple[float, Image8] | None = next(self.frames, None)
+        self.last_at = -1.0
+
+    def at(self, t: float) -> Image8 | None:
+        while self.pending is not None and self.pending[0] <= t:
+            self.current_at, self.current = self.pending
+            self.pending = next(self.frames, None)
+        if self.current is None:
+            return None
+        if self.pending is None and t - self.current_at > 1.0:
+            return None  # the track ended (left, or a gap): no frozen picture
+        if (
+            self.pending is not None
+            and self.pending[0] - self.current_at > 2.0
+            and t - self.current_at > 1.0
+        ):
+            return None  # inside a gap
+        return self.current
+
+
+class Overlay:
+    """Static text (Chinese, drawn once with a CJK font) and the live clock (OpenCV)."""
+
+    def __init__(self, lines: list[str], font_path: str | None, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self.banner = self._render(lines, font_path, 24)
+        self.labels: dict[str, Image8] = {}
+        self.font_path = font_path
+
+    @staticmethod
+    def _render(lines: list[str], font_path: str | None, size: int) -> Image8:
+        font: Any = ImageFont.truetype(font_path, size) if font_path else ImageFont.load_default()
+        height = (size + 8) * max(1, len(lines)) + 8
+        image = Image.new("RGB", (WIDTH, height), (20, 20, 20))
+        draw = ImageDraw.Draw(image)
+        for i, line in enumerate(lines):
+            draw.text((12, 6 + i * (size + 8)), line, font=font, fill=(255, 255, 255))
+        return np.asarray(image)[:, :, ::-1].copy()
+
+    def label(self, text: str) -> Image8:
+        if text not in self.labels:
+            rendered = self._render([text], self.font_path, 20)
+            width = min(WIDTH, 24 + 20 * len(text))
+            self.labels[text] = rendered[:, :width].copy()
+        return self.labels[text]
+
+    def draw(self, canvas: Image8, wall: float) -> None:
+        h = self.banner.shape[0]
+        canvas[HEIGHT - h :, :] = self.banner
+        clock = datetime.fromtimestamp(wall, self.tz).strftime("%Y-%m-%d %H:%M:%S")
+        cv2.putText(
+            canvas, clock, (WIDTH - 330, HEIGHT - h + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+            (255, 255, 255), 2, cv2.LINE_AA,
+        )  # fmt: skip
+
+
+def _layout(n_cameras: int, evidence: bool, top: int) -> list[tuple[int, int, int, int]]:
+    """Boxes (x, y, w, h): evidence first (large) when shown, then the cameras."""
+    area_h = HEIGHT - top
+    boxes: list[tuple[int, int, int, int]] = []
+    if evidence:
+        boxes.append((0, 0, WIDTH * 2 // 3, area_h))
+        side = max(1, n_cameras)
+        for i in range(n_cameras):
+            boxes.append((WIDTH * 2 // 3, i * area_h // side, WIDTH // 3, area_h // side))
+        return boxes
+    cols = max(1, min(3, n_cameras))
+    rows = max(1, -(-n_cameras // cols))
+    for i in range(n_cameras):
+        r, c = divmod(i, cols)
+        boxes.append((c * WIDTH // cols, r * area_h // rows, WIDTH // cols, area_h // rows))
+    return boxes
+
+
+def _fit(image: Image8, w: int, h: int) -> Image8:
+    """Letterbox ``image`` into w×h."""
+    ih, iw = image.shape[:2]
+    k = min(w / iw, h / ih)
+    nw, nh = max(1, int(iw * k)), max(1, int(ih * k))
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+    out = np.zeros((h, w, 3), np.uint8)
+    y, x = (h - nh) // 2, (w - nw) // 2
+    out[y : y + nh, x : x + nw] = resized
+    return out
+
+
+def overlay_lines(recording: VisitRecording) -> list[str]:
+    d = recording.details
+    parties = "；".join(
+        f"{ROLE_NAMES.get(t.role, t.role)} {t.name}"
+        for t in {(t.role, t.name): t for t in recording.tracks if t.name}.values()
+    )
+    first = "　".join(x for x in (d.get("court_name", ""), d.get("receiving_court_name", "")) if x)
+    second = "　".join(
+        x
+        for x in (
+            f"案号 {d['petition_number']}" if d.get("petition_number") else "",
+            parties,
+        )
+        if x
+    )
+    return [line for line in (first, second) if line] or ["远程视频接访"]
+
+
+def render(
+    folder: Path,
+    recording: VisitRecording,
+    out_path: Path,
+    *,
+    font_path: str | None = None,
+    tz: ZoneInfo | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Write the composite MP4; returns its duration, frame count and size."""
+    start, end = visit_start(recording), visit_end(recording)
+    duration = max(0.0, end - start)
+    overlay = Overlay(overlay_lines(recording), find_font(font_path), tz or ZoneInfo("UTC"))
+    videos = [_Latest(s) for s in _sources(folder, recording, "video")]
+    audio_sources = _sources(folder, recording, "audio")
+    tmp = out_path.with_suffix(".tmp.mp4")
+    frames = 0
+    with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        vstream: Any = out.add_stream("libx264", rate=FPS)
+        vstream.width, vstream.height, vstream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        vstream.options = {"preset": "veryfast", "crf": "26", "tune": "stillimage"}
+        vstream.codec_context.time_base = Fraction(1, FPS)
+        astream: Any = out.add_stream("aac", rate=SAMPLE_RATE)
+        astream.layout = "mono"
+        mixer = _Mixer(audio_sources, duration)
+        total = int(duration * FPS)
+        for i in range(total):
+            t = i / FPS
+            canvas = np.full((HEIGHT, WIDTH, 3), 32, np.uint8)
+            evidence: tuple[Image8, str] | None = None
+            cameras: list[tuple[Image8, str]] = []
+            for latest in videos:
+                image = latest.at(t)
+                if image is None:
+                    continue
+                track = latest.source.track
+                label = f"{ROLE_NAMES.get(track.role, track.role)} {track.name}".strip()
+                if track.source == "evidence":
+                    evidence = evidence or (image, label + " 出示的证据")
+                else:
+                    cameras.append((image, label))
+            boxes = _layout(len(cameras), evidence is not None, overlay.banner.shape[0])
+            placed = ([evidence] if evidence else []) + cameras
+            for (x, y, w, h), (image, label) in zip(boxes, placed, strict=False):
+                canvas[y : y + h, x : x + w] = _fit(image, w, h)
+                tag = overlay.label(label)
+                th, tw = tag.shape[:2]
+                canvas[y + h - th : y + h, x : x + min(tw, w)] = tag[:, : min(tw, w)]
+            overlay.draw(canvas, start + t)
+            frame = av.VideoFrame.from_ndarray(canvas, format="bgr24")
+            frame.pts = i
+            frame.time_base = Fraction(1, FPS)
+            for packet in vstream.encode(frame):
+                out.mux(packet)
+            for aframe in mixer.until(t + 1 / FPS):
+                for packet in astream.encode(aframe):
+                    out.mux(packet)
+            frames += 1
+            if progress is not None and i % (FPS * 10) == 0:
+                progress(i / max(1, total))
+        for packet in vstream.encode(None):
+            out.mux(packet)
+        for aframe in mixer.until(duration, final=True):
+            for packet in astream.encode(aframe):
+                out.mux(packet)
+        for packet in astream.encode(None):
+            out.mux(packet)
+    tmp.replace(out_path)
+    return {"duration": duration, "frames": frames, "bytes": out_path.stat().st_size}
+
+
+class _Mixer:
+    """Sums every audio track into one mono timeline, in 1024-sample AAC frames."""
+
+    FRAME = 1024
+
+    def __init__(self, sources: list[_Source], duration: float) -> None:
+        self.readers = [_audio_chunks(s) for s in sources]
+        self.pending: list[tuple[float, npt.NDArray[np.float32]] | None] = [
+            next(r, None) for r in self.readers
+        ]
+        self.total = int(duration * SAMPLE_RATE)
+        self.buffer = np.zeros(0, np.float32)
+        self.buffer_start = 0  # sample index of buffer[0]
+        self.emitted = 0
+
+    def until(self, t: float, final: bool = False) -> Iterator[av.AudioFrame]:
+        limit = self.total if final else min(self.total, int(t * SAMPLE_RATE))
+        # bring in every chunk that starts before the limit
+        need = limit + SAMPLE_RATE
+        if len(self.buffer) < need - self.buffer_start:
+            self.buffer = np.concatenate(
+                [self.buffer, np.zeros(need - self.buffer_start - len(self.buffer), np.float32)]
+            )
+        for k, reader in enumerate(self.readers):
+            while self.pending[k] is not None:
+                at, samples = self.pending[k]  # type: ignore[misc]
+                first = round(at * SAMPLE_RATE) - self.buffer_start
+                if first + self.buffer_start > limit:
+                    break
+                if first >= 0:
+                    end = first + len(samples)
+                    if end > len(self.buffer):
+                        self.buffer = np.concatenate(
+                            [self.buffer, np.zeros(end - len(self.buffer), np.float32)]
+                        )
+                    self.buffer[first:end] += samples
+                self.pending[k] = next(reader, None)
+        while self.emitted + self.FRAME <= limit or (final and self.emitted < limit):
+            lo = self.emitted - self.buffer_start
+            chunk = np.clip(self.buffer[lo : lo + self.FRAME], -1.0, 1.0)
+            if len(chunk) < self.FRAME:
+                chunk = np.pad(chunk, (0, self.FRAME - len(chunk)))
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="flt", layout="mono")
+            frame.sample_rate = SAMPLE_RATE
+            frame.pts = self.emitted
+            self.emitted += self.FRAME
+            yield frame
+        # drop what has been emitted
+        drop = self.emitted - self.buffer_start
+        if drop > SAMPLE_RATE * 4:
+            self.buffer = self.buffer[drop:]
+            self.buffer_start = self.emitted
