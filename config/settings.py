@@ -80,6 +80,20 @@ class Settings(BaseModel):
         "with Redis, a visit's room is pinned to one node and participants are sent to it. "
         "Default http://<host>:<port>.",
     )
+    transcribe_engine: Literal["sherpa-onnx", "pocketsphinx", "none"] = Field(
+        "sherpa-onnx",
+        description="Speech to text for transcripts: sherpa-onnx (Paraformer, Mandarin; needs "
+        "transcribe_model_dir), pocketsphinx (bundled English model), none.",
+    )
+    transcribe_model_dir: Path | None = Field(
+        None, description="Folder of the Mandarin model (model.onnx and tokens.txt), copied in."
+    )
+    transcribe_grammar: Path | None = Field(
+        None, description="Optional JSGF grammar that holds PocketSphinx to known phrases."
+    )
+    overlay_font: str | None = Field(
+        None, description="Font file with Chinese glyphs for the composite's overlay."
+    )
     secret_key: str | None = Field(
         None,
         min_length=32,

@@ -6,6 +6,7 @@ and receives both others; the judge ends the visit."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import time
@@ -20,35 +21,60 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from recorder.manifest import verify
 from recorder.sink import VisitRecording, load_state
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer
+from tests.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LiveServer,
+    start_live_server,
+    stop_live_server,
+)
 from tests.media_fixtures import psnr, read_counter, write_counter_y4m
 
 pytestmark = pytest.mark.browser
 
 
+SENTENCE = "i object to the judgment of the district court"
+GRAMMAR = """#JSGF V1.0;
+grammar court;
+public <s> = ( good morning | i object to the judgment of the district court
+             | the hearing is adjourned | please show the evidence | thank you ) + ;
+"""
+
+
 @pytest.fixture(scope="module")
 def fake_media(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 640x480 30 fps video whose frames carry their own numbers (y4m), and a tone (wav)."""
+    """A 640x480 30 fps video whose frames carry their own numbers (y4m), and a microphone
+    that says one English sentence (espeak-ng) between silences, 48 kHz (wav)."""
     folder = tmp_path_factory.mktemp("media")
     video = write_counter_y4m(folder / "camera.y4m")
-    audio = folder / "microphone.wav"
+    speech, audio = folder / "speech.wav", folder / "microphone.wav"
     subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            "4",
-            str(audio),
-        ],
+        ["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(speech), SENTENCE], check=True
+    )
+    subprocess.run(
+        ["sox", str(speech), "-r", "48000", "-c", "1", "-b", "16", str(audio), "pad", "1", "2"],
         check=True,
     )
     return video, audio
+
+
+@pytest.fixture(scope="module")
+def speech_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server whose transcripts come from PocketSphinx held to a small grammar."""
+    folder = tmp_path_factory.mktemp("speech")
+    grammar = folder / "court.jsgf"
+    grammar.write_text(GRAMMAR)
+    server = start_live_server(
+        folder / "var",
+        {
+            "VRECEPTION_TRANSCRIBE_ENGINE": "pocketsphinx",
+            "VRECEPTION_TRANSCRIBE_GRAMMAR": str(grammar),
+        },
+    )
+    yield server
+    stop_live_server(server)
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +204,9 @@ def _wait(predicate: Any, timeout: float = 90.0) -> None:
 
 
 def test_a_visit_through_the_relay(
-    live_server: LiveServer, media_browser: Any, artifacts: Path, evidence_image: Path
+    speech_server: LiveServer, media_browser: Any, artifacts: Path, evidence_image: Path
 ) -> None:
+    live_server = speech_server
     url = live_server.url
     operator = media_browser.new_context(locale="zh-CN")
     csrf = _api_login(operator, live_server, "operator")
@@ -327,5 +354,40 @@ def test_a_visit_through_the_relay(
                 check=True,
             ).stdout.strip()
             assert probe == ("opus" if track.kind == "audio" else "vp8"), (name, probe)
+
+    # after the visit: processed in the background, the pages show the progress
+    def processed() -> bool:
+        answer = operator.request.get(url + f"/api/v1/visits/{visit['id']}").json()
+        assert answer["recording_state"] != "failed", answer["recording_note"]
+        return bool(answer["recording_state"] == "ready")
+
+    _wait(processed, timeout=600)
+    composite = folder / "composite.mp4"
+    streams = subprocess.run(
+        [*FFPROBE_CODEC, str(composite)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert sorted(streams) == ["aac", "h264"]
+    errors = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(composite), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stderr
+    assert errors == ""
+    transcript = json.loads((folder / "transcript.json").read_text())
+    assert transcript["available"] and transcript["engine"] == "pocketsphinx"
+    said = [line for line in transcript["lines"] if line["role"] == "petitioner"]
+    right = sum(line["text"] == SENTENCE for line in said)
+    assert right >= 1 and right >= 0.5 * len(said), said  # the right sentence, on their line
+    timeline = json.loads((folder / "timeline.json").read_text())
+    for line in said:  # on the visit's timeline, within the petitioner's microphone track
+        mic = next(t for t in timeline["tracks"] if t["track_id"] == line["track_id"])
+        assert mic["offset"] - 0.5 <= line["start"] < line["end"]
+        assert line["end"] <= mic["offset"] + (mic["wall_end"] - mic["wall_start"]) + 0.5
+    text = (folder / "transcript.txt").read_text()
+    assert "信访人 王某某：" + SENTENCE in text and "远程视频接访笔录" in text
+    assert verify(folder).ok
+    judge.goto(url + "/judge")
+    expect(judge.locator("#week-rows")).to_contain_text("录像已归档", timeout=30_000)
     for ctx in (lawyer_ctx, guest_ctx, judge_ctx, operator):
         ctx.close()

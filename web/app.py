@@ -20,7 +20,9 @@ from config.redis import create_redis
 from config.settings import Settings
 from media.room import Relay
 from media.transport import announce_addresses, use_port_range
+from recorder.jobs import Pipeline
 from recorder.sink import RecorderSink, recover
+from recorder.transcribe import create_transcriber
 from scheduler.notify import push_all, take_outbox
 from scheduler.visits import housekeeping
 from signaling.gateway import RejoinTokens
@@ -39,6 +41,7 @@ from web.keys import (
     DB,
     METRICS,
     NOTIFIER,
+    PIPELINE,
     REDIS,
     SECRET,
     SETTINGS,
@@ -151,7 +154,16 @@ async def _recorder(
 ) -> AsyncIterator[None]:
     """Repair what a crash interrupted; report write failures live and in the audit trail."""
     loop = asyncio.get_running_loop()
+    settings = app[SETTINGS]
+    pipeline = Pipeline(app[DB], settings)
+    app[PIPELINE] = pipeline
+    problem = create_transcriber(
+        settings.transcribe_engine, settings.transcribe_model_dir, settings.transcribe_grammar
+    ).problem()
+    if problem is not None:  # the start-up check: jobs will record it on each transcript
+        log.warning("transcripts unavailable: %s", problem)
     for recording in await loop.run_in_executor(None, recover, recorder.root):
+        await pipeline.interrupted(recording.visit_id, recording.interrupted_at)
         async with app[DB].writer() as db:
             record_audit(
                 db,
@@ -182,7 +194,11 @@ async def _recorder(
         loop.call_soon_threadsafe(lambda: _background(app, failed(visit_id, track_id, message)))
 
     recorder.on_failure = on_failure
+    resumed = await pipeline.resume()
+    if resumed:
+        log.info("resuming the processing of %d recordings", resumed)
     yield
+    await pipeline.close()
     await loop.run_in_executor(None, recorder.close)
 
 

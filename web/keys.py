@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from config.db import Database
 from config.settings import Settings
+from recorder.jobs import Pipeline
 from scheduler.notify import Notifier
 from web.auth import LoginThrottle
 
@@ -18,3 +19,4 @@ THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 SECRET = web.AppKey("secret", bytes)
 METRICS = web.AppKey("metrics_registry", CollectorRegistry)
 NOTIFIER: web.AppKey[Notifier | None] = web.AppKey("notifier")
+PIPELINE = web.AppKey("pipeline", Pipeline)

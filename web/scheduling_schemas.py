@@ -303,6 +303,9 @@ class VisitOut(Answer):
     cancel_reason: str
     checkin_document_type: str
     checkin_document_masked: str
+    recording_state: str | None = None  # recording, queued, processing, ready, failed
+    recording_progress: int | None = None
+    recording_note: str = ""  # a failure, or "transcript unavailable: …"
 
 
 class VisitEventOut(Answer):

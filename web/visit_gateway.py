@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.orm import aliased
 
 from config.audit import record_audit
 from config.db import Database, utcnow
@@ -17,9 +18,11 @@ from scheduler import visits as vs
 from scheduler.codes import VisitCodeError, issue_visit_code, verify_visit_code
 from scheduler.models import (
     CodeRole,
+    Court,
     Petition,
     Petitioner,
     Role,
+    User,
     Visit,
     VisitEvent,
     VisitEventKind,
@@ -29,6 +32,7 @@ from scheduler.scope import Actor
 from signaling.gateway import Identity, Invitation, Staff
 from signaling.protocol import ErrorCode, ParticipantRole, ProtocolError
 from web import pages
+from web.keys import PIPELINE
 
 log = logging.getLogger("vreception.signaling")
 
@@ -150,6 +154,7 @@ class DatabaseVisitGateway:
     async def admitted(self, visit_id: str, judge: Staff, identity: Identity) -> None:
         if identity.role is ParticipantRole.petitioner:
             await self._move(visit_id, VisitState.in_progress, self._actor(judge))
+            await self._app[PIPELINE].recording_started(visit_id)
 
     async def refused(self, visit_id: str, judge: Staff, identity: Identity, reason: str) -> None:
         if identity.role is ParticipantRole.petitioner:
@@ -175,6 +180,50 @@ class DatabaseVisitGateway:
             await self._move(visit_id, VisitState.ended, self._actor(judge))
         elif visit.state is VisitState.in_lobby:
             await self._move(visit_id, VisitState.ended, self._actor(judge), refused=True)
+        await self._app[PIPELINE].enqueue(visit_id, await self.recording_details(visit_id))
+
+    async def recording_details(self, visit_id: str) -> dict[str, Any]:
+        """What the composite's overlay, the transcript header and the manifest name: the
+        courts, the petition, the parties, and the room's events."""
+        court, receiving = aliased(Court), aliased(Court)
+        async with self._db.reader() as db:
+            row = (
+                await db.execute(
+                    select(
+                        court.name,
+                        receiving.name,
+                        Petition.number,
+                        Petition.category,
+                        Petitioner.name,
+                        User.display_name,
+                    )
+                    .select_from(Visit)
+                    .join(Petition, Petition.id == Visit.petition_id)
+                    .join(Petitioner, Petitioner.id == Petition.petitioner_id)
+                    .join(court, court.id == Visit.court_id)
+                    .join(receiving, receiving.id == Visit.receiving_court_id)
+                    .outerjoin(User, User.id == Visit.judge_id)
+                    .where(Visit.id == visit_id)
+                )
+            ).first()
+            events = (
+                await db.scalars(
+                    select(VisitEvent)
+                    .where(VisitEvent.visit_id == visit_id, VisitEvent.kind == VisitEventKind.room)
+                    .order_by(VisitEvent.id)
+                )
+            ).all()
+        if row is None:
+            return {}
+        return {
+            "court_name": row[0],
+            "receiving_court_name": row[1],
+            "petition_number": row[2],
+            "petition_category": row[3],
+            "petitioner_name": row[4],
+            "judge_name": row[5] or "",
+            "events": [{"at": e.at.timestamp(), "name": e.actor_name, **e.detail} for e in events],
+        }
 
     async def room_event(
         self, visit_id: str, event: str, identity: Identity, **detail: Any

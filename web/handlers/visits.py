@@ -12,6 +12,7 @@ from sqlalchemy.orm import aliased
 from config.audit import record_audit
 from config.db import utcnow
 from config.errors import ConflictError
+from recorder.models import Recording
 from scheduler import visits as vs
 from scheduler.codes import issue_visit_code
 from scheduler.models import (
@@ -65,6 +66,10 @@ async def visit_answers(db: AsyncSession, visits: Sequence[Visit]) -> list[Visit
             Petition.number,
             Petition.category,
             Petitioner.name,
+            Recording.state,
+            Recording.progress,
+            Recording.message,
+            Recording.transcript,
         )
         .join(Petition, Petition.id == Visit.petition_id)
         .join(Petitioner, Petitioner.id == Petition.petitioner_id)
@@ -72,12 +77,25 @@ async def visit_answers(db: AsyncSession, visits: Sequence[Visit]) -> list[Visit
         .join(receiving, receiving.id == Visit.receiving_court_id)
         .outerjoin(User, User.id == Visit.judge_id)
         .outerjoin(ReceptionRoom, ReceptionRoom.id == Visit.room_id)
+        .outerjoin(Recording, Recording.visit_id == Visit.id)
         .where(Visit.id.in_([v.id for v in visits]))
     )
     names = {r[0]: r[1:] for r in rows}
     out = []
     for v in visits:
-        court_name, receiving_name, judge, room, number, category, petitioner = names[v.id]
+        (
+            court_name,
+            receiving_name,
+            judge,
+            room,
+            number,
+            category,
+            petitioner,
+            rec_state,
+            rec_progress,
+            rec_message,
+            rec_transcript,
+        ) = names[v.id]
         out.append(
             VisitOut(
                 id=v.id,
@@ -101,6 +119,11 @@ async def visit_answers(db: AsyncSession, visits: Sequence[Visit]) -> list[Visit
                 cancel_reason=v.cancel_reason,
                 checkin_document_type=v.checkin_document_type,
                 checkin_document_masked=v.checkin_document_masked,
+                recording_state=rec_state.value if rec_state else None,
+                recording_progress=rec_progress,
+                recording_note=rec_message
+                or (rec_transcript if rec_transcript != "ok" else "")
+                or "",
             )
         )
     return out

@@ -229,7 +229,26 @@ const VR = (() => {
     show(buttons[0].dataset.tab);
   }
 
-  return { api, say, describe, $, fillTable, button, formData, time, start, tabs, ask,
+  const RECORDING = { recording: "录像中", queued: "录像待处理", processing: "录像处理中", ready: "录像已归档", failed: "录像处理失败" };
+  // a visit's state, with its recording's state (一案一录) when there is one
+  function stateTag(v) {
+    const box = document.createElement("span");
+    const span = document.createElement("span");
+    span.className = "state " + v.state;
+    span.textContent = v.state_name;
+    box.appendChild(span);
+    if (v.recording_state) {
+      const rec = document.createElement("span");
+      rec.className = "rec-tag " + v.recording_state;
+      rec.textContent = " " + RECORDING[v.recording_state] +
+        (v.recording_state === "processing" ? ` ${v.recording_progress || 0}%` : "");
+      if (v.recording_note) rec.title = v.recording_note;
+      box.appendChild(rec);
+    }
+    return box;
+  }
+
+  return { api, say, describe, $, fillTable, button, formData, time, start, tabs, ask, stateTag,
            today, addDays, localIso, fromInput, hm, dayOf, WEEKDAYS,
            ROLE_NAMES, LEVEL_NAMES, ID_TYPES, get me() { return me; } };
 })();

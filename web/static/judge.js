@@ -2,12 +2,8 @@
 (async () => {
   const me = await VR.start("接访工作台");
   VR.tabs(document.getElementById("tabs"));
-  const stateTag = (v) => {
-    const span = document.createElement("span");
-    span.className = "state " + v.state;
-    span.textContent = v.state_name;
-    return span;
-  };
+  const stateTag = VR.stateTag;
+
   const msg = document.getElementById("today-msg");
   function actions(v) {
     const box = document.createElement("div");

@@ -7,12 +7,8 @@
   let rooms = [];
   let courts = [];
   const courtName = (id) => (courts.find((c) => c.id === id) || {}).name || "";
-  const stateTag = (v) => {
-    const span = document.createElement("span");
-    span.className = "state " + v.state;
-    span.textContent = v.state_name;
-    return span;
-  };
+  const stateTag = VR.stateTag;
+
 
   // ------------------------------------------------------------ day view
   const dayInput = document.getElementById("day-input");

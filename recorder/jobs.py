@@ -1,0 +1,311 @@
+"""The post-visit pipeline: finalize the originals (timeline.json) → composite → transcripts
+→ signed manifest. Each step runs in a worker process (never in the relay's event loop),
+is idempotent, and its completion is written to the ``recordings`` row before the next one
+starts, so a restart resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from config.db import Database, utcnow
+from config.settings import Settings
+from recorder.models import STEPS, Recording, RecordingState
+from recorder.sink import VisitRecording, load_state
+
+log = logging.getLogger("vreception.recorder")
+
+MAX_ATTEMPTS = 3
+
+
+def _stamp(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def wait_closed(folder: Path, timeout: float = 60.0) -> VisitRecording:
+    """The recording once the sink has closed its files (state stopped or interrupted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recording = load_state(folder)
+        if recording is not None and recording.state in ("stopped", "interrupted"):
+            return recording
+        if time.monotonic() > deadline:
+            if recording is None:
+                raise RuntimeError(f"no recording in {folder}")
+            return recording  # still marked recording: finalize what is there
+        time.sleep(0.2)
+
+
+def write_timeline(folder: Path, recording: VisitRecording) -> dict[str, Any]:
+    """timeline.json: every file on the visit's wall clock, gaps and room events."""
+    from recorder.composite import visit_end, visit_start
+
+    start, end = visit_start(recording), visit_end(recording)
+    timeline = {
+        "visit_id": recording.visit_id,
+        "start": start,
+        "end": end,
+        "start_iso": datetime.fromtimestamp(start, UTC).isoformat(timespec="milliseconds"),
+        "duration": max(0.0, end - start),
+        "interrupted_at": recording.interrupted_at,
+        "tracks": [
+            {
+                "track_id": t.track_id,
+                "participant_id": t.participant_id,
+                "role": t.role,
+                "name": t.name,
+                "kind": t.kind,
+                "codec": t.codec,
+                "source": t.source,
+                "files": t.files,
+                "interrupted_originals": t.interrupted_originals,
+                "offset": (t.wall_start - start) if t.wall_start is not None else None,
+                "wall_start": t.wall_start,
+                "wall_end": t.wall_end,
+                "clock_rate": t.clock_rate,
+                "packets": t.packets,
+                "gaps": [{"start": g.start, "end": g.end, "reason": g.reason} for g in t.gaps],
+            }
+            for t in recording.tracks
+        ],
+        "events": recording.details.get("events", []),
+        "notes": recording.details.get("notes", []),
+    }
+    (folder / "timeline.json").write_text(json.dumps(timeline, ensure_ascii=False, indent=1))
+    return timeline
+
+
+def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """One pipeline step, in a worker process. ``config``: plain values from Settings and the
+    visit's details (what the web side knows: court, petition, notes, room events)."""
+    folder = Path(folder_name)
+    recording = wait_closed(folder) if step == "finalize" else load_state(folder)
+    if recording is None:
+        raise RuntimeError(f"no recording in {folder}")
+    recording.details.update(config.get("details", {}))
+    tz = ZoneInfo(config.get("timezone", "Asia/Shanghai"))
+    if step == "finalize":
+        timeline = write_timeline(folder, recording)
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        return {
+            "duration": timeline["duration"],
+            "start": timeline["start"],
+            "end": timeline["end"],
+            "interrupted_at": recording.interrupted_at,
+            "size": size,
+        }
+    if step == "composite":
+        from recorder.composite import render
+
+        return render(
+            folder, recording, folder / "composite.mp4", font_path=config.get("font"), tz=tz
+        )
+    if step == "transcribe":
+        from recorder.composite import visit_start
+        from recorder.transcribe import create_transcriber, transcribe_recording
+
+        transcriber = create_transcriber(
+            config.get("engine", "none"),
+            Path(config["model_dir"]) if config.get("model_dir") else None,
+            Path(config["grammar"]) if config.get("grammar") else None,
+        )
+        return transcribe_recording(
+            folder, recording, transcriber, visit_start=visit_start(recording), tz=tz
+        )
+    if step == "sign":
+        from recorder.manifest import load_signing_key, sign_folder
+
+        timeline = json.loads((folder / "timeline.json").read_text())
+        details = {
+            "visit_id": recording.visit_id,
+            "visit": recording.details,
+            "timeline": {k: timeline[k] for k in ("start_iso", "duration", "interrupted_at")},
+        }
+        manifest = sign_folder(folder, load_signing_key(Path(config["data_dir"])), details)
+        return {"files": len(manifest["files"]), "key_id": manifest["key_id"]}
+    raise ValueError(f"unknown step {step}")
+
+
+class Pipeline:
+    """Runs recordings through the steps, one at a time, in a pool of worker processes."""
+
+    def __init__(
+        self, database: Database, settings: Settings, executor: Executor | None = None
+    ) -> None:
+        self.db = database
+        self.settings = settings
+        self._executor = executor
+        self._own_executor = executor is None
+        self._gate = asyncio.Semaphore(1)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._executor
+
+    def folder(self, visit_id: str) -> Path:
+        return self.settings.resolved_recordings_dir / visit_id
+
+    def _config(self, row: Recording) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "timezone": s.timezone,
+            "engine": s.transcribe_engine,
+            "model_dir": str(s.transcribe_model_dir) if s.transcribe_model_dir else None,
+            "grammar": str(s.transcribe_grammar) if s.transcribe_grammar else None,
+            "font": s.overlay_font,
+            "data_dir": str(s.data_dir),
+            "details": row.details,
+        }
+
+    async def recording_started(self, visit_id: str) -> None:
+        """The visit is in progress: its recording exists (shown as 录像中)."""
+        async with self.db.writer() as db:
+            row = await db.get(Recording, visit_id)
+            if row is None:
+                db.add(
+                    Recording(
+                        visit_id=visit_id,
+                        state=RecordingState.recording,
+                        folder=str(self.folder(visit_id)),
+                        started_at=utcnow(),
+                        details={},
+                    )
+                )
+            elif row.state is not RecordingState.recording:
+                row.state, row.step, row.progress = RecordingState.recording, "", 0
+
+    async def interrupted(self, visit_id: str, at: float | None) -> None:
+        async with self.db.writer() as db:
+            row = await db.get(Recording, visit_id)
+            if row is not None:
+                row.interrupted_at = _stamp(at)
+
+    async def enqueue(self, visit_id: str, details: dict[str, Any]) -> None:
+        """The visit ended: process its recording."""
+        async with self.db.writer() as db:
+            row = await db.get(Recording, visit_id)
+            if row is None:
+                if not self.folder(visit_id).exists():
+                    return  # nothing was recorded (the petitioner never came in)
+                row = Recording(
+                    visit_id=visit_id,
+                    state=RecordingState.queued,
+                    folder=str(self.folder(visit_id)),
+                    details={},
+                )
+                db.add(row)
+            row.state, row.step, row.progress, row.attempts = (
+                RecordingState.queued,
+                STEPS[0],
+                0,
+                0,
+            )
+            row.ended_at = utcnow()
+            row.details = {**(row.details or {}), **details}
+        self._schedule(visit_id)
+
+    async def resume(self) -> int:
+        """At start-up: every recording whose processing had not finished."""
+        async with self.db.reader() as db:
+            ids = (
+                await db.scalars(
+                    select(Recording.visit_id).where(
+                        Recording.state.in_((RecordingState.queued, RecordingState.processing))
+                        | (
+                            (Recording.state == RecordingState.failed)
+                            & (Recording.attempts < MAX_ATTEMPTS)
+                        )
+                    )
+                )
+            ).all()
+        for visit_id in ids:
+            self._schedule(visit_id)
+        return len(ids)
+
+    def _schedule(self, visit_id: str) -> None:
+        if visit_id in self._tasks and not self._tasks[visit_id].done():
+            return
+        self._tasks[visit_id] = asyncio.create_task(self._process(visit_id))
+
+    async def wait(self, visit_id: str) -> None:
+        task = self._tasks.get(visit_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _process(self, visit_id: str) -> None:
+        async with self._gate:
+            loop = asyncio.get_running_loop()
+            while True:
+                async with self.db.writer() as db:
+                    row = await db.get(Recording, visit_id)
+                    if row is None or row.state in (RecordingState.ready, RecordingState.recording):
+                        return
+                    step = row.step if row.step in STEPS else STEPS[0]
+                    row.state, row.step = RecordingState.processing, step
+                    config = self._config(row)
+                    folder = row.folder
+                log.info("recording %s: %s", visit_id, step)
+                try:
+                    result = await loop.run_in_executor(
+                        self.executor, run_step, step, folder, config
+                    )
+                except Exception as exc:
+                    log.exception("recording %s: %s failed", visit_id, step)
+                    async with self.db.writer() as db:
+                        row = await db.get(Recording, visit_id)
+                        if row is not None:
+                            row.state = RecordingState.failed
+                            row.attempts += 1
+                            row.message = f"{step} 失败：{exc}"[:512]
+                    return
+                async with self.db.writer() as db:
+                    row = await db.get(Recording, visit_id)
+                    if row is None:
+                        return
+                    self._apply(row, step, result)
+                    index = STEPS.index(step)
+                    row.progress = round(100 * (index + 1) / len(STEPS))
+                    if index + 1 == len(STEPS):
+                        row.state, row.step = RecordingState.ready, "done"
+                        log.info("recording %s: ready", visit_id)
+                        return
+                    row.step = STEPS[index + 1]
+
+    @staticmethod
+    def _apply(row: Recording, step: str, result: dict[str, Any]) -> None:
+        if step == "finalize":
+            row.duration_seconds = float(result["duration"])
+            row.size_bytes = int(result["size"])
+            row.started_at = _stamp(result["start"]) or row.started_at
+            row.interrupted_at = _stamp(result.get("interrupted_at")) or row.interrupted_at
+        elif step == "transcribe":
+            row.transcript = (
+                "ok"
+                if result.get("available")
+                else f"transcript unavailable: {result.get('reason', '')}"
+            )[:512]
+        elif step == "sign":
+            folder = Path(row.folder)
+            row.size_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
