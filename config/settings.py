@@ -94,6 +94,13 @@ class Settings(BaseModel):
     overlay_font: str | None = Field(
         None, description="Font file with Chinese glyphs for the composite's overlay."
     )
+    retention_years: int = Field(
+        30, ge=1, le=200, description="How long a recording is kept after its visit."
+    )
+    retention_years_by_category: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per petition category, e.g. {"涉诉信访" = 50}; others use retention_years.',
+    )
     secret_key: str | None = Field(
         None,
         min_length=32,

@@ -7,7 +7,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Enum, Float, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, Enum, Float, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.db import Base, UTCDateTime, utcnow
@@ -21,6 +21,7 @@ class RecordingState(enum.StrEnum):
     processing = "processing"
     ready = "ready"  # composite, transcripts and signed manifest done
     failed = "failed"  # a step failed (message says which); retried on the next start
+    deleted = "deleted"  # media removed after retention; manifest and deletion record kept
 
 
 STEPS = ("finalize", "composite", "transcribe", "sign")
@@ -56,6 +57,9 @@ class Recording(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    hold_reason: Mapped[str] = mapped_column(String(256), default="", nullable=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
     )

@@ -52,6 +52,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack  # noqa: E402
 from media import encoded  # noqa: E402
 from media.room import PublishedTrack, Relay, Room  # noqa: E402
 from media.transport import announce_addresses, create_peer_connection  # noqa: E402
+from recorder.sink import RecorderSink  # noqa: E402
 
 VIDEO_CLOCK = 90_000
 FPS = 30
@@ -134,15 +135,17 @@ class TranscodeRoom:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
 
-def serve_relay(port: int, mode: str) -> None:
-    """The relay process: a tiny HTTP signaling front for publish / subscribe / answer."""
+def serve_relay(port: int, mode: str, record: str | None = None) -> None:
+    """The relay process: a tiny HTTP signaling front for publish / subscribe / answer;
+    with ``record``, every room is recorded there as in a visit in progress."""
     announce_addresses(["127.0.0.1"])
     latencies: list[float] = []
     rooms: dict[str, Any] = {}
     relay: Relay | None = None
+    recorder = RecorderSink(Path(record)) if record else None
     if mode == "forward":
         sink = LatencySink()
-        relay = Relay(sinks=[sink])
+        relay = Relay(sinks=[sink] + ([recorder] if recorder else []))
         original = encoded.ForwardTrack.recv
 
         async def timed_recv(self: encoded.ForwardTrack) -> av.Packet[Any]:
@@ -156,6 +159,8 @@ def serve_relay(port: int, mode: str) -> None:
 
     def room(name: str) -> Any:
         if relay is not None:
+            if recorder is not None and name not in relay.rooms:
+                relay.room(name).start_recording({"bench": True})
             return relay.room(name)
         return rooms.setdefault(name, TranscodeRoom())
 
@@ -183,7 +188,15 @@ def serve_relay(port: int, mode: str) -> None:
         latencies.clear()
         return web.json_response({"latencies": got})
 
+    async def finish(request: web.Request) -> web.Response:
+        if relay is not None and recorder is not None:
+            for each in list(relay.rooms.values()):
+                each.stop_recording()
+            await asyncio.get_running_loop().run_in_executor(None, recorder.flush)
+        return web.json_response({})
+
     app = web.Application()
+    app.router.add_post("/finish", finish)
     app.router.add_post("/publish", publish)
     app.router.add_post("/subscribe", subscribe)
     app.router.add_post("/answer", answer)
@@ -392,6 +405,7 @@ async def run_load(
         await asyncio.sleep(seconds)
         cpu1, t1 = proc_cpu(pid), time.monotonic()
         latencies = (await post("/stats", {}))["latencies"]
+        await post("/finish", {})
 
     fps = [sum(1 for x in s.video_times if t0 <= x <= t1) / (t1 - t0) for s in subscribers]
     first = [(s.first_video - s.requested) * 1000 for s in subscribers if s.first_video is not None]
@@ -432,9 +446,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-def run_mode(mode: str, args: argparse.Namespace, media: Any) -> dict[str, Any]:
+def run_mode(
+    mode: str, args: argparse.Namespace, media: Any, record: Path | None = None
+) -> dict[str, Any]:
     port = free_port()
     command = [sys.executable, __file__, "_relay", "--port", str(port), "--mode", mode]
+    if record is not None:
+        command += ["--record", str(record)]
     proc = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -457,6 +475,7 @@ def main() -> None:
         inner.add_argument("_relay")
         inner.add_argument("--port", type=int, required=True)
         inner.add_argument("--mode", choices=("forward", "transcode"), required=True)
+        inner.add_argument("--record")
         a = inner.parse_args()
         profile = os.environ.get("BENCH_PROFILE")  # a file: cProfile stats of the relay
         if profile:
@@ -466,7 +485,7 @@ def main() -> None:
             profiler.enable()
 
             PROFILE_DUMPS.append(lambda: profiler.dump_stats(profile))
-        serve_relay(a.port, a.mode)
+        serve_relay(a.port, a.mode, a.record)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--visits", type=int, default=1, help="two-party visits")

@@ -31,6 +31,7 @@ from signaling.protocol import (
     Join,
     MediaState,
     Message,
+    Note,
     ParticipantRole,
     ProtocolError,
     Publish,
@@ -155,6 +156,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "end": self._end,
             "publish": self._publish,
             "unpublish": self._unpublish,
+            "note": self._note,
             "subscribe": self._subscribe,
             "subscribe_answer": self._subscribe_answer,
         }
@@ -356,6 +358,16 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "role": invitation.role.value,
             "expires_at": invitation.expires_at.isoformat(),
         }
+
+    async def _note(self, sid: str, message: Message) -> dict[str, Any]:
+        """The judge's time-stamped note: on the visit's timeline, in the transcript."""
+        assert isinstance(message, Note)
+        room, me, _ = self._judge(sid)
+        at = time.time()
+        await self.gateway.room_event(room.visit_id, "note", me.identity, text=message.text)
+        note = {"at": at, "author": me.identity.name, "text": message.text}
+        await self.emit("note", note, room=self.staff_room(room.visit_id))
+        return note
 
     async def _media_state(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, MediaState)

@@ -97,6 +97,10 @@ class Publish(Message):
     stream: Literal["main", "evidence"] = "main"
 
 
+class Note(Message):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
 class Unpublish(Message):
     stream: Literal["main", "evidence"]
 
@@ -118,6 +122,7 @@ INBOUND: dict[str, type[Message]] = {
     "media_state": MediaState,
     "publish": Publish,
     "unpublish": Unpublish,
+    "note": Note,
     "subscribe": Empty,
     "subscribe_answer": SubscribeAnswer,
     "leave": Empty,

@@ -303,6 +303,9 @@ def test_a_visit_through_the_relay(
         return bool(left[0] > 180 > left[2] + 100 and right[2] > 180 > right[0] + 100)
 
     _wait(shows_document)
+    judge.fill("#note-text", "信访人出示了判决书复印件")
+    judge.click("#note-form button[type=submit]")
+    expect(judge.locator("#note-list")).to_contain_text("信访人出示了判决书复印件")
     judge.screenshot(path=str(artifacts / "call-judge.png"))
 
     # the judge invites a lawyer, who joins from the guests' page and receives both others
@@ -386,6 +389,9 @@ def test_a_visit_through_the_relay(
         assert line["end"] <= mic["offset"] + (mic["wall_end"] - mic["wall_start"]) + 0.5
     text = (folder / "transcript.txt").read_text()
     assert "信访人 王某某：" + SENTENCE in text and "远程视频接访笔录" in text
+    assert "法官笔记" in text and "信访人出示了判决书复印件" in text
+    assert [n["text"] for n in timeline["notes"]] == ["信访人出示了判决书复印件"]
+    assert {"joined", "evidence_shown"} <= {e["event"] for e in timeline["events"]}
     assert verify(folder).ok
     judge.goto(url + "/judge")
     expect(judge.locator("#week-rows")).to_contain_text("录像已归档", timeout=30_000)

@@ -162,17 +162,38 @@ async def _recorder(
     ).problem()
     if problem is not None:  # the start-up check: jobs will record it on each transcript
         log.warning("transcripts unavailable: %s", problem)
-    for recording in await loop.run_in_executor(None, recover, recorder.root):
-        await pipeline.interrupted(recording.visit_id, recording.interrupted_at)
-        async with app[DB].writer() as db:
-            record_audit(
-                db,
-                action="recording.interrupted",
-                actor_type="system",
-                target_type="visit",
-                target_id=recording.visit_id,
-                detail={"interrupted_at": recording.to_json().get("interrupted_at_iso")},
-            )
+    repaired = await loop.run_in_executor(None, recover, recorder.root)  # files first
+
+    async def on_record() -> None:
+        """Put the repairs on record and resume unfinished processing, once the database
+        answers (it may come up after this node)."""
+        while True:
+            try:
+                for recording in list(repaired):
+                    await pipeline.interrupted(recording.visit_id, recording.interrupted_at)
+                    async with app[DB].writer() as db:
+                        record_audit(
+                            db,
+                            action="recording.interrupted",
+                            actor_type="system",
+                            target_type="visit",
+                            target_id=recording.visit_id,
+                            detail={
+                                "interrupted_at": recording.to_json().get("interrupted_at_iso")
+                            },
+                        )
+                    repaired.remove(recording)
+                resumed = await pipeline.resume()
+                if resumed:
+                    log.info("resuming the processing of %d recordings", resumed)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("recordings: database not reachable (%s); retrying in 30 s", exc)
+                await asyncio.sleep(30)
+
+    starting = asyncio.create_task(on_record(), name="recordings-on-record")
     reported: set[tuple[str, str]] = set()
 
     async def failed(visit_id: str, track_id: str, message: str) -> None:
@@ -194,10 +215,10 @@ async def _recorder(
         loop.call_soon_threadsafe(lambda: _background(app, failed(visit_id, track_id, message)))
 
     recorder.on_failure = on_failure
-    resumed = await pipeline.resume()
-    if resumed:
-        log.info("resuming the processing of %d recordings", resumed)
     yield
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
     await pipeline.close()
     await loop.run_in_executor(None, recorder.close)
 

@@ -222,7 +222,16 @@ class DatabaseVisitGateway:
             "petition_category": row[3],
             "petitioner_name": row[4],
             "judge_name": row[5] or "",
-            "events": [{"at": e.at.timestamp(), "name": e.actor_name, **e.detail} for e in events],
+            "events": [
+                {"at": e.at.timestamp(), "name": e.actor_name, **e.detail}
+                for e in events
+                if e.detail.get("event") != "note"
+            ],
+            "notes": [
+                {"at": e.at.timestamp(), "author": e.actor_name, "text": e.detail.get("text", "")}
+                for e in events
+                if e.detail.get("event") == "note"
+            ],
         }
 
     async def room_event(

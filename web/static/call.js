@@ -277,6 +277,23 @@
   $("camera").onclick = () => { if (!local) return; const t = local.getVideoTracks()[0]; t.enabled = !t.enabled; $("camera").textContent = t.enabled ? "关闭摄像头" : "打开摄像头"; call("media_state", { audio: local.getAudioTracks()[0].enabled, video: t.enabled }); };
   $("leave").onclick = async () => { await call("leave"); ended("您已离开接访"); };
   if ($("end")) $("end").onclick = async () => { await call("end"); ended("接访已结束"); };
+  function addNote(note) {
+    const li = document.createElement("li");
+    const at = new Date(note.at * 1000).toLocaleTimeString("zh-CN", { hour12: false });
+    li.textContent = `[${at}] ${note.text}`;
+    $("note-list").appendChild(li);
+  }
+  socket.on("note", (note) => { if ($("note-list")) addNote(note); });
+  if ($("note-form")) {
+    $("note-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const text = $("note-text").value.trim();
+      if (!text) return;
+      const answer = await call("note", { text });
+      if (answer.ok) $("note-text").value = "";
+      else say("call-msg", answer.error.message, "error");
+    });
+  }
   if ($("evidence-form")) {
     $("evidence-source").onchange = () => show("evidence-file-label", $("evidence-source").value === "file");
     $("evidence-form").addEventListener("submit", (ev) => {

@@ -30,6 +30,7 @@ def upgrade() -> None:
                 "processing",
                 "ready",
                 "failed",
+                "deleted",
                 name="recording_state",
                 native_enum=False,
                 length=16,
@@ -48,6 +49,9 @@ def upgrade() -> None:
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("details", sa.JSON(), nullable=False),
+        sa.Column("legal_hold", sa.Boolean(), nullable=False),
+        sa.Column("hold_reason", sa.String(length=256), nullable=False),
+        sa.Column("deleted_at", UTCDateTime(), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["visit_id"],

@@ -1,0 +1,52 @@
+"""Retention of recordings: a period per petition category, legal holds, and deletion that
+removes the media but keeps the proof (manifest, hashes, signature) and a deletion record."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from recorder.manifest import MANIFEST, PUBLIC_KEY, SIGNATURE, SUMS
+
+KEPT = {MANIFEST, SUMS, SIGNATURE, PUBLIC_KEY, "deletion.json"}
+
+
+def retention_years(category: str, default: int, by_category: dict[str, int]) -> int:
+    return by_category.get(category, default)
+
+
+def retain_until(ended_at: datetime, years: int) -> datetime:
+    """``ended_at`` plus whole years (29 February falls back to 28 February)."""
+    try:
+        return ended_at.replace(year=ended_at.year + years)
+    except ValueError:
+        return ended_at.replace(year=ended_at.year + years, day=28)
+
+
+def delete_media(folder: Path, *, actor: str, reason: str) -> dict[str, Any]:
+    """Remove every file of the recording but the proof; write deletion.json naming what
+    went (with the hashes the manifest had for it), by whom, when and why."""
+    hashes: dict[str, str] = {}
+    manifest = folder / MANIFEST
+    if manifest.exists():
+        hashes = dict(json.loads(manifest.read_text()).get("files", {}))
+    removed: list[dict[str, Any]] = []
+    for path in sorted(folder.rglob("*"), reverse=True):
+        name = path.relative_to(folder).as_posix()
+        if path.is_file() and name not in KEPT:
+            removed.append(
+                {"file": name, "sha256": hashes.get(name, ""), "bytes": path.stat().st_size}
+            )
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    record = {
+        "deleted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "deleted_by": actor,
+        "reason": reason,
+        "removed": sorted(removed, key=lambda r: str(r["file"])),
+    }
+    (folder / "deletion.json").write_text(json.dumps(record, ensure_ascii=False, indent=1))
+    return record

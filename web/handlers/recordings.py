@@ -1,0 +1,166 @@
+"""A visit's recording: where it stands, legal hold, and deletion after its retention."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import StringConstraints
+
+from config.audit import record_audit
+from config.db import utcnow
+from config.errors import ConflictError, NotFoundError
+from recorder.models import Recording, RecordingState
+from recorder.retention import delete_media, retain_until, retention_years
+from scheduler import visits as vs
+from scheduler.models import Petition, Role
+from web.routes import ALL_STAFF, Context, api
+from web.schemas import Answer, Body
+
+Reason = Annotated[str, StringConstraints(min_length=2, max_length=256)]
+
+
+class RecordingOut(Answer):
+    """A recording as staff see it: state, processing, integrity and retention."""
+
+    visit_id: str
+    state: str
+    step: str
+    progress: int
+    message: str
+    transcript: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    interrupted_at: datetime | None
+    duration_seconds: float | None
+    size_bytes: int
+    legal_hold: bool
+    hold_reason: str
+    retain_until: datetime | None
+    deleted_at: datetime | None
+
+
+class HoldIn(Body):
+    hold: bool
+    reason: Reason
+
+
+class DeleteIn(Body):
+    reason: Reason
+
+
+async def _recording(ctx: Context) -> tuple[Recording, str]:
+    visit = await vs.visible_visit(ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"])
+    row = await ctx.db.get(Recording, visit.id)
+    if row is None:
+        raise NotFoundError("该接访没有录像")
+    category = await ctx.db.get(Petition, visit.petition_id)
+    return row, category.category if category else ""
+
+
+def _answer(ctx: Context, row: Recording, category: str) -> RecordingOut:
+    years = retention_years(
+        category, ctx.settings.retention_years, ctx.settings.retention_years_by_category
+    )
+    until = retain_until(row.ended_at, years) if row.ended_at else None
+    return RecordingOut(
+        visit_id=row.visit_id,
+        state=row.state.value,
+        step=row.step,
+        progress=row.progress,
+        message=row.message,
+        transcript=row.transcript,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        interrupted_at=row.interrupted_at,
+        duration_seconds=row.duration_seconds,
+        size_bytes=row.size_bytes,
+        legal_hold=row.legal_hold,
+        hold_reason=row.hold_reason,
+        retain_until=until,
+        deleted_at=row.deleted_at,
+    )
+
+
+@api.route(
+    "GET",
+    r"/visits/{visit_id:[0-9a-f]{32}}/recording",
+    summary="The visit's recording: processing, retention, hold",
+    tag="recordings",
+    roles=ALL_STAFF,
+    answer=RecordingOut,
+)
+async def get_recording(ctx: Context) -> RecordingOut:
+    row, category = await _recording(ctx)
+    return _answer(ctx, row, category)
+
+
+@api.route(
+    "POST",
+    r"/visits/{visit_id:[0-9a-f]{32}}/recording/hold",
+    summary="Place or lift a legal hold (blocks deletion)",
+    tag="recordings",
+    roles={Role.admin},
+    body=HoldIn,
+    answer=RecordingOut,
+)
+async def set_hold(ctx: Context) -> RecordingOut:
+    body: HoldIn = ctx.body
+    row, category = await _recording(ctx)
+    row.legal_hold, row.hold_reason = body.hold, body.reason if body.hold else ""
+    record_audit(
+        ctx.db,
+        action="recording.hold" if body.hold else "recording.hold_lifted",
+        actor_id=ctx.me.user_id,
+        actor_name=ctx.me.username,
+        target_type="visit",
+        target_id=row.visit_id,
+        address=ctx.address,
+        detail={"reason": body.reason},
+    )
+    return _answer(ctx, row, category)
+
+
+@api.route(
+    "POST",
+    r"/visits/{visit_id:[0-9a-f]{32}}/recording/delete",
+    summary="Delete the media of a recording whose retention has run out",
+    tag="recordings",
+    roles={Role.admin},
+    body=DeleteIn,
+    answer=RecordingOut,
+    errors=(409,),
+)
+async def delete_recording(ctx: Context) -> RecordingOut:
+    body: DeleteIn = ctx.body
+    row, category = await _recording(ctx)
+    answer = _answer(ctx, row, category)
+    if row.legal_hold:
+        raise ConflictError("该录像处于法律保全（legal hold），不能删除", code="legal_hold")
+    if row.state is RecordingState.deleted:
+        raise ConflictError("该录像已删除", code="already_deleted")
+    if row.state is not RecordingState.ready:
+        raise ConflictError("录像尚未处理完成，不能删除", code="not_ready")
+    if answer.retain_until is None or answer.retain_until > utcnow():
+        raise ConflictError(
+            f"保存期限至 {answer.retain_until:%Y-%m-%d}，期满前不能删除",
+            code="retention_running",
+        )
+    record = await asyncio.get_running_loop().run_in_executor(
+        None,
+        lambda: delete_media(Path(row.folder), actor=ctx.me.username, reason=body.reason),
+    )
+    row.state, row.deleted_at = RecordingState.deleted, utcnow()
+    record_audit(
+        ctx.db,
+        action="recording.deleted",
+        actor_id=ctx.me.user_id,
+        actor_name=ctx.me.username,
+        target_type="visit",
+        target_id=row.visit_id,
+        address=ctx.address,
+        detail={"reason": body.reason, "files": len(record["removed"])},
+    )
+    return _answer(ctx, row, category)
