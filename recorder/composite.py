@@ -87,8 +87,9 @@ def visit_end(recording: VisitRecording) -> float:
     return max(ends) if ends else visit_start(recording)
 
 
-def _video_frames(source: _Source) -> Iterator[tuple[float, Image8]]:
-    """(seconds on the visit timeline, BGR image) for every decodable frame."""
+def _video_frames(source: _Source) -> Iterator[tuple[float, av.VideoFrame]]:
+    """(seconds on the visit timeline, frame) for every decodable frame; frames are
+    converted only when shown (see _fit)."""
     try:
         with av.open(str(source.path)) as container:
             stream = container.streams.video[0]
@@ -102,7 +103,7 @@ def _video_frames(source: _Source) -> Iterator[tuple[float, Image8]]:
                     if frame.pts is None or frame.time_base is None:
                         continue
                     at = source.offset + float(frame.pts * frame.time_base)
-                    yield at, np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+                    yield at, frame
     except (av.FFmpegError, OSError) as exc:
         log.error("composite: cannot read %s: %s", source.path, exc)
 
@@ -134,12 +135,12 @@ class _Latest:
     def __init__(self, source: _Source) -> None:
         self.source = source
         self.frames = _video_frames(source)
-        self.current: Image8 | None = None
+        self.current: av.VideoFrame | None = None
         self.current_at = -1.0
-        self.pending: tuple[float, Image8] | None = next(self.frames, None)
+        self.pending: tuple[float, av.VideoFrame] | None = next(self.frames, None)
         self.last_at = -1.0
 
-    def at(self, t: float) -> Image8 | None:
+    def at(self, t: float) -> av.VideoFrame | None:
         while self.pending is not None and self.pending[0] <= t:
             self.current_at, self.current = self.pending
             self.pending = next(self.frames, None)
@@ -156,39 +157,87 @@ class _Latest:
         return self.current
 
 
+class Planes:
+    """A YUV 4:2:0 picture as three arrays: the composite is laid out in the encoder's own
+    format, so no frame is converted from RGB (which cost more than encoding it)."""
+
+    def __init__(self, y: Image8, u: Image8, v: Image8) -> None:
+        self.y, self.u, self.v = y, u, v
+
+    @classmethod
+    def blank(cls, width: int, height: int, luma: int = 40) -> Planes:
+        return cls(
+            np.full((height, width), luma, np.uint8),
+            np.full((height // 2, width // 2), 128, np.uint8),
+            np.full((height // 2, width // 2), 128, np.uint8),
+        )
+
+    @classmethod
+    def from_i420(cls, data: Image8, width: int, height: int) -> Planes:
+        """From an I420 array (height * 3/2 rows of width), as PyAV and OpenCV give it."""
+        q = height // 4
+        return cls(
+            data[:height],
+            data[height : height + q].reshape(height // 2, width // 2),
+            data[height + q : height + 2 * q].reshape(height // 2, width // 2),
+        )
+
+    @classmethod
+    def from_bgr(cls, image: Image8) -> Planes:
+        h, w = image.shape[:2]
+        return cls.from_i420(
+            np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), np.uint8), w, h
+        )
+
+    def paste(self, other: Planes, x: int, y: int) -> None:
+        """Copy ``other`` in at (x, y) (even), clipped to this picture."""
+        h = min(other.y.shape[0], self.y.shape[0] - y)
+        w = min(other.y.shape[1], self.y.shape[1] - x)
+        if h <= 0 or w <= 0:
+            return
+        self.y[y : y + h, x : x + w] = other.y[:h, :w]
+        self.u[y // 2 : (y + h) // 2, x // 2 : (x + w) // 2] = other.u[: h // 2, : w // 2]
+        self.v[y // 2 : (y + h) // 2, x // 2 : (x + w) // 2] = other.v[: h // 2, : w // 2]
+
+    def frame(self) -> av.VideoFrame:
+        h, w = self.y.shape
+        data = np.concatenate([self.y, self.u.reshape(h // 4, w), self.v.reshape(h // 4, w)])
+        return av.VideoFrame.from_ndarray(data, format="yuv420p")
+
+
 class Overlay:
     """Static text (Chinese, drawn once with a CJK font) and the live clock (OpenCV)."""
 
     def __init__(self, lines: list[str], font_path: str | None, tz: ZoneInfo) -> None:
         self.tz = tz
-        self.banner = self._render(lines, font_path, 24)
-        self.labels: dict[str, Image8] = {}
+        self.banner = Planes.from_bgr(self._render(lines, font_path, 24))
+        self.height = self.banner.y.shape[0]
+        self.labels: dict[str, Planes] = {}
         self.font_path = font_path
 
     @staticmethod
     def _render(lines: list[str], font_path: str | None, size: int) -> Image8:
         font: Any = ImageFont.truetype(font_path, size) if font_path else ImageFont.load_default()
-        height = (size + 8) * max(1, len(lines)) + 8
+        height = ((size + 8) * max(1, len(lines)) + 8) // 2 * 2
         image = Image.new("RGB", (WIDTH, height), (20, 20, 20))
         draw = ImageDraw.Draw(image)
         for i, line in enumerate(lines):
             draw.text((12, 6 + i * (size + 8)), line, font=font, fill=(255, 255, 255))
         return np.asarray(image)[:, :, ::-1].copy()
 
-    def label(self, text: str) -> Image8:
+    def label(self, text: str) -> Planes:
         if text not in self.labels:
             rendered = self._render([text], self.font_path, 20)
-            width = min(WIDTH, 24 + 20 * len(text))
-            self.labels[text] = rendered[:, :width].copy()
+            width = min(WIDTH, 24 + 20 * len(text)) // 2 * 2
+            self.labels[text] = Planes.from_bgr(np.ascontiguousarray(rendered[:, :width]))
         return self.labels[text]
 
-    def draw(self, canvas: Image8, wall: float) -> None:
-        h = self.banner.shape[0]
-        canvas[HEIGHT - h :, :] = self.banner
+    def draw(self, canvas: Planes, wall: float) -> None:
+        canvas.paste(self.banner, 0, HEIGHT - self.height)
         clock = datetime.fromtimestamp(wall, self.tz).strftime("%Y-%m-%d %H:%M:%S")
         cv2.putText(
-            canvas, clock, (WIDTH - 330, HEIGHT - h + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
-            (255, 255, 255), 2, cv2.LINE_AA,
+            canvas.y, clock, (WIDTH - 330, HEIGHT - self.height + 30), cv2.FONT_HERSHEY_SIMPLEX,
+            0.8, 235, 2, cv2.LINE_AA,
         )  # fmt: skip
 
 
@@ -201,25 +250,23 @@ def _layout(n_cameras: int, evidence: bool, top: int) -> list[tuple[int, int, in
         side = max(1, n_cameras)
         for i in range(n_cameras):
             boxes.append((WIDTH * 2 // 3, i * area_h // side, WIDTH // 3, area_h // side))
-        return boxes
-    cols = max(1, min(3, n_cameras))
-    rows = max(1, -(-n_cameras // cols))
-    for i in range(n_cameras):
-        r, c = divmod(i, cols)
-        boxes.append((c * WIDTH // cols, r * area_h // rows, WIDTH // cols, area_h // rows))
-    return boxes
+    else:
+        cols = max(1, min(3, n_cameras))
+        rows = max(1, -(-n_cameras // cols))
+        for i in range(n_cameras):
+            r, c = divmod(i, cols)
+            boxes.append((c * WIDTH // cols, r * area_h // rows, WIDTH // cols, area_h // rows))
+    even = [(x // 2 * 2, y // 2 * 2, w // 2 * 2, h // 2 * 2) for x, y, w, h in boxes]
+    return even
 
 
-def _fit(image: Image8, w: int, h: int) -> Image8:
-    """Letterbox ``image`` into w×h."""
-    ih, iw = image.shape[:2]
-    k = min(w / iw, h / ih)
-    nw, nh = max(1, int(iw * k)), max(1, int(ih * k))
-    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
-    out = np.zeros((h, w, 3), np.uint8)
-    y, x = (h - nh) // 2, (w - nw) // 2
-    out[y : y + nh, x : x + nw] = resized
-    return out
+def _fit(frame: av.VideoFrame, w: int, h: int) -> tuple[Planes, int, int]:
+    """``frame`` scaled to fit w×h (one libswscale call, no colour conversion), and where
+    it goes inside the box to be centred."""
+    k = min(w / frame.width, h / frame.height)
+    nw, nh = max(2, int(frame.width * k) // 2 * 2), max(2, int(frame.height * k) // 2 * 2)
+    data = np.asarray(frame.reformat(width=nw, height=nh, format="yuv420p").to_ndarray(), np.uint8)
+    return Planes.from_i420(data, nw, nh), (w - nw) // 4 * 2, (h - nh) // 4 * 2
 
 
 def overlay_lines(recording: VisitRecording) -> list[str]:
@@ -260,7 +307,7 @@ def render(
     with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
         vstream: Any = out.add_stream("libx264", rate=FPS)
         vstream.width, vstream.height, vstream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        vstream.options = {"preset": "veryfast", "crf": "26", "tune": "stillimage"}
+        vstream.options = {"preset": "ultrafast", "crf": "26"}
         vstream.codec_context.time_base = Fraction(1, FPS)
         astream: Any = out.add_stream("aac", rate=SAMPLE_RATE)
         astream.layout = "mono"
@@ -268,9 +315,9 @@ def render(
         total = int(duration * FPS)
         for i in range(total):
             t = i / FPS
-            canvas = np.full((HEIGHT, WIDTH, 3), 32, np.uint8)
-            evidence: tuple[Image8, str] | None = None
-            cameras: list[tuple[Image8, str]] = []
+            canvas = Planes.blank(WIDTH, HEIGHT)
+            evidence: tuple[av.VideoFrame, str] | None = None
+            cameras: list[tuple[av.VideoFrame, str]] = []
             for latest in videos:
                 image = latest.at(t)
                 if image is None:
@@ -281,15 +328,15 @@ def render(
                     evidence = evidence or (image, label + " 出示的证据")
                 else:
                     cameras.append((image, label))
-            boxes = _layout(len(cameras), evidence is not None, overlay.banner.shape[0])
+            boxes = _layout(len(cameras), evidence is not None, overlay.height)
             placed = ([evidence] if evidence else []) + cameras
             for (x, y, w, h), (image, label) in zip(boxes, placed, strict=False):
-                canvas[y : y + h, x : x + w] = _fit(image, w, h)
+                tile, dx, dy = _fit(image, w, h)
+                canvas.paste(tile, x + dx, y + dy)
                 tag = overlay.label(label)
-                th, tw = tag.shape[:2]
-                canvas[y + h - th : y + h, x : x + min(tw, w)] = tag[:, : min(tw, w)]
+                canvas.paste(tag, x, y + h - tag.y.shape[0])
             overlay.draw(canvas, start + t)
-            frame = av.VideoFrame.from_ndarray(canvas, format="bgr24")
+            frame = canvas.frame()
             frame.pts = i
             frame.time_base = Fraction(1, FPS)
             for packet in vstream.encode(frame):

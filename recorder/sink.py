@@ -35,6 +35,7 @@ log = logging.getLogger("vreception.recorder")
 
 STATE_FILE = "recording.json"
 RETRY_SECONDS = 5.0
+BATCH_SECONDS = 0.05
 
 
 def iso(ts: float) -> str:
@@ -291,14 +292,25 @@ class RecorderSink:
     # ------------------------------------------------------------ writer thread
 
     def _run(self) -> None:
+        # Work in batches: waking this thread for every frame would hand the GIL back and
+        # forth with the relay's event loop (measured: most of the recorder's cost). A frame
+        # waits at most BATCH_SECONDS before it is written, and is flushed when written.
         while True:
-            item = self._queue.get()
-            if item is None:
-                break
-            try:
-                self._handle(item)
-            except Exception:  # never let the writer die: log, go on
-                log.exception("recorder: %s failed", item[0])
+            batch = [self._queue.get()]
+            time.sleep(BATCH_SECONDS)
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(self._queue.get_nowait())
+            for item in batch:
+                if item is None:
+                    self._close_all()
+                    return
+                try:
+                    self._handle(item)
+                except Exception:  # never let the writer die: log, go on
+                    log.exception("recorder: %s failed", item[0])
+
+    def _close_all(self) -> None:
         for writer in self._writers.values():
             with contextlib.suppress(Exception):
                 writer.close()
