@@ -75,7 +75,9 @@ def speech_pcm(folder: Path, repeat: int = 4) -> bytes:
         for j, sentence in enumerate(SENTENCES):
             wav = folder / f"s{i}-{j}.wav"
             subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), sentence], check=True)
-            parts.append(wav)
+            padded = folder / f"p{i}-{j}.wav"  # a pause after each sentence, as people speak
+            subprocess.run(["sox", str(wav), str(padded), "pad", "0", "0.8"], check=True)
+            parts.append(padded)
     joined = folder / "speech.wav"
     subprocess.run(
         ["sox", *map(str, parts), "-r", "16000", "-c", "1", "-b", "16", str(joined)], check=True

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -24,6 +22,7 @@ from tests.conftest import (
     start_live_server,
     stop_live_server,
 )
+from tests.live import checked_in_visit, http_login
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -44,62 +43,6 @@ def nodes(
     finally:
         stop_live_server(b)
         stop_live_server(a)
-
-
-async def _login(http: aiohttp.ClientSession, node: LiveServer, user: str, pw: str) -> str:
-    async with http.post(
-        node.url + "/api/v1/auth/login", json={"username": user, "password": pw}
-    ) as r:
-        assert r.status == 200, await r.text()
-        return str((await r.json())["csrf_token"])
-
-
-async def _checked_in_visit(node: LiveServer, passwords: dict[str, str]) -> tuple[str, str]:
-    """The operator books tomorrow's first free slot, checks in and issues the code."""
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-        csrf = await _login(http, node, "operator", passwords["operator"])
-        headers = {"X-CSRF-Token": csrf}
-
-        async def get(path: str, **params: Any) -> Any:
-            async with http.get(node.url + path, params=params) as r:
-                assert r.status == 200, await r.text()
-                return await r.json()
-
-        async def post(path: str, body: dict[str, Any] | None = None) -> Any:
-            async with http.post(node.url + path, json=body or {}, headers=headers) as r:
-                assert r.status in (200, 201), await r.text()
-                return await r.json()
-
-        receiving = next(c["id"] for c in await get("/api/v1/courts") if c["code"] == "BJ1Z")
-        room = (await get("/api/v1/rooms"))[0]["id"]
-        petition = (await get("/api/v1/petitions"))["items"][0]["id"]
-        day = datetime.now(ZoneInfo("Asia/Shanghai")).date() + timedelta(days=1)
-        while day.weekday() > 4:
-            day += timedelta(days=1)
-        slot = (
-            await get(
-                "/api/v1/free-slots",
-                room_id=room,
-                receiving_court_id=receiving,
-                first=day.isoformat(),
-                limit=1,
-            )
-        )[0]
-        visit = await post(
-            "/api/v1/visits",
-            {
-                "petition_id": petition,
-                "receiving_court_id": receiving,
-                "room_id": room,
-                "starts_at": slot["starts_at"],
-            },
-        )
-        await post(
-            f"/api/v1/visits/{visit['id']}/check-in",
-            {"document_type": "resident_id", "document_number": "11010519491231002X"},
-        )
-        code = (await post(f"/api/v1/visits/{visit['id']}/code"))["code"]
-        return str(visit["id"]), str(code)
 
 
 class Client:
@@ -126,12 +69,12 @@ async def test_a_visit_is_held_on_one_node(
 ) -> None:
     a, b = nodes
     assert a.passwords, "node A seeds the demo data and prints the passwords"
-    visit_id, code = await _checked_in_visit(b, a.passwords)
+    visit_id, code = await checked_in_visit(b, a.passwords)
     redis = Redis.from_url(redis_server.url)
     clients: list[Client] = []
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-            await _login(http, a, "judge", a.passwords["judge"])
+            await http_login(http, a, "judge", a.passwords["judge"])
             cookie = next(c.value for c in http.cookie_jar if c.key == "vr_session")
         judge = await Client().connect(a, cookie)
         clients.append(judge)
@@ -158,7 +101,7 @@ async def test_a_visit_is_held_on_one_node(
 
         # the judge's staff page on node B is sent to A as well
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-            await _login(http, b, "judge", a.passwords["judge"])
+            await http_login(http, b, "judge", a.passwords["judge"])
             cookie_b = next(c.value for c in http.cookie_jar if c.key == "vr_session")
         judge_b = await Client().connect(b, cookie_b)
         clients.append(judge_b)

@@ -1,0 +1,148 @@
+"""A whole server killed with SIGKILL mid-visit: on restart the recording is repaired,
+playable, as long as the visit was until the kill (less at most 2 s), marked interrupted,
+and the interruption is in the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import socketio
+from aiortc import RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+from media.transport import announce_addresses, create_peer_connection
+from recorder.sink import load_state
+from tests.conftest import LiveServer, start_live_server, stop_live_server
+from tests.live import checked_in_visit, http_login
+
+
+async def _peer(server: LiveServer, cookie: str | None = None) -> socketio.AsyncClient:
+    sio = socketio.AsyncClient(reconnection=False)
+    headers = {"Cookie": f"vr_session={cookie}"} if cookie else {}
+    await sio.connect(server.url, namespaces=["/visit"], headers=headers, transports=["websocket"])
+    return sio
+
+
+async def _call(sio: socketio.AsyncClient, event: str, data: Any = None) -> dict[str, Any]:
+    return await sio.call(event, data or {}, namespace="/visit", timeout=30)  # type: ignore[no-any-return]
+
+
+async def _publish(sio: socketio.AsyncClient) -> Any:
+    pc = create_peer_connection()
+    pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    answer = await _call(sio, "publish", {"type": "offer", "sdp": pc.localDescription.sdp})
+    assert answer["ok"], answer
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    return pc
+
+
+async def test_a_killed_server_repairs_the_recording_on_restart(tmp_path: Path) -> None:
+    announce_addresses(["127.0.0.1"])
+    data = tmp_path / "var"
+    server = start_live_server(data)
+    passwords = server.passwords
+    visit_id, code = await checked_in_visit(server, passwords)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await http_login(http, server, "judge", passwords["judge"])
+        cookie = next(c.value for c in http.cookie_jar if c.key == "vr_session")
+    judge = await _peer(server, cookie)
+    guest = await _peer(server)
+    pcs = []
+    try:
+        assert (await _call(judge, "join", {"v": 1, "visit_id": visit_id}))["ok"]
+        joined = await _call(guest, "join", {"v": 1, "visit_id": visit_id, "code": code})
+        assert (await _call(judge, "admit", {"participant_id": joined["participant_id"]}))["ok"]
+        pcs = [await _publish(judge), await _publish(guest)]
+        folder = data / "recordings" / visit_id
+
+        def files_growing() -> bool:
+            state = load_state(folder)
+            return bool(state and sum(1 for t in state.tracks if t.files) == 4)
+
+        deadline = time.monotonic() + 60
+        while not files_growing():
+            assert time.monotonic() < deadline, "recording did not start"
+            await asyncio.sleep(0.2)
+        started = time.time()
+        await asyncio.sleep(10)
+        os.kill(server.proc.pid, 9)  # kill -9 the whole server
+        killed = time.time()
+        server.proc.wait()
+    finally:
+        for pc in pcs:
+            await pc.close()
+        for sio in (judge, guest):
+            await sio.disconnect()
+
+    restarted = start_live_server(data)  # the same data directory
+    try:
+        state = load_state(folder)
+        assert state is not None and state.state == "interrupted"
+        assert state.interrupted_at is not None and killed - 2.5 <= state.interrupted_at <= killed
+        assert {(t.role, t.kind) for t in state.tracks} == {
+            ("judge", "audio"),
+            ("judge", "video"),
+            ("petitioner", "audio"),
+            ("petitioner", "video"),
+        }
+        for track in state.tracks:
+            (name,) = track.files
+            probe = json.loads(
+                (
+                    await asyncio.to_thread(
+                        subprocess.run,
+                        [
+                            "ffprobe",
+                            "-v",
+                            "error",
+                            "-show_format",
+                            "-of",
+                            "json",
+                            str(folder / name),
+                        ],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                ).stdout
+            )
+            duration = float(probe["format"]["duration"])
+            assert duration >= killed - started - 2.5 >= 7.5, (name, duration)
+            decode = await asyncio.to_thread(
+                subprocess.run,
+                ["ffmpeg", "-v", "error", "-i", str(folder / name), "-f", "null", "-"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert decode.stderr == "", decode.stderr
+        # on record: the visit's recording row and the audit trail say so
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            await http_login(http, restarted, "admin", passwords["admin"])
+
+            async def audited() -> bool:
+                async with http.get(
+                    restarted.url + "/api/v1/audit", params={"action": "recording.interrupted"}
+                ) as r:
+                    body = await r.json()
+                    items = body["items"] if isinstance(body, dict) else body
+                    return any(i.get("target_id") == visit_id for i in items)
+
+            deadline = time.monotonic() + 60
+            while not await audited():
+                assert time.monotonic() < deadline, "no audit event for the interruption"
+                await asyncio.sleep(0.5)
+            async with http.get(restarted.url + f"/api/v1/visits/{visit_id}/recording") as r:
+                recording = await r.json()
+            assert recording["state"] == "recording" and recording["interrupted_at"]
+    finally:
+        stop_live_server(restarted)
