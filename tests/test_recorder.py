@@ -307,3 +307,43 @@ async def test_composite_shows_the_parties_and_the_overlay(tmp_path: Path) -> No
     top = image[: 720 - 90]
     green = (top[..., 1] > 100) & (top[..., 0] < 80)
     assert green[:, :640].sum() > 10_000 and green[:, 640:].sum() > 10_000
+
+
+async def test_a_rejoin_continues_the_same_record_and_the_gap_stays_a_gap(
+    tmp_path: Path,
+) -> None:
+    announce_addresses(["127.0.0.1"])
+    sink = RecorderSink(tmp_path)
+    relay = Relay(sinks=[sink])
+    visit_id = "e" * 32
+    room = relay.room(visit_id)
+    room.describe("p1", "petitioner", "王某某")
+    room.start_recording()
+    first = await _publish(relay, visit_id, "p1")
+    await asyncio.sleep(2.5)
+    await room.leave("p1")  # the connection dropped
+    await first.close()
+    await asyncio.sleep(2.0)
+    room.describe("p2", "petitioner", "王某某")  # rejoined: same person, new participant
+    second = await _publish(relay, visit_id, "p2")
+    await asyncio.sleep(2.5)
+    room.stop_recording()
+    sink.flush()
+    await room.close()
+    await second.close()
+    sink.close()
+
+    state = load_state(tmp_path / visit_id)
+    assert state is not None
+    videos = sorted((t for t in state.tracks if t.kind == "video"), key=lambda t: t.wall_start or 0)
+    assert [t.participant_id for t in videos] == ["p1", "p2"]
+    before, after = videos
+    assert before.wall_end is not None and after.wall_start is not None
+    assert after.wall_start - before.wall_end >= 1.5  # the gap is on record
+    for track in videos:  # each file as long as its own stretch, nothing stretched
+        duration = float(ffprobe(tmp_path / visit_id / track.files[0])["format"]["duration"])
+        assert track.wall_start is not None and track.wall_end is not None
+        assert abs(duration - (track.wall_end - track.wall_start)) <= 0.5
+    composite = tmp_path / visit_id / "composite.mp4"
+    result = await asyncio.to_thread(render, tmp_path / visit_id, state, composite)
+    assert result["duration"] >= 6.5  # the visit's whole span, gap included
