@@ -11,4 +11,5 @@ def create_redis(settings: Settings) -> Redis | None:
     """A Redis client when ``redis_url`` is set, otherwise ``None`` (embedded mode)."""
     if settings.redis_url is None:
         return None
-    return Redis.from_url(settings.redis_url, decode_responses=False)
+    client: Redis = Redis.from_url(settings.redis_url, decode_responses=False)
+    return client

@@ -174,7 +174,9 @@ class Planes:
 
     @classmethod
     def from_i420(cls, data: Image8, width: int, height: int) -> Planes:
-        """From an I420 array (height * 3/2 rows of width), as PyAV and OpenCV give it."""
+        """From an I420 array (height * 3/2 rows of width), as PyAV and OpenCV give it;
+        ``height`` a multiple of 4 and ``width`` of 2, so each chroma plane fills whole rows."""
+        assert height % 4 == 0 and width % 2 == 0, (width, height)
         q = height // 4
         return cls(
             data[:height],
@@ -218,7 +220,7 @@ class Overlay:
     @staticmethod
     def _render(lines: list[str], font_path: str | None, size: int) -> Image8:
         font: Any = ImageFont.truetype(font_path, size) if font_path else ImageFont.load_default()
-        height = ((size + 8) * max(1, len(lines)) + 8) // 2 * 2
+        height = -(-((size + 8) * max(1, len(lines)) + 8) // 4) * 4
         image = Image.new("RGB", (WIDTH, height), (20, 20, 20))
         draw = ImageDraw.Draw(image)
         for i, line in enumerate(lines):
@@ -264,7 +266,7 @@ def _fit(frame: av.VideoFrame, w: int, h: int) -> tuple[Planes, int, int]:
     """``frame`` scaled to fit w×h (one libswscale call, no colour conversion), and where
     it goes inside the box to be centred."""
     k = min(w / frame.width, h / frame.height)
-    nw, nh = max(2, int(frame.width * k) // 2 * 2), max(2, int(frame.height * k) // 2 * 2)
+    nw, nh = max(2, int(frame.width * k) // 2 * 2), max(4, int(frame.height * k) // 4 * 4)
     data = np.asarray(frame.reformat(width=nw, height=nh, format="yuv420p").to_ndarray(), np.uint8)
     return Planes.from_i420(data, nw, nh), (w - nw) // 4 * 2, (h - nh) // 4 * 2
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from arq.connections import ArqRedis
 from sqlalchemy import select
 
 from config.db import Database, utcnow
@@ -137,16 +138,29 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
     raise ValueError(f"unknown step {step}")
 
 
+QUEUE = "vreception:recordings"
+
+
 class Pipeline:
-    """Runs recordings through the steps, one at a time, in a pool of worker processes."""
+    """Runs recordings through the steps, one at a time, in a pool of worker processes.
+
+    Embedded (no Redis): in this process's pool. With ``queue`` (an arq pool, when
+    ``REDIS_URL`` is set) a recording is only queued here, and ``vreception worker``
+    processes run it (recorder/worker.py), with the same code and the same database rows.
+    """
 
     def __init__(
-        self, database: Database, settings: Settings, executor: Executor | None = None
+        self,
+        database: Database,
+        settings: Settings,
+        executor: Executor | None = None,
+        queue: ArqRedis | None = None,
     ) -> None:
         self.db = database
         self.settings = settings
         self._executor = executor
         self._own_executor = executor is None
+        self._queue = queue
         self._gate = asyncio.Semaphore(1)
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -241,14 +255,24 @@ class Pipeline:
     def _schedule(self, visit_id: str) -> None:
         if visit_id in self._tasks and not self._tasks[visit_id].done():
             return
-        self._tasks[visit_id] = asyncio.create_task(self._process(visit_id))
+        work = self._enqueue(visit_id) if self._queue is not None else self.process(visit_id)
+        self._tasks[visit_id] = asyncio.create_task(work)
+
+    async def _enqueue(self, visit_id: str) -> None:
+        """Put the recording on the Redis queue (one job per recording at a time)."""
+        assert self._queue is not None
+        await self._queue.enqueue_job(
+            "process_recording", visit_id, _job_id=f"recording:{visit_id}", _queue_name=QUEUE
+        )
+        log.info("recording %s: queued for a worker", visit_id)
 
     async def wait(self, visit_id: str) -> None:
         task = self._tasks.get(visit_id)
         if task is not None:
             await asyncio.shield(task)
 
-    async def _process(self, visit_id: str) -> None:
+    async def process(self, visit_id: str) -> None:
+        """Run the recording's remaining steps (here, or in a worker)."""
         async with self._gate:
             loop = asyncio.get_running_loop()
             while True:

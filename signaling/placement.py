@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
 log = logging.getLogger("vreception.signaling")
+
+
+async def _awaited(result: Awaitable[Any] | Any) -> Any:
+    """redis-py types some async commands as "awaitable or value"."""
+    return await result if inspect.isawaitable(result) else result
 
 
 class RoomPlacement(Protocol):
@@ -101,15 +108,17 @@ class RedisPlacement:
 
     async def release(self, visit_id: str) -> None:
         self._held.discard(visit_id)
-        await self._redis.eval(_RELEASE, 1, self.key(visit_id), self.node_url)
+        await _awaited(self._redis.eval(_RELEASE, 1, self.key(visit_id), self.node_url))
 
     async def _renew(self) -> None:
         while self._held:
             await asyncio.sleep(self._lease_ms / 3000)
             for visit_id in list(self._held):
                 try:
-                    kept = await self._redis.eval(
-                        _RENEW, 1, self.key(visit_id), self.node_url, self._lease_ms
+                    kept = await _awaited(
+                        self._redis.eval(
+                            _RENEW, 1, self.key(visit_id), self.node_url, str(self._lease_ms)
+                        )
                     )
                 except Exception:
                     log.exception("could not renew the lease of room %s", visit_id)

@@ -15,15 +15,17 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import av
+import numpy as np
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from media.encoded import tap_receiver
 from media.room import PublishedTrack, Relay
 from media.transport import announce_addresses, create_peer_connection
-from recorder.composite import render
+from recorder.composite import Overlay, Planes, _fit, _layout, render
 from recorder.sink import RecorderSink, load_state, recover
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -347,3 +349,21 @@ async def test_a_rejoin_continues_the_same_record_and_the_gap_stays_a_gap(
     composite = tmp_path / visit_id / "composite.mp4"
     result = await asyncio.to_thread(render, tmp_path / visit_id, state, composite)
     assert result["duration"] >= 6.5  # the visit's whole span, gap included
+
+
+def test_composite_layouts_fit_every_party_count() -> None:
+    """One to six cameras, with and without evidence, from sources of several sizes: every
+    tile lands inside the picture in whole 4:2:0 blocks."""
+    overlay = Overlay(["东城区人民法院", "案号"], None, ZoneInfo("UTC"))
+    for width, height in ((640, 480), (1280, 720), (1920, 1080), (320, 240)):
+        frame = av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), "rgb24")
+        for cameras in range(7):
+            for evidence in (False, True):
+                canvas = Planes.blank(1280, 720)
+                for x, y, w, h in _layout(cameras, evidence, overlay.height):
+                    assert x + w <= 1280 and y + h <= 720 - overlay.height
+                    tile, dx, dy = _fit(frame, w, h)
+                    assert tile.y.shape[0] <= h and tile.y.shape[1] <= w
+                    canvas.paste(tile, x + dx, y + dy)
+                overlay.draw(canvas, 0.0)
+                assert canvas.frame().height == 720

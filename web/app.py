@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from arq import create_pool
+from arq.connections import RedisSettings
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from config.audit import record_audit
@@ -155,7 +157,10 @@ async def _recorder(
     """Repair what a crash interrupted; report write failures live and in the audit trail."""
     loop = asyncio.get_running_loop()
     settings = app[SETTINGS]
-    pipeline = Pipeline(app[DB], settings)
+    queue = None
+    if settings.redis_url is not None:  # processed by `vreception worker` processes
+        queue = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    pipeline = Pipeline(app[DB], settings, queue=queue)
     app[PIPELINE] = pipeline
     problem = create_transcriber(
         settings.transcribe_engine, settings.transcribe_model_dir, settings.transcribe_grammar
@@ -220,6 +225,8 @@ async def _recorder(
     with contextlib.suppress(asyncio.CancelledError):
         await starting
     await pipeline.close()
+    if queue is not None:
+        await queue.aclose()
     await loop.run_in_executor(None, recorder.close)
 
 

@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("target", help="a recording folder or an export .zip")
     ver.add_argument("--key", help="a trusted public key (PEM); default: the one enclosed")
     sub.add_parser("public-key", help="print this server's signing public key (PEM)")
+    sub.add_parser("worker", help="process recordings from the Redis queue (needs REDIS_URL)")
     return parser
 
 
@@ -201,6 +202,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "verify":
         return _verify(args.target, args.key)
+    if args.command == "worker":
+        from recorder.worker import create_worker
+
+        migrate(settings)
+        try:
+            worker = create_worker(settings)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        worker.run()
+        return 0
     if args.command == "public-key":
         sys.stdout.write(manifest.public_pem(manifest.load_signing_key(settings.data_dir)).decode())
         return 0

@@ -1,0 +1,52 @@
+"""``vreception worker``: processes recordings from the Redis queue (arq), for installs
+with ``REDIS_URL``. Every worker needs the database, the recordings folder (shared storage
+when the nodes are several machines) and the signing key of the install."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from arq import Worker
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from config.db import Database
+from config.settings import Settings
+from recorder.jobs import QUEUE, Pipeline
+
+log = logging.getLogger("vreception.recorder")
+
+
+async def process_recording(ctx: dict[str, Any], visit_id: str) -> None:
+    pipeline: Pipeline = ctx["pipeline"]
+    await pipeline.process(visit_id)
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    ctx["database"] = Database(settings)
+    ctx["pipeline"] = Pipeline(ctx["database"], settings)
+    log.info("recording worker ready (queue %s)", QUEUE)
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["pipeline"].close()
+    await ctx["database"].dispose()
+
+
+def create_worker(settings: Settings) -> Worker:
+    if settings.redis_url is None:
+        raise ValueError("vreception worker needs REDIS_URL (embedded mode processes in-process)")
+    return Worker(
+        functions=[func(process_recording, timeout=timedelta(hours=6), max_tries=3)],
+        queue_name=QUEUE,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        on_startup=_startup,
+        on_shutdown=_shutdown,
+        ctx={"settings": settings},
+        max_jobs=1,
+        keep_result=0,
+        handle_signals=True,
+    )
