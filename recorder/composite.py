@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from recorder.decode import decoded
 from recorder.sink import TrackFile, VisitRecording
 
 log = logging.getLogger("vreception.recorder")
@@ -90,43 +91,16 @@ def visit_end(recording: VisitRecording) -> float:
 def _video_frames(source: _Source) -> Iterator[tuple[float, av.VideoFrame]]:
     """(seconds on the visit timeline, frame) for every decodable frame; frames are
     converted only when shown (see _fit)."""
-    try:
-        with av.open(str(source.path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.FFmpegError:
-                    continue  # a damaged frame: skip it, keep the rest
-                for frame in frames:
-                    if frame.pts is None or frame.time_base is None:
-                        continue
-                    at = source.offset + float(frame.pts * frame.time_base)
-                    yield at, frame
-    except (av.FFmpegError, OSError) as exc:
-        log.error("composite: cannot read %s: %s", source.path, exc)
+    for at, frame in decoded(source.path, "video"):
+        yield source.offset + at, frame
 
 
 def _audio_chunks(source: _Source) -> Iterator[tuple[float, npt.NDArray[np.float32]]]:
     """(seconds on the visit timeline, mono float samples at 48 kHz)."""
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    try:
-        with av.open(str(source.path)) as container:
-            stream = container.streams.audio[0]
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.FFmpegError:
-                    continue
-                for frame in frames:
-                    if frame.pts is None or frame.time_base is None:
-                        continue
-                    at = source.offset + float(frame.pts * frame.time_base)
-                    for out in resampler.resample(frame):
-                        yield at, out.to_ndarray().reshape(-1).astype(np.float32)
-    except (av.FFmpegError, OSError) as exc:
-        log.error("composite: cannot read %s: %s", source.path, exc)
+    for at, frame in decoded(source.path, "audio"):
+        for out in resampler.resample(frame):
+            yield source.offset + at, out.to_ndarray().reshape(-1).astype(np.float32)
 
 
 class _Latest:

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import av
 import numpy as np
 
+from recorder.decode import decoded
 from recorder.sink import VisitRecording
 
 log = logging.getLogger("vreception.recorder")
@@ -181,27 +182,17 @@ def pcm_16k(path: Path) -> tuple[bytes, float]:
     out = bytearray()
     first: float | None = None
     expected = 0  # samples written so far: silence fills any hole in the track
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.FFmpegError:
-                continue
-            for frame in frames:
-                if frame.pts is None or frame.time_base is None:
-                    continue
-                at = float(frame.pts * frame.time_base)
-                if first is None:
-                    first = at
-                position = int((at - first) * RATE)
-                if position > expected:
-                    out += bytes(2 * (position - expected))
-                    expected = position
-                for resampled in resampler.resample(frame):
-                    data = resampled.to_ndarray().astype(np.int16).tobytes()
-                    out += data
-                    expected += len(data) // 2
+    for at, frame in decoded(path, "audio"):
+        if first is None:
+            first = at
+        position = int((at - first) * RATE)
+        if position > expected:
+            out += bytes(2 * (position - expected))
+            expected = position
+        for resampled in resampler.resample(frame):
+            data = resampled.to_ndarray().astype(np.int16).tobytes()
+            out += data
+            expected += len(data) // 2
     return bytes(out), first or 0.0
 
 
