@@ -324,6 +324,7 @@ def test_a_visit_through_the_relay(
     expect(judge.locator("#lobby-rows")).to_contain_text("值班律师张某", timeout=30_000)
     judge.locator("#lobby-rows button", has_text="准许进入").click()
     expect(lawyer.locator("#call-step")).to_be_visible(timeout=30_000)
+    expect(judge.locator("#call-msg")).to_contain_text("律师 值班律师张某", timeout=30_000)
     _wait(lambda: sum(1 for n in _video_streams(lawyer) if n > 20) >= 2)
     _wait(lambda: sum(1 for n in _video_streams(judge) if n > 20) >= 2)
     lawyer.screenshot(path=str(artifacts / "call-lawyer.png"))

@@ -191,9 +191,15 @@
     if (tell) { await call("unpublish", { stream: "evidence" }); say("evidence-msg", "已停止出示证据"); }
   }
 
+  const present = new Map(); // participant id → participant, everyone in the call
+  function drawPresent() {
+    say("call-msg", "在场：" + [...present.values()].map((p) => `${ROLE[p.role]} ${p.name}`).join("、"));
+  }
   function inCall(participants) {
     if (mode === "guest") { show("code-step", false); show("lobby-step", false); show("call-step", true); }
-    say("call-msg", "在场：" + participants.map((p) => `${ROLE[p.role]} ${p.name}`).join("、"));
+    present.clear();
+    for (const p of participants) present.set(p.participant_id, p);
+    drawPresent();
     startMedia().catch((err) => say("call-msg", "无法开启摄像头或麦克风：" + err.message, "error"));
   }
 
@@ -263,7 +269,8 @@
   socket.on("refused", (data) => ended("法官未准许本次接访" + (data.reason ? "：" + data.reason : "")));
   socket.on("ended", () => ended("接访已结束"));
   socket.on("tracks_changed", () => { if (publisher) subscribe(); });
-  socket.on("participant_left", () => { if (publisher) subscribe(); });
+  socket.on("participant_joined", (p) => { present.set(p.participant_id, p); drawPresent(); });
+  socket.on("participant_left", (p) => { present.delete(p.participant_id); drawPresent(); if (publisher) subscribe(); });
 
   if ($("check")) $("check").onclick = checkDevices;
   if ($("code-form")) {
