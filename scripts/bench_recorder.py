@@ -9,7 +9,8 @@
    ``composite_speed_x`` is seconds of visit per second of rendering.
 3. ``transcribe_rtf``: processing time over audio time, per engine available here, on
    espeak-ng speech (PocketSphinx's bundled English model; sherpa-onnx when
-   ``--model-dir`` names a Paraformer model).
+   ``--model-dir`` names a Paraformer model); the model's one-time load per recording is
+   reported apart (``model_load_s``).
 4. ``bytes_per_minute``: the per-track originals' size per minute of visit.
 
     .venv/bin/python scripts/bench_recorder.py [--visits 1] [--seconds 20] [--repeat 2]
@@ -96,11 +97,15 @@ def transcribe_rtf(model_dir: Path | None, work: Path) -> dict[str, Any]:
         if problem is not None:
             out[engine] = {"rtf": None, "unavailable": problem}
             continue
+        loading = time.process_time()
+        transcriber.utterances(bytes(32000))  # the model loads once per recording
+        loaded = time.process_time() - loading
         started = time.process_time()
         lines = transcriber.utterances(pcm)
         rtf = (time.process_time() - started) / seconds
         out[engine] = {
             "rtf": round(rtf, 4),
+            "model_load_s": round(loaded, 2),
             "audio_seconds": round(seconds, 1),
             "lines": len(lines),
         }
