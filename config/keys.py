@@ -16,11 +16,16 @@ def load_secret_key(settings: Settings) -> bytes:
     path = Path(settings.data_dir) / "secret.key"
     if path.exists():
         return path.read_bytes().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_hex(32).encode()
+    write_private(path, value)
+    return value
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` readable by this user only (0600); never overwrite one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, value)
+        os.write(fd, data)
     finally:
         os.close(fd)
-    return value

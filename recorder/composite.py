@@ -25,19 +25,12 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from recorder.decode import decoded
-from recorder.sink import TrackFile, VisitRecording
+from recorder.sink import ROLE_NAMES, TrackFile, VisitRecording
 
 log = logging.getLogger("vreception.recorder")
 
 WIDTH, HEIGHT, FPS = 1280, 720, 15
 SAMPLE_RATE = 48000
-ROLE_NAMES = {
-    "judge": "接访法官",
-    "petitioner": "信访人",
-    "lawyer": "律师",
-    "mediator": "调解员",
-    "operator": "操作员",
-}
 FONT_CANDIDATES = (
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
     "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc",

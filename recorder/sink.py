@@ -34,6 +34,13 @@ from media.room import PublishedTrack
 log = logging.getLogger("vreception.recorder")
 
 STATE_FILE = "recording.json"
+ROLE_NAMES = {  # as the composite, transcripts and case files name the parties
+    "judge": "接访法官",
+    "petitioner": "信访人",
+    "lawyer": "律师",
+    "mediator": "调解员",
+    "operator": "操作员",
+}
 RETRY_SECONDS = 5.0
 BATCH_SECONDS = 0.05
 

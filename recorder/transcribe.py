@@ -26,18 +26,11 @@ import av
 import numpy as np
 
 from recorder.decode import decoded
-from recorder.sink import VisitRecording
+from recorder.sink import ROLE_NAMES, VisitRecording
 
 log = logging.getLogger("vreception.recorder")
 
 RATE = 16000
-ROLE_NAMES = {
-    "judge": "接访法官",
-    "petitioner": "信访人",
-    "lawyer": "律师",
-    "mediator": "调解员",
-    "operator": "操作员",
-}
 
 
 class Transcriber(Protocol):
