@@ -206,9 +206,13 @@ class RecorderSink:
         """The visit is in progress: record all its tracks, those live and those to come."""
         if visit_id in self._recording:
             return
-        folder = self.folder(visit_id)
-        previous = load_state(folder)
-        recording = previous or VisitRecording(visit_id=visit_id)
+        # the same record again (a rejoin after the room emptied, a restart): the one still
+        # in memory is newer than its file, whose last save may still be queued
+        recording = (
+            self._visits.get(visit_id)
+            or load_state(self.folder(visit_id))
+            or VisitRecording(visit_id=visit_id)
+        )
         recording.state, recording.stopped_at = "recording", None
         recording.details.update(details or {})
         self._recording[visit_id] = self._visits[visit_id] = recording

@@ -460,14 +460,22 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _end(self, sid: str, message: Message) -> dict[str, Any]:
         room, _, judge = self._judge(sid)
         await self.gateway.ended(room.visit_id, judge)
-        await self.emit("ended", {"visit_id": room.visit_id}, room=self.call_room(room.visit_id))
-        for p in list(room.participants.values()):
-            if not p.admitted:
-                await self.emit("ended", {"visit_id": room.visit_id}, to=p.sid)
-            await self._remove(p.sid, CloseReason.ended, announce=False)
-        await self._close_room(room.visit_id)
+        await self.close_visit(room.visit_id)
         log.info("visit %s ended by judge %s", room.visit_id, judge.user_id)
         return {}
+
+    async def close_visit(self, visit_id: str) -> None:
+        """The visit has ended (here, or through the API): everyone is told, the room and
+        its media close, and its recording stops."""
+        await self.emit("ended", {"visit_id": visit_id}, room=self.call_room(visit_id))
+        room = self.rooms.get(visit_id)
+        if room is None:
+            return
+        for p in list(room.participants.values()):
+            if not p.admitted:
+                await self.emit("ended", {"visit_id": visit_id}, to=p.sid)
+            await self._remove(p.sid, CloseReason.ended, announce=False)
+        await self._close_room(visit_id)
 
     async def _remove(self, sid: str, reason: CloseReason, announce: bool = True) -> None:
         where = self._where.pop(sid, None)

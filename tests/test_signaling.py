@@ -213,3 +213,38 @@ async def test_flood_is_rate_limited(make_client: MakeClient, visit: dict[str, A
     codes = [a["error"]["code"] for a in answers]
     assert codes.count("rate_limited") >= 60 and set(codes) <= {"rate_limited", "not_joined"}
     await peer.close()
+
+
+async def test_a_visit_ended_from_the_judges_queue_closes_the_live_room(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+) -> None:
+    """The judge ends the visit with the queue page's button (the API), not in the call:
+    everyone in the call is told and the room closes; a later join finds it closed."""
+    staff = await make_client()
+    csrf = await login(staff, "judge_a")
+    judge = await Peer().connect(staff, _cookie(staff))
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    guest = await Peer().connect(staff)
+    ans = await guest.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
+    )
+    assert (await judge.call("admit", {"participant_id": ans["participant_id"]}))["ok"]
+    await guest.next("admitted")
+    r = await staff.post(
+        f"/api/v1/visits/{visit['id']}/state",
+        json={"state": "ended"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert r.status == 200, await r.text()
+    assert (await guest.next("ended"))["visit_id"] == visit["id"]
+    assert (await judge.next("ended"))["visit_id"] == visit["id"]
+    assert await _state(migrated, visit["id"]) is VisitState.ended
+    gone = await judge.call("note", {"text": "还在吗"})  # the room was closed on the server
+    assert gone["error"]["code"] == "not_joined"
+    late = await Peer().connect(staff)
+    again = await late.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["spare"]}
+    )
+    assert again["error"]["code"] == "visit_closed", again
+    for peer in (late, guest, judge):
+        await peer.close()

@@ -48,6 +48,7 @@ from web.keys import (
     SECRET,
     SETTINGS,
     THROTTLE,
+    VISITS,
 )
 from web.routes import api
 from web.visit_gateway import DatabaseVisitGateway
@@ -293,6 +294,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(functools.partial(_close_placement, placement))
     visits = VisitNamespace(LazyGateway(app), RejoinTokens(app[SECRET]), relay, placement=placement)
     sio.register_namespace(visits)
+    app[VISITS] = visits
     app.cleanup_ctx.append(functools.partial(_recorder, recorder, visits))
     sio.attach(app)
     app[NOTIFIER] = SocketNotifier(sio)

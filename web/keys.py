@@ -10,6 +10,7 @@ from config.db import Database
 from config.settings import Settings
 from recorder.jobs import Pipeline
 from scheduler.notify import Notifier
+from signaling.namespace import VisitNamespace
 from web.auth import LoginThrottle
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,3 +21,4 @@ SECRET = web.AppKey("secret", bytes)
 METRICS = web.AppKey("metrics_registry", CollectorRegistry)
 NOTIFIER: web.AppKey[Notifier | None] = web.AppKey("notifier")
 PIPELINE = web.AppKey("pipeline", Pipeline)
+VISITS = web.AppKey("visit_namespace", VisitNamespace)

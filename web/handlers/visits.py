@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Coroutine, Sequence
 from datetime import timedelta
+from typing import Any
 
+from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -27,7 +31,7 @@ from scheduler.models import (
     VisitCode,
     VisitState,
 )
-from web.keys import SECRET
+from web.keys import DB, PIPELINE, SECRET, SETTINGS, VISITS
 from web.routes import ALL_STAFF, Context, api
 from web.scheduling_schemas import (
     CancelIn,
@@ -47,6 +51,9 @@ from web.scheduling_schemas import (
     WalkInResultOut,
 )
 from web.schemas import Ok
+from web.visit_gateway import DatabaseVisitGateway
+
+log = logging.getLogger("vreception.web")
 
 BOOKERS = {Role.operator, Role.admin}
 
@@ -330,7 +337,33 @@ async def set_state(ctx: Context) -> VisitDetailOut:
     visit = await vs.change_state(
         ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"], b.state
     )
+    if visit.state is VisitState.ended:
+        _background(_after_end(ctx.request.app, visit.id))
     return await _detail(ctx, visit)
+
+
+_ending: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    _ending.add(task)
+    task.add_done_callback(_ending.discard)
+
+
+async def _after_end(app: web.Application, visit_id: str) -> None:
+    """A visit ended outside the call (the judge's queue): close its live room and process
+    its recording, once this request's transaction has committed."""
+    try:
+        async with app[DB].writer() as db:  # waits for the request's own write to commit
+            visit = await db.get(Visit, visit_id)
+            if visit is None or visit.state is not VisitState.ended:
+                return
+        await app[VISITS].close_visit(visit_id)
+        gateway = DatabaseVisitGateway(app, app[DB], app[SETTINGS], app[SECRET])
+        await app[PIPELINE].enqueue(visit_id, await gateway.recording_details(visit_id))
+    except Exception:
+        log.exception("visit %s: closing after the end failed", visit_id)
 
 
 @api.route(
