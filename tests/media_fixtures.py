@@ -10,6 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+from media.room import Room
+from media.transport import create_peer_connection
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
 BITS = 7  # frame numbers 0..127
@@ -81,3 +86,15 @@ def psnr(received: Luma, index: int, limited: bool = True) -> float:
     frame = np.asarray(received, np.float32) if limited else to_limited(received)
     mse = float(np.mean((frame - counter_frame(index).astype(np.float32)) ** 2))
     return 99.0 if mse == 0 else 10 * math.log10(235.0**2 / mse)
+
+
+async def publish_av(room: Room, who: str) -> RTCPeerConnection:
+    """An aiortc peer publishing aiortc's test video and audio into ``room`` as ``who``;
+    the relay's answer is its ``remoteDescription``."""
+    pc = create_peer_connection()
+    pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    answer = await room.publish(who, pc.localDescription.sdp)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return pc

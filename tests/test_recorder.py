@@ -20,13 +20,13 @@ from zoneinfo import ZoneInfo
 import av
 import numpy as np
 from aiortc import RTCSessionDescription
-from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from media.encoded import tap_receiver
 from media.room import PublishedTrack, Relay
 from media.transport import announce_addresses, create_peer_connection
 from recorder.composite import Overlay, Planes, _fit, _layout, render
 from recorder.sink import RecorderSink, load_state, recover
+from tests.media_fixtures import publish_av
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,17 +73,6 @@ def decode_errors(path: Path) -> str:
     ).stderr
 
 
-async def _publish(relay: Relay, visit_id: str, who: str) -> Any:
-    room = relay.room(visit_id)
-    pc = create_peer_connection()
-    pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
-    pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    answer = await room.publish(who, pc.localDescription.sdp)
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-    return pc
-
-
 async def test_tracks_are_recorded_as_received(tmp_path: Path) -> None:
     announce_addresses(["127.0.0.1"])
     hashes = HashSink()
@@ -92,7 +81,7 @@ async def test_tracks_are_recorded_as_received(tmp_path: Path) -> None:
     visit_id = "a" * 32
     room = relay.room(visit_id)
     room.describe("p1", "judge", "一中院接访法官")
-    pc = await _publish(relay, visit_id, "p1")
+    pc = await publish_av(room, "p1")
     await asyncio.sleep(1.0)  # published before the visit is in progress: not recorded yet
     assert not (tmp_path / visit_id).exists()
 
@@ -140,7 +129,7 @@ CRASHING_RECORDER = textwrap.dedent(
     from media.room import Relay
     from media.transport import announce_addresses
     from recorder.sink import RecorderSink
-    from tests.test_recorder import _publish
+    from tests.media_fixtures import publish_av
 
     async def main():
         announce_addresses(["127.0.0.1"])
@@ -148,7 +137,7 @@ CRASHING_RECORDER = textwrap.dedent(
         room = relay.room("b" * 32)
         room.describe("p1", "petitioner", "王某某")
         room.start_recording({})
-        await _publish(relay, "b" * 32, "p1")
+        await publish_av(room, "p1")
         print("recording", flush=True)
         await asyncio.sleep(3600)
 
@@ -215,7 +204,7 @@ async def test_a_full_disk_is_reported_and_the_relay_keeps_forwarding(tmp_path: 
         room = relay.room(visit_id)
         room.describe("p1", "petitioner", "王某某")
         room.start_recording()
-        pc = await _publish(relay, visit_id, "p1")
+        pc = await publish_av(room, "p1")
         subscriber = create_peer_connection()
         received: list[Any] = []
 
@@ -281,7 +270,10 @@ async def test_composite_shows_the_parties_and_the_overlay(tmp_path: Path) -> No
     room.describe("p1", "judge", "一中院接访法官")
     room.describe("p2", "petitioner", "王某某")
     room.start_recording({"petition_number": "（2026）京01信123号", "court_name": "东城区人民法院"})
-    pcs = [await _publish(relay, visit_id, "p1"), await _publish(relay, visit_id, "p2")]
+    pcs = [
+        await publish_av(room, "p1"),
+        await publish_av(room, "p2"),
+    ]
     await asyncio.sleep(4.0)
     room.stop_recording()
     sink.flush()
@@ -321,13 +313,13 @@ async def test_a_rejoin_continues_the_same_record_and_the_gap_stays_a_gap(
     room = relay.room(visit_id)
     room.describe("p1", "petitioner", "王某某")
     room.start_recording()
-    first = await _publish(relay, visit_id, "p1")
+    first = await publish_av(room, "p1")
     await asyncio.sleep(2.5)
     await room.leave("p1")  # the connection dropped
     await first.close()
     await asyncio.sleep(2.0)
     room.describe("p2", "petitioner", "王某某")  # rejoined: same person, new participant
-    second = await _publish(relay, visit_id, "p2")
+    second = await publish_av(room, "p2")
     await asyncio.sleep(2.5)
     room.stop_recording()
     sink.flush()

@@ -25,6 +25,7 @@ from media.transport import announce_addresses, create_peer_connection, use_port
 from scheduler.models import VisitEvent, VisitEventKind
 from tests.conftest import MakeClient
 from tests.helpers import login
+from tests.media_fixtures import publish_av
 from tests.visits import Peer, _cookie
 
 
@@ -246,15 +247,7 @@ async def test_a_subscriber_receives_every_track_of_several_publishers() -> None
     announce_addresses(["127.0.0.1"])
     relay = Relay()
     room = relay.room("e" * 32)
-    publishers = []
-    for name in ("judge1", "petitioner1"):
-        pc = create_peer_connection()
-        pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
-        pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
-        await pc.setLocalDescription(await pc.createOffer())
-        answer = await room.publish(name, pc.localDescription.sdp)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        publishers.append(pc)
+    publishers = [await publish_av(room, name) for name in ("judge1", "petitioner1")]
 
     subscriber = create_peer_connection()
     received: dict[str, list[av.Packet[Any]]] = {}
@@ -296,18 +289,14 @@ async def test_media_ports_stay_inside_the_configured_range() -> None:
         room = relay.room("d" * 32)
         publishers = []
         for name in ("judge1", "petitioner1"):
-            pc = create_peer_connection()
-            pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
-            pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
-            await pc.setLocalDescription(await pc.createOffer())
-            answer = await room.publish(name, pc.localDescription.sdp)
+            pc = await publish_av(room, name)
+            answer = pc.remoteDescription.sdp  # the relay's answer
             ports = {
                 int(line.split()[5])
                 for line in answer.splitlines()
                 if line.startswith("a=candidate:")
             }
             assert ports and all(41000 <= p <= 41003 for p in ports), ports
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
             publishers.append(pc)
         deadline = asyncio.get_running_loop().time() + 30
         while min(t.packets for t in room.tracks.values()) < 10:

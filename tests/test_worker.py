@@ -25,7 +25,7 @@ from recorder.manifest import verify
 from recorder.models import Recording, RecordingState
 from recorder.sink import RecorderSink
 from tests.conftest import PostgresServer, RedisServer
-from tests.test_recorder import _publish
+from tests.media_fixtures import publish_av
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ async def test_a_worker_process_runs_the_queued_pipeline(
     room = relay.room(visit["id"])
     room.describe("p1", "petitioner", "王某某")
     room.start_recording()
-    pc = await _publish(relay, visit["id"], "p1")
+    pc = await publish_av(room, "p1")
     await asyncio.sleep(3)
     room.stop_recording()
     sink.flush()

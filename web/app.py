@@ -170,6 +170,18 @@ async def _recorder(
         log.warning("transcripts unavailable: %s", problem)
     repaired = await loop.run_in_executor(None, recover, recorder.root)  # files first
 
+    async def audit(visit_id: str, action: str, **detail: Any) -> None:
+        """What the recorder itself did or suffered, in the audit trail."""
+        async with app[DB].writer() as db:
+            record_audit(
+                db,
+                action=action,
+                actor_type="system",
+                target_type="visit",
+                target_id=visit_id,
+                detail=detail,
+            )
+
     async def on_record() -> None:
         """Put the repairs on record and resume unfinished processing, once the database
         answers (it may come up after this node)."""
@@ -177,17 +189,8 @@ async def _recorder(
             try:
                 for recording in list(repaired):
                     await pipeline.interrupted(recording.visit_id, recording.interrupted_at)
-                    async with app[DB].writer() as db:
-                        record_audit(
-                            db,
-                            action="recording.interrupted",
-                            actor_type="system",
-                            target_type="visit",
-                            target_id=recording.visit_id,
-                            detail={
-                                "interrupted_at": recording.to_json().get("interrupted_at_iso")
-                            },
-                        )
+                    at = recording.to_json().get("interrupted_at_iso")
+                    await audit(recording.visit_id, "recording.interrupted", interrupted_at=at)
                     repaired.remove(recording)
                 resumed = await pipeline.resume()
                 if resumed:
@@ -207,15 +210,7 @@ async def _recorder(
         if (visit_id, track_id) in reported:  # one audit event per track and failure
             return
         reported.add((visit_id, track_id))
-        async with app[DB].writer() as db:
-            record_audit(
-                db,
-                action="recording.write_failed",
-                actor_type="system",
-                target_type="visit",
-                target_id=visit_id,
-                detail={"track": track_id, "message": message},
-            )
+        await audit(visit_id, "recording.write_failed", track=track_id, message=message)
 
     def on_failure(visit_id: str, track_id: str, message: str) -> None:  # writer thread
         loop.call_soon_threadsafe(lambda: _background(app, failed(visit_id, track_id, message)))
