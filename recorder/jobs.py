@@ -19,10 +19,12 @@ from zoneinfo import ZoneInfo
 
 from arq.connections import ArqRedis
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.db import Database, utcnow
 from config.settings import Settings
-from recorder.models import STEPS, Recording, RecordingState
+from recorder.models import STEPS, Integrity, Recording, RecordingState
+from recorder.search import index_texts
 from recorder.sink import VisitRecording, load_state
 
 log = logging.getLogger("vreception.recorder")
@@ -303,6 +305,8 @@ class Pipeline:
                     if row is None:
                         return
                     self._apply(row, step, result)
+                    if step == "sign":
+                        await self._index(db, row)
                     index = STEPS.index(step)
                     row.progress = round(100 * (index + 1) / len(STEPS))
                     if index + 1 == len(STEPS):
@@ -310,6 +314,15 @@ class Pipeline:
                         log.info("recording %s: ready", visit_id)
                         return
                     row.step = STEPS[index + 1]
+
+    @staticmethod
+    async def _index(db: AsyncSession, row: Recording) -> None:
+        """Put the transcript's lines and the notes into the archive's full-text index."""
+        path = Path(row.folder) / "transcript.json"
+        transcript = json.loads(path.read_text()) if path.exists() else {}
+        notes = transcript.get("notes") or (row.details or {}).get("notes", [])
+        count = await index_texts(db, row.visit_id, transcript, notes)
+        log.info("recording %s: %d lines and notes indexed", row.visit_id, count)
 
     @staticmethod
     def _apply(row: Recording, step: str, result: dict[str, Any]) -> None:
@@ -325,6 +338,7 @@ class Pipeline:
                 else f"transcript unavailable: {result.get('reason', '')}"
             )[:512]
         elif step == "sign":
+            row.integrity = Integrity.signed.value
             folder = Path(row.folder)
             row.size_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 

@@ -115,18 +115,49 @@ class Verification:
         return self.signature_ok and not self.failed and bool(self.checked)
 
 
+EXPORT_SUMS = "EXPORT-SHA256SUMS"
+EXPORT_SIGNATURE = "EXPORT-SHA256SUMS.sig"
+EXPORT_PROOF = {EXPORT_SUMS, EXPORT_SIGNATURE}
+
+
 class _Source:
-    """A recording folder or an export ZIP, read the same way."""
+    """A recording folder or an export ZIP, read the same way.
+
+    An export ZIP holds one top folder: the recording as signed under ``recording/``, and
+    beside it the export's own files (watermarked case-file text, notes, VERIFY.txt...)
+    listed in ``EXPORT-SHA256SUMS`` and signed by the exporting server.
+    """
 
     def __init__(self, target: Path) -> None:
         self.zip = zipfile.ZipFile(target) if target.is_file() else None
         self.folder = target
-        self.prefix = ""
-        if self.zip is not None:  # an export may hold everything under one top folder
-            sums = [n for n in self.zip.namelist() if PurePosixPath(n).name == SUMS]
+        self.prefix = ""  # of the recording's own files
+        self.top = ""  # of the export (the ZIP's top folder)
+        if self.zip is not None:
+            names = self.zip.namelist()
+            sums = [n for n in names if PurePosixPath(n).name == SUMS]
             if sums:
                 self.prefix = str(PurePosixPath(min(sums, key=len)).parent)
                 self.prefix = "" if self.prefix == "." else self.prefix + "/"
+            exports = [n for n in names if PurePosixPath(n).name == EXPORT_SUMS]
+            if exports:
+                self.top = str(PurePosixPath(min(exports, key=len)).parent)
+                self.top = "" if self.top == "." else self.top + "/"
+
+    @property
+    def is_export(self) -> bool:
+        return self.zip is not None and any(
+            n == self.top + EXPORT_SUMS for n in self.zip.namelist()
+        )
+
+    def all_names(self) -> set[str]:
+        """Every file of a ZIP, relative to the export's top folder."""
+        assert self.zip is not None
+        return {
+            n[len(self.top) :]
+            for n in self.zip.namelist()
+            if not n.endswith("/") and n.startswith(self.top)
+        } | {"../" + n for n in self.zip.namelist() if not n.startswith(self.top)}
 
     def names(self) -> set[str]:
         if self.zip is not None:
@@ -139,22 +170,45 @@ class _Source:
             n for n in UNSIGNED if (self.folder / n).exists()
         }
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, base: str | None = None) -> bytes:
         if self.zip is not None:
-            return self.zip.read(self.prefix + name)
+            return self.zip.read((self.prefix if base is None else base) + name)
         return (self.folder / name).read_bytes()
 
-    def digest(self, name: str) -> str:
+    def digest(self, name: str, base: str | None = None) -> str:
         if self.zip is not None:
-            with self.zip.open(self.prefix + name) as fh:
+            with self.zip.open((self.prefix if base is None else base) + name) as fh:
                 return _sha256(fh)
         with (self.folder / name).open("rb") as fh:
             return _sha256(fh)
 
 
+def _listed(sums: bytes) -> dict[str, str]:
+    listed: dict[str, str] = {}
+    for line in sums.decode(errors="replace").splitlines():
+        digest, _, name = line.partition("  ")
+        if len(digest) == 64 and name:
+            listed[name] = digest
+    return listed
+
+
+def _load_key(data: bytes) -> Ed25519PublicKey | str:
+    try:
+        loaded = serialization.load_pem_public_key(data)
+    except ValueError:
+        return "缺少或无法读取公钥 (public key missing or unreadable)"
+    if not isinstance(loaded, Ed25519PublicKey):
+        return "不是 Ed25519 公钥 (not an Ed25519 key)"
+    return loaded
+
+
 def verify(target: Path, trusted_key: Ed25519PublicKey | None = None) -> Verification:
     """Check every hash and the signature of a recording folder or export ZIP. Without
-    ``trusted_key`` the enclosed public key is used (compare its id with the court's)."""
+    ``trusted_key`` the enclosed public key is used (compare its id with the court's).
+
+    For an export, the recording's own files are checked against its manifest and the
+    export's added files against the export's signed list; a file that neither lists
+    fails, and so does an export whose two signatures are not by the same key."""
     result = Verification()
     source = _Source(Path(target))
     try:
@@ -166,12 +220,11 @@ def verify(target: Path, trusted_key: Ed25519PublicKey | None = None) -> Verific
     key = trusted_key
     if key is None:
         try:
-            loaded = serialization.load_pem_public_key(source.read(PUBLIC_KEY))
-        except (KeyError, OSError, ValueError):
-            result.failed[PUBLIC_KEY] = "缺少或无法读取公钥 (public key missing or unreadable)"
-            return result
-        if not isinstance(loaded, Ed25519PublicKey):
-            result.failed[PUBLIC_KEY] = "不是 Ed25519 公钥 (not an Ed25519 key)"
+            loaded = _load_key(source.read(PUBLIC_KEY))
+        except (KeyError, OSError):
+            loaded = "缺少或无法读取公钥 (public key missing or unreadable)"
+        if isinstance(loaded, str):
+            result.failed[PUBLIC_KEY] = loaded
             return result
         key = loaded
     result.key_id = key_id(key)
@@ -180,20 +233,48 @@ def verify(target: Path, trusted_key: Ed25519PublicKey | None = None) -> Verific
         result.signature_ok = True
     except InvalidSignature:
         result.failed[SUMS] = "签名不符 (signature does not match)"
-    listed: dict[str, str] = {}
-    for line in sums.decode(errors="replace").splitlines():
-        digest, _, name = line.partition("  ")
-        if len(digest) == 64 and name:
-            listed[name] = digest
+    listed = _listed(sums)
     present = source.names() - UNSIGNED
+    label = source.prefix[len(source.top) :] if source.is_export else ""
+    for name, digest in sorted(listed.items()):
+        if name not in present:
+            result.failed[label + name] = "文件缺失 (missing)"
+        elif source.digest(name) != digest:
+            result.failed[label + name] = "内容已被改动 (hash mismatch)"
+        else:
+            result.checked.append(label + name)
+    if not source.is_export:
+        for name in sorted(present - set(listed)):
+            result.failed[name] = "不在清单中 (not in the manifest)"
+        return result
+    _verify_export(
+        source, key, result, covered={label + n for n in listed} | {label + n for n in UNSIGNED}
+    )
+    return result
+
+
+def _verify_export(
+    source: _Source, key: Ed25519PublicKey, result: Verification, covered: set[str]
+) -> None:
+    """The export's own list: signed by the same key, every file as listed, none extra."""
+    top = source.top
+    sums = source.read(EXPORT_SUMS, top)
+    try:
+        key.verify(source.read(EXPORT_SIGNATURE, top), sums)
+    except (KeyError, InvalidSignature):
+        result.signature_ok = False
+        result.failed[EXPORT_SUMS] = "导出签名不符 (export signature does not match)"
+    listed = _listed(sums)
+    present = source.all_names()
     for name, digest in sorted(listed.items()):
         if name not in present:
             result.failed[name] = "文件缺失 (missing)"
-            continue
-        if source.digest(name) != digest:
+        elif source.digest(name, top) != digest:
             result.failed[name] = "内容已被改动 (hash mismatch)"
         else:
             result.checked.append(name)
-    for name in sorted(present - set(listed)):
+    if PUBLIC_KEY in present and source.read(PUBLIC_KEY, top) != public_pem(key):
+        result.failed[PUBLIC_KEY] = "公钥与签名所用的不同 (not the key that signed)"
+    extra = present - covered - set(listed) - EXPORT_PROOF - {PUBLIC_KEY}
+    for name in sorted(extra):
         result.failed[name] = "不在清单中 (not in the manifest)"
-    return result

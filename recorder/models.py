@@ -7,7 +7,18 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Enum, Float, ForeignKey, Integer, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.db import Base, UTCDateTime, utcnow
@@ -25,6 +36,15 @@ class RecordingState(enum.StrEnum):
 
 
 STEPS = ("finalize", "composite", "transcribe", "sign")
+
+
+class Integrity(enum.StrEnum):
+    """What the last check of a recording's files against its signed manifest found."""
+
+    unsigned = "unsigned"  # not yet signed (still processing)
+    signed = "signed"  # signed by the pipeline, not checked since
+    verified = "verified"  # every hash and the signature held at ``integrity_checked_at``
+    tampered = "tampered"  # a file is missing or changed, or the signature fails
 
 
 class Recording(Base):
@@ -60,6 +80,38 @@ class Recording(Base):
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     hold_reason: Mapped[str] = mapped_column(String(256), default="", nullable=False)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    seal_reason: Mapped[str] = mapped_column(String(256), default="", nullable=False)
+    integrity: Mapped[str] = mapped_column(
+        String(16), default=Integrity.unsigned.value, nullable=False
+    )
+    integrity_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    integrity_detail: Mapped[str] = mapped_column(String(512), default="", nullable=False)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
     )
+
+    __table_args__ = (Index("ix_recordings_started", "started_at"),)
+
+
+class RecordingText(Base):
+    """One transcript line or note of a recording, indexed for full-text search
+    (recorder/search.py): ``tokens`` holds its Han bigrams and Latin words."""
+
+    __tablename__ = "recording_texts"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    visit_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("recordings.visit_id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(8), nullable=False)  # line | note
+    start: Mapped[float] = mapped_column(Float, nullable=False)  # seconds from visit start
+    end: Mapped[float] = mapped_column(Float, nullable=False)
+    role: Mapped[str] = mapped_column(String(16), default="", nullable=False)
+    speaker: Mapped[str] = mapped_column(String(64), default="", nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    tokens: Mapped[str] = mapped_column(Text, nullable=False)
+
+    __table_args__ = (Index("ix_recording_texts_visit", "visit_id", "start"),)

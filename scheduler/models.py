@@ -201,7 +201,10 @@ class Petition(Base):
     petitioner: Mapped[Petitioner] = relationship()
     court: Mapped[Court] = relationship()
 
-    __table_args__ = (UniqueConstraint("court_id", "number"),)
+    __table_args__ = (
+        UniqueConstraint("court_id", "number"),
+        Index("ix_petitions_number", "number"),
+    )
 
 
 def new_visit_id() -> str:

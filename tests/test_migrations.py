@@ -16,6 +16,7 @@ from sqlalchemy import inspect, text
 
 from config.db import Base, create_engine
 from config.settings import Settings
+from recorder.search import in_metadata
 from tests.conftest import PostgresServer
 from web.cli import downgrade, migrate
 from web.models import import_all_models
@@ -70,7 +71,13 @@ def _diff(sync_url: str) -> list[object]:
     engine = create_sync_engine(sync_url)
     try:
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            ctx = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": True,
+                    "include_object": lambda obj, name, *_: in_metadata(name),
+                },
+            )
             return list(compare_metadata(ctx, Base.metadata))
     finally:
         engine.dispose()

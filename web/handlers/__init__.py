@@ -1,6 +1,7 @@
 """API handlers: parse → service → JSON. Importing this package registers every route."""
 
 from web.handlers import (
+    archive,
     audit,
     auth,
     courts,
@@ -15,6 +16,7 @@ from web.handlers import (
 )
 
 __all__ = [
+    "archive",
     "audit",
     "auth",
     "courts",

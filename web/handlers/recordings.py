@@ -54,8 +54,8 @@ class DeleteIn(Body):
 async def _recording(ctx: Context) -> tuple[Recording, str]:
     visit = await vs.visible_visit(ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"])
     row = await ctx.db.get(Recording, visit.id)
-    if row is None:
-        raise NotFoundError("该接访没有录像")
+    if row is None or (row.sealed and ctx.me.role is not Role.admin):
+        raise NotFoundError("该接访没有录像")  # a sealed recording is seen by admins only
     category = await ctx.db.get(Petition, visit.petition_id)
     return row, category.category if category else ""
 

@@ -1,0 +1,286 @@
+"""The archive: who may see which recording, and the search over recordings.
+
+Access (issue: archive): an archivist sees the visits of their court and the courts below
+(booked there or received there); a judge the visits they received; an operator the visits
+booked by their court; an admin every visit. A sealed recording is seen by admins only.
+Anything out of reach answers 404, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from config.errors import NotFoundError
+from config.privacy import mask_id_number
+from recorder.models import Recording, RecordingState, RecordingText
+from recorder.search import Term, dialect_of, line_matches
+from scheduler.models import Court, Petition, Petitioner, Role, User, Visit
+from scheduler.scope import Actor, descendant_court_ids
+
+HITS_PER_VISIT = 3
+
+
+async def access_condition(db: AsyncSession, actor: Actor) -> ColumnElement[bool]:
+    """The condition on (Recording, Visit) rows that ``actor`` may see."""
+    if actor.role is Role.admin:
+        return true()
+    unsealed = Recording.sealed.is_(False)
+    if actor.role is Role.archivist:
+        if actor.court_id is None:
+            return false()
+        scope = await descendant_court_ids(db, actor.court_id)
+        return and_(unsealed, or_(Visit.court_id.in_(scope), Visit.receiving_court_id.in_(scope)))
+    if actor.role is Role.judge:
+        if actor.user_id is None:
+            return false()
+        return and_(unsealed, Visit.judge_id == actor.user_id)
+    if actor.role is Role.operator and actor.court_id is not None:
+        return and_(unsealed, Visit.court_id == actor.court_id)
+    return false()
+
+
+async def accessible(db: AsyncSession, actor: Actor, visit_id: str) -> tuple[Recording, Visit]:
+    """The recording of ``visit_id`` and its visit, if ``actor`` may see them; else 404."""
+    row = (
+        await db.execute(
+            select(Recording, Visit)
+            .join(Visit, Visit.id == Recording.visit_id)
+            .where(Recording.visit_id == visit_id, await access_condition(db, actor))
+        )
+    ).first()
+    if row is None:
+        raise NotFoundError("录像不存在或您无权查看")
+    return row[0], row[1]
+
+
+def mask_name(name: str) -> str:
+    """张三 → 张*, 欧阳娜娜 → 欧***: the family name's first character stays."""
+    return name[:1] + "*" * max(1, len(name) - 1) if name else ""
+
+
+class Sort(enum.StrEnum):
+    """Orders a search can be sorted by (``-`` first: descending)."""
+
+    newest = "-started_at"
+    oldest = "started_at"
+    number = "number"
+    number_desc = "-number"
+    longest = "-duration"
+    shortest = "duration"
+    court = "court"
+
+
+@dataclass
+class Criteria:
+    """A search of the archive; every given criterion must hold."""
+
+    number: str | None = None
+    petitioner: str | None = None
+    id_tail: str | None = None
+    court_id: int | None = None
+    include_below: bool = True
+    judge: str | None = None
+    since: date | None = None
+    until: date | None = None
+    state: RecordingState | None = None
+    terms: list[Term] | None = None
+    sort: Sort = Sort.newest
+
+
+@dataclass
+class Hit:
+    """A transcript line or note that matched the words searched for."""
+
+    kind: str
+    start: float
+    role: str
+    speaker: str
+    text: str
+
+
+@dataclass
+class Found:
+    """One search result: the recording, its visit and what the list shows of them."""
+
+    recording: Recording
+    visit: Visit
+    number: str
+    category: str
+    court_name: str
+    receiving_court_name: str
+    judge_name: str
+    petitioner_name: str
+    petitioner_id_number: str
+    hits: list[Hit]
+
+
+def _local_bounds(day: date, tz: Any) -> datetime:
+    return datetime.combine(day, time(0), tz)
+
+
+async def _filters(
+    db: AsyncSession, actor: Actor, c: Criteria, tz: Any
+) -> tuple[list[ColumnElement[bool]], bool]:
+    """The WHERE conditions, and whether they need the petition and petitioner joined."""
+    where: list[ColumnElement[bool]] = [await access_condition(db, actor)]
+    people = False
+    if c.number:
+        where.append(Petition.number == c.number)
+        people = True
+    if c.petitioner:
+        # a prefix, as a range, so the name index serves it
+        where.append(
+            and_(Petitioner.name >= c.petitioner, Petitioner.name < c.petitioner + "\U0010ffff")
+        )
+        people = True
+    if c.id_tail:
+        where.append(Petitioner.id_number.endswith(c.id_tail.upper(), autoescape=True))
+        people = True
+    if c.court_id is not None:
+        courts = await descendant_court_ids(db, c.court_id) if c.include_below else {c.court_id}
+        where.append(or_(Visit.court_id.in_(courts), Visit.receiving_court_id.in_(courts)))
+    if c.judge:
+        judges = select(User.id).where(
+            User.role == Role.judge, or_(User.username == c.judge, User.display_name == c.judge)
+        )
+        where.append(Visit.judge_id.in_(judges))
+    if c.since:
+        where.append(Recording.started_at >= _local_bounds(c.since, tz))
+    if c.until:
+        where.append(Recording.started_at < _local_bounds(c.until + timedelta(days=1), tz))
+    if c.state:
+        where.append(Recording.state == c.state)
+    return where, people
+
+
+def _texts_match(dialect: str, terms: list[Term]) -> ColumnElement[bool]:
+    return Recording.visit_id.in_(
+        select(RecordingText.visit_id).where(line_matches(dialect, terms))
+    )
+
+
+async def search(
+    db: AsyncSession, actor: Actor, c: Criteria, *, limit: int, offset: int, tz: Any
+) -> tuple[list[Found], int]:
+    """One page of the recordings ``actor`` may see that meet ``c``, and how many in all."""
+    where, people = await _filters(db, actor, c, tz)
+    dialect = dialect_of(db)
+    if c.terms:
+        where.append(_texts_match(dialect, c.terms))
+    counted: Select[Any] = (
+        select(func.count()).select_from(Recording).join(Visit, Visit.id == Recording.visit_id)
+    )
+    if people:
+        counted = counted.join(Petition, Petition.id == Visit.petition_id).join(
+            Petitioner, Petitioner.id == Petition.petitioner_id
+        )
+    total = int(await db.scalar(counted.where(*where)) or 0)
+    if total == 0 or offset >= total:
+        return [], total
+    court, receiving = aliased(Court), aliased(Court)
+    order: tuple[Any, ...] = {
+        Sort.newest: (Recording.started_at.desc(), Recording.visit_id.desc()),
+        Sort.oldest: (Recording.started_at.asc(), Recording.visit_id.asc()),
+        Sort.number: (Petition.number.asc(), Recording.started_at.desc()),
+        Sort.number_desc: (Petition.number.desc(), Recording.started_at.desc()),
+        Sort.longest: (Recording.duration_seconds.desc(), Recording.started_at.desc()),
+        Sort.shortest: (Recording.duration_seconds.asc(), Recording.started_at.desc()),
+        Sort.court: (court.name.asc(), Recording.started_at.desc()),
+    }[c.sort]
+    rows = (
+        await db.execute(
+            select(
+                Recording,
+                Visit,
+                Petition.number,
+                Petition.category,
+                court.name,
+                receiving.name,
+                User.display_name,
+                Petitioner.name,
+                Petitioner.id_number,
+            )
+            .select_from(Recording)
+            .join(Visit, Visit.id == Recording.visit_id)
+            .join(Petition, Petition.id == Visit.petition_id)
+            .join(Petitioner, Petitioner.id == Petition.petitioner_id)
+            .join(court, court.id == Visit.court_id)
+            .join(receiving, receiving.id == Visit.receiving_court_id)
+            .outerjoin(User, User.id == Visit.judge_id)
+            .where(*where)
+            .order_by(*order)
+            .limit(limit)
+            .offset(offset)
+        )
+    ).all()
+    hits: dict[str, list[Hit]] = {}
+    if c.terms and rows:
+        ids = [r[0].visit_id for r in rows]
+        lines = await db.scalars(
+            select(RecordingText)
+            .where(RecordingText.visit_id.in_(ids), line_matches(dialect, c.terms))
+            .order_by(RecordingText.visit_id, RecordingText.start)
+            .limit(HITS_PER_VISIT * len(ids) * 4)
+        )
+        for line in lines:
+            found = hits.setdefault(line.visit_id, [])
+            if len(found) < HITS_PER_VISIT:
+                found.append(Hit(line.kind, line.start, line.role, line.speaker, line.text))
+    return [
+        Found(
+            recording=r[0],
+            visit=r[1],
+            number=r[2],
+            category=r[3],
+            court_name=r[4],
+            receiving_court_name=r[5],
+            judge_name=r[6] or "",
+            petitioner_name=r[7],
+            petitioner_id_number=r[8],
+            hits=hits.get(r[0].visit_id, []),
+        )
+        for r in rows
+    ], total
+
+
+async def describe(db: AsyncSession, visit: Visit) -> dict[str, Any]:
+    """The names a playback page shows of a visit (one query)."""
+    court, receiving = aliased(Court), aliased(Court)
+    row = (
+        await db.execute(
+            select(
+                Petition.number,
+                Petition.category,
+                Petition.summary,
+                court.name,
+                receiving.name,
+                User.display_name,
+                Petitioner.name,
+                Petitioner.id_number,
+            )
+            .select_from(Visit)
+            .join(Petition, Petition.id == Visit.petition_id)
+            .join(Petitioner, Petitioner.id == Petition.petitioner_id)
+            .join(court, court.id == Visit.court_id)
+            .join(receiving, receiving.id == Visit.receiving_court_id)
+            .outerjoin(User, User.id == Visit.judge_id)
+            .where(Visit.id == visit.id)
+        )
+    ).one()
+    return {
+        "petition_number": row[0],
+        "petition_category": row[1],
+        "petition_summary": row[2],
+        "court_name": row[3],
+        "receiving_court_name": row[4],
+        "judge_name": row[5] or "",
+        "petitioner_name": row[6],
+        "petitioner_id_masked": mask_id_number(row[7]),
+    }
