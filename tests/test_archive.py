@@ -374,3 +374,47 @@ async def test_audit_trail_of_reads_and_no_route_edits_it(
         assert resp.status == 405, method
         resp = await client.request(method, "/api/v1/audit/1", headers={"X-CSRF-Token": csrf})
         assert resp.status in (404, 405), method
+
+
+async def test_playback_detail_places_files_gaps_and_interruptions(
+    make_client: MakeClient, archive: dict[str, Any], migrated: Settings
+) -> None:
+    """A write failure that never recovered (gap without an end) lasts to the track's end."""
+    import json
+
+    visit = archive["a1"]
+    start = 1_700_000_000.0
+    (visit["folder"] / "timeline.json").write_text(
+        json.dumps(
+            {
+                "start": start,
+                "end": start + 60,
+                "tracks": [
+                    {
+                        "role": "petitioner",
+                        "kind": "video",
+                        "source": "camera",
+                        "files": ["tracks/petitioner-camera-1.webm"],
+                        "offset": 1.5,
+                        "wall_end": start + 50,
+                        "gaps": [{"start": start + 20, "end": None, "reason": "磁盘已满"}],
+                    }
+                ],
+            }
+        )
+    )
+    client = await make_client()
+    await login(client, "judge_a")
+    detail = await (await client.get(f"/api/v1/recordings/{visit['id']}")).json()
+    assert detail["visit_start"] == start
+    assert detail["gaps"] == [
+        {"start": 20.0, "end": 50.0, "role": "petitioner", "reason": "磁盘已满"}
+    ]
+    files = {f["name"]: f for f in detail["files"]}
+    assert files["tracks/petitioner-camera-1.webm"]["offset"] == 1.5
+    assert files["tracks/petitioner-camera-1.webm"]["playable"] is True
+    assert files["composite.mp4"]["kind"] == "composite" and files["composite.mp4"]["offset"] == 0
+    assert files["SHA256SUMS"]["kind"] == "proof"
+    assert [n["text"] for n in detail["notes"]] == ["信访人提交了补偿协议复印件"]
+    assert detail["lines"][0]["text"].startswith("我对拆迁补偿款")
+    assert detail["seal_reason"] == ""

@@ -58,6 +58,9 @@ def test_each_role_lands_on_its_page(
         if other in (username, "admin") or username == "admin":
             continue
         resp = page.goto(live_server.url + other_path)
+        if other_path == "/archive":  # every staff role searches the archive
+            assert resp.status == 200
+            continue
         assert resp.status == 403 and page.locator("#forbidden").is_visible()
     admin_resp = page.goto(live_server.url + "/admin")
     assert (admin_resp.status == 200) == (username == "admin")

@@ -30,8 +30,10 @@ PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/admin": ("admin.html", frozenset({Role.admin})),
     "/operator": ("operator.html", frozenset({Role.operator})),
     "/judge": ("judge.html", frozenset({Role.judge})),
-    "/archive": ("archive.html", frozenset({Role.archivist, Role.admin})),
+    "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
 }
+# One recording's playback; which recordings a role may open is decided by the API.
+PLAYBACK = (r"/archive/visits/{visit_id:[0-9a-f]{32}}", "playback.html", frozenset(Role))
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -133,4 +135,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/login", login_page)
     for path, (template, roles) in PAGES.items():
         app.router.add_get(path, _guarded(template, roles))
+    app.router.add_get(PLAYBACK[0], _guarded(PLAYBACK[1], PLAYBACK[2]))
     app.router.add_static("/static/", STATIC, follow_symlinks=False, append_version=True)

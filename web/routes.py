@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from config.audit import record_audit
 from config.errors import AppError, AuthenticationError, NotFoundError, PermissionDeniedError
 from config.settings import Settings
 from scheduler.models import Role
@@ -83,6 +84,28 @@ class Context:
         """Let ``db`` see what ``write`` committed (ends a split route's read snapshot)."""
         if self.writer is not None:
             await self.db.rollback()
+
+    def audit_visit(
+        self,
+        action: str,
+        visit_id: str,
+        court_id: int | None,
+        db: AsyncSession | None = None,
+        **detail: Any,
+    ) -> None:
+        """An audit event of the caller acting on a visit (in ``db``, default this request's
+        transaction)."""
+        record_audit(
+            self.db if db is None else db,
+            action=action,
+            actor_id=self.me.user_id,
+            actor_name=self.me.username,
+            target_type="visit",
+            target_id=visit_id,
+            address=self.address,
+            court_id=court_id,
+            detail=detail,
+        )
 
     @property
     def me(self) -> Principal:

@@ -112,6 +112,7 @@ class FileOut(Answer):
     role: str
     source: str
     media: str  # audio | video | ""
+    offset: float | None  # where an original starts on the visit's clock (seconds)
     size: int
     playable: bool
 
@@ -221,17 +222,18 @@ async def audit_now(ctx: Context, action: str, visit: Visit | None, **detail: An
     """Write an audit event at once, in its own transaction (reads audit too: a search or a
     view is recorded even though it changes nothing)."""
     async with ctx.request.app[DB].writer() as db:
-        record_audit(
-            db,
-            action=action,
-            actor_id=ctx.me.user_id,
-            actor_name=ctx.me.username,
-            target_type="visit" if visit else None,
-            target_id=visit.id if visit else None,
-            address=ctx.address,
-            court_id=visit.court_id if visit else ctx.me.court_id,
-            detail=detail,
-        )
+        if visit is not None:
+            ctx.audit_visit(action, visit.id, visit.court_id, db=db, **detail)
+        else:
+            record_audit(
+                db,
+                action=action,
+                actor_id=ctx.me.user_id,
+                actor_name=ctx.me.username,
+                address=ctx.address,
+                court_id=ctx.me.court_id,
+                detail=detail,
+            )
 
 
 @api.route(
@@ -398,10 +400,12 @@ async def get_recording_detail(ctx: Context) -> RecordingDetail:
             by_file[name] = track
         for gap in track.get("gaps", []):
             if start is not None:
+                # a gap that never closed lasts to the track's (or the visit's) end
+                until = gap.get("end") or track.get("wall_end") or timeline.get("end") or start
                 gaps.append(
                     GapOut(
                         start=max(0.0, float(gap["start"]) - start),
-                        end=max(0.0, float(gap["end"]) - start),
+                        end=max(0.0, float(until) - start),
                         role=str(track.get("role", "")),
                         reason=str(gap.get("reason", "")),
                     )
@@ -416,6 +420,7 @@ async def get_recording_detail(ctx: Context) -> RecordingDetail:
                 role=str(track.get("role", "")),
                 source=str(track.get("source", "")),
                 media=str(track.get("kind", "video" if name.endswith(".mp4") else "")),
+                offset=track.get("offset") if track else (0.0 if name == "composite.mp4" else None),
                 size=path.stat().st_size,
                 playable=name.endswith(PLAYABLE),
             )
@@ -531,16 +536,8 @@ async def played(ctx: Context) -> dict[str, bool]:
         None, _files, Path(recording.folder)
     ):
         raise NotFoundError("录像中没有这个文件")
-    record_audit(
-        ctx.db,
-        action="recording.view",
-        actor_id=ctx.me.user_id,
-        actor_name=ctx.me.username,
-        target_type="visit",
-        target_id=visit.id,
-        address=ctx.address,
-        court_id=visit.court_id,
-        detail={"file": body.file, "position": round(body.position, 1)},
+    ctx.audit_visit(
+        "recording.view", visit.id, visit.court_id, file=body.file, position=round(body.position, 1)
     )
     return {"ok": True}
 
@@ -561,16 +558,11 @@ async def seal(ctx: Context) -> ArchiveItem:
         raise ConflictError("该录像已封存" if body.sealed else "该录像未封存", code="unchanged")
     recording.sealed = body.sealed
     recording.seal_reason = body.reason if body.sealed else ""
-    record_audit(
-        ctx.db,
-        action="recording.sealed" if body.sealed else "recording.unsealed",
-        actor_id=ctx.me.user_id,
-        actor_name=ctx.me.username,
-        target_type="visit",
-        target_id=visit.id,
-        address=ctx.address,
-        court_id=visit.court_id,
-        detail={"reason": body.reason},
+    ctx.audit_visit(
+        "recording.sealed" if body.sealed else "recording.unsealed",
+        visit.id,
+        visit.court_id,
+        reason=body.reason,
     )
     return _item_of(recording, visit, names)
 
@@ -599,16 +591,12 @@ async def check_integrity(ctx: Context) -> IntegrityOut:
     recording.integrity_detail = (
         "" if result.ok else "；".join(f"{k}: {v}" for k, v in result.failed.items())
     )[:512]
-    record_audit(
-        ctx.db,
-        action="recording.verified" if result.ok else "recording.tampered",
-        actor_id=ctx.me.user_id,
-        actor_name=ctx.me.username,
-        target_type="visit",
-        target_id=visit.id,
-        address=ctx.address,
-        court_id=visit.court_id,
-        detail={"checked": len(result.checked), "failed": sorted(result.failed)},
+    ctx.audit_visit(
+        "recording.verified" if result.ok else "recording.tampered",
+        visit.id,
+        visit.court_id,
+        checked=len(result.checked),
+        failed=sorted(result.failed),
     )
     return IntegrityOut(
         integrity=recording.integrity,
@@ -675,33 +663,20 @@ async def export_recording(ctx: Context) -> ExportOut | web.Response:
         recording.integrity = Integrity.tampered.value
         recording.integrity_checked_at = now
         recording.integrity_detail = str(exc)[:512]
-        record_audit(
-            ctx.db,
-            action="recording.export_refused",
-            actor_id=ctx.me.user_id,
-            actor_name=ctx.me.username,
-            target_type="visit",
-            target_id=visit.id,
-            address=ctx.address,
-            court_id=visit.court_id,
-            detail={"reason": str(exc)},
-        )
+        ctx.audit_visit("recording.export_refused", visit.id, visit.court_id, reason=str(exc))
         return app_error_response(ConflictError(str(exc), code="integrity_failed"))
     recording.integrity, recording.integrity_checked_at = Integrity.verified.value, now
     recording.integrity_detail = ""
     (folder / f"{token}.json").write_text(
         json.dumps({"user_id": ctx.me.user_id, "visit_id": visit.id, "file": made["file"]})
     )
-    record_audit(
-        ctx.db,
-        action="recording.export",
-        actor_id=ctx.me.user_id,
-        actor_name=ctx.me.username,
-        target_type="visit",
-        target_id=visit.id,
-        address=ctx.address,
-        court_id=visit.court_id,
-        detail={"sha256": made["sha256"], "size": made["size"], "reason": body.reason},
+    ctx.audit_visit(
+        "recording.export",
+        visit.id,
+        visit.court_id,
+        sha256=made["sha256"],
+        size=made["size"],
+        reason=body.reason,
     )
     return ExportOut(
         url=f"/api/v1/recordings/exports/{token}",

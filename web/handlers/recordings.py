@@ -9,7 +9,6 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from config.audit import record_audit
 from config.db import utcnow
 from config.errors import ConflictError, NotFoundError
 from recorder.models import Recording, RecordingState
@@ -51,13 +50,13 @@ class DeleteIn(Body):
     reason: Reason
 
 
-async def _recording(ctx: Context) -> tuple[Recording, str]:
+async def _recording(ctx: Context) -> tuple[Recording, str, int]:
     visit = await vs.visible_visit(ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"])
     row = await ctx.db.get(Recording, visit.id)
     if row is None or (row.sealed and ctx.me.role is not Role.admin):
         raise NotFoundError("该接访没有录像")  # a sealed recording is seen by admins only
     category = await ctx.db.get(Petition, visit.petition_id)
-    return row, category.category if category else ""
+    return row, category.category if category else "", visit.court_id
 
 
 def _answer(ctx: Context, row: Recording, category: str) -> RecordingOut:
@@ -93,7 +92,7 @@ def _answer(ctx: Context, row: Recording, category: str) -> RecordingOut:
     answer=RecordingOut,
 )
 async def get_recording(ctx: Context) -> RecordingOut:
-    row, category = await _recording(ctx)
+    row, category, _ = await _recording(ctx)
     return _answer(ctx, row, category)
 
 
@@ -108,17 +107,13 @@ async def get_recording(ctx: Context) -> RecordingOut:
 )
 async def set_hold(ctx: Context) -> RecordingOut:
     body: HoldIn = ctx.body
-    row, category = await _recording(ctx)
+    row, category, court_id = await _recording(ctx)
     row.legal_hold, row.hold_reason = body.hold, body.reason if body.hold else ""
-    record_audit(
-        ctx.db,
-        action="recording.hold" if body.hold else "recording.hold_lifted",
-        actor_id=ctx.me.user_id,
-        actor_name=ctx.me.username,
-        target_type="visit",
-        target_id=row.visit_id,
-        address=ctx.address,
-        detail={"reason": body.reason},
+    ctx.audit_visit(
+        "recording.hold" if body.hold else "recording.hold_lifted",
+        row.visit_id,
+        court_id,
+        reason=body.reason,
     )
     return _answer(ctx, row, category)
 
@@ -135,7 +130,7 @@ async def set_hold(ctx: Context) -> RecordingOut:
 )
 async def delete_recording(ctx: Context) -> RecordingOut:
     body: DeleteIn = ctx.body
-    row, category = await _recording(ctx)
+    row, category, court_id = await _recording(ctx)
     answer = _answer(ctx, row, category)
     if row.legal_hold:
         raise ConflictError("该录像处于法律保全（legal hold），不能删除", code="legal_hold")
@@ -153,14 +148,11 @@ async def delete_recording(ctx: Context) -> RecordingOut:
         lambda: delete_media(Path(row.folder), actor=ctx.me.username, reason=body.reason),
     )
     row.state, row.deleted_at = RecordingState.deleted, utcnow()
-    record_audit(
-        ctx.db,
-        action="recording.deleted",
-        actor_id=ctx.me.user_id,
-        actor_name=ctx.me.username,
-        target_type="visit",
-        target_id=row.visit_id,
-        address=ctx.address,
-        detail={"reason": body.reason, "files": len(record["removed"])},
+    ctx.audit_visit(
+        "recording.deleted",
+        row.visit_id,
+        court_id,
+        reason=body.reason,
+        files=len(record["removed"]),
     )
     return _answer(ctx, row, category)

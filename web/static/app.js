@@ -211,7 +211,20 @@ const VR = (() => {
       try { await api("POST", "/auth/logout"); } finally { location.href = "/login"; }
     });
     out.id = "logout";
-    header.append(h1, who, out);
+    // every role has a home page and the recordings archive (each sees what it may)
+    const nav = document.createElement("nav");
+    nav.className = "top-links";
+    const HOMES = { admin: "/admin", operator: "/operator", judge: "/judge", archivist: "/archive" };
+    const links = HOMES[me.role] === "/archive" ? [["/archive", "录像档案"]]
+      : [[HOMES[me.role], "工作台"], ["/archive", "录像档案"]];
+    for (const [href, text] of links) {
+      const a = document.createElement("a");
+      a.href = href;
+      a.textContent = text;
+      if (location.pathname === href) a.className = "active";
+      nav.appendChild(a);
+    }
+    header.append(h1, nav, who, out);
     document.body.prepend(header);
     await notifications(header);
     return me;
