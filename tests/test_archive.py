@@ -403,10 +403,58 @@ async def test_playback_detail_places_files_gaps_and_interruptions(
             }
         )
     )
+    from datetime import UTC, datetime
+
+    from recorder.models import Recording
+    from scheduler.models import VisitEvent, VisitEventKind
+
+    def at(seconds: float) -> datetime:
+        return datetime.fromtimestamp(start + seconds, UTC)
+
+    database = Database(migrated)
+    async with database.writer() as db:
+        db.add_all(
+            [
+                VisitEvent(visit_id=visit["id"], at=at(-60), kind=VisitEventKind.checked_in),
+                VisitEvent(
+                    visit_id=visit["id"],
+                    at=at(0),
+                    kind=VisitEventKind.state,
+                    from_state="in_lobby",
+                    to_state="in_progress",
+                    actor_name="judge_a",
+                ),
+                VisitEvent(
+                    visit_id=visit["id"],
+                    at=at(10),
+                    kind=VisitEventKind.room,
+                    actor_name="张三丰",
+                    detail={"event": "evidence_shown", "role": "petitioner"},
+                ),
+                VisitEvent(
+                    visit_id=visit["id"],
+                    at=at(30),
+                    kind=VisitEventKind.room,
+                    actor_name="judge_a",
+                    detail={"event": "note", "role": "judge", "text": "不在时间线上"},
+                ),
+            ]
+        )
+        row = await db.get(Recording, visit["id"])
+        assert row is not None
+        row.interrupted_at = at(55)
+    await database.dispose()
     client = await make_client()
     await login(client, "judge_a")
     detail = await (await client.get(f"/api/v1/recordings/{visit['id']}")).json()
     assert detail["visit_start"] == start
+    assert [(e["at"], e["kind"], e["text"]) for e in detail["events"]] == [
+        (None, "checked_in", "签到"),
+        (0.0, "state", "法官准入，接访开始"),
+        (10.0, "evidence_shown", "信访人 张三丰 出示证据"),
+        (55.0, "interrupted", "录制中断（服务器异常），中断前的内容已修复保存"),
+    ]
+    assert detail["item"]["interrupted"] is True
     assert detail["gaps"] == [
         {"start": 20.0, "end": 50.0, "role": "petitioner", "reason": "磁盘已满"}
     ]
