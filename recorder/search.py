@@ -114,8 +114,17 @@ def matching_visits(dialect: str, terms: Sequence[Term]) -> Any:
     return select(RecordingText.visit_id).where(line_matches(dialect, terms))
 
 
-def line_matches(dialect: str, terms: Sequence[Term]) -> ColumnElement[bool]:
-    """The condition on ``recording_texts`` rows for ``terms``."""
+def line_matches(
+    dialect: str, terms: Sequence[Term], *, narrowed: bool = False
+) -> ColumnElement[bool]:
+    """The condition on ``recording_texts`` rows for ``terms``.
+
+    ``narrowed``: the query already picks few rows by another index (the lines of one page
+    of visits). On SQLite the rows are then tested against the index's matches (``id + 0``
+    keeps the planner from starting at every line of the archive that matches, then
+    fetching each to test its visit: 250 ms instead of 15 ms for a common word at 10^6
+    lines).
+    """
     conditions: list[ColumnElement[bool]] = []
     if any(t.phrase for t in terms):
         if dialect == "postgresql":
@@ -128,7 +137,8 @@ def line_matches(dialect: str, terms: Sequence[Term]) -> ColumnElement[bool]:
             fts = text(
                 "SELECT rowid FROM recording_texts_fts WHERE recording_texts_fts MATCH :fts"
             ).bindparams(bindparam("fts", _fts5(terms)))
-            conditions.append(RecordingText.id.in_(fts.columns(column("rowid", Integer))))
+            line = RecordingText.id + 0 if narrowed else RecordingText.id
+            conditions.append(line.in_(fts.columns(column("rowid", Integer))))
     for t in terms:
         if t.like:
             conditions.append(RecordingText.text.contains(t.like, autoescape=True))

@@ -225,7 +225,7 @@ async def search(
         ids = [r[0].visit_id for r in rows]
         lines = await db.scalars(
             select(RecordingText)
-            .where(RecordingText.visit_id.in_(ids), line_matches(dialect, c.terms))
+            .where(RecordingText.visit_id.in_(ids), line_matches(dialect, c.terms, narrowed=True))
             .order_by(RecordingText.visit_id, RecordingText.start)
             .limit(HITS_PER_VISIT * len(ids) * 4)
         )
