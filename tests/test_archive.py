@@ -131,6 +131,23 @@ async def test_search_by_every_criterion(
     hits = (await _search(admin, q="补偿"))["items"][0]["hits"]
     assert [(h["kind"], h["start"]) for h in hits] == [("line", 3.0), ("note", 12.0)]
 
+    assert everything["more"] is False
+
+    # a common word: recordings are walked newest first and each tested through its own
+    # lines; the count stops at the cap and says there are more
+    import web.archive
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(web.archive, "MANY_LINES", 1)
+        patch.setattr(web.archive, "COUNT_CAP", 1)
+        walked = await _search(admin, q="补偿款")
+        assert [i["visit_id"] for i in walked["items"]] == [ids["a1"], ids["b1"]]
+        assert walked["total"] == 1 and walked["more"] is True
+        assert walked["items"][0]["hits"][0]["start"] == 3.0
+        assert await found(q="补偿 未到账") == [ids["b1"]]
+        assert await found(q="欠 工资") == [ids["a2"]]
+        assert await found(q="补偿", sort="started_at") == [ids["b1"], ids["a1"]]
+
     bad = await admin.get("/api/v1/recordings", params={"q": "，。！"})
     assert bad.status == 422
     assert "没有可检索的文字" in (await bad.json())["error"]["details"][0]["message"]

@@ -13,18 +13,20 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from config.errors import NotFoundError
 from config.privacy import mask_id_number
 from recorder.models import Recording, RecordingState, RecordingText
-from recorder.search import Term, dialect_of, line_matches
+from recorder.search import Term, dialect_of, line_matches, some_lines
 from scheduler.models import Court, Petition, Petitioner, Role, User, Visit
 from scheduler.scope import Actor, descendant_court_ids
 
 HITS_PER_VISIT = 3
+COUNT_CAP = 1000  # results are counted up to this; beyond it the answer says "more"
+MANY_LINES = 20000  # matching lines above which a words search walks recordings in order
 
 
 async def access_condition(db: AsyncSession, actor: Actor) -> ColumnElement[bool]:
@@ -160,31 +162,79 @@ async def _filters(
     return where, people
 
 
-def _texts_match(dialect: str, terms: list[Term]) -> ColumnElement[bool]:
-    return Recording.visit_id.in_(
-        select(RecordingText.visit_id).where(line_matches(dialect, terms))
+def _texts_match(dialect: str, terms: list[Term], many: bool) -> ColumnElement[bool]:
+    """Recordings with a line matching ``terms``. With few matching lines the matches
+    drive the query (``IN``); with many, each recording walked in the requested order is
+    tested through its own lines (``EXISTS``), so a page of a common word's results does
+    not first collect and sort every recording that says it."""
+    if not many:
+        return Recording.visit_id.in_(
+            select(RecordingText.visit_id).where(line_matches(dialect, terms))
+        )
+    return exists(
+        select(RecordingText.id).where(
+            RecordingText.visit_id == Recording.visit_id,
+            line_matches(dialect, terms, narrowed=True),
+        )
     )
+
+
+async def _many_lines(db: AsyncSession, dialect: str, terms: list[Term]) -> bool:
+    """Whether more than MANY_LINES lines match (counted no further than that)."""
+    first = some_lines(dialect, terms, MANY_LINES + 1).subquery()
+    return int(await db.scalar(select(func.count()).select_from(first)) or 0) > MANY_LINES
+
+
+def named(*head: Any) -> tuple[Select[Any], Any, Any]:
+    """SELECT ``head`` plus the names a list shows of a visit — petition number and
+    category, the two courts, the judge, the petitioner's name and ID number — from
+    ``Visit`` joined to them; returns the statement and the two court aliases."""
+    court, receiving = aliased(Court), aliased(Court)
+    stmt = (
+        select(
+            *head,
+            Petition.number,
+            Petition.category,
+            court.name,
+            receiving.name,
+            User.display_name,
+            Petitioner.name,
+            Petitioner.id_number,
+        )
+        .select_from(Visit)
+        .join(Petition, Petition.id == Visit.petition_id)
+        .join(Petitioner, Petitioner.id == Petition.petitioner_id)
+        .join(court, court.id == Visit.court_id)
+        .join(receiving, receiving.id == Visit.receiving_court_id)
+        .outerjoin(User, User.id == Visit.judge_id)
+    )
+    return stmt, court, receiving
 
 
 async def search(
     db: AsyncSession, actor: Actor, c: Criteria, *, limit: int, offset: int, tz: Any
-) -> tuple[list[Found], int]:
-    """One page of the recordings ``actor`` may see that meet ``c``, and how many in all."""
+) -> tuple[list[Found], int, bool]:
+    """One page of the recordings ``actor`` may see that meet ``c``; how many match,
+    counted up to COUNT_CAP; and whether there are more than that."""
     where, people = await _filters(db, actor, c, tz)
     dialect = dialect_of(db)
     if c.terms:
-        where.append(_texts_match(dialect, c.terms))
-    counted: Select[Any] = (
-        select(func.count()).select_from(Recording).join(Visit, Visit.id == Recording.visit_id)
-    )
+        many = c.sort in (Sort.newest, Sort.oldest) and await _many_lines(db, dialect, c.terms)
+        where.append(_texts_match(dialect, c.terms, many))
+    matching: Select[Any] = select(Recording.visit_id).join(Visit, Visit.id == Recording.visit_id)
+    if people or c.sort in (Sort.number, Sort.number_desc):
+        matching = matching.join(Petition, Petition.id == Visit.petition_id)
     if people:
-        counted = counted.join(Petition, Petition.id == Visit.petition_id).join(
-            Petitioner, Petitioner.id == Petition.petitioner_id
-        )
-    total = int(await db.scalar(counted.where(*where)) or 0)
-    if total == 0 or offset >= total:
-        return [], total
-    court, receiving = aliased(Court), aliased(Court)
+        matching = matching.join(Petitioner, Petitioner.id == Petition.petitioner_id)
+    capped = matching.where(*where).limit(COUNT_CAP + 1).subquery()
+    total = int(await db.scalar(select(func.count()).select_from(capped)) or 0)
+    more = total > COUNT_CAP
+    total = min(total, COUNT_CAP)
+    if total == 0 or (offset >= total and not more):
+        return [], total, more
+    court = aliased(Court)
+    if c.sort is Sort.court:
+        matching = matching.join(court, court.id == Visit.court_id)
     order: tuple[Any, ...] = {
         Sort.newest: (Recording.started_at.desc(), Recording.visit_id.desc()),
         Sort.oldest: (Recording.started_at.asc(), Recording.visit_id.asc()),
@@ -194,32 +244,22 @@ async def search(
         Sort.shortest: (Recording.duration_seconds.asc(), Recording.started_at.desc()),
         Sort.court: (court.name.asc(), Recording.started_at.desc()),
     }[c.sort]
-    rows = (
-        await db.execute(
-            select(
-                Recording,
-                Visit,
-                Petition.number,
-                Petition.category,
-                court.name,
-                receiving.name,
-                User.display_name,
-                Petitioner.name,
-                Petitioner.id_number,
-            )
-            .select_from(Recording)
-            .join(Visit, Visit.id == Recording.visit_id)
-            .join(Petition, Petition.id == Visit.petition_id)
-            .join(Petitioner, Petitioner.id == Petition.petitioner_id)
-            .join(court, court.id == Visit.court_id)
-            .join(receiving, receiving.id == Visit.receiving_court_id)
-            .outerjoin(User, User.id == Visit.judge_id)
-            .where(*where)
-            .order_by(*order)
-            .limit(limit)
-            .offset(offset)
-        )
+    # the page's ids first (only the joins the filters and the order need), then its names
+    page = (
+        await db.scalars(matching.where(*where).order_by(*order).limit(limit).offset(offset))
     ).all()
+    stmt, _, _ = named(Recording, Visit)
+    by_id = {
+        r[0].visit_id: r
+        for r in (
+            await db.execute(
+                stmt.join(Recording, Recording.visit_id == Visit.id).where(
+                    Recording.visit_id.in_(page)
+                )
+            )
+        ).all()
+    }
+    rows = [by_id[i] for i in page if i in by_id]
     hits: dict[str, list[Hit]] = {}
     if c.terms and rows:
         ids = [r[0].visit_id for r in rows]
@@ -233,51 +273,37 @@ async def search(
             found = hits.setdefault(line.visit_id, [])
             if len(found) < HITS_PER_VISIT:
                 found.append(Hit(line.kind, line.start, line.role, line.speaker, line.text))
-    return [
-        Found(
-            recording=r[0],
-            visit=r[1],
-            number=r[2],
-            category=r[3],
-            court_name=r[4],
-            receiving_court_name=r[5],
-            judge_name=r[6] or "",
-            petitioner_name=r[7],
-            petitioner_id_number=r[8],
-            hits=hits.get(r[0].visit_id, []),
-        )
-        for r in rows
-    ], total
-
-
-async def describe(db: AsyncSession, visit: Visit) -> dict[str, Any]:
-    """The names a playback page shows of a visit (one query)."""
-    court, receiving = aliased(Court), aliased(Court)
-    row = (
-        await db.execute(
-            select(
-                Petition.number,
-                Petition.category,
-                Petition.summary,
-                court.name,
-                receiving.name,
-                User.display_name,
-                Petitioner.name,
-                Petitioner.id_number,
+    return (
+        [
+            Found(
+                recording=r[0],
+                visit=r[1],
+                number=r[2],
+                category=r[3],
+                court_name=r[4],
+                receiving_court_name=r[5],
+                judge_name=r[6] or "",
+                petitioner_name=r[7],
+                petitioner_id_number=r[8],
+                hits=hits.get(r[0].visit_id, []),
             )
-            .select_from(Visit)
-            .join(Petition, Petition.id == Visit.petition_id)
-            .join(Petitioner, Petitioner.id == Petition.petitioner_id)
-            .join(court, court.id == Visit.court_id)
-            .join(receiving, receiving.id == Visit.receiving_court_id)
-            .outerjoin(User, User.id == Visit.judge_id)
-            .where(Visit.id == visit.id)
-        )
-    ).one()
+            for r in rows
+        ],
+        total,
+        more,
+    )
+
+
+async def describe(db: AsyncSession, visit_id: str) -> dict[str, Any] | None:
+    """The names the pages, the composite's overlay and the case file show of a visit."""
+    stmt, _, _ = named(Petition.summary)
+    row = (await db.execute(stmt.where(Visit.id == visit_id))).first()
+    if row is None:
+        return None
     return {
-        "petition_number": row[0],
-        "petition_category": row[1],
-        "petition_summary": row[2],
+        "petition_summary": row[0],
+        "petition_number": row[1],
+        "petition_category": row[2],
         "court_name": row[3],
         "receiving_court_name": row[4],
         "judge_name": row[5] or "",

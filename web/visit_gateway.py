@@ -8,7 +8,6 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.orm import aliased
 
 from config.audit import record_audit
 from config.db import Database, utcnow
@@ -18,11 +17,9 @@ from scheduler import visits as vs
 from scheduler.codes import VisitCodeError, issue_visit_code, verify_visit_code
 from scheduler.models import (
     CodeRole,
-    Court,
     Petition,
     Petitioner,
     Role,
-    User,
     Visit,
     VisitEvent,
     VisitEventKind,
@@ -32,6 +29,7 @@ from scheduler.scope import Actor
 from signaling.gateway import Identity, Invitation, Staff
 from signaling.protocol import ErrorCode, ParticipantRole, ProtocolError
 from web import pages
+from web.archive import describe
 from web.keys import PIPELINE
 
 log = logging.getLogger("vreception.signaling")
@@ -42,6 +40,17 @@ ROLE_NAMES = {
     ParticipantRole.lawyer: "律师",
     ParticipantRole.mediator: "调解员",
 }
+
+
+# what the recording's overlay, transcript header and manifest name of the visit
+RECORDING_NAMES = (
+    "court_name",
+    "receiving_court_name",
+    "petition_number",
+    "petition_category",
+    "petitioner_name",
+    "judge_name",
+)
 
 
 class DatabaseVisitGateway:
@@ -185,27 +194,8 @@ class DatabaseVisitGateway:
     async def recording_details(self, visit_id: str) -> dict[str, Any]:
         """What the composite's overlay, the transcript header and the manifest name: the
         courts, the petition, the parties, and the room's events."""
-        court, receiving = aliased(Court), aliased(Court)
         async with self._db.reader() as db:
-            row = (
-                await db.execute(
-                    select(
-                        court.name,
-                        receiving.name,
-                        Petition.number,
-                        Petition.category,
-                        Petitioner.name,
-                        User.display_name,
-                    )
-                    .select_from(Visit)
-                    .join(Petition, Petition.id == Visit.petition_id)
-                    .join(Petitioner, Petitioner.id == Petition.petitioner_id)
-                    .join(court, court.id == Visit.court_id)
-                    .join(receiving, receiving.id == Visit.receiving_court_id)
-                    .outerjoin(User, User.id == Visit.judge_id)
-                    .where(Visit.id == visit_id)
-                )
-            ).first()
+            names = await describe(db, visit_id)
             events = (
                 await db.scalars(
                     select(VisitEvent)
@@ -213,15 +203,10 @@ class DatabaseVisitGateway:
                     .order_by(VisitEvent.id)
                 )
             ).all()
-        if row is None:
+        if names is None:
             return {}
         return {
-            "court_name": row[0],
-            "receiving_court_name": row[1],
-            "petition_number": row[2],
-            "petition_category": row[3],
-            "petitioner_name": row[4],
-            "judge_name": row[5] or "",
+            **{k: names[k] for k in RECORDING_NAMES},
             "events": [
                 {"at": e.at.timestamp(), "name": e.actor_name, **e.detail}
                 for e in events

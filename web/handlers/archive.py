@@ -106,6 +106,13 @@ class ArchiveItem(Answer):
     hits: list[HitOut]
 
 
+class ArchivePage(Page[ArchiveItem]):
+    """A page of results. ``total`` counts up to 1000; ``more``: more than that match
+    (narrow the search to count them)."""
+
+    more: bool
+
+
 class FileOut(Answer):
     name: str
     kind: str  # composite | original | transcript | proof | other
@@ -243,9 +250,9 @@ async def audit_now(ctx: Context, action: str, visit: Visit | None, **detail: An
     tag="archive",
     roles=ALL_STAFF,
     query=ArchiveQuery,
-    answer=Page[ArchiveItem],
+    answer=ArchivePage,
 )
-async def search_recordings(ctx: Context) -> Page[ArchiveItem]:
+async def search_recordings(ctx: Context) -> ArchivePage:
     """By petition number, petitioner (name prefix, or the exact last digits of the ID
     number), court (with the courts below), judge, dates, state and words said."""
     q: ArchiveQuery = ctx.query
@@ -264,13 +271,13 @@ async def search_recordings(ctx: Context) -> Page[ArchiveItem]:
         terms=parse_query(q.q) if q.q else None,
         sort=q.sort,
     )
-    found, total = await archive.search(
+    found, total, more = await archive.search(
         ctx.db, ctx.me.actor(), criteria, limit=q.limit, offset=q.offset, tz=ctx.settings.tz
     )
     asked = {k: v for k, v in q.model_dump(mode="json").items() if v not in (None, "")}
-    await audit_now(ctx, "recording.search", None, query=asked, total=total)
-    return Page[ArchiveItem](
-        items=[_item(f) for f in found], total=total, limit=q.limit, offset=q.offset
+    await audit_now(ctx, "recording.search", None, query=asked, total=total, more=more)
+    return ArchivePage(
+        items=[_item(f) for f in found], total=total, more=more, limit=q.limit, offset=q.offset
     )
 
 
@@ -310,7 +317,10 @@ async def _open(ctx: Context) -> tuple[Recording, Visit, dict[str, Any]]:
     recording, visit = await archive.accessible(
         ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"]
     )
-    return recording, visit, await archive.describe(ctx.db, visit)
+    names = await archive.describe(ctx.db, visit.id)
+    if names is None:
+        raise NotFoundError("录像不存在或您无权查看")
+    return recording, visit, names
 
 
 def _item_of(recording: Recording, visit: Visit, names: dict[str, Any]) -> ArchiveItem:

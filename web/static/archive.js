@@ -49,6 +49,7 @@
 
   let offset = 0;
   let total = 0;
+  let more = false; // more results than the server counts (it counts up to 1000)
   const FIELDS = ["number", "petitioner", "id_tail", "court_id", "judge", "since", "until", "state", "q", "sort"];
 
   function criteria() {
@@ -106,6 +107,7 @@
     try {
       const page = await VR.api("GET", "/recordings?" + params);
       total = page.total;
+      more = page.more;
       document.querySelector("#results .hits-col").classList.toggle("hidden", !query);
       const columns = [
         (r) => VR.time(r.started_at),
@@ -129,9 +131,10 @@
       VR.fillTable(tbody, page.items, columns, "没有符合条件的录像");
       tbody.querySelectorAll("tr").forEach((tr, i) => { if (page.items[i]) tr.dataset.visitId = page.items[i].visit_id; });
       const last = Math.min(offset + page.items.length, total);
-      document.getElementById("page-info").textContent = total ? `共 ${total} 条，第 ${offset + 1}–${last} 条` : "共 0 条";
+      const count = more ? `超过 ${total} 条（请缩小检索范围）` : `共 ${total} 条`;
+      document.getElementById("page-info").textContent = total ? `${count}，第 ${offset + 1}–${last} 条` : "共 0 条";
       document.getElementById("prev").disabled = offset === 0;
-      document.getElementById("next").disabled = offset + PAGE_SIZE >= total;
+      document.getElementById("next").disabled = more ? page.items.length < PAGE_SIZE : offset + PAGE_SIZE >= total;
       VR.say(msg, "");
       markSort();
     } catch (err) {
@@ -165,7 +168,7 @@
   form.addEventListener("submit", async (ev) => { ev.preventDefault(); offset = 0; await search(); });
   form.addEventListener("reset", () => setTimeout(async () => { offset = 0; await search(); }));
   document.getElementById("prev").addEventListener("click", async () => { offset = Math.max(0, offset - PAGE_SIZE); await search(); });
-  document.getElementById("next").addEventListener("click", async () => { if (offset + PAGE_SIZE < total) { offset += PAGE_SIZE; await search(); } });
+  document.getElementById("next").addEventListener("click", async () => { if (more || offset + PAGE_SIZE < total) { offset += PAGE_SIZE; await search(); } });
 
   // ---------------------------------------------------------------- courts and audit
   async function staffSections() {
