@@ -133,20 +133,36 @@ async def test_search_by_every_criterion(
 
     assert everything["more"] is False
 
-    # a common word: recordings are walked newest first and each tested through its own
-    # lines; the count stops at the cap and says there are more
+    # every plan a words search may take finds the same pages; the count stops at its cap
     import web.archive
+    from web.archive import Plan
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(web.archive, "MANY_LINES", 1)
-        patch.setattr(web.archive, "COUNT_CAP", 1)
-        walked = await _search(admin, q="补偿款")
-        assert [i["visit_id"] for i in walked["items"]] == [ids["a1"], ids["b1"]]
-        assert walked["total"] == 1 and walked["more"] is True
-        assert walked["items"][0]["hits"][0]["start"] == 3.0
-        assert await found(q="补偿 未到账") == [ids["b1"]]
-        assert await found(q="欠 工资") == [ids["a2"]]
-        assert await found(q="补偿", sort="started_at") == [ids["b1"], ids["a1"]]
+    plans = [
+        Plan(),
+        Plan(count_exists=True, page_exists=True),
+        Plan(count_exists=True, page_exists=True, walk=True),
+        Plan(count_exists=False, page_exists=True, walk=True),
+        Plan(count_exists=True, page_exists=False),
+    ]
+    for chosen in plans:
+
+        async def fixed(*_: Any, chosen: Plan = chosen) -> Plan:
+            return chosen
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(web.archive, "plan", fixed)
+            patch.setattr(web.archive, "COUNT_CAP", 1)
+            walked = await _search(admin, q="补偿款")
+            assert [i["visit_id"] for i in walked["items"]] == [ids["a1"], ids["b1"]], chosen
+            assert walked["total"] == 1 and walked["more"] is True
+            assert walked["items"][0]["hits"][0]["start"] == 3.0
+            assert await found(q="补偿 未到账") == [ids["b1"]]
+            assert await found(q="欠 工资") == [ids["a2"]]
+            assert await found(q="补偿", sort="started_at") == [ids["b1"], ids["a1"]]
+            archivist = await make_client()
+            await login(archivist, "arch_a")
+            mine = await _search(archivist, q="补偿")
+            assert [i["visit_id"] for i in mine["items"]] == [ids["a1"]], chosen
 
     bad = await admin.get("/api/v1/recordings", params={"q": "，。！"})
     assert bad.status == 422

@@ -107,8 +107,8 @@ class ArchiveItem(Answer):
 
 
 class ArchivePage(Page[ArchiveItem]):
-    """A page of results. ``total`` counts up to 1000; ``more``: more than that match
-    (narrow the search to count them)."""
+    """A page of results. ``total`` counts up to 200; ``more``: more than that match
+    (narrow the search to count them; the next pages are still served)."""
 
     more: bool
 
