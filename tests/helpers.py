@@ -28,7 +28,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1, what: str = ""
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -36,7 +38,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: fl
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value {last!r})")
+    raise AssertionError(f"condition not met within {timeout}s: {what} (last value {last!r})")
 
 
 @dataclass
@@ -82,23 +84,31 @@ async def seed_world(db: AsyncSession) -> World:
         ("arch_high", Role.archivist, "high"),
     ]
     for username, role, court_key in users:
-        user = await service.create_user(
-            db,
-            SYSTEM_ACTOR,
-            username=username,
-            display_name=username,
-            role=role,
-            court_id=world.courts[court_key] if court_key else None,
-            password=PASSWORD,
-            password_min_length=10,
-        )
-        world.users[username] = user.id
+        await add_staff(db, world, username, role, court_key)
     for key in ("basic_a", "basic_b"):
         room = await service.create_room(
             db, SYSTEM_ACTOR, court_id=world.courts[key], name="第一接访室", location=""
         )
         world.rooms[key] = room.id
     return world
+
+
+async def add_staff(
+    db: AsyncSession, world: World, username: str, role: Role, court_key: str | None
+) -> int:
+    """A staff account (password PASSWORD) of ``world``'s court ``court_key``."""
+    user = await service.create_user(
+        db,
+        SYSTEM_ACTOR,
+        username=username,
+        display_name=username,
+        role=role,
+        court_id=world.courts[court_key] if court_key else None,
+        password=PASSWORD,
+        password_min_length=10,
+    )
+    world.users[username] = user.id
+    return user.id
 
 
 async def login(client: TestClient, username: str, password: str = PASSWORD) -> str:

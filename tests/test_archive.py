@@ -196,28 +196,13 @@ ACTIONS = ("search", "open", "stream", "download", "export", "seal")
 
 
 async def _extra_users(migrated: Settings, world: World) -> None:
-    from scheduler import service
     from scheduler.models import Role
-    from scheduler.scope import SYSTEM_ACTOR
-    from tests.helpers import PASSWORD
+    from tests.helpers import add_staff
 
     database = Database(migrated)
     async with database.writer() as db:
-        for username, role, court in (
-            ("judge_a2", Role.judge, "mid_a"),
-            ("arch_b", Role.archivist, "mid_b"),
-        ):
-            user = await service.create_user(
-                db,
-                SYSTEM_ACTOR,
-                username=username,
-                display_name=username,
-                role=role,
-                court_id=world.courts[court],
-                password=PASSWORD,
-                password_min_length=10,
-            )
-            world.users[username] = user.id
+        await add_staff(db, world, "judge_a2", Role.judge, "mid_a")
+        await add_staff(db, world, "arch_b", Role.archivist, "mid_b")
     await database.dispose()
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from config.settings import Settings
 from scheduler.models import Court, User
 from tests.archive_fixtures import SENTENCE, add_visit, grammar_settings, record_visit
 from tests.conftest import LiveServer, start_live_server, stop_live_server
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -94,17 +94,6 @@ def archived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archived]:
         yield Archived(server=server, visit_id=_in_thread(_record(settings)))
     finally:
         stop_live_server(server)
-
-
-def _wait(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met in {timeout}s: {what} (last {last!r})")
 
 
 def _login(page: Any, server: LiveServer, username: str) -> None:
@@ -179,7 +168,7 @@ def test_archivist_finds_and_plays_a_recording(
     _ready(page)
     expect(page.locator("#page-msg")).not_to_have_class(re.compile("error"))
     expect(page.locator("#title")).to_contain_text(NUMBER)
-    _wait(lambda: _player(page)["ready"] >= 1, what="the composite's metadata")
+    wait_until(lambda: _player(page)["ready"] >= 1, what="the composite's metadata")
     assert _player(page)["src"].endswith("/files/composite.mp4")
 
     # seek from the transcript: the sentence recognised about 2 s in
@@ -188,7 +177,7 @@ def test_archivist_finds_and_plays_a_recording(
     start = float(line.get_attribute("data-start") or "nan")
     assert 1.0 <= start <= 3.5, start
     line.click()
-    _wait(lambda: abs(_player(page)["t"] - start) < 0.5, what=f"currentTime ≈ {start}")
+    wait_until(lambda: abs(_player(page)["t"] - start) < 0.5, what=f"currentTime ≈ {start}")
     expect(line).to_have_class(re.compile(r"\bcurrent\b"), timeout=10_000)
     expect(line.locator(".speaker")).to_contain_text("信访人")
 
@@ -196,7 +185,7 @@ def test_archivist_finds_and_plays_a_recording(
     note = page.locator("#notes li", has_text=NOTE)
     assert abs(float(note.get_attribute("data-start") or "nan") - 5.0) < 0.1
     note.click()
-    _wait(lambda: abs(_player(page)["t"] - 5.0) < 0.5, what="currentTime ≈ 5")
+    wait_until(lambda: abs(_player(page)["t"] - 5.0) < 0.5, what="currentTime ≈ 5")
     page.evaluate("document.getElementById('player').pause()")
     page.screenshot(path=str(artifacts / "archive-playback.png"), full_page=True)
     # side by side on a wide screen, stacked on a narrow one
@@ -215,7 +204,7 @@ def test_archivist_finds_and_plays_a_recording(
     page.set_viewport_size({"width": 1400, "height": 1000})
 
     # the composite was fetched in ranges
-    _wait(
+    wait_until(
         lambda: any(
             url.endswith("/composite.mp4") and status == 206 and rng for url, status, rng in media
         ),
@@ -228,7 +217,7 @@ def test_archivist_finds_and_plays_a_recording(
     )
     assert webm and webm.startswith("tracks/"), webm
     page.select_option("#source", webm)
-    _wait(
+    wait_until(
         lambda: _player(page)["ready"] >= 1 and _player(page)["src"].endswith(".webm"),
         what="the original's metadata",
     )
@@ -285,7 +274,7 @@ def test_a_judge_searches_without_the_audit_trail(archived: Archived, chromium: 
     expect(page.locator("#search-msg")).not_to_have_class(re.compile("error"))
     page.goto(f"{server.url}/archive/visits/{archived.visit_id}#t=5.0")  # a hit's link
     _ready(page)
-    _wait(lambda: _player(page)["ready"] >= 1 and abs(_player(page)["t"] - 5.0) < 0.5)
+    wait_until(lambda: _player(page)["ready"] >= 1 and abs(_player(page)["t"] - 5.0) < 0.5)
     expect(page.locator("#export")).to_be_hidden()
     expect(page.locator("#downloads")).to_be_hidden()
     expect(page.locator("#transcript li")).not_to_have_count(0)
