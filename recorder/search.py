@@ -109,12 +109,6 @@ def _tsquery(terms: Iterable[Term]) -> str:
     )
 
 
-def matching_visits(dialect: str, terms: Sequence[Term]) -> Any:
-    """A SELECT of the visit ids whose transcript lines or notes match every term on one
-    line (a line is the unit a clerk reads and jumps to)."""
-    return select(RecordingText.visit_id).where(line_matches(dialect, terms))
-
-
 def line_matches(
     dialect: str, terms: Sequence[Term], *, narrowed: bool = False
 ) -> ColumnElement[bool]:

@@ -120,24 +120,27 @@ async def signed_recording(
     sign_folder(folder, load_signing_key(settings.data_dir), {"visit_id": visit_id})
     database = Database(settings)
     async with database.writer() as db:
-        db.add(
-            Recording(
-                visit_id=visit_id,
-                state=RecordingState.ready,
-                step="done",
-                progress=100,
-                folder=str(folder),
-                started_at=started_at,
-                ended_at=started_at + timedelta(minutes=20),
-                duration_seconds=1200.0,
-                integrity=Integrity.signed.value,
-                details={},
-            )
-        )
+        db.add(ready_row(visit_id, folder, started_at))
         await db.flush()
         await index_texts(db, visit_id, transcript, transcript["notes"])
     await database.dispose()
     return folder
+
+
+def ready_row(visit_id: str, folder: Path, started_at: datetime) -> Recording:
+    """The ``recordings`` row of a signed recording in ``folder``, 20 minutes long."""
+    return Recording(
+        visit_id=visit_id,
+        state=RecordingState.ready,
+        step="done",
+        progress=100,
+        folder=str(folder),
+        started_at=started_at,
+        ended_at=started_at + timedelta(minutes=20),
+        duration_seconds=1200.0,
+        integrity=Integrity.signed.value,
+        details={},
+    )
 
 
 def _run(*args: str) -> None:

@@ -15,7 +15,8 @@ from config.audit import AuditEvent
 from config.db import Database, utcnow
 from config.settings import Settings
 from recorder.manifest import load_signing_key, sign_folder, verify
-from recorder.models import Recording, RecordingState
+from recorder.models import Recording
+from tests.archive_fixtures import ready_row
 from tests.conftest import MakeClient
 from tests.helpers import login
 
@@ -28,18 +29,7 @@ async def _ready_recording(settings: Settings, visit_id: str) -> Path:
     (folder / "transcript.txt").write_text("信访人：……\n")
     sign_folder(folder, load_signing_key(settings.data_dir), {"visit_id": visit_id})
     async with Database(settings).writer() as db:
-        db.add(
-            Recording(
-                visit_id=visit_id,
-                state=RecordingState.ready,
-                step="done",
-                progress=100,
-                folder=str(folder),
-                started_at=utcnow() - timedelta(hours=1),
-                ended_at=utcnow() - timedelta(minutes=30),
-                details={},
-            )
-        )
+        db.add(ready_row(visit_id, folder, utcnow() - timedelta(hours=1)))
     return folder
 
 
