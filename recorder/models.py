@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.db import Base, UTCDateTime, utcnow
+from config.vocabulary import define
 
 
 class RecordingState(enum.StrEnum):
@@ -35,6 +36,20 @@ class RecordingState(enum.StrEnum):
     deleted = "deleted"  # media removed after retention; manifest and deletion record kept
 
 
+define(
+    "recording_state",
+    RecordingState,
+    {
+        RecordingState.recording: "录像中",
+        RecordingState.queued: "录像待处理",
+        RecordingState.processing: "录像处理中",
+        RecordingState.ready: "录像已归档",
+        RecordingState.failed: "录像处理失败",
+        RecordingState.deleted: "已按期删除",
+    },
+)
+
+
 STEPS = ("finalize", "composite", "transcribe", "sign")
 
 
@@ -45,6 +60,18 @@ class Integrity(enum.StrEnum):
     signed = "signed"  # signed by the pipeline, not checked since
     verified = "verified"  # every hash and the signature held at ``integrity_checked_at``
     tampered = "tampered"  # a file is missing or changed, or the signature fails
+
+
+define(
+    "integrity",
+    Integrity,
+    {
+        Integrity.unsigned: "未签名",
+        Integrity.signed: "已签名",
+        Integrity.verified: "核验通过",
+        Integrity.tampered: "核验失败",
+    },
+)
 
 
 class Recording(Base):

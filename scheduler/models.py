@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from config.db import Base, UTCDateTime, utcnow
+from config.vocabulary import define
 
 
 class CourtLevel(enum.StrEnum):
@@ -52,8 +53,20 @@ class Role(enum.StrEnum):
     admin = "admin"
 
 
+define(
+    "role",
+    Role,
+    {
+        Role.operator: "操作员",
+        Role.judge: "接访法官",
+        Role.archivist: "档案员",
+        Role.admin: "系统管理员",
+    },
+)
+
+
 class VisitState(enum.StrEnum):
-    """Life of a visit; the scheduler issue adds the transition rules."""
+    """Life of a visit; the rules of moving between states are in scheduler/lifecycle.py."""
 
     scheduled = "scheduled"
     checked_in = "checked_in"
@@ -63,6 +76,22 @@ class VisitState(enum.StrEnum):
     archived = "archived"
     cancelled = "cancelled"
     no_show = "no_show"
+
+
+define(
+    "visit_state",
+    VisitState,
+    {
+        VisitState.scheduled: "已预约",
+        VisitState.checked_in: "已签到",
+        VisitState.in_lobby: "候场中",
+        VisitState.in_progress: "接访中",
+        VisitState.ended: "已结束",
+        VisitState.archived: "已归档",
+        VisitState.cancelled: "已取消",
+        VisitState.no_show: "未到场",
+    },
+)
 
 
 class CodeRole(enum.StrEnum):

@@ -25,8 +25,8 @@ from media.transport import announce_addresses, use_port_range
 from recorder.jobs import Pipeline
 from recorder.sink import RecorderSink, recover
 from recorder.transcribe import create_transcriber
+from scheduler.housekeeping import housekeeping
 from scheduler.notify import push_all, take_outbox
-from scheduler.visits import housekeeping
 from signaling.gateway import RejoinTokens
 from signaling.namespace import VisitNamespace
 from signaling.placement import LocalPlacement, RedisPlacement, RoomPlacement
