@@ -69,7 +69,7 @@ define(
         Integrity.unsigned: "未签名",
         Integrity.signed: "已签名",
         Integrity.verified: "核验通过",
-        Integrity.tampered: "核验失败",
+        Integrity.tampered: "已被篡改",
     },
 )
 

@@ -62,6 +62,8 @@ ALLOWED: dict[VisitState, frozenset[VisitState]] = {
     VisitState.cancelled: frozenset(),
     VisitState.no_show: frozenset(),
 }
+# The states from which a visit may be ended (from the call, or from the lists later).
+ENDABLE = frozenset(s for s, allowed in ALLOWED.items() if VisitState.ended in allowed)
 # Leaving these states gives the judge, the room and the petitioner their time back.
 RELEASES = frozenset({VisitState.ended, VisitState.cancelled, VisitState.no_show})
 # 一案一录: the recording starts when this participant enters the call (is admitted), and
@@ -138,6 +140,11 @@ def require(actor: Actor, action: Action, visit: Visit) -> None:
 def may_manage(actor: Actor, visit: Visit) -> None:
     """Operators of the booking court (and admins) change bookings."""
     require(actor, Action.manage, visit)
+
+
+def can_end(actor: Actor, visit: Visit) -> bool:
+    """Whether the lists should offer ``actor`` to end ``visit`` now."""
+    return visit.state in ENDABLE and may(actor, Action.end, visit)
 
 
 def starts_recording(role: ParticipantRole) -> bool:

@@ -44,6 +44,18 @@ class CourtLevel(enum.StrEnum):
         return None if self.rank == 0 else list(CourtLevel)[self.rank - 1]
 
 
+define(
+    "court_level",
+    CourtLevel,
+    {
+        CourtLevel.supreme: "最高法院",
+        CourtLevel.high: "高级法院",
+        CourtLevel.intermediate: "中级法院",
+        CourtLevel.basic: "基层法院",
+    },
+)
+
+
 class Role(enum.StrEnum):
     """What a staff account may do."""
 
@@ -108,6 +120,13 @@ class IdType(enum.StrEnum):
     resident_id = "resident_id"
     passport = "passport"
     other = "other"
+
+
+define(
+    "id_type",
+    IdType,
+    {IdType.resident_id: "居民身份证", IdType.passport: "护照", IdType.other: "其他证件"},
+)
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:

@@ -100,9 +100,11 @@ async def list_visits(
     judge_id: int | None = None,
     room_id: int | None = None,
     states: Sequence[VisitState] = (),
+    before: datetime | None = None,
     limit: int = 500,
 ) -> Sequence[Visit]:
-    """Visits in ``actor``'s scope, by local day(s) and filters, earliest first."""
+    """Visits in ``actor``'s scope, by local day(s) (or starting ``before`` an instant)
+    and filters, earliest first."""
     stmt = select(Visit)
     if actor.role is Role.judge:
         stmt = stmt.where(Visit.receiving_court_id == actor.court_id)
@@ -119,6 +121,8 @@ async def list_visits(
         tz = settings.tz
         since = datetime.combine(day, datetime.min.time(), tzinfo=tz)
         stmt = stmt.where(Visit.starts_at >= since, Visit.starts_at < since + timedelta(days=days))
+    if before is not None:
+        stmt = stmt.where(Visit.starts_at < before)
     if court_id is not None:
         stmt = stmt.where(or_(Visit.court_id == court_id, Visit.receiving_court_id == court_id))
     if judge_id is not None:

@@ -41,6 +41,7 @@ from web.errors import error_middleware
 from web.handlers import meta, notifications
 from web.keys import (
     DB,
+    GATEWAY,
     METRICS,
     NOTIFIER,
     PIPELINE,
@@ -112,7 +113,8 @@ async def _authenticate_socket(app: web.Application, environ: dict[str, Any]) ->
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
-    """No-shows, reminders and the walk-in queue, every ``housekeeping_seconds``."""
+    """No-shows, reminders, the walk-in queue and visits left without their judge, every
+    ``housekeeping_seconds``."""
     settings = app[SETTINGS]
 
     async def loop() -> None:
@@ -124,8 +126,9 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
                     await purge_expired_sessions(db)
                     outbox = take_outbox(db)
                 await push_all(app[NOTIFIER], outbox)
-                if any(done.values()):
-                    log.info("housekeeping: %s", done)
+                abandoned = await app[GATEWAY].reap_abandoned()
+                if any(done.values()) or abandoned:
+                    log.info("housekeeping: %s; ended as abandoned: %s", done, abandoned)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -136,20 +139,6 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-class LazyGateway:
-    """The visit gateway, built on first use (the database exists only once the app runs)."""
-
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
-        self._gateway: DatabaseVisitGateway | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._gateway is None:
-            app = self._app
-            self._gateway = DatabaseVisitGateway(app, app[DB], app[SETTINGS], app[SECRET])
-        return getattr(self._gateway, name)
 
 
 async def _recorder(
@@ -287,7 +276,9 @@ def create_app(settings: Settings) -> web.Application:
     relay = Relay(ice_servers=settings.media_ice_servers, sinks=[recorder])
     placement = _placement(settings)
     app.cleanup_ctx.append(functools.partial(_close_placement, placement))
-    visits = VisitNamespace(LazyGateway(app), RejoinTokens(app[SECRET]), relay, placement=placement)
+    gateway = DatabaseVisitGateway(app)
+    app[GATEWAY] = gateway
+    visits = VisitNamespace(gateway, RejoinTokens(app[SECRET]), relay, placement=placement)
     sio.register_namespace(visits)
     app[VISITS] = visits
     app.cleanup_ctx.append(functools.partial(_recorder, recorder, visits))

@@ -33,7 +33,7 @@ from signaling.gateway import Identity, Invitation, Staff
 from signaling.protocol import ErrorCode, ParticipantRole, ProtocolError
 from web import pages
 from web.archive import describe
-from web.keys import NOTIFIER, PIPELINE, VISITS
+from web.keys import DB, NOTIFIER, PIPELINE, SECRET, SETTINGS, VISITS
 
 log = logging.getLogger("vreception.signaling")
 
@@ -51,13 +51,21 @@ RECORDING_NAMES = (
 class DatabaseVisitGateway:
     """VisitGateway over the database (see signaling/gateway.py)."""
 
-    def __init__(
-        self, app: web.Application, database: Database, settings: Settings, secret: bytes
-    ) -> None:
+    def __init__(self, app: web.Application) -> None:
         self._app = app
-        self._db = database
-        self._settings = settings
-        self._secret = secret
+
+    # the application's parts exist once it runs (cleanup contexts), not when it is built
+    @property
+    def _db(self) -> Database:
+        return self._app[DB]
+
+    @property
+    def _settings(self) -> Settings:
+        return self._app[SETTINGS]
+
+    @property
+    def _secret(self) -> bytes:
+        return self._app[SECRET]
 
     async def staff(self, environ: dict[str, Any]) -> Staff | None:
         request = environ.get("aiohttp.request")

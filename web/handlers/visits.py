@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -33,7 +33,8 @@ from scheduler.models import (
     VisitCode,
     VisitState,
 )
-from web.keys import DB, SECRET, SETTINGS
+from scheduler.scope import Actor
+from web.keys import DB, GATEWAY, SECRET
 from web.routes import ALL_STAFF, Context, api
 from web.scheduling_schemas import (
     CancelIn,
@@ -53,15 +54,17 @@ from web.scheduling_schemas import (
     WalkInResultOut,
 )
 from web.schemas import Ok
-from web.visit_gateway import DatabaseVisitGateway
 
 log = logging.getLogger("vreception.web")
 
 BOOKERS = {Role.operator, Role.admin}
 
 
-async def visit_answers(db: AsyncSession, visits: Sequence[Visit]) -> list[VisitOut]:
-    """Visits with the names pages show, in one joined query whatever the count."""
+async def visit_answers(
+    db: AsyncSession, visits: Sequence[Visit], actor: Actor | None = None
+) -> list[VisitOut]:
+    """Visits with the names pages show, in one joined query whatever the count; with
+    ``actor``, what that caller may do to each (``can_end``)."""
     if not visits:
         return []
     court, receiving = aliased(Court), aliased(Court)
@@ -133,13 +136,14 @@ async def visit_answers(db: AsyncSession, visits: Sequence[Visit]) -> list[Visit
                 recording_note=rec_message
                 or (rec_transcript if rec_transcript != "ok" else "")
                 or "",
+                can_end=actor is not None and lifecycle.can_end(actor, v),
             )
         )
     return out
 
 
 async def _detail(ctx: Context, visit: Visit) -> VisitDetailOut:
-    (base,) = await visit_answers(ctx.db, [visit])
+    (base,) = await visit_answers(ctx.db, [visit], ctx.me.actor())
     history = [VisitEventOut.of(e) for e in await vs.visit_history(ctx.db, visit.id)]
     return VisitDetailOut(**base.model_dump(), history=history)
 
@@ -225,20 +229,33 @@ async def book(ctx: Context) -> VisitDetailOut:
     answer=list[VisitOut],
 )
 async def list_visits(ctx: Context) -> list[VisitOut]:
-    """``day`` is a local date (Asia/Shanghai); ``days`` up to 31 gives a week view."""
+    """``day`` is a local date (Asia/Shanghai); ``days`` up to 31 gives a week view;
+    ``earlier_open`` the visits of earlier days that are still open and may be ended."""
     q: VisitQuery = ctx.query
-    visits = await vs.list_visits(
-        ctx.db,
-        ctx.me.actor(),
-        ctx.settings,
-        day=q.day,
-        days=q.days,
-        court_id=q.court_id,
-        judge_id=q.judge_id,
-        room_id=q.room_id,
-        states=[q.state] if q.state else [],
-    )
-    return await visit_answers(ctx.db, visits)
+    actor = ctx.me.actor()
+    if q.earlier_open:
+        today = utcnow().astimezone(ctx.settings.tz).date()
+        visits = await vs.list_visits(
+            ctx.db,
+            actor,
+            ctx.settings,
+            day=None,
+            before=datetime.combine(today, datetime.min.time(), tzinfo=ctx.settings.tz),
+            states=sorted(lifecycle.ENDABLE),
+        )
+    else:
+        visits = await vs.list_visits(
+            ctx.db,
+            actor,
+            ctx.settings,
+            day=q.day,
+            days=q.days,
+            court_id=q.court_id,
+            judge_id=q.judge_id,
+            room_id=q.room_id,
+            states=[q.state] if q.state else [],
+        )
+    return await visit_answers(ctx.db, visits, actor)
 
 
 @api.route(
@@ -362,7 +379,7 @@ async def _after_end(app: web.Application, visit_id: str) -> None:
             visit = await db.get(Visit, visit_id)
             if visit is None or visit.state is not VisitState.ended:
                 return
-        await DatabaseVisitGateway(app, app[DB], app[SETTINGS], app[SECRET]).finish(visit_id)
+        await app[GATEWAY].finish(visit_id)
     except Exception:
         log.exception("visit %s: closing after the end failed", visit_id)
 

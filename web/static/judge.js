@@ -20,10 +20,12 @@
       box.appendChild(link);
     }
     if (v.state === "in_lobby") box.appendChild(VR.button("准入并开始接访", go("in_progress")));
-    if (v.state === "in_progress") box.appendChild(VR.button("结束接访", go("ended")));
+    const end = VR.endButton(v, loadToday, msg);
+    if (end) box.appendChild(end);
     return box;
   }
   async function loadToday() {
+    await VR.earlierOpen(document.getElementById("earlier-card"), document.getElementById("earlier-rows"), loadToday, msg);
     const visits = await VR.api("GET", `/visits?day=${VR.today()}`);
     const rows = document.getElementById("today-rows");
     VR.fillTable(rows, visits, [
