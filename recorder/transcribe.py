@@ -275,8 +275,10 @@ def case_file_text(
     with its wall-clock time and speaker, then the judge's notes."""
     d = recording.details
     when = datetime.fromtimestamp(visit_start, tz)
+    named = {("petitioner", d.get("petitioner_name", "")), ("judge", d.get("judge_name", ""))}
+    named |= {(t.role, t.name) for t in recording.tracks}
     parties = "；".join(
-        sorted({f"{ROLE_NAMES.get(t.role, t.role)} {t.name}".strip() for t in recording.tracks})
+        sorted(f"{ROLE_NAMES.get(role, role)} {name}".strip() for role, name in named if name)
     )
     out = [
         "远程视频接访笔录（录音转写）",
@@ -291,7 +293,7 @@ def case_file_text(
         out.append(watermark)
     out.append("")
     if reason is not None:
-        out.append(f"（转写不可用 transcript unavailable: {reason}）")
+        out.append(f"（转写不可用：{reason}）")
     elif not lines:
         out.append("（录音中未识别到语音）")
     for line in lines:
