@@ -54,6 +54,7 @@ class Peer:
             namespaces=["/visit"],
             headers=headers,
             transports=["websocket"],
+            wait_timeout=15,  # a loaded CI machine may take longer than the default 1 s
         )
         return self
 
