@@ -25,7 +25,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from recorder.decode import decoded
-from recorder.sink import ROLE_NAMES, TrackFile, VisitRecording
+from recorder.state import ROLE_NAMES, TrackFile, VisitRecording
 
 log = logging.getLogger("vreception.recorder")
 

@@ -22,17 +22,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.db import Base, UTCDateTime, utcnow
+from recorder.state import RecordingState
 
-
-class RecordingState(enum.StrEnum):
-    """Where a recording stands."""
-
-    recording = "recording"  # the visit is in progress
-    queued = "queued"  # ended; waiting for the pipeline
-    processing = "processing"
-    ready = "ready"  # composite, transcripts and signed manifest done
-    failed = "failed"  # a step failed (message says which); retried on the next start
-    deleted = "deleted"  # media removed after retention; manifest and deletion record kept
+__all__ = ["STEPS", "Integrity", "Recording", "RecordingState", "RecordingText"]
 
 
 STEPS = ("finalize", "composite", "transcribe", "sign")

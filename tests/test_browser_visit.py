@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from recorder.manifest import verify
-from recorder.sink import VisitRecording, load_state
+from recorder.state import VisitRecording, load_state
 from tests.conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,

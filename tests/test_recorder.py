@@ -25,7 +25,8 @@ from media.encoded import tap_receiver
 from media.room import PublishedTrack, Relay
 from media.transport import announce_addresses, create_peer_connection
 from recorder.composite import Overlay, Planes, _fit, _layout, render
-from recorder.sink import RecorderSink, load_state, recover
+from recorder.sink import RecorderSink, recover
+from recorder.state import RecordingState, load_state
 from tests.media_fixtures import publish_av
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +97,7 @@ async def test_tracks_are_recorded_as_received(tmp_path: Path) -> None:
     sink.close()
 
     state = load_state(tmp_path / visit_id)
-    assert state is not None and state.state == "stopped"
+    assert state is not None and state.state is RecordingState.queued
     assert state.details["petition_number"] == "（2026）京01信123号"
     assert sorted((t.kind, t.role, t.source) for t in state.tracks) == [
         ("audio", "judge", "microphone"),
@@ -169,7 +170,7 @@ def test_a_killed_recorder_loses_seconds_not_the_visit(tmp_path: Path) -> None:
     repaired = recover(root)
     assert [r.visit_id for r in repaired] == ["b" * 32]
     state = load_state(root / ("b" * 32))
-    assert state is not None and state.state == "interrupted"
+    assert state is not None and state.state is RecordingState.interrupted
     assert state.interrupted_at is not None and killed - 2.5 <= state.interrupted_at <= killed
     assert {t.kind for t in state.tracks} == {"audio", "video"}
     for track in state.tracks:

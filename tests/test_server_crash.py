@@ -18,7 +18,7 @@ from aiortc import RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from media.transport import announce_addresses, create_peer_connection
-from recorder.sink import load_state
+from recorder.state import load_state
 from tests.conftest import LiveServer, start_live_server, stop_live_server
 from tests.live import checked_in_visit, http_login
 

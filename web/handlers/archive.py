@@ -24,6 +24,7 @@ from recorder.export import ExportError, build_export
 from recorder.manifest import load_signing_key, verify
 from recorder.models import Integrity, Recording, RecordingState
 from recorder.search import QueryError, parse_query
+from recorder.state import SIGNED_STATES
 from scheduler.models import Role, Visit, VisitEvent
 from web import archive
 from web.errors import app_error_response
@@ -590,7 +591,7 @@ async def check_integrity(ctx: Context) -> IntegrityOut:
     recording, visit = await archive.accessible(
         ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"]
     )
-    if recording.state is not RecordingState.ready:
+    if recording.state not in SIGNED_STATES:
         raise ConflictError("录像尚未处理完成（或已删除），无法核验", code="not_ready")
     key = load_signing_key(ctx.settings.data_dir)
     result = await asyncio.get_running_loop().run_in_executor(
