@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,12 +22,17 @@ import av
 import numpy as np
 from aiortc import RTCSessionDescription
 
+from config.db import Database
+from config.settings import Settings
 from media.encoded import tap_receiver
 from media.room import PublishedTrack, Relay
 from media.transport import announce_addresses, create_peer_connection
 from recorder.composite import Overlay, Planes, _fit, _layout, render
+from recorder.models import Recording
 from recorder.sink import RecorderSink, recover
-from recorder.state import RecordingState, load_state
+from recorder.state import RecordingState, TrackFile, VisitRecording, load_state, save_state
+from tests.conftest import MakeClient
+from tests.helpers import login, wait_for
 from tests.media_fixtures import publish_av
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,7 +136,9 @@ CRASHING_RECORDER = textwrap.dedent(
     from media.room import Relay
     from media.transport import announce_addresses
     from recorder.sink import RecorderSink
-    from tests.media_fixtures import publish_av
+    from tests.conftest import MakeClient
+from tests.helpers import login, wait_for
+from tests.media_fixtures import publish_av
 
     async def main():
         announce_addresses(["127.0.0.1"])
@@ -184,10 +192,45 @@ def test_a_killed_recorder_loses_seconds_not_the_visit(tmp_path: Path) -> None:
     assert recover(root) == []  # once repaired, not again
 
 
-async def test_a_full_disk_is_reported_and_the_relay_keeps_forwarding(tmp_path: Path) -> None:
+def test_a_file_that_cannot_be_repaired_stays_out_of_the_playable_list(tmp_path: Path) -> None:
+    """After a crash, a file with no complete frame (garbage, or empty) is not played: it is
+    named in its track's ``unrepairable`` by its name in the recording's folder, its span is
+    a gap, and no server path is written into recording.json."""
+    root = tmp_path / "recordings"
+    folder = root / ("f" * 32)
+    (folder / "tracks").mkdir(parents=True)
+    (folder / "tracks" / "petitioner-camera-v1.webm").write_bytes(os.urandom(4096))
+    (folder / "tracks" / "petitioner-microphone-a1.webm").write_bytes(b"")
+    started = time.time() - 30
+    tracks = [
+        TrackFile("v1", "p1", "petitioner", "王某某", "video", "vp8", "camera",
+                  ["tracks/petitioner-camera-v1.webm"], started, 0, 90000, started + 20),
+        TrackFile("a1", "p1", "petitioner", "王某某", "audio", "opus", "microphone",
+                  ["tracks/petitioner-microphone-a1.webm"], started, 0, 48000, started + 20),
+    ]  # fmt: skip
+    save_state(folder, VisitRecording(visit_id="f" * 32, started_at=started, tracks=tracks))
+
+    assert [r.visit_id for r in recover(root)] == ["f" * 32]
+    state = load_state(folder)
+    assert state is not None and state.state is RecordingState.interrupted
+    for track, name in zip(state.tracks, [t.files[0] for t in tracks], strict=True):
+        assert track.files == [] and track.interrupted_originals == []
+        assert track.unrepairable == [name] and (folder / name).exists()  # kept, not played
+        (gap,) = track.gaps
+        assert gap.start == started and gap.end == started + 20
+        assert gap.reason == f"录像文件 {name} 损坏，无法修复，此段无法播放"
+    assert not list((folder / "tracks").glob("*-repaired*"))  # no half-made copy left
+    assert str(tmp_path) not in (folder / "recording.json").read_text()
+
+
+async def test_a_full_disk_is_reported_the_warning_clears_and_the_gap_is_on_record(
+    tmp_path: Path, make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+) -> None:
     """Recordings on a small tmpfs that a filler leaves 16 KiB of: the disk fills; the
-    failure is reported with the missing span, the subscriber keeps receiving, and once space
-    is freed a new segment begins."""
+    failure is reported (the technical reason, no server path), the subscriber keeps
+    receiving; once space is freed writing resumes in a new segment and the recovery is
+    reported, the segment the failure cut is repaired (the cut original kept), no part file
+    is empty, and the missing span is in recording.json and in the recording's API."""
     mount = tmp_path / "small"
     mount.mkdir()
     run = subprocess.run
@@ -198,10 +241,16 @@ async def test_a_full_disk_is_reported_and_the_relay_keeps_forwarding(tmp_path: 
         free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
         filler.write_bytes(b"\0" * (free - 16 * 1024))
         announce_addresses(["127.0.0.1"])
-        failures: list[tuple[str, str, str]] = []
-        sink = RecorderSink(mount / "recordings", on_failure=lambda *a: failures.append(a))
+        failures: list[tuple[str, str, str, float]] = []
+        recoveries: list[tuple[str, float, float]] = []
+        sink = RecorderSink(
+            mount / "recordings",
+            on_failure=lambda *a: failures.append(a),
+            on_recovered=lambda *a: recoveries.append(a),
+        )
         relay = Relay(sinks=[sink])
-        visit_id = "c" * 32
+        visit_id = visit["id"]
+        folder = mount / "recordings" / visit_id
         room = relay.room(visit_id)
         room.describe("p1", "petitioner", "王某某")
         room.start_recording()
@@ -226,38 +275,92 @@ async def test_a_full_disk_is_reported_and_the_relay_keeps_forwarding(tmp_path: 
         await subscriber.setLocalDescription(await subscriber.createAnswer())
         await room.answer("p2", subscriber.localDescription.sdp)
 
-        deadline = time.monotonic() + 60
-        while not failures:
-            assert time.monotonic() < deadline, "the disk never filled"
-            await asyncio.sleep(0.1)
-        assert "No space left" in failures[0][2] or "空间" in failures[0][2], failures[0]
+        await wait_for(_true(lambda: failures), within=60)  # the disk fills
+        _, _, detail, since = failures[0]
+        assert "[Errno 28]" in detail and str(mount) not in detail, detail
         before = len(received)
-        await asyncio.sleep(1.5)
-        assert len(received) >= before + 30  # media still flows to the subscriber
+        await wait_for(_true(lambda: len(received) >= before + 30))  # media still flows
 
-        # an administrator frees space: writing resumes in a new segment, the gap is closed
+        # an administrator frees space: writing resumes in a new segment, the gap is closed,
+        # and the pages are told (the red warning clears)
         filler.unlink()
-        deadline = time.monotonic() + 30
-        while True:
-            sink.flush()
-            state = load_state(mount / "recordings" / visit_id)
-            video = next(t for t in state.tracks if t.kind == "video") if state else None
-            if video is not None and len(video.files) >= 2:
-                break
-            assert time.monotonic() < deadline, ([f[2] for f in failures], state)
-            await asyncio.sleep(0.5)
-        assert video.gaps and video.gaps[0].end is not None
-        assert video.gaps[0].start < video.gaps[0].end
+
+        async def resumed() -> bool:
+            await asyncio.to_thread(sink.flush)
+            state = load_state(folder)
+            return bool(
+                recoveries
+                and state is not None
+                and any(t.gaps for t in state.tracks)
+                and all(t.gaps[-1].end is not None for t in state.tracks if t.gaps)
+            )
+
+        await wait_for(resumed, within=60)
         room.stop_recording()
         sink.flush()
         await room.close()
         await pc.close()
         await subscriber.close()
         sink.close()
+        assert recoveries[0][0] == visit_id and since <= recoveries[0][1] < recoveries[0][2]
+
+        state = load_state(folder)
+        assert state is not None
+        record = (folder / "recording.json").read_text()
+        assert str(mount) not in record  # relative names only
+        assert [p.name for p in (folder / "tracks").iterdir() if p.stat().st_size == 0] == []
+        cut = [t for t in state.tracks if t.interrupted_originals]
+        assert cut, [(t.kind, t.files, t.gaps) for t in state.tracks]
+        for track in (t for t in state.tracks if t.gaps):
+            gap = track.gaps[0]
+            assert gap.end is not None and gap.start < gap.end
+            assert gap.reason == "磁盘空间不足，此段未能录下"
+            assert track.files and track.unrepairable == []
+            for name in track.files:
+                assert (
+                    folder / name
+                ).stat().st_size > 0 and name not in track.interrupted_originals
+        for track in cut:
+            for original in track.interrupted_originals:
+                assert (folder / original).exists()  # kept, as evidence
+                repaired = original.replace(".webm", "-repaired.webm")
+                assert repaired in track.files
+                assert decode_errors(folder / repaired) == ""
+
+        # the missing spans in the recording's API, as staff see it
+        async with Database(migrated).writer() as db:
+            db.add(
+                Recording(
+                    visit_id=visit_id,
+                    state=RecordingState.recording,
+                    folder=str(folder),
+                    details={},
+                )
+            )
+        judge = await make_client()
+        await login(judge, "judge_a")
+        answer = await judge.get(f"/api/v1/visits/{visit_id}/recording")
+        assert answer.status == 200
+        text = await answer.text()
+        assert str(mount) not in text
+        gaps = json.loads(text)["gaps"]
+        assert sorted(g["kind"] for g in gaps) == sorted(t.kind for t in state.tracks if t.gaps)
+        for gap in gaps:
+            assert gap["role"] == "petitioner" and gap["reason"] == "磁盘空间不足，此段未能录下"
+            assert gap["start"] < gap["end"]
     finally:
         for task in tasks:
             task.cancel()
         run(["umount", "-l", str(mount)], check=False)
+
+
+def _true(predicate: Callable[[], object]) -> Callable[[], Awaitable[bool]]:
+    """A synchronous condition for ``wait_for``."""
+
+    async def check() -> bool:
+        return bool(predicate())
+
+    return check
 
 
 async def test_composite_shows_the_parties_and_the_overlay(tmp_path: Path) -> None:
