@@ -123,7 +123,8 @@ async def test_with_a_queue_the_server_only_queues_and_a_worker_process_runs_the
         async def processed() -> bool:
             async with database.reader() as db:
                 row = await db.get(Recording, visit["id"])
-            assert row is not None and row.state is not RecordingState.failed, row.message
+            assert row is not None
+            assert row.state is not RecordingState.failed, row.message
             assert worker is not None and worker.returncode is None, "the worker exited"
             return row.state is RecordingState.ready
 
@@ -170,7 +171,8 @@ async def test_a_visit_without_media_is_signed_as_an_empty_recording_in_process(
         assert await _jobs_in_redis(queue) == []
         async with database.reader() as db:
             row = await db.get(Recording, visit["id"])
-        assert row is not None and row.state is RecordingState.empty, (row.state, row.message)
+        assert row is not None
+        assert row.state is RecordingState.empty, (row.state, row.message)
         assert row.integrity == Integrity.signed.value
         assert row.message == "接访结束前没有任何一方发布音视频，未生成合成录像和转写"
         assert row.transcript.startswith("转写不可用：接访结束前没有任何一方发布音视频")
