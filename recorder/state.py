@@ -29,8 +29,9 @@ ROLE_NAMES = {  # as the composite, transcripts and case files name the parties
 class RecordingState(enum.StrEnum):
     """Where a recording stands, in ``recording.json`` and in the ``recordings`` row alike.
 
-    The sink writes the first three into the file; the pipeline moves the row on from
-    ``queued``::
+    The sink writes ``recording``, ``interrupted`` and ``queued`` into the file, the
+    pipeline ``empty`` when nothing was recorded; the row moves on from ``queued``
+    (docs/architecture.md has the table)::
 
         recording ─┬─ (visit ends, files closed) ──────────────→ queued → processing
                    └─ (server crash, repaired on restart) → interrupted ─┘    │
