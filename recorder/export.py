@@ -40,7 +40,7 @@ from recorder.manifest import (
     public_pem,
     verify,
 )
-from recorder.sink import load_state
+from recorder.state import load_state
 from recorder.transcribe import Line, case_file_text
 
 STORED = (".mp4", ".webm", ".mkv", ".sig")  # already compressed, or tiny binary

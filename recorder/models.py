@@ -23,31 +23,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from config.db import Base, UTCDateTime, utcnow
 from config.vocabulary import define
+from recorder.state import RecordingState
 
-
-class RecordingState(enum.StrEnum):
-    """Where a recording stands."""
-
-    recording = "recording"  # the visit is in progress
-    queued = "queued"  # ended; waiting for the pipeline
-    processing = "processing"
-    ready = "ready"  # composite, transcripts and signed manifest done
-    failed = "failed"  # a step failed (message says which); retried on the next start
-    deleted = "deleted"  # media removed after retention; manifest and deletion record kept
-
-
-define(
-    "recording_state",
-    RecordingState,
-    {
-        RecordingState.recording: "录像中",
-        RecordingState.queued: "录像待处理",
-        RecordingState.processing: "录像处理中",
-        RecordingState.ready: "录像已归档",
-        RecordingState.failed: "录像处理失败",
-        RecordingState.deleted: "已按期删除",
-    },
-)
+__all__ = ["STEPS", "Integrity", "Recording", "RecordingState", "RecordingText"]
 
 
 STEPS = ("finalize", "composite", "transcribe", "sign")

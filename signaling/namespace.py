@@ -539,6 +539,14 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             room=self.call_room(visit_id),
         )
 
+    async def recording_recovered(self, visit_id: str, message: str) -> None:
+        """The recorder writes again: the warning clears; ``message`` names the span missed."""
+        await self.emit(
+            "recording_state",
+            {"recording": True, "ok": True, "message": message},
+            room=self.call_room(visit_id),
+        )
+
     async def _close_room(self, visit_id: str) -> None:
         self.rooms.pop(visit_id, None)
         if self.relay is not None:

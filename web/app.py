@@ -8,6 +8,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -23,7 +24,7 @@ from config.settings import Settings
 from media.room import Relay
 from media.transport import announce_addresses, use_port_range
 from recorder.jobs import Pipeline
-from recorder.sink import RecorderSink, recover
+from recorder.sink import RecorderSink, failure_message, recover, recovery_message
 from recorder.transcribe import create_transcriber
 from scheduler.housekeeping import housekeeping
 from scheduler.notify import push_all, take_outbox
@@ -194,17 +195,34 @@ async def _recorder(
     starting = asyncio.create_task(on_record(), name="recordings-on-record")
     reported: set[tuple[str, str]] = set()
 
-    async def failed(visit_id: str, track_id: str, message: str) -> None:
-        await visits.recording_failed(visit_id, message)
+    async def failed(visit_id: str, track_id: str, detail: str, since: float) -> None:
+        """Pages get a plain message; the technical reason goes to the audit trail."""
+        await visits.recording_failed(visit_id, failure_message(since, settings.tz))
         if (visit_id, track_id) in reported:  # one audit event per track and failure
             return
         reported.add((visit_id, track_id))
-        await audit(visit_id, "recording.write_failed", track=track_id, message=message)
+        await audit(visit_id, "recording.write_failed", track=track_id, message=detail)
 
-    def on_failure(visit_id: str, track_id: str, message: str) -> None:  # writer thread
-        loop.call_soon_threadsafe(lambda: _background(app, failed(visit_id, track_id, message)))
+    async def recovered(visit_id: str, start: float, end: float) -> None:
+        reported.difference_update({r for r in reported if r[0] == visit_id})
+        await visits.recording_recovered(visit_id, recovery_message(start, end, settings.tz))
+        tz = settings.tz
+        await audit(
+            visit_id,
+            "recording.write_resumed",
+            missing_from=datetime.fromtimestamp(start, tz).isoformat(timespec="seconds"),
+            missing_to=datetime.fromtimestamp(end, tz).isoformat(timespec="seconds"),
+        )
 
-    recorder.on_failure = on_failure
+    def on_failure(visit_id: str, track_id: str, detail: str, since: float) -> None:  # writer
+        loop.call_soon_threadsafe(
+            lambda: _background(app, failed(visit_id, track_id, detail, since))
+        )
+
+    def on_recovered(visit_id: str, start: float, end: float) -> None:  # writer thread
+        loop.call_soon_threadsafe(lambda: _background(app, recovered(visit_id, start, end)))
+
+    recorder.on_failure, recorder.on_recovered = on_failure, on_recovered
     yield
     starting.cancel()
     with contextlib.suppress(asyncio.CancelledError):

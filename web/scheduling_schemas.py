@@ -305,7 +305,7 @@ class VisitOut(Answer):
     checkin_document_masked: str
     recording_state: str | None = None  # recording, queued, processing, ready, failed
     recording_progress: int | None = None
-    recording_note: str = ""  # a failure, or "transcript unavailable: …"
+    recording_note: str = ""  # a failure, or "转写不可用：…"
     can_end: bool = False  # the caller may end it now (scheduler/lifecycle.py decides)
 
 

@@ -17,7 +17,8 @@ from config.db import utcnow
 from config.errors import ConflictError, NotFoundError
 from recorder.export import ExportError, build_export
 from recorder.manifest import load_signing_key
-from recorder.models import Integrity, RecordingState
+from recorder.models import Integrity
+from recorder.state import SIGNED_STATES
 from web import archive
 from web.errors import app_error_response
 from web.handlers.archive import (
@@ -74,7 +75,7 @@ def _sweep(folder: Path) -> None:
 async def export_recording(ctx: Context) -> ExportOut | web.Response:
     body: ExportIn = ctx.body
     recording, visit, names = await open_recording(ctx)
-    if recording.state is not RecordingState.ready:
+    if recording.state not in SIGNED_STATES:
         raise ConflictError("录像尚未处理完成（或已删除），不能导出", code="not_ready")
     folder = _exports_dir(ctx)
     token = secrets.token_hex(16)
