@@ -30,7 +30,7 @@ from scheduler.models import (
 )
 from scheduler.scope import SYSTEM_ACTOR, Actor
 from tests.conftest import MakeClient
-from tests.helpers import Booking, local_time, login, next_weekday
+from tests.helpers import Booking, local_time, login, next_weekday, wait_for
 from tests.visits import Peer, _cookie
 from web.keys import GATEWAY
 
@@ -191,8 +191,14 @@ async def test_a_judge_who_leaves_is_announced_and_the_call_ends_as_abandoned(
                 ).all()
             )
             assert v.judge_id in told and len(told) >= 2  # the judge and the operators
-            recording = await s.get(Recording, v.id)
-            assert recording is not None and recording.state is not RecordingState.recording
+
+        async def signed_as_empty() -> bool:  # nobody published media in this call
+            async with db.reader() as s:
+                row = await s.get(Recording, visit["id"])
+                return row is not None and row.state is RecordingState.empty
+
+        await wait_for(signed_as_empty, within=120)
+        assert (migrated.resolved_recordings_dir / visit["id"] / "SHA256SUMS.sig").exists()
     finally:
         await db.dispose()
     assert await gateway.reap_abandoned(utcnow() + 2 * limit) == []  # ends once
