@@ -203,6 +203,12 @@ class Pipeline:
         self._queue = queue
         self._gate = asyncio.Semaphore(1)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # for monitoring: (step, "done" | "failed") → (runs, seconds) in this process
+        self.step_runs: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def _ran(self, step: str, outcome: str, started: float) -> None:
+        runs, seconds = self.step_runs.get((step, outcome), (0, 0.0))
+        self.step_runs[(step, outcome)] = (runs + 1, seconds + time.monotonic() - started)
 
     @property
     def executor(self) -> Executor:
@@ -333,11 +339,13 @@ class Pipeline:
                     config = self._config(row)
                     folder = row.folder
                 log.info("recording %s: %s", visit_id, step)
+                started = time.monotonic()
                 try:
                     result = await loop.run_in_executor(
                         self.executor, run_step, step, folder, config
                     )
                 except Exception as exc:
+                    self._ran(step, "failed", started)
                     log.exception("recording %s: %s failed", visit_id, step)
                     async with self.db.writer() as db:
                         row = await db.get(Recording, visit_id)
@@ -347,6 +355,7 @@ class Pipeline:
                             reason = _without_paths(str(exc), Path(folder))
                             row.message = f"{STEP_NAMES[step]}失败：{reason}"[:512]
                     return
+                self._ran(step, "done", started)
                 async with self.db.writer() as db:
                     row = await db.get(Recording, visit_id)
                     if row is None:
