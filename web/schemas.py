@@ -364,6 +364,14 @@ class AuditOut(Answer):
     address: str | None
     court_id: int | None
     detail: dict[str, Any]
+    sentence: str = ""  # the event in one Chinese sentence, times in the court's zone
+    action_label: str = ""
+    target_label: str = ""
+
+
+class AuditActionOut(Answer):
+    action: str
+    label: str
 
 
 class AuditQuery(PageQuery):

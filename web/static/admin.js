@@ -47,9 +47,8 @@
   async function loadAudit() {
     const page = await VR.api("GET", "/audit?limit=100");
     VR.fillTable(document.getElementById("audit-rows"), page.items, [
-      (a) => VR.time(a.at), (a) => a.actor_name || a.actor_type, (a) => a.action,
-      (a) => (a.target_type ? `${a.target_type} #${a.target_id}` : ""), (a) => a.address,
-    ]);
+      (a) => VR.time(a.at), (a) => a.sentence, (a) => a.target_label, (a) => a.address,
+    ], "暂无审计记录");
   }
 
   function submit(formId, msgId, path, label, after) {
