@@ -1,4 +1,5 @@
-"""What every page carries: the site icon, served by this server (no external fetch)."""
+"""What every page carries: the site icon, served by this server (no external fetch); refused
+input explained in Chinese."""
 
 from __future__ import annotations
 
@@ -50,3 +51,18 @@ async def test_every_page_links_the_favicon(make_client: MakeClient, world: Worl
     assert ICON_LINK in await playback.text()
     seen.add("playback.html")
     assert seen == {p.name for p in TEMPLATES.glob("*.html")}  # no page left out
+
+
+async def test_refused_fields_are_explained_in_chinese(client: TestClient) -> None:
+    h = {"X-CSRF-Token": await login(client, "admin")}
+    bad = {"username": "", "display_name": "名" * 100, "role": "boss", "court_id": "x"}
+    r = await client.post("/api/v1/users", json=bad, headers=h)
+    assert r.status == 422
+    details = {d["field"]: d["message"] for d in (await r.json())["error"]["details"]}
+    assert details == {
+        "username": "用户名须为 3–64 位字母、数字、点、下划线或连字符",
+        "display_name": "不能超过 64 个字符",
+        "role": "不是可选的值",
+        "court_id": "须为整数",
+        "password": "必填",
+    }
