@@ -104,7 +104,7 @@ async def create_court(
             raise InvalidError(f"上级法院 {parent_id} 不存在", code="invalid_parent")
         if parent.level is not level.parent_level:
             raise InvalidError(
-                f"{LEVEL_NAMES[level]}的上级必须是{LEVEL_NAMES[level.parent_level or level]}",
+                f"{_LEVEL_NAMES[level]}的上级必须是{_LEVEL_NAMES[level.parent_level or level]}",
                 code="invalid_parent",
             )
     await _unique(session, Court, Court.code == code, f"法院代码 {code} 已被使用")
@@ -135,7 +135,7 @@ async def update_court(
     return court
 
 
-LEVEL_NAMES = {
+_LEVEL_NAMES = {
     CourtLevel.supreme: "最高人民法院",
     CourtLevel.high: "高级人民法院",
     CourtLevel.intermediate: "中级人民法院",

@@ -113,6 +113,10 @@ def test_sentences_show_local_times_and_chinese_labels() -> None:
         "op_a将接访从 2026-03-02 09:00 至 2026-03-02 09:30 改至 "
         "2026-03-02 15:00 至 2026-03-02 15:30（原因：法官出差）。"
     )
+    ended = _event("visit.ended", from_state="in_progress", reason="abandoned")
+    assert sentence(ended, SHANGHAI) == (
+        "op_a结束了接访（原为接访中）（原因：法官离开超时，系统自动结束）。"
+    )
     changed = _event("user.update", changes={"active": [True, False], "role": ["judge", "admin"]})
     assert sentence(changed, SHANGHAI) == (
         "op_a修改了账户：状态由“启用”改为“停用”；角色由“接访法官”改为“系统管理员”。"

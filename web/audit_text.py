@@ -15,15 +15,11 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from config.audit import AuditEvent
-from recorder.sink import ROLE_NAMES
-from scheduler.models import CourtDayKind, CourtLevel, VisitState
-from scheduler.service import LEVEL_NAMES
-from scheduler.visits import STATE_NAMES
+from config.vocabulary import label_of
+from scheduler.models import CourtDayKind, VisitState
 
 MISSING = "—"
 
-# staff roles the recording's party names do not cover
-_ROLES: dict[str, str] = {**ROLE_NAMES, "archivist": "档案员", "admin": "系统管理员"}
 _LOGIN_REASONS = {"bad_credentials": "用户名或密码错误", "inactive": "账户已停用"}
 _COURT_DAYS = {CourtDayKind.holiday.value: "休息日", CourtDayKind.leader_day.value: "领导接访日"}
 _WEEKDAYS = "一二三四五六日"
@@ -172,6 +168,10 @@ ACTIONS: dict[str, tuple[str, str]] = {
         "{actor}记录：录制因服务中断而终止（中断于 {interrupted_at:time}）",
     ),
     "recording.write_failed": ("录制写入失败", "{actor}记录：轨道 {track} 录制写入失败"),
+    "recording.write_resumed": (
+        "录制写入恢复",
+        "{actor}记录：录制写入已恢复，{missing_from:time} 至 {missing_to:time} 的内容缺失",
+    ),
 }
 
 
@@ -214,18 +214,12 @@ class _Formatter(string.Formatter):
             return _time(value, self.tz)
         if how == "span" and isinstance(value, list | tuple) and len(value) == 2:
             return f"{_time(value[0], self.tz)} 至 {_time(value[1], self.tz)}"
-        if how == "role":
-            return _ROLES.get(str(value), str(value))
+        if how == "role":  # a staff role, or a participant's role in the room
+            return label_of("role", label_of("participant_role", str(value)))
         if how == "state":
-            try:
-                return STATE_NAMES[VisitState(value)]
-            except ValueError:
-                return str(value)
+            return label_of("visit_state", str(value))
         if how == "level":
-            try:
-                return LEVEL_NAMES[CourtLevel(value)]
-            except ValueError:
-                return str(value)
+            return label_of("court_level", str(value))
         if how == "login_reason":
             return _LOGIN_REASONS.get(str(value), str(value))
         if how == "court_day":
@@ -261,6 +255,10 @@ class _Formatter(string.Formatter):
         return f"{name}由“{_plain(old)}”改为“{_plain(new)}”"
 
 
+# actions whose ``reason`` is a word of a vocabulary rather than free text
+_REASON_VOCABULARY = {"visit.ended": "end_reason"}
+
+
 def actor_of(event: AuditEvent) -> str:
     """Who acted, as the sentence names them."""
     if event.actor_type == "system":
@@ -285,8 +283,10 @@ def sentence(event: AuditEvent, tz: tzinfo) -> str:
     known = ACTIONS.get(event.action)
     template = known[1] if known else "{actor}执行了其他操作"
     text = _Formatter(tz).format(template, actor=actor_of(event), **detail)
-    if detail.get("reason") and "{reason" not in template:
-        text += f"（原因：{_plain(detail['reason'])}）"
+    reason = detail.get("reason")
+    if reason and "{reason" not in template:
+        kind = _REASON_VOCABULARY.get(event.action)
+        text += f"（原因：{label_of(kind, str(reason)) if kind else _plain(reason)}）"
     return text + "。"
 
 
