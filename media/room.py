@@ -314,13 +314,6 @@ class Relay:
         self.rooms: dict[str, Room] = {}
         self.retired = Traffic()  # the counts of rooms that have closed
 
-    def traffic(self) -> Traffic:
-        """Both legs' counts since this relay started, every room included."""
-        total = self.retired.copy()
-        for room in list(self.rooms.values()):
-            total.add(room.traffic())
-        return total
-
     def room(self, visit_id: str) -> Room:
         return self.rooms.setdefault(visit_id, Room(self, visit_id))
 

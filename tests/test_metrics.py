@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+from aiortc.rtp import is_rtcp
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,6 +31,7 @@ from recorder.models import Recording, RecordingState
 from recorder.sink import RecorderSink
 from tests.conftest import ROOT, MakeClient
 from tests.helpers import login, wait_for
+from tests.media_fixtures import publish_av
 from tests.visits import Peer, _cookie
 from web.keys import DB
 from web.metrics import SNAPSHOT_KEY, ServerCollector, Snapshot, refresh
@@ -253,6 +255,73 @@ async def test_a_recording_that_cannot_be_written_is_counted(tmp_path: Path) -> 
     finally:
         await relay.close_room("v1")
         sink.close()
+
+
+def _lossy(pc: Any, every: int = 7) -> None:
+    """Drop every ``every``-th RTP packet (never RTCP) this connection sends."""
+    transport = pc.getSenders()[0].transport
+    original, sent = transport._send_rtp, [0]
+
+    async def send(data: bytes) -> None:
+        if not is_rtcp(data):
+            sent[0] += 1
+            if sent[0] % every == 0:
+                return
+        await original(data)
+
+    transport._send_rtp = send
+
+
+async def test_loss_nacks_and_keyframe_requests_are_counted_per_direction() -> None:
+    """Packets lost between a publisher and the relay, and between the relay and a
+    subscriber: the relay sees the first loss and NACKs it (in), the subscriber reports the
+    second and NACKs it (out); a subscriber's PLI is counted (out) and passed up (in)."""
+    relay = Relay()
+    room = relay.room("v1")
+    publisher = await publish_av(room, "p1")
+    _lossy(publisher)
+    subscriber = create_peer_connection()
+    tasks: list[asyncio.Task[None]] = []
+    received = {"audio": 0, "video": 0}
+
+    @subscriber.on("track")
+    def on_track(track: Any) -> None:
+        receiver = next(r for r in subscriber.getReceivers() if r.track is track)
+        tap_receiver(receiver)
+        tasks.append(asyncio.create_task(_drain(track, received)))
+
+    offer = await room.subscribe("p2")
+    assert offer is not None
+    await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+    await subscriber.setLocalDescription(await subscriber.createAnswer())
+    await room.answer("p2", subscriber.localDescription.sdp)
+    _lossy(room.subscribers["p2"])
+
+    async def lossy_both_ways() -> bool:
+        t = room.traffic()
+        return t.lost_in > 0 and t.nacks_in > 0 and t.lost_out > 0 and t.nacks_out > 0
+
+    await wait_for(lossy_both_ways, within=60)
+    video = next(r for r in subscriber.getReceivers() if r.track.kind == "video")
+    before = room.traffic()
+    ssrc = video.getSynchronizationSources()[0].source
+    await video._send_rtcp_pli(ssrc)  # the subscriber asks for a keyframe
+
+    async def passed_up() -> bool:
+        t = room.traffic()
+        return t.keyframes_out > before.keyframes_out and t.keyframes_in > before.keyframes_in
+
+    await wait_for(passed_up, within=30)
+    during = room.traffic()
+    assert during.packets_in > during.lost_in and during.packets_out > during.lost_out
+
+    await relay.close_room("v1")  # what the room carried stays in the relay's totals
+    for name in ("packets_in", "packets_out", "lost_in", "lost_out", "nacks_in", "frames_in"):
+        assert getattr(relay.retired, name) >= getattr(during, name), name
+    for task in tasks:
+        task.cancel()
+    await publisher.close()
+    await subscriber.close()
 
 
 def _promtool() -> str | None:
