@@ -109,7 +109,6 @@ def test_a_good_embedded_install_has_no_error(tmp_path: Path) -> None:
         "签名密钥",
         "TURN/STUN 服务器",
         "Redis",
-        "录像磁盘",
         "ffmpeg",
         "中文字体",
     ):
