@@ -8,6 +8,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from aioice import stun
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -82,12 +84,46 @@ def held_udp_range(count: int) -> Iterator[tuple[int, int]]:
     raise AssertionError("no free run of UDP ports to hold")
 
 
+@contextmanager
+def stun_server() -> Iterator[int]:
+    """A UDP STUN server on 127.0.0.1 answering Binding requests (aioice's messages)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                data, peer = sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            request = stun.parse_message(data)
+            if request.message_method == stun.Method.BINDING:
+                answer = stun.Message(
+                    stun.Method.BINDING,
+                    stun.Class.RESPONSE,
+                    transaction_id=request.transaction_id,
+                    attributes={"XOR-MAPPED-ADDRESS": peer},
+                )
+                sock.sendto(bytes(answer), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        done.set()
+        thread.join()
+        sock.close()
+
+
 def test_a_good_embedded_install_has_no_error(tmp_path: Path) -> None:
     data = tmp_path / "var"
     settings = Settings(data_dir=data)
     migrate(settings)
     load_signing_key(data)  # what `vreception public-key` does on a fresh install
-    with socket.socket() as turn:  # a TURN server reachable over TCP
+    with socket.socket() as turn, stun_server() as stun_port:  # TURN over TCP, STUN over UDP
         turn.bind(("127.0.0.1", 0))
         turn.listen()
         turn_port = turn.getsockname()[1]
@@ -98,7 +134,10 @@ def test_a_good_embedded_install_has_no_error(tmp_path: Path) -> None:
                 "data_dir": str(data),
                 "media_announced_addresses": ["127.0.0.1"],
                 "media_udp_ports": [free, free],  # free a moment ago
-                "media_ice_servers": [f"turn:127.0.0.1:{turn_port}?transport=tcp"],
+                "media_ice_servers": [
+                    f"turn:127.0.0.1:{turn_port}?transport=tcp",
+                    f"stun:127.0.0.1:{stun_port}",
+                ],
             },
         )
     assert code == 0, lines

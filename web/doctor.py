@@ -262,7 +262,7 @@ def _stun_binding_answered(host: str, port: int) -> bool:
             answer, _ = sock.recvfrom(2048)
         except TimeoutError:
             return False
-    return len(answer) >= 20 and answer[4:8] == request[4:8]
+    return len(answer) >= 20 and answer[4:20] == request[4:20]  # cookie and transaction
 
 
 def _probe_ice(url: str) -> str | None:
@@ -419,7 +419,7 @@ async def check_database(settings: Settings) -> Finding:
     except Exception as exc:
         reason = (
             getattr(exc, "strerror", None)
-            or str(exc).splitlines()[0][:160]
+            or (str(exc).splitlines() or [""])[0][:160]
             or exc.__class__.__name__
         )
         if isinstance(exc, TimeoutError):
