@@ -12,6 +12,10 @@ from config.settings import Settings
 
 log = logging.getLogger("vreception.signaling")
 
+# Seconds (engine.io advertises the interval truncated to whole seconds: keep it whole).
+PING_INTERVAL = 1
+PING_TIMEOUT = 2
+
 Authenticate = Callable[[dict[str, Any]], Awaitable[int | None]]
 
 
@@ -25,6 +29,10 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         client_manager=manager,
         cors_allowed_origins=None,  # same origin only
         max_http_buffer_size=256 * 1024,
+        # a ping a second: a page whose pings stop shows it within 2 s (web/static/call.js);
+        # the connection itself is given up after PING_INTERVAL + PING_TIMEOUT
+        ping_interval=PING_INTERVAL,
+        ping_timeout=PING_TIMEOUT,
         logger=False,
         engineio_logger=False,
     )

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import socketio
 from aiohttp import web
 from arq import create_pool
 from arq.connections import RedisSettings
@@ -254,6 +255,22 @@ async def _close_placement(placement: RoomPlacement, app: web.Application) -> As
     await placement.close()
 
 
+async def _stop_signaling(
+    sio: socketio.AsyncServer, visits: VisitNamespace, app: web.Application
+) -> None:
+    """Shutdown, before the cleanup contexts: the rooms close (their recordings are
+    finalized, their pages told), then every socket.io connection is closed at the
+    engine.io level, so the pages reconnect by themselves, and their long-lived requests
+    end at once instead of holding the shutdown."""
+    try:
+        await visits.shutdown()
+    except Exception:
+        log.exception("closing the rooms at shutdown failed")
+    await sio.shutdown()
+    if sio.eio.sockets:
+        await sio.eio.disconnect()
+
+
 def create_app(settings: Settings) -> web.Application:
     """The whole web application for ``settings``."""
     app = web.Application(
@@ -292,6 +309,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VISITS] = visits
     app.cleanup_ctx.append(functools.partial(_recorder, recorder, visits))
     sio.attach(app)
+    app.on_shutdown.append(functools.partial(_stop_signaling, sio, visits))
     app[NOTIFIER] = SocketNotifier(sio)
     api.add_to(app)
     notifications.add_routes(app)
