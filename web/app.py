@@ -260,15 +260,20 @@ async def _stop_signaling(
 ) -> None:
     """Shutdown, before the cleanup contexts: the rooms close (their recordings are
     finalized, their pages told), then every socket.io connection is closed at the
-    engine.io level, so the pages reconnect by themselves, and their long-lived requests
-    end at once instead of holding the shutdown."""
+    engine.io level (not the socket.io one), so the pages reconnect by themselves, and
+    their websockets end now rather than holding the shutdown."""
     try:
         await visits.shutdown()
     except Exception:
         log.exception("closing the rooms at shutdown failed")
     await sio.shutdown()
-    if sio.eio.sockets:
+    connections = list(sio.eio.sockets.values())
+    if connections:
         await sio.eio.disconnect()
+    for connection in connections:
+        # wake engine.io's writer, which then closes the websocket at once instead of
+        # waiting out the ping timeout for a next packet
+        connection.queue.put_nowait(None)
 
 
 def create_app(settings: Settings) -> web.Application:

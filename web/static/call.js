@@ -295,24 +295,27 @@
   }
   function recordingState(data) { recording = data && data.recording ? data : null; drawRecording(); }
 
+  const LOST = "与服务器的连接中断，正在重新连接……";
+  const RESTARTING = "服务器正在重启，恢复后将自动重新连接……";
+  let restarting = false; // the server said it stops: the banner says so until we are back
   function connectionLost(text) {
     if (over) return;
     lost = true;
-    $("conn-state").textContent = text;
+    $("conn-state").textContent = restarting ? RESTARTING : text;
     show("conn-state", true);
     drawRecording();
     if (evidence) say("evidence-msg", "连接中断：证据暂未出示，恢复后将自动重新出示", "error");
   }
   function connectionBack() { lost = false; show("conn-state", false); drawRecording(); }
-  function confirmed(state) { rejoining = false; recordingState(state); connectionBack(); }
+  function confirmed(state) { rejoining = false; restarting = false; recordingState(state); connectionBack(); }
 
   socket.io.on("ping", () => { heard = Date.now(); if (lost && !rejoining && socket.connected) connectionBack(); });
   setInterval(() => {
-    if (heard && !lost && Date.now() - heard > SILENT_MS) connectionLost("与服务器的连接中断，正在重新连接……");
+    if (heard && !lost && Date.now() - heard > SILENT_MS) connectionLost(LOST);
   }, 200);
-  socket.on("disconnect", () => { rejoining = true; recording = null; connectionLost("与服务器的连接中断，正在重新连接……"); });
-  socket.on("connect_error", () => { if (heard) connectionLost("与服务器的连接中断，正在重新连接……"); });
-  socket.on("server_closing", () => { rejoining = true; recording = null; connectionLost("服务器正在重启，恢复后将自动重新连接……"); });
+  socket.on("disconnect", () => { rejoining = true; recording = null; connectionLost(LOST); });
+  socket.on("connect_error", () => { if (heard) connectionLost(LOST); });
+  socket.on("server_closing", () => { rejoining = true; restarting = true; recording = null; connectionLost(RESTARTING); });
 
   socket.on("lobby", (data) => drawLobby(data.waiting));
   socket.on("recording_state", recordingState);
