@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,7 @@ def test_lost_connection_shows_within_2s_and_evidence_returns_after_reconnect(
     os.kill(live_server.proc.pid, signal.SIGSTOP)
     try:
         for page in (judge, guest):
-            lost_at = wait_until(lambda p=page: p.evaluate("() => window.__lostAt"), timeout=10)
+            lost_at = wait_until(partial(page.evaluate, "() => window.__lostAt"), timeout=10)
             assert lost_at / 1000 - stopped < 2.0, lost_at / 1000 - stopped
             assert page.evaluate("() => window.__recordingShownAtLoss") is False
             expect(page.locator("#conn-state")).to_contain_text("连接中断")
@@ -171,8 +172,10 @@ def test_lost_connection_shows_within_2s_and_evidence_returns_after_reconnect(
     # the evidence is published again, and the judge receives it on a new subscription
     expect(guest.locator("#evidence-msg")).to_have_text("正在向各方出示证据", timeout=30_000)
     wait_until(
-        lambda: judge.evaluate("() => window.vrCall.subscriber !== window.__before")
-        and judge.evaluate(EVIDENCE_FRAMES) > 10,
+        lambda: (
+            judge.evaluate("() => window.vrCall.subscriber !== window.__before")
+            and judge.evaluate(EVIDENCE_FRAMES) > 10
+        ),
         timeout=60,
         what="the evidence received again",
     )
@@ -184,7 +187,7 @@ def test_lost_connection_shows_within_2s_and_evidence_returns_after_reconnect(
 def test_ended_visit_call_page_shows_only_that_it_ended(
     live_server: LiveServer, chromium: Any, artifacts: Path
 ) -> None:
-    visit_id, judge, guest = _in_call(chromium, live_server)
+    _, judge, guest = _in_call(chromium, live_server)
     judge.click("#end")
     expect(guest.locator("#ended-step")).to_be_visible(timeout=30_000)
     _close(guest)
