@@ -7,7 +7,6 @@ staff, who see the lobby.
 
 from __future__ import annotations
 
-import enum
 import logging
 import secrets
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import socketio
 
+from config.vocabulary import CloseReason
 from media.errors import MediaError
 from media.room import Relay, Stream
 from media.room import Room as MediaRoom
@@ -42,17 +42,6 @@ from signaling.protocol import (
 )
 
 log = logging.getLogger("vreception.signaling")
-
-
-class CloseReason(enum.StrEnum):
-    """Why a participant left the room (logged and sent to the others)."""
-
-    left = "left"
-    disconnected = "disconnected"
-    refused = "refused"
-    replaced = "replaced"  # the same identity joined again elsewhere
-    ended = "ended"
-    server_stopped = "server_stopped"  # this node shut down; the pages come back by themselves
 
 
 @dataclass
@@ -89,6 +78,13 @@ class Room:
     participants: dict[str, Participant] = field(default_factory=dict)
     admitted_keys: set[str] = field(default_factory=set)
     recording: bool = False
+    judge_absent_since: float | None = None  # the call goes on without its judge since
+
+    def judge_present(self) -> bool:
+        return any(
+            p.admitted and p.identity.role is ParticipantRole.judge
+            for p in self.participants.values()
+        )
 
     def by_key(self, key: str) -> Participant | None:
         return next((p for p in self.participants.values() if p.identity.key == key), None)
@@ -133,6 +129,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         relay: Relay | None = None,
         *,
         placement: RoomPlacement | None = None,
+        clock: Callable[[], float] = time.time,
         rate: float = 20.0,
         burst: int = 40,
         flood_limit: int = 200,
@@ -143,6 +140,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.relay = relay
         self.placement: RoomPlacement = placement or LocalPlacement()
         self.rooms: dict[str, Room] = {}
+        self.clock = clock
         self._where: dict[str, tuple[str, str]] = {}  # sid → (visit id, participant id)
         self._staff: dict[str, Staff | None] = {}
         self._buckets: dict[str, TokenBucket] = {}
@@ -222,6 +220,21 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     @staticmethod
     def staff_room(visit_id: str) -> str:
         return f"visit:{visit_id}:staff"
+
+    def _note_judge_presence(self, room: Room) -> None:
+        """Keep when the call lost its judge (housekeeping ends it after a while)."""
+        if not room.recording or room.judge_present():
+            room.judge_absent_since = None
+        elif room.judge_absent_since is None:
+            room.judge_absent_since = self.clock()
+
+    def judge_absent(self, since: float) -> list[str]:
+        """The visits whose call on this node has had no judge since ``since`` or longer."""
+        return [
+            r.visit_id
+            for r in self.rooms.values()
+            if r.judge_absent_since is not None and r.judge_absent_since <= since
+        ]
 
     async def _lobby_changed(self, room: Room) -> None:
         await self.emit("lobby", {"waiting": room.lobby()}, room=self.staff_room(room.visit_id))
@@ -305,15 +318,18 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self.relay is not None:
             media = self.relay.room(room.visit_id)
             media.describe(me.id, me.identity.role.value, me.identity.name)
-            if me.identity.role is ParticipantRole.petitioner:
-                # 一案一录: the visit is in progress once the petitioner is in the call
+            if self.gateway.starts_recording(me.identity.role):
+                # 一案一录 (scheduler/lifecycle.py): recorded from this moment on
                 media.start_recording()
-                room.recording = True
+                if not room.recording:
+                    room.recording = True
+                    await self.gateway.recording_started(room.visit_id)
                 await self.emit(
                     "recording_state",
                     {"recording": True, "ok": True},
                     room=self.call_room(room.visit_id),
                 )
+        self._note_judge_presence(room)
         await self.emit(
             "participant_joined", me.public(), room=self.call_room(room.visit_id), skip_sid=me.sid
         )
@@ -509,13 +525,19 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         )
         if me.admitted:
             await self.gateway.room_event(room.visit_id, "left", me.identity, reason=reason.value)
+            self._note_judge_presence(room)
         if self.relay is not None and room.visit_id in self.relay.rooms:
             await self.relay.rooms[room.visit_id].leave(me.id)
         if announce:
             if me.admitted:
                 await self.emit(
                     "participant_left",
-                    {"participant_id": me.id, "reason": reason.value},
+                    {
+                        "participant_id": me.id,
+                        "reason": reason.value,
+                        "role": me.identity.role.value,
+                        "name": me.identity.name,
+                    },
                     room=self.call_room(room.visit_id),
                 )
             else:
@@ -528,6 +550,14 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self.emit(
             "recording_state",
             {"recording": True, "ok": False, "message": message},
+            room=self.call_room(visit_id),
+        )
+
+    async def recording_recovered(self, visit_id: str, message: str) -> None:
+        """The recorder writes again: the warning clears; ``message`` names the span missed."""
+        await self.emit(
+            "recording_state",
+            {"recording": True, "ok": True, "message": message},
             room=self.call_room(visit_id),
         )
 

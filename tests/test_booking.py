@@ -17,7 +17,9 @@ from config.audit import AuditEvent
 from config.db import create_engine, create_sessionmaker
 from config.errors import ConflictError
 from config.settings import Settings
-from scheduler import visits as vs
+from scheduler import booking as bk
+from scheduler import lifecycle, walkins
+from scheduler.housekeeping import housekeeping
 from scheduler.models import (
     BookingLock,
     Notification,
@@ -395,7 +397,7 @@ async def test_housekeeping_reminds_and_marks_no_show(booking: Booking, migrated
     engine, maker = await _session(migrated)
     try:
         async with maker() as db, db.begin():
-            visit = await vs.book_visit(
+            visit = await bk.book_visit(
                 db,
                 actor,
                 migrated,
@@ -407,12 +409,12 @@ async def test_housekeeping_reminds_and_marks_no_show(booking: Booking, migrated
                 now=start - timedelta(hours=1),
             )
         async with maker() as db, db.begin():
-            assert (await vs.housekeeping(db, migrated, now=start - timedelta(minutes=30)))[
+            assert (await housekeeping(db, migrated, now=start - timedelta(minutes=30)))[
                 "reminded"
             ] == 0
-            done = await vs.housekeeping(db, migrated, now=start - timedelta(minutes=8))
+            done = await housekeeping(db, migrated, now=start - timedelta(minutes=8))
             assert done["reminded"] == 1
-            again = await vs.housekeeping(db, migrated, now=start - timedelta(minutes=7))
+            again = await housekeeping(db, migrated, now=start - timedelta(minutes=7))
             assert again["reminded"] == 0  # once only
         async with maker() as db:
             notes = (
@@ -422,10 +424,10 @@ async def test_housekeeping_reminds_and_marks_no_show(booking: Booking, migrated
             assert notes[0].title.startswith("8 分钟后开始接访")
         grace = timedelta(minutes=migrated.no_show_grace_minutes)
         async with maker() as db, db.begin():
-            assert (await vs.housekeeping(db, migrated, now=start + grace - timedelta(minutes=1)))[
+            assert (await housekeeping(db, migrated, now=start + grace - timedelta(minutes=1)))[
                 "no_show"
             ] == 0
-            assert (await vs.housekeeping(db, migrated, now=start + grace))["no_show"] == 1
+            assert (await housekeeping(db, migrated, now=start + grace))["no_show"] == 1
         async with maker() as db:
             v = await db.get(Visit, visit.id)
             assert v is not None and v.state is VisitState.no_show
@@ -452,24 +454,24 @@ async def test_walk_in_now_or_queue(booking: Booking, migrated: Settings) -> Non
     }
     try:
         async with maker() as db, db.begin():
-            first = await vs.walk_in(
+            first = await walkins.walk_in(
                 db, actor, migrated, petition_id=booking.petitions["a0"], now=now, **kw
             )
             assert first.visit is not None and first.queued is None
             assert first.visit.state is VisitState.checked_in and first.visit.walk_in
             assert first.visit.starts_at == local_time(MONDAY, 10, 5)
             assert first.visit.checkin_document_masked == "1101**********0021"
-            second = await vs.walk_in(
+            second = await walkins.walk_in(
                 db, actor, migrated, petition_id=booking.petitions["a1"], now=now, **kw
             )
             assert second.visit is None and second.queued is not None and second.position == 1
             with pytest.raises(ConflictError):
-                await vs.walk_in(
+                await walkins.walk_in(
                     db, actor, migrated, petition_id=booking.petitions["a1"], now=now, **kw
                 )
-            assert (await vs.housekeeping(db, migrated, now=now))["walk_ins"] == 0
-            await vs.cancel_visit(db, actor, migrated, first.visit.id, reason="信访人离开")
-            assert (await vs.housekeeping(db, migrated, now=now))["walk_ins"] == 1
+            assert (await housekeeping(db, migrated, now=now))["walk_ins"] == 0
+            await lifecycle.cancel_visit(db, actor, migrated, first.visit.id, reason="信访人离开")
+            assert (await housekeeping(db, migrated, now=now))["walk_ins"] == 1
         async with maker() as db:
             entry = await db.get(WalkIn, second.queued.id)
             assert entry is not None and entry.status is WalkInStatus.assigned

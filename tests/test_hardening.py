@@ -16,7 +16,9 @@ from config.audit import AuditEvent
 from config.db import Database
 from config.errors import ConflictError
 from config.settings import Settings
-from scheduler import visits as vs
+from scheduler import booking as bk
+from scheduler import lifecycle
+from scheduler.housekeeping import housekeeping
 from scheduler.models import BookingLock, Role, Visit, VisitState
 from scheduler.scope import Actor
 from tests.conftest import MakeClient
@@ -81,7 +83,7 @@ async def test_reschedule_loses_to_a_concurrent_cancel(
     db = Database(migrated)
     try:
         async with db.writer() as s:
-            visit = await vs.book_visit(
+            visit = await bk.book_visit(
                 s,
                 actor,
                 migrated,
@@ -91,11 +93,11 @@ async def test_reschedule_loses_to_a_concurrent_cancel(
                 room_id=w.rooms["basic_a"],
                 starts_at=local_time(MONDAY, 9),
             )
-            await vs.cancel_visit(s, actor, migrated, visit.id, reason="撤回")
+            await lifecycle.cancel_visit(s, actor, migrated, visit.id, reason="撤回")
             # this session read the visit before the cancel: its copy still says scheduled
             set_committed_value(visit, "state", VisitState.scheduled)
             try:
-                await vs.reschedule_visit(
+                await bk.reschedule_visit(
                     s,
                     actor,
                     migrated,
@@ -125,7 +127,7 @@ async def test_checked_in_petitioner_is_not_a_no_show(booking: Booking, migrated
     db = Database(migrated)
     try:
         async with db.writer() as s:
-            waiting = await vs.book_visit(
+            waiting = await bk.book_visit(
                 s,
                 actor,
                 migrated,
@@ -136,7 +138,7 @@ async def test_checked_in_petitioner_is_not_a_no_show(booking: Booking, migrated
                 starts_at=start,
                 now=start - timedelta(hours=1),
             )
-            absent = await vs.book_visit(
+            absent = await bk.book_visit(
                 s,
                 actor,
                 migrated,
@@ -147,11 +149,11 @@ async def test_checked_in_petitioner_is_not_a_no_show(booking: Booking, migrated
                 starts_at=start + timedelta(minutes=30),
                 now=start - timedelta(hours=1),
             )
-            await vs.check_in(
+            await lifecycle.check_in(
                 s, actor, waiting.id, document_type="other", document_number="X1234567", now=start
             )
         async with db.writer() as s:
-            done = await vs.housekeeping(s, migrated, now=start + timedelta(hours=2))
+            done = await housekeeping(s, migrated, now=start + timedelta(hours=2))
             assert done["no_show"] == 1
         async with db.reader() as s:
             assert (await s.get(Visit, waiting.id)).state is VisitState.checked_in  # type: ignore[union-attr]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from config import vocabulary
 from scheduler.models import Role
 from web.auth import (
     SESSION_COOKIE,
@@ -115,6 +117,18 @@ async def socket_io_client(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(SOCKET_IO_CLIENT, headers={"Cache-Control": "max-age=3600"})
 
 
+async def vocabulary_js(request: web.Request) -> web.StreamResponse:
+    """The domain's words and their zh-CN labels (config/vocabulary.py) for every page:
+    ``window.VOCABULARY[kind][value]``; pages keep no label maps of their own."""
+    words = json.dumps(vocabulary.as_json(), ensure_ascii=False, sort_keys=True)
+    return web.Response(
+        text=f"window.VOCABULARY = Object.freeze({words});\n",
+        content_type="application/javascript",
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 async def join_page(request: web.Request) -> web.StreamResponse:
     """The guests' page (petitioner, lawyer, mediator): no account, a one-time code."""
     return _html("join.html", timezone=request.app[SETTINGS].timezone)
@@ -141,6 +155,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(r"/j/{code:[A-Za-z0-9-]{8,40}}", short_link)
     app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)
+    app.router.add_get("/vocabulary.js", vocabulary_js)
     app.router.add_get("/", index)
     app.router.add_get("/login", login_page)
     for path, (template, roles) in PAGES.items():

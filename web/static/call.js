@@ -9,7 +9,8 @@
   const params = new URLSearchParams(location.search);
   let visitId = mode === "staff" ? location.pathname.split("/").pop() : params.get("visit");
   const TZ = document.body.dataset.timezone || undefined; // the court's zone, from the server
-  const ROLE = { judge: "接访法官", operator: "操作员", petitioner: "信访人", lawyer: "律师", mediator: "调解员" };
+  // role labels come from the server (config/vocabulary.py, /vocabulary.js)
+  const ROLE = (window.VOCABULARY || {}).participant_role || {};
   const socket = window.io("/visit", { transports: ["websocket", "polling"], reconnectionDelay: 500, reconnectionDelayMax: 2000 });
   const call = (event, data) => new Promise((resolve) => socket.emit(event, data || {}, resolve));
   let me = null;

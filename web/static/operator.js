@@ -16,6 +16,7 @@
   async function loadDay() {
     const day = dayInput.value || VR.today();
     const visits = await VR.api("GET", `/visits?day=${day}`);
+    await VR.earlierOpen(document.getElementById("earlier-card"), document.getElementById("earlier-rows"), loadDay, document.getElementById("visit-msg"));
     drawGrid(day, visits);
     VR.fillTable(document.getElementById("visit-rows"), visits, [
       (v) => `${VR.hm(v.starts_at)}–${VR.hm(v.ends_at)}`, (v) => v.room_name,
@@ -66,6 +67,8 @@
       link.textContent = "视频接访室";
       box.appendChild(link);
     }
+    const end = VR.endButton(v, loadDay, msg);
+    if (end) box.appendChild(end);
     if (v.state === "checked_in") {
       box.appendChild(VR.button("进入候场", () => run(() => VR.api("POST", `/visits/${v.id}/state`, { state: "in_lobby" })), true));
     }
