@@ -498,8 +498,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def shutdown(self) -> None:
         """This node stops: every page connected here is told (it reconnects and rejoins by
-        itself once a node serves again), every room closes and its recording is finalized
-        (``stopped``); the visits themselves stay open."""
+        itself once a node serves again), every room closes and its recording's files are
+        closed (nothing left to repair); the visits themselves stay open."""
         for sid in list(self._staff):  # every connection of this node, joined or not
             await self.emit("server_closing", {}, to=sid)
         for room in list(self.rooms.values()):

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from recorder.sink import VisitRecording, load_state
+from recorder.state import RecordingState, VisitRecording, load_state
 from tests.conftest import LiveServer, start_live_server, stop_live_server
 from tests.helpers import free_port, wait_until
 from tests.live import checked_in_visit
@@ -287,7 +287,7 @@ def test_sigterm_with_pages_connected_stops_within_5s_and_pages_come_back(
     assert took < 5.0, took
     assert server.proc.returncode == 0
     state = load_state(folder)
-    assert state is not None and state.state == "stopped"  # files closed, not left open
+    assert state is not None and state.state is RecordingState.queued  # files closed
     for page in (judge, guest):  # told, not just cut off
         expect(page.locator("#conn-state")).to_contain_text("服务器正在重启")
         expect(page.locator("#rec-state")).to_be_hidden()
@@ -301,7 +301,7 @@ def test_sigterm_with_pages_connected_stops_within_5s_and_pages_come_back(
         expect(page.locator("#conn-state")).to_be_hidden(timeout=30_000)
         expect(page.locator("#rec-state")).to_have_text(NOTICE, timeout=30_000)
     expect(judge.locator("#call-msg")).to_contain_text("信访人", timeout=30_000)
-    wait_until(lambda: (load_state(folder) or _no_state()).state == "recording")
+    wait_until(lambda: (load_state(folder) or _no_state()).state is RecordingState.recording)
     _close(judge, guest)
 
 
