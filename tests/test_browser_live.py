@@ -184,6 +184,25 @@ def test_lost_connection_shows_within_2s_and_evidence_returns_after_reconnect(
     _close(judge, guest)
 
 
+def test_a_short_silence_shows_the_banner_and_clears_it_on_the_same_connection(
+    live_server: LiveServer, chromium: Any
+) -> None:
+    _, judge, guest = _in_call(chromium, live_server)
+    expect(judge.locator("#rec-state")).to_have_text(NOTICE, timeout=10_000)
+    before = judge.evaluate("() => window.vrCall.me.participant_id")
+    os.kill(live_server.proc.pid, signal.SIGSTOP)
+    try:
+        expect(judge.locator("#conn-state")).to_be_visible(timeout=2_000)
+        expect(judge.locator("#rec-state")).to_be_hidden()
+    finally:
+        os.kill(live_server.proc.pid, signal.SIGCONT)
+    # the pings resume before the connection is given up: the server confirms it again
+    expect(judge.locator("#conn-state")).to_be_hidden(timeout=10_000)
+    expect(judge.locator("#rec-state")).to_have_text(NOTICE)
+    assert judge.evaluate("() => window.vrCall.me.participant_id") == before  # no rejoin
+    _close(judge, guest)
+
+
 def test_ended_visit_call_page_shows_only_that_it_ended(
     live_server: LiveServer, chromium: Any, artifacts: Path
 ) -> None:
