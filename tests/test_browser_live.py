@@ -250,6 +250,8 @@ def test_invited_lawyer_joins_with_the_code_alone_from_the_copied_short_link(
     lawyer.click("#code-submit")
     expect(lawyer.locator("#lobby-step")).to_be_visible(timeout=30_000)
     assert lawyer.url.endswith(f"/join?visit={visit_id}")
+    expect(lawyer.locator("#lobby-notice")).to_have_text(RECORDED + "。")
+    expect(lawyer.locator("#rec-state")).to_be_hidden()  # not in the call (yet)
     expect(judge.locator("#lobby-rows")).to_contain_text("值班律师张某", timeout=30_000)
     lawyer.screenshot(path=str(artifacts / "live-lawyer-lobby.png"))
     _close(judge, guest, lawyer)

@@ -211,6 +211,8 @@
   function inCall(participants) {
     if (mode === "guest") { show("code-step", false); show("lobby-step", false); }
     show("call-step", true);
+    inside = true;
+    drawRecording();
     present.clear();
     for (const p of participants) present.set(p.participant_id, p);
     drawPresent();
@@ -284,11 +286,12 @@
   let heard = 0; // when the server was last heard (0: not connected yet)
   let lost = false; // the page cannot hear the server
   let rejoining = false; // the connection dropped: the server forgot us until we join again
+  let inside = false; // in the call (not in the lobby)
 
   function drawRecording() {
     const el = $("rec-state");
     if (!el) return;
-    const on = Boolean(recording) && !lost && !over;
+    const on = Boolean(recording) && inside && !lost && !over; // the lobby has its own notice
     show("rec-state", on);
     if (!on) return;
     el.classList.toggle("failed", recording.ok === false);
