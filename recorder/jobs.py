@@ -123,7 +123,7 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
     folder = Path(folder_name)
     recording = wait_closed(folder) if step == "finalize" else load_state(folder)
     if recording is None:
-        raise RuntimeError(f"no recording in {folder}")
+        raise RuntimeError("录像目录中没有 recording.json")
     recording.details.update(config.get("details", {}))
     tz = ZoneInfo(config.get("timezone", "Asia/Shanghai"))
     if step == "finalize":

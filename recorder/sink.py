@@ -316,6 +316,8 @@ class RecorderSink:
                     entry.gaps[-1].end = at  # the track ended before writing resumed
                 self._repair_cut(entry)
                 self._resumed(visit_id, track_id, at)
+            for _, name in self._cut.pop(track_id, []):  # the last chance has passed
+                log.error("recorder: %s stays as the failure cut it (not repaired)", name)
             self._retry_at.pop(track_id, None)
         elif kind == "save":
             self._save(item[1])

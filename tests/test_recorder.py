@@ -21,7 +21,9 @@ from zoneinfo import ZoneInfo
 import av
 import numpy as np
 from aiortc import RTCSessionDescription
+from sqlalchemy import select
 
+from config.audit import AuditEvent
 from config.db import Database
 from config.settings import Settings
 from media.encoded import tap_receiver
@@ -34,6 +36,8 @@ from recorder.state import RecordingState, TrackFile, VisitRecording, load_state
 from tests.conftest import MakeClient
 from tests.helpers import login, wait_for, wait_until
 from tests.media_fixtures import PacketCounter, publish_av
+from tests.visits import Peer, _cookie
+from web.keys import VISITS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -399,6 +403,59 @@ async def test_a_full_disk_is_reported_the_warning_clears_and_the_gap_is_on_reco
         for task in tasks:
             task.cancel()
         run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_the_pages_see_a_plain_warning_that_clears_when_writing_resumes(
+    make_client: MakeClient, app_server: Any, visit: dict[str, Any], migrated: Settings
+) -> None:
+    """The server's recorder reports a write failure and then its recovery (as the sink does
+    from its writer thread): every page of the visit gets ``recording_state`` with a plain
+    Chinese message naming the time (no errno text), then ``ok: true`` naming the missing
+    span; the technical reason and the recovery are in the audit trail."""
+    staff = await make_client()
+    await login(staff, "judge_a")
+    judge = Peer()
+    judge.sio.on("recording_state", judge._recorder("recording_state"), namespace="/visit")
+    await judge.connect(staff, _cookie(staff))
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    (sink,) = app_server.app[VISITS].relay.sinks
+    assert isinstance(sink, RecorderSink) and sink.on_failure and sink.on_recovered
+    since = 1_780_000_000.0  # 2026-05-28 20:26:40 UTC, 2026-05-29 04:26:40 in court time
+    detail = "OSError [Errno 28] No space left on device"
+    try:
+        await asyncio.to_thread(sink.on_failure, visit["id"], "t1", detail, since)
+        warning = await judge.next("recording_state")
+        assert warning == {
+            "recording": True,
+            "ok": False,
+            "message": "录像写入暂时中断（自 04:26:40 起），系统正在恢复",
+        }
+        await asyncio.to_thread(sink.on_recovered, visit["id"], since, since + 12)
+        cleared = await judge.next("recording_state")
+        assert cleared == {
+            "recording": True,
+            "ok": True,
+            "message": "录像已恢复写入；04:26:40—04:26:52 的内容未能录下",
+        }
+    finally:
+        await judge.close()
+
+    async def audited() -> dict[str, dict[str, Any]]:
+        async with Database(migrated).reader() as db:
+            rows = await db.scalars(select(AuditEvent).where(AuditEvent.target_id == visit["id"]))
+            return {e.action: e.detail for e in rows if e.action.startswith("recording.write")}
+
+    await wait_for(lambda: _has(audited, "recording.write_resumed"))
+    events = await audited()
+    assert events["recording.write_failed"] == {"track": "t1", "message": detail}
+    assert events["recording.write_resumed"] == {
+        "missing_from": "2026-05-29T04:26:40+08:00",
+        "missing_to": "2026-05-29T04:26:52+08:00",
+    }
+
+
+async def _has(read: Callable[[], Awaitable[dict[str, Any]]], key: str) -> bool:
+    return key in await read()
 
 
 def _true(predicate: Callable[[], object]) -> Callable[[], Awaitable[bool]]:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from recorder.jobs import QUEUE, Pipeline
 from recorder.manifest import verify
 from recorder.models import Integrity, Recording, RecordingState
 from recorder.sink import RecorderSink
-from recorder.state import load_state
+from recorder.state import TrackFile, VisitRecording, load_state, save_state
 from tests.conftest import PostgresServer, RedisServer
 from tests.helpers import wait_for
 from tests.media_fixtures import PacketCounter, publish_av
@@ -187,4 +188,39 @@ async def test_a_visit_without_media_is_signed_as_an_empty_recording_in_process(
     finally:
         await pipeline.close()
         await queue.aclose()
+        await database.dispose()
+
+
+async def test_a_failed_step_names_the_recordings_own_files_never_a_server_path(
+    settings: Settings, visit: dict[str, Any]
+) -> None:
+    """The composite cannot be written (a directory stands in its place): the step fails,
+    and the row's message says which step and which file, by its name in the recording's
+    folder."""
+    folder = settings.resolved_recordings_dir / visit["id"]
+    (folder / "composite.mp4").mkdir(parents=True)
+    now = time.time()
+    track = TrackFile(
+        "v1", "p1", "petitioner", "王某某", "video", "vp8", "camera",
+        ["tracks/petitioner-camera-v1.webm"], now - 10, 0, 90000, now,
+    )  # fmt: skip
+    save_state(
+        folder,
+        VisitRecording(visit_id=visit["id"], state=RecordingState.queued, tracks=[track]),
+    )
+    database = Database(settings)
+    pipeline = Pipeline(database, settings)
+    try:
+        await pipeline.recording_started(visit["id"])
+        await pipeline.enqueue(visit["id"], {})
+        await pipeline.wait(visit["id"])
+        async with database.reader() as db:
+            row = await db.get(Recording, visit["id"])
+        assert row is not None and row.state is RecordingState.failed
+        assert (
+            row.message
+            == "合成失败：[Errno 21] Is a directory: 'composite.tmp.mp4' -> 'composite.mp4'"
+        )
+    finally:
+        await pipeline.close()
         await database.dispose()
