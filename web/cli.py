@@ -33,6 +33,9 @@ from web.demo import create_demo_data, database_is_empty, demo_password
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger("vreception")
+# After SIGTERM, how long requests still running (and the socket.io websockets, already told
+# to close) may take before their connections are dropped: the whole stop stays within 5 s.
+SHUTDOWN_SECONDS = 1.0
 
 
 def setup_logging(level: str) -> None:
@@ -87,7 +90,16 @@ def _serve(settings: Settings, demo: bool) -> int:
     mode = "embedded" if settings.embedded else "redis"
     print(f"vreception listening on http://{settings.host}:{settings.port}/ ({mode} mode)")
     sys.stdout.flush()
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    # SIGTERM: the app's shutdown closes the rooms and the socket.io connections first;
+    # what else is still in flight gets SHUTDOWN_SECONDS before its connection is dropped
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        shutdown_timeout=SHUTDOWN_SECONDS,
+    )
+    log.info("vreception stopped")
     return 0
 
 
