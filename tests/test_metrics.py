@@ -21,19 +21,22 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamT
 from aiortc.rtp import is_rtcp
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 from config.db import Database, utcnow
 from config.settings import Settings
 from media.encoded import tap_receiver
 from media.room import Relay
 from media.transport import create_peer_connection
+from recorder.jobs import STEP_RUNS, publish_step_runs
 from recorder.models import Recording, RecordingState
 from recorder.sink import RecorderSink
-from tests.conftest import ROOT, MakeClient
+from tests.conftest import ROOT, MakeClient, RedisServer
 from tests.helpers import login, wait_for
 from tests.media_fixtures import publish_av
 from tests.visits import Peer, _cookie
-from web.keys import DB
+from web.app import create_app
+from web.keys import DB, REDIS
 from web.metrics import SNAPSHOT_KEY, ServerCollector, Snapshot, refresh
 
 MONITORING = ROOT / "config" / "monitoring"
@@ -232,6 +235,37 @@ async def test_a_recording_queued_too_long_and_the_disk_are_reported(
     assert abs(ratio - usage.free / usage.total) < 0.01
 
 
+@pytest.mark.redis
+async def test_with_redis_the_step_durations_workers_publish_are_reported(
+    aiohttp_server: Any, migrated: Settings, redis_server: RedisServer
+) -> None:
+    """With Redis the steps run in `vreception worker` processes: what they publish is in
+    every node's scrape."""
+    settings = migrated.model_copy(update={"redis_url": redis_server.url})
+    server = await aiohttp_server(create_app(settings))
+    client = TestClient(server)
+    await client.start_server()
+    redis = Redis.from_url(redis_server.url)
+    try:
+        await redis.delete(STEP_RUNS)
+        first = {("finalize", "done"): (2, 3.0)}
+        await publish_step_runs(redis, {}, first)  # one worker's first jobs
+        later = {("finalize", "done"): (3, 4.5), ("sign", "failed"): (1, 0.25)}
+        await publish_step_runs(redis, first, later)  # and its next ones: only the increase
+        app = server.app
+        await refresh(app[SNAPSHOT_KEY], app[DB], settings.resolved_recordings_dir, app[REDIS])
+        samples = await scrape(client)
+        done = {"step": "finalize", "outcome": "done"}
+        assert value(samples, "vreception_pipeline_step_seconds_count", **done) == 3
+        assert value(samples, "vreception_pipeline_step_seconds_sum", **done) == 4.5
+        failed = {"step": "sign", "outcome": "failed"}
+        assert value(samples, "vreception_pipeline_step_seconds_count", **failed) == 1
+    finally:
+        await redis.delete(STEP_RUNS)
+        await redis.aclose()
+        await client.close()
+
+
 async def test_a_recording_that_cannot_be_written_is_counted(tmp_path: Path) -> None:
     """The recordings folder is a file: recording.json cannot be written, the failure is
     counted once and the visit reported failing (the write-failure alert's figures)."""
@@ -338,8 +372,8 @@ def test_the_alert_rules_parse_and_cover_what_operators_are_alerted_on() -> None
         assert needed in covered, needed
     assert "< 0.10" in alerts["VreceptionRecordingsDiskLow"]["expr"]
     promtool = shutil.which("promtool")
-    if promtool is None:  # scripts/bootstrap --dev installs it (Debian package prometheus)
-        pytest.skip("promtool is missing: the rules were checked as YAML only")
+    if promtool is None:
+        pytest.fail("promtool is not installed: run ./scripts/test, which installs it")
     checked = subprocess.run(
         [promtool, "check", "rules", str(MONITORING / "alerts.yml")],
         capture_output=True,
