@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from aiohttp import web
 from alembic import command
@@ -17,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import or_, select
 
+from config import logs
 from config.db import create_engine, create_sessionmaker
 from config.errors import AppError
-from config.privacy import MaskingFilter
 from config.settings import ConfigError, Settings, load_settings
 from recorder import manifest
 from scheduler import service
@@ -32,14 +33,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger("vreception")
 
 
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(MaskingFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def setup_logging(level: str, fmt: Literal["text", "json"] = "text", tz: str = "UTC") -> None:
+    """Log records to stderr, masked, as text or JSON lines (config/logs.py)."""
+    logs.setup_logging(level, fmt, tz)
 
 
 def alembic_config(settings: Settings) -> AlembicConfig:
@@ -193,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, settings.timezone)
     if args.command == "serve":
         return _serve(settings, args.demo)
     if args.command == "migrate":
