@@ -11,6 +11,7 @@ from sqlalchemy import and_, delete, false, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from config.audit import audit_time
 from config.db import utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.settings import Settings
@@ -332,7 +333,7 @@ async def commit_booking(
             petition=petition.number,
             judge_id=judge.id,
             room_id=b.room.id,
-            starts_at=b.period.start.isoformat(),
+            starts_at=audit_time(b.period.start, settings.tz),
         )
         await notify(
             db,
@@ -445,8 +446,8 @@ async def reschedule_visit(
     visit.judge_id, visit.room_id = judge.id, b.room.id
     visit.reminded_at = None
     detail = {
-        "from": [old[0].isoformat() if old[0] else None, old[1].isoformat() if old[1] else None],
-        "to": [b.period.start.isoformat(), b.period.end.isoformat()],
+        "from": [audit_time(t, settings.tz) if t else None for t in old[:2]],
+        "to": [audit_time(b.period.start, settings.tz), audit_time(b.period.end, settings.tz)],
         "judge": [old[2], judge.id],
         "room": [old[3], b.room.id],
         "reason": reason,

@@ -52,7 +52,7 @@ async def _check_owner(db: AsyncSession, actor: Actor, kind: str, owner_id: int)
         ):
             raise PermissionDeniedError("只能管理本院接访室的日历订阅")
         return room.name
-    raise InvalidError("订阅类型须为 judge 或 room", code="invalid_kind")
+    raise InvalidError("订阅类型须为法官（judge）或接访室（room）", code="invalid_kind")
 
 
 async def create_feed(

@@ -75,7 +75,24 @@ async def test_a_killed_server_repairs_the_recording_on_restart(tmp_path: Path) 
             assert time.monotonic() < deadline, "recording did not start"
             await asyncio.sleep(0.2)
         started = time.time()
-        await asyncio.sleep(10)
+
+        async def audio_seconds() -> float:
+            """How much audio the petitioner's file holds now (Opus: 20 ms a packet)."""
+            state = load_state(folder)
+            assert state is not None
+            (track,) = [t for t in state.tracks if t.role == "petitioner" and t.kind == "audio"]
+            counted = await asyncio.to_thread(
+                subprocess.run,
+                ["ffprobe", "-v", "error", "-select_streams", "a:0", "-count_packets",
+                 "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0",
+                 str(folder / track.files[0])],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            return int(counted.stdout.strip() or 0) * 0.02
+
+        while await audio_seconds() < 10:  # ten seconds on record, then the crash
+            assert time.monotonic() < deadline + 60, "the recording stopped growing"
+            await asyncio.sleep(0.5)
         os.kill(server.proc.pid, 9)  # kill -9 the whole server
         killed = time.time()
         server.proc.wait()

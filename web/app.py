@@ -8,7 +8,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +16,7 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from config.audit import record_audit
+from config.audit import audit_time, record_audit
 from config.db import Database
 from config.keys import load_secret_key
 from config.redis import create_redis
@@ -179,8 +179,15 @@ async def _recorder(
             try:
                 for recording in list(repaired):
                     await pipeline.interrupted(recording.visit_id, recording.interrupted_at)
-                    at = recording.to_json().get("interrupted_at_iso")
-                    await audit(recording.visit_id, "recording.interrupted", interrupted_at=at)
+                    at = recording.interrupted_at
+                    at_local = (
+                        None
+                        if at is None
+                        else audit_time(datetime.fromtimestamp(at, UTC), settings.tz)
+                    )
+                    await audit(
+                        recording.visit_id, "recording.interrupted", interrupted_at=at_local
+                    )
                     repaired.remove(recording)
                 resumed = await pipeline.resume()
                 if resumed:

@@ -164,7 +164,7 @@ async def delete_recording(ctx: Context) -> RecordingOut:
     row, category, court_id = await _recording(ctx)
     answer = await _answer(ctx, row, category)
     if row.legal_hold:
-        raise ConflictError("该录像处于法律保全（legal hold），不能删除", code="legal_hold")
+        raise ConflictError("该录像处于法律保全中，不能删除", code="legal_hold")
     if row.state is RecordingState.deleted:
         raise ConflictError("该录像已删除", code="already_deleted")
     if row.state not in SIGNED_STATES:

@@ -32,9 +32,16 @@ const VR = (() => {
     return data;
   }
 
+  // a refused field named as the page's form labels it
+  function fieldLabel(field) {
+    const input = document.querySelector(`[name="${CSS.escape(String(field).split(".").pop())}"]`);
+    const label = input && input.closest("label");
+    return label && label.firstChild ? label.firstChild.textContent.trim() : "";
+  }
+
   function describe(err) {
     if (err.details && Array.isArray(err.details)) {
-      return err.message + "：" + err.details.map((d) => `${d.field} ${d.message}`).join("；");
+      return err.message + "：" + err.details.map((d) => `${fieldLabel(d.field) || d.field}${d.message}`).join("；");
     }
     return err.message;
   }

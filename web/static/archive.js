@@ -181,12 +181,8 @@
     ]);
     const auditForm = document.getElementById("audit-form");
     const auditMsg = document.getElementById("audit-msg");
-    function detail(a) {
-      const d = a.detail || {};
-      const shown = a.action === "recording.search" ? { ...(d.query || {}), total: d.total } : d;
-      for (const k of ["limit", "offset", "include_below"]) if (a.action === "recording.search") delete shown[k];
-      return Object.entries(shown).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
-    }
+    const actionSelect = document.getElementById("audit-action");
+    for (const a of await VR.api("GET", "/audit/actions")) actionSelect.add(new Option(a.label, a.action));
     async function loadAudit() {
       const params = new URLSearchParams({ limit: "100" });
       for (const k of ["actor", "action", "target_id"]) if (auditForm.elements[k].value.trim()) params.set(k, auditForm.elements[k].value.trim());
@@ -197,14 +193,7 @@
       try {
         const page = await VR.api("GET", "/audit?" + params);
         VR.fillTable(document.getElementById("audit-rows"), page.items, [
-          (a) => VR.time(a.at), (a) => a.actor_name || a.actor_type,
-          (a) => {
-            const box = document.createElement("span");
-            box.append(span(a.action));
-            const more = detail(a);
-            if (more) box.append(span(" " + more, "muted"));
-            return box;
-          },
+          (a) => VR.time(a.at), (a) => a.sentence,
           (a) => {
             if (a.target_type === "visit" && a.target_id) {
               const link = document.createElement("a");
@@ -213,7 +202,7 @@
               link.title = a.target_id;
               return link;
             }
-            return a.target_type ? `${a.target_type} #${a.target_id}` : "";
+            return a.target_label;
           },
           (a) => a.address,
         ], "暂无审计记录");
