@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import datetime
+from types import TracebackType
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -53,3 +55,15 @@ def setup_logging(level: str, fmt: Literal["text", "json"] = "text", tz: str = "
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if fmt == "json":  # warnings and a crash's traceback become JSON lines too
+        logging.captureWarnings(True)
+        sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    logging.getLogger("vreception").critical("uncaught exception", exc_info=(kind, value, tb))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import logging
 import os
 import re
 import shutil
@@ -14,9 +15,12 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from config.logs import JsonFormatter
+from config.privacy import MaskingFilter
 from config.settings import load_settings
 from tests.conftest import ROOT
 from tests.helpers import free_port, wait_until
@@ -207,8 +211,8 @@ ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00$")
 def test_serve_writes_masked_json_log_lines_and_stops_cleanly_on_sigterm(
     tmp_path: Path,
 ) -> None:
-    """Every line on stderr is one JSON object; a logged path holding a phone number is
-    masked; SIGTERM (what systemd sends) stops the server with exit status 0."""
+    """Every line the server writes is one JSON object on stderr; a logged path holding a
+    phone number is masked; SIGTERM (what systemd sends) stops the server with status 0."""
     port = free_port()
     model_dir = tmp_path / "model-13812345678"  # logged at start-up: it does not exist
     env = {
@@ -233,9 +237,8 @@ def test_serve_writes_masked_json_log_lines_and_stops_cleanly_on_sigterm(
 
         def started() -> bool:
             assert proc.poll() is None, err_file.read_text()
-            return "listening on" in out_file.read_text() and (
-                "transcribe_model_dir not found" in err_file.read_text()
-            )
+            logged = err_file.read_text()
+            return "listening on" in logged and "transcribe_model_dir not found" in logged
 
         wait_until(started, timeout=120)
         proc.send_signal(signal.SIGTERM)
@@ -244,6 +247,7 @@ def test_serve_writes_masked_json_log_lines_and_stops_cleanly_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert out_file.read_text() == ""  # nothing outside the log
     lines = err_file.read_text().splitlines()
     assert lines
     entries = [json.loads(line) for line in lines]  # each line is one JSON object
@@ -256,3 +260,23 @@ def test_serve_writes_masked_json_log_lines_and_stops_cleanly_on_sigterm(
     assert model[0]["logger"].startswith("vreception")
     assert "138****5678" in model[0]["message"]
     assert "13812345678" not in err_file.read_text()
+    assert any(e["message"].startswith("vreception listening on") for e in entries)
+
+
+def test_json_log_line_carries_the_traceback_masked() -> None:
+    formatter = JsonFormatter(ZoneInfo("Asia/Shanghai"))
+    try:
+        raise ValueError("petitioner 110101199003071234 called from 13812345678")
+    except ValueError:
+        record = logging.LogRecord(
+            "vreception.app", logging.ERROR, __file__, 1, "failed for %s", ("13812345678",),
+            sys.exc_info(),
+        )  # fmt: skip
+    MaskingFilter().filter(record)
+    entry = json.loads(formatter.format(record))
+    assert entry["message"] == "failed for 138****5678"
+    assert entry["level"] == "ERROR" and entry["logger"] == "vreception.app"
+    assert entry["time"].endswith("+08:00")
+    assert (
+        "ValueError: petitioner 1101**********1234 called from 138****5678" in (entry["exception"])
+    )

@@ -83,8 +83,12 @@ def _serve(settings: Settings, demo: bool) -> int:
     if demo:
         asyncio.run(_seed_demo(settings))
     mode = "embedded" if settings.embedded else "redis"
-    print(f"vreception listening on http://{settings.host}:{settings.port}/ ({mode} mode)")
-    sys.stdout.flush()
+    listening = f"vreception listening on http://{settings.host}:{settings.port}/ ({mode} mode)"
+    if settings.log_format == "json":  # every line of a service's output is then JSON
+        log.info("%s", listening)
+    else:
+        print(listening)
+        sys.stdout.flush()
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
     return 0
 
