@@ -27,6 +27,7 @@ from recorder.state import VisitRecording, save_state
 from tests.archive_fixtures import add_visit, record_visit, signed_recording
 from tests.conftest import ROOT, PostgresServer
 from tests.helpers import World
+from web.backup import BackupError, restore
 from web.cli import migrate
 
 
@@ -293,7 +294,9 @@ async def world_pg(postgres_server: PostgresServer, tmp_path: Path) -> tuple[Set
     return settings, world
 
 
-def test_migrate_with_backup_backs_up_first_then_upgrades(tmp_path: Path) -> None:
+def test_migrate_with_backup_backs_up_first_then_upgrades_and_not_when_it_fails(
+    tmp_path: Path,
+) -> None:
     settings = Settings(data_dir=tmp_path / "var")
     migrate(settings, "0003")
     config = write_config(tmp_path / "vreception.toml", data_dir=str(settings.data_dir))
@@ -305,6 +308,12 @@ def test_migrate_with_backup_backs_up_first_then_upgrades(tmp_path: Path) -> Non
     assert "is not a folder" in out.stderr
     db = settings.data_dir / "vreception.db"
     assert sqlite_rows(db)["alembic_version"] == ["('0003',)"]
+    photos = tmp_path / "photos"  # a folder of something else is not written into
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"jpeg")
+    out = cli(config, "backup", str(photos))
+    assert out.returncode == 1 and "holds no backup.json" in out.stderr
+    assert [p.name for p in photos.iterdir()] == ["a.jpg"]
 
     out = cli(config, "migrate", "--backup", str(tmp_path / "before-upgrade"))
     assert out.returncode == 0, out.stderr
@@ -314,3 +323,32 @@ def test_migrate_with_backup_backs_up_first_then_upgrades(tmp_path: Path) -> Non
     dump = tmp_path / "before-upgrade" / "database.sqlite3"
     assert sqlite_rows(dump)["alembic_version"] == ["('0003',)"]
     assert sqlite_rows(db)["alembic_version"] == ["('0004',)"]
+
+
+@pytest.mark.parametrize(
+    "recordings",
+    [
+        {"../escape": {"sums_sha256": None, "files": {}}},
+        {"v1": {"sums_sha256": None, "files": {"../../etc/cron.d/x": {"sha256": "0"}}}},
+        {"v1": {"sums_sha256": None, "files": {"/etc/passwd": {"sha256": "0"}}}},
+    ],
+)
+def test_restore_refuses_a_backup_naming_paths_outside_its_folders(
+    tmp_path: Path, recordings: dict[str, Any]
+) -> None:
+    src = tmp_path / "backup"
+    src.mkdir()
+    (src / "backup.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "database": {"kind": "sqlite", "file": "database.sqlite3", "sha256": "0"},
+                "files": {},
+                "recordings": recordings,
+            }
+        )
+    )
+    settings = Settings(data_dir=tmp_path / "var")
+    with pytest.raises(BackupError, match="unsafe path"):
+        restore(settings, src)
+    assert not settings.data_dir.exists()

@@ -29,7 +29,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import Integer, String, bindparam, text
@@ -356,6 +356,23 @@ def _check(src: Path, name: str, expected: str | None) -> Path:
     return path
 
 
+def _check_names(data: dict[str, Any]) -> None:
+    """Every path backup.json names stays inside the backup and the target folders."""
+
+    def unsafe(name: str) -> bool:
+        parts = PurePosixPath(name).parts
+        return not parts or name.startswith("/") or ".." in parts or "\\" in name
+
+    names = [data.get("database", {}).get("file", ""), *data.get("files", {})]
+    for visit_id, entry in data.get("recordings", {}).items():
+        if unsafe(visit_id) or "/" in visit_id:  # a recording is one folder
+            names.append("/" + visit_id)
+        names.extend(entry.get("files", {}))
+    for name in names:
+        if unsafe(name):
+            raise BackupError(f"backup damaged: {MANIFEST} names an unsafe path {name!r}")
+
+
 async def _move_folders(settings: Settings, old: str, new: str) -> None:
     """Point the recordings' rows at the recordings dir they were restored into."""
     old, new = old.rstrip("/") + "/", new.rstrip("/") + "/"
@@ -390,6 +407,7 @@ def restore(settings: Settings, src: Path, force: bool = False) -> RestoreReport
         raise BackupError(f"backup damaged: {MANIFEST} is not valid JSON ({exc})") from None
     if data.get("format") != FORMAT:
         raise BackupError(f"{MANIFEST} has format {data.get('format')!r}; expected {FORMAT}")
+    _check_names(data)
     if not force:
         _check_empty(settings)
     database = data["database"]
