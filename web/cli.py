@@ -36,6 +36,9 @@ from web.demo import create_demo_data, database_is_empty, demo_password
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger("vreception")
+# After SIGTERM, how long requests still running (and the socket.io websockets, already told
+# to close) may take before their connections are dropped: the whole stop stays within 5 s.
+SHUTDOWN_SECONDS = 1.0
 
 
 def setup_logging(level: str, fmt: Literal["text", "json"] = "text", tz: str = "UTC") -> None:
@@ -89,7 +92,16 @@ def _serve(settings: Settings, demo: bool) -> int:
     else:
         print(listening)
         sys.stdout.flush()
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    # SIGTERM: the app's shutdown closes the rooms and the socket.io connections first;
+    # what else is still in flight gets SHUTDOWN_SECONDS before its connection is dropped
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        shutdown_timeout=SHUTDOWN_SECONDS,
+    )
+    log.info("vreception stopped")
     return 0
 
 
