@@ -483,16 +483,17 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.info("visit %s ended by judge %s", room.visit_id, judge.user_id)
         return {}
 
-    async def close_visit(self, visit_id: str) -> None:
-        """The visit has ended (here, or through the API): everyone is told, the room and
-        its media close, and its recording stops."""
-        await self.emit("ended", {"visit_id": visit_id}, room=self.call_room(visit_id))
+    async def close_visit(self, visit_id: str, reason: str = "ended") -> None:
+        """The visit has ended (here, or through the API) for ``reason`` (an EndReason):
+        everyone is told, the room and its media close, and its recording stops."""
+        told = {"visit_id": visit_id, "reason": reason}
+        await self.emit("ended", told, room=self.call_room(visit_id))
         room = self.rooms.get(visit_id)
         if room is None:
             return
         for p in list(room.participants.values()):
             if not p.admitted:
-                await self.emit("ended", {"visit_id": visit_id}, to=p.sid)
+                await self.emit("ended", told, to=p.sid)
             await self._remove(p.sid, CloseReason.ended, announce=False)
         await self._close_room(visit_id)
 

@@ -203,6 +203,21 @@ def test_a_short_silence_shows_the_banner_and_clears_it_on_the_same_connection(
     _close(judge, guest)
 
 
+def test_a_judge_who_closes_the_tab_is_announced_at_once_and_welcomed_back(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    visit_id, judge, guest = _in_call(chromium, live_server)
+    expect(guest.locator("#judge-state")).to_be_hidden()
+    _close(judge)  # the judge closes the tab
+    expect(guest.locator("#judge-state")).to_be_visible(timeout=10_000)
+    expect(guest.locator("#judge-state")).to_have_text("法官已离开，请稍候；法官返回后将继续接访")
+    guest.screenshot(path=str(artifacts / "live-judge-left.png"))
+    back = _judge_page(chromium, live_server, visit_id)
+    expect(guest.locator("#judge-state")).to_be_hidden(timeout=30_000)
+    expect(guest.locator("#rec-state")).to_have_text(NOTICE)
+    _close(back, guest)
+
+
 def test_ended_visit_call_page_shows_only_that_it_ended(
     live_server: LiveServer, chromium: Any, artifacts: Path
 ) -> None:

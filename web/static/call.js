@@ -248,7 +248,7 @@
     stopEvidence(false);
     for (const pc of [publisher, subscriber]) if (pc) pc.close();
     if (local) for (const t of local.getTracks()) t.stop();
-    for (const id of ["call-step", "lobby-step", "code-step", "check-step", "lobby-card", "notes-card", "rec-state", "conn-state"]) if ($(id)) show(id, false);
+    for (const id of ["call-step", "lobby-step", "code-step", "check-step", "lobby-card", "notes-card", "rec-state", "conn-state", "judge-state"]) if ($(id)) show(id, false);
     $("ended-text").textContent = text;
     show("ended-step", true);
   }
@@ -325,10 +325,21 @@
   socket.on("recording_state", recordingState);
   socket.on("admitted", (data) => { sessionStorage.setItem("vr-rejoin-" + visitId, data.rejoin); inCall(data.participants); });
   socket.on("refused", (data) => ended("法官未准许本次接访" + (data.reason ? "：" + data.reason : "")));
-  socket.on("ended", () => ended("接访已结束"));
+  socket.on("ended", (data) => ended(data && data.reason === "abandoned"
+    ? "接访已结束：" + ((window.VOCABULARY || {}).end_reason || {}).abandoned
+    : "接访已结束"));
   socket.on("tracks_changed", () => { if (publisher) subscribe(); });
-  socket.on("participant_joined", (p) => { present.set(p.participant_id, p); drawPresent(); });
-  socket.on("participant_left", (p) => { present.delete(p.participant_id); drawPresent(); if (publisher) subscribe(); });
+  // the judge left the call (closed the tab, lost the network): everyone else sees it at once;
+  // the server ends the visit if no judge returns within its limit
+  const judgeHere = () => [...present.values()].some((p) => p.role === "judge");
+  socket.on("participant_joined", (p) => {
+    present.set(p.participant_id, p); drawPresent();
+    if (p.role === "judge") show("judge-state", false);
+  });
+  socket.on("participant_left", (p) => {
+    present.delete(p.participant_id); drawPresent(); if (publisher) subscribe();
+    if (p.role === "judge" && !judgeHere() && !over) show("judge-state", true);
+  });
 
   if ($("check")) $("check").onclick = checkDevices;
   // The code alone identifies its visit: without ?visit= the server says which (unspent).
