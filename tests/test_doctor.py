@@ -67,6 +67,14 @@ def doctor(tmp_path: Path, config: dict[str, Any]) -> tuple[int, dict[str, str]]
     return done.returncode, lines
 
 
+def ice_settings(turn: str, stun: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A TURN server in the configuration: in ``turn_urls`` (with its shared secret) where
+    that setting exists, else among ``media_ice_servers`` with the STUN servers."""
+    if "turn_urls" in Settings.model_fields:
+        return {"turn_urls": [turn], "turn_secret": "t" * 32, "media_ice_servers": list(stun)}
+    return {"media_ice_servers": [turn, *stun]}
+
+
 @contextmanager
 def held_udp_range(count: int) -> Iterator[tuple[int, int]]:
     """``count`` consecutive UDP ports on 127.0.0.1, bound (in use) while inside."""
@@ -134,10 +142,10 @@ def test_a_good_embedded_install_has_no_error(tmp_path: Path) -> None:
                 "data_dir": str(data),
                 "media_announced_addresses": ["127.0.0.1"],
                 "media_udp_ports": [free, free],  # free a moment ago
-                "media_ice_servers": [
+                **ice_settings(
                     f"turn:127.0.0.1:{turn_port}?transport=tcp",
-                    f"stun:127.0.0.1:{stun_port}",
-                ],
+                    stun=(f"stun:127.0.0.1:{stun_port}",),
+                ),
             },
         )
     assert code == 0, lines
@@ -173,7 +181,7 @@ def test_a_broken_install_names_each_problem(tmp_path: Path) -> None:
                 "redis_url": f"redis://127.0.0.1:{closed_tcp}/0",
                 "media_announced_addresses": ["127.0.0.1", "192.0.2.10"],
                 "media_udp_ports": [first, last],
-                "media_ice_servers": [f"turn:127.0.0.1:{closed_tcp}?transport=tcp"],
+                **ice_settings(f"turn:127.0.0.1:{closed_tcp}?transport=tcp"),
             },
         )
     assert code == 1

@@ -270,7 +270,11 @@ def _probe_ice(url: str) -> str | None:
     scheme, _, rest = url.partition(":")
     target, _, query = rest.partition("?")
     transport = "tcp" if scheme == "turns" or "transport=tcp" in query else "udp"
-    host, _, port_text = target.rpartition(":") if target.count(":") == 1 else (target, "", "")
+    if target.startswith("["):  # [IPv6]:port
+        host, _, port_text = target[1:].partition("]")
+        port_text = port_text.removeprefix(":")
+    else:
+        host, _, port_text = target.partition(":")
     port = int(port_text) if port_text.isdigit() else (5349 if scheme == "turns" else 3478)
     try:
         if transport == "tcp":
