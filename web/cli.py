@@ -84,9 +84,16 @@ def _serve(settings: Settings, demo: bool) -> int:
     if demo:
         asyncio.run(_seed_demo(settings))
     mode = "embedded" if settings.embedded else "redis"
-    print(f"vreception listening on http://{settings.host}:{settings.port}/ ({mode} mode)")
+    scheme = "https" if settings.tls else "http"
+    print(f"vreception listening on {scheme}://{settings.host}:{settings.port}/ ({mode} mode)")
     sys.stdout.flush()
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ssl_context=settings.ssl_context(),
+        print=None,
+    )
     return 0
 
 
