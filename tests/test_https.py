@@ -378,7 +378,10 @@ async def _socket(
         assert client.transport() == transport
         yield client, events
     finally:
-        await client.disconnect()
+        if transport == "polling":  # without waiting out the pending long poll (25 s)
+            await client.eio.disconnect(abort=True)
+        else:
+            await client.disconnect()
         await http.close()
 
 
