@@ -168,6 +168,19 @@ async def _login(
         return r
 
 
+async def _socket_accepted(pki: CourtPKI, url: str, origin: str) -> bool:
+    async with _session(pki.client_context()) as http:
+        client = socketio.AsyncClient(reconnection=False, http_session=http)
+        try:
+            await client.connect(
+                url, headers={"Origin": origin}, transports=["websocket"], wait_timeout=15
+            )
+        except socketio.exceptions.ConnectionError:
+            return False
+        await client.disconnect()
+        return True
+
+
 async def test_serve_speaks_https_itself(pki: CourtPKI, tmp_path: Path) -> None:
     server = await asyncio.to_thread(
         start_live_server, tmp_path / "var", _tls_env(pki.cert, pki.key), cafile=pki.ca_cert
@@ -180,6 +193,10 @@ async def test_serve_speaks_https_itself(pki: CourtPKI, tmp_path: Path) -> None:
             assert r.status == 200
             cookie = r.cookies["vr_session"]
             assert cookie["secure"] and cookie["httponly"]
+        # the server's own pages may open socket.io (engine.io alone took them for another
+        # origin, being served over HTTPS); other sites' pages may not
+        assert await _socket_accepted(pki, server.url, origin=server.url)
+        assert not await _socket_accepted(pki, server.url, origin="https://evil.example")
         # plain HTTP to the TLS port gets no page
         port = int(server.url.rsplit(":", 1)[1])
         async with aiohttp.ClientSession() as plain:
