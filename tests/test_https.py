@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import pytest
@@ -107,13 +108,11 @@ def test_cookie_secure_follows_https(pki: CourtPKI) -> None:
 
 
 def _request(peer: str, headers: dict[str, str]) -> Any:
-    transport = make_mocked_request("GET", "/").transport
-    assert transport is not None
-
-    def extra(key: str, default: Any = None) -> Any:
-        return (peer, 50000) if key == "peername" else default
-
-    transport.get_extra_info.side_effect = extra
+    """A request that came over a connection from ``peer``."""
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda key, default=None: (
+        (peer, 50000) if key == "peername" else default
+    )
     return make_mocked_request("GET", "/", headers=headers, transport=transport)
 
 
