@@ -313,6 +313,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _enter_call(self, room: Room, me: Participant) -> None:
         room.admitted_keys.add(me.identity.key)
         await self.gateway.room_event(room.visit_id, "joined", me.identity)
+        # in the call room first: the recording notice below reaches the newcomer too
+        await self.enter_room(me.sid, self.call_room(room.visit_id))
         if self.relay is not None:
             media = self.relay.room(room.visit_id)
             media.describe(me.id, me.identity.role.value, me.identity.name)
@@ -328,7 +330,6 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                     room=self.call_room(room.visit_id),
                 )
         self._note_judge_presence(room)
-        await self.enter_room(me.sid, self.call_room(room.visit_id))
         await self.emit(
             "participant_joined", me.public(), room=self.call_room(room.visit_id), skip_sid=me.sid
         )
@@ -347,6 +348,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             {
                 "participants": room.members(),
                 "rejoin": self.tokens.issue(room.visit_id, guest.identity, True),
+                "recording": room.recording,
             },
             to=guest.sid,
         )
@@ -481,18 +483,31 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.info("visit %s ended by judge %s", room.visit_id, judge.user_id)
         return {}
 
-    async def close_visit(self, visit_id: str) -> None:
-        """The visit has ended (here, or through the API): everyone is told, the room and
-        its media close, and its recording stops."""
-        await self.emit("ended", {"visit_id": visit_id}, room=self.call_room(visit_id))
+    async def close_visit(self, visit_id: str, reason: str = "ended") -> None:
+        """The visit has ended (here, or through the API) for ``reason`` (an EndReason):
+        everyone is told, the room and its media close, and its recording stops."""
+        told = {"visit_id": visit_id, "reason": reason}
+        await self.emit("ended", told, room=self.call_room(visit_id))
         room = self.rooms.get(visit_id)
         if room is None:
             return
         for p in list(room.participants.values()):
             if not p.admitted:
-                await self.emit("ended", {"visit_id": visit_id}, to=p.sid)
+                await self.emit("ended", told, to=p.sid)
             await self._remove(p.sid, CloseReason.ended, announce=False)
         await self._close_room(visit_id)
+
+    async def shutdown(self) -> None:
+        """This node stops: every page connected here is told (it reconnects and rejoins by
+        itself once a node serves again), every room closes and its recording's files are
+        closed (nothing left to repair); the visits themselves stay open."""
+        for sid in list(self._staff):  # every connection of this node, joined or not
+            await self.emit("server_closing", {}, to=sid)
+        for room in list(self.rooms.values()):
+            for p in list(room.participants.values()):
+                await self._remove(p.sid, CloseReason.server_stopped, announce=False)
+            if room.visit_id in self.rooms:
+                await self._close_room(room.visit_id)
 
     async def _remove(self, sid: str, reason: CloseReason, announce: bool = True) -> None:
         where = self._where.pop(sid, None)

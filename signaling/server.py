@@ -12,6 +12,12 @@ from config.settings import Settings
 
 log = logging.getLogger("vreception.signaling")
 
+# Seconds (engine.io advertises the interval truncated to whole seconds: keep it whole).
+# Pages watch the pings themselves and say within 2 s that they stopped; the connection is
+# given up only after PING_INTERVAL + PING_TIMEOUT, so a busy moment does not cut it.
+PING_INTERVAL = 1
+PING_TIMEOUT = 5
+
 Authenticate = Callable[[dict[str, Any]], Awaitable[int | None]]
 
 
@@ -35,6 +41,9 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         client_manager=manager,
         cors_allowed_origins=same_origin,
         max_http_buffer_size=256 * 1024,
+        # a ping a second: a page whose pings stop shows it within 2 s (web/static/call.js)
+        ping_interval=PING_INTERVAL,
+        ping_timeout=PING_TIMEOUT,
         logger=False,
         engineio_logger=False,
     )

@@ -297,13 +297,14 @@ class LiveServer:
 def start_live_server(
     data_dir: Path,
     extra_env: dict[str, str] | None = None,
+    port: int | None = None,
     *,
     host: str = "127.0.0.1",
     cafile: Path | None = None,
 ) -> LiveServer:
     """``cafile``: the server serves HTTPS (its tls_* settings in ``extra_env``) with a
     certificate of that CA, which the readiness check trusts."""
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "VRECEPTION_DATA_DIR": str(data_dir),
