@@ -189,3 +189,46 @@ async def test_a_visit_through_nginx_on_two_nodes_a_worker_and_a_node_killed(
         for each in clients:
             await each.close()
         await redis.aclose()
+
+
+def test_the_site_printed_for_real_machines_routes_each_node_and_passes_nginx_t(
+    tmp_path: Path,
+) -> None:
+    """``--print-site``: the one site file, for nodes on other machines: every node in the
+    shared upstream, and one HTTPS port per node that reaches only that node."""
+    printed = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "multinode"), "--print-site",
+         "--host", "vreception.court.example", "--port", "443", "--first-node-port", "8444",
+         "--node", "10.1.2.11:8080", "--node", "10.1.2.12:8080"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert 'node 2 (10.1.2.12:8080): public_url = "https://vreception.court.example:8445"' in (
+        printed
+    )
+    assert "server 10.1.2.11:8080 max_fails=1 fail_timeout=10s;" in printed
+    assert "server 10.1.2.12:8080 max_fails=1 fail_timeout=10s;" in printed
+    servers = printed.split("\nserver {")[1:]
+    assert [s.split("\n")[1].strip() for s in servers] == [
+        "listen 80;",
+        "listen 443 ssl http2;",
+        "listen 8444 ssl http2;",
+        "listen 8445 ssl http2;",
+    ]
+    assert "proxy_pass http://vreception_node2;" in servers[3]
+    assert "vreception_node1" not in servers[3] and "vreception_node" not in servers[1]
+
+    pki = make_pki(tmp_path / "pki", ["vreception.court.example"])
+    site = tmp_path / "site.conf"
+    site.write_text(
+        printed.replace("/etc/vreception/tls/server.crt", str(pki.cert)).replace(
+            "/etc/vreception/tls/server.key", str(pki.key)
+        )
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"events {{}}\nhttp {{\n  include {site};\n}}\n")
+    checked = subprocess.run(
+        [NGINX, "-t", "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "error.log")],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stderr
