@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from config.db import Database
 from config.settings import Settings
 from media.transport import announce_addresses
-from recorder.models import Recording, RecordingState
+from recorder.models import STEPS, Recording, RecordingState
 from tests.conftest import ROOT, PostgresServer, RedisServer
 from tests.helpers import wait_for, wait_until
 from tests.live import Client, checked_in_visit, staff_cookie
@@ -162,10 +162,12 @@ async def test_a_visit_through_nginx_on_two_nodes_a_worker_and_a_node_killed(
             return state in (RecordingState.ready, RecordingState.empty)
 
         await wait_for(processed, within=120)
-        worker_log = (cluster.folder / "worker.log").read_text()
-        assert f"recording:{visit_id}" in worker_log, worker_log
-        for n in (1, 2):
-            assert f"recording:{visit_id}" not in (cluster.folder / f"node{n}.log").read_text()
+        # node 1 queued it; each step is logged where it runs: in the worker only
+        logs = {n: (cluster.folder / f"{n}.log").read_text() for n in ("node1", "node2", "worker")}
+        assert f"recording {visit_id}: queued for a worker" in logs["node1"]
+        for step in STEPS:
+            assert f"recording {visit_id}: {step}" in logs["worker"], logs["worker"]
+            assert f"recording {visit_id}: {step}" not in logs["node1"] + logs["node2"]
 
         # node 1 dies: nginx's address keeps serving new visits, on node 2
         for each in clients:
@@ -185,6 +187,9 @@ async def test_a_visit_through_nginx_on_two_nodes_a_worker_and_a_node_killed(
         await judge.wait_in_lobby(entered["participant_id"])
         assert (await judge.call("admit", {"participant_id": entered["participant_id"]}))["ok"]
         assert (await judge.call("end"))["ok"]
+        # nginx tried node 1 in turn, found it dead and took it out of the rotation
+        errors = (cluster.folder / "nginx" / "error.log").read_text()
+        assert "upstream server temporarily disabled while connecting to upstream" in errors
     finally:
         for each in clients:
             await each.close()
