@@ -350,6 +350,9 @@ def test_a_terminal_without_a_route_to_the_relay_holds_a_visit_through_turn(
         pairs = _hold_visit(ns, server, tmp_path)
     _no_route_to_the_relay(ns, pairs)
     assert {pair["protocol"] for pair in pairs.values()} == {"udp"}, pairs
+    # the relay got a relayed address of its own, with the credentials the server issued it
+    for pair in pairs.values():
+        assert any(kind == "relay" for kind, _ in pair["offered"]), pair
 
 
 @pytest.mark.browser
