@@ -114,7 +114,7 @@ def test_the_turn_secret_is_never_shown_with_the_settings() -> None:
 class Coturn:
     address: str
     port: int
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     log: Path
 
 
