@@ -1,5 +1,5 @@
 """The ``vreception`` command: serve, migrate, create-user, set-password, verify, backup,
-restore."""
+restore, doctor."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from recorder import manifest
 from scheduler import service
 from scheduler.models import Court, Role, User
 from scheduler.scope import SYSTEM_ACTOR
-from web import backup
+from web import backup, doctor
 from web.app import create_app
 from web.auth import close_user_sessions, create_login_throttle, unlock_account
 from web.demo import create_demo_data, database_is_empty, demo_password
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--key", help="a trusted public key (PEM); default: the one enclosed")
     sub.add_parser("public-key", help="print this server's signing public key (PEM)")
     sub.add_parser("worker", help="process recordings from the Redis queue (needs REDIS_URL)")
+    sub.add_parser("doctor", help="check this deployment and say what is wrong (in Chinese)")
     return parser
 
 
@@ -343,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "verify":
         return _verify(args.target, args.key)
+    if args.command == "doctor":
+        return doctor.run(settings)
     if args.command == "worker":
         from recorder.worker import create_worker
 
