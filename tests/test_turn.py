@@ -83,7 +83,10 @@ def test_a_plain_turn_url_is_offered_over_udp_and_over_tcp() -> None:
             "TLS",
         ),
         (
-            {"VRECEPTION_TURN_URLS": '["turn:turn.court"]', "VRECEPTION_TURN_SECRET": "short"},
+            {
+                "VRECEPTION_TURN_URLS": '["turn:turn.court"]',
+                "VRECEPTION_TURN_SECRET": "short-secret",
+            },
             "at least 16",
         ),
         ({"VRECEPTION_MEDIA_ICE_SERVERS": '["turn:turn.court:3478"]'}, "go in turn_urls"),
@@ -96,7 +99,7 @@ def test_bad_turn_settings_stop_start_up_with_a_clear_message(
     with pytest.raises(ConfigError) as caught:
         load_settings(env=env)
     assert expected in str(caught.value)
-    assert SECRET not in str(caught.value)
+    assert env.get("VRECEPTION_TURN_SECRET", SECRET) not in str(caught.value)
 
 
 def test_the_turn_secret_is_never_shown_with_the_settings() -> None:
