@@ -331,7 +331,7 @@ def _hold_visit(ns: Namespace, server: LiveServer, folder: Path) -> dict[str, An
             judge_browser.close()
 
 
-def _no_route_to_the_relay(ns: Namespace, pairs: dict[str, Any]) -> None:
+def _no_route_to_the_relay(pairs: dict[str, Any]) -> None:
     for which, pair in pairs.items():
         assert pair is not None, which
         # the relay offered only host addresses the terminal cannot reach, yet media flows
@@ -351,7 +351,7 @@ def test_a_terminal_without_a_route_to_the_relay_holds_a_visit_through_turn(
         court_server(tmp_path, ns, turn) as server,
     ):
         pairs = _hold_visit(ns, server, tmp_path)
-    _no_route_to_the_relay(ns, pairs)
+    _no_route_to_the_relay(pairs)
     assert {pair["protocol"] for pair in pairs.values()} == {"udp"}, pairs
     # the relay got a relayed address of its own, with the credentials the server issued it
     for pair in pairs.values():
@@ -368,5 +368,5 @@ def test_with_udp_blocked_the_visit_holds_over_tcp_to_turn(
         court_server(tmp_path, ns, turn) as server,
     ):
         pairs = _hold_visit(ns, server, tmp_path)
-    _no_route_to_the_relay(ns, pairs)
+    _no_route_to_the_relay(pairs)
     assert {pair["protocol"] for pair in pairs.values()} == {"tcp"}, pairs
