@@ -21,11 +21,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from config.turn import IceServers, check_stun_url, check_turn_url
 
 ENV_PREFIX = "VRECEPTION_"
 CONFIG_ENV = "VRECEPTION_CONFIG"
@@ -106,7 +109,27 @@ class Settings(BaseModel):
         "unless told); set the server's LAN address in production.",
     )
     media_ice_servers: list[str] = Field(
-        default_factory=list, description="STUN/TURN URLs; empty on closed court networks."
+        default_factory=list,
+        description="STUN URLs (stun:HOST[:PORT]); empty on closed court networks. TURN "
+        "servers go in turn_urls.",
+    )
+    turn_urls: list[str] = Field(
+        default_factory=list,
+        description="TURN URLs of the court's coturn, e.g. turn:turn.court:3478 (pages get it "
+        "over UDP and TCP) and turns:turn.court:5349?transport=tcp; empty: no TURN.",
+    )
+    turn_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        validate_default=True,
+        description="coturn's static-auth-secret (at least 16 characters); required with "
+        "turn_urls. Never logged or sent to pages.",
+    )
+    turn_ttl_seconds: int = Field(
+        6 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="How long a participant's TURN credentials stay valid.",
     )
     media_udp_ports: tuple[int, int] | None = Field(
         None,
@@ -246,6 +269,35 @@ class Settings(BaseModel):
         if not value.startswith(allowed):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @field_validator("media_ice_servers")
+    @classmethod
+    def _stun_urls(cls, value: list[str]) -> list[str]:
+        return [check_stun_url(url.strip()) for url in value]
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_urls(cls, value: list[str]) -> list[str]:
+        return [check_turn_url(url.strip()) for url in value]
+
+    @field_validator("turn_secret", mode="before")
+    @classmethod
+    def _empty_secret(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("turn_secret")
+    @classmethod
+    def _secret_with_urls(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None and info.data.get("turn_urls"):
+            raise ValueError("turn_urls are set: give coturn's static-auth-secret here")
+        return value
+
+    def ice_servers(self) -> IceServers:
+        """The ICE servers pages and the relay use (TURN credentials issued per participant)."""
+        secret = self.turn_secret.get_secret_value() if self.turn_secret else None
+        return IceServers(self.media_ice_servers, self.turn_urls, secret, self.turn_ttl_seconds)
 
     @field_validator("media_udp_ports", mode="before")
     @classmethod
