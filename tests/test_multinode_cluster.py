@@ -90,8 +90,11 @@ def cluster(
             folder=folder,
         )
     finally:
-        script.send_signal(signal.SIGTERM)
-        script.wait(timeout=60)
+        script.send_signal(signal.SIGTERM)  # it stops nginx, the nodes and the worker
+        try:
+            script.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            script.kill()
         log.close()
 
 
