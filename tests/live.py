@@ -1,18 +1,30 @@
-"""Helpers for tests against a whole server process: log in over HTTP, book a visit."""
+"""Helpers for tests against a whole server process: log in over HTTP, book a visit, take
+part in it as a socket.io client (publishing and receiving media with aiortc)."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import socketio
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamTrack
 
-from tests.conftest import LiveServer
+from media.transport import create_peer_connection
 
 
-async def http_login(http: aiohttp.ClientSession, node: LiveServer, user: str, pw: str) -> str:
+class Node(Protocol):
+    """A server as clients reach it (a LiveServer, or nginx in front of several)."""
+
+    @property
+    def url(self) -> str: ...
+
+
+async def http_login(http: aiohttp.ClientSession, node: Node, user: str, pw: str) -> str:
     async with http.post(
         node.url + "/api/v1/auth/login", json={"username": user, "password": pw}
     ) as r:
@@ -21,7 +33,7 @@ async def http_login(http: aiohttp.ClientSession, node: LiveServer, user: str, p
 
 
 async def checked_in_visit(
-    node: LiveServer, passwords: dict[str, str], tls: ssl.SSLContext | None = None
+    node: Node, passwords: dict[str, str], tls: ssl.SSLContext | None = None
 ) -> tuple[str, str]:
     """The operator books tomorrow's first free slot, checks in and issues the code
     (``tls``: how to verify an HTTPS server)."""
@@ -72,3 +84,83 @@ async def checked_in_visit(
         )
         code = (await post(f"/api/v1/visits/{visit['id']}/code"))["code"]
         return str(visit["id"]), str(code)
+
+
+async def staff_cookie(
+    node: Node, user: str, password: str, tls: ssl.SSLContext | None = None
+) -> str:
+    """A logged-in session's cookie value (it is good on every node of the cluster)."""
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+        connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True),
+    ) as http:
+        await http_login(http, node, user, password)
+        return next(c.value for c in http.cookie_jar if c.key == "vr_session")
+
+
+class Client:
+    """A socket.io client of /visit on one node (``tls``: how to verify an HTTPS server)."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.http: aiohttp.ClientSession | None = None
+        if tls is not None:
+            self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
+        self.sio = socketio.AsyncClient(reconnection=False, http_session=self.http)
+        self.lobby: asyncio.Queue[Any] = asyncio.Queue()
+        self.tracks_changed: asyncio.Queue[Any] = asyncio.Queue()
+        self.sio.on("lobby", self.lobby.put_nowait, namespace="/visit")
+        self.sio.on("tracks_changed", self.tracks_changed.put_nowait, namespace="/visit")
+        self.pcs: list[RTCPeerConnection] = []
+
+    async def connect(self, node: Node, cookie: str | None = None) -> Client:
+        headers = {"Cookie": f"vr_session={cookie}"} if cookie else {}
+        await self.sio.connect(
+            node.url, namespaces=["/visit"], headers=headers, transports=["websocket"]
+        )
+        return self
+
+    async def call(self, event: str, data: Any = None) -> dict[str, Any]:
+        return await self.sio.call(event, data or {}, namespace="/visit", timeout=30)  # type: ignore[no-any-return]
+
+    async def wait_in_lobby(self, participant_id: str) -> None:
+        """Until this (staff) client's lobby lists the participant."""
+        while not any(
+            p["participant_id"] == participant_id
+            for p in (await asyncio.wait_for(self.lobby.get(), timeout=30))["waiting"]
+        ):
+            pass
+
+    async def publish(self) -> None:
+        """Camera and microphone (aiortc's test tracks)."""
+        pc = create_peer_connection()
+        self.pcs.append(pc)
+        pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+        pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = await self.call("publish", {"type": "offer", "sdp": pc.localDescription.sdp})
+        assert answer["ok"], answer
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    async def subscribe(self) -> asyncio.Queue[MediaStreamTrack]:
+        """The others' tracks, as they arrive (waits for a publisher if nobody publishes)."""
+        offer = await self.call("subscribe")
+        while offer["ok"] and offer["sdp"] is None:
+            await asyncio.wait_for(self.tracks_changed.get(), timeout=30)
+            offer = await self.call("subscribe")
+        assert offer["ok"], offer
+        tracks: asyncio.Queue[MediaStreamTrack] = asyncio.Queue()
+        pc = create_peer_connection()
+        self.pcs.append(pc)
+        pc.on("track", tracks.put_nowait)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        sdp = pc.localDescription.sdp
+        assert (await self.call("subscribe_answer", {"type": "answer", "sdp": sdp}))["ok"]
+        return tracks
+
+    async def close(self) -> None:
+        for pc in self.pcs:
+            await pc.close()
+        await self.sio.disconnect()
+        if self.http is not None:
+            await self.http.close()

@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-import socketio
 from redis.asyncio import Redis
 
 from signaling.placement import RedisPlacement
@@ -22,7 +20,7 @@ from tests.conftest import (
     start_live_server,
     stop_live_server,
 )
-from tests.live import checked_in_visit, http_login
+from tests.live import Client, checked_in_visit, http_login
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -43,25 +41,6 @@ def nodes(
     finally:
         stop_live_server(b)
         stop_live_server(a)
-
-
-class Client:
-    """A socket.io client of /visit on one node."""
-
-    def __init__(self) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.lobby: asyncio.Queue[Any] = asyncio.Queue()
-        self.sio.on("lobby", self.lobby.put_nowait, namespace="/visit")
-
-    async def connect(self, node: LiveServer, cookie: str | None = None) -> Client:
-        headers = {"Cookie": f"vr_session={cookie}"} if cookie else {}
-        await self.sio.connect(
-            node.url, namespaces=["/visit"], headers=headers, transports=["websocket"]
-        )
-        return self
-
-    async def call(self, event: str, data: Any = None) -> dict[str, Any]:
-        return await self.sio.call(event, data or {}, namespace="/visit", timeout=30)  # type: ignore[no-any-return]
 
 
 async def test_a_visit_is_held_on_one_node(
@@ -113,7 +92,7 @@ async def test_a_visit_is_held_on_one_node(
         assert await redis.get(f"vreception:room:{visit_id}") is None
     finally:
         for client in clients:
-            await client.sio.disconnect()
+            await client.close()
         await redis.aclose()
 
 
