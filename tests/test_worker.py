@@ -17,6 +17,7 @@ import pytest
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 from arq.jobs import Job, JobStatus
+from redis import Redis as SyncRedis
 
 from config.db import Database
 from config.settings import Settings
@@ -39,7 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def settings(
     tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer
 ) -> Settings:
-    """Every fixture of this module runs on PostgreSQL with Redis (multi-node settings)."""
+    """Every fixture of this module runs on PostgreSQL with Redis (multi-node settings),
+    starting from an empty Redis (other tests share the server and may leave jobs)."""
+    with SyncRedis.from_url(redis_server.url) as redis:
+        redis.flushdb()
     return Settings(
         data_dir=tmp_path / "var",
         database_url=postgres_server.create_database(f"vr_worker_{uuid.uuid4().hex[:8]}"),
