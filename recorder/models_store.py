@@ -70,7 +70,7 @@ def _extract(archive: Path, into: Path) -> None:
                 target = (into / member).resolve()
                 if not target.is_relative_to(into.resolve()):
                     raise ModelError(f"压缩包中有越界路径：{member}")
-            z.extractall(into)
+            z.extractall(into)  # noqa: S202 (members checked above)
         return
     try:
         with tarfile.open(archive) as t:

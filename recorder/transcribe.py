@@ -30,7 +30,6 @@ import av
 import numpy as np
 
 from config.settings import NO_MODEL
-
 from recorder.decode import decoded
 from recorder.state import VisitRecording, role_name
 
@@ -247,9 +246,10 @@ def _whisper_model(model_dir: str, threads: int) -> Any:
 def whisper_model_problem(model_dir: Path) -> str | None:
     """Why ``model_dir`` is not a CTranslate2 Whisper model (None when its files are there)."""
     missing = [n for n in ("model.bin", "config.json") if not (model_dir / n).is_file()]
-    if not (model_dir / "tokenizer.json").is_file() and not (
-        model_dir / "vocabulary.txt"
-    ).is_file():
+    if (
+        not (model_dir / "tokenizer.json").is_file()
+        and not (model_dir / "vocabulary.txt").is_file()
+    ):
         missing.append("tokenizer.json")
     if missing:
         return "识别模型目录缺少 " + "、".join(missing)
@@ -449,7 +449,7 @@ def case_file_text(
     watermark: str = "",
 ) -> str:
     """The transcript as it goes into the case file: a header, then one line per utterance
-    with its wall-clock time and speaker, then the judge's notes."""
+    with its wall-clock time and speaker, the judge's notes interleaved at their times."""
     d = recording.details
     when = datetime.fromtimestamp(visit_start, tz)
     named = {("petitioner", d.get("petitioner_name", "")), ("judge", d.get("judge_name", ""))}
@@ -471,13 +471,16 @@ def case_file_text(
         out.append(f"（转写不可用：{reason}）")
     elif not lines:
         out.append("（录音中未识别到语音）")
+    # the utterances and the judge's notes in the order of the visit
+    entries: list[tuple[float, int, str]] = []
     for line in lines:
         at = datetime.fromtimestamp(visit_start + line.start, tz)
         who = f"{role_name(line.role)} {line.name}".strip()
-        out.append(f"[{at:%H:%M:%S}] {who}：{line.text}")
-    if notes:
-        out += ["", "法官笔记："]
-        for note in notes:
-            at = datetime.fromtimestamp(float(note.get("at", visit_start)), tz)
-            out.append(f"[{at:%H:%M:%S}] {note.get('author', '')}：{note.get('text', '')}")
+        entries.append((visit_start + line.start, 0, f"[{at:%H:%M:%S}] {who}：{line.text}"))
+    for note in notes:
+        when_s = float(note.get("at", visit_start))
+        at = datetime.fromtimestamp(when_s, tz)
+        author = note.get("author", "")
+        entries.append((when_s, 1, f"[{at:%H:%M:%S}] 〔法官笔记 {author}〕{note.get('text', '')}"))
+    out += [text for _, _, text in sorted(entries, key=lambda e: (e[0], e[1]))]
     return "\n".join(out) + "\n"

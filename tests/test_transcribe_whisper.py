@@ -167,8 +167,10 @@ def test_mandarin_speech_becomes_simplified_lines_on_each_speaker_at_their_times
     # the case-file text: header, speakers, court times, the judge's note interleaved
     text = (folder / "transcript.txt").read_text()
     assert "甲县人民法院" in text and "（2026）甲信01号" in text
-    assert "申诉人 张三：" in text or "张三：" in text
-    assert "当事人情绪平稳" in text
+    assert "信访人 张三：" in text
+    said = text.splitlines()
+    note = next(i for i, ln in enumerate(said) if "〔法官笔记 李法官〕当事人情绪平稳" in ln)
+    assert "张三：" in said[note - 1] and "李法官：" in said[note + 1], text
     signed = run_step("sign", str(folder), config)
     assert signed["files"] > 0 and verify(folder).ok
 
