@@ -280,6 +280,7 @@ def _verify_revisions(folder: Path, key: Ed25519PublicKey, result: Verification)
             continue
         for listed, digest in sorted(_listed(sums).items()):
             path = folder / listed
+            covered.add(listed)
             if not path.is_file():
                 result.failed[listed] = "文件缺失 (missing)"
                 continue
@@ -288,7 +289,6 @@ def _verify_revisions(folder: Path, key: Ed25519PublicKey, result: Verification)
             if not ok:
                 result.failed[listed] = "内容已被改动 (hash mismatch)"
             elif listed.startswith(REVISIONS):
-                covered.add(listed)
                 result.checked.append(listed)
     for path in sorted(revisions.rglob("*")):
         name = path.relative_to(folder).as_posix()
