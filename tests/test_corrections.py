@@ -72,9 +72,7 @@ async def test_a_correction_keeps_the_machine_text_and_the_signature_and_signs_a
     assert (folder / "transcript.json").read_bytes() == original
     check = verify(folder)
     assert check.ok, check.failed
-    assert {"revisions/transcript-rev1.json", "revisions/transcript-rev1.txt"} <= set(
-        check.checked
-    )
+    assert {"revisions/transcript-rev1.json", "revisions/transcript-rev1.txt"} <= set(check.checked)
     assert cli(["verify", str(folder)]) == 0
     revision = json.loads((folder / "revisions" / "transcript-rev1.json").read_text())
     assert revision["lines"][0]["machine_text"] == "我对拆迁不尝款的数额不服"
@@ -99,7 +97,10 @@ async def test_a_correction_keeps_the_machine_text_and_the_signature_and_signs_a
     assert again.status == 200 and (await again.json())["revision"] == 2
     assert verify(folder).ok
     rev2 = json.loads((folder / "revisions" / "transcript-rev2.json").read_text())
-    assert [ln["text"] for ln in rev2["lines"]] == ["我对拆迁补偿款的数额不服", "请出示房屋评估报告"]
+    assert [ln["text"] for ln in rev2["lines"]] == [
+        "我对拆迁补偿款的数额不服",
+        "请出示房屋评估报告",
+    ]
 
     database = Database(migrated)
     async with database.reader() as db:
