@@ -5,19 +5,24 @@ search index follows and the audit trail records it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from config.audit import AuditEvent
 from config.db import Database, utcnow
 from config.settings import Settings
 from recorder.manifest import verify
+from scheduler.models import Court, User
 from tests.archive_fixtures import add_visit, signed_recording
-from tests.conftest import MakeClient
+from tests.conftest import MakeClient, start_live_server, stop_live_server
 from tests.helpers import World, login
 from web.cli import main as cli
 
@@ -149,3 +154,57 @@ async def test_only_the_visits_judge_or_an_archivist_may_correct(
     unchanged = await _correct(judge, csrf, visit_id, 1, LINES[1]["text"])
     assert unchanged.status == 409
     assert not (folder / "revisions").exists()
+
+
+async def _demo_recording(settings: Settings) -> tuple[str, Path]:
+    """A signed recording of a demo visit received by the demo judge."""
+    database = Database(settings)
+    async with database.reader() as db:
+        courts = {c.code: c.id for c in await db.scalars(select(Court))}
+        judge = await db.scalar(select(User.id).where(User.username == "judge"))
+    await database.dispose()
+    visit_id = await add_visit(
+        settings,
+        court_id=courts["BJHD"],
+        receiving_court_id=courts["BJ1Z"],
+        judge_id=judge,
+        number="（2026）京0108信99号",
+        petitioner="赵六",
+        id_number="110101198001011234",
+    )
+    return visit_id, await signed_recording(settings, visit_id, lines=list(LINES))
+
+
+@pytest.mark.browser
+def test_the_judge_corrects_a_line_in_playback_and_sees_the_machine_text_beside_it(
+    tmp_path: Path, chromium: Any
+) -> None:
+    data_dir = tmp_path / "var"
+    server = start_live_server(data_dir)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            visit_id, folder = pool.submit(
+                asyncio.run, _demo_recording(Settings(data_dir=data_dir))
+            ).result()
+        page = chromium.new_context(locale="zh-CN").new_page()
+        page.goto(server.url + "/login")
+        page.fill("input[name=username]", "judge")
+        page.fill("input[name=password]", server.passwords["judge"])
+        page.click("#login-submit")
+        page.wait_for_url(lambda url: "/login" not in url, timeout=30_000)
+        page.goto(f"{server.url}/archive/visits/{visit_id}")
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        first = page.locator("#transcript li[data-index='0']")
+        first.locator("button.correct").click()
+        first.locator("textarea").fill("我对拆迁补偿款的数额不服")
+        first.locator("button[type=submit]").click()
+        expect(first.locator(".text")).to_have_text("我对拆迁补偿款的数额不服")
+        expect(first.locator(".corrected")).to_contain_text("原识别：我对拆迁不尝款的数额不服")
+        assert verify(folder).ok
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        expect(first.locator(".text")).to_have_text("我对拆迁补偿款的数额不服")
+        expect(first.locator(".corrected")).to_contain_text("原识别")
+        page.context.close()
+    finally:
+        stop_live_server(server)
