@@ -110,12 +110,12 @@ def whisper_dir(data_dir: Path | None, work: Path) -> Path | None:
     if data_dir is not None:
         for model in models_store.list_models(data_dir):
             if model["engine"] == "whisper" and model["intact"]:
-                return data_dir / model["dir"]
+                return data_dir / str(model["dir"])
     parts = models_store.installed_whisper_base()
     if not parts:
         return None
     entry = models_store.import_model(parts, work / "data")
-    return work / "data" / entry["dir"]
+    return work / "data" / str(entry["dir"])
 
 
 def edit_distance(a: str, b: str) -> int:

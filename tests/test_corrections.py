@@ -151,7 +151,7 @@ async def test_only_the_visits_judge_or_an_archivist_may_correct(
     judge = await make_client()
     csrf = await login(judge, "judge_a")
     assert (await _correct(judge, csrf, visit_id, 9, "没有这一句")).status == 404
-    unchanged = await _correct(judge, csrf, visit_id, 1, LINES[1]["text"])
+    unchanged = await _correct(judge, csrf, visit_id, 1, str(LINES[1]["text"]))
     assert unchanged.status == 409
     assert not (folder / "revisions").exists()
 
