@@ -24,6 +24,8 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
+from media.stats import Traffic
+
 log = logging.getLogger("vreception.media")
 
 
@@ -174,8 +176,11 @@ class _suppress_full:
 _pending: set[asyncio.Future[Any]] = set()
 
 
-def keyframe_requester(upstream: RTCRtpReceiver, min_interval: float = 0.5) -> Callable[[], None]:
-    """A function that asks the publisher for a keyframe (PLI), at most every min_interval."""
+def keyframe_requester(
+    upstream: RTCRtpReceiver, min_interval: float = 0.5, counters: Traffic | None = None
+) -> Callable[[], None]:
+    """A function that asks the publisher for a keyframe (PLI), at most every min_interval;
+    ``counters.keyframes_in`` counts the requests sent."""
     last = 0.0
 
     def request() -> None:
@@ -184,6 +189,8 @@ def keyframe_requester(upstream: RTCRtpReceiver, min_interval: float = 0.5) -> C
         if now - last < min_interval:
             return
         last = now
+        if counters is not None:
+            counters.keyframes_in += 1
         for source in upstream.getSynchronizationSources():
             task = asyncio.ensure_future(upstream._send_rtcp_pli(source.source))
             _pending.add(task)
@@ -192,11 +199,16 @@ def keyframe_requester(upstream: RTCRtpReceiver, min_interval: float = 0.5) -> C
     return request
 
 
-def forward_keyframe_requests(sender: RTCRtpSender, request: Callable[[], None]) -> None:
-    """A PLI or FIR from the subscriber reaches the publisher (the relay cannot encode one)."""
+def forward_keyframe_requests(
+    sender: RTCRtpSender, request: Callable[[], None], counters: Traffic | None = None
+) -> None:
+    """A PLI or FIR from the subscriber reaches the publisher (the relay cannot encode one);
+    ``counters.keyframes_out`` counts them."""
     original = sender._send_keyframe
 
     def on_keyframe_request() -> None:
+        if counters is not None:
+            counters.keyframes_out += 1
         original()
         request()
 

@@ -20,6 +20,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from media.encoded import ForwardTrack, forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
+from media.stats import Traffic, count_nacks_received, count_nacks_sent, peer_traffic
 from media.transport import create_peer_connection
 
 log = logging.getLogger("vreception.media")
@@ -72,9 +73,10 @@ class PublishedTrack:
     forwards: dict[str, ForwardTrack] = field(default_factory=dict)
     packets: int = 0
     task: asyncio.Task[None] | None = None
+    counters: Traffic | None = None  # the room's (keyframe requests sent are counted)
 
     def __post_init__(self) -> None:
-        self.request_keyframe = keyframe_requester(self.receiver)
+        self.request_keyframe = keyframe_requester(self.receiver, counters=self.counters)
 
     @property
     def codec(self) -> str:
@@ -108,6 +110,20 @@ class Room:
         self.subscribers: dict[str, RTCPeerConnection] = {}
         self.tracks: dict[str, PublishedTrack] = {}
         self.people: dict[str, tuple[str, str]] = {}  # participant id → (role, name)
+        # counts of this room's media since it opened, and of its closed connections
+        self.counters = Traffic()
+
+    @property
+    def participants(self) -> set[str]:
+        """Who has a media connection in this room now."""
+        return {p for p, _ in self.publishers} | set(self.subscribers)
+
+    def traffic(self) -> Traffic:
+        """Both legs' counts since the room opened (read at a scrape; nothing per packet)."""
+        total = self.counters.copy()
+        for pc in [*self.publishers.values(), *self.subscribers.values()]:
+            peer_traffic(pc, total)
+        return total
 
     def describe(self, participant_id: str, role: str, name: str) -> None:
         """Who a participant is (its tracks carry it to the sinks)."""
@@ -136,6 +152,7 @@ class Room:
         def on_track(track: MediaStreamTrack) -> None:
             receiver = next(r for r in pc.getReceivers() if r.track is track)
             tap_receiver(receiver)  # before receive() starts the decoder thread
+            count_nacks_sent(receiver, self.counters)
             pending.append((track, receiver))
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -181,6 +198,7 @@ class Room:
             source=source,
             role=self.people.get(participant_id, ("", ""))[0],
             name=self.people.get(participant_id, ("", ""))[1],
+            counters=self.counters,
         )
         self.tracks[published.id] = published
         for sink in self.relay.sinks:
@@ -189,6 +207,7 @@ class Room:
 
     async def _pump(self, track: PublishedTrack) -> None:
         """Drain the publisher's track from the start (its queue is unbounded) and fan out."""
+        counters = self.counters
         try:
             while True:
                 packet = await track.remote.recv()
@@ -196,6 +215,8 @@ class Room:
                     raise MediaError("decoded_frame", "relay received a decoded frame")
                 arrival = time.time()
                 track.packets += 1
+                counters.frames_in += 1
+                counters.bytes_in += packet.size
                 for forward in list(track.forwards.values()):
                     forward.push(packet)
                 for sink in self.relay.sinks:
@@ -229,7 +250,8 @@ class Room:
             forward = ForwardTrack(track.kind, track.codec, track.request_keyframe)
             transceiver = pc.addTransceiver(forward, direction="sendonly")
             transceiver.setCodecPreferences(_preferences(track))
-            forward_keyframe_requests(transceiver.sender, track.request_keyframe)
+            forward_keyframe_requests(transceiver.sender, track.request_keyframe, self.counters)
+            count_nacks_received(transceiver.sender, self.counters)
             track.forwards[participant_id] = forward
             transceivers.append((transceiver, track))
 
@@ -266,9 +288,11 @@ class Room:
         for participant_id in {*(p for p, _ in self.publishers), *self.subscribers}:
             await self.leave(participant_id)
 
-    @staticmethod
-    async def _close_pc(pc: RTCPeerConnection | None) -> None:
+    async def _close_pc(self, pc: RTCPeerConnection | None) -> None:
         if pc is not None:
+            # its RTP counts stay in the totals: the room's, or the relay's once it closed
+            open_room = self.relay.rooms.get(self.visit_id) is self
+            peer_traffic(pc, self.counters if open_room else self.relay.retired)
             with contextlib.suppress(Exception):
                 await pc.close()
 
@@ -288,6 +312,7 @@ class Relay:
         self.ice_servers = tuple(ice_servers)
         self.sinks = list(sinks)
         self.rooms: dict[str, Room] = {}
+        self.retired = Traffic()  # the counts of rooms that have closed
 
     def room(self, visit_id: str) -> Room:
         return self.rooms.setdefault(visit_id, Room(self, visit_id))
@@ -296,5 +321,6 @@ class Relay:
         """Nobody is left, or the visit ended: its recording (if any) stops with it."""
         room = self.rooms.pop(visit_id, None)
         if room is not None:
+            self.retired.add(room.counters)  # its connections' counts follow as they close
             room.stop_recording()
             await room.close()

@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from arq.connections import ArqRedis
+from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -181,6 +182,32 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
 
 
 QUEUE = "vreception:recordings"
+STEP_RUNS = "vreception:pipeline:step-runs"  # hash "step:outcome:runs|seconds" → total
+
+StepRuns = dict[tuple[str, str], tuple[int, float]]  # (step, outcome) → (runs, seconds)
+
+
+async def publish_step_runs(redis: Redis, before: StepRuns, after: StepRuns) -> None:
+    """Add what a worker ran since ``before`` to the install's totals in Redis (monitoring:
+    the server nodes report them, web/metrics.py)."""
+    pipe = redis.pipeline(transaction=False)
+    for (step, outcome), (runs, seconds) in after.items():
+        done, spent = before.get((step, outcome), (0, 0.0))
+        if runs > done:
+            pipe.hincrby(STEP_RUNS, f"{step}:{outcome}:runs", runs - done)
+            pipe.hincrbyfloat(STEP_RUNS, f"{step}:{outcome}:seconds", seconds - spent)
+    await pipe.execute()
+
+
+async def read_step_runs(redis: Redis) -> StepRuns:
+    """The install's step totals that workers published."""
+    totals: dict[tuple[str, str], list[float]] = {}
+    stored: dict[bytes | str, bytes | str] = await redis.hgetall(STEP_RUNS)  # type: ignore[misc]
+    for key, value in stored.items():
+        step, outcome, what = (key.decode() if isinstance(key, bytes) else key).split(":")
+        entry = totals.setdefault((step, outcome), [0.0, 0.0])  # runs, seconds
+        entry[1 if what == "seconds" else 0] = float(value)
+    return {key: (int(runs), seconds) for key, (runs, seconds) in totals.items()}
 
 
 class Pipeline:
@@ -205,6 +232,12 @@ class Pipeline:
         self._queue = queue
         self._gate = asyncio.Semaphore(1)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # for monitoring: (step, "done" | "failed") → (runs, seconds) in this process
+        self.step_runs: StepRuns = {}
+
+    def _ran(self, step: str, outcome: str, started: float) -> None:
+        runs, seconds = self.step_runs.get((step, outcome), (0, 0.0))
+        self.step_runs[(step, outcome)] = (runs + 1, seconds + time.monotonic() - started)
 
     @property
     def executor(self) -> Executor:
@@ -337,11 +370,13 @@ class Pipeline:
                     config = self._config(row)
                     folder = row.folder
                 log.info("recording %s: %s", visit_id, step)
+                started = time.monotonic()
                 try:
                     result = await loop.run_in_executor(
                         self.executor, run_step, step, folder, config
                     )
                 except Exception as exc:
+                    self._ran(step, "failed", started)
                     log.exception("recording %s: %s failed", visit_id, step)
                     async with self.db.writer() as db:
                         row = await db.get(Recording, visit_id)
@@ -351,6 +386,7 @@ class Pipeline:
                             reason = _without_paths(str(exc), Path(folder))
                             row.message = f"{STEP_NAMES[step]}失败：{reason}"[:512]
                     return
+                self._ran(step, "done", started)
                 async with self.db.writer() as db:
                     row = await db.get(Recording, visit_id)
                     if row is None:

@@ -159,6 +159,23 @@ class RecorderSink:
         self._failing: dict[str, dict[str, float]] = {}  # visit → track id → since (writer)
         self._outage: dict[str, float] = {}  # visit → since when it cannot write (writer)
         self._cut: dict[str, list[tuple[Path, str]]] = {}  # track id → segments a failure cut
+        # for monitoring (web/metrics.py); written by the writer thread only
+        self.bytes_written = 0  # frame bytes written into track files since start
+        self.write_failures = 0  # failures reported (once per track until it recovers)
+
+    @property
+    def recording_visits(self) -> int:
+        """Visits being recorded now."""
+        return len(self._recording)
+
+    @property
+    def failing_visits(self) -> int:
+        """Visits whose recording cannot be written now (a failure not yet recovered)."""
+        return len(self._failing)
+
+    @property
+    def open_files(self) -> int:
+        return len(self._writers)
 
     # ------------------------------------------------------------ relay side (event loop)
 
@@ -381,6 +398,7 @@ class RecorderSink:
             return
         entry.packets += 1
         entry.bytes += len(data)
+        self.bytes_written += len(data)
         entry.wall_end = at
         if writer.packets == 1:  # the file's first frame: now it is on record
             self._listed(visit_id, entry, writer, pts, at)
@@ -472,6 +490,7 @@ class RecorderSink:
         if track_id in failing:
             return
         failing[track_id] = since
+        self.write_failures += 1
         self._outage.setdefault(visit_id, since)
         log.error("visit %s: recording failure on %s: %s", visit_id, track_id or "-", detail)
         if self.on_failure is not None:

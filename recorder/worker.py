@@ -14,14 +14,21 @@ from arq.worker import func
 
 from config.db import Database
 from config.settings import Settings
-from recorder.jobs import QUEUE, Pipeline
+from recorder.jobs import QUEUE, Pipeline, publish_step_runs
 
 log = logging.getLogger("vreception.recorder")
 
 
 async def process_recording(ctx: dict[str, Any], visit_id: str) -> None:
     pipeline: Pipeline = ctx["pipeline"]
-    await pipeline.process(visit_id)
+    before = dict(pipeline.step_runs)
+    try:
+        await pipeline.process(visit_id)
+    finally:  # the steps' durations, for the server nodes' /metrics
+        try:
+            await publish_step_runs(ctx["redis"], before, pipeline.step_runs)
+        except Exception as exc:  # monitoring must not fail the job
+            log.warning("cannot publish the pipeline's step durations: %s", exc)
 
 
 async def _startup(ctx: dict[str, Any]) -> None:

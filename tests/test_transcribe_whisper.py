@@ -27,6 +27,7 @@ from recorder.transcribe import (
     simplified,
 )
 from web.cli import main as cli
+from web.doctor import check_transcription
 
 ZH_PETITIONER = "您好，我今天来反映我的案件情况。"
 ZH_JUDGE = "法院的判决我不服，请求再审。"
@@ -71,6 +72,8 @@ def test_the_imported_whisper_base_is_the_registry_model_and_becomes_the_one_in_
     settings = load_settings(env={"VRECEPTION_DATA_DIR": str(whisper_base["data_dir"])})
     assert settings.transcribe_engine == "whisper"
     assert settings.transcribe_model_dir == whisper_base["dir"].resolve()
+    finding = check_transcription(settings)
+    assert finding.level.value == "正常" and "whisper-base" in finding.message, finding
     assert cli(["--config", whisper_base["config"], "models", "list"]) == 0
     listed = capsys.readouterr().out
     assert "whisper-base" in listed and "使用中" in listed and "完好" in listed

@@ -22,9 +22,9 @@ from config.db import Database
 from config.settings import Settings
 from media.room import Relay
 from media.transport import announce_addresses
-from recorder.jobs import QUEUE, Pipeline
+from recorder.jobs import QUEUE, STEP_RUNS, Pipeline, read_step_runs
 from recorder.manifest import verify
-from recorder.models import Integrity, Recording, RecordingState
+from recorder.models import STEPS, Integrity, Recording, RecordingState
 from recorder.sink import RecorderSink
 from recorder.state import TrackFile, VisitRecording, load_state, save_state
 from tests.conftest import PostgresServer, RedisServer
@@ -86,6 +86,7 @@ async def test_with_a_queue_the_server_only_queues_and_a_worker_process_runs_the
 
     database = Database(settings)
     queue = await create_pool(RedisSettings.from_dsn(str(settings.redis_url)))
+    await queue.delete(STEP_RUNS)  # the session's Redis: totals of earlier tests
     pipeline = Pipeline(database, settings, queue=queue)
     worker = None
     try:
@@ -138,6 +139,14 @@ async def test_with_a_queue_the_server_only_queues_and_a_worker_process_runs_the
         assert row.transcript == "转写不可用：未启用语音转写（transcribe_engine = none）"
         assert verify(folder).ok
         assert await _jobs_in_redis(queue) == []  # taken off the queue by the worker
+
+        async def timed() -> bool:  # each step's duration, for the nodes' /metrics
+            runs = await read_step_runs(queue)
+            return sorted(runs) == [(step, "done") for step in sorted(STEPS)] and all(
+                count == 1 and seconds > 0 for count, seconds in runs.values()
+            )
+
+        await wait_for(timed, within=30)
     finally:
         if worker is not None:
             worker.terminate()

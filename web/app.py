@@ -34,6 +34,7 @@ from signaling.namespace import VisitNamespace
 from signaling.placement import LocalPlacement, RedisPlacement, RoomPlacement
 from signaling.server import NotificationNamespace, SocketNotifier, create_sio
 from web import handlers as _handlers  # noqa: F401  (registers the API routes)
+from web import metrics as server_metrics
 from web import pages
 from web.auth import (
     create_login_throttle,
@@ -332,6 +333,7 @@ def create_app(settings: Settings) -> web.Application:
     use_port_range(settings.media_udp_ports)
     recorder = RecorderSink(settings.resolved_recordings_dir)
     relay = Relay(ice_servers=settings.media_ice_servers, sinks=[recorder])
+    server_metrics.install(app, registry, relay, recorder)
     placement = _placement(settings)
     app.cleanup_ctx.append(functools.partial(_close_placement, placement))
     gateway = DatabaseVisitGateway(app)

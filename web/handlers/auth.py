@@ -25,6 +25,7 @@ from web.auth import (
 )
 from web.errors import app_error_response
 from web.keys import THROTTLE
+from web.metrics import count_login_failure
 from web.routes import ALL_STAFF, Context, api, to_json
 from web.schemas import LoginBody, Me, Ok
 
@@ -83,6 +84,7 @@ async def login(ctx: Context) -> web.StreamResponse:
         for key, (_, token) in tokens.items():
             await throttle.release(key, token)  # a refused attempt is not a guess
             wait = max(wait, await throttle.retry_after(key, limits[key], window))
+        count_login_failure(ctx.request.app, "blocked")
         async with ctx.write() as db:
             record_audit(
                 db,
@@ -105,6 +107,8 @@ async def login(ctx: Context) -> web.StreamResponse:
         verify_password, user.password_hash if user else None, body.password
     )
     if user is None or not valid or not user.active:
+        reason = "inactive" if user and valid else "bad_credentials"
+        count_login_failure(ctx.request.app, reason)
         async with ctx.write() as db:
             record_audit(
                 db,
@@ -112,7 +116,7 @@ async def login(ctx: Context) -> web.StreamResponse:
                 actor_type="anonymous",
                 actor_name=body.username,
                 address=ctx.address,
-                detail={"reason": "inactive" if user and valid else "bad_credentials"},
+                detail={"reason": reason},
             )
         left = min(limits[key] - count for key, (count, _) in tokens.items())
         if left > 0:

@@ -1,0 +1,100 @@
+"""Plain traffic counters of the relay, for monitoring (web/metrics.py makes metrics of them).
+
+Two legs per room: ``in`` is publishers → relay, ``out`` is relay → subscribers. Nothing
+here runs per packet: the relay's own counters are integer increments where it already
+handles a frame, RTCP feedback is counted where aiortc handles it (a few per second), and
+aiortc's RTP statistics are read from its senders and receivers when asked (at a scrape,
+and once more when a connection closes, so the totals never go backwards). The attribute
+names read are those of aiortc 1.16 (pinned, see docs/relay-design.md); a missing one
+reads as 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Counts since start (of a room, or of the relay) for both legs."""
+
+    frames_in: int = 0  # encoded frames the relay received from publishers
+    frames_out: int = 0  # frames handed to subscribers' senders
+    bytes_in: int = 0  # payload bytes of those frames
+    bytes_out: int = 0  # RTP payload bytes sent to subscribers
+    packets_in: int = 0  # RTP packets received (retransmissions included)
+    packets_out: int = 0  # RTP packets sent
+    lost_in: int = 0  # RTP packets publishers sent that never arrived
+    lost_out: int = 0  # RTP packets subscribers report lost (their receiver reports)
+    nacks_in: int = 0  # NACKs the relay sent to publishers
+    nacks_out: int = 0  # NACKs subscribers sent to the relay
+    keyframes_in: int = 0  # keyframe requests (PLI) the relay sent to publishers
+    keyframes_out: int = 0  # keyframe requests (PLI/FIR) subscribers sent to the relay
+
+    def add(self, other: Traffic) -> None:
+        for name in _FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def copy(self) -> Traffic:
+        return dataclasses.replace(self)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Traffic))
+
+
+def receiver_traffic(receiver: RTCRtpReceiver, into: Traffic) -> None:
+    """RTP packets received and lost on one of the relay's receivers (from publishers)."""
+    streams: dict[int, Any] = getattr(receiver, "_RTCRtpReceiver__remote_streams", {})
+    rtx: dict[int, int] = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", {})
+    for ssrc, stream in list(streams.items()):
+        into.packets_in += int(stream.packets_received)
+        if ssrc not in rtx:  # a retransmission stream's sequence gaps are no loss
+            into.lost_in += max(0, int(stream.packets_lost))
+
+
+def sender_traffic(sender: RTCRtpSender, into: Traffic) -> None:
+    """RTP packets and bytes sent on one of the relay's senders (to a subscriber), and the
+    loss the subscriber reported for them."""
+    into.packets_out += int(getattr(sender, "_RTCRtpSender__packet_count", 0))
+    into.bytes_out += int(getattr(sender, "_RTCRtpSender__octet_count", 0))
+    into.frames_out += int(getattr(sender.track, "forwarded", 0))
+    stats: dict[str, Any] = getattr(sender, "_RTCRtpSender__stats", {})
+    remote = stats.get(f"remote-inbound-rtp_{id(sender)}")
+    if remote is not None:
+        into.lost_out += max(0, int(remote.packetsLost))
+
+
+def peer_traffic(pc: RTCPeerConnection, into: Traffic) -> None:
+    """What one of the relay's peer connections has received and sent so far."""
+    for receiver in pc.getReceivers():
+        receiver_traffic(receiver, into)
+    for sender in pc.getSenders():
+        sender_traffic(sender, into)
+
+
+def count_nacks_sent(receiver: RTCRtpReceiver, counters: Traffic) -> None:
+    """Count the NACKs this receiver sends to its publisher (only when packets go missing)."""
+    original = receiver._send_rtcp_nack
+
+    async def send_nack(media_ssrc: int, lost: list[int]) -> None:
+        counters.nacks_in += 1
+        await original(media_ssrc, lost)
+
+    receiver._send_rtcp_nack = send_nack  # type: ignore[method-assign]
+
+
+def count_nacks_received(sender: RTCRtpSender, counters: Traffic) -> None:
+    """Count the NACKs a subscriber sends about this sender's packets (RTCP, not RTP)."""
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            counters.nacks_out += 1
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
