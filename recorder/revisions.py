@@ -110,11 +110,3 @@ def write_revision(
     (folder / (sums_name(revision) + ".sig")).write_bytes(key.sign(sums.encode()))
     return data
 
-
-def latest(folder: Path) -> dict[str, Any] | None:
-    """The newest revision's transcript, or None."""
-    found = sorted(
-        (folder / REVISIONS).glob("transcript-rev*.json"),
-        key=lambda p: int(p.stem.removeprefix("transcript-rev") or 0),
-    )
-    return json.loads(found[-1].read_text()) if found else None

@@ -200,10 +200,20 @@ def test_silence_yields_no_line_and_no_prompt_text(
     assert transcriber.utterances(bytes(2 * 16000 * 5)) == []
 
 
-def test_without_a_model_the_reason_names_the_guide() -> None:
-    transcriber = create_transcriber("whisper", None)
-    assert transcriber.problem() == NO_MODEL
+def test_without_a_model_the_transcript_and_case_file_say_so_and_name_the_guide(
+    tmp_path: Path,
+) -> None:
+    assert create_transcriber("whisper", None).problem() == NO_MODEL
     assert "未配置中文语音识别模型" in NO_MODEL and "docs/transcription.md" in NO_MODEL
+    folder = tmp_path / "visit-none"
+    wav = _speech(tmp_path / "p.wav", ZH_PETITIONER, "cmn-latn-pinyin")
+    _recording(folder, [("petitioner", "张三", str(wav), 0.5)], 4.0)
+    config = {"engine": "whisper", "model_dir": None, "timezone": "Asia/Shanghai"}
+    run_step("finalize", str(folder), config)
+    result = run_step("transcribe", str(folder), config)
+    assert result == {"available": False, "reason": NO_MODEL, "lines": 0}
+    assert json.loads((folder / "transcript.json").read_text())["reason"] == NO_MODEL
+    assert f"（转写不可用：{NO_MODEL}）" in (folder / "transcript.txt").read_text()
 
 
 def test_whisper_output_is_cleaned_of_traditional_script_repeats_and_made_up_lines() -> None:
