@@ -109,4 +109,3 @@ def write_revision(
     (folder / sums_name(revision)).write_text(sums)
     (folder / (sums_name(revision) + ".sig")).write_bytes(key.sign(sums.encode()))
     return data
-
