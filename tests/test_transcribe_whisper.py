@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from config.settings import NO_MODEL, load_settings
+from config.settings import NO_MODEL, ConfigError, load_settings
 from recorder import models_store
 from recorder.jobs import run_step
 from recorder.manifest import verify
@@ -238,3 +239,50 @@ def test_an_import_of_something_that_is_no_model_is_refused_and_nothing_is_recor
     assert "未识别出模型" in capsys.readouterr().err
     assert models_store.load_index(data_dir)["models"] == {}
     assert load_settings(env={"VRECEPTION_DATA_DIR": str(data_dir)}).transcribe_model_dir is None
+
+
+def test_the_environment_still_overrides_the_imported_model(whisper_base: dict[str, Any]) -> None:
+    env = {
+        "VRECEPTION_DATA_DIR": str(whisper_base["data_dir"]),
+        "VRECEPTION_TRANSCRIBE_ENGINE": "pocketsphinx",
+    }
+    settings = load_settings(env=env)
+    assert settings.transcribe_engine == "pocketsphinx"
+    assert settings.transcribe_model_dir is None
+
+
+def test_bad_transcription_settings_stop_start_up_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match="transcribe_language"):
+        load_settings(env={"VRECEPTION_TRANSCRIBE_LANGUAGE": "Chinese"})
+    with pytest.raises(ConfigError, match="transcribe_threads"):
+        load_settings(env={"VRECEPTION_TRANSCRIBE_THREADS": "0"})
+    assert load_settings(env={"VRECEPTION_TRANSCRIBE_THREADS": "2"}).transcribe_threads == 2
+
+
+def test_parts_that_join_into_an_unknown_model_are_refused_without_a_published_hash(
+    tmp_path: Path,
+) -> None:
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "config.json").write_text("{}")
+    (parts / "tokenizer.json").write_text("{}")
+    (parts / "model.bin.part1").write_bytes(b"a" * 10)
+    (parts / "model.bin.part2").write_bytes(b"b" * 10)
+    with pytest.raises(models_store.ModelError, match="不是已知模型的校验值"):
+        models_store.import_model([parts], tmp_path / "data")
+    with pytest.raises(models_store.ModelError, match="与给定的"):
+        models_store.import_model([parts], tmp_path / "data", expect_sha256="0" * 64)
+    (parts / "model.bin.part2").unlink()
+    (parts / "model.bin.part3").write_bytes(b"c")
+    with pytest.raises(models_store.ModelError, match="分卷不全"):
+        models_store.import_model([parts], tmp_path / "data")
+    assert models_store.load_index(tmp_path / "data")["models"] == {}
+
+
+def test_an_archive_whose_members_leave_the_folder_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("../../evil.txt", "x")
+    with pytest.raises(models_store.ModelError, match="越界路径"):
+        models_store.import_model([archive], tmp_path / "data")
+    assert not (tmp_path / "evil.txt").exists()
