@@ -109,3 +109,12 @@ def write_revision(
     (folder / sums_name(revision)).write_text(sums)
     (folder / (sums_name(revision) + ".sig")).write_bytes(key.sign(sums.encode()))
     return data
+
+
+def latest_case_file(folder: Path) -> str | None:
+    """The case-file text of the newest revision, or None when nobody corrected anything."""
+    found = sorted(
+        (folder / REVISIONS).glob("transcript-rev*.txt"),
+        key=lambda p: int(p.stem.removeprefix("transcript-rev") or 0),
+    )
+    return found[-1].read_text() if found else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +20,8 @@ from sqlalchemy import select
 from config.audit import AuditEvent
 from config.db import Database, utcnow
 from config.settings import Settings
-from recorder.manifest import verify
+from recorder.export import build_export
+from recorder.manifest import load_signing_key, verify
 from scheduler.models import Court, User
 from tests.archive_fixtures import add_visit, signed_recording
 from tests.conftest import MakeClient, start_live_server, stop_live_server
@@ -58,7 +60,7 @@ async def _correct(client: Any, csrf: str, visit_id: str, line: int, text: str) 
 
 
 async def test_a_correction_keeps_the_machine_text_and_the_signature_and_signs_a_revision(
-    make_client: MakeClient, migrated: Settings, world: World
+    make_client: MakeClient, migrated: Settings, world: World, tmp_path: Path
 ) -> None:
     visit_id, folder = await _recording(migrated, world)
     original = (folder / "transcript.json").read_bytes()
@@ -106,6 +108,18 @@ async def test_a_correction_keeps_the_machine_text_and_the_signature_and_signs_a
         "我对拆迁补偿款的数额不服",
         "请出示房屋评估报告",
     ]
+
+    # the certified export carries the corrected case file beside the machine's, and verifies
+    out = tmp_path / "export.zip"
+    key = load_signing_key(migrated.data_dir)
+    build_export(folder, out, key=key, actor="arch_a", at=utcnow(), tz=migrated.tz)
+    assert verify(out).ok
+    with zipfile.ZipFile(out) as z:
+        top = z.namelist()[0].split("/")[0]
+        corrected = z.read(f"{top}/case-file-corrected.txt").decode()
+        machine = z.read(f"{top}/case-file.txt").decode()
+    assert "【核验副本】" in corrected and "请出示房屋评估报告" in corrected
+    assert "请出示房屋评估报告" not in machine
 
     database = Database(migrated)
     async with database.reader() as db:
