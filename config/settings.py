@@ -6,21 +6,37 @@ listening on 127.0.0.1:8080. A bad value stops start-up with a message naming th
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from cryptography import x509
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from config.turn import IceServers, check_stun_url, check_turn_url
 
 ENV_PREFIX = "VRECEPTION_"
 CONFIG_ENV = "VRECEPTION_CONFIG"
 # Conventional names honoured as aliases when the prefixed variable is absent.
 ENV_ALIASES = {"redis_url": "REDIS_URL", "database_url": "DATABASE_URL"}
+# What ``trust_forwarded_for = true`` (the older setting) means: a proxy on this machine.
+LOOPBACK_PROXIES = ("127.0.0.1", "::1")
 
 
 # What pages, documents and logs say when no Mandarin model is set up (one home for it).
@@ -41,6 +57,15 @@ class Settings(BaseModel):
 
     host: str = Field("127.0.0.1", description="Address the web server listens on.")
     port: int = Field(8080, ge=1, le=65535, description="TCP port of the web server.")
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate (chain) of the server: with tls_key, serve HTTPS itself.",
+    )
+    tls_key: Path | None = Field(
+        None,
+        validate_default=True,
+        description="PEM private key of tls_cert (unencrypted); give both or neither.",
+    )
     data_dir: Path = Field(Path("var"), description="Directory for the database, keys, state.")
     recordings_dir: Path | None = Field(
         None, description="Where recordings are written; default <data_dir>/recordings."
@@ -57,9 +82,20 @@ class Settings(BaseModel):
     )
     session_ttl_minutes: int = Field(480, ge=5, le=7 * 24 * 60)
     session_idle_minutes: int = Field(60, ge=1, le=24 * 60)
-    cookie_secure: bool = Field(False, description="Mark cookies Secure (set behind HTTPS).")
+    cookie_secure: bool = Field(
+        False,
+        description="Mark cookies Secure; default: true when tls_cert is set or public_url "
+        "is https://.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of reverse proxies (e.g. nginx on 127.0.0.1): "
+        "X-Forwarded-For and X-Forwarded-Proto are honoured only on their connections.",
+    )
     trust_forwarded_for: bool = Field(
-        False, description="Take the client address from X-Forwarded-For (behind a proxy)."
+        False,
+        description="Older setting: true means trusted_proxies = 127.0.0.1 and ::1 when "
+        "trusted_proxies is not set.",
     )
     login_max_failures_per_account: int = Field(5, ge=1, le=1000)
     login_max_failures_per_address: int = Field(20, ge=1, le=10000)
@@ -81,7 +117,27 @@ class Settings(BaseModel):
         "unless told); set the server's LAN address in production.",
     )
     media_ice_servers: list[str] = Field(
-        default_factory=list, description="STUN/TURN URLs; empty on closed court networks."
+        default_factory=list,
+        description="STUN URLs (stun:HOST[:PORT]); empty on closed court networks. TURN "
+        "servers go in turn_urls.",
+    )
+    turn_urls: list[str] = Field(
+        default_factory=list,
+        description="TURN URLs of the court's coturn, e.g. turn:turn.court:3478 (pages get it "
+        "over UDP and TCP) and turns:turn.court:5349?transport=tcp; empty: no TURN.",
+    )
+    turn_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        validate_default=True,
+        description="coturn's static-auth-secret (at least 16 characters); required with "
+        "turn_urls. Never logged or sent to pages.",
+    )
+    turn_ttl_seconds: int = Field(
+        6 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="How long a participant's TURN credentials stay valid.",
     )
     media_udp_ports: tuple[int, int] | None = Field(
         None,
@@ -92,7 +148,7 @@ class Settings(BaseModel):
         None,
         description="This node's address as browsers reach it (e.g. https://node1.court:8443); "
         "with Redis, a visit's room is pinned to one node and participants are sent to it. "
-        "Default http://<host>:<port>.",
+        "Default http(s)://<host>:<port>.",
     )
     transcribe_engine: Literal["whisper", "sherpa-onnx", "pocketsphinx", "none"] = Field(
         "whisper",
@@ -131,12 +187,93 @@ class Settings(BaseModel):
         "<data_dir>/secret.key. Every node of a multi-node install needs the same value.",
     )
 
-    @field_validator("database_url", "redis_url", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _secure_cookies_follow_https(cls, data: Any) -> Any:
+        """Unless cookie_secure is given, it is true when browsers come over HTTPS."""
+        if isinstance(data, dict) and data.get("cookie_secure") is None:
+            public_url = str(data.get("public_url") or "").strip()
+            https = bool(str(data.get("tls_cert") or "").strip()) or public_url.startswith(
+                "https://"
+            )
+            data = {**data, "cookie_secure": https}
+        return data
+
+    @field_validator("database_url", "redis_url", "tls_cert", "tls_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("tls_cert")
+    @classmethod
+    def _certificate_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        try:
+            x509.load_pem_x509_certificates(value.read_bytes())
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+        except ValueError:
+            raise ValueError(f"{value} is not a PEM certificate") from None
+        return value
+
+    @field_validator("tls_key")
+    @classmethod
+    def _key_of_certificate(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if "tls_cert" not in info.data:  # tls_cert itself is invalid: said there
+            return value
+        cert: Path | None = info.data["tls_cert"]
+        if value is None and cert is None:
+            return None
+        if value is None:
+            raise ValueError("tls_cert is set but tls_key is not: give both or neither")
+        if cert is None:
+            raise ValueError("tls_key is set but tls_cert is not: give both or neither")
+        if not value.is_file():
+            raise ValueError(f"cannot read {value}: no such file")
+        try:
+            server_ssl_context(cert, value)
+        except EncryptedKeyError:
+            raise ValueError(
+                f"{value} is encrypted: a passphrase cannot be typed at start-up; store the "
+                "key unencrypted, readable only by the service's user"
+            ) from None
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise ValueError(f"{value} is not the private key of tls_cert {cert}") from None
+            raise ValueError(f"{value} is not a PEM private key") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return [entry.strip() for entry in value]
+
+    @property
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """Peers whose X-Forwarded-* headers are believed (empty: nobody's)."""
+        entries = self.trusted_proxies or (LOOPBACK_PROXIES if self.trust_forwarded_for else ())
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+    @property
+    def tls(self) -> bool:
+        """True when the server serves HTTPS itself."""
+        return self.tls_cert is not None and self.tls_key is not None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server side of HTTPS when tls_cert and tls_key are set."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return server_ssl_context(self.tls_cert, self.tls_key)
 
     @field_validator("database_url")
     @classmethod
@@ -156,6 +293,35 @@ class Settings(BaseModel):
         if not re.fullmatch(r"[a-z]{2,3}", value):
             raise ValueError("must be a lower-case ISO 639-1 language code such as zh or en")
         return value
+
+    @field_validator("media_ice_servers")
+    @classmethod
+    def _stun_urls(cls, value: list[str]) -> list[str]:
+        return [check_stun_url(url.strip()) for url in value]
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_urls(cls, value: list[str]) -> list[str]:
+        return [check_turn_url(url.strip()) for url in value]
+
+    @field_validator("turn_secret", mode="before")
+    @classmethod
+    def _empty_secret(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("turn_secret")
+    @classmethod
+    def _secret_with_urls(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None and info.data.get("turn_urls"):
+            raise ValueError("turn_urls are set: give coturn's static-auth-secret here")
+        return value
+
+    def ice_servers(self) -> IceServers:
+        """The ICE servers pages and the relay use (TURN credentials issued per participant)."""
+        secret = self.turn_secret.get_secret_value() if self.turn_secret else None
+        return IceServers(self.media_ice_servers, self.turn_urls, secret, self.turn_ttl_seconds)
 
     @field_validator("media_udp_ports", mode="before")
     @classmethod
@@ -190,7 +356,8 @@ class Settings(BaseModel):
     @property
     def node_url(self) -> str:
         """Where browsers reach this node."""
-        return self.public_url or f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return self.public_url or f"{scheme}://{self.host}:{self.port}"
 
     @field_validator("timezone")
     @classmethod
@@ -230,6 +397,22 @@ class Settings(BaseModel):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+
+class EncryptedKeyError(Exception):
+    """The TLS key needs a passphrase, which a service cannot be asked for."""
+
+
+def _no_passphrase() -> bytes:
+    raise EncryptedKeyError
+
+
+def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS 1.2+ server context with ``cert`` (chain) and its unencrypted ``key``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key, password=_no_passphrase)
+    return context
 
 
 def _env_value(raw: str, annotation: Any) -> Any:

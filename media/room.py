@@ -18,12 +18,14 @@ import av
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from config.turn import IceServers
 from media.encoded import ForwardTrack, forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
 from media.stats import Traffic, count_nacks_received, count_nacks_sent, peer_traffic
 from media.transport import create_peer_connection
 
 log = logging.getLogger("vreception.media")
+RELAY_KEY = "relay"  # whose TURN credentials the relay's own peer connections carry
 
 
 class TrackSink(Protocol):
@@ -144,7 +146,7 @@ class Room:
         """Answer a participant's offer of one stream's tracks (camera + microphone, or
         evidence); publishing a stream again replaces its connection."""
         await self.unpublish(participant_id, stream)
-        pc = create_peer_connection(self.relay.ice_servers)
+        pc = create_peer_connection(self.relay.ice_servers.issue(RELAY_KEY))
         self.publishers[(participant_id, stream)] = pc
         pending: list[tuple[MediaStreamTrack, RTCRtpReceiver]] = []
 
@@ -243,7 +245,7 @@ class Room:
         ]
         if not chosen:
             return None
-        pc = create_peer_connection(self.relay.ice_servers)
+        pc = create_peer_connection(self.relay.ice_servers.issue(RELAY_KEY))
         self.subscribers[participant_id] = pc
         transceivers = []
         for track in chosen:
@@ -308,8 +310,10 @@ def _preferences(track: PublishedTrack) -> list[Any]:
 class Relay:
     """All rooms of this node."""
 
-    def __init__(self, ice_servers: Sequence[str] = (), sinks: Sequence[TrackSink] = ()) -> None:
-        self.ice_servers = tuple(ice_servers)
+    def __init__(
+        self, ice_servers: IceServers | None = None, sinks: Sequence[TrackSink] = ()
+    ) -> None:
+        self.ice_servers = ice_servers or IceServers()
         self.sinks = list(sinks)
         self.rooms: dict[str, Room] = {}
         self.retired = Traffic()  # the counts of rooms that have closed

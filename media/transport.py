@@ -14,6 +14,7 @@ import aioice.turn
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
+from config.turn import IceServer
 from media.errors import MediaError
 
 _installed: tuple[str, ...] | None = None
@@ -89,14 +90,18 @@ async def _ranged_candidates(
     return candidates + list(await _original_candidates(self, component, [], timeout))
 
 
-def create_peer_connection(ice_servers: Sequence[str] = ()) -> RTCPeerConnection:
-    """A peer connection with an explicit ICE server list (empty: closed court networks).
+def create_peer_connection(ice_servers: Sequence[IceServer] = ()) -> RTCPeerConnection:
+    """A peer connection with an explicit ICE server list (empty: closed court networks;
+    TURN entries carry the credentials config.turn issued; aiortc uses the first TURN URL).
 
     Always max-bundle: with aiortc's "balanced" policy a second transceiver of the same kind
     (two parties' audio, or camera + evidence video) stays on a transport that BUNDLE then
     discards, and its media never flows.
     """
-    servers = [RTCIceServer(urls=url) for url in ice_servers]
+    servers = [
+        RTCIceServer(urls=list(server.urls), username=server.username, credential=server.credential)
+        for server in ice_servers
+    ]
     return RTCPeerConnection(
         RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     )

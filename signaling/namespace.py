@@ -303,6 +303,10 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "admitted": admitted,
             "participants": room.members() if admitted else [],
             "recording": room.recording,
+            # RTCConfiguration.iceServers, TURN credentials issued to this participant
+            "ice_servers": [s.public() for s in self.relay.ice_servers.issue(identity.key)]
+            if self.relay is not None
+            else [],
         }
         if staff is not None:
             answer["lobby"] = room.lobby()

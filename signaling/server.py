@@ -21,6 +21,16 @@ PING_TIMEOUT = 5
 Authenticate = Callable[[dict[str, Any]], Awaitable[int | None]]
 
 
+def same_origin(origin: str, environ: dict[str, Any]) -> bool:
+    """A browser may connect from the server's own pages only. engine.io's own check takes
+    the scheme from X-Forwarded-Proto alone (http without it), which refuses every page the
+    server serves over HTTPS itself; here the connection's own scheme counts too."""
+    request = environ["aiohttp.request"]
+    schemes = {request.scheme, environ.get("HTTP_X_FORWARDED_PROTO", "").split(",")[0].strip()}
+    hosts = {request.host, environ.get("HTTP_X_FORWARDED_HOST", "").split(",")[0].strip()}
+    return origin in {f"{scheme}://{host}" for scheme in schemes - {""} for host in hosts - {""}}
+
+
 def create_sio(settings: Settings) -> socketio.AsyncServer:
     """One socket.io server per web node; nodes share rooms through Redis when configured."""
     manager = None
@@ -29,7 +39,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
     return socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
-        cors_allowed_origins=None,  # same origin only
+        cors_allowed_origins=same_origin,
         max_http_buffer_size=256 * 1024,
         # a ping a second: a page whose pings stop shows it within 2 s (web/static/call.js)
         ping_interval=PING_INTERVAL,

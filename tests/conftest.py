@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -294,12 +295,20 @@ class LiveServer:
 
 
 def start_live_server(
-    data_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None
+    data_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    *,
+    host: str = "127.0.0.1",
+    cafile: Path | None = None,
 ) -> LiveServer:
+    """``cafile``: the server serves HTTPS (its tls_* settings in ``extra_env``) with a
+    certificate of that CA, which the readiness check trusts."""
     port = port or free_port()
     env = {
         **os.environ,
         "VRECEPTION_DATA_DIR": str(data_dir),
+        "VRECEPTION_HOST": host,
         "VRECEPTION_PORT": str(port),
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
@@ -315,7 +324,8 @@ def start_live_server(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if cafile else 'http'}://{host}:{port}"
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
 
     def up() -> bool:
         if proc.poll() is not None:
@@ -327,7 +337,7 @@ def start_live_server(
 
     def healthy() -> bool:
         try:
-            with urllib.request.urlopen(url + "/readyz", timeout=5) as r:  # noqa: S310
+            with urllib.request.urlopen(url + "/readyz", timeout=5, context=context) as r:  # noqa: S310
                 return bool(r.status == 200)
         except OSError:
             return False

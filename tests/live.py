@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,9 +20,15 @@ async def http_login(http: aiohttp.ClientSession, node: LiveServer, user: str, p
         return str((await r.json())["csrf_token"])
 
 
-async def checked_in_visit(node: LiveServer, passwords: dict[str, str]) -> tuple[str, str]:
-    """The operator books tomorrow's first free slot, checks in and issues the code."""
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+async def checked_in_visit(
+    node: LiveServer, passwords: dict[str, str], tls: ssl.SSLContext | None = None
+) -> tuple[str, str]:
+    """The operator books tomorrow's first free slot, checks in and issues the code
+    (``tls``: how to verify an HTTPS server)."""
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+        connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True),
+    ) as http:
         csrf = await http_login(http, node, "operator", passwords["operator"])
         headers = {"X-CSRF-Token": csrf}
 

@@ -332,7 +332,7 @@ def create_app(settings: Settings) -> web.Application:
     announce_addresses(settings.media_announced_addresses)
     use_port_range(settings.media_udp_ports)
     recorder = RecorderSink(settings.resolved_recordings_dir)
-    relay = Relay(ice_servers=settings.media_ice_servers, sinks=[recorder])
+    relay = Relay(ice_servers=settings.ice_servers(), sinks=[recorder])
     server_metrics.install(app, registry, relay, recorder)
     placement = _placement(settings)
     app.cleanup_ctx.append(functools.partial(_close_placement, placement))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from collections import defaultdict, deque
@@ -183,13 +184,48 @@ def clear_session_cookie(response: web.StreamResponse, settings: Settings) -> No
     response.del_cookie(SESSION_COOKIE, path="/")
 
 
+def _is_proxy(address: str | None, settings: Settings) -> bool:
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in settings.proxy_networks)
+
+
 def client_address(request: web.Request, settings: Settings) -> str | None:
-    if settings.trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            # the rightmost entry is the one our own proxy added; the client writes the rest
-            return forwarded.split(",")[-1].strip()[:64]
-    return request.remote
+    """Who is calling: the connection's peer, or, when that peer is one of
+    ``trusted_proxies``, the address the proxies put into X-Forwarded-For.
+
+    Each proxy appends the address it was connected from, so the list is read from the right,
+    past the trusted proxies; the entry before them was written by a trusted proxy and names
+    the client. Anything further left is what the client claims and is ignored."""
+    peer = request.remote
+    if not _is_proxy(peer, settings):
+        return peer
+    hops = [
+        hop.strip()
+        for header in request.headers.getall("X-Forwarded-For", [])
+        for hop in header.split(",")
+        if hop.strip()
+    ]
+    for hop in reversed(hops):
+        if not _is_proxy(hop, settings):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:  # not written by a proxy we know: keep the proxy's address
+                return peer
+    return hops[0] if hops else peer
+
+
+def request_scheme(request: web.Request, settings: Settings) -> str:
+    """``https`` or ``http`` as the browser used it (X-Forwarded-Proto from a trusted proxy)."""
+    if _is_proxy(request.remote, settings):
+        forwarded = request.headers.get("X-Forwarded-Proto", "").strip().lower()
+        if forwarded in ("http", "https"):
+            return forwarded
+    return request.scheme
 
 
 # ---------------------------------------------------------------- login throttling

@@ -86,7 +86,8 @@ def _serve(settings: Settings, demo: bool) -> int:
     if demo:
         asyncio.run(_seed_demo(settings))
     mode = "embedded" if settings.embedded else "redis"
-    listening = f"vreception listening on http://{settings.host}:{settings.port}/ ({mode} mode)"
+    scheme = "https" if settings.tls else "http"
+    listening = f"vreception listening on {scheme}://{settings.host}:{settings.port}/ ({mode} mode)"
     if settings.log_format == "json":  # every line of a service's output is then JSON
         log.info("%s", listening)
     else:
@@ -98,6 +99,7 @@ def _serve(settings: Settings, demo: bool) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        ssl_context=settings.ssl_context(),
         print=None,
         shutdown_timeout=SHUTDOWN_SECONDS,
     )

@@ -9,6 +9,7 @@ from config.db import utcnow
 from config.errors import NotFoundError
 from scheduler import ical
 from scheduler.models import Notification
+from web.auth import request_scheme
 from web.keys import DB
 from web.routes import ALL_STAFF, Context, api
 from web.scheduling_schemas import (
@@ -78,7 +79,8 @@ async def mark_all_read(ctx: Context) -> Ok:
 
 
 def _feed_url(ctx: Context, token: str) -> str:
-    return f"{ctx.request.scheme}://{ctx.request.host}/calendar/{token}.ics"
+    scheme = request_scheme(ctx.request, ctx.settings)
+    return f"{scheme}://{ctx.request.host}/calendar/{token}.ics"
 
 
 @api.route(

@@ -19,6 +19,9 @@
   let subscriber = null;
   window.vrCall = { get publisher() { return publisher; }, get subscriber() { return subscriber; }, get me() { return me; }, get connected() { return socket.connected; } };
 
+  // STUN/TURN servers from the join answer (TURN credentials issued to this participant)
+  const rtcConfig = () => ({ iceServers: (me && me.ice_servers) || [], bundlePolicy: "max-bundle" });
+
   async function gathered(pc) {
     if (pc.iceGatheringState === "complete") return;
     await new Promise((resolve) => {
@@ -55,7 +58,7 @@
     $("self-video").srcObject = local;
     if ($("check-step")) show("check-step", false);
     if (publisher) publisher.close();
-    publisher = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
+    publisher = new RTCPeerConnection(rtcConfig());
     for (const track of local.getTracks()) publisher.addTransceiver(track, { direction: "sendonly" });
     watch(publisher, () => startMedia().catch((err) => say("call-msg", err.message, "error")));
     await publisher.setLocalDescription(await publisher.createOffer());
@@ -79,7 +82,7 @@
     if (!offer.ok) { say("call-msg", offer.error.message, "error"); return; }
     if (!offer.sdp) return; // nobody publishes yet: tracks_changed will tell
     const info = new Map(offer.tracks.map((t) => [t.mid, t]));
-    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection(rtcConfig());
     subscriber = pc;
     pc.ontrack = (ev) => {
       const t = info.get(ev.transceiver.mid) || { source: ev.track.kind === "audio" ? "microphone" : "camera" };
@@ -166,7 +169,7 @@
     const shown = evidence;
     if (!shown) return;
     if (shown.pc) shown.pc.close();
-    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection(rtcConfig());
     shown.pc = pc;
     for (const track of shown.stream.getVideoTracks()) pc.addTransceiver(track, { direction: "sendonly" });
     watch(pc, () => publishEvidence().catch((err) => say("evidence-msg", "无法出示证据：" + err.message, "error")));
