@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import ssl
 import tomllib
 from collections.abc import Mapping
@@ -36,6 +37,13 @@ CONFIG_ENV = "VRECEPTION_CONFIG"
 ENV_ALIASES = {"redis_url": "REDIS_URL", "database_url": "DATABASE_URL"}
 # What ``trust_forwarded_for = true`` (the older setting) means: a proxy on this machine.
 LOOPBACK_PROXIES = ("127.0.0.1", "::1")
+
+
+# What pages, documents and logs say when no Mandarin model is set up (one home for it).
+NO_MODEL = "未配置中文语音识别模型，请按 docs/transcription.md 导入模型"
+# In the data directory: the models `vreception models import` installed and the one in use.
+MODELS_FILE = "models.json"
+MODEL_KEYS = ("transcribe_engine", "transcribe_model_dir")
 
 
 class ConfigError(Exception):
@@ -142,13 +150,22 @@ class Settings(BaseModel):
         "with Redis, a visit's room is pinned to one node and participants are sent to it. "
         "Default http(s)://<host>:<port>.",
     )
-    transcribe_engine: Literal["sherpa-onnx", "pocketsphinx", "none"] = Field(
-        "sherpa-onnx",
-        description="Speech to text for transcripts: sherpa-onnx (Paraformer, Mandarin; needs "
-        "transcribe_model_dir), pocketsphinx (bundled English model), none.",
+    transcribe_engine: Literal["whisper", "sherpa-onnx", "pocketsphinx", "none"] = Field(
+        "whisper",
+        description="Speech to text for transcripts: whisper (faster-whisper, CTranslate2 "
+        "model), sherpa-onnx (Paraformer/SenseVoice), both with a model from `vreception "
+        "models import` or transcribe_model_dir; pocketsphinx (bundled English model); none.",
     )
     transcribe_model_dir: Path | None = Field(
-        None, description="Folder of the Mandarin model (model.onnx and tokens.txt), copied in."
+        None,
+        description="Folder of the speech model; set by `vreception models import` "
+        "(<data_dir>/models.json) unless given here.",
+    )
+    transcribe_language: str = Field(
+        "zh", description="Language spoken, for Whisper (ISO 639-1 code: zh, en, ...)."
+    )
+    transcribe_threads: int = Field(
+        1, ge=1, le=64, description="CPU threads one transcription uses (per worker process)."
     )
     transcribe_grammar: Path | None = Field(
         None, description="Optional JSGF grammar that holds PocketSphinx to known phrases."
@@ -268,6 +285,13 @@ class Settings(BaseModel):
             return "postgresql+asyncpg://" + value.split("://", 1)[1]
         if not value.startswith(allowed):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("transcribe_language")
+    @classmethod
+    def _language_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z]{2,3}", value):
+            raise ValueError("must be a lower-case ISO 639-1 language code such as zh or en")
         return value
 
     @field_validator("media_ice_servers")
@@ -402,6 +426,33 @@ def _env_value(raw: str, annotation: Any) -> Any:
     return raw
 
 
+def active_model(data_dir: Path) -> dict[str, Any] | None:
+    """The model `vreception models import` made the one in use (from ``models.json``):
+    ``{"name", "engine", "dir" (absolute), "sha256", ...}``, or None."""
+    try:
+        data = json.loads((Path(data_dir) / MODELS_FILE).read_text())
+        name = data["active"]
+        entry = dict(data["models"][name])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    entry["name"] = name
+    entry["dir"] = str((Path(data_dir) / entry["dir"]).resolve())
+    return entry
+
+
+def _imported_model(values: dict[str, Any], source: dict[str, str]) -> None:
+    """The imported model overrides the config file's engine and model folder (the import
+    is the administrator's later word); the environment and the command line still win."""
+    if any(source.get(k, "").startswith(("environment", "command")) for k in MODEL_KEYS):
+        return
+    model = active_model(Path(values.get("data_dir", "var")))
+    if model is None:
+        return
+    where = f"{MODELS_FILE} (vreception models import)"
+    values["transcribe_engine"], values["transcribe_model_dir"] = model["engine"], model["dir"]
+    source["transcribe_engine"] = source["transcribe_model_dir"] = where
+
+
 def load_settings(
     config_file: str | Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -437,6 +488,7 @@ def load_settings(
         if value is not None:
             values[name] = value
             source[name] = "command line"
+    _imported_model(values, source)
     try:
         return Settings(**values)
     except ValidationError as exc:

@@ -6,6 +6,8 @@ Layout (``visit-<id>/`` at the top of the ZIP)::
                           (JSON, WebVTT, case-file text), timeline, manifest.json,
                           SHA256SUMS, SHA256SUMS.sig, public-key.pem
     case-file.txt         the case-file text with a watermark line: who exported it, when
+    case-file-corrected.txt  (when lines were corrected) the newest corrected revision's
+                          case-file text, with the same watermark line
     notes.json            the judge's time-stamped notes
     EXPORT.json           who exported it, when, from which recording and key
     VERIFY.txt            the commands that check all of it
@@ -40,6 +42,7 @@ from recorder.manifest import (
     public_pem,
     verify,
 )
+from recorder.revisions import latest_case_file
 from recorder.state import VisitRecording, load_state
 from recorder.transcribe import Line, case_file_text
 
@@ -179,6 +182,9 @@ def build_export(
             top=top,
         ).encode(),
     }
+    corrected = latest_case_file(folder)  # verified above with the recording
+    if corrected is not None:
+        added["case-file-corrected.txt"] = f"{watermark}\n{corrected}".encode()
     sums = (
         "".join(f"{_sha256(data)}  {name}\n" for name, data in sorted(added.items()))
         + f"{_sha256((folder / SUMS).read_bytes())}  recording/{SUMS}\n"

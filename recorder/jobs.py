@@ -157,6 +157,8 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
             config.get("engine", "none"),
             Path(config["model_dir"]) if config.get("model_dir") else None,
             Path(config["grammar"]) if config.get("grammar") else None,
+            threads=int(config.get("threads", 1)),
+            language=str(config.get("language", "zh")),
         )
         return transcribe_recording(
             folder, recording, transcriber, visit_start=visit_start(recording), tz=tz
@@ -255,6 +257,8 @@ class Pipeline:
             "engine": s.transcribe_engine,
             "model_dir": str(s.transcribe_model_dir) if s.transcribe_model_dir else None,
             "grammar": str(s.transcribe_grammar) if s.transcribe_grammar else None,
+            "threads": s.transcribe_threads,
+            "language": s.transcribe_language,
             "font": s.overlay_font,
             "data_dir": str(s.data_dir),
             "details": row.details,

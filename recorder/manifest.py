@@ -30,6 +30,8 @@ SIGNATURE = "SHA256SUMS.sig"
 PUBLIC_KEY = "public-key.pem"
 UNSIGNED = {SUMS, SIGNATURE, PUBLIC_KEY}  # the proof itself
 SKIPPED_SUFFIXES = (".tmp",)
+# Corrected transcript revisions, signed apart after the recording (recorder/revisions.py).
+REVISIONS = "revisions/"
 
 
 def load_signing_key(data_dir: Path) -> Ed25519PrivateKey:
@@ -70,7 +72,12 @@ def _sha256(stream: IO[bytes]) -> str:
 def _files(folder: Path) -> Iterator[tuple[str, Path]]:
     for path in sorted(folder.rglob("*")):
         name = path.relative_to(folder).as_posix()
-        if path.is_file() and name not in UNSIGNED and not name.endswith(SKIPPED_SUFFIXES):
+        if (
+            path.is_file()
+            and name not in UNSIGNED
+            and not name.endswith(SKIPPED_SUFFIXES)
+            and not name.startswith(REVISIONS)
+        ):
             yield name, path
 
 
@@ -246,11 +253,47 @@ def verify(target: Path, trusted_key: Ed25519PublicKey | None = None) -> Verific
     if not source.is_export:
         for name in sorted(present - set(listed)):
             result.failed[name] = "不在清单中 (not in the manifest)"
+        _verify_revisions(Path(target), key, result)
         return result
     _verify_export(
         source, key, result, covered={label + n for n in listed} | {label + n for n in UNSIGNED}
     )
     return result
+
+
+def _verify_revisions(folder: Path, key: Ed25519PublicKey, result: Verification) -> None:
+    """Each corrected transcript revision: its list signed by the same key, its files as
+    listed (the recording's own SHA256SUMS included), nothing unlisted in ``revisions/``."""
+    revisions = folder / REVISIONS
+    if not revisions.is_dir():
+        return
+    covered: set[str] = set()
+    for sums_path in sorted(revisions.glob(f"*.{SUMS}")):
+        name = sums_path.relative_to(folder).as_posix()
+        covered |= {name, name + ".sig"}
+        sums = sums_path.read_bytes()
+        try:
+            key.verify((folder / (name + ".sig")).read_bytes(), sums)
+        except (OSError, InvalidSignature):
+            result.signature_ok = False
+            result.failed[name] = "更正版本签名不符 (revision signature does not match)"
+            continue
+        for listed, digest in sorted(_listed(sums).items()):
+            path = folder / listed
+            covered.add(listed)
+            if not path.is_file():
+                result.failed[listed] = "文件缺失 (missing)"
+                continue
+            with path.open("rb") as fh:
+                ok = _sha256(fh) == digest
+            if not ok:
+                result.failed[listed] = "内容已被改动 (hash mismatch)"
+            elif listed.startswith(REVISIONS):
+                result.checked.append(listed)
+    for path in sorted(revisions.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_file() and name not in covered and not name.endswith(SKIPPED_SUFFIXES):
+            result.failed[name] = "不在清单中 (not in the manifest)"
 
 
 def _verify_export(

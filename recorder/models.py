@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -120,3 +121,30 @@ class RecordingText(Base):
     tokens: Mapped[str] = mapped_column(Text, nullable=False)
 
     __table_args__ = (Index("ix_recording_texts_visit", "visit_id", "start"),)
+
+
+class TranscriptCorrection(Base):
+    """A person's correction of one machine-transcribed line (by the visit's judge or an
+    archivist, in playback). The machine text stays in the signed ``transcript.json``; each
+    correction makes a new signed revision of the transcript (recorder/revisions.py)."""
+
+    __tablename__ = "transcript_corrections"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    visit_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("recordings.visit_id", ondelete="CASCADE"), nullable=False
+    )
+    line: Mapped[int] = mapped_column(Integer, nullable=False)  # index in transcript.json
+    revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    machine_text: Mapped[str] = mapped_column(Text, nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    corrected_by_id: Mapped[int | None] = mapped_column(Integer)
+    corrected_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    corrected_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("visit_id", "revision", name="uq_transcript_corrections_revision"),
+        Index("ix_transcript_corrections_visit", "visit_id", "line"),
+    )

@@ -1,20 +1,24 @@
 """Transcripts of a visit: each party's microphone track is transcribed on its own, so every
 line carries its speaker's role and its start and end on the visit's timeline.
 
-Engines (``transcribe_engine``): ``sherpa-onnx`` with a Paraformer Mandarin model copied in
-by an administrator (``transcribe_model_dir``: ``model.onnx`` or ``model.int8.onnx`` and
-``tokens.txt``), the production default; ``pocketsphinx`` with its bundled English model
-(optionally held to a JSGF grammar, ``transcribe_grammar``); ``none``. Speech is cut into
-utterances by PocketSphinx's voice-activity segmenter for every engine. Nothing is fetched:
-an engine whose model is missing says why (in Chinese), and the recording records
-"转写不可用：<原因>" instead of an empty transcript.
+Engines (``transcribe_engine``): ``whisper`` (faster-whisper / CTranslate2, e.g. Whisper
+base; each track transcribed whole with its bundled VAD, output in Simplified Chinese), the
+default; ``sherpa-onnx`` with a Paraformer or SenseVoice model; both take the model an
+administrator imported (``vreception models import``, docs/transcription.md) or
+``transcribe_model_dir``. ``pocketsphinx`` with its bundled English model (optionally held to
+a JSGF grammar, ``transcribe_grammar``); ``none``. For sherpa-onnx and PocketSphinx speech is
+cut into utterances by PocketSphinx's voice-activity segmenter. Nothing is fetched: an engine
+whose model is missing says why (in Chinese), and the recording records "转写不可用：<原因>"
+instead of an empty transcript.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -25,6 +29,7 @@ from zoneinfo import ZoneInfo
 import av
 import numpy as np
 
+from config.settings import NO_MODEL
 from recorder.decode import decoded
 from recorder.state import VisitRecording, role_name
 
@@ -109,7 +114,8 @@ class PocketSphinxTranscriber:
 
 
 class SherpaParaformerTranscriber:
-    """sherpa-onnx with an offline Paraformer model (Mandarin) from ``model_dir``."""
+    """sherpa-onnx with an offline Paraformer or SenseVoice model (Mandarin) from
+    ``model_dir`` (SenseVoice when its ONNX metadata says so, see ``sherpa_kind``)."""
 
     name = "sherpa-onnx"
 
@@ -133,7 +139,7 @@ class SherpaParaformerTranscriber:
             log.warning("sherpa-onnx cannot be imported: %s", exc)
             return "未安装 sherpa-onnx 语音识别组件"
         if self.model_dir is None:
-            return "未配置普通话识别模型（transcribe_model_dir）"
+            return NO_MODEL
         if not self.model_dir.is_dir():
             log.warning("transcribe_model_dir not found: %s", self.model_dir)
             return "找不到识别模型目录（transcribe_model_dir）"
@@ -147,12 +153,15 @@ class SherpaParaformerTranscriber:
 
         if self._recognizer is None:
             assert self.model_dir is not None
-            self._recognizer = sherpa_onnx.OfflineRecognizer.from_paraformer(
-                paraformer=str(self._model()),
-                tokens=str(self.model_dir / "tokens.txt"),
-                num_threads=self.threads,
-                sample_rate=RATE,
-            )
+            model, tokens = str(self._model()), str(self.model_dir / "tokens.txt")
+            if sherpa_kind(Path(model)) == "sense-voice":
+                self._recognizer = sherpa_onnx.OfflineRecognizer.from_sense_voice(
+                    model=model, tokens=tokens, num_threads=self.threads, use_itn=True
+                )
+            else:
+                self._recognizer = sherpa_onnx.OfflineRecognizer.from_paraformer(
+                    paraformer=model, tokens=tokens, num_threads=self.threads, sample_rate=RATE
+                )
         out = []
         for start, end, chunk in _segments(pcm):
             stream = self._recognizer.create_stream()
@@ -165,11 +174,173 @@ class SherpaParaformerTranscriber:
         return out
 
 
+def sherpa_kind(model: Path) -> str:
+    """``sense-voice`` or ``paraformer``, from the metadata sherpa-onnx's export scripts write
+    into the ONNX file (SenseVoice's carries its language ids and ITN switch)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    if "with_itn" in meta or "lang_zh" in meta or "sense" in meta.get("model_type", "").lower():
+        return "sense-voice"
+    return "paraformer"
+
+
+# Whisper's well-known inventions over silence and noise (credits of subtitle groups, calls to
+# subscribe), Simplified, without punctuation: a line that is only one of these is dropped.
+SILENCE_PHRASES = (
+    "字幕由amaraorg社区提供",
+    "请不吝点赞订阅转发打赏支持明镜与点点栏目",
+    "点赞订阅转发打赏",
+    "谢谢观看",
+    "感谢观看",
+    "谢谢大家",
+    "请订阅",
+    "优优独播剧场",
+    "中文字幕",
+    "字幕",
+    "thankyouforwatching",
+    "thanksforwatching",
+)
+_PUNCTUATION = re.compile(r"[\s\W_]+", re.UNICODE)
+_REPEAT = re.compile(r"(.{1,8}?)(?:[\s,，、。.!！?？]*\1){3,}", re.DOTALL)
+
+
+def simplified(text: str) -> str:
+    """Traditional characters to Simplified (OpenCC's tables, through zhconv)."""
+    import zhconv
+
+    return str(zhconv.convert(text, "zh-cn"))
+
+
+def collapse_repeats(text: str) -> str:
+    """A run of four or more of the same 1–8 characters (嵐嵐嵐嵐, 谢谢谢谢谢谢) kept once."""
+    return _REPEAT.sub(r"\1", text)
+
+
+def is_hallucination(text: str, no_speech_prob: float, avg_logprob: float) -> bool:
+    """A line Whisper made up: a known silence phrase, a line that is mostly one repeated
+    token, or one the model itself thinks is no speech."""
+    bare = _PUNCTUATION.sub("", text).lower()
+    if not bare:
+        return True
+    if bare in SILENCE_PHRASES or any(p in bare for p in SILENCE_PHRASES[:3]):
+        return True
+    if len(bare) >= 6 and len(set(bare)) <= max(1, len(bare) // 6):
+        return True
+    return no_speech_prob > 0.6 and avg_logprob < -1.0
+
+
+@functools.lru_cache(maxsize=1)
+def _whisper_model(model_dir: str, threads: int) -> Any:
+    """One model per worker process (loading takes about a second; a worker keeps it)."""
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(
+        model_dir, device="cpu", compute_type="int8", cpu_threads=threads, local_files_only=True
+    )
+
+
+def whisper_model_problem(model_dir: Path) -> str | None:
+    """Why ``model_dir`` is not a CTranslate2 Whisper model (None when its files are there)."""
+    missing = [n for n in ("model.bin", "config.json") if not (model_dir / n).is_file()]
+    if (
+        not (model_dir / "tokenizer.json").is_file()
+        and not (model_dir / "vocabulary.txt").is_file()
+    ):
+        missing.append("tokenizer.json")
+    if missing:
+        return "识别模型目录缺少 " + "、".join(missing)
+    return None
+
+
+class WhisperTranscriber:
+    """faster-whisper (CTranslate2) with a Whisper model from ``model_dir``.
+
+    Each speaker's track is transcribed whole: faster-whisper's VAD (Silero, bundled) cuts
+    out the silence and the speech is decoded in 30 s windows, with its times put back on the
+    track's clock. One call per utterance would cost Whisper a padded 30 s window each (RTF
+    about 2 against 0.1). Greedy decoding at temperature 0 without the previous window as
+    context or any prompt (nothing to echo), with a repetition penalty; what it still makes
+    up over silence or in loops is dropped, and Chinese comes out Simplified."""
+
+    name = "whisper"
+
+    def __init__(self, model_dir: Path | None, threads: int = 1, language: str = "zh") -> None:
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.threads = threads
+        self.language = language
+
+    def problem(self) -> str | None:
+        try:
+            import faster_whisper  # noqa: F401
+            import zhconv  # noqa: F401
+        except ImportError as exc:
+            log.warning("faster-whisper cannot be imported: %s", exc)
+            return "未安装 faster-whisper 语音识别组件"
+        if self.model_dir is None:
+            return NO_MODEL
+        if not self.model_dir.is_dir():
+            log.warning("transcribe_model_dir not found: %s", self.model_dir)
+            return "找不到识别模型目录（transcribe_model_dir）"
+        return whisper_model_problem(self.model_dir)
+
+    def load(self) -> None:
+        assert self.model_dir is not None
+        _whisper_model(str(self.model_dir), self.threads)
+
+    def utterances(self, pcm: bytes) -> list[tuple[float, float, str]]:
+        assert self.model_dir is not None
+        if len(pcm) < 2 * RATE // 10:
+            return []
+        model = _whisper_model(str(self.model_dir), self.threads)
+        audio = np.frombuffer(pcm, np.int16).astype(np.float32) / 32768.0
+        duration = len(audio) / RATE
+        segments, _info = model.transcribe(
+            audio,
+            language=self.language,
+            task="transcribe",
+            beam_size=1,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            initial_prompt=None,
+            repetition_penalty=1.2,
+            no_repeat_ngram_size=3,
+            vad_filter=True,
+            vad_parameters={"min_silence_duration_ms": 500},
+        )
+        out: list[tuple[float, float, str]] = []
+        chinese = self.language.startswith("zh")
+        for seg in segments:
+            text = collapse_repeats(str(seg.text).strip())
+            if chinese:
+                text = simplified(text)
+            start, end = float(seg.start), min(float(seg.end), duration)
+            if start >= duration or end <= start:
+                continue  # a time past the audio's end: decoded from padding
+            if is_hallucination(text, float(seg.no_speech_prob), float(seg.avg_logprob)):
+                log.debug("dropped as made up: %r", text)
+                continue
+            if out and out[-1][2] == text:
+                continue  # the same line again
+            out.append((start, end, text))
+        return out
+
+
 def create_transcriber(
-    engine: str, model_dir: Path | None = None, grammar: Path | None = None
+    engine: str,
+    model_dir: Path | None = None,
+    grammar: Path | None = None,
+    *,
+    threads: int = 1,
+    language: str = "zh",
 ) -> Transcriber:
+    if engine == "whisper":
+        return WhisperTranscriber(model_dir, threads, language)
     if engine == "sherpa-onnx":
-        return SherpaParaformerTranscriber(model_dir)
+        return SherpaParaformerTranscriber(model_dir, threads)
     if engine == "pocketsphinx":
         return PocketSphinxTranscriber(grammar)
     return NoTranscriber()
@@ -278,7 +449,7 @@ def case_file_text(
     watermark: str = "",
 ) -> str:
     """The transcript as it goes into the case file: a header, then one line per utterance
-    with its wall-clock time and speaker, then the judge's notes."""
+    with its wall-clock time and speaker, the judge's notes interleaved at their times."""
     d = recording.details
     when = datetime.fromtimestamp(visit_start, tz)
     named = {("petitioner", d.get("petitioner_name", "")), ("judge", d.get("judge_name", ""))}
@@ -300,13 +471,16 @@ def case_file_text(
         out.append(f"（转写不可用：{reason}）")
     elif not lines:
         out.append("（录音中未识别到语音）")
+    # the utterances and the judge's notes in the order of the visit
+    entries: list[tuple[float, int, str]] = []
     for line in lines:
         at = datetime.fromtimestamp(visit_start + line.start, tz)
         who = f"{role_name(line.role)} {line.name}".strip()
-        out.append(f"[{at:%H:%M:%S}] {who}：{line.text}")
-    if notes:
-        out += ["", "法官笔记："]
-        for note in notes:
-            at = datetime.fromtimestamp(float(note.get("at", visit_start)), tz)
-            out.append(f"[{at:%H:%M:%S}] {note.get('author', '')}：{note.get('text', '')}")
+        entries.append((visit_start + line.start, 0, f"[{at:%H:%M:%S}] {who}：{line.text}"))
+    for note in notes:
+        when_s = float(note.get("at", visit_start))
+        at = datetime.fromtimestamp(when_s, tz)
+        author = note.get("author", "")
+        entries.append((when_s, 1, f"[{at:%H:%M:%S}] 〔法官笔记 {author}〕{note.get('text', '')}"))
+    out += [text for _, _, text in sorted(entries, key=lambda e: (e[0], e[1]))]
     return "\n".join(out) + "\n"

@@ -156,10 +156,21 @@ async def _recorder(
     pipeline = Pipeline(app[DB], settings, queue=queue)
     app[PIPELINE] = pipeline
     problem = create_transcriber(
-        settings.transcribe_engine, settings.transcribe_model_dir, settings.transcribe_grammar
+        settings.transcribe_engine,
+        settings.transcribe_model_dir,
+        settings.transcribe_grammar,
+        threads=settings.transcribe_threads,
+        language=settings.transcribe_language,
     ).problem()
     if problem is not None:  # the start-up check: jobs will record it on each transcript
-        log.warning("transcripts unavailable: %s", problem)
+        log.warning("转写不可用 (transcripts unavailable): %s", problem)
+    else:
+        log.info(
+            "transcription: engine %s, model %s, language %s",
+            settings.transcribe_engine,
+            settings.transcribe_model_dir or "bundled",
+            settings.transcribe_language,
+        )
     repaired = await loop.run_in_executor(None, recover, recorder.root)  # files first
 
     async def audit(visit_id: str, action: str, **detail: Any) -> None:

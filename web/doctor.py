@@ -351,14 +351,19 @@ def check_transcription(settings: Settings) -> Finding:
 
     topic = "语音转写"
     problem = create_transcriber(
-        settings.transcribe_engine, settings.transcribe_model_dir, settings.transcribe_grammar
+        settings.transcribe_engine,
+        settings.transcribe_model_dir,
+        settings.transcribe_grammar,
+        threads=settings.transcribe_threads,
+        language=settings.transcribe_language,
     ).problem()
     if problem is None:
-        return _ok(topic, f"{settings.transcribe_engine} 可用")
+        model = settings.transcribe_model_dir or "内置模型"
+        return _ok(topic, f"{settings.transcribe_engine} 可用，模型：{model}")
     return _warn(
         topic,
-        f"{problem}。录像照常保存，但没有文字记录：请把普通话模型复制到 transcribe_model_dir"
-        "（见 docs/deployment.md）",
+        f"{problem}。录像照常保存，但没有文字记录：请用 vreception models import 导入模型"
+        "（见 docs/transcription.md）",
     )
 
 

@@ -11,11 +11,15 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import Field, StringConstraints
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from config.errors import NotFoundError, PermissionDeniedError
+from config.errors import ConflictError, NotFoundError, PermissionDeniedError
 from config.vocabulary import label_of
-from recorder.models import RecordingState
-from scheduler.models import Role, VisitEvent
+from recorder.manifest import load_signing_key
+from recorder.models import RecordingState, TranscriptCorrection
+from recorder.revisions import RevisionError, corrected, write_revision
+from recorder.search import index_texts
+from scheduler.models import Role, Visit, VisitEvent
 from web import archive
 from web.handlers.archive import (
     EXPORTERS,
@@ -57,11 +61,15 @@ class FileOut(Answer):
 
 
 class LineOut(Answer):
+    index: int  # the line's place in the machine transcript (transcript.json)
     start: float
     end: float
     role: str
     name: str
-    text: str
+    text: str  # as corrected, if it was
+    machine_text: str | None = None  # the engine's text, when a person corrected the line
+    corrected_by: str | None = None
+    corrected_at: datetime | None = None
 
 
 class NoteOut(Answer):
@@ -99,6 +107,17 @@ class RecordingDetail(Answer):
     transcript_reason: str
     integrity_detail: str
     seal_reason: str
+    can_correct: bool  # the caller may correct transcript lines
+    transcript_revision: int  # 0: the machine transcript as signed
+
+
+class CorrectionIn(Body):
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class CorrectionOut(Answer):
+    revision: int
+    line: LineOut
 
 
 class PlayIn(Body):
@@ -234,6 +253,7 @@ async def get_recording_detail(ctx: Context) -> RecordingDetail:
             )
         )
         events.sort(key=lambda e: e.wall)
+    revised, revision = await _revised(ctx, visit.id, transcript)
     await audit_now(ctx, "recording.open", visit)
     return RecordingDetail(
         item=item_of(recording, visit, names),
@@ -241,10 +261,7 @@ async def get_recording_detail(ctx: Context) -> RecordingDetail:
         petitioner_name=names["petitioner_name"],
         visit_start=start,
         files=out_files,
-        lines=[
-            LineOut(**{k: line[k] for k in ("start", "end", "role", "name", "text")})
-            for line in transcript.get("lines", [])
-        ],
+        lines=[_line_out(line) for line in revised["lines"]],
         notes=notes,
         events=events,
         gaps=gaps,
@@ -253,7 +270,123 @@ async def get_recording_detail(ctx: Context) -> RecordingDetail:
         else str(transcript.get("reason", "")),
         integrity_detail=recording.integrity_detail,
         seal_reason=recording.seal_reason if ctx.me.role is Role.admin else "",
+        can_correct=_may_correct(ctx, visit) and bool(revised["lines"]),
+        transcript_revision=revision,
     )
+
+
+def _line_out(line: dict[str, Any]) -> LineOut:
+    return LineOut(
+        **{k: line[k] for k in ("index", "start", "end", "role", "name", "text")},
+        machine_text=line.get("machine_text"),
+        corrected_by=line.get("corrected_by"),
+        corrected_at=line.get("corrected_at"),
+    )
+
+
+def _may_correct(ctx: Context, visit: Visit) -> bool:
+    """The judge who received the visit, or an archivist (the court's clerk of records)."""
+    role = ctx.me.role
+    return role is Role.archivist or (role is Role.judge and visit.judge_id == ctx.me.user_id)
+
+
+async def _corrections(db: AsyncSession, visit_id: str) -> list[dict[str, Any]]:
+    rows = (
+        await db.scalars(
+            select(TranscriptCorrection)
+            .where(TranscriptCorrection.visit_id == visit_id)
+            .order_by(TranscriptCorrection.revision)
+        )
+    ).all()
+    return [
+        {
+            "line": r.line,
+            "text": r.text,
+            "machine_text": r.machine_text,
+            "corrected_by": r.corrected_by,
+            "corrected_at": r.corrected_at.isoformat(),
+            "revision": r.revision,
+        }
+        for r in rows
+    ]
+
+
+async def _revised(
+    ctx: Context, visit_id: str, transcript: dict[str, Any]
+) -> tuple[dict[str, Any], int]:
+    """The transcript with the people's corrections, and its revision number."""
+    done = await _corrections(ctx.db, visit_id)
+    return corrected(transcript, done), max((c["revision"] for c in done), default=0)
+
+
+@api.route(
+    "POST",
+    f"/recordings/{VISIT_ID}/transcript/{{line:[0-9]{{1,6}}}}/corrections",
+    summary="Correct one transcript line: kept beside the machine text, with who and when, "
+    "in a new signed revision of the transcript; the search index follows (audited)",
+    tag="archive",
+    roles=frozenset({Role.judge, Role.archivist}),
+    body=CorrectionIn,
+    answer=CorrectionOut,
+)
+async def correct_line(ctx: Context) -> CorrectionOut:
+    body: CorrectionIn = ctx.body
+    recording, visit = await archive.accessible(
+        ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"]
+    )
+    if not _may_correct(ctx, visit):
+        raise PermissionDeniedError(
+            "只有本次接访的法官或档案管理员可以更正笔录", code="forbidden_role"
+        )
+    if recording.state is RecordingState.deleted:
+        raise NotFoundError("该录像已按保存期限删除")
+    if recording.sealed:
+        raise ConflictError("录像已封存，不能更正笔录", code="sealed")
+    folder = Path(recording.folder)
+    loop = asyncio.get_running_loop()
+    transcript = await loop.run_in_executor(None, load_json, folder / "transcript.json")
+    revised, revision = await _revised(ctx, visit.id, transcript)
+    index = int(ctx.request.match_info["line"])
+    if index >= len(revised["lines"]):
+        raise NotFoundError("笔录中没有这一句")
+    line = revised["lines"][index]
+    if body.text == line["text"]:
+        raise ConflictError("更正内容与现有文字相同", code="unchanged")
+    names = await archive.describe(ctx.db, visit.id) or {}
+    revision += 1
+    row = TranscriptCorrection(
+        visit_id=visit.id,
+        line=index,
+        revision=revision,
+        machine_text=str(transcript["lines"][index]["text"]),
+        text=body.text,
+        corrected_by_id=ctx.me.user_id,
+        corrected_by=(ctx.me.display_name or ctx.me.username)[:64],
+    )
+    async with ctx.write() as db:
+        db.add(row)
+        await db.flush()
+        done = await _corrections(db, visit.id)
+        key = load_signing_key(ctx.settings.data_dir)
+        details = {k: v for k, v in names.items() if isinstance(v, str)}
+        try:
+            data = await loop.run_in_executor(
+                None, write_revision, folder, key, revision, done, ctx.settings.tz, details
+            )
+        except RevisionError as exc:
+            raise ConflictError(str(exc), code="not_correctable") from exc
+        await index_texts(db, visit.id, data, data.get("notes", []))
+        ctx.audit_visit(
+            "transcript.correct",
+            visit.id,
+            visit.court_id,
+            db=db,
+            line=index,
+            revision=revision,
+            machine_text=row.machine_text,
+            text=body.text,
+        )
+    return CorrectionOut(revision=revision, line=_line_out(data["lines"][index]))
 
 
 @api.route(

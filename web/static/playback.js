@@ -1,5 +1,6 @@
 // One recording's playback: the composite or any original track, the transcript beside it
-// (the line being said highlighted; a click seeks), notes, the timeline, integrity check,
+// (the line being said highlighted; a click seeks; the visit's judge or an archivist may
+// correct a line, kept beside the machine text), notes, the timeline, integrity check,
 // certified export (archivists, admins) and sealing (admins). Opening and playing are audited.
 "use strict";
 (async () => {
@@ -228,15 +229,61 @@
     reason.classList.remove("hidden");
   }
   const lineEls = [];
+  function correctionMark(line) {
+    return span(`已更正（原识别：${line.machine_text}；${line.corrected_by} ${VR.time(line.corrected_at)}）`, "corrected muted");
+  }
+  function correctable(li, line) {
+    const button = Object.assign(document.createElement("button"), {
+      type: "button", className: "correct", textContent: "更正", title: "更正这一句的文字",
+    });
+    button.addEventListener("click", (ev) => {
+      ev.stopPropagation();
+      const text = li.querySelector(".text");
+      const form = document.createElement("form");
+      form.className = "correct-form";
+      const input = Object.assign(document.createElement("textarea"), { name: "text", rows: 2, maxLength: 2000, value: line.text });
+      input.setAttribute("aria-label", "更正后的文字");
+      const save = Object.assign(document.createElement("button"), { type: "submit", textContent: "保存更正" });
+      const cancel = Object.assign(document.createElement("button"), { type: "button", className: "secondary", textContent: "取消" });
+      const msg = span("", "form-msg");
+      form.append(input, save, cancel, msg);
+      form.addEventListener("click", (e) => e.stopPropagation());
+      form.addEventListener("keydown", (e) => e.stopPropagation());
+      cancel.addEventListener("click", () => { form.remove(); text.hidden = false; button.hidden = false; });
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        save.disabled = true;
+        try {
+          const out = await VR.api("POST", `/recordings/${visitId}/transcript/${line.index}/corrections`, { text: input.value });
+          Object.assign(line, out.line);
+          text.textContent = line.text;
+          li.querySelector(".corrected")?.remove();
+          li.append(correctionMark(line));
+          form.remove(); text.hidden = false; button.hidden = false;
+        } catch (err) {
+          VR.say(msg, VR.describe(err), "error");
+          save.disabled = false;
+        }
+      });
+      text.hidden = true;
+      button.hidden = true;
+      li.append(form);
+      input.focus();
+    });
+    li.append(button);
+  }
   for (const line of detail.lines) {
     const li = document.createElement("li");
     li.className = "line role-" + (line.role || "unknown");
     li.dataset.start = String(line.start);
     li.dataset.end = String(line.end);
+    li.dataset.index = String(line.index);
     li.tabIndex = 0;
     li.title = "点击从此处播放";
     const who = (VR.label("participant_role", line.role)) + (line.name ? " " + line.name : "");
     li.append(span(clock(line.start), "at"), span(who, "speaker"), span(line.text, "text"));
+    if (line.machine_text != null) li.append(correctionMark(line));
+    if (detail.can_correct) correctable(li, line);
     transcript.appendChild(li);
     lineEls.push(li);
   }

@@ -1,0 +1,120 @@
+"""Corrected revisions of a recording's transcript.
+
+The signed ``transcript.json`` (the machine's text) is never rewritten. A correction makes a
+new revision beside it, in ``revisions/``::
+
+    transcript-rev<N>.json          every line; a corrected one carries its new text and
+                                    ``machine_text``, ``corrected_by``, ``corrected_at``
+    transcript-rev<N>.txt           the case-file text of that revision
+    transcript-rev<N>.SHA256SUMS    sha256sum lines of both, and of the recording's own
+                                    SHA256SUMS (the revision names what it revises)
+    transcript-rev<N>.SHA256SUMS.sig  its Ed25519 signature, by the server's key
+
+``recorder.manifest.verify`` checks the recording as signed and then every revision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from recorder.state import VisitRecording, load_state
+from recorder.transcribe import Line, case_file_text
+
+REVISIONS = "revisions"
+TRANSCRIPT = "transcript.json"
+SUMS = "SHA256SUMS"
+
+
+class RevisionError(RuntimeError):
+    """The transcript cannot be corrected as it stands; the message says why, in Chinese."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sums_name(revision: int) -> str:
+    return f"{REVISIONS}/transcript-rev{revision}.{SUMS}"
+
+
+def corrected(transcript: dict[str, Any], corrections: list[dict[str, Any]]) -> dict[str, Any]:
+    """The transcript with ``corrections`` applied (each ``{"line", "text", "machine_text",
+    "corrected_by", "corrected_at"}``, oldest first: the last one of a line wins)."""
+    lines = [dict(line) for line in transcript.get("lines", [])]
+    for i, line in enumerate(lines):
+        line["index"] = i
+    for c in corrections:
+        line = lines[int(c["line"])]
+        line["machine_text"] = line.get("machine_text", line["text"])
+        line["text"] = c["text"]
+        line["corrected_by"] = c["corrected_by"]
+        line["corrected_at"] = c["corrected_at"]
+    return {**transcript, "lines": lines}
+
+
+def write_revision(
+    folder: Path,
+    key: Ed25519PrivateKey,
+    revision: int,
+    corrections: list[dict[str, Any]],
+    tz: ZoneInfo,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write and sign revision ``revision`` of the transcript in ``folder``."""
+    if not (folder / SUMS).is_file() or not (folder / TRANSCRIPT).is_file():
+        raise RevisionError("录像尚未签名或没有转写，不能更正")
+    original = json.loads((folder / TRANSCRIPT).read_text())
+    data = corrected(original, corrections)
+    data["revision"] = revision
+    data["revises"] = TRANSCRIPT
+    data["recording_sums_sha256"] = _sha256((folder / SUMS).read_bytes())
+    recording = load_state(folder) or VisitRecording(visit_id=folder.name)
+    recording.details.update({k: v for k, v in (details or {}).items() if v})
+    lines = [
+        Line(**{k: line[k] for k in ("start", "end", "role", "name", "text", "track_id")})
+        for line in data["lines"]
+    ]
+    reason = None if data.get("available") else str(data.get("reason", ""))
+    header = f"【更正版本 第{revision}版】机器识别原文见 transcript.json；更正处标注更正人和时间"
+    text = case_file_text(
+        recording, lines, list(data.get("notes", [])), float(data["visit_start"]), tz, reason,
+        watermark=header,
+    )  # fmt: skip
+    marks = [
+        f"  第{line['index'] + 1}句由 {line['corrected_by']} 于 "
+        f"{datetime.fromisoformat(line['corrected_at']).astimezone(tz):%Y-%m-%d %H:%M:%S} "
+        f"更正，机器识别原文：{line['machine_text']}"
+        for line in data["lines"]
+        if "machine_text" in line
+    ]
+    text += "\n更正记录：\n" + "\n".join(marks) + "\n"
+    base = f"{REVISIONS}/transcript-rev{revision}"
+    files = {
+        f"{base}.json": json.dumps(data, ensure_ascii=False, indent=1).encode(),
+        f"{base}.txt": text.encode(),
+    }
+    (folder / REVISIONS).mkdir(exist_ok=True)
+    for name, body in files.items():
+        (folder / name).write_bytes(body)
+    listed = {name: _sha256(body) for name, body in files.items()}
+    listed[SUMS] = data["recording_sums_sha256"]
+    sums = "".join(f"{digest}  {name}\n" for name, digest in sorted(listed.items()))
+    (folder / sums_name(revision)).write_text(sums)
+    (folder / (sums_name(revision) + ".sig")).write_bytes(key.sign(sums.encode()))
+    return data
+
+
+def latest_case_file(folder: Path) -> str | None:
+    """The case-file text of the newest revision, or None when nobody corrected anything."""
+    found = sorted(
+        (folder / REVISIONS).glob("transcript-rev*.txt"),
+        key=lambda p: int(p.stem.removeprefix("transcript-rev") or 0),
+    )
+    return found[-1].read_text() if found else None
