@@ -40,6 +40,7 @@ from recorder.manifest import (
     SUMS,
     key_id,
     public_pem,
+    sha256_file,
     verify,
 )
 from recorder.revisions import latest_case_file
@@ -201,14 +202,10 @@ def build_export(
         archive.writestr(f"{top}/{EXPORT_SUMS}", sums)
         archive.writestr(f"{top}/{EXPORT_SIGNATURE}", key.sign(sums.encode()))
     tmp.replace(out)
-    digest = hashlib.sha256()
-    with out.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
     return {
         "file": out.name,
         "size": out.stat().st_size,
-        "sha256": digest.hexdigest(),
+        "sha256": sha256_file(out),
         "key_id": key_id(key),
         "watermark": watermark,
     }

@@ -69,6 +69,12 @@ def _sha256(stream: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB pieces (the one hash of files everywhere)."""
+    with path.open("rb") as fh:
+        return _sha256(fh)
+
+
 def _files(folder: Path) -> Iterator[tuple[str, Path]]:
     for path in sorted(folder.rglob("*")):
         name = path.relative_to(folder).as_posix()

@@ -14,7 +14,6 @@ reads that file, so the server uses it at its next start without any TOML edit.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import MODELS_FILE
+from recorder.manifest import sha256_file
 
 # Known good models: the SHA-256 of the weights file → what it is.
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
@@ -39,14 +39,6 @@ _PART = re.compile(r"^(?P<base>.+)\.part(?P<n>\d+)$")
 
 class ModelError(Exception):
     """The model cannot be imported; the message says why, in Chinese."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def installed_whisper_base() -> list[Path]:
@@ -195,7 +187,7 @@ def import_model(
         joined = _join_parts(root)
         folder, engine = find_model(root)
         weights = _weights(folder, engine)
-        sha = sha256_of(weights)
+        sha = sha256_file(weights)
         if expect_sha256 is not None and sha != expect_sha256.lower():
             raise ModelError(f"{weights.name} 的 SHA-256 为 {sha}，与给定的 {expect_sha256} 不符")
         if joined and expect_sha256 is None and sha not in KNOWN:
@@ -212,7 +204,7 @@ def import_model(
             shutil.rmtree(target)
         shutil.move(str(folder), target)
     files = {
-        p.relative_to(target).as_posix(): sha256_of(p)
+        p.relative_to(target).as_posix(): sha256_file(p)
         for p in sorted(target.rglob("*"))
         if p.is_file()
     }
@@ -243,7 +235,7 @@ def list_models(data_dir: Path) -> list[dict[str, Any]]:
     for name, entry in sorted(index.get("models", {}).items()):
         folder = Path(data_dir) / entry["dir"]
         intact = all(
-            (folder / f).is_file() and sha256_of(folder / f) == digest
+            (folder / f).is_file() and sha256_file(folder / f) == digest
             for f, digest in entry.get("files", {}).items()
         )
         out.append({"name": name, "active": name == index.get("active"), "intact": intact, **entry})

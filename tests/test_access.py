@@ -24,7 +24,7 @@ ID_B = "110101199003074477"
 
 def _concrete(path: str) -> str:
     """A path that matches the route: ids 1, visit ids 32 hex digits."""
-    return PATH_PARAM.sub(lambda m: "1" if m.group(2) == r"\d+" else "0" * 32, path)
+    return PATH_PARAM.sub(lambda m: "0" * 32 if "[0-9a-f]{32}" in m.group(2) else "1", path)
 
 
 # open to people without an account on purpose: staff log in; a guest's join page asks which

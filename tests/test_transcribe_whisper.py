@@ -18,7 +18,7 @@ import pytest
 from config.settings import NO_MODEL, ConfigError, load_settings
 from recorder import models_store
 from recorder.jobs import run_step
-from recorder.manifest import verify
+from recorder.manifest import sha256_file, verify
 from recorder.state import RecordingState, TrackFile, VisitRecording, save_state
 from recorder.transcribe import (
     WhisperTranscriber,
@@ -68,7 +68,7 @@ def test_the_imported_whisper_base_is_the_registry_model_and_becomes_the_one_in_
     whisper_base: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert whisper_base["sha256"] == models_store.WHISPER_BASE_SHA256
-    assert models_store.sha256_of(whisper_base["dir"] / "model.bin") == whisper_base["sha256"]
+    assert sha256_file(whisper_base["dir"] / "model.bin") == whisper_base["sha256"]
     assert not list(whisper_base["dir"].glob("*.part*"))
     settings = load_settings(env={"VRECEPTION_DATA_DIR": str(whisper_base["data_dir"])})
     assert settings.transcribe_engine == "whisper"

@@ -54,14 +54,6 @@ class BackupError(Exception):
     """A backup or restore cannot go on; the message says why and what to do."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _copy(source: Path, target: Path, mode: int | None = None) -> str:
     """Copy ``source`` to ``target`` (through a temporary name, keeping the modification
     time); returns the SHA-256 of what was copied."""
@@ -264,7 +256,7 @@ def backup(settings: Settings, dest: Path, config_file: Path | None = None) -> B
         "format": FORMAT,
         "created_at": now,
         "schema_revision": _schema_revision(settings),
-        "database": {"kind": kind, "file": dump.name, "sha256": _sha256(dump)},
+        "database": {"kind": kind, "file": dump.name, "sha256": manifest.sha256_file(dump)},
         "files": files,
         "recordings_dir": str(root),
         "recordings": recordings,
@@ -348,7 +340,7 @@ def _check(src: Path, name: str, expected: str | None) -> Path:
         raise BackupError(f"backup damaged: {name} is not listed in {MANIFEST}")
     if not path.is_file():
         raise BackupError(f"backup damaged: {name} is missing")
-    if _sha256(path) != expected:
+    if manifest.sha256_file(path) != expected:
         raise BackupError(
             f"backup damaged: {name} does not match its SHA-256 in {MANIFEST}; "
             "restore from another backup"
