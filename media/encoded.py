@@ -1,5 +1,5 @@
-"""Encoded frames through aiortc without decoding or encoding (aiortc 1.16; see
-docs/relay-design.md for the private seams used and why).
+"""Encoded frames through aiortc without decoding or encoding (aiortc's internals are
+reached through media/seams.py).
 
 - :func:`tap_receiver` turns a receiver's assembled frames into ``av.Packet`` objects on its
   track, so no decoder is ever created;
@@ -19,11 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 import av
-from aiortc import RTCRtpReceiver, RTCRtpSender
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtp import RtpPacket
+from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
 
+from media import seams
 from media.stats import Traffic
 
 log = logging.getLogger("vreception.media")
@@ -63,34 +61,6 @@ def to_packet(codec: Any, frame: Any) -> av.Packet[Any]:
     return packet
 
 
-class LowLatencyJitterBuffer(JitterBuffer):
-    """aiortc's jitter buffer, but a frame leaves as soon as it is complete: a video frame at
-    its marker bit (aiortc waits for the next frame's first packet, one frame interval), an
-    audio packet at once (aiortc prefetches four). The relay forwards; the subscriber's own
-    jitter buffer smooths playout."""
-
-    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
-        assert self._origin is not None
-        packets: list[RtpPacket] = []
-        timestamp: int | None = None
-        for count in range(self.capacity):
-            packet = self._packets[(self._origin + count) % self.capacity]
-            if packet is None:
-                return None
-            if timestamp is not None and packet.timestamp != timestamp:
-                # the previous frame ended without a marker (lost or unusual): complete anyway
-                return self._take(packets, timestamp, count)
-            timestamp = packet.timestamp
-            packets.append(packet)
-            if packet.marker or not self._is_video:
-                return self._take(packets, timestamp, count + 1)
-        return None
-
-    def _take(self, packets: list[RtpPacket], timestamp: int, count: int) -> JitterFrame:
-        self.remove(count)
-        return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)  # type: ignore[attr-defined]
-
-
 class _TapQueue(queue.Queue[Any]):
     """Stands in for the receiver's decoder queue: frames go straight to the track."""
 
@@ -103,19 +73,17 @@ class _TapQueue(queue.Queue[Any]):
             super().put(None, block, timeout)
             return
         codec, frame = item
-        track_queue = self._receiver.track._queue  # type: ignore[attr-defined]
-        track_queue.put_nowait(to_packet(codec, frame))
+        seams.track_queue(self._receiver).put_nowait(to_packet(codec, frame))
 
 
 def tap_receiver(receiver: RTCRtpReceiver, low_latency: bool = True) -> None:
     """Make ``receiver.track.recv()`` return encoded ``av.Packet``s; call in on("track").
     ``low_latency``: frames leave the jitter buffer as soon as they are complete."""
-    # the name-mangled decoder queue: receive() hands it to the decoder thread
-    setattr(receiver, "_RTCRtpReceiver__decoder_queue", _TapQueue(receiver))  # noqa: B010
+    # the decoder queue: receive() hands it to the decoder thread
+    seams.tap_decoder_queue(receiver, _TapQueue(receiver))
     if low_latency:
-        current: JitterBuffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer")  # noqa: B009
-        replacement = LowLatencyJitterBuffer(current.capacity, is_video=current._is_video)
-        setattr(receiver, "_RTCRtpReceiver__jitter_buffer", replacement)  # noqa: B010
+        current = seams.jitter_buffer(receiver)
+        seams.replace_jitter_buffer(receiver, seams.LowLatencyJitterBuffer.like(current))
 
 
 class ForwardTrack(MediaStreamTrack):
@@ -192,7 +160,7 @@ def keyframe_requester(
         if counters is not None:
             counters.keyframes_in += 1
         for source in upstream.getSynchronizationSources():
-            task = asyncio.ensure_future(upstream._send_rtcp_pli(source.source))
+            task = asyncio.ensure_future(seams.send_pli(upstream, source.source))
             _pending.add(task)
             task.add_done_callback(_pending.discard)
 
@@ -204,12 +172,14 @@ def forward_keyframe_requests(
 ) -> None:
     """A PLI or FIR from the subscriber reaches the publisher (the relay cannot encode one);
     ``counters.keyframes_out`` counts them."""
-    original = sender._send_keyframe
 
-    def on_keyframe_request() -> None:
-        if counters is not None:
-            counters.keyframes_out += 1
-        original()
-        request()
+    def wrap(original: Callable[[], None]) -> Callable[[], None]:
+        def on_keyframe_request() -> None:
+            if counters is not None:
+                counters.keyframes_out += 1
+            original()
+            request()
 
-    sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
+        return on_keyframe_request
+
+    seams.wrap_keyframe_request(sender, wrap)

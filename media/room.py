@@ -15,10 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import av
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc import (
+    MediaStreamError,
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 
 from config.turn import IceServers
+from media import seams
 from media.encoded import ForwardTrack, forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
 from media.stats import Traffic, count_nacks_received, count_nacks_sent, peer_traffic
@@ -162,7 +169,7 @@ class Room:
         for transceiver in pc.getTransceivers():
             for track, receiver in pending:
                 if transceiver.receiver is receiver:
-                    codecs = getattr(transceiver, "_codecs", [])
+                    codecs = seams.negotiated_codecs(transceiver)
                     if not codecs:
                         raise MediaError("no_codec", "没有可用的编码格式")
                     source = (
@@ -313,6 +320,7 @@ class Relay:
     def __init__(
         self, ice_servers: IceServers | None = None, sinks: Sequence[TrackSink] = ()
     ) -> None:
+        seams.check_seams()  # refuse to run on aiortc/aioice internals it does not know
         self.ice_servers = ice_servers or IceServers()
         self.sinks = list(sinks)
         self.rooms: dict[str, Room] = {}

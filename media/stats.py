@@ -4,19 +4,20 @@ Two legs per room: ``in`` is publishers → relay, ``out`` is relay → subscrib
 here runs per packet: the relay's own counters are integer increments where it already
 handles a frame, RTCP feedback is counted where aiortc handles it (a few per second), and
 aiortc's RTP statistics are read from its senders and receivers when asked (at a scrape,
-and once more when a connection closes, so the totals never go backwards). The attribute
-names read are those of aiortc 1.16 (pinned, see docs/relay-design.md); a missing one
-reads as 0.
+and once more when a connection closes, so the totals never go backwards). The private
+attributes read are reached through media/seams.py; a missing one reads as 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
-from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
+
+from media import seams
 
 
 @dataclass(slots=True)
@@ -49,8 +50,8 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(Traffic))
 
 def receiver_traffic(receiver: RTCRtpReceiver, into: Traffic) -> None:
     """RTP packets received and lost on one of the relay's receivers (from publishers)."""
-    streams: dict[int, Any] = getattr(receiver, "_RTCRtpReceiver__remote_streams", {})
-    rtx: dict[int, int] = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", {})
+    streams = seams.remote_streams(receiver)
+    rtx = seams.rtx_ssrcs(receiver)
     for ssrc, stream in list(streams.items()):
         into.packets_in += int(stream.packets_received)
         if ssrc not in rtx:  # a retransmission stream's sequence gaps are no loss
@@ -60,11 +61,11 @@ def receiver_traffic(receiver: RTCRtpReceiver, into: Traffic) -> None:
 def sender_traffic(sender: RTCRtpSender, into: Traffic) -> None:
     """RTP packets and bytes sent on one of the relay's senders (to a subscriber), and the
     loss the subscriber reported for them."""
-    into.packets_out += int(getattr(sender, "_RTCRtpSender__packet_count", 0))
-    into.bytes_out += int(getattr(sender, "_RTCRtpSender__octet_count", 0))
+    packets, octets = seams.sender_counts(sender)
+    into.packets_out += packets
+    into.bytes_out += octets
     into.frames_out += int(getattr(sender.track, "forwarded", 0))
-    stats: dict[str, Any] = getattr(sender, "_RTCRtpSender__stats", {})
-    remote = stats.get(f"remote-inbound-rtp_{id(sender)}")
+    remote = seams.sender_stats(sender).get(f"remote-inbound-rtp_{id(sender)}")
     if remote is not None:
         into.lost_out += max(0, int(remote.packetsLost))
 
@@ -79,22 +80,26 @@ def peer_traffic(pc: RTCPeerConnection, into: Traffic) -> None:
 
 def count_nacks_sent(receiver: RTCRtpReceiver, counters: Traffic) -> None:
     """Count the NACKs this receiver sends to its publisher (only when packets go missing)."""
-    original = receiver._send_rtcp_nack
 
-    async def send_nack(media_ssrc: int, lost: list[int]) -> None:
-        counters.nacks_in += 1
-        await original(media_ssrc, lost)
+    def wrap(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        async def send_nack(media_ssrc: int, lost: list[int]) -> None:
+            counters.nacks_in += 1
+            await original(media_ssrc, lost)
 
-    receiver._send_rtcp_nack = send_nack  # type: ignore[method-assign]
+        return send_nack
+
+    seams.wrap_send_nack(receiver, wrap)
 
 
 def count_nacks_received(sender: RTCRtpSender, counters: Traffic) -> None:
     """Count the NACKs a subscriber sends about this sender's packets (RTCP, not RTP)."""
-    original = sender._handle_rtcp_packet
 
-    async def handle(packet: Any) -> None:
-        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            counters.nacks_out += 1
-        await original(packet)
+    def wrap(original: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        async def handle(packet: Any) -> None:
+            if seams.is_nack(packet):
+                counters.nacks_out += 1
+            await original(packet)
 
-    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+        return handle
+
+    seams.wrap_rtcp_handler(sender, wrap)

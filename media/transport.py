@@ -9,16 +9,14 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-import aioice.ice
-import aioice.turn
-from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aioice import Candidate, Connection
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from config.turn import IceServer
+from media import seams
 from media.errors import MediaError
 
 _installed: tuple[str, ...] | None = None
-_original_candidates = aioice.ice.Connection.get_component_candidates
 _port_range: tuple[int, int] | None = None
 _next_port = itertools.count()
 
@@ -29,7 +27,7 @@ def announce_addresses(addresses: Sequence[str]) -> None:
     chosen = tuple(addresses)
     if _installed == chosen:
         return
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(chosen)
+    seams.set_host_addresses(chosen)
     _installed = chosen
 
 
@@ -37,13 +35,11 @@ def use_port_range(ports: tuple[int, int] | None) -> None:
     """Bind host candidates inside ``ports`` (first, last), for a court firewall; None: any."""
     global _port_range
     _port_range = ports
-    aioice.ice.Connection.get_component_candidates = (  # type: ignore[method-assign]
-        _original_candidates if ports is None else _ranged_candidates
-    )
+    seams.set_component_candidates(None if ports is None else _ranged_candidates)
 
 
 async def _ranged_candidates(
-    self: aioice.ice.Connection,
+    self: Connection,
     component: int,
     addresses: list[str],
     timeout: int = 5,  # noqa: ASYNC109  (aioice's signature)
@@ -63,31 +59,21 @@ async def _ranged_candidates(
             try:
                 transport: Any
                 transport, protocol = await loop.create_datagram_endpoint(
-                    lambda: aioice.ice.StunProtocol(self), local_addr=(address, port)
+                    seams.stun_protocol(self), local_addr=(address, port)
                 )
             except OSError:
                 continue
             sock = transport.get_extra_info("socket")
             if sock is not None:
-                sock.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE
-                )
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, seams.UDP_SOCKET_BUFFER_SIZE)
             break
         else:
             raise MediaError("no_port", f"UDP ports {first}-{last} are all in use on {address}")
         host, bound = transport.get_extra_info("sockname")[:2]
-        protocol.local_candidate = Candidate(
-            foundation=candidate_foundation("host", "udp", host),
-            component=component,
-            transport="udp",
-            priority=candidate_priority(component, "host"),
-            host=host,
-            port=bound,
-            type="host",
-        )
-        self._protocols.append(protocol)
-        candidates.append(protocol.local_candidate)
-    return candidates + list(await _original_candidates(self, component, [], timeout))
+        candidates.append(seams.add_host_candidate(self, protocol, component, host, bound))
+    return candidates + list(
+        await seams.original_component_candidates(self, component, [], timeout)
+    )
 
 
 def create_peer_connection(ice_servers: Sequence[IceServer] = ()) -> RTCPeerConnection:

@@ -14,26 +14,39 @@ process, in the same run.
 
 --visits N   N two-party visits (each party publishes VP8 + Opus, subscribes to the other)
 --fanout K   one publisher, K subscribers (instead of --visits)
+--scenario two-party|fanout   the same choice by name (fanout: K defaults to 8)
+--baseline transcode|janus|none   also run the same load, in the same run, through aiortc's
+             decode/re-encode pipeline, or through Debian's Janus (VideoRoom plugin over its
+             HTTP API on loopback; apt-get installs the ``janus`` package when missing, gcc
+             builds scripts/janus_lo_shim.c, an LD_PRELOAD shim that makes Janus's ICE use
+             ``lo``; configuration generated into a temporary directory)
 
 The last line printed is one JSON object: relay_cpu_pct (of one core), baseline_cpu_pct,
 ratio (baseline/relay), subscriber_fps_min, first_frame_ms_p50/p95 (subscribe request →
 first video frame, publishers already running), relay_latency_ms_p50/p99 (frame complete at
 the relay → handed to each subscriber's RTP sender), max_rss_mb (relay process),
-baseline_max_rss_mb, visits, fanout, seconds.
+baseline_max_rss_mb, relay_cpu_pct_per_visit (relay_cpu_pct / visits; a fan-out is one
+visit), scenario, visits, fanout, seconds; with ``--baseline janus`` also janus_cpu_pct,
+janus_max_rss_mb (Janus process), janus_subscriber_fps_min, janus_first_frame_ms_p95 and
+ratio_janus (relay_cpu_pct / janus_cpu_pct; lower is better, ≤ 1.0 is the target).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fractions
 import json
 import math
 import os
+import secrets
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -49,7 +62,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.contrib.media import MediaRelay  # noqa: E402
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack  # noqa: E402
 
-from media import encoded  # noqa: E402
+from media import encoded, seams  # noqa: E402
 from media.room import PublishedTrack, Relay, Room  # noqa: E402
 from media.transport import announce_addresses, create_peer_connection  # noqa: E402
 from recorder.sink import RecorderSink  # noqa: E402
@@ -346,44 +359,65 @@ class Subscriber:
             pass
 
 
+class RelayBackend:
+    """Signaling to the bench's relay process (publish / subscribe / answer over HTTP)."""
+
+    def __init__(self, http: ClientSession, port: int) -> None:
+        self.http, self.base = http, f"http://127.0.0.1:{port}"
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        async with self.http.post(self.base + path, json=body) as r:
+            r.raise_for_status()
+            return await r.json()
+
+    async def publish(self, room: str, who: str, pc: RTCPeerConnection) -> None:
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = await self.post(
+            "/publish", {"room": room, "participant": who, "sdp": pc.localDescription.sdp}
+        )
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    async def subscribe(self, room: str, who: str, sub: Subscriber) -> None:
+        offer = await self.post("/subscribe", {"room": room, "participant": who})
+        await sub.pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        await sub.pc.setLocalDescription(await sub.pc.createAnswer())
+        await self.post(
+            "/answer", {"room": room, "participant": who, "sdp": sub.pc.localDescription.sdp}
+        )
+
+    async def latencies(self) -> list[float]:
+        return list((await self.post("/stats", {}))["latencies"])
+
+    async def finish(self) -> None:
+        await self.post("/finish", {})
+
+
 async def run_load(
-    port: int, pid: int, visits: int, fanout: int, seconds: float, media: Any
+    port: int, pid: int, visits: int, fanout: int, seconds: float, media: Any, janus: bool = False
 ) -> dict[str, Any]:
     deltas, keys, audio = media
-    base = f"http://127.0.0.1:{port}"
     pcs: list[RTCPeerConnection] = []
     videos: list[PacketVideo] = []
     subscribers: list[Subscriber] = []
     async with ClientSession() as http:
-
-        async def post(path: str, body: dict[str, Any]) -> Any:
-            async with http.post(base + path, json=body) as r:
-                r.raise_for_status()
-                return await r.json()
+        backend: RelayBackend | JanusBackend = (
+            JanusBackend(http, port) if janus else RelayBackend(http, port)
+        )
 
         async def publish(room: str, who: str) -> None:
             pc = create_peer_connection()
             video = PacketVideo(deltas, keys)
             sender = pc.addTransceiver(video, direction="sendonly").sender
-            sender._send_keyframe = video.request_keyframe  # type: ignore[method-assign]
+            seams.wrap_keyframe_request(sender, lambda original: video.request_keyframe)
             pc.addTransceiver(PacketAudio(audio), direction="sendonly")
-            await pc.setLocalDescription(await pc.createOffer())
-            answer = await post(
-                "/publish", {"room": room, "participant": who, "sdp": pc.localDescription.sdp}
-            )
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            await backend.publish(room, who, pc)
             pcs.append(pc)
             videos.append(video)
 
         async def subscribe(room: str, who: str) -> None:
             sub = Subscriber()
             sub.requested = time.monotonic()
-            offer = await post("/subscribe", {"room": room, "participant": who})
-            await sub.pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
-            await sub.pc.setLocalDescription(await sub.pc.createAnswer())
-            await post(
-                "/answer", {"room": room, "participant": who, "sdp": sub.pc.localDescription.sdp}
-            )
+            await backend.subscribe(room, who, sub)
             subscribers.append(sub)
 
         if fanout:
@@ -400,12 +434,12 @@ async def run_load(
                 *(subscribe(f"v{v}", p) for v in range(visits) for p in ("a", "b"))
             )
         await asyncio.sleep(3.0)  # settle
-        await post("/stats", {})  # drop warm-up latencies
+        await backend.latencies()  # drop warm-up latencies
         cpu0, t0 = proc_cpu(pid), time.monotonic()
         await asyncio.sleep(seconds)
         cpu1, t1 = proc_cpu(pid), time.monotonic()
-        latencies = (await post("/stats", {}))["latencies"]
-        await post("/finish", {})
+        latencies = await backend.latencies()
+        await backend.finish()
 
     fps = [sum(1 for x in s.video_times if t0 <= x <= t1) / (t1 - t0) for s in subscribers]
     first = [(s.first_video - s.requested) * 1000 for s in subscribers if s.first_video is not None]
@@ -423,6 +457,240 @@ async def run_load(
         "max_rss_mb": proc_rss_mb(pid),
         "never_started": len(subscribers) - len(first),
     }
+
+
+# ----------------------------------------------------------------------- Janus baseline
+
+JANUS_LIBS = Path("/usr/lib/x86_64-linux-gnu/janus")
+
+
+class JanusHandle:
+    """One session with one VideoRoom plugin handle; a long poll collects its events."""
+
+    def __init__(self, backend: JanusBackend, session: int, handle: int) -> None:
+        self.backend, self.session, self.handle = backend, session, handle
+        self.events: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.poller = asyncio.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        url = f"{self.backend.base}/{self.session}?maxev=10"
+        while True:
+            async with self.backend.http.get(url) as r:
+                got = await r.json()
+            for event in got if isinstance(got, list) else [got]:
+                waiter = self.events.pop(str(event.get("transaction")), None)
+                if waiter is not None and event.get("janus") == "event" and not waiter.done():
+                    waiter.set_result(event)
+
+    async def message(self, body: dict[str, Any], jsep: dict[str, Any] | None = None) -> Any:
+        """A VideoRoom request; its (asynchronous) event with plugin data and any jsep."""
+        transaction = secrets.token_hex(8)
+        waiter = asyncio.get_running_loop().create_future()
+        self.events[transaction] = waiter
+        request: dict[str, Any] = {"janus": "message", "body": body, "transaction": transaction}
+        if jsep is not None:
+            request["jsep"] = jsep
+        reply = await self.backend.call(f"/{self.session}/{self.handle}", request)
+        if reply["janus"] == "success":  # synchronous requests (create)
+            self.events.pop(transaction, None)
+            return reply
+        event = await asyncio.wait_for(waiter, 20)
+        data = event["plugindata"]["data"]
+        if "error" in data:
+            raise RuntimeError(f"Janus: {data['error']}")
+        return event
+
+
+class JanusBackend:
+    """The same clients against Janus's VideoRoom over its HTTP API: one room per visit,
+    each publisher its own session; a subscriber subscribes to every other feed of the room
+    on one connection (Janus 1.x multistream)."""
+
+    def __init__(self, http: ClientSession, port: int) -> None:
+        self.http, self.base = http, f"http://127.0.0.1:{port}/janus"
+        self.rooms: dict[str, int] = {}
+        self.feeds: dict[str, dict[str, int]] = {}  # room → publisher → feed id
+        self.handles: list[JanusHandle] = []
+        self.lock = asyncio.Lock()
+
+    async def call(self, path: str, body: dict[str, Any]) -> Any:
+        body.setdefault("transaction", secrets.token_hex(8))
+        async with self.http.post(self.base + path, json=body) as r:
+            reply = await r.json()
+        if reply.get("janus") == "error":
+            raise RuntimeError(f"Janus: {reply['error']}")
+        return reply
+
+    async def attach(self) -> JanusHandle:
+        session = (await self.call("", {"janus": "create"}))["data"]["id"]
+        attach = {"janus": "attach", "plugin": "janus.plugin.videoroom"}
+        handle = (await self.call(f"/{session}", attach))["data"]["id"]
+        janus = JanusHandle(self, session, handle)
+        self.handles.append(janus)
+        return janus
+
+    async def room(self, name: str, handle: JanusHandle) -> int:
+        async with self.lock:
+            if name not in self.rooms:
+                number = 1000 + len(self.rooms)
+                await handle.message(
+                    {
+                        "request": "create",
+                        "room": number,
+                        "publishers": 16,
+                        "videocodec": "vp8",
+                        "audiocodec": "opus",
+                        "bitrate": 0,
+                    }
+                )
+                self.rooms[name] = number
+            return self.rooms[name]
+
+    async def publish(self, room: str, who: str, pc: RTCPeerConnection) -> None:
+        handle = await self.attach()
+        number = await self.room(room, handle)
+        joined = await handle.message(
+            {"request": "join", "ptype": "publisher", "room": number, "display": who}
+        )
+        self.feeds.setdefault(room, {})[who] = joined["plugindata"]["data"]["id"]
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = {"type": "offer", "sdp": pc.localDescription.sdp, "trickle": False}
+        event = await handle.message({"request": "publish", "audio": True, "video": True}, offer)
+        await pc.setRemoteDescription(RTCSessionDescription(**event["jsep"]))
+
+    async def subscribe(self, room: str, who: str, sub: Subscriber) -> None:
+        handle = await self.attach()
+        streams = [{"feed": feed} for owner, feed in self.feeds[room].items() if owner != who]
+        attached = await handle.message(
+            {"request": "join", "ptype": "subscriber", "room": self.rooms[room], "streams": streams}
+        )
+        jsep = attached["jsep"]
+        await sub.pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="offer"))
+        await sub.pc.setLocalDescription(await sub.pc.createAnswer())
+        answer = {"type": "answer", "sdp": sub.pc.localDescription.sdp, "trickle": False}
+        await handle.message({"request": "start"}, answer)
+
+    async def latencies(self) -> list[float]:
+        return []  # Janus is not instrumented
+
+    async def finish(self) -> None:
+        for handle in self.handles:
+            handle.poller.cancel()
+            with contextlib.suppress(Exception):
+                await self.call(f"/{handle.session}", {"janus": "destroy"})
+
+
+def ensure_janus() -> str:
+    """Debian's janus binary, installed with apt-get when missing (bench set-up only)."""
+    found = shutil.which("janus")
+    if found is None:
+        log("installing Debian's janus package")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run([*sudo, "apt-get", "install", "-y", "janus"], check=True, env=env)
+        found = shutil.which("janus")
+    if found is None:
+        raise SystemExit("janus is not installed and apt-get could not install it")
+    return found
+
+
+def janus_config(folder: Path, http_port: int, rtp_ports: tuple[int, int]) -> None:
+    """Janus's three configuration files: HTTP on loopback, the VideoRoom plugin only."""
+    for kind, library in (("plugins", "videoroom"), ("transports", "http")):
+        (folder / kind).mkdir()
+        (folder / kind / f"libjanus_{library}.so").symlink_to(
+            JANUS_LIBS / kind / f"libjanus_{library}.so"
+        )
+    for kind in ("events", "loggers"):
+        (folder / kind).mkdir()
+    (folder / "janus.jcfg").write_text(
+        f"""general: {{
+    configs_folder = "{folder}"
+    plugins_folder = "{folder}/plugins"
+    transports_folder = "{folder}/transports"
+    events_folder = "{folder}/events"
+    loggers_folder = "{folder}/loggers"
+    log_to_stdout = true
+    debug_level = 3
+    server_name = "bench"
+    session_timeout = 60
+}}
+certificates: {{
+}}
+media: {{
+    rtp_port_range = "{rtp_ports[0]}-{rtp_ports[1]}"
+}}
+nat: {{
+    nice_debug = false
+    ignore_mdns = true
+}}
+events: {{
+    broadcast = false
+}}
+"""
+    )
+    (folder / "janus.plugin.videoroom.jcfg").write_text("general: {\n}\n")
+    (folder / "janus.transport.http.jcfg").write_text(
+        f"""general: {{
+    json = "plain"
+    base_path = "/janus"
+    http = true
+    port = {http_port}
+    ip = "127.0.0.1"
+    https = false
+}}
+admin: {{
+    admin_http = false
+    admin_https = false
+}}
+"""
+    )
+
+
+def run_janus(args: argparse.Namespace, media: Any) -> dict[str, Any]:
+    """Janus under the same clients and media: its own process, measured from /proc."""
+    binary = ensure_janus()
+    with tempfile.TemporaryDirectory(prefix="bench-janus-") as tmp:
+        folder = Path(tmp)
+        shim = folder / "lo_shim.so"
+        source = ROOT / "scripts" / "janus_lo_shim.c"
+        subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(source), "-ldl"], check=True
+        )
+        port = free_port()
+        janus_config(folder, port, (31000, 31999))
+        logfile = (folder / "janus.log").open("w")
+        proc = subprocess.Popen(
+            [binary, "-C", str(folder / "janus.jcfg"), "-F", str(folder)],
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "LD_PRELOAD": str(shim)},
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        tail = (folder / "janus.log").read_text()[-2000:]
+                        raise SystemExit(f"janus did not start:\n{tail}") from None
+                    time.sleep(0.2)
+            log(f"janus: pid {proc.pid} on port {port}")
+            try:
+                return asyncio.run(
+                    run_load(
+                        port, proc.pid, args.visits, args.fanout, args.seconds, media, janus=True
+                    )
+                )
+            except Exception:
+                log("janus log tail:\n" + (folder / "janus.log").read_text()[-3000:])
+                raise
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+            logfile.close()
 
 
 def proc_cpu(pid: int) -> float:
@@ -491,8 +759,17 @@ def main() -> None:
     parser.add_argument("--visits", type=int, default=1, help="two-party visits")
     parser.add_argument("--fanout", type=int, default=0, help="one publisher, K subscribers")
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
-    parser.add_argument("--baseline", choices=("transcode", "none"), default="none")
+    parser.add_argument("--baseline", choices=("transcode", "janus", "none"), default="none")
+    parser.add_argument(
+        "--scenario",
+        choices=("two-party", "fanout"),
+        help="two-party visits (--visits) or one publisher to K subscribers (--fanout, default 8)",
+    )
     args = parser.parse_args()
+    if args.scenario == "fanout" and not args.fanout:
+        args.fanout = 8
+    if args.scenario == "two-party":
+        args.fanout = 0
     if args.fanout:
         args.visits = 1
     announce_addresses(["127.0.0.1"])
@@ -512,6 +789,8 @@ def main() -> None:
         "keyframes_on_request": relay["keyframes_on_request"],
         "subscribers_without_video": relay["never_started"],
         "max_rss_mb": round(relay["max_rss_mb"], 1),
+        "relay_cpu_pct_per_visit": round(relay["cpu_pct"] / args.visits, 2),
+        "scenario": "fanout" if args.fanout else "two-party",
         "visits": 0 if args.fanout else args.visits,
         "fanout": args.fanout,
         "seconds": args.seconds,
@@ -523,6 +802,15 @@ def main() -> None:
         result["baseline_max_rss_mb"] = round(base["max_rss_mb"], 1)
         result["ratio"] = (
             round(base["cpu_pct"] / relay["cpu_pct"], 2) if relay["cpu_pct"] > 0 else None
+        )
+    if args.baseline == "janus":
+        janus = run_janus(args, media)
+        result["janus_cpu_pct"] = round(janus["cpu_pct"], 2)
+        result["janus_max_rss_mb"] = round(janus["max_rss_mb"], 1)
+        result["janus_subscriber_fps_min"] = round(min(janus["fps"]), 2) if janus["fps"] else 0
+        result["janus_first_frame_ms_p95"] = round(pct(janus["first_ms"], 95), 1)
+        result["ratio_janus"] = (
+            round(relay["cpu_pct"] / janus["cpu_pct"], 2) if janus["cpu_pct"] > 0 else None
         )
     print(json.dumps(result))
 

@@ -40,6 +40,7 @@ TOPICS = [
     "Redis",
     "签名密钥",
     "语音转写",
+    "媒体库",
     "ffmpeg",
     "中文字体",
 ]
@@ -154,6 +155,7 @@ def test_a_good_embedded_install_has_no_error(tmp_path: Path) -> None:
     for topic in (
         "数据库",
         "签名密钥",
+        "媒体库",
         "TURN/STUN 服务器",
         "Redis",
         "ffmpeg",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiortc.rtp import RtpPacket
 
-from media.encoded import LowLatencyJitterBuffer
+from media.seams import LowLatencyJitterBuffer
 
 
 def _packet(seq: int, ts: int, marker: bool, data: bytes) -> RtpPacket:

@@ -367,6 +367,17 @@ def check_transcription(settings: Settings) -> Finding:
     )
 
 
+def check_media_seams() -> Finding:
+    from media.seams import SeamError, check_seams, installed_versions
+
+    try:
+        check_seams()
+    except SeamError as exc:
+        return _error("媒体库", exc.message)
+    versions = "、".join(f"{name} {version}" for name, version in installed_versions().items())
+    return _ok("媒体库", f"{versions}：中继依赖的内部接口均在")
+
+
 def check_tools(settings: Settings) -> list[Finding]:
     from recorder.composite import find_font
 
@@ -484,6 +495,7 @@ async def diagnose(settings: Settings) -> list[Finding]:
     findings.append(await check_redis(settings))
     findings.append(check_signing_key(settings))
     findings.append(check_transcription(settings))
+    findings.append(check_media_seams())
     findings += check_tools(settings)
     return findings
 

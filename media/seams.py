@@ -1,0 +1,438 @@
+"""Every private part of aiortc / aioice the relay relies on, in one place.
+
+aiortc 1.16 and aioice 0.13 offer no public way to take encoded frames before the decoder, to
+forward keyframe requests, to read RTP counters or to choose the addresses and ports ICE
+gathers; the relay reaches their internals here and nowhere else (docs/relay-design.md,
+"Seams"). The versions are pinned exactly in pyproject.toml. :func:`check_seams` verifies at
+start-up that each seam still has the shape used here, because a renamed private attribute
+would not fail loudly: setting ``receiver._RTCRtpReceiver__decoder_queue`` on an aiortc that
+renamed it would just add an unused attribute, and the relay would decode every frame.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import queue
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aioice.candidate
+import aioice.ice
+import aioice.turn
+import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
+import aiortc.rtcrtptransceiver
+import aiortc.rtp
+from aioice import Candidate
+from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+
+from media.errors import MediaError
+
+PACKAGES = ("aiortc", "aioice", "pylibsrtp")
+
+# name-mangled attributes (set in __init__, read by the methods named in the seam table)
+_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
+_RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
+_PACKET_COUNT = "_RTCRtpSender__packet_count"
+_OCTET_COUNT = "_RTCRtpSender__octet_count"
+_SENDER_STATS = "_RTCRtpSender__stats"
+
+
+class SeamError(MediaError):
+    """An aiortc/aioice internal the relay relies on is missing or changed shape."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        versions = "、".join(f"{name} {version}" for name, version in installed_versions().items())
+        super().__init__(
+            "seam_missing",
+            f"aiortc/aioice 的内部接口与中继所依赖的不符：{'；'.join(problems)}。"
+            f"已安装 {versions}；请安装 pyproject.toml 中固定的版本"
+            "（见 docs/relay-design.md「Seams」）",
+        )
+        self.problems = list(problems)
+
+
+def installed_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "未安装"
+    return out
+
+
+# ----------------------------------------------------------------------- receivers
+
+
+def tap_decoder_queue(receiver: RTCRtpReceiver, replacement: queue.Queue[Any]) -> None:
+    """Put ``replacement`` where ``receive()`` hands frames to the decoder thread (before
+    ``receive()`` runs: it passes the queue to the thread once)."""
+    if not hasattr(receiver, _DECODER_QUEUE):
+        raise SeamError([f"RTCRtpReceiver 实例没有 {_DECODER_QUEUE}"])
+    setattr(receiver, _DECODER_QUEUE, replacement)
+
+
+def track_queue(receiver: RTCRtpReceiver) -> Any:
+    """The receiver's track's frame queue (``RemoteStreamTrack._queue``, an asyncio.Queue)."""
+    return receiver.track._queue  # type: ignore[attr-defined]
+
+
+def jitter_buffer(receiver: RTCRtpReceiver) -> JitterBuffer:
+    buffer: JitterBuffer = getattr(receiver, _JITTER_BUFFER)
+    return buffer
+
+
+def replace_jitter_buffer(receiver: RTCRtpReceiver, buffer: JitterBuffer) -> None:
+    if not hasattr(receiver, _JITTER_BUFFER):
+        raise SeamError([f"RTCRtpReceiver 实例没有 {_JITTER_BUFFER}"])
+    setattr(receiver, _JITTER_BUFFER, buffer)
+
+
+def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> Awaitable[None]:
+    """Ask the publisher of ``media_ssrc`` for a keyframe (RTCP PLI)."""
+    result: Awaitable[None] = receiver._send_rtcp_pli(media_ssrc)
+    return result
+
+
+def wrap_send_nack(
+    receiver: RTCRtpReceiver, wrapper: Callable[[Callable[..., Awaitable[None]]], Any]
+) -> None:
+    """Replace the receiver's NACK sender by ``wrapper(original)``."""
+    receiver._send_rtcp_nack = wrapper(receiver._send_rtcp_nack)  # type: ignore[method-assign]
+
+
+def remote_streams(receiver: RTCRtpReceiver) -> dict[int, Any]:
+    """SSRC → aiortc's StreamStatistics (packets_received, packets_lost)."""
+    streams: dict[int, Any] = getattr(receiver, _REMOTE_STREAMS, {})
+    return streams
+
+
+def rtx_ssrcs(receiver: RTCRtpReceiver) -> dict[int, int]:
+    """Retransmission SSRC → the SSRC it repairs."""
+    rtx: dict[int, int] = getattr(receiver, _RTX_SSRC, {})
+    return rtx
+
+
+def packet_payload(packet: aiortc.rtp.RtpPacket) -> bytes:
+    """An RTP packet's depacketized payload (set by ``_handle_rtp_packet``)."""
+    data: bytes = packet._data  # type: ignore[attr-defined]
+    return data
+
+
+class LowLatencyJitterBuffer(JitterBuffer):
+    """aiortc's jitter buffer, but a frame leaves as soon as it is complete: a video frame at
+    its marker bit (aiortc waits for the next frame's first packet, one frame interval), an
+    audio packet at once (aiortc prefetches four). The relay forwards; the subscriber's own
+    jitter buffer smooths playout. Overrides ``JitterBuffer._remove_frame``."""
+
+    @classmethod
+    def like(cls, buffer: JitterBuffer) -> LowLatencyJitterBuffer:
+        return cls(buffer.capacity, is_video=buffer._is_video)
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        assert self._origin is not None
+        packets: list[aiortc.rtp.RtpPacket] = []
+        timestamp: int | None = None
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self.capacity]
+            if packet is None:
+                return None
+            if timestamp is not None and packet.timestamp != timestamp:
+                # the previous frame ended without a marker (lost or unusual): complete anyway
+                return self._take(packets, timestamp, count)
+            timestamp = packet.timestamp
+            packets.append(packet)
+            if packet.marker or not self._is_video:
+                return self._take(packets, timestamp, count + 1)
+        return None
+
+    def _take(self, packets: list[aiortc.rtp.RtpPacket], timestamp: int, count: int) -> JitterFrame:
+        self.remove(count)
+        return JitterFrame(data=b"".join(packet_payload(p) for p in packets), timestamp=timestamp)
+
+
+# ----------------------------------------------------------------------- senders
+
+
+def wrap_keyframe_request(
+    sender: RTCRtpSender, wrapper: Callable[[Callable[[], None]], Any]
+) -> None:
+    """Replace what the sender does on a subscriber's PLI/FIR by ``wrapper(original)``."""
+    sender._send_keyframe = wrapper(sender._send_keyframe)  # type: ignore[method-assign]
+
+
+def wrap_rtcp_handler(
+    sender: RTCRtpSender, wrapper: Callable[[Callable[[Any], Awaitable[None]]], Any]
+) -> None:
+    """Replace the sender's RTCP handler by ``wrapper(original)``."""
+    sender._handle_rtcp_packet = wrapper(sender._handle_rtcp_packet)  # type: ignore[method-assign]
+
+
+def sender_counts(sender: RTCRtpSender) -> tuple[int, int]:
+    """RTP packets and payload bytes the sender has sent."""
+    return int(getattr(sender, _PACKET_COUNT, 0)), int(getattr(sender, _OCTET_COUNT, 0))
+
+
+def sender_stats(sender: RTCRtpSender) -> dict[str, Any]:
+    """The sender's stats report (holds the subscriber's receiver report)."""
+    stats: dict[str, Any] = getattr(sender, _SENDER_STATS, {})
+    return stats
+
+
+def is_nack(packet: Any) -> bool:
+    return (
+        isinstance(packet, aiortc.rtp.RtcpRtpfbPacket) and packet.fmt == aiortc.rtp.RTCP_RTPFB_NACK
+    )
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[Any]:
+    """The codecs a transceiver negotiated, preferred first."""
+    codecs: list[Any] = getattr(transceiver, "_codecs", [])
+    return codecs
+
+
+# ----------------------------------------------------------------------- ICE (aioice)
+
+original_component_candidates = aioice.ice.Connection.get_component_candidates
+UDP_SOCKET_BUFFER_SIZE: int = aioice.turn.UDP_SOCKET_BUFFER_SIZE
+
+
+def set_host_addresses(addresses: Sequence[str]) -> None:
+    """The host addresses every ICE connection of this process gathers."""
+    chosen = list(addresses)
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(chosen)
+
+
+def set_component_candidates(gather: Callable[..., Awaitable[list[Candidate]]] | None) -> None:
+    """Replace aioice's host-candidate gathering process-wide (None: aioice's own)."""
+    chosen = gather or original_component_candidates
+    aioice.ice.Connection.get_component_candidates = chosen  # type: ignore[method-assign,assignment]
+
+
+def stun_protocol(connection: aioice.ice.Connection) -> Callable[[], Any]:
+    """A factory of aioice's datagram protocol for ``connection``."""
+    return lambda: aioice.ice.StunProtocol(connection)
+
+
+def add_host_candidate(
+    connection: aioice.ice.Connection, protocol: Any, component: int, host: str, port: int
+) -> Candidate:
+    """Register a bound socket's protocol as a host candidate, as aioice does itself."""
+    protocol.local_candidate = Candidate(
+        foundation=aioice.candidate.candidate_foundation("host", "udp", host),
+        component=component,
+        transport="udp",
+        priority=aioice.candidate.candidate_priority(component, "host"),
+        host=host,
+        port=port,
+        type="host",
+    )
+    connection._protocols.append(protocol)
+    candidate: Candidate = protocol.local_candidate
+    return candidate
+
+
+# ----------------------------------------------------------------------- the check
+
+
+@dataclass(frozen=True)
+class Seam:
+    """One private part relied on: ``owner.name``, present and of the expected shape.
+
+    ``params``: the leading parameter names of a callable. ``used_in``: functions whose code
+    must name it (an instance attribute is only visible in the code that sets and reads it).
+    """
+
+    label: str
+    owner: Any
+    name: str
+    params: tuple[str, ...] | None = None
+    used_in: tuple[Callable[..., Any], ...] = ()
+    instance: bool = False  # an instance attribute: checked through used_in only
+
+    def problem(self) -> str | None:
+        if not self.instance:
+            value = getattr(self.owner, self.name, None)
+            if value is None:
+                return f"{self.label} 不存在"
+            if self.params is not None:
+                if not callable(value):
+                    return f"{self.label} 不可调用"
+                try:
+                    names = tuple(inspect.signature(value).parameters)
+                except (TypeError, ValueError):
+                    return f"{self.label} 无法读取参数"
+                if names[: len(self.params)] != self.params:
+                    found, wanted = ", ".join(names), ", ".join(self.params)
+                    return f"{self.label} 的参数为 ({found})，应为 ({wanted})"
+        for function in self.used_in:
+            code = getattr(function, "__code__", None)
+            if code is None or self.name not in _names(code):
+                where = getattr(function, "__qualname__", repr(function))
+                return f"{self.label} 不再由 {where} 使用"
+        return None
+
+
+def _names(code: Any) -> set[str]:
+    """The attribute and global names a function's code (and its nested code) uses."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _names(const)
+    return names
+
+
+def _seams() -> list[Seam]:
+    receiver, sender = aiortc.rtcrtpreceiver.RTCRtpReceiver, aiortc.rtcrtpsender.RTCRtpSender
+    buffer, ice = JitterBuffer, aioice.ice
+    return [
+        Seam(
+            "RTCRtpReceiver.__decoder_queue",
+            receiver,
+            _DECODER_QUEUE,
+            instance=True,
+            used_in=(receiver.__init__, receiver.receive, receiver._handle_rtp_packet),
+        ),
+        Seam(
+            "RTCRtpReceiver.__jitter_buffer",
+            receiver,
+            _JITTER_BUFFER,
+            instance=True,
+            used_in=(receiver.__init__, receiver._handle_rtp_packet),
+        ),
+        Seam(
+            "RemoteStreamTrack._queue",
+            aiortc.rtcrtpreceiver.RemoteStreamTrack,
+            "_queue",
+            instance=True,
+            used_in=(aiortc.rtcrtpreceiver.RemoteStreamTrack.__init__,),
+        ),
+        Seam(
+            "RtpPacket._data",
+            receiver,
+            "_data",
+            instance=True,
+            used_in=(receiver._handle_rtp_packet,),
+        ),
+        Seam("RTCRtpReceiver._send_rtcp_pli", receiver, "_send_rtcp_pli", ("self", "media_ssrc")),
+        Seam(
+            "RTCRtpReceiver._send_rtcp_nack",
+            receiver,
+            "_send_rtcp_nack",
+            ("self", "media_ssrc", "lost"),
+        ),
+        Seam(
+            "RTCRtpReceiver.__remote_streams",
+            receiver,
+            _REMOTE_STREAMS,
+            instance=True,
+            used_in=(receiver.__init__,),
+        ),
+        Seam(
+            "RTCRtpReceiver.__rtx_ssrc",
+            receiver,
+            _RTX_SSRC,
+            instance=True,
+            used_in=(receiver.__init__,),
+        ),
+        Seam(
+            "JitterBuffer._remove_frame",
+            buffer,
+            "_remove_frame",
+            ("self", "sequence_number"),
+            used_in=(buffer.add,),
+        ),
+        Seam("JitterBuffer.remove", buffer, "remove", ("self", "count")),
+        Seam(
+            "JitterBuffer._origin/_packets/_is_video",
+            buffer,
+            "_packets",
+            instance=True,
+            used_in=(buffer.__init__,),
+        ),
+        Seam("JitterBuffer.capacity", buffer, "capacity"),
+        Seam("RTCRtpSender._send_keyframe", sender, "_send_keyframe", ("self",)),
+        Seam("RTCRtpSender._handle_rtcp_packet", sender, "_handle_rtcp_packet", ("self", "packet")),
+        Seam(
+            "RTCRtpSender.__packet_count",
+            sender,
+            _PACKET_COUNT,
+            instance=True,
+            used_in=(sender.__init__,),
+        ),
+        Seam(
+            "RTCRtpSender.__octet_count",
+            sender,
+            _OCTET_COUNT,
+            instance=True,
+            used_in=(sender.__init__,),
+        ),
+        Seam(
+            "RTCRtpSender.__stats", sender, _SENDER_STATS, instance=True, used_in=(sender.__init__,)
+        ),
+        Seam(
+            "RTCRtpTransceiver._codecs",
+            aiortc.rtcrtptransceiver.RTCRtpTransceiver,
+            "_codecs",
+            instance=True,
+            used_in=(aiortc.rtcrtptransceiver.RTCRtpTransceiver.__init__,),
+        ),
+        Seam("aiortc.rtp.RTCP_RTPFB_NACK", aiortc.rtp, "RTCP_RTPFB_NACK"),
+        Seam("aiortc.rtp.RtcpRtpfbPacket", aiortc.rtp, "RtcpRtpfbPacket"),
+        Seam(
+            "aioice.ice.get_host_addresses",
+            ice,
+            "get_host_addresses",
+            ("use_ipv4", "use_ipv6"),
+            used_in=(ice.Connection.gather_candidates,),
+        ),
+        Seam(
+            "aioice.ice.Connection.get_component_candidates",
+            ice.Connection,
+            "get_component_candidates",
+            ("self", "component", "addresses", "timeout"),
+        ),
+        Seam(
+            "aioice.ice.Connection._protocols",
+            ice.Connection,
+            "_protocols",
+            instance=True,
+            used_in=(ice.Connection.__init__,),
+        ),
+        Seam("aioice.ice.StunProtocol", ice, "StunProtocol", ("receiver",)),
+        Seam("aioice.turn.UDP_SOCKET_BUFFER_SIZE", aioice.turn, "UDP_SOCKET_BUFFER_SIZE"),
+        Seam(
+            "aioice.candidate.candidate_foundation",
+            aioice.candidate,
+            "candidate_foundation",
+            ("candidate_type", "candidate_transport", "base_address"),
+        ),
+        Seam(
+            "aioice.candidate.candidate_priority",
+            aioice.candidate,
+            "candidate_priority",
+            ("candidate_component", "candidate_type"),
+        ),
+    ]
+
+
+def seam_problems(seams: Iterable[Seam] | None = None) -> list[str]:
+    """What is missing or changed, one entry per seam (empty: all as expected)."""
+    return [p for seam in (_seams() if seams is None else seams) if (p := seam.problem())]
+
+
+def check_seams() -> None:
+    """Refuse to run the relay on an aiortc/aioice whose internals it does not know."""
+    problems = seam_problems()
+    if problems:
+        raise SeamError(problems)
+
+
+def seam_count() -> int:
+    return len(_seams())

@@ -1,0 +1,77 @@
+"""The aiortc/aioice internals the relay relies on are checked before it starts."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import types
+from typing import Any
+
+import pytest
+from aiortc import RTCRtpReceiver, RTCRtpSender
+
+from media import encoded, seams
+from media.room import Relay
+from web.doctor import Level, check_media_seams
+
+
+def test_the_installed_aiortc_and_aioice_have_every_seam() -> None:
+    assert seams.seam_problems() == []
+    seams.check_seams()
+    assert Relay().rooms == {}
+    finding = check_media_seams()
+    assert finding.level is Level.ok
+    assert importlib.metadata.version("aiortc") in finding.message
+
+
+def _refused(label: str) -> str:
+    with pytest.raises(seams.SeamError) as caught:
+        Relay()
+    message = caught.value.message
+    assert label in message
+    assert f"aiortc {importlib.metadata.version('aiortc')}" in message
+    assert f"aioice {importlib.metadata.version('aioice')}" in message
+    return message
+
+
+def test_a_removed_private_method_stops_the_relay_from_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(RTCRtpReceiver, "_send_rtcp_pli")
+    assert "不存在" in _refused("RTCRtpReceiver._send_rtcp_pli")
+    doctor = check_media_seams()
+    assert doctor.level is Level.error
+    assert "RTCRtpReceiver._send_rtcp_pli" in doctor.message
+
+
+def test_a_renamed_decoder_queue_stops_the_relay_from_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A renamed private attribute would otherwise let the relay decode every frame."""
+    original = RTCRtpReceiver.__init__
+
+    def renamed(self: Any, kind: str, transport: Any) -> None:
+        original(self, kind, transport)
+        self._RTCRtpReceiver__frame_queue = self.__dict__.pop("_RTCRtpReceiver__decoder_queue")
+
+    monkeypatch.setattr(RTCRtpReceiver, "__init__", renamed)
+    _refused("RTCRtpReceiver.__decoder_queue")
+
+
+def test_a_changed_signature_stops_the_relay_from_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def handle(self: Any, rtcp: Any) -> None:
+        return None
+
+    monkeypatch.setattr(RTCRtpSender, "_handle_rtcp_packet", handle)
+    assert "(self, rtcp)" in _refused("RTCRtpSender._handle_rtcp_packet")
+
+
+def test_tapping_a_receiver_without_its_decoder_queue_fails_loudly() -> None:
+    transport: Any = types.SimpleNamespace(state="new")  # a DTLS transport not yet started
+    receiver = RTCRtpReceiver("video", transport)
+    encoded.tap_receiver(receiver)  # the tap replaces the queue the decoder thread reads
+    assert isinstance(receiver.__dict__["_RTCRtpReceiver__decoder_queue"], encoded._TapQueue)
+    del receiver.__dict__["_RTCRtpReceiver__decoder_queue"]
+    with pytest.raises(seams.SeamError, match="_RTCRtpReceiver__decoder_queue"):
+        encoded.tap_receiver(receiver)
