@@ -74,7 +74,6 @@ async def test_a_killed_server_repairs_the_recording_on_restart(tmp_path: Path) 
         while not files_growing():
             assert time.monotonic() < deadline, "recording did not start"
             await asyncio.sleep(0.2)
-        started = time.time()
 
         async def audio_seconds() -> float:
             """How much audio the petitioner's file holds now (Opus: 20 ms a packet)."""
@@ -135,7 +134,8 @@ async def test_a_killed_server_repairs_the_recording_on_restart(tmp_path: Path) 
                 ).stdout
             )
             duration = float(probe["format"]["duration"])
-            assert duration >= killed - started - 2.5 >= 7.5, (name, duration)
+            # ten seconds of audio were on disk when it was killed: every track keeps 8+
+            assert duration >= 8.0, (name, duration)
             decode = await asyncio.to_thread(
                 subprocess.run,
                 ["ffmpeg", "-v", "error", "-i", str(folder / name), "-f", "null", "-"],

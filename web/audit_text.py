@@ -168,6 +168,10 @@ ACTIONS: dict[str, tuple[str, str]] = {
         "{actor}记录：录制因服务中断而终止（中断于 {interrupted_at:time}）",
     ),
     "recording.write_failed": ("录制写入失败", "{actor}记录：轨道 {track} 录制写入失败"),
+    "transcript.correct": (
+        "更正转写",
+        "{actor}更正了转写第 {line:ordinal} 行（修订版 {revision}）",
+    ),
     "recording.write_resumed": (
         "录制写入恢复",
         "{actor}记录：录制写入已恢复，{missing_from:time} 至 {missing_to:time} 的内容缺失",
@@ -224,6 +228,8 @@ class _Formatter(string.Formatter):
             return _LOGIN_REASONS.get(str(value), str(value))
         if how == "court_day":
             return _COURT_DAYS.get(str(value), str(value))
+        if how == "ordinal" and isinstance(value, int):  # stored from 0, read from 1
+            return str(value + 1)
         if how == "minutes":
             return f"{max(1, -(-int(value) // 60))} 分钟"
         if how == "weekday" and isinstance(value, int) and 0 <= value < 7:
