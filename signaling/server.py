@@ -1,4 +1,10 @@
-"""The socket.io server: in-memory manager, or python-socketio's Redis manager with REDIS_URL."""
+"""The socket.io server: in-memory manager, or python-socketio's Redis manager with REDIS_URL.
+
+Hardened against hostile clients: client events named like socket.io's own (``connect``,
+``disconnect``…) or not named by a string never reach a handler as such; broken frames end
+their connection with one warning; staff sockets can be disconnected by user or session on
+any node; oversized long-polling bodies are refused before they are read.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +12,186 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import engineio
 import socketio
+from aiohttp import web
+from engineio.async_drivers import aiohttp as engineio_aiohttp
 
 from config.settings import Settings
 
 log = logging.getLogger("vreception.signaling")
 
-Authenticate = Callable[[dict[str, Any]], Awaitable[int | None]]
+SOCKETIO_PATH = "/socket.io/"
+MAX_FRAME_BYTES = 256 * 1024  # one socket.io message (an SDP is at most 64 KiB)
+# socket.io's own event names (server and client side): a client may not emit them
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+# What a namespace receives instead of a reserved or non-string event name (never valid).
+REFUSED_EVENT = "\x00refused"
+# Emitted to a room, this disconnects the room's sockets on every node; never sent.
+DISCONNECT_ROOM = "\x00disconnect-room"
+NAMESPACES = ("/visit", "/notify")
+
+Authenticate = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-def create_sio(settings: Settings) -> socketio.AsyncServer:
+def user_room(user_id: int) -> str:
+    """Every staff socket of a user (both namespaces)."""
+    return f"user:{user_id}"
+
+
+def session_room(session_id: str) -> str:
+    """Every staff socket opened with one login session."""
+    return f"session:{session_id}"
+
+
+class _RoomDisconnects(socketio.AsyncManager):  # type: ignore[misc]
+    """An emit of DISCONNECT_ROOM to a room disconnects the room's sockets on this node
+    instead of sending anything. With Redis the emit reaches every node (the pub/sub
+    manager hands what it receives to this class), so a user's sockets are closed wherever
+    they are connected."""
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        if event != DISCONNECT_ROOM:
+            return await super().emit(
+                event,
+                data,
+                namespace,
+                room=room,
+                skip_sid=skip_sid,
+                callback=callback,
+                to=to,
+                **kwargs,
+            )
+        room = to or room
+        if room is None:  # never everybody
+            return None
+        for sid, _ in list(self.get_participants(namespace, room)):
+            await self.server.disconnect(sid, namespace=namespace, ignore_queue=True)
+        return None
+
+
+class LocalManager(_RoomDisconnects):
+    """One process (embedded mode)."""
+
+
+class RedisManager(socketio.AsyncRedisManager, _RoomDisconnects):  # type: ignore[misc]
+    """Several nodes sharing rooms through Redis."""
+
+
+class _CheckedWebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
+    """engine.io's aiohttp WebSocket that ends the connection on a frame engine.io cannot
+    decode (engine.io would raise out of its loop, or log a traceback for every frame)."""
+
+    async def wait(self) -> Any:
+        data = await super().wait()
+        if isinstance(data, str):
+            try:
+                if not data or (
+                    data[0] != "b" and int(data[0]) not in range(len(engineio.packet.packet_names))
+                ):
+                    raise ValueError("unknown packet type")
+            except ValueError as exc:
+                broken_frame(self.environ, f"engine.io: {exc}")
+                raise OSError("broken frame") from None
+        return data
+
+
+def broken_frame(environ: dict[str, Any], problem: str) -> None:
+    """One warning line per connection that sent a frame the server cannot decode."""
+    if environ.get("vreception.broken"):
+        return
+    environ["vreception.broken"] = True
+    request = environ.get("aiohttp.request")
+    peer = request.remote if request is not None else "?"
+    log.warning("closing a socket.io connection from %s: broken frame (%s)", peer, problem[:120])
+
+
+class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server with the hardening described at the top of this module."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # engine.io keeps its driver functions in a module-wide dict: change this server's copy
+        self.eio._async = {**self.eio._async, "websocket": _CheckedWebSocket}
+
+    async def _handle_event(self, eio_sid: str, namespace: str, id: Any, data: Any) -> Any:
+        """Every event a client emits comes here (the real connect and disconnect do not):
+        a reserved or non-string name reaches the namespace as REFUSED_EVENT."""
+        if not isinstance(data, list) or not data:
+            data = [REFUSED_EVENT]
+        elif not isinstance(data[0], str) or data[0] in RESERVED_EVENTS:
+            data = [REFUSED_EVENT, *data[1:]]
+        return await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> Any:
+        if eio_sid not in self._binary_packet:  # not an attachment: a socket.io packet
+            try:
+                self.packet_class(encoded_packet=data)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                broken_frame(self.environ.get(eio_sid, {}), f"socket.io: {exc!r}")
+                socket = self.eio.sockets.get(eio_sid)
+                if socket is not None:
+                    await socket.close(wait=False, reason=self.reason.TRANSPORT_ERROR)
+                return None
+        return await super()._handle_eio_message(eio_sid, data)
+
+    async def disconnect_room(self, room: str) -> None:
+        """Disconnect the sockets of ``room`` in every namespace, on every node."""
+        for namespace in NAMESPACES:
+            await self.emit(DISCONNECT_ROOM, None, room=room, namespace=namespace)
+
+
+def create_sio(settings: Settings) -> SignalingServer:
     """One socket.io server per web node; nodes share rooms through Redis when configured."""
-    manager = None
+    manager: _RoomDisconnects
     if settings.redis_url is not None:
-        manager = socketio.AsyncRedisManager(settings.redis_url, channel="vreception-socketio")
-    return socketio.AsyncServer(
+        manager = RedisManager(settings.redis_url, channel="vreception-socketio")
+    else:
+        manager = LocalManager()
+    return SignalingServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=None,  # same origin only
-        max_http_buffer_size=256 * 1024,
+        max_http_buffer_size=MAX_FRAME_BYTES,
         logger=False,
         engineio_logger=False,
     )
+
+
+@web.middleware
+async def polling_body_limit(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A long-polling POST larger than one frame is answered 413 before its body is read,
+    and its connection closed (engine.io would leave it unanswered and hold the socket)."""
+    if request.method != "POST" or not request.path.startswith(SOCKETIO_PATH):
+        return await handler(request)
+    length = request.content_length
+    if length is None or length > MAX_FRAME_BYTES:
+        status = 411 if length is None else 413
+        log.warning(
+            "refused a socket.io POST from %s: %s",
+            request.remote,
+            "no Content-Length" if length is None else f"{length} bytes",
+        )
+        response = web.Response(
+            status=status, text="请求体过大" if status == 413 else "缺少 Content-Length"
+        )
+        response.force_close()
+        return response
+    return await handler(request)
 
 
 class NotificationNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -38,17 +202,14 @@ class NotificationNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._authenticate = authenticate
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        user_id = await self._authenticate(environ)
-        if user_id is None:
+        staff = await self._authenticate(environ)
+        if staff is None:
             raise socketio.exceptions.ConnectionRefusedError("unauthenticated")
-        await self.enter_room(sid, user_room(user_id))
+        await self.enter_room(sid, user_room(staff.user_id))
+        await self.enter_room(sid, session_room(staff.session_id))
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         return None
-
-
-def user_room(user_id: int) -> str:
-    return f"user:{user_id}"
 
 
 class SocketNotifier:
@@ -64,3 +225,18 @@ class SocketNotifier:
             )
         except Exception:  # a push is best effort; the list keeps the notification
             log.exception("could not push notification %s", payload.get("id"))
+
+
+class StaffSockets:
+    """Closes a staff member's live sockets on every node when their identity changes."""
+
+    def __init__(self, sio: SignalingServer) -> None:
+        self._sio = sio
+
+    async def user_changed(self, user_id: int) -> None:
+        """The account was disabled, or its role or court changed: all its sockets close."""
+        await self._sio.disconnect_room(user_room(user_id))
+
+    async def logged_out(self, session_id: str) -> None:
+        """One login session ended: the sockets opened with it close."""
+        await self._sio.disconnect_room(session_room(session_id))

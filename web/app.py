@@ -30,7 +30,13 @@ from scheduler.visits import housekeeping
 from signaling.gateway import RejoinTokens
 from signaling.namespace import VisitNamespace
 from signaling.placement import LocalPlacement, RedisPlacement, RoomPlacement
-from signaling.server import NotificationNamespace, SocketNotifier, create_sio
+from signaling.server import (
+    NotificationNamespace,
+    SocketNotifier,
+    StaffSockets,
+    create_sio,
+    polling_body_limit,
+)
 from web import handlers as _handlers  # noqa: F401  (registers the API routes)
 from web import pages
 from web.auth import (
@@ -47,6 +53,7 @@ from web.keys import (
     REDIS,
     SECRET,
     SETTINGS,
+    STAFF_SOCKETS,
     THROTTLE,
     VISITS,
 )
@@ -100,15 +107,6 @@ async def metrics_middleware(
         route = resource.canonical if resource is not None else "unmatched"
         request.app[REQUESTS].labels(request.method, route, str(status)).inc()
         request.app[LATENCY].labels(request.method, route).observe(time.perf_counter() - started)
-
-
-async def _authenticate_socket(app: web.Application, environ: dict[str, Any]) -> int | None:
-    """The staff user behind a socket.io connection, from its session cookie."""
-    request = environ.get("aiohttp.request")
-    if request is None:
-        return None
-    principal = await pages.page_principal(request)
-    return principal.user_id if principal else None
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
@@ -258,7 +256,7 @@ def create_app(settings: Settings) -> web.Application:
     """The whole web application for ``settings``."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[metrics_middleware, error_middleware],
+        middlewares=[polling_body_limit, metrics_middleware, error_middleware],
     )
     app[SETTINGS] = settings
     app[SECRET] = load_secret_key(settings)
@@ -280,19 +278,25 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_housekeeping)
     sio = create_sio(settings)
-    sio.register_namespace(NotificationNamespace(functools.partial(_authenticate_socket, app)))
+    gateway = LazyGateway(app)
+    sio.register_namespace(NotificationNamespace(lambda environ: gateway.staff(environ)))
     announce_addresses(settings.media_announced_addresses)
     use_port_range(settings.media_udp_ports)
     recorder = RecorderSink(settings.resolved_recordings_dir)
-    relay = Relay(ice_servers=settings.media_ice_servers, sinks=[recorder])
+    relay = Relay(
+        ice_servers=settings.media_ice_servers,
+        sinks=[recorder],
+        allowed_networks=settings.media_networks,
+    )
     placement = _placement(settings)
     app.cleanup_ctx.append(functools.partial(_close_placement, placement))
-    visits = VisitNamespace(LazyGateway(app), RejoinTokens(app[SECRET]), relay, placement=placement)
+    visits = VisitNamespace(gateway, RejoinTokens(app[SECRET]), relay, placement=placement)
     sio.register_namespace(visits)
     app[VISITS] = visits
     app.cleanup_ctx.append(functools.partial(_recorder, recorder, visits))
     sio.attach(app)
     app[NOTIFIER] = SocketNotifier(sio)
+    app[STAFF_SOCKETS] = StaffSockets(sio)
     api.add_to(app)
     notifications.add_routes(app)
     meta.add_routes(app)

@@ -11,6 +11,7 @@ from config.settings import Settings
 from recorder.jobs import Pipeline
 from scheduler.notify import Notifier
 from signaling.namespace import VisitNamespace
+from signaling.server import StaffSockets
 from web.auth import LoginThrottle
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -22,3 +23,4 @@ METRICS = web.AppKey("metrics_registry", CollectorRegistry)
 NOTIFIER: web.AppKey[Notifier | None] = web.AppKey("notifier")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 VISITS = web.AppKey("visit_namespace", VisitNamespace)
+STAFF_SOCKETS = web.AppKey("staff_sockets", StaffSockets)

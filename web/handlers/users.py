@@ -5,6 +5,7 @@ from __future__ import annotations
 from scheduler import service
 from scheduler.models import Role
 from web.auth import close_user_sessions
+from web.keys import STAFF_SOCKETS
 from web.routes import Context, api
 from web.schemas import Page, UserIn, UserOut, UserPatch, UserQuery, page_of
 
@@ -73,7 +74,8 @@ async def get_user(ctx: Context) -> UserOut:
     answer=UserOut,
 )
 async def update_user(ctx: Context) -> UserOut:
-    """A change of role or court, deactivation or a password reset ends the user's sessions."""
+    """A change of role or court, deactivation or a password reset ends the user's sessions
+    and closes their live sockets (call, notifications) on every node."""
     body: UserPatch = ctx.body
     user, end_sessions = await service.update_user(
         ctx.db,
@@ -88,4 +90,6 @@ async def update_user(ctx: Context) -> UserOut:
     )
     if end_sessions:
         await close_user_sessions(ctx.db, user.id)
+        sockets, user_id = ctx.request.app[STAFF_SOCKETS], user.id
+        ctx.after_commit(lambda: sockets.user_changed(user_id))
     return UserOut.of(user)
