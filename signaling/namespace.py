@@ -157,6 +157,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._buckets: dict[str, TokenBucket] = {}
         self._rate, self._burst, self._flood = rate, burst, flood_limit
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing: set[str] = set()
         self._handlers: dict[str, Callable[[str, Any], Awaitable[Any]]] = {
             "join": self._join,
             "admit": self._admit,
@@ -215,6 +216,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except ProtocolError as exc:
             payload = exc.payload(event if handler else "?")
             await self.emit("error", payload, to=sid)
+            self._close_after_answer(sid)
             return {"ok": False, "error": {k: v for k, v in payload.items() if k != "event"}}
         except Exception:
             log.exception("signaling: %s failed", event)
@@ -232,8 +234,15 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return
         log.info("closing %s: the staff login of user %s no longer holds", sid, staff.user_id)
         self._staff[sid] = None
-        self._soon(self.disconnect(sid))  # after the refusal is answered
+        self._closing.add(sid)  # closed once the refusal is acknowledged
         raise ProtocolError(ErrorCode.unauthenticated, "登录已失效，请重新登录")
+
+    def _close_after_answer(self, sid: str) -> None:
+        """Disconnect ``sid`` after the acknowledgement being returned has been queued (the
+        server queues it before this task yields again)."""
+        if sid in self._closing:
+            self._closing.discard(sid)
+            asyncio.get_running_loop().call_soon(self._soon, self.disconnect(sid))
 
     def _soon(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(work)

@@ -90,32 +90,47 @@ class RedisManager(socketio.AsyncRedisManager, _RoomDisconnects):  # type: ignor
     """Several nodes sharing rooms through Redis."""
 
 
+_DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
+def _frame_problem(data: str) -> str | None:
+    """What is wrong with a text frame of engine.io (carrying socket.io), or None."""
+    try:
+        if not data:
+            raise ValueError("empty frame")
+        if data[0] == "b":  # base64 binary
+            return None
+        if int(data[0]) not in range(len(engineio.packet.packet_names)):
+            raise ValueError(f"unknown engine.io packet type {data[0]!r}")
+    except ValueError as exc:
+        return f"engine.io: {exc}"
+    if data[0] == "4":  # an engine.io message carries one socket.io packet
+        try:
+            socketio.packet.Packet(encoded_packet=data[1:])
+        except _DECODE_ERRORS as exc:
+            return f"socket.io: {exc!r}"
+    return None
+
+
+def _log_broken(peer: str | None, problem: str) -> None:
+    log.warning(
+        "closing a socket.io connection from %s: broken frame (%s)", peer or "?", problem[:120]
+    )
+
+
 class _CheckedWebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
-    """engine.io's aiohttp WebSocket that ends the connection on a frame engine.io cannot
-    decode (engine.io would raise out of its loop, or log a traceback for every frame)."""
+    """engine.io's aiohttp WebSocket that ends the connection on the first frame that does
+    not decode (engine.io would raise out of its loop with a traceback, or log one for every
+    frame): one warning line, and the websocket closes."""
 
     async def wait(self) -> Any:
         data = await super().wait()
-        if isinstance(data, str):
-            try:
-                if not data or (
-                    data[0] != "b" and int(data[0]) not in range(len(engineio.packet.packet_names))
-                ):
-                    raise ValueError("unknown packet type")
-            except ValueError as exc:
-                broken_frame(self.environ, f"engine.io: {exc}")
-                raise OSError("broken frame") from None
+        problem = _frame_problem(data) if isinstance(data, str) else None
+        if problem is not None:
+            request = self.environ.get("aiohttp.request")
+            _log_broken(request.remote if request is not None else None, problem)
+            raise OSError("broken frame")  # engine.io's loop ends and closes the socket
         return data
-
-
-def broken_frame(environ: dict[str, Any], problem: str) -> None:
-    """One warning line per connection that sent a frame the server cannot decode."""
-    if environ.get("vreception.broken"):
-        return
-    environ["vreception.broken"] = True
-    request = environ.get("aiohttp.request")
-    peer = request.remote if request is not None else "?"
-    log.warning("closing a socket.io connection from %s: broken frame (%s)", peer, problem[:120])
 
 
 class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -125,6 +140,7 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
         super().__init__(**kwargs)
         # engine.io keeps its driver functions in a module-wide dict: change this server's copy
         self.eio._async = {**self.eio._async, "websocket": _CheckedWebSocket}
+        self._broken: set[str] = set()
 
     async def _handle_event(self, eio_sid: str, namespace: str, id: Any, data: Any) -> Any:
         """Every event a client emits comes here (the real connect and disconnect do not):
@@ -136,11 +152,19 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
         return await super()._handle_event(eio_sid, namespace, id, data)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> Any:
+        """Long polling (websocket frames are checked as they arrive): a socket.io packet
+        that does not decode closes the connection, with one warning."""
+        if eio_sid in self._broken:
+            return None
         if eio_sid not in self._binary_packet:  # not an attachment: a socket.io packet
             try:
                 self.packet_class(encoded_packet=data)
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-                broken_frame(self.environ.get(eio_sid, {}), f"socket.io: {exc!r}")
+            except _DECODE_ERRORS as exc:
+                # remembered while engine.io still holds the connection (it may be closing)
+                self._broken = {b for b in self._broken if b in self.eio.sockets}
+                self._broken.add(eio_sid)
+                request = self.environ.get(eio_sid, {}).get("aiohttp.request")
+                _log_broken(request.remote if request is not None else None, f"{exc!r}")
                 socket = self.eio.sockets.get(eio_sid)
                 if socket is not None:
                     await socket.close(wait=False, reason=self.reason.TRANSPORT_ERROR)

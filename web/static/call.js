@@ -11,6 +11,10 @@
   const ROLE = { judge: "接访法官", operator: "操作员", petitioner: "信访人", lawyer: "律师", mediator: "调解员" };
   const socket = window.io("/visit", { transports: ["websocket", "polling"] });
   const call = (event, data) => new Promise((resolve) => socket.emit(event, data || {}, resolve));
+  // The rejoin token is kept on this terminal for the life of the visit: a crashed browser or
+  // a new tab gets back in without a new code (the newest connection replaces the older).
+  const REJOIN = "vr-rejoin-" + visitId;
+  const keepRejoin = (token) => { if (token) localStorage.setItem(REJOIN, token); };
   let me = null;
   let local = null;
   let publisher = null;
@@ -224,6 +228,7 @@
   }
 
   function ended(text) {
+    localStorage.removeItem(REJOIN);
     stopEvidence(false);
     for (const pc of [publisher, subscriber]) if (pc) pc.close();
     if (local) for (const t of local.getTracks()) t.stop();
@@ -245,7 +250,7 @@
     if (!answer.ok) return answer;
     me = answer;
     $("who").textContent = ROLE[answer.role];
-    if (answer.rejoin) sessionStorage.setItem("vr-rejoin-" + visitId, answer.rejoin);
+    if (answer.rejoin) keepRejoin(answer.rejoin);
     for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", answer.role !== "judge");
     if (answer.lobby) drawLobby(answer.lobby);
     if (answer.recording) recordingState({ recording: true, ok: true });
@@ -265,7 +270,7 @@
 
   socket.on("lobby", (data) => drawLobby(data.waiting));
   socket.on("recording_state", recordingState);
-  socket.on("admitted", (data) => { sessionStorage.setItem("vr-rejoin-" + visitId, data.rejoin); inCall(data.participants); });
+  socket.on("admitted", (data) => { keepRejoin(data.rejoin); inCall(data.participants); });
   socket.on("refused", (data) => ended("法官未准许本次接访" + (data.reason ? "：" + data.reason : "")));
   socket.on("ended", () => ended("接访已结束"));
   socket.on("tracks_changed", () => { if (publisher) subscribe(); });
@@ -322,11 +327,11 @@
   // (re)connected: join, or rejoin after a dropped connection (the server forgot us)
   // sent here from another node: the code or rejoin token comes in the fragment
   const carried = new URLSearchParams(location.hash.slice(1));
-  if (carried.get("rejoin")) sessionStorage.setItem("vr-rejoin-" + visitId, carried.get("rejoin"));
+  if (carried.get("rejoin")) keepRejoin(carried.get("rejoin"));
   if (location.hash) history.replaceState(null, "", location.pathname + location.search);
 
   socket.on("connect", async () => {
-    if (me && mode === "guest" && !sessionStorage.getItem("vr-rejoin-" + visitId)) return;
+    if (me && mode === "guest" && !localStorage.getItem(REJOIN)) return;
     if (!me && carried.get("code") && $("code-input")) {
       $("code-input").value = carried.get("code");
       carried.delete("code");
@@ -334,13 +339,13 @@
       document.body.dataset.ready = "1";
       return;
     }
-    const rejoin = sessionStorage.getItem("vr-rejoin-" + visitId);
+    const rejoin = localStorage.getItem(REJOIN);
     if (mode === "staff") {
       const answer = await join({});
       if (!answer.ok) say("call-msg", answer.error.message, "error");
     } else if (rejoin) {
       const answer = await join({ rejoin });
-      if (!answer.ok) sessionStorage.removeItem("vr-rejoin-" + visitId);
+      if (!answer.ok) localStorage.removeItem(REJOIN);
     }
     document.body.dataset.ready = "1";
   });
