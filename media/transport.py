@@ -97,7 +97,7 @@ def screen_sdp(sdp: str, allowed: Sequence[Network]) -> str:
             raise _invalid(f"第 {number} 个媒体段的端口超出范围")
         if media.kind != "application" and not media.fmt:
             raise _invalid(f"第 {number} 个媒体段没有负载类型")
-        if not media.ice.usernameFragment or not media.ice.password:
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
             raise _invalid(f"第 {number} 个媒体段缺少 ICE 凭据")
         if media.dtls is None or not media.dtls.fingerprints:
             raise _invalid(f"第 {number} 个媒体段缺少 DTLS 参数（fingerprint、setup）")

@@ -224,6 +224,10 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.emit("error", error.payload(event), to=sid)
             return {"ok": False, "error": {"code": error.code.value, "message": error.message}}
 
+    def bucket(self, sid: str) -> TokenBucket | None:
+        """The rate limit of one connection."""
+        return self._buckets.get(sid)
+
     async def _recheck_staff(self, sid: str) -> None:
         """A staff connection acts only while its login still holds (session, account, role);
         otherwise it is refused and closed."""
