@@ -8,7 +8,7 @@ database triggers (see the first migration), not only by the absence of routes.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, String
@@ -43,6 +43,11 @@ class AuditEvent(Base):
         Index("ix_audit_events_actor", "actor_type", "actor_id"),
         Index("ix_audit_events_target", "target_type", "target_id"),
     )
+
+
+def audit_time(instant: datetime, tz: tzinfo) -> str:
+    """An instant as audit details write it: ISO 8601 in the court's zone (``…+08:00``)."""
+    return instant.astimezone(tz).isoformat(timespec="seconds")
 
 
 def _masked(detail: dict[str, Any]) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class Settings(BaseModel):
     default_visit_minutes: int = Field(30, ge=5, le=240)
     no_show_grace_minutes: int = Field(15, ge=1, le=240)
     reminder_minutes: int = Field(10, ge=1, le=120)
+    visit_abandon_minutes: int = Field(10, ge=1, le=240)
     booking_horizon_days: int = Field(120, ge=1, le=730)
     housekeeping_seconds: float = Field(30.0, gt=0, le=3600)
     media_announced_addresses: list[str] = Field(

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from recorder.decode import decoded
-from recorder.sink import ROLE_NAMES, TrackFile, VisitRecording
+from recorder.state import TrackFile, VisitRecording, role_name
 
 log = logging.getLogger("vreception.recorder")
 
@@ -241,7 +241,7 @@ def _fit(frame: av.VideoFrame, w: int, h: int) -> tuple[Planes, int, int]:
 def overlay_lines(recording: VisitRecording) -> list[str]:
     d = recording.details
     parties = "；".join(
-        f"{ROLE_NAMES.get(t.role, t.role)} {t.name}"
+        f"{role_name(t.role)} {t.name}"
         for t in {(t.role, t.name): t for t in recording.tracks if t.name}.values()
     )
     first = "　".join(x for x in (d.get("court_name", ""), d.get("receiving_court_name", "")) if x)
@@ -292,7 +292,7 @@ def render(
                 if image is None:
                     continue
                 track = latest.source.track
-                label = f"{ROLE_NAMES.get(track.role, track.role)} {track.name}".strip()
+                label = f"{role_name(track.role)} {track.name}".strip()
                 if track.source == "evidence":
                     evidence = evidence or (image, label + " 出示的证据")
                 else:

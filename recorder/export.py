@@ -40,7 +40,7 @@ from recorder.manifest import (
     public_pem,
     verify,
 )
-from recorder.sink import load_state
+from recorder.state import load_state
 from recorder.transcribe import Line, case_file_text
 
 STORED = (".mp4", ".webm", ".mkv", ".sig")  # already compressed, or tiny binary
@@ -88,27 +88,36 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def watermarked_case_file(folder: Path, watermark: str, tz: ZoneInfo) -> str:
-    """The recording's case-file text again, with ``watermark`` under its header."""
+def watermarked_case_file(
+    folder: Path, watermark: str, tz: ZoneInfo, details: dict[str, Any] | None = None
+) -> str:
+    """The recording's case-file text again, with ``watermark`` under its header. The
+    header names the courts, the petition and the parties from ``details`` (the database's
+    names of the visit), whatever the recording's own files say."""
     recording = load_state(folder)
+    if recording is None:
+        raise ExportError("录像缺少 recording.json，不能出具核验副本")
+    recording.details.update({k: v for k, v in (details or {}).items() if v})
     transcript_path = folder / "transcript.json"
-    if recording is None or not transcript_path.exists():
-        text = (
-            (folder / "transcript.txt").read_text() if (folder / "transcript.txt").exists() else ""
-        )
-        return f"{watermark}\n\n{text}"
-    data = json.loads(transcript_path.read_text())
-    lines = [Line(**line) for line in data.get("lines", [])]
-    reason = None if data.get("available") else str(data.get("reason", ""))
-    return case_file_text(
-        recording,
-        lines,
-        list(data.get("notes", [])),
-        float(data["visit_start"]),
-        tz,
-        reason,
-        watermark=watermark,
-    )
+    if transcript_path.exists():
+        data = json.loads(transcript_path.read_text())
+        lines = [Line(**line) for line in data.get("lines", [])]
+        reason = None if data.get("available") else str(data.get("reason", ""))
+        notes, start = list(data.get("notes", [])), float(data["visit_start"])
+    else:  # nothing was said or shown: the header and the notes still go into the file
+        manifest = json.loads((folder / MANIFEST).read_text())
+        timeline = _load(folder / "timeline.json")
+        lines, reason = [], "本次接访没有录得音视频"
+        notes = list(manifest.get("visit", {}).get("notes", []))
+        start = float(timeline.get("start") or recording.started_at)
+    return case_file_text(recording, lines, notes, start, tz, reason, watermark=watermark)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
 def build_export(
@@ -147,7 +156,7 @@ def build_export(
         else json.loads((folder / MANIFEST).read_text()).get("visit", {}).get("notes", [])
     )
     added: dict[str, bytes] = {
-        "case-file.txt": watermarked_case_file(folder, watermark, tz).encode(),
+        "case-file.txt": watermarked_case_file(folder, watermark, tz, details).encode(),
         "notes.json": json.dumps(notes, ensure_ascii=False, indent=1).encode(),
         "EXPORT.json": json.dumps(
             {

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import re
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import UTC, datetime
@@ -23,9 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.db import Database, utcnow
 from config.settings import Settings
-from recorder.models import STEPS, Integrity, Recording, RecordingState
+from recorder.models import STEPS, Integrity, Recording
 from recorder.search import index_texts
-from recorder.sink import VisitRecording, load_state
+from recorder.state import (
+    CLOSED_STATES,
+    SIGNED_STATES,
+    RecordingState,
+    VisitRecording,
+    load_state,
+    save_state,
+)
 
 log = logging.getLogger("vreception.recorder")
 
@@ -36,18 +44,38 @@ def _stamp(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-def wait_closed(folder: Path, timeout: float = 60.0) -> VisitRecording:
-    """The recording once the sink has closed its files (state stopped or interrupted)."""
-    deadline = time.monotonic() + timeout
+EMPTY_REASON = "接访结束前没有任何一方发布音视频"
+STEP_NAMES = {"finalize": "整理", "composite": "合成", "transcribe": "转写", "sign": "签名"}
+
+
+def wait_closed(folder: Path, timeout: float = 60.0, missing: float = 5.0) -> VisitRecording:
+    """The recording once the sink has closed its files (a state of ``CLOSED_STATES``).
+
+    No recording.json after ``missing`` seconds: the sink never recorded this visit (it saves
+    the file when recording starts), so nobody published media; the folder and an ``empty``
+    recording.json are made here."""
+    now = time.monotonic()
+    deadline, gone = now + timeout, now + missing
     while True:
         recording = load_state(folder)
-        if recording is not None and recording.state in ("stopped", "interrupted"):
+        if recording is not None and recording.state in CLOSED_STATES:
+            return recording
+        if recording is None and time.monotonic() > gone:
+            recording = VisitRecording(visit_id=folder.name, state=RecordingState.empty)
+            folder.mkdir(parents=True, exist_ok=True)
+            save_state(folder, recording)
             return recording
         if time.monotonic() > deadline:
-            if recording is None:
-                raise RuntimeError(f"no recording in {folder}")
+            assert recording is not None
             return recording  # still marked recording: finalize what is there
         time.sleep(0.2)
+
+
+def _without_paths(text: str, folder: Path) -> str:
+    """A message for the record: the recording's own files by their relative names, and no
+    other server path."""
+    text = text.replace(str(folder) + "/", "").replace(str(folder), "")
+    return re.sub(r"(?<![\w.])/[^\s'\"，：:]+", "…", text)
 
 
 def write_timeline(folder: Path, recording: VisitRecording) -> dict[str, Any]:
@@ -95,10 +123,13 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
     folder = Path(folder_name)
     recording = wait_closed(folder) if step == "finalize" else load_state(folder)
     if recording is None:
-        raise RuntimeError(f"no recording in {folder}")
+        raise RuntimeError("录像目录中没有 recording.json")
     recording.details.update(config.get("details", {}))
     tz = ZoneInfo(config.get("timezone", "Asia/Shanghai"))
     if step == "finalize":
+        if recording.empty and recording.state is not RecordingState.empty:
+            recording.state = RecordingState.empty  # nothing to composite or transcribe
+            save_state(folder, recording)
         timeline = write_timeline(folder, recording)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         return {
@@ -107,7 +138,10 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
             "end": timeline["end"],
             "interrupted_at": recording.interrupted_at,
             "size": size,
+            "empty": recording.state is RecordingState.empty,
         }
+    if recording.state is RecordingState.empty and step in ("composite", "transcribe"):
+        return {"skipped": True, "available": False, "reason": f"{EMPTY_REASON}，无可转写的录音"}
     if step == "composite":
         from recorder.composite import render
 
@@ -136,7 +170,11 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
             "timeline": {k: timeline[k] for k in ("start_iso", "duration", "interrupted_at")},
         }
         manifest = sign_folder(folder, load_signing_key(Path(config["data_dir"])), details)
-        return {"files": len(manifest["files"]), "key_id": manifest["key_id"]}
+        return {
+            "files": len(manifest["files"]),
+            "key_id": manifest["key_id"],
+            "empty": recording.state is RecordingState.empty,
+        }
     raise ValueError(f"unknown step {step}")
 
 
@@ -207,10 +245,14 @@ class Pipeline:
                 row.state, row.step, row.progress = RecordingState.recording, "", 0
 
     async def interrupted(self, visit_id: str, at: float | None) -> None:
+        """A crash cut the recording (its files were repaired on restart): on record, and
+        ``interrupted`` until the visit ends and the pipeline takes it."""
         async with self.db.writer() as db:
             row = await db.get(Recording, visit_id)
             if row is not None:
                 row.interrupted_at = _stamp(at)
+                if row.state is RecordingState.recording:
+                    row.state = RecordingState.interrupted
 
     async def enqueue(self, visit_id: str, details: dict[str, Any]) -> None:
         """The visit ended: process its recording."""
@@ -280,7 +322,11 @@ class Pipeline:
             while True:
                 async with self.db.writer() as db:
                     row = await db.get(Recording, visit_id)
-                    if row is None or row.state in (RecordingState.ready, RecordingState.recording):
+                    if row is None or row.state in (
+                        *SIGNED_STATES,
+                        RecordingState.recording,
+                        RecordingState.interrupted,
+                    ):
                         return
                     step = row.step if row.step in STEPS else STEPS[0]
                     row.state, row.step = RecordingState.processing, step
@@ -298,7 +344,8 @@ class Pipeline:
                         if row is not None:
                             row.state = RecordingState.failed
                             row.attempts += 1
-                            row.message = f"{step} 失败：{exc}"[:512]
+                            reason = _without_paths(str(exc), Path(folder))
+                            row.message = f"{STEP_NAMES[step]}失败：{reason}"[:512]
                     return
                 async with self.db.writer() as db:
                     row = await db.get(Recording, visit_id)
@@ -310,8 +357,11 @@ class Pipeline:
                     index = STEPS.index(step)
                     row.progress = round(100 * (index + 1) / len(STEPS))
                     if index + 1 == len(STEPS):
-                        row.state, row.step = RecordingState.ready, "done"
-                        log.info("recording %s: ready", visit_id)
+                        row.state = (
+                            RecordingState.empty if result["empty"] else RecordingState.ready
+                        )
+                        row.step = "done"
+                        log.info("recording %s: %s", visit_id, row.state.value)
                         return
                     row.step = STEPS[index + 1]
 
@@ -331,11 +381,11 @@ class Pipeline:
             row.size_bytes = int(result["size"])
             row.started_at = _stamp(result["start"]) or row.started_at
             row.interrupted_at = _stamp(result.get("interrupted_at")) or row.interrupted_at
+        elif step == "composite" and result.get("skipped"):
+            row.message = f"{EMPTY_REASON}，未生成合成录像和转写"
         elif step == "transcribe":
             row.transcript = (
-                "ok"
-                if result.get("available")
-                else f"transcript unavailable: {result.get('reason', '')}"
+                "ok" if result.get("available") else f"转写不可用：{result.get('reason', '')}"
             )[:512]
         elif step == "sign":
             row.integrity = Integrity.signed.value

@@ -22,17 +22,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.db import Base, UTCDateTime, utcnow
+from config.vocabulary import define
+from recorder.state import RecordingState
 
-
-class RecordingState(enum.StrEnum):
-    """Where a recording stands."""
-
-    recording = "recording"  # the visit is in progress
-    queued = "queued"  # ended; waiting for the pipeline
-    processing = "processing"
-    ready = "ready"  # composite, transcripts and signed manifest done
-    failed = "failed"  # a step failed (message says which); retried on the next start
-    deleted = "deleted"  # media removed after retention; manifest and deletion record kept
+__all__ = ["STEPS", "Integrity", "Recording", "RecordingState", "RecordingText"]
 
 
 STEPS = ("finalize", "composite", "transcribe", "sign")
@@ -45,6 +38,18 @@ class Integrity(enum.StrEnum):
     signed = "signed"  # signed by the pipeline, not checked since
     verified = "verified"  # every hash and the signature held at ``integrity_checked_at``
     tampered = "tampered"  # a file is missing or changed, or the signature fails
+
+
+define(
+    "integrity",
+    Integrity,
+    {
+        Integrity.unsigned: "未签名",
+        Integrity.signed: "已签名",
+        Integrity.verified: "核验通过",
+        Integrity.tampered: "已被篡改",
+    },
+)
 
 
 class Recording(Base):

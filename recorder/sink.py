@@ -14,122 +14,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import errno
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import av
 
 from media.room import PublishedTrack
+from recorder.state import (
+    Gap,
+    RecordingState,
+    TrackFile,
+    VisitRecording,
+    iso,
+    load_state,
+    save_state,
+)
 
 log = logging.getLogger("vreception.recorder")
 
-STATE_FILE = "recording.json"
-ROLE_NAMES = {  # as the composite, transcripts and case files name the parties
-    "judge": "接访法官",
-    "petitioner": "信访人",
-    "lawyer": "律师",
-    "mediator": "调解员",
-    "operator": "操作员",
-}
 RETRY_SECONDS = 5.0
 BATCH_SECONDS = 0.05
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass
-class Gap:
-    """A span of a track that is not in its files (a write failure)."""
-
-    start: float
-    end: float | None = None
-    reason: str = ""
-
-
-@dataclass
-class TrackFile:
-    """One recorded track (possibly in several segment files after a write failure)."""
-
-    track_id: str
-    participant_id: str
-    role: str
-    name: str
-    kind: str
-    codec: str
-    source: str
-    files: list[str] = field(default_factory=list)
-    wall_start: float | None = None  # arrival time of the first recorded frame
-    pts_start: int | None = None  # RTP timestamp of that frame
-    clock_rate: int = 90000
-    wall_end: float | None = None
-    packets: int = 0
-    bytes: int = 0
-    gaps: list[Gap] = field(default_factory=list)
-    ended: bool = False
-    interrupted_originals: list[str] = field(default_factory=list)  # as a crash left them
-
-
-@dataclass
-class VisitRecording:
-    """What is known of one visit's recording; saved as recording.json."""
-
-    visit_id: str
-    state: str = "recording"  # recording → stopped | interrupted
-    started_at: float = field(default_factory=time.time)
-    stopped_at: float | None = None
-    interrupted_at: float | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    tracks: list[TrackFile] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("started_at", "stopped_at", "interrupted_at"):
-            if data[key] is not None:
-                data[key + "_iso"] = iso(data[key])
-        for track in data["tracks"]:
-            if track["wall_start"] is not None:
-                track["wall_start_iso"] = iso(track["wall_start"])
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> VisitRecording:
-        tracks = []
-        for t in data.get("tracks", []):
-            t = {k: v for k, v in t.items() if k in TrackFile.__dataclass_fields__}
-            t["gaps"] = [Gap(**g) for g in t.get("gaps", [])]
-            tracks.append(TrackFile(**t))
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        fields["tracks"] = tracks
-        return cls(**fields)
-
-
-def load_state(folder: Path) -> VisitRecording | None:
-    try:
-        return VisitRecording.from_json(json.loads((folder / STATE_FILE).read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def save_state(folder: Path, recording: VisitRecording) -> None:
-    """Write recording.json atomically (a crash leaves the old or the new one)."""
-    tmp = folder / (STATE_FILE + ".tmp")
-    with tmp.open("w") as fh:
-        json.dump(recording.to_json(), fh, ensure_ascii=False, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(folder / STATE_FILE)
 
 
 def vp8_size(keyframe: bytes) -> tuple[int, int]:
@@ -142,17 +55,57 @@ def vp8_size(keyframe: bytes) -> tuple[int, int]:
     )
 
 
-FailureHandler = Callable[[str, str, str], None]  # visit id, track id, message
+FailureHandler = Callable[[str, str, str, float], None]  # visit, track, detail, since
+RecoveryHandler = Callable[[str, float, float], None]  # visit id, missing span start, end
+
+
+def failure_detail(exc: BaseException) -> str:
+    """The technical reason of a write failure, for the log and the audit trail: the error
+    and its errno text, never the file's server path."""
+    code, text = getattr(exc, "errno", None), getattr(exc, "strerror", None)
+    if text:
+        return (
+            f"{type(exc).__name__} [Errno {code}] {text}"
+            if code
+            else f"{type(exc).__name__} {text}"
+        )
+    return type(exc).__name__
+
+
+def gap_reason(exc: BaseException) -> str:
+    """Why a span is missing, as the record and the pages say it (plain Chinese)."""
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return "磁盘空间不足，此段未能录下"
+    return "录像文件写入失败，此段未能录下"
+
+
+def failure_message(since: float, tz: ZoneInfo) -> str:
+    """What every page of the visit shows while the recorder cannot write."""
+    return f"录像写入暂时中断（自 {datetime.fromtimestamp(since, tz):%H:%M:%S} 起），系统正在恢复"
+
+
+def recovery_message(start: float, end: float, tz: ZoneInfo) -> str:
+    """What the pages show once writing has resumed: the span that is missing."""
+    first, last = datetime.fromtimestamp(start, tz), datetime.fromtimestamp(end, tz)
+    return f"录像已恢复写入；{first:%H:%M:%S}—{last:%H:%M:%S} 的内容未能录下"
 
 
 class _Writer:
     """One open file of one track (runs in the writer thread only)."""
 
-    def __init__(self, path: Path, track: TrackFile, started: str, first: bytes) -> None:
+    def __init__(
+        self, folder: Path, name: str, track: TrackFile, started: str, first: bytes
+    ) -> None:
+        self.folder, self.name = folder, name  # the visit's folder; the file relative to it
+        self.path = folder / name
+        self.packets = 0  # written so far; a file with none is removed, never listed
         fmt = "webm" if track.codec in ("vp8", "vp9", "opus") else "matroska"
         # flush_packets: every packet reaches the file at once; clusters of at most 1 s
         self.container: Any = av.open(
-            str(path), "w", format=fmt, options={"flush_packets": "1", "cluster_time_limit": "1000"}
+            str(self.path),
+            "w",
+            format=fmt,
+            options={"flush_packets": "1", "cluster_time_limit": "1000"},
         )
         self.container.metadata["START_WALLCLOCK"] = started
         self.container.metadata["TITLE"] = f"{track.role} {track.source} {track.track_id}"
@@ -175,6 +128,7 @@ class _Writer:
         packet.is_keyframe = keyframe
         packet.stream = self.stream
         self.container.mux(packet)
+        self.packets += 1
 
     def close(self) -> None:
         self.container.close()
@@ -183,9 +137,15 @@ class _Writer:
 class RecorderSink:
     """The relay's hidden subscriber: records every track of the visits being recorded."""
 
-    def __init__(self, root: Path, on_failure: FailureHandler | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        on_failure: FailureHandler | None = None,
+        on_recovered: RecoveryHandler | None = None,
+    ) -> None:
         self.root = Path(root)
         self.on_failure = on_failure
+        self.on_recovered = on_recovered
         self._live: dict[str, dict[str, PublishedTrack]] = {}  # visit → track id → track
         self._recording: dict[str, VisitRecording] = {}  # visits being recorded
         self._visits: dict[str, VisitRecording] = {}  # and those still being closed
@@ -196,6 +156,9 @@ class RecorderSink:
         self._writers: dict[str, _Writer] = {}  # writer thread only
         self._keyframe: dict[str, Callable[[], None]] = {}  # track id → ask for a keyframe
         self._retry_at: dict[str, float] = {}  # writer thread only
+        self._failing: dict[str, dict[str, float]] = {}  # visit → track id → since (writer)
+        self._outage: dict[str, float] = {}  # visit → since when it cannot write (writer)
+        self._cut: dict[str, list[tuple[Path, str]]] = {}  # track id → segments a failure cut
 
     # ------------------------------------------------------------ relay side (event loop)
 
@@ -213,7 +176,7 @@ class RecorderSink:
             or load_state(self.folder(visit_id))
             or VisitRecording(visit_id=visit_id)
         )
-        recording.state, recording.stopped_at = "recording", None
+        recording.state, recording.stopped_at = RecordingState.recording, None
         recording.details.update(details or {})
         self._recording[visit_id] = self._visits[visit_id] = recording
         self._queue.put(("save", visit_id))
@@ -222,7 +185,8 @@ class RecorderSink:
         log.info("visit %s: recording", visit_id)
 
     def stop(self, visit_id: str) -> VisitRecording | None:
-        """The visit ended: close its files; recording.json says ``stopped``."""
+        """The visit ended: close its files; recording.json says ``queued`` (for the
+        pipeline)."""
         recording = self._recording.pop(visit_id, None)
         if recording is None:
             return None
@@ -230,7 +194,7 @@ class RecorderSink:
             if not track.ended:
                 self._files.pop(track.track_id, None)
                 self._queue.put(("close", track.track_id, time.time()))
-        recording.state, recording.stopped_at = "stopped", time.time()
+        recording.state, recording.stopped_at = RecordingState.queued, time.time()
         self._queue.put(("save", visit_id))
         self._queue.put(("forget", visit_id))
         log.info("visit %s: recording stopped", visit_id)
@@ -335,11 +299,26 @@ class RecorderSink:
             _, track_id, at = item
             writer = self._writers.pop(track_id, None)
             if writer is not None:
-                writer.close()
-            entry = self._entry(track_id)
-            if entry is not None:
+                try:
+                    writer.close()
+                except (OSError, av.FFmpegError) as exc:  # the disk filled on the last frames
+                    log.error("recorder: closing %s failed: %s", writer.name, failure_detail(exc))
+                    if writer.packets:
+                        self._cut.setdefault(track_id, []).append((writer.folder, writer.name))
+                if not writer.packets:
+                    self._discard(writer)
+            found = self._entry(track_id)
+            if found is not None:
+                visit_id, entry = found
                 entry.ended = True
                 entry.wall_end = entry.wall_end or at
+                if entry.gaps and entry.gaps[-1].end is None:
+                    entry.gaps[-1].end = at  # the track ended before writing resumed
+                self._repair_cut(entry)
+                self._resumed(visit_id, track_id, at)
+            for _, name in self._cut.pop(track_id, []):  # the last chance has passed
+                log.error("recorder: %s stays as the failure cut it (not repaired)", name)
+            self._retry_at.pop(track_id, None)
         elif kind == "save":
             self._save(item[1])
         elif kind == "forget":
@@ -357,13 +336,16 @@ class RecorderSink:
             folder.mkdir(parents=True, exist_ok=True)
             save_state(folder, recording)
         except OSError as exc:
-            self._failed(visit_id, "", f"无法写入录像状态：{exc}")
+            detail = f"无法写入 recording.json：{failure_detail(exc)}"
+            self._failed(visit_id, "", detail, time.time())
+            return
+        self._resumed(visit_id, "", time.time())
 
-    def _entry(self, track_id: str) -> TrackFile | None:
-        for recording in list(self._visits.values()):
+    def _entry(self, track_id: str) -> tuple[str, TrackFile] | None:
+        for visit_id, recording in list(self._visits.items()):
             for entry in recording.tracks:
                 if entry.track_id == track_id:
-                    return entry
+                    return visit_id, entry
         return None
 
     def _write(
@@ -380,60 +362,120 @@ class RecorderSink:
             writer = self._open_file(visit_id, entry, at, data)
             if writer is None:
                 return
-        first = entry.pts_start is None
-        if entry.pts_start is None:
-            entry.pts_start, entry.wall_start = pts, at
-        if pts < entry.pts_start:
-            return  # older than the file's first frame (reordered): cannot be placed
+        pts_start = entry.pts_start if entry.pts_start is not None else pts
+        if pts < pts_start:
+            return  # older than the track's first frame (reordered): cannot be placed
         try:
             # the relay's pts are RTP ticks rebased to the stream's start (wrap-safe)
-            writer.write(data, pts - entry.pts_start, keyframe)
+            writer.write(data, pts - pts_start, keyframe)
         except (OSError, av.FFmpegError) as exc:
             self._writers.pop(entry.track_id, None)
             with contextlib.suppress(Exception):
                 writer.close()
-            entry.gaps.append(Gap(start=at, reason=str(exc)))
-            self._retry_at[entry.track_id] = time.monotonic() + RETRY_SECONDS
-            self._failed(visit_id, entry.track_id, f"录像写入失败：{exc}")
+            if writer.packets:  # cut short: repaired once there is room again
+                self._cut.setdefault(entry.track_id, []).append((writer.folder, writer.name))
+            else:  # not one frame in it: no file
+                self._discard(writer)
+            self._gap_opens(visit_id, entry, at, exc)
             self._save(visit_id)
             return
         entry.packets += 1
         entry.bytes += len(data)
         entry.wall_end = at
-        if first:
-            self._save(visit_id)  # the file and its wall-clock start are on record at once
+        if writer.packets == 1:  # the file's first frame: now it is on record
+            self._listed(visit_id, entry, writer, pts, at)
+
+    def _listed(
+        self, visit_id: str, entry: TrackFile, writer: _Writer, pts: int, at: float
+    ) -> None:
+        """A file got its first frame: list it; after a failure the missing span ends here,
+        the segment the failure cut is repaired, and the pages are told."""
+        if entry.pts_start is None:
+            entry.pts_start, entry.wall_start = pts, at
+        entry.files.append(writer.name)
+        if entry.gaps and entry.gaps[-1].end is None:
+            entry.gaps[-1].end = at  # writing again: the missing span ends here
+        self._retry_at.pop(entry.track_id, None)
+        self._repair_cut(entry)
+        self._save(visit_id)  # the file and its wall-clock start are on record at once
+        self._resumed(visit_id, entry.track_id, at)
+
+    def _resumed(self, visit_id: str, key: str, at: float) -> None:
+        """``key`` (a track, or "" for recording.json) writes again; once nothing of the
+        visit is failing, the pages are told, with the span that is missing."""
+        failing = self._failing.get(visit_id)
+        if not failing or failing.pop(key, None) is None or failing:
+            return
+        self._failing.pop(visit_id, None)
+        since = self._outage.pop(visit_id, at)
+        log.warning("visit %s: recording resumed; %s to %s missing", visit_id, iso(since), iso(at))
+        if self.on_recovered is not None:
+            self.on_recovered(visit_id, since, at)
+
+    def _gap_opens(self, visit_id: str, entry: TrackFile, at: float, exc: BaseException) -> None:
+        if not entry.gaps or entry.gaps[-1].end is not None:
+            entry.gaps.append(Gap(start=at, reason=gap_reason(exc)))
+        self._retry_at[entry.track_id] = time.monotonic() + RETRY_SECONDS
+        self._failed(visit_id, entry.track_id, failure_detail(exc), entry.gaps[-1].start)
+
+    def _discard(self, writer: _Writer) -> None:
+        """A file that could not get its first frame written is removed, never listed."""
+        try:
+            writer.path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("recorder: cannot remove the empty %s: %s", writer.path.name, exc)
+
+    def _repair_cut(self, entry: TrackFile) -> None:
+        """Segments a write failure cut short: a playable copy takes each one's place in
+        ``files``; the cut original stays, as evidence (as after a crash). Needs room on the
+        disk, so it runs once writing works again (or when the track ends)."""
+        cut = self._cut.get(entry.track_id)
+        if not cut:
+            return
+        for folder, name in list(cut):
+            try:
+                fixed, _, _ = repair_file(folder / name)
+            except (OSError, av.FFmpegError) as exc:
+                log.error("recorder: cannot repair the cut %s yet: %s", name, failure_detail(exc))
+                continue
+            cut.remove((folder, name))
+            if name in entry.files:
+                entry.files[entry.files.index(name)] = fixed.relative_to(folder).as_posix()
+            entry.interrupted_originals.append(name)
+        if not cut:
+            self._cut.pop(entry.track_id, None)
 
     def _open_file(
         self, visit_id: str, entry: TrackFile, at: float, first: bytes
     ) -> _Writer | None:
-        folder = self.folder(visit_id) / "tracks"
+        folder = self.folder(visit_id)
         ext = "webm" if entry.codec in ("vp8", "vp9", "opus") else "mkv"
-        name = f"{entry.role or 'party'}-{entry.source}-{entry.track_id}"
-        if entry.files:
-            name += f"-part{len(entry.files) + 1}"
-        path = folder / f"{name}.{ext}"
+        base = f"tracks/{entry.role or 'party'}-{entry.source}-{entry.track_id}"
+        name, part = f"{base}.{ext}", 1
+        while (folder / name).exists():  # a segment after a failure: the next part number
+            part += 1
+            name = f"{base}-part{part}.{ext}"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            writer = _Writer(path, entry, iso(at), first)
+            (folder / "tracks").mkdir(parents=True, exist_ok=True)
+            writer = _Writer(folder, name, entry, iso(at), first)
         except (OSError, av.FFmpegError) as exc:
-            if not entry.gaps or entry.gaps[-1].end is not None:
-                entry.gaps.append(Gap(start=at, reason=str(exc)))
-            self._retry_at[entry.track_id] = time.monotonic() + RETRY_SECONDS
-            self._failed(visit_id, entry.track_id, f"无法创建录像文件：{exc}")
+            with contextlib.suppress(OSError):
+                (folder / name).unlink(missing_ok=True)
+            self._gap_opens(visit_id, entry, at, exc)
             return None
-        self._retry_at.pop(entry.track_id, None)
-        if entry.gaps and entry.gaps[-1].end is None:
-            entry.gaps[-1].end = at  # writing again: the missing span ends here
-        entry.files.append(str(path.relative_to(self.folder(visit_id))))
         self._writers[entry.track_id] = writer
-        if entry.pts_start is not None:
-            self._save(visit_id)  # a new segment after a failure
         return writer
 
-    def _failed(self, visit_id: str, track_id: str, message: str) -> None:
-        log.error("visit %s: recording failure on %s: %s", visit_id, track_id or "-", message)
+    def _failed(self, visit_id: str, track_id: str, detail: str, since: float) -> None:
+        """Report a write failure once per track until it has recovered."""
+        failing = self._failing.setdefault(visit_id, {})
+        if track_id in failing:
+            return
+        failing[track_id] = since
+        self._outage.setdefault(visit_id, since)
+        log.error("visit %s: recording failure on %s: %s", visit_id, track_id or "-", detail)
         if self.on_failure is not None:
-            self.on_failure(visit_id, track_id, message)
+            self.on_failure(visit_id, track_id, detail, since)
 
 
 # ------------------------------------------------------------------ after a crash
@@ -441,64 +483,88 @@ class RecorderSink:
 
 def repair_file(path: Path) -> tuple[Path, int, float]:
     """Copy an interrupted file's complete frames (no re-encode) into a playable file beside
-    it; returns the new file, its packet count and its duration in seconds."""
+    it; returns the new file, its packet count and its duration in seconds. A file with no
+    frame to copy, or a copy that fails (a full disk), raises and leaves no copy behind."""
     target = path.with_name(path.stem + "-repaired" + path.suffix)
     packets, last = 0, 0.0
-    with av.open(str(path)) as source:
-        stream = source.streams[0]
-        fmt = "webm" if path.suffix == ".webm" else "matroska"
-        with av.open(str(target), "w", format=fmt) as out:
-            out.metadata.update(source.metadata)
-            copy = out.add_stream_from_template(stream)
-            try:
-                for packet in source.demux(stream):
-                    if packet.dts is None:
-                        continue  # the demuxer's end-of-stream marker
-                    if packet.pts is not None and packet.time_base is not None:
-                        end = float((packet.pts + int(packet.duration or 0)) * packet.time_base)
-                        last = max(last, end)
-                    packet.stream = copy
-                    out.mux(packet)
-                    packets += 1
-            except (av.FFmpegError, EOFError):  # the frame the crash cut short
-                pass
+    try:
+        with av.open(str(path)) as source:
+            stream = source.streams[0]
+            fmt = "webm" if path.suffix == ".webm" else "matroska"
+            with av.open(str(target), "w", format=fmt) as out:
+                out.metadata.update(source.metadata)
+                copy = out.add_stream_from_template(stream)
+                try:
+                    for packet in source.demux(stream):
+                        if packet.dts is None:
+                            continue  # the demuxer's end-of-stream marker
+                        if packet.pts is not None and packet.time_base is not None:
+                            end = float((packet.pts + int(packet.duration or 0)) * packet.time_base)
+                            last = max(last, end)
+                        packet.stream = copy
+                        out.mux(packet)
+                        packets += 1
+                except (av.FFmpegError, EOFError):  # the frame the crash cut short
+                    pass
+        if not packets:
+            raise av.InvalidDataError(errno.EINVAL, "no complete frame to repair")
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
     return target, packets, last
 
 
 def recover(root: Path) -> list[VisitRecording]:
     """On start: every recording still marked ``recording`` was interrupted (a crash or a
-    kill). Make its files playable and mark it interrupted at the last frame written."""
+    kill). Make its files playable and mark it interrupted at the last frame written.
+
+    A file that cannot be repaired stays on disk but out of the playable list: it is named
+    (relative to the recording's folder) in its track's ``unrepairable``, and its span is a
+    gap of the track."""
     repaired: list[VisitRecording] = []
     if not root.is_dir():
         return repaired
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         recording = load_state(folder)
-        if recording is None or recording.state != "recording":
+        if recording is None or recording.state is not RecordingState.recording:
             continue
         interrupted_at = recording.started_at
         for track in recording.tracks:
             files = []
             for name in track.files:
                 original = folder / name
-                if not original.exists() or original.stem.endswith("-repaired"):
+                if Path(name).stem.endswith("-repaired"):
                     continue
                 try:
                     fixed, count, duration = repair_file(original)
-                except (av.FFmpegError, OSError) as exc:
-                    log.error("visit %s: cannot repair %s: %s", recording.visit_id, name, exc)
-                    track.gaps.append(Gap(start=track.wall_start or 0.0, reason=str(exc)))
+                except (av.FFmpegError, OSError, IndexError) as exc:
+                    log.error(
+                        "visit %s: cannot repair %s: %s",
+                        recording.visit_id,
+                        name,
+                        failure_detail(exc),
+                    )
+                    track.unrepairable.append(name)
+                    track.gaps.append(
+                        Gap(
+                            start=track.wall_start or recording.started_at,
+                            end=track.wall_end,
+                            reason=f"录像文件 {name} 损坏，无法修复，此段无法播放",
+                        )
+                    )
                     continue
-                files.append(str(fixed.relative_to(folder)))
+                files.append(fixed.relative_to(folder).as_posix())
                 track.interrupted_originals.append(name)
                 if track.wall_start is not None:
                     track.wall_end = track.wall_start + duration
                     interrupted_at = max(interrupted_at, track.wall_end)
                 track.packets = count
             # the playable copies stand in the timeline; the originals stay, as evidence
-            track.files = [f for f in track.files if f not in track.interrupted_originals]
+            kept = set(track.interrupted_originals) | set(track.unrepairable)
+            track.files = [f for f in track.files if f not in kept]
             track.files += [f for f in files if f not in track.files]
             track.ended = True
-        recording.state = "interrupted"
+        recording.state = RecordingState.interrupted
         recording.interrupted_at = interrupted_at
         save_state(folder, recording)
         log.warning(

@@ -6,8 +6,8 @@ by an administrator (``transcribe_model_dir``: ``model.onnx`` or ``model.int8.on
 ``tokens.txt``), the production default; ``pocketsphinx`` with its bundled English model
 (optionally held to a JSGF grammar, ``transcribe_grammar``); ``none``. Speech is cut into
 utterances by PocketSphinx's voice-activity segmenter for every engine. Nothing is fetched:
-an engine whose model is missing says why, and the recording records "transcript
-unavailable: <reason>" instead of an empty transcript.
+an engine whose model is missing says why (in Chinese), and the recording records
+"转写不可用：<原因>" instead of an empty transcript.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import av
 import numpy as np
 
 from recorder.decode import decoded
-from recorder.sink import ROLE_NAMES, VisitRecording
+from recorder.state import VisitRecording, role_name
 
 log = logging.getLogger("vreception.recorder")
 
@@ -39,7 +39,8 @@ class Transcriber(Protocol):
     name: str
 
     def problem(self) -> str | None:
-        """None when usable; otherwise why not (checked at start-up and by each job)."""
+        """None when usable; otherwise why not, in Chinese for the record and the pages
+        (checked at start-up and by each job)."""
         ...
 
     def utterances(self, pcm: bytes) -> list[tuple[float, float, str]]:
@@ -62,7 +63,7 @@ class NoTranscriber:
     name = "none"
 
     def problem(self) -> str | None:
-        return "transcription is switched off (transcribe_engine = none)"
+        return "未启用语音转写（transcribe_engine = none）"
 
     def utterances(self, pcm: bytes) -> list[tuple[float, float, str]]:
         return []
@@ -81,9 +82,11 @@ class PocketSphinxTranscriber:
         try:
             import pocketsphinx  # noqa: F401
         except ImportError as exc:
-            return f"pocketsphinx is not installed: {exc}"
+            log.warning("pocketsphinx cannot be imported: %s", exc)
+            return "未安装 PocketSphinx 语音识别组件"
         if self.grammar is not None and not Path(self.grammar).is_file():
-            return f"grammar file not found: {self.grammar}"
+            log.warning("transcribe_grammar not found: %s", self.grammar)
+            return "找不到语法文件（transcribe_grammar）"
         return None
 
     def utterances(self, pcm: bytes) -> list[tuple[float, float, str]]:
@@ -127,13 +130,16 @@ class SherpaParaformerTranscriber:
         try:
             import sherpa_onnx  # noqa: F401
         except ImportError as exc:
-            return f"sherpa-onnx is not installed: {exc}"
+            log.warning("sherpa-onnx cannot be imported: %s", exc)
+            return "未安装 sherpa-onnx 语音识别组件"
         if self.model_dir is None:
-            return "no Mandarin model configured (transcribe_model_dir)"
+            return "未配置普通话识别模型（transcribe_model_dir）"
         if not self.model_dir.is_dir():
-            return f"model directory not found: {self.model_dir}"
+            log.warning("transcribe_model_dir not found: %s", self.model_dir)
+            return "找不到识别模型目录（transcribe_model_dir）"
         if self._model() is None or not (self.model_dir / "tokens.txt").is_file():
-            return f"{self.model_dir} lacks model.onnx (or model.int8.onnx) and tokens.txt"
+            log.warning("%s lacks model.onnx (or model.int8.onnx) and tokens.txt", self.model_dir)
+            return "识别模型目录缺少 model.onnx（或 model.int8.onnx）和 tokens.txt"
         return None
 
     def utterances(self, pcm: bytes) -> list[tuple[float, float, str]]:
@@ -253,7 +259,7 @@ def transcribe_recording(
     (folder / "transcript.json").write_text(json.dumps(data, ensure_ascii=False, indent=1))
     vtt = ["WEBVTT", ""]
     for i, line in enumerate(lines, 1):
-        who = f"{ROLE_NAMES.get(line.role, line.role)} {line.name}".strip()
+        who = f"{role_name(line.role)} {line.name}".strip()
         vtt += [str(i), f"{_clock(line.start)} --> {_clock(line.end)}", f"<v {who}>{line.text}", ""]
     (folder / "transcript.vtt").write_text("\n".join(vtt))
     (folder / "transcript.txt").write_text(
@@ -275,9 +281,9 @@ def case_file_text(
     with its wall-clock time and speaker, then the judge's notes."""
     d = recording.details
     when = datetime.fromtimestamp(visit_start, tz)
-    parties = "；".join(
-        sorted({f"{ROLE_NAMES.get(t.role, t.role)} {t.name}".strip() for t in recording.tracks})
-    )
+    named = {("petitioner", d.get("petitioner_name", "")), ("judge", d.get("judge_name", ""))}
+    named |= {(t.role, t.name) for t in recording.tracks}
+    parties = "；".join(sorted(f"{role_name(role)} {name}".strip() for role, name in named if name))
     out = [
         "远程视频接访笔录（录音转写）",
         "",
@@ -291,12 +297,12 @@ def case_file_text(
         out.append(watermark)
     out.append("")
     if reason is not None:
-        out.append(f"（转写不可用 transcript unavailable: {reason}）")
+        out.append(f"（转写不可用：{reason}）")
     elif not lines:
         out.append("（录音中未识别到语音）")
     for line in lines:
         at = datetime.fromtimestamp(visit_start + line.start, tz)
-        who = f"{ROLE_NAMES.get(line.role, line.role)} {line.name}".strip()
+        who = f"{role_name(line.role)} {line.name}".strip()
         out.append(f"[{at:%H:%M:%S}] {who}：{line.text}")
     if notes:
         out += ["", "法官笔记："]

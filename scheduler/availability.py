@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from config.audit import record_audit
+from config.audit import audit_time, record_audit
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_phone
 from scheduler.models import (
@@ -198,6 +198,7 @@ async def add_exception(
     starts_at: datetime,
     ends_at: datetime,
     slot_minutes: int,
+    tz: ZoneInfo,
     note: str,
     now: datetime,
 ) -> AvailabilityException:
@@ -242,8 +243,8 @@ async def add_exception(
         row,
         judge.court_id,
         judge_id=judge.id,
-        starts_at=starts_at.isoformat(),
-        ends_at=ends_at.isoformat(),
+        starts_at=audit_time(starts_at, tz),
+        ends_at=audit_time(ends_at, tz),
     )
     return row
 

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from config.audit import record_audit
 from config.db import utcnow
 from config.errors import InvalidError, NotFoundError, PermissionDeniedError
+from config.vocabulary import label
+from scheduler.lifecycle import OPEN
 from scheduler.models import (
     CalendarFeed,
     Petition,
@@ -24,7 +26,6 @@ from scheduler.models import (
     VisitState,
 )
 from scheduler.scope import Actor
-from scheduler.visits import ACTIVE, STATE_NAMES
 
 FEED_KINDS = ("judge", "room")
 
@@ -51,7 +52,7 @@ async def _check_owner(db: AsyncSession, actor: Actor, kind: str, owner_id: int)
         ):
             raise PermissionDeniedError("只能管理本院接访室的日历订阅")
         return room.name
-    raise InvalidError("订阅类型须为 judge 或 room", code="invalid_kind")
+    raise InvalidError("订阅类型须为法官（judge）或接访室（room）", code="invalid_kind")
 
 
 async def create_feed(
@@ -135,7 +136,7 @@ async def feed_calendar(db: AsyncSession, token: str, now: datetime | None = Non
             .where(
                 column == feed.owner_id,
                 Visit.starts_at >= now - timedelta(days=30),
-                Visit.state.in_([*ACTIVE, VisitState.ended, VisitState.cancelled]),
+                Visit.state.in_([*OPEN, VisitState.ended, VisitState.cancelled]),
             )
             .order_by(Visit.starts_at)
             .limit(2000)
@@ -154,7 +155,7 @@ async def feed_calendar(db: AsyncSession, token: str, now: datetime | None = Non
         event.add("dtend", visit.ends_at)
         event.add("summary", f"视频接访 {number}")
         event.add("location", room)
-        event.add("description", f"状态：{STATE_NAMES[visit.state]}")
+        event.add("description", f"状态：{label(visit.state)}")
         event.add("status", "CANCELLED" if visit.state is VisitState.cancelled else "CONFIRMED")
         cal.add_component(event)
     return bytes(cal.to_ical())

@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from config.db import Base, UTCDateTime, utcnow
+from config.vocabulary import define
 
 
 class CourtLevel(enum.StrEnum):
@@ -43,6 +44,18 @@ class CourtLevel(enum.StrEnum):
         return None if self.rank == 0 else list(CourtLevel)[self.rank - 1]
 
 
+define(
+    "court_level",
+    CourtLevel,
+    {
+        CourtLevel.supreme: "最高法院",
+        CourtLevel.high: "高级法院",
+        CourtLevel.intermediate: "中级法院",
+        CourtLevel.basic: "基层法院",
+    },
+)
+
+
 class Role(enum.StrEnum):
     """What a staff account may do."""
 
@@ -52,8 +65,20 @@ class Role(enum.StrEnum):
     admin = "admin"
 
 
+define(
+    "role",
+    Role,
+    {
+        Role.operator: "操作员",
+        Role.judge: "接访法官",
+        Role.archivist: "档案员",
+        Role.admin: "系统管理员",
+    },
+)
+
+
 class VisitState(enum.StrEnum):
-    """Life of a visit; the scheduler issue adds the transition rules."""
+    """Life of a visit; the rules of moving between states are in scheduler/lifecycle.py."""
 
     scheduled = "scheduled"
     checked_in = "checked_in"
@@ -63,6 +88,22 @@ class VisitState(enum.StrEnum):
     archived = "archived"
     cancelled = "cancelled"
     no_show = "no_show"
+
+
+define(
+    "visit_state",
+    VisitState,
+    {
+        VisitState.scheduled: "已预约",
+        VisitState.checked_in: "已签到",
+        VisitState.in_lobby: "候场中",
+        VisitState.in_progress: "接访中",
+        VisitState.ended: "已结束",
+        VisitState.archived: "已归档",
+        VisitState.cancelled: "已取消",
+        VisitState.no_show: "未到场",
+    },
+)
 
 
 class CodeRole(enum.StrEnum):
@@ -79,6 +120,13 @@ class IdType(enum.StrEnum):
     resident_id = "resident_id"
     passport = "passport"
     other = "other"
+
+
+define(
+    "id_type",
+    IdType,
+    {IdType.resident_id: "居民身份证", IdType.passport: "护照", IdType.other: "其他证件"},
+)
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:

@@ -264,6 +264,19 @@ async def update_user(
     return user, end_sessions
 
 
+async def reset_password(
+    session: AsyncSession, actor: Actor, user: User, *, password: str, password_min_length: int
+) -> None:
+    """Give ``user`` a new password chosen by an admin (the API) or by whoever runs the
+    server (``vreception set-password``); the same strength rule as for new accounts."""
+    _require_admin(actor)
+    problem = password_problem(password, password_min_length)
+    if problem:
+        raise InvalidError(problem, code="weak_password")
+    user.password_hash = hash_password(password)
+    _audit(session, actor, "user.password_reset", user, username=user.username)
+
+
 # ---------------------------------------------------------------- reception rooms
 
 

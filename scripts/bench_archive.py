@@ -378,7 +378,7 @@ def generate(data_dir: Path, n_visits: int, n_transcripts: int, seed: int) -> di
         "INSERT INTO recordings (visit_id, state, step, progress, message, transcript, folder,"
         " started_at, ended_at, duration_seconds, size_bytes, attempts, details, legal_hold,"
         " hold_reason, updated_at, sealed, seal_reason, integrity) VALUES (?, 'ready', 'done',"
-        " 100, '', 'transcript unavailable: no speech model', ?, ?, ?, ?, ?, 1, '{}', 0, '', ?,"
+        " 100, '', '转写不可用：未配置普通话识别模型', ?, ?, ?, ?, ?, 1, '{}', 0, '', ?,"
         " 0, '', 'signed')",
         recording_rows(),
         "recordings",

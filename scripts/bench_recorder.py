@@ -42,7 +42,7 @@ bench_relay = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_relay)
 
 from recorder.composite import visit_end, visit_start  # noqa: E402
-from recorder.sink import load_state  # noqa: E402
+from recorder.state import load_state  # noqa: E402
 from recorder.transcribe import create_transcriber  # noqa: E402
 
 log = bench_relay.log
@@ -52,7 +52,7 @@ import sys, time, json
 sys.path.insert(0, sys.argv[3])
 from pathlib import Path
 from recorder.composite import render
-from recorder.sink import load_state
+from recorder.state import load_state
 folder = Path(sys.argv[1])
 started = time.perf_counter()
 result = render(folder, load_state(folder), Path(sys.argv[2]))

@@ -68,6 +68,14 @@ class VisitGateway(Protocol):
         """Consume a one-time code of this visit; raises ProtocolError(*_code)."""
         ...
 
+    def starts_recording(self, role: ParticipantRole) -> bool:
+        """Whether this participant's entering the call starts the visit's recording."""
+        ...
+
+    async def recording_started(self, visit_id: str) -> None:
+        """The room started recording the visit (its record exists from now on)."""
+        ...
+
     async def is_open(self, visit_id: str) -> bool:
         """False once the visit has ended, was cancelled or never existed."""
         ...
@@ -77,7 +85,8 @@ class VisitGateway(Protocol):
         ...
 
     async def admitted(self, visit_id: str, judge: Staff, identity: Identity) -> None:
-        """The judge admitted a participant (the petitioner: in_lobby → in_progress)."""
+        """The judge admitted a participant (the petitioner: in_lobby → in_progress);
+        raises ProtocolError when the visit cannot go on (then nobody is admitted)."""
         ...
 
     async def refused(self, visit_id: str, judge: Staff, identity: Identity, reason: str) -> None:
@@ -85,7 +94,8 @@ class VisitGateway(Protocol):
         ...
 
     async def ended(self, visit_id: str, judge: Staff) -> None:
-        """The judge ended the visit for everyone."""
+        """The judge ended the visit for everyone (the room is closed through
+        ``VisitNamespace.close_visit`` and the recording processed)."""
         ...
 
     async def room_event(

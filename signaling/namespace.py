@@ -8,7 +8,6 @@ staff, who see the lobby.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import secrets
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import socketio
 
+from config.vocabulary import CloseReason
 from media.errors import MediaError
 from media.room import Relay, Stream
 from media.room import Room as MediaRoom
@@ -44,16 +44,6 @@ from signaling.protocol import (
 from signaling.server import REFUSED_EVENT, session_room, user_room
 
 log = logging.getLogger("vreception.signaling")
-
-
-class CloseReason(enum.StrEnum):
-    """Why a participant left the room (logged and sent to the others)."""
-
-    left = "left"
-    disconnected = "disconnected"
-    refused = "refused"
-    replaced = "replaced"  # the same identity joined again (rejoin, a new tab or device)
-    ended = "ended"
 
 
 @dataclass
@@ -90,6 +80,13 @@ class Room:
     participants: dict[str, Participant] = field(default_factory=dict)
     admitted_keys: set[str] = field(default_factory=set)
     recording: bool = False
+    judge_absent_since: float | None = None  # the call goes on without its judge since
+
+    def judge_present(self) -> bool:
+        return any(
+            p.admitted and p.identity.role is ParticipantRole.judge
+            for p in self.participants.values()
+        )
 
     def by_key(self, key: str) -> Participant | None:
         return next((p for p in self.participants.values() if p.identity.key == key), None)
@@ -142,6 +139,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         relay: Relay | None = None,
         *,
         placement: RoomPlacement | None = None,
+        clock: Callable[[], float] = time.time,
         rate: float = 20.0,
         burst: int = 40,
         flood_limit: int = 200,
@@ -152,6 +150,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.relay = relay
         self.placement: RoomPlacement = placement or LocalPlacement()
         self.rooms: dict[str, Room] = {}
+        self.clock = clock
         self._where: dict[str, tuple[str, str]] = {}  # sid → (visit id, participant id)
         self._staff: dict[str, Staff | None] = {}
         self._buckets: dict[str, TokenBucket] = {}
@@ -184,7 +183,12 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.enter_room(sid, session_room(staff.session_id))
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        await self._remove(sid, CloseReason.disconnected)
+        # The server closes a joined socket itself only when its staff login no longer holds
+        # (signaling/server.py StaffSockets); every other server-side close removes first.
+        revoked = reason == self.server.reason.SERVER_DISCONNECT
+        await self._remove(
+            sid, CloseReason.identity_revoked if revoked else CloseReason.disconnected
+        )
         self._staff.pop(sid, None)
         self._buckets.pop(sid, None)
 
@@ -203,6 +207,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if bucket is not None and not bucket.take():
                 if bucket.refused > self._flood:
                     log.warning("disconnecting %s: message flood", sid)
+                    await self._remove(sid, CloseReason.disconnected)
                     await self.disconnect(sid)
                 raise ProtocolError(ErrorCode.rate_limited, "消息过于频繁，请稍后再试")
             if event == REFUSED_EVENT:
@@ -238,6 +243,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return
         log.info("closing %s: the staff login of user %s no longer holds", sid, staff.user_id)
         self._staff[sid] = None
+        await self._remove(sid, CloseReason.identity_revoked)
         self._closing.add(sid)  # closed once the refusal is acknowledged
         raise ProtocolError(ErrorCode.unauthenticated, "登录已失效，请重新登录")
 
@@ -273,6 +279,21 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     @staticmethod
     def staff_room(visit_id: str) -> str:
         return f"visit:{visit_id}:staff"
+
+    def _note_judge_presence(self, room: Room) -> None:
+        """Keep when the call lost its judge (housekeeping ends it after a while)."""
+        if not room.recording or room.judge_present():
+            room.judge_absent_since = None
+        elif room.judge_absent_since is None:
+            room.judge_absent_since = self.clock()
+
+    def judge_absent(self, since: float) -> list[str]:
+        """The visits whose call on this node has had no judge since ``since`` or longer."""
+        return [
+            r.visit_id
+            for r in self.rooms.values()
+            if r.judge_absent_since is not None and r.judge_absent_since <= since
+        ]
 
     async def _lobby_changed(self, room: Room) -> None:
         await self.emit("lobby", {"waiting": room.lobby()}, room=self.staff_room(room.visit_id))
@@ -355,15 +376,18 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self.relay is not None:
             media = self.relay.room(room.visit_id)
             media.describe(me.id, me.identity.role.value, me.identity.name)
-            if me.identity.role is ParticipantRole.petitioner:
-                # 一案一录: the visit is in progress once the petitioner is in the call
+            if self.gateway.starts_recording(me.identity.role):
+                # 一案一录 (scheduler/lifecycle.py): recorded from this moment on
                 media.start_recording()
-                room.recording = True
+                if not room.recording:
+                    room.recording = True
+                    await self.gateway.recording_started(room.visit_id)
                 await self.emit(
                     "recording_state",
                     {"recording": True, "ok": True},
                     room=self.call_room(room.visit_id),
                 )
+        self._note_judge_presence(room)
         await self.enter_room(me.sid, self.call_room(room.visit_id))
         await self.emit(
             "participant_joined", me.public(), room=self.call_room(room.visit_id), skip_sid=me.sid
@@ -547,6 +571,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         )
         if me.admitted:
             await self.gateway.room_event(room.visit_id, "left", me.identity, reason=reason.value)
+            self._note_judge_presence(room)
         published = False
         if self.relay is not None and room.visit_id in self.relay.rooms:
             published = await self.relay.rooms[room.visit_id].leave(me.id)
@@ -554,17 +579,22 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if me.admitted:
                 await self.emit(
                     "participant_left",
-                    {"participant_id": me.id, "reason": reason.value},
+                    {
+                        "participant_id": me.id,
+                        "reason": reason.value,
+                        "role": me.identity.role.value,
+                        "name": me.identity.name,
+                    },
                     room=self.call_room(room.visit_id),
                 )
+            else:
+                await self._lobby_changed(room)
             if published:  # the others' subscriptions still carry its tracks
                 await self.emit(
                     "tracks_changed",
                     {"participant_id": me.id, "participant": me.public()},
                     room=self.call_room(room.visit_id),
                 )
-            else:
-                await self._lobby_changed(room)
         if not room.participants:
             await self._close_room(room.visit_id)
 
@@ -573,6 +603,14 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self.emit(
             "recording_state",
             {"recording": True, "ok": False, "message": message},
+            room=self.call_room(visit_id),
+        )
+
+    async def recording_recovered(self, visit_id: str, message: str) -> None:
+        """The recorder writes again: the warning clears; ``message`` names the span missed."""
+        await self.emit(
+            "recording_state",
+            {"recording": True, "ok": True, "message": message},
             room=self.call_room(visit_id),
         )
 

@@ -40,6 +40,10 @@ class RoomPlacement(Protocol):
         """This node's room of the visit closed."""
         ...
 
+    async def held(self, visit_id: str) -> bool:
+        """Whether any node holds the visit's room now."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -48,15 +52,19 @@ class LocalPlacement:
 
     def __init__(self, node_url: str = "") -> None:
         self.node_url = node_url
+        self._held: set[str] = set()
 
     async def claim(self, visit_id: str) -> str:
         return self.node_url
 
     def hold(self, visit_id: str) -> None:
-        return None
+        self._held.add(visit_id)
 
     async def release(self, visit_id: str) -> None:
-        return None
+        self._held.discard(visit_id)
+
+    async def held(self, visit_id: str) -> bool:
+        return visit_id in self._held
 
     async def close(self) -> None:
         return None
@@ -109,6 +117,9 @@ class RedisPlacement:
     async def release(self, visit_id: str) -> None:
         self._held.discard(visit_id)
         await _awaited(self._redis.eval(_RELEASE, 1, self.key(visit_id), self.node_url))
+
+    async def held(self, visit_id: str) -> bool:
+        return bool(await self._redis.exists(self.key(visit_id)))
 
     async def _renew(self) -> None:
         while self._held:

@@ -10,26 +10,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
+from config.vocabulary import GUEST_ROLES, ParticipantRole
+
+__all__ = ["GUEST_ROLES", "ErrorCode", "Message", "ParticipantRole", "ProtocolError", "parse"]
+
 PROTOCOL_VERSION = 1
 
 VisitId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 ParticipantId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 ShortText = Annotated[str, StringConstraints(max_length=128)]
-
-
-class ParticipantRole(enum.StrEnum):
-    """Who a participant is in the room."""
-
-    judge = "judge"
-    operator = "operator"
-    petitioner = "petitioner"
-    lawyer = "lawyer"
-    mediator = "mediator"
-
-
-GUEST_ROLES = frozenset(
-    {ParticipantRole.petitioner, ParticipantRole.lawyer, ParticipantRole.mediator}
-)
 
 
 class ErrorCode(enum.StrEnum):

@@ -23,7 +23,7 @@ from recorder.jobs import Pipeline
 from recorder.manifest import load_signing_key, sign_folder
 from recorder.models import Integrity, Recording, RecordingState
 from recorder.search import index_texts
-from recorder.sink import TrackFile, VisitRecording, save_state
+from recorder.state import TrackFile, VisitRecording, save_state
 from scheduler.models import IdType, Petition, Petitioner, Visit, VisitState
 
 SENTENCE = "i object to the judgment of the district court"
@@ -198,7 +198,7 @@ async def record_visit(
         folder,
         VisitRecording(
             visit_id=visit_id,
-            state="stopped",
+            state=RecordingState.queued,
             started_at=t0,
             stopped_at=t0 + seconds,
             details={"notes": notes},

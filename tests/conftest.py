@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,20 @@ def _pg_bindir() -> Path | None:
         return None
     versions = sorted((p for p in base.iterdir() if (p / "bin" / "initdb").exists()), reverse=True)
     return versions[0] / "bin" if versions else None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Migrated settings on SQLite and, second, on a fresh PostgreSQL database: for races
+    that only PostgreSQL runs truly in parallel."""
+    if request.param == "sqlite":
+        settings = Settings(data_dir=tmp_path)
+    else:
+        pg: PostgresServer = request.getfixturevalue("postgres_server")
+        url = pg.create_database("vr_" + uuid.uuid4().hex[:12])
+        settings = Settings(data_dir=tmp_path, database_url=url)
+    await asyncio.to_thread(migrate, settings)
+    return settings
 
 
 @pytest.fixture(scope="session")

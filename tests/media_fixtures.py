@@ -6,14 +6,17 @@ received frame with its source (PSNR)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
+import av
 import numpy as np
 import numpy.typing as npt
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
-from media.room import Room
+from media.room import PublishedTrack, Room
 from media.transport import create_peer_connection
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
@@ -98,3 +101,49 @@ async def publish_av(room: Room, who: str) -> RTCPeerConnection:
     answer = await room.publish(who, pc.localDescription.sdp)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     return pc
+
+
+class PacketCounter:
+    """A relay sink that measures, per participant and kind, how much media the relay has
+    passed on while the visit was being recorded (from the packets' own RTP timestamps):
+    tests wait for "N seconds recorded" instead of sleeping."""
+
+    RATES: ClassVar[dict[str, int]] = {"audio": 48000, "video": 90000}
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.span: dict[tuple[str, str], tuple[int, int]] = {}  # (participant, kind) → pts
+
+    def start(self, visit_id: str, details: dict[str, Any] | None = None) -> None:
+        self.recording = True
+
+    def stop(self, visit_id: str) -> None:
+        self.recording = False
+
+    def track_started(self, visit_id: str, track: PublishedTrack) -> None:
+        return None
+
+    def packet(self, track: PublishedTrack, packet: av.Packet[Any], arrival: float) -> None:
+        if not self.recording or packet.pts is None:
+            return
+        key = (track.participant_id, track.kind)
+        first, _ = self.span.get(key, (int(packet.pts), 0))
+        self.span[key] = (first, int(packet.pts))
+
+    def track_ended(self, track: PublishedTrack) -> None:
+        return None
+
+    def seconds(self, participant_id: str, kind: str = "audio") -> float:
+        first, last = self.span.get((participant_id, kind), (0, 0))
+        return max(0.0, (last - first) / self.RATES[kind])
+
+    def recorded(self, seconds: float, *participants: str) -> Callable[[], Awaitable[bool]]:
+        """A condition for ``tests.helpers.wait_for``: every one of ``participants`` has
+        ``seconds`` of audio and of video recorded."""
+
+        async def check() -> bool:
+            return all(
+                self.seconds(p, kind) >= seconds for p in participants for kind in self.RATES
+            )
+
+        return check

@@ -116,6 +116,10 @@ async def test_certified_export(
     assert "【核验副本】导出人：arch_a（arch_a）" in case_file and "导出时间：" in case_file
     assert "i object to the judgment of the district court" in case_file
     assert "信访人出示了判决书" in case_file
+    # the header names the courts, the petition and the parties, from the database
+    assert "法院：甲市某区人民法院" in case_file and "接访法院：甲市中级人民法院" in case_file
+    assert "信访事项编号：（2026）甲信100号" in case_file
+    assert "信访人 赵六" in case_file and "transcript unavailable" not in case_file
     assert "vreception verify" in verify_txt and "sha256sum -c EXPORT-SHA256SUMS" in verify_txt
     assert body["watermark"] in case_file
 

@@ -4,6 +4,8 @@ check-in, states, walk-ins, housekeeping, notifications (socket.io), iCalendar f
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +19,9 @@ from config.audit import AuditEvent
 from config.db import create_engine, create_sessionmaker
 from config.errors import ConflictError
 from config.settings import Settings
-from scheduler import visits as vs
+from scheduler import booking as bk
+from scheduler import lifecycle, walkins
+from scheduler.housekeeping import housekeeping
 from scheduler.models import (
     BookingLock,
     Notification,
@@ -30,6 +34,7 @@ from scheduler.models import (
 from scheduler.scope import Actor
 from tests.conftest import MakeClient
 from tests.helpers import Booking, local_time, login, next_weekday
+from web.cli import setup_logging
 
 MONDAY = next_weekday(0)
 
@@ -395,7 +400,7 @@ async def test_housekeeping_reminds_and_marks_no_show(booking: Booking, migrated
     engine, maker = await _session(migrated)
     try:
         async with maker() as db, db.begin():
-            visit = await vs.book_visit(
+            visit = await bk.book_visit(
                 db,
                 actor,
                 migrated,
@@ -407,12 +412,12 @@ async def test_housekeeping_reminds_and_marks_no_show(booking: Booking, migrated
                 now=start - timedelta(hours=1),
             )
         async with maker() as db, db.begin():
-            assert (await vs.housekeeping(db, migrated, now=start - timedelta(minutes=30)))[
+            assert (await housekeeping(db, migrated, now=start - timedelta(minutes=30)))[
                 "reminded"
             ] == 0
-            done = await vs.housekeeping(db, migrated, now=start - timedelta(minutes=8))
+            done = await housekeeping(db, migrated, now=start - timedelta(minutes=8))
             assert done["reminded"] == 1
-            again = await vs.housekeeping(db, migrated, now=start - timedelta(minutes=7))
+            again = await housekeeping(db, migrated, now=start - timedelta(minutes=7))
             assert again["reminded"] == 0  # once only
         async with maker() as db:
             notes = (
@@ -422,10 +427,10 @@ async def test_housekeeping_reminds_and_marks_no_show(booking: Booking, migrated
             assert notes[0].title.startswith("8 分钟后开始接访")
         grace = timedelta(minutes=migrated.no_show_grace_minutes)
         async with maker() as db, db.begin():
-            assert (await vs.housekeeping(db, migrated, now=start + grace - timedelta(minutes=1)))[
+            assert (await housekeeping(db, migrated, now=start + grace - timedelta(minutes=1)))[
                 "no_show"
             ] == 0
-            assert (await vs.housekeeping(db, migrated, now=start + grace))["no_show"] == 1
+            assert (await housekeeping(db, migrated, now=start + grace))["no_show"] == 1
         async with maker() as db:
             v = await db.get(Visit, visit.id)
             assert v is not None and v.state is VisitState.no_show
@@ -452,24 +457,24 @@ async def test_walk_in_now_or_queue(booking: Booking, migrated: Settings) -> Non
     }
     try:
         async with maker() as db, db.begin():
-            first = await vs.walk_in(
+            first = await walkins.walk_in(
                 db, actor, migrated, petition_id=booking.petitions["a0"], now=now, **kw
             )
             assert first.visit is not None and first.queued is None
             assert first.visit.state is VisitState.checked_in and first.visit.walk_in
             assert first.visit.starts_at == local_time(MONDAY, 10, 5)
             assert first.visit.checkin_document_masked == "1101**********0021"
-            second = await vs.walk_in(
+            second = await walkins.walk_in(
                 db, actor, migrated, petition_id=booking.petitions["a1"], now=now, **kw
             )
             assert second.visit is None and second.queued is not None and second.position == 1
             with pytest.raises(ConflictError):
-                await vs.walk_in(
+                await walkins.walk_in(
                     db, actor, migrated, petition_id=booking.petitions["a1"], now=now, **kw
                 )
-            assert (await vs.housekeeping(db, migrated, now=now))["walk_ins"] == 0
-            await vs.cancel_visit(db, actor, migrated, first.visit.id, reason="信访人离开")
-            assert (await vs.housekeeping(db, migrated, now=now))["walk_ins"] == 1
+            assert (await housekeeping(db, migrated, now=now))["walk_ins"] == 0
+            await lifecycle.cancel_visit(db, actor, migrated, first.visit.id, reason="信访人离开")
+            assert (await housekeeping(db, migrated, now=now))["walk_ins"] == 1
         async with maker() as db:
             entry = await db.get(WalkIn, second.queued.id)
             assert entry is not None and entry.status is WalkInStatus.assigned
@@ -553,15 +558,85 @@ async def test_ical_feed_secret_and_revocable(make_client: MakeClient, booking: 
     assert (await anonymous.get("/calendar/not-a-real-token-at-all.ics")).status == 404
 
 
-async def test_audit_of_booking_masks_nothing_sensitive(
+ID_NUMBER = "11010519491231002X"  # a valid resident ID (GB 11643 check digit)
+PHONE = "13812345678"
+
+
+async def test_booking_shows_id_and_phone_only_masked_in_lists_logs_and_audit(
     make_client: MakeClient, booking: Booking, migrated: Settings
 ) -> None:
-    op, h = await _client(make_client, "op_a")
-    await op.post("/api/v1/visits", json=_visit(booking, "a0", 9), headers=h)
+    """Register, book and check in a petitioner with real-looking numbers: every list, log
+    line (access logging on, as an operator might run it) and audit event masks them."""
+    logged = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("aiohttp.access").level)
+    setup_logging("INFO")  # the server's own log set-up, masking filter included
+    assert isinstance(root.handlers[0], logging.StreamHandler)
+    root.handlers[0].setStream(logged)
+    logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    try:
+        op, h = await _client(make_client, "op_a")
+        w = booking.world
+        r = await op.post(
+            "/api/v1/petitioners",
+            headers=h,
+            json={"name": "王某", "id_type": "resident_id", "id_number": ID_NUMBER, "phone": PHONE},
+        )
+        assert r.status == 201, await r.text()
+        petitioner = await r.json()
+        r = await op.post(
+            "/api/v1/petitions",
+            headers=h,
+            json={
+                "petitioner_id": petitioner["id"],
+                "number": "（2026）京0108信99号",
+                "category": "执行",
+                "summary": f"来电 {PHONE}，证件 {ID_NUMBER}",
+            },
+        )
+        assert r.status == 201, await r.text()
+        body = {
+            "petition_id": (await r.json())["id"],
+            "receiving_court_id": w.courts["mid_a"],
+            "judge_id": w.users["judge_a"],
+            "room_id": w.rooms["basic_a"],
+            "starts_at": local_time(MONDAY, 9).isoformat(),
+        }
+        r = await op.post("/api/v1/visits", json=body, headers=h)
+        assert r.status == 201, await r.text()
+        vid = (await r.json())["id"]
+        r = await op.post(
+            f"/api/v1/visits/{vid}/check-in",
+            headers=h,
+            json={"document_type": "resident_id", "document_number": ID_NUMBER},
+        )
+        assert r.status == 200, await r.text()
+        lists = [
+            await (await op.get(path, params=params)).text()
+            for path, params in (
+                ("/api/v1/petitioners", {"q": ID_NUMBER[-4:]}),
+                ("/api/v1/petitioners", {"q": ID_NUMBER}),  # a full number asked: in the log
+                (f"/api/v1/petitioners/{petitioner['id']}", {}),
+                ("/api/v1/visits", {"day": MONDAY.isoformat()}),
+                (f"/api/v1/visits/{vid}", {}),
+            )
+        ]
+        admin, _ = await _client(make_client, "admin")
+        trail = await (await admin.get("/api/v1/audit", params={"limit": 200})).text()
+    finally:
+        root.handlers[:], _, _ = saved
+        root.setLevel(saved[1])
+        logging.getLogger("aiohttp.access").setLevel(saved[2])
     engine, maker = await _session(migrated)
     try:
         async with maker() as db:
-            actions = (await db.scalars(select(AuditEvent.action))).all()
-        assert "visit.book" in actions
+            details = repr((await db.scalars(select(AuditEvent.detail))).all())
     finally:
         await engine.dispose()
+    masked_id, masked_phone = "1101**********002X", "138****5678"
+    assert masked_id in lists[0] and masked_phone in lists[0]  # the lists do show the person
+    assert masked_id in lists[4]  # the visit shows the checked document, masked
+    assert masked_id in logged.getvalue()  # the full-number search was logged, masked
+    assert masked_id in details and masked_id in trail  # petitioner.create names the ID
+    for shown in [*lists, logged.getvalue(), details, trail]:
+        assert ID_NUMBER not in shown and PHONE not in shown

@@ -247,13 +247,21 @@ def test_archivist_finds_and_plays_a_recording(
     ).json()["items"]
     assert any(e["detail"]["query"].get("number") == NUMBER for e in searches), searches
 
-    # the audit section of the archive page filters by record
+    # the audit section of the archive page filters by record and action, in sentences
     page.goto(server.url + "/archive")
     _ready(page)
     page.fill("#audit-form input[name=target_id]", visit_id)
     page.click("#audit-form button[type=submit]")
-    expect(page.locator("#audit-rows")).to_contain_text("recording.view", timeout=30_000)
-    expect(page.locator("#audit-rows")).not_to_contain_text("recording.search")
+    rows = page.locator("#audit-rows")
+    expect(rows).to_contain_text("archivist播放了录像文件 composite.mp4", timeout=30_000)
+    expect(rows).to_contain_text("archivist打开了录像。")
+    expect(rows).not_to_contain_text("检索了录像档案")
+    page.select_option("#audit-form select[name=action]", label="导出核证副本")
+    page.click("#audit-form button[type=submit]")
+    expect(rows).to_contain_text("archivist导出了录像的核证副本", timeout=30_000)
+    expect(rows).not_to_contain_text("播放了录像文件")
+    assert not re.search(r"recording\.|visit\.", rows.inner_text())
+    page.screenshot(path=str(artifacts / "archive-audit.png"), full_page=True)
     assert not problems, problems
     ctx.close()
 

@@ -81,3 +81,35 @@ def test_book_check_in_lobby_and_judge_is_told(
     assert "11010519491231002X" not in judge.content() + op.content()
     judge_ctx.close()
     op_ctx.close()
+
+
+def test_taken_slot_refreshes_the_free_slots_shown_without_seconds(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    """Two operators look at the same free slots; the second to book gets 409 and a fresh
+    list without the slot just taken. Slot times read HH:MM."""
+    pages = []
+    for _ in range(2):
+        ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        _login(page, live_server, "operator", "/operator")
+        page.click("button[data-tab=tab-book]")
+        page.fill("#book-first", _soon_weekday().isoformat())
+        page.click("#book-form button[type=submit]")
+        expect(page.locator("#book-msg")).to_contain_text("找到", timeout=30_000)
+        pages.append(page)
+    late, early = pages
+    taken = late.locator("#slot-rows tr").first.inner_text()
+    assert early.locator("#slot-rows tr").first.inner_text() == taken
+    rows = late.locator("#slot-rows").inner_text()
+    assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}–\d{2}:\d{2}", rows), rows
+    assert not re.search(r"\d{1,2}:\d{2}:\d{2}", rows), rows  # no seconds anywhere
+    early.locator("#slot-rows tr").first.locator("button").click()
+    expect(early.locator("#book-msg")).to_contain_text("已预约", timeout=30_000)
+    late.locator("#slot-rows tr").first.locator("button").click()
+    expect(late.locator("#book-msg")).to_contain_text("空闲时段已刷新", timeout=30_000)
+    expect(late.locator("#slot-rows tr").first).not_to_have_text(taken, timeout=30_000)
+    assert taken not in late.locator("#slot-rows").inner_text()
+    late.screenshot(path=str(artifacts / "operator-slot-taken.png"), full_page=True)
+    for page in pages:
+        page.context.close()

@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from recorder.manifest import verify
-from recorder.sink import VisitRecording, load_state
+from recorder.state import RecordingState, VisitRecording, load_state
 from tests.conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -337,7 +337,7 @@ def test_a_visit_through_the_relay(
 
     # every track of the visit was recorded, as received, and plays
     folder = live_server.data_dir / "recordings" / visit["id"]
-    _wait(lambda: (load_state(folder) or VisitRecording("")).state == "stopped")
+    _wait(lambda: (load_state(folder) or VisitRecording("")).state is RecordingState.queued)
     recording = load_state(folder)
     assert recording is not None
     recorded = {(t.role, t.source) for t in recording.tracks if t.packets}

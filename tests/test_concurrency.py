@@ -4,36 +4,19 @@ PostgreSQL; the database holds one booking and its locks."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import ClientSession, CookieJar
 from sqlalchemy import func, select
 
 from config.db import create_engine, create_sessionmaker
 from config.settings import Settings
 from scheduler.models import BookingLock, Visit
-from tests.conftest import PostgresServer
 from tests.helpers import PASSWORD, local_time, next_weekday, seed_booking, seed_world
 from web.app import create_app
-from web.cli import migrate
 
 N = 50
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "sqlite":
-        settings = Settings(data_dir=tmp_path)
-    else:
-        pg: PostgresServer = request.getfixturevalue("postgres_server")
-        url = pg.create_database("vr_" + uuid.uuid4().hex[:12])
-        settings = Settings(data_dir=tmp_path, database_url=url)
-    await asyncio.to_thread(migrate, settings)
-    return settings
 
 
 async def test_fifty_concurrent_bookings_one_wins(aiohttp_server: Any, backend: Settings) -> None:

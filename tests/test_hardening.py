@@ -1,5 +1,5 @@
-"""Privacy in the audit trail, proxy addresses, races on visits, login guessing in
-parallel, feeds of departed users, template validity, roster scope."""
+"""Privacy in the audit trail, proxy addresses, races on visits (two cancels at once), login
+guessing in parallel, feeds of departed users, template validity, roster scope."""
 
 from __future__ import annotations
 
@@ -9,18 +9,36 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient, make_mocked_request
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm.attributes import set_committed_value
 
 from config.audit import AuditEvent
 from config.db import Database
 from config.errors import ConflictError
 from config.settings import Settings
-from scheduler import visits as vs
-from scheduler.models import BookingLock, Role, Visit, VisitState
+from scheduler import booking as bk
+from scheduler import lifecycle
+from scheduler.housekeeping import housekeeping
+from scheduler.models import (
+    BookingLock,
+    Role,
+    Visit,
+    VisitEvent,
+    VisitEventKind,
+    VisitState,
+)
 from scheduler.scope import Actor
 from tests.conftest import MakeClient
-from tests.helpers import PASSWORD, Booking, local_time, login, next_weekday
+from tests.helpers import (
+    PASSWORD,
+    Booking,
+    local_time,
+    login,
+    next_weekday,
+    seed_booking,
+    seed_world,
+)
+from web.app import create_app
 from web.auth import client_address
 
 MONDAY = next_weekday(0)
@@ -71,7 +89,73 @@ def test_forwarded_for_takes_the_proxys_entry(settings: Settings) -> None:
     assert client_address(request, trusting) == "203.0.113.7"
 
 
-async def test_reschedule_loses_to_a_concurrent_cancel(
+async def test_two_concurrent_cancels_one_wins_one_audit_entry_locks_released(
+    aiohttp_server: Any, backend: Settings
+) -> None:
+    """The operator and the assigned judge cancel the same visit at the same moment (truly in
+    parallel on PostgreSQL): one succeeds, the other gets 409, the history and the audit
+    trail hold one cancellation, and the visit's time is free again."""
+    database = Database(backend)
+    async with database.writer() as s:
+        world = await seed_world(s)
+        booking = await seed_booking(s, world, petitions_a=1)
+    server = await aiohttp_server(create_app(backend))
+    clients = [TestClient(server), TestClient(server)]
+    try:
+        op_h = {"X-CSRF-Token": await login(clients[0], "op_a")}
+        judge_h = {"X-CSRF-Token": await login(clients[1], "judge_a")}
+        body = {
+            "petition_id": booking.petitions["a0"],
+            "receiving_court_id": world.courts["mid_a"],
+            "judge_id": world.users["judge_a"],
+            "room_id": world.rooms["basic_a"],
+            "starts_at": local_time(MONDAY, 9).isoformat(),
+        }
+        r = await clients[0].post("/api/v1/visits", json=body, headers=op_h)
+        assert r.status == 201, await r.text()
+        vid = (await r.json())["id"]
+        async with database.reader() as s:
+            assert await s.scalar(select(func.count()).select_from(BookingLock)) == 18
+
+        async def cancel(client: TestClient, headers: dict[str, str], reason: str) -> int:
+            url = f"/api/v1/visits/{vid}/cancel"
+            resp = await client.post(url, json={"reason": reason}, headers=headers)
+            if resp.status == 409:
+                code = (await resp.json())["error"]["code"]
+                assert code in ("state_changed", "invalid_transition"), code
+            return resp.status
+
+        statuses = await asyncio.gather(
+            cancel(clients[0], op_h, "操作员取消"), cancel(clients[1], judge_h, "法官取消")
+        )
+        assert sorted(statuses) == [200, 409]
+        async with database.reader() as s:
+            visit = await s.get(Visit, vid)
+            assert visit is not None and visit.state is VisitState.cancelled
+            winner = ["操作员取消", "法官取消"][statuses.index(200)]
+            assert visit.cancel_reason == winner
+            cancels = (
+                await s.scalars(
+                    select(AuditEvent).where(
+                        AuditEvent.target_id == vid, AuditEvent.action == "visit.cancelled"
+                    )
+                )
+            ).all()
+            assert [e.detail["reason"] for e in cancels] == [winner]
+            events = await s.scalar(
+                select(func.count())
+                .select_from(VisitEvent)
+                .where(VisitEvent.visit_id == vid, VisitEvent.kind == VisitEventKind.cancelled)
+            )
+            assert events == 1
+            assert await s.scalar(select(func.count()).select_from(BookingLock)) == 0
+    finally:
+        for client in clients:
+            await client.close()
+        await database.dispose()
+
+
+async def test_reschedule_from_a_stale_read_loses_to_a_cancel(
     booking: Booking, migrated: Settings
 ) -> None:
     w = booking.world
@@ -81,7 +165,7 @@ async def test_reschedule_loses_to_a_concurrent_cancel(
     db = Database(migrated)
     try:
         async with db.writer() as s:
-            visit = await vs.book_visit(
+            visit = await bk.book_visit(
                 s,
                 actor,
                 migrated,
@@ -91,11 +175,11 @@ async def test_reschedule_loses_to_a_concurrent_cancel(
                 room_id=w.rooms["basic_a"],
                 starts_at=local_time(MONDAY, 9),
             )
-            await vs.cancel_visit(s, actor, migrated, visit.id, reason="撤回")
+            await lifecycle.cancel_visit(s, actor, migrated, visit.id, reason="撤回")
             # this session read the visit before the cancel: its copy still says scheduled
             set_committed_value(visit, "state", VisitState.scheduled)
             try:
-                await vs.reschedule_visit(
+                await bk.reschedule_visit(
                     s,
                     actor,
                     migrated,
@@ -125,7 +209,7 @@ async def test_checked_in_petitioner_is_not_a_no_show(booking: Booking, migrated
     db = Database(migrated)
     try:
         async with db.writer() as s:
-            waiting = await vs.book_visit(
+            waiting = await bk.book_visit(
                 s,
                 actor,
                 migrated,
@@ -136,7 +220,7 @@ async def test_checked_in_petitioner_is_not_a_no_show(booking: Booking, migrated
                 starts_at=start,
                 now=start - timedelta(hours=1),
             )
-            absent = await vs.book_visit(
+            absent = await bk.book_visit(
                 s,
                 actor,
                 migrated,
@@ -147,11 +231,11 @@ async def test_checked_in_petitioner_is_not_a_no_show(booking: Booking, migrated
                 starts_at=start + timedelta(minutes=30),
                 now=start - timedelta(hours=1),
             )
-            await vs.check_in(
+            await lifecycle.check_in(
                 s, actor, waiting.id, document_type="other", document_number="X1234567", now=start
             )
         async with db.writer() as s:
-            done = await vs.housekeeping(s, migrated, now=start + timedelta(hours=2))
+            done = await housekeeping(s, migrated, now=start + timedelta(hours=2))
             assert done["no_show"] == 1
         async with db.reader() as s:
             assert (await s.get(Visit, waiting.id)).state is VisitState.checked_in  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from aiortc import RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from media.transport import announce_addresses, create_peer_connection
-from recorder.sink import load_state
+from recorder.state import RecordingState, load_state
 from tests.conftest import LiveServer, start_live_server, stop_live_server
+from tests.helpers import wait_for
 from tests.live import checked_in_visit, http_login
 
 
@@ -73,7 +75,24 @@ async def test_a_killed_server_repairs_the_recording_on_restart(tmp_path: Path) 
             assert time.monotonic() < deadline, "recording did not start"
             await asyncio.sleep(0.2)
         started = time.time()
-        await asyncio.sleep(10)
+
+        async def audio_seconds() -> float:
+            """How much audio the petitioner's file holds now (Opus: 20 ms a packet)."""
+            state = load_state(folder)
+            assert state is not None
+            (track,) = [t for t in state.tracks if t.role == "petitioner" and t.kind == "audio"]
+            counted = await asyncio.to_thread(
+                subprocess.run,
+                ["ffprobe", "-v", "error", "-select_streams", "a:0", "-count_packets",
+                 "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0",
+                 str(folder / track.files[0])],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            return int(counted.stdout.strip() or 0) * 0.02
+
+        while await audio_seconds() < 10:  # ten seconds on record, then the crash
+            assert time.monotonic() < deadline + 60, "the recording stopped growing"
+            await asyncio.sleep(0.5)
         os.kill(server.proc.pid, 9)  # kill -9 the whole server
         killed = time.time()
         server.proc.wait()
@@ -86,7 +105,7 @@ async def test_a_killed_server_repairs_the_recording_on_restart(tmp_path: Path) 
     restarted = start_live_server(data)  # the same data directory
     try:
         state = load_state(folder)
-        assert state is not None and state.state == "interrupted"
+        assert state is not None and state.state is RecordingState.interrupted
         assert state.interrupted_at is not None and killed - 2.5 <= state.interrupted_at <= killed
         assert {(t.role, t.kind) for t in state.tracks} == {
             ("judge", "audio"),
@@ -125,24 +144,30 @@ async def test_a_killed_server_repairs_the_recording_on_restart(tmp_path: Path) 
                 check=False,
             )
             assert decode.stderr == "", decode.stderr
-        # on record: the visit's recording row and the audit trail say so
+        # on record, at the same instant: recording.json, the recording's row (its state
+        # and interrupted_at) and the audit trail
+        at = datetime.fromtimestamp(state.interrupted_at, UTC)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             await http_login(http, restarted, "admin", passwords["admin"])
 
-            async def audited() -> bool:
+            async def audited() -> list[dict[str, Any]]:
                 async with http.get(
-                    restarted.url + "/api/v1/audit", params={"action": "recording.interrupted"}
+                    restarted.url + "/api/v1/audit",
+                    params={"action": "recording.interrupted", "target_id": visit_id},
                 ) as r:
-                    body = await r.json()
-                    items = body["items"] if isinstance(body, dict) else body
-                    return any(i.get("target_id") == visit_id for i in items)
+                    assert r.status == 200
+                    return list((await r.json())["items"])
 
-            deadline = time.monotonic() + 60
-            while not await audited():
-                assert time.monotonic() < deadline, "no audit event for the interruption"
-                await asyncio.sleep(0.5)
+            await wait_for(audited, within=60)
+            (event,) = await audited()
+            assert event["actor_type"] == "system" and event["target_type"] == "visit"
+            recorded = datetime.fromisoformat(event["detail"]["interrupted_at"])
+            assert abs((recorded - at).total_seconds()) < 0.01, (recorded, at)
             async with http.get(restarted.url + f"/api/v1/visits/{visit_id}/recording") as r:
                 recording = await r.json()
-            assert recording["state"] == "recording" and recording["interrupted_at"]
+            assert recording["state"] == "interrupted"
+            row_at = datetime.fromisoformat(recording["interrupted_at"])
+            assert abs((row_at - at).total_seconds()) < 0.01, (row_at, at)
+            assert recording["unrepairable"] == []
     finally:
         stop_live_server(restarted)

@@ -76,12 +76,19 @@ async def test_logout_closes_the_staff_socket_opened_before_it(
     """Logging out closes the judge's live call socket at once: it can no longer admit,
     write notes or end the visit."""
     client, csrf, judge = await _staff_peer(make_client, "judge_a")
-    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    joined = await judge.call("join", {"v": 1, "visit_id": visit["id"]})
+    assert joined["ok"]
+    _, _, operator = await _staff_peer(make_client, "op_a")
+    assert (await operator.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
     idle = await Peer().connect(client, _cookie(client))  # opened, not yet joined
     r = await client.post("/api/v1/auth/logout", headers={"X-CSRF-Token": csrf})
     assert r.status == 200
     await wait_for(_closed(judge), within=10)
     await wait_for(_closed(idle), within=10)
+    left = await operator.next("participant_left")
+    assert left["participant_id"] == joined["participant_id"]
+    assert left["reason"] == "identity_revoked"
+    await operator.close()
 
 
 async def test_a_staff_action_after_the_account_was_disabled_is_refused_and_closes_the_socket(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -13,19 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from arq import create_pool
+from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
+from arq.jobs import Job, JobStatus
 
 from config.db import Database
 from config.settings import Settings
 from media.room import Relay
 from media.transport import announce_addresses
-from recorder.jobs import Pipeline
+from recorder.jobs import QUEUE, Pipeline
 from recorder.manifest import verify
-from recorder.models import Recording, RecordingState
+from recorder.models import Integrity, Recording, RecordingState
 from recorder.sink import RecorderSink
+from recorder.state import TrackFile, VisitRecording, load_state, save_state
 from tests.conftest import PostgresServer, RedisServer
-from tests.media_fixtures import publish_av
+from tests.helpers import wait_for
+from tests.media_fixtures import PacketCounter, publish_av
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,17 +49,35 @@ def settings(
     )
 
 
-async def test_a_worker_process_runs_the_queued_pipeline(
+def test_the_worker_process_loads_no_media_stack() -> None:
+    """``vreception worker`` reads recordings through recorder.state: importing it in a
+    fresh interpreter loads neither aiortc nor our media package."""
+    probe = (
+        "import sys, recorder.worker; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiortc', 'media')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+async def _jobs_in_redis(queue: ArqRedis) -> list[str]:
+    return [j.decode() for j in await queue.zrange(QUEUE, 0, -1)]
+
+
+async def test_with_a_queue_the_server_only_queues_and_a_worker_process_runs_the_pipeline(
     settings: Settings, visit: dict[str, Any]
 ) -> None:
     announce_addresses(["127.0.0.1"])
     sink = RecorderSink(settings.resolved_recordings_dir)
-    relay = Relay(sinks=[sink])
+    counter = PacketCounter()
+    relay = Relay(sinks=[sink, counter])
     room = relay.room(visit["id"])
     room.describe("p1", "petitioner", "王某某")
     room.start_recording()
     pc = await publish_av(room, "p1")
-    await asyncio.sleep(3)
+    await wait_for(counter.recorded(3.0, "p1"))
     room.stop_recording()
     sink.flush()
     await room.close()
@@ -70,10 +92,15 @@ async def test_a_worker_process_runs_the_queued_pipeline(
         await pipeline.recording_started(visit["id"])
         await pipeline.enqueue(visit["id"], {"petition_number": "（2026）京01信9号"})
         await pipeline.wait(visit["id"])
-        await asyncio.sleep(1.0)
+        # the job is in Redis, on the recordings queue, for the workers; nothing ran here
+        assert await _jobs_in_redis(queue) == [f"recording:{visit['id']}"]
+        job = Job(f"recording:{visit['id']}", queue, _queue_name=QUEUE)
+        assert await job.status() is JobStatus.queued
+        assert (await job.info()) is not None and (await job.info()).args == (visit["id"],)  # type: ignore[union-attr]
+        assert pipeline._executor is None  # no in-process pool was ever started
         async with database.reader() as db:
             row = await db.get(Recording, visit["id"])
-            assert row is not None and row.state is RecordingState.queued  # nobody ran it here
+            assert row is not None and row.state is RecordingState.queued
 
         env = {
             **os.environ,
@@ -93,25 +120,107 @@ async def test_a_worker_process_runs_the_queued_pipeline(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 240
-        while True:
+
+        async def processed() -> bool:
             async with database.reader() as db:
                 row = await db.get(Recording, visit["id"])
-                assert row is not None
-                if row.state is RecordingState.ready:
-                    break
-                assert row.state is not RecordingState.failed, row.message
-            assert worker.returncode is None, "the worker exited"
-            assert time.monotonic() < deadline, row.state
-            await asyncio.sleep(0.5)
+            assert row is not None
+            assert row.state is not RecordingState.failed, row.message
+            assert worker is not None and worker.returncode is None, "the worker exited"
+            return row.state is RecordingState.ready
+
+        await wait_for(processed, within=240)
+        async with database.reader() as db:
+            row = await db.get(Recording, visit["id"])
+        assert row is not None
         folder = settings.resolved_recordings_dir / visit["id"]
         assert (folder / "composite.mp4").stat().st_size > 0
-        assert row.transcript.startswith("transcript unavailable: transcription is switched off")
+        assert row.transcript == "转写不可用：未启用语音转写（transcribe_engine = none）"
         assert verify(folder).ok
+        assert await _jobs_in_redis(queue) == []  # taken off the queue by the worker
     finally:
         if worker is not None:
             worker.terminate()
             await asyncio.wait_for(worker.wait(), timeout=30)
         await pipeline.close()
         await queue.aclose()
+        await database.dispose()
+
+
+@pytest.mark.parametrize("sink_started", [True, False], ids=["recorded", "no-folder"])
+async def test_a_visit_without_media_is_signed_as_an_empty_recording_in_process(
+    settings: Settings, visit: dict[str, Any], sink_started: bool
+) -> None:
+    """A visit ended before anybody published: no composite, no transcript, a timeline and a
+    signed manifest that verifies, and the state ``empty`` (not ``failed``), whether the
+    sink wrote a recording.json without tracks or nothing at all. Without a queue the
+    pipeline runs in this process: nothing goes to Redis."""
+    folder = settings.resolved_recordings_dir / visit["id"]
+    if sink_started:
+        sink = RecorderSink(settings.resolved_recordings_dir)
+        sink.start(visit["id"])
+        sink.stop(visit["id"])
+        sink.close()
+        assert (folder / "recording.json").exists()
+    database = Database(settings)
+    queue = await create_pool(RedisSettings.from_dsn(str(settings.redis_url)))
+    pipeline = Pipeline(database, settings)  # embedded: no queue
+    try:
+        await pipeline.recording_started(visit["id"])
+        await pipeline.enqueue(visit["id"], {"petition_number": "（2026）京01信9号"})
+        await pipeline.wait(visit["id"])
+        assert await _jobs_in_redis(queue) == []
+        async with database.reader() as db:
+            row = await db.get(Recording, visit["id"])
+        assert row is not None
+        assert row.state is RecordingState.empty, (row.state, row.message)
+        assert row.integrity == Integrity.signed.value
+        assert row.message == "接访结束前没有任何一方发布音视频，未生成合成录像和转写"
+        assert row.transcript.startswith("转写不可用：接访结束前没有任何一方发布音视频")
+        state = load_state(folder)
+        assert state is not None and state.state is RecordingState.empty and state.tracks == []
+        timeline = json.loads((folder / "timeline.json").read_text())
+        assert timeline["visit_id"] == visit["id"] and timeline["tracks"] == []
+        assert not (folder / "composite.mp4").exists()
+        result = verify(folder)
+        assert result.ok, result.failed
+        assert {"timeline.json", "recording.json"} <= set(result.checked)
+    finally:
+        await pipeline.close()
+        await queue.aclose()
+        await database.dispose()
+
+
+async def test_a_failed_step_names_the_recordings_own_files_never_a_server_path(
+    settings: Settings, visit: dict[str, Any]
+) -> None:
+    """The composite cannot be written (a directory stands in its place): the step fails,
+    and the row's message says which step and which file, by its name in the recording's
+    folder."""
+    folder = settings.resolved_recordings_dir / visit["id"]
+    (folder / "composite.mp4").mkdir(parents=True)
+    now = time.time()
+    track = TrackFile(
+        "v1", "p1", "petitioner", "王某某", "video", "vp8", "camera",
+        ["tracks/petitioner-camera-v1.webm"], now - 10, 0, 90000, now,
+    )  # fmt: skip
+    save_state(
+        folder,
+        VisitRecording(visit_id=visit["id"], state=RecordingState.queued, tracks=[track]),
+    )
+    database = Database(settings)
+    pipeline = Pipeline(database, settings)
+    try:
+        await pipeline.recording_started(visit["id"])
+        await pipeline.enqueue(visit["id"], {})
+        await pipeline.wait(visit["id"])
+        async with database.reader() as db:
+            row = await db.get(Recording, visit["id"])
+        assert row is not None and row.state is RecordingState.failed
+        assert (
+            row.message
+            == "合成失败：[Errno 21] Is a directory: 'composite.tmp.mp4' -> 'composite.mp4'"
+        )
+    finally:
+        await pipeline.close()
         await database.dispose()

@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient
 from config.db import Database, utcnow
 from config.keys import load_secret_key
 from config.settings import Settings
-from scheduler import visits as vs
+from scheduler import booking as bk
+from scheduler import lifecycle
 from scheduler.codes import issue_visit_code
 from scheduler.models import CodeRole, Role
 from scheduler.scope import Actor
@@ -53,6 +54,7 @@ class Peer:
             namespaces=["/visit"],
             headers=headers,
             transports=["websocket"],
+            wait_timeout=15,  # a loaded CI machine may take longer than the default 1 s
         )
         return self
 
@@ -82,7 +84,7 @@ async def visit(booking: Booking, migrated: Settings) -> dict[str, Any]:
     db = Database(migrated)
     try:
         async with db.writer() as s:
-            v = await vs.book_visit(
+            v = await bk.book_visit(
                 s,
                 actor,
                 migrated,
@@ -92,8 +94,10 @@ async def visit(booking: Booking, migrated: Settings) -> dict[str, Any]:
                 room_id=w.rooms["basic_a"],
                 starts_at=start,
             )
-            await vs.check_in(s, actor, v.id, document_type="other", document_number="X1234567")
-            other = await vs.book_visit(
+            await lifecycle.check_in(
+                s, actor, v.id, document_type="other", document_number="X1234567"
+            )
+            other = await bk.book_visit(
                 s,
                 actor,
                 migrated,

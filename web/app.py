@@ -8,6 +8,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from config.audit import record_audit
+from config.audit import audit_time, record_audit
 from config.db import Database
 from config.keys import load_secret_key
 from config.redis import create_redis
@@ -23,10 +24,10 @@ from config.settings import Settings
 from media.room import Relay
 from media.transport import announce_addresses, use_port_range
 from recorder.jobs import Pipeline
-from recorder.sink import RecorderSink, recover
+from recorder.sink import RecorderSink, failure_message, recover, recovery_message
 from recorder.transcribe import create_transcriber
+from scheduler.housekeeping import housekeeping
 from scheduler.notify import push_all, take_outbox
-from scheduler.visits import housekeeping
 from signaling.gateway import RejoinTokens
 from signaling.namespace import VisitNamespace
 from signaling.placement import LocalPlacement, RedisPlacement, RoomPlacement
@@ -47,6 +48,7 @@ from web.errors import error_middleware
 from web.handlers import meta, notifications
 from web.keys import (
     DB,
+    GATEWAY,
     METRICS,
     NOTIFIER,
     PIPELINE,
@@ -110,7 +112,8 @@ async def metrics_middleware(
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
-    """No-shows, reminders and the walk-in queue, every ``housekeeping_seconds``."""
+    """No-shows, reminders, the walk-in queue and visits left without their judge, every
+    ``housekeeping_seconds``."""
     settings = app[SETTINGS]
 
     async def loop() -> None:
@@ -122,8 +125,9 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
                     await purge_expired_sessions(db)
                     outbox = take_outbox(db)
                 await push_all(app[NOTIFIER], outbox)
-                if any(done.values()):
-                    log.info("housekeeping: %s", done)
+                abandoned = await app[GATEWAY].reap_abandoned()
+                if any(done.values()) or abandoned:
+                    log.info("housekeeping: %s; ended as abandoned: %s", done, abandoned)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -134,20 +138,6 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-class LazyGateway:
-    """The visit gateway, built on first use (the database exists only once the app runs)."""
-
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
-        self._gateway: DatabaseVisitGateway | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._gateway is None:
-            app = self._app
-            self._gateway = DatabaseVisitGateway(app, app[DB], app[SETTINGS], app[SECRET])
-        return getattr(self._gateway, name)
 
 
 async def _recorder(
@@ -187,8 +177,15 @@ async def _recorder(
             try:
                 for recording in list(repaired):
                     await pipeline.interrupted(recording.visit_id, recording.interrupted_at)
-                    at = recording.to_json().get("interrupted_at_iso")
-                    await audit(recording.visit_id, "recording.interrupted", interrupted_at=at)
+                    at = recording.interrupted_at
+                    at_local = (
+                        None
+                        if at is None
+                        else audit_time(datetime.fromtimestamp(at, UTC), settings.tz)
+                    )
+                    await audit(
+                        recording.visit_id, "recording.interrupted", interrupted_at=at_local
+                    )
                     repaired.remove(recording)
                 resumed = await pipeline.resume()
                 if resumed:
@@ -203,17 +200,34 @@ async def _recorder(
     starting = asyncio.create_task(on_record(), name="recordings-on-record")
     reported: set[tuple[str, str]] = set()
 
-    async def failed(visit_id: str, track_id: str, message: str) -> None:
-        await visits.recording_failed(visit_id, message)
+    async def failed(visit_id: str, track_id: str, detail: str, since: float) -> None:
+        """Pages get a plain message; the technical reason goes to the audit trail."""
+        await visits.recording_failed(visit_id, failure_message(since, settings.tz))
         if (visit_id, track_id) in reported:  # one audit event per track and failure
             return
         reported.add((visit_id, track_id))
-        await audit(visit_id, "recording.write_failed", track=track_id, message=message)
+        await audit(visit_id, "recording.write_failed", track=track_id, message=detail)
 
-    def on_failure(visit_id: str, track_id: str, message: str) -> None:  # writer thread
-        loop.call_soon_threadsafe(lambda: _background(app, failed(visit_id, track_id, message)))
+    async def recovered(visit_id: str, start: float, end: float) -> None:
+        reported.difference_update({r for r in reported if r[0] == visit_id})
+        await visits.recording_recovered(visit_id, recovery_message(start, end, settings.tz))
+        tz = settings.tz
+        await audit(
+            visit_id,
+            "recording.write_resumed",
+            missing_from=datetime.fromtimestamp(start, tz).isoformat(timespec="seconds"),
+            missing_to=datetime.fromtimestamp(end, tz).isoformat(timespec="seconds"),
+        )
 
-    recorder.on_failure = on_failure
+    def on_failure(visit_id: str, track_id: str, detail: str, since: float) -> None:  # writer
+        loop.call_soon_threadsafe(
+            lambda: _background(app, failed(visit_id, track_id, detail, since))
+        )
+
+    def on_recovered(visit_id: str, start: float, end: float) -> None:  # writer thread
+        loop.call_soon_threadsafe(lambda: _background(app, recovered(visit_id, start, end)))
+
+    recorder.on_failure, recorder.on_recovered = on_failure, on_recovered
     yield
     starting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -278,8 +292,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_housekeeping)
     sio = create_sio(settings)
-    gateway = LazyGateway(app)
-    sio.register_namespace(NotificationNamespace(lambda environ: gateway.staff(environ)))
+    gateway = DatabaseVisitGateway(app)
+    app[GATEWAY] = gateway
+    sio.register_namespace(NotificationNamespace(gateway.staff))
     announce_addresses(settings.media_announced_addresses)
     use_port_range(settings.media_udp_ports)
     recorder = RecorderSink(settings.resolved_recordings_dir)

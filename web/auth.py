@@ -225,7 +225,9 @@ class LoginThrottle(Protocol):
         """Seconds until ``key`` has fewer than ``limit`` attempts in the window."""
         ...
 
-    async def reset(self, key: str) -> None: ...
+    async def reset(self, key: str) -> None:
+        """Forget every attempt of ``key`` (a success, or an admin unlocking an account)."""
+        ...
 
 
 class MemoryLoginThrottle:
@@ -304,7 +306,37 @@ class RedisLoginThrottle:
 
 
 def create_login_throttle(redis: Redis | None) -> LoginThrottle:
+    """The throttle of this deployment: in memory (embedded) or shared through Redis."""
     return MemoryLoginThrottle() if redis is None else RedisLoginThrottle(redis)
+
+
+def account_key(username: str) -> str:
+    """The throttle key counting one account's attempts (from every address)."""
+    return "account:" + username.lower()
+
+
+def address_key(address: str | None) -> str:
+    """The throttle key counting one address's attempts (at every account)."""
+    return "address:" + (address or "unknown")
+
+
+def wait_minutes(seconds: int) -> int:
+    """A wait as people are told it: whole minutes, rounded up, at least one."""
+    return max(1, -(-seconds // 60))
+
+
+async def account_lockout(throttle: LoginThrottle, settings: Settings, username: str) -> int:
+    """Seconds until ``username`` may try to log in again (0: not locked)."""
+    return await throttle.retry_after(
+        account_key(username),
+        settings.login_max_failures_per_account,
+        settings.login_failure_window_seconds,
+    )
+
+
+async def unlock_account(throttle: LoginThrottle, username: str) -> None:
+    """Lift an account's login lock (its failed attempts are forgotten)."""
+    await throttle.reset(account_key(username))
 
 
 async def find_active_user(db: AsyncSession, username: str) -> User | None:

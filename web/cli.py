@@ -1,4 +1,4 @@
-"""The ``vreception`` command: serve, migrate, create-user."""
+"""The ``vreception`` command: serve, migrate, create-user, set-password."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ from sqlalchemy import or_, select
 from config.db import create_engine, create_sessionmaker
 from config.errors import AppError
 from config.privacy import MaskingFilter
+from config.redis import create_redis
 from config.settings import ConfigError, Settings, load_settings
 from recorder import manifest
 from scheduler import service
-from scheduler.models import Court, Role
+from scheduler.models import Court, Role, User
 from scheduler.scope import SYSTEM_ACTOR
 from web.app import create_app
+from web.auth import close_user_sessions, create_login_throttle, unlock_account
 from web.demo import create_demo_data, database_is_empty, demo_password
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -134,6 +136,55 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
         await engine.dispose()
 
 
+def _ask_password() -> str | None:
+    """The new password typed twice at the terminal; None when the two differ."""
+    first = getpass.getpass("新密码：")
+    second = getpass.getpass("再次输入新密码：")
+    return first if first == second else None
+
+
+async def _set_password(settings: Settings, args: argparse.Namespace) -> int:
+    """Reset a staff account's password from the server (e.g. the last admin's) and lift
+    the login lock when the lock is shared through Redis."""
+    password = args.password
+    if password is None:
+        if not sys.stdin.isatty():
+            print("错误：请在终端中运行以输入密码，或用 --password 给出新密码", file=sys.stderr)
+            return 2
+        password = _ask_password()
+        if password is None:
+            print("错误：两次输入的密码不一致，密码未修改", file=sys.stderr)
+            return 2
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            user = await db.scalar(select(User).where(User.username == args.username))
+            if user is None:
+                print(f"错误：没有用户名为 {args.username} 的账户", file=sys.stderr)
+                return 2
+            await service.reset_password(
+                db,
+                SYSTEM_ACTOR,
+                user,
+                password=password,
+                password_min_length=settings.password_min_length,
+            )
+            await close_user_sessions(db, user.id)
+    except AppError as exc:
+        print(f"错误：{exc.message}，密码未修改", file=sys.stderr)
+        return 2
+    finally:
+        await engine.dispose()
+    redis = create_redis(settings)
+    if redis is not None:
+        try:
+            await unlock_account(create_login_throttle(redis), args.username)
+        finally:
+            await redis.aclose()
+    print(f"已重置账户 {args.username} 的密码")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vreception", description="远程视频接访 / vreception")
     parser.add_argument("--config", help="TOML config file (or VRECEPTION_CONFIG)")
@@ -150,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--court", help="court id, code or name (not needed for admin)")
     cu.add_argument("--display-name")
     cu.add_argument("--password", help="default: prompt, or generate when not a terminal")
+    sp = sub.add_parser("set-password", help="reset a staff account's password")
+    sp.add_argument("--username", required=True)
+    sp.add_argument("--password", help="default: prompt twice (at a terminal)")
     ver = sub.add_parser(
         "verify", help="check a recording folder or export ZIP (hashes, signature)"
     )
@@ -219,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "create-user":
         migrate(settings)
         return asyncio.run(_create_user(settings, args))
+    if args.command == "set-password":
+        migrate(settings)
+        return asyncio.run(_set_password(settings, args))
     return 2
 
 

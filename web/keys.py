@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -14,6 +16,9 @@ from signaling.namespace import VisitNamespace
 from signaling.server import StaffSockets
 from web.auth import LoginThrottle
 
+if TYPE_CHECKING:
+    from web.visit_gateway import DatabaseVisitGateway
+
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("database", Database)
 REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
@@ -23,4 +28,5 @@ METRICS = web.AppKey("metrics_registry", CollectorRegistry)
 NOTIFIER: web.AppKey[Notifier | None] = web.AppKey("notifier")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 VISITS = web.AppKey("visit_namespace", VisitNamespace)
+GATEWAY: web.AppKey[DatabaseVisitGateway] = web.AppKey("visit_gateway")
 STAFF_SOCKETS = web.AppKey("staff_sockets", StaffSockets)

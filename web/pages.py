@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from config import vocabulary
 from scheduler.models import Role
 from web.auth import (
     SESSION_COOKIE,
@@ -47,8 +49,15 @@ _SECURITY_HEADERS = {
 }
 
 
+FAVICON = STATIC / "favicon.svg"
+# every page names the icon (an SVG served by this server: no external fetch)
+_ICON_LINK = '<link rel="icon" href="/favicon.svg" type="image/svg+xml">'
+
+
 def _html(name: str, status: int = 200) -> web.Response:
-    body = (TEMPLATES / name).read_text(encoding="utf-8")
+    body = (
+        (TEMPLATES / name).read_text(encoding="utf-8").replace("</head>", _ICON_LINK + "</head>", 1)
+    )
     return web.Response(
         text=body,
         status=status,
@@ -112,6 +121,27 @@ async def socket_io_client(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(SOCKET_IO_CLIENT, headers={"Cache-Control": "max-age=3600"})
 
 
+async def favicon(request: web.Request) -> web.StreamResponse:
+    """The site icon, also at /favicon.ico for browsers that ask there unprompted."""
+    return web.Response(
+        body=FAVICON.read_bytes(),
+        content_type="image/svg+xml",
+        headers={"Cache-Control": "max-age=86400"},
+    )
+
+
+async def vocabulary_js(request: web.Request) -> web.StreamResponse:
+    """The domain's words and their zh-CN labels (config/vocabulary.py) for every page:
+    ``window.VOCABULARY[kind][value]``; pages keep no label maps of their own."""
+    words = json.dumps(vocabulary.as_json(), ensure_ascii=False, sort_keys=True)
+    return web.Response(
+        text=f"window.VOCABULARY = Object.freeze({words});\n",
+        content_type="application/javascript",
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 async def join_page(request: web.Request) -> web.StreamResponse:
     """The guests' page (petitioner, lawyer, mediator): no account, a one-time code."""
     return _html("join.html")
@@ -131,7 +161,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/join", join_page)
     app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)
+    app.router.add_get("/vocabulary.js", vocabulary_js)
     app.router.add_get("/", index)
+    app.router.add_get("/favicon.ico", favicon)
+    app.router.add_get("/favicon.svg", favicon)
     app.router.add_get("/login", login_page)
     for path, (template, roles) in PAGES.items():
         app.router.add_get(path, _guarded(template, roles))

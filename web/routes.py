@@ -200,11 +200,55 @@ class Registry:
 api = Registry()
 
 
+# pydantic's error types in the words pages show; ``{…}`` are the error's context values
+_VALIDATION_TEXT = {
+    "missing": "必填",
+    "string_too_short": "至少需要 {min_length} 个字符",
+    "string_too_long": "不能超过 {max_length} 个字符",
+    "string_pattern_mismatch": "格式不正确",
+    "string_type": "须为文字",
+    "too_short": "至少需要 {min_length} 项",
+    "too_long": "不能超过 {max_length} 项",
+    "int_parsing": "须为整数",
+    "int_type": "须为整数",
+    "int_from_float": "须为整数",
+    "float_parsing": "须为数字",
+    "float_type": "须为数字",
+    "bool_parsing": "须为是或否",
+    "bool_type": "须为是或否",
+    "greater_than": "须大于 {gt}",
+    "greater_than_equal": "不能小于 {ge}",
+    "less_than": "须小于 {lt}",
+    "less_than_equal": "不能大于 {le}",
+    "enum": "不是可选的值",
+    "literal_error": "不是可选的值",
+    "date_parsing": "日期格式不正确（应为 YYYY-MM-DD）",
+    "date_from_datetime_parsing": "日期格式不正确（应为 YYYY-MM-DD）",
+    "datetime_parsing": "时间格式不正确（应含日期、时间和时区）",
+    "datetime_from_date_parsing": "时间格式不正确（应含日期、时间和时区）",
+    "timezone_aware": "时间须带时区（如 +08:00）",
+    "extra_forbidden": "不允许的字段",
+    "dict_type": "须为对象",
+    "list_type": "须为列表",
+    "model_type": "须为对象",
+}
+
+
+def _validation_message(err: Any) -> str:
+    if err["type"] == "value_error":  # our own validators already speak Chinese
+        return str(err["msg"]).removeprefix("Value error, ")
+    text = _VALIDATION_TEXT.get(err["type"], "取值无效")
+    try:
+        return text.format(**err.get("ctx", {}))
+    except (KeyError, IndexError):
+        return "取值无效"
+
+
 def _validation_details(exc: ValidationError) -> list[dict[str, str]]:
     return [
         {
             "field": ".".join(str(p) for p in err["loc"]) or "(body)",
-            "message": err["msg"],
+            "message": _validation_message(err),
             "type": err["type"],
         }
         for err in exc.errors(include_url=False, include_input=False)

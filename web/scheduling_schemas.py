@@ -305,7 +305,8 @@ class VisitOut(Answer):
     checkin_document_masked: str
     recording_state: str | None = None  # recording, queued, processing, ready, failed
     recording_progress: int | None = None
-    recording_note: str = ""  # a failure, or "transcript unavailable: …"
+    recording_note: str = ""  # a failure, or "转写不可用：…"
+    can_end: bool = False  # the caller may end it now (scheduler/lifecycle.py decides)
 
 
 class VisitEventOut(Answer):
@@ -333,6 +334,9 @@ class VisitQuery(Query):
     judge_id: Id | None = None
     room_id: Id | None = None
     state: VisitState | None = None
+    # open visits of earlier days still to be ended (a call that went on past midnight, a
+    # judge who never came back); with it, ``day`` and ``days`` are ignored
+    earlier_open: bool = False
 
 
 class FreeSlotQuery(Query):

@@ -238,10 +238,15 @@ class UserOut(Answer):
     court_id: int | None
     active: bool
     created_at: datetime
+    locked_seconds: int = 0  # failed logins: seconds until the account may try again
 
     @classmethod
-    def of(cls, user: User) -> UserOut:
-        return cls.model_validate(user)
+    def of(cls, user: User, locked_seconds: int = 0) -> UserOut:
+        return cls.model_validate(user).model_copy(update={"locked_seconds": locked_seconds})
+
+
+class PasswordIn(Body):
+    password: Password
 
 
 class UserQuery(PageQuery):
@@ -364,6 +369,14 @@ class AuditOut(Answer):
     address: str | None
     court_id: int | None
     detail: dict[str, Any]
+    sentence: str = ""  # the event in one Chinese sentence, times in the court's zone
+    action_label: str = ""
+    target_label: str = ""
+
+
+class AuditActionOut(Answer):
+    action: str
+    label: str
 
 
 class AuditQuery(PageQuery):

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import record_audit
 from config.db import Database, utcnow
 from config.errors import AppError
 from config.settings import Settings
-from scheduler import visits as vs
+from config.vocabulary import EndReason, label
+from scheduler import lifecycle
 from scheduler.codes import VisitCodeError, issue_visit_code, verify_visit_code
 from scheduler.models import (
     CodeRole,
@@ -23,25 +26,17 @@ from scheduler.models import (
     Visit,
     VisitEvent,
     VisitEventKind,
-    VisitState,
 )
-from scheduler.scope import Actor
+from scheduler.notify import push_all, take_outbox
+from scheduler.scope import SYSTEM_ACTOR, Actor
 from signaling.gateway import Identity, Invitation, Staff
 from signaling.protocol import ErrorCode, ParticipantRole, ProtocolError
 from web import pages
 from web.archive import describe
 from web.auth import SessionProblem, session_principal, touch_session
-from web.keys import PIPELINE
+from web.keys import DB, NOTIFIER, PIPELINE, SECRET, SETTINGS, VISITS
 
 log = logging.getLogger("vreception.signaling")
-
-OPEN = (VisitState.scheduled, VisitState.checked_in, VisitState.in_lobby, VisitState.in_progress)
-ROLE_NAMES = {
-    ParticipantRole.petitioner: "信访人",
-    ParticipantRole.lawyer: "律师",
-    ParticipantRole.mediator: "调解员",
-}
-
 
 # what the recording's overlay, transcript header and manifest name of the visit
 RECORDING_NAMES = (
@@ -57,13 +52,21 @@ RECORDING_NAMES = (
 class DatabaseVisitGateway:
     """VisitGateway over the database (see signaling/gateway.py)."""
 
-    def __init__(
-        self, app: web.Application, database: Database, settings: Settings, secret: bytes
-    ) -> None:
+    def __init__(self, app: web.Application) -> None:
         self._app = app
-        self._db = database
-        self._settings = settings
-        self._secret = secret
+
+    # the application's parts exist once it runs (cleanup contexts), not when it is built
+    @property
+    def _db(self) -> Database:
+        return self._app[DB]
+
+    @property
+    def _settings(self) -> Settings:
+        return self._app[SETTINGS]
+
+    @property
+    def _secret(self) -> bytes:
+        return self._app[SECRET]
 
     async def staff(self, environ: dict[str, Any]) -> Staff | None:
         request = environ.get("aiohttp.request")
@@ -100,25 +103,18 @@ class DatabaseVisitGateway:
     async def entitle(self, visit_id: str, staff: Staff) -> Identity:
         async with self._db.reader() as db:
             visit = await db.get(Visit, visit_id)
-        if visit is not None:
-            if staff.role == Role.judge.value and (
-                visit.judge_id == staff.user_id
-                or (visit.judge_id is None and visit.receiving_court_id == staff.court_id)
-            ):
-                return Identity(
-                    key=f"user:{staff.user_id}",
-                    role=ParticipantRole.judge,
-                    name=staff.name,
-                    user_id=staff.user_id,
-                )
-            if staff.role == Role.operator.value and visit.court_id == staff.court_id:
-                return Identity(
-                    key=f"user:{staff.user_id}",
-                    role=ParticipantRole.operator,
-                    name=staff.name,
-                    user_id=staff.user_id,
-                )
-        raise ProtocolError(ErrorCode.not_entitled, "您无权进入该接访")
+        role = lifecycle.room_role(self._actor(staff), visit) if visit is not None else None
+        if role is None:
+            raise ProtocolError(ErrorCode.not_entitled, "您无权进入该接访")
+        return Identity(
+            key=f"user:{staff.user_id}", role=role, name=staff.name, user_id=staff.user_id
+        )
+
+    def starts_recording(self, role: ParticipantRole) -> bool:
+        return lifecycle.starts_recording(role)
+
+    async def recording_started(self, visit_id: str) -> None:
+        await self._app[PIPELINE].recording_started(visit_id)
 
     async def redeem(self, visit_id: str, code: str) -> Identity:
         try:
@@ -127,7 +123,7 @@ class DatabaseVisitGateway:
                     db, secret=self._secret, code=code, visit_id=visit_id
                 )
                 role = ParticipantRole(record.role.value)
-                name = record.label or ROLE_NAMES[role]
+                name = record.label or label(role)
                 if role is ParticipantRole.petitioner:
                     name = (
                         await db.scalar(
@@ -155,14 +151,7 @@ class DatabaseVisitGateway:
     async def is_open(self, visit_id: str) -> bool:
         async with self._db.reader() as db:
             visit = await db.get(Visit, visit_id)
-        return visit is not None and visit.state in OPEN
-
-    async def _move(self, visit_id: str, to: VisitState, actor: Actor, **detail: Any) -> None:
-        try:
-            async with self._db.writer() as db:
-                await vs.change_state(db, actor, visit_id, to, **detail)
-        except AppError as exc:  # already there, or moved by someone else: log, go on
-            log.info("visit %s: not moved to %s: %s", visit_id, to.value, exc.message)
+        return visit is not None and visit.state in lifecycle.OPEN
 
     @staticmethod
     def _actor(staff: Staff) -> Actor:
@@ -173,21 +162,43 @@ class DatabaseVisitGateway:
             court_id=staff.court_id,
         )
 
+    async def _change(
+        self, visit_id: str, change: Callable[[AsyncSession, Visit], Awaitable[Any]]
+    ) -> Any:
+        """Run a lifecycle change on the visit in one write; its refusals reach the
+        participant as protocol errors, and its notifications go out after the commit."""
+        try:
+            async with self._db.writer() as db:
+                visit = await db.get(Visit, visit_id)
+                if visit is None:
+                    raise ProtocolError(ErrorCode.visit_closed, "该接访已结束或不存在")
+                result = await change(db, visit)
+                outbox = take_outbox(db)
+        except AppError as exc:
+            code = ErrorCode.forbidden if exc.status == 403 else ErrorCode.visit_closed
+            raise ProtocolError(code, exc.message) from None
+        await push_all(self._app[NOTIFIER], outbox)
+        return result
+
     async def lobby(self, visit_id: str, identity: Identity) -> None:
-        async with self._db.reader() as db:
-            visit = await db.get(Visit, visit_id)
-        if visit is not None and visit.state is VisitState.checked_in:
-            await self._move(visit_id, VisitState.in_lobby, vs.SYSTEM, by="signaling")
+        async def change(db: AsyncSession, visit: Visit) -> None:
+            await lifecycle.enter_lobby(db, SYSTEM_ACTOR, visit)
+
+        await self._change(visit_id, change)
 
     async def admitted(self, visit_id: str, judge: Staff, identity: Identity) -> None:
-        if identity.role is ParticipantRole.petitioner:
-            await self._move(visit_id, VisitState.in_progress, self._actor(judge))
-            await self._app[PIPELINE].recording_started(visit_id)
+        if identity.role is not lifecycle.RECORDING_STARTS_WITH:
+            return
+
+        async def change(db: AsyncSession, visit: Visit) -> None:
+            await lifecycle.admit_petitioner(db, self._actor(judge), visit)
+
+        await self._change(visit_id, change)
 
     async def refused(self, visit_id: str, judge: Staff, identity: Identity, reason: str) -> None:
-        if identity.role is ParticipantRole.petitioner:
-            await self._move(visit_id, VisitState.checked_in, self._actor(judge), reason=reason)
-        async with self._db.writer() as db:
+        async def change(db: AsyncSession, visit: Visit) -> None:
+            if identity.role is lifecycle.RECORDING_STARTS_WITH:
+                await lifecycle.send_back(db, self._actor(judge), visit, reason)
             record_audit(
                 db,
                 action="visit.refused",
@@ -199,16 +210,52 @@ class DatabaseVisitGateway:
                 detail={"role": identity.role.value, "reason": reason},
             )
 
+        await self._change(visit_id, change)
+
     async def ended(self, visit_id: str, judge: Staff) -> None:
-        async with self._db.reader() as db:
-            visit = await db.get(Visit, visit_id)
-        if visit is None:
-            return
-        if visit.state is VisitState.in_progress:
-            await self._move(visit_id, VisitState.ended, self._actor(judge))
-        elif visit.state is VisitState.in_lobby:
-            await self._move(visit_id, VisitState.ended, self._actor(judge), refused=True)
+        await self.end(visit_id, self._actor(judge))
+
+    async def end(self, visit_id: str, actor: Actor, reason: EndReason = EndReason.ended) -> bool:
+        """End the visit (lifecycle rules), then :meth:`finish` it. False when it had
+        already ended."""
+
+        async def change(db: AsyncSession, visit: Visit) -> bool:
+            return await lifecycle.end_visit(db, actor, self._settings, visit, reason)
+
+        ended: bool = await self._change(visit_id, change)
+        await self.finish(visit_id)
+        return ended
+
+    async def finish(self, visit_id: str) -> None:
+        """What follows the end of a visit, wherever it was ended (the call, the lists,
+        housekeeping): the live room closes for everyone and the recording is processed
+        (finalized, composited, transcribed, signed)."""
+        await self._app[VISITS].close_visit(visit_id)
         await self._app[PIPELINE].enqueue(visit_id, await self.recording_details(visit_id))
+
+    async def reap_abandoned(self, now: datetime | None = None) -> list[str]:
+        """End, as ``abandoned``, every visit in progress whose room has had no judge for
+        ``visit_abandon_minutes``: rooms on this node whose judge left, and (after a
+        restart) visits in progress that no node holds a room for and whose history has
+        been quiet that long."""
+        now = now or utcnow()
+        limit = timedelta(minutes=self._settings.visit_abandon_minutes)
+        visits = self._app[VISITS]
+        due = set(visits.judge_absent(now.timestamp() - limit.total_seconds()))
+        async with self._db.reader() as db:
+            stale = await lifecycle.stale_live_visits(db, now, limit)
+        for visit_id in stale:
+            if visit_id not in visits.rooms and not await visits.placement.held(visit_id):
+                due.add(visit_id)
+        ended = []
+        for visit_id in sorted(due):
+            try:
+                if await self.end(visit_id, SYSTEM_ACTOR, EndReason.abandoned):
+                    ended.append(visit_id)
+                    log.warning("visit %s: no judge for %s; ended as abandoned", visit_id, limit)
+            except ProtocolError as exc:  # ended or changed meanwhile
+                log.info("visit %s: not ended as abandoned: %s", visit_id, exc.message)
+        return ended
 
     async def recording_details(self, visit_id: str) -> dict[str, Any]:
         """What the composite's overlay, the transcript header and the manifest name: the

@@ -7,8 +7,9 @@ from sqlalchemy import func, or_, select
 from config.audit import AuditEvent
 from scheduler.models import Role
 from scheduler.scope import court_scope
+from web.audit_text import ACTIONS, action_label, sentence, target_label
 from web.routes import Context, api
-from web.schemas import AuditOut, AuditQuery, Page, page_of
+from web.schemas import AuditActionOut, AuditOut, AuditQuery, Page, page_of
 
 
 @api.route(
@@ -21,7 +22,8 @@ from web.schemas import AuditOut, AuditQuery, Page, page_of
     answer=Page[AuditOut],
 )
 async def list_audit(ctx: Context) -> Page[AuditOut]:
-    """Admins see every event; archivists the events of their court and the courts below."""
+    """Admins see every event; archivists the events of their court and the courts below.
+    Each event comes with its Chinese sentence (times in the court's zone)."""
     q: AuditQuery = ctx.query
     stmt = select(AuditEvent)
     scope = await court_scope(ctx.db, ctx.me.actor())
@@ -41,4 +43,27 @@ async def list_audit(ctx: Context) -> Page[AuditOut]:
         stmt = stmt.where(AuditEvent.at < q.until)
     total = await ctx.db.scalar(select(func.count()).select_from(stmt.subquery()))
     rows = await ctx.db.scalars(stmt.order_by(AuditEvent.id.desc()).limit(q.limit).offset(q.offset))
-    return page_of(Page[AuditOut], rows, int(total or 0), q, AuditOut.model_validate)
+    tz = ctx.settings.tz
+
+    def out(event: AuditEvent) -> AuditOut:
+        return AuditOut.model_validate(event).model_copy(
+            update={
+                "sentence": sentence(event, tz),
+                "action_label": action_label(event.action),
+                "target_label": target_label(event),
+            }
+        )
+
+    return page_of(Page[AuditOut], rows, int(total or 0), q, out)
+
+
+@api.route(
+    "GET",
+    "/audit/actions",
+    summary="The audited actions and their Chinese names (for the audit filter)",
+    tag="audit",
+    roles={Role.admin, Role.archivist},
+    answer=list[AuditActionOut],
+)
+async def list_audit_actions(ctx: Context) -> list[AuditActionOut]:
+    return [AuditActionOut(action=a, label=label) for a, (label, _) in ACTIONS.items()]

@@ -13,12 +13,15 @@ from scheduler.accounts import hash_password, needs_rehash, verify_password
 from scheduler.models import Court, Role, User
 from web.auth import (
     Principal,
+    account_key,
+    address_key,
     clear_session_cookie,
     close_session,
     find_active_user,
     open_session,
     principal_of,
     set_session_cookie,
+    wait_minutes,
 )
 from web.errors import app_error_response
 from web.keys import STAFF_SOCKETS, THROTTLE
@@ -62,15 +65,17 @@ async def login(ctx: Context) -> web.StreamResponse:
     """Sets the HttpOnly session cookie; the answer carries the CSRF token for later requests.
 
     Attempts are limited per account and per address (429 with Retry-After). Each attempt is
-    counted before the password is checked, so parallel guesses cannot exceed the limit.
+    counted before the password is checked, so parallel guesses cannot exceed the limit. A
+    refused password says how many attempts are left (``details.attempts_left``); the last
+    one, and a locked account, say how many minutes to wait.
     """
     body: LoginBody = ctx.body
     settings = ctx.settings
     throttle = ctx.request.app[THROTTLE]
     window = settings.login_failure_window_seconds
     limits = {
-        "account:" + body.username.lower(): settings.login_max_failures_per_account,
-        "address:" + (ctx.address or "unknown"): settings.login_max_failures_per_address,
+        account_key(body.username): settings.login_max_failures_per_account,
+        address_key(ctx.address): settings.login_max_failures_per_address,
     }
     tokens = {key: await throttle.hit(key, window) for key in limits}
     if any(count > limits[key] for key, (count, _) in tokens.items()):
@@ -88,7 +93,11 @@ async def login(ctx: Context) -> web.StreamResponse:
                 detail={"retry_after": wait},
             )
         return app_error_response(
-            RateLimitedError(f"登录失败次数过多，请 {wait} 秒后再试", retry_after=wait)
+            RateLimitedError(
+                f"登录失败次数过多，已暂时锁定，请 {wait_minutes(wait)} 分钟后再试"
+                "（或请系统管理员解锁）",
+                retry_after=wait,
+            )
         )
     user = await find_active_user(ctx.db, body.username)
     # argon2 takes tens of milliseconds of CPU: not on the event loop, not under the lock
@@ -105,12 +114,22 @@ async def login(ctx: Context) -> web.StreamResponse:
                 address=ctx.address,
                 detail={"reason": "inactive" if user and valid else "bad_credentials"},
             )
+        left = min(limits[key] - count for key, (count, _) in tokens.items())
+        if left > 0:
+            warning = f"还可尝试 {left} 次"
+        else:
+            wait = max([await throttle.retry_after(k, limits[k], window) for k in limits])
+            warning = f"已暂时锁定，请 {wait_minutes(wait)} 分钟后再试（或请系统管理员解锁）"
         return app_error_response(
-            AuthenticationError("用户名或密码错误，或账户已停用", code="bad_credentials")
+            AuthenticationError(
+                f"用户名或密码错误，或账户已停用；{warning}",
+                code="bad_credentials",
+                details={"attempts_left": left},
+            )
         )
-    account_key, address_key = limits
-    await throttle.reset(account_key)
-    await throttle.release(address_key, tokens[address_key][1])  # a success is no guess
+    await throttle.reset(account_key(body.username))
+    by_address = address_key(ctx.address)
+    await throttle.release(by_address, tokens[by_address][1])  # a success is no guess
     async with ctx.write() as db:
         if needs_rehash(user.password_hash):
             new_hash = await asyncio.to_thread(hash_password, body.password)

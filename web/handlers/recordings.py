@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -13,12 +13,23 @@ from config.db import utcnow
 from config.errors import ConflictError, NotFoundError
 from recorder.models import Recording, RecordingState
 from recorder.retention import delete_media, retain_until, retention_years
+from recorder.state import SIGNED_STATES, load_state
 from scheduler import visits as vs
 from scheduler.models import Petition, Role
 from web.routes import ALL_STAFF, Context, api
 from web.schemas import Answer, Body
 
 Reason = Annotated[str, StringConstraints(min_length=2, max_length=256)]
+
+
+class GapOut(Answer):
+    """A span of one track that is not in the recording (the recorder could not write)."""
+
+    start: datetime
+    end: datetime | None  # None: not written again yet
+    role: str
+    kind: str  # audio | video
+    reason: str
 
 
 class RecordingOut(Answer):
@@ -39,6 +50,8 @@ class RecordingOut(Answer):
     hold_reason: str
     retain_until: datetime | None
     deleted_at: datetime | None
+    gaps: list[GapOut]  # the spans missing from the files, as recording.json says
+    unrepairable: list[str]  # files a crash left unplayable (relative to the recording)
 
 
 class HoldIn(Body):
@@ -59,7 +72,13 @@ async def _recording(ctx: Context) -> tuple[Recording, str, int]:
     return row, category.category if category else "", visit.court_id
 
 
-def _answer(ctx: Context, row: Recording, category: str) -> RecordingOut:
+def _stamp(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+async def _answer(ctx: Context, row: Recording, category: str) -> RecordingOut:
+    state = await asyncio.get_running_loop().run_in_executor(None, load_state, Path(row.folder))
+    tracks = state.tracks if state is not None else []
     years = retention_years(
         category, ctx.settings.retention_years, ctx.settings.retention_years_by_category
     )
@@ -80,6 +99,18 @@ def _answer(ctx: Context, row: Recording, category: str) -> RecordingOut:
         hold_reason=row.hold_reason,
         retain_until=until,
         deleted_at=row.deleted_at,
+        gaps=[
+            GapOut(
+                start=datetime.fromtimestamp(g.start, UTC),
+                end=_stamp(g.end),
+                role=t.role,
+                kind=t.kind,
+                reason=g.reason,
+            )
+            for t in tracks
+            for g in t.gaps
+        ],
+        unrepairable=[name for t in tracks for name in t.unrepairable],
     )
 
 
@@ -93,7 +124,7 @@ def _answer(ctx: Context, row: Recording, category: str) -> RecordingOut:
 )
 async def get_recording(ctx: Context) -> RecordingOut:
     row, category, _ = await _recording(ctx)
-    return _answer(ctx, row, category)
+    return await _answer(ctx, row, category)
 
 
 @api.route(
@@ -115,7 +146,7 @@ async def set_hold(ctx: Context) -> RecordingOut:
         court_id,
         reason=body.reason,
     )
-    return _answer(ctx, row, category)
+    return await _answer(ctx, row, category)
 
 
 @api.route(
@@ -131,12 +162,12 @@ async def set_hold(ctx: Context) -> RecordingOut:
 async def delete_recording(ctx: Context) -> RecordingOut:
     body: DeleteIn = ctx.body
     row, category, court_id = await _recording(ctx)
-    answer = _answer(ctx, row, category)
+    answer = await _answer(ctx, row, category)
     if row.legal_hold:
-        raise ConflictError("该录像处于法律保全（legal hold），不能删除", code="legal_hold")
+        raise ConflictError("该录像处于法律保全中，不能删除", code="legal_hold")
     if row.state is RecordingState.deleted:
         raise ConflictError("该录像已删除", code="already_deleted")
-    if row.state is not RecordingState.ready:
+    if row.state not in SIGNED_STATES:
         raise ConflictError("录像尚未处理完成，不能删除", code="not_ready")
     if answer.retain_until is None or answer.retain_until > utcnow():
         raise ConflictError(
@@ -155,4 +186,4 @@ async def delete_recording(ctx: Context) -> RecordingOut:
         reason=body.reason,
         files=len(record["removed"]),
     )
-    return _answer(ctx, row, category)
+    return await _answer(ctx, row, category)

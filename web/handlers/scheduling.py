@@ -160,6 +160,7 @@ async def add_exception(ctx: Context) -> ExceptionOut:
         starts_at=b.starts_at,
         ends_at=b.ends_at,
         slot_minutes=b.slot_minutes,
+        tz=ctx.settings.tz,
         note=b.note,
         now=utcnow(),
     )

@@ -1,13 +1,28 @@
-"""Staff accounts (admin only)."""
+"""Staff accounts (admin only): create, change, unlock after failed logins, reset password."""
 
 from __future__ import annotations
 
+from config.audit import record_audit
+from config.errors import ConflictError
 from scheduler import service
-from scheduler.models import Role
-from web.auth import close_user_sessions
-from web.keys import STAFF_SOCKETS
+from scheduler.models import Role, User
+from web.auth import account_lockout, close_user_sessions, unlock_account
+from web.keys import STAFF_SOCKETS, THROTTLE
 from web.routes import Context, api
-from web.schemas import Page, UserIn, UserOut, UserPatch, UserQuery, page_of
+from web.schemas import (
+    Page,
+    PasswordIn,
+    UserIn,
+    UserOut,
+    UserPatch,
+    UserQuery,
+    page_of,
+)
+
+
+async def _out(ctx: Context, user: User) -> UserOut:
+    locked = await account_lockout(ctx.request.app[THROTTLE], ctx.settings, user.username)
+    return UserOut.of(user, locked)
 
 
 @api.route(
@@ -20,9 +35,11 @@ from web.schemas import Page, UserIn, UserOut, UserPatch, UserQuery, page_of
     answer=Page[UserOut],
 )
 async def list_users(ctx: Context) -> Page[UserOut]:
+    """``locked_seconds`` says which accounts failed logins have locked, and for how long."""
     q: UserQuery = ctx.query
     page = await service.list_users(ctx.db, court_id=q.court_id, limit=q.limit, offset=q.offset)
-    return page_of(Page[UserOut], page.items, page.total, q, UserOut.of)
+    items = [await _out(ctx, user) for user in page.items]
+    return page_of(Page[UserOut], items, page.total, q, lambda out: out)
 
 
 @api.route(
@@ -61,7 +78,7 @@ async def create_user(ctx: Context) -> UserOut:
     answer=UserOut,
 )
 async def get_user(ctx: Context) -> UserOut:
-    return UserOut.of(await service.get_user(ctx.db, ctx.path_id("user_id")))
+    return await _out(ctx, await service.get_user(ctx.db, ctx.path_id("user_id")))
 
 
 @api.route(
@@ -92,4 +109,63 @@ async def update_user(ctx: Context) -> UserOut:
         await close_user_sessions(ctx.db, user.id)
         sockets, user_id = ctx.request.app[STAFF_SOCKETS], user.id
         ctx.after_commit(lambda: sockets.user_changed(user_id))
+    return await _out(ctx, user)
+
+
+@api.route(
+    "POST",
+    r"/users/{user_id:\d+}/unlock",
+    summary="Lift the lock that failed logins put on an account (audited)",
+    tag="users",
+    roles={Role.admin},
+    answer=UserOut,
+    errors=(404, 409),
+)
+async def unlock_user(ctx: Context) -> UserOut:
+    """409 ``not_locked`` when the account is not locked."""
+    user = await service.get_user(ctx.db, ctx.path_id("user_id"))
+    throttle = ctx.request.app[THROTTLE]
+    if not await account_lockout(throttle, ctx.settings, user.username):
+        raise ConflictError(f"账户 {user.username} 未被锁定", code="not_locked")
+    await unlock_account(throttle, user.username)
+    me = ctx.me
+    record_audit(
+        ctx.db,
+        action="user.unlock",
+        actor_id=me.user_id,
+        actor_name=me.username,
+        target_type="users",
+        target_id=user.id,
+        address=ctx.address,
+        court_id=user.court_id,
+        detail={"username": user.username},
+    )
+    return UserOut.of(user)
+
+
+@api.route(
+    "POST",
+    r"/users/{user_id:\d+}/password",
+    summary="Reset an account's password (audited; ends its sessions and lifts its lock)",
+    tag="users",
+    roles={Role.admin},
+    body=PasswordIn,
+    answer=UserOut,
+    errors=(404,),
+)
+async def reset_password(ctx: Context) -> UserOut:
+    """The new password follows the same rule as a new account's (422 ``weak_password``)."""
+    body: PasswordIn = ctx.body
+    user = await service.get_user(ctx.db, ctx.path_id("user_id"))
+    await service.reset_password(
+        ctx.db,
+        ctx.me.actor(),
+        user,
+        password=body.password,
+        password_min_length=ctx.settings.password_min_length,
+    )
+    await close_user_sessions(ctx.db, user.id)
+    sockets, user_id = ctx.request.app[STAFF_SOCKETS], user.id
+    ctx.after_commit(lambda: sockets.user_changed(user_id))
+    await unlock_account(ctx.request.app[THROTTLE], user.username)
     return UserOut.of(user)

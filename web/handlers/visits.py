@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +16,9 @@ from sqlalchemy.orm import aliased
 from config.audit import record_audit
 from config.db import utcnow
 from config.errors import ConflictError
+from config.vocabulary import label
 from recorder.models import Recording
+from scheduler import booking, lifecycle, walkins
 from scheduler import visits as vs
 from scheduler.codes import issue_visit_code
 from scheduler.models import (
@@ -31,7 +33,8 @@ from scheduler.models import (
     VisitCode,
     VisitState,
 )
-from web.keys import DB, PIPELINE, SECRET, SETTINGS, VISITS
+from scheduler.scope import Actor
+from web.keys import DB, GATEWAY, SECRET
 from web.routes import ALL_STAFF, Context, api
 from web.scheduling_schemas import (
     CancelIn,
@@ -51,15 +54,17 @@ from web.scheduling_schemas import (
     WalkInResultOut,
 )
 from web.schemas import Ok
-from web.visit_gateway import DatabaseVisitGateway
 
 log = logging.getLogger("vreception.web")
 
 BOOKERS = {Role.operator, Role.admin}
 
 
-async def visit_answers(db: AsyncSession, visits: Sequence[Visit]) -> list[VisitOut]:
-    """Visits with the names pages show, in one joined query whatever the count."""
+async def visit_answers(
+    db: AsyncSession, visits: Sequence[Visit], actor: Actor | None = None
+) -> list[VisitOut]:
+    """Visits with the names pages show, in one joined query whatever the count; with
+    ``actor``, what that caller may do to each (``can_end``)."""
     if not visits:
         return []
     court, receiving = aliased(Court), aliased(Court)
@@ -107,7 +112,7 @@ async def visit_answers(db: AsyncSession, visits: Sequence[Visit]) -> list[Visit
             VisitOut(
                 id=v.id,
                 state=v.state,
-                state_name=vs.STATE_NAMES[v.state],
+                state_name=label(v.state),
                 starts_at=v.starts_at,
                 ends_at=v.ends_at,
                 court_id=v.court_id,
@@ -131,13 +136,14 @@ async def visit_answers(db: AsyncSession, visits: Sequence[Visit]) -> list[Visit
                 recording_note=rec_message
                 or (rec_transcript if rec_transcript != "ok" else "")
                 or "",
+                can_end=actor is not None and lifecycle.can_end(actor, v),
             )
         )
     return out
 
 
 async def _detail(ctx: Context, visit: Visit) -> VisitDetailOut:
-    (base,) = await visit_answers(ctx.db, [visit])
+    (base,) = await visit_answers(ctx.db, [visit], ctx.me.actor())
     history = [VisitEventOut.of(e) for e in await vs.visit_history(ctx.db, visit.id)]
     return VisitDetailOut(**base.model_dump(), history=history)
 
@@ -160,7 +166,7 @@ async def free_slots(ctx: Context) -> list[FreeSlotOut]:
         petition = await ctx.db.get(Petition, q.petition_id)
         petitioner_id = petition.petitioner_id if petition else None
     first = q.first or utcnow().astimezone(ctx.settings.tz).date()
-    slots = await vs.find_free_slots(
+    slots = await booking.find_free_slots(
         ctx.db,
         ctx.settings,
         room_id=q.room_id,
@@ -196,7 +202,7 @@ async def book(ctx: Context) -> VisitDetailOut:
     visits it conflicts with. Without ``judge_id`` a free judge of the court is chosen."""
     b: VisitIn = ctx.body
     actor = ctx.me.actor()
-    plan = await vs.plan_booking(
+    plan = await booking.plan_booking(
         ctx.db,
         actor,
         ctx.settings,
@@ -208,7 +214,7 @@ async def book(ctx: Context) -> VisitDetailOut:
         ends_at=b.ends_at,
     )
     async with ctx.write() as db:
-        visit = await vs.commit_booking(db, actor, ctx.settings, plan)
+        visit = await booking.commit_booking(db, actor, ctx.settings, plan)
     await ctx.fresh()
     return await _detail(ctx, await vs.visible_visit(ctx.db, actor, visit.id))
 
@@ -223,20 +229,33 @@ async def book(ctx: Context) -> VisitDetailOut:
     answer=list[VisitOut],
 )
 async def list_visits(ctx: Context) -> list[VisitOut]:
-    """``day`` is a local date (Asia/Shanghai); ``days`` up to 31 gives a week view."""
+    """``day`` is a local date (Asia/Shanghai); ``days`` up to 31 gives a week view;
+    ``earlier_open`` the visits of earlier days that are still open and may be ended."""
     q: VisitQuery = ctx.query
-    visits = await vs.list_visits(
-        ctx.db,
-        ctx.me.actor(),
-        ctx.settings,
-        day=q.day,
-        days=q.days,
-        court_id=q.court_id,
-        judge_id=q.judge_id,
-        room_id=q.room_id,
-        states=[q.state] if q.state else [],
-    )
-    return await visit_answers(ctx.db, visits)
+    actor = ctx.me.actor()
+    if q.earlier_open:
+        today = utcnow().astimezone(ctx.settings.tz).date()
+        visits = await vs.list_visits(
+            ctx.db,
+            actor,
+            ctx.settings,
+            day=None,
+            before=datetime.combine(today, datetime.min.time(), tzinfo=ctx.settings.tz),
+            states=sorted(lifecycle.ENDABLE),
+        )
+    else:
+        visits = await vs.list_visits(
+            ctx.db,
+            actor,
+            ctx.settings,
+            day=q.day,
+            days=q.days,
+            court_id=q.court_id,
+            judge_id=q.judge_id,
+            room_id=q.room_id,
+            states=[q.state] if q.state else [],
+        )
+    return await visit_answers(ctx.db, visits, actor)
 
 
 @api.route(
@@ -264,7 +283,7 @@ async def get_visit(ctx: Context) -> VisitDetailOut:
 )
 async def reschedule(ctx: Context) -> VisitDetailOut:
     b: RescheduleIn = ctx.body
-    visit = await vs.reschedule_visit(
+    visit = await booking.reschedule_visit(
         ctx.db,
         ctx.me.actor(),
         ctx.settings,
@@ -291,7 +310,7 @@ async def reschedule(ctx: Context) -> VisitDetailOut:
 async def cancel(ctx: Context) -> VisitDetailOut:
     """The reason is kept in the visit's history; the slot becomes free again."""
     b: CancelIn = ctx.body
-    visit = await vs.cancel_visit(
+    visit = await lifecycle.cancel_visit(
         ctx.db, ctx.me.actor(), ctx.settings, ctx.request.match_info["visit_id"], reason=b.reason
     )
     return await _detail(ctx, visit)
@@ -310,7 +329,7 @@ async def cancel(ctx: Context) -> VisitDetailOut:
 async def check_in(ctx: Context) -> VisitDetailOut:
     """Only the masked document number is stored."""
     b: CheckInIn = ctx.body
-    visit = await vs.check_in(
+    visit = await lifecycle.check_in(
         ctx.db,
         ctx.me.actor(),
         ctx.request.match_info["visit_id"],
@@ -331,11 +350,12 @@ async def check_in(ctx: Context) -> VisitDetailOut:
     errors=(409,),
 )
 async def set_state(ctx: Context) -> VisitDetailOut:
-    """in_lobby (operator), in_progress and ended (the receiving court's judge), archived
-    (system). Only allowed transitions; each is audited."""
+    """in_lobby (operator), in_progress (the visit's judge), ended (the visit's judge or
+    the booking court's operator, from any open state after check-in, also on a later
+    day), archived (system). The rules are scheduler/lifecycle.py's; each is audited."""
     b: StateIn = ctx.body
-    visit = await vs.change_state(
-        ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"], b.state
+    visit = await lifecycle.change_state(
+        ctx.db, ctx.me.actor(), ctx.settings, ctx.request.match_info["visit_id"], b.state
     )
     if visit.state is VisitState.ended:
         _background(_after_end(ctx.request.app, visit.id))
@@ -352,16 +372,14 @@ def _background(work: Coroutine[Any, Any, None]) -> None:
 
 
 async def _after_end(app: web.Application, visit_id: str) -> None:
-    """A visit ended outside the call (the judge's queue): close its live room and process
-    its recording, once this request's transaction has committed."""
+    """A visit ended outside the call (the lists): once this request's transaction has
+    committed, what follows every end (web/visit_gateway.py ``finish``)."""
     try:
         async with app[DB].writer() as db:  # waits for the request's own write to commit
             visit = await db.get(Visit, visit_id)
             if visit is None or visit.state is not VisitState.ended:
                 return
-        await app[VISITS].close_visit(visit_id)
-        gateway = DatabaseVisitGateway(app, app[DB], app[SETTINGS], app[SECRET])
-        await app[PIPELINE].enqueue(visit_id, await gateway.recording_details(visit_id))
+        await app[GATEWAY].finish(visit_id)
     except Exception:
         log.exception("visit %s: closing after the end failed", visit_id)
 
@@ -381,7 +399,7 @@ async def walk_in(ctx: Context) -> WalkInResultOut:
     """With a judge of the receiving court on duty and free now: a checked-in visit.
     Otherwise the petitioner joins the queue and is seated with the next free judge."""
     b: WalkInIn = ctx.body
-    result = await vs.walk_in(
+    result = await walkins.walk_in(
         ctx.db,
         ctx.me.actor(),
         ctx.settings,
@@ -408,7 +426,7 @@ async def walk_in(ctx: Context) -> WalkInResultOut:
     answer=list[WalkInOut],
 )
 async def list_walk_ins(ctx: Context) -> list[WalkInOut]:
-    return [WalkInOut.of(w) for w in await vs.waiting_walk_ins(ctx.db, ctx.me.actor())]
+    return [WalkInOut.of(w) for w in await walkins.waiting_walk_ins(ctx.db, ctx.me.actor())]
 
 
 @api.route(
@@ -421,7 +439,7 @@ async def list_walk_ins(ctx: Context) -> list[WalkInOut]:
     errors=(409,),
 )
 async def withdraw(ctx: Context) -> Ok:
-    await vs.withdraw_walk_in(ctx.db, ctx.me.actor(), ctx.path_id("walk_in_id"))
+    await walkins.withdraw_walk_in(ctx.db, ctx.me.actor(), ctx.path_id("walk_in_id"))
     return Ok()
 
 
@@ -440,7 +458,7 @@ async def issue_code(ctx: Context) -> CodeOut:
     the previous unused ones of this visit."""
     actor = ctx.me.actor()
     visit = await vs.visible_visit(ctx.db, actor, ctx.request.match_info["visit_id"])
-    vs.may_manage(actor, visit)
+    lifecycle.may_manage(actor, visit)
     if visit.state not in (VisitState.checked_in, VisitState.in_lobby, VisitState.in_progress):
         raise ConflictError("请先完成身份核验签到", code="not_checked_in")
     await ctx.db.execute(

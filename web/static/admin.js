@@ -23,13 +23,42 @@
 
   async function loadUsers() {
     const page = await VR.api("GET", "/users?limit=200");
+    const listMsg = document.getElementById("user-list-msg");
+    const act = (fn) => async () => {
+      try { await fn(); await loadUsers(); await loadAudit(); }
+      catch (err) { VR.say(listMsg, VR.describe(err), "error"); }
+    };
     VR.fillTable(document.getElementById("user-rows"), page.items, [
       (u) => u.username, (u) => u.display_name, (u) => VR.ROLE_NAMES[u.role],
-      (u) => courtName(u.court_id), (u) => (u.active ? "启用" : "停用"),
-      (u) => VR.button(u.active ? "停用" : "启用", async () => {
-        try { await VR.api("PATCH", `/users/${u.id}`, { active: !u.active }); await loadUsers(); }
-        catch (err) { VR.say(document.getElementById("user-msg"), VR.describe(err), "error"); }
-      }, true),
+      (u) => courtName(u.court_id),
+      (u) => {
+        const state = u.active ? "启用" : "停用";
+        return u.locked_seconds ? `${state}，登录已锁定（约 ${Math.ceil(u.locked_seconds / 60)} 分钟后自动解除）` : state;
+      },
+      (u) => {
+        const box = document.createElement("span");
+        box.className = "actions";
+        box.append(VR.button(u.active ? "停用" : "启用", act(async () => {
+          await VR.api("PATCH", `/users/${u.id}`, { active: !u.active });
+        }), true));
+        if (u.locked_seconds) {
+          box.append(VR.button("解除锁定", act(async () => {
+            await VR.api("POST", `/users/${u.id}/unlock`);
+            VR.say(listMsg, `已解除账户 ${u.username} 的登录锁定`, "ok");
+          }), true));
+        }
+        box.append(VR.button("重置密码", act(async () => {
+          const done = await VR.ask(`重置账户 ${u.username} 的密码`, [
+            { name: "password", label: "新密码", type: "password" },
+            { name: "again", label: "再次输入新密码", type: "password" },
+          ], async (v) => {
+            if (v.password !== v.again) throw new Error("两次输入的密码不一致");
+            return VR.api("POST", `/users/${u.id}/password`, { password: v.password });
+          });
+          if (done) VR.say(listMsg, `已重置账户 ${u.username} 的密码，其登录会话已结束`, "ok");
+        }), true));
+        return box;
+      },
     ]);
   }
 
@@ -47,9 +76,8 @@
   async function loadAudit() {
     const page = await VR.api("GET", "/audit?limit=100");
     VR.fillTable(document.getElementById("audit-rows"), page.items, [
-      (a) => VR.time(a.at), (a) => a.actor_name || a.actor_type, (a) => a.action,
-      (a) => (a.target_type ? `${a.target_type} #${a.target_id}` : ""), (a) => a.address,
-    ]);
+      (a) => VR.time(a.at), (a) => a.sentence, (a) => a.target_label, (a) => a.address,
+    ], "暂无审计记录");
   }
 
   function submit(formId, msgId, path, label, after) {

@@ -32,9 +32,16 @@ const VR = (() => {
     return data;
   }
 
+  // a refused field named as the page's form labels it
+  function fieldLabel(field) {
+    const input = document.querySelector(`[name="${CSS.escape(String(field).split(".").pop())}"]`);
+    const label = input && input.closest("label");
+    return label && label.firstChild ? label.firstChild.textContent.trim() : "";
+  }
+
   function describe(err) {
     if (err.details && Array.isArray(err.details)) {
-      return err.message + "：" + err.details.map((d) => `${d.field} ${d.message}`).join("；");
+      return err.message + "：" + err.details.map((d) => `${fieldLabel(d.field) || d.field}${d.message}`).join("；");
     }
     return err.message;
   }
@@ -94,9 +101,12 @@ const VR = (() => {
     return new Date(iso).toLocaleString("zh-CN", { timeZone: "Asia/Shanghai", hour12: false });
   }
 
-  const ROLE_NAMES = { operator: "操作员", judge: "接访法官", archivist: "档案员", admin: "系统管理员" };
-  const LEVEL_NAMES = { supreme: "最高法院", high: "高级法院", intermediate: "中级法院", basic: "基层法院" };
-  const ID_TYPES = { resident_id: "居民身份证", passport: "护照", other: "其他证件" };
+  // the domain's labels, defined once on the server (config/vocabulary.py, /vocabulary.js)
+  const WORDS = window.VOCABULARY || {};
+  function label(kind, value) { return ((WORDS[kind] || {})[value]) || value || ""; }
+  const ROLE_NAMES = WORDS.role || {};
+  const LEVEL_NAMES = WORDS.court_level || {};
+  const ID_TYPES = WORDS.id_type || {};
 
   // Court time is China Standard Time (UTC+8, no daylight saving).
   const OFFSET = "+08:00";
@@ -242,7 +252,6 @@ const VR = (() => {
     show(buttons[0].dataset.tab);
   }
 
-  const RECORDING = { recording: "录像中", queued: "录像待处理", processing: "录像处理中", ready: "录像已归档", failed: "录像处理失败" };
   // a visit's state, with its recording's state (一案一录) when there is one
   function stateTag(v) {
     const box = document.createElement("span");
@@ -253,7 +262,7 @@ const VR = (() => {
     if (v.recording_state) {
       const rec = document.createElement("span");
       rec.className = "rec-tag " + v.recording_state;
-      rec.textContent = " " + RECORDING[v.recording_state] +
+      rec.textContent = " " + label("recording_state", v.recording_state) +
         (v.recording_state === "processing" ? ` ${v.recording_progress || 0}%` : "");
       if (v.recording_note) rec.title = v.recording_note;
       box.appendChild(rec);
@@ -261,7 +270,30 @@ const VR = (() => {
     return box;
   }
 
+  // "结束接访" where the server says the caller may end the visit now (v.can_end)
+  function endButton(v, done, msg) {
+    if (!v.can_end) return null;
+    return button("结束接访", async () => {
+      const ended = await ask(`结束接访 ${v.petition_number}？录像将随即处理并签名。`, [],
+        () => api("POST", `/visits/${v.id}/state`, { state: "ended" }));
+      if (ended) { say(msg, `已结束接访 ${v.petition_number}`, "ok"); await done(); }
+    });
+  }
+
+  // open visits of earlier days (a call past midnight, a judge who never came back):
+  // shown above the day's list until someone ends them
+  async function earlierOpen(card, rows, done, msg) {
+    const visits = await api("GET", "/visits?earlier_open=true");
+    card.classList.toggle("hidden", visits.length === 0);
+    fillTable(rows, visits, [
+      (v) => `${dayOf(v.starts_at)} ${hm(v.starts_at)}`, (v) => v.petition_number,
+      (v) => v.petitioner_name, (v) => `${v.court_name} → ${v.receiving_court_name}`,
+      (v) => v.judge_name || "", stateTag, (v) => endButton(v, done, msg) || "",
+    ], "无");
+  }
+
   return { api, say, describe, $, fillTable, button, formData, time, start, tabs, ask, stateTag,
+           endButton, earlierOpen,
            today, addDays, localIso, fromInput, hm, dayOf, WEEKDAYS,
-           ROLE_NAMES, LEVEL_NAMES, ID_TYPES, get me() { return me; } };
+           ROLE_NAMES, LEVEL_NAMES, ID_TYPES, label, get me() { return me; } };
 })();

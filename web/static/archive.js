@@ -2,9 +2,6 @@
 // archivists and admins also see their courts and the audit trail.
 "use strict";
 (async () => {
-  const STATES = { recording: "录像中", queued: "待处理", processing: "处理中", ready: "已归档", failed: "处理失败", deleted: "已按期删除" };
-  const INTEGRITY = { unsigned: "未签名", signed: "已签名", verified: "核验通过", tampered: "已被篡改" };
-  const SPEAKERS = { petitioner: "信访人", judge: "法官", lawyer: "律师", mediator: "调解员", operator: "操作员" };
   const PAGE_SIZE = 20;
   // clicking a column header sorts by it; a second click reverses the order
   const HEADER_SORTS = { started_at: ["-started_at", "started_at"], number: ["number", "-number"], duration: ["-duration", "duration"], court: ["court", "court"] };
@@ -77,7 +74,7 @@
       const line = document.createElement("a");
       line.className = "hit";
       line.href = `/archive/visits/${item.visit_id}#t=${h.start.toFixed(1)}`;
-      line.append(span(clock(h.start), "at"), span(h.kind === "note" ? "笔记" : (SPEAKERS[h.role] || h.role || ""), "speaker role-" + (h.kind === "note" ? "note" : h.role)), span(h.text));
+      line.append(span(clock(h.start), "at"), span(h.kind === "note" ? "笔记" : VR.label("participant_role", h.role), "speaker role-" + (h.kind === "note" ? "note" : h.role)), span(h.text));
       box.appendChild(line);
     }
     if (!item.hits.length) box.textContent = "—";
@@ -86,7 +83,7 @@
 
   function badges(item) {
     const box = document.createElement("span");
-    box.append(span(STATES[item.state] || item.state, "rec-tag " + item.state));
+    box.append(span(VR.label("recording_state", item.state), "rec-tag " + item.state));
     if (item.state === "processing") box.append(span(` ${item.progress}%`));
     if (item.interrupted) box.append(span("中断", "badge warn"));
     if (item.sealed) box.append(span("已封存", "badge sealed"));
@@ -124,7 +121,7 @@
         (r) => r.judge_name || "—",
         (r) => (r.duration_seconds == null ? "—" : clock(r.duration_seconds)),
         badges,
-        (r) => span(INTEGRITY[r.integrity] || r.integrity, "integrity " + r.integrity),
+        (r) => span(VR.label("integrity", r.integrity), "integrity " + r.integrity),
       ];
       if (query) columns.push((r) => hitsOf(r, query));
       const tbody = document.getElementById("result-rows");
@@ -184,12 +181,8 @@
     ]);
     const auditForm = document.getElementById("audit-form");
     const auditMsg = document.getElementById("audit-msg");
-    function detail(a) {
-      const d = a.detail || {};
-      const shown = a.action === "recording.search" ? { ...(d.query || {}), total: d.total } : d;
-      for (const k of ["limit", "offset", "include_below"]) if (a.action === "recording.search") delete shown[k];
-      return Object.entries(shown).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
-    }
+    const actionSelect = document.getElementById("audit-action");
+    for (const a of await VR.api("GET", "/audit/actions")) actionSelect.add(new Option(a.label, a.action));
     async function loadAudit() {
       const params = new URLSearchParams({ limit: "100" });
       for (const k of ["actor", "action", "target_id"]) if (auditForm.elements[k].value.trim()) params.set(k, auditForm.elements[k].value.trim());
@@ -200,14 +193,7 @@
       try {
         const page = await VR.api("GET", "/audit?" + params);
         VR.fillTable(document.getElementById("audit-rows"), page.items, [
-          (a) => VR.time(a.at), (a) => a.actor_name || a.actor_type,
-          (a) => {
-            const box = document.createElement("span");
-            box.append(span(a.action));
-            const more = detail(a);
-            if (more) box.append(span(" " + more, "muted"));
-            return box;
-          },
+          (a) => VR.time(a.at), (a) => a.sentence,
           (a) => {
             if (a.target_type === "visit" && a.target_id) {
               const link = document.createElement("a");
@@ -216,7 +202,7 @@
               link.title = a.target_id;
               return link;
             }
-            return a.target_type ? `${a.target_type} #${a.target_id}` : "";
+            return a.target_label;
           },
           (a) => a.address,
         ], "暂无审计记录");

@@ -8,7 +8,8 @@
   const show = (id, on) => $(id).classList.toggle("hidden", !on);
   const params = new URLSearchParams(location.search);
   const visitId = mode === "staff" ? location.pathname.split("/").pop() : params.get("visit");
-  const ROLE = { judge: "接访法官", operator: "操作员", petitioner: "信访人", lawyer: "律师", mediator: "调解员" };
+  // role labels come from the server (config/vocabulary.py, /vocabulary.js)
+  const ROLE = (window.VOCABULARY || {}).participant_role || {};
   const socket = window.io("/visit", { transports: ["websocket", "polling"] });
   const call = (event, data) => new Promise((resolve) => socket.emit(event, data || {}, resolve));
   // The rejoin token is kept on this terminal for the life of the visit: a crashed browser or

@@ -8,10 +8,6 @@
   function actions(v) {
     const box = document.createElement("div");
     box.className = "actions";
-    const go = (state) => async () => {
-      try { await VR.api("POST", `/visits/${v.id}/state`, { state }); await loadToday(); }
-      catch (err) { VR.say(msg, VR.describe(err), "error"); }
-    };
     if (["scheduled", "checked_in", "in_lobby", "in_progress"].includes(v.state)) {
       const link = document.createElement("a");
       link.href = `/call/${v.id}`;
@@ -19,11 +15,13 @@
       link.textContent = v.state === "in_lobby" ? "进入接访室（信访人候场中）" : "进入接访室";
       box.appendChild(link);
     }
-    if (v.state === "in_lobby") box.appendChild(VR.button("准入并开始接访", go("in_progress")));
-    if (v.state === "in_progress") box.appendChild(VR.button("结束接访", go("ended")));
+    // admission happens in the room (进入接访室): that is where the recording starts
+    const end = VR.endButton(v, loadToday, msg);
+    if (end) box.appendChild(end);
     return box;
   }
   async function loadToday() {
+    await VR.earlierOpen(document.getElementById("earlier-card"), document.getElementById("earlier-rows"), loadToday, msg);
     const visits = await VR.api("GET", `/visits?day=${VR.today()}`);
     const rows = document.getElementById("today-rows");
     VR.fillTable(rows, visits, [

@@ -16,6 +16,7 @@
   async function loadDay() {
     const day = dayInput.value || VR.today();
     const visits = await VR.api("GET", `/visits?day=${day}`);
+    await VR.earlierOpen(document.getElementById("earlier-card"), document.getElementById("earlier-rows"), loadDay, document.getElementById("visit-msg"));
     drawGrid(day, visits);
     VR.fillTable(document.getElementById("visit-rows"), visits, [
       (v) => `${VR.hm(v.starts_at)}–${VR.hm(v.ends_at)}`, (v) => v.room_name,
@@ -66,6 +67,8 @@
       link.textContent = "视频接访室";
       box.appendChild(link);
     }
+    const end = VR.endButton(v, loadDay, msg);
+    if (end) box.appendChild(end);
     if (v.state === "checked_in") {
       box.appendChild(VR.button("进入候场", () => run(() => VR.api("POST", `/visits/${v.id}/state`, { state: "in_lobby" })), true));
     }
@@ -100,27 +103,39 @@
     fillSelect("book-judge", judges, (j) => j.display_name, "由系统分配空闲法官");
   }
   document.getElementById("book-court").addEventListener("change", loadJudges);
-  bookForm.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const vals = VR.formData(bookForm);
+  // a free slot as the operator reads it: day and minutes, no seconds
+  const slotTime = (s) => `${VR.dayOf(s.starts_at)} ${VR.hm(s.starts_at)}–${VR.hm(s.ends_at)}`;
+  async function findSlots(vals) {
     const params = new URLSearchParams({ room_id: vals.room_id, first: vals.first, days: "14", limit: "20", petition_id: vals.petition_id });
     if (vals.judge_id) params.set("judge_id", vals.judge_id); else params.set("receiving_court_id", vals.receiving_court_id);
-    try {
-      const slots = await VR.api("GET", "/free-slots?" + params);
-      VR.say(bookMsg, slots.length ? `找到 ${slots.length} 个空闲时段` : "两周内没有空闲时段", slots.length ? "ok" : "error");
-      VR.fillTable(document.getElementById("slot-rows"), slots, [
-        (s) => `${VR.time(s.starts_at)}–${VR.hm(s.ends_at)}`, (s) => s.judge_name,
-        (s) => VR.button("预约", async () => {
+    const slots = await VR.api("GET", "/free-slots?" + params);
+    VR.fillTable(document.getElementById("slot-rows"), slots, [
+      slotTime, (s) => s.judge_name,
+      (s) => VR.button("预约", async () => {
+        try {
+          const v = await VR.api("POST", "/visits", { petition_id: vals.petition_id, receiving_court_id: vals.receiving_court_id,
+            judge_id: s.judge_id, room_id: vals.room_id, starts_at: s.starts_at, ends_at: s.ends_at });
+          VR.say(bookMsg, `已预约：${v.petition_number}，${slotTime(v)}，${v.judge_name}`, "ok");
+          document.getElementById("slot-rows").replaceChildren();
+          dayInput.value = VR.dayOf(v.starts_at);
+          await loadDay();
+        } catch (err) {
+          if (err.status !== 409) { VR.say(bookMsg, VR.describe(err), "error"); return; }
+          // the slot was taken meanwhile: show what is still free
           try {
-            const v = await VR.api("POST", "/visits", { petition_id: vals.petition_id, receiving_court_id: vals.receiving_court_id,
-              judge_id: s.judge_id, room_id: vals.room_id, starts_at: s.starts_at, ends_at: s.ends_at });
-            VR.say(bookMsg, `已预约：${v.petition_number}，${VR.time(v.starts_at)}，${v.judge_name}`, "ok");
-            document.getElementById("slot-rows").replaceChildren();
-            dayInput.value = VR.dayOf(v.starts_at);
-            await loadDay();
-          } catch (err) { VR.say(bookMsg, VR.describe(err), "error"); }
-        }),
-      ], "无空闲时段");
+            const left = await findSlots(vals);
+            VR.say(bookMsg, `${VR.describe(err)}。空闲时段已刷新，还有 ${left.length} 个可选`, "error");
+          } catch (again) { VR.say(bookMsg, VR.describe(again), "error"); }
+        }
+      }),
+    ], "无空闲时段");
+    return slots;
+  }
+  bookForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const slots = await findSlots(VR.formData(bookForm));
+      VR.say(bookMsg, slots.length ? `找到 ${slots.length} 个空闲时段` : "两周内没有空闲时段", slots.length ? "ok" : "error");
     } catch (err) { VR.say(bookMsg, VR.describe(err), "error"); }
   });
 

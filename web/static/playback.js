@@ -3,10 +3,7 @@
 // certified export (archivists, admins) and sealing (admins). Opening and playing are audited.
 "use strict";
 (async () => {
-  const ROLES = { petitioner: "信访人", judge: "法官", lawyer: "律师", mediator: "调解员", operator: "操作员" };
   const SOURCES = { camera: "摄像头", microphone: "麦克风", evidence: "证据", screen: "屏幕" };
-  const INTEGRITY = { unsigned: "未签名", signed: "已签名（尚未核验）", verified: "核验通过", tampered: "已被篡改" };
-  const STATES = { recording: "录像中", queued: "待处理", processing: "处理中", ready: "已归档", failed: "处理失败", deleted: "已按期删除" };
   const EXPORTERS = new Set(["archivist", "admin"]);
 
   const $ = (id) => document.getElementById(id);
@@ -66,7 +63,7 @@
     showIntegrity(item.integrity, detail.integrity_detail);
     const badges = $("badges");
     badges.replaceChildren();
-    if (item.state !== "ready") badges.append(span(STATES[item.state] || item.state, "badge warn"));
+    if (item.state !== "ready") badges.append(span(VR.label("recording_state", item.state), "badge warn"));
     if (item.interrupted) badges.append(span("录制中断", "badge warn"));
     if (item.sealed) badges.append(span("已封存", "badge sealed"));
     if (item.legal_hold) badges.append(span("诉讼保全", "badge hold"));
@@ -77,7 +74,7 @@
   }
   function showIntegrity(integrity, why) {
     const el = $("integrity");
-    el.textContent = INTEGRITY[integrity] || integrity;
+    el.textContent = VR.label("integrity", integrity);
     el.className = "integrity " + integrity;
     el.title = why || "";
   }
@@ -151,7 +148,7 @@
     let label;
     if (f.kind === "composite") label = "合成录像（全部画面与声音）";
     else {
-      const who = ROLES[f.role] || f.role || "";
+      const who = VR.label("participant_role", f.role);
       const what = SOURCES[f.source] || f.source || (f.media === "audio" ? "音频" : "视频");
       label = `原始：${[who, what].filter(Boolean).join(" · ") || f.name}（${f.name.split("/").pop()}）`;
     }
@@ -238,7 +235,7 @@
     li.dataset.end = String(line.end);
     li.tabIndex = 0;
     li.title = "点击从此处播放";
-    const who = (ROLES[line.role] || line.role || "") + (line.name ? " " + line.name : "");
+    const who = (VR.label("participant_role", line.role)) + (line.name ? " " + line.name : "");
     li.append(span(clock(line.start), "at"), span(who, "speaker"), span(line.text, "text"));
     transcript.appendChild(li);
     lineEls.push(li);
@@ -301,7 +298,7 @@
     entries.push({ at: e.at, sort: e.at ?? -1, when: e.at == null ? VR.time(e.wall) : clock(e.at), text: e.text, kind: "event " + e.kind });
   }
   for (const g of detail.gaps) {
-    const who = ROLES[g.role] || g.role || "";
+    const who = VR.label("participant_role", g.role);
     entries.push({ at: g.start, sort: g.start, when: `${clock(g.start)}–${clock(g.end)}`, text: `中断/缺失：${who}${g.reason ? "（" + g.reason + "）" : ""}`, kind: "gap" });
   }
   entries.sort((a, b) => a.sort - b.sort);

@@ -1,0 +1,173 @@
+"""What is on record of one visit's recording, in its folder's ``recording.json`` and in the
+database: the one ``RecordingState`` both use, and the file's model.
+
+This module imports nothing from ``media`` (nor aiortc or av): the worker process, the
+archive and the pipeline read recordings through it without loading the media stack.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from config.vocabulary import define, label_of
+
+STATE_FILE = "recording.json"
+
+
+def role_name(role: str) -> str:
+    """A party's role as the composite, transcripts and case files name it."""
+    return label_of("participant_role", role)
+
+
+class RecordingState(enum.StrEnum):
+    """Where a recording stands, in ``recording.json`` and in the ``recordings`` row alike.
+
+    The sink writes ``recording``, ``interrupted`` and ``queued`` into the file, the
+    pipeline ``empty`` when nothing was recorded; the row moves on from ``queued``
+    (docs/architecture.md has the table)::
+
+        recording ─┬─ (visit ends, files closed) ──────────────→ queued → processing
+                   └─ (server crash, repaired on restart) → interrupted ─┘    │
+        processing → ready | empty | failed;   ready | empty → deleted (retention)
+    """
+
+    recording = "recording"  # the visit is in progress, files being written
+    interrupted = "interrupted"  # a crash cut the recording; its files were repaired
+    queued = "queued"  # ended, files closed; waiting for the pipeline
+    processing = "processing"
+    ready = "ready"  # composite, transcripts and signed manifest done
+    empty = "empty"  # nobody published media: timeline and signed manifest only
+    failed = "failed"  # a step failed (message says which); retried on the next start
+    deleted = "deleted"  # media removed after retention; manifest and deletion record kept
+
+
+define(
+    "recording_state",
+    RecordingState,
+    {
+        RecordingState.recording: "录像中",
+        RecordingState.interrupted: "录像曾中断",
+        RecordingState.queued: "录像待处理",
+        RecordingState.processing: "录像处理中",
+        RecordingState.ready: "录像已归档",
+        RecordingState.empty: "无音视频",
+        RecordingState.failed: "录像处理失败",
+        RecordingState.deleted: "已按期删除",
+    },
+)
+
+
+# processing is over and the manifest is signed: the archive may verify it
+SIGNED_STATES = (RecordingState.ready, RecordingState.empty)
+# the sink has closed the files: the pipeline may finalize them
+CLOSED_STATES = (RecordingState.queued, RecordingState.interrupted, RecordingState.empty)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Gap:
+    """A span of a track that is not in its files (a write failure). ``reason`` is plain
+    Chinese for the people who read the record; never a server path or an errno text."""
+
+    start: float
+    end: float | None = None
+    reason: str = ""
+
+
+@dataclass
+class TrackFile:
+    """One recorded track (possibly in several segment files after a write failure).
+
+    Every name is relative to the recording's folder. ``files`` are the playable ones, in
+    order; ``interrupted_originals`` are files as a crash or a full disk cut them (kept as
+    evidence, each replaced in ``files`` by its repaired copy); ``unrepairable`` are files
+    that could not be repaired (kept, never played)."""
+
+    track_id: str
+    participant_id: str
+    role: str
+    name: str
+    kind: str
+    codec: str
+    source: str
+    files: list[str] = field(default_factory=list)
+    wall_start: float | None = None  # arrival time of the first recorded frame
+    pts_start: int | None = None  # RTP timestamp of that frame
+    clock_rate: int = 90000
+    wall_end: float | None = None
+    packets: int = 0
+    bytes: int = 0
+    gaps: list[Gap] = field(default_factory=list)
+    ended: bool = False
+    interrupted_originals: list[str] = field(default_factory=list)  # as a crash left them
+    unrepairable: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VisitRecording:
+    """What is known of one visit's recording; saved as recording.json."""
+
+    visit_id: str
+    state: RecordingState = RecordingState.recording
+    started_at: float = field(default_factory=time.time)
+    stopped_at: float | None = None
+    interrupted_at: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    tracks: list[TrackFile] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        for key in ("started_at", "stopped_at", "interrupted_at"):
+            if data[key] is not None:
+                data[key + "_iso"] = iso(data[key])
+        for track in data["tracks"]:
+            if track["wall_start"] is not None:
+                track["wall_start_iso"] = iso(track["wall_start"])
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VisitRecording:
+        tracks = []
+        for t in data.get("tracks", []):
+            t = {k: v for k, v in t.items() if k in TrackFile.__dataclass_fields__}
+            t["gaps"] = [Gap(**g) for g in t.get("gaps", [])]
+            tracks.append(TrackFile(**t))
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["tracks"] = tracks
+        state = str(fields.get("state", RecordingState.recording))
+        # written before the file and the database shared one state: "stopped"
+        fields["state"] = RecordingState.queued if state == "stopped" else RecordingState(state)
+        return cls(**fields)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing was recorded: no track has a file."""
+        return not any(t.files for t in self.tracks)
+
+
+def load_state(folder: Path) -> VisitRecording | None:
+    try:
+        return VisitRecording.from_json(json.loads((folder / STATE_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def save_state(folder: Path, recording: VisitRecording) -> None:
+    """Write recording.json atomically (a crash leaves the old or the new one)."""
+    tmp = folder / (STATE_FILE + ".tmp")
+    with tmp.open("w") as fh:
+        json.dump(recording.to_json(), fh, ensure_ascii=False, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(folder / STATE_FILE)

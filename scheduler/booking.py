@@ -1,0 +1,561 @@
+"""Booking visits: validation against the calendars, no double booking (enforced by the
+database's lock rows), reschedule, and the search for free slots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, false, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config.audit import audit_time
+from config.db import utcnow
+from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
+from config.settings import Settings
+from config.vocabulary import label
+from scheduler.availability import load_calendar, local_span
+from scheduler.lifecycle import OPEN, may_manage
+from scheduler.models import (
+    BookingLock,
+    Court,
+    Petition,
+    ReceptionRoom,
+    Role,
+    User,
+    Visit,
+    VisitEventKind,
+    VisitState,
+    new_visit_id,
+)
+from scheduler.notify import notify, visit_recipients
+from scheduler.scope import Actor, ancestor_court_ids
+from scheduler.slots import BusyIndex, Interval, aligned, covered, free_slots, units
+from scheduler.slots import days as local_days
+from scheduler.visits import audit_visit, local_text, visible_visit, visit_event
+
+MAX_VISIT = timedelta(hours=4)
+
+
+@dataclass
+class Booking:
+    """Validated parts of a booking request."""
+
+    petition: Petition
+    receiving: Court
+    room: ReceptionRoom
+    period: Interval
+    judges: list[User]  # candidates, in order of preference
+
+
+async def _validate(
+    db: AsyncSession,
+    actor: Actor,
+    settings: Settings,
+    *,
+    petition: Petition,
+    receiving_court_id: int,
+    judge_id: int | None,
+    room_id: int,
+    starts_at: datetime,
+    ends_at: datetime | None,
+    now: datetime,
+) -> Booking:
+    if ends_at is None:
+        ends_at = starts_at + timedelta(minutes=settings.default_visit_minutes)
+    if ends_at <= starts_at:
+        raise InvalidError("结束时间必须晚于开始时间", code="invalid_period")
+    if ends_at - starts_at > MAX_VISIT:
+        raise InvalidError("单次接访不能超过 4 小时", code="invalid_period")
+    if not (aligned(starts_at) and aligned(ends_at)):
+        raise InvalidError("时间须为 5 分钟的整数倍", code="invalid_period")
+    if starts_at < now - timedelta(minutes=5):
+        raise InvalidError("不能预约已经过去的时间", code="in_the_past")
+    if starts_at > now + timedelta(days=settings.booking_horizon_days):
+        raise InvalidError(
+            f"只能预约 {settings.booking_horizon_days} 天以内的时间", code="too_far_ahead"
+        )
+    room = await db.get(ReceptionRoom, room_id)
+    if room is None or room.court_id != petition.court_id:
+        raise InvalidError("只能使用本院的接访室", code="room_of_other_court")
+    if not room.active:
+        raise InvalidError("该接访室已停用", code="room_inactive")
+    ancestors = await ancestor_court_ids(db, petition.court_id)
+    if receiving_court_id not in ancestors:
+        raise InvalidError("接访法院必须是信访人所在法院的上级法院", code="not_a_parent_court")
+    receiving = await db.get(Court, receiving_court_id)
+    assert receiving is not None
+    if judge_id is not None:
+        judge = await db.get(User, judge_id)
+        if judge is None or judge.role is not Role.judge or not judge.active:
+            raise InvalidError("所选法官不存在或已停用", code="invalid_judge")
+        if judge.court_id != receiving_court_id:
+            raise InvalidError("所选法官不属于接访法院", code="judge_of_other_court")
+        judges = [judge]
+    else:
+        judges = list(
+            (
+                await db.scalars(
+                    select(User)
+                    .where(
+                        User.court_id == receiving_court_id, User.role == Role.judge, User.active
+                    )
+                    .order_by(User.id)
+                )
+            ).all()
+        )
+    return Booking(petition, receiving, room, Interval(starts_at, ends_at), judges)
+
+
+async def _check_calendar(db: AsyncSession, settings: Settings, b: Booking) -> list[User]:
+    """The candidate judges whose reception hours cover the period; refuses closed rooms."""
+    tz = settings.tz
+    first, last = local_span(b.period, tz)
+    cal = await load_calendar(
+        db, [(j.id, j.court_id or 0) for j in b.judges], b.room, first, last, tz
+    )
+    if any(
+        d in cal.holidays.get(c, ())
+        for d in local_days(first, last)
+        for c in (b.receiving.id, b.room.court_id)
+    ):
+        raise InvalidError("所选日期是法院休息日", code="holiday")
+    if not covered(b.period, [o for d in local_days(first, last) for o in cal.room_day(d)]):
+        raise InvalidError("接访室在所选时间不开放", code="room_closed")
+    fitting = [
+        j
+        for j in b.judges
+        if covered(b.period, [w for d in local_days(first, last) for w in cal.judge_day(j.id, d)])
+    ]
+    if not fitting:
+        raise InvalidError("所选时间不在法官的接访时间内", code="outside_reception_hours")
+    return fitting
+
+
+def _lock_rows(
+    visit_id: str, period: Interval, judge_id: int, room_id: int, petitioner_id: int
+) -> list[dict[str, Any]]:
+    return [
+        {"resource": resource, "unit": unit, "visit_id": visit_id}
+        for resource in (f"judge:{judge_id}", f"room:{room_id}", f"petitioner:{petitioner_id}")
+        for unit in units(period)
+    ]
+
+
+async def _conflicts(db: AsyncSession, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which resources of ``rows`` are already held, and by which visits."""
+    wanted: dict[str, set[int]] = {}
+    for r in rows:
+        wanted.setdefault(r["resource"], set()).add(r["unit"])
+    found: dict[tuple[str, str], None] = {}
+    for resource, unit_set in wanted.items():
+        held = await db.execute(
+            select(BookingLock.visit_id)
+            .where(
+                BookingLock.resource == resource,
+                BookingLock.unit.between(min(unit_set), max(unit_set)),
+            )
+            .distinct()
+        )
+        for (vid,) in held:
+            found[(resource.split(":")[0], vid)] = None
+    out = []
+    for kind, vid in found:
+        other = await db.get(Visit, vid)
+        out.append(
+            {
+                "resource": kind,
+                "visit_id": vid,
+                "starts_at": other.starts_at.isoformat() if other and other.starts_at else None,
+                "ends_at": other.ends_at.isoformat() if other and other.ends_at else None,
+            }
+        )
+    return out
+
+
+_RESOURCE_NAMES = {"judge": "法官", "room": "接访室", "petitioner": "信访人"}
+
+
+async def _take_locks(
+    db: AsyncSession, rows: list[dict[str, Any]], visit: Visit | None = None
+) -> list[dict[str, Any]]:
+    """Insert the locks (and a new visit) in a savepoint; returns the conflicts when any
+    unit is taken, and then nothing of the attempt remains."""
+    try:
+        async with db.begin_nested():
+            if visit is not None:
+                db.add(visit)
+                await db.flush()
+            await db.execute(insert(BookingLock), rows)
+    except IntegrityError:
+        if visit is not None and visit in db:
+            db.expunge(visit)
+        return await _conflicts(db, rows) or [{"resource": "unknown", "visit_id": None}]
+    return []
+
+
+def _conflict_error(conflicts: list[dict[str, Any]]) -> ConflictError:
+    names = "、".join(sorted({_RESOURCE_NAMES.get(c["resource"], "资源") for c in conflicts}))
+    return ConflictError(
+        f"时间冲突：{names}在该时段已有预约",
+        code="double_booking",
+        details={"conflicts": conflicts},
+    )
+
+
+async def booking_petition(db: AsyncSession, actor: Actor, petition_id: int) -> Petition:
+    petition = await db.get(Petition, petition_id)
+    if petition is None:
+        raise NotFoundError(f"信访事项 {petition_id} 不存在")
+    if actor.is_admin:
+        return petition
+    if actor.role is not Role.operator:
+        raise PermissionDeniedError("只有操作员可以预约接访")
+    if petition.court_id != actor.court_id:
+        raise NotFoundError(f"信访事项 {petition_id} 不存在")  # another court's: not visible
+    return petition
+
+
+@dataclass
+class BookingPlan:
+    """A validated booking, ready to be written: what :func:`plan_booking` found."""
+
+    petition: Petition
+    booking: Booking
+    candidates: list[User]
+    operators: set[int]
+    now: datetime
+
+
+async def plan_booking(
+    db: AsyncSession,
+    actor: Actor,
+    settings: Settings,
+    *,
+    petition_id: int,
+    receiving_court_id: int,
+    judge_id: int | None,
+    room_id: int,
+    starts_at: datetime,
+    ends_at: datetime | None = None,
+    now: datetime | None = None,
+) -> BookingPlan:
+    """Every check that only reads: scope, rules, calendars. Needs no write lock."""
+    now = now or utcnow()
+    petition = await booking_petition(db, actor, petition_id)
+    b = await _validate(
+        db,
+        actor,
+        settings,
+        petition=petition,
+        receiving_court_id=receiving_court_id,
+        judge_id=judge_id,
+        room_id=room_id,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        now=now,
+    )
+    candidates = await _check_calendar(db, settings, b)
+    operators = set(
+        (
+            await db.scalars(
+                select(User.id).where(
+                    User.court_id == petition.court_id, User.role == Role.operator, User.active
+                )
+            )
+        ).all()
+    )
+    return BookingPlan(petition, b, candidates, operators, now)
+
+
+async def commit_booking(
+    db: AsyncSession,
+    actor: Actor,
+    settings: Settings,
+    plan: BookingPlan,
+    *,
+    state: VisitState = VisitState.scheduled,
+    walk_in: bool = False,
+    checkin: tuple[str, str] | None = None,
+) -> Visit:
+    """Write the visit and take its locks; the first free candidate judge receives.
+
+    The locks' primary key is what prevents double booking, whatever was read before.
+    """
+    petition, b = plan.petition, plan.booking
+    conflicts: list[dict[str, Any]] = []
+    for judge in plan.candidates:
+        visit = Visit(
+            id=new_visit_id(),
+            petition_id=petition.id,
+            court_id=petition.court_id,
+            receiving_court_id=b.receiving.id,
+            judge_id=judge.id,
+            room_id=b.room.id,
+            state=state,
+            starts_at=b.period.start,
+            ends_at=b.period.end,
+            booked_by=actor.user_id,
+            walk_in=walk_in,
+        )
+        if checkin is not None:
+            visit.checkin_document_type, visit.checkin_document_masked = checkin
+            visit.checked_in_by, visit.checked_in_at = actor.user_id, plan.now
+        conflicts = await _take_locks(
+            db,
+            _lock_rows(visit.id, b.period, judge.id, b.room.id, petition.petitioner_id),
+            visit,
+        )
+        if conflicts:
+            if any(c["resource"] in ("room", "petitioner") for c in conflicts):
+                break  # another judge would not help
+            continue
+        kind = VisitEventKind.walk_in if walk_in else VisitEventKind.booked
+        visit_event(
+            db,
+            actor,
+            visit,
+            kind,
+            None,
+            state,
+            starts_at=b.period.start.isoformat(),
+            ends_at=b.period.end.isoformat(),
+            judge_id=judge.id,
+            room_id=b.room.id,
+        )
+        audit_visit(
+            db,
+            actor,
+            "visit.walk_in" if walk_in else "visit.book",
+            visit,
+            petition=petition.number,
+            judge_id=judge.id,
+            room_id=b.room.id,
+            starts_at=audit_time(b.period.start, settings.tz),
+        )
+        await notify(
+            db,
+            (plan.operators | {judge.id}) - {actor.user_id},
+            kind="visit_booked",
+            title=f"新预约：{petition.number}",
+            body=f"{local_text(b.period.start, settings)} · {b.room.name}",
+            visit_id=visit.id,
+        )
+        return visit
+    raise _conflict_error(conflicts)
+
+
+async def book_visit(
+    db: AsyncSession,
+    actor: Actor,
+    settings: Settings,
+    *,
+    petition_id: int,
+    receiving_court_id: int,
+    judge_id: int | None,
+    room_id: int,
+    starts_at: datetime,
+    ends_at: datetime | None = None,
+    now: datetime | None = None,
+    state: VisitState = VisitState.scheduled,
+    walk_in: bool = False,
+    checkin: tuple[str, str] | None = None,
+) -> Visit:
+    """Book a visit in one session; 409 with the conflicting visits when a judge, room or
+    petitioner is taken. Without ``judge_id`` the first free judge of the court receives."""
+    plan = await plan_booking(
+        db,
+        actor,
+        settings,
+        petition_id=petition_id,
+        receiving_court_id=receiving_court_id,
+        judge_id=judge_id,
+        room_id=room_id,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        now=now,
+    )
+    return await commit_booking(
+        db, actor, settings, plan, state=state, walk_in=walk_in, checkin=checkin
+    )
+
+
+async def reschedule_visit(
+    db: AsyncSession,
+    actor: Actor,
+    settings: Settings,
+    visit_id: str,
+    *,
+    starts_at: datetime,
+    ends_at: datetime | None,
+    judge_id: int | None,
+    room_id: int | None,
+    reason: str,
+    now: datetime | None = None,
+) -> Visit:
+    now = now or utcnow()
+    visit = await visible_visit(db, actor, visit_id)
+    may_manage(actor, visit)
+    if visit.state not in (VisitState.scheduled, VisitState.checked_in):
+        raise ConflictError(f"{label(visit.state)}的接访不能改期", code="invalid_state")
+    petition = await db.get(Petition, visit.petition_id)
+    assert petition is not None
+    if ends_at is None and visit.starts_at and visit.ends_at:
+        ends_at = starts_at + (visit.ends_at - visit.starts_at)
+    b = await _validate(
+        db,
+        actor,
+        settings,
+        petition=petition,
+        receiving_court_id=visit.receiving_court_id,
+        judge_id=judge_id if judge_id is not None else visit.judge_id,
+        room_id=room_id or visit.room_id or 0,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        now=now,
+    )
+    candidates = await _check_calendar(db, settings, b)
+    judge = candidates[0]
+    old = (visit.starts_at, visit.ends_at, visit.judge_id, visit.room_id)
+    # Conditional on the state it was read in: a concurrent cancel or no-show wins, and the
+    # row is locked (PostgreSQL) until this transaction ends.
+    moved = await db.execute(
+        update(Visit)
+        .where(Visit.id == visit.id, Visit.state == visit.state)
+        .values(
+            starts_at=b.period.start,
+            ends_at=b.period.end,
+            judge_id=judge.id,
+            room_id=b.room.id,
+            reminded_at=None,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(moved, "rowcount", 1) != 1:
+        raise ConflictError("接访状态已被他人修改，请刷新", code="state_changed")
+    await db.execute(delete(BookingLock).where(BookingLock.visit_id == visit.id))
+    conflicts = await _take_locks(
+        db, _lock_rows(visit.id, b.period, judge.id, b.room.id, petition.petitioner_id)
+    )
+    if conflicts:
+        raise _conflict_error(conflicts)
+    visit.starts_at, visit.ends_at = b.period.start, b.period.end
+    visit.judge_id, visit.room_id = judge.id, b.room.id
+    visit.reminded_at = None
+    detail = {
+        "from": [audit_time(t, settings.tz) if t else None for t in old[:2]],
+        "to": [audit_time(b.period.start, settings.tz), audit_time(b.period.end, settings.tz)],
+        "judge": [old[2], judge.id],
+        "room": [old[3], b.room.id],
+        "reason": reason,
+    }
+    visit_event(db, actor, visit, VisitEventKind.rescheduled, visit.state, visit.state, **detail)
+    audit_visit(db, actor, "visit.reschedule", visit, **detail)
+    await notify(
+        db,
+        [*await visit_recipients(db, visit, actor.user_id), old[2]],
+        kind="visit_changed",
+        title=f"接访改期：{petition.number}",
+        body=f"改至 {local_text(b.period.start, settings)}（{reason}）",
+        visit_id=visit.id,
+    )
+    return visit
+
+
+@dataclass(frozen=True)
+class FreeSlot:
+    """A bookable period with the judge who would receive."""
+
+    starts_at: datetime
+    ends_at: datetime
+    judge_id: int
+    judge_name: str
+
+
+async def find_free_slots(
+    db: AsyncSession,
+    settings: Settings,
+    *,
+    room_id: int,
+    receiving_court_id: int | None,
+    judge_id: int | None,
+    petitioner_id: int | None,
+    first_day: date,
+    days: int,
+    limit: int,
+    now: datetime | None = None,
+) -> list[FreeSlot]:
+    """The earliest free slots that fit the room, over ``days`` local days."""
+    now = now or utcnow()
+    tz = settings.tz
+    room = await db.get(ReceptionRoom, room_id)
+    if room is None:
+        raise NotFoundError(f"接访室 {room_id} 不存在")
+    if judge_id is not None:
+        judge = await db.get(User, judge_id)
+        if judge is None or judge.role is not Role.judge:
+            raise NotFoundError(f"法官 {judge_id} 不存在")
+        judges = [judge] if judge.active else []
+    elif receiving_court_id is not None:
+        judges = list(
+            (
+                await db.scalars(
+                    select(User).where(
+                        User.court_id == receiving_court_id, User.role == Role.judge, User.active
+                    )
+                )
+            ).all()
+        )
+    else:
+        raise InvalidError("请指定接访法院或法官", code="court_or_judge_required")
+    last_day = first_day + timedelta(days=days - 1)
+    cal = await load_calendar(
+        db, [(j.id, j.court_id or 0) for j in judges], room, first_day, last_day, tz
+    )
+    since = datetime.combine(first_day, datetime.min.time(), tzinfo=tz)
+    until = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+    in_window = and_(Visit.state.in_(OPEN), Visit.starts_at < until, Visit.ends_at > since)
+    shared = select(Visit.starts_at, Visit.ends_at).where(
+        in_window,
+        or_(
+            Visit.room_id == room.id,
+            Visit.petition_id.in_(
+                select(Petition.id).where(Petition.petitioner_id == petitioner_id)
+            )
+            if petitioner_id
+            else false(),
+        ),
+    )
+    shared_busy = [Interval(s, e) for s, e in (await db.execute(shared)).all() if s and e]
+    judge_busy: dict[int, list[Interval]] = {}
+    rows = await db.execute(
+        select(Visit.judge_id, Visit.starts_at, Visit.ends_at).where(
+            in_window, Visit.judge_id.in_([j.id for j in judges])
+        )
+    )
+    for jid, s, e in rows.all():
+        if jid is not None and s and e:
+            judge_busy.setdefault(jid, []).append(Interval(s, e))
+    busy = {j.id: BusyIndex(shared_busy + judge_busy.get(j.id, [])) for j in judges}
+    out: list[FreeSlot] = []
+    # Day by day, earliest first: once a day fills the limit, later days cannot matter.
+    for day in local_days(first_day, last_day):
+        room_open = cal.room_day(day)
+        if not room_open:
+            continue
+        for judge in judges:
+            for slot in free_slots(
+                cal.judge_day(judge.id, day),
+                open_hours=room_open,
+                busy=busy[judge.id],
+                not_before=now,
+                limit=limit,
+            ):
+                out.append(FreeSlot(slot.start, slot.end, judge.id, judge.display_name))
+        if len(out) >= limit:
+            break
+    out.sort(key=lambda s: (s.starts_at, s.judge_id))
+    return out[:limit]

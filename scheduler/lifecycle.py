@@ -1,0 +1,375 @@
+"""The visit lifecycle, in one place: who may join, admit and end a visit; the state
+machine; when the recording starts; what happens when the judge vanishes.
+
+Signaling (through ``web/visit_gateway.py``), the HTTP API and housekeeping all call these
+functions; none of them writes its own rule. A visit's state, its room's membership and its
+recording are three views of one story: every change of state is a ``visit_events`` row and
+an AuditEvent, written in the same transaction.
+
+::
+
+    scheduled ─► checked_in ─► in_lobby ─► in_progress ─► ended ─► archived
+        │             │  ▲          │                       ▲
+        │             │  └──────────┘ (sent back)           │
+        │             └─────────────┴───────────────────────┘ (ended from the lists)
+        └─► cancelled, no_show        (checked_in, in_lobby ─► cancelled)
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config.db import utcnow
+from config.errors import ConflictError, InvalidError, PermissionDeniedError
+from config.privacy import mask_id_number
+from config.settings import Settings
+from config.vocabulary import EndReason, ParticipantRole, label
+from scheduler.models import (
+    BookingLock,
+    Petition,
+    Role,
+    Visit,
+    VisitEvent,
+    VisitEventKind,
+    VisitState,
+)
+from scheduler.notify import notify, visit_recipients
+from scheduler.scope import Actor
+from scheduler.visits import audit_visit, local_text, visible_visit, visit_event
+
+# A visit that is still to happen or happening: it holds its booking locks.
+OPEN = (VisitState.scheduled, VisitState.checked_in, VisitState.in_lobby, VisitState.in_progress)
+# People may be in its room.
+LIVE = (VisitState.in_lobby, VisitState.in_progress)
+ALLOWED: dict[VisitState, frozenset[VisitState]] = {
+    VisitState.scheduled: frozenset(
+        {VisitState.checked_in, VisitState.cancelled, VisitState.no_show}
+    ),
+    VisitState.checked_in: frozenset(
+        {VisitState.in_lobby, VisitState.cancelled, VisitState.no_show, VisitState.ended}
+    ),
+    VisitState.in_lobby: frozenset(
+        {VisitState.in_progress, VisitState.checked_in, VisitState.ended, VisitState.cancelled}
+    ),
+    VisitState.in_progress: frozenset({VisitState.ended}),
+    VisitState.ended: frozenset({VisitState.archived}),
+    VisitState.archived: frozenset(),
+    VisitState.cancelled: frozenset(),
+    VisitState.no_show: frozenset(),
+}
+# The states from which a visit may be ended (from the call, or from the lists later).
+ENDABLE = frozenset(s for s, allowed in ALLOWED.items() if VisitState.ended in allowed)
+# Leaving these states gives the judge, the room and the petitioner their time back.
+RELEASES = frozenset({VisitState.ended, VisitState.cancelled, VisitState.no_show})
+# 一案一录: the recording starts when this participant enters the call (is admitted), and
+# the visit is in progress from then on; it stops when the visit ends.
+RECORDING_STARTS_WITH = ParticipantRole.petitioner
+
+
+class Action(enum.StrEnum):
+    """What a staff member may do to a visit; :func:`may` decides, tested as a table."""
+
+    enter = "enter"  # enter the live room (judge or operator)
+    admit = "admit"  # admit or refuse people in the lobby, invite, write notes
+    end = "end"  # end the visit for everyone
+    cancel = "cancel"
+    manage = "manage"  # check in, reschedule, issue the petitioner's code, send to the lobby
+
+
+# ---------------------------------------------------------------- entitlement
+
+
+def is_visit_judge(actor: Actor, visit: Visit) -> bool:
+    """THE judge rule: a visit's judge is the judge assigned to it; a visit with no judge
+    assigned is received by any judge of its receiving court."""
+    if actor.role is not Role.judge or actor.user_id is None:
+        return False
+    if visit.judge_id is not None:
+        return visit.judge_id == actor.user_id
+    return actor.court_id == visit.receiving_court_id
+
+
+def is_booking_operator(actor: Actor, visit: Visit) -> bool:
+    """An operator of the court that booked the visit (where the petitioner sits)."""
+    return actor.role is Role.operator and actor.court_id == visit.court_id
+
+
+def may(actor: Actor, action: Action, visit: Visit) -> bool:
+    """Whether ``actor`` may do ``action`` to ``visit`` (the system may do everything)."""
+    system = actor.user_id is None
+    judge = is_visit_judge(actor, visit)
+    operator = is_booking_operator(actor, visit)
+    if action is Action.enter:
+        return judge or operator
+    if action is Action.admit:
+        return judge
+    if action is Action.end:
+        return system or actor.is_admin or judge or operator
+    if action is Action.cancel:
+        return system or actor.is_admin or judge or operator
+    return system or actor.is_admin or operator  # manage
+
+
+def room_role(actor: Actor, visit: Visit) -> ParticipantRole | None:
+    """The staff member's role in the visit's room, or None when they may not enter."""
+    if not may(actor, Action.enter, visit):
+        return None
+    return ParticipantRole.judge if is_visit_judge(actor, visit) else ParticipantRole.operator
+
+
+def require(actor: Actor, action: Action, visit: Visit) -> None:
+    """Raise 403 with a message naming who may, unless ``actor`` may."""
+    if may(actor, action, visit):
+        return
+    raise PermissionDeniedError(
+        {
+            Action.enter: "只有本次接访的接访法官或预约法院的操作员可以进入",
+            Action.admit: "只有本次接访的接访法官可以这样做",
+            Action.end: "只有本次接访的接访法官或预约法院的操作员可以结束接访",
+            Action.cancel: "只有本次接访的接访法官或预约法院的操作员可以取消",
+            Action.manage: "只有本院操作员可以修改此预约",
+        }[action]
+    )
+
+
+def may_manage(actor: Actor, visit: Visit) -> None:
+    """Operators of the booking court (and admins) change bookings."""
+    require(actor, Action.manage, visit)
+
+
+def can_end(actor: Actor, visit: Visit) -> bool:
+    """Whether the lists should offer ``actor`` to end ``visit`` now."""
+    return visit.state in ENDABLE and may(actor, Action.end, visit)
+
+
+def starts_recording(role: ParticipantRole) -> bool:
+    """Whether this participant's entering the call starts the visit's recording."""
+    return role is RECORDING_STARTS_WITH
+
+
+# ---------------------------------------------------------------- the state machine
+
+
+async def transition(
+    db: AsyncSession, actor: Actor, visit: Visit, to: VisitState, **detail: Any
+) -> None:
+    """Move ``visit`` to ``to`` if allowed; a concurrent change answers 409. Writes the
+    history line and the audit event; releases the booking locks when the visit is over."""
+    current = visit.state
+    if to not in ALLOWED[current]:
+        raise ConflictError(
+            f"接访状态不能从“{label(current)}”变为“{label(to)}”",
+            code="invalid_transition",
+            details={"from": current.value, "to": to.value},
+        )
+    result = await db.execute(
+        update(Visit)
+        .where(Visit.id == visit.id, Visit.state == current)
+        .values(state=to, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 1) != 1:
+        raise ConflictError("接访状态已被他人修改，请刷新", code="state_changed")
+    visit.state = to
+    if to in RELEASES:
+        await db.execute(delete(BookingLock).where(BookingLock.visit_id == visit.id))
+    kind = {
+        VisitState.cancelled: VisitEventKind.cancelled,
+        VisitState.checked_in: VisitEventKind.checked_in,
+    }.get(to, VisitEventKind.state)
+    visit_event(db, actor, visit, kind, current, to, **detail)
+    audit_visit(db, actor, f"visit.{to.value}", visit, from_state=current.value, **detail)
+
+
+async def cancel_visit(
+    db: AsyncSession, actor: Actor, settings: Settings, visit_id: str, *, reason: str
+) -> Visit:
+    visit = await visible_visit(db, actor, visit_id)
+    require(actor, Action.cancel, visit)
+    await transition(db, actor, visit, VisitState.cancelled, reason=reason)
+    visit.cancel_reason = reason
+    petition = await db.get(Petition, visit.petition_id)
+    starts = local_text(visit.starts_at, settings) if visit.starts_at else ""
+    await notify(
+        db,
+        await visit_recipients(db, visit, actor.user_id),
+        kind="visit_cancelled",
+        title=f"接访取消：{petition.number if petition else ''}",
+        body=f"原定 {starts}；原因：{reason}",
+        visit_id=visit.id,
+    )
+    return visit
+
+
+async def check_in(
+    db: AsyncSession,
+    actor: Actor,
+    visit_id: str,
+    *,
+    document_type: str,
+    document_number: str,
+    now: datetime | None = None,
+) -> Visit:
+    """Record the identity check; only the masked number is kept."""
+    visit = await visible_visit(db, actor, visit_id)
+    may_manage(actor, visit)
+    masked = mask_id_number(document_number.strip().upper())
+    await transition(
+        db, actor, visit, VisitState.checked_in, document_type=document_type, document=masked
+    )
+    visit.checkin_document_type, visit.checkin_document_masked = document_type, masked
+    visit.checked_in_by, visit.checked_in_at = actor.user_id, now or utcnow()
+    petition = await db.get(Petition, visit.petition_id)
+    await notify(
+        db,
+        [visit.judge_id],
+        kind="petitioner_checked_in",
+        title=f"信访人已签到：{petition.number if petition else ''}",
+        visit_id=visit.id,
+    )
+    return visit
+
+
+async def enter_lobby(db: AsyncSession, actor: Actor, visit: Visit) -> bool:
+    """The petitioner waits in the lobby (checked_in → in_lobby); the judge is told.
+    False when the visit is not checked in (already waiting, or further on)."""
+    if visit.state is not VisitState.checked_in:
+        return False
+    await transition(db, actor, visit, VisitState.in_lobby)
+    petition = await db.get(Petition, visit.petition_id)
+    await notify(
+        db,
+        [visit.judge_id],
+        kind="petitioner_waiting",
+        title=f"信访人正在候场：{petition.number if petition else ''}",
+        visit_id=visit.id,
+    )
+    return True
+
+
+async def admit_petitioner(db: AsyncSession, actor: Actor, visit: Visit) -> None:
+    """The visit's judge admits the petitioner: the visit is in progress (and recorded).
+    Admitting into a visit already in progress (a rejoin) changes nothing; a visit that
+    is closed, or not yet checked in, refuses (409) — so no recording starts for it."""
+    require(actor, Action.admit, visit)
+    if visit.state is VisitState.in_progress:
+        return
+    if visit.state is VisitState.checked_in:  # entered the lobby before the page said so
+        await transition(db, actor, visit, VisitState.in_lobby)
+    await transition(db, actor, visit, VisitState.in_progress)
+
+
+async def send_back(db: AsyncSession, actor: Actor, visit: Visit, reason: str) -> None:
+    """The judge refused the petitioner for now: back to checked in (may come again)."""
+    require(actor, Action.admit, visit)
+    if visit.state is VisitState.in_lobby:
+        await transition(db, actor, visit, VisitState.checked_in, reason=reason)
+
+
+async def end_visit(
+    db: AsyncSession,
+    actor: Actor,
+    settings: Settings,
+    visit: Visit,
+    reason: EndReason = EndReason.ended,
+) -> bool:
+    """End ``visit`` (from checked in, the lobby or the call). True when it was ended
+    now; False when it had already ended (ending twice is harmless). The judge and the
+    booking court's operators are told when anyone but themselves ended it."""
+    require(actor, Action.end, visit)
+    if visit.state in (VisitState.ended, VisitState.archived):
+        return False
+    if reason is EndReason.ended and visit.state is not VisitState.in_progress:
+        reason = EndReason.not_admitted
+    await transition(db, actor, visit, VisitState.ended, reason=reason.value)
+    petition = await db.get(Petition, visit.petition_id)
+    number = petition.number if petition else ""
+    recipients = await visit_recipients(db, visit, actor.user_id)
+    if reason is EndReason.abandoned:
+        await notify(
+            db,
+            recipients,
+            kind="visit_abandoned",
+            title=f"接访已自动结束：{number}",
+            body=(
+                f"接访法官离开超过 {settings.visit_abandon_minutes} 分钟，系统已结束接访并处理录像"
+            ),
+            visit_id=visit.id,
+        )
+    elif actor.user_id is not None and actor.user_id != visit.judge_id:
+        await notify(
+            db,
+            recipients,
+            kind="visit_ended",
+            title=f"接访已结束：{number}",
+            body=f"由{label(actor.role)}{actor.username}结束",
+            visit_id=visit.id,
+        )
+    return True
+
+
+async def change_state(
+    db: AsyncSession,
+    actor: Actor,
+    settings: Settings,
+    visit_id: str,
+    to: VisitState,
+    **detail: Any,
+) -> Visit:
+    """The API's transitions: in_lobby, back to checked_in, in_progress, ended, archived."""
+    visit = await visible_visit(db, actor, visit_id)
+    if to is VisitState.ended:
+        await end_visit(db, actor, settings, visit)
+        return visit
+    if to is VisitState.in_progress:
+        await admit_petitioner(db, actor, visit)
+        return visit
+    if to is VisitState.in_lobby:
+        may_manage(actor, visit)
+        if not await enter_lobby(db, actor, visit):
+            await transition(db, actor, visit, to)  # answers why not
+        return visit
+    if to is VisitState.checked_in:
+        # only back from the lobby; the identity check itself is POST /check-in
+        if visit.state is not VisitState.in_lobby:
+            raise ConflictError(
+                "签到请使用身份核验；此处只能让候场的信访人退回", code="invalid_transition"
+            )
+        if not may(actor, Action.admit, visit):
+            may_manage(actor, visit)
+        await transition(db, actor, visit, to, **detail)
+        return visit
+    if to is VisitState.archived:
+        if not (actor.is_admin or actor.user_id is None):
+            raise PermissionDeniedError("归档由系统在录像处理完成后进行")
+        await transition(db, actor, visit, to, **detail)
+        return visit
+    raise InvalidError("请使用签到或取消接口", code="use_specific_route")
+
+
+# ---------------------------------------------------------------- vanished judges
+
+
+async def stale_live_visits(
+    db: AsyncSession, now: datetime, idle: timedelta, limit: int = 200
+) -> list[str]:
+    """Visits in progress whose history has been quiet for ``idle`` (nothing joined, left
+    or was said): after a restart, the candidates for ending as abandoned when no node holds
+    their room."""
+    last = (
+        select(func.max(VisitEvent.at))
+        .where(VisitEvent.visit_id == Visit.id)
+        .correlate(Visit)
+        .scalar_subquery()
+    )
+    rows = await db.execute(
+        select(Visit.id)
+        .where(Visit.state == VisitState.in_progress, last <= now - idle)
+        .limit(limit)
+    )
+    return [r[0] for r in rows]

@@ -1,0 +1,82 @@
+"""Headless Chromium: a mistyped password warns how many attempts are left, then says how
+many minutes the lock lasts; the admin unlocks the account and resets its password in the
+admin page, and the audit tab tells both in Chinese sentences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import LiveServer
+from tests.test_browser import _login
+
+pytestmark = pytest.mark.browser
+NEW_PASSWORD = "Reset-by-admin-9"
+
+
+def test_login_warning_lockout_then_admin_unlocks_and_resets(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    op = ctx.new_page()
+    msg = op.locator("#login-msg")
+    for left in (4, 3, 2, 1):
+        _login(op, live_server, "operator", "wrong-password")
+        expect(msg).to_contain_text(f"还可尝试 {left} 次", timeout=30_000)
+    op.screenshot(path=str(artifacts / "login-warning.png"), full_page=True)
+    _login(op, live_server, "operator", "wrong-password")
+    expect(msg).to_contain_text("已暂时锁定，请 15 分钟后再试", timeout=30_000)
+    _login(op, live_server, "operator")  # even the right password waits
+    expect(msg).to_contain_text("登录失败次数过多，已暂时锁定，请 15 分钟后再试", timeout=30_000)
+    op.screenshot(path=str(artifacts / "login-locked.png"), full_page=True)
+
+    admin_ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    admin = admin_ctx.new_page()
+    _login(admin, live_server, "admin")
+    admin.wait_for_url(live_server.url + "/admin")
+    admin.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    admin.click("button[data-tab=tab-users]")
+    row = admin.locator("#user-rows tr", has_text="operator")
+    expect(row).to_contain_text("登录已锁定（约 15 分钟后自动解除）")
+    admin.screenshot(path=str(artifacts / "admin-locked.png"), full_page=True)
+    row.locator("button", has_text="解除锁定").click()
+    expect(admin.locator("#user-list-msg")).to_have_text("已解除账户 operator 的登录锁定")
+    expect(row).not_to_contain_text("登录已锁定")
+    expect(row.locator("button", has_text="解除锁定")).to_have_count(0)
+
+    row.locator("button", has_text="重置密码").click()
+    admin.fill("#action-fields input[name=password]", NEW_PASSWORD)
+    admin.fill("#action-fields input[name=again]", NEW_PASSWORD + "x")
+    admin.click("#action-ok")
+    expect(admin.locator("#action-msg")).to_have_text("两次输入的密码不一致")
+    admin.fill("#action-fields input[name=password]", "short")
+    admin.fill("#action-fields input[name=again]", "short")
+    admin.click("#action-ok")
+    expect(admin.locator("#action-msg")).to_contain_text("密码至少需要")
+    admin.screenshot(path=str(artifacts / "admin-reset-refused.png"), full_page=True)
+    admin.fill("#action-fields input[name=password]", NEW_PASSWORD)
+    admin.fill("#action-fields input[name=again]", NEW_PASSWORD)
+    admin.click("#action-ok")
+    expect(admin.locator("#user-list-msg")).to_have_text(
+        "已重置账户 operator 的密码，其登录会话已结束"
+    )
+    admin.screenshot(path=str(artifacts / "admin-users.png"), full_page=True)
+
+    _login(op, live_server, "operator", NEW_PASSWORD)
+    op.wait_for_url(live_server.url + "/operator")
+
+    admin.click("button[data-tab=tab-audit]")
+    audit = admin.locator("#audit-rows")
+    expect(audit).to_contain_text("admin重置了账户 operator 的密码。")
+    expect(audit).to_contain_text("admin解除了账户 operator 的登录锁定。")
+    blocked = "用户名“operator”登录失败次数过多，登录被暂停，约 15 分钟后可再试。"
+    expect(audit).to_contain_text(blocked)
+    expect(audit).to_contain_text("用户名“operator”登录失败：用户名或密码错误。")
+    text = audit.inner_text()
+    assert "auth." not in text and "user." not in text
+    admin.screenshot(path=str(artifacts / "admin-audit.png"), full_page=True)
+    ctx.close()
+    admin_ctx.close()

@@ -1,0 +1,336 @@
+"""The visit lifecycle (scheduler/lifecycle.py): the one judge rule and every action as a
+table; the vocabulary served to the pages; a judge who leaves is announced at once and a
+call left without its judge ends as ``abandoned`` (live, and after a restart); admission
+into a closed visit records nothing; open visits are ended from the lists on a later day."""
+
+from __future__ import annotations
+
+import pathlib
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from config import vocabulary
+from config.audit import AuditEvent
+from config.db import Database, utcnow
+from config.settings import Settings
+from config.vocabulary import EndReason
+from recorder.models import Recording, RecordingState
+from scheduler import booking as bk
+from scheduler import lifecycle
+from scheduler.lifecycle import Action, may
+from scheduler.models import (
+    Notification,
+    Role,
+    Visit,
+    VisitEvent,
+    VisitState,
+)
+from scheduler.scope import SYSTEM_ACTOR, Actor
+from tests.conftest import MakeClient
+from tests.helpers import Booking, local_time, login, next_weekday, wait_for
+from tests.visits import Peer, _cookie
+from web.keys import GATEWAY
+
+JUDGE, OTHER_JUDGE, FAR_JUDGE = 11, 12, 13
+OPERATOR, FAR_OPERATOR, ARCHIVIST, ADMIN = 21, 22, 31, 41
+BOOKING_COURT, RECEIVING_COURT, OTHER_COURT = 1, 2, 3
+
+ACTORS = {
+    "assigned judge": Actor(JUDGE, "j", Role.judge, RECEIVING_COURT),
+    "other judge, same court": Actor(OTHER_JUDGE, "j2", Role.judge, RECEIVING_COURT),
+    "judge of another court": Actor(FAR_JUDGE, "j3", Role.judge, OTHER_COURT),
+    "operator, booking court": Actor(OPERATOR, "o", Role.operator, BOOKING_COURT),
+    "operator, other court": Actor(FAR_OPERATOR, "o2", Role.operator, OTHER_COURT),
+    "archivist": Actor(ARCHIVIST, "a", Role.archivist, RECEIVING_COURT),
+    "admin": Actor(ADMIN, "ad", Role.admin, None),
+    "system": SYSTEM_ACTOR,
+}
+# (actor, judge assigned?) → the actions allowed, in the order enter, admit, end, cancel, manage
+TABLE: dict[tuple[str, bool], str] = {
+    ("assigned judge", True): "enter admit end cancel",
+    ("other judge, same court", True): "",
+    ("judge of another court", True): "",
+    ("operator, booking court", True): "enter end cancel manage",
+    ("operator, other court", True): "",
+    ("archivist", True): "",
+    ("admin", True): "end cancel manage",
+    ("system", True): "end cancel manage",
+    # no judge assigned: any judge of the receiving court receives
+    ("assigned judge", False): "enter admit end cancel",
+    ("other judge, same court", False): "enter admit end cancel",
+    ("judge of another court", False): "",
+    ("operator, booking court", False): "enter end cancel manage",
+    ("operator, other court", False): "",
+    ("archivist", False): "",
+    ("admin", False): "end cancel manage",
+    ("system", False): "end cancel manage",
+}
+
+
+@pytest.mark.parametrize(("who", "assigned"), sorted(TABLE))
+def test_the_one_judge_rule_and_every_action_as_a_table(who: str, assigned: bool) -> None:
+    visit = Visit(
+        id="0" * 32,
+        petition_id=1,
+        court_id=BOOKING_COURT,
+        receiving_court_id=RECEIVING_COURT,
+        judge_id=JUDGE if assigned else None,
+        state=VisitState.in_progress,
+    )
+    actor = ACTORS[who]
+    allowed = {a.value for a in Action if may(actor, a, visit)}
+    assert allowed == set(TABLE[who, assigned].split()), (who, assigned)
+    expected_role = (
+        None if "enter" not in allowed else ("judge" if actor.role is Role.judge else "operator")
+    )
+    role = lifecycle.room_role(actor, visit)
+    assert (role.value if role else None) == expected_role
+
+
+def test_every_state_has_its_moves_and_ending_is_possible_only_once_started() -> None:
+    assert set(lifecycle.ALLOWED) == set(VisitState)
+    assert {
+        VisitState.checked_in,
+        VisitState.in_lobby,
+        VisitState.in_progress,
+    } == lifecycle.ENDABLE
+    assert set(lifecycle.OPEN) >= set(lifecycle.LIVE)
+    assert lifecycle.starts_recording(vocabulary.ParticipantRole.petitioner)
+    assert not lifecycle.starts_recording(vocabulary.ParticipantRole.lawyer)
+
+
+async def test_the_vocabulary_is_served_and_no_page_keeps_its_own_labels(
+    make_client: MakeClient,
+) -> None:
+    words = vocabulary.as_json()
+    for kind in ("role", "visit_state", "participant_role", "close_reason", "end_reason"):
+        assert kind in words
+    assert words["visit_state"]["in_progress"] == "接访中"
+    assert words["participant_role"]["judge"] == words["role"]["judge"] == "接访法官"
+    assert set(words["visit_state"]) == {s.value for s in VisitState}
+    client = await make_client()
+    served = await client.get("/vocabulary.js")
+    assert served.status == 200 and "javascript" in served.headers["Content-Type"]
+    text = await served.text()
+    assert "window.VOCABULARY" in text and "法官离开超时" in text
+    static = pathlib.Path(__file__).parent.parent / "web" / "static"
+    for script in static.glob("*.js"):
+        source = script.read_text()
+        for kind, labels in words.items():
+            for value, label in labels.items():
+                assert f'"{label}"' not in source, f"{script.name} keeps {kind}.{value}"
+    for page in (static.parent / "templates").glob("*.html"):
+        html = page.read_text()
+        if "<script" in html:
+            assert '<script src="/vocabulary.js"></script>' in html, page.name
+
+
+async def _admitted_call(
+    make_client: MakeClient, visit: dict[str, Any]
+) -> tuple[Any, Peer, Peer, dict[str, Any]]:
+    staff = await make_client()
+    await login(staff, "judge_a")
+    judge = await Peer().connect(staff, _cookie(staff))
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    guest = await Peer().connect(staff)
+    ans = await guest.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
+    )
+    assert (await judge.call("admit", {"participant_id": ans["participant_id"]}))["ok"]
+    await guest.next("admitted")
+    return staff, judge, guest, ans
+
+
+async def test_a_judge_who_leaves_is_announced_and_the_call_ends_as_abandoned(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+) -> None:
+    staff, judge, guest, _ = await _admitted_call(make_client, visit)
+    app = staff.server.app
+    await judge.close()  # the judge closes the tab
+    left = await guest.next("participant_left")
+    assert left["role"] == "judge" and left["reason"] == "disconnected"
+
+    gateway = app[GATEWAY]
+    limit = timedelta(minutes=migrated.visit_abandon_minutes)
+    # an injected "now": not yet past the limit, then past it (no waiting)
+    assert await gateway.reap_abandoned(utcnow() + limit - timedelta(minutes=1)) == []
+    assert await gateway.reap_abandoned(utcnow() + limit + timedelta(seconds=1)) == [visit["id"]]
+    assert (await guest.next("ended"))["visit_id"] == visit["id"]
+
+    db = Database(migrated)
+    try:
+        async with db.reader() as s:
+            v = await s.get(Visit, visit["id"])
+            assert v is not None and v.state is VisitState.ended
+            ended = (
+                await s.scalars(
+                    select(VisitEvent).where(
+                        VisitEvent.visit_id == v.id, VisitEvent.to_state == "ended"
+                    )
+                )
+            ).one()
+            assert ended.detail["reason"] == EndReason.abandoned.value
+            audit = (
+                await s.scalars(
+                    select(AuditEvent).where(
+                        AuditEvent.target_id == v.id, AuditEvent.action == "visit.ended"
+                    )
+                )
+            ).one()
+            assert audit.actor_type == "system" and audit.detail["reason"] == "abandoned"
+            told = set(
+                (
+                    await s.scalars(
+                        select(Notification.user_id).where(
+                            Notification.visit_id == v.id, Notification.kind == "visit_abandoned"
+                        )
+                    )
+                ).all()
+            )
+            assert v.judge_id in told and len(told) >= 2  # the judge and the operators
+
+        async def signed_as_empty() -> bool:  # nobody published media in this call
+            async with db.reader() as s:
+                row = await s.get(Recording, visit["id"])
+                return row is not None and row.state is RecordingState.empty
+
+        await wait_for(signed_as_empty, within=120)
+        assert (migrated.resolved_recordings_dir / visit["id"] / "SHA256SUMS.sig").exists()
+    finally:
+        await db.dispose()
+    assert await gateway.reap_abandoned(utcnow() + 2 * limit) == []  # ends once
+    await guest.close()
+
+
+async def test_after_a_restart_a_visit_in_progress_nobody_holds_ends_as_abandoned(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+) -> None:
+    """The server restarted mid-visit: no room on any node, the visit still in progress."""
+    db = Database(migrated)
+    try:
+        async with db.writer() as s:
+            v = await s.get(Visit, visit["id"])
+            assert v is not None and v.judge_id is not None
+            judge = Actor(v.judge_id, "judge_a", Role.judge, v.receiving_court_id)
+            await lifecycle.admit_petitioner(s, judge, v)
+        client = await make_client()
+        gateway = client.server.app[GATEWAY]
+        limit = timedelta(minutes=migrated.visit_abandon_minutes)
+        assert await gateway.reap_abandoned(utcnow() + limit / 2) == []
+        assert await gateway.reap_abandoned(utcnow() + limit + timedelta(minutes=1)) == [v.id]
+        async with db.reader() as s:
+            again = await s.get(Visit, visit["id"])
+            assert again is not None and again.state is VisitState.ended
+    finally:
+        await db.dispose()
+
+
+async def test_a_call_with_its_judge_present_is_never_reaped(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+) -> None:
+    staff, judge, guest, _ = await _admitted_call(make_client, visit)
+    gateway = staff.server.app[GATEWAY]
+    assert await gateway.reap_abandoned(utcnow() + timedelta(days=1)) == []
+    for peer in (guest, judge):
+        await peer.close()
+
+
+async def test_admitting_into_a_cancelled_visit_is_refused_and_nothing_is_recorded(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+) -> None:
+    staff = await make_client()
+    await login(staff, "judge_a")
+    judge = await Peer().connect(staff, _cookie(staff))
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    guest = await Peer().connect(staff)
+    ans = await guest.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
+    )
+    operator = await make_client()
+    csrf = await login(operator, "op_a")
+    r = await operator.post(
+        f"/api/v1/visits/{visit['id']}/cancel",
+        json={"reason": "信访人要求改日"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert r.status == 200, await r.text()
+    refused = await judge.call("admit", {"participant_id": ans["participant_id"]})
+    assert refused["error"]["code"] == "visit_closed", refused
+    db = Database(migrated)
+    try:
+        async with db.reader() as s:
+            assert await s.get(Recording, visit["id"]) is None
+            v = await s.get(Visit, visit["id"])
+            assert v is not None and v.state is VisitState.cancelled
+    finally:
+        await db.dispose()
+    assert not (migrated.resolved_recordings_dir / visit["id"]).exists()
+    for peer in (guest, judge):
+        await peer.close()
+
+
+async def test_open_visits_of_earlier_days_are_listed_and_ended_by_who_may(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    """A visit checked in yesterday and never held: the lists offer to end it today, to its
+    judge and the booking court's operator only; ending it needs no call."""
+    w = booking.world
+    operator = Actor(w.users["op_a"], "op_a", Role.operator, w.courts["basic_a"])
+    start = local_time(next_weekday(0), 10)
+    db = Database(migrated)
+    try:
+        async with db.writer() as s:
+            v = await bk.book_visit(
+                s,
+                operator,
+                migrated,
+                petition_id=booking.petitions["a0"],
+                receiving_court_id=w.courts["mid_a"],
+                judge_id=w.users["judge_a"],
+                room_id=w.rooms["basic_a"],
+                starts_at=start,
+                now=start - timedelta(days=1),
+            )
+            await lifecycle.check_in(
+                s, operator, v.id, document_type="other", document_number="X1234567"
+            )
+            # as if it had started on an earlier day
+            earlier = utcnow().replace(microsecond=0) - timedelta(days=2)
+            v.starts_at, v.ends_at = earlier, earlier + timedelta(minutes=30)
+        visit_id = v.id
+    finally:
+        await db.dispose()
+
+    judge = await make_client()
+    judge_csrf = await login(judge, "judge_a")
+    got = await judge.get("/api/v1/visits?earlier_open=true")
+    listed = await got.json()
+    assert got.status == 200, listed
+    mine = [x for x in listed if x["id"] == visit_id]
+    assert mine and mine[0]["can_end"] and mine[0]["state"] == "checked_in"
+
+    stranger = await make_client()
+    stranger_csrf = await login(stranger, "op_b")
+    refused = await stranger.post(
+        f"/api/v1/visits/{visit_id}/state",
+        json={"state": "ended"},
+        headers={"X-CSRF-Token": stranger_csrf},
+    )
+    assert refused.status == 404  # another court's visit is not even visible
+
+    ended = await judge.post(
+        f"/api/v1/visits/{visit_id}/state",
+        json={"state": "ended"},
+        headers={"X-CSRF-Token": judge_csrf},
+    )
+    assert ended.status == 200, await ended.text()
+    body = await ended.json()
+    assert body["state"] == "ended" and not body["can_end"]
+    reasons = [h["detail"].get("reason") for h in body["history"] if h["to_state"] == "ended"]
+    assert reasons == [EndReason.not_admitted.value]
+    assert visit_id not in {
+        x["id"] for x in await (await judge.get("/api/v1/visits?earlier_open=true")).json()
+    }

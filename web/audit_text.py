@@ -1,0 +1,298 @@
+"""The audit trail in words: one Chinese sentence per audited action.
+
+Every action written with :func:`config.audit.record_audit` anywhere in the code base has a
+label and a sentence template here (``tests/test_audit_text.py`` reads the code to make
+sure). Templates name the event's (already masked) details, e.g. ``{reason}``; a format spec
+after the colon says how a value is shown (``{starts_at:time}`` is a court local time).
+Details a template does not name are not shown, except ``reason``, which is always added.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping, Sequence
+from datetime import datetime, tzinfo
+from typing import Any
+
+from config.audit import AuditEvent
+from config.vocabulary import label_of
+from scheduler.models import CourtDayKind, VisitState
+
+MISSING = "—"
+
+_LOGIN_REASONS = {"bad_credentials": "用户名或密码错误", "inactive": "账户已停用"}
+_COURT_DAYS = {CourtDayKind.holiday.value: "休息日", CourtDayKind.leader_day.value: "领导接访日"}
+_WEEKDAYS = "一二三四五六日"
+_FIELDS = {  # fields of ``changes`` and of ``recording.search`` queries
+    "display_name": "姓名",
+    "role": "角色",
+    "court_id": "法院",
+    "active": "状态",
+    "password": "密码",
+    "code": "代码",
+    "name": "名称",
+    "location": "位置",
+    "number": "案号",
+    "petitioner": "信访人",
+    "id_tail": "证件号尾号",
+    "judge": "法官",
+    "since": "起始日期",
+    "until": "结束日期",
+    "state": "状态",
+    "q": "关键词",
+}
+_SEARCH_IGNORED = {"limit", "offset", "include_below", "sort"}
+_TARGETS = {  # target_type is the model's table name, "visit" or "user"
+    "visit": "接访",
+    "visits": "接访",
+    "user": "账户",
+    "users": "账户",
+    "courts": "法院",
+    "reception_rooms": "接访室",
+    "petitioners": "信访人",
+    "petitions": "信访件",
+    "calendar_feed": "日历订阅",
+    "walk_in": "现场来访候补",
+    "reception_templates": "每周接访时段",
+    "availability_exceptions": "接访时间调整",
+    "court_days": "日历标记",
+    "room_hours": "开放时间",
+    "duty_lawyers": "值班律师",
+    "duty_periods": "律师值班时段",
+}
+
+_STATE_SENTENCES: dict[VisitState, tuple[str, str]] = {
+    VisitState.scheduled: ("恢复预约", "{actor}将接访恢复为已预约（原为{from_state:state}）"),
+    VisitState.checked_in: ("签到", "{actor}为信访人办理了签到（原为{from_state:state}）"),
+    VisitState.in_lobby: ("进入候场", "{actor}安排信访人进入候场（原为{from_state:state}）"),
+    VisitState.in_progress: ("开始接访", "{actor}开始了接访（原为{from_state:state}）"),
+    VisitState.ended: ("结束接访", "{actor}结束了接访（原为{from_state:state}）"),
+    VisitState.archived: ("归档", "{actor}将接访归档（原为{from_state:state}）"),
+    VisitState.cancelled: ("取消接访", "{actor}取消了接访（原为{from_state:state}）"),
+    VisitState.no_show: ("未到场", "{actor}将接访记为信访人未到场（原为{from_state:state}）"),
+}
+
+# action -> (short label for lists and filters, sentence template)
+ACTIONS: dict[str, tuple[str, str]] = {
+    "auth.login": ("登录", "{actor}登录了系统"),
+    "auth.login_failed": ("登录失败", "{actor}登录失败：{reason:login_reason}"),
+    "auth.login_blocked": (
+        "登录被锁定",
+        "{actor}登录失败次数过多，登录被暂停，约 {retry_after:minutes}后可再试",
+    ),
+    "auth.logout": ("退出登录", "{actor}退出了登录"),
+    "user.unlock": ("解除登录锁定", "{actor}解除了账户 {username} 的登录锁定"),
+    "user.password_reset": ("重置密码", "{actor}重置了账户 {username} 的密码"),
+    "court.create": ("新增法院", "{actor}新增法院 {name}（代码 {code}，{level:level}）"),
+    "court.update": ("修改法院", "{actor}修改了法院信息：{changes:changes}"),
+    "user.create": ("新增账户", "{actor}新增账户 {username}（{role:role}）"),
+    "user.update": ("修改账户", "{actor}修改了账户：{changes:changes}"),
+    "room.create": ("新增接访室", "{actor}新增接访室 {name}"),
+    "room.update": ("修改接访室", "{actor}修改了接访室：{changes:changes}"),
+    "room.hours_add": ("新增开放时间", "{actor}为接访室 #{room_id} 新增了开放时间"),
+    "room.hours_delete": ("删除开放时间", "{actor}删除了接访室 #{room_id} 的一项开放时间"),
+    "petitioner.create": ("登记信访人", "{actor}登记了信访人（证件号 {id_number}）"),
+    "petition.create": ("登记信访件", "{actor}登记了信访件 {number}"),
+    "calendar.feed_create": ("创建日历订阅", "{actor}创建了日历订阅"),
+    "calendar.feed_revoke": ("撤销日历订阅", "{actor}撤销了日历订阅"),
+    "calendar.court_day_add": ("标记日历", "{actor}将 {day} 标记为{kind:court_day}"),
+    "calendar.court_day_delete": ("取消日历标记", "{actor}取消了 {day} 的日历标记"),
+    "availability.template_add": (
+        "新增每周接访时段",
+        "{actor}为法官 #{judge_id} 新增每周接访时段：星期{weekday:weekday} "
+        "{start:minute}–{end:minute}",
+    ),
+    "availability.template_delete": (
+        "删除每周接访时段",
+        "{actor}删除了法官 #{judge_id} 的一项每周接访时段",
+    ),
+    "availability.addition": (
+        "临时增加接访时间",
+        "{actor}为法官 #{judge_id} 临时增加接访时间 {starts_at:time} 至 {ends_at:time}",
+    ),
+    "availability.cancellation": (
+        "临时取消接访时间",
+        "{actor}取消了法官 #{judge_id} 在 {starts_at:time} 至 {ends_at:time} 的接访时间",
+    ),
+    "availability.exception_delete": ("删除接访时间调整", "{actor}删除了一项接访时间调整"),
+    "roster.lawyer_add": (
+        "新增值班律师",
+        "{actor}将律师 {name}（电话 {phone}）加入值班名册",
+    ),
+    "roster.period_add": ("新增律师值班时段", "{actor}为律师 #{lawyer_id} 新增了值班时段"),
+    "roster.period_delete": ("删除律师值班时段", "{actor}删除了一项律师值班时段"),
+    "visit.book": (
+        "预约接访",
+        "{actor}预约了接访：信访件 {petition}，{starts_at:time} 开始，"
+        "法官 #{judge_id}，接访室 #{room_id}",
+    ),
+    "visit.walk_in": (
+        "现场来访即时接访",
+        "{actor}为现场来访安排了即时接访：信访件 {petition}，{starts_at:time} 开始",
+    ),
+    "visit.reschedule": ("接访改期", "{actor}将接访从 {from:span} 改至 {to:span}"),
+    **{f"visit.{state.value}": texts for state, texts in _STATE_SENTENCES.items()},
+    "visit.walk_in_queued": (
+        "现场来访候补",
+        "{actor}将信访件 {petition} 的现场来访加入候补队列",
+    ),
+    "visit.walk_in_withdrawn": ("撤回候补", "{actor}撤回了一项现场来访候补"),
+    "visit.code_issued": ("签发接访码", "{actor}为{role:role}签发了接访码"),
+    "visit.code_used": ("使用接访码", "{actor}（{role:role}）使用接访码进入了接访"),
+    "visit.refused": ("拒绝入场", "{actor}拒绝{role:role}进入接访"),
+    "visit.invite": ("邀请参加", "{actor}邀请{role:role} {label} 加入接访"),
+    "recording.search": (
+        "检索录像",
+        "{actor}检索了录像档案（{query:query}），找到 {total} 条",
+    ),
+    "recording.open": ("打开录像", "{actor}打开了录像"),
+    "recording.view": ("播放录像", "{actor}播放了录像文件 {file}（自第 {position} 秒）"),
+    "recording.download": ("下载录像", "{actor}下载了录像文件 {file}"),
+    "recording.sealed": ("封存录像", "{actor}封存了录像"),
+    "recording.unsealed": ("解除封存", "{actor}解除了录像的封存"),
+    "recording.hold": ("法律保全", "{actor}对录像实施了法律保全"),
+    "recording.hold_lifted": ("解除法律保全", "{actor}解除了录像的法律保全"),
+    "recording.verified": (
+        "核验通过",
+        "{actor}核验了录像完整性：{checked} 个文件与签名清单一致",
+    ),
+    "recording.tampered": (
+        "核验不符",
+        "{actor}核验了录像完整性：{failed:list} 与签名清单不符",
+    ),
+    "recording.export": ("导出核证副本", "{actor}导出了录像的核证副本（校验值 {sha256}）"),
+    "recording.export_refused": ("导出被拒绝", "{actor}导出录像被拒绝"),
+    "recording.deleted": ("删除录像", "{actor}删除了保存期满的录像（{files} 个文件）"),
+    "recording.interrupted": (
+        "录制中断",
+        "{actor}记录：录制因服务中断而终止（中断于 {interrupted_at:time}）",
+    ),
+    "recording.write_failed": ("录制写入失败", "{actor}记录：轨道 {track} 录制写入失败"),
+    "recording.write_resumed": (
+        "录制写入恢复",
+        "{actor}记录：录制写入已恢复，{missing_from:time} 至 {missing_to:time} 的内容缺失",
+    ),
+}
+
+
+def _time(value: Any, tz: tzinfo) -> str:
+    try:
+        instant = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if instant.tzinfo is None:
+        return instant.strftime("%Y-%m-%d %H:%M")
+    return instant.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _plain(value: Any) -> str:
+    if value is None or value == "":
+        return "空"
+    if value is True:
+        return "是"
+    if value is False:
+        return "否"
+    if isinstance(value, list | tuple):
+        return "、".join(_plain(v) for v in value) or "无"
+    return str(value)
+
+
+class _Formatter(string.Formatter):
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+
+    def get_value(self, key: int | str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        return kwargs.get(str(key), MISSING)
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if value is MISSING or value == MISSING:
+            return MISSING
+        return self.shown(value, format_spec)
+
+    def shown(self, value: Any, how: str) -> str:
+        if how == "time":
+            return _time(value, self.tz)
+        if how == "span" and isinstance(value, list | tuple) and len(value) == 2:
+            return f"{_time(value[0], self.tz)} 至 {_time(value[1], self.tz)}"
+        if how == "role":  # a staff role, or a participant's role in the room
+            return label_of("role", label_of("participant_role", str(value)))
+        if how == "state":
+            return label_of("visit_state", str(value))
+        if how == "level":
+            return label_of("court_level", str(value))
+        if how == "login_reason":
+            return _LOGIN_REASONS.get(str(value), str(value))
+        if how == "court_day":
+            return _COURT_DAYS.get(str(value), str(value))
+        if how == "minutes":
+            return f"{max(1, -(-int(value) // 60))} 分钟"
+        if how == "weekday" and isinstance(value, int) and 0 <= value < 7:
+            return _WEEKDAYS[value]
+        if how == "minute" and isinstance(value, int):
+            return f"{value // 60:02d}:{value % 60:02d}"
+        if how == "changes" and isinstance(value, dict):
+            return "；".join(self._change(k, v) for k, v in value.items())
+        if how == "query" and isinstance(value, dict):
+            shown = [
+                f"{_FIELDS.get(k, k)}：{self.shown(v, 'state' if k == 'state' else '')}"
+                for k, v in value.items()
+                if k not in _SEARCH_IGNORED
+            ]
+            return "；".join(shown) or "无条件"
+        return _plain(value)
+
+    def _change(self, field: str, change: Any) -> str:
+        name = _FIELDS.get(field, field)
+        if field == "password":
+            return f"{name}已重置"
+        if not (isinstance(change, list) and len(change) == 2):
+            return f"{name}：{_plain(change)}"
+        old, new = change
+        if field == "active":
+            old, new = ("启用" if old else "停用"), ("启用" if new else "停用")
+        elif field == "role":
+            old, new = self.shown(old, "role"), self.shown(new, "role")
+        return f"{name}由“{_plain(old)}”改为“{_plain(new)}”"
+
+
+# actions whose ``reason`` is a word of a vocabulary rather than free text
+_REASON_VOCABULARY = {"visit.ended": "end_reason"}
+
+
+def actor_of(event: AuditEvent) -> str:
+    """Who acted, as the sentence names them."""
+    if event.actor_type == "system":
+        return "系统"
+    name = event.actor_name or event.actor_id or "未知用户"
+    if event.actor_type == "anonymous":
+        return f"用户名“{name}”"
+    if event.actor_type == "guest":
+        return f"来访人 {name}"
+    return name
+
+
+def action_label(action: str) -> str:
+    """The short name of an action (for lists and filters)."""
+    known = ACTIONS.get(action)
+    return known[0] if known else "其他操作"
+
+
+def sentence(event: AuditEvent, tz: tzinfo) -> str:
+    """The event as one Chinese sentence; times in the court's zone ``tz``."""
+    detail = dict(event.detail or {})
+    known = ACTIONS.get(event.action)
+    template = known[1] if known else "{actor}执行了其他操作"
+    text = _Formatter(tz).format(template, actor=actor_of(event), **detail)
+    reason = detail.get("reason")
+    if reason and "{reason" not in template:
+        kind = _REASON_VOCABULARY.get(event.action)
+        text += f"（原因：{label_of(kind, str(reason)) if kind else _plain(reason)}）"
+    return text + "。"
+
+
+def target_label(event: AuditEvent) -> str:
+    """The object acted on, e.g. ``账户 #3``."""
+    if not event.target_type:
+        return ""
+    name = _TARGETS.get(event.target_type, "记录")
+    return f"{name} #{event.target_id}" if event.target_id else name
