@@ -127,7 +127,7 @@ class RejoinTokens:
             {
                 "k": identity.key,
                 "r": identity.role.value,
-                "n": identity.name[:64],
+                "n": identity.name,
                 "a": admitted,
                 "e": int(time.time()) + self._ttl,
             },
