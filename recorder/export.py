@@ -40,7 +40,7 @@ from recorder.manifest import (
     public_pem,
     verify,
 )
-from recorder.state import load_state
+from recorder.state import VisitRecording, load_state
 from recorder.transcribe import Line, case_file_text
 
 STORED = (".mp4", ".webm", ".mkv", ".sig")  # already compressed, or tiny binary
@@ -94,9 +94,7 @@ def watermarked_case_file(
     """The recording's case-file text again, with ``watermark`` under its header. The
     header names the courts, the petition and the parties from ``details`` (the database's
     names of the visit), whatever the recording's own files say."""
-    recording = load_state(folder)
-    if recording is None:
-        raise ExportError("录像缺少 recording.json，不能出具核验副本")
+    recording = load_state(folder) or VisitRecording(visit_id=folder.name)
     recording.details.update({k: v for k, v in (details or {}).items() if v})
     transcript_path = folder / "transcript.json"
     if transcript_path.exists():
