@@ -15,6 +15,7 @@ from typing import Any
 import engineio
 import socketio
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from engineio.async_drivers import aiohttp as engineio_aiohttp
 
 from config.settings import Settings
@@ -118,6 +119,50 @@ def _log_broken(peer: str | None, problem: str) -> None:
     )
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_BODY = web.RequestKey("vreception_polling_body", bytes)
+
+
+def _payload_problem(body: bytes) -> str | None:
+    """What is wrong with a long-polling body (frames separated by 0x1e), or None."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "engine.io: the body is not UTF-8"
+    for frame in text.split("\x1e"):
+        problem = _frame_problem(frame)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _closing(status: int, text: str) -> web.Response:
+    response = web.Response(status=status, text=text)
+    response.force_close()
+    return response
+
+
+class _Body:
+    """The ``wsgi.input`` of a long-polling POST whose body the guard has already read."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def read(self, length: int = -1) -> bytes:
+        chunk = self._body if length < 0 else self._body[:length]
+        self._body = self._body[len(chunk) :]
+        return chunk
+
+
+def _translate_request(request: web.Request) -> dict[str, Any]:
+    """engine.io's aiohttp request translation, reading a checked polling body from memory."""
+    environ: dict[str, Any] = engineio_aiohttp.translate_request(request)
+    body = request.get(_BODY)
+    if body is not None:
+        environ["wsgi.input"] = _Body(body)
+    return environ
+
+
 class _CheckedWebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
     """engine.io's aiohttp WebSocket that ends the connection on the first frame that does
     not decode (engine.io would raise out of its loop with a traceback, or log one for every
@@ -139,8 +184,54 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # engine.io keeps its driver functions in a module-wide dict: change this server's copy
-        self.eio._async = {**self.eio._async, "websocket": _CheckedWebSocket}
+        self.eio._async = {
+            **self.eio._async,
+            "websocket": _CheckedWebSocket,
+            "translate_request": _translate_request,
+        }
         self._broken: set[str] = set()
+
+    def polling_guard(self) -> Middleware:
+        """An aiohttp middleware for long-polling POSTs: one larger than a frame (or without
+        ``Content-Length``) is answered 413 (411) before its body is read, and its HTTP
+        connection closed (engine.io would leave it unanswered and hold the socket); a body
+        whose frames do not decode closes the engine.io connection with one warning (engine.io
+        would log a traceback for each)."""
+
+        @web.middleware
+        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if request.method != "POST" or not request.path.startswith(SOCKETIO_PATH):
+                return await handler(request)
+            length = request.content_length
+            if length is None or length > self.eio.max_http_buffer_size:
+                log.warning(
+                    "refused a socket.io POST from %s: %s",
+                    request.remote,
+                    "no Content-Length" if length is None else f"{length} bytes",
+                )
+                too_long = length is not None
+                return _closing(413 if too_long else 411, "请求体过大" if too_long else "缺少长度")
+            body = await request.read()
+            request[_BODY] = body
+            problem = _payload_problem(body)
+            if problem is None:
+                return await handler(request)
+            await self._close_broken(request.query.get("sid", ""), request.remote, problem)
+            return _closing(400, "数据帧无效")
+
+        return guard
+
+    async def _close_broken(self, eio_sid: str, peer: str | None, problem: str) -> None:
+        """One warning per engine.io connection that sent a broken frame, which closes it."""
+        if eio_sid in self._broken:
+            return
+        # remembered while engine.io still holds the connection (it may be closing)
+        self._broken = {b for b in self._broken if b in self.eio.sockets}
+        self._broken.add(eio_sid)
+        _log_broken(peer, problem)
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None:
+            await socket.close(wait=False, reason=self.reason.TRANSPORT_ERROR)
 
     async def _handle_event(self, eio_sid: str, namespace: str, id: Any, data: Any) -> Any:
         """Every event a client emits comes here (the real connect and disconnect do not):
@@ -160,14 +251,9 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
             try:
                 self.packet_class(encoded_packet=data)
             except _DECODE_ERRORS as exc:
-                # remembered while engine.io still holds the connection (it may be closing)
-                self._broken = {b for b in self._broken if b in self.eio.sockets}
-                self._broken.add(eio_sid)
                 request = self.environ.get(eio_sid, {}).get("aiohttp.request")
-                _log_broken(request.remote if request is not None else None, f"{exc!r}")
-                socket = self.eio.sockets.get(eio_sid)
-                if socket is not None:
-                    await socket.close(wait=False, reason=self.reason.TRANSPORT_ERROR)
+                peer = request.remote if request is not None else None
+                await self._close_broken(eio_sid, peer, f"socket.io: {exc!r}")
                 return None
         return await super()._handle_eio_message(eio_sid, data)
 
@@ -192,30 +278,6 @@ def create_sio(settings: Settings) -> SignalingServer:
         logger=False,
         engineio_logger=False,
     )
-
-
-@web.middleware
-async def polling_body_limit(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """A long-polling POST larger than one frame is answered 413 before its body is read,
-    and its connection closed (engine.io would leave it unanswered and hold the socket)."""
-    if request.method != "POST" or not request.path.startswith(SOCKETIO_PATH):
-        return await handler(request)
-    length = request.content_length
-    if length is None or length > MAX_FRAME_BYTES:
-        status = 411 if length is None else 413
-        log.warning(
-            "refused a socket.io POST from %s: %s",
-            request.remote,
-            "no Content-Length" if length is None else f"{length} bytes",
-        )
-        response = web.Response(
-            status=status, text="请求体过大" if status == 413 else "缺少 Content-Length"
-        )
-        response.force_close()
-        return response
-    return await handler(request)
 
 
 class NotificationNamespace(socketio.AsyncNamespace):  # type: ignore[misc]

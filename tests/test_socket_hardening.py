@@ -129,8 +129,9 @@ async def test_a_join_after_a_role_change_is_refused(
 async def test_disabling_or_changing_an_account_closes_its_sockets_in_both_namespaces(
     make_client: MakeClient, visit: dict[str, Any]
 ) -> None:
-    """The admin disables the operator (who watches the lobby) and changes the judge's role:
-    their /visit and /notify sockets close at once; the admin's own stay open."""
+    """The admin disables the operator (who watches the lobby), changes a judge's role and
+    resets another's password: their /visit and /notify sockets close at once; the admin's
+    own stay open."""
     op_client, _, operator = await _staff_peer(make_client, "op_a")
     assert (await operator.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
     notify = socketio.AsyncClient(reconnection=False)
@@ -162,6 +163,15 @@ async def test_disabling_or_changing_an_account_closes_its_sockets_in_both_names
     )
     assert r.status == 200, await r.text()
     await wait_for(_closed(judge), within=10)
+
+    _, _, other_judge = await _staff_peer(make_client, "judge_b")
+    r = await admin.post(
+        f"/api/v1/users/{ids['judge_b']}/password",
+        json={"password": "Another-Passw0rd!"},
+        headers=headers,
+    )
+    assert r.status == 200, await r.text()
+    await wait_for(_closed(other_judge), within=10)
     assert "/visit" in admin_socket.sio.namespaces
     for peer in (admin_socket,):
         await peer.close()
@@ -260,10 +270,31 @@ async def test_an_oversized_polling_post_is_answered_413_and_closed(
 
         async with http.post(target, data=chunks(), timeout=aiohttp.ClientTimeout(total=20)) as r:
             assert r.status == 411
-        async with http.post(
-            target, data=b"40/visit,", timeout=aiohttp.ClientTimeout(total=20)
-        ) as r:
-            assert r.status == 200  # an ordinary frame still goes through
+        ordinary = aiohttp.ClientTimeout(total=20)
+        async with http.post(target, data=b"40/visit,", timeout=ordinary) as r:
+            assert r.status == 200  # an ordinary frame still goes through, read once
+        async with http.get(target, timeout=ordinary) as r:
+            assert (await r.text()).startswith("40/visit,{")  # the namespace is connected
+
+
+async def test_a_broken_polling_frame_closes_the_connection_with_one_warning(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client()
+    caplog.set_level(logging.INFO)
+    url = client.make_url("/socket.io/").with_query(EIO="4", transport="polling")
+    timeout = aiohttp.ClientTimeout(total=20)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as r:
+            opened = await r.text()
+        target = url.update_query(sid=opened[opened.index('"sid":"') + 7 :].split('"')[0])
+        for body in (b"x", b"40/visit,\x1e9zzz", b"4x"):
+            async with http.post(target, data=body, timeout=timeout) as r:
+                assert r.status == 400
+                assert r.headers.get("Connection", "").lower() == "close"
+    warnings = [r for r in caplog.records if "broken frame" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 # ---------------------------------------------------------------- join, rejoin, media events
@@ -551,3 +582,22 @@ def test_a_new_tab_of_the_guest_terminal_gets_back_in_without_a_new_code(
     expect(again.locator("#lobby-step")).to_be_visible()
     expect(again.locator("#code-step")).to_be_hidden()
     again.close()
+
+
+async def test_a_long_polling_client_still_joins(
+    make_client: MakeClient, visit: dict[str, Any]
+) -> None:
+    """The guard reads polling bodies before engine.io: they must still reach it whole."""
+    client = await make_client()
+    polling = socketio.AsyncClient(reconnection=False)
+    await polling.connect(str(client.make_url("/")), namespaces=["/visit"], transports=["polling"])
+    try:
+        joined = await polling.call(
+            "join",
+            {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]},
+            namespace="/visit",
+            timeout=30,
+        )
+        assert joined["ok"] and joined["role"] == "petitioner", joined
+    finally:
+        await polling.disconnect()

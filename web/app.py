@@ -36,7 +36,6 @@ from signaling.server import (
     SocketNotifier,
     StaffSockets,
     create_sio,
-    polling_body_limit,
 )
 from web import handlers as _handlers  # noqa: F401  (registers the API routes)
 from web import pages
@@ -268,9 +267,10 @@ async def _close_placement(placement: RoomPlacement, app: web.Application) -> As
 
 def create_app(settings: Settings) -> web.Application:
     """The whole web application for ``settings``."""
+    sio = create_sio(settings)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[polling_body_limit, metrics_middleware, error_middleware],
+        middlewares=[sio.polling_guard(), metrics_middleware, error_middleware],
     )
     app[SETTINGS] = settings
     app[SECRET] = load_secret_key(settings)
@@ -291,7 +291,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_housekeeping)
-    sio = create_sio(settings)
     gateway = DatabaseVisitGateway(app)
     app[GATEWAY] = gateway
     sio.register_namespace(NotificationNamespace(gateway.staff))
