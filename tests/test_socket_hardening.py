@@ -12,14 +12,12 @@ import logging
 import re
 import socket
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
 import pytest
 import socketio
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
-from playwright.sync_api import expect
 from sqlalchemy import update
 
 from config.db import Database
@@ -35,9 +33,8 @@ from media.transport import (
 from scheduler.models import User
 from signaling.gateway import Identity, RejoinTokens
 from signaling.protocol import ParticipantRole, ProtocolError
-from tests.conftest import LiveServer, MakeClient
+from tests.conftest import MakeClient
 from tests.helpers import login, wait_for
-from tests.live import checked_in_visit
 from tests.visits import Peer, _cookie
 from web.keys import VISITS
 
@@ -551,37 +548,6 @@ def test_the_allowed_networks_setting_and_its_default() -> None:
     assert load_settings(env={}).media_networks is None
     with pytest.raises(ConfigError, match="media_allowed_networks"):
         load_settings(env={"VRECEPTION_MEDIA_ALLOWED_NETWORKS": '["not a network"]'})
-
-
-# ---------------------------------------------------------------- the room terminal
-
-
-@pytest.mark.browser
-def test_a_new_tab_of_the_guest_terminal_gets_back_in_without_a_new_code(
-    live_server: LiveServer, browser_context: Any
-) -> None:
-    """The rejoin token is kept in the terminal's localStorage for the visit: after the tab
-    is closed (a crashed browser), a new tab re-enters the lobby without the spent code."""
-    with ThreadPoolExecutor(1) as pool:
-        visit_id, code = pool.submit(
-            asyncio.run, checked_in_visit(live_server, live_server.passwords)
-        ).result()
-    url = f"{live_server.url}/join?visit={visit_id}"
-    first = browser_context.new_page()
-    first.goto(url)
-    first.fill("#code-input", code)
-    first.click("#code-submit")
-    expect(first.locator("#lobby-step")).to_be_visible(timeout=30_000)
-    stored = first.evaluate(f"localStorage.getItem('vr-rejoin-{visit_id}')")
-    assert stored and "王" not in stored
-    first.close()
-
-    again = browser_context.new_page()
-    again.goto(url)
-    again.wait_for_selector("body[data-joined='1']", timeout=30_000)
-    expect(again.locator("#lobby-step")).to_be_visible()
-    expect(again.locator("#code-step")).to_be_hidden()
-    again.close()
 
 
 async def test_a_long_polling_client_still_joins(
