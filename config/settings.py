@@ -43,6 +43,11 @@ class Settings(BaseModel):
     )
     redis_url: str | None = Field(None, description="Redis URL; unset means embedded mode.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines on stderr: text, or json (one object per line: time, level, "
+        "logger, message) for the journal and log collectors.",
+    )
     session_ttl_minutes: int = Field(480, ge=5, le=7 * 24 * 60)
     session_idle_minutes: int = Field(60, ge=1, le=24 * 60)
     cookie_secure: bool = Field(False, description="Mark cookies Secure (set behind HTTPS).")

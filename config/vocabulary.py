@@ -84,6 +84,7 @@ class CloseReason(enum.StrEnum):
     replaced = "replaced"  # the same identity joined again elsewhere (a new tab, a rejoin)
     ended = "ended"
     identity_revoked = "identity_revoked"  # logged out, disabled, or the role changed
+    server_stopped = "server_stopped"  # the node shut down; the pages rejoin by themselves
 
 
 define(
@@ -96,6 +97,7 @@ define(
         CloseReason.replaced: "已在其他页面重新加入",
         CloseReason.ended: "接访结束",
         CloseReason.identity_revoked: "登录身份已失效",
+        CloseReason.server_stopped: "服务器停止运行",
     },
 )
 

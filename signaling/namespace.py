@@ -183,12 +183,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.enter_room(sid, session_room(staff.session_id))
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        # The server closes a joined socket itself only when its staff login no longer holds
-        # (signaling/server.py StaffSockets); every other server-side close removes first.
-        revoked = reason == self.server.reason.SERVER_DISCONNECT
-        await self._remove(
-            sid, CloseReason.identity_revoked if revoked else CloseReason.disconnected
-        )
+        await self._remove(sid, CloseReason.disconnected)
         self._staff.pop(sid, None)
         self._buckets.pop(sid, None)
 
@@ -207,7 +202,6 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if bucket is not None and not bucket.take():
                 if bucket.refused > self._flood:
                     log.warning("disconnecting %s: message flood", sid)
-                    await self._remove(sid, CloseReason.disconnected)
                     await self.disconnect(sid)
                 raise ProtocolError(ErrorCode.rate_limited, "消息过于频繁，请稍后再试")
             if event == REFUSED_EVENT:
@@ -229,6 +223,12 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.emit("error", error.payload(event), to=sid)
             return {"ok": False, "error": {"code": error.code.value, "message": error.message}}
 
+    async def identity_revoked(self, sid: str) -> None:
+        """The staff login behind ``sid`` ended (logout, account disabled, role changed; see
+        signaling/server.py StaffSockets): it leaves the room saying so; the socket closes."""
+        self._staff[sid] = None
+        await self._remove(sid, CloseReason.identity_revoked)
+
     def bucket(self, sid: str) -> TokenBucket | None:
         """The rate limit of one connection."""
         return self._buckets.get(sid)
@@ -242,8 +242,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if await self.gateway.current(staff) is not None:
             return
         log.info("closing %s: the staff login of user %s no longer holds", sid, staff.user_id)
-        self._staff[sid] = None
-        await self._remove(sid, CloseReason.identity_revoked)
+        await self.identity_revoked(sid)
         self._closing.add(sid)  # closed once the refusal is acknowledged
         raise ProtocolError(ErrorCode.unauthenticated, "登录已失效，请重新登录")
 
@@ -373,6 +372,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _enter_call(self, room: Room, me: Participant) -> None:
         room.admitted_keys.add(me.identity.key)
         await self.gateway.room_event(room.visit_id, "joined", me.identity)
+        # in the call room first: the recording notice below reaches the newcomer too
+        await self.enter_room(me.sid, self.call_room(room.visit_id))
         if self.relay is not None:
             media = self.relay.room(room.visit_id)
             media.describe(me.id, me.identity.role.value, me.identity.name)
@@ -388,7 +389,6 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                     room=self.call_room(room.visit_id),
                 )
         self._note_judge_presence(room)
-        await self.enter_room(me.sid, self.call_room(room.visit_id))
         await self.emit(
             "participant_joined", me.public(), room=self.call_room(room.visit_id), skip_sid=me.sid
         )
@@ -407,6 +407,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             {
                 "participants": room.members(),
                 "rejoin": self.tokens.issue(room.visit_id, guest.identity, True),
+                "recording": room.recording,
             },
             to=guest.sid,
         )
@@ -541,18 +542,31 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.info("visit %s ended by judge %s", room.visit_id, judge.user_id)
         return {}
 
-    async def close_visit(self, visit_id: str) -> None:
-        """The visit has ended (here, or through the API): everyone is told, the room and
-        its media close, and its recording stops."""
-        await self.emit("ended", {"visit_id": visit_id}, room=self.call_room(visit_id))
+    async def close_visit(self, visit_id: str, reason: str = "ended") -> None:
+        """The visit has ended (here, or through the API) for ``reason`` (an EndReason):
+        everyone is told, the room and its media close, and its recording stops."""
+        told = {"visit_id": visit_id, "reason": reason}
+        await self.emit("ended", told, room=self.call_room(visit_id))
         room = self.rooms.get(visit_id)
         if room is None:
             return
         for p in list(room.participants.values()):
             if not p.admitted:
-                await self.emit("ended", {"visit_id": visit_id}, to=p.sid)
+                await self.emit("ended", told, to=p.sid)
             await self._remove(p.sid, CloseReason.ended, announce=False)
         await self._close_room(visit_id)
+
+    async def shutdown(self) -> None:
+        """This node stops: every page connected here is told (it reconnects and rejoins by
+        itself once a node serves again), every room closes and its recording's files are
+        closed (nothing left to repair); the visits themselves stay open."""
+        for sid in list(self._staff):  # every connection of this node, joined or not
+            await self.emit("server_closing", {}, to=sid)
+        for room in list(self.rooms.values()):
+            for p in list(room.participants.values()):
+                await self._remove(p.sid, CloseReason.server_stopped, announce=False)
+            if room.visit_id in self.rooms:
+                await self._close_room(room.visit_id)
 
     async def _remove(self, sid: str, reason: CloseReason, announce: bool = True) -> None:
         where = self._where.pop(sid, None)

@@ -36,6 +36,12 @@ NAMESPACES = ("/visit", "/notify")
 
 Authenticate = Callable[[dict[str, Any]], Awaitable[Any]]
 
+# Seconds (engine.io advertises the interval truncated to whole seconds: keep it whole).
+# Pages watch the pings themselves and say within 2 s that they stopped; the connection is
+# given up only after PING_INTERVAL + PING_TIMEOUT, so a busy moment does not cut it.
+PING_INTERVAL = 1
+PING_TIMEOUT = 5
+
 
 def user_room(user_id: int) -> str:
     """Every staff socket of a user (both namespaces)."""
@@ -49,7 +55,8 @@ def session_room(session_id: str) -> str:
 
 class _RoomDisconnects(socketio.AsyncManager):  # type: ignore[misc]
     """An emit of DISCONNECT_ROOM to a room disconnects the room's sockets on this node
-    instead of sending anything. With Redis the emit reaches every node (the pub/sub
+    instead of sending anything (a namespace with an ``identity_revoked(sid)`` coroutine is
+    told first). With Redis the emit reaches every node (the pub/sub
     manager hands what it receives to this class), so a user's sockets are closed wherever
     they are connected."""
 
@@ -78,7 +85,11 @@ class _RoomDisconnects(socketio.AsyncManager):  # type: ignore[misc]
         room = to or room
         if room is None:  # never everybody
             return None
+        handler = self.server.namespace_handlers.get(namespace)
         for sid, _ in list(self.get_participants(namespace, room)):
+            revoked = getattr(handler, "identity_revoked", None)
+            if revoked is not None:  # the namespace says why, before the socket closes
+                await revoked(sid)
             await self.server.disconnect(sid, namespace=namespace, ignore_queue=True)
         return None
 
@@ -275,6 +286,9 @@ def create_sio(settings: Settings) -> SignalingServer:
         client_manager=manager,
         cors_allowed_origins=None,  # same origin only
         max_http_buffer_size=MAX_FRAME_BYTES,
+        # a ping a second: a page whose pings stop shows it within 2 s (web/static/call.js)
+        ping_interval=PING_INTERVAL,
+        ping_timeout=PING_TIMEOUT,
         logger=False,
         engineio_logger=False,
     )

@@ -293,8 +293,10 @@ class LiveServer:
     log: Path
 
 
-def start_live_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
-    port = free_port()
+def start_live_server(
+    data_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None
+) -> LiveServer:
+    port = port or free_port()
     env = {
         **os.environ,
         "VRECEPTION_DATA_DIR": str(data_dir),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 from sqlalchemy import select, text
 
 from config.db import create_engine, create_sessionmaker, utcnow
@@ -113,3 +115,34 @@ async def test_expired_revoked_and_garbage(db) -> None:  # type: ignore[no-untyp
             await verify_visit_code(db, secret=SECRET, code=garbage)
         assert err.value.code == "invalid_code"
     assert (await db.scalars(select(Visit.id))).all()
+
+
+LOOKUP = "/api/v1/visit-codes/lookup"
+
+
+async def test_lookup_names_the_codes_visit_without_spending_it(
+    client: TestClient, visit: dict[str, Any]
+) -> None:
+    code = visit["codes"]["petitioner"]
+    typed = code[:4].lower() + "-" + code[4:].lower()  # as typed from paper
+    for sent in (code, typed):  # twice: looking up spends nothing
+        r = await client.post(LOOKUP, json={"code": sent})
+        assert r.status == 200, await r.text()
+        assert await r.json() == {"visit_id": visit["id"]}
+    r = await client.post(LOOKUP, json={"code": visit["codes"]["expired"]})
+    assert r.status == 401 and (await r.json())["error"]["code"] == "expired_code"
+    r = await client.post(LOOKUP, json={"code": "ABCDEFGH23"})
+    assert r.status == 401 and (await r.json())["error"]["code"] == "invalid_code"
+    r = await client.post(LOOKUP, json={"code": "short"})
+    assert r.status == 422
+
+
+async def test_lookup_guesses_are_limited_per_address(
+    client: TestClient, visit: dict[str, Any], migrated: Settings
+) -> None:
+    for _ in range(migrated.login_max_failures_per_address):
+        r = await client.post(LOOKUP, json={"code": "ABCDEFGH23"})
+        assert r.status == 401
+    r = await client.post(LOOKUP, json={"code": visit["codes"]["petitioner"]})
+    assert r.status == 429 and int(r.headers["Retry-After"]) > 0
+    assert "次数过多" in (await r.json())["error"]["message"]

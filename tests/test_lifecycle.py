@@ -158,7 +158,8 @@ async def test_a_judge_who_leaves_is_announced_and_the_call_ends_as_abandoned(
     # an injected "now": not yet past the limit, then past it (no waiting)
     assert await gateway.reap_abandoned(utcnow() + limit - timedelta(minutes=1)) == []
     assert await gateway.reap_abandoned(utcnow() + limit + timedelta(seconds=1)) == [visit["id"]]
-    assert (await guest.next("ended"))["visit_id"] == visit["id"]
+    told = await guest.next("ended")
+    assert told == {"visit_id": visit["id"], "reason": "abandoned"}
 
     db = Database(migrated)
     try:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import socketio
 from aiohttp import web
 from arq import create_pool
 from arq.connections import RedisSettings
@@ -265,6 +266,27 @@ async def _close_placement(placement: RoomPlacement, app: web.Application) -> As
     await placement.close()
 
 
+async def _stop_signaling(
+    sio: socketio.AsyncServer, visits: VisitNamespace, app: web.Application
+) -> None:
+    """Shutdown, before the cleanup contexts: the rooms close (their recordings are
+    finalized, their pages told), then every socket.io connection is closed at the
+    engine.io level (not the socket.io one), so the pages reconnect by themselves, and
+    their websockets end now rather than holding the shutdown."""
+    try:
+        await visits.shutdown()
+    except Exception:
+        log.exception("closing the rooms at shutdown failed")
+    await sio.shutdown()
+    connections = list(sio.eio.sockets.values())
+    if connections:
+        await sio.eio.disconnect()
+    for connection in connections:
+        # wake engine.io's writer, which then closes the websocket at once instead of
+        # waiting out the ping timeout for a next packet
+        connection.queue.put_nowait(None)
+
+
 def create_app(settings: Settings) -> web.Application:
     """The whole web application for ``settings``."""
     sio = create_sio(settings)
@@ -309,6 +331,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VISITS] = visits
     app.cleanup_ctx.append(functools.partial(_recorder, recorder, visits))
     sio.attach(app)
+    app.on_shutdown.append(functools.partial(_stop_signaling, sio, visits))
     app[NOTIFIER] = SocketNotifier(sio)
     app[STAFF_SOCKETS] = StaffSockets(sio)
     api.add_to(app)

@@ -1,4 +1,5 @@
-"""The ``vreception`` command: serve, migrate, create-user, set-password."""
+"""The ``vreception`` command: serve, migrate, create-user, set-password, verify, backup,
+restore."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from aiohttp import web
 from alembic import command
@@ -17,31 +20,30 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import or_, select
 
+from config import logs
 from config.db import create_engine, create_sessionmaker
 from config.errors import AppError
-from config.privacy import MaskingFilter
 from config.redis import create_redis
 from config.settings import ConfigError, Settings, load_settings
 from recorder import manifest
 from scheduler import service
 from scheduler.models import Court, Role, User
 from scheduler.scope import SYSTEM_ACTOR
+from web import backup
 from web.app import create_app
 from web.auth import close_user_sessions, create_login_throttle, unlock_account
 from web.demo import create_demo_data, database_is_empty, demo_password
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger("vreception")
+# After SIGTERM, how long requests still running (and the socket.io websockets, already told
+# to close) may take before their connections are dropped: the whole stop stays within 5 s.
+SHUTDOWN_SECONDS = 1.0
 
 
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(MaskingFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def setup_logging(level: str, fmt: Literal["text", "json"] = "text", tz: str = "UTC") -> None:
+    """Log records to stderr, masked, as text or JSON lines (config/logs.py)."""
+    logs.setup_logging(level, fmt, tz)
 
 
 def alembic_config(settings: Settings) -> AlembicConfig:
@@ -84,9 +86,22 @@ def _serve(settings: Settings, demo: bool) -> int:
     if demo:
         asyncio.run(_seed_demo(settings))
     mode = "embedded" if settings.embedded else "redis"
-    print(f"vreception listening on http://{settings.host}:{settings.port}/ ({mode} mode)")
-    sys.stdout.flush()
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    listening = f"vreception listening on http://{settings.host}:{settings.port}/ ({mode} mode)"
+    if settings.log_format == "json":  # every line of a service's output is then JSON
+        log.info("%s", listening)
+    else:
+        print(listening)
+        sys.stdout.flush()
+    # SIGTERM: the app's shutdown closes the rooms and the socket.io connections first;
+    # what else is still in flight gets SHUTDOWN_SECONDS before its connection is dropped
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        shutdown_timeout=SHUTDOWN_SECONDS,
+    )
+    log.info("vreception stopped")
     return 0
 
 
@@ -195,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     mig = sub.add_parser("migrate", help="bring the database schema up to date")
     mig.add_argument("--revision", default="head")
+    mig.add_argument("--backup", metavar="DEST", help="first back up into DEST (as `backup`)")
+    bak = sub.add_parser(
+        "backup", help="back up the database, keys, settings and recordings into a folder"
+    )
+    bak.add_argument("dest", help="a new folder, or a previous backup to update incrementally")
+    res = sub.add_parser(
+        "restore", help="restore a backup into the configured (empty) data and recordings dirs"
+    )
+    res.add_argument("src", help="a folder made by `vreception backup`")
+    res.add_argument("--force", action="store_true", help="overwrite a non-empty install")
     cu = sub.add_parser("create-user", help="create a staff account")
     cu.add_argument("--username", required=True)
     cu.add_argument("--role", required=True, choices=[r.value for r in Role])
@@ -237,6 +262,57 @@ def _verify(target: str, key_file: str | None) -> int:
     return 0 if result.ok else 1
 
 
+def _config_file(args: argparse.Namespace) -> Path | None:
+    name = args.config or os.environ.get("VRECEPTION_CONFIG")
+    return Path(name) if name else None
+
+
+def _backup(settings: Settings, dest: str, config_file: Path | None) -> int:
+    try:
+        report = backup.backup(settings, Path(dest), config_file)
+    except (backup.BackupError, OSError) as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"database: {report.database}")
+    print(
+        f"recordings: {report.recordings}; files copied: {len(report.copied)}, "
+        f"unchanged: {report.unchanged}"
+    )
+    print(f"备份完成 backup written to {report.dest}")
+    return 0
+
+
+def _restore(settings: Settings, src: str, force: bool) -> int:
+    try:
+        report = backup.restore(settings, Path(src), force)
+    except (backup.BackupError, OSError) as exc:
+        print(f"restore failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"database restored from {report.database} (schema {report.schema_revision or '?'})")
+    for check in report.recordings:
+        if not check.ok:
+            print(f"  FAILED    {check.visit_id}")
+            for name, why in check.problems.items():
+                print(f"            {name}: {why}")
+        elif check.signed:
+            print(f"  OK        {check.visit_id}: 签名有效 signature valid, "
+                  f"{check.files} files (key {check.key_id})")  # fmt: skip
+        else:
+            print(f"  UNSIGNED  {check.visit_id}: 未签名 not signed when backed up "
+                  f"(still recording or processing); {check.files} files as backed up")  # fmt: skip
+    if report.settings_file is not None:
+        print(f"the backed-up settings are in {report.settings_file} (not copied: compare "
+              "them with this install's config)")  # fmt: skip
+    failed = [c.visit_id for c in report.recordings if not c.ok]
+    if failed:
+        print(f"还原完成，但 {len(failed)} 个录像核验失败 restored, but {len(failed)} "
+              "recordings FAILED verification: restore them from another backup")  # fmt: skip
+        return 1
+    print(f"还原完成 restored; {len(report.recordings)} recordings verified. "
+          "Next: vreception migrate (or start the service)")  # fmt: skip
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {}
@@ -247,10 +323,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, settings.timezone)
     if args.command == "serve":
         return _serve(settings, args.demo)
+    if args.command == "backup":
+        return _backup(settings, args.dest, _config_file(args))
+    if args.command == "restore":
+        return _restore(settings, args.src, args.force)
     if args.command == "migrate":
+        if args.backup:
+            status = _backup(settings, args.backup, _config_file(args))
+            if status != 0:
+                print("database not migrated: the backup failed", file=sys.stderr)
+                return status
         migrate(settings, args.revision)
         print("database is up to date")
         return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -54,10 +55,12 @@ FAVICON = STATIC / "favicon.svg"
 _ICON_LINK = '<link rel="icon" href="/favicon.svg" type="image/svg+xml">'
 
 
-def _html(name: str, status: int = 200) -> web.Response:
+def _html(name: str, status: int = 200, timezone: str | None = None) -> web.Response:
     body = (
         (TEMPLATES / name).read_text(encoding="utf-8").replace("</head>", _ICON_LINK + "</head>", 1)
     )
+    if timezone is not None:  # the court's zone, for times the page itself formats
+        body = body.replace("<body ", f'<body data-timezone="{html.escape(timezone)}" ', 1)
     return web.Response(
         text=body,
         status=status,
@@ -144,7 +147,13 @@ async def vocabulary_js(request: web.Request) -> web.StreamResponse:
 
 async def join_page(request: web.Request) -> web.StreamResponse:
     """The guests' page (petitioner, lawyer, mediator): no account, a one-time code."""
-    return _html("join.html")
+    return _html("join.html", timezone=request.app[SETTINGS].timezone)
+
+
+async def short_link(request: web.Request) -> web.StreamResponse:
+    """An invitation's short link: the join page with the code filled in (in the fragment,
+    which browsers do not send on; the code is spent only when the guest joins)."""
+    raise web.HTTPFound("/join#fill=" + request.match_info["code"])
 
 
 async def call_page(request: web.Request) -> web.StreamResponse:
@@ -154,11 +163,12 @@ async def call_page(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/login?next=" + request.path)
     if role not in (Role.judge, Role.operator):
         return _html("forbidden.html", status=403)
-    return _html("call.html")
+    return _html("call.html", timezone=request.app[SETTINGS].timezone)
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/join", join_page)
+    app.router.add_get(r"/j/{code:[A-Za-z0-9-]{8,40}}", short_link)
     app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)
     app.router.add_get("/vocabulary.js", vocabulary_js)

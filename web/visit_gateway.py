@@ -223,14 +223,14 @@ class DatabaseVisitGateway:
             return await lifecycle.end_visit(db, actor, self._settings, visit, reason)
 
         ended: bool = await self._change(visit_id, change)
-        await self.finish(visit_id)
+        await self.finish(visit_id, reason)
         return ended
 
-    async def finish(self, visit_id: str) -> None:
+    async def finish(self, visit_id: str, reason: EndReason = EndReason.ended) -> None:
         """What follows the end of a visit, wherever it was ended (the call, the lists,
-        housekeeping): the live room closes for everyone and the recording is processed
-        (finalized, composited, transcribed, signed)."""
-        await self._app[VISITS].close_visit(visit_id)
+        housekeeping): the live room closes for everyone (told why) and the recording is
+        processed (finalized, composited, transcribed, signed)."""
+        await self._app[VISITS].close_visit(visit_id, reason.value)
         await self._app[PIPELINE].enqueue(visit_id, await self.recording_details(visit_id))
 
     async def reap_abandoned(self, now: datetime | None = None) -> list[str]:

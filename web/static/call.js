@@ -7,20 +7,21 @@
   const say = (id, text, kind) => { const el = $(id); el.textContent = text || ""; el.className = "msg" + (kind ? " " + kind : ""); };
   const show = (id, on) => $(id).classList.toggle("hidden", !on);
   const params = new URLSearchParams(location.search);
-  const visitId = mode === "staff" ? location.pathname.split("/").pop() : params.get("visit");
+  let visitId = mode === "staff" ? location.pathname.split("/").pop() : params.get("visit");
+  const TZ = document.body.dataset.timezone || undefined; // the court's zone, from the server
   // role labels come from the server (config/vocabulary.py, /vocabulary.js)
   const ROLE = (window.VOCABULARY || {}).participant_role || {};
-  const socket = window.io("/visit", { transports: ["websocket", "polling"] });
+  const socket = window.io("/visit", { transports: ["websocket", "polling"], reconnectionDelay: 500, reconnectionDelayMax: 2000 });
   const call = (event, data) => new Promise((resolve) => socket.emit(event, data || {}, resolve));
   // The rejoin token is kept on this terminal for the life of the visit: a crashed browser or
   // a new tab gets back in without a new code (the newest connection replaces the older).
-  const REJOIN = "vr-rejoin-" + visitId;
-  const keepRejoin = (token) => { if (token) localStorage.setItem(REJOIN, token); };
+  const rejoinKey = () => "vr-rejoin-" + visitId;
+  const keepRejoin = (token) => { if (token) localStorage.setItem(rejoinKey(), token); };
   let me = null;
   let local = null;
   let publisher = null;
   let subscriber = null;
-  window.vrCall = { get publisher() { return publisher; }, get subscriber() { return subscriber; }, get me() { return me; } };
+  window.vrCall = { get publisher() { return publisher; }, get subscriber() { return subscriber; }, get me() { return me; }, get connected() { return socket.connected; } };
 
   async function gathered(pc) {
     if (pc.iceGatheringState === "complete") return;
@@ -124,6 +125,7 @@
         clearTimeout(timer);
         timer = setTimeout(() => {
           if (pc.signalingState === "closed" || pc.connectionState === "connected") return;
+          if (rejoining || !socket.connected) return; // the rejoin negotiates everything anew
           say("call-msg", "网络中断，正在重新连接……", "error");
           restart();
         }, pc.connectionState === "failed" ? 0 : 5000);
@@ -162,25 +164,35 @@
     return stream;
   }
 
-  async function showEvidence() {
-    await stopEvidence(false);
-    const stream = await evidenceStream();
+  // (Re)publish the evidence being shown on a new connection: after choosing it, after its
+  // connection failed, and after a reconnect (the server forgot every stream of ours).
+  async function publishEvidence() {
+    const shown = evidence;
+    if (!shown) return;
+    if (shown.pc) shown.pc.close();
     const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
-    for (const track of stream.getVideoTracks()) {
-      pc.addTransceiver(track, { direction: "sendonly" });
-      track.onended = () => stopEvidence(true); // the browser's own "stop sharing"
-    }
-    evidence = { pc, stream };
+    shown.pc = pc;
+    for (const track of shown.stream.getVideoTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+    watch(pc, () => publishEvidence().catch((err) => say("evidence-msg", "无法出示证据：" + err.message, "error")));
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
     const answer = await call("publish", { type: "offer", sdp: pc.localDescription.sdp, stream: "evidence" });
-    if (!answer.ok) { await stopEvidence(false); throw new Error(answer.error.message); }
+    if (evidence !== shown || shown.pc !== pc) return; // stopped or replaced meanwhile
+    if (!answer.ok) throw new Error(answer.error.message);
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    say("evidence-msg", "正在向各方出示证据", "ok");
+  }
+
+  async function showEvidence() {
+    await stopEvidence(false);
+    const stream = await evidenceStream();
+    for (const track of stream.getVideoTracks()) track.onended = () => stopEvidence(true); // the browser's own "stop sharing"
+    evidence = { pc: null, stream };
+    try { await publishEvidence(); } catch (err) { await stopEvidence(false); throw err; }
     $("evidence-self").srcObject = stream;
     show("evidence-self-tile", true);
     $("evidence-show").textContent = "更换证据";
     show("evidence-stop", true);
-    say("evidence-msg", "正在向各方出示证据", "ok");
   }
 
   async function stopEvidence(tell) {
@@ -189,7 +201,7 @@
     evidence = null;
     clearInterval(stream.redraw);
     for (const t of stream.getTracks()) t.stop();
-    pc.close();
+    if (pc) pc.close();
     show("evidence-self-tile", false);
     $("evidence-show").textContent = "出示证据";
     show("evidence-stop", false);
@@ -201,11 +213,16 @@
     say("call-msg", "在场：" + [...present.values()].map((p) => `${ROLE[p.role]} ${p.name}`).join("、"));
   }
   function inCall(participants) {
-    if (mode === "guest") { show("code-step", false); show("lobby-step", false); show("call-step", true); }
+    if (mode === "guest") { show("code-step", false); show("lobby-step", false); }
+    show("call-step", true);
+    inside = true;
+    drawRecording();
     present.clear();
     for (const p of participants) present.set(p.participant_id, p);
     drawPresent();
     startMedia().catch((err) => say("call-msg", "无法开启摄像头或麦克风：" + err.message, "error"));
+    // entering again after a reconnect: the evidence being shown is shown again
+    if (evidence) publishEvidence().catch((err) => say("evidence-msg", "无法重新出示证据：" + err.message, "error"));
   }
 
   function drawLobby(waiting) {
@@ -228,12 +245,15 @@
     if (!waiting.length) { const tr = rows.insertRow(); const td = tr.insertCell(); td.colSpan = 3; td.textContent = "暂无候场人员"; td.className = "empty"; }
   }
 
+  // The visit is over for this page: only that is shown, with a link back.
+  let over = false;
   function ended(text) {
-    localStorage.removeItem(REJOIN);
+    over = true;
+    localStorage.removeItem(rejoinKey());
     stopEvidence(false);
     for (const pc of [publisher, subscriber]) if (pc) pc.close();
     if (local) for (const t of local.getTracks()) t.stop();
-    for (const id of ["call-step", "lobby-step", "code-step", "lobby-card"]) if ($(id)) show(id, false);
+    for (const id of ["call-step", "lobby-step", "code-step", "check-step", "lobby-card", "notes-card", "rec-state", "conn-state", "judge-state"]) if ($(id)) show(id, false);
     $("ended-text").textContent = text;
     show("ended-step", true);
   }
@@ -248,42 +268,108 @@
       location.href = answer.error.details.node + location.pathname + location.search + carry;
       return answer;
     }
+    if (!answer.ok && answer.error.code === "visit_closed") { ended(answer.error.message); return answer; }
     if (!answer.ok) return answer;
     me = answer;
     $("who").textContent = ROLE[answer.role];
     if (answer.rejoin) keepRejoin(answer.rejoin);
     for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", answer.role !== "judge");
     if (answer.lobby) drawLobby(answer.lobby);
-    if (answer.recording) recordingState({ recording: true, ok: true });
+    confirmed(answer.recording ? { recording: true, ok: true } : null);
     if (answer.admitted) inCall(answer.participants);
-    else { show("code-step", false); show("lobby-step", true); checkDevices(); }
+    else { show("code-step", false); show("lobby-step", true); window.scrollTo(0, 0); checkDevices(); }
     document.body.dataset.joined = "1";
     return answer;
   }
 
-  function recordingState(data) {
+  // --- what the server confirmed, and whether it can still be heard. The server pings every
+  // second; a page that hears nothing for SILENT_MS says so (within 2 s of the loss) and shows
+  // no recording state until the server confirms it again: on the same connection when the
+  // pings resume, or by the join answer after a reconnect. socket.io reconnects by itself.
+  const SILENT_MS = 1500;
+  let recording = null; // the last recording state the server confirmed
+  let heard = 0; // when the server was last heard (0: not connected yet)
+  let lost = false; // the page cannot hear the server
+  let rejoining = false; // the connection dropped: the server forgot us until we join again
+  let inside = false; // in the call (not in the lobby)
+
+  function drawRecording() {
     const el = $("rec-state");
-    if (!el || !data) return;
-    show("rec-state", Boolean(data.recording));
-    el.classList.toggle("failed", data.ok === false);
-    el.textContent = data.ok === false ? `录像异常：${data.message}（请立即通知技术人员）` : "● 正在录音录像";
+    if (!el) return;
+    const on = Boolean(recording) && inside && !lost && !over; // the lobby has its own notice
+    show("rec-state", on);
+    if (!on) return;
+    el.classList.toggle("failed", recording.ok === false);
+    el.textContent = recording.ok === false ? `录像异常：${recording.message}（请立即通知技术人员）` : "● 正在录音录像";
   }
+  function recordingState(data) { recording = data && data.recording ? data : null; drawRecording(); }
+
+  const LOST = "与服务器的连接中断，正在重新连接……";
+  const RESTARTING = "服务器正在重启，恢复后将自动重新连接……";
+  let restarting = false; // the server said it stops: the banner says so until we are back
+  function connectionLost(text) {
+    if (over) return;
+    lost = true;
+    $("conn-state").textContent = restarting ? RESTARTING : text;
+    show("conn-state", true);
+    drawRecording();
+    if (evidence) say("evidence-msg", "连接中断：证据暂未出示，恢复后将自动重新出示", "error");
+  }
+  function connectionBack() { lost = false; show("conn-state", false); drawRecording(); }
+  function confirmed(state) { rejoining = false; restarting = false; recordingState(state); connectionBack(); }
+
+  socket.io.on("ping", () => { heard = Date.now(); if (lost && !rejoining && socket.connected) connectionBack(); });
+  setInterval(() => {
+    if (heard && !lost && Date.now() - heard > SILENT_MS) connectionLost(LOST);
+  }, 200);
+  socket.on("disconnect", () => { rejoining = true; recording = null; connectionLost(LOST); });
+  socket.on("connect_error", () => { if (heard) connectionLost(LOST); });
+  socket.on("server_closing", () => { rejoining = true; restarting = true; recording = null; connectionLost(RESTARTING); });
 
   socket.on("lobby", (data) => drawLobby(data.waiting));
   socket.on("recording_state", recordingState);
   socket.on("admitted", (data) => { keepRejoin(data.rejoin); inCall(data.participants); });
   socket.on("refused", (data) => ended("法官未准许本次接访" + (data.reason ? "：" + data.reason : "")));
-  socket.on("ended", () => ended("接访已结束"));
+  socket.on("ended", (data) => ended(data && data.reason === "abandoned"
+    ? "接访已结束：" + ((window.VOCABULARY || {}).end_reason || {}).abandoned
+    : "接访已结束"));
   socket.on("tracks_changed", () => { if (publisher) subscribe(); });
-  socket.on("participant_joined", (p) => { present.set(p.participant_id, p); drawPresent(); });
-  socket.on("participant_left", (p) => { present.delete(p.participant_id); drawPresent(); if (publisher) subscribe(); });
+  // the judge left the call (closed the tab, lost the network): everyone else sees it at once;
+  // the server ends the visit if no judge returns within its limit
+  const judgeHere = () => [...present.values()].some((p) => p.role === "judge");
+  socket.on("participant_joined", (p) => {
+    present.set(p.participant_id, p); drawPresent();
+    if (p.role === "judge") show("judge-state", false);
+  });
+  socket.on("participant_left", (p) => {
+    present.delete(p.participant_id); drawPresent(); if (publisher) subscribe();
+    if (p.role === "judge" && !judgeHere() && !over) show("judge-state", true);
+  });
 
   if ($("check")) $("check").onclick = checkDevices;
+  // The code alone identifies its visit: without ?visit= the server says which (unspent).
+  async function visitOfCode(code) {
+    const r = await fetch("/api/v1/visit-codes/lookup", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ code }),
+    });
+    const body = await r.json().catch(() => null);
+    if (!r.ok) throw new Error(body && body.error ? body.error.message : "无法核对接访码，请稍后再试");
+    return body.visit_id;
+  }
   if ($("code-form")) {
     $("code-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      const answer = await join({ code: $("code-input").value.trim() });
-      if (!answer.ok) say("code-msg", answer.error.message, "error");
+      const code = $("code-input").value.trim();
+      const lookedUp = !visitId;
+      if (lookedUp) {
+        try { visitId = await visitOfCode(code); } catch (err) { say("code-msg", err.message, "error"); return; }
+        history.replaceState(null, "", "/join?visit=" + encodeURIComponent(visitId));
+      }
+      const answer = await join({ code });
+      if (!answer.ok && !over) {
+        say("code-msg", answer.error.message, "error");
+        if (lookedUp) { visitId = null; history.replaceState(null, "", "/join"); }
+      }
     });
   }
   $("mute").onclick = () => { if (!local) return; const t = local.getAudioTracks()[0]; t.enabled = !t.enabled; $("mute").textContent = t.enabled ? "静音" : "取消静音"; call("media_state", { audio: t.enabled, video: local.getVideoTracks()[0].enabled }); };
@@ -292,7 +378,7 @@
   if ($("end")) $("end").onclick = async () => { await call("end"); ended("接访已结束"); };
   function addNote(note) {
     const li = document.createElement("li");
-    const at = new Date(note.at * 1000).toLocaleTimeString("zh-CN", { hour12: false });
+    const at = new Date(note.at * 1000).toLocaleTimeString("zh-CN", { hour12: false, timeZone: TZ });
     li.textContent = `[${at}] ${note.text}`;
     $("note-list").appendChild(li);
   }
@@ -315,24 +401,45 @@
     });
     $("evidence-stop").onclick = () => stopEvidence(true);
   }
+  let invitation = "";
   if ($("invite-form")) {
     $("invite-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const form = ev.target;
       const answer = await call("invite", { role: form.elements.role.value, label: form.elements.label.value.trim() });
-      if (answer.ok) say("invite-msg", `接访码（只显示一次）：${answer.code}　请告知对方打开 ${location.origin}/join?visit=${visitId} 并输入接访码`, "ok");
-      else say("invite-msg", answer.error.message, "error");
+      show("invite-share", answer.ok);
+      if (!answer.ok) { say("invite-msg", answer.error.message, "error"); return; }
+      const link = `${location.origin}/j/${answer.code}`;
+      say("invite-msg", `接访码（只显示一次）：${answer.code}　邀请链接：${link}`, "ok");
+      invitation = `远程视频接访邀请：请用浏览器打开 ${link} 进入（接访码 ${answer.code}，只能使用一次）`;
     });
+    $("invite-copy").onclick = async () => {
+      try {
+        await navigator.clipboard.writeText(invitation);
+      } catch {
+        // no clipboard API (a plain-http address): copy through a selection
+        const area = document.createElement("textarea");
+        area.value = invitation; document.body.appendChild(area); area.select();
+        document.execCommand("copy"); area.remove();
+      }
+      $("invite-copy").textContent = "已复制";
+      setTimeout(() => { $("invite-copy").textContent = "复制邀请"; }, 2000);
+    };
   }
 
   // (re)connected: join, or rejoin after a dropped connection (the server forgot us)
   // sent here from another node: the code or rejoin token comes in the fragment
+  // an invitation's short link fills the code in (/j/<code> → #fill=<code>)
   const carried = new URLSearchParams(location.hash.slice(1));
+  if (carried.get("fill") && $("code-input")) $("code-input").value = carried.get("fill");
   if (carried.get("rejoin")) keepRejoin(carried.get("rejoin"));
   if (location.hash) history.replaceState(null, "", location.pathname + location.search);
 
   socket.on("connect", async () => {
-    if (me && mode === "guest" && !localStorage.getItem(REJOIN)) return;
+    heard = Date.now();
+    if (over) return;
+    if (!me) confirmed(null); // nothing to rejoin: being connected is all there is to confirm
+    if (me && mode === "guest" && !localStorage.getItem(rejoinKey())) return;
     if (!me && carried.get("code") && $("code-input")) {
       $("code-input").value = carried.get("code");
       carried.delete("code");
@@ -340,13 +447,13 @@
       document.body.dataset.ready = "1";
       return;
     }
-    const rejoin = localStorage.getItem(REJOIN);
+    const rejoin = localStorage.getItem(rejoinKey());
     if (mode === "staff") {
       const answer = await join({});
       if (!answer.ok) say("call-msg", answer.error.message, "error");
     } else if (rejoin) {
       const answer = await join({ rejoin });
-      if (!answer.ok) localStorage.removeItem(REJOIN);
+      if (!answer.ok) localStorage.removeItem(rejoinKey());
     }
     document.body.dataset.ready = "1";
   });
