@@ -185,7 +185,8 @@ class _CheckedWebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         if problem is not None:
             request = self.environ.get("aiohttp.request")
             _log_broken(request.remote if request is not None else None, problem)
-            raise OSError("broken frame")  # engine.io's loop ends and closes the socket
+            await self._sock.close()
+            return None  # engine.io's loop ends as if the client had closed
         return data
 
 

@@ -272,6 +272,8 @@ async def test_an_oversized_polling_post_is_answered_413_and_closed(
             assert r.status == 200  # an ordinary frame still goes through, read once
         async with http.get(target, timeout=ordinary) as r:
             assert (await r.text()).startswith("40/visit,{")  # the namespace is connected
+        async with http.post(target, data=b"1", timeout=ordinary) as r:  # engine.io close
+            assert r.status == 200
 
 
 async def test_a_broken_polling_frame_closes_the_connection_with_one_warning(
