@@ -116,6 +116,12 @@ class Settings(BaseModel):
         description="Host addresses the relay offers in ICE (aioice leaves out 127.0.0.1 "
         "unless told); set the server's LAN address in production.",
     )
+    media_allowed_networks: list[str] | None = Field(
+        None,
+        description="Networks (CIDR) the relay may send ICE checks to; candidates outside "
+        "them, and mDNS (.local) candidates, are dropped. Default: the networks of the "
+        "announced addresses on this host's interfaces (a /24 for an address on none).",
+    )
     media_ice_servers: list[str] = Field(
         default_factory=list,
         description="STUN URLs (stun:HOST[:PORT]); empty on closed court networks. TURN "
@@ -343,6 +349,30 @@ class Settings(BaseModel):
         if not 1024 <= first <= last <= 65535:
             raise ValueError("must be [first, last] with 1024 <= first <= last <= 65535")
         return value
+
+    @field_validator("media_allowed_networks", mode="before")
+    @classmethod
+    def _networks_text(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "10.1.0.0/16, 10.2.0.0/16"
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("media_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        try:
+            return [str(ipaddress.ip_network(v, strict=False)) for v in value]
+        except ValueError as exc:
+            raise ValueError(f"must be CIDR networks, e.g. 10.20.0.0/16: {exc}") from None
+
+    @property
+    def media_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
+        """``media_allowed_networks`` parsed; None: the default (media/transport.py)."""
+        if self.media_allowed_networks is None:
+            return None
+        return [ipaddress.ip_network(v) for v in self.media_allowed_networks]
 
     @field_validator("public_url")
     @classmethod

@@ -29,7 +29,13 @@ from media import seams
 from media.encoded import ForwardTrack, forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
 from media.stats import Traffic, count_nacks_received, count_nacks_sent, peer_traffic
-from media.transport import create_peer_connection
+from media.transport import (
+    Network,
+    announced,
+    create_peer_connection,
+    default_allowed_networks,
+    screen_sdp,
+)
 
 log = logging.getLogger("vreception.media")
 RELAY_KEY = "relay"  # whose TURN credentials the relay's own peer connections carry
@@ -151,10 +157,24 @@ class Room:
         self, participant_id: str, offer_sdp: str, stream: Stream = Stream.main
     ) -> str:
         """Answer a participant's offer of one stream's tracks (camera + microphone, or
-        evidence); publishing a stream again replaces its connection."""
+        evidence); publishing a stream again replaces its connection. A refused SDP
+        (MediaError ``invalid_sdp``) changes nothing; a failed negotiation leaves no
+        connection behind."""
+        offer_sdp = screen_sdp(offer_sdp, self.relay.allowed_networks)
         await self.unpublish(participant_id, stream)
         pc = create_peer_connection(self.relay.ice_servers.issue(RELAY_KEY))
         self.publishers[(participant_id, stream)] = pc
+        try:
+            return await self._negotiate(pc, participant_id, offer_sdp, stream)
+        except BaseException:
+            if self.publishers.get((participant_id, stream)) is pc:
+                del self.publishers[(participant_id, stream)]
+            await self._close_pc(pc)
+            raise
+
+    async def _negotiate(
+        self, pc: RTCPeerConnection, participant_id: str, offer_sdp: str, stream: Stream
+    ) -> str:
         pending: list[tuple[MediaStreamTrack, RTCRtpReceiver]] = []
 
         @pc.on("track")
@@ -282,16 +302,21 @@ class Room:
         pc = self.subscribers.get(participant_id)
         if pc is None:
             raise MediaError("not_subscribed", "尚未订阅")
+        answer_sdp = screen_sdp(answer_sdp, self.relay.allowed_networks)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
 
-    async def leave(self, participant_id: str) -> None:
+    async def leave(self, participant_id: str) -> bool:
+        """The participant is gone: its subscription and publications close. True when it
+        was publishing (the others' subscriptions carried its tracks)."""
         for track in self.tracks.values():
             forward = track.forwards.pop(participant_id, None)
             if forward is not None:
                 forward.push(None)
         await self._close_pc(self.subscribers.pop(participant_id, None))
+        published = False
         for stream in Stream:
-            await self.unpublish(participant_id, stream)
+            published = await self.unpublish(participant_id, stream) or published
+        return published
 
     async def close(self) -> None:
         for participant_id in {*(p for p, _ in self.publishers), *self.subscribers}:
@@ -318,10 +343,20 @@ class Relay:
     """All rooms of this node."""
 
     def __init__(
-        self, ice_servers: IceServers | None = None, sinks: Sequence[TrackSink] = ()
+        self,
+        ice_servers: IceServers | None = None,
+        sinks: Sequence[TrackSink] = (),
+        allowed_networks: Sequence[Network] | None = None,
     ) -> None:
+        """``allowed_networks``: where ICE checks may go (default: the networks of the
+        announced addresses, media/transport.py)."""
         seams.check_seams()  # refuse to run on aiortc/aioice internals it does not know
         self.ice_servers = ice_servers or IceServers()
+        self.allowed_networks = (
+            list(allowed_networks)
+            if allowed_networks is not None
+            else default_allowed_networks(announced())
+        )
         self.sinks = list(sinks)
         self.rooms: dict[str, Room] = {}
         self.retired = Traffic()  # the counts of rooms that have closed

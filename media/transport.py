@@ -1,20 +1,34 @@
 """Peer connections of the relay: no STUN by default, announced host addresses, and an
-optional UDP port range (aioice 0.13 has no option for either; see docs/relay-design.md §4)."""
+optional UDP port range (aioice 0.13 has no option for either; see docs/relay-design.md §4);
+and the screening of every SDP a client sends before any of it reaches aiortc or aioice."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
+import logging
 import socket
 from collections.abc import Sequence
 from typing import Any
 
+import ifaddr
 from aioice import Candidate, Connection
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from config.turn import IceServer
 from media import seams
 from media.errors import MediaError
+
+log = logging.getLogger("vreception.media")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# An SDP of a browser has a few media sections (one per track) and a few candidates each.
+MAX_MEDIA_SECTIONS = 64
+MAX_CANDIDATES = 256
+MAX_CANDIDATE_ADDRESSES = 16
 
 _installed: tuple[str, ...] | None = None
 _port_range: tuple[int, int] | None = None
@@ -29,6 +43,93 @@ def announce_addresses(addresses: Sequence[str]) -> None:
         return
     seams.set_host_addresses(chosen)
     _installed = chosen
+
+
+def announced() -> tuple[str, ...]:
+    """The host addresses the relay offers (loopback until configured)."""
+    return _installed or ("127.0.0.1",)
+
+
+def default_allowed_networks(addresses: Sequence[str]) -> list[Network]:
+    """Where the relay may send ICE checks by default: the networks of the announced
+    addresses as this host's interfaces define them (127.0.0.1 → 127.0.0.0/8, a LAN
+    address → its LAN); an address on no interface (e.g. behind NAT) gives its /24 (IPv6:
+    its /64)."""
+    prefixes: dict[str, int] = {}
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            host = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            prefixes[str(ipaddress.ip_address(host.split("%")[0]))] = ip.network_prefix
+    networks: list[Network] = []
+    for address in addresses:
+        parsed = ipaddress.ip_address(address)
+        prefix = prefixes.get(str(parsed), 24 if parsed.version == 4 else 64)
+        network = ipaddress.ip_network(f"{parsed}/{prefix}", strict=False)
+        if network not in networks:
+            networks.append(network)
+    return networks
+
+
+def _invalid(message: str) -> MediaError:
+    return MediaError("invalid_sdp", "媒体描述（SDP）无效：" + message)
+
+
+def screen_sdp(sdp: str, allowed: Sequence[Network]) -> str:
+    """Check an offer or answer from a client before anything is set up, and drop its ICE
+    candidates that the relay must not contact: addresses outside ``allowed``, mDNS
+    (``.local``) and other names. Raises MediaError("invalid_sdp") with a message for
+    people; never lets aiortc's parser fail later with a traceback."""
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser asserts, indexes and converts freely
+        log.info("refused an SDP that does not parse: %r", exc)
+        raise _invalid("格式错误，无法解析") from None
+    if not parsed.media:
+        raise _invalid("没有媒体段")
+    if len(parsed.media) > MAX_MEDIA_SECTIONS:
+        raise _invalid(f"媒体段过多（{len(parsed.media)} 个，最多 {MAX_MEDIA_SECTIONS} 个）")
+    candidates = []
+    for number, media in enumerate(parsed.media, start=1):
+        if media.kind not in ("audio", "video", "application"):
+            raise _invalid(f"第 {number} 个媒体段的类型 {media.kind[:20]!r} 不受支持")
+        if not 0 <= media.port <= 65535:
+            raise _invalid(f"第 {number} 个媒体段的端口超出范围")
+        if media.kind != "application" and not media.fmt:
+            raise _invalid(f"第 {number} 个媒体段没有负载类型")
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+            raise _invalid(f"第 {number} 个媒体段缺少 ICE 凭据")
+        if media.dtls is None or not media.dtls.fingerprints:
+            raise _invalid(f"第 {number} 个媒体段缺少 DTLS 参数（fingerprint、setup）")
+        for candidate in media.ice_candidates:
+            if not 1 <= candidate.port <= 65535:
+                raise _invalid(f"第 {number} 个媒体段有端口超出范围的候选地址")
+            if candidate.protocol.lower() not in ("udp", "tcp"):
+                raise _invalid(f"第 {number} 个媒体段有传输协议无效的候选地址")
+            candidates.append(candidate)
+    if len(candidates) > MAX_CANDIDATES:
+        raise _invalid(f"候选地址过多（{len(candidates)} 个，最多 {MAX_CANDIDATES} 个）")
+    if len({c.ip for c in candidates}) > MAX_CANDIDATE_ADDRESSES:
+        raise _invalid(f"候选地址所含主机过多（最多 {MAX_CANDIDATE_ADDRESSES} 个）")
+    kept, dropped = [], 0
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:") and not _reachable(
+            candidate_from_sdp(line[len("a=candidate:") :]).ip, allowed
+        ):
+            dropped += 1
+            continue
+        kept.append(line)
+    if dropped:
+        log.info("dropped %d ICE candidates outside media_allowed_networks", dropped)
+    return "\r\n".join(kept) + "\r\n"
+
+
+def _reachable(host: str, allowed: Sequence[Network]) -> bool:
+    """An IP address inside the allowed networks (mDNS ``.local`` and other names: never)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in allowed)
 
 
 def use_port_range(ports: tuple[int, int] | None) -> None:

@@ -4,13 +4,17 @@ who a staff connection is, whether they may enter a visit, one-time codes, visit
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
-import hmac
 import json
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from signaling.protocol import ErrorCode, ParticipantRole, ProtocolError
 
@@ -23,6 +27,7 @@ class Staff:
     name: str
     role: str  # the account's role (operator, judge, archivist, admin)
     court_id: int | None
+    session_id: str = ""  # the login session the connection was opened with
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,12 @@ class VisitGateway(Protocol):
 
     async def staff(self, environ: dict[str, Any]) -> Staff | None:
         """The staff member of the connection's session cookie, if any."""
+        ...
+
+    async def current(self, staff: Staff) -> Staff | None:
+        """The staff member again, checked now: None once their session has ended (logout,
+        expiry), their account was disabled or their role or court changed. A live socket
+        counts as activity: it keeps the session from idling out."""
         ...
 
     async def entitle(self, visit_id: str, staff: Staff) -> Identity:
@@ -102,17 +113,18 @@ class VisitGateway(Protocol):
 
 
 class RejoinTokens:
-    """Signed tokens with which a guest rejoins after a dropped connection: the one-time
-    code is spent, the identity is kept."""
+    """Tokens with which a guest rejoins (a dropped connection, a crashed browser, a new tab):
+    the one-time code is spent, the identity is kept. Opaque: AES-GCM encrypted and bound to
+    the visit, so they carry nothing readable. A rejoin replaces the identity's previous
+    connection (``replaced``): one live connection per identity."""
 
-    def __init__(self, secret: bytes, ttl_seconds: int = 12 * 3600) -> None:
-        self._secret = hashlib.sha256(b"vreception-rejoin:" + secret).digest()
+    def __init__(self, secret: bytes, ttl_seconds: int = 24 * 3600) -> None:
+        self._aead = AESGCM(hashlib.sha256(b"vreception-rejoin:" + secret).digest())
         self._ttl = ttl_seconds
 
     def issue(self, visit_id: str, identity: Identity, admitted: bool) -> str:
         body = json.dumps(
             {
-                "v": visit_id,
                 "k": identity.key,
                 "r": identity.role.value,
                 "n": identity.name,
@@ -122,25 +134,23 @@ class RejoinTokens:
             ensure_ascii=False,
             separators=(",", ":"),
         ).encode()
-        payload = base64.urlsafe_b64encode(body).decode().rstrip("=")
-        return payload + "." + self._sign(payload)
+        nonce = os.urandom(12)
+        sealed = nonce + self._aead.encrypt(nonce, body, visit_id.encode())
+        return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
     def verify(self, visit_id: str, token: str) -> tuple[Identity, bool]:
-        """The identity and whether it was admitted; raises ProtocolError(invalid_code)."""
-        payload, _, signature = token.partition(".")
-        if not signature or not hmac.compare_digest(signature, self._sign(payload)):
-            raise ProtocolError(ErrorCode.invalid_code, "重新加入凭证无效")
+        """The identity and whether it was admitted; raises ProtocolError(invalid_code) for a
+        token of another visit or a forged one, ProtocolError(expired_code) once expired."""
         try:
-            data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            role = ParticipantRole(data["r"])
-        except (ValueError, KeyError, TypeError):
+            sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            body = self._aead.decrypt(sealed[:12], sealed[12:], visit_id.encode())
+            data = json.loads(body)
+            identity = Identity(
+                key=str(data["k"]), role=ParticipantRole(data["r"]), name=str(data["n"])
+            )
+            admitted, expires = bool(data["a"]), int(data["e"])
+        except (InvalidTag, ValueError, KeyError, TypeError, binascii.Error):
             raise ProtocolError(ErrorCode.invalid_code, "重新加入凭证无效") from None
-        if data.get("v") != visit_id:
-            raise ProtocolError(ErrorCode.invalid_code, "重新加入凭证无效")
-        if int(data.get("e", 0)) < time.time():
-            raise ProtocolError(ErrorCode.expired_code, "重新加入凭证已过期")
-        return Identity(key=str(data["k"]), role=role, name=str(data["n"])), bool(data["a"])
-
-    def _sign(self, payload: str) -> str:
-        mac = hmac.new(self._secret, payload.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+        if expires < time.time():
+            raise ProtocolError(ErrorCode.expired_code, "重新加入凭证已过期，请使用新的接访码")
+        return identity, admitted

@@ -7,10 +7,11 @@ staff, who see the lobby.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ from signaling.protocol import (
     Unpublish,
     parse,
 )
+from signaling.server import REFUSED_EVENT, session_room, user_room
 
 log = logging.getLogger("vreception.signaling")
 
@@ -119,6 +121,14 @@ class TokenBucket:
 Handler = Callable[[str, Any], Awaitable[Any]]
 
 
+def _media_refusal(exc: Exception) -> ProtocolError:
+    """A relay failure as the client sees it: ``invalid_sdp`` for an SDP the relay refused
+    before setting anything up, ``media_failed`` otherwise."""
+    if isinstance(exc, MediaError) and exc.code == "invalid_sdp":
+        return ProtocolError(ErrorCode.invalid_sdp, exc.message[:200])
+    return ProtocolError(ErrorCode.media_failed, f"媒体协商失败：{exc}"[:200])
+
+
 class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """The signaling namespace of live visits (protocol version 1, docs/protocol.md)."""
 
@@ -145,6 +155,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._staff: dict[str, Staff | None] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._rate, self._burst, self._flood = rate, burst, flood_limit
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing: set[str] = set()
         self._handlers: dict[str, Callable[[str, Any], Awaitable[Any]]] = {
             "join": self._join,
             "admit": self._admit,
@@ -163,8 +175,12 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     # ------------------------------------------------------------ plumbing
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        self._staff[sid] = await self.gateway.staff(environ)
         self._buckets[sid] = TokenBucket(self._rate, self._burst)
+        staff = await self.gateway.staff(environ)
+        self._staff[sid] = staff
+        if staff is not None:  # so that logout or an account change closes it on any node
+            await self.enter_room(sid, user_room(staff.user_id))
+            await self.enter_room(sid, session_room(staff.session_id))
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         await self._remove(sid, CloseReason.disconnected)
@@ -172,7 +188,10 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._buckets.pop(sid, None)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
-        """Every inbound event passes here: rate limit, validation, errors as ``error``."""
+        """Every inbound event passes here: rate limit, validation, the staff identity checked
+        again, errors as ``error``. ``connect`` and ``disconnect`` come only from the server
+        itself: a client emitting them (or any reserved or non-string name) arrives as
+        REFUSED_EVENT (signaling/server.py)."""
         if event in ("connect", "disconnect"):
             return await super().trigger_event(event, *args)
         sid = args[0]
@@ -185,20 +204,59 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                     log.warning("disconnecting %s: message flood", sid)
                     await self.disconnect(sid)
                 raise ProtocolError(ErrorCode.rate_limited, "消息过于频繁，请稍后再试")
+            if event == REFUSED_EVENT:
+                raise ProtocolError(ErrorCode.invalid_message, "事件名无效：保留名或非字符串")
             if handler is None:
                 raise ProtocolError(ErrorCode.invalid_message, f"未知事件 {event!r}"[:80])
             message = parse(event, data)
+            await self._recheck_staff(sid)
             result = await handler(sid, message)
             return {"ok": True, **(result or {})}
         except ProtocolError as exc:
             payload = exc.payload(event if handler else "?")
             await self.emit("error", payload, to=sid)
+            self._close_after_answer(sid)
             return {"ok": False, "error": {k: v for k, v in payload.items() if k != "event"}}
         except Exception:
             log.exception("signaling: %s failed", event)
             error = ProtocolError(ErrorCode.internal_error, "服务器内部错误，已记录")
             await self.emit("error", error.payload(event), to=sid)
             return {"ok": False, "error": {"code": error.code.value, "message": error.message}}
+
+    async def identity_revoked(self, sid: str) -> None:
+        """The staff login behind ``sid`` ended (logout, account disabled, role changed; see
+        signaling/server.py StaffSockets): it leaves the room saying so; the socket closes."""
+        self._staff[sid] = None
+        await self._remove(sid, CloseReason.identity_revoked)
+
+    def bucket(self, sid: str) -> TokenBucket | None:
+        """The rate limit of one connection."""
+        return self._buckets.get(sid)
+
+    async def _recheck_staff(self, sid: str) -> None:
+        """A staff connection acts only while its login still holds (session, account, role);
+        otherwise it is refused and closed."""
+        staff = self._staff.get(sid)
+        if staff is None:
+            return
+        if await self.gateway.current(staff) is not None:
+            return
+        log.info("closing %s: the staff login of user %s no longer holds", sid, staff.user_id)
+        await self.identity_revoked(sid)
+        self._closing.add(sid)  # closed once the refusal is acknowledged
+        raise ProtocolError(ErrorCode.unauthenticated, "登录已失效，请重新登录")
+
+    def _close_after_answer(self, sid: str) -> None:
+        """Disconnect ``sid`` after the acknowledgement being returned has been queued (the
+        server queues it before this task yields again)."""
+        if sid in self._closing:
+            self._closing.discard(sid)
+            asyncio.get_running_loop().call_soon(self._soon, self.disconnect(sid))
+
+    def _soon(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _participant(self, sid: str) -> tuple[Room, Participant]:
         where = self._where.get(sid)
@@ -252,6 +310,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise ProtocolError(
                 ErrorCode.wrong_node, "本次接访由另一台服务器承载，正在转接", {"node": owner}
             )
+        # an unknown or closed visit is told before a code is spent
+        if not await self.gateway.is_open(visit_id):
+            raise ProtocolError(ErrorCode.visit_closed, "该接访已结束或不存在")
         staff: Staff | None = None
         admitted_before = False
         if message.code:
@@ -263,8 +324,6 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if staff is None:
                 raise ProtocolError(ErrorCode.unauthenticated, "请先登录，或使用接访码加入")
             identity = await self.gateway.entitle(visit_id, staff)
-        if not await self.gateway.is_open(visit_id):
-            raise ProtocolError(ErrorCode.visit_closed, "该接访已结束或不存在")
         room = self.rooms.setdefault(visit_id, Room(visit_id))
         self.placement.hold(visit_id)  # keep the room pinned here while it lives
         previous = room.by_key(identity.key)
@@ -405,7 +464,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     def _media_room(self, sid: str) -> tuple[Room, Participant, MediaRoom]:
         room, me = self._participant(sid)
         if not me.admitted:
-            raise ProtocolError(ErrorCode.forbidden, "请等待法官准许进入")
+            raise ProtocolError(ErrorCode.not_admitted, "请等待法官准许进入")
         if self.relay is None:
             raise ProtocolError(ErrorCode.media_failed, "本节点未启用媒体中继")
         return room, me, self.relay.room(room.visit_id)
@@ -417,7 +476,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             answer = await media.publish(me.id, message.sdp, stream)
         except (MediaError, ValueError) as exc:
-            raise ProtocolError(ErrorCode.media_failed, f"媒体协商失败：{exc}"[:200]) from None
+            raise _media_refusal(exc) from None
         if stream is Stream.evidence:
             me.evidence = True
             await self.gateway.room_event(room.visit_id, "evidence_shown", me.identity)
@@ -447,7 +506,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             offer = await media.subscribe(me.id)
         except (MediaError, ValueError) as exc:
-            raise ProtocolError(ErrorCode.media_failed, f"媒体协商失败：{exc}"[:200]) from None
+            raise _media_refusal(exc) from None
         if offer is None:  # nothing published yet: wait for tracks_changed
             return {"type": "offer", "sdp": None, "tracks": []}
         tracks = []
@@ -472,7 +531,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             await media.answer(me.id, message.sdp)
         except (MediaError, ValueError) as exc:
-            raise ProtocolError(ErrorCode.media_failed, f"媒体协商失败：{exc}"[:200]) from None
+            raise _media_refusal(exc) from None
         return {}
 
     async def _leave(self, sid: str, message: Message) -> dict[str, Any]:
@@ -531,8 +590,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if me.admitted:
             await self.gateway.room_event(room.visit_id, "left", me.identity, reason=reason.value)
             self._note_judge_presence(room)
+        published = False
         if self.relay is not None and room.visit_id in self.relay.rooms:
-            await self.relay.rooms[room.visit_id].leave(me.id)
+            published = await self.relay.rooms[room.visit_id].leave(me.id)
         if announce:
             if me.admitted:
                 await self.emit(
@@ -547,6 +607,12 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 )
             else:
                 await self._lobby_changed(room)
+            if published:  # the others' subscriptions still carry its tracks
+                await self.emit(
+                    "tracks_changed",
+                    {"participant_id": me.id, "participant": me.public()},
+                    room=self.call_room(room.visit_id),
+                )
         if not room.participants:
             await self._close_room(room.visit_id)
 

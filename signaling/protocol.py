@@ -37,8 +37,10 @@ class ErrorCode(enum.StrEnum):
     not_entitled = "not_entitled"
     visit_closed = "visit_closed"
     forbidden = "forbidden"
+    not_admitted = "not_admitted"
     unknown_participant = "unknown_participant"
     media_failed = "media_failed"
+    invalid_sdp = "invalid_sdp"
     wrong_node = "wrong_node"
     internal_error = "internal_error"
 
@@ -53,7 +55,7 @@ class Join(Message):
     v: Literal[1]
     visit_id: VisitId
     code: Annotated[str, StringConstraints(min_length=8, max_length=40)] | None = None
-    rejoin: Annotated[str, StringConstraints(min_length=16, max_length=512)] | None = None
+    rejoin: Annotated[str, StringConstraints(min_length=16, max_length=1024)] | None = None
 
 
 class Admit(Message):
@@ -142,11 +144,10 @@ def parse(event: str, data: Any) -> Message:
         data = {}
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.invalid_message, "消息须为 JSON 对象")
-    if (
-        event == "join"
-        and data.get("v") not in (None, PROTOCOL_VERSION)
-        and isinstance(data.get("v"), int)
-    ):
+    version = data.get("v")
+    if event == "join" and version is not None and type(version) is not int:  # 1.0, true
+        raise ProtocolError(ErrorCode.invalid_message, "协议版本 v 须为整数 1")
+    if event == "join" and version not in (None, PROTOCOL_VERSION):
         raise ProtocolError(
             ErrorCode.unsupported_version,
             f"不支持的协议版本 {data.get('v')}（服务器为 {PROTOCOL_VERSION}）",

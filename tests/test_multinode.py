@@ -20,6 +20,7 @@ from tests.conftest import (
     start_live_server,
     stop_live_server,
 )
+from tests.helpers import wait_for
 from tests.live import Client, checked_in_visit, http_login
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
@@ -80,7 +81,7 @@ async def test_a_visit_is_held_on_one_node(
 
         # the judge's staff page on node B is sent to A as well
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-            await http_login(http, b, "judge", a.passwords["judge"])
+            csrf_b = await http_login(http, b, "judge", a.passwords["judge"])
             cookie_b = next(c.value for c in http.cookie_jar if c.key == "vr_session")
         judge_b = await Client().connect(b, cookie_b)
         clients.append(judge_b)
@@ -90,6 +91,22 @@ async def test_a_visit_is_held_on_one_node(
 
         assert (await judge.call("end"))["ok"]
         assert await redis.get(f"vreception:room:{visit_id}") is None
+
+        # that second session logs out through node A: its socket on node B closes at once
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                a.url + "/api/v1/auth/logout",
+                headers={"X-CSRF-Token": csrf_b, "Cookie": f"vr_session={cookie_b}"},
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
+
+        async def closed_on_b() -> bool:
+            return "/visit" not in judge_b.sio.namespaces
+
+        await wait_for(closed_on_b, within=30)
+        assert "/visit" in judge.sio.namespaces  # the first session is still logged in
     finally:
         for client in clients:
             await client.close()
@@ -101,15 +118,29 @@ async def test_room_leases_are_renewed_while_held_and_lapse_otherwise(
 ) -> None:
     x = RedisPlacement(Redis.from_url(redis_server.url), "http://x", lease_seconds=0.6)
     y = RedisPlacement(Redis.from_url(redis_server.url), "http://y", lease_seconds=0.6)
+    redis = Redis.from_url(redis_server.url)
     try:
         assert await x.claim("1" * 32) == "http://x"
         assert await y.claim("1" * 32) == "http://x"
-        await asyncio.sleep(1.0)  # claimed, never held (the join failed): the claim lapses
+
+        async def lapsed() -> bool:  # claimed, never held (the join failed): the claim lapses
+            return not await redis.exists(RedisPlacement.key("1" * 32))
+
+        await wait_for(lapsed, within=10)
         assert await y.claim("1" * 32) == "http://y"
 
         assert await x.claim("2" * 32) == "http://x"
         x.hold("2" * 32)
-        await asyncio.sleep(1.5)  # held: renewed past several leases
+        renewals, last = 0, await redis.pttl(RedisPlacement.key("2" * 32))
+
+        async def renewed_past_a_lease() -> bool:  # a renewal every third of the lease
+            nonlocal renewals, last
+            now = await redis.pttl(RedisPlacement.key("2" * 32))
+            assert now > 0, "the held claim lapsed"
+            renewals, last = renewals + (now > last), now
+            return renewals >= 4
+
+        await wait_for(renewed_past_a_lease, within=10)
         assert await y.claim("2" * 32) == "http://x"
         await y.release("2" * 32)  # only the owner can release
         assert await y.claim("2" * 32) == "http://x"
@@ -118,3 +149,4 @@ async def test_room_leases_are_renewed_while_held_and_lapse_otherwise(
     finally:
         await x.close()
         await y.close()
+        await redis.aclose()

@@ -153,7 +153,7 @@ async def test_visit_media_through_signaling(
         "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
     )
     early = await guest.call("subscribe")
-    assert early["error"]["code"] == "forbidden"  # still in the lobby
+    assert early["error"]["code"] == "not_admitted"  # still in the lobby
 
     publisher = create_peer_connection()
     publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")

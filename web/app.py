@@ -32,7 +32,12 @@ from scheduler.notify import push_all, take_outbox
 from signaling.gateway import RejoinTokens
 from signaling.namespace import VisitNamespace
 from signaling.placement import LocalPlacement, RedisPlacement, RoomPlacement
-from signaling.server import NotificationNamespace, SocketNotifier, create_sio
+from signaling.server import (
+    NotificationNamespace,
+    SocketNotifier,
+    StaffSockets,
+    create_sio,
+)
 from web import handlers as _handlers  # noqa: F401  (registers the API routes)
 from web import metrics as server_metrics
 from web import pages
@@ -51,6 +56,7 @@ from web.keys import (
     REDIS,
     SECRET,
     SETTINGS,
+    STAFF_SOCKETS,
     THROTTLE,
     VISITS,
 )
@@ -104,15 +110,6 @@ async def metrics_middleware(
         route = resource.canonical if resource is not None else "unmatched"
         request.app[REQUESTS].labels(request.method, route, str(status)).inc()
         request.app[LATENCY].labels(request.method, route).observe(time.perf_counter() - started)
-
-
-async def _authenticate_socket(app: web.Application, environ: dict[str, Any]) -> int | None:
-    """The staff user behind a socket.io connection, from its session cookie."""
-    request = environ.get("aiohttp.request")
-    if request is None:
-        return None
-    principal = await pages.page_principal(request)
-    return principal.user_id if principal else None
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
@@ -304,9 +301,10 @@ async def _stop_signaling(
 
 def create_app(settings: Settings) -> web.Application:
     """The whole web application for ``settings``."""
+    sio = create_sio(settings)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[metrics_middleware, error_middleware],
+        middlewares=[sio.polling_guard(), metrics_middleware, error_middleware],
     )
     app[SETTINGS] = settings
     app[SECRET] = load_secret_key(settings)
@@ -327,17 +325,20 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_housekeeping)
-    sio = create_sio(settings)
-    sio.register_namespace(NotificationNamespace(functools.partial(_authenticate_socket, app)))
+    gateway = DatabaseVisitGateway(app)
+    app[GATEWAY] = gateway
+    sio.register_namespace(NotificationNamespace(gateway.staff))
     announce_addresses(settings.media_announced_addresses)
     use_port_range(settings.media_udp_ports)
     recorder = RecorderSink(settings.resolved_recordings_dir)
-    relay = Relay(ice_servers=settings.ice_servers(), sinks=[recorder])
+    relay = Relay(
+        ice_servers=settings.ice_servers(),
+        sinks=[recorder],
+        allowed_networks=settings.media_networks,
+    )
     server_metrics.install(app, registry, relay, recorder)
     placement = _placement(settings)
     app.cleanup_ctx.append(functools.partial(_close_placement, placement))
-    gateway = DatabaseVisitGateway(app)
-    app[GATEWAY] = gateway
     visits = VisitNamespace(gateway, RejoinTokens(app[SECRET]), relay, placement=placement)
     sio.register_namespace(visits)
     app[VISITS] = visits
@@ -345,6 +346,7 @@ def create_app(settings: Settings) -> web.Application:
     sio.attach(app)
     app.on_shutdown.append(functools.partial(_stop_signaling, sio, visits))
     app[NOTIFIER] = SocketNotifier(sio)
+    app[STAFF_SOCKETS] = StaffSockets(sio)
     api.add_to(app)
     notifications.add_routes(app)
     meta.add_routes(app)

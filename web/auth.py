@@ -109,11 +109,25 @@ async def load_principal(
     refreshes the idle timer with :func:`touch_session` when ``needs_touch``."""
     if not token:
         raise SessionProblem("missing")
+    return await session_principal(db, settings, _token_id(token), address)
+
+
+async def session_principal(
+    db: AsyncSession,
+    settings: Settings,
+    session_id: str,
+    address: str | None,
+    *,
+    live: bool = False,
+) -> Principal:
+    """The principal of a stored session; raises SessionProblem. ``live``: the caller holds
+    an open connection of this session (a staff socket), which counts as activity, so the
+    idle limit does not apply; the absolute lifetime does."""
     found = (
         await db.execute(
             select(StaffSession, User)
             .join(User, User.id == StaffSession.user_id)
-            .where(StaffSession.id == _token_id(token))
+            .where(StaffSession.id == session_id)
         )
     ).first()
     if found is None:
@@ -121,7 +135,7 @@ async def load_principal(
     row, user = found
     now = utcnow()
     idle = timedelta(minutes=settings.session_idle_minutes)
-    if row.expires_at <= now or row.last_seen_at + idle <= now:
+    if row.expires_at <= now or (not live and row.last_seen_at + idle <= now):
         raise SessionProblem("expired")
     if not user.active:
         raise SessionProblem("invalid")

@@ -13,6 +13,7 @@ from config.settings import Settings
 from recorder.jobs import Pipeline
 from scheduler.notify import Notifier
 from signaling.namespace import VisitNamespace
+from signaling.server import StaffSockets
 from web.auth import LoginThrottle
 
 if TYPE_CHECKING:
@@ -28,3 +29,4 @@ NOTIFIER: web.AppKey[Notifier | None] = web.AppKey("notifier")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 VISITS = web.AppKey("visit_namespace", VisitNamespace)
 GATEWAY: web.AppKey[DatabaseVisitGateway] = web.AppKey("visit_gateway")
+STAFF_SOCKETS = web.AppKey("staff_sockets", StaffSockets)

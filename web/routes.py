@@ -68,6 +68,12 @@ class Context:
     address: str | None
     writer: Callable[[], AbstractAsyncContextManager[AsyncSession]] | None = None
     outbox: list[Any] = field(default_factory=list)
+    committed: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def after_commit(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` once this request's changes are committed (e.g. close the sockets of
+        a session that no longer exists)."""
+        self.committed.append(work)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -276,7 +282,7 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
         raw: bytes | None,
         write: bool,
         writer: Callable[[], AbstractAsyncContextManager[AsyncSession]] | None = None,
-    ) -> tuple[Any, Principal | None, list[Any]]:
+    ) -> tuple[Any, Principal | None, Context]:
         settings = request.app[SETTINGS]
         address = client_address(request, settings)
         principal: Principal | None = None
@@ -314,7 +320,7 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
             address=address,
             writer=writer,
         )
-        return await route.handler(ctx), principal, ctx.outbox
+        return await route.handler(ctx), principal, ctx
 
     async def view(request: web.Request) -> web.StreamResponse:
         database = request.app[DB]
@@ -326,14 +332,17 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
         # two pooled connections per request.
         if write and not (route.split and database.serialized):
             async with database.writer() as db:
-                result, _, _ = await handle(request, db, raw, write=True)
+                result, _, ctx = await handle(request, db, raw, write=True)
                 outbox = take_outbox(db)
         else:
             async with database.reader() as db:
-                result, principal, outbox = await handle(
+                result, principal, ctx = await handle(
                     request, db, raw, write=write, writer=database.writer if write else None
                 )
+                outbox = ctx.outbox
         await push_all(request.app.get(NOTIFIER), outbox)
+        for work in ctx.committed:
+            await work()
         if principal is not None and principal.needs_touch:
             async with database.writer() as db:
                 await touch_session(db, principal.session_id)

@@ -33,6 +33,7 @@ from signaling.gateway import Identity, Invitation, Staff
 from signaling.protocol import ErrorCode, ParticipantRole, ProtocolError
 from web import pages
 from web.archive import describe
+from web.auth import SessionProblem, session_principal, touch_session
 from web.keys import DB, NOTIFIER, PIPELINE, SECRET, SETTINGS, VISITS
 
 log = logging.getLogger("vreception.signaling")
@@ -79,7 +80,25 @@ class DatabaseVisitGateway:
             name=principal.display_name,
             role=principal.role.value,
             court_id=principal.court_id,
+            session_id=principal.session_id,
         )
+
+    async def current(self, staff: Staff) -> Staff | None:
+        try:
+            async with self._db.reader() as db:
+                now = await session_principal(db, self._settings, staff.session_id, None, live=True)
+        except SessionProblem:
+            return None
+        if (now.user_id, now.role.value, now.court_id) != (
+            staff.user_id,
+            staff.role,
+            staff.court_id,
+        ):
+            return None
+        if now.needs_touch:
+            async with self._db.writer() as db:
+                await touch_session(db, now.session_id)
+        return staff
 
     async def entitle(self, visit_id: str, staff: Staff) -> Identity:
         async with self._db.reader() as db:

@@ -24,7 +24,7 @@ from web.auth import (
     wait_minutes,
 )
 from web.errors import app_error_response
-from web.keys import THROTTLE
+from web.keys import STAFF_SOCKETS, THROTTLE
 from web.metrics import count_login_failure
 from web.routes import ALL_STAFF, Context, api, to_json
 from web.schemas import LoginBody, Me, Ok
@@ -162,7 +162,10 @@ async def login(ctx: Context) -> web.StreamResponse:
     "POST", "/auth/logout", summary="End this session", tag="auth", roles=ALL_STAFF, answer=Ok
 )
 async def logout(ctx: Context) -> web.StreamResponse:
+    """Also closes the live sockets (call, notifications) opened with this session."""
     await close_session(ctx.db, ctx.me.session_id)
+    sockets, session_id = ctx.request.app[STAFF_SOCKETS], ctx.me.session_id
+    ctx.after_commit(lambda: sockets.logged_out(session_id))
     record_audit(
         ctx.db,
         action="auth.logout",

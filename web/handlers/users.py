@@ -7,7 +7,7 @@ from config.errors import ConflictError
 from scheduler import service
 from scheduler.models import Role, User
 from web.auth import account_lockout, close_user_sessions, unlock_account
-from web.keys import THROTTLE
+from web.keys import STAFF_SOCKETS, THROTTLE
 from web.routes import Context, api
 from web.schemas import (
     Page,
@@ -91,7 +91,8 @@ async def get_user(ctx: Context) -> UserOut:
     answer=UserOut,
 )
 async def update_user(ctx: Context) -> UserOut:
-    """A change of role or court, deactivation or a password reset ends the user's sessions."""
+    """A change of role or court, deactivation or a password reset ends the user's sessions
+    and closes their live sockets (call, notifications) on every node."""
     body: UserPatch = ctx.body
     user, end_sessions = await service.update_user(
         ctx.db,
@@ -106,6 +107,8 @@ async def update_user(ctx: Context) -> UserOut:
     )
     if end_sessions:
         await close_user_sessions(ctx.db, user.id)
+        sockets, user_id = ctx.request.app[STAFF_SOCKETS], user.id
+        ctx.after_commit(lambda: sockets.user_changed(user_id))
     return await _out(ctx, user)
 
 
@@ -162,5 +165,7 @@ async def reset_password(ctx: Context) -> UserOut:
         password_min_length=ctx.settings.password_min_length,
     )
     await close_user_sessions(ctx.db, user.id)
+    sockets, user_id = ctx.request.app[STAFF_SOCKETS], user.id
+    ctx.after_commit(lambda: sockets.user_changed(user_id))
     await unlock_account(ctx.request.app[THROTTLE], user.username)
     return UserOut.of(user)

@@ -13,6 +13,10 @@
   const ROLE = (window.VOCABULARY || {}).participant_role || {};
   const socket = window.io("/visit", { transports: ["websocket", "polling"], reconnectionDelay: 500, reconnectionDelayMax: 2000 });
   const call = (event, data) => new Promise((resolve) => socket.emit(event, data || {}, resolve));
+  // The rejoin token is kept on this terminal for the life of the visit: a crashed browser or
+  // a new tab gets back in without a new code (the newest connection replaces the older).
+  const rejoinKey = () => "vr-rejoin-" + visitId;
+  const keepRejoin = (token) => { if (token) localStorage.setItem(rejoinKey(), token); };
   let me = null;
   let local = null;
   let publisher = null;
@@ -248,6 +252,7 @@
   let over = false;
   function ended(text) {
     over = true;
+    localStorage.removeItem(rejoinKey());
     stopEvidence(false);
     for (const pc of [publisher, subscriber]) if (pc) pc.close();
     if (local) for (const t of local.getTracks()) t.stop();
@@ -270,7 +275,7 @@
     if (!answer.ok) return answer;
     me = answer;
     $("who").textContent = ROLE[answer.role];
-    if (answer.rejoin) sessionStorage.setItem("vr-rejoin-" + visitId, answer.rejoin);
+    if (answer.rejoin) keepRejoin(answer.rejoin);
     for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", answer.role !== "judge");
     if (answer.lobby) drawLobby(answer.lobby);
     confirmed(answer.recording ? { recording: true, ok: true } : null);
@@ -326,7 +331,7 @@
 
   socket.on("lobby", (data) => drawLobby(data.waiting));
   socket.on("recording_state", recordingState);
-  socket.on("admitted", (data) => { sessionStorage.setItem("vr-rejoin-" + visitId, data.rejoin); inCall(data.participants); });
+  socket.on("admitted", (data) => { keepRejoin(data.rejoin); inCall(data.participants); });
   socket.on("refused", (data) => ended("法官未准许本次接访" + (data.reason ? "：" + data.reason : "")));
   socket.on("ended", (data) => ended(data && data.reason === "abandoned"
     ? "接访已结束：" + ((window.VOCABULARY || {}).end_reason || {}).abandoned
@@ -430,14 +435,14 @@
   // an invitation's short link fills the code in (/j/<code> → #fill=<code>)
   const carried = new URLSearchParams(location.hash.slice(1));
   if (carried.get("fill") && $("code-input")) $("code-input").value = carried.get("fill");
-  if (carried.get("rejoin")) sessionStorage.setItem("vr-rejoin-" + visitId, carried.get("rejoin"));
+  if (carried.get("rejoin")) keepRejoin(carried.get("rejoin"));
   if (location.hash) history.replaceState(null, "", location.pathname + location.search);
 
   socket.on("connect", async () => {
     heard = Date.now();
     if (over) return;
     if (!me) confirmed(null); // nothing to rejoin: being connected is all there is to confirm
-    if (me && mode === "guest" && !sessionStorage.getItem("vr-rejoin-" + visitId)) return;
+    if (me && mode === "guest" && !localStorage.getItem(rejoinKey())) return;
     if (!me && carried.get("code") && $("code-input")) {
       $("code-input").value = carried.get("code");
       carried.delete("code");
@@ -445,13 +450,13 @@
       document.body.dataset.ready = "1";
       return;
     }
-    const rejoin = sessionStorage.getItem("vr-rejoin-" + visitId);
+    const rejoin = localStorage.getItem(rejoinKey());
     if (mode === "staff") {
       const answer = await join({});
       if (!answer.ok) say("call-msg", answer.error.message, "error");
     } else if (rejoin) {
       const answer = await join({ rejoin });
-      if (!answer.ok) sessionStorage.removeItem("vr-rejoin-" + visitId);
+      if (!answer.ok) localStorage.removeItem(rejoinKey());
     }
     document.body.dataset.ready = "1";
   });
