@@ -11,6 +11,20 @@
   const TZ = document.body.dataset.timezone || undefined; // the court's zone, from the server
   // role labels come from the server (config/vocabulary.py, /vocabulary.js)
   const ROLE = (window.VOCABULARY || {}).participant_role || {};
+  // what went wrong, in words a petitioner reads: the browser's own messages are English
+  const DEVICE_ERRORS = {
+    NotAllowedError: "浏览器未允许使用摄像头或麦克风，请在地址栏旁的权限设置中允许",
+    NotFoundError: "未找到摄像头或麦克风，请检查设备连接",
+    NotReadableError: "摄像头或麦克风正被其他程序占用",
+    OverconstrainedError: "摄像头不支持所需的画面设置",
+    SecurityError: "当前网页不安全，无法使用摄像头，请使用 https 地址打开",
+    AbortError: "设备启动被中断，请重试",
+  };
+  function reason(err) {
+    if (err && DEVICE_ERRORS[err.name]) return DEVICE_ERRORS[err.name];
+    const text = err && err.message ? String(err.message) : "";
+    return /[\u4e00-\u9fff]/.test(text) ? text : "网络或设备异常，请稍后重试";
+  }
   const socket = window.io("/visit", { transports: ["websocket", "polling"], reconnectionDelay: 500, reconnectionDelayMax: 2000 });
   const call = (event, data) => new Promise((resolve) => socket.emit(event, data || {}, resolve));
   // The rejoin token is kept on this terminal for the life of the visit: a crashed browser or
@@ -53,7 +67,7 @@
       const names = stream.getTracks().map((t) => (t.kind === "video" ? "摄像头" : "麦克风") + "：" + (t.label || "可用"));
       say("check-msg", "设备正常。" + names.join("；"), "ok");
     } catch (err) {
-      say("check-msg", "无法使用摄像头或麦克风：" + err.message + "（请检查浏览器权限）", "error");
+      say("check-msg", "无法使用摄像头或麦克风：" + reason(err), "error");
     }
   }
 
@@ -64,7 +78,7 @@
     if (publisher) publisher.close();
     publisher = new RTCPeerConnection(rtcConfig());
     for (const track of local.getTracks()) publisher.addTransceiver(track, { direction: "sendonly" });
-    watch(publisher, () => startMedia().catch((err) => say("call-msg", err.message, "error")));
+    watch(publisher, () => startMedia().catch((err) => say("call-msg", reason(err), "error")));
     await publisher.setLocalDescription(await publisher.createOffer());
     await gathered(publisher);
     const answer = await call("publish", { type: "offer", sdp: publisher.localDescription.sdp });
@@ -176,7 +190,7 @@
     const pc = new RTCPeerConnection(rtcConfig());
     shown.pc = pc;
     for (const track of shown.stream.getVideoTracks()) pc.addTransceiver(track, { direction: "sendonly" });
-    watch(pc, () => publishEvidence().catch((err) => say("evidence-msg", "无法出示证据：" + err.message, "error")));
+    watch(pc, () => publishEvidence().catch((err) => say("evidence-msg", "无法出示证据：" + reason(err), "error")));
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
     const answer = await call("publish", { type: "offer", sdp: pc.localDescription.sdp, stream: "evidence" });
@@ -223,9 +237,9 @@
     present.clear();
     for (const p of participants) present.set(p.participant_id, p);
     drawPresent();
-    startMedia().catch((err) => say("call-msg", "无法开启摄像头或麦克风：" + err.message, "error"));
+    startMedia().catch((err) => say("call-msg", "无法开启摄像头或麦克风：" + reason(err), "error"));
     // entering again after a reconnect: the evidence being shown is shown again
-    if (evidence) publishEvidence().catch((err) => say("evidence-msg", "无法重新出示证据：" + err.message, "error"));
+    if (evidence) publishEvidence().catch((err) => say("evidence-msg", "无法重新出示证据：" + reason(err), "error"));
   }
 
   function drawLobby(waiting) {
@@ -365,7 +379,7 @@
       const code = $("code-input").value.trim();
       const lookedUp = !visitId;
       if (lookedUp) {
-        try { visitId = await visitOfCode(code); } catch (err) { say("code-msg", err.message, "error"); return; }
+        try { visitId = await visitOfCode(code); } catch (err) { say("code-msg", reason(err), "error"); return; }
         history.replaceState(null, "", "/join?visit=" + encodeURIComponent(visitId));
       }
       const answer = await join({ code });
@@ -400,7 +414,7 @@
     $("evidence-source").onchange = () => show("evidence-file-label", $("evidence-source").value === "file");
     $("evidence-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
-      showEvidence().catch((err) => say("evidence-msg", "无法出示证据：" + err.message, "error"));
+      showEvidence().catch((err) => say("evidence-msg", "无法出示证据：" + reason(err), "error"));
     });
     $("evidence-stop").onclick = () => stopEvidence(true);
   }
