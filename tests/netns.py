@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -153,3 +154,20 @@ def network_namespace(tag: str = "vr") -> Iterator[Namespace]:
                 os.kill(pid, signal.SIGKILL)
         _ip("link", "del", ns.host_interface, check=False)
         _ip("netns", "del", ns.name, check=False)
+
+
+def staff_in_call(page: Any, origin: str, username: str, password: str, visit_id: str) -> None:
+    """Log ``page`` in from the page itself (so the browser's own name resolution and
+    certificate trust apply, as on a court's network) and open the visit's call view."""
+    page.goto(origin + "/login")
+    status = page.evaluate(
+        """async ([username, password]) => (await fetch("/api/v1/auth/login", {
+            method: "POST",
+            headers: {"Content-Type": "application/json"},
+            body: JSON.stringify({username, password}),
+        })).status""",
+        [username, password],
+    )
+    assert status == 200
+    page.goto(origin + f"/call/{visit_id}")
+    page.wait_for_selector("body[data-joined='1']", timeout=60_000)

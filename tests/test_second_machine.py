@@ -21,7 +21,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, start_live_server, stop_live_server
 from tests.live import checked_in_visit
-from tests.netns import Namespace, netns_problem, network_namespace
+from tests.netns import Namespace, netns_problem, network_namespace, staff_in_call
 from tests.pki import CourtPKI, make_pki
 from tests.test_browser_visit import _frames_decoded, _wait
 
@@ -162,18 +162,7 @@ def test_a_terminal_on_another_machine_holds_a_visit_over_https(
 
     judge_ctx = browsers.judge.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
     judge = judge_ctx.new_page()
-    judge.goto(origin + "/login")
-    status = judge.evaluate(
-        """async ([username, password]) => (await fetch("/api/v1/auth/login", {
-            method: "POST",
-            headers: {"Content-Type": "application/json"},
-            body: JSON.stringify({username, password}),
-        })).status""",
-        ["judge", court_server.passwords["judge"]],
-    )
-    assert status == 200
-    judge.goto(origin + f"/call/{visit_id}")
-    judge.wait_for_selector("body[data-joined='1']", timeout=60_000)
+    staff_in_call(judge, origin, "judge", court_server.passwords["judge"], visit_id)
 
     room_ctx = browsers.terminal.new_context(locale="zh-CN", viewport={"width": 414, "height": 860})
     guest = room_ctx.new_page()

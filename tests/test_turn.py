@@ -32,7 +32,7 @@ from config.turn import IceServers, turn_credentials
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, start_live_server, stop_live_server
 from tests.helpers import free_port, wait_until
 from tests.live import checked_in_visit
-from tests.netns import Namespace, netns_problem, network_namespace
+from tests.netns import Namespace, netns_problem, network_namespace, staff_in_call
 from tests.test_browser_visit import _frames_decoded, _wait
 
 SECRET = "court-turn-secret-" + secrets.token_hex(8)
@@ -287,18 +287,7 @@ def _hold_visit(ns: Namespace, server: LiveServer, folder: Path) -> dict[str, An
         judge_browser = pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, secure])
         try:
             judge = judge_browser.new_context(locale="zh-CN").new_page()
-            judge.goto(origin + "/login")
-            status = judge.evaluate(
-                """async ([username, password]) => (await fetch("/api/v1/auth/login", {
-                    method: "POST",
-                    headers: {"Content-Type": "application/json"},
-                    body: JSON.stringify({username, password}),
-                })).status""",
-                ["judge", server.passwords["judge"]],
-            )
-            assert status == 200
-            judge.goto(origin + f"/call/{visit_id}")
-            judge.wait_for_selector("body[data-joined='1']", timeout=60_000)
+            staff_in_call(judge, origin, "judge", server.passwords["judge"], visit_id)
 
             guest = terminal.new_context(locale="zh-CN").new_page()
             guest.goto(origin + f"/join?visit={visit_id}")
