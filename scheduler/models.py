@@ -25,6 +25,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from config.db import Base, UTCDateTime, utcnow
 from config.vocabulary import define
+from scheduler.cases.words import (
+    CaseState,
+    CaseTrack,
+    Channel,
+    HandlingMode,
+    Node,
+    VisitKind,
+)
 
 
 class CourtLevel(enum.StrEnum):
@@ -62,6 +70,8 @@ class Role(enum.StrEnum):
     operator = "operator"
     judge = "judge"
     archivist = "archivist"
+    petition_officer = "petition_officer"
+    leader = "leader"
     admin = "admin"
 
 
@@ -72,6 +82,8 @@ define(
         Role.operator: "操作员",
         Role.judge: "接访法官",
         Role.archivist: "档案员",
+        Role.petition_officer: "信访专员",
+        Role.leader: "院领导",
         Role.admin: "系统管理员",
     },
 )
@@ -228,7 +240,13 @@ class Petitioner(Base):
 
 
 class Petition(Base):
-    """The matter a petitioner raises, owned by the court that registered it."""
+    """A petition case (信访件): the matter one or more petitioners raise, registered at a
+    court, handled by a court (首办责任) and followed to its end.
+
+    ``court_id`` is the registering court; ``handler_court_id`` the court handling it now
+    (a lower court after 交办). Contacts, materials, assignments and the timeline are in
+    :mod:`scheduler.cases.models`; the rules of its states in :mod:`scheduler.cases.rules`.
+    """
 
     __tablename__ = "petitions"
 
@@ -245,13 +263,52 @@ class Petition(Base):
     judgment_ref: Mapped[str] = mapped_column(String(128), default="", nullable=False)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    # the case (信访件): see scheduler/cases
+    channel: Mapped[Channel] = mapped_column(
+        _enum(Channel, "case_channel"), default=Channel.video, nullable=False
+    )
+    original_court: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    people_count: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
+    state: Mapped[CaseState] = mapped_column(
+        _enum(CaseState, "case_state"), default=CaseState.registered, nullable=False
+    )
+    track: Mapped[CaseTrack] = mapped_column(
+        _enum(CaseTrack, "case_track"), default=CaseTrack.undecided, nullable=False
+    )
+    procedure: Mapped[str] = mapped_column(String(32), default="", nullable=False)
+    mode: Mapped[HandlingMode | None] = mapped_column(_enum(HandlingMode, "handling_mode"))
+    handler_court_id: Mapped[int | None] = mapped_column(
+        ForeignKey("courts.id", ondelete="RESTRICT"), index=True
+    )
+    responsible_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    supervising_court_id: Mapped[int | None] = mapped_column(
+        ForeignKey("courts.id", ondelete="RESTRICT"), index=True
+    )
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    leader_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    node: Mapped[Node] = mapped_column(
+        _enum(Node, "case_node"), default=Node.triage, nullable=False
+    )
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    contact_count: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
+    )
 
     petitioner: Mapped[Petitioner] = relationship()
-    court: Mapped[Court] = relationship()
+    court: Mapped[Court] = relationship(foreign_keys=[court_id])
 
     __table_args__ = (
         UniqueConstraint("court_id", "number"),
         Index("ix_petitions_number", "number"),
+        Index("ix_petitions_handler_state", "handler_court_id", "state"),
+        Index("ix_petitions_due", "due_at"),
+        CheckConstraint("people_count >= 1", name="people_count_positive"),
     )
 
 
@@ -301,6 +358,9 @@ class Visit(Base):
     checked_in_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     checked_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    kind: Mapped[VisitKind] = mapped_column(
+        _enum(VisitKind, "visit_kind"), default=VisitKind.reception, nullable=False
+    )
 
     petition: Mapped[Petition] = relationship()
 
