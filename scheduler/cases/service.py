@@ -886,35 +886,31 @@ async def resolve(
     ground: ResolutionGround | None,
     remark: str = "",
 ) -> Petition:
-    """化解 with its grounds; a follow-up (回访) is scheduled by the follow-up rule."""
+    """化解 with its grounds; a follow-up (回访) is scheduled by the follow-up rule, in the
+    same timeline entry (one action, one entry)."""
     if ground is None:
         raise InvalidError("化解须选择化解依据", code="missing_grounds")
     why = _text(remark, "化解情况说明")
     case, _ = await get_case(db, actor, case_id, CaseAction.resolve)
+    now = utcnow()
+    due = await deadline_for(db, Node.followup, now)
+    assert due is not None
     row = await _open_assignment(db, case)
     if row is not None:
         row.state = AssignmentState.accepted
         row.result = row.result or why
-        row.reported_at = row.reported_at or utcnow()
+        row.reported_at = row.reported_at or now
     case = await _act(
         db,
         actor,
         case_id,
         CaseAction.resolve,
         EventKind.resolved,
-        f"化解（{label(ground)}）：{why[:400]}",
-        detail={"ground": ground.value},
+        f"化解（{label(ground)}）：{why[:400]}；安排回访，{due.isoformat()} 前完成",
+        detail={"ground": ground.value, "followup_due_at": due.isoformat()},
+        due_at=due,
     )
-    assert case.due_at is not None
-    db.add(FollowUp(petition_id=case.id, due_at=case.due_at))
-    add_event(
-        db,
-        case.id,
-        EventKind.followup_scheduled,
-        actor,
-        f"安排回访，{case.due_at.isoformat()} 前完成",
-        detail={"due_at": case.due_at.isoformat()},
-    )
+    db.add(FollowUp(petition_id=case.id, due_at=due))
     return case
 
 
