@@ -66,13 +66,11 @@ async def staff(migrated: Settings, world: World, make_client: MakeClient) -> St
     engine = create_engine(migrated)
     try:
         async with create_sessionmaker(engine)() as db, db.begin():
+            # the world has po_a, po_high and leader_high already
             for name, role, court in (
-                ("po_a", Role.petition_officer, "basic_a"),
                 ("po_a2", Role.petition_officer, "basic_a"),
                 ("po_b", Role.petition_officer, "basic_b"),
                 ("po_mid", Role.petition_officer, "mid_a"),
-                ("po_high", Role.petition_officer, "high"),
-                ("leader_high", Role.leader, "high"),
             ):
                 await add_staff(db, world, name, role, court)
     finally:
@@ -522,3 +520,15 @@ async def test_housekeeping_alerts_the_supervising_court_once_a_deadline_passes(
     # the time in the sentence is the court's local time
     local = deadline.astimezone(migrated.tz).strftime("%Y-%m-%d %H:%M")
     assert local in overdue[0]["text"] and "+00:00" not in overdue[0]["text"]
+    # and the audit trail reads it as sentences, times in the court's zone
+    status, audit = await staff.call(
+        "admin", "GET", f"/audit?target_type=case&target_id={case['id']}&limit=200"
+    )
+    sentences = {e["action"]: e["sentence"] for e in audit["items"]}
+    assert sentences["case.assigned"] == (
+        f"po_high将信访件交办 甲市某区人民法院，限 {local} 前反馈。"
+    )
+    assert sentences["case.overdue"] == (f"系统预警：信访件的「限期反馈」已超期（期限 {local}）。")
+    assert {e["target_label"] for e in audit["items"]} == {f"信访件 #{case['id']}"}
+    labels = {e["action"]: e["action_label"] for e in audit["items"]}
+    assert labels["case.overdue"] == "超期预警" and labels["case.triaged"] == "分流"
