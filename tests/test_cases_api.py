@@ -14,17 +14,21 @@ from typing import Any
 import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from config.audit import AuditEvent
 from config.db import create_engine, create_sessionmaker, utcnow
 from config.settings import Settings
-from scheduler.cases.models import Material
+from scheduler.cases import service as cases
+from scheduler.cases.models import CaseEvent, Material
+from scheduler.cases.words import CaseCategory, CaseTrack, Channel, HandlingMode
 from scheduler.housekeeping import housekeeping
-from scheduler.models import Petition, Role
+from scheduler.models import IdType, Notification, Petition, Role
 from scheduler.notify import take_outbox
+from scheduler.scope import Actor
 from tests.conftest import MakeClient
-from tests.helpers import World, add_staff, login, wait_for
+from tests.helpers import World, add_staff, login, seed_world, wait_for
+from web.cli import migrate
 
 ID_A = "110101199003071233"
 PHONE_A = "13800138000"
@@ -612,3 +616,89 @@ async def test_housekeeping_alerts_the_supervising_court_once_a_deadline_passes(
     assert {e["target_label"] for e in audit["items"]} == {f"信访件 #{case['id']}"}
     labels = {e["action"]: e["action_label"] for e in audit["items"]}
     assert labels["case.overdue"] == "超期预警" and labels["case.triaged"] == "分流"
+
+
+@pytest.mark.postgres
+async def test_two_nodes_scanning_at_once_alert_an_overdue_case_once(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """PostgreSQL runs the two scans truly in parallel: the second one finds the case
+    claimed by the first once that commits, and sends nothing."""
+    pg = request.getfixturevalue("postgres_server")
+    settings = Settings(data_dir=tmp_path, database_url=pg.create_database("vr_scan"))
+    await asyncio.to_thread(migrate, settings)
+    engine = create_engine(settings)
+    sessions = create_sessionmaker(engine)
+    try:
+        async with sessions() as s, s.begin():
+            world = await seed_world(s)
+            clerk = Actor(world.users["op_a"], "op_a", Role.operator, world.courts["basic_a"])
+            high = Actor(
+                world.users["po_high"], "po_high", Role.petition_officer, world.courts["high"]
+            )
+            registered = await cases.register(
+                s,
+                clerk,
+                cases.Registration(
+                    channel=Channel.letter,
+                    petitioners=[cases.PersonIn("张三", IdType.resident_id, ID_A)],
+                    category=CaseCategory.enforcement,
+                    summary="未执行到位",
+                    original_numbers=[NUMBER],
+                    original_court="甲市某区人民法院",
+                ),
+            )
+            officer = Actor(
+                world.users["po_a"], "po_a", Role.petition_officer, world.courts["basic_a"]
+            )
+            await cases.triage(
+                s,
+                officer,
+                registered.case.id,
+                track=CaseTrack.petition,
+                mode=HandlingMode.careful,
+                responsible_id=world.users["po_a"],
+            )
+            deadline = utcnow() + timedelta(days=1)
+            await cases.assign(
+                s, high, registered.case.id, to_court_id=world.courts["mid_a"], deadline=deadline
+            )
+        later = deadline + timedelta(hours=1)
+        first, second = sessions(), sessions()
+        await first.begin()
+        done_first = await cases.scan_deadlines(first, later)
+        assert done_first.overdue == 1  # claimed, not yet committed
+
+        async def scan_second() -> cases.ScanResult:
+            async with second.begin():
+                return await cases.scan_deadlines(second, later)
+
+        racing = asyncio.create_task(scan_second())
+
+        async def second_waits_for_the_claim() -> bool:
+            async with sessions() as watch:
+                waiting = await watch.scalar(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                )
+            return bool(waiting)
+
+        await wait_for(second_waits_for_the_claim, within=20)
+        await first.commit()
+        assert (await racing).overdue == 0
+        await first.close()
+        await second.close()
+        async with sessions() as s:
+            per_user = (
+                await s.execute(
+                    select(Notification.user_id, func.count())
+                    .where(Notification.kind == "case_overdue")
+                    .group_by(Notification.user_id)
+                )
+            ).all()
+            entries = await s.scalar(
+                select(func.count()).select_from(CaseEvent).where(CaseEvent.kind == "overdue")
+            )
+        assert entries == 1
+        assert dict(per_user) == {world.users["po_high"]: 1, world.users["leader_high"]: 1}
+    finally:
+        await engine.dispose()
