@@ -662,7 +662,7 @@ async def list_rules(ctx: Context) -> list[RuleOut]:
 
 @api.route(
     "PUT",
-    "/case-rules/{node:[a-z_]+}",
+    r"/case-rules/{node:\w+}",
     summary="Change a node's deadline rule (running deadlines keep theirs)",
     tag=TAG,
     roles={Role.admin},
