@@ -89,17 +89,6 @@ STAFF: dict[str, tuple[Role, str]] = {
     "arch_high": (Role.archivist, "high"),
     "po_supreme": (Role.petition_officer, "supreme"),
 }
-# (op_a, judge_a, arch_a, arch_high come with the world)
-NEW_STAFF = (
-    "po_a",
-    "leader_a",
-    "po_b",
-    "po_mid_a",
-    "po_mid_b",
-    "po_high",
-    "leader_high",
-    "po_supreme",
-)
 REGISTRARS = {"basic_a": "po_a", "mid_a": "po_mid_a", "high": "po_high"}
 
 STEPS = (
@@ -385,9 +374,9 @@ async def env(migrated: Settings, world: World) -> Env:
     engine = create_engine(migrated)
     try:
         async with create_sessionmaker(engine)() as db, db.begin():
-            for username in NEW_STAFF:
-                role, court = STAFF[username]
-                await add_staff(db, world, username, role, court)
+            for username, (role, court) in STAFF.items():
+                if username not in world.users:
+                    await add_staff(db, world, username, role, court)
     finally:
         await engine.dispose()
     return Env(world=world, settings=migrated, numbers=itertools.count(1))
