@@ -349,6 +349,7 @@ class VisitOut(Answer):
     recording_progress: int | None = None
     recording_note: str = ""  # a failure, or "转写不可用：…"
     can_end: bool = False  # the caller may end it now (scheduler/lifecycle.py decides)
+    can_record_outcome: bool = False  # the caller is the visit's judge (lifecycle decides)
 
 
 class VisitEventOut(Answer):

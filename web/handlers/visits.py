@@ -149,6 +149,8 @@ async def visit_answers(
                 or (rec_transcript if rec_transcript != "ok" else "")
                 or "",
                 can_end=actor is not None and lifecycle.can_end(actor, v),
+                can_record_outcome=actor is not None
+                and lifecycle.may(actor, lifecycle.Action.outcome, v),
             )
         )
     return out
