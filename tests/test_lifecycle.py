@@ -20,8 +20,8 @@ from config.vocabulary import EndReason
 from recorder.models import Recording, RecordingState
 from scheduler import booking as bk
 from scheduler import lifecycle
-from scheduler.lifecycle import Action, may
 from scheduler.cases.words import VisitKind
+from scheduler.lifecycle import Action, may
 from scheduler.models import (
     Notification,
     Role,

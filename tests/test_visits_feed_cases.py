@@ -243,7 +243,7 @@ async def test_post_judgment_is_answered_by_the_named_judge_also_of_the_petition
     w = booking.world
     trial_judge = await _receiver(migrated, booking, "judge_basic", Role.judge, "basic_a")
     csrf = await login(client, "op_a")
-    own = {"receiving_court_id": w.courts["basic_a"], "kind": "post_judgment"}
+    own: dict[str, Any] = {"receiving_court_id": w.courts["basic_a"], "kind": "post_judgment"}
     status, body = await _book(client, csrf, booking, **own)
     assert status == 422 and body["error"]["code"] == "judge_required", body
     status, body = await _book(client, csrf, booking, receiving_court_id=w.courts["basic_a"])

@@ -18,6 +18,7 @@ from config.errors import ConflictError
 from config.settings import Settings
 from config.vocabulary import label
 from scheduler.cases.models import CaseEvent, Contact
+from scheduler.cases.rules import NO_VISITS
 from scheduler.cases.timeline import add_event
 from scheduler.cases.words import Channel, EventKind, VisitOutcome
 from scheduler.models import Court, Petition, Role, User, Visit, VisitState
@@ -36,7 +37,7 @@ def visit_link(visit_id: str) -> str:
 
 def require_open_case(petition: Petition) -> None:
     """A closed case (已化解, 已终结) takes no new visit: 409 until it is reopened."""
-    if petition.state.closed:
+    if petition.state in NO_VISITS:
         raise ConflictError(
             f"信访件 {petition.number} {label(petition.state)}，不能预约接访；"
             "如需继续办理，请先重新启动该信访件",

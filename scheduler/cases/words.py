@@ -138,11 +138,6 @@ class CaseState(enum.StrEnum):
     resolved = "resolved"
     terminated = "terminated"
 
-    @property
-    def closed(self) -> bool:
-        """A closed case takes no new visit or contact until it is reopened."""
-        return self in (CaseState.resolved, CaseState.terminated)
-
 
 define(
     "case_state",

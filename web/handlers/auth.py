@@ -33,7 +33,6 @@ HOME = {
     Role.admin: "/admin",
     Role.operator: "/operator",
     Role.judge: "/judge",
-    Role.leader: "/judge",  # a court leader receives visits (领导接访) at the judge's desk
     Role.archivist: "/archive",
     Role.petition_officer: "/cases",
     Role.leader: "/cases",
