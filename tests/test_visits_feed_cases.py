@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -427,3 +428,64 @@ def test_the_judge_records_an_outcome_in_the_call_and_it_is_on_the_cases_timelin
     assert outcome[0].actor_name == "judge"
     for ctx in (guest_ctx, judge_ctx):
         ctx.close()
+
+
+@pytest.mark.browser
+def test_the_operator_registers_a_case_by_category_and_books_it_by_kind(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    url = live_server.url
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    op = ctx.new_page()
+    op.goto(url + "/login")
+    op.fill("input[name=username]", "operator")
+    op.fill("input[name=password]", live_server.passwords["operator"])
+    op.click("#login-submit")
+    op.wait_for_url(url + "/operator")
+    op.wait_for_selector("body[data-ready='1']", timeout=30_000)
+
+    # registration: the category is chosen from the vocabulary, stored as its code
+    op.click("button[data-tab=tab-petitions]")
+    form = op.locator("#petition-form")
+    form.locator("input[name=number]").fill("（2026）京0108信88号")
+    op.select_option("#petition-category", label="行政再审申请")
+    form.locator("textarea[name=summary]").fill("对行政判决不服")
+    form.locator("button[type=submit]").click()
+    expect(op.locator("#petition-msg")).to_contain_text("已登记事项", timeout=30_000)
+    row = op.locator("#petition-rows tr", has_text="（2026）京0108信88号")
+    expect(row).to_contain_text("行政再审申请")
+    expect(row).to_contain_text("待分流")
+
+    # booking starts from the case: its number, category and state are shown
+    op.click("button[data-tab=tab-book]")
+    case = op.locator("#book-petition option", has_text="信88号").get_attribute("value")
+    assert case
+    op.select_option("#book-petition", case)
+    expect(op.locator("#book-case")).to_have_text(
+        "信访件 （2026）京0108信88号 · 行政再审申请 · 待分流"
+    )
+    courts = op.locator("#book-court option")
+    expect(courts).not_to_contain_text(["北京市海淀区人民法院"])
+    op.select_option("#book-kind", "post_judgment")  # the petitioner's own court may answer
+    expect(op.locator("#book-court option").first).to_have_text("北京市海淀区人民法院")
+    expect(op.locator("#book-judge-label")).to_have_text("原审法官（必选）")
+    op.select_option("#book-kind", "leader")
+    expect(op.locator("#book-judge-label")).to_have_text("接访院领导（可不选）")
+    op.select_option("#book-kind", "reception")
+    op.select_option("#book-court", label="北京市第一中级人民法院")
+    day = datetime.now(ZoneInfo("Asia/Shanghai")).date() + timedelta(days=1)
+    while day.weekday() > 4:
+        day += timedelta(days=1)
+    op.fill("#book-first", day.isoformat())
+    op.click("#book-form button[type=submit]")
+    expect(op.locator("#book-msg")).to_contain_text("找到", timeout=30_000)
+    op.locator("#slot-rows tr").first.locator("button").click()
+    expect(op.locator("#book-msg")).to_contain_text(
+        "已预约视频接访：（2026）京0108信88号", timeout=30_000
+    )
+    op.click("button[data-tab=tab-day]")
+    booked = op.locator("#visit-rows tr", has_text="信88号")
+    expect(booked).to_contain_text("视频接访")
+    expect(booked).to_contain_text("行政再审申请")
+    op.screenshot(path=str(artifacts / "operator-book-from-case.png"), full_page=True)
+    ctx.close()
