@@ -231,6 +231,15 @@ async def test_a_leader_visit_is_received_by_a_leader_and_never_by_a_judge(
         finally:
             await peer.close()
 
+    desk = await make_client()  # the leader's reception desk and call view are open to them
+    await login(desk, "leader_a")
+    for page in ("/judge", f"/call/{led['id']}"):
+        got = await desk.get(page, allow_redirects=False)
+        assert got.status == 200, (page, got.status)
+    mine = await (await desk.get(f"/api/v1/visits?day={MONDAY_10.date()}")).json()
+    assert {v["id"] for v in mine} == {led["id"], judged["id"]}  # addressed to their court
+    assert [v["can_record_outcome"] for v in mine if v["id"] == led["id"]] == [True]
+    assert [v["can_record_outcome"] for v in mine if v["id"] == judged["id"]] == [False]
     as_leader = await entered("leader_a", led["id"])
     assert as_leader["ok"] and as_leader["role"] == "judge", as_leader
     assert (await entered("judge_a", led["id"]))["error"]["code"] == "not_entitled"

@@ -21,7 +21,7 @@ from scheduler.cases.models import CaseEvent, Contact
 from scheduler.cases.rules import NO_VISITS
 from scheduler.cases.timeline import add_event
 from scheduler.cases.words import Channel, EventKind, VisitOutcome
-from scheduler.models import Court, Petition, Role, User, Visit, VisitState
+from scheduler.models import Court, Petition, User, Visit, VisitState
 from scheduler.scope import Actor
 from scheduler.visits import local_text
 
@@ -44,10 +44,6 @@ def require_open_case(petition: Petition) -> None:
             code="case_closed",
             details={"petition_id": petition.id, "state": petition.state.value},
         )
-
-
-def _receiver_title(receiver: User) -> str:
-    return "院领导" if receiver.role is Role.leader else "接访法官"
 
 
 async def visit_booked(
@@ -85,8 +81,8 @@ async def visit_booked(
         petition.id,
         EventKind.visit,
         actor,
-        f"预约{label(visit.kind)}：{when}，{receiving.name}"
-        f"{_receiver_title(receiver)}{receiver.display_name}",
+        f"{'现场安排' if visit.walk_in else '预约'}{label(visit.kind)}：{when}，{receiving.name}"
+        f"{label(receiver.role)}{receiver.display_name}",
         court_id=visit.court_id,
         detail={
             "visit_id": visit.id,
