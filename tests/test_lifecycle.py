@@ -20,6 +20,7 @@ from config.vocabulary import EndReason
 from recorder.models import Recording, RecordingState
 from scheduler import booking as bk
 from scheduler import lifecycle
+from scheduler.cases.words import VisitKind
 from scheduler.lifecycle import Action, may
 from scheduler.models import (
     Notification,
@@ -48,7 +49,8 @@ ACTORS = {
     "admin": Actor(ADMIN, "ad", Role.admin, None),
     "system": SYSTEM_ACTOR,
 }
-# (actor, judge assigned?) → the actions allowed, in the order enter, admit, end, cancel, manage
+# (actor, judge assigned?) → the actions allowed, in the order enter, admit, end, cancel, manage,
+# watch (no court is above this visit here: only an admin watches; see tests/test_monitor.py)
 TABLE: dict[tuple[str, bool], str] = {
     ("assigned judge", True): "enter admit end cancel",
     ("other judge, same court", True): "",
@@ -56,7 +58,7 @@ TABLE: dict[tuple[str, bool], str] = {
     ("operator, booking court", True): "enter end cancel manage",
     ("operator, other court", True): "",
     ("archivist", True): "",
-    ("admin", True): "end cancel manage",
+    ("admin", True): "end cancel manage watch",
     ("system", True): "end cancel manage",
     # no judge assigned: any judge of the receiving court receives
     ("assigned judge", False): "enter admit end cancel",
@@ -65,7 +67,7 @@ TABLE: dict[tuple[str, bool], str] = {
     ("operator, booking court", False): "enter end cancel manage",
     ("operator, other court", False): "",
     ("archivist", False): "",
-    ("admin", False): "end cancel manage",
+    ("admin", False): "end cancel manage watch",
     ("system", False): "end cancel manage",
 }
 
@@ -98,8 +100,10 @@ def test_every_state_has_its_moves_and_ending_is_possible_only_once_started() ->
         VisitState.in_progress,
     } == lifecycle.ENDABLE
     assert set(lifecycle.OPEN) >= set(lifecycle.LIVE)
-    assert lifecycle.starts_recording(vocabulary.ParticipantRole.petitioner)
-    assert not lifecycle.starts_recording(vocabulary.ParticipantRole.lawyer)
+    reception = Visit(kind=VisitKind.reception)
+    assert lifecycle.starts_recording(vocabulary.ParticipantRole.petitioner, reception)
+    assert not lifecycle.starts_recording(vocabulary.ParticipantRole.lawyer, reception)
+    assert not lifecycle.starts_recording(vocabulary.ParticipantRole.operator, reception)
 
 
 async def test_the_vocabulary_is_served_and_no_page_keeps_its_own_labels(

@@ -227,6 +227,8 @@ const VR = (() => {
     const HOMES = { admin: "/admin", operator: "/operator", judge: "/judge", archivist: "/archive" };
     const links = HOMES[me.role] === "/archive" ? [["/archive", "录像档案"]]
       : [[HOMES[me.role], "工作台"], ["/archive", "录像档案"]];
+    // 监看: staff of a supervising court watch what is live below it
+    if (["judge", "petition_officer", "leader", "admin"].includes(me.role)) links.push(["/monitor", label("participant_role", "observer")]);
     for (const [href, text] of links) {
       const a = document.createElement("a");
       a.href = href;
