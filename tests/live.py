@@ -32,6 +32,16 @@ async def http_login(http: aiohttp.ClientSession, node: Node, user: str, pw: str
         return str((await r.json())["csrf_token"])
 
 
+def page_login(page: Any, node: Node, user: str, password: str, then: str) -> None:
+    """Log a browser page in through the login page and land on ``then`` (a path)."""
+    page.goto(node.url + "/login?next=" + then)
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("#login-submit")
+    page.wait_for_url(node.url + then)
+    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+
+
 async def checked_in_visit(
     node: Node, passwords: dict[str, str], tls: ssl.SSLContext | None = None
 ) -> tuple[str, str]:
