@@ -24,7 +24,14 @@ from scheduler.scope import SYSTEM_ACTOR, Actor
 from signaling.namespace import _sends
 from tests.conftest import MakeClient, start_live_server, stop_live_server
 from tests.helpers import Booking, login, wait_until
-from tests.live import Client, checked_in_visit, http_login, page_login, staff_cookie
+from tests.live import (
+    Client,
+    beside_playwright,
+    checked_in_visit,
+    http_login,
+    page_login,
+    staff_cookie,
+)
 from tests.visits import Peer, _cookie
 from web.audit_text import sentence
 
@@ -274,9 +281,9 @@ def test_a_high_court_watches_a_basic_courts_visit_in_chromium(
     server = watch_server
     high = {"code": "BJGY", "parent": "SPC"}
     other = {"code": "TJGY", "name": "天津市高级人民法院", "level": "high", "parent": "SPC"}
-    watcher_pw = asyncio.run(_staff(server, high, "gaoyuan", "judge"))
-    stranger_pw = asyncio.run(_staff(server, other, "tianjin", "judge"))
-    visit_id, code = asyncio.run(checked_in_visit(server, server.passwords))
+    watcher_pw = beside_playwright(_staff(server, high, "gaoyuan", "judge"))
+    stranger_pw = beside_playwright(_staff(server, other, "tianjin", "judge"))
+    visit_id, code = beside_playwright(checked_in_visit(server, server.passwords))
 
     guest_ctx = chromium.new_context(locale="zh-CN")
     guest = guest_ctx.new_page()
@@ -296,7 +303,7 @@ def test_a_high_court_watches_a_basic_courts_visit_in_chromium(
         await judge.close()  # the call goes on (it ends as abandoned only after minutes)
         return judge
 
-    asyncio.run(judge_admits())
+    beside_playwright(judge_admits())
     expect(guest.locator("#call-step")).to_be_visible(timeout=30_000)
     wait_until(lambda: _video(guest, "outbound") > 30, what="the petitioner publishes")
 
@@ -328,7 +335,7 @@ def test_a_high_court_watches_a_basic_courts_visit_in_chromium(
         finally:
             await peer.close()
 
-    refused = asyncio.run(stranger_refused())
+    refused = beside_playwright(stranger_refused())
     assert not refused["ok"] and refused["error"]["code"] == "not_entitled"
     stranger = watch_ctx.request  # logged in as the watcher: log in as the stranger instead
     r = stranger.post(
