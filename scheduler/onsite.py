@@ -14,16 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.db import utcnow
 from config.errors import InvalidError, NotFoundError, PermissionDeniedError
 from scheduler import lifecycle
+from scheduler.cases import service as cases
 from scheduler.cases.models import Contact
+from scheduler.cases.rules import CaseAction
 from scheduler.cases.timeline import add_event
 from scheduler.cases.words import Channel, EventKind, VisitKind
-from scheduler.models import Petition, ReceptionRoom, Role, Visit
+from scheduler.models import ReceptionRoom, Role, Visit
 from scheduler.scope import Actor, descendant_court_ids
 
 # the span an on-site reception nominally takes in the day views (it holds no booking)
@@ -58,13 +60,13 @@ async def start_onsite(
     """An operator of the basic court starts recording a walk-in at a window (a reception
     room of their court, or a window named here): a visit of kind ``onsite``, in progress
     at once; a walk-in contact on the case bound to it; and the case's timeline entry
-    linking to the recording."""
+    linking to the recording. The case's rules decide who may add the contact
+    (:mod:`scheduler.cases.service`)."""
     now = now or utcnow()
     if actor.role is not Role.operator or actor.court_id is None:
         raise PermissionDeniedError("只有基层法院接待窗口的操作员可以开始现场接待录音录像")
-    petition = await db.get(Petition, petition_id)
-    if petition is None or actor.court_id not in (petition.court_id, petition.handler_court_id):
-        raise NotFoundError(f"信访件 {petition_id} 不存在")
+    # the case's own rule: who may add a contact to it (404 when it is out of reach)
+    petition, _ = await cases.get_case(db, actor, petition_id, CaseAction.add_contact)
     window = window.strip()
     if room_id is not None:
         room = await db.get(ReceptionRoom, room_id)
@@ -94,23 +96,15 @@ async def start_onsite(
     db.add(visit)
     await db.flush()
     lifecycle.begin_onsite(db, actor, visit, petition=petition.number, window=window)
-    contact = Contact(
-        petition_id=petition.id,
-        court_id=actor.court_id,
+    contact = await cases.add_contact(
+        db,
+        actor,
+        petition.id,
         channel=Channel.walk_in,
         occurred_at=now,
         summary=summary.strip() or f"现场接待（{window}），全程录音录像",
         people_count=people_count,
         visit_id=visit.id,
-        registered_by=actor.user_id,
-    )
-    db.add(contact)
-    await db.flush()
-    await db.execute(
-        update(Petition)
-        .where(Petition.id == petition.id)
-        .values(contact_count=Petition.contact_count + 1)
-        .execution_options(synchronize_session=False)
     )
     add_event(
         db,

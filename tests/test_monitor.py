@@ -207,6 +207,9 @@ async def test_the_monitor_list_shows_what_is_live_below_the_court(
 
     assert await listed("judge_high") == (200, [visit["id"]])  # not the one still booked
     assert await listed("admin") == (200, [visit["id"]])
+    assert await listed("leader_high") == (200, [visit["id"]])
+    assert await listed("po_high") == (200, [visit["id"]])
+    assert await listed("po_a") == (200, [])  # the visit's own court is not above it
     assert await listed("judge_b") == (200, [])  # another branch of the tree
     assert (await listed("op_a"))[0] == 403
     page = await make_client()

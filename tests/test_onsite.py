@@ -121,7 +121,11 @@ async def test_starting_an_onsite_reception_binds_a_walk_in_contact_and_a_timeli
             assert contact.channel is Channel.walk_in and contact.visit_id == visit_id
             assert contact.id == body["contact_id"]
             entry = (
-                await s.scalars(select(CaseEvent).where(CaseEvent.petition_id == petition))
+                await s.scalars(
+                    select(CaseEvent).where(
+                        CaseEvent.petition_id == petition, CaseEvent.kind == EventKind.visit
+                    )
+                )
             ).one()
             assert entry.kind == EventKind.visit.value
             assert entry.detail["link"] == f"/archive/visits/{visit_id}"
@@ -141,7 +145,7 @@ async def test_starting_an_onsite_reception_binds_a_walk_in_contact_and_a_timeli
                     )
                 ).all()
             )
-            assert {"visit.onsite_started", "case.visit"} <= actions
+            assert {"visit.onsite_started", "case.contact", "case.visit"} <= actions
     finally:
         await db.dispose()
 
