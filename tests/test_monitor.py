@@ -215,6 +215,8 @@ async def test_the_monitor_list_shows_what_is_live_below_the_court(
     page = await make_client()
     await login(page, "judge_high")
     assert (await page.get("/monitor")).status == 200
+    await login(page, "leader_high")  # the call page opens for every watching role
+    assert (await page.get(f"/call/{visit['id']}?watch=1")).status == 200
     await login(page, "op_a")
     assert (await page.get("/monitor")).status == 403
     for peer in (guest, judge):

@@ -11,14 +11,16 @@ import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import AuditEvent
 from config.db import Database, utcnow
+from config.errors import InvalidError, PermissionDeniedError
 from config.settings import Settings
 from config.vocabulary import ParticipantRole
 from recorder.manifest import verify
@@ -90,6 +92,15 @@ def test_an_onsite_reception_is_recorded_and_held_by_its_operator() -> None:
     assert not lifecycle.hosts(ParticipantRole.judge, onsite)
     assert lifecycle.hosts(ParticipantRole.judge, reception)
     assert not lifecycle.hosts(ParticipantRole.operator, reception)
+
+
+def test_only_an_onsite_reception_begins_in_progress() -> None:
+    booked = Visit(id="0" * 32, court_id=BASIC, receiving_court_id=BASIC, kind=VisitKind.reception)
+    with pytest.raises(InvalidError):
+        lifecycle.begin_onsite(cast(AsyncSession, None), OPERATOR, booked)
+    assert booked.state is not VisitState.in_progress  # untouched
+    with pytest.raises(PermissionDeniedError):
+        lifecycle.begin_onsite(cast(AsyncSession, None), ACTORS["judge, this court"], _onsite())
 
 
 async def _start(client: Any, csrf: str, **body: Any) -> Any:
