@@ -24,17 +24,13 @@ from scheduler.cases import service as cases
 from scheduler.cases.models import Contact
 from scheduler.cases.rules import CaseAction
 from scheduler.cases.timeline import add_event
+from scheduler.cases.visits import visit_link
 from scheduler.cases.words import Channel, EventKind, VisitKind
 from scheduler.models import ReceptionRoom, Role, Visit
 from scheduler.scope import Actor, descendant_court_ids
 
 # the span an on-site reception nominally takes in the day views (it holds no booking)
 NOMINAL = timedelta(minutes=30)
-
-
-def recording_link(visit_id: str) -> str:
-    """Where a visit's recording is played (web/pages.py PLAYBACK)."""
-    return f"/archive/visits/{visit_id}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +114,7 @@ async def start_onsite(
             "kind": VisitKind.onsite.value,
             "channel": Channel.walk_in.value,
             "window": window,
-            "link": recording_link(visit.id),
+            "link": visit_link(visit.id),
         },
     )
     return OnsiteReception(visit=visit, contact=contact, window=window)

@@ -33,7 +33,7 @@ SOCKET_IO_CLIENT = (
 PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/admin": ("admin.html", frozenset({Role.admin})),
     "/operator": ("operator.html", frozenset({Role.operator})),
-    "/judge": ("judge.html", frozenset({Role.judge})),
+    "/judge": ("judge.html", frozenset({Role.judge, Role.leader})),
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
     # 监看: what is live below the court (who may watch is scheduler/lifecycle.py's rule)
     "/monitor": ("monitor.html", lifecycle.WATCHERS),
@@ -165,7 +165,7 @@ async def call_page(request: web.Request) -> web.StreamResponse:
     role = await _role(request)
     if role is None:
         raise web.HTTPFound("/login?next=" + request.path)
-    if role not in (Role.judge, Role.operator) and role not in lifecycle.WATCHERS:
+    if role not in (Role.judge, Role.leader, Role.operator) and role not in lifecycle.WATCHERS:
         return _html("forbidden.html", status=403)
     return _html("call.html", timezone=request.app[SETTINGS].timezone)
 

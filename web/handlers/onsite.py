@@ -7,9 +7,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from config.vocabulary import label
 from scheduler import lifecycle, onsite
-from scheduler.cases.words import VisitKind
+from scheduler.cases.visits import visit_link
 from scheduler.models import Role
 from web.handlers.visits import visit_answers
 from web.routes import Context, api
@@ -40,8 +39,6 @@ class WatchableOut(Answer):
     """A visit or on-site reception in progress below the caller's court."""
 
     visit: VisitOut
-    kind: VisitKind
-    kind_name: str
     watch_url: str
 
 
@@ -78,7 +75,7 @@ async def start_onsite(ctx: Context) -> OnsiteOut:
         contact_id=started.contact.id,
         window=started.window,
         call_url=f"/call/{started.visit.id}",
-        recording_url=onsite.recording_link(started.visit.id),
+        recording_url=visit_link(started.visit.id),
     )
 
 
@@ -95,12 +92,4 @@ async def watchable(ctx: Context) -> list[WatchableOut]:
     progress whose court or receiving court is below the caller's (an admin: all)."""
     visits = await onsite.watchable_visits(ctx.db, ctx.me.actor())
     answers = await visit_answers(ctx.db, visits)
-    return [
-        WatchableOut(
-            visit=a,
-            kind=v.kind,
-            kind_name=label(v.kind),
-            watch_url=f"/call/{v.id}?watch=1",
-        )
-        for v, a in zip(visits, answers, strict=True)
-    ]
+    return [WatchableOut(visit=a, watch_url=f"/call/{a.id}?watch=1") for a in answers]

@@ -10,10 +10,10 @@
     try {
       const live = await VR.api("GET", "/monitor/visits");
       VR.fillTable(rows, live, [
-        (w) => VR.time(w.visit.starts_at), (w) => w.kind_name,
+        (w) => VR.time(w.visit.starts_at), (w) => w.visit.kind_name,
         (w) => `${w.visit.petition_number}（${w.visit.petition_category}）`, (w) => w.visit.petitioner_name,
         (w) => w.visit.court_name,
-        (w) => w.kind === "onsite" ? "现场接待窗口" : `${w.visit.receiving_court_name} / ${w.visit.judge_name || "待分配"}`,
+        (w) => w.visit.kind === "onsite" ? "现场接待窗口" : `${w.visit.receiving_court_name} / ${w.visit.judge_name || "待分配"}`,
         (w) => w.visit.room_name || "",
         (w) => {
           const a = document.createElement("a");
