@@ -49,6 +49,7 @@ from scheduler.cases.rules import (
 )
 from scheduler.cases.timeline import add_event
 from scheduler.cases.words import (
+    AidStage,
     AssignmentState,
     CaseCategory,
     CaseState,
@@ -60,6 +61,7 @@ from scheduler.cases.words import (
     Node,
     Procedure,
     ResolutionGround,
+    ReviewRating,
     TerminationGround,
 )
 from scheduler.models import Court, IdType, Petition, Petitioner, Role, User
@@ -857,7 +859,7 @@ async def judicial_aid(
     remark: str = "",
 ) -> Petition:
     """司法救助: the application, and its result (granted with an amount, or refused)."""
-    names = {"applied": "申请司法救助", "granted": "司法救助已批准", "refused": "司法救助未批准"}
+    names = {s.value: label(s) for s in AidStage}
     if stage not in names:
         raise InvalidError("司法救助阶段无效", code="invalid_stage")
     if stage == "granted" and (amount_yuan is None or amount_yuan <= 0):
@@ -980,7 +982,7 @@ async def review(
     db: AsyncSession, actor: Actor, case_id: int, *, findings: str, rating: str
 ) -> Petition:
     """评查: a review of a closed case with its findings."""
-    ratings = {"good": "优秀", "pass": "合格", "fail": "不合格"}
+    ratings = {r.value: label(r) for r in ReviewRating}
     if rating not in ratings:
         raise InvalidError("评查结论无效", code="invalid_rating")
     body = _text(findings, "评查意见")
