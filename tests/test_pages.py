@@ -7,8 +7,11 @@ import xml.etree.ElementTree as ET
 
 from aiohttp.test_utils import TestClient
 
+from config.db import create_engine, create_sessionmaker
+from config.settings import Settings
+from scheduler.models import Role
 from tests.conftest import MakeClient
-from tests.helpers import World, login
+from tests.helpers import World, add_staff, login
 from web.pages import TEMPLATES
 
 ICON_LINK = '<link rel="icon" href="/favicon.svg" type="image/svg+xml">'
@@ -50,6 +53,14 @@ async def test_every_page_links_the_favicon(make_client: MakeClient, world: Worl
     playback = await admin.get("/archive/visits/" + "0" * 32)
     assert ICON_LINK in await playback.text()
     seen.add("playback.html")
+    for path, template in (
+        ("/cases", "cases.html"),
+        ("/cases/new", "case_new.html"),
+        ("/cases/board", "case_board.html"),
+        ("/cases/1", "case.html"),
+    ):
+        assert ICON_LINK in await (await admin.get(path)).text(), path
+        seen.add(template)
     assert seen == {p.name for p in TEMPLATES.glob("*.html")}  # no page left out
 
 
@@ -66,3 +77,34 @@ async def test_refused_fields_are_explained_in_chinese(client: TestClient) -> No
         "court_id": "须为整数",
         "password": "必填",
     }
+
+
+async def test_case_pages_open_to_case_roles_and_new_roles_land_on_the_case_list(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            await add_staff(db, world, "officer_high", Role.petition_officer, "high")
+            await add_staff(db, world, "leader_a", Role.leader, "basic_a")
+    finally:
+        await engine.dispose()
+    for username in ("officer_high", "leader_a"):
+        staff = await make_client()
+        await login(staff, username)
+        me = await (await staff.get("/api/v1/auth/me")).json()
+        assert me["home"] == "/cases"
+        home = await staff.get("/", allow_redirects=False)
+        assert home.status == 302 and home.headers["Location"] == "/cases"
+        for path in ("/cases", "/cases/new", "/cases/board", "/cases/7"):
+            assert (await staff.get(path)).status == 200, (username, path)
+        assert (await staff.get("/operator")).status == 403
+    archivist = await make_client()
+    await login(archivist, "arch_a")
+    for path in ("/cases", "/cases/board", "/cases/7"):
+        assert (await archivist.get(path)).status == 200, path
+    refused = await archivist.get("/cases/new")  # archivists read cases, never register
+    assert refused.status == 403 and "无权访问" in await refused.text()
+    anonymous = await make_client()
+    away = await anonymous.get("/cases/7", allow_redirects=False)
+    assert away.status == 302 and away.headers["Location"] == "/login?next=/cases/7"
