@@ -311,10 +311,12 @@ const VR = (() => {
   function vocabOptions(select, kind) {
     for (const [value, text] of Object.entries(WORDS[kind] || {})) select.add(new Option(text, value));
   }
+  // an instant as staff read a deadline or a timeline entry: court day and minute
+  function minute(iso) { return iso ? `${dayOf(iso)} ${hm(iso)}` : ""; }
   // a case's deadline in court time, with the days overdue when it has passed
   function caseDue(c) {
     const box = document.createElement("span");
-    box.textContent = c.due_at ? time(c.due_at) : "—";
+    box.textContent = c.due_at ? minute(c.due_at) : "—";
     if (c.overdue) {
       const late = document.createElement("strong");
       late.className = "late";
@@ -345,7 +347,7 @@ const VR = (() => {
     return (c.petitioner_name || "") + (c.people_count > 1 ? ` 等${c.people_count}人` : "");
   }
 
-  return { api, upload, say, describe, vocabOptions, caseDue, caseLink, casePeople, badge, $, fillTable, button, formData, time, start, tabs, ask, stateTag,
+  return { api, upload, say, describe, vocabOptions, minute, caseDue, caseLink, casePeople, badge, $, fillTable, button, formData, time, start, tabs, ask, stateTag,
            endButton, earlierOpen,
            today, addDays, localIso, fromInput, hm, dayOf, WEEKDAYS,
            ROLE_NAMES, LEVEL_NAMES, ID_TYPES, label, get me() { return me; } };

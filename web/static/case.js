@@ -27,7 +27,7 @@
   };
   const courtsBelow = async () => (await VR.api("GET", "/cases/courts-below")).map((c) => [c.id, c.name]);
   const eventOptions = async () => detail.events.map((e) =>
-    [e.id, `第 ${e.id} 条 ${VR.time(e.at)} ${VR.label("case_event", e.kind)}：${e.text.slice(0, 30)}`]);
+    [e.id, `第 ${e.id} 条 ${VR.minute(e.at)} ${VR.label("case_event", e.kind)}：${e.text.slice(0, 30)}`]);
   const FORMS = {
     add_contact: { title: "登记来访来信（重复访）", post: "/contacts", fields: [
       { name: "channel", label: "来源渠道", options: vocab("case_channel") },
@@ -228,7 +228,7 @@
     fact(dl, "来访来信", `${c.contact_count} 次`);
     fact(dl, "原审法院", c.original_court);
     fact(dl, "原案号", [].concat(c.original_numbers || []).join("、"));
-    fact(dl, "登记时间", VR.time(c.created_at));
+    fact(dl, "登记时间", VR.minute(c.created_at));
     document.getElementById("case-summary").textContent = c.summary ? `信访诉求：${c.summary}` : "";
 
     const people = document.getElementById("people");
@@ -256,7 +256,7 @@
       li.dataset.eventId = e.id;
       li.dataset.kind = e.kind;
       li.className = "ev-" + e.kind;
-      li.append(el("span", VR.time(e.at), "at"), el("span", VR.label("case_event", e.kind), "kind"));
+      li.append(el("span", VR.minute(e.at), "at"), el("span", VR.label("case_event", e.kind), "kind"));
       const body = el("span", null, "body");
       body.append(el("span", e.text, "text"));
       const who = [e.actor_name, e.court_name].filter(Boolean).join("，");
@@ -273,11 +273,11 @@
     }
 
     VR.fillTable(document.getElementById("material-rows"), data.materials, [
-      (m) => `${m.filename}（${Math.max(1, Math.round(m.size / 1024))} KB）`, (m) => VR.time(m.created_at),
+      (m) => `${m.filename}（${Math.max(1, Math.round(m.size / 1024))} KB）`, (m) => VR.minute(m.created_at),
       (m) => el("code", m.sha256, "hash"), (m) => VR.button("查看", () => view(m), true),
     ], "暂无材料");
     VR.fillTable(document.getElementById("contact-rows"), data.contacts, [
-      (k) => VR.time(k.occurred_at),
+      (k) => VR.minute(k.occurred_at),
       (k) => VR.label("case_channel", k.channel) + (k.repeat ? "（重复访）" : ""),
       (k) => String(k.people_count || 1),
       (k) => {
@@ -287,12 +287,12 @@
       },
     ], "暂无");
     VR.fillTable(document.getElementById("assignment-rows"), data.assignments, [
-      (a) => `${name(a.from_court) || a.from_court_name || ""} ${VR.time(a.assigned_at)}`,
-      (a) => name(a.to_court) || a.to_court_name || "", (a) => VR.time(a.deadline),
+      (a) => `${name(a.from_court) || a.from_court_name || ""} ${VR.minute(a.assigned_at)}`,
+      (a) => name(a.to_court) || a.to_court_name || "", (a) => VR.minute(a.deadline),
       (a) => VR.label("assignment_state", a.state), (a) => a.result || a.instructions || "",
     ], "未交办");
     VR.fillTable(document.getElementById("followup-rows"), data.followups, [
-      (f) => VR.time(f.due_at), (f) => (f.done_at ? VR.time(f.done_at) : "待回访"),
+      (f) => VR.minute(f.due_at), (f) => (f.done_at ? VR.minute(f.done_at) : "待回访"),
       (f) => (f.result ? VR.label("followup_result", f.result) : ""), (f) => f.remark || "",
     ], "暂无");
   }

@@ -22,7 +22,7 @@
         VR.fillTable(body, group.cases, [
           VR.caseLink, (c) => VR.label("case_category", c.category), VR.casePeople,
           (c) => VR.label("case_state", c.state), (c) => VR.label("case_node", c.node),
-          (c) => c.due_at ? VR.time(c.due_at) : "—", (c) => (c.overdue ? `超期 ${c.days_overdue} 天` : "未超期"),
+          (c) => c.due_at ? VR.minute(c.due_at) : "—", (c) => (c.overdue ? `超期 ${c.days_overdue} 天` : "未超期"),
           (c) => (c.responsible ? c.responsible.name : "未指定"),
         ]);
         group.cases.forEach((c, i) => {
