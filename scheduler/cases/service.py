@@ -39,6 +39,7 @@ from scheduler.cases.models import (
 )
 from scheduler.cases.rules import (
     CLOSED,
+    HANDLERS,
     NODE_OF,
     OPEN,
     CaseAction,
@@ -1112,6 +1113,53 @@ async def list_cases(
     return Page(items=items, total=int(total or 0))
 
 
+def is_overdue(case: Petition, now: datetime) -> bool:
+    """Whether an open case's current node is past its deadline (the list's 超期 filter)."""
+    return case.state in OPEN and case.due_at is not None and case.due_at < now
+
+
+def overdue_days(case: Petition, now: datetime) -> int:
+    """Days past the deadline, a started day counting as one; 0 when not overdue."""
+    if not is_overdue(case, now):
+        return 0
+    assert case.due_at is not None
+    return (now - case.due_at).days + 1
+
+
+@dataclass
+class Names:
+    """The names a list of cases shows: courts, staff and lead petitioners, by id."""
+
+    courts: dict[int, str] = field(default_factory=dict)
+    users: dict[int, str] = field(default_factory=dict)
+    petitioners: dict[int, str] = field(default_factory=dict)
+
+
+async def names_for(db: AsyncSession, cases: Sequence[Petition]) -> Names:
+    """One query each for the courts, staff and petitioners named by ``cases``."""
+    court_ids = {
+        c
+        for p in cases
+        for c in (p.court_id, p.handler_court_id, p.supervising_court_id)
+        if c is not None
+    }
+    user_ids = {u for p in cases for u in (p.responsible_id, p.leader_id) if u is not None}
+    person_ids = {p.petitioner_id for p in cases}
+    names = Names()
+    if court_ids:
+        rows = await db.execute(select(Court.id, Court.name).where(Court.id.in_(court_ids)))
+        names.courts = {cid: name for cid, name in rows.all()}
+    if user_ids:
+        rows = await db.execute(select(User.id, User.display_name).where(User.id.in_(user_ids)))
+        names.users = {uid: name for uid, name in rows.all()}
+    if person_ids:
+        rows = await db.execute(
+            select(Petitioner.id, Petitioner.name).where(Petitioner.id.in_(person_ids))
+        )
+        names.petitioners = {pid: name for pid, name in rows.all()}
+    return names
+
+
 @dataclass
 class BoardRow:
     case: Petition
@@ -1142,9 +1190,7 @@ async def board(db: AsyncSession, actor: Actor) -> list[BoardRow]:
         BoardRow(
             case=p,
             court_name=name,
-            days_overdue=max(0, (now - p.due_at).days + (1 if now > p.due_at else 0))
-            if p.due_at is not None
-            else 0,
+            days_overdue=overdue_days(p, now),
         )
         for p, name in (await db.execute(stmt.order_by(Petition.due_at).limit(2000))).all()
     ]
@@ -1191,6 +1237,10 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
     assignments = await rows(Assignment, Assignment.id)
     for a in assignments:
         court_ids |= {a.from_court_id, a.to_court_id}
+    events = await rows(CaseEvent, CaseEvent.id)
+    contacts = await rows(Contact, Contact.occurred_at)
+    court_ids |= {e.court_id for e in events if e.court_id is not None}
+    court_ids |= {c.court_id for c in contacts}
     names = {
         cid: name
         for cid, name in (
@@ -1200,8 +1250,8 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
     return Timeline(
         case=case,
         standing=where,
-        events=await rows(CaseEvent, CaseEvent.id),
-        contacts=await rows(Contact, Contact.occurred_at),
+        events=events,
+        contacts=contacts,
         materials=await rows(Material, Material.id),
         assignments=assignments,
         followups=await rows(FollowUp, FollowUp.id),
@@ -1220,6 +1270,33 @@ def actions_for(actor: Actor, case: Petition, where: Standing) -> list[str]:
     return [
         a.value for a in CaseAction if a is not CaseAction.view and may(actor, a, case.state, where)
     ]
+
+
+async def courts_below(db: AsyncSession, actor: Actor) -> Sequence[Court]:
+    """The courts the actor's court may hand a case to (交办): every court below it."""
+    if actor.court_id is None:
+        return []
+    below = await descendant_court_ids(db, actor.court_id)
+    below.discard(actor.court_id)
+    if not below:
+        return []
+    return (await db.scalars(select(Court).where(Court.id.in_(below)).order_by(Court.name))).all()
+
+
+async def staff_of(db: AsyncSession, actor: Actor, court_id: int) -> Sequence[User]:
+    """Active staff of the actor's court or a court below it who handle cases (owners,
+    meeting invitees); another branch's court is unknown (404)."""
+    if not actor.is_admin and (
+        actor.court_id is None or court_id not in await descendant_court_ids(db, actor.court_id)
+    ):
+        raise NotFoundError(f"法院 {court_id} 不存在")
+    return (
+        await db.scalars(
+            select(User)
+            .where(User.court_id == court_id, User.active, User.role.in_(HANDLERS))
+            .order_by(User.display_name)
+        )
+    ).all()
 
 
 # ---------------------------------------------------------------- deadlines (housekeeping)
