@@ -13,6 +13,7 @@ import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -22,7 +23,7 @@ from sqlalchemy import update
 from config.db import Database, utcnow
 from config.settings import Settings
 from scheduler.cases.models import Assignment
-from scheduler.cases.service import REQUIRED_FIELDS, scan_deadlines
+from scheduler.cases.service import REQUIRED_FIELDS, normalize_case_number, scan_deadlines
 from scheduler.models import Petition
 from tests.conftest import LiveServer
 from tests.helpers import browser_login
@@ -34,6 +35,8 @@ LOCAL = ZoneInfo("Asia/Shanghai")
 ID_NUMBER = "110108198003124518"  # a valid resident ID (checksum digit 8)
 WRONG_ID = "110108198003124510"  # the same with a wrong checksum digit
 ORIGINAL = "（2025）京0108执123号"
+EARLIER = "（2024）京0108民初45号"  # the judgment being enforced: a second original number
+OTHER_ID = "11010819751105382X"  # a second petitioner of the group visit
 RED = "rgb(180, 35, 24)"  # --err of app.css
 
 
@@ -98,14 +101,16 @@ def _shot(page: Any, artifacts: Path, name: str) -> None:
     page.screenshot(path=str(artifacts / f"cases-{name}.png"), full_page=True)
 
 
-def _fill_registration(page: Any, channel: str, name: str, id_number: str) -> None:
+def _fill_registration(
+    page: Any, channel: str, name: str, id_number: str, numbers: str = ORIGINAL
+) -> None:
     page.select_option("#reg-channel", channel)
     person = page.locator("#people .person").first
     person.locator("input[name=name]").fill(name)
     person.locator("select[name=id_type]").select_option("resident_id")
     person.locator("input[name=id_number]").fill(id_number)
     page.select_option("#reg-category", "enforcement")
-    page.fill("#reg-numbers", ORIGINAL)
+    page.fill("#reg-numbers", numbers)
     page.fill("#reg-summary", "请求法院执行到位，支付拖欠工程款。")
     page.fill("#reg-court", "北京市海淀区人民法院")
 
@@ -145,8 +150,10 @@ def test_case_from_letter_to_followup_through_the_pages(
         assert field in clerk.locator("#reg-msg").inner_text()
     assert clerk.evaluate("document.activeElement.id") == "reg-channel"
 
+    _shot(clerk, artifacts, "incomplete")
+
     # a wrong check digit is named at the ID field as the clerk types
-    _fill_registration(clerk, "letter", "李某某", WRONG_ID)
+    _fill_registration(clerk, "letter", "李某某", WRONG_ID, f"{ORIGINAL}、{EARLIER}")
     id_label = clerk.locator("#people .person label[data-field='证件号码']").first
     expect(id_label.locator(".field-error")).to_contain_text("校验位", timeout=10_000)
     id_label.locator("input").fill(ID_NUMBER)
@@ -177,6 +184,13 @@ def test_case_from_letter_to_followup_through_the_pages(
     clerk.click("#next-case")
     assert clerk.evaluate("document.activeElement.id") == "reg-channel"
     _fill_registration(clerk, "walk_in", "李某某", ID_NUMBER)
+    # ... with a neighbour this time (群体访): the head count follows the petitioners
+    clerk.click("#add-person")
+    second = clerk.locator("#people .person").nth(1)
+    expect(second.locator("input[name=name]")).to_be_focused()
+    second.locator("input[name=name]").fill("赵某某")
+    second.locator("input[name=id_number]").fill(OTHER_ID)
+    expect(clerk.locator("#reg-count")).to_have_value("2")
     expect(clerk.locator("#dup")).to_contain_text(
         f"该事项已登记为信访件 {number}，将作为重复访关联", timeout=10_000
     )
@@ -190,7 +204,10 @@ def test_case_from_letter_to_followup_through_the_pages(
     clerk.click("#saved-open")
     clerk.wait_for_url(f"{live_server.url}/cases/{case_id}")
     clerk.wait_for_selector("body[data-ready='1']")
-    expect(clerk.locator("#contact-rows")).to_contain_text("（重复访）")
+    walk_in = clerk.locator("#contact-rows tr", has_text="（重复访）")
+    expect(walk_in.locator("td").nth(2)).to_have_text("2")
+    stored = "、".join(normalize_case_number(n) for n in (ORIGINAL, EARLIER))  # as compared
+    expect(clerk.locator("#case-facts")).to_contain_text(stored)
     clerk.locator("#material-rows tr", has_text="来信.png").locator("button").click()
     image = clerk.locator("#viewer img")
     expect(image).to_be_visible()
@@ -200,6 +217,7 @@ def test_case_from_letter_to_followup_through_the_pages(
     clerk.click("#action-buttons button[data-action=triage_petition]")
     clerk.select_option("#act-fields select[name=mode]", "immediate")
     clerk.select_option("#act-fields select[name=responsible_id]", label="海淀法院操作员（操作员）")
+    _shot(clerk, artifacts, "triage-form")
     clerk.click("#act-submit")
     expect(clerk.locator("#case-facts")).to_contain_text("办理中", timeout=15_000)
     expect(clerk.locator("#case-facts")).to_contain_text("马上办")
@@ -209,6 +227,8 @@ def test_case_from_letter_to_followup_through_the_pages(
     officer.fill("#filter-form input[name=q]", ORIGINAL)
     officer.click("#filter-submit")
     expect(officer.locator("#case-rows tr")).to_have_count(1, timeout=15_000)
+    assert officer.url.endswith("/cases?q=" + quote(ORIGINAL))  # the filter is in the address
+    _shot(officer, artifacts, "list")
     officer.locator("#case-rows a.case-link", has_text=number).click()
     officer.wait_for_url(f"{live_server.url}/cases/{case_id}")
     officer.wait_for_selector("body[data-ready='1']")
