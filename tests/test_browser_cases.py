@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import update
@@ -27,6 +28,7 @@ from scheduler.cases.service import REQUIRED_FIELDS, normalize_case_number, scan
 from scheduler.models import Petition
 from tests.conftest import LiveServer
 from tests.helpers import browser_login
+from tests.live import http_login
 from tests.test_browser_archive import _in_thread
 
 pytestmark = pytest.mark.browser
@@ -243,6 +245,8 @@ def test_case_from_letter_to_followup_through_the_pages(
     officer.click("#action-buttons button[data-action=flag]")
     officer.click("#act-submit")
     expect(officer.locator("#case-badges")).to_contain_text("挂牌督办", timeout=15_000)
+    expect(officer.locator("#action-buttons button[data-action=flag]")).to_have_count(0)
+    expect(officer.locator("#action-buttons button[data-action=unflag]")).to_have_count(1)
 
     # ---- the deadline passes: the board shows the case overdue, in red
     _in_thread(_deadline_passes(Settings(data_dir=live_server.data_dir), case_id))
@@ -314,3 +318,62 @@ def test_case_from_letter_to_followup_through_the_pages(
     assert ID_NUMBER not in clerk.content() + officer.content()
     clerk.context.close()
     officer.context.close()
+
+
+async def _phoned_in(server: LiveServer) -> tuple[int, str]:
+    """The clerk registers a 12368 call over the API; returns the case's id and number."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        csrf = await http_login(http, server, "operator", server.passwords["operator"])
+        body = {
+            "channel": "phone",
+            "petitioners": [{"name": "钱某某", "id_type": "resident_id", "id_number": OTHER_ID}],
+            "category": "civil_retrial",
+            "summary": "对二审判决不服，询问如何申请再审。",
+            "original_numbers": ["（2025）京01民终88号"],
+            "original_court": "北京市第一中级人民法院",
+        }
+        async with http.post(
+            server.url + "/api/v1/cases", json=body, headers={"X-CSRF-Token": csrf}
+        ) as r:
+            assert r.status == 201, await r.text()
+            case = (await r.json())["case"]
+            return int(case["id"]), str(case["number"])
+
+
+def test_leader_takes_a_case_and_finds_it_as_theirs_while_the_archivist_only_reads(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    case_id, number = _in_thread(_phoned_in(live_server))
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
+    leader = ctx.new_page()
+    _login(leader, live_server, "leader", "/cases")
+    leader.goto(f"{live_server.url}/cases/{case_id}")
+    leader.wait_for_selector("body[data-ready='1']")
+    leader.click("#action-buttons button[data-action=take_lead]")
+    leader.click("#act-submit")
+    expect(leader.locator("#case-badges")).to_contain_text(
+        "包案领导：海淀法院院领导", timeout=15_000
+    )
+    expect(leader.locator("#action-buttons button[data-action=take_lead]")).to_have_count(0)
+    leader.goto(live_server.url + "/cases")
+    leader.wait_for_selector("body[data-ready='1']")
+    leader.check("#mine-box input")
+    leader.click("#filter-submit")
+    expect(leader.locator("#case-rows tr")).to_have_count(1, timeout=15_000)
+    expect(leader.locator("#case-rows")).to_contain_text(number)
+    expect(leader.locator("#case-rows")).to_contain_text("包案：海淀法院院领导")
+    _shot(leader, artifacts, "leader-mine")
+    ctx.close()
+
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
+    archivist = ctx.new_page()
+    _login(archivist, live_server, "archivist", "/archive")
+    archivist.click("header nav.top-links a[href='/cases']")
+    archivist.wait_for_selector("body[data-ready='1']")
+    expect(archivist.locator("#new-case")).to_be_hidden()  # archivists never register
+    expect(archivist.locator("#mine-box")).to_be_hidden()
+    archivist.locator("#case-rows a.case-link", has_text=number).click()
+    archivist.wait_for_selector("body[data-ready='1']")
+    expect(archivist.locator("#timeline li[data-kind=leader]")).to_contain_text("包案")
+    expect(archivist.locator("#actions-card")).to_be_hidden()  # reads, never acts
+    ctx.close()

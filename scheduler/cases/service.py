@@ -1266,10 +1266,13 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
 
 
 def actions_for(actor: Actor, case: Petition, where: Standing) -> list[str]:
-    """The actions the pages offer this actor on this case (the same rule that checks them)."""
-    return [
-        a.value for a in CaseAction if a is not CaseAction.view and may(actor, a, case.state, where)
-    ]
+    """The actions the pages offer this actor on this case (the same rule that checks them),
+    less those the case's own facts make pointless: a second leader (take_lead refuses it),
+    flagging a flagged case or lifting a flag that is not there."""
+    moot = {CaseAction.view, CaseAction.flag if case.flagged else CaseAction.unflag}
+    if case.leader_id is not None:
+        moot.add(CaseAction.take_lead)
+    return [a.value for a in CaseAction if a not in moot and may(actor, a, case.state, where)]
 
 
 async def courts_below(db: AsyncSession, actor: Actor) -> Sequence[Court]:

@@ -14,7 +14,9 @@
 
   function addPerson() {
     const row = document.getElementById("person-template").content.firstElementChild.cloneNode(true);
-    VR.vocabOptions(row.querySelector("select[name=id_type]"), "id_type");
+    const idType = row.querySelector("select[name=id_type]");
+    VR.vocabOptions(idType, "id_type");
+    idType.value = "resident_id"; // most petitioners show a resident ID card
     people.appendChild(row);
     const rows = people.querySelectorAll(".person").length;
     if (Number(count.value) < rows) count.value = String(rows);
