@@ -39,13 +39,7 @@ async def db(migrated: Settings, world: World) -> AsyncIterator[AsyncSession]:
     engine = create_engine(migrated)
     async with create_sessionmaker(engine)() as session:
         async with session.begin():
-            for name, role, court in (
-                ("po_a", Role.petition_officer, "basic_a"),
-                ("po_mid", Role.petition_officer, "mid_a"),
-                ("po_high", Role.petition_officer, "high"),
-                ("leader_high", Role.leader, "high"),
-            ):
-                await add_staff(session, world, name, role, court)
+            await add_staff(session, world, "po_mid", Role.petition_officer, "mid_a")
         yield session
     await engine.dispose()
 
