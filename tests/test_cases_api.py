@@ -19,11 +19,12 @@ from sqlalchemy import func, select
 from config.audit import AuditEvent
 from config.db import create_engine, create_sessionmaker, utcnow
 from config.settings import Settings
-from scheduler.cases.models import CaseEvent, Material
+from scheduler.cases.models import Material
 from scheduler.housekeeping import housekeeping
-from scheduler.models import Notification, Petition, Role
+from scheduler.models import Petition, Role
+from scheduler.notify import take_outbox
 from tests.conftest import MakeClient
-from tests.helpers import World, add_staff, login
+from tests.helpers import World, add_staff, login, wait_for
 
 ID_A = "110101199003071233"
 PHONE_A = "13800138000"
@@ -187,3 +188,337 @@ async def test_two_clerks_registering_the_same_matter_at_once_make_one_case(
     assert statuses in ([200, 201], [201, 409]), results
     async with db() as session:
         assert await session.scalar(select(func.count()).select_from(Petition)) == 1
+
+
+# ---------------------------------------------------------------- access by the court tree
+
+
+async def test_a_court_sees_its_own_supervised_and_assigned_cases_and_another_branch_gets_404(
+    staff: Staff,
+) -> None:
+    case = await register(staff)
+    path = f"/cases/{case['id']}"
+    for who in ("op_a", "po_mid", "po_high"):  # its own court, and the courts above it
+        status, body = await staff.call(who, "GET", path)
+        assert status == 200, (who, body)
+        status, page = await staff.call(who, "GET", "/cases")
+        assert [r["id"] for r in page["items"]] == [case["id"]], who
+    status, body = await staff.call("po_b", "GET", path)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, page = await staff.call("po_b", "GET", "/cases")
+    assert page["total"] == 0
+    status, body = await staff.call("po_b", "POST", f"{path}/actions/progress", {"text": "x"})
+    assert status == 404
+    status, found = await staff.call(
+        "po_b", "GET", f"/cases/duplicates?id_number={ID_A}&numbers={NUMBER}"
+    )
+    assert status == 200 and found["case"] is None
+    # another branch's staff are not offered either
+    status, _ = await staff.call(
+        "po_high", "GET", f"/cases/staff?court_id={staff.world.courts['basic_b']}"
+    )
+    assert status == 200
+    status, _ = await staff.call(
+        "po_a", "GET", f"/cases/staff?court_id={staff.world.courts['basic_b']}"
+    )
+    assert status == 404
+
+
+async def test_a_case_registered_above_and_assigned_down_is_seen_by_the_assigning_court(
+    staff: Staff,
+) -> None:
+    case = await register(staff, "po_mid")
+    await staff.call(
+        "po_mid",
+        "POST",
+        f"/cases/{case['id']}/actions/triage",
+        {"track": "petition", "mode": "joint", "responsible_id": staff.world.users["po_mid"]},
+    )
+    status, below = await staff.call("po_mid", "GET", "/cases/courts-below")
+    assert [c["id"] for c in below] == [staff.world.courts["basic_a"]]
+    status, detail = await staff.call(
+        "po_mid",
+        "POST",
+        f"/cases/{case['id']}/actions/assign",
+        {"to_court_id": staff.world.courts["basic_a"], "instructions": "请限期化解"},
+    )
+    assert status == 200, detail
+    assert detail["case"]["state"] == "assigned"
+    assert detail["case"]["handler_court"]["id"] == staff.world.courts["basic_a"]
+    assert detail["case"]["supervising_court"]["id"] == staff.world.courts["mid_a"]
+    assert "report" not in detail["actions"] and "flag" in detail["actions"]
+    status, queue = await staff.call("po_a", "GET", "/cases?node=feedback")
+    assert [r["id"] for r in queue["items"]] == [case["id"]]
+    status, mine = await staff.call("po_a", "GET", f"/cases/{case['id']}")
+    assert "report" in mine["actions"] and "accept" not in mine["actions"]
+    status, board = await staff.call("po_mid", "GET", "/cases/board")
+    ((court,),) = [[g for g in board["courts"]]]
+    assert court["court"]["name"] == "甲市某区人民法院"
+    assert [r["id"] for r in court["cases"]] == [case["id"]]
+    assert (await staff.call("po_b", "GET", f"/cases/{case['id']}"))[0] == 404
+
+
+# ---------------------------------------------------------------- bad input and races
+
+
+async def test_a_deadline_in_the_past_and_a_court_not_below_are_refused(staff: Staff) -> None:
+    case = await register(staff)
+    await petition_matter(staff, case["id"])
+    assign = f"/cases/{case['id']}/actions/assign"
+    past = (utcnow() - timedelta(hours=1)).isoformat()
+    status, body = await staff.call(
+        "po_high", "POST", assign, {"to_court_id": staff.world.courts["basic_a"], "deadline": past}
+    )
+    assert status == 422 and body["error"]["code"] == "past_deadline"
+    assert "反馈期限" in body["error"]["message"]
+    # the middle court of one branch may not hand a case to the other branch's court
+    status, body = await staff.call(
+        "po_mid", "POST", assign, {"to_court_id": staff.world.courts["basic_b"]}
+    )
+    assert status == 422 and body["error"]["code"] == "not_below"
+    # nor to a court above it
+    status, body = await staff.call(
+        "po_mid", "POST", assign, {"to_court_id": staff.world.courts["high"]}
+    )
+    assert status == 422 and body["error"]["code"] == "not_below"
+    # a deadline without a time zone is refused as malformed
+    status, body = await staff.call(
+        "po_high",
+        "POST",
+        assign,
+        {"to_court_id": staff.world.courts["basic_a"], "deadline": "2099-01-01T10:00:00"},
+    )
+    assert status == 422 and body["error"]["code"] == "validation_failed"
+    status, detail = await staff.call("po_a", "GET", f"/cases/{case['id']}")
+    assert detail["case"]["state"] == "handling" and detail["assignments"] == []
+
+
+async def test_closing_without_grounds_and_termination_below_high_level_are_refused(
+    staff: Staff,
+) -> None:
+    case = await register(staff)
+    await petition_matter(staff, case["id"])
+    resolve = f"/cases/{case['id']}/actions/resolve"
+    status, body = await staff.call("po_a", "POST", resolve, {"remark": "已履行完毕"})
+    assert status == 422 and body["error"]["code"] == "missing_grounds"
+    assert "化解依据" in body["error"]["message"]
+    terminate = f"/cases/{case['id']}/actions/terminate"
+    ending = {"ground": "reviewed_upheld", "approval": "院长审批（2025）甲信终1号"}
+    status, body = await staff.call("po_mid", "POST", terminate, ending)
+    assert status == 403
+    assert body["error"]["message"] == "信访终结只能由高级人民法院或最高人民法院决定"
+    status, body = await staff.call("po_high", "POST", terminate, {"approval": "x"})
+    assert status == 422 and body["error"]["code"] == "missing_grounds"
+    status, detail = await staff.call("po_high", "POST", terminate, ending)
+    assert status == 200 and detail["case"]["state"] == "terminated"
+    # a closed case is not closed again
+    status, body = await staff.call("po_a", "POST", resolve, {"ground": "enforced", "remark": "x"})
+    assert status == 409 and body["error"]["code"] == "case_state"
+
+
+async def test_a_second_owner_needs_a_reason(staff: Staff) -> None:
+    case = await register(staff)
+    await petition_matter(staff, case["id"])
+    owner = f"/cases/{case['id']}/actions/set_owner"
+    status, body = await staff.call(
+        "po_a", "POST", owner, {"responsible_id": staff.world.users["po_a2"]}
+    )
+    assert status == 409 and body["error"]["code"] == "second_owner"
+    status, body = await staff.call(
+        "po_a", "POST", owner, {"responsible_id": staff.world.users["po_b"], "reason": "调岗"}
+    )
+    assert status == 422 and body["error"]["code"] == "invalid_owner"
+    status, detail = await staff.call(
+        "po_a", "POST", owner, {"responsible_id": staff.world.users["po_a2"], "reason": "调岗"}
+    )
+    assert status == 200 and detail["case"]["responsible"]["name"] == "po_a2"
+
+
+async def test_unknown_fields_and_actions_are_refused(staff: Staff) -> None:
+    case = await register(staff)
+    status, body = await staff.call(
+        "po_a", "POST", f"/cases/{case['id']}/actions/progress", {"text": "x", "state": "resolved"}
+    )
+    assert status == 422 and body["error"]["code"] == "validation_failed"
+    status, _ = await staff.call("po_a", "POST", f"/cases/{case['id']}/actions/delete", {})
+    assert status in (404, 405)
+    status, body = await staff.call("arch_a", "POST", f"/cases/{case['id']}/actions/progress", {})
+    assert status == 403
+
+
+# ---------------------------------------------------------------- materials
+
+
+async def upload(
+    staff: Staff, username: str, case_id: int, data: bytes, filename: str = "scan.pdf"
+) -> tuple[int, Any]:
+    c, csrf = await staff(username)
+    form = FormData()
+    form.add_field("file", data, filename=filename, content_type="application/octet-stream")
+    resp = await c.post(
+        f"/api/v1/cases/{case_id}/materials", data=form, headers={"X-CSRF-Token": csrf}
+    )
+    return resp.status, await resp.json()
+
+
+async def stored(settings: Settings, db: Any) -> tuple[list[str], int]:
+    folder = settings.data_dir / "materials"
+    files = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    async with db() as session:
+        rows = await session.scalar(select(func.count()).select_from(Material))
+    return files, int(rows or 0)
+
+
+async def test_a_material_is_stored_under_its_hash_and_every_view_is_audited(
+    staff: Staff, migrated: Settings, db: Any
+) -> None:
+    case = await register(staff)
+    status, material = await upload(staff, "op_a", case["id"], PDF, "判决书扫描件.pdf")
+    assert status == 201, material
+    digest = hashlib.sha256(PDF).hexdigest()
+    assert material["sha256"] == digest and material["size"] == len(PDF)
+    assert material["content_type"] == "application/pdf"
+    assert material["filename"] == "判决书扫描件.pdf"
+    assert await stored(migrated, db) == ([f"{digest}.pdf"], 1)
+    c, _ = await staff("po_high")
+    resp = await c.get(material["url"])
+    assert resp.status == 200 and await resp.read() == PDF
+    assert resp.headers["Content-Type"] == "application/pdf"
+    assert resp.headers["Content-Disposition"].startswith("inline")
+    async with db() as session:
+        views = (
+            await session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "case.material_view")
+            )
+        ).all()
+    assert [(v.actor_name, v.target_id) for v in views] == [("po_high", str(case["id"]))]
+    status, detail = await staff.call("op_a", "GET", f"/cases/{case['id']}")
+    assert [m["id"] for m in detail["materials"]] == [material["id"]]
+    assert detail["events"][-1]["kind"] == "material"
+    # another branch neither sees nor reads it
+    c, _ = await staff("po_b")
+    assert (await c.get(material["url"])).status == 404
+
+
+async def test_an_upload_that_is_not_pdf_jpeg_or_png_leaves_nothing_behind(
+    staff: Staff, migrated: Settings, db: Any
+) -> None:
+    case = await register(staff)
+    for data, name in (
+        (b"MZ\x90\x00 an executable named as a pdf" * 10, "scan.pdf"),
+        (b"<html><script>alert(1)</script></html>", "scan.png"),
+        (b"%PD", "short.pdf"),
+    ):
+        status, body = await upload(staff, "op_a", case["id"], data, name)
+        assert status == 415, body
+        assert body["error"]["code"] == "unsupported_material"
+        assert "PDF、JPEG 或 PNG" in body["error"]["message"]
+    status, body = await upload(staff, "op_a", case["id"], b"", "empty.pdf")
+    assert status == 422 and body["error"]["code"] == "empty_file"
+    assert await stored(migrated, db) == ([], 0)
+
+
+async def test_an_upload_over_the_size_limit_is_refused_and_leaves_nothing_behind(
+    staff: Staff, migrated: Settings, db: Any
+) -> None:
+    case = await register(staff)
+    big = PNG + b"\x00" * (1024 * 1024)  # over the 1 MB limit of these tests
+    status, body = await upload(staff, "op_a", case["id"], big, "big.png")
+    assert status == 413, body
+    assert body["error"]["code"] == "material_too_large"
+    assert body["error"]["message"] == "材料文件过大，单个文件不能超过 1 MB"
+    assert await stored(migrated, db) == ([], 0)
+    # a chunked upload (no Content-Length) is cut off while streaming
+    c, csrf = await staff("op_a")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield PNG
+        for _ in range(20):
+            yield b"\x00" * (64 * 1024)
+
+    form = FormData()
+    form.add_field("file", chunks(), filename="big.png", content_type="image/png")
+    resp = await c.post(
+        f"/api/v1/cases/{case['id']}/materials", data=form, headers={"X-CSRF-Token": csrf}
+    )
+    assert resp.status == 413, await resp.text()
+    assert await stored(migrated, db) == ([], 0)
+
+
+async def test_an_upload_refused_by_the_case_rules_leaves_nothing_behind(
+    staff: Staff, migrated: Settings, db: Any
+) -> None:
+    case = await register(staff)
+    other = await register(staff, "op_b", original_numbers=["（2024）乙0101民1号"])
+    status, body = await staff.call(
+        "op_a", "POST", "/cases", letter(original_numbers=["（2023）甲1号"])
+    )
+    assert status == 201
+    # a contact of another case: refused once the file has been received
+    c, csrf = await staff("op_b")
+    form = FormData()
+    form.add_field("contact_id", str(body["contact_id"]))
+    form.add_field("file", PDF, filename="scan.pdf")
+    resp = await c.post(
+        f"/api/v1/cases/{other['id']}/materials", data=form, headers={"X-CSRF-Token": csrf}
+    )
+    assert resp.status == 422 and (await resp.json())["error"]["code"] == "invalid_contact"
+    # another branch's case
+    status, body = await upload(staff, "op_b", case["id"], PDF)
+    assert status == 404
+    assert await stored(migrated, db) == ([], 0)
+
+
+# ---------------------------------------------------------------- the overdue scan
+
+
+async def test_housekeeping_alerts_the_supervising_court_once_a_deadline_passes(
+    staff: Staff, migrated: Settings, db: Any
+) -> None:
+    case = await register(staff)
+    await petition_matter(staff, case["id"])
+    # a deadline seconds away: the scan runs on an injected clock, the board on the real one
+    deadline = utcnow() + timedelta(seconds=3)
+    status, detail = await staff.call(
+        "po_high",
+        "POST",
+        f"/cases/{case['id']}/actions/assign",
+        {"to_court_id": staff.world.courts["basic_a"], "deadline": deadline.isoformat()},
+    )
+    assert status == 200, detail
+    assert not detail["case"]["overdue"]
+    async with db() as session, session.begin():
+        done = await housekeeping(session, migrated, now=deadline - timedelta(days=4))
+        assert done["case_overdue"] == 0
+    later = deadline + timedelta(hours=1)
+    async with db() as session:
+        async with session.begin():
+            done = await housekeeping(session, migrated, now=later)
+        queued = take_outbox(session)
+    assert done["case_overdue"] == 1
+    # queued for pushing after commit, to the supervising (high) court among others
+    assert {n.kind for n in queued} >= {"case_overdue"}
+    high_ids = {staff.world.users["po_high"], staff.world.users["leader_high"]}
+    assert high_ids <= {n.user_id for n in queued if n.kind == "case_overdue"}
+    async with db() as session, session.begin():
+        again = await housekeeping(session, migrated, now=later + timedelta(minutes=1))
+    assert again["case_overdue"] == 0  # alerted once per node
+    status, notes = await staff.call("po_high", "GET", "/notifications")
+    assert [n["kind"] for n in notes["items"]] == ["case_overdue"]
+    assert case["number"] in notes["items"][0]["title"]
+
+    async def past_deadline() -> bool:
+        return utcnow() > deadline
+
+    await wait_for(past_deadline, within=10)
+    status, board = await staff.call("po_high", "GET", "/cases/board")
+    (row,) = [r for g in board["courts"] for r in g["cases"]]
+    assert row["overdue"] is True and row["days_overdue"] == 1
+    status, page = await staff.call("po_high", "GET", "/cases?overdue=1")
+    assert [r["id"] for r in page["items"]] == [case["id"]]
+    status, detail = await staff.call("po_high", "GET", f"/cases/{case['id']}")
+    overdue = [e for e in detail["events"] if e["kind"] == "overdue"]
+    assert len(overdue) == 1 and overdue[0]["actor_name"] == "系统"
+    # the time in the sentence is the court's local time
+    local = deadline.astimezone(migrated.tz).strftime("%Y-%m-%d %H:%M")
+    assert local in overdue[0]["text"] and "+00:00" not in overdue[0]["text"]

@@ -1315,6 +1315,18 @@ class ScanResult:
 SYSTEM = Actor(user_id=None, username="系统", role=Role.admin, court_id=None)
 
 
+async def _claim(db: AsyncSession, case: Petition, column: Any, now: datetime) -> bool:
+    """Mark the case reminded (or alerted) unless another node's scan did it first: each
+    deadline notice goes out once even when every node runs the housekeeping job."""
+    done = await db.execute(
+        update(Petition)
+        .where(Petition.id == case.id, Petition.due_at == case.due_at, column.is_(None))
+        .values({column.key: now})
+        .execution_options(synchronize_session=False)
+    )
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+
 async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -> ScanResult:
     """Remind before a node's deadline, alert once it has passed (in-app, to the handling
     court and its supervising court) and escalate to the handling court's parent court.
@@ -1351,7 +1363,8 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
             rule = rules.get(case.node)
             if rule is None or case.due_at - now > timedelta(days=rule.remind_days_before):
                 continue
-            case.reminded_at = now
+            if not await _claim(db, case, Petition.reminded_at, now):
+                continue
             add_event(
                 db,
                 case.id,
@@ -1369,7 +1382,8 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
             )
             result.reminded += 1
             continue
-        case.overdue_at = now
+        if not await _claim(db, case, Petition.overdue_at, now):
+            continue
         add_event(
             db,
             case.id,

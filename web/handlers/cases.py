@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from aiohttp import BodyPartReader, web
 from pydantic import BaseModel
@@ -441,8 +441,9 @@ class UnsupportedMaterialError(AppError):
 
 
 def _filename(raw: str | None, ext: str) -> str:
-    """The uploaded file's own name, without folders or control characters."""
-    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    """The uploaded file's own name, without folders or control characters (some clients
+    send a non-ASCII name percent-encoded)."""
+    name = unquote(raw or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable()).strip()[:200]
     return name or f"材料{ext}"
 
@@ -661,7 +662,7 @@ async def list_rules(ctx: Context) -> list[RuleOut]:
 
 @api.route(
     "PUT",
-    "/case-rules/{node:[a-z_]+}",
+    r"/case-rules/{node:\w+}",
     summary="Change a node's deadline rule (running deadlines keep theirs)",
     tag=TAG,
     roles={Role.admin},
