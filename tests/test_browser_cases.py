@@ -201,6 +201,7 @@ def test_case_from_letter_to_followup_through_the_pages(
     expect(clerk.locator("#saved-title")).to_contain_text(
         f"已作为重复访关联到信访件 {number}", timeout=15_000
     )
+    expect(clerk.locator("#saved-title")).to_contain_text("第 2 次来访来信")
 
     # ---- triage on the case's page (诉访分离): a petition matter, 马上办, the clerk owns it
     clerk.click("#saved-open")
