@@ -66,13 +66,11 @@ async def staff(migrated: Settings, world: World, make_client: MakeClient) -> St
     engine = create_engine(migrated)
     try:
         async with create_sessionmaker(engine)() as db, db.begin():
+            # the world has po_a, po_high and leader_high already
             for name, role, court in (
-                ("po_a", Role.petition_officer, "basic_a"),
                 ("po_a2", Role.petition_officer, "basic_a"),
                 ("po_b", Role.petition_officer, "basic_b"),
                 ("po_mid", Role.petition_officer, "mid_a"),
-                ("po_high", Role.petition_officer, "high"),
-                ("leader_high", Role.leader, "high"),
             ):
                 await add_staff(db, world, name, role, court)
     finally:
@@ -256,6 +254,86 @@ async def test_a_case_registered_above_and_assigned_down_is_seen_by_the_assignin
     assert court["court"]["name"] == "甲市某区人民法院"
     assert [r["id"] for r in court["cases"]] == [case["id"]]
     assert (await staff.call("po_b", "GET", f"/cases/{case['id']}"))[0] == 404
+
+
+async def test_every_action_route_runs_its_action_and_answers_the_case(staff: Staff) -> None:
+    case = await register(staff)
+    cid = case["id"]
+    basic = staff.world.courts["basic_a"]
+
+    async def act(who: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        status, detail = await staff.call(who, "POST", f"/cases/{cid}/actions/{action}", body)
+        assert status == 200, (action, detail)
+        return dict(detail)
+
+    status, contact = await staff.call(
+        "op_a", "POST", f"/cases/{cid}/contacts", {"channel": "phone", "summary": "来电催办"}
+    )
+    assert status == 201 and contact["channel"] == "phone" and contact["repeat"] is True
+    await petition_matter(staff, cid)
+    deadline = (utcnow() + timedelta(days=10)).isoformat()
+    await act("po_high", "assign", {"to_court_id": basic, "deadline": deadline})
+    assert (await act("po_high", "flag", {"remark": "重点督办"}))["case"]["flagged"] is True
+    led = await act("leader_high", "take_lead", {})
+    assert led["case"]["leader"]["name"] == "leader_high"
+    status, mine = await staff.call("leader_high", "GET", "/cases?mine=1&flagged=1")
+    assert [r["id"] for r in mine["items"]] == [cid]
+    await act("po_a", "progress", {"text": "已约谈被执行人"})
+    await act("po_a", "report", {"result": "已执行到位一半"})
+    returned = await act("po_high", "return", {"remark": "未全部执行到位"})
+    assert returned["case"]["state"] == "assigned"
+    await act("po_a", "report", {"result": "已全部执行到位"})
+    accepted = await act("po_high", "accept", {"remark": "同意"})
+    assert accepted["case"]["state"] == "handling"
+    assert [a["state"] for a in accepted["assignments"]] == ["accepted"]
+    await act("po_a", "judicial_aid", {"stage": "granted", "amount_yuan": 5000})
+    await act("po_high", "unflag", {})
+    resolved = await act("po_a", "resolve", {"ground": "enforced", "remark": "执行款已发放"})
+    assert resolved["case"]["state"] == "resolved" and resolved["case"]["node"] == "followup"
+    assert len(resolved["followups"]) == 1
+    followed = await act("po_a", "record_followup", {"result": "satisfied"})
+    assert followed["followups"][0]["result"] == "satisfied"
+    await act("po_high", "review", {"findings": "程序规范", "rating": "good"})
+    reopened = await act("po_high", "reopen", {"reason": "信访人再次来访"})
+    assert reopened["case"]["state"] == "handling"
+    first = reopened["events"][0]["id"]
+    corrected = await act("po_a", "correct", {"event_id": first, "text": "来信日期应为昨日"})
+    kinds = [e["kind"] for e in corrected["events"]]
+    assert kinds == [
+        "registered",
+        "contact",
+        "contact",
+        "triaged",
+        "assigned",
+        "flagged",
+        "leader",
+        "progress",
+        "reported",
+        "returned",
+        "reported",
+        "accepted",
+        "judicial_aid",
+        "unflagged",
+        "resolved",
+        "followup_scheduled",
+        "followup",
+        "review",
+        "reopened",
+        "correction",
+    ]
+    assert corrected["events"][-1]["detail"]["corrects"] == first
+    # deadline rules: everyone reads them, only an admin changes one
+    status, rules = await staff.call("po_a", "GET", "/case-rules")
+    assert status == 200 and "feedback" in {r["node"] for r in rules}
+    body = {"days": 20, "remind_days_before": 3}
+    assert (await staff.call("po_high", "PUT", "/case-rules/feedback", body))[0] == 403
+    status, rule = await staff.call("admin", "PUT", "/case-rules/feedback", body)
+    assert status == 200 and rule == {"node": "feedback", **body}
+    assert (await staff.call("admin", "PUT", "/case-rules/nonsense", body))[0] == 404
+    status, bad = await staff.call(
+        "admin", "PUT", "/case-rules/feedback", {"days": 3, "remind_days_before": 3}
+    )
+    assert status == 422 and bad["error"]["code"] == "invalid_rule"
 
 
 # ---------------------------------------------------------------- bad input and races
@@ -522,3 +600,15 @@ async def test_housekeeping_alerts_the_supervising_court_once_a_deadline_passes(
     # the time in the sentence is the court's local time
     local = deadline.astimezone(migrated.tz).strftime("%Y-%m-%d %H:%M")
     assert local in overdue[0]["text"] and "+00:00" not in overdue[0]["text"]
+    # and the audit trail reads it as sentences, times in the court's zone
+    status, audit = await staff.call(
+        "admin", "GET", f"/audit?target_type=case&target_id={case['id']}&limit=200"
+    )
+    sentences = {e["action"]: e["sentence"] for e in audit["items"]}
+    assert sentences["case.assigned"] == (
+        f"po_high将信访件交办 甲市某区人民法院，限 {local} 前反馈。"
+    )
+    assert sentences["case.overdue"] == (f"系统预警：信访件的「限期反馈」已超期（期限 {local}）。")
+    assert {e["target_label"] for e in audit["items"]} == {f"信访件 #{case['id']}"}
+    labels = {e["action"]: e["action_label"] for e in audit["items"]}
+    assert labels["case.overdue"] == "超期预警" and labels["case.triaged"] == "分流"

@@ -53,6 +53,8 @@ _TARGETS = {  # target_type is the model's table name, "visit" or "user"
     "reception_rooms": "接访室",
     "petitioners": "信访人",
     "petitions": "信访件",
+    "case": "信访件",
+    "case_rule": "办理期限规则",
     "calendar_feed": "日历订阅",
     "walk_in": "现场来访候补",
     "reception_templates": "每周接访时段",
