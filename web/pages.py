@@ -10,11 +10,8 @@ from pathlib import Path
 from aiohttp import web
 
 from config import vocabulary
-<<<<<<< HEAD
 from scheduler import lifecycle
-=======
 from scheduler.cases.rules import HANDLERS
->>>>>>> h-casepages
 from scheduler.models import Role
 from web.auth import (
     SESSION_COOKIE,
@@ -43,14 +40,11 @@ PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/operator": ("operator.html", frozenset({Role.operator})),
     "/judge": ("judge.html", frozenset({Role.judge, Role.leader})),
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
-<<<<<<< HEAD
     # 监看: what is live below the court (who may watch is scheduler/lifecycle.py's rule)
     "/monitor": ("monitor.html", lifecycle.WATCHERS),
-=======
     "/cases": ("cases.html", CASE_READERS),
     "/cases/new": ("case_new.html", HANDLERS),
     "/cases/board": ("case_board.html", CASE_READERS),
->>>>>>> h-casepages
 }
 # One recording's playback; which recordings a role may open is decided by the API.
 PLAYBACK = (r"/archive/visits/{visit_id:[0-9a-f]{32}}", "playback.html", frozenset(Role))
