@@ -50,6 +50,7 @@ from scheduler.cases.rules import (
 )
 from scheduler.cases.timeline import add_event
 from scheduler.cases.words import (
+    AidStage,
     AssignmentState,
     CaseCategory,
     CaseState,
@@ -61,6 +62,7 @@ from scheduler.cases.words import (
     Node,
     Procedure,
     ResolutionGround,
+    ReviewRating,
     TerminationGround,
 )
 from scheduler.models import Court, IdType, Petition, Petitioner, Role, User
@@ -858,7 +860,7 @@ async def judicial_aid(
     remark: str = "",
 ) -> Petition:
     """司法救助: the application, and its result (granted with an amount, or refused)."""
-    names = {"applied": "申请司法救助", "granted": "司法救助已批准", "refused": "司法救助未批准"}
+    names = {s.value: label(s) for s in AidStage}
     if stage not in names:
         raise InvalidError("司法救助阶段无效", code="invalid_stage")
     if stage == "granted" and (amount_yuan is None or amount_yuan <= 0):
@@ -977,7 +979,7 @@ async def review(
     db: AsyncSession, actor: Actor, case_id: int, *, findings: str, rating: str
 ) -> Petition:
     """评查: a review of a closed case with its findings."""
-    ratings = {"good": "优秀", "pass": "合格", "fail": "不合格"}
+    ratings = {r.value: label(r) for r in ReviewRating}
     if rating not in ratings:
         raise InvalidError("评查结论无效", code="invalid_rating")
     body = _text(findings, "评查意见")
@@ -1270,10 +1272,13 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
 
 
 def actions_for(actor: Actor, case: Petition, where: Standing) -> list[str]:
-    """The actions the pages offer this actor on this case (the same rule that checks them)."""
-    return [
-        a.value for a in CaseAction if a is not CaseAction.view and may(actor, a, case.state, where)
-    ]
+    """The actions the pages offer this actor on this case (the same rule that checks them),
+    less those the case's own facts make pointless: a second leader (take_lead refuses it),
+    flagging a flagged case or lifting a flag that is not there."""
+    moot = {CaseAction.view, CaseAction.flag if case.flagged else CaseAction.unflag}
+    if case.leader_id is not None:
+        moot.add(CaseAction.take_lead)
+    return [a.value for a in CaseAction if a not in moot and may(actor, a, case.state, where)]
 
 
 async def courts_below(db: AsyncSession, actor: Actor) -> Sequence[Court]:
