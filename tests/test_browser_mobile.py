@@ -28,12 +28,13 @@ QUALITY = ("网络良好", "网络一般", "网络较差")
 
 # what sticks out of the viewport's width, and the controls a finger cannot hit (< 44 px)
 OVERFLOW = "() => document.documentElement.scrollWidth - window.innerWidth"
-SMALL_TARGETS = """() => [...document.querySelectorAll("main button, main input, main select, main a")]
+SMALL_TARGETS = """() => [...document.querySelectorAll("main :is(button, input, select, a)")]
     .filter((el) => el.offsetParent !== null)
     .map((el) => [el.id || el.textContent.trim(), el.getBoundingClientRect()])
     .filter(([, r]) => r.width < 44 || r.height < 44)
     .map(([name, r]) => `${name} ${Math.round(r.width)}x${Math.round(r.height)}`)"""
-SELF_CAMERA = "() => vrCall.publisher.getSenders().find((s) => s.track && s.track.kind === 'video').track.getSettings().deviceId"
+SELF_CAMERA = """() => vrCall.publisher.getSenders()
+    .find((s) => s.track && s.track.kind === "video").track.getSettings().deviceId"""
 
 
 @pytest.fixture(scope="module")
