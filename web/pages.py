@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from config import vocabulary
+from scheduler import lifecycle
 from scheduler.models import Role
 from web.auth import (
     SESSION_COOKIE,
@@ -32,8 +33,10 @@ SOCKET_IO_CLIENT = (
 PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/admin": ("admin.html", frozenset({Role.admin})),
     "/operator": ("operator.html", frozenset({Role.operator})),
-    "/judge": ("judge.html", frozenset({Role.judge})),
+    "/judge": ("judge.html", frozenset({Role.judge, Role.leader})),
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
+    # 监看: what is live below the court (who may watch is scheduler/lifecycle.py's rule)
+    "/monitor": ("monitor.html", lifecycle.WATCHERS),
 }
 # One recording's playback; which recordings a role may open is decided by the API.
 PLAYBACK = (r"/archive/visits/{visit_id:[0-9a-f]{32}}", "playback.html", frozenset(Role))
@@ -157,11 +160,12 @@ async def short_link(request: web.Request) -> web.StreamResponse:
 
 
 async def call_page(request: web.Request) -> web.StreamResponse:
-    """The staff call view of one visit; who may enter is decided by the signaling."""
+    """The staff call view of one visit (``?watch=1``: observing it, 监看); who may enter
+    is decided by the signaling."""
     role = await _role(request)
     if role is None:
         raise web.HTTPFound("/login?next=" + request.path)
-    if role not in (Role.judge, Role.operator):
+    if role not in (Role.judge, Role.leader, Role.operator) and role not in lifecycle.WATCHERS:
         return _html("forbidden.html", status=403)
     return _html("call.html", timezone=request.app[SETTINGS].timezone)
 
