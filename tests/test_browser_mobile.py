@@ -136,6 +136,8 @@ def test_a_petitioner_holds_a_whole_visit_from_a_phone_upright_and_on_its_side(
         same = "() => vrCall.publisher === __pcs[0] && vrCall.subscriber === __pcs[1]"
         assert page.evaluate(same), "turning the phone reconnected the call"
         expect(page.locator("#conn-state")).to_be_hidden()
+        expect(hint).to_be_in_viewport()
+        expect(page.locator("#rec-state")).to_be_in_viewport()
 
         # the front camera first; 切换摄像头 moves to the other one, and the judge sees it
         front = page.evaluate(SELF_CAMERA)

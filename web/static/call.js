@@ -312,6 +312,7 @@
     return "good";
   }
   let counted = { lost: 0, received: 0 };
+  let lastSample = null;
   async function measure() {
     const pc = observing ? subscriber : publisher; // an observer sends nothing: no bitrate to weigh
     if (!pc || pc.connectionState !== "connected") return { rtt: Infinity, loss: 1, bitrate: 0 };
@@ -335,7 +336,10 @@
     const el = $("net-quality");
     if (!el || !inside || over) return;
     const stats = await measure();
-    const level = quality(stats);
+    // one bad sample (a burst, a busy moment) does not flip the hint: the better of the last two
+    const sampled = quality(stats), levels = Object.keys(QUALITY);
+    const level = levels[Math.min(levels.indexOf(sampled), levels.indexOf(lastSample || sampled))];
+    lastSample = sampled;
     el.dataset.level = level;
     el.textContent = QUALITY[level];
     el.title = Number.isFinite(stats.rtt) ? `往返时延 ${Math.round(stats.rtt * 1000)} 毫秒，丢包率 ${(stats.loss * 100).toFixed(1)}%` : "正在连接";
