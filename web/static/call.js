@@ -342,7 +342,7 @@
     lastSample = sampled;
     el.dataset.level = level;
     el.textContent = QUALITY[level];
-    el.title = Number.isFinite(stats.rtt) ? `往返时延 ${Math.round(stats.rtt * 1000)} 毫秒，丢包率 ${(stats.loss * 100).toFixed(1)}%` : "正在连接";
+    el.title = Number.isFinite(stats.rtt) ? `往返时延 ${Math.round(stats.rtt * 1000)} 毫秒，丢包率 ${(stats.loss * 100).toFixed(1)}%` + (Number.isFinite(stats.bitrate) ? `，可用上行带宽 ${Math.round(stats.bitrate / 1000)} kbps` : "") : "正在连接";
     show("net-quality", true);
     window.vrCall.network = { level, ...stats };
   }
