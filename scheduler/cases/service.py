@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -308,7 +309,10 @@ def _group(people: int) -> str:
 
 
 def _registration_number(court: Court, now: datetime) -> str:
-    return f"（{now.year}）{court.code}信{now.strftime('%m%d%H%M%S')}{now.microsecond // 1000:03d}"
+    """A new case's number: court, date and time, and a random tail, so two clerks of one
+    court registering in the same instant never collide."""
+    tail = secrets.token_hex(2).upper()
+    return f"（{now.year}）{court.code}信{now.strftime('%m%d%H%M%S')}{tail}"
 
 
 async def register(db: AsyncSession, actor: Actor, reg: Registration) -> Registered:
