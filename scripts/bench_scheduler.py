@@ -7,6 +7,11 @@ one reception room and one operator per basic court, ~1,000,000 past visits over
 The last line printed is one JSON object of figures.
 
     .venv/bin/python scripts/bench_scheduler.py [--visits 1000000] [--clients 8] [--seconds 30]
+
+With ``--cache-dir DIR`` the generated dataset (a pristine copy of the database and the
+figures the clients need) is kept in DIR, keyed by its size and seed, and copied for every
+later run instead of generated again; migrations newer than the kept copy are applied to it
+first.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
@@ -202,6 +208,44 @@ _VISIT_SQL = (
 )
 
 
+def _world_to_json(world: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+        for key, value in world.items()
+    }
+
+
+def _world_from_json(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: {int(k): v for k, v in value.items()} if isinstance(value, dict) else value
+        for key, value in raw.items()
+    }
+
+
+def prepare(args: argparse.Namespace, settings: Settings, db_path: Path) -> dict[str, Any]:
+    """Build the dataset at db_path: copied from the cache if there is one, else generated."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    cached: Path | None = None
+    if args.cache_dir:
+        key = f"c{args.courts}-j{args.judges}-v{args.visits}-s{args.seed}"
+        cached = Path(args.cache_dir) / key
+        if (cached / "world.json").exists():
+            # newer migrations go into the kept copy itself, once
+            migrate(Settings(data_dir=cached))
+            shutil.copyfile(cached / "vreception.db", db_path)
+            log(f"dataset copied from {cached}")
+            return _world_from_json(json.loads((cached / "world.json").read_text()))
+    migrate(settings)
+    world = generate(db_path, args.courts, args.judges, args.visits, args.seed)
+    if cached is not None:
+        cached.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(db_path, cached / "vreception.db")
+        (cached / "world.json").write_text(json.dumps(_world_to_json(world)))
+        log(f"dataset kept in {cached}")
+    return world
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -359,11 +403,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="vr-bench-"))
     settings = Settings(data_dir=data_dir)
     db_path = data_dir / "vreception.db"
-    if db_path.exists():
-        db_path.unlink()
     t0 = time.perf_counter()
-    await asyncio.to_thread(migrate, settings)
-    world = generate(db_path, args.courts, args.judges, args.visits, args.seed)
+    world = await asyncio.to_thread(prepare, args, settings, db_path)
     log(f"dataset ready in {time.perf_counter() - t0:.0f} s")
     port = free_port()
     env = {
@@ -476,6 +517,9 @@ def main() -> None:
     parser.add_argument("--race", type=int, default=20, help="clients racing for one slot")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", help="where to build the database (default: a temp dir)")
+    parser.add_argument(
+        "--cache-dir", help="keep the generated dataset here and reuse it on later runs"
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     print(json.dumps(result, ensure_ascii=False))
