@@ -20,7 +20,6 @@ from scheduler.availability import load_calendar, local_span
 from scheduler.lifecycle import OPEN, may_manage
 from scheduler.models import (
     BookingLock,
-    Court,
     Petition,
     ReceptionRoom,
     Role,
@@ -44,7 +43,7 @@ class Booking:
     """Validated parts of a booking request."""
 
     petition: Petition
-    receiving: Court
+    receiving_id: int
     room: ReceptionRoom
     period: Interval
     judges: list[User]  # candidates, in order of preference
@@ -85,8 +84,6 @@ async def _validate(
     ancestors = await ancestor_court_ids(db, petition.court_id)
     if receiving_court_id not in ancestors:
         raise InvalidError("接访法院必须是信访人所在法院的上级法院", code="not_a_parent_court")
-    receiving = await db.get(Court, receiving_court_id)
-    assert receiving is not None
     if judge_id is not None:
         judge = await db.get(User, judge_id)
         if judge is None or judge.role is not Role.judge or not judge.active:
@@ -106,7 +103,7 @@ async def _validate(
                 )
             ).all()
         )
-    return Booking(petition, receiving, room, Interval(starts_at, ends_at), judges)
+    return Booking(petition, receiving_court_id, room, Interval(starts_at, ends_at), judges)
 
 
 async def _check_calendar(db: AsyncSession, settings: Settings, b: Booking) -> list[User]:
@@ -119,7 +116,7 @@ async def _check_calendar(db: AsyncSession, settings: Settings, b: Booking) -> l
     if any(
         d in cal.holidays.get(c, ())
         for d in local_days(first, last)
-        for c in (b.receiving.id, b.room.court_id)
+        for c in (b.receiving_id, b.room.court_id)
     ):
         raise InvalidError("所选日期是法院休息日", code="holiday")
     if not covered(b.period, [o for d in local_days(first, last) for o in cal.room_day(d)]):
@@ -291,7 +288,7 @@ async def commit_booking(
             id=new_visit_id(),
             petition_id=petition.id,
             court_id=petition.court_id,
-            receiving_court_id=b.receiving.id,
+            receiving_court_id=b.receiving_id,
             judge_id=judge.id,
             room_id=b.room.id,
             state=state,
