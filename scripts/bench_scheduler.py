@@ -233,6 +233,9 @@ def prepare(args: argparse.Namespace, settings: Settings, db_path: Path) -> dict
         if (cached / "world.json").exists():
             # newer migrations go into the kept copy itself, once
             migrate(Settings(data_dir=cached))
+            with sqlite3.connect(cached / "vreception.db") as con:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy is the file alone
+            db_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(cached / "vreception.db", db_path)
             log(f"dataset copied from {cached}")
             return _world_from_json(json.loads((cached / "world.json").read_text()))
@@ -389,6 +392,15 @@ def double_bookings(db_path: Path) -> int:
     return int(total)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def peak_rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -442,7 +454,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         basics = rnd.sample(world["basics"], args.clients + 1)
         stats: dict[str, list[float]] = {"free_slots": [], "book": [], "day_view": []}
         counts: defaultdict[str, int] = defaultdict(int)
+        log(f"server {server.pid} ready: {args.clients} clients for {args.seconds:.0f} s")
         started = time.monotonic()
+        cpu_before = cpu_seconds(server.pid)
         deadline = started + args.seconds
         await asyncio.gather(
             *(
@@ -462,6 +476,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         elapsed = time.monotonic() - started
+        server_cpu = cpu_seconds(server.pid) - cpu_before
         race_court = basics[-1]
         race = await contention(
             url,
@@ -503,6 +518,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "race": race,
         "double_bookings": double_bookings(db_path),
         "max_rss_mb": round(rss, 1),
+        # the server's own CPU per request: comparable on a machine shared with other work
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, counts["requests"]), 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "mean_book_ms": round(statistics.fmean(stats["book"]), 2) if stats["book"] else None,
     }
 
