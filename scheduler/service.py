@@ -17,6 +17,7 @@ from config.audit import record_audit
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_id_number, resident_id_valid
 from scheduler.accounts import hash_password, password_problem
+from scheduler.cases.words import CaseCategory
 from scheduler.models import (
     Court,
     CourtLevel,
@@ -163,8 +164,6 @@ async def _check_role_court(session: AsyncSession, role: Role, court_id: int | N
         raise InvalidError(f"法院 {court_id} 不存在", code="invalid_court")
     if role is Role.operator and court.level is not CourtLevel.basic:
         raise InvalidError("操作员只能属于基层人民法院", code="invalid_court")
-    if role is Role.judge and court.level is CourtLevel.basic:
-        raise InvalidError("接访法官须属于上级法院（中级及以上）", code="invalid_court")
 
 
 async def list_users(
@@ -366,7 +365,7 @@ async def _petitioner_filter(session: AsyncSession, actor: Actor) -> Any | None:
     return None if scope is None else Petitioner.court_id.in_(scope)
 
 
-def _check_id_number(id_type: IdType, id_number: str) -> str:
+def check_id_number(id_type: IdType, id_number: str) -> str:
     value = id_number.strip().upper()
     if id_type is IdType.resident_id and not resident_id_valid(value):
         raise InvalidError("居民身份证号码无效（应为 18 位且校验位正确）", code="invalid_id_number")
@@ -434,7 +433,7 @@ async def create_petitioner(
     phone: str,
 ) -> Petitioner:
     court = await _own_basic_court(session, actor, court_id)
-    number = _check_id_number(id_type, id_number)
+    number = check_id_number(id_type, id_number)
     await _unique(
         session,
         Petitioner,
@@ -505,7 +504,7 @@ async def create_petition(
     *,
     petitioner_id: int,
     number: str,
-    category: str,
+    category: CaseCategory,
     summary: str,
     judgment_ref: str,
 ) -> Petition:

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler import service
+from scheduler.cases.words import CaseCategory
 from scheduler.models import CourtLevel, IdType, Role
 from scheduler.scope import SYSTEM_ACTOR
 
@@ -82,6 +83,9 @@ async def seed_world(db: AsyncSession) -> World:
         ("judge_b", Role.judge, "mid_b"),
         ("arch_a", Role.archivist, "mid_a"),
         ("arch_high", Role.archivist, "high"),
+        ("po_a", Role.petition_officer, "basic_a"),
+        ("po_high", Role.petition_officer, "high"),
+        ("leader_high", Role.leader, "high"),
     ]
     for username, role, court_key in users:
         await add_staff(db, world, username, role, court_key)
@@ -208,7 +212,7 @@ async def seed_booking(db: AsyncSession, world: World, petitions_a: int = 10) ->
                 SYSTEM_ACTOR,
                 petitioner_id=p.id,
                 number=f"{court.upper()}-{i}",
-                category="执行",
+                category=CaseCategory.enforcement,
                 summary="请求",
                 judgment_ref="",
             )

@@ -17,6 +17,8 @@ ROLE_USER = {
     Role.operator: "op_a",
     Role.judge: "judge_a",
     Role.archivist: "arch_a",
+    Role.petition_officer: "po_a",
+    Role.leader: "leader_high",
 }
 ID_A = "11010519491231002X"
 ID_B = "110101199003074477"
@@ -89,7 +91,7 @@ async def people(make_client: MakeClient, world: World) -> dict[str, object]:
             json={
                 "petitioner_id": petitioner["id"],
                 "number": f"P-{court}",
-                "category": "执行",
+                "category": "enforcement",
                 "summary": "请求执行",
             },
             headers={"X-CSRF-Token": csrf},
@@ -140,7 +142,7 @@ async def test_court_scope_of_each_role(
     assert r.status == 403
     r = await op_a.post(
         "/api/v1/petitions",
-        json={"petitioner_id": pb, "number": "X", "category": "c", "summary": "s"},
+        json={"petitioner_id": pb, "number": "X", "category": "other", "summary": "s"},
         headers={"X-CSRF-Token": csrf},
     )
     assert r.status == 404
