@@ -56,6 +56,8 @@ class ParticipantRole(enum.StrEnum):
     petitioner = "petitioner"
     lawyer = "lawyer"
     mediator = "mediator"
+    host = "host"  # who holds a video supervision meeting (视频约谈)
+    attendee = "attendee"  # a lower court's staff member invited to a meeting
 
 
 define(
@@ -67,12 +69,16 @@ define(
         ParticipantRole.petitioner: "信访人",
         ParticipantRole.lawyer: "律师",
         ParticipantRole.mediator: "调解员",
+        ParticipantRole.host: "主持人",
+        ParticipantRole.attendee: "参会人员",
     },
 )
 
 GUEST_ROLES = frozenset(
     {ParticipantRole.petitioner, ParticipantRole.lawyer, ParticipantRole.mediator}
 )
+# Who leads a room (ends it, writes its notes); the call goes on without one only a while.
+LEAD_ROLES = frozenset({ParticipantRole.judge, ParticipantRole.host})
 
 
 class CloseReason(enum.StrEnum):

@@ -17,7 +17,7 @@ from typing import Any
 
 import socketio
 
-from config.vocabulary import CloseReason
+from config.vocabulary import LEAD_ROLES, CloseReason
 from media.errors import MediaError
 from media.room import Relay, Stream
 from media.room import Room as MediaRoom
@@ -83,10 +83,7 @@ class Room:
     judge_absent_since: float | None = None  # the call goes on without its judge since
 
     def judge_present(self) -> bool:
-        return any(
-            p.admitted and p.identity.role is ParticipantRole.judge
-            for p in self.participants.values()
-        )
+        return any(p.admitted and p.identity.role in LEAD_ROLES for p in self.participants.values())
 
     def by_key(self, key: str) -> Participant | None:
         return next((p for p in self.participants.values() if p.identity.key == key), None)
@@ -267,8 +264,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     def _judge(self, sid: str) -> tuple[Room, Participant, Staff]:
         room, me = self._participant(sid)
-        if me.identity.role is not ParticipantRole.judge or me.staff is None:
-            raise ProtocolError(ErrorCode.forbidden, "只有接访法官可以这样做")
+        if me.identity.role not in LEAD_ROLES or me.staff is None:
+            raise ProtocolError(ErrorCode.forbidden, "只有接访法官或约谈主持人可以这样做")
         return room, me, me.staff
 
     @staticmethod

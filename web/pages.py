@@ -34,7 +34,14 @@ PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/operator": ("operator.html", frozenset({Role.operator})),
     "/judge": ("judge.html", frozenset({Role.judge})),
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
+    # video supervision meetings: who holds them, and the lower courts' staff invited
+    "/meetings": (
+        "meetings.html",
+        frozenset({Role.judge, Role.petition_officer, Role.leader, Role.admin, Role.operator}),
+    ),
 }
+# Who may open the call view at all (scheduler/lifecycle.py decides who enters which room).
+CALL_ROLES = frozenset({Role.judge, Role.operator, Role.petition_officer, Role.leader, Role.admin})
 # One recording's playback; which recordings a role may open is decided by the API.
 PLAYBACK = (r"/archive/visits/{visit_id:[0-9a-f]{32}}", "playback.html", frozenset(Role))
 
@@ -157,11 +164,12 @@ async def short_link(request: web.Request) -> web.StreamResponse:
 
 
 async def call_page(request: web.Request) -> web.StreamResponse:
-    """The staff call view of one visit; who may enter is decided by the signaling."""
+    """The staff call view of one visit or meeting; who may enter is decided by the
+    signaling (a meeting's host and invitees may hold any of these roles)."""
     role = await _role(request)
     if role is None:
         raise web.HTTPFound("/login?next=" + request.path)
-    if role not in (Role.judge, Role.operator):
+    if role not in CALL_ROLES:
         return _html("forbidden.html", status=403)
     return _html("call.html", timezone=request.app[SETTINGS].timezone)
 

@@ -101,11 +101,19 @@ class DatabaseVisitGateway:
         return staff
 
     async def entitle(self, visit_id: str, staff: Staff) -> Identity:
+        actor = self._actor(staff)
         async with self._db.reader() as db:
             visit = await db.get(Visit, visit_id)
-        role = lifecycle.room_role(self._actor(staff), visit) if visit is not None else None
+            invitees = await lifecycle.meeting_invitees(db, visit) if visit is not None else ()
+        role = lifecycle.room_role(actor, visit, invitees) if visit is not None else None
         if role is None:
             raise ProtocolError(ErrorCode.not_entitled, "您无权进入该接访")
+        if role is lifecycle.MEETING_OPENED_BY:
+
+            async def change(db: AsyncSession, visit: Visit) -> None:
+                await lifecycle.open_meeting(db, actor, visit)
+
+            await self._change(visit_id, change)
         return Identity(
             key=f"user:{staff.user_id}", role=role, name=staff.name, user_id=staff.user_id
         )

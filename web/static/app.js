@@ -225,8 +225,11 @@ const VR = (() => {
     const nav = document.createElement("nav");
     nav.className = "top-links";
     const HOMES = { admin: "/admin", operator: "/operator", judge: "/judge", archivist: "/archive" };
-    const links = HOMES[me.role] === "/archive" ? [["/archive", "录像档案"]]
-      : [[HOMES[me.role], "工作台"], ["/archive", "录像档案"]];
+    const links = [];
+    if (HOMES[me.role] && HOMES[me.role] !== "/archive") links.push([HOMES[me.role], "工作台"]);
+    // video supervision meetings: their hosts and the lower courts' staff invited
+    if (["judge", "petition_officer", "leader", "admin", "operator"].includes(me.role)) links.push(["/meetings", label("visit_kind", "meeting")]);
+    links.push(["/archive", "录像档案"]);
     for (const [href, text] of links) {
       const a = document.createElement("a");
       a.href = href;

@@ -1,5 +1,7 @@
 // The live visit in the browser: /visit signaling, one publishing and one subscribing peer
 // connection with the relay, the lobby for guests, admit/refuse/invite/end for the judge.
+// A video supervision meeting (the server gives its host and invitees the roles host and
+// attendee) has no lobby: everyone is shown in a gallery, the active speaker highlighted.
 "use strict";
 (() => {
   const mode = document.body.dataset.mode; // "guest" or "staff"
@@ -35,6 +37,8 @@
   let local = null;
   let publisher = null;
   let subscriber = null;
+  let meeting = false; // a video supervision meeting, not a visit
+  const LEADS = ["judge", "host"]; // who leads the room: ends it, writes its notes
   window.vrCall = { get publisher() { return publisher; }, get subscriber() { return subscriber; }, get me() { return me; }, get connected() { return socket.connected; } };
 
   // STUN/TURN servers from the join answer (TURN credentials issued to this participant)
@@ -102,8 +106,10 @@
     const info = new Map(offer.tracks.map((t) => [t.mid, t]));
     const pc = new RTCPeerConnection(rtcConfig());
     subscriber = pc;
+    audioOf.clear();
     pc.ontrack = (ev) => {
       const t = info.get(ev.transceiver.mid) || { source: ev.track.kind === "audio" ? "microphone" : "camera" };
+      if (ev.track.kind === "audio") audioOf.set(ev.receiver, t.participant_id || "");
       const stream = new MediaStream([ev.track]);
       if (ev.track.kind === "video") {
         const tile = document.createElement("div");
@@ -225,6 +231,41 @@
     if (tell) { await call("unpublish", { stream: "evidence" }); say("evidence-msg", "已停止出示证据"); }
   }
 
+  // --- the active speaker (a meeting's gallery): the loudest audio above a floor, from the
+  // relay's receivers (RTP audio levels) and our own microphone (the sender's media source)
+  const audioOf = new Map(); // RTCRtpReceiver → participant id
+  const SPEAKING_LEVEL = 0.02; // audioLevel is linear, 0..1
+  let speaker = "";
+  let quietSince = 0;
+  async function levels() {
+    const out = [];
+    for (const [receiver, pid] of audioOf) {
+      for (const s of receiver.getSynchronizationSources()) {
+        if (Date.now() - s.timestamp < 1000) out.push([pid, s.audioLevel || 0]);
+      }
+    }
+    if (publisher && me && local && local.getAudioTracks().some((t) => t.enabled)) {
+      (await publisher.getStats()).forEach((s) => {
+        if (s.type === "media-source" && s.kind === "audio") out.push([me.participant_id, s.audioLevel || 0]);
+      });
+    }
+    return out;
+  }
+  async function markSpeaker() {
+    if (!meeting || over) return;
+    const loud = (await levels()).filter(([, level]) => level >= SPEAKING_LEVEL).sort((a, b) => b[1] - a[1]);
+    let next = speaker;
+    if (loud.length) { next = loud[0][0]; quietSince = 0; }
+    else if (!quietSince) quietSince = Date.now();
+    else if (Date.now() - quietSince > 1500) next = ""; // silence: nobody is speaking
+    speaker = next;
+    document.body.dataset.speaker = speaker;
+    for (const tile of document.querySelectorAll(".tile[data-participant]")) {
+      tile.classList.toggle("speaking", Boolean(speaker) && tile.dataset.participant === speaker && !tile.classList.contains("evidence"));
+    }
+  }
+  setInterval(() => { markSpeaker().catch(() => {}); }, 300);
+
   const present = new Map(); // participant id → participant, everyone in the call
   function drawPresent() {
     say("call-msg", "在场：" + [...present.values()].map((p) => `${ROLE[p.role]} ${p.name}`).join("、"));
@@ -271,7 +312,7 @@
     for (const pc of [publisher, subscriber]) if (pc) pc.close();
     if (local) for (const t of local.getTracks()) t.stop();
     for (const id of ["call-step", "lobby-step", "code-step", "check-step", "lobby-card", "notes-card", "rec-state", "conn-state", "judge-state"]) if ($(id)) show(id, false);
-    $("ended-text").textContent = text;
+    $("ended-text").textContent = meeting ? text.replaceAll("接访", "约谈") : text;
     show("ended-step", true);
   }
 
@@ -290,13 +331,29 @@
     me = answer;
     $("who").textContent = ROLE[answer.role];
     if (answer.rejoin) keepRejoin(answer.rejoin);
-    for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", answer.role !== "judge");
+    meeting = ["host", "attendee"].includes(answer.role);
+    if (meeting) enterMeeting();
+    for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", !LEADS.includes(answer.role));
+    if (meeting) show("lobby-card", false); // nobody waits: the host and the invitees enter directly
     if (answer.lobby) drawLobby(answer.lobby);
     confirmed(answer.recording ? { recording: true, ok: true } : null);
     if (answer.admitted) inCall(answer.participants);
     else { show("code-step", false); show("lobby-step", true); window.scrollTo(0, 0); checkDevices(); }
     document.body.dataset.joined = "1";
     return answer;
+  }
+
+  // A meeting: its own words, the gallery, our own tile named for the active speaker mark.
+  function enterMeeting() {
+    document.body.dataset.kind = "meeting";
+    document.title = "视频约谈 · 远程视频接访";
+    document.querySelector("header.top h1").textContent = "远程视频接访 · 视频约谈";
+    $("videos").classList.add("gallery");
+    $("videos").querySelector(".tile.self:not(.evidence)").dataset.participant = me.participant_id;
+    $("end").textContent = "结束约谈";
+    $("judge-state").textContent = "主持人已离开，请稍候；主持人返回后将继续约谈";
+    const notes = $("notes-card").querySelector("h2");
+    if (notes) notes.textContent = "约谈纪要（约谈结束后记入各信访件）";
   }
 
   // --- what the server confirmed, and whether it can still be heard. The server pings every
@@ -353,14 +410,14 @@
   socket.on("tracks_changed", () => { if (publisher) subscribe(); });
   // the judge left the call (closed the tab, lost the network): everyone else sees it at once;
   // the server ends the visit if no judge returns within its limit
-  const judgeHere = () => [...present.values()].some((p) => p.role === "judge");
+  const judgeHere = () => [...present.values()].some((p) => LEADS.includes(p.role));
   socket.on("participant_joined", (p) => {
     present.set(p.participant_id, p); drawPresent();
-    if (p.role === "judge") show("judge-state", false);
+    if (LEADS.includes(p.role)) show("judge-state", false);
   });
   socket.on("participant_left", (p) => {
     present.delete(p.participant_id); drawPresent(); if (publisher) subscribe();
-    if (p.role === "judge" && !judgeHere() && !over) show("judge-state", true);
+    if (LEADS.includes(p.role) && !judgeHere() && !over) show("judge-state", true);
   });
 
   if ($("check")) $("check").onclick = checkDevices;
