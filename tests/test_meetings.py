@@ -1,0 +1,317 @@
+"""Video supervision meetings (视频约谈): who may schedule one about which cases with whom
+(4xx otherwise), no double booking of anyone, the lifecycle's rules for a meeting's room,
+its minutes on each case's timeline; and in Chromium, a high court meeting staff of two
+lower courts in a gallery with the active speaker marked, recorded and signed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select, update
+
+from config.db import create_engine, create_sessionmaker, utcnow
+from config.settings import Settings
+from config.vocabulary import EndReason, ParticipantRole
+from scheduler import lifecycle
+from scheduler.cases.models import CaseEvent
+from scheduler.cases.words import EventKind, VisitKind
+from scheduler.models import BookingLock, Petition, Role, Visit, VisitEvent, VisitEventKind
+from scheduler.models import VisitState as S
+from scheduler.scope import Actor
+from tests.conftest import MakeClient
+from tests.helpers import Booking, local_time, login, next_weekday
+
+MONDAY = next_weekday(0)
+
+
+async def _client(make_client: MakeClient, username: str) -> tuple[TestClient, dict[str, str]]:
+    c = await make_client()
+    return c, {"X-CSRF-Token": await login(c, username)}
+
+
+async def _set_handlers(settings: Settings, b: Booking) -> None:
+    """Cases a0 and b0 handled by the basic courts where they were registered."""
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            for key, court in (("a0", "basic_a"), ("b0", "basic_b")):
+                await db.execute(
+                    update(Petition)
+                    .where(Petition.id == b.petitions[key])
+                    .values(handler_court_id=b.world.courts[court])
+                )
+    finally:
+        await engine.dispose()
+
+
+def _meeting(b: Booking, hour: int, *, cases: tuple[str, ...], invitees: tuple[str, ...]) -> Any:
+    return {
+        "case_ids": [b.petitions[c] for c in cases],
+        "invitee_ids": [b.world.users[u] for u in invitees],
+        "starts_at": local_time(MONDAY, hour).isoformat(),
+        "minutes": 60,
+    }
+
+
+async def _host(make_client: MakeClient, b: Booking, migrated: Settings) -> tuple[TestClient, Any]:
+    await _set_handlers(migrated, b)
+    b.world.users["judge_high"] = b.judge_high
+    return await _client(make_client, "judge_high")
+
+
+async def test_a_high_court_judge_schedules_a_meeting_that_host_and_invitees_see(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    host, h = await _host(make_client, booking, migrated)
+    r = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0", "b0"), invitees=("judge_a", "op_b")),
+        headers=h,
+    )
+    body = await r.json()
+    assert r.status == 201, body
+    assert body["my_role"] == "host" and body["state"] == "scheduled" and body["can_enter"]
+    assert {c["number"] for c in body["cases"]} == {"A-0", "B-0"}
+    assert {p["name"] for p in body["invitees"]} == {"judge_a", "op_b"}
+    assert body["call_url"] == f"/call/{body['id']}"
+    invitee, _ = await _client(make_client, "op_b")
+    mine = await (await invitee.get("/api/v1/meetings")).json()
+    assert [(m["id"], m["my_role"], m["can_enter"]) for m in mine] == [
+        (body["id"], "attendee", True)
+    ]
+    other, _ = await _client(make_client, "op_a")  # not invited: sees nothing of it
+    assert await (await other.get("/api/v1/meetings")).json() == []
+    assert (await other.get(f"/api/v1/meetings/{body['id']}")).status == 404
+    # the host, both invitees (a judge's time is the one visits hold) are booked
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            held = set(
+                (
+                    await db.scalars(
+                        select(BookingLock.resource).where(BookingLock.visit_id == body["id"])
+                    )
+                ).all()
+            )
+    finally:
+        await engine.dispose()
+    w = booking.world
+    assert held == {
+        f"judge:{booking.judge_high}",
+        f"judge:{w.users['judge_a']}",
+        f"user:{w.users['op_b']}",
+    }
+
+
+async def test_an_invitee_already_booked_then_is_refused(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    host, h = await _host(make_client, booking, migrated)
+    first = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0",), invitees=("op_b",)),
+        headers=h,
+    )
+    assert first.status == 201, await first.text()
+    # another meeting overlapping for op_b: refused, naming op_b
+    again = _meeting(booking, 10, cases=("b0",), invitees=("op_b",))
+    again["starts_at"] = local_time(MONDAY, 10, 30).isoformat()
+    r = await host.post("/api/v1/meetings", json=again, headers=h)
+    body = await r.json()
+    assert r.status == 409 and body["error"]["code"] == "double_booking", body
+    assert "op_b" in body["error"]["message"]
+    # a judge's reception visit and a meeting cannot overlap either
+    op, oh = await _client(make_client, "op_a")
+    w = booking.world
+    visit = await op.post(
+        "/api/v1/visits",
+        json={
+            "petition_id": booking.petitions["a1"],
+            "receiving_court_id": w.courts["mid_a"],
+            "judge_id": w.users["judge_a"],
+            "room_id": w.rooms["basic_a"],
+            "starts_at": local_time(MONDAY, 14).isoformat(),
+        },
+        headers=oh,
+    )
+    assert visit.status == 201, await visit.text()
+    r = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 14, cases=("a0",), invitees=("judge_a",)),
+        headers=h,
+    )
+    body = await r.json()
+    assert r.status == 409 and "judge_a" in body["error"]["message"], body
+    # later the same day everyone is free
+    later = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 16, cases=("a0", "b0"), invitees=("judge_a", "op_b")),
+        headers=h,
+    )
+    assert later.status == 201, await later.text()
+
+
+async def test_an_invitee_not_below_the_host_court_is_refused(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    host, h = await _host(make_client, booking, migrated)
+    r = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0",), invitees=("arch_high",)),  # the same court
+        headers=h,
+    )
+    body = await r.json()
+    assert r.status == 422 and body["error"]["code"] == "invitee_not_below", body
+    assert "arch_high 不是本院下级法院的在职工作人员" in body["error"]["message"]
+    mid, mh = await _client(make_client, "judge_a")  # mid_a may not invite mid_b's staff
+    r = await mid.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0",), invitees=("op_b",)),
+        headers=mh,
+    )
+    assert r.status == 422 and (await r.json())["error"]["code"] == "invitee_not_below"
+    r = await mid.get(f"/api/v1/meetings/people?court_id={booking.world.courts['basic_b']}")
+    assert r.status == 422
+    r = await mid.get(f"/api/v1/meetings/people?court_id={booking.world.courts['basic_a']}")
+    assert {p["name"] for p in await r.json()} == {"op_a"}
+
+
+async def test_a_meeting_in_the_past_is_refused(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    host, h = await _host(make_client, booking, migrated)
+    body = _meeting(booking, 10, cases=("a0",), invitees=("op_a",))
+    past = (utcnow() - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    body["starts_at"] = past.isoformat()
+    r = await host.post("/api/v1/meetings", json=body, headers=h)
+    answer = await r.json()
+    assert r.status == 422 and answer["error"]["code"] == "in_the_past", answer
+    assert answer["error"]["message"] == "不能安排已经过去的时间"
+    body["starts_at"] = local_time(MONDAY, 10, 3).isoformat()
+    r = await host.post("/api/v1/meetings", json=body, headers=h)
+    assert r.status == 422 and (await r.json())["error"]["code"] == "invalid_period"
+
+
+async def test_a_case_out_of_reach_is_refused_unless_the_court_supervises_it(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    await _set_handlers(migrated, booking)
+    mid, h = await _client(make_client, "judge_a")  # mid_a: basic_a's case, not basic_b's
+    body = _meeting(booking, 10, cases=("a0", "b0"), invitees=("op_a",))
+    r = await mid.post("/api/v1/meetings", json=body, headers=h)
+    answer = await r.json()
+    assert r.status == 403 and answer["error"]["code"] == "case_out_of_reach", answer
+    assert "B-0 不在本院督办范围内" in answer["error"]["message"]
+    found = await (await mid.get("/api/v1/meetings/cases?number=-0")).json()
+    assert [c["number"] for c in found] == ["A-0"]
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            await db.execute(
+                update(Petition)
+                .where(Petition.id == booking.petitions["b0"])
+                .values(supervising_court_id=booking.world.courts["mid_a"])
+            )
+    finally:
+        await engine.dispose()
+    r = await mid.post("/api/v1/meetings", json=body, headers=h)
+    assert r.status == 201, await r.text()
+
+
+async def test_only_staff_who_may_host_schedule_meetings(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    await _set_handlers(migrated, booking)
+    op, h = await _client(make_client, "op_a")
+    r = await op.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0",), invitees=("judge_a",)),
+        headers=h,
+    )
+    assert r.status == 403
+    assert (await op.get("/api/v1/meetings")).status == 200  # an invitee's list
+    arch, _ = await _client(make_client, "arch_a")
+    assert (await arch.get("/api/v1/meetings")).status == 403
+
+
+# ---------------------------------------------------------------- the lifecycle of a meeting
+
+
+def _actor(user_id: int, role: Role, court_id: int) -> Actor:
+    return Actor(user_id=user_id, username=f"u{user_id}", role=role, court_id=court_id)
+
+
+def test_host_and_invitees_enter_a_meeting_and_only_the_host_leads_it() -> None:
+    meeting = Visit(
+        id="m" * 32, kind=VisitKind.meeting, judge_id=1, court_id=10, receiving_court_id=10
+    )
+    meeting.state = S.scheduled
+    host = _actor(1, Role.leader, 10)
+    invitee = _actor(2, Role.operator, 20)
+    stranger = _actor(3, Role.judge, 10)  # a judge of the host court, not invited
+    invited = {2}
+    assert lifecycle.room_role(host, meeting, invited) is ParticipantRole.host
+    assert lifecycle.room_role(invitee, meeting, invited) is ParticipantRole.attendee
+    assert lifecycle.room_role(stranger, meeting, invited) is None
+    assert lifecycle.room_role(invitee, meeting) is None  # invitees are named, not implied
+    for action in lifecycle.Action:
+        assert lifecycle.may(host, action, meeting, invited)
+        assert lifecycle.may(invitee, action, meeting, invited) is (
+            action is lifecycle.Action.enter
+        )
+    assert lifecycle.starts_recording(lifecycle.MEETING_OPENED_BY)
+    assert not lifecycle.starts_recording(ParticipantRole.attendee)
+    # no check-in or lobby: the host opens it, and only the host ends it
+    assert lifecycle.allowed(meeting)[S.scheduled] == {S.in_progress, S.cancelled, S.no_show}
+    assert not lifecycle.allowed(meeting)[S.checked_in]
+    assert not lifecycle.can_end(host, meeting)
+    meeting.state = S.in_progress
+    assert lifecycle.can_end(host, meeting) and not lifecycle.can_end(invitee, meeting)
+
+
+async def test_ending_a_meeting_puts_its_minutes_on_each_case(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    host, h = await _host(make_client, booking, migrated)
+    r = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0", "b0"), invitees=("judge_a", "op_b")),
+        headers=h,
+    )
+    visit_id = (await r.json())["id"]
+    actor = _actor(booking.judge_high, Role.judge, booking.world.courts["high"])
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            visit = await db.get(Visit, visit_id)
+            assert visit is not None
+            await lifecycle.open_meeting(db, actor, visit)
+            assert visit.state is S.in_progress
+            db.add(
+                VisitEvent(
+                    visit_id=visit_id,
+                    at=datetime.now().astimezone(),
+                    kind=VisitEventKind.room,
+                    actor_name="judge_high",
+                    detail={"event": "note", "text": "甲区法院两周内反馈执行进展"},
+                )
+            )
+            await db.flush()
+            assert await lifecycle.end_visit(db, actor, migrated, visit, EndReason.ended)
+        async with create_sessionmaker(engine)() as db:
+            entries = (
+                await db.scalars(select(CaseEvent).where(CaseEvent.kind == EventKind.meeting))
+            ).all()
+    finally:
+        await engine.dispose()
+    assert {e.petition_id for e in entries} == {
+        booking.petitions["a0"],
+        booking.petitions["b0"],
+    }
+    for e in entries:
+        assert "甲区法院两周内反馈执行进展" in e.text
+        assert f"录像：/archive/visits/{visit_id}" in e.text
+        assert e.detail["recording"] == f"/archive/visits/{visit_id}"
+        assert "judge_a（甲市中级人民法院）" in e.text
