@@ -5,23 +5,36 @@ lower courts in a gallery with the active speaker marked, recorded and signed.""
 
 from __future__ import annotations
 
+import json
+import re
+import sqlite3
+import subprocess
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pytest
 from aiohttp.test_utils import TestClient
+from playwright.sync_api import expect, sync_playwright
 from sqlalchemy import select, update
 
 from config.db import create_engine, create_sessionmaker, utcnow
 from config.settings import Settings
 from config.vocabulary import EndReason, ParticipantRole
+from recorder.manifest import verify
+from recorder.state import load_state
 from scheduler import lifecycle
 from scheduler.cases.models import CaseEvent
 from scheduler.cases.words import EventKind, VisitKind
 from scheduler.models import BookingLock, Petition, Role, Visit, VisitEvent, VisitEventKind
 from scheduler.models import VisitState as S
 from scheduler.scope import Actor
-from tests.conftest import MakeClient
-from tests.helpers import Booking, local_time, login, next_weekday
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, MakeClient
+from tests.helpers import Booking, local_time, login, next_weekday, wait_until
+from tests.netns import staff_in_call
+from tests.test_browser_visit import FFPROBE_CODEC
 
 MONDAY = next_weekday(0)
 
@@ -315,3 +328,225 @@ async def test_ending_a_meeting_puts_its_minutes_on_each_case(
         assert f"录像：/archive/visits/{visit_id}" in e.text
         assert e.detail["recording"] == f"/archive/visits/{visit_id}"
         assert "judge_a（甲市中级人民法院）" in e.text
+
+
+# ---------------------------------------------------------------- in Chromium
+
+TONE_SECONDS = 10
+WAIT_MS = 30_000  # a loaded machine: three pages, the relay and the recorder on two cores
+HOST_PASSWORD = "Vr-Meeting-Passw0rd"
+
+
+@pytest.fixture(scope="module")
+def tone_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Chromium whose fake microphone plays a steady tone (a speaker always audible)."""
+    tone = tmp_path_factory.mktemp("tone") / "tone.wav"
+    subprocess.run(
+        [
+            "sox",
+            "-n",
+            "-r",
+            "48000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            str(tone),
+            "synth",
+            str(TONE_SECONDS),
+            "sine",
+            "440",
+            "vol",
+            "0.5",
+        ],
+        check=True,
+    )
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={tone}"],
+        )
+        yield browser
+        browser.close()
+
+
+def _api(ctx: Any, url: str, username: str, password: str) -> dict[str, str]:
+    r = ctx.request.post(
+        url + "/api/v1/auth/login", data={"username": username, "password": password}
+    )
+    assert r.ok, r.text()
+    return {"X-CSRF-Token": str(r.json()["csrf_token"])}
+
+
+def _log_in(page: Any, url: str, username: str, password: str) -> None:
+    page.goto(url + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("#login-submit")
+    page.wait_for_url(re.compile(r".*/(judge|operator)$"))
+
+
+FRAMES_FROM_OTHERS = """(n) => {
+    const videos = [...document.querySelectorAll('#videos.gallery .tile.remote video')];
+    return videos.length >= n && videos.every((v) => v.videoWidth > 0);
+}"""
+
+
+@pytest.mark.browser
+def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
+    live_server: LiveServer, tone_browser: Any, artifacts: Path
+) -> None:
+    url, passwords = live_server.url, live_server.passwords
+    setup = tone_browser.new_context()
+    admin = _api(setup, url, "admin", passwords["admin"])
+    courts = {c["code"]: c["id"] for c in setup.request.get(url + "/api/v1/courts").json()}
+    host_user = {
+        "username": "gy_judge",
+        "display_name": "高院督办法官",
+        "role": "judge",
+        "court_id": courts["BJGY"],
+        "password": HOST_PASSWORD,
+    }
+    r = setup.request.post(url + "/api/v1/users", data=host_user, headers=admin)
+    assert r.status == 201, r.text()
+    setup.request.post(url + "/api/v1/auth/logout", headers=admin)
+    # a second case of the same basic court (the first is the demo's)
+    op = _api(setup, url, "operator", passwords["operator"])
+    petitioner = setup.request.get(url + "/api/v1/petitioners").json()["items"][0]["id"]
+    second = {
+        "petitioner_id": petitioner,
+        "number": "（2026）京0108信2号",
+        "category": "执行",
+        "summary": "申请执行长期未到位。",
+    }
+    r = setup.request.post(url + "/api/v1/petitions", data=second, headers=op)
+    assert r.status == 201, r.text()
+    numbers = ["（2026）京0108信1号", "（2026）京0108信2号"]
+    setup.close()
+
+    contexts = [
+        tone_browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+        for _ in range(3)
+    ]
+    host, judge, operator = (ctx.new_page() for ctx in contexts)
+    try:
+        # the high court's judge schedules it on the meetings page
+        _log_in(host, url, "gy_judge", HOST_PASSWORD)
+        host.goto(url + "/meetings")
+        host.wait_for_selector("body[data-ready='1']")
+        for count, number in enumerate(numbers, 1):
+            host.fill("#case-number", number)
+            host.click("#case-add")
+            expect(host.locator("#case-list li")).to_have_count(count, timeout=WAIT_MS)
+        for court, person in (
+            ("北京市第一中级人民法院", "一中院接访法官"),
+            ("北京市海淀区人民法院", "海淀法院操作员"),
+        ):
+            host.select_option("#invitee-court", label=court)
+            host.wait_for_selector(f"#invitee-person option:has-text('{person}')", state="attached")
+            host.select_option(
+                "#invitee-person",
+                label=next(
+                    o
+                    for o in host.locator("#invitee-person option").all_inner_texts()
+                    if person in o
+                ),
+            )
+            host.click("#invitee-add")
+        now = datetime.now(ZoneInfo("Asia/Shanghai"))
+        start = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
+        host.fill("#starts-at", start.strftime("%Y-%m-%dT%H:%M"))
+        host.fill("#minutes", "30")
+        host.click("#schedule-submit")
+        expect(host.locator("#schedule-msg")).to_contain_text("已安排约谈", timeout=WAIT_MS)
+        # the host opens it (no lobby): in progress and recorded from now on
+        host.get_by_role("link", name="开始约谈").click()
+        host.wait_for_selector("body[data-joined='1']")
+        visit_id = host.url.rsplit("/", 1)[1]
+        expect(host.locator("#rec-state")).to_contain_text("正在录音录像", timeout=WAIT_MS)
+        # the invitees, each logged in at their own court
+        _log_in(judge, url, "judge", passwords["judge"])
+        judge.goto(url + "/meetings")
+        judge.get_by_role("link", name="进入约谈").click()
+        judge.wait_for_selector("body[data-joined='1']")
+        staff_in_call(operator, url, "operator", passwords["operator"], visit_id)
+        for page in (host, judge, operator):  # everyone sees the two others in the gallery
+            page.wait_for_function(FRAMES_FROM_OTHERS, arg=2, timeout=30_000)
+            assert page.locator("body").get_attribute("data-kind") == "meeting"
+            expect(page.locator("#lobby-card")).to_be_hidden()
+        for page, label in (
+            (host, "参会人员 一中院接访法官"),
+            (host, "参会人员 海淀法院操作员"),
+            (judge, "主持人 高院督办法官"),
+            (operator, "主持人 高院督办法官"),
+        ):
+            tile = page.locator("#videos .tile.remote span", has_text=label)
+            expect(tile).to_have_count(1, timeout=WAIT_MS)
+        # only the basic court's operator speaks: each page marks that tile
+        host.click("#mute")
+        judge.click("#mute")
+        speaker = operator.evaluate("window.vrCall.me.participant_id")
+        for page in (host, judge, operator):
+            page.wait_for_function(
+                """(pid) => {
+                    const marked = document.querySelectorAll('.tile.speaking');
+                    return marked.length === 1 && marked[0].dataset.participant === pid;
+                }""",
+                arg=speaker,
+                timeout=WAIT_MS,
+            )
+        host.screenshot(path=str(artifacts / "meeting-gallery.png"))
+        # the minutes: the host's notes; only the host has the notes and the end button
+        expect(judge.locator("#notes-card")).to_be_hidden()
+        expect(judge.locator("#end")).to_be_hidden()
+        host.fill("#note-text", "海淀法院两周内书面反馈执行进展")
+        host.click("#note-form button[type=submit]")
+        expect(host.locator("#note-list")).to_contain_text(
+            "海淀法院两周内书面反馈执行进展", timeout=WAIT_MS
+        )
+        host.click("#end")
+        for page in (host, judge, operator):
+            expect(page.locator("#ended-text")).to_have_text("约谈已结束", timeout=WAIT_MS)
+    finally:
+        for ctx in contexts:
+            ctx.close()
+
+    # recorded like a visit: every party's tracks, then processed and signed
+    api = tone_browser.new_context()
+    try:
+        _api(api, url, "gy_judge", HOST_PASSWORD)
+
+        def processed() -> bool:
+            answer = api.request.get(url + f"/api/v1/visits/{visit_id}").json()
+            assert answer["recording_state"] != "failed", answer["recording_note"]
+            return bool(answer["recording_state"] == "ready")
+
+        wait_until(processed, timeout=300, interval=0.5, what="meeting recording signed")
+    finally:
+        api.close()
+    folder = live_server.data_dir / "recordings" / visit_id
+    recording = load_state(folder)
+    assert recording is not None
+    recorded = {(t.role, t.name) for t in recording.tracks if t.packets}
+    assert {
+        ("host", "高院督办法官"),
+        ("attendee", "一中院接访法官"),
+        ("attendee", "海淀法院操作员"),
+    } <= recorded, recorded
+    for track in recording.tracks:
+        for name in track.files:
+            probe = subprocess.run(
+                [*FFPROBE_CODEC, str(folder / name)], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            assert probe == ("opus" if track.kind == "audio" else "vp8"), (name, probe)
+    assert verify(folder).ok
+    # each case's timeline has the minutes, with the recording's link
+    with sqlite3.connect(live_server.data_dir / "vreception.db") as db:
+        rows = db.execute(
+            "SELECT p.number, e.text, e.detail FROM case_events e "
+            "JOIN petitions p ON p.id = e.petition_id WHERE e.kind = 'meeting'"
+        ).fetchall()
+    assert sorted(number for number, _, _ in rows) == numbers
+    for _, text, detail in rows:
+        assert "海淀法院两周内书面反馈执行进展" in text and "主持人：高院督办法官" in text
+        assert json.loads(detail)["recording"] == f"/archive/visits/{visit_id}"

@@ -39,7 +39,7 @@
   let subscriber = null;
   let meeting = false; // a video supervision meeting, not a visit
   const LEADS = ["judge", "host"]; // who leads the room: ends it, writes its notes
-  window.vrCall = { get publisher() { return publisher; }, get subscriber() { return subscriber; }, get me() { return me; }, get connected() { return socket.connected; } };
+  window.vrCall = { levels: () => levels(), get publisher() { return publisher; }, get subscriber() { return subscriber; }, get me() { return me; }, get connected() { return socket.connected; } };
 
   // STUN/TURN servers from the join answer (TURN credentials issued to this participant)
   const rtcConfig = () => ({ iceServers: (me && me.ice_servers) || [], bundlePolicy: "max-bundle" });
@@ -240,9 +240,14 @@
   async function levels() {
     const out = [];
     for (const [receiver, pid] of audioOf) {
-      for (const s of receiver.getSynchronizationSources()) {
-        if (Date.now() - s.timestamp < 1000) out.push([pid, s.audioLevel || 0]);
-      }
+      // what the relay's packets say (RTP audio level extension), else what this browser
+      // measures of the audio it decodes; a muted microphone sends silence (level 0)
+      let level = 0;
+      for (const s of receiver.getSynchronizationSources()) level = Math.max(level, s.audioLevel || 0);
+      (await receiver.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "audio") level = Math.max(level, s.audioLevel || 0);
+      });
+      out.push([pid, level]);
     }
     if (publisher && me && local && local.getAudioTracks().some((t) => t.enabled)) {
       (await publisher.getStats()).forEach((s) => {

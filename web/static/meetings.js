@@ -81,7 +81,7 @@
       if (!hit) { VR.say(msg, `未找到可约谈的信访件 ${number}`, "error"); return; }
       cases.set(hit.id, `${hit.number}（${hit.handler_court_name}）`);
       chips($("case-list"), cases);
-      $("case-number").value = "";
+      if ($("case-number").value.trim() === number) $("case-number").value = "";
       VR.say(msg, "");
     };
     const courtSelect = $("invitee-court");
