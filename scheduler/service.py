@@ -366,7 +366,7 @@ async def _petitioner_filter(session: AsyncSession, actor: Actor) -> Any | None:
     return None if scope is None else Petitioner.court_id.in_(scope)
 
 
-def _check_id_number(id_type: IdType, id_number: str) -> str:
+def check_id_number(id_type: IdType, id_number: str) -> str:
     value = id_number.strip().upper()
     if id_type is IdType.resident_id and not resident_id_valid(value):
         raise InvalidError("居民身份证号码无效（应为 18 位且校验位正确）", code="invalid_id_number")
@@ -434,7 +434,7 @@ async def create_petitioner(
     phone: str,
 ) -> Petitioner:
     court = await _own_basic_court(session, actor, court_id)
-    number = _check_id_number(id_type, id_number)
+    number = check_id_number(id_type, id_number)
     await _unique(
         session,
         Petitioner,

@@ -82,6 +82,9 @@ async def seed_world(db: AsyncSession) -> World:
         ("judge_b", Role.judge, "mid_b"),
         ("arch_a", Role.archivist, "mid_a"),
         ("arch_high", Role.archivist, "high"),
+        ("po_a", Role.petition_officer, "basic_a"),
+        ("po_high", Role.petition_officer, "high"),
+        ("leader_high", Role.leader, "high"),
     ]
     for username, role, court_key in users:
         await add_staff(db, world, username, role, court_key)

@@ -17,6 +17,8 @@ ROLE_USER = {
     Role.operator: "op_a",
     Role.judge: "judge_a",
     Role.archivist: "arch_a",
+    Role.petition_officer: "po_a",
+    Role.leader: "leader_high",
 }
 ID_A = "11010519491231002X"
 ID_B = "110101199003074477"

@@ -34,6 +34,8 @@ HOME = {
     Role.operator: "/operator",
     Role.judge: "/judge",
     Role.archivist: "/archive",
+    Role.petition_officer: "/cases",
+    Role.leader: "/cases",
 }
 
 

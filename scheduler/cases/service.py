@@ -1,0 +1,1368 @@
+"""Petition case handling: registration (有录必全, 重复访), triage (诉访分离), assignment and
+supervision (交办督办), closing (化解, 信访终结, 回访, 评查), the lists, the board and the
+timeline, and the deadline scan of the housekeeping job.
+
+Every change goes through :func:`_act`, which asks :mod:`scheduler.cases.rules`, moves the
+state with a guarded UPDATE (two clerks acting at once: one wins, the other gets a 409) and
+writes a timeline entry with its audit event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Select, and_, false, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config.audit import record_audit
+from config.db import utcnow
+from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
+from config.privacy import mask_id_number
+from config.settings import Settings
+from config.vocabulary import label, label_of
+from scheduler.cases.models import (
+    Assignment,
+    CaseEvent,
+    CasePetitioner,
+    CaseRef,
+    Contact,
+    DeadlineRule,
+    FollowUp,
+    Material,
+)
+from scheduler.cases.rules import (
+    CLOSED,
+    NODE_OF,
+    OPEN,
+    CaseAction,
+    Standing,
+    may,
+    next_state,
+    refusal,
+)
+from scheduler.cases.timeline import add_event
+from scheduler.cases.words import (
+    AssignmentState,
+    CaseCategory,
+    CaseState,
+    CaseTrack,
+    Channel,
+    EventKind,
+    FollowUpResult,
+    HandlingMode,
+    Node,
+    Procedure,
+    ResolutionGround,
+    TerminationGround,
+)
+from scheduler.models import Court, IdType, Petition, Petitioner, Role, User
+from scheduler.notify import notify
+from scheduler.scope import Actor, ancestor_court_ids, descendant_court_ids
+from scheduler.service import Page, check_id_number
+
+# ---------------------------------------------------------------- reading a case
+
+
+async def standing(db: AsyncSession, actor: Actor, case: Petition) -> Standing:
+    """How the actor's court stands to ``case`` (one query up the court tree)."""
+    if actor.court_id is None:
+        return Standing()
+    court = await db.get(Court, actor.court_id)
+    handler = case.handler_court_id or case.court_id
+    above = await ancestor_court_ids(db, handler)
+    return Standing(
+        handler=handler == actor.court_id,
+        registrar=case.court_id == actor.court_id,
+        supervisor=actor.court_id in above,
+        assigner=case.state in (CaseState.assigned, CaseState.reported)
+        and case.supervising_court_id == actor.court_id,
+        level=court.level if court is not None else None,
+    )
+
+
+async def get_case(
+    db: AsyncSession, actor: Actor, case_id: int, action: CaseAction = CaseAction.view
+) -> tuple[Petition, Standing]:
+    """The case if ``actor`` may see it (404 otherwise) and may take ``action`` (403/409)."""
+    case = await db.get(Petition, case_id)
+    if case is None:
+        raise NotFoundError(f"信访件 {case_id} 不存在")
+    where = await standing(db, actor, case)
+    if not may(actor, CaseAction.view, case.state, where):
+        raise NotFoundError(f"信访件 {case_id} 不存在")
+    if action is not CaseAction.view and not may(actor, action, case.state, where):
+        message = refusal(actor, action, case.state, where)
+        if next_state(case.state, action) is None:
+            raise ConflictError(message, code="case_state")
+        raise PermissionDeniedError(message)
+    return case, where
+
+
+async def deadline_for(db: AsyncSession, node: Node, start: datetime) -> datetime | None:
+    """When ``node`` entered at ``start`` is due, by the configured rule (None: no deadline)."""
+    rule = await db.get(DeadlineRule, node)
+    return None if rule is None else start + timedelta(days=rule.days)
+
+
+async def _act(
+    db: AsyncSession,
+    actor: Actor,
+    case_id: int,
+    action: CaseAction,
+    kind: EventKind,
+    text: str,
+    *,
+    detail: dict[str, Any] | None = None,
+    due_at: datetime | bool | None = True,
+    values: dict[str, Any] | None = None,
+) -> Petition:
+    """Take ``action`` on the case: check the rule, move its state (guarded against a
+    concurrent change), set its node and deadline, and add the timeline entry.
+
+    ``due_at``: True computes the new node's deadline from the rules when the node changes;
+    a datetime or None sets it; False leaves it.
+    """
+    case, _ = await get_case(db, actor, case_id, action)
+    old = case.state
+    new = next_state(old, action)
+    assert new is not None
+    changes: dict[str, Any] = dict(values or {})
+    now = utcnow()
+    if new is not old:
+        changes["state"] = new
+        changes["node"] = NODE_OF[new]
+        changes["reminded_at"] = None
+        changes["overdue_at"] = None
+        changes["closed_at"] = now if new in CLOSED else None
+        if due_at is True:
+            changes["due_at"] = await deadline_for(db, NODE_OF[new], now)
+    if due_at is not True and due_at is not False:
+        changes["due_at"] = due_at
+        changes["reminded_at"] = None
+        changes["overdue_at"] = None
+    if changes:
+        changes["updated_at"] = now
+        done = await db.execute(
+            update(Petition)
+            .where(Petition.id == case.id, Petition.state == old)
+            .values(**changes)
+            .execution_options(synchronize_session=False)
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConflictError("信访件刚被他人修改，请刷新后重试", code="case_changed")
+        await db.refresh(case)
+    add_event(
+        db,
+        case.id,
+        kind,
+        actor,
+        text,
+        detail={"state": case.state.value, **(detail or {})},
+    )
+    return case
+
+
+def _text(value: str, name: str, *, required: bool = True, limit: int = 4000) -> str:
+    value = (value or "").strip()
+    if required and not value:
+        raise InvalidError(f"请填写{name}", code="missing_field", details={"fields": [name]})
+    if len(value) > limit:
+        raise InvalidError(f"{name}过长（最多 {limit} 字）", code="too_long")
+    return value
+
+
+# ---------------------------------------------------------------- registration
+
+_CASE_NO_SPACES = re.compile(r"\s+")
+
+
+def normalize_case_number(value: str) -> str:
+    """An original case number as compared: half-width brackets, no spaces."""
+    return _CASE_NO_SPACES.sub("", value.replace("（", "(").replace("）", ")")).strip()
+
+
+def identity_key(id_type: IdType, id_number: str) -> str:
+    """A petitioner's identity as the duplicate check keys it (never the number itself)."""
+    return hashlib.sha256(f"{id_type.value}|{id_number}".encode()).hexdigest()
+
+
+@dataclass
+class PersonIn:
+    """A petitioner as the registration form gives them."""
+
+    name: str
+    id_type: IdType
+    id_number: str
+    phone: str = ""
+
+
+@dataclass
+class Registration:
+    """One registration: the first contact of a matter, or a further one (重复访)."""
+
+    channel: Channel | None
+    petitioners: list[PersonIn]
+    category: CaseCategory | None
+    summary: str
+    original_numbers: list[str]
+    original_court: str
+    people_count: int = 1
+    occurred_at: datetime | None = None
+    contact_summary: str = ""
+    number: str = ""
+    visit_id: str | None = None
+
+
+@dataclass
+class Registered:
+    case: Petition
+    contact: Contact
+    linked: bool  # True: a further contact on a case already registered (重复访)
+    missing: list[str] = field(default_factory=list)
+
+
+# 有录必全: the fields a court must fill to register a contact, as the error names them.
+REQUIRED_FIELDS = (
+    "来源渠道",
+    "信访人姓名",
+    "证件号码",
+    "案件类别",
+    "信访诉求",
+    "原案号",
+    "原审法院",
+)
+
+
+def _missing(reg: Registration) -> list[str]:
+    missing: list[str] = []
+    if reg.channel is None:
+        missing.append("来源渠道")
+    if not reg.petitioners or not all(p.name.strip() for p in reg.petitioners):
+        missing.append("信访人姓名")
+    if not reg.petitioners or not all(p.id_number.strip() for p in reg.petitioners):
+        missing.append("证件号码")
+    if reg.category is None:
+        missing.append("案件类别")
+    if not reg.summary.strip():
+        missing.append("信访诉求")
+    if not [n for n in reg.original_numbers if normalize_case_number(n)]:
+        missing.append("原案号")
+    if not reg.original_court.strip():
+        missing.append("原审法院")
+    return missing
+
+
+async def _petitioner_at(db: AsyncSession, actor: Actor, court_id: int, p: PersonIn) -> Petitioner:
+    number = check_id_number(p.id_type, p.id_number)
+    found = await db.scalar(
+        select(Petitioner).where(
+            Petitioner.court_id == court_id,
+            Petitioner.id_type == p.id_type,
+            Petitioner.id_number == number,
+        )
+    )
+    if found is not None:
+        return found
+    person = Petitioner(
+        court_id=court_id,
+        name=_text(p.name, "信访人姓名", limit=64),
+        id_type=p.id_type,
+        id_number=number,
+        phone=p.phone.strip()[:20],
+        created_by=actor.user_id,
+    )
+    db.add(person)
+    await db.flush()
+    return person
+
+
+async def find_duplicate(
+    db: AsyncSession, id_type: IdType, id_number: str, numbers: Sequence[str]
+) -> Petition | None:
+    """The case already registered for this petitioner and one of these original numbers."""
+    keys = [normalize_case_number(n) for n in numbers if normalize_case_number(n)]
+    if not keys:
+        return None
+    key = identity_key(id_type, check_id_number(id_type, id_number))
+    pid = await db.scalar(
+        select(CaseRef.petition_id)
+        .where(CaseRef.identity_key == key, CaseRef.number.in_(keys))
+        .order_by(CaseRef.petition_id)
+        .limit(1)
+    )
+    return None if pid is None else await db.get(Petition, pid)
+
+
+def _group(people: int) -> str:
+    return f"等{people}人" if people > 1 else ""
+
+
+def _registration_number(court: Court, now: datetime) -> str:
+    return f"（{now.year}）{court.code}信{now.strftime('%m%d%H%M%S')}{now.microsecond // 1000:03d}"
+
+
+async def register(db: AsyncSession, actor: Actor, reg: Registration) -> Registered:
+    """Register a contact: a new case, or a further contact linked to the case already
+    registered for the same petitioner and original case number (重复访).
+
+    Refuses an incomplete record, naming every missing field (有录必全).
+    """
+    if actor.role not in (
+        Role.operator,
+        Role.judge,
+        Role.petition_officer,
+        Role.leader,
+        Role.admin,
+    ):
+        raise PermissionDeniedError("无权登记信访件")
+    if actor.court_id is None:
+        raise InvalidError("管理员请以法院工作人员账号登记", code="court_required")
+    missing = _missing(reg)
+    if missing:
+        raise InvalidError(
+            "登记信息不完整，请填写：" + "、".join(missing),
+            code="incomplete_record",
+            details={"fields": missing},
+        )
+    assert reg.channel is not None and reg.category is not None
+    if reg.people_count < len(reg.petitioners) or reg.people_count > 10000:
+        raise InvalidError("来访人数不能少于登记的信访人数", code="invalid_people_count")
+    now = utcnow()
+    occurred = reg.occurred_at or now
+    if occurred > now + timedelta(minutes=5):
+        raise InvalidError("来访来信时间不能晚于现在", code="future_contact")
+    lead = reg.petitioners[0]
+    numbers = list(dict.fromkeys(normalize_case_number(n) for n in reg.original_numbers))
+    numbers = [n for n in numbers if n]
+    if any(len(n) > 64 for n in numbers):
+        raise InvalidError("原案号过长", code="too_long")
+    summary = _text(reg.summary, "信访诉求")
+    original_court = _text(reg.original_court, "原审法院", limit=128)
+    existing = await find_duplicate(db, lead.id_type, lead.id_number, numbers)
+    if existing is not None:
+        contact = await _contact(
+            db,
+            actor,
+            existing,
+            reg.channel,
+            occurred,
+            reg.contact_summary or summary,
+            reg.people_count,
+            repeat=True,
+            visit_id=reg.visit_id,
+        )
+        return Registered(existing, contact, linked=True)
+    court = await db.get(Court, actor.court_id)
+    assert court is not None
+    people = [await _petitioner_at(db, actor, court.id, p) for p in reg.petitioners]
+    if len({p.id for p in people}) != len(people):
+        raise InvalidError("同一信访人登记了两次", code="duplicate_petitioner")
+    case = Petition(
+        court_id=court.id,
+        handler_court_id=court.id,
+        petitioner_id=people[0].id,
+        number=_text(reg.number, "登记编号", required=False, limit=64)
+        or _registration_number(court, now),
+        category=reg.category.value,
+        summary=summary,
+        judgment_ref=numbers[0],
+        original_court=original_court,
+        channel=reg.channel,
+        people_count=reg.people_count,
+        state=CaseState.registered,
+        node=Node.triage,
+        due_at=await deadline_for(db, Node.triage, now),
+        contact_count=0,
+        created_by=actor.user_id,
+    )
+    try:
+        async with db.begin_nested():
+            db.add(case)
+            await db.flush()
+            key = identity_key(lead.id_type, people[0].id_number)
+            db.add_all(CaseRef(petition_id=case.id, number=n, identity_key=key) for n in numbers)
+            db.add_all(CasePetitioner(petition_id=case.id, petitioner_id=p.id) for p in people[1:])
+            await db.flush()
+    except IntegrityError as exc:
+        raise ConflictError(
+            "同一事项刚刚已被登记，请重新提交以作为重复访关联到该信访件",
+            code="duplicate_case",
+        ) from exc
+    add_event(
+        db,
+        case.id,
+        EventKind.registered,
+        actor,
+        f"登记信访件 {case.number}（{label(reg.channel)}，{label(reg.category)}，"
+        f"信访人 {people[0].name}{_group(reg.people_count)}）",
+        detail={
+            "number": case.number,
+            "original_numbers": numbers,
+            "id_number": mask_id_number(people[0].id_number),
+        },
+    )
+    contact = await _contact(
+        db,
+        actor,
+        case,
+        reg.channel,
+        occurred,
+        reg.contact_summary or summary,
+        reg.people_count,
+        repeat=False,
+        visit_id=reg.visit_id,
+    )
+    return Registered(case, contact, linked=False)
+
+
+async def _contact(
+    db: AsyncSession,
+    actor: Actor,
+    case: Petition,
+    channel: Channel,
+    occurred: datetime,
+    summary: str,
+    people: int,
+    *,
+    repeat: bool,
+    visit_id: str | None = None,
+) -> Contact:
+    assert actor.court_id is not None
+    contact = Contact(
+        petition_id=case.id,
+        court_id=actor.court_id,
+        channel=channel,
+        occurred_at=occurred,
+        summary=summary[:4000],
+        people_count=max(1, people),
+        repeat=repeat,
+        visit_id=visit_id,
+        registered_by=actor.user_id,
+    )
+    db.add(contact)
+    await db.execute(
+        update(Petition)
+        .where(Petition.id == case.id)
+        .values(contact_count=Petition.contact_count + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    await db.flush()
+    add_event(
+        db,
+        case.id,
+        EventKind.contact,
+        actor,
+        f"{'重复访：' if repeat else ''}{label(channel)}"
+        + (f"，{summary[:60]}" if summary else ""),
+        detail={"contact_id": contact.id, "channel": channel.value, "repeat": repeat}
+        | ({"visit_id": visit_id} if visit_id else {}),
+    )
+    return contact
+
+
+async def add_contact(
+    db: AsyncSession,
+    actor: Actor,
+    case_id: int,
+    *,
+    channel: Channel,
+    occurred_at: datetime | None,
+    summary: str,
+    people_count: int = 1,
+    visit_id: str | None = None,
+) -> Contact:
+    """A further contact (a letter, a visit, a call) on a registered case (重复访)."""
+    case, _ = await get_case(db, actor, case_id, CaseAction.add_contact)
+    now = utcnow()
+    occurred = occurred_at or now
+    if occurred > now + timedelta(minutes=5):
+        raise InvalidError("来访来信时间不能晚于现在", code="future_contact")
+    if people_count < 1:
+        raise InvalidError("来访人数至少为 1", code="invalid_people_count")
+    return await _contact(
+        db,
+        actor,
+        case,
+        channel,
+        occurred,
+        _text(summary, "内容摘要"),
+        people_count,
+        repeat=True,
+        visit_id=visit_id,
+    )
+
+
+# ---------------------------------------------------------------- materials
+
+MATERIAL_TYPES = {"application/pdf": ".pdf", "image/jpeg": ".jpg", "image/png": ".png"}
+
+
+def sniff_material(head: bytes) -> str | None:
+    """The content type of an upload by its first bytes (PDF, JPEG or PNG), else None."""
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    return None
+
+
+def materials_dir(settings: Settings) -> Path:
+    return settings.data_dir / "materials"
+
+
+async def add_material(
+    db: AsyncSession,
+    actor: Actor,
+    case_id: int,
+    *,
+    filename: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+    path: str,
+    contact_id: int | None = None,
+) -> Material:
+    """Record a material already stored whole (the web layer streams, hashes and renames it
+    into place before calling this; it removes the file again if this refuses)."""
+    case, _ = await get_case(db, actor, case_id, CaseAction.upload)
+    if contact_id is not None:
+        contact = await db.get(Contact, contact_id)
+        if contact is None or contact.petition_id != case.id:
+            raise InvalidError("该来访来信记录不属于本信访件", code="invalid_contact")
+    material = Material(
+        petition_id=case.id,
+        contact_id=contact_id,
+        filename=filename[:255],
+        content_type=content_type,
+        size=size,
+        sha256=sha256,
+        path=path,
+        uploaded_by=actor.user_id,
+    )
+    db.add(material)
+    await db.flush()
+    add_event(
+        db,
+        case.id,
+        EventKind.material,
+        actor,
+        f"上传材料《{filename[:80]}》（{size // 1024 or 1} KB）",
+        detail={"material_id": material.id, "sha256": sha256},
+    )
+    return material
+
+
+async def get_material(db: AsyncSession, actor: Actor, material_id: int) -> Material:
+    material = await db.get(Material, material_id)
+    if material is None:
+        raise NotFoundError("材料不存在")
+    await get_case(db, actor, material.petition_id)
+    return material
+
+
+# ---------------------------------------------------------------- triage and ownership
+
+
+async def _court_user(db: AsyncSession, user_id: int, court_id: int) -> User:
+    user = await db.get(User, user_id)
+    if user is None or not user.active or user.court_id != court_id:
+        raise InvalidError("责任人须为承办法院的在职工作人员", code="invalid_owner")
+    return user
+
+
+async def triage(
+    db: AsyncSession,
+    actor: Actor,
+    case_id: int,
+    *,
+    track: CaseTrack,
+    procedure: Procedure | None = None,
+    guidance: str = "",
+    mode: HandlingMode | None = None,
+    responsible_id: int | None = None,
+) -> Petition:
+    """分流: a litigation matter is guided to a legal procedure (recorded with the guidance
+    given); a petition matter gets a handling mode and a responsible person (首办责任)."""
+    if track is CaseTrack.litigation:
+        if procedure is None:
+            raise InvalidError("请选择导入的诉讼程序", code="missing_field")
+        text = _text(guidance, "释明引导内容")
+        return await _act(
+            db,
+            actor,
+            case_id,
+            CaseAction.triage_litigation,
+            EventKind.triaged,
+            f"分流为诉讼事项，引导至「{label(procedure)}」：{text[:200]}",
+            detail={"track": track.value, "procedure": procedure.value, "guidance": text},
+            values={"track": track, "procedure": procedure.value},
+        )
+    if track is not CaseTrack.petition:
+        raise InvalidError("请选择诉讼事项或信访事项", code="missing_field")
+    if mode is None:
+        raise InvalidError("请选择办理方式", code="missing_field")
+    if responsible_id is None:
+        raise InvalidError("请指定首办责任人", code="missing_field")
+    assert actor.court_id is not None or actor.is_admin
+    case, _ = await get_case(db, actor, case_id, CaseAction.triage_petition)
+    owner = await _court_user(db, responsible_id, case.handler_court_id or case.court_id)
+    return await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.triage_petition,
+        EventKind.triaged,
+        f"分流为信访事项，{label(mode)}，首办责任人 {owner.display_name}",
+        detail={"track": track.value, "mode": mode.value, "responsible_id": owner.id},
+        values={"track": track, "mode": mode, "responsible_id": owner.id},
+    )
+
+
+async def set_owner(
+    db: AsyncSession, actor: Actor, case_id: int, *, responsible_id: int, reason: str = ""
+) -> Petition:
+    """Name the responsible person; a case has one, so a change names why (no second owner)."""
+    case, _ = await get_case(db, actor, case_id, CaseAction.set_owner)
+    owner = await _court_user(db, responsible_id, case.handler_court_id or case.court_id)
+    if case.responsible_id == owner.id:
+        raise ConflictError(f"{owner.display_name} 已是本件首办责任人", code="same_owner")
+    if case.responsible_id is not None and not reason.strip():
+        raise ConflictError("本件已有首办责任人；更换责任人须说明理由", code="second_owner")
+    return await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.set_owner,
+        EventKind.owner,
+        f"首办责任人：{owner.display_name}"
+        + (f"（更换理由：{reason.strip()[:200]}）" if reason.strip() else ""),
+        detail={"responsible_id": owner.id},
+        due_at=False,
+        values={"responsible_id": owner.id},
+    )
+
+
+# ---------------------------------------------------------------- assignment and supervision
+
+
+async def assign(
+    db: AsyncSession,
+    actor: Actor,
+    case_id: int,
+    *,
+    to_court_id: int,
+    deadline: datetime | None,
+    instructions: str = "",
+) -> Assignment:
+    """交办: hand the case to a court below the assigning court with a feedback deadline
+    (by default the feedback node's rule)."""
+    case, _ = await get_case(db, actor, case_id, CaseAction.assign)
+    if actor.court_id is None:
+        raise InvalidError("管理员请以上级法院工作人员账号交办", code="court_required")
+    below = await descendant_court_ids(db, actor.court_id)
+    below.discard(actor.court_id)
+    if to_court_id not in below:
+        raise InvalidError("只能交办给本院的下级法院", code="not_below")
+    now = utcnow()
+    due = deadline or await deadline_for(db, Node.feedback, now)
+    assert due is not None
+    if due <= now:
+        raise InvalidError("反馈期限必须晚于现在", code="past_deadline")
+    if due > now + timedelta(days=366):
+        raise InvalidError("反馈期限不能超过一年", code="deadline_too_far")
+    target = await db.get(Court, to_court_id)
+    assert target is not None
+    await db.execute(
+        update(Assignment)
+        .where(Assignment.petition_id == case.id, Assignment.state == AssignmentState.open)
+        .values(state=AssignmentState.returned)
+        .execution_options(synchronize_session=False)
+    )
+    row = Assignment(
+        petition_id=case.id,
+        from_court_id=actor.court_id,
+        to_court_id=to_court_id,
+        deadline=due,
+        instructions=instructions.strip()[:4000],
+        assigned_by=actor.user_id,
+        assigned_at=now,
+    )
+    db.add(row)
+    await db.flush()
+    await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.assign,
+        EventKind.assigned,
+        f"交办 {target.name}，限 {due.isoformat()} 前反馈"
+        + (f"：{row.instructions[:200]}" if row.instructions else ""),
+        detail={"assignment_id": row.id, "to_court_id": to_court_id, "deadline": due.isoformat()},
+        due_at=due,
+        values={
+            "handler_court_id": to_court_id,
+            "supervising_court_id": actor.court_id,
+            "responsible_id": None,
+        },
+    )
+    await notify(
+        db,
+        await court_staff(db, to_court_id),
+        kind="case_assigned",
+        title=f"新交办信访件 {case.number}",
+        body=f"{label_of('case_category', case.category)}，请于 {due.isoformat()} 前反馈",
+    )
+    return row
+
+
+async def _open_assignment(db: AsyncSession, case: Petition) -> Assignment | None:
+    return await db.scalar(
+        select(Assignment)
+        .where(
+            Assignment.petition_id == case.id,
+            Assignment.state.in_((AssignmentState.open, AssignmentState.reported)),
+        )
+        .order_by(Assignment.id.desc())
+        .limit(1)
+    )
+
+
+async def progress(db: AsyncSession, actor: Actor, case_id: int, *, text: str) -> Petition:
+    """The handling court reports progress (进展); the deadline stays."""
+    body = _text(text, "进展情况")
+    return await _act(
+        db, actor, case_id, CaseAction.progress, EventKind.progress, body, due_at=False
+    )
+
+
+async def report(db: AsyncSession, actor: Actor, case_id: int, *, result: str) -> Petition:
+    """The lower court reports its result to the assigning court (反馈)."""
+    body = _text(result, "办理结果")
+    case, _ = await get_case(db, actor, case_id, CaseAction.report)
+    row = await _open_assignment(db, case)
+    if row is not None:
+        row.state = AssignmentState.reported
+        row.result = body
+        row.reported_at = utcnow()
+    case = await _act(
+        db, actor, case_id, CaseAction.report, EventKind.reported, f"反馈办理结果：{body[:400]}"
+    )
+    if case.supervising_court_id is not None:
+        await notify(
+            db,
+            await court_staff(db, case.supervising_court_id),
+            kind="case_reported",
+            title=f"信访件 {case.number} 已反馈",
+            body=body[:200],
+        )
+    return case
+
+
+async def review_feedback(
+    db: AsyncSession,
+    actor: Actor,
+    case_id: int,
+    *,
+    accept: bool,
+    remark: str = "",
+    deadline: datetime | None = None,
+) -> Petition:
+    """The assigning court accepts the feedback, or returns it with a new deadline."""
+    case, _ = await get_case(
+        db, actor, case_id, CaseAction.accept if accept else CaseAction.return_
+    )
+    row = await _open_assignment(db, case)
+    if accept:
+        if row is not None:
+            row.state = AssignmentState.accepted
+        return await _act(
+            db,
+            actor,
+            case_id,
+            CaseAction.accept,
+            EventKind.accepted,
+            "审核通过反馈" + (f"：{remark.strip()[:400]}" if remark.strip() else ""),
+        )
+    why = _text(remark, "退回理由")
+    now = utcnow()
+    due = deadline or await deadline_for(db, Node.feedback, now)
+    assert due is not None
+    if due <= now:
+        raise InvalidError("反馈期限必须晚于现在", code="past_deadline")
+    if row is not None:
+        row.state = AssignmentState.open
+        row.deadline = due
+    return await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.return_,
+        EventKind.returned,
+        f"退回重办，限 {due.isoformat()} 前反馈：{why[:400]}",
+        due_at=due,
+    )
+
+
+async def flag(
+    db: AsyncSession, actor: Actor, case_id: int, *, on: bool, remark: str = ""
+) -> Petition:
+    """挂牌督办 (or lift it): a court above the handling court marks the case."""
+    return await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.flag if on else CaseAction.unflag,
+        EventKind.flagged if on else EventKind.unflagged,
+        ("挂牌督办" if on else "撤销挂牌督办")
+        + (f"：{remark.strip()[:400]}" if remark.strip() else ""),
+        due_at=False,
+        values={"flagged": on},
+    )
+
+
+async def take_lead(db: AsyncSession, actor: Actor, case_id: int) -> Petition:
+    """领导包案: a court leader takes the case; it shows on their page."""
+    assert actor.user_id is not None
+    case, _ = await get_case(db, actor, case_id, CaseAction.take_lead)
+    if case.leader_id is not None:
+        raise ConflictError("本件已由院领导包案", code="already_led")
+    return await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.take_lead,
+        EventKind.leader,
+        f"院领导 {actor.username} 包案",
+        due_at=False,
+        values={"leader_id": actor.user_id},
+    )
+
+
+async def judicial_aid(
+    db: AsyncSession,
+    actor: Actor,
+    case_id: int,
+    *,
+    stage: str,
+    amount_yuan: int | None = None,
+    remark: str = "",
+) -> Petition:
+    """司法救助: the application, and its result (granted with an amount, or refused)."""
+    names = {"applied": "申请司法救助", "granted": "司法救助已批准", "refused": "司法救助未批准"}
+    if stage not in names:
+        raise InvalidError("司法救助阶段无效", code="invalid_stage")
+    if stage == "granted" and (amount_yuan is None or amount_yuan <= 0):
+        raise InvalidError("请填写救助金额", code="missing_field")
+    text = names[stage] + (f"，金额 {amount_yuan} 元" if stage == "granted" else "")
+    return await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.judicial_aid,
+        EventKind.judicial_aid,
+        text + (f"：{remark.strip()[:400]}" if remark.strip() else ""),
+        detail={"stage": stage, "amount_yuan": amount_yuan},
+        due_at=False,
+    )
+
+
+# ---------------------------------------------------------------- closing
+
+
+async def resolve(
+    db: AsyncSession,
+    actor: Actor,
+    case_id: int,
+    *,
+    ground: ResolutionGround | None,
+    remark: str = "",
+) -> Petition:
+    """化解 with its grounds; a follow-up (回访) is scheduled by the follow-up rule."""
+    if ground is None:
+        raise InvalidError("化解须选择化解依据", code="missing_grounds")
+    why = _text(remark, "化解情况说明")
+    case, _ = await get_case(db, actor, case_id, CaseAction.resolve)
+    row = await _open_assignment(db, case)
+    if row is not None:
+        row.state = AssignmentState.accepted
+        row.result = row.result or why
+        row.reported_at = row.reported_at or utcnow()
+    case = await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.resolve,
+        EventKind.resolved,
+        f"化解（{label(ground)}）：{why[:400]}",
+        detail={"ground": ground.value},
+    )
+    assert case.due_at is not None
+    db.add(FollowUp(petition_id=case.id, due_at=case.due_at))
+    add_event(
+        db,
+        case.id,
+        EventKind.followup_scheduled,
+        actor,
+        f"安排回访，{case.due_at.isoformat()} 前完成",
+        detail={"due_at": case.due_at.isoformat()},
+    )
+    return case
+
+
+async def terminate(
+    db: AsyncSession,
+    actor: Actor,
+    case_id: int,
+    *,
+    ground: TerminationGround | None,
+    approval: str,
+    remark: str = "",
+) -> Petition:
+    """信访终结: only a high or the supreme court, with its grounds and the approval."""
+    if ground is None:
+        raise InvalidError("信访终结须选择终结依据", code="missing_grounds")
+    approved = _text(approval, "审批情况（审批人及文号）", limit=400)
+    case = await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.terminate,
+        EventKind.terminated,
+        f"信访终结（{label(ground)}），审批：{approved}"
+        + (f"；{remark.strip()[:400]}" if remark.strip() else ""),
+        detail={"ground": ground.value, "approval": approved},
+    )
+    return case
+
+
+async def record_followup(
+    db: AsyncSession, actor: Actor, case_id: int, *, result: FollowUpResult, remark: str = ""
+) -> Petition:
+    """The follow-up contact after closing (回访) and what it found."""
+    case, _ = await get_case(db, actor, case_id, CaseAction.record_followup)
+    due = await db.scalar(
+        select(FollowUp)
+        .where(FollowUp.petition_id == case.id, FollowUp.done_at.is_(None))
+        .order_by(FollowUp.id)
+        .limit(1)
+    )
+    now = utcnow()
+    if due is None:
+        due = FollowUp(petition_id=case.id, due_at=now)
+        db.add(due)
+    due.done_at = now
+    due.result = result.value
+    due.remark = remark.strip()[:4000]
+    due.done_by = actor.user_id
+    return await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.record_followup,
+        EventKind.followup,
+        f"回访：{label(result)}" + (f"，{remark.strip()[:400]}" if remark.strip() else ""),
+        detail={"result": result.value},
+        due_at=None,
+        values={"node": Node.done},
+    )
+
+
+async def review(
+    db: AsyncSession, actor: Actor, case_id: int, *, findings: str, rating: str
+) -> Petition:
+    """评查: a review of a closed case with its findings."""
+    ratings = {"good": "优秀", "pass": "合格", "fail": "不合格"}
+    if rating not in ratings:
+        raise InvalidError("评查结论无效", code="invalid_rating")
+    body = _text(findings, "评查意见")
+    return await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.review,
+        EventKind.review,
+        f"评查：{ratings[rating]}，{body[:400]}",
+        detail={"rating": rating},
+        due_at=False,
+    )
+
+
+async def reopen(db: AsyncSession, actor: Actor, case_id: int, *, reason: str) -> Petition:
+    """A closed case is reopened with a reason; its handling node starts again."""
+    why = _text(reason, "重新启动理由")
+    return await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.reopen,
+        EventKind.reopened,
+        f"重新启动办理：{why[:400]}",
+        values={"track": CaseTrack.petition},
+    )
+
+
+async def correct(
+    db: AsyncSession, actor: Actor, case_id: int, *, event_id: int, text: str
+) -> CaseEvent:
+    """A correction is a new timeline entry naming the one it corrects; nothing is changed."""
+    await get_case(db, actor, case_id, CaseAction.correct)
+    target = await db.get(CaseEvent, event_id)
+    if target is None or target.petition_id != case_id:
+        raise InvalidError("要更正的记录不属于本信访件", code="invalid_event")
+    body = _text(text, "更正内容")
+    return add_event(
+        db,
+        case_id,
+        EventKind.correction,
+        actor,
+        f"更正第 {event_id} 条记录：{body[:400]}",
+        detail={"corrects": event_id},
+    )
+
+
+# ---------------------------------------------------------------- lists, board, timeline
+
+
+async def court_staff(db: AsyncSession, court_id: int) -> list[int]:
+    """Who a court's case notices go to: its petition officers and leaders, else operators."""
+    rows = (
+        await db.execute(
+            select(User.id, User.role).where(
+                User.court_id == court_id,
+                User.active,
+                User.role.in_((Role.petition_officer, Role.leader, Role.operator)),
+            )
+        )
+    ).all()
+    officers = [r[0] for r in rows if r[1] in (Role.petition_officer, Role.leader)]
+    return officers or [r[0] for r in rows]
+
+
+@dataclass
+class CaseFilter:
+    """The case list's filters (all optional)."""
+
+    channel: Channel | None = None
+    category: CaseCategory | None = None
+    node: Node | None = None
+    state: CaseState | None = None
+    overdue: bool = False
+    responsible_id: int | None = None
+    flagged: bool = False
+    query: str = ""
+    led_by_me: bool = False
+
+
+async def _visible(db: AsyncSession, actor: Actor) -> Any:
+    """Cases the actor's court may see: its own, registered, assigned or supervised."""
+    if actor.is_admin:
+        return None
+    if actor.court_id is None:
+        return false()
+    below = await descendant_court_ids(db, actor.court_id)
+    return or_(
+        Petition.handler_court_id.in_(below),
+        Petition.court_id == actor.court_id,
+        Petition.supervising_court_id == actor.court_id,
+    )
+
+
+async def list_cases(
+    db: AsyncSession, actor: Actor, f: CaseFilter, *, limit: int, offset: int
+) -> Page[Petition]:
+    stmt: Select[Any] = select(Petition).order_by(Petition.id.desc())
+    visible = await _visible(db, actor)
+    if visible is not None:
+        stmt = stmt.where(visible)
+    now = utcnow()
+    if f.channel is not None:
+        seen = select(Contact.petition_id).where(Contact.channel == f.channel)
+        stmt = stmt.where(or_(Petition.channel == f.channel, Petition.id.in_(seen)))
+    if f.category is not None:
+        stmt = stmt.where(Petition.category == f.category.value)
+    if f.node is not None:
+        stmt = stmt.where(Petition.node == f.node)
+    if f.state is not None:
+        stmt = stmt.where(Petition.state == f.state)
+    if f.overdue:
+        stmt = stmt.where(Petition.state.in_(OPEN), Petition.due_at < now)
+    if f.responsible_id is not None:
+        stmt = stmt.where(Petition.responsible_id == f.responsible_id)
+    if f.flagged:
+        stmt = stmt.where(Petition.flagged.is_(True))
+    if f.led_by_me:
+        stmt = stmt.where(Petition.leader_id == actor.user_id)
+    if f.query.strip():
+        q = f.query.strip()
+        ref = select(CaseRef.petition_id).where(CaseRef.number == normalize_case_number(q))
+        stmt = stmt.where(or_(Petition.number == q, Petition.id.in_(ref)))
+    total = await db.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
+    items = (await db.scalars(stmt.limit(limit).offset(offset))).all()
+    return Page(items=items, total=int(total or 0))
+
+
+@dataclass
+class BoardRow:
+    case: Petition
+    court_name: str
+    days_overdue: int
+
+
+async def board(db: AsyncSession, actor: Actor) -> list[BoardRow]:
+    """The supervising court's board: every open case handed below it, by handling court,
+    with node, deadline and days overdue (overdue first)."""
+    if actor.court_id is None and not actor.is_admin:
+        return []
+    stmt = (
+        select(Petition, Court.name)
+        .join(Court, Court.id == Petition.handler_court_id)
+        .where(
+            Petition.supervising_court_id.is_not(None),
+            Petition.state.in_((CaseState.assigned, CaseState.reported, CaseState.handling)),
+        )
+    )
+    if not actor.is_admin:
+        assert actor.court_id is not None
+        below = await descendant_court_ids(db, actor.court_id)
+        below.discard(actor.court_id)
+        stmt = stmt.where(Petition.handler_court_id.in_(below))
+    now = utcnow()
+    rows = [
+        BoardRow(
+            case=p,
+            court_name=name,
+            days_overdue=max(0, (now - p.due_at).days + (1 if now > p.due_at else 0))
+            if p.due_at is not None
+            else 0,
+        )
+        for p, name in (await db.execute(stmt.order_by(Petition.due_at).limit(2000))).all()
+    ]
+    rows.sort(key=lambda r: (r.court_name, -r.days_overdue))
+    return rows
+
+
+@dataclass
+class Timeline:
+    case: Petition
+    standing: Standing
+    events: Sequence[CaseEvent]
+    contacts: Sequence[Contact]
+    materials: Sequence[Material]
+    assignments: Sequence[Assignment]
+    followups: Sequence[FollowUp]
+    petitioners: Sequence[Petitioner]
+    numbers: Sequence[str]
+    names: dict[int, str]
+
+
+async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
+    """Everything about one case, in order."""
+    case, where = await get_case(db, actor, case_id)
+
+    async def rows(model: Any, order: Any) -> Sequence[Any]:
+        return (
+            await db.scalars(select(model).where(model.petition_id == case.id).order_by(order))
+        ).all()
+
+    people = [
+        await db.get(Petitioner, case.petitioner_id),
+        *list(
+            (
+                await db.scalars(
+                    select(Petitioner)
+                    .join(CasePetitioner, CasePetitioner.petitioner_id == Petitioner.id)
+                    .where(CasePetitioner.petition_id == case.id)
+                )
+            ).all()
+        ),
+    ]
+    court_ids = {c for c in (case.court_id, case.handler_court_id, case.supervising_court_id) if c}
+    assignments = await rows(Assignment, Assignment.id)
+    for a in assignments:
+        court_ids |= {a.from_court_id, a.to_court_id}
+    names = {
+        cid: name
+        for cid, name in (
+            await db.execute(select(Court.id, Court.name).where(Court.id.in_(court_ids)))
+        ).all()
+    }
+    return Timeline(
+        case=case,
+        standing=where,
+        events=await rows(CaseEvent, CaseEvent.id),
+        contacts=await rows(Contact, Contact.occurred_at),
+        materials=await rows(Material, Material.id),
+        assignments=assignments,
+        followups=await rows(FollowUp, FollowUp.id),
+        petitioners=[p for p in people if p is not None],
+        numbers=(
+            await db.scalars(
+                select(CaseRef.number).where(CaseRef.petition_id == case.id).order_by(CaseRef.id)
+            )
+        ).all(),
+        names=names,
+    )
+
+
+def actions_for(actor: Actor, case: Petition, where: Standing) -> list[str]:
+    """The actions the pages offer this actor on this case (the same rule that checks them)."""
+    return [
+        a.value for a in CaseAction if a is not CaseAction.view and may(actor, a, case.state, where)
+    ]
+
+
+# ---------------------------------------------------------------- deadlines (housekeeping)
+
+
+@dataclass
+class ScanResult:
+    reminded: int = 0
+    overdue: int = 0
+    escalated: int = 0
+
+
+SYSTEM = Actor(user_id=None, username="系统", role=Role.admin, court_id=None)
+
+
+async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -> ScanResult:
+    """Remind before a node's deadline, alert once it has passed (in-app, to the handling
+    court and its supervising court) and escalate to the handling court's parent court.
+
+    Each case is reminded once and alerted once per node (``reminded_at``/``overdue_at``
+    are cleared when the node changes). Uses the ``due_at`` index; ``now`` is injected.
+    """
+    result = ScanResult()
+    rules = {r.node: r for r in (await db.scalars(select(DeadlineRule))).all()}
+    horizon = now + timedelta(days=max((r.remind_days_before for r in rules.values()), default=0))
+    watched = tuple(s for s in CaseState if s not in (CaseState.guided, CaseState.terminated))
+    due_soon = (
+        await db.scalars(
+            select(Petition)
+            .where(
+                Petition.due_at.is_not(None),
+                Petition.due_at <= horizon,
+                Petition.state.in_(watched),
+                Petition.node != Node.done,
+                or_(
+                    and_(Petition.due_at > now, Petition.reminded_at.is_(None)),
+                    and_(Petition.due_at <= now, Petition.overdue_at.is_(None)),
+                ),
+            )
+            .order_by(Petition.due_at)
+            .limit(batch)
+        )
+    ).all()
+    parents: dict[int, int | None] = {}
+    for case in due_soon:
+        assert case.due_at is not None
+        handler = case.handler_court_id or case.court_id
+        if case.due_at > now:
+            rule = rules.get(case.node)
+            if rule is None or case.due_at - now > timedelta(days=rule.remind_days_before):
+                continue
+            case.reminded_at = now
+            add_event(
+                db,
+                case.id,
+                EventKind.reminder,
+                SYSTEM,
+                f"「{label(case.node)}」将于 {case.due_at.isoformat()} 到期",
+                court_id=handler,
+            )
+            await notify(
+                db,
+                [case.responsible_id, *await court_staff(db, handler)],
+                kind="case_reminder",
+                title=f"信访件 {case.number} 即将到期",
+                body=f"「{label(case.node)}」节点即将到期",
+            )
+            result.reminded += 1
+            continue
+        case.overdue_at = now
+        add_event(
+            db,
+            case.id,
+            EventKind.overdue,
+            SYSTEM,
+            f"「{label(case.node)}」已超期（期限 {case.due_at.isoformat()}）",
+            court_id=handler,
+        )
+        recipients = [case.responsible_id, *await court_staff(db, handler)]
+        if case.supervising_court_id is not None:
+            recipients += await court_staff(db, case.supervising_court_id)
+        await notify(
+            db,
+            recipients,
+            kind="case_overdue",
+            title=f"信访件 {case.number} 已超期",
+            body=f"「{label(case.node)}」节点已超期",
+        )
+        result.overdue += 1
+        if handler not in parents:
+            court = await db.get(Court, handler)
+            parents[handler] = court.parent_id if court is not None else None
+        parent = parents[handler]
+        if parent is not None and parent != case.supervising_court_id:
+            add_event(
+                db,
+                case.id,
+                EventKind.escalated,
+                SYSTEM,
+                "超期情况已上报上级法院",
+                court_id=parent,
+                detail={"to_court_id": parent},
+            )
+            await notify(
+                db,
+                await court_staff(db, parent),
+                kind="case_escalated",
+                title=f"下级法院信访件 {case.number} 超期",
+                body=f"「{label(case.node)}」节点已超期",
+            )
+            result.escalated += 1
+    return result
+
+
+# ---------------------------------------------------------------- deadline rules
+
+
+async def list_rules(db: AsyncSession) -> Sequence[DeadlineRule]:
+    return (await db.scalars(select(DeadlineRule).order_by(DeadlineRule.node))).all()
+
+
+async def set_rule(
+    db: AsyncSession, actor: Actor, node: Node, *, days: int, remind_days_before: int
+) -> DeadlineRule:
+    """Change how long a node may take (admins only); running deadlines keep theirs."""
+    if not actor.is_admin:
+        raise PermissionDeniedError("只有系统管理员可以修改办理期限规则")
+    if not 1 <= days <= 365 or not 0 <= remind_days_before < days:
+        raise InvalidError("期限天数应在 1–365 之间，提醒天数应小于期限天数", code="invalid_rule")
+    rule = await db.get(DeadlineRule, node)
+    if rule is None:
+        rule = DeadlineRule(node=node, days=days, remind_days_before=remind_days_before)
+        db.add(rule)
+    before = None if rule.days is None else (rule.days, rule.remind_days_before)
+    rule.days = days
+    rule.remind_days_before = remind_days_before
+    await db.flush()
+    record_audit(
+        db,
+        action="case.rule",
+        actor_id=actor.user_id,
+        actor_name=actor.username,
+        target_type="case_rule",
+        target_id=node.value,
+        address=actor.address,
+        detail={"node": label(node), "before": before, "days": days, "remind": remind_days_before},
+    )
+    return rule

@@ -1,0 +1,219 @@
+"""Petition cases through the service: registration (有录必全, 重复访), triage, assignment,
+the deadline scan, closing and follow-up, and the rules as a table."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config.db import create_engine, create_sessionmaker, utcnow
+from config.errors import ConflictError, InvalidError, PermissionDeniedError
+from config.settings import Settings
+from scheduler.cases import service as cases
+from scheduler.cases.models import CaseEvent
+from scheduler.cases.rules import CaseAction, Standing, may
+from scheduler.cases.words import (
+    CaseCategory,
+    CaseState,
+    CaseTrack,
+    Channel,
+    FollowUpResult,
+    HandlingMode,
+    Node,
+    ResolutionGround,
+    TerminationGround,
+)
+from scheduler.models import CourtLevel, IdType, Role
+from scheduler.scope import Actor
+from tests.helpers import World, add_staff
+
+ID_A = "110101199003071233"
+
+
+@pytest.fixture
+async def db(migrated: Settings, world: World) -> AsyncIterator[AsyncSession]:
+    engine = create_engine(migrated)
+    async with create_sessionmaker(engine)() as session:
+        async with session.begin():
+            await add_staff(session, world, "po_mid", Role.petition_officer, "mid_a")
+        yield session
+    await engine.dispose()
+
+
+def actor(world: World, username: str, role: Role, court: str | None) -> Actor:
+    return Actor(
+        user_id=world.users[username],
+        username=username,
+        role=role,
+        court_id=world.courts[court] if court else None,
+    )
+
+
+def letter(numbers: list[str], **over: object) -> cases.Registration:
+    reg = cases.Registration(
+        channel=Channel.letter,
+        petitioners=[cases.PersonIn("张三", IdType.resident_id, ID_A, "13800138000")],
+        category=CaseCategory.enforcement,
+        summary="判决生效两年仍未执行到位",
+        original_numbers=numbers,
+        original_court="甲市某区人民法院",
+    )
+    for k, v in over.items():
+        setattr(reg, k, v)
+    return reg
+
+
+async def test_an_incomplete_record_is_refused_naming_every_missing_field(
+    db: AsyncSession, world: World
+) -> None:
+    clerk = actor(world, "op_a", Role.operator, "basic_a")
+    with pytest.raises(InvalidError) as err:
+        await cases.register(db, clerk, letter([], channel=None, summary=" ", original_court=""))
+    assert err.value.code == "incomplete_record"
+    assert err.value.details == {"fields": ["来源渠道", "信访诉求", "原案号", "原审法院"]}
+    assert "来源渠道" in err.value.message and "原审法院" in err.value.message
+
+
+async def test_a_second_contact_about_the_same_matter_is_linked_as_a_repeat(
+    db: AsyncSession, world: World
+) -> None:
+    clerk = actor(world, "op_a", Role.operator, "basic_a")
+    first = await cases.register(db, clerk, letter(["（2024）甲0101执123号"]))
+    again = await cases.register(
+        db, clerk, letter(["(2024)甲0101执123号"], channel=Channel.walk_in)
+    )
+    assert not first.linked and again.linked
+    assert again.case.id == first.case.id
+    await db.refresh(first.case)
+    assert first.case.contact_count == 2 and again.contact.repeat
+    kinds = (
+        await db.scalars(select(CaseEvent.kind).where(CaseEvent.petition_id == first.case.id))
+    ).all()
+    assert kinds == ["registered", "contact", "contact"]
+
+
+async def test_the_whole_life_assign_overdue_resolve_followup(
+    db: AsyncSession, world: World
+) -> None:
+    clerk = actor(world, "op_a", Role.operator, "basic_a")
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    basic = actor(world, "po_a", Role.petition_officer, "basic_a")
+    reg = await cases.register(db, clerk, letter(["（2024）甲0101执9号"]))
+    case_id = reg.case.id
+    # the basic court triages it as a petition matter with its officer responsible
+    await cases.triage(
+        db,
+        basic,
+        case_id,
+        track=CaseTrack.petition,
+        mode=HandlingMode.careful,
+        responsible_id=world.users["po_a"],
+    )
+    with pytest.raises(ConflictError) as second:
+        await cases.set_owner(db, basic, case_id, responsible_id=world.users["op_a"])
+    assert second.value.code == "second_owner"
+    # the high court hands it down to the basic court: not to itself, not in the past
+    with pytest.raises(InvalidError) as not_below:
+        await cases.assign(db, high, case_id, to_court_id=world.courts["high"], deadline=None)
+    assert not_below.value.code == "not_below"
+    with pytest.raises(InvalidError) as past:
+        await cases.assign(
+            db,
+            high,
+            case_id,
+            to_court_id=world.courts["basic_a"],
+            deadline=utcnow() - timedelta(days=1),
+        )
+    assert past.value.code == "past_deadline"
+    due = utcnow() + timedelta(days=10)
+    await cases.assign(db, high, case_id, to_court_id=world.courts["basic_a"], deadline=due)
+    case, _ = await cases.get_case(db, basic, case_id)
+    assert case.state is CaseState.assigned and case.node is Node.feedback
+    assert case.supervising_court_id == world.courts["high"]
+    # the deadline passes: the scan alerts once and the board shows days overdue
+    later = due + timedelta(days=3, hours=1)
+    first = await cases.scan_deadlines(db, later)
+    again = await cases.scan_deadlines(db, later)
+    assert first.overdue == 1 and again.overdue == 0
+    rows = await cases.board(db, high)
+    assert [(r.case.id, r.days_overdue) for r in rows if r.case.id == case_id] == [
+        (case_id, 0)
+    ]  # the board counts from real time; the injected clock made only the alert
+    await db.execute(
+        text("UPDATE petitions SET due_at = :d WHERE id = :i"),
+        {"d": utcnow() - timedelta(days=2, hours=1), "i": case_id},
+    )
+    db.expire_all()
+    rows = await cases.board(db, high)
+    assert [r.days_overdue for r in rows if r.case.id == case_id] == [3]
+    # a basic court may not end a petition (信访终结); nobody closes without grounds
+    with pytest.raises(PermissionDeniedError):
+        await cases.terminate(
+            db, basic, case_id, ground=TerminationGround.no_new_facts, approval="x"
+        )
+    with pytest.raises(InvalidError) as no_ground:
+        await cases.resolve(db, basic, case_id, ground=None, remark="已执行")
+    assert no_ground.value.code == "missing_grounds"
+    await cases.resolve(
+        db, basic, case_id, ground=ResolutionGround.enforced, remark="执行款已全部到位"
+    )
+    case, _ = await cases.get_case(db, basic, case_id)
+    assert case.state is CaseState.resolved and case.node is Node.followup
+    await cases.record_followup(
+        db, basic, case_id, result=FollowUpResult.satisfied, remark="当事人表示满意"
+    )
+    await cases.reopen(db, high, case_id, reason="当事人反映执行款被退回")
+    tl = await cases.timeline(db, high, case_id)
+    kinds = [e.kind for e in tl.events]
+    assert kinds[:2] == ["registered", "contact"]
+    for kind in ("triaged", "assigned", "overdue", "resolved", "followup", "reopened"):
+        assert kind in kinds
+    assert tl.case.state is CaseState.handling
+
+
+async def test_the_timeline_cannot_be_changed_or_deleted(db: AsyncSession, world: World) -> None:
+    clerk = actor(world, "op_a", Role.operator, "basic_a")
+    case_id = (await cases.register(db, clerk, letter(["（2024）甲0101执1号"]))).case.id
+    await db.commit()
+    for sql in ("UPDATE case_events SET text = 'x'", "DELETE FROM case_events"):
+        with pytest.raises(Exception, match="append-only"):
+            await db.execute(text(sql))
+        await db.rollback()
+    assert (
+        await db.scalar(select(CaseEvent.id).where(CaseEvent.petition_id == case_id).limit(1))
+        is not None
+    )
+
+
+def test_who_may_do_what_as_a_table() -> None:
+    def who(role: Role) -> Actor:
+        return Actor(user_id=1, username="u", role=role, court_id=1)
+
+    handler = Standing(handler=True, level=CourtLevel.basic)
+    above = Standing(supervisor=True, level=CourtLevel.high)
+    assigner = Standing(supervisor=True, assigner=True, level=CourtLevel.high)
+    officer, leader, archivist = (
+        who(Role.petition_officer),
+        who(Role.leader),
+        who(Role.archivist),
+    )
+    assert may(officer, CaseAction.triage_petition, CaseState.registered, handler)
+    assert not may(officer, CaseAction.triage_petition, CaseState.registered, above)
+    assert not may(officer, CaseAction.terminate, CaseState.handling, handler)
+    assert may(officer, CaseAction.terminate, CaseState.handling, above)
+    assert not may(officer, CaseAction.flag, CaseState.handling, handler)
+    assert may(officer, CaseAction.flag, CaseState.assigned, above)
+    assert may(leader, CaseAction.take_lead, CaseState.assigned, above)
+    assert not may(officer, CaseAction.take_lead, CaseState.assigned, above)
+    assert may(officer, CaseAction.accept, CaseState.reported, assigner)
+    assert not may(officer, CaseAction.accept, CaseState.reported, above)
+    assert may(archivist, CaseAction.view, CaseState.resolved, above)
+    assert not may(archivist, CaseAction.add_contact, CaseState.resolved, above)
+    assert not may(officer, CaseAction.resolve, CaseState.registered, handler)
+    assert may(officer, CaseAction.reopen, CaseState.resolved, above)
+    assert not may(officer, CaseAction.reopen, CaseState.handling, above)
+    assert not may(officer, CaseAction.view, CaseState.handling, Standing())
