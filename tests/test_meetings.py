@@ -27,7 +27,7 @@ from recorder.manifest import verify
 from recorder.state import load_state
 from scheduler import lifecycle
 from scheduler.cases.models import CaseEvent
-from scheduler.cases.words import EventKind, VisitKind
+from scheduler.cases.words import CaseState, EventKind, VisitKind
 from scheduler.models import BookingLock, Petition, Role, Visit, VisitEvent, VisitEventKind
 from scheduler.models import VisitState as S
 from scheduler.scope import Actor
@@ -44,16 +44,17 @@ async def _client(make_client: MakeClient, username: str) -> tuple[TestClient, d
     return c, {"X-CSRF-Token": await login(c, username)}
 
 
-async def _set_handlers(settings: Settings, b: Booking) -> None:
-    """Cases a0 and b0 handled by the basic courts where they were registered."""
+async def _set_cases(settings: Settings, b: Booking, **handlers: str) -> None:
+    """Cases being handled (triaged) by the given courts: a0 and b0 by the basic courts
+    where they were registered, unless ``handlers`` say otherwise."""
     engine = create_engine(settings)
     try:
         async with create_sessionmaker(engine)() as db, db.begin():
-            for key, court in (("a0", "basic_a"), ("b0", "basic_b")):
+            for key, court in {"a0": "basic_a", "b0": "basic_b", **handlers}.items():
                 await db.execute(
                     update(Petition)
                     .where(Petition.id == b.petitions[key])
-                    .values(handler_court_id=b.world.courts[court])
+                    .values(handler_court_id=b.world.courts[court], state=CaseState.handling)
                 )
     finally:
         await engine.dispose()
@@ -69,7 +70,7 @@ def _meeting(b: Booking, hour: int, *, cases: tuple[str, ...], invitees: tuple[s
 
 
 async def _host(make_client: MakeClient, b: Booking, migrated: Settings) -> tuple[TestClient, Any]:
-    await _set_handlers(migrated, b)
+    await _set_cases(migrated, b)
     b.world.users["judge_high"] = b.judge_high
     return await _client(make_client, "judge_high")
 
@@ -188,7 +189,7 @@ async def test_an_invitee_not_below_the_host_court_is_refused(
     r = await mid.get(f"/api/v1/meetings/people?court_id={booking.world.courts['basic_b']}")
     assert r.status == 422
     r = await mid.get(f"/api/v1/meetings/people?court_id={booking.world.courts['basic_a']}")
-    assert {p["name"] for p in await r.json()} == {"op_a"}
+    assert {p["name"] for p in await r.json()} == {"op_a", "po_a"}
 
 
 async def test_a_meeting_in_the_past_is_refused(
@@ -207,36 +208,38 @@ async def test_a_meeting_in_the_past_is_refused(
     assert r.status == 422 and (await r.json())["error"]["code"] == "invalid_period"
 
 
-async def test_a_case_out_of_reach_is_refused_unless_the_court_supervises_it(
+async def test_a_case_out_of_reach_is_refused(
     make_client: MakeClient, booking: Booking, migrated: Settings
 ) -> None:
-    await _set_handlers(migrated, booking)
-    mid, h = await _client(make_client, "judge_a")  # mid_a: basic_a's case, not basic_b's
-    body = _meeting(booking, 10, cases=("a0", "b0"), invitees=("op_a",))
-    r = await mid.post("/api/v1/meetings", json=body, headers=h)
-    answer = await r.json()
-    assert r.status == 403 and answer["error"]["code"] == "case_out_of_reach", answer
-    assert "B-0 不在本院督办范围内" in answer["error"]["message"]
-    found = await (await mid.get("/api/v1/meetings/cases?number=-0")).json()
+    await _set_cases(migrated, booking, a1="mid_a")
+    mid, h = await _client(make_client, "judge_a")  # mid_a: above basic_a, not basic_b
+
+    async def meet(*cases: str) -> tuple[int, Any]:
+        body = _meeting(booking, 10, cases=cases, invitees=("op_a",))
+        r = await mid.post("/api/v1/meetings", json=body, headers=h)
+        return r.status, (await r.json())["error"]
+
+    # another branch's case: as if it did not exist
+    assert await meet("a0", "b0") == (
+        404,
+        {"code": "not_found", "message": f"信访件 {booking.petitions['b0']} 不存在"},
+    )
+    status, error = await meet("a1")  # handled by mid_a itself: not supervised from above
+    assert (status, error["message"]) == (403, "只有上级法院可以挂牌督办或约谈")
+    status, error = await meet("a2")  # not yet triaged: no meeting about it yet
+    assert status == 409 and "待分流" in error["message"], error
+    found = await (await mid.get("/api/v1/meetings/cases?number=-")).json()
     assert [c["number"] for c in found] == ["A-0"]
-    engine = create_engine(migrated)
-    try:
-        async with create_sessionmaker(engine)() as db, db.begin():
-            await db.execute(
-                update(Petition)
-                .where(Petition.id == booking.petitions["b0"])
-                .values(supervising_court_id=booking.world.courts["mid_a"])
-            )
-    finally:
-        await engine.dispose()
-    r = await mid.post("/api/v1/meetings", json=body, headers=h)
+    r = await mid.post(
+        "/api/v1/meetings", json=_meeting(booking, 10, cases=("a0",), invitees=("op_a",)), headers=h
+    )
     assert r.status == 201, await r.text()
 
 
 async def test_only_staff_who_may_host_schedule_meetings(
     make_client: MakeClient, booking: Booking, migrated: Settings
 ) -> None:
-    await _set_handlers(migrated, booking)
+    await _set_cases(migrated, booking)
     op, h = await _client(make_client, "op_a")
     r = await op.post(
         "/api/v1/meetings",
@@ -423,6 +426,8 @@ def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
     assert r.status == 201, r.text()
     numbers = ["（2026）京0108信1号", "（2026）京0108信2号"]
     setup.close()
+    with sqlite3.connect(live_server.data_dir / "vreception.db") as db:  # triaged: being handled
+        db.execute("UPDATE petitions SET state = 'handling', handler_court_id = court_id")
 
     contexts = [
         tone_browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})

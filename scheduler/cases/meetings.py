@@ -24,7 +24,9 @@ from config.settings import Settings
 from scheduler.booking import hold, person_resource
 from scheduler.cases.minutes import recording_link
 from scheduler.cases.models import MeetingCase, MeetingInvitee
-from scheduler.cases.words import VisitKind
+from scheduler.cases.rules import CaseAction, next_state
+from scheduler.cases.service import get_case
+from scheduler.cases.words import CaseState, VisitKind
 from scheduler.lifecycle import OPEN, Action, may
 from scheduler.models import (
     Court,
@@ -63,11 +65,8 @@ def _host_court(actor: Actor) -> int:
     return actor.court_id
 
 
-def in_reach(petition: Petition, host_court: int, below: set[int]) -> bool:
-    """A case the host court may hold a meeting about: one handled by a court below it, or
-    one it supervises. A case not yet handed on is handled where it was registered."""
-    handler = petition.handler_court_id or petition.court_id
-    return handler in below or petition.supervising_court_id == host_court
+# The case states a meeting may be about (the case rule, scheduler/cases/rules.py).
+MEETABLE = frozenset(s for s in CaseState if next_state(s, CaseAction.meet) is not None)
 
 
 @dataclass
@@ -100,7 +99,8 @@ async def schedule_meeting(
 ) -> Visit:
     """Book a meeting of ``actor`` (the host) with ``invitee_ids`` about ``case_ids``.
 
-    Refuses (4xx, zh-CN): a caller who may not host, a case out of the host court's reach,
+    Refuses (4xx, zh-CN): a caller who may not host, a case the case rule keeps from a
+    meeting (not handled below the host court, or closed),
     an invitee who is not active staff of a court below it, a time in the past or not on
     the 5-minute grid, and (409) anyone or the room already booked then."""
     now = now or utcnow()
@@ -125,18 +125,12 @@ async def schedule_meeting(
             f"只能安排 {settings.booking_horizon_days} 天以内的约谈", code="too_far_ahead"
         )
     below = await courts_below(db, host_court)
-    cases: list[Petition] = []
-    for case_id in dict.fromkeys(case_ids):
-        petition = await db.get(Petition, case_id)
-        if petition is None:
-            raise NotFoundError(f"信访件 {case_id} 不存在")
-        if not in_reach(petition, host_court, below):
-            raise PermissionDeniedError(
-                f"信访件 {petition.number} 不在本院督办范围内："
-                "只能就下级法院承办或本院督办的信访件安排约谈",
-                code="case_out_of_reach",
-            )
-        cases.append(petition)
+    # each case by the case rule (CaseAction.meet: a court above its handling court, the
+    # case open): 404 for a case the host may not see, 403 or 409 naming why otherwise
+    cases = [
+        (await get_case(db, actor, case_id, CaseAction.meet))[0]
+        for case_id in dict.fromkeys(case_ids)
+    ]
     host = await db.get(User, actor.user_id)
     assert host is not None
     invitees: list[User] = []
@@ -311,7 +305,8 @@ async def reachable_cases(
     db: AsyncSession, actor: Actor, number: str, limit: int = 20
 ) -> list[tuple[int, str, str]]:
     """Cases the caller's court may hold a meeting about whose number contains ``number``:
-    (id, number, handling court's name)."""
+    handled by a court below it and open (as ``CaseAction.meet`` allows); (id, number,
+    handling court's name)."""
     host_court = _host_court(actor)
     below = await courts_below(db, host_court)
     handler = func.coalesce(Petition.handler_court_id, Petition.court_id)
@@ -319,7 +314,8 @@ async def reachable_cases(
         select(Petition.id, Petition.number, Court.name)
         .join(Court, Court.id == handler)
         .where(
-            or_(handler.in_(below), Petition.supervising_court_id == host_court),
+            handler.in_(below),
+            Petition.state.in_(MEETABLE),
             Petition.number.contains(number, autoescape=True),
         )
         .order_by(Petition.number, Petition.id)
