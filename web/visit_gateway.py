@@ -17,6 +17,8 @@ from config.errors import AppError
 from config.settings import Settings
 from config.vocabulary import EndReason, label
 from scheduler import lifecycle
+from scheduler.cases.models import MeetingCase
+from scheduler.cases.words import VisitKind
 from scheduler.codes import VisitCodeError, issue_visit_code, verify_visit_code
 from scheduler.models import (
     CodeRole,
@@ -270,6 +272,17 @@ class DatabaseVisitGateway:
         courts, the petition, the parties, and the room's events."""
         async with self._db.reader() as db:
             names = await describe(db, visit_id)
+            meeting = await db.scalar(select(Visit.kind).where(Visit.id == visit_id)) is (
+                VisitKind.meeting
+            )
+            numbers = (
+                await db.scalars(
+                    select(Petition.number)
+                    .join(MeetingCase, MeetingCase.petition_id == Petition.id)
+                    .where(MeetingCase.visit_id == visit_id)
+                    .order_by(Petition.number)
+                )
+            ).all()
             events = (
                 await db.scalars(
                     select(VisitEvent)
@@ -279,6 +292,9 @@ class DatabaseVisitGateway:
             ).all()
         if names is None:
             return {}
+        if meeting:  # staff only, each named by their own tracks (主持人, 参会人员)
+            names = {**names, "petitioner_name": "", "judge_name": ""}
+            names["petition_number"] = "、".join(numbers)
         return {
             **{k: names[k] for k in RECORDING_NAMES},
             "events": [
