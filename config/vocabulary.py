@@ -56,6 +56,7 @@ class ParticipantRole(enum.StrEnum):
     petitioner = "petitioner"
     lawyer = "lawyer"
     mediator = "mediator"
+    observer = "observer"  # 监看: staff of a supervising court, receiving only
     host = "host"  # who holds a video supervision meeting (视频约谈)
     attendee = "attendee"  # a lower court's staff member invited to a meeting
 
@@ -69,6 +70,7 @@ define(
         ParticipantRole.petitioner: "信访人",
         ParticipantRole.lawyer: "律师",
         ParticipantRole.mediator: "调解员",
+        ParticipantRole.observer: "监看",
         ParticipantRole.host: "主持人",
         ParticipantRole.attendee: "参会人员",
     },
@@ -77,8 +79,6 @@ define(
 GUEST_ROLES = frozenset(
     {ParticipantRole.petitioner, ParticipantRole.lawyer, ParticipantRole.mediator}
 )
-# Who leads a room (ends it, writes its notes); the call goes on without one only a while.
-LEAD_ROLES = frozenset({ParticipantRole.judge, ParticipantRole.host})
 
 
 class CloseReason(enum.StrEnum):

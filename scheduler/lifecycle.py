@@ -14,6 +14,14 @@ an AuditEvent, written in the same transaction.
         │             └─────────────┴───────────────────────┘ (ended from the lists)
         └─► cancelled, no_show        (checked_in, in_lobby ─► cancelled)
 
+An on-site reception (``VisitKind.onsite``: a walk-in received at a window of the basic
+court, recorded like a visit, 一案一录音视频) is born ``in_progress`` when the operator
+starts it (:func:`begin_onsite`) and recorded from the moment the operator enters its room;
+it has no judge and no guests: the operator hosts it and ends it.
+
+Staff of a court above a visit's court or its receiving court may watch it while it is in
+progress (监看, ``Action.watch``): as observers who send no media and whom everyone sees.
+
 A video supervision meeting (视频约谈, ``VisitKind.meeting``) has no petitioner, no check-in
 and no lobby: its host opens it (scheduled ─► in_progress, recorded from then on), its host
 and invitees are entitled to its room, and its host ends it (the minutes then go to each
@@ -35,9 +43,10 @@ from config.errors import ConflictError, InvalidError, PermissionDeniedError
 from config.privacy import mask_id_number
 from config.settings import Settings
 from config.vocabulary import EndReason, ParticipantRole, label
+from scheduler.cases import visits as case_visits
 from scheduler.cases.minutes import record_minutes
-from scheduler.cases.models import MeetingInvitee
-from scheduler.cases.words import VisitKind
+from scheduler.cases.models import CaseEvent, MeetingInvitee
+from scheduler.cases.words import VisitKind, VisitOutcome
 from scheduler.models import (
     BookingLock,
     Petition,
@@ -48,7 +57,7 @@ from scheduler.models import (
     VisitState,
 )
 from scheduler.notify import notify, visit_recipients
-from scheduler.scope import Actor
+from scheduler.scope import Actor, ancestor_court_ids
 from scheduler.visits import audit_visit, local_text, visible_visit, visit_event
 
 # A visit that is still to happen or happening: it holds its booking locks.
@@ -93,6 +102,12 @@ RELEASES = frozenset({VisitState.ended, VisitState.cancelled, VisitState.no_show
 RECORDING_STARTS_WITH = ParticipantRole.petitioner
 # A meeting has nobody to admit: it is recorded, and in progress, from when its host opens it.
 MEETING_OPENED_BY = ParticipantRole.host
+# An on-site reception is born in progress, and recorded from when its operator enters.
+ONSITE_STARTS_IN = VisitState.in_progress
+# 监看: who may watch the visits of the courts below theirs, and while the visit is in what.
+WATCHERS = frozenset({Role.judge, Role.petition_officer, Role.leader, Role.admin})
+WATCHABLE = frozenset({VisitState.in_progress})
+WATCH_REFUSED = "只有上级法院的接访法官、信访专员或院领导可以监看本院以下法院的接访"
 
 
 def allowed(visit: Visit) -> dict[VisitState, frozenset[VisitState]]:
@@ -103,20 +118,43 @@ def allowed(visit: Visit) -> dict[VisitState, frozenset[VisitState]]:
 class Action(enum.StrEnum):
     """What a staff member may do to a visit; :func:`may` decides, tested as a table."""
 
-    enter = "enter"  # enter the live room (judge or operator; a meeting's host and invitees)
-    admit = "admit"  # admit or refuse people in the lobby, invite, write notes; open a meeting
+    enter = "enter"  # enter the live room (judge or operator)
+    admit = "admit"  # admit or refuse people in the lobby, invite, write notes
     end = "end"  # end the visit for everyone
     cancel = "cancel"
     manage = "manage"  # check in, reschedule, issue the petitioner's code, send to the lobby
+    outcome = "outcome"  # record the visit's outcome on the case's timeline
+    watch = "watch"  # observe the live room from a supervising court (监看), sending nothing
 
 
 # ---------------------------------------------------------------- entitlement
 
 
+# Who receives a visit of each kind a court books (its "judge"): a court leader receives a
+# 领导接访; a judge every other kind (判后答疑: the original trial judge). Meetings and
+# on-site receptions have their own rules and are not booked through this table.
+RECEIVER: dict[VisitKind, Role] = {
+    VisitKind.reception: Role.judge,
+    VisitKind.post_judgment: Role.judge,
+    VisitKind.leader: Role.leader,
+}
+BOOKABLE_KINDS = frozenset(RECEIVER)
+RECEIVING_ROLES = frozenset(RECEIVER.values())
+
+
+def receiver_role(kind: VisitKind) -> Role:
+    """The role of whoever receives a visit of ``kind`` (judges for kinds without a row)."""
+    return RECEIVER.get(kind, Role.judge)
+
+
 def is_visit_judge(actor: Actor, visit: Visit) -> bool:
-    """THE judge rule: a visit's judge is the judge assigned to it; a visit with no judge
-    assigned is received by any judge of its receiving court."""
-    if actor.role is not Role.judge or actor.user_id is None:
+    """THE judge rule: a visit's judge is the receiver assigned to it; a visit with none
+    assigned is received by any receiver of its receiving court. The receiver's role follows
+    the visit's kind (:data:`RECEIVER`): a leader for 领导接访, a judge otherwise — so a judge
+    never receives a leader's visit, nor a leader a judge's."""
+    if actor.role is not receiver_role(visit.kind) or actor.user_id is None:
+        return False
+    if visit.kind is VisitKind.onsite:  # received at the window: no judge
         return False
     if visit.judge_id is not None:
         return visit.judge_id == actor.user_id
@@ -147,29 +185,57 @@ async def meeting_invitees(db: AsyncSession, visit: Visit) -> frozenset[int]:
     return frozenset(rows.all())
 
 
-def may(actor: Actor, action: Action, visit: Visit, invitees: Collection[int] = ()) -> bool:
+def may(
+    actor: Actor,
+    action: Action,
+    visit: Visit,
+    invitees: Collection[int] = (),
+    *,
+    above: Collection[int] = (),
+) -> bool:
     """Whether ``actor`` may do ``action`` to ``visit`` (the system may do everything).
-    For a meeting, ``invitees`` are its invited users (:func:`meeting_invitees`): they and
-    its host enter its room; only the host (or an admin, or the system) changes it."""
+    ``above``: the courts above the visit's court and its receiving court
+    (:func:`supervising_courts`), which only ``Action.watch`` needs. For a meeting,
+    ``invitees`` are its invited users (:func:`meeting_invitees`): they and its host enter
+    its room; only the host (or an admin, or the system) changes it."""
     system = actor.user_id is None
-    if visit.kind is VisitKind.meeting:
+    if visit.kind is VisitKind.meeting and action is not Action.watch:
         host = is_meeting_host(actor, visit)
         if action is Action.enter:
             return host or (actor.user_id is not None and actor.user_id in invitees)
-        if action is Action.admit:
+        if action in (Action.admit, Action.outcome):
             return host
         return system or actor.is_admin or host  # end, cancel, manage
     judge = is_visit_judge(actor, visit)
     operator = is_booking_operator(actor, visit)
+    if action is Action.watch:  # never the system: a watch is a person's
+        return not system and actor.role in WATCHERS and (actor.is_admin or actor.court_id in above)
     if action is Action.enter:
         return judge or operator
-    if action is Action.admit:
+    if action in (Action.admit, Action.outcome):
         return judge
     if action is Action.end:
         return system or actor.is_admin or judge or operator
     if action is Action.cancel:
         return system or actor.is_admin or judge or operator
     return system or actor.is_admin or operator  # manage
+
+
+async def supervising_courts(db: AsyncSession, visit: Visit) -> set[int]:
+    """The courts above the visit's court and above its receiving court (who may watch)."""
+    above = set(await ancestor_court_ids(db, visit.court_id))
+    if visit.receiving_court_id != visit.court_id:
+        above |= set(await ancestor_court_ids(db, visit.receiving_court_id))
+    return above
+
+
+async def watch_refusal(db: AsyncSession, actor: Actor, visit: Visit) -> str | None:
+    """Why ``actor`` may not watch ``visit`` now (None: they may)."""
+    if not may(actor, Action.watch, visit, above=await supervising_courts(db, visit)):
+        return WATCH_REFUSED
+    if visit.state not in WATCHABLE:
+        return "只能监看正在进行的接访或现场接待"
+    return None
 
 
 def room_role(actor: Actor, visit: Visit, invitees: Collection[int] = ()) -> ParticipantRole | None:
@@ -187,6 +253,7 @@ _MEETING_REFUSALS = {
     Action.end: "只有本次约谈的主持人可以结束约谈",
     Action.cancel: "只有本次约谈的主持人可以取消约谈",
     Action.manage: "只有本次约谈的主持人可以修改约谈",
+    Action.outcome: "只有本次约谈的主持人可以这样做",
 }
 
 
@@ -194,7 +261,7 @@ def require(actor: Actor, action: Action, visit: Visit, invitees: Collection[int
     """Raise 403 with a message naming who may, unless ``actor`` may."""
     if may(actor, action, visit, invitees):
         return
-    if visit.kind is VisitKind.meeting:
+    if visit.kind is VisitKind.meeting and action in _MEETING_REFUSALS:
         raise PermissionDeniedError(_MEETING_REFUSALS[action])
     raise PermissionDeniedError(
         {
@@ -203,6 +270,8 @@ def require(actor: Actor, action: Action, visit: Visit, invitees: Collection[int
             Action.end: "只有本次接访的接访法官或预约法院的操作员可以结束接访",
             Action.cancel: "只有本次接访的接访法官或预约法院的操作员可以取消",
             Action.manage: "只有本院操作员可以修改此预约",
+            Action.outcome: "只有本次接访的接访法官可以记录接访结果",
+            Action.watch: WATCH_REFUSED,
         }[action]
     )
 
@@ -217,13 +286,40 @@ def can_end(actor: Actor, visit: Visit) -> bool:
     return VisitState.ended in allowed(visit)[visit.state] and may(actor, Action.end, visit)
 
 
-def starts_recording(role: ParticipantRole) -> bool:
+def starts_recording(role: ParticipantRole, visit: Visit) -> bool:
     """Whether this participant's entering the call starts the visit's recording: the
-    petitioner admitted to a visit, the host opening a meeting."""
-    return role in (RECORDING_STARTS_WITH, MEETING_OPENED_BY)
+    petitioner's, the operator's at an on-site reception, the host's opening a meeting."""
+    if visit.kind is VisitKind.onsite:
+        return role is ParticipantRole.operator
+    if visit.kind is VisitKind.meeting:
+        return role is MEETING_OPENED_BY
+    return role is RECORDING_STARTS_WITH
+
+
+def hosts(role: ParticipantRole, visit: Visit) -> bool:
+    """Whether this participant holds the call: while none is present it may end as
+    abandoned, and a host may end it from the call. The judge; at an on-site reception,
+    the operator; at a meeting, its host."""
+    if visit.kind is VisitKind.onsite:
+        return role is ParticipantRole.operator
+    if visit.kind is VisitKind.meeting:
+        return role is ParticipantRole.host
+    return role is ParticipantRole.judge
 
 
 # ---------------------------------------------------------------- the state machine
+
+
+def begin_onsite(db: AsyncSession, actor: Actor, visit: Visit, **detail: Any) -> None:
+    """An on-site reception begins: in progress from the start (it was never booked, and
+    nobody waits to be admitted); its history line and audit event are written."""
+    if visit.kind is not VisitKind.onsite:
+        raise InvalidError("只有现场接待可以直接开始", code="not_onsite")
+    if not may(actor, Action.enter, visit):
+        raise PermissionDeniedError("只有本院操作员可以在接待窗口开始现场接待录音录像")
+    visit.state = ONSITE_STARTS_IN
+    visit_event(db, actor, visit, VisitEventKind.state, None, ONSITE_STARTS_IN, **detail)
+    audit_visit(db, actor, "visit.onsite_started", visit, **detail)
 
 
 async def transition(
@@ -264,6 +360,7 @@ async def cancel_visit(
     require(actor, Action.cancel, visit)
     await transition(db, actor, visit, VisitState.cancelled, reason=reason)
     visit.cancel_reason = reason
+    await case_visits.visit_cancelled(db, actor, settings, visit, reason)
     petition = await db.get(Petition, visit.petition_id)
     starts = local_text(visit.starts_at, settings) if visit.starts_at else ""
     await notify(
@@ -431,6 +528,16 @@ async def change_state(
         await transition(db, actor, visit, to, **detail)
         return visit
     raise InvalidError("请使用签到或取消接口", code="use_specific_route")
+
+
+async def record_outcome(
+    db: AsyncSession, actor: Actor, visit_id: str, outcome: VisitOutcome, text: str
+) -> CaseEvent:
+    """The visit's judge records an outcome (释法明理, 引导诉讼 …) on the case's timeline,
+    while the visit is in progress or after it ended; each is a new entry."""
+    visit = await visible_visit(db, actor, visit_id)
+    require(actor, Action.outcome, visit)
+    return case_visits.record_outcome(db, actor, visit, outcome, text)
 
 
 # ---------------------------------------------------------------- vanished judges

@@ -272,13 +272,15 @@ def test_host_and_invitees_enter_a_meeting_and_only_the_host_leads_it() -> None:
     assert lifecycle.room_role(invitee, meeting, invited) is ParticipantRole.attendee
     assert lifecycle.room_role(stranger, meeting, invited) is None
     assert lifecycle.room_role(invitee, meeting) is None  # invitees are named, not implied
-    for action in lifecycle.Action:
+    for action in set(lifecycle.Action) - {lifecycle.Action.watch}:  # 监看 has its own rule
         assert lifecycle.may(host, action, meeting, invited)
         assert lifecycle.may(invitee, action, meeting, invited) is (
             action is lifecycle.Action.enter
         )
-    assert lifecycle.starts_recording(lifecycle.MEETING_OPENED_BY)
-    assert not lifecycle.starts_recording(ParticipantRole.attendee)
+    assert lifecycle.starts_recording(lifecycle.MEETING_OPENED_BY, meeting)
+    assert not lifecycle.starts_recording(ParticipantRole.attendee, meeting)
+    assert lifecycle.hosts(ParticipantRole.host, meeting)
+    assert not lifecycle.hosts(ParticipantRole.attendee, meeting)
     # no check-in or lobby: the host opens it, and only the host ends it
     assert lifecycle.allowed(meeting)[S.scheduled] == {S.in_progress, S.cancelled, S.no_show}
     assert not lifecycle.allowed(meeting)[S.checked_in]

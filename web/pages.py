@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from config import vocabulary
+from scheduler import lifecycle
 from scheduler.models import Role
 from web.auth import (
     SESSION_COOKIE,
@@ -32,8 +33,10 @@ SOCKET_IO_CLIENT = (
 PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/admin": ("admin.html", frozenset({Role.admin})),
     "/operator": ("operator.html", frozenset({Role.operator})),
-    "/judge": ("judge.html", frozenset({Role.judge})),
+    "/judge": ("judge.html", frozenset({Role.judge, Role.leader})),
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
+    # 监看: what is live below the court (who may watch is scheduler/lifecycle.py's rule)
+    "/monitor": ("monitor.html", lifecycle.WATCHERS),
     # video supervision meetings: who holds them, and the lower courts' staff invited
     "/meetings": (
         "meetings.html",
@@ -164,12 +167,13 @@ async def short_link(request: web.Request) -> web.StreamResponse:
 
 
 async def call_page(request: web.Request) -> web.StreamResponse:
-    """The staff call view of one visit or meeting; who may enter is decided by the
-    signaling (a meeting's host and invitees may hold any of these roles)."""
+    """The staff call view of one visit or meeting (``?watch=1``: observing it, 监看); who
+    may enter is decided by the signaling (a meeting's host and invitees may hold any of
+    :data:`CALL_ROLES`)."""
     role = await _role(request)
     if role is None:
         raise web.HTTPFound("/login?next=" + request.path)
-    if role not in CALL_ROLES:
+    if role not in CALL_ROLES and role not in lifecycle.WATCHERS:
         return _html("forbidden.html", status=403)
     return _html("call.html", timezone=request.app[SETTINGS].timezone)
 

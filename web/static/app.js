@@ -225,11 +225,15 @@ const VR = (() => {
     const nav = document.createElement("nav");
     nav.className = "top-links";
     const HOMES = { admin: "/admin", operator: "/operator", judge: "/judge", archivist: "/archive" };
-    const links = [];
-    if (HOMES[me.role] && HOMES[me.role] !== "/archive") links.push([HOMES[me.role], "工作台"]);
+    const home = me.home || HOMES[me.role];
+    const links = home === "/archive" ? [["/archive", "录像档案"]]
+      : [[home, "工作台"], ["/archive", "录像档案"]];
+    // a court leader also receives visits (领导接访): the reception desk beside the cases
+    if (me.role === "leader" && home !== "/judge") links.splice(1, 0, ["/judge", "接访日程"]);
+    // 监看: staff of a supervising court watch what is live below it
+    if (["judge", "petition_officer", "leader", "admin"].includes(me.role)) links.push(["/monitor", label("participant_role", "observer")]);
     // video supervision meetings: their hosts and the lower courts' staff invited
-    if (["judge", "petition_officer", "leader", "admin", "operator"].includes(me.role)) links.push(["/meetings", label("visit_kind", "meeting")]);
-    links.push(["/archive", "录像档案"]);
+    if (["judge", "petition_officer", "leader", "admin", "operator"].includes(me.role)) links.splice(links.length - 1, 0, ["/meetings", label("visit_kind", "meeting")]);
     for (const [href, text] of links) {
       const a = document.createElement("a");
       a.href = href;

@@ -2,6 +2,9 @@
 // connection with the relay, the lobby for guests, admit/refuse/invite/end for the judge.
 // A video supervision meeting (the server gives its host and invitees the roles host and
 // attendee) has no lobby: everyone is shown in a gallery, the active speaker highlighted.
+// Two more modes of the staff page: an on-site reception (the operator at a window hosts a
+// call with no remote party: self view, recording notice, end button), and watching (监看,
+// ?watch=1: an observer of a supervising court who only receives).
 "use strict";
 (() => {
   const mode = document.body.dataset.mode; // "guest" or "staff"
@@ -34,6 +37,9 @@
   const rejoinKey = () => "vr-rejoin-" + visitId;
   const keepRejoin = (token) => { if (token) localStorage.setItem(rejoinKey(), token); };
   let me = null;
+  const watching = mode === "staff" && params.get("watch") === "1";
+  let observing = false; // joined as an observer: nothing is published
+  let onsite = false; // an on-site reception at this window: no remote party
   let local = null;
   let publisher = null;
   let subscriber = null;
@@ -273,7 +279,13 @@
 
   const present = new Map(); // participant id → participant, everyone in the call
   function drawPresent() {
-    say("call-msg", "在场：" + [...present.values()].map((p) => `${ROLE[p.role]} ${p.name}`).join("、"));
+    const all = [...present.values()];
+    const parties = all.filter((p) => p.role !== "observer");
+    const watchers = all.filter((p) => p.role === "observer");
+    say("call-msg", "在场：" + parties.map((p) => `${ROLE[p.role]} ${p.name}`).join("、"));
+    // everyone in the room sees who watches it (监看), the petitioner's page included
+    $("watch-state").textContent = watchers.map((p) => `${ROLE.observer}：${p.name}（${p.court}）`).join("；");
+    show("watch-state", watchers.length > 0);
   }
   function inCall(participants) {
     if (mode === "guest") { show("code-step", false); show("lobby-step", false); }
@@ -283,6 +295,7 @@
     present.clear();
     for (const p of participants) present.set(p.participant_id, p);
     drawPresent();
+    if (observing) { subscribe(); return; } // receives only: no camera, no microphone
     startMedia().catch((err) => say("call-msg", "无法开启摄像头或麦克风：" + reason(err), "error"));
     // entering again after a reconnect: the evidence being shown is shown again
     if (evidence) publishEvidence().catch((err) => say("evidence-msg", "无法重新出示证据：" + reason(err), "error"));
@@ -316,13 +329,13 @@
     stopEvidence(false);
     for (const pc of [publisher, subscriber]) if (pc) pc.close();
     if (local) for (const t of local.getTracks()) t.stop();
-    for (const id of ["call-step", "lobby-step", "code-step", "check-step", "lobby-card", "notes-card", "rec-state", "conn-state", "judge-state"]) if ($(id)) show(id, false);
+    for (const id of ["call-step", "lobby-step", "code-step", "check-step", "lobby-card", "notes-card", "rec-state", "conn-state", "judge-state", "watch-state"]) if ($(id)) show(id, false);
     $("ended-text").textContent = meeting ? text.replaceAll("接访", "约谈") : text;
     show("ended-step", true);
   }
 
   async function join(extra) {
-    const answer = await call("join", { v: 1, visit_id: visitId, ...extra });
+    const answer = await call("join", { v: 1, visit_id: visitId, ...extra, ...(watching ? { watch: true } : {}) });
     if (!answer.ok && answer.error.code === "wrong_node" && answer.error.details) {
       // the visit's room lives on another node: go there (the code was not spent here)
       const carry = extra.code ? "#code=" + encodeURIComponent(extra.code)
@@ -336,11 +349,19 @@
     me = answer;
     $("who").textContent = ROLE[answer.role];
     if (answer.rejoin) keepRejoin(answer.rejoin);
-    meeting = ["host", "attendee"].includes(answer.role);
-    if (meeting) enterMeeting();
     for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", !LEADS.includes(answer.role));
-    if (meeting) show("lobby-card", false); // nobody waits: the host and the invitees enter directly
-    if (answer.lobby) drawLobby(answer.lobby);
+    observing = answer.role === "observer";
+    onsite = Boolean(answer.host) && answer.role === "operator"; // an operator hosts only on-site
+    if ($("end")) { show("end", Boolean(answer.host)); $("end").textContent = onsite ? "结束接待" : "结束接访"; }
+    if (observing) {
+      $("who").textContent = ROLE.observer + "（只接收，不发送音视频）";
+      for (const id of ["mute", "camera", "evidence-form", "evidence-msg"]) if ($(id)) show(id, false);
+      for (const el of document.querySelectorAll(".tile.self")) el.remove();
+    }
+    document.body.dataset.onsite = onsite ? "1" : "";
+    meeting = ["host", "attendee"].includes(answer.role);
+    if (meeting) enterMeeting(); // no lobby: the host and the invitees enter directly
+    if (answer.lobby && !meeting) drawLobby(answer.lobby);
     confirmed(answer.recording ? { recording: true, ok: true } : null);
     if (answer.admitted) inCall(answer.participants);
     else { show("code-step", false); show("lobby-step", true); window.scrollTo(0, 0); checkDevices(); }
@@ -356,6 +377,7 @@
     $("videos").classList.add("gallery");
     $("videos").querySelector(".tile.self:not(.evidence)").dataset.participant = me.participant_id;
     $("end").textContent = "结束约谈";
+    show("lobby-card", false);
     $("judge-state").textContent = "主持人已离开，请稍候；主持人返回后将继续约谈";
     const notes = $("notes-card").querySelector("h2");
     if (notes) notes.textContent = "约谈纪要（约谈结束后记入各信访件）";
@@ -379,7 +401,8 @@
     show("rec-state", on);
     if (!on) return;
     el.classList.toggle("failed", recording.ok === false);
-    el.textContent = recording.ok === false ? `录像异常：${recording.message}（请立即通知技术人员）` : "● 正在录音录像";
+    el.textContent = recording.ok === false ? `录像异常：${recording.message}（请立即通知技术人员）`
+      : onsite ? "● 本次接待全程录音录像" : "● 正在录音录像";
   }
   function recordingState(data) { recording = data && data.recording ? data : null; drawRecording(); }
 
@@ -412,7 +435,7 @@
   socket.on("ended", (data) => ended(data && data.reason === "abandoned"
     ? "接访已结束：" + ((window.VOCABULARY || {}).end_reason || {}).abandoned
     : "接访已结束"));
-  socket.on("tracks_changed", () => { if (publisher) subscribe(); });
+  socket.on("tracks_changed", () => { if (publisher || observing) subscribe(); });
   // the judge left the call (closed the tab, lost the network): everyone else sees it at once;
   // the server ends the visit if no judge returns within its limit
   const judgeHere = () => [...present.values()].some((p) => LEADS.includes(p.role));
@@ -421,7 +444,7 @@
     if (LEADS.includes(p.role)) show("judge-state", false);
   });
   socket.on("participant_left", (p) => {
-    present.delete(p.participant_id); drawPresent(); if (publisher) subscribe();
+    present.delete(p.participant_id); drawPresent(); if (publisher || observing) subscribe();
     if (LEADS.includes(p.role) && !judgeHere() && !over) show("judge-state", true);
   });
 
@@ -454,7 +477,7 @@
   $("mute").onclick = () => { if (!local) return; const t = local.getAudioTracks()[0]; t.enabled = !t.enabled; $("mute").textContent = t.enabled ? "静音" : "取消静音"; call("media_state", { audio: t.enabled, video: local.getVideoTracks()[0].enabled }); };
   $("camera").onclick = () => { if (!local) return; const t = local.getVideoTracks()[0]; t.enabled = !t.enabled; $("camera").textContent = t.enabled ? "关闭摄像头" : "打开摄像头"; call("media_state", { audio: local.getAudioTracks()[0].enabled, video: t.enabled }); };
   $("leave").onclick = async () => { await call("leave"); ended("您已离开接访"); };
-  if ($("end")) $("end").onclick = async () => { await call("end"); ended("接访已结束"); };
+  if ($("end")) $("end").onclick = async () => { await call("end"); ended(onsite ? "现场接待已结束，录像正在处理并签名" : "接访已结束"); };
   function addNote(note) {
     const li = document.createElement("li");
     const at = new Date(note.at * 1000).toLocaleTimeString("zh-CN", { hour12: false, timeZone: TZ });
@@ -505,6 +528,50 @@
       setTimeout(() => { $("invite-copy").textContent = "复制邀请"; }, 2000);
     };
   }
+
+  // --- the visit's kind, and its outcome on the case's timeline: the visit's judge records
+  // them during the call or after it ended (POST /visits/{id}/outcome); each is a new entry
+  async function outcomePanel() {
+    const get = async (path) => {
+      const r = await fetch("/api/v1" + path, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!r.ok) throw new Error(String(r.status));
+      return r.json();
+    };
+    const [visit, who] = await Promise.all([get(`/visits/${visitId}`), get("/auth/me")]);
+    $("visit-kind").textContent = `${visit.kind_name} · ${visit.petition_number}`;
+    if (!visit.can_record_outcome) return;
+    const words = (window.VOCABULARY || {}).visit_outcome || {};
+    for (const [value, text] of Object.entries(words)) $("outcome-kind").add(new Option(text, value));
+    const draw = (list) => {
+      $("outcome-list").replaceChildren(...list.map((o) => {
+        const li = document.createElement("li");
+        const at = new Date(o.at).toLocaleTimeString("zh-CN", { hour12: false, timeZone: TZ });
+        li.textContent = `[${at}] ${o.outcome_name}${o.text ? "：" + o.text : ""}（${o.actor_name}）`;
+        return li;
+      }));
+    };
+    draw(await get(`/visits/${visitId}/outcomes`));
+    show("outcome-card", true);
+    $("outcome-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const r = await fetch(`/api/v1/visits/${visitId}/outcome`, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": who.csrf_token },
+        body: JSON.stringify({ outcome: $("outcome-kind").value, text: $("outcome-text").value.trim() }),
+      });
+      const body = await r.json().catch(() => null);
+      if (!r.ok) {
+        const err = (body && body.error) || {};
+        const details = Array.isArray(err.details) ? "：" + err.details.map((d) => d.message).join("；") : "";
+        say("outcome-msg", (err.message || "无法保存，请稍后重试") + details, "error");
+        return;
+      }
+      $("outcome-text").value = "";
+      say("outcome-msg", `已记入信访件：${body.outcome_name}`, "ok");
+      draw(await get(`/visits/${visitId}/outcomes`));
+    });
+  }
+  if (mode === "staff" && $("outcome-card")) outcomePanel().catch(() => {});
 
   // (re)connected: join, or rejoin after a dropped connection (the server forgot us)
   // sent here from another node: the code or rejoin token comes in the fragment
