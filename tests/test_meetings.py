@@ -422,7 +422,7 @@ def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
     second = {
         "petitioner_id": petitioner,
         "number": "（2026）京0108信2号",
-        "category": "执行",
+        "category": "enforcement",
         "summary": "申请执行长期未到位。",
     }
     r = setup.request.post(url + "/api/v1/petitions", data=second, headers=op)
