@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from config.vocabulary import label
+from config.vocabulary import define, label
 from scheduler.cases.words import CaseState, Node
 from scheduler.models import CourtLevel, Role
 from scheduler.scope import Actor
@@ -50,6 +50,35 @@ class CaseAction(enum.StrEnum):
     reopen = "reopen"
     meet = "meet"
 
+
+define(
+    "case_action",
+    CaseAction,
+    {
+        CaseAction.view: "查看信访件",
+        CaseAction.add_contact: "登记来访来信",
+        CaseAction.upload: "上传材料",
+        CaseAction.correct: "更正记录",
+        CaseAction.triage_litigation: "分流为诉讼事项",
+        CaseAction.triage_petition: "分流为信访事项",
+        CaseAction.set_owner: "指定首办责任人",
+        CaseAction.assign: "交办",
+        CaseAction.progress: "报告进展",
+        CaseAction.report: "反馈结果",
+        CaseAction.accept: "审核通过",
+        CaseAction.return_: "退回重办",
+        CaseAction.flag: "挂牌督办",
+        CaseAction.unflag: "撤销挂牌",
+        CaseAction.take_lead: "包案",
+        CaseAction.judicial_aid: "司法救助",
+        CaseAction.resolve: "化解",
+        CaseAction.terminate: "信访终结",
+        CaseAction.record_followup: "回访",
+        CaseAction.review: "评查",
+        CaseAction.reopen: "重新启动",
+        CaseAction.meet: "发起视频约谈",
+    },
+)
 
 CLOSED = frozenset({CaseState.guided, CaseState.resolved, CaseState.terminated})
 OPEN = frozenset(s for s in CaseState if s not in CLOSED)

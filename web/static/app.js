@@ -338,7 +338,7 @@ const VR = (() => {
     a.className = "case-link";
     a.textContent = c.number;
     box.appendChild(a);
-    if (c.flagged) box.appendChild(badge("挂牌督办", "flag"));
+    if (c.flagged) box.appendChild(badge(label("case_event", "flagged"), "flag"));
     if (c.leader) box.appendChild(badge(`包案：${c.leader.name}`, "lead"));
     return box;
   }

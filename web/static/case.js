@@ -34,7 +34,7 @@
       { name: "occurred_at", label: "来访来信时间", type: "datetime", optional: true },
       { name: "people_count", label: "人数", type: "number", value: "1" },
       { name: "summary", label: "内容摘要", type: "textarea" }] },
-    upload: { title: "上传材料", fields: [
+    upload: { title: VR.label("case_action", "upload"), fields: [
       { name: "file", label: "材料文件（PDF、JPEG、PNG，可多选）", type: "file" }] },
     triage_litigation: { title: "分流：诉讼事项（导入诉讼程序）", action: "triage", fixed: { track: "litigation" }, fields: [
       { name: "procedure", label: "导入的诉讼程序", options: vocab("case_procedure") },
@@ -52,13 +52,13 @@
     progress: { title: "报告办理进展", fields: [{ name: "text", label: "进展情况", type: "textarea" }] },
     report: { title: "反馈办理结果", fields: [{ name: "result", label: "办理结果", type: "textarea" }] },
     accept: { title: "审核通过反馈", fields: [{ name: "remark", label: "审核意见", optional: true }] },
-    return: { title: "退回重办", fields: [
+    return: { title: VR.label("case_action", "return"), fields: [
       { name: "remark", label: "退回理由", type: "textarea" },
       { name: "deadline", label: "新的反馈期限（当日 24 时前）", type: "date", optional: true }] },
-    flag: { title: "挂牌督办", fields: [{ name: "remark", label: "督办意见", optional: true }] },
+    flag: { title: VR.label("case_action", "flag"), fields: [{ name: "remark", label: "督办意见", optional: true }] },
     unflag: { title: "撤销挂牌督办", fields: [{ name: "remark", label: "说明", optional: true }] },
     take_lead: { title: "院领导包案", fields: [] },
-    judicial_aid: { title: "司法救助", fields: [
+    judicial_aid: { title: VR.label("case_action", "judicial_aid"), fields: [
       { name: "stage", label: "阶段", options: vocab("judicial_aid_stage") },
       { name: "amount_yuan", label: "救助金额（元，批准时填写）", type: "number", optional: true },
       { name: "remark", label: "说明", optional: true }] },
@@ -72,7 +72,7 @@
     record_followup: { title: "记录回访结果", fields: [
       { name: "result", label: "回访结果", options: vocab("followup_result") },
       { name: "remark", label: "回访情况", type: "textarea", optional: true }] },
-    review: { title: "评查", fields: [
+    review: { title: VR.label("case_action", "review"), fields: [
       { name: "rating", label: "评查结论", options: vocab("review_rating") },
       { name: "findings", label: "评查意见", type: "textarea" }] },
     reopen: { title: "重新启动办理", fields: [{ name: "reason", label: "重新启动理由", type: "textarea" }] },
@@ -80,13 +80,7 @@
       { name: "event_id", label: "要更正的记录", options: eventOptions, int: true },
       { name: "text", label: "更正内容", type: "textarea" }] },
   };
-  const BUTTONS = {
-    triage_litigation: "分流为诉讼事项", triage_petition: "分流为信访事项", set_owner: "首办责任人",
-    assign: "交办", progress: "报告进展", report: "反馈结果", accept: "审核通过", return: "退回重办",
-    flag: "挂牌督办", unflag: "撤销挂牌", take_lead: "包案", judicial_aid: "司法救助", resolve: "化解",
-    terminate: "信访终结", record_followup: "回访", review: "评查", reopen: "重新启动",
-    add_contact: "登记来访来信", upload: "上传材料", correct: "更正记录",
-  };
+  const buttonText = (action) => VR.label("case_action", action);
 
   const actForm = document.getElementById("act-form");
   const actMsg = document.getElementById("act-msg");
@@ -207,7 +201,7 @@
     document.getElementById("case-title").textContent = `信访件 ${c.number}`;
     const badges = document.getElementById("case-badges");
     badges.replaceChildren(VR.badge(VR.label("case_state", c.state), "state-" + c.state));
-    if (c.flagged) badges.appendChild(VR.badge("挂牌督办", "flag"));
+    if (c.flagged) badges.appendChild(VR.badge(VR.label("case_event", "flagged"), "flag"));
     if (c.leader) badges.appendChild(VR.badge(`包案领导：${c.leader.name}`, "lead"));
     if (c.overdue) badges.appendChild(VR.badge(`超期 ${c.days_overdue} 天`, "late"));
     const dl = document.getElementById("case-facts");
@@ -217,7 +211,7 @@
     fact(dl, "状态", VR.label("case_state", c.state));
     fact(dl, "当前节点", VR.label("case_node", c.node));
     fact(dl, "办理期限", VR.caseDue(c));
-    fact(dl, "分流", VR.label("case_track", c.track) +
+    fact(dl, VR.label("case_node", "triage"), VR.label("case_track", c.track) +
       (c.procedure ? `：${VR.label("case_procedure", c.procedure)}` : "") + (c.mode ? `，${VR.label("handling_mode", c.mode)}` : ""));
     fact(dl, "登记法院", name(c.registered_court));
     fact(dl, "承办法院", name(c.handler_court));
@@ -225,7 +219,7 @@
     fact(dl, "首办责任人", name(c.responsible));
     fact(dl, "包案领导", name(c.leader));
     fact(dl, "人数", `${c.people_count} 人`);
-    fact(dl, "来访来信", `${c.contact_count} 次`);
+    fact(dl, VR.label("case_event", "contact"), `${c.contact_count} 次`);
     fact(dl, "原审法院", c.original_court);
     fact(dl, "原案号", [].concat(c.original_numbers || []).join("、"));
     fact(dl, "登记时间", VR.minute(c.created_at));
@@ -242,7 +236,7 @@
     buttons.replaceChildren();
     for (const action of data.actions) {
       if (!FORMS[action]) continue;
-      const b = VR.button(BUTTONS[action] || FORMS[action].title, () => openForm(action), !["resolve", "assign", "triage_petition", "report", "record_followup"].includes(action));
+      const b = VR.button(buttonText(action), () => openForm(action), !["resolve", "assign", "triage_petition", "report", "record_followup"].includes(action));
       b.dataset.action = action;
       buttons.appendChild(b);
     }
