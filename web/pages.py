@@ -92,10 +92,6 @@ async def page_principal(request: web.Request) -> Principal | None:
     return principal
 
 
-async def _redirect(location: str) -> web.StreamResponse:
-    raise web.HTTPFound(location)
-
-
 async def index(request: web.Request) -> web.StreamResponse:
     role = await _role(request)
     raise web.HTTPFound(HOME[role] if role else "/login")
@@ -165,6 +161,10 @@ async def portal_page(request: web.Request) -> web.StreamResponse:
     return _html("portal.html", timezone=request.app[SETTINGS].timezone)
 
 
+async def portal_redirect(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/p/")
+
+
 async def call_page(request: web.Request) -> web.StreamResponse:
     """The staff call view of one visit; who may enter is decided by the signaling."""
     role = await _role(request)
@@ -178,7 +178,7 @@ async def call_page(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/join", join_page)
     app.router.add_get("/p/", portal_page)
-    app.router.add_get("/p", lambda request: _redirect("/p/"))
+    app.router.add_get("/p", portal_redirect)
     app.router.add_get(r"/j/{code:[A-Za-z0-9-]{8,40}}", short_link)
     app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)
