@@ -32,7 +32,7 @@ SOCKET_IO_CLIENT = (
 PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/admin": ("admin.html", frozenset({Role.admin})),
     "/operator": ("operator.html", frozenset({Role.operator})),
-    "/judge": ("judge.html", frozenset({Role.judge})),
+    "/judge": ("judge.html", frozenset({Role.judge, Role.leader})),
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
 }
 # One recording's playback; which recordings a role may open is decided by the API.
@@ -170,7 +170,7 @@ async def call_page(request: web.Request) -> web.StreamResponse:
     role = await _role(request)
     if role is None:
         raise web.HTTPFound("/login?next=" + request.path)
-    if role not in (Role.judge, Role.operator):
+    if role not in (Role.judge, Role.leader, Role.operator):
         return _html("forbidden.html", status=403)
     return _html("call.html", timezone=request.app[SETTINGS].timezone)
 
