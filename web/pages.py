@@ -10,6 +10,8 @@ from pathlib import Path
 from aiohttp import web
 
 from config import vocabulary
+from scheduler import lifecycle
+from scheduler.cases.rules import HANDLERS
 from scheduler.models import Role
 from web.auth import (
     SESSION_COOKIE,
@@ -29,14 +31,25 @@ SOCKET_IO_CLIENT = (
     Path(__file__).parent / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
 )
 
+# Petition cases: staff who handle them, and archivists who only read them; which cases
+# each sees and what they may do to one is decided by the API (scheduler/cases/rules.py).
+CASE_READERS = HANDLERS | {Role.archivist}
+
 PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/admin": ("admin.html", frozenset({Role.admin})),
     "/operator": ("operator.html", frozenset({Role.operator})),
     "/judge": ("judge.html", frozenset({Role.judge, Role.leader})),
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
+    # 监看: what is live below the court (who may watch is scheduler/lifecycle.py's rule)
+    "/monitor": ("monitor.html", lifecycle.WATCHERS),
+    "/cases": ("cases.html", CASE_READERS),
+    "/cases/new": ("case_new.html", HANDLERS),
+    "/cases/board": ("case_board.html", CASE_READERS),
 }
 # One recording's playback; which recordings a role may open is decided by the API.
 PLAYBACK = (r"/archive/visits/{visit_id:[0-9a-f]{32}}", "playback.html", frozenset(Role))
+# One case's page: its timeline, materials and the action forms the API offers.
+CASE_PAGE = (r"/cases/{case_id:[0-9]{1,18}}", "case.html", CASE_READERS)
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -166,11 +179,12 @@ async def portal_redirect(request: web.Request) -> web.StreamResponse:
 
 
 async def call_page(request: web.Request) -> web.StreamResponse:
-    """The staff call view of one visit; who may enter is decided by the signaling."""
+    """The staff call view of one visit (``?watch=1``: observing it, 监看); who may enter
+    is decided by the signaling."""
     role = await _role(request)
     if role is None:
         raise web.HTTPFound("/login?next=" + request.path)
-    if role not in (Role.judge, Role.leader, Role.operator):
+    if role not in (Role.judge, Role.leader, Role.operator) and role not in lifecycle.WATCHERS:
         return _html("forbidden.html", status=403)
     return _html("call.html", timezone=request.app[SETTINGS].timezone)
 
@@ -190,4 +204,5 @@ def add_routes(app: web.Application) -> None:
     for path, (template, roles) in PAGES.items():
         app.router.add_get(path, _guarded(template, roles))
     app.router.add_get(PLAYBACK[0], _guarded(PLAYBACK[1], PLAYBACK[2]))
+    app.router.add_get(CASE_PAGE[0], _guarded(CASE_PAGE[1], CASE_PAGE[2]))
     app.router.add_static("/static/", STATIC, follow_symlinks=False, append_version=True)
