@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -308,6 +309,13 @@ class Petition(Base):
         Index("ix_petitions_number", "number"),
         Index("ix_petitions_handler_state", "handler_court_id", "state"),
         Index("ix_petitions_due", "due_at"),
+        # the deadline scan's cases: not yet alerted at their current node
+        Index(
+            "ix_petitions_alert",
+            "due_at",
+            sqlite_where=text("overdue_at IS NULL"),
+            postgresql_where=text("overdue_at IS NULL"),
+        ),
         CheckConstraint("people_count >= 1", name="people_count_positive"),
     )
 
@@ -370,6 +378,10 @@ class Visit(Base):
         Index("ix_visits_court_time", "court_id", "starts_at"),
         Index("ix_visits_receiving_time", "receiving_court_id", "starts_at"),
         Index("ix_visits_state_time", "state", "starts_at"),
+        # a judge's or a room's open visits in a period (free slots), without reading their
+        # past ones: see migration 0007
+        Index("ix_visits_judge_state_time", "judge_id", "state", "starts_at"),
+        Index("ix_visits_room_state_time", "room_id", "state", "starts_at"),
     )
 
 

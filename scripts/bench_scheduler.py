@@ -7,6 +7,11 @@ one reception room and one operator per basic court, ~1,000,000 past visits over
 The last line printed is one JSON object of figures.
 
     .venv/bin/python scripts/bench_scheduler.py [--visits 1000000] [--clients 8] [--seconds 30]
+
+With ``--cache-dir DIR`` the generated dataset (a pristine copy of the database and the
+figures the clients need) is kept in DIR, keyed by its size and seed, and copied for every
+later run instead of generated again; migrations newer than the kept copy are applied to it
+first.
 """
 
 from __future__ import annotations
@@ -16,12 +21,9 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
+import shutil
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -30,26 +32,22 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import aiohttp
+from benchdata import (
+    PASSWORD,
+    insert_courts,
+    log,
+    peak_rss_mb,
+    percentile,
+    serve,
+    ts,
+)
 
-import aiohttp  # noqa: E402
-
-from config.settings import Settings  # noqa: E402
-from scheduler.accounts import hash_password  # noqa: E402
-from web.cli import migrate  # noqa: E402
+from config.settings import Settings  # benchdata put the repository root on sys.path
+from scheduler.accounts import hash_password
+from web.cli import migrate
 
 TZ = ZoneInfo("Asia/Shanghai")
-PASSWORD = "Bench-Passw0rd!"
-STAMP = "%Y-%m-%d %H:%M:%S.%f"
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def ts(d: datetime) -> str:
-    return d.astimezone(UTC).replace(tzinfo=None).strftime(STAMP)
 
 
 def generate(
@@ -62,25 +60,8 @@ def generate(
     con.execute("PRAGMA synchronous=OFF")
     now = datetime.now(UTC)
     created = ts(now - timedelta(days=400))
-    n_high = 32
-    n_mid = max(1, int(n_courts * 0.115))
-    n_basic = n_courts - 1 - n_high - n_mid
-    courts: list[tuple[Any, ...]] = [(1, "SPC", "最高人民法院", "supreme", None, created)]
-    highs = list(range(2, 2 + n_high))
-    mids = list(range(highs[-1] + 1, highs[-1] + 1 + n_mid))
-    basics = list(range(mids[-1] + 1, mids[-1] + 1 + n_basic))
-    courts += [(c, f"H{c}", f"第{c}高级人民法院", "high", 1, created) for c in highs]
-    courts += [
-        (c, f"M{c}", f"第{c}中级人民法院", "intermediate", rnd.choice(highs), created) for c in mids
-    ]
-    parent_of = {}
-    for c in basics:
-        parent_of[c] = rnd.choice(mids)
-        courts.append((c, f"B{c}", f"第{c}基层人民法院", "basic", parent_of[c], created))
-    con.executemany(
-        "INSERT INTO courts (id, code, name, level, parent_id, created_at) VALUES (?,?,?,?,?,?)",
-        courts,
-    )
+    tree = insert_courts(con, n_courts, rnd, created)
+    highs, mids, basics, parent_of = tree.highs, tree.mids, tree.basics, tree.parent_of
     pw = hash_password(PASSWORD)
     users: list[tuple[Any, ...]] = []
     uid = 0
@@ -143,7 +124,7 @@ def generate(
         petitions,
     )
     log(
-        f"{len(courts)} courts, {n_judges} judges, {len(templates)} weekly hours, "
+        f"{tree.rows} courts, {n_judges} judges, {len(templates)} weekly hours, "
         f"{n_petitioners} petitions"
     )
     day0 = (now - timedelta(days=365)).astimezone(TZ).date()
@@ -202,18 +183,45 @@ _VISIT_SQL = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _world_to_json(world: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+        for key, value in world.items()
+    }
 
 
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
+def _world_from_json(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: {int(k): v for k, v in value.items()} if isinstance(value, dict) else value
+        for key, value in raw.items()
+    }
+
+
+def prepare(args: argparse.Namespace, settings: Settings, db_path: Path) -> dict[str, Any]:
+    """Build the dataset at db_path: copied from the cache if there is one, else generated."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    cached: Path | None = None
+    if args.cache_dir:
+        key = f"c{args.courts}-j{args.judges}-v{args.visits}-s{args.seed}"
+        cached = Path(args.cache_dir) / key
+        if (cached / "world.json").exists():
+            # newer migrations go into the kept copy itself, once
+            migrate(Settings(data_dir=cached))
+            with sqlite3.connect(cached / "vreception.db") as con:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy is the file alone
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached / "vreception.db", db_path)
+            log(f"dataset copied from {cached}")
+            return _world_from_json(json.loads((cached / "world.json").read_text()))
+    migrate(settings)
+    world = generate(db_path, args.courts, args.judges, args.visits, args.seed)
+    if cached is not None:
+        cached.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(db_path, cached / "vreception.db")
+        (cached / "world.json").write_text(json.dumps(_world_to_json(world)))
+        log(f"dataset kept in {cached}")
+    return world
 
 
 def next_weekday(d: date) -> date:
@@ -345,63 +353,31 @@ def double_bookings(db_path: Path) -> int:
     return int(total)
 
 
-def peak_rss_mb(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="vr-bench-"))
     settings = Settings(data_dir=data_dir)
     db_path = data_dir / "vreception.db"
-    if db_path.exists():
-        db_path.unlink()
     t0 = time.perf_counter()
-    await asyncio.to_thread(migrate, settings)
-    world = generate(db_path, args.courts, args.judges, args.visits, args.seed)
+    world = await asyncio.to_thread(prepare, args, settings, db_path)
     log(f"dataset ready in {time.perf_counter() - t0:.0f} s")
-    port = free_port()
-    env = {
-        **os.environ,
-        "VRECEPTION_DATA_DIR": str(data_dir),
-        "VRECEPTION_PORT": str(port),
-        "VRECEPTION_LOG_LEVEL": "WARNING",
-        "VRECEPTION_HOUSEKEEPING_SECONDS": "3600",
-        "VRECEPTION_LOGIN_MAX_FAILURES_PER_ADDRESS": "10000",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert server.stdout is not None
-        for line in server.stdout:
-            if "listening on" in line:
-                break
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    async with http.get(url + "/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+    async with serve(data_dir) as server:
+        url = server.url
         rnd = random.Random(args.seed)
         basics = rnd.sample(world["basics"], args.clients + 1)
         stats: dict[str, list[float]] = {"free_slots": [], "book": [], "day_view": []}
         counts: defaultdict[str, int] = defaultdict(int)
+        log(f"server {server.pid} ready: {args.clients} clients for {args.seconds:.0f} s")
         started = time.monotonic()
+        cpu_before = cpu_seconds(server.pid)
         deadline = started + args.seconds
         await asyncio.gather(
             *(
@@ -421,6 +397,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         elapsed = time.monotonic() - started
+        server_cpu = cpu_seconds(server.pid) - cpu_before
         race_court = basics[-1]
         race = await contention(
             url,
@@ -431,12 +408,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             args.race,
         )
         rss = peak_rss_mb(server.pid)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
     return {
         "benchmark": "scheduler",
         "database": "sqlite",
@@ -462,6 +433,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "race": race,
         "double_bookings": double_bookings(db_path),
         "max_rss_mb": round(rss, 1),
+        # the server's own CPU per request: comparable on a machine shared with other work
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, counts["requests"]), 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "mean_book_ms": round(statistics.fmean(stats["book"]), 2) if stats["book"] else None,
     }
 
@@ -476,6 +450,9 @@ def main() -> None:
     parser.add_argument("--race", type=int, default=20, help="clients racing for one slot")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", help="where to build the database (default: a temp dir)")
+    parser.add_argument(
+        "--cache-dir", help="keep the generated dataset here and reuse it on later runs"
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     print(json.dumps(result, ensure_ascii=False))
