@@ -943,7 +943,7 @@ async def resolve(
         CaseAction.resolve,
         EventKind.resolved,
         f"化解（{label(ground)}）：{why[:400]}；安排回访，{due.isoformat()} 前完成",
-        detail={"ground": ground.value, "followup_due_at": due.isoformat()},
+        detail={"ground": ground.value, "remark": why, "followup_due_at": due.isoformat()},
         due_at=due,
     )
     db.add(FollowUp(petition_id=case.id, due_at=due))

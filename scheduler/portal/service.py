@@ -198,8 +198,9 @@ class CaseView:
     requests: list[RequestView] = field(default_factory=list)
 
 
-def _after_colon(text: str) -> str:
-    return text.split("：", 1)[1] if "：" in text else ""
+def _remark(event: CaseEvent) -> str:
+    """The explanation given with a resolution (化解情况说明), written for the petitioner."""
+    return str((event.detail or {}).get("remark", ""))
 
 
 def _plain(event: CaseEvent) -> str:
@@ -227,7 +228,7 @@ def _plain(event: CaseEvent) -> str:
     if kind is EventKind.outcome and d.get("outcome"):
         return label_of("visit_outcome", str(d["outcome"]))
     if kind is EventKind.resolved:
-        return f"{label_of('resolution_ground', str(d.get('ground')))}：{_after_colon(event.text)}"
+        return f"{label_of('resolution_ground', str(d.get('ground')))}：{_remark(event)}"
     if kind is EventKind.terminated:
         return label_of("termination_ground", str(d.get("ground")))
     if kind is EventKind.followup and d.get("result"):
@@ -263,7 +264,7 @@ async def case_view(db: AsyncSession, me: PortalPrincipal, case_id: int) -> Case
         d = e.detail or {}
         if kind is EventKind.resolved:
             ground = label_of("resolution_ground", str(d.get("ground")))
-            result = Result("已化解", ground, mask_text(_after_colon(e.text)))
+            result = Result("已化解", ground, mask_text(_remark(e)))
         elif kind is EventKind.terminated:
             ground = label_of("termination_ground", str(d.get("ground")))
             result = Result("信访终结", ground, "")
