@@ -57,6 +57,8 @@ class ParticipantRole(enum.StrEnum):
     lawyer = "lawyer"
     mediator = "mediator"
     observer = "observer"  # 监看: staff of a supervising court, receiving only
+    host = "host"  # who holds a video supervision meeting (视频约谈)
+    attendee = "attendee"  # a lower court's staff member invited to a meeting
 
 
 define(
@@ -69,6 +71,8 @@ define(
         ParticipantRole.lawyer: "律师",
         ParticipantRole.mediator: "调解员",
         ParticipantRole.observer: "监看",
+        ParticipantRole.host: "主持人",
+        ParticipantRole.attendee: "参会人员",
     },
 )
 

@@ -180,13 +180,14 @@ async def _conflicts(db: AsyncSession, rows: list[dict[str, Any]]) -> list[dict[
             .distinct()
         )
         for (vid,) in held:
-            found[(resource.split(":")[0], vid)] = None
+            found[(resource, vid)] = None
     out = []
-    for kind, vid in found:
+    for key, vid in found:
         other = await db.get(Visit, vid)
         out.append(
             {
-                "resource": kind,
+                "resource": key.split(":")[0],
+                "key": key,
                 "visit_id": vid,
                 "starts_at": other.starts_at.isoformat() if other and other.starts_at else None,
                 "ends_at": other.ends_at.isoformat() if other and other.ends_at else None,
@@ -195,7 +196,26 @@ async def _conflicts(db: AsyncSession, rows: list[dict[str, Any]]) -> list[dict[
     return out
 
 
-_RESOURCE_NAMES = {"judge": "法官", "room": "接访室", "petitioner": "信访人"}
+_RESOURCE_NAMES = {"judge": "法官", "room": "接访室", "petitioner": "信访人", "user": "参会人员"}
+
+
+def person_resource(user: User) -> str:
+    """The lock resource of a staff member's time; a judge's is the one visits hold, so a
+    judge's visits and meetings cannot overlap."""
+    return f"judge:{user.id}" if user.role is Role.judge else f"user:{user.id}"
+
+
+async def hold(db: AsyncSession, visit: Visit, resources: list[str]) -> list[dict[str, Any]]:
+    """Add the new ``visit`` and lock each resource over its period (a meeting's people and
+    room); the conflicts, and nothing written, when any unit is taken."""
+    assert visit.starts_at is not None and visit.ends_at is not None
+    period = Interval(visit.starts_at, visit.ends_at)
+    rows = [
+        {"resource": resource, "unit": unit, "visit_id": visit.id}
+        for resource in resources
+        for unit in units(period)
+    ]
+    return await _take_locks(db, rows, visit)
 
 
 async def _take_locks(

@@ -21,6 +21,11 @@ it has no judge and no guests: the operator hosts it and ends it.
 
 Staff of a court above a visit's court or its receiving court may watch it while it is in
 progress (监看, ``Action.watch``): as observers who send no media and whom everyone sees.
+
+A video supervision meeting (视频约谈, ``VisitKind.meeting``) has no petitioner, no check-in
+and no lobby: its host opens it (scheduled ─► in_progress, recorded from then on), its host
+and invitees are entitled to its room, and its host ends it (the minutes then go to each
+case it concerned, see ``scheduler/cases/minutes.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ from config.privacy import mask_id_number
 from config.settings import Settings
 from config.vocabulary import EndReason, ParticipantRole, label
 from scheduler.cases import visits as case_visits
-from scheduler.cases.models import CaseEvent
+from scheduler.cases.minutes import record_minutes
+from scheduler.cases.models import CaseEvent, MeetingInvitee
 from scheduler.cases.words import VisitKind, VisitOutcome
 from scheduler.models import (
     BookingLock,
@@ -74,6 +80,19 @@ ALLOWED: dict[VisitState, frozenset[VisitState]] = {
     VisitState.cancelled: frozenset(),
     VisitState.no_show: frozenset(),
 }
+# A meeting: no check-in, no lobby; its host opens it and it is in progress at once.
+MEETING_ALLOWED: dict[VisitState, frozenset[VisitState]] = {
+    VisitState.scheduled: frozenset(
+        {VisitState.in_progress, VisitState.cancelled, VisitState.no_show}
+    ),
+    VisitState.checked_in: frozenset(),
+    VisitState.in_lobby: frozenset(),
+    VisitState.in_progress: frozenset({VisitState.ended}),
+    VisitState.ended: frozenset({VisitState.archived}),
+    VisitState.archived: frozenset(),
+    VisitState.cancelled: frozenset(),
+    VisitState.no_show: frozenset(),
+}
 # The states from which a visit may be ended (from the call, or from the lists later).
 ENDABLE = frozenset(s for s, allowed in ALLOWED.items() if VisitState.ended in allowed)
 # Leaving these states gives the judge, the room and the petitioner their time back.
@@ -81,12 +100,19 @@ RELEASES = frozenset({VisitState.ended, VisitState.cancelled, VisitState.no_show
 # 一案一录: the recording starts when this participant enters the call (is admitted), and
 # the visit is in progress from then on; it stops when the visit ends.
 RECORDING_STARTS_WITH = ParticipantRole.petitioner
+# A meeting has nobody to admit: it is recorded, and in progress, from when its host opens it.
+MEETING_OPENED_BY = ParticipantRole.host
 # An on-site reception is born in progress, and recorded from when its operator enters.
 ONSITE_STARTS_IN = VisitState.in_progress
 # 监看: who may watch the visits of the courts below theirs, and while the visit is in what.
 WATCHERS = frozenset({Role.judge, Role.petition_officer, Role.leader, Role.admin})
 WATCHABLE = frozenset({VisitState.in_progress})
 WATCH_REFUSED = "只有上级法院的接访法官、信访专员或院领导可以监看本院以下法院的接访"
+
+
+def allowed(visit: Visit) -> dict[VisitState, frozenset[VisitState]]:
+    """The state machine of ``visit``'s kind."""
+    return MEETING_ALLOWED if visit.kind is VisitKind.meeting else ALLOWED
 
 
 class Action(enum.StrEnum):
@@ -140,11 +166,46 @@ def is_booking_operator(actor: Actor, visit: Visit) -> bool:
     return actor.role is Role.operator and actor.court_id == visit.court_id
 
 
-def may(actor: Actor, action: Action, visit: Visit, *, above: Collection[int] = ()) -> bool:
+def is_meeting_host(actor: Actor, visit: Visit) -> bool:
+    """A meeting's host is the staff member who holds it (kept as the visit's judge_id)."""
+    return (
+        visit.kind is VisitKind.meeting
+        and actor.user_id is not None
+        and actor.user_id == visit.judge_id
+    )
+
+
+async def meeting_invitees(db: AsyncSession, visit: Visit) -> frozenset[int]:
+    """The user ids invited to ``visit`` when it is a meeting (nobody otherwise)."""
+    if visit.kind is not VisitKind.meeting:
+        return frozenset()
+    rows = await db.scalars(
+        select(MeetingInvitee.user_id).where(MeetingInvitee.visit_id == visit.id)
+    )
+    return frozenset(rows.all())
+
+
+def may(
+    actor: Actor,
+    action: Action,
+    visit: Visit,
+    invitees: Collection[int] = (),
+    *,
+    above: Collection[int] = (),
+) -> bool:
     """Whether ``actor`` may do ``action`` to ``visit`` (the system may do everything).
     ``above``: the courts above the visit's court and its receiving court
-    (:func:`supervising_courts`), which only ``Action.watch`` needs."""
+    (:func:`supervising_courts`), which only ``Action.watch`` needs. For a meeting,
+    ``invitees`` are its invited users (:func:`meeting_invitees`): they and its host enter
+    its room; only the host (or an admin, or the system) changes it."""
     system = actor.user_id is None
+    if visit.kind is VisitKind.meeting and action is not Action.watch:
+        host = is_meeting_host(actor, visit)
+        if action is Action.enter:
+            return host or (actor.user_id is not None and actor.user_id in invitees)
+        if action in (Action.admit, Action.outcome):
+            return host
+        return system or actor.is_admin or host  # end, cancel, manage
     judge = is_visit_judge(actor, visit)
     operator = is_booking_operator(actor, visit)
     if action is Action.watch:  # never the system: a watch is a person's
@@ -177,17 +238,31 @@ async def watch_refusal(db: AsyncSession, actor: Actor, visit: Visit) -> str | N
     return None
 
 
-def room_role(actor: Actor, visit: Visit) -> ParticipantRole | None:
+def room_role(actor: Actor, visit: Visit, invitees: Collection[int] = ()) -> ParticipantRole | None:
     """The staff member's role in the visit's room, or None when they may not enter."""
-    if not may(actor, Action.enter, visit):
+    if not may(actor, Action.enter, visit, invitees):
         return None
+    if visit.kind is VisitKind.meeting:
+        return ParticipantRole.host if is_meeting_host(actor, visit) else ParticipantRole.attendee
     return ParticipantRole.judge if is_visit_judge(actor, visit) else ParticipantRole.operator
 
 
-def require(actor: Actor, action: Action, visit: Visit) -> None:
+_MEETING_REFUSALS = {
+    Action.enter: "只有本次约谈的主持人和受邀人员可以进入",
+    Action.admit: "只有本次约谈的主持人可以这样做",
+    Action.end: "只有本次约谈的主持人可以结束约谈",
+    Action.cancel: "只有本次约谈的主持人可以取消约谈",
+    Action.manage: "只有本次约谈的主持人可以修改约谈",
+    Action.outcome: "只有本次约谈的主持人可以这样做",
+}
+
+
+def require(actor: Actor, action: Action, visit: Visit, invitees: Collection[int] = ()) -> None:
     """Raise 403 with a message naming who may, unless ``actor`` may."""
-    if may(actor, action, visit):
+    if may(actor, action, visit, invitees):
         return
+    if visit.kind is VisitKind.meeting and action in _MEETING_REFUSALS:
+        raise PermissionDeniedError(_MEETING_REFUSALS[action])
     raise PermissionDeniedError(
         {
             Action.enter: "只有本次接访的接访法官或预约法院的操作员可以进入",
@@ -208,23 +283,27 @@ def may_manage(actor: Actor, visit: Visit) -> None:
 
 def can_end(actor: Actor, visit: Visit) -> bool:
     """Whether the lists should offer ``actor`` to end ``visit`` now."""
-    return visit.state in ENDABLE and may(actor, Action.end, visit)
+    return VisitState.ended in allowed(visit)[visit.state] and may(actor, Action.end, visit)
 
 
 def starts_recording(role: ParticipantRole, visit: Visit) -> bool:
     """Whether this participant's entering the call starts the visit's recording: the
-    petitioner's, or the operator's at an on-site reception."""
+    petitioner's, the operator's at an on-site reception, the host's opening a meeting."""
     if visit.kind is VisitKind.onsite:
         return role is ParticipantRole.operator
+    if visit.kind is VisitKind.meeting:
+        return role is MEETING_OPENED_BY
     return role is RECORDING_STARTS_WITH
 
 
 def hosts(role: ParticipantRole, visit: Visit) -> bool:
     """Whether this participant holds the call: while none is present it may end as
     abandoned, and a host may end it from the call. The judge; at an on-site reception,
-    the operator."""
+    the operator; at a meeting, its host."""
     if visit.kind is VisitKind.onsite:
         return role is ParticipantRole.operator
+    if visit.kind is VisitKind.meeting:
+        return role is ParticipantRole.host
     return role is ParticipantRole.judge
 
 
@@ -249,7 +328,7 @@ async def transition(
     """Move ``visit`` to ``to`` if allowed; a concurrent change answers 409. Writes the
     history line and the audit event; releases the booking locks when the visit is over."""
     current = visit.state
-    if to not in ALLOWED[current]:
+    if to not in allowed(visit)[current]:
         raise ConflictError(
             f"接访状态不能从“{label(current)}”变为“{label(to)}”",
             code="invalid_transition",
@@ -353,6 +432,14 @@ async def admit_petitioner(db: AsyncSession, actor: Actor, visit: Visit) -> None
     await transition(db, actor, visit, VisitState.in_progress)
 
 
+async def open_meeting(db: AsyncSession, actor: Actor, visit: Visit) -> None:
+    """The host enters the meeting's room: it is in progress (and recorded) from now on.
+    Entering again changes nothing; a meeting that is over refuses (409)."""
+    require(actor, Action.admit, visit)
+    if visit.state is not VisitState.in_progress:
+        await transition(db, actor, visit, VisitState.in_progress)
+
+
 async def send_back(db: AsyncSession, actor: Actor, visit: Visit, reason: str) -> None:
     """The judge refused the petitioner for now: back to checked in (may come again)."""
     require(actor, Action.admit, visit)
@@ -376,6 +463,8 @@ async def end_visit(
     if reason is EndReason.ended and visit.state is not VisitState.in_progress:
         reason = EndReason.not_admitted
     await transition(db, actor, visit, VisitState.ended, reason=reason.value)
+    if visit.kind is VisitKind.meeting:
+        await record_minutes(db, actor, settings, visit)
     petition = await db.get(Petition, visit.petition_id)
     number = petition.number if petition else ""
     recipients = await visit_recipients(db, visit, actor.user_id)

@@ -298,8 +298,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     def _judge(self, sid: str) -> tuple[Room, Participant, Staff]:
         room, me = self._participant(sid)
-        if me.identity.role is not ParticipantRole.judge or me.staff is None:
-            raise ProtocolError(ErrorCode.forbidden, "只有接访法官可以这样做")
+        if me.identity.role not in (ParticipantRole.judge, ParticipantRole.host) or not me.staff:
+            raise ProtocolError(ErrorCode.forbidden, "只有接访法官或约谈主持人可以这样做")
         return room, me, me.staff
 
     @staticmethod

@@ -59,6 +59,7 @@ async def test_every_page_links_the_favicon(make_client: MakeClient, world: Worl
         ("/cases/new", "case_new.html"),
         ("/cases/board", "case_board.html"),
         ("/cases/1", "case.html"),
+        ("/meetings", "meetings.html"),
         ("/monitor", "monitor.html"),
     ):
         assert ICON_LINK in await (await admin.get(path)).text(), path

@@ -45,7 +45,14 @@ PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/cases": ("cases.html", CASE_READERS),
     "/cases/new": ("case_new.html", HANDLERS),
     "/cases/board": ("case_board.html", CASE_READERS),
+    # video supervision meetings: who holds them, and the lower courts' staff invited
+    "/meetings": (
+        "meetings.html",
+        frozenset({Role.judge, Role.petition_officer, Role.leader, Role.admin, Role.operator}),
+    ),
 }
+# Who may open the call view at all (scheduler/lifecycle.py decides who enters which room).
+CALL_ROLES = frozenset({Role.judge, Role.operator, Role.petition_officer, Role.leader, Role.admin})
 # One recording's playback; which recordings a role may open is decided by the API.
 PLAYBACK = (r"/archive/visits/{visit_id:[0-9a-f]{32}}", "playback.html", frozenset(Role))
 # One case's page: its timeline, materials and the action forms the API offers.
@@ -179,12 +186,13 @@ async def portal_redirect(request: web.Request) -> web.StreamResponse:
 
 
 async def call_page(request: web.Request) -> web.StreamResponse:
-    """The staff call view of one visit (``?watch=1``: observing it, 监看); who may enter
-    is decided by the signaling."""
+    """The staff call view of one visit or meeting (``?watch=1``: observing it, 监看); who
+    may enter is decided by the signaling (a meeting's host and invitees may hold any of
+    :data:`CALL_ROLES`)."""
     role = await _role(request)
     if role is None:
         raise web.HTTPFound("/login?next=" + request.path)
-    if role not in (Role.judge, Role.leader, Role.operator) and role not in lifecycle.WATCHERS:
+    if role not in CALL_ROLES and role not in lifecycle.WATCHERS:
         return _html("forbidden.html", status=403)
     return _html("call.html", timezone=request.app[SETTINGS].timezone)
 

@@ -17,6 +17,8 @@ from config.errors import AppError
 from config.settings import Settings
 from config.vocabulary import EndReason, label
 from scheduler import lifecycle
+from scheduler.cases.models import MeetingCase
+from scheduler.cases.words import VisitKind
 from scheduler.codes import VisitCodeError, issue_visit_code, verify_visit_code
 from scheduler.models import (
     CodeRole,
@@ -104,11 +106,19 @@ class DatabaseVisitGateway:
     async def entitle(self, visit_id: str, staff: Staff, watch: bool = False) -> Identity:
         if watch:
             return await self._watch(visit_id, staff)
+        actor = self._actor(staff)
         async with self._db.reader() as db:
             visit = await db.get(Visit, visit_id)
-        role = lifecycle.room_role(self._actor(staff), visit) if visit is not None else None
+            invitees = await lifecycle.meeting_invitees(db, visit) if visit is not None else ()
+        role = lifecycle.room_role(actor, visit, invitees) if visit is not None else None
         if visit is None or role is None:
             raise ProtocolError(ErrorCode.not_entitled, "您无权进入该接访")
+        if role is lifecycle.MEETING_OPENED_BY:
+
+            async def change(db: AsyncSession, visit: Visit) -> None:
+                await lifecycle.open_meeting(db, actor, visit)
+
+            await self._change(visit_id, change)
         return Identity(
             key=f"user:{staff.user_id}",
             role=role,
@@ -319,6 +329,17 @@ class DatabaseVisitGateway:
         courts, the petition, the parties, and the room's events."""
         async with self._db.reader() as db:
             names = await describe(db, visit_id)
+            meeting = await db.scalar(select(Visit.kind).where(Visit.id == visit_id)) is (
+                VisitKind.meeting
+            )
+            numbers = (
+                await db.scalars(
+                    select(Petition.number)
+                    .join(MeetingCase, MeetingCase.petition_id == Petition.id)
+                    .where(MeetingCase.visit_id == visit_id)
+                    .order_by(Petition.number)
+                )
+            ).all()
             events = (
                 await db.scalars(
                     select(VisitEvent)
@@ -328,6 +349,9 @@ class DatabaseVisitGateway:
             ).all()
         if names is None:
             return {}
+        if meeting:  # staff only, each named by their own tracks (主持人, 参会人员)
+            names = {**names, "petitioner_name": "", "judge_name": ""}
+            names["petition_number"] = "、".join(numbers)
         return {
             **{k: names[k] for k in RECORDING_NAMES},
             "events": [

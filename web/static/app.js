@@ -244,6 +244,8 @@ const VR = (() => {
     if (me.role === "leader" && home !== "/judge") links.splice(1, 0, ["/judge", "接访日程"]);
     // 监看: staff of a supervising court watch what is live below it
     if (["judge", "petition_officer", "leader", "admin"].includes(me.role)) links.push(["/monitor", label("participant_role", "observer")]);
+    // video supervision meetings: their hosts and the lower courts' staff invited
+    if (["judge", "petition_officer", "leader", "admin", "operator"].includes(me.role)) links.splice(links.length - 1, 0, ["/meetings", label("visit_kind", "meeting")]);
     for (const [href, text] of links) {
       const a = document.createElement("a");
       a.href = href;

@@ -1,5 +1,7 @@
 // The live visit in the browser: /visit signaling, one publishing and one subscribing peer
 // connection with the relay, the lobby for guests, admit/refuse/invite/end for the judge.
+// A video supervision meeting (the server gives its host and invitees the roles host and
+// attendee) has no lobby: everyone is shown in a gallery, the active speaker highlighted.
 // Two more modes of the staff page: an on-site reception (the operator at a window hosts a
 // call with no remote party: self view, recording notice, end button), and watching (监看,
 // ?watch=1: an observer of a supervising court who only receives).
@@ -41,7 +43,9 @@
   let local = null;
   let publisher = null;
   let subscriber = null;
-  window.vrCall = { get publisher() { return publisher; }, get subscriber() { return subscriber; }, get me() { return me; }, get connected() { return socket.connected; } };
+  let meeting = false; // a video supervision meeting, not a visit
+  const LEADS = ["judge", "host"]; // who leads the room: ends it, writes its notes
+  window.vrCall = { levels: () => levels(), get publisher() { return publisher; }, get subscriber() { return subscriber; }, get me() { return me; }, get connected() { return socket.connected; } };
 
   // STUN/TURN servers from the join answer (TURN credentials issued to this participant)
   const rtcConfig = () => ({ iceServers: (me && me.ice_servers) || [], bundlePolicy: "max-bundle" });
@@ -135,8 +139,10 @@
     const info = new Map(offer.tracks.map((t) => [t.mid, t]));
     const pc = new RTCPeerConnection(rtcConfig());
     subscriber = pc;
+    audioOf.clear();
     pc.ontrack = (ev) => {
       const t = info.get(ev.transceiver.mid) || { source: ev.track.kind === "audio" ? "microphone" : "camera" };
+      if (ev.track.kind === "audio") audioOf.set(ev.receiver, t.participant_id || "");
       const stream = new MediaStream([ev.track]);
       if (ev.track.kind === "video") {
         const tile = document.createElement("div");
@@ -258,6 +264,46 @@
     if (tell) { await call("unpublish", { stream: "evidence" }); say("evidence-msg", "已停止出示证据"); }
   }
 
+  // --- the active speaker (a meeting's gallery): the loudest audio above a floor, from the
+  // relay's receivers (RTP audio levels) and our own microphone (the sender's media source)
+  const audioOf = new Map(); // RTCRtpReceiver → participant id
+  const SPEAKING_LEVEL = 0.02; // audioLevel is linear, 0..1
+  let speaker = "";
+  let quietSince = 0;
+  async function levels() {
+    const out = [];
+    for (const [receiver, pid] of audioOf) {
+      // what the relay's packets say (RTP audio level extension), else what this browser
+      // measures of the audio it decodes; a muted microphone sends silence (level 0)
+      let level = 0;
+      for (const s of receiver.getSynchronizationSources()) level = Math.max(level, s.audioLevel || 0);
+      (await receiver.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "audio") level = Math.max(level, s.audioLevel || 0);
+      });
+      out.push([pid, level]);
+    }
+    if (publisher && me && local && local.getAudioTracks().some((t) => t.enabled)) {
+      (await publisher.getStats()).forEach((s) => {
+        if (s.type === "media-source" && s.kind === "audio") out.push([me.participant_id, s.audioLevel || 0]);
+      });
+    }
+    return out;
+  }
+  async function markSpeaker() {
+    if (!meeting || over) return;
+    const loud = (await levels()).filter(([, level]) => level >= SPEAKING_LEVEL).sort((a, b) => b[1] - a[1]);
+    let next = speaker;
+    if (loud.length) { next = loud[0][0]; quietSince = 0; }
+    else if (!quietSince) quietSince = Date.now();
+    else if (Date.now() - quietSince > 1500) next = ""; // silence: nobody is speaking
+    speaker = next;
+    document.body.dataset.speaker = speaker;
+    for (const tile of document.querySelectorAll(".tile[data-participant]")) {
+      tile.classList.toggle("speaking", Boolean(speaker) && tile.dataset.participant === speaker && !tile.classList.contains("evidence"));
+    }
+  }
+  setInterval(() => { markSpeaker().catch(() => {}); }, 300);
+
   const present = new Map(); // participant id → participant, everyone in the call
   function drawPresent() {
     const all = [...present.values()];
@@ -358,7 +404,7 @@
     for (const pc of [publisher, subscriber]) if (pc) pc.close();
     if (local) for (const t of local.getTracks()) t.stop();
     for (const id of ["call-step", "lobby-step", "code-step", "check-step", "lobby-card", "notes-card", "rec-state", "conn-state", "judge-state", "watch-state"]) if ($(id)) show(id, false);
-    $("ended-text").textContent = text;
+    $("ended-text").textContent = meeting ? text.replaceAll("接访", "约谈") : text;
     show("ended-step", true);
   }
 
@@ -377,7 +423,7 @@
     me = answer;
     $("who").textContent = ROLE[answer.role];
     if (answer.rejoin) keepRejoin(answer.rejoin);
-    for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", answer.role !== "judge");
+    for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", !LEADS.includes(answer.role));
     observing = answer.role === "observer";
     onsite = Boolean(answer.host) && answer.role === "operator"; // an operator hosts only on-site
     if ($("end")) { show("end", Boolean(answer.host)); $("end").textContent = onsite ? "结束接待" : "结束接访"; }
@@ -386,12 +432,29 @@
       for (const id of ["mute", "camera", "evidence-form", "evidence-msg"]) if ($(id)) show(id, false);
       for (const el of document.querySelectorAll(".tile.self")) el.remove();
     }
-    document.body.dataset.onsite = onsite ? "1" : "";    if (answer.lobby) drawLobby(answer.lobby);
+    document.body.dataset.onsite = onsite ? "1" : "";
+    meeting = ["host", "attendee"].includes(answer.role);
+    if (meeting) enterMeeting(); // no lobby: the host and the invitees enter directly
+    if (answer.lobby && !meeting) drawLobby(answer.lobby);
     confirmed(answer.recording ? { recording: true, ok: true } : null);
     if (answer.admitted) inCall(answer.participants);
     else { show("code-step", false); show("lobby-step", true); window.scrollTo(0, 0); checkDevices(); }
     document.body.dataset.joined = "1";
     return answer;
+  }
+
+  // A meeting: its own words, the gallery, our own tile named for the active speaker mark.
+  function enterMeeting() {
+    document.body.dataset.kind = "meeting";
+    document.title = "视频约谈 · 远程视频接访";
+    document.querySelector("header.top h1").textContent = "远程视频接访 · 视频约谈";
+    $("videos").classList.add("gallery");
+    $("videos").querySelector(".tile.self:not(.evidence)").dataset.participant = me.participant_id;
+    $("end").textContent = "结束约谈";
+    show("lobby-card", false);
+    $("judge-state").textContent = "主持人已离开，请稍候；主持人返回后将继续约谈";
+    const notes = $("notes-card").querySelector("h2");
+    if (notes) notes.textContent = "约谈纪要（约谈结束后记入各信访件）";
   }
 
   // --- what the server confirmed, and whether it can still be heard. The server pings every
@@ -449,14 +512,14 @@
   socket.on("tracks_changed", () => { if (publisher || observing) subscribe(); });
   // the judge left the call (closed the tab, lost the network): everyone else sees it at once;
   // the server ends the visit if no judge returns within its limit
-  const judgeHere = () => [...present.values()].some((p) => p.role === "judge");
+  const judgeHere = () => [...present.values()].some((p) => LEADS.includes(p.role));
   socket.on("participant_joined", (p) => {
     present.set(p.participant_id, p); drawPresent();
-    if (p.role === "judge") show("judge-state", false);
+    if (LEADS.includes(p.role)) show("judge-state", false);
   });
   socket.on("participant_left", (p) => {
     present.delete(p.participant_id); drawPresent(); if (publisher || observing) subscribe();
-    if (p.role === "judge" && !judgeHere() && !over) show("judge-state", true);
+    if (LEADS.includes(p.role) && !judgeHere() && !over) show("judge-state", true);
   });
 
   if ($("check")) $("check").onclick = checkDevices;

@@ -1,0 +1,567 @@
+"""Video supervision meetings (视频约谈): who may schedule one about which cases with whom
+(4xx otherwise), no double booking of anyone, the lifecycle's rules for a meeting's room,
+its minutes on each case's timeline; and in Chromium, a high court meeting staff of two
+lower courts in a gallery with the active speaker marked, recorded and signed."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp.test_utils import TestClient
+from playwright.sync_api import expect, sync_playwright
+from sqlalchemy import select, update
+
+from config.db import create_engine, create_sessionmaker, utcnow
+from config.settings import Settings
+from config.vocabulary import EndReason, ParticipantRole
+from recorder.manifest import verify
+from recorder.state import load_state
+from scheduler import lifecycle
+from scheduler.cases.models import CaseEvent
+from scheduler.cases.words import CaseState, EventKind, VisitKind
+from scheduler.models import BookingLock, Petition, Role, Visit, VisitEvent, VisitEventKind
+from scheduler.models import VisitState as S
+from scheduler.scope import Actor
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, MakeClient
+from tests.helpers import Booking, local_time, login, next_weekday, wait_until
+from tests.netns import staff_in_call
+from tests.test_browser_visit import FFPROBE_CODEC
+
+MONDAY = next_weekday(0)
+
+
+async def _client(make_client: MakeClient, username: str) -> tuple[TestClient, dict[str, str]]:
+    c = await make_client()
+    return c, {"X-CSRF-Token": await login(c, username)}
+
+
+async def _set_cases(settings: Settings, b: Booking, **handlers: str) -> None:
+    """Cases being handled (triaged) by the given courts: a0 and b0 by the basic courts
+    where they were registered, unless ``handlers`` say otherwise."""
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            for key, court in {"a0": "basic_a", "b0": "basic_b", **handlers}.items():
+                await db.execute(
+                    update(Petition)
+                    .where(Petition.id == b.petitions[key])
+                    .values(handler_court_id=b.world.courts[court], state=CaseState.handling)
+                )
+    finally:
+        await engine.dispose()
+
+
+def _meeting(b: Booking, hour: int, *, cases: tuple[str, ...], invitees: tuple[str, ...]) -> Any:
+    return {
+        "case_ids": [b.petitions[c] for c in cases],
+        "invitee_ids": [b.world.users[u] for u in invitees],
+        "starts_at": local_time(MONDAY, hour).isoformat(),
+        "minutes": 60,
+    }
+
+
+async def _host(make_client: MakeClient, b: Booking, migrated: Settings) -> tuple[TestClient, Any]:
+    await _set_cases(migrated, b)
+    b.world.users["judge_high"] = b.judge_high
+    return await _client(make_client, "judge_high")
+
+
+async def test_a_high_court_judge_schedules_a_meeting_that_host_and_invitees_see(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    host, h = await _host(make_client, booking, migrated)
+    r = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0", "b0"), invitees=("judge_a", "op_b")),
+        headers=h,
+    )
+    body = await r.json()
+    assert r.status == 201, body
+    assert body["my_role"] == "host" and body["state"] == "scheduled" and body["can_enter"]
+    assert {c["number"] for c in body["cases"]} == {"A-0", "B-0"}
+    assert {p["name"] for p in body["invitees"]} == {"judge_a", "op_b"}
+    assert body["call_url"] == f"/call/{body['id']}"
+    invitee, _ = await _client(make_client, "op_b")
+    mine = await (await invitee.get("/api/v1/meetings")).json()
+    assert [(m["id"], m["my_role"], m["can_enter"]) for m in mine] == [
+        (body["id"], "attendee", True)
+    ]
+    other, _ = await _client(make_client, "op_a")  # not invited: sees nothing of it
+    assert await (await other.get("/api/v1/meetings")).json() == []
+    assert (await other.get(f"/api/v1/meetings/{body['id']}")).status == 404
+    # the host, both invitees (a judge's time is the one visits hold) are booked
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            held = set(
+                (
+                    await db.scalars(
+                        select(BookingLock.resource).where(BookingLock.visit_id == body["id"])
+                    )
+                ).all()
+            )
+    finally:
+        await engine.dispose()
+    w = booking.world
+    assert held == {
+        f"judge:{booking.judge_high}",
+        f"judge:{w.users['judge_a']}",
+        f"user:{w.users['op_b']}",
+    }
+
+
+async def test_an_invitee_already_booked_then_is_refused(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    host, h = await _host(make_client, booking, migrated)
+    first = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0",), invitees=("op_b",)),
+        headers=h,
+    )
+    assert first.status == 201, await first.text()
+    # another meeting overlapping for op_b: refused, naming op_b
+    again = _meeting(booking, 10, cases=("b0",), invitees=("op_b",))
+    again["starts_at"] = local_time(MONDAY, 10, 30).isoformat()
+    r = await host.post("/api/v1/meetings", json=again, headers=h)
+    body = await r.json()
+    assert r.status == 409 and body["error"]["code"] == "double_booking", body
+    assert "op_b" in body["error"]["message"]
+    # a judge's reception visit and a meeting cannot overlap either
+    op, oh = await _client(make_client, "op_a")
+    w = booking.world
+    visit = await op.post(
+        "/api/v1/visits",
+        json={
+            "petition_id": booking.petitions["a1"],
+            "receiving_court_id": w.courts["mid_a"],
+            "judge_id": w.users["judge_a"],
+            "room_id": w.rooms["basic_a"],
+            "starts_at": local_time(MONDAY, 14).isoformat(),
+        },
+        headers=oh,
+    )
+    assert visit.status == 201, await visit.text()
+    r = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 14, cases=("a0",), invitees=("judge_a",)),
+        headers=h,
+    )
+    body = await r.json()
+    assert r.status == 409 and "judge_a" in body["error"]["message"], body
+    # later the same day everyone is free
+    later = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 16, cases=("a0", "b0"), invitees=("judge_a", "op_b")),
+        headers=h,
+    )
+    assert later.status == 201, await later.text()
+
+
+async def test_an_invitee_not_below_the_host_court_is_refused(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    host, h = await _host(make_client, booking, migrated)
+    r = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0",), invitees=("arch_high",)),  # the same court
+        headers=h,
+    )
+    body = await r.json()
+    assert r.status == 422 and body["error"]["code"] == "invitee_not_below", body
+    assert "arch_high 不是本院下级法院的在职工作人员" in body["error"]["message"]
+    mid, mh = await _client(make_client, "judge_a")  # mid_a may not invite mid_b's staff
+    r = await mid.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0",), invitees=("op_b",)),
+        headers=mh,
+    )
+    assert r.status == 422 and (await r.json())["error"]["code"] == "invitee_not_below"
+    r = await mid.get(f"/api/v1/meetings/people?court_id={booking.world.courts['basic_b']}")
+    assert r.status == 422
+    r = await mid.get(f"/api/v1/meetings/people?court_id={booking.world.courts['basic_a']}")
+    assert {p["name"] for p in await r.json()} == {"op_a", "po_a"}
+
+
+async def test_a_meeting_in_the_past_is_refused(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    host, h = await _host(make_client, booking, migrated)
+    body = _meeting(booking, 10, cases=("a0",), invitees=("op_a",))
+    past = (utcnow() - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    body["starts_at"] = past.isoformat()
+    r = await host.post("/api/v1/meetings", json=body, headers=h)
+    answer = await r.json()
+    assert r.status == 422 and answer["error"]["code"] == "in_the_past", answer
+    assert answer["error"]["message"] == "不能安排已经过去的时间"
+    body["starts_at"] = local_time(MONDAY, 10, 3).isoformat()
+    r = await host.post("/api/v1/meetings", json=body, headers=h)
+    assert r.status == 422 and (await r.json())["error"]["code"] == "invalid_period"
+
+
+async def test_a_case_out_of_reach_is_refused(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    await _set_cases(migrated, booking, a1="mid_a")
+    mid, h = await _client(make_client, "judge_a")  # mid_a: above basic_a, not basic_b
+
+    async def meet(*cases: str) -> tuple[int, Any]:
+        body = _meeting(booking, 10, cases=cases, invitees=("op_a",))
+        r = await mid.post("/api/v1/meetings", json=body, headers=h)
+        return r.status, (await r.json())["error"]
+
+    # another branch's case: as if it did not exist
+    assert await meet("a0", "b0") == (
+        404,
+        {"code": "not_found", "message": f"信访件 {booking.petitions['b0']} 不存在"},
+    )
+    status, error = await meet("a1")  # handled by mid_a itself: not supervised from above
+    assert (status, error["message"]) == (403, "只有上级法院可以挂牌督办或约谈")
+    status, error = await meet("a2")  # not yet triaged: no meeting about it yet
+    assert status == 409 and "待分流" in error["message"], error
+    found = await (await mid.get("/api/v1/meetings/cases?number=-")).json()
+    assert [c["number"] for c in found] == ["A-0"]
+    r = await mid.post(
+        "/api/v1/meetings", json=_meeting(booking, 10, cases=("a0",), invitees=("op_a",)), headers=h
+    )
+    assert r.status == 201, await r.text()
+
+
+async def test_only_staff_who_may_host_schedule_meetings(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    await _set_cases(migrated, booking)
+    op, h = await _client(make_client, "op_a")
+    r = await op.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0",), invitees=("judge_a",)),
+        headers=h,
+    )
+    assert r.status == 403
+    assert (await op.get("/api/v1/meetings")).status == 200  # an invitee's list
+    arch, _ = await _client(make_client, "arch_a")
+    assert (await arch.get("/api/v1/meetings")).status == 403
+
+
+# ---------------------------------------------------------------- the lifecycle of a meeting
+
+
+def _actor(user_id: int, role: Role, court_id: int) -> Actor:
+    return Actor(user_id=user_id, username=f"u{user_id}", role=role, court_id=court_id)
+
+
+def test_host_and_invitees_enter_a_meeting_and_only_the_host_leads_it() -> None:
+    meeting = Visit(
+        id="m" * 32, kind=VisitKind.meeting, judge_id=1, court_id=10, receiving_court_id=10
+    )
+    meeting.state = S.scheduled
+    host = _actor(1, Role.leader, 10)
+    invitee = _actor(2, Role.operator, 20)
+    stranger = _actor(3, Role.judge, 10)  # a judge of the host court, not invited
+    invited = {2}
+    assert lifecycle.room_role(host, meeting, invited) is ParticipantRole.host
+    assert lifecycle.room_role(invitee, meeting, invited) is ParticipantRole.attendee
+    assert lifecycle.room_role(stranger, meeting, invited) is None
+    assert lifecycle.room_role(invitee, meeting) is None  # invitees are named, not implied
+    for action in set(lifecycle.Action) - {lifecycle.Action.watch}:  # 监看 has its own rule
+        assert lifecycle.may(host, action, meeting, invited)
+        assert lifecycle.may(invitee, action, meeting, invited) is (
+            action is lifecycle.Action.enter
+        )
+    assert lifecycle.starts_recording(lifecycle.MEETING_OPENED_BY, meeting)
+    assert not lifecycle.starts_recording(ParticipantRole.attendee, meeting)
+    assert lifecycle.hosts(ParticipantRole.host, meeting)
+    assert not lifecycle.hosts(ParticipantRole.attendee, meeting)
+    # no check-in or lobby: the host opens it, and only the host ends it
+    assert lifecycle.allowed(meeting)[S.scheduled] == {S.in_progress, S.cancelled, S.no_show}
+    assert not lifecycle.allowed(meeting)[S.checked_in]
+    assert not lifecycle.can_end(host, meeting)
+    meeting.state = S.in_progress
+    assert lifecycle.can_end(host, meeting) and not lifecycle.can_end(invitee, meeting)
+
+
+async def test_ending_a_meeting_puts_its_minutes_on_each_case(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    host, h = await _host(make_client, booking, migrated)
+    r = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0", "b0"), invitees=("judge_a", "op_b")),
+        headers=h,
+    )
+    visit_id = (await r.json())["id"]
+    actor = _actor(booking.judge_high, Role.judge, booking.world.courts["high"])
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            visit = await db.get(Visit, visit_id)
+            assert visit is not None
+            await lifecycle.open_meeting(db, actor, visit)
+            assert visit.state is S.in_progress
+            db.add(
+                VisitEvent(
+                    visit_id=visit_id,
+                    at=datetime.now().astimezone(),
+                    kind=VisitEventKind.room,
+                    actor_name="judge_high",
+                    detail={"event": "note", "text": "甲区法院两周内反馈执行进展"},
+                )
+            )
+            await db.flush()
+            assert await lifecycle.end_visit(db, actor, migrated, visit, EndReason.ended)
+        async with create_sessionmaker(engine)() as db:
+            entries = (
+                await db.scalars(select(CaseEvent).where(CaseEvent.kind == EventKind.meeting))
+            ).all()
+    finally:
+        await engine.dispose()
+    assert {e.petition_id for e in entries} == {
+        booking.petitions["a0"],
+        booking.petitions["b0"],
+    }
+    for e in entries:
+        assert "甲区法院两周内反馈执行进展" in e.text
+        assert f"录像：/archive/visits/{visit_id}" in e.text
+        assert e.detail["recording"] == f"/archive/visits/{visit_id}"
+        assert "judge_a（甲市中级人民法院）" in e.text
+
+
+# ---------------------------------------------------------------- in Chromium
+
+TONE_SECONDS = 10
+WAIT_MS = 30_000  # a loaded machine: three pages, the relay and the recorder on two cores
+MEDIA_MS = 90_000  # the first frames through the relay (as the visit tests allow)
+HOST_PASSWORD = "Vr-Meeting-Passw0rd"
+
+
+@pytest.fixture(scope="module")
+def tone_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Chromium whose fake microphone plays a steady tone (a speaker always audible)."""
+    tone = tmp_path_factory.mktemp("tone") / "tone.wav"
+    subprocess.run(
+        [
+            "sox",
+            "-n",
+            "-r",
+            "48000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            str(tone),
+            "synth",
+            str(TONE_SECONDS),
+            "sine",
+            "440",
+            "vol",
+            "0.5",
+        ],
+        check=True,
+    )
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={tone}"],
+        )
+        yield browser
+        browser.close()
+
+
+def _api(ctx: Any, url: str, username: str, password: str) -> dict[str, str]:
+    r = ctx.request.post(
+        url + "/api/v1/auth/login", data={"username": username, "password": password}
+    )
+    assert r.ok, r.text()
+    return {"X-CSRF-Token": str(r.json()["csrf_token"])}
+
+
+def _log_in(page: Any, url: str, username: str, password: str) -> None:
+    page.goto(url + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("#login-submit")
+    page.wait_for_url(re.compile(r".*/(judge|operator)$"))
+
+
+FRAMES_FROM_OTHERS = """(n) => {
+    const videos = [...document.querySelectorAll('#videos.gallery .tile.remote video')];
+    return videos.length >= n && videos.every((v) => v.videoWidth > 0);
+}"""
+
+
+@pytest.mark.browser
+def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
+    live_server: LiveServer, tone_browser: Any, artifacts: Path
+) -> None:
+    url, passwords = live_server.url, live_server.passwords
+    setup = tone_browser.new_context()
+    admin = _api(setup, url, "admin", passwords["admin"])
+    courts = {c["code"]: c["id"] for c in setup.request.get(url + "/api/v1/courts").json()}
+    host_user = {
+        "username": "gy_judge",
+        "display_name": "高院督办法官",
+        "role": "judge",
+        "court_id": courts["BJGY"],
+        "password": HOST_PASSWORD,
+    }
+    r = setup.request.post(url + "/api/v1/users", data=host_user, headers=admin)
+    assert r.status == 201, r.text()
+    setup.request.post(url + "/api/v1/auth/logout", headers=admin)
+    # a second case of the same basic court (the first is the demo's)
+    op = _api(setup, url, "operator", passwords["operator"])
+    petitioner = setup.request.get(url + "/api/v1/petitioners").json()["items"][0]["id"]
+    second = {
+        "petitioner_id": petitioner,
+        "number": "（2026）京0108信2号",
+        "category": "enforcement",
+        "summary": "申请执行长期未到位。",
+    }
+    r = setup.request.post(url + "/api/v1/petitions", data=second, headers=op)
+    assert r.status == 201, r.text()
+    numbers = ["（2026）京0108信1号", "（2026）京0108信2号"]
+    setup.close()
+    with sqlite3.connect(live_server.data_dir / "vreception.db") as db:  # triaged: being handled
+        db.execute("UPDATE petitions SET state = 'handling', handler_court_id = court_id")
+
+    contexts = [
+        tone_browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+        for _ in range(3)
+    ]
+    host, judge, operator = (ctx.new_page() for ctx in contexts)
+    try:
+        # the high court's judge schedules it on the meetings page
+        _log_in(host, url, "gy_judge", HOST_PASSWORD)
+        host.goto(url + "/meetings")
+        host.wait_for_selector("body[data-ready='1']")
+        for count, number in enumerate(numbers, 1):
+            host.fill("#case-number", number)
+            host.click("#case-add")
+            expect(host.locator("#case-list li")).to_have_count(count, timeout=WAIT_MS)
+        for court, person in (
+            ("北京市第一中级人民法院", "一中院接访法官"),
+            ("北京市海淀区人民法院", "海淀法院操作员"),
+        ):
+            host.select_option("#invitee-court", label=court)
+            host.wait_for_selector(f"#invitee-person option:has-text('{person}')", state="attached")
+            host.select_option(
+                "#invitee-person",
+                label=next(
+                    o
+                    for o in host.locator("#invitee-person option").all_inner_texts()
+                    if person in o
+                ),
+            )
+            host.click("#invitee-add")
+        now = datetime.now(ZoneInfo("Asia/Shanghai"))
+        start = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
+        host.fill("#starts-at", start.strftime("%Y-%m-%dT%H:%M"))
+        host.fill("#minutes", "30")
+        host.click("#schedule-submit")
+        expect(host.locator("#schedule-msg")).to_contain_text("已安排约谈", timeout=WAIT_MS)
+        # the host opens it (no lobby): in progress and recorded from now on
+        host.get_by_role("link", name="开始约谈").click()
+        host.wait_for_selector("body[data-joined='1']")
+        visit_id = host.url.rsplit("/", 1)[1]
+        expect(host.locator("#rec-state")).to_contain_text("正在录音录像", timeout=WAIT_MS)
+        # the invitees, each logged in at their own court
+        _log_in(judge, url, "judge", passwords["judge"])
+        judge.goto(url + "/meetings")
+        judge.get_by_role("link", name="进入约谈").click()
+        judge.wait_for_selector("body[data-joined='1']")
+        staff_in_call(operator, url, "operator", passwords["operator"], visit_id)
+        for page in (host, judge, operator):  # everyone sees the two others in the gallery
+            page.wait_for_function(FRAMES_FROM_OTHERS, arg=2, timeout=MEDIA_MS)
+            assert page.locator("body").get_attribute("data-kind") == "meeting"
+            expect(page.locator("#lobby-card")).to_be_hidden()
+        for page, label in (
+            (host, "参会人员 一中院接访法官"),
+            (host, "参会人员 海淀法院操作员"),
+            (judge, "主持人 高院督办法官"),
+            (operator, "主持人 高院督办法官"),
+        ):
+            tile = page.locator("#videos .tile.remote span", has_text=label)
+            expect(tile.first).to_be_attached(timeout=WAIT_MS)
+        # only the basic court's operator speaks: each page marks that tile
+        host.click("#mute")
+        judge.click("#mute")
+        speaker = operator.evaluate("window.vrCall.me.participant_id")
+        for page in (host, judge, operator):
+            page.wait_for_function(
+                """(pid) => {
+                    const marked = [...document.querySelectorAll('.tile.speaking')];
+                    return marked.length > 0 && marked.every((t) => t.dataset.participant === pid);
+                }""",
+                arg=speaker,
+                timeout=WAIT_MS,
+            )
+        host.screenshot(path=str(artifacts / "meeting-gallery.png"))
+        # the minutes: the host's notes; only the host has the notes and the end button
+        expect(judge.locator("#notes-card")).to_be_hidden()
+        expect(judge.locator("#end")).to_be_hidden()
+        host.fill("#note-text", "海淀法院两周内书面反馈执行进展")
+        host.click("#note-form button[type=submit]")
+        expect(host.locator("#note-list")).to_contain_text(
+            "海淀法院两周内书面反馈执行进展", timeout=WAIT_MS
+        )
+        host.click("#end")
+        for page in (host, judge, operator):
+            expect(page.locator("#ended-text")).to_have_text("约谈已结束", timeout=WAIT_MS)
+    finally:
+        for ctx in contexts:
+            ctx.close()
+
+    # recorded like a visit: every party's tracks, then processed and signed
+    api = tone_browser.new_context()
+    try:
+        _api(api, url, "gy_judge", HOST_PASSWORD)
+
+        def processed() -> bool:
+            answer = api.request.get(url + f"/api/v1/visits/{visit_id}").json()
+            assert answer["recording_state"] != "failed", answer["recording_note"]
+            return bool(answer["recording_state"] == "ready")
+
+        wait_until(processed, timeout=300, interval=0.5, what="meeting recording signed")
+    finally:
+        api.close()
+    folder = live_server.data_dir / "recordings" / visit_id
+    recording = load_state(folder)
+    assert recording is not None
+    recorded = {(t.role, t.name) for t in recording.tracks if t.packets}
+    assert {
+        ("host", "高院督办法官"),
+        ("attendee", "一中院接访法官"),
+        ("attendee", "海淀法院操作员"),
+    } <= recorded, recorded
+    for track in recording.tracks:
+        for name in track.files:
+            probe = subprocess.run(
+                [*FFPROBE_CODEC, str(folder / name)], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            assert probe == ("opus" if track.kind == "audio" else "vp8"), (name, probe)
+    assert verify(folder).ok
+    # the transcript names the cases and the staff who took part, no petitioner
+    transcript = (folder / "transcript.txt").read_text()
+    assert f"信访事项编号：{'、'.join(numbers)}" in transcript
+    parties = next(line for line in transcript.splitlines() if line.startswith("参与人："))
+    assert parties == (
+        "参与人：主持人 高院督办法官；参会人员 一中院接访法官；参会人员 海淀法院操作员"
+    ), parties
+    # each case's timeline has the minutes, with the recording's link
+    with sqlite3.connect(live_server.data_dir / "vreception.db") as db:
+        rows = db.execute(
+            "SELECT p.number, e.text, e.detail FROM case_events e "
+            "JOIN petitions p ON p.id = e.petition_id WHERE e.kind = 'meeting'"
+        ).fetchall()
+    assert sorted(number for number, _, _ in rows) == numbers
+    for _, text, detail in rows:
+        assert "海淀法院两周内书面反馈执行进展" in text and "主持人：高院督办法官" in text
+        assert json.loads(detail)["recording"] == f"/archive/visits/{visit_id}"
