@@ -107,6 +107,19 @@ class Settings(BaseModel):
         le=1024,
         description="Largest scanned material (PDF, JPEG or PNG) one case upload may be, in MB.",
     )
+    sms_webhook_url: str | None = Field(
+        None,
+        description="The court's SMS platform: each message is POSTed there as JSON "
+        "(phone, text, id) with an X-Signature HMAC-SHA-256 of the body keyed with "
+        "sms_webhook_secret. Unset: messages wait in the outbox operators see.",
+    )
+    sms_webhook_secret: SecretStr | None = Field(None, description="Key of the X-Signature.")
+    sms_webhook_attempts: int = Field(3, ge=1, le=10)
+    portal_code_ttl_minutes: int = Field(5, ge=1, le=60)
+    portal_code_max_failures: int = Field(5, ge=1, le=20)
+    portal_codes_per_phone_hour: int = Field(5, ge=1, le=1000)
+    portal_codes_per_address_hour: int = Field(20, ge=1, le=100000)
+    portal_session_minutes: int = Field(30, ge=5, le=24 * 60)
     visit_code_length: int = Field(10, ge=8, le=32)
     visit_code_ttl_minutes: int = Field(24 * 60, ge=1, le=30 * 24 * 60)
     password_min_length: int = Field(10, ge=8, le=128)

@@ -31,20 +31,29 @@ def _concrete(path: str) -> str:
 
 # open to people without an account on purpose: staff log in; a guest's join page asks which
 # visit a code opens (rate-limited per address, spends nothing)
-PUBLIC = {("POST", "/api/v1/auth/login"), ("POST", "/api/v1/visit-codes/lookup")}
+PUBLIC = {
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/visit-codes/lookup"),
+    ("POST", "/api/v1/portal/code"),
+    ("POST", "/api/v1/portal/session"),
+}
+# the petitioner portal's routes need a portal session instead of a staff one
+PORTAL = "/api/v1/portal/"
 
 
 async def test_every_route_but_login_and_the_code_lookup_needs_a_session(
     client: TestClient,
 ) -> None:
     checked = 0
-    assert {(r.method, r.path) for r in api.routes if r.roles is None} == PUBLIC
+    public = {(r.method, r.path) for r in api.routes if r.roles is None}
+    assert {(m, p) for m, p in public if not p.startswith(PORTAL)} | PUBLIC == PUBLIC
     for route in api.routes:
         if (route.method, route.path) in PUBLIC:
             continue
         resp = await client.request(route.method, _concrete(route.path), json={})
         assert resp.status == 401, (route.method, route.path, resp.status)
-        assert (await resp.json())["error"]["code"] == "unauthenticated"
+        expected = "portal_login" if route.roles is None else "unauthenticated"
+        assert (await resp.json())["error"]["code"] == expected, route.path
         checked += 1
     assert checked >= 15
 

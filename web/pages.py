@@ -176,6 +176,15 @@ async def short_link(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/join#fill=" + request.match_info["code"])
 
 
+async def portal_page(request: web.Request) -> web.StreamResponse:
+    """The petitioner portal (no account: name, ID number and an SMS code; see docs/portal.md)."""
+    return _html("portal.html", timezone=request.app[SETTINGS].timezone)
+
+
+async def portal_redirect(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/p/")
+
+
 async def call_page(request: web.Request) -> web.StreamResponse:
     """The staff call view of one visit or meeting (``?watch=1``: observing it, 监看); who
     may enter is decided by the signaling (a meeting's host and invitees may hold any of
@@ -190,6 +199,8 @@ async def call_page(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/join", join_page)
+    app.router.add_get("/p/", portal_page)
+    app.router.add_get("/p", portal_redirect)
     app.router.add_get(r"/j/{code:[A-Za-z0-9-]{8,40}}", short_link)
     app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)
