@@ -3,13 +3,33 @@ portal session, online petitions, following a case and asking for a video visit.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
 
+from aiohttp import FormData
 from aiohttp.test_utils import TestClient
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from config.db import create_engine, create_sessionmaker
+from config.keys import load_secret_key
 from config.privacy import RESIDENT_ID_CHECK, RESIDENT_ID_WEIGHTS
+from config.settings import Settings
+from scheduler.cases import service as cases
+from scheduler.cases.models import Contact, Material
+from scheduler.cases.words import CaseTrack, Channel, HandlingMode, ResolutionGround
+from scheduler.models import Petition, Role
+from scheduler.portal import service as portal
+from scheduler.portal.identity import session_principal
+from scheduler.scope import Actor
 from tests.conftest import MakeClient
-from tests.helpers import World, login
+from tests.helpers import Booking, World, local_time, login, next_weekday
 
 NAME = "张三"
 PHONE = "13812345678"
@@ -184,3 +204,326 @@ async def test_operators_mark_a_relayed_message_sent(make_client: MakeClient, wo
     assert resp.status == 200 and body["state"] == "sent" and body["sent_at"]
     again = await staff.post(f"/api/v1/sms-outbox/{row['id']}/sent", headers={"X-CSRF-Token": csrf})
     assert again.status == 409
+
+
+# ---------------------------------------------------------------- online petitions
+
+
+@asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[AsyncSession]:
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            yield db
+    finally:
+        await engine.dispose()
+
+
+def jpeg(colour: tuple[int, int, int]) -> bytes:
+    """A small real JPEG, as a phone camera would send (smaller)."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), colour).save(out, "JPEG")
+    return out.getvalue()
+
+
+def petition_form(world: World, files: list[tuple[str, bytes, str]], **changes: str) -> FormData:
+    fields = {
+        "court_id": str(world.courts["basic_a"]),
+        "category": "civil_retrial",
+        "summary": "请求依法再审（2023）甲01民终123号判决",
+        "original_numbers": "（2023）甲01民终123号\n(2022)甲0101民初45号",
+        "original_court": "甲市中级人民法院",
+    } | changes
+    form = FormData()
+    for name, value in fields.items():
+        form.add_field(name, value)
+    for filename, data, content_type in files:
+        form.add_field("materials", data, filename=filename, content_type=content_type)
+    return form
+
+
+PHOTOS = [
+    ("判决书第1页.jpg", jpeg((200, 10, 10)), "image/jpeg"),
+    ("判决书第2页.jpg", jpeg((10, 200, 10)), "image/jpeg"),
+]
+
+
+async def submit(
+    portal_client: TestClient, csrf: str, form: FormData
+) -> tuple[int, dict[str, Any]]:
+    resp = await portal_client.post(
+        "/api/v1/portal/cases", data=form, headers={"X-Portal-CSRF": csrf}
+    )
+    return resp.status, await resp.json()
+
+
+def materials_dir(settings: Settings) -> Any:
+    return cases.materials_dir(settings)
+
+
+async def test_online_petition_with_two_photos_becomes_an_online_contact_with_hashed_materials(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    client, staff = await make_client(), await staff_client(make_client)
+    csrf = await sign_in(client, staff)
+    status, body = await submit(client, csrf, petition_form(world, PHOTOS))
+    assert status == 201, body
+    assert body["linked"] is False and len(body["materials"]) == 2
+    async with database(migrated) as db:
+        case = await db.get(Petition, body["case_id"])
+        assert case is not None and case.channel is Channel.online
+        assert (
+            case.court_id == world.courts["basic_a"] and case.original_court == "甲市中级人民法院"
+        )
+        contacts = (await db.scalars(select(Contact).where(Contact.petition_id == case.id))).all()
+        assert [c.channel for c in contacts] == [Channel.online]
+        stored = (await db.scalars(select(Material).where(Material.petition_id == case.id))).all()
+    assert sorted(m.sha256 for m in stored) == sorted(
+        hashlib.sha256(d).hexdigest() for _, d, _ in PHOTOS
+    )
+    for m in stored:
+        assert m.contact_id == contacts[0].id and m.content_type == "image/jpeg"
+        data = (materials_dir(migrated) / m.path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == m.sha256
+    # the petitioner's list shows it
+    mine = await (await client.get("/api/v1/portal/cases")).json()
+    assert [c["id"] for c in mine] == [case.id]
+    assert mine[0]["state_name"] == "待分流" and mine[0]["category"] == "民事再审申请"
+
+
+async def test_bad_uploads_and_texts_are_refused_and_nothing_is_stored(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    client, staff = await make_client(), await staff_client(make_client)
+    csrf = await sign_in(client, staff)
+    fake = [("病毒.jpg", b"MZ\x90\x00 not an image at all", "image/jpeg")]
+    status, body = await submit(client, csrf, petition_form(world, [PHOTOS[0], *fake]))
+    assert status == 415 and "PDF、JPEG 或 PNG" in body["error"]["message"]
+    status, body = await submit(client, csrf, petition_form(world, PHOTOS, summary="长" * 4001))
+    assert status == 422 and body["error"]["code"] == "too_long"
+    status, body = await submit(client, csrf, petition_form(world, PHOTOS, summary="长" * 70000))
+    assert status == 422 and body["error"]["code"] == "too_long"
+    status, body = await submit(client, csrf, petition_form(world, PHOTOS, original_numbers=""))
+    assert status == 422 and "原案号" in body["error"]["message"]
+    status, body = await submit(
+        client, csrf, petition_form(world, PHOTOS, court_id=str(world.courts["mid_a"]))
+    )
+    assert status == 422 and body["error"]["code"] == "invalid_court"
+    # without the portal CSRF header nothing is read
+    resp = await client.post("/api/v1/portal/cases", data=petition_form(world, PHOTOS))
+    assert resp.status == 403
+    async with database(migrated) as db:
+        assert (await db.scalars(select(Petition))).all() == []
+        assert (await db.scalars(select(Material))).all() == []
+    folder = materials_dir(migrated)
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+async def test_materials_over_the_size_limit_are_refused(
+    aiohttp_server: Any, migrated: Settings, world: World
+) -> None:
+    from web.app import create_app
+
+    small = migrated.model_copy(update={"case_material_max_mb": 1})
+    server = await aiohttp_server(create_app(small))
+    client, staff = TestClient(server), TestClient(server)
+    await client.start_server()
+    await staff.start_server()
+    try:
+        await login(staff, "op_a")
+        csrf = await sign_in(client, staff)
+        big = jpeg((1, 2, 3)) + b"\0" * (1024 * 1024 + 10)
+        status, body = await submit(
+            client, csrf, petition_form(world, [("大.jpg", big, "image/jpeg")])
+        )
+        assert status == 413 and "1 MB" in body["error"]["message"]
+        assert list(materials_dir(small).iterdir()) == []
+    finally:
+        await client.close()
+        await staff.close()
+
+
+async def test_scripts_in_text_are_stored_as_text(make_client: MakeClient, world: World) -> None:
+    client, staff = await make_client(), await staff_client(make_client)
+    csrf = await sign_in(client, staff)
+    script = "<script>alert('x')</script>请求再审"
+    status, body = await submit(client, csrf, petition_form(world, PHOTOS[:1], summary=script))
+    assert status == 201
+    case = await (await client.get(f"/api/v1/portal/cases/{body['case_id']}")).json()
+    assert case["summary"] == script
+
+
+async def _triage_as_petition(settings: Settings, world: World, case_id: int) -> None:
+    async with database(settings) as db:
+        actor = Actor(world.users["po_a"], "po_a", Role.petition_officer, world.courts["basic_a"])
+        await cases.triage(
+            db,
+            actor,
+            case_id,
+            track=CaseTrack.petition,
+            mode=HandlingMode.immediate,
+            responsible_id=world.users["po_a"],
+        )
+        await cases.correct(db, actor, case_id, event_id=1, text="内部更正：登记时间有误")
+
+
+async def test_progress_shows_public_steps_in_plain_words_and_the_result(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    client, staff = await make_client(), await staff_client(make_client)
+    csrf = await sign_in(client, staff)
+    _, body = await submit(client, csrf, petition_form(world, PHOTOS))
+    case_id = body["case_id"]
+    await _triage_as_petition(migrated, world, case_id)
+    case = await (await client.get(f"/api/v1/portal/cases/{case_id}")).json()
+    assert case["state_name"] == "办理中" and case["node_name"] == "办理"
+    titles = [s["title"] for s in case["steps"]]
+    assert titles[:2] == ["登记", "来访来信"] and "分流" in titles
+    assert "更正记录" not in titles  # staff-only corrections stay inside
+    triaged = next(s for s in case["steps"] if s["title"] == "分流")
+    assert triaged["text"] == "作为信访事项办理（马上办）"
+    assert "po_a" not in str(case) and case["result"] is None
+    assert len(case["materials"]) == 2
+    async with database(migrated) as db:
+        actor = Actor(world.users["po_a"], "po_a", Role.petition_officer, world.courts["basic_a"])
+        await cases.resolve(
+            db,
+            actor,
+            case_id,
+            ground=ResolutionGround.explained_accepted,
+            remark="经释法明理，信访人表示服判息诉",
+        )
+    case = await (await client.get(f"/api/v1/portal/cases/{case_id}")).json()
+    assert case["result"] == {
+        "title": "已化解",
+        "ground": "释法明理后服判息诉",
+        "text": "经释法明理，信访人表示服判息诉",
+    }
+
+
+async def test_a_petitioner_sees_only_their_own_cases(
+    make_client: MakeClient, world: World
+) -> None:
+    first, second = await make_client(), await make_client()
+    staff = await staff_client(make_client)
+    csrf = await sign_in(first, staff)
+    _, body = await submit(first, csrf, petition_form(world, PHOTOS[:1]))
+    other_id = resident_id("11010119850101001")
+    other_csrf = await sign_in(second, staff, id_number=other_id, phone="13700000000", name="李四")
+    assert await (await second.get("/api/v1/portal/cases")).json() == []
+    assert (await second.get(f"/api/v1/portal/cases/{body['case_id']}")).status == 404
+    resp = await second.post(
+        f"/api/v1/portal/cases/{body['case_id']}/visit-requests",
+        json={"preferred": "", "note": ""},
+        headers={"X-Portal-CSRF": other_csrf},
+    )
+    assert resp.status == 404
+
+
+# ---------------------------------------------------------------- video visits
+
+
+async def test_visit_request_is_confirmed_by_booking_and_the_petitioner_sees_the_time(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    world = booking.world
+    client, staff = await make_client(), await make_client()
+    staff_csrf = await login(staff, "op_a")
+    csrf = await sign_in(client, staff)
+    _, body = await submit(client, csrf, petition_form(world, PHOTOS[:1]))
+    case_id = body["case_id"]
+    await _triage_as_petition(migrated, world, case_id)
+    resp = await client.post(
+        f"/api/v1/portal/cases/{case_id}/visit-requests",
+        json={"preferred": "工作日上午", "note": "需要手语翻译"},
+        headers={"X-Portal-CSRF": csrf},
+    )
+    asked = await resp.json()
+    assert resp.status == 201 and asked["state"] == "pending" and asked["starts_at"] is None
+    again = await client.post(
+        f"/api/v1/portal/cases/{case_id}/visit-requests", json={}, headers={"X-Portal-CSRF": csrf}
+    )
+    assert again.status == 409
+    # the court's operator sees it (another court's does not) and books a slot for it
+    pending = await (await staff.get("/api/v1/visit-requests")).json()
+    assert [(p["id"], p["petition_id"], p["preferred"]) for p in pending] == [
+        (asked["id"], case_id, "工作日上午")
+    ]
+    other = await staff_client(make_client, "op_b")
+    assert await (await other.get("/api/v1/visit-requests")).json() == []
+    start = local_time(next_weekday(2), 9)
+    booking_body = {
+        "petition_id": case_id,
+        "receiving_court_id": world.courts["mid_a"],
+        "room_id": world.rooms["basic_a"],
+        "starts_at": start.isoformat(),
+    }
+    refused = await other.post(
+        f"/api/v1/visit-requests/{asked['id']}/book",
+        json=booking_body,
+        headers={"X-CSRF-Token": await login(other, "op_b")},
+    )
+    assert refused.status == 404
+    resp = await staff.post(
+        f"/api/v1/visit-requests/{asked['id']}/book",
+        json=booking_body,
+        headers={"X-CSRF-Token": staff_csrf},
+    )
+    booked = await resp.json()
+    assert resp.status == 200, booked
+    assert booked["state"] == "booked"
+    assert await (await staff.get("/api/v1/visit-requests")).json() == []
+    mine = await (await client.get("/api/v1/portal/visit-requests")).json()
+    assert mine[0]["state_name"] == "已确认" and mine[0]["room_name"] == "第一接访室"
+    assert mine[0]["starts_at"] is not None
+    assert (await client.get("/api/v1/portal/visit-requests")).status == 200
+    from datetime import datetime
+
+    assert datetime.fromisoformat(mine[0]["starts_at"]) == start
+    # the petitioner is told by SMS
+    sms = await (await staff.get("/api/v1/sms-outbox")).json()
+    assert any("视频接访已确认" in m["text"] and start.strftime("%H:%M") in m["text"] for m in sms)
+    # the code only on the day
+    resp = await client.post(
+        f"/api/v1/portal/visit-requests/{asked['id']}/code", headers={"X-Portal-CSRF": csrf}
+    )
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "not_today"
+
+
+async def test_on_the_day_the_petitioner_gets_a_visit_code_that_opens_the_visit(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    world = booking.world
+    client, staff = await make_client(), await make_client()
+    staff_csrf = await login(staff, "op_a")
+    csrf = await sign_in(client, staff)
+    _, body = await submit(client, csrf, petition_form(world, PHOTOS[:1]))
+    await _triage_as_petition(migrated, world, body["case_id"])
+    asked = await (
+        await client.post(
+            f"/api/v1/portal/cases/{body['case_id']}/visit-requests",
+            json={},
+            headers={"X-Portal-CSRF": csrf},
+        )
+    ).json()
+    start = local_time(next_weekday(3), 10)
+    resp = await staff.post(
+        f"/api/v1/visit-requests/{asked['id']}/book",
+        json={
+            "petition_id": body["case_id"],
+            "receiving_court_id": world.courts["mid_a"],
+            "room_id": world.rooms["basic_a"],
+            "starts_at": start.isoformat(),
+        },
+        headers={"X-CSRF-Token": staff_csrf},
+    )
+    assert resp.status == 200
+    token = client.session.cookie_jar.filter_cookies(client.make_url("/"))["vr_portal"].value
+    async with database(migrated) as db:
+        me = await session_principal(db, token)
+        assert me is not None
+        issued, visit = await portal.visit_code(
+            db, migrated, load_secret_key(migrated), me, asked["id"], now=start - timedelta(hours=2)
+        )
+    lookup = await client.post("/api/v1/visit-codes/lookup", json={"code": issued.code})
+    assert lookup.status == 200 and (await lookup.json())["visit_id"] == visit.id

@@ -62,7 +62,7 @@ from scheduler.cases.words import (
     ResolutionGround,
     TerminationGround,
 )
-from scheduler.models import Court, IdType, Petition, Petitioner, Role, User
+from scheduler.models import Court, CourtLevel, IdType, Petition, Petitioner, Role, User
 from scheduler.notify import notify
 from scheduler.scope import Actor, ancestor_court_ids, descendant_court_ids
 from scheduler.service import Page, check_id_number
@@ -420,6 +420,35 @@ async def register(db: AsyncSession, actor: Actor, reg: Registration) -> Registe
         visit_id=reg.visit_id,
     )
     return Registered(case, contact, linked=False)
+
+
+ONLINE_ACTOR_NAME = "网上申诉"
+
+
+def online_actor(court_id: int, address: str | None = None) -> Actor:
+    """The system actor a court registers online petitions (网上申诉) with: no staff account,
+    the court's own standing (it registers the case, so it may add the petition's materials)."""
+    return Actor(
+        user_id=None,
+        username=ONLINE_ACTOR_NAME,
+        role=Role.operator,
+        court_id=court_id,
+        address=address,
+    )
+
+
+async def register_online(
+    db: AsyncSession, court_id: int, reg: Registration, address: str | None = None
+) -> tuple[Registered, Actor]:
+    """An online petition becomes a contact of channel 网上申诉 at the basic court the
+    petitioner chose; returns it and the actor that may add its materials (the registering
+    court's, also when the contact was linked to a case registered elsewhere: 重复访)."""
+    court = await db.get(Court, court_id)
+    if court is None or court.level is not CourtLevel.basic:
+        raise InvalidError("请选择一个基层人民法院", code="invalid_court")
+    reg.channel = Channel.online
+    done = await register(db, online_actor(court_id, address), reg)
+    return done, online_actor(done.case.court_id, address)
 
 
 async def _contact(
