@@ -7,7 +7,7 @@ def import_all_models() -> None:
     import config.audit  # noqa: F401
     import recorder.models  # noqa: F401
     import scheduler.cases.models
-    import scheduler.models  # noqa: F401
+    import scheduler.models
     import scheduler.portal.feedback_models
     import scheduler.portal.models  # noqa: F401
     import web.auth  # noqa: F401

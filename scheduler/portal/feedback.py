@@ -64,7 +64,11 @@ INBOX_ROLES = frozenset({Role.operator, Role.petition_officer, Role.leader, Role
 def petitioner_actor(court_id: int, address: str | None = None) -> Actor:
     """The actor timeline entries written by a petitioner carry (no staff account)."""
     return Actor(
-        user_id=None, username="信访人（网上）", role=Role.operator, court_id=court_id, address=address
+        user_id=None,
+        username="信访人（网上）",
+        role=Role.operator,
+        court_id=court_id,
+        address=address,
     )
 
 

@@ -76,9 +76,7 @@ async def _thread_out(ctx: Context, thread: MessageThread, names: dict[int, str]
         overdue=thread.overdue_at is not None and thread.state is ThreadState.waiting,
         created_at=thread.created_at,
         updated_at=thread.updated_at,
-        messages=[
-            MessageOut.model_validate(m) for m in await feedback.messages(ctx.db, thread.id)
-        ],
+        messages=[MessageOut.model_validate(m) for m in await feedback.messages(ctx.db, thread.id)],
     )
 
 

@@ -66,9 +66,7 @@ def upgrade() -> None:
         _fk("staff_id", "users", "SET NULL"),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index(
-        "ix_portal_thread_messages_thread_id", "portal_thread_messages", ["thread_id"]
-    )
+    op.create_index("ix_portal_thread_messages_thread_id", "portal_thread_messages", ["thread_id"])
     op.create_table(
         "portal_mediation_requests",
         sa.Column("id", sa.Integer(), nullable=False),
