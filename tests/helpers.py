@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from aiohttp.test_utils import TestClient
@@ -26,6 +27,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+T = TypeVar("T")
+
+
+def in_thread(work: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end on its own event loop, off the test's thread (sync
+    Playwright owns this thread's loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 def wait_until(

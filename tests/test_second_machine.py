@@ -6,12 +6,10 @@ server's address on that network, and the terminal's media goes to it."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +18,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, start_live_server, stop_live_server
+from tests.helpers import in_thread
 from tests.live import checked_in_visit
 from tests.netns import Namespace, netns_problem, network_namespace, staff_in_call
 from tests.pki import CourtPKI, make_pki
@@ -29,12 +28,6 @@ pytestmark = pytest.mark.browser
 
 HOST_NAME = "court.example"
 T = TypeVar("T")
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """An async helper run to completion beside Playwright's own event loop."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +149,7 @@ def test_a_terminal_on_another_machine_holds_a_visit_over_https(
     assert room_network.can_connect(room_network.host_address, port)
     assert not room_network.can_connect("127.0.0.1", port)
     origin = f"https://{HOST_NAME}:{port}"
-    visit_id, code = _run(
+    visit_id, code = in_thread(
         checked_in_visit(court_server, court_server.passwords, court_pki.client_context())
     )
 

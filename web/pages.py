@@ -92,6 +92,10 @@ async def page_principal(request: web.Request) -> Principal | None:
     return principal
 
 
+async def _redirect(location: str) -> web.StreamResponse:
+    raise web.HTTPFound(location)
+
+
 async def index(request: web.Request) -> web.StreamResponse:
     role = await _role(request)
     raise web.HTTPFound(HOME[role] if role else "/login")
@@ -156,6 +160,11 @@ async def short_link(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/join#fill=" + request.match_info["code"])
 
 
+async def portal_page(request: web.Request) -> web.StreamResponse:
+    """The petitioner portal (no account: name, ID number and an SMS code; see docs/portal.md)."""
+    return _html("portal.html", timezone=request.app[SETTINGS].timezone)
+
+
 async def call_page(request: web.Request) -> web.StreamResponse:
     """The staff call view of one visit; who may enter is decided by the signaling."""
     role = await _role(request)
@@ -168,6 +177,8 @@ async def call_page(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/join", join_page)
+    app.router.add_get("/p/", portal_page)
+    app.router.add_get("/p", lambda request: _redirect("/p/"))
     app.router.add_get(r"/j/{code:[A-Za-z0-9-]{8,40}}", short_link)
     app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from config.audit import record_audit
 from config.errors import AppError, InvalidError, NotFoundError
 from config.privacy import mask_id_number, mask_phone
+from config.settings import Settings
 from config.vocabulary import label, label_of
 from scheduler import booking
 from scheduler.cases import service as cases
@@ -70,15 +71,17 @@ class PortalMe(Answer):
     phone: str  # masked
     csrf_token: str
     expires_at: datetime
+    material_max_mb: int
 
 
-def _me(me: identity.PortalPrincipal) -> PortalMe:
+def _me(me: identity.PortalPrincipal, settings: Settings) -> PortalMe:
     return PortalMe(
         name=me.name,
         id_number=mask_id_number(me.id_number),
         phone=mask_phone(me.phone),
         csrf_token=me.csrf_token,
         expires_at=me.expires_at,
+        material_max_mb=settings.case_material_max_mb,
     )
 
 
@@ -137,7 +140,7 @@ async def sign_in(ctx: Context) -> web.StreamResponse:
         return app_error_response(exc)  # answered, not raised: the failure count is kept
     me = await identity.session_principal(ctx.db, token)
     assert me is not None
-    response = web.json_response(to_json(_me(me)))
+    response = web.json_response(to_json(_me(me, ctx.settings)))
     set_portal_cookie(response, ctx.settings, token)
     return response
 
@@ -147,7 +150,7 @@ async def sign_in(ctx: Context) -> web.StreamResponse:
 )
 async def who_am_i(ctx: Context) -> PortalMe:
     """401 without a portal session."""
-    return _me(await portal_principal(ctx))
+    return _me(await portal_principal(ctx), ctx.settings)
 
 
 @api.route("DELETE", "/portal/session", summary="Sign out", tag=TAG, roles=None, answer=Ok)
@@ -505,7 +508,9 @@ async def _receive(request: web.Request, folder: Path, limit: int) -> Received:
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 continue
-            if part.name == "materials" and part.filename is not None:
+            if part.name == "materials" and not part.filename:
+                await part.release()  # an empty file input (browsers send a nameless part)
+            elif part.name == "materials":
                 if len(got.files) >= portal.MAX_MATERIALS:
                     raise InvalidError(
                         f"一次最多上传 {portal.MAX_MATERIALS} 份材料", code="too_many_materials"

@@ -113,8 +113,14 @@
       slotTime, (s) => s.judge_name,
       (s) => VR.button("预约", async () => {
         try {
-          const v = await VR.api("POST", "/visits", { petition_id: vals.petition_id, receiving_court_id: vals.receiving_court_id,
-            judge_id: s.judge_id, room_id: vals.room_id, starts_at: s.starts_at, ends_at: s.ends_at });
+          const body = { petition_id: vals.petition_id, receiving_court_id: vals.receiving_court_id,
+            judge_id: s.judge_id, room_id: vals.room_id, starts_at: s.starts_at, ends_at: s.ends_at };
+          // confirming an online request books through it, so the petitioner sees the time
+          const request = bookingRequest && bookingRequest.petition_id === vals.petition_id ? bookingRequest : null;
+          const v = request
+            ? await VR.api("POST", `/visit-requests/${request.id}/book`, body).then((r) => ({ ...r, petition_number: r.case_number, judge_name: s.judge_name }))
+            : await VR.api("POST", "/visits", body);
+          if (request) { bookingRequest = null; document.getElementById("book-request").classList.add("hidden"); await loadOnline(); }
           VR.say(bookMsg, `已预约：${v.petition_number}，${slotTime(v)}，${v.judge_name}`, "ok");
           document.getElementById("slot-rows").replaceChildren();
           dayInput.value = VR.dayOf(v.starts_at);
@@ -248,6 +254,38 @@
     catch (err) { VR.say(msg, VR.describe(err), "error"); }
   });
 
+  // ------------------------------------------------------------ online: visit requests and the SMS outbox
+  let bookingRequest = null;
+  async function loadOnline() {
+    const requests = await VR.api("GET", "/visit-requests");
+    document.getElementById("online-count").textContent = requests.length ? ` ${requests.length}` : "";
+    VR.fillTable(document.getElementById("request-rows"), requests, [
+      (r) => VR.time(r.created_at), (r) => r.case_number, (r) => r.preferred || "未注明", (r) => r.note,
+      (r) => VR.button("确认", async () => {
+        await loadPetitions();
+        const sel = document.getElementById("book-petition");
+        if (![...sel.options].some((o) => Number(o.value) === r.petition_id)) sel.add(new Option(r.case_number, r.petition_id));
+        sel.value = String(r.petition_id);
+        bookingRequest = r;
+        const note = document.getElementById("book-request");
+        note.textContent = `正在为网上预约申请安排时段：${r.case_number}（希望：${r.preferred || "未注明"}）`;
+        note.classList.remove("hidden");
+        document.querySelector("button[data-tab=tab-book]").click();
+      }),
+    ], "暂无待确认的网上预约申请");
+    const messages = await VR.api("GET", "/sms-outbox");
+    VR.fillTable(document.getElementById("sms-rows"), messages, [
+      (m) => VR.time(m.created_at), (m) => m.phone, (m) => m.text,
+      (m) => VR.label("sms_state", m.state) + (m.error ? `：${m.error}` : ""),
+      (m) => (m.state === "sent" ? "" : VR.button("标记已发送", async () => {
+        try { await VR.api("POST", `/sms-outbox/${m.id}/sent`); await loadOnline(); }
+        catch (err) { VR.say(document.getElementById("sms-msg"), VR.describe(err), "error"); }
+      }, true)),
+    ], "暂无短信");
+  }
+  document.querySelector("button[data-tab=tab-online]").addEventListener("click", () => loadOnline().catch((err) => VR.say(document.getElementById("request-msg"), VR.describe(err), "error")));
+  document.addEventListener("vr-notification", () => loadOnline().catch(() => {}));
+
   // ------------------------------------------------------------ receiving courts: the parents of my court
   courts = await VR.api("GET", "/courts");
   const parents = [];
@@ -257,6 +295,6 @@
   fillSelect("walkin-court", parents, (c) => c.name);
   await loadRooms();
   await loadPetitioners();
-  await Promise.all([loadPetitions(), loadJudges(), loadDay(), loadQueue(), loadRoster()]);
+  await Promise.all([loadPetitions(), loadJudges(), loadDay(), loadQueue(), loadRoster(), loadOnline()]);
   document.body.dataset.ready = "1";
 })();
