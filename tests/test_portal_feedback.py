@@ -352,3 +352,18 @@ async def test_complaints_are_routed_to_the_court_above_and_handled_there(
         {"kind": "suggestion", "court_id": world.courts["supreme"], "text": "建议增加夜间接访"},
     )
     assert status == 201 and row["routed_court_id"] == world.courts["supreme"]
+
+
+async def test_the_inbox_page_is_for_the_staff_who_answer_and_the_feedback_page_is_served(
+    make_client: MakeClient, world: World
+) -> None:
+    officer, judge, anonymous = await make_client(), await make_client(), await make_client()
+    await login(officer, "po_a")
+    await login(judge, "judge_a")
+    page = await officer.get("/inbox")
+    assert page.status == 200 and "网上咨询与投诉" in await page.text()
+    assert (await judge.get("/inbox")).status == 403
+    redirected = await anonymous.get("/inbox", allow_redirects=False)
+    assert redirected.status == 302 and redirected.headers["Location"] == "/login?next=/inbox"
+    portal_page = await anonymous.get("/p/feedback")
+    assert portal_page.status == 200 and "/static/portal_feedback.js" in await portal_page.text()

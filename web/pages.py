@@ -11,6 +11,7 @@ from aiohttp import web
 
 from config import vocabulary
 from scheduler.models import Role
+from scheduler.portal.feedback import INBOX_ROLES
 from web.auth import (
     SESSION_COOKIE,
     Principal,
@@ -34,6 +35,8 @@ PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/operator": ("operator.html", frozenset({Role.operator})),
     "/judge": ("judge.html", frozenset({Role.judge})),
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
+    # petitioners' questions and complaints (roles: scheduler.portal.feedback.INBOX_ROLES)
+    "/inbox": ("inbox.html", INBOX_ROLES),
 }
 # One recording's playback; which recordings a role may open is decided by the API.
 PLAYBACK = (r"/archive/visits/{visit_id:[0-9a-f]{32}}", "playback.html", frozenset(Role))
@@ -165,6 +168,12 @@ async def portal_page(request: web.Request) -> web.StreamResponse:
     return _html("portal.html", timezone=request.app[SETTINGS].timezone)
 
 
+async def portal_feedback_page(request: web.Request) -> web.StreamResponse:
+    """The petitioner's questions, ratings, mediation requests and complaints (portal session;
+    the page sends a petitioner without one to ``/p/``)."""
+    return _html("portal_feedback.html", timezone=request.app[SETTINGS].timezone)
+
+
 async def call_page(request: web.Request) -> web.StreamResponse:
     """The staff call view of one visit; who may enter is decided by the signaling."""
     role = await _role(request)
@@ -179,6 +188,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/join", join_page)
     app.router.add_get("/p/", portal_page)
     app.router.add_get("/p", lambda request: _redirect("/p/"))
+    app.router.add_get("/p/feedback", portal_feedback_page)
     app.router.add_get(r"/j/{code:[A-Za-z0-9-]{8,40}}", short_link)
     app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)

@@ -227,6 +227,7 @@ const VR = (() => {
     const HOMES = { admin: "/admin", operator: "/operator", judge: "/judge", archivist: "/archive" };
     const links = HOMES[me.role] === "/archive" ? [["/archive", "录像档案"]]
       : [[HOMES[me.role], "工作台"], ["/archive", "录像档案"]];
+    if (["operator", "petition_officer", "leader", "admin"].includes(me.role)) links.push(["/inbox", "网上咨询与投诉"]);
     for (const [href, text] of links) {
       const a = document.createElement("a");
       a.href = href;
