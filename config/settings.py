@@ -210,7 +210,8 @@ class Settings(BaseModel):
     )
     retention_years_by_category: dict[str, int] = Field(
         default_factory=dict,
-        description='Per petition category, e.g. {"涉诉信访" = 50}; others use retention_years.',
+        description='Per petition category code (case_category), e.g. {"criminal_appeal" = 50}; '
+        "others use retention_years.",
     )
     secret_key: str | None = Field(
         None,

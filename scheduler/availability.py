@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from config.audit import audit_time, record_audit
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_phone
+from scheduler.lifecycle import RECEIVING_ROLES
 from scheduler.models import (
     AvailabilityException,
     Court,
@@ -76,7 +77,7 @@ def _check_period(starts_at: datetime, ends_at: datetime, now: datetime | None =
 async def judge_for_edit(db: AsyncSession, actor: Actor, judge_id: int) -> User:
     """The judge whose hours ``actor`` edits: themself, or any judge for an admin."""
     judge = await db.get(User, judge_id)
-    if judge is None or judge.role is not Role.judge:
+    if judge is None or judge.role not in RECEIVING_ROLES:  # judges, and leaders who receive
         raise NotFoundError(f"法官 {judge_id} 不存在")
     if actor.is_admin or actor.user_id == judge.id:
         return judge

@@ -17,7 +17,9 @@ from config.errors import ConflictError, InvalidError, NotFoundError, Permission
 from config.settings import Settings
 from config.vocabulary import label
 from scheduler.availability import load_calendar, local_span
-from scheduler.lifecycle import OPEN, may_manage
+from scheduler.cases import visits as case_visits
+from scheduler.cases.words import VisitKind
+from scheduler.lifecycle import BOOKABLE_KINDS, OPEN, may_manage, receiver_role
 from scheduler.models import (
     BookingLock,
     Court,
@@ -47,7 +49,8 @@ class Booking:
     receiving: Court
     room: ReceptionRoom
     period: Interval
-    judges: list[User]  # candidates, in order of preference
+    judges: list[User]  # candidates (the kind's receivers), in order of preference
+    kind: VisitKind = VisitKind.reception
 
 
 async def _validate(
@@ -62,6 +65,7 @@ async def _validate(
     starts_at: datetime,
     ends_at: datetime | None,
     now: datetime,
+    kind: VisitKind = VisitKind.reception,
 ) -> Booking:
     if ends_at is None:
         ends_at = starts_at + timedelta(minutes=settings.default_visit_minutes)
@@ -82,31 +86,44 @@ async def _validate(
         raise InvalidError("只能使用本院的接访室", code="room_of_other_court")
     if not room.active:
         raise InvalidError("该接访室已停用", code="room_inactive")
+    if kind not in BOOKABLE_KINDS:
+        raise InvalidError(f"{label(kind)}不通过接访预约安排", code="invalid_kind")
     ancestors = await ancestor_court_ids(db, petition.court_id)
-    if receiving_court_id not in ancestors:
+    if kind is VisitKind.post_judgment:
+        # 判后答疑: the judge of the court that decided the original case answers, which may
+        # be the petitioner's own court; that judge is named, not any judge who is free
+        if receiving_court_id not in (petition.court_id, *ancestors):
+            raise InvalidError(
+                "判后答疑的接访法院须为原审法院（本院或上级法院）", code="not_a_parent_court"
+            )
+        if judge_id is None:
+            raise InvalidError("判后答疑须指定原审法官", code="judge_required")
+    elif receiving_court_id not in ancestors:
         raise InvalidError("接访法院必须是信访人所在法院的上级法院", code="not_a_parent_court")
     receiving = await db.get(Court, receiving_court_id)
     assert receiving is not None
+    role = receiver_role(kind)
     if judge_id is not None:
         judge = await db.get(User, judge_id)
-        if judge is None or judge.role is not Role.judge or not judge.active:
-            raise InvalidError("所选法官不存在或已停用", code="invalid_judge")
+        if judge is None or judge.role is not role or not judge.active:
+            raise InvalidError(
+                f"所选{label(role)}不存在或已停用（{label(kind)}由{label(role)}接访）",
+                code="invalid_judge",
+            )
         if judge.court_id != receiving_court_id:
-            raise InvalidError("所选法官不属于接访法院", code="judge_of_other_court")
+            raise InvalidError(f"所选{label(role)}不属于接访法院", code="judge_of_other_court")
         judges = [judge]
     else:
         judges = list(
             (
                 await db.scalars(
                     select(User)
-                    .where(
-                        User.court_id == receiving_court_id, User.role == Role.judge, User.active
-                    )
+                    .where(User.court_id == receiving_court_id, User.role == role, User.active)
                     .order_by(User.id)
                 )
             ).all()
         )
-    return Booking(petition, receiving, room, Interval(starts_at, ends_at), judges)
+    return Booking(petition, receiving, room, Interval(starts_at, ends_at), judges, kind)
 
 
 async def _check_calendar(db: AsyncSession, settings: Settings, b: Booking) -> list[User]:
@@ -130,7 +147,10 @@ async def _check_calendar(db: AsyncSession, settings: Settings, b: Booking) -> l
         if covered(b.period, [w for d in local_days(first, last) for w in cal.judge_day(j.id, d)])
     ]
     if not fitting:
-        raise InvalidError("所选时间不在法官的接访时间内", code="outside_reception_hours")
+        raise InvalidError(
+            f"所选时间不在{label(receiver_role(b.kind))}的接访时间内",
+            code="outside_reception_hours",
+        )
     return fitting
 
 
@@ -218,6 +238,13 @@ async def booking_petition(db: AsyncSession, actor: Actor, petition_id: int) -> 
     return petition
 
 
+async def open_case(db: AsyncSession, actor: Actor, petition_id: int) -> Petition:
+    """The case a visit is booked from: visible to ``actor`` and not closed (409)."""
+    petition = await booking_petition(db, actor, petition_id)
+    case_visits.require_open_case(petition)
+    return petition
+
+
 @dataclass
 class BookingPlan:
     """A validated booking, ready to be written: what :func:`plan_booking` found."""
@@ -241,10 +268,11 @@ async def plan_booking(
     starts_at: datetime,
     ends_at: datetime | None = None,
     now: datetime | None = None,
+    kind: VisitKind = VisitKind.reception,
 ) -> BookingPlan:
     """Every check that only reads: scope, rules, calendars. Needs no write lock."""
     now = now or utcnow()
-    petition = await booking_petition(db, actor, petition_id)
+    petition = await open_case(db, actor, petition_id)
     b = await _validate(
         db,
         actor,
@@ -256,6 +284,7 @@ async def plan_booking(
         starts_at=starts_at,
         ends_at=ends_at,
         now=now,
+        kind=kind,
     )
     candidates = await _check_calendar(db, settings, b)
     operators = set(
@@ -299,6 +328,7 @@ async def commit_booking(
             ends_at=b.period.end,
             booked_by=actor.user_id,
             walk_in=walk_in,
+            kind=b.kind,
         )
         if checkin is not None:
             visit.checkin_document_type, visit.checkin_document_masked = checkin
@@ -334,12 +364,23 @@ async def commit_booking(
             judge_id=judge.id,
             room_id=b.room.id,
             starts_at=audit_time(b.period.start, settings.tz),
+            kind=b.kind.value,
+        )
+        await case_visits.visit_booked(
+            db,
+            actor,
+            settings,
+            visit=visit,
+            petition=petition,
+            receiver=judge,
+            receiving=b.receiving,
         )
         await notify(
             db,
             (plan.operators | {judge.id}) - {actor.user_id},
             kind="visit_booked",
-            title=f"新预约：{petition.number}",
+            title=f"新预约：{petition.number}"
+            + ("" if b.kind is VisitKind.reception else f"（{label(b.kind)}）"),
             body=f"{local_text(b.period.start, settings)} · {b.room.name}",
             visit_id=visit.id,
         )
@@ -362,6 +403,7 @@ async def book_visit(
     state: VisitState = VisitState.scheduled,
     walk_in: bool = False,
     checkin: tuple[str, str] | None = None,
+    kind: VisitKind = VisitKind.reception,
 ) -> Visit:
     """Book a visit in one session; 409 with the conflicting visits when a judge, room or
     petitioner is taken. Without ``judge_id`` the first free judge of the court receives."""
@@ -376,6 +418,7 @@ async def book_visit(
         starts_at=starts_at,
         ends_at=ends_at,
         now=now,
+        kind=kind,
     )
     return await commit_booking(
         db, actor, settings, plan, state=state, walk_in=walk_in, checkin=checkin
@@ -415,6 +458,7 @@ async def reschedule_visit(
         starts_at=starts_at,
         ends_at=ends_at,
         now=now,
+        kind=visit.kind,
     )
     candidates = await _check_calendar(db, settings, b)
     judge = candidates[0]
@@ -487,24 +531,27 @@ async def find_free_slots(
     days: int,
     limit: int,
     now: datetime | None = None,
+    kind: VisitKind = VisitKind.reception,
 ) -> list[FreeSlot]:
-    """The earliest free slots that fit the room, over ``days`` local days."""
+    """The earliest free slots that fit the room, over ``days`` local days; the receivers
+    are the kind's (judges, or court leaders for 领导接访)."""
     now = now or utcnow()
     tz = settings.tz
     room = await db.get(ReceptionRoom, room_id)
     if room is None:
         raise NotFoundError(f"接访室 {room_id} 不存在")
+    role = receiver_role(kind)
     if judge_id is not None:
         judge = await db.get(User, judge_id)
-        if judge is None or judge.role is not Role.judge:
-            raise NotFoundError(f"法官 {judge_id} 不存在")
+        if judge is None or judge.role is not role:
+            raise NotFoundError(f"{label(role)} {judge_id} 不存在")
         judges = [judge] if judge.active else []
     elif receiving_court_id is not None:
         judges = list(
             (
                 await db.scalars(
                     select(User).where(
-                        User.court_id == receiving_court_id, User.role == Role.judge, User.active
+                        User.court_id == receiving_court_id, User.role == role, User.active
                     )
                 )
             ).all()

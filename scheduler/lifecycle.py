@@ -29,6 +29,9 @@ from config.errors import ConflictError, InvalidError, PermissionDeniedError
 from config.privacy import mask_id_number
 from config.settings import Settings
 from config.vocabulary import EndReason, ParticipantRole, label
+from scheduler.cases import visits as case_visits
+from scheduler.cases.models import CaseEvent
+from scheduler.cases.words import VisitKind, VisitOutcome
 from scheduler.models import (
     BookingLock,
     Petition,
@@ -79,15 +82,35 @@ class Action(enum.StrEnum):
     end = "end"  # end the visit for everyone
     cancel = "cancel"
     manage = "manage"  # check in, reschedule, issue the petitioner's code, send to the lobby
+    outcome = "outcome"  # record the visit's outcome on the case's timeline
 
 
 # ---------------------------------------------------------------- entitlement
 
 
+# Who receives a visit of each kind a court books (its "judge"): a court leader receives a
+# 领导接访; a judge every other kind (判后答疑: the original trial judge). Meetings and
+# on-site receptions have their own rules and are not booked through this table.
+RECEIVER: dict[VisitKind, Role] = {
+    VisitKind.reception: Role.judge,
+    VisitKind.post_judgment: Role.judge,
+    VisitKind.leader: Role.leader,
+}
+BOOKABLE_KINDS = frozenset(RECEIVER)
+RECEIVING_ROLES = frozenset(RECEIVER.values())
+
+
+def receiver_role(kind: VisitKind) -> Role:
+    """The role of whoever receives a visit of ``kind`` (judges for kinds without a row)."""
+    return RECEIVER.get(kind, Role.judge)
+
+
 def is_visit_judge(actor: Actor, visit: Visit) -> bool:
-    """THE judge rule: a visit's judge is the judge assigned to it; a visit with no judge
-    assigned is received by any judge of its receiving court."""
-    if actor.role is not Role.judge or actor.user_id is None:
+    """THE judge rule: a visit's judge is the receiver assigned to it; a visit with none
+    assigned is received by any receiver of its receiving court. The receiver's role follows
+    the visit's kind (:data:`RECEIVER`): a leader for 领导接访, a judge otherwise — so a judge
+    never receives a leader's visit, nor a leader a judge's."""
+    if actor.role is not receiver_role(visit.kind) or actor.user_id is None:
         return False
     if visit.judge_id is not None:
         return visit.judge_id == actor.user_id
@@ -106,7 +129,7 @@ def may(actor: Actor, action: Action, visit: Visit) -> bool:
     operator = is_booking_operator(actor, visit)
     if action is Action.enter:
         return judge or operator
-    if action is Action.admit:
+    if action in (Action.admit, Action.outcome):
         return judge
     if action is Action.end:
         return system or actor.is_admin or judge or operator
@@ -133,6 +156,7 @@ def require(actor: Actor, action: Action, visit: Visit) -> None:
             Action.end: "只有本次接访的接访法官或预约法院的操作员可以结束接访",
             Action.cancel: "只有本次接访的接访法官或预约法院的操作员可以取消",
             Action.manage: "只有本院操作员可以修改此预约",
+            Action.outcome: "只有本次接访的接访法官可以记录接访结果",
         }[action]
     )
 
@@ -193,6 +217,7 @@ async def cancel_visit(
     require(actor, Action.cancel, visit)
     await transition(db, actor, visit, VisitState.cancelled, reason=reason)
     visit.cancel_reason = reason
+    await case_visits.visit_cancelled(db, actor, settings, visit, reason)
     petition = await db.get(Petition, visit.petition_id)
     starts = local_text(visit.starts_at, settings) if visit.starts_at else ""
     await notify(
@@ -350,6 +375,16 @@ async def change_state(
         await transition(db, actor, visit, to, **detail)
         return visit
     raise InvalidError("请使用签到或取消接口", code="use_specific_route")
+
+
+async def record_outcome(
+    db: AsyncSession, actor: Actor, visit_id: str, outcome: VisitOutcome, text: str
+) -> CaseEvent:
+    """The visit's judge records an outcome (释法明理, 引导诉讼 …) on the case's timeline,
+    while the visit is in progress or after it ended; each is a new entry."""
+    visit = await visible_visit(db, actor, visit_id)
+    require(actor, Action.outcome, visit)
+    return case_visits.record_outcome(db, actor, visit, outcome, text)
 
 
 # ---------------------------------------------------------------- vanished judges

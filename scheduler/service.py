@@ -17,6 +17,7 @@ from config.audit import record_audit
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_id_number, resident_id_valid
 from scheduler.accounts import hash_password, password_problem
+from scheduler.cases.words import CaseCategory
 from scheduler.models import (
     Court,
     CourtLevel,
@@ -163,8 +164,6 @@ async def _check_role_court(session: AsyncSession, role: Role, court_id: int | N
         raise InvalidError(f"法院 {court_id} 不存在", code="invalid_court")
     if role is Role.operator and court.level is not CourtLevel.basic:
         raise InvalidError("操作员只能属于基层人民法院", code="invalid_court")
-    if role is Role.judge and court.level is CourtLevel.basic:
-        raise InvalidError("接访法官须属于上级法院（中级及以上）", code="invalid_court")
 
 
 async def list_users(
@@ -505,7 +504,7 @@ async def create_petition(
     *,
     petitioner_id: int,
     number: str,
-    category: str,
+    category: CaseCategory,
     summary: str,
     judgment_ref: str,
 ) -> Petition:

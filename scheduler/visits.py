@@ -76,10 +76,18 @@ async def visible_visit(db: AsyncSession, actor: Actor, visit_id: str) -> Visit:
     return visit
 
 
+def _receives(actor: Actor) -> bool:
+    """Whether ``actor`` is of a role that receives visits (judges, court leaders): they
+    see the visits addressed to their court."""
+    from scheduler.lifecycle import RECEIVING_ROLES  # lifecycle builds on this module
+
+    return actor.role in RECEIVING_ROLES
+
+
 async def _may_see(db: AsyncSession, actor: Actor, visit: Visit) -> bool:
     if actor.is_admin:
         return True
-    if actor.role is Role.judge:
+    if _receives(actor):
         return visit.receiving_court_id == actor.court_id
     scope = await court_scope(db, actor)
     return (
@@ -106,7 +114,7 @@ async def list_visits(
     """Visits in ``actor``'s scope, by local day(s) (or starting ``before`` an instant)
     and filters, earliest first."""
     stmt = select(Visit)
-    if actor.role is Role.judge:
+    if _receives(actor):
         stmt = stmt.where(Visit.receiving_court_id == actor.court_id)
     else:
         scope = await court_scope(db, actor)

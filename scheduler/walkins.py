@@ -15,7 +15,7 @@ from config.db import utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError
 from config.privacy import mask_id_number
 from config.settings import Settings
-from scheduler.booking import book_visit, booking_petition
+from scheduler.booking import book_visit, open_case
 from scheduler.models import Role, Visit, VisitState, WalkIn, WalkInStatus
 from scheduler.scope import Actor, court_scope
 
@@ -48,7 +48,7 @@ async def walk_in(
 ) -> WalkInResult:
     """Start a visit now with a free judge on duty, or queue for the next free one."""
     now = now or utcnow()
-    petition = await booking_petition(db, actor, petition_id)
+    petition = await open_case(db, actor, petition_id)
     masked = mask_id_number(document_number.strip().upper())
     start = next_unit(now)
     try:

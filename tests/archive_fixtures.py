@@ -54,7 +54,7 @@ async def add_visit(
     number: str,
     petitioner: str,
     id_number: str,
-    category: str = "涉诉信访",
+    category: str = "other",
     starts_at: datetime | None = None,
 ) -> str:
     """An ended visit of a new petitioner and petition (straight into the tables)."""

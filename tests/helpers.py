@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler import service
+from scheduler.cases.words import CaseCategory
 from scheduler.models import CourtLevel, IdType, Role
 from scheduler.scope import SYSTEM_ACTOR
 
@@ -222,7 +223,7 @@ async def seed_booking(db: AsyncSession, world: World, petitions_a: int = 10) ->
                 SYSTEM_ACTOR,
                 petitioner_id=p.id,
                 number=f"{court.upper()}-{i}",
-                category="执行",
+                category=CaseCategory.enforcement,
                 summary="请求",
                 judgment_ref="",
             )

@@ -100,7 +100,7 @@ async def people(make_client: MakeClient, world: World) -> dict[str, object]:
             json={
                 "petitioner_id": petitioner["id"],
                 "number": f"P-{court}",
-                "category": "执行",
+                "category": "enforcement",
                 "summary": "请求执行",
             },
             headers={"X-CSRF-Token": csrf},
@@ -151,7 +151,7 @@ async def test_court_scope_of_each_role(
     assert r.status == 403
     r = await op_a.post(
         "/api/v1/petitions",
-        json={"petitioner_id": pb, "number": "X", "category": "c", "summary": "s"},
+        json={"petitioner_id": pb, "number": "X", "category": "other", "summary": "s"},
         headers={"X-CSRF-Token": csrf},
     )
     assert r.status == 404

@@ -590,7 +590,7 @@ async def test_booking_shows_id_and_phone_only_masked_in_lists_logs_and_audit(
             json={
                 "petitioner_id": petitioner["id"],
                 "number": "（2026）京0108信99号",
-                "category": "执行",
+                "category": "enforcement",
                 "summary": f"来电 {PHONE}，证件 {ID_NUMBER}",
             },
         )

@@ -52,7 +52,7 @@ async def db(world: World, migrated: Settings):  # type: ignore[no-untyped-def]
             court_id=world.courts["basic_a"],
             petitioner_id=petitioner.id,
             number="P-1",
-            category="其他",
+            category="other",
             summary="s",
         )
         session.add(petition)

@@ -20,6 +20,7 @@ from config.vocabulary import EndReason
 from recorder.models import Recording, RecordingState
 from scheduler import booking as bk
 from scheduler import lifecycle
+from scheduler.cases.words import VisitKind
 from scheduler.lifecycle import Action, may
 from scheduler.models import (
     Notification,
@@ -36,55 +37,109 @@ from web.keys import GATEWAY
 
 JUDGE, OTHER_JUDGE, FAR_JUDGE = 11, 12, 13
 OPERATOR, FAR_OPERATOR, ARCHIVIST, ADMIN = 21, 22, 31, 41
+LEADER, OTHER_LEADER, FAR_LEADER = 51, 52, 53
 BOOKING_COURT, RECEIVING_COURT, OTHER_COURT = 1, 2, 3
 
 ACTORS = {
     "assigned judge": Actor(JUDGE, "j", Role.judge, RECEIVING_COURT),
     "other judge, same court": Actor(OTHER_JUDGE, "j2", Role.judge, RECEIVING_COURT),
     "judge of another court": Actor(FAR_JUDGE, "j3", Role.judge, OTHER_COURT),
+    "assigned leader": Actor(LEADER, "l", Role.leader, RECEIVING_COURT),
+    "other leader, same court": Actor(OTHER_LEADER, "l2", Role.leader, RECEIVING_COURT),
+    "leader of another court": Actor(FAR_LEADER, "l3", Role.leader, OTHER_COURT),
     "operator, booking court": Actor(OPERATOR, "o", Role.operator, BOOKING_COURT),
     "operator, other court": Actor(FAR_OPERATOR, "o2", Role.operator, OTHER_COURT),
     "archivist": Actor(ARCHIVIST, "a", Role.archivist, RECEIVING_COURT),
     "admin": Actor(ADMIN, "ad", Role.admin, None),
     "system": SYSTEM_ACTOR,
 }
-# (actor, judge assigned?) → the actions allowed, in the order enter, admit, end, cancel, manage
-TABLE: dict[tuple[str, bool], str] = {
-    ("assigned judge", True): "enter admit end cancel",
-    ("other judge, same court", True): "",
-    ("judge of another court", True): "",
-    ("operator, booking court", True): "enter end cancel manage",
-    ("operator, other court", True): "",
-    ("archivist", True): "",
-    ("admin", True): "end cancel manage",
-    ("system", True): "end cancel manage",
+RECEIVES = "enter admit end cancel outcome"
+STAFF = {  # the same whatever the kind
+    "operator, booking court": "enter end cancel manage",
+    "operator, other court": "",
+    "archivist": "",
+    "admin": "end cancel manage",
+    "system": "end cancel manage",
+}
+# (actor, receiver assigned?, kind) → the actions allowed (enter, admit, end, cancel, manage,
+# outcome). The receiver's role follows the kind: a court leader receives a 领导接访 (kind
+# leader), a judge every other kind — never the other way round.
+TABLE: dict[tuple[str, bool, str], str] = {
+    **{
+        (who, assigned, kind): allowed
+        for who, allowed in STAFF.items()
+        for assigned in (True, False)
+        for kind in ("reception", "post_judgment", "leader")
+    },
+    # a judge's visit (reception; post_judgment the same), the judge assigned
+    ("assigned judge", True, "reception"): RECEIVES,
+    ("other judge, same court", True, "reception"): "",
+    ("judge of another court", True, "reception"): "",
+    ("assigned leader", True, "reception"): "",  # a leader is no judge of a judge's visit
+    ("other leader, same court", True, "reception"): "",
+    ("leader of another court", True, "reception"): "",
+    ("assigned judge", True, "post_judgment"): RECEIVES,
+    ("other judge, same court", True, "post_judgment"): "",
+    ("judge of another court", True, "post_judgment"): "",
+    ("assigned leader", True, "post_judgment"): "",
+    ("other leader, same court", True, "post_judgment"): "",
+    ("leader of another court", True, "post_judgment"): "",
     # no judge assigned: any judge of the receiving court receives
-    ("assigned judge", False): "enter admit end cancel",
-    ("other judge, same court", False): "enter admit end cancel",
-    ("judge of another court", False): "",
-    ("operator, booking court", False): "enter end cancel manage",
-    ("operator, other court", False): "",
-    ("archivist", False): "",
-    ("admin", False): "end cancel manage",
-    ("system", False): "end cancel manage",
+    ("assigned judge", False, "reception"): RECEIVES,
+    ("other judge, same court", False, "reception"): RECEIVES,
+    ("judge of another court", False, "reception"): "",
+    ("assigned leader", False, "reception"): "",
+    ("other leader, same court", False, "reception"): "",
+    ("leader of another court", False, "reception"): "",
+    ("assigned judge", False, "post_judgment"): RECEIVES,
+    ("other judge, same court", False, "post_judgment"): RECEIVES,
+    ("judge of another court", False, "post_judgment"): "",
+    ("assigned leader", False, "post_judgment"): "",
+    ("other leader, same court", False, "post_judgment"): "",
+    ("leader of another court", False, "post_judgment"): "",
+    # 领导接访, the leader assigned: the leader receives, no judge does
+    ("assigned leader", True, "leader"): RECEIVES,
+    ("other leader, same court", True, "leader"): "",
+    ("leader of another court", True, "leader"): "",
+    ("assigned judge", True, "leader"): "",
+    ("other judge, same court", True, "leader"): "",
+    ("judge of another court", True, "leader"): "",
+    # 领导接访 with no leader assigned: any leader of the receiving court, still no judge
+    ("assigned leader", False, "leader"): RECEIVES,
+    ("other leader, same court", False, "leader"): RECEIVES,
+    ("leader of another court", False, "leader"): "",
+    ("assigned judge", False, "leader"): "",
+    ("other judge, same court", False, "leader"): "",
+    ("judge of another court", False, "leader"): "",
 }
 
 
-@pytest.mark.parametrize(("who", "assigned"), sorted(TABLE))
-def test_the_one_judge_rule_and_every_action_as_a_table(who: str, assigned: bool) -> None:
+def test_the_table_names_every_actor_kind_and_assignment() -> None:
+    kinds = {k.value for k in lifecycle.BOOKABLE_KINDS}
+    assert set(TABLE) == {(w, a, k) for w in ACTORS for a in (True, False) for k in kinds}
+
+
+@pytest.mark.parametrize(("who", "assigned", "kind"), sorted(TABLE))
+def test_the_one_judge_rule_and_every_action_as_a_table(
+    who: str, assigned: bool, kind: str
+) -> None:
+    receiver = LEADER if kind == "leader" else JUDGE
     visit = Visit(
         id="0" * 32,
         petition_id=1,
         court_id=BOOKING_COURT,
         receiving_court_id=RECEIVING_COURT,
-        judge_id=JUDGE if assigned else None,
+        judge_id=receiver if assigned else None,
         state=VisitState.in_progress,
+        kind=VisitKind(kind),
     )
     actor = ACTORS[who]
     allowed = {a.value for a in Action if may(actor, a, visit)}
-    assert allowed == set(TABLE[who, assigned].split()), (who, assigned)
+    assert allowed == set(TABLE[who, assigned, kind].split()), (who, assigned, kind)
     expected_role = (
-        None if "enter" not in allowed else ("judge" if actor.role is Role.judge else "operator")
+        None
+        if "enter" not in allowed
+        else ("judge" if actor.role in lifecycle.RECEIVING_ROLES else "operator")
     )
     role = lifecycle.room_role(actor, visit)
     assert (role.value if role else None) == expected_role

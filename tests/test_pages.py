@@ -26,7 +26,11 @@ async def test_favicon_is_an_svg_served_at_favicon_ico(client: TestClient) -> No
 async def test_every_page_links_the_favicon(make_client: MakeClient, world: World) -> None:
     anonymous = await make_client()
     seen = set()
-    for path, template in (("/login", "login.html"), ("/join", "join.html")):
+    for path, template in (
+        ("/login", "login.html"),
+        ("/join", "join.html"),
+        ("/p/", "portal.html"),
+    ):
         html = await (await anonymous.get(path)).text()
         assert ICON_LINK in html, path
         seen.add(template)

@@ -4,7 +4,9 @@ portal session, online petitions, following a case and asking for a video visit.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +16,7 @@ from typing import Any
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 from PIL import Image
+from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -527,3 +530,80 @@ async def test_on_the_day_the_petitioner_gets_a_visit_code_that_opens_the_visit(
         )
     lookup = await client.post("/api/v1/visit-codes/lookup", json={"code": issued.code})
     assert lookup.status == 200 and (await lookup.json())["visit_id"] == visit.id
+
+
+async def test_the_portal_page_has_no_inline_script_or_style(client: TestClient) -> None:
+    resp = await client.get("/p/")
+    html = await resp.text()
+    assert resp.status == 200 and "script-src 'self'" in resp.headers["Content-Security-Policy"]
+    assert "<style" not in html and " style=" not in html
+    assert all('src="/' in tag for tag in re.findall(r"<script[^>]*>", html))
+    assert 'capture="environment"' in html and 'accept="image/*"' in html
+    assert (await client.get("/p", allow_redirects=False)).headers["Location"] == "/p/"
+
+
+# ---------------------------------------------------------------- the SMS webhook gateway
+
+
+async def _webhook_app(
+    aiohttp_server: Any, migrated: Settings, answers: list[int]
+) -> tuple[TestClient, list[tuple[dict[str, Any], str]]]:
+    """The portal on an app whose SMS goes to a fake court SMS platform answering
+    ``answers`` in turn (then 200)."""
+    from aiohttp import web
+
+    from web.app import create_app
+
+    received: list[tuple[dict[str, Any], str]] = []
+
+    async def platform(request: web.Request) -> web.Response:
+        received.append((await request.json(), request.headers.get("X-Signature", "")))
+        status = answers.pop(0) if answers else 200
+        return web.Response(status=status, text="ok")
+
+    sms_app = web.Application()
+    sms_app.router.add_post("/sms", platform)
+    sms_server = await aiohttp_server(sms_app)
+    settings = migrated.model_copy(
+        update={
+            "sms_webhook_url": str(sms_server.make_url("/sms")),
+            "sms_webhook_secret": SecretStr("webhook-secret"),
+        }
+    )
+    server = await aiohttp_server(create_app(settings))
+    client = TestClient(server)
+    await client.start_server()
+    return client, received
+
+
+async def test_webhook_gateway_posts_signed_json_and_retries(
+    aiohttp_server: Any, migrated: Settings, world: World
+) -> None:
+    client, received = await _webhook_app(aiohttp_server, migrated, [503])
+    try:
+        assert (await client.post("/api/v1/portal/code", json=who())).status == 201
+        assert len(received) == 2  # the first answer was 503: retried
+        body, signature = received[-1]
+        assert body["phone"] == PHONE and "验证码为" in body["text"]
+        raw = json.dumps(body, ensure_ascii=False).encode()
+        assert signature == "sha256=" + hmac.new(b"webhook-secret", raw, hashlib.sha256).hexdigest()
+        await login(client, "op_a")
+        rows = await (await client.get("/api/v1/sms-outbox")).json()
+        assert rows[0]["state"] == "sent" and rows[0]["attempts"] == 2
+    finally:
+        await client.close()
+
+
+async def test_webhook_failures_are_kept_with_the_error(
+    aiohttp_server: Any, migrated: Settings, world: World
+) -> None:
+    client, received = await _webhook_app(aiohttp_server, migrated, [500, 500, 500])
+    try:
+        assert (await client.post("/api/v1/portal/code", json=who())).status == 201
+        assert len(received) == 3
+        await login(client, "op_a")
+        row = (await (await client.get("/api/v1/sms-outbox")).json())[0]
+        assert row["state"] == "failed" and "HTTP 500" in row["error"]
+        assert "3 次均未接收" in row["error"]
+    finally:
+        await client.close()

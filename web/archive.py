@@ -20,6 +20,7 @@ from sqlalchemy.orm import aliased
 
 from config.errors import NotFoundError
 from config.privacy import mask_id_number
+from config.vocabulary import label_of
 from recorder.models import Recording, RecordingState, RecordingText
 from recorder.search import Term, dialect_of, line_matches, some_lines
 from scheduler.models import Court, Petition, Petitioner, Role, User, Visit
@@ -122,7 +123,7 @@ class Found:
     recording: Recording
     visit: Visit
     number: str
-    category: str
+    category: str  # the label (case_category vocabulary)
     court_name: str
     receiving_court_name: str
     judge_name: str
@@ -354,7 +355,7 @@ async def search(
                 recording=r[0],
                 visit=r[1],
                 number=r[2],
-                category=r[3],
+                category=category_name(r[3]),
                 court_name=r[4],
                 receiving_court_name=r[5],
                 judge_name=r[6] or "",
@@ -369,6 +370,11 @@ async def search(
     )
 
 
+def category_name(code: str) -> str:
+    """A case category as people read it (民事再审申请, not civil_retrial)."""
+    return label_of("case_category", code)
+
+
 async def describe(db: AsyncSession, visit_id: str) -> dict[str, Any] | None:
     """The names the pages, the composite's overlay and the case file show of a visit."""
     stmt, _, _ = named(Petition.summary)
@@ -378,7 +384,7 @@ async def describe(db: AsyncSession, visit_id: str) -> dict[str, Any] | None:
     return {
         "petition_summary": row[0],
         "petition_number": row[1],
-        "petition_category": row[2],
+        "petition_category": category_name(row[2]),
         "court_name": row[3],
         "receiving_court_name": row[4],
         "judge_name": row[5] or "",

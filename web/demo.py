@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler import availability, service
+from scheduler.cases.words import CaseCategory
 from scheduler.models import Court, CourtLevel, IdType, Role, User
 from scheduler.scope import SYSTEM_ACTOR
 
@@ -110,7 +111,7 @@ async def create_demo_data(db: AsyncSession, password_min_length: int) -> list[D
         SYSTEM_ACTOR,
         petitioner_id=petitioner.id,
         number="（2026）京0108信1号",
-        category="申请再审",
+        category=CaseCategory.civil_retrial,
         summary="对一审民事判决不服，申请再审。",
         judgment_ref="（2025）京0108民初123号",
     )

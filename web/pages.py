@@ -33,7 +33,7 @@ SOCKET_IO_CLIENT = (
 PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/admin": ("admin.html", frozenset({Role.admin})),
     "/operator": ("operator.html", frozenset({Role.operator})),
-    "/judge": ("judge.html", frozenset({Role.judge})),
+    "/judge": ("judge.html", frozenset({Role.judge, Role.leader})),
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
     # petitioners' questions and complaints (roles: scheduler.portal.feedback.INBOX_ROLES)
     "/inbox": ("inbox.html", INBOX_ROLES),
@@ -93,10 +93,6 @@ async def page_principal(request: web.Request) -> Principal | None:
         async with database.writer() as db:
             await touch_session(db, principal.session_id)
     return principal
-
-
-async def _redirect(location: str) -> web.StreamResponse:
-    raise web.HTTPFound(location)
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -168,6 +164,10 @@ async def portal_page(request: web.Request) -> web.StreamResponse:
     return _html("portal.html", timezone=request.app[SETTINGS].timezone)
 
 
+async def portal_redirect(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/p/")
+
+
 async def portal_feedback_page(request: web.Request) -> web.StreamResponse:
     """The petitioner's questions, ratings, mediation requests and complaints (portal session;
     the page sends a petitioner without one to ``/p/``)."""
@@ -179,7 +179,7 @@ async def call_page(request: web.Request) -> web.StreamResponse:
     role = await _role(request)
     if role is None:
         raise web.HTTPFound("/login?next=" + request.path)
-    if role not in (Role.judge, Role.operator):
+    if role not in (Role.judge, Role.leader, Role.operator):
         return _html("forbidden.html", status=403)
     return _html("call.html", timezone=request.app[SETTINGS].timezone)
 
@@ -187,7 +187,7 @@ async def call_page(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/join", join_page)
     app.router.add_get("/p/", portal_page)
-    app.router.add_get("/p", lambda request: _redirect("/p/"))
+    app.router.add_get("/p", portal_redirect)
     app.router.add_get("/p/feedback", portal_feedback_page)
     app.router.add_get(r"/j/{code:[A-Za-z0-9-]{8,40}}", short_link)
     app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)

@@ -6,9 +6,10 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, Field, model_validator
 
 from config.privacy import mask_phone
+from scheduler.cases.words import CaseState, VisitKind, VisitOutcome
 from scheduler.models import (
     AvailabilityException,
     CalendarFeed,
@@ -24,7 +25,7 @@ from scheduler.models import (
     VisitState,
     WalkIn,
 )
-from web.schemas import Answer, Body, Id, OptionalText128, Phone, Query, Text64
+from web.schemas import Answer, Body, Id, OptionalText128, OptionalText2000, Phone, Query, Text64
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
 
@@ -180,6 +181,12 @@ class CourtQuery(Query):
     court_id: Id
 
 
+class ReceiverQuery(CourtQuery):
+    """The receivers of a court for a kind of visit: judges, or leaders for 领导接访."""
+
+    kind: VisitKind = VisitKind.reception
+
+
 # ---------------------------------------------------------------- roster
 
 
@@ -242,12 +249,43 @@ class OnDutyQuery(Query):
 
 
 class VisitIn(Body):
+    """A visit booked from a case (``petition_id``); ``kind`` one the court books:
+    reception (视频接访), post_judgment (判后答疑: ``judge_id`` names the original trial
+    judge) or leader (领导接访: ``judge_id``, if given, is a court leader)."""
+
     petition_id: Id
     receiving_court_id: Id
     judge_id: Id | None = None
     room_id: Id
     starts_at: AwareDatetime
     ends_at: AwareDatetime | None = None
+    kind: VisitKind = VisitKind.reception
+
+
+class OutcomeIn(Body):
+    """An outcome of the visit (visit_outcome vocabulary) and what was said or decided;
+    ``other`` (其他) says what in ``text``."""
+
+    outcome: VisitOutcome
+    text: OptionalText2000 = ""
+
+    @model_validator(mode="after")
+    def _other_says_what(self) -> OutcomeIn:
+        if self.outcome is VisitOutcome.other and not self.text:
+            raise ValueError("接访结果为“其他”时须填写说明")
+        return self
+
+
+class OutcomeOut(Answer):
+    """One outcome of a visit, an entry of its case's timeline."""
+
+    id: int
+    at: datetime
+    visit_id: str
+    outcome: VisitOutcome
+    outcome_name: str
+    text: str
+    actor_name: str
 
 
 class RescheduleIn(Body):
@@ -297,8 +335,12 @@ class VisitOut(Answer):
     room_name: str | None
     petition_id: int
     petition_number: str
-    petition_category: str
+    petition_category: str  # a code of case_category
+    petition_category_name: str
+    petition_state: CaseState
     petitioner_name: str
+    kind: VisitKind
+    kind_name: str
     walk_in: bool
     cancel_reason: str
     checkin_document_type: str
@@ -307,6 +349,7 @@ class VisitOut(Answer):
     recording_progress: int | None = None
     recording_note: str = ""  # a failure, or "转写不可用：…"
     can_end: bool = False  # the caller may end it now (scheduler/lifecycle.py decides)
+    can_record_outcome: bool = False  # the caller is the visit's judge (lifecycle decides)
 
 
 class VisitEventOut(Answer):
@@ -340,6 +383,7 @@ class VisitQuery(Query):
 
 
 class FreeSlotQuery(Query):
+    kind: VisitKind = VisitKind.reception
     room_id: Id
     receiving_court_id: Id | None = None
     judge_id: Id | None = None

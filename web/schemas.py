@@ -11,6 +11,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from config.privacy import mask_id_number, mask_phone
+from scheduler.cases.words import CaseCategory, CaseState
 from scheduler.models import (
     Court,
     CourtLevel,
@@ -66,6 +67,11 @@ OptionalText128 = Annotated[
 LongText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=4000),
+    AfterValidator(_printable),
+]
+OptionalText2000 = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=0, max_length=2000),
     AfterValidator(_printable),
 ]
 
@@ -329,12 +335,15 @@ class PetitionerQuery(PageQuery):
 class PetitionIn(Body):
     petitioner_id: Id
     number: Text64
-    category: Text32
+    category: CaseCategory  # a code of the case_category vocabulary
     summary: LongText
     judgment_ref: OptionalText128 = ""
 
 
 class PetitionOut(Answer):
+    """A case (信访件) as the lists show it: its category and state are codes of the
+    ``case_category`` and ``case_state`` vocabularies (labels in /vocabulary.js)."""
+
     id: int
     court_id: int
     petitioner_id: int
@@ -343,6 +352,7 @@ class PetitionOut(Answer):
     summary: str
     judgment_ref: str
     created_at: datetime
+    state: CaseState
 
     @classmethod
     def of(cls, p: Petition) -> PetitionOut:

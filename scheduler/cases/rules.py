@@ -53,6 +53,9 @@ class CaseAction(enum.StrEnum):
 
 CLOSED = frozenset({CaseState.guided, CaseState.resolved, CaseState.terminated})
 OPEN = frozenset(s for s in CaseState if s not in CLOSED)
+# Cases that take no new video visit until reopened (已化解, 已终结); a case guided to a legal
+# procedure still may (判后答疑, 释法明理).
+NO_VISITS = frozenset({CaseState.resolved, CaseState.terminated})
 # Cases whose current node has a deadline that may pass.
 WATCHED = OPEN | {CaseState.resolved}
 

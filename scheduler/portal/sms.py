@@ -31,21 +31,25 @@ from scheduler.portal.models import SmsMessage, SmsState
 class SmsError(Exception):
     """The gateway could not deliver a message; the text is kept on the row."""
 
+    def __init__(self, message: str, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
 
 class SmsGateway(Protocol):
-    """Delivers one message or raises :class:`SmsError`. ``None`` from :meth:`send` means
-    the message waits in the outbox (nothing was handed over)."""
+    """Delivers one message or raises :class:`SmsError`."""
 
-    async def send(self, message_id: int, phone: str, text: str) -> bool:
-        """True: handed over (the row becomes ``sent``); False: it stays ``queued``."""
+    async def send(self, message_id: int, phone: str, text: str) -> int:
+        """How many attempts handing it over took (the row becomes ``sent``); 0: nothing
+        was handed over, it stays ``queued`` in the outbox."""
         ...
 
 
 class OutboxGateway:
     """The default: messages wait in the outbox for an operator to relay them."""
 
-    async def send(self, message_id: int, phone: str, text: str) -> bool:
-        return False
+    async def send(self, message_id: int, phone: str, text: str) -> int:
+        return 0
 
 
 class WebhookGateway:
@@ -59,7 +63,7 @@ class WebhookGateway:
         self.attempts = attempts
         self.backoff = backoff
 
-    async def send(self, message_id: int, phone: str, text: str) -> bool:
+    async def send(self, message_id: int, phone: str, text: str) -> int:
         body = json.dumps({"id": message_id, "phone": phone, "text": text}, ensure_ascii=False)
         raw = body.encode()
         signature = "sha256=" + hmac.new(self.secret, raw, hashlib.sha256).hexdigest()
@@ -75,11 +79,11 @@ class WebhookGateway:
                     http.post(self.url, data=raw, headers=headers) as answer,
                 ):
                     if 200 <= answer.status < 300:
-                        return True
+                        return attempt + 1
                     errors.append(f"HTTP {answer.status}")
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 errors.append(type(exc).__name__ + (f": {exc}" if str(exc) else ""))
-        raise SmsError(f"短信平台 {self.attempts} 次均未接收：" + "；".join(errors))
+        raise SmsError(f"短信平台 {self.attempts} 次均未接收：" + "；".join(errors), self.attempts)
 
 
 def gateway_for(settings: Settings) -> SmsGateway:
@@ -113,11 +117,11 @@ async def deliver(database: Database, gateway: SmsGateway, message_ids: Sequence
             phone, text = message.phone, message.text
         state, error, sent_at = SmsState.queued, "", None
         try:
-            if await gateway.send(message_id, phone, text):
+            attempts = await gateway.send(message_id, phone, text)
+            if attempts:
                 state, sent_at = SmsState.sent, utcnow()
         except SmsError as exc:
-            state, error = SmsState.failed, str(exc)
-        attempts = getattr(gateway, "attempts", 0)
+            state, error, attempts = SmsState.failed, str(exc), exc.attempts
         async with database.writer() as db:
             await db.execute(
                 update(SmsMessage)

@@ -739,6 +739,7 @@ async def book_visit_request(ctx: Context) -> RequestOut:
         room_id=b.room_id,
         starts_at=b.starts_at,
         ends_at=b.ends_at,
+        kind=b.kind,
     )
     async with ctx.write() as db:
         _, message = await portal.book_request(db, actor, ctx.settings, request_id, plan)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from config.db import utcnow
 from config.errors import InvalidError, NotFoundError
 from scheduler import availability as av
+from scheduler.lifecycle import RECEIVING_ROLES, receiver_role
 from scheduler.models import ReceptionRoom, Role, User
 from scheduler.scope import court_scope, descendant_court_ids
 from web.routes import ALL_STAFF, Context, api
@@ -16,7 +17,6 @@ from web.scheduling_schemas import (
     CourtDayIn,
     CourtDayOut,
     CourtDayQuery,
-    CourtQuery,
     DutyPeriodIn,
     DutyPeriodOut,
     ExceptionIn,
@@ -26,6 +26,7 @@ from web.scheduling_schemas import (
     LawyerIn,
     LawyerOut,
     OnDutyQuery,
+    ReceiverQuery,
     RoomHoursIn,
     RoomHoursOut,
     RoomHoursQuery,
@@ -36,7 +37,7 @@ from web.scheduling_schemas import (
 )
 from web.schemas import Ok
 
-EDITORS = {Role.judge, Role.admin}
+EDITORS = {*RECEIVING_ROLES, Role.admin}  # receivers keep their own reception hours
 COURT_EDITORS = {Role.judge, Role.operator, Role.admin}
 ROOM_EDITORS = {Role.operator, Role.admin}
 
@@ -48,17 +49,19 @@ def _today(ctx: Context) -> date:
 @api.route(
     "GET",
     "/judges",
-    summary="Judges of a court",
+    summary="Judges of a court (court leaders for kind leader)",
     tag="availability",
     roles=ALL_STAFF,
-    query=CourtQuery,
+    query=ReceiverQuery,
     answer=list[JudgeOut],
 )
 async def list_judges(ctx: Context) -> list[JudgeOut]:
-    q: CourtQuery = ctx.query
+    """Who may receive a visit of ``kind`` at the court (scheduler/lifecycle.py's rule)."""
+    q: ReceiverQuery = ctx.query
+    role = receiver_role(q.kind)
     rows = await ctx.db.scalars(
         select(User)
-        .where(User.court_id == q.court_id, User.role == Role.judge, User.active)
+        .where(User.court_id == q.court_id, User.role == role, User.active)
         .order_by(User.display_name)
     )
     return [JudgeOut(id=u.id, display_name=u.display_name, court_id=u.court_id or 0) for u in rows]

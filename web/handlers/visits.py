@@ -16,10 +16,13 @@ from sqlalchemy.orm import aliased
 from config.audit import record_audit
 from config.db import utcnow
 from config.errors import ConflictError
-from config.vocabulary import label
+from config.vocabulary import label, label_of
 from recorder.models import Recording
 from scheduler import booking, lifecycle, walkins
 from scheduler import visits as vs
+from scheduler.cases import visits as case_visits
+from scheduler.cases.models import CaseEvent
+from scheduler.cases.words import VisitOutcome
 from scheduler.codes import issue_visit_code
 from scheduler.models import (
     CodeRole,
@@ -42,6 +45,8 @@ from web.scheduling_schemas import (
     CodeOut,
     FreeSlotOut,
     FreeSlotQuery,
+    OutcomeIn,
+    OutcomeOut,
     RescheduleIn,
     StateIn,
     VisitDetailOut,
@@ -58,6 +63,7 @@ from web.schemas import Ok
 log = logging.getLogger("vreception.web")
 
 BOOKERS = {Role.operator, Role.admin}
+RECEIVERS = set(lifecycle.RECEIVING_ROLES)
 
 
 async def visit_answers(
@@ -77,6 +83,7 @@ async def visit_answers(
             ReceptionRoom.name,
             Petition.number,
             Petition.category,
+            Petition.state,
             Petitioner.name,
             Recording.state,
             Recording.progress,
@@ -102,6 +109,7 @@ async def visit_answers(
             room,
             number,
             category,
+            case_state,
             petitioner,
             rec_state,
             rec_progress,
@@ -126,7 +134,11 @@ async def visit_answers(
                 petition_id=v.petition_id,
                 petition_number=number,
                 petition_category=category,
+                petition_category_name=label_of("case_category", category),
+                petition_state=case_state,
                 petitioner_name=petitioner,
+                kind=v.kind,
+                kind_name=label(v.kind),
                 walk_in=v.walk_in,
                 cancel_reason=v.cancel_reason,
                 checkin_document_type=v.checkin_document_type,
@@ -137,6 +149,8 @@ async def visit_answers(
                 or (rec_transcript if rec_transcript != "ok" else "")
                 or "",
                 can_end=actor is not None and lifecycle.can_end(actor, v),
+                can_record_outcome=actor is not None
+                and lifecycle.may(actor, lifecycle.Action.outcome, v),
             )
         )
     return out
@@ -176,6 +190,7 @@ async def free_slots(ctx: Context) -> list[FreeSlotOut]:
         first_day=first,
         days=q.days,
         limit=q.limit,
+        kind=q.kind,
     )
     return [
         FreeSlotOut(
@@ -198,8 +213,11 @@ async def free_slots(ctx: Context) -> list[FreeSlotOut]:
     errors=(404, 409),
 )
 async def book(ctx: Context) -> VisitDetailOut:
-    """409 ``double_booking`` names the judge, room or petitioner already booked, and the
-    visits it conflicts with. Without ``judge_id`` a free judge of the court is chosen."""
+    """A visit is booked from a case: it becomes a contact (视频接访) and an entry of the
+    case's timeline; a closed case (已化解, 已终结) answers 409 ``case_closed``. 409
+    ``double_booking`` names the judge, room or petitioner already booked, and the visits it
+    conflicts with. Without ``judge_id`` a free receiver of the court is chosen: a judge, or
+    a court leader for ``kind`` leader; 判后答疑 (post_judgment) names its judge."""
     b: VisitIn = ctx.body
     actor = ctx.me.actor()
     plan = await booking.plan_booking(
@@ -212,6 +230,7 @@ async def book(ctx: Context) -> VisitDetailOut:
         room_id=b.room_id,
         starts_at=b.starts_at,
         ends_at=b.ends_at,
+        kind=b.kind,
     )
     async with ctx.write() as db:
         visit = await booking.commit_booking(db, actor, ctx.settings, plan)
@@ -494,3 +513,52 @@ async def issue_code(ctx: Context) -> CodeOut:
     return CodeOut(
         code=issued.code, expires_at=issued.record.expires_at, join_url=f"/join?visit={visit.id}"
     )
+
+
+def _outcome(event: CaseEvent) -> OutcomeOut:
+    outcome = VisitOutcome(event.detail["outcome"])
+    return OutcomeOut(
+        id=event.id,
+        at=event.at,
+        visit_id=str(event.detail["visit_id"]),
+        outcome=outcome,
+        outcome_name=label(outcome),
+        text=str(event.detail.get("text", "")),
+        actor_name=event.actor_name,
+    )
+
+
+@api.route(
+    "POST",
+    r"/visits/{visit_id:[0-9a-f]{32}}/outcome",
+    summary="Record the visit's outcome on its case's timeline",
+    tag="visits",
+    roles=RECEIVERS,
+    body=OutcomeIn,
+    answer=OutcomeOut,
+    status=201,
+    errors=(403, 409),
+)
+async def record_outcome(ctx: Context) -> OutcomeOut:
+    """Only the visit's judge (the leader of a 领导接访), while the visit is in progress or
+    after it ended; each outcome is a new timeline entry (and its audit event), none
+    replaces another."""
+    b: OutcomeIn = ctx.body
+    event = await lifecycle.record_outcome(
+        ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"], b.outcome, b.text
+    )
+    await ctx.db.flush()
+    return _outcome(event)
+
+
+@api.route(
+    "GET",
+    r"/visits/{visit_id:[0-9a-f]{32}}/outcomes",
+    summary="The outcomes recorded for a visit",
+    tag="visits",
+    roles=ALL_STAFF,
+    answer=list[OutcomeOut],
+)
+async def list_outcomes(ctx: Context) -> list[OutcomeOut]:
+    visit = await vs.visible_visit(ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"])
+    return [_outcome(e) for e in await case_visits.visit_outcomes(ctx.db, visit)]

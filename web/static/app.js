@@ -225,8 +225,11 @@ const VR = (() => {
     const nav = document.createElement("nav");
     nav.className = "top-links";
     const HOMES = { admin: "/admin", operator: "/operator", judge: "/judge", archivist: "/archive" };
-    const links = HOMES[me.role] === "/archive" ? [["/archive", "录像档案"]]
-      : [[HOMES[me.role], "工作台"], ["/archive", "录像档案"]];
+    const home = me.home || HOMES[me.role];
+    const links = home === "/archive" ? [["/archive", "录像档案"]]
+      : [[home, "工作台"], ["/archive", "录像档案"]];
+    // a court leader also receives visits (领导接访): the reception desk beside the cases
+    if (me.role === "leader" && home !== "/judge") links.splice(1, 0, ["/judge", "接访日程"]);
     if (["operator", "petition_officer", "leader", "admin"].includes(me.role)) links.push(["/inbox", "网上咨询与投诉"]);
     for (const [href, text] of links) {
       const a = document.createElement("a");

@@ -444,6 +444,50 @@
     };
   }
 
+  // --- the visit's kind, and its outcome on the case's timeline: the visit's judge records
+  // them during the call or after it ended (POST /visits/{id}/outcome); each is a new entry
+  async function outcomePanel() {
+    const get = async (path) => {
+      const r = await fetch("/api/v1" + path, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!r.ok) throw new Error(String(r.status));
+      return r.json();
+    };
+    const [visit, who] = await Promise.all([get(`/visits/${visitId}`), get("/auth/me")]);
+    $("visit-kind").textContent = `${visit.kind_name} · ${visit.petition_number}`;
+    if (!visit.can_record_outcome) return;
+    const words = (window.VOCABULARY || {}).visit_outcome || {};
+    for (const [value, text] of Object.entries(words)) $("outcome-kind").add(new Option(text, value));
+    const draw = (list) => {
+      $("outcome-list").replaceChildren(...list.map((o) => {
+        const li = document.createElement("li");
+        const at = new Date(o.at).toLocaleTimeString("zh-CN", { hour12: false, timeZone: TZ });
+        li.textContent = `[${at}] ${o.outcome_name}${o.text ? "：" + o.text : ""}（${o.actor_name}）`;
+        return li;
+      }));
+    };
+    draw(await get(`/visits/${visitId}/outcomes`));
+    show("outcome-card", true);
+    $("outcome-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const r = await fetch(`/api/v1/visits/${visitId}/outcome`, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": who.csrf_token },
+        body: JSON.stringify({ outcome: $("outcome-kind").value, text: $("outcome-text").value.trim() }),
+      });
+      const body = await r.json().catch(() => null);
+      if (!r.ok) {
+        const err = (body && body.error) || {};
+        const details = Array.isArray(err.details) ? "：" + err.details.map((d) => d.message).join("；") : "";
+        say("outcome-msg", (err.message || "无法保存，请稍后重试") + details, "error");
+        return;
+      }
+      $("outcome-text").value = "";
+      say("outcome-msg", `已记入信访件：${body.outcome_name}`, "ok");
+      draw(await get(`/visits/${visitId}/outcomes`));
+    });
+  }
+  if (mode === "staff" && $("outcome-card")) outcomePanel().catch(() => {});
+
   // (re)connected: join, or rejoin after a dropped connection (the server forgot us)
   // sent here from another node: the code or rejoin token comes in the fragment
   // an invitation's short link fills the code in (/j/<code> → #fill=<code>)

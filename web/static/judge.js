@@ -25,15 +25,15 @@
     const visits = await VR.api("GET", `/visits?day=${VR.today()}`);
     const rows = document.getElementById("today-rows");
     VR.fillTable(rows, visits, [
-      (v) => `${VR.hm(v.starts_at)}–${VR.hm(v.ends_at)}`, (v) => v.petition_number, (v) => v.petitioner_name,
-      (v) => `${v.court_name} · ${v.room_name}`, (v) => v.judge_name, stateTag, actions,
+      (v) => `${VR.hm(v.starts_at)}–${VR.hm(v.ends_at)}`, (v) => v.kind_name, (v) => `${v.petition_number}（${v.petition_category_name}）`,
+      (v) => v.petitioner_name, (v) => `${v.court_name} · ${v.room_name}`, (v) => v.judge_name, stateTag, actions,
     ], "今日暂无接访");
     visits.forEach((v, i) => { if (v.state === "in_lobby") rows.rows[i].classList.add("waiting"); });
   }
   async function loadWeek() {
     const visits = await VR.api("GET", `/visits?day=${VR.today()}&days=7`);
     VR.fillTable(document.getElementById("week-rows"), visits, [
-      (v) => VR.dayOf(v.starts_at), (v) => `${VR.hm(v.starts_at)}–${VR.hm(v.ends_at)}`, (v) => v.petition_number,
+      (v) => VR.dayOf(v.starts_at), (v) => `${VR.hm(v.starts_at)}–${VR.hm(v.ends_at)}`, (v) => v.kind_name, (v) => v.petition_number,
       (v) => v.petitioner_name, (v) => v.court_name, (v) => v.judge_name, stateTag,
     ], "本周暂无接访");
   }
@@ -78,7 +78,8 @@
   });
   const page = await VR.api("GET", "/petitions?limit=200");
   VR.fillTable(document.getElementById("petition-rows"), page.items, [
-    (p) => p.number, (p) => p.category, (p) => p.summary, (p) => p.judgment_ref, (p) => VR.time(p.created_at),
+    (p) => p.number, (p) => VR.label("case_category", p.category), (p) => VR.label("case_state", p.state),
+    (p) => p.summary, (p) => p.judgment_ref, (p) => VR.time(p.created_at),
   ], "暂无预约到本院的接访");
   document.addEventListener("vr-notification", () => { loadToday(); loadWeek(); });
   await Promise.all([loadToday(), loadWeek(), loadHours()]);

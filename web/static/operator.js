@@ -19,8 +19,8 @@
     await VR.earlierOpen(document.getElementById("earlier-card"), document.getElementById("earlier-rows"), loadDay, document.getElementById("visit-msg"));
     drawGrid(day, visits);
     VR.fillTable(document.getElementById("visit-rows"), visits, [
-      (v) => `${VR.hm(v.starts_at)}–${VR.hm(v.ends_at)}`, (v) => v.room_name,
-      (v) => `${v.petition_number}（${v.petition_category}）`, (v) => v.petitioner_name,
+      (v) => `${VR.hm(v.starts_at)}–${VR.hm(v.ends_at)}`, (v) => v.room_name, (v) => v.kind_name,
+      (v) => `${v.petition_number}（${v.petition_category_name}）`, (v) => v.petitioner_name,
       (v) => `${v.receiving_court_name} / ${v.judge_name || "待分配"}`, stateTag, actions,
     ], "当日暂无预约");
   }
@@ -97,16 +97,44 @@
     if (blank) sel.add(new Option(blank, ""));
     for (const it of items) sel.add(new Option(label(it), it.id));
   }
+  // A visit is booked from a case, as one of three kinds: 视频接访 and 领导接访 by a court above
+  // (any free judge, or leader), 判后答疑 by the named original trial judge, whose court may
+  // be this one. Meetings and on-site receptions are arranged elsewhere.
+  const KINDS = ["reception", "post_judgment", "leader"];
+  const kindSelect = document.getElementById("book-kind");
+  for (const k of KINDS) kindSelect.add(new Option(VR.label("visit_kind", k), k));
+  let parents = [];
+  function fillCourts() {
+    const own = courts.filter((c) => c.id === me.court_id);
+    fillSelect("book-court", kindSelect.value === "post_judgment" ? [...own, ...parents] : parents, (c) => c.name);
+  }
   async function loadJudges() {
+    const kind = kindSelect.value;
     const courtId = document.getElementById("book-court").value;
-    const judges = courtId ? await VR.api("GET", `/judges?court_id=${courtId}`) : [];
-    fillSelect("book-judge", judges, (j) => j.display_name, "由系统分配空闲法官");
+    const judges = courtId ? await VR.api("GET", `/judges?court_id=${courtId}&kind=${kind}`) : [];
+    const who = kind === "leader" ? VR.label("role", "leader") : "法官";
+    document.getElementById("book-judge-label").textContent =
+      kind === "post_judgment" ? "原审法官（必选）" : `接访${who}（可不选）`;
+    fillSelect("book-judge", judges, (j) => j.display_name, kind === "post_judgment" ? "" : `由系统分配空闲${who}`);
+    document.getElementById("book-judge").required = kind === "post_judgment";
   }
   document.getElementById("book-court").addEventListener("change", loadJudges);
+  kindSelect.addEventListener("change", async () => { fillCourts(); await loadJudges(); });
+  // the case the visit is booked from: its number, category and state (a closed one cannot)
+  function showCase() {
+    const p = petitions.find((x) => String(x.id) === document.getElementById("book-petition").value);
+    const out = document.getElementById("book-case");
+    if (!p) { out.textContent = ""; return; }
+    const closed = ["resolved", "terminated"].includes(p.state);
+    out.textContent = `信访件 ${p.number} · ${VR.label("case_category", p.category)} · ${VR.label("case_state", p.state)}`
+      + (closed ? "（已办结，不能预约接访）" : "");
+    out.className = closed ? "msg error" : "muted";
+  }
+  document.getElementById("book-petition").addEventListener("change", showCase);
   // a free slot as the operator reads it: day and minutes, no seconds
   const slotTime = (s) => `${VR.dayOf(s.starts_at)} ${VR.hm(s.starts_at)}–${VR.hm(s.ends_at)}`;
   async function findSlots(vals) {
-    const params = new URLSearchParams({ room_id: vals.room_id, first: vals.first, days: "14", limit: "20", petition_id: vals.petition_id });
+    const params = new URLSearchParams({ room_id: vals.room_id, first: vals.first, days: "14", limit: "20", petition_id: vals.petition_id, kind: vals.kind });
     if (vals.judge_id) params.set("judge_id", vals.judge_id); else params.set("receiving_court_id", vals.receiving_court_id);
     const slots = await VR.api("GET", "/free-slots?" + params);
     VR.fillTable(document.getElementById("slot-rows"), slots, [
@@ -114,14 +142,14 @@
       (s) => VR.button("预约", async () => {
         try {
           const body = { petition_id: vals.petition_id, receiving_court_id: vals.receiving_court_id,
-            judge_id: s.judge_id, room_id: vals.room_id, starts_at: s.starts_at, ends_at: s.ends_at };
+            judge_id: s.judge_id, room_id: vals.room_id, starts_at: s.starts_at, ends_at: s.ends_at, kind: vals.kind };
           // confirming an online request books through it, so the petitioner sees the time
           const request = bookingRequest && bookingRequest.petition_id === vals.petition_id ? bookingRequest : null;
           const v = request
-            ? await VR.api("POST", `/visit-requests/${request.id}/book`, body).then((r) => ({ ...r, petition_number: r.case_number, judge_name: s.judge_name }))
+            ? await VR.api("POST", `/visit-requests/${request.id}/book`, body).then((r) => ({ ...r, petition_number: r.case_number, judge_name: s.judge_name, kind_name: VR.label("visit_kind", vals.kind) }))
             : await VR.api("POST", "/visits", body);
           if (request) { bookingRequest = null; document.getElementById("book-request").classList.add("hidden"); await loadOnline(); }
-          VR.say(bookMsg, `已预约：${v.petition_number}，${slotTime(v)}，${v.judge_name}`, "ok");
+          VR.say(bookMsg, `已预约${v.kind_name}：${v.petition_number}，${slotTime(v)}，${v.judge_name}`, "ok");
           document.getElementById("slot-rows").replaceChildren();
           dayInput.value = VR.dayOf(v.starts_at);
           await loadDay();
@@ -181,11 +209,13 @@
     petitions = (await VR.api("GET", "/petitions?limit=200")).items;
     const name = (id) => (petitioners.find((p) => p.id === id) || {}).name || "";
     VR.fillTable(document.getElementById("petition-rows"), petitions, [
-      (p) => p.number, (p) => p.category, (p) => name(p.petitioner_id), (p) => p.summary, (p) => VR.time(p.created_at),
+      (p) => p.number, (p) => VR.label("case_category", p.category), (p) => VR.label("case_state", p.state),
+      (p) => name(p.petitioner_id), (p) => p.summary, (p) => VR.time(p.created_at),
     ], "暂无信访事项");
-    const label = (p) => `${p.number} · ${name(p.petitioner_id)}`;
+    const label = (p) => `${p.number} · ${name(p.petitioner_id)} · ${VR.label("case_category", p.category)} · ${VR.label("case_state", p.state)}`;
     fillSelect("book-petition", petitions, label);
     fillSelect("walkin-petition", petitions, label);
+    showCase();
   }
   const pform = document.getElementById("petitioner-form");
   pform.addEventListener("submit", async (ev) => {
@@ -199,6 +229,10 @@
     } catch (err) { VR.say(msg, VR.describe(err), "error"); }
   });
   const tform = document.getElementById("petition-form");
+  // the fixed categories of a case (case_category), by code; the first is chosen until changed
+  for (const [code, text] of Object.entries((window.VOCABULARY || {}).case_category || {})) {
+    document.getElementById("petition-category").add(new Option(text, code));
+  }
   tform.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const msg = document.getElementById("petition-msg");
@@ -266,6 +300,10 @@
         const sel = document.getElementById("book-petition");
         if (![...sel.options].some((o) => Number(o.value) === r.petition_id)) sel.add(new Option(r.case_number, r.petition_id));
         sel.value = String(r.petition_id);
+        showCase();
+        kindSelect.value = "reception";  // a petitioner asks for a video reception
+        fillCourts();
+        await loadJudges();
         bookingRequest = r;
         const note = document.getElementById("book-request");
         note.textContent = `正在为网上预约申请安排时段：${r.case_number}（希望：${r.preferred || "未注明"}）`;
@@ -288,10 +326,9 @@
 
   // ------------------------------------------------------------ receiving courts: the parents of my court
   courts = await VR.api("GET", "/courts");
-  const parents = [];
   let current = courts.find((c) => c.id === me.court_id);
   while (current && current.parent_id) { current = courts.find((c) => c.id === current.parent_id); if (current) parents.push(current); }
-  fillSelect("book-court", parents, (c) => c.name);
+  fillCourts();
   fillSelect("walkin-court", parents, (c) => c.name);
   await loadRooms();
   await loadPetitioners();

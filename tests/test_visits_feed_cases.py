@@ -1,0 +1,500 @@
+"""Visits feed cases (issue 16, item 6): a visit is booked from a case and becomes one of its
+contacts and an entry of its timeline; a closed case takes no visit; 判后答疑 and 领导接访 are
+kinds a court books, a leader receiving the latter (never a judge, nor a leader a judge's);
+the visit's judge records outcomes on the case's timeline, during the call or after it,
+through the API and through the call page in Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp.test_utils import TestClient
+from playwright.sync_api import expect
+from sqlalchemy import select, update
+
+from config.audit import AuditEvent
+from config.db import Database
+from config.settings import Settings
+from scheduler import availability, lifecycle
+from scheduler.cases.models import CaseEvent, Contact
+from scheduler.cases.words import CaseState
+from scheduler.models import Petition, Role, Visit, VisitState
+from scheduler.scope import SYSTEM_ACTOR, Actor
+from tests.conftest import LiveServer, MakeClient
+from tests.helpers import Booking, add_staff, local_time, login, next_weekday
+from tests.live import checked_in_visit
+from tests.visits import Peer, _cookie
+from web.archive import describe
+
+T = TypeVar("T")
+MONDAY_10 = local_time(next_weekday(0), 10)
+
+
+async def _events(settings: Settings, petition_id: int) -> list[CaseEvent]:
+    db = Database(settings)
+    try:
+        async with db.reader() as s:
+            return list(
+                (
+                    await s.scalars(
+                        select(CaseEvent)
+                        .where(CaseEvent.petition_id == petition_id)
+                        .order_by(CaseEvent.id)
+                    )
+                ).all()
+            )
+    finally:
+        await db.dispose()
+
+
+async def _receiver(
+    settings: Settings, booking: Booking, username: str, role: Role, court: str
+) -> int:
+    """A new staff member who receives visits (reception hours every day 08:00–20:00)."""
+    db = Database(settings)
+    try:
+        async with db.writer() as s:
+            user_id = await add_staff(s, booking.world, username, role, court)
+            for weekday in range(7):
+                await availability.add_template(
+                    s,
+                    SYSTEM_ACTOR,
+                    judge_id=user_id,
+                    weekday=weekday,
+                    start_minute=8 * 60,
+                    end_minute=20 * 60,
+                    slot_minutes=30,
+                    valid_from=None,
+                    valid_until=None,
+                )
+        return user_id
+    finally:
+        await db.dispose()
+
+
+async def _book(
+    client: TestClient, csrf: str, booking: Booking, petition: str = "a0", **extra: Any
+) -> tuple[int, dict[str, Any]]:
+    w = booking.world
+    body = {
+        "petition_id": booking.petitions[petition],
+        "receiving_court_id": w.courts["mid_a"],
+        "room_id": w.rooms["basic_a"],
+        "starts_at": MONDAY_10.isoformat(),
+        **extra,
+    }
+    r = await client.post("/api/v1/visits", json=body, headers={"X-CSRF-Token": csrf})
+    return r.status, await r.json()
+
+
+async def test_booking_from_a_case_records_a_video_contact_and_a_timeline_entry(
+    client: TestClient, booking: Booking, migrated: Settings
+) -> None:
+    csrf = await login(client, "op_a")
+    status, visit = await _book(client, csrf, booking)
+    assert status == 201, visit
+    assert (visit["kind"], visit["kind_name"]) == ("reception", "视频接访")
+    assert (visit["petition_category"], visit["petition_category_name"]) == ("enforcement", "执行")
+    assert visit["petition_state"] == "registered"
+    petition_id = booking.petitions["a0"]
+    db = Database(migrated)
+    try:
+        async with db.reader() as s:
+            contact = (
+                await s.scalars(select(Contact).where(Contact.petition_id == petition_id))
+            ).one()
+            assert contact.channel.value == "video" and contact.visit_id == visit["id"]
+            assert contact.court_id == booking.world.courts["mid_a"]
+            assert contact.occurred_at == MONDAY_10
+            case = await s.get(Petition, petition_id)
+            assert case is not None and case.contact_count == 2
+            audit = (
+                await s.scalars(
+                    select(AuditEvent).where(
+                        AuditEvent.action == "case.visit", AuditEvent.target_id == str(petition_id)
+                    )
+                )
+            ).one()
+            assert audit.detail["visit_id"] == visit["id"]
+    finally:
+        await db.dispose()
+    (event,) = await _events(migrated, petition_id)
+    assert event.kind == "visit"
+    # the time as the court reads it, and the judge who receives
+    assert MONDAY_10.strftime("%Y-%m-%d 10:00") in event.text and "judge_a" in event.text
+    assert event.detail["visit_id"] == visit["id"]
+    assert event.detail["link"] == f"/archive/visits/{visit['id']}"
+    listed = await (await client.get(f"/api/v1/visits?day={MONDAY_10.date()}")).json()
+    assert [v["petition_category_name"] for v in listed] == ["执行"]
+
+
+async def test_a_cancelled_visit_stays_on_the_timeline_with_its_cancellation(
+    client: TestClient, booking: Booking, migrated: Settings
+) -> None:
+    csrf = await login(client, "op_a")
+    _, visit = await _book(client, csrf, booking)
+    r = await client.post(
+        f"/api/v1/visits/{visit['id']}/cancel",
+        json={"reason": "信访人要求改日"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert r.status == 200, await r.text()
+    booked, cancelled = await _events(migrated, booking.petitions["a0"])
+    assert booked.detail["visit_id"] == cancelled.detail["visit_id"] == visit["id"]
+    assert cancelled.kind == "visit" and cancelled.detail["cancelled"] is True
+    assert "取消视频接访" in cancelled.text and "信访人要求改日" in cancelled.text
+    db = Database(migrated)
+    try:
+        async with db.reader() as s:  # the contact is kept: the visit did reach the court
+            assert (await s.scalars(select(Contact.visit_id))).all() == [visit["id"]]
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize(("state", "word"), [("resolved", "已化解"), ("terminated", "已终结")])
+async def test_a_closed_case_is_refused_a_visit_with_409(
+    client: TestClient, booking: Booking, migrated: Settings, state: str, word: str
+) -> None:
+    petition_id = booking.petitions["a0"]
+    db = Database(migrated)
+    try:
+        async with db.writer() as s:
+            await s.execute(
+                update(Petition).where(Petition.id == petition_id).values(state=CaseState(state))
+            )
+    finally:
+        await db.dispose()
+    csrf = await login(client, "op_a")
+    status, body = await _book(client, csrf, booking)
+    assert status == 409, body
+    assert body["error"]["code"] == "case_closed" and word in body["error"]["message"]
+    walk_in = await client.post(
+        "/api/v1/visits/walk-in",
+        json={
+            "petition_id": petition_id,
+            "receiving_court_id": booking.world.courts["mid_a"],
+            "room_id": booking.world.rooms["basic_a"],
+            "document_type": "other",
+            "document_number": "X1234567",
+        },
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert walk_in.status == 409 and (await walk_in.json())["error"]["code"] == "case_closed"
+    db = Database(migrated)
+    try:
+        async with db.reader() as s:
+            assert (await s.scalars(select(Visit.id))).all() == []
+            assert (await s.scalars(select(Contact.id))).all() == []
+    finally:
+        await db.dispose()
+    assert await _events(migrated, petition_id) == []
+
+
+async def test_a_leader_visit_is_received_by_a_leader_and_never_by_a_judge(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    leader = await _receiver(migrated, booking, "leader_a", Role.leader, "mid_a")
+    operator = await make_client()
+    csrf = await login(operator, "op_a")
+    w = booking.world
+    listed = await (
+        await operator.get(f"/api/v1/judges?court_id={w.courts['mid_a']}&kind=leader")
+    ).json()
+    assert [j["id"] for j in listed] == [leader]
+    status, refused = await _book(
+        operator, csrf, booking, kind="leader", judge_id=w.users["judge_a"]
+    )
+    assert status == 422 and refused["error"]["code"] == "invalid_judge", refused
+    status, led = await _book(operator, csrf, booking, kind="leader")  # any free leader
+    assert status == 201, led
+    assert (led["kind_name"], led["judge_id"]) == ("领导接访", leader)
+    status, judged = await _book(
+        operator, csrf, booking, "a1", starts_at=(MONDAY_10 + timedelta(hours=1)).isoformat()
+    )
+    assert status == 201 and judged["judge_id"] == w.users["judge_a"], judged
+    (event,) = await _events(migrated, booking.petitions["a0"])
+    assert "预约领导接访" in event.text and "院领导leader_a" in event.text
+
+    async def entered(username: str, visit_id: str) -> dict[str, Any]:
+        staff = await make_client()
+        await login(staff, username)
+        peer = await Peer().connect(staff, _cookie(staff))
+        try:
+            return await peer.call("join", {"v": 1, "visit_id": visit_id})
+        finally:
+            await peer.close()
+
+    desk = await make_client()  # the leader's reception desk and call view are open to them
+    await login(desk, "leader_a")
+    for page in ("/judge", f"/call/{led['id']}"):
+        got = await desk.get(page, allow_redirects=False)
+        assert got.status == 200, (page, got.status)
+    mine = await (await desk.get(f"/api/v1/visits?day={MONDAY_10.date()}")).json()
+    assert {v["id"] for v in mine} == {led["id"], judged["id"]}  # addressed to their court
+    assert [v["can_record_outcome"] for v in mine if v["id"] == led["id"]] == [True]
+    assert [v["can_record_outcome"] for v in mine if v["id"] == judged["id"]] == [False]
+    as_leader = await entered("leader_a", led["id"])
+    assert as_leader["ok"] and as_leader["role"] == "judge", as_leader
+    assert (await entered("judge_a", led["id"]))["error"]["code"] == "not_entitled"
+    assert (await entered("leader_a", judged["id"]))["error"]["code"] == "not_entitled"
+    assert (await entered("judge_a", judged["id"]))["ok"]
+
+
+async def test_post_judgment_is_answered_by_the_named_judge_also_of_the_petitioners_court(
+    client: TestClient, booking: Booking, migrated: Settings
+) -> None:
+    w = booking.world
+    trial_judge = await _receiver(migrated, booking, "judge_basic", Role.judge, "basic_a")
+    csrf = await login(client, "op_a")
+    own: dict[str, Any] = {"receiving_court_id": w.courts["basic_a"], "kind": "post_judgment"}
+    status, body = await _book(client, csrf, booking, **own)
+    assert status == 422 and body["error"]["code"] == "judge_required", body
+    status, body = await _book(client, csrf, booking, receiving_court_id=w.courts["basic_a"])
+    assert status == 422 and body["error"]["code"] == "not_a_parent_court", body
+    status, visit = await _book(client, csrf, booking, judge_id=trial_judge, **own)
+    assert status == 201, visit
+    assert (visit["kind_name"], visit["judge_id"]) == ("判后答疑", trial_judge)
+    assert visit["receiving_court_id"] == w.courts["basic_a"]
+
+
+@pytest.mark.parametrize("kind", ["meeting", "onsite", "nonsense"])
+async def test_meetings_and_onsite_receptions_are_not_booked_as_visits(
+    client: TestClient, booking: Booking, kind: str
+) -> None:
+    csrf = await login(client, "op_a")
+    status, body = await _book(client, csrf, booking, kind=kind)
+    assert status == 422, body
+
+
+async def test_the_outcome_is_recorded_by_the_visits_judge_once_the_call_began(
+    make_client: MakeClient, visit: dict[str, Any], booking: Booking, migrated: Settings
+) -> None:
+    await _receiver(migrated, booking, "judge_a2", Role.judge, "mid_a")
+    url = f"/api/v1/visits/{visit['id']}/outcome"
+    judge = await make_client()
+    h = {"X-CSRF-Token": await login(judge, "judge_a")}
+    said = {"outcome": "explained", "text": "释明再审申请的条件与期限"}
+
+    r = await judge.post(url, json=said, headers=h)  # checked in, not yet in the call
+    assert r.status == 409 and (await r.json())["error"]["code"] == "invalid_state"
+
+    db = Database(migrated)
+    try:
+        async with db.writer() as s:
+            v = await s.get(Visit, visit["id"])
+            assert v is not None and v.judge_id is not None
+            await lifecycle.admit_petitioner(
+                s, Actor(v.judge_id, "judge_a", Role.judge, v.receiving_court_id), v
+            )
+    finally:
+        await db.dispose()
+
+    for username, status in (("judge_a2", 403), ("op_a", 403), ("judge_b", 404)):
+        other = await make_client()
+        r = await other.post(url, json=said, headers={"X-CSRF-Token": await login(other, username)})
+        assert r.status == status, (username, await r.text())
+    for bad in ({"outcome": "praised"}, {"outcome": "other"}, {"outcome": "explained", "x": 1}):
+        r = await judge.post(url, json=bad, headers=h)
+        assert r.status == 422, (bad, await r.text())
+
+    r = await judge.post(url, json=said, headers=h)
+    assert r.status == 201, await r.text()
+    first = await r.json()
+    assert (first["outcome_name"], first["text"]) == ("释法明理", said["text"])
+    ended = await judge.post(
+        f"/api/v1/visits/{visit['id']}/state", json={"state": "ended"}, headers=h
+    )
+    assert ended.status == 200, await ended.text()
+    r = await judge.post(url, json={"outcome": "assign", "text": ""}, headers=h)  # after the end
+    assert r.status == 201, await r.text()
+
+    listed = await (await judge.get(f"/api/v1/visits/{visit['id']}/outcomes")).json()
+    assert [o["outcome"] for o in listed] == ["explained", "assign"]
+    outcomes = [e for e in await _events(migrated, booking.petitions["a0"]) if e.kind == "outcome"]
+    assert [e.detail["outcome"] for e in outcomes] == ["explained", "assign"]
+    assert outcomes[0].detail == {
+        "visit_id": visit["id"],
+        "outcome": "explained",
+        "text": said["text"],
+        "link": f"/archive/visits/{visit['id']}",
+    }
+    assert outcomes[0].text == f"接访结果：释法明理。{said['text']}"
+    db = Database(migrated)
+    try:
+        async with db.reader() as s:
+            audited = (
+                await s.scalars(select(AuditEvent).where(AuditEvent.action == "case.outcome"))
+            ).all()
+            assert [a.actor_name for a in audited] == ["judge_a", "judge_a"]
+    finally:
+        await db.dispose()
+
+
+async def test_petitions_take_a_category_code_and_lists_show_its_label(
+    client: TestClient, booking: Booking, migrated: Settings, visit: dict[str, Any]
+) -> None:
+    csrf = await login(client, "op_a")
+    petitioner = (await (await client.get("/api/v1/petitioners")).json())["items"][0]["id"]
+    body = {"petitioner_id": petitioner, "number": "（2026）甲信7号", "summary": "申请再审"}
+    r = await client.post(
+        "/api/v1/petitions",
+        json={**body, "category": "民事再审申请"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert r.status == 422 and (await r.json())["error"]["details"][0]["field"] == "category"
+    r = await client.post(
+        "/api/v1/petitions",
+        json={**body, "category": "civil_retrial"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert r.status == 201, await r.text()
+    created = await r.json()
+    assert (created["category"], created["state"]) == ("civil_retrial", "registered")
+    db = Database(migrated)
+    try:
+        async with db.reader() as s:  # the archive, the overlay and certified exports
+            names = await describe(s, visit["id"])
+            assert names is not None and names["petition_category"] == "执行"
+    finally:
+        await db.dispose()
+
+
+# ---------------------------------------------------------------- in Chromium
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """An async helper run to completion beside Playwright's own event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+@pytest.mark.browser
+def test_the_judge_records_an_outcome_in_the_call_and_it_is_on_the_cases_timeline(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    url = live_server.url
+    visit_id, code = _run(checked_in_visit(live_server, live_server.passwords))
+
+    judge_ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    r = judge_ctx.request.post(
+        url + "/api/v1/auth/login",
+        data={"username": "judge", "password": live_server.passwords["judge"]},
+    )
+    assert r.ok, r.text()
+    judge = judge_ctx.new_page()
+    judge.goto(url + f"/call/{visit_id}")
+    judge.wait_for_selector("body[data-joined='1']", timeout=60_000)
+    expect(judge.locator("#visit-kind")).to_contain_text("视频接访")
+    expect(judge.locator("#outcome-card")).to_be_visible()
+
+    guest_ctx = chromium.new_context(locale="zh-CN")
+    guest = guest_ctx.new_page()
+    guest.goto(url + f"/join?visit={visit_id}")
+    guest.fill("#code-input", code)
+    guest.click("#code-submit")
+    expect(guest.locator("#lobby-step")).to_be_visible(timeout=30_000)
+    judge.locator("#lobby-rows button", has_text="准许进入").click()
+    expect(guest.locator("#call-step")).to_be_visible(timeout=30_000)
+
+    judge.select_option("#outcome-kind", "guided_to_litigation")
+    judge.fill("#outcome-text", "告知可向原审法院申请再审")
+    judge.click("#outcome-save")
+    expect(judge.locator("#outcome-msg")).to_contain_text("已记入信访件：引导诉讼", timeout=30_000)
+    expect(judge.locator("#outcome-list")).to_contain_text("引导诉讼：告知可向原审法院申请再审")
+    judge.screenshot(path=str(artifacts / "call-outcome.png"), full_page=True)
+
+    async def timeline() -> list[CaseEvent]:
+        db = Database(Settings(data_dir=live_server.data_dir))
+        try:
+            async with db.reader() as s:
+                visit = await s.get(Visit, visit_id)
+                assert visit is not None and visit.state is VisitState.in_progress
+                return list(
+                    (
+                        await s.scalars(
+                            select(CaseEvent)
+                            .where(CaseEvent.petition_id == visit.petition_id)
+                            .order_by(CaseEvent.id)
+                        )
+                    ).all()
+                )
+        finally:
+            await db.dispose()
+
+    events = _run(timeline())
+    booked = [e for e in events if e.kind == "visit" and e.detail["visit_id"] == visit_id]
+    outcome = [e for e in events if e.kind == "outcome" and e.detail["visit_id"] == visit_id]
+    assert len(booked) == 1 and len(outcome) == 1
+    assert outcome[0].detail["outcome"] == "guided_to_litigation"
+    assert outcome[0].detail["text"] == "告知可向原审法院申请再审"
+    assert outcome[0].actor_name == "judge"
+    for ctx in (guest_ctx, judge_ctx):
+        ctx.close()
+
+
+@pytest.mark.browser
+def test_the_operator_registers_a_case_by_category_and_books_it_by_kind(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    url = live_server.url
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    op = ctx.new_page()
+    op.goto(url + "/login")
+    op.fill("input[name=username]", "operator")
+    op.fill("input[name=password]", live_server.passwords["operator"])
+    op.click("#login-submit")
+    op.wait_for_url(url + "/operator")
+    op.wait_for_selector("body[data-ready='1']", timeout=30_000)
+
+    # registration: the category is chosen from the vocabulary, stored as its code
+    op.click("button[data-tab=tab-petitions]")
+    form = op.locator("#petition-form")
+    form.locator("input[name=number]").fill("（2026）京0108信88号")
+    op.select_option("#petition-category", label="行政再审申请")
+    form.locator("textarea[name=summary]").fill("对行政判决不服")
+    form.locator("button[type=submit]").click()
+    expect(op.locator("#petition-msg")).to_contain_text("已登记事项", timeout=30_000)
+    row = op.locator("#petition-rows tr", has_text="（2026）京0108信88号")
+    expect(row).to_contain_text("行政再审申请")
+    expect(row).to_contain_text("待分流")
+
+    # booking starts from the case: its number, category and state are shown
+    op.click("button[data-tab=tab-book]")
+    case = op.locator("#book-petition option", has_text="信88号").get_attribute("value")
+    assert case
+    op.select_option("#book-petition", case)
+    expect(op.locator("#book-case")).to_have_text(
+        "信访件 （2026）京0108信88号 · 行政再审申请 · 待分流"
+    )
+    courts = op.locator("#book-court option")
+    expect(courts).not_to_contain_text(["北京市海淀区人民法院"])
+    op.select_option("#book-kind", "post_judgment")  # the petitioner's own court may answer
+    expect(op.locator("#book-court option").first).to_have_text("北京市海淀区人民法院")
+    expect(op.locator("#book-judge-label")).to_have_text("原审法官（必选）")
+    op.select_option("#book-kind", "leader")
+    expect(op.locator("#book-judge-label")).to_have_text("接访院领导（可不选）")
+    op.select_option("#book-kind", "reception")
+    op.select_option("#book-court", label="北京市第一中级人民法院")
+    day = datetime.now(ZoneInfo("Asia/Shanghai")).date() + timedelta(days=1)
+    while day.weekday() > 4:
+        day += timedelta(days=1)
+    op.fill("#book-first", day.isoformat())
+    op.click("#book-form button[type=submit]")
+    expect(op.locator("#book-msg")).to_contain_text("找到", timeout=30_000)
+    op.locator("#slot-rows tr").first.locator("button").click()
+    expect(op.locator("#book-msg")).to_contain_text(
+        "已预约视频接访：（2026）京0108信88号", timeout=30_000
+    )
+    op.click("button[data-tab=tab-day]")
+    booked = op.locator("#visit-rows tr", has_text="信88号")
+    expect(booked).to_contain_text("视频接访")
+    expect(booked).to_contain_text("行政再审申请")
+    op.screenshot(path=str(artifacts / "operator-book-from-case.png"), full_page=True)
+    ctx.close()
