@@ -310,6 +310,15 @@ async def test_mediation_goes_to_the_roster_member_on_duty_and_is_refused_with_a
     assert body["mediator"] == "钱调解员"
     assert any(k == "mediation" and "钱调解员" in t for k, t in await timeline(migrated, case_id))
     assert await notified(migrated, world.users["po_a"], "portal_mediation")
+    # the court's staff see it on their inbox; another court's do not
+    officer = await make_client()
+    await login(officer, "po_a")
+    rows = (await (await officer.get("/api/v1/inbox")).json())["mediations"]
+    assert [(r["case_id"], r["mediator"], r["note"]) for r in rows] == [
+        (case_id, "钱调解员", "希望调解")
+    ]
+    other = await staff_client(make_client, "op_b")
+    assert (await (await other.get("/api/v1/inbox")).json())["mediations"] == []
 
 
 async def test_complaints_are_routed_to_the_court_above_and_handled_there(

@@ -401,6 +401,22 @@ async def request_mediation(
     return row, lawyer
 
 
+async def court_mediations(
+    db: AsyncSession, actor: Actor, limit: int = 100
+) -> Sequence[tuple[MediationRequest, DutyLawyer, Petition]]:
+    """The newest mediation requests to the actor's court, with the roster member and case."""
+    _check_inbox(actor)
+    query = (
+        select(MediationRequest, DutyLawyer, Petition)
+        .join(DutyLawyer, DutyLawyer.id == MediationRequest.lawyer_id)
+        .join(Petition, Petition.id == MediationRequest.petition_id)
+    )
+    if not actor.is_admin:
+        query = query.where(MediationRequest.court_id == actor.court_id)
+    rows = await db.execute(query.order_by(MediationRequest.id.desc()).limit(limit))
+    return [(m, lawyer, case) for m, lawyer, case in rows]
+
+
 # ---------------------------------------------------------------- ratings (满意度评价)
 
 RATED_VISIT_STATES = frozenset({VisitState.ended, VisitState.archived})

@@ -408,9 +408,21 @@ async def my_complaints(ctx: Context) -> list[ComplaintOut]:
 # ---------------------------------------------------------------- staff: the inbox
 
 
+class MediationRow(Answer):
+    id: int
+    case_id: int
+    case_number: str
+    mediator: str
+    firm: str
+    mediator_phone: str
+    note: str
+    created_at: datetime
+
+
 class InboxOut(Answer):
     threads: list[ThreadOut]
     complaints: list[ComplaintOut]
+    mediations: list[MediationRow]
 
 
 @api.route(
@@ -423,8 +435,8 @@ class InboxOut(Answer):
 )
 async def inbox(ctx: Context) -> InboxOut:
     """Waiting questions first, the nearest deadline first (``overdue`` once past it);
-    complaints routed here, open ones first. Petitioners' ID numbers and phones in texts are
-    masked."""
+    complaints routed here, open ones first; the newest mediation requests to this court.
+    Petitioners' ID numbers and phones in texts are masked."""
     actor = ctx.me.actor()
     threads = await _threads_out(ctx, list(await feedback.court_threads(ctx.db, actor)))
     complaints = await _complaints_out(ctx, list(await feedback.court_complaints(ctx.db, actor)))
@@ -433,7 +445,20 @@ async def inbox(ctx: Context) -> InboxOut:
             m.text = mask_text(m.text)
     for c in complaints:
         c.text = mask_text(c.text)
-    return InboxOut(threads=threads, complaints=complaints)
+    mediations = [
+        MediationRow(
+            id=m.id,
+            case_id=case.id,
+            case_number=case.number,
+            mediator=lawyer.name,
+            firm=lawyer.firm,
+            mediator_phone=lawyer.phone,
+            note=mask_text(m.note),
+            created_at=m.created_at,
+        )
+        for m, lawyer, case in await feedback.court_mediations(ctx.db, actor)
+    ]
+    return InboxOut(threads=threads, complaints=complaints, mediations=mediations)
 
 
 @api.route(

@@ -65,6 +65,10 @@
     if (!data.threads.length) $("thread-list").appendChild(el("p", "暂无网上咨询", "muted"));
     $("complaint-list").replaceChildren(...data.complaints.map(complaintNode));
     if (!data.complaints.length) $("complaint-list").appendChild(el("p", "暂无投诉建议", "muted"));
+    VR.fillTable($("mediation-rows"), data.mediations, [
+      (m) => time(m.created_at), (m) => m.case_number, (m) => m.mediator + (m.firm ? `（${m.firm}）` : ""),
+      (m) => m.mediator_phone, (m) => m.note,
+    ], "暂无第三方化解申请");
   }
   VR.start("网上咨询与投诉")
     .then(load)
