@@ -56,6 +56,7 @@ class ParticipantRole(enum.StrEnum):
     petitioner = "petitioner"
     lawyer = "lawyer"
     mediator = "mediator"
+    observer = "observer"  # 监看: staff of a supervising court, receiving only
 
 
 define(
@@ -67,6 +68,7 @@ define(
         ParticipantRole.petitioner: "信访人",
         ParticipantRole.lawyer: "律师",
         ParticipantRole.mediator: "调解员",
+        ParticipantRole.observer: "监看",
     },
 )
 

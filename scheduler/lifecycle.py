@@ -13,11 +13,20 @@ an AuditEvent, written in the same transaction.
         │             │  └──────────┘ (sent back)           │
         │             └─────────────┴───────────────────────┘ (ended from the lists)
         └─► cancelled, no_show        (checked_in, in_lobby ─► cancelled)
+
+An on-site reception (``VisitKind.onsite``: a walk-in received at a window of the basic
+court, recorded like a visit, 一案一录音视频) is born ``in_progress`` when the operator
+starts it (:func:`begin_onsite`) and recorded from the moment the operator enters its room;
+it has no judge and no guests: the operator hosts it and ends it.
+
+Staff of a court above a visit's court or its receiving court may watch it while it is in
+progress (监看, ``Action.watch``): as observers who send no media and whom everyone sees.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,7 +51,7 @@ from scheduler.models import (
     VisitState,
 )
 from scheduler.notify import notify, visit_recipients
-from scheduler.scope import Actor
+from scheduler.scope import Actor, ancestor_court_ids
 from scheduler.visits import audit_visit, local_text, visible_visit, visit_event
 
 # A visit that is still to happen or happening: it holds its booking locks.
@@ -72,6 +81,12 @@ RELEASES = frozenset({VisitState.ended, VisitState.cancelled, VisitState.no_show
 # 一案一录: the recording starts when this participant enters the call (is admitted), and
 # the visit is in progress from then on; it stops when the visit ends.
 RECORDING_STARTS_WITH = ParticipantRole.petitioner
+# An on-site reception is born in progress, and recorded from when its operator enters.
+ONSITE_STARTS_IN = VisitState.in_progress
+# 监看: who may watch the visits of the courts below theirs, and while the visit is in what.
+WATCHERS = frozenset({Role.judge, Role.petition_officer, Role.leader, Role.admin})
+WATCHABLE = frozenset({VisitState.in_progress})
+WATCH_REFUSED = "只有上级法院的接访法官、信访专员或院领导可以监看本院以下法院的接访"
 
 
 class Action(enum.StrEnum):
@@ -83,6 +98,7 @@ class Action(enum.StrEnum):
     cancel = "cancel"
     manage = "manage"  # check in, reschedule, issue the petitioner's code, send to the lobby
     outcome = "outcome"  # record the visit's outcome on the case's timeline
+    watch = "watch"  # observe the live room from a supervising court (监看), sending nothing
 
 
 # ---------------------------------------------------------------- entitlement
@@ -112,6 +128,8 @@ def is_visit_judge(actor: Actor, visit: Visit) -> bool:
     never receives a leader's visit, nor a leader a judge's."""
     if actor.role is not receiver_role(visit.kind) or actor.user_id is None:
         return False
+    if visit.kind is VisitKind.onsite:  # received at the window: no judge
+        return False
     if visit.judge_id is not None:
         return visit.judge_id == actor.user_id
     return actor.court_id == visit.receiving_court_id
@@ -122,11 +140,15 @@ def is_booking_operator(actor: Actor, visit: Visit) -> bool:
     return actor.role is Role.operator and actor.court_id == visit.court_id
 
 
-def may(actor: Actor, action: Action, visit: Visit) -> bool:
-    """Whether ``actor`` may do ``action`` to ``visit`` (the system may do everything)."""
+def may(actor: Actor, action: Action, visit: Visit, *, above: Collection[int] = ()) -> bool:
+    """Whether ``actor`` may do ``action`` to ``visit`` (the system may do everything).
+    ``above``: the courts above the visit's court and its receiving court
+    (:func:`supervising_courts`), which only ``Action.watch`` needs."""
     system = actor.user_id is None
     judge = is_visit_judge(actor, visit)
     operator = is_booking_operator(actor, visit)
+    if action is Action.watch:  # never the system: a watch is a person's
+        return not system and actor.role in WATCHERS and (actor.is_admin or actor.court_id in above)
     if action is Action.enter:
         return judge or operator
     if action in (Action.admit, Action.outcome):
@@ -136,6 +158,23 @@ def may(actor: Actor, action: Action, visit: Visit) -> bool:
     if action is Action.cancel:
         return system or actor.is_admin or judge or operator
     return system or actor.is_admin or operator  # manage
+
+
+async def supervising_courts(db: AsyncSession, visit: Visit) -> set[int]:
+    """The courts above the visit's court and above its receiving court (who may watch)."""
+    above = set(await ancestor_court_ids(db, visit.court_id))
+    if visit.receiving_court_id != visit.court_id:
+        above |= set(await ancestor_court_ids(db, visit.receiving_court_id))
+    return above
+
+
+async def watch_refusal(db: AsyncSession, actor: Actor, visit: Visit) -> str | None:
+    """Why ``actor`` may not watch ``visit`` now (None: they may)."""
+    if not may(actor, Action.watch, visit, above=await supervising_courts(db, visit)):
+        return WATCH_REFUSED
+    if visit.state not in WATCHABLE:
+        return "只能监看正在进行的接访或现场接待"
+    return None
 
 
 def room_role(actor: Actor, visit: Visit) -> ParticipantRole | None:
@@ -157,6 +196,7 @@ def require(actor: Actor, action: Action, visit: Visit) -> None:
             Action.cancel: "只有本次接访的接访法官或预约法院的操作员可以取消",
             Action.manage: "只有本院操作员可以修改此预约",
             Action.outcome: "只有本次接访的接访法官可以记录接访结果",
+            Action.watch: WATCH_REFUSED,
         }[action]
     )
 
@@ -171,12 +211,36 @@ def can_end(actor: Actor, visit: Visit) -> bool:
     return visit.state in ENDABLE and may(actor, Action.end, visit)
 
 
-def starts_recording(role: ParticipantRole) -> bool:
-    """Whether this participant's entering the call starts the visit's recording."""
+def starts_recording(role: ParticipantRole, visit: Visit) -> bool:
+    """Whether this participant's entering the call starts the visit's recording: the
+    petitioner's, or the operator's at an on-site reception."""
+    if visit.kind is VisitKind.onsite:
+        return role is ParticipantRole.operator
     return role is RECORDING_STARTS_WITH
 
 
+def hosts(role: ParticipantRole, visit: Visit) -> bool:
+    """Whether this participant holds the call: while none is present it may end as
+    abandoned, and a host may end it from the call. The judge; at an on-site reception,
+    the operator."""
+    if visit.kind is VisitKind.onsite:
+        return role is ParticipantRole.operator
+    return role is ParticipantRole.judge
+
+
 # ---------------------------------------------------------------- the state machine
+
+
+def begin_onsite(db: AsyncSession, actor: Actor, visit: Visit, **detail: Any) -> None:
+    """An on-site reception begins: in progress from the start (it was never booked, and
+    nobody waits to be admitted); its history line and audit event are written."""
+    if visit.kind is not VisitKind.onsite:
+        raise InvalidError("只有现场接待可以直接开始", code="not_onsite")
+    if not may(actor, Action.enter, visit):
+        raise PermissionDeniedError("只有本院操作员可以在接待窗口开始现场接待录音录像")
+    visit.state = ONSITE_STARTS_IN
+    visit_event(db, actor, visit, VisitEventKind.state, None, ONSITE_STARTS_IN, **detail)
+    audit_visit(db, actor, "visit.onsite_started", visit, **detail)
 
 
 async def transition(

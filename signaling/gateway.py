@@ -38,6 +38,8 @@ class Identity:
     role: ParticipantRole
     name: str
     user_id: int | None = None
+    host: bool = False  # holds the call (see VisitGateway.entitle); staff only
+    court: str = ""  # an observer's court, shown to everyone in the room
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,22 @@ class VisitGateway(Protocol):
         counts as activity: it keeps the session from idling out."""
         ...
 
-    async def entitle(self, visit_id: str, staff: Staff) -> Identity:
-        """The staff member's place in the visit; raises ProtocolError(not_entitled)."""
+    async def entitle(self, visit_id: str, staff: Staff, watch: bool = False) -> Identity:
+        """The staff member's place in the visit; raises ProtocolError(not_entitled).
+        ``host`` when the call depends on them (ended as abandoned while no host is there;
+        a host may end it). ``watch``: as an observer of a supervising court (监看), who
+        receives and never sends; the watch is audited."""
+        ...
+
+    async def watch_stopped(self, visit_id: str, identity: Identity, reason: str) -> None:
+        """An observer left the room (audited)."""
         ...
 
     async def redeem(self, visit_id: str, code: str) -> Identity:
         """Consume a one-time code of this visit; raises ProtocolError(*_code)."""
         ...
 
-    def starts_recording(self, role: ParticipantRole) -> bool:
+    async def starts_recording(self, visit_id: str, identity: Identity) -> bool:
         """Whether this participant's entering the call starts the visit's recording."""
         ...
 
@@ -93,9 +102,10 @@ class VisitGateway(Protocol):
         """The judge refused a participant (the petitioner: back to checked_in)."""
         ...
 
-    async def ended(self, visit_id: str, judge: Staff) -> None:
-        """The judge ended the visit for everyone (the room is closed through
-        ``VisitNamespace.close_visit`` and the recording processed)."""
+    async def ended(self, visit_id: str, host: Staff) -> None:
+        """The host (the judge; an on-site reception's operator) ended the visit for
+        everyone (the room is closed through ``VisitNamespace.close_visit`` and the
+        recording processed)."""
         ...
 
     async def room_event(

@@ -1,4 +1,4 @@
-"""``/visit``: join, lobby, admit/refuse, invite, media state, leave, end.
+"""``/visit``: join, lobby, admit/refuse, invite, media state, leave, end, watch.
 
 Room membership lives in this process (one Room per Visit, ``room_id == visit_id``); the
 socket.io room ``visit:<id>`` holds the admitted participants and ``visit:<id>:staff`` the
@@ -69,6 +69,7 @@ class Participant:
             "audio": self.audio,
             "video": self.video,
             "evidence": self.evidence,
+            "court": self.identity.court,
         }
 
 
@@ -80,13 +81,12 @@ class Room:
     participants: dict[str, Participant] = field(default_factory=dict)
     admitted_keys: set[str] = field(default_factory=set)
     recording: bool = False
-    judge_absent_since: float | None = None  # the call goes on without its judge since
+    host_absent_since: float | None = None  # the call goes on without its host since
 
-    def judge_present(self) -> bool:
-        return any(
-            p.admitted and p.identity.role is ParticipantRole.judge
-            for p in self.participants.values()
-        )
+    def host_present(self) -> bool:
+        """Whether someone holding the call is in it (the judge; an on-site reception's
+        operator: ``Identity.host``)."""
+        return any(p.admitted and p.identity.host for p in self.participants.values())
 
     def by_key(self, key: str) -> Participant | None:
         return next((p for p in self.participants.values() if p.identity.key == key), None)
@@ -119,6 +119,30 @@ class TokenBucket:
 
 
 Handler = Callable[[str, Any], Awaitable[Any]]
+
+
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+def _sends(sdp: str) -> bool:
+    """Whether an SDP would send media: a media section (not rejected with port 0) whose
+    direction, its own or else the session's (default ``sendrecv``), is ``sendrecv`` or
+    ``sendonly``."""
+    session = "sendrecv"
+    sections: list[tuple[bool, str | None]] = []  # (open, direction) of each m= section
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            fields = line.split()
+            sections.append((len(fields) > 1 and fields[1] != "0", None))
+        elif line.startswith("a=") and line[2:] in _DIRECTIONS:
+            if sections:
+                sections[-1] = (sections[-1][0], line[2:])
+            else:
+                session = line[2:]
+    return any(
+        live and (direction or session) in ("sendrecv", "sendonly") for live, direction in sections
+    )
 
 
 def _media_refusal(exc: Exception) -> ProtocolError:
@@ -265,6 +289,13 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         room = self.rooms[where[0]]
         return room, room.participants[where[1]]
 
+    def _sender(self, sid: str) -> tuple[Room, Participant]:
+        """The participant, who may send media (an observer never does)."""
+        room, me = self._participant(sid)
+        if me.identity.role is ParticipantRole.observer:
+            raise ProtocolError(ErrorCode.forbidden, "监看人员不能发送音视频")
+        return room, me
+
     def _judge(self, sid: str) -> tuple[Room, Participant, Staff]:
         room, me = self._participant(sid)
         if me.identity.role is not ParticipantRole.judge or me.staff is None:
@@ -279,19 +310,19 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     def staff_room(visit_id: str) -> str:
         return f"visit:{visit_id}:staff"
 
-    def _note_judge_presence(self, room: Room) -> None:
-        """Keep when the call lost its judge (housekeeping ends it after a while)."""
-        if not room.recording or room.judge_present():
-            room.judge_absent_since = None
-        elif room.judge_absent_since is None:
-            room.judge_absent_since = self.clock()
+    def _note_host_presence(self, room: Room) -> None:
+        """Keep when the call lost its host (housekeeping ends it after a while)."""
+        if not room.recording or room.host_present():
+            room.host_absent_since = None
+        elif room.host_absent_since is None:
+            room.host_absent_since = self.clock()
 
-    def judge_absent(self, since: float) -> list[str]:
-        """The visits whose call on this node has had no judge since ``since`` or longer."""
+    def host_absent(self, since: float) -> list[str]:
+        """The visits whose call on this node has had no host since ``since`` or longer."""
         return [
             r.visit_id
             for r in self.rooms.values()
-            if r.judge_absent_since is not None and r.judge_absent_since <= since
+            if r.host_absent_since is not None and r.host_absent_since <= since
         ]
 
     async def _lobby_changed(self, room: Room) -> None:
@@ -315,6 +346,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise ProtocolError(ErrorCode.visit_closed, "该接访已结束或不存在")
         staff: Staff | None = None
         admitted_before = False
+        if message.watch and (message.code or message.rejoin):
+            raise ProtocolError(ErrorCode.invalid_message, "监看须以工作人员身份登录")
         if message.code:
             identity = await self.gateway.redeem(visit_id, message.code)
         elif message.rejoin:
@@ -323,7 +356,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             staff = self._staff.get(sid)
             if staff is None:
                 raise ProtocolError(ErrorCode.unauthenticated, "请先登录，或使用接访码加入")
-            identity = await self.gateway.entitle(visit_id, staff)
+            identity = await self.gateway.entitle(visit_id, staff, watch=message.watch)
         room = self.rooms.setdefault(visit_id, Room(visit_id))
         self.placement.hold(visit_id)  # keep the room pinned here while it lives
         previous = room.by_key(identity.key)
@@ -340,7 +373,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         )
         room.participants[me.id] = me
         self._where[sid] = (visit_id, me.id)
-        if staff is not None:
+        observer = identity.role is ParticipantRole.observer
+        if staff is not None and not observer:  # observers see no lobby and no notes
             await self.enter_room(sid, self.staff_room(visit_id))
         if admitted:
             await self._enter_call(room, me)
@@ -362,12 +396,13 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "admitted": admitted,
             "participants": room.members() if admitted else [],
             "recording": room.recording,
+            "host": identity.host,
             # RTCConfiguration.iceServers, TURN credentials issued to this participant
             "ice_servers": [s.public() for s in self.relay.ice_servers.issue(identity.key)]
             if self.relay is not None
             else [],
         }
-        if staff is not None:
+        if staff is not None and not observer:
             answer["lobby"] = room.lobby()
         else:
             answer["rejoin"] = self.tokens.issue(visit_id, identity, admitted)
@@ -381,7 +416,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self.relay is not None:
             media = self.relay.room(room.visit_id)
             media.describe(me.id, me.identity.role.value, me.identity.name)
-            if self.gateway.starts_recording(me.identity.role):
+            if await self.gateway.starts_recording(room.visit_id, me.identity):
                 # 一案一录 (scheduler/lifecycle.py): recorded from this moment on
                 media.start_recording()
                 if not room.recording:
@@ -392,7 +427,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                     {"recording": True, "ok": True},
                     room=self.call_room(room.visit_id),
                 )
-        self._note_judge_presence(room)
+        self._note_host_presence(room)
         await self.emit(
             "participant_joined", me.public(), room=self.call_room(room.visit_id), skip_sid=me.sid
         )
@@ -453,7 +488,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _media_state(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, MediaState)
-        room, me = self._participant(sid)
+        room, me = self._sender(sid)
         me.audio, me.video, me.evidence = message.audio, message.video, message.evidence
         if me.admitted:
             await self.emit(
@@ -471,6 +506,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _publish(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, Publish)
+        self._sender(sid)
         room, me, media = self._media_room(sid)
         stream = Stream(message.stream)
         try:
@@ -485,6 +521,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _unpublish(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, Unpublish)
+        self._sender(sid)
         room, me, media = self._media_room(sid)
         stream = Stream(message.stream)
         if await media.unpublish(me.id, stream) and stream is Stream.evidence:
@@ -528,6 +565,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _subscribe_answer(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, SubscribeAnswer)
         _, me, media = self._media_room(sid)
+        if me.identity.role is ParticipantRole.observer and _sends(message.sdp):
+            raise ProtocolError(ErrorCode.forbidden, "监看人员不能发送音视频")
         try:
             await media.answer(me.id, message.sdp)
         except (MediaError, ValueError) as exc:
@@ -540,10 +579,12 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return {}
 
     async def _end(self, sid: str, message: Message) -> dict[str, Any]:
-        room, _, judge = self._judge(sid)
-        await self.gateway.ended(room.visit_id, judge)
+        room, me = self._participant(sid)
+        if not me.identity.host or me.staff is None:
+            raise ProtocolError(ErrorCode.forbidden, "只有接访法官（现场接待为操作员）可以结束")
+        await self.gateway.ended(room.visit_id, me.staff)
         await self.close_visit(room.visit_id)
-        log.info("visit %s ended by judge %s", room.visit_id, judge.user_id)
+        log.info("visit %s ended by %s", room.visit_id, me.staff.user_id)
         return {}
 
     async def close_visit(self, visit_id: str, reason: str = "ended") -> None:
@@ -589,7 +630,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         )
         if me.admitted:
             await self.gateway.room_event(room.visit_id, "left", me.identity, reason=reason.value)
-            self._note_judge_presence(room)
+            if me.identity.role is ParticipantRole.observer:
+                await self.gateway.watch_stopped(room.visit_id, me.identity, reason.value)
+            self._note_host_presence(room)
         published = False
         if self.relay is not None and room.visit_id in self.relay.rooms:
             published = await self.relay.rooms[room.visit_id].leave(me.id)

@@ -56,6 +56,7 @@ class Join(Message):
     visit_id: VisitId
     code: Annotated[str, StringConstraints(min_length=8, max_length=40)] | None = None
     rejoin: Annotated[str, StringConstraints(min_length=16, max_length=1024)] | None = None
+    watch: bool = False  # a staff member of a supervising court observes (监看)
 
 
 class Admit(Message):

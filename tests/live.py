@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -30,6 +32,25 @@ async def http_login(http: aiohttp.ClientSession, node: Node, user: str, pw: str
     ) as r:
         assert r.status == 200, await r.text()
         return str((await r.json())["csrf_token"])
+
+
+T = TypeVar("T")
+
+
+def beside_playwright(coroutine: Coroutine[Any, Any, T]) -> T:
+    """An async helper run to completion beside Playwright's own event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def page_login(page: Any, node: Node, user: str, password: str, then: str) -> None:
+    """Log a browser page in through the login page and land on ``then`` (a path)."""
+    page.goto(node.url + "/login?next=" + then)
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("#login-submit")
+    page.wait_for_url(node.url + then)
+    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
 
 
 async def checked_in_visit(

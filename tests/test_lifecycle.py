@@ -58,11 +58,11 @@ STAFF = {  # the same whatever the kind
     "operator, booking court": "enter end cancel manage",
     "operator, other court": "",
     "archivist": "",
-    "admin": "end cancel manage",
-    "system": "end cancel manage",
+    "admin": "end cancel manage watch",  # no court is above this visit here: only an
+    "system": "end cancel manage",  # admin watches (tests/test_monitor.py)
 }
 # (actor, receiver assigned?, kind) → the actions allowed (enter, admit, end, cancel, manage,
-# outcome). The receiver's role follows the kind: a court leader receives a 领导接访 (kind
+# outcome, watch). The receiver's role follows the kind: a court leader receives a 领导接访 (kind
 # leader), a judge every other kind — never the other way round.
 TABLE: dict[tuple[str, bool, str], str] = {
     **{
@@ -153,8 +153,10 @@ def test_every_state_has_its_moves_and_ending_is_possible_only_once_started() ->
         VisitState.in_progress,
     } == lifecycle.ENDABLE
     assert set(lifecycle.OPEN) >= set(lifecycle.LIVE)
-    assert lifecycle.starts_recording(vocabulary.ParticipantRole.petitioner)
-    assert not lifecycle.starts_recording(vocabulary.ParticipantRole.lawyer)
+    reception = Visit(kind=VisitKind.reception)
+    assert lifecycle.starts_recording(vocabulary.ParticipantRole.petitioner, reception)
+    assert not lifecycle.starts_recording(vocabulary.ParticipantRole.lawyer, reception)
+    assert not lifecycle.starts_recording(vocabulary.ParticipantRole.operator, reception)
 
 
 async def test_the_vocabulary_is_served_and_no_page_keeps_its_own_labels(

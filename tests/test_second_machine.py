@@ -12,14 +12,13 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, start_live_server, stop_live_server
-from tests.helpers import in_thread
-from tests.live import checked_in_visit
+from tests.live import beside_playwright, checked_in_visit
 from tests.netns import Namespace, netns_problem, network_namespace, staff_in_call
 from tests.pki import CourtPKI, make_pki
 from tests.test_browser_visit import _frames_decoded, _wait
@@ -27,7 +26,6 @@ from tests.test_browser_visit import _frames_decoded, _wait
 pytestmark = pytest.mark.browser
 
 HOST_NAME = "court.example"
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +147,7 @@ def test_a_terminal_on_another_machine_holds_a_visit_over_https(
     assert room_network.can_connect(room_network.host_address, port)
     assert not room_network.can_connect("127.0.0.1", port)
     origin = f"https://{HOST_NAME}:{port}"
-    visit_id, code = in_thread(
+    visit_id, code = beside_playwright(
         checked_in_visit(court_server, court_server.passwords, court_pki.client_context())
     )
 

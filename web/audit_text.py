@@ -141,6 +141,12 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "visit.code_used": ("使用接访码", "{actor}（{role:role}）使用接访码进入了接访"),
     "visit.refused": ("拒绝入场", "{actor}拒绝{role:role}进入接访"),
     "visit.invite": ("邀请参加", "{actor}邀请{role:role} {label} 加入接访"),
+    "visit.onsite_started": (
+        "开始现场接待录音录像",
+        "{actor}在接待窗口 {window} 开始了信访件 {petition} 的现场接待，全程录音录像",
+    ),
+    "visit.watch_started": ("开始监看", "{actor}（{court}）开始监看{kind:visit_kind}"),
+    "visit.watch_stopped": ("结束监看", "{actor}（{court}）结束监看{kind:visit_kind}"),
     "recording.search": (
         "检索录像",
         "{actor}检索了录像档案（{query:query}），找到 {total} 条",
@@ -222,6 +228,8 @@ class _Formatter(string.Formatter):
             return label_of("role", label_of("participant_role", str(value)))
         if how == "state":
             return label_of("visit_state", str(value))
+        if how == "visit_kind":
+            return label_of("visit_kind", str(value))
         if how == "level":
             return label_of("court_level", str(value))
         if how == "login_reason":
@@ -262,7 +270,7 @@ class _Formatter(string.Formatter):
 
 
 # actions whose ``reason`` is a word of a vocabulary rather than free text
-_REASON_VOCABULARY = {"visit.ended": "end_reason"}
+_REASON_VOCABULARY = {"visit.ended": "end_reason", "visit.watch_stopped": "close_reason"}
 
 
 def actor_of(event: AuditEvent) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from config import vocabulary
+from scheduler import lifecycle
 from scheduler.models import Role
 from scheduler.portal.feedback import INBOX_ROLES
 from web.auth import (
@@ -37,6 +38,8 @@ PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
     # petitioners' questions and complaints (roles: scheduler.portal.feedback.INBOX_ROLES)
     "/inbox": ("inbox.html", INBOX_ROLES),
+    # 监看: what is live below the court (who may watch is scheduler/lifecycle.py's rule)
+    "/monitor": ("monitor.html", lifecycle.WATCHERS),
 }
 # One recording's playback; which recordings a role may open is decided by the API.
 PLAYBACK = (r"/archive/visits/{visit_id:[0-9a-f]{32}}", "playback.html", frozenset(Role))
@@ -175,11 +178,12 @@ async def portal_feedback_page(request: web.Request) -> web.StreamResponse:
 
 
 async def call_page(request: web.Request) -> web.StreamResponse:
-    """The staff call view of one visit; who may enter is decided by the signaling."""
+    """The staff call view of one visit (``?watch=1``: observing it, 监看); who may enter
+    is decided by the signaling."""
     role = await _role(request)
     if role is None:
         raise web.HTTPFound("/login?next=" + request.path)
-    if role not in (Role.judge, Role.leader, Role.operator):
+    if role not in (Role.judge, Role.leader, Role.operator) and role not in lifecycle.WATCHERS:
         return _html("forbidden.html", status=403)
     return _html("call.html", timezone=request.app[SETTINGS].timezone)
 

@@ -20,6 +20,7 @@ from scheduler import lifecycle
 from scheduler.codes import VisitCodeError, issue_visit_code, verify_visit_code
 from scheduler.models import (
     CodeRole,
+    Court,
     Petition,
     Petitioner,
     Role,
@@ -100,18 +101,73 @@ class DatabaseVisitGateway:
                 await touch_session(db, now.session_id)
         return staff
 
-    async def entitle(self, visit_id: str, staff: Staff) -> Identity:
+    async def entitle(self, visit_id: str, staff: Staff, watch: bool = False) -> Identity:
+        if watch:
+            return await self._watch(visit_id, staff)
         async with self._db.reader() as db:
             visit = await db.get(Visit, visit_id)
         role = lifecycle.room_role(self._actor(staff), visit) if visit is not None else None
-        if role is None:
+        if visit is None or role is None:
             raise ProtocolError(ErrorCode.not_entitled, "您无权进入该接访")
         return Identity(
-            key=f"user:{staff.user_id}", role=role, name=staff.name, user_id=staff.user_id
+            key=f"user:{staff.user_id}",
+            role=role,
+            name=staff.name,
+            user_id=staff.user_id,
+            host=lifecycle.hosts(role, visit),
         )
 
-    def starts_recording(self, role: ParticipantRole) -> bool:
-        return lifecycle.starts_recording(role)
+    async def _watch(self, visit_id: str, staff: Staff) -> Identity:
+        """监看: the lifecycle's rule decides (a court above the visit's courts, a visit in
+        progress); the watch is audited before the observer sees anything."""
+        actor = self._actor(staff)
+        async with self._db.writer() as db:
+            visit = await db.get(Visit, visit_id)
+            refusal = (
+                await lifecycle.watch_refusal(db, actor, visit)
+                if visit is not None
+                else "该接访已结束或不存在"
+            )
+            if visit is None or refusal is not None:
+                raise ProtocolError(ErrorCode.not_entitled, refusal or "")
+            court = await db.get(Court, staff.court_id) if staff.court_id else None
+            court_name = court.name if court is not None else label(Role.admin)
+            self._audit(db, visit, staff, "visit.watch_started", court=court_name)
+        return Identity(
+            key=f"watch:{staff.user_id}",
+            role=ParticipantRole.observer,
+            name=staff.name,
+            user_id=staff.user_id,
+            court=court_name,
+        )
+
+    @staticmethod
+    def _audit(db: AsyncSession, visit: Visit, staff: Staff, action: str, **detail: Any) -> None:
+        record_audit(
+            db,
+            action=action,
+            actor_id=staff.user_id,
+            actor_name=staff.name,
+            target_type="visit",
+            target_id=visit.id,
+            court_id=visit.court_id,
+            detail={"kind": visit.kind.value, **detail},
+        )
+
+    async def watch_stopped(self, visit_id: str, identity: Identity, reason: str) -> None:
+        async with self._db.writer() as db:
+            visit = await db.get(Visit, visit_id)
+            if visit is None or identity.user_id is None:
+                return
+            staff = Staff(user_id=identity.user_id, name=identity.name, role="", court_id=None)
+            self._audit(
+                db, visit, staff, "visit.watch_stopped", court=identity.court, reason=reason
+            )
+
+    async def starts_recording(self, visit_id: str, identity: Identity) -> bool:
+        async with self._db.reader() as db:
+            visit = await db.get(Visit, visit_id)
+        return visit is not None and lifecycle.starts_recording(identity.role, visit)
 
     async def recording_started(self, visit_id: str) -> None:
         await self._app[PIPELINE].recording_started(visit_id)
@@ -212,8 +268,8 @@ class DatabaseVisitGateway:
 
         await self._change(visit_id, change)
 
-    async def ended(self, visit_id: str, judge: Staff) -> None:
-        await self.end(visit_id, self._actor(judge))
+    async def ended(self, visit_id: str, host: Staff) -> None:
+        await self.end(visit_id, self._actor(host))
 
     async def end(self, visit_id: str, actor: Actor, reason: EndReason = EndReason.ended) -> bool:
         """End the visit (lifecycle rules), then :meth:`finish` it. False when it had
@@ -234,14 +290,15 @@ class DatabaseVisitGateway:
         await self._app[PIPELINE].enqueue(visit_id, await self.recording_details(visit_id))
 
     async def reap_abandoned(self, now: datetime | None = None) -> list[str]:
-        """End, as ``abandoned``, every visit in progress whose room has had no judge for
-        ``visit_abandon_minutes``: rooms on this node whose judge left, and (after a
+        """End, as ``abandoned``, every visit in progress whose room has had no host (its
+        judge; an on-site reception's operator) for ``visit_abandon_minutes``: rooms on this
+        node whose host left, and (after a
         restart) visits in progress that no node holds a room for and whose history has
         been quiet that long."""
         now = now or utcnow()
         limit = timedelta(minutes=self._settings.visit_abandon_minutes)
         visits = self._app[VISITS]
-        due = set(visits.judge_absent(now.timestamp() - limit.total_seconds()))
+        due = set(visits.host_absent(now.timestamp() - limit.total_seconds()))
         async with self._db.reader() as db:
             stale = await lifecycle.stale_live_visits(db, now, limit)
         for visit_id in stale:
@@ -252,7 +309,7 @@ class DatabaseVisitGateway:
             try:
                 if await self.end(visit_id, SYSTEM_ACTOR, EndReason.abandoned):
                     ended.append(visit_id)
-                    log.warning("visit %s: no judge for %s; ended as abandoned", visit_id, limit)
+                    log.warning("visit %s: no host for %s; ended as abandoned", visit_id, limit)
             except ProtocolError as exc:  # ended or changed meanwhile
                 log.info("visit %s: not ended as abandoned: %s", visit_id, exc.message)
         return ended

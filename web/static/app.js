@@ -231,6 +231,8 @@ const VR = (() => {
     // a court leader also receives visits (领导接访): the reception desk beside the cases
     if (me.role === "leader" && home !== "/judge") links.splice(1, 0, ["/judge", "接访日程"]);
     if (["operator", "petition_officer", "leader", "admin"].includes(me.role)) links.push(["/inbox", "网上咨询与投诉"]);
+    // 监看: staff of a supervising court watch what is live below it
+    if (["judge", "petition_officer", "leader", "admin"].includes(me.role)) links.push(["/monitor", label("participant_role", "observer")]);
     for (const [href, text] of links) {
       const a = document.createElement("a");
       a.href = href;

@@ -1,5 +1,8 @@
 // The live visit in the browser: /visit signaling, one publishing and one subscribing peer
 // connection with the relay, the lobby for guests, admit/refuse/invite/end for the judge.
+// Two more modes of the staff page: an on-site reception (the operator at a window hosts a
+// call with no remote party: self view, recording notice, end button), and watching (监看,
+// ?watch=1: an observer of a supervising court who only receives).
 "use strict";
 (() => {
   const mode = document.body.dataset.mode; // "guest" or "staff"
@@ -32,6 +35,9 @@
   const rejoinKey = () => "vr-rejoin-" + visitId;
   const keepRejoin = (token) => { if (token) localStorage.setItem(rejoinKey(), token); };
   let me = null;
+  const watching = mode === "staff" && params.get("watch") === "1";
+  let observing = false; // joined as an observer: nothing is published
+  let onsite = false; // an on-site reception at this window: no remote party
   let local = null;
   let publisher = null;
   let subscriber = null;
@@ -227,7 +233,13 @@
 
   const present = new Map(); // participant id → participant, everyone in the call
   function drawPresent() {
-    say("call-msg", "在场：" + [...present.values()].map((p) => `${ROLE[p.role]} ${p.name}`).join("、"));
+    const all = [...present.values()];
+    const parties = all.filter((p) => p.role !== "observer");
+    const watchers = all.filter((p) => p.role === "observer");
+    say("call-msg", "在场：" + parties.map((p) => `${ROLE[p.role]} ${p.name}`).join("、"));
+    // everyone in the room sees who watches it (监看), the petitioner's page included
+    $("watch-state").textContent = watchers.map((p) => `${ROLE.observer}：${p.name}（${p.court}）`).join("；");
+    show("watch-state", watchers.length > 0);
   }
   function inCall(participants) {
     if (mode === "guest") { show("code-step", false); show("lobby-step", false); }
@@ -237,6 +249,7 @@
     present.clear();
     for (const p of participants) present.set(p.participant_id, p);
     drawPresent();
+    if (observing) { subscribe(); return; } // receives only: no camera, no microphone
     startMedia().catch((err) => say("call-msg", "无法开启摄像头或麦克风：" + reason(err), "error"));
     // entering again after a reconnect: the evidence being shown is shown again
     if (evidence) publishEvidence().catch((err) => say("evidence-msg", "无法重新出示证据：" + reason(err), "error"));
@@ -270,13 +283,13 @@
     stopEvidence(false);
     for (const pc of [publisher, subscriber]) if (pc) pc.close();
     if (local) for (const t of local.getTracks()) t.stop();
-    for (const id of ["call-step", "lobby-step", "code-step", "check-step", "lobby-card", "notes-card", "rec-state", "conn-state", "judge-state"]) if ($(id)) show(id, false);
+    for (const id of ["call-step", "lobby-step", "code-step", "check-step", "lobby-card", "notes-card", "rec-state", "conn-state", "judge-state", "watch-state"]) if ($(id)) show(id, false);
     $("ended-text").textContent = text;
     show("ended-step", true);
   }
 
   async function join(extra) {
-    const answer = await call("join", { v: 1, visit_id: visitId, ...extra });
+    const answer = await call("join", { v: 1, visit_id: visitId, ...extra, ...(watching ? { watch: true } : {}) });
     if (!answer.ok && answer.error.code === "wrong_node" && answer.error.details) {
       // the visit's room lives on another node: go there (the code was not spent here)
       const carry = extra.code ? "#code=" + encodeURIComponent(extra.code)
@@ -291,7 +304,15 @@
     $("who").textContent = ROLE[answer.role];
     if (answer.rejoin) keepRejoin(answer.rejoin);
     for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", answer.role !== "judge");
-    if (answer.lobby) drawLobby(answer.lobby);
+    observing = answer.role === "observer";
+    onsite = Boolean(answer.host) && answer.role === "operator"; // an operator hosts only on-site
+    if ($("end")) { show("end", Boolean(answer.host)); $("end").textContent = onsite ? "结束接待" : "结束接访"; }
+    if (observing) {
+      $("who").textContent = ROLE.observer + "（只接收，不发送音视频）";
+      for (const id of ["mute", "camera", "evidence-form", "evidence-msg"]) if ($(id)) show(id, false);
+      for (const el of document.querySelectorAll(".tile.self")) el.remove();
+    }
+    document.body.dataset.onsite = onsite ? "1" : "";    if (answer.lobby) drawLobby(answer.lobby);
     confirmed(answer.recording ? { recording: true, ok: true } : null);
     if (answer.admitted) inCall(answer.participants);
     else { show("code-step", false); show("lobby-step", true); window.scrollTo(0, 0); checkDevices(); }
@@ -317,7 +338,8 @@
     show("rec-state", on);
     if (!on) return;
     el.classList.toggle("failed", recording.ok === false);
-    el.textContent = recording.ok === false ? `录像异常：${recording.message}（请立即通知技术人员）` : "● 正在录音录像";
+    el.textContent = recording.ok === false ? `录像异常：${recording.message}（请立即通知技术人员）`
+      : onsite ? "● 本次接待全程录音录像" : "● 正在录音录像";
   }
   function recordingState(data) { recording = data && data.recording ? data : null; drawRecording(); }
 
@@ -350,7 +372,7 @@
   socket.on("ended", (data) => ended(data && data.reason === "abandoned"
     ? "接访已结束：" + ((window.VOCABULARY || {}).end_reason || {}).abandoned
     : "接访已结束"));
-  socket.on("tracks_changed", () => { if (publisher) subscribe(); });
+  socket.on("tracks_changed", () => { if (publisher || observing) subscribe(); });
   // the judge left the call (closed the tab, lost the network): everyone else sees it at once;
   // the server ends the visit if no judge returns within its limit
   const judgeHere = () => [...present.values()].some((p) => p.role === "judge");
@@ -359,7 +381,7 @@
     if (p.role === "judge") show("judge-state", false);
   });
   socket.on("participant_left", (p) => {
-    present.delete(p.participant_id); drawPresent(); if (publisher) subscribe();
+    present.delete(p.participant_id); drawPresent(); if (publisher || observing) subscribe();
     if (p.role === "judge" && !judgeHere() && !over) show("judge-state", true);
   });
 
@@ -392,7 +414,7 @@
   $("mute").onclick = () => { if (!local) return; const t = local.getAudioTracks()[0]; t.enabled = !t.enabled; $("mute").textContent = t.enabled ? "静音" : "取消静音"; call("media_state", { audio: t.enabled, video: local.getVideoTracks()[0].enabled }); };
   $("camera").onclick = () => { if (!local) return; const t = local.getVideoTracks()[0]; t.enabled = !t.enabled; $("camera").textContent = t.enabled ? "关闭摄像头" : "打开摄像头"; call("media_state", { audio: local.getAudioTracks()[0].enabled, video: t.enabled }); };
   $("leave").onclick = async () => { await call("leave"); ended("您已离开接访"); };
-  if ($("end")) $("end").onclick = async () => { await call("end"); ended("接访已结束"); };
+  if ($("end")) $("end").onclick = async () => { await call("end"); ended(onsite ? "现场接待已结束，录像正在处理并签名" : "接访已结束"); };
   function addNote(note) {
     const li = document.createElement("li");
     const at = new Date(note.at * 1000).toLocaleTimeString("zh-CN", { hour12: false, timeZone: TZ });

@@ -211,11 +211,29 @@
     VR.fillTable(document.getElementById("petition-rows"), petitions, [
       (p) => p.number, (p) => VR.label("case_category", p.category), (p) => VR.label("case_state", p.state),
       (p) => name(p.petitioner_id), (p) => p.summary, (p) => VR.time(p.created_at),
+      (p) => VR.button("现场接待录音录像", () => startOnsite(p)),
     ], "暂无信访事项");
     const label = (p) => `${p.number} · ${name(p.petitioner_id)} · ${VR.label("case_category", p.category)} · ${VR.label("case_state", p.state)}`;
     fillSelect("book-petition", petitions, label);
     fillSelect("walkin-petition", petitions, label);
     showCase();
+  }
+  // 一案一录音视频: a walk-in received at this court's window is recorded on the case; the
+  // window terminal opens the call page in single-party mode (self view, end button)
+  async function startOnsite(p) {
+    const msg = document.getElementById("petition-msg");
+    const windows = rooms.filter((r) => r.active).map((r) => [String(r.id), r.name]);
+    const started = await VR.ask(`现场接待录音录像：${p.number}`, [
+      { name: "room_id", label: "接访室", options: [["", "（填写接待窗口）"], ...windows], required: false },
+      { name: "window", label: "接待窗口", required: false },
+      { name: "people_count", label: "来访人数", type: "number", value: "1" },
+    ], (vals) => VR.api("POST", "/onsite-receptions", {
+      petition_id: p.id, window: vals.window || "", people_count: Number(vals.people_count || 1),
+      ...(vals.room_id ? { room_id: Number(vals.room_id) } : {}),
+    }));
+    if (!started) return;
+    VR.say(msg, `已开始现场接待录音录像：${p.number}（${started.window}）`, "ok");
+    location.href = started.call_url;
   }
   const pform = document.getElementById("petitioner-form");
   pform.addEventListener("submit", async (ev) => {
