@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp.test_utils import TestClient
@@ -28,16 +27,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-T = TypeVar("T")
-
-
-def in_thread(work: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to its end on its own event loop, off the test's thread (sync
-    Playwright owns this thread's loop)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, work).result()
 
 
 def wait_until(
@@ -134,6 +123,16 @@ async def login(client: TestClient, username: str, password: str = PASSWORD) -> 
     body = await resp.json()
     assert resp.status == 200, body
     return str(body["csrf_token"])
+
+
+def browser_login(page: Any, origin: str, username: str, password: str, home: str) -> None:
+    """Log a staff member in through the login page and wait until their page is ready."""
+    page.goto(origin + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("#login-submit")
+    page.wait_for_url(origin + home)
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
 
 
 async def wait_for(predicate: Callable[[], Any], within: float = 30.0) -> None:

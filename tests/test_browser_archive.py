@@ -6,8 +6,10 @@ the search, the opening and the playback."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +23,7 @@ from config.settings import Settings
 from scheduler.models import Court, User
 from tests.archive_fixtures import SENTENCE, add_visit, grammar_settings, record_visit
 from tests.conftest import LiveServer, start_live_server, stop_live_server
-from tests.helpers import in_thread, wait_until
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -36,6 +38,13 @@ class Archived:
 
     server: LiveServer
     visit_id: str
+
+
+def _in_thread(work: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end on its own event loop, off the test's thread (sync
+    Playwright may own this thread's loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 async def _record(settings: Settings) -> str:
@@ -82,7 +91,7 @@ def archived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archived]:
         },
     )
     try:
-        yield Archived(server=server, visit_id=in_thread(_record(settings)))
+        yield Archived(server=server, visit_id=_in_thread(_record(settings)))
     finally:
         stop_live_server(server)
 

@@ -21,8 +21,9 @@ from playwright.sync_api import expect
 
 from recorder.state import RecordingState, VisitRecording, load_state
 from tests.conftest import LiveServer, start_live_server, stop_live_server
-from tests.helpers import free_port, in_thread, wait_until
+from tests.helpers import free_port, wait_until
 from tests.live import checked_in_visit
+from tests.test_browser_archive import _in_thread
 from tests.test_browser_visit import _api_login, _video_streams, evidence_image
 
 pytestmark = pytest.mark.browser
@@ -61,7 +62,7 @@ EVIDENCE_FRAMES = """async () => {
 
 def _visit(server: LiveServer) -> tuple[str, str]:
     """A visit booked and checked in by the operator: (visit id, the petitioner's code)."""
-    return in_thread(checked_in_visit(server, server.passwords))
+    return _in_thread(checked_in_visit(server, server.passwords))
 
 
 def _judge_page(chromium: Any, server: LiveServer, visit_id: str) -> Any:

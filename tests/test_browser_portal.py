@@ -25,7 +25,7 @@ from scheduler.cases.models import Material
 from scheduler.cases.words import CaseTrack, Channel, HandlingMode
 from scheduler.models import Petition, User
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer
-from tests.helpers import in_thread
+from tests.live import beside_playwright
 from tests.test_portal import resident_id
 
 pytestmark = pytest.mark.browser
@@ -155,12 +155,12 @@ def test_phone_petitioner_submits_follows_and_books_a_visit(
     expect(phone.locator("#case-facts")).to_contain_text("<b>请求</b>执行")  # shown as text
     expect(phone.locator("#case-steps")).to_contain_text("网上申诉")
     expect(phone.locator("#case-materials li")).to_have_count(2)
-    case, materials = in_thread(_case_facts(live_server.data_dir, number))
+    case, materials = beside_playwright(_case_facts(live_server.data_dir, number))
     assert case.channel is Channel.online and len(materials) == 2
     assert {m.filename for m in materials} == {"第1页.jpg", "第2页.jpg"}
 
     # staff triage it; the petitioner follows in plain words
-    in_thread(_triage(live_server.data_dir, case.id))
+    beside_playwright(_triage(live_server.data_dir, case.id))
     phone.tap("#case-back")
     phone.locator(f"button[data-case-id='{case.id}']").tap()
     expect(phone.locator("#case-facts")).to_contain_text("办理中")

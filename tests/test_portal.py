@@ -607,3 +607,20 @@ async def test_webhook_failures_are_kept_with_the_error(
         assert "3 次均未接收" in row["error"]
     finally:
         await client.close()
+
+
+async def test_purge_forgets_expired_portal_sessions_and_day_old_codes(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    from scheduler.portal.identity import purge
+    from scheduler.portal.models import PortalCode, PortalSession
+
+    client, staff = await make_client(), await staff_client(make_client)
+    await sign_in(client, staff)
+    async with database(migrated) as db:
+        session = (await db.scalars(select(PortalSession))).one()
+        await purge(db, now=session.expires_at - timedelta(seconds=1))
+        assert len((await db.scalars(select(PortalSession))).all()) == 1
+        await purge(db, now=session.expires_at + timedelta(days=1, seconds=1))
+        assert (await db.scalars(select(PortalSession))).all() == []
+        assert (await db.scalars(select(PortalCode))).all() == []

@@ -29,6 +29,7 @@ from recorder.sink import RecorderSink, failure_message, recover, recovery_messa
 from recorder.transcribe import create_transcriber
 from scheduler.housekeeping import housekeeping
 from scheduler.notify import push_all, take_outbox
+from scheduler.portal import identity as portal_identity
 from signaling.gateway import RejoinTokens
 from signaling.namespace import VisitNamespace
 from signaling.placement import LocalPlacement, RedisPlacement, RoomPlacement
@@ -124,6 +125,7 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
                 async with app[DB].writer() as db:
                     done = await housekeeping(db, settings)
                     await purge_expired_sessions(db)
+                    await portal_identity.purge(db)
                     outbox = take_outbox(db)
                 await push_all(app[NOTIFIER], outbox)
                 abandoned = await app[GATEWAY].reap_abandoned()

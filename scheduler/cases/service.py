@@ -39,6 +39,7 @@ from scheduler.cases.models import (
 )
 from scheduler.cases.rules import (
     CLOSED,
+    HANDLERS,
     NODE_OF,
     OPEN,
     CaseAction,
@@ -49,6 +50,7 @@ from scheduler.cases.rules import (
 )
 from scheduler.cases.timeline import add_event
 from scheduler.cases.words import (
+    AidStage,
     AssignmentState,
     CaseCategory,
     CaseState,
@@ -60,6 +62,7 @@ from scheduler.cases.words import (
     Node,
     Procedure,
     ResolutionGround,
+    ReviewRating,
     TerminationGround,
 )
 from scheduler.models import Court, CourtLevel, IdType, Petition, Petitioner, Role, User
@@ -886,7 +889,7 @@ async def judicial_aid(
     remark: str = "",
 ) -> Petition:
     """司法救助: the application, and its result (granted with an amount, or refused)."""
-    names = {"applied": "申请司法救助", "granted": "司法救助已批准", "refused": "司法救助未批准"}
+    names = {s.value: label(s) for s in AidStage}
     if stage not in names:
         raise InvalidError("司法救助阶段无效", code="invalid_stage")
     if stage == "granted" and (amount_yuan is None or amount_yuan <= 0):
@@ -1009,7 +1012,7 @@ async def review(
     db: AsyncSession, actor: Actor, case_id: int, *, findings: str, rating: str
 ) -> Petition:
     """评查: a review of a closed case with its findings."""
-    ratings = {"good": "优秀", "pass": "合格", "fail": "不合格"}
+    ratings = {r.value: label(r) for r in ReviewRating}
     if rating not in ratings:
         raise InvalidError("评查结论无效", code="invalid_rating")
     body = _text(findings, "评查意见")
@@ -1139,6 +1142,53 @@ async def list_cases(
     return Page(items=items, total=int(total or 0))
 
 
+def is_overdue(case: Petition, now: datetime) -> bool:
+    """Whether an open case's current node is past its deadline (the list's 超期 filter)."""
+    return case.state in OPEN and case.due_at is not None and case.due_at < now
+
+
+def overdue_days(case: Petition, now: datetime) -> int:
+    """Days past the deadline, a started day counting as one; 0 when not overdue."""
+    if not is_overdue(case, now):
+        return 0
+    assert case.due_at is not None
+    return (now - case.due_at).days + 1
+
+
+@dataclass
+class Names:
+    """The names a list of cases shows: courts, staff and lead petitioners, by id."""
+
+    courts: dict[int, str] = field(default_factory=dict)
+    users: dict[int, str] = field(default_factory=dict)
+    petitioners: dict[int, str] = field(default_factory=dict)
+
+
+async def names_for(db: AsyncSession, cases: Sequence[Petition]) -> Names:
+    """One query each for the courts, staff and petitioners named by ``cases``."""
+    court_ids = {
+        c
+        for p in cases
+        for c in (p.court_id, p.handler_court_id, p.supervising_court_id)
+        if c is not None
+    }
+    user_ids = {u for p in cases for u in (p.responsible_id, p.leader_id) if u is not None}
+    person_ids = {p.petitioner_id for p in cases}
+    names = Names()
+    if court_ids:
+        rows = await db.execute(select(Court.id, Court.name).where(Court.id.in_(court_ids)))
+        names.courts = {cid: name for cid, name in rows.all()}
+    if user_ids:
+        rows = await db.execute(select(User.id, User.display_name).where(User.id.in_(user_ids)))
+        names.users = {uid: name for uid, name in rows.all()}
+    if person_ids:
+        rows = await db.execute(
+            select(Petitioner.id, Petitioner.name).where(Petitioner.id.in_(person_ids))
+        )
+        names.petitioners = {pid: name for pid, name in rows.all()}
+    return names
+
+
 @dataclass
 class BoardRow:
     case: Petition
@@ -1169,9 +1219,7 @@ async def board(db: AsyncSession, actor: Actor) -> list[BoardRow]:
         BoardRow(
             case=p,
             court_name=name,
-            days_overdue=max(0, (now - p.due_at).days + (1 if now > p.due_at else 0))
-            if p.due_at is not None
-            else 0,
+            days_overdue=overdue_days(p, now),
         )
         for p, name in (await db.execute(stmt.order_by(Petition.due_at).limit(2000))).all()
     ]
@@ -1218,6 +1266,10 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
     assignments = await rows(Assignment, Assignment.id)
     for a in assignments:
         court_ids |= {a.from_court_id, a.to_court_id}
+    events = await rows(CaseEvent, CaseEvent.id)
+    contacts = await rows(Contact, Contact.occurred_at)
+    court_ids |= {e.court_id for e in events if e.court_id is not None}
+    court_ids |= {c.court_id for c in contacts}
     names = {
         cid: name
         for cid, name in (
@@ -1227,8 +1279,8 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
     return Timeline(
         case=case,
         standing=where,
-        events=await rows(CaseEvent, CaseEvent.id),
-        contacts=await rows(Contact, Contact.occurred_at),
+        events=events,
+        contacts=contacts,
         materials=await rows(Material, Material.id),
         assignments=assignments,
         followups=await rows(FollowUp, FollowUp.id),
@@ -1243,10 +1295,40 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
 
 
 def actions_for(actor: Actor, case: Petition, where: Standing) -> list[str]:
-    """The actions the pages offer this actor on this case (the same rule that checks them)."""
-    return [
-        a.value for a in CaseAction if a is not CaseAction.view and may(actor, a, case.state, where)
-    ]
+    """The actions the pages offer this actor on this case (the same rule that checks them),
+    less those the case's own facts make pointless: a second leader (take_lead refuses it),
+    flagging a flagged case or lifting a flag that is not there."""
+    moot = {CaseAction.view, CaseAction.flag if case.flagged else CaseAction.unflag}
+    if case.leader_id is not None:
+        moot.add(CaseAction.take_lead)
+    return [a.value for a in CaseAction if a not in moot and may(actor, a, case.state, where)]
+
+
+async def courts_below(db: AsyncSession, actor: Actor) -> Sequence[Court]:
+    """The courts the actor's court may hand a case to (交办): every court below it."""
+    if actor.court_id is None:
+        return []
+    below = await descendant_court_ids(db, actor.court_id)
+    below.discard(actor.court_id)
+    if not below:
+        return []
+    return (await db.scalars(select(Court).where(Court.id.in_(below)).order_by(Court.name))).all()
+
+
+async def staff_of(db: AsyncSession, actor: Actor, court_id: int) -> Sequence[User]:
+    """Active staff of the actor's court or a court below it who handle cases (owners,
+    meeting invitees); another branch's court is unknown (404)."""
+    if not actor.is_admin and (
+        actor.court_id is None or court_id not in await descendant_court_ids(db, actor.court_id)
+    ):
+        raise NotFoundError(f"法院 {court_id} 不存在")
+    return (
+        await db.scalars(
+            select(User)
+            .where(User.court_id == court_id, User.active, User.role.in_(HANDLERS))
+            .order_by(User.display_name)
+        )
+    ).all()
 
 
 # ---------------------------------------------------------------- deadlines (housekeeping)
@@ -1260,6 +1342,18 @@ class ScanResult:
 
 
 SYSTEM = Actor(user_id=None, username="系统", role=Role.admin, court_id=None)
+
+
+async def _claim(db: AsyncSession, case: Petition, column: Any, now: datetime) -> bool:
+    """Mark the case reminded (or alerted) unless another node's scan did it first: each
+    deadline notice goes out once even when every node runs the housekeeping job."""
+    done = await db.execute(
+        update(Petition)
+        .where(Petition.id == case.id, Petition.due_at == case.due_at, column.is_(None))
+        .values({column.key: now})
+        .execution_options(synchronize_session=False)
+    )
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -> ScanResult:
@@ -1298,7 +1392,8 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
             rule = rules.get(case.node)
             if rule is None or case.due_at - now > timedelta(days=rule.remind_days_before):
                 continue
-            case.reminded_at = now
+            if not await _claim(db, case, Petition.reminded_at, now):
+                continue
             add_event(
                 db,
                 case.id,
@@ -1316,7 +1411,8 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
             )
             result.reminded += 1
             continue
-        case.overdue_at = now
+        if not await _claim(db, case, Petition.overdue_at, now):
+            continue
         add_event(
             db,
             case.id,
