@@ -20,7 +20,7 @@ from scheduler.models import Court, IdType, ReceptionRoom, User, Visit, VisitSta
 from scheduler.portal.feedback_models import Rating
 from scheduler.scope import Actor
 from tests.conftest import LiveServer
-from tests.helpers import in_thread
+from tests.live import beside_playwright
 from tests.test_browser_portal import _login, phone_browser
 from tests.test_portal import resident_id
 
@@ -87,7 +87,7 @@ def test_phone_petitioner_asks_staff_answer_on_the_inbox_and_the_petitioner_rate
     live_server: LiveServer, phone_browser: tuple[Any, dict[str, Any]], artifacts: Path
 ) -> None:
     browser, pixel7 = phone_browser
-    case_id, visit_id = in_thread(_case_with_finished_visit(live_server.data_dir))
+    case_id, visit_id = beside_playwright(_case_with_finished_visit(live_server.data_dir))
     phone_ctx = browser.new_context(**pixel7, locale="zh-CN")
     phone = phone_ctx.new_page()
     op_ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
@@ -154,8 +154,8 @@ def test_phone_petitioner_asks_staff_answer_on_the_inbox_and_the_petitioner_rate
     expect(phone.locator("#rate-msg")).to_contain_text("感谢您的评价")
     expect(phone.locator("#rate-targets")).to_contain_text("5 分")
     expect(phone.locator(".rate-target", has_text="视频接访")).to_have_count(0)
-    judge_id = in_thread(_judge_id(live_server.data_dir))
-    assert in_thread(_ratings(live_server.data_dir)) == [
+    judge_id = beside_playwright(_judge_id(live_server.data_dir))
+    assert beside_playwright(_ratings(live_server.data_dir)) == [
         (visit_id, judge_id, 5, ["attitude_good", "explained_clearly"])
     ]
     phone.screenshot(path=str(artifacts / "portal-feedback-phone.png"), full_page=True)
