@@ -520,7 +520,7 @@ async def _receive(request: web.Request, folder: Path, limit: int) -> Upload:
                     upload.contact_id = int(raw)
             elif part.name == "file" and not got_file:
                 got_file = True
-                await _stream(part, upload, limit, mb)
+                await stream_material(part, upload, limit)
             else:
                 await part.release()
         if not got_file:
@@ -531,7 +531,11 @@ async def _receive(request: web.Request, folder: Path, limit: int) -> Upload:
     return upload
 
 
-async def _stream(part: BodyPartReader, upload: Upload, limit: int, mb: int) -> None:
+async def stream_material(part: BodyPartReader, upload: Upload, limit: int) -> None:
+    """Stream one multipart file into ``upload``'s temporary file, hashing it and checking
+    its content type (PDF, JPEG, PNG) and size; the staff upload and the petitioner portal
+    store materials by this one rule."""
+    mb = limit // (1024 * 1024)
     digest = hashlib.sha256()
     head = b""
     with upload.temp.open("wb") as out:

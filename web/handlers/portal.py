@@ -8,21 +8,18 @@ Every route is declared without staff roles and starts with
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 from pydantic import Field
 from sqlalchemy import select
 
 from config.audit import record_audit
-from config.errors import AppError, InvalidError, NotFoundError
+from config.errors import InvalidError, NotFoundError
 from config.privacy import mask_id_number, mask_phone
 from config.settings import Settings
 from config.vocabulary import label, label_of
@@ -37,6 +34,11 @@ from scheduler.portal.models import SmsState, VisitRequestState
 from scheduler.portal.models import VisitRequest as VisitRequestRow
 from scheduler.portal.sms import deliver, gateway_for
 from web.errors import app_error_response
+from web.handlers.cases import (
+    UnsupportedMaterialError,
+    Upload,
+    stream_material,
+)
 from web.keys import DB, SECRET
 from web.portal_auth import (
     clear_portal_cookie,
@@ -389,59 +391,33 @@ CHUNK = 64 * 1024
 TEXT_LIMIT = 64 * 1024  # one form field, before the service's own length rules
 
 
-class MaterialTooLargeError(AppError):
-    status = 413
-    code = "material_too_large"
-
-
-class UnsupportedMaterialError(AppError):
-    status = 415
-    code = "unsupported_material"
-
-
 @dataclass
 class Received:
     """The online petition form: its fields, and its files streamed to temporary files in
-    the materials folder and hashed on the way. Kept under their hash only once the case is
+    the materials folder and hashed on the way (the staff upload's rule,
+    :func:`web.handlers.cases.stream_material`). Kept under their hash only once the case is
     stored; removed otherwise (stored whole or not at all)."""
 
     folder: Path
     fields: dict[str, list[str]] = field(default_factory=dict)
-    files: list[portal.MaterialIn] = field(default_factory=list)
-    temps: list[Path] = field(default_factory=list)
-    kept: list[Path] = field(default_factory=list)
+    uploads: list[Upload] = field(default_factory=list)
 
-    def _keep(self) -> None:
-        for temp, m in zip(self.temps, self.files, strict=True):
-            with temp.open("rb+") as f:
-                os.fsync(f.fileno())
-            target = self.folder / m.path
-            if target.exists():  # the same content is stored already
-                temp.unlink()
-                continue
-            temp.rename(target)
-            self.kept.append(target)
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def materials(self) -> list[portal.MaterialIn]:
+        return [
+            portal.MaterialIn(u.filename, u.content_type, u.size, u.sha256, u.name)
+            for u in self.uploads
+        ]
 
     async def keep(self) -> None:
-        await asyncio.to_thread(self._keep)
+        for upload in self.uploads:
+            await upload.keep()
 
     def discard(self) -> None:
-        for path in [*self.temps, *self.kept]:
-            path.unlink(missing_ok=True)
+        for upload in self.uploads:
+            upload.discard()
 
     def one(self, name: str) -> str:
         return (self.fields.get(name) or [""])[0]
-
-
-def _filename(raw: str | None, ext: str) -> str:
-    name = unquote(raw or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if ch.isprintable()).strip()[:200]
-    return name or f"材料{ext}"
 
 
 async def _text_field(part: BodyPartReader) -> str:
@@ -454,46 +430,6 @@ async def _text_field(part: BodyPartReader) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidError("填写的内容不是有效的文字", code="invalid_text") from None
-
-
-async def _stream_file(part: BodyPartReader, got: Received, limit: int) -> None:
-    mb = limit // (1024 * 1024)
-    temp = got.folder / f".upload-{uuid.uuid4().hex}.part"
-    got.temps.append(temp)
-    digest, head, size, kind = hashlib.sha256(), b"", 0, ""
-    with temp.open("wb") as out:
-        while chunk := await part.read_chunk(CHUNK):
-            if not kind:
-                head += chunk
-                if len(head) < 8:
-                    continue
-                kind = cases.sniff_material(head) or ""
-                if not kind:
-                    raise UnsupportedMaterialError(
-                        f"「{_filename(part.filename, '')}」不是 PDF、JPEG 或 PNG 文件，"
-                        "只能上传照片或 PDF（按文件内容识别）"
-                    )
-                chunk, head = head, b""
-            size += len(chunk)
-            if size > limit:
-                raise MaterialTooLargeError(f"材料文件过大，单个文件不能超过 {mb} MB")
-            digest.update(chunk)
-            out.write(chunk)
-    if not kind:
-        if size == 0 and not head:
-            raise InvalidError("上传的文件是空的", code="empty_file")
-        raise UnsupportedMaterialError("只能上传照片（JPEG、PNG）或 PDF 文件（按文件内容识别）")
-    sha = digest.hexdigest()
-    ext = cases.MATERIAL_TYPES[kind]
-    got.files.append(
-        portal.MaterialIn(
-            filename=_filename(part.filename, ext),
-            content_type=kind,
-            size=size,
-            sha256=sha,
-            path=sha + ext,
-        )
-    )
 
 
 async def _receive(request: web.Request, folder: Path, limit: int) -> Received:
@@ -511,11 +447,13 @@ async def _receive(request: web.Request, folder: Path, limit: int) -> Received:
             if part.name == "materials" and not part.filename:
                 await part.release()  # an empty file input (browsers send a nameless part)
             elif part.name == "materials":
-                if len(got.files) >= portal.MAX_MATERIALS:
+                if len(got.uploads) >= portal.MAX_MATERIALS:
                     raise InvalidError(
                         f"一次最多上传 {portal.MAX_MATERIALS} 份材料", code="too_many_materials"
                     )
-                await _stream_file(part, got, limit)
+                upload = Upload(folder=folder, temp=folder / f".upload-{uuid.uuid4().hex}.part")
+                got.uploads.append(upload)
+                await stream_material(part, upload, limit)
             elif part.name in FORM_FIELDS:
                 got.fields.setdefault(part.name, []).append(await _text_field(part))
             else:
@@ -579,7 +517,7 @@ async def submit_petition(ctx: Context) -> Submitted:
                 summary=got.one("summary"),
                 original_numbers=numbers,
                 original_court=got.one("original_court"),
-                materials=got.files,
+                materials=got.materials(),
                 address=ctx.address,
             )
             await got.keep()
