@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -308,7 +309,10 @@ def _group(people: int) -> str:
 
 
 def _registration_number(court: Court, now: datetime) -> str:
-    return f"（{now.year}）{court.code}信{now.strftime('%m%d%H%M%S')}{now.microsecond // 1000:03d}"
+    """A new case's number: court, date and time, and a random tail, so two clerks of one
+    court registering in the same instant never collide."""
+    tail = secrets.token_hex(2).upper()
+    return f"（{now.year}）{court.code}信{now.strftime('%m%d%H%M%S')}{tail}"
 
 
 async def register(db: AsyncSession, actor: Actor, reg: Registration) -> Registered:
@@ -918,35 +922,31 @@ async def resolve(
     ground: ResolutionGround | None,
     remark: str = "",
 ) -> Petition:
-    """化解 with its grounds; a follow-up (回访) is scheduled by the follow-up rule."""
+    """化解 with its grounds; a follow-up (回访) is scheduled by the follow-up rule, in the
+    same timeline entry (one action, one entry)."""
     if ground is None:
         raise InvalidError("化解须选择化解依据", code="missing_grounds")
     why = _text(remark, "化解情况说明")
     case, _ = await get_case(db, actor, case_id, CaseAction.resolve)
+    now = utcnow()
+    due = await deadline_for(db, Node.followup, now)
+    assert due is not None
     row = await _open_assignment(db, case)
     if row is not None:
         row.state = AssignmentState.accepted
         row.result = row.result or why
-        row.reported_at = row.reported_at or utcnow()
+        row.reported_at = row.reported_at or now
     case = await _act(
         db,
         actor,
         case_id,
         CaseAction.resolve,
         EventKind.resolved,
-        f"化解（{label(ground)}）：{why[:400]}",
-        detail={"ground": ground.value},
+        f"化解（{label(ground)}）：{why[:400]}；安排回访，{due.isoformat()} 前完成",
+        detail={"ground": ground.value, "followup_due_at": due.isoformat()},
+        due_at=due,
     )
-    assert case.due_at is not None
-    db.add(FollowUp(petition_id=case.id, due_at=case.due_at))
-    add_event(
-        db,
-        case.id,
-        EventKind.followup_scheduled,
-        actor,
-        f"安排回访，{case.due_at.isoformat()} 前完成",
-        detail={"due_at": case.due_at.isoformat()},
-    )
+    db.add(FollowUp(petition_id=case.id, due_at=due))
     return case
 
 
@@ -1066,17 +1066,27 @@ async def correct(
 
 async def court_staff(db: AsyncSession, court_id: int) -> list[int]:
     """Who a court's case notices go to: its petition officers and leaders, else operators."""
+    return (await courts_staff(db, {court_id})).get(court_id, [])
+
+
+async def courts_staff(db: AsyncSession, court_ids: set[int]) -> dict[int, list[int]]:
+    """:func:`court_staff` of several courts in one query."""
     rows = (
         await db.execute(
-            select(User.id, User.role).where(
-                User.court_id == court_id,
+            select(User.court_id, User.id, User.role).where(
+                User.court_id.in_(court_ids),
                 User.active,
                 User.role.in_((Role.petition_officer, Role.leader, Role.operator)),
             )
         )
     ).all()
-    officers = [r[0] for r in rows if r[1] in (Role.petition_officer, Role.leader)]
-    return officers or [r[0] for r in rows]
+    officers: dict[int, list[int]] = {}
+    others: dict[int, list[int]] = {}
+    for court_id, user_id, role in rows:
+        to = officers if role in (Role.petition_officer, Role.leader) else others
+        if court_id is not None:  # (the query asked for these courts)
+            to.setdefault(court_id, []).append(user_id)
+    return {c: officers.get(c) or others.get(c, []) for c in court_ids}
 
 
 @dataclass
@@ -1344,16 +1354,32 @@ class ScanResult:
 SYSTEM = Actor(user_id=None, username="系统", role=Role.admin, court_id=None)
 
 
-async def _claim(db: AsyncSession, case: Petition, column: Any, now: datetime) -> bool:
-    """Mark the case reminded (or alerted) unless another node's scan did it first: each
-    deadline notice goes out once even when every node runs the housekeeping job."""
+async def _claim(db: AsyncSession, column: Any, due: Any, now: datetime, batch: int) -> list[int]:
+    """Mark up to ``batch`` cases due for a notice reminded (or alerted) and return them.
+
+    One statement picks and marks them, and the outer conditions are checked again on the
+    row it updates: each deadline notice goes out once even when every node runs the
+    housekeeping job at once.
+    """
+    watched = tuple(s for s in CaseState if s not in (CaseState.guided, CaseState.terminated))
+    pending = and_(
+        # overdue_at IS NULL: the partial index ix_petitions_alert holds only the cases not
+        # yet alerted at their current node
+        Petition.overdue_at.is_(None),
+        column.is_(None),
+        Petition.state.in_(watched),
+        Petition.node != Node.done,
+        due,
+    )
+    picked = select(Petition.id).where(pending).order_by(Petition.due_at).limit(batch)
     done = await db.execute(
         update(Petition)
-        .where(Petition.id == case.id, Petition.due_at == case.due_at, column.is_(None))
+        .where(Petition.id.in_(picked), pending)
         .values({column.key: now})
+        .returning(Petition.id)
         .execution_options(synchronize_session=False)
     )
-    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+    return [int(r[0]) for r in done.all()]
 
 
 async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -> ScanResult:
@@ -1361,39 +1387,53 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
     court and its supervising court) and escalate to the handling court's parent court.
 
     Each case is reminded once and alerted once per node (``reminded_at``/``overdue_at``
-    are cleared when the node changes). Uses the ``due_at`` index; ``now`` is injected.
+    are cleared when the node changes). Up to ``batch`` alerts and ``batch`` reminders a
+    call (the housekeeping job calls again); ``now`` is injected.
     """
     result = ScanResult()
-    rules = {r.node: r for r in (await db.scalars(select(DeadlineRule))).all()}
-    horizon = now + timedelta(days=max((r.remind_days_before for r in rules.values()), default=0))
-    watched = tuple(s for s in CaseState if s not in (CaseState.guided, CaseState.terminated))
-    due_soon = (
+    rules = (await db.scalars(select(DeadlineRule))).all()
+    # each node's own reminder window is in the query: cases not yet in their window are not
+    # read (read and skipped, they would fill the batch and hold back the others)
+    in_window = or_(
+        *(
+            and_(
+                Petition.node == rule.node,
+                Petition.due_at <= now + timedelta(days=rule.remind_days_before),
+            )
+            for rule in rules
+        ),
+        false(),
+    )
+    overdue_ids = await _claim(db, Petition.overdue_at, Petition.due_at <= now, now, batch)
+    remind_ids = await _claim(
+        db, Petition.reminded_at, and_(Petition.due_at > now, in_window), now, batch
+    )
+    ids = overdue_ids + remind_ids
+    if not ids:
+        return result
+    found = (
         await db.scalars(
             select(Petition)
-            .where(
-                Petition.due_at.is_not(None),
-                Petition.due_at <= horizon,
-                Petition.state.in_(watched),
-                Petition.node != Node.done,
-                or_(
-                    and_(Petition.due_at > now, Petition.reminded_at.is_(None)),
-                    and_(Petition.due_at <= now, Petition.overdue_at.is_(None)),
-                ),
-            )
+            .where(Petition.id.in_(ids))
             .order_by(Petition.due_at)
-            .limit(batch)
+            .execution_options(populate_existing=True)
         )
     ).all()
-    parents: dict[int, int | None] = {}
-    for case in due_soon:
+    handlers = {c.handler_court_id or c.court_id for c in found}
+    parent_of: dict[int, int | None] = {
+        cid: parent
+        for cid, parent in (
+            await db.execute(select(Court.id, Court.parent_id).where(Court.id.in_(handlers)))
+        ).all()
+    }
+    supervisors = {c.supervising_court_id for c in found if c.supervising_court_id is not None}
+    parents = {p for p in parent_of.values() if p is not None}
+    staff = await courts_staff(db, handlers | supervisors | parents)
+    alerted = set(overdue_ids)
+    for case in found:
         assert case.due_at is not None
         handler = case.handler_court_id or case.court_id
-        if case.due_at > now:
-            rule = rules.get(case.node)
-            if rule is None or case.due_at - now > timedelta(days=rule.remind_days_before):
-                continue
-            if not await _claim(db, case, Petition.reminded_at, now):
-                continue
+        if case.id not in alerted:
             add_event(
                 db,
                 case.id,
@@ -1404,14 +1444,13 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
             )
             await notify(
                 db,
-                [case.responsible_id, *await court_staff(db, handler)],
+                [case.responsible_id, *staff[handler]],
                 kind="case_reminder",
                 title=f"信访件 {case.number} 即将到期",
                 body=f"「{label(case.node)}」节点即将到期",
+                flush=False,
             )
             result.reminded += 1
-            continue
-        if not await _claim(db, case, Petition.overdue_at, now):
             continue
         add_event(
             db,
@@ -1421,21 +1460,19 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
             f"「{label(case.node)}」已超期（期限 {case.due_at.isoformat()}）",
             court_id=handler,
         )
-        recipients = [case.responsible_id, *await court_staff(db, handler)]
+        recipients = [case.responsible_id, *staff[handler]]
         if case.supervising_court_id is not None:
-            recipients += await court_staff(db, case.supervising_court_id)
+            recipients += staff[case.supervising_court_id]
         await notify(
             db,
             recipients,
             kind="case_overdue",
             title=f"信访件 {case.number} 已超期",
             body=f"「{label(case.node)}」节点已超期",
+            flush=False,
         )
         result.overdue += 1
-        if handler not in parents:
-            court = await db.get(Court, handler)
-            parents[handler] = court.parent_id if court is not None else None
-        parent = parents[handler]
+        parent = parent_of.get(handler)
         if parent is not None and parent != case.supervising_court_id:
             add_event(
                 db,
@@ -1448,12 +1485,14 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
             )
             await notify(
                 db,
-                await court_staff(db, parent),
+                staff[parent],
                 kind="case_escalated",
                 title=f"下级法院信访件 {case.number} 超期",
                 body=f"「{label(case.node)}」节点已超期",
+                flush=False,
             )
             result.escalated += 1
+    await db.flush()
     return result
 
 
