@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, delete, false, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -519,6 +519,12 @@ class FreeSlot:
     judge_name: str
 
 
+class _Judge(NamedTuple):
+    id: int
+    court_id: int | None
+    display_name: str
+
+
 async def find_free_slots(
     db: AsyncSession,
     settings: Settings,
@@ -541,21 +547,19 @@ async def find_free_slots(
     if room is None:
         raise NotFoundError(f"接访室 {room_id} 不存在")
     role = receiver_role(kind)
+    judges: list[_Judge]
     if judge_id is not None:
-        judge = await db.get(User, judge_id)
-        if judge is None or judge.role is not role:
+        one = await db.get(User, judge_id)
+        if one is None or one.role is not role:
             raise NotFoundError(f"{label(role)} {judge_id} 不存在")
-        judges = [judge] if judge.active else []
+        judges = [_Judge(one.id, one.court_id, one.display_name)] if one.active else []
     elif receiving_court_id is not None:
-        judges = list(
-            (
-                await db.scalars(
-                    select(User).where(
-                        User.court_id == receiving_court_id, User.role == role, User.active
-                    )
-                )
-            ).all()
+        rows = await db.execute(
+            select(User.id, User.court_id, User.display_name).where(
+                User.court_id == receiving_court_id, User.role == role, User.active
+            )
         )
+        judges = [_Judge(*row) for row in rows]
     else:
         raise InvalidError("请指定接访法院或法官", code="court_or_judge_required")
     last_day = first_day + timedelta(days=days - 1)
@@ -578,12 +582,12 @@ async def find_free_slots(
     )
     shared_busy = [Interval(s, e) for s, e in (await db.execute(shared)).all() if s and e]
     judge_busy: dict[int, list[Interval]] = {}
-    rows = await db.execute(
+    busy_rows = await db.execute(
         select(Visit.judge_id, Visit.starts_at, Visit.ends_at).where(
             in_window, Visit.judge_id.in_([j.id for j in judges])
         )
     )
-    for jid, s, e in rows.all():
+    for jid, s, e in busy_rows.all():
         if jid is not None and s and e:
             judge_busy.setdefault(jid, []).append(Interval(s, e))
     busy = {j.id: BusyIndex(shared_busy + judge_busy.get(j.id, [])) for j in judges}

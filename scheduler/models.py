@@ -378,6 +378,10 @@ class Visit(Base):
         Index("ix_visits_court_time", "court_id", "starts_at"),
         Index("ix_visits_receiving_time", "receiving_court_id", "starts_at"),
         Index("ix_visits_state_time", "state", "starts_at"),
+        # a judge's or a room's open visits in a period (free slots), without reading their
+        # past ones: see migration 0007
+        Index("ix_visits_judge_state_time", "judge_id", "state", "starts_at"),
+        Index("ix_visits_room_state_time", "room_id", "state", "starts_at"),
     )
 
 

@@ -7,6 +7,11 @@ one reception room and one operator per basic court, ~1,000,000 past visits over
 The last line printed is one JSON object of figures.
 
     .venv/bin/python scripts/bench_scheduler.py [--visits 1000000] [--clients 8] [--seconds 30]
+
+With ``--cache-dir DIR`` the generated dataset (a pristine copy of the database and the
+figures the clients need) is kept in DIR, keyed by its size and seed, and copied for every
+later run instead of generated again; migrations newer than the kept copy are applied to it
+first.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import shutil
 import sqlite3
 import statistics
 import tempfile
@@ -176,6 +183,47 @@ _VISIT_SQL = (
 )
 
 
+def _world_to_json(world: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+        for key, value in world.items()
+    }
+
+
+def _world_from_json(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: {int(k): v for k, v in value.items()} if isinstance(value, dict) else value
+        for key, value in raw.items()
+    }
+
+
+def prepare(args: argparse.Namespace, settings: Settings, db_path: Path) -> dict[str, Any]:
+    """Build the dataset at db_path: copied from the cache if there is one, else generated."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    cached: Path | None = None
+    if args.cache_dir:
+        key = f"c{args.courts}-j{args.judges}-v{args.visits}-s{args.seed}"
+        cached = Path(args.cache_dir) / key
+        if (cached / "world.json").exists():
+            # newer migrations go into the kept copy itself, once
+            migrate(Settings(data_dir=cached))
+            with sqlite3.connect(cached / "vreception.db") as con:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy is the file alone
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached / "vreception.db", db_path)
+            log(f"dataset copied from {cached}")
+            return _world_from_json(json.loads((cached / "world.json").read_text()))
+    migrate(settings)
+    world = generate(db_path, args.courts, args.judges, args.visits, args.seed)
+    if cached is not None:
+        cached.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(db_path, cached / "vreception.db")
+        (cached / "world.json").write_text(json.dumps(_world_to_json(world)))
+        log(f"dataset kept in {cached}")
+    return world
+
+
 def next_weekday(d: date) -> date:
     while d.weekday() > 4:
         d += timedelta(days=1)
@@ -305,15 +353,21 @@ def double_bookings(db_path: Path) -> int:
     return int(total)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="vr-bench-"))
     settings = Settings(data_dir=data_dir)
     db_path = data_dir / "vreception.db"
-    if db_path.exists():
-        db_path.unlink()
     t0 = time.perf_counter()
-    await asyncio.to_thread(migrate, settings)
-    world = generate(db_path, args.courts, args.judges, args.visits, args.seed)
+    world = await asyncio.to_thread(prepare, args, settings, db_path)
     log(f"dataset ready in {time.perf_counter() - t0:.0f} s")
     async with serve(data_dir) as server:
         url = server.url
@@ -321,7 +375,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         basics = rnd.sample(world["basics"], args.clients + 1)
         stats: dict[str, list[float]] = {"free_slots": [], "book": [], "day_view": []}
         counts: defaultdict[str, int] = defaultdict(int)
+        log(f"server {server.pid} ready: {args.clients} clients for {args.seconds:.0f} s")
         started = time.monotonic()
+        cpu_before = cpu_seconds(server.pid)
         deadline = started + args.seconds
         await asyncio.gather(
             *(
@@ -341,6 +397,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         elapsed = time.monotonic() - started
+        server_cpu = cpu_seconds(server.pid) - cpu_before
         race_court = basics[-1]
         race = await contention(
             url,
@@ -376,6 +433,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "race": race,
         "double_bookings": double_bookings(db_path),
         "max_rss_mb": round(rss, 1),
+        # the server's own CPU per request: comparable on a machine shared with other work
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, counts["requests"]), 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "mean_book_ms": round(statistics.fmean(stats["book"]), 2) if stats["book"] else None,
     }
 
@@ -390,6 +450,9 @@ def main() -> None:
     parser.add_argument("--race", type=int, default=20, help="clients racing for one slot")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", help="where to build the database (default: a temp dir)")
+    parser.add_argument(
+        "--cache-dir", help="keep the generated dataset here and reuse it on later runs"
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     print(json.dumps(result, ensure_ascii=False))

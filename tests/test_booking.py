@@ -13,7 +13,7 @@ import pytest
 import socketio
 from aiohttp.test_utils import TestClient
 from icalendar import Calendar
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from config.audit import AuditEvent
 from config.db import create_engine, create_sessionmaker
@@ -162,6 +162,56 @@ async def test_book_conflicts_and_free_slots(
     assert _at(slots[0]["starts_at"]) == local_time(MONDAY, 8, 30)
     day = await (await op.get("/api/v1/visits", params={"day": MONDAY.isoformat()})).json()
     assert len(day) == 2 and {v["petition_number"] for v in day} == {"A-0", "A-1"}
+
+
+async def test_free_slot_search_reads_only_open_visits_through_the_state_indexes(
+    booking: Booking, migrated: Settings
+) -> None:
+    """The judges' and the room's busy periods are found through indexes that hold the visit
+    state before the time, so a court's years of past visits are never read (migration
+    0007); the plan is SQLite's own for the statements the search really runs."""
+    w = booking.world
+    engine = create_engine(migrated)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM visits" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            await bk.find_free_slots(
+                db,
+                migrated,
+                room_id=w.rooms["basic_a"],
+                receiving_court_id=w.courts["mid_a"],
+                judge_id=None,
+                petitioner_id=None,
+                first_day=MONDAY,
+                days=7,
+                limit=5,
+            )
+            event.remove(engine.sync_engine, "before_cursor_execute", capture)
+            conn = await db.connection()
+            plans = [
+                [
+                    row.detail
+                    for row in await conn.exec_driver_sql(
+                        "EXPLAIN QUERY PLAN " + statement, tuple(parameters)
+                    )
+                ]
+                for statement, parameters in statements
+            ]
+    finally:
+        await engine.dispose()
+    assert len(plans) == 2
+    assert [line for plan in plans for line in plan] == [
+        "SEARCH visits USING INDEX ix_visits_room_state_time"
+        " (room_id=? AND state=? AND starts_at<?)",
+        "SEARCH visits USING INDEX ix_visits_judge_state_time"
+        " (judge_id=? AND state=? AND starts_at<?)",
+    ]
 
 
 async def test_rules_refused_with_clear_4xx(

@@ -125,3 +125,51 @@ async def test_migrations_and_audit_guard_on_postgres(
     await asyncio.to_thread(downgrade, settings, "base")
     await asyncio.to_thread(migrate, settings)
     await _audit_is_append_only(settings)
+
+
+def test_upgrading_a_database_with_petitions_and_visits_keeps_them(tmp_path: Path) -> None:
+    """A court's database from before petition cases upgrades with every row kept: its
+    petitions become cases at their court, each with one contact, categories mapped."""
+    import sqlite3
+
+    settings = Settings(data_dir=tmp_path)
+    migrate(settings, "0005")
+    con = sqlite3.connect(tmp_path / "vreception.db")
+    now = "2026-11-01 08:00:00.000000"
+    con.executemany(
+        "INSERT INTO courts (id, code, name, level, parent_id, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(1, "S", "最高", "supreme", None, now), (2, "B", "基层", "basic", 1, now)],
+    )
+    con.execute(
+        "INSERT INTO petitioners (id, court_id, name, id_type, id_number, phone, created_at) "
+        "VALUES (1, 2, '张三', 'resident_id', '110101199003071233', '', ?)",
+        (now,),
+    )
+    con.executemany(
+        "INSERT INTO petitions (id, court_id, petitioner_id, number, category, summary, "
+        "judgment_ref, created_at) VALUES (?, 2, 1, ?, ?, ?, ?, ?)",
+        [(1, "P1", "申请再审", "诉求", "(2024)x", now), (2, "P2", "土地纠纷", "诉求二", "", now)],
+    )
+    con.execute(
+        "INSERT INTO visits (id, petition_id, court_id, receiving_court_id, state, created_at, "
+        "updated_at, walk_in, cancel_reason, checkin_document_type, checkin_document_masked) "
+        "VALUES (?, 1, 2, 1, 'ended', ?, ?, 0, '', '', '')",
+        ("a" * 32, now, now),
+    )
+    con.commit()
+    con.close()
+    migrate(settings)
+    con = sqlite3.connect(tmp_path / "vreception.db")
+    try:
+        rows = con.execute(
+            "SELECT id, category, state, handler_court_id FROM petitions ORDER BY id"
+        ).fetchall()
+        assert rows == [(1, "civil_retrial", "handling", 2), (2, "other", "handling", 2)]
+        assert con.execute("SELECT petition_id, kind FROM visits").fetchall() == [(1, "reception")]
+        assert con.execute(
+            "SELECT petition_id, channel FROM case_contacts ORDER BY petition_id"
+        ).fetchall() == [(1, "video"), (2, "video")]
+        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        con.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -123,26 +122,44 @@ async def session_principal(
     """The principal of a stored session; raises SessionProblem. ``live``: the caller holds
     an open connection of this session (a staff socket), which counts as activity, so the
     idle limit does not apply; the absolute lifetime does."""
+    # One query for columns only: no ORM objects are built on this per-request path.
     found = (
         await db.execute(
-            select(StaffSession, User)
+            select(
+                StaffSession.expires_at,
+                StaffSession.last_seen_at,
+                StaffSession.csrf_token,
+                User.id,
+                User.username,
+                User.display_name,
+                User.role,
+                User.court_id,
+                User.active,
+            )
             .join(User, User.id == StaffSession.user_id)
             .where(StaffSession.id == session_id)
         )
     ).first()
     if found is None:
         raise SessionProblem("invalid")
-    row, user = found
+    expires_at, last_seen_at, csrf_token, user_id, username, name, role, court_id, active = found
     now = utcnow()
     idle = timedelta(minutes=settings.session_idle_minutes)
-    if row.expires_at <= now or (not live and row.last_seen_at + idle <= now):
+    if expires_at <= now or (not live and last_seen_at + idle <= now):
         raise SessionProblem("expired")
-    if not user.active:
+    if not active:
         raise SessionProblem("invalid")
-    principal = principal_of(user, row, address)
-    if now - row.last_seen_at > timedelta(seconds=30):
-        return dataclasses.replace(principal, needs_touch=True)
-    return principal
+    return Principal(
+        user_id=user_id,
+        username=username,
+        display_name=name,
+        role=role,
+        court_id=court_id,
+        session_id=session_id,
+        csrf_token=csrf_token,
+        address=address,
+        needs_touch=now - last_seen_at > timedelta(seconds=30),
+    )
 
 
 async def touch_session(db: AsyncSession, session_id: str) -> None:

@@ -17,14 +17,36 @@ config = context.config
 
 
 def _do_run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch migrations rebuild a table (copy, drop, rename); with foreign keys enforced,
+        # dropping a table other rows point at fails. SQLite only honours this pragma outside
+        # a transaction, so it is set before the migration's transaction begins, and every
+        # reference is checked before that transaction commits.
+        _pragma(connection, "PRAGMA foreign_keys=OFF")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
     )
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migration left broken references: {broken[:5]}")
+    if sqlite:
+        _pragma(connection, "PRAGMA foreign_keys=ON")
+
+
+def _pragma(connection: Connection, sql: str) -> None:
+    # on the driver's connection: through SQLAlchemy it would first emit BEGIN
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql)
+    finally:
+        cursor.close()
 
 
 async def _run_async(url: str | None) -> None:
