@@ -171,7 +171,15 @@ async def _open_sqlite(database: str, **kwargs: Any) -> _OneTripConnection:
     # as SQLAlchemy does for aiosqlite: its worker thread must not keep the process alive
     worker = connection if isinstance(connection, Thread) else connection._thread
     worker.daemon = True
-    return _OneTripConnection(await connection)
+    opened = await connection
+    missing = [name for name in ("_execute", "_conn") if not hasattr(opened, name)]
+    if missing:  # a seam of aiosqlite's that _OneTripCursor relies on is gone: refuse
+        await opened.close()
+        raise RuntimeError(
+            f"aiosqlite {getattr(aiosqlite, '__version__', '?')} has no {', '.join(missing)}; "
+            "install the version pinned in pyproject.toml"
+        )
+    return _OneTripConnection(opened)
 
 
 def create_engine(
