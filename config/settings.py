@@ -120,6 +120,13 @@ class Settings(BaseModel):
     portal_codes_per_phone_hour: int = Field(5, ge=1, le=1000)
     portal_codes_per_address_hour: int = Field(20, ge=1, le=100000)
     portal_session_minutes: int = Field(30, ge=5, le=24 * 60)
+    message_reply_days: int = Field(
+        5,
+        ge=1,
+        le=60,
+        description="Days a court has to answer a petitioner's online question (有信必复); "
+        "an unanswered one is then overdue.",
+    )
     visit_code_length: int = Field(10, ge=8, le=32)
     visit_code_ttl_minutes: int = Field(24 * 60, ge=1, le=30 * 24 * 60)
     password_min_length: int = Field(10, ge=8, le=128)

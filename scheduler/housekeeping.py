@@ -16,6 +16,7 @@ from scheduler.cases.service import scan_deadlines
 from scheduler.lifecycle import transition
 from scheduler.models import Petition, Role, Visit, VisitState, WalkIn, WalkInStatus
 from scheduler.notify import OUTBOX, notify, visit_recipients
+from scheduler.portal.feedback import mark_overdue as overdue_questions
 from scheduler.scope import SYSTEM_ACTOR, Actor
 from scheduler.visits import local_text
 from scheduler.walkins import next_unit
@@ -30,7 +31,8 @@ async def housekeeping(
 
     Notifications are queued on ``db`` (push them after commit: scheduler.notify)."""
     now = now or utcnow()
-    done = {"no_show": 0, "reminded": 0, "walk_ins": 0}
+    done = {"no_show": 0, "reminded": 0, "walk_ins": 0, "questions_overdue": 0}
+    done["questions_overdue"] = await overdue_questions(db, now)
     grace = timedelta(minutes=settings.no_show_grace_minutes)
     late = (
         await db.scalars(

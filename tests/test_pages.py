@@ -60,10 +60,13 @@ async def test_every_page_links_the_favicon(make_client: MakeClient, world: Worl
         ("/cases/board", "case_board.html"),
         ("/cases/1", "case.html"),
         ("/meetings", "meetings.html"),
+        ("/inbox", "inbox.html"),
         ("/monitor", "monitor.html"),
     ):
         assert ICON_LINK in await (await admin.get(path)).text(), path
         seen.add(template)
+    assert ICON_LINK in await (await anonymous.get("/p/feedback")).text()
+    seen.add("portal_feedback.html")
     assert seen == {p.name for p in TEMPLATES.glob("*.html")}  # no page left out
 
 

@@ -13,6 +13,7 @@ from config import vocabulary
 from scheduler import lifecycle
 from scheduler.cases.rules import HANDLERS
 from scheduler.models import Role
+from scheduler.portal.feedback import INBOX_ROLES
 from web.auth import (
     SESSION_COOKIE,
     Principal,
@@ -40,6 +41,8 @@ PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/operator": ("operator.html", frozenset({Role.operator})),
     "/judge": ("judge.html", frozenset({Role.judge, Role.leader})),
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
+    # petitioners' questions and complaints (roles: scheduler.portal.feedback.INBOX_ROLES)
+    "/inbox": ("inbox.html", INBOX_ROLES),
     # 监看: what is live below the court (who may watch is scheduler/lifecycle.py's rule)
     "/monitor": ("monitor.html", lifecycle.WATCHERS),
     "/cases": ("cases.html", CASE_READERS),
@@ -185,6 +188,12 @@ async def portal_redirect(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/p/")
 
 
+async def portal_feedback_page(request: web.Request) -> web.StreamResponse:
+    """The petitioner's questions, ratings, mediation requests and complaints (portal session;
+    the page sends a petitioner without one to ``/p/``)."""
+    return _html("portal_feedback.html", timezone=request.app[SETTINGS].timezone)
+
+
 async def call_page(request: web.Request) -> web.StreamResponse:
     """The staff call view of one visit or meeting (``?watch=1``: observing it, 监看); who
     may enter is decided by the signaling (a meeting's host and invitees may hold any of
@@ -201,6 +210,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/join", join_page)
     app.router.add_get("/p/", portal_page)
     app.router.add_get("/p", portal_redirect)
+    app.router.add_get("/p/feedback", portal_feedback_page)
     app.router.add_get(r"/j/{code:[A-Za-z0-9-]{8,40}}", short_link)
     app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)

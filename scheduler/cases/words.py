@@ -362,6 +362,11 @@ class EventKind(enum.StrEnum):
     review = "review"
     reopened = "reopened"
     correction = "correction"
+    question = "question"
+    answer = "answer"
+    mediation = "mediation"
+    rated = "rated"
+    complaint = "complaint"
 
 
 define(
@@ -395,6 +400,11 @@ define(
         EventKind.review: "评查",
         EventKind.reopened: "重新启动",
         EventKind.correction: "更正记录",
+        EventKind.question: "网上咨询",
+        EventKind.answer: "咨询答复",
+        EventKind.mediation: "申请第三方化解",
+        EventKind.rated: "满意度评价",
+        EventKind.complaint: "投诉建议",
     },
 )
 

@@ -242,6 +242,7 @@ const VR = (() => {
     if (home === "/cases") links.push(["/archive", "录像档案"]);
     // a court leader also receives visits (领导接访): the reception desk beside the cases
     if (me.role === "leader" && home !== "/judge") links.splice(1, 0, ["/judge", "接访日程"]);
+    if (["operator", "petition_officer", "leader", "admin"].includes(me.role)) links.push(["/inbox", "网上咨询与投诉"]);
     // 监看: staff of a supervising court watch what is live below it
     if (["judge", "petition_officer", "leader", "admin"].includes(me.role)) links.push(["/monitor", label("participant_role", "observer")]);
     // video supervision meetings: their hosts and the lower courts' staff invited
