@@ -147,6 +147,9 @@ class Route:
     errors: tuple[int, ...] = ()
     description: str = ""
     split: bool = False  # validate outside the write lock, write through ctx.write()
+    # who is asking, checked before the body is read (public routes with their own session,
+    # such as the petitioner portal's: no session is a 401, not a complaint about the body)
+    guard: Callable[[Context], Awaitable[Any]] | None = None
 
 
 @dataclass
@@ -169,6 +172,7 @@ class Registry:
         status: int = 200,
         errors: tuple[int, ...] = (),
         split: bool = False,
+        guard: Callable[[Context], Awaitable[Any]] | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -186,6 +190,7 @@ class Registry:
                     errors=errors,
                     description=(handler.__doc__ or "").strip(),
                     split=split,
+                    guard=guard,
                 )
             )
             return handler
@@ -303,6 +308,19 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
                 raise PermissionDeniedError("您的角色无权执行此操作", code="forbidden_role")
             if write and writer is None and principal.needs_touch:
                 await touch_session(db, principal.session_id)
+        if route.guard is not None:
+            await route.guard(
+                Context(
+                    request=request,
+                    db=db,
+                    settings=settings,
+                    principal=principal,
+                    body=None,
+                    query=None,
+                    address=address,
+                    writer=writer,
+                )
+            )
         body = _validate_body(request, raw, route.body) if route.body else None
         query = None
         if route.query is not None:

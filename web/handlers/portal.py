@@ -561,6 +561,7 @@ class VisitCodeOut(Answer):
     summary="Ask for a video visit about one's case",
     tag=TAG,
     roles=None,
+    guard=portal_principal,
     body=VisitRequestIn,
     answer=RequestOut,
     status=201,
