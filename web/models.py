@@ -8,4 +8,5 @@ def import_all_models() -> None:
     import recorder.models  # noqa: F401
     import scheduler.cases.models
     import scheduler.models  # noqa: F401
+    import scheduler.stats.models  # noqa: F401
     import web.auth  # noqa: F401
