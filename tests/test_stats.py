@@ -1,0 +1,237 @@
+"""Petition statistics: every figure recomputed with plain SQL on a generated dataset,
+periods refused, scope by the court tree, and docs/statistics.md kept equal to the code."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from config.db import create_engine, create_sessionmaker
+from config.errors import InvalidError, PermissionDeniedError
+from config.settings import Settings
+from scheduler.models import Role
+from scheduler.scope import Actor
+from scheduler.stats import figures
+from scheduler.stats.figures import FIGURES, Dashboard, parse_period, scope_for
+from tests.helpers import World, add_staff
+from tests.statsdata import generate
+
+TZ = ZoneInfo("Asia/Shanghai")
+ROOT = Path(__file__).resolve().parent.parent
+# 2025-03 .. 2025-12 in Asia/Shanghai, as UTC text the way SQLite stores it
+START, END = "2025-02-28 16:00:00.000000", "2025-12-31 16:00:00.000000"
+ADMIN = Actor(user_id=None, username="admin", role=Role.admin, court_id=None)
+
+# One plain SQL query per figure: rows (key, numerator, denominator) for the courts in
+# :ids, over [:s, :e). Written from docs/statistics.md, not from the code.
+EXPECTED_SQL: dict[str, str] = {
+    "volume_channel": "SELECT channel, count(*), 0 FROM case_contacts"
+    " WHERE occurred_at >= :s AND occurred_at < :e AND court_id IN ({ids}) GROUP BY channel",
+    "volume_category": "SELECT p.category, count(*), 0 FROM case_contacts c"
+    " JOIN petitions p ON p.id = c.petition_id WHERE c.occurred_at >= :s"
+    " AND c.occurred_at < :e AND c.court_id IN ({ids}) GROUP BY p.category",
+    "volume_court": "SELECT '', count(*), 0 FROM case_contacts"
+    " WHERE occurred_at >= :s AND occurred_at < :e AND court_id IN ({ids})",
+    "volume_level": "SELECT k.level, count(*), 0 FROM case_contacts c"
+    " JOIN courts k ON k.id = c.court_id WHERE c.occurred_at >= :s AND c.occurred_at < :e"
+    " AND c.court_id IN ({ids}) GROUP BY k.level",
+    "volume_month": "SELECT strftime('%Y-%m', occurred_at, '+8 hours'), count(*), 0"
+    " FROM case_contacts WHERE occurred_at >= :s AND occurred_at < :e"
+    " AND court_id IN ({ids}) GROUP BY 1",
+    "case_visit_ratio": "SELECT '', (SELECT count(*) FROM petitions WHERE created_at >= :s"
+    " AND created_at < :e AND court_id IN ({ids})), (SELECT coalesce(sum(decided_count), 0)"
+    " FROM court_case_counts WHERE month BETWEEN '2025-03' AND '2025-12'"
+    " AND court_id IN ({ids}))",
+    "resolution_rate": "SELECT '', sum(state = 'resolved'), count(*) FROM petitions"
+    " WHERE closed_at >= :s AND closed_at < :e AND state IN ('guided','resolved','terminated')"
+    " AND coalesce(handler_court_id, court_id) IN ({ids})",
+    "on_time_rate": "SELECT '', sum(due_at IS NULL OR closed_at <= due_at), count(*)"
+    " FROM petitions WHERE closed_at >= :s AND closed_at < :e"
+    " AND state IN ('guided','resolved','terminated')"
+    " AND coalesce(handler_court_id, court_id) IN ({ids})",
+    "overdue": "SELECT '', count(*), 0 FROM petitions WHERE state IN"
+    " ('registered','handling','assigned','reported') AND created_at < :e AND due_at < :e"
+    " AND coalesce(handler_court_id, court_id) IN ({ids})",
+    "repeat_rate": "SELECT '', count(DISTINCT CASE WHEN c.repeat THEN c.petition_id END),"
+    " count(DISTINCT c.petition_id) FROM case_contacts c JOIN petitions p"
+    " ON p.id = c.petition_id WHERE c.occurred_at >= :s AND c.occurred_at < :e"
+    " AND p.court_id IN ({ids})",
+    "video_share": "SELECT '', sum(channel = 'video'), count(*) FROM case_contacts"
+    " WHERE occurred_at >= :s AND occurred_at < :e AND court_id IN ({ids})",
+    "video_wait": "SELECT '', sum((julianday(starts_at) - julianday(created_at)) * 86400),"
+    " count(*) FROM visits WHERE created_at >= :s AND created_at < :e"
+    " AND starts_at IS NOT NULL AND kind != 'meeting' AND court_id IN ({ids})",
+}
+SCALE = {"case_visit_ratio": 1000.0, "video_wait": 1 / 3600, "satisfaction": 1.0}
+
+
+def expected(con: sqlite3.Connection, key: str, ids: list[int]) -> dict[str, tuple[float, float]]:
+    sql = EXPECTED_SQL[key].format(ids=",".join(map(str, ids)))
+    rows = con.execute(sql, {"s": START, "e": END}).fetchall()
+    return {str(k): (float(n or 0), float(d or 0)) for k, n, d in rows}
+
+
+def value_of(key: str, num: float, den: float) -> float | None:
+    figure = figures.BY_KEY[key]
+    if figure.kind == "count":
+        return num
+    if den == 0:
+        return None
+    return round(num / den * SCALE.get(key, 100.0), 2)
+
+
+def below(con: sqlite3.Connection, court_id: int) -> list[int]:
+    rows = con.execute(
+        "WITH RECURSIVE t(id) AS (SELECT ? UNION ALL SELECT c.id FROM courts c JOIN t"
+        " ON c.parent_id = t.id) SELECT id FROM t",
+        (court_id,),
+    ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+@pytest.fixture
+async def dataset(migrated: Settings, world: World) -> sqlite3.Connection:
+    con = sqlite3.connect(migrated.data_dir / "vreception.db")
+    generate(
+        con,
+        sorted(world.courts.values()),
+        cases=600,
+        contacts=1500,
+        visits=300,
+        start=datetime(2024, 12, 1, tzinfo=UTC),
+        days=420,
+        seed=14,
+    )
+    return con
+
+
+async def compute(settings: Settings, actor: Actor, court_id: int | None) -> Dashboard:
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            scope = await scope_for(db, actor, court_id)
+            return await figures.dashboard(db, scope, parse_period("2025-03", "2025-12", TZ))
+    finally:
+        await engine.dispose()
+
+
+def assert_cell(key: str, cell: Any, want: tuple[float, float], where: str = "") -> None:
+    assert cell.num == pytest.approx(want[0]), (key, where)
+    assert cell.den == pytest.approx(want[1]), (key, where)
+    assert cell.value == pytest.approx(value_of(key, *want)), (key, where)
+
+
+@pytest.mark.parametrize("court", ["supreme", "high", "mid_a"])
+async def test_every_figure_matches_plain_sql_for_the_scope_and_each_child_court(
+    migrated: Settings, world: World, dataset: sqlite3.Connection, court: str
+) -> None:
+    board = await compute(migrated, ADMIN, world.courts[court])
+    scope_ids = below(dataset, world.courts[court])
+    assert set(EXPECTED_SQL) | {"satisfaction"} == {f.key for f in FIGURES}
+    checked = 0
+    for result in board.results:
+        key = result.figure.key
+        if key == "satisfaction":
+            continue
+        want = expected(dataset, key, scope_ids)
+        total = (sum(n for n, _ in want.values()), sum(d for _, d in want.values()))
+        assert result.total is not None
+        assert_cell(key, result.total, total)
+        if result.figure.breakdown:
+            got = {k: c for k, c in result.by_key}
+            assert set(got) == set(want), key
+            for k, cell in got.items():
+                assert_cell(key, cell, want[k], k)
+        for node, cell in result.by_child[1:]:
+            child = expected(dataset, key, below(dataset, node.id))
+            sums = (sum(n for n, _ in child.values()), sum(d for _, d in child.values()))
+            assert_cell(key, cell, sums, node.name)
+        checked += 1
+    assert checked == len(FIGURES) - 1
+    # the dataset is not empty where it matters
+    assert board.result("volume_court").total is not None
+    assert board.result("volume_court").total.num > 0
+
+
+async def test_satisfaction_reads_no_data_until_the_ratings_table_exists(
+    migrated: Settings, world: World, dataset: sqlite3.Connection
+) -> None:
+    board = await compute(migrated, ADMIN, None)
+    assert board.scope.root.id == world.courts["supreme"]
+    satisfaction = board.result("satisfaction").as_dict()
+    assert satisfaction["total"]["text"] == "无数据"
+    assert satisfaction["total"]["value"] is None
+
+
+async def test_ranking_lists_the_child_courts_by_resolution_rate(
+    migrated: Settings, world: World, dataset: sqlite3.Connection
+) -> None:
+    board = await compute(migrated, ADMIN, world.courts["high"])
+    ranking = board.ranking()
+    assert [r["court_id"] for r in ranking] != []
+    assert {r["court_id"] for r in ranking} == {world.courts["mid_a"], world.courts["mid_b"]}
+    rates = []
+    for row in ranking:
+        num, den = expected(dataset, "resolution_rate", below(dataset, row["court_id"]))[""]
+        assert row["resolution_rate"] == pytest.approx(value_of("resolution_rate", num, den))
+        rates.append(row["resolution_rate"])
+    assert rates == sorted(rates, reverse=True)
+    assert [r["rank"] for r in ranking] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "words"),
+    [
+        ("2025-06", "2025-01", "晚于截止月份"),
+        (None, "2025-01", "请指定统计期间"),
+        ("2025-01", "", "请指定统计期间"),
+        ("2019-01", "2025-01", "最长 5 年"),
+        ("2025-13", "2025-12", "格式应为 YYYY-MM"),
+        ("2025/01", "2025-12", "格式应为 YYYY-MM"),
+    ],
+)
+def test_bad_periods_are_refused_in_chinese(first: str | None, last: str, words: str) -> None:
+    with pytest.raises(InvalidError) as caught:
+        parse_period(first, last, TZ)
+    assert words in caught.value.message
+
+
+def test_a_period_is_whole_local_months_up_to_five_years() -> None:
+    period = parse_period("2021-01", "2025-12", TZ)
+    assert len(period.months) == 60
+    assert period.start == datetime(2020, 12, 31, 16, tzinfo=UTC)
+    assert period.end == datetime(2025, 12, 31, 16, tzinfo=UTC)
+
+
+async def test_a_basic_courts_leader_sees_only_their_court_not_a_sibling(
+    migrated: Settings, world: World
+) -> None:
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            uid = await add_staff(db, world, "leader_basic_a", Role.leader, "basic_a")
+        leader = Actor(uid, "leader_basic_a", Role.leader, world.courts["basic_a"])
+        async with create_sessionmaker(engine)() as db:
+            own = await scope_for(db, leader, None)
+            assert own.root.id == world.courts["basic_a"]
+            assert own.court_ids == {world.courts["basic_a"]}
+            for other in ("basic_b", "mid_a"):
+                with pytest.raises(PermissionDeniedError, match="本院及下级法院"):
+                    await scope_for(db, leader, world.courts[other])
+            operator = Actor(None, "op", Role.operator, world.courts["basic_a"])
+            with pytest.raises(PermissionDeniedError, match="院领导"):
+                await scope_for(db, operator, None)
+            high = Actor(None, "po_high", Role.petition_officer, world.courts["high"])
+            drill = await scope_for(db, high, world.courts["mid_b"])
+            assert drill.court_ids == {world.courts["mid_b"], world.courts["basic_b"]}
+    finally:
+        await engine.dispose()
+
+
+def test_docs_statistics_md_is_generated_from_the_figures() -> None:
+    assert (ROOT / "docs" / "statistics.md").read_text(encoding="utf-8") == (figures.render_docs())
