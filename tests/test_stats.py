@@ -3,12 +3,15 @@ periods refused, scope by the court tree, and docs/statistics.md kept equal to t
 
 from __future__ import annotations
 
+import csv
+import io
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import openpyxl
 import pytest
 
 from config.db import create_engine, create_sessionmaker
@@ -18,7 +21,8 @@ from scheduler.models import Role
 from scheduler.scope import Actor
 from scheduler.stats import figures
 from scheduler.stats.figures import FIGURES, Dashboard, parse_period, scope_for
-from tests.helpers import World, add_staff
+from tests.conftest import MakeClient
+from tests.helpers import World, add_staff, login
 from tests.statsdata import generate
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -154,8 +158,9 @@ async def test_every_figure_matches_plain_sql_for_the_scope_and_each_child_court
         checked += 1
     assert checked == len(FIGURES) - 1
     # the dataset is not empty where it matters
-    assert board.result("volume_court").total is not None
-    assert board.result("volume_court").total.num > 0
+    volume = board.result("volume_court").total
+    assert volume is not None
+    assert volume.num > 0
 
 
 async def test_satisfaction_reads_no_data_until_the_ratings_table_exists(
@@ -235,3 +240,109 @@ async def test_a_basic_courts_leader_sees_only_their_court_not_a_sibling(
 
 def test_docs_statistics_md_is_generated_from_the_figures() -> None:
     assert (ROOT / "docs" / "statistics.md").read_text(encoding="utf-8") == (figures.render_docs())
+
+
+# ------------------------------------------------------------------ API
+
+PERIOD = {"from": "2025-03", "to": "2025-12"}
+
+
+async def error_of(resp: Any) -> str:
+    return str((await resp.json())["error"]["message"])
+
+
+async def test_api_serves_the_leaders_court_and_refuses_others_and_bad_periods(
+    make_client: MakeClient, world: World, dataset: sqlite3.Connection
+) -> None:
+    client = await make_client()
+    await login(client, "leader_high")
+    resp = await client.get("/api/v1/stats", params=PERIOD)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["court"]["id"] == world.courts["high"]
+    assert [c["name"] for c in body["children"]] == ["甲市中级人民法院", "乙市中级人民法院"]
+    got = {f["key"]: f for f in body["figures"]}
+    num, den = expected(dataset, "resolution_rate", below(dataset, world.courts["high"]))[""]
+    assert got["resolution_rate"]["total"]["value"] == value_of("resolution_rate", num, den)
+    assert got["satisfaction"]["total"]["text"] == "无数据"
+    assert {r["court_id"] for r in body["ranking"]} == {
+        world.courts["mid_a"],
+        world.courts["mid_b"],
+    }
+    backwards = await client.get("/api/v1/stats", params={"from": "2025-12", "to": "2025-03"})
+    assert backwards.status == 422
+    assert "晚于截止月份" in await error_of(backwards)
+    unbounded = await client.get("/api/v1/stats", params={"from": "2025-03"})
+    assert unbounded.status == 422
+    assert "请指定统计期间" in await error_of(unbounded)
+    above = await client.get(
+        "/api/v1/stats", params={**PERIOD, "court_id": str(world.courts["supreme"])}
+    )
+    assert above.status == 403
+    operator = await make_client()
+    await login(operator, "op_a")
+    assert (await operator.get("/api/v1/stats", params=PERIOD)).status == 403
+
+
+async def test_export_gives_the_same_tables_as_csv_and_xlsx(
+    make_client: MakeClient, world: World, dataset: sqlite3.Connection
+) -> None:
+    client = await make_client()
+    await login(client, "admin")
+    params = {**PERIOD, "court_id": str(world.courts["high"])}
+    xlsx = await client.get("/api/v1/stats/export", params={**params, "format": "xlsx"})
+    assert xlsx.status == 200
+    book = openpyxl.load_workbook(io.BytesIO(await xlsx.read()), read_only=True)
+    first = list(book.worksheets[0].iter_rows(values_only=True))
+    assert "通报排名" in str(first[0][0])
+    assert first[1][:2] == ("名次", "法院")
+    assert {row[1] for row in first[2:]} == {"甲市中级人民法院", "乙市中级人民法院"}
+    csv_resp = await client.get("/api/v1/stats/export", params={**params, "format": "csv"})
+    assert csv_resp.status == 200
+    text = (await csv_resp.read()).decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text)))
+    titles = [r[0] for r in rows if len(r) == 1]
+    sheet_titles = [next(ws.iter_rows(values_only=True))[0] for ws in book.worksheets]
+    assert titles == sheet_titles
+    assert len(titles) == len(FIGURES) + 1 + sum(1 for f in FIGURES if f.breakdown)
+
+
+def stored_counts(con: sqlite3.Connection) -> list[tuple[int, str, int]]:
+    return con.execute(
+        "SELECT court_id, month, decided_count FROM court_case_counts"
+        " WHERE month >= '2030-01' ORDER BY 1, 2"
+    ).fetchall()
+
+
+async def test_case_counts_upload_stores_all_rows_or_none(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    con = sqlite3.connect(migrated.data_dir / "vreception.db")
+    client = await make_client()
+    csrf = await login(client, "leader_high")
+    headers = {"X-CSRF-Token": csrf, "Content-Type": "text/csv"}
+    good = "court_code,month,decided_count\nMID_A,2030-01,120\nBASIC_B,2030-01,80\n"
+    resp = await client.post("/api/v1/stats/case-counts", data=good.encode(), headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["imported"] == 2
+    before = stored_counts(con)
+    assert before == [
+        (world.courts["mid_a"], "2030-01", 120),
+        (world.courts["basic_b"], "2030-01", 80),
+    ]
+    bad = (
+        "court_code,month,decided_count\nMID_A,2030-01,999\nSUPREME,2030-02,5\n"
+        "BASIC_A,2030-13,5\nBASIC_A,2030-03,-1\n"
+    )
+    refused = await client.post("/api/v1/stats/case-counts", data=bad.encode(), headers=headers)
+    assert refused.status == 422
+    message = await error_of(refused)
+    assert "未导入任何数据" in message
+    assert "第 3 行" in message and "第 4 行" in message and "第 5 行" in message
+    assert stored_counts(con) == before
+    header = await client.post(
+        "/api/v1/stats/case-counts", data=b"court,month\nMID_A,2030-01\n", headers=headers
+    )
+    assert header.status == 422
+    assert "表头" in await error_of(header)
+    assert stored_counts(con) == before

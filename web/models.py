@@ -7,6 +7,6 @@ def import_all_models() -> None:
     import config.audit  # noqa: F401
     import recorder.models  # noqa: F401
     import scheduler.cases.models
-    import scheduler.models  # noqa: F401
+    import scheduler.models
     import scheduler.stats.models  # noqa: F401
     import web.auth  # noqa: F401

@@ -16,6 +16,7 @@ from web.handlers import (
     rooms,
     scheduling,
     sealing,
+    stats,
     users,
     visits,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "rooms",
     "scheduling",
     "sealing",
+    "stats",
     "users",
     "visits",
 ]
