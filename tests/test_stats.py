@@ -5,24 +5,29 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import openpyxl
 import pytest
+from playwright.sync_api import expect
 
 from config.db import create_engine, create_sessionmaker
 from config.errors import InvalidError, PermissionDeniedError
 from config.settings import Settings
+from config.vocabulary import label
+from scheduler.cases.words import Channel
 from scheduler.models import Role
 from scheduler.scope import Actor
 from scheduler.stats import figures
 from scheduler.stats.figures import FIGURES, Dashboard, parse_period, scope_for
-from tests.conftest import MakeClient
+from tests.conftest import LiveServer, MakeClient
 from tests.helpers import World, add_staff, login
+from tests.live import page_login
 from tests.statsdata import generate
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -346,3 +351,48 @@ async def test_case_counts_upload_stores_all_rows_or_none(
     assert header.status == 422
     assert "表头" in await error_of(header)
     assert stored_counts(con) == before
+
+
+# ------------------------------------------------------------------ page
+
+
+def test_the_stats_page_draws_charts_with_tables_and_drills_down_in_chromium(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    con = sqlite3.connect(live_server.data_dir / "vreception.db")
+    courts = dict(con.execute("SELECT code, id FROM courts").fetchall())
+    generate(
+        con,
+        sorted(courts.values()),
+        cases=300,
+        contacts=700,
+        visits=100,
+        start=datetime.now(UTC) - timedelta(days=200),
+        days=180,
+        seed=7,
+        first_id=1_000_000,
+    )
+    con.close()
+    context = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page_login(page, live_server, "admin", live_server.passwords["admin"], "/stats")
+        expect(page.locator("#stats-title")).to_contain_text("最高人民法院")
+        volume = page.locator(".figure[data-figure=volume_court]")
+        expect(volume.locator(".chart[data-ready='1'] canvas").first).to_be_visible()
+        expect(volume.locator(".figure-table tbody tr")).to_have_count(2)  # 合计, the high court
+        channel = page.locator(".figure[data-figure=volume_channel]")
+        expect(channel.locator(".chart canvas").first).to_be_visible()
+        expect(channel.locator(".figure-table")).to_contain_text(label(Channel.video))
+        page.screenshot(path=str(artifacts / "stats-country.png"))
+        page.locator("#ranking-rows a.drill", has_text="北京市高级人民法院").click()
+        expect(page.locator("#stats-title")).to_contain_text("北京市高级人民法院")
+        expect(page.locator("#ranking-rows")).to_contain_text("北京市第一中级人民法院")
+        expect(page.locator("#up")).to_be_visible()
+        expect(page.locator("#export-xlsx")).to_have_attribute(
+            "href", re.compile(rf"court_id={courts['BJGY']}.*format=xlsx|format=xlsx.*court_id")
+        )
+        page.click("#up")
+        expect(page.locator("#stats-title")).to_contain_text("最高人民法院")
+    finally:
+        context.close()

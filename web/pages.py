@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from aiohttp import web
 from config import vocabulary
 from scheduler import lifecycle
 from scheduler.models import Role
+from scheduler.stats.figures import STATS_ROLES
 from web.auth import (
     SESSION_COOKIE,
     Principal,
@@ -29,6 +31,10 @@ STATIC = Path(__file__).parent / "static"
 SOCKET_IO_CLIENT = (
     Path(__file__).parent / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
 )
+# Apache ECharts, the charts of the statistics page, installed from npm the same way.
+ECHARTS = Path(__file__).parent / "node_modules" / "echarts" / "dist" / "echarts.min.js"
+# Browser packages served from node_modules: /static/vendor/<name>
+VENDOR = {"socket.io.min.js": SOCKET_IO_CLIENT, "echarts.min.js": ECHARTS}
 
 PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/admin": ("admin.html", frozenset({Role.admin})),
@@ -37,6 +43,8 @@ PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/archive": ("archive.html", frozenset(Role)),  # every staff role searches its own reach
     # 监看: what is live below the court (who may watch is scheduler/lifecycle.py's rule)
     "/monitor": ("monitor.html", lifecycle.WATCHERS),
+    # 信访大数据: figures of the court and the courts below it (scheduler/stats/figures.py)
+    "/stats": ("stats.html", STATS_ROLES),
 }
 # One recording's playback; which recordings a role may open is decided by the API.
 PLAYBACK = (r"/archive/visits/{visit_id:[0-9a-f]{32}}", "playback.html", frozenset(Role))
@@ -121,10 +129,12 @@ def _guarded(
     return page
 
 
-async def socket_io_client(request: web.Request) -> web.StreamResponse:
-    if not SOCKET_IO_CLIENT.exists():
-        raise web.HTTPNotFound(text="socket.io client not installed: run scripts/bootstrap")
-    return web.FileResponse(SOCKET_IO_CLIENT, headers={"Cache-Control": "max-age=3600"})
+async def vendor_file(request: web.Request) -> web.StreamResponse:
+    """A browser package from web/node_modules (see :data:`VENDOR`)."""
+    path = VENDOR[request.match_info["name"]]
+    if not path.exists():
+        raise web.HTTPNotFound(text=f"{path.name} not installed: run scripts/bootstrap")
+    return web.FileResponse(path, headers={"Cache-Control": "max-age=3600"})
 
 
 async def favicon(request: web.Request) -> web.StreamResponse:
@@ -174,7 +184,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/join", join_page)
     app.router.add_get(r"/j/{code:[A-Za-z0-9-]{8,40}}", short_link)
     app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)
-    app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)
+    names = "|".join(re.escape(name) for name in VENDOR)
+    app.router.add_get(f"/static/vendor/{{name:(?:{names})}}", vendor_file)
     app.router.add_get("/vocabulary.js", vocabulary_js)
     app.router.add_get("/", index)
     app.router.add_get("/favicon.ico", favicon)

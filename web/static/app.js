@@ -232,6 +232,8 @@ const VR = (() => {
     if (me.role === "leader" && home !== "/judge") links.splice(1, 0, ["/judge", "接访日程"]);
     // 监看: staff of a supervising court watch what is live below it
     if (["judge", "petition_officer", "leader", "admin"].includes(me.role)) links.push(["/monitor", label("participant_role", "observer")]);
+    // 信访统计: figures of the court and the courts below it
+    if (["petition_officer", "leader", "admin"].includes(me.role)) links.push(["/stats", "信访统计"]);
     for (const [href, text] of links) {
       const a = document.createElement("a");
       a.href = href;
