@@ -101,6 +101,12 @@ class Settings(BaseModel):
     login_max_failures_per_address: int = Field(20, ge=1, le=10000)
     login_failure_window_seconds: int = Field(900, ge=10, le=86400)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    case_material_max_mb: int = Field(
+        20,
+        ge=1,
+        le=1024,
+        description="Largest scanned material (PDF, JPEG or PNG) one case upload may be, in MB.",
+    )
     visit_code_length: int = Field(10, ge=8, le=32)
     visit_code_ttl_minutes: int = Field(24 * 60, ge=1, le=30 * 24 * 60)
     password_min_length: int = Field(10, ge=8, le=128)

@@ -1,5 +1,5 @@
 """Periodic work, safe to run on every node at once (each change is conditional): no-shows,
-"starts in N minutes" reminders, seating queued walk-ins."""
+"starts in N minutes" reminders, seating queued walk-ins, petition case deadlines."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from config.db import utcnow
 from config.errors import ConflictError, InvalidError
 from config.settings import Settings
 from scheduler.booking import book_visit
+from scheduler.cases.service import scan_deadlines
 from scheduler.lifecycle import transition
 from scheduler.models import Petition, Role, Visit, VisitState, WalkIn, WalkInStatus
 from scheduler.notify import OUTBOX, notify, visit_recipients
@@ -24,7 +25,10 @@ async def housekeeping(
     db: AsyncSession, settings: Settings, now: datetime | None = None
 ) -> dict[str, int]:
     """Periodic work, safe to run on every node at once (each change is conditional):
-    mark no-shows, send "starts in N minutes" reminders, seat queued walk-ins."""
+    mark no-shows, send "starts in N minutes" reminders, seat queued walk-ins, remind of
+    petition case deadlines and alert the supervising court of overdue cases.
+
+    Notifications are queued on ``db`` (push them after commit: scheduler.notify)."""
     now = now or utcnow()
     done = {"no_show": 0, "reminded": 0, "walk_ins": 0}
     grace = timedelta(minutes=settings.no_show_grace_minutes)
@@ -128,4 +132,8 @@ async def housekeeping(
         except (ConflictError, InvalidError):
             del db.info.get(OUTBOX, [])[outbox_before:]  # rolled back with the savepoint
             continue
+    scan = await scan_deadlines(db, now)
+    done["case_reminded"] = scan.reminded
+    done["case_overdue"] = scan.overdue
+    done["case_escalated"] = scan.escalated
     return done

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -308,6 +309,13 @@ class Petition(Base):
         Index("ix_petitions_number", "number"),
         Index("ix_petitions_handler_state", "handler_court_id", "state"),
         Index("ix_petitions_due", "due_at"),
+        # the deadline scan's cases: not yet alerted at their current node
+        Index(
+            "ix_petitions_alert",
+            "due_at",
+            sqlite_where=text("overdue_at IS NULL"),
+            postgresql_where=text("overdue_at IS NULL"),
+        ),
         CheckConstraint("people_count >= 1", name="people_count_positive"),
     )
 

@@ -57,8 +57,12 @@ async def notify(
     title: str,
     body: str = "",
     visit_id: str | None = None,
+    flush: bool = True,
 ) -> list[Notification]:
-    """Store one notification per user and queue it for pushing after commit."""
+    """Store one notification per user and queue it for pushing after commit.
+
+    ``flush=False`` leaves the rows to the transaction's next flush (a job notifying many
+    at once); they are pushed after commit either way."""
     rows = [
         Notification(user_id=uid, kind=kind, title=title, body=body, visit_id=visit_id)
         for uid in sorted({u for u in user_ids if u is not None})
@@ -66,7 +70,8 @@ async def notify(
     if not rows:
         return rows
     db.add_all(rows)
-    await db.flush()
+    if flush:
+        await db.flush()
     db.info.setdefault(OUTBOX, []).extend(rows)
     return rows
 

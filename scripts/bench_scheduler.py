@@ -14,14 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -30,26 +25,22 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import aiohttp
+from benchdata import (
+    PASSWORD,
+    insert_courts,
+    log,
+    peak_rss_mb,
+    percentile,
+    serve,
+    ts,
+)
 
-import aiohttp  # noqa: E402
-
-from config.settings import Settings  # noqa: E402
-from scheduler.accounts import hash_password  # noqa: E402
-from web.cli import migrate  # noqa: E402
+from config.settings import Settings  # benchdata put the repository root on sys.path
+from scheduler.accounts import hash_password
+from web.cli import migrate
 
 TZ = ZoneInfo("Asia/Shanghai")
-PASSWORD = "Bench-Passw0rd!"
-STAMP = "%Y-%m-%d %H:%M:%S.%f"
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def ts(d: datetime) -> str:
-    return d.astimezone(UTC).replace(tzinfo=None).strftime(STAMP)
 
 
 def generate(
@@ -62,25 +53,8 @@ def generate(
     con.execute("PRAGMA synchronous=OFF")
     now = datetime.now(UTC)
     created = ts(now - timedelta(days=400))
-    n_high = 32
-    n_mid = max(1, int(n_courts * 0.115))
-    n_basic = n_courts - 1 - n_high - n_mid
-    courts: list[tuple[Any, ...]] = [(1, "SPC", "最高人民法院", "supreme", None, created)]
-    highs = list(range(2, 2 + n_high))
-    mids = list(range(highs[-1] + 1, highs[-1] + 1 + n_mid))
-    basics = list(range(mids[-1] + 1, mids[-1] + 1 + n_basic))
-    courts += [(c, f"H{c}", f"第{c}高级人民法院", "high", 1, created) for c in highs]
-    courts += [
-        (c, f"M{c}", f"第{c}中级人民法院", "intermediate", rnd.choice(highs), created) for c in mids
-    ]
-    parent_of = {}
-    for c in basics:
-        parent_of[c] = rnd.choice(mids)
-        courts.append((c, f"B{c}", f"第{c}基层人民法院", "basic", parent_of[c], created))
-    con.executemany(
-        "INSERT INTO courts (id, code, name, level, parent_id, created_at) VALUES (?,?,?,?,?,?)",
-        courts,
-    )
+    tree = insert_courts(con, n_courts, rnd, created)
+    highs, mids, basics, parent_of = tree.highs, tree.mids, tree.basics, tree.parent_of
     pw = hash_password(PASSWORD)
     users: list[tuple[Any, ...]] = []
     uid = 0
@@ -143,7 +117,7 @@ def generate(
         petitions,
     )
     log(
-        f"{len(courts)} courts, {n_judges} judges, {len(templates)} weekly hours, "
+        f"{tree.rows} courts, {n_judges} judges, {len(templates)} weekly hours, "
         f"{n_petitioners} petitions"
     )
     day0 = (now - timedelta(days=365)).astimezone(TZ).date()
@@ -200,20 +174,6 @@ _VISIT_SQL = (
     " starts_at, ends_at, created_at, updated_at, walk_in, cancel_reason, checkin_document_type,"
     " checkin_document_masked) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def next_weekday(d: date) -> date:
@@ -345,16 +305,6 @@ def double_bookings(db_path: Path) -> int:
     return int(total)
 
 
-def peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="vr-bench-"))
     settings = Settings(data_dir=data_dir)
@@ -365,38 +315,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.to_thread(migrate, settings)
     world = generate(db_path, args.courts, args.judges, args.visits, args.seed)
     log(f"dataset ready in {time.perf_counter() - t0:.0f} s")
-    port = free_port()
-    env = {
-        **os.environ,
-        "VRECEPTION_DATA_DIR": str(data_dir),
-        "VRECEPTION_PORT": str(port),
-        "VRECEPTION_LOG_LEVEL": "WARNING",
-        "VRECEPTION_HOUSEKEEPING_SECONDS": "3600",
-        "VRECEPTION_LOGIN_MAX_FAILURES_PER_ADDRESS": "10000",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert server.stdout is not None
-        for line in server.stdout:
-            if "listening on" in line:
-                break
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    async with http.get(url + "/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+    async with serve(data_dir) as server:
+        url = server.url
         rnd = random.Random(args.seed)
         basics = rnd.sample(world["basics"], args.clients + 1)
         stats: dict[str, list[float]] = {"free_slots": [], "book": [], "day_view": []}
@@ -431,12 +351,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             args.race,
         )
         rss = peak_rss_mb(server.pid)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
     return {
         "benchmark": "scheduler",
         "database": "sqlite",

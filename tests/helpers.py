@@ -125,6 +125,16 @@ async def login(client: TestClient, username: str, password: str = PASSWORD) -> 
     return str(body["csrf_token"])
 
 
+def browser_login(page: Any, origin: str, username: str, password: str, home: str) -> None:
+    """Log a staff member in through the login page and wait until their page is ready."""
+    page.goto(origin + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("#login-submit")
+    page.wait_for_url(origin + home)
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+
+
 async def wait_for(predicate: Callable[[], Any], within: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + within
     while asyncio.get_running_loop().time() < deadline:

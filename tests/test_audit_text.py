@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from aiohttp.test_utils import TestClient
 
 from config.audit import AuditEvent
+from scheduler.cases.words import EventKind
 from scheduler.models import ExceptionKind, VisitState
 from tests.conftest import MakeClient
 from tests.helpers import Booking, local_time, login, next_weekday
@@ -24,7 +25,11 @@ PACKAGES = ("config", "scheduler", "web", "recorder", "signaling", "media")
 AUDIT_CALLS = {"record_audit", "_audit", "audit_now", "audit_visit", "audit"}
 ACTION = re.compile(r"^[a-z_]+\.[a-z_]+$")
 # actions built from an enum's value: f"visit.{to.value}", f"availability.{kind.value}"
-DYNAMIC: dict[str, type[enum.StrEnum]] = {"visit.": VisitState, "availability.": ExceptionKind}
+DYNAMIC: dict[str, type[enum.StrEnum]] = {
+    "visit.": VisitState,
+    "availability.": ExceptionKind,
+    "case.": EventKind,
+}
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 LATIN_WORD = re.compile(r"[A-Za-z_]{3,}")
 

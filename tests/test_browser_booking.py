@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import LiveServer
+from tests.helpers import browser_login
 
 pytestmark = pytest.mark.browser
 
@@ -26,12 +27,7 @@ def _soon_weekday() -> date:
 
 
 def _login(page: Any, server: LiveServer, username: str, path: str) -> None:
-    page.goto(server.url + "/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", server.passwords[username])
-    page.click("#login-submit")
-    page.wait_for_url(server.url + path)
-    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    browser_login(page, server.url, username, server.passwords[username], path)
 
 
 def test_book_check_in_lobby_and_judge_is_told(

@@ -217,3 +217,43 @@ def test_who_may_do_what_as_a_table() -> None:
     assert may(officer, CaseAction.reopen, CaseState.resolved, above)
     assert not may(officer, CaseAction.reopen, CaseState.handling, above)
     assert not may(officer, CaseAction.view, CaseState.handling, Standing())
+
+
+async def test_a_case_not_yet_in_its_reminder_window_does_not_hold_back_the_others(
+    db: AsyncSession, world: World
+) -> None:
+    basic = actor(world, "po_a", Role.petition_officer, "basic_a")
+    now = utcnow()
+    ids = []
+    for n in (1, 2):
+        case_id = (await cases.register(db, basic, letter([f"（2024）甲0101执7{n}号"]))).case.id
+        await cases.triage(
+            db,
+            basic,
+            case_id,
+            track=CaseTrack.petition,
+            mode=HandlingMode.careful,
+            responsible_id=world.users["po_a"],
+        )
+        ids.append(case_id)
+    # due first, but a feedback deadline is reminded 5 days ahead: not yet
+    early, later = ids
+    await db.execute(
+        text("UPDATE petitions SET node = 'feedback', due_at = :d WHERE id = :i"),
+        {"d": now + timedelta(days=6), "i": early},
+    )
+    # due later, and a handling deadline is reminded 7 days ahead: now
+    await db.execute(
+        text("UPDATE petitions SET due_at = :d WHERE id = :i"),
+        {"d": now + timedelta(days=6, hours=12), "i": later},
+    )
+    db.expire_all()
+    done = await cases.scan_deadlines(db, now, batch=1)
+    assert done.reminded == 1
+    reminded = (
+        await db.scalars(
+            select(CaseEvent.petition_id).where(CaseEvent.kind == "reminder").order_by(CaseEvent.id)
+        )
+    ).all()
+    assert reminded == [later]
+    assert (await cases.scan_deadlines(db, now, batch=1)).reminded == 0

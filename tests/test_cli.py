@@ -26,7 +26,14 @@ def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
     data = tmp_path / "var"
     server = start_live_server(data)
     try:
-        assert set(server.passwords) == {"admin", "operator", "judge", "archivist"}
+        assert set(server.passwords) == {
+            "admin",
+            "operator",
+            "judge",
+            "archivist",
+            "officer",
+            "leader",
+        }
         with urllib.request.urlopen(server.url + "/healthz", timeout=10) as r:  # noqa: S310
             assert json.loads(r.read()) == {"status": "ok"}
         status, me = _post(

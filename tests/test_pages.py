@@ -50,6 +50,15 @@ async def test_every_page_links_the_favicon(make_client: MakeClient, world: Worl
     playback = await admin.get("/archive/visits/" + "0" * 32)
     assert ICON_LINK in await playback.text()
     seen.add("playback.html")
+    for path, template in (
+        ("/cases", "cases.html"),
+        ("/cases/new", "case_new.html"),
+        ("/cases/board", "case_board.html"),
+        ("/cases/1", "case.html"),
+        ("/monitor", "monitor.html"),
+    ):
+        assert ICON_LINK in await (await admin.get(path)).text(), path
+        seen.add(template)
     assert seen == {p.name for p in TEMPLATES.glob("*.html")}  # no page left out
 
 
@@ -66,3 +75,27 @@ async def test_refused_fields_are_explained_in_chinese(client: TestClient) -> No
         "court_id": "须为整数",
         "password": "必填",
     }
+
+
+async def test_case_pages_open_to_case_roles_and_new_roles_land_on_the_case_list(
+    make_client: MakeClient, world: World
+) -> None:
+    for username in ("po_high", "leader_high"):
+        staff = await make_client()
+        await login(staff, username)
+        me = await (await staff.get("/api/v1/auth/me")).json()
+        assert me["home"] == "/cases"
+        home = await staff.get("/", allow_redirects=False)
+        assert home.status == 302 and home.headers["Location"] == "/cases"
+        for path in ("/cases", "/cases/new", "/cases/board", "/cases/7"):
+            assert (await staff.get(path)).status == 200, (username, path)
+        assert (await staff.get("/operator")).status == 403
+    archivist = await make_client()
+    await login(archivist, "arch_a")
+    for path in ("/cases", "/cases/board", "/cases/7"):
+        assert (await archivist.get(path)).status == 200, path
+    refused = await archivist.get("/cases/new")  # archivists read cases, never register
+    assert refused.status == 403 and "无权访问" in await refused.text()
+    anonymous = await make_client()
+    away = await anonymous.get("/cases/7", allow_redirects=False)
+    assert away.status == 302 and away.headers["Location"] == "/login?next=/cases/7"

@@ -9,13 +9,15 @@ Details a template does not name are not shown, except ``reason``, which is alwa
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
 from config.audit import AuditEvent
-from config.vocabulary import label_of
+from config.vocabulary import label, label_of
+from scheduler.cases.words import EventKind
 from scheduler.models import CourtDayKind, VisitState
 
 MISSING = "—"
@@ -51,6 +53,8 @@ _TARGETS = {  # target_type is the model's table name, "visit" or "user"
     "reception_rooms": "接访室",
     "petitioners": "信访人",
     "petitions": "信访件",
+    "case": "信访件",
+    "case_rule": "办理期限规则",
     "calendar_feed": "日历订阅",
     "walk_in": "现场来访候补",
     "reception_templates": "每周接访时段",
@@ -70,6 +74,38 @@ _STATE_SENTENCES: dict[VisitState, tuple[str, str]] = {
     VisitState.archived: ("归档", "{actor}将接访归档（原为{from_state:state}）"),
     VisitState.cancelled: ("取消接访", "{actor}取消了接访（原为{from_state:state}）"),
     VisitState.no_show: ("未到场", "{actor}将接访记为信访人未到场（原为{from_state:state}）"),
+}
+
+# A case timeline entry's audit event carries the entry's sentence as ``text``; the audit
+# sentence is who did it and that sentence (``{text:instants}``: its times in local time).
+_CASE_SENTENCES: dict[EventKind, str] = {
+    EventKind.registered: "{actor}{text:instants}",
+    EventKind.contact: "{actor}在信访件上记录了一次来访来信（{text:instants}）",
+    EventKind.material: "{actor}为信访件{text:instants}",
+    EventKind.triaged: "{actor}将信访件{text:instants}",
+    EventKind.owner: "{actor}确定信访件的{text:instants}",
+    EventKind.assigned: "{actor}将信访件{text:instants}",
+    EventKind.progress: "{actor}报告了信访件的办理进展：{text:instants}",
+    EventKind.reported: "{actor}就交办的信访件{text:instants}",
+    EventKind.accepted: "{actor}对信访件{text:instants}",
+    EventKind.returned: "{actor}将信访件{text:instants}",
+    EventKind.flagged: "{actor}对信访件{text:instants}",
+    EventKind.unflagged: "{actor}对信访件{text:instants}",
+    EventKind.leader: "{actor}以院领导身份包案了该信访件",
+    EventKind.reminder: "{actor}提醒：信访件的{text:instants}",
+    EventKind.overdue: "{actor}预警：信访件的{text:instants}",
+    EventKind.escalated: "{actor}记录：信访件{text:instants}",
+    EventKind.meeting: "{actor}记录了信访件的视频约谈：{text:instants}",
+    EventKind.visit: "{actor}记录了信访件的视频接访：{text:instants}",
+    EventKind.outcome: "{actor}记录了信访件的接访结果：{text:instants}",
+    EventKind.judicial_aid: "{actor}记录了信访件的司法救助：{text:instants}",
+    EventKind.resolved: "{actor}将信访件办结为{text:instants}",
+    EventKind.terminated: "{actor}决定{text:instants}",
+    EventKind.followup_scheduled: "{actor}为信访件{text:instants}",
+    EventKind.followup: "{actor}记录了信访件的{text:instants}",
+    EventKind.review: "{actor}对信访件进行了{text:instants}",
+    EventKind.reopened: "{actor}将信访件{text:instants}",
+    EventKind.correction: "{actor}{text:instants}",
 }
 
 # action -> (short label for lists and filters, sentence template)
@@ -179,6 +215,12 @@ ACTIONS: dict[str, tuple[str, str]] = {
         "更正转写",
         "{actor}更正了转写第 {line:ordinal} 行（修订版 {revision}）",
     ),
+    **{f"case.{kind.value}": (label(kind), text) for kind, text in _CASE_SENTENCES.items()},
+    "case.rule": (
+        "修改办理期限规则",
+        "{actor}将「{node}」节点的办理期限改为 {days} 天，提前 {remind} 天提醒",
+    ),
+    "case.material_view": ("查看信访材料", "{actor}查看了信访材料《{filename}》"),
     "recording.write_resumed": (
         "录制写入恢复",
         "{actor}记录：录制写入已恢复，{missing_from:time} 至 {missing_to:time} 的内容缺失",
@@ -194,6 +236,15 @@ def _time(value: Any, tz: tzinfo) -> str:
     if instant.tzinfo is None:
         return instant.strftime("%Y-%m-%d %H:%M")
     return instant.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
+# an instant as the service writes it into a sentence: 2026-12-05T02:00:00+00:00
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})")
+
+
+def local_instants(text: str, tz: tzinfo) -> str:
+    """``text`` with every ISO 8601 instant in it written as the court's local time."""
+    return _INSTANT.sub(lambda m: _time(m.group(0).replace("Z", "+00:00"), tz), text)
 
 
 def _plain(value: Any) -> str:
@@ -223,6 +274,8 @@ class _Formatter(string.Formatter):
     def shown(self, value: Any, how: str) -> str:
         if how == "time":
             return _time(value, self.tz)
+        if how == "instants":
+            return local_instants(str(value), self.tz)
         if how == "span" and isinstance(value, list | tuple) and len(value) == 2:
             return f"{_time(value[0], self.tz)} 至 {_time(value[1], self.tz)}"
         if how == "role":  # a staff role, or a participant's role in the room

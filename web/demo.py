@@ -24,6 +24,8 @@ DEMO_USERS = [
     ("operator", "海淀法院操作员", Role.operator, "BJHD"),
     ("judge", "一中院接访法官", Role.judge, "BJ1Z"),
     ("archivist", "一中院档案员", Role.archivist, "BJ1Z"),
+    ("officer", "北京高院信访专员", Role.petition_officer, "BJGY"),
+    ("leader", "海淀法院院领导", Role.leader, "BJHD"),
 ]
 
 

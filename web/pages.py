@@ -12,6 +12,7 @@ from aiohttp import web
 
 from config import vocabulary
 from scheduler import lifecycle
+from scheduler.cases.rules import HANDLERS
 from scheduler.models import Role
 from scheduler.stats.figures import STATS_ROLES
 from web.auth import (
@@ -36,6 +37,10 @@ ECHARTS = Path(__file__).parent / "node_modules" / "echarts" / "dist" / "echarts
 # Browser packages served from node_modules: /static/vendor/<name>
 VENDOR = {"socket.io.min.js": SOCKET_IO_CLIENT, "echarts.min.js": ECHARTS}
 
+# Petition cases: staff who handle them, and archivists who only read them; which cases
+# each sees and what they may do to one is decided by the API (scheduler/cases/rules.py).
+CASE_READERS = HANDLERS | {Role.archivist}
+
 PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/admin": ("admin.html", frozenset({Role.admin})),
     "/operator": ("operator.html", frozenset({Role.operator})),
@@ -45,9 +50,14 @@ PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/monitor": ("monitor.html", lifecycle.WATCHERS),
     # 信访大数据: figures of the court and the courts below it (scheduler/stats/figures.py)
     "/stats": ("stats.html", STATS_ROLES),
+    "/cases": ("cases.html", CASE_READERS),
+    "/cases/new": ("case_new.html", HANDLERS),
+    "/cases/board": ("case_board.html", CASE_READERS),
 }
 # One recording's playback; which recordings a role may open is decided by the API.
 PLAYBACK = (r"/archive/visits/{visit_id:[0-9a-f]{32}}", "playback.html", frozenset(Role))
+# One case's page: its timeline, materials and the action forms the API offers.
+CASE_PAGE = (r"/cases/{case_id:[0-9]{1,18}}", "case.html", CASE_READERS)
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -194,4 +204,5 @@ def add_routes(app: web.Application) -> None:
     for path, (template, roles) in PAGES.items():
         app.router.add_get(path, _guarded(template, roles))
     app.router.add_get(PLAYBACK[0], _guarded(PLAYBACK[1], PLAYBACK[2]))
+    app.router.add_get(CASE_PAGE[0], _guarded(CASE_PAGE[1], CASE_PAGE[2]))
     app.router.add_static("/static/", STATIC, follow_symlinks=False, append_version=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ from scheduler.cases.models import (
 )
 from scheduler.cases.rules import (
     CLOSED,
+    HANDLERS,
     NODE_OF,
     OPEN,
     CaseAction,
@@ -49,6 +51,7 @@ from scheduler.cases.rules import (
 )
 from scheduler.cases.timeline import add_event
 from scheduler.cases.words import (
+    AidStage,
     AssignmentState,
     CaseCategory,
     CaseState,
@@ -60,6 +63,7 @@ from scheduler.cases.words import (
     Node,
     Procedure,
     ResolutionGround,
+    ReviewRating,
     TerminationGround,
 )
 from scheduler.models import Court, IdType, Petition, Petitioner, Role, User
@@ -305,7 +309,10 @@ def _group(people: int) -> str:
 
 
 def _registration_number(court: Court, now: datetime) -> str:
-    return f"（{now.year}）{court.code}信{now.strftime('%m%d%H%M%S')}{now.microsecond // 1000:03d}"
+    """A new case's number: court, date and time, and a random tail, so two clerks of one
+    court registering in the same instant never collide."""
+    tail = secrets.token_hex(2).upper()
+    return f"（{now.year}）{court.code}信{now.strftime('%m%d%H%M%S')}{tail}"
 
 
 async def register(db: AsyncSession, actor: Actor, reg: Registration) -> Registered:
@@ -857,7 +864,7 @@ async def judicial_aid(
     remark: str = "",
 ) -> Petition:
     """司法救助: the application, and its result (granted with an amount, or refused)."""
-    names = {"applied": "申请司法救助", "granted": "司法救助已批准", "refused": "司法救助未批准"}
+    names = {s.value: label(s) for s in AidStage}
     if stage not in names:
         raise InvalidError("司法救助阶段无效", code="invalid_stage")
     if stage == "granted" and (amount_yuan is None or amount_yuan <= 0):
@@ -886,35 +893,31 @@ async def resolve(
     ground: ResolutionGround | None,
     remark: str = "",
 ) -> Petition:
-    """化解 with its grounds; a follow-up (回访) is scheduled by the follow-up rule."""
+    """化解 with its grounds; a follow-up (回访) is scheduled by the follow-up rule, in the
+    same timeline entry (one action, one entry)."""
     if ground is None:
         raise InvalidError("化解须选择化解依据", code="missing_grounds")
     why = _text(remark, "化解情况说明")
     case, _ = await get_case(db, actor, case_id, CaseAction.resolve)
+    now = utcnow()
+    due = await deadline_for(db, Node.followup, now)
+    assert due is not None
     row = await _open_assignment(db, case)
     if row is not None:
         row.state = AssignmentState.accepted
         row.result = row.result or why
-        row.reported_at = row.reported_at or utcnow()
+        row.reported_at = row.reported_at or now
     case = await _act(
         db,
         actor,
         case_id,
         CaseAction.resolve,
         EventKind.resolved,
-        f"化解（{label(ground)}）：{why[:400]}",
-        detail={"ground": ground.value},
+        f"化解（{label(ground)}）：{why[:400]}；安排回访，{due.isoformat()} 前完成",
+        detail={"ground": ground.value, "followup_due_at": due.isoformat()},
+        due_at=due,
     )
-    assert case.due_at is not None
-    db.add(FollowUp(petition_id=case.id, due_at=case.due_at))
-    add_event(
-        db,
-        case.id,
-        EventKind.followup_scheduled,
-        actor,
-        f"安排回访，{case.due_at.isoformat()} 前完成",
-        detail={"due_at": case.due_at.isoformat()},
-    )
+    db.add(FollowUp(petition_id=case.id, due_at=due))
     return case
 
 
@@ -980,7 +983,7 @@ async def review(
     db: AsyncSession, actor: Actor, case_id: int, *, findings: str, rating: str
 ) -> Petition:
     """评查: a review of a closed case with its findings."""
-    ratings = {"good": "优秀", "pass": "合格", "fail": "不合格"}
+    ratings = {r.value: label(r) for r in ReviewRating}
     if rating not in ratings:
         raise InvalidError("评查结论无效", code="invalid_rating")
     body = _text(findings, "评查意见")
@@ -1034,17 +1037,27 @@ async def correct(
 
 async def court_staff(db: AsyncSession, court_id: int) -> list[int]:
     """Who a court's case notices go to: its petition officers and leaders, else operators."""
+    return (await courts_staff(db, {court_id})).get(court_id, [])
+
+
+async def courts_staff(db: AsyncSession, court_ids: set[int]) -> dict[int, list[int]]:
+    """:func:`court_staff` of several courts in one query."""
     rows = (
         await db.execute(
-            select(User.id, User.role).where(
-                User.court_id == court_id,
+            select(User.court_id, User.id, User.role).where(
+                User.court_id.in_(court_ids),
                 User.active,
                 User.role.in_((Role.petition_officer, Role.leader, Role.operator)),
             )
         )
     ).all()
-    officers = [r[0] for r in rows if r[1] in (Role.petition_officer, Role.leader)]
-    return officers or [r[0] for r in rows]
+    officers: dict[int, list[int]] = {}
+    others: dict[int, list[int]] = {}
+    for court_id, user_id, role in rows:
+        to = officers if role in (Role.petition_officer, Role.leader) else others
+        if court_id is not None:  # (the query asked for these courts)
+            to.setdefault(court_id, []).append(user_id)
+    return {c: officers.get(c) or others.get(c, []) for c in court_ids}
 
 
 @dataclass
@@ -1110,6 +1123,53 @@ async def list_cases(
     return Page(items=items, total=int(total or 0))
 
 
+def is_overdue(case: Petition, now: datetime) -> bool:
+    """Whether an open case's current node is past its deadline (the list's 超期 filter)."""
+    return case.state in OPEN and case.due_at is not None and case.due_at < now
+
+
+def overdue_days(case: Petition, now: datetime) -> int:
+    """Days past the deadline, a started day counting as one; 0 when not overdue."""
+    if not is_overdue(case, now):
+        return 0
+    assert case.due_at is not None
+    return (now - case.due_at).days + 1
+
+
+@dataclass
+class Names:
+    """The names a list of cases shows: courts, staff and lead petitioners, by id."""
+
+    courts: dict[int, str] = field(default_factory=dict)
+    users: dict[int, str] = field(default_factory=dict)
+    petitioners: dict[int, str] = field(default_factory=dict)
+
+
+async def names_for(db: AsyncSession, cases: Sequence[Petition]) -> Names:
+    """One query each for the courts, staff and petitioners named by ``cases``."""
+    court_ids = {
+        c
+        for p in cases
+        for c in (p.court_id, p.handler_court_id, p.supervising_court_id)
+        if c is not None
+    }
+    user_ids = {u for p in cases for u in (p.responsible_id, p.leader_id) if u is not None}
+    person_ids = {p.petitioner_id for p in cases}
+    names = Names()
+    if court_ids:
+        rows = await db.execute(select(Court.id, Court.name).where(Court.id.in_(court_ids)))
+        names.courts = {cid: name for cid, name in rows.all()}
+    if user_ids:
+        rows = await db.execute(select(User.id, User.display_name).where(User.id.in_(user_ids)))
+        names.users = {uid: name for uid, name in rows.all()}
+    if person_ids:
+        rows = await db.execute(
+            select(Petitioner.id, Petitioner.name).where(Petitioner.id.in_(person_ids))
+        )
+        names.petitioners = {pid: name for pid, name in rows.all()}
+    return names
+
+
 @dataclass
 class BoardRow:
     case: Petition
@@ -1140,9 +1200,7 @@ async def board(db: AsyncSession, actor: Actor) -> list[BoardRow]:
         BoardRow(
             case=p,
             court_name=name,
-            days_overdue=max(0, (now - p.due_at).days + (1 if now > p.due_at else 0))
-            if p.due_at is not None
-            else 0,
+            days_overdue=overdue_days(p, now),
         )
         for p, name in (await db.execute(stmt.order_by(Petition.due_at).limit(2000))).all()
     ]
@@ -1189,6 +1247,10 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
     assignments = await rows(Assignment, Assignment.id)
     for a in assignments:
         court_ids |= {a.from_court_id, a.to_court_id}
+    events = await rows(CaseEvent, CaseEvent.id)
+    contacts = await rows(Contact, Contact.occurred_at)
+    court_ids |= {e.court_id for e in events if e.court_id is not None}
+    court_ids |= {c.court_id for c in contacts}
     names = {
         cid: name
         for cid, name in (
@@ -1198,8 +1260,8 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
     return Timeline(
         case=case,
         standing=where,
-        events=await rows(CaseEvent, CaseEvent.id),
-        contacts=await rows(Contact, Contact.occurred_at),
+        events=events,
+        contacts=contacts,
         materials=await rows(Material, Material.id),
         assignments=assignments,
         followups=await rows(FollowUp, FollowUp.id),
@@ -1214,10 +1276,40 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
 
 
 def actions_for(actor: Actor, case: Petition, where: Standing) -> list[str]:
-    """The actions the pages offer this actor on this case (the same rule that checks them)."""
-    return [
-        a.value for a in CaseAction if a is not CaseAction.view and may(actor, a, case.state, where)
-    ]
+    """The actions the pages offer this actor on this case (the same rule that checks them),
+    less those the case's own facts make pointless: a second leader (take_lead refuses it),
+    flagging a flagged case or lifting a flag that is not there."""
+    moot = {CaseAction.view, CaseAction.flag if case.flagged else CaseAction.unflag}
+    if case.leader_id is not None:
+        moot.add(CaseAction.take_lead)
+    return [a.value for a in CaseAction if a not in moot and may(actor, a, case.state, where)]
+
+
+async def courts_below(db: AsyncSession, actor: Actor) -> Sequence[Court]:
+    """The courts the actor's court may hand a case to (交办): every court below it."""
+    if actor.court_id is None:
+        return []
+    below = await descendant_court_ids(db, actor.court_id)
+    below.discard(actor.court_id)
+    if not below:
+        return []
+    return (await db.scalars(select(Court).where(Court.id.in_(below)).order_by(Court.name))).all()
+
+
+async def staff_of(db: AsyncSession, actor: Actor, court_id: int) -> Sequence[User]:
+    """Active staff of the actor's court or a court below it who handle cases (owners,
+    meeting invitees); another branch's court is unknown (404)."""
+    if not actor.is_admin and (
+        actor.court_id is None or court_id not in await descendant_court_ids(db, actor.court_id)
+    ):
+        raise NotFoundError(f"法院 {court_id} 不存在")
+    return (
+        await db.scalars(
+            select(User)
+            .where(User.court_id == court_id, User.active, User.role.in_(HANDLERS))
+            .order_by(User.display_name)
+        )
+    ).all()
 
 
 # ---------------------------------------------------------------- deadlines (housekeeping)
@@ -1233,43 +1325,86 @@ class ScanResult:
 SYSTEM = Actor(user_id=None, username="系统", role=Role.admin, court_id=None)
 
 
+async def _claim(db: AsyncSession, column: Any, due: Any, now: datetime, batch: int) -> list[int]:
+    """Mark up to ``batch`` cases due for a notice reminded (or alerted) and return them.
+
+    One statement picks and marks them, and the outer conditions are checked again on the
+    row it updates: each deadline notice goes out once even when every node runs the
+    housekeeping job at once.
+    """
+    watched = tuple(s for s in CaseState if s not in (CaseState.guided, CaseState.terminated))
+    pending = and_(
+        # overdue_at IS NULL: the partial index ix_petitions_alert holds only the cases not
+        # yet alerted at their current node
+        Petition.overdue_at.is_(None),
+        column.is_(None),
+        Petition.state.in_(watched),
+        Petition.node != Node.done,
+        due,
+    )
+    picked = select(Petition.id).where(pending).order_by(Petition.due_at).limit(batch)
+    done = await db.execute(
+        update(Petition)
+        .where(Petition.id.in_(picked), pending)
+        .values({column.key: now})
+        .returning(Petition.id)
+        .execution_options(synchronize_session=False)
+    )
+    return [int(r[0]) for r in done.all()]
+
+
 async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -> ScanResult:
     """Remind before a node's deadline, alert once it has passed (in-app, to the handling
     court and its supervising court) and escalate to the handling court's parent court.
 
     Each case is reminded once and alerted once per node (``reminded_at``/``overdue_at``
-    are cleared when the node changes). Uses the ``due_at`` index; ``now`` is injected.
+    are cleared when the node changes). Up to ``batch`` alerts and ``batch`` reminders a
+    call (the housekeeping job calls again); ``now`` is injected.
     """
     result = ScanResult()
-    rules = {r.node: r for r in (await db.scalars(select(DeadlineRule))).all()}
-    horizon = now + timedelta(days=max((r.remind_days_before for r in rules.values()), default=0))
-    watched = tuple(s for s in CaseState if s not in (CaseState.guided, CaseState.terminated))
-    due_soon = (
+    rules = (await db.scalars(select(DeadlineRule))).all()
+    # each node's own reminder window is in the query: cases not yet in their window are not
+    # read (read and skipped, they would fill the batch and hold back the others)
+    in_window = or_(
+        *(
+            and_(
+                Petition.node == rule.node,
+                Petition.due_at <= now + timedelta(days=rule.remind_days_before),
+            )
+            for rule in rules
+        ),
+        false(),
+    )
+    overdue_ids = await _claim(db, Petition.overdue_at, Petition.due_at <= now, now, batch)
+    remind_ids = await _claim(
+        db, Petition.reminded_at, and_(Petition.due_at > now, in_window), now, batch
+    )
+    ids = overdue_ids + remind_ids
+    if not ids:
+        return result
+    found = (
         await db.scalars(
             select(Petition)
-            .where(
-                Petition.due_at.is_not(None),
-                Petition.due_at <= horizon,
-                Petition.state.in_(watched),
-                Petition.node != Node.done,
-                or_(
-                    and_(Petition.due_at > now, Petition.reminded_at.is_(None)),
-                    and_(Petition.due_at <= now, Petition.overdue_at.is_(None)),
-                ),
-            )
+            .where(Petition.id.in_(ids))
             .order_by(Petition.due_at)
-            .limit(batch)
+            .execution_options(populate_existing=True)
         )
     ).all()
-    parents: dict[int, int | None] = {}
-    for case in due_soon:
+    handlers = {c.handler_court_id or c.court_id for c in found}
+    parent_of: dict[int, int | None] = {
+        cid: parent
+        for cid, parent in (
+            await db.execute(select(Court.id, Court.parent_id).where(Court.id.in_(handlers)))
+        ).all()
+    }
+    supervisors = {c.supervising_court_id for c in found if c.supervising_court_id is not None}
+    parents = {p for p in parent_of.values() if p is not None}
+    staff = await courts_staff(db, handlers | supervisors | parents)
+    alerted = set(overdue_ids)
+    for case in found:
         assert case.due_at is not None
         handler = case.handler_court_id or case.court_id
-        if case.due_at > now:
-            rule = rules.get(case.node)
-            if rule is None or case.due_at - now > timedelta(days=rule.remind_days_before):
-                continue
-            case.reminded_at = now
+        if case.id not in alerted:
             add_event(
                 db,
                 case.id,
@@ -1280,14 +1415,14 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
             )
             await notify(
                 db,
-                [case.responsible_id, *await court_staff(db, handler)],
+                [case.responsible_id, *staff[handler]],
                 kind="case_reminder",
                 title=f"信访件 {case.number} 即将到期",
                 body=f"「{label(case.node)}」节点即将到期",
+                flush=False,
             )
             result.reminded += 1
             continue
-        case.overdue_at = now
         add_event(
             db,
             case.id,
@@ -1296,21 +1431,19 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
             f"「{label(case.node)}」已超期（期限 {case.due_at.isoformat()}）",
             court_id=handler,
         )
-        recipients = [case.responsible_id, *await court_staff(db, handler)]
+        recipients = [case.responsible_id, *staff[handler]]
         if case.supervising_court_id is not None:
-            recipients += await court_staff(db, case.supervising_court_id)
+            recipients += staff[case.supervising_court_id]
         await notify(
             db,
             recipients,
             kind="case_overdue",
             title=f"信访件 {case.number} 已超期",
             body=f"「{label(case.node)}」节点已超期",
+            flush=False,
         )
         result.overdue += 1
-        if handler not in parents:
-            court = await db.get(Court, handler)
-            parents[handler] = court.parent_id if court is not None else None
-        parent = parents[handler]
+        parent = parent_of.get(handler)
         if parent is not None and parent != case.supervising_court_id:
             add_event(
                 db,
@@ -1323,12 +1456,14 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
             )
             await notify(
                 db,
-                await court_staff(db, parent),
+                staff[parent],
                 kind="case_escalated",
                 title=f"下级法院信访件 {case.number} 超期",
                 body=f"「{label(case.node)}」节点已超期",
+                flush=False,
             )
             result.escalated += 1
+    await db.flush()
     return result
 
 

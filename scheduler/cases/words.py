@@ -248,6 +248,44 @@ define(
 )
 
 
+class AidStage(enum.StrEnum):
+    """A step of judicial aid (司法救助): the application and its result."""
+
+    applied = "applied"
+    granted = "granted"
+    refused = "refused"
+
+
+define(
+    "judicial_aid_stage",
+    AidStage,
+    {
+        AidStage.applied: "申请司法救助",
+        AidStage.granted: "司法救助已批准",
+        AidStage.refused: "司法救助未批准",
+    },
+)
+
+
+class ReviewRating(enum.StrEnum):
+    """The conclusion of a review of a closed case (评查)."""
+
+    good = "good"
+    passed = "pass"
+    failed = "fail"
+
+
+define(
+    "review_rating",
+    ReviewRating,
+    {
+        ReviewRating.good: "优秀",
+        ReviewRating.passed: "合格",
+        ReviewRating.failed: "不合格",
+    },
+)
+
+
 class AssignmentState(enum.StrEnum):
     """One hand-over of a case to a lower court (交办)."""
 

@@ -22,7 +22,17 @@ const VR = (() => {
       opts.body = JSON.stringify(body);
     }
     if (method !== "GET" && csrf) opts.headers["X-CSRF-Token"] = csrf;
-    const res = await fetch("/api/v1" + path, opts);
+    return answer(path, await fetch("/api/v1" + path, opts));
+  }
+
+  // a multipart upload (FormData): the file streams to the server as it is
+  async function upload(path, form) {
+    const headers = { Accept: "application/json" };
+    if (csrf) headers["X-CSRF-Token"] = csrf;
+    return answer(path, await fetch("/api/v1" + path, { method: "POST", headers, body: form, credentials: "same-origin" }));
+  }
+
+  async function answer(path, res) {
     const data = res.headers.get("Content-Type")?.includes("json") ? await res.json() : null;
     if (res.status === 401 && !path.startsWith("/auth/login")) {
       location.href = "/login?next=" + encodeURIComponent(location.pathname);
@@ -221,13 +231,15 @@ const VR = (() => {
       try { await api("POST", "/auth/logout"); } finally { location.href = "/login"; }
     });
     out.id = "logout";
-    // every role has a home page and the recordings archive (each sees what it may)
     const nav = document.createElement("nav");
     nav.className = "top-links";
-    const HOMES = { admin: "/admin", operator: "/operator", judge: "/judge", archivist: "/archive" };
-    const home = me.home || HOMES[me.role];
-    const links = home === "/archive" ? [["/archive", "录像档案"]]
+    // every role has a home page and the recordings archive (each sees what it may), and every
+    // role that handles or reads petition cases (信访件) their list and the board
+    const home = me.home || "/archive";
+    const links = home === "/cases" ? [] : home === "/archive" ? [["/archive", "录像档案"]]
       : [[home, "工作台"], ["/archive", "录像档案"]];
+    links.push(["/cases", "信访件"], ["/cases/board", "督办看板"]);
+    if (home === "/cases") links.push(["/archive", "录像档案"]);
     // a court leader also receives visits (领导接访): the reception desk beside the cases
     if (me.role === "leader" && home !== "/judge") links.splice(1, 0, ["/judge", "接访日程"]);
     // 监看: staff of a supervising court watch what is live below it
@@ -299,7 +311,48 @@ const VR = (() => {
     ], "无");
   }
 
-  return { api, say, describe, $, fillTable, button, formData, time, start, tabs, ask, stateTag,
+  // ------------------------------------------------------------ petition cases (信访件)
+  // a select's options from one kind of the vocabulary, after any blank option it has
+  function vocabOptions(select, kind) {
+    for (const [value, text] of Object.entries(WORDS[kind] || {})) select.add(new Option(text, value));
+  }
+  // an instant as staff read a deadline or a timeline entry: court day and minute
+  function minute(iso) { return iso ? `${dayOf(iso)} ${hm(iso)}` : ""; }
+  // a case's deadline in court time, with the days overdue when it has passed
+  function caseDue(c) {
+    const box = document.createElement("span");
+    box.textContent = c.due_at ? minute(c.due_at) : "—";
+    if (c.overdue) {
+      const late = document.createElement("strong");
+      late.className = "late";
+      late.textContent = `超期 ${c.days_overdue} 天`;
+      box.append(" ", late);
+    }
+    return box;
+  }
+  // a case's number linking to its page, with its 挂牌督办 and 包案 badges
+  function caseLink(c) {
+    const box = document.createElement("span");
+    const a = document.createElement("a");
+    a.href = `/cases/${c.id}`;
+    a.className = "case-link";
+    a.textContent = c.number;
+    box.appendChild(a);
+    if (c.flagged) box.appendChild(badge("挂牌督办", "flag"));
+    if (c.leader) box.appendChild(badge(`包案：${c.leader.name}`, "lead"));
+    return box;
+  }
+  function badge(text, kind) {
+    const b = document.createElement("span");
+    b.className = "badge " + kind;
+    b.textContent = text;
+    return b;
+  }
+  function casePeople(c) {
+    return (c.petitioner_name || "") + (c.people_count > 1 ? ` 等${c.people_count}人` : "");
+  }
+
+  return { api, upload, say, describe, vocabOptions, minute, caseDue, caseLink, casePeople, badge, $, fillTable, button, formData, time, start, tabs, ask, stateTag,
            endButton, earlierOpen,
            today, addDays, localIso, fromInput, hm, dayOf, WEEKDAYS,
            ROLE_NAMES, LEVEL_NAMES, ID_TYPES, label, get me() { return me; } };

@@ -59,10 +59,37 @@
     if (!local) {
       local = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-        video: { width: 640, height: 480 },
+        video: { width: 640, height: 480, facingMode: "user" }, // a phone's front camera
       });
+      offerCameraSwitch();
     }
     return local;
+  }
+
+  // --- a phone has several cameras: 切换摄像头 goes to the next one
+  async function cameras() {
+    return (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+  }
+  async function offerCameraSwitch() {
+    if ($("switch-camera")) show("switch-camera", (await cameras()).length > 1);
+  }
+  async function switchCamera() {
+    const old = local && local.getVideoTracks()[0];
+    if (!old) return;
+    const cams = await cameras();
+    const at = cams.findIndex((d) => d.deviceId === old.getSettings().deviceId);
+    const next = cams[(at + 1) % cams.length];
+    old.stop(); // a phone opens one camera at a time
+    const open = (id) => navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: id }, width: 640, height: 480 } });
+    let stream;
+    try { stream = await open(next.deviceId); } catch (err) { stream = await open(old.getSettings().deviceId); say("call-msg", "无法切换摄像头：" + reason(err), "error"); }
+    const track = stream.getVideoTracks()[0];
+    track.enabled = old.enabled;
+    local.removeTrack(old);
+    local.addTrack(track);
+    // published anew (as after a network change): the relay forwards the other camera's
+    // stream from its first key frame, which a swapped track on the old connection does not get
+    if (publisher) await startMedia();
   }
 
   async function checkDevices() {
@@ -275,6 +302,53 @@
     if (!waiting.length) { const tr = rows.insertRow(); const td = tr.insertCell(); td.colSpan = 3; td.textContent = "暂无候场人员"; td.className = "empty"; }
   }
 
+  // --- the network-quality hint, from the connections' own statistics every 2 s: the round
+  // trip to the relay, the packets lost on the way up and down, the bitrate the browser
+  // estimates it can send.
+  const QUALITY = { good: "网络良好", fair: "网络一般", poor: "网络较差" };
+  function quality({ rtt, loss, bitrate }) {
+    if (rtt > 0.6 || loss > 0.08 || bitrate < 100e3) return "poor";
+    if (rtt > 0.25 || loss > 0.02 || bitrate < 250e3) return "fair";
+    return "good";
+  }
+  let counted = { lost: 0, received: 0 };
+  let lastSample = null;
+  async function measure() {
+    const pc = observing ? subscriber : publisher; // an observer sends nothing: no bitrate to weigh
+    if (!pc || pc.connectionState !== "connected") return { rtt: Infinity, loss: 1, bitrate: 0 };
+    let rtt = null, bitrate = null, upLoss = 0, lost = 0, received = 0;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        if (s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
+        if (s.availableOutgoingBitrate !== undefined && pc === publisher) bitrate = s.availableOutgoingBitrate;
+      }
+      if (s.type === "remote-inbound-rtp" && s.fractionLost !== undefined) upLoss = Math.max(upLoss, s.fractionLost);
+    });
+    if (subscriber) (await subscriber.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp") { lost += s.packetsLost || 0; received += s.packetsReceived || 0; }
+    });
+    const dl = lost - counted.lost, dr = received - counted.received;
+    counted = { lost, received };
+    const downLoss = dl > 0 && dr >= 0 ? dl / (dl + dr) : 0;
+    return { rtt: rtt ?? 0, loss: Math.max(upLoss, downLoss), bitrate: bitrate ?? Infinity };
+  }
+  async function drawNetwork() {
+    const el = $("net-quality");
+    if (!el || !inside || over) return;
+    const stats = await measure();
+    // one bad sample (a burst, a busy moment) does not flip the hint: the better of the last two
+    const sampled = quality(stats), levels = Object.keys(QUALITY);
+    const level = levels[Math.min(levels.indexOf(sampled), levels.indexOf(lastSample || sampled))];
+    lastSample = sampled;
+    el.dataset.level = level;
+    el.textContent = QUALITY[level];
+    el.title = Number.isFinite(stats.rtt) ? `往返时延 ${Math.round(stats.rtt * 1000)} 毫秒，丢包率 ${(stats.loss * 100).toFixed(1)}%` + (Number.isFinite(stats.bitrate) ? `，可用上行带宽 ${Math.round(stats.bitrate / 1000)} kbps` : "") : "正在连接";
+    show("net-quality", true);
+    window.vrCall.network = { level, ...stats };
+  }
+  setInterval(() => drawNetwork().catch(() => {}), 2000);
+  window.vrCall.quality = quality;
+
   // The visit is over for this page: only that is shown, with a link back.
   let over = false;
   function ended(text) {
@@ -413,6 +487,7 @@
   }
   $("mute").onclick = () => { if (!local) return; const t = local.getAudioTracks()[0]; t.enabled = !t.enabled; $("mute").textContent = t.enabled ? "静音" : "取消静音"; call("media_state", { audio: t.enabled, video: local.getVideoTracks()[0].enabled }); };
   $("camera").onclick = () => { if (!local) return; const t = local.getVideoTracks()[0]; t.enabled = !t.enabled; $("camera").textContent = t.enabled ? "关闭摄像头" : "打开摄像头"; call("media_state", { audio: local.getAudioTracks()[0].enabled, video: t.enabled }); };
+  if ($("switch-camera")) $("switch-camera").onclick = () => switchCamera().catch((err) => say("call-msg", "无法切换摄像头：" + reason(err), "error"));
   $("leave").onclick = async () => { await call("leave"); ended("您已离开接访"); };
   if ($("end")) $("end").onclick = async () => { await call("end"); ended(onsite ? "现场接待已结束，录像正在处理并签名" : "接访已结束"); };
   function addNote(note) {

@@ -479,6 +479,13 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_petitions_due", ["due_at"], unique=False)
         batch_op.create_index(
+            "ix_petitions_alert",
+            ["due_at"],
+            unique=False,
+            sqlite_where=sa.text("overdue_at IS NULL"),
+            postgresql_where=sa.text("overdue_at IS NULL"),
+        )
+        batch_op.create_index(
             batch_op.f("ix_petitions_handler_court_id"), ["handler_court_id"], unique=False
         )
         batch_op.create_index(
@@ -561,6 +568,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_petitions_leader_id"))
         batch_op.drop_index("ix_petitions_handler_state")
         batch_op.drop_index(batch_op.f("ix_petitions_handler_court_id"))
+        batch_op.drop_index(
+            "ix_petitions_alert",
+            sqlite_where=sa.text("overdue_at IS NULL"),
+            postgresql_where=sa.text("overdue_at IS NULL"),
+        )
         batch_op.drop_index("ix_petitions_due")
         batch_op.drop_column("updated_at")
         batch_op.drop_column("closed_at")

@@ -1,0 +1,392 @@
+"""Headless Chromium through the case pages: a clerk registers a letter and then a walk-in
+about the same matter (linked as 重复访), uploads materials and triages the case; the high
+court's petition officer assigns it to the basic court with a deadline; the deadline passes
+and the board shows the case overdue in red; the basic court closes it as 化解 and records
+the 回访; the case's timeline shows all of it in order, in court local time."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+import zlib
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import update
+
+from config.db import Database, utcnow
+from config.settings import Settings
+from scheduler.cases.models import Assignment
+from scheduler.cases.service import REQUIRED_FIELDS, normalize_case_number, scan_deadlines
+from scheduler.models import Petition
+from tests.conftest import LiveServer
+from tests.helpers import browser_login
+from tests.live import http_login
+from tests.test_browser_archive import _in_thread
+
+pytestmark = pytest.mark.browser
+
+LOCAL = ZoneInfo("Asia/Shanghai")
+ID_NUMBER = "110108198003124518"  # a valid resident ID (checksum digit 8)
+WRONG_ID = "110108198003124510"  # the same with a wrong checksum digit
+ORIGINAL = "（2025）京0108执123号"
+EARLIER = "（2024）京0108民初45号"  # the judgment being enforced: a second original number
+OTHER_ID = "11010819751105382X"  # a second petitioner of the group visit
+RED = "rgb(180, 35, 24)"  # --err of app.css
+
+
+def _png() -> bytes:
+    """A 4×4 red PNG, as a scanner might give a (very small) page."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\xcc\x22\x22" * 4 for _ in range(4))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _pdf() -> bytes:
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += (
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    )
+    return out
+
+
+async def _deadline_passes(settings: Settings, case_id: int) -> None:
+    """Two days go by: the case's feedback deadline (and its assignment's) now lies in the
+    past, and the housekeeping job's deadline scan runs."""
+    past = utcnow() - timedelta(days=2)
+    database = Database(settings)
+    try:
+        async with database.writer() as db:
+            await db.execute(update(Petition).where(Petition.id == case_id).values(due_at=past))
+            await db.execute(
+                update(Assignment).where(Assignment.petition_id == case_id).values(deadline=past)
+            )
+            result = await scan_deadlines(db, utcnow())
+            assert result.overdue >= 1
+    finally:
+        await database.dispose()
+
+
+def _login(page: Any, server: LiveServer, username: str, home: str) -> None:
+    browser_login(page, server.url, username, server.passwords[username], home)
+
+
+def _shot(page: Any, artifacts: Path, name: str) -> None:
+    page.screenshot(path=str(artifacts / f"cases-{name}.png"), full_page=True)
+
+
+def _fill_registration(
+    page: Any, channel: str, name: str, id_number: str, numbers: str = ORIGINAL
+) -> None:
+    page.select_option("#reg-channel", channel)
+    person = page.locator("#people .person").first
+    person.locator("input[name=name]").fill(name)
+    person.locator("select[name=id_type]").select_option("resident_id")
+    person.locator("input[name=id_number]").fill(id_number)
+    page.select_option("#reg-category", "enforcement")
+    page.fill("#reg-numbers", numbers)
+    page.fill("#reg-summary", "请求法院执行到位，支付拖欠工程款。")
+    page.fill("#reg-court", "北京市海淀区人民法院")
+
+
+def test_case_from_letter_to_followup_through_the_pages(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    csp_errors: list[str] = []
+
+    def page_of(username: str, home: str) -> Any:
+        ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
+        page = ctx.new_page()
+        page.on(
+            "console",
+            lambda m: csp_errors.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        _login(page, live_server, username, home)
+        return page
+
+    # ---- the clerk of the basic court registers a letter
+    clerk = page_of("operator", "/operator")
+    expect(clerk.locator("header nav.top-links a", has_text="信访件")).to_be_visible()
+    clerk.click("header nav.top-links a[href='/cases']")
+    clerk.wait_for_selector("body[data-ready='1']")
+    clerk.click("#new-case")
+    clerk.wait_for_url(live_server.url + "/cases/new")
+    clerk.wait_for_selector("body[data-ready='1']")
+    assert clerk.evaluate("document.activeElement.id") == "reg-channel"
+
+    # Enter on an empty form: 有录必全 names every missing field, next to it
+    clerk.locator("#reg-court").press("Enter")
+    expect(clerk.locator("#reg-msg")).to_contain_text("登记信息不完整，请填写：来源渠道")
+    for field in REQUIRED_FIELDS:
+        expect(clerk.locator(f"label[data-field='{field}']").first).to_have_class(
+            re.compile("invalid")
+        )
+        assert field in clerk.locator("#reg-msg").inner_text()
+    assert clerk.evaluate("document.activeElement.id") == "reg-channel"
+
+    _shot(clerk, artifacts, "incomplete")
+
+    # a wrong check digit is named at the ID field as the clerk types
+    _fill_registration(clerk, "letter", "李某某", WRONG_ID, f"{ORIGINAL}、{EARLIER}")
+    id_label = clerk.locator("#people .person label[data-field='证件号码']").first
+    expect(id_label.locator(".field-error")).to_contain_text("校验位", timeout=10_000)
+    id_label.locator("input").fill(ID_NUMBER)
+    expect(id_label.locator(".field-error")).to_have_text("", timeout=10_000)
+    expect(clerk.locator("#dup")).to_be_hidden()
+    clerk.locator("#reg-court").press("Enter")
+    expect(clerk.locator("#saved-title")).to_contain_text("已登记信访件", timeout=15_000)
+    number = clerk.locator("#saved-title a.case-link").inner_text()
+    case_id = int(clerk.locator("#saved-open").get_attribute("href").rsplit("/", 1)[1])
+
+    # materials from the scanner: several files at once, each shown with its SHA-256
+    png, pdf = _png(), _pdf()
+    clerk.set_input_files(
+        "#upload-files",
+        [
+            {"name": "来信.png", "mimeType": "image/png", "buffer": png},
+            {"name": "判决书.pdf", "mimeType": "application/pdf", "buffer": pdf},
+        ],
+    )
+    clerk.click("#upload-submit")
+    expect(clerk.locator("#upload-msg")).to_contain_text("已上传 2 个文件", timeout=15_000)
+    rows = clerk.locator("#upload-rows")
+    expect(rows).to_contain_text(hashlib.sha256(png).hexdigest())
+    expect(rows).to_contain_text(hashlib.sha256(pdf).hexdigest())
+    _shot(clerk, artifacts, "registered")
+
+    # ---- the same petitioner walks in about the same matter: found as 重复访 while typing
+    clerk.click("#next-case")
+    assert clerk.evaluate("document.activeElement.id") == "reg-channel"
+    _fill_registration(clerk, "walk_in", "李某某", ID_NUMBER)
+    # ... with a neighbour this time (群体访): the head count follows the petitioners
+    clerk.click("#add-person")
+    second = clerk.locator("#people .person").nth(1)
+    expect(second.locator("input[name=name]")).to_be_focused()
+    second.locator("input[name=name]").fill("赵某某")
+    second.locator("input[name=id_number]").fill(OTHER_ID)
+    expect(clerk.locator("#reg-count")).to_have_value("2")
+    expect(clerk.locator("#dup")).to_contain_text(
+        f"该事项已登记为信访件 {number}，将作为重复访关联", timeout=10_000
+    )
+    _shot(clerk, artifacts, "duplicate")
+    clerk.locator("#reg-court").press("Enter")
+    expect(clerk.locator("#saved-title")).to_contain_text(
+        f"已作为重复访关联到信访件 {number}", timeout=15_000
+    )
+    expect(clerk.locator("#saved-title")).to_contain_text("第 2 次来访来信")
+
+    # ---- triage on the case's page (诉访分离): a petition matter, 马上办, the clerk owns it
+    clerk.click("#saved-open")
+    clerk.wait_for_url(f"{live_server.url}/cases/{case_id}")
+    clerk.wait_for_selector("body[data-ready='1']")
+    walk_in = clerk.locator("#contact-rows tr", has_text="（重复访）")
+    expect(walk_in.locator("td").nth(2)).to_have_text("2")
+    stored = "、".join(normalize_case_number(n) for n in (ORIGINAL, EARLIER))  # as compared
+    expect(clerk.locator("#case-facts")).to_contain_text(stored)
+    clerk.locator("#material-rows tr", has_text="来信.png").locator("button").click()
+    image = clerk.locator("#viewer img")
+    expect(image).to_be_visible()
+    expect(image).to_have_js_property("naturalWidth", 4)  # loaded and decoded
+    clerk.locator("#material-rows tr", has_text="判决书.pdf").locator("button").click()
+    expect(clerk.locator("#viewer iframe")).to_have_attribute("title", "判决书.pdf")
+    clerk.click("#action-buttons button[data-action=triage_petition]")
+    clerk.select_option("#act-fields select[name=mode]", "immediate")
+    clerk.select_option("#act-fields select[name=responsible_id]", label="海淀法院操作员（操作员）")
+    _shot(clerk, artifacts, "triage-form")
+    clerk.click("#act-submit")
+    expect(clerk.locator("#case-facts")).to_contain_text("办理中", timeout=15_000)
+    expect(clerk.locator("#case-facts")).to_contain_text("马上办")
+
+    # ---- the high court's petition officer assigns it to the basic court with a deadline
+    officer = page_of("officer", "/cases")
+    officer.fill("#filter-form input[name=q]", ORIGINAL)
+    officer.click("#filter-submit")
+    expect(officer.locator("#case-rows tr")).to_have_count(1, timeout=15_000)
+    assert officer.url.endswith("/cases?q=" + quote(ORIGINAL))  # the filter is in the address
+    _shot(officer, artifacts, "list")
+    officer.locator("#case-rows a.case-link", has_text=number).click()
+    officer.wait_for_url(f"{live_server.url}/cases/{case_id}")
+    officer.wait_for_selector("body[data-ready='1']")
+    deadline = (datetime.now(LOCAL) + timedelta(days=5)).date().isoformat()
+    officer.click("#action-buttons button[data-action=assign]")
+    officer.select_option("#act-fields select[name=to_court_id]", label="北京市海淀区人民法院")
+    officer.fill("#act-fields input[name=deadline]", deadline)
+    officer.fill("#act-fields textarea[name=instructions]", "请于期限内化解并反馈。")
+    officer.click("#act-submit")
+    expect(officer.locator("#case-facts")).to_contain_text("已交办", timeout=15_000)
+    expect(officer.locator("#assignment-rows")).to_contain_text("北京市海淀区人民法院")
+    officer.click("#action-buttons button[data-action=flag]")
+    officer.click("#act-submit")
+    expect(officer.locator("#case-badges")).to_contain_text("挂牌督办", timeout=15_000)
+    expect(officer.locator("#action-buttons button[data-action=flag]")).to_have_count(0)
+    expect(officer.locator("#action-buttons button[data-action=unflag]")).to_have_count(1)
+
+    # ---- the deadline passes: the board shows the case overdue, in red
+    _in_thread(_deadline_passes(Settings(data_dir=live_server.data_dir), case_id))
+    officer.click("header nav.top-links a[href='/cases/board']")
+    officer.wait_for_url(live_server.url + "/cases/board")
+    officer.wait_for_selector("body[data-ready='1']")
+    row = officer.locator(f"#board tr[data-case-id='{case_id}']")
+    expect(row).to_have_class(re.compile("overdue"))
+    expect(row).to_contain_text(re.compile(r"超期 \d+ 天"))
+    expect(row).to_contain_text("挂牌督办")
+    assert row.locator("td").nth(6).evaluate("td => getComputedStyle(td).color") == RED
+    block = officer.locator(
+        "#board .court-block", has=officer.locator(f"tr[data-case-id='{case_id}']")
+    )
+    expect(block.locator(".court-name")).to_have_text("北京市海淀区人民法院")
+    _shot(officer, artifacts, "board")
+
+    # ---- [video supervision meeting (视频约谈) with two lower courts: the meetings work
+    #      (tests/test_meetings.py) adds its browser steps here, on this overdue case]
+
+    # ---- the basic court resolves it (化解, with its ground) and records the 回访
+    clerk.reload()
+    clerk.wait_for_selector("body[data-ready='1']")
+    expect(clerk.locator("#case-badges")).to_contain_text(re.compile(r"超期 \d+ 天"))
+    clerk.click("#action-buttons button[data-action=resolve]")
+    clerk.select_option("#act-fields select[name=ground]", label="执行到位")
+    clerk.fill("#act-fields textarea[name=remark]", "被执行人已全额支付，信访人签字确认。")
+    clerk.click("#act-submit")
+    expect(clerk.locator("#case-facts")).to_contain_text("已化解", timeout=15_000)
+    expect(clerk.locator("#followup-rows")).to_contain_text("待回访")
+    clerk.click("#action-buttons button[data-action=record_followup]")
+    clerk.select_option("#act-fields select[name=result]", label="满意")
+    clerk.fill("#act-fields textarea[name=remark]", "电话回访，信访人表示满意。")
+    clerk.click("#act-submit")
+    expect(clerk.locator("#followup-rows")).to_contain_text("满意", timeout=15_000)
+
+    # ---- the timeline: every step in order, who did it, in court local time
+    kinds = clerk.locator("#timeline li").evaluate_all("lis => lis.map(li => li.dataset.kind)")
+    expected = [
+        "registered",
+        "contact",
+        "material",
+        "material",
+        "contact",
+        "triaged",
+        "assigned",
+        "flagged",
+        "overdue",
+        "resolved",
+        "followup_scheduled",
+        "followup",
+    ]
+    it = iter(kinds)
+    assert all(k in it for k in expected), kinds
+    timeline = clerk.locator("#timeline")
+    expect(timeline).to_contain_text("重复访：来访")
+    expect(timeline).to_contain_text("交办 北京市海淀区人民法院")
+    expect(timeline).to_contain_text("化解（执行到位）")
+    expect(timeline).to_contain_text("回访：满意")
+    expect(timeline.locator("li[data-kind=assigned]")).to_contain_text(
+        "（officer，北京市高级人民法院）"
+    )
+    today = datetime.now(LOCAL)
+    expect(timeline.locator("li[data-kind=registered] .at")).to_have_text(
+        re.compile(rf"^{today.date().isoformat()} \d\d:\d\d$")
+    )
+    _shot(clerk, artifacts, "timeline")
+    assert not csp_errors, csp_errors
+    assert ID_NUMBER not in clerk.content() + officer.content()
+    clerk.context.close()
+    officer.context.close()
+
+
+async def _phoned_in(server: LiveServer) -> tuple[int, str]:
+    """The clerk registers a 12368 call over the API; returns the case's id and number."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        csrf = await http_login(http, server, "operator", server.passwords["operator"])
+        body = {
+            "channel": "phone",
+            "petitioners": [{"name": "钱某某", "id_type": "resident_id", "id_number": OTHER_ID}],
+            "category": "civil_retrial",
+            "summary": "对二审判决不服，询问如何申请再审。",
+            "original_numbers": ["（2025）京01民终88号"],
+            "original_court": "北京市第一中级人民法院",
+        }
+        async with http.post(
+            server.url + "/api/v1/cases", json=body, headers={"X-CSRF-Token": csrf}
+        ) as r:
+            assert r.status == 201, await r.text()
+            case = (await r.json())["case"]
+            return int(case["id"]), str(case["number"])
+
+
+def test_leader_takes_a_case_and_finds_it_as_theirs_while_the_archivist_only_reads(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    case_id, number = _in_thread(_phoned_in(live_server))
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
+    leader = ctx.new_page()
+    _login(leader, live_server, "leader", "/cases")
+    leader.goto(f"{live_server.url}/cases/{case_id}")
+    leader.wait_for_selector("body[data-ready='1']")
+    leader.click("#action-buttons button[data-action=take_lead]")
+    leader.click("#act-submit")
+    expect(leader.locator("#case-badges")).to_contain_text(
+        "包案领导：海淀法院院领导", timeout=15_000
+    )
+    expect(leader.locator("#action-buttons button[data-action=take_lead]")).to_have_count(0)
+    # a wrong entry is corrected by a new one naming it; the old one stays as it was
+    first = leader.locator("#timeline li").first
+    original, first_id = first.inner_text(), first.get_attribute("data-event-id")
+    leader.click("#action-buttons button[data-action=correct]")
+    leader.select_option("#act-fields select[name=event_id]", first_id)
+    leader.fill("#act-fields textarea[name=text]", "来电人为钱某某之子，代为反映。")
+    leader.click("#act-submit")
+    correction = leader.locator("#timeline li[data-kind=correction]")
+    expect(correction).to_contain_text(
+        f"更正第 {first_id} 条记录：来电人为钱某某之子", timeout=15_000
+    )
+    assert leader.locator("#timeline li").first.inner_text() == original
+    leader.goto(live_server.url + "/cases")
+    leader.wait_for_selector("body[data-ready='1']")
+    leader.check("#mine-box input")
+    leader.click("#filter-submit")
+    expect(leader.locator("#case-rows tr")).to_have_count(1, timeout=15_000)
+    expect(leader.locator("#case-rows")).to_contain_text(number)
+    expect(leader.locator("#case-rows")).to_contain_text("包案：海淀法院院领导")
+    _shot(leader, artifacts, "leader-mine")
+    ctx.close()
+
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
+    archivist = ctx.new_page()
+    _login(archivist, live_server, "archivist", "/archive")
+    archivist.click("header nav.top-links a[href='/cases']")
+    archivist.wait_for_selector("body[data-ready='1']")
+    expect(archivist.locator("#new-case")).to_be_hidden()  # archivists never register
+    expect(archivist.locator("#mine-box")).to_be_hidden()
+    archivist.locator("#case-rows a.case-link", has_text=number).click()
+    archivist.wait_for_selector("body[data-ready='1']")
+    expect(archivist.locator("#timeline li[data-kind=leader]")).to_contain_text("包案")
+    expect(archivist.locator("#actions-card")).to_be_hidden()  # reads, never acts
+    ctx.close()

@@ -1,0 +1,704 @@
+"""The petition case API (docs/protocol.md, "Petition cases"): registration, access by the
+court tree, masking, every bad input of issue 16 refused with a clear 4xx, materials stored
+whole or not at all, and the overdue scan of the housekeeping job."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient
+from sqlalchemy import func, select, text
+
+from config.audit import AuditEvent
+from config.db import create_engine, create_sessionmaker, utcnow
+from config.settings import Settings
+from scheduler.cases import service as cases
+from scheduler.cases.models import CaseEvent, Material
+from scheduler.cases.words import CaseCategory, CaseTrack, Channel, HandlingMode
+from scheduler.housekeeping import housekeeping
+from scheduler.models import IdType, Notification, Petition, Role
+from scheduler.notify import take_outbox
+from scheduler.scope import Actor
+from tests.conftest import MakeClient
+from tests.helpers import World, add_staff, login, seed_world, wait_for
+from web.cli import migrate
+
+ID_A = "110101199003071233"
+PHONE_A = "13800138000"
+NUMBER = "（2024）甲0101执123号"
+PDF = b"%PDF-1.4\n" + b"1 0 obj <<>> endobj\n" * 200 + b"%%EOF\n"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 512
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # a 1 MB limit keeps the oversized upload small
+    return Settings(data_dir=tmp_path / "var", case_material_max_mb=1)
+
+
+class Staff:
+    """A logged-in client per staff member of the test court tree."""
+
+    def __init__(self, world: World, make_client: MakeClient) -> None:
+        self.world = world
+        self.make_client = make_client
+        self.sessions: dict[str, tuple[TestClient, str]] = {}
+
+    async def __call__(self, username: str) -> tuple[TestClient, str]:
+        if username not in self.sessions:
+            c = await self.make_client()
+            self.sessions[username] = (c, await login(c, username))
+        return self.sessions[username]
+
+    async def call(
+        self, username: str, method: str, path: str, body: Any = None
+    ) -> tuple[int, Any]:
+        c, csrf = await self(username)
+        resp = await c.request(method, "/api/v1" + path, json=body, headers={"X-CSRF-Token": csrf})
+        return resp.status, await resp.json()
+
+
+@pytest.fixture
+async def staff(migrated: Settings, world: World, make_client: MakeClient) -> Staff:
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            # the world has po_a, po_high and leader_high already
+            for name, role, court in (
+                ("po_a2", Role.petition_officer, "basic_a"),
+                ("po_b", Role.petition_officer, "basic_b"),
+                ("po_mid", Role.petition_officer, "mid_a"),
+            ):
+                await add_staff(db, world, name, role, court)
+    finally:
+        await engine.dispose()
+    return Staff(world, make_client)
+
+
+@pytest.fixture
+async def db(migrated: Settings) -> AsyncIterator[Any]:
+    engine = create_engine(migrated)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+def letter(**over: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "channel": "letter",
+        "petitioners": [
+            {"name": "张三", "id_type": "resident_id", "id_number": ID_A, "phone": PHONE_A}
+        ],
+        "people_count": 1,
+        "category": "enforcement",
+        "summary": f"判决生效两年仍未执行到位，联系电话 {PHONE_A}",
+        "original_numbers": [NUMBER],
+        "original_court": "甲市某区人民法院",
+    }
+    body.update(over)
+    return body
+
+
+async def register(staff: Staff, username: str = "op_a", **over: Any) -> dict[str, Any]:
+    status, body = await staff.call(username, "POST", "/cases", letter(**over))
+    assert status == 201, body
+    return dict(body["case"])
+
+
+async def petition_matter(staff: Staff, case_id: int) -> None:
+    """The basic court triages the case as a petition matter with po_a responsible."""
+    status, body = await staff.call(
+        "po_a",
+        "POST",
+        f"/cases/{case_id}/actions/triage",
+        {"track": "petition", "mode": "careful", "responsible_id": staff.world.users["po_a"]},
+    )
+    assert status == 200, body
+
+
+# ---------------------------------------------------------------- registration and masking
+
+
+async def test_registration_lists_and_shows_the_case_with_id_and_phone_masked(
+    staff: Staff,
+) -> None:
+    case = await register(staff)
+    assert case["petitioner_name"] == "张三" and case["state"] == "registered"
+    assert case["handler_court"]["name"] == "甲市某区人民法院"
+    assert case["original_numbers"] == ["(2024)甲0101执123号"]
+    status, page = await staff.call("op_a", "GET", "/cases")
+    assert status == 200 and page["total"] == 1 and page["items"][0]["id"] == case["id"]
+    c, _ = await staff("op_a")
+    resp = await c.get(f"/api/v1/cases/{case['id']}")
+    raw = await resp.text()
+    assert resp.status == 200
+    detail = await resp.json()
+    (person,) = detail["case"]["petitioners"]
+    assert person["id_number"] == "1101**********1233"
+    assert person["phone"] == "138****8000"
+    assert "138****8000" in detail["case"]["summary"]
+    assert ID_A not in raw and PHONE_A not in raw
+    assert [e["kind"] for e in detail["events"]] == ["registered", "contact"]
+    assert "triage_petition" in detail["actions"] and "terminate" not in detail["actions"]
+    # the list carries no ID or phone number at all
+    assert ID_A not in await (await c.get("/api/v1/cases")).text()
+
+
+async def test_an_incomplete_registration_names_the_missing_fields(staff: Staff) -> None:
+    status, body = await staff.call(
+        "op_a", "POST", "/cases", letter(channel=None, original_numbers=[], original_court="")
+    )
+    assert status == 422
+    assert body["error"]["code"] == "incomplete_record"
+    assert body["error"]["details"]["fields"] == ["来源渠道", "原案号", "原审法院"]
+    assert "来源渠道" in body["error"]["message"]
+
+
+async def test_a_second_contact_about_the_same_matter_is_linked_with_200(staff: Staff) -> None:
+    first = await register(staff)
+    status, body = await staff.call(
+        "op_a",
+        "POST",
+        "/cases",
+        letter(channel="walk_in", original_numbers=[" (2024)甲0101执123号"]),
+    )
+    assert status == 200, body
+    assert body["linked"] is True and body["case"]["id"] == first["id"]
+    assert body["case"]["contact_count"] == 2
+    status, found = await staff.call(
+        "op_a", "GET", f"/cases/duplicates?id_number={ID_A}&numbers=x,{NUMBER}"
+    )
+    assert status == 200 and found["case"]["id"] == first["id"]
+
+
+async def test_two_clerks_registering_the_same_matter_at_once_make_one_case(
+    staff: Staff, db: Any
+) -> None:
+    await staff("op_a")
+    await staff("po_a")
+    results = await asyncio.gather(
+        staff.call("op_a", "POST", "/cases", letter()),
+        staff.call("po_a", "POST", "/cases", letter(channel="walk_in")),
+    )
+    statuses = sorted(s for s, _ in results)
+    assert statuses in ([200, 201], [201, 409]), results
+    async with db() as session:
+        assert await session.scalar(select(func.count()).select_from(Petition)) == 1
+
+
+# ---------------------------------------------------------------- access by the court tree
+
+
+async def test_a_court_sees_its_own_supervised_and_assigned_cases_and_another_branch_gets_404(
+    staff: Staff,
+) -> None:
+    case = await register(staff)
+    path = f"/cases/{case['id']}"
+    for who in ("op_a", "po_mid", "po_high"):  # its own court, and the courts above it
+        status, body = await staff.call(who, "GET", path)
+        assert status == 200, (who, body)
+        status, page = await staff.call(who, "GET", "/cases")
+        assert [r["id"] for r in page["items"]] == [case["id"]], who
+    status, body = await staff.call("po_b", "GET", path)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, page = await staff.call("po_b", "GET", "/cases")
+    assert page["total"] == 0
+    status, body = await staff.call("po_b", "POST", f"{path}/actions/progress", {"text": "x"})
+    assert status == 404
+    status, found = await staff.call(
+        "po_b", "GET", f"/cases/duplicates?id_number={ID_A}&numbers={NUMBER}"
+    )
+    assert status == 200 and found["case"] is None
+    # another branch's staff are not offered either
+    status, _ = await staff.call(
+        "po_high", "GET", f"/cases/staff?court_id={staff.world.courts['basic_b']}"
+    )
+    assert status == 200
+    status, _ = await staff.call(
+        "po_a", "GET", f"/cases/staff?court_id={staff.world.courts['basic_b']}"
+    )
+    assert status == 404
+
+
+async def test_a_case_registered_above_and_assigned_down_is_seen_by_the_assigning_court(
+    staff: Staff,
+) -> None:
+    case = await register(staff, "po_mid")
+    await staff.call(
+        "po_mid",
+        "POST",
+        f"/cases/{case['id']}/actions/triage",
+        {"track": "petition", "mode": "joint", "responsible_id": staff.world.users["po_mid"]},
+    )
+    status, below = await staff.call("po_mid", "GET", "/cases/courts-below")
+    assert [c["id"] for c in below] == [staff.world.courts["basic_a"]]
+    status, detail = await staff.call(
+        "po_mid",
+        "POST",
+        f"/cases/{case['id']}/actions/assign",
+        {"to_court_id": staff.world.courts["basic_a"], "instructions": "请限期化解"},
+    )
+    assert status == 200, detail
+    assert detail["case"]["state"] == "assigned"
+    assert detail["case"]["handler_court"]["id"] == staff.world.courts["basic_a"]
+    assert detail["case"]["supervising_court"]["id"] == staff.world.courts["mid_a"]
+    assert "report" not in detail["actions"] and "flag" in detail["actions"]
+    status, queue = await staff.call("po_a", "GET", "/cases?node=feedback")
+    assert [r["id"] for r in queue["items"]] == [case["id"]]
+    status, mine = await staff.call("po_a", "GET", f"/cases/{case['id']}")
+    assert "report" in mine["actions"] and "accept" not in mine["actions"]
+    status, board = await staff.call("po_mid", "GET", "/cases/board")
+    ((court,),) = [[g for g in board["courts"]]]
+    assert court["court"]["name"] == "甲市某区人民法院"
+    assert [r["id"] for r in court["cases"]] == [case["id"]]
+    assert (await staff.call("po_b", "GET", f"/cases/{case['id']}"))[0] == 404
+
+
+async def test_every_action_route_runs_its_action_and_answers_the_case(staff: Staff) -> None:
+    case = await register(staff)
+    cid = case["id"]
+    basic = staff.world.courts["basic_a"]
+
+    async def act(who: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        status, detail = await staff.call(who, "POST", f"/cases/{cid}/actions/{action}", body)
+        assert status == 200, (action, detail)
+        return dict(detail)
+
+    status, contact = await staff.call(
+        "op_a", "POST", f"/cases/{cid}/contacts", {"channel": "phone", "summary": "来电催办"}
+    )
+    assert status == 201 and contact["channel"] == "phone" and contact["repeat"] is True
+    await petition_matter(staff, cid)
+    deadline = (utcnow() + timedelta(days=10)).isoformat()
+    await act("po_high", "assign", {"to_court_id": basic, "deadline": deadline})
+    assert (await act("po_high", "flag", {"remark": "重点督办"}))["case"]["flagged"] is True
+    led = await act("leader_high", "take_lead", {})
+    assert led["case"]["leader"]["name"] == "leader_high"
+    status, mine = await staff.call("leader_high", "GET", "/cases?mine=1&flagged=1")
+    assert [r["id"] for r in mine["items"]] == [cid]
+    await act("po_a", "progress", {"text": "已约谈被执行人"})
+    await act("po_a", "report", {"result": "已执行到位一半"})
+    returned = await act("po_high", "return", {"remark": "未全部执行到位"})
+    assert returned["case"]["state"] == "assigned"
+    await act("po_a", "report", {"result": "已全部执行到位"})
+    accepted = await act("po_high", "accept", {"remark": "同意"})
+    assert accepted["case"]["state"] == "handling"
+    assert [a["state"] for a in accepted["assignments"]] == ["accepted"]
+    await act("po_a", "judicial_aid", {"stage": "granted", "amount_yuan": 5000})
+    await act("po_high", "unflag", {})
+    resolved = await act("po_a", "resolve", {"ground": "enforced", "remark": "执行款已发放"})
+    assert resolved["case"]["state"] == "resolved" and resolved["case"]["node"] == "followup"
+    assert len(resolved["followups"]) == 1
+    followed = await act("po_a", "record_followup", {"result": "satisfied"})
+    assert followed["followups"][0]["result"] == "satisfied"
+    await act("po_high", "review", {"findings": "程序规范", "rating": "good"})
+    reopened = await act("po_high", "reopen", {"reason": "信访人再次来访"})
+    assert reopened["case"]["state"] == "handling"
+    first = reopened["events"][0]["id"]
+    corrected = await act("po_a", "correct", {"event_id": first, "text": "来信日期应为昨日"})
+    kinds = [e["kind"] for e in corrected["events"]]
+    assert kinds == [
+        "registered",
+        "contact",
+        "contact",
+        "triaged",
+        "assigned",
+        "flagged",
+        "leader",
+        "progress",
+        "reported",
+        "returned",
+        "reported",
+        "accepted",
+        "judicial_aid",
+        "unflagged",
+        "resolved",
+        "followup_scheduled",
+        "followup",
+        "review",
+        "reopened",
+        "correction",
+    ]
+    assert corrected["events"][-1]["detail"]["corrects"] == first
+    # deadline rules: everyone reads them, only an admin changes one
+    status, rules = await staff.call("po_a", "GET", "/case-rules")
+    assert status == 200 and "feedback" in {r["node"] for r in rules}
+    body = {"days": 20, "remind_days_before": 3}
+    assert (await staff.call("po_high", "PUT", "/case-rules/feedback", body))[0] == 403
+    status, rule = await staff.call("admin", "PUT", "/case-rules/feedback", body)
+    assert status == 200 and rule == {"node": "feedback", **body}
+    assert (await staff.call("admin", "PUT", "/case-rules/nonsense", body))[0] == 404
+    status, bad = await staff.call(
+        "admin", "PUT", "/case-rules/feedback", {"days": 3, "remind_days_before": 3}
+    )
+    assert status == 422 and bad["error"]["code"] == "invalid_rule"
+
+
+# ---------------------------------------------------------------- bad input and races
+
+
+async def test_a_deadline_in_the_past_and_a_court_not_below_are_refused(staff: Staff) -> None:
+    case = await register(staff)
+    await petition_matter(staff, case["id"])
+    assign = f"/cases/{case['id']}/actions/assign"
+    past = (utcnow() - timedelta(hours=1)).isoformat()
+    status, body = await staff.call(
+        "po_high", "POST", assign, {"to_court_id": staff.world.courts["basic_a"], "deadline": past}
+    )
+    assert status == 422 and body["error"]["code"] == "past_deadline"
+    assert "反馈期限" in body["error"]["message"]
+    # the middle court of one branch may not hand a case to the other branch's court
+    status, body = await staff.call(
+        "po_mid", "POST", assign, {"to_court_id": staff.world.courts["basic_b"]}
+    )
+    assert status == 422 and body["error"]["code"] == "not_below"
+    # nor to a court above it
+    status, body = await staff.call(
+        "po_mid", "POST", assign, {"to_court_id": staff.world.courts["high"]}
+    )
+    assert status == 422 and body["error"]["code"] == "not_below"
+    # a deadline without a time zone is refused as malformed
+    status, body = await staff.call(
+        "po_high",
+        "POST",
+        assign,
+        {"to_court_id": staff.world.courts["basic_a"], "deadline": "2099-01-01T10:00:00"},
+    )
+    assert status == 422 and body["error"]["code"] == "validation_failed"
+    status, detail = await staff.call("po_a", "GET", f"/cases/{case['id']}")
+    assert detail["case"]["state"] == "handling" and detail["assignments"] == []
+
+
+async def test_closing_without_grounds_and_termination_below_high_level_are_refused(
+    staff: Staff,
+) -> None:
+    case = await register(staff)
+    await petition_matter(staff, case["id"])
+    resolve = f"/cases/{case['id']}/actions/resolve"
+    status, body = await staff.call("po_a", "POST", resolve, {"remark": "已履行完毕"})
+    assert status == 422 and body["error"]["code"] == "missing_grounds"
+    assert "化解依据" in body["error"]["message"]
+    terminate = f"/cases/{case['id']}/actions/terminate"
+    ending = {"ground": "reviewed_upheld", "approval": "院长审批（2025）甲信终1号"}
+    status, body = await staff.call("po_mid", "POST", terminate, ending)
+    assert status == 403
+    assert body["error"]["message"] == "信访终结只能由高级人民法院或最高人民法院决定"
+    status, body = await staff.call("po_high", "POST", terminate, {"approval": "x"})
+    assert status == 422 and body["error"]["code"] == "missing_grounds"
+    status, detail = await staff.call("po_high", "POST", terminate, ending)
+    assert status == 200 and detail["case"]["state"] == "terminated"
+    # a closed case is not closed again
+    status, body = await staff.call("po_a", "POST", resolve, {"ground": "enforced", "remark": "x"})
+    assert status == 409 and body["error"]["code"] == "case_state"
+
+
+async def test_a_second_owner_needs_a_reason(staff: Staff) -> None:
+    case = await register(staff)
+    await petition_matter(staff, case["id"])
+    owner = f"/cases/{case['id']}/actions/set_owner"
+    status, body = await staff.call(
+        "po_a", "POST", owner, {"responsible_id": staff.world.users["po_a2"]}
+    )
+    assert status == 409 and body["error"]["code"] == "second_owner"
+    status, body = await staff.call(
+        "po_a", "POST", owner, {"responsible_id": staff.world.users["po_b"], "reason": "调岗"}
+    )
+    assert status == 422 and body["error"]["code"] == "invalid_owner"
+    status, detail = await staff.call(
+        "po_a", "POST", owner, {"responsible_id": staff.world.users["po_a2"], "reason": "调岗"}
+    )
+    assert status == 200 and detail["case"]["responsible"]["name"] == "po_a2"
+
+
+async def test_unknown_fields_and_actions_are_refused(staff: Staff) -> None:
+    case = await register(staff)
+    status, body = await staff.call(
+        "po_a", "POST", f"/cases/{case['id']}/actions/progress", {"text": "x", "state": "resolved"}
+    )
+    assert status == 422 and body["error"]["code"] == "validation_failed"
+    status, _ = await staff.call("po_a", "POST", f"/cases/{case['id']}/actions/delete", {})
+    assert status in (404, 405)
+    status, body = await staff.call("arch_a", "POST", f"/cases/{case['id']}/actions/progress", {})
+    assert status == 403
+
+
+# ---------------------------------------------------------------- materials
+
+
+async def upload(
+    staff: Staff, username: str, case_id: int, data: bytes, filename: str = "scan.pdf"
+) -> tuple[int, Any]:
+    c, csrf = await staff(username)
+    form = FormData()
+    form.add_field("file", data, filename=filename, content_type="application/octet-stream")
+    resp = await c.post(
+        f"/api/v1/cases/{case_id}/materials", data=form, headers={"X-CSRF-Token": csrf}
+    )
+    return resp.status, await resp.json()
+
+
+async def stored(settings: Settings, db: Any) -> tuple[list[str], int]:
+    folder = settings.data_dir / "materials"
+    files = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    async with db() as session:
+        rows = await session.scalar(select(func.count()).select_from(Material))
+    return files, int(rows or 0)
+
+
+async def test_a_material_is_stored_under_its_hash_and_every_view_is_audited(
+    staff: Staff, migrated: Settings, db: Any
+) -> None:
+    case = await register(staff)
+    status, material = await upload(staff, "op_a", case["id"], PDF, "判决书扫描件.pdf")
+    assert status == 201, material
+    digest = hashlib.sha256(PDF).hexdigest()
+    assert material["sha256"] == digest and material["size"] == len(PDF)
+    assert material["content_type"] == "application/pdf"
+    assert material["filename"] == "判决书扫描件.pdf"
+    assert await stored(migrated, db) == ([f"{digest}.pdf"], 1)
+    c, _ = await staff("po_high")
+    resp = await c.get(material["url"])
+    assert resp.status == 200 and await resp.read() == PDF
+    assert resp.headers["Content-Type"] == "application/pdf"
+    assert resp.headers["Content-Disposition"].startswith("inline")
+    async with db() as session:
+        views = (
+            await session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "case.material_view")
+            )
+        ).all()
+    assert [(v.actor_name, v.target_id) for v in views] == [("po_high", str(case["id"]))]
+    status, detail = await staff.call("op_a", "GET", f"/cases/{case['id']}")
+    assert [m["id"] for m in detail["materials"]] == [material["id"]]
+    assert detail["events"][-1]["kind"] == "material"
+    # another branch neither sees nor reads it
+    c, _ = await staff("po_b")
+    assert (await c.get(material["url"])).status == 404
+
+
+async def test_an_upload_that_is_not_pdf_jpeg_or_png_leaves_nothing_behind(
+    staff: Staff, migrated: Settings, db: Any
+) -> None:
+    case = await register(staff)
+    for data, name in (
+        (b"MZ\x90\x00 an executable named as a pdf" * 10, "scan.pdf"),
+        (b"<html><script>alert(1)</script></html>", "scan.png"),
+        (b"%PD", "short.pdf"),
+    ):
+        status, body = await upload(staff, "op_a", case["id"], data, name)
+        assert status == 415, body
+        assert body["error"]["code"] == "unsupported_material"
+        assert "PDF、JPEG 或 PNG" in body["error"]["message"]
+    status, body = await upload(staff, "op_a", case["id"], b"", "empty.pdf")
+    assert status == 422 and body["error"]["code"] == "empty_file"
+    assert await stored(migrated, db) == ([], 0)
+
+
+async def test_an_upload_over_the_size_limit_is_refused_and_leaves_nothing_behind(
+    staff: Staff, migrated: Settings, db: Any
+) -> None:
+    case = await register(staff)
+    big = PNG + b"\x00" * (1024 * 1024)  # over the 1 MB limit of these tests
+    status, body = await upload(staff, "op_a", case["id"], big, "big.png")
+    assert status == 413, body
+    assert body["error"]["code"] == "material_too_large"
+    assert body["error"]["message"] == "材料文件过大，单个文件不能超过 1 MB"
+    assert await stored(migrated, db) == ([], 0)
+    # a chunked upload (no Content-Length) is cut off while streaming
+    c, csrf = await staff("op_a")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield PNG
+        for _ in range(20):
+            yield b"\x00" * (64 * 1024)
+
+    form = FormData()
+    form.add_field("file", chunks(), filename="big.png", content_type="image/png")
+    resp = await c.post(
+        f"/api/v1/cases/{case['id']}/materials", data=form, headers={"X-CSRF-Token": csrf}
+    )
+    assert resp.status == 413, await resp.text()
+    assert await stored(migrated, db) == ([], 0)
+
+
+async def test_an_upload_refused_by_the_case_rules_leaves_nothing_behind(
+    staff: Staff, migrated: Settings, db: Any
+) -> None:
+    case = await register(staff)
+    other = await register(staff, "op_b", original_numbers=["（2024）乙0101民1号"])
+    status, body = await staff.call(
+        "op_a", "POST", "/cases", letter(original_numbers=["（2023）甲1号"])
+    )
+    assert status == 201
+    # a contact of another case: refused once the file has been received
+    c, csrf = await staff("op_b")
+    form = FormData()
+    form.add_field("contact_id", str(body["contact_id"]))
+    form.add_field("file", PDF, filename="scan.pdf")
+    resp = await c.post(
+        f"/api/v1/cases/{other['id']}/materials", data=form, headers={"X-CSRF-Token": csrf}
+    )
+    assert resp.status == 422 and (await resp.json())["error"]["code"] == "invalid_contact"
+    # another branch's case
+    status, body = await upload(staff, "op_b", case["id"], PDF)
+    assert status == 404
+    assert await stored(migrated, db) == ([], 0)
+
+
+# ---------------------------------------------------------------- the overdue scan
+
+
+async def test_housekeeping_alerts_the_supervising_court_once_a_deadline_passes(
+    staff: Staff, migrated: Settings, db: Any
+) -> None:
+    case = await register(staff)
+    await petition_matter(staff, case["id"])
+    # a deadline seconds away: the scan runs on an injected clock, the board on the real one
+    deadline = utcnow() + timedelta(seconds=3)
+    status, detail = await staff.call(
+        "po_high",
+        "POST",
+        f"/cases/{case['id']}/actions/assign",
+        {"to_court_id": staff.world.courts["basic_a"], "deadline": deadline.isoformat()},
+    )
+    assert status == 200, detail
+    assert not detail["case"]["overdue"]
+    async with db() as session, session.begin():
+        done = await housekeeping(session, migrated, now=deadline - timedelta(days=4))
+        assert done["case_overdue"] == 0
+    later = deadline + timedelta(hours=1)
+    async with db() as session:
+        async with session.begin():
+            done = await housekeeping(session, migrated, now=later)
+        queued = take_outbox(session)
+    assert done["case_overdue"] == 1
+    # queued for pushing after commit, to the supervising (high) court among others
+    assert {n.kind for n in queued} >= {"case_overdue"}
+    high_ids = {staff.world.users["po_high"], staff.world.users["leader_high"]}
+    assert high_ids <= {n.user_id for n in queued if n.kind == "case_overdue"}
+    async with db() as session, session.begin():
+        again = await housekeeping(session, migrated, now=later + timedelta(minutes=1))
+    assert again["case_overdue"] == 0  # alerted once per node
+    status, notes = await staff.call("po_high", "GET", "/notifications")
+    assert [n["kind"] for n in notes["items"]] == ["case_overdue"]
+    assert case["number"] in notes["items"][0]["title"]
+
+    async def past_deadline() -> bool:
+        return utcnow() > deadline
+
+    await wait_for(past_deadline, within=10)
+    status, board = await staff.call("po_high", "GET", "/cases/board")
+    (row,) = [r for g in board["courts"] for r in g["cases"]]
+    assert row["overdue"] is True and row["days_overdue"] == 1
+    status, page = await staff.call("po_high", "GET", "/cases?overdue=1")
+    assert [r["id"] for r in page["items"]] == [case["id"]]
+    status, detail = await staff.call("po_high", "GET", f"/cases/{case['id']}")
+    overdue = [e for e in detail["events"] if e["kind"] == "overdue"]
+    assert len(overdue) == 1 and overdue[0]["actor_name"] == "系统"
+    # the time in the sentence is the court's local time
+    local = deadline.astimezone(migrated.tz).strftime("%Y-%m-%d %H:%M")
+    assert local in overdue[0]["text"] and "+00:00" not in overdue[0]["text"]
+    # and the audit trail reads it as sentences, times in the court's zone
+    status, audit = await staff.call(
+        "admin", "GET", f"/audit?target_type=case&target_id={case['id']}&limit=200"
+    )
+    sentences = {e["action"]: e["sentence"] for e in audit["items"]}
+    assert sentences["case.assigned"] == (
+        f"po_high将信访件交办 甲市某区人民法院，限 {local} 前反馈。"
+    )
+    assert sentences["case.overdue"] == (f"系统预警：信访件的「限期反馈」已超期（期限 {local}）。")
+    assert {e["target_label"] for e in audit["items"]} == {f"信访件 #{case['id']}"}
+    labels = {e["action"]: e["action_label"] for e in audit["items"]}
+    assert labels["case.overdue"] == "超期预警" and labels["case.triaged"] == "分流"
+
+
+@pytest.mark.postgres
+async def test_two_nodes_scanning_at_once_alert_an_overdue_case_once(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """PostgreSQL runs the two scans truly in parallel: the second one finds the case
+    claimed by the first once that commits, and sends nothing."""
+    pg = request.getfixturevalue("postgres_server")
+    settings = Settings(data_dir=tmp_path, database_url=pg.create_database("vr_scan"))
+    await asyncio.to_thread(migrate, settings)
+    engine = create_engine(settings)
+    sessions = create_sessionmaker(engine)
+    try:
+        async with sessions() as s, s.begin():
+            world = await seed_world(s)
+            clerk = Actor(world.users["op_a"], "op_a", Role.operator, world.courts["basic_a"])
+            high = Actor(
+                world.users["po_high"], "po_high", Role.petition_officer, world.courts["high"]
+            )
+            registered = await cases.register(
+                s,
+                clerk,
+                cases.Registration(
+                    channel=Channel.letter,
+                    petitioners=[cases.PersonIn("张三", IdType.resident_id, ID_A)],
+                    category=CaseCategory.enforcement,
+                    summary="未执行到位",
+                    original_numbers=[NUMBER],
+                    original_court="甲市某区人民法院",
+                ),
+            )
+            officer = Actor(
+                world.users["po_a"], "po_a", Role.petition_officer, world.courts["basic_a"]
+            )
+            await cases.triage(
+                s,
+                officer,
+                registered.case.id,
+                track=CaseTrack.petition,
+                mode=HandlingMode.careful,
+                responsible_id=world.users["po_a"],
+            )
+            deadline = utcnow() + timedelta(days=1)
+            await cases.assign(
+                s, high, registered.case.id, to_court_id=world.courts["mid_a"], deadline=deadline
+            )
+        later = deadline + timedelta(hours=1)
+        first, second = sessions(), sessions()
+        await first.begin()
+        done_first = await cases.scan_deadlines(first, later)
+        assert done_first.overdue == 1  # claimed, not yet committed
+
+        async def scan_second() -> cases.ScanResult:
+            async with second.begin():
+                return await cases.scan_deadlines(second, later)
+
+        racing = asyncio.create_task(scan_second())
+
+        async def second_waits_for_the_claim() -> bool:
+            async with sessions() as watch:
+                waiting = await watch.scalar(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                )
+            return bool(waiting)
+
+        await wait_for(second_waits_for_the_claim, within=20)
+        await first.commit()
+        assert (await racing).overdue == 0
+        await first.close()
+        await second.close()
+        async with sessions() as s:
+            per_user = (
+                await s.execute(
+                    select(Notification.user_id, func.count())
+                    .where(Notification.kind == "case_overdue")
+                    .group_by(Notification.user_id)
+                )
+            ).all()
+            entries = await s.scalar(
+                select(func.count()).select_from(CaseEvent).where(CaseEvent.kind == "overdue")
+            )
+        assert entries == 1
+        assert dict(per_user) == {world.users["po_high"]: 1, world.users["leader_high"]: 1}
+    finally:
+        await engine.dispose()
