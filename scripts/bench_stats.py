@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,53 +23,43 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+import aiohttp
+from benchdata import (
+    PASSWORD,
+    insert_courts,
+    load_average,
+    log,
+    login,
+    peak_rss_mb,
+    percentile,
+    serve,
+    ts,
+)
 
-import aiohttp  # noqa: E402
-from bench_scheduler import PASSWORD, free_port, log, peak_rss_mb, percentile, ts  # noqa: E402
-
-from config.settings import Settings  # noqa: E402
-from scheduler.accounts import hash_password  # noqa: E402
-from tests.statsdata import generate  # noqa: E402
-from web.cli import migrate  # noqa: E402
+from config.settings import Settings  # benchdata put the repository root on sys.path
+from scheduler.accounts import hash_password
+from tests.statsdata import generate
+from web.cli import migrate
 
 TZ = ZoneInfo("Asia/Shanghai")
 
 
 def court_tree(con: sqlite3.Connection, n_courts: int, seed: int) -> dict[str, Any]:
-    """The four-level tree (1 supreme, 32 high, ~11.5 % intermediate, the rest basic), an
-    admin and a leader of one intermediate court."""
-    rnd = random.Random(seed)
+    """The national court tree (scripts/benchdata.py), an admin and a leader of one
+    intermediate court."""
     created = ts(datetime.now(UTC) - timedelta(days=800))
-    n_high = 32
-    n_mid = max(1, int(n_courts * 0.115))
-    highs = list(range(2, 2 + n_high))
-    mids = list(range(highs[-1] + 1, highs[-1] + 1 + n_mid))
-    basics = list(range(mids[-1] + 1, n_courts + 1))
-    rows: list[tuple[Any, ...]] = [(1, "SPC", "最高人民法院", "supreme", None, created)]
-    rows += [(c, f"H{c}", f"第{c}高级人民法院", "high", 1, created) for c in highs]
-    rows += [
-        (c, f"M{c}", f"第{c}中级人民法院", "intermediate", rnd.choice(highs), created) for c in mids
-    ]
-    rows += [(c, f"B{c}", f"第{c}基层人民法院", "basic", rnd.choice(mids), created) for c in basics]
-    con.executemany(
-        "INSERT INTO courts (id, code, name, level, parent_id, created_at) VALUES (?,?,?,?,?,?)",
-        rows,
-    )
+    tree = insert_courts(con, n_courts, random.Random(seed), created)
     pw = hash_password(PASSWORD)
-    mid = mids[0]
     con.executemany(
         "INSERT INTO users (id, username, display_name, role, court_id, password_hash, active,"
         " created_at, password_changed_at) VALUES (?,?,?,?,?,?,?,?,?)",
         [
             (1, "admin", "管理员", "admin", None, pw, 1, created, created),
-            (2, "leader", "院领导", "leader", mid, pw, 1, created, created),
+            (2, "leader", "院领导", "leader", tree.mids[0], pw, 1, created, created),
         ],
     )
     con.commit()
-    return {"courts": [r[0] for r in rows], "mid": mid}
+    return {"courts": [1, *tree.highs, *tree.mids, *tree.basics]}
 
 
 async def timed_gets(
@@ -81,8 +68,7 @@ async def timed_gets(
     jar = aiohttp.CookieJar(unsafe=True)
     out = []
     async with aiohttp.ClientSession(base_url=url, cookie_jar=jar) as http:
-        r = await http.post("/api/v1/auth/login", json={"username": username, "password": PASSWORD})
-        assert r.status == 200, await r.text()
+        await login(http, username)
         for _ in range(n):
             t0 = time.perf_counter()
             async with http.get(path, params=params) as resp:
@@ -124,48 +110,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     last = f"{now.year:04d}-{now.month:02d}"
     y, m = divmod(now.year * 12 + now.month - 1 - 11, 12)
     period = {"from": f"{y:04d}-{m + 1:02d}", "to": last}
-    port = free_port()
-    env = {
-        **os.environ,
-        "VRECEPTION_DATA_DIR": str(data_dir),
-        "VRECEPTION_PORT": str(port),
-        "VRECEPTION_LOG_LEVEL": "WARNING",
-        "VRECEPTION_HOUSEKEEPING_SECONDS": "3600",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert server.stdout is not None
-        for line in server.stdout:
-            if "listening on" in line:
-                break
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(url + "/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        country = await timed_gets(url, "admin", "/api/v1/stats", period, args.requests)
+    async with serve(data_dir) as server:
+        country = await timed_gets(server.url, "admin", "/api/v1/stats", period, args.requests)
         log(f"country: {[round(x * 1000) for x in country]} ms")
-        court = await timed_gets(url, "leader", "/api/v1/stats", period, args.requests)
+        court = await timed_gets(server.url, "leader", "/api/v1/stats", period, args.requests)
         log(f"court {mid}: {[round(x * 1000) for x in court]} ms")
         xlsx = await timed_gets(
-            url, "admin", "/api/v1/stats/export", {**period, "format": "xlsx"}, 1
+            server.url, "admin", "/api/v1/stats/export", {**period, "format": "xlsx"}, 1
         )
         rss = peak_rss_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return {
         "cases": args.cases,
         "contacts": args.contacts,
@@ -177,7 +130,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "xlsx_export_s": round(xlsx[0], 2),
         "monthly_report_s": None,
         "max_rss_mb": round(rss, 1),
-        "load_avg": os.getloadavg()[0],
+        "load_average": load_average(),
     }
 
 
