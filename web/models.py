@@ -9,5 +9,6 @@ def import_all_models() -> None:
     import scheduler.cases.models
     import scheduler.models
     import scheduler.portal.feedback_models
-    import scheduler.portal.models  # noqa: F401
+    import scheduler.portal.models
+    import scheduler.stats.models  # noqa: F401
     import web.auth  # noqa: F401

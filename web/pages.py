@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from scheduler import lifecycle
 from scheduler.cases.rules import HANDLERS
 from scheduler.models import Role
 from scheduler.portal.feedback import INBOX_ROLES
+from scheduler.stats.figures import STATS_ROLES
 from web.auth import (
     SESSION_COOKIE,
     Principal,
@@ -31,6 +33,10 @@ STATIC = Path(__file__).parent / "static"
 SOCKET_IO_CLIENT = (
     Path(__file__).parent / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
 )
+# Apache ECharts, the charts of the statistics page, installed from npm the same way.
+ECHARTS = Path(__file__).parent / "node_modules" / "echarts" / "dist" / "echarts.min.js"
+# Browser packages served from node_modules: /static/vendor/<name>
+VENDOR = {"socket.io.min.js": SOCKET_IO_CLIENT, "echarts.min.js": ECHARTS}
 
 # Petition cases: staff who handle them, and archivists who only read them; which cases
 # each sees and what they may do to one is decided by the API (scheduler/cases/rules.py).
@@ -45,6 +51,8 @@ PAGES: dict[str, tuple[str, frozenset[Role]]] = {
     "/inbox": ("inbox.html", INBOX_ROLES),
     # 监看: what is live below the court (who may watch is scheduler/lifecycle.py's rule)
     "/monitor": ("monitor.html", lifecycle.WATCHERS),
+    # 信访大数据: figures of the court and the courts below it (scheduler/stats/figures.py)
+    "/stats": ("stats.html", STATS_ROLES),
     "/cases": ("cases.html", CASE_READERS),
     "/cases/new": ("case_new.html", HANDLERS),
     "/cases/board": ("case_board.html", CASE_READERS),
@@ -141,10 +149,12 @@ def _guarded(
     return page
 
 
-async def socket_io_client(request: web.Request) -> web.StreamResponse:
-    if not SOCKET_IO_CLIENT.exists():
-        raise web.HTTPNotFound(text="socket.io client not installed: run scripts/bootstrap")
-    return web.FileResponse(SOCKET_IO_CLIENT, headers={"Cache-Control": "max-age=3600"})
+async def vendor_file(request: web.Request) -> web.StreamResponse:
+    """A browser package from web/node_modules (see :data:`VENDOR`)."""
+    path = VENDOR[request.match_info["name"]]
+    if not path.exists():
+        raise web.HTTPNotFound(text=f"{path.name} not installed: run scripts/bootstrap")
+    return web.FileResponse(path, headers={"Cache-Control": "max-age=3600"})
 
 
 async def favicon(request: web.Request) -> web.StreamResponse:
@@ -213,7 +223,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/p/feedback", portal_feedback_page)
     app.router.add_get(r"/j/{code:[A-Za-z0-9-]{8,40}}", short_link)
     app.router.add_get(r"/call/{visit_id:[0-9a-f]{32}}", call_page)
-    app.router.add_get("/static/vendor/socket.io.min.js", socket_io_client)
+    names = "|".join(re.escape(name) for name in VENDOR)
+    app.router.add_get(f"/static/vendor/{{name:(?:{names})}}", vendor_file)
     app.router.add_get("/vocabulary.js", vocabulary_js)
     app.router.add_get("/", index)
     app.router.add_get("/favicon.ico", favicon)

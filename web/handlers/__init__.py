@@ -20,6 +20,7 @@ from web.handlers import (
     rooms,
     scheduling,
     sealing,
+    stats,
     users,
     visits,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "rooms",
     "scheduling",
     "sealing",
+    "stats",
     "users",
     "visits",
 ]

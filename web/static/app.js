@@ -247,6 +247,8 @@ const VR = (() => {
     if (["judge", "petition_officer", "leader", "admin"].includes(me.role)) links.push(["/monitor", label("participant_role", "observer")]);
     // video supervision meetings: their hosts and the lower courts' staff invited
     if (["judge", "petition_officer", "leader", "admin", "operator"].includes(me.role)) links.splice(links.length - 1, 0, ["/meetings", label("visit_kind", "meeting")]);
+    // 信访统计: figures of the court and the courts below it
+    if (["petition_officer", "leader", "admin"].includes(me.role)) links.push(["/stats", "信访统计"]);
     for (const [href, text] of links) {
       const a = document.createElement("a");
       a.href = href;

@@ -1,0 +1,1 @@
+"""Petition statistics (信访大数据): every figure defined once in :mod:`.figures`."""

@@ -1,0 +1,779 @@
+"""Every petition statistic, defined once (信访大数据).
+
+A :class:`Figure` says what is counted, from which table and for which period, and computes
+it with one aggregate query grouped by court. The rows come back per court; rolling them up
+into the whole scope and into each child court of the scope happens here, in Python, over
+the court tree loaded once per request (:class:`Scope`). ``docs/statistics.md`` is generated
+from :data:`FIGURES` (``python -m scheduler.stats.figures``) and a test keeps it equal.
+
+Periods are whole months in court local time; a period ends at the start of the month after
+its last month (exclusive).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    distinct,
+    func,
+    literal,
+    select,
+    true,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config.errors import InvalidError, NotFoundError, PermissionDeniedError
+from config.vocabulary import label
+from scheduler.cases.models import Contact
+from scheduler.cases.rules import CLOSED, OPEN
+from scheduler.cases.words import CaseCategory, CaseState, Channel, VisitKind
+from scheduler.models import Court, CourtLevel, Petition, Role, Visit
+from scheduler.portal.feedback_models import Rating
+from scheduler.scope import Actor
+from scheduler.stats.models import CourtCaseCount
+
+MAX_MONTHS = 60  # five years
+STATS_ROLES = frozenset({Role.leader, Role.petition_officer, Role.admin})
+NO_DATA = "无数据"
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+# ------------------------------------------------------------------ period
+
+
+@dataclass(frozen=True)
+class Period:
+    """Whole months ``first``..``last`` (``YYYY-MM``) in ``tz``; ``start``/``end`` in UTC."""
+
+    first: str
+    last: str
+    tz: ZoneInfo
+    start: datetime
+    end: datetime  # exclusive: the start of the month after ``last``
+    months: tuple[str, ...]
+
+    @property
+    def offset_hours(self) -> int:
+        """The zone's UTC offset in whole hours at the period start (China: +8, no DST)."""
+        delta = self.start.astimezone(self.tz).utcoffset()
+        return int(delta.total_seconds() // 3600) if delta else 0
+
+
+def _month_of(text: str, what: str) -> tuple[int, int]:
+    match = _MONTH.match(text.strip())
+    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1900:
+        raise InvalidError(f"{what}格式应为 YYYY-MM（例如 2026-01），收到：{text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def parse_period(first: str | None, last: str | None, tz: ZoneInfo) -> Period:
+    """The statistics period from ``first`` to ``last``; refused when missing, reversed or
+    longer than five years (each with a zh-CN message)."""
+    if not first or not last:
+        raise InvalidError("请指定统计期间的起始月份和截止月份（格式 YYYY-MM）")
+    y1, m1 = _month_of(first, "起始月份")
+    y2, m2 = _month_of(last, "截止月份")
+    count = (y2 * 12 + m2) - (y1 * 12 + m1) + 1
+    if count < 1:
+        raise InvalidError(f"起始月份 {first} 晚于截止月份 {last}，请调换后重试")
+    if count > MAX_MONTHS:
+        raise InvalidError(f"统计期间最长 5 年（{MAX_MONTHS} 个月），所选期间为 {count} 个月")
+    months = []
+    for i in range(count):
+        y, m = divmod(y1 * 12 + m1 - 1 + i, 12)
+        months.append(f"{y:04d}-{m + 1:02d}")
+    ey, em = divmod(y2 * 12 + m2, 12)
+    start = datetime(y1, m1, 1, tzinfo=tz).astimezone(UTC)
+    end = datetime(ey, em + 1, 1, tzinfo=tz).astimezone(UTC)
+    return Period(months[0], months[-1], tz, start, end, tuple(months))
+
+
+# ------------------------------------------------------------------ scope
+
+
+@dataclass(frozen=True)
+class CourtNode:
+    id: int
+    name: str
+    level: CourtLevel
+    parent_id: int | None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The court whose figures are asked for, its children, and where each court below it
+    rolls up to (the child court that contains it; the root's own records to the root)."""
+
+    root: CourtNode
+    children: tuple[CourtNode, ...]
+    bucket: dict[int, int]
+    courts: dict[int, CourtNode]
+    whole_tree: bool  # the root is the top court: no court filter needed
+
+    @property
+    def court_ids(self) -> frozenset[int]:
+        return frozenset(self.bucket)
+
+    def where(self, column: Any) -> ColumnElement[bool]:
+        """A filter of ``column`` (a court id) to this scope."""
+        if self.whole_tree:
+            return true()
+        filtered: ColumnElement[bool] = column.in_(sorted(self.bucket))
+        return filtered
+
+
+async def load_scope(db: AsyncSession, root_id: int) -> Scope:
+    """The scope below ``root_id``, from one query over the court tree."""
+    rows = (await db.execute(select(Court.id, Court.name, Court.level, Court.parent_id))).all()
+    courts = {r.id: CourtNode(r.id, r.name, r.level, r.parent_id) for r in rows}
+    if root_id not in courts:
+        raise NotFoundError("法院不存在")
+    kids: dict[int | None, list[int]] = defaultdict(list)
+    for node in courts.values():
+        kids[node.parent_id].append(node.id)
+    bucket = {root_id: root_id}
+    children = sorted(kids[root_id])
+    for child in children:
+        stack = [child]
+        while stack:
+            current = stack.pop()
+            bucket[current] = child
+            stack.extend(kids[current])
+    return Scope(
+        root=courts[root_id],
+        children=tuple(courts[c] for c in children),
+        bucket=bucket,
+        courts=courts,
+        whole_tree=courts[root_id].parent_id is None,
+    )
+
+
+async def scope_for(db: AsyncSession, actor: Actor, court_id: int | None) -> Scope:
+    """The scope ``actor`` asks for: a leader or petition officer sees their court and every
+    court below it; an admin any court (by default the top one)."""
+    if actor.role not in STATS_ROLES:
+        raise PermissionDeniedError("只有院领导、信访专员和系统管理员可以查看信访统计")
+    if court_id is None:
+        if actor.court_id is not None:
+            court_id = actor.court_id
+        elif actor.is_admin:
+            top = await db.scalar(select(Court.id).where(Court.parent_id.is_(None)))
+            if top is None:
+                raise NotFoundError("尚未设置法院")
+            court_id = top
+        else:
+            raise PermissionDeniedError("账号未关联法院，无法查看统计")
+    if actor.is_admin:
+        return await load_scope(db, court_id)
+    if actor.court_id is None:
+        raise PermissionDeniedError("账号未关联法院，无法查看统计")
+    own = await load_scope(db, actor.court_id)
+    if court_id not in own.bucket:
+        raise PermissionDeniedError("只能查看本院及下级法院的统计")
+    return own if court_id == actor.court_id else await load_scope(db, court_id)
+
+
+# ------------------------------------------------------------------ SQL helpers
+
+
+def _month(db: AsyncSession, column: Any, period: Period) -> ColumnElement[str]:
+    """``YYYY-MM`` of a UTC timestamp column in court local time."""
+    if db.get_bind().dialect.name == "sqlite":
+        return func.strftime("%Y-%m", column, f"{period.offset_hours:+d} hours")
+    return func.to_char(func.timezone(period.tz.key, column), "YYYY-MM")
+
+
+def _seconds(db: AsyncSession, later: Any, earlier: Any) -> Any:
+    if db.get_bind().dialect.name == "sqlite":
+        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+    return func.extract("epoch", later - earlier)
+
+
+def _in(column: Any, period: Period) -> ColumnElement[bool]:
+    return and_(column >= period.start, column < period.end)
+
+
+def _case_court() -> ColumnElement[int]:
+    """The court a case's outcome counts for: its handling court, else where it was filed."""
+    return func.coalesce(Petition.handler_court_id, Petition.court_id)
+
+
+# ------------------------------------------------------------------ figures
+
+# One row of a figure's query: (court id, key, numerator, denominator). ``key`` is "" for a
+# figure without a breakdown; the denominator is 0 for plain counts.
+Row = tuple[int, str, float, float]
+Compute = Callable[[AsyncSession, Scope, Period], Awaitable[list[Row] | None]]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One statistic: what it is called, how it is defined, and its query."""
+
+    key: str
+    label: str
+    unit: str
+    definition: str  # what is counted (English, for docs/statistics.md)
+    source: str  # from which table(s)
+    period_rule: str  # which records fall in the period
+    compute: Compute
+    kind: str = "count"  # count: Σ numerator · ratio: Σ num ÷ Σ den × scale
+    scale: float = 1.0
+    breakdown: str = ""  # what ``key`` of a row means: channel, category, level, month
+    court_rule: str = ""  # which court a record counts for
+    key_label: Callable[[str], str] = field(default=str)
+
+    def value(self, num: float, den: float) -> float | None:
+        if self.kind == "count":
+            return num
+        return None if den == 0 else round(num / den * self.scale, 2)
+
+
+def _rows(result: Iterable[Any]) -> list[Row]:
+    return [(int(r[0]), str(r[1]), float(r[2] or 0), float(r[3] or 0)) for r in result]
+
+
+async def _contacts_by(db: AsyncSession, scope: Scope, period: Period, key: Any) -> list[Row]:
+    what = key if key is not None else literal("")
+    stmt = (
+        select(Contact.court_id, what, func.count(), literal(0))
+        .where(_in(Contact.occurred_at, period), scope.where(Contact.court_id))
+        .group_by(Contact.court_id, what)
+    )
+    return _rows(await db.execute(stmt))
+
+
+async def _volume_channel(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    return await _contacts_by(db, scope, period, Contact.channel)
+
+
+async def _volume_month(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    return await _contacts_by(db, scope, period, _month(db, Contact.occurred_at, period))
+
+
+async def _volume_court(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    return [(c, "", n, d) for c, _, n, d in await _contacts_by(db, scope, period, None)]
+
+
+async def _volume_level(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    return [
+        (c, scope.courts[c].level.value, n, d)
+        for c, _, n, d in await _contacts_by(db, scope, period, None)
+    ]
+
+
+async def _volume_category(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    stmt = (
+        select(Contact.court_id, Petition.category, func.count(), literal(0))
+        .join(Petition, Petition.id == Contact.petition_id)
+        .where(_in(Contact.occurred_at, period), scope.where(Contact.court_id))
+        .group_by(Contact.court_id, Petition.category)
+    )
+    return _rows(await db.execute(stmt))
+
+
+async def _case_visit_ratio(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    registered = (
+        select(Petition.court_id, func.count())
+        .where(_in(Petition.created_at, period), scope.where(Petition.court_id))
+        .group_by(Petition.court_id)
+    )
+    decided = (
+        select(CourtCaseCount.court_id, func.sum(CourtCaseCount.decided_count))
+        .where(
+            CourtCaseCount.month >= period.first,
+            CourtCaseCount.month <= period.last,
+            scope.where(CourtCaseCount.court_id),
+        )
+        .group_by(CourtCaseCount.court_id)
+    )
+    num = {int(c): float(n) for c, n in (await db.execute(registered)).all()}
+    den = {int(c): float(n or 0) for c, n in (await db.execute(decided)).all()}
+    return [(c, "", num.get(c, 0.0), den.get(c, 0.0)) for c in sorted(set(num) | set(den))]
+
+
+def _closed_in(period: Period) -> ColumnElement[bool]:
+    return and_(
+        _in(Petition.closed_at, period),
+        Petition.state.in_(sorted(CLOSED)),
+    )
+
+
+async def _closed_ratio(
+    db: AsyncSession, scope: Scope, period: Period, hit: ColumnElement[bool]
+) -> list[Row]:
+    court = _case_court()
+    stmt = (
+        select(court, literal(""), func.sum(case((hit, 1), else_=0)), func.count())
+        .where(_closed_in(period), scope.where(court))
+        .group_by(court)
+    )
+    return _rows(await db.execute(stmt))
+
+
+async def _resolution_rate(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    return await _closed_ratio(db, scope, period, Petition.state == CaseState.resolved)
+
+
+async def _on_time_rate(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    on_time = func.coalesce(Petition.closed_at <= Petition.due_at, Petition.due_at.is_(None))
+    return await _closed_ratio(db, scope, period, on_time)
+
+
+async def _overdue(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    as_of = min(period.end, datetime.now(UTC))
+    court = _case_court()
+    stmt = (
+        select(court, literal(""), func.count(), literal(0))
+        .where(
+            Petition.state.in_(sorted(OPEN)),
+            Petition.created_at < period.end,
+            Petition.due_at < as_of,
+            scope.where(court),
+        )
+        .group_by(court)
+    )
+    return _rows(await db.execute(stmt))
+
+
+async def _repeat_rate(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    stmt = (
+        select(
+            Petition.court_id,
+            literal(""),
+            func.count(distinct(case((Contact.repeat.is_(True), Contact.petition_id)))),
+            func.count(distinct(Contact.petition_id)),
+        )
+        .join(Petition, Petition.id == Contact.petition_id)
+        .where(_in(Contact.occurred_at, period), scope.where(Petition.court_id))
+        .group_by(Petition.court_id)
+    )
+    return _rows(await db.execute(stmt))
+
+
+async def _video_share(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    stmt = (
+        select(
+            Contact.court_id,
+            literal(""),
+            func.sum(case((Contact.channel == Channel.video, 1), else_=0)),
+            func.count(),
+        )
+        .where(_in(Contact.occurred_at, period), scope.where(Contact.court_id))
+        .group_by(Contact.court_id)
+    )
+    return _rows(await db.execute(stmt))
+
+
+async def _video_wait(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
+    stmt = (
+        select(
+            Visit.court_id,
+            literal(""),
+            func.sum(_seconds(db, Visit.starts_at, Visit.created_at)),
+            func.count(),
+        )
+        .where(
+            _in(Visit.created_at, period),
+            Visit.starts_at.is_not(None),
+            Visit.kind != VisitKind.meeting,
+            scope.where(Visit.court_id),
+        )
+        .group_by(Visit.court_id)
+    )
+    return _rows(await db.execute(stmt))
+
+
+RATINGS_TABLE = Rating.__tablename__
+
+
+async def _satisfaction(db: AsyncSession, scope: Scope, period: Period) -> list[Row] | None:
+    """Average score (1–5) of the petitioners' ratings given in the period (满意度评价)."""
+    stmt = (
+        select(Rating.court_id, literal(""), func.sum(Rating.score), func.count())
+        .where(_in(Rating.created_at, period), scope.where(Rating.court_id))
+        .group_by(Rating.court_id)
+    )
+    return _rows(await db.execute(stmt))
+
+
+def _channel_label(key: str) -> str:
+    return label(Channel(key))
+
+
+def _category_label(key: str) -> str:
+    try:
+        return label(CaseCategory(key))
+    except ValueError:
+        return key
+
+
+def _level_label(key: str) -> str:
+    return label(CourtLevel(key))
+
+
+_CONTACTS = "case_contacts"
+_IN_CONTACT = "contacts whose occurred_at falls in the period"
+_CONTACT_COURT = "the court that received the contact (case_contacts.court_id)"
+_CASE_COURT = "the handling court (petitions.handler_court_id, else petitions.court_id)"
+_CLOSED_IN = (
+    "cases closed (state guided, resolved or terminated) whose closed_at falls in the period"
+)
+
+FIGURES: tuple[Figure, ...] = (
+    Figure(
+        "volume_channel",
+        "信访量（按渠道）",
+        "件次",
+        "Number of contacts (every time a matter reached a court: visit, letter, call, "
+        "video, online), by channel.",
+        _CONTACTS,
+        _IN_CONTACT,
+        _volume_channel,
+        breakdown="channel",
+        court_rule=_CONTACT_COURT,
+        key_label=_channel_label,
+    ),
+    Figure(
+        "volume_category",
+        "信访量（按类别）",
+        "件次",
+        "Number of contacts by the category of their case.",
+        "case_contacts joined to petitions (category)",
+        _IN_CONTACT,
+        _volume_category,
+        breakdown="category",
+        court_rule=_CONTACT_COURT,
+        key_label=_category_label,
+    ),
+    Figure(
+        "volume_court",
+        "信访量（按法院）",
+        "件次",
+        "Number of contacts per court; the breakdown by court is the child-court roll-up.",
+        _CONTACTS,
+        _IN_CONTACT,
+        _volume_court,
+        court_rule=_CONTACT_COURT,
+    ),
+    Figure(
+        "volume_level",
+        "信访量（按法院层级）",
+        "件次",
+        "Number of contacts by the level of the court that received them.",
+        "case_contacts, courts (level)",
+        _IN_CONTACT,
+        _volume_level,
+        breakdown="level",
+        court_rule=_CONTACT_COURT,
+        key_label=_level_label,
+    ),
+    Figure(
+        "volume_month",
+        "信访量（按月）",
+        "件次",
+        "Number of contacts by month (court local time).",
+        _CONTACTS,
+        _IN_CONTACT,
+        _volume_month,
+        breakdown="month",
+        court_rule=_CONTACT_COURT,
+    ),
+    Figure(
+        "case_visit_ratio",
+        "案访比",
+        "件/千件",
+        "Petition cases registered per 1,000 cases decided: cases whose created_at falls in "
+        "the period × 1000 ÷ the sum of decided_count of the period's months. No decided "
+        "counts imported → no value.",
+        "petitions (created_at, court_id); court_case_counts (imported)",
+        "cases registered in the period; decided counts of the months month_from..month_to",
+        _case_visit_ratio,
+        kind="ratio",
+        scale=1000.0,
+        court_rule="the registering court (petitions.court_id, court_case_counts.court_id)",
+    ),
+    Figure(
+        "resolution_rate",
+        "化解率",
+        "%",
+        "Cases closed as resolved (state resolved, 已化解) ÷ all cases closed, × 100.",
+        "petitions (state, closed_at)",
+        _CLOSED_IN,
+        _resolution_rate,
+        kind="ratio",
+        scale=100.0,
+        court_rule=_CASE_COURT,
+    ),
+    Figure(
+        "on_time_rate",
+        "按期办结率",
+        "%",
+        "Closed cases whose closed_at is on or before due_at (a case without a deadline "
+        "counts as on time) ÷ all cases closed, × 100.",
+        "petitions (closed_at, due_at, state)",
+        _CLOSED_IN,
+        _on_time_rate,
+        kind="ratio",
+        scale=100.0,
+        court_rule=_CASE_COURT,
+    ),
+    Figure(
+        "overdue",
+        "超期未办结",
+        "件",
+        "Open cases (registered, handling, assigned, reported) registered before the end of "
+        "the period whose due_at is before the end of the period, or before now when the "
+        "period has not ended. Uses the current state: a case closed since is not counted.",
+        "petitions (state, created_at, due_at)",
+        "open at the end of the period (or now)",
+        _overdue,
+        court_rule=_CASE_COURT,
+    ),
+    Figure(
+        "repeat_rate",
+        "重复信访率",
+        "%",
+        "Cases with at least one repeat contact (case_contacts.repeat) in the period ÷ cases "
+        "with any contact in the period, × 100.",
+        "case_contacts joined to petitions",
+        _IN_CONTACT,
+        _repeat_rate,
+        kind="ratio",
+        scale=100.0,
+        court_rule="the registering court of the case (petitions.court_id)",
+    ),
+    Figure(
+        "satisfaction",
+        "满意度",
+        "分（1–5）",
+        "Average score (1–5) of the petitioners' ratings of visits and cases given in the "
+        "period (the portal's 满意度评价); 无数据 when nobody rated.",
+        RATINGS_TABLE,
+        f"{RATINGS_TABLE} rows whose created_at falls in the period",
+        _satisfaction,
+        kind="ratio",
+        court_rule=f"{RATINGS_TABLE}.court_id (the court rated)",
+    ),
+    Figure(
+        "video_share",
+        "视频信访占比",
+        "%",
+        "Contacts of channel video (远程视频) ÷ all contacts, × 100.",
+        _CONTACTS,
+        _IN_CONTACT,
+        _video_share,
+        kind="ratio",
+        scale=100.0,
+        court_rule=_CONTACT_COURT,
+    ),
+    Figure(
+        "video_wait",
+        "视频接访平均等待",
+        "小时",
+        "Average hours from booking a video visit (visits.created_at) to its start "
+        "(starts_at), over visits booked in the period that have a start time; video "
+        "supervision meetings excluded.",
+        "visits (created_at, starts_at, kind)",
+        "visits whose created_at falls in the period",
+        _video_wait,
+        kind="ratio",
+        scale=1 / 3600,
+        court_rule="the court holding the visit (visits.court_id)",
+    ),
+)
+BY_KEY = {f.key: f for f in FIGURES}
+# Columns of the ranking table (通报), ranked by 化解率 then 按期办结率.
+RANKING = (
+    "volume_court",
+    "case_visit_ratio",
+    "resolution_rate",
+    "on_time_rate",
+    "overdue",
+    "repeat_rate",
+    "video_share",
+)
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class Cell:
+    num: float
+    den: float
+    value: float | None
+
+
+@dataclass(frozen=True)
+class FigureResult:
+    figure: Figure
+    total: Cell | None  # None: 无数据
+    by_key: tuple[tuple[str, Cell], ...]
+    by_child: tuple[tuple[CourtNode, Cell], ...]  # the root's own records first
+
+    def as_dict(self) -> dict[str, Any]:
+        f = self.figure
+
+        def cell(c: Cell | None) -> dict[str, Any]:
+            if c is None:
+                return {"value": None, "num": None, "den": None, "text": NO_DATA}
+            text = NO_DATA if c.value is None else f"{c.value:g}"
+            return {"value": c.value, "num": c.num, "den": c.den, "text": text}
+
+        return {
+            "key": f.key,
+            "label": f.label,
+            "unit": f.unit,
+            "kind": f.kind,
+            "breakdown": f.breakdown,
+            "total": cell(self.total),
+            "by_key": [{"key": k, "label": f.key_label(k), **cell(c)} for k, c in self.by_key],
+            "by_court": [{"court_id": n.id, "name": n.name, **cell(c)} for n, c in self.by_child],
+        }
+
+
+def roll_up(figure: Figure, scope: Scope, rows: list[Row] | None) -> FigureResult:
+    """Sum a figure's per-court rows into the scope total, per key and per child court."""
+    if rows is None:
+        return FigureResult(figure, None, (), ())
+    total = [0.0, 0.0]
+    keys: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    kids: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for court_id, key, num, den in rows:
+        child = scope.bucket.get(court_id)
+        if child is None:
+            continue
+        for acc in (total, keys[key], kids[child]):
+            acc[0] += num
+            acc[1] += den
+
+    def cell(acc: Sequence[float]) -> Cell:
+        return Cell(acc[0], acc[1], figure.value(acc[0], acc[1]))
+
+    order = [scope.root, *scope.children]
+    by_key: tuple[tuple[str, Cell], ...] = ()
+    if figure.breakdown:
+        by_key = tuple((k, cell(keys[k])) for k in sorted(keys))
+    return FigureResult(
+        figure,
+        cell(total),
+        by_key,
+        tuple((n, cell(kids.get(n.id, [0.0, 0.0]))) for n in order),
+    )
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    scope: Scope
+    period: Period
+    results: tuple[FigureResult, ...]
+
+    def result(self, key: str) -> FigureResult:
+        return next(r for r in self.results if r.figure.key == key)
+
+    def ranking(self) -> list[dict[str, Any]]:
+        """The child courts of the scope ranked for the period (通报)."""
+        rows = []
+        for i, child in enumerate(self.scope.children):
+            row: dict[str, Any] = {"court_id": child.id, "name": child.name}
+            for key in RANKING:
+                cell = self.result(key).by_child[i + 1][1]
+                row[key] = cell.value
+            rows.append(row)
+
+        def order(r: dict[str, Any]) -> tuple[float, float, str]:
+            res, on_time = r["resolution_rate"], r["on_time_rate"]
+            return (
+                -(res if res is not None else -1),
+                -(on_time if on_time is not None else -1),
+                r["name"],
+            )
+
+        rows.sort(key=order)
+        for rank, row in enumerate(rows, 1):
+            row["rank"] = rank
+        return rows
+
+    def as_dict(self) -> dict[str, Any]:
+        root = self.scope.root
+        return {
+            "court": {"id": root.id, "name": root.name, "level": root.level.value},
+            "children": [{"id": c.id, "name": c.name} for c in self.scope.children],
+            "period": {"from": self.period.first, "to": self.period.last},
+            "figures": [r.as_dict() for r in self.results],
+            "ranking": self.ranking(),
+            "ranking_columns": [
+                {"key": k, "label": BY_KEY[k].label, "unit": BY_KEY[k].unit} for k in RANKING
+            ],
+        }
+
+
+async def dashboard(
+    db: AsyncSession, scope: Scope, period: Period, keys: Iterable[str] | None = None
+) -> Dashboard:
+    """Every figure (or those in ``keys``) for ``scope`` over ``period``."""
+    wanted = FIGURES if keys is None else tuple(BY_KEY[k] for k in keys)
+    results = [roll_up(f, scope, await f.compute(db, scope, period)) for f in wanted]
+    return Dashboard(scope, period, tuple(results))
+
+
+# ------------------------------------------------------------------ docs
+
+
+def render_docs() -> str:
+    """``docs/statistics.md``, from :data:`FIGURES`."""
+    out = [
+        "# Petition statistics (信访大数据)",
+        "",
+        "Generated from `scheduler/stats/figures.py` (`python -m scheduler.stats.figures "
+        "> docs/statistics.md`); a test keeps the two equal. Every figure is defined once "
+        "there and computed with one aggregate query grouped by court.",
+        "",
+        "- **Period**: whole months `from`..`to` (`YYYY-MM`) in court local time; the "
+        "period starts at 00:00 of the first day of `from` and ends (exclusive) at the "
+        "start of the month after `to`. Missing, reversed or longer than "
+        f"{MAX_MONTHS} months: refused.",
+        "- **Scope**: a leader or petition officer sees their court and every court below "
+        "it, an admin any court. Each record counts for one court (below); the dashboard "
+        "rolls the per-court rows up into the scope total and into each child court of "
+        "the scope (the child containing the court), over the court tree loaded once.",
+        "- **Ratios** are Σ numerator ÷ Σ denominator over the courts rolled up, never an "
+        "average of ratios. A ratio with no denominator reads 无数据.",
+        "- **Ranking (通报)**: the child courts with "
+        + ", ".join(BY_KEY[k].label for k in RANKING)
+        + "; ranked by 化解率, then 按期办结率 (no value ranks last).",
+        "- **案访比 input**: `court_case_counts(court_id, month, decided_count)`, imported "
+        "as CSV (`court_code,month,decided_count`) or through "
+        "`POST /api/v1/stats/case-counts`; an import replaces the rows it names.",
+        "",
+    ]
+    for f in FIGURES:
+        out += [
+            f"## {f.label} (`{f.key}`)",
+            "",
+            f.definition,
+            "",
+            f"- Unit: {f.unit}",
+            f"- From: {f.source}",
+            f"- Period: {f.period_rule}",
+            f"- Court: {f.court_rule}",
+        ]
+        if f.breakdown:
+            out.append(f"- Broken down by: {f.breakdown}")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(render_docs(), end="")

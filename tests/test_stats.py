@@ -1,0 +1,400 @@
+"""Petition statistics: every figure recomputed with plain SQL on a generated dataset,
+periods refused, scope by the court tree, and docs/statistics.md kept equal to the code."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import openpyxl
+import pytest
+from playwright.sync_api import expect
+
+from config.db import create_engine, create_sessionmaker
+from config.errors import InvalidError, PermissionDeniedError
+from config.settings import Settings
+from config.vocabulary import label
+from scheduler.cases.words import Channel
+from scheduler.models import Role
+from scheduler.scope import Actor
+from scheduler.stats import figures
+from scheduler.stats.figures import FIGURES, Dashboard, parse_period, scope_for
+from tests.conftest import LiveServer, MakeClient
+from tests.helpers import World, add_staff, login
+from tests.live import page_login
+from tests.statsdata import generate
+
+TZ = ZoneInfo("Asia/Shanghai")
+ROOT = Path(__file__).resolve().parent.parent
+# 2025-03 .. 2025-12 in Asia/Shanghai, as UTC text the way SQLite stores it
+START, END = "2025-02-28 16:00:00.000000", "2025-12-31 16:00:00.000000"
+ADMIN = Actor(user_id=None, username="admin", role=Role.admin, court_id=None)
+
+# One plain SQL query per figure: rows (key, numerator, denominator) for the courts in
+# :ids, over [:s, :e). Written from docs/statistics.md, not from the code.
+EXPECTED_SQL: dict[str, str] = {
+    "volume_channel": "SELECT channel, count(*), 0 FROM case_contacts"
+    " WHERE occurred_at >= :s AND occurred_at < :e AND court_id IN ({ids}) GROUP BY channel",
+    "volume_category": "SELECT p.category, count(*), 0 FROM case_contacts c"
+    " JOIN petitions p ON p.id = c.petition_id WHERE c.occurred_at >= :s"
+    " AND c.occurred_at < :e AND c.court_id IN ({ids}) GROUP BY p.category",
+    "volume_court": "SELECT '', count(*), 0 FROM case_contacts"
+    " WHERE occurred_at >= :s AND occurred_at < :e AND court_id IN ({ids})",
+    "volume_level": "SELECT k.level, count(*), 0 FROM case_contacts c"
+    " JOIN courts k ON k.id = c.court_id WHERE c.occurred_at >= :s AND c.occurred_at < :e"
+    " AND c.court_id IN ({ids}) GROUP BY k.level",
+    "volume_month": "SELECT strftime('%Y-%m', occurred_at, '+8 hours'), count(*), 0"
+    " FROM case_contacts WHERE occurred_at >= :s AND occurred_at < :e"
+    " AND court_id IN ({ids}) GROUP BY 1",
+    "case_visit_ratio": "SELECT '', (SELECT count(*) FROM petitions WHERE created_at >= :s"
+    " AND created_at < :e AND court_id IN ({ids})), (SELECT coalesce(sum(decided_count), 0)"
+    " FROM court_case_counts WHERE month BETWEEN '2025-03' AND '2025-12'"
+    " AND court_id IN ({ids}))",
+    "resolution_rate": "SELECT '', sum(state = 'resolved'), count(*) FROM petitions"
+    " WHERE closed_at >= :s AND closed_at < :e AND state IN ('guided','resolved','terminated')"
+    " AND coalesce(handler_court_id, court_id) IN ({ids})",
+    "on_time_rate": "SELECT '', sum(due_at IS NULL OR closed_at <= due_at), count(*)"
+    " FROM petitions WHERE closed_at >= :s AND closed_at < :e"
+    " AND state IN ('guided','resolved','terminated')"
+    " AND coalesce(handler_court_id, court_id) IN ({ids})",
+    "overdue": "SELECT '', count(*), 0 FROM petitions WHERE state IN"
+    " ('registered','handling','assigned','reported') AND created_at < :e AND due_at < :e"
+    " AND coalesce(handler_court_id, court_id) IN ({ids})",
+    "repeat_rate": "SELECT '', count(DISTINCT CASE WHEN c.repeat THEN c.petition_id END),"
+    " count(DISTINCT c.petition_id) FROM case_contacts c JOIN petitions p"
+    " ON p.id = c.petition_id WHERE c.occurred_at >= :s AND c.occurred_at < :e"
+    " AND p.court_id IN ({ids})",
+    "video_share": "SELECT '', sum(channel = 'video'), count(*) FROM case_contacts"
+    " WHERE occurred_at >= :s AND occurred_at < :e AND court_id IN ({ids})",
+    "video_wait": "SELECT '', sum((julianday(starts_at) - julianday(created_at)) * 86400),"
+    " count(*) FROM visits WHERE created_at >= :s AND created_at < :e"
+    " AND starts_at IS NOT NULL AND kind != 'meeting' AND court_id IN ({ids})",
+}
+EXPECTED_SQL["satisfaction"] = (
+    "SELECT '', sum(score), count(*) FROM portal_ratings"
+    " WHERE created_at >= :s AND created_at < :e AND court_id IN ({ids})"
+)
+SCALE = {"case_visit_ratio": 1000.0, "video_wait": 1 / 3600, "satisfaction": 1.0}
+
+
+def expected(con: sqlite3.Connection, key: str, ids: list[int]) -> dict[str, tuple[float, float]]:
+    sql = EXPECTED_SQL[key].format(ids=",".join(map(str, ids)))
+    rows = con.execute(sql, {"s": START, "e": END}).fetchall()
+    return {str(k): (float(n or 0), float(d or 0)) for k, n, d in rows}
+
+
+def value_of(key: str, num: float, den: float) -> float | None:
+    figure = figures.BY_KEY[key]
+    if figure.kind == "count":
+        return num
+    if den == 0:
+        return None
+    return round(num / den * SCALE.get(key, 100.0), 2)
+
+
+def below(con: sqlite3.Connection, court_id: int) -> list[int]:
+    rows = con.execute(
+        "WITH RECURSIVE t(id) AS (SELECT ? UNION ALL SELECT c.id FROM courts c JOIN t"
+        " ON c.parent_id = t.id) SELECT id FROM t",
+        (court_id,),
+    ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+@pytest.fixture
+async def dataset(migrated: Settings, world: World) -> sqlite3.Connection:
+    con = sqlite3.connect(migrated.data_dir / "vreception.db")
+    generate(
+        con,
+        sorted(world.courts.values()),
+        cases=600,
+        contacts=1500,
+        visits=300,
+        start=datetime(2024, 12, 1, tzinfo=UTC),
+        days=420,
+        seed=14,
+    )
+    return con
+
+
+async def compute(settings: Settings, actor: Actor, court_id: int | None) -> Dashboard:
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            scope = await scope_for(db, actor, court_id)
+            return await figures.dashboard(db, scope, parse_period("2025-03", "2025-12", TZ))
+    finally:
+        await engine.dispose()
+
+
+def assert_cell(key: str, cell: Any, want: tuple[float, float], where: str = "") -> None:
+    assert cell.num == pytest.approx(want[0]), (key, where)
+    assert cell.den == pytest.approx(want[1]), (key, where)
+    assert cell.value == pytest.approx(value_of(key, *want)), (key, where)
+
+
+@pytest.mark.parametrize("court", ["supreme", "high", "mid_a"])
+async def test_every_figure_matches_plain_sql_for_the_scope_and_each_child_court(
+    migrated: Settings, world: World, dataset: sqlite3.Connection, court: str
+) -> None:
+    board = await compute(migrated, ADMIN, world.courts[court])
+    scope_ids = below(dataset, world.courts[court])
+    assert set(EXPECTED_SQL) == {f.key for f in FIGURES}
+    checked = 0
+    for result in board.results:
+        key = result.figure.key
+        want = expected(dataset, key, scope_ids)
+        total = (sum(n for n, _ in want.values()), sum(d for _, d in want.values()))
+        assert result.total is not None
+        assert_cell(key, result.total, total)
+        if result.figure.breakdown:
+            got = {k: c for k, c in result.by_key}
+            assert set(got) == set(want), key
+            for k, cell in got.items():
+                assert_cell(key, cell, want[k], k)
+        for node, cell in result.by_child[1:]:
+            child = expected(dataset, key, below(dataset, node.id))
+            sums = (sum(n for n, _ in child.values()), sum(d for _, d in child.values()))
+            assert_cell(key, cell, sums, node.name)
+        checked += 1
+    assert checked == len(FIGURES)
+    # the dataset is not empty where it matters
+    volume = board.result("volume_court").total
+    assert volume is not None
+    assert volume.num > 0
+
+
+async def test_satisfaction_reads_no_data_when_nobody_rated(
+    migrated: Settings, world: World, dataset: sqlite3.Connection
+) -> None:
+    board = await compute(migrated, ADMIN, None)
+    assert board.scope.root.id == world.courts["supreme"]
+    satisfaction = board.result("satisfaction").as_dict()
+    assert satisfaction["total"]["text"] == "无数据"
+    assert satisfaction["total"]["value"] is None
+
+
+async def test_ranking_lists_the_child_courts_by_resolution_rate(
+    migrated: Settings, world: World, dataset: sqlite3.Connection
+) -> None:
+    board = await compute(migrated, ADMIN, world.courts["high"])
+    ranking = board.ranking()
+    assert [r["court_id"] for r in ranking] != []
+    assert {r["court_id"] for r in ranking} == {world.courts["mid_a"], world.courts["mid_b"]}
+    rates = []
+    for row in ranking:
+        num, den = expected(dataset, "resolution_rate", below(dataset, row["court_id"]))[""]
+        assert row["resolution_rate"] == pytest.approx(value_of("resolution_rate", num, den))
+        rates.append(row["resolution_rate"])
+    assert rates == sorted(rates, reverse=True)
+    assert [r["rank"] for r in ranking] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "words"),
+    [
+        ("2025-06", "2025-01", "晚于截止月份"),
+        (None, "2025-01", "请指定统计期间"),
+        ("2025-01", "", "请指定统计期间"),
+        ("2019-01", "2025-01", "最长 5 年"),
+        ("2025-13", "2025-12", "格式应为 YYYY-MM"),
+        ("2025/01", "2025-12", "格式应为 YYYY-MM"),
+    ],
+)
+def test_bad_periods_are_refused_in_chinese(first: str | None, last: str, words: str) -> None:
+    with pytest.raises(InvalidError) as caught:
+        parse_period(first, last, TZ)
+    assert words in caught.value.message
+
+
+def test_a_period_is_whole_local_months_up_to_five_years() -> None:
+    period = parse_period("2021-01", "2025-12", TZ)
+    assert len(period.months) == 60
+    assert period.start == datetime(2020, 12, 31, 16, tzinfo=UTC)
+    assert period.end == datetime(2025, 12, 31, 16, tzinfo=UTC)
+
+
+async def test_a_basic_courts_leader_sees_only_their_court_not_a_sibling(
+    migrated: Settings, world: World
+) -> None:
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            uid = await add_staff(db, world, "leader_basic_a", Role.leader, "basic_a")
+        leader = Actor(uid, "leader_basic_a", Role.leader, world.courts["basic_a"])
+        async with create_sessionmaker(engine)() as db:
+            own = await scope_for(db, leader, None)
+            assert own.root.id == world.courts["basic_a"]
+            assert own.court_ids == {world.courts["basic_a"]}
+            for other in ("basic_b", "mid_a"):
+                with pytest.raises(PermissionDeniedError, match="本院及下级法院"):
+                    await scope_for(db, leader, world.courts[other])
+            operator = Actor(None, "op", Role.operator, world.courts["basic_a"])
+            with pytest.raises(PermissionDeniedError, match="院领导"):
+                await scope_for(db, operator, None)
+            high = Actor(None, "po_high", Role.petition_officer, world.courts["high"])
+            drill = await scope_for(db, high, world.courts["mid_b"])
+            assert drill.court_ids == {world.courts["mid_b"], world.courts["basic_b"]}
+    finally:
+        await engine.dispose()
+
+
+def test_docs_statistics_md_is_generated_from_the_figures() -> None:
+    assert (ROOT / "docs" / "statistics.md").read_text(encoding="utf-8") == (figures.render_docs())
+
+
+# ------------------------------------------------------------------ API
+
+PERIOD = {"from": "2025-03", "to": "2025-12"}
+
+
+async def error_of(resp: Any) -> str:
+    return str((await resp.json())["error"]["message"])
+
+
+async def test_api_serves_the_leaders_court_and_refuses_others_and_bad_periods(
+    make_client: MakeClient, world: World, dataset: sqlite3.Connection
+) -> None:
+    client = await make_client()
+    await login(client, "leader_high")
+    resp = await client.get("/api/v1/stats", params=PERIOD)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["court"]["id"] == world.courts["high"]
+    assert [c["name"] for c in body["children"]] == ["甲市中级人民法院", "乙市中级人民法院"]
+    got = {f["key"]: f for f in body["figures"]}
+    num, den = expected(dataset, "resolution_rate", below(dataset, world.courts["high"]))[""]
+    assert got["resolution_rate"]["total"]["value"] == value_of("resolution_rate", num, den)
+    assert got["satisfaction"]["total"]["text"] == "无数据"
+    assert {r["court_id"] for r in body["ranking"]} == {
+        world.courts["mid_a"],
+        world.courts["mid_b"],
+    }
+    backwards = await client.get("/api/v1/stats", params={"from": "2025-12", "to": "2025-03"})
+    assert backwards.status == 422
+    assert "晚于截止月份" in await error_of(backwards)
+    unbounded = await client.get("/api/v1/stats", params={"from": "2025-03"})
+    assert unbounded.status == 422
+    assert "请指定统计期间" in await error_of(unbounded)
+    above = await client.get(
+        "/api/v1/stats", params={**PERIOD, "court_id": str(world.courts["supreme"])}
+    )
+    assert above.status == 403
+    operator = await make_client()
+    await login(operator, "op_a")
+    assert (await operator.get("/api/v1/stats", params=PERIOD)).status == 403
+
+
+async def test_export_gives_the_same_tables_as_csv_and_xlsx(
+    make_client: MakeClient, world: World, dataset: sqlite3.Connection
+) -> None:
+    client = await make_client()
+    await login(client, "admin")
+    params = {**PERIOD, "court_id": str(world.courts["high"])}
+    xlsx = await client.get("/api/v1/stats/export", params={**params, "format": "xlsx"})
+    assert xlsx.status == 200
+    book = openpyxl.load_workbook(io.BytesIO(await xlsx.read()), read_only=True)
+    first = list(book.worksheets[0].iter_rows(values_only=True))
+    assert "通报排名" in str(first[0][0])
+    assert first[1][:2] == ("名次", "法院")
+    assert {row[1] for row in first[2:]} == {"甲市中级人民法院", "乙市中级人民法院"}
+    csv_resp = await client.get("/api/v1/stats/export", params={**params, "format": "csv"})
+    assert csv_resp.status == 200
+    text = (await csv_resp.read()).decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text)))
+    titles = [r[0] for r in rows if len(r) == 1]
+    sheet_titles = [next(ws.iter_rows(values_only=True))[0] for ws in book.worksheets]
+    assert titles == sheet_titles
+    assert len(titles) == len(FIGURES) + 1 + sum(1 for f in FIGURES if f.breakdown)
+
+
+def stored_counts(con: sqlite3.Connection) -> list[tuple[int, str, int]]:
+    return con.execute(
+        "SELECT court_id, month, decided_count FROM court_case_counts"
+        " WHERE month >= '2030-01' ORDER BY 1, 2"
+    ).fetchall()
+
+
+async def test_case_counts_upload_stores_all_rows_or_none(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    con = sqlite3.connect(migrated.data_dir / "vreception.db")
+    client = await make_client()
+    csrf = await login(client, "leader_high")
+    headers = {"X-CSRF-Token": csrf, "Content-Type": "text/csv"}
+    good = "court_code,month,decided_count\nMID_A,2030-01,120\nBASIC_B,2030-01,80\n"
+    resp = await client.post("/api/v1/stats/case-counts", data=good.encode(), headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["imported"] == 2
+    before = stored_counts(con)
+    assert before == [
+        (world.courts["mid_a"], "2030-01", 120),
+        (world.courts["basic_b"], "2030-01", 80),
+    ]
+    bad = (
+        "court_code,month,decided_count\nMID_A,2030-01,999\nSUPREME,2030-02,5\n"
+        "BASIC_A,2030-13,5\nBASIC_A,2030-03,-1\n"
+    )
+    refused = await client.post("/api/v1/stats/case-counts", data=bad.encode(), headers=headers)
+    assert refused.status == 422
+    message = await error_of(refused)
+    assert "未导入任何数据" in message
+    assert "第 3 行" in message and "第 4 行" in message and "第 5 行" in message
+    assert stored_counts(con) == before
+    header = await client.post(
+        "/api/v1/stats/case-counts", data=b"court,month\nMID_A,2030-01\n", headers=headers
+    )
+    assert header.status == 422
+    assert "表头" in await error_of(header)
+    assert stored_counts(con) == before
+
+
+# ------------------------------------------------------------------ page
+
+
+def test_the_stats_page_draws_charts_with_tables_and_drills_down_in_chromium(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    con = sqlite3.connect(live_server.data_dir / "vreception.db")
+    courts = dict(con.execute("SELECT code, id FROM courts").fetchall())
+    generate(
+        con,
+        sorted(courts.values()),
+        cases=300,
+        contacts=700,
+        visits=100,
+        start=datetime.now(UTC) - timedelta(days=200),
+        days=180,
+        seed=7,
+        first_id=1_000_000,
+    )
+    con.close()
+    context = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page_login(page, live_server, "admin", live_server.passwords["admin"], "/stats")
+        expect(page.locator("#stats-title")).to_contain_text("最高人民法院")
+        volume = page.locator(".figure[data-figure=volume_court]")
+        expect(volume.locator(".chart[data-ready='1'] canvas").first).to_be_visible()
+        expect(volume.locator(".figure-table tbody tr")).to_have_count(2)  # 合计, the high court
+        channel = page.locator(".figure[data-figure=volume_channel]")
+        expect(channel.locator(".chart canvas").first).to_be_visible()
+        expect(channel.locator(".figure-table")).to_contain_text(label(Channel.video))
+        page.screenshot(path=str(artifacts / "stats-country.png"))
+        page.locator("#ranking-rows a.drill", has_text="北京市高级人民法院").click()
+        expect(page.locator("#stats-title")).to_contain_text("北京市高级人民法院")
+        expect(page.locator("#ranking-rows")).to_contain_text("北京市第一中级人民法院")
+        expect(page.locator("#up")).to_be_visible()
+        expect(page.locator("#export-xlsx")).to_have_attribute(
+            "href", re.compile(rf"court_id={courts['BJGY']}.*format=xlsx|format=xlsx.*court_id")
+        )
+        page.click("#up")
+        expect(page.locator("#stats-title")).to_contain_text("最高人民法院")
+    finally:
+        context.close()

@@ -1,0 +1,97 @@
+"""Petition statistics (信访大数据): the dashboard, its CSV and XLSX export, and the import
+of cases decided per court and month. Figures are defined in scheduler/stats/figures.py."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import Field
+
+from config.errors import InvalidError
+from scheduler.stats import counts, export, figures
+from web.routes import Context, api
+from web.schemas import Answer, Query
+
+
+class StatsQuery(Query):
+    court_id: int | None = Field(None, ge=1, le=2**31 - 1)
+    from_: str | None = Field(None, alias="from", max_length=16)
+    to: str | None = Field(None, max_length=16)
+
+
+class ExportQuery(StatsQuery):
+    format: Literal["csv", "xlsx"] = "xlsx"
+
+
+class CaseCountsOut(Answer):
+    imported: int
+
+
+async def _board(ctx: Context) -> figures.Dashboard:
+    query: StatsQuery = ctx.query
+    period = figures.parse_period(query.from_, query.to, ctx.settings.tz)
+    scope = await figures.scope_for(ctx.db, ctx.me.actor(), query.court_id)
+    return await figures.dashboard(ctx.db, scope, period)
+
+
+@api.route(
+    "GET",
+    "/stats",
+    summary="Petition statistics of a court and the courts below it for a period",
+    tag="stats",
+    roles=figures.STATS_ROLES,
+    query=StatsQuery,
+    errors=(403, 404, 422),
+)
+async def get_stats(ctx: Context) -> dict[str, Any]:
+    """Every figure of docs/statistics.md for ``court_id`` (default: the caller's court)
+    from month ``from`` to month ``to`` (YYYY-MM), rolled up per child court, and the
+    ranking of the child courts (通报)."""
+    return (await _board(ctx)).as_dict()
+
+
+@api.route(
+    "GET",
+    "/stats/export",
+    summary="The statistics tables as CSV or XLSX",
+    tag="stats",
+    roles=figures.STATS_ROLES,
+    query=ExportQuery,
+    errors=(403, 404, 422),
+)
+async def export_stats(ctx: Context) -> web.Response:
+    board = await _board(ctx)
+    query: ExportQuery = ctx.query
+    name = f"stats-{board.scope.root.id}-{board.period.first}-{board.period.last}"
+    if query.format == "csv":
+        body, kind = export.to_csv(board), "text/csv; charset=utf-8"
+    else:
+        body = export.to_xlsx(board)
+        kind = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return web.Response(
+        body=body,
+        headers={
+            "Content-Type": kind,
+            "Content-Disposition": f'attachment; filename="{name}.{query.format}"',
+        },
+    )
+
+
+@api.route(
+    "POST",
+    "/stats/case-counts",
+    summary="Import cases decided per court and month (CSV), all rows or none",
+    tag="stats",
+    roles=figures.STATS_ROLES,
+    answer=CaseCountsOut,
+    errors=(403, 413, 415, 422),
+)
+async def import_case_counts(ctx: Context) -> CaseCountsOut:
+    """Body: ``text/csv``, header ``court_code,month,decided_count``. Every row is
+    checked before any is stored; a row replaces the stored count of its court and month.
+    Courts must be the caller's court or below it."""
+    if ctx.request.content_type not in ("text/csv", "text/plain", "application/octet-stream"):
+        raise InvalidError("请以 text/csv 上传结案数文件")
+    data = await ctx.request.content.read(counts.MAX_BYTES + 1)
+    return CaseCountsOut(imported=await counts.import_case_counts(ctx.db, ctx.me.actor(), data))
