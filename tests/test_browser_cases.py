@@ -296,8 +296,7 @@ def test_case_from_letter_to_followup_through_the_pages(
         "assigned",
         "flagged",
         "overdue",
-        "resolved",
-        "followup_scheduled",
+        "resolved",  # names the follow-up's due date too
         "followup",
     ]
     it = iter(kinds)
