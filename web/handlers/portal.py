@@ -23,7 +23,6 @@ from config.errors import InvalidError, NotFoundError
 from config.privacy import mask_id_number, mask_phone
 from config.settings import Settings
 from config.vocabulary import label, label_of
-from scheduler import booking
 from scheduler.cases import service as cases
 from scheduler.cases.models import Material
 from scheduler.cases.words import CaseCategory
@@ -39,6 +38,7 @@ from web.handlers.cases import (
     Upload,
     stream_material,
 )
+from web.handlers.visits import plan_visit
 from web.keys import DB, SECRET
 from web.portal_auth import (
     clear_portal_cookie,
@@ -668,18 +668,7 @@ async def book_visit_request(ctx: Context) -> RequestOut:
     actor = ctx.me.actor()
     request_id = ctx.path_id("request_id")
     await portal.pending_request(ctx.db, actor, request_id)
-    plan = await booking.plan_booking(
-        ctx.db,
-        actor,
-        ctx.settings,
-        petition_id=b.petition_id,
-        receiving_court_id=b.receiving_court_id,
-        judge_id=b.judge_id,
-        room_id=b.room_id,
-        starts_at=b.starts_at,
-        ends_at=b.ends_at,
-        kind=b.kind,
-    )
+    plan = await plan_visit(ctx, b)
     async with ctx.write() as db:
         _, message = await portal.book_request(db, actor, ctx.settings, request_id, plan)
         message_id = message.id if message else None

@@ -222,20 +222,8 @@ async def book(ctx: Context) -> VisitDetailOut:
     ``double_booking`` names the judge, room or petitioner already booked, and the visits it
     conflicts with. Without ``judge_id`` a free receiver of the court is chosen: a judge, or
     a court leader for ``kind`` leader; 判后答疑 (post_judgment) names its judge."""
-    b: VisitIn = ctx.body
     actor = ctx.me.actor()
-    plan = await booking.plan_booking(
-        ctx.db,
-        actor,
-        ctx.settings,
-        petition_id=b.petition_id,
-        receiving_court_id=b.receiving_court_id,
-        judge_id=b.judge_id,
-        room_id=b.room_id,
-        starts_at=b.starts_at,
-        ends_at=b.ends_at,
-        kind=b.kind,
-    )
+    plan = await plan_visit(ctx, ctx.body)
     async with ctx.write() as db:
         visit = await booking.commit_booking(db, actor, ctx.settings, plan)
     await ctx.fresh()
@@ -567,3 +555,20 @@ async def record_outcome(ctx: Context) -> OutcomeOut:
 async def list_outcomes(ctx: Context) -> list[OutcomeOut]:
     visit = await vs.visible_visit(ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"])
     return [_outcome(e) for e in await case_visits.visit_outcomes(ctx.db, visit)]
+
+
+async def plan_visit(ctx: Context, b: VisitIn) -> booking.BookingPlan:
+    """The booking flow's checks for a requested visit (no write yet): shared by the desk's
+    booking and the confirmation of a petitioner's online request."""
+    return await booking.plan_booking(
+        ctx.db,
+        ctx.me.actor(),
+        ctx.settings,
+        petition_id=b.petition_id,
+        receiving_court_id=b.receiving_court_id,
+        judge_id=b.judge_id,
+        room_id=b.room_id,
+        starts_at=b.starts_at,
+        ends_at=b.ends_at,
+        kind=b.kind,
+    )
