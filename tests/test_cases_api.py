@@ -319,7 +319,6 @@ async def test_every_action_route_runs_its_action_and_answers_the_case(staff: St
         "judicial_aid",
         "unflagged",
         "resolved",
-        "followup_scheduled",
         "followup",
         "review",
         "reopened",

@@ -106,6 +106,11 @@ _CASE_SENTENCES: dict[EventKind, str] = {
     EventKind.review: "{actor}对信访件进行了{text:instants}",
     EventKind.reopened: "{actor}将信访件{text:instants}",
     EventKind.correction: "{actor}{text:instants}",
+    EventKind.question: "{actor}在网上提出咨询：{text:instants}",
+    EventKind.answer: "{actor}答复了网上咨询：{text:instants}",
+    EventKind.mediation: "{actor}申请第三方化解：{text:instants}",
+    EventKind.rated: "{actor}作出满意度评价：{text:instants}",
+    EventKind.complaint: "{actor}提出投诉建议：{text:instants}",
 }
 
 # action -> (short label for lists and filters, sentence template)
@@ -167,6 +172,12 @@ ACTIONS: dict[str, tuple[str, str]] = {
         "现场来访即时接访",
         "{actor}为现场来访安排了即时接访：信访件 {petition}，{starts_at:time} 开始",
     ),
+    "meeting.schedule": (
+        "安排视频约谈",
+        "{actor}安排了视频约谈：信访件 {cases:list}，{starts_at:time} 开始，"
+        "约 {minutes} 分钟，参加人员 {invitees:list}",
+    ),
+    "sms.marked_sent": ("短信已人工发送", "{actor}确认发件箱中发往 {phone} 的短信已人工发送"),
     "visit.reschedule": ("接访改期", "{actor}将接访从 {from:span} 改至 {to:span}"),
     **{f"visit.{state.value}": texts for state, texts in _STATE_SENTENCES.items()},
     "visit.walk_in_queued": (
