@@ -61,6 +61,7 @@ async def test_every_page_links_the_favicon(make_client: MakeClient, world: Worl
         ("/cases/1", "case.html"),
         ("/meetings", "meetings.html"),
         ("/inbox", "inbox.html"),
+        ("/stats", "stats.html"),
         ("/monitor", "monitor.html"),
     ):
         assert ICON_LINK in await (await admin.get(path)).text(), path
