@@ -88,14 +88,25 @@ def parse_period(first: str | None, last: str | None, tz: ZoneInfo) -> Period:
         raise InvalidError(f"起始月份 {first} 晚于截止月份 {last}，请调换后重试")
     if count > MAX_MONTHS:
         raise InvalidError(f"统计期间最长 5 年（{MAX_MONTHS} 个月），所选期间为 {count} 个月")
-    months = []
-    for i in range(count):
-        y, m = divmod(y1 * 12 + m1 - 1 + i, 12)
-        months.append(f"{y:04d}-{m + 1:02d}")
+    months = [shift_month(f"{y1:04d}-{m1:02d}", i) for i in range(count)]
     ey, em = divmod(y2 * 12 + m2, 12)
     start = datetime(y1, m1, 1, tzinfo=tz).astimezone(UTC)
     end = datetime(ey, em + 1, 1, tzinfo=tz).astimezone(UTC)
     return Period(months[0], months[-1], tz, start, end, tuple(months))
+
+
+def parse_month(text: str | None, tz: ZoneInfo) -> Period:
+    """One whole month (``YYYY-MM``) as a period; refused when missing or malformed."""
+    if not text:
+        raise InvalidError("请选择通报月份（格式 YYYY-MM）")
+    _month_of(text, "通报月份")
+    return parse_period(text.strip(), text.strip(), tz)
+
+
+def shift_month(month: str, months: int) -> str:
+    """``month`` (``YYYY-MM``) moved by ``months`` (negative: back)."""
+    y, m = divmod(int(month[:4]) * 12 + int(month[5:7]) - 1 + months, 12)
+    return f"{y:04d}-{m + 1:02d}"
 
 
 # ------------------------------------------------------------------ scope
