@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Statistics benchmark: the dashboard and the XLSX export over HTTP against a real
-`vreception serve` process (SQLite), over a generated dataset.
+"""Statistics benchmark: the dashboard, the XLSX export and the monthly PDF report (the
+whole country, last month) over HTTP against a real `vreception serve` process (SQLite),
+over a generated dataset.
 
 Dataset (defaults): 3,500 courts in four levels, 1,000,000 cases, 3,000,000 contacts and
 500,000 visits over two years (tests/statsdata.py, the generator of the statistics tests).
@@ -110,6 +111,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     last = f"{now.year:04d}-{now.month:02d}"
     y, m = divmod(now.year * 12 + now.month - 1 - 11, 12)
     period = {"from": f"{y:04d}-{m + 1:02d}", "to": last}
+    py, pm = divmod(now.year * 12 + now.month - 2, 12)
+    last_month = f"{py:04d}-{pm + 1:02d}"  # the last whole month
     async with serve(data_dir) as server:
         country = await timed_gets(server.url, "admin", "/api/v1/stats", period, args.requests)
         log(f"country: {[round(x * 1000) for x in country]} ms")
@@ -118,6 +121,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         xlsx = await timed_gets(
             server.url, "admin", "/api/v1/stats/export", {**period, "format": "xlsx"}, 1
         )
+        report = await timed_gets(
+            server.url, "admin", "/api/v1/stats/report", {"month": last_month}, 1
+        )
+        log(f"monthly report {last_month}: {report[0]:.1f} s")
         rss = peak_rss_mb(server.pid)
     return {
         "cases": args.cases,
@@ -128,7 +135,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "dashboard_country_p99_ms": round(percentile(country, 99) * 1000, 1),
         "dashboard_court_p99_ms": round(percentile(court, 99) * 1000, 1),
         "xlsx_export_s": round(xlsx[0], 2),
-        "monthly_report_s": None,
+        "monthly_report_s": round(report[0], 2),
+        "report_month": last_month,
         "max_rss_mb": round(rss, 1),
         "load_average": load_average(),
     }

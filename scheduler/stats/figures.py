@@ -615,6 +615,20 @@ RANKING = (
     "video_share",
 )
 
+# The key figures of the monthly report (月度通报, scheduler/stats/report.py), each shown
+# beside the month before.
+REPORT = (
+    "volume_court",
+    "case_visit_ratio",
+    "resolution_rate",
+    "on_time_rate",
+    "overdue",
+    "repeat_rate",
+    "satisfaction",
+    "video_share",
+    "video_wait",
+)
+
 
 # ------------------------------------------------------------------ results
 
@@ -767,6 +781,16 @@ def render_docs() -> str:
         "- **案访比 input**: `court_case_counts(court_id, month, decided_count)`, imported "
         "as CSV (`court_code,month,decided_count`) or through "
         "`POST /api/v1/stats/case-counts`; an import replaces the rows it names.",
+        "- **Monthly report (月度信访工作通报)**: `GET /api/v1/stats/report?month=YYYY-MM"
+        "[&court_id=]` (the 月度通报 PDF button of `/stats`), an A4 PDF: a title page (court, "
+        "month, time generated in court local time); "
+        + ", ".join(BY_KEY[k].label for k in REPORT)
+        + " of the month beside the month before; charts of the month's volume by channel, "
+        "of the volume of the twelve months up to it and of the child courts' 化解率; the "
+        "ranking table (as in the export). Every number is one of the figures above, "
+        "computed the same way. Refused: a month malformed, after the current month or "
+        "before the scope's first contact; a court outside the caller's scope. Each report "
+        "and each CSV/XLSX export is audited (`stats.report`, `stats.exported`).",
         "",
     ]
     for f in FIGURES:

@@ -28,18 +28,7 @@ from scheduler.stats import export, figures
 from scheduler.stats.figures import NO_DATA, Dashboard, Period, Scope
 
 TITLE = "月度信访工作通报"
-# The key figures of the report, each with the month before beside it.
-KEY_FIGURES = (
-    "volume_court",
-    "case_visit_ratio",
-    "resolution_rate",
-    "on_time_rate",
-    "overdue",
-    "repeat_rate",
-    "satisfaction",
-    "video_share",
-    "video_wait",
-)
+KEY_FIGURES = figures.REPORT  # each with the month before beside it
 TREND_MONTHS = 12
 RANKING_CHART_MAX = 40  # courts drawn in the ranking chart; the table lists all
 CHART_CHANNEL = "信访量（按渠道）"
