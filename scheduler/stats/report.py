@@ -1,7 +1,7 @@
 """The monthly report (月度信访工作通报) of a court scope as a PDF.
 
 Every number in it comes from :mod:`scheduler.stats.figures` (the month, the month before
-and a twelve-month trend are three :func:`figures.dashboard` calls) and the ranking table is
+and a twelve-month trend are three :func:`figures.fresh_dashboard` calls) and the ranking table is
 the ranking table of the CSV/XLSX export (:func:`export.tables`). Charts are drawn with
 matplotlib's SVG backend in the Noto CJK font (fonts-noto-cjk) and embedded in an HTML page
 that WeasyPrint lays out on A4 with page numbers in the footer. Nothing is fetched from the
@@ -15,13 +15,14 @@ import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from config.db import Database
 from config.errors import InvalidError
 from scheduler.cases.models import Contact
 from scheduler.stats import export, figures
@@ -124,18 +125,28 @@ def _change(now: figures.Cell | None, before: figures.Cell | None) -> str:
 
 
 async def build(
-    db: AsyncSession, scope: Scope, period: Period, generated_at: datetime
+    database: Database,
+    db: AsyncSession,
+    scope: Scope,
+    period: Period,
+    max_age: timedelta,
+    generated_at: datetime,
 ) -> MonthlyReport:
-    """The figures of the report of ``scope`` for the month ``period``."""
+    """The figures of the report of ``scope`` for the month ``period``, from the monthly
+    store brought up to date as for the dashboard (``db`` is a reader)."""
     tz = period.tz
     before = figures.parse_month(figures.shift_month(period.first, -1), tz)
     trend = figures.parse_period(
         figures.shift_month(period.first, 1 - TREND_MONTHS), period.first, tz
     )
+
+    async def board(of: Period, keys: tuple[str, ...] | None = None) -> Dashboard:
+        return await figures.fresh_dashboard(database, db, scope, of, max_age, keys)
+
     return MonthlyReport(
-        board=await figures.dashboard(db, scope, period),
-        previous=await figures.dashboard(db, scope, before, KEY_FIGURES),
-        trend=await figures.dashboard(db, scope, trend, ("volume_month",)),
+        board=await board(period),
+        previous=await board(before, KEY_FIGURES),
+        trend=await board(trend, ("volume_month",)),
         generated_at=generated_at.astimezone(tz),
     )
 

@@ -5,6 +5,7 @@ in scheduler/stats/figures.py; every export and report is audited."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any, Literal
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from config.db import utcnow
 from config.errors import InvalidError
 from scheduler.stats import counts, export, figures, report
 from web.handlers.archive import audit_now
+from web.keys import DB
 from web.routes import Context, api
 from web.schemas import Answer, Query
 
@@ -41,7 +43,18 @@ async def _board(ctx: Context) -> figures.Dashboard:
     query: StatsQuery = ctx.query
     period = figures.parse_period(query.from_, query.to, ctx.settings.tz)
     scope = await figures.scope_for(ctx.db, ctx.me.actor(), query.court_id)
-    return await figures.dashboard(ctx.db, scope, period)
+    return await figures.fresh_dashboard(
+        ctx.request.app[DB],
+        ctx.db,
+        scope,
+        period,
+        _max_age(ctx),
+    )
+
+
+def _max_age(ctx: Context) -> timedelta:
+    """How old a stored month of statistics may be (stats_refresh_seconds)."""
+    return timedelta(seconds=ctx.settings.stats_refresh_seconds)
 
 
 @api.route(
@@ -114,7 +127,7 @@ async def monthly_report(ctx: Context) -> web.Response:
     scope = await figures.scope_for(ctx.db, ctx.me.actor(), query.court_id)
     now = utcnow()
     period = await report.report_month(ctx.db, scope, query.month, ctx.settings.tz, now)
-    built = await report.build(ctx.db, scope, period, now)
+    built = await report.build(ctx.request.app[DB], ctx.db, scope, period, _max_age(ctx), now)
     body = await asyncio.to_thread(report.to_pdf, built)
     await audit_now(ctx, "stats.report", None, court=scope.root.name, month=period.first)
     return _download(body, "application/pdf", f"report-{scope.root.id}-{period.first}.pdf")
