@@ -545,7 +545,8 @@ async def test_monthly_report_pdf_pages_show_the_figures_charts_and_ranking(
     assert "2025年11月" in texts[0]
     stamp = re.search(r"生成时间：(\d+)年(\d+)月(\d+)日 (\d\d):(\d\d)（UTC\+08:00）", texts[0])
     assert stamp is not None
-    made = datetime(*(int(g) for g in stamp.groups()), tzinfo=TZ)  # type: ignore[misc]
+    year, month, day, hour, minute = (int(g) for g in stamp.groups())
+    made = datetime(year, month, day, hour, minute, tzinfo=TZ)
     assert abs(made - datetime.now(TZ)) < timedelta(minutes=5)
 
     # 2: each key figure of the month, then of the month before, as figures.py computes it
