@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from config.db import Database
 from config.errors import InvalidError
 from scheduler.cases.models import Contact
+from scheduler.models import Court
 from scheduler.stats import export, figures
 from scheduler.stats.figures import NO_DATA, Dashboard, Period, Scope
 
@@ -48,10 +49,16 @@ def month_text(month: str) -> str:
 
 
 async def earliest_month(db: AsyncSession, scope: Scope, tz: ZoneInfo) -> str | None:
-    """The local month of the scope's first contact (信访记录), or None without any."""
-    first = await db.scalar(
-        select(func.min(Contact.occurred_at)).where(scope.where(Contact.court_id))
+    """The local month of the scope's first contact (信访记录), or None without any: the
+    earliest of each court's first contact, one seek per court on its (court, time) index
+    rather than a scan of every contact."""
+    per_court = (
+        select(func.min(Contact.occurred_at))
+        .where(Contact.court_id == Court.id)
+        .correlate(Court)
+        .scalar_subquery()
     )
+    first = await db.scalar(select(func.min(per_court)).where(scope.where(Court.id)))
     if first is None:
         return None
     return str(first.astimezone(tz).strftime("%Y-%m"))
