@@ -443,59 +443,6 @@ async def test_case_counts_upload_stores_all_rows_or_none(
     assert stored_counts(con) == before
 
 
-# ------------------------------------------------------------------ page
-
-
-@pytest.fixture(scope="module")
-def live_courts(live_server: LiveServer) -> dict[str, int]:
-    """Court ids by code of the live demo server, with a generated dataset of the last
-    200 days stored once for the page tests."""
-    con = sqlite3.connect(live_server.data_dir / "vreception.db")
-    courts = dict(con.execute("SELECT code, id FROM courts").fetchall())
-    generate(
-        con,
-        sorted(courts.values()),
-        cases=300,
-        contacts=700,
-        visits=100,
-        start=datetime.now(UTC) - timedelta(days=200),
-        days=180,
-        seed=7,
-        first_id=1_000_000,
-    )
-    con.close()
-    return courts
-
-
-def test_the_stats_page_draws_charts_with_tables_and_drills_down_in_chromium(
-    live_server: LiveServer, live_courts: dict[str, int], chromium: Any, artifacts: Path
-) -> None:
-    courts = live_courts
-    context = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
-    try:
-        page = context.new_page()
-        page_login(page, live_server, "admin", live_server.passwords["admin"], "/stats")
-        expect(page.locator("#stats-title")).to_contain_text("最高人民法院")
-        volume = page.locator(".figure[data-figure=volume_court]")
-        expect(volume.locator(".chart[data-ready='1'] canvas").first).to_be_visible()
-        expect(volume.locator(".figure-table tbody tr")).to_have_count(2)  # 合计, the high court
-        channel = page.locator(".figure[data-figure=volume_channel]")
-        expect(channel.locator(".chart canvas").first).to_be_visible()
-        expect(channel.locator(".figure-table")).to_contain_text(label(Channel.video))
-        page.screenshot(path=str(artifacts / "stats-country.png"))
-        page.locator("#ranking-rows a.drill", has_text="北京市高级人民法院").click()
-        expect(page.locator("#stats-title")).to_contain_text("北京市高级人民法院")
-        expect(page.locator("#ranking-rows")).to_contain_text("北京市第一中级人民法院")
-        expect(page.locator("#up")).to_be_visible()
-        expect(page.locator("#export-xlsx")).to_have_attribute(
-            "href", re.compile(rf"court_id={courts['BJGY']}.*format=xlsx|format=xlsx.*court_id")
-        )
-        page.click("#up")
-        expect(page.locator("#stats-title")).to_contain_text("最高人民法院")
-    finally:
-        context.close()
-
-
 # ------------------------------------------------------------------ monthly report (PDF)
 
 REPORT_MONTH, MONTH_BEFORE = "2025-11", "2025-10"
@@ -629,6 +576,59 @@ async def test_monthly_report_is_for_stats_roles_only_and_exports_are_audited(
             {"court": "某省高级人民法院", "first": "2025-03", "last": "2025-12", "format": "CSV"},
         )
     ]
+
+
+# ------------------------------------------------------------------ page
+
+
+@pytest.fixture(scope="module")
+def live_courts(live_server: LiveServer) -> dict[str, int]:
+    """Court ids by code of the live demo server, with a generated dataset of the last
+    200 days stored once for the page tests."""
+    con = sqlite3.connect(live_server.data_dir / "vreception.db")
+    courts = dict(con.execute("SELECT code, id FROM courts").fetchall())
+    generate(
+        con,
+        sorted(courts.values()),
+        cases=300,
+        contacts=700,
+        visits=100,
+        start=datetime.now(UTC) - timedelta(days=200),
+        days=180,
+        seed=7,
+        first_id=1_000_000,
+    )
+    con.close()
+    return courts
+
+
+def test_the_stats_page_draws_charts_with_tables_and_drills_down_in_chromium(
+    live_server: LiveServer, live_courts: dict[str, int], chromium: Any, artifacts: Path
+) -> None:
+    courts = live_courts
+    context = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page_login(page, live_server, "admin", live_server.passwords["admin"], "/stats")
+        expect(page.locator("#stats-title")).to_contain_text("最高人民法院")
+        volume = page.locator(".figure[data-figure=volume_court]")
+        expect(volume.locator(".chart[data-ready='1'] canvas").first).to_be_visible()
+        expect(volume.locator(".figure-table tbody tr")).to_have_count(2)  # 合计, the high court
+        channel = page.locator(".figure[data-figure=volume_channel]")
+        expect(channel.locator(".chart canvas").first).to_be_visible()
+        expect(channel.locator(".figure-table")).to_contain_text(label(Channel.video))
+        page.screenshot(path=str(artifacts / "stats-country.png"))
+        page.locator("#ranking-rows a.drill", has_text="北京市高级人民法院").click()
+        expect(page.locator("#stats-title")).to_contain_text("北京市高级人民法院")
+        expect(page.locator("#ranking-rows")).to_contain_text("北京市第一中级人民法院")
+        expect(page.locator("#up")).to_be_visible()
+        expect(page.locator("#export-xlsx")).to_have_attribute(
+            "href", re.compile(rf"court_id={courts['BJGY']}.*format=xlsx|format=xlsx.*court_id")
+        )
+        page.click("#up")
+        expect(page.locator("#stats-title")).to_contain_text("最高人民法院")
+    finally:
+        context.close()
 
 
 def test_the_leader_downloads_the_monthly_report_pdf_from_the_stats_page(
