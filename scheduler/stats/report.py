@@ -329,7 +329,7 @@ def render_html(report: MonthlyReport) -> str:
   <p class="court">{_e(court)}</p>
   <h1>{TITLE}</h1>
   <p class="month">{month}</p>
-  <p class="meta">统计范围：{_e(court)}及下级法院</p>
+  <p class="meta">统计范围：{_e(court)}{"及下级法院" if board.scope.children else ""}</p>
   <p class="meta">生成时间：{generated}</p>
 </section>
 <section>
