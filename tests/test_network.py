@@ -1,0 +1,288 @@
+"""The petitioner's terminal behind an impaired link (tests/netimpair.py, tests/netbed.py):
+what each side of a visit receives on a clean link, a 300 kbit/s downlink, 50 ± 30 ms jitter,
+5 % loss and a total outage, against the targets of issue 13 with margins. A condition the
+relay does not meet today is a strict xfail naming the figure measured, so the gap stays
+visible and the test fails the day the relay meets it (then drop the mark).
+
+One server, one namespace and one visit serve the whole module; each condition is measured
+once (on first use) and the link is clean again, with video flowing both ways, before the
+next. The policy of the link itself is tested on made-up times at the top."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.netbed import NetworkVisit, Received, Recovery, network_visit
+from tests.netimpair import CLEAN, Direction, Impairment, impaired_namespace, tun_problem
+from tests.netns import Namespace, netns_problem
+
+WINDOW_S = 8.0  # each condition's measuring window
+OUTAGE_S = 5.0
+SIDES = ("to_judge", "to_petitioner")
+
+
+def _bed_problem() -> str | None:
+    return netns_problem() or tun_problem()
+
+
+# ------------------------------------------------------------------ the link's policy
+
+
+def _run(direction: Direction, packets: list[tuple[float, bytes]], until: float) -> list[float]:
+    """Offer ``packets`` at their times; the release time of each packet forwarded, stepping
+    the made-up clock 1 ms at a time."""
+    released: list[float] = []
+    pending = sorted(packets, key=lambda p: p[0])
+    steps = int(until * 1000)
+    for step in range(steps + 1):
+        now = step / 1000
+        while pending and pending[0][0] <= now:
+            direction.offer(pending.pop(0)[1], now)
+        released += [now] * len(direction.due(now))
+    return released
+
+
+def test_loss_drops_about_the_given_share_and_nothing_else() -> None:
+    direction = Direction(Impairment(loss=0.05), rng=random.Random(7))
+    released = _run(direction, [(i / 1000, b"x" * 100) for i in range(4000)], until=4.1)
+    assert 0.04 * 4000 < direction.counters.lost < 0.06 * 4000
+    assert len(released) == 4000 - direction.counters.lost
+    assert direction.counters.overflow == direction.counters.outage == 0
+
+
+def test_rate_cap_lets_through_no_more_than_the_rate_and_drops_what_overflows() -> None:
+    direction = Direction(Impairment(rate_kbps=300, queue_ms=200))
+    # 1000-byte packets at 100 a second: 800 kbit/s into a 300 kbit/s link, for 10 s
+    released = _run(direction, [(i / 100, b"x" * 1000) for i in range(1000)], until=10.0)
+    rate = len(released) * 1000 * 8 / 10.0 / 1000
+    assert 280 < rate <= 300 + (3000 + 7500) * 8 / 10 / 1000, rate  # + burst and queue
+    assert direction.counters.overflow > 500
+    # a queue of 200 ms at 300 kbit/s holds 7500 bytes: no packet waits longer than that
+    gaps = [b - a for a, b in zip(released, released[1:], strict=False)]
+    assert min(gaps[10:]) >= 1000 * 8 / 300_000 - 0.0015, min(gaps[10:])
+
+
+def test_delay_with_jitter_stays_in_its_range_and_keeps_packets_in_order() -> None:
+    direction = Direction(Impairment(delay_ms=50, jitter_ms=30), rng=random.Random(3))
+    sent = [(i * 0.005, i.to_bytes(4, "big")) for i in range(400)]
+    order: list[int] = []
+    delays: list[float] = []
+    pending = list(sent)
+    for step in range(3000):
+        now = step / 1000
+        while pending and pending[0][0] <= now + 1e-9:
+            direction.offer(pending.pop(0)[1], now)
+        for packet in direction.due(now):
+            index = int.from_bytes(packet, "big")
+            order.append(index)
+            delays.append(now - sent[index][0])
+    assert order == sorted(order) and len(order) == 400
+    assert min(delays) >= 0.020 - 0.002 and max(delays) <= 0.080 + 0.002
+    assert max(delays) - min(delays) > 0.040  # it does vary
+
+
+def test_jitter_may_reorder_when_asked() -> None:
+    direction = Direction(Impairment(delay_ms=50, jitter_ms=30, reorder=True), random.Random(3))
+    order: list[int] = []
+    for step in range(1500):
+        now = step / 1000
+        if step < 1000 and step % 2 == 0:
+            direction.offer((step // 2).to_bytes(4, "big"), now)
+        order += [int.from_bytes(p, "big") for p in direction.due(now)]
+    assert sorted(order) == list(range(500)) and order != sorted(order)
+
+
+def test_an_outage_drops_everything_including_what_was_in_flight_until_it_ends() -> None:
+    direction = Direction(Impairment(delay_ms=100))
+    direction.offer(b"in flight", 0.0)
+    direction.configure(Impairment(delay_ms=100, outage=True), 0.05)
+    direction.offer(b"during", 0.06)
+    assert direction.due(1.0) == []
+    assert direction.counters.outage == 2
+    direction.configure(Impairment(delay_ms=100), 1.0)
+    direction.offer(b"after", 1.0)
+    assert direction.due(1.099) == [] and direction.due(1.1) == [b"after"]
+
+
+def test_lifting_a_rate_cap_releases_the_queue_at_once() -> None:
+    direction = Direction(Impairment(rate_kbps=100, queue_ms=1000))
+    for _ in range(8):
+        direction.offer(b"x" * 1200, 0.0)
+    assert len(direction.due(0.0)) == 2  # the burst (3000 bytes) lets two through
+    direction.configure(CLEAN, 0.001)
+    assert len(direction.due(0.001)) == 6
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"loss": 1.5}, "probability"),
+        ({"delay_ms": 10, "jitter_ms": 20}, "exceeds the delay"),
+        ({"rate_kbps": -1}, "negative"),
+        ({"burst_bytes": 100}, "one packet"),
+        ({"latency": 3}, "unknown impairment fields"),
+    ],
+)
+def test_impossible_impairments_are_refused_with_the_reason(
+    fields: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Impairment.from_dict(fields)
+
+
+# ------------------------------------------------------------------ the real link
+
+
+def _connect_time(ns: Namespace, host: str, port: int) -> str:
+    """Seconds a TCP connection from inside ``ns`` takes to open ("none": it does not)."""
+    code = (
+        "import socket,time\n"
+        "t=time.monotonic()\n"
+        "try:\n"
+        f"    socket.create_connection(({host!r}, {port}), timeout=2).close()\n"
+        "    print(time.monotonic()-t)\n"
+        "except OSError:\n"
+        "    print('none')\n"
+    )
+    return ns.run("python3", "-c", code).stdout.strip()
+
+
+def test_the_link_is_the_namespaces_only_way_out_and_delays_and_cuts_real_packets() -> None:
+    problem = _bed_problem()
+    if problem is not None:
+        pytest.skip(f"the network test bed needs a network namespace and TUN devices: {problem}")
+    with impaired_namespace("vu", seed=1) as link, socket.socket() as server:
+        ns = link.namespace
+        server.bind((ns.host_address, 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        assert float(_connect_time(ns, ns.host_address, port)) < 0.1
+        assert _connect_time(ns, "127.0.0.1", port) == "none"  # no loopback path to the host
+        link.both(Impairment(delay_ms=100))
+        assert float(_connect_time(ns, ns.host_address, port)) >= 0.2  # a round trip
+        link.set(down=Impairment(outage=True))
+        assert _connect_time(ns, ns.host_address, port) == "none"
+        counters = link.counters()
+        assert counters["down"].outage > 0 and counters["up"].outage == 0
+        link.both(CLEAN)
+        assert float(_connect_time(ns, ns.host_address, port)) < 0.1
+
+
+# ------------------------------------------------------------------ a visit through it
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[NetworkVisit]:
+    problem = _bed_problem()
+    if problem is not None:
+        pytest.skip(f"the network test bed needs a network namespace and TUN devices: {problem}")
+    with network_visit(seed=13) as visit:
+        yield visit
+
+
+class Conditions:
+    """Each condition measured once, on first use, from a clean link with video flowing."""
+
+    def __init__(self, bed: NetworkVisit) -> None:
+        self.bed = bed
+        self.received: dict[str, dict[str, Received]] = {}
+        self.recovered: dict[str, Recovery] = {}
+
+    def _measure(self, down: Impairment, up: Impairment) -> dict[str, Received]:
+        self.bed.link.set(down=down, up=up)
+        try:
+            return self.bed.measure(WINDOW_S)
+        finally:
+            self.bed.link.both(CLEAN)
+            self.bed.wait_for_video()
+
+    def get(self, name: str) -> dict[str, Received]:
+        if name not in self.received:
+            jitter = Impairment(delay_ms=50, jitter_ms=30)
+            impairments = {
+                "clean": (CLEAN, CLEAN),
+                "downlink_300k": (Impairment(rate_kbps=300), CLEAN),
+                "jitter_50_30": (jitter, jitter),
+                "loss_5": (Impairment(loss=0.05), Impairment(loss=0.05)),
+            }
+            self.received[name] = self._measure(*impairments[name])
+        return self.received[name]
+
+    def outage(self) -> dict[str, Recovery]:
+        if not self.recovered:
+            self.recovered = self.bed.outage(OUTAGE_S)
+            self.bed.wait_for_video()
+        return self.recovered
+
+
+@pytest.fixture(scope="module")
+def conditions(bed: NetworkVisit) -> Conditions:
+    return Conditions(bed)
+
+
+def _xfail(reason: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("side", SIDES)
+def test_clean_link_carries_full_video_and_audio(conditions: Conditions, side: str) -> None:
+    got = conditions.get("clean")[side]
+    assert got.fps >= 20, got
+    assert got.frame_height >= 360, got
+    assert got.max_freeze_s <= 1.0, got
+    assert got.audio_concealed_pct <= 5, got
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    "side",
+    ["to_judge", pytest.param("to_petitioner", marks=_xfail("TODO"))],
+)
+def test_300k_downlink_keeps_12_fps_and_no_freeze_over_1_5_s(
+    conditions: Conditions, side: str
+) -> None:
+    got = conditions.get("downlink_300k")[side]
+    assert got.fps >= 12, got
+    assert got.max_freeze_s <= 1.5, got
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    "side",
+    [pytest.param("to_judge", marks=_xfail("TODO")), "to_petitioner"],
+)
+def test_jitter_50_30_keeps_70_percent_of_clean_resolution_and_bitrate(
+    conditions: Conditions, side: str
+) -> None:
+    clean = conditions.get("clean")[side]
+    got = conditions.get("jitter_50_30")[side]
+    assert got.frame_height >= 0.7 * clean.frame_height, (got, clean)
+    assert got.kbps >= 0.7 * clean.kbps, (got, clean)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    "side",
+    [pytest.param("to_judge", marks=_xfail("TODO")), "to_petitioner"],
+)
+def test_5_percent_loss_keeps_85_percent_of_clean_frame_rate(
+    conditions: Conditions, side: str
+) -> None:
+    clean = conditions.get("clean")[side]
+    got = conditions.get("loss_5")[side]
+    assert got.fps >= 0.85 * clean.fps, (got, clean)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("side", SIDES)
+def test_video_is_back_within_3_s_of_the_network_after_an_outage(
+    conditions: Conditions, side: str
+) -> None:
+    got = conditions.outage()[side]
+    assert got.frozen_s >= OUTAGE_S - 1.0, got  # the outage did cut the video
+    assert got.recovery_s <= 3.0, got
