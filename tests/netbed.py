@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-
-import numpy as np
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -26,7 +24,7 @@ from playwright.sync_api import expect, sync_playwright
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, start_live_server, stop_live_server
 from tests.helpers import wait_until
 from tests.live import beside_playwright, checked_in_visit
-from tests.media_fixtures import FPS, HEIGHT, WIDTH, counter_frame
+from tests.media_fixtures import write_counter_y4m
 from tests.netimpair import ImpairedLink, impaired_namespace
 from tests.netns import staff_in_call
 
@@ -198,8 +196,7 @@ class NetworkVisit:
 
         def flowing() -> bool:
             return all(
-                read_window(p).fps * read_window(p).seconds >= frames
-                for p in self.pages().values()
+                read_window(p).fps * read_window(p).seconds >= frames for p in self.pages().values()
             )
 
         wait_until(flowing, timeout=timeout, interval=0.2, what=f"{frames} frames each way")
@@ -238,24 +235,6 @@ def _insecure_origin_flag(server: LiveServer) -> str:
     return f"--unsafely-treat-insecure-origin-as-secure={server.url}"
 
 
-def write_camera_y4m(path: Path, frames: int = 60, noise: int = 6) -> Path:
-    """A 640x480 30 fps camera: the numbered test frames with a camera sensor's grain
-    (± ``noise`` luma levels, new every frame), so that the encoder spends the bitrate it is
-    allowed, as with a real camera, rather than a smooth picture's few kbit/s."""
-    rng = np.random.default_rng(1)
-    chroma = np.full((HEIGHT // 2, WIDTH // 2), 128, np.uint8).tobytes()
-    with path.open("wb") as out:
-        out.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{FPS}:1 Ip A1:1 C420jpeg\n".encode())
-        for i in range(frames):
-            grain = rng.integers(-noise, noise + 1, (HEIGHT, WIDTH), dtype=np.int16)
-            luma = np.clip(counter_frame(i).astype(np.int16) + grain, 16, 235).astype(np.uint8)
-            out.write(b"FRAME\n")
-            out.write(luma.tobytes())
-            out.write(chroma)
-            out.write(chroma)
-    return path
-
-
 @contextmanager
 def network_visit(workdir: Path | None = None, seed: int | None = None) -> Iterator[NetworkVisit]:
     """The whole bed: impaired namespace, server, both browsers, the visit in progress."""
@@ -265,7 +244,7 @@ def network_visit(workdir: Path | None = None, seed: int | None = None) -> Itera
     ):
         folder = Path(tmp)
         ns = link.namespace
-        camera = write_camera_y4m(folder / "camera.y4m")
+        camera = write_counter_y4m(folder / "camera.y4m")
         server = start_live_server(
             folder / "var",
             {"VRECEPTION_MEDIA_ANNOUNCED_ADDRESSES": f'["{ns.host_address}"]'},

@@ -286,7 +286,9 @@ class Outage:
     saved: dict[str, Impairment] = field(default_factory=dict)  # what the link did before
     ended_at: float | None = None  # wall-clock time the last one ended
 
-    def start(self, seconds: float, directions: dict[str, tuple[Direction, int]], now: float) -> None:
+    def start(
+        self, seconds: float, directions: dict[str, tuple[Direction, int]], now: float
+    ) -> None:
         if seconds <= 0:
             raise ValueError(f"an outage lasts a positive time, not {seconds} s")
         if self.until is None:
@@ -410,14 +412,10 @@ def impaired_namespace(tag: str = "vi", seed: int | None = None) -> Iterator[Imp
             line = proc.stdout.readline().strip()
             if line != "ready":
                 raise RuntimeError(f"the impaired link did not start (exit {proc.wait(10)})")
-            pair = ("peer", f"{ns.host_address}/32")
-            subprocess.run(
-                ["ip", "addr", "add", f"{ns.host_address}/32", "peer", f"{ns.address}/32"]
-                + ["dev", ns.host_interface],
-                check=True,
-                capture_output=True,
-            )
+            host_side = ("addr", "add", f"{ns.host_address}/32", "peer", f"{ns.address}/32")
+            subprocess.run(["ip", *host_side, "dev", ns.host_interface], check=True)
             subprocess.run(["ip", "link", "set", ns.host_interface, "up"], check=True)
+            pair = ("peer", f"{ns.host_address}/32")
             for args in (
                 ("addr", "add", f"{ns.address}/32", *pair, "dev", ns.interface),
                 ("link", "set", ns.interface, "up"),
