@@ -304,8 +304,11 @@ def _answer(
     outage: Outage,
     now: float,
 ) -> None:
-    conn, _ = server.accept()
-    with conn:
+    try:
+        conn, _ = server.accept()
+    except OSError:
+        return
+    with conn, suppress(OSError):  # a caller that went away gets no answer
         conn.settimeout(5)
         data = b""
         while not data.endswith(b"\n"):

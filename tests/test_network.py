@@ -161,16 +161,16 @@ def test_the_link_is_the_namespaces_only_way_out_and_delays_and_cuts_real_packet
         server.bind((ns.host_address, 0))
         server.listen(8)
         port = server.getsockname()[1]
-        assert float(_connect_time(ns, ns.host_address, port)) < 0.1
+        clean = float(_connect_time(ns, ns.host_address, port))
         assert _connect_time(ns, "127.0.0.1", port) == "none"  # no loopback path to the host
         link.both(Impairment(delay_ms=100))
-        assert float(_connect_time(ns, ns.host_address, port)) >= 0.2  # a round trip
+        assert float(_connect_time(ns, ns.host_address, port)) >= 0.2 > clean  # a round trip
         link.set(down=Impairment(outage=True))
         assert _connect_time(ns, ns.host_address, port) == "none"
         counters = link.counters()
         assert counters["down"].outage > 0 and counters["up"].outage == 0
         link.both(CLEAN)
-        assert float(_connect_time(ns, ns.host_address, port)) < 0.1
+        assert float(_connect_time(ns, ns.host_address, port)) < 0.2
 
 
 # ------------------------------------------------------------------ a visit through it
