@@ -240,7 +240,9 @@ def _xfail(reason: str) -> pytest.MarkDecorator:
 
 @pytest.mark.browser
 @pytest.mark.parametrize("side", SIDES)
-def test_clean_link_carries_full_video_and_audio(conditions: Conditions, side: str) -> None:
+def test_clean_link_carries_video_at_15_fps_without_freezes_and_audio(
+    conditions: Conditions, side: str
+) -> None:
     got = conditions.get("clean")[side]
     assert got.fps >= 15, got
     assert got.frame_height >= 240, got
