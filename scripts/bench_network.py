@@ -20,9 +20,12 @@ The last line printed is one JSON object: a key per condition (``clean``: the fi
 holding ``to_judge`` (what the judge's page receives: the petitioner's camera and
 microphone) and ``to_petitioner``, each with fps, max_freeze_s (the longest time without a
 new decoded frame), audio_concealed_pct, frame_height (median), kbps (video), packets_lost,
-freeze_count and freezes_s (Chromium's own freeze detection); the outage adds recovery_s
-(network back → first frame decoded again) per side. Each condition also holds ``clean``,
-its clean reference run. Top-level: window_s, outage_s, load_avg (1 min, at the end).
+freeze_count and freezes_s (Chromium's own freeze detection), sender_cpu_limited_pct and
+sender_bandwidth_limited_pct (share of the window the sending browser's encoder held back its
+picture for its CPU or for its bandwidth estimate: which of the two made a 240p); the outage
+adds recovery_s (network back → first frame decoded again) per side. Each condition also
+holds ``clean``, its clean reference run. Top-level: window_s, outage_s, load_avg (1 min,
+at the end).
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from tests.netbed import (  # noqa: E402
     NetworkVisit,
     Received,
     network_visit,
-    read_window,
     start_window,
 )
 from tests.netimpair import CLEAN, Impairment, tun_problem  # noqa: E402
@@ -67,20 +69,16 @@ def figures(run: dict[str, Received]) -> dict[str, dict[str, Any]]:
 
 
 def outage_run(bed: NetworkVisit, outage_s: float, window_s: float) -> dict[str, dict[str, Any]]:
-    pages = bed.pages()
-    for page in pages.values():
+    for page in bed.pages().values():
         start_window(page)
     recovery = bed.outage(outage_s)
     ended = bed.link.outage_ended_at()
     assert ended is not None
     wait_until(lambda: time.time() >= ended + window_s, timeout=window_s + 5, interval=0.2)
-    out: dict[str, dict[str, Any]] = {}
-    for side, page in pages.items():
-        out[side] = {
-            **read_window(page).figures(),
-            "recovery_s": round(recovery[side].recovery_s, 2),
-        }
-    return out
+    return {
+        side: {**got.figures(), "recovery_s": round(recovery[side].recovery_s, 2)}
+        for side, got in bed.read().items()
+    }
 
 
 def main() -> None:

@@ -35,16 +35,32 @@ from tests.netns import staff_in_call
 SAMPLER = """() => {
   if (window.__vrRecv) return;
   const R = { gen: 0, pc: null, last: new Map(), lastFrameAt: null, frameTicks: [], win: null,
+              pub: null, pubGen: 0, limits: { none: 0, cpu: 0, bandwidth: 0, other: 0 },
               tot: { frames: 0, videoBytes: 0, freezes: 0, freezeS: 0, lost: 0, received: 0,
                      concealed: 0, samples: 0 } };
   const FIELDS = ["framesDecoded", "bytesReceived", "freezeCount", "totalFreezesDuration",
                   "packetsLost", "packetsReceived", "concealedSamples", "totalSamplesReceived"];
   let busy = false;
+  async function sending() {  // why this page's own camera encoder held back, in seconds
+    const pub = window.vrCall && window.vrCall.publisher;
+    if (!pub) return;
+    if (pub !== R.pub) { R.pub = pub; R.pubGen += 1; }
+    (await pub.getStats()).forEach((s) => {
+      if (s.type !== "outbound-rtp" || s.kind !== "video" || !s.qualityLimitationDurations) return;
+      const key = "pub" + R.pubGen + "/" + s.id;
+      const prev = R.last.get(key) || {};
+      Object.keys(R.limits).forEach((k) => {
+        R.limits[k] += Math.max(0, (s.qualityLimitationDurations[k] || 0) - (prev[k] || 0));
+      });
+      R.last.set(key, { ...s.qualityLimitationDurations });
+    });
+  }
   async function tick() {
     const pc = window.vrCall && window.vrCall.subscriber;
     if (busy || !pc) return;
     busy = true;
     try {
+      await sending();
       if (pc !== R.pc) { R.pc = pc; R.gen += 1; }
       const stats = await pc.getStats();
       const now = Date.now();
@@ -83,14 +99,18 @@ SAMPLER = """() => {
       }
     } finally { busy = false; }
   }
-  R.start = () => { R.win = { at: Date.now(), tot: { ...R.tot }, maxGap: 0, heights: [] }; };
+  R.start = () => {
+    R.win = { at: Date.now(), tot: { ...R.tot }, limits: { ...R.limits }, maxGap: 0, heights: [] };
+  };
   R.read = () => {
     const w = R.win, now = Date.now();
     const since = Math.max(R.lastFrameAt === null ? w.at : R.lastFrameAt, w.at);
     const delta = {};
     Object.keys(R.tot).forEach((k) => { delta[k] = R.tot[k] - w.tot[k]; });
+    const limits = {};
+    Object.keys(R.limits).forEach((k) => { limits[k] = R.limits[k] - w.limits[k]; });
     return { seconds: (now - w.at) / 1000, maxGap: Math.max(w.maxGap, now - since) / 1000,
-             heights: w.heights, ...delta };
+             heights: w.heights, limits, ...delta };
   };
   R.firstFrameAfter = (t) => { const at = R.frameTicks.find((x) => x > t); return at ?? null; };
   R.lastFrameBefore = (t) => {
@@ -116,6 +136,10 @@ class Received:
     packets_received: int
     freeze_count: int  # Chromium's own freeze detection (freezeCount)
     freezes_s: float  # totalFreezesDuration
+    # share of the window the sending browser's encoder held back its picture because of its
+    # CPU or its bandwidth estimate (outbound-rtp qualityLimitationDurations of the other page)
+    sender_cpu_limited_pct: float = 0.0
+    sender_bandwidth_limited_pct: float = 0.0
 
     def figures(self) -> dict[str, float | int]:
         """The benchmark's fields, rounded."""
@@ -126,9 +150,12 @@ def start_window(page: Any) -> None:
     page.evaluate("() => window.__vrRecv.start()")
 
 
-def read_window(page: Any) -> Received:
+def read_window(page: Any, sender: Any = None) -> Received:
+    """What ``page`` received since :func:`start_window`; with ``sender`` (the page whose
+    camera it receives), why that page's encoder held back."""
     r = page.evaluate("() => window.__vrRecv.read()")
     seconds = max(float(r["seconds"]), 1e-3)
+    limits = sender.evaluate("() => window.__vrRecv.read().limits") if sender else {}
     heights = [int(h) for h in r["heights"] if h]
     return Received(
         seconds=seconds,
@@ -141,6 +168,8 @@ def read_window(page: Any) -> Received:
         packets_received=int(r["received"]),
         freeze_count=int(r["freezes"]),
         freezes_s=float(r["freezeS"]),
+        sender_cpu_limited_pct=100 * limits.get("cpu", 0) / seconds,
+        sender_bandwidth_limited_pct=100 * limits.get("bandwidth", 0) / seconds,
     )
 
 
@@ -177,6 +206,15 @@ class NetworkVisit:
     def pages(self) -> dict[str, Any]:
         return {"to_judge": self.judge, "to_petitioner": self.petitioner}
 
+    def senders(self) -> dict[str, Any]:
+        """The page whose camera each side receives."""
+        return {"to_judge": self.petitioner, "to_petitioner": self.judge}
+
+    def read(self) -> dict[str, Received]:
+        """Each side's current window, with its sender's limitation."""
+        senders = self.senders()
+        return {name: read_window(page, senders[name]) for name, page in self.pages().items()}
+
     def measure(self, seconds: float) -> dict[str, Received]:
         """What each side receives over the next ``seconds``."""
         for page in self.pages().values():
@@ -187,7 +225,7 @@ class NetworkVisit:
             interval=0.2,
             what=f"a {seconds} s measuring window",
         )
-        return {name: read_window(page) for name, page in self.pages().items()}
+        return self.read()
 
     def wait_for_video(self, frames: int = 30, timeout: float = 60) -> None:
         """Until each side decodes ``frames`` new video frames."""
