@@ -168,8 +168,8 @@ def read_window(page: Any, sender: Any = None) -> Received:
         packets_received=int(r["received"]),
         freeze_count=int(r["freezes"]),
         freezes_s=float(r["freezeS"]),
-        sender_cpu_limited_pct=100 * limits.get("cpu", 0) / seconds,
-        sender_bandwidth_limited_pct=100 * limits.get("bandwidth", 0) / seconds,
+        sender_cpu_limited_pct=min(100.0, 100 * limits.get("cpu", 0) / seconds),
+        sender_bandwidth_limited_pct=min(100.0, 100 * limits.get("bandwidth", 0) / seconds),
     )
 
 
