@@ -290,9 +290,10 @@ async def test_the_monthly_store_serves_a_month_until_it_is_older_than_allowed(
     add_contacts(4, 100)
     assert await volume(timedelta(hours=1)) == first  # stored, not yet due
     assert await volume(timedelta(0)) > first  # due: recomputed before reading
-    assert await volume(timedelta(hours=1)) == con.execute(
-        "SELECT count(*) FROM case_contacts"
-    ).fetchone()[0]
+    assert (
+        await volume(timedelta(hours=1))
+        == con.execute("SELECT count(*) FROM case_contacts").fetchone()[0]
+    )
 
 
 def test_only_recent_months_follow_the_short_allowance_earlier_ones_a_day() -> None:
