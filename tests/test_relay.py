@@ -18,6 +18,7 @@ from aiortc.codecs import h264, opus, vpx
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from sqlalchemy import select
 
+import media.room
 from config.db import Database
 from config.settings import Settings
 from media.encoded import tap_receiver
@@ -212,6 +213,7 @@ async def test_visit_media_through_signaling(
     assert changed["participant"]["evidence"] is True
     again = await guest.call("subscribe")
     assert sorted(t["source"] for t in again["tracks"]) == ["camera", "evidence", "microphone"]
+    assert offer["renegotiation"] is False and again["renegotiation"] is True  # the same pc
     assert (await judge.call("unpublish", {"stream": "evidence"}))["ok"]
     assert (await guest.next("tracks_changed"))["participant"]["evidence"] is False
     async with Database(migrated).reader() as db:
@@ -480,3 +482,38 @@ async def test_a_track_added_and_removed_renegotiates_the_same_connection() -> N
         await pc.close()
     for task in tasks:
         task.cancel()
+
+
+async def test_a_subscription_is_replaced_on_restart_or_when_its_sections_run_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``restart`` (the page's connection failed: aiortc has no ICE restart) and a
+    subscription that would outgrow MAX_SUBSCRIBER_SECTIONS get a new connection; an answer
+    with no offer pending is refused."""
+    announce_addresses(["127.0.0.1"])
+    room = Relay().room("a" * 32)
+    judge = await publish_av(room, "judge1")
+    first = await room.subscribe("petitioner1")
+    assert first is not None and not first.renegotiation
+    pc = room.subscribers["petitioner1"]
+    again = await room.subscribe("petitioner1")  # an offer not yet answered is offered anew
+    assert again is not None and again.renegotiation and room.subscribers["petitioner1"] is pc
+    restarted = await room.subscribe("petitioner1", restart=True)
+    assert restarted is not None and not restarted.renegotiation
+    assert room.subscribers["petitioner1"] is not pc and pc.signalingState == "closed"
+
+    monkeypatch.setattr(media.room, "MAX_SUBSCRIBER_SECTIONS", 2)
+    pc = room.subscribers["petitioner1"]
+    lawyer = await publish_av(room, "lawyer1")
+    grown = await room.subscribe("petitioner1")
+    assert grown is not None and not grown.renegotiation and len(grown.tracks) == 4
+    assert room.subscribers["petitioner1"] is not pc
+
+    client = create_peer_connection()
+    await _answer(room, "petitioner1", client, grown)
+    with pytest.raises(MediaError) as refused:
+        await room.answer("petitioner1", client.localDescription.sdp)
+    assert refused.value.code == "no_offer"
+    await room.close()
+    for peer in (judge, lawyer, client):
+        await peer.close()
