@@ -326,17 +326,18 @@ class Room:
     ) -> SubscribeOffer:
         """Renegotiate the existing subscription to carry exactly ``chosen``."""
         sending = self.sending.setdefault(participant_id, {})
+        waiting = self.waiting.setdefault(participant_id, {})
         live = {t.id for t in chosen}
         for track_id in [t for t in sending if t not in live]:
             transceiver = sending.pop(track_id)
             gone = self.tracks.get(track_id)
             forward = gone.forwards.pop(participant_id, None) if gone is not None else None
-            if forward is not None:
-                forward.push(None)
+            for copy in (forward, waiting.pop(track_id, None)):
+                if copy is not None:
+                    _end_copy(copy)
             transceiver.direction = "inactive"  # aiortc cannot reject (port 0) a section
             with contextlib.suppress(Exception):
                 await transceiver.stop()  # its sender's RTP and RTCP end; the section stays
-        waiting = self.waiting.setdefault(participant_id, {})
         for track in chosen:
             if track.id not in sending:
                 transceiver, forward = self._add_sender(pc, track)
@@ -381,7 +382,7 @@ class Room:
             for track_id, forward in self.waiting.pop(participant_id, {}).items():
                 track = self.tracks.get(track_id)
                 if track is None:
-                    forward.push(None)
+                    _end_copy(forward)
                     continue
                 track.forwards[participant_id] = forward
                 if track.kind == "video":
@@ -392,9 +393,9 @@ class Room:
         for track in self.tracks.values():
             forward = track.forwards.pop(participant_id, None)
             if forward is not None:
-                forward.push(None)
+                _end_copy(forward)
         for forward in self.waiting.pop(participant_id, {}).values():
-            forward.push(None)
+            _end_copy(forward)
         self.sending.pop(participant_id, None)
         await self._close_pc(self.subscribers.pop(participant_id, None))
 
@@ -420,6 +421,11 @@ class Room:
             peer_traffic(pc, self.counters if open_room else self.relay.retired)
             with contextlib.suppress(Exception):
                 await pc.close()
+
+
+def _end_copy(forward: ForwardTrack) -> None:
+    """A subscriber's copy of a published track ends: its sender stops sending it."""
+    forward.push(None)
 
 
 def _renegotiable(pc: RTCPeerConnection) -> bool:
