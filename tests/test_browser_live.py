@@ -6,6 +6,7 @@ alone (short link, copy button)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -438,14 +439,23 @@ def test_evidence_shown_and_stopped_renegotiates_without_interrupting_the_camera
         assert state["samePc"] and state["sameTile"] and state["sameTransport"], state
         assert state["pair"] == before["pair"] and state["dtls"] == "connected", state
         assert state["pli"] == before["pli"], (before, state)  # the decoder never lost its way
-    samples = judge.evaluate("() => window.__samples")
     offers = judge.evaluate("() => window.__offers")
     assert len(offers) >= 2, offers  # shown, stopped (a participant_left would add one)
+    wait_until(
+        lambda: judge.evaluate("() => window.__samples.at(-1).t") > max(offers) + 1000,
+        what="a second of samples after the last re-offer",
+    )
+    samples = judge.evaluate("() => window.__samples")
     frames = [s["frames"] for s in samples]
     assert frames == sorted(frames) and before["framesDecoded"] < start < after["framesDecoded"]
-    for at in offers:
-        until = next(s for s in samples if s["t"] >= at + 1000)
-        since = [s for s in samples if s["t"] <= at][-1]
-        assert until["freezes"] == since["freezes"], (at, since, until)
-        assert until["frames"] > since["frames"], (at, since, until)
+    for at in offers:  # from just before a re-offer is applied to 1 s after
+        window = [s for s in samples if s["t"] <= at][-1:] + [
+            s for s in samples if at < s["t"] <= at + 1000
+        ]
+        since, until = window[0], window[-1]
+        assert until["frames"] > since["frames"], (at, window)
+        # a freeze counts when the page itself kept time (its 100 ms sampler ran): on a
+        # machine so loaded that the renderer stalls, every video freezes, renegotiated or not
+        if max(b["t"] - a["t"] for a, b in itertools.pairwise(window)) < 300:
+            assert until["freezes"] == since["freezes"], (at, window)
     _close(judge, guest)

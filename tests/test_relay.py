@@ -377,6 +377,17 @@ async def _answer(room: Room, who: str, pc: RTCPeerConnection, offer: SubscribeO
     await room.answer(who, pc.localDescription.sdp)
 
 
+def _section(sdp: str, mid: str) -> list[str]:
+    """The lines of one media section of an SDP."""
+    sections: list[list[str]] = []
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            sections.append([])
+        if sections:
+            sections[-1].append(line)
+    return next(s for s in sections if f"a=mid:{mid}" in s)
+
+
 def _directions(sdp: str) -> dict[str, str]:
     """Each media section's direction in an SDP, by mid."""
     out: dict[str, str] = {}
@@ -452,6 +463,9 @@ async def test_a_track_added_and_removed_renegotiates_the_same_connection() -> N
     assert sorted(t.source.value for t in added.tracks) == ["camera", "evidence", "microphone"]
     shown = next(t.mid for t in added.tracks if t.source is Source.evidence)
     assert shown not in {t.mid for t in first.tracks}  # a new media section
+    # the sections already flowing are offered exactly as before (nothing to reconfigure)
+    for mid in (t.mid for t in first.tracks):
+        assert _section(added.sdp, mid) == _section(first.sdp, mid)
     await _answer(room, "petitioner1", subscriber, added)
     await flowing(30, shown, camera)
 
@@ -461,6 +475,7 @@ async def test_a_track_added_and_removed_renegotiates_the_same_connection() -> N
     assert sorted(t.source.value for t in removed.tracks) == ["camera", "microphone"]
     assert _directions(removed.sdp)[shown] == "inactive"
     assert _directions(removed.sdp)[camera] == "sendonly"
+    assert _section(removed.sdp, camera) == _section(first.sdp, camera)
     await _answer(room, "petitioner1", subscriber, removed)
     await flowing(30, camera)
 
