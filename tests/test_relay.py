@@ -407,7 +407,8 @@ def _directions(sdp: str) -> dict[str, str]:
 async def test_a_track_added_and_removed_renegotiates_the_same_connection() -> None:
     """Evidence shown and then stopped reaches a subscriber by a re-offer on its existing
     connection: the new section gets media, the gone one turns inactive, the camera that
-    was already flowing never pauses, and the ICE and DTLS transports stay the same."""
+    was already flowing never pauses, and the ICE and DTLS transports stay the same; when
+    the publisher leaves, its sections turn inactive on the same connection too."""
     announce_addresses(["127.0.0.1"])
     relay = Relay()
     room = relay.room("b" * 32)
@@ -491,6 +492,15 @@ async def test_a_track_added_and_removed_renegotiates_the_same_connection() -> N
     stopped = len(arrivals[evidence_id])
     await flowing(30, camera)
     assert len(arrivals[evidence_id]) == stopped  # nothing more on the inactive section
+
+    # the only publisher leaves: the subscription stays, every section inactive, ready for
+    # whoever publishes next
+    assert await room.leave("judge1")
+    empty = await room.subscribe("petitioner1")
+    assert empty is not None and empty.renegotiation and empty.tracks == []
+    assert set(_directions(empty.sdp).values()) == {"inactive"}
+    await _answer(room, "petitioner1", subscriber, empty)
+    assert room.subscribers["petitioner1"] is relay_pc and dtls.state == "connected"
 
     await room.close()
     for pc in (judge, evidence, subscriber):
