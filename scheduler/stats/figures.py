@@ -150,14 +150,16 @@ class Scope:
 
 
 async def load_scope(db: AsyncSession, root_id: int) -> Scope:
-    """The scope below ``root_id``, from one query over the court tree."""
-    rows = (await db.execute(select(Court.id, Court.name, Court.level, Court.parent_id))).all()
-    courts = {r.id: CourtNode(r.id, r.name, r.level, r.parent_id) for r in rows}
-    if root_id not in courts:
-        raise NotFoundError("法院不存在")
+    """The scope below ``root_id``: the tree from one narrow query over every court (id and
+    parent only), names and levels for the root and its children (``courts`` holds those)."""
+    tree = (await db.execute(select(Court.id, Court.parent_id))).all()
     kids: dict[int | None, list[int]] = defaultdict(list)
-    for node in courts.values():
-        kids[node.parent_id].append(node.id)
+    parents: dict[int, int | None] = {}
+    for court_id, parent_id in tree:
+        kids[parent_id].append(court_id)
+        parents[court_id] = parent_id
+    if root_id not in parents:
+        raise NotFoundError("法院不存在")
     bucket = {root_id: root_id}
     children = sorted(kids[root_id])
     for child in children:
@@ -166,12 +168,18 @@ async def load_scope(db: AsyncSession, root_id: int) -> Scope:
             current = stack.pop()
             bucket[current] = child
             stack.extend(kids[current])
+    named = await db.execute(
+        select(Court.id, Court.name, Court.level, Court.parent_id).where(
+            Court.id.in_([root_id, *children])
+        )
+    )
+    courts = {r.id: CourtNode(r.id, r.name, r.level, r.parent_id) for r in named}
     return Scope(
         root=courts[root_id],
         children=tuple(courts[c] for c in children),
         bucket=bucket,
         courts=courts,
-        whole_tree=courts[root_id].parent_id is None,
+        whole_tree=parents[root_id] is None,
     )
 
 

@@ -39,9 +39,24 @@ def upgrade() -> None:
         sa.Column("refreshed_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("month", name=op.f("pk_stats_months")),
     )
+    # computing a month: the contacts' scan reads the index alone; so does overdue
+    op.drop_index("ix_case_contacts_time", table_name="case_contacts")
+    op.create_index(
+        "ix_case_contacts_period",
+        "case_contacts",
+        ["occurred_at", "court_id", "channel", "repeat", "petition_id"],
+    )
+    op.create_index(
+        "ix_petitions_overdue",
+        "petitions",
+        ["due_at", "state", "created_at", "court_id", "handler_court_id"],
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_petitions_overdue", table_name="petitions")
+    op.drop_index("ix_case_contacts_period", table_name="case_contacts")
+    op.create_index("ix_case_contacts_time", "case_contacts", ["occurred_at", "court_id"])
     op.drop_table("stats_months")
     op.drop_index("ix_stats_monthly_court", table_name="stats_monthly")
     op.drop_table("stats_monthly")
