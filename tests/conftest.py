@@ -22,7 +22,15 @@ from aiohttp.test_utils import TestClient
 
 from config.db import create_engine, create_sessionmaker
 from config.settings import Settings
-from tests.helpers import Booking, World, free_port, seed_booking, seed_world, wait_until
+from tests.helpers import (
+    Booking,
+    World,
+    free_port,
+    seed_booking,
+    seed_world,
+    stop_process,
+    wait_until,
+)
 from web.app import create_app
 from web.cli import migrate
 
@@ -350,11 +358,7 @@ def start_live_server(
 
 
 def stop_live_server(server: LiveServer) -> None:
-    server.proc.terminate()
-    try:
-        server.proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
+    stop_process(server.proc, timeout=20)
 
 
 @pytest.fixture(scope="module")

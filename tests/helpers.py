@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop_process(
+    proc: subprocess.Popen[Any], timeout: float = 10, how: int = signal.SIGTERM
+) -> None:
+    """Ask ``proc`` to stop (SIGTERM by default), and kill it if it has not within ``timeout``."""
+    proc.send_signal(how)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def wait_until(

@@ -427,11 +427,9 @@ def impaired_namespace(tag: str = "vi", seed: int | None = None) -> Iterator[Imp
                 subprocess.run(["ip", "-n", ns.name, *args], check=True, capture_output=True)
             yield ImpairedLink(ns, control, proc)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            from tests.helpers import stop_process  # not at the top: the forwarder stays light
+
+            stop_process(proc)
 
 
 def main() -> None:

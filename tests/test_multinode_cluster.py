@@ -26,7 +26,7 @@ from config.settings import Settings
 from media.transport import announce_addresses
 from recorder.models import STEPS, Recording, RecordingState
 from tests.conftest import ROOT, PostgresServer, RedisServer
-from tests.helpers import wait_for, wait_until
+from tests.helpers import stop_process, wait_for, wait_until
 from tests.live import Client, checked_in_visit, staff_cookie
 from tests.pki import CourtPKI, make_pki
 
@@ -90,11 +90,7 @@ def cluster(
             folder=folder,
         )
     finally:
-        script.send_signal(signal.SIGTERM)  # it stops nginx, the nodes and the worker
-        try:
-            script.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            script.kill()
+        stop_process(script, timeout=60)  # it stops nginx, the nodes and the worker
         log.close()
 
 

@@ -30,7 +30,7 @@ from playwright.sync_api import expect, sync_playwright
 from config.settings import ConfigError, load_settings
 from config.turn import IceServers, turn_credentials
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, start_live_server, stop_live_server
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, stop_process, wait_until
 from tests.live import checked_in_visit
 from tests.netns import Namespace, netns_problem, network_namespace, staff_in_call
 from tests.test_browser_visit import _frames_decoded, _wait
@@ -178,11 +178,7 @@ def coturn(
         wait_until(listening, timeout=30, what="coturn listening")
         yield Coturn(address, port, proc, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 async def _allocate(server: Coturn, username: str, password: str) -> bool:
