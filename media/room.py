@@ -26,8 +26,9 @@ from aiortc import (
 
 from config.turn import IceServers
 from media import seams
-from media.encoded import ForwardTrack, forward_keyframe_requests, keyframe_requester, tap_receiver
+from media.encoded import forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
+from media.forward import ForwardTrack, forward_rtp
 from media.stats import Traffic, count_nacks_received, count_nacks_sent, peer_traffic
 from media.transport import (
     Network,
@@ -83,6 +84,7 @@ class PublishedTrack:
     remote: MediaStreamTrack
     codec_mime: str
     source: Source = Source.camera
+    clock_rate: int = 90000
     role: str = ""  # the publisher's role and name in the room (for recordings)
     name: str = ""
     forwards: dict[str, ForwardTrack] = field(default_factory=dict)
@@ -199,7 +201,10 @@ class Room:
                         if track.kind == "audio"
                         else Source.camera
                     )
-                    self._start_track(participant_id, track, receiver, codecs[0].mimeType, source)
+                    published = self._start_track(
+                        participant_id, track, receiver, codecs[0], source
+                    )
+                    forward_rtp(receiver, codecs, published.forwards)
         return str(pc.localDescription.sdp)
 
     async def unpublish(self, participant_id: str, stream: Stream) -> bool:
@@ -213,9 +218,9 @@ class Room:
         participant_id: str,
         track: MediaStreamTrack,
         receiver: RTCRtpReceiver,
-        mime: str,
+        codec: Any,
         source: Source,
-    ) -> None:
+    ) -> PublishedTrack:
         published = PublishedTrack(
             id=secrets.token_hex(8),
             visit_id=self.visit_id,
@@ -223,8 +228,9 @@ class Room:
             kind=track.kind,
             receiver=receiver,
             remote=track,
-            codec_mime=mime,
+            codec_mime=codec.mimeType,
             source=source,
+            clock_rate=codec.clockRate,
             role=self.people.get(participant_id, ("", ""))[0],
             name=self.people.get(participant_id, ("", ""))[1],
             counters=self.counters,
@@ -233,9 +239,11 @@ class Room:
         for sink in self.relay.sinks:
             sink.track_started(self.visit_id, published)
         published.task = asyncio.create_task(self._pump(published), name=f"pump-{published.id}")
+        return published
 
     async def _pump(self, track: PublishedTrack) -> None:
-        """Drain the publisher's track from the start (its queue is unbounded) and fan out."""
+        """Drain the publisher's track from the start (its queue is unbounded): its frames,
+        assembled once, go to the sinks (subscribers get the RTP packets, forward_rtp)."""
         counters = self.counters
         try:
             while True:
@@ -246,15 +254,13 @@ class Room:
                 track.packets += 1
                 counters.frames_in += 1
                 counters.bytes_in += packet.size
-                for forward in list(track.forwards.values()):
-                    forward.push(packet)
                 for sink in self.relay.sinks:
                     sink.packet(track, packet, arrival)
         except MediaStreamError:
             pass
         finally:
             for forward in list(track.forwards.values()):
-                forward.push(None)
+                forward.end()
             for sink in self.relay.sinks:
                 sink.track_ended(track)
             self.tracks.pop(track.id, None)
@@ -276,8 +282,11 @@ class Room:
         self.subscribers[participant_id] = pc
         transceivers = []
         for track in chosen:
-            forward = ForwardTrack(track.kind, track.codec, track.request_keyframe)
+            forward = ForwardTrack(
+                track.kind, track.codec, track.clock_rate, track.request_keyframe
+            )
             transceiver = pc.addTransceiver(forward, direction="sendonly")
+            forward.attach(transceiver)
             transceiver.setCodecPreferences(_preferences(track))
             forward_keyframe_requests(transceiver.sender, track.request_keyframe, self.counters)
             count_nacks_received(transceiver.sender, self.counters)
@@ -311,7 +320,7 @@ class Room:
         for track in self.tracks.values():
             forward = track.forwards.pop(participant_id, None)
             if forward is not None:
-                forward.push(None)
+                forward.end()
         await self._close_pc(self.subscribers.pop(participant_id, None))
         published = False
         for stream in Stream:

@@ -21,6 +21,7 @@ from typing import Any
 import aioice.candidate
 import aioice.ice
 import aioice.turn
+import aiortc.rtcdtlstransport
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import aiortc.rtcrtptransceiver
@@ -41,6 +42,10 @@ _RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
 _PACKET_COUNT = "_RTCRtpSender__packet_count"
 _OCTET_COUNT = "_RTCRtpSender__octet_count"
 _SENDER_STATS = "_RTCRtpSender__stats"
+_RTP_HISTORY = "_RTCRtpSender__rtp_history"
+_EXTENSIONS_MAP = "_RTCRtpSender__rtp_header_extensions_map"
+_NTP_TIMESTAMP = "_RTCRtpSender__ntp_timestamp"
+_RTP_TIMESTAMP = "_RTCRtpSender__rtp_timestamp"
 
 
 class SeamError(MediaError):
@@ -125,6 +130,17 @@ def packet_payload(packet: aiortc.rtp.RtpPacket) -> bytes:
     return data
 
 
+def wrap_rtp_handler(
+    receiver: RTCRtpReceiver,
+    wrapper: Callable[[Callable[[aiortc.rtp.RtpPacket, int], Awaitable[None]]], Any],
+) -> None:
+    """Replace what the receiver does with each incoming RTP packet by ``wrapper(original)``
+    (the DTLS transport calls ``receiver._handle_rtp_packet(packet, arrival_time_ms=...)``
+    for every SRTP-unprotected packet routed to it)."""
+
+    receiver._handle_rtp_packet = wrapper(receiver._handle_rtp_packet)  # type: ignore[method-assign]
+
+
 class LowLatencyJitterBuffer(JitterBuffer):
     """aiortc's jitter buffer, but a frame leaves as soon as it is complete: a video frame at
     its marker bit (aiortc waits for the next frame's first packet, one frame interval), an
@@ -183,6 +199,44 @@ def sender_stats(sender: RTCRtpSender) -> dict[str, Any]:
     """The sender's stats report (holds the subscriber's receiver report)."""
     stats: dict[str, Any] = getattr(sender, _SENDER_STATS, {})
     return stats
+
+
+@dataclass(frozen=True)
+class SenderWire:
+    """What a forwarder needs of a started ``RTCRtpSender`` to send RTP packets as the sender
+    would itself: its SSRC, its header extension map, its RTP history (aiortc's NACK handling
+    retransmits from it, as RTX where negotiated) and the SRTP-protecting send of its DTLS
+    transport."""
+
+    ssrc: int
+    extensions: aiortc.rtp.HeaderExtensionsMap
+    history: dict[int, aiortc.rtp.RtpPacket]
+    history_size: int
+    send_rtp: Callable[[bytes], Awaitable[None]]
+    # accounts one packet sent (NTP time, RTP timestamp, payload size) for the sender reports
+    sent: Callable[[int, int, int], None]
+
+
+def sender_wire(sender: RTCRtpSender) -> SenderWire:
+    """The sender's sending parts (call once ``send()`` has run: it configures the map)."""
+    return SenderWire(
+        ssrc=int(sender._ssrc),
+        extensions=getattr(sender, _EXTENSIONS_MAP),
+        history=getattr(sender, _RTP_HISTORY),
+        history_size=aiortc.rtp.RTP_HISTORY_SIZE,
+        send_rtp=sender.transport._send_rtp,
+        sent=lambda ntp, timestamp, size: _note_sent(sender, ntp, timestamp, size),
+    )
+
+
+def _note_sent(sender: RTCRtpSender, ntp: int, rtp_timestamp: int, payload_size: int) -> None:
+    """Account one RTP packet sent past the sender's own loop, as its loop would: its RTCP
+    sender report pairs the NTP time of the last packet with that packet's RTP timestamp and
+    carries the packet and octet counts."""
+    setattr(sender, _NTP_TIMESTAMP, ntp)
+    setattr(sender, _RTP_TIMESTAMP, rtp_timestamp)
+    setattr(sender, _PACKET_COUNT, getattr(sender, _PACKET_COUNT) + 1)
+    setattr(sender, _OCTET_COUNT, getattr(sender, _OCTET_COUNT) + payload_size)
 
 
 def is_nack(packet: Any) -> bool:
@@ -357,6 +411,57 @@ def _seams() -> list[Seam]:
             used_in=(buffer.__init__,),
         ),
         Seam("JitterBuffer.capacity", buffer, "capacity"),
+        Seam(
+            "RTCRtpReceiver._handle_rtp_packet",
+            receiver,
+            "_handle_rtp_packet",
+            ("self", "packet", "arrival_time_ms"),
+            used_in=(aiortc.rtcdtlstransport.RTCDtlsTransport._handle_rtp_data,),
+        ),
+        Seam(
+            "RTCDtlsTransport._send_rtp",
+            aiortc.rtcdtlstransport.RTCDtlsTransport,
+            "_send_rtp",
+            ("self", "data"),
+            used_in=(sender._run_rtp, sender._retransmit),
+        ),
+        Seam(
+            "RTCRtpSender._ssrc",
+            sender,
+            "_ssrc",
+            instance=True,
+            used_in=(sender.__init__, sender._run_rtcp, sender._run_rtp),
+        ),
+        Seam(
+            "RTCRtpSender.__rtp_history",
+            sender,
+            _RTP_HISTORY,
+            instance=True,
+            used_in=(sender.__init__, sender._run_rtp, sender._retransmit),
+        ),
+        Seam(
+            "RTCRtpSender.__rtp_header_extensions_map",
+            sender,
+            _EXTENSIONS_MAP,
+            instance=True,
+            used_in=(sender.__init__, sender.send, sender._retransmit),
+        ),
+        Seam(
+            "RTCRtpSender.__ntp_timestamp",
+            sender,
+            _NTP_TIMESTAMP,
+            instance=True,
+            used_in=(sender.__init__, sender._run_rtp, sender._run_rtcp),
+        ),
+        Seam(
+            "RTCRtpSender.__rtp_timestamp",
+            sender,
+            _RTP_TIMESTAMP,
+            instance=True,
+            used_in=(sender.__init__, sender._run_rtp, sender._run_rtcp),
+        ),
+        Seam("RTCRtpSender._retransmit", sender, "_retransmit", ("self", "sequence_number")),
+        Seam("aiortc.rtp.RTP_HISTORY_SIZE", aiortc.rtp, "RTP_HISTORY_SIZE"),
         Seam("RTCRtpSender._send_keyframe", sender, "_send_keyframe", ("self",)),
         Seam("RTCRtpSender._handle_rtcp_packet", sender, "_handle_rtcp_packet", ("self", "packet")),
         Seam(
@@ -364,14 +469,14 @@ def _seams() -> list[Seam]:
             sender,
             _PACKET_COUNT,
             instance=True,
-            used_in=(sender.__init__,),
+            used_in=(sender.__init__, sender._run_rtcp),
         ),
         Seam(
             "RTCRtpSender.__octet_count",
             sender,
             _OCTET_COUNT,
             instance=True,
-            used_in=(sender.__init__,),
+            used_in=(sender.__init__, sender._run_rtcp),
         ),
         Seam(
             "RTCRtpSender.__stats", sender, _SENDER_STATS, instance=True, used_in=(sender.__init__,)
