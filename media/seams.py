@@ -333,6 +333,18 @@ class Seam:
         return None
 
 
+class _Missing:
+    """Stands in for a function a seam's check reads that no longer exists."""
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.__qualname__ = f"{getattr(owner, '__qualname__', owner.__name__)}.{name}（不存在）"
+
+
+def _fn(owner: Any, name: str) -> Any:
+    """``owner.name`` for a seam's ``used_in``, or a stand-in the check reports as missing."""
+    return getattr(owner, name, None) or _Missing(owner, name)
+
+
 def _names(code: Any) -> set[str]:
     """The attribute and global names a function's code (and its nested code) uses."""
     names = set(code.co_names)
@@ -351,28 +363,32 @@ def _seams() -> list[Seam]:
             receiver,
             _DECODER_QUEUE,
             instance=True,
-            used_in=(receiver.__init__, receiver.receive, receiver._handle_rtp_packet),
+            used_in=(
+                _fn(receiver, "__init__"),
+                _fn(receiver, "receive"),
+                _fn(receiver, "_handle_rtp_packet"),
+            ),
         ),
         Seam(
             "RTCRtpReceiver.__jitter_buffer",
             receiver,
             _JITTER_BUFFER,
             instance=True,
-            used_in=(receiver.__init__, receiver._handle_rtp_packet),
+            used_in=(_fn(receiver, "__init__"), _fn(receiver, "_handle_rtp_packet")),
         ),
         Seam(
             "RemoteStreamTrack._queue",
             aiortc.rtcrtpreceiver.RemoteStreamTrack,
             "_queue",
             instance=True,
-            used_in=(aiortc.rtcrtpreceiver.RemoteStreamTrack.__init__,),
+            used_in=(_fn(aiortc.rtcrtpreceiver.RemoteStreamTrack, "__init__"),),
         ),
         Seam(
             "RtpPacket._data",
             receiver,
             "_data",
             instance=True,
-            used_in=(receiver._handle_rtp_packet,),
+            used_in=(_fn(receiver, "_handle_rtp_packet"),),
         ),
         Seam("RTCRtpReceiver._send_rtcp_pli", receiver, "_send_rtcp_pli", ("self", "media_ssrc")),
         Seam(
@@ -386,21 +402,21 @@ def _seams() -> list[Seam]:
             receiver,
             _REMOTE_STREAMS,
             instance=True,
-            used_in=(receiver.__init__,),
+            used_in=(_fn(receiver, "__init__"),),
         ),
         Seam(
             "RTCRtpReceiver.__rtx_ssrc",
             receiver,
             _RTX_SSRC,
             instance=True,
-            used_in=(receiver.__init__,),
+            used_in=(_fn(receiver, "__init__"),),
         ),
         Seam(
             "JitterBuffer._remove_frame",
             buffer,
             "_remove_frame",
             ("self", "sequence_number"),
-            used_in=(buffer.add,),
+            used_in=(_fn(buffer, "add"),),
         ),
         Seam("JitterBuffer.remove", buffer, "remove", ("self", "count")),
         Seam(
@@ -408,7 +424,7 @@ def _seams() -> list[Seam]:
             buffer,
             "_packets",
             instance=True,
-            used_in=(buffer.__init__,),
+            used_in=(_fn(buffer, "__init__"),),
         ),
         Seam("JitterBuffer.capacity", buffer, "capacity"),
         Seam(
@@ -416,49 +432,49 @@ def _seams() -> list[Seam]:
             receiver,
             "_handle_rtp_packet",
             ("self", "packet", "arrival_time_ms"),
-            used_in=(aiortc.rtcdtlstransport.RTCDtlsTransport._handle_rtp_data,),
+            used_in=(_fn(aiortc.rtcdtlstransport.RTCDtlsTransport, "_handle_rtp_data"),),
         ),
         Seam(
             "RTCDtlsTransport._send_rtp",
             aiortc.rtcdtlstransport.RTCDtlsTransport,
             "_send_rtp",
             ("self", "data"),
-            used_in=(sender._run_rtp, sender._retransmit),
+            used_in=(_fn(sender, "_run_rtp"), _fn(sender, "_retransmit")),
         ),
         Seam(
             "RTCRtpSender._ssrc",
             sender,
             "_ssrc",
             instance=True,
-            used_in=(sender.__init__, sender._run_rtcp, sender._run_rtp),
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtcp"), _fn(sender, "_run_rtp")),
         ),
         Seam(
             "RTCRtpSender.__rtp_history",
             sender,
             _RTP_HISTORY,
             instance=True,
-            used_in=(sender.__init__, sender._run_rtp, sender._retransmit),
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtp"), _fn(sender, "_retransmit")),
         ),
         Seam(
             "RTCRtpSender.__rtp_header_extensions_map",
             sender,
             _EXTENSIONS_MAP,
             instance=True,
-            used_in=(sender.__init__, sender.send, sender._retransmit),
+            used_in=(_fn(sender, "__init__"), _fn(sender, "send"), _fn(sender, "_retransmit")),
         ),
         Seam(
             "RTCRtpSender.__ntp_timestamp",
             sender,
             _NTP_TIMESTAMP,
             instance=True,
-            used_in=(sender.__init__, sender._run_rtp, sender._run_rtcp),
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtp"), _fn(sender, "_run_rtcp")),
         ),
         Seam(
             "RTCRtpSender.__rtp_timestamp",
             sender,
             _RTP_TIMESTAMP,
             instance=True,
-            used_in=(sender.__init__, sender._run_rtp, sender._run_rtcp),
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtp"), _fn(sender, "_run_rtcp")),
         ),
         Seam("RTCRtpSender._retransmit", sender, "_retransmit", ("self", "sequence_number")),
         Seam("aiortc.rtp.RTP_HISTORY_SIZE", aiortc.rtp, "RTP_HISTORY_SIZE"),
@@ -469,24 +485,28 @@ def _seams() -> list[Seam]:
             sender,
             _PACKET_COUNT,
             instance=True,
-            used_in=(sender.__init__, sender._run_rtcp),
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtcp")),
         ),
         Seam(
             "RTCRtpSender.__octet_count",
             sender,
             _OCTET_COUNT,
             instance=True,
-            used_in=(sender.__init__, sender._run_rtcp),
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtcp")),
         ),
         Seam(
-            "RTCRtpSender.__stats", sender, _SENDER_STATS, instance=True, used_in=(sender.__init__,)
+            "RTCRtpSender.__stats",
+            sender,
+            _SENDER_STATS,
+            instance=True,
+            used_in=(_fn(sender, "__init__"),),
         ),
         Seam(
             "RTCRtpTransceiver._codecs",
             aiortc.rtcrtptransceiver.RTCRtpTransceiver,
             "_codecs",
             instance=True,
-            used_in=(aiortc.rtcrtptransceiver.RTCRtpTransceiver.__init__,),
+            used_in=(_fn(aiortc.rtcrtptransceiver.RTCRtpTransceiver, "__init__"),),
         ),
         Seam("aiortc.rtp.RTCP_RTPFB_NACK", aiortc.rtp, "RTCP_RTPFB_NACK"),
         Seam("aiortc.rtp.RtcpRtpfbPacket", aiortc.rtp, "RtcpRtpfbPacket"),
@@ -495,7 +515,7 @@ def _seams() -> list[Seam]:
             ice,
             "get_host_addresses",
             ("use_ipv4", "use_ipv6"),
-            used_in=(ice.Connection.gather_candidates,),
+            used_in=(_fn(ice.Connection, "gather_candidates"),),
         ),
         Seam(
             "aioice.ice.Connection.get_component_candidates",
@@ -508,7 +528,7 @@ def _seams() -> list[Seam]:
             ice.Connection,
             "_protocols",
             instance=True,
-            used_in=(ice.Connection.__init__,),
+            used_in=(_fn(ice.Connection, "__init__"),),
         ),
         Seam("aioice.ice.StunProtocol", ice, "StunProtocol", ("receiver",)),
         Seam("aioice.turn.UDP_SOCKET_BUFFER_SIZE", aioice.turn, "UDP_SOCKET_BUFFER_SIZE"),

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -28,7 +29,8 @@ class NoiseTrack(AudioStreamTrack):
 
     async def recv(self) -> Any:
         frame = await super().recv()
-        noise = np.random.default_rng().integers(-3000, 3000, frame.samples, dtype=np.int16)
+        assert isinstance(frame, av.AudioFrame)
+        noise = np.random.default_rng().integers(-3000, 3000, frame.samples).astype(np.int16)
         frame.planes[0].update(noise.tobytes())
         return frame
 
@@ -124,7 +126,7 @@ async def test_subscriber_gets_the_publishers_packets_rewritten_and_nacks_are_an
             received[track.kind].append(_seen(packet))
             await original(packet, arrival_time_ms)
 
-        receiver._handle_rtp_packet = spy
+        receiver._handle_rtp_packet = spy  # type: ignore[method-assign]
 
     offer = await room.subscribe("petitioner1")
     assert offer is not None
