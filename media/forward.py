@@ -10,7 +10,8 @@ through media/seams.py).
   the subscriber's ``RTCRtpSender`` (whose own loop it keeps idle: ``recv()`` returns only
   when the track ends) and sends the rewritten packets through that sender's transport,
   keeping them in the sender's RTP history so aiortc answers the subscriber's NACKs (as RTX
-  where negotiated) and its RTCP sender reports stay true. Video starts at a keyframe.
+  where negotiated) and its RTCP sender reports stay true. Video starts at a keyframe: the
+  track's latest one if it is recent (:class:`KeyframeCache`), else one it asks for.
 """
 
 from __future__ import annotations
@@ -80,6 +81,36 @@ def starts_keyframe(codec: str, payload: bytes) -> bool:
     return True
 
 
+class KeyframeCache:
+    """The packets of a published video track since its latest keyframe began, while that
+    keyframe is recent (``max_age`` seconds, at most ``limit`` packets): a subscriber that
+    starts sending replays them instead of waiting for a keyframe it has to ask for."""
+
+    def __init__(self, codec: str, max_age: float = 0.5, limit: int = 256) -> None:
+        self.codec = codec
+        self.max_age = int(max_age * (1 << 32))  # NTP units
+        self.limit = limit
+        self.packets: list[RtpPacket] = []
+        self._started = 0  # NTP time the keyframe began
+
+    def add(self, packet: RtpPacket, ntp: int) -> None:
+        if starts_keyframe(self.codec, packet.payload) and not (
+            # H.264: the SPS and the IDR slice of one access unit both start it
+            self.packets and self.packets[0].timestamp == packet.timestamp
+        ):
+            self.packets = [packet]
+            self._started = ntp
+        elif self.packets:
+            if len(self.packets) >= self.limit or ntp - self._started > self.max_age:
+                self.packets = []
+            else:
+                self.packets.append(packet)
+
+    def recent(self, ntp: int) -> list[RtpPacket]:
+        """From the latest keyframe on, if it began no more than ``max_age`` ago."""
+        return list(self.packets) if ntp - self._started <= self.max_age else []
+
+
 class ForwardTrack(MediaStreamTrack):
     """One subscriber's copy of a published track: rewrites and sends its RTP packets.
 
@@ -91,9 +122,15 @@ class ForwardTrack(MediaStreamTrack):
     """
 
     def __init__(
-        self, kind: str, codec: str, clock_rate: int, request_keyframe: Callable[[], None]
+        self,
+        kind: str,
+        codec: str,
+        clock_rate: int,
+        request_keyframe: Callable[[], None],
+        keyframes: KeyframeCache | None = None,
     ) -> None:
         super().__init__()
+        self.keyframes = keyframes
         self.kind = kind
         self.codec = codec
         self.clock_rate = clock_rate
@@ -115,8 +152,11 @@ class ForwardTrack(MediaStreamTrack):
         self._ts_offset = 0
 
     def attach(self, transceiver: RTCRtpTransceiver) -> None:
-        """The subscriber's transceiver whose sender carries this track."""
+        """The subscriber's transceiver whose sender carries this track. Video asks for a
+        keyframe now, so that one is at hand when the connection is up."""
         self._transceiver = transceiver
+        if self._video:
+            self.request_keyframe()
 
     @property
     def sending(self) -> bool:
@@ -129,23 +169,30 @@ class ForwardTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._wire is None and self._transceiver is not None:
-            self._begin(self._transceiver)
+            await self._begin(self._transceiver)
         await self._ended.wait()
         raise MediaStreamError
 
-    def _begin(self, transceiver: RTCRtpTransceiver) -> None:
+    async def _begin(self, transceiver: RTCRtpTransceiver) -> None:
         codecs = seams.negotiated_codecs(transceiver)
         if codecs:
             wire = seams.sender_wire(transceiver.sender)
-            self.send_through(wire, int(codecs[0].payloadType), transceiver.mid)
+            await self.start_sending(wire, int(codecs[0].payloadType), transceiver.mid)
 
-    def send_through(self, wire: seams.SenderWire, payload_type: int, mid: str | None) -> None:
-        """Start sending: with this payload type and MID, through ``wire``."""
+    async def start_sending(
+        self, wire: seams.SenderWire, payload_type: int, mid: str | None
+    ) -> None:
+        """Send from now on, with this payload type and MID, through ``wire``; video starts
+        with the published track's latest keyframe if it is recent, else asks for one."""
         self._payload_type = payload_type
         self._mid = mid
         self._wire = wire
-        if self._video:
-            self.request_keyframe()  # a subscriber starts on a keyframe: ask for one now
+        if self.keyframes is not None:
+            ntp = clock.current_ntp_time()
+            for packet in self.keyframes.recent(ntp):
+                await self.forward(packet, ntp, (ntp >> 14) & 0x00FFFFFF)
+        if self._video and self._source is None:
+            self.request_keyframe()
 
     def end(self) -> None:
         """The published track ended (or the subscriber left)."""
@@ -218,12 +265,15 @@ def forward_rtp(
     receiver: RTCRtpReceiver,
     codecs: Sequence[Any],
     forwards: Mapping[str, ForwardTrack],
-) -> None:
+) -> KeyframeCache | None:
     """Hand every RTP packet the publisher's ``receiver`` gets to the ``forwards`` (read at
     each packet: subscribers come and go), then to the receiver's own handling, once.
     ``codecs``: what the publisher negotiated (its first codec is what it sends; RTX of it is
-    unwrapped here, so a retransmission reaches subscribers as the packet it repairs)."""
+    unwrapped here, so a retransmission reaches subscribers as the packet it repairs).
+    Returns the track's keyframe cache (video) for its subscribers' ForwardTracks."""
     primary = int(codecs[0].payloadType)
+    kind, _, codec = str(codecs[0].mimeType).lower().partition("/")
+    keyframes = KeyframeCache(codec) if kind == "video" else None
     rtx = next(
         (int(c.payloadType) for c in codecs if is_rtx(c) and c.parameters.get("apt") == primary),
         None,
@@ -233,7 +283,7 @@ def forward_rtp(
         original: Callable[[RtpPacket, int], Awaitable[None]],
     ) -> Callable[[RtpPacket, int], Awaitable[None]]:
         async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
-            if forwards and packet.payload:
+            if packet.payload:
                 source: RtpPacket | None = packet
                 if packet.payload_type != primary:
                     source = None
@@ -243,11 +293,15 @@ def forward_rtp(
                             source = unwrap_rtx(packet, payload_type=primary, ssrc=ssrc)
                 if source is not None:
                     ntp = clock.current_ntp_time()
-                    abs_send_time = (ntp >> 14) & 0x00FFFFFF
-                    for forward in list(forwards.values()):
-                        await forward.forward(source, ntp, abs_send_time)
+                    if keyframes is not None:
+                        keyframes.add(source, ntp)
+                    if forwards:
+                        abs_send_time = (ntp >> 14) & 0x00FFFFFF
+                        for forward in list(forwards.values()):
+                            await forward.forward(source, ntp, abs_send_time)
             await original(packet, arrival_time_ms)
 
         return handle
 
     seams.wrap_rtp_handler(receiver, wrap)
+    return keyframes

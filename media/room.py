@@ -28,7 +28,7 @@ from config.turn import IceServers
 from media import seams
 from media.encoded import forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
-from media.forward import ForwardTrack, forward_rtp
+from media.forward import ForwardTrack, KeyframeCache, forward_rtp
 from media.stats import Traffic, count_nacks_received, count_nacks_sent, peer_traffic
 from media.transport import (
     Network,
@@ -88,6 +88,7 @@ class PublishedTrack:
     role: str = ""  # the publisher's role and name in the room (for recordings)
     name: str = ""
     forwards: dict[str, ForwardTrack] = field(default_factory=dict)
+    keyframes: KeyframeCache | None = None  # video: its latest keyframe, for new subscribers
     packets: int = 0
     task: asyncio.Task[None] | None = None
     counters: Traffic | None = None  # the room's (keyframe requests sent are counted)
@@ -204,7 +205,7 @@ class Room:
                     published = self._start_track(
                         participant_id, track, receiver, codecs[0], source
                     )
-                    forward_rtp(receiver, codecs, published.forwards)
+                    published.keyframes = forward_rtp(receiver, codecs, published.forwards)
         return str(pc.localDescription.sdp)
 
     async def unpublish(self, participant_id: str, stream: Stream) -> bool:
@@ -283,7 +284,7 @@ class Room:
         transceivers = []
         for track in chosen:
             forward = ForwardTrack(
-                track.kind, track.codec, track.clock_rate, track.request_keyframe
+                track.kind, track.codec, track.clock_rate, track.request_keyframe, track.keyframes
             )
             transceiver = pc.addTransceiver(forward, direction="sendonly")
             forward.attach(transceiver)

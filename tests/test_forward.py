@@ -13,13 +13,13 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription, clock
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket, is_rtcp
 
 from media import seams
 from media.encoded import tap_receiver
-from media.forward import ForwardTrack, h264_starts_keyframe, vp8_starts_keyframe
+from media.forward import ForwardTrack, KeyframeCache, h264_starts_keyframe, vp8_starts_keyframe
 from media.room import Relay
 from media.transport import announce_addresses, create_peer_connection
 
@@ -228,7 +228,7 @@ async def test_video_starts_on_a_keyframe_and_numbering_continues_across_a_new_s
     fake = FakeWire()
     await track.forward(_packet(1, 10, 0, _vp8(True)), 0, 0)
     assert fake.sent == [] and requests == []  # not sending yet: nothing goes out
-    track.send_through(fake.wire, 100, "0")
+    await track.start_sending(fake.wire, 100, "0")
     assert requests == [1]  # a subscriber that starts asks for a keyframe
 
     await track.forward(_packet(1, 65534, 3000, _vp8(False)), SECOND, 0)
@@ -256,7 +256,7 @@ async def test_video_starts_on_a_keyframe_and_numbering_continues_across_a_new_s
 async def test_audio_is_forwarded_at_once() -> None:
     track = ForwardTrack("audio", "opus", 48000, lambda: pytest.fail("audio needs no keyframe"))
     fake = FakeWire()
-    track.send_through(fake.wire, 111, "1")
+    await track.start_sending(fake.wire, 111, "1")
     await track.forward(_packet(9, 300, 960, b"\x01\x02"), SECOND, 0)
     await track.forward(_packet(9, 301, 1920, b"\x03\x04"), SECOND, 0)
     assert [p.payload for p in fake.sent] == [b"\x01\x02", b"\x03\x04"]
@@ -283,3 +283,38 @@ def test_vp8_keyframe_starts_are_recognised() -> None:
     assert not vp8_starts_keyframe(_vp8(False))
     assert not vp8_starts_keyframe(_vp8(True, start=False))  # a later packet of a keyframe
     assert vp8_starts_keyframe(bytes([0x10, 0x00, 0x00]))  # no extension byte
+
+
+async def test_a_subscriber_starts_with_the_latest_keyframe_while_it_is_recent() -> None:
+    def keyframe_then_delta(cache: KeyframeCache, at: int) -> KeyframeCache:
+        cache.add(_packet(1, 9, 0, _vp8(False), 1), at)  # before any keyframe: not kept
+        for i in range(3):
+            cache.add(_packet(1, 10 + i, 3000, _vp8(True, i == 0), i == 2), at)
+        cache.add(_packet(1, 13, 6000, _vp8(False), 1), at + SECOND // 30)
+        return cache
+
+    requests: list[int] = []
+    now = clock.current_ntp_time()
+    old = keyframe_then_delta(KeyframeCache("vp8", max_age=0.5), now - SECOND)
+    track = ForwardTrack("video", "vp8", 90000, lambda: requests.append(1), old)
+    fake = FakeWire()
+    await track.start_sending(fake.wire, 100, "0")
+    assert fake.sent == [] and requests == [1]  # a second old: asks for a new one
+
+    recent = keyframe_then_delta(KeyframeCache("vp8", max_age=0.5), now)
+    fresh = ForwardTrack("video", "vp8", 90000, lambda: requests.append(2), recent)
+    later = FakeWire()
+    await fresh.start_sending(later.wire, 100, "0")
+    assert [p.payload for p in later.sent] == [p.payload for p in recent.packets]
+    assert len(later.sent) == 4 and requests == [1]  # no request: it had a keyframe
+    first = later.sent[0].sequence_number
+    assert [(p.sequence_number - first) & 0xFFFF for p in later.sent] == [0, 1, 2, 3]
+
+
+def test_the_cached_h264_keyframe_keeps_its_sps() -> None:
+    cache = KeyframeCache("h264")
+    sps_pps = bytes([0x18, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xCE])
+    idr_start, idr_end = bytes([0x7C, 0x85, 0x88]), bytes([0x7C, 0x45, 0x88])
+    for seq, payload in enumerate((sps_pps, idr_start, idr_end)):
+        cache.add(_packet(1, seq, 3000, payload), SECOND)
+    assert [p.payload for p in cache.recent(SECOND)] == [sps_pps, idr_start, idr_end]
