@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import logging
 import queue
 import time
@@ -50,12 +51,17 @@ def is_keyframe(codec: str, data: bytes) -> bool:
     return True  # audio: every frame stands alone
 
 
+@functools.cache
+def _time_base(clock_rate: int) -> fractions.Fraction:
+    return fractions.Fraction(1, clock_rate)
+
+
 def to_packet(codec: Any, frame: Any) -> av.Packet[Any]:
     """An assembled ``JitterFrame`` as an ``av.Packet`` (pts in RTP clock ticks)."""
     name = str(codec.name).lower()
     packet = av.Packet(frame.data)
     packet.pts = packet.dts = frame.timestamp
-    packet.time_base = fractions.Fraction(1, codec.clockRate)
+    packet.time_base = _time_base(codec.clockRate)
     packet.is_keyframe = is_keyframe(name, frame.data)
     packet.opaque = name
     return packet

@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpTransceiver, clock
+from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.codecs import is_rtx
 from aiortc.rtp import RtpPacket, unwrap_rtx
 
@@ -31,6 +32,13 @@ from media import seams
 log = logging.getLogger("vreception.media")
 
 _H264_KEY_NALS = (5, 7)  # an IDR slice, or the SPS that precedes it
+_NTP_UNIX = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+
+def ntp_now() -> int:
+    """The time as a 64-bit NTP timestamp (aiortc's ``clock.current_ntp_time`` goes through
+    ``datetime``, several times slower; this runs once per packet)."""
+    return int((time.time() + _NTP_UNIX) * (1 << 32))
 
 
 def vp8_starts_keyframe(payload: bytes) -> bool:
@@ -188,7 +196,7 @@ class ForwardTrack(MediaStreamTrack):
         self._mid = mid
         self._wire = wire
         if self.keyframes is not None:
-            ntp = clock.current_ntp_time()
+            ntp = ntp_now()
             for packet in self.keyframes.recent(ntp):
                 await self.forward(packet, ntp, (ntp >> 14) & 0x00FFFFFF)
         if self._video and self._source is None:
@@ -292,7 +300,7 @@ def forward_rtp(
                         if ssrc is not None:
                             source = unwrap_rtx(packet, payload_type=primary, ssrc=ssrc)
                 if source is not None:
-                    ntp = clock.current_ntp_time()
+                    ntp = ntp_now()
                     if keyframes is not None:
                         keyframes.add(source, ntp)
                     if forwards:

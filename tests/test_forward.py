@@ -19,7 +19,13 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket, is_rtcp
 
 from media import seams
 from media.encoded import tap_receiver
-from media.forward import ForwardTrack, KeyframeCache, h264_starts_keyframe, vp8_starts_keyframe
+from media.forward import (
+    ForwardTrack,
+    KeyframeCache,
+    h264_starts_keyframe,
+    ntp_now,
+    vp8_starts_keyframe,
+)
 from media.room import Relay
 from media.transport import announce_addresses, create_peer_connection
 
@@ -285,6 +291,10 @@ def test_vp8_keyframe_starts_are_recognised() -> None:
     assert vp8_starts_keyframe(bytes([0x10, 0x00, 0x00]))  # no extension byte
 
 
+def test_ntp_now_agrees_with_aiortcs_clock() -> None:
+    assert abs(ntp_now() - clock.current_ntp_time()) < SECOND // 10
+
+
 async def test_a_subscriber_starts_with_the_latest_keyframe_while_it_is_recent() -> None:
     def keyframe_then_delta(cache: KeyframeCache, at: int) -> KeyframeCache:
         cache.add(_packet(1, 9, 0, _vp8(False), 1), at)  # before any keyframe: not kept
@@ -294,7 +304,7 @@ async def test_a_subscriber_starts_with_the_latest_keyframe_while_it_is_recent()
         return cache
 
     requests: list[int] = []
-    now = clock.current_ntp_time()
+    now = ntp_now()
     old = keyframe_then_delta(KeyframeCache("vp8", max_age=0.5), now - SECOND)
     track = ForwardTrack("video", "vp8", 90000, lambda: requests.append(1), old)
     fake = FakeWire()
