@@ -253,6 +253,7 @@ class ForwardTrack(MediaStreamTrack):
             ssrc=wire.ssrc,
             payload=packet.payload,
         )
+        rtp.padding_size = packet.padding_size
         extensions = rtp.extensions
         extensions.mid = self._mid
         extensions.abs_send_time = abs_send_time
@@ -291,7 +292,9 @@ def forward_rtp(
         original: Callable[[RtpPacket, int], Awaitable[None]],
     ) -> Callable[[RtpPacket, int], Awaitable[None]]:
         async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
-            if packet.payload:
+            # padding-only packets are forwarded too: each number the publisher uses must
+            # reach the subscriber, or its jitter buffer waits for one that never comes
+            if packet.payload or packet.padding_size:
                 source: RtpPacket | None = packet
                 if packet.payload_type != primary:
                     source = None

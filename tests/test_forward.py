@@ -321,6 +321,21 @@ async def test_a_subscriber_starts_with_the_latest_keyframe_while_it_is_recent()
     assert [(p.sequence_number - first) & 0xFFFF for p in later.sent] == [0, 1, 2, 3]
 
 
+async def test_padding_keeps_its_sequence_number() -> None:
+    """A padding-only packet (bandwidth probing) takes a number in the publisher's stream:
+    dropping it would leave the subscriber waiting for that number."""
+    track = ForwardTrack("audio", "opus", 48000, lambda: None)
+    fake = FakeWire()
+    await track.start_sending(fake.wire, 111, "1")
+    padding = _packet(9, 301, 960, b"")
+    padding.padding_size = 200
+    for packet in (_packet(9, 300, 960, b"\x01"), padding, _packet(9, 302, 1920, b"\x02")):
+        await track.forward(packet, SECOND, 0)
+    first = fake.sent[0].sequence_number
+    assert [(p.sequence_number - first) & 0xFFFF for p in fake.sent] == [0, 1, 2]
+    assert [p.padding_size for p in fake.sent] == [0, 200, 0]
+
+
 def test_the_cached_h264_keyframe_keeps_its_sps() -> None:
     cache = KeyframeCache("h264")
     sps_pps = bytes([0x18, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xCE])
