@@ -137,6 +137,14 @@ class Settings(BaseModel):
     visit_abandon_minutes: int = Field(10, ge=1, le=240)
     booking_horizon_days: int = Field(120, ge=1, le=730)
     housekeeping_seconds: float = Field(30.0, gt=0, le=3600)
+    stats_refresh_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="How old the stored statistics of the current and the previous month may "
+        "be: housekeeping recomputes them at this interval and the dashboard before reading "
+        "older ones (0: at every read). Earlier months are recomputed once a day.",
+    )
     media_announced_addresses: list[str] = Field(
         default_factory=lambda: ["127.0.0.1"],
         description="Host addresses the relay offers in ICE (aioice leaves out 127.0.0.1 "

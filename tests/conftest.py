@@ -311,6 +311,8 @@ def start_live_server(
         "VRECEPTION_HOST": host,
         "VRECEPTION_PORT": str(port),
         "PYTHONUNBUFFERED": "1",
+        # pages read the statistics just written, not the stored ones of a minute ago
+        "VRECEPTION_STATS_REFRESH_SECONDS": "0",
         **(extra_env or {}),
     }
     log = data_dir.parent / f"server-{port}.log"

@@ -119,34 +119,26 @@ def _free_subnet() -> ipaddress.IPv4Network:
     raise RuntimeError("no free 10.x.y.0/24 for a test network")
 
 
-@contextmanager
-def network_namespace(tag: str = "vr") -> Iterator[Namespace]:
-    """A namespace joined to the host by a veth pair on a fresh private /24; removed (with
-    every process still running inside it) on exit."""
+def plan_namespace(tag: str) -> Namespace:
+    """Names and addresses for a new namespace on a fresh private /24 (nothing made yet)."""
     suffix = secrets.token_hex(3)
     subnet = _free_subnet()
-    host_ip, ns_ip = str(subnet[1]), str(subnet[2])
-    ns = Namespace(
+    return Namespace(
         name=f"{tag}{suffix}",
         host_interface=f"{tag}h{suffix}"[:15],
         interface=f"{tag}n{suffix}"[:15],
-        host_address=host_ip,
-        address=ns_ip,
+        host_address=str(subnet[1]),
+        address=str(subnet[2]),
         prefix_length=subnet.prefixlen,
     )
+
+
+@contextmanager
+def namespace_created(ns: Namespace) -> Iterator[Namespace]:
+    """The namespace ``ns`` made; removed on exit with every process still running inside
+    it and the host's end of its link."""
     _ip("netns", "add", ns.name)
     try:
-        _ip("link", "add", ns.host_interface, "type", "veth", "peer", "name", ns.interface)
-        _ip("link", "set", ns.interface, "netns", ns.name)
-        _ip("addr", "add", f"{host_ip}/{subnet.prefixlen}", "dev", ns.host_interface)
-        _ip("link", "set", ns.host_interface, "up")
-        inside: Sequence[Sequence[str]] = (
-            ("addr", "add", f"{ns_ip}/{subnet.prefixlen}", "dev", ns.interface),
-            ("link", "set", ns.interface, "up"),
-            ("link", "set", "lo", "up"),
-        )
-        for args in inside:
-            _ip("-n", ns.name, *args)
         yield ns
     finally:
         for pid in ns.pids():
@@ -154,6 +146,26 @@ def network_namespace(tag: str = "vr") -> Iterator[Namespace]:
                 os.kill(pid, signal.SIGKILL)
         _ip("link", "del", ns.host_interface, check=False)
         _ip("netns", "del", ns.name, check=False)
+
+
+@contextmanager
+def network_namespace(tag: str = "vr") -> Iterator[Namespace]:
+    """A namespace joined to the host by a veth pair on a fresh private /24; removed (with
+    every process still running inside it) on exit."""
+    ns = plan_namespace(tag)
+    with namespace_created(ns):
+        _ip("link", "add", ns.host_interface, "type", "veth", "peer", "name", ns.interface)
+        _ip("link", "set", ns.interface, "netns", ns.name)
+        _ip("addr", "add", f"{ns.host_address}/{ns.prefix_length}", "dev", ns.host_interface)
+        _ip("link", "set", ns.host_interface, "up")
+        inside: Sequence[Sequence[str]] = (
+            ("addr", "add", f"{ns.address}/{ns.prefix_length}", "dev", ns.interface),
+            ("link", "set", ns.interface, "up"),
+            ("link", "set", "lo", "up"),
+        )
+        for args in inside:
+            _ip("-n", ns.name, *args)
+        yield ns
 
 
 def staff_in_call(page: Any, origin: str, username: str, password: str, visit_id: str) -> None:

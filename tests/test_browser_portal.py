@@ -1,7 +1,9 @@
-"""Headless Chromium as a phone (Playwright's Pixel 7 profile: touch, mobile viewport): a
-petitioner identifies with the SMS code the operator's outbox shows, submits a petition
-with two photos, follows it after staff triage it, asks for a video visit, and sees the time
-the operator confirmed through the booking flow."""
+"""Headless Chromium as a phone (Playwright's Pixel 7 profile: touch, mobile viewport), the
+whole journey of a petitioner who never comes to court: identifies with the SMS code the
+operator's outbox shows, submits a petition with two photos, follows it after staff triage
+it, asks a question and reads the reply, asks for a video visit and sees the time the
+operator confirmed through the booking flow, joins the visit from the phone on the day,
+rates it; the court leader's dashboard then counts the petition, the visit and the rating."""
 
 from __future__ import annotations
 
@@ -18,14 +20,17 @@ from PIL import Image
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from config.db import create_engine, create_sessionmaker
+from config.db import create_engine, create_sessionmaker, utcnow
 from config.settings import Settings
+from config.vocabulary import label
 from scheduler.cases import service as cases
 from scheduler.cases.models import Material
 from scheduler.cases.words import CaseTrack, Channel, HandlingMode
-from scheduler.models import Petition, User
+from scheduler.models import Petition, User, Visit
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer
 from tests.live import beside_playwright
+from tests.test_browser_live import _judge_page
+from tests.test_browser_mobile import _frames_grow
 from tests.test_portal import resident_id
 
 pytestmark = pytest.mark.browser
@@ -101,7 +106,7 @@ def _login(page: Any, server: LiveServer, username: str, path: str) -> None:
     page.wait_for_selector("body[data-ready='1']", timeout=30_000)
 
 
-def test_phone_petitioner_submits_follows_and_books_a_visit(
+def test_a_phone_petitioner_goes_from_petition_to_rating_and_the_dashboard_counts_it(
     live_server: LiveServer, phone_browser: tuple[Any, dict[str, Any]], artifacts: Path
 ) -> None:
     browser, pixel7 = phone_browser
@@ -111,6 +116,11 @@ def test_phone_petitioner_submits_follows_and_books_a_visit(
     op_ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
     op = op_ctx.new_page()
     _login(op, live_server, "operator", "/operator")
+    # the petition office of the high court above: its figures before the journey
+    office_ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    office = office_ctx.new_page()
+    _login(office, live_server, "officer", "/cases")
+    before = _this_month(office, live_server)
 
     # identify: a wrong checksum is refused in plain words; then the code from the outbox
     phone.goto(live_server.url + "/p/")
@@ -197,5 +207,117 @@ def test_phone_petitioner_submits_follows_and_books_a_visit(
     expect(item).to_contain_text("已确认")
     expect(item.locator(".visit-time")).to_contain_text(f"{day.isoformat()} {start.group(0)}")
     phone.screenshot(path=str(artifacts / "portal-phone.png"), full_page=True)
+
+    # a legal question, answered on the inbox page; the reply reaches the phone
+    phone.locator("#feedback-link").tap()
+    phone.wait_for_url(live_server.url + "/p/feedback")
+    phone.wait_for_selector("body[data-ready='1']")
+    phone.select_option("#ask-case", value=str(case.id))
+    phone.fill("#ask-subject", "执行期限")
+    phone.fill("#ask-text", "请问执行需要多长时间？")
+    phone.tap("#ask-submit")
+    expect(phone.locator("#ask-msg")).to_contain_text("咨询已提交")
+    op.goto(live_server.url + "/inbox")
+    op.wait_for_selector("body[data-ready='1']")
+    question = op.locator("#thread-list article", has_text="执行期限")
+    question.locator("textarea").fill("一般六个月内办结，详见接访时说明。")
+    question.locator("button[type=submit]").click()
+    expect(op.locator("#threads-msg")).to_contain_text("已短信通知信访人")
+    phone.reload()
+    phone.wait_for_selector("body[data-ready='1']")
+    expect(phone.locator("#thread-list li.thread").first).to_contain_text("一般六个月内办结")
+
+    # the day comes (the booked visit is moved to now), the operator checks the
+    # petitioner's identity, and the phone fetches its code and joins
+    visit_id = beside_playwright(_move_visit_to_now(live_server.data_dir, case.id))
+    op.goto(live_server.url + "/operator")
+    op.wait_for_selector("body[data-ready='1']")
+    op.click("button[data-tab=tab-day]")
+    today = op.locator("#visit-rows tr", has_text=number)
+    today.locator("button", has_text="签到").click()
+    op.select_option("#action-fields select[name=document_type]", "resident_id")
+    op.fill("#action-fields input[name=document_number]", ID_NUMBER)
+    op.click("#action-ok")
+    expect(op.locator("#visit-rows tr", has_text=number)).to_contain_text("已签到")
+    judge = _judge_page(browser, live_server, visit_id)
+    phone.goto(live_server.url + "/p/")
+    phone.wait_for_selector("body[data-ready='1']")
+    phone.tap("button[data-view=visits]")
+    mine = phone.locator("#visit-list li").first
+    mine.locator("button", has_text="获取接访码").tap()
+    expect(mine.locator(".visit-code")).to_be_visible()
+    mine.locator("a", has_text="进入视频接访").tap()
+    phone.wait_for_url(re.compile(r"/join"))
+    phone.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    if phone.locator("#code-step").is_visible():  # the short link filled the code in
+        phone.locator("#code-submit").tap()
+    expect(phone.locator("#lobby-step")).to_be_visible(timeout=30_000)
+    judge.locator("#lobby-rows button", has_text="准许进入").click()
+    expect(phone.locator("#call-step")).to_be_visible(timeout=30_000)
+    _frames_grow(phone, "the judge's video on the phone")
+    _frames_grow(judge, "the phone's video on the judge's page")
+    judge.click("#end")
+    expect(phone.locator("#ended-step")).to_be_visible(timeout=30_000)
+    judge.context.close()
+
+    # the petitioner rates the visit: 4 points
+    phone.goto(live_server.url + "/p/feedback")
+    phone.wait_for_selector("body[data-ready='1']")
+    phone.tap("button[data-view=rate]")
+    phone.select_option("#rate-case", value=str(case.id))
+    target = phone.locator(".rate-target", has_text="视频接访").first
+    target.locator("input[name=score][value='4']").check()
+    target.locator("input[value=explained_clearly]").check()
+    target.locator("button[type=submit]").tap()
+    expect(phone.locator("#rate-msg")).to_contain_text("感谢您的评价")
     phone_ctx.close()
+
+    # the petition office's dashboard counts the online petition, the video visit, the rating
+    after = _this_month(office, live_server)
+
+    def grew(key: str, what: str) -> float:
+        return float(after[key]["total"][what] or 0) - float(before[key]["total"][what] or 0)
+
+    assert grew("volume_channel", "num") == 2  # the online petition and the video visit
+    channel = {d: _by_key(f["volume_channel"]) for d, f in (("before", before), ("after", after))}
+    for key in (Channel.online, Channel.video):
+        assert channel["after"][key]["num"] - channel["before"].get(key, {"num": 0})["num"] == 1
+    assert (grew("satisfaction", "num"), grew("satisfaction", "den")) == (4, 1)
+    office.goto(live_server.url + "/stats")
+    office.wait_for_selector("body[data-ready='1']")
+    expect(office.locator(".figure[data-figure=satisfaction] h3")).to_have_text(
+        f"满意度：{after['satisfaction']['total']['text']} 分（1–5）", timeout=30_000
+    )
+    table = office.locator(".figure[data-figure=volume_channel] .figure-table")
+    online_row = table.locator("tr", has_text=label(Channel.online)).locator("td").last
+    expect(online_row).to_have_text(channel["after"][Channel.online]["text"])
+    office.screenshot(path=str(artifacts / "portal-journey-stats.png"), full_page=True)
+    office_ctx.close()
     op_ctx.close()
+
+
+def _by_key(figure: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["key"]: item for item in figure["by_key"]}
+
+
+def _this_month(page: Any, server: LiveServer) -> dict[str, Any]:
+    """The figures of this month for the page's staff member, by figure key."""
+    month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    resp = page.request.get(server.url + f"/api/v1/stats?from={month}&to={month}")
+    assert resp.ok, resp.text()
+    return {f["key"]: f for f in resp.json()["figures"]}
+
+
+async def _move_visit_to_now(data_dir: Path, case_id: int) -> str:
+    """Time passes until the visit's day: the booked visit of the case starts a minute ago."""
+    engine = create_engine(Settings(data_dir=data_dir), immediate=True)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            visit = await db.scalar(select(Visit).where(Visit.petition_id == case_id))
+            assert visit is not None and visit.starts_at and visit.ends_at
+            length = visit.ends_at - visit.starts_at
+            visit.starts_at = utcnow() - timedelta(minutes=1)
+            visit.ends_at = visit.starts_at + length
+            return visit.id
+    finally:
+        await engine.dispose()

@@ -16,7 +16,7 @@ import openpyxl
 import pytest
 from playwright.sync_api import expect
 
-from config.db import create_engine, create_sessionmaker
+from config.db import Database, create_engine, create_sessionmaker
 from config.errors import InvalidError, PermissionDeniedError
 from config.settings import Settings
 from config.vocabulary import label
@@ -66,10 +66,12 @@ EXPECTED_SQL: dict[str, str] = {
     "overdue": "SELECT '', count(*), 0 FROM petitions WHERE state IN"
     " ('registered','handling','assigned','reported') AND created_at < :e AND due_at < :e"
     " AND coalesce(handler_court_id, court_id) IN ({ids})",
-    "repeat_rate": "SELECT '', count(DISTINCT CASE WHEN c.repeat THEN c.petition_id END),"
-    " count(DISTINCT c.petition_id) FROM case_contacts c JOIN petitions p"
+    "repeat_rate": "SELECT '', sum(r), sum(n) FROM (SELECT"
+    " strftime('%Y-%m', c.occurred_at, '+8 hours') AS m,"
+    " count(DISTINCT CASE WHEN c.repeat THEN c.petition_id END) AS r,"
+    " count(DISTINCT c.petition_id) AS n FROM case_contacts c JOIN petitions p"
     " ON p.id = c.petition_id WHERE c.occurred_at >= :s AND c.occurred_at < :e"
-    " AND p.court_id IN ({ids})",
+    " AND p.court_id IN ({ids}) GROUP BY m)",
     "video_share": "SELECT '', sum(channel = 'video'), count(*) FROM case_contacts"
     " WHERE occurred_at >= :s AND occurred_at < :e AND court_id IN ({ids})",
     "video_wait": "SELECT '', sum((julianday(starts_at) - julianday(created_at)) * 86400),"
@@ -123,14 +125,22 @@ async def dataset(migrated: Settings, world: World) -> sqlite3.Connection:
     return con
 
 
-async def compute(settings: Settings, actor: Actor, court_id: int | None) -> Dashboard:
-    engine = create_engine(settings)
+async def compute(
+    settings: Settings,
+    actor: Actor,
+    court_id: int | None,
+    period: tuple[str, str] = ("2025-03", "2025-12"),
+    max_age: timedelta = timedelta(minutes=5),
+) -> Dashboard:
+    database = Database(settings)
     try:
-        async with create_sessionmaker(engine)() as db:
+        async with database.reader() as db:
             scope = await scope_for(db, actor, court_id)
-            return await figures.dashboard(db, scope, parse_period("2025-03", "2025-12", TZ))
+            return await figures.fresh_dashboard(
+                database, db, scope, parse_period(*period, TZ), max_age
+            )
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 def assert_cell(key: str, cell: Any, want: tuple[float, float], where: str = "") -> None:
@@ -243,6 +253,80 @@ async def test_a_basic_courts_leader_sees_only_their_court_not_a_sibling(
             assert drill.court_ids == {world.courts["mid_b"], world.courts["basic_b"]}
     finally:
         await engine.dispose()
+
+
+async def test_the_monthly_store_serves_a_month_until_it_is_older_than_allowed(
+    migrated: Settings, world: World
+) -> None:
+    """The dashboard sums stored months; the current month is recomputed once older than
+    ``stats_refresh_seconds`` (here: served stored with a long allowance, fresh with 0)."""
+    local = datetime.now(UTC).astimezone(TZ)
+    month = local.strftime("%Y-%m")
+    month_start = datetime(local.year, local.month, 1, tzinfo=TZ).astimezone(UTC)
+    con = sqlite3.connect(migrated.data_dir / "vreception.db")
+
+    def add_contacts(n: int, first_id: int) -> None:
+        generate(
+            con,
+            sorted(world.courts.values()),
+            cases=n,
+            contacts=n,
+            visits=0,
+            start=month_start,
+            days=1,
+            seed=n,
+            first_id=first_id,
+        )
+
+    async def volume(max_age: timedelta) -> float:
+        board = await compute(migrated, ADMIN, None, (month, month), max_age)
+        total = board.result("volume_court").total
+        assert total is not None
+        return total.num
+
+    add_contacts(3, 1)
+    first = await volume(timedelta(hours=1))
+    assert first == con.execute("SELECT count(*) FROM case_contacts").fetchone()[0] > 0
+    add_contacts(4, 100)
+    assert await volume(timedelta(hours=1)) == first  # stored, not yet due
+    assert await volume(timedelta(0)) > first  # due: recomputed before reading
+    assert (
+        await volume(timedelta(hours=1))
+        == con.execute("SELECT count(*) FROM case_contacts").fetchone()[0]
+    )
+
+
+def test_only_recent_months_follow_the_short_allowance_earlier_ones_a_day() -> None:
+    now = datetime(2026, 3, 10, 4, tzinfo=UTC)
+    assert figures._recent(now, TZ) == ("2026-03", "2026-02")
+    assert figures._recent(datetime(2026, 1, 5, tzinfo=UTC), TZ) == ("2026-01", "2025-12")
+
+
+async def test_stale_months_are_the_missing_the_recent_past_their_age_and_old_ones_a_day_old(
+    migrated: Settings,
+) -> None:
+    database = Database(migrated)
+    now = datetime(2026, 3, 10, 4, tzinfo=UTC)
+    try:
+        async with database.writer() as db:
+            for month, age in (
+                ("2026-03", timedelta(minutes=10)),
+                ("2026-02", timedelta(minutes=1)),
+                ("2026-01", timedelta(hours=23)),
+                ("2025-12", timedelta(hours=25)),
+            ):
+                await figures.store_month(db, month, [], now - age)
+        async with database.reader() as db:
+            stale = await figures.stale_months(
+                db,
+                ["2025-11", "2025-12", "2026-01", "2026-02", "2026-03"],
+                now,
+                timedelta(minutes=5),
+                TZ,
+            )
+        assert stale == ["2025-11", "2025-12", "2026-03"]
+    finally:
+        await database.dispose()
 
 
 def test_docs_statistics_md_is_generated_from_the_figures() -> None:

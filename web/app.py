@@ -8,7 +8,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import socketio
@@ -30,6 +30,7 @@ from recorder.transcribe import create_transcriber
 from scheduler.housekeeping import housekeeping
 from scheduler.notify import push_all, take_outbox
 from scheduler.portal import identity as portal_identity
+from scheduler.stats import figures as stats_figures
 from signaling.gateway import RejoinTokens
 from signaling.namespace import VisitNamespace
 from signaling.placement import LocalPlacement, RedisPlacement, RoomPlacement
@@ -114,8 +115,8 @@ async def metrics_middleware(
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
-    """No-shows, reminders, the walk-in queue and visits left without their judge, every
-    ``housekeeping_seconds``."""
+    """No-shows, reminders, the walk-in queue, visits left without their judge and the
+    statistics' monthly store, every ``housekeeping_seconds``."""
     settings = app[SETTINGS]
 
     async def loop() -> None:
@@ -135,6 +136,14 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
                 raise
             except Exception:
                 log.exception("housekeeping failed; will retry")
+            try:
+                await stats_figures.refresh_due(
+                    app[DB], settings.tz, timedelta(seconds=settings.stats_refresh_seconds)
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("refreshing the statistics failed; will retry")
 
     task = asyncio.create_task(loop(), name="housekeeping")
     yield

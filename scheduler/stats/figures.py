@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,14 +24,20 @@ from sqlalchemy import (
     ColumnElement,
     and_,
     case,
+    delete,
     distinct,
     func,
+    insert,
     literal,
+    or_,
     select,
     true,
+    update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from config.db import Database, utcnow
 from config.errors import InvalidError, NotFoundError, PermissionDeniedError
 from config.vocabulary import label
 from scheduler.cases.models import Contact
@@ -40,7 +46,7 @@ from scheduler.cases.words import CaseCategory, CaseState, Channel, VisitKind
 from scheduler.models import Court, CourtLevel, Petition, Role, Visit
 from scheduler.portal.feedback_models import Rating
 from scheduler.scope import Actor
-from scheduler.stats.models import CourtCaseCount
+from scheduler.stats.models import CourtCaseCount, MonthlyFigure, MonthlyRefresh
 
 MAX_MONTHS = 60  # five years
 STATS_ROLES = frozenset({Role.leader, Role.petition_officer, Role.admin})
@@ -133,14 +139,16 @@ class Scope:
 
 
 async def load_scope(db: AsyncSession, root_id: int) -> Scope:
-    """The scope below ``root_id``, from one query over the court tree."""
-    rows = (await db.execute(select(Court.id, Court.name, Court.level, Court.parent_id))).all()
-    courts = {r.id: CourtNode(r.id, r.name, r.level, r.parent_id) for r in rows}
-    if root_id not in courts:
-        raise NotFoundError("法院不存在")
+    """The scope below ``root_id``: the tree from one narrow query over every court (id and
+    parent only), names and levels for the root and its children (``courts`` holds those)."""
+    tree = (await db.execute(select(Court.id, Court.parent_id))).all()
     kids: dict[int | None, list[int]] = defaultdict(list)
-    for node in courts.values():
-        kids[node.parent_id].append(node.id)
+    parents: dict[int, int | None] = {}
+    for court_id, parent_id in tree:
+        kids[parent_id].append(court_id)
+        parents[court_id] = parent_id
+    if root_id not in parents:
+        raise NotFoundError("法院不存在")
     bucket = {root_id: root_id}
     children = sorted(kids[root_id])
     for child in children:
@@ -149,12 +157,18 @@ async def load_scope(db: AsyncSession, root_id: int) -> Scope:
             current = stack.pop()
             bucket[current] = child
             stack.extend(kids[current])
+    named = await db.execute(
+        select(Court.id, Court.name, Court.level, Court.parent_id).where(
+            Court.id.in_([root_id, *children])
+        )
+    )
+    courts = {r.id: CourtNode(r.id, r.name, r.level, r.parent_id) for r in named}
     return Scope(
         root=courts[root_id],
         children=tuple(courts[c] for c in children),
         bucket=bucket,
         courts=courts,
-        whole_tree=courts[root_id].parent_id is None,
+        whole_tree=parents[root_id] is None,
     )
 
 
@@ -232,6 +246,8 @@ class Figure:
     breakdown: str = ""  # what ``key`` of a row means: channel, category, level, month
     court_rule: str = ""  # which court a record counts for
     key_label: Callable[[str], str] = field(default=str)
+    # sum: the period's value is the sum of its months' · last: the value of its last month
+    span: str = "sum"
 
     def value(self, num: float, den: float) -> float | None:
         if self.kind == "count":
@@ -539,15 +555,17 @@ FIGURES: tuple[Figure, ...] = (
         "open at the end of the period (or now)",
         _overdue,
         court_rule=_CASE_COURT,
+        span="last",
     ),
     Figure(
         "repeat_rate",
         "重复信访率",
         "%",
-        "Cases with at least one repeat contact (case_contacts.repeat) in the period ÷ cases "
-        "with any contact in the period, × 100.",
+        "Cases with at least one repeat contact (case_contacts.repeat) in a month ÷ cases "
+        "with any contact in that month, summed over the period's months (case-months), "
+        "× 100.",
         "case_contacts joined to petitions",
-        _IN_CONTACT,
+        "contacts whose occurred_at falls in each month of the period",
         _repeat_rate,
         kind="ratio",
         scale=100.0,
@@ -643,33 +661,34 @@ class FigureResult:
         }
 
 
-def roll_up(figure: Figure, scope: Scope, rows: list[Row] | None) -> FigureResult:
-    """Sum a figure's per-court rows into the scope total, per key and per child court."""
-    if rows is None:
-        return FigureResult(figure, None, (), ())
-    total = [0.0, 0.0]
-    keys: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    kids: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for court_id, key, num, den in rows:
-        child = scope.bucket.get(court_id)
-        if child is None:
-            continue
-        for acc in (total, keys[key], kids[child]):
-            acc[0] += num
-            acc[1] += den
+def _result(
+    figure: Figure, scope: Scope, stored: dict[int, dict[str, list[float]]]
+) -> FigureResult:
+    """A figure's cells from the stored subtree sums of the scope's root and its children:
+    the root's own records are its subtree less its children's subtrees."""
+    root = stored.get(scope.root.id, {})
 
     def cell(acc: Sequence[float]) -> Cell:
         return Cell(acc[0], acc[1], figure.value(acc[0], acc[1]))
 
-    order = [scope.root, *scope.children]
+    def summed(rows: dict[str, list[float]]) -> list[float]:
+        return [sum(v[0] for v in rows.values()), sum(v[1] for v in rows.values())]
+
+    total = summed(root)
+    kids = [summed(stored.get(c.id, {})) for c in scope.children]
+    own = [total[i] - sum(k[i] for k in kids) for i in (0, 1)]
+    own = [0.0 if abs(v) < 1e-6 else v for v in own]
     by_key: tuple[tuple[str, Cell], ...] = ()
     if figure.breakdown:
-        by_key = tuple((k, cell(keys[k])) for k in sorted(keys))
+        by_key = tuple((k, cell(root[k])) for k in sorted(root))
     return FigureResult(
         figure,
         cell(total),
         by_key,
-        tuple((n, cell(kids.get(n.id, [0.0, 0.0]))) for n in order),
+        (
+            (scope.root, cell(own)),
+            *((c, cell(k)) for c, k in zip(scope.children, kids, strict=True)),
+        ),
     )
 
 
@@ -722,10 +741,188 @@ class Dashboard:
 async def dashboard(
     db: AsyncSession, scope: Scope, period: Period, keys: Iterable[str] | None = None
 ) -> Dashboard:
-    """Every figure (or those in ``keys``) for ``scope`` over ``period``."""
+    """Every figure (or those in ``keys``) for ``scope`` over ``period``, summed from the
+    monthly store (bring it up to date first: :func:`fresh_dashboard`)."""
     wanted = FIGURES if keys is None else tuple(BY_KEY[k] for k in keys)
-    results = [roll_up(f, scope, await f.compute(db, scope, period)) for f in wanted]
+    summed = [f.key for f in wanted if f.span == "sum"]
+    last = [f.key for f in wanted if f.span == "last"]
+    ids = [scope.root.id, *(c.id for c in scope.children)]
+    stmt = (
+        select(
+            MonthlyFigure.figure,
+            MonthlyFigure.court_id,
+            MonthlyFigure.key,
+            func.sum(MonthlyFigure.num),
+            func.sum(MonthlyFigure.den),
+        )
+        .where(
+            MonthlyFigure.court_id.in_(ids),
+            or_(
+                and_(
+                    MonthlyFigure.figure.in_(summed),
+                    MonthlyFigure.month >= period.first,
+                    MonthlyFigure.month <= period.last,
+                ),
+                and_(MonthlyFigure.figure.in_(last), MonthlyFigure.month == period.last),
+            ),
+        )
+        .group_by(MonthlyFigure.figure, MonthlyFigure.court_id, MonthlyFigure.key)
+    )
+    stored: dict[str, dict[int, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(dict))
+    for figure, court_id, key, num, den in (await db.execute(stmt)).all():
+        stored[figure][court_id][key] = [float(num or 0), float(den or 0)]
+    results = [_result(f, scope, stored.get(f.key, {})) for f in wanted]
     return Dashboard(scope, period, tuple(results))
+
+
+# ------------------------------------------------------------------ the monthly store
+#
+# Each figure is computed by its own query for one month at a time over the whole court
+# tree, and the per-court rows are added into every court above (a court's row holds its
+# whole subtree). A dashboard then reads the rows of its root and the root's children only.
+# The current and the previous month change as work goes on: they are recomputed when older
+# than ``stats_refresh_seconds`` (housekeeping does it in the background, the dashboard
+# before reading); earlier months once a day (backdated contacts, corrections).
+
+DAILY = timedelta(days=1)
+
+
+async def _whole_tree(db: AsyncSession) -> tuple[Scope, dict[int, tuple[int, ...]]]:
+    """A scope over every court (no court filter) and each court's chain up to its root."""
+    rows = (await db.execute(select(Court.id, Court.name, Court.level, Court.parent_id))).all()
+    courts = {r.id: CourtNode(r.id, r.name, r.level, r.parent_id) for r in rows}
+    chains: dict[int, tuple[int, ...]] = {}
+    for court_id in courts:
+        chain, current, seen = [], courts.get(court_id), set()
+        while current is not None and current.id not in seen:
+            seen.add(current.id)
+            chain.append(current.id)
+            current = courts.get(current.parent_id) if current.parent_id is not None else None
+        chains[court_id] = tuple(chain)
+    root = next((c for c in courts.values() if c.parent_id is None), None)
+    if root is None:
+        raise NotFoundError("尚未设置法院")
+    tree = Scope(root, (), {c: c for c in courts}, courts, whole_tree=True)
+    return tree, chains
+
+
+async def compute_month(db: AsyncSession, month: str, tz: ZoneInfo) -> list[dict[str, Any]]:
+    """Every figure of ``month`` per court subtree: the rows :func:`store_month` writes."""
+    period = parse_period(month, month, tz)
+    tree, chains = await _whole_tree(db)
+    sums: dict[tuple[str, int, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for figure in FIGURES:
+        for court_id, key, num, den in await figure.compute(db, tree, period) or []:
+            for above in chains.get(court_id, ()):
+                acc = sums[(figure.key, above, key)]
+                acc[0] += num
+                acc[1] += den
+    return [
+        {"figure": f, "court_id": c, "month": month, "key": k, "num": v[0], "den": v[1]}
+        for (f, c, k), v in sums.items()
+    ]
+
+
+async def store_month(
+    db: AsyncSession, month: str, rows: Sequence[dict[str, Any]], now: datetime
+) -> None:
+    """Replace the stored rows of ``month`` (in the caller's write transaction)."""
+    await db.execute(delete(MonthlyFigure).where(MonthlyFigure.month == month))
+    if rows:
+        await db.execute(insert(MonthlyFigure), list(rows))
+    done = await db.execute(
+        update(MonthlyRefresh).where(MonthlyRefresh.month == month).values(refreshed_at=now)
+    )
+    if getattr(done, "rowcount", 0) == 0:
+        db.add(MonthlyRefresh(month=month, refreshed_at=now))
+        await db.flush()
+
+
+def _recent(now: datetime, tz: ZoneInfo) -> tuple[str, str]:
+    """The current and the previous month in court local time."""
+    local = now.astimezone(tz)
+    y, m = divmod(local.year * 12 + local.month - 2, 12)
+    return f"{local.year:04d}-{local.month:02d}", f"{y:04d}-{m + 1:02d}"
+
+
+async def stale_months(
+    db: AsyncSession, months: Iterable[str], now: datetime, max_age: timedelta, tz: ZoneInfo
+) -> list[str]:
+    """Which of ``months`` the store lacks, or holds older than allowed: ``max_age`` for the
+    current and the previous month, a day for earlier ones."""
+    wanted = sorted(set(months))
+    stored = dict(
+        (
+            await db.execute(
+                select(MonthlyRefresh.month, MonthlyRefresh.refreshed_at).where(
+                    MonthlyRefresh.month.in_(wanted)
+                )
+            )
+        ).all()
+    )
+    recent = _recent(now, tz)
+    stale = []
+    for month in wanted:
+        at = stored.get(month)
+        limit = max_age if month in recent else DAILY
+        if at is None or now - at > limit:
+            stale.append(month)
+    return stale
+
+
+async def refresh_months(database: Database, months: Iterable[str], tz: ZoneInfo) -> int:
+    """Recompute ``months`` into the store: each computed with a reader (no write lock held
+    while the figures' queries run), then written in one short write transaction."""
+    count = 0
+    for month in months:
+        async with database.reader() as db:
+            rows = await compute_month(db, month, tz)
+        try:
+            async with database.writer() as db:
+                await store_month(db, month, rows, utcnow())
+        except IntegrityError:  # another node stored the same month at the same time
+            continue
+        count += 1
+    return count
+
+
+async def fresh_dashboard(
+    database: Database,
+    db: AsyncSession,
+    scope: Scope,
+    period: Period,
+    max_age: timedelta,
+    keys: Iterable[str] | None = None,
+) -> Dashboard:
+    """:func:`dashboard` after recomputing the period's months the store lacks or holds too
+    old (``db`` is a reader; it is ended to see the new rows)."""
+    stale = await stale_months(db, period.months, utcnow(), max_age, period.tz)
+    if stale:
+        await refresh_months(database, stale, period.tz)
+        await db.rollback()
+    return await dashboard(db, scope, period, keys)
+
+
+async def refresh_due(database: Database, tz: ZoneInfo, max_age: timedelta) -> int:
+    """Background upkeep (housekeeping): the current and the previous month when older than
+    ``max_age``, and the earlier stored month computed longest ago when over a day old."""
+    now = utcnow()
+    async with database.reader() as db:
+        due = await stale_months(db, _recent(now, tz), now, max_age, tz)
+        oldest = (
+            await db.execute(
+                select(MonthlyRefresh.month)
+                .where(
+                    MonthlyRefresh.refreshed_at < now - DAILY,
+                    MonthlyRefresh.month.not_in(_recent(now, tz)),
+                )
+                .order_by(MonthlyRefresh.refreshed_at)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+    if oldest is not None:
+        due.append(oldest)
+    return await refresh_months(database, due, tz)
 
 
 # ------------------------------------------------------------------ docs
@@ -748,6 +945,12 @@ def render_docs() -> str:
         "it, an admin any court. Each record counts for one court (below); the dashboard "
         "rolls the per-court rows up into the scope total and into each child court of "
         "the scope (the child containing the court), over the court tree loaded once.",
+        "- **Monthly store**: each figure is computed by its query one month at a time over "
+        "the whole court tree and kept per court subtree (`stats_monthly`); a period sums "
+        "its months (a figure marked *as of the last month* takes its last month only). "
+        "The current and the previous month are recomputed when older than "
+        "`stats_refresh_seconds` (default 300 s; housekeeping in the background, the "
+        "dashboard before reading), earlier months once a day.",
         "- **Ratios** are Σ numerator ÷ Σ denominator over the courts rolled up, never an "
         "average of ratios. A ratio with no denominator reads 无数据.",
         "- **Ranking (通报)**: the child courts with "
@@ -771,6 +974,8 @@ def render_docs() -> str:
         ]
         if f.breakdown:
             out.append(f"- Broken down by: {f.breakdown}")
+        if f.span == "last":
+            out.append("- Over a period: as of the last month (not summed)")
         out.append("")
     return "\n".join(out)
 

@@ -3,6 +3,7 @@ of cases decided per court and month. Figures are defined in scheduler/stats/fig
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Literal
 
 from aiohttp import web
@@ -10,6 +11,7 @@ from pydantic import Field
 
 from config.errors import InvalidError
 from scheduler.stats import counts, export, figures
+from web.keys import DB
 from web.routes import Context, api
 from web.schemas import Answer, Query
 
@@ -32,7 +34,13 @@ async def _board(ctx: Context) -> figures.Dashboard:
     query: StatsQuery = ctx.query
     period = figures.parse_period(query.from_, query.to, ctx.settings.tz)
     scope = await figures.scope_for(ctx.db, ctx.me.actor(), query.court_id)
-    return await figures.dashboard(ctx.db, scope, period)
+    return await figures.fresh_dashboard(
+        ctx.request.app[DB],
+        ctx.db,
+        scope,
+        period,
+        timedelta(seconds=ctx.settings.stats_refresh_seconds),
+    )
 
 
 @api.route(
