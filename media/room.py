@@ -21,6 +21,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
+    RTCRtpTransceiver,
     RTCSessionDescription,
 )
 
@@ -40,6 +41,9 @@ from media.transport import (
 
 log = logging.getLogger("vreception.media")
 RELAY_KEY = "relay"  # whose TURN credentials the relay's own peer connections carry
+# a subscription is renegotiated while it has at most this many media sections (aiortc
+# cannot reuse the inactive section of a gone track); beyond, it is replaced by a new one
+MAX_SUBSCRIBER_SECTIONS = 32
 
 
 class TrackSink(Protocol):
@@ -114,8 +118,11 @@ class OfferedTrack:
 
 @dataclass(frozen=True)
 class SubscribeOffer:
+    """An offer for a subscriber: ``renegotiation`` when it is for its existing connection."""
+
     sdp: str
     tracks: list[OfferedTrack]
+    renegotiation: bool = False
 
 
 class Room:
@@ -126,6 +133,12 @@ class Room:
         self.visit_id = visit_id
         self.publishers: dict[tuple[str, Stream], RTCPeerConnection] = {}
         self.subscribers: dict[str, RTCPeerConnection] = {}
+        # per subscriber: published track id → the transceiver carrying it (media sections
+        # of gone tracks are inactive and no longer listed), the copies a re-offer added
+        # that start once answered, and the lock of its negotiation
+        self.sending: dict[str, dict[str, RTCRtpTransceiver]] = {}
+        self.waiting: dict[str, dict[str, ForwardTrack]] = {}
+        self._negotiating: dict[str, asyncio.Lock] = {}
         self.tracks: dict[str, PublishedTrack] = {}
         self.people: dict[str, tuple[str, str]] = {}  # participant id → (role, name)
         # counts of this room's media since it opened, and of its closed connections
@@ -261,38 +274,49 @@ class Room:
             pass
         finally:
             for forward in list(track.forwards.values()):
-                forward.end()
+                _end_copy(forward)
             for sink in self.relay.sinks:
                 sink.track_ended(track)
             self.tracks.pop(track.id, None)
 
-    async def subscribe(self, participant_id: str) -> SubscribeOffer | None:
-        """An offer carrying every live track published by the others; None while there is
-        none (an offer without media sections is refused by browsers)."""
-        await self._close_pc(self.subscribers.pop(participant_id, None))
-        for track in self.tracks.values():
-            track.forwards.pop(participant_id, None)
-        chosen = [
-            t
-            for t in self.tracks.values()
-            if t.participant_id != participant_id and t.remote.readyState == "live"
-        ]
+    async def subscribe(self, participant_id: str, restart: bool = False) -> SubscribeOffer | None:
+        """An offer carrying every live track published by the others. On the participant's
+        existing subscription (unless ``restart``) it is a re-offer on the same connection:
+        new tracks get a media section, gone ones turn ``inactive``, media already flowing
+        goes on (no new ICE or DTLS). Otherwise (first subscription, ``restart`` after a
+        failed connection, too many sections) a new connection; None while there is neither
+        a connection nor a track (an offer without media sections is refused by browsers).
+        One negotiation per subscriber at a time."""
+        async with self._negotiation(participant_id):
+            pc = self.subscribers.get(participant_id)
+            chosen = [
+                t
+                for t in self.tracks.values()
+                if t.participant_id != participant_id and t.remote.readyState == "live"
+            ]
+            if pc is not None and not restart and _renegotiable(pc):
+                new = [t for t in chosen if t.id not in self.sending.get(participant_id, {})]
+                if len(pc.getTransceivers()) + len(new) <= MAX_SUBSCRIBER_SECTIONS:
+                    return await self._reoffer(participant_id, pc, chosen)
+            return await self._new_subscription(participant_id, chosen)
+
+    def _negotiation(self, participant_id: str) -> asyncio.Lock:
+        """The lock that keeps one subscription negotiation per subscriber at a time."""
+        return self._negotiating.setdefault(participant_id, asyncio.Lock())
+
+    async def _new_subscription(
+        self, participant_id: str, chosen: list[PublishedTrack]
+    ) -> SubscribeOffer | None:
+        await self._drop_subscription(participant_id)
         if not chosen:
             return None
         pc = create_peer_connection(self.relay.ice_servers.issue(RELAY_KEY))
         self.subscribers[participant_id] = pc
-        transceivers = []
+        sending = self.sending[participant_id] = {}
         for track in chosen:
-            forward = ForwardTrack(
-                track.kind, track.codec, track.clock_rate, track.request_keyframe, track.keyframes
-            )
-            transceiver = pc.addTransceiver(forward, direction="sendonly")
-            forward.attach(transceiver)
-            transceiver.setCodecPreferences(_preferences(track))
-            forward_keyframe_requests(transceiver.sender, track.request_keyframe, self.counters)
-            count_nacks_received(transceiver.sender, self.counters)
+            transceiver, forward = self._add_sender(pc, track)
             track.forwards[participant_id] = forward
-            transceivers.append((transceiver, track))
+            sending[track.id] = transceiver
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -302,27 +326,95 @@ class Room:
                         t.request_keyframe()  # a new subscriber needs a keyframe now
 
         await pc.setLocalDescription(await pc.createOffer())
-        offered = [
-            OfferedTrack(str(tr.mid), t.id, t.participant_id, t.kind, t.source)
-            for tr, t in transceivers
-        ]
-        return SubscribeOffer(str(pc.localDescription.sdp), offered)
+        return self._offer(participant_id, pc, renegotiation=False)
+
+    async def _reoffer(
+        self, participant_id: str, pc: RTCPeerConnection, chosen: list[PublishedTrack]
+    ) -> SubscribeOffer:
+        """Renegotiate the existing subscription to carry exactly ``chosen``."""
+        sending = self.sending.setdefault(participant_id, {})
+        waiting = self.waiting.setdefault(participant_id, {})
+        live = {t.id for t in chosen}
+        for track_id in [t for t in sending if t not in live]:
+            transceiver = sending.pop(track_id)
+            gone = self.tracks.get(track_id)
+            forward = gone.forwards.pop(participant_id, None) if gone is not None else None
+            for copy in (forward, waiting.pop(track_id, None)):
+                if copy is not None:
+                    _end_copy(copy)
+            transceiver.direction = "inactive"  # aiortc cannot reject (port 0) a section
+            with contextlib.suppress(Exception):
+                await transceiver.stop()  # its sender's RTP and RTCP end; the section stays
+        for track in chosen:
+            if track.id not in sending:
+                transceiver, forward = self._add_sender(pc, track)
+                sending[track.id] = transceiver
+                waiting[track.id] = forward  # fed once the subscriber has answered
+        await pc.setLocalDescription(await pc.createOffer())
+        return self._offer(participant_id, pc, renegotiation=True)
+
+    def _add_sender(
+        self, pc: RTCPeerConnection, track: PublishedTrack
+    ) -> tuple[RTCRtpTransceiver, ForwardTrack]:
+        """A send-only media section for one published track on a subscriber's connection."""
+        forward = ForwardTrack(
+            track.kind, track.codec, track.clock_rate, track.request_keyframe, track.keyframes
+        )
+        transceiver = pc.addTransceiver(forward, direction="sendonly")
+        forward.attach(transceiver)
+        transceiver.setCodecPreferences(_preferences(track))
+        forward_keyframe_requests(transceiver.sender, track.request_keyframe, self.counters)
+        count_nacks_received(transceiver.sender, self.counters)
+        return transceiver, forward
+
+    def _offer(
+        self, participant_id: str, pc: RTCPeerConnection, renegotiation: bool
+    ) -> SubscribeOffer:
+        offered = []
+        for track_id, transceiver in self.sending.get(participant_id, {}).items():
+            t = self.tracks.get(track_id)
+            if t is not None:
+                offered.append(
+                    OfferedTrack(str(transceiver.mid), t.id, t.participant_id, t.kind, t.source)
+                )
+        return SubscribeOffer(str(pc.localDescription.sdp), offered, renegotiation)
 
     async def answer(self, participant_id: str, answer_sdp: str) -> None:
-        pc = self.subscribers.get(participant_id)
-        if pc is None:
-            raise MediaError("not_subscribed", "尚未订阅")
-        answer_sdp = screen_sdp(answer_sdp, self.relay.allowed_networks)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        async with self._negotiation(participant_id):
+            pc = self.subscribers.get(participant_id)
+            if pc is None:
+                raise MediaError("not_subscribed", "尚未订阅")
+            if pc.signalingState != "have-local-offer":
+                raise MediaError("no_offer", "没有待应答的订阅请求")
+            answer_sdp = screen_sdp(answer_sdp, self.relay.allowed_networks)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+            # tracks added by a re-offer start now, from a keyframe
+            for track_id, forward in self.waiting.pop(participant_id, {}).items():
+                track = self.tracks.get(track_id)
+                if track is None:
+                    _end_copy(forward)
+                    continue
+                track.forwards[participant_id] = forward
+                if track.kind == "video":
+                    track.request_keyframe()
+
+    async def _drop_subscription(self, participant_id: str) -> None:
+        """Close a participant's subscription and stop feeding its copies of the tracks."""
+        for track in self.tracks.values():
+            forward = track.forwards.pop(participant_id, None)
+            if forward is not None:
+                _end_copy(forward)
+        for forward in self.waiting.pop(participant_id, {}).values():
+            _end_copy(forward)
+        self.sending.pop(participant_id, None)
+        await self._close_pc(self.subscribers.pop(participant_id, None))
 
     async def leave(self, participant_id: str) -> bool:
         """The participant is gone: its subscription and publications close. True when it
         was publishing (the others' subscriptions carried its tracks)."""
-        for track in self.tracks.values():
-            forward = track.forwards.pop(participant_id, None)
-            if forward is not None:
-                forward.end()
-        await self._close_pc(self.subscribers.pop(participant_id, None))
+        async with self._negotiation(participant_id):
+            await self._drop_subscription(participant_id)
+        self._negotiating.pop(participant_id, None)
         published = False
         for stream in Stream:
             published = await self.unpublish(participant_id, stream) or published
@@ -339,6 +431,17 @@ class Room:
             peer_traffic(pc, self.counters if open_room else self.relay.retired)
             with contextlib.suppress(Exception):
                 await pc.close()
+
+
+def _end_copy(forward: ForwardTrack) -> None:
+    """A subscriber's copy of a published track ends: its sender stops sending it."""
+    forward.end()
+
+
+def _renegotiable(pc: RTCPeerConnection) -> bool:
+    """Whether a subscription can take a re-offer: not closed and not failed (aiortc has no
+    ICE restart; a failed connection is replaced, docs/relay-design.md)."""
+    return pc.connectionState not in ("closed", "failed") and pc.signalingState != "closed"
 
 
 def _preferences(track: PublishedTrack) -> list[Any]:

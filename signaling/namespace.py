@@ -37,6 +37,7 @@ from signaling.protocol import (
     ProtocolError,
     Publish,
     Refuse,
+    Subscribe,
     SubscribeAnswer,
     Unpublish,
     parse,
@@ -539,13 +540,14 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         )
 
     async def _subscribe(self, sid: str, message: Message) -> dict[str, Any]:
+        assert isinstance(message, Subscribe)
         room, me, media = self._media_room(sid)
         try:
-            offer = await media.subscribe(me.id)
+            offer = await media.subscribe(me.id, restart=message.restart)
         except (MediaError, ValueError) as exc:
             raise _media_refusal(exc) from None
         if offer is None:  # nothing published yet: wait for tracks_changed
-            return {"type": "offer", "sdp": None, "tracks": []}
+            return {"type": "offer", "sdp": None, "tracks": [], "renegotiation": False}
         tracks = []
         for t in offer.tracks:
             owner = room.participants.get(t.participant_id)
@@ -560,7 +562,12 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                     "name": owner.identity.name if owner else "",
                 }
             )
-        return {"type": "offer", "sdp": offer.sdp, "tracks": tracks}
+        return {
+            "type": "offer",
+            "sdp": offer.sdp,
+            "tracks": tracks,
+            "renegotiation": offer.renegotiation,
+        }
 
     async def _subscribe_answer(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, SubscribeAnswer)

@@ -97,6 +97,10 @@ class Unpublish(Message):
     stream: Literal["main", "evidence"]
 
 
+class Subscribe(Message):
+    restart: bool = False  # a new connection instead of a re-offer on the existing one
+
+
 class SubscribeAnswer(Message):
     type: Literal["answer"]
     sdp: Sdp
@@ -115,7 +119,7 @@ INBOUND: dict[str, type[Message]] = {
     "publish": Publish,
     "unpublish": Unpublish,
     "note": Note,
-    "subscribe": Empty,
+    "subscribe": Subscribe,
     "subscribe_answer": SubscribeAnswer,
     "leave": Empty,
     "end": Empty,

@@ -6,6 +6,7 @@ alone (short link, copy button)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -58,6 +59,60 @@ EVIDENCE_FRAMES = """async () => {
     });
     return n;
 }"""
+
+
+# the petitioner's camera as the judge receives it: the tile, its inbound video statistics,
+# and the subscribing connection's transport (selected candidate pair, DTLS state)
+CAMERA_TILE = ".tile.remote[data-role=petitioner][data-source=camera]"
+CAMERA_STATS = """async () => {
+    const video = document.querySelector('CAMERA video');
+    const pc = window.vrCall && window.vrCall.subscriber;
+    if (!video || !video.srcObject || !pc) return null;
+    const id = video.srcObject.getVideoTracks()[0].id;
+    const receiver = pc.getReceivers().find((r) => r.track && r.track.id === id);
+    if (!receiver) return null;
+    const out = { framesDecoded: 0, freezeCount: 0, keyFrames: 0, pli: 0, pair: null, dtls: null };
+    (await receiver.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp") {
+            out.framesDecoded = s.framesDecoded || 0;
+            out.freezeCount = s.freezeCount || 0;
+            out.freezes = s.totalFreezesDuration || 0;
+            out.keyFrames = s.keyFramesDecoded || 0;
+            out.pli = (s.pliCount || 0) + (s.firCount || 0);
+        }
+        if (s.type === "transport") {
+            out.pair = s.selectedCandidatePairId;
+            out.dtls = s.dtlsState;
+        }
+    });
+    out.samePc = pc === window.__pc;
+    out.sameTile = video === window.__tile;
+    out.sameTransport = receiver.transport === window.__transport;
+    return out;
+}""".replace("CAMERA", CAMERA_TILE)
+# keep the judge's subscribing connection, camera tile and transport to compare with later;
+# sample the camera's statistics every 100 ms and note when each re-offer is applied
+WATCH_CAMERA = (
+    """() => {
+    window.__cameraStats = """
+    + CAMERA_STATS
+    + """;
+    const pc = window.vrCall.subscriber;
+    window.__pc = pc;
+    window.__tile = document.querySelector('CAMERA video');
+    const id = window.__tile.srcObject.getVideoTracks()[0].id;
+    window.__transport = pc.getReceivers().find((r) => r.track && r.track.id === id).transport;
+    window.__offers = [];
+    const apply = pc.setRemoteDescription.bind(pc);
+    pc.setRemoteDescription = (d) => { window.__offers.push(performance.now()); return apply(d); };
+    window.__samples = [];
+    setInterval(async () => {
+        const t = performance.now();
+        const s = await window.__cameraStats();
+        if (s) window.__samples.push({ t, frames: s.framesDecoded, freezes: s.freezeCount });
+    }, 100);
+}""".replace("CAMERA", CAMERA_TILE)
+)
 
 
 def _visit(server: LiveServer) -> tuple[str, str]:
@@ -343,3 +398,64 @@ def test_sigterm_with_pages_connected_stops_within_5s_and_pages_come_back(
 
 def _no_state() -> VisitRecording:
     return VisitRecording(visit_id="")
+
+
+def test_evidence_shown_and_stopped_renegotiates_without_interrupting_the_camera(
+    live_server: LiveServer, chromium: Any, artifacts: Path, evidence_image: Path
+) -> None:
+    """The petitioner shows a document and stops: the judge's page gets its tile and then
+    loses it by re-offers on the same subscribing connection (same RTCPeerConnection, DTLS
+    transport and selected candidate pair), while the petitioner's camera keeps being
+    decoded: no freeze while a re-offer is applied, no keyframe asked for."""
+    _, judge, guest = _in_call(chromium, live_server)
+    wait_until(
+        lambda: (judge.evaluate(CAMERA_STATS) or {}).get("framesDecoded", 0) > 30,
+        timeout=60,
+        what="the petitioner's camera at the judge",
+    )
+    judge.evaluate(WATCH_CAMERA)
+    before = judge.evaluate(CAMERA_STATS)
+    assert before["pair"] and before["dtls"] == "connected", before
+
+    guest.select_option("#evidence-source", "file")
+    guest.set_input_files("#evidence-file", str(evidence_image))
+    guest.click("#evidence-show")
+    expect(guest.locator("#evidence-msg")).to_have_text("正在向各方出示证据", timeout=30_000)
+    wait_until(lambda: judge.evaluate(EVIDENCE_FRAMES) > 10, timeout=60, what="evidence")
+    shown = judge.evaluate(CAMERA_STATS)
+    judge.screenshot(path=str(artifacts / "live-evidence-renegotiated-judge.png"))
+
+    guest.click("#evidence-stop")
+    expect(judge.locator(".tile.remote.evidence")).to_have_count(0, timeout=30_000)
+    expect(judge.locator(CAMERA_TILE)).to_have_count(1)
+    start = shown["framesDecoded"]
+    wait_until(
+        lambda: judge.evaluate(CAMERA_STATS)["framesDecoded"] > start + 30,
+        timeout=60,
+        what="the camera decoded on after the evidence stopped",
+    )
+    after = judge.evaluate(CAMERA_STATS)
+    for state in (shown, after):
+        assert state["samePc"] and state["sameTile"] and state["sameTransport"], state
+        assert state["pair"] == before["pair"] and state["dtls"] == "connected", state
+        assert state["pli"] == before["pli"], (before, state)  # the decoder never lost its way
+    offers = judge.evaluate("() => window.__offers")
+    assert len(offers) >= 2, offers  # shown, stopped (a participant_left would add one)
+    wait_until(
+        lambda: judge.evaluate("() => window.__samples.at(-1).t") > max(offers) + 1000,
+        what="a second of samples after the last re-offer",
+    )
+    samples = judge.evaluate("() => window.__samples")
+    frames = [s["frames"] for s in samples]
+    assert frames == sorted(frames) and before["framesDecoded"] < start < after["framesDecoded"]
+    for at in offers:  # from just before a re-offer is applied to 1 s after
+        window = [s for s in samples if s["t"] <= at][-1:] + [
+            s for s in samples if at < s["t"] <= at + 1000
+        ]
+        since, until = window[0], window[-1]
+        assert until["frames"] > since["frames"], (at, window)
+        # a freeze counts when the page itself kept time (its 100 ms sampler ran): on a
+        # machine so loaded that the renderer stalls, every video freezes, renegotiated or not
+        if max(b["t"] - a["t"] for a, b in itertools.pairwise(window)) < 300:
+            assert until["freezes"] == since["freezes"], (at, window)
+    _close(judge, guest)

@@ -5,7 +5,9 @@ and no decoder is ever created (the subscriber's frames are decoded here with Py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import itertools
 from collections import defaultdict
 from typing import Any
 
@@ -16,11 +18,12 @@ from aiortc.codecs import h264, opus, vpx
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from sqlalchemy import select
 
+import media.room
 from config.db import Database
 from config.settings import Settings
 from media.encoded import tap_receiver
 from media.errors import MediaError
-from media.room import PublishedTrack, Relay
+from media.room import PublishedTrack, Relay, Room, Source, Stream, SubscribeOffer
 from media.transport import announce_addresses, create_peer_connection, use_port_range
 from scheduler.models import VisitEvent, VisitEventKind
 from tests.conftest import MakeClient
@@ -210,6 +213,7 @@ async def test_visit_media_through_signaling(
     assert changed["participant"]["evidence"] is True
     again = await guest.call("subscribe")
     assert sorted(t["source"] for t in again["tracks"]) == ["camera", "evidence", "microphone"]
+    assert offer["renegotiation"] is False and again["renegotiation"] is True  # the same pc
     assert (await judge.call("unpublish", {"stream": "evidence"}))["ok"]
     assert (await guest.next("tracks_changed"))["participant"]["evidence"] is False
     async with Database(migrated).reader() as db:
@@ -365,3 +369,176 @@ async def test_h264_only_publisher_is_forwarded_as_h264(decoders_created: list[s
     await subscriber.close()
     for task in tasks:
         task.cancel()
+
+
+async def _answer(room: Room, who: str, pc: RTCPeerConnection, offer: SubscribeOffer) -> None:
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    await room.answer(who, pc.localDescription.sdp)
+
+
+def _section(sdp: str, mid: str) -> list[str]:
+    """The lines of one media section of an SDP."""
+    sections: list[list[str]] = []
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            sections.append([])
+        if sections:
+            sections[-1].append(line)
+    return next(s for s in sections if f"a=mid:{mid}" in s)
+
+
+def _directions(sdp: str) -> dict[str, str]:
+    """Each media section's direction in an SDP, by mid."""
+    out: dict[str, str] = {}
+    mid, direction = "", ""
+    for line in [*sdp.splitlines(), "m="]:
+        if line.startswith("m=") and mid:
+            out[mid] = direction
+        if line.startswith("m="):
+            mid, direction = "", ""
+        elif line.startswith("a=mid:"):
+            mid = line[6:].strip()
+        elif line[2:].strip() in ("sendrecv", "sendonly", "recvonly", "inactive"):
+            direction = line[2:].strip()
+    return out
+
+
+async def test_a_track_added_and_removed_renegotiates_the_same_connection() -> None:
+    """Evidence shown and then stopped reaches a subscriber by a re-offer on its existing
+    connection: the new section gets media, the gone one turns inactive, the camera that
+    was already flowing never pauses, and the ICE and DTLS transports stay the same; when
+    the publisher leaves, its sections turn inactive on the same connection too."""
+    announce_addresses(["127.0.0.1"])
+    relay = Relay()
+    room = relay.room("b" * 32)
+    judge = await publish_av(room, "judge1")
+
+    subscriber = create_peer_connection()
+    arrivals: dict[str, list[float]] = defaultdict(list)  # track id → arrival times
+    tasks: list[asyncio.Task[None]] = []
+
+    async def collect(track: Any) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+                arrivals[track.id].append(loop.time())
+
+    @subscriber.on("track")
+    def on_track(track: Any) -> None:
+        receiver = next(r for r in subscriber.getReceivers() if r.track is track)
+        tap_receiver(receiver)
+        tasks.append(asyncio.create_task(collect(track)))
+
+    async def flowing(count: int, *mids: str) -> None:
+        """Wait until the tracks of ``mids`` received ``count`` more packets each."""
+        ids = {t.mid: t.receiver.track.id for t in subscriber.getTransceivers()}
+        start = {mid: len(arrivals[ids[mid]]) for mid in mids}
+        deadline = asyncio.get_running_loop().time() + 60
+        while any(len(arrivals[ids[m]]) < start[m] + count for m in mids):
+            counts = {m: len(arrivals[ids[m]]) for m in mids}
+            assert asyncio.get_running_loop().time() < deadline, counts
+            await asyncio.sleep(0.05)
+
+    first = await room.subscribe("petitioner1")
+    assert first is not None and not first.renegotiation
+    await _answer(room, "petitioner1", subscriber, first)
+    camera = next(t.mid for t in first.tracks if t.kind == "video")
+    await flowing(30, camera)
+    dtls = subscriber.getTransceivers()[0].receiver.transport
+    ice = dtls.transport
+    relay_pc = room.subscribers["petitioner1"]
+    changes: list[str] = []
+    dtls.on("statechange", lambda: changes.append(dtls.state))
+    ice.on("statechange", lambda: changes.append(ice.state))
+    shown_at = asyncio.get_running_loop().time()
+
+    evidence = create_peer_connection()
+    evidence.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    await evidence.setLocalDescription(await evidence.createOffer())
+    answer = await room.publish("judge1", evidence.localDescription.sdp, Stream.evidence)
+    await evidence.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    added = await room.subscribe("petitioner1")
+    assert added is not None and added.renegotiation
+    assert sorted(t.source.value for t in added.tracks) == ["camera", "evidence", "microphone"]
+    shown = next(t.mid for t in added.tracks if t.source is Source.evidence)
+    assert shown not in {t.mid for t in first.tracks}  # a new media section
+    # the sections already flowing are offered exactly as before (nothing to reconfigure)
+    for mid in (t.mid for t in first.tracks):
+        assert _section(added.sdp, mid) == _section(first.sdp, mid)
+    await _answer(room, "petitioner1", subscriber, added)
+    await flowing(30, shown, camera)
+
+    assert await room.unpublish("judge1", Stream.evidence)
+    removed = await room.subscribe("petitioner1")
+    assert removed is not None and removed.renegotiation
+    assert sorted(t.source.value for t in removed.tracks) == ["camera", "microphone"]
+    assert _directions(removed.sdp)[shown] == "inactive"
+    assert _directions(removed.sdp)[camera] == "sendonly"
+    assert _section(removed.sdp, camera) == _section(first.sdp, camera)
+    await _answer(room, "petitioner1", subscriber, removed)
+    await flowing(30, camera)
+
+    # the same connection all along, and the camera never paused
+    assert room.subscribers["petitioner1"] is relay_pc
+    assert all(t.receiver.transport is dtls for t in subscriber.getTransceivers())
+    assert dtls.transport is ice and dtls.state == "connected" and changes == []
+    camera_id = next(t.receiver.track.id for t in subscriber.getTransceivers() if t.mid == camera)
+    times = [t for t in arrivals[camera_id] if t >= shown_at]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) < 1.0, max(gaps)
+    evidence_id = next(t.receiver.track.id for t in subscriber.getTransceivers() if t.mid == shown)
+    stopped = len(arrivals[evidence_id])
+    await flowing(30, camera)
+    assert len(arrivals[evidence_id]) == stopped  # nothing more on the inactive section
+
+    # the only publisher leaves: the subscription stays, every section inactive, ready for
+    # whoever publishes next
+    assert await room.leave("judge1")
+    empty = await room.subscribe("petitioner1")
+    assert empty is not None and empty.renegotiation and empty.tracks == []
+    assert set(_directions(empty.sdp).values()) == {"inactive"}
+    await _answer(room, "petitioner1", subscriber, empty)
+    assert room.subscribers["petitioner1"] is relay_pc and dtls.state == "connected"
+
+    await room.close()
+    for pc in (judge, evidence, subscriber):
+        await pc.close()
+    for task in tasks:
+        task.cancel()
+
+
+async def test_a_subscription_is_replaced_on_restart_or_when_its_sections_run_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``restart`` (the page's connection failed: aiortc has no ICE restart) and a
+    subscription that would outgrow MAX_SUBSCRIBER_SECTIONS get a new connection; an answer
+    with no offer pending is refused."""
+    announce_addresses(["127.0.0.1"])
+    room = Relay().room("a" * 32)
+    judge = await publish_av(room, "judge1")
+    first = await room.subscribe("petitioner1")
+    assert first is not None and not first.renegotiation
+    pc = room.subscribers["petitioner1"]
+    again = await room.subscribe("petitioner1")  # an offer not yet answered is offered anew
+    assert again is not None and again.renegotiation and room.subscribers["petitioner1"] is pc
+    restarted = await room.subscribe("petitioner1", restart=True)
+    assert restarted is not None and not restarted.renegotiation
+    assert room.subscribers["petitioner1"] is not pc and pc.signalingState == "closed"
+
+    monkeypatch.setattr(media.room, "MAX_SUBSCRIBER_SECTIONS", 2)
+    pc = room.subscribers["petitioner1"]
+    lawyer = await publish_av(room, "lawyer1")
+    grown = await room.subscribe("petitioner1")
+    assert grown is not None and not grown.renegotiation and len(grown.tracks) == 4
+    assert room.subscribers["petitioner1"] is not pc
+
+    client = create_peer_connection()
+    await _answer(room, "petitioner1", client, grown)
+    with pytest.raises(MediaError) as refused:
+        await room.answer("petitioner1", client.localDescription.sdp)
+    assert refused.value.code == "no_offer"
+    await room.close()
+    for peer in (judge, lawyer, client):
+        await peer.close()

@@ -1,10 +1,12 @@
 """Petition statistics: every figure recomputed with plain SQL on a generated dataset,
-periods refused, scope by the court tree, and docs/statistics.md kept equal to the code."""
+periods refused, scope by the court tree, docs/statistics.md kept equal to the code, and the
+monthly PDF report read back page by page."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -15,6 +17,8 @@ from zoneinfo import ZoneInfo
 import openpyxl
 import pytest
 from playwright.sync_api import expect
+from pypdf import PdfReader
+from pypdf.generic import ContentStream
 
 from config.db import Database, create_engine, create_sessionmaker
 from config.errors import InvalidError, PermissionDeniedError
@@ -23,7 +27,7 @@ from config.vocabulary import label
 from scheduler.cases.words import Channel
 from scheduler.models import Role
 from scheduler.scope import Actor
-from scheduler.stats import figures
+from scheduler.stats import figures, report
 from scheduler.stats.figures import FIGURES, Dashboard, parse_period, scope_for
 from tests.conftest import LiveServer, MakeClient
 from tests.helpers import World, add_staff, login
@@ -439,12 +443,148 @@ async def test_case_counts_upload_stores_all_rows_or_none(
     assert stored_counts(con) == before
 
 
+# ------------------------------------------------------------------ monthly report (PDF)
+
+REPORT_MONTH, MONTH_BEFORE = "2025-11", "2025-10"
+
+
+def curves(page: Any) -> int:
+    """Bézier curves drawn on a PDF page: the SVG charts (glyph outlines, markers) are
+    vector paths; text and table rules draw none."""
+    ops = ContentStream(page.get_contents(), page.pdf).operations
+    return sum(1 for _, op in ops if op == b"c")
+
+
+def audited(settings: Settings, action: str) -> list[tuple[str, dict[str, Any]]]:
+    """(actor, detail) of each audit event ``action``, oldest first."""
+    con = sqlite3.connect(settings.data_dir / "vreception.db")
+    try:
+        rows = con.execute(
+            "SELECT actor_name, detail FROM audit_events WHERE action = ? ORDER BY id", (action,)
+        ).fetchall()
+    finally:
+        con.close()
+    return [(str(actor), json.loads(detail)) for actor, detail in rows]
+
+
+async def month_board(settings: Settings, court_id: int, month: str) -> Dashboard:
+    return await compute(settings, ADMIN, court_id, (month, month))
+
+
+async def test_monthly_report_pdf_pages_show_the_figures_charts_and_ranking(
+    make_client: MakeClient, world: World, migrated: Settings, dataset: sqlite3.Connection
+) -> None:
+    client = await make_client()
+    await login(client, "leader_high")
+    resp = await client.get("/api/v1/stats/report", params={"month": REPORT_MONTH})
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"] == "application/pdf"
+    assert "attachment" in resp.headers["Content-Disposition"]
+    pages = PdfReader(io.BytesIO(await resp.read())).pages
+    assert len(pages) == 5
+    texts = [page.extract_text() for page in pages]
+    for number, text in enumerate(texts, 1):
+        assert f"第 {number} 页，共 5 页" in text
+
+    # 1: the title page
+    assert "某省高级人民法院" in texts[0]
+    assert "月度信访工作通报" in texts[0]
+    assert "2025年11月" in texts[0]
+    stamp = re.search(r"生成时间：(\d+)年(\d+)月(\d+)日 (\d\d):(\d\d)（UTC\+08:00）", texts[0])
+    assert stamp is not None
+    year, month, day, hour, minute = (int(g) for g in stamp.groups())
+    made = datetime(year, month, day, hour, minute, tzinfo=TZ)
+    assert abs(made - datetime.now(TZ)) < timedelta(minutes=5)
+
+    # 2: each key figure of the month, then of the month before, as figures.py computes it
+    now = await month_board(migrated, world.courts["high"], REPORT_MONTH)
+    before = await month_board(migrated, world.courts["high"], MONTH_BEFORE)
+    lines = texts[1].splitlines()
+    assert "2025年11月 2025年10月" in texts[1]
+    for key in report.KEY_FIGURES:
+        this, last = now.result(key).as_dict(), before.result(key).as_dict()
+        row = f"{this['label']} {this['total']['text']} {last['total']['text']} "
+        assert any(line.startswith(row) for line in lines), (row, lines)
+    assert now.result("resolution_rate").total is not None
+    assert now.result("volume_court").as_dict()["total"]["value"] > 0
+    assert curves(pages[1]) == 0
+
+    # 3, 4: the charts, drawn as vectors under their titles
+    assert report.CHART_CHANNEL in texts[2]
+    assert report.CHART_TREND in texts[2]
+    assert report.CHART_RANKING in texts[3]
+    assert curves(pages[2]) > 100
+    assert curves(pages[3]) > 20
+
+    # 5: the ranking table (通报), courts in ranked order
+    ranking = now.ranking()
+    assert [r["name"] for r in ranking] != []
+    rates = [r["resolution_rate"] for r in ranking if r["resolution_rate"] is not None]
+    assert rates == sorted(rates, reverse=True)
+    rows = [line for line in texts[4].splitlines() if re.match(r"^\d+ \S+人民法院 ", line)]
+    assert [line.split()[:2] for line in rows] == [[str(r["rank"]), r["name"]] for r in ranking]
+    assert audited(migrated, "stats.report") == [
+        ("leader_high", {"court": "某省高级人民法院", "month": REPORT_MONTH})
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "words"),
+    [
+        ({}, 422, "请选择通报月份"),
+        ({"month": "2025/11"}, 422, "格式应为 YYYY-MM"),
+        ({"month": "2025-13"}, 422, "格式应为 YYYY-MM"),
+        ({"month": "2999-01"}, 422, "尚未到来"),
+        ({"month": "2024-11"}, 422, "早于某省高级人民法院最早的信访记录（2024-12）"),
+        ({"month": REPORT_MONTH, "court": "supreme"}, 403, "本院及下级法院"),
+    ],
+)
+async def test_monthly_report_refuses_bad_months_and_courts_outside_in_chinese(
+    make_client: MakeClient,
+    world: World,
+    migrated: Settings,
+    dataset: sqlite3.Connection,
+    params: dict[str, str],
+    status: int,
+    words: str,
+) -> None:
+    client = await make_client()
+    await login(client, "leader_high")
+    query = {k: v for k, v in params.items() if k != "court"}
+    if "court" in params:
+        query["court_id"] = str(world.courts[params["court"]])
+    resp = await client.get("/api/v1/stats/report", params=query)
+    assert resp.status == status
+    assert words in await error_of(resp)
+    assert audited(migrated, "stats.report") == []
+
+
+async def test_monthly_report_is_for_stats_roles_only_and_exports_are_audited(
+    make_client: MakeClient, world: World, migrated: Settings, dataset: sqlite3.Connection
+) -> None:
+    operator = await make_client()
+    await login(operator, "op_a")
+    refused = await operator.get("/api/v1/stats/report", params={"month": REPORT_MONTH})
+    assert refused.status == 403
+    client = await make_client()
+    await login(client, "leader_high")
+    resp = await client.get("/api/v1/stats/export", params={**PERIOD, "format": "csv"})
+    assert resp.status == 200
+    assert audited(migrated, "stats.exported") == [
+        (
+            "leader_high",
+            {"court": "某省高级人民法院", "first": "2025-03", "last": "2025-12", "format": "CSV"},
+        )
+    ]
+
+
 # ------------------------------------------------------------------ page
 
 
-def test_the_stats_page_draws_charts_with_tables_and_drills_down_in_chromium(
-    live_server: LiveServer, chromium: Any, artifacts: Path
-) -> None:
+@pytest.fixture(scope="module")
+def live_courts(live_server: LiveServer) -> dict[str, int]:
+    """Court ids by code of the live demo server, with a generated dataset of the last
+    200 days stored once for the page tests."""
     con = sqlite3.connect(live_server.data_dir / "vreception.db")
     courts = dict(con.execute("SELECT code, id FROM courts").fetchall())
     generate(
@@ -459,6 +599,13 @@ def test_the_stats_page_draws_charts_with_tables_and_drills_down_in_chromium(
         first_id=1_000_000,
     )
     con.close()
+    return courts
+
+
+def test_the_stats_page_draws_charts_with_tables_and_drills_down_in_chromium(
+    live_server: LiveServer, live_courts: dict[str, int], chromium: Any, artifacts: Path
+) -> None:
+    courts = live_courts
     context = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
     try:
         page = context.new_page()
@@ -480,5 +627,33 @@ def test_the_stats_page_draws_charts_with_tables_and_drills_down_in_chromium(
         )
         page.click("#up")
         expect(page.locator("#stats-title")).to_contain_text("最高人民法院")
+    finally:
+        context.close()
+
+
+def test_the_leader_downloads_the_monthly_report_pdf_from_the_stats_page(
+    live_server: LiveServer, live_courts: dict[str, int], chromium: Any, artifacts: Path
+) -> None:
+    context = chromium.new_context(
+        locale="zh-CN", viewport={"width": 1280, "height": 900}, accept_downloads=True
+    )
+    try:
+        page = context.new_page()
+        page_login(page, live_server, "leader", live_server.passwords["leader"], "/stats")
+        expect(page.locator("#stats-title")).to_contain_text("海淀")
+        last = datetime.now(TZ).replace(day=1) - timedelta(days=1)
+        expect(page.locator("#report-month")).to_have_value(f"{last:%Y-%m}")
+        with page.expect_download() as caught:
+            page.click("#report-pdf")
+        download = caught.value
+        assert download.suggested_filename.endswith(f"-{last:%Y-%m}.pdf")
+        pdf = Path(download.path()).read_bytes()
+        (artifacts / "monthly-report.pdf").write_bytes(pdf)
+        title = PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+        assert "海淀" in title and f"{last.year}年{last.month}月" in title
+        expect(page.locator("#stats-msg")).to_have_text("月度通报已生成")
+        page.fill("#report-month", "2999-01")
+        page.click("#report-pdf")
+        expect(page.locator("#stats-msg")).to_contain_text("尚未到来")
     finally:
         context.close()

@@ -127,6 +127,8 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "court.create": ("新增法院", "{actor}新增法院 {name}（代码 {code}，{level:level}）"),
     "court.update": ("修改法院", "{actor}修改了法院信息：{changes:changes}"),
     "stats.case_counts_imported": ("导入结案数", "{actor}导入各法院月度结案数 {rows} 条"),
+    "stats.exported": ("导出统计表", "{actor}导出了{court} {first}至{last} 的统计表（{format}）"),
+    "stats.report": ("生成月度通报", "{actor}生成了{court} {month} 的月度信访工作通报"),
     "user.create": ("新增账户", "{actor}新增账户 {username}（{role:role}）"),
     "user.update": ("修改账户", "{actor}修改了账户：{changes:changes}"),
     "room.create": ("新增接访室", "{actor}新增接访室 {name}"),

@@ -94,14 +94,25 @@ def parse_period(first: str | None, last: str | None, tz: ZoneInfo) -> Period:
         raise InvalidError(f"起始月份 {first} 晚于截止月份 {last}，请调换后重试")
     if count > MAX_MONTHS:
         raise InvalidError(f"统计期间最长 5 年（{MAX_MONTHS} 个月），所选期间为 {count} 个月")
-    months = []
-    for i in range(count):
-        y, m = divmod(y1 * 12 + m1 - 1 + i, 12)
-        months.append(f"{y:04d}-{m + 1:02d}")
+    months = [shift_month(f"{y1:04d}-{m1:02d}", i) for i in range(count)]
     ey, em = divmod(y2 * 12 + m2, 12)
     start = datetime(y1, m1, 1, tzinfo=tz).astimezone(UTC)
     end = datetime(ey, em + 1, 1, tzinfo=tz).astimezone(UTC)
     return Period(months[0], months[-1], tz, start, end, tuple(months))
+
+
+def parse_month(text: str | None, tz: ZoneInfo) -> Period:
+    """One whole month (``YYYY-MM``) as a period; refused when missing or malformed."""
+    if not text:
+        raise InvalidError("请选择通报月份（格式 YYYY-MM）")
+    _month_of(text, "通报月份")
+    return parse_period(text.strip(), text.strip(), tz)
+
+
+def shift_month(month: str, months: int) -> str:
+    """``month`` (``YYYY-MM``) moved by ``months`` (negative: back)."""
+    y, m = divmod(int(month[:4]) * 12 + int(month[5:7]) - 1 + months, 12)
+    return f"{y:04d}-{m + 1:02d}"
 
 
 # ------------------------------------------------------------------ scope
@@ -622,6 +633,20 @@ RANKING = (
     "video_share",
 )
 
+# The key figures of the monthly report (月度通报, scheduler/stats/report.py), each shown
+# beside the month before.
+REPORT = (
+    "volume_court",
+    "case_visit_ratio",
+    "resolution_rate",
+    "on_time_rate",
+    "overdue",
+    "repeat_rate",
+    "satisfaction",
+    "video_share",
+    "video_wait",
+)
+
 
 # ------------------------------------------------------------------ results
 
@@ -959,6 +984,16 @@ def render_docs() -> str:
         "- **案访比 input**: `court_case_counts(court_id, month, decided_count)`, imported "
         "as CSV (`court_code,month,decided_count`) or through "
         "`POST /api/v1/stats/case-counts`; an import replaces the rows it names.",
+        "- **Monthly report (月度信访工作通报)**: `GET /api/v1/stats/report?month=YYYY-MM"
+        "[&court_id=]` (the 月度通报 PDF button of `/stats`), an A4 PDF: a title page (court, "
+        "month, time generated in court local time); "
+        + ", ".join(BY_KEY[k].label for k in REPORT)
+        + " of the month beside the month before; charts of the month's volume by channel, "
+        "of the volume of the twelve months up to it and of the child courts' 化解率; the "
+        "ranking table (as in the export). Every number is one of the figures above, "
+        "computed the same way. Refused: a month malformed, after the current month or "
+        "before the scope's first contact; a court outside the caller's scope. Each report "
+        "and each CSV/XLSX export is audited (`stats.report`, `stats.exported`).",
         "",
     ]
     for f in FIGURES:

@@ -1,16 +1,20 @@
-"""Petition statistics (信访大数据): the dashboard, its CSV and XLSX export, and the import
-of cases decided per court and month. Figures are defined in scheduler/stats/figures.py."""
+"""Petition statistics (信访大数据): the dashboard, its CSV and XLSX export, the monthly PDF
+report (月度通报) and the import of cases decided per court and month. Figures are defined
+in scheduler/stats/figures.py; every export and report is audited."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import Field
 
+from config.db import utcnow
 from config.errors import InvalidError
-from scheduler.stats import counts, export, figures
+from scheduler.stats import counts, export, figures, report
+from web.handlers.archive import audit_now
 from web.keys import DB
 from web.routes import Context, api
 from web.schemas import Answer, Query
@@ -26,6 +30,11 @@ class ExportQuery(StatsQuery):
     format: Literal["csv", "xlsx"] = "xlsx"
 
 
+class ReportQuery(Query):
+    court_id: int | None = Field(None, ge=1, le=2**31 - 1)
+    month: str | None = Field(None, max_length=16)
+
+
 class CaseCountsOut(Answer):
     imported: int
 
@@ -39,8 +48,13 @@ async def _board(ctx: Context) -> figures.Dashboard:
         ctx.db,
         scope,
         period,
-        timedelta(seconds=ctx.settings.stats_refresh_seconds),
+        _max_age(ctx),
     )
+
+
+def _max_age(ctx: Context) -> timedelta:
+    """How old a stored month of statistics may be (stats_refresh_seconds)."""
+    return timedelta(seconds=ctx.settings.stats_refresh_seconds)
 
 
 @api.route(
@@ -77,13 +91,46 @@ async def export_stats(ctx: Context) -> web.Response:
     else:
         body = export.to_xlsx(board)
         kind = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    await audit_now(
+        ctx,
+        "stats.exported",
+        None,
+        court=board.scope.root.name,
+        first=board.period.first,
+        last=board.period.last,
+        format=query.format.upper(),
+    )
+    return _download(body, kind, f"{name}.{query.format}")
+
+
+def _download(body: bytes, kind: str, name: str) -> web.Response:
     return web.Response(
         body=body,
-        headers={
-            "Content-Type": kind,
-            "Content-Disposition": f'attachment; filename="{name}.{query.format}"',
-        },
+        headers={"Content-Type": kind, "Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+@api.route(
+    "GET",
+    "/stats/report",
+    summary="The monthly report (月度信访工作通报) of a court as PDF",
+    tag="stats",
+    roles=figures.STATS_ROLES,
+    query=ReportQuery,
+    errors=(403, 404, 422),
+)
+async def monthly_report(ctx: Context) -> web.Response:
+    """The key figures of ``month`` (YYYY-MM) beside the month before, charts and the
+    ranking of the courts below ``court_id`` (default: the caller's court), as an A4 PDF.
+    Refused for a month after the current one or before the court's first record."""
+    query: ReportQuery = ctx.query
+    scope = await figures.scope_for(ctx.db, ctx.me.actor(), query.court_id)
+    now = utcnow()
+    period = await report.report_month(ctx.db, scope, query.month, ctx.settings.tz, now)
+    built = await report.build(ctx.request.app[DB], ctx.db, scope, period, _max_age(ctx), now)
+    body = await asyncio.to_thread(report.to_pdf, built)
+    await audit_now(ctx, "stats.report", None, court=scope.root.name, month=period.first)
+    return _download(body, "application/pdf", f"report-{scope.root.id}-{period.first}.pdf")
 
 
 @api.route(

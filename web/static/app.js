@@ -32,6 +32,19 @@ const VR = (() => {
     return answer(path, await fetch("/api/v1" + path, { method: "POST", headers, body: form, credentials: "same-origin" }));
   }
 
+  // a file from the API, saved under the server's file name; a refusal throws ApiError
+  async function download(path) {
+    const res = await fetch("/api/v1" + path, { credentials: "same-origin" });
+    if (!res.ok) return answer(path, res);
+    const named = /filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "");
+    const url = URL.createObjectURL(await res.blob());
+    const a = document.createElement("a");
+    a.href = url; a.download = named ? named[1] : "download";
+    document.body.appendChild(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    return null;
+  }
+
   async function answer(path, res) {
     const data = res.headers.get("Content-Type")?.includes("json") ? await res.json() : null;
     if (res.status === 401 && !path.startsWith("/auth/login")) {
@@ -355,7 +368,7 @@ const VR = (() => {
     return (c.petitioner_name || "") + (c.people_count > 1 ? ` 等${c.people_count}人` : "");
   }
 
-  return { api, upload, say, describe, vocabOptions, minute, caseDue, caseLink, casePeople, badge, $, fillTable, button, formData, time, start, tabs, ask, stateTag,
+  return { api, upload, download, say, describe, vocabOptions, minute, caseDue, caseLink, casePeople, badge, $, fillTable, button, formData, time, start, tabs, ask, stateTag,
            endButton, earlierOpen,
            today, addDays, localIso, fromInput, hm, dayOf, WEEKDAYS,
            ROLE_NAMES, LEVEL_NAMES, ID_TYPES, label, get me() { return me; } };

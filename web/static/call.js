@@ -126,47 +126,86 @@
 
   const SOURCE = { camera: "", microphone: "", evidence: "（证据）" };
   let subscribing = Promise.resolve();
-  // one subscription at a time: a newer tracks_changed waits for the current one
-  function subscribe() { subscribing = subscribing.then(doSubscribe, doSubscribe); return subscribing; }
+  // One subscription negotiation at a time (the relay offers, this page answers): a newer
+  // tracks_changed waits for the current one. A track published or unpublished is a re-offer
+  // on the existing connection (media already flowing goes on); `restart` asks for a new
+  // connection (after it failed: aiortc has no ICE restart).
+  function subscribe(restart) {
+    const run = () => doSubscribe(Boolean(restart));
+    subscribing = subscribing.then(run, run);
+    return subscribing;
+  }
 
-  async function doSubscribe() {
+  function dropSubscriber() {
     if (subscriber) subscriber.close();
     subscriber = null;
-    for (const tile of document.querySelectorAll(".remote")) tile.remove();
-    const offer = await call("subscribe");
-    if (!offer.ok) { say("call-msg", offer.error.message, "error"); return; }
-    if (!offer.sdp) return; // nobody publishes yet: tracks_changed will tell
-    const info = new Map(offer.tracks.map((t) => [t.mid, t]));
-    const pc = new RTCPeerConnection(rtcConfig());
-    subscriber = pc;
     audioOf.clear();
-    pc.ontrack = (ev) => {
-      const t = info.get(ev.transceiver.mid) || { source: ev.track.kind === "audio" ? "microphone" : "camera" };
-      if (ev.track.kind === "audio") audioOf.set(ev.receiver, t.participant_id || "");
-      const stream = new MediaStream([ev.track]);
-      if (ev.track.kind === "video") {
-        const tile = document.createElement("div");
-        tile.className = "tile remote" + (t.source === "evidence" ? " evidence" : "");
-        tile.dataset.participant = t.participant_id || "";
-        tile.dataset.source = t.source;
-        tile.dataset.role = t.role || "";
-        const video = document.createElement("video");
-        video.autoplay = true; video.playsInline = true; video.muted = true;
-        video.srcObject = stream;
-        const label = document.createElement("span");
-        label.textContent = `${ROLE[t.role] || ""} ${t.name || ""}${SOURCE[t.source] || ""}`.trim();
-        tile.append(video, label);
-        if (t.source === "evidence") $("videos").prepend(tile); else $("videos").appendChild(tile);
-      } else {
-        const audio = document.createElement("audio");
-        audio.autoplay = true; audio.srcObject = stream; audio.className = "remote hidden";
-        audio.dataset.participant = t.participant_id || "";
-        $("videos").appendChild(audio);
-      }
-    };
-    watch(pc, () => subscribe());
-    await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
-    await pc.setLocalDescription(await pc.createAnswer());
+    for (const el of document.querySelectorAll(".remote")) el.remove();
+  }
+
+  // A remote track becomes a tile (video) or a hidden <audio>, named for its media section.
+  function attach(pc, ev) {
+    const t = (pc.offered && pc.offered.get(ev.transceiver.mid)) || { source: ev.track.kind === "audio" ? "microphone" : "camera" };
+    const mid = ev.transceiver.mid || "";
+    for (const old of document.querySelectorAll(`.remote[data-mid="${CSS.escape(mid)}"]`)) old.remove();
+    if (ev.track.kind === "audio") audioOf.set(ev.receiver, t.participant_id || "");
+    const stream = new MediaStream([ev.track]);
+    if (ev.track.kind === "video") {
+      const tile = document.createElement("div");
+      tile.className = "tile remote" + (t.source === "evidence" ? " evidence" : "");
+      tile.dataset.participant = t.participant_id || "";
+      tile.dataset.source = t.source;
+      tile.dataset.role = t.role || "";
+      tile.dataset.mid = mid;
+      const video = document.createElement("video");
+      video.autoplay = true; video.playsInline = true; video.muted = true;
+      video.srcObject = stream;
+      const label = document.createElement("span");
+      label.textContent = `${ROLE[t.role] || ""} ${t.name || ""}${SOURCE[t.source] || ""}`.trim();
+      tile.append(video, label);
+      if (t.source === "evidence") $("videos").prepend(tile); else $("videos").appendChild(tile);
+    } else {
+      const audio = document.createElement("audio");
+      audio.autoplay = true; audio.srcObject = stream; audio.className = "remote hidden";
+      audio.dataset.participant = t.participant_id || "";
+      audio.dataset.mid = mid;
+      $("videos").appendChild(audio);
+    }
+  }
+
+  // After a re-offer: the tiles of media sections no longer offered (their tracks are gone)
+  // are removed; the others stay as they are.
+  function prune(pc) {
+    for (const el of document.querySelectorAll(".remote[data-mid]")) {
+      if (!pc.offered.has(el.dataset.mid)) el.remove();
+    }
+    for (const transceiver of pc.getTransceivers()) {
+      if (!pc.offered.has(transceiver.mid)) audioOf.delete(transceiver.receiver);
+    }
+  }
+
+  async function doSubscribe(restart) {
+    const renew = restart || !subscriber || subscriber.connectionState === "failed" || subscriber.signalingState === "closed";
+    const offer = await call("subscribe", renew ? { restart: true } : {});
+    if (!offer.ok) { say("call-msg", offer.error.message, "error"); return; }
+    if (!offer.sdp) { dropSubscriber(); return; } // nobody publishes yet: tracks_changed will tell
+    let pc = subscriber;
+    if (!offer.renegotiation || !pc) {
+      dropSubscriber();
+      pc = new RTCPeerConnection(rtcConfig());
+      subscriber = pc;
+      pc.ontrack = (ev) => attach(pc, ev);
+      watch(pc, () => subscribe(true));
+    }
+    pc.offered = new Map(offer.tracks.map((t) => [t.mid, t]));
+    try {
+      await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+    } catch (err) {
+      if (!offer.renegotiation) throw err;
+      return doSubscribe(true); // the existing connection cannot take it: a new one
+    }
+    prune(pc);
     await gathered(pc);
     const done = await call("subscribe_answer", { type: "answer", sdp: pc.localDescription.sdp });
     if (!done.ok) say("call-msg", done.error.message, "error");

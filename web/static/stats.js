@@ -1,5 +1,6 @@
 // 信访统计: every figure of the API as a chart (Apache ECharts) with its table beside it,
-// a ranking of the courts below, drill-down by clicking a court, CSV and Excel export.
+// a ranking of the courts below, drill-down by clicking a court, CSV and Excel export and
+// the monthly report (月度通报) of the court shown as PDF.
 "use strict";
 (async () => {
   await VR.start("信访统计");
@@ -17,6 +18,9 @@
   const month = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}`;
   to.value = month(now);
   from.value = month(new Date(now.getFullYear(), now.getMonth() - 11, 1));
+  const reportMonth = document.getElementById("report-month");
+  reportMonth.value = month(new Date(now.getFullYear(), now.getMonth() - 1, 1));
+  reportMonth.max = month(now);
 
   function query(extra) {
     const q = new URLSearchParams({ from: from.value, to: to.value, ...extra });
@@ -117,6 +121,16 @@
     courtId = id;
     await load();
   }
+
+  document.getElementById("report-pdf").onclick = async () => {
+    const q = new URLSearchParams({ month: reportMonth.value });
+    if (courtId !== null) q.set("court_id", String(courtId));
+    try {
+      VR.say(msg, "正在生成月度通报……");
+      await VR.download("/stats/report?" + q.toString());
+      VR.say(msg, "月度通报已生成");
+    } catch (err) { VR.say(msg, VR.describe(err), "error"); }
+  };
 
   up.onclick = async () => { courtId = trail.pop() ?? null; await load(); };
   form.onsubmit = async (e) => { e.preventDefault(); await load(); };
