@@ -3,7 +3,8 @@ whole journey of a petitioner who never comes to court: identifies with the SMS 
 operator's outbox shows, submits a petition with two photos, follows it after staff triage
 it, asks a question and reads the reply, asks for a video visit and sees the time the
 operator confirmed through the booking flow, joins the visit from the phone on the day,
-rates it; the court leader's dashboard then counts the petition, the visit and the rating."""
+rates it; the petition office's dashboard then counts the petition, the visit and the rating,
+and so does the monthly report (月度通报) as PDF."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
+from pypdf import PdfReader
 from sqlalchemy import select
 
 from config.db import create_engine, create_sessionmaker, utcnow
@@ -292,6 +294,15 @@ def test_a_phone_petitioner_goes_from_petition_to_rating_and_the_dashboard_count
     online_row = table.locator("tr", has_text=label(Channel.online)).locator("td").last
     expect(online_row).to_have_text(channel["after"][Channel.online]["text"])
     office.screenshot(path=str(artifacts / "portal-journey-stats.png"), full_page=True)
+
+    # and the month's report (月度通报) carries the same figures
+    month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    pdf = office.request.get(live_server.url + f"/api/v1/stats/report?month={month}")
+    assert pdf.ok, pdf.text()
+    key_figures = PdfReader(io.BytesIO(pdf.body())).pages[1].extract_text().splitlines()
+    for figure in ("volume_court", "satisfaction", "video_share"):
+        row = f"{after[figure]['label']} {after[figure]['total']['text']} "
+        assert any(line.startswith(row) for line in key_figures), (row, key_figures)
     office_ctx.close()
     op_ctx.close()
 
