@@ -2,9 +2,9 @@
 reached through media/seams.py).
 
 - :func:`tap_receiver` turns a receiver's assembled frames into ``av.Packet`` objects on its
-  track, so no decoder is ever created;
-- :class:`ForwardTrack` is one subscriber's copy of a published track: bounded, video gated
-  to keyframes; an ``RTCRtpSender`` given ``av.Packet`` only packetizes it;
+  track, so no decoder is ever created (frames for the recorder, assembled once per
+  published track; subscribers get the RTP packets themselves, media/forward.py);
+- :func:`keyframe_requester` asks a publisher for a keyframe, rate-limited;
 - :func:`forward_keyframe_requests` passes a subscriber's PLI/FIR up to the publisher.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import logging
 import queue
 import time
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import av
-from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCRtpReceiver, RTCRtpSender
 
 from media import seams
 from media.stats import Traffic
@@ -50,12 +51,17 @@ def is_keyframe(codec: str, data: bytes) -> bool:
     return True  # audio: every frame stands alone
 
 
+@functools.cache
+def _time_base(clock_rate: int) -> fractions.Fraction:
+    return fractions.Fraction(1, clock_rate)
+
+
 def to_packet(codec: Any, frame: Any) -> av.Packet[Any]:
     """An assembled ``JitterFrame`` as an ``av.Packet`` (pts in RTP clock ticks)."""
     name = str(codec.name).lower()
     packet = av.Packet(frame.data)
     packet.pts = packet.dts = frame.timestamp
-    packet.time_base = fractions.Fraction(1, codec.clockRate)
+    packet.time_base = _time_base(codec.clockRate)
     packet.is_keyframe = is_keyframe(name, frame.data)
     packet.opaque = name
     return packet
@@ -84,61 +90,6 @@ def tap_receiver(receiver: RTCRtpReceiver, low_latency: bool = True) -> None:
     if low_latency:
         current = seams.jitter_buffer(receiver)
         seams.replace_jitter_buffer(receiver, seams.LowLatencyJitterBuffer.like(current))
-
-
-class ForwardTrack(MediaStreamTrack):
-    """One subscriber's copy of a published track (each sender needs its own track)."""
-
-    def __init__(
-        self, kind: str, codec: str, request_keyframe: Callable[[], None], maxsize: int = 300
-    ) -> None:
-        super().__init__()
-        self.kind = kind
-        self.codec = codec
-        self._queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue(maxsize)
-        self._need_keyframe = kind == "video"
-        self.request_keyframe = request_keyframe
-        self.forwarded = 0
-
-    def push(self, packet: av.Packet[Any] | None) -> None:
-        if packet is None:
-            with _suppress_full():
-                self._queue.put_nowait(None)
-            return
-        if packet.opaque != self.codec:
-            return
-        if self._need_keyframe:
-            if not packet.is_keyframe:
-                # keep asking (rate-limited upstream): one request may have been collapsed
-                # with another subscriber's, and browsers send no periodic keyframes
-                self.request_keyframe()
-                return
-            self._need_keyframe = False
-        try:
-            self._queue.put_nowait(packet)
-        except asyncio.QueueFull:  # a slow subscriber: drop its backlog, resync on a keyframe
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._need_keyframe = self.kind == "video"
-            self.request_keyframe()
-
-    async def recv(self) -> av.Packet[Any]:
-        if self.readyState != "live":
-            raise MediaStreamError
-        packet = await self._queue.get()
-        if packet is None:
-            self.stop()
-            raise MediaStreamError
-        self.forwarded += 1
-        return packet
-
-
-class _suppress_full:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
-        return kind is asyncio.QueueFull
 
 
 _pending: set[asyncio.Future[Any]] = set()

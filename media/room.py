@@ -27,8 +27,9 @@ from aiortc import (
 
 from config.turn import IceServers
 from media import seams
-from media.encoded import ForwardTrack, forward_keyframe_requests, keyframe_requester, tap_receiver
+from media.encoded import forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
+from media.forward import ForwardTrack, KeyframeCache, forward_rtp
 from media.stats import Traffic, count_nacks_received, count_nacks_sent, peer_traffic
 from media.transport import (
     Network,
@@ -87,9 +88,11 @@ class PublishedTrack:
     remote: MediaStreamTrack
     codec_mime: str
     source: Source = Source.camera
+    clock_rate: int = 90000
     role: str = ""  # the publisher's role and name in the room (for recordings)
     name: str = ""
     forwards: dict[str, ForwardTrack] = field(default_factory=dict)
+    keyframes: KeyframeCache | None = None  # video: its latest keyframe, for new subscribers
     packets: int = 0
     task: asyncio.Task[None] | None = None
     counters: Traffic | None = None  # the room's (keyframe requests sent are counted)
@@ -212,7 +215,10 @@ class Room:
                         if track.kind == "audio"
                         else Source.camera
                     )
-                    self._start_track(participant_id, track, receiver, codecs[0].mimeType, source)
+                    published = self._start_track(
+                        participant_id, track, receiver, codecs[0], source
+                    )
+                    published.keyframes = forward_rtp(receiver, codecs, published.forwards)
         return str(pc.localDescription.sdp)
 
     async def unpublish(self, participant_id: str, stream: Stream) -> bool:
@@ -226,9 +232,9 @@ class Room:
         participant_id: str,
         track: MediaStreamTrack,
         receiver: RTCRtpReceiver,
-        mime: str,
+        codec: Any,
         source: Source,
-    ) -> None:
+    ) -> PublishedTrack:
         published = PublishedTrack(
             id=secrets.token_hex(8),
             visit_id=self.visit_id,
@@ -236,8 +242,9 @@ class Room:
             kind=track.kind,
             receiver=receiver,
             remote=track,
-            codec_mime=mime,
+            codec_mime=codec.mimeType,
             source=source,
+            clock_rate=codec.clockRate,
             role=self.people.get(participant_id, ("", ""))[0],
             name=self.people.get(participant_id, ("", ""))[1],
             counters=self.counters,
@@ -246,9 +253,11 @@ class Room:
         for sink in self.relay.sinks:
             sink.track_started(self.visit_id, published)
         published.task = asyncio.create_task(self._pump(published), name=f"pump-{published.id}")
+        return published
 
     async def _pump(self, track: PublishedTrack) -> None:
-        """Drain the publisher's track from the start (its queue is unbounded) and fan out."""
+        """Drain the publisher's track from the start (its queue is unbounded): its frames,
+        assembled once, go to the sinks (subscribers get the RTP packets, forward_rtp)."""
         counters = self.counters
         try:
             while True:
@@ -259,15 +268,13 @@ class Room:
                 track.packets += 1
                 counters.frames_in += 1
                 counters.bytes_in += packet.size
-                for forward in list(track.forwards.values()):
-                    forward.push(packet)
                 for sink in self.relay.sinks:
                     sink.packet(track, packet, arrival)
         except MediaStreamError:
             pass
         finally:
             for forward in list(track.forwards.values()):
-                forward.push(None)
+                _end_copy(forward)
             for sink in self.relay.sinks:
                 sink.track_ended(track)
             self.tracks.pop(track.id, None)
@@ -350,8 +357,11 @@ class Room:
         self, pc: RTCPeerConnection, track: PublishedTrack
     ) -> tuple[RTCRtpTransceiver, ForwardTrack]:
         """A send-only media section for one published track on a subscriber's connection."""
-        forward = ForwardTrack(track.kind, track.codec, track.request_keyframe)
+        forward = ForwardTrack(
+            track.kind, track.codec, track.clock_rate, track.request_keyframe, track.keyframes
+        )
         transceiver = pc.addTransceiver(forward, direction="sendonly")
+        forward.attach(transceiver)
         transceiver.setCodecPreferences(_preferences(track))
         forward_keyframe_requests(transceiver.sender, track.request_keyframe, self.counters)
         count_nacks_received(transceiver.sender, self.counters)
@@ -425,7 +435,7 @@ class Room:
 
 def _end_copy(forward: ForwardTrack) -> None:
     """A subscriber's copy of a published track ends: its sender stops sending it."""
-    forward.push(None)
+    forward.end()
 
 
 def _renegotiable(pc: RTCPeerConnection) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 import aioice.candidate
 import aioice.ice
 import aioice.turn
+import aiortc.rtcdtlstransport
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import aiortc.rtcrtptransceiver
@@ -41,6 +42,10 @@ _RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
 _PACKET_COUNT = "_RTCRtpSender__packet_count"
 _OCTET_COUNT = "_RTCRtpSender__octet_count"
 _SENDER_STATS = "_RTCRtpSender__stats"
+_RTP_HISTORY = "_RTCRtpSender__rtp_history"
+_EXTENSIONS_MAP = "_RTCRtpSender__rtp_header_extensions_map"
+_NTP_TIMESTAMP = "_RTCRtpSender__ntp_timestamp"
+_RTP_TIMESTAMP = "_RTCRtpSender__rtp_timestamp"
 
 
 class SeamError(MediaError):
@@ -125,6 +130,17 @@ def packet_payload(packet: aiortc.rtp.RtpPacket) -> bytes:
     return data
 
 
+def wrap_rtp_handler(
+    receiver: RTCRtpReceiver,
+    wrapper: Callable[[Callable[[aiortc.rtp.RtpPacket, int], Awaitable[None]]], Any],
+) -> None:
+    """Replace what the receiver does with each incoming RTP packet by ``wrapper(original)``
+    (the DTLS transport calls ``receiver._handle_rtp_packet(packet, arrival_time_ms=...)``
+    for every SRTP-unprotected packet routed to it)."""
+
+    receiver._handle_rtp_packet = wrapper(receiver._handle_rtp_packet)  # type: ignore[method-assign]
+
+
 class LowLatencyJitterBuffer(JitterBuffer):
     """aiortc's jitter buffer, but a frame leaves as soon as it is complete: a video frame at
     its marker bit (aiortc waits for the next frame's first packet, one frame interval), an
@@ -183,6 +199,44 @@ def sender_stats(sender: RTCRtpSender) -> dict[str, Any]:
     """The sender's stats report (holds the subscriber's receiver report)."""
     stats: dict[str, Any] = getattr(sender, _SENDER_STATS, {})
     return stats
+
+
+@dataclass(frozen=True)
+class SenderWire:
+    """What a forwarder needs of a started ``RTCRtpSender`` to send RTP packets as the sender
+    would itself: its SSRC, its header extension map, its RTP history (aiortc's NACK handling
+    retransmits from it, as RTX where negotiated) and the SRTP-protecting send of its DTLS
+    transport."""
+
+    ssrc: int
+    extensions: aiortc.rtp.HeaderExtensionsMap
+    history: dict[int, aiortc.rtp.RtpPacket]
+    history_size: int
+    send_rtp: Callable[[bytes], Awaitable[None]]
+    # accounts one packet sent (NTP time, RTP timestamp, payload size) for the sender reports
+    sent: Callable[[int, int, int], None]
+
+
+def sender_wire(sender: RTCRtpSender) -> SenderWire:
+    """The sender's sending parts (call once ``send()`` has run: it configures the map)."""
+    return SenderWire(
+        ssrc=int(sender._ssrc),
+        extensions=getattr(sender, _EXTENSIONS_MAP),
+        history=getattr(sender, _RTP_HISTORY),
+        history_size=aiortc.rtp.RTP_HISTORY_SIZE,
+        send_rtp=sender.transport._send_rtp,
+        sent=lambda ntp, timestamp, size: _note_sent(sender, ntp, timestamp, size),
+    )
+
+
+def _note_sent(sender: RTCRtpSender, ntp: int, rtp_timestamp: int, payload_size: int) -> None:
+    """Account one RTP packet sent past the sender's own loop, as its loop would: its RTCP
+    sender report pairs the NTP time of the last packet with that packet's RTP timestamp and
+    carries the packet and octet counts."""
+    setattr(sender, _NTP_TIMESTAMP, ntp)
+    setattr(sender, _RTP_TIMESTAMP, rtp_timestamp)
+    setattr(sender, _PACKET_COUNT, getattr(sender, _PACKET_COUNT) + 1)
+    setattr(sender, _OCTET_COUNT, getattr(sender, _OCTET_COUNT) + payload_size)
 
 
 def is_nack(packet: Any) -> bool:
@@ -279,6 +333,18 @@ class Seam:
         return None
 
 
+class _Missing:
+    """Stands in for a function a seam's check reads that no longer exists."""
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.__qualname__ = f"{getattr(owner, '__qualname__', owner.__name__)}.{name}（不存在）"
+
+
+def _fn(owner: Any, name: str) -> Any:
+    """``owner.name`` for a seam's ``used_in``, or a stand-in the check reports as missing."""
+    return getattr(owner, name, None) or _Missing(owner, name)
+
+
 def _names(code: Any) -> set[str]:
     """The attribute and global names a function's code (and its nested code) uses."""
     names = set(code.co_names)
@@ -297,28 +363,32 @@ def _seams() -> list[Seam]:
             receiver,
             _DECODER_QUEUE,
             instance=True,
-            used_in=(receiver.__init__, receiver.receive, receiver._handle_rtp_packet),
+            used_in=(
+                _fn(receiver, "__init__"),
+                _fn(receiver, "receive"),
+                _fn(receiver, "_handle_rtp_packet"),
+            ),
         ),
         Seam(
             "RTCRtpReceiver.__jitter_buffer",
             receiver,
             _JITTER_BUFFER,
             instance=True,
-            used_in=(receiver.__init__, receiver._handle_rtp_packet),
+            used_in=(_fn(receiver, "__init__"), _fn(receiver, "_handle_rtp_packet")),
         ),
         Seam(
             "RemoteStreamTrack._queue",
             aiortc.rtcrtpreceiver.RemoteStreamTrack,
             "_queue",
             instance=True,
-            used_in=(aiortc.rtcrtpreceiver.RemoteStreamTrack.__init__,),
+            used_in=(_fn(aiortc.rtcrtpreceiver.RemoteStreamTrack, "__init__"),),
         ),
         Seam(
             "RtpPacket._data",
             receiver,
             "_data",
             instance=True,
-            used_in=(receiver._handle_rtp_packet,),
+            used_in=(_fn(receiver, "_handle_rtp_packet"),),
         ),
         Seam("RTCRtpReceiver._send_rtcp_pli", receiver, "_send_rtcp_pli", ("self", "media_ssrc")),
         Seam(
@@ -332,21 +402,21 @@ def _seams() -> list[Seam]:
             receiver,
             _REMOTE_STREAMS,
             instance=True,
-            used_in=(receiver.__init__,),
+            used_in=(_fn(receiver, "__init__"),),
         ),
         Seam(
             "RTCRtpReceiver.__rtx_ssrc",
             receiver,
             _RTX_SSRC,
             instance=True,
-            used_in=(receiver.__init__,),
+            used_in=(_fn(receiver, "__init__"),),
         ),
         Seam(
             "JitterBuffer._remove_frame",
             buffer,
             "_remove_frame",
             ("self", "sequence_number"),
-            used_in=(buffer.add,),
+            used_in=(_fn(buffer, "add"),),
         ),
         Seam("JitterBuffer.remove", buffer, "remove", ("self", "count")),
         Seam(
@@ -354,9 +424,60 @@ def _seams() -> list[Seam]:
             buffer,
             "_packets",
             instance=True,
-            used_in=(buffer.__init__,),
+            used_in=(_fn(buffer, "__init__"),),
         ),
         Seam("JitterBuffer.capacity", buffer, "capacity"),
+        Seam(
+            "RTCRtpReceiver._handle_rtp_packet",
+            receiver,
+            "_handle_rtp_packet",
+            ("self", "packet", "arrival_time_ms"),
+            used_in=(_fn(aiortc.rtcdtlstransport.RTCDtlsTransport, "_handle_rtp_data"),),
+        ),
+        Seam(
+            "RTCDtlsTransport._send_rtp",
+            aiortc.rtcdtlstransport.RTCDtlsTransport,
+            "_send_rtp",
+            ("self", "data"),
+            used_in=(_fn(sender, "_run_rtp"), _fn(sender, "_retransmit")),
+        ),
+        Seam(
+            "RTCRtpSender._ssrc",
+            sender,
+            "_ssrc",
+            instance=True,
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtcp"), _fn(sender, "_run_rtp")),
+        ),
+        Seam(
+            "RTCRtpSender.__rtp_history",
+            sender,
+            _RTP_HISTORY,
+            instance=True,
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtp"), _fn(sender, "_retransmit")),
+        ),
+        Seam(
+            "RTCRtpSender.__rtp_header_extensions_map",
+            sender,
+            _EXTENSIONS_MAP,
+            instance=True,
+            used_in=(_fn(sender, "__init__"), _fn(sender, "send"), _fn(sender, "_retransmit")),
+        ),
+        Seam(
+            "RTCRtpSender.__ntp_timestamp",
+            sender,
+            _NTP_TIMESTAMP,
+            instance=True,
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtp"), _fn(sender, "_run_rtcp")),
+        ),
+        Seam(
+            "RTCRtpSender.__rtp_timestamp",
+            sender,
+            _RTP_TIMESTAMP,
+            instance=True,
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtp"), _fn(sender, "_run_rtcp")),
+        ),
+        Seam("RTCRtpSender._retransmit", sender, "_retransmit", ("self", "sequence_number")),
+        Seam("aiortc.rtp.RTP_HISTORY_SIZE", aiortc.rtp, "RTP_HISTORY_SIZE"),
         Seam("RTCRtpSender._send_keyframe", sender, "_send_keyframe", ("self",)),
         Seam("RTCRtpSender._handle_rtcp_packet", sender, "_handle_rtcp_packet", ("self", "packet")),
         Seam(
@@ -364,24 +485,28 @@ def _seams() -> list[Seam]:
             sender,
             _PACKET_COUNT,
             instance=True,
-            used_in=(sender.__init__,),
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtcp")),
         ),
         Seam(
             "RTCRtpSender.__octet_count",
             sender,
             _OCTET_COUNT,
             instance=True,
-            used_in=(sender.__init__,),
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtcp")),
         ),
         Seam(
-            "RTCRtpSender.__stats", sender, _SENDER_STATS, instance=True, used_in=(sender.__init__,)
+            "RTCRtpSender.__stats",
+            sender,
+            _SENDER_STATS,
+            instance=True,
+            used_in=(_fn(sender, "__init__"),),
         ),
         Seam(
             "RTCRtpTransceiver._codecs",
             aiortc.rtcrtptransceiver.RTCRtpTransceiver,
             "_codecs",
             instance=True,
-            used_in=(aiortc.rtcrtptransceiver.RTCRtpTransceiver.__init__,),
+            used_in=(_fn(aiortc.rtcrtptransceiver.RTCRtpTransceiver, "__init__"),),
         ),
         Seam("aiortc.rtp.RTCP_RTPFB_NACK", aiortc.rtp, "RTCP_RTPFB_NACK"),
         Seam("aiortc.rtp.RtcpRtpfbPacket", aiortc.rtp, "RtcpRtpfbPacket"),
@@ -390,7 +515,7 @@ def _seams() -> list[Seam]:
             ice,
             "get_host_addresses",
             ("use_ipv4", "use_ipv6"),
-            used_in=(ice.Connection.gather_candidates,),
+            used_in=(_fn(ice.Connection, "gather_candidates"),),
         ),
         Seam(
             "aioice.ice.Connection.get_component_candidates",
@@ -403,7 +528,7 @@ def _seams() -> list[Seam]:
             ice.Connection,
             "_protocols",
             instance=True,
-            used_in=(ice.Connection.__init__,),
+            used_in=(_fn(ice.Connection, "__init__"),),
         ),
         Seam("aioice.ice.StunProtocol", ice, "StunProtocol", ("receiver",)),
         Seam("aioice.turn.UDP_SOCKET_BUFFER_SIZE", aioice.turn, "UDP_SOCKET_BUFFER_SIZE"),

@@ -252,7 +252,7 @@ class RecorderSink:
         entry = self._files.get(track.id)
         if entry is None:
             return
-        # a copy of the bytes: the packet object is shared with the subscribers' senders
+        # a copy of the bytes: the writer thread must not share the packet object
         self._queue.put(
             ("packet", track.visit_id, entry, bytes(packet), int(packet.pts or 0),
              bool(packet.is_keyframe), arrival)

@@ -23,12 +23,13 @@ process, in the same run.
 
 The last line printed is one JSON object: relay_cpu_pct (of one core), baseline_cpu_pct,
 ratio (baseline/relay), subscriber_fps_min, first_frame_ms_p50/p95 (subscribe request →
-first video frame, publishers already running), relay_latency_ms_p50/p99 (frame complete at
-the relay → handed to each subscriber's RTP sender), max_rss_mb (relay process),
-baseline_max_rss_mb, relay_cpu_pct_per_visit (relay_cpu_pct / visits; a fan-out is one
-visit), scenario, visits, fanout, seconds; with ``--baseline janus`` also janus_cpu_pct,
-janus_max_rss_mb (Janus process), janus_subscriber_fps_min, janus_first_frame_ms_p95 and
-ratio_janus (relay_cpu_pct / janus_cpu_pct; lower is better, ≤ 1.0 is the target).
+first video frame, publishers already running), relay_latency_ms_p50/p99 (an RTP packet
+handed to the relay's forwarding → sent, SRTP-protected, to each subscriber), max_rss_mb
+(relay process), baseline_max_rss_mb, relay_cpu_pct_per_visit (relay_cpu_pct / visits; a
+fan-out is one visit), scenario, visits, fanout, seconds; with ``--baseline janus`` also
+janus_cpu_pct, janus_max_rss_mb (Janus process), janus_subscriber_fps_min,
+janus_first_frame_ms_p95 and ratio_janus (relay_cpu_pct / janus_cpu_pct; lower is better,
+≤ 1.0 is the target).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +61,10 @@ from aiohttp import ClientSession, web  # noqa: E402
 from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.contrib.media import MediaRelay  # noqa: E402
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack  # noqa: E402
+from aiortc.rtp import RtpPacket  # noqa: E402
 
-from media import encoded, seams  # noqa: E402
-from media.room import PublishedTrack, Relay, Room  # noqa: E402
+from media import encoded, forward, seams  # noqa: E402
+from media.room import Relay, Room  # noqa: E402
 from media.transport import announce_addresses, create_peer_connection  # noqa: E402
 from recorder.sink import RecorderSink  # noqa: E402
 
@@ -84,33 +85,6 @@ def free_port() -> int:
 
 
 # ----------------------------------------------------------------------- relay process
-
-
-class LatencySink:
-    """Remembers when each frame reached the relay (bench instrumentation only)."""
-
-    def __init__(self) -> None:
-        self.arrived: dict[int, float] = {}
-        self.order: deque[int] = deque()
-
-    def start(self, visit_id: str, details: dict[str, Any] | None = None) -> None:
-        return None
-
-    def stop(self, visit_id: str) -> None:
-        return None
-
-    def track_started(self, visit_id: str, track: PublishedTrack) -> None:
-        return None
-
-    def packet(self, track: PublishedTrack, packet: av.Packet[Any], arrival: float) -> None:
-        key = id(packet)
-        self.arrived[key] = time.perf_counter()
-        self.order.append(key)
-        while len(self.order) > 20_000:
-            self.arrived.pop(self.order.popleft(), None)
-
-    def track_ended(self, track: PublishedTrack) -> None:
-        return None
 
 
 class TranscodeRoom:
@@ -157,18 +131,19 @@ def serve_relay(port: int, mode: str, record: str | None = None) -> None:
     relay: Relay | None = None
     recorder = RecorderSink(Path(record)) if record else None
     if mode == "forward":
-        sink = LatencySink()
-        relay = Relay(sinks=[sink] + ([recorder] if recorder else []))
-        original = encoded.ForwardTrack.recv
+        relay = Relay(sinks=[recorder] if recorder else [])
+        original = forward.ForwardTrack.forward
 
-        async def timed_recv(self: encoded.ForwardTrack) -> av.Packet[Any]:
-            packet = await original(self)
-            arrived = sink.arrived.get(id(packet))
-            if arrived is not None and len(latencies) < 2_000_000:
-                latencies.append(time.perf_counter() - arrived)
-            return packet
+        async def timed_forward(
+            self: forward.ForwardTrack, packet: RtpPacket, ntp: int, abs_send_time: int
+        ) -> None:
+            # from the start of this packet's forwarding (its first subscriber) to its send
+            started = packet.__dict__.setdefault("bench_started", time.perf_counter())
+            await original(self, packet, ntp, abs_send_time)
+            if len(latencies) < 2_000_000:
+                latencies.append(time.perf_counter() - started)
 
-        encoded.ForwardTrack.recv = timed_recv  # type: ignore[method-assign]
+        forward.ForwardTrack.forward = timed_forward  # type: ignore[method-assign]
 
     def room(name: str) -> Any:
         if relay is not None:

@@ -6,8 +6,9 @@ import importlib.metadata
 import types
 from typing import Any
 
+import aiortc.rtp
 import pytest
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 
 from media import encoded, seams
 from media.room import Relay
@@ -75,3 +76,47 @@ def test_tapping_a_receiver_without_its_decoder_queue_fails_loudly() -> None:
     del receiver.__dict__["_RTCRtpReceiver__decoder_queue"]
     with pytest.raises(seams.SeamError, match="_RTCRtpReceiver__decoder_queue"):
         encoded.tap_receiver(receiver)
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "label"),
+    [
+        (RTCRtpReceiver, "_handle_rtp_packet", "RTCRtpReceiver._handle_rtp_packet"),
+        (RTCDtlsTransport, "_send_rtp", "RTCDtlsTransport._send_rtp"),
+        (RTCRtpSender, "_retransmit", "RTCRtpSender._retransmit"),
+        (aiortc.rtp, "RTP_HISTORY_SIZE", "aiortc.rtp.RTP_HISTORY_SIZE"),
+    ],
+)
+def test_a_removed_forwarding_seam_stops_the_relay_from_starting(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, label: str
+) -> None:
+    """Packet forwarding hooks the publisher's receiver and sends through the subscriber's
+    transport, keeping aiortc's retransmission history."""
+    monkeypatch.delattr(owner, name)
+    _refused(label)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "label"),
+    [
+        ("_ssrc", "RTCRtpSender._ssrc"),
+        ("_RTCRtpSender__rtp_history", "RTCRtpSender.__rtp_history"),
+        ("_RTCRtpSender__rtp_header_extensions_map", "RTCRtpSender.__rtp_header_extensions_map"),
+        ("_RTCRtpSender__ntp_timestamp", "RTCRtpSender.__ntp_timestamp"),
+        ("_RTCRtpSender__rtp_timestamp", "RTCRtpSender.__rtp_timestamp"),
+        ("_RTCRtpSender__packet_count", "RTCRtpSender.__packet_count"),
+    ],
+)
+def test_a_renamed_sender_attribute_stops_the_relay_from_starting(
+    monkeypatch: pytest.MonkeyPatch, attribute: str, label: str
+) -> None:
+    """A forwarder writes into these: renamed, its packets would not be retransmitted or
+    counted in the sender reports."""
+    original = RTCRtpSender.__init__
+
+    def renamed(self: Any, track: Any, transport: Any) -> None:
+        original(self, track, transport)
+        self.__dict__["renamed"] = self.__dict__.pop(attribute)
+
+    monkeypatch.setattr(RTCRtpSender, "__init__", renamed)
+    _refused(label)

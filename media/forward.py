@@ -1,0 +1,318 @@
+"""Packet-level forwarding: a publisher's RTP packets go to each subscriber with SSRC, payload
+type, sequence number and timestamp rewritten, SRTP-protected by the subscriber's transport.
+Nothing on this path buffers, depacketizes or repacketizes (aiortc's internals are reached
+through media/seams.py).
+
+- :func:`forward_rtp` hooks a publisher's receiver: every RTP packet that arrives is handed
+  to each subscriber's :class:`ForwardTrack` first, then goes through the receiver's own path
+  once (NACKs upstream, frames assembled for the recorder);
+- :class:`ForwardTrack` is one subscriber's copy of a published track. It is the track of
+  the subscriber's ``RTCRtpSender`` (whose own loop it keeps idle: ``recv()`` returns only
+  when the track ends) and sends the rewritten packets through that sender's transport,
+  keeping them in the sender's RTP history so aiortc answers the subscriber's NACKs (as RTX
+  where negotiated) and its RTCP sender reports stay true. Video starts at a keyframe: the
+  track's latest one if it is recent (:class:`KeyframeCache`), else one it asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpTransceiver
+from aiortc.codecs import is_rtx
+from aiortc.rtp import RtpPacket, unwrap_rtx
+
+from media import seams
+
+log = logging.getLogger("vreception.media")
+
+_H264_KEY_NALS = (5, 7)  # an IDR slice, or the SPS that precedes it
+_NTP_UNIX = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+
+def ntp_now() -> int:
+    """The time as a 64-bit NTP timestamp (aiortc's ``clock.current_ntp_time`` goes through
+    ``datetime``, several times slower; this runs once per packet)."""
+    return int((time.time() + _NTP_UNIX) * (1 << 32))
+
+
+def vp8_starts_keyframe(payload: bytes) -> bool:
+    """The RTP packet carries the first partition of a VP8 keyframe (RFC 7741 §4.2/§4.3:
+    S bit set, partition index 0, then the P bit of the VP8 frame tag clear)."""
+    if len(payload) < 2 or payload[0] & 0x17 != 0x10:  # S=1, PID=0
+        return False
+    pos = 1
+    if payload[0] & 0x80:  # X: extension byte
+        ext = payload[1]
+        pos = 2
+        if ext & 0x80:  # I: picture id, one or two bytes (M bit)
+            pos += 2 if len(payload) > pos and payload[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if ext & 0x30:  # T or K: TID/Y/KEYIDX
+            pos += 1
+    return len(payload) > pos and payload[pos] & 0x01 == 0
+
+
+def h264_starts_keyframe(payload: bytes) -> bool:
+    """The RTP packet starts an H.264 IDR access unit (RFC 6184): a single SPS or IDR NAL
+    unit, a STAP-A holding one, or the first fragment (FU-A) of one."""
+    if not payload:
+        return False
+    nal = payload[0] & 0x1F
+    if nal in _H264_KEY_NALS:
+        return True
+    if nal == 24:  # STAP-A: 16-bit size, NAL unit, ...
+        pos = 1
+        while pos + 2 < len(payload):
+            size = int.from_bytes(payload[pos : pos + 2], "big")
+            if payload[pos + 2] & 0x1F in _H264_KEY_NALS:
+                return True
+            pos += 2 + size
+        return False
+    if nal == 28 and len(payload) > 1:  # FU-A: start bit, original NAL type
+        return bool(payload[1] & 0x80) and payload[1] & 0x1F in _H264_KEY_NALS
+    return False
+
+
+def starts_keyframe(codec: str, payload: bytes) -> bool:
+    """Whether a subscriber may start on this packet (audio: always)."""
+    if codec == "vp8":
+        return vp8_starts_keyframe(payload)
+    if codec == "h264":
+        return h264_starts_keyframe(payload)
+    return True
+
+
+class KeyframeCache:
+    """The packets of a published video track since its latest keyframe began, while that
+    keyframe is recent (``max_age`` seconds, at most ``limit`` packets): a subscriber that
+    starts sending replays them instead of waiting for a keyframe it has to ask for."""
+
+    def __init__(self, codec: str, max_age: float = 0.5, limit: int = 256) -> None:
+        self.codec = codec
+        self.max_age = int(max_age * (1 << 32))  # NTP units
+        self.limit = limit
+        self.packets: list[RtpPacket] = []
+        self._started = 0  # NTP time the keyframe began
+
+    def add(self, packet: RtpPacket, ntp: int) -> None:
+        if starts_keyframe(self.codec, packet.payload) and not (
+            # H.264: the SPS and the IDR slice of one access unit both start it
+            self.packets and self.packets[0].timestamp == packet.timestamp
+        ):
+            self.packets = [packet]
+            self._started = ntp
+        elif self.packets:
+            if len(self.packets) >= self.limit or ntp - self._started > self.max_age:
+                self.packets = []
+            else:
+                self.packets.append(packet)
+
+    def recent(self, ntp: int) -> list[RtpPacket]:
+        """From the latest keyframe on, if it began no more than ``max_age`` ago."""
+        return list(self.packets) if ntp - self._started <= self.max_age else []
+
+
+class ForwardTrack(MediaStreamTrack):
+    """One subscriber's copy of a published track: rewrites and sends its RTP packets.
+
+    Sequence numbers stay continuous for the subscriber (a gap upstream stays a gap, so its
+    NACK can be answered once the retransmission arrives); when the source changes (a new
+    SSRC from the publisher) numbering continues where it stopped and the timestamp moves on
+    by the time that passed. Packets older than the point where forwarding (re)started are
+    not sent: they have no place in the subscriber's numbering.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        codec: str,
+        clock_rate: int,
+        request_keyframe: Callable[[], None],
+        keyframes: KeyframeCache | None = None,
+    ) -> None:
+        super().__init__()
+        self.keyframes = keyframes
+        self.kind = kind
+        self.codec = codec
+        self.clock_rate = clock_rate
+        self.request_keyframe = request_keyframe
+        self.forwarded = 0  # frames sent (video: packets with the marker bit; audio: packets)
+        self._video = kind == "video"
+        self._ended = asyncio.Event()
+        self._transceiver: RTCRtpTransceiver | None = None
+        self._wire: seams.SenderWire | None = None
+        self._payload_type = 0
+        self._mid: str | None = None
+        self._source: int | None = None  # the publisher SSRC being forwarded
+        self._in_ref = 0  # a publisher sequence number ...
+        self._out_ref = 0  # ... and the subscriber's (unwrapped) number for it
+        self._start = 0  # the first number sent since (re)starting
+        self._last_out = -1  # the highest number sent
+        self._last_ts = 0  # its timestamp, and the NTP time it was sent
+        self._last_ntp = 0
+        self._ts_offset = 0
+
+    def attach(self, transceiver: RTCRtpTransceiver) -> None:
+        """The subscriber's transceiver whose sender carries this track. Video asks for a
+        keyframe now, so that one is at hand when the connection is up."""
+        self._transceiver = transceiver
+        if self._video:
+            self.request_keyframe()
+
+    @property
+    def sending(self) -> bool:
+        return self._wire is not None
+
+    async def recv(self) -> Any:
+        """Called by the sender's own loop once it started: from then on packets can go out
+        through its transport. Returns only by raising when the track ends, so the sender
+        never encodes or packetizes anything itself."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._wire is None and self._transceiver is not None:
+            await self._begin(self._transceiver)
+        await self._ended.wait()
+        raise MediaStreamError
+
+    async def _begin(self, transceiver: RTCRtpTransceiver) -> None:
+        codecs = seams.negotiated_codecs(transceiver)
+        if codecs:
+            wire = seams.sender_wire(transceiver.sender)
+            await self.start_sending(wire, int(codecs[0].payloadType), transceiver.mid)
+
+    async def start_sending(
+        self, wire: seams.SenderWire, payload_type: int, mid: str | None
+    ) -> None:
+        """Send from now on, with this payload type and MID, through ``wire``; video starts
+        with the published track's latest keyframe if it is recent, else asks for one."""
+        self._payload_type = payload_type
+        self._mid = mid
+        self._wire = wire
+        if self.keyframes is not None:
+            ntp = ntp_now()
+            for packet in self.keyframes.recent(ntp):
+                await self.forward(packet, ntp, (ntp >> 14) & 0x00FFFFFF)
+        if self._video and self._source is None:
+            self.request_keyframe()
+
+    def end(self) -> None:
+        """The published track ended (or the subscriber left)."""
+        self.stop()
+
+    def stop(self) -> None:
+        super().stop()
+        self._wire = None
+        self._ended.set()
+
+    def _restart(self, packet: RtpPacket, ntp: int) -> None:
+        """Forward from ``packet`` on: the first packet, or one from a new source."""
+        if self._last_out < 0:
+            out = secrets.randbelow(0x8000)  # low half: no early wrap (as aiortc)
+            timestamp = secrets.randbits(32)
+        else:
+            out = self._last_out + 1
+            elapsed = max(0, ntp - self._last_ntp) * self.clock_rate >> 32
+            timestamp = (self._last_ts + max(1, elapsed)) & 0xFFFFFFFF
+        self._source = packet.ssrc
+        self._in_ref = packet.sequence_number
+        self._out_ref = self._start = out
+        self._ts_offset = (timestamp - packet.timestamp) & 0xFFFFFFFF
+
+    async def forward(self, packet: RtpPacket, ntp: int, abs_send_time: int) -> None:
+        """Send one of the publisher's packets (RTX already unwrapped) to this subscriber."""
+        wire = self._wire
+        if wire is None:
+            return
+        if packet.ssrc != self._source:
+            if self._video and not starts_keyframe(self.codec, packet.payload):
+                # keep asking (rate-limited upstream): one request may have been collapsed
+                # with another subscriber's, and browsers send no periodic keyframes
+                self.request_keyframe()
+                return
+            self._restart(packet, ntp)
+        delta = ((packet.sequence_number - self._in_ref + 0x8000) & 0xFFFF) - 0x8000
+        out = self._out_ref + delta
+        if out < self._start:
+            return
+        if delta > 0:
+            self._in_ref, self._out_ref = packet.sequence_number, out
+        sequence_number = out & 0xFFFF
+        timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        rtp = RtpPacket(
+            payload_type=self._payload_type,
+            marker=packet.marker,
+            sequence_number=sequence_number,
+            timestamp=timestamp,
+            ssrc=wire.ssrc,
+            payload=packet.payload,
+        )
+        rtp.padding_size = packet.padding_size
+        extensions = rtp.extensions
+        extensions.mid = self._mid
+        extensions.abs_send_time = abs_send_time
+        extensions.audio_level = packet.extensions.audio_level
+        wire.history[sequence_number % wire.history_size] = rtp
+        try:
+            await wire.send_rtp(rtp.serialize(wire.extensions))
+        except ConnectionError:
+            return
+        if out > self._last_out:
+            self._last_out, self._last_ts, self._last_ntp = out, timestamp, ntp
+        wire.sent(ntp, timestamp, len(packet.payload))
+        if packet.marker or not self._video:
+            self.forwarded += 1
+
+
+def forward_rtp(
+    receiver: RTCRtpReceiver,
+    codecs: Sequence[Any],
+    forwards: Mapping[str, ForwardTrack],
+) -> KeyframeCache | None:
+    """Hand every RTP packet the publisher's ``receiver`` gets to the ``forwards`` (read at
+    each packet: subscribers come and go), then to the receiver's own handling, once.
+    ``codecs``: what the publisher negotiated (its first codec is what it sends; RTX of it is
+    unwrapped here, so a retransmission reaches subscribers as the packet it repairs).
+    Returns the track's keyframe cache (video) for its subscribers' ForwardTracks."""
+    primary = int(codecs[0].payloadType)
+    kind, _, codec = str(codecs[0].mimeType).lower().partition("/")
+    keyframes = KeyframeCache(codec) if kind == "video" else None
+    rtx = next(
+        (int(c.payloadType) for c in codecs if is_rtx(c) and c.parameters.get("apt") == primary),
+        None,
+    )
+
+    def wrap(
+        original: Callable[[RtpPacket, int], Awaitable[None]],
+    ) -> Callable[[RtpPacket, int], Awaitable[None]]:
+        async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+            # padding-only packets are forwarded too: each number the publisher uses must
+            # reach the subscriber, or its jitter buffer waits for one that never comes
+            if packet.payload or packet.padding_size:
+                source: RtpPacket | None = packet
+                if packet.payload_type != primary:
+                    source = None
+                    if packet.payload_type == rtx and len(packet.payload) > 2:
+                        ssrc = seams.rtx_ssrcs(receiver).get(packet.ssrc)
+                        if ssrc is not None:
+                            source = unwrap_rtx(packet, payload_type=primary, ssrc=ssrc)
+                if source is not None:
+                    ntp = ntp_now()
+                    if keyframes is not None:
+                        keyframes.add(source, ntp)
+                    if forwards:
+                        abs_send_time = (ntp >> 14) & 0x00FFFFFF
+                        for forward in list(forwards.values()):
+                            await forward.forward(source, ntp, abs_send_time)
+            await original(packet, arrival_time_ms)
+
+        return handle
+
+    seams.wrap_rtp_handler(receiver, wrap)
+    return keyframes

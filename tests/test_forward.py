@@ -1,0 +1,345 @@
+"""Packet-level forwarding: a subscriber receives the publisher's own RTP packets, rewritten
+(SSRC, payload type, sequence number, timestamp) and re-protected by the relay; its NACKs
+are answered from the relay's history; it starts on a keyframe the relay asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription, clock
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket, is_rtcp
+
+from media import seams
+from media.encoded import tap_receiver
+from media.forward import (
+    ForwardTrack,
+    KeyframeCache,
+    h264_starts_keyframe,
+    ntp_now,
+    vp8_starts_keyframe,
+)
+from media.room import Relay
+from media.transport import announce_addresses, create_peer_connection
+
+
+class NoiseTrack(AudioStreamTrack):
+    """aiortc's test audio track, but noise instead of silence: every Opus packet differs."""
+
+    async def recv(self) -> Any:
+        frame = await super().recv()
+        assert isinstance(frame, av.AudioFrame)
+        noise = np.random.default_rng().integers(-3000, 3000, frame.samples).astype(np.int16)
+        frame.planes[0].update(noise.tobytes())
+        return frame
+
+
+@dataclass(frozen=True)
+class Seen:
+    ssrc: int
+    payload_type: int
+    sequence_number: int
+    timestamp: int
+    payload: bytes
+
+
+def _seen(packet: RtpPacket) -> Seen:
+    return Seen(
+        packet.ssrc,
+        packet.payload_type,
+        packet.sequence_number,
+        packet.timestamp,
+        bytes(packet.payload),
+    )
+
+
+async def _until(predicate: Callable[[], Any], within: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met"
+        await asyncio.sleep(0.05)
+
+
+def _payload_type(sdp: str, name: str) -> int:
+    found = re.search(rf"a=rtpmap:(\d+) {name}/", sdp)
+    assert found, name
+    return int(found.group(1))
+
+
+def _rtx_payload_type(sdp: str, apt: int) -> int:
+    found = re.search(rf"a=fmtp:(\d+) apt={apt}\b", sdp)
+    assert found, apt
+    return int(found.group(1))
+
+
+async def test_subscriber_gets_the_publishers_packets_rewritten_and_nacks_are_answered() -> None:
+    announce_addresses(["127.0.0.1"])
+    relay = Relay()
+    room = relay.room("b" * 32)
+
+    # the publisher: what it puts on the wire, and the keyframe requests and NACKs it gets
+    publisher = create_peer_connection()
+    video = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    publisher.addTransceiver(NoiseTrack(), direction="sendonly")
+    published: dict[bytes, Seen] = {}
+    keyframe_requests: list[float] = []
+    nacked_upstream: list[int] = []
+    wire = video.sender.transport
+    send_rtp = wire._send_rtp
+
+    async def spy_send(data: bytes) -> None:
+        if not is_rtcp(data):
+            packet = RtpPacket.parse(data)
+            published[bytes(packet.payload)] = _seen(packet)
+        await send_rtp(data)
+
+    wire._send_rtp = spy_send  # type: ignore[method-assign]
+    video.sender._send_keyframe = lambda: keyframe_requests.append(1.0)  # type: ignore[method-assign]
+    handle_rtcp = video.sender._handle_rtcp_packet
+
+    async def spy_rtcp(packet: Any) -> None:
+        if seams.is_nack(packet):
+            nacked_upstream.extend(packet.lost)
+        await handle_rtcp(packet)
+
+    video.sender._handle_rtcp_packet = spy_rtcp  # type: ignore[method-assign]
+    await publisher.setLocalDescription(await publisher.createOffer())
+    answer = await room.publish("judge1", publisher.localDescription.sdp)
+    await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await _until(lambda: len(published) > 30)  # the publisher is well under way
+    assert keyframe_requests == []
+
+    # the subscriber: every RTP packet as it arrives (before its own jitter buffer)
+    subscriber: RTCPeerConnection = create_peer_connection()
+    received: dict[str, list[Seen]] = {"video": [], "audio": []}
+    receivers: dict[str, Any] = {}
+
+    @subscriber.on("track")
+    def on_track(track: Any) -> None:
+        receiver = next(r for r in subscriber.getReceivers() if r.track is track)
+        tap_receiver(receiver)  # no decoder in this test
+        receivers[track.kind] = receiver
+        original = receiver._handle_rtp_packet
+
+        async def spy(packet: RtpPacket, arrival_time_ms: int) -> None:
+            received[track.kind].append(_seen(packet))
+            await original(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = spy  # type: ignore[method-assign]
+
+    offer = await room.subscribe("petitioner1")
+    assert offer is not None
+    await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+    await subscriber.setLocalDescription(await subscriber.createAnswer())
+    await room.answer("petitioner1", subscriber.localDescription.sdp)
+    await _until(lambda: len(received["video"]) >= 60 and len(received["audio"]) >= 50)
+    assert keyframe_requests, "the relay asked the publisher for a keyframe for the subscriber"
+
+    vp8 = _payload_type(offer.sdp, "VP8")
+    rtx = _rtx_payload_type(offer.sdp, vp8)
+    opus = _payload_type(offer.sdp, "opus")
+    for kind, payload_type in (("video", vp8), ("audio", opus)):
+        packets = [p for p in received[kind] if p.payload_type != rtx]
+        # byte-identical payloads: nothing was depacketized or repacketized on the way
+        sources = [published.get(p.payload) for p in packets]
+        assert None not in sources, f"{kind}: a payload the publisher never sent"
+        assert {p.payload_type for p in packets} == {payload_type}
+        ssrcs = {p.ssrc for p in packets}
+        assert len(ssrcs) == 1 and not ssrcs & {s.ssrc for s in sources if s}
+        # one sequence-number offset and one timestamp offset for the whole stream
+        offsets = {
+            (
+                (p.sequence_number - s.sequence_number) & 0xFFFF,
+                (p.timestamp - s.timestamp) & 0xFFFFFFFF,
+            )
+            for p, s in zip(packets, sources, strict=True)
+            if s is not None
+        }
+        assert len(offsets) == 1, f"{kind}: {len(offsets)} different offsets"
+        first = packets[0].sequence_number
+        numbers = {(p.sequence_number - first) & 0xFFFF for p in packets}
+        assert numbers == set(range(len(numbers))), f"{kind}: sequence numbers not continuous"
+    assert vp8_starts_keyframe(received["video"][0].payload)  # gated on a keyframe
+
+    # the subscriber reports a packet lost: the relay retransmits it from its own history
+    # (as RTX), without asking the publisher
+    lost = received["video"][-1]
+    source = published[lost.payload]
+    await receivers["video"]._send_rtcp_nack(lost.ssrc, [lost.sequence_number])
+
+    def retransmitted() -> bool:
+        return any(
+            p.payload_type == rtx
+            and int.from_bytes(p.payload[:2], "big") == lost.sequence_number
+            and p.payload[2:] == lost.payload
+            for p in received["video"]
+        )
+
+    await _until(retransmitted, within=10)
+    assert source.sequence_number not in nacked_upstream
+
+    await room.close()
+    await publisher.close()
+    await subscriber.close()
+
+
+class FakeWire:
+    """What a started sender offers a forwarder, recording what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[RtpPacket] = []
+        self.reports: list[tuple[int, int, int]] = []
+        self.wire = seams.SenderWire(
+            ssrc=0x1234,
+            extensions=HeaderExtensionsMap(),
+            history={},
+            history_size=128,
+            send_rtp=self._send,
+            sent=lambda ntp, ts, size: self.reports.append((ntp, ts, size)),
+        )
+
+    async def _send(self, data: bytes) -> None:
+        self.sent.append(RtpPacket.parse(data))
+
+
+def _vp8(keyframe: bool, start: bool = True) -> bytes:
+    # payload descriptor: X=1, S, PID 0; I=1 with a 15-bit picture id; then the frame tag
+    return bytes([0x90 if start else 0x80, 0x80, 0x80, 0x01, 0x00 if keyframe else 0x01, 0, 0])
+
+
+def _packet(ssrc: int, seq: int, ts: int, payload: bytes, marker: int = 0) -> RtpPacket:
+    return RtpPacket(
+        payload_type=96,
+        marker=marker,
+        sequence_number=seq & 0xFFFF,
+        timestamp=ts,
+        ssrc=ssrc,
+        payload=payload,
+    )
+
+
+SECOND = 1 << 32  # one second in NTP units
+
+
+async def test_video_starts_on_a_keyframe_and_numbering_continues_across_a_new_source() -> None:
+    requests: list[int] = []
+    track = ForwardTrack("video", "vp8", 90000, lambda: requests.append(1))
+    fake = FakeWire()
+    await track.forward(_packet(1, 10, 0, _vp8(True)), 0, 0)
+    assert fake.sent == [] and requests == []  # not sending yet: nothing goes out
+    await track.start_sending(fake.wire, 100, "0")
+    assert requests == [1]  # a subscriber that starts asks for a keyframe
+
+    await track.forward(_packet(1, 65534, 3000, _vp8(False)), SECOND, 0)
+    assert fake.sent == [] and len(requests) == 2  # a delta frame: gated, asks again
+    for i in range(4):  # a keyframe whose numbers wrap around
+        await track.forward(_packet(1, 65535 + i, 6000, _vp8(True, i == 0), i == 3), SECOND, 0)
+    await track.forward(_packet(1, 65534, 3000, _vp8(False)), SECOND, 0)  # late: before start
+    await track.forward(_packet(1, 4, 9000, _vp8(False), 1), SECOND, 0)  # one lost before it
+    await track.forward(_packet(1, 3, 9000, _vp8(False)), SECOND, 0)  # ... retransmitted
+    # the publisher restarts with a new SSRC: a delta frame waits, its keyframe goes on
+    await track.forward(_packet(2, 700, 123, _vp8(False)), 2 * SECOND, 0)
+    await track.forward(_packet(2, 701, 3123, _vp8(True), 1), 3 * SECOND, 0)
+
+    out = [(p.sequence_number, p.timestamp) for p in fake.sent]
+    first, ts = out[0]
+    assert [(s - first) & 0xFFFF for s, _ in out] == [0, 1, 2, 3, 5, 4, 6]
+    assert {p.ssrc for p in fake.sent} == {0x1234} and {p.payload_type for p in fake.sent} == {100}
+    assert [(t - ts) & 0xFFFFFFFF for _, t in out] == [0, 0, 0, 0, 3000, 3000, 3000 + 2 * 90000]
+    assert {fake.wire.history[s % 128].extensions.mid for s, _ in out} == {"0"}
+    assert track.forwarded == 3  # frames: the marker packets
+    assert len(fake.reports) == 7 and fake.reports[-1][1] == out[-1][1]
+    assert all(fake.wire.history[s % 128].sequence_number == s for s, _ in out)
+
+
+async def test_audio_is_forwarded_at_once() -> None:
+    track = ForwardTrack("audio", "opus", 48000, lambda: pytest.fail("audio needs no keyframe"))
+    fake = FakeWire()
+    await track.start_sending(fake.wire, 111, "1")
+    await track.forward(_packet(9, 300, 960, b"\x01\x02"), SECOND, 0)
+    await track.forward(_packet(9, 301, 1920, b"\x03\x04"), SECOND, 0)
+    assert [p.payload for p in fake.sent] == [b"\x01\x02", b"\x03\x04"]
+    assert track.forwarded == 2
+
+
+@pytest.mark.parametrize(
+    ("payload", "keyframe"),
+    [
+        (bytes([0x65, 0x88]), True),  # IDR slice
+        (bytes([0x41, 0x9A]), False),  # non-IDR slice
+        (bytes([0x18, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xCE]), True),  # STAP-A SPS+PPS
+        (bytes([0x7C, 0x85, 0x88]), True),  # FU-A, start of an IDR
+        (bytes([0x7C, 0x05, 0x88]), False),  # FU-A, middle of an IDR
+        (bytes([0x7C, 0x81, 0x9A]), False),  # FU-A, start of a non-IDR
+    ],
+)
+def test_h264_keyframe_starts_are_recognised(payload: bytes, keyframe: bool) -> None:
+    assert h264_starts_keyframe(payload) is keyframe
+
+
+def test_vp8_keyframe_starts_are_recognised() -> None:
+    assert vp8_starts_keyframe(_vp8(True))
+    assert not vp8_starts_keyframe(_vp8(False))
+    assert not vp8_starts_keyframe(_vp8(True, start=False))  # a later packet of a keyframe
+    assert vp8_starts_keyframe(bytes([0x10, 0x00, 0x00]))  # no extension byte
+
+
+def test_ntp_now_agrees_with_aiortcs_clock() -> None:
+    assert abs(ntp_now() - clock.current_ntp_time()) < SECOND // 10
+
+
+async def test_a_subscriber_starts_with_the_latest_keyframe_while_it_is_recent() -> None:
+    def keyframe_then_delta(cache: KeyframeCache, at: int) -> KeyframeCache:
+        cache.add(_packet(1, 9, 0, _vp8(False), 1), at)  # before any keyframe: not kept
+        for i in range(3):
+            cache.add(_packet(1, 10 + i, 3000, _vp8(True, i == 0), i == 2), at)
+        cache.add(_packet(1, 13, 6000, _vp8(False), 1), at + SECOND // 30)
+        return cache
+
+    requests: list[int] = []
+    now = ntp_now()
+    old = keyframe_then_delta(KeyframeCache("vp8", max_age=0.5), now - SECOND)
+    track = ForwardTrack("video", "vp8", 90000, lambda: requests.append(1), old)
+    fake = FakeWire()
+    await track.start_sending(fake.wire, 100, "0")
+    assert fake.sent == [] and requests == [1]  # a second old: asks for a new one
+
+    recent = keyframe_then_delta(KeyframeCache("vp8", max_age=0.5), now)
+    fresh = ForwardTrack("video", "vp8", 90000, lambda: requests.append(2), recent)
+    later = FakeWire()
+    await fresh.start_sending(later.wire, 100, "0")
+    assert [p.payload for p in later.sent] == [p.payload for p in recent.packets]
+    assert len(later.sent) == 4 and requests == [1]  # no request: it had a keyframe
+    first = later.sent[0].sequence_number
+    assert [(p.sequence_number - first) & 0xFFFF for p in later.sent] == [0, 1, 2, 3]
+
+
+async def test_padding_keeps_its_sequence_number() -> None:
+    """A padding-only packet (bandwidth probing) takes a number in the publisher's stream:
+    dropping it would leave the subscriber waiting for that number."""
+    track = ForwardTrack("audio", "opus", 48000, lambda: None)
+    fake = FakeWire()
+    await track.start_sending(fake.wire, 111, "1")
+    padding = _packet(9, 301, 960, b"")
+    padding.padding_size = 200
+    for packet in (_packet(9, 300, 960, b"\x01"), padding, _packet(9, 302, 1920, b"\x02")):
+        await track.forward(packet, SECOND, 0)
+    first = fake.sent[0].sequence_number
+    assert [(p.sequence_number - first) & 0xFFFF for p in fake.sent] == [0, 1, 2]
+    assert [p.padding_size for p in fake.sent] == [0, 200, 0]
+
+
+def test_the_cached_h264_keyframe_keeps_its_sps() -> None:
+    cache = KeyframeCache("h264")
+    sps_pps = bytes([0x18, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xCE])
+    idr_start, idr_end = bytes([0x7C, 0x85, 0x88]), bytes([0x7C, 0x45, 0x88])
+    for seq, payload in enumerate((sps_pps, idr_start, idr_end)):
+        cache.add(_packet(1, seq, 3000, payload), SECOND)
+    assert [p.payload for p in cache.recent(SECOND)] == [sps_pps, idr_start, idr_end]
