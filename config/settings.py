@@ -184,6 +184,14 @@ class Settings(BaseModel):
         description="UDP port range [first, last] for media (open it in the court firewall); "
         "unset: any free port. About one port per participant connection is needed.",
     )
+    media_max_video_kbps: int = Field(
+        1500,
+        ge=100,
+        le=20000,
+        description="The most video bitrate (kbit/s) the relay tells a publisher's browser it "
+        "may send; less when a subscriber's browser reports a thinner downlink (REMB). Nobody "
+        "watching: this much, so the recording keeps the full picture.",
+    )
     public_url: str | None = Field(
         None,
         description="This node's address as browsers reach it (e.g. https://node1.court:8443); "

@@ -11,7 +11,8 @@ through media/seams.py).
   when the track ends) and sends the rewritten packets through that sender's transport,
   keeping them in the sender's RTP history so aiortc answers the subscriber's NACKs (as RTX
   where negotiated) and its RTCP sender reports stay true. Video starts at a keyframe: the
-  track's latest one if it is recent (:class:`KeyframeCache`), else one it asks for.
+  track's latest one if it is recent (:class:`KeyframeCache`), else one it asks for. The
+  subscriber's REMB to that sender is kept on the track (``bandwidth``, media/bandwidth.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from aiortc.codecs import is_rtx
 from aiortc.rtp import RtpPacket, unwrap_rtx
 
 from media import seams
+from media.bandwidth import BandwidthReport
 
 log = logging.getLogger("vreception.media")
 
@@ -144,6 +146,9 @@ class ForwardTrack(MediaStreamTrack):
         self.clock_rate = clock_rate
         self.request_keyframe = request_keyframe
         self.forwarded = 0  # frames sent (video: packets with the marker bit; audio: packets)
+        # the subscriber's latest REMB for its connection, and who is told of a new one
+        self.bandwidth: BandwidthReport | None = None
+        self.on_bandwidth: Callable[[], Awaitable[None]] | None = None
         self._video = kind == "video"
         self._ended = asyncio.Event()
         self._transceiver: RTCRtpTransceiver | None = None
@@ -163,8 +168,24 @@ class ForwardTrack(MediaStreamTrack):
         """The subscriber's transceiver whose sender carries this track. Video asks for a
         keyframe now, so that one is at hand when the connection is up."""
         self._transceiver = transceiver
+        seams.wrap_rtcp_handler(transceiver.sender, self._watch_remb)
         if self._video:
             self.request_keyframe()
+
+    def _watch_remb(
+        self, original: Callable[[Any], Awaitable[None]]
+    ) -> Callable[[Any], Awaitable[None]]:
+        """Keep the subscriber's REMB (aiortc routes one to each sender whose SSRC it lists)."""
+
+        async def handle(packet: Any) -> None:
+            remb = seams.remb_of(packet)
+            if remb is not None:
+                self.bandwidth = BandwidthReport(remb[0], time.monotonic())
+                if self.on_bandwidth is not None:
+                    await self.on_bandwidth()
+            await original(packet)
+
+        return handle
 
     @property
     def sending(self) -> bool:

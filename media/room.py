@@ -27,6 +27,7 @@ from aiortc import (
 
 from config.turn import IceServers
 from media import seams
+from media.bandwidth import BandwidthReport, PublisherFeedback
 from media.encoded import forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
 from media.forward import ForwardTrack, KeyframeCache, forward_rtp
@@ -36,6 +37,7 @@ from media.transport import (
     announced,
     create_peer_connection,
     default_allowed_networks,
+    opus_inband_fec,
     screen_sdp,
 )
 
@@ -93,6 +95,7 @@ class PublishedTrack:
     name: str = ""
     forwards: dict[str, ForwardTrack] = field(default_factory=dict)
     keyframes: KeyframeCache | None = None  # video: its latest keyframe, for new subscribers
+    feedback: PublisherFeedback | None = None  # video: the REMB its publisher gets
     packets: int = 0
     task: asyncio.Task[None] | None = None
     counters: Traffic | None = None  # the room's (keyframe requests sent are counted)
@@ -197,6 +200,7 @@ class Room:
         def on_track(track: MediaStreamTrack) -> None:
             receiver = next(r for r in pc.getReceivers() if r.track is track)
             tap_receiver(receiver)  # before receive() starts the decoder thread
+            seams.stop_receive_estimator(receiver)  # subscribers' REMB drive the publisher
             count_nacks_sent(receiver, self.counters)
             pending.append((track, receiver))
 
@@ -219,7 +223,40 @@ class Room:
                         participant_id, track, receiver, codecs[0], source
                     )
                     published.keyframes = forward_rtp(receiver, codecs, published.forwards)
-        return str(pc.localDescription.sdp)
+                    if published.kind == "video":
+                        published.feedback = self._feedback(published)
+        return opus_inband_fec(str(pc.localDescription.sdp))
+
+    def _feedback(self, track: PublishedTrack) -> PublisherFeedback:
+        """The REMB of a published video track: its subscribers' smallest estimate, or the
+        relay's ceiling (media/bandwidth.py)."""
+        receiver = track.receiver
+
+        async def send(bps: int) -> bool:
+            rtx = seams.rtx_ssrcs(receiver)
+            ssrcs = [s for s in seams.remote_streams(receiver) if s not in rtx]
+            return bool(ssrcs) and await seams.send_remb(receiver, bps, ssrcs)
+
+        feedback = PublisherFeedback(
+            send, lambda: self._reports(track), self.relay.max_video_kbps * 1000
+        )
+        feedback.start()
+        return feedback
+
+    def _reports(self, track: PublishedTrack) -> list[BandwidthReport]:
+        """Each subscriber's latest estimate for ``track``: a REMB covers the subscriber's
+        whole connection, shared evenly by the video tracks it receives."""
+        reports = []
+        for participant_id, forward in list(track.forwards.items()):
+            if forward.bandwidth is not None:
+                videos = sum(
+                    1
+                    for t in self.sending.get(participant_id, {})
+                    if (other := self.tracks.get(t)) is not None and other.kind == "video"
+                )
+                share = forward.bandwidth.bps // max(1, videos)
+                reports.append(BandwidthReport(share, forward.bandwidth.at))
+        return reports
 
     async def unpublish(self, participant_id: str, stream: Stream) -> bool:
         """Stop one of a participant's streams; its tracks end for every subscriber."""
@@ -273,6 +310,8 @@ class Room:
         except MediaStreamError:
             pass
         finally:
+            if track.feedback is not None:
+                track.feedback.stop()
             for forward in list(track.forwards.values()):
                 _end_copy(forward)
             for sink in self.relay.sinks:
@@ -362,6 +401,8 @@ class Room:
         )
         transceiver = pc.addTransceiver(forward, direction="sendonly")
         forward.attach(transceiver)
+        if track.feedback is not None:
+            forward.on_bandwidth = track.feedback.report
         transceiver.setCodecPreferences(_preferences(track))
         forward_keyframe_requests(transceiver.sender, track.request_keyframe, self.counters)
         count_nacks_received(transceiver.sender, self.counters)
@@ -460,9 +501,11 @@ class Relay:
         ice_servers: IceServers | None = None,
         sinks: Sequence[TrackSink] = (),
         allowed_networks: Sequence[Network] | None = None,
+        max_video_kbps: int = 1500,
     ) -> None:
         """``allowed_networks``: where ICE checks may go (default: the networks of the
-        announced addresses, media/transport.py)."""
+        announced addresses, media/transport.py). ``max_video_kbps``: the most a publisher's
+        video is told it may send (all of it while no subscriber reports less)."""
         seams.check_seams()  # refuse to run on aiortc/aioice internals it does not know
         self.ice_servers = ice_servers or IceServers()
         self.allowed_networks = (
@@ -471,6 +514,7 @@ class Relay:
             else default_allowed_networks(announced())
         )
         self.sinks = list(sinks)
+        self.max_video_kbps = max_video_kbps
         self.rooms: dict[str, Room] = {}
         self.retired = Traffic()  # the counts of rooms that have closed
 

@@ -39,6 +39,8 @@ _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
 _RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
+_BITRATE_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
+_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 _PACKET_COUNT = "_RTCRtpSender__packet_count"
 _OCTET_COUNT = "_RTCRtpSender__octet_count"
 _SENDER_STATS = "_RTCRtpSender__stats"
@@ -139,6 +141,50 @@ def wrap_rtp_handler(
     for every SRTP-unprotected packet routed to it)."""
 
     receiver._handle_rtp_packet = wrapper(receiver._handle_rtp_packet)  # type: ignore[method-assign]
+
+
+def stop_receive_estimator(receiver: RTCRtpReceiver) -> None:
+    """Stop the receiver from sending REMB of its own: aiortc's delay-based
+    ``RemoteBitrateEstimator`` (fed in ``_handle_rtp_packet``) reads network jitter and the
+    relay's own event-loop delays as congestion and drives the publisher's bitrate down; the
+    relay sends its subscribers' estimates instead (:func:`send_remb`)."""
+    if not hasattr(receiver, _BITRATE_ESTIMATOR):
+        raise SeamError([f"RTCRtpReceiver 实例没有 {_BITRATE_ESTIMATOR}"])
+    setattr(receiver, _BITRATE_ESTIMATOR, None)
+
+
+def receive_estimator(receiver: RTCRtpReceiver) -> Any:
+    """The receiver's own bitrate estimator (None: stopped)."""
+    return getattr(receiver, _BITRATE_ESTIMATOR, None)
+
+
+async def send_remb(receiver: RTCRtpReceiver, bitrate: int, ssrcs: Sequence[int]) -> bool:
+    """Send the publisher a REMB (RTCP PSFB APP, draft-alvestrand-rmcat-remb) of ``bitrate``
+    bit/s for its ``ssrcs``, as the receiver sends its own RTCP. False while the receiver
+    has no RTCP SSRC yet (not started)."""
+    rtcp_ssrc = getattr(receiver, _RTCP_SSRC, None)
+    if rtcp_ssrc is None:
+        return False
+    packet = aiortc.rtp.RtcpPsfbPacket(
+        fmt=aiortc.rtp.RTCP_PSFB_APP,
+        ssrc=rtcp_ssrc,
+        media_ssrc=0,
+        fci=aiortc.rtp.pack_remb_fci(int(bitrate), list(ssrcs)),
+    )
+    await receiver._send_rtcp(packet)
+    return True
+
+
+def remb_of(packet: Any) -> tuple[int, list[int]] | None:
+    """A REMB's bitrate (bit/s) and the SSRCs it covers; None for any other RTCP packet."""
+    if not (
+        isinstance(packet, aiortc.rtp.RtcpPsfbPacket) and packet.fmt == aiortc.rtp.RTCP_PSFB_APP
+    ):
+        return None
+    try:
+        return aiortc.rtp.unpack_remb_fci(packet.fci)
+    except ValueError:
+        return None
 
 
 class LowLatencyJitterBuffer(JitterBuffer):
@@ -391,6 +437,24 @@ def _seams() -> list[Seam]:
             used_in=(_fn(receiver, "_handle_rtp_packet"),),
         ),
         Seam("RTCRtpReceiver._send_rtcp_pli", receiver, "_send_rtcp_pli", ("self", "media_ssrc")),
+        Seam(
+            "RTCRtpReceiver.__remote_bitrate_estimator",
+            receiver,
+            _BITRATE_ESTIMATOR,
+            instance=True,
+            used_in=(_fn(receiver, "__init__"), _fn(receiver, "_handle_rtp_packet")),
+        ),
+        Seam(
+            "RTCRtpReceiver.__rtcp_ssrc",
+            receiver,
+            _RTCP_SSRC,
+            instance=True,
+            used_in=(_fn(receiver, "__init__"), _fn(receiver, "_set_rtcp_ssrc")),
+        ),
+        Seam("RTCRtpReceiver._send_rtcp", receiver, "_send_rtcp", ("self", "packet")),
+        Seam("aiortc.rtp.pack_remb_fci", aiortc.rtp, "pack_remb_fci", ("bitrate", "ssrcs")),
+        Seam("aiortc.rtp.unpack_remb_fci", aiortc.rtp, "unpack_remb_fci", ("data",)),
+        Seam("aiortc.rtp.RTCP_PSFB_APP", aiortc.rtp, "RTCP_PSFB_APP"),
         Seam(
             "RTCRtpReceiver._send_rtcp_nack",
             receiver,

@@ -123,6 +123,34 @@ def screen_sdp(sdp: str, allowed: Sequence[Network]) -> str:
     return "\r\n".join(kept) + "\r\n"
 
 
+def opus_inband_fec(sdp: str) -> str:
+    """The relay's SDP with Opus in-band FEC asked for (``useinbandfec=1``, RFC 7587): in an
+    answer to a publisher it makes the browser's Opus encoder carry each frame's redundancy
+    in the next packet, so a lost audio packet is recovered by every subscriber's decoder.
+    aiortc puts no format parameters on Opus; the relay forwards packets, so nothing of
+    aiortc's depends on them."""
+    lines = sdp.split("\r\n")
+    rtpmap, fmtp = "a=rtpmap:", "a=fmtp:"
+    opus = {
+        line[len(rtpmap) :].split(" ", 1)[0]
+        for line in lines
+        if line.startswith(rtpmap) and " opus/" in line.lower()
+    }
+    with_params = {line[len(fmtp) :].split(" ", 1)[0] for line in lines if line.startswith(fmtp)}
+    out: list[str] = []
+    for line in lines:
+        if line.startswith(fmtp):
+            payload_type, _, params = line[len(fmtp) :].partition(" ")
+            if payload_type in opus and "useinbandfec" not in params:
+                line = f"{line};useinbandfec=1"
+        out.append(line)
+        if line.startswith(rtpmap):
+            payload_type = line[len(rtpmap) :].split(" ", 1)[0]
+            if payload_type in opus and payload_type not in with_params:
+                out.append(f"{fmtp}{payload_type} useinbandfec=1")
+    return "\r\n".join(out)
+
+
 def _reachable(host: str, allowed: Sequence[Network]) -> bool:
     """An IP address inside the allowed networks (mDNS ``.local`` and other names: never)."""
     try:

@@ -85,6 +85,9 @@ def test_tapping_a_receiver_without_its_decoder_queue_fails_loudly() -> None:
         (RTCDtlsTransport, "_send_rtp", "RTCDtlsTransport._send_rtp"),
         (RTCRtpSender, "_retransmit", "RTCRtpSender._retransmit"),
         (aiortc.rtp, "RTP_HISTORY_SIZE", "aiortc.rtp.RTP_HISTORY_SIZE"),
+        (RTCRtpReceiver, "_send_rtcp", "RTCRtpReceiver._send_rtcp"),
+        (aiortc.rtp, "pack_remb_fci", "aiortc.rtp.pack_remb_fci"),
+        (aiortc.rtp, "unpack_remb_fci", "aiortc.rtp.unpack_remb_fci"),
     ],
 )
 def test_a_removed_forwarding_seam_stops_the_relay_from_starting(
@@ -120,3 +123,35 @@ def test_a_renamed_sender_attribute_stops_the_relay_from_starting(
 
     monkeypatch.setattr(RTCRtpSender, "__init__", renamed)
     _refused(label)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "label"),
+    [
+        ("_RTCRtpReceiver__remote_bitrate_estimator", "RTCRtpReceiver.__remote_bitrate_estimator"),
+        ("_RTCRtpReceiver__rtcp_ssrc", "RTCRtpReceiver.__rtcp_ssrc"),
+    ],
+)
+def test_a_renamed_bandwidth_seam_of_the_receiver_stops_the_relay_from_starting(
+    monkeypatch: pytest.MonkeyPatch, attribute: str, label: str
+) -> None:
+    """Renamed, the receiver's own estimator would go on sending REMB that collapses the
+    publisher's bitrate under jitter, or the relay's REMB would never go out."""
+    original = RTCRtpReceiver.__init__
+
+    def renamed(self: Any, kind: str, transport: Any) -> None:
+        original(self, kind, transport)
+        self.__dict__["renamed"] = self.__dict__.pop(attribute)
+
+    monkeypatch.setattr(RTCRtpReceiver, "__init__", renamed)
+    _refused(label)
+
+
+def test_stopping_the_estimator_of_a_receiver_without_one_fails_loudly() -> None:
+    transport: Any = types.SimpleNamespace(state="new")
+    receiver = RTCRtpReceiver("video", transport)
+    seams.stop_receive_estimator(receiver)
+    assert seams.receive_estimator(receiver) is None
+    del receiver.__dict__["_RTCRtpReceiver__remote_bitrate_estimator"]
+    with pytest.raises(seams.SeamError, match="_RTCRtpReceiver__remote_bitrate_estimator"):
+        seams.stop_receive_estimator(receiver)

@@ -346,6 +346,7 @@ def create_app(settings: Settings) -> web.Application:
         ice_servers=settings.ice_servers(),
         sinks=[recorder],
         allowed_networks=settings.media_networks,
+        max_video_kbps=settings.media_max_video_kbps,
     )
     server_metrics.install(app, registry, relay, recorder)
     placement = _placement(settings)
