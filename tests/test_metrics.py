@@ -95,7 +95,8 @@ async def test_a_visit_with_media_moves_the_metrics_the_rules_and_dashboard_use(
     assert value(before, "vreception_relay_packets_total", direction="in") == 0
 
     judge = await Peer().connect(staff, _cookie(staff))
-    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    judge_joined = await judge.call("join", {"v": 1, "visit_id": visit["id"]})
+    assert judge_joined["ok"]
     guest = await Peer().connect(staff)
     joined = await guest.call(
         "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
@@ -130,6 +131,9 @@ async def test_a_visit_with_media_moves_the_metrics_the_rules_and_dashboard_use(
 
     await wait_for(flowing, within=60)
     live = await scrape(staff)
+    # nobody's browser reported its downlink yet: the judge is told the ceiling
+    told = {"room": visit["id"], "participant": judge_joined["participant_id"]}
+    assert value(live, "vreception_publisher_video_kbps", **told, source="camera") == 1500
     assert value(live, "vreception_rooms") == 1
     assert value(live, "vreception_participants") == 2
     assert value(live, "vreception_tracks", kind="video") == 1

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from config.db import Database
-from media.room import Relay
+from media.room import Relay, Room
 from media.stats import Traffic
 from recorder.jobs import StepRuns, read_step_runs
 from recorder.models import Recording, RecordingState
@@ -163,6 +163,7 @@ class ServerCollector(Collector):
             live = sum(1 for r in rooms for t in list(r.tracks.values()) if t.kind == kind)
             tracks.add_metric([kind], live)
         yield tracks
+        yield from self._bandwidth(rooms)
         per_room = CounterMetricFamily(
             "vreception_room_packets",
             "RTP packets of each open room (in: from publishers, out: to subscribers)",
@@ -176,6 +177,35 @@ class ServerCollector(Collector):
             per_room.add_metric([room.visit_id, "out"], traffic.packets_out)
         yield per_room
         yield from self._traffic(total)
+
+    @staticmethod
+    def _bandwidth(rooms: list[Room]) -> Iterator[Metric]:
+        """What each publisher is told it may send, and what each subscriber last reported."""
+        told = GaugeMetricFamily(
+            "vreception_publisher_video_kbps",
+            "Video bitrate each publisher was last told it may send (REMB: the smallest of its "
+            "subscribers' recent reports, or media_max_video_kbps)",
+            labels=["room", "participant", "source"],
+        )
+        reported = GaugeMetricFamily(
+            "vreception_subscriber_video_kbps",
+            "What each subscriber's browser last reported it can receive (REMB), per published "
+            "video track it receives",
+            labels=["room", "participant", "publisher", "source"],
+        )
+        for room in rooms:
+            for track in list(room.tracks.values()):
+                labels = [room.visit_id, track.participant_id, str(track.source)]
+                if track.feedback is not None and track.feedback.last_bps is not None:
+                    told.add_metric(labels, track.feedback.last_bps / 1000)
+                for participant_id, forward in list(track.forwards.items()):
+                    if forward.bandwidth is not None:
+                        reported.add_metric(
+                            [room.visit_id, participant_id, *labels[1:]],
+                            forward.bandwidth.bps / 1000,
+                        )
+        yield told
+        yield reported
 
     @staticmethod
     def _traffic(t: Traffic) -> Iterator[Metric]:
