@@ -101,7 +101,13 @@ async def test_subscriber_gets_the_publishers_packets_rewritten_and_nacks_are_an
         await send_rtp(data)
 
     wire._send_rtp = spy_send  # type: ignore[method-assign]
-    video.sender._send_keyframe = lambda: keyframe_requests.append(1.0)  # type: ignore[method-assign]
+    send_keyframe = video.sender._send_keyframe
+
+    def spy_keyframe() -> None:  # a publisher that honours the relay's requests
+        keyframe_requests.append(1.0)
+        send_keyframe()
+
+    video.sender._send_keyframe = spy_keyframe  # type: ignore[method-assign]
     handle_rtcp = video.sender._handle_rtcp_packet
 
     async def spy_rtcp(packet: Any) -> None:
