@@ -14,9 +14,12 @@ most every ``min_gap`` seconds) when it falls by more than ``drop``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+
+log = logging.getLogger("vreception.media")
 
 REPORT_MAX_AGE_S = 5.0  # a subscriber's estimate older than this no longer counts
 INTERVAL_S = 1.0
@@ -96,7 +99,10 @@ class PublisherFeedback:
 
     async def _run(self) -> None:
         while True:
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # a transport closing under it: the track ends soon
+                log.debug("REMB not sent", exc_info=True)
             await asyncio.sleep(self.interval if self.last_bps is not None else 0.1)
 
     def stop(self) -> None:
