@@ -192,6 +192,13 @@ class Settings(BaseModel):
         "may send; less when a subscriber's browser reports a thinner downlink (REMB). Nobody "
         "watching: this much, so the recording keeps the full picture.",
     )
+    media_poor_network_kbps: int = Field(
+        150,
+        ge=10,
+        le=5000,
+        description="A participant whose browser reports a downlink below this (kbit/s) for "
+        "2 s is shown as 网络较差 to everyone in the visit, until it stays above for 3 s.",
+    )
     public_url: str | None = Field(
         None,
         description="This node's address as browsers reach it (e.g. https://node1.court:8443); "

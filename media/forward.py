@@ -22,6 +22,8 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from struct import pack_into
 from typing import Any
 
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpTransceiver
@@ -34,13 +36,12 @@ from media.bandwidth import BandwidthReport
 log = logging.getLogger("vreception.media")
 
 _H264_KEY_NALS = (5, 7)  # an IDR slice, or the SPS that precedes it
-_NTP_UNIX = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
 
 
 def ntp_now() -> int:
     """The time as a 64-bit NTP timestamp (aiortc's ``clock.current_ntp_time`` goes through
     ``datetime``, several times slower; this runs once per packet)."""
-    return int((time.time() + _NTP_UNIX) * (1 << 32))
+    return int((time.time() + seams.NTP_UNIX) * (1 << 32))
 
 
 def vp8_starts_keyframe(payload: bytes) -> bool:
@@ -121,6 +122,41 @@ class KeyframeCache:
         return list(self.packets) if ntp - self._started <= self.max_age else []
 
 
+@dataclass(frozen=True)
+class RtpHeader:
+    """A subscriber's RTP header for one track, serialized once by aiortc with the sender's
+    SSRC, its MID and the header extensions it negotiated (so aiortc's extension map stays
+    the one place that lays them out), and where the fields that change per packet are:
+    a packet's header is this template with marker, payload type, sequence number,
+    timestamp, abs-send-time and audio level written in place (0: not negotiated)."""
+
+    template: bytes
+    abs_send_time: int  # offset of its 3 bytes
+    audio_level: int  # offset of its byte
+
+    @classmethod
+    def of(cls, wire: seams.SenderWire, mid: str | None, with_audio_level: bool) -> RtpHeader:
+        def serialized(abs_send_time: int, level: tuple[bool, int]) -> bytes:
+            rtp = RtpPacket(ssrc=wire.ssrc)
+            rtp.extensions.mid = mid
+            rtp.extensions.abs_send_time = abs_send_time
+            rtp.extensions.audio_level = level if with_audio_level else None
+            return rtp.serialize(wire.extensions)
+
+        template = serialized(0, (False, 0))
+
+        def offset(other: bytes) -> int:
+            return next(
+                (i for i, (a, b) in enumerate(zip(template, other, strict=False)) if a != b), 0
+            )
+
+        return cls(
+            template,
+            offset(serialized(0xFFFFFF, (False, 0))),
+            offset(serialized(0, (True, 0x7F))) if with_audio_level else 0,
+        )
+
+
 class ForwardTrack(MediaStreamTrack):
     """One subscriber's copy of a published track: rewrites and sends its RTP packets.
 
@@ -154,7 +190,7 @@ class ForwardTrack(MediaStreamTrack):
         self._transceiver: RTCRtpTransceiver | None = None
         self._wire: seams.SenderWire | None = None
         self._payload_type = 0
-        self._mid: str | None = None
+        self._header = self._leveled_header = RtpHeader(b"", 0, 0)
         self._source: int | None = None  # the publisher SSRC being forwarded
         self._in_ref = 0  # a publisher sequence number ...
         self._out_ref = 0  # ... and the subscriber's (unwrapped) number for it
@@ -214,7 +250,8 @@ class ForwardTrack(MediaStreamTrack):
         """Send from now on, with this payload type and MID, through ``wire``; video starts
         with the published track's latest keyframe if it is recent, else asks for one."""
         self._payload_type = payload_type
-        self._mid = mid
+        self._header = RtpHeader.of(wire, mid, with_audio_level=False)
+        self._leveled_header = RtpHeader.of(wire, mid, with_audio_level=True)
         self._wire = wire
         if self.keyframes is not None:
             ntp = ntp_now()
@@ -266,22 +303,28 @@ class ForwardTrack(MediaStreamTrack):
             self._in_ref, self._out_ref = packet.sequence_number, out
         sequence_number = out & 0xFFFF
         timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
-        rtp = RtpPacket(
-            payload_type=self._payload_type,
-            marker=packet.marker,
-            sequence_number=sequence_number,
-            timestamp=timestamp,
-            ssrc=wire.ssrc,
-            payload=packet.payload,
-        )
-        rtp.padding_size = packet.padding_size
-        extensions = rtp.extensions
-        extensions.mid = self._mid
-        extensions.abs_send_time = abs_send_time
-        extensions.audio_level = packet.extensions.audio_level
-        wire.history[sequence_number % wire.history_size] = rtp
+        level = packet.extensions.audio_level
+        header = self._header if level is None else self._leveled_header
+        buf = bytearray(header.template)
+        if packet.padding_size:
+            buf[0] |= 0x20
+        buf[1] = packet.marker << 7 | self._payload_type
+        pack_into("!HL", buf, 2, sequence_number, timestamp)
+        at = header.abs_send_time
+        if at:
+            buf[at] = abs_send_time >> 16 & 0xFF
+            buf[at + 1] = abs_send_time >> 8 & 0xFF
+            buf[at + 2] = abs_send_time & 0xFF
+        if level is not None and header.audio_level:
+            buf[header.audio_level] = (0x80 if level[0] else 0) | (level[1] & 0x7F)
+        buf += packet.payload
+        if packet.padding_size:
+            buf += bytes(packet.padding_size - 1)
+            buf.append(packet.padding_size)
+        data = bytes(buf)
+        wire.history[sequence_number % wire.history_size] = data
         try:
-            await wire.send_rtp(rtp.serialize(wire.extensions))
+            await wire.send_rtp(data)
         except ConnectionError:
             return
         if out > self._last_out:

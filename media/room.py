@@ -27,10 +27,11 @@ from aiortc import (
 
 from config.turn import IceServers
 from media import seams
-from media.bandwidth import BandwidthReport, PublisherFeedback
+from media.bandwidth import REPORT_MAX_AGE_S, BandwidthReport, PublisherFeedback
 from media.encoded import forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
 from media.forward import ForwardTrack, KeyframeCache, forward_rtp
+from media.quality import LinkQuality
 from media.stats import Traffic, count_nacks_received, count_nacks_sent, peer_traffic
 from media.transport import (
     Network,
@@ -39,6 +40,7 @@ from media.transport import (
     default_allowed_networks,
     opus_inband_fec,
     screen_sdp,
+    use_draining_sockets,
 )
 
 log = logging.getLogger("vreception.media")
@@ -144,6 +146,7 @@ class Room:
         self._negotiating: dict[str, asyncio.Lock] = {}
         self.tracks: dict[str, PublishedTrack] = {}
         self.people: dict[str, tuple[str, str]] = {}  # participant id → (role, name)
+        self.links: dict[str, LinkQuality] = {}  # subscriber → its downlink's verdict
         # counts of this room's media since it opened, and of its closed connections
         self.counters = Traffic()
 
@@ -257,6 +260,38 @@ class Room:
                 share = forward.bandwidth.bps // max(1, videos)
                 reports.append(BandwidthReport(share, forward.bandwidth.at))
         return reports
+
+    def downlink_bps(self, participant_id: str, now: float) -> int | None:
+        """The participant's latest recent downlink estimate (its browser's REMB covers its
+        whole connection), or None when it sent none lately."""
+        latest: BandwidthReport | None = None
+        for track in list(self.tracks.values()):
+            forward = track.forwards.get(participant_id)
+            report = forward.bandwidth if forward is not None else None
+            if report is None or now - report.at > REPORT_MAX_AGE_S:
+                continue
+            if latest is None or report.at > latest.at:
+                latest = report
+        return latest.bps if latest is not None else None
+
+    def network_changes(self, now: float) -> list[tuple[str, bool]]:
+        """The subscribers whose downlink verdict (网络较差 or not) changed since the last
+        look, with the new verdict (media/quality.py); ``now``: monotonic seconds."""
+        changes = []
+        for participant_id in list(self.subscribers):
+            link = self.links.get(participant_id)
+            if link is None:
+                link = self.links[participant_id] = LinkQuality(self.relay.poor_network_kbps * 1000)
+            verdict = link.observe(self.downlink_bps(participant_id, now), now)
+            if verdict is not None:
+                changes.append((participant_id, verdict))
+        for gone in set(self.links) - set(self.subscribers):
+            del self.links[gone]
+        return changes
+
+    def poor_networks(self) -> list[str]:
+        """The subscribers whose downlink is too thin for video now."""
+        return [p for p, link in self.links.items() if link.poor]
 
     async def unpublish(self, participant_id: str, stream: Stream) -> bool:
         """Stop one of a participant's streams; its tracks end for every subscriber."""
@@ -502,11 +537,16 @@ class Relay:
         sinks: Sequence[TrackSink] = (),
         allowed_networks: Sequence[Network] | None = None,
         max_video_kbps: int = 1500,
+        poor_network_kbps: int = 150,
     ) -> None:
         """``allowed_networks``: where ICE checks may go (default: the networks of the
         announced addresses, media/transport.py). ``max_video_kbps``: the most a publisher's
-        video is told it may send (all of it while no subscriber reports less)."""
+        video is told it may send (all of it while no subscriber reports less).
+        ``poor_network_kbps``: a subscriber's downlink below this is too thin for video
+        (media/quality.py)."""
         seams.check_seams()  # refuse to run on aiortc/aioice internals it does not know
+        use_draining_sockets()
+        seams.use_fast_clock()
         self.ice_servers = ice_servers or IceServers()
         self.allowed_networks = (
             list(allowed_networks)
@@ -515,6 +555,7 @@ class Relay:
         )
         self.sinks = list(sinks)
         self.max_video_kbps = max_video_kbps
+        self.poor_network_kbps = poor_network_kbps
         self.rooms: dict[str, Room] = {}
         self.retired = Traffic()  # the counts of rooms that have closed
 

@@ -11,9 +11,13 @@ renamed it would just add an unused attribute, and the relay would decode every 
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.selector_events
 import importlib.metadata
 import inspect
 import queue
+import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +25,9 @@ from typing import Any
 import aioice.candidate
 import aioice.ice
 import aioice.turn
+import aiortc.clock
 import aiortc.rtcdtlstransport
+import aiortc.rtcicetransport
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import aiortc.rtcrtptransceiver
@@ -247,6 +253,23 @@ def sender_stats(sender: RTCRtpSender) -> dict[str, Any]:
     return stats
 
 
+class SentHistory(dict[int, Any]):
+    """An ``RTCRtpSender``'s RTP history holding what a forwarder sent as serialized bytes:
+    the forwarder writes each packet's bytes once, and aiortc's ``_retransmit`` (which reads
+    the history with ``get()`` only) gets an ``RtpPacket`` parsed from them, so the cost of
+    a packet object is paid per NACK, not per packet sent."""
+
+    def __init__(self, extensions: aiortc.rtp.HeaderExtensionsMap) -> None:
+        super().__init__()
+        self.extensions = extensions
+
+    def get(self, key: int, default: Any = None) -> Any:
+        value = super().get(key, default)
+        if isinstance(value, bytes):
+            return aiortc.rtp.RtpPacket.parse(value, self.extensions)
+        return value
+
+
 @dataclass(frozen=True)
 class SenderWire:
     """What a forwarder needs of a started ``RTCRtpSender`` to send RTP packets as the sender
@@ -256,7 +279,7 @@ class SenderWire:
 
     ssrc: int
     extensions: aiortc.rtp.HeaderExtensionsMap
-    history: dict[int, aiortc.rtp.RtpPacket]
+    history: SentHistory
     history_size: int
     send_rtp: Callable[[bytes], Awaitable[None]]
     # accounts one packet sent (NTP time, RTP timestamp, payload size) for the sender reports
@@ -264,11 +287,16 @@ class SenderWire:
 
 
 def sender_wire(sender: RTCRtpSender) -> SenderWire:
-    """The sender's sending parts (call once ``send()`` has run: it configures the map)."""
+    """The sender's sending parts (call once ``send()`` has run: it configures the map);
+    its RTP history becomes a :class:`SentHistory`."""
+    extensions = getattr(sender, _EXTENSIONS_MAP)
+    history = SentHistory(extensions)
+    history.update(getattr(sender, _RTP_HISTORY))
+    setattr(sender, _RTP_HISTORY, history)
     return SenderWire(
         ssrc=int(sender._ssrc),
-        extensions=getattr(sender, _EXTENSIONS_MAP),
-        history=getattr(sender, _RTP_HISTORY),
+        extensions=extensions,
+        history=history,
         history_size=aiortc.rtp.RTP_HISTORY_SIZE,
         send_rtp=sender.transport._send_rtp,
         sent=lambda ntp, timestamp, size: _note_sent(sender, ntp, timestamp, size),
@@ -297,6 +325,22 @@ def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[Any]:
     return codecs
 
 
+# ----------------------------------------------------------------------- clock
+
+NTP_UNIX = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+
+def fast_current_ms() -> int:
+    return int((time.time() + NTP_UNIX) * 1000)
+
+
+def use_fast_clock() -> None:
+    """aiortc's ``clock.current_ms()`` (milliseconds since 1900, read by the DTLS transport
+    for every packet received) goes through ``datetime`` arithmetic; the same value from
+    ``time.time()`` costs a fraction. Process-wide; idempotent."""
+    aiortc.clock.current_ms = fast_current_ms
+
+
 # ----------------------------------------------------------------------- ICE (aioice)
 
 original_component_candidates = aioice.ice.Connection.get_component_candidates
@@ -313,6 +357,84 @@ def set_component_candidates(gather: Callable[..., Awaitable[list[Candidate]]] |
     """Replace aioice's host-candidate gathering process-wide (None: aioice's own)."""
     chosen = gather or original_component_candidates
     aioice.ice.Connection.get_component_candidates = chosen  # type: ignore[method-assign,assignment]
+
+
+# asyncio's UDP transport reads one datagram per event-loop wake-up; a relay receiving a
+# burst (a video frame is several packets) pays the loop's select and the ICE/DTLS
+# receiving task's wake-up per datagram. A draining reader reads what is queued, up to this.
+DRAIN_LIMIT = 32
+_DatagramTransport: Any = getattr(asyncio.selector_events, "_SelectorDatagramTransport")  # noqa: B009
+_draining: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def drain_datagrams(connection: aioice.ice.Connection) -> int:
+    """Make each UDP socket of an ICE connection read every queued datagram (up to
+    ``DRAIN_LIMIT``) per wake-up: the socket's reader (asyncio's
+    ``_SelectorDatagramTransport._read_ready``, one ``recvfrom`` per call) is replaced by
+    one that loops until the socket would block, handing each datagram to the same
+    protocol, with the same error handling. Sockets of other transports (TURN, a loop
+    without selectors) are left as they are. Returns how many sockets now drain."""
+    return sum(drain_transport(getattr(p, "transport", None)) for p in connection._protocols)
+
+
+def drain_transport(transport: Any) -> bool:
+    """Make one asyncio UDP transport drain its socket per wake-up (False: not one of
+    asyncio's selector datagram transports, left as it is)."""
+    if not isinstance(transport, _DatagramTransport):
+        return False
+    if transport not in _draining:
+        _draining.add(transport)
+        transport._loop._add_reader(transport._sock_fd, _draining_reader(transport))
+    return True
+
+
+def is_draining(transport: Any) -> bool:
+    return transport in _draining
+
+
+def _draining_reader(transport: Any) -> Callable[[], None]:
+    sock, size = transport._sock, transport.max_size
+
+    def read_ready() -> None:
+        protocol = transport._protocol
+        # aioice's StunProtocol tries to parse every datagram as STUN and hands it on when
+        # that raises; RTP, RTCP and DTLS never start with 0-3 (RFC 7983), so they go
+        # straight to the ICE connection, as that protocol would hand them
+        candidate = getattr(protocol, "local_candidate", None)
+        connection = protocol.receiver if isinstance(protocol, aioice.ice.StunProtocol) else None
+        for _ in range(DRAIN_LIMIT):
+            if transport._conn_lost:
+                return
+            try:
+                data, addr = sock.recvfrom(size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                transport._fatal_error(exc, "Fatal read error on datagram transport")
+                return
+            if connection is not None and candidate is not None and data and data[0] > 3:
+                connection.data_received(data, candidate.component)
+            else:
+                protocol.datagram_received(data, addr)
+
+    return read_ready
+
+
+def udp_transports(pc: Any) -> list[Any]:
+    """The UDP transports of a peer connection's ICE connections (for tests and checks)."""
+    found = []
+    for transceiver in pc.getTransceivers():
+        ice = transceiver.sender.transport.transport
+        for protocol in ice._connection._protocols:
+            transport = getattr(protocol, "transport", None)
+            if transport is not None and transport not in found:
+                found.append(transport)
+    return found
 
 
 def stun_protocol(connection: aioice.ice.Connection) -> Callable[[], Any]:
@@ -403,6 +525,7 @@ def _names(code: Any) -> set[str]:
 def _seams() -> list[Seam]:
     receiver, sender = aiortc.rtcrtpreceiver.RTCRtpReceiver, aiortc.rtcrtpsender.RTCRtpSender
     buffer, ice = JitterBuffer, aioice.ice
+    datagram = _DatagramTransport
     return [
         Seam(
             "RTCRtpReceiver.__decoder_queue",
@@ -541,6 +664,13 @@ def _seams() -> list[Seam]:
             used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtp"), _fn(sender, "_run_rtcp")),
         ),
         Seam("RTCRtpSender._retransmit", sender, "_retransmit", ("self", "sequence_number")),
+        Seam(
+            "RTCRtpSender._retransmit reads __rtp_history with get()",
+            sender,
+            "get",
+            instance=True,
+            used_in=(_fn(sender, "_retransmit"),),
+        ),
         Seam("aiortc.rtp.RTP_HISTORY_SIZE", aiortc.rtp, "RTP_HISTORY_SIZE"),
         Seam("RTCRtpSender._send_keyframe", sender, "_send_keyframe", ("self",)),
         Seam("RTCRtpSender._handle_rtcp_packet", sender, "_handle_rtcp_packet", ("self", "packet")),
@@ -573,6 +703,13 @@ def _seams() -> list[Seam]:
             used_in=(_fn(aiortc.rtcrtptransceiver.RTCRtpTransceiver, "__init__"),),
         ),
         Seam("aiortc.rtp.RTCP_RTPFB_NACK", aiortc.rtp, "RTCP_RTPFB_NACK"),
+        Seam(
+            "aiortc.clock.current_ms",
+            aiortc.clock,
+            "current_ms",
+            (),
+            used_in=(_fn(aiortc.rtcdtlstransport.RTCDtlsTransport, "_recv_next"),),
+        ),
         Seam("aiortc.rtp.RtcpRtpfbPacket", aiortc.rtp, "RtcpRtpfbPacket"),
         Seam(
             "aioice.ice.get_host_addresses",
@@ -595,6 +732,55 @@ def _seams() -> list[Seam]:
             used_in=(_fn(ice.Connection, "__init__"),),
         ),
         Seam("aioice.ice.StunProtocol", ice, "StunProtocol", ("receiver",)),
+        Seam(
+            "aioice.ice.StunProtocol.receiver/local_candidate",
+            ice.StunProtocol,
+            "local_candidate",
+            instance=True,
+            used_in=(_fn(ice.StunProtocol, "datagram_received"),),
+        ),
+        Seam(
+            "aioice.ice.Connection.data_received",
+            ice.Connection,
+            "data_received",
+            ("self", "data", "component"),
+            used_in=(_fn(ice.StunProtocol, "datagram_received"),),
+        ),
+        Seam(
+            "aioice.ice.StunProtocol.transport",
+            ice.StunProtocol,
+            "transport",
+            instance=True,
+            used_in=(_fn(ice.StunProtocol, "connection_made"),),
+        ),
+        Seam(
+            "RTCIceTransport._connection",
+            aiortc.rtcicetransport.RTCIceTransport,
+            "_connection",
+            instance=True,
+            used_in=(_fn(aiortc.rtcicetransport.RTCIceTransport, "__init__"),),
+        ),
+        Seam(
+            "asyncio _SelectorDatagramTransport._read_ready",
+            datagram,
+            "_read_ready",
+            ("self",),
+            used_in=(_fn(datagram, "__init__"),),
+        ),
+        Seam(
+            "asyncio _SelectorDatagramTransport._sock/_conn_lost/_protocol/max_size",
+            datagram,
+            "recvfrom",
+            instance=True,
+            used_in=(_fn(datagram, "_read_ready"),),
+        ),
+        Seam("asyncio _SelectorDatagramTransport._fatal_error", datagram, "_fatal_error"),
+        Seam(
+            "asyncio BaseSelectorEventLoop._add_reader",
+            asyncio.selector_events.BaseSelectorEventLoop,
+            "_add_reader",
+            ("self", "fd", "callback"),
+        ),
         Seam("aioice.turn.UDP_SOCKET_BUFFER_SIZE", aioice.turn, "UDP_SOCKET_BUFFER_SIZE"),
         Seam(
             "aioice.candidate.candidate_foundation",

@@ -164,7 +164,35 @@ def use_port_range(ports: tuple[int, int] | None) -> None:
     """Bind host candidates inside ``ports`` (first, last), for a court firewall; None: any."""
     global _port_range
     _port_range = ports
-    seams.set_component_candidates(None if ports is None else _ranged_candidates)
+    use_draining_sockets()
+
+
+def use_draining_sockets() -> None:
+    """Every ICE connection of this process gathers its candidates as before (aioice's own
+    gathering, or :func:`_ranged_candidates` inside a port range), then each of its UDP
+    sockets reads all queued datagrams per event-loop wake-up (``seams.drain_datagrams``)."""
+    seams.set_component_candidates(_draining_candidates)
+
+
+async def _draining_candidates(
+    self: Connection,
+    component: int,
+    addresses: list[str],
+    timeout: int = 5,  # noqa: ASYNC109  (aioice's signature)
+) -> list[Candidate]:
+    gather = _ranged_candidates if _port_range is not None else _aioice_candidates
+    candidates = await gather(self, component, addresses, timeout)
+    seams.drain_datagrams(self)
+    return candidates
+
+
+async def _aioice_candidates(
+    self: Connection,
+    component: int,
+    addresses: list[str],
+    timeout: int = 5,  # noqa: ASYNC109  (aioice's signature)
+) -> list[Candidate]:
+    return list(await seams.original_component_candidates(self, component, addresses, timeout))
 
 
 async def _ranged_candidates(

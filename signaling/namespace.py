@@ -432,6 +432,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self.emit(
             "participant_joined", me.public(), room=self.call_room(room.visit_id), skip_sid=me.sid
         )
+        if self.relay is not None:  # whose network is poor already, for the newcomer
+            for participant_id in self.relay.room(room.visit_id).poor_networks():
+                await self.emit("network", _network(participant_id, True), to=me.sid)
 
     async def _admit(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, Admit)
@@ -594,6 +597,27 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.info("visit %s ended by %s", room.visit_id, me.staff.user_id)
         return {}
 
+    async def watch_networks(self, interval: float = 1.0) -> None:
+        """Every ``interval`` seconds, tell each call room whose downlink became too thin for
+        video (网络较差) or good again (``network``, docs/protocol.md; media/quality.py)."""
+        while self.relay is not None:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for visit_id, media in list(self.relay.rooms.items()):
+                try:
+                    for participant_id, poor in media.network_changes(now):
+                        log.info(
+                            "visit %s: participant %s network poor=%s",
+                            visit_id,
+                            participant_id,
+                            poor,
+                        )
+                        await self.emit(
+                            "network", _network(participant_id, poor), room=self.call_room(visit_id)
+                        )
+                except Exception:  # one room's trouble does not stop the others' notices
+                    log.exception("visit %s: network notice failed", visit_id)
+
     async def close_visit(self, visit_id: str, reason: str = "ended") -> None:
         """The visit has ended (here, or through the API) for ``reason`` (an EndReason):
         everyone is told, the room and its media close, and its recording stops."""
@@ -687,3 +711,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self.relay is not None:
             await self.relay.close_room(visit_id)
         await self.placement.release(visit_id)
+
+
+def _network(participant_id: str, poor: bool) -> dict[str, Any]:
+    return {"participant_id": participant_id, "poor": poor}

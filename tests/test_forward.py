@@ -5,6 +5,7 @@ are answered from the relay's history; it starts on a keyframe the relay asked f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription, clock
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket, is_rtcp
 
 from media import seams
@@ -146,6 +148,10 @@ async def test_subscriber_gets_the_publishers_packets_rewritten_and_nacks_are_an
     await subscriber.setLocalDescription(await subscriber.createAnswer())
     await room.answer("petitioner1", subscriber.localDescription.sdp)
     await _until(lambda: len(received["video"]) >= 60 and len(received["audio"]) >= 50)
+    # every UDP socket of the relay's connections reads all queued datagrams per wake-up
+    relay_connections = [*room.publishers.values(), *room.subscribers.values()]
+    sockets = [t for pc in relay_connections for t in seams.udp_transports(pc)]
+    assert sockets and all(seams.is_draining(t) for t in sockets)
     assert keyframe_requests, "the relay asked the publisher for a keyframe for the subscriber"
 
     vp8 = _payload_type(offer.sdp, "VP8")
@@ -196,23 +202,43 @@ async def test_subscriber_gets_the_publishers_packets_rewritten_and_nacks_are_an
     await subscriber.close()
 
 
+def _negotiated(*uris: str) -> HeaderExtensionsMap:
+    """A header extension map as a sender configures it from what was negotiated."""
+    extensions = HeaderExtensionsMap()
+    extensions.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=i, uri=uri) for i, uri in enumerate(uris, 1)
+            ]
+        )
+    )
+    return extensions
+
+
+MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
 class FakeWire:
     """What a started sender offers a forwarder, recording what is sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, extensions: HeaderExtensionsMap | None = None) -> None:
         self.sent: list[RtpPacket] = []
         self.reports: list[tuple[int, int, int]] = []
+        extensions = extensions or _negotiated(MID, ABS_SEND_TIME)
+        self.extensions = extensions
         self.wire = seams.SenderWire(
             ssrc=0x1234,
-            extensions=HeaderExtensionsMap(),
-            history={},
+            extensions=extensions,
+            history=seams.SentHistory(extensions),
             history_size=128,
             send_rtp=self._send,
             sent=lambda ntp, ts, size: self.reports.append((ntp, ts, size)),
         )
 
     async def _send(self, data: bytes) -> None:
-        self.sent.append(RtpPacket.parse(data))
+        self.sent.append(RtpPacket.parse(data, self.extensions))
 
 
 def _vp8(keyframe: bool, start: bool = True) -> bytes:
@@ -259,10 +285,68 @@ async def test_video_starts_on_a_keyframe_and_numbering_continues_across_a_new_s
     assert [(s - first) & 0xFFFF for s, _ in out] == [0, 1, 2, 3, 5, 4, 6]
     assert {p.ssrc for p in fake.sent} == {0x1234} and {p.payload_type for p in fake.sent} == {100}
     assert [(t - ts) & 0xFFFFFFFF for _, t in out] == [0, 0, 0, 0, 3000, 3000, 3000 + 2 * 90000]
-    assert {fake.wire.history[s % 128].extensions.mid for s, _ in out} == {"0"}
+    assert {fake.wire.history.get(s % 128).extensions.mid for s, _ in out} == {"0"}
     assert track.forwarded == 3  # frames: the marker packets
     assert len(fake.reports) == 7 and fake.reports[-1][1] == out[-1][1]
-    assert all(fake.wire.history[s % 128].sequence_number == s for s, _ in out)
+    assert all(fake.wire.history.get(s % 128).sequence_number == s for s, _ in out)
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [
+        (MID, ABS_SEND_TIME, AUDIO_LEVEL),
+        (AUDIO_LEVEL, MID),  # no abs-send-time negotiated
+        (ABS_SEND_TIME,),  # no MID (no BUNDLE)
+        (),
+    ],
+)
+async def test_a_header_written_in_place_is_what_aiortc_would_serialize(
+    uris: tuple[str, ...],
+) -> None:
+    """The forwarder writes each packet's header into a template instead of building and
+    serializing an RtpPacket; the bytes must be aiortc's own, whatever was negotiated."""
+    fake = FakeWire(_negotiated(*uris))
+    track = ForwardTrack("audio", "opus", 48000, lambda: None)
+    await track.start_sending(fake.wire, 111, "1")
+    cases: list[tuple[bytes, int, int, tuple[bool, int] | None, int]] = [
+        (b"\x01\x02\x03", 0, 0x123456, (True, 0x55), 0),
+        (b"\x04" * 100, 1, 0xFFFFFF, (False, 0x7F), 0),
+        (b"\x05", 0, 0, None, 0),  # no audio level from the publisher
+        (b"", 1, 0x000001, (True, 0), 37),  # padding only
+    ]
+    sent: list[bytes] = []
+
+    async def keep(data: bytes) -> None:
+        sent.append(data)
+
+    fake.wire = dataclasses.replace(fake.wire, send_rtp=keep)
+    track._wire = fake.wire  # the same wire, sending into ``sent``
+    for number, (payload, marker, abs_send_time, level, padding) in enumerate(cases):
+        packet = _packet(9, 300 + number, 960 * number, payload, marker)
+        packet.extensions.audio_level = level
+        packet.padding_size = padding
+        await track.forward(packet, SECOND, abs_send_time)
+    assert len(sent) == len(cases)
+    for data, (payload, marker, abs_send_time, level, padding) in zip(sent, cases, strict=True):
+        parsed = RtpPacket.parse(data, fake.extensions)
+        expected = RtpPacket(
+            payload_type=111,
+            marker=marker,
+            sequence_number=parsed.sequence_number,
+            timestamp=parsed.timestamp,
+            ssrc=0x1234,
+            payload=payload,
+        )
+        expected.extensions.mid = "1"
+        expected.extensions.abs_send_time = abs_send_time
+        expected.extensions.audio_level = level
+        expected.padding_size = padding
+        serialized = expected.serialize(fake.extensions)
+        # padding bytes are random in aiortc's serializer: compare all but them
+        assert data[: len(data) - padding] == serialized[: len(serialized) - padding]
+        assert len(data) == len(serialized) and (not padding or data[-1] == padding)
+        history = fake.wire.history.get(parsed.sequence_number % 128)
+        assert history.sequence_number == parsed.sequence_number  # NACKs can be answered
 
 
 async def test_audio_is_forwarded_at_once() -> None:
@@ -295,6 +379,13 @@ def test_vp8_keyframe_starts_are_recognised() -> None:
     assert not vp8_starts_keyframe(_vp8(False))
     assert not vp8_starts_keyframe(_vp8(True, start=False))  # a later packet of a keyframe
     assert vp8_starts_keyframe(bytes([0x10, 0x00, 0x00]))  # no extension byte
+
+
+def test_the_relays_clock_for_aiortc_agrees_with_aiortcs_own() -> None:
+    Relay()  # installs it
+    assert clock.current_ms is seams.fast_current_ms
+    by_datetime = int((clock.current_datetime() - clock.NTP_EPOCH).total_seconds() * 1000)
+    assert abs(clock.current_ms() - by_datetime) < 50
 
 
 def test_ntp_now_agrees_with_aiortcs_clock() -> None:

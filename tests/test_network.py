@@ -18,7 +18,9 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import expect
 
+from tests.helpers import wait_until
 from tests.netbed import NetworkVisit, Received, Recovery, network_visit
 from tests.netimpair import CLEAN, Direction, Impairment, impaired_namespace, tun_problem
 from tests.netns import Namespace, netns_problem
@@ -321,3 +323,36 @@ def test_video_is_back_within_3_s_of_the_network_after_an_outage(
     got = conditions.outage()[side]
     assert got.frozen_s >= OUTAGE_S - 1.0, got  # the outage did cut the video
     assert got.recovery_s <= 3.0, got
+
+
+@pytest.mark.browser
+def test_a_downlink_too_thin_for_video_is_shown_as_poor_to_everyone_and_clears_after(
+    bed: NetworkVisit, conditions: Conditions
+) -> None:
+    """Last in the module: the judge's sender takes a while to climb back from this cap."""
+    conditions.get("clean")  # the relative targets' reference is taken before this cap
+    judge_badge = bed.judge.locator(".tile.remote .net-badge")
+    # an earlier condition may have left the petitioner's estimate low: clean again first
+    expect(judge_badge).to_have_count(0, timeout=90_000)
+    bed.link.set(down=Impairment(rate_kbps=80), up=CLEAN)
+    try:
+        # the relay's word (the petitioner's own REMB), not the page's loss count
+        wait_until(
+            lambda: bed.petitioner.evaluate("() => vrCall.network && vrCall.network.thin"),
+            timeout=40,
+            interval=0.2,
+            what="the relay telling the petitioner its downlink is too thin",
+        )
+        expect(bed.petitioner.locator("#net-quality")).to_have_text("网络较差")
+        expect(judge_badge).to_have_text("网络较差", timeout=10_000)
+        expect(bed.judge.locator("#call-msg")).to_contain_text("（网络较差）")
+    finally:
+        bed.link.both(CLEAN)
+    expect(judge_badge).to_have_count(0, timeout=90_000)
+    expect(bed.judge.locator("#call-msg")).not_to_contain_text("网络较差")
+    wait_until(
+        lambda: bed.petitioner.evaluate("() => vrCall.network.thin") is False,
+        timeout=10,
+        interval=0.2,
+        what="the petitioner's hint no longer saying the relay finds its downlink too thin",
+    )

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import socket
 from collections import defaultdict
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import select
 import media.room
 from config.db import Database
 from config.settings import Settings
+from media import seams
 from media.encoded import tap_receiver
 from media.errors import MediaError
 from media.room import PublishedTrack, Relay, Room, Source, Stream, SubscribeOffer
@@ -319,6 +321,51 @@ async def test_media_ports_stay_inside_the_configured_range() -> None:
             await pc.close()
     finally:
         use_port_range(None)
+
+
+async def test_a_drained_socket_reads_every_queued_datagram_in_one_wake_up() -> None:
+    """asyncio reads one datagram per event-loop iteration; the relay's sockets read all
+    that is queued (up to seams.DRAIN_LIMIT) in one."""
+    loop = asyncio.get_running_loop()
+    iteration = 0
+    arrivals: dict[str, list[int]] = {"asyncio": [], "drained": []}
+
+    def count_iterations() -> None:
+        nonlocal iteration
+        iteration += 1
+        if sum(map(len, arrivals.values())) < 20:
+            loop.call_soon(count_iterations)
+
+    class Arrivals(asyncio.DatagramProtocol):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            arrivals[self.name].append(iteration)
+
+    transports = {}
+    for name in arrivals:
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda name=name: Arrivals(name),  # type: ignore[misc]
+            local_addr=("127.0.0.1", 0),
+        )
+        transports[name] = transport
+    assert seams.drain_transport(transports["drained"])
+    assert not seams.is_draining(transports["asyncio"])
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for transport in transports.values():
+        for k in range(10):  # queued before the loop runs again
+            sender.sendto(bytes([k]), transport.get_extra_info("sockname"))
+    count_iterations()
+    deadline = loop.time() + 10
+    while sum(map(len, arrivals.values())) < 20:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.01)
+    sender.close()
+    for transport in transports.values():
+        transport.close()
+    assert len(set(arrivals["drained"])) == 1  # all ten in one wake-up
+    assert len(set(arrivals["asyncio"])) == 10  # one per iteration
 
 
 async def test_h264_only_publisher_is_forwarded_as_h264(decoders_created: list[str]) -> None:

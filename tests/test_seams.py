@@ -155,3 +155,16 @@ def test_stopping_the_estimator_of_a_receiver_without_one_fails_loudly() -> None
     del receiver.__dict__["_RTCRtpReceiver__remote_bitrate_estimator"]
     with pytest.raises(seams.SeamError, match="_RTCRtpReceiver__remote_bitrate_estimator"):
         seams.stop_receive_estimator(receiver)
+
+
+def test_an_asyncio_udp_reader_of_another_shape_stops_the_relay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The relay's draining reader does what asyncio's datagram reader does, in a loop; a
+    reader that no longer reads with ``recvfrom`` means that copy no longer matches."""
+
+    def read_ready(self: Any) -> None:
+        self._sock.recv_into(bytearray(1))
+
+    monkeypatch.setattr(seams._DatagramTransport, "_read_ready", read_ready)
+    _refused("_SelectorDatagramTransport._sock/_conn_lost/_protocol/max_size")

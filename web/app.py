@@ -152,6 +152,15 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _network_notices(visits: VisitNamespace, app: web.Application) -> AsyncIterator[None]:
+    """Tell the pages whose downlink is too thin for video (网络较差), while serving."""
+    task = asyncio.create_task(visits.watch_networks(), name="network-notices")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _recorder(
     recorder: RecorderSink, visits: VisitNamespace, app: web.Application
 ) -> AsyncIterator[None]:
@@ -347,6 +356,7 @@ def create_app(settings: Settings) -> web.Application:
         sinks=[recorder],
         allowed_networks=settings.media_networks,
         max_video_kbps=settings.media_max_video_kbps,
+        poor_network_kbps=settings.media_poor_network_kbps,
     )
     server_metrics.install(app, registry, relay, recorder)
     placement = _placement(settings)
@@ -355,6 +365,7 @@ def create_app(settings: Settings) -> web.Application:
     sio.register_namespace(visits)
     app[VISITS] = visits
     app.cleanup_ctx.append(functools.partial(_recorder, recorder, visits))
+    app.cleanup_ctx.append(functools.partial(_network_notices, visits))
     sio.attach(app)
     app.on_shutdown.append(functools.partial(_stop_signaling, sio, visits))
     app[NOTIFIER] = SocketNotifier(sio)

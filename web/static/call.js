@@ -164,6 +164,7 @@
       label.textContent = `${ROLE[t.role] || ""} ${t.name || ""}${SOURCE[t.source] || ""}`.trim();
       tile.append(video, label);
       if (t.source === "evidence") $("videos").prepend(tile); else $("videos").appendChild(tile);
+      markPoorTiles();
     } else {
       const audio = document.createElement("audio");
       audio.autoplay = true; audio.srcObject = stream; audio.className = "remote hidden";
@@ -344,11 +345,12 @@
   setInterval(() => { markSpeaker().catch(() => {}); }, 300);
 
   const present = new Map(); // participant id → participant, everyone in the call
+  const poorLinks = new Set(); // participants whose downlink the relay finds too thin for video
   function drawPresent() {
     const all = [...present.values()];
     const parties = all.filter((p) => p.role !== "observer");
     const watchers = all.filter((p) => p.role === "observer");
-    say("call-msg", "在场：" + parties.map((p) => `${ROLE[p.role]} ${p.name}`).join("、"));
+    say("call-msg", "在场：" + parties.map((p) => `${ROLE[p.role]} ${p.name}` + (poorLinks.has(p.participant_id) ? "（网络较差）" : "")).join("、"));
     // everyone in the room sees who watches it (监看), the petitioner's page included
     $("watch-state").textContent = watchers.map((p) => `${ROLE.observer}：${p.name}（${p.court}）`).join("；");
     show("watch-state", watchers.length > 0);
@@ -421,15 +423,39 @@
     const el = $("net-quality");
     if (!el || !inside || over) return;
     const stats = await measure();
+    // a thin downlink elsewhere holds our sending down (the relay passes its REMB on): not ours
+    if ([...poorLinks].some((p) => !me || p !== me.participant_id)) stats.bitrate = Infinity;
     // one bad sample (a burst, a busy moment) does not flip the hint: the better of the last two
     const sampled = quality(stats), levels = Object.keys(QUALITY);
-    const level = levels[Math.min(levels.indexOf(sampled), levels.indexOf(lastSample || sampled))];
+    let level = levels[Math.min(levels.indexOf(sampled), levels.indexOf(lastSample || sampled))];
     lastSample = sampled;
+    const thin = Boolean(me && poorLinks.has(me.participant_id)); // the relay's word on our downlink
+    if (thin) level = "poor";
     el.dataset.level = level;
     el.textContent = QUALITY[level];
     el.title = Number.isFinite(stats.rtt) ? `往返时延 ${Math.round(stats.rtt * 1000)} 毫秒，丢包率 ${(stats.loss * 100).toFixed(1)}%` + (Number.isFinite(stats.bitrate) ? `，可用上行带宽 ${Math.round(stats.bitrate / 1000)} kbps` : "") : "正在连接";
+    if (thin) el.title = "下行带宽不足，画面可能卡顿或停顿；" + el.title;
     show("net-quality", true);
-    window.vrCall.network = { level, ...stats };
+    window.vrCall.network = { level, thin, ...stats };
+  }
+  // The relay says whose downlink is too thin for video (网络较差): that participant's own
+  // hint says so at once, and everyone sees it beside the name and on the tile.
+  function markPoorTiles() {
+    for (const tile of document.querySelectorAll(".tile.remote[data-participant]")) {
+      const on = poorLinks.has(tile.dataset.participant) && tile.dataset.source !== "evidence";
+      tile.classList.toggle("poor-network", on);
+      let badge = tile.querySelector(".net-badge");
+      if (on && !badge) {
+        badge = document.createElement("b"); badge.className = "net-badge"; badge.textContent = "网络较差";
+        tile.appendChild(badge);
+      } else if (!on && badge) badge.remove();
+    }
+  }
+  function networkNotice({ participant_id: who, poor }) {
+    if (poor) poorLinks.add(who); else poorLinks.delete(who);
+    markPoorTiles();
+    drawPresent();
+    if (me && who === me.participant_id) { lastSample = null; drawNetwork().catch(() => {}); }
   }
   setInterval(() => drawNetwork().catch(() => {}), 2000);
   window.vrCall.quality = quality;
@@ -543,6 +569,7 @@
 
   socket.on("lobby", (data) => drawLobby(data.waiting));
   socket.on("recording_state", recordingState);
+  socket.on("network", networkNotice);
   socket.on("admitted", (data) => { keepRejoin(data.rejoin); inCall(data.participants); });
   socket.on("refused", (data) => ended("法官未准许本次接访" + (data.reason ? "：" + data.reason : "")));
   socket.on("ended", (data) => ended(data && data.reason === "abandoned"
