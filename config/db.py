@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Generator, Sequence
 from contextlib import asynccontextmanager
@@ -81,23 +83,81 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: ConnectionPoolE
     cursor.close()
 
 
+# Statements that never wait for a lock or the disk in this process's transactions: they
+# run on the event loop itself (see _OneTripCursor), as do reads (SELECT, a WITH that only
+# reads) and a plain (deferred) BEGIN. BEGIN IMMEDIATE (waits for the write lock), COMMIT
+# (may checkpoint the WAL), PRAGMA and the rest go to the connection's thread.
+_ON_LOOP = frozenset({"SAVEPOINT", "RELEASE", "ROLLBACK"})
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
+# A read running on the loop longer than this is interrupted and run again on the thread.
+LOOP_READ_BUDGET_S = 0.004
+# A write cannot be interrupted and run again (SQLite would roll back the whole transaction),
+# so only a small one runs on the loop: one statement with at most this many parameters.
+# Many rows at once (executemany, or one INSERT with many VALUES: the deadline scan's and the
+# statistics' batches) go to the thread, where they stall no socket or media packet.
+LOOP_WRITE_MAX_PARAMETERS = 64
+
+
+def _small(parameters: Any, many: bool) -> bool:
+    """Whether a write is small enough for the event loop (see LOOP_WRITE_MAX_PARAMETERS)."""
+    return not many and (parameters is None or len(parameters) <= LOOP_WRITE_MAX_PARAMETERS)
+
+
+def _keyword(sql: str) -> str:
+    return sql.lstrip()[:10].split(None, 1)[0].upper() if sql.strip() else ""
+
+
+def _read_only(sql: str, keyword: str) -> bool:
+    if keyword == "SELECT":
+        return True
+    if keyword == "WITH":  # a CTE: read-only unless it ends in a write
+        upper = sql.upper()
+        return not any(f" {w} " in upper or f"\n{w} " in upper for w in _WRITES)
+    return False
+
+
+class _LoopBudget:
+    """SQLite's progress handler of one connection: interrupts a read that has run on the
+    event loop past its deadline (``tripped``); never interrupts anything else."""
+
+    def __init__(self) -> None:
+        self.deadline = 0.0  # 0: no deadline (on the thread, or a write)
+        self.tripped = False
+        self.write_locked = False  # this connection's transaction began IMMEDIATE
+
+    def __call__(self) -> int:
+        if self.deadline and time.perf_counter() > self.deadline:
+            self.tripped = True
+            return 1
+        return 0
+
+
 class _OneTripCursor:
-    """A cursor that executes, fetches every row and closes in ONE call on the connection's
-    thread. aiosqlite's own cursor makes four (create, execute, fetch, close), and each is a
-    hand-over between the event loop and that thread: on a busy machine every hand-over
-    waits for a core, and the waits, not SQLite, made most of a request's time."""
+    """A cursor that executes, fetches every row and closes in one call.
+
+    aiosqlite runs every call on the connection's thread, and each is a hand-over between
+    the event loop and that thread (a future, a wake-up of the loop, the GIL handed back):
+    on a busy machine each hand-over waits for a core, and for the ~20 short statements of a
+    booking those waits, not SQLite, were most of its time. So statements that cannot wait
+    for anything run right here, on the loop: reads, bounded by :data:`LOOP_READ_BUDGET_S`
+    (one that runs longer is interrupted by SQLite's progress handler and run again, whole,
+    on the thread, so a slow report never stalls the loop), and small writes inside a
+    transaction that already holds the write lock (``BEGIN IMMEDIATE``), which wait for
+    nobody. What may wait or take long (``BEGIN IMMEDIATE``, ``COMMIT``, writes without the
+    lock, writes of many rows, pragmas) is one trip to the thread, as before."""
 
     arraysize = 64
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, budget: _LoopBudget) -> None:
         self._connection = connection
+        self._budget = budget
         self._rows: deque[Any] = deque()
         self.description: Any = None
         self.rowcount = -1
         self.lastrowid: int | None = None
 
     async def _run(self, sql: str, parameters: Any, many: bool) -> _OneTripCursor:
-        raw = self._connection._conn  # the sqlite3 connection, used only on its thread
+        raw = self._connection._conn  # the sqlite3 connection (check_same_thread=False)
 
         def work() -> tuple[list[Any], Any, int, int | None]:
             cursor = raw.cursor()
@@ -112,7 +172,36 @@ class _OneTripCursor:
                 cursor.close()
 
         on_thread = cast(Any, self._connection)._execute  # aiosqlite's queue to its thread
-        rows, self.description, self.rowcount, self.lastrowid = await on_thread(work)
+        budget = self._budget
+        keyword = _keyword(sql)
+        read = _read_only(sql, keyword)
+        deferred_begin = keyword == "BEGIN" and sql.strip().upper() == "BEGIN"  # takes no lock
+        if (
+            read
+            or deferred_begin
+            or keyword in _ON_LOOP
+            or (keyword in _WRITES and budget.write_locked and _small(parameters, many))
+        ):
+            budget.tripped = False
+            budget.deadline = time.perf_counter() + LOOP_READ_BUDGET_S if read else 0.0
+            try:
+                try:
+                    result = work()
+                finally:
+                    budget.deadline = 0.0
+            except sqlite3.OperationalError:
+                if not budget.tripped:
+                    raise
+                result = await on_thread(work)  # too slow for the loop: whole, on the thread
+            if keyword == "ROLLBACK" and " TO " not in f" {sql.upper()} ":
+                budget.write_locked = False
+        else:
+            result = await on_thread(work)
+            if keyword == "BEGIN":
+                budget.write_locked = "IMMEDIATE" in sql.upper() or "EXCLUSIVE" in sql.upper()
+            elif keyword in ("COMMIT", "END"):
+                budget.write_locked = False
+        rows, self.description, self.rowcount, self.lastrowid = result
         self._rows = deque(rows)
         return self
 
@@ -156,14 +245,26 @@ class _OneTripConnection:
     """An aiosqlite connection whose cursors are :class:`_OneTripCursor`; everything else
     is aiosqlite's."""
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, budget: _LoopBudget) -> None:
         self._inner = connection
+        self._budget = budget
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     def cursor(self) -> _OneTripCursor:
-        return _OneTripCursor(self._inner)
+        return _OneTripCursor(self._inner, self._budget)
+
+    async def commit(self) -> None:
+        """On the thread: a commit may checkpoint the WAL."""
+        self._budget.write_locked = False
+        await self._inner.commit()
+
+    async def rollback(self) -> None:
+        """On the loop: waits for nobody (also the pool's reset of a returned connection,
+        which has nothing to undo)."""
+        self._budget.write_locked = False
+        self._inner._conn.rollback()
 
 
 async def _open_sqlite(database: str, **kwargs: Any) -> _OneTripConnection:
@@ -179,7 +280,10 @@ async def _open_sqlite(database: str, **kwargs: Any) -> _OneTripConnection:
             f"aiosqlite {getattr(aiosqlite, '__version__', '?')} has no {', '.join(missing)}; "
             "install the version pinned in pyproject.toml"
         )
-    return _OneTripConnection(opened)
+    budget = _LoopBudget()
+    # every 10,000 SQLite steps (tens of microseconds): checks are rare, the budget still met
+    await cast(Any, opened)._execute(opened._conn.set_progress_handler, budget, 10_000)
+    return _OneTripConnection(opened, budget)
 
 
 def create_engine(

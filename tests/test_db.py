@@ -1,54 +1,192 @@
-"""The SQLite engine: each statement is one trip to the connection's thread, and what comes
-back (rows, row counts, generated ids, errors) is what the driver gives."""
+"""The SQLite engine: statements that cannot wait run on the event loop (no trip to the
+connection's thread), what may wait is one trip, a slow read is finished on the thread; and
+what comes back (rows, row counts, generated ids, errors) is what the driver gives."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+import config.db
 from config.db import create_engine, create_sessionmaker
 from config.settings import Settings
 from scheduler.models import Court, CourtLevel
 
+# about 200,000 SQLite steps: far past the loop's budget with the budget set to nothing
+SLOW_COUNT = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) "
+    "SELECT count(*) FROM c"
+)
 
-async def test_each_sqlite_statement_is_one_trip_to_the_connection_thread(
-    migrated: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    trips: list[Any] = []
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every call handed to an aiosqlite connection's thread."""
+    seen: list[Any] = []
     original = aiosqlite.Connection._execute
 
     async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(fn)
+        seen.append(fn)
         return await original(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    engine = create_engine(migrated)
+    return seen
+
+
+async def test_in_a_write_transaction_only_begin_and_commit_go_to_the_connection_thread(
+    migrated: Settings, trips: list[Any]
+) -> None:
+    engine = create_engine(migrated, immediate=True)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            await db.execute(text("SELECT 1"))  # connects (on the thread)
+            await db.rollback()
+            trips.clear()
+            async with db.begin():
+                await db.execute(text("SELECT 1"))
+                assert len(trips) == 1  # BEGIN IMMEDIATE may wait for the write lock
+                court = Court(code="T1", name="测试法院", level=CourtLevel.supreme)
+                db.add(court)
+                await db.flush()
+                assert court.id is not None  # the generated id came back
+                changed = await db.execute(
+                    update(Court).where(Court.id == court.id).values(name="改名法院")
+                )
+                assert getattr(changed, "rowcount", None) == 1
+                names = (await db.execute(select(Court.name).order_by(Court.id))).scalars().all()
+                assert names == ["改名法院"]
+                with pytest.raises(IntegrityError):
+                    async with db.begin_nested():
+                        db.add(Court(code="T1", name="另一法院", level=CourtLevel.supreme))
+                assert (await db.scalar(select(Court.code).where(Court.id == court.id))) == "T1"
+                assert len(trips) == 1  # the insert, update, reads and savepoint: none
+            assert len(trips) == 2  # COMMIT may checkpoint the WAL: on the thread
+    finally:
+        await engine.dispose()
+
+
+async def test_a_write_of_many_rows_goes_to_the_connection_thread_even_with_the_lock(
+    migrated: Settings, trips: list[Any]
+) -> None:
+    """A write cannot be interrupted and run again, so one of many rows (executemany, or an
+    INSERT with many VALUES) never runs on the event loop, where it would stall the sockets
+    and the media of every visit on the node; a one-row write with the lock does."""
+    engine = create_engine(migrated, immediate=True)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            await db.execute(text("SELECT 1"))
+            await db.rollback()
+            async with db.begin():
+                trips.clear()
+                await db.execute(
+                    insert(Court),
+                    [
+                        {"code": f"M{i}", "name": f"法院{i}", "level": CourtLevel.supreme}
+                        for i in range(30)
+                    ],
+                )  # executemany
+                assert len(trips) == 2  # BEGIN IMMEDIATE, and the rows
+                await db.execute(
+                    insert(Court).values(
+                        [
+                            {"code": f"V{i}", "name": f"另一法院{i}", "level": CourtLevel.supreme}
+                            for i in range(30)
+                        ]
+                    )
+                )  # one statement of 90 parameters
+                assert len(trips) == 3
+                single = insert(Court).values(code="S1", name="单行", level=CourtLevel.supreme)
+                await db.execute(single)
+                assert len(trips) == 3  # a small write with the lock: on the loop
+            count = await db.scalar(select(func.count()).select_from(Court))
+            assert count == 61
+    finally:
+        await engine.dispose()
+
+
+async def test_a_write_without_the_write_lock_is_one_trip_to_the_connection_thread(
+    migrated: Settings, trips: list[Any]
+) -> None:
+    engine = create_engine(migrated)  # BEGIN (deferred): a write may wait for the lock
     try:
         async with create_sessionmaker(engine)() as db, db.begin():
-            await db.execute(text("SELECT 1"))  # connects and begins
-            court = Court(code="T1", name="测试法院", level=CourtLevel.supreme)
-            db.add(court)
+            await db.execute(text("SELECT 1"))
             trips.clear()
+            db.add(Court(code="T2", name="测试法院", level=CourtLevel.supreme))
             await db.flush()
-            assert len(trips) == 1 and court.id is not None  # the generated id came back
-
+            assert len(trips) == 1
             trips.clear()
-            changed = await db.execute(
-                update(Court).where(Court.id == court.id).values(name="改名法院")
+            assert await db.scalar(select(Court.name).where(Court.code == "T2")) == "测试法院"
+            assert trips == []
+    finally:
+        await engine.dispose()
+
+
+async def test_a_read_past_the_loop_budget_is_run_again_whole_on_the_connection_thread(
+    migrated: Settings, trips: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            await db.execute(text("SELECT 1"))
+            monkeypatch.setattr(config.db, "LOOP_READ_BUDGET_S", 0.0)
+            trips.clear()
+            assert await db.scalar(text(SLOW_COUNT), {"n": 200_000}) == 200_000
+            assert len(trips) == 1
+            trips.clear()
+            assert await db.scalar(text("SELECT 7")) == 7  # too short to be interrupted
+            assert trips == []
+    finally:
+        await engine.dispose()
+
+
+async def test_the_event_loop_keeps_running_while_a_slow_read_runs(migrated: Settings) -> None:
+    engine = create_engine(migrated)
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    try:
+        async with create_sessionmaker(engine)() as db:
+            await db.execute(text("SELECT 1"))
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            before = ticks
+            assert await db.scalar(text(SLOW_COUNT), {"n": 2_000_000}) == 2_000_000
+            during = ticks - before
+            done.set()
+            await task
+            assert during > 1  # the loop ran other work while SQLite counted
+    finally:
+        await engine.dispose()
+
+
+async def test_a_statement_with_a_cte_that_writes_is_not_taken_for_a_read(
+    migrated: Settings, trips: list[Any]
+) -> None:
+    engine = create_engine(migrated)  # no write lock: a write goes to the thread
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            await db.execute(text("SELECT 1"))
+            trips.clear()
+            await db.execute(
+                text(
+                    "WITH names(code) AS (SELECT 'T9')\n"
+                    "INSERT INTO courts (code, name, level, created_at) "
+                    "SELECT code, '测试法院', 'supreme', '2026-01-01 00:00:00' FROM names"
+                )
             )
-            assert len(trips) == 1 and getattr(changed, "rowcount", None) == 1
-
-            trips.clear()
-            names = (await db.execute(select(Court.name).order_by(Court.id))).scalars().all()
-            assert len(trips) == 1 and names == ["改名法院"]
-
-            with pytest.raises(IntegrityError):
-                async with db.begin_nested():
-                    db.add(Court(code="T1", name="另一法院", level=CourtLevel.supreme))
-            assert (await db.scalar(select(Court.code).where(Court.id == court.id))) == "T1"
+            assert len(trips) == 1
+            assert await db.scalar(select(Court.name).where(Court.code == "T9")) == "测试法院"
     finally:
         await engine.dispose()
