@@ -54,6 +54,34 @@ def _masked(detail: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(mask_text(json.dumps(detail, ensure_ascii=False, default=str))))
 
 
+def audit_values(
+    *,
+    action: str,
+    actor_type: str = "user",
+    actor_id: str | int | None = None,
+    actor_name: str | None = None,
+    target_type: str | None = None,
+    target_id: str | int | None = None,
+    address: str | None = None,
+    court_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The columns of one audit event (what :func:`record_audit` stores; a job writing many
+    at once inserts these in one statement)."""
+    return {
+        "at": utcnow(),
+        "actor_type": actor_type,
+        "actor_id": None if actor_id is None else str(actor_id),
+        "actor_name": actor_name,
+        "action": action,
+        "target_type": target_type,
+        "target_id": None if target_id is None else str(target_id),
+        "address": address,
+        "court_id": court_id,
+        "detail": _masked(detail or {}),
+    }
+
+
 def record_audit(
     session: AsyncSession,
     *,
@@ -69,16 +97,17 @@ def record_audit(
 ) -> AuditEvent:
     """Add an audit event to the session's transaction (so it commits with the change)."""
     event = AuditEvent(
-        at=utcnow(),
-        actor_type=actor_type,
-        actor_id=None if actor_id is None else str(actor_id),
-        actor_name=actor_name,
-        action=action,
-        target_type=target_type,
-        target_id=None if target_id is None else str(target_id),
-        address=address,
-        court_id=court_id,
-        detail=_masked(detail or {}),
+        **audit_values(
+            action=action,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            actor_name=actor_name,
+            target_type=target_type,
+            target_id=target_id,
+            address=address,
+            court_id=court_id,
+            detail=detail,
+        )
     )
     session.add(event)
     return event

@@ -6,10 +6,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import BindParameter, Select, and_, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import audit_time, record_audit
@@ -402,10 +402,54 @@ class CalendarData:
         return [w.interval for w in expand_weekly(self.room_rules, day, day, self.tz)]
 
 
+def _calendar_statements() -> tuple[Select[Any], Select[Any], Select[Any], Select[Any]]:
+    t = ReceptionTemplate.__table__.c
+    e = AvailabilityException.__table__.c
+    d = CourtDay.__table__.c
+    h = RoomHours.__table__.c
+    ids: BindParameter[list[int]] = bindparam("judge_ids", expanding=True)
+    return (
+        select(
+            t.judge_id,
+            t.weekday,
+            t.start_minute,
+            t.end_minute,
+            t.slot_minutes,
+            t.valid_from,
+            t.valid_until,
+        ).where(t.judge_id.in_(ids)),
+        select(e.judge_id, e.kind, e.starts_at, e.ends_at, e.slot_minutes).where(
+            e.judge_id.in_(ids), e.ends_at > bindparam("since"), e.starts_at < bindparam("until")
+        ),
+        select(d.court_id, d.day).where(
+            d.court_id.in_(bindparam("court_ids", expanding=True)),
+            d.day >= bindparam("first"),
+            d.day <= bindparam("last"),
+            d.kind == CourtDayKind.holiday,
+        ),
+        select(h.weekday, h.start_minute, h.end_minute).where(h.room_id == bindparam("room_id")),
+    )
+
+
+# Built once, of table columns: the booking desk runs them on every search and booking, and
+# building statements (and the ORM's layer around them) cost more than SQLite answering.
+_TEMPLATES, _EXCEPTIONS, _HOLIDAYS, _ROOM_HOURS = _calendar_statements()
+
+
+class RoomRef(Protocol):
+    """What the calendar needs of a room: a stored ``ReceptionRoom`` or its columns."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def court_id(self) -> int: ...
+
+
 async def load_calendar(
     db: AsyncSession,
     judges: Sequence[tuple[int, int]],
-    room: ReceptionRoom | None,
+    room: RoomRef | None,
     first: date,
     last: date,
     tz: ZoneInfo,
@@ -419,24 +463,10 @@ async def load_calendar(
     additions: dict[int, list[Window]] = defaultdict(list)
     cancellations: dict[int, list[Interval]] = defaultdict(list)
     if ids:
-        t = ReceptionTemplate
-        for row in await db.execute(
-            select(
-                t.judge_id,
-                t.weekday,
-                t.start_minute,
-                t.end_minute,
-                t.slot_minutes,
-                t.valid_from,
-                t.valid_until,
-            ).where(t.judge_id.in_(ids))
-        ):
+        for row in await db.execute(_TEMPLATES, {"judge_ids": ids}):
             rules[row[0]].append(WeeklyRule(*row[1:]))
-        e = AvailabilityException
         for jid, kind, start, end, slot in await db.execute(
-            select(e.judge_id, e.kind, e.starts_at, e.ends_at, e.slot_minutes).where(
-                e.judge_id.in_(ids), e.ends_at > since, e.starts_at < until
-            )
+            _EXCEPTIONS, {"judge_ids": ids, "since": since, "until": until}
         ):
             if kind is ExceptionKind.addition:
                 additions[jid].append(Window(Interval(start, end), slot))
@@ -445,22 +475,13 @@ async def load_calendar(
     courts = {c for _, c in judges} | ({room.court_id} if room else set())
     holidays: dict[int, set[date]] = defaultdict(set)
     for court_id, day in await db.execute(
-        select(CourtDay.court_id, CourtDay.day).where(
-            CourtDay.court_id.in_(courts),
-            CourtDay.day >= first,
-            CourtDay.day <= last,
-            CourtDay.kind == CourtDayKind.holiday,
-        )
+        _HOLIDAYS, {"court_ids": sorted(courts), "first": first, "last": last}
     ):
         holidays[court_id].add(day)
     room_rules: list[WeeklyRule] = []
     if room is not None:
-        h = RoomHours
         room_rules = [
-            WeeklyRule(*row)
-            for row in await db.execute(
-                select(h.weekday, h.start_minute, h.end_minute).where(h.room_id == room.id)
-            )
+            WeeklyRule(*row) for row in await db.execute(_ROOM_HOURS, {"room_id": room.id})
         ]
     return CalendarData(
         tz=tz,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, delete, false, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,7 +34,7 @@ from scheduler.models import (
 )
 from scheduler.notify import notify, visit_recipients
 from scheduler.scope import Actor, ancestor_court_ids
-from scheduler.slots import BusyIndex, Interval, aligned, covered, free_slots, units
+from scheduler.slots import BusyIndex, Interval, aligned, covered, free_pairs, units
 from scheduler.slots import days as local_days
 from scheduler.visits import audit_visit, local_text, visible_visit, visit_event
 
@@ -218,6 +218,40 @@ async def hold(db: AsyncSession, visit: Visit, resources: list[str]) -> list[dic
     return await _take_locks(db, rows, visit)
 
 
+async def extend_hold(db: AsyncSession, visit: Visit, until: datetime) -> bool:
+    """Hold what ``visit`` holds (its lock resources) on to ``until`` and move its end
+    there; False, and nothing changed, when a unit of the extension is taken (or another
+    node extended it first)."""
+    assert visit.ends_at is not None
+    held = (
+        await db.execute(
+            select(BookingLock.resource, BookingLock.unit).where(BookingLock.visit_id == visit.id)
+        )
+    ).all()
+    resources = sorted({resource for resource, _ in held})
+    taken = {(resource, unit) for resource, unit in held}
+    rows = [
+        {"resource": resource, "unit": unit, "visit_id": visit.id}
+        for resource in resources
+        for unit in units(Interval(visit.ends_at, until))
+        if (resource, unit) not in taken
+    ]
+    if not resources or until <= visit.ends_at:
+        return False
+    if rows and await _take_locks(db, rows):
+        return False
+    moved = await db.execute(
+        update(Visit)
+        .where(Visit.id == visit.id, Visit.ends_at == visit.ends_at)
+        .values(ends_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(moved, "rowcount", 1) != 1:
+        return False
+    visit.ends_at = until
+    return True
+
+
 async def _take_locks(
     db: AsyncSession, rows: list[dict[str, Any]], visit: Visit | None = None
 ) -> list[dict[str, Any]]:
@@ -276,6 +310,22 @@ class BookingPlan:
     now: datetime
 
 
+# The petition, room, receiving court and named judge of a booking in one statement.
+_PREFETCH = (
+    select(Petition, ReceptionRoom, Court, User)
+    .select_from(Petition)
+    .outerjoin(ReceptionRoom, ReceptionRoom.id == bindparam("room_id"))
+    .outerjoin(Court, Court.id == bindparam("court_id"))
+    .outerjoin(User, User.id == bindparam("judge_id"))
+    .where(Petition.id == bindparam("petition_id"))
+)
+_OPERATORS = select(User.__table__.c.id).where(
+    User.__table__.c.court_id == bindparam("court_id"),
+    User.__table__.c.role == Role.operator,
+    User.__table__.c.active,
+)
+
+
 async def plan_booking(
     db: AsyncSession,
     actor: Actor,
@@ -292,6 +342,16 @@ async def plan_booking(
 ) -> BookingPlan:
     """Every check that only reads: scope, rules, calendars. Needs no write lock."""
     now = now or utcnow()
+    # The petition, room, receiving court and named judge in one statement: the checks
+    # below then find them in the session (no statement each).
+    prefetch = {
+        "petition_id": petition_id,
+        "room_id": room_id,
+        "court_id": receiving_court_id,
+        "judge_id": judge_id,
+    }
+    # kept while the checks run: the session's identity map holds objects only weakly
+    found = (await db.execute(_PREFETCH, prefetch)).all()
     petition = await open_case(db, actor, petition_id)
     b = await _validate(
         db,
@@ -307,15 +367,8 @@ async def plan_booking(
         kind=kind,
     )
     candidates = await _check_calendar(db, settings, b)
-    operators = set(
-        (
-            await db.scalars(
-                select(User.id).where(
-                    User.court_id == petition.court_id, User.role == Role.operator, User.active
-                )
-            )
-        ).all()
-    )
+    operators = set((await db.scalars(_OPERATORS, {"court_id": petition.court_id})).all())
+    del found
     return BookingPlan(petition, b, candidates, operators, now)
 
 
@@ -386,15 +439,18 @@ async def commit_booking(
             starts_at=audit_time(b.period.start, settings.tz),
             kind=b.kind.value,
         )
-        await case_visits.visit_booked(
-            db,
-            actor,
-            settings,
-            visit=visit,
-            petition=petition,
-            receiver=judge,
-            receiving=b.receiving,
-        )
+        # the history, audit, contact, timeline and notification rows are written in one
+        # flush, the notifications' (each flush has its own cost)
+        with db.no_autoflush:
+            await case_visits.visit_booked(
+                db,
+                actor,
+                settings,
+                visit=visit,
+                petition=petition,
+                receiver=judge,
+                receiving=b.receiving,
+            )
         await notify(
             db,
             (plan.operators | {judge.id}) - {actor.user_id},
@@ -545,6 +601,37 @@ class _Judge(NamedTuple):
     display_name: str
 
 
+def _search_statements() -> tuple[Select[Any], ...]:
+    u, v, p = User.__table__.c, Visit.__table__.c, Petition.__table__.c
+    r = ReceptionRoom.__table__.c
+    receivers = select(u.id, u.court_id, u.display_name).where(
+        u.court_id == bindparam("court_id"), u.role == bindparam("role"), u.active
+    )
+    in_window = and_(
+        # equalities, not IN (…): SQLite reads them as IN, and no list is expanded per call
+        or_(*(v.state == state for state in OPEN)),
+        v.starts_at < bindparam("until"),
+        v.ends_at > bindparam("since"),
+    )
+    room = v.room_id == bindparam("room_id")
+    petitioner = v.petition_id.in_(
+        select(p.id).where(p.petitioner_id == bindparam("petitioner_id")).scalar_subquery()
+    )
+    return (
+        select(r.id, r.court_id).where(r.id == bindparam("room_id")),
+        receivers,
+        select(v.starts_at, v.ends_at).where(in_window, room),
+        select(v.starts_at, v.ends_at).where(in_window, or_(room, petitioner)),
+        select(v.judge_id, v.starts_at, v.ends_at).where(
+            in_window, v.judge_id.in_(bindparam("judge_ids", expanding=True))
+        ),
+    )
+
+
+# The free-slot search's statements, built once of table columns (see load_calendar).
+_ROOM, _RECEIVERS, _ROOM_BUSY, _ROOM_OR_PETITIONER_BUSY, _JUDGES_BUSY = _search_statements()
+
+
 async def find_free_slots(
     db: AsyncSession,
     settings: Settings,
@@ -563,7 +650,7 @@ async def find_free_slots(
     are the kind's (judges, or court leaders for 领导接访)."""
     now = now or utcnow()
     tz = settings.tz
-    room = await db.get(ReceptionRoom, room_id)
+    room = (await db.execute(_ROOM, {"room_id": room_id})).first()
     if room is None:
         raise NotFoundError(f"接访室 {room_id} 不存在")
     role = receiver_role(kind)
@@ -574,11 +661,7 @@ async def find_free_slots(
             raise NotFoundError(f"{label(role)} {judge_id} 不存在")
         judges = [_Judge(one.id, one.court_id, one.display_name)] if one.active else []
     elif receiving_court_id is not None:
-        rows = await db.execute(
-            select(User.id, User.court_id, User.display_name).where(
-                User.court_id == receiving_court_id, User.role == role, User.active
-            )
-        )
+        rows = await db.execute(_RECEIVERS, {"court_id": receiving_court_id, "role": role})
         judges = [_Judge(*row) for row in rows]
     else:
         raise InvalidError("请指定接访法院或法官", code="court_or_judge_required")
@@ -588,45 +671,37 @@ async def find_free_slots(
     )
     since = datetime.combine(first_day, datetime.min.time(), tzinfo=tz)
     until = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), tzinfo=tz)
-    in_window = and_(Visit.state.in_(OPEN), Visit.starts_at < until, Visit.ends_at > since)
-    shared = select(Visit.starts_at, Visit.ends_at).where(
-        in_window,
-        or_(
-            Visit.room_id == room.id,
-            Visit.petition_id.in_(
-                select(Petition.id).where(Petition.petitioner_id == petitioner_id)
-            )
-            if petitioner_id
-            else false(),
-        ),
-    )
-    shared_busy = [Interval(s, e) for s, e in (await db.execute(shared)).all() if s and e]
-    judge_busy: dict[int, list[Interval]] = {}
-    busy_rows = await db.execute(
-        select(Visit.judge_id, Visit.starts_at, Visit.ends_at).where(
-            in_window, Visit.judge_id.in_([j.id for j in judges])
+    window = {"since": since, "until": until}
+    shared = (
+        await db.execute(
+            _ROOM_OR_PETITIONER_BUSY, {**window, "room_id": room.id, "petitioner_id": petitioner_id}
         )
+        if petitioner_id
+        else await db.execute(_ROOM_BUSY, {**window, "room_id": room.id})
     )
-    for jid, s, e in busy_rows.all():
+    shared_busy = [Interval(s, e) for s, e in shared if s and e]
+    judge_busy: dict[int, list[Interval]] = {}
+    busy_rows = await db.execute(_JUDGES_BUSY, {**window, "judge_ids": [j.id for j in judges]})
+    for jid, s, e in busy_rows:
         if jid is not None and s and e:
             judge_busy.setdefault(jid, []).append(Interval(s, e))
     busy = {j.id: BusyIndex(shared_busy + judge_busy.get(j.id, [])) for j in judges}
-    out: list[FreeSlot] = []
+    out: list[tuple[datetime, int, datetime, str]] = []
     # Day by day, earliest first: once a day fills the limit, later days cannot matter.
     for day in local_days(first_day, last_day):
         room_open = cal.room_day(day)
         if not room_open:
             continue
         for judge in judges:
-            for slot in free_slots(
+            for start, end in free_pairs(
                 cal.judge_day(judge.id, day),
                 open_hours=room_open,
                 busy=busy[judge.id],
                 not_before=now,
                 limit=limit,
             ):
-                out.append(FreeSlot(slot.start, slot.end, judge.id, judge.display_name))
+                out.append((start, judge.id, end, judge.display_name))
         if len(out) >= limit:
             break
-    out.sort(key=lambda s: (s.starts_at, s.judge_id))
-    return out[:limit]
+    out.sort(key=lambda s: (s[0], s[1]))
+    return [FreeSlot(start, end, jid, name) for start, jid, end, name in out[:limit]]

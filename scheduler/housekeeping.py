@@ -1,5 +1,6 @@
 """Periodic work, safe to run on every node at once (each change is conditional): no-shows,
-"starts in N minutes" reminders, seating queued walk-ins, petition case deadlines."""
+"starts in N minutes" reminders, seating queued walk-ins, on-site receptions' room holds,
+petition case deadlines."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from scheduler.cases.service import scan_deadlines
 from scheduler.lifecycle import transition
 from scheduler.models import Petition, Role, Visit, VisitState, WalkIn, WalkInStatus
 from scheduler.notify import OUTBOX, notify, visit_recipients
+from scheduler.onsite import extend_ongoing
 from scheduler.portal.feedback import mark_overdue as overdue_questions
 from scheduler.scope import SYSTEM_ACTOR, Actor
 from scheduler.visits import local_text
@@ -134,7 +136,8 @@ async def housekeeping(
         except (ConflictError, InvalidError):
             del db.info.get(OUTBOX, [])[outbox_before:]  # rolled back with the savepoint
             continue
-    scan = await scan_deadlines(db, now)
+    done["onsite_extended"] = await extend_ongoing(db, now)
+    scan = await scan_deadlines(db, settings, now)
     done["case_reminded"] = scan.reminded
     done["case_overdue"] = scan.overdue
     done["case_escalated"] = scan.escalated

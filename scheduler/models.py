@@ -316,6 +316,24 @@ class Petition(Base):
             sqlite_where=text("overdue_at IS NULL"),
             postgresql_where=text("overdue_at IS NULL"),
         ),
+        # its reminders: not yet reminded nor alerted (migration 0012)
+        Index(
+            "ix_petitions_remind",
+            "due_at",
+            sqlite_where=text("reminded_at IS NULL AND overdue_at IS NULL"),
+            postgresql_where=text("reminded_at IS NULL AND overdue_at IS NULL"),
+        ),
+        # the supervising court's board: the cases handed below, by handling court and state,
+        # in deadline order, read from the index alone (migration 0012)
+        Index(
+            "ix_petitions_board",
+            "handler_court_id",
+            "state",
+            "due_at",
+            "supervising_court_id",
+            sqlite_where=text("supervising_court_id IS NOT NULL"),
+            postgresql_where=text("supervising_court_id IS NOT NULL"),
+        ),
         CheckConstraint("people_count >= 1", name="people_count_positive"),
     )
 

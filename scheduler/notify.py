@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler.models import Notification, Role, User, Visit
@@ -57,21 +58,46 @@ async def notify(
     title: str,
     body: str = "",
     visit_id: str | None = None,
-    flush: bool = True,
 ) -> list[Notification]:
-    """Store one notification per user and queue it for pushing after commit.
-
-    ``flush=False`` leaves the rows to the transaction's next flush (a job notifying many
-    at once); they are pushed after commit either way."""
+    """Store one notification per user and queue it for pushing after commit (a job
+    notifying thousands at once: :func:`notify_many`)."""
     rows = [
         Notification(user_id=uid, kind=kind, title=title, body=body, visit_id=visit_id)
-        for uid in sorted({u for u in user_ids if u is not None})
+        for uid in _recipients(user_ids)
     ]
     if not rows:
         return rows
     db.add_all(rows)
-    if flush:
-        await db.flush()
+    await db.flush()
+    db.info.setdefault(OUTBOX, []).extend(rows)
+    return rows
+
+
+def _recipients(user_ids: Iterable[int | None]) -> list[int]:
+    return sorted({u for u in user_ids if u is not None})
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notice to several users (:func:`notify_many`)."""
+
+    user_ids: Sequence[int | None]
+    kind: str
+    title: str
+    body: str = ""
+
+
+async def notify_many(db: AsyncSession, notices: Iterable[Notice]) -> list[Notification]:
+    """:func:`notify` for many notices at once: the rows are inserted in a few statements
+    (a job notifying thousands), and pushed after commit as any other."""
+    values = [
+        {"user_id": uid, "kind": n.kind, "title": n.title, "body": n.body, "visit_id": None}
+        for n in notices
+        for uid in _recipients(n.user_ids)
+    ]
+    if not values:
+        return []
+    rows = list((await db.scalars(insert(Notification).returning(Notification), values)).all())
     db.info.setdefault(OUTBOX, []).extend(rows)
     return rows
 

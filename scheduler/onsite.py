@@ -20,17 +20,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from config.db import utcnow
 from config.errors import InvalidError, NotFoundError, PermissionDeniedError
 from scheduler import lifecycle
+from scheduler.booking import extend_hold, hold, person_resource
 from scheduler.cases import service as cases
+from scheduler.cases.meetings import conflict_error
 from scheduler.cases.models import Contact
 from scheduler.cases.rules import CaseAction
 from scheduler.cases.timeline import add_event
 from scheduler.cases.visits import visit_link
 from scheduler.cases.words import Channel, EventKind, VisitKind
-from scheduler.models import ReceptionRoom, Role, Visit
+from scheduler.models import ReceptionRoom, Role, User, Visit, VisitState, new_visit_id
 from scheduler.scope import Actor, descendant_court_ids
 
-# the span an on-site reception nominally takes in the day views (it holds no booking)
+# the span an on-site reception holds its room and operator for when it starts (released
+# when it ends, as a visit's booking is); what the day views show of it. While it goes on,
+# housekeeping extends the hold by as much again once less than EXTEND_BEFORE is left.
 NOMINAL = timedelta(minutes=30)
+EXTEND_BEFORE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ async def start_onsite(
             details=[{"field": "window", "message": "必填"}],
         )
     visit = Visit(
+        id=new_visit_id(),
         petition_id=petition.id,
         court_id=actor.court_id,
         receiving_court_id=actor.court_id,
@@ -89,8 +95,14 @@ async def start_onsite(
         walk_in=True,
         kind=VisitKind.onsite,
     )
-    db.add(visit)
-    await db.flush()
+    # the room and the operator are held like a visit's: no visit or meeting is booked into
+    # them while the reception goes on (409 here if one already is), freed when it ends
+    operator = await db.get(User, actor.user_id)
+    assert operator is not None
+    resources = [person_resource(operator)] + ([f"room:{room_id}"] if room_id else [])
+    conflicts = await hold(db, visit, resources)
+    if conflicts:
+        raise await conflict_error(db, conflicts)
     lifecycle.begin_onsite(db, actor, visit, petition=petition.number, window=window)
     contact = await cases.add_contact(
         db,
@@ -118,6 +130,30 @@ async def start_onsite(
         },
     )
     return OnsiteReception(visit=visit, contact=contact, window=window)
+
+
+async def extend_ongoing(db: AsyncSession, now: datetime, limit: int = 200) -> int:
+    """Housekeeping: each on-site reception still going on within ``EXTEND_BEFORE`` of the
+    end of its hold keeps its room and operator ``NOMINAL`` longer, where nothing is booked
+    then (otherwise the booking that follows stands, and the next run tries again). The
+    number extended."""
+    due = (
+        await db.scalars(
+            select(Visit)
+            .where(
+                Visit.kind == VisitKind.onsite,
+                Visit.state == VisitState.in_progress,
+                Visit.ends_at <= now + EXTEND_BEFORE,
+            )
+            .order_by(Visit.ends_at)
+            .limit(limit)
+        )
+    ).all()
+    extended = 0
+    for visit in due:
+        assert visit.ends_at is not None
+        extended += await extend_hold(db, visit, max(visit.ends_at, now) + NOMINAL)
+    return extended
 
 
 async def watchable_visits(db: AsyncSession, actor: Actor, limit: int = 500) -> Sequence[Visit]:

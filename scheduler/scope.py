@@ -7,8 +7,9 @@ archivist for their court and the courts below; an admin everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import literal, select
+from sqlalchemy import Select, bindparam, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler.models import Court, Role
@@ -39,15 +40,24 @@ async def descendant_court_ids(session: AsyncSession, court_id: int) -> set[int]
     return set((await session.scalars(select(tree.c.id))).all())
 
 
-async def ancestor_court_ids(session: AsyncSession, court_id: int) -> list[int]:
-    """The courts above ``court_id``, nearest first (not including it); one query."""
+def _ancestors_statement() -> Select[Any]:
+    courts = Court.__table__
     up = (
-        select(Court.parent_id.label("id"), literal(1).label("depth"))
-        .where(Court.id == court_id)
+        select(courts.c.parent_id.label("id"), literal(1).label("depth"))
+        .where(courts.c.id == bindparam("court_id"))
         .cte("up", recursive=True)
     )
-    up = up.union_all(select(Court.parent_id, up.c.depth + 1).where(Court.id == up.c.id))
-    rows = await session.execute(select(up.c.id).where(up.c.id.is_not(None)).order_by(up.c.depth))
+    up = up.union_all(select(courts.c.parent_id, up.c.depth + 1).where(courts.c.id == up.c.id))
+    return select(up.c.id).where(up.c.id.is_not(None)).order_by(up.c.depth)
+
+
+# Built once, of table columns: no statement building or ORM layer per call (booking path).
+_ANCESTORS = _ancestors_statement()
+
+
+async def ancestor_court_ids(session: AsyncSession, court_id: int) -> list[int]:
+    """The courts above ``court_id``, nearest first (not including it); one query."""
+    rows = await session.execute(_ANCESTORS, {"court_id": court_id})
     return [int(r[0]) for r in rows]
 
 

@@ -9,6 +9,8 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 QUANTUM_MINUTES = 5
@@ -29,9 +31,9 @@ class Interval:
         return self.start <= other.start and other.end <= self.end
 
 
-@dataclass(frozen=True)
-class WeeklyRule:
-    """Local weekly hours: ``weekday`` 0 = Monday, minutes after local midnight."""
+class WeeklyRule(NamedTuple):
+    """Local weekly hours: ``weekday`` 0 = Monday, minutes after local midnight. A named
+    tuple: a calendar load builds hundreds (a frozen dataclass's ``__init__`` showed)."""
 
     weekday: int
     start_minute: int
@@ -49,8 +51,10 @@ class Window:
     slot_minutes: int
 
 
+@lru_cache(maxsize=65536)
 def local_instant(day: date, minute: int, tz: ZoneInfo) -> datetime:
-    """The UTC instant of ``minute`` minutes after local midnight of ``day``."""
+    """The UTC instant of ``minute`` minutes after local midnight of ``day`` (memoized: the
+    free-slot search asks for the same few instants of the same days again and again)."""
     base = datetime.combine(day + timedelta(days=minute // 1440), time(0), tzinfo=tz)
     return (base + timedelta(minutes=minute % 1440)).astimezone(UTC)
 
@@ -124,18 +128,22 @@ class BusyIndex:
     """Sorted busy intervals with a fast overlap test."""
 
     def __init__(self, busy: Iterable[Interval]) -> None:
-        self._items = sorted(busy)
-        self._starts = [b.start for b in self._items]
+        # plain (start, end) pairs: compared in C, not through the dataclass's ordering
+        items = sorted((b.start, b.end) for b in busy)
+        self._starts = [start for start, _ in items]
         # running maximum of ends, so one bisect answers "does anything overlap?"
         self._max_end: list[datetime] = []
         latest: datetime | None = None
-        for item in self._items:
-            latest = item.end if latest is None or item.end > latest else latest
+        for _, end in items:
+            latest = end if latest is None or end > latest else latest
             self._max_end.append(latest)
 
     def overlaps(self, interval: Interval) -> bool:
-        i = bisect.bisect_left(self._starts, interval.end)  # items starting before its end
-        return i > 0 and self._max_end[i - 1] > interval.start
+        return self.overlaps_span(interval.start, interval.end)
+
+    def overlaps_span(self, start: datetime, end: datetime) -> bool:
+        i = bisect.bisect_left(self._starts, end)  # items starting before its end
+        return i > 0 and self._max_end[i - 1] > start
 
 
 def free_slots(
@@ -148,21 +156,38 @@ def free_slots(
 ) -> list[Interval]:
     """Slots cut from ``windows`` that fit in ``open_hours`` (None: no limit), do not
     overlap ``busy`` and start no earlier than ``not_before``; earliest first."""
-    opens = sorted(open_hours) if open_hours is not None else None
-    found: set[Interval] = set()
+    pairs = free_pairs(
+        windows, open_hours=open_hours, busy=busy, not_before=not_before, limit=limit
+    )
+    return [Interval(a, b) for a, b in pairs]
+
+
+def free_pairs(
+    windows: Iterable[Window],
+    *,
+    open_hours: Sequence[Interval] | None,
+    busy: BusyIndex,
+    not_before: datetime,
+    limit: int,
+) -> list[tuple[datetime, datetime]]:
+    """:func:`free_slots` as (start, end) pairs: the free-slot search calls it for every
+    judge and day and keeps only the first few, so no Interval is built for the rest."""
+    opens = sorted((o.start, o.end) for o in open_hours) if open_hours is not None else None
+    found: set[tuple[datetime, datetime]] = set()
     for window in sorted(windows, key=lambda w: w.interval.start):
-        if len(found) >= limit and window.interval.start > max(found).start:
+        first, last = window.interval.start, window.interval.end
+        if len(found) >= limit and first > max(found)[0]:
             break  # windows are sorted: nothing later can give an earlier slot
         step = timedelta(minutes=window.slot_minutes)
-        start = window.interval.start
-        while start + step <= window.interval.end:
-            slot = Interval(start, start + step)
-            start += step
-            if slot.start < not_before or busy.overlaps(slot):
+        start = first
+        while start + step <= last:
+            end = start + step
+            slot_start, start = start, end
+            if slot_start < not_before or busy.overlaps_span(slot_start, end):
                 continue
-            if opens is not None and not any(o.contains(slot) for o in opens):
+            if opens is not None and not any(a <= slot_start and end <= b for a, b in opens):
                 continue
-            found.add(slot)
+            found.add((slot_start, end))
     return sorted(found)[:limit]
 
 

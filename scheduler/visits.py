@@ -63,9 +63,12 @@ def visit_event(
     )
 
 
+MINUTES = "%Y-%m-%d %H:%M"  # how people read an instant: date and time, to the minute
+
+
 def local_text(instant: datetime, settings: Settings) -> str:
     """An instant as the court reads it: local date and time, minutes."""
-    return instant.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+    return instant.astimezone(settings.tz).strftime(MINUTES)
 
 
 async def visible_visit(db: AsyncSession, actor: Actor, visit_id: str) -> Visit:

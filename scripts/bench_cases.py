@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from bench_scheduler import cpu_seconds
 from benchdata import (
     PASSWORD,
     CourtTree,
@@ -427,7 +428,7 @@ async def overdue_scan(settings: Settings, now: datetime) -> dict[str, Any]:
     try:
         while True:
             async with sessions() as db, db.begin():
-                got = await scan_deadlines(db, now)
+                got = await scan_deadlines(db, settings, now)
             batches += 1
             totals["reminded"] += got.reminded
             totals["overdue"] += got.overdue
@@ -467,6 +468,11 @@ def prepare(args: argparse.Namespace) -> Dataset:
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     if known.get("args") == wanted and pristine.exists():
         log(f"reusing the dataset in {data_dir}")
+        # a dataset built by an older version is upgraded as a court's database would be:
+        # by the migrations (once; the pristine copy keeps the upgraded schema)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{pristine}{suffix}").unlink(missing_ok=True)
+        migrate(Settings(data_dir=data_dir, database_url=f"sqlite+aiosqlite:///{pristine}"))
         shutil.copyfile(pristine, db_path)
         return Dataset(settings, db_path, known["world"], datetime.fromisoformat(known["now"]))
     for stale in (db_path, pristine, manifest):
@@ -497,6 +503,7 @@ async def run(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
     counts: defaultdict[str, int] = defaultdict(int)
     sizes: dict[str, int] = {}
     async with serve(data.settings.data_dir) as server:
+        cpu_before = cpu_seconds(server.pid)
         started = time.monotonic()
         deadline = started + args.seconds
         clerks = rnd.sample(lower, max(1, args.clients - 2))
@@ -519,6 +526,7 @@ async def run(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
             ),
         )
         elapsed = time.monotonic() - started
+        server_cpu = cpu_seconds(server.pid) - cpu_before
         rss = peak_rss_mb(server.pid)
     load_after = load_average()
     log("overdue scan")
@@ -538,6 +546,7 @@ async def run(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
         "seconds": round(elapsed, 1),
         "requests": counts["requests"],
         "requests_per_s": round(counts["requests"] / elapsed, 1),
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, counts["requests"]), 2),
         "registered": counts["register_201"],
         "register_refused": sum(
             v for k, v in counts.items() if k.startswith("register_") and k != "register_201"

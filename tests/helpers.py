@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp.test_utils import TestClient
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler import service
@@ -244,3 +245,27 @@ async def seed_booking(db: AsyncSession, world: World, petitions_a: int = 10) ->
 
 
 VALID_IDS = [f"{n:06d}" for n in range(100_000)]
+
+
+async def query_plans(
+    db: AsyncSession, run: Callable[[], Awaitable[Any]], marker: str
+) -> list[list[str]]:
+    """SQLite's own plan (the EXPLAIN QUERY PLAN lines) of each statement that ``run`` makes
+    on ``db``'s engine whose text contains ``marker``, with the parameters it really bound."""
+    engine = db.get_bind()
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if marker in statement:
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        await run()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    conn = await db.connection()
+    return [
+        [row.detail for row in await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s, tuple(p))]
+        for s, p in statements
+    ]

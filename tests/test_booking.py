@@ -33,7 +33,7 @@ from scheduler.models import (
 )
 from scheduler.scope import Actor
 from tests.conftest import MakeClient
-from tests.helpers import Booking, local_time, login, next_weekday
+from tests.helpers import Booking, local_time, login, next_weekday, query_plans
 from web.cli import setup_logging
 
 MONDAY = next_weekday(0)
@@ -172,37 +172,23 @@ async def test_free_slot_search_reads_only_open_visits_through_the_state_indexes
     0007); the plan is SQLite's own for the statements the search really runs."""
     w = booking.world
     engine = create_engine(migrated)
-    statements: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM visits" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
     try:
         async with create_sessionmaker(engine)() as db:
-            await bk.find_free_slots(
-                db,
-                migrated,
-                room_id=w.rooms["basic_a"],
-                receiving_court_id=w.courts["mid_a"],
-                judge_id=None,
-                petitioner_id=None,
-                first_day=MONDAY,
-                days=7,
-                limit=5,
-            )
-            event.remove(engine.sync_engine, "before_cursor_execute", capture)
-            conn = await db.connection()
-            plans = [
-                [
-                    row.detail
-                    for row in await conn.exec_driver_sql(
-                        "EXPLAIN QUERY PLAN " + statement, tuple(parameters)
-                    )
-                ]
-                for statement, parameters in statements
-            ]
+
+            async def search() -> None:
+                await bk.find_free_slots(
+                    db,
+                    migrated,
+                    room_id=w.rooms["basic_a"],
+                    receiving_court_id=w.courts["mid_a"],
+                    judge_id=None,
+                    petitioner_id=None,
+                    first_day=MONDAY,
+                    days=7,
+                    limit=5,
+                )
+
+            plans = await query_plans(db, search, "FROM visits")
     finally:
         await engine.dispose()
     assert len(plans) == 2
@@ -690,3 +676,57 @@ async def test_booking_shows_id_and_phone_only_masked_in_lists_logs_and_audit(
     assert masked_id in details and masked_id in trail  # petitioner.create names the ID
     for shown in [*lists, logged.getvalue(), details, trail]:
         assert ID_NUMBER not in shown and PHONE not in shown
+
+
+async def test_a_booking_reads_its_records_in_one_statement_and_writes_in_two_flushes(
+    booking: Booking, migrated: Settings
+) -> None:
+    """The petition, room, receiving court and judge come in one statement (the checks find
+    them in the session); the visit is flushed with its locks, and its history, audit,
+    contact, timeline and notification rows together in one more flush."""
+    w = booking.world
+    actor = Actor(
+        user_id=w.users["op_a"], username="op_a", role=Role.operator, court_id=w.courts["basic_a"]
+    )
+    start = local_time(MONDAY, 10)
+    engine, maker = await _session(migrated)
+    statements: list[str] = []
+    flushes: list[int] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with maker() as db:
+            event.listen(db.sync_session, "after_flush", lambda *_: flushes.append(1))
+            async with db.begin():
+                visit = await bk.book_visit(
+                    db,
+                    actor,
+                    migrated,
+                    petition_id=booking.petitions["a0"],
+                    receiving_court_id=w.courts["mid_a"],
+                    judge_id=w.users["judge_a"],
+                    room_id=w.rooms["basic_a"],
+                    starts_at=start,
+                    now=start - timedelta(hours=1),
+                )
+            tables = ("petitions", "reception_rooms", "courts", "users")
+            lone = [
+                s
+                for s in statements
+                if s.startswith("SELECT")
+                and any(f"FROM {t} \nWHERE {t}.id = " in s for t in tables)
+            ]
+            assert lone == []  # none of them read on its own (no Session.get that missed)
+            assert len(flushes) == 2
+            written = await db.scalar(
+                select(func.count())
+                .select_from(Notification)
+                .where(Notification.visit_id == visit.id)
+            )
+            assert written  # the notifications went in with the second flush
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+        await engine.dispose()

@@ -1,8 +1,10 @@
 """Headless Chromium through the case pages: a clerk registers a letter and then a walk-in
 about the same matter (linked as 重复访), uploads materials and triages the case; the high
 court's petition officer assigns it to the basic court with a deadline; the deadline passes
-and the board shows the case overdue in red; the basic court closes it as 化解 and records
-the 回访; the case's timeline shows all of it in order, in court local time."""
+and the board shows the case overdue in red; the high court holds a video supervision
+meeting (视频约谈) about it with staff of two lower courts, whose minutes join the case; the
+basic court closes it as 化解 and records the 回访; the case's timeline shows all of it in
+order, in court local time (the issue's "Done when", in one test)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from tests.conftest import LiveServer
 from tests.helpers import browser_login
 from tests.live import http_login
 from tests.test_browser_archive import _in_thread
+from tests.test_meetings import WAIT_MS, invitees_join, open_a_meeting_now
 
 pytestmark = pytest.mark.browser
 
@@ -40,6 +43,7 @@ ORIGINAL = "（2025）京0108执123号"
 EARLIER = "（2024）京0108民初45号"  # the judgment being enforced: a second original number
 OTHER_ID = "11010819751105382X"  # a second petitioner of the group visit
 RED = "rgb(180, 35, 24)"  # --err of app.css
+MINUTES = "海淀法院十日内书面反馈执行进展，逾期由中院挂牌督办"
 
 
 def _png() -> bytes:
@@ -89,7 +93,7 @@ async def _deadline_passes(settings: Settings, case_id: int) -> None:
             await db.execute(
                 update(Assignment).where(Assignment.petition_id == case_id).values(deadline=past)
             )
-            result = await scan_deadlines(db, utcnow())
+            result = await scan_deadlines(db, settings, utcnow())
             assert result.overdue >= 1
     finally:
         await database.dispose()
@@ -265,8 +269,23 @@ def test_case_from_letter_to_followup_through_the_pages(
     expect(block.locator(".court-name")).to_have_text("北京市海淀区人民法院")
     _shot(officer, artifacts, "board")
 
-    # ---- [video supervision meeting (视频约谈) with two lower courts: the meetings work
-    #      (tests/test_meetings.py) adds its browser steps here, on this overdue case]
+    # ---- the high court holds a video supervision meeting (视频约谈) about the case with
+    #      staff of two lower courts: scheduled on the meetings page, joined by each from
+    #      their own session (real WebRTC through the relay), minutes kept by the host
+    visit_id = open_a_meeting_now(officer, live_server.url, [number])
+    judge = page_of("judge", "/judge")
+    window = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    invitees_join(
+        officer, judge, window.new_page(), live_server.url, live_server.passwords, visit_id
+    )
+    _shot(officer, artifacts, "meeting")
+    officer.fill("#note-text", MINUTES)
+    officer.click("#note-form button[type=submit]")
+    expect(officer.locator("#note-list")).to_contain_text(MINUTES, timeout=WAIT_MS)
+    officer.click("#end")
+    expect(judge.locator("#ended-text")).to_have_text("约谈已结束", timeout=WAIT_MS)
+    window.close()
+    judge.context.close()
 
     # ---- the basic court resolves it (化解, with its ground) and records the 回访
     clerk.reload()
@@ -296,6 +315,7 @@ def test_case_from_letter_to_followup_through_the_pages(
         "assigned",
         "flagged",
         "overdue",
+        "meeting",
         "resolved",  # names the follow-up's due date too
         "followup",
     ]
@@ -304,6 +324,10 @@ def test_case_from_letter_to_followup_through_the_pages(
     timeline = clerk.locator("#timeline")
     expect(timeline).to_contain_text("重复访：来访")
     expect(timeline).to_contain_text("交办 北京市海淀区人民法院")
+    meeting = timeline.locator("li[data-kind=meeting]")
+    expect(meeting).to_contain_text(MINUTES)
+    expect(meeting).to_contain_text("主持人：北京高院信访专员")
+    expect(meeting.locator(f"a[href='/archive/visits/{visit_id}']")).to_have_count(1)
     expect(timeline).to_contain_text("化解（执行到位）")
     expect(timeline).to_contain_text("回访：满意")
     expect(timeline.locator("li[data-kind=assigned]")).to_contain_text(

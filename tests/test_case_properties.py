@@ -109,6 +109,7 @@ STEPS = (
     "judicial_aid",
     "resolve",
     "terminate",
+    "schedule_followup",
     "record_followup",
     "review",
     "reopen",
@@ -231,23 +232,38 @@ async def perform(
             db, actor, case_id, responsible_id=owner, reason="工作调整"
         ),
         "assign": lambda: cases.assign(
-            db, actor, case_id, to_court_id=targets[pick % len(targets)], deadline=None
+            db,
+            actor,
+            case_id,
+            to_court_id=targets[pick % len(targets)],
+            deadline=None,
+            settings=env.settings,
         ),
         "progress": lambda: cases.progress(db, actor, case_id, text="已约谈当事人"),
         "report": lambda: cases.report(db, actor, case_id, result="已执行到位"),
-        "accept": lambda: cases.review_feedback(db, actor, case_id, accept=True),
+        "accept": lambda: cases.review_feedback(
+            db, actor, case_id, accept=True, settings=env.settings
+        ),
         "return": lambda: cases.review_feedback(
-            db, actor, case_id, accept=False, remark="材料不全"
+            db, actor, case_id, accept=False, settings=env.settings, remark="材料不全"
         ),
         "flag": lambda: cases.flag(db, actor, case_id, on=True),
         "unflag": lambda: cases.flag(db, actor, case_id, on=False),
         "take_lead": lambda: cases.take_lead(db, actor, case_id),
         "judicial_aid": lambda: cases.judicial_aid(db, actor, case_id, stage="applied"),
         "resolve": lambda: cases.resolve(
-            db, actor, case_id, ground=ResolutionGround.enforced, remark="执行款已到位"
+            db,
+            actor,
+            case_id,
+            ground=ResolutionGround.enforced,
+            settings=env.settings,
+            remark="执行款已到位",
         ),
         "terminate": lambda: cases.terminate(
             db, actor, case_id, ground=TerminationGround.no_new_facts, approval="院长 审批"
+        ),
+        "schedule_followup": lambda: cases.schedule_followup(
+            db, actor, case_id, due_at=None, settings=env.settings
         ),
         "record_followup": lambda: cases.record_followup(
             db, actor, case_id, result=FollowUpResult.satisfied
@@ -258,7 +274,7 @@ async def perform(
     if name.startswith("scan_"):
         due = snap.due_at or datetime.now().astimezone()
         at = due - timedelta(hours=1) if name == "scan_reminder" else due + timedelta(days=1)
-        return lambda: cases.scan_deadlines(db, at)
+        return lambda: cases.scan_deadlines(db, env.settings, at)
     return calls[name]
 
 
@@ -299,7 +315,9 @@ async def _run_sequence(
             ),
         )
         case_id = reg.case.id
-    followed_up = False
+    # the node a 回访 leaves until the state changes: done once recorded, the follow-up's
+    # own once (another) is scheduled
+    followup_node: Node | None = None
     async with sessions() as db:
         before = await snapshot(db, case_id)
     assert before.events == before.audits == Counter({"registered": 1, "contact": 1})
@@ -337,14 +355,16 @@ async def _run_sequence(
         async with sessions() as db:
             after = await snapshot(db, case_id)
         where = f"{step} from {before.state}: {refused!r}"
-        # never an undefined state, and the node is the state's (or done after a 回访)
+        # never an undefined state, and the node is the state's (or a 回访's)
         assert isinstance(after.state, CaseState) and after.raw_state in set(CaseState), where
         assert after.raw_node in set(Node), where
         if after.state is not before.state:
-            followed_up = False
+            followup_node = None
         if name == "record_followup" and refused is None:
-            followed_up = True
-        expected_node = Node.done if followed_up else NODE_OF[after.state]
+            followup_node = Node.done
+        if name == "schedule_followup" and refused is None:
+            followup_node = Node.followup
+        expected_node = followup_node or NODE_OF[after.state]
         assert after.node is expected_node, where
         # no audit entry lost: one audit event for every timeline entry, of the same kind
         assert after.audits == after.events, where

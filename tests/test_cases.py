@@ -14,7 +14,7 @@ from config.db import create_engine, create_sessionmaker, utcnow
 from config.errors import ConflictError, InvalidError, PermissionDeniedError
 from config.settings import Settings
 from scheduler.cases import service as cases
-from scheduler.cases.models import CaseEvent
+from scheduler.cases.models import CaseEvent, FollowUp
 from scheduler.cases.rules import CaseAction, Standing, may
 from scheduler.cases.words import (
     CaseCategory,
@@ -27,9 +27,9 @@ from scheduler.cases.words import (
     ResolutionGround,
     TerminationGround,
 )
-from scheduler.models import CourtLevel, IdType, Role
+from scheduler.models import CourtLevel, IdType, Notification, Role
 from scheduler.scope import Actor
-from tests.helpers import World, add_staff
+from tests.helpers import World, add_staff, query_plans
 
 ID_A = "110101199003071233"
 
@@ -97,7 +97,7 @@ async def test_a_second_contact_about_the_same_matter_is_linked_as_a_repeat(
 
 
 async def test_the_whole_life_assign_overdue_resolve_followup(
-    db: AsyncSession, world: World
+    db: AsyncSession, world: World, migrated: Settings
 ) -> None:
     clerk = actor(world, "op_a", Role.operator, "basic_a")
     high = actor(world, "po_high", Role.petition_officer, "high")
@@ -118,7 +118,9 @@ async def test_the_whole_life_assign_overdue_resolve_followup(
     assert second.value.code == "second_owner"
     # the high court hands it down to the basic court: not to itself, not in the past
     with pytest.raises(InvalidError) as not_below:
-        await cases.assign(db, high, case_id, to_court_id=world.courts["high"], deadline=None)
+        await cases.assign(
+            db, high, case_id, to_court_id=world.courts["high"], deadline=None, settings=migrated
+        )
     assert not_below.value.code == "not_below"
     with pytest.raises(InvalidError) as past:
         await cases.assign(
@@ -127,17 +129,20 @@ async def test_the_whole_life_assign_overdue_resolve_followup(
             case_id,
             to_court_id=world.courts["basic_a"],
             deadline=utcnow() - timedelta(days=1),
+            settings=migrated,
         )
     assert past.value.code == "past_deadline"
     due = utcnow() + timedelta(days=10)
-    await cases.assign(db, high, case_id, to_court_id=world.courts["basic_a"], deadline=due)
+    await cases.assign(
+        db, high, case_id, to_court_id=world.courts["basic_a"], deadline=due, settings=migrated
+    )
     case, _ = await cases.get_case(db, basic, case_id)
     assert case.state is CaseState.assigned and case.node is Node.feedback
     assert case.supervising_court_id == world.courts["high"]
     # the deadline passes: the scan alerts once and the board shows days overdue
     later = due + timedelta(days=3, hours=1)
-    first = await cases.scan_deadlines(db, later)
-    again = await cases.scan_deadlines(db, later)
+    first = await cases.scan_deadlines(db, migrated, later)
+    again = await cases.scan_deadlines(db, migrated, later)
     assert first.overdue == 1 and again.overdue == 0
     rows = await cases.board(db, high)
     assert [(r.case.id, r.days_overdue) for r in rows if r.case.id == case_id] == [
@@ -156,10 +161,15 @@ async def test_the_whole_life_assign_overdue_resolve_followup(
             db, basic, case_id, ground=TerminationGround.no_new_facts, approval="x"
         )
     with pytest.raises(InvalidError) as no_ground:
-        await cases.resolve(db, basic, case_id, ground=None, remark="已执行")
+        await cases.resolve(db, basic, case_id, ground=None, settings=migrated, remark="已执行")
     assert no_ground.value.code == "missing_grounds"
     await cases.resolve(
-        db, basic, case_id, ground=ResolutionGround.enforced, remark="执行款已全部到位"
+        db,
+        basic,
+        case_id,
+        ground=ResolutionGround.enforced,
+        settings=migrated,
+        remark="执行款已全部到位",
     )
     case, _ = await cases.get_case(db, basic, case_id)
     assert case.state is CaseState.resolved and case.node is Node.followup
@@ -219,8 +229,100 @@ def test_who_may_do_what_as_a_table() -> None:
     assert not may(officer, CaseAction.view, CaseState.handling, Standing())
 
 
+async def test_deadlines_in_timeline_sentences_and_notices_read_as_court_local_time(
+    db: AsyncSession, world: World, migrated: Settings
+) -> None:
+    """A deadline of 09:00 UTC reads 17:00 (Asia/Shanghai) in the 交办 entry and its notice,
+    the overdue alert and the 回访 scheduled by 化解: never as ISO text in UTC."""
+    basic = actor(world, "po_a", Role.petition_officer, "basic_a")
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    case_id = (await cases.register(db, basic, letter(["（2024）甲0101执31号"]))).case.id
+    await cases.triage(
+        db,
+        basic,
+        case_id,
+        track=CaseTrack.petition,
+        mode=HandlingMode.careful,
+        responsible_id=world.users["po_a"],
+    )
+    due = (utcnow() + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
+    day = f"{due:%Y-%m-%d}"
+    await cases.assign(
+        db, high, case_id, to_court_id=world.courts["basic_a"], deadline=due, settings=migrated
+    )
+    await cases.scan_deadlines(db, migrated, due + timedelta(hours=1))
+    await cases.resolve(
+        db, basic, case_id, ground=ResolutionGround.enforced, settings=migrated, remark="已到位"
+    )
+    texts = dict(
+        (
+            await db.execute(
+                select(CaseEvent.kind, CaseEvent.text).where(CaseEvent.petition_id == case_id)
+            )
+        ).all()
+    )
+    assert f"限 {day} 17:00 前反馈" in texts["assigned"]
+    assert f"期限 {day} 17:00" in texts["overdue"]
+    followup = await db.scalar(select(FollowUp.due_at).where(FollowUp.petition_id == case_id))
+    assert followup is not None
+    local = followup.astimezone(migrated.tz)
+    assert f"安排回访，{local:%Y-%m-%d %H:%M} 前完成" in texts["resolved"]
+    notice = await db.scalar(
+        select(Notification.body).where(
+            Notification.user_id == world.users["po_a"], Notification.kind == "case_assigned"
+        )
+    )
+    assert notice is not None and f"请于 {day} 17:00 前反馈" in notice
+    for sentence in [*texts.values(), notice]:
+        assert "+00:00" not in sentence and "T09:00" not in sentence
+
+
+async def test_a_followup_scheduled_after_termination_is_its_own_entry_and_is_alerted(
+    db: AsyncSession, world: World, migrated: Settings
+) -> None:
+    """安排回访 after 信访终结: a ``followup_scheduled`` entry naming its local due time, the
+    follow-up node with that deadline (alerted once passed), one pending 回访 at a time."""
+    basic = actor(world, "po_a", Role.petition_officer, "basic_a")
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    case_id = (await cases.register(db, basic, letter(["（2024）甲0101执41号"]))).case.id
+    await cases.triage(
+        db,
+        basic,
+        case_id,
+        track=CaseTrack.petition,
+        mode=HandlingMode.careful,
+        responsible_id=world.users["po_a"],
+    )
+    await cases.terminate(
+        db, high, case_id, ground=TerminationGround.no_new_facts, approval="院长 审批"
+    )
+    due = (utcnow() + timedelta(days=2)).replace(hour=2, minute=30, second=0, microsecond=0)
+    with pytest.raises(InvalidError) as past:
+        await cases.schedule_followup(
+            db, basic, case_id, due_at=utcnow() - timedelta(hours=1), settings=migrated
+        )
+    assert past.value.code == "past_deadline"
+    case = await cases.schedule_followup(
+        db, basic, case_id, due_at=due, settings=migrated, remark="电话回访"
+    )
+    assert case.state is CaseState.terminated and case.node is Node.followup
+    assert case.due_at == due
+    with pytest.raises(ConflictError) as pending:
+        await cases.schedule_followup(db, basic, case_id, due_at=None, settings=migrated)
+    assert pending.value.code == "followup_pending"
+    assert pending.value.message == f"已安排回访（{due:%Y-%m-%d} 10:30 前完成），请先记录回访结果"
+    assert (await cases.scan_deadlines(db, migrated, due + timedelta(hours=1))).overdue == 1
+    tl = await cases.timeline(db, basic, case_id)
+    entry = next(e for e in tl.events if e.kind == "followup_scheduled")
+    assert entry.text == f"安排回访，{due:%Y-%m-%d} 10:30 前完成：电话回访"
+    assert [e.kind for e in tl.events][-3:] == ["followup_scheduled", "overdue", "escalated"]
+    await cases.record_followup(db, basic, case_id, result=FollowUpResult.satisfied)
+    case, _ = await cases.get_case(db, basic, case_id)
+    assert case.node is Node.done and case.due_at is None
+
+
 async def test_a_case_not_yet_in_its_reminder_window_does_not_hold_back_the_others(
-    db: AsyncSession, world: World
+    db: AsyncSession, world: World, migrated: Settings
 ) -> None:
     basic = actor(world, "po_a", Role.petition_officer, "basic_a")
     now = utcnow()
@@ -248,7 +350,7 @@ async def test_a_case_not_yet_in_its_reminder_window_does_not_hold_back_the_othe
         {"d": now + timedelta(days=6, hours=12), "i": later},
     )
     db.expire_all()
-    done = await cases.scan_deadlines(db, now, batch=1)
+    done = await cases.scan_deadlines(db, migrated, now, batch=1)
     assert done.reminded == 1
     reminded = (
         await db.scalars(
@@ -256,4 +358,66 @@ async def test_a_case_not_yet_in_its_reminder_window_does_not_hold_back_the_othe
         )
     ).all()
     assert reminded == [later]
-    assert (await cases.scan_deadlines(db, now, batch=1)).reminded == 0
+    assert (await cases.scan_deadlines(db, migrated, now, batch=1)).reminded == 0
+
+
+async def _assigned_below(db: AsyncSession, world: World, settings: Settings) -> int:
+    """A case the high court has handed to the basic court (a case on its board)."""
+    basic = actor(world, "po_a", Role.petition_officer, "basic_a")
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    case_id = (await cases.register(db, basic, letter(["（2024）甲0101执31号"]))).case.id
+    await cases.triage(
+        db,
+        basic,
+        case_id,
+        track=CaseTrack.petition,
+        mode=HandlingMode.careful,
+        responsible_id=world.users["po_a"],
+    )
+    due = utcnow() + timedelta(days=10)
+    await cases.assign(
+        db, high, case_id, to_court_id=world.courts["basic_a"], deadline=due, settings=settings
+    )
+    return case_id
+
+
+async def test_the_board_picks_its_cases_from_the_board_index_alone(
+    db: AsyncSession, world: World, migrated: Settings
+) -> None:
+    """The supervising court's board picks the cases handed below it from the covering
+    index ix_petitions_board (migration 0012) and reads only those rows: a high court with
+    ~150 courts below does not read every open case of them. SQLite's own plan of the
+    statement the board really runs."""
+    case_id = await _assigned_below(db, world, migrated)
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    shown: list[int] = []
+
+    async def board() -> None:
+        shown.extend(r.case.id for r in await cases.board(db, high))
+
+    counted, plan = await query_plans(db, board, "FROM petitions")
+    assert shown == [case_id]
+    by_index = (
+        "SEARCH petitions USING COVERING INDEX ix_petitions_board (handler_court_id=? AND state=?)"
+    )
+    assert [line for line in counted if "petitions" in line] == [by_index]  # the totals
+    picked = [line for line in plan if "ix_petitions_board" in line]
+    assert picked == [by_index]
+    assert "SEARCH petitions USING INTEGER PRIMARY KEY (rowid=?)" in plan
+
+
+async def test_the_deadline_scan_reads_pending_cases_through_its_partial_indexes(
+    db: AsyncSession, world: World, migrated: Settings
+) -> None:
+    """Alerts come from ix_petitions_alert (not yet alerted) and reminders from
+    ix_petitions_remind (neither reminded nor alerted) within the furthest reminder window
+    (migration 0012): a reminded case, or one due months ahead, is not read again by every
+    scan. SQLite's own plans of the statements the scan really runs."""
+    await _assigned_below(db, world, migrated)
+
+    async def scan() -> None:
+        await cases.scan_deadlines(db, migrated, utcnow())
+
+    alerts, reminders = await query_plans(db, scan, "UPDATE petitions")
+    assert "SEARCH petitions USING INDEX ix_petitions_alert (due_at<?)" in alerts
+    assert "SEARCH petitions USING INDEX ix_petitions_remind (due_at>? AND due_at<?)" in reminders

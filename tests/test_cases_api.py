@@ -260,6 +260,43 @@ async def test_a_case_registered_above_and_assigned_down_is_seen_by_the_assignin
     assert (await staff.call("po_b", "GET", f"/cases/{case['id']}"))[0] == 404
 
 
+async def test_the_board_counts_every_court_lists_the_cases_due_first_and_a_court_in_full(
+    staff: Staff, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The board's first view lists only the cases due first (BOARD_PAGE), but every court's
+    totals count all of them; asked for one court below, it lists that court's cases in full;
+    a court not below is not shown."""
+    basic = staff.world.courts["basic_a"]
+    ids = []
+    for number in ("(2024)甲0101执123号", "(2024)甲0101执124号"):
+        case = await register(staff, "po_mid", original_numbers=[number])
+        await staff.call(
+            "po_mid",
+            "POST",
+            f"/cases/{case['id']}/actions/triage",
+            {"track": "petition", "mode": "joint", "responsible_id": staff.world.users["po_mid"]},
+        )
+        status, detail = await staff.call(
+            "po_mid", "POST", f"/cases/{case['id']}/actions/assign", {"to_court_id": basic}
+        )
+        assert status == 200, detail
+        ids.append(case["id"])
+    monkeypatch.setattr(cases, "BOARD_PAGE", 1)
+    status, board = await staff.call("po_mid", "GET", "/cases/board")
+    assert status == 200, board
+    ((court,),) = [board["courts"]]
+    assert (court["court"]["id"], court["total"], court["overdue"]) == (basic, 2, 0)
+    assert (board["total"], board["overdue"]) == (2, 0)
+    assert [r["id"] for r in court["cases"]] == [ids[0]]  # the deadline due first
+    status, full = await staff.call("po_mid", "GET", f"/cases/board?court_id={basic}")
+    assert status == 200, full
+    ((court,),) = [full["courts"]]
+    assert sorted(r["id"] for r in court["cases"]) == sorted(ids) and court["total"] == 2
+    other = staff.world.courts["basic_b"]
+    status, refused = await staff.call("po_mid", "GET", f"/cases/board?court_id={other}")
+    assert status == 404 and "督办范围" in refused["error"]["message"], refused
+
+
 async def test_every_action_route_runs_its_action_and_answers_the_case(staff: Staff) -> None:
     case = await register(staff)
     cid = case["id"]
@@ -295,8 +332,24 @@ async def test_every_action_route_runs_its_action_and_answers_the_case(staff: St
     resolved = await act("po_a", "resolve", {"ground": "enforced", "remark": "执行款已发放"})
     assert resolved["case"]["state"] == "resolved" and resolved["case"]["node"] == "followup"
     assert len(resolved["followups"]) == 1
+    assert "schedule_followup" not in resolved["actions"]  # the 回访 of 化解 is pending
+    unsettled = await act("po_a", "record_followup", {"result": "unsatisfied"})
+    assert unsettled["followups"][0]["result"] == "unsatisfied"
+    assert "schedule_followup" in unsettled["actions"]
+    # a further 回访 (安排回访): its own timeline entry, its due time in court local time
+    again = (utcnow() + timedelta(days=7)).replace(hour=1, minute=0, second=0, microsecond=0)
+    scheduled = await act("po_a", "schedule_followup", {"due_at": again.isoformat()})
+    assert scheduled["case"]["node"] == "followup" and len(scheduled["followups"]) == 2
+    entry = scheduled["events"][-1]
+    assert entry["kind"] == "followup_scheduled"
+    assert entry["text"] == f"安排回访，{again:%Y-%m-%d} 09:00 前完成"
+    status, pending = await staff.call(
+        "po_a", "POST", f"/cases/{cid}/actions/schedule_followup", {}
+    )
+    assert status == 409 and pending["error"]["code"] == "followup_pending", pending
+    assert "请先记录回访结果" in pending["error"]["message"]
     followed = await act("po_a", "record_followup", {"result": "satisfied"})
-    assert followed["followups"][0]["result"] == "satisfied"
+    assert [f["result"] for f in followed["followups"]] == ["unsatisfied", "satisfied"]
     await act("po_high", "review", {"findings": "程序规范", "rating": "good"})
     reopened = await act("po_high", "reopen", {"reason": "信访人再次来访"})
     assert reopened["case"]["state"] == "handling"
@@ -319,6 +372,8 @@ async def test_every_action_route_runs_its_action_and_answers_the_case(staff: St
         "judicial_aid",
         "unflagged",
         "resolved",
+        "followup",
+        "followup_scheduled",
         "followup",
         "review",
         "reopened",
@@ -660,17 +715,22 @@ async def test_two_nodes_scanning_at_once_alert_an_overdue_case_once(
             )
             deadline = utcnow() + timedelta(days=1)
             await cases.assign(
-                s, high, registered.case.id, to_court_id=world.courts["mid_a"], deadline=deadline
+                s,
+                high,
+                registered.case.id,
+                to_court_id=world.courts["mid_a"],
+                deadline=deadline,
+                settings=settings,
             )
         later = deadline + timedelta(hours=1)
         first, second = sessions(), sessions()
         await first.begin()
-        done_first = await cases.scan_deadlines(first, later)
+        done_first = await cases.scan_deadlines(first, settings, later)
         assert done_first.overdue == 1  # claimed, not yet committed
 
         async def scan_second() -> cases.ScanResult:
             async with second.begin():
-                return await cases.scan_deadlines(second, later)
+                return await cases.scan_deadlines(second, settings, later)
 
         racing = asyncio.create_task(scan_second())
 

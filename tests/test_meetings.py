@@ -398,6 +398,65 @@ FRAMES_FROM_OTHERS = """(n) => {
 }"""
 
 
+# the demo's staff of two courts below the high court: (court, person)
+LOWER_COURT_STAFF = (
+    ("北京市第一中级人民法院", "一中院接访法官"),
+    ("北京市海淀区人民法院", "海淀法院操作员"),
+)
+
+
+def open_a_meeting_now(
+    host: Any,
+    url: str,
+    numbers: list[str],
+    invitees: tuple[tuple[str, str], ...] = LOWER_COURT_STAFF,
+) -> str:
+    """On the meetings page of the logged-in ``host``: a meeting about the cases ``numbers``
+    with ``invitees`` from this 5-minute step on, 30 minutes, opened by the host (no lobby:
+    in progress and recorded from then on). Returns its visit id."""
+    host.goto(url + "/meetings")
+    host.wait_for_selector("body[data-ready='1']")
+    for count, number in enumerate(numbers, 1):
+        host.fill("#case-number", number)
+        host.click("#case-add")
+        expect(host.locator("#case-list li")).to_have_count(count, timeout=WAIT_MS)
+    for court, person in invitees:
+        host.select_option("#invitee-court", label=court)
+        host.wait_for_selector(f"#invitee-person option:has-text('{person}')", state="attached")
+        host.select_option(
+            "#invitee-person",
+            label=next(
+                o for o in host.locator("#invitee-person option").all_inner_texts() if person in o
+            ),
+        )
+        host.click("#invitee-add")
+    now = datetime.now(ZoneInfo("Asia/Shanghai"))
+    start = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
+    host.fill("#starts-at", start.strftime("%Y-%m-%dT%H:%M"))
+    host.fill("#minutes", "30")
+    host.click("#schedule-submit")
+    expect(host.locator("#schedule-msg")).to_contain_text("已安排约谈", timeout=WAIT_MS)
+    host.get_by_role("link", name="开始约谈").click()
+    host.wait_for_selector("body[data-joined='1']")
+    return str(host.url.rsplit("/", 1)[1])
+
+
+def invitees_join(
+    host: Any, judge: Any, operator: Any, url: str, passwords: dict[str, str], visit_id: str
+) -> None:
+    """The demo's 一中院 judge (``judge``, logged in) enters from the meetings page, the
+    海淀 operator (``operator``) logs in and opens the call; everyone sees the two others'
+    video in the gallery (real WebRTC through the relay)."""
+    judge.goto(url + "/meetings")
+    judge.get_by_role("link", name="进入约谈").click()
+    judge.wait_for_selector("body[data-joined='1']")
+    staff_in_call(operator, url, "operator", passwords["operator"], visit_id)
+    for page in (host, judge, operator):
+        page.wait_for_function(FRAMES_FROM_OTHERS, arg=2, timeout=MEDIA_MS)
+        assert page.locator("body").get_attribute("data-kind") == "meeting"
+        expect(page.locator("#lobby-card")).to_be_hidden()
+
+
 @pytest.mark.browser
 def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
     live_server: LiveServer, tone_browser: Any, artifacts: Path
@@ -438,50 +497,13 @@ def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
     ]
     host, judge, operator = (ctx.new_page() for ctx in contexts)
     try:
-        # the high court's judge schedules it on the meetings page
+        # the high court's judge schedules it on the meetings page and opens it
         _log_in(host, url, "gy_judge", HOST_PASSWORD)
-        host.goto(url + "/meetings")
-        host.wait_for_selector("body[data-ready='1']")
-        for count, number in enumerate(numbers, 1):
-            host.fill("#case-number", number)
-            host.click("#case-add")
-            expect(host.locator("#case-list li")).to_have_count(count, timeout=WAIT_MS)
-        for court, person in (
-            ("北京市第一中级人民法院", "一中院接访法官"),
-            ("北京市海淀区人民法院", "海淀法院操作员"),
-        ):
-            host.select_option("#invitee-court", label=court)
-            host.wait_for_selector(f"#invitee-person option:has-text('{person}')", state="attached")
-            host.select_option(
-                "#invitee-person",
-                label=next(
-                    o
-                    for o in host.locator("#invitee-person option").all_inner_texts()
-                    if person in o
-                ),
-            )
-            host.click("#invitee-add")
-        now = datetime.now(ZoneInfo("Asia/Shanghai"))
-        start = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
-        host.fill("#starts-at", start.strftime("%Y-%m-%dT%H:%M"))
-        host.fill("#minutes", "30")
-        host.click("#schedule-submit")
-        expect(host.locator("#schedule-msg")).to_contain_text("已安排约谈", timeout=WAIT_MS)
-        # the host opens it (no lobby): in progress and recorded from now on
-        host.get_by_role("link", name="开始约谈").click()
-        host.wait_for_selector("body[data-joined='1']")
-        visit_id = host.url.rsplit("/", 1)[1]
+        visit_id = open_a_meeting_now(host, url, numbers)
         expect(host.locator("#rec-state")).to_contain_text("正在录音录像", timeout=WAIT_MS)
         # the invitees, each logged in at their own court
         _log_in(judge, url, "judge", passwords["judge"])
-        judge.goto(url + "/meetings")
-        judge.get_by_role("link", name="进入约谈").click()
-        judge.wait_for_selector("body[data-joined='1']")
-        staff_in_call(operator, url, "operator", passwords["operator"], visit_id)
-        for page in (host, judge, operator):  # everyone sees the two others in the gallery
-            page.wait_for_function(FRAMES_FROM_OTHERS, arg=2, timeout=MEDIA_MS)
-            assert page.locator("body").get_attribute("data-kind") == "meeting"
-            expect(page.locator("#lobby-card")).to_be_hidden()
+        invitees_join(host, judge, operator, url, passwords, visit_id)
         for page, label in (
             (host, "参会人员 一中院接访法官"),
             (host, "参会人员 海淀法院操作员"),

@@ -20,16 +20,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import AuditEvent
 from config.db import Database, utcnow
-from config.errors import InvalidError, PermissionDeniedError
+from config.errors import ConflictError, InvalidError, PermissionDeniedError
 from config.settings import Settings
 from config.vocabulary import ParticipantRole
 from recorder.manifest import verify
 from recorder.models import Recording, RecordingState
 from scheduler import lifecycle
+from scheduler.booking import book_visit
 from scheduler.cases.models import CaseEvent, Contact
 from scheduler.cases.words import Channel, EventKind, VisitKind
+from scheduler.housekeeping import housekeeping
 from scheduler.lifecycle import Action, may
 from scheduler.models import Petition, Role, Visit, VisitEvent, VisitState
+from scheduler.onsite import start_onsite
 from scheduler.scope import SYSTEM_ACTOR, Actor
 from tests.conftest import (
     CHROMIUM,
@@ -39,7 +42,7 @@ from tests.conftest import (
     start_live_server,
     stop_live_server,
 )
-from tests.helpers import Booking, login, wait_for, wait_until
+from tests.helpers import Booking, local_time, login, next_weekday, wait_for, wait_until
 from tests.live import page_login
 from tests.media_fixtures import write_counter_y4m
 from tests.visits import Peer, _cookie
@@ -183,6 +186,88 @@ async def test_an_onsite_reception_is_refused_without_a_window_or_outside_the_co
         async with db.reader() as s:  # nothing was stored by any refusal
             assert (await s.scalars(select(Visit))).all() == []
             assert (await s.scalars(select(Contact))).all() == []
+    finally:
+        await db.dispose()
+
+
+async def test_an_onsite_reception_holds_its_room_like_a_visit_until_it_ends(
+    booking: Booking, migrated: Settings
+) -> None:
+    """No visit is booked into the room while a reception goes on there, no reception starts
+    in a room a visit holds then (409 in Chinese), and the room is free once it ends."""
+    w = booking.world
+    op = Actor(w.users["op_a"], "op_a", Role.operator, w.courts["basic_a"])
+    room = w.rooms["basic_a"]
+    monday = next_weekday(0, weeks_ahead=-1)  # a past day: a contact is never in the future
+    db = Database(migrated)
+
+    async def book(hour: int, minute: int = 0) -> Visit:
+        async with db.writer() as s:
+            return await book_visit(
+                s,
+                op,
+                migrated,
+                petition_id=booking.petitions["a1"],
+                receiving_court_id=w.courts["mid_a"],
+                judge_id=w.users["judge_a"],
+                room_id=room,
+                starts_at=local_time(monday, hour, minute),
+                now=local_time(monday, 8),
+            )
+
+    async def start(hour: int, minute: int = 0) -> Visit:
+        async with db.writer() as s:
+            started = await start_onsite(
+                s,
+                op,
+                petition_id=booking.petitions["a0"],
+                room_id=room,
+                window="",
+                now=local_time(monday, hour, minute),
+            )
+            return started.visit
+
+    try:
+        reception = await start(10)
+        with pytest.raises(ConflictError) as taken:
+            await book(10)
+        assert taken.value.code == "double_booking"
+        assert taken.value.message == "时间冲突：接访室在该时段已有预约"
+        # and the other way round: a visit holds the room at 14:00, a reception there waits
+        await book(14)
+        with pytest.raises(ConflictError) as held:
+            await start(14, 10)
+        assert held.value.code == "double_booking"
+        assert held.value.message == "时间冲突：接访室在该时段已有安排"
+        async with db.writer() as s:  # nothing of the refused reception was stored
+            assert (await s.scalars(select(Visit.id).where(Visit.kind == "onsite"))).all() == [
+                reception.id
+            ]
+        # it goes on past its first 30 minutes: housekeeping holds the room on, so a visit
+        # at 10:30 is refused too; far from the hold's end nothing is extended
+        async with db.writer() as s:
+            done = await housekeeping(s, migrated, now=local_time(monday, 10, 5))
+            assert done["onsite_extended"] == 0
+            done = await housekeeping(s, migrated, now=local_time(monday, 10, 25))
+            assert done["onsite_extended"] == 1
+            stretched = await s.get(Visit, reception.id)
+            assert stretched is not None and stretched.ends_at == local_time(monday, 11)
+        with pytest.raises(ConflictError):
+            await book(10, 30)
+        # a visit booked right after the hold keeps its time: no further extension
+        await book(11)
+        async with db.writer() as s:
+            assert (await housekeeping(s, migrated, now=local_time(monday, 10, 55)))[
+                "onsite_extended"
+            ] == 0
+            stretched = await s.get(Visit, reception.id)
+            assert stretched is not None and stretched.ends_at == local_time(monday, 11)
+        async with db.writer() as s:
+            ongoing = await s.get(Visit, reception.id)
+            assert ongoing is not None
+            await lifecycle.end_visit(s, op, migrated, ongoing)
+        later = await book(10, 30)  # the reception ended: its room is free again
+        assert later.room_id == room
     finally:
         await db.dispose()
 

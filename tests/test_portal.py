@@ -394,6 +394,7 @@ async def test_progress_shows_public_steps_in_plain_words_and_the_result(
             actor,
             case_id,
             ground=ResolutionGround.explained_accepted,
+            settings=migrated,
             remark="经释法明理，信访人表示服判息诉",
         )
     case = await (await client.get(f"/api/v1/portal/cases/{case_id}")).json()

@@ -19,6 +19,7 @@ from config.audit import AuditEvent
 from config.vocabulary import label, label_of
 from scheduler.cases.words import EventKind
 from scheduler.models import CourtDayKind, VisitState
+from scheduler.visits import MINUTES
 
 MISSING = "—"
 
@@ -247,8 +248,8 @@ def _time(value: Any, tz: tzinfo) -> str:
     except ValueError:
         return str(value)
     if instant.tzinfo is None:
-        return instant.strftime("%Y-%m-%d %H:%M")
-    return instant.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        return instant.strftime(MINUTES)
+    return instant.astimezone(tz).strftime(MINUTES)
 
 
 # an instant as the service writes it into a sentence: 2026-12-05T02:00:00+00:00

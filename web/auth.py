@@ -10,11 +10,11 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from redis.asyncio import Redis
-from sqlalchemy import ForeignKey, Integer, String, delete, select, update
+from sqlalchemy import ForeignKey, Integer, Select, String, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -111,6 +111,31 @@ async def load_principal(
     return await session_principal(db, settings, _token_id(token), address)
 
 
+def _principal_statement() -> Select[Any]:
+    sessions, users = StaffSession.__table__, User.__table__
+    return (
+        select(
+            sessions.c.expires_at,
+            sessions.c.last_seen_at,
+            sessions.c.csrf_token,
+            users.c.id,
+            users.c.username,
+            users.c.display_name,
+            users.c.role,
+            users.c.court_id,
+            users.c.active,
+        )
+        .join(users, users.c.id == sessions.c.user_id)
+        .where(sessions.c.id == bindparam("session_id"))
+    )
+
+
+# Every request's identity check: one query of columns, built once (no statement building,
+# no ORM objects per request). Nothing is cached: logout, lockout and role changes count at
+# once, on every node.
+_PRINCIPAL = _principal_statement()
+
+
 async def session_principal(
     db: AsyncSession,
     settings: Settings,
@@ -122,24 +147,7 @@ async def session_principal(
     """The principal of a stored session; raises SessionProblem. ``live``: the caller holds
     an open connection of this session (a staff socket), which counts as activity, so the
     idle limit does not apply; the absolute lifetime does."""
-    # One query for columns only: no ORM objects are built on this per-request path.
-    found = (
-        await db.execute(
-            select(
-                StaffSession.expires_at,
-                StaffSession.last_seen_at,
-                StaffSession.csrf_token,
-                User.id,
-                User.username,
-                User.display_name,
-                User.role,
-                User.court_id,
-                User.active,
-            )
-            .join(User, User.id == StaffSession.user_id)
-            .where(StaffSession.id == session_id)
-        )
-    ).first()
+    found = (await db.execute(_PRINCIPAL, {"session_id": session_id})).first()
     if found is None:
         raise SessionProblem("invalid")
     expires_at, last_seen_at, csrf_token, user_id, username, name, role, court_id, active = found

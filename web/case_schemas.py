@@ -14,7 +14,7 @@ from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, mo
 
 from config.privacy import mask_id_number, mask_phone, mask_text
 from scheduler.cases.models import Assignment, CaseEvent, Contact, DeadlineRule, FollowUp, Material
-from scheduler.cases.service import Names, Timeline, overdue_days
+from scheduler.cases.service import CaseFacts, Names, Timeline, overdue_days
 from scheduler.cases.words import (
     AssignmentState,
     CaseCategory,
@@ -28,7 +28,7 @@ from scheduler.cases.words import (
     ResolutionGround,
     TerminationGround,
 )
-from scheduler.models import Court, CourtLevel, IdType, Petition, Petitioner, Role, User
+from scheduler.models import Court, CourtLevel, IdType, Petitioner, Role, User
 from web.audit_text import local_instants
 from web.schemas import Answer, Body, Id, PageQuery, Query, _printable
 
@@ -94,6 +94,10 @@ class DuplicateQuery(_Blanks):
 
 class StaffQuery(Query):
     court_id: Id
+
+
+class BoardQuery(Query):
+    court_id: Id | None = None  # that court alone, all of its cases
 
 
 # ---------------------------------------------------------------- bodies
@@ -184,6 +188,11 @@ class TerminateIn(Body):
     remark: Text4000 = ""
 
 
+class ScheduleFollowUpIn(Body):
+    due_at: AwareDatetime | None = None
+    remark: Text4000 = ""
+
+
 class FollowUpIn(Body):
     result: FollowUpResult
     remark: Text4000 = ""
@@ -216,8 +225,9 @@ class Named(Answer):
     name: str
 
 
-def _named(ids: dict[int, str], key: int | None) -> Named | None:
-    return None if key is None else Named(id=key, name=ids.get(key, f"#{key}"))
+def _named(ids: dict[int, str], key: int | None) -> dict[str, Any] | None:
+    """A :class:`Named` field's value (validated by the answer that holds it, in one go)."""
+    return None if key is None else {"id": key, "name": ids.get(key, f"#{key}")}
 
 
 class CaseRow(Answer):
@@ -245,11 +255,11 @@ class CaseRow(Answer):
     created_at: datetime
 
     @classmethod
-    def of(cls, case: Petition, names: Names, now: datetime) -> CaseRow:
+    def of(cls, case: CaseFacts, names: Names, now: datetime) -> CaseRow:
         return cls(**_row_fields(case, names, now))
 
 
-def _row_fields(case: Petition, names: Names, now: datetime) -> dict[str, Any]:
+def _row_fields(case: CaseFacts, names: Names, now: datetime) -> dict[str, Any]:
     days = overdue_days(case, now)
     handler = case.handler_court_id or case.court_id
     return {
@@ -467,11 +477,15 @@ class DuplicateOut(Answer):
 
 class BoardCourt(Answer):
     court: Named
-    cases: list[CaseRow]  # overdue first
+    total: int  # its supervised open cases, all of them
+    overdue: int
+    cases: list[CaseRow]  # overdue first; only the first of them unless the court was asked for
 
 
 class BoardOut(Answer):
-    courts: list[BoardCourt]
+    courts: list[BoardCourt]  # every court below with a supervised open case
+    total: int
+    overdue: int
 
 
 class CourtBrief(Answer):

@@ -168,7 +168,7 @@ async def schedule_meeting(
     )
     conflicts = await hold(db, visit, resources)
     if conflicts:
-        raise await _conflict(db, conflicts)
+        raise await conflict_error(db, conflicts)
     db.add_all(MeetingCase(visit_id=visit.id, petition_id=p.id) for p in cases)
     db.add_all(MeetingInvitee(visit_id=visit.id, user_id=u.id) for u in invitees)
     numbers = [p.number for p in cases]
@@ -205,8 +205,9 @@ async def schedule_meeting(
     return visit
 
 
-async def _conflict(db: AsyncSession, conflicts: list[dict[str, object]]) -> ConflictError:
-    """409 naming who (or which room) is already booked then."""
+async def conflict_error(db: AsyncSession, conflicts: list[dict[str, object]]) -> ConflictError:
+    """409 naming who (or which room) is already booked then (a meeting, an on-site
+    reception)."""
     names: list[str] = []
     for c in conflicts:
         kind, _, raw = str(c.get("key", "")).partition(":")

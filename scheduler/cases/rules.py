@@ -45,6 +45,7 @@ class CaseAction(enum.StrEnum):
     judicial_aid = "judicial_aid"
     resolve = "resolve"
     terminate = "terminate"
+    schedule_followup = "schedule_followup"
     record_followup = "record_followup"
     review = "review"
     reopen = "reopen"
@@ -73,6 +74,7 @@ define(
         CaseAction.judicial_aid: "司法救助",
         CaseAction.resolve: "化解",
         CaseAction.terminate: "信访终结",
+        CaseAction.schedule_followup: "安排回访",
         CaseAction.record_followup: "回访",
         CaseAction.review: "评查",
         CaseAction.reopen: "重新启动",
@@ -119,6 +121,7 @@ STAYS: dict[CaseAction, frozenset[CaseState]] = {
     CaseAction.unflag: frozenset(CaseState),
     CaseAction.take_lead: OPEN,
     CaseAction.judicial_aid: OPEN - {CaseState.registered},
+    CaseAction.schedule_followup: frozenset({CaseState.resolved, CaseState.terminated}),
     CaseAction.record_followup: frozenset({CaseState.resolved, CaseState.terminated}),
     CaseAction.review: CLOSED,
     CaseAction.meet: OPEN - {CaseState.registered},
@@ -189,7 +192,7 @@ def _who(actor: Actor, action: CaseAction, s: Standing) -> bool:
         return s.handler or s.supervisor
     if action is CaseAction.resolve:
         return s.handler or s.assigner
-    # triage, owner, progress, report, judicial aid, follow-up: the handling court
+    # triage, owner, progress, report, judicial aid, follow-ups: the handling court
     return s.handler
 
 

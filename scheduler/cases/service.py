@@ -13,14 +13,16 @@ import hashlib
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Select, and_, false, func, or_, select, update
+from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from config.audit import record_audit
 from config.db import utcnow
@@ -49,7 +51,7 @@ from scheduler.cases.rules import (
     next_state,
     refusal,
 )
-from scheduler.cases.timeline import add_event
+from scheduler.cases.timeline import Entry, add_event, add_events
 from scheduler.cases.words import (
     AidStage,
     AssignmentState,
@@ -67,9 +69,10 @@ from scheduler.cases.words import (
     TerminationGround,
 )
 from scheduler.models import Court, CourtLevel, IdType, Petition, Petitioner, Role, User
-from scheduler.notify import notify
+from scheduler.notify import Notice, notify, notify_many
 from scheduler.scope import Actor, ancestor_court_ids, descendant_court_ids
 from scheduler.service import Page, check_id_number
+from scheduler.visits import local_text
 
 # ---------------------------------------------------------------- reading a case
 
@@ -697,6 +700,7 @@ async def assign(
     *,
     to_court_id: int,
     deadline: datetime | None,
+    settings: Settings,
     instructions: str = "",
 ) -> Assignment:
     """交办: hand the case to a court below the assigning court with a feedback deadline
@@ -740,7 +744,7 @@ async def assign(
         case_id,
         CaseAction.assign,
         EventKind.assigned,
-        f"交办 {target.name}，限 {due.isoformat()} 前反馈"
+        f"交办 {target.name}，限 {local_text(due, settings)} 前反馈"
         + (f"：{row.instructions[:200]}" if row.instructions else ""),
         detail={"assignment_id": row.id, "to_court_id": to_court_id, "deadline": due.isoformat()},
         due_at=due,
@@ -755,7 +759,7 @@ async def assign(
         await court_staff(db, to_court_id),
         kind="case_assigned",
         title=f"新交办信访件 {case.number}",
-        body=f"{label_of('case_category', case.category)}，请于 {due.isoformat()} 前反馈",
+        body=f"{label_of('case_category', case.category)}，请于 {local_text(due, settings)} 前反馈",
     )
     return row
 
@@ -809,6 +813,7 @@ async def review_feedback(
     case_id: int,
     *,
     accept: bool,
+    settings: Settings,
     remark: str = "",
     deadline: datetime | None = None,
 ) -> Petition:
@@ -843,7 +848,7 @@ async def review_feedback(
         case_id,
         CaseAction.return_,
         EventKind.returned,
-        f"退回重办，限 {due.isoformat()} 前反馈：{why[:400]}",
+        f"退回重办，限 {local_text(due, settings)} 前反馈：{why[:400]}",
         due_at=due,
     )
 
@@ -920,6 +925,7 @@ async def resolve(
     case_id: int,
     *,
     ground: ResolutionGround | None,
+    settings: Settings,
     remark: str = "",
 ) -> Petition:
     """化解 with its grounds; a follow-up (回访) is scheduled by the follow-up rule, in the
@@ -942,7 +948,7 @@ async def resolve(
         case_id,
         CaseAction.resolve,
         EventKind.resolved,
-        f"化解（{label(ground)}）：{why[:400]}；安排回访，{due.isoformat()} 前完成",
+        f"化解（{label(ground)}）：{why[:400]}；安排回访，{local_text(due, settings)} 前完成",
         detail={"ground": ground.value, "remark": why, "followup_due_at": due.isoformat()},
         due_at=due,
     )
@@ -973,6 +979,59 @@ async def terminate(
         + (f"；{remark.strip()[:400]}" if remark.strip() else ""),
         detail={"ground": ground.value, "approval": approved},
     )
+    return case
+
+
+async def schedule_followup(
+    db: AsyncSession,
+    actor: Actor,
+    case_id: int,
+    *,
+    due_at: datetime | None,
+    settings: Settings,
+    remark: str = "",
+) -> Petition:
+    """安排回访: a (further) follow-up of a closed case — after 信访终结, or again after a 回访
+    that found the petitioner unsatisfied — due by ``due_at`` (by default the follow-up
+    rule's); the case's node is the follow-up's until it is recorded. 化解 schedules its
+    first one itself."""
+    case, _ = await get_case(db, actor, case_id, CaseAction.schedule_followup)
+    now = utcnow()
+    due = due_at or await deadline_for(db, Node.followup, now)
+    assert due is not None
+    if due <= now:
+        raise InvalidError("回访期限必须晚于现在", code="past_deadline")
+    if due > now + timedelta(days=366):
+        raise InvalidError("回访期限不能超过一年", code="deadline_too_far")
+    # one pending 回访 at a time: the case is at the follow-up node while one is (two clerks
+    # at once: the guarded UPDATE lets one through)
+    claimed = await db.execute(
+        update(Petition)
+        .where(Petition.id == case.id, Petition.node != Node.followup)
+        .values(node=Node.followup)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        pending = await db.scalar(
+            select(func.min(FollowUp.due_at)).where(
+                FollowUp.petition_id == case.id, FollowUp.done_at.is_(None)
+            )
+        )
+        when = f"（{local_text(pending, settings)} 前完成）" if pending is not None else ""
+        raise ConflictError(f"已安排回访{when}，请先记录回访结果", code="followup_pending")
+    case = await _act(
+        db,
+        actor,
+        case_id,
+        CaseAction.schedule_followup,
+        EventKind.followup_scheduled,
+        f"安排回访，{local_text(due, settings)} 前完成"
+        + (f"：{remark.strip()[:400]}" if remark.strip() else ""),
+        detail={"due_at": due.isoformat()},
+        due_at=due,
+        values={"node": Node.followup},
+    )
+    db.add(FollowUp(petition_id=case.id, due_at=due))
     return case
 
 
@@ -1152,12 +1211,43 @@ async def list_cases(
     return Page(items=items, total=int(total or 0))
 
 
-def is_overdue(case: Petition, now: datetime) -> bool:
+@dataclass(slots=True)
+class CaseFactsRow:
+    """What the lists and the board show of a case, read as plain columns: the board reads
+    thousands of cases, and ORM objects would cost it most of its time."""
+
+    id: int
+    number: str
+    category: str
+    channel: Channel
+    state: CaseState
+    node: Node
+    track: CaseTrack
+    due_at: datetime | None
+    people_count: int
+    contact_count: int
+    court_id: int
+    handler_court_id: int | None
+    supervising_court_id: int | None
+    responsible_id: int | None
+    leader_id: int | None
+    petitioner_id: int
+    flagged: bool
+    judgment_ref: str
+    created_at: datetime
+
+
+CaseFacts = Petition | CaseFactsRow
+# CaseFactsRow's columns, in its order
+CASE_FACTS = tuple(getattr(Petition, f.name) for f in fields(CaseFactsRow))
+
+
+def is_overdue(case: CaseFacts, now: datetime) -> bool:
     """Whether an open case's current node is past its deadline (the list's 超期 filter)."""
     return case.state in OPEN and case.due_at is not None and case.due_at < now
 
 
-def overdue_days(case: Petition, now: datetime) -> int:
+def overdue_days(case: CaseFacts, now: datetime) -> int:
     """Days past the deadline, a started day counting as one; 0 when not overdue."""
     if not is_overdue(case, now):
         return 0
@@ -1174,7 +1264,7 @@ class Names:
     petitioners: dict[int, str] = field(default_factory=dict)
 
 
-async def names_for(db: AsyncSession, cases: Sequence[Petition]) -> Names:
+async def names_for(db: AsyncSession, cases: Sequence[CaseFacts]) -> Names:
     """One query each for the courts, staff and petitioners named by ``cases``."""
     court_ids = {
         c
@@ -1201,40 +1291,117 @@ async def names_for(db: AsyncSession, cases: Sequence[Petition]) -> Names:
 
 @dataclass
 class BoardRow:
-    case: Petition
+    case: CaseFacts
     court_name: str
     days_overdue: int
 
 
-async def board(db: AsyncSession, actor: Actor) -> list[BoardRow]:
+BOARD_PAGE = 200  # the board's first view: the cases due first, across all its courts
+BOARD_LIMIT = 2000  # one court's cases, when the board is asked for that court alone
+
+
+@dataclass
+class BoardTotal:
+    """One court's line on the board: all its supervised open cases, and how many are late."""
+
+    court_id: int
+    name: str
+    cases: int
+    overdue: int
+
+
+class Board(list[BoardRow]):
+    """The board's rows, the names they show (read with them: no query per kind), and every
+    court's totals (the rows may be only the first of them)."""
+
+    def __init__(
+        self,
+        rows: Sequence[BoardRow] = (),
+        names: Names | None = None,
+        totals: Sequence[BoardTotal] = (),
+    ) -> None:
+        super().__init__(rows)
+        self.names = names or Names()
+        self.totals = list(totals)
+
+
+async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> Board:
     """The supervising court's board: every open case handed below it, by handling court,
-    with node, deadline and days overdue (overdue first)."""
+    with node, deadline and days overdue (overdue first). Every court's totals, and the
+    ``BOARD_PAGE`` cases due first; with ``court_id`` (a court below) that court alone and up
+    to ``BOARD_LIMIT`` of its cases."""
     if actor.court_id is None and not actor.is_admin:
-        return []
-    stmt = (
-        select(Petition, Court.name)
-        .join(Court, Court.id == Petition.handler_court_id)
-        .where(
-            Petition.supervising_court_id.is_not(None),
-            Petition.state.in_((CaseState.assigned, CaseState.reported, CaseState.handling)),
-        )
-    )
+        return Board()
+    # which cases: read from ix_petitions_board alone (handling court, state, deadline of the
+    # supervised cases), then only those rows are read from the table
+    where: list[Any] = [
+        Petition.supervising_court_id.is_not(None),
+        Petition.state.in_((CaseState.assigned, CaseState.reported, CaseState.handling)),
+    ]
     if not actor.is_admin:
         assert actor.court_id is not None
         below = await descendant_court_ids(db, actor.court_id)
         below.discard(actor.court_id)
-        stmt = stmt.where(Petition.handler_court_id.in_(below))
+        if court_id is not None and court_id not in below:
+            raise NotFoundError("该法院不在本院督办范围内")
+        where.append(Petition.handler_court_id.in_(below))
+    if court_id is not None:
+        where.append(Petition.handler_court_id == court_id)
     now = utcnow()
-    rows = [
-        BoardRow(
-            case=p,
-            court_name=name,
-            days_overdue=overdue_days(p, now),
-        )
-        for p, name in (await db.execute(stmt.order_by(Petition.due_at).limit(2000))).all()
+    late = func.sum(sql_case((Petition.due_at < now, 1), else_=0))
+    counted = (
+        select(Petition.handler_court_id, func.count(), late)
+        .where(*where)
+        .group_by(Petition.handler_court_id)
+    )
+    counts = {int(c): (int(n), int(o or 0)) for c, n, o in await db.execute(counted)}
+    court_names: dict[int, str] = {
+        cid: name
+        for cid, name in await db.execute(select(Court.id, Court.name).where(Court.id.in_(counts)))
+    }
+    totals = [
+        BoardTotal(court_id=c, name=court_names.get(c, ""), cases=n, overdue=o)
+        for c, (n, o) in counts.items()
     ]
-    rows.sort(key=lambda r: (r.court_name, -r.days_overdue))
-    return rows
+    totals.sort(key=lambda t: t.name)
+    limit = BOARD_LIMIT if court_id is not None else BOARD_PAGE
+    picked = select(Petition.id).where(*where).order_by(Petition.due_at).limit(limit)
+    supervising = aliased(Court)
+    responsible = aliased(User)
+    leader = aliased(User)
+    stmt = (
+        select(
+            *CASE_FACTS,
+            Court.name,
+            supervising.name,
+            Petitioner.name,
+            responsible.display_name,
+            leader.display_name,
+        )
+        .join(Court, Court.id == Petition.handler_court_id)
+        .join(Petitioner, Petitioner.id == Petition.petitioner_id)
+        .outerjoin(supervising, supervising.id == Petition.supervising_court_id)
+        .outerjoin(responsible, responsible.id == Petition.responsible_id)
+        .outerjoin(leader, leader.id == Petition.leader_id)
+        .where(Petition.id.in_(picked.scalar_subquery()))
+        .order_by(Petition.due_at)
+    )
+    found = Board(totals=totals)
+    names = found.names
+    for *facts, court, above, person, owner, lead in await db.execute(stmt):
+        case = CaseFactsRow(*facts)
+        found.append(BoardRow(case=case, court_name=court, days_overdue=overdue_days(case, now)))
+        assert case.handler_court_id is not None  # (joined on it)
+        names.courts[case.handler_court_id] = court
+        names.petitioners[case.petitioner_id] = person
+        if case.supervising_court_id is not None:
+            names.courts[case.supervising_court_id] = above
+        if case.responsible_id is not None:
+            names.users[case.responsible_id] = owner
+        if case.leader_id is not None:
+            names.users[case.leader_id] = lead
+    found.sort(key=lambda r: (r.court_name, -r.days_overdue))
+    return found
 
 
 @dataclass
@@ -1249,6 +1416,7 @@ class Timeline:
     petitioners: Sequence[Petitioner]
     numbers: Sequence[str]
     names: dict[int, str]
+    shown: Names  # the names the case's row shows (as names_for gives them)
 
 
 async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
@@ -1260,18 +1428,17 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
             await db.scalars(select(model).where(model.petition_id == case.id).order_by(order))
         ).all()
 
-    people = [
-        await db.get(Petitioner, case.petitioner_id),
-        *list(
-            (
-                await db.scalars(
-                    select(Petitioner)
-                    .join(CasePetitioner, CasePetitioner.petitioner_id == Petitioner.id)
-                    .where(CasePetitioner.petition_id == case.id)
+    others = select(CasePetitioner.petitioner_id).where(CasePetitioner.petition_id == case.id)
+    people = sorted(
+        (
+            await db.scalars(
+                select(Petitioner).where(
+                    or_(Petitioner.id == case.petitioner_id, Petitioner.id.in_(others))
                 )
-            ).all()
-        ),
-    ]
+            )
+        ).all(),
+        key=lambda p: (p.id != case.petitioner_id, p.id),  # the lead petitioner first
+    )
     court_ids = {c for c in (case.court_id, case.handler_court_id, case.supervising_court_id) if c}
     assignments = await rows(Assignment, Assignment.id)
     for a in assignments:
@@ -1286,6 +1453,19 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
             await db.execute(select(Court.id, Court.name).where(Court.id.in_(court_ids)))
         ).all()
     }
+    staff = [u for u in (case.responsible_id, case.leader_id) if u is not None]
+    shown = Names(
+        courts=names,
+        users={
+            uid: name
+            for uid, name in (
+                await db.execute(select(User.id, User.display_name).where(User.id.in_(staff)))
+                if staff
+                else []
+            )
+        },
+        petitioners={p.id: p.name for p in people},
+    )
     return Timeline(
         case=case,
         standing=where,
@@ -1294,23 +1474,27 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
         materials=await rows(Material, Material.id),
         assignments=assignments,
         followups=await rows(FollowUp, FollowUp.id),
-        petitioners=[p for p in people if p is not None],
+        petitioners=people,
         numbers=(
             await db.scalars(
                 select(CaseRef.number).where(CaseRef.petition_id == case.id).order_by(CaseRef.id)
             )
         ).all(),
         names=names,
+        shown=shown,
     )
 
 
 def actions_for(actor: Actor, case: Petition, where: Standing) -> list[str]:
     """The actions the pages offer this actor on this case (the same rule that checks them),
     less those the case's own facts make pointless: a second leader (take_lead refuses it),
-    flagging a flagged case or lifting a flag that is not there."""
+    flagging a flagged case or lifting a flag that is not there, a second pending 回访
+    (schedule_followup refuses it)."""
     moot = {CaseAction.view, CaseAction.flag if case.flagged else CaseAction.unflag}
     if case.leader_id is not None:
         moot.add(CaseAction.take_lead)
+    if case.node is Node.followup:
+        moot.add(CaseAction.schedule_followup)
     return [a.value for a in CaseAction if a not in moot and may(actor, a, case.state, where)]
 
 
@@ -1361,10 +1545,12 @@ async def _claim(db: AsyncSession, column: Any, due: Any, now: datetime, batch: 
     row it updates: each deadline notice goes out once even when every node runs the
     housekeeping job at once.
     """
-    watched = tuple(s for s in CaseState if s not in (CaseState.guided, CaseState.terminated))
+    # a closed case is at node done, unless a 回访 is scheduled on it (安排回访)
+    watched = tuple(s for s in CaseState if s is not CaseState.guided)
     pending = and_(
         # overdue_at IS NULL: the partial index ix_petitions_alert holds only the cases not
-        # yet alerted at their current node
+        # yet alerted at their current node; ix_petitions_remind (reminded_at IS NULL too)
+        # only those not yet reminded either, so a reminded case leaves the reminders' range
         Petition.overdue_at.is_(None),
         column.is_(None),
         Petition.state.in_(watched),
@@ -1382,7 +1568,9 @@ async def _claim(db: AsyncSession, column: Any, due: Any, now: datetime, batch: 
     return [int(r[0]) for r in done.all()]
 
 
-async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -> ScanResult:
+async def scan_deadlines(
+    db: AsyncSession, settings: Settings, now: datetime, *, batch: int = 500
+) -> ScanResult:
     """Remind before a node's deadline, alert once it has passed (in-app, to the handling
     court and its supervising court) and escalate to the handling court's parent court.
 
@@ -1405,8 +1593,15 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
         false(),
     )
     overdue_ids = await _claim(db, Petition.overdue_at, Petition.due_at <= now, now, batch)
+    # the furthest window bounds the index range (ix_petitions_remind): the scan reads the
+    # cases in a window and stops there, not every later deadline
+    horizon = now + timedelta(days=max((r.remind_days_before for r in rules), default=0))
     remind_ids = await _claim(
-        db, Petition.reminded_at, and_(Petition.due_at > now, in_window), now, batch
+        db,
+        Petition.reminded_at,
+        and_(Petition.due_at > now, Petition.due_at <= horizon, in_window),
+        now,
+        batch,
     )
     ids = overdue_ids + remind_ids
     if not ids:
@@ -1430,69 +1625,73 @@ async def scan_deadlines(db: AsyncSession, now: datetime, *, batch: int = 500) -
     parents = {p for p in parent_of.values() if p is not None}
     staff = await courts_staff(db, handlers | supervisors | parents)
     alerted = set(overdue_ids)
+    entries: list[Entry] = []
+    notices: list[Notice] = []
     for case in found:
         assert case.due_at is not None
         handler = case.handler_court_id or case.court_id
         if case.id not in alerted:
-            add_event(
-                db,
-                case.id,
-                EventKind.reminder,
-                SYSTEM,
-                f"「{label(case.node)}」将于 {case.due_at.isoformat()} 到期",
-                court_id=handler,
+            entries.append(
+                Entry(
+                    case.id,
+                    EventKind.reminder,
+                    f"「{label(case.node)}」将于 {local_text(case.due_at, settings)} 到期",
+                    court_id=handler,
+                )
             )
-            await notify(
-                db,
-                [case.responsible_id, *staff[handler]],
-                kind="case_reminder",
-                title=f"信访件 {case.number} 即将到期",
-                body=f"「{label(case.node)}」节点即将到期",
-                flush=False,
+            notices.append(
+                Notice(
+                    [case.responsible_id, *staff[handler]],
+                    kind="case_reminder",
+                    title=f"信访件 {case.number} 即将到期",
+                    body=f"「{label(case.node)}」节点即将到期",
+                )
             )
             result.reminded += 1
             continue
-        add_event(
-            db,
-            case.id,
-            EventKind.overdue,
-            SYSTEM,
-            f"「{label(case.node)}」已超期（期限 {case.due_at.isoformat()}）",
-            court_id=handler,
+        entries.append(
+            Entry(
+                case.id,
+                EventKind.overdue,
+                f"「{label(case.node)}」已超期（期限 {local_text(case.due_at, settings)}）",
+                court_id=handler,
+            )
         )
         recipients = [case.responsible_id, *staff[handler]]
         if case.supervising_court_id is not None:
             recipients += staff[case.supervising_court_id]
-        await notify(
-            db,
-            recipients,
-            kind="case_overdue",
-            title=f"信访件 {case.number} 已超期",
-            body=f"「{label(case.node)}」节点已超期",
-            flush=False,
+        notices.append(
+            Notice(
+                recipients,
+                kind="case_overdue",
+                title=f"信访件 {case.number} 已超期",
+                body=f"「{label(case.node)}」节点已超期",
+            )
         )
         result.overdue += 1
         parent = parent_of.get(handler)
         if parent is not None and parent != case.supervising_court_id:
-            add_event(
-                db,
-                case.id,
-                EventKind.escalated,
-                SYSTEM,
-                "超期情况已上报上级法院",
-                court_id=parent,
-                detail={"to_court_id": parent},
+            entries.append(
+                Entry(
+                    case.id,
+                    EventKind.escalated,
+                    "超期情况已上报上级法院",
+                    court_id=parent,
+                    detail={"to_court_id": parent},
+                )
             )
-            await notify(
-                db,
-                staff[parent],
-                kind="case_escalated",
-                title=f"下级法院信访件 {case.number} 超期",
-                body=f"「{label(case.node)}」节点已超期",
-                flush=False,
+            notices.append(
+                Notice(
+                    staff[parent],
+                    kind="case_escalated",
+                    title=f"下级法院信访件 {case.number} 超期",
+                    body=f"「{label(case.node)}」节点已超期",
+                )
             )
             result.escalated += 1
-    await db.flush()
+    # thousands of entries and notices: a few multi-row INSERTs, not one round trip each
+    await add_events(db, SYSTEM, entries)
+    await notify_many(db, notices)
     return result
 
 

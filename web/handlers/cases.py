@@ -29,6 +29,7 @@ from web.case_schemas import (
     AssignIn,
     BoardCourt,
     BoardOut,
+    BoardQuery,
     CaseDetail,
     CaseQuery,
     CaseRow,
@@ -54,6 +55,7 @@ from web.case_schemas import (
     ReviewIn,
     RuleIn,
     RuleOut,
+    ScheduleFollowUpIn,
     SetOwnerIn,
     StaffBrief,
     StaffQuery,
@@ -71,9 +73,8 @@ CASE_ID = r"{case_id:\d+}"
 async def _detail(ctx: Context, case_id: int) -> CaseDetail:
     actor = ctx.me.actor()
     t = await cases.timeline(ctx.db, actor, case_id)
-    names = await cases.names_for(ctx.db, [t.case])
     return CaseDetail.of(
-        t, names, cases.actions_for(actor, t.case, t.standing), utcnow(), ctx.settings.tz
+        t, t.shown, cases.actions_for(actor, t.case, t.standing), utcnow(), ctx.settings.tz
     )
 
 
@@ -192,21 +193,37 @@ async def find_duplicate(ctx: Context) -> DuplicateOut:
     summary="The supervising court's board: open cases handed below it, by court",
     tag=TAG,
     roles=ALL_STAFF,
+    query=BoardQuery,
     answer=BoardOut,
 )
-async def case_board(ctx: Context) -> BoardOut:
-    """Each court's cases come overdue first (most days first)."""
-    rows = await cases.board(ctx.db, ctx.me.actor())
-    names = await cases.names_for(ctx.db, [r.case for r in rows])
+async def case_board(ctx: Context) -> web.Response:
+    """Every court's totals and the cases due first (``court_id``: that court's cases, all
+    of them); each court's cases come overdue first (most days first)."""
+    q: BoardQuery = ctx.query
+    rows = await cases.board(ctx.db, ctx.me.actor(), q.court_id)
+    names = rows.names
     now = utcnow()
-    courts: dict[int, BoardCourt] = {}
+    courts = {
+        t.court_id: BoardCourt(
+            court=Named(id=t.court_id, name=t.name), total=t.cases, overdue=t.overdue, cases=[]
+        )
+        for t in rows.totals
+    }
     for r in rows:
         court_id = r.case.handler_court_id or r.case.court_id
-        group = courts.setdefault(
-            court_id, BoardCourt(court=Named(id=court_id, name=r.court_name), cases=[])
-        )
-        group.cases.append(CaseRow.of(r.case, names, now))
-    return BoardOut(courts=list(courts.values()))
+        if court_id in courts:
+            courts[court_id].cases.append(CaseRow.of(r.case, names, now))
+    answer = BoardOut(
+        courts=list(courts.values()),
+        total=sum(t.cases for t in rows.totals),
+        overdue=sum(t.overdue for t in rows.totals),
+    )
+    # serialized by pydantic in one call (no dict of dicts in between)
+    return web.Response(
+        body=answer.model_dump_json().encode(),
+        content_type="application/json",
+        charset="utf-8",
+    )
 
 
 @api.route(
@@ -341,6 +358,7 @@ async def _assign(ctx: Context, actor: Actor, case_id: int, b: AssignIn) -> obje
         case_id,
         to_court_id=b.to_court_id,
         deadline=b.deadline,
+        settings=ctx.settings,
         instructions=b.instructions,
     )
 
@@ -357,14 +375,22 @@ async def _report(ctx: Context, actor: Actor, case_id: int, b: ReportIn) -> obje
 
 @_action("accept", RemarkIn, "The assigning court accepts the feedback")
 async def _accept(ctx: Context, actor: Actor, case_id: int, b: RemarkIn) -> object:
-    return await cases.review_feedback(ctx.db, actor, case_id, accept=True, remark=b.remark)
+    return await cases.review_feedback(
+        ctx.db, actor, case_id, accept=True, settings=ctx.settings, remark=b.remark
+    )
 
 
 @_action("return", ReturnIn, "The assigning court returns the feedback (退回重办)")
 async def _return(ctx: Context, actor: Actor, case_id: int, b: ReturnIn) -> object:
     """With a reason and a new deadline (by default the feedback rule's)."""
     return await cases.review_feedback(
-        ctx.db, actor, case_id, accept=False, remark=b.remark, deadline=b.deadline
+        ctx.db,
+        actor,
+        case_id,
+        accept=False,
+        settings=ctx.settings,
+        remark=b.remark,
+        deadline=b.deadline,
     )
 
 
@@ -393,7 +419,9 @@ async def _judicial_aid(ctx: Context, actor: Actor, case_id: int, b: JudicialAid
 @_action("resolve", ResolveIn, "化解 with its grounds (a 回访 is scheduled)")
 async def _resolve(ctx: Context, actor: Actor, case_id: int, b: ResolveIn) -> object:
     """Without grounds: 422 ``missing_grounds``."""
-    return await cases.resolve(ctx.db, actor, case_id, ground=b.ground, remark=b.remark)
+    return await cases.resolve(
+        ctx.db, actor, case_id, ground=b.ground, settings=ctx.settings, remark=b.remark
+    )
 
 
 @_action("terminate", TerminateIn, "信访终结 (a high or the supreme court only)")
@@ -401,6 +429,17 @@ async def _terminate(ctx: Context, actor: Actor, case_id: int, b: TerminateIn) -
     """With its grounds and approval; a court below high level: 403."""
     return await cases.terminate(
         ctx.db, actor, case_id, ground=b.ground, approval=b.approval, remark=b.remark
+    )
+
+
+@_action("schedule_followup", ScheduleFollowUpIn, "安排回访: a (further) 回访 of a closed case")
+async def _schedule_followup(
+    ctx: Context, actor: Actor, case_id: int, b: ScheduleFollowUpIn
+) -> object:
+    """By ``due_at`` (default: the follow-up rule's); 409 ``followup_pending`` while one is
+    still to be recorded, 422 ``past_deadline`` for a time in the past."""
+    return await cases.schedule_followup(
+        ctx.db, actor, case_id, due_at=b.due_at, settings=ctx.settings, remark=b.remark
     )
 
 

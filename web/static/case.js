@@ -69,6 +69,9 @@
       { name: "ground", label: "终结依据", options: vocab("termination_ground") },
       { name: "approval", label: "审批情况（审批人及文号）" },
       { name: "remark", label: "说明", type: "textarea", optional: true }] },
+    schedule_followup: { title: VR.label("case_action", "schedule_followup"), fields: [
+      { name: "due_at", label: "回访期限（当日 24 时前，默认按期限规则）", type: "date", optional: true },
+      { name: "remark", label: "回访安排说明", type: "textarea", optional: true }] },
     record_followup: { title: "记录回访结果", fields: [
       { name: "result", label: "回访结果", options: vocab("followup_result") },
       { name: "remark", label: "回访情况", type: "textarea", optional: true }] },
