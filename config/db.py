@@ -72,6 +72,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+# How long a statement waits for another process's lock before failing (SQLite's busy
+# handler); inside this process writers queue on Database's lock instead.
+BUSY_TIMEOUT_MS = 10_000
+
+
 def _sqlite_on_connect(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
     # Let SQLAlchemy's "begin" event emit BEGIN itself (see create_engine).
     dbapi_connection.isolation_level = None
@@ -79,7 +84,7 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: ConnectionPoolE
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -91,6 +96,11 @@ _ON_LOOP = frozenset({"SAVEPOINT", "RELEASE", "ROLLBACK"})
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
 # A read running on the loop longer than this is interrupted and run again on the thread.
 LOOP_READ_BUDGET_S = 0.004
+# How often SQLite asks the budget during a read on the loop: every 10,000 steps (tens of
+# microseconds), checks are rare, the budget still met. The handler is set for reads on the
+# loop alone: a statement on the connection's thread calling back into Python would take the
+# GIL at every check and wait behind the loop's work each time (a 10 ms report took 100+).
+PROGRESS_STEPS = 10_000
 # A write cannot be interrupted and run again (SQLite would roll back the whole transaction),
 # so only a small one runs on the loop: one statement with at most this many parameters.
 # Many rows at once (executemany, or one INSERT with many VALUES: the deadline scan's and the
@@ -176,6 +186,10 @@ class _OneTripCursor:
         keyword = _keyword(sql)
         read = _read_only(sql, keyword)
         deferred_begin = keyword == "BEGIN" and sql.strip().upper() == "BEGIN"  # takes no lock
+        if keyword == "BEGIN" and not deferred_begin and self._lock_at_once(raw, sql):
+            self.description, self.rowcount, self.lastrowid = None, -1, None
+            self._rows = deque()
+            return self
         if (
             read
             or deferred_begin
@@ -184,11 +198,15 @@ class _OneTripCursor:
         ):
             budget.tripped = False
             budget.deadline = time.perf_counter() + LOOP_READ_BUDGET_S if read else 0.0
+            if read:  # only here: on the thread each check would wait for the GIL
+                raw.set_progress_handler(budget, PROGRESS_STEPS)
             try:
                 try:
                     result = work()
                 finally:
                     budget.deadline = 0.0
+                    if read:
+                        raw.set_progress_handler(None, PROGRESS_STEPS)
             except sqlite3.OperationalError:
                 if not budget.tripped:
                     raise
@@ -204,6 +222,22 @@ class _OneTripCursor:
         rows, self.description, self.rowcount, self.lastrowid = result
         self._rows = deque(rows)
         return self
+
+    def _lock_at_once(self, raw: sqlite3.Connection, sql: str) -> bool:
+        """BEGIN IMMEDIATE right here when the write lock is free (this process's writers
+        queue on Database's lock before it, so it nearly always is): no trip to the thread.
+        Held by another process: False, and the caller waits for it on the thread."""
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            raw.execute(sql)
+        except sqlite3.OperationalError as exc:
+            if raw.in_transaction or exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            return False
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self._budget.write_locked = "IMMEDIATE" in sql.upper() or "EXCLUSIVE" in sql.upper()
+        return True
 
     async def execute(self, sql: str, parameters: Any = None) -> _OneTripCursor:
         return await self._run(sql, parameters, many=False)
@@ -280,10 +314,7 @@ async def _open_sqlite(database: str, **kwargs: Any) -> _OneTripConnection:
             f"aiosqlite {getattr(aiosqlite, '__version__', '?')} has no {', '.join(missing)}; "
             "install the version pinned in pyproject.toml"
         )
-    budget = _LoopBudget()
-    # every 10,000 SQLite steps (tens of microseconds): checks are rare, the budget still met
-    await cast(Any, opened)._execute(opened._conn.set_progress_handler, budget, 10_000)
-    return _OneTripConnection(opened, budget)
+    return _OneTripConnection(opened, _LoopBudget())
 
 
 def create_engine(

@@ -5,6 +5,7 @@ what comes back (rows, row counts, generated ids, errors) is what the driver giv
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 import aiosqlite
@@ -38,7 +39,7 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return seen
 
 
-async def test_in_a_write_transaction_only_begin_and_commit_go_to_the_connection_thread(
+async def test_in_a_write_transaction_only_commit_goes_to_the_connection_thread(
     migrated: Settings, trips: list[Any]
 ) -> None:
     engine = create_engine(migrated, immediate=True)
@@ -49,7 +50,7 @@ async def test_in_a_write_transaction_only_begin_and_commit_go_to_the_connection
             trips.clear()
             async with db.begin():
                 await db.execute(text("SELECT 1"))
-                assert len(trips) == 1  # BEGIN IMMEDIATE may wait for the write lock
+                assert trips == []  # BEGIN IMMEDIATE: the lock was free, taken at once
                 court = Court(code="T1", name="测试法院", level=CourtLevel.supreme)
                 db.add(court)
                 await db.flush()
@@ -64,8 +65,8 @@ async def test_in_a_write_transaction_only_begin_and_commit_go_to_the_connection
                     async with db.begin_nested():
                         db.add(Court(code="T1", name="另一法院", level=CourtLevel.supreme))
                 assert (await db.scalar(select(Court.code).where(Court.id == court.id))) == "T1"
-                assert len(trips) == 1  # the insert, update, reads and savepoint: none
-            assert len(trips) == 2  # COMMIT may checkpoint the WAL: on the thread
+                assert trips == []  # the insert, update, reads and savepoint: none
+            assert len(trips) == 1  # COMMIT may checkpoint the WAL: on the thread
     finally:
         await engine.dispose()
 
@@ -90,7 +91,7 @@ async def test_a_write_of_many_rows_goes_to_the_connection_thread_even_with_the_
                         for i in range(30)
                     ],
                 )  # executemany
-                assert len(trips) == 2  # BEGIN IMMEDIATE, and the rows
+                assert len(trips) == 1  # the rows
                 await db.execute(
                     insert(Court).values(
                         [
@@ -99,13 +100,43 @@ async def test_a_write_of_many_rows_goes_to_the_connection_thread_even_with_the_
                         ]
                     )
                 )  # one statement of 90 parameters
-                assert len(trips) == 3
+                assert len(trips) == 2
                 single = insert(Court).values(code="S1", name="单行", level=CourtLevel.supreme)
                 await db.execute(single)
-                assert len(trips) == 3  # a small write with the lock: on the loop
+                assert len(trips) == 2  # a small write with the lock: on the loop
             count = await db.scalar(select(func.count()).select_from(Court))
             assert count == 61
     finally:
+        await engine.dispose()
+
+
+async def test_begin_immediate_waits_on_the_thread_while_another_process_writes(
+    migrated: Settings, trips: list[Any]
+) -> None:
+    """Another process (a command-line tool, say) holding the write lock: BEGIN IMMEDIATE
+    does not fail and does not wait on the event loop; it waits on the connection's thread
+    and goes on once the lock is free."""
+    other = sqlite3.connect(migrated.data_dir / "vreception.db", isolation_level=None)
+    engine = create_engine(migrated, immediate=True)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            await db.execute(text("SELECT 1"))
+            await db.rollback()
+            other.execute("BEGIN IMMEDIATE")
+            trips.clear()
+
+            async def release() -> None:  # runs only if the loop is free while BEGIN waits
+                other.execute("COMMIT")
+
+            releasing = asyncio.create_task(release())
+            async with db.begin():
+                db.add(Court(code="T3", name="等锁法院", level=CourtLevel.supreme))
+                await db.flush()
+            await releasing
+            assert len(trips) == 2  # BEGIN waited on the thread; COMMIT
+            assert await db.scalar(select(Court.name).where(Court.code == "T3")) == "等锁法院"
+    finally:
+        other.close()
         await engine.dispose()
 
 
