@@ -43,6 +43,7 @@ from benchdata import (
     peak_rss_mb,
     percentile,
     serve,
+    settle_heap,
     ts,
 )
 
@@ -503,6 +504,7 @@ async def run(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
     counts: defaultdict[str, int] = defaultdict(int)
     sizes: dict[str, int] = {}
     async with serve(data.settings.data_dir) as server:
+        settle_heap()
         cpu_before = cpu_seconds(server.pid)
         started = time.monotonic()
         deadline = started + args.seconds

@@ -40,6 +40,7 @@ from benchdata import (
     peak_rss_mb,
     percentile,
     serve,
+    settle_heap,
     ts,
 )
 
@@ -376,6 +377,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stats: dict[str, list[float]] = {"free_slots": [], "book": [], "day_view": []}
         counts: defaultdict[str, int] = defaultdict(int)
         log(f"server {server.pid} ready: {args.clients} clients for {args.seconds:.0f} s")
+        settle_heap()
         started = time.monotonic()
         cpu_before = cpu_seconds(server.pid)
         deadline = started + args.seconds

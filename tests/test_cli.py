@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT, start_live_server, stop_live_server
 
@@ -85,3 +88,27 @@ def test_migrate_and_create_user(tmp_path: Path) -> None:
         "Another-pw-1",
     )
     assert out.returncode == 2 and "no court" in out.stdout
+
+
+def test_serve_freezes_what_start_up_loaded_once_every_start_up_step_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector is kept off start-up's objects (gc.freeze), after the other start-up
+    steps, so a full collection under load is a short pause, not 100+ ms."""
+    import gc
+
+    from aiohttp import web
+
+    from config.settings import Settings
+    from web import cli
+
+    started: list[web.Application] = []
+    monkeypatch.setattr(cli.web, "run_app", lambda app, **_: started.append(app))
+    assert cli._serve(Settings(data_dir=tmp_path), demo=False) == 0
+    (app,) = started
+    assert list(app.on_startup)[-1] is cli._settle_heap
+    try:
+        asyncio.run(cli._settle_heap(app))
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
