@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, and_, false, func, or_, select, update
+from sqlalchemy import BindParameter, Select, and_, bindparam, false, func, or_, select, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -1325,6 +1325,32 @@ class Board(list[BoardRow]):
         self.totals = list(totals)
 
 
+def _board_rows() -> Select[Any]:
+    supervising = aliased(Court)
+    responsible = aliased(User)
+    leader = aliased(User)
+    return (
+        select(
+            *CASE_FACTS,
+            Court.name,
+            supervising.name,
+            Petitioner.name,
+            responsible.display_name,
+            leader.display_name,
+        )
+        .join(Court, Court.id == Petition.handler_court_id)
+        .join(Petitioner, Petitioner.id == Petition.petitioner_id)
+        .outerjoin(supervising, supervising.id == Petition.supervising_court_id)
+        .outerjoin(responsible, responsible.id == Petition.responsible_id)
+        .outerjoin(leader, leader.id == Petition.leader_id)
+        .order_by(Petition.due_at)
+    )
+
+
+# Built once: building it (the aliases above) cost more than SQLite answering it.
+_BOARD_ROWS = _board_rows()
+
+
 async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> Board:
     """The supervising court's board: every open case handed below it, by handling court,
     with node, deadline and days overdue (overdue first). Every court's totals, and the
@@ -1366,26 +1392,7 @@ async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> 
     totals.sort(key=lambda t: t.name)
     limit = BOARD_LIMIT if court_id is not None else BOARD_PAGE
     picked = select(Petition.id).where(*where).order_by(Petition.due_at).limit(limit)
-    supervising = aliased(Court)
-    responsible = aliased(User)
-    leader = aliased(User)
-    stmt = (
-        select(
-            *CASE_FACTS,
-            Court.name,
-            supervising.name,
-            Petitioner.name,
-            responsible.display_name,
-            leader.display_name,
-        )
-        .join(Court, Court.id == Petition.handler_court_id)
-        .join(Petitioner, Petitioner.id == Petition.petitioner_id)
-        .outerjoin(supervising, supervising.id == Petition.supervising_court_id)
-        .outerjoin(responsible, responsible.id == Petition.responsible_id)
-        .outerjoin(leader, leader.id == Petition.leader_id)
-        .where(Petition.id.in_(picked.scalar_subquery()))
-        .order_by(Petition.due_at)
-    )
+    stmt = _BOARD_ROWS.where(Petition.id.in_(picked.scalar_subquery()))
     found = Board(totals=totals)
     names = found.names
     for *facts, court, above, person, owner, lead in await db.execute(stmt):
@@ -1419,50 +1426,67 @@ class Timeline:
     shown: Names  # the names the case's row shows (as names_for gives them)
 
 
+def _timeline_statements() -> dict[str, Select[Any]]:
+    case_id: BindParameter[int] = bindparam("case_id")
+
+    def rows(model: Any, order: Any) -> Select[Any]:
+        return select(model).where(model.petition_id == case_id).order_by(order)
+
+    others = select(CasePetitioner.petitioner_id).where(CasePetitioner.petition_id == case_id)
+    return {
+        "people": select(Petitioner).where(
+            or_(Petitioner.id == bindparam("lead_id"), Petitioner.id.in_(others))
+        ),
+        "assignments": rows(Assignment, Assignment.id),
+        "events": rows(CaseEvent, CaseEvent.id),
+        "contacts": rows(Contact, Contact.occurred_at),
+        "materials": rows(Material, Material.id),
+        "followups": rows(FollowUp, FollowUp.id),
+        "numbers": select(CaseRef.number)
+        .where(CaseRef.petition_id == case_id)
+        .order_by(CaseRef.id),
+        "courts": select(Court.id, Court.name).where(
+            Court.id.in_(bindparam("ids", expanding=True))
+        ),
+        "users": select(User.id, User.display_name).where(
+            User.id.in_(bindparam("ids", expanding=True))
+        ),
+    }
+
+
+# Built once: a case page runs all of them, and building them cost more than SQLite answering.
+_TIMELINE = _timeline_statements()
+
+
 async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
     """Everything about one case, in order."""
     case, where = await get_case(db, actor, case_id)
+    at = {"case_id": case.id}
 
-    async def rows(model: Any, order: Any) -> Sequence[Any]:
-        return (
-            await db.scalars(select(model).where(model.petition_id == case.id).order_by(order))
-        ).all()
+    async def rows(name: str) -> Sequence[Any]:
+        return (await db.scalars(_TIMELINE[name], at)).all()
 
-    others = select(CasePetitioner.petitioner_id).where(CasePetitioner.petition_id == case.id)
     people = sorted(
-        (
-            await db.scalars(
-                select(Petitioner).where(
-                    or_(Petitioner.id == case.petitioner_id, Petitioner.id.in_(others))
-                )
-            )
-        ).all(),
+        (await db.scalars(_TIMELINE["people"], {**at, "lead_id": case.petitioner_id})).all(),
         key=lambda p: (p.id != case.petitioner_id, p.id),  # the lead petitioner first
     )
     court_ids = {c for c in (case.court_id, case.handler_court_id, case.supervising_court_id) if c}
-    assignments = await rows(Assignment, Assignment.id)
+    assignments = await rows("assignments")
     for a in assignments:
         court_ids |= {a.from_court_id, a.to_court_id}
-    events = await rows(CaseEvent, CaseEvent.id)
-    contacts = await rows(Contact, Contact.occurred_at)
+    events = await rows("events")
+    contacts = await rows("contacts")
     court_ids |= {e.court_id for e in events if e.court_id is not None}
     court_ids |= {c.court_id for c in contacts}
-    names = {
-        cid: name
-        for cid, name in (
-            await db.execute(select(Court.id, Court.name).where(Court.id.in_(court_ids)))
-        ).all()
+    names: dict[int, str] = {
+        cid: name for cid, name in (await db.execute(_TIMELINE["courts"], {"ids": list(court_ids)}))
     }
     staff = [u for u in (case.responsible_id, case.leader_id) if u is not None]
     shown = Names(
         courts=names,
         users={
             uid: name
-            for uid, name in (
-                await db.execute(select(User.id, User.display_name).where(User.id.in_(staff)))
-                if staff
-                else []
-            )
+            for uid, name in (await db.execute(_TIMELINE["users"], {"ids": staff}) if staff else [])
         },
         petitioners={p.id: p.name for p in people},
     )
@@ -1471,15 +1495,11 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
         standing=where,
         events=events,
         contacts=contacts,
-        materials=await rows(Material, Material.id),
+        materials=await rows("materials"),
         assignments=assignments,
-        followups=await rows(FollowUp, FollowUp.id),
+        followups=await rows("followups"),
         petitioners=people,
-        numbers=(
-            await db.scalars(
-                select(CaseRef.number).where(CaseRef.petition_id == case.id).order_by(CaseRef.id)
-            )
-        ).all(),
+        numbers=await rows("numbers"),
         names=names,
         shown=shown,
     )
