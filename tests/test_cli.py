@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import subprocess
 import sys
@@ -10,8 +11,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from aiohttp import web as aiohttp_web
 
+from config.settings import Settings
 from tests.conftest import ROOT, start_live_server, stop_live_server
+from web import cli
 
 
 def _post(url: str, body: dict[str, str]) -> tuple[int, dict[str, object]]:
@@ -95,15 +99,8 @@ def test_serve_freezes_what_start_up_loaded_once_every_start_up_step_ran(
 ) -> None:
     """The collector is kept off start-up's objects (gc.freeze), after the other start-up
     steps, so a full collection under load is a short pause, not 100+ ms."""
-    import gc
-
-    from aiohttp import web
-
-    from config.settings import Settings
-    from web import cli
-
-    started: list[web.Application] = []
-    monkeypatch.setattr(cli.web, "run_app", lambda app, **_: started.append(app))
+    started: list[aiohttp_web.Application] = []
+    monkeypatch.setattr(aiohttp_web, "run_app", lambda app, **_: started.append(app))
     assert cli._serve(Settings(data_dir=tmp_path), demo=False) == 0
     (app,) = started
     assert list(app.on_startup)[-1] is cli._settle_heap
