@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Generator, Sequence
@@ -28,6 +30,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 from config.settings import Settings
+
+log = logging.getLogger("vreception.db")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -75,6 +79,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 # How long a statement waits for another process's lock before failing (SQLite's busy
 # handler); inside this process writers queue on Database's lock instead.
 BUSY_TIMEOUT_MS = 10_000
+# The WAL is moved into the database file by Database.checkpoints, on a thread, every
+# WAL_CHECKPOINT_SECONDS, so that a COMMIT (on the event loop) does not do it. SQLite's own
+# checkpoint at COMMIT stays as a safety net, for a WAL this many pages long (~40 MB): a
+# process without the checkpointer (a command-line tool), or one it cannot keep up with.
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+WAL_CHECKPOINT_SECONDS = 1.0
 
 
 def _sqlite_on_connect(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
@@ -85,14 +95,17 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: ConnectionPoolE
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     cursor.close()
 
 
 # Statements that never wait for a lock or the disk in this process's transactions: they
 # run on the event loop itself (see _OneTripCursor), as do reads (SELECT, a WITH that only
-# reads) and a plain (deferred) BEGIN. BEGIN IMMEDIATE (waits for the write lock), COMMIT
-# (may checkpoint the WAL), PRAGMA and the rest go to the connection's thread.
+# reads), a plain (deferred) BEGIN, BEGIN IMMEDIATE when the lock is free, and COMMIT
+# (synchronous=NORMAL: no fsync; the WAL checkpoint is Database.checkpoints' job) unless
+# the transaction wrote many rows on the thread. PRAGMA and the rest go to the thread.
 _ON_LOOP = frozenset({"SAVEPOINT", "RELEASE", "ROLLBACK"})
+_ENDS = frozenset({"COMMIT", "END"})
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
 # A read running on the loop longer than this is interrupted and run again on the thread.
 LOOP_READ_BUDGET_S = 0.004
@@ -134,6 +147,7 @@ class _LoopBudget:
         self.deadline = 0.0  # 0: no deadline (on the thread, or a write)
         self.tripped = False
         self.write_locked = False  # this connection's transaction began IMMEDIATE
+        self.wrote_on_thread = False  # it wrote many rows: its COMMIT goes to the thread too
 
     def __call__(self) -> int:
         if self.deadline and time.perf_counter() > self.deadline:
@@ -194,6 +208,7 @@ class _OneTripCursor:
             read
             or deferred_begin
             or keyword in _ON_LOOP
+            or (keyword in _ENDS and not budget.wrote_on_thread)
             or (keyword in _WRITES and budget.write_locked and _small(parameters, many))
         ):
             budget.tripped = False
@@ -211,14 +226,16 @@ class _OneTripCursor:
                 if not budget.tripped:
                     raise
                 result = await on_thread(work)  # too slow for the loop: whole, on the thread
-            if keyword == "ROLLBACK" and " TO " not in f" {sql.upper()} ":
-                budget.write_locked = False
+            if keyword in _ENDS or (keyword == "ROLLBACK" and " TO " not in f" {sql.upper()} "):
+                budget.write_locked = budget.wrote_on_thread = False
         else:
             result = await on_thread(work)
             if keyword == "BEGIN":
                 budget.write_locked = "IMMEDIATE" in sql.upper() or "EXCLUSIVE" in sql.upper()
-            elif keyword in ("COMMIT", "END"):
-                budget.write_locked = False
+            elif keyword in _WRITES:
+                budget.wrote_on_thread = True
+            elif keyword in _ENDS:
+                budget.write_locked = budget.wrote_on_thread = False
         rows, self.description, self.rowcount, self.lastrowid = result
         self._rows = deque(rows)
         return self
@@ -290,14 +307,24 @@ class _OneTripConnection:
         return _OneTripCursor(self._inner, self._budget)
 
     async def commit(self) -> None:
-        """On the thread: a commit may checkpoint the WAL."""
-        self._budget.write_locked = False
-        await self._inner.commit()
+        """On the loop (no fsync with synchronous=NORMAL, and the WAL checkpoint is
+        Database.checkpoints' job), unless the transaction wrote many rows on the thread:
+        then the pages it still has to write are written there too."""
+        budget = self._budget
+        on_thread, budget.write_locked, budget.wrote_on_thread = (
+            budget.wrote_on_thread,
+            False,
+            False,
+        )
+        if on_thread:
+            await self._inner.commit()
+        else:
+            self._inner._conn.commit()
 
     async def rollback(self) -> None:
         """On the loop: waits for nobody (also the pool's reset of a returned connection,
         which has nothing to undo)."""
-        self._budget.write_locked = False
+        self._budget.write_locked = self._budget.wrote_on_thread = False
         self._inner._conn.rollback()
 
 
@@ -382,6 +409,8 @@ class Database:
         self._read = create_sessionmaker(self.engine)
         self._write = create_sessionmaker(self._write_engine)
         self._lock = asyncio.Lock() if settings.is_sqlite else None
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpointing = threading.Lock()  # dispose waits for a checkpoint under way
 
     @property
     def serialized(self) -> bool:
@@ -402,7 +431,41 @@ class Database:
         ):
             yield session
 
+    def checkpoint(self) -> tuple[int, int]:
+        """Move what the WAL holds into the database file without waiting for anyone
+        (``PRAGMA wal_checkpoint(PASSIVE)``, blocking: call it on a thread). Returns the
+        WAL's frames and how many of them are in the database file now."""
+        with self._checkpointing:
+            return self._checkpoint()
+
+    def _checkpoint(self) -> tuple[int, int]:
+        if self._checkpointer is None:
+            path = self.engine.url.database
+            assert path, "checkpoint: not a SQLite file"
+            self._checkpointer = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False
+            )
+            self._checkpointer.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        _, frames, moved = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(frames), int(moved)
+
+    async def checkpoints(self) -> None:
+        """Run :meth:`checkpoint` on a thread every ``WAL_CHECKPOINT_SECONDS``, until
+        cancelled (SQLite only): COMMIT on the event loop then never copies the WAL."""
+        if not self.serialized:
+            return
+        while True:
+            await asyncio.sleep(WAL_CHECKPOINT_SECONDS)
+            try:
+                await asyncio.to_thread(self.checkpoint)
+            except sqlite3.Error as exc:
+                log.warning("WAL checkpoint failed (will retry): %s", exc)
+
     async def dispose(self) -> None:
+        with self._checkpointing:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
         await self.engine.dispose()
         if self._write_engine is not self.engine:
             await self._write_engine.dispose()

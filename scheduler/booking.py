@@ -679,13 +679,13 @@ async def find_free_slots(
         if petitioner_id
         else await db.execute(_ROOM_BUSY, {**window, "room_id": room.id})
     )
-    shared_busy = [Interval(s, e) for s, e in shared if s and e]
+    shared_busy = BusyIndex(Interval(s, e) for s, e in shared if s and e)
     judge_busy: dict[int, list[Interval]] = {}
     busy_rows = await db.execute(_JUDGES_BUSY, {**window, "judge_ids": [j.id for j in judges]})
     for jid, s, e in busy_rows:
         if jid is not None and s and e:
             judge_busy.setdefault(jid, []).append(Interval(s, e))
-    busy = {j.id: BusyIndex(shared_busy + judge_busy.get(j.id, [])) for j in judges}
+    busy = {j.id: BusyIndex(judge_busy.get(j.id, ()), also=shared_busy) for j in judges}
     out: list[tuple[datetime, int, datetime, str]] = []
     # Day by day, earliest first: once a day fills the limit, later days cannot matter.
     for day in local_days(first_day, last_day):

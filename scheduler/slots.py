@@ -125,9 +125,12 @@ def closed_days_removed(windows: Iterable[Window], closed: set[date], tz: ZoneIn
 
 
 class BusyIndex:
-    """Sorted busy intervals with a fast overlap test."""
+    """Sorted busy intervals with a fast overlap test; ``also``: another index whose
+    intervals count as busy too (a room's visits, shared by every judge's index, sorted
+    once instead of once per judge)."""
 
-    def __init__(self, busy: Iterable[Interval]) -> None:
+    def __init__(self, busy: Iterable[Interval], also: BusyIndex | None = None) -> None:
+        self._also = also
         # plain (start, end) pairs: compared in C, not through the dataclass's ordering
         items = sorted((b.start, b.end) for b in busy)
         self._starts = [start for start, _ in items]
@@ -143,7 +146,9 @@ class BusyIndex:
 
     def overlaps_span(self, start: datetime, end: datetime) -> bool:
         i = bisect.bisect_left(self._starts, end)  # items starting before its end
-        return i > 0 and self._max_end[i - 1] > start
+        if i > 0 and self._max_end[i - 1] > start:
+            return True
+        return self._also is not None and self._also.overlaps_span(start, end)
 
 
 def free_slots(

@@ -96,6 +96,17 @@ def test_busy_index_agrees_with_brute_force(busy: list[Interval], probe: list[In
         assert index.overlaps(p) == any(p.overlaps(b) for b in busy)
 
 
+@settings(max_examples=200, deadline=None)
+@given(own=intervals(6), shared=intervals(8), probe=intervals(3))
+def test_busy_index_over_a_shared_index_agrees_with_brute_force(
+    own: list[Interval], shared: list[Interval], probe: list[Interval]
+) -> None:
+    """A judge's index over the room's (``also``) is busy where either is."""
+    index = BusyIndex(own, also=BusyIndex(shared))
+    for p in probe:
+        assert index.overlaps(p) == any(p.overlaps(b) for b in own + shared)
+
+
 @given(a=intervals(1), b=intervals(1))
 def test_units_overlap_exactly_when_intervals_do(a: list[Interval], b: list[Interval]) -> None:
     for x in a:

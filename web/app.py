@@ -81,7 +81,11 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             log.info("removed %d expired sessions", purged)
     except Exception as exc:  # the database may come up later; /readyz reports it
         log.warning("database not reachable at start-up: %s", exc)
+    checkpoints = asyncio.create_task(database.checkpoints(), name="wal-checkpoints")
     yield
+    checkpoints.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await checkpoints
     await database.dispose()
 
 
