@@ -115,15 +115,23 @@ LOOP_READ_BUDGET_S = 0.004
 # GIL at every check and wait behind the loop's work each time (a 10 ms report took 100+).
 PROGRESS_STEPS = 10_000
 # A write cannot be interrupted and run again (SQLite would roll back the whole transaction),
-# so only a small one runs on the loop: one statement with at most this many parameters.
-# Many rows at once (executemany, or one INSERT with many VALUES: the deadline scan's and the
-# statistics' batches) go to the thread, where they stall no socket or media packet.
-LOOP_WRITE_MAX_PARAMETERS = 64
+# so only a small one runs on the loop: at most this many parameters in all (an
+# executemany's rows counted together: a booking's locks, a few notifications; ~0.2 ms).
+# Many rows at once (the deadline scan's and the statistics' batches) go to the thread,
+# where they stall no socket or media packet.
+LOOP_WRITE_MAX_PARAMETERS = 256
 
 
 def _small(parameters: Any, many: bool) -> bool:
-    """Whether a write is small enough for the event loop (see LOOP_WRITE_MAX_PARAMETERS)."""
-    return not many and (parameters is None or len(parameters) <= LOOP_WRITE_MAX_PARAMETERS)
+    """Whether a write is small enough for the event loop (see LOOP_WRITE_MAX_PARAMETERS):
+    its parameters counted over every row of an ``executemany``."""
+    if parameters is None:
+        return True
+    if not many:
+        return len(parameters) <= LOOP_WRITE_MAX_PARAMETERS
+    if len(parameters) > LOOP_WRITE_MAX_PARAMETERS:
+        return False
+    return sum(len(row) for row in parameters) <= LOOP_WRITE_MAX_PARAMETERS
 
 
 def _keyword(sql: str) -> str:

@@ -76,7 +76,7 @@ async def test_a_write_of_many_rows_goes_to_the_connection_thread_even_with_the_
 ) -> None:
     """A write cannot be interrupted and run again, so one of many rows (executemany, or an
     INSERT with many VALUES) never runs on the event loop, where it would stall the sockets
-    and the media of every visit on the node; a one-row write with the lock does."""
+    and the media of every visit on the node; a write of a few rows with the lock does."""
     engine = create_engine(migrated, immediate=True)
     try:
         async with create_sessionmaker(engine)() as db:
@@ -88,26 +88,32 @@ async def test_a_write_of_many_rows_goes_to_the_connection_thread_even_with_the_
                     insert(Court),
                     [
                         {"code": f"M{i}", "name": f"法院{i}", "level": CourtLevel.supreme}
-                        for i in range(30)
+                        for i in range(100)
                     ],
-                )  # executemany
+                )  # executemany of 300 parameters
                 assert len(trips) == 1  # the rows
                 await db.execute(
                     insert(Court).values(
                         [
                             {"code": f"V{i}", "name": f"另一法院{i}", "level": CourtLevel.supreme}
-                            for i in range(30)
+                            for i in range(100)
                         ]
                     )
-                )  # one statement of 90 parameters
+                )  # one statement of 300 parameters
                 assert len(trips) == 2
                 single = insert(Court).values(code="S1", name="单行", level=CourtLevel.supreme)
                 await db.execute(single)
-                assert len(trips) == 2  # a small write with the lock: on the loop
-                assert len(trips) == 2
+                await db.execute(
+                    insert(Court),
+                    [
+                        {"code": f"F{i}", "name": f"少数法院{i}", "level": CourtLevel.supreme}
+                        for i in range(3)
+                    ],
+                )  # executemany of 9 parameters
+                assert len(trips) == 2  # small writes with the lock: on the loop
             assert len(trips) == 3  # the COMMIT of many rows: on the thread as well
             count = await db.scalar(select(func.count()).select_from(Court))
-            assert count == 61
+            assert count == 204
     finally:
         await engine.dispose()
 
