@@ -330,8 +330,8 @@ def test_case_from_letter_to_followup_through_the_pages(
     expect(meeting.locator(f"a[href='/archive/visits/{visit_id}']")).to_have_count(1)
     expect(timeline).to_contain_text("化解（执行到位）")
     expect(timeline).to_contain_text("回访：满意")
-    expect(timeline.locator("li[data-kind=assigned]")).to_contain_text(
-        "（officer，北京市高级人民法院）"
+    expect(timeline.locator("li[data-kind=assigned]")).to_contain_text(  # a name, not an account
+        "（北京高院信访专员，北京市高级人民法院）"
     )
     today = datetime.now(LOCAL)
     expect(timeline.locator("li[data-kind=registered] .at")).to_have_text(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from config.audit import AuditEvent
 from config.db import create_engine, create_sessionmaker, utcnow
@@ -23,7 +23,7 @@ from scheduler.cases import service as cases
 from scheduler.cases.models import CaseEvent, Material
 from scheduler.cases.words import CaseCategory, CaseTrack, Channel, HandlingMode
 from scheduler.housekeeping import housekeeping
-from scheduler.models import IdType, Notification, Petition, Role
+from scheduler.models import IdType, Notification, Petition, Role, User
 from scheduler.notify import take_outbox
 from scheduler.scope import Actor
 from tests.conftest import MakeClient
@@ -123,6 +123,20 @@ async def petition_matter(staff: Staff, case_id: int) -> None:
 
 
 # ---------------------------------------------------------------- registration and masking
+
+
+async def test_the_timeline_names_who_acted_by_their_name_not_their_account(
+    staff: Staff, db: Any
+) -> None:
+    async with db() as session, session.begin():
+        await session.execute(
+            update(User).where(User.username == "op_a").values(display_name="王书记员")
+        )
+    case = await register(staff)
+    status, detail = await staff.call("op_a", "GET", f"/cases/{case['id']}")
+    assert status == 200
+    first = detail["events"][0]
+    assert (first["actor"], first["actor_name"]) == ("王书记员", "op_a")
 
 
 async def test_registration_lists_and_shows_the_case_with_id_and_phone_masked(

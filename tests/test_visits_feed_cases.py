@@ -25,7 +25,7 @@ from config.settings import Settings
 from scheduler import availability, lifecycle
 from scheduler.cases.models import CaseEvent, Contact
 from scheduler.cases.words import CaseState
-from scheduler.models import Petition, Role, Visit, VisitState
+from scheduler.models import Petition, Role, User, Visit, VisitState
 from scheduler.scope import SYSTEM_ACTOR, Actor
 from tests.conftest import LiveServer, MakeClient
 from tests.helpers import Booking, add_staff, local_time, login, next_weekday
@@ -293,6 +293,7 @@ async def test_the_outcome_is_recorded_by_the_visits_judge_once_the_call_began(
             await lifecycle.admit_petitioner(
                 s, Actor(v.judge_id, "judge_a", Role.judge, v.receiving_court_id), v
             )
+            await s.execute(update(User).where(User.id == v.judge_id).values(display_name="李法官"))
     finally:
         await db.dispose()
 
@@ -308,6 +309,7 @@ async def test_the_outcome_is_recorded_by_the_visits_judge_once_the_call_began(
     assert r.status == 201, await r.text()
     first = await r.json()
     assert (first["outcome_name"], first["text"]) == ("释法明理", said["text"])
+    assert (first["actor"], first["actor_name"]) == ("李法官", "judge_a")  # a name to read
     ended = await judge.post(
         f"/api/v1/visits/{visit['id']}/state", json={"state": "ended"}, headers=h
     )
@@ -317,6 +319,7 @@ async def test_the_outcome_is_recorded_by_the_visits_judge_once_the_call_began(
 
     listed = await (await judge.get(f"/api/v1/visits/{visit['id']}/outcomes")).json()
     assert [o["outcome"] for o in listed] == ["explained", "assign"]
+    assert {o["actor"] for o in listed} == {"李法官"}
     outcomes = [e for e in await _events(migrated, booking.petitions["a0"]) if e.kind == "outcome"]
     assert [e.detail["outcome"] for e in outcomes] == ["explained", "assign"]
     assert outcomes[0].detail == {

@@ -318,18 +318,22 @@ class EventOut(Answer):
     id: int
     at: datetime
     kind: str
-    actor_name: str
+    actor_name: str  # the account (系统 for the system)
+    actor: str  # who, as people read it: the staff member's name, else actor_name
     court_name: str | None
     text: str  # times in it are the court's local time
     detail: dict[str, Any]
 
     @classmethod
-    def of(cls, e: CaseEvent, courts: dict[int, str], tz: tzinfo) -> EventOut:
+    def of(
+        cls, e: CaseEvent, courts: dict[int, str], tz: tzinfo, actors: dict[int, str]
+    ) -> EventOut:
         return cls(
             id=e.id,
             at=e.at,
             kind=e.kind,
             actor_name=e.actor_name,
+            actor=actors.get(e.actor_id, e.actor_name) if e.actor_id is not None else e.actor_name,
             court_name=courts.get(e.court_id) if e.court_id is not None else None,
             text=local_instants(mask_text(e.text), tz),
             detail=_masked(dict(e.detail or {})),
@@ -457,7 +461,7 @@ class CaseDetail(Answer):
                 closed_at=case.closed_at,
             ),
             actions=actions,
-            events=[EventOut.of(e, courts, tz) for e in t.events],
+            events=[EventOut.of(e, courts, tz, t.actors) for e in t.events],
             contacts=[ContactOut.of(c, courts) for c in t.contacts],
             materials=[MaterialOut.of(m) for m in t.materials],
             assignments=[AssignmentOut.of(a, courts) for a in t.assignments],

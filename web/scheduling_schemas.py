@@ -285,7 +285,8 @@ class OutcomeOut(Answer):
     outcome: VisitOutcome
     outcome_name: str
     text: str
-    actor_name: str
+    actor_name: str  # the account
+    actor: str  # who, as people read it: the staff member's name
 
 
 class RescheduleIn(Body):

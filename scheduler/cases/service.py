@@ -1424,6 +1424,7 @@ class Timeline:
     numbers: Sequence[str]
     names: dict[int, str]
     shown: Names  # the names the case's row shows (as names_for gives them)
+    actors: dict[int, str]  # the display names of the staff who acted on the case
 
 
 def _timeline_statements() -> dict[str, Select[Any]]:
@@ -1458,6 +1459,14 @@ def _timeline_statements() -> dict[str, Select[Any]]:
 _TIMELINE = _timeline_statements()
 
 
+async def staff_names(db: AsyncSession, user_ids: set[int | None]) -> dict[int, str]:
+    """The display names of these staff (what pages show for who acted), by id."""
+    ids = [u for u in user_ids if u is not None]
+    if not ids:
+        return {}
+    return {uid: name for uid, name in await db.execute(_TIMELINE["users"], {"ids": ids})}
+
+
 async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
     """Everything about one case, in order."""
     case, where = await get_case(db, actor, case_id)
@@ -1482,12 +1491,11 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
         cid: name for cid, name in (await db.execute(_TIMELINE["courts"], {"ids": list(court_ids)}))
     }
     staff = [u for u in (case.responsible_id, case.leader_id) if u is not None]
+    # the staff the row names and everyone who acted on the case: one statement
+    acted = await staff_names(db, set(staff) | {e.actor_id for e in events})
     shown = Names(
         courts=names,
-        users={
-            uid: name
-            for uid, name in (await db.execute(_TIMELINE["users"], {"ids": staff}) if staff else [])
-        },
+        users={uid: acted[uid] for uid in staff if uid in acted},
         petitioners={p.id: p.name for p in people},
     )
     return Timeline(
@@ -1502,6 +1510,7 @@ async def timeline(db: AsyncSession, actor: Actor, case_id: int) -> Timeline:
         numbers=await rows("numbers"),
         names=names,
         shown=shown,
+        actors=acted,
     )
 
 

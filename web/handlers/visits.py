@@ -20,6 +20,7 @@ from config.vocabulary import label, label_of
 from recorder.models import Recording
 from scheduler import booking, lifecycle, walkins
 from scheduler import visits as vs
+from scheduler.cases import service as case_service
 from scheduler.cases import visits as case_visits
 from scheduler.cases.models import CaseEvent
 from scheduler.cases.words import VisitOutcome
@@ -508,7 +509,7 @@ async def issue_code(ctx: Context) -> CodeOut:
     )
 
 
-def _outcome(event: CaseEvent) -> OutcomeOut:
+def _outcome(event: CaseEvent, names: dict[int, str]) -> OutcomeOut:
     outcome = VisitOutcome(event.detail["outcome"])
     return OutcomeOut(
         id=event.id,
@@ -518,6 +519,9 @@ def _outcome(event: CaseEvent) -> OutcomeOut:
         outcome_name=label(outcome),
         text=str(event.detail.get("text", "")),
         actor_name=event.actor_name,
+        actor=names.get(event.actor_id, event.actor_name)
+        if event.actor_id is not None
+        else event.actor_name,
     )
 
 
@@ -541,7 +545,8 @@ async def record_outcome(ctx: Context) -> OutcomeOut:
         ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"], b.outcome, b.text
     )
     await ctx.db.flush()
-    return _outcome(event)
+    me = ctx.me
+    return _outcome(event, {me.user_id: me.display_name})
 
 
 @api.route(
@@ -554,7 +559,9 @@ async def record_outcome(ctx: Context) -> OutcomeOut:
 )
 async def list_outcomes(ctx: Context) -> list[OutcomeOut]:
     visit = await vs.visible_visit(ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"])
-    return [_outcome(e) for e in await case_visits.visit_outcomes(ctx.db, visit)]
+    outcomes = await case_visits.visit_outcomes(ctx.db, visit)
+    names = await case_service.staff_names(ctx.db, {e.actor_id for e in outcomes})
+    return [_outcome(e, names) for e in outcomes]
 
 
 async def plan_visit(ctx: Context, b: VisitIn) -> booking.BookingPlan:

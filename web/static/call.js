@@ -687,7 +687,7 @@
       $("outcome-list").replaceChildren(...list.map((o) => {
         const li = document.createElement("li");
         const at = new Date(o.at).toLocaleTimeString("zh-CN", { hour12: false, timeZone: TZ });
-        li.textContent = `[${at}] ${o.outcome_name}${o.text ? "：" + o.text : ""}（${o.actor_name}）`;
+        li.textContent = `[${at}] ${o.outcome_name}${o.text ? "：" + o.text : ""}（${o.actor || o.actor_name}）`;
         return li;
       }));
     };

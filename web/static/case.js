@@ -256,7 +256,7 @@
       li.append(el("span", VR.minute(e.at), "at"), el("span", VR.label("case_event", e.kind), "kind"));
       const body = el("span", null, "body");
       body.append(el("span", e.text, "text"));
-      const who = [e.actor_name, e.court_name].filter(Boolean).join("，");
+      const who = [e.actor || e.actor_name, e.court_name].filter(Boolean).join("，");
       if (who) body.append(el("span", `（${who}）`, "muted who"));
       const visit = e.detail && e.detail.visit_id;
       if (visit) {
