@@ -526,6 +526,7 @@ def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
                 timeout=WAIT_MS,
             )
         host.screenshot(path=str(artifacts / "meeting-gallery.png"))
+        expect(host.locator("#outcome-title")).to_have_text("约谈结果")  # a meeting's words
         # the minutes: the host's notes; only the host has the notes and the end button
         expect(judge.locator("#notes-card")).to_be_hidden()
         expect(judge.locator("#end")).to_be_hidden()

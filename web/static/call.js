@@ -516,6 +516,7 @@
     $("videos").classList.add("gallery");
     $("videos").querySelector(".tile.self:not(.evidence)").dataset.participant = me.participant_id;
     $("end").textContent = "结束约谈";
+    $("outcome-title").textContent = "约谈结果";
     show("lobby-card", false);
     $("judge-state").textContent = "主持人已离开，请稍候；主持人返回后将继续约谈";
     const notes = $("notes-card").querySelector("h2");
