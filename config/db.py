@@ -134,6 +134,12 @@ def _small(parameters: Any, many: bool) -> bool:
     return sum(len(row) for row in parameters) <= LOOP_WRITE_MAX_PARAMETERS
 
 
+def _takes_write_lock(begin: str) -> bool:
+    """Whether a BEGIN statement takes the write lock at once (IMMEDIATE, EXCLUSIVE)."""
+    upper = begin.upper()
+    return "IMMEDIATE" in upper or "EXCLUSIVE" in upper
+
+
 def _keyword(sql: str) -> str:
     return sql.lstrip()[:10].split(None, 1)[0].upper() if sql.strip() else ""
 
@@ -239,7 +245,7 @@ class _OneTripCursor:
         else:
             result = await on_thread(work)
             if keyword == "BEGIN":
-                budget.write_locked = "IMMEDIATE" in sql.upper() or "EXCLUSIVE" in sql.upper()
+                budget.write_locked = _takes_write_lock(sql)
             elif keyword in _WRITES:
                 budget.wrote_on_thread = True
             elif keyword in _ENDS:
@@ -261,7 +267,7 @@ class _OneTripCursor:
             return False
         finally:
             raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._budget.write_locked = "IMMEDIATE" in sql.upper() or "EXCLUSIVE" in sql.upper()
+        self._budget.write_locked = _takes_write_lock(sql)
         return True
 
     async def execute(self, sql: str, parameters: Any = None) -> _OneTripCursor:
