@@ -53,6 +53,7 @@ class PublisherFeedback:
         interval: float = INTERVAL_S,
         max_age: float = REPORT_MAX_AGE_S,
         min_gap: float = MIN_GAP_S,
+        on_estimate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.send = send
         self.reports = reports
@@ -61,6 +62,7 @@ class PublisherFeedback:
         self.interval = interval
         self.max_age = max_age
         self.min_gap = min_gap
+        self.on_estimate = on_estimate  # told of each estimate and each tick
         self.last_bps: int | None = None  # the latest REMB sent, and when
         self.last_at = 0.0
         self.sent = 0
@@ -73,6 +75,8 @@ class PublisherFeedback:
 
     async def report(self) -> None:
         """A subscriber sent a new estimate: a large fall goes to the publisher at once."""
+        if self.on_estimate is not None:
+            await self.on_estimate()
         now = self.clock()
         bps = self.target(now)
         if (
@@ -84,6 +88,8 @@ class PublisherFeedback:
 
     async def tick(self) -> None:
         """The periodic REMB (due every ``interval``)."""
+        if self.on_estimate is not None:
+            await self.on_estimate()
         now = self.clock()
         if self.last_bps is None or now - self.last_at >= self.interval * 0.9:
             await self._send(self.target(now), now)

@@ -17,7 +17,7 @@ import logging
 import queue
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import av
 from aiortc import RTCRtpReceiver, RTCRtpSender
@@ -95,23 +95,32 @@ def tap_receiver(receiver: RTCRtpReceiver, low_latency: bool = True) -> None:
 _pending: set[asyncio.Future[Any]] = set()
 
 
+class KeyframeRequest(Protocol):
+    """Asks a publisher for a keyframe: of one SSRC (a simulcast layer), or of all it sends."""
+
+    def __call__(self, ssrc: int | None = None) -> None: ...
+
+
 def keyframe_requester(
     upstream: RTCRtpReceiver, min_interval: float = 0.5, counters: Traffic | None = None
-) -> Callable[[], None]:
-    """A function that asks the publisher for a keyframe (PLI), at most every min_interval;
-    ``counters.keyframes_in`` counts the requests sent."""
-    last = 0.0
+) -> KeyframeRequest:
+    """A function that asks the publisher for a keyframe (PLI) of one SSRC, or of every
+    SSRC it sends, at most every min_interval per SSRC; ``counters.keyframes_in`` counts
+    the requests sent."""
+    last: dict[int | None, float] = {}
 
-    def request() -> None:
-        nonlocal last
+    def request(ssrc: int | None = None) -> None:
         now = time.monotonic()
-        if now - last < min_interval:
+        if now - last.get(ssrc, -1e9) < min_interval:
             return
-        last = now
+        last[ssrc] = now
         if counters is not None:
             counters.keyframes_in += 1
-        for source in upstream.getSynchronizationSources():
-            task = asyncio.ensure_future(seams.send_pli(upstream, source.source))
+        sources = (
+            [ssrc] if ssrc is not None else [s.source for s in upstream.getSynchronizationSources()]
+        )
+        for source in sources:
+            task = asyncio.ensure_future(seams.send_pli(upstream, source))
             _pending.add(task)
             task.add_done_callback(_pending.discard)
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from struct import pack_into
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.codecs import is_rtx
@@ -32,6 +32,10 @@ from aiortc.rtp import RtpPacket, unwrap_rtx
 
 from media import seams
 from media.bandwidth import BandwidthReport
+from media.encoded import KeyframeRequest
+
+if TYPE_CHECKING:
+    from media.layers import Layer, LayerChoice, Layers, RecordedStream
 
 log = logging.getLogger("vreception.media")
 
@@ -122,6 +126,124 @@ class KeyframeCache:
         return list(self.packets) if ntp - self._started <= self.max_age else []
 
 
+class Rebase:
+    """One outgoing numbering over a stream whose source may change (a new SSRC: another
+    simulcast layer, or the publisher's new stream): sequence numbers stay continuous (a
+    gap upstream stays a gap, so a NACK can be answered once the retransmission arrives)
+    and, on a new source, go on where they stopped, the timestamp moving on by the time
+    that passed. Packets older than the point where the current source began have no place
+    in the numbering (:meth:`map` gives None). ``keep_first``: the first source keeps its
+    own numbers (else they start at random, as a sender's do)."""
+
+    def __init__(self, clock_rate: int, keep_first: bool = False) -> None:
+        self.clock_rate = clock_rate
+        self.keep_first = keep_first
+        self.source: int | None = None  # the SSRC being numbered
+        self._in_ref = 0  # a source sequence number ...
+        self._out_ref = 0  # ... and the outgoing (unwrapped) number for it
+        self._start = 0  # the first number given since the source began
+        self._last_out = -1  # the highest number given, its timestamp and NTP time
+        self._last_ts = 0
+        self._last_ntp = 0
+        self._ts_offset = 0
+
+    def restart(self, packet: RtpPacket, ntp: int) -> None:
+        """Number from ``packet`` on: the first packet, or one from a new source."""
+        if self._last_out < 0:
+            if self.keep_first:
+                out, timestamp = packet.sequence_number, packet.timestamp
+            else:
+                out = secrets.randbelow(0x8000)  # low half: no early wrap (as aiortc)
+                timestamp = secrets.randbits(32)
+        else:
+            out = self._last_out + 1
+            elapsed = max(0, ntp - self._last_ntp) * self.clock_rate >> 32
+            timestamp = (self._last_ts + max(1, elapsed)) & 0xFFFFFFFF
+        self.source = packet.ssrc
+        self._in_ref = packet.sequence_number
+        self._out_ref = self._start = out
+        self._ts_offset = (timestamp - packet.timestamp) & 0xFFFFFFFF
+
+    def map(self, packet: RtpPacket, ntp: int) -> tuple[int, int] | None:
+        """The outgoing sequence number and timestamp of a packet of the current source."""
+        delta = ((packet.sequence_number - self._in_ref + 0x8000) & 0xFFFF) - 0x8000
+        out = self._out_ref + delta
+        if out < self._start:
+            return None
+        if delta > 0:
+            self._in_ref, self._out_ref = packet.sequence_number, out
+        timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        if out > self._last_out:
+            self._last_out, self._last_ts, self._last_ntp = out, timestamp, ntp
+        return out & 0xFFFF, timestamp
+
+    @property
+    def last_timestamp(self) -> int:
+        """The timestamp of the highest number given."""
+        return self._last_ts
+
+    def source_number(self, sequence_number: int) -> int | None:
+        """The current source's number of an outgoing one (None: before the source began)."""
+        near = self._out_ref & 0xFFFF
+        out = self._out_ref + ((sequence_number - near + 0x8000) & 0xFFFF) - 0x8000
+        if self._last_out < 0 or out < self._start:
+            return None
+        return (self._in_ref + out - self._out_ref) & 0xFFFF
+
+
+def vp8_picture_fields(payload: bytes) -> tuple[int, int, int]:
+    """Where a VP8 payload descriptor (RFC 7741 §4.2) holds its picture ID and TL0PICIDX:
+    (offset of the picture ID, its width in bits: 15, 7 or 0 when absent, offset of
+    TL0PICIDX or -1)."""
+    if len(payload) < 2 or not payload[0] & 0x80:
+        return 0, 0, -1
+    ext, pos = payload[1], 2
+    pid_at, pid_bits = 0, 0
+    if ext & 0x80 and len(payload) > pos:
+        pid_at = pos
+        pid_bits = 15 if payload[pos] & 0x80 else 7
+        pos += 2 if pid_bits == 15 else 1
+    tl0_at = pos if ext & 0x40 and len(payload) > pos else -1
+    return pid_at, pid_bits, tl0_at
+
+
+class PictureIds:
+    """A subscriber's VP8 picture IDs and TL0PICIDX across simulcast layers: each layer
+    numbers its own, so on a change of layer both go on from the last ones sent (as an
+    SFU must, or the receiver's reference finder takes the new layer's frames for old or
+    missing ones)."""
+
+    def __init__(self) -> None:
+        self._pid_delta = 0
+        self._tl0_delta = 0
+        self._last_pid: int | None = None
+        self._last_tl0: int | None = None
+
+    def restart(self, payload: bytes) -> None:
+        """``payload`` begins the new layer (its keyframe)."""
+        pid_at, pid_bits, tl0_at = vp8_picture_fields(payload)
+        if pid_bits == 15 and self._last_pid is not None:
+            pid = (payload[pid_at] & 0x7F) << 8 | payload[pid_at + 1]
+            self._pid_delta = (self._last_pid + 1 - pid) & 0x7FFF
+        if tl0_at >= 0 and self._last_tl0 is not None:
+            self._tl0_delta = (self._last_tl0 + 1 - payload[tl0_at]) & 0xFF
+
+    def rewrite(self, buf: bytearray, at: int) -> None:
+        """Rewrite the descriptor of the payload that starts at ``buf[at]`` in place."""
+        pid_at, pid_bits, tl0_at = vp8_picture_fields(bytes(buf[at : at + 6]))
+        if pid_bits == 15:
+            i = at + pid_at
+            pid = ((buf[i] & 0x7F) << 8 | buf[i + 1]) + self._pid_delta & 0x7FFF
+            buf[i], buf[i + 1] = 0x80 | pid >> 8, pid & 0xFF
+            if self._last_pid is None or (pid - self._last_pid) & 0x7FFF < 0x4000:
+                self._last_pid = pid  # not a late (retransmitted) packet of an older frame
+        if tl0_at >= 0:
+            i = at + tl0_at
+            buf[i] = (buf[i] + self._tl0_delta) & 0xFF
+            if self._last_tl0 is None or (buf[i] - self._last_tl0) & 0xFF < 0x80:
+                self._last_tl0 = buf[i]
+
+
 @dataclass(frozen=True)
 class RtpHeader:
     """A subscriber's RTP header for one track, serialized once by aiortc with the sender's
@@ -158,13 +280,12 @@ class RtpHeader:
 
 
 class ForwardTrack(MediaStreamTrack):
-    """One subscriber's copy of a published track: rewrites and sends its RTP packets.
+    """One subscriber's copy of a published track: rewrites and sends its RTP packets,
+    numbered by a :class:`Rebase` (a new source starts on a keyframe).
 
-    Sequence numbers stay continuous for the subscriber (a gap upstream stays a gap, so its
-    NACK can be answered once the retransmission arrives); when the source changes (a new
-    SSRC from the publisher) numbering continues where it stopped and the timestamp moves on
-    by the time that passed. Packets older than the point where forwarding (re)started are
-    not sent: they have no place in the subscriber's numbering.
+    A simulcast track (``layers``) sends one layer: the one it was last told to want
+    (:meth:`want`), changing on that layer's keyframe, with VP8 picture IDs kept continuous
+    (:class:`PictureIds`).
     """
 
     def __init__(
@@ -172,7 +293,7 @@ class ForwardTrack(MediaStreamTrack):
         kind: str,
         codec: str,
         clock_rate: int,
-        request_keyframe: Callable[[], None],
+        request_keyframe: KeyframeRequest,
         keyframes: KeyframeCache | None = None,
     ) -> None:
         super().__init__()
@@ -184,6 +305,8 @@ class ForwardTrack(MediaStreamTrack):
         self.forwarded = 0  # frames sent (video: packets with the marker bit; audio: packets)
         # the subscriber's latest REMB for its connection, and who is told of a new one
         self.bandwidth: BandwidthReport | None = None
+        # the subscriber's latest receiver report: the share it lost, and when (monotonic)
+        self.loss: tuple[float, float] | None = None
         self.on_bandwidth: Callable[[], Awaitable[None]] | None = None
         self._video = kind == "video"
         self._ended = asyncio.Event()
@@ -191,14 +314,17 @@ class ForwardTrack(MediaStreamTrack):
         self._wire: seams.SenderWire | None = None
         self._payload_type = 0
         self._header = self._leveled_header = RtpHeader(b"", 0, 0)
-        self._source: int | None = None  # the publisher SSRC being forwarded
-        self._in_ref = 0  # a publisher sequence number ...
-        self._out_ref = 0  # ... and the subscriber's (unwrapped) number for it
-        self._start = 0  # the first number sent since (re)starting
-        self._last_out = -1  # the highest number sent
-        self._last_ts = 0  # its timestamp, and the NTP time it was sent
-        self._last_ntp = 0
-        self._ts_offset = 0
+        self._rebase = Rebase(clock_rate)
+        # simulcast: the published track's layers, the one wanted and the one being sent
+        self.layers: Layers | None = None
+        self.wanted: Layer | None = None
+        self.choice: LayerChoice | None = None
+        self.switches = 0
+        self._pictures: PictureIds | None = None
+        self._mid: str | None = None
+        self.padding_bps = 0  # padding sent on the retransmission stream (probing)
+        self.padding_sent = 0  # bytes
+        self._padder: asyncio.Task[None] | None = None
 
     def attach(self, transceiver: RTCRtpTransceiver) -> None:
         """The subscriber's transceiver whose sender carries this track. Video asks for a
@@ -206,14 +332,20 @@ class ForwardTrack(MediaStreamTrack):
         self._transceiver = transceiver
         seams.wrap_rtcp_handler(transceiver.sender, self._watch_remb)
         if self._video:
-            self.request_keyframe()
+            self.ask_keyframe()
 
     def _watch_remb(
         self, original: Callable[[Any], Awaitable[None]]
     ) -> Callable[[Any], Awaitable[None]]:
-        """Keep the subscriber's REMB (aiortc routes one to each sender whose SSRC it lists)."""
+        """Keep the subscriber's REMB (aiortc routes one to each sender whose SSRC it lists)
+        and the loss its receiver reports give."""
 
         async def handle(packet: Any) -> None:
+            wire = self._wire
+            if wire is not None:
+                lost = seams.fraction_lost_of(packet, wire.ssrc)
+                if lost is not None:
+                    self.loss = (lost, time.monotonic())
             remb = seams.remb_of(packet)
             if remb is not None:
                 self.bandwidth = BandwidthReport(remb[0], time.monotonic())
@@ -250,6 +382,7 @@ class ForwardTrack(MediaStreamTrack):
         """Send from now on, with this payload type and MID, through ``wire``; video starts
         with the published track's latest keyframe if it is recent, else asks for one."""
         self._payload_type = payload_type
+        self._mid = mid
         self._header = RtpHeader.of(wire, mid, with_audio_level=False)
         self._leveled_header = RtpHeader.of(wire, mid, with_audio_level=True)
         self._wire = wire
@@ -257,8 +390,8 @@ class ForwardTrack(MediaStreamTrack):
             ntp = ntp_now()
             for packet in self.keyframes.recent(ntp):
                 await self.forward(packet, ntp, (ntp >> 14) & 0x00FFFFFF)
-        if self._video and self._source is None:
-            self.request_keyframe()
+        if self._video and self._rebase.source is None:
+            self.ask_keyframe()
 
     def end(self) -> None:
         """The published track ended (or the subscriber left)."""
@@ -267,42 +400,112 @@ class ForwardTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._wire = None
+        self.padding_bps = 0
         self._ended.set()
 
-    def _restart(self, packet: RtpPacket, ntp: int) -> None:
-        """Forward from ``packet`` on: the first packet, or one from a new source."""
-        if self._last_out < 0:
-            out = secrets.randbelow(0x8000)  # low half: no early wrap (as aiortc)
-            timestamp = secrets.randbits(32)
+    def layered(self, layers: Layers, choice: LayerChoice) -> None:
+        """Make this the copy of a simulcast track (before it starts sending), its layer
+        chosen by ``choice``."""
+        self.layers = layers
+        self.choice = choice
+        self.keyframes = None  # each layer has its own
+        if self.codec == "vp8":
+            self._pictures = PictureIds()
+
+    def ask_keyframe(self) -> None:
+        """Ask for a keyframe of what this copy waits for (simulcast: its wanted layer)."""
+        wanted = self.wanted
+        if self.layers is None or wanted is None:
+            self.request_keyframe()
+        elif wanted.ssrc is not None:
+            self.request_keyframe(wanted.ssrc)
+
+    PAD_INTERVAL_S = 0.02
+    PAD_SIZE = 255  # padding bytes per packet (the most one packet carries)
+
+    def pad(self, bps: int) -> None:
+        """Send about ``bps`` of padding to the subscriber on the retransmission stream, as
+        browsers probe: its estimate counts it, so it can grow past what one lower layer
+        gives (0: stop). Nothing when RTX was not negotiated."""
+        self.padding_bps = max(0, bps)
+        wire = self._wire
+        if self.padding_bps and self._padder is None and wire is not None and wire.rtx:
+            self._padder = asyncio.create_task(self._pad(), name="padding")
+
+    async def _pad(self) -> None:
+        credit = 0.0
+        try:
+            while self.padding_bps > 0 and (wire := self._wire) is not None and wire.rtx:
+                credit += self.padding_bps / 8 * self.PAD_INTERVAL_S
+                ssrc, payload_type = wire.rtx
+                while credit >= self.PAD_SIZE:
+                    credit -= self.PAD_SIZE
+                    ntp = ntp_now()
+                    packet = RtpPacket(
+                        payload_type=payload_type,
+                        sequence_number=wire.next_rtx_number(),
+                        timestamp=self._rebase.last_timestamp,
+                        ssrc=ssrc,
+                    )
+                    packet.extensions.mid = self._mid
+                    packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
+                    packet.padding_size = self.PAD_SIZE
+                    try:
+                        await wire.send_rtp(packet.serialize(wire.extensions))
+                    except ConnectionError:
+                        return
+                    self.padding_sent += self.PAD_SIZE
+                await asyncio.sleep(self.PAD_INTERVAL_S)
+        finally:
+            self._padder = None
+
+    @property
+    def layer(self) -> Layer | None:
+        """The simulcast layer being sent now."""
+        return self.layers.by_ssrc(self._rebase.source) if self.layers is not None else None
+
+    async def want(self, layer: Layer | None) -> None:
+        """Send ``layer`` from its next keyframe on (its latest one at once if recent)."""
+        if layer is None or layer is self.wanted:
+            return
+        self.wanted = layer
+        if self._rebase.source == layer.ssrc or self._wire is None:
+            return
+        ntp = ntp_now()
+        recent = layer.keyframes.recent(ntp)
+        if recent:
+            for packet in recent:
+                await self.forward(packet, ntp, (ntp >> 14) & 0x00FFFFFF)
         else:
-            out = self._last_out + 1
-            elapsed = max(0, ntp - self._last_ntp) * self.clock_rate >> 32
-            timestamp = (self._last_ts + max(1, elapsed)) & 0xFFFFFFFF
-        self._source = packet.ssrc
-        self._in_ref = packet.sequence_number
-        self._out_ref = self._start = out
-        self._ts_offset = (timestamp - packet.timestamp) & 0xFFFFFFFF
+            self.ask_keyframe()
 
     async def forward(self, packet: RtpPacket, ntp: int, abs_send_time: int) -> None:
         """Send one of the publisher's packets (RTX already unwrapped) to this subscriber."""
         wire = self._wire
         if wire is None:
             return
-        if packet.ssrc != self._source:
+        rebase = self._rebase
+        if packet.ssrc != rebase.source:
+            if self.layers is not None:
+                wanted = self.wanted
+                if wanted is None:
+                    wanted = self.wanted = self.layers.by_ssrc(packet.ssrc)
+                if wanted is None or packet.ssrc != wanted.ssrc:
+                    return  # another layer
             if self._video and not starts_keyframe(self.codec, packet.payload):
                 # keep asking (rate-limited upstream): one request may have been collapsed
                 # with another subscriber's, and browsers send no periodic keyframes
-                self.request_keyframe()
+                self.ask_keyframe()
                 return
-            self._restart(packet, ntp)
-        delta = ((packet.sequence_number - self._in_ref + 0x8000) & 0xFFFF) - 0x8000
-        out = self._out_ref + delta
-        if out < self._start:
+            if rebase.source is not None:
+                self.switches += 1
+            rebase.restart(packet, ntp)
+            if self._pictures is not None:
+                self._pictures.restart(packet.payload)
+        mapped = rebase.map(packet, ntp)
+        if mapped is None:
             return
-        if delta > 0:
-            self._in_ref, self._out_ref = packet.sequence_number, out
-        sequence_number = out & 0xFFFF
-        timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        sequence_number, timestamp = mapped
         level = packet.extensions.audio_level
         header = self._header if level is None else self._leveled_header
         buf = bytearray(header.template)
@@ -317,7 +520,10 @@ class ForwardTrack(MediaStreamTrack):
             buf[at + 2] = abs_send_time & 0xFF
         if level is not None and header.audio_level:
             buf[header.audio_level] = (0x80 if level[0] else 0) | (level[1] & 0x7F)
+        at = len(buf)
         buf += packet.payload
+        if self._pictures is not None and packet.payload:
+            self._pictures.rewrite(buf, at)
         if packet.padding_size:
             buf += bytes(packet.padding_size - 1)
             buf.append(packet.padding_size)
@@ -327,8 +533,6 @@ class ForwardTrack(MediaStreamTrack):
             await wire.send_rtp(data)
         except ConnectionError:
             return
-        if out > self._last_out:
-            self._last_out, self._last_ts, self._last_ntp = out, timestamp, ntp
         wire.sent(ntp, timestamp, len(packet.payload))
         if packet.marker or not self._video:
             self.forwarded += 1
@@ -338,15 +542,19 @@ def forward_rtp(
     receiver: RTCRtpReceiver,
     codecs: Sequence[Any],
     forwards: Mapping[str, ForwardTrack],
+    recorded: RecordedStream | None = None,
 ) -> KeyframeCache | None:
     """Hand every RTP packet the publisher's ``receiver`` gets to the ``forwards`` (read at
     each packet: subscribers come and go), then to the receiver's own handling, once.
     ``codecs``: what the publisher negotiated (its first codec is what it sends; RTX of it is
     unwrapped here, so a retransmission reaches subscribers as the packet it repairs).
-    Returns the track's keyframe cache (video) for its subscribers' ForwardTracks."""
+    ``recorded``: a simulcast track's layers; the receiver's own handling gets only the
+    stream it makes of the best layer (media/layers.py).
+    Returns the track's keyframe cache (video, one layer) for its subscribers' ForwardTracks."""
     primary = int(codecs[0].payloadType)
     kind, _, codec = str(codecs[0].mimeType).lower().partition("/")
-    keyframes = KeyframeCache(codec) if kind == "video" else None
+    keyframes = KeyframeCache(codec) if kind == "video" and recorded is None else None
+    layers = recorded.layers if recorded is not None else None
     rtx = next(
         (int(c.payloadType) for c in codecs if is_rtx(c) and c.parameters.get("apt") == primary),
         None,
@@ -362,12 +570,20 @@ def forward_rtp(
                 source: RtpPacket | None = packet
                 if packet.payload_type != primary:
                     source = None
-                    if packet.payload_type == rtx and len(packet.payload) > 2:
-                        ssrc = seams.rtx_ssrcs(receiver).get(packet.ssrc)
-                        if ssrc is not None:
-                            source = unwrap_rtx(packet, payload_type=primary, ssrc=ssrc)
+                    if packet.payload_type == rtx:
+                        if layers is not None:
+                            layers.learn_rtx(packet)
+                        if len(packet.payload) > 2:
+                            ssrc = seams.rtx_ssrcs(receiver).get(packet.ssrc)
+                            if ssrc is not None:
+                                source = unwrap_rtx(packet, payload_type=primary, ssrc=ssrc)
                 if source is not None:
                     ntp = ntp_now()
+                    if recorded is not None:
+                        await _forward_layer(
+                            recorded, source, ntp, arrival_time_ms, forwards, original
+                        )
+                        return
                     if keyframes is not None:
                         keyframes.add(source, ntp)
                     if forwards:
@@ -380,3 +596,30 @@ def forward_rtp(
 
     seams.wrap_rtp_handler(receiver, wrap)
     return keyframes
+
+
+async def _forward_layer(
+    recorded: RecordedStream,
+    packet: RtpPacket,
+    ntp: int,
+    arrival_time_ms: int,
+    forwards: Mapping[str, ForwardTrack],
+    original: Callable[[RtpPacket, int], Awaitable[None]],
+) -> None:
+    """One packet of a simulcast track: to the subscribers sending its layer, and to the
+    receiver's own path when it is of the layer being recorded."""
+    layer = recorded.layers.of(packet)
+    if layer is None:
+        return  # a layer not yet identified (its RID not seen): no place for it
+    now = time.monotonic()
+    layer.note(packet, now)
+    layer.keyframes.add(packet, ntp)
+    if forwards:
+        abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        for forward in list(forwards.values()):
+            await forward.forward(packet, ntp, abs_send_time)
+    fed = recorded.feed(packet, layer, ntp, now)
+    if fed is not None:
+        await original(fed, arrival_time_ms)
+    else:
+        await recorded.repair(packet, layer)

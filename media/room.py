@@ -10,7 +10,7 @@ import enum
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,15 +31,18 @@ from media.bandwidth import REPORT_MAX_AGE_S, BandwidthReport, PublisherFeedback
 from media.encoded import forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
 from media.forward import ForwardTrack, KeyframeCache, forward_rtp
+from media.layers import LayerChoice, Layers, RecordedStream
 from media.quality import LinkQuality
 from media.stats import Traffic, count_nacks_received, count_nacks_sent, peer_traffic
 from media.transport import (
     Network,
+    accept_simulcast,
     announced,
     create_peer_connection,
     default_allowed_networks,
     opus_inband_fec,
     screen_sdp,
+    simulcast_rids,
     use_draining_sockets,
 )
 
@@ -48,6 +51,7 @@ RELAY_KEY = "relay"  # whose TURN credentials the relay's own peer connections c
 # a subscription is renegotiated while it has at most this many media sections (aiortc
 # cannot reuse the inactive section of a gone track); beyond, it is replaced by a new one
 MAX_SUBSCRIBER_SECTIONS = 32
+LOSS_MAX_AGE_S = 5.0  # a subscriber's receiver report older than this no longer counts
 
 
 class TrackSink(Protocol):
@@ -97,6 +101,7 @@ class PublishedTrack:
     name: str = ""
     forwards: dict[str, ForwardTrack] = field(default_factory=dict)
     keyframes: KeyframeCache | None = None  # video: its latest keyframe, for new subscribers
+    recorded: RecordedStream | None = None  # simulcast: its layers, and the one recorded
     feedback: PublisherFeedback | None = None  # video: the REMB its publisher gets
     packets: int = 0
     task: asyncio.Task[None] | None = None
@@ -108,6 +113,10 @@ class PublishedTrack:
     @property
     def codec(self) -> str:
         return self.codec_mime.split("/")[-1].lower()
+
+    @property
+    def layers(self) -> Layers | None:
+        return self.recorded.layers if self.recorded is not None else None
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,9 @@ class Room:
         total = self.counters.copy()
         for pc in [*self.publishers.values(), *self.subscribers.values()]:
             peer_traffic(pc, total)
+        for track in list(self.tracks.values()):
+            if track.recorded is not None:
+                total.packets_in += track.recorded.other_packets
         return total
 
     def describe(self, participant_id: str, role: str, name: str) -> None:
@@ -207,8 +219,10 @@ class Room:
             count_nacks_sent(receiver, self.counters)
             pending.append((track, receiver))
 
+        simulcast = simulcast_rids(offer_sdp)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
+        accepted: dict[str, list[str]] = {}
         for transceiver in pc.getTransceivers():
             for track, receiver in pending:
                 if transceiver.receiver is receiver:
@@ -225,10 +239,21 @@ class Room:
                     published = self._start_track(
                         participant_id, track, receiver, codecs[0], source
                     )
-                    published.keyframes = forward_rtp(receiver, codecs, published.forwards)
+                    rids = simulcast.get(str(transceiver.mid)) if track.kind == "video" else None
+                    if rids:
+                        accepted[str(transceiver.mid)] = rids
+                        published.recorded = RecordedStream(
+                            Layers(rids, published.codec, seams.rtx_ssrcs(receiver)),
+                            published.clock_rate,
+                            published.request_keyframe,
+                        )
+                        seams.wrap_send_nack(receiver, _nacks_of(published.recorded))
+                    published.keyframes = forward_rtp(
+                        receiver, codecs, published.forwards, published.recorded
+                    )
                     if published.kind == "video":
                         published.feedback = self._feedback(published)
-        return opus_inband_fec(str(pc.localDescription.sdp))
+        return accept_simulcast(opus_inband_fec(str(pc.localDescription.sdp)), accepted)
 
     def _feedback(self, track: PublishedTrack) -> PublisherFeedback:
         """The REMB of a published video track: its subscribers' smallest estimate, or the
@@ -240,11 +265,59 @@ class Room:
             ssrcs = [s for s in seams.remote_streams(receiver) if s not in rtx]
             return bool(ssrcs) and await seams.send_remb(receiver, bps, ssrcs)
 
-        feedback = PublisherFeedback(
-            send, lambda: self._reports(track), self.relay.max_video_kbps * 1000
-        )
+        if track.recorded is None:
+            feedback = PublisherFeedback(
+                send, lambda: self._reports(track), self.relay.max_video_kbps * 1000
+            )
+        else:
+            # simulcast: the layers serve thin links, the publisher sends all it can (the
+            # recording keeps its best layer); each new estimate chooses the layers
+            feedback = PublisherFeedback(
+                send,
+                lambda: [],
+                self.relay.max_video_kbps * 1000,
+                on_estimate=lambda: self.choose_layers(track),
+            )
         feedback.start()
         return feedback
+
+    async def choose_layers(self, track: PublishedTrack) -> None:
+        """Each subscriber of a simulcast track gets the best layer its estimate carries."""
+        layers = track.layers
+        if layers is None:
+            return
+        now = time.monotonic()
+        for participant_id, forward in list(track.forwards.items()):
+            report = forward.bandwidth
+            budget = None
+            if report is not None and now - report.at <= REPORT_MAX_AGE_S:
+                budget = self._share(participant_id, report.bps)
+            choice = forward.choice
+            if choice is None:
+                continue
+            before, probes, failed = forward.wanted, choice.probes, choice.failed
+            loss = forward.loss
+            lossy = loss is not None and now - loss[1] <= LOSS_MAX_AGE_S and loss[0] >= choice.LOSSY
+            chosen = choice.pick(layers, budget, now, before, lossy)
+            if chosen is not before and chosen is not None:
+                log.info(
+                    "visit %s: %s gets layer %s of %s (estimate %s kbit/s)",
+                    self.visit_id,
+                    participant_id,
+                    chosen.rid,
+                    track.participant_id,
+                    budget // 1000 if budget is not None else "-",
+                )
+            if choice.probes != probes or choice.failed != failed:
+                log.info(
+                    "visit %s: %s %s (estimate %s kbit/s)",
+                    self.visit_id,
+                    participant_id,
+                    "probe started" if choice.probes != probes else "probe ended: congestion",
+                    budget // 1000 if budget is not None else "-",
+                )
+            await forward.want(chosen)
+            forward.pad(choice.padding_bps)
 
     def _reports(self, track: PublishedTrack) -> list[BandwidthReport]:
         """Each subscriber's latest estimate for ``track``: a REMB covers the subscriber's
@@ -252,14 +325,18 @@ class Room:
         reports = []
         for participant_id, forward in list(track.forwards.items()):
             if forward.bandwidth is not None:
-                videos = sum(
-                    1
-                    for t in self.sending.get(participant_id, {})
-                    if (other := self.tracks.get(t)) is not None and other.kind == "video"
-                )
-                share = forward.bandwidth.bps // max(1, videos)
+                share = self._share(participant_id, forward.bandwidth.bps)
                 reports.append(BandwidthReport(share, forward.bandwidth.at))
         return reports
+
+    def _share(self, participant_id: str, bps: int) -> int:
+        """A subscriber's estimate for one of the video tracks it receives."""
+        videos = sum(
+            1
+            for t in self.sending.get(participant_id, {})
+            if (other := self.tracks.get(t)) is not None and other.kind == "video"
+        )
+        return bps // max(1, videos)
 
     def downlink_bps(self, participant_id: str, now: float) -> int | None:
         """The participant's latest recent downlink estimate (its browser's REMB covers its
@@ -347,6 +424,9 @@ class Room:
         finally:
             if track.feedback is not None:
                 track.feedback.stop()
+            if track.recorded is not None:  # its other layers' packets stay in the totals
+                counters.packets_in += track.recorded.other_packets
+                track.recorded.other_packets = 0
             for forward in list(track.forwards.values()):
                 _end_copy(forward)
             for sink in self.relay.sinks:
@@ -396,8 +476,9 @@ class Room:
         async def on_state() -> None:
             if pc.connectionState == "connected":
                 for t in self.tracks.values():
-                    if participant_id in t.forwards and t.kind == "video":
-                        t.request_keyframe()  # a new subscriber needs a keyframe now
+                    copy = t.forwards.get(participant_id)
+                    if copy is not None and t.kind == "video":
+                        copy.ask_keyframe()  # a new subscriber needs a keyframe now
 
         await pc.setLocalDescription(await pc.createOffer())
         return self._offer(participant_id, pc, renegotiation=False)
@@ -434,12 +515,14 @@ class Room:
         forward = ForwardTrack(
             track.kind, track.codec, track.clock_rate, track.request_keyframe, track.keyframes
         )
+        if track.layers is not None:
+            forward.layered(track.layers, LayerChoice())
         transceiver = pc.addTransceiver(forward, direction="sendonly")
         forward.attach(transceiver)
         if track.feedback is not None:
             forward.on_bandwidth = track.feedback.report
         transceiver.setCodecPreferences(_preferences(track))
-        forward_keyframe_requests(transceiver.sender, track.request_keyframe, self.counters)
+        forward_keyframe_requests(transceiver.sender, forward.ask_keyframe, self.counters)
         count_nacks_received(transceiver.sender, self.counters)
         return transceiver, forward
 
@@ -472,7 +555,7 @@ class Room:
                     continue
                 track.forwards[participant_id] = forward
                 if track.kind == "video":
-                    track.request_keyframe()
+                    forward.ask_keyframe()
 
     async def _drop_subscription(self, participant_id: str) -> None:
         """Close a participant's subscription and stop feeding its copies of the tracks."""
@@ -514,6 +597,26 @@ def _end_copy(forward: ForwardTrack) -> None:
     forward.end()
 
 
+_SendNack = Callable[[int, list[int]], Awaitable[None]]
+
+
+def _nacks_of(recorded: RecordedStream) -> Callable[[_SendNack], _SendNack]:
+    """The receiver's NACKs of a simulcast track go upstream in the numbers of the layer
+    being recorded (the receiver sees one continuous stream, media/layers.py)."""
+
+    def wrap(original: _SendNack) -> _SendNack:
+        recorded.send_nack = original
+
+        async def send(media_ssrc: int, lost: list[int]) -> None:
+            ssrc, numbers = recorded.upstream(media_ssrc, lost)
+            if numbers:
+                await original(ssrc, numbers)
+
+        return send
+
+    return wrap
+
+
 def _renegotiable(pc: RTCPeerConnection) -> bool:
     """Whether a subscription can take a re-offer: not closed and not failed (aiortc has no
     ICE restart; a failed connection is replaced, docs/relay-design.md)."""
@@ -547,6 +650,7 @@ class Relay:
         seams.check_seams()  # refuse to run on aiortc/aioice internals it does not know
         use_draining_sockets()
         seams.use_fast_clock()
+        seams.accept_rid_extensions()  # simulcast publishers name their layers with them
         self.ice_servers = ice_servers or IceServers()
         self.allowed_networks = (
             list(allowed_networks)

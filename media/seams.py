@@ -26,6 +26,7 @@ import aioice.candidate
 import aioice.ice
 import aioice.turn
 import aiortc.clock
+import aiortc.codecs
 import aiortc.rtcdtlstransport
 import aiortc.rtcicetransport
 import aiortc.rtcrtpreceiver
@@ -35,6 +36,7 @@ import aiortc.rtp
 from aioice import Candidate
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
 from media.errors import MediaError
 
@@ -54,6 +56,8 @@ _RTP_HISTORY = "_RTCRtpSender__rtp_history"
 _EXTENSIONS_MAP = "_RTCRtpSender__rtp_header_extensions_map"
 _NTP_TIMESTAMP = "_RTCRtpSender__ntp_timestamp"
 _RTP_TIMESTAMP = "_RTCRtpSender__rtp_timestamp"
+_RTX_PAYLOAD_TYPE = "_RTCRtpSender__rtx_payload_type"
+_RTX_SEQUENCE_NUMBER = "_RTCRtpSender__rtx_sequence_number"
 
 
 class SeamError(MediaError):
@@ -181,6 +185,17 @@ async def send_remb(receiver: RTCRtpReceiver, bitrate: int, ssrcs: Sequence[int]
     return True
 
 
+def fraction_lost_of(packet: Any, ssrc: int) -> float | None:
+    """The share of ``ssrc``'s packets a receiver report (RR, or an SR's report blocks)
+    says were lost in its latest interval; None when it has no block for that SSRC."""
+    if not isinstance(packet, aiortc.rtp.RtcpRrPacket | aiortc.rtp.RtcpSrPacket):
+        return None
+    for report in packet.reports:
+        if report.ssrc == ssrc:
+            return int(report.fraction_lost) / 256
+    return None
+
+
 def remb_of(packet: Any) -> tuple[int, list[int]] | None:
     """A REMB's bitrate (bit/s) and the SSRCs it covers; None for any other RTCP packet."""
     if not (
@@ -284,6 +299,9 @@ class SenderWire:
     send_rtp: Callable[[bytes], Awaitable[None]]
     # accounts one packet sent (NTP time, RTP timestamp, payload size) for the sender reports
     sent: Callable[[int, int, int], None]
+    # the retransmission stream (SSRC, payload type) when negotiated, and its next number
+    rtx: tuple[int, int] | None = None
+    next_rtx_number: Callable[[], int] = lambda: 0
 
 
 def sender_wire(sender: RTCRtpSender) -> SenderWire:
@@ -300,7 +318,23 @@ def sender_wire(sender: RTCRtpSender) -> SenderWire:
         history_size=aiortc.rtp.RTP_HISTORY_SIZE,
         send_rtp=sender.transport._send_rtp,
         sent=lambda ntp, timestamp, size: _note_sent(sender, ntp, timestamp, size),
+        rtx=_rtx_stream(sender),
+        next_rtx_number=lambda: _next_rtx_number(sender),
     )
+
+
+def _rtx_stream(sender: RTCRtpSender) -> tuple[int, int] | None:
+    """The sender's retransmission SSRC and payload type (None: RTX not negotiated)."""
+    payload_type = getattr(sender, _RTX_PAYLOAD_TYPE, None)
+    return (int(sender._rtx_ssrc), int(payload_type)) if payload_type is not None else None
+
+
+def _next_rtx_number(sender: RTCRtpSender) -> int:
+    """Take the next sequence number of the sender's retransmission stream (shared with
+    aiortc's own retransmissions)."""
+    number = int(getattr(sender, _RTX_SEQUENCE_NUMBER))
+    setattr(sender, _RTX_SEQUENCE_NUMBER, (number + 1) & 0xFFFF)
+    return number
 
 
 def _note_sent(sender: RTCRtpSender, ntp: int, rtp_timestamp: int, payload_size: int) -> None:
@@ -323,6 +357,28 @@ def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[Any]:
     """The codecs a transceiver negotiated, preferred first."""
     codecs: list[Any] = getattr(transceiver, "_codecs", [])
     return codecs
+
+
+# ----------------------------------------------------------------------- simulcast
+
+RID_EXTENSIONS = (
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+)
+
+
+def accept_rid_extensions() -> None:
+    """Let aiortc negotiate the RTP stream ID header extensions on video (RFC 8852): a
+    simulcast publisher names each layer's SSRC with them. aiortc parses both but offers
+    and accepts neither (``aiortc.codecs.HEADER_EXTENSIONS``). Process-wide; idempotent."""
+    video = aiortc.codecs.HEADER_EXTENSIONS["video"]
+    # one id per URI across a bundle: none of audio's either
+    taken = {e.id for kind in aiortc.codecs.HEADER_EXTENSIONS.values() for e in kind}
+    for uri in RID_EXTENSIONS:
+        if all(extension.uri != uri for extension in video):
+            free = next(i for i in range(1, 15) if i not in taken)
+            taken.add(free)
+            video.append(RTCRtpHeaderExtensionParameters(id=free, uri=uri))
 
 
 # ----------------------------------------------------------------------- clock
@@ -665,6 +721,27 @@ def _seams() -> list[Seam]:
         ),
         Seam("RTCRtpSender._retransmit", sender, "_retransmit", ("self", "sequence_number")),
         Seam(
+            "RTCRtpSender._rtx_ssrc/__rtx_payload_type/__rtx_sequence_number",
+            sender,
+            _RTX_SEQUENCE_NUMBER,
+            instance=True,
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_retransmit")),
+        ),
+        Seam(
+            "RTCRtpSender.__rtx_payload_type",
+            sender,
+            _RTX_PAYLOAD_TYPE,
+            instance=True,
+            used_in=(_fn(sender, "__init__"), _fn(sender, "send"), _fn(sender, "_retransmit")),
+        ),
+        Seam(
+            "RTCRtpSender._rtx_ssrc",
+            sender,
+            "_rtx_ssrc",
+            instance=True,
+            used_in=(_fn(sender, "__init__"), _fn(sender, "_retransmit")),
+        ),
+        Seam(
             "RTCRtpSender._retransmit reads __rtp_history with get()",
             sender,
             "get",
@@ -782,6 +859,17 @@ def _seams() -> list[Seam]:
             ("self", "fd", "callback"),
         ),
         Seam("aioice.turn.UDP_SOCKET_BUFFER_SIZE", aioice.turn, "UDP_SOCKET_BUFFER_SIZE"),
+        Seam("aiortc.codecs.HEADER_EXTENSIONS", aiortc.codecs, "HEADER_EXTENSIONS"),
+        Seam(
+            "HeaderExtensionsMap reads rtp-stream-id / repaired-rtp-stream-id",
+            aiortc.rtp.HeaderExtensionsMap,
+            "repaired_rtp_stream_id",
+            instance=True,
+            used_in=(
+                _fn(aiortc.rtp.HeaderExtensionsMap, "configure"),
+                _fn(aiortc.rtp.HeaderExtensionsMap, "get"),
+            ),
+        ),
         Seam(
             "aioice.candidate.candidate_foundation",
             aioice.candidate,

@@ -36,6 +36,8 @@ class Traffic:
     nacks_out: int = 0  # NACKs subscribers sent to the relay
     keyframes_in: int = 0  # keyframe requests (PLI) the relay sent to publishers
     keyframes_out: int = 0  # keyframe requests (PLI/FIR) subscribers sent to the relay
+    layer_switches: int = 0  # simulcast: subscribers' copies moved to another layer
+    padding_bytes_out: int = 0  # simulcast: padding sent to subscribers to probe their links
 
     def add(self, other: Traffic) -> None:
         for name in _FIELDS:
@@ -65,6 +67,8 @@ def sender_traffic(sender: RTCRtpSender, into: Traffic) -> None:
     into.packets_out += packets
     into.bytes_out += octets
     into.frames_out += int(getattr(sender.track, "forwarded", 0))
+    into.layer_switches += int(getattr(sender.track, "switches", 0))
+    into.padding_bytes_out += int(getattr(sender.track, "padding_sent", 0))
     remote = seams.sender_stats(sender).get(f"remote-inbound-rtp_{id(sender)}")
     if remote is not None:
         into.lost_out += max(0, int(remote.packetsLost))

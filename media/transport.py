@@ -248,3 +248,47 @@ def create_peer_connection(ice_servers: Sequence[IceServer] = ()) -> RTCPeerConn
     return RTCPeerConnection(
         RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     )
+
+
+def simulcast_rids(sdp: str) -> dict[str, list[str]]:
+    """The simulcast layers a publisher's offer sends, per media section's MID: the RIDs of
+    its ``a=simulcast:send`` in that order (lowest first, as the pages send them; RFC 8853
+    alternatives ``a,b`` and paused ``~`` layers are left out)."""
+    found: dict[str, list[str]] = {}
+    for section in sdp.split("\r\nm=")[1:]:
+        lines = section.split("\r\n")
+        mid = next((line[6:] for line in lines if line.startswith("a=mid:")), None)
+        sending = {
+            parts[0][6:]
+            for line in lines
+            if line.startswith("a=rid:") and len(parts := line.split(" ")) > 1
+            if parts[1] == "send"
+        }
+        for line in lines:
+            if line.startswith("a=simulcast:send "):
+                listed = line.split(" ")[1].split(";")
+                rids = [r for r in listed if r in sending and "," not in r]
+                if mid is not None and len(rids) > 1:
+                    found[mid] = rids
+    return found
+
+
+def accept_simulcast(answer_sdp: str, rids: dict[str, list[str]]) -> str:
+    """The relay's answer accepting each section's simulcast layers (aiortc writes no
+    ``a=rid`` / ``a=simulcast``; without them a browser sends only its first layer)."""
+    sections = answer_sdp.split("\r\nm=")
+    out = [sections[0]]
+    for section in sections[1:]:
+        lines = section.split("\r\n")
+        mid = next((line[6:] for line in lines if line.startswith("a=mid:")), None)
+        chosen = rids.get(mid or "")
+        if chosen:
+            end = len(lines)
+            while end > 0 and not lines[end - 1]:
+                end -= 1
+            lines[end:end] = [
+                *(f"a=rid:{rid} recv" for rid in chosen),
+                "a=simulcast:recv " + ";".join(chosen),
+            ]
+        out.append("\r\n".join(lines))
+    return "\r\nm=".join(out)

@@ -20,7 +20,7 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket, is_rtcp
 
 from media import seams
-from media.encoded import tap_receiver
+from media.encoded import KeyframeRequest, tap_receiver
 from media.forward import (
     ForwardTrack,
     KeyframeCache,
@@ -223,7 +223,12 @@ AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 class FakeWire:
     """What a started sender offers a forwarder, recording what is sent."""
 
-    def __init__(self, extensions: HeaderExtensionsMap | None = None) -> None:
+    def __init__(
+        self,
+        extensions: HeaderExtensionsMap | None = None,
+        rtx: tuple[int, int] | None = None,
+        next_rtx_number: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.sent: list[RtpPacket] = []
         self.reports: list[tuple[int, int, int]] = []
         extensions = extensions or _negotiated(MID, ABS_SEND_TIME)
@@ -235,6 +240,8 @@ class FakeWire:
             history_size=128,
             send_rtp=self._send,
             sent=lambda ntp, ts, size: self.reports.append((ntp, ts, size)),
+            rtx=rtx,
+            next_rtx_number=next_rtx_number,
         )
 
     async def _send(self, data: bytes) -> None:
@@ -260,9 +267,22 @@ def _packet(ssrc: int, seq: int, ts: int, payload: bytes, marker: int = 0) -> Rt
 SECOND = 1 << 32  # one second in NTP units
 
 
+def _asks(into: list[int], mark: int) -> KeyframeRequest:
+    """A keyframe request that notes ``mark`` (or the SSRC asked for)."""
+
+    def request(ssrc: int | None = None) -> None:
+        into.append(mark if ssrc is None else ssrc)
+
+    return request
+
+
+def _never_asked(ssrc: int | None = None) -> None:
+    pytest.fail("audio needs no keyframe")
+
+
 async def test_video_starts_on_a_keyframe_and_numbering_continues_across_a_new_source() -> None:
     requests: list[int] = []
-    track = ForwardTrack("video", "vp8", 90000, lambda: requests.append(1))
+    track = ForwardTrack("video", "vp8", 90000, _asks(requests, 1))
     fake = FakeWire()
     await track.forward(_packet(1, 10, 0, _vp8(True)), 0, 0)
     assert fake.sent == [] and requests == []  # not sending yet: nothing goes out
@@ -306,7 +326,7 @@ async def test_a_header_written_in_place_is_what_aiortc_would_serialize(
     """The forwarder writes each packet's header into a template instead of building and
     serializing an RtpPacket; the bytes must be aiortc's own, whatever was negotiated."""
     fake = FakeWire(_negotiated(*uris))
-    track = ForwardTrack("audio", "opus", 48000, lambda: None)
+    track = ForwardTrack("audio", "opus", 48000, _asks([], 0))
     await track.start_sending(fake.wire, 111, "1")
     cases: list[tuple[bytes, int, int, tuple[bool, int] | None, int]] = [
         (b"\x01\x02\x03", 0, 0x123456, (True, 0x55), 0),
@@ -350,7 +370,7 @@ async def test_a_header_written_in_place_is_what_aiortc_would_serialize(
 
 
 async def test_audio_is_forwarded_at_once() -> None:
-    track = ForwardTrack("audio", "opus", 48000, lambda: pytest.fail("audio needs no keyframe"))
+    track = ForwardTrack("audio", "opus", 48000, _never_asked)
     fake = FakeWire()
     await track.start_sending(fake.wire, 111, "1")
     await track.forward(_packet(9, 300, 960, b"\x01\x02"), SECOND, 0)
@@ -403,13 +423,13 @@ async def test_a_subscriber_starts_with_the_latest_keyframe_while_it_is_recent()
     requests: list[int] = []
     now = ntp_now()
     old = keyframe_then_delta(KeyframeCache("vp8", max_age=0.5), now - SECOND)
-    track = ForwardTrack("video", "vp8", 90000, lambda: requests.append(1), old)
+    track = ForwardTrack("video", "vp8", 90000, _asks(requests, 1), old)
     fake = FakeWire()
     await track.start_sending(fake.wire, 100, "0")
     assert fake.sent == [] and requests == [1]  # a second old: asks for a new one
 
     recent = keyframe_then_delta(KeyframeCache("vp8", max_age=0.5), now)
-    fresh = ForwardTrack("video", "vp8", 90000, lambda: requests.append(2), recent)
+    fresh = ForwardTrack("video", "vp8", 90000, _asks(requests, 2), recent)
     later = FakeWire()
     await fresh.start_sending(later.wire, 100, "0")
     assert [p.payload for p in later.sent] == [p.payload for p in recent.packets]
@@ -421,7 +441,7 @@ async def test_a_subscriber_starts_with_the_latest_keyframe_while_it_is_recent()
 async def test_padding_keeps_its_sequence_number() -> None:
     """A padding-only packet (bandwidth probing) takes a number in the publisher's stream:
     dropping it would leave the subscriber waiting for that number."""
-    track = ForwardTrack("audio", "opus", 48000, lambda: None)
+    track = ForwardTrack("audio", "opus", 48000, _asks([], 0))
     fake = FakeWire()
     await track.start_sending(fake.wire, 111, "1")
     padding = _packet(9, 301, 960, b"")

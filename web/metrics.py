@@ -238,6 +238,16 @@ class ServerCollector(Collector):
             t.keyframes_in,
             t.keyframes_out,
         )
+        yield CounterMetricFamily(
+            "vreception_relay_layer_switches",
+            "Simulcast: times a subscriber was moved to another layer of a camera",
+            t.layer_switches,
+        )
+        yield CounterMetricFamily(
+            "vreception_relay_probe_padding_bytes",
+            "Simulcast: padding sent to subscribers to probe whether their link takes more",
+            t.padding_bytes_out,
+        )
 
     def _recorder(self) -> Iterator[Metric]:
         sink = self.sink

@@ -108,13 +108,25 @@
     }
   }
 
+  // The camera is sent as two simulcast layers, lowest first: half size for thin links, and
+  // the full picture (what the recording keeps). The relay gives each party the best layer
+  // its link carries.
+  const CAMERA_LAYERS = [
+    { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 150000 },
+    { rid: "f", scaleResolutionDownBy: 1 },
+  ];
+
   async function startMedia() {
     await devices();
     $("self-video").srcObject = local;
     if ($("check-step")) show("check-step", false);
     if (publisher) publisher.close();
     publisher = new RTCPeerConnection(rtcConfig());
-    for (const track of local.getTracks()) publisher.addTransceiver(track, { direction: "sendonly" });
+    for (const track of local.getTracks()) {
+      const init = { direction: "sendonly" };
+      if (track.kind === "video") init.sendEncodings = CAMERA_LAYERS;
+      publisher.addTransceiver(track, init);
+    }
     watch(publisher, () => startMedia().catch((err) => say("call-msg", reason(err), "error")));
     await publisher.setLocalDescription(await publisher.createOffer());
     await gathered(publisher);
@@ -423,7 +435,8 @@
     const el = $("net-quality");
     if (!el || !inside || over) return;
     const stats = await measure();
-    // a thin downlink elsewhere holds our sending down (the relay passes its REMB on): not ours
+    // a thin downlink elsewhere may hold our sending down (the relay passes its REMB on to a
+    // single-layer stream, e.g. evidence): not ours
     if ([...poorLinks].some((p) => !me || p !== me.participant_id)) stats.bitrate = Infinity;
     // one bad sample (a burst, a busy moment) does not flip the hint: the better of the last two
     const sampled = quality(stats), levels = Object.keys(QUALITY);

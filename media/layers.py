@@ -1,0 +1,318 @@
+"""Simulcast: a camera published as several layers (the pages send a half-size layer and the
+full picture, each as its own SSRC), each subscriber getting the best one its link carries
+and the recording always the best one the publisher sends.
+
+- :class:`Layers` learns each layer's SSRC (and its retransmission SSRC) from the RTP
+  stream ID header extension the browser sends on its first packets, and keeps per layer
+  its latest keyframe (:class:`~media.forward.KeyframeCache`), its bitrate and when it was
+  last heard (a browser stops sending a layer its uplink cannot carry);
+- :class:`RecordedStream` turns the best layer the publisher sends into one continuous
+  stream for the receiver's own path (frames for the recorder, NACKs upstream), switching
+  on a keyframe when that layer changes, so the recording never stops while any layer
+  flows;
+- :func:`choose` is the rule by which a subscriber's layer is chosen from its bandwidth
+  estimate.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiortc.rtcrtpreceiver import NackGenerator
+from aiortc.rtp import RtpPacket
+
+from media.forward import KeyframeCache, Rebase, starts_keyframe
+
+ACTIVE_S = 1.0  # a layer not heard from for this long is taken as paused by its publisher
+RATE_WINDOW_S = 3.0  # a layer's bitrate is measured over this much (keyframes swell it)
+HEADROOM = 0.9  # a subscriber gets a layer whose bitrate is at most this share of its estimate
+
+
+@dataclass(eq=False)
+class Layer:
+    """One simulcast layer of a published video track (``index`` 0 is the lowest)."""
+
+    rid: str
+    index: int
+    keyframes: KeyframeCache
+    ssrc: int | None = None
+    nacks: NackGenerator = field(default_factory=NackGenerator)  # while not recorded
+    heard: float = -1e9  # monotonic seconds of its latest packet
+    first: float | None = None  # ... and of its first
+    _sizes: deque[tuple[float, int]] = field(default_factory=deque)
+    _bytes: int = 0
+
+    def note(self, packet: RtpPacket, now: float) -> None:
+        if self.first is None:
+            self.first = now
+        self.heard = now
+        size = len(packet.payload) + packet.padding_size + 12
+        self._sizes.append((now, size))
+        self._bytes += size
+        while self._sizes and now - self._sizes[0][0] > RATE_WINDOW_S:
+            self._bytes -= self._sizes.popleft()[1]
+
+    def active(self, now: float) -> bool:
+        return now - self.heard <= ACTIVE_S
+
+    def bps(self, now: float) -> int:
+        """Its bitrate over the latest window (0 once paused)."""
+        if not self.active(now) or self.first is None:
+            return 0
+        return int(self._bytes * 8 / max(1.0, min(RATE_WINDOW_S, now - self.first)))
+
+
+class Layers:
+    """The layers of one simulcast published video track, lowest first."""
+
+    def __init__(self, rids: Sequence[str], codec: str, rtx_ssrcs: dict[int, int]) -> None:
+        self.codec = codec
+        self.layers = [Layer(rid, i, KeyframeCache(codec)) for i, rid in enumerate(rids)]
+        self._by_rid = {layer.rid: layer for layer in self.layers}
+        self._by_ssrc: dict[int, Layer] = {}
+        # retransmission SSRC → the SSRC it repairs: aiortc's own table (it unwraps with it)
+        self.rtx_ssrcs = rtx_ssrcs
+        self._rtx_rid: dict[int, str] = {}
+
+    def of(self, packet: RtpPacket) -> Layer | None:
+        """The layer of a media packet (RTX unwrapped), learning its SSRC from its RID."""
+        layer = self._by_ssrc.get(packet.ssrc)
+        if layer is None:
+            rid = packet.extensions.rtp_stream_id
+            layer = self._by_rid.get(rid) if rid is not None else None
+            if layer is None:
+                return None
+            if layer.ssrc is not None:  # the browser restarted the layer on a new SSRC
+                self._by_ssrc.pop(layer.ssrc, None)
+            layer.ssrc = packet.ssrc
+            self._by_ssrc[packet.ssrc] = layer
+            for rtx, repaired in list(self._rtx_rid.items()):
+                if repaired == rid:
+                    self.rtx_ssrcs[rtx] = packet.ssrc
+        return layer
+
+    def learn_rtx(self, packet: RtpPacket) -> None:
+        """A retransmission packet: which layer's SSRC it repairs, from its repaired RID."""
+        if packet.ssrc in self.rtx_ssrcs:
+            return
+        rid = packet.extensions.repaired_rtp_stream_id
+        if rid is None or rid not in self._by_rid:
+            return
+        self._rtx_rid[packet.ssrc] = rid
+        ssrc = self._by_rid[rid].ssrc
+        if ssrc is not None:
+            self.rtx_ssrcs[packet.ssrc] = ssrc
+
+    def best(self, now: float) -> Layer | None:
+        """The highest layer the publisher sends now."""
+        return next((layer for layer in reversed(self.layers) if layer.active(now)), None)
+
+    def by_ssrc(self, ssrc: int | None) -> Layer | None:
+        return self._by_ssrc.get(ssrc) if ssrc is not None else None
+
+
+def choose(layers: Layers, budget_bps: int | None, now: float) -> Layer | None:
+    """A subscriber's layer: the highest one flowing whose bitrate fits ``HEADROOM`` of its
+    estimate (no estimate yet: the highest), else the lowest one flowing."""
+    flowing = [layer for layer in layers.layers if layer.active(now) and layer.ssrc is not None]
+    if not flowing:
+        return None
+    if budget_bps is None:
+        return flowing[-1]
+    fitting = [layer for layer in flowing if layer.bps(now) <= HEADROOM * budget_bps]
+    return fitting[-1] if fitting else flowing[0]
+
+
+class LayerChoice:
+    """How one subscriber's layer follows its estimate over time.
+
+    The layer being sent is kept while the estimate is at least ``KEEP`` of its bitrate (a
+    keyframe swells a bitrate for a moment; a browser's first REMB is often below what it
+    receives). Below that but above ``SHORT`` it goes down after ``DOWN_AFTER_S``, and only
+    while the subscriber also reports losing packets (``lossy``): a browser's delay-based
+    estimate dips under mere jitter, while a link too thin for the layer overflows and
+    loses packets. Below ``SHORT`` it goes down at once (the estimate of a link far too
+    thin falls before its receiver reports show the loss).
+
+    Up needs more: a browser's REMB grows only about 8 % a second and never above about
+    1.5 times what it receives, so on a lower layer it cannot show that a higher one would
+    fit. After ``first_try_s`` below the best layer the subscriber is probed: sent padding
+    (``padding_bps``) that keeps what it receives just under its estimate, up to the next
+    layer's bitrate, so the estimate grows if the link carries it; the layer goes up once it
+    fits. A probe starts only once the estimate has not fallen for ``STEADY_S`` (not while a
+    thin link still holds it down). An estimate falling more than ``FALL`` from the probe's
+    highest is congestion, and one not growing for ``STALL_S`` a link that carries no more:
+    the padding stops, and the next probe waits twice as long, up to ``max_wait_s``. Only
+    padding is ever at stake."""
+
+    FALL = 0.1
+    KEEP = 0.8
+    SHORT = 0.5
+    LOSSY = 0.02  # a subscriber losing this share of its packets (receiver reports)
+    DOWN_AFTER_S = 1.5
+    GROWTH = 1.3  # what is received is kept at the estimate over this (REMB caps at ~1.5x)
+    STEADY_S = 3.0  # a probe starts only after this long without the estimate falling
+    STALL_S = 5.0  # ... and ends when the estimate has not grown by RISE for this long
+    RISE = 0.03
+
+    def __init__(self, first_try_s: float = 4.0, max_wait_s: float = 120.0) -> None:
+        self.first_try_s = first_try_s
+        self.max_wait_s = max_wait_s
+        self.wait_s = first_try_s
+        self.next_try: float | None = None
+        self.probe: Layer | None = None  # the layer a probe is for
+        self.probe_peak = 0
+        self.padding_bps = 0
+        self.probes = 0
+        self.failed = 0
+        self.stalled = 0
+        self._short_since: float | None = None
+        self._last_budget: int | None = None
+        self._fell_at = -1e9  # when the estimate last fell
+        self._grew_at = 0.0  # when a probe's estimate last reached a new high
+
+    def pick(
+        self,
+        layers: Layers,
+        budget_bps: int | None,
+        now: float,
+        current: Layer | None = None,
+        lossy: bool = True,
+    ) -> Layer | None:
+        """The layer for now (``padding_bps`` says what to probe with); ``current``: the
+        one wanted until now; ``lossy``: the subscriber reports losing packets lately."""
+        self.padding_bps = 0
+        if budget_bps is not None:
+            if self._last_budget is not None and budget_bps < (1 - self.RISE) * self._last_budget:
+                self._fell_at = now
+            self._last_budget = budget_bps
+        fit = choose(layers, budget_bps, now)
+        if fit is None:
+            self.probe = None
+            return None
+        if (
+            current is not None
+            and current.index > fit.index
+            and current.active(now)
+            and budget_bps is not None
+        ):
+            rate = current.bps(now)
+            if budget_bps >= self.KEEP * rate or (not lossy and budget_bps >= self.SHORT * rate):
+                self._short_since = None
+                return current
+            if budget_bps >= self.SHORT * rate:
+                if self._short_since is None:
+                    self._short_since = now
+                if now - self._short_since < self.DOWN_AFTER_S:
+                    return current
+        self._short_since = None
+        probe = self.probe
+        if probe is not None and (fit.index >= probe.index or not probe.active(now)):
+            self.probe = probe = None  # it fits now (or is gone)
+            self.wait_s = self.first_try_s
+        best = layers.best(now)
+        if best is None or fit.index >= best.index or budget_bps is None:
+            self.probe = self.next_try = None
+            return fit
+        if probe is not None:
+            congested = budget_bps < (1 - self.FALL) * self.probe_peak
+            if congested or now - self._grew_at > self.STALL_S:
+                self.probe = None  # congestion, or a link that carries no more
+                if congested:
+                    self.failed += 1
+                else:
+                    self.stalled += 1
+                self.wait_s = min(self.max_wait_s, self.wait_s * 2)
+                self.next_try = now + self.wait_s
+                return fit
+            if budget_bps >= (1 + self.RISE) * self.probe_peak:
+                self.probe_peak, self._grew_at = budget_bps, now
+        elif self.next_try is None:
+            self.next_try = now + self.wait_s
+            return fit
+        elif now >= self.next_try and now - self._fell_at >= self.STEADY_S:
+            probe = next(
+                (x for x in layers.layers[fit.index + 1 :] if x.active(now) and x.ssrc is not None),
+                None,
+            )
+            if probe is None:
+                return fit
+            self.probe, self.probe_peak, self.next_try = probe, budget_bps, None
+            self._grew_at = now
+            self.probes += 1
+        else:
+            return fit
+        wanted_total = min(probe.bps(now) * 1.05, budget_bps / self.GROWTH)
+        self.padding_bps = max(0, int(wanted_total) - fit.bps(now))
+        return fit
+
+
+class RecordedStream:
+    """The best layer the publisher sends, as one continuous stream of packets for the
+    receiver's own path: sequence numbers and timestamps go on across a change of layer
+    (made on the new layer's keyframe, which is asked for), so aiortc's jitter buffer and
+    NACK generator keep one sequence space. The first layer passes unchanged; NACKs are
+    turned back into the numbers of the layer they concern (:meth:`upstream`)."""
+
+    def __init__(
+        self, layers: Layers, clock_rate: int, request_keyframe: Callable[[int], None]
+    ) -> None:
+        self.layers = layers
+        self.request_keyframe = request_keyframe
+        self.layer: Layer | None = None
+        self.switches = 0
+        self._rebase = Rebase(clock_rate, keep_first=True)
+        # the receiver's own NACK sender (set once it is wrapped, room.py): the layers not
+        # being recorded ask for their losses with it, the receiver's path not seeing them
+        self.send_nack: Callable[[int, list[int]], Awaitable[None]] | None = None
+        self.other_packets = 0  # packets of the layers not recorded (aiortc counts the rest)
+
+    async def repair(self, packet: RtpPacket, layer: Layer) -> None:
+        """Ask the publisher for what a layer not being recorded lost (subscribers on it
+        need the retransmissions; aiortc's own NACKs cover only the recorded stream)."""
+        if layer is self.layer:
+            return
+        self.other_packets += 1
+        if self.send_nack is None:
+            return
+        if layer.nacks.add(packet) and layer.ssrc is not None:
+            await self.send_nack(layer.ssrc, sorted(layer.nacks.missing))
+
+    def feed(self, packet: RtpPacket, layer: Layer, ntp: int, now: float) -> RtpPacket | None:
+        """The packet for the receiver's path, or None when it belongs to another layer."""
+        best = self.layers.best(now)
+        if best is not None and best is not self.layer:
+            if layer is best and starts_keyframe(self.layers.codec, packet.payload):
+                self.layer = layer
+                self.switches += 1
+                self._rebase.restart(packet, ntp)
+            elif best.ssrc is not None:
+                self.request_keyframe(best.ssrc)
+        if layer is not self.layer:
+            return None
+        rebased = self._rebase.map(packet, ntp)
+        if rebased is None:
+            return None
+        sequence_number, timestamp = rebased
+        if sequence_number == packet.sequence_number and timestamp == packet.timestamp:
+            return packet
+        copy = RtpPacket(
+            payload_type=packet.payload_type,
+            marker=packet.marker,
+            sequence_number=sequence_number,
+            timestamp=timestamp,
+            ssrc=packet.ssrc,
+            payload=packet.payload,
+        )
+        copy.padding_size = packet.padding_size
+        copy.extensions = packet.extensions
+        return copy
+
+    def upstream(self, media_ssrc: int, lost: Sequence[int]) -> tuple[int, list[int]]:
+        """A NACK of the receiver's path, in the numbers of the layer being recorded."""
+        layer = self.layer
+        if layer is None or layer.ssrc is None:
+            return media_ssrc, list(lost)
+        return layer.ssrc, [n for s in lost if (n := self._rebase.source_number(s)) is not None]
