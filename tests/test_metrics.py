@@ -149,6 +149,9 @@ async def test_a_visit_with_media_moves_the_metrics_the_rules_and_dashboard_use(
         assert value(live, name, direction="out") > 0, name
     assert value(live, "vreception_relay_frames_total", direction="out") >= 40
     assert value(live, "vreception_relay_keyframe_requests_total", direction="in") > 0
+    # one layer published here (aiortc peers): no layer switched, no link probed
+    assert value(live, "vreception_relay_layer_switches_total") == 0
+    assert value(live, "vreception_relay_probe_padding_bytes_total") == 0
     assert value(live, "vreception_room_packets_total", room=visit["id"], direction="in") > 0
     assert value(live, "vreception_room_packets_total", room=visit["id"], direction="out") > 0
     assert value(live, "process_cpu_seconds_total") > 0
