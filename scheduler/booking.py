@@ -10,9 +10,10 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
-from config.audit import audit_time
-from config.db import utcnow
+from config.audit import AuditEvent, audit_time
+from config.db import table_of, utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.settings import Settings
 from config.vocabulary import label
@@ -28,15 +29,23 @@ from scheduler.models import (
     Role,
     User,
     Visit,
+    VisitEvent,
     VisitEventKind,
     VisitState,
     new_visit_id,
 )
-from scheduler.notify import notify, visit_recipients
+from scheduler.notify import notify, notify_now, visit_recipients
 from scheduler.scope import Actor, ancestor_court_ids
 from scheduler.slots import BusyIndex, Interval, aligned, covered, free_pairs, units
 from scheduler.slots import days as local_days
-from scheduler.visits import audit_visit, local_text, visible_visit, visit_event
+from scheduler.visits import (
+    audit_visit,
+    audit_visit_values,
+    local_text,
+    visible_visit,
+    visit_event,
+    visit_event_values,
+)
 
 MAX_VISIT = timedelta(hours=4)
 
@@ -252,21 +261,47 @@ async def extend_hold(db: AsyncSession, visit: Visit, until: datetime) -> bool:
     return True
 
 
+_VISITS = table_of(Visit)
+_INSERT_VISIT = insert(_VISITS)
+_INSERT_LOCKS = insert(table_of(BookingLock))
+_INSERT_VISIT_EVENT = insert(table_of(VisitEvent))
+_INSERT_AUDITS = insert(table_of(AuditEvent))
+
+
+def _visit_row(visit: Visit) -> dict[str, Any]:
+    """The row of a new ``visit``: its attributes, and each column's default for those not
+    set (set on the object too, so that it is complete once attached)."""
+    values: dict[str, Any] = {}
+    state = visit.__dict__
+    for column in _VISITS.columns:
+        if column.key in state:
+            values[column.key] = state[column.key]
+            continue
+        default: Any = column.default
+        value = None
+        if default is not None:
+            value = default.arg(None) if default.is_callable else default.arg
+        setattr(visit, column.key, value)
+        values[column.key] = value
+    return values
+
+
 async def _take_locks(
     db: AsyncSession, rows: list[dict[str, Any]], visit: Visit | None = None
 ) -> list[dict[str, Any]]:
     """Insert the locks (and a new visit) in a savepoint; returns the conflicts when any
-    unit is taken, and then nothing of the attempt remains."""
+    unit is taken, and then nothing of the attempt remains. The new visit is written as a
+    row (no unit of work) and then belongs to the session as if it had been loaded."""
     try:
         async with db.begin_nested():
             if visit is not None:
-                db.add(visit)
-                await db.flush()
-            await db.execute(insert(BookingLock), rows)
+                await db.execute(_INSERT_VISIT, _visit_row(visit))
+            await db.execute(_INSERT_LOCKS, rows)
     except IntegrityError:
-        if visit is not None and visit in db:
-            db.expunge(visit)
         return await _conflicts(db, rows) or [{"resource": "unknown", "visit_id": None}]
+    if visit is not None:
+        make_transient_to_detached(visit)
+        db.add(visit)
     return []
 
 
@@ -415,43 +450,42 @@ async def commit_booking(
             if any(c["resource"] in ("room", "petitioner") for c in conflicts):
                 break  # another judge would not help
             continue
+        # The history, audit, contact, timeline and notification rows are written as
+        # statements (no unit of work): the two audit events in one.
         kind = VisitEventKind.walk_in if walk_in else VisitEventKind.booked
-        visit_event(
-            db,
-            actor,
-            visit,
-            kind,
-            None,
-            state,
-            starts_at=b.period.start.isoformat(),
-            ends_at=b.period.end.isoformat(),
-            judge_id=judge.id,
-            room_id=b.room.id,
-        )
-        audit_visit(
-            db,
-            actor,
-            "visit.walk_in" if walk_in else "visit.book",
-            visit,
-            petition=petition.number,
-            judge_id=judge.id,
-            room_id=b.room.id,
-            starts_at=audit_time(b.period.start, settings.tz),
-            kind=b.kind.value,
-        )
-        # the history, audit, contact, timeline and notification rows are written in one
-        # flush, the notifications' (each flush has its own cost)
-        with db.no_autoflush:
-            await case_visits.visit_booked(
-                db,
+        await db.execute(
+            _INSERT_VISIT_EVENT,
+            visit_event_values(
                 actor,
-                settings,
-                visit=visit,
-                petition=petition,
-                receiver=judge,
-                receiving=b.receiving,
-            )
-        await notify(
+                visit,
+                kind,
+                None,
+                state,
+                starts_at=b.period.start.isoformat(),
+                ends_at=b.period.end.isoformat(),
+                judge_id=judge.id,
+                room_id=b.room.id,
+            ),
+        )
+        case_rows = case_visits.visit_booked_rows(
+            actor, settings, visit=visit, petition=petition, receiver=judge, receiving=b.receiving
+        )
+        audits = [
+            audit_visit_values(
+                actor,
+                "visit.walk_in" if walk_in else "visit.book",
+                visit,
+                petition=petition.number,
+                judge_id=judge.id,
+                room_id=b.room.id,
+                starts_at=audit_time(b.period.start, settings.tz),
+                kind=b.kind.value,
+            ),
+            case_rows.audit,
+        ]
+        await db.execute(_INSERT_AUDITS, audits)
+        await case_visits.visit_booked(db, case_rows)
+        await notify_now(
             db,
             (plan.operators | {judge.id}) - {actor.user_id},
             kind="visit_booked",

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from config.db import table_of, utcnow
 from scheduler.models import Notification, Role, User, Visit
 
 OUTBOX = "notification_outbox"
@@ -69,6 +70,43 @@ async def notify(
         return rows
     db.add_all(rows)
     await db.flush()
+    db.info.setdefault(OUTBOX, []).extend(rows)
+    return rows
+
+
+_INSERT_NOTIFICATIONS = insert(table_of(Notification)).returning(
+    Notification.__table__.c.id, sort_by_parameter_order=True
+)
+
+
+async def notify_now(
+    db: AsyncSession,
+    user_ids: Iterable[int | None],
+    *,
+    kind: str,
+    title: str,
+    body: str = "",
+    visit_id: str | None = None,
+) -> list[Notification]:
+    """:func:`notify` in one INSERT statement, without flushing the session: for a caller
+    that writes its other rows as statements too (booking)."""
+    now = utcnow()
+    values = [
+        {
+            "user_id": uid,
+            "kind": kind,
+            "title": title,
+            "body": body,
+            "visit_id": visit_id,
+            "created_at": now,
+            "read_at": None,
+        }
+        for uid in _recipients(user_ids)
+    ]
+    if not values:
+        return []
+    ids = (await db.execute(_INSERT_NOTIFICATIONS, values)).scalars().all()
+    rows = [Notification(id=nid, **row) for nid, row in zip(ids, values, strict=True)]
     db.info.setdefault(OUTBOX, []).extend(rows)
     return rows
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from config.audit import record_audit
+from config.audit import AuditEvent, audit_values
 from config.db import utcnow
 from config.errors import NotFoundError
 from config.settings import Settings
@@ -23,10 +23,10 @@ from scheduler.models import Role, Visit, VisitEvent, VisitEventKind, VisitState
 from scheduler.scope import Actor, court_scope
 
 
-def audit_visit(db: AsyncSession, actor: Actor, action: str, visit: Visit, **detail: Any) -> None:
-    """An AuditEvent about ``visit`` by ``actor`` (the system when it has no user)."""
-    record_audit(
-        db,
+def audit_visit_values(actor: Actor, action: str, visit: Visit, **detail: Any) -> dict[str, Any]:
+    """The columns of an AuditEvent about ``visit`` by ``actor`` (the system when it has no
+    user)."""
+    return audit_values(
         action=action,
         actor_id=actor.user_id,
         actor_name=actor.username,
@@ -39,6 +39,32 @@ def audit_visit(db: AsyncSession, actor: Actor, action: str, visit: Visit, **det
     )
 
 
+def audit_visit(db: AsyncSession, actor: Actor, action: str, visit: Visit, **detail: Any) -> None:
+    """An AuditEvent about ``visit`` by ``actor`` (the system when it has no user)."""
+    db.add(AuditEvent(**audit_visit_values(actor, action, visit, **detail)))
+
+
+def visit_event_values(
+    actor: Actor,
+    visit: Visit,
+    kind: VisitEventKind,
+    from_state: VisitState | None,
+    to_state: VisitState | None,
+    **detail: Any,
+) -> dict[str, Any]:
+    """The columns of a line of the visit's history (``visit_events``)."""
+    return {
+        "visit_id": visit.id,
+        "at": utcnow(),
+        "kind": kind,
+        "from_state": from_state.value if from_state else None,
+        "to_state": to_state.value if to_state else None,
+        "actor_id": actor.user_id,
+        "actor_name": actor.username,
+        "detail": detail,
+    }
+
+
 def visit_event(
     db: AsyncSession,
     actor: Actor,
@@ -49,18 +75,7 @@ def visit_event(
     **detail: Any,
 ) -> None:
     """A line of the visit's history (``visit_events``)."""
-    db.add(
-        VisitEvent(
-            visit_id=visit.id,
-            at=utcnow(),
-            kind=kind,
-            from_state=from_state.value if from_state else None,
-            to_state=to_state.value if to_state else None,
-            actor_id=actor.user_id,
-            actor_name=actor.username,
-            detail=detail,
-        )
-    )
+    db.add(VisitEvent(**visit_event_values(actor, visit, kind, from_state, to_state, **detail)))
 
 
 MINUTES = "%Y-%m-%d %H:%M"  # how people read an instant: date and time, to the minute

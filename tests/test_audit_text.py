@@ -22,7 +22,15 @@ from web.audit_text import ACTIONS, sentence
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("config", "scheduler", "web", "recorder", "signaling", "media")
-AUDIT_CALLS = {"record_audit", "audit_values", "_audit", "audit_now", "audit_visit", "audit"}
+AUDIT_CALLS = {
+    "record_audit",
+    "audit_values",
+    "_audit",
+    "audit_now",
+    "audit_visit",
+    "audit_visit_values",
+    "audit",
+}
 ACTION = re.compile(r"^[a-z_]+\.[a-z_]+$")
 # actions built from an enum's value: f"visit.{to.value}", f"availability.{kind.value}"
 DYNAMIC: dict[str, type[enum.StrEnum]] = {

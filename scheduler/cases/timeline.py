@@ -28,8 +28,9 @@ class Entry:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def _values(actor: Actor, entry: Entry) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The columns of the entry's timeline row and of its audit event."""
+def entry_values(actor: Actor, entry: Entry) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The columns of the entry's timeline row and of its audit event (what
+    :func:`add_event` stores; a caller writing its own rows inserts these)."""
     court_id = entry.court_id if entry.court_id is not None else actor.court_id
     event = {
         "petition_id": entry.petition_id,
@@ -69,7 +70,7 @@ def add_event(
 
     ``text`` is the zh-CN sentence people read; ``detail`` the structured facts (ids, codes).
     """
-    event, audit = _values(actor, Entry(petition_id, kind, text, court_id, dict(detail or {})))
+    event, audit = entry_values(actor, Entry(petition_id, kind, text, court_id, dict(detail or {})))
     row = CaseEvent(**event)
     db.add(row)
     db.add(AuditEvent(**audit))
@@ -81,6 +82,6 @@ async def add_events(db: AsyncSession, actor: Actor, entries: Sequence[Entry]) -
     deadline scan writes thousands)."""
     if not entries:
         return
-    rows = [_values(actor, e) for e in entries]
+    rows = [entry_values(actor, e) for e in entries]
     await db.execute(insert(CaseEvent), [event for event, _ in rows])
     await db.execute(insert(AuditEvent), [audit for _, audit in rows])

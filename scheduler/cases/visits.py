@@ -10,16 +10,18 @@ functions in their own transaction; who may record an outcome is the lifecycle's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from config.db import table_of, utcnow
 from config.errors import ConflictError
 from config.settings import Settings
 from config.vocabulary import label
 from scheduler.cases.models import CaseEvent, Contact
 from scheduler.cases.rules import NO_VISITS
-from scheduler.cases.timeline import add_event
+from scheduler.cases.timeline import Entry, add_event, entry_values
 from scheduler.cases.words import Channel, EventKind, VisitOutcome
 from scheduler.models import Court, Petition, User, Visit, VisitState
 from scheduler.scope import Actor
@@ -46,8 +48,25 @@ def require_open_case(petition: Petition) -> None:
         )
 
 
-async def visit_booked(
-    db: AsyncSession,
+class BookedRows(NamedTuple):
+    """The rows a booked visit adds to its case: a contact, a timeline entry and the
+    entry's audit event."""
+
+    contact: dict[str, Any]
+    event: dict[str, Any]
+    audit: dict[str, Any]
+
+
+_INSERT_CONTACT = insert(table_of(Contact))
+_INSERT_EVENT = insert(table_of(CaseEvent))
+_COUNT_CONTACT = (
+    update(table_of(Petition))
+    .where(Petition.__table__.c.id == bindparam("petition_id"))
+    .values(contact_count=Petition.__table__.c.contact_count + 1)
+)
+
+
+def visit_booked_rows(
     actor: Actor,
     settings: Settings,
     *,
@@ -55,44 +74,50 @@ async def visit_booked(
     petition: Petition,
     receiver: User,
     receiving: Court,
-) -> None:
-    """The visit is a contact of its case (channel 视频接访) and an entry of its timeline."""
+) -> BookedRows:
+    """The visit is a contact of its case (channel 视频接访) and an entry of its timeline:
+    their rows (:func:`visit_booked` writes them)."""
     assert visit.starts_at is not None
-    db.add(
-        Contact(
-            petition_id=petition.id,
-            court_id=receiving.id,
-            channel=Channel.video,
-            occurred_at=visit.starts_at,
-            summary=f"{label(visit.kind)}：{receiving.name}",
-            visit_id=visit.id,
-            registered_by=actor.user_id,
-        )
-    )
-    await db.execute(
-        update(Petition)
-        .where(Petition.id == petition.id)
-        .values(contact_count=Petition.contact_count + 1)
-        .execution_options(synchronize_session=False)
-    )
+    contact = {
+        "petition_id": petition.id,
+        "court_id": receiving.id,
+        "channel": Channel.video,
+        "occurred_at": visit.starts_at,
+        "summary": f"{label(visit.kind)}：{receiving.name}",
+        "people_count": 1,
+        "repeat": False,
+        "visit_id": visit.id,
+        "registered_by": actor.user_id,
+        "created_at": utcnow(),
+    }
     when = local_text(visit.starts_at, settings)
-    add_event(
-        db,
-        petition.id,
-        EventKind.visit,
+    event, audit = entry_values(
         actor,
-        f"{'现场安排' if visit.walk_in else '预约'}{label(visit.kind)}：{when}，{receiving.name}"
-        f"{label(receiver.role)}{receiver.display_name}",
-        court_id=visit.court_id,
-        detail={
-            "visit_id": visit.id,
-            "kind": visit.kind.value,
-            "starts_at": visit.starts_at.isoformat(),
-            "judge_id": receiver.id,
-            "receiving_court_id": receiving.id,
-            "link": visit_link(visit.id),
-        },
+        Entry(
+            petition.id,
+            EventKind.visit,
+            f"{'现场安排' if visit.walk_in else '预约'}{label(visit.kind)}：{when}，"
+            f"{receiving.name}{label(receiver.role)}{receiver.display_name}",
+            visit.court_id,
+            {
+                "visit_id": visit.id,
+                "kind": visit.kind.value,
+                "starts_at": visit.starts_at.isoformat(),
+                "judge_id": receiver.id,
+                "receiving_court_id": receiving.id,
+                "link": visit_link(visit.id),
+            },
+        ),
     )
+    return BookedRows(contact, event, audit)
+
+
+async def visit_booked(db: AsyncSession, rows: BookedRows) -> None:
+    """Write a booked visit's contact and timeline entry (its audit event is the caller's
+    to insert, with its own): statements, no unit of work."""
+    await db.execute(_INSERT_CONTACT, rows.contact)
+    await db.execute(_COUNT_CONTACT, {"petition_id": rows.contact["petition_id"]})
+    await db.execute(_INSERT_EVENT, rows.event)
 
 
 async def visit_cancelled(
