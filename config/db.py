@@ -17,7 +17,8 @@ from threading import Thread
 from typing import Any, cast
 
 import aiosqlite
-from sqlalchemy import DateTime, MetaData, Table, event
+from sqlalchemy import DateTime, Insert, MetaData, Table, event, insert
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, make_transient_to_detached
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
@@ -56,6 +57,50 @@ def table_of(model: type[Base]) -> Table:
     """A model's table, for Core statements (``insert(table_of(M))`` writes rows without
     the ORM's bulk layer or unit of work)."""
     return cast(Table, model.__table__)
+
+
+# add_row's statements, built once per table and set of columns read back
+_ROW_INSERTS: dict[tuple[Table, tuple[str, ...]], Insert] = {}
+
+
+async def add_row(db: AsyncSession, obj: Base) -> None:
+    """Write the new ``obj`` as one INSERT statement (no unit of work) and attach it to the
+    session as if it had been loaded. A column not set takes its Python default (set on
+    the object too); what the database fills (the autoincrement key, a server default) is
+    read back with RETURNING. The session is not flushed first."""
+    mapper = sa_inspect(type(obj))
+    table = cast(Table, mapper.local_table)
+    state = obj.__dict__
+    values: dict[str, Any] = {}
+    filled: list[str] = []
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        if prop.key in state:
+            values[column.key] = state[prop.key]
+            continue
+        default: Any = column.default
+        if default is not None and (default.is_callable or default.is_scalar):
+            value = default.arg(None) if default.is_callable else default.arg
+        elif column.server_default is not None or column is table.autoincrement_column:
+            filled.append(prop.key)
+            continue
+        else:
+            value = None
+        setattr(obj, prop.key, value)
+        values[column.key] = value
+    key = (table, tuple(filled))
+    statement = _ROW_INSERTS.get(key)
+    if statement is None:
+        statement = insert(table)
+        if filled:
+            statement = statement.returning(*(mapper.column_attrs[k].columns[0] for k in filled))
+        _ROW_INSERTS[key] = statement
+    result = await db.execute(statement, values)
+    if filled:
+        for k, value in zip(filled, result.one(), strict=True):
+            setattr(obj, k, value)
+    make_transient_to_detached(obj)
+    db.add(obj)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

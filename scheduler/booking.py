@@ -10,10 +10,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 
 from config.audit import AuditEvent, audit_time
-from config.db import table_of, utcnow
+from config.db import add_row, table_of, utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.settings import Settings
 from config.vocabulary import label
@@ -261,29 +260,9 @@ async def extend_hold(db: AsyncSession, visit: Visit, until: datetime) -> bool:
     return True
 
 
-_VISITS = table_of(Visit)
-_INSERT_VISIT = insert(_VISITS)
 _INSERT_LOCKS = insert(table_of(BookingLock))
 _INSERT_VISIT_EVENT = insert(table_of(VisitEvent))
 _INSERT_AUDITS = insert(table_of(AuditEvent))
-
-
-def _visit_row(visit: Visit) -> dict[str, Any]:
-    """The row of a new ``visit``: its attributes, and each column's default for those not
-    set (set on the object too, so that it is complete once attached)."""
-    values: dict[str, Any] = {}
-    state = visit.__dict__
-    for column in _VISITS.columns:
-        if column.key in state:
-            values[column.key] = state[column.key]
-            continue
-        default: Any = column.default
-        value = None
-        if default is not None:
-            value = default.arg(None) if default.is_callable else default.arg
-        setattr(visit, column.key, value)
-        values[column.key] = value
-    return values
 
 
 async def _take_locks(
@@ -295,13 +274,12 @@ async def _take_locks(
     try:
         async with db.begin_nested():
             if visit is not None:
-                await db.execute(_INSERT_VISIT, _visit_row(visit))
+                await add_row(db, visit)
             await db.execute(_INSERT_LOCKS, rows)
     except IntegrityError:
+        if visit is not None and visit in db:
+            db.expunge(visit)
         return await _conflicts(db, rows) or [{"resource": "unknown", "visit_id": None}]
-    if visit is not None:
-        make_transient_to_detached(visit)
-        db.add(visit)
     return []
 
 
