@@ -18,14 +18,25 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BindParameter, Select, and_, bindparam, false, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Select,
+    and_,
+    bindparam,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from config.audit import record_audit
-from config.db import utcnow
+from config.db import add_row, table_of, utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_id_number
 from config.settings import Settings
@@ -285,8 +296,7 @@ async def _petitioner_at(db: AsyncSession, actor: Actor, court_id: int, p: Perso
         phone=p.phone.strip()[:20],
         created_by=actor.user_id,
     )
-    db.add(person)
-    await db.flush()
+    await add_row(db, person)
     return person
 
 
@@ -392,24 +402,30 @@ async def register(db: AsyncSession, actor: Actor, reg: Registration) -> Registe
         contact_count=0,
         created_by=actor.user_id,
     )
+    # the case, its original numbers and further petitioners are written as statements
     try:
         async with db.begin_nested():
-            db.add(case)
-            await db.flush()
+            await add_row(db, case)
             key = identity_key(lead.id_type, people[0].id_number)
-            db.add_all(CaseRef(petition_id=case.id, number=n, identity_key=key) for n in numbers)
-            db.add_all(CasePetitioner(petition_id=case.id, petitioner_id=p.id) for p in people[1:])
-            await db.flush()
+            await db.execute(
+                _INSERT_REFS,
+                [{"petition_id": case.id, "number": n, "identity_key": key} for n in numbers],
+            )
+            if len(people) > 1:
+                await db.execute(
+                    _INSERT_CO_PETITIONERS,
+                    [{"petition_id": case.id, "petitioner_id": p.id} for p in people[1:]],
+                )
     except IntegrityError as exc:
+        if case in db:
+            db.expunge(case)
         raise ConflictError(
             "同一事项刚刚已被登记，请重新提交以作为重复访关联到该信访件",
             code="duplicate_case",
         ) from exc
-    add_event(
-        db,
+    registered = Entry(
         case.id,
         EventKind.registered,
-        actor,
         f"登记信访件 {case.number}（{label(reg.channel)}，{label(reg.category)}，"
         f"信访人 {people[0].name}{_group(reg.people_count)}）",
         detail={
@@ -428,6 +444,7 @@ async def register(db: AsyncSession, actor: Actor, reg: Registration) -> Registe
         reg.people_count,
         repeat=False,
         visit_id=reg.visit_id,
+        before=[registered],
     )
     return Registered(case, contact, linked=False)
 
@@ -461,6 +478,10 @@ async def register_online(
     return done, online_actor(done.case.court_id, address)
 
 
+_INSERT_REFS = insert(table_of(CaseRef))
+_INSERT_CO_PETITIONERS = insert(table_of(CasePetitioner))
+
+
 async def _contact(
     db: AsyncSession,
     actor: Actor,
@@ -472,7 +493,10 @@ async def _contact(
     *,
     repeat: bool,
     visit_id: str | None = None,
+    before: Sequence[Entry] = (),
 ) -> Contact:
+    """Write the contact, count it on its case, and add its timeline entry after the
+    entries ``before`` (all as statements, no unit of work)."""
     assert actor.court_id is not None
     contact = Contact(
         petition_id=case.id,
@@ -485,24 +509,22 @@ async def _contact(
         visit_id=visit_id,
         registered_by=actor.user_id,
     )
-    db.add(contact)
+    await add_row(db, contact)
     await db.execute(
         update(Petition)
         .where(Petition.id == case.id)
         .values(contact_count=Petition.contact_count + 1, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    await db.flush()
-    add_event(
-        db,
+    entry = Entry(
         case.id,
         EventKind.contact,
-        actor,
         f"{'重复访：' if repeat else ''}{label(channel)}"
         + (f"，{summary[:60]}" if summary else ""),
         detail={"contact_id": contact.id, "channel": channel.value, "repeat": repeat}
         | ({"visit_id": visit_id} if visit_id else {}),
     )
+    await add_events(db, actor, [*before, entry])
     return contact
 
 

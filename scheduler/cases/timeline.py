@@ -11,7 +11,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import AuditEvent, audit_values
-from config.db import utcnow
+from config.db import table_of, utcnow
 from scheduler.cases.models import CaseEvent
 from scheduler.cases.words import EventKind
 from scheduler.scope import Actor
@@ -77,11 +77,15 @@ def add_event(
     return row
 
 
+_INSERT_EVENTS = insert(table_of(CaseEvent))
+_INSERT_AUDITS = insert(table_of(AuditEvent))
+
+
 async def add_events(db: AsyncSession, actor: Actor, entries: Sequence[Entry]) -> None:
     """:func:`add_event` for many entries at once: two INSERT statements in all (the
     deadline scan writes thousands)."""
     if not entries:
         return
     rows = [entry_values(actor, e) for e in entries]
-    await db.execute(insert(CaseEvent), [event for event, _ in rows])
-    await db.execute(insert(AuditEvent), [audit for _, audit in rows])
+    await db.execute(_INSERT_EVENTS, [event for event, _ in rows])
+    await db.execute(_INSERT_AUDITS, [audit for _, audit in rows])
