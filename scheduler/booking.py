@@ -3,6 +3,7 @@ database's lock rows), reschedule, and the search for free slots."""
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
@@ -699,20 +700,25 @@ async def find_free_slots(
             judge_busy.setdefault(jid, []).append(Interval(s, e))
     busy = {j.id: BusyIndex(judge_busy.get(j.id, ()), also=shared_busy) for j in judges}
     out: list[tuple[datetime, int, datetime, str]] = []
+    starts: list[datetime] = []  # of ``out``, sorted
     # Day by day, earliest first: once a day fills the limit, later days cannot matter.
     for day in local_days(first_day, last_day):
         room_open = cal.room_day(day)
         if not room_open:
             continue
         for judge in judges:
+            # once ``limit`` slots are found, one starting after the last of them cannot
+            # be among the first ``limit``: the next judges' search stops there
             for start, end in free_pairs(
                 cal.judge_day(judge.id, day),
                 open_hours=room_open,
                 busy=busy[judge.id],
                 not_before=now,
                 limit=limit,
+                not_after=starts[limit - 1] if len(starts) >= limit else None,
             ):
                 out.append((start, judge.id, end, judge.display_name))
+                bisect.insort(starts, start)
         if len(out) >= limit:
             break
     out.sort(key=lambda s: (s[0], s[1]))

@@ -174,20 +174,26 @@ def free_pairs(
     busy: BusyIndex,
     not_before: datetime,
     limit: int,
+    not_after: datetime | None = None,
 ) -> list[tuple[datetime, datetime]]:
     """:func:`free_slots` as (start, end) pairs: the free-slot search calls it for every
-    judge and day and keeps only the first few, so no Interval is built for the rest."""
+    judge and day and keeps only the first few, so no Interval is built for the rest.
+    ``not_after``: no slot starting later is wanted (the search already has enough)."""
     opens = sorted((o.start, o.end) for o in open_hours) if open_hours is not None else None
     found: set[tuple[datetime, datetime]] = set()
     for window in sorted(windows, key=lambda w: w.interval.start):
         first, last = window.interval.start, window.interval.end
         if len(found) >= limit and first > max(found)[0]:
             break  # windows are sorted: nothing later can give an earlier slot
+        if not_after is not None and first > not_after:
+            break
         step = timedelta(minutes=window.slot_minutes)
         start = first
         while start + step <= last:
             end = start + step
             slot_start, start = start, end
+            if not_after is not None and slot_start > not_after:
+                break
             if slot_start < not_before or busy.overlaps_span(slot_start, end):
                 continue
             if opens is not None and not any(a <= slot_start and end <= b for a, b in opens):

@@ -17,6 +17,7 @@ from scheduler.slots import (
     closed_days_removed,
     covered,
     expand_weekly,
+    free_pairs,
     free_slots,
     local_day,
     subtract,
@@ -86,6 +87,29 @@ def test_free_slots_respect_every_rule(
         assert covered(slot, availability), "outside reception hours"
     assert slots == sorted(slots)
     assert len(set(slots)) == len(slots)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rules=weekly_rules(),
+    busy=intervals(),
+    limit=st.integers(1, 40),
+    cut_offset=st.integers(0, 14 * 288),
+)
+def test_a_cut_off_search_gives_the_same_first_slots(
+    rules: list[WeeklyRule], busy: list[Interval], limit: int, cut_offset: int
+) -> None:
+    """``not_after`` (the free-slot search has enough slots that start earlier) drops only
+    the slots that start after it."""
+    windows = expand_weekly(rules, FIRST, LAST, TZ)
+    now = datetime.combine(FIRST, datetime.min.time(), tzinfo=TZ)
+    cut = now + timedelta(minutes=5 * cut_offset)
+    index = BusyIndex(busy)
+    whole = free_pairs(windows, open_hours=None, busy=index, not_before=now, limit=limit)
+    cut_off = free_pairs(
+        windows, open_hours=None, busy=index, not_before=now, limit=limit, not_after=cut
+    )
+    assert cut_off == [p for p in whole if p[0] <= cut]
 
 
 @settings(max_examples=200, deadline=None)
