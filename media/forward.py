@@ -31,13 +31,16 @@ from aiortc.codecs import is_rtx
 from aiortc.rtp import RtpPacket, unwrap_rtx
 
 from media import seams
-from media.bandwidth import BandwidthReport
+from media.bandwidth import REPORT_MAX_AGE_S, BandwidthReport
 from media.encoded import KeyframeRequest
 
 if TYPE_CHECKING:
     from media.layers import Layer, LayerChoice, Layers, RecordedStream
 
 log = logging.getLogger("vreception.media")
+
+LOSSY = 0.02  # a subscriber losing this share of its packets (its receiver reports) ...
+QUEUED_RTT_S = 0.4  # ... or whose round trip is this long: its link is overflowing
 
 _H264_KEY_NALS = (5, 7)  # an IDR slice, or the SPS that precedes it
 
@@ -307,6 +310,8 @@ class ForwardTrack(MediaStreamTrack):
         self.bandwidth: BandwidthReport | None = None
         # the subscriber's latest receiver report: the share it lost, and when (monotonic)
         self.loss: tuple[float, float] | None = None
+        self.rtt: tuple[float, float] | None = None  # seconds, and when (monotonic)
+        self.started: float | None = None  # monotonic seconds it began sending
         self.on_bandwidth: Callable[[], Awaitable[None]] | None = None
         self._video = kind == "video"
         self._ended = asyncio.Event()
@@ -343,9 +348,16 @@ class ForwardTrack(MediaStreamTrack):
         async def handle(packet: Any) -> None:
             wire = self._wire
             if wire is not None:
-                lost = seams.fraction_lost_of(packet, wire.ssrc)
-                if lost is not None:
+                reception = seams.reception_of(packet, wire.ssrc, ntp_now())
+                if reception is not None:
+                    before = self.congested(time.monotonic())
+                    lost, rtt = reception
                     self.loss = (lost, time.monotonic())
+                    if rtt is not None and rtt < 60:
+                        self.rtt = (rtt, time.monotonic())
+                    newly = self.congested(time.monotonic()) and not before
+                    if newly and self.on_bandwidth is not None:  # the layer may be too much
+                        await self.on_bandwidth()
             remb = seams.remb_of(packet)
             if remb is not None:
                 self.bandwidth = BandwidthReport(remb[0], time.monotonic())
@@ -386,6 +398,7 @@ class ForwardTrack(MediaStreamTrack):
         self._header = RtpHeader.of(wire, mid, with_audio_level=False)
         self._leveled_header = RtpHeader.of(wire, mid, with_audio_level=True)
         self._wire = wire
+        self.started = time.monotonic()
         if self.keyframes is not None:
             ntp = ntp_now()
             for packet in self.keyframes.recent(ntp):
@@ -402,6 +415,15 @@ class ForwardTrack(MediaStreamTrack):
         self._wire = None
         self.padding_bps = 0
         self._ended.set()
+
+    def congested(self, now: float) -> bool:
+        """The subscriber's latest receiver report (at most ``REPORT_MAX_AGE_S`` old) shows
+        its link overflowing: it lost ``LOSSY`` of the packets, or a queue holds them
+        (round trip over ``QUEUED_RTT_S``; jitter alone does not take it there)."""
+        loss, rtt = self.loss, self.rtt
+        return (loss is not None and now - loss[1] <= REPORT_MAX_AGE_S and loss[0] >= LOSSY) or (
+            rtt is not None and now - rtt[1] <= REPORT_MAX_AGE_S and rtt[0] >= QUEUED_RTT_S
+        )
 
     def layered(self, layers: Layers, choice: LayerChoice) -> None:
         """Make this the copy of a simulcast track (before it starts sending), its layer
@@ -488,8 +510,8 @@ class ForwardTrack(MediaStreamTrack):
         if packet.ssrc != rebase.source:
             if self.layers is not None:
                 wanted = self.wanted
-                if wanted is None:
-                    wanted = self.wanted = self.layers.by_ssrc(packet.ssrc)
+                if wanted is None:  # until a choice is made: the best layer flowing
+                    wanted = self.wanted = self.layers.best(time.monotonic())
                 if wanted is None or packet.ssrc != wanted.ssrc:
                     return  # another layer
             if self._video and not starts_keyframe(self.codec, packet.payload):

@@ -129,12 +129,12 @@ class LayerChoice:
     """How one subscriber's layer follows its estimate over time.
 
     The layer being sent is kept while the estimate is at least ``KEEP`` of its bitrate (a
-    keyframe swells a bitrate for a moment; a browser's first REMB is often below what it
-    receives). Below that but above ``SHORT`` it goes down after ``DOWN_AFTER_S``, and only
-    while the subscriber also reports losing packets (``lossy``): a browser's delay-based
-    estimate dips under mere jitter, while a link too thin for the layer overflows and
-    loses packets. Below ``SHORT`` it goes down at once (the estimate of a link far too
-    thin falls before its receiver reports show the loss).
+    keyframe swells a bitrate for a moment). Below that but above ``SHORT`` it goes down
+    after ``DOWN_AFTER_S``, and only while the subscriber's reports show its link
+    overflowing (``lossy``: packets lost, or a queue's round trip): a browser's delay-based
+    estimate dips under mere jitter. Below ``SHORT`` it goes down at once: the estimate of
+    a link far too thin falls before its receiver reports show the loss (jitter can take a
+    browser's estimate that low too; waiting for loss there froze a 300 kbit/s link).
 
     Up needs more: a browser's REMB grows only about 8 % a second and never above about
     1.5 times what it receives, so on a lower layer it cannot show that a higher one would
@@ -150,7 +150,6 @@ class LayerChoice:
     FALL = 0.1
     KEEP = 0.8
     SHORT = 0.5
-    LOSSY = 0.02  # a subscriber losing this share of its packets (receiver reports)
     DOWN_AFTER_S = 1.5
     GROWTH = 1.3  # what is received is kept at the estimate over this (REMB caps at ~1.5x)
     STEADY_S = 3.0  # a probe starts only after this long without the estimate falling
@@ -182,7 +181,8 @@ class LayerChoice:
         lossy: bool = True,
     ) -> Layer | None:
         """The layer for now (``padding_bps`` says what to probe with); ``current``: the
-        one wanted until now; ``lossy``: the subscriber reports losing packets lately."""
+        one wanted until now; ``lossy``: the subscriber's reports show its link
+        overflowing lately (packets lost, or a queue's round trip)."""
         self.padding_bps = 0
         if budget_bps is not None:
             if self._last_budget is not None and budget_bps < (1 - self.RISE) * self._last_budget:

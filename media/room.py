@@ -51,7 +51,8 @@ RELAY_KEY = "relay"  # whose TURN credentials the relay's own peer connections c
 # a subscription is renegotiated while it has at most this many media sections (aiortc
 # cannot reuse the inactive section of a gone track); beyond, it is replaced by a new one
 MAX_SUBSCRIBER_SECTIONS = 32
-LOSS_MAX_AGE_S = 5.0  # a subscriber's receiver report older than this no longer counts
+# a copy's first estimates are the browser's estimator starting up, far below what it receives
+FIRST_REPORTS_S = 5.0
 
 
 class TrackSink(Protocol):
@@ -290,15 +291,14 @@ class Room:
         for participant_id, forward in list(track.forwards.items()):
             report = forward.bandwidth
             budget = None
-            if report is not None and now - report.at <= REPORT_MAX_AGE_S:
+            settled = forward.started is not None and now - forward.started >= FIRST_REPORTS_S
+            if report is not None and now - report.at <= REPORT_MAX_AGE_S and settled:
                 budget = self._share(participant_id, report.bps)
             choice = forward.choice
             if choice is None:
                 continue
             before, probes, failed = forward.wanted, choice.probes, choice.failed
-            loss = forward.loss
-            lossy = loss is not None and now - loss[1] <= LOSS_MAX_AGE_S and loss[0] >= choice.LOSSY
-            chosen = choice.pick(layers, budget, now, before, lossy)
+            chosen = choice.pick(layers, budget, now, before, forward.congested(now))
             if chosen is not before and chosen is not None:
                 log.info(
                     "visit %s: %s gets layer %s of %s (estimate %s kbit/s)",

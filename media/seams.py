@@ -185,14 +185,20 @@ async def send_remb(receiver: RTCRtpReceiver, bitrate: int, ssrcs: Sequence[int]
     return True
 
 
-def fraction_lost_of(packet: Any, ssrc: int) -> float | None:
-    """The share of ``ssrc``'s packets a receiver report (RR, or an SR's report blocks)
-    says were lost in its latest interval; None when it has no block for that SSRC."""
+def reception_of(packet: Any, ssrc: int, ntp: int) -> tuple[float, float | None] | None:
+    """What a receiver report (RR, or an SR's report blocks) says of ``ssrc``: the share of
+    its packets lost in the latest interval, and the round-trip time in seconds (RFC 3550
+    §6.4.1: arrival − LSR − DLSR, None before the receiver has had a sender report);
+    ``ntp``: the 64-bit NTP time it arrived. None when it has no block for that SSRC."""
     if not isinstance(packet, aiortc.rtp.RtcpRrPacket | aiortc.rtp.RtcpSrPacket):
         return None
     for report in packet.reports:
         if report.ssrc == ssrc:
-            return int(report.fraction_lost) / 256
+            rtt = None
+            if report.lsr:
+                middle = (ntp >> 16) & 0xFFFFFFFF
+                rtt = ((middle - report.lsr - report.dlsr) & 0xFFFFFFFF) / 65536
+            return int(report.fraction_lost) / 256, rtt
     return None
 
 

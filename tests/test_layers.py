@@ -5,6 +5,7 @@ estimate carries (down at once, up on trial), and the SDP that turns simulcast o
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from aiortc.rtp import RtcpPsfbPacket, RtcpReceiverInfo, RtcpRrPacket, RtpPacket
@@ -249,10 +250,11 @@ async def test_a_subscriber_copy_sends_its_wanted_layer_and_switches_on_its_keyf
         packet = _packet(ssrc, seq, seq * 3000, _vp8(key, seq, seq), rid=rid)
         layer = layers.of(packet)
         assert layer is not None
+        layer.note(packet, time.monotonic())
         layer.keyframes.add(packet, base + at)
         await track.forward(packet, base + at, 0)
 
-    await send(20, 1, True, "f", 0)  # the first layer heard is taken
+    await send(20, 1, True, "f", 0)  # no choice made yet: the best layer flowing
     await send(10, 1, True, "l", 0)
     await send(20, 2, False, "f", SECOND // 30)
     assert [p.sequence_number - fake.sent[0].sequence_number for p in fake.sent] == [0, 1]
@@ -355,14 +357,29 @@ def test_without_loss_only_a_far_lower_estimate_takes_a_subscriber_down() -> Non
     assert choice.pick(layers, 300_000, 14.6, full, lossy=False) is low  # far too thin
 
 
-def test_a_receiver_reports_share_lost_is_read_for_the_senders_ssrc() -> None:
+def test_a_receiver_report_gives_the_share_lost_and_the_round_trip_of_the_senders_ssrc() -> None:
+    arrival = 0x1234 << 48 | 0x56789ABC << 16  # NTP; its middle 32 bits are 0x56789ABC
+    lsr = 0x56789ABC - 0x8000 - 0x4000  # the SR went 0.75 s ago, held 0.25 s (0x4000/65536)
     block = RtcpReceiverInfo(
-        ssrc=0x1234, fraction_lost=64, packets_lost=9, highest_sequence=1, jitter=0, lsr=0, dlsr=0
-    )
+        ssrc=0x1234, fraction_lost=64, packets_lost=9, highest_sequence=1, jitter=0,
+        lsr=lsr, dlsr=0x4000,
+    )  # fmt: skip
     other = RtcpReceiverInfo(
         ssrc=0x9, fraction_lost=255, packets_lost=9, highest_sequence=1, jitter=0, lsr=0, dlsr=0
     )
     report = RtcpRrPacket(ssrc=1, reports=[other, block])
-    assert seams.fraction_lost_of(report, 0x1234) == 0.25
-    assert seams.fraction_lost_of(report, 0x5) is None
-    assert seams.fraction_lost_of(RtcpPsfbPacket(fmt=1, ssrc=1, media_ssrc=2), 0x1234) is None
+    assert seams.reception_of(report, 0x1234, arrival) == (0.25, 0.5)
+    assert seams.reception_of(report, 0x9, arrival) == (255 / 256, None)  # no SR yet
+    assert seams.reception_of(report, 0x5, arrival) is None
+    assert seams.reception_of(RtcpPsfbPacket(fmt=1, ssrc=1, media_ssrc=2), 0x1234, 0) is None
+
+
+def test_a_copy_is_congested_by_recent_loss_or_a_queues_round_trip() -> None:
+    track = ForwardTrack("video", "vp8", 90000, _asks([], 0))
+    assert not track.congested(100.0)
+    track.loss, track.rtt = (0.01, 99.0), (0.15, 99.0)  # jitter: neither
+    assert not track.congested(100.0)
+    track.loss = (0.05, 99.0)
+    assert track.congested(100.0) and not track.congested(105.0)  # old news after 5 s
+    track.loss, track.rtt = (0.0, 99.0), (0.6, 99.0)
+    assert track.congested(100.0)

@@ -21,7 +21,7 @@ from playwright.async_api import async_playwright
 
 from media import seams
 from media.bandwidth import BandwidthReport
-from media.room import PublishedTrack, Relay
+from media.room import FIRST_REPORTS_S, PublishedTrack, Relay
 from media.transport import create_peer_connection
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.media_fixtures import write_counter_y4m
@@ -159,16 +159,23 @@ async def test_a_thin_subscriber_gets_the_half_size_layer_and_the_recording_the_
 
             copy = video.forwards["petitioner"]
 
-            async def estimate(bps: int) -> None:
+            async def estimate(bps: int, lost: float = 0.0) -> None:
                 copy.bandwidth = BandwidthReport(bps, time.monotonic())
+                copy.loss = (lost, time.monotonic())
                 await room.choose_layers(video)
 
-            await estimate(200_000)  # far below the full layer's bitrate: down at once
+            started = copy.started
+            assert started is not None
+            await _until(
+                lambda: time.monotonic() - started >= FIRST_REPORTS_S, 10, "estimates counted"
+            )
+            # far below the full layer's bitrate, and losing packets: down at once
+            await estimate(200_000, lost=0.1)
             switched = time.monotonic()
             await _until(lambda: frames[-1][1] == 240, 10, "the half-size layer")
             down = next(t for t, h in frames if t > switched and h == 240)
             assert down - switched < 2  # its keyframe asked for and forwarded
-            await estimate(200_000)
+            await estimate(200_000, lost=0.1)
             await _until(lambda: frames[-1][0] - down > 2, 10, "two seconds on it")
             assert {h for t, h in frames if t >= down} == {240}
             await estimate(5_000_000)  # room again: the full picture
