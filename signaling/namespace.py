@@ -287,8 +287,11 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         where = self._where.get(sid)
         if where is None:
             raise ProtocolError(ErrorCode.not_joined, "请先加入接访")
-        room = self.rooms[where[0]]
-        return room, room.participants[where[1]]
+        room = self.rooms.get(where[0])
+        me = room.participants.get(where[1]) if room is not None else None
+        if room is None or me is None:  # removed meanwhile (replaced, refused, ended)
+            raise ProtocolError(ErrorCode.not_joined, "请先加入接访")
+        return room, me
 
     def _sender(self, sid: str) -> tuple[Room, Participant]:
         """The participant, who may send media (an observer never does)."""
@@ -361,9 +364,6 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         room = self.rooms.setdefault(visit_id, Room(visit_id))
         self.placement.hold(visit_id)  # keep the room pinned here while it lives
         previous = room.by_key(identity.key)
-        if previous is not None:
-            await self._remove(previous.sid, CloseReason.replaced)
-            await self.disconnect(previous.sid)
         admitted = (
             identity.role not in GUEST_ROLES
             or admitted_before
@@ -374,6 +374,11 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         )
         room.participants[me.id] = me
         self._where[sid] = (visit_id, me.id)
+        if previous is not None:
+            # replaced once its successor is in: the room never empties meanwhile, so it
+            # stays open (and its recording goes on) even when that was its last connection
+            await self._remove(previous.sid, CloseReason.replaced)
+            await self.disconnect(previous.sid)
         observer = identity.role is ParticipantRole.observer
         if staff is not None and not observer:  # observers see no lobby and no notes
             await self.enter_room(sid, self.staff_room(visit_id))
@@ -687,7 +692,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                     {"participant_id": me.id, "participant": me.public()},
                     room=self.call_room(room.visit_id),
                 )
-        if not room.participants:
+        if not room.participants and self.rooms.get(room.visit_id) is room:
             await self._close_room(room.visit_id)
 
     async def recording_failed(self, visit_id: str, message: str) -> None:
@@ -710,7 +715,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.rooms.pop(visit_id, None)
         if self.relay is not None:
             await self.relay.close_room(visit_id)
-        await self.placement.release(visit_id)
+        if visit_id not in self.rooms:  # nobody joined again while it was closing
+            await self.placement.release(visit_id)
 
 
 def _network(participant_id: str, poor: bool) -> dict[str, Any]:

@@ -355,6 +355,40 @@ async def test_a_rejoin_replaces_the_identitys_previous_connection(
         await peer.close()
 
 
+async def test_a_rejoin_replacing_the_rooms_last_connection_keeps_the_room_for_the_newcomer(
+    make_client: MakeClient, visit: dict[str, Any]
+) -> None:
+    """After a server pause the judge's old connection may be gone before the petitioner's
+    new tab replaces its own: the room must not close under the newcomer, who then could
+    neither publish nor show evidence (an internal error), nor be met by the judge."""
+    client, _, judge = await _staff_peer(make_client, "judge_a")
+    judge_id = (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["participant_id"]
+    first = await Peer().connect(client)
+    joined = await first.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
+    )
+    assert (await judge.call("admit", {"participant_id": joined["participant_id"]}))["ok"]
+    token = (await first.next("admitted"))["rejoin"]
+    await judge.close()  # the judge's connection is gone first
+    assert (await first.next("participant_left"))["participant_id"] == judge_id
+    second = await Peer().connect(client)
+    back = await second.call("join", {"v": 1, "visit_id": visit["id"], "rejoin": token})
+    assert back["ok"] and back["admitted"]
+    await wait_for(_closed(first), within=10)
+    for stream in ("main", "evidence"):
+        published = await second.call(
+            "publish", {"type": "offer", "sdp": await _offer(("video",)), "stream": stream}
+        )
+        assert published["ok"], (stream, published)
+    # the judge coming back meets the petitioner in the same room
+    _, _, again = await _staff_peer(make_client, "judge_a")
+    met = await again.call("join", {"v": 1, "visit_id": visit["id"]})
+    assert met["ok"]
+    assert back["participant_id"] in {p["participant_id"] for p in met["participants"]}
+    for peer in (second, again):
+        await peer.close()
+
+
 async def test_unknown_visits_and_lobby_media_events_get_their_documented_codes(
     make_client: MakeClient, visit: dict[str, Any]
 ) -> None:
