@@ -650,6 +650,7 @@ class Relay:
         seams.check_seams()  # refuse to run on aiortc/aioice internals it does not know
         use_draining_sockets()
         seams.use_fast_clock()
+        seams.quiet_closed_connects()  # a connection closed while connecting is no error
         seams.accept_rid_extensions()  # simulcast publishers name their layers with them
         self.ice_servers = ice_servers or IceServers()
         self.allowed_networks = (

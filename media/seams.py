@@ -15,6 +15,7 @@ import asyncio
 import asyncio.selector_events
 import importlib.metadata
 import inspect
+import logging
 import queue
 import time
 import weakref
@@ -29,12 +30,14 @@ import aiortc.clock
 import aiortc.codecs
 import aiortc.rtcdtlstransport
 import aiortc.rtcicetransport
+import aiortc.rtcpeerconnection
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import aiortc.rtcrtptransceiver
 import aiortc.rtp
 from aioice import Candidate
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.exceptions import InvalidStateError
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
@@ -42,8 +45,11 @@ from media.errors import MediaError
 
 PACKAGES = ("aiortc", "aioice", "pylibsrtp")
 
+log = logging.getLogger("vreception.media")
+
 # name-mangled attributes (set in __init__, read by the methods named in the seam table)
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+_CONNECT = "_RTCPeerConnection__connect"  # a method: the connecting task
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
 _RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
@@ -403,6 +409,34 @@ def use_fast_clock() -> None:
     aiortc.clock.current_ms = fast_current_ms
 
 
+# ------------------------------------------------------- a connection closed while connecting
+
+original_connect: Callable[[Any], Awaitable[None]] | None = getattr(
+    aiortc.rtcpeerconnection.RTCPeerConnection, _CONNECT, None
+)
+
+
+async def _connect_or_closed(self: Any) -> None:
+    """aiortc's connecting task (ICE, DTLS, then the senders and receivers), run after each
+    description is set and never awaited by anyone: a connection closed while it runs (a
+    participant leaving, a page replaced, the node stopping) makes it raise
+    ``InvalidStateError``, which asyncio then reports as a task exception never retrieved,
+    with a traceback. That ending is expected; it is logged as such. Any other stays loud."""
+    assert original_connect is not None  # check_seams() ran first
+    try:
+        await original_connect(self)
+    except InvalidStateError:
+        if self.signalingState != "closed":  # "closed" from the first step of close()
+            raise
+        log.info("a media connection closed while it was connecting")
+
+
+def quiet_closed_connects() -> None:
+    """Install :func:`_connect_or_closed` as aiortc's connecting task. Process-wide;
+    idempotent."""
+    setattr(aiortc.rtcpeerconnection.RTCPeerConnection, _CONNECT, _connect_or_closed)
+
+
 # ----------------------------------------------------------------------- ICE (aioice)
 
 original_component_candidates = aioice.ice.Connection.get_component_candidates
@@ -589,6 +623,16 @@ def _seams() -> list[Seam]:
     buffer, ice = JitterBuffer, aioice.ice
     datagram = _DatagramTransport
     return [
+        Seam(
+            "RTCPeerConnection.__connect",
+            aiortc.rtcpeerconnection.RTCPeerConnection,
+            _CONNECT,
+            ("self",),
+            used_in=(
+                _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "setLocalDescription"),
+                _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "setRemoteDescription"),
+            ),
+        ),
         Seam(
             "RTCRtpReceiver.__decoder_queue",
             receiver,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import types
 from typing import Any
 
 import aiortc.rtp
 import pytest
-from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.exceptions import InvalidStateError
 
 from media import encoded, seams
 from media.room import Relay
@@ -168,3 +170,27 @@ def test_an_asyncio_udp_reader_of_another_shape_stops_the_relay(
 
     monkeypatch.setattr(seams._DatagramTransport, "_read_ready", read_ready)
     _refused("_SelectorDatagramTransport._sock/_conn_lost/_protocol/max_size")
+
+
+async def test_a_connection_closed_while_connecting_ends_its_connecting_task_quietly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiortc's connecting task raises InvalidStateError when the connection is closed
+    under it (a participant leaving, the node stopping): the relay's connections end it
+    with a line of log; the same error on a connection still open is not hidden."""
+    Relay()
+    assert getattr(RTCPeerConnection, seams._CONNECT) is seams._connect_or_closed
+
+    async def closed_under_it(pc: Any) -> None:
+        raise InvalidStateError("RTCIceTransport is closed")
+
+    monkeypatch.setattr(seams, "original_connect", closed_under_it)
+    pc = RTCPeerConnection()
+    await pc.close()
+    caplog.set_level(logging.INFO, "vreception.media")
+    await getattr(pc, seams._CONNECT)()  # as aiortc's own task runs it
+    assert "closed while it was connecting" in caplog.text
+    still_open = RTCPeerConnection()
+    with pytest.raises(InvalidStateError):
+        await getattr(still_open, seams._CONNECT)()
+    await still_open.close()
