@@ -389,6 +389,41 @@ async def test_a_rejoin_replacing_the_rooms_last_connection_keeps_the_room_for_t
         await peer.close()
 
 
+async def test_a_room_joined_again_while_it_closes_keeps_its_placement(
+    make_client: MakeClient, app_server: Any, visit: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last one leaves and the room closes (its media closing takes a while); a join
+    meanwhile opens the room again, which must stay pinned to this node: the closing does
+    not release the new room's placement."""
+    namespace = app_server.app[VISITS]
+    assert namespace.relay is not None
+    closing, go_on, closed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    close_media, close_room = namespace.relay.close_room, namespace._close_room
+
+    async def slow_media_close(visit_id: str) -> None:
+        await close_media(visit_id)
+        closing.set()
+        await go_on.wait()
+
+    async def watched_close(visit_id: str) -> None:
+        await close_room(visit_id)
+        closed.set()
+
+    monkeypatch.setattr(namespace.relay, "close_room", slow_media_close)
+    monkeypatch.setattr(namespace, "_close_room", watched_close)
+    client, _, judge = await _staff_peer(make_client, "judge_a")
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    await judge.close()
+    await asyncio.wait_for(closing.wait(), timeout=10)
+    again = await Peer().connect(client, _cookie(client))
+    assert (await again.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    go_on.set()
+    await asyncio.wait_for(closed.wait(), timeout=10)
+    assert visit["id"] in namespace.rooms
+    assert await namespace.placement.held(visit["id"])
+    await again.close()
+
+
 async def test_unknown_visits_and_lobby_media_events_get_their_documented_codes(
     make_client: MakeClient, visit: dict[str, Any]
 ) -> None:
