@@ -13,7 +13,7 @@ import pytest
 import socketio
 from aiohttp.test_utils import TestClient
 from icalendar import Calendar
-from sqlalchemy import event, func, select
+from sqlalchemy import Engine, event, func, select
 
 from config.audit import AuditEvent
 from config.db import create_engine, create_sessionmaker
@@ -676,6 +676,31 @@ async def test_booking_shows_id_and_phone_only_masked_in_lists_logs_and_audit(
     assert masked_id in details and masked_id in trail  # petitioner.create names the ID
     for shown in [*lists, logged.getvalue(), details, trail]:
         assert ID_NUMBER not in shown and PHONE not in shown
+
+
+async def test_a_booking_answers_from_its_own_write_transaction(
+    make_client: MakeClient, booking: Booking
+) -> None:
+    """POST /visits reads its answer (names, history) inside the write transaction that
+    booked: two transactions a booking (the checks' read snapshot, the write), no third one
+    after the commit."""
+    op, h = await _client(make_client, "op_a")
+    begins: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("BEGIN"):
+            begins.append(statement.strip())
+
+    event.listen(Engine, "before_cursor_execute", capture)
+    try:
+        r = await op.post("/api/v1/visits", json=_visit(booking, "a0", 9), headers=h)
+    finally:
+        event.remove(Engine, "before_cursor_execute", capture)
+    assert r.status == 201, await r.text()
+    answer = await r.json()
+    assert answer["judge_name"] == "judge_a" and answer["room_name"]
+    assert [e["kind"] for e in answer["history"]] == ["booked"]
+    assert begins == ["BEGIN", "BEGIN IMMEDIATE"]
 
 
 async def test_a_booking_reads_its_records_in_one_statement_and_writes_one_insert_a_table(

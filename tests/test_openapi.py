@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-from web.routes import PATH_PARAM, api
+from web.routes import PATH_PARAM, _dumps, api, json_body, to_json
+from web.scheduling_schemas import FreeSlotOut
+from web.schemas import Ok
 
 
 async def test_openapi_describes_every_route(client: TestClient) -> None:
@@ -31,3 +36,21 @@ async def test_openapi_describes_every_route(client: TestClient) -> None:
     assert {"201", "401", "403", "409", "422"} <= set(create["responses"])
     schema = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert schema.rsplit("/", 1)[-1] in doc["components"]["schemas"]
+
+
+def test_answers_are_written_as_the_same_json_by_pydantic_and_by_to_json() -> None:
+    """A model, and a list of models of one class, are written by pydantic itself
+    (``json_body``); the JSON is what ``to_json`` gives, Chinese text as UTF-8, not escaped.
+    Anything else (a mixed list, a dict) goes through ``to_json``."""
+    slot = FreeSlotOut(
+        starts_at=datetime(2026, 12, 2, 1, 30, tzinfo=UTC),
+        ends_at=datetime(2026, 12, 2, 2, tzinfo=UTC),
+        judge_id=7,
+        judge_name="张法官",
+    )
+    other = Ok()
+    for value in (slot, [slot, slot], [slot, other], {"a": [slot]}, [], "文字"):
+        body = json_body(value)
+        assert isinstance(body, bytes)
+        assert json.loads(body) == json.loads(_dumps(to_json(value)))
+    assert "张法官".encode() in json_body([slot])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -366,7 +366,7 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
                 await touch_session(db, principal.session_id)
         if isinstance(result, web.StreamResponse):
             return result
-        return web.json_response(to_json(result), status=route.status, dumps=_dumps)
+        return json_response(result, status=route.status)
 
     view.__name__ = route.handler.__name__
     return view
@@ -376,6 +376,33 @@ def _dumps(value: Any) -> str:
     import json
 
     return json.dumps(value, ensure_ascii=False)
+
+
+# list[Model] serializers, one per answer model: pydantic writes a model's JSON itself, several
+# times faster than turning it into dicts first and those into text
+_LIST_SERIALIZERS: dict[type[BaseModel], TypeAdapter[Any]] = {}
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    """An answer (see :func:`json_body`) as a JSON response."""
+    return web.Response(
+        body=json_body(value), status=status, content_type="application/json", charset="utf-8"
+    )
+
+
+def json_body(value: Any) -> bytes:
+    """An answer as UTF-8 JSON: a model, or a list of models of one class, written by
+    pydantic; anything else through :func:`to_json`."""
+    if isinstance(value, BaseModel):
+        return value.__pydantic_serializer__.to_json(value)
+    if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+        cls = type(value[0])
+        if all(type(v) is cls for v in value):
+            adapter = _LIST_SERIALIZERS.get(cls)
+            if adapter is None:
+                adapter = _LIST_SERIALIZERS[cls] = TypeAdapter(list[cls])  # type: ignore[valid-type]
+            return adapter.dump_json(value)
+    return _dumps(to_json(value)).encode()
 
 
 def to_json(value: Any) -> Any:

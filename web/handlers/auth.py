@@ -26,7 +26,7 @@ from web.auth import (
 from web.errors import app_error_response
 from web.keys import STAFF_SOCKETS, THROTTLE
 from web.metrics import count_login_failure
-from web.routes import ALL_STAFF, Context, api, to_json
+from web.routes import ALL_STAFF, Context, api, json_response
 from web.schemas import LoginBody, Me, Ok
 
 HOME = {
@@ -155,7 +155,7 @@ async def login(ctx: Context) -> web.StreamResponse:
         )
     principal = principal_of(user, row, ctx.address)  # before fresh() expires ``user``
     await ctx.fresh()
-    response = web.json_response(to_json(await _me(ctx, principal)))
+    response = json_response(await _me(ctx, principal))
     set_session_cookie(response, settings, token)
     return response
 

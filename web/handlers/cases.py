@@ -63,7 +63,7 @@ from web.case_schemas import (
     TriageIn,
 )
 from web.keys import DB
-from web.routes import ALL_STAFF, Context, _dumps, api, to_json
+from web.routes import ALL_STAFF, Context, api, json_response
 from web.schemas import Page, page_of
 
 TAG = "cases"
@@ -158,7 +158,7 @@ async def register_case(ctx: Context) -> Registered | web.Response:
         linked=done.linked,
     )
     if done.linked:
-        return web.json_response(to_json(out), status=200, dumps=_dumps)
+        return json_response(out)
     return out
 
 

@@ -45,7 +45,7 @@ from web.portal_auth import (
     portal_principal,
     set_portal_cookie,
 )
-from web.routes import Context, api, to_json
+from web.routes import Context, api, json_response
 from web.scheduling_schemas import VisitIn
 from web.schemas import Answer, Body, Ok
 
@@ -142,7 +142,7 @@ async def sign_in(ctx: Context) -> web.StreamResponse:
         return app_error_response(exc)  # answered, not raised: the failure count is kept
     me = await identity.session_principal(ctx.db, token)
     assert me is not None
-    response = web.json_response(to_json(_me(me, ctx.settings)))
+    response = json_response(_me(me, ctx.settings))
     set_portal_cookie(response, ctx.settings, token)
     return response
 

@@ -161,10 +161,12 @@ async def visit_answers(
     return out
 
 
-async def _detail(ctx: Context, visit: Visit) -> VisitDetailOut:
-    (base,) = await visit_answers(ctx.db, [visit], ctx.me.actor())
-    history = [VisitEventOut.of(e) for e in await vs.visit_history(ctx.db, visit.id)]
-    return VisitDetailOut(**base.model_dump(), history=history)
+async def _detail(ctx: Context, visit: Visit, db: AsyncSession | None = None) -> VisitDetailOut:
+    """The visit with its history, read in ``db`` (default the request's session)."""
+    db = ctx.db if db is None else db
+    (base,) = await visit_answers(db, [visit], ctx.me.actor())
+    history = [VisitEventOut.of(e) for e in await vs.visit_history(db, visit.id)]
+    return VisitDetailOut(**base.__dict__, history=history)
 
 
 @api.route(
@@ -227,9 +229,9 @@ async def book(ctx: Context) -> VisitDetailOut:
     plan = await plan_visit(ctx, ctx.body)
     async with ctx.write() as db:
         visit = await booking.commit_booking(db, actor, ctx.settings, plan)
-    await ctx.fresh()
-    # the caller may see the visit they just booked for their own petition: no re-check
-    return await _detail(ctx, visit)
+        # read in the booking's own transaction (no second one after it); the caller may
+        # see the visit they just booked for their own petition: no re-check
+        return await _detail(ctx, visit, db)
 
 
 @api.route(
