@@ -196,7 +196,7 @@ async def find_duplicate(ctx: Context) -> DuplicateOut:
     query=BoardQuery,
     answer=BoardOut,
 )
-async def case_board(ctx: Context) -> web.Response:
+async def case_board(ctx: Context) -> BoardOut:
     """Every court's totals and the cases due first (``court_id``: that court's cases, all
     of them); each court's cases come overdue first (most days first)."""
     q: BoardQuery = ctx.query
@@ -213,16 +213,10 @@ async def case_board(ctx: Context) -> web.Response:
         court_id = r.case.handler_court_id or r.case.court_id
         if court_id in courts:
             courts[court_id].cases.append(CaseRow.of(r.case, names, now))
-    answer = BoardOut(
+    return BoardOut(
         courts=list(courts.values()),
         total=sum(t.cases for t in rows.totals),
         overdue=sum(t.overdue for t in rows.totals),
-    )
-    # serialized by pydantic in one call (no dict of dicts in between)
-    return web.Response(
-        body=answer.model_dump_json().encode(),
-        content_type="application/json",
-        charset="utf-8",
     )
 
 
