@@ -282,8 +282,8 @@ def test_300k_downlink_keeps_12_fps_and_never_stalls(
     sent, and recorded, in full (tests/test_simulcast.py checks the recording).
 
     The margins come from eleven 16 s windows measured on 2026-12-02 (ten on two beds like
-    this module's, one in a full suite run): longest freeze 0.4-3.3 s (median 0.8 s), audio concealed
-    1.8-4.9 %, 15.8-27.8 fps. A limit of 1.5 s failed two of them, so the freeze and audio
+    this module's, one in a full suite run): longest freeze 0.4-3.3 s (median 0.8 s), audio
+    concealed 1.8-4.9 %, 15.8-27.8 fps. A limit of 1.5 s failed two of them, so the freeze and audio
     limits here only catch a link that stalls (before simulcast: frozen 16 s of 20 and 16 %
     of audio concealed); the issue's targets (no freeze over 1 s, audio at most 2 %) are the
     figures scripts/bench_network.py reports."""
