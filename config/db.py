@@ -482,19 +482,43 @@ class Database:
         """True when write transactions take the in-process lock (SQLite)."""
         return self._lock is not None
 
-    def reader(self) -> AsyncSession:
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncSession]:
         """A session for reading; it never commits."""
-        return self._read()
+        async with self._session(self._read) as session:
+            yield session
 
     @asynccontextmanager
     async def writer(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: commits on success, rolls back on any error."""
         async with (
             self._lock or contextlib.nullcontext(),
-            self._write() as session,
+            self._session(self._write) as session,
             session.begin(),
         ):
             yield session
+
+    @asynccontextmanager
+    async def _session(
+        self, maker: async_sessionmaker[AsyncSession]
+    ) -> AsyncIterator[AsyncSession]:
+        """A session, closed on the way out. SQLAlchemy's own exit closes it in a task of
+        its own, shielded from cancellation, and waits for that task: the request yields
+        the loop to every other ready request before it can answer (on the desk, every
+        request's answer waited behind the others' work). On SQLite the close is a
+        rollback and the pool's return, both on the loop (see _OneTripConnection), so it
+        is awaited directly and nothing can cancel it half-way; only a connection beyond
+        the pool's size is closed on its thread. Elsewhere (PostgreSQL: real I/O)
+        SQLAlchemy's shielded close is kept."""
+        if not self.serialized:
+            async with maker() as session:
+                yield session
+            return
+        session = maker()
+        try:
+            yield session
+        finally:
+            await session.close()
 
     def checkpoint(self) -> tuple[int, int]:
         """Move what the WAL holds into the database file without waiting for anyone

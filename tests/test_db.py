@@ -270,3 +270,26 @@ async def test_a_statement_with_a_cte_that_writes_is_not_taken_for_a_read(
             assert await db.scalar(select(Court.name).where(Court.code == "T9")) == "测试法院"
     finally:
         await engine.dispose()
+
+
+async def test_closing_a_session_does_not_hand_the_loop_to_other_requests(
+    migrated: Settings,
+) -> None:
+    """A request answers as soon as its own work is done: leaving a reader or a writer runs
+    no other ready callback first (SQLAlchemy's own exit closes the session in a task of
+    its own and waits for it, and every request's answer then waited behind the others')."""
+    database = Database(migrated)
+    loop = asyncio.get_running_loop()
+    try:
+        for open_session in (database.reader, database.writer):
+            async with open_session() as db:
+                await db.execute(text("SELECT 1"))  # connects (on the thread)
+            ran: list[str] = []
+            async with open_session() as db:
+                await db.execute(select(func.count()).select_from(Court))
+                loop.call_soon(ran.append, "another request")
+            assert ran == [], open_session.__name__
+            await asyncio.sleep(0)
+            assert ran == ["another request"]
+    finally:
+        await database.dispose()
