@@ -35,8 +35,10 @@ from scheduler.scope import Actor
 from scheduler.slots import (
     Interval,
     WeeklyRule,
+    WeekTable,
     Window,
-    expand_weekly,
+    by_weekday,
+    day_windows,
     local_day,
     local_instant,
     subtract,
@@ -370,12 +372,12 @@ class CalendarData:
     local days, loaded in a few light queries; the methods answer per day, in memory."""
 
     tz: ZoneInfo
-    rules: dict[int, list[WeeklyRule]]
+    rules: dict[int, WeekTable]
     additions: dict[int, list[Window]]
     cancellations: dict[int, list[Interval]]
     judge_court: dict[int, int]
     holidays: dict[int, set[date]]
-    room_rules: list[WeeklyRule]
+    room_rules: WeekTable
     room_court: int | None
 
     def _day_bounds(self, day: date) -> Interval:
@@ -383,11 +385,17 @@ class CalendarData:
 
     def judge_day(self, judge_id: int, day: date) -> list[Window]:
         """The judge's reception windows on one local day."""
+        rules = self.rules.get(judge_id)
+        extras = self.additions.get(judge_id)
+        if not rules and not extras:
+            return []  # most of a court's judges on most days: nothing to build
         if day in self.holidays.get(self.judge_court.get(judge_id, 0), ()):
             return []
+        windows = day_windows(rules, day, self.tz) if rules else []
+        if not windows and not extras:
+            return []
         bounds = self._day_bounds(day)
-        windows = expand_weekly(self.rules.get(judge_id, ()), day, day, self.tz)
-        for extra in self.additions.get(judge_id, ()):
+        for extra in extras or ():
             if extra.interval.overlaps(bounds):
                 start = max(extra.interval.start, bounds.start)
                 end = min(extra.interval.end, bounds.end)
@@ -399,7 +407,7 @@ class CalendarData:
         """When the room is open on one local day."""
         if self.room_court is None or day in self.holidays.get(self.room_court, ()):
             return []
-        return [w.interval for w in expand_weekly(self.room_rules, day, day, self.tz)]
+        return [w.interval for w in day_windows(self.room_rules, day, self.tz)]
 
 
 def _calendar_statements() -> tuple[Select[Any], Select[Any], Select[Any], Select[Any]]:
@@ -459,12 +467,12 @@ async def load_calendar(
     ids = [j for j, _ in judges]
     since = local_instant(first, 0, tz)
     until = local_instant(last, 1440, tz)
-    rules: dict[int, list[WeeklyRule]] = defaultdict(list)
+    rules: dict[int, WeekTable] = {}
     additions: dict[int, list[Window]] = defaultdict(list)
     cancellations: dict[int, list[Interval]] = defaultdict(list)
     if ids:
         for row in await db.execute(_TEMPLATES, {"judge_ids": ids}):
-            rules[row[0]].append(WeeklyRule(*row[1:]))
+            rules.setdefault(row[0], {}).setdefault(row[1], []).append(WeeklyRule(*row[1:]))
         for jid, kind, start, end, slot in await db.execute(
             _EXCEPTIONS, {"judge_ids": ids, "since": since, "until": until}
         ):
@@ -478,11 +486,11 @@ async def load_calendar(
         _HOLIDAYS, {"court_ids": sorted(courts), "first": first, "last": last}
     ):
         holidays[court_id].add(day)
-    room_rules: list[WeeklyRule] = []
+    room_rules: WeekTable = {}
     if room is not None:
-        room_rules = [
+        room_rules = by_weekday(
             WeeklyRule(*row) for row in await db.execute(_ROOM_HOURS, {"room_id": room.id})
-        ]
+        )
     return CalendarData(
         tz=tz,
         rules=rules,

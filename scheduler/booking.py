@@ -698,20 +698,22 @@ async def find_free_slots(
     for jid, s, e in busy_rows:
         if jid is not None and s and e:
             judge_busy.setdefault(jid, []).append(Interval(s, e))
-    busy = {j.id: BusyIndex(judge_busy.get(j.id, ()), also=shared_busy) for j in judges}
+    busy = {j.id: BusyIndex(judge_busy.get(j.id, ())) for j in judges}
     out: list[tuple[datetime, int, datetime, str]] = []
     starts: list[datetime] = []  # of ``out``, sorted
     # Day by day, earliest first: once a day fills the limit, later days cannot matter.
     for day in local_days(first_day, last_day):
-        room_open = cal.room_day(day)
-        if not room_open:
+        # the room's free stretches (open, and neither it nor the petitioner booked): a
+        # day the room is full is passed over without looking at a judge
+        room_free = shared_busy.free_parts((i.start, i.end) for i in cal.room_day(day))
+        if not room_free:
             continue
         for judge in judges:
             # once ``limit`` slots are found, one starting after the last of them cannot
             # be among the first ``limit``: the next judges' search stops there
             for start, end in free_pairs(
                 cal.judge_day(judge.id, day),
-                open_hours=room_open,
+                open_spans=room_free,
                 busy=busy[judge.id],
                 not_before=now,
                 limit=limit,

@@ -70,30 +70,43 @@ def days(first: date, last: date) -> Iterable[date]:
         day += timedelta(days=1)
 
 
+WeekTable = dict[int, list[WeeklyRule]]
+"""Weekly rules by weekday (0 = Monday)."""
+
+
+def by_weekday(rules: Iterable[WeeklyRule]) -> WeekTable:
+    table: WeekTable = {}
+    for rule in rules:
+        table.setdefault(rule.weekday, []).append(rule)
+    return table
+
+
+def day_windows(table: WeekTable, day: date, tz: ZoneInfo) -> list[Window]:
+    """The occurrences of a week table's rules on one local day."""
+    out: list[Window] = []
+    for rule in table.get(day.weekday(), ()):
+        if rule.valid_from and day < rule.valid_from:
+            continue
+        if rule.valid_until and day > rule.valid_until:
+            continue
+        out.append(
+            Window(
+                Interval(
+                    local_instant(day, rule.start_minute, tz),
+                    local_instant(day, rule.end_minute, tz),
+                ),
+                rule.slot_minutes,
+            )
+        )
+    return out
+
+
 def expand_weekly(
     rules: Iterable[WeeklyRule], first: date, last: date, tz: ZoneInfo
 ) -> list[Window]:
     """Every occurrence of ``rules`` on the local days ``first`` … ``last``."""
-    by_weekday: dict[int, list[WeeklyRule]] = {}
-    for rule in rules:
-        by_weekday.setdefault(rule.weekday, []).append(rule)
-    out: list[Window] = []
-    for day in days(first, last):
-        for rule in by_weekday.get(day.weekday(), ()):
-            if rule.valid_from and day < rule.valid_from:
-                continue
-            if rule.valid_until and day > rule.valid_until:
-                continue
-            out.append(
-                Window(
-                    Interval(
-                        local_instant(day, rule.start_minute, tz),
-                        local_instant(day, rule.end_minute, tz),
-                    ),
-                    rule.slot_minutes,
-                )
-            )
-    return out
+    table = by_weekday(rules)
+    return [w for day in days(first, last) for w in day_windows(table, day, tz)]
 
 
 def subtract(windows: Iterable[Window], removed: Sequence[Interval]) -> list[Window]:
@@ -124,20 +137,21 @@ def closed_days_removed(windows: Iterable[Window], closed: set[date], tz: ZoneIn
     return subtract(windows, cuts)
 
 
-class BusyIndex:
-    """Sorted busy intervals with a fast overlap test; ``also``: another index whose
-    intervals count as busy too (a room's visits, shared by every judge's index, sorted
-    once instead of once per judge)."""
+Span = tuple[datetime, datetime]
+"""A half-open period as a plain (start, end) pair, compared in C."""
 
-    def __init__(self, busy: Iterable[Interval], also: BusyIndex | None = None) -> None:
-        self._also = also
+
+class BusyIndex:
+    """Sorted busy intervals with a fast overlap test, and the free parts of given spans."""
+
+    def __init__(self, busy: Iterable[Interval]) -> None:
         # plain (start, end) pairs: compared in C, not through the dataclass's ordering
-        items = sorted((b.start, b.end) for b in busy)
-        self._starts = [start for start, _ in items]
+        self._items = sorted((b.start, b.end) for b in busy)
+        self._starts = [start for start, _ in self._items]
         # running maximum of ends, so one bisect answers "does anything overlap?"
         self._max_end: list[datetime] = []
         latest: datetime | None = None
-        for _, end in items:
+        for _, end in self._items:
             latest = end if latest is None or end > latest else latest
             self._max_end.append(latest)
 
@@ -146,9 +160,27 @@ class BusyIndex:
 
     def overlaps_span(self, start: datetime, end: datetime) -> bool:
         i = bisect.bisect_left(self._starts, end)  # items starting before its end
-        if i > 0 and self._max_end[i - 1] > start:
-            return True
-        return self._also is not None and self._also.overlaps_span(start, end)
+        return i > 0 and self._max_end[i - 1] > start
+
+    def free_parts(self, spans: Iterable[tuple[datetime, datetime]]) -> list[Span]:
+        """What is left of each of ``spans`` once the busy intervals are cut out: one
+        (start, end) pair per free stretch, in the order of ``spans``."""
+        out: list[Span] = []
+        for a, b in spans:
+            lo = bisect.bisect_right(self._max_end, a)  # every item before ends by ``a``
+            hi = bisect.bisect_left(self._starts, b)  # every item from here starts at ``b``
+            cur = a
+            for s, e in self._items[lo:hi]:
+                if e <= cur:
+                    continue
+                if s > cur:
+                    out.append((cur, s))
+                cur = e
+                if cur >= b:
+                    break
+            if cur < b:
+                out.append((cur, b))
+        return out
 
 
 def free_slots(
@@ -162,7 +194,11 @@ def free_slots(
     """Slots cut from ``windows`` that fit in ``open_hours`` (None: no limit), do not
     overlap ``busy`` and start no earlier than ``not_before``; earliest first."""
     pairs = free_pairs(
-        windows, open_hours=open_hours, busy=busy, not_before=not_before, limit=limit
+        windows,
+        open_spans=None if open_hours is None else [(o.start, o.end) for o in open_hours],
+        busy=busy,
+        not_before=not_before,
+        limit=limit,
     )
     return [Interval(a, b) for a, b in pairs]
 
@@ -170,17 +206,19 @@ def free_slots(
 def free_pairs(
     windows: Iterable[Window],
     *,
-    open_hours: Sequence[Interval] | None,
+    open_spans: Sequence[Span] | None,
     busy: BusyIndex,
     not_before: datetime,
     limit: int,
     not_after: datetime | None = None,
-) -> list[tuple[datetime, datetime]]:
-    """:func:`free_slots` as (start, end) pairs: the free-slot search calls it for every
-    judge and day and keeps only the first few, so no Interval is built for the rest.
+) -> list[Span]:
+    """:func:`free_slots` as (start, end) pairs, the open hours given as pairs too: the
+    free-slot search calls it for every judge and day and keeps only the first few, so no
+    Interval is built for the rest. Only the slots inside an open span are looked at (the
+    search passes the room's free stretches: a full day costs nothing per slot).
     ``not_after``: no slot starting later is wanted (the search already has enough)."""
-    opens = sorted((o.start, o.end) for o in open_hours) if open_hours is not None else None
-    found: set[tuple[datetime, datetime]] = set()
+    opens = sorted(open_spans) if open_spans is not None else None
+    found: set[Span] = set()
     for window in sorted(windows, key=lambda w: w.interval.start):
         first, last = window.interval.start, window.interval.end
         if len(found) >= limit and first > max(found)[0]:
@@ -188,17 +226,22 @@ def free_pairs(
         if not_after is not None and first > not_after:
             break
         step = timedelta(minutes=window.slot_minutes)
-        start = first
-        while start + step <= last:
-            end = start + step
-            slot_start, start = start, end
-            if not_after is not None and slot_start > not_after:
-                break
-            if slot_start < not_before or busy.overlaps_span(slot_start, end):
-                continue
-            if opens is not None and not any(a <= slot_start and end <= b for a, b in opens):
-                continue
-            found.add((slot_start, end))
+        if opens is None:
+            spans = [(first, last)]
+        else:
+            spans = [(max(a, first), min(b, last)) for a, b in opens if a < last and first < b]
+        for lo, hi in spans:
+            lo = max(lo, not_before)
+            # the window's first slot starting at or after ``lo`` (slots are cut from
+            # the window's start, whole steps apart)
+            start = first - ((first - lo) // step) * step if lo > first else first
+            while start + step <= hi:
+                end = start + step
+                slot_start, start = start, end
+                if not_after is not None and slot_start > not_after:
+                    break
+                if not busy.overlaps_span(slot_start, end):
+                    found.add((slot_start, end))
     return sorted(found)[:limit]
 
 

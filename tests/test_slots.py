@@ -87,6 +87,21 @@ def test_free_slots_respect_every_rule(
         assert covered(slot, availability), "outside reception hours"
     assert slots == sorted(slots)
     assert len(set(slots)) == len(slots)
+    # and none is missing: every slot of every window that breaks no rule is offered
+    every = set()
+    for w in availability:
+        step = timedelta(minutes=w.slot_minutes)
+        start = w.interval.start
+        while start + step <= w.interval.end:
+            slot = Interval(start, start + step)
+            if (
+                start >= now
+                and any(o.contains(slot) for o in room_open)
+                and not any(slot.overlaps(b) for b in busy)
+            ):
+                every.add(slot)
+            start += step
+    assert slots == sorted(every)
 
 
 @settings(max_examples=200, deadline=None)
@@ -105,9 +120,9 @@ def test_a_cut_off_search_gives_the_same_first_slots(
     now = datetime.combine(FIRST, datetime.min.time(), tzinfo=TZ)
     cut = now + timedelta(minutes=5 * cut_offset)
     index = BusyIndex(busy)
-    whole = free_pairs(windows, open_hours=None, busy=index, not_before=now, limit=limit)
+    whole = free_pairs(windows, open_spans=None, busy=index, not_before=now, limit=limit)
     cut_off = free_pairs(
-        windows, open_hours=None, busy=index, not_before=now, limit=limit, not_after=cut
+        windows, open_spans=None, busy=index, not_before=now, limit=limit, not_after=cut
     )
     assert cut_off == [p for p in whole if p[0] <= cut]
 
@@ -120,15 +135,65 @@ def test_busy_index_agrees_with_brute_force(busy: list[Interval], probe: list[In
         assert index.overlaps(p) == any(p.overlaps(b) for b in busy)
 
 
-@settings(max_examples=200, deadline=None)
-@given(own=intervals(6), shared=intervals(8), probe=intervals(3))
-def test_busy_index_over_a_shared_index_agrees_with_brute_force(
-    own: list[Interval], shared: list[Interval], probe: list[Interval]
+def _runs(units_: list[int]) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive 5-minute units, as [first, end) unit pairs."""
+    runs: list[tuple[int, int]] = []
+    for u in units_:
+        if runs and runs[-1][1] == u:
+            runs[-1] = (runs[-1][0], u + 1)
+        else:
+            runs.append((u, u + 1))
+    return runs
+
+
+@settings(max_examples=300, deadline=None)
+@given(busy=intervals(12), spans=intervals(4))
+def test_free_parts_are_each_span_less_the_busy_time(
+    busy: list[Interval], spans: list[Interval]
 ) -> None:
-    """A judge's index over the room's (``also``) is busy where either is."""
-    index = BusyIndex(own, also=BusyIndex(shared))
-    for p in probe:
-        assert index.overlaps(p) == any(p.overlaps(b) for b in own + shared)
+    taken = {u for b in busy for u in units(b)}
+    parts = BusyIndex(busy).free_parts((s.start, s.end) for s in spans)
+    expected = [run for s in spans for run in _runs([u for u in units(s) if u not in taken])]
+    assert [(units(Interval(a, b))[0], units(Interval(a, b))[-1] + 1) for a, b in parts] == (
+        expected
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=weekly_rules(),
+    room_rules=weekly_rules(slot=False),
+    own=intervals(6),
+    shared=intervals(12),
+    limit=st.integers(1, 40),
+    now_offset=st.integers(0, 14 * 288),
+)
+def test_slots_in_the_rooms_free_parts_are_those_the_room_does_not_block(
+    rules: list[WeeklyRule],
+    room_rules: list[WeeklyRule],
+    own: list[Interval],
+    shared: list[Interval],
+    limit: int,
+    now_offset: int,
+) -> None:
+    """The search cuts the room's visits out of its opening hours once, then checks each
+    judge's slots against the judge's own visits only: the same slots as checking both."""
+    windows = expand_weekly(rules, FIRST, LAST, TZ)
+    opens = [(w.interval.start, w.interval.end) for w in expand_weekly(room_rules, FIRST, LAST, TZ)]
+    now = datetime.combine(FIRST, datetime.min.time(), tzinfo=TZ) + timedelta(
+        minutes=5 * now_offset
+    )
+    both = free_pairs(
+        windows, open_spans=opens, busy=BusyIndex(own + shared), not_before=now, limit=limit
+    )
+    split = free_pairs(
+        windows,
+        open_spans=BusyIndex(shared).free_parts(opens),
+        busy=BusyIndex(own),
+        not_before=now,
+        limit=limit,
+    )
+    assert split == both
 
 
 @given(a=intervals(1), b=intervals(1))
