@@ -123,10 +123,45 @@ async def get_case(
     return case, where
 
 
+# The registration desk's statements, built once of table columns (no statement building or
+# ORM loading per call; see docs/architecture.md, "Performance of the booking desk").
+_RULE_DAYS = select(table_of(DeadlineRule).c.days).where(
+    table_of(DeadlineRule).c.node == bindparam("node")
+)
+_DUPLICATE = (
+    select(table_of(CaseRef).c.petition_id)
+    .where(
+        table_of(CaseRef).c.identity_key == bindparam("key"),
+        table_of(CaseRef).c.number.in_(bindparam("numbers", expanding=True)),
+    )
+    .order_by(table_of(CaseRef).c.petition_id)
+    .limit(1)
+)
+_PETITIONER_AT = select(Petitioner).where(
+    Petitioner.court_id == bindparam("court_id"),
+    Petitioner.id_type == bindparam("id_type"),
+    Petitioner.id_number == bindparam("id_number"),
+)
+_COUNT_CONTACT = (
+    update(table_of(Petition))
+    .where(table_of(Petition).c.id == bindparam("case_id"))
+    .values(contact_count=table_of(Petition).c.contact_count + 1, updated_at=bindparam("now"))
+)
+_COURT_NAMES = select(table_of(Court).c.id, table_of(Court).c.name).where(
+    table_of(Court).c.id.in_(bindparam("ids", expanding=True))
+)
+_USER_NAMES = select(table_of(User).c.id, table_of(User).c.display_name).where(
+    table_of(User).c.id.in_(bindparam("ids", expanding=True))
+)
+_PETITIONER_NAMES = select(table_of(Petitioner).c.id, table_of(Petitioner).c.name).where(
+    table_of(Petitioner).c.id.in_(bindparam("ids", expanding=True))
+)
+
+
 async def deadline_for(db: AsyncSession, node: Node, start: datetime) -> datetime | None:
     """When ``node`` entered at ``start`` is due, by the configured rule (None: no deadline)."""
-    rule = await db.get(DeadlineRule, node)
-    return None if rule is None else start + timedelta(days=rule.days)
+    days = (await db.execute(_RULE_DAYS, {"node": node})).scalar()
+    return None if days is None else start + timedelta(days=days)
 
 
 async def _act(
@@ -280,11 +315,7 @@ def _missing(reg: Registration) -> list[str]:
 async def _petitioner_at(db: AsyncSession, actor: Actor, court_id: int, p: PersonIn) -> Petitioner:
     number = check_id_number(p.id_type, p.id_number)
     found = await db.scalar(
-        select(Petitioner).where(
-            Petitioner.court_id == court_id,
-            Petitioner.id_type == p.id_type,
-            Petitioner.id_number == number,
-        )
+        _PETITIONER_AT, {"court_id": court_id, "id_type": p.id_type, "id_number": number}
     )
     if found is not None:
         return found
@@ -308,12 +339,7 @@ async def find_duplicate(
     if not keys:
         return None
     key = identity_key(id_type, check_id_number(id_type, id_number))
-    pid = await db.scalar(
-        select(CaseRef.petition_id)
-        .where(CaseRef.identity_key == key, CaseRef.number.in_(keys))
-        .order_by(CaseRef.petition_id)
-        .limit(1)
-    )
+    pid = (await db.execute(_DUPLICATE, {"key": key, "numbers": keys})).scalar()
     return None if pid is None else await db.get(Petition, pid)
 
 
@@ -510,12 +536,7 @@ async def _contact(
         registered_by=actor.user_id,
     )
     await add_row(db, contact)
-    await db.execute(
-        update(Petition)
-        .where(Petition.id == case.id)
-        .values(contact_count=Petition.contact_count + 1, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    await db.execute(_COUNT_CONTACT, {"case_id": case.id, "now": utcnow()})
     entry = Entry(
         case.id,
         EventKind.contact,
@@ -1298,16 +1319,14 @@ async def names_for(db: AsyncSession, cases: Sequence[CaseFacts]) -> Names:
     person_ids = {p.petitioner_id for p in cases}
     names = Names()
     if court_ids:
-        rows = await db.execute(select(Court.id, Court.name).where(Court.id.in_(court_ids)))
-        names.courts = {cid: name for cid, name in rows.all()}
+        rows = await db.execute(_COURT_NAMES, {"ids": sorted(court_ids)})
+        names.courts = {cid: name for cid, name in rows}
     if user_ids:
-        rows = await db.execute(select(User.id, User.display_name).where(User.id.in_(user_ids)))
-        names.users = {uid: name for uid, name in rows.all()}
+        rows = await db.execute(_USER_NAMES, {"ids": sorted(user_ids)})
+        names.users = {uid: name for uid, name in rows}
     if person_ids:
-        rows = await db.execute(
-            select(Petitioner.id, Petitioner.name).where(Petitioner.id.in_(person_ids))
-        )
-        names.petitioners = {pid: name for pid, name in rows.all()}
+        rows = await db.execute(_PETITIONER_NAMES, {"ids": sorted(person_ids)})
+        names.petitioners = {pid: name for pid, name in rows}
     return names
 
 
