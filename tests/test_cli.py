@@ -109,3 +109,20 @@ def test_serve_freezes_what_start_up_loaded_once_every_start_up_step_ran(
         assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
+
+
+def test_serve_hands_the_gil_to_sqlite_threads_within_half_a_millisecond(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read run on a connection's thread takes the GIL back for every row it steps: with
+    Python's 5 ms default each row waited behind the busy event loop (the board's reads)."""
+    seen: list[float] = []
+    monkeypatch.setattr(
+        aiohttp_web, "run_app", lambda app, **_: seen.append(sys.getswitchinterval())
+    )
+    before = sys.getswitchinterval()
+    try:
+        assert cli._serve(Settings(data_dir=tmp_path), demo=False) == 0
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == [pytest.approx(0.0005)]
