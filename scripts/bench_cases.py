@@ -23,7 +23,6 @@ import json
 import random
 import shutil
 import sqlite3
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from bench_scheduler import cpu_seconds
 from benchdata import (
     PASSWORD,
     CourtTree,
+    bench_dir,
     insert_courts,
     load_average,
     log,
@@ -452,7 +452,7 @@ class Dataset:
 def prepare(args: argparse.Namespace) -> Dataset:
     """Build the dataset, or reuse the one in --data-dir built with the same sizes; each run
     starts from the dataset as generated (a run registers cases)."""
-    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="vr-bench-cases-"))
+    data_dir = Path(args.data_dir)  # see main: bench_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=data_dir)
     db_path = data_dir / "vreception.db"
@@ -586,7 +586,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.clients < 3:
         parser.error("--clients: at least 3 (a board watcher, a case reader and a clerk)")
-    result = asyncio.run(run(args, prepare(args)))
+    with bench_dir(args.data_dir, "vr-bench-cases-") as data_dir:
+        args.data_dir = str(data_dir)
+        result = asyncio.run(run(args, prepare(args)))
     print(json.dumps(result, ensure_ascii=False))
 
 

@@ -24,7 +24,6 @@ import random
 import shutil
 import sqlite3
 import statistics
-import tempfile
 import time
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -35,6 +34,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from benchdata import (
     PASSWORD,
+    bench_dir,
     insert_courts,
     log,
     peak_rss_mb,
@@ -364,7 +364,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="vr-bench-"))
+    data_dir = Path(args.data_dir)  # see main: bench_dir
     settings = Settings(data_dir=data_dir)
     db_path = data_dir / "vreception.db"
     t0 = time.perf_counter()
@@ -456,7 +456,9 @@ def main() -> None:
         "--cache-dir", help="keep the generated dataset here and reuse it on later runs"
     )
     args = parser.parse_args()
-    result = asyncio.run(run(args))
+    with bench_dir(args.data_dir, "vr-bench-") as data_dir:
+        args.data_dir = str(data_dir)
+        result = asyncio.run(run(args))
     print(json.dumps(result, ensure_ascii=False))
 
 

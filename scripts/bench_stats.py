@@ -17,7 +17,6 @@ import asyncio
 import json
 import random
 import sqlite3
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from benchdata import (
     PASSWORD,
+    bench_dir,
     insert_courts,
     load_average,
     log,
@@ -97,7 +97,7 @@ async def refresh_stale(settings: Settings, months: Sequence[str]) -> int:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="vr-bench-stats-"))
+    data_dir = Path(args.data_dir)  # see main: bench_dir
     settings = Settings(data_dir=data_dir)
     db_path = data_dir / "vreception.db"
     t0 = time.perf_counter()
@@ -199,7 +199,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--data-dir", help="reuse a dataset generated before")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args)), ensure_ascii=False))
+    with bench_dir(args.data_dir, "vr-bench-stats-") as data_dir:
+        args.data_dir = str(data_dir)
+        result = asyncio.run(run(args))
+    print(json.dumps(result, ensure_ascii=False))
 
 
 if __name__ == "__main__":

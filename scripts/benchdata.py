@@ -11,15 +11,17 @@ import asyncio
 import gc
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,6 +98,20 @@ def insert_courts(
     )
     tree.rows = len(courts)
     return tree
+
+
+@contextmanager
+def bench_dir(given: str | None, prefix: str) -> Iterator[Path]:
+    """The benchmark's data directory: ``given`` (kept), or a new temporary one removed at
+    the end (a dataset is ~0.8-2.5 GB: left behind, a few dozen runs filled the disk)."""
+    if given:
+        yield Path(given)
+        return
+    made = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def free_port() -> int:
