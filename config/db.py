@@ -165,12 +165,6 @@ LOOP_READ_BUDGET_S = 0.004
 # loop alone: a statement on the connection's thread calling back into Python would take the
 # GIL at every check and wait behind the loop's work each time (a 10 ms report took 100+).
 PROGRESS_STEPS = 10_000
-# The GIL's switch interval for the server process (Python's default: 5 ms). A read run on a
-# connection's thread hands the GIL back for every row it steps and must take it back from
-# the event loop each time: with the default, each row waited up to 5 ms behind a busy loop
-# and the supervising court's board (two reads of ~150-200 rows, run there once past the
-# budget) took 120-170 ms at the median under the desk's load instead of ~35.
-GIL_SWITCH_INTERVAL_S = 0.0005
 # A write cannot be interrupted and run again (SQLite would roll back the whole transaction),
 # so only a small one runs on the loop: at most this many parameters in all (an
 # executemany's rows counted together: a booking's locks, a few notifications; ~0.2 ms).

@@ -63,7 +63,7 @@ from aiortc.contrib.media import MediaRelay  # noqa: E402
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack  # noqa: E402
 from aiortc.rtp import RtpPacket  # noqa: E402
 
-from config.db import GIL_SWITCH_INTERVAL_S  # noqa: E402
+from config.runtime import tune_interpreter  # noqa: E402
 from media import encoded, forward, seams  # noqa: E402
 from media.room import Relay, Room  # noqa: E402
 from media.transport import announce_addresses, create_peer_connection  # noqa: E402
@@ -126,7 +126,7 @@ class TranscodeRoom:
 def serve_relay(port: int, mode: str, record: str | None = None) -> None:
     """The relay process: a tiny HTTP signaling front for publish / subscribe / answer;
     with ``record``, every room is recorded there as in a visit in progress."""
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # as `vreception serve` sets it
+    tune_interpreter()  # as `vreception serve` does
     announce_addresses(["127.0.0.1"])
     latencies: list[float] = []
     rooms: dict[str, Any] = {}
