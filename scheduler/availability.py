@@ -467,12 +467,12 @@ async def load_calendar(
     ids = [j for j, _ in judges]
     since = local_instant(first, 0, tz)
     until = local_instant(last, 1440, tz)
-    rules: dict[int, WeekTable] = {}
+    weekly: dict[int, list[WeeklyRule]] = defaultdict(list)
     additions: dict[int, list[Window]] = defaultdict(list)
     cancellations: dict[int, list[Interval]] = defaultdict(list)
     if ids:
         for row in await db.execute(_TEMPLATES, {"judge_ids": ids}):
-            rules.setdefault(row[0], {}).setdefault(row[1], []).append(WeeklyRule(*row[1:]))
+            weekly[row[0]].append(WeeklyRule(*row[1:]))
         for jid, kind, start, end, slot in await db.execute(
             _EXCEPTIONS, {"judge_ids": ids, "since": since, "until": until}
         ):
@@ -493,7 +493,7 @@ async def load_calendar(
         )
     return CalendarData(
         tz=tz,
-        rules=rules,
+        rules={judge: by_weekday(rules) for judge, rules in weekly.items()},
         additions=additions,
         cancellations=cancellations,
         judge_court=dict(judges),

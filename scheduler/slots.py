@@ -162,7 +162,7 @@ class BusyIndex:
         i = bisect.bisect_left(self._starts, end)  # items starting before its end
         return i > 0 and self._max_end[i - 1] > start
 
-    def free_parts(self, spans: Iterable[tuple[datetime, datetime]]) -> list[Span]:
+    def free_parts(self, spans: Iterable[Span]) -> list[Span]:
         """What is left of each of ``spans`` once the busy intervals are cut out: one
         (start, end) pair per free stretch, in the order of ``spans``."""
         out: list[Span] = []
