@@ -533,6 +533,18 @@ def repair_file(path: Path) -> tuple[Path, int, float]:
     return target, packets, last
 
 
+def _last_frame_at(original: Path, wall_start: float, duration: float) -> float:
+    """When a crashed file's last frame arrived: its first frame's arrival plus the media it
+    holds, but never later than the file's last write. The first frame's arrival can lag
+    the stream's pace (it waited for the connection), which would put the end after the
+    crash itself."""
+    end = wall_start + duration
+    try:
+        return min(end, original.stat().st_mtime)
+    except OSError:
+        return end
+
+
 def recover(root: Path) -> list[VisitRecording]:
     """On start: every recording still marked ``recording`` was interrupted (a crash or a
     kill). Make its files playable and mark it interrupted at the last frame written.
@@ -575,7 +587,7 @@ def recover(root: Path) -> list[VisitRecording]:
                 files.append(fixed.relative_to(folder).as_posix())
                 track.interrupted_originals.append(name)
                 if track.wall_start is not None:
-                    track.wall_end = track.wall_start + duration
+                    track.wall_end = _last_frame_at(original, track.wall_start, duration)
                     interrupted_at = max(interrupted_at, track.wall_end)
                 track.packets = count
             # the playable copies stand in the timeline; the originals stay, as evidence

@@ -274,6 +274,32 @@ def test_a_file_that_cannot_be_repaired_stays_out_of_the_playable_list(tmp_path:
     assert str(tmp_path) not in (folder / "recording.json").read_text()
 
 
+def test_a_crashed_track_never_ends_after_its_files_last_write(tmp_path: Path) -> None:
+    """The first frame's arrival can lag the stream's pace; its arrival plus the media in
+    the file would then put the interruption after the crash. The file's last write bounds
+    it."""
+    root = tmp_path / "recordings"
+    folder = root / ("e" * 32)
+    (folder / "tracks").mkdir(parents=True)
+    path = folder / "tracks" / "petitioner-microphone-a1.webm"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=4",
+         "-c:a", "libopus", str(path)],
+        check=True,
+    )  # fmt: skip
+    last_write = time.time() - 10
+    os.utime(path, (last_write, last_write))
+    late_start = last_write - 3.9  # 4 s of media would end 0.1 s after the last write
+    track = TrackFile("a1", "p1", "petitioner", "王某某", "audio", "opus", "microphone",
+                      ["tracks/petitioner-microphone-a1.webm"], late_start, 0, 48000)  # fmt: skip
+    save_state(folder, VisitRecording(visit_id="e" * 32, started_at=late_start, tracks=[track]))
+
+    assert [r.visit_id for r in recover(root)] == ["e" * 32]
+    state = load_state(folder)
+    assert state is not None and state.interrupted_at is not None
+    assert state.interrupted_at == state.tracks[0].wall_end == last_write
+
+
 async def test_a_full_disk_is_reported_the_warning_clears_and_the_gap_is_on_record(
     tmp_path: Path, make_client: MakeClient, visit: dict[str, Any], migrated: Settings
 ) -> None:
