@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
 from threading import Thread
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiosqlite
-from sqlalchemy import DateTime, Insert, MetaData, Table, event, insert
+from sqlalchemy import DateTime, Executable, Insert, MetaData, Table, event, insert
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import Connection, Dialect, Result, make_url
+from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -103,6 +106,168 @@ async def add_row(db: AsyncSession, obj: Base) -> None:
     db.add(obj)
 
 
+# Statements marked by prepared(): id -> (the statement, its plan once compiled, or None
+# when it must go SQLAlchemy's way). The statement is held, so its id is never reused.
+_PREPARED: dict[int, tuple[Executable, _Plan | bool | None]] = {}
+
+
+_S = TypeVar("_S", bound=Executable)
+
+
+def prepared(statement: _S) -> _S:
+    """Mark a Core read statement built once (of table columns, bound parameters) to run on
+    SQLite without SQLAlchemy's per-call execution path: it is compiled once, and each
+    call binds its parameters, runs on the session's own connection and transaction (the
+    same loop-or-thread rule as every statement, see _OneTripCursor) and gives a real
+    :class:`Result`. SQLAlchemy's path costs ~70 µs a statement against ~10 µs this way.
+    Elsewhere (PostgreSQL), or for a statement this cannot plan (an expanding list given
+    empty, a parameter that renders a literal), SQLAlchemy runs it as always; so too while
+    the session holds unflushed changes (SQLAlchemy flushes them before any statement)."""
+    if not getattr(statement, "is_select", False):
+        raise TypeError("prepared(): reads only")
+    if any(isinstance(d["type"], type) for d in cast(Any, statement).column_descriptions):
+        raise TypeError("prepared(): columns only; an ORM entity is loaded by SQLAlchemy")
+    _PREPARED[id(statement)] = (statement, True)  # True: not compiled yet
+    return statement
+
+
+class _Plan:
+    """A prepared statement compiled for SQLite: its SQL, the order, defaults and
+    converters of its parameters, and its result's columns."""
+
+    __slots__ = ("binds", "callables", "expanding", "metadata", "names", "orm", "sized", "sql")
+
+    def __init__(self, statement: Executable, dialect: Dialect) -> None:
+        self.orm = bool(getattr(statement, "_propagate_attrs", None))  # autoflushes
+        compiled: Any = cast(Any, statement).compile(dialect=dialect)
+        if (
+            not compiled.positional
+            or compiled.literal_execute_params
+            or compiled.escaped_bind_names
+            or any(p.type._is_tuple_type for p in compiled.post_compile_params)
+        ):
+            raise _Unplannable
+        self.sql: str = compiled.string
+        self.names: list[str] = list(compiled.positiontup)
+        processors = compiled._bind_processors
+        # per parameter: its converter, and its value when the call gives none
+        self.binds: dict[str, tuple[Any, Any]] = {
+            name: (processors.get(name), compiled.binds[name].value) for name in self.names
+        }
+        self.callables = {
+            name: compiled.binds[name].callable
+            for name in self.names
+            if compiled.binds[name].callable is not None
+        }
+        self.expanding = {compiled.bind_names[p] for p in compiled.post_compile_params}
+        self.sized: dict[tuple[int, ...], str] = {}  # SQL for each set of list lengths
+        entries = compiled._result_columns
+        keys = [e.keyname for e in entries]
+        if len(set(keys)) != len(keys):
+            raise _Unplannable
+        self.metadata = SimpleResultMetaData(
+            keys,
+            extra=[e.objects for e in entries],
+            _processors=[e.type._cached_result_processor(dialect, None) for e in entries],
+        )
+
+    def bind(self, params: dict[str, Any] | None) -> tuple[str, list[Any]] | None:
+        """The SQL and its positional values for ``params``; None when a list is empty
+        (SQLAlchemy renders an empty set its own way)."""
+        given = params or {}
+        values: list[Any] = []
+        lengths: list[int] = []
+        for name in self.names:
+            process, default = self.binds[name]
+            if name in given:
+                value = given[name]
+            elif name in self.callables:
+                value = self.callables[name]()
+            else:
+                value = default
+            if name in self.expanding:
+                if not value:
+                    return None
+                lengths.append(len(value))
+                values.extend(value if process is None else [process(v) for v in value])
+            else:
+                values.append(value if process is None else process(value))
+        if not lengths:
+            return self.sql, values
+        key = tuple(lengths)
+        sql = self.sized.get(key)
+        if sql is None:
+            sizes = iter(lengths)
+            sql = _POSTCOMPILE.sub(lambda _: ", ".join("?" * next(sizes)), self.sql)
+            self.sized[key] = sql
+        return sql, values
+
+
+class _Unplannable(Exception):
+    """The statement cannot be prepared; SQLAlchemy runs it."""
+
+
+# SQLAlchemy's placeholder of an expanding list in compiled SQL (filled per call)
+_POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\S+?)\]")
+
+
+class Session(AsyncSession):
+    """The application's session: statements marked by :func:`prepared` take the short
+    path on SQLite; everything else is SQLAlchemy's."""
+
+    async def execute(
+        self,
+        statement: Executable,
+        params: Any = None,
+        **kw: Any,
+    ) -> Result[Any]:
+        marked = _PREPARED.get(id(statement))
+        if marked is None or kw or not (params is None or isinstance(params, dict)):
+            return await super().execute(statement, params, **kw)
+        plan = marked[1]
+        if plan is True:
+            plan = None
+            dialect = self.sync_session.get_bind().dialect
+            if dialect.name == "sqlite":
+                with contextlib.suppress(_Unplannable):
+                    plan = _Plan(statement, dialect)
+            _PREPARED[id(statement)] = (statement, plan)
+        if not isinstance(plan, _Plan):
+            return await super().execute(statement, params, **kw)
+        sync = self.sync_session
+        if sync.autoflush and (sync._new or sync._deleted or sync.identity_map._modified):
+            return await super().execute(statement, params, **kw)  # it flushes them first
+        bound = plan.bind(params)
+        connection, raw = await self._raw()
+        if bound is None or not isinstance(raw, _OneTripConnection):  # or an in-memory one
+            return await super().execute(statement, params, **kw)
+        sql, values = bound
+        cursor = _OneTripCursor(raw._inner, raw._budget)
+        dispatch = connection.dispatch
+        for listener in dispatch.before_cursor_execute:  # as SQLAlchemy's own path does
+            listener(connection, cursor, sql, values, None, False)
+        try:
+            await cursor.execute(sql, values)
+        except sqlite3.Error as error:  # the error SQLAlchemy's path would raise
+            raise DBAPIError.instance(sql, values, error, sqlite3.Error) from error
+        for listener in dispatch.after_cursor_execute:
+            listener(connection, cursor, sql, values, None, False)
+        return IteratorResult(plan.metadata, iter(await cursor.fetchall()))
+
+    async def _raw(self) -> tuple[Connection, Any]:
+        """This session's connection and its driver connection, in its transaction (begun
+        if not yet)."""
+        transaction = self.sync_session._transaction
+        cached = self.info.get("_raw")
+        if cached is not None and transaction is not None and cached[0] is transaction:
+            return cast(tuple[Connection, Any], cached[1:])
+        connection = (await self.connection()).sync_connection
+        assert connection is not None
+        raw = connection.connection.driver_connection
+        self.info["_raw"] = (self.sync_session._transaction, connection, raw)
+        return connection, raw
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored as UTC and always returned timezone-aware (SQLite keeps no zone)."""
 
@@ -125,6 +290,37 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    # On SQLite, one function each way instead of SQLAlchemy's two in a row (its DATETIME
+    # text, then the zone above): every visit row read or written passes here. The text is
+    # the same: "YYYY-MM-DD HH:MM:SS.ffffff", UTC.
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is None:
+                return parsed.replace(tzinfo=UTC)
+            return parsed.astimezone(UTC)
+
+        return process
 
 
 # How long a statement waits for another process's lock before failing (SQLite's busy
@@ -445,7 +641,7 @@ def create_engine(
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(engine, class_=Session, expire_on_commit=False)
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ from sqlalchemy import BindParameter, Select, and_, bindparam, delete, or_, sele
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import audit_time, record_audit
+from config.db import prepared
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_phone
 from scheduler.lifecycle import RECEIVING_ROLES
@@ -441,7 +442,7 @@ def _calendar_statements() -> tuple[Select[Any], Select[Any], Select[Any], Selec
 
 # Built once, of table columns: the booking desk runs them on every search and booking, and
 # building statements (and the ORM's layer around them) cost more than SQLite answering.
-_TEMPLATES, _EXCEPTIONS, _HOLIDAYS, _ROOM_HOURS = _calendar_statements()
+_TEMPLATES, _EXCEPTIONS, _HOLIDAYS, _ROOM_HOURS = map(prepared, _calendar_statements())
 
 
 class RoomRef(Protocol):

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import AuditEvent, audit_time
-from config.db import add_row, table_of, utcnow
+from config.db import add_row, prepared, table_of, utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.settings import Settings
 from config.vocabulary import label
@@ -333,10 +333,12 @@ _PREFETCH = (
     .outerjoin(User, User.id == bindparam("judge_id"))
     .where(Petition.id == bindparam("petition_id"))
 )
-_OPERATORS = select(User.__table__.c.id).where(
-    User.__table__.c.court_id == bindparam("court_id"),
-    User.__table__.c.role == Role.operator,
-    User.__table__.c.active,
+_OPERATORS = prepared(
+    select(User.__table__.c.id).where(
+        User.__table__.c.court_id == bindparam("court_id"),
+        User.__table__.c.role == Role.operator,
+        User.__table__.c.active,
+    )
 )
 
 
@@ -642,7 +644,9 @@ def _search_statements() -> tuple[Select[Any], ...]:
 
 
 # The free-slot search's statements, built once of table columns (see load_calendar).
-_ROOM, _RECEIVERS, _ROOM_BUSY, _ROOM_OR_PETITIONER_BUSY, _JUDGES_BUSY = _search_statements()
+_ROOM, _RECEIVERS, _ROOM_BUSY, _ROOM_OR_PETITIONER_BUSY, _JUDGES_BUSY = map(
+    prepared, _search_statements()
+)
 
 
 async def find_free_slots(

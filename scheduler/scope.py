@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from config.db import prepared
 from scheduler.models import Court, Role
 
 
@@ -52,7 +53,7 @@ def _ancestors_statement() -> Select[Any]:
 
 
 # Built once, of table columns: no statement building or ORM layer per call (booking path).
-_ANCESTORS = _ancestors_statement()
+_ANCESTORS = prepared(_ancestors_statement())
 
 
 async def ancestor_court_ids(session: AsyncSession, court_id: int) -> list[int]:

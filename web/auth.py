@@ -18,7 +18,7 @@ from sqlalchemy import ForeignKey, Integer, Select, String, bindparam, delete, s
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from config.db import Base, UTCDateTime, utcnow
+from config.db import Base, UTCDateTime, prepared, utcnow
 from config.settings import Settings
 from scheduler.models import Role, User
 from scheduler.scope import Actor
@@ -133,7 +133,7 @@ def _principal_statement() -> Select[Any]:
 # Every request's identity check: one query of columns, built once (no statement building,
 # no ORM objects per request). Nothing is cached: logout, lockout and role changes count at
 # once, on every node.
-_PRINCIPAL = _principal_statement()
+_PRINCIPAL = prepared(_principal_statement())
 
 
 async def session_principal(

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from config.audit import record_audit
-from config.db import add_row, table_of, utcnow
+from config.db import add_row, prepared, table_of, utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_id_number
 from config.settings import Settings
@@ -125,10 +125,10 @@ async def get_case(
 
 # The registration desk's statements, built once of table columns (no statement building or
 # ORM loading per call; see docs/architecture.md, "Performance of the booking desk").
-_RULE_DAYS = select(table_of(DeadlineRule).c.days).where(
-    table_of(DeadlineRule).c.node == bindparam("node")
+_RULE_DAYS = prepared(
+    select(table_of(DeadlineRule).c.days).where(table_of(DeadlineRule).c.node == bindparam("node"))
 )
-_DUPLICATE = (
+_DUPLICATE = prepared(
     select(table_of(CaseRef).c.petition_id)
     .where(
         table_of(CaseRef).c.identity_key == bindparam("key"),
@@ -147,14 +147,20 @@ _COUNT_CONTACT = (
     .where(table_of(Petition).c.id == bindparam("case_id"))
     .values(contact_count=table_of(Petition).c.contact_count + 1, updated_at=bindparam("now"))
 )
-_COURT_NAMES = select(table_of(Court).c.id, table_of(Court).c.name).where(
-    table_of(Court).c.id.in_(bindparam("ids", expanding=True))
+_COURT_NAMES = prepared(
+    select(table_of(Court).c.id, table_of(Court).c.name).where(
+        table_of(Court).c.id.in_(bindparam("ids", expanding=True))
+    )
 )
-_USER_NAMES = select(table_of(User).c.id, table_of(User).c.display_name).where(
-    table_of(User).c.id.in_(bindparam("ids", expanding=True))
+_USER_NAMES = prepared(
+    select(table_of(User).c.id, table_of(User).c.display_name).where(
+        table_of(User).c.id.in_(bindparam("ids", expanding=True))
+    )
 )
-_PETITIONER_NAMES = select(table_of(Petitioner).c.id, table_of(Petitioner).c.name).where(
-    table_of(Petitioner).c.id.in_(bindparam("ids", expanding=True))
+_PETITIONER_NAMES = prepared(
+    select(table_of(Petitioner).c.id, table_of(Petitioner).c.name).where(
+        table_of(Petitioner).c.id.in_(bindparam("ids", expanding=True))
+    )
 )
 
 
@@ -1389,7 +1395,7 @@ def _board_rows() -> Select[Any]:
 
 
 # Built once: building it (the aliases above) cost more than SQLite answering it.
-_BOARD_ROWS = _board_rows()
+_BOARD_ROWS = prepared(_board_rows())
 
 
 async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> Board:
@@ -1497,7 +1503,11 @@ def _timeline_statements() -> dict[str, Select[Any]]:
 
 
 # Built once: a case page runs all of them, and building them cost more than SQLite answering.
-_TIMELINE = _timeline_statements()
+# The columns-only ones take the prepared path (config.db.prepared); entities stay ORM.
+_TIMELINE = {
+    k: prepared(v) if k in ("numbers", "courts", "users") else v
+    for k, v in _timeline_statements().items()
+}
 
 
 async def staff_names(db: AsyncSession, user_ids: set[int | None]) -> dict[int, str]:

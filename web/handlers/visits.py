@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from config.audit import record_audit
-from config.db import utcnow
+from config.db import prepared, utcnow
 from config.errors import ConflictError
 from config.vocabulary import label, label_of
 from recorder.models import Recording
@@ -69,7 +69,7 @@ RECEIVERS = set(lifecycle.RECEIVING_ROLES)
 
 _COURT, _RECEIVING = aliased(Court), aliased(Court)
 # built once, not per request: building this eight-table statement showed in the profile
-_ANSWER_NAMES = (
+_ANSWER_NAMES = prepared(
     select(
         Visit.id,
         _COURT.name,

@@ -1,0 +1,198 @@
+"""Prepared reads (config.db.prepared): on SQLite a marked statement skips SQLAlchemy's
+per-call execution path, and gives exactly what that path gives: the same rows, keys,
+converted values, errors and events, in the session's own transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy.engine.base
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, event, insert, select, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import OperationalError
+
+from config.db import Database, UTCDateTime, prepared, table_of
+from config.settings import Settings
+from scheduler.models import Court, CourtLevel
+
+COURTS = table_of(Court)
+
+
+def _by_ids() -> Any:
+    return (
+        select(
+            COURTS.c.id,
+            COURTS.c.code.label("code_label"),
+            COURTS.c.level,
+            COURTS.c.created_at,
+            COURTS.c.parent_id,
+        )
+        .where(COURTS.c.id.in_(bindparam("ids", expanding=True)), COURTS.c.name != "无此法院")
+        .order_by(COURTS.c.id)
+    )
+
+
+PLAIN, PREPARED = _by_ids(), prepared(_by_ids())
+ID_NAMED = prepared(select(Court.id).where(Court.name == bindparam("name")))  # ORM attributes
+MISSING = prepared(select(Table("nowhere", MetaData(), Column("id", Integer)).c.id))
+
+
+@pytest.fixture
+def sqlalchemy_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The SQL of every statement that went SQLAlchemy's own way."""
+    seen: list[str] = []
+    original = sqlalchemy.engine.base.Connection._execute_clauseelement
+
+    def counted(self: Any, elem: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(str(elem))
+        return original(self, elem, *args, **kwargs)
+
+    monkeypatch.setattr(sqlalchemy.engine.base.Connection, "_execute_clauseelement", counted)
+    yield seen
+
+
+async def _courts(db: Database) -> list[int]:
+    async with db.writer() as w:
+        top = (
+            await w.execute(
+                insert(COURTS).returning(COURTS.c.id),
+                {
+                    "code": "T0",
+                    "name": "测试最高院",
+                    "level": CourtLevel.supreme,
+                    "created_at": _at(0),
+                },
+            )
+        ).scalar_one()
+        ids = [top]
+        for n in (1, 2):
+            row = {"code": f"T{n}", "name": f"测试法院{n}", "level": CourtLevel.basic}
+            row |= {"parent_id": top, "created_at": _at(n)}  # type: ignore[dict-item]
+            ids.append((await w.execute(insert(COURTS).returning(COURTS.c.id), row)).scalar_one())
+    return ids
+
+
+def _at(n: int) -> datetime:
+    return datetime(2026, 3, 1, 8, 0, n, 250 * n, tzinfo=timezone(timedelta(hours=8)))
+
+
+async def test_a_prepared_read_gives_the_rows_sqlalchemy_gives(
+    migrated: Settings, sqlalchemy_runs: list[str]
+) -> None:
+    db = Database(migrated)
+    try:
+        ids = await _courts(db)
+        async with db.reader() as r:
+            for chosen in ([ids[1]], ids, [ids[2], ids[0]], [ids[1]]):  # lengths change
+                sqlalchemy_runs.clear()
+                fast = await r.execute(PREPARED, {"ids": chosen})
+                assert sqlalchemy_runs == []  # the short path
+                slow = await r.execute(PLAIN, {"ids": chosen})
+                assert len(sqlalchemy_runs) == 1
+                assert list(fast.keys()) == list(slow.keys())
+                fast_rows, slow_rows = fast.all(), slow.all()
+                assert fast_rows == slow_rows and len(fast_rows) == len(chosen)
+                for row in fast_rows:
+                    assert row.created_at.tzinfo is UTC and isinstance(row.level, CourtLevel)
+                    assert row._mapping[COURTS.c.level] is row.level
+            first = (await r.execute(PREPARED, {"ids": ids})).first()
+            assert first is not None and first.created_at == _at(0) and first.code_label == "T0"
+            assert (await r.execute(PREPARED, {"ids": ids})).scalars().all() == ids
+            sqlalchemy_runs.clear()
+            # an empty list: SQLAlchemy renders an empty set its own way, and answers
+            assert (await r.execute(PREPARED, {"ids": []})).all() == []
+            assert len(sqlalchemy_runs) == 1
+    finally:
+        await db.dispose()
+
+
+async def test_a_prepared_read_runs_in_the_sessions_own_transaction(
+    migrated: Settings, sqlalchemy_runs: list[str]
+) -> None:
+    db = Database(migrated)
+    try:
+        ids = await _courts(db)
+        async with db.writer() as w:
+            await w.execute(update(COURTS).where(COURTS.c.id == ids[1]).values(code="T1X"))
+            row = (await w.execute(PREPARED, {"ids": [ids[1]]})).one()
+            assert row.code_label == "T1X"  # its own uncommitted write
+            async with db.reader() as r:  # another connection: the committed state
+                other = (await r.execute(PREPARED, {"ids": [ids[1]]})).one()
+                assert other.code_label == "T1"
+    finally:
+        await db.dispose()
+
+
+async def test_a_prepared_read_flushes_pending_objects_first_as_sqlalchemy_does(
+    migrated: Settings, sqlalchemy_runs: list[str]
+) -> None:
+    db = Database(migrated)
+    try:
+        async with db.writer() as w:
+            court = Court(code="T9", name="未写入的法院", level=CourtLevel.supreme)
+            w.add(court)  # pending: not flushed
+            found = (await w.execute(ID_NAMED, {"name": "未写入的法院"})).scalar()
+            assert found is not None and found == court.id  # flushed first, as SQLAlchemy does
+            assert sqlalchemy_runs
+            court.code = "T9X"  # changed: not flushed
+            sqlalchemy_runs.clear()
+            assert (await w.execute(PREPARED, {"ids": [found]})).one().code_label == "T9X"
+            assert sqlalchemy_runs
+            sqlalchemy_runs.clear()
+            assert (await w.execute(ID_NAMED, {"name": "未写入的法院"})).scalar() == found
+            assert sqlalchemy_runs == []  # nothing pending: the short path
+    finally:
+        await db.dispose()
+
+
+async def test_a_prepared_read_fires_the_engines_events_and_raises_sqlalchemys_errors(
+    migrated: Settings,
+) -> None:
+    db = Database(migrated)
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        ids = await _courts(db)
+        async with db.reader() as r:
+            await r.execute(PREPARED, {"ids": ids[:2]})
+            with pytest.raises(OperationalError, match="no such table: nowhere"):
+                await r.execute(MISSING)
+        statement, parameters = next((s, p) for s, p in seen if "FROM courts" in s)
+        assert "IN (?, ?)" in statement and list(parameters) == [*ids[:2], "无此法院"]
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+        await db.dispose()
+
+
+def test_only_reads_of_columns_can_be_prepared() -> None:
+    with pytest.raises(TypeError, match="columns only"):
+        prepared(select(Court))
+    with pytest.raises(TypeError, match="reads only"):
+        prepared(update(COURTS).values(name="x"))
+
+
+def test_utc_timestamps_are_stored_as_sqlalchemys_text_and_read_back_aware() -> None:
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().bind_processor(dialect)
+    text_of = sqlite.DATETIME().bind_processor(dialect)
+    read = UTCDateTime().result_processor(dialect, None)
+    assert ours is not None and text_of is not None and read is not None
+    for value in (
+        _at(3),
+        datetime(2026, 1, 1, tzinfo=UTC),  # no microseconds: still written out
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5))),
+    ):
+        stored = ours(value)
+        assert stored == text_of(value.astimezone(UTC).replace(tzinfo=None))
+        assert read(stored) == value and read(stored).tzinfo is UTC
+    assert read("2026-03-01 08:00:00+08:00") == datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+    assert ours(None) is None and read(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        ours(datetime(2026, 1, 1))
