@@ -222,7 +222,8 @@ class Session(AsyncSession):
         **kw: Any,
     ) -> Result[Any]:
         marked = _PREPARED.get(id(statement))
-        if marked is None or kw or not (params is None or isinstance(params, dict)):
+        # (scalars() and scalar() pass empty execution options and bind arguments)
+        if marked is None or any(kw.values()) or not (params is None or isinstance(params, dict)):
             return await super().execute(statement, params, **kw)
         plan = marked[1]
         if plan is True:
@@ -304,7 +305,9 @@ class UTCDateTime(TypeDecorator[datetime]):
                 return None
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to a UTC column")
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            if value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
+            return value.isoformat(" ", "microseconds")[:26]  # less its "+00:00"
 
         return process
 
@@ -312,10 +315,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().result_processor(dialect, coltype)
 
+        parse = datetime.fromisoformat
+
         def process(value: str | None) -> datetime | None:
             if value is None:
                 return None
-            parsed = datetime.fromisoformat(value)
+            try:  # UTC text without a zone, as written: parsed with its zone in one call
+                parsed = parse(value + "+00:00")  # (~0.4 µs; .replace(tzinfo=) cost ~2 µs)
+                if parsed.tzinfo is not None:
+                    return parsed
+            except ValueError:  # text with a zone of its own
+                pass
+            parsed = parse(value)  # that, or a date alone (the zone appended was dropped)
             if parsed.tzinfo is None:
                 return parsed.replace(tzinfo=UTC)
             return parsed.astimezone(UTC)

@@ -36,7 +36,7 @@ from scheduler.models import (
 )
 from scheduler.notify import notify, notify_now, visit_recipients
 from scheduler.scope import Actor, ancestor_court_ids
-from scheduler.slots import BusyIndex, Interval, aligned, covered, free_pairs, units
+from scheduler.slots import BusyIndex, Interval, Span, aligned, covered, free_pairs, units
 from scheduler.slots import days as local_days
 from scheduler.visits import (
     audit_visit,
@@ -696,12 +696,12 @@ async def find_free_slots(
         if petitioner_id
         else await db.execute(_ROOM_BUSY, {**window, "room_id": room.id})
     )
-    shared_busy = BusyIndex(Interval(s, e) for s, e in shared if s and e)
-    judge_busy: dict[int, list[Interval]] = {}
+    shared_busy = BusyIndex((s, e) for s, e in shared if s and e)
+    judge_busy: dict[int, list[Span]] = {}
     busy_rows = await db.execute(_JUDGES_BUSY, {**window, "judge_ids": [j.id for j in judges]})
     for jid, s, e in busy_rows:
         if jid is not None and s and e:
-            judge_busy.setdefault(jid, []).append(Interval(s, e))
+            judge_busy.setdefault(jid, []).append((s, e))
     busy = {j.id: BusyIndex(judge_busy.get(j.id, ())) for j in judges}
     out: list[tuple[datetime, int, datetime, str]] = []
     starts: list[datetime] = []  # of ``out``, sorted

@@ -70,21 +70,29 @@ def days(first: date, last: date) -> Iterable[date]:
         day += timedelta(days=1)
 
 
-WeekTable = dict[int, list[WeeklyRule]]
+WeekTable = dict[int, tuple[WeeklyRule, ...]]
 """Weekly rules by weekday (0 = Monday)."""
 
 
 def by_weekday(rules: Iterable[WeeklyRule]) -> WeekTable:
-    table: WeekTable = {}
+    table: dict[int, list[WeeklyRule]] = {}
     for rule in rules:
         table.setdefault(rule.weekday, []).append(rule)
-    return table
+    return {weekday: tuple(day) for weekday, day in table.items()}
 
 
 def day_windows(table: WeekTable, day: date, tz: ZoneInfo) -> list[Window]:
-    """The occurrences of a week table's rules on one local day."""
+    """The occurrences of a week table's rules on one local day (a new list)."""
+    rules = table.get(day.weekday())
+    return list(_rule_windows(rules, day, tz)) if rules else []
+
+
+@lru_cache(maxsize=16384)
+def _rule_windows(rules: tuple[WeeklyRule, ...], day: date, tz: ZoneInfo) -> tuple[Window, ...]:
+    """Memoized: a court's judges mostly share their hours, and a search asks for each
+    judge's day (building the windows showed in the free-slot search's profile)."""
     out: list[Window] = []
-    for rule in table.get(day.weekday(), ()):
+    for rule in rules:
         if rule.valid_from and day < rule.valid_from:
             continue
         if rule.valid_until and day > rule.valid_until:
@@ -98,7 +106,7 @@ def day_windows(table: WeekTable, day: date, tz: ZoneInfo) -> list[Window]:
                 rule.slot_minutes,
             )
         )
-    return out
+    return tuple(out)
 
 
 def expand_weekly(
@@ -144,9 +152,9 @@ Span = tuple[datetime, datetime]
 class BusyIndex:
     """Sorted busy intervals with a fast overlap test, and the free parts of given spans."""
 
-    def __init__(self, busy: Iterable[Interval]) -> None:
-        # plain (start, end) pairs: compared in C, not through the dataclass's ordering
-        self._items = sorted((b.start, b.end) for b in busy)
+    def __init__(self, busy: Iterable[Span]) -> None:
+        # plain (start, end) pairs: compared in C, and no dataclass built per busy period
+        self._items = sorted(busy)
         self._starts = [start for start, _ in self._items]
         # running maximum of ends, so one bisect answers "does anything overlap?"
         self._max_end: list[datetime] = []
@@ -154,6 +162,10 @@ class BusyIndex:
         for _, end in self._items:
             latest = end if latest is None or end > latest else latest
             self._max_end.append(latest)
+
+    @classmethod
+    def of(cls, busy: Iterable[Interval]) -> BusyIndex:
+        return cls((b.start, b.end) for b in busy)
 
     def overlaps(self, interval: Interval) -> bool:
         return self.overlaps_span(interval.start, interval.end)

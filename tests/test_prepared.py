@@ -193,6 +193,9 @@ def test_utc_timestamps_are_stored_as_sqlalchemys_text_and_read_back_aware() -> 
         assert stored == text_of(value.astimezone(UTC).replace(tzinfo=None))
         assert read(stored) == value and read(stored).tzinfo is UTC
     assert read("2026-03-01 08:00:00+08:00") == datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+    assert read("2026-03-01").tzinfo is UTC and read("2026-03-01") == datetime(
+        2026, 3, 1, tzinfo=UTC
+    )
     assert ours(None) is None and read(None) is None
     with pytest.raises(ValueError, match="naive"):
         ours(datetime(2026, 1, 1))

@@ -75,7 +75,7 @@ def test_free_slots_respect_every_rule(
         for w in closed_days_removed(expand_weekly(room_rules, FIRST, LAST, TZ), holidays, TZ)
     ]
     slots = free_slots(
-        availability, open_hours=room_open, busy=BusyIndex(busy), not_before=now, limit=10_000
+        availability, open_hours=room_open, busy=BusyIndex.of(busy), not_before=now, limit=10_000
     )
     for slot in slots:
         assert slot.start >= now
@@ -119,7 +119,7 @@ def test_a_cut_off_search_gives_the_same_first_slots(
     windows = expand_weekly(rules, FIRST, LAST, TZ)
     now = datetime.combine(FIRST, datetime.min.time(), tzinfo=TZ)
     cut = now + timedelta(minutes=5 * cut_offset)
-    index = BusyIndex(busy)
+    index = BusyIndex.of(busy)
     whole = free_pairs(windows, open_spans=None, busy=index, not_before=now, limit=limit)
     cut_off = free_pairs(
         windows, open_spans=None, busy=index, not_before=now, limit=limit, not_after=cut
@@ -130,7 +130,7 @@ def test_a_cut_off_search_gives_the_same_first_slots(
 @settings(max_examples=200, deadline=None)
 @given(busy=intervals(12), probe=intervals(1))
 def test_busy_index_agrees_with_brute_force(busy: list[Interval], probe: list[Interval]) -> None:
-    index = BusyIndex(busy)
+    index = BusyIndex.of(busy)
     for p in probe:
         assert index.overlaps(p) == any(p.overlaps(b) for b in busy)
 
@@ -152,7 +152,7 @@ def test_free_parts_are_each_span_less_the_busy_time(
     busy: list[Interval], spans: list[Interval]
 ) -> None:
     taken = {u for b in busy for u in units(b)}
-    parts = BusyIndex(busy).free_parts((s.start, s.end) for s in spans)
+    parts = BusyIndex.of(busy).free_parts((s.start, s.end) for s in spans)
     expected = [run for s in spans for run in _runs([u for u in units(s) if u not in taken])]
     assert [(units(Interval(a, b))[0], units(Interval(a, b))[-1] + 1) for a, b in parts] == (
         expected
@@ -184,12 +184,12 @@ def test_slots_in_the_rooms_free_parts_are_those_the_room_does_not_block(
         minutes=5 * now_offset
     )
     both = free_pairs(
-        windows, open_spans=opens, busy=BusyIndex(own + shared), not_before=now, limit=limit
+        windows, open_spans=opens, busy=BusyIndex.of(own + shared), not_before=now, limit=limit
     )
     split = free_pairs(
         windows,
-        open_spans=BusyIndex(shared).free_parts(opens),
-        busy=BusyIndex(own),
+        open_spans=BusyIndex.of(shared).free_parts(opens),
+        busy=BusyIndex.of(own),
         not_before=now,
         limit=limit,
     )
