@@ -97,7 +97,7 @@ async def add_row(db: AsyncSession, obj: Base) -> None:
         statement = insert(table)
         if filled:
             statement = statement.returning(*(mapper.column_attrs[k].columns[0] for k in filled))
-        _ROW_INSERTS[key] = statement
+        _ROW_INSERTS[key] = prepared(statement)
     result = await db.execute(statement, values)
     if filled:
         for k, value in zip(filled, result.one(), strict=True):
@@ -106,28 +106,35 @@ async def add_row(db: AsyncSession, obj: Base) -> None:
     db.add(obj)
 
 
-# Statements marked by prepared(): id -> (the statement, its plan once compiled, or None
-# when it must go SQLAlchemy's way). The statement is held, so its id is never reused.
-_PREPARED: dict[int, tuple[Executable, _Plan | bool | None]] = {}
+# Statements marked by prepared(), by id: the statement (held, so its id is never reused)
+# and its plans, compiled on first use, by the set of keys given (an INSERT's columns; None
+# for a read). A plan of None: SQLAlchemy runs it.
+_PREPARED: dict[int, tuple[Executable, dict[frozenset[str] | None, _Plan | None]]] = {}
 
 
 _S = TypeVar("_S", bound=Executable)
 
 
 def prepared(statement: _S) -> _S:
-    """Mark a Core read statement built once (of table columns, bound parameters) to run on
-    SQLite without SQLAlchemy's per-call execution path: it is compiled once, and each
-    call binds its parameters, runs on the session's own connection and transaction (the
-    same loop-or-thread rule as every statement, see _OneTripCursor) and gives a real
-    :class:`Result`. SQLAlchemy's path costs ~70 µs a statement against ~10 µs this way.
-    Elsewhere (PostgreSQL), or for a statement this cannot plan (an expanding list given
-    empty, a parameter that renders a literal), SQLAlchemy runs it as always; so too while
-    the session holds unflushed changes (SQLAlchemy flushes them before any statement)."""
-    if not getattr(statement, "is_select", False):
-        raise TypeError("prepared(): reads only")
-    if any(isinstance(d["type"], type) for d in cast(Any, statement).column_descriptions):
+    """Mark a Core statement built once (a read of columns, or an INSERT of one table with
+    its rows given as parameters) to run on SQLite without SQLAlchemy's per-call execution
+    path: it is compiled once (an INSERT once per set of columns given), and each call
+    binds its parameters, runs on the session's own connection and transaction (the same
+    loop-or-thread rule as every statement, see _OneTripCursor) and gives a real
+    :class:`Result` (an INSERT's: its RETURNING rows, if any). SQLAlchemy's path costs
+    ~70-140 µs a statement against ~10-20 µs this way. Elsewhere (PostgreSQL), or for a
+    call this cannot plan (an expanding list given empty, a parameter that renders a
+    literal, an INSERT leaving out a column with a Python default, many rows with
+    RETURNING), SQLAlchemy runs it as always; so too while the session holds unflushed
+    changes (SQLAlchemy flushes them before any statement)."""
+    if getattr(statement, "is_insert", False):
+        if cast(Any, statement)._values or cast(Any, statement)._multi_values:
+            raise TypeError("prepared(): an INSERT takes its rows as parameters")
+    elif not getattr(statement, "is_select", False):
+        raise TypeError("prepared(): reads and INSERTs only")
+    elif any(isinstance(d["type"], type) for d in cast(Any, statement).column_descriptions):
         raise TypeError("prepared(): columns only; an ORM entity is loaded by SQLAlchemy")
-    _PREPARED[id(statement)] = (statement, True)  # True: not compiled yet
+    _PREPARED[id(statement)] = (statement, {})
     return statement
 
 
@@ -135,11 +142,17 @@ class _Plan:
     """A prepared statement compiled for SQLite: its SQL, the order, defaults and
     converters of its parameters, and its result's columns."""
 
-    __slots__ = ("binds", "callables", "expanding", "metadata", "names", "orm", "sized", "sql")
+    __slots__ = ("binds", "callables", "expanding", "metadata", "names", "sized", "sql")
 
-    def __init__(self, statement: Executable, dialect: Dialect) -> None:
-        self.orm = bool(getattr(statement, "_propagate_attrs", None))  # autoflushes
-        compiled: Any = cast(Any, statement).compile(dialect=dialect)
+    def __init__(
+        self, statement: Executable, dialect: Dialect, keys: frozenset[str] | None
+    ) -> None:
+        if keys is None:
+            compiled: Any = cast(Any, statement).compile(dialect=dialect)
+        else:
+            compiled = cast(Any, statement).compile(dialect=dialect, column_keys=sorted(keys))
+            if compiled.insert_prefetch:  # Python defaults SQLAlchemy would fill in
+                raise _Unplannable
         if (
             not compiled.positional
             or compiled.literal_execute_params
@@ -162,11 +175,11 @@ class _Plan:
         self.expanding = {compiled.bind_names[p] for p in compiled.post_compile_params}
         self.sized: dict[tuple[int, ...], str] = {}  # SQL for each set of list lengths
         entries = compiled._result_columns
-        keys = [e.keyname for e in entries]
-        if len(set(keys)) != len(keys):
+        keynames = [e.keyname for e in entries]
+        if len(set(keynames)) != len(keynames):
             raise _Unplannable
         self.metadata = SimpleResultMetaData(
-            keys,
+            keynames,
             extra=[e.objects for e in entries],
             _processors=[e.type._cached_result_processor(dialect, None) for e in entries],
         )
@@ -223,22 +236,26 @@ class Session(AsyncSession):
     ) -> Result[Any]:
         marked = _PREPARED.get(id(statement))
         # (scalars() and scalar() pass empty execution options and bind arguments)
-        if marked is None or any(kw.values()) or not (params is None or isinstance(params, dict)):
+        if marked is None or any(kw.values()):
             return await super().execute(statement, params, **kw)
-        plan = marked[1]
-        if plan is True:
-            plan = None
-            dialect = self.sync_session.get_bind().dialect
-            if dialect.name == "sqlite":
-                with contextlib.suppress(_Unplannable):
-                    plan = _Plan(statement, dialect)
-            _PREPARED[id(statement)] = (statement, plan)
-        if not isinstance(plan, _Plan):
+        many = isinstance(params, list)
+        if not (params is None or isinstance(params, dict) or (many and params)):
             return await super().execute(statement, params, **kw)
         sync = self.sync_session
         if sync.autoflush and (sync._new or sync._deleted or sync.identity_map._modified):
             return await super().execute(statement, params, **kw)  # it flushes them first
-        bound = plan.bind(params)
+        rows: list[dict[str, Any]] = cast(list[dict[str, Any]], params) if many else []
+        plan = self._plan(marked, rows[0] if many else params)
+        if plan is None:
+            return await super().execute(statement, params, **kw)
+        bound: tuple[str, Any] | None
+        if many:  # the rows of one INSERT: the same columns in each, no RETURNING
+            first = rows[0].keys()
+            if plan.metadata.keys or plan.expanding or any(r.keys() != first for r in rows):
+                return await super().execute(statement, params, **kw)
+            bound = (plan.sql, [cast(tuple[str, list[Any]], plan.bind(r))[1] for r in rows])
+        else:
+            bound = plan.bind(params)
         connection, raw = await self._raw()
         if bound is None or not isinstance(raw, _OneTripConnection):  # or an in-memory one
             return await super().execute(statement, params, **kw)
@@ -246,14 +263,36 @@ class Session(AsyncSession):
         cursor = _OneTripCursor(raw._inner, raw._budget)
         dispatch = connection.dispatch
         for listener in dispatch.before_cursor_execute:  # as SQLAlchemy's own path does
-            listener(connection, cursor, sql, values, None, False)
+            listener(connection, cursor, sql, values, None, many)
         try:
-            await cursor.execute(sql, values)
+            if many:
+                await cursor.executemany(sql, values)
+            else:
+                await cursor.execute(sql, values)
         except sqlite3.Error as error:  # the error SQLAlchemy's path would raise
             raise DBAPIError.instance(sql, values, error, sqlite3.Error) from error
         for listener in dispatch.after_cursor_execute:
-            listener(connection, cursor, sql, values, None, False)
+            listener(connection, cursor, sql, values, None, many)
         return IteratorResult(plan.metadata, iter(await cursor.fetchall()))
+
+    def _plan(
+        self,
+        marked: tuple[Executable, dict[frozenset[str] | None, _Plan | None]],
+        params: dict[str, Any] | None,
+    ) -> _Plan | None:
+        statement, plans = marked
+        keys = frozenset(params or ()) if getattr(statement, "is_insert", False) else None
+        try:
+            return plans[keys]
+        except KeyError:
+            pass
+        plan = None
+        dialect = self.sync_session.get_bind().dialect
+        if dialect.name == "sqlite":
+            with contextlib.suppress(_Unplannable):
+                plan = _Plan(statement, dialect, keys)
+        plans[keys] = plan
+        return plan
 
     async def _raw(self) -> tuple[Connection, Any]:
         """This session's connection and its driver connection, in its transaction (begun

@@ -261,9 +261,9 @@ async def extend_hold(db: AsyncSession, visit: Visit, until: datetime) -> bool:
     return True
 
 
-_INSERT_LOCKS = insert(table_of(BookingLock))
-_INSERT_VISIT_EVENT = insert(table_of(VisitEvent))
-_INSERT_AUDITS = insert(table_of(AuditEvent))
+_INSERT_LOCKS = prepared(insert(table_of(BookingLock)))
+_INSERT_VISIT_EVENT = prepared(insert(table_of(VisitEvent)))
+_INSERT_AUDITS = prepared(insert(table_of(AuditEvent)))
 
 
 async def _take_locks(

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from config.db import table_of, utcnow
+from config.db import prepared, table_of, utcnow
 from scheduler.models import Notification, Role, User, Visit
 
 OUTBOX = "notification_outbox"
@@ -74,8 +74,10 @@ async def notify(
     return rows
 
 
-_INSERT_NOTIFICATIONS = insert(table_of(Notification)).returning(
-    Notification.__table__.c.id, sort_by_parameter_order=True
+_INSERT_NOTIFICATIONS = prepared(
+    insert(table_of(Notification)).returning(
+        Notification.__table__.c.id, sort_by_parameter_order=True
+    )
 )
 
 

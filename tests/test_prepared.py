@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy.engine.base
 from sqlalchemy import Column, Integer, MetaData, Table, bindparam, event, insert, select, update
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from config.db import Database, UTCDateTime, prepared, table_of
 from config.settings import Settings
@@ -171,11 +171,61 @@ async def test_a_prepared_read_fires_the_engines_events_and_raises_sqlalchemys_e
         await db.dispose()
 
 
-def test_only_reads_of_columns_can_be_prepared() -> None:
+def test_only_reads_of_columns_and_inserts_of_rows_can_be_prepared() -> None:
     with pytest.raises(TypeError, match="columns only"):
         prepared(select(Court))
-    with pytest.raises(TypeError, match="reads only"):
+    with pytest.raises(TypeError, match="reads and INSERTs only"):
         prepared(update(COURTS).values(name="x"))
+    with pytest.raises(TypeError, match="rows as parameters"):
+        prepared(insert(COURTS).values(name="x"))
+
+
+ADD_COURT = prepared(insert(COURTS).returning(COURTS.c.id, COURTS.c.created_at))
+ADD_COURTS = prepared(insert(COURTS))
+
+
+def _court(n: int, parent: int | None) -> dict[str, Any]:
+    level = CourtLevel.supreme if parent is None else CourtLevel.basic
+    row = {"code": f"P{n}", "name": f"法院{n}", "level": level, "parent_id": parent}
+    return row | {"created_at": _at(n)}
+
+
+async def test_a_prepared_insert_writes_what_sqlalchemy_writes(
+    migrated: Settings, sqlalchemy_runs: list[str]
+) -> None:
+    db = Database(migrated)
+    try:
+        async with db.writer() as w:
+            sqlalchemy_runs.clear()
+            top, at = (await w.execute(ADD_COURT, _court(0, None))).one()
+            assert at == _at(0) and at.tzinfo is UTC  # RETURNING, converted
+            await w.execute(ADD_COURTS, [_court(n, top) for n in (1, 2, 3)])  # many rows
+            assert sqlalchemy_runs == []  # both the short path
+            # SQLAlchemy's way: a column with a Python default left out (it fills it in),
+            # and rows that do not all give the same columns
+            await w.execute(
+                ADD_COURTS, {k: v for k, v in _court(4, top).items() if k != "created_at"}
+            )
+            await w.execute(ADD_COURTS, [_court(5, top), {**_court(6, top), "parent_id": top}])
+            rows_given_unevenly = [
+                _court(7, top),
+                {k: v for k, v in _court(8, top).items() if k != "created_at"},
+            ]
+            with pytest.raises(StatementError, match="A value is required for bind parameter"):
+                async with w.begin_nested():
+                    await w.execute(ADD_COURTS, rows_given_unevenly)
+            assert len(sqlalchemy_runs) >= 1
+            with pytest.raises(IntegrityError, match="UNIQUE"):  # SQLAlchemy's error, as before
+                async with w.begin_nested():
+                    await w.execute(ADD_COURTS, [_court(9, top), _court(1, top)])
+        async with db.reader() as r:
+            stored = (await r.execute(select(COURTS).order_by(COURTS.c.id))).all()
+        assert [c.code for c in stored] == ["P0", "P1", "P2", "P3", "P4", "P5", "P6"]
+        assert [c.created_at for c in stored[:4]] == [_at(n) for n in range(4)]
+        assert stored[4].created_at.tzinfo is UTC  # SQLAlchemy filled it in
+        assert all(c.parent_id == top for c in stored[1:])
+    finally:
+        await db.dispose()
 
 
 def test_utc_timestamps_are_stored_as_sqlalchemys_text_and_read_back_aware() -> None:

@@ -510,8 +510,8 @@ async def register_online(
     return done, online_actor(done.case.court_id, address)
 
 
-_INSERT_REFS = insert(table_of(CaseRef))
-_INSERT_CO_PETITIONERS = insert(table_of(CasePetitioner))
+_INSERT_REFS = prepared(insert(table_of(CaseRef)))
+_INSERT_CO_PETITIONERS = prepared(insert(table_of(CasePetitioner)))
 
 
 async def _contact(

@@ -11,7 +11,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import AuditEvent, audit_values
-from config.db import table_of, utcnow
+from config.db import prepared, table_of, utcnow
 from scheduler.cases.models import CaseEvent
 from scheduler.cases.words import EventKind
 from scheduler.scope import Actor
@@ -77,8 +77,8 @@ def add_event(
     return row
 
 
-_INSERT_EVENTS = insert(table_of(CaseEvent))
-_INSERT_AUDITS = insert(table_of(AuditEvent))
+_INSERT_EVENTS = prepared(insert(table_of(CaseEvent)))
+_INSERT_AUDITS = prepared(insert(table_of(AuditEvent)))
 
 
 async def add_events(db: AsyncSession, actor: Actor, entries: Sequence[Entry]) -> None:

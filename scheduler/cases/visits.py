@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from config.db import table_of, utcnow
+from config.db import prepared, table_of, utcnow
 from config.errors import ConflictError
 from config.settings import Settings
 from config.vocabulary import label
@@ -57,8 +57,8 @@ class BookedRows(NamedTuple):
     audit: dict[str, Any]
 
 
-_INSERT_CONTACT = insert(table_of(Contact))
-_INSERT_EVENT = insert(table_of(CaseEvent))
+_INSERT_CONTACT = prepared(insert(table_of(Contact)))
+_INSERT_EVENT = prepared(insert(table_of(CaseEvent)))
 _COUNT_CONTACT = (
     update(table_of(Petition))
     .where(Petition.__table__.c.id == bindparam("petition_id"))
