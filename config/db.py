@@ -18,6 +18,7 @@ from threading import Thread
 from typing import Any, TypeVar, cast
 
 import aiosqlite
+import sqlalchemy
 from sqlalchemy import DateTime, Executable, Insert, MetaData, Table, event, insert
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, Dialect, Result, make_url
@@ -216,6 +217,41 @@ class _Plan:
         return sql, values
 
 
+# What the prepared path reads of SQLAlchemy's private state (checked once, below)
+_COMPILED_SEAMS = (
+    "positional", "positiontup", "binds", "bind_names", "_bind_processors",
+    "_result_columns", "post_compile_params", "literal_execute_params",
+    "escaped_bind_names", "insert_prefetch",
+)  # fmt: skip
+_SESSION_SEAMS = ("_new", "_deleted", "_transaction", "identity_map")
+_seams: list[bool] = []
+
+
+def prepared_seams_present() -> bool:
+    """Whether this SQLAlchemy has what the prepared path reads of its private state (the
+    version pinned in pyproject.toml has). Without it, every prepared statement goes
+    SQLAlchemy's own way, only slower, and the log says so once."""
+    if not _seams:
+        from sqlalchemy import bindparam, select
+        from sqlalchemy.dialects import sqlite
+        from sqlalchemy.orm import Session as SyncSession
+
+        compiled = select(bindparam("x")).compile(dialect=sqlite.dialect())
+        missing = [n for n in _COMPILED_SEAMS if not hasattr(compiled, n)]
+        missing += [n for n in _SESSION_SEAMS if not hasattr(SyncSession(), n)]
+        if not hasattr(SyncSession().identity_map, "_modified"):
+            missing.append("identity_map._modified")
+        if missing:
+            log.error(
+                "SQLAlchemy %s lacks %s: prepared statements run SQLAlchemy's way (slower); "
+                "install the version pinned in pyproject.toml",
+                getattr(sqlalchemy, "__version__", "?"),
+                ", ".join(missing),
+            )
+        _seams.append(not missing)
+    return _seams[0]
+
+
 class _Unplannable(Exception):
     """The statement cannot be prepared; SQLAlchemy runs it."""
 
@@ -236,7 +272,7 @@ class Session(AsyncSession):
     ) -> Result[Any]:
         marked = _PREPARED.get(id(statement))
         # (scalars() and scalar() pass empty execution options and bind arguments)
-        if marked is None or any(kw.values()):
+        if marked is None or any(kw.values()) or not prepared_seams_present():
             return await super().execute(statement, params, **kw)
         many = isinstance(params, list)
         if not (params is None or isinstance(params, dict) or (many and params)):

@@ -14,6 +14,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, bindparam, event, inser
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
+import config.db
 from config.db import Database, UTCDateTime, prepared, table_of
 from config.settings import Settings
 from scheduler.models import Court, CourtLevel
@@ -249,3 +250,20 @@ def test_utc_timestamps_are_stored_as_sqlalchemys_text_and_read_back_aware() -> 
     assert ours(None) is None and read(None) is None
     with pytest.raises(ValueError, match="naive"):
         ours(datetime(2026, 1, 1))
+
+
+async def test_without_the_seams_it_reads_every_statement_goes_sqlalchemys_way(
+    migrated: Settings, sqlalchemy_runs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config.db, "_seams", [])
+    monkeypatch.setattr(config.db, "_COMPILED_SEAMS", (*config.db._COMPILED_SEAMS, "gone"))
+    db = Database(migrated)
+    try:
+        ids = await _courts(db)
+        sqlalchemy_runs.clear()
+        async with db.reader() as r:
+            assert (await r.execute(PREPARED, {"ids": ids})).scalars().all() == ids
+        assert len(sqlalchemy_runs) == 1
+        assert config.db._seams == [False]
+    finally:
+        await db.dispose()
