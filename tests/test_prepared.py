@@ -4,7 +4,7 @@ converted values, errors and events, in the session's own transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -55,6 +55,13 @@ def sqlalchemy_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield seen
 
 
+@pytest.fixture
+async def db(migrated: Settings) -> AsyncIterator[Database]:
+    database = Database(migrated)
+    yield database
+    await database.dispose()
+
+
 async def _courts(db: Database) -> list[int]:
     async with db.writer() as w:
         top = (
@@ -81,78 +88,65 @@ def _at(n: int) -> datetime:
 
 
 async def test_a_prepared_read_gives_the_rows_sqlalchemy_gives(
-    migrated: Settings, sqlalchemy_runs: list[str]
+    db: Database, sqlalchemy_runs: list[str]
 ) -> None:
-    db = Database(migrated)
-    try:
-        ids = await _courts(db)
-        async with db.reader() as r:
-            for chosen in ([ids[1]], ids, [ids[2], ids[0]], [ids[1]]):  # lengths change
-                sqlalchemy_runs.clear()
-                fast = await r.execute(PREPARED, {"ids": chosen})
-                assert sqlalchemy_runs == []  # the short path
-                slow = await r.execute(PLAIN, {"ids": chosen})
-                assert len(sqlalchemy_runs) == 1
-                assert list(fast.keys()) == list(slow.keys())
-                fast_rows, slow_rows = fast.all(), slow.all()
-                assert fast_rows == slow_rows and len(fast_rows) == len(chosen)
-                for row in fast_rows:
-                    assert row.created_at.tzinfo is UTC and isinstance(row.level, CourtLevel)
-                    assert row._mapping[COURTS.c.level] is row.level
-            first = (await r.execute(PREPARED, {"ids": ids})).first()
-            assert first is not None and first.created_at == _at(0) and first.code_label == "T0"
-            assert (await r.execute(PREPARED, {"ids": ids})).scalars().all() == ids
+    ids = await _courts(db)
+    async with db.reader() as r:
+        for chosen in ([ids[1]], ids, [ids[2], ids[0]], [ids[1]]):  # lengths change
             sqlalchemy_runs.clear()
-            # an empty list: SQLAlchemy renders an empty set its own way, and answers
-            assert (await r.execute(PREPARED, {"ids": []})).all() == []
+            fast = await r.execute(PREPARED, {"ids": chosen})
+            assert sqlalchemy_runs == []  # the short path
+            slow = await r.execute(PLAIN, {"ids": chosen})
             assert len(sqlalchemy_runs) == 1
-    finally:
-        await db.dispose()
+            assert list(fast.keys()) == list(slow.keys())
+            fast_rows, slow_rows = fast.all(), slow.all()
+            assert fast_rows == slow_rows and len(fast_rows) == len(chosen)
+            for row in fast_rows:
+                assert row.created_at.tzinfo is UTC and isinstance(row.level, CourtLevel)
+                assert row._mapping[COURTS.c.level] is row.level
+        first = (await r.execute(PREPARED, {"ids": ids})).first()
+        assert first is not None and first.created_at == _at(0) and first.code_label == "T0"
+        assert (await r.execute(PREPARED, {"ids": ids})).scalars().all() == ids
+        sqlalchemy_runs.clear()
+        # an empty list: SQLAlchemy renders an empty set its own way, and answers
+        assert (await r.execute(PREPARED, {"ids": []})).all() == []
+        assert len(sqlalchemy_runs) == 1
 
 
 async def test_a_prepared_read_runs_in_the_sessions_own_transaction(
-    migrated: Settings, sqlalchemy_runs: list[str]
+    db: Database, sqlalchemy_runs: list[str]
 ) -> None:
-    db = Database(migrated)
-    try:
-        ids = await _courts(db)
-        async with db.writer() as w:
-            await w.execute(update(COURTS).where(COURTS.c.id == ids[1]).values(code="T1X"))
-            row = (await w.execute(PREPARED, {"ids": [ids[1]]})).one()
-            assert row.code_label == "T1X"  # its own uncommitted write
-            async with db.reader() as r:  # another connection: the committed state
-                other = (await r.execute(PREPARED, {"ids": [ids[1]]})).one()
-                assert other.code_label == "T1"
-    finally:
-        await db.dispose()
+    ids = await _courts(db)
+    async with db.writer() as w:
+        await w.execute(update(COURTS).where(COURTS.c.id == ids[1]).values(code="T1X"))
+        row = (await w.execute(PREPARED, {"ids": [ids[1]]})).one()
+        assert row.code_label == "T1X"  # its own uncommitted write
+        async with db.reader() as r:  # another connection: the committed state
+            other = (await r.execute(PREPARED, {"ids": [ids[1]]})).one()
+            assert other.code_label == "T1"
 
 
 async def test_a_prepared_read_flushes_pending_objects_first_as_sqlalchemy_does(
-    migrated: Settings, sqlalchemy_runs: list[str]
+    db: Database, sqlalchemy_runs: list[str]
 ) -> None:
-    db = Database(migrated)
-    try:
-        async with db.writer() as w:
-            court = Court(code="T9", name="未写入的法院", level=CourtLevel.supreme)
-            w.add(court)  # pending: not flushed
-            found = (await w.execute(ID_NAMED, {"name": "未写入的法院"})).scalar()
-            assert found is not None and found == court.id  # flushed first, as SQLAlchemy does
-            assert sqlalchemy_runs
-            court.code = "T9X"  # changed: not flushed
-            sqlalchemy_runs.clear()
-            assert (await w.execute(PREPARED, {"ids": [found]})).one().code_label == "T9X"
-            assert sqlalchemy_runs
-            sqlalchemy_runs.clear()
-            assert (await w.execute(ID_NAMED, {"name": "未写入的法院"})).scalar() == found
-            assert sqlalchemy_runs == []  # nothing pending: the short path
-    finally:
-        await db.dispose()
+    async with db.writer() as w:
+        court = Court(code="T9", name="未写入的法院", level=CourtLevel.supreme)
+        w.add(court)  # pending: not flushed
+        found = (await w.execute(ID_NAMED, {"name": "未写入的法院"})).scalar()
+        assert found is not None and found == court.id  # flushed first, as SQLAlchemy does
+        assert sqlalchemy_runs
+        court.code = "T9X"  # changed: not flushed
+        sqlalchemy_runs.clear()
+        assert (await w.execute(PREPARED, {"ids": [found]})).one().code_label == "T9X"
+        assert sqlalchemy_runs
+        sqlalchemy_runs.clear()
+        assert (await w.execute(ID_NAMED, {"name": "未写入的法院"})).scalar() == found
+        assert sqlalchemy_runs == []  # nothing pending: the short path
 
 
 async def test_a_prepared_read_fires_the_engines_events_and_raises_sqlalchemys_errors(
-    migrated: Settings,
+    db: Database,
 ) -> None:
-    db = Database(migrated)
     seen: list[tuple[str, Any]] = []
 
     def capture(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -169,7 +163,6 @@ async def test_a_prepared_read_fires_the_engines_events_and_raises_sqlalchemys_e
         assert "IN (?, ?)" in statement and list(parameters) == [*ids[:2], "无此法院"]
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
-        await db.dispose()
 
 
 def test_only_reads_of_columns_and_inserts_of_rows_can_be_prepared() -> None:
@@ -192,41 +185,35 @@ def _court(n: int, parent: int | None) -> dict[str, Any]:
 
 
 async def test_a_prepared_insert_writes_what_sqlalchemy_writes(
-    migrated: Settings, sqlalchemy_runs: list[str]
+    db: Database, sqlalchemy_runs: list[str]
 ) -> None:
-    db = Database(migrated)
-    try:
-        async with db.writer() as w:
-            sqlalchemy_runs.clear()
-            top, at = (await w.execute(ADD_COURT, _court(0, None))).one()
-            assert at == _at(0) and at.tzinfo is UTC  # RETURNING, converted
-            await w.execute(ADD_COURTS, [_court(n, top) for n in (1, 2, 3)])  # many rows
-            assert sqlalchemy_runs == []  # both the short path
-            # SQLAlchemy's way: a column with a Python default left out (it fills it in),
-            # and rows that do not all give the same columns
-            await w.execute(
-                ADD_COURTS, {k: v for k, v in _court(4, top).items() if k != "created_at"}
-            )
-            await w.execute(ADD_COURTS, [_court(5, top), {**_court(6, top), "parent_id": top}])
-            rows_given_unevenly = [
-                _court(7, top),
-                {k: v for k, v in _court(8, top).items() if k != "created_at"},
-            ]
-            with pytest.raises(StatementError, match="A value is required for bind parameter"):
-                async with w.begin_nested():
-                    await w.execute(ADD_COURTS, rows_given_unevenly)
-            assert len(sqlalchemy_runs) >= 1
-            with pytest.raises(IntegrityError, match="UNIQUE"):  # SQLAlchemy's error, as before
-                async with w.begin_nested():
-                    await w.execute(ADD_COURTS, [_court(9, top), _court(1, top)])
-        async with db.reader() as r:
-            stored = (await r.execute(select(COURTS).order_by(COURTS.c.id))).all()
-        assert [c.code for c in stored] == ["P0", "P1", "P2", "P3", "P4", "P5", "P6"]
-        assert [c.created_at for c in stored[:4]] == [_at(n) for n in range(4)]
-        assert stored[4].created_at.tzinfo is UTC  # SQLAlchemy filled it in
-        assert all(c.parent_id == top for c in stored[1:])
-    finally:
-        await db.dispose()
+    async with db.writer() as w:
+        sqlalchemy_runs.clear()
+        top, at = (await w.execute(ADD_COURT, _court(0, None))).one()
+        assert at == _at(0) and at.tzinfo is UTC  # RETURNING, converted
+        await w.execute(ADD_COURTS, [_court(n, top) for n in (1, 2, 3)])  # many rows
+        assert sqlalchemy_runs == []  # both the short path
+        # SQLAlchemy's way: a column with a Python default left out (it fills it in),
+        # and rows that do not all give the same columns
+        await w.execute(ADD_COURTS, {k: v for k, v in _court(4, top).items() if k != "created_at"})
+        await w.execute(ADD_COURTS, [_court(5, top), {**_court(6, top), "parent_id": top}])
+        rows_given_unevenly = [
+            _court(7, top),
+            {k: v for k, v in _court(8, top).items() if k != "created_at"},
+        ]
+        with pytest.raises(StatementError, match="A value is required for bind parameter"):
+            async with w.begin_nested():
+                await w.execute(ADD_COURTS, rows_given_unevenly)
+        assert len(sqlalchemy_runs) >= 1
+        with pytest.raises(IntegrityError, match="UNIQUE"):  # SQLAlchemy's error, as before
+            async with w.begin_nested():
+                await w.execute(ADD_COURTS, [_court(9, top), _court(1, top)])
+    async with db.reader() as r:
+        stored = (await r.execute(select(COURTS).order_by(COURTS.c.id))).all()
+    assert [c.code for c in stored] == ["P0", "P1", "P2", "P3", "P4", "P5", "P6"]
+    assert [c.created_at for c in stored[:4]] == [_at(n) for n in range(4)]
+    assert stored[4].created_at.tzinfo is UTC  # SQLAlchemy filled it in
+    assert all(c.parent_id == top for c in stored[1:])
 
 
 def test_utc_timestamps_are_stored_as_sqlalchemys_text_and_read_back_aware() -> None:
@@ -253,17 +240,13 @@ def test_utc_timestamps_are_stored_as_sqlalchemys_text_and_read_back_aware() -> 
 
 
 async def test_without_the_seams_it_reads_every_statement_goes_sqlalchemys_way(
-    migrated: Settings, sqlalchemy_runs: list[str], monkeypatch: pytest.MonkeyPatch
+    db: Database, sqlalchemy_runs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(config.db, "_seams", [])
     monkeypatch.setattr(config.db, "_COMPILED_SEAMS", (*config.db._COMPILED_SEAMS, "gone"))
-    db = Database(migrated)
-    try:
-        ids = await _courts(db)
-        sqlalchemy_runs.clear()
-        async with db.reader() as r:
-            assert (await r.execute(PREPARED, {"ids": ids})).scalars().all() == ids
-        assert len(sqlalchemy_runs) == 1
-        assert config.db._seams == [False]
-    finally:
-        await db.dispose()
+    ids = await _courts(db)
+    sqlalchemy_runs.clear()
+    async with db.reader() as r:
+        assert (await r.execute(PREPARED, {"ids": ids})).scalars().all() == ids
+    assert len(sqlalchemy_runs) == 1
+    assert config.db._seams == [False]
