@@ -344,6 +344,18 @@ class Session(AsyncSession):
         return connection, raw
 
 
+def _to_utc(value: datetime) -> datetime:
+    """A timestamp given to a UTC column, in UTC; a naive one is refused."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _read_as_utc(value: datetime) -> datetime:
+    """A timestamp read from a UTC column: without a zone it is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored as UTC and always returned timezone-aware (SQLite keeps no zone)."""
 
@@ -353,19 +365,13 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
+        value = _to_utc(value)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return None if value is None else _read_as_utc(value)
 
     # On SQLite, one function each way instead of SQLAlchemy's two in a row (its DATETIME
     # text, then the zone above): every visit row read or written passes here. The text is
@@ -378,11 +384,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to a UTC column")
-            if value.tzinfo is not UTC:
-                value = value.astimezone(UTC)
-            return value.isoformat(" ", "microseconds")[:26]  # less its "+00:00"
+            return _to_utc(value).isoformat(" ", "microseconds")[:26]  # less its "+00:00"
 
         return process
 
@@ -401,10 +403,7 @@ class UTCDateTime(TypeDecorator[datetime]):
                     return parsed
             except ValueError:  # text with a zone of its own
                 pass
-            parsed = parse(value)  # that, or a date alone (the zone appended was dropped)
-            if parsed.tzinfo is None:
-                return parsed.replace(tzinfo=UTC)
-            return parsed.astimezone(UTC)
+            return _read_as_utc(parse(value))  # that, or a date alone (its zone was dropped)
 
         return process
 

@@ -1395,7 +1395,7 @@ def _board_rows() -> Select[Any]:
 
 
 # Built once: building it (the aliases above) cost more than SQLite answering it.
-_BOARD_ROWS = prepared(_board_rows())
+_BOARD_ROWS = _board_rows()
 
 
 async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> Board:
