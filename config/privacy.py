@@ -6,7 +6,9 @@ import logging
 import re
 
 _ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{6})(\d{8})(\d{3}[\dXx])(?![0-9A-Za-z])")
-_PHONE_RE = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+# Like ID numbers, a phone number stands apart from letters and digits: the digits inside
+# a hex identifier (a visit's or a case's id) are not a phone number.
+_PHONE_RE = re.compile(r"(?<![0-9A-Za-z])(1[3-9]\d)(\d{4})(\d{4})(?![0-9A-Za-z])")
 
 
 def mask_id_number(value: str | None) -> str:

@@ -48,3 +48,16 @@ def test_log_filter_masks_personal_numbers(caplog: pytest.LogCaptureFixture) -> 
     assert VALID_ID not in text and "13812345678" not in text
     assert "1101**********002X" in text and "138****5678" in text
     assert mask_text("no numbers here") == "no numbers here"
+
+
+def test_identifiers_with_phone_like_digits_are_not_masked() -> None:
+    """A hex id may hold eleven digits that read as a mobile number; it stays whole."""
+    visit_id = "22021fb6db16492092814f70fa083c73"
+    assert mask_text(visit_id) == visit_id
+    assert mask_text(f'{{"visit_id": "{visit_id}"}}') == f'{{"visit_id": "{visit_id}"}}'
+    assert mask_text("x110101199003071234y") == "x110101199003071234y"
+    # beside Chinese text and punctuation a number is still masked
+    assert mask_text("电话13812345678，身份证110101199003071234") == (
+        "电话138****5678，身份证1101**********1234"
+    )
+    assert mask_text("tel:13812345678") == "tel:138****5678"
