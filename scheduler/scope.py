@@ -34,11 +34,23 @@ class Actor:
 SYSTEM_ACTOR = Actor(user_id=None, username="system", role=Role.admin, court_id=None)
 
 
+def _descendants_statement() -> Select[Any]:
+    courts = Court.__table__
+    tree = (
+        select(courts.c.id).where(courts.c.id == bindparam("court_id")).cte("tree", recursive=True)
+    )
+    tree = tree.union_all(select(courts.c.id).where(courts.c.parent_id == tree.c.id))
+    return select(tree.c.id)
+
+
+# Built once, of table columns (every scope check and the board read it).
+_DESCENDANTS = prepared(_descendants_statement())
+
+
 async def descendant_court_ids(session: AsyncSession, court_id: int) -> set[int]:
     """The court and every court below it (one recursive query)."""
-    tree = select(Court.id).where(Court.id == court_id).cte("tree", recursive=True)
-    tree = tree.union_all(select(Court.id).where(Court.parent_id == tree.c.id))
-    return set((await session.scalars(select(tree.c.id))).all())
+    rows = await session.execute(_DESCENDANTS, {"court_id": court_id})
+    return {int(r[0]) for r in rows}
 
 
 def _ancestors_statement() -> Select[Any]:

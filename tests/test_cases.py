@@ -28,7 +28,7 @@ from scheduler.cases.words import (
     TerminationGround,
 )
 from scheduler.models import CourtLevel, IdType, Notification, Role
-from scheduler.scope import Actor
+from scheduler.scope import SYSTEM_ACTOR, Actor
 from tests.helpers import World, add_staff, query_plans
 
 ID_A = "110101199003071233"
@@ -155,6 +155,13 @@ async def test_the_whole_life_assign_overdue_resolve_followup(
     db.expire_all()
     rows = await cases.board(db, high)
     assert [r.days_overdue for r in rows if r.case.id == case_id] == [3]
+    (total,) = rows.totals
+    assert (total.court_id, total.cases, total.overdue) == (world.courts["basic_a"], 1, 1)
+    everywhere = await cases.board(db, SYSTEM_ACTOR)  # an admin's board: every court's cases
+    assert [(r.case.id, r.days_overdue) for r in everywhere] == [(case_id, 3)]
+    assert [(t.court_id, t.cases, t.overdue) for t in everywhere.totals] == [
+        (world.courts["basic_a"], 1, 1)
+    ]
     # a basic court may not end a petition (信访终结); nobody closes without grounds
     with pytest.raises(PermissionDeniedError):
         await cases.terminate(

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    Integer,
     Select,
     and_,
     bindparam,
@@ -1394,8 +1395,40 @@ def _board_rows() -> Select[Any]:
     )
 
 
-# Built once: building it (the aliases above) cost more than SQLite answering it.
-_BOARD_ROWS = _board_rows()
+_BOARD_OPEN = (CaseState.assigned, CaseState.reported, CaseState.handling)
+
+
+def _board_statements(within: bool) -> tuple[Select[Any], Select[Any]]:
+    """The board's two reads, built once: every court's totals, and the cases due first
+    (``limit``), of supervised open cases (with ``within``: of the courts ``ids`` alone).
+    Both read ix_petitions_board alone (handling court, state, deadline); only the picked
+    cases' rows are read from the table."""
+    petitions = table_of(Petition)
+    where: list[Any] = [
+        petitions.c.supervising_court_id.is_not(None),
+        petitions.c.state.in_(_BOARD_OPEN),
+    ]
+    if within:
+        where.append(petitions.c.handler_court_id.in_(bindparam("ids", expanding=True)))
+    late = func.sum(sql_case((petitions.c.due_at < bindparam("now"), 1), else_=0))
+    counted = (
+        select(petitions.c.handler_court_id, func.count(), late)
+        .where(*where)
+        .group_by(petitions.c.handler_court_id)
+    )
+    picked = (
+        select(petitions.c.id)
+        .where(*where)
+        .order_by(petitions.c.due_at)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    rows = _board_rows().where(Petition.id.in_(picked.scalar_subquery()))
+    return prepared(counted), prepared(rows)
+
+
+# Built once: building them (the aliases, the filters) cost more than SQLite answering them.
+_BOARD_WITHIN = _board_statements(within=True)
+_BOARD_ALL = _board_statements(within=False)
 
 
 async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> Board:
@@ -1405,44 +1438,36 @@ async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> 
     to ``BOARD_LIMIT`` of its cases."""
     if actor.court_id is None and not actor.is_admin:
         return Board()
-    # which cases: read from ix_petitions_board alone (handling court, state, deadline of the
-    # supervised cases), then only those rows are read from the table
-    where: list[Any] = [
-        Petition.supervising_court_id.is_not(None),
-        Petition.state.in_((CaseState.assigned, CaseState.reported, CaseState.handling)),
-    ]
+    params: dict[str, Any] = {"now": utcnow()}
+    statements = _BOARD_ALL
+    if court_id is not None:
+        params["ids"] = [court_id]
+        statements = _BOARD_WITHIN
     if not actor.is_admin:
         assert actor.court_id is not None
         below = await descendant_court_ids(db, actor.court_id)
         below.discard(actor.court_id)
         if court_id is not None and court_id not in below:
             raise NotFoundError("该法院不在本院督办范围内")
-        where.append(Petition.handler_court_id.in_(below))
-    if court_id is not None:
-        where.append(Petition.handler_court_id == court_id)
-    now = utcnow()
-    late = func.sum(sql_case((Petition.due_at < now, 1), else_=0))
-    counted = (
-        select(Petition.handler_court_id, func.count(), late)
-        .where(*where)
-        .group_by(Petition.handler_court_id)
-    )
-    counts = {int(c): (int(n), int(o or 0)) for c, n, o in await db.execute(counted)}
-    court_names: dict[int, str] = {
-        cid: name
-        for cid, name in await db.execute(select(Court.id, Court.name).where(Court.id.in_(counts)))
-    }
+        if court_id is None:
+            params["ids"] = sorted(below)
+            statements = _BOARD_WITHIN
+    now = params["now"]
+    counted, rows = statements
+    counts = {int(c): (int(n), int(o or 0)) for c, n, o in await db.execute(counted, params)}
+    court_names: dict[int, str] = {}
+    if counts:
+        rows_named = await db.execute(_COURT_NAMES, {"ids": sorted(counts)})
+        court_names = {cid: name for cid, name in rows_named}
     totals = [
         BoardTotal(court_id=c, name=court_names.get(c, ""), cases=n, overdue=o)
         for c, (n, o) in counts.items()
     ]
     totals.sort(key=lambda t: t.name)
-    limit = BOARD_LIMIT if court_id is not None else BOARD_PAGE
-    picked = select(Petition.id).where(*where).order_by(Petition.due_at).limit(limit)
-    stmt = _BOARD_ROWS.where(Petition.id.in_(picked.scalar_subquery()))
+    params["limit"] = BOARD_LIMIT if court_id is not None else BOARD_PAGE
     found = Board(totals=totals)
     names = found.names
-    for *facts, court, above, person, owner, lead in await db.execute(stmt):
+    for *facts, court, above, person, owner, lead in await db.execute(rows, params):
         case = CaseFactsRow(*facts)
         found.append(BoardRow(case=case, court_name=court, days_overdue=overdue_days(case, now)))
         assert case.handler_court_id is not None  # (joined on it)
