@@ -402,15 +402,58 @@ async def test_the_board_picks_its_cases_from_the_board_index_alone(
     async def board() -> None:
         shown.extend(r.case.id for r in await cases.board(db, high))
 
-    counted, plan = await query_plans(db, board, "FROM petitions")
+    counted, picked, rows = await query_plans(db, board, "FROM petitions")
     assert shown == [case_id]
     by_index = (
         "SEARCH petitions USING COVERING INDEX ix_petitions_board (handler_court_id=? AND state=?)"
     )
     assert [line for line in counted if "petitions" in line] == [by_index]  # the totals
-    picked = [line for line in plan if "ix_petitions_board" in line]
-    assert picked == [by_index]
-    assert "SEARCH petitions USING INTEGER PRIMARY KEY (rowid=?)" in plan
+    assert [line for line in picked if "petitions" in line] == [by_index]  # the cases due first
+    assert "SEARCH petitions USING INTEGER PRIMARY KEY (rowid=?)" in rows  # their rows alone
+    assert not any("ix_petitions_board" in line or "SCAN" in line for line in rows)
+
+
+async def test_the_board_read_in_pieces_shows_what_one_read_shows(
+    db: AsyncSession, world: World, migrated: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The board reads its courts' totals and its cases' rows a few at a time; one court
+    and one case at a time it shows the same totals and the same cases, due first."""
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    handed: dict[int, tuple[str, int]] = {}  # case → (court, days to its deadline)
+    for n, (court, days) in enumerate(
+        [("basic_a", 9), ("mid_b", 3), ("basic_b", 5), ("basic_a", 1), ("mid_a", 7)]
+    ):
+        case_id = (await cases.register(db, high, letter([f"（2024）甲0101执{40 + n}号"]))).case.id
+        await cases.triage(
+            db,
+            high,
+            case_id,
+            track=CaseTrack.petition,
+            mode=HandlingMode.careful,
+            responsible_id=world.users["po_high"],
+        )
+        due = utcnow() + timedelta(days=days)
+        await cases.assign(
+            db, high, case_id, to_court_id=world.courts[court], deadline=due, settings=migrated
+        )
+        handed[case_id] = (court, days)
+
+    async def shown() -> tuple[list[tuple[int, int, int]], list[int]]:
+        found = await cases.board(db, high)
+        totals = [(t.court_id, t.cases, t.overdue) for t in found.totals]
+        return totals, [r.case.id for r in found]
+
+    courts = [court for court, _ in handed.values()]
+    whole = await shown()
+    assert sorted(whole[1]) == sorted(handed)
+    assert sorted(whole[0]) == sorted((world.courts[c], courts.count(c), 0) for c in set(courts))
+    monkeypatch.setattr(cases, "BOARD_COURTS_AT_ONCE", 1)
+    monkeypatch.setattr(cases, "BOARD_ROWS_AT_ONCE", 1)
+    assert await shown() == whole
+    monkeypatch.setattr(cases, "BOARD_PAGE", 2)  # the two due first; every court still counted
+    totals, first = await shown()
+    assert totals == whole[0]
+    assert sorted(first) == sorted(sorted(handed, key=lambda c: handed[c][1])[:2])
 
 
 async def test_the_deadline_scan_reads_pending_cases_through_its_partial_indexes(
