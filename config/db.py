@@ -9,7 +9,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -454,37 +454,6 @@ PROGRESS_STEPS = 10_000
 LOOP_WRITE_MAX_PARAMETERS = 256
 
 
-# A read that overran the loop's budget is remembered (by its SQL): its next calls go
-# straight to the thread instead of spending the budget on the loop again, first; every
-# SLOW_READ_RETRY-th call tries the loop again (the data, or its pages in memory, change).
-SLOW_READ_RETRY = 32
-SLOW_READS_KEPT = 512
-
-
-class _SlowReads:
-    """The reads that lately overran the loop's budget (bounded; the oldest forgotten)."""
-
-    def __init__(self) -> None:
-        self._skips: OrderedDict[str, int] = OrderedDict()
-
-    def on_thread(self, sql: str) -> bool:
-        """Whether ``sql`` should go straight to the thread this time."""
-        left = self._skips.get(sql)
-        if not left:
-            return False
-        self._skips[sql] = left - 1
-        return True
-
-    def tripped(self, sql: str) -> None:
-        self._skips[sql] = SLOW_READ_RETRY
-        self._skips.move_to_end(sql)
-        while len(self._skips) > SLOW_READS_KEPT:
-            self._skips.popitem(last=False)
-
-    def fast(self, sql: str) -> None:
-        self._skips.pop(sql, None)
-
-
 def _small(parameters: Any, many: bool) -> bool:
     """Whether a write is small enough for the event loop (see LOOP_WRITE_MAX_PARAMETERS):
     its parameters counted over every row of an ``executemany``."""
@@ -525,7 +494,6 @@ class _LoopBudget:
         self.tripped = False
         self.write_locked = False  # this connection's transaction began IMMEDIATE
         self.wrote_on_thread = False  # it wrote many rows: its COMMIT goes to the thread too
-        self.slow_reads = _SlowReads()  # this connection's reads that overran the budget
 
     def __call__(self) -> int:
         if self.deadline and time.perf_counter() > self.deadline:
@@ -543,8 +511,7 @@ class _OneTripCursor:
     booking those waits, not SQLite, were most of its time. So statements that cannot wait
     for anything run right here, on the loop: reads, bounded by :data:`LOOP_READ_BUDGET_S`
     (one that runs longer is interrupted by SQLite's progress handler and run again, whole,
-    on the thread, so a slow report never stalls the loop; its next calls go to the thread
-    at once, see _SlowReads), and small writes inside a
+    on the thread, so a slow report never stalls the loop), and small writes inside a
     transaction that already holds the write lock (``BEGIN IMMEDIATE``), which wait for
     nobody. What may wait or take long (``BEGIN IMMEDIATE``, ``COMMIT``, writes without the
     lock, writes of many rows, pragmas) is one trip to the thread, as before."""
@@ -583,9 +550,7 @@ class _OneTripCursor:
             self.description, self.rowcount, self.lastrowid = None, -1, None
             self._rows = deque()
             return self
-        if read and budget.slow_reads.on_thread(sql):
-            result = await on_thread(work)  # it overran the budget lately
-        elif (
+        if (
             read
             or deferred_begin
             or keyword in _ON_LOOP
@@ -606,11 +571,7 @@ class _OneTripCursor:
             except sqlite3.OperationalError:
                 if not budget.tripped:
                     raise
-                budget.slow_reads.tripped(sql)
                 result = await on_thread(work)  # too slow for the loop: whole, on the thread
-            else:
-                if read:
-                    budget.slow_reads.fast(sql)
             if keyword in _ENDS or (keyword == "ROLLBACK" and " TO " not in f" {sql.upper()} "):
                 budget.write_locked = budget.wrote_on_thread = False
         else:

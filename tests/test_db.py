@@ -225,42 +225,6 @@ async def test_a_read_past_the_loop_budget_is_run_again_whole_on_the_connection_
         await engine.dispose()
 
 
-async def test_a_read_that_overran_the_budget_goes_straight_to_the_thread_then_tries_again(
-    migrated: Settings, trips: list[Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    checks: list[bool] = []
-    original = config.db._LoopBudget.__call__
-
-    def checked(self: config.db._LoopBudget) -> int:
-        checks.append(True)
-        return original(self)
-
-    monkeypatch.setattr(config.db._LoopBudget, "__call__", checked)
-    monkeypatch.setattr(config.db, "SLOW_READ_RETRY", 2)
-    engine = create_engine(migrated)
-    try:
-        async with create_sessionmaker(engine)() as db:
-            await db.execute(text("SELECT 1"))
-            monkeypatch.setattr(config.db, "LOOP_READ_BUDGET_S", 0.0)
-            trips.clear()
-            assert await db.scalar(text(SLOW_COUNT), {"n": 200_000}) == 200_000
-            assert len(trips) == 1 and checks  # tried on the loop, interrupted, then the thread
-            for _ in range(2):  # remembered: the thread at once, no budget spent on the loop
-                checks.clear()
-                trips.clear()
-                assert await db.scalar(text(SLOW_COUNT), {"n": 200_000}) == 200_000
-                assert len(trips) == 1 and not checks
-            monkeypatch.setattr(config.db, "LOOP_READ_BUDGET_S", 10.0)
-            trips.clear()
-            assert await db.scalar(text(SLOW_COUNT), {"n": 200_000}) == 200_000
-            assert trips == [] and checks  # tried on the loop again, and fast enough now
-            trips.clear()
-            assert await db.scalar(text(SLOW_COUNT), {"n": 200_000}) == 200_000
-            assert trips == []  # forgotten as slow
-    finally:
-        await engine.dispose()
-
-
 async def test_the_event_loop_keeps_running_while_a_slow_read_runs(migrated: Settings) -> None:
     engine = create_engine(migrated)
     ticks = 0
