@@ -125,9 +125,10 @@ def prepared(statement: _S) -> _S:
     :class:`Result` (an INSERT's: its RETURNING rows, if any). SQLAlchemy's path costs
     ~70-140 µs a statement against ~10-20 µs this way. Elsewhere (PostgreSQL), or for a
     call this cannot plan (an expanding list given empty, a parameter that renders a
-    literal, an INSERT leaving out a column with a Python default, many rows with
-    RETURNING), SQLAlchemy runs it as always; so too while the session holds unflushed
-    changes (SQLAlchemy flushes them before any statement)."""
+    literal, an INSERT leaving out a column with a Python default), SQLAlchemy runs it as
+    always; so too while the session holds unflushed changes (SQLAlchemy flushes them
+    before any statement). Many rows with RETURNING are inserted a row at a time, their
+    rows returned in order."""
     if getattr(statement, "is_insert", False):
         if cast(Any, statement)._values or cast(Any, statement)._multi_values:
             raise TypeError("prepared(): an INSERT takes its rows as parameters")
@@ -284,32 +285,42 @@ class Session(AsyncSession):
         plan = self._plan(marked, rows[0] if many else params)
         if plan is None:
             return await super().execute(statement, params, **kw)
-        bound: tuple[str, Any] | None
-        if many:  # the rows of one INSERT: the same columns in each, no RETURNING
+        # each: (SQL, its values, whether the values are many rows of one executemany)
+        runs: list[tuple[str, Any, bool]]
+        if many:  # the rows of one INSERT: the same columns in each
             first = rows[0].keys()
-            if plan.metadata.keys or plan.expanding or any(r.keys() != first for r in rows):
+            if plan.expanding or any(r.keys() != first for r in rows):
                 return await super().execute(statement, params, **kw)
-            bound = (plan.sql, [cast(tuple[str, list[Any]], plan.bind(r))[1] for r in rows])
+            values = [cast(tuple[str, list[Any]], plan.bind(r))[1] for r in rows]
+            if plan.metadata.keys:  # RETURNING: a row at a time (executemany returns none)
+                runs = [(plan.sql, v, False) for v in values]
+            else:
+                runs = [(plan.sql, values, True)]
         else:
             bound = plan.bind(params)
+            if bound is None:
+                return await super().execute(statement, params, **kw)
+            runs = [(bound[0], bound[1], False)]
         connection, raw = await self._raw()
-        if bound is None or not isinstance(raw, _OneTripConnection):  # or an in-memory one
+        if not isinstance(raw, _OneTripConnection):  # an in-memory database
             return await super().execute(statement, params, **kw)
-        sql, values = bound
-        cursor = _OneTripCursor(raw._inner, raw._budget)
         dispatch = connection.dispatch
-        for listener in dispatch.before_cursor_execute:  # as SQLAlchemy's own path does
-            listener(connection, cursor, sql, values, None, many)
-        try:
-            if many:
-                await cursor.executemany(sql, values)
-            else:
-                await cursor.execute(sql, values)
-        except sqlite3.Error as error:  # the error SQLAlchemy's path would raise
-            raise DBAPIError.instance(sql, values, error, sqlite3.Error) from error
-        for listener in dispatch.after_cursor_execute:
-            listener(connection, cursor, sql, values, None, many)
-        return IteratorResult(plan.metadata, iter(await cursor.fetchall()))
+        found: list[Any] = []
+        for sql, values, executemany in runs:
+            cursor = _OneTripCursor(raw._inner, raw._budget)
+            for listener in dispatch.before_cursor_execute:  # as SQLAlchemy's own path does
+                listener(connection, cursor, sql, values, None, executemany)
+            try:
+                if executemany:
+                    await cursor.executemany(sql, values)
+                else:
+                    await cursor.execute(sql, values)
+            except sqlite3.Error as error:  # the error SQLAlchemy's path would raise
+                raise DBAPIError.instance(sql, values, error, sqlite3.Error) from error
+            for listener in dispatch.after_cursor_execute:
+                listener(connection, cursor, sql, values, None, executemany)
+            found.extend(await cursor.fetchall())
+        return IteratorResult(plan.metadata, iter(found))
 
     def _plan(
         self,

@@ -293,6 +293,19 @@ def _conflict_error(conflicts: list[dict[str, Any]]) -> ConflictError:
     )
 
 
+_PETITIONER_OF = prepared(
+    select(table_of(Petition).c.petitioner_id).where(
+        table_of(Petition).c.id == bindparam("petition_id")
+    )
+)
+
+
+async def petitioner_of(db: AsyncSession, petition_id: int) -> int | None:
+    """The petitioner of a petition (None when there is no such petition): one column."""
+    found = (await db.execute(_PETITIONER_OF, {"petition_id": petition_id})).first()
+    return None if found is None else int(found[0])
+
+
 async def booking_petition(db: AsyncSession, actor: Actor, petition_id: int) -> Petition:
     petition = await db.get(Petition, petition_id)
     if petition is None:

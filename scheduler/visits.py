@@ -13,11 +13,11 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BindParameter, Select, bindparam, or_, select
+from sqlalchemy import BindParameter, Row, Select, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import AuditEvent, audit_values
-from config.db import utcnow
+from config.db import prepared, table_of, utcnow
 from config.errors import NotFoundError
 from config.settings import Settings
 from scheduler.models import Role, Visit, VisitEvent, VisitEventKind, VisitState
@@ -182,10 +182,29 @@ def _visits_statement(scope_kind: str, given: frozenset[str]) -> Select[Any]:
     return stmt.order_by(v.starts_at, v.id).limit(bindparam("limit"))
 
 
-async def visit_history(db: AsyncSession, visit_id: str) -> Sequence[VisitEvent]:
-    """The visit's history, oldest first."""
+def _history_statement() -> Select[Any]:
+    events = table_of(VisitEvent)
     return (
-        await db.scalars(
-            select(VisitEvent).where(VisitEvent.visit_id == visit_id).order_by(VisitEvent.id)
+        select(
+            events.c.id,
+            events.c.at,
+            events.c.kind,
+            events.c.from_state,
+            events.c.to_state,
+            events.c.actor_name,
+            events.c.detail,
         )
-    ).all()
+        .where(events.c.visit_id == bindparam("visit_id"))
+        .order_by(events.c.id)
+    )
+
+
+# Built once, of columns: a booking answers with its visit's history (no entity loads).
+_HISTORY = prepared(_history_statement())
+
+
+async def visit_history(db: AsyncSession, visit_id: str) -> Sequence[Row[Any]]:
+    """The visit's history, oldest first: rows with the attributes answers show (id, at,
+    kind, from_state, to_state, actor_name, detail)."""
+    rows: Sequence[Row[Any]] = (await db.execute(_HISTORY, {"visit_id": visit_id})).all()
+    return rows

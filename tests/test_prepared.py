@@ -216,6 +216,27 @@ async def test_a_prepared_insert_writes_what_sqlalchemy_writes(
     assert all(c.parent_id == top for c in stored[1:])
 
 
+async def test_many_rows_inserted_with_returning_give_their_rows_in_order(
+    db: Database, sqlalchemy_runs: list[str]
+) -> None:
+    async with db.writer() as w:
+        top, _ = (await w.execute(ADD_COURT, _court(0, None))).one()
+        sqlalchemy_runs.clear()
+        given = [_court(n, top) for n in (3, 1, 2)]
+        returned = (await w.execute(ADD_COURT, given)).all()
+        assert sqlalchemy_runs == []  # the short path, a row at a time
+        with pytest.raises(IntegrityError, match="UNIQUE"):  # SQLAlchemy's error; none kept
+            async with w.begin_nested():
+                await w.execute(ADD_COURT, [_court(4, top), _court(1, top)])
+    async with db.reader() as r:
+        stored = dict(
+            (await r.execute(select(COURTS.c.id, COURTS.c.code).where(COURTS.c.id != top))).all()
+        )
+    assert [stored[i] for i, _ in returned] == ["P3", "P1", "P2"]  # each row's own id, in order
+    assert [at for _, at in returned] == [_at(3), _at(1), _at(2)]
+    assert sorted(stored.values()) == ["P1", "P2", "P3"]
+
+
 def test_utc_timestamps_are_stored_as_sqlalchemys_text_and_read_back_aware() -> None:
     dialect = sqlite.dialect()
     ours = UTCDateTime().bind_processor(dialect)

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, Field, model_validator
+from sqlalchemy import Row
 
 from config.privacy import mask_phone
 from scheduler.cases.words import CaseState, VisitKind, VisitOutcome
@@ -363,7 +364,7 @@ class VisitEventOut(Answer):
     detail: dict[str, Any]
 
     @classmethod
-    def of(cls, e: VisitEvent) -> VisitEventOut:
+    def of(cls, e: VisitEvent | Row[Any]) -> VisitEventOut:
         return cls.model_validate(e)
 
 

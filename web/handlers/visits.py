@@ -182,10 +182,7 @@ async def free_slots(ctx: Context) -> list[FreeSlotOut]:
     """Slots inside the judges' reception hours and the room's opening hours, not on a
     holiday, not overlapping a booking of the judge, the room or the petitioner."""
     q: FreeSlotQuery = ctx.query
-    petitioner_id = None
-    if q.petition_id:
-        petition = await ctx.db.get(Petition, q.petition_id)
-        petitioner_id = petition.petitioner_id if petition else None
+    petitioner_id = await booking.petitioner_of(ctx.db, q.petition_id) if q.petition_id else None
     first = q.first or utcnow().astimezone(ctx.settings.tz).date()
     slots = await booking.find_free_slots(
         ctx.db,
