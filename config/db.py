@@ -128,12 +128,17 @@ def prepared(statement: _S) -> _S:
     literal, an INSERT leaving out a column with a Python default), SQLAlchemy runs it as
     always; so too while the session holds unflushed changes (SQLAlchemy flushes them
     before any statement). Many rows with RETURNING are inserted a row at a time, their
-    rows returned in order."""
+    rows returned in order. An UPDATE of a table (not of an ORM entity: SQLAlchemy would
+    synchronize the session's objects) gives its ``rowcount`` too; one leaving out a
+    column with a Python ``onupdate`` is SQLAlchemy's to run."""
     if getattr(statement, "is_insert", False):
         if cast(Any, statement)._values or cast(Any, statement)._multi_values:
             raise TypeError("prepared(): an INSERT takes its rows as parameters")
+    elif getattr(statement, "is_update", False):
+        if cast(Any, statement)._propagate_attrs.get("compile_state_plugin") == "orm":
+            raise TypeError("prepared(): an UPDATE of a table, not of an ORM entity")
     elif not getattr(statement, "is_select", False):
-        raise TypeError("prepared(): reads and INSERTs only")
+        raise TypeError("prepared(): reads, INSERTs and UPDATEs only")
     elif any(isinstance(d["type"], type) for d in cast(Any, statement).column_descriptions):
         raise TypeError("prepared(): columns only; an ORM entity is loaded by SQLAlchemy")
     _PREPARED[id(statement)] = (statement, {})
@@ -155,6 +160,8 @@ class _Plan:
             compiled = cast(Any, statement).compile(dialect=dialect, column_keys=sorted(keys))
             if compiled.insert_prefetch:  # Python defaults SQLAlchemy would fill in
                 raise _Unplannable
+        if compiled.update_prefetch:  # an UPDATE's Python onupdate SQLAlchemy would fill in
+            raise _Unplannable
         if (
             not compiled.positional
             or compiled.literal_execute_params
@@ -222,7 +229,7 @@ class _Plan:
 _COMPILED_SEAMS = (
     "positional", "positiontup", "binds", "bind_names", "_bind_processors",
     "_result_columns", "post_compile_params", "literal_execute_params",
-    "escaped_bind_names", "insert_prefetch",
+    "escaped_bind_names", "insert_prefetch", "update_prefetch",
 )  # fmt: skip
 _SESSION_SEAMS = ("_new", "_deleted", "_transaction", "identity_map")
 _seams: list[bool] = []
@@ -259,6 +266,13 @@ class _Unplannable(Exception):
 
 # SQLAlchemy's placeholder of an expanding list in compiled SQL (filled per call)
 _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\S+?)\]")
+
+
+class _PreparedResult(IteratorResult[Any]):
+    """A prepared statement's rows, and (as a cursor's result gives) how many rows it
+    wrote: an UPDATE's matched rows, an INSERT's rows."""
+
+    rowcount: int
 
 
 class Session(AsyncSession):
@@ -306,6 +320,7 @@ class Session(AsyncSession):
             return await super().execute(statement, params, **kw)
         dispatch = connection.dispatch
         found: list[Any] = []
+        changed = 0
         for sql, values, executemany in runs:
             cursor = _OneTripCursor(raw._inner, raw._budget)
             for listener in dispatch.before_cursor_execute:  # as SQLAlchemy's own path does
@@ -320,7 +335,10 @@ class Session(AsyncSession):
             for listener in dispatch.after_cursor_execute:
                 listener(connection, cursor, sql, values, None, executemany)
             found.extend(await cursor.fetchall())
-        return IteratorResult(plan.metadata, iter(found))
+            changed += max(cursor.rowcount, 0)
+        result = _PreparedResult(plan.metadata, iter(found))
+        result.rowcount = changed
+        return result
 
     def _plan(
         self,
@@ -328,7 +346,8 @@ class Session(AsyncSession):
         params: dict[str, Any] | None,
     ) -> _Plan | None:
         statement, plans = marked
-        keys = frozenset(params or ()) if getattr(statement, "is_insert", False) else None
+        writes = getattr(statement, "is_insert", False) or getattr(statement, "is_update", False)
+        keys = frozenset(params or ()) if writes else None  # (the columns SET, as SQLAlchemy)
         try:
             return plans[keys]
         except KeyError:

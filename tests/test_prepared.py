@@ -10,7 +10,18 @@ from typing import Any
 
 import pytest
 import sqlalchemy.engine.base
-from sqlalchemy import Column, Integer, MetaData, Table, bindparam, event, insert, select, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
@@ -165,11 +176,13 @@ async def test_a_prepared_read_fires_the_engines_events_and_raises_sqlalchemys_e
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
 
 
-def test_only_reads_of_columns_and_inserts_of_rows_can_be_prepared() -> None:
+def test_only_reads_of_columns_and_writes_of_tables_can_be_prepared() -> None:
     with pytest.raises(TypeError, match="columns only"):
         prepared(select(Court))
-    with pytest.raises(TypeError, match="reads and INSERTs only"):
-        prepared(update(COURTS).values(name="x"))
+    with pytest.raises(TypeError, match="reads, INSERTs and UPDATEs only"):
+        prepared(delete(COURTS))
+    with pytest.raises(TypeError, match="not of an ORM entity"):
+        prepared(update(Court).values(name="x"))
     with pytest.raises(TypeError, match="rows as parameters"):
         prepared(insert(COURTS).values(name="x"))
 
@@ -235,6 +248,61 @@ async def test_many_rows_inserted_with_returning_give_their_rows_in_order(
     assert [stored[i] for i, _ in returned] == ["P3", "P1", "P2"]  # each row's own id, in order
     assert [at for _, at in returned] == [_at(3), _at(1), _at(2)]
     assert sorted(stored.values()) == ["P1", "P2", "P3"]
+
+
+RENAME = prepared(
+    update(COURTS)
+    .where(COURTS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(level=bindparam("level"), created_at=bindparam("at"))
+)
+RENAME_ONLY = prepared(update(COURTS).where(COURTS.c.id == bindparam("court_id")))
+
+
+async def test_a_prepared_update_writes_what_sqlalchemy_writes_and_counts_its_rows(
+    db: Database, sqlalchemy_runs: list[str]
+) -> None:
+    ids = await _courts(db)
+    async with db.writer() as w:
+        sqlalchemy_runs.clear()
+        level = CourtLevel.intermediate
+        done = await w.execute(RENAME, {"ids": ids[1:], "level": level, "at": _at(9)})
+        assert sqlalchemy_runs == [] and getattr(done, "rowcount", None) == 2
+        none = await w.execute(RENAME, {"ids": [10_000], "level": level, "at": _at(9)})
+        assert getattr(none, "rowcount", None) == 0
+        # the columns SET are the statement's and the call's, as SQLAlchemy's: no other
+        await w.execute(RENAME_ONLY, {"court_id": ids[0], "code": "T9"})
+        assert sqlalchemy_runs == []
+        with pytest.raises(IntegrityError, match="UNIQUE"):  # SQLAlchemy's error, as before
+            async with w.begin_nested():
+                await w.execute(RENAME_ONLY, {"court_id": ids[1], "code": "T9"})
+    async with db.reader() as r:
+        stored = (await r.execute(select(COURTS).order_by(COURTS.c.id))).all()
+    assert [(c.code, c.level) for c in stored] == [
+        ("T9", CourtLevel.supreme),
+        ("T1", CourtLevel.intermediate),
+        ("T2", CourtLevel.intermediate),
+    ]
+    assert [c.created_at for c in stored] == [_at(0), _at(9), _at(9)]
+    assert stored[1].parent_id == ids[0]  # a column not SET is kept
+
+
+async def test_an_update_leaving_out_a_python_onupdate_is_sqlalchemys_to_run(
+    migrated: Settings, sqlalchemy_runs: list[str]
+) -> None:
+    from scheduler.models import Petition
+
+    petitions = table_of(Petition)
+    touched = prepared(
+        update(petitions).where(petitions.c.id == bindparam("case_id")).values(contact_count=2)
+    )
+    database = Database(migrated)
+    try:
+        async with database.writer() as w:
+            sqlalchemy_runs.clear()
+            await w.execute(touched, {"case_id": 1})  # updated_at: SQLAlchemy fills it in
+            assert len(sqlalchemy_runs) == 1
+    finally:
+        await database.dispose()
 
 
 def test_utc_timestamps_are_stored_as_sqlalchemys_text_and_read_back_aware() -> None:

@@ -65,6 +65,7 @@ from scheduler.cases.rules import (
     refusal,
 )
 from scheduler.cases.timeline import Entry, add_event, add_events
+from scheduler.cases.visits import count_contact
 from scheduler.cases.words import (
     AidStage,
     AssignmentState,
@@ -143,11 +144,6 @@ _PETITIONER_AT = select(Petitioner).where(
     Petitioner.court_id == bindparam("court_id"),
     Petitioner.id_type == bindparam("id_type"),
     Petitioner.id_number == bindparam("id_number"),
-)
-_COUNT_CONTACT = (
-    update(table_of(Petition))
-    .where(table_of(Petition).c.id == bindparam("case_id"))
-    .values(contact_count=table_of(Petition).c.contact_count + 1, updated_at=bindparam("now"))
 )
 _COURT_NAMES = prepared(
     select(table_of(Court).c.id, table_of(Court).c.name).where(
@@ -544,7 +540,7 @@ async def _contact(
         registered_by=actor.user_id,
     )
     await add_row(db, contact)
-    await db.execute(_COUNT_CONTACT, {"case_id": case.id, "now": utcnow()})
+    await count_contact(db, case.id)
     entry = Entry(
         case.id,
         EventKind.contact,
