@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import sqlite3
@@ -268,6 +269,20 @@ class _Unplannable(Exception):
 _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\S+?)\]")
 
 
+_savepoints = itertools.count(1)  # names of Session.savepoint's savepoints
+
+
+@asynccontextmanager
+async def savepoint(db: AsyncSession) -> AsyncIterator[None]:
+    """:meth:`Session.savepoint` for the application's sessions, else ``begin_nested``."""
+    if isinstance(db, Session):
+        async with db.savepoint():
+            yield
+    else:
+        async with db.begin_nested():
+            yield
+
+
 class _PreparedResult(IteratorResult[Any]):
     """A prepared statement's rows, and (as a cursor's result gives) how many rows it
     wrote: an UPDATE's matched rows, an INSERT's rows."""
@@ -359,6 +374,33 @@ class Session(AsyncSession):
                 plan = _Plan(statement, dialect, keys)
         plans[keys] = plan
         return plan
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A savepoint around statements alone (rows written with :func:`add_row` and
+        prepared INSERTs, no unit of work): on SQLite SQLite's own SAVEPOINT, RELEASE and
+        ROLLBACK TO on the session's connection, without SQLAlchemy's nested transaction
+        (~0.3 ms a booking). An error inside rolls the statements back and is raised; the
+        session's objects are the caller's to mend, as they would be. While the session
+        holds unflushed changes, or elsewhere (PostgreSQL), :meth:`begin_nested`."""
+        sync = self.sync_session
+        raw: Any = None
+        if not (sync._new or sync._deleted or sync.identity_map._modified):
+            raw = (await self._raw())[1] if prepared_seams_present() else None
+        if not isinstance(raw, _OneTripConnection):
+            async with self.begin_nested():
+                yield
+            return
+        name = f"vr_savepoint_{next(_savepoints)}"
+        cursor = _OneTripCursor(raw._inner, raw._budget)
+        await cursor.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            await cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            await cursor.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        await cursor.execute(f"RELEASE SAVEPOINT {name}")
 
     async def _raw(self) -> tuple[Connection, Any]:
         """This session's connection and its driver connection, in its transaction (begun

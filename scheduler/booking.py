@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import AuditEvent, audit_time
-from config.db import add_row, prepared, table_of, utcnow
+from config.db import add_row, prepared, savepoint, table_of, utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.settings import Settings
 from config.vocabulary import label
@@ -273,7 +273,7 @@ async def _take_locks(
     unit is taken, and then nothing of the attempt remains. The new visit is written as a
     row (no unit of work) and then belongs to the session as if it had been loaded."""
     try:
-        async with db.begin_nested():
+        async with savepoint(db):  # statements alone inside: SQLite's own savepoint
             if visit is not None:
                 await add_row(db, visit)
             await db.execute(_INSERT_LOCKS, rows)

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 import config.db
-from config.db import Database, UTCDateTime, prepared, table_of
+from config.db import Database, UTCDateTime, prepared, savepoint, table_of
 from config.settings import Settings
 from scheduler.models import Court, CourtLevel
 
@@ -303,6 +303,33 @@ async def test_an_update_leaving_out_a_python_onupdate_is_sqlalchemys_to_run(
             assert len(sqlalchemy_runs) == 1
     finally:
         await database.dispose()
+
+
+async def test_a_savepoint_of_statements_keeps_them_or_rolls_them_back_without_sqlalchemy(
+    db: Database, sqlalchemy_runs: list[str]
+) -> None:
+    async with db.writer() as w:
+        top, _ = (await w.execute(ADD_COURT, _court(0, None))).one()
+        sqlalchemy_runs.clear()
+        async with savepoint(w):
+            await w.execute(ADD_COURTS, [_court(1, top)])
+        with pytest.raises(IntegrityError, match="UNIQUE"):
+            async with savepoint(w):
+                await w.execute(ADD_COURTS, [_court(2, top)])
+                await w.execute(ADD_COURTS, [_court(1, top)])  # taken: both rolled back
+        with pytest.raises(RuntimeError):
+            async with savepoint(w):
+                async with savepoint(w):  # nested: the inner is released into the outer
+                    await w.execute(ADD_COURTS, [_court(3, top)])
+                raise RuntimeError("任何错误")
+        assert sqlalchemy_runs == []  # no nested transaction of SQLAlchemy's
+        w.add(Court(code="P4", name="法院4", level=CourtLevel.basic, parent_id=top))
+        async with savepoint(w):  # unflushed: SQLAlchemy's own, which flushes first
+            await w.execute(ADD_COURTS, [_court(5, top)])
+        assert any("SAVEPOINT" in s for s in sqlalchemy_runs)
+    async with db.reader() as r:
+        codes = (await r.execute(select(COURTS.c.code).order_by(COURTS.c.code))).scalars()
+        assert list(codes) == ["P0", "P1", "P4", "P5"]
 
 
 def test_utc_timestamps_are_stored_as_sqlalchemys_text_and_read_back_aware() -> None:
