@@ -6,6 +6,7 @@ Pure functions, no database: the property tests drive them directly.
 from __future__ import annotations
 
 import bisect
+from bisect import insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -230,10 +231,11 @@ def free_pairs(
     search passes the room's free stretches: a full day costs nothing per slot).
     ``not_after``: no slot starting later is wanted (the search already has enough)."""
     opens = sorted(open_spans) if open_spans is not None else None
-    found: set[Span] = set()
+    kept: list[Span] = []  # the earliest ``limit`` free slots found so far, in order
+    seen: set[Span] = set()  # (windows may overlap: a slot is offered once)
     for window in sorted(windows, key=lambda w: w.interval.start):
         first, last = window.interval.start, window.interval.end
-        if len(found) >= limit and first > max(found)[0]:
+        if len(kept) >= limit and first > kept[-1][0]:
             break  # windows are sorted: nothing later can give an earlier slot
         if not_after is not None and first > not_after:
             break
@@ -252,9 +254,15 @@ def free_pairs(
                 slot_start, start = start, end
                 if not_after is not None and slot_start > not_after:
                     break
-                if not busy.overlaps_span(slot_start, end):
-                    found.add((slot_start, end))
-    return sorted(found)[:limit]
+                if len(kept) >= limit and slot_start > kept[-1][0]:
+                    break  # this span's later slots start later still: none is wanted
+                slot = (slot_start, end)
+                if slot not in seen and not busy.overlaps_span(slot_start, end):
+                    seen.add(slot)
+                    insort(kept, slot)
+                    if len(kept) > limit:
+                        kept.pop()
+    return kept
 
 
 def covered(interval: Interval, windows: Iterable[Window | Interval]) -> bool:

@@ -128,6 +128,35 @@ def test_a_cut_off_search_gives_the_same_first_slots(
 
 
 @settings(max_examples=200, deadline=None)
+@given(
+    rules=weekly_rules(),
+    room_rules=weekly_rules(slot=False),
+    busy=intervals(),
+    limit=st.integers(1, 40),
+    now_offset=st.integers(0, 14 * 288),
+)
+def test_a_limited_search_gives_the_first_slots_of_the_whole_search(
+    rules: list[WeeklyRule],
+    room_rules: list[WeeklyRule],
+    busy: list[Interval],
+    limit: int,
+    now_offset: int,
+) -> None:
+    """The search keeps only the earliest ``limit`` slots as it goes (and stops looking past
+    them): the same slots as the first ``limit`` of every free slot."""
+    windows = expand_weekly(rules, FIRST, LAST, TZ)
+    opens = [(w.interval.start, w.interval.end) for w in expand_weekly(room_rules, FIRST, LAST, TZ)]
+    now = datetime.combine(FIRST, datetime.min.time(), tzinfo=TZ) + timedelta(
+        minutes=5 * now_offset
+    )
+    index = BusyIndex.of(busy)
+    every = free_pairs(windows, open_spans=opens, busy=index, not_before=now, limit=100_000)
+    first = free_pairs(windows, open_spans=opens, busy=index, not_before=now, limit=limit)
+    assert first == every[:limit]
+    assert len(set(every)) == len(every) and every == sorted(every)
+
+
+@settings(max_examples=200, deadline=None)
 @given(busy=intervals(12), probe=intervals(1))
 def test_busy_index_agrees_with_brute_force(busy: list[Interval], probe: list[Interval]) -> None:
     index = BusyIndex.of(busy)
