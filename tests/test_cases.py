@@ -243,15 +243,7 @@ async def test_deadlines_in_timeline_sentences_and_notices_read_as_court_local_t
     the overdue alert and the 回访 scheduled by 化解: never as ISO text in UTC."""
     basic = actor(world, "po_a", Role.petition_officer, "basic_a")
     high = actor(world, "po_high", Role.petition_officer, "high")
-    case_id = (await cases.register(db, basic, letter(["（2024）甲0101执31号"]))).case.id
-    await cases.triage(
-        db,
-        basic,
-        case_id,
-        track=CaseTrack.petition,
-        mode=HandlingMode.careful,
-        responsible_id=world.users["po_a"],
-    )
+    case_id = await _petition_case(db, world, basic, "（2024）甲0101执31号", "po_a")
     due = (utcnow() + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
     day = f"{due:%Y-%m-%d}"
     await cases.assign(
@@ -291,15 +283,7 @@ async def test_a_followup_scheduled_after_termination_is_its_own_entry_and_is_al
     follow-up node with that deadline (alerted once passed), one pending 回访 at a time."""
     basic = actor(world, "po_a", Role.petition_officer, "basic_a")
     high = actor(world, "po_high", Role.petition_officer, "high")
-    case_id = (await cases.register(db, basic, letter(["（2024）甲0101执41号"]))).case.id
-    await cases.triage(
-        db,
-        basic,
-        case_id,
-        track=CaseTrack.petition,
-        mode=HandlingMode.careful,
-        responsible_id=world.users["po_a"],
-    )
+    case_id = await _petition_case(db, world, basic, "（2024）甲0101执41号", "po_a")
     await cases.terminate(
         db, high, case_id, ground=TerminationGround.no_new_facts, approval="院长 审批"
     )
@@ -335,15 +319,7 @@ async def test_a_case_not_yet_in_its_reminder_window_does_not_hold_back_the_othe
     now = utcnow()
     ids = []
     for n in (1, 2):
-        case_id = (await cases.register(db, basic, letter([f"（2024）甲0101执7{n}号"]))).case.id
-        await cases.triage(
-            db,
-            basic,
-            case_id,
-            track=CaseTrack.petition,
-            mode=HandlingMode.careful,
-            responsible_id=world.users["po_a"],
-        )
+        case_id = await _petition_case(db, world, basic, f"（2024）甲0101执7{n}号", "po_a")
         ids.append(case_id)
     # due first, but a feedback deadline is reminded 5 days ahead: not yet
     early, later = ids
@@ -368,19 +344,28 @@ async def test_a_case_not_yet_in_its_reminder_window_does_not_hold_back_the_othe
     assert (await cases.scan_deadlines(db, migrated, now, batch=1)).reminded == 0
 
 
+async def _petition_case(
+    db: AsyncSession, world: World, clerk: Actor, number: str, responsible: str
+) -> int:
+    """A case registered by ``clerk`` (a letter about ``number``) and triaged as a petition
+    matter handled with care, ``responsible`` its responsible officer."""
+    case_id = (await cases.register(db, clerk, letter([number]))).case.id
+    await cases.triage(
+        db,
+        clerk,
+        case_id,
+        track=CaseTrack.petition,
+        mode=HandlingMode.careful,
+        responsible_id=world.users[responsible],
+    )
+    return case_id
+
+
 async def _assigned_below(db: AsyncSession, world: World, settings: Settings) -> int:
     """A case the high court has handed to the basic court (a case on its board)."""
     basic = actor(world, "po_a", Role.petition_officer, "basic_a")
     high = actor(world, "po_high", Role.petition_officer, "high")
-    case_id = (await cases.register(db, basic, letter(["（2024）甲0101执31号"]))).case.id
-    await cases.triage(
-        db,
-        basic,
-        case_id,
-        track=CaseTrack.petition,
-        mode=HandlingMode.careful,
-        responsible_id=world.users["po_a"],
-    )
+    case_id = await _petition_case(db, world, basic, "（2024）甲0101执31号", "po_a")
     due = utcnow() + timedelta(days=10)
     await cases.assign(
         db, high, case_id, to_court_id=world.courts["basic_a"], deadline=due, settings=settings
@@ -423,15 +408,7 @@ async def test_the_board_read_in_pieces_shows_what_one_read_shows(
     for n, (court, days) in enumerate(
         [("basic_a", 9), ("mid_b", 3), ("basic_b", 5), ("basic_a", 1), ("mid_a", 7)]
     ):
-        case_id = (await cases.register(db, high, letter([f"（2024）甲0101执{40 + n}号"]))).case.id
-        await cases.triage(
-            db,
-            high,
-            case_id,
-            track=CaseTrack.petition,
-            mode=HandlingMode.careful,
-            responsible_id=world.users["po_high"],
-        )
+        case_id = await _petition_case(db, world, high, f"（2024）甲0101执{40 + n}号", "po_high")
         due = utcnow() + timedelta(days=days)
         await cases.assign(
             db, high, case_id, to_court_id=world.courts[court], deadline=due, settings=migrated

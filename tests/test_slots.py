@@ -127,6 +127,17 @@ def test_a_cut_off_search_gives_the_same_first_slots(
     assert cut_off == [p for p in whole if p[0] <= cut]
 
 
+def _search(
+    rules: list[WeeklyRule], room_rules: list[WeeklyRule], now_offset: int
+) -> tuple[list[Window], list[tuple[datetime, datetime]], datetime]:
+    """A search's judges' windows, the room's open spans, and its "now" (5-minute steps
+    after the first day's midnight)."""
+    windows = expand_weekly(rules, FIRST, LAST, TZ)
+    opens = [(w.interval.start, w.interval.end) for w in expand_weekly(room_rules, FIRST, LAST, TZ)]
+    start = datetime.combine(FIRST, datetime.min.time(), tzinfo=TZ)
+    return windows, opens, start + timedelta(minutes=5 * now_offset)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     rules=weekly_rules(),
@@ -144,11 +155,7 @@ def test_a_limited_search_gives_the_first_slots_of_the_whole_search(
 ) -> None:
     """The search keeps only the earliest ``limit`` slots as it goes (and stops looking past
     them): the same slots as the first ``limit`` of every free slot."""
-    windows = expand_weekly(rules, FIRST, LAST, TZ)
-    opens = [(w.interval.start, w.interval.end) for w in expand_weekly(room_rules, FIRST, LAST, TZ)]
-    now = datetime.combine(FIRST, datetime.min.time(), tzinfo=TZ) + timedelta(
-        minutes=5 * now_offset
-    )
+    windows, opens, now = _search(rules, room_rules, now_offset)
     index = BusyIndex.of(busy)
     every = free_pairs(windows, open_spans=opens, busy=index, not_before=now, limit=100_000)
     first = free_pairs(windows, open_spans=opens, busy=index, not_before=now, limit=limit)
@@ -207,11 +214,7 @@ def test_slots_in_the_rooms_free_parts_are_those_the_room_does_not_block(
 ) -> None:
     """The search cuts the room's visits out of its opening hours once, then checks each
     judge's slots against the judge's own visits only: the same slots as checking both."""
-    windows = expand_weekly(rules, FIRST, LAST, TZ)
-    opens = [(w.interval.start, w.interval.end) for w in expand_weekly(room_rules, FIRST, LAST, TZ)]
-    now = datetime.combine(FIRST, datetime.min.time(), tzinfo=TZ) + timedelta(
-        minutes=5 * now_offset
-    )
+    windows, opens, now = _search(rules, room_rules, now_offset)
     both = free_pairs(
         windows, open_spans=opens, busy=BusyIndex.of(own + shared), not_before=now, limit=limit
     )
