@@ -150,7 +150,16 @@ class _Plan:
     """A prepared statement compiled for SQLite: its SQL, the order, defaults and
     converters of its parameters, and its result's columns."""
 
-    __slots__ = ("binds", "callables", "expanding", "metadata", "names", "sized", "sql")
+    __slots__ = (
+        "binds",
+        "callables",
+        "expanding",
+        "metadata",
+        "names",
+        "required",
+        "sized",
+        "sql",
+    )
 
     def __init__(
         self, statement: Executable, dialect: Dialect, keys: frozenset[str] | None
@@ -183,6 +192,8 @@ class _Plan:
             if compiled.binds[name].callable is not None
         }
         self.expanding = {compiled.bind_names[p] for p in compiled.post_compile_params}
+        # a value the call must give (SQLAlchemy refuses the call without it)
+        self.required = {name for name in self.names if compiled.binds[name].required}
         self.sized: dict[tuple[int, ...], str] = {}  # SQL for each set of list lengths
         entries = compiled._result_columns
         keynames = [e.keyname for e in entries]
@@ -196,7 +207,8 @@ class _Plan:
 
     def bind(self, params: dict[str, Any] | None) -> tuple[str, list[Any]] | None:
         """The SQL and its positional values for ``params``; None when a list is empty
-        (SQLAlchemy renders an empty set its own way)."""
+        (SQLAlchemy renders an empty set its own way) or a required value is missing
+        (SQLAlchemy refuses it with its own error)."""
         given = params or {}
         values: list[Any] = []
         lengths: list[int] = []
@@ -206,6 +218,8 @@ class _Plan:
                 value = given[name]
             elif name in self.callables:
                 value = self.callables[name]()
+            elif name in self.required:
+                return None
             else:
                 value = default
             if name in self.expanding:
@@ -270,6 +284,22 @@ _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\S+?)\]")
 
 
 _savepoints = itertools.count(1)  # names of Session.savepoint's savepoints
+# Many rows with RETURNING: up to this many are inserted a row at a time (each a statement
+# on the event loop, a few microseconds); more go SQLAlchemy's way (one statement).
+RETURNING_ROWS_AT_ONCE = 32
+_MANY = "vr_many_rows"  # the savepoint around them
+
+
+async def _rolled_back_to(cursor: _OneTripCursor, name: str) -> None:
+    """Undo what followed savepoint ``name`` and drop it. If the transaction itself is gone
+    (SQLite rolled it back, or a failed flush did), there is nothing to undo: the error
+    that did it is the one the caller raises."""
+    try:
+        await cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        await cursor.execute(f"RELEASE SAVEPOINT {name}")
+    except sqlite3.OperationalError:
+        if cursor.in_transaction():
+            raise
 
 
 @asynccontextmanager
@@ -320,11 +350,19 @@ class Session(AsyncSession):
             first = rows[0].keys()
             if plan.expanding or any(r.keys() != first for r in rows):
                 return await super().execute(statement, params, **kw)
-            values = [cast(tuple[str, list[Any]], plan.bind(r))[1] for r in rows]
-            if plan.metadata.keys:  # RETURNING: a row at a time (executemany returns none)
-                runs = [(plan.sql, v, False) for v in values]
-            else:
+            bound_rows = [plan.bind(r) for r in rows]
+            if any(b is None for b in bound_rows):
+                return await super().execute(statement, params, **kw)
+            values = [cast(tuple[str, list[Any]], b)[1] for b in bound_rows]
+            if not plan.metadata.keys:
                 runs = [(plan.sql, values, True)]
+            elif len(values) <= RETURNING_ROWS_AT_ONCE:  # a row at a time, in a savepoint:
+                # executemany returns no rows; all or none are written, as one statement
+                runs = [(f"SAVEPOINT {_MANY}", None, False)]
+                runs += [(plan.sql, v, False) for v in values]
+                runs += [(f"RELEASE SAVEPOINT {_MANY}", None, False)]
+            else:
+                return await super().execute(statement, params, **kw)
         else:
             bound = plan.bind(params)
             if bound is None:
@@ -346,6 +384,8 @@ class Session(AsyncSession):
                 else:
                     await cursor.execute(sql, values)
             except sqlite3.Error as error:  # the error SQLAlchemy's path would raise
+                if runs[0][0] == f"SAVEPOINT {_MANY}":  # none of the rows is kept
+                    await _rolled_back_to(cursor, _MANY)
                 raise DBAPIError.instance(sql, values, error, sqlite3.Error) from error
             for listener in dispatch.after_cursor_execute:
                 listener(connection, cursor, sql, values, None, executemany)
@@ -397,8 +437,7 @@ class Session(AsyncSession):
         try:
             yield
         except BaseException:
-            await cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            await cursor.execute(f"RELEASE SAVEPOINT {name}")
+            await _rolled_back_to(cursor, name)
             raise
         await cursor.execute(f"RELEASE SAVEPOINT {name}")
 
@@ -686,6 +725,10 @@ class _OneTripCursor:
     async def fetchmany(self, size: int | None = None) -> list[Any]:
         count = min(size or self.arraysize, len(self._rows))
         return [self._rows.popleft() for _ in range(count)]
+
+    def in_transaction(self) -> bool:
+        """Whether the connection is inside a transaction."""
+        return bool(self._connection._conn.in_transaction)
 
     async def fetchall(self) -> list[Any]:
         rows = list(self._rows)

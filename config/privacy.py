@@ -5,10 +5,22 @@ from __future__ import annotations
 import logging
 import re
 
-_ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{6})(\d{8})(\d{3}[\dXx])(?![0-9A-Za-z])")
-# Like ID numbers, a phone number stands apart from letters and digits: the digits inside
-# a hex identifier (a visit's or a case's id) are not a phone number.
-_PHONE_RE = re.compile(r"(?<![0-9A-Za-z])(1[3-9]\d)(\d{4})(\d{4})(?![0-9A-Za-z])")
+_ID_RE = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
+_PHONE_RE = re.compile(r"(?<!\d)1[3-9]\d([ -]?)\d{4}\1\d{4}(?!\d)")  # 138 1234 5678 too
+# Digits inside a long hexadecimal identifier (a visit's id, a file's hash) are nobody's
+# number: a run of at least this many hexadecimal characters and dashes, letters among them.
+HEX_ID_MIN = 20
+_HEX = frozenset("0123456789abcdefABCDEF-")
+
+
+def _in_hex_id(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` lies inside a hexadecimal identifier (see HEX_ID_MIN)."""
+    first, last = start, end
+    while first > 0 and text[first - 1] in _HEX:
+        first -= 1
+    while last < len(text) and text[last] in _HEX:
+        last += 1
+    return last - first >= HEX_ID_MIN and any(c.isalpha() for c in text[first:last])
 
 
 def mask_id_number(value: str | None) -> str:
@@ -31,8 +43,14 @@ def mask_phone(value: str | None) -> str:
 
 def mask_text(text: str) -> str:
     """Mask every resident ID number and mobile number found in free text."""
-    text = _ID_RE.sub(lambda m: mask_id_number(m.group(0)), text)
-    return _PHONE_RE.sub(lambda m: mask_phone(m.group(0)), text)
+    text = _ID_RE.sub(
+        lambda m: m.group(0) if _in_hex_id(text, *m.span()) else mask_id_number(m.group(0)),
+        text,
+    )
+    return _PHONE_RE.sub(
+        lambda m: m.group(0) if _in_hex_id(text, *m.span()) else mask_phone(m.group(0)),
+        text,
+    )
 
 
 class MaskingFilter(logging.Filter):

@@ -238,16 +238,22 @@ async def test_many_rows_inserted_with_returning_give_their_rows_in_order(
         given = [_court(n, top) for n in (3, 1, 2)]
         returned = (await w.execute(ADD_COURT, given)).all()
         assert sqlalchemy_runs == []  # the short path, a row at a time
-        with pytest.raises(IntegrityError, match="UNIQUE"):  # SQLAlchemy's error; none kept
-            async with w.begin_nested():
-                await w.execute(ADD_COURT, [_court(4, top), _court(1, top)])
+        with pytest.raises(IntegrityError, match="UNIQUE"):  # SQLAlchemy's error
+            await w.execute(ADD_COURT, [_court(4, top), _court(1, top)])
+        assert sqlalchemy_runs == []
+        # none of its rows is kept, as of one statement; the transaction goes on
+        await w.execute(ADD_COURT, [_court(5, top)])
+        many = [_court(n, top) for n in range(6, 6 + config.db.RETURNING_ROWS_AT_ONCE + 1)]
+        assert len((await w.execute(ADD_COURT, many)).all()) == len(many)
+        assert len(sqlalchemy_runs) == 1  # more rows than that: one statement of SQLAlchemy's
     async with db.reader() as r:
         stored = dict(
             (await r.execute(select(COURTS.c.id, COURTS.c.code).where(COURTS.c.id != top))).all()
         )
     assert [stored[i] for i, _ in returned] == ["P3", "P1", "P2"]  # each row's own id, in order
     assert [at for _, at in returned] == [_at(3), _at(1), _at(2)]
-    assert sorted(stored.values()) == ["P1", "P2", "P3"]
+    assert "P4" not in stored.values() and "P5" in stored.values()
+    assert len(stored) == 4 + config.db.RETURNING_ROWS_AT_ONCE + 1
 
 
 RENAME = prepared(
@@ -330,6 +336,35 @@ async def test_a_savepoint_of_statements_keeps_them_or_rolls_them_back_without_s
     async with db.reader() as r:
         codes = (await r.execute(select(COURTS.c.code).order_by(COURTS.c.code))).scalars()
         assert list(codes) == ["P0", "P1", "P4", "P5"]
+
+
+async def test_a_prepared_call_missing_a_required_value_is_refused_as_sqlalchemy_refuses_it(
+    db: Database,
+) -> None:
+    ids = await _courts(db)
+    async with db.writer() as w:
+        with pytest.raises(StatementError, match="A value is required for bind parameter"):
+            await w.execute(RENAME, {"ids": ids, "level": CourtLevel.basic})  # no "at"
+        with pytest.raises(StatementError, match="A value is required for bind parameter"):
+            await w.execute(RENAME_ONLY, {"code": "T9"})  # which court: not said
+        with pytest.raises(StatementError, match="A value is required for bind parameter"):
+            await w.execute(ID_NAMED, {})
+    async with db.reader() as r:
+        assert (await r.execute(select(COURTS.c.code).order_by(COURTS.c.id))).scalars().all() == [
+            "T0",
+            "T1",
+            "T2",
+        ]
+
+
+async def test_a_failed_flush_inside_a_savepoint_raises_its_own_error(db: Database) -> None:
+    await _courts(db)
+    with pytest.raises(IntegrityError, match="constraint failed"):  # not "no such savepoint"
+        async with db.writer() as w:
+            await w.execute(select(COURTS.c.id))
+            async with savepoint(w):
+                w.add(Court(code="T1", name="重复法院", level=CourtLevel.basic))
+                await w.flush()
 
 
 def test_utc_timestamps_are_stored_as_sqlalchemys_text_and_read_back_aware() -> None:

@@ -50,14 +50,30 @@ def test_log_filter_masks_personal_numbers(caplog: pytest.LogCaptureFixture) -> 
     assert mask_text("no numbers here") == "no numbers here"
 
 
-def test_identifiers_with_phone_like_digits_are_not_masked() -> None:
-    """A hex id may hold eleven digits that read as a mobile number; it stays whole."""
+def test_numbers_are_masked_wherever_they_stand_but_inside_a_hex_identifier() -> None:
+    """A hex id may hold eleven digits that read as a mobile number; it stays whole. Beside
+    letters, Chinese text, punctuation or escapes, a number is masked."""
     visit_id = "22021fb6db16492092814f70fa083c73"
     assert mask_text(visit_id) == visit_id
     assert mask_text(f'{{"visit_id": "{visit_id}"}}') == f'{{"visit_id": "{visit_id}"}}'
-    assert mask_text("x110101199003071234y") == "x110101199003071234y"
-    # beside Chinese text and punctuation a number is still masked
+    dashed = "22021fb6-db16-4920-9281-13812345678a"  # an id's canonical form
+    assert mask_text(dashed) == dashed
+    assert mask_text("a110101199003071234bcdef0123456789ab") == (
+        "a110101199003071234bcdef0123456789ab"
+    )
     assert mask_text("电话13812345678，身份证110101199003071234") == (
         "电话138****5678，身份证1101**********1234"
     )
-    assert mask_text("tel:13812345678") == "tel:138****5678"
+    for text, masked in [
+        ("tel:13812345678", "tel:138****5678"),
+        ("Tel13812345678", "Tel138****5678"),
+        ("vx13812345678", "vx138****5678"),
+        ("\\u7535\\u8bdd\\uff1a13812345678", "\\u7535\\u8bdd\\uff1a138****5678"),
+        ("%E6%9C%BA13812345678", "%E6%9C%BA138****5678"),
+        ("ID110101199003071234", "ID1101**********1234"),
+        ("电话：138 1234 5678", "电话：138******5678"),
+        ("138-1234-5678。", "138******5678。"),
+        ("13812345678-13912345678", "138****5678-139****5678"),
+    ]:
+        assert mask_text(text) == masked, text
+    assert mask_text("138 1234-5678") == "138 1234-5678"  # not one number's grouping

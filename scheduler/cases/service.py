@@ -1460,10 +1460,15 @@ async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> 
         if court_id is None:
             courts = sorted(below)
     reads = _BOARD_ALL if courts is None else _BOARD_WITHIN
+    # in pieces on SQLite alone (its reads run on the event loop); elsewhere one read each,
+    # all of one snapshot
+    in_pieces = db.get_bind().dialect.name == "sqlite"
+    courts_at_once = BOARD_COURTS_AT_ONCE if in_pieces else len(courts or ()) or 1
+    rows_at_once = BOARD_ROWS_AT_ONCE if in_pieces else BOARD_LIMIT
     parts: list[dict[str, Any]] = (
         [{"now": now}]
         if courts is None
-        else [{"now": now, "ids": part} for part in _pieces(courts, BOARD_COURTS_AT_ONCE)]
+        else [{"now": now, "ids": part} for part in _pieces(courts, courts_at_once)]
     )
     counts: dict[int, tuple[int, int]] = {}
     for params in parts:
@@ -1485,7 +1490,7 @@ async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> 
     found = Board(totals=totals)
     names = found.names
     rows: list[Any] = []
-    for part in _pieces(case_ids, BOARD_ROWS_AT_ONCE):
+    for part in _pieces(case_ids, rows_at_once):
         await asyncio.sleep(0)
         rows.extend(await db.execute(_BOARD_ROWS, {"case_ids": part}))
     for *facts, court, above, person, owner, lead in rows:
