@@ -173,3 +173,41 @@ def test_upgrading_a_database_with_petitions_and_visits_keeps_them(tmp_path: Pat
         assert con.execute("PRAGMA foreign_key_check").fetchall() == []
     finally:
         con.close()
+
+
+def test_references_are_checked_after_a_migration_and_not_when_already_at_head(
+    tmp_path: Path,
+) -> None:
+    """A migration that leaves a row pointing nowhere is refused; a start on a database
+    already at head runs no migration and no whole-database check (6 s on a million visits)."""
+    import sqlite3
+
+    settings = Settings(data_dir=tmp_path)
+    migrate(settings, "0011")
+    con = sqlite3.connect(tmp_path / "vreception.db")
+    con.execute(  # foreign keys are off on a plain connection: the row points nowhere
+        "INSERT INTO reception_rooms (id, court_id, name, location, active, created_at) "
+        "VALUES (1, 99, '接访室', '', 1, '2026-11-01 08:00:00.000000')"
+    )
+    con.commit()
+    con.close()
+    with pytest.raises(RuntimeError, match="broken references"):
+        migrate(settings)
+    con = sqlite3.connect(tmp_path / "vreception.db")
+    con.execute("DELETE FROM reception_rooms")
+    con.commit()
+    con.close()
+    migrate(settings)
+    con = sqlite3.connect(tmp_path / "vreception.db")
+    con.execute(
+        "INSERT INTO reception_rooms (id, court_id, name, location, active, created_at) "
+        "VALUES (1, 99, '接访室', '', 1, '2026-11-01 08:00:00.000000')"
+    )
+    con.commit()
+    con.close()
+    migrate(settings)  # at head: nothing ran, nothing checked
+    con = sqlite3.connect(tmp_path / "vreception.db")
+    try:
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0012",)]
+    finally:
+        con.close()

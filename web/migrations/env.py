@@ -22,7 +22,7 @@ def _do_run(connection: Connection) -> None:
         # Batch migrations rebuild a table (copy, drop, rename); with foreign keys enforced,
         # dropping a table other rows point at fails. SQLite only honours this pragma outside
         # a transaction, so it is set before the migration's transaction begins, and every
-        # reference is checked before that transaction commits.
+        # reference is checked before that transaction commits, when a migration ran.
         _pragma(connection, "PRAGMA foreign_keys=OFF")
     context.configure(
         connection=connection,
@@ -31,8 +31,12 @@ def _do_run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        migration = context.get_context()
+        before = set(migration.get_current_heads())
         context.run_migrations()
-        if sqlite:
+        # only when a migration ran: at head (every start of the server) there is nothing
+        # to check, and the whole-database check took 6 s on a million visits
+        if sqlite and set(migration.get_current_heads()) != before:
             broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
             if broken:
                 raise RuntimeError(f"migration left broken references: {broken[:5]}")
