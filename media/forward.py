@@ -21,7 +21,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from struct import pack_into
@@ -42,10 +41,6 @@ log = logging.getLogger("vreception.media")
 
 LOSSY = 0.02  # a subscriber losing this share of its packets (its receiver reports) ...
 QUEUED_RTT_S = 0.4  # ... or whose round trip is this long: its link is overflowing
-# A subscriber's NACKs are counted against the packets sent over windows this long: its
-# receiver reports count a packet repaired by a retransmission as received, so on a link
-# overflowing while NACKs repair it they can show no loss for seconds.
-NACK_WINDOW_S = 1.0
 
 _H264_KEY_NALS = (5, 7)  # an IDR slice, or the SPS that precedes it
 
@@ -287,81 +282,6 @@ class RtpHeader:
         )
 
 
-class Pacer:
-    """A token bucket that spreads a video copy's packets over time on a thin link.
-
-    A keyframe is many packets at once; a thin access link's buffer holds a few hundred
-    milliseconds of its rate, so such a burst overflows it and the subscriber loses video and
-    the audio packets queued behind it. Paced, the burst waits here instead, where audio
-    (never paced) overtakes it. ``rate`` bytes a second, at most ``burst`` bytes at once;
-    the times are the caller's (monotonic seconds), so the rules are tested without a clock."""
-
-    BURST_S = 0.04  # what may go at once: this long at the rate (at least MIN_BURST)
-    MIN_BURST = 2500  # bytes: two full packets
-
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate = rate
-        self.burst = max(self.MIN_BURST, rate * self.BURST_S)
-        self.tokens = self.burst
-        self._at = now
-        self.queue: deque[bytes] = deque()
-        self.queued_bytes = 0
-
-    def set_rate(self, rate: float, now: float) -> None:
-        self._refill(now)
-        self.rate = rate
-        self.burst = max(self.MIN_BURST, rate * self.BURST_S)
-        self.tokens = min(self.tokens, self.burst)
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
-        self._at = now
-
-    def admit(self, size: int, now: float) -> bool:
-        """Whether a packet of ``size`` bytes may go now (nothing waits before it, and the
-        bucket holds enough, or pacing is off: rate 0); if so its bytes are taken."""
-        if self.queue:
-            return False
-        if not self.rate:
-            return True
-        self._refill(now)
-        if self.tokens < size:
-            return False
-        self.tokens -= size
-        return True
-
-    def wait(self, now: float) -> float:
-        """Seconds until the first waiting packet may go (0: now)."""
-        if not self.queue:
-            return 0.0
-        self._refill(now)
-        missing = len(self.queue[0]) - self.tokens
-        return max(0.0, missing / self.rate) if self.rate > 0 else 0.0
-
-    def delay(self) -> float:
-        """How long what waits takes to go at the rate (seconds)."""
-        return self.queued_bytes / self.rate if self.rate > 0 else 0.0
-
-    def push(self, data: bytes) -> None:
-        self.queue.append(data)
-        self.queued_bytes += len(data)
-
-    def clear(self) -> None:
-        """Drop what waits (the connection is gone)."""
-        self.queue.clear()
-        self.queued_bytes = 0
-
-    def pop(self, now: float) -> bytes:
-        """The first waiting packet, its bytes taken from the bucket (the caller waited
-        :meth:`wait`, or pacing is off and it goes regardless)."""
-        data = self.queue.popleft()
-        self.queued_bytes -= len(data)
-        if self.rate:
-            self._refill(now)
-            self.tokens -= len(data)
-        return data
-
-
 class ForwardTrack(MediaStreamTrack):
     """One subscriber's copy of a published track: rewrites and sends its RTP packets,
     numbered by a :class:`Rebase` (a new source starts on a keyframe).
@@ -391,13 +311,6 @@ class ForwardTrack(MediaStreamTrack):
         # the subscriber's latest receiver report: the share it lost, and when (monotonic)
         self.loss: tuple[float, float] | None = None
         self.rtt: tuple[float, float] | None = None  # seconds, and when (monotonic)
-        # the share of the packets sent over the latest full NACK_WINDOW_S that the
-        # subscriber asked for again (each counted once), and when (monotonic)
-        self.nack_loss: tuple[float, float] | None = None
-        self.packets_sent = 0
-        self._nacked: set[int] = set()  # (a browser asks again for a packet still missing)
-        self._window_at = 0.0
-        self._window_sent = 0
         self.started: float | None = None  # monotonic seconds it began sending
         self.on_bandwidth: Callable[[], Awaitable[None]] | None = None
         self._video = kind == "video"
@@ -417,9 +330,6 @@ class ForwardTrack(MediaStreamTrack):
         self.padding_bps = 0  # padding sent on the retransmission stream (probing)
         self.padding_sent = 0  # bytes
         self._padder: asyncio.Task[None] | None = None
-        self._pacer: Pacer | None = None  # video on a thin link: its packets spread out
-        self._pacing: asyncio.Task[None] | None = None
-        self.paced = 0  # packets that waited in the pacer
 
     def attach(self, transceiver: RTCRtpTransceiver) -> None:
         """The subscriber's transceiver whose sender carries this track. Video asks for a
@@ -448,12 +358,6 @@ class ForwardTrack(MediaStreamTrack):
                     newly = self.congested(time.monotonic()) and not before
                     if newly and self.on_bandwidth is not None:  # the layer may be too much
                         await self.on_bandwidth()
-            if wire is not None and (nacked := seams.nacked_of(packet, wire.ssrc)):
-                before = self.congested(time.monotonic())
-                self.asked_again(nacked)
-                newly = self.congested(time.monotonic()) and not before
-                if newly and self.on_bandwidth is not None:
-                    await self.on_bandwidth()
             remb = seams.remb_of(packet)
             if remb is not None:
                 self.bandwidth = BandwidthReport(remb[0], time.monotonic())
@@ -513,31 +417,13 @@ class ForwardTrack(MediaStreamTrack):
         self._ended.set()
 
     def congested(self, now: float) -> bool:
-        """The subscriber's link overflows lately (each sign at most ``REPORT_MAX_AGE_S``
-        old): its latest receiver report shows ``LOSSY`` of the packets lost or a queue
-        holding them (round trip over ``QUEUED_RTT_S``; jitter alone does not take it
-        there), or it asked again for ``LOSSY`` of the packets sent (its NACKs)."""
-        self._count_window(now)
-        loss, rtt, nacked = self.loss, self.rtt, self.nack_loss
-        return (
-            (loss is not None and now - loss[1] <= REPORT_MAX_AGE_S and loss[0] >= LOSSY)
-            or (rtt is not None and now - rtt[1] <= REPORT_MAX_AGE_S and rtt[0] >= QUEUED_RTT_S)
-            or (nacked is not None and now - nacked[1] <= REPORT_MAX_AGE_S and nacked[0] >= LOSSY)
+        """The subscriber's latest receiver report (at most ``REPORT_MAX_AGE_S`` old) shows
+        its link overflowing: it lost ``LOSSY`` of the packets, or a queue holds them
+        (round trip over ``QUEUED_RTT_S``; jitter alone does not take it there)."""
+        loss, rtt = self.loss, self.rtt
+        return (loss is not None and now - loss[1] <= REPORT_MAX_AGE_S and loss[0] >= LOSSY) or (
+            rtt is not None and now - rtt[1] <= REPORT_MAX_AGE_S and rtt[0] >= QUEUED_RTT_S
         )
-
-    def asked_again(self, numbers: Sequence[int]) -> None:
-        """The subscriber's NACK asks again for these sequence numbers."""
-        self._nacked.update(numbers)
-
-    def _count_window(self, now: float) -> None:
-        """Close the NACK window once it is ``NACK_WINDOW_S`` long (``nack_loss``)."""
-        if now - self._window_at < NACK_WINDOW_S:
-            return
-        sent = self.packets_sent - self._window_sent
-        if sent > 0 and now - self._window_at < 2 * NACK_WINDOW_S:  # (not after a silence)
-            self.nack_loss = (len(self._nacked) / sent, now)
-        self._window_at, self._window_sent = now, self.packets_sent
-        self._nacked = set()
 
     def layered(self, layers: Layers, choice: LayerChoice) -> None:
         """Make this the copy of a simulcast track (before it starts sending), its layer
@@ -568,64 +454,10 @@ class ForwardTrack(MediaStreamTrack):
         if self.padding_bps and self._padder is None and wire is not None and wire.rtx:
             self._padder = asyncio.create_task(self._pad(), name="padding")
 
-    # A paced copy never holds back more than this: past it the rate was set too low for
-    # what the layer sends, and waiting longer would only freeze the picture.
-    PACED_MAX_S = 0.5
-
-    def pace(self, bps: int) -> None:
-        """Spread this video copy's packets at ``bps`` (0: send each at once, as it comes).
-        Audio is never paced."""
-        if not self._video:
-            return
-        pacer = self._pacer
-        if pacer is None:
-            if bps > 0:
-                self._pacer = Pacer(bps / 8, time.monotonic())
-        else:  # (off: rate 0, and what waits goes out at once, in order)
-            pacer.set_rate(max(0, bps) / 8, time.monotonic())
-
-    @staticmethod
-    def _send_time() -> int:
-        return (ntp_now() >> 14) & 0x00FFFFFF
-
-    async def _drain(self, pacer: Pacer) -> None:
-        try:
-            while pacer.queue:
-                wire = self._wire
-                if wire is None:
-                    pacer.clear()
-                    return
-                now = time.monotonic()
-                if pacer.rate and pacer.delay() <= self.PACED_MAX_S:
-                    wait = pacer.wait(now)
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                        continue
-                # (pacing off, or too much waits: the rest goes without waiting)
-                data = pacer.pop(now)
-                at = self._header.abs_send_time
-                if at:  # stamped when it leaves: the delay it waited here is not the link's
-                    # (a browser's delay-based estimate would read it as a queue and fall)
-                    sent, stamp = bytearray(data), self._send_time()
-                    sent[at : at + 3] = stamp.to_bytes(3, "big")
-                    data = bytes(sent)
-                try:
-                    await wire.send_rtp(data)
-                except ConnectionError:
-                    pacer.clear()
-                    return
-        finally:  # (the queue is empty here unless the task was cancelled or failed)
-            self._pacing = None
-
     async def _pad(self) -> None:
         credit = 0.0
         try:
             while self.padding_bps > 0 and (wire := self._wire) is not None and wire.rtx:
-                pacer = self._pacer
-                if pacer is not None and pacer.queue:  # media waits: no room for padding
-                    credit = 0.0
-                    await asyncio.sleep(self.PAD_INTERVAL_S)
-                    continue
                 credit += self.padding_bps / 8 * self.PAD_INTERVAL_S
                 ssrc, payload_type = wire.rtx
                 while credit >= self.PAD_SIZE:
@@ -719,19 +551,11 @@ class ForwardTrack(MediaStreamTrack):
             buf.append(packet.padding_size)
         data = bytes(buf)
         wire.history[sequence_number % wire.history_size] = data
-        pacer = self._pacer
-        if pacer is not None and not pacer.admit(len(data), time.monotonic()):
-            pacer.push(data)
-            self.paced += 1
-            if self._pacing is None:
-                self._pacing = asyncio.create_task(self._drain(pacer), name="pacing")
-        else:
-            try:
-                await wire.send_rtp(data)
-            except ConnectionError:
-                return
+        try:
+            await wire.send_rtp(data)
+        except ConnectionError:
+            return
         wire.sent(ntp, timestamp, len(packet.payload))
-        self.packets_sent += 1
         if packet.marker or not self._video:
             self.forwarded += 1
 

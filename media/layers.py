@@ -125,22 +125,6 @@ def choose(layers: Layers, budget_bps: int | None, now: float) -> Layer | None:
     return fitting[-1] if fitting else flowing[0]
 
 
-# Pacing (media.forward.Pacer): a subscriber whose estimate is below PACE_BELOW_BPS gets its
-# video spread at PACE_SHARE of that estimate, never slower than PACE_OVER_LAYER times what
-# its layer sends (or the copy would fall behind its own stream).
-PACE_BELOW_BPS = 1_000_000
-PACE_SHARE = 0.9
-PACE_OVER_LAYER = 1.5
-
-
-def pace_bps(budget_bps: int | None, layer: Layer | None, now: float) -> int:
-    """The rate to pace a subscriber's layer at (0: not paced): only on a thin link, where a
-    keyframe's burst would overflow the link's buffer and take audio with it."""
-    if budget_bps is None or layer is None or budget_bps >= PACE_BELOW_BPS:
-        return 0
-    return int(max(PACE_SHARE * budget_bps, PACE_OVER_LAYER * layer.bps(now)))
-
-
 class LayerChoice:
     """How one subscriber's layer follows its estimate over time.
 
@@ -157,11 +141,9 @@ class LayerChoice:
     fit. After ``first_try_s`` below the best layer the subscriber is probed: sent padding
     (``padding_bps``) that keeps what it receives just under its estimate, up to the next
     layer's bitrate, so the estimate grows if the link carries it; the layer goes up once it
-    fits. A probe starts only once the estimate has not fallen for ``STEADY_S`` and the link
-    shows no loss or queue (not while a thin link still holds it down). An estimate falling
-    more than ``FALL`` from the probe's highest, or the link losing packets or queueing them
-    (``lossy``), is congestion, and an estimate not growing for ``STALL_S`` a link that
-    carries no more:
+    fits. A probe starts only once the estimate has not fallen for ``STEADY_S`` (not while a
+    thin link still holds it down). An estimate falling more than ``FALL`` from the probe's
+    highest is congestion, and one not growing for ``STALL_S`` a link that carries no more:
     the padding stops, and the next probe waits twice as long, up to ``max_wait_s``. Only
     padding is ever at stake."""
 
@@ -196,7 +178,7 @@ class LayerChoice:
         budget_bps: int | None,
         now: float,
         current: Layer | None = None,
-        lossy: bool = False,
+        lossy: bool = True,
     ) -> Layer | None:
         """The layer for now (``padding_bps`` says what to probe with); ``current``: the
         one wanted until now; ``lossy``: the subscriber's reports show its link
@@ -235,8 +217,7 @@ class LayerChoice:
             self.probe = self.next_try = None
             return fit
         if probe is not None:
-            # the estimate falling, or the link losing packets or queueing them: congestion
-            congested = lossy or budget_bps < (1 - self.FALL) * self.probe_peak
+            congested = budget_bps < (1 - self.FALL) * self.probe_peak
             if congested or now - self._grew_at > self.STALL_S:
                 self.probe = None  # congestion, or a link that carries no more
                 if congested:
@@ -251,7 +232,7 @@ class LayerChoice:
         elif self.next_try is None:
             self.next_try = now + self.wait_s
             return fit
-        elif now >= self.next_try and now - self._fell_at >= self.STEADY_S and not lossy:
+        elif now >= self.next_try and now - self._fell_at >= self.STEADY_S:
             probe = next(
                 (x for x in layers.layers[fit.index + 1 :] if x.active(now) and x.ssrc is not None),
                 None,

@@ -31,7 +31,7 @@ from media.bandwidth import REPORT_MAX_AGE_S, BandwidthReport, PublisherFeedback
 from media.encoded import forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
 from media.forward import ForwardTrack, KeyframeCache, forward_rtp
-from media.layers import LayerChoice, Layers, RecordedStream, pace_bps
+from media.layers import LayerChoice, Layers, RecordedStream
 from media.quality import LinkQuality
 from media.stats import Traffic, count_nacks_received, count_nacks_sent, peer_traffic
 from media.transport import (
@@ -318,7 +318,6 @@ class Room:
                 )
             await forward.want(chosen)
             forward.pad(choice.padding_bps)
-            forward.pace(pace_bps(budget, chosen, now))
 
     def _reports(self, track: PublishedTrack) -> list[BandwidthReport]:
         """Each subscriber's latest estimate for ``track``: a REMB covers the subscriber's

@@ -208,14 +208,6 @@ def reception_of(packet: Any, ssrc: int, ntp: int) -> tuple[float, float | None]
     return None
 
 
-def nacked_of(packet: Any, ssrc: int) -> list[int]:
-    """The sequence numbers of ``ssrc`` a generic NACK asks for again (none for any other
-    RTCP packet)."""
-    if is_nack(packet) and packet.media_ssrc == ssrc:
-        return list(packet.lost)
-    return []
-
-
 def remb_of(packet: Any) -> tuple[int, list[int]] | None:
     """A REMB's bitrate (bit/s) and the SSRCs it covers; None for any other RTCP packet."""
     if not (

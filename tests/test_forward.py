@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,14 +24,12 @@ from media.encoded import KeyframeRequest, tap_receiver
 from media.forward import (
     ForwardTrack,
     KeyframeCache,
-    Pacer,
     h264_starts_keyframe,
     ntp_now,
     vp8_starts_keyframe,
 )
 from media.room import Relay
 from media.transport import announce_addresses, create_peer_connection
-from tests.helpers import wait_for
 
 
 class NoiseTrack(AudioStreamTrack):
@@ -463,108 +460,3 @@ def test_the_cached_h264_keyframe_keeps_its_sps() -> None:
     for seq, payload in enumerate((sps_pps, idr_start, idr_end)):
         cache.add(_packet(1, seq, 3000, payload), SECOND)
     assert [p.payload for p in cache.recent(SECOND)] == [sps_pps, idr_start, idr_end]
-
-
-def test_a_pacer_lets_a_burst_through_and_spreads_the_rest_at_its_rate() -> None:
-    pacer = Pacer(10_000, now=0.0)  # 10 kB/s: a 2,500-byte bucket (two full packets)
-    assert pacer.admit(1200, 0.0) and pacer.admit(1200, 0.0)
-    assert not pacer.admit(1200, 0.0)  # the bucket is spent: this one waits
-    pacer.push(b"a" * 1200)
-    assert not pacer.admit(100, 0.5)  # something waits: nothing overtakes it
-    pacer.push(b"b" * 100)
-    assert pacer.wait(0.0) == pytest.approx((1200 - 100) / 10_000)
-    assert pacer.wait(0.11) == 0.0
-    assert pacer.pop(0.11) == b"a" * 1200
-    assert pacer.delay() == pytest.approx(100 / 10_000)
-    assert pacer.pop(0.2) == b"b" * 100 and pacer.queued_bytes == 0
-    pacer.set_rate(0, 0.3)  # pacing off: whatever comes goes
-    assert all(pacer.admit(1200, 0.3) for _ in range(10))
-
-
-def test_a_thin_links_layer_is_paced_and_a_wide_link_is_not() -> None:
-    from media.layers import PACE_BELOW_BPS, Layer, pace_bps
-
-    layer = Layer("h", 1, KeyframeCache("vp8"))
-    for i in range(30):  # 3 s of 500-byte frames at 10 a second: ~40 kbit/s
-        layer.note(_packet(5, i, 9000 * i, b"x" * 488), i / 10)
-    rate = layer.bps(2.9)
-    assert 40_000 < rate < 42_000
-    assert pace_bps(None, layer, 2.9) == 0  # no estimate yet
-    assert pace_bps(PACE_BELOW_BPS, layer, 2.9) == 0  # a wide link
-    assert pace_bps(300_000, layer, 2.9) == 270_000  # 0.9 of the estimate
-    assert pace_bps(30_000, layer, 2.9) == int(1.5 * rate)  # never below 1.5 times the layer
-
-
-async def test_video_on_a_thin_link_waits_in_order_while_audio_goes_at_once() -> None:
-    requests: list[int] = []
-    video = ForwardTrack("video", "vp8", 90000, _asks(requests, 1))
-    audio = ForwardTrack("audio", "opus", 48000, _never_asked)
-    fake, heard = FakeWire(), FakeWire()
-    await video.start_sending(fake.wire, 100, "0")
-    await audio.start_sending(heard.wire, 111, "1")
-    video.pace(200_000)  # 25 kB/s
-    audio.pace(200_000)  # audio is never paced
-    frame = [_packet(1, 10 + i, 0, _vp8(True, i == 0) + b"k" * 1100, i == 9) for i in range(10)]
-    for packet in frame:  # a keyframe: ten packets at once
-        await video.forward(packet, SECOND, 0)
-    await audio.forward(_packet(9, 300, 960, b"\x01\x02"), SECOND, 0)
-    assert len(fake.sent) == 2 and video.paced == 8  # the bucket's worth went at once
-    assert len(heard.sent) == 1  # audio overtook the keyframe
-
-    async def all_sent() -> bool:
-        return len(fake.sent) == 10
-
-    await wait_for(all_sent, within=5)
-    first = fake.sent[0].sequence_number
-    assert [(p.sequence_number - first) & 0xFFFF for p in fake.sent] == list(range(10))
-    # a packet that waited is stamped when it left (abs-send-time): a browser's estimate
-    # would otherwise take the wait for a queue on the link and fall
-    assert [p.extensions.abs_send_time for p in fake.sent[:2]] == [0, 0]
-    assert all(p.extensions.abs_send_time for p in fake.sent[2:])
-    video.pace(0)  # off: the next frame goes as it comes
-    for i in range(10):
-        await video.forward(_packet(1, 20 + i, 3000, _vp8(False) + b"d" * 1100), SECOND, 0)
-    assert len(fake.sent) == 20 and video.paced == 8
-
-
-def test_packets_asked_for_again_count_as_loss_once_each_over_a_window() -> None:
-    """A receiver report counts a packet a retransmission repaired as received; the NACKs
-    show the link losing it. Each sequence number counts once per window (a browser asks
-    again for a packet still missing)."""
-    track = ForwardTrack("video", "vp8", 90000, _asks([], 1))
-    track.packets_sent = 100
-    assert not track.congested(10.0)  # the first window opens
-    track.packets_sent = 200  # 100 sent in it ...
-    track.asked_again([5, 6, 7])  # ... 3 asked for again (twice each: counted once)
-    track.asked_again([5, 6, 7])
-    assert track.congested(11.0) and track.nack_loss == (0.03, 11.0)
-    track.packets_sent = 300  # the next window: 100 sent, 1 asked for
-    track.asked_again([9])
-    assert not track.congested(12.0) and track.nack_loss == (0.01, 12.0)
-    track.packets_sent = 400
-    track.asked_again(range(50))
-    assert not track.congested(20.0)  # after a silence: no share of a window that long
-    assert track.nack_loss == (0.01, 12.0)
-
-
-async def test_a_subscribers_nack_counts_toward_its_links_loss() -> None:
-    from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
-
-    track = ForwardTrack("video", "vp8", 90000, _asks([], 1))
-    fake = FakeWire()
-    await track.start_sending(fake.wire, 100, "0")
-    passed: list[Any] = []
-
-    async def original(packet: Any) -> None:
-        passed.append(packet)
-
-    handle = track._watch_remb(original)
-    start = time.monotonic()  # (the handler reads the same clock)
-    track.congested(start)  # the window opens
-    track.packets_sent = 50
-    other = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=0x999, lost=[1, 2, 3])
-    ours = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=0x1234, lost=[4, 5])
-    await handle(other)  # another stream's: not this link's copy
-    await handle(ours)
-    assert passed == [other, ours]  # aiortc still answers them
-    assert track.congested(start + 1) and track.nack_loss == (2 / 50, start + 1)

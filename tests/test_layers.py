@@ -164,30 +164,12 @@ def test_a_small_shortfall_goes_down_only_when_it_lasts() -> None:
     assert choice.pick(layers, 740_000, 10.0, full) is full  # fits whole: kept
     assert choice.pick(layers, 570_000, 10.0, full) is full  # over 80 %: kept
     _flowing(layers, 15.0, {"l": 150, "f": 700})
-    assert choice.pick(layers, 570_000, 15.0, full, lossy=True) is full  # ... while it lasts
-    assert choice.pick(layers, 500_000, 15.0, full, lossy=True) is full  # a keyframe's swell?
+    assert choice.pick(layers, 570_000, 15.0, full) is full  # ... for as long as it lasts
+    assert choice.pick(layers, 500_000, 15.0, full) is full  # a keyframe's swell, maybe
     _flowing(layers, 16.0, {"l": 150, "f": 700})
-    assert choice.pick(layers, 500_000, 16.0, full, lossy=True) is full
+    assert choice.pick(layers, 500_000, 16.0, full) is full
     _flowing(layers, 16.6, {"l": 150, "f": 700})
-    assert choice.pick(layers, 500_000, 16.6, full, lossy=True) is low  # 1.6 s short: down
-
-
-def test_no_probe_starts_on_a_link_losing_packets_and_one_under_way_stops_at_the_first_loss() -> (
-    None
-):
-    layers, _ = _layers()
-    low, _ = layers.layers
-    choice = LayerChoice()
-    _flowing(layers, 10.0, {"l": 150, "f": 700})
-    assert choice.pick(layers, 235_000, 10.0, low) is low  # below the best: a try is planned
-    _flowing(layers, 20.0, {"l": 150, "f": 700})
-    assert choice.pick(layers, 235_000, 20.0, low, lossy=True) is low
-    assert choice.probes == 0 and choice.padding_bps == 0  # losing packets: no padding on it
-    assert choice.pick(layers, 235_000, 20.0, low) is low
-    assert choice.probes == 1 and choice.padding_bps > 0  # clean again: the probe starts
-    _flowing(layers, 21.0, {"l": 150, "f": 700})
-    assert choice.pick(layers, 240_000, 21.0, low, lossy=True) is low
-    assert choice.probe is None and choice.padding_bps == 0 and choice.failed == 1
+    assert choice.pick(layers, 500_000, 16.6, full) is low  # 1.6 s short: down
 
 
 def test_rebase_keeps_the_first_sources_numbers_and_continues_across_a_new_one() -> None:
