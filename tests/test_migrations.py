@@ -182,32 +182,27 @@ def test_references_are_checked_after_a_migration_and_not_when_already_at_head(
     already at head runs no migration and no whole-database check (6 s on a million visits)."""
     import sqlite3
 
+    def run(sql: str) -> list[tuple[object, ...]]:
+        # a plain connection: foreign keys are off, so a row may point nowhere
+        con = sqlite3.connect(tmp_path / "vreception.db")
+        try:
+            rows = con.execute(sql).fetchall()
+            con.commit()
+            return rows
+        finally:
+            con.close()
+
+    orphan_room = (
+        "INSERT INTO reception_rooms (id, court_id, name, location, active, created_at) "
+        "VALUES (1, 99, '接访室', '', 1, '2026-11-01 08:00:00.000000')"
+    )
     settings = Settings(data_dir=tmp_path)
     migrate(settings, "0011")
-    con = sqlite3.connect(tmp_path / "vreception.db")
-    con.execute(  # foreign keys are off on a plain connection: the row points nowhere
-        "INSERT INTO reception_rooms (id, court_id, name, location, active, created_at) "
-        "VALUES (1, 99, '接访室', '', 1, '2026-11-01 08:00:00.000000')"
-    )
-    con.commit()
-    con.close()
+    run(orphan_room)
     with pytest.raises(RuntimeError, match="broken references"):
         migrate(settings)
-    con = sqlite3.connect(tmp_path / "vreception.db")
-    con.execute("DELETE FROM reception_rooms")
-    con.commit()
-    con.close()
+    run("DELETE FROM reception_rooms")
     migrate(settings)
-    con = sqlite3.connect(tmp_path / "vreception.db")
-    con.execute(
-        "INSERT INTO reception_rooms (id, court_id, name, location, active, created_at) "
-        "VALUES (1, 99, '接访室', '', 1, '2026-11-01 08:00:00.000000')"
-    )
-    con.commit()
-    con.close()
+    run(orphan_room)
     migrate(settings)  # at head: nothing ran, nothing checked
-    con = sqlite3.connect(tmp_path / "vreception.db")
-    try:
-        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0012",)]
-    finally:
-        con.close()
+    assert run("SELECT version_num FROM alembic_version") == [("0012",)]
