@@ -32,6 +32,7 @@ from aiortc.rtp import RtpPacket, unwrap_rtx
 
 from media import seams
 from media.bandwidth import REPORT_MAX_AGE_S, BandwidthReport
+from media.congestion import TransportFeedback
 from media.encoded import KeyframeRequest
 
 if TYPE_CHECKING:
@@ -253,19 +254,22 @@ class RtpHeader:
     SSRC, its MID and the header extensions it negotiated (so aiortc's extension map stays
     the one place that lays them out), and where the fields that change per packet are:
     a packet's header is this template with marker, payload type, sequence number,
-    timestamp, abs-send-time and audio level written in place (0: not negotiated)."""
+    timestamp, abs-send-time, audio level and transport-wide sequence number written in
+    place (0: not negotiated)."""
 
     template: bytes
     abs_send_time: int  # offset of its 3 bytes
     audio_level: int  # offset of its byte
+    transport_number: int = 0  # offset of its 2 bytes
 
     @classmethod
     def of(cls, wire: seams.SenderWire, mid: str | None, with_audio_level: bool) -> RtpHeader:
-        def serialized(abs_send_time: int, level: tuple[bool, int]) -> bytes:
+        def serialized(abs_send_time: int, level: tuple[bool, int], number: int = 0) -> bytes:
             rtp = RtpPacket(ssrc=wire.ssrc)
             rtp.extensions.mid = mid
             rtp.extensions.abs_send_time = abs_send_time
             rtp.extensions.audio_level = level if with_audio_level else None
+            rtp.extensions.transport_sequence_number = number
             return rtp.serialize(wire.extensions)
 
         template = serialized(0, (False, 0))
@@ -279,6 +283,7 @@ class RtpHeader:
             template,
             offset(serialized(0xFFFFFF, (False, 0))),
             offset(serialized(0, (True, 0x7F))) if with_audio_level else 0,
+            offset(serialized(0, (False, 0), 0xFFFF)),
         )
 
 
@@ -298,8 +303,11 @@ class ForwardTrack(MediaStreamTrack):
         clock_rate: int,
         request_keyframe: KeyframeRequest,
         keyframes: KeyframeCache | None = None,
+        transport: TransportFeedback | None = None,
     ) -> None:
         super().__init__()
+        # the subscriber connection's transport-wide numbering and estimate (None: REMB only)
+        self.transport = transport
         self.keyframes = keyframes
         self.kind = kind
         self.codec = codec
@@ -330,6 +338,7 @@ class ForwardTrack(MediaStreamTrack):
         self.padding_bps = 0  # padding sent on the retransmission stream (probing)
         self.padding_sent = 0  # bytes
         self._padder: asyncio.Task[None] | None = None
+        self._transport_estimates = False  # the transport's feedback stands for REMB
 
     def attach(self, transceiver: RTCRtpTransceiver) -> None:
         """The subscriber's transceiver whose sender carries this track. Video asks for a
@@ -352,20 +361,32 @@ class ForwardTrack(MediaStreamTrack):
                 if reception is not None:
                     before = self.congested(time.monotonic())
                     lost, rtt = reception
-                    self.loss = (lost, time.monotonic())
+                    if not self._transport_estimates:  # else its feedback says more
+                        self.loss = (lost, time.monotonic())
                     if rtt is not None and rtt < 60:
                         self.rtt = (rtt, time.monotonic())
                     newly = self.congested(time.monotonic()) and not before
                     if newly and self.on_bandwidth is not None:  # the layer may be too much
                         await self.on_bandwidth()
             remb = seams.remb_of(packet)
-            if remb is not None:
+            if remb is not None and not self._transport_estimates:
                 self.bandwidth = BandwidthReport(remb[0], time.monotonic())
                 if self.on_bandwidth is not None:
                     await self.on_bandwidth()
             await original(packet)
 
         return handle
+
+    async def estimated(self, bps: int, loss: float) -> None:
+        """The relay's own estimate of the subscriber's connection (its transport-cc
+        feedback, media/congestion.py): it stands for the REMB, and its loss, counted
+        before retransmissions repair it, for the receiver reports'."""
+        now = time.monotonic()
+        self._transport_estimates = True
+        self.loss = (loss, now)
+        self.bandwidth = BandwidthReport(bps, now)
+        if self.on_bandwidth is not None:
+            await self.on_bandwidth()
 
     @property
     def sending(self) -> bool:
@@ -387,6 +408,9 @@ class ForwardTrack(MediaStreamTrack):
         if codecs:
             wire = seams.sender_wire(transceiver.sender)
             await self.start_sending(wire, int(codecs[0].payloadType), transceiver.mid)
+            if self.transport is not None and self._header.transport_number:
+                transport = transceiver.sender.transport
+                seams.watch_transport_feedback(transport, self.transport.feedback)
 
     async def start_sending(
         self, wire: seams.SenderWire, payload_type: int, mid: str | None
@@ -471,10 +495,16 @@ class ForwardTrack(MediaStreamTrack):
                     )
                     packet.extensions.mid = self._mid
                     packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
+                    transport = self.transport if self._header.transport_number else None
+                    if transport is not None:
+                        number = transport.take(12 + 16 + self.PAD_SIZE)
+                        packet.extensions.transport_sequence_number = number
                     packet.padding_size = self.PAD_SIZE
                     try:
                         await wire.send_rtp(packet.serialize(wire.extensions))
                     except ConnectionError:
+                        if transport is not None:
+                            transport.unsent(number)
                         return
                     self.padding_sent += self.PAD_SIZE
                 await asyncio.sleep(self.PAD_INTERVAL_S)
@@ -549,11 +579,18 @@ class ForwardTrack(MediaStreamTrack):
         if packet.padding_size:
             buf += bytes(packet.padding_size - 1)
             buf.append(packet.padding_size)
+        at = header.transport_number
+        transport = self.transport if at else None
+        if transport is not None:
+            number = transport.take(len(buf))
+            pack_into("!H", buf, at, number)
         data = bytes(buf)
         wire.history[sequence_number % wire.history_size] = data
         try:
             await wire.send_rtp(data)
         except ConnectionError:
+            if transport is not None:
+                transport.unsent(number)
             return
         wire.sent(ntp, timestamp, len(packet.payload))
         if packet.marker or not self._video:

@@ -28,6 +28,7 @@ from aiortc import (
 from config.turn import IceServers
 from media import seams
 from media.bandwidth import REPORT_MAX_AGE_S, BandwidthReport, PublisherFeedback
+from media.congestion import TransportFeedback
 from media.encoded import forward_keyframe_requests, keyframe_requester, tap_receiver
 from media.errors import MediaError
 from media.forward import ForwardTrack, KeyframeCache, forward_rtp
@@ -157,6 +158,8 @@ class Room:
         self.tracks: dict[str, PublishedTrack] = {}
         self.people: dict[str, tuple[str, str]] = {}  # participant id → (role, name)
         self.links: dict[str, LinkQuality] = {}  # subscriber → its downlink's verdict
+        # subscriber → its connection's transport-wide numbering and estimate
+        self.transports: dict[str, TransportFeedback] = {}
         # counts of this room's media since it opened, and of its closed connections
         self.counters = Traffic()
 
@@ -466,9 +469,10 @@ class Room:
             return None
         pc = create_peer_connection(self.relay.ice_servers.issue(RELAY_KEY))
         self.subscribers[participant_id] = pc
+        self.transports[participant_id] = TransportFeedback(self._estimates_to(participant_id))
         sending = self.sending[participant_id] = {}
         for track in chosen:
-            transceiver, forward = self._add_sender(pc, track)
+            transceiver, forward = self._add_sender(pc, track, participant_id)
             track.forwards[participant_id] = forward
             sending[track.id] = transceiver
 
@@ -480,8 +484,21 @@ class Room:
                     if copy is not None and t.kind == "video":
                         copy.ask_keyframe()  # a new subscriber needs a keyframe now
 
-        await pc.setLocalDescription(await pc.createOffer())
+        with seams.transport_wide_cc():
+            await pc.setLocalDescription(await pc.createOffer())
         return self._offer(participant_id, pc, renegotiation=False)
+
+    def _estimates_to(self, participant_id: str) -> Callable[[int, float], Awaitable[None]]:
+        """Where the relay's estimate of a subscriber's connection goes: to each copy it
+        receives, as its browser's REMB would."""
+
+        async def estimated(bps: int, loss: float) -> None:
+            for track in list(self.tracks.values()):
+                forward = track.forwards.get(participant_id)
+                if forward is not None:
+                    await forward.estimated(bps, loss)
+
+        return estimated
 
     async def _reoffer(
         self, participant_id: str, pc: RTCPeerConnection, chosen: list[PublishedTrack]
@@ -502,18 +519,24 @@ class Room:
                 await transceiver.stop()  # its sender's RTP and RTCP end; the section stays
         for track in chosen:
             if track.id not in sending:
-                transceiver, forward = self._add_sender(pc, track)
+                transceiver, forward = self._add_sender(pc, track, participant_id)
                 sending[track.id] = transceiver
                 waiting[track.id] = forward  # fed once the subscriber has answered
-        await pc.setLocalDescription(await pc.createOffer())
+        with seams.transport_wide_cc():
+            await pc.setLocalDescription(await pc.createOffer())
         return self._offer(participant_id, pc, renegotiation=True)
 
     def _add_sender(
-        self, pc: RTCPeerConnection, track: PublishedTrack
+        self, pc: RTCPeerConnection, track: PublishedTrack, participant_id: str
     ) -> tuple[RTCRtpTransceiver, ForwardTrack]:
         """A send-only media section for one published track on a subscriber's connection."""
         forward = ForwardTrack(
-            track.kind, track.codec, track.clock_rate, track.request_keyframe, track.keyframes
+            track.kind,
+            track.codec,
+            track.clock_rate,
+            track.request_keyframe,
+            track.keyframes,
+            self.transports.get(participant_id),
         )
         if track.layers is not None:
             forward.layered(track.layers, LayerChoice())
@@ -546,7 +569,8 @@ class Room:
             if pc.signalingState != "have-local-offer":
                 raise MediaError("no_offer", "没有待应答的订阅请求")
             answer_sdp = screen_sdp(answer_sdp, self.relay.allowed_networks)
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+            with seams.transport_wide_cc():
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
             # tracks added by a re-offer start now, from a keyframe
             for track_id, forward in self.waiting.pop(participant_id, {}).items():
                 track = self.tracks.get(track_id)
@@ -566,6 +590,7 @@ class Room:
         for forward in self.waiting.pop(participant_id, {}).values():
             _end_copy(forward)
         self.sending.pop(participant_id, None)
+        self.transports.pop(participant_id, None)
         await self._close_pc(self.subscribers.pop(participant_id, None))
 
     async def leave(self, participant_id: str) -> bool:
@@ -652,6 +677,7 @@ class Relay:
         seams.use_fast_clock()
         seams.quiet_closed_connects()  # a connection closed while connecting is no error
         seams.accept_rid_extensions()  # simulcast publishers name their layers with them
+        seams.offer_transport_wide_cc()  # subscribers' feedback: media/congestion.py
         self.ice_servers = ice_servers or IceServers()
         self.allowed_networks = (
             list(allowed_networks)

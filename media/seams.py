@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.selector_events
+import contextlib
+import contextvars
+import copy
 import importlib.metadata
 import inspect
 import logging
 import queue
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +40,12 @@ import aiortc.rtcrtptransceiver
 import aiortc.rtp
 from aioice import Candidate
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs import is_rtx
 from aiortc.exceptions import InvalidStateError
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpHeaderExtensionParameters
 
+from media.congestion import feedback_of
 from media.errors import MediaError
 
 PACKAGES = ("aiortc", "aioice", "pylibsrtp")
@@ -393,6 +398,95 @@ def accept_rid_extensions() -> None:
             video.append(RTCRtpHeaderExtensionParameters(id=free, uri=uri))
 
 
+# ------------------------------------------------------ transport-wide congestion control
+
+TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+_transport_wide: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "transport_wide", default=False
+)
+_FEEDBACK_WATCHED = "_vreception_feedback"
+
+
+class _Negotiated(Mapping[str, list[Any]]):
+    """Stands for ``aiortc.codecs.CODECS`` / ``HEADER_EXTENSIONS`` in aiortc's peer
+    connection module: the same lists, plus transport-cc while :func:`transport_wide_cc`
+    is in effect (a subscriber's offer and its answer), so publishers never negotiate it
+    (their browsers would then wait for feedback the relay does not send)."""
+
+    def __init__(
+        self, base: dict[str, list[Any]], extend: Callable[[str, list[Any]], list[Any]]
+    ) -> None:
+        self.base = base
+        self._extend = extend
+
+    def __getitem__(self, kind: str) -> list[Any]:
+        found = self.base[kind]
+        return self._extend(kind, found) if _transport_wide.get() else found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+def _with_feedback(kind: str, codecs: list[Any]) -> list[Any]:
+    out = []
+    for codec in codecs:
+        if not is_rtx(codec) and all(f.type != "transport-cc" for f in codec.rtcpFeedback):
+            codec = copy.copy(codec)
+            codec.rtcpFeedback = [*codec.rtcpFeedback, RTCRtcpFeedback(type="transport-cc")]
+        out.append(codec)
+    return out
+
+
+def _with_extension(kind: str, extensions: list[Any]) -> list[Any]:
+    if any(e.uri == TRANSPORT_CC_URI for e in extensions):
+        return extensions
+    # one id per URI across a bundle, the same for audio and video
+    taken = {e.id for k in aiortc.codecs.HEADER_EXTENSIONS.values() for e in k}
+    free = next(i for i in range(1, 15) if i not in taken)
+    return [*extensions, RTCRtpHeaderExtensionParameters(id=free, uri=TRANSPORT_CC_URI)]
+
+
+def offer_transport_wide_cc() -> None:
+    """Let :func:`transport_wide_cc` add transport-cc to what aiortc offers and accepts.
+    Process-wide; idempotent."""
+    module: Any = aiortc.rtcpeerconnection
+    if not isinstance(module.CODECS, _Negotiated):
+        module.CODECS = _Negotiated(aiortc.codecs.CODECS, _with_feedback)
+    if not isinstance(module.HEADER_EXTENSIONS, _Negotiated):
+        module.HEADER_EXTENSIONS = _Negotiated(aiortc.codecs.HEADER_EXTENSIONS, _with_extension)
+
+
+@contextlib.contextmanager
+def transport_wide_cc() -> Iterator[None]:
+    """Within it (one task), aiortc offers and accepts the transport-wide sequence number
+    extension and transport-cc feedback (after :func:`offer_transport_wide_cc`)."""
+    token = _transport_wide.set(True)
+    try:
+        yield
+    finally:
+        _transport_wide.reset(token)
+
+
+def watch_transport_feedback(transport: Any, handle: Callable[[bytes], Awaitable[None]]) -> None:
+    """Give ``handle`` the FCI of each transport-cc feedback a DTLS transport receives,
+    before aiortc's own RTCP routing (which has no use for them). Once per transport."""
+    if getattr(transport, _FEEDBACK_WATCHED, False):
+        return
+    original = transport._handle_rtcp_data
+
+    async def handle_rtcp(data: bytes) -> None:
+        if len(data) > 1 and data[1] == 205:  # RTPFB first (browsers send it alone)
+            for fci in feedback_of(data):
+                await handle(fci)
+        await original(data)
+
+    transport._handle_rtcp_data = handle_rtcp
+    setattr(transport, _FEEDBACK_WATCHED, True)
+
+
 # ----------------------------------------------------------------------- clock
 
 NTP_UNIX = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
@@ -726,6 +820,38 @@ def _seams() -> list[Seam]:
             "_handle_rtp_packet",
             ("self", "packet", "arrival_time_ms"),
             used_in=(_fn(aiortc.rtcdtlstransport.RTCDtlsTransport, "_handle_rtp_data"),),
+        ),
+        Seam(
+            "RTCDtlsTransport._handle_rtcp_data",
+            aiortc.rtcdtlstransport.RTCDtlsTransport,
+            "_handle_rtcp_data",
+            ("self", "data"),
+            used_in=(_fn(aiortc.rtcdtlstransport.RTCDtlsTransport, "_recv_next"),),
+        ),
+        Seam(
+            "aiortc.rtcpeerconnection.CODECS",
+            aiortc.rtcpeerconnection,
+            "CODECS",
+            used_in=(
+                _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "createOffer"),
+                _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "setRemoteDescription"),
+            ),
+        ),
+        Seam(
+            "aiortc.rtcpeerconnection.HEADER_EXTENSIONS",
+            aiortc.rtcpeerconnection,
+            "HEADER_EXTENSIONS",
+            used_in=(
+                _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "createOffer"),
+                _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "setRemoteDescription"),
+            ),
+        ),
+        Seam(
+            "HeaderExtensionsMap.set (transport_sequence_number)",
+            aiortc.rtp.HeaderExtensionsMap,
+            "transport_sequence_number",
+            instance=True,
+            used_in=(_fn(aiortc.rtp.HeaderExtensionsMap, "set"),),
         ),
         Seam(
             "RTCDtlsTransport._send_rtp",

@@ -227,6 +227,30 @@ class NetworkVisit:
         )
         return self.read()
 
+    def wait_for_picture(self, heights: dict[str, int], timeout: float = 90) -> bool:
+        """Until each side receives at least its height in ``heights`` over a 2 s window;
+        False when that did not come within ``timeout``."""
+
+        def back() -> bool:
+            for page in self.pages().values():
+                start_window(page)
+            wait_until(
+                lambda: all(read_window(p).seconds >= 2 for p in self.pages().values()),
+                timeout=30,
+                interval=0.2,
+                what="a 2 s window",
+            )
+            return all(
+                read_window(page).frame_height >= heights.get(name, 0)
+                for name, page in self.pages().items()
+            )
+
+        try:
+            wait_until(back, timeout=timeout, interval=0.5, what="the clean picture")
+        except AssertionError:
+            return False
+        return True
+
     def wait_for_video(self, frames: int = 30, timeout: float = 60) -> None:
         """Until each side decodes ``frames`` new video frames."""
         for page in self.pages().values():

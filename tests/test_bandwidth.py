@@ -5,17 +5,22 @@ the relay's ceiling. Opus in-band FEC is asked of publishers."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from aiortc.rtp import RtpPacket
 
 from media import seams
 from media.bandwidth import BandwidthReport, PublisherFeedback
+from media.congestion import pack_feedback
 from media.encoded import tap_receiver
 from media.room import Relay, Room
 from media.transport import announce_addresses, create_peer_connection, opus_inband_fec
 from tests.helpers import wait_for
+
+TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 
 async def _subscribe(room: Room, participant_id: str) -> tuple[RTCPeerConnection, list[Any]]:
@@ -118,6 +123,108 @@ async def test_the_publisher_gets_its_subscribers_smallest_remb_or_the_ceiling()
 
     await room.close()
     for pc in (publisher, first, second):
+        await pc.close()
+
+
+async def test_a_subscriber_sending_transport_feedback_gets_the_relays_own_estimate() -> None:
+    """Transport-wide numbers on every packet to a subscriber (one sequence over audio and
+    video), never asked of publishers; the subscriber's feedback (media/congestion.py)
+    stands for its REMB: heavy loss brings the publisher's REMB down."""
+    announce_addresses(["127.0.0.1"])
+    relay = Relay(max_video_kbps=900)
+    room = relay.room("d" * 32)
+    publisher = create_peer_connection()
+    video = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    rembs: list[int] = []
+    handle_rtcp = video.sender._handle_rtcp_packet
+
+    async def spy_rtcp(packet: Any) -> None:
+        remb = seams.remb_of(packet)
+        if remb is not None:
+            rembs.append(remb[0])
+        await handle_rtcp(packet)
+
+    video.sender._handle_rtcp_packet = spy_rtcp  # type: ignore[method-assign]
+    with seams.transport_wide_cc():  # as a browser offers it
+        await publisher.setLocalDescription(await publisher.createOffer())
+    assert TRANSPORT_CC in publisher.localDescription.sdp
+    answer = await room.publish("judge1", publisher.localDescription.sdp)
+    assert TRANSPORT_CC not in answer and "transport-cc" not in answer
+    await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    subscriber = create_peer_connection()
+    offer = await room.subscribe("petitioner1")
+    assert offer is not None
+    assert TRANSPORT_CC in offer.sdp
+    assert re.search(r"a=rtcp-fb:\d+ transport-cc", offer.sdp)
+    with seams.transport_wide_cc():  # the subscriber's browser accepts it
+        await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        await subscriber.setLocalDescription(await subscriber.createAnswer())
+    await room.answer("petitioner1", subscriber.localDescription.sdp)
+
+    transport = subscriber.getTransceivers()[0].receiver.transport
+    arrived: list[tuple[int, int, float]] = []  # (transport-wide number, payload type, ms)
+    handle_rtp = transport._handle_rtp_data
+    began = time.monotonic()
+
+    async def spy_rtp(data: bytes, arrival_time_ms: int) -> None:
+        packet = RtpPacket.parse(data, transport._rtp_header_extensions_map)
+        if packet.extensions.transport_sequence_number is not None:
+            number = packet.extensions.transport_sequence_number
+            arrived.append((number, packet.payload_type, (time.monotonic() - began) * 1000))
+        await handle_rtp(data, arrival_time_ms)
+
+    transport._handle_rtp_data = spy_rtp  # type: ignore[method-assign]
+
+    async def both_kinds() -> bool:
+        kinds = {seams.negotiated_codecs(t)[0].mimeType for t in subscriber.getTransceivers()}
+        types = {pt for _, pt, _ in arrived}
+        return len(arrived) > 100 and len(types) >= 2 and len(kinds) == 2
+
+    await wait_for(both_kinds)
+    numbers = [n for n, _, _ in arrived[:100]]
+    assert numbers == list(range(numbers[0], numbers[0] + 100))  # one sequence, no gaps
+
+    async def report(loss_every: int) -> None:
+        """Feedback on what arrived since the last one, every ``loss_every``-th as lost."""
+        got, arrived[:] = list(arrived), []
+        if not got:
+            return
+        times = [
+            None if loss_every and i % loss_every == 0 else at for i, (_, _, at) in enumerate(got)
+        ]
+        fci = pack_feedback(got[0][0], times)
+        rtcp = bytes([0x8F, 205]) + (2 + len(fci) // 4).to_bytes(2, "big")
+        await transport._send_rtp(rtcp + bytes(8) + fci)
+
+    (track,) = (t for t in room.tracks.values() if t.kind == "video")
+    forward = track.forwards["petitioner1"]
+
+    async def estimated() -> bool:
+        await report(0)
+        return forward.bandwidth is not None and forward._transport_estimates
+
+    await wait_for(estimated)
+    transport_estimate = room.transports["petitioner1"]
+    before = transport_estimate.estimate_bps
+    assert before is not None and forward.bandwidth is not None
+    assert 0 < forward.bandwidth.bps <= before  # it only grew since it was told
+    rembs.clear()
+
+    async def backed_off() -> bool:
+        await report(2)  # half of it lost
+        return (
+            transport_estimate.back_offs >= 1
+            and bool(rembs)
+            and rembs[-1] < before
+            and forward.congested(time.monotonic())
+        )
+
+    await wait_for(backed_off)
+
+    await room.close()
+    for pc in (publisher, subscriber):
         await pc.close()
 
 
