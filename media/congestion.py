@@ -23,7 +23,9 @@ send-side estimator is, without the delay gradient: down to ``BACK_OFF`` of what
 delivers when it overflows or more than ``HIGH_LOSS`` is lost; up by ``GROWTH_PER_S`` a second
 while it does not and under ``LOW_LOSS`` is lost, never past ``1.5 x`` what is received
 (padding probes, media/layers.py, raise what is received; in the first ``STARTING_S``, before
-any back-off, straight to that); held otherwise.
+any back-off, straight to that); held otherwise. For ``LOSS_WINDOW_S`` after a back-off only
+what was lost since counts. Retransmissions to the subscriber keep to ``RESEND_SHARE`` of the
+estimate (:meth:`TransportFeedback.may_retransmit`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ START_GRACE_S = 2.0
 # until the first back-off, and for this long at most, it rises straight to its ceiling
 STARTING_S = 5.0
 REPORT_EVERY_S = 1.0  # an estimate goes out this often, and at once when it falls
+# retransmissions may take this share of the estimate (a burst of up to RESEND_BURST_S of it)
+RESEND_SHARE = 0.15
+RESEND_BURST_S = 0.5
+RESEND_SIZE = 1200  # bytes a retransmission is counted as
 
 
 def parse_feedback(fci: bytes) -> tuple[int, list[float | None]]:
@@ -172,6 +178,8 @@ class TransportFeedback:
         self.received_bps = 0
         self.stretch = 1.0  # arrival span / send span of the last WINDOW_MS
         self.feedbacks = 0
+        self.sent_bytes = 0
+        self._sent_mark = (0.0, 0)  # (when, sent_bytes) at the previous back-off log
         self.back_offs = 0
         self._next = 0
         self._numbers = array("l", [-1]) * HISTORY
@@ -189,6 +197,10 @@ class TransportFeedback:
         self._reported_at = -1e9
         self._reported_lossy = False
         self._queues: deque[tuple[float, float]] = deque()  # (when, queue ms)
+        self._resend_credit = 0.0  # bytes
+        self._lost_since = self._reported_since = 0  # since the last back-off
+        self._resend_at: float | None = None
+        self.resends_refused = 0
 
     def take(self, size: int) -> int:
         """The number of the next packet sent (``size`` bytes, now)."""
@@ -199,7 +211,27 @@ class TransportFeedback:
         self._sent_at[i] = self.clock() * 1000.0
         self._sizes[i] = size
         self._state[i] = 0
+        self.sent_bytes += size
         return number
+
+    def may_retransmit(self, now: float) -> bool:
+        """Whether one more retransmission fits the budget (taken from it if so); without
+        an estimate yet, always."""
+        estimate = self.estimate_bps
+        if estimate is None:
+            return True
+        rate = RESEND_SHARE * estimate / 8
+        if self._resend_at is None:
+            self._resend_credit = rate * RESEND_BURST_S
+        else:
+            elapsed = max(0.0, now - self._resend_at)
+            self._resend_credit = min(rate * RESEND_BURST_S, self._resend_credit + rate * elapsed)
+        self._resend_at = now
+        if self._resend_credit < RESEND_SIZE:
+            self.resends_refused += 1
+            return False
+        self._resend_credit -= RESEND_SIZE
+        return True
 
     def unsent(self, number: int) -> None:
         """The packet numbered ``number`` could not be sent after all: not a loss."""
@@ -249,6 +281,8 @@ class TransportFeedback:
     def _observe(self, now: float, lost: int, received: int, smallest: float | None) -> None:
         losses = self._losses
         losses.append((now, lost, received))
+        self._lost_since += lost
+        self._reported_since += lost + received
         while losses and now - losses[0][0] > LOSS_WINDOW_S:
             losses.popleft()
         total_lost = sum(x[1] for x in losses)
@@ -298,19 +332,31 @@ class TransportFeedback:
             queues.popleft()
         rising = self.queue_ms > DEEP_MS and self.queue_ms - queues[0][1] > RISING_MS
         overflowing = self.queue_ms > CALM_MS and (self.stretch > STRETCH or rising)
-        if overflowing or self.loss > HIGH_LOSS:
+        # after a back-off only what was lost since counts (the window still holds what
+        # made it back off, and the rate received falls as less is sent)
+        recent_loss = self.loss
+        if now - self._backed_off < LOSS_WINDOW_S:
+            enough = self._reported_since >= MIN_WINDOW_PACKETS
+            recent_loss = max(0, self._lost_since) / self._reported_since if enough else 0.0
+        if overflowing or recent_loss > HIGH_LOSS:
             if now - self._backed_off >= BACK_OFF_GAP_S:
                 estimate = min(estimate, int(BACK_OFF * self.received_bps))
                 self._backed_off = now
                 self.back_offs += 1
+                self._lost_since = self._reported_since = 0
+                at, sent = self._sent_mark
+                self._sent_mark = (now, self.sent_bytes)
                 log.debug(
                     "transport-cc: back off to %d kbit/s (queue %.0f ms, stretch %.2f, "
-                    "loss %.1f %%, received %d kbit/s)",
+                    "loss %.1f %%, received %d kbit/s, sent %d kbit/s since the last, "
+                    "%d resends refused)",
                     estimate // 1000,
                     self.queue_ms,
                     self.stretch,
-                    100 * self.loss,
+                    100 * recent_loss,
                     self.received_bps // 1000,
+                    (self.sent_bytes - sent) * 8 // max(1, int((now - at) * 1000)),
+                    self.resends_refused,
                 )
         elif self.loss < LOW_LOSS and not overflowing:
             grown = int(estimate * GROWTH_PER_S ** min(1.0, now - self._updated))

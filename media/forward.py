@@ -339,6 +339,9 @@ class ForwardTrack(MediaStreamTrack):
         self.padding_sent = 0  # bytes
         self._padder: asyncio.Task[None] | None = None
         self._transport_estimates = False  # the transport's feedback stands for REMB
+        self._dropping: float | None = None  # since when the current layer is being dropped
+        self._frame_open = False  # the last packet sent did not end its frame
+        self._resent: dict[int, float] = {}  # sequence number → when it was sent again
 
     def attach(self, transceiver: RTCRtpTransceiver) -> None:
         """The subscriber's transceiver whose sender carries this track. Video asks for a
@@ -373,9 +376,36 @@ class ForwardTrack(MediaStreamTrack):
                 self.bandwidth = BandwidthReport(remb[0], time.monotonic())
                 if self.on_bandwidth is not None:
                     await self.on_bandwidth()
+            if seams.is_nack(packet) and self.transport is not None:
+                packet.lost = self._retransmittable(packet.lost, time.monotonic())
             await original(packet)
 
         return handle
+
+    RESEND_GAP_S = 0.15  # a packet asked for again within this is not sent again
+
+    def _retransmittable(self, lost: list[int], now: float) -> list[int]:
+        """What of a NACK to answer (aiortc retransmits each number it lists): within the
+        connection's retransmission budget (media/congestion.py), and not a packet sent
+        again moments ago. On a link that overflows, every retransmission displaces another
+        packet and is itself lost, asked for again, sent again: answering all of them kept
+        a 300 kbit/s link full for seconds after the picture sent on it had become small."""
+        transport = self.transport
+        if transport is None:
+            return lost
+        resent = self._resent
+        if len(resent) > 512:
+            for number in [n for n, at in resent.items() if now - at > 1.0]:
+                del resent[number]
+        kept = []
+        for number in lost:
+            if now - resent.get(number, -1e9) < self.RESEND_GAP_S:
+                continue
+            if not transport.may_retransmit(now):
+                break
+            resent[number] = now
+            kept.append(number)
+        return kept
 
     async def estimated(self, bps: int, loss: float) -> None:
         """The relay's own estimate of the subscriber's connection (its transport-cc
@@ -466,6 +496,7 @@ class ForwardTrack(MediaStreamTrack):
         elif wanted.ssrc is not None:
             self.request_keyframe(wanted.ssrc)
 
+    DROP_MAX_S = 1.0
     PAD_INTERVAL_S = 0.02
     PAD_SIZE = 255  # padding bytes per packet (the most one packet carries)
 
@@ -516,11 +547,15 @@ class ForwardTrack(MediaStreamTrack):
         """The simulcast layer being sent now."""
         return self.layers.by_ssrc(self._rebase.source) if self.layers is not None else None
 
-    async def want(self, layer: Layer | None) -> None:
-        """Send ``layer`` from its next keyframe on (its latest one at once if recent)."""
+    async def want(self, layer: Layer | None, drop_current: bool = False) -> None:
+        """Send ``layer`` from its next keyframe on (its latest one at once if recent).
+        ``drop_current``: the link cannot carry the layer being sent: it stops at the end of
+        its frame instead of going on until that keyframe (at most ``DROP_MAX_S``), so the
+        audio behind it is not lost with it."""
         if layer is None or layer is self.wanted:
             return
         self.wanted = layer
+        self._dropping = None
         if self._rebase.source == layer.ssrc or self._wire is None:
             return
         ntp = ntp_now()
@@ -529,6 +564,8 @@ class ForwardTrack(MediaStreamTrack):
             for packet in recent:
                 await self.forward(packet, ntp, (ntp >> 14) & 0x00FFFFFF)
         else:
+            if drop_current:
+                self._dropping = time.monotonic()
             self.ask_keyframe()
 
     async def forward(self, packet: RtpPacket, ntp: int, abs_send_time: int) -> None:
@@ -552,8 +589,13 @@ class ForwardTrack(MediaStreamTrack):
             if rebase.source is not None:
                 self.switches += 1
             rebase.restart(packet, ntp)
+            self._dropping = None
             if self._pictures is not None:
                 self._pictures.restart(packet.payload)
+        elif self._dropping is not None and not self._frame_open:
+            if time.monotonic() - self._dropping <= self.DROP_MAX_S:
+                return  # the layer being left, between frames
+            self._dropping = None  # no keyframe of the wanted layer came: go on
         mapped = rebase.map(packet, ntp)
         if mapped is None:
             return
@@ -595,6 +637,7 @@ class ForwardTrack(MediaStreamTrack):
         wire.sent(ntp, timestamp, len(packet.payload))
         if packet.marker or not self._video:
             self.forwarded += 1
+        self._frame_open = self._video and not packet.marker
 
 
 def forward_rtp(

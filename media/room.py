@@ -301,7 +301,8 @@ class Room:
             if choice is None:
                 continue
             before, probes, failed = forward.wanted, choice.probes, choice.failed
-            chosen = choice.pick(layers, budget, now, before, forward.congested(now))
+            congested = forward.congested(now)
+            chosen = choice.pick(layers, budget, now, before, congested)
             if chosen is not before and chosen is not None:
                 log.info(
                     "visit %s: %s gets layer %s of %s (estimate %s kbit/s)",
@@ -319,7 +320,16 @@ class Room:
                     "probe started" if choice.probes != probes else "probe ended: congestion",
                     budget // 1000 if budget is not None else "-",
                 )
-            await forward.want(chosen)
+            sending = forward.layer
+            # going down because the link cannot carry what is sent: stop sending it now
+            hurry = (
+                chosen is not None
+                and sending is not None
+                and chosen.index < sending.index
+                and budget is not None
+                and (congested or budget < LayerChoice.SHORT * sending.bps(now))
+            )
+            await forward.want(chosen, drop_current=hurry)
             forward.pad(choice.padding_bps)
 
     def _reports(self, track: PublishedTrack) -> list[BandwidthReport]:

@@ -232,3 +232,28 @@ async def test_losses_in_the_first_seconds_do_not_count() -> None:
     numbers = [feedback.take(1000) for _ in range(10)]
     await feedback.feedback(pack_feedback(numbers[0], [None] * 5 + [2.0] * 5))
     assert feedback.loss == pytest.approx(5 / 10)  # these count
+
+
+async def test_after_a_back_off_only_what_was_lost_since_brings_it_down_again() -> None:
+    """The loss window still holds what made it back off, and what is received falls with
+    what is sent: counting that again walked the estimate down to a fraction of the link."""
+    bed = Bed()
+    await bed.run(Link(), 4, bps=600_000)
+    await bed.run(Link(loss=0.4), 0.5, bps=600_000)
+    assert bed.feedback.back_offs >= 1
+    backed_off, estimate = bed.feedback.back_offs, bed.feedback.estimate_bps
+    await bed.run(Link(), 1.5, bps=200_000)  # clean again, and the sender sends less
+    assert bed.feedback.back_offs == backed_off
+    assert bed.feedback.estimate_bps is not None and estimate is not None
+    assert bed.feedback.estimate_bps >= estimate
+
+
+def test_retransmissions_keep_to_a_share_of_the_estimate() -> None:
+    feedback = TransportFeedback()
+    assert all(feedback.may_retransmit(0.0) for _ in range(100))  # no estimate yet
+    feedback.estimate_bps = 800_000  # 15 %: 15 kB/s, a burst of half a second
+    allowed = sum(feedback.may_retransmit(1.0) for _ in range(100))
+    assert allowed == 7500 // 1200
+    assert not feedback.may_retransmit(1.0)
+    assert sum(feedback.may_retransmit(2.0) for _ in range(100)) == 6  # refilled
+    assert feedback.resends_refused > 0

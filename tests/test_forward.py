@@ -20,6 +20,7 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket, is_rtcp
 
 from media import seams
+from media.congestion import TransportFeedback
 from media.encoded import KeyframeRequest, tap_receiver
 from media.forward import (
     ForwardTrack,
@@ -460,3 +461,30 @@ def test_the_cached_h264_keyframe_keeps_its_sps() -> None:
     for seq, payload in enumerate((sps_pps, idr_start, idr_end)):
         cache.add(_packet(1, seq, 3000, payload), SECOND)
     assert [p.payload for p in cache.recent(SECOND)] == [sps_pps, idr_start, idr_end]
+
+
+async def test_packets_and_padding_to_a_subscriber_carry_one_transport_wide_sequence() -> None:
+    transport = TransportFeedback()
+    numbers = iter(range(1, 100))
+    fake = FakeWire(
+        _negotiated(MID, ABS_SEND_TIME, seams.TRANSPORT_CC_URI),
+        rtx=(0xABCD, 97),
+        next_rtx_number=lambda: next(numbers),
+    )
+    video = ForwardTrack("video", "vp8", 90000, lambda ssrc=None: None, transport=transport)
+    await video.start_sending(fake.wire, 96, "1")
+    await video.forward(_packet(7, 1, 0, _vp8(True), marker=1), ntp_now(), 0)
+    await video.forward(_packet(7, 2, 3000, _vp8(False), marker=1), ntp_now(), 0)
+    video.pad(1_000_000)
+    await _until(lambda: len(fake.sent) >= 4)
+    video.pad(0)
+    await video.forward(_packet(7, 3, 6000, _vp8(False), marker=1), ntp_now(), 0)
+    got = [p.extensions.transport_sequence_number for p in fake.sent]
+    assert got == list(range(len(got)))  # media and padding: one sequence, no gap
+    assert {p.payload_type for p in fake.sent} == {96, 97}
+
+    # a NACK: each number answered once per RESEND_GAP_S, within the budget
+    transport.estimate_bps = 800_000
+    assert video._retransmittable([1, 2, 3], 10.0) == [1, 2, 3]
+    assert video._retransmittable([2, 4], 10.05) == [4]
+    assert video._retransmittable([2, 4], 10.05 + ForwardTrack.RESEND_GAP_S) == [2, 4]

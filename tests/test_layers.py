@@ -275,6 +275,52 @@ async def test_a_subscriber_copy_sends_its_wanted_layer_and_switches_on_its_keyf
     assert asked[-1] == 20 and track.layer is low
 
 
+async def test_going_down_in_a_hurry_stops_the_old_layer_at_its_frame_end_until_the_keyframe() -> (
+    None
+):
+    """A link that cannot carry the layer being sent: its packets stop at the end of the
+    frame under way (so audio behind it gets through) until the lower layer's keyframe;
+    the numbers the subscriber sees have no gap."""
+    layers, _ = _layers()
+    asked: list[int] = []
+    track = ForwardTrack("video", "vp8", 90000, _asks(asked, 0))
+    track.layered(layers, LayerChoice())
+    fake = FakeWire()
+    await track.start_sending(fake.wire, 100, "1")
+    base = ntp_now()
+
+    async def send(ssrc: int, seq: int, key: bool, rid: str, marker: int = 1) -> None:
+        packet = _packet(ssrc, seq, seq * 3000, _vp8(key, seq, seq), rid=rid, marker=marker)
+        layer = layers.of(packet)
+        assert layer is not None
+        layer.note(packet, time.monotonic())
+        await track.forward(packet, base + seq * SECOND // 30, 0)
+
+    await send(20, 1, True, "f")
+    await send(10, 1, True, "l")  # an old keyframe of the low layer, not cached
+    await send(20, 2, False, "f", marker=0)  # a frame under way...
+    low = layers.layers[0]
+    await track.want(low, drop_current=True)
+    assert asked[-1] == 10  # its keyframe asked for
+    await send(20, 3, False, "f")  # ... ends
+    await send(20, 4, False, "f")  # the next frame of the full layer: not sent
+    await send(20, 5, False, "f")
+    await send(10, 6, True, "l")  # the low layer's keyframe
+    await send(10, 7, False, "l")
+    sent = fake.sent
+    assert [p.ssrc == sent[0].ssrc for p in sent] == [True] * 5
+    assert [p.sequence_number - sent[0].sequence_number for p in sent] == [0, 1, 2, 3, 4]
+    assert [p.timestamp for p in sent][2] != [p.timestamp for p in sent][3]
+    assert track.layer is low and track.switches == 1
+
+    # without the hurry (or going up) the layer being sent goes on until the keyframe
+    layers.layers[1].keyframes.packets = []
+    await track.want(layers.layers[1])
+    await send(10, 8, False, "l")
+    await send(20, 9, False, "f")
+    assert len(fake.sent) == 6 and track.layer is low
+
+
 async def test_a_probe_sends_padding_on_the_retransmission_stream() -> None:
     numbers = iter(range(7, 100))
     fake = FakeWire(rtx=(0xABCD, 97), next_rtx_number=lambda: next(numbers))
