@@ -828,23 +828,17 @@ def _seams() -> list[Seam]:
             ("self", "data"),
             used_in=(_fn(aiortc.rtcdtlstransport.RTCDtlsTransport, "_recv_next"),),
         ),
-        Seam(
-            "aiortc.rtcpeerconnection.CODECS",
-            aiortc.rtcpeerconnection,
-            "CODECS",
-            used_in=(
-                _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "createOffer"),
-                _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "setRemoteDescription"),
-            ),
-        ),
-        Seam(
-            "aiortc.rtcpeerconnection.HEADER_EXTENSIONS",
-            aiortc.rtcpeerconnection,
-            "HEADER_EXTENSIONS",
-            used_in=(
-                _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "createOffer"),
-                _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "setRemoteDescription"),
-            ),
+        *(
+            Seam(
+                f"aiortc.rtcpeerconnection.{name}",
+                aiortc.rtcpeerconnection,
+                name,
+                used_in=(
+                    _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "createOffer"),
+                    _fn(aiortc.rtcpeerconnection.RTCPeerConnection, "setRemoteDescription"),
+                ),
+            )
+            for name in ("CODECS", "HEADER_EXTENSIONS")  # offer_transport_wide_cc() stands in
         ),
         Seam(
             "HeaderExtensionsMap.set (transport_sequence_number)",

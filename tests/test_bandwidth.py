@@ -53,11 +53,8 @@ async def _remb(receivers: list[Any], bps: int) -> None:
             await seams.send_remb(receiver, bps, ssrcs)
 
 
-async def test_the_publisher_gets_its_subscribers_smallest_remb_or_the_ceiling() -> None:
-    announce_addresses(["127.0.0.1"])
-    relay = Relay(max_video_kbps=900)
-    room = relay.room("c" * 32)
-
+def _publisher() -> tuple[RTCPeerConnection, list[int]]:
+    """An aiortc publisher of video and audio, and the REMBs its video sender receives."""
     publisher = create_peer_connection()
     video = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
     publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")
@@ -71,6 +68,15 @@ async def test_the_publisher_gets_its_subscribers_smallest_remb_or_the_ceiling()
         await handle_rtcp(packet)
 
     video.sender._handle_rtcp_packet = spy_rtcp  # type: ignore[method-assign]
+    return publisher, rembs
+
+
+async def test_the_publisher_gets_its_subscribers_smallest_remb_or_the_ceiling() -> None:
+    announce_addresses(["127.0.0.1"])
+    relay = Relay(max_video_kbps=900)
+    room = relay.room("c" * 32)
+
+    publisher, rembs = _publisher()
     await publisher.setLocalDescription(await publisher.createOffer())
     answer = await room.publish("judge1", publisher.localDescription.sdp)
     await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
@@ -133,19 +139,7 @@ async def test_a_subscriber_sending_transport_feedback_gets_the_relays_own_estim
     announce_addresses(["127.0.0.1"])
     relay = Relay(max_video_kbps=900)
     room = relay.room("d" * 32)
-    publisher = create_peer_connection()
-    video = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
-    publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")
-    rembs: list[int] = []
-    handle_rtcp = video.sender._handle_rtcp_packet
-
-    async def spy_rtcp(packet: Any) -> None:
-        remb = seams.remb_of(packet)
-        if remb is not None:
-            rembs.append(remb[0])
-        await handle_rtcp(packet)
-
-    video.sender._handle_rtcp_packet = spy_rtcp  # type: ignore[method-assign]
+    publisher, rembs = _publisher()
     with seams.transport_wide_cc():  # as a browser offers it
         await publisher.setLocalDescription(await publisher.createOffer())
     assert TRANSPORT_CC in publisher.localDescription.sdp

@@ -237,13 +237,19 @@ def test_picture_ids_go_on_across_a_change_of_layer() -> None:
     assert (late[2] & 0x7F) << 8 | late[3] == 302
 
 
-async def test_a_subscriber_copy_sends_its_wanted_layer_and_switches_on_its_keyframe() -> None:
+async def _layered_copy() -> tuple[Layers, list[int], ForwardTrack, FakeWire]:
+    """A subscriber's copy of a two-layer VP8 track, sending; the keyframes it asks for."""
     layers, _ = _layers()
     asked: list[int] = []
     track = ForwardTrack("video", "vp8", 90000, _asks(asked, 0))
     track.layered(layers, LayerChoice())
     fake = FakeWire()
     await track.start_sending(fake.wire, 100, "1")
+    return layers, asked, track, fake
+
+
+async def test_a_subscriber_copy_sends_its_wanted_layer_and_switches_on_its_keyframe() -> None:
+    layers, asked, track, fake = await _layered_copy()
     base = ntp_now()  # a cached keyframe is recent by the relay's clock
 
     async def send(ssrc: int, seq: int, key: bool, rid: str, at: int) -> None:
@@ -281,12 +287,7 @@ async def test_going_down_in_a_hurry_stops_the_old_layer_at_its_frame_end_until_
     """A link that cannot carry the layer being sent: its packets stop at the end of the
     frame under way (so audio behind it gets through) until the lower layer's keyframe;
     the numbers the subscriber sees have no gap."""
-    layers, _ = _layers()
-    asked: list[int] = []
-    track = ForwardTrack("video", "vp8", 90000, _asks(asked, 0))
-    track.layered(layers, LayerChoice())
-    fake = FakeWire()
-    await track.start_sending(fake.wire, 100, "1")
+    layers, asked, track, fake = await _layered_copy()
     base = ntp_now()
 
     async def send(ssrc: int, seq: int, key: bool, rid: str, marker: int = 1) -> None:
