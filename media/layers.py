@@ -248,6 +248,25 @@ class LayerChoice:
         self.padding_bps = max(0, int(wanted_total) - fit.bps(now))
         return fit
 
+    def hurried(
+        self,
+        chosen: Layer | None,
+        sending: Layer | None,
+        budget_bps: int | None,
+        now: float,
+        lossy: bool,
+    ) -> bool:
+        """Whether going from ``sending`` to ``chosen`` is going down because the link
+        cannot carry what is sent (it overflows, or the estimate is under ``SHORT`` of its
+        rate): then the layer being sent stops now, not at the new layer's keyframe."""
+        return (
+            chosen is not None
+            and sending is not None
+            and chosen.index < sending.index
+            and budget_bps is not None
+            and (lossy or budget_bps < self.SHORT * sending.bps(now))
+        )
+
 
 class RecordedStream:
     """The best layer the publisher sends, as one continuous stream of packets for the

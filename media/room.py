@@ -320,15 +320,7 @@ class Room:
                     "probe started" if choice.probes != probes else "probe ended: congestion",
                     budget // 1000 if budget is not None else "-",
                 )
-            sending = forward.layer
-            # going down because the link cannot carry what is sent: stop sending it now
-            hurry = (
-                chosen is not None
-                and sending is not None
-                and chosen.index < sending.index
-                and budget is not None
-                and (congested or budget < LayerChoice.SHORT * sending.bps(now))
-            )
+            hurry = choice.hurried(chosen, forward.layer, budget, now, congested)
             await forward.want(chosen, drop_current=hurry)
             forward.pad(choice.padding_bps)
 

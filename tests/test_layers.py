@@ -430,3 +430,16 @@ def test_a_copy_is_congested_by_recent_loss_or_a_queues_round_trip() -> None:
     assert track.congested(100.0) and not track.congested(105.0)  # old news after 5 s
     track.loss, track.rtt = (0.0, 99.0), (0.6, 99.0)
     assert track.congested(100.0)
+
+
+def test_going_down_is_hurried_only_when_the_link_cannot_carry_the_layer_being_sent() -> None:
+    layers, _ = _layers()
+    now = time.monotonic()
+    low, full = layers.layers
+    full.bps = lambda now: 700_000  # type: ignore[method-assign]
+    choice = LayerChoice()
+    assert choice.hurried(low, full, 300_000, now, lossy=False)  # under half its rate
+    assert choice.hurried(low, full, 500_000, now, lossy=True)  # overflowing
+    assert not choice.hurried(low, full, 500_000, now, lossy=False)  # a shortfall: wait
+    assert not choice.hurried(full, low, 300_000, now, lossy=True)  # going up
+    assert not choice.hurried(low, full, None, now, lossy=True)  # no estimate
