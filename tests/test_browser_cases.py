@@ -172,6 +172,11 @@ def test_case_from_letter_to_followup_through_the_pages(
 
     # materials from the scanner: several files at once, each shown with its SHA-256
     png, pdf = _png(), _pdf()
+    # the file field speaks Chinese whatever the browser's language (files.js)
+    picker = clerk.locator("label.file-picker:has(#upload-files)")
+    expect(picker.locator(".file-button")).to_have_text("选择文件…")
+    expect(picker.locator(".file-chosen")).to_have_text("未选择文件")
+    assert clerk.eval_on_selector("#upload-files", "e => getComputedStyle(e).opacity") == "0"
     clerk.set_input_files(
         "#upload-files",
         [
@@ -179,8 +184,10 @@ def test_case_from_letter_to_followup_through_the_pages(
             {"name": "判决书.pdf", "mimeType": "application/pdf", "buffer": pdf},
         ],
     )
+    expect(picker.locator(".file-chosen")).to_have_text("已选择 2 个文件")
     clerk.click("#upload-submit")
     expect(clerk.locator("#upload-msg")).to_contain_text("已上传 2 个文件", timeout=15_000)
+    expect(picker.locator(".file-chosen")).to_have_text("未选择文件")  # emptied for the next
     rows = clerk.locator("#upload-rows")
     expect(rows).to_contain_text(hashlib.sha256(png).hexdigest())
     expect(rows).to_contain_text(hashlib.sha256(pdf).hexdigest())

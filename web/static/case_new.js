@@ -208,6 +208,7 @@
       }
     }
     input.value = "";
+    input.dispatchEvent(new Event("vr-cleared"));
     if (failed.length) VR.say(out, "未上传：" + failed.join("；"), "error");
     else VR.say(out, `已上传 ${files.length} 个文件`, "ok");
   });
