@@ -26,7 +26,9 @@ ratio (baseline/relay), subscriber_fps_min, first_frame_ms_p50/p95 (subscribe re
 first video frame, publishers already running), relay_latency_ms_p50/p99 (an RTP packet
 handed to the relay's forwarding → sent, SRTP-protected, to each subscriber), max_rss_mb
 (relay process), baseline_max_rss_mb, relay_cpu_pct_per_visit (relay_cpu_pct / visits; a
-fan-out is one visit), scenario, visits, fanout, seconds; with ``--baseline janus`` also
+fan-out is one visit), idle_rss_mb (the relay process up, nothing published),
+relay_mb_per_visit (its resident memory with every visit running, less idle_rss_mb, divided
+by visits; the target is ≤ 10), scenario, visits, fanout, seconds; with ``--baseline janus`` also
 janus_cpu_pct, janus_max_rss_mb (Janus process), janus_subscriber_fps_min,
 janus_first_frame_ms_p95 and ratio_janus (relay_cpu_pct / janus_cpu_pct; lower is better,
 ≤ 1.0 is the target).
@@ -397,6 +399,7 @@ async def run_load(
             await backend.subscribe(room, who, sub)
             subscribers.append(sub)
 
+        idle_rss = proc_rss_mb(pid, "VmRSS")  # the relay up, nothing published yet
         if fanout:
             await publish("v0", "pub")
         else:
@@ -415,6 +418,7 @@ async def run_load(
         cpu0, t0 = proc_cpu(pid), time.monotonic()
         await asyncio.sleep(seconds)
         cpu1, t1 = proc_cpu(pid), time.monotonic()
+        loaded_rss = proc_rss_mb(pid, "VmRSS")  # every visit still running
         latencies = await backend.latencies()
         await backend.finish()
 
@@ -432,6 +436,8 @@ async def run_load(
         "latencies_ms": [x * 1000 for x in latencies],
         "keyframes_on_request": sum(v.keys_sent for v in videos),
         "max_rss_mb": proc_rss_mb(pid),
+        "idle_rss_mb": idle_rss,
+        "loaded_rss_mb": loaded_rss,
         "never_started": len(subscribers) - len(first),
     }
 
@@ -677,9 +683,10 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def proc_rss_mb(pid: int) -> float:
+def proc_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """A process's peak (VmHWM) or current (VmRSS) resident memory, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -767,6 +774,10 @@ def main() -> None:
         "subscribers_without_video": relay["never_started"],
         "max_rss_mb": round(relay["max_rss_mb"], 1),
         "relay_cpu_pct_per_visit": round(relay["cpu_pct"] / args.visits, 2),
+        "idle_rss_mb": round(relay["idle_rss_mb"], 1),
+        "relay_mb_per_visit": round(
+            (relay["loaded_rss_mb"] - relay["idle_rss_mb"]) / args.visits, 2
+        ),
         "scenario": "fanout" if args.fanout else "two-party",
         "visits": 0 if args.fanout else args.visits,
         "fanout": args.fanout,
