@@ -75,10 +75,14 @@ async def _seed_demo(settings: Settings) -> None:
                 print("数据库已有数据，未创建演示数据 (database not empty: demo data skipped)")
                 return
             accounts = await create_demo_data(db, settings.password_min_length)
-        print("\n演示账户（密码只显示这一次） / demo accounts (passwords shown once):")
-        for account in accounts:
-            print(f"  {account.role.value:<10} {account.username:<10} {account.password}")
-        print()
+        # one write: a log line of another thread cannot land inside the table
+        rows = [f"  {a.role.value:<10} {a.username:<10} {a.password}" for a in accounts]
+        sys.stdout.write(
+            "\n演示账户（密码只显示这一次） / demo accounts (passwords shown once):\n"
+            + "".join(row + "\n" for row in rows)
+            + "\n"
+        )
+        sys.stdout.flush()
     finally:
         await engine.dispose()
 
