@@ -23,9 +23,11 @@ send-side estimator is, without the delay gradient: down to ``BACK_OFF`` of what
 delivers when it overflows or more than ``HIGH_LOSS`` is lost; up by ``GROWTH_PER_S`` a second
 while it does not and under ``LOW_LOSS`` is lost, never past ``1.5 x`` what is received
 (padding probes, media/layers.py, raise what is received; in the first ``STARTING_S``, before
-any back-off, straight to that); held otherwise. For ``LOSS_WINDOW_S`` after a back-off only
-what was lost since counts. Retransmissions to the subscriber keep to ``RESEND_SHARE`` of the
-estimate (:meth:`TransportFeedback.may_retransmit`).
+any back-off, straight to that); held otherwise, and while a queue over ``CALM_MS`` stands
+(:attr:`TransportFeedback.queued`: the link carries no more than it is given; a padding
+probe ends there, before the queue holds audio back or overflows). For ``LOSS_WINDOW_S``
+after a back-off only what was lost since counts. Retransmissions to the subscriber keep to
+``RESEND_SHARE`` of the estimate (:meth:`TransportFeedback.may_retransmit`).
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def feedback_of(data: bytes) -> list[bytes]:
 class TransportFeedback:
     """One subscriber connection's transport-wide numbering and the estimate its feedback
     gives (module docstring). ``on_estimate(bps, loss)`` is told about once a second, and
-    at once when the estimate falls or the loss crosses ``LOW_LOSS``."""
+    at once when the estimate falls, the loss crosses ``LOW_LOSS`` or a queue comes or goes."""
 
     def __init__(
         self,
@@ -177,6 +179,7 @@ class TransportFeedback:
         self.queue_ms = 0.0
         self.received_bps = 0
         self.stretch = 1.0  # arrival span / send span of the last WINDOW_MS
+        self.queued = False  # a queue over CALM_MS stands: the link carries no more
         self.feedbacks = 0
         self.sent_bytes = 0
         self._sent_mark = (0.0, 0)  # (when, sent_bytes) at the previous back-off log
@@ -196,6 +199,7 @@ class TransportFeedback:
         self._reported_bps: int | None = None
         self._reported_at = -1e9
         self._reported_lossy = False
+        self._reported_queued = False
         self._queues: deque[tuple[float, float]] = deque()  # (when, queue ms)
         self._resend_credit = 0.0  # bytes
         self._lost_since = self._reported_since = 0  # since the last back-off
@@ -330,6 +334,7 @@ class TransportFeedback:
         queues.append((now, self.queue_ms))
         while now - queues[0][0] > 1.0:
             queues.popleft()
+        self.queued = self.queue_ms > CALM_MS
         rising = self.queue_ms > DEEP_MS and self.queue_ms - queues[0][1] > RISING_MS
         overflowing = self.queue_ms > CALM_MS and (self.stretch > STRETCH or rising)
         # after a back-off only what was lost since counts (the window still holds what
@@ -358,7 +363,7 @@ class TransportFeedback:
                     (self.sent_bytes - sent) * 8 // max(1, int((now - at) * 1000)),
                     self.resends_refused,
                 )
-        elif self.loss < LOW_LOSS and not overflowing:
+        elif self.loss < LOW_LOSS and not self.queued:
             grown = int(estimate * GROWTH_PER_S ** min(1.0, now - self._updated))
             ceiling = int(1.5 * self.received_bps) + 10_000
             if not self.back_offs and now - self._first < STARTING_S:
@@ -371,9 +376,11 @@ class TransportFeedback:
             self._reported_bps is None
             or estimate < self._reported_bps
             or lossy != self._reported_lossy
+            or self.queued != self._reported_queued
             or now - self._reported_at >= REPORT_EVERY_S
         ):
             self._reported_bps, self._reported_at, self._reported_lossy = estimate, now, lossy
+            self._reported_queued = self.queued
             await self.on_estimate(estimate, self.loss)
 
     @staticmethod

@@ -479,6 +479,11 @@ class ForwardTrack(MediaStreamTrack):
             rtt is not None and now - rtt[1] <= REPORT_MAX_AGE_S and rtt[0] >= QUEUED_RTT_S
         )
 
+    def queued(self) -> bool:
+        """The subscriber's transport-cc feedback shows a queue standing on its link: it
+        is given all it carries (a padding probe ends there)."""
+        return self._transport_estimates and self.transport is not None and self.transport.queued
+
     def layered(self, layers: Layers, choice: LayerChoice) -> None:
         """Make this the copy of a simulcast track (before it starts sending), its layer
         chosen by ``choice``."""

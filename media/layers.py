@@ -143,9 +143,12 @@ class LayerChoice:
     layer's bitrate, so the estimate grows if the link carries it; the layer goes up once it
     fits. A probe starts only once the estimate has not fallen for ``STEADY_S`` (not while a
     thin link still holds it down). An estimate falling more than ``FALL`` from the probe's
-    highest is congestion, and one not growing for ``STALL_S`` a link that carries no more:
-    the padding stops, and the next probe waits twice as long, up to ``max_wait_s``. Only
-    padding is ever at stake."""
+    highest is congestion, as is a queue standing on the link (transport-cc feedback shows
+    it at once, before the link overflows), and one not growing for ``STALL_S`` a link that
+    carries no more:
+    the padding stops, and the next probe waits twice as long, up to ``max_wait_s`` (up to
+    ``QUEUED_WAIT_MAX_S`` when a queue ended it: nothing was lost, and the link may have
+    grown since). Only padding is ever at stake."""
 
     FALL = 0.1
     KEEP = 0.8
@@ -155,6 +158,7 @@ class LayerChoice:
     STEADY_S = 3.0  # a probe starts only after this long without the estimate falling
     STALL_S = 5.0  # ... and ends when the estimate has not grown by RISE for this long
     RISE = 0.03
+    QUEUED_WAIT_MAX_S = 8.0  # the longest wait after probes that a standing queue ended
 
     def __init__(self, first_try_s: float = 4.0, max_wait_s: float = 120.0) -> None:
         self.first_try_s = first_try_s
@@ -179,10 +183,13 @@ class LayerChoice:
         now: float,
         current: Layer | None = None,
         lossy: bool = True,
+        queued: bool = False,
     ) -> Layer | None:
         """The layer for now (``padding_bps`` says what to probe with); ``current``: the
         one wanted until now; ``lossy``: the subscriber's reports show its link
-        overflowing lately (packets lost, or a queue's round trip)."""
+        overflowing lately (packets lost, or a queue's round trip); ``queued``: its
+        transport-cc feedback shows a queue standing (a probe under way ends: it fills the
+        link)."""
         self.padding_bps = 0
         if budget_bps is not None:
             if self._last_budget is not None and budget_bps < (1 - self.RISE) * self._last_budget:
@@ -217,14 +224,17 @@ class LayerChoice:
             self.probe = self.next_try = None
             return fit
         if probe is not None:
-            congested = budget_bps < (1 - self.FALL) * self.probe_peak
+            fell = budget_bps < (1 - self.FALL) * self.probe_peak
+            congested = queued or fell
             if congested or now - self._grew_at > self.STALL_S:
                 self.probe = None  # congestion, or a link that carries no more
                 if congested:
                     self.failed += 1
                 else:
                     self.stalled += 1
-                self.wait_s = min(self.max_wait_s, self.wait_s * 2)
+                # a probe stopped by a queue cost the link nothing: the next one comes sooner
+                longest = self.max_wait_s if fell or not queued else self.QUEUED_WAIT_MAX_S
+                self.wait_s = min(longest, max(self.wait_s, self.wait_s * 2))
                 self.next_try = now + self.wait_s
                 return fit
             if budget_bps >= (1 + self.RISE) * self.probe_peak:

@@ -302,7 +302,7 @@ class Room:
                 continue
             before, probes, failed = forward.wanted, choice.probes, choice.failed
             congested = forward.congested(now)
-            chosen = choice.pick(layers, budget, now, before, congested)
+            chosen = choice.pick(layers, budget, now, before, congested, forward.queued())
             if chosen is not before and chosen is not None:
                 log.info(
                     "visit %s: %s gets layer %s of %s (estimate %s kbit/s)",
