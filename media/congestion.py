@@ -20,14 +20,16 @@ numbers arrived and when, about every 50–100 ms. From that the relay knows, pe
 
 The estimate (:attr:`TransportFeedback.estimate_bps`) is driven by those as a browser's
 send-side estimator is, without the delay gradient: down to ``BACK_OFF`` of what the link
-delivers when it overflows or more than ``HIGH_LOSS`` is lost; up by ``GROWTH_PER_S`` a second
-while it does not and under ``LOW_LOSS`` is lost, never past ``1.5 x`` what is received
-(padding probes, media/layers.py, raise what is received; in the first ``STARTING_S``, before
-any back-off, straight to that); held otherwise, and while a queue over ``CALM_MS`` stands
-(:attr:`TransportFeedback.queued`: the link carries no more than it is given; a padding
-probe ends there, before the queue holds audio back or overflows). For ``LOSS_WINDOW_S``
-after a back-off only what was lost since counts. Retransmissions to the subscriber keep to
-``RESEND_SHARE`` of the estimate (:meth:`TransportFeedback.may_retransmit`).
+delivers when it overflows (over the last ``RECENT_RATE_MS``: the half second before still
+holds what arrived before a cap began) or more than ``HIGH_LOSS`` is lost; up by
+``GROWTH_PER_S`` a second while it does not and under ``LOW_LOSS`` is lost, never past
+``1.5 x`` what is received (padding probes, media/layers.py, raise what is received; in the
+first ``STARTING_S``, before any back-off, straight to that); held otherwise, and while a
+queue over ``CALM_MS`` stands (:attr:`TransportFeedback.queued`: the link carries no more
+than it is given; a padding probe ends there, before the queue holds audio back or
+overflows). For ``LOSS_WINDOW_S`` after a back-off only what was lost since counts.
+Retransmissions to the subscriber keep to ``RESEND_SHARE`` of the estimate
+(:meth:`TransportFeedback.may_retransmit`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ HIGH_LOSS = 0.10
 LOW_LOSS = 0.02
 LOSS_WINDOW_S = 2.0  # a few hundred packets: 5 % random loss seldom looks like 10 %
 RATE_WINDOW_MS = 500.0
+# what arrived in this long: the rate a link just found overflowing delivers (the longer
+# window still holds what it delivered before a cap began)
+RECENT_RATE_MS = 200.0
 BACK_OFF = 0.85
 BACK_OFF_GAP_S = 0.3  # a queue takes a while to drain after a back-off
 GROWTH_PER_S = 1.12
@@ -178,6 +183,7 @@ class TransportFeedback:
         self.loss = 0.0
         self.queue_ms = 0.0
         self.received_bps = 0
+        self.recent_bps = 0  # received over the last RECENT_RATE_MS
         self.stretch = 1.0  # arrival span / send span of the last WINDOW_MS
         self.queued = False  # a queue over CALM_MS stands: the link carries no more
         self.feedbacks = 0
@@ -318,6 +324,11 @@ class TransportFeedback:
             if newest - start >= RATE_WINDOW_MS / 5:  # bytes after the first, over the span
                 carried = sum(size for _, size in latest) - min(latest)[1]
                 self.received_bps = int(carried * 8000 / (newest - start))
+            last = [(a, size) for a, size in latest if a >= newest - RECENT_RATE_MS]
+            start = min(a for a, _ in last)
+            if newest - start >= RECENT_RATE_MS / 2:
+                carried = sum(size for _, size in last) - min(last)[1]
+                self.recent_bps = int(carried * 8000 / (newest - start))
             if len(arrivals) >= MIN_WINDOW_PACKETS:
                 sent = [t for _, t, _ in arrivals]
                 self.stretch = (newest - first) / max(1.0, max(sent) - min(sent))
@@ -345,7 +356,10 @@ class TransportFeedback:
             recent_loss = max(0, self._lost_since) / self._reported_since if enough else 0.0
         if overflowing or recent_loss > HIGH_LOSS:
             if now - self._backed_off >= BACK_OFF_GAP_S:
-                estimate = min(estimate, int(BACK_OFF * self.received_bps))
+                delivered = self.received_bps
+                if overflowing and self.recent_bps:
+                    delivered = min(delivered, self.recent_bps)  # what the full link delivers
+                estimate = min(estimate, int(BACK_OFF * delivered))
                 self._backed_off = now
                 self.back_offs += 1
                 self._lost_since = self._reported_since = 0

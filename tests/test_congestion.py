@@ -151,6 +151,17 @@ async def test_a_thin_link_brings_the_estimate_under_what_it_carries_within_a_se
     assert bed.feedback.back_offs >= 1
 
 
+async def test_the_first_back_off_on_a_capped_link_lands_under_what_it_carries() -> None:
+    """The rate received over the last half second still holds what arrived before the
+    cap: backing off from it left the estimate above the link, the full layer on."""
+    bed = Bed()
+    await bed.run(Link(), 5, bps=700_000)
+    await bed.run(Link(rate_bps=300_000), 0.4, bps=700_000)
+    assert bed.feedback.back_offs == 1
+    assert bed.feedback.estimate_bps is not None
+    assert 0.7 * 300_000 <= bed.feedback.estimate_bps <= 300_000
+
+
 async def test_jitter_never_brings_the_estimate_down() -> None:
     bed = Bed()
     await bed.run(Link(), 4, bps=600_000)
