@@ -24,8 +24,10 @@ freeze_count and freezes_s (Chromium's own freeze detection), sender_cpu_limited
 sender_bandwidth_limited_pct (share of the window the sending browser's encoder held back its
 picture for its CPU or for its bandwidth estimate: which of the two made a 240p); the outage
 adds recovery_s (network back → first frame decoded again) per side. Each condition also
-holds ``clean``, its clean reference run. Top-level: window_s, outage_s, load_avg (1 min,
-at the end).
+holds ``clean``, its clean reference run, and ``picture_back_s``: once the condition ended,
+the seconds until both sides received the first clean run's frame height again (within 2.5
+s; null: not within ``PICTURE_BACK_MAX_S``), the next clean run starting only then.
+Top-level: window_s, outage_s, load_avg (1 min, at the end).
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ CONDITIONS: dict[str, tuple[Impairment, Impairment]] = {  # (down, up) of the pe
     "loss_5": (Impairment(loss=0.05), Impairment(loss=0.05)),
 }
 ORDER = ("downlink_300k", "jitter_50_30", "loss_5", "outage_10s")
+
+
+PICTURE_BACK_MAX_S = 90.0
 
 
 def log(msg: str) -> None:
@@ -106,9 +111,12 @@ def main() -> None:
     with network_visit() as bed:
         if args.warmup:
             bed.measure(args.warmup)
+        heights: dict[str, int] = {}  # the first clean run's picture, per side
         for name in chosen:
             clean = figures(bed.measure(args.window))
             log(f"clean: {json.dumps(clean)}")
+            if not heights:
+                heights = {side: int(clean[side]["frame_height"]) for side in clean}
             result.setdefault("clean", clean)
             if name == "outage_10s":
                 measured = outage_run(bed, args.outage, args.window)
@@ -120,8 +128,12 @@ def main() -> None:
                 finally:
                     bed.link.both(CLEAN)
                 bed.wait_for_video()
-            log(f"{name}: {json.dumps(measured)}")
-            result[name] = {**measured, "clean": clean}
+            # the next clean run starts from the first one's picture: how long that took
+            since = time.monotonic()
+            back = bed.wait_for_picture(heights, timeout=PICTURE_BACK_MAX_S)
+            back_s = round(time.monotonic() - since, 1) if back else None
+            log(f"{name}: {json.dumps(measured)}; picture back after {back_s} s")
+            result[name] = {**measured, "clean": clean, "picture_back_s": back_s}
     result["window_s"] = args.window
     result["outage_s"] = args.outage
     result["load_avg"] = round(os.getloadavg()[0], 2)
