@@ -195,6 +195,7 @@ class TransportFeedback:
         self._sent_at = array("d", [0.0]) * HISTORY  # ms
         self._sizes = array("l", [0]) * HISTORY
         self._state = bytearray(HISTORY)  # 0: not reported, 1: received, 2: lost
+        self._new_stream = bytearray(HISTORY)  # 1: of a stream just begun (see take)
         self._losses: deque[tuple[float, int, int]] = deque()  # (when, lost, received)
         self._delays: deque[tuple[float, float]] = deque()  # (when, smallest of a feedback)
         self._bases: deque[tuple[float, float]] = deque()  # (second, smallest in it)
@@ -212,8 +213,11 @@ class TransportFeedback:
         self._resend_at: float | None = None
         self.resends_refused = 0
 
-    def take(self, size: int) -> int:
-        """The number of the next packet sent (``size`` bytes, now)."""
+    def take(self, size: int, new_stream: bool = False) -> int:
+        """The number of the next packet sent (``size`` bytes, now). ``new_stream``: the
+        packet is of a stream in its first ``START_GRACE_S`` on this connection (a track
+        added by renegotiation): a loss of it is no loss of the link (the browser drops
+        what comes before it has set the stream up, and its feedback reports those lost)."""
         number = self._next
         self._next = (number + 1) & 0xFFFF
         i = number & (HISTORY - 1)
@@ -221,6 +225,7 @@ class TransportFeedback:
         self._sent_at[i] = self.clock() * 1000.0
         self._sizes[i] = size
         self._state[i] = 0
+        self._new_stream[i] = new_stream
         self.sent_bytes += size
         return number
 
@@ -262,6 +267,7 @@ class TransportFeedback:
         lost = received = 0
         smallest: float | None = None
         numbers, sent_at, sizes, state = self._numbers, self._sent_at, self._sizes, self._state
+        new_stream = self._new_stream
         starting = now - self._first < START_GRACE_S
         for offset, arrival in enumerate(arrivals):
             number = (base + offset) & 0xFFFF
@@ -269,7 +275,7 @@ class TransportFeedback:
             if numbers[i] != number:
                 continue  # not sent by this side, or long forgotten
             if arrival is None:
-                if starting:
+                if starting or new_stream[i]:
                     numbers[i] = -1
                 elif state[i] == 0:
                     state[i] = 2

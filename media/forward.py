@@ -32,7 +32,7 @@ from aiortc.rtp import RtpPacket, unwrap_rtx
 
 from media import seams
 from media.bandwidth import REPORT_MAX_AGE_S, BandwidthReport
-from media.congestion import TransportFeedback
+from media.congestion import START_GRACE_S, TransportFeedback
 from media.encoded import KeyframeRequest
 
 if TYPE_CHECKING:
@@ -320,6 +320,7 @@ class ForwardTrack(MediaStreamTrack):
         self.loss: tuple[float, float] | None = None
         self.rtt: tuple[float, float] | None = None  # seconds, and when (monotonic)
         self.started: float | None = None  # monotonic seconds it began sending
+        self._new_stream = False  # in its first START_GRACE_S of sending
         self.on_bandwidth: Callable[[], Awaitable[None]] | None = None
         self._video = kind == "video"
         self._ended = asyncio.Event()
@@ -453,12 +454,18 @@ class ForwardTrack(MediaStreamTrack):
         self._leveled_header = RtpHeader.of(wire, mid, with_audio_level=True)
         self._wire = wire
         self.started = time.monotonic()
+        # losses of its first packets are the browser's, not the link's (TransportFeedback.take)
+        self._new_stream = True
+        asyncio.get_running_loop().call_later(START_GRACE_S, self._settled)
         if self.keyframes is not None:
             ntp = ntp_now()
             for packet in self.keyframes.recent(ntp):
                 await self.forward(packet, ntp, (ntp >> 14) & 0x00FFFFFF)
         if self._video and self._rebase.source is None:
             self.ask_keyframe()
+
+    def _settled(self) -> None:
+        self._new_stream = False
 
     def end(self) -> None:
         """The published track ended (or the subscriber left)."""
@@ -533,7 +540,7 @@ class ForwardTrack(MediaStreamTrack):
                     packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
                     transport = self.transport if self._header.transport_number else None
                     if transport is not None:
-                        number = transport.take(12 + 16 + self.PAD_SIZE)
+                        number = transport.take(12 + 16 + self.PAD_SIZE, self._new_stream)
                         packet.extensions.transport_sequence_number = number
                     packet.padding_size = self.PAD_SIZE
                     try:
@@ -629,7 +636,7 @@ class ForwardTrack(MediaStreamTrack):
         at = header.transport_number
         transport = self.transport if at else None
         if transport is not None:
-            number = transport.take(len(buf))
+            number = transport.take(len(buf), self._new_stream)
             pack_into("!H", buf, at, number)
         data = bytes(buf)
         wire.history[sequence_number % wire.history_size] = data

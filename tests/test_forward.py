@@ -20,7 +20,7 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket, is_rtcp
 
 from media import seams
-from media.congestion import TransportFeedback
+from media.congestion import TransportFeedback, pack_feedback
 from media.encoded import KeyframeRequest, tap_receiver
 from media.forward import (
     ForwardTrack,
@@ -488,3 +488,38 @@ async def test_packets_and_padding_to_a_subscriber_carry_one_transport_wide_sequ
     assert video._retransmittable([1, 2, 3], 10.0) == [1, 2, 3]
     assert video._retransmittable([2, 4], 10.05) == [4]
     assert video._retransmittable([2, 4], 10.05 + ForwardTrack.RESEND_GAP_S) == [2, 4]
+
+
+async def test_losses_of_a_track_just_added_to_a_connection_are_not_the_links() -> None:
+    """A track added by renegotiation: the browser drops its first packets until it has set
+    the stream up, and its transport-cc feedback reports them lost. Counted, they brought a
+    judge's estimate down to 38 kbit/s (and 网络较差) each time the petitioner rejoined."""
+    now = [0.0]
+    transport = TransportFeedback(clock=lambda: now[0])
+    fake = FakeWire(_negotiated(MID, ABS_SEND_TIME, seams.TRANSPORT_CC_URI))
+    flowing = ForwardTrack("audio", "opus", 48000, _never_asked, transport=transport)
+    await flowing.start_sending(fake.wire, 111, "0")
+    await flowing.forward(_packet(9, 1, 960, b"\x01"), SECOND, 0)
+    await transport.feedback(pack_feedback(0, [0.0]))
+    now[0] = 5.0  # the connection's first seconds are over
+    flowing._settled()  # as its timer does START_GRACE_S after it began
+    added = ForwardTrack("audio", "opus", 48000, _never_asked, transport=transport)
+    await added.start_sending(fake.wire, 111, "1")
+
+    async def both_lose_the_added(seq: int) -> None:
+        first = len(fake.sent)
+        await flowing.forward(_packet(9, seq, 960 * seq, b"\x01"), SECOND, 0)
+        await added.forward(_packet(10, seq, 960 * seq, b"\x02"), SECOND, 0)
+        sent = fake.sent[first:]
+        arrivals = [1.0 * seq, None]  # the flowing track's arrives, the added one's not
+        await transport.feedback(
+            pack_feedback(sent[0].extensions.transport_sequence_number, arrivals)
+        )
+
+    for seq in range(2, 12):
+        await both_lose_the_added(seq)
+    assert transport.loss == 0
+    added._settled()
+    for seq in range(12, 22):
+        await both_lose_the_added(seq)
+    assert transport.loss == pytest.approx(10 / 30)  # later losses are the link's again
