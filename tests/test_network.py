@@ -209,6 +209,9 @@ IMPAIRMENTS = {  # (down: host → petitioner, up: petitioner → host)
 }
 
 
+FRESH_REFERENCE = {"loss_5"}  # compared with a clean run taken just before (frame rate)
+
+
 class Conditions:
     """Each condition measured once, on first use, from a clean link with video flowing both
     ways and the first clean run's picture back (at most 90 s; the link is clean again
@@ -222,6 +225,10 @@ class Conditions:
         self.measured: dict[str, dict[str, Received]] = {}
         self.overflow: dict[str, int] = {}  # packets the rate cap dropped during a condition
         self.recovered: dict[str, Recovery] = {}
+        # a clean run right before the condition: the machine's load then (CPU-bound frame
+        # rates vary with it; in a full suite run 21 fps under loss against 30 clean at the
+        # module's start was the machine, and 29 against 30 when run alone)
+        self.clean_before: dict[str, dict[str, Received]] = {}
 
     def get(self, name: str) -> dict[str, Received]:
         if "clean" not in self.measured:
@@ -231,6 +238,8 @@ class Conditions:
             # has its own test), and the next condition is not about that
             clean = self.measured["clean"]
             self.bed.wait_for_picture({side: got.frame_height for side, got in clean.items()})
+            if name in FRESH_REFERENCE:
+                self.clean_before[name] = self.bed.measure(WINDOW_S)
             down, up = IMPAIRMENTS[name]
             before = self.bed.link.counters()["down"].overflow
             self.bed.link.set(down=down, up=up)
@@ -254,10 +263,14 @@ def conditions(bed: NetworkVisit) -> Conditions:
     return Conditions(bed)
 
 
-def _healthy_clean(conditions: Conditions, side: str) -> Received:
-    """The clean reference of ``side``, or a skip when it is itself degraded (a machine too
-    busy to encode the full camera): a drop measured from there says nothing."""
+def _healthy_clean(conditions: Conditions, side: str, condition: str | None = None) -> Received:
+    """The clean reference of ``side`` (for a ``condition`` in FRESH_REFERENCE the clean run
+    just before it), or a skip when it is itself degraded (a machine too busy to encode the
+    full camera): a drop measured from there says nothing."""
     clean = conditions.get("clean")[side]
+    if condition is not None and condition in FRESH_REFERENCE:
+        conditions.get(condition)
+        clean = conditions.clean_before[condition][side]
     if clean.frame_height < 480 or clean.fps < 20:
         pytest.skip(f"the clean run was already degraded, nothing to compare with: {clean}")
     return clean
@@ -301,7 +314,7 @@ def test_300k_downlink_keeps_12_fps_and_never_stalls(
 def test_5_percent_loss_keeps_85_percent_of_clean_frame_rate(
     conditions: Conditions, side: str
 ) -> None:
-    clean, got = _healthy_clean(conditions, side), conditions.get("loss_5")[side]
+    clean, got = _healthy_clean(conditions, side, "loss_5"), conditions.get("loss_5")[side]
     assert got.fps >= 0.85 * clean.fps, (got, clean)
 
 
