@@ -321,6 +321,10 @@ class ForwardTrack(MediaStreamTrack):
         self.rtt: tuple[float, float] | None = None  # seconds, and when (monotonic)
         self.started: float | None = None  # monotonic seconds it began sending
         self._new_stream = False  # in its first START_GRACE_S of sending
+        # the keyframe the current source began with: its RTP timestamp and the first and
+        # last numbers it went out with (retransmitted outside the budget)
+        self._key_timestamp: int | None = None
+        self._key_numbers: tuple[int, int] | None = None
         self.on_bandwidth: Callable[[], Awaitable[None]] | None = None
         self._video = kind == "video"
         self._ended = asyncio.Event()
@@ -399,11 +403,15 @@ class ForwardTrack(MediaStreamTrack):
             for number in [n for n, at in resent.items() if now - at > 1.0]:
                 del resent[number]
         kept = []
+        key = self._key_numbers
         for number in lost:
             if now - resent.get(number, -1e9) < self.RESEND_GAP_S:
                 continue
-            if not transport.may_retransmit(now):
-                break
+            # the keyframe a new layer began with, outside the budget: without it the
+            # picture stays frozen until another keyframe is asked for and comes
+            is_key = key is not None and (number - key[0]) & 0xFFFF <= (key[1] - key[0]) & 0xFFFF
+            if not is_key and not transport.may_retransmit(now):
+                continue
             resent[number] = now
             kept.append(number)
         return kept
@@ -586,6 +594,7 @@ class ForwardTrack(MediaStreamTrack):
         if wire is None:
             return
         rebase = self._rebase
+        restarted = False
         if packet.ssrc != rebase.source:
             if self.layers is not None:
                 wanted = self.wanted
@@ -601,6 +610,8 @@ class ForwardTrack(MediaStreamTrack):
             if rebase.source is not None:
                 self.switches += 1
             rebase.restart(packet, ntp)
+            self._key_timestamp, self._key_numbers = None, None
+            restarted = True
             self._dropping = None
             if self._pictures is not None:
                 self._pictures.restart(packet.payload)
@@ -612,6 +623,13 @@ class ForwardTrack(MediaStreamTrack):
         if mapped is None:
             return
         sequence_number, timestamp = mapped
+        if restarted and self._video:
+            self._key_timestamp = timestamp
+        if timestamp == self._key_timestamp:  # the keyframe a source began with
+            if self._key_numbers is None:
+                self._key_numbers = (sequence_number, sequence_number)
+            else:
+                self._key_numbers = (self._key_numbers[0], sequence_number)
         level = packet.extensions.audio_level
         header = self._header if level is None else self._leveled_header
         buf = bytearray(header.template)

@@ -5,6 +5,8 @@ server's side; what each side receives, read from its page's getStats() (the tes
 tests/netbed.py and tests/netimpair.py; needs root, network namespaces and /dev/net/tun).
 
     sudo .venv/bin/python scripts/bench_network.py --window 20 --outage 10
+    VRECEPTION_LOG_LEVEL=DEBUG .venv/bin/python scripts/bench_network.py \
+        --conditions downlink_300k --keep-log /tmp/server.log    (the relay's decisions kept)
 
 Conditions, each measured right after a clean run of the same length in the same visit
 (clean, condition, clean, condition, ...):
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -96,6 +99,9 @@ def main() -> None:
         default=",".join(ORDER),
         help=f"which conditions, comma-separated (of {', '.join(ORDER)})",
     )
+    parser.add_argument(
+        "--keep-log", metavar="PATH", help="copy the server's log there at the end (diagnosis)"
+    )
     args = parser.parse_args()
     chosen = [c.strip() for c in args.conditions.split(",") if c.strip()]
     unknown = sorted(set(chosen) - set(ORDER))
@@ -134,6 +140,8 @@ def main() -> None:
             back_s = round(time.monotonic() - since, 1) if back else None
             log(f"{name}: {json.dumps(measured)}; picture back after {back_s} s")
             result[name] = {**measured, "clean": clean, "picture_back_s": back_s}
+        if args.keep_log:
+            shutil.copyfile(bed.server.log, args.keep_log)
     result["window_s"] = args.window
     result["outage_s"] = args.outage
     result["load_avg"] = round(os.getloadavg()[0], 2)

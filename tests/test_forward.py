@@ -523,3 +523,25 @@ async def test_losses_of_a_track_just_added_to_a_connection_are_not_the_links() 
     for seq in range(12, 22):
         await both_lose_the_added(seq)
     assert transport.loss == pytest.approx(10 / 30)  # later losses are the link's again
+
+
+async def test_the_keyframe_a_source_began_with_is_resent_outside_the_budget() -> None:
+    """On a link just found too thin, the budget refused the retransmissions of the lower
+    layer's first keyframe, and the petitioner's picture stayed frozen for 3 s."""
+    transport = TransportFeedback()
+    fake = FakeWire(_negotiated(MID, ABS_SEND_TIME, seams.TRANSPORT_CC_URI))
+    video = ForwardTrack("video", "vp8", 90000, lambda ssrc=None: None, transport=transport)
+    await video.start_sending(fake.wire, 96, "1")
+    await video.forward(_packet(7, 1, 0, _vp8(True)), ntp_now(), 0)  # a keyframe: 3 packets
+    await video.forward(_packet(7, 2, 0, _vp8(True, start=False)), ntp_now(), 0)
+    await video.forward(_packet(7, 3, 0, _vp8(True, start=False), marker=1), ntp_now(), 0)
+    await video.forward(_packet(7, 4, 3000, _vp8(False), marker=1), ntp_now(), 0)
+    await video.forward(_packet(7, 5, 6000, _vp8(False), marker=1), ntp_now(), 0)
+    key, deltas = fake.sent[:3], fake.sent[3:]
+    transport.estimate_bps = 30_000  # a budget too small for even one retransmission
+    nack = [p.sequence_number for p in fake.sent]
+    assert video._retransmittable(nack, 10.0) == [p.sequence_number for p in key]
+    assert transport.resends_refused == len(deltas)
+    assert video._retransmittable(nack, 10.05) == []  # asked again at once: not yet
+    await video.forward(_packet(8, 1, 0, _vp8(False)), ntp_now(), 0)  # a new source, no key
+    assert video._retransmittable(nack, 11.0) == [p.sequence_number for p in key]
