@@ -220,19 +220,24 @@ async def test_a_queue_standing_on_the_link_is_told_at_once_and_holds_the_estima
     bed = Bed()
     link = Link(rate_bps=300_000)
     await bed.run(link, 11, bps=150_000)  # the lower layer alone, for a while
-    assert not bed.feedback.queued
+
+    def queued() -> bool:
+        return bed.feedback.queued
+
+    assert not queued()
     told = len(bed.estimates)
-    while not bed.feedback.queued:
+    while not queued():
         assert bed.now_ms < 30_000, "no queue seen"
         assert bed.feedback.estimate_bps is not None
         await bed.run(link, 0.1, bps=bed.feedback.estimate_bps / 1.3)
     queued_at, held = bed.now_ms, bed.feedback.estimate_bps
+    assert held is not None
     assert bed.estimates[-1][0] == queued_at and len(bed.estimates) > told  # told at once
     assert 0.9 * 300_000 <= held / 1.3 <= 1.25 * 300_000  # what it found the link carries
     assert bed.feedback.back_offs == 0 and bed.feedback.loss == 0
     assert bed.feedback.queue_ms < 100  # of the ~290 ms the buffer holds
     await bed.run(link, 0.5, bps=held / 1.3)  # while the queue stands, no growth
-    assert bed.feedback.queued and bed.feedback.estimate_bps == held
+    assert queued() and bed.feedback.estimate_bps == held
 
 
 async def test_a_number_never_sent_is_no_loss_and_a_late_arrival_undoes_one() -> None:

@@ -510,11 +510,10 @@ async def test_losses_of_a_track_just_added_to_a_connection_are_not_the_links() 
         first = len(fake.sent)
         await flowing.forward(_packet(9, seq, 960 * seq, b"\x01"), SECOND, 0)
         await added.forward(_packet(10, seq, 960 * seq, b"\x02"), SECOND, 0)
-        sent = fake.sent[first:]
+        number = fake.sent[first].extensions.transport_sequence_number
+        assert number is not None
         arrivals = [1.0 * seq, None]  # the flowing track's arrives, the added one's not
-        await transport.feedback(
-            pack_feedback(sent[0].extensions.transport_sequence_number, arrivals)
-        )
+        await transport.feedback(pack_feedback(number, arrivals))
 
     for seq in range(2, 12):
         await both_lose_the_added(seq)

@@ -156,6 +156,10 @@ def test_a_probe_waits_for_a_steady_estimate_and_ends_when_it_stalls() -> None:
     assert choice.next_try == 22.0 + 4  # twice as long
 
 
+def probing(choice: LayerChoice) -> bool:
+    return choice.probe is not None
+
+
 def test_a_probe_ends_as_soon_as_a_queue_stands_on_the_link() -> None:
     """Transport-cc feedback shows the padding filling the link before the estimate falls:
     the padding stops there, not once the queue overflowed."""
@@ -171,21 +175,21 @@ def test_a_probe_ends_as_soon_as_a_queue_stands_on_the_link() -> None:
     assert choice.padding_bps > 0  # still growing, no queue
     _flowing(layers, 16.5, {"l": 150, "f": 700})
     assert choice.pick(layers, 345_000, 16.5, low, lossy=False, queued=True) is low
-    assert choice.probe is None and choice.padding_bps == 0 and choice.failed == 1
+    assert not probing(choice) and choice.padding_bps == 0 and choice.failed == 1
     assert choice.next_try == 16.5 + 4  # twice as long
     now = 16.5
     for failed in range(2, 6):  # ended by a queue each time: the waits stop at 8 s
         now = choice.next_try + 0.1
         _flowing(layers, now, {"l": 150, "f": 700})
         assert choice.pick(layers, 345_000, now, low, lossy=False) is low
-        assert choice.probe is not None
+        assert probing(choice)
         _flowing(layers, now + 0.5, {"l": 150, "f": 700})
         choice.pick(layers, 345_000, now + 0.5, low, lossy=False, queued=True)
         assert choice.failed == failed and choice.wait_s == min(8.0, 2 * 2**failed)
     now = choice.next_try + 0.1
     _flowing(layers, now, {"l": 150, "f": 700})
     choice.pick(layers, 345_000, now, low, lossy=False)
-    assert choice.probe is not None
+    assert probing(choice)
     _flowing(layers, now + 1, {"l": 150, "f": 700})
     choice.pick(layers, 200_000, now + 1, low, lossy=True)  # the estimate fell: a real loss
     assert choice.wait_s == 16.0
