@@ -167,6 +167,16 @@ def feedback_of(data: bytes) -> list[bytes]:
     return found
 
 
+def _arrival_rate(arrived: list[tuple[float, int]], newest: float, least_ms: float) -> int | None:
+    """bit/s of (arrival ms, size) packets ending at ``newest``: the bytes after the first,
+    over the span they arrived in; None when that span is under ``least_ms``."""
+    start = min(a for a, _ in arrived)
+    if newest - start < least_ms:
+        return None
+    carried = sum(size for _, size in arrived) - min(arrived)[1]
+    return int(carried * 8000 / (newest - start))
+
+
 class TransportFeedback:
     """One subscriber connection's transport-wide numbering and the estimate its feedback
     gives (module docstring). ``on_estimate(bps, loss)`` is told about once a second, and
@@ -326,15 +336,13 @@ class TransportFeedback:
                 arrivals.popleft()
             first = min(a for a, _, _ in arrivals)
             latest = [(a, size) for a, _, size in arrivals if a >= newest - RATE_WINDOW_MS]
-            start = min(a for a, _ in latest)
-            if newest - start >= RATE_WINDOW_MS / 5:  # bytes after the first, over the span
-                carried = sum(size for _, size in latest) - min(latest)[1]
-                self.received_bps = int(carried * 8000 / (newest - start))
+            rate = _arrival_rate(latest, newest, RATE_WINDOW_MS / 5)
+            if rate is not None:
+                self.received_bps = rate
             last = [(a, size) for a, size in latest if a >= newest - RECENT_RATE_MS]
-            start = min(a for a, _ in last)
-            if newest - start >= RECENT_RATE_MS / 2:
-                carried = sum(size for _, size in last) - min(last)[1]
-                self.recent_bps = int(carried * 8000 / (newest - start))
+            rate = _arrival_rate(last, newest, RECENT_RATE_MS / 2)
+            if rate is not None:
+                self.recent_bps = rate
             if len(arrivals) >= MIN_WINDOW_PACKETS:
                 sent = [t for _, t, _ in arrivals]
                 self.stretch = (newest - first) / max(1.0, max(sent) - min(sent))
