@@ -206,6 +206,27 @@ async def test_two_clerks_registering_the_same_matter_at_once_make_one_case(
         assert await session.scalar(select(func.count()).select_from(Petition)) == 1
 
 
+async def test_a_registration_whose_duplicate_check_was_overtaken_is_refused_by_the_key(
+    staff: Staff, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other clerk's case committed after this one looked for it (on PostgreSQL two
+    writers overlap): the unique key of (identity, original number) refuses the second."""
+    first = await register(staff)
+
+    async def overtaken(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(cases, "find_duplicate", overtaken)
+    status, body = await staff.call("po_a", "POST", "/cases", letter(channel="walk_in"))
+    assert status == 409 and body["error"]["code"] == "duplicate_case", body
+    assert "重复访" in body["error"]["message"]
+    async with db() as session:
+        assert await session.scalar(select(func.count()).select_from(Petition)) == 1
+    monkeypatch.undo()  # submitted again, as the message says: linked to the first case
+    status, body = await staff.call("po_a", "POST", "/cases", letter(channel="walk_in"))
+    assert status == 200 and body["case"]["id"] == first["id"], body
+
+
 # ---------------------------------------------------------------- access by the court tree
 
 
@@ -464,6 +485,50 @@ async def test_closing_without_grounds_and_termination_below_high_level_are_refu
     # a closed case is not closed again
     status, body = await staff.call("po_a", "POST", resolve, {"ground": "enforced", "remark": "x"})
     assert status == 409 and body["error"]["code"] == "case_state"
+
+
+async def test_a_terminated_case_is_reopened_only_by_a_high_court(staff: Staff) -> None:
+    case = await register(staff)
+    await petition_matter(staff, case["id"])
+    ending = {"ground": "reviewed_upheld", "approval": "院长审批（2025）甲信终1号"}
+    terminate = f"/cases/{case['id']}/actions/terminate"
+    status, _ = await staff.call("po_high", "POST", terminate, ending)
+    assert status == 200
+    reopen = f"/cases/{case['id']}/actions/reopen"
+    status, detail = await staff.call("po_a", "GET", f"/cases/{case['id']}")
+    assert "reopen" not in detail["actions"]  # the handling court below is not offered it
+    for who in ("po_a", "po_mid"):
+        status, body = await staff.call(who, "POST", reopen, {"reason": "信访人提出新证据"})
+        assert status == 403, (who, body)
+        assert body["error"]["message"] == "已终结的信访件只能由高级人民法院或最高人民法院重新启动"
+    status, detail = await staff.call("po_high", "GET", f"/cases/{case['id']}")
+    assert "reopen" in detail["actions"]
+    status, detail = await staff.call("po_high", "POST", reopen, {"reason": "信访人提出新证据"})
+    assert status == 200 and detail["case"]["state"] == "handling"
+
+
+async def test_resolution_grounds_are_those_of_the_case_category(staff: Staff) -> None:
+    case = await register(staff, category="civil_retrial")
+    await petition_matter(staff, case["id"])
+    status, detail = await staff.call("po_a", "GET", f"/cases/{case['id']}")
+    grounds = detail["resolution_grounds"]
+    assert "explained_accepted" in grounds and "retrial_filed" in grounds
+    assert "enforced" not in grounds and "compensation_decided" not in grounds
+    resolve = f"/cases/{case['id']}/actions/resolve"
+    status, body = await staff.call("po_a", "POST", resolve, {"ground": "enforced", "remark": "x"})
+    assert status == 422 and body["error"]["code"] == "ground_not_for_category"
+    assert body["error"]["message"] == "「执行到位」不是民事再审申请类信访件的化解依据"
+    status, detail = await staff.call(
+        "po_a", "POST", resolve, {"ground": "explained_accepted", "remark": "经释法明理，服判息诉"}
+    )
+    assert status == 200 and detail["case"]["state"] == "resolved"
+    enforcement = await register(staff, original_numbers=["（2024）甲0102执1号"])
+    status, detail = await staff.call("po_a", "GET", f"/cases/{enforcement['id']}")
+    assert detail["resolution_grounds"][:3] == [
+        "enforced",
+        "settled_performing",
+        "written_undertaking",
+    ]
 
 
 async def test_a_second_owner_needs_a_reason(staff: Staff) -> None:

@@ -27,6 +27,7 @@ from scheduler.cases.words import (
     Procedure,
     ResolutionGround,
     TerminationGround,
+    resolution_grounds,
 )
 from scheduler.models import Court, CourtLevel, IdType, Petitioner, Role, User
 from web.audit_text import local_instants
@@ -435,6 +436,7 @@ class CaseDetail(Answer):
 
     case: CaseOut
     actions: list[str]
+    resolution_grounds: list[ResolutionGround]  # the 化解 grounds of the case's category
     events: list[EventOut]
     contacts: list[ContactOut]
     materials: list[MaterialOut]
@@ -461,6 +463,7 @@ class CaseDetail(Answer):
                 closed_at=case.closed_at,
             ),
             actions=actions,
+            resolution_grounds=list(resolution_grounds(case.category)),
             events=[EventOut.of(e, courts, tz, t.actors) for e in t.events],
             contacts=[ContactOut.of(c, courts) for c in t.contacts],
             materials=[MaterialOut.of(m) for m in t.materials],

@@ -196,9 +196,23 @@ def _who(actor: Actor, action: CaseAction, s: Standing) -> bool:
     return s.handler
 
 
+def _undoes_termination(actor: Actor, action: CaseAction, state: CaseState, s: Standing) -> bool:
+    """Reopening a 信访终结 undoes a high court's decision: a court below high level may not."""
+    return (
+        action is CaseAction.reopen
+        and state is CaseState.terminated
+        and not actor.is_admin
+        and s.level not in TERMINATING_LEVELS
+    )
+
+
 def may(actor: Actor, action: CaseAction, state: CaseState, standing: Standing) -> bool:
     """Whether ``actor`` may take ``action`` on a case in ``state``."""
-    return next_state(state, action) is not None and _who(actor, action, standing)
+    return (
+        next_state(state, action) is not None
+        and _who(actor, action, standing)
+        and not _undoes_termination(actor, action, state, standing)
+    )
 
 
 def refusal(actor: Actor, action: CaseAction, state: CaseState, standing: Standing) -> str:
@@ -207,6 +221,8 @@ def refusal(actor: Actor, action: CaseAction, state: CaseState, standing: Standi
         return f"信访件当前状态为「{label(state)}」，不能进行此操作"
     if action is CaseAction.terminate and standing.level not in TERMINATING_LEVELS:
         return "信访终结只能由高级人民法院或最高人民法院决定"
+    if _undoes_termination(actor, action, state, standing):
+        return "已终结的信访件只能由高级人民法院或最高人民法院重新启动"
     if action is CaseAction.take_lead and actor.role is not Role.leader:
         return "只有院领导可以包案"
     if action in (CaseAction.flag, CaseAction.unflag, CaseAction.meet):

@@ -81,6 +81,7 @@ from scheduler.cases.words import (
     ResolutionGround,
     ReviewRating,
     TerminationGround,
+    resolution_grounds,
 )
 from scheduler.models import Court, CourtLevel, IdType, Petition, Petitioner, Role, User
 from scheduler.notify import Notice, notify, notify_many
@@ -981,6 +982,11 @@ async def resolve(
         raise InvalidError("化解须选择化解依据", code="missing_grounds")
     why = _text(remark, "化解情况说明")
     case, _ = await get_case(db, actor, case_id, CaseAction.resolve)
+    if ground not in resolution_grounds(case.category):
+        raise InvalidError(
+            f"「{label(ground)}」不是{label(CaseCategory(case.category))}类信访件的化解依据",
+            code="ground_not_for_category",
+        )
     now = utcnow()
     due = await deadline_for(db, Node.followup, now)
     assert due is not None

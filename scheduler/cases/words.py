@@ -189,6 +189,7 @@ class ResolutionGround(enum.StrEnum):
     retrial_filed = "retrial_filed"
     judicial_aid_granted = "judicial_aid_granted"
     corrected = "corrected"
+    compensation_decided = "compensation_decided"
     other = "other"
 
 
@@ -203,9 +204,68 @@ define(
         ResolutionGround.retrial_filed: "依法启动再审",
         ResolutionGround.judicial_aid_granted: "给予司法救助",
         ResolutionGround.corrected: "纠正错误并答复",
+        ResolutionGround.compensation_decided: "依法作出国家赔偿决定",
         ResolutionGround.other: "其他",
     },
 )
+
+_G = ResolutionGround
+# The grounds a case of each category may be closed on as 化解 (an enforcement matter is
+# not "retried", a civil retrial is not "enforced"); the case's page offers these only.
+RESOLUTION_GROUNDS: dict[CaseCategory, tuple[ResolutionGround, ...]] = {
+    CaseCategory.enforcement: (
+        _G.enforced,
+        _G.settled_performing,
+        _G.written_undertaking,
+        _G.explained_accepted,
+        _G.judicial_aid_granted,
+        _G.other,
+    ),
+    CaseCategory.criminal_appeal: (
+        _G.explained_accepted,
+        _G.retrial_filed,
+        _G.corrected,
+        _G.judicial_aid_granted,
+        _G.written_undertaking,
+        _G.other,
+    ),
+    CaseCategory.civil_retrial: (
+        _G.explained_accepted,
+        _G.retrial_filed,
+        _G.settled_performing,
+        _G.corrected,
+        _G.judicial_aid_granted,
+        _G.written_undertaking,
+        _G.other,
+    ),
+    CaseCategory.admin_retrial: (
+        _G.explained_accepted,
+        _G.retrial_filed,
+        _G.settled_performing,
+        _G.corrected,
+        _G.judicial_aid_granted,
+        _G.written_undertaking,
+        _G.other,
+    ),
+    CaseCategory.state_compensation: (
+        _G.compensation_decided,
+        _G.settled_performing,
+        _G.explained_accepted,
+        _G.corrected,
+        _G.judicial_aid_granted,
+        _G.written_undertaking,
+        _G.other,
+    ),
+    CaseCategory.other: tuple(ResolutionGround),
+}
+
+
+def resolution_grounds(category: str) -> tuple[ResolutionGround, ...]:
+    """The 化解 grounds of a case of ``category`` (every ground for a category not known)."""
+    try:
+        return RESOLUTION_GROUNDS[CaseCategory(category)]
+    except ValueError:
+        return tuple(ResolutionGround)
 
 
 class TerminationGround(enum.StrEnum):

@@ -63,7 +63,7 @@
       { name: "amount_yuan", label: "救助金额（元，批准时填写）", type: "number", optional: true },
       { name: "remark", label: "说明", optional: true }] },
     resolve: { title: "化解结案", fields: [
-      { name: "ground", label: "化解依据", options: vocab("resolution_ground") },
+      { name: "ground", label: "化解依据", options: () => (detail ? detail.resolution_grounds : []).map((g) => [g, VR.label("resolution_ground", g)]) },
       { name: "remark", label: "化解情况说明", type: "textarea" }] },
     terminate: { title: "信访终结（高级人民法院、最高人民法院）", fields: [
       { name: "ground", label: "终结依据", options: vocab("termination_ground") },
