@@ -51,6 +51,7 @@ from scheduler.models import (
     BookingLock,
     Petition,
     Role,
+    User,
     Visit,
     VisitEvent,
     VisitEventKind,
@@ -480,12 +481,14 @@ async def end_visit(
             visit_id=visit.id,
         )
     elif actor.user_id is not None and actor.user_id != visit.judge_id:
+        ender = await db.get(User, actor.user_id)
+        who = ender.display_name if ender is not None else actor.username
         await notify(
             db,
             recipients,
             kind="visit_ended",
             title=f"接访已结束：{number}",
-            body=f"由{label(actor.role)}{actor.username}结束",
+            body=f"由{label(actor.role)}{who}结束",
             visit_id=visit.id,
         )
     return True

@@ -32,7 +32,8 @@ ID_NUMBER = resident_id("11010819800202123")
 
 async def _case_with_finished_visit(data_dir: Path) -> tuple[int, str]:
     """A case registered at the counter for the petitioner, and a visit of it that ended."""
-    engine = create_engine(Settings(data_dir=data_dir), immediate=True)
+    settings = Settings(data_dir=data_dir)
+    engine = create_engine(settings, immediate=True)
     try:
         async with create_sessionmaker(engine)() as db, db.begin():
             op = await db.scalar(select(User).where(User.username == "operator"))
@@ -54,6 +55,7 @@ async def _case_with_finished_visit(data_dir: Path) -> tuple[int, str]:
                     original_numbers=["（2024）京0108民初7号"],
                     original_court=court.name,
                 ),
+                settings=settings,
             )
             start = utcnow() - timedelta(hours=3)
             visit = Visit(

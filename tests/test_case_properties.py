@@ -313,6 +313,7 @@ async def _run_sequence(
                 original_numbers=[number],
                 original_court="甲市某区人民法院",
             ),
+            settings=env.settings,
         )
         case_id = reg.case.id
     # the node a 回访 leaves until the state changes: done once recorded, the follow-up's

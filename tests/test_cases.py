@@ -4,7 +4,7 @@ the deadline scan, closing and follow-up, and the rules as a table."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, text
@@ -68,23 +68,24 @@ def letter(numbers: list[str], **over: object) -> cases.Registration:
 
 
 async def test_an_incomplete_record_is_refused_naming_every_missing_field(
-    db: AsyncSession, world: World
+    db: AsyncSession, world: World, migrated: Settings
 ) -> None:
     clerk = actor(world, "op_a", Role.operator, "basic_a")
+    incomplete = letter([], channel=None, summary=" ", original_court="")
     with pytest.raises(InvalidError) as err:
-        await cases.register(db, clerk, letter([], channel=None, summary=" ", original_court=""))
+        await cases.register(db, clerk, incomplete, settings=migrated)
     assert err.value.code == "incomplete_record"
     assert err.value.details == {"fields": ["来源渠道", "信访诉求", "原案号", "原审法院"]}
     assert "来源渠道" in err.value.message and "原审法院" in err.value.message
 
 
 async def test_a_second_contact_about_the_same_matter_is_linked_as_a_repeat(
-    db: AsyncSession, world: World
+    db: AsyncSession, world: World, migrated: Settings
 ) -> None:
     clerk = actor(world, "op_a", Role.operator, "basic_a")
-    first = await cases.register(db, clerk, letter(["（2024）甲0101执123号"]))
+    first = await cases.register(db, clerk, letter(["（2024）甲0101执123号"]), settings=migrated)
     again = await cases.register(
-        db, clerk, letter(["(2024)甲0101执123号"], channel=Channel.walk_in)
+        db, clerk, letter(["(2024)甲0101执123号"], channel=Channel.walk_in), settings=migrated
     )
     assert not first.linked and again.linked
     assert again.case.id == first.case.id
@@ -96,13 +97,26 @@ async def test_a_second_contact_about_the_same_matter_is_linked_as_a_repeat(
     assert kinds == ["registered", "contact", "contact"]
 
 
+async def test_a_case_number_carries_the_court_local_year_and_time(
+    db: AsyncSession, world: World, migrated: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20:00 UTC on New Year's Eve is 04:00 on New Year's Day in Beijing: the number says
+    2027 and 0101 04:00, as the clerk's clock does."""
+    assert str(migrated.tz) == "Asia/Shanghai"
+    monkeypatch.setattr(cases, "utcnow", lambda: datetime(2026, 12, 31, 20, 0, 0, tzinfo=UTC))
+    clerk = actor(world, "op_a", Role.operator, "basic_a")
+    reg = await cases.register(db, clerk, letter(["（2024）甲0101执77号"]), settings=migrated)
+    assert reg.case.number.startswith("（2027）"), reg.case.number
+    assert "信0101040000" in reg.case.number, reg.case.number
+
+
 async def test_the_whole_life_assign_overdue_resolve_followup(
     db: AsyncSession, world: World, migrated: Settings
 ) -> None:
     clerk = actor(world, "op_a", Role.operator, "basic_a")
     high = actor(world, "po_high", Role.petition_officer, "high")
     basic = actor(world, "po_a", Role.petition_officer, "basic_a")
-    reg = await cases.register(db, clerk, letter(["（2024）甲0101执9号"]))
+    reg = await cases.register(db, clerk, letter(["（2024）甲0101执9号"]), settings=migrated)
     case_id = reg.case.id
     # the basic court triages it as a petition matter with its officer responsible
     await cases.triage(
@@ -192,9 +206,12 @@ async def test_the_whole_life_assign_overdue_resolve_followup(
     assert tl.case.state is CaseState.handling
 
 
-async def test_the_timeline_cannot_be_changed_or_deleted(db: AsyncSession, world: World) -> None:
+async def test_the_timeline_cannot_be_changed_or_deleted(
+    db: AsyncSession, world: World, migrated: Settings
+) -> None:
     clerk = actor(world, "op_a", Role.operator, "basic_a")
-    case_id = (await cases.register(db, clerk, letter(["（2024）甲0101执1号"]))).case.id
+    reg = await cases.register(db, clerk, letter(["（2024）甲0101执1号"]), settings=migrated)
+    case_id = reg.case.id
     await db.commit()
     for sql in ("UPDATE case_events SET text = 'x'", "DELETE FROM case_events"):
         with pytest.raises(Exception, match="append-only"):
@@ -243,7 +260,7 @@ async def test_deadlines_in_timeline_sentences_and_notices_read_as_court_local_t
     the overdue alert and the 回访 scheduled by 化解: never as ISO text in UTC."""
     basic = actor(world, "po_a", Role.petition_officer, "basic_a")
     high = actor(world, "po_high", Role.petition_officer, "high")
-    case_id = await _petition_case(db, world, basic, "（2024）甲0101执31号", "po_a")
+    case_id = await _petition_case(db, world, basic, "（2024）甲0101执31号", "po_a", migrated)
     due = (utcnow() + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
     day = f"{due:%Y-%m-%d}"
     await cases.assign(
@@ -283,7 +300,7 @@ async def test_a_followup_scheduled_after_termination_is_its_own_entry_and_is_al
     follow-up node with that deadline (alerted once passed), one pending 回访 at a time."""
     basic = actor(world, "po_a", Role.petition_officer, "basic_a")
     high = actor(world, "po_high", Role.petition_officer, "high")
-    case_id = await _petition_case(db, world, basic, "（2024）甲0101执41号", "po_a")
+    case_id = await _petition_case(db, world, basic, "（2024）甲0101执41号", "po_a", migrated)
     await cases.terminate(
         db, high, case_id, ground=TerminationGround.no_new_facts, approval="院长 审批"
     )
@@ -319,7 +336,9 @@ async def test_a_case_not_yet_in_its_reminder_window_does_not_hold_back_the_othe
     now = utcnow()
     ids = []
     for n in (1, 2):
-        case_id = await _petition_case(db, world, basic, f"（2024）甲0101执7{n}号", "po_a")
+        case_id = await _petition_case(
+            db, world, basic, f"（2024）甲0101执7{n}号", "po_a", migrated
+        )
         ids.append(case_id)
     # due first, but a feedback deadline is reminded 5 days ahead: not yet
     early, later = ids
@@ -345,11 +364,11 @@ async def test_a_case_not_yet_in_its_reminder_window_does_not_hold_back_the_othe
 
 
 async def _petition_case(
-    db: AsyncSession, world: World, clerk: Actor, number: str, responsible: str
+    db: AsyncSession, world: World, clerk: Actor, number: str, responsible: str, zone: Settings
 ) -> int:
     """A case registered by ``clerk`` (a letter about ``number``) and triaged as a petition
     matter handled with care, ``responsible`` its responsible officer."""
-    case_id = (await cases.register(db, clerk, letter([number]))).case.id
+    case_id = (await cases.register(db, clerk, letter([number]), settings=zone)).case.id
     await cases.triage(
         db,
         clerk,
@@ -365,7 +384,7 @@ async def _assigned_below(db: AsyncSession, world: World, settings: Settings) ->
     """A case the high court has handed to the basic court (a case on its board)."""
     basic = actor(world, "po_a", Role.petition_officer, "basic_a")
     high = actor(world, "po_high", Role.petition_officer, "high")
-    case_id = await _petition_case(db, world, basic, "（2024）甲0101执31号", "po_a")
+    case_id = await _petition_case(db, world, basic, "（2024）甲0101执31号", "po_a", settings)
     due = utcnow() + timedelta(days=10)
     await cases.assign(
         db, high, case_id, to_court_id=world.courts["basic_a"], deadline=due, settings=settings
@@ -408,7 +427,9 @@ async def test_the_board_read_in_pieces_shows_what_one_read_shows(
     for n, (court, days) in enumerate(
         [("basic_a", 9), ("mid_b", 3), ("basic_b", 5), ("basic_a", 1), ("mid_a", 7)]
     ):
-        case_id = await _petition_case(db, world, high, f"（2024）甲0101执{40 + n}号", "po_high")
+        case_id = await _petition_case(
+            db, world, high, f"（2024）甲0101执{40 + n}号", "po_high", migrated
+        )
         due = utcnow() + timedelta(days=days)
         await cases.assign(
             db, high, case_id, to_court_id=world.courts[court], deadline=due, settings=migrated

@@ -352,6 +352,8 @@ async def test_every_action_route_runs_its_action_and_answers_the_case(staff: St
     assert (await act("po_high", "flag", {"remark": "重点督办"}))["case"]["flagged"] is True
     led = await act("leader_high", "take_lead", {})
     assert led["case"]["leader"]["name"] == "leader_high"
+    # the entry says what happened; who (their name, not their account) is the entry's actor
+    assert [e["text"] for e in led["events"] if e["kind"] == "leader"] == ["院领导包案"]
     status, mine = await staff.call("leader_high", "GET", "/cases?mine=1&flagged=1")
     assert [r["id"] for r in mine["items"]] == [cid]
     await act("po_a", "progress", {"text": "已约谈被执行人"})
@@ -780,6 +782,7 @@ async def test_two_nodes_scanning_at_once_alert_an_overdue_case_once(
                     original_numbers=[NUMBER],
                     original_court="甲市某区人民法院",
                 ),
+                settings=settings,
             )
             officer = Actor(
                 world.users["po_a"], "po_a", Role.petition_officer, world.courts["basic_a"]

@@ -5,6 +5,7 @@ into a closed visit records nothing; open visits are ended from the lists on a l
 
 from __future__ import annotations
 
+import json
 import pathlib
 from datetime import timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from config.vocabulary import EndReason
 from recorder.models import Recording, RecordingState
 from scheduler import booking as bk
 from scheduler import lifecycle
-from scheduler.cases.words import VisitKind
+from scheduler.cases.words import Node, VisitKind
 from scheduler.lifecycle import Action, may
 from scheduler.models import (
     Notification,
@@ -173,6 +174,13 @@ async def test_the_vocabulary_is_served_and_no_page_keeps_its_own_labels(
     assert served.status == 200 and "javascript" in served.headers["Content-Type"]
     text = await served.text()
     assert "window.VOCABULARY" in text and "法官离开超时" in text
+    # the pages list each kind's words in the order they are defined (the workflow's, 其他
+    # last), not by their codes: 分流 before 办结, 居民身份证 first
+    served_words = json.loads(text.split("Object.freeze(", 1)[1].rsplit(");", 1)[0])
+    assert list(served_words["case_node"]) == [n.value for n in Node]
+    assert next(iter(served_words["case_node"])) == "triage"
+    assert list(served_words["case_category"])[-1] == "other"
+    assert next(iter(served_words["id_type"])) == "resident_id"
     static = pathlib.Path(__file__).parent.parent / "web" / "static"
     for script in static.glob("*.js"):
         source = script.read_text()

@@ -169,7 +169,9 @@ async def favicon(request: web.Request) -> web.StreamResponse:
 async def vocabulary_js(request: web.Request) -> web.StreamResponse:
     """The domain's words and their zh-CN labels (config/vocabulary.py) for every page:
     ``window.VOCABULARY[kind][value]``; pages keep no label maps of their own."""
-    words = json.dumps(vocabulary.as_json(), ensure_ascii=False, sort_keys=True)
+    # each kind's words in their definition order (the workflow's, 其他 last): the order of
+    # the pages' lists
+    words = json.dumps(vocabulary.as_json(), ensure_ascii=False)
     return web.Response(
         text=f"window.VOCABULARY = Object.freeze({words});\n",
         content_type="application/javascript",

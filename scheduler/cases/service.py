@@ -352,14 +352,17 @@ def _group(people: int) -> str:
     return f"等{people}人" if people > 1 else ""
 
 
-def _registration_number(court: Court, now: datetime) -> str:
-    """A new case's number: court, date and time, and a random tail, so two clerks of one
-    court registering in the same instant never collide."""
+def _registration_number(court: Court, now: datetime, settings: Settings) -> str:
+    """A new case's number: court, the court's local year, date and time, and a random
+    tail, so two clerks of one court registering in the same instant never collide."""
     tail = secrets.token_hex(2).upper()
-    return f"（{now.year}）{court.code}信{now.strftime('%m%d%H%M%S')}{tail}"
+    local = now.astimezone(settings.tz)
+    return f"（{local.year}）{court.code}信{local.strftime('%m%d%H%M%S')}{tail}"
 
 
-async def register(db: AsyncSession, actor: Actor, reg: Registration) -> Registered:
+async def register(
+    db: AsyncSession, actor: Actor, reg: Registration, *, settings: Settings
+) -> Registered:
     """Register a contact: a new case, or a further contact linked to the case already
     registered for the same petitioner and original case number (重复访).
 
@@ -420,7 +423,7 @@ async def register(db: AsyncSession, actor: Actor, reg: Registration) -> Registe
         handler_court_id=court.id,
         petitioner_id=people[0].id,
         number=_text(reg.number, "登记编号", required=False, limit=64)
-        or _registration_number(court, now),
+        or _registration_number(court, now, settings),
         category=reg.category.value,
         summary=summary,
         judgment_ref=numbers[0],
@@ -496,7 +499,12 @@ def online_actor(court_id: int, address: str | None = None) -> Actor:
 
 
 async def register_online(
-    db: AsyncSession, court_id: int, reg: Registration, address: str | None = None
+    db: AsyncSession,
+    court_id: int,
+    reg: Registration,
+    *,
+    settings: Settings,
+    address: str | None = None,
 ) -> tuple[Registered, Actor]:
     """An online petition becomes a contact of channel 网上申诉 at the basic court the
     petitioner chose; returns it and the actor that may add its materials (the registering
@@ -505,7 +513,7 @@ async def register_online(
     if court is None or court.level is not CourtLevel.basic:
         raise InvalidError("请选择一个基层人民法院", code="invalid_court")
     reg.channel = Channel.online
-    done = await register(db, online_actor(court_id, address), reg)
+    done = await register(db, online_actor(court_id, address), reg, settings=settings)
     return done, online_actor(done.case.court_id, address)
 
 
@@ -930,7 +938,7 @@ async def take_lead(db: AsyncSession, actor: Actor, case_id: int) -> Petition:
         case_id,
         CaseAction.take_lead,
         EventKind.leader,
-        f"院领导 {actor.username} 包案",
+        "院领导包案",  # the entry names who (their name and court), as every entry does
         due_at=False,
         values={"leader_id": actor.user_id},
     )

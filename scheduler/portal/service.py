@@ -111,6 +111,7 @@ async def submit(
     original_numbers: list[str],
     original_court: str,
     materials: Sequence[MaterialIn],
+    settings: Settings,
     address: str | None = None,
 ) -> cases.Registered:
     """An online petition (网上申诉): a case contact registered at the chosen basic court,
@@ -129,7 +130,7 @@ async def submit(
         original_numbers=original_numbers,
         original_court=original_court,
     )
-    done, actor = await cases.register_online(db, court_id, reg, address)
+    done, actor = await cases.register_online(db, court_id, reg, settings=settings, address=address)
     for m in materials:
         await cases.add_material(
             db,

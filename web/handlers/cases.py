@@ -149,6 +149,7 @@ async def register_case(ctx: Context) -> Registered | web.Response:
             occurred_at=b.occurred_at,
             contact_summary=b.contact_summary,
         ),
+        settings=ctx.settings,
     )
     await ctx.db.refresh(done.case)
     names = await cases.names_for(ctx.db, [done.case])

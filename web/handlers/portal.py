@@ -518,6 +518,7 @@ async def submit_petition(ctx: Context) -> Submitted:
                 original_numbers=numbers,
                 original_court=got.one("original_court"),
                 materials=got.materials(),
+                settings=ctx.settings,
                 address=ctx.address,
             )
             await got.keep()
