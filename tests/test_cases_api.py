@@ -206,6 +206,14 @@ async def test_two_clerks_registering_the_same_matter_at_once_make_one_case(
         assert await session.scalar(select(func.count()).select_from(Petition)) == 1
 
 
+async def test_a_phone_number_that_is_not_one_is_refused_at_registration(staff: Staff) -> None:
+    person = {"name": "张三", "id_type": "resident_id", "id_number": ID_A, "phone": "abc"}
+    status, body = await staff.call("op_a", "POST", "/cases", letter(petitioners=[person]))
+    assert status == 422 and body["error"]["code"] == "validation_failed", body
+    [problem] = body["error"]["details"]
+    assert problem["field"] == "petitioners.0.phone" and problem["message"] == "电话号码格式无效"
+
+
 async def test_a_registration_whose_duplicate_check_was_overtaken_is_refused_by_the_key(
     staff: Staff, db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,7 +31,7 @@ from scheduler.cases.words import (
 )
 from scheduler.models import Court, CourtLevel, IdType, Petitioner, Role, User
 from web.audit_text import local_instants
-from web.schemas import Answer, Body, Id, PageQuery, Query, _printable
+from web.schemas import Answer, Body, Id, PageQuery, Phone, Query, _printable
 
 
 def _masked(value: Any) -> Any:
@@ -108,7 +108,7 @@ class PersonIn(Body):
     name: Line64 = ""
     id_type: IdType = IdType.resident_id
     id_number: Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)] = ""
-    phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] = ""
+    phone: Phone = ""
 
 
 class RegisterIn(Body):
