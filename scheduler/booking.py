@@ -60,6 +60,7 @@ class Booking:
     period: Interval
     judges: list[User]  # candidates (the kind's receivers), in order of preference
     kind: VisitKind = VisitKind.reception
+    host_court_id: int = 0  # the court whose room the petitioner sits in (hosting_court)
 
 
 async def _validate(
@@ -68,6 +69,7 @@ async def _validate(
     settings: Settings,
     *,
     petition: Petition,
+    host_court_id: int,
     receiving_court_id: int,
     judge_id: int | None,
     room_id: int,
@@ -91,17 +93,17 @@ async def _validate(
             f"只能预约 {settings.booking_horizon_days} 天以内的时间", code="too_far_ahead"
         )
     room = await db.get(ReceptionRoom, room_id)
-    if room is None or room.court_id != petition.court_id:
+    if room is None or room.court_id != host_court_id:
         raise InvalidError("只能使用本院的接访室", code="room_of_other_court")
     if not room.active:
         raise InvalidError("该接访室已停用", code="room_inactive")
     if kind not in BOOKABLE_KINDS:
         raise InvalidError(f"{label(kind)}不通过接访预约安排", code="invalid_kind")
-    ancestors = await ancestor_court_ids(db, petition.court_id)
+    ancestors = await ancestor_court_ids(db, host_court_id)
     if kind is VisitKind.post_judgment:
         # 判后答疑: the judge of the court that decided the original case answers, which may
         # be the petitioner's own court; that judge is named, not any judge who is free
-        if receiving_court_id not in (petition.court_id, *ancestors):
+        if receiving_court_id not in (host_court_id, *ancestors):
             raise InvalidError(
                 "判后答疑的接访法院须为原审法院（本院或上级法院）", code="not_a_parent_court"
             )
@@ -132,7 +134,9 @@ async def _validate(
                 )
             ).all()
         )
-    return Booking(petition, receiving, room, Interval(starts_at, ends_at), judges, kind)
+    return Booking(
+        petition, receiving, room, Interval(starts_at, ends_at), judges, kind, host_court_id
+    )
 
 
 async def _check_calendar(db: AsyncSession, settings: Settings, b: Booking) -> list[User]:
@@ -306,15 +310,26 @@ async def petitioner_of(db: AsyncSession, petition_id: int) -> int | None:
     return None if found is None else int(found[0])
 
 
+def hosting_court(actor: Actor, petition: Petition) -> int | None:
+    """The court whose reception room the petitioner sits in, for a visit of this case
+    booked by ``actor``: an operator's own court when it registered the case or handles it
+    now (a case handed down by 交办 is booked by the court below); an admin's (the walk-in
+    queue acts as one, for the court that queued), the same, else the handling court.
+    None: ``actor`` may not book a visit of this case."""
+    handling = petition.handler_court_id or petition.court_id
+    may = actor.is_admin or actor.role is Role.operator
+    if may and actor.court_id is not None and actor.court_id in (petition.court_id, handling):
+        return actor.court_id
+    return handling if actor.is_admin else None
+
+
 async def booking_petition(db: AsyncSession, actor: Actor, petition_id: int) -> Petition:
     petition = await db.get(Petition, petition_id)
     if petition is None:
         raise NotFoundError(f"信访事项 {petition_id} 不存在")
-    if actor.is_admin:
-        return petition
-    if actor.role is not Role.operator:
+    if not actor.is_admin and actor.role is not Role.operator:
         raise PermissionDeniedError("只有操作员可以预约接访")
-    if petition.court_id != actor.court_id:
+    if hosting_court(actor, petition) is None:
         raise NotFoundError(f"信访事项 {petition_id} 不存在")  # another court's: not visible
     return petition
 
@@ -382,11 +397,14 @@ async def plan_booking(
     # kept while the checks run: the session's identity map holds objects only weakly
     found = (await db.execute(_PREFETCH, prefetch)).all()
     petition = await open_case(db, actor, petition_id)
+    host = hosting_court(actor, petition)
+    assert host is not None  # open_case refused otherwise
     b = await _validate(
         db,
         actor,
         settings,
         petition=petition,
+        host_court_id=host,
         receiving_court_id=receiving_court_id,
         judge_id=judge_id,
         room_id=room_id,
@@ -396,7 +414,7 @@ async def plan_booking(
         kind=kind,
     )
     candidates = await _check_calendar(db, settings, b)
-    operators = set((await db.scalars(_OPERATORS, {"court_id": petition.court_id})).all())
+    operators = set((await db.scalars(_OPERATORS, {"court_id": host})).all())
     del found
     return BookingPlan(petition, b, candidates, operators, now)
 
@@ -421,7 +439,7 @@ async def commit_booking(
         visit = Visit(
             id=new_visit_id(),
             petition_id=petition.id,
-            court_id=petition.court_id,
+            court_id=b.host_court_id,
             receiving_court_id=b.receiving.id,
             judge_id=judge.id,
             room_id=b.room.id,
@@ -556,6 +574,7 @@ async def reschedule_visit(
         actor,
         settings,
         petition=petition,
+        host_court_id=visit.court_id,
         receiving_court_id=visit.receiving_court_id,
         judge_id=judge_id if judge_id is not None else visit.judge_id,
         room_id=room_id or visit.room_id or 0,

@@ -464,7 +464,10 @@ async def _petition_filter(session: AsyncSession, actor: Actor) -> Any | None:
         received = select(Visit.petition_id).where(Visit.receiving_court_id == actor.court_id)
         return Petition.id.in_(received)
     scope = await court_scope(session, actor)
-    return None if scope is None else Petition.court_id.in_(scope)
+    if scope is None:
+        return None
+    # the cases a court registered, and those handed down to it (交办): it books their visits
+    return or_(Petition.court_id.in_(scope), Petition.handler_court_id.in_(scope))
 
 
 async def list_petitions(

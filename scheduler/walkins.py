@@ -15,7 +15,7 @@ from config.db import utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError
 from config.privacy import mask_id_number
 from config.settings import Settings
-from scheduler.booking import book_visit, open_case
+from scheduler.booking import book_visit, hosting_court, open_case
 from scheduler.models import Role, Visit, VisitState, WalkIn, WalkInStatus
 from scheduler.scope import Actor, court_scope
 
@@ -49,6 +49,8 @@ async def walk_in(
     """Start a visit now with a free judge on duty, or queue for the next free one."""
     now = now or utcnow()
     petition = await open_case(db, actor, petition_id)
+    host = hosting_court(actor, petition)
+    assert host is not None  # open_case refused otherwise
     masked = mask_id_number(document_number.strip().upper())
     start = next_unit(now)
     try:
@@ -80,7 +82,7 @@ async def walk_in(
         raise ConflictError("该信访事项已在候补队列中", code="already_queued")
     entry = WalkIn(
         petition_id=petition.id,
-        court_id=petition.court_id,
+        court_id=host,
         receiving_court_id=receiving_court_id,
         room_id=room_id,
         document_type=document_type,
@@ -107,7 +109,7 @@ async def walk_in(
         target_type="walk_in",
         target_id=entry.id,
         address=actor.address,
-        court_id=petition.court_id,
+        court_id=host,
         detail={"petition": petition.number},
     )
     return WalkInResult(visit=None, queued=entry, position=int(position or 1))

@@ -214,6 +214,37 @@ async def test_a_phone_number_that_is_not_one_is_refused_at_registration(staff: 
     assert problem["field"] == "petitioners.0.phone" and problem["message"] == "电话号码格式无效"
 
 
+async def test_a_petitioner_on_file_under_another_name_or_phone_is_not_silently_replaced(
+    staff: Staff, db: Any
+) -> None:
+    await register(staff)  # 张三, ID_A, PHONE_A
+    other_matter = ["（2024）甲0101民9号"]
+    wang = {"name": "王五", "id_type": "resident_id", "id_number": ID_A, "phone": PHONE_A}
+    status, body = await staff.call(
+        "op_a", "POST", "/cases", letter(petitioners=[wang], original_numbers=other_matter)
+    )
+    assert status == 422 and body["error"]["code"] == "name_mismatch", body
+    assert "已登记为信访人「张三」" in body["error"]["message"]
+    assert ID_A not in body["error"]["message"]  # masked
+    zhang = {**wang, "name": "张三", "phone": "13700002222"}
+    status, body = await staff.call(
+        "op_a", "POST", "/cases", letter(petitioners=[zhang], original_numbers=other_matter)
+    )
+    assert status == 422 and body["error"]["code"] == "phone_mismatch", body
+    assert "138****8000" in body["error"]["message"]
+    async with db() as session:  # nothing changed, no second case
+        assert await session.scalar(select(func.count()).select_from(Petition)) == 1
+    status, body = await staff.call(
+        "op_a",
+        "POST",
+        "/cases",
+        letter(petitioners=[{**zhang, "phone": ""}], original_numbers=other_matter),
+    )
+    assert status == 201, body
+    status, detail = await staff.call("op_a", "GET", f"/cases/{body['case']['id']}")
+    assert [p["phone"] for p in detail["case"]["petitioners"]] == ["138****8000"]
+
+
 async def test_a_registration_whose_duplicate_check_was_overtaken_is_refused_by_the_key(
     staff: Staff, db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -539,6 +570,16 @@ async def test_resolution_grounds_are_those_of_the_case_category(staff: Staff) -
         "settled_performing",
         "written_undertaking",
     ]
+
+
+async def test_a_basic_court_is_not_offered_an_assignment_it_could_not_make(staff: Staff) -> None:
+    case = await register(staff)
+    await petition_matter(staff, case["id"])
+    status, detail = await staff.call("po_a", "GET", f"/cases/{case['id']}")
+    assert status == 200 and "progress" in detail["actions"]
+    assert "assign" not in detail["actions"]  # no court is below a basic court
+    status, detail = await staff.call("po_mid", "GET", f"/cases/{case['id']}")
+    assert "assign" in detail["actions"]
 
 
 async def test_a_second_owner_needs_a_reason(staff: Staff) -> None:

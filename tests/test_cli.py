@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -50,6 +51,15 @@ def test_serve_demo_then_restart_keeps_data(tmp_path: Path) -> None:
         assert status == 200 and me["role"] == "judge"
     finally:
         stop_live_server(server)
+    # the demo case is registered as any other: a letter with its original case, at triage
+    # with the rule's deadline, its registration on the timeline
+    with sqlite3.connect(data / "vreception.db") as con:
+        (channel, node, due, original), *more = con.execute(
+            "SELECT channel, node, due_at, original_court FROM petitions"
+        ).fetchall()
+        kinds = [k for (k,) in con.execute("SELECT kind FROM case_events ORDER BY id")]
+    assert not more and (channel, node, original) == ("letter", "triage", "北京市海淀区人民法院")
+    assert due is not None and kinds == ["registered", "contact"]
     again = start_live_server(data)
     try:
         assert again.passwords == {}  # demo data is created once, on an empty database

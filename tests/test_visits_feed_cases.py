@@ -135,6 +135,45 @@ async def test_booking_from_a_case_records_a_video_contact_and_a_timeline_entry(
     assert [v["petition_category_name"] for v in listed] == ["执行"]
 
 
+async def test_a_case_handed_down_is_booked_by_the_court_below_in_its_own_room(
+    client: TestClient, booking: Booking, migrated: Settings
+) -> None:
+    """A case the intermediate court registered is booked by its own operators only until
+    it hands the case down (交办): then the basic court books the visit, in its room."""
+    w = booking.world
+    petition_id = booking.petitions["a0"]
+    db = Database(migrated)
+    try:
+        async with db.writer() as s:  # registered at the intermediate court, handled there
+            await s.execute(
+                update(Petition)
+                .where(Petition.id == petition_id)
+                .values(court_id=w.courts["mid_a"], handler_court_id=w.courts["mid_a"])
+            )
+        csrf = await login(client, "op_a")
+        status, body = await _book(client, csrf, booking)
+        assert status == 404, body  # not the basic court's case (yet)
+        detail = await client.get(f"/api/v1/cases/{petition_id}")
+        assert detail.status == 404
+        async with db.writer() as s:  # handed down to the basic court
+            await s.execute(
+                update(Petition)
+                .where(Petition.id == petition_id)
+                .values(handler_court_id=w.courts["basic_a"])
+            )
+        detail = await client.get(f"/api/v1/cases/{petition_id}")
+        assert detail.status == 200 and (await detail.json())["may_book"] is True
+        listed = await (await client.get("/api/v1/petitions?limit=200")).json()
+        assert petition_id in [p["id"] for p in listed["items"]]  # the booking form's list
+        status, visit = await _book(client, csrf, booking)
+        assert status == 201, visit
+        async with db.reader() as s:
+            stored = await s.get(Visit, visit["id"])
+            assert stored is not None and stored.court_id == w.courts["basic_a"]
+    finally:
+        await db.dispose()
+
+
 async def test_a_cancelled_visit_stays_on_the_timeline_with_its_cancellation(
     client: TestClient, booking: Booking, migrated: Settings
 ) -> None:
@@ -456,26 +495,31 @@ def test_the_operator_registers_a_case_by_category_and_books_it_by_kind(
     op.wait_for_url(url + "/operator")
     op.wait_for_selector("body[data-ready='1']", timeout=30_000)
 
-    # registration: the category is chosen from the vocabulary, stored as its code
+    # registration goes through the case registration page (有录必全): the operator's page
+    # links there; the category is chosen from the vocabulary, stored as its code
     op.click("button[data-tab=tab-petitions]")
-    form = op.locator("#petition-form")
-    form.locator("input[name=number]").fill("（2026）京0108信88号")
-    op.select_option("#petition-category", label="行政再审申请")
-    form.locator("textarea[name=summary]").fill("对行政判决不服")
-    form.locator("button[type=submit]").click()
-    expect(op.locator("#petition-msg")).to_contain_text("已登记事项", timeout=30_000)
-    row = op.locator("#petition-rows tr", has_text="（2026）京0108信88号")
-    expect(row).to_contain_text("行政再审申请")
-    expect(row).to_contain_text("待分流")
+    op.click("#register-case")
+    op.wait_for_url(url + "/cases/new")
+    op.select_option("#reg-channel", "walk_in")
+    person = op.locator("#people .person").first
+    person.locator("input[name=name]").fill("赵六")
+    person.locator("input[name=id_number]").fill("110101198503071235")
+    op.select_option("#reg-category", label="行政再审申请")
+    op.fill("#reg-numbers", "（2025）京0108行初88号")
+    op.fill("#reg-summary", "对行政判决不服")
+    op.fill("#reg-court", "北京市海淀区人民法院")
+    op.locator("#reg-form button[type=submit]").click()
+    expect(op.locator("#saved-title")).to_contain_text("已登记信访件", timeout=30_000)
+    number = op.locator("#saved-title a").inner_text()
+    assert number.startswith("（20") and "信" in number, number
 
-    # booking starts from the case: its number, category and state are shown
-    op.click("button[data-tab=tab-book]")
-    case = op.locator("#book-petition option", has_text="信88号").get_attribute("value")
-    assert case
-    op.select_option("#book-petition", case)
-    expect(op.locator("#book-case")).to_have_text(
-        "信访件 （2026）京0108信88号 · 行政再审申请 · 待分流"
-    )
+    # booking starts from the case: its page offers it, and the booking form shows its
+    # number, category and state
+    op.click("#saved-open")
+    op.click("#book-visit")
+    op.wait_for_url("**/operator?case=*")
+    op.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    expect(op.locator("#book-case")).to_have_text(f"信访件 {number} · 行政再审申请 · 待分流")
     courts = op.locator("#book-court option")
     expect(courts).not_to_contain_text(["北京市海淀区人民法院"])
     op.select_option("#book-kind", "post_judgment")  # the petitioner's own court may answer
@@ -492,11 +536,9 @@ def test_the_operator_registers_a_case_by_category_and_books_it_by_kind(
     op.click("#book-form button[type=submit]")
     expect(op.locator("#book-msg")).to_contain_text("找到", timeout=30_000)
     op.locator("#slot-rows tr").first.locator("button").click()
-    expect(op.locator("#book-msg")).to_contain_text(
-        "已预约视频接访：（2026）京0108信88号", timeout=30_000
-    )
+    expect(op.locator("#book-msg")).to_contain_text(f"已预约视频接访：{number}", timeout=30_000)
     op.click("button[data-tab=tab-day]")
-    booked = op.locator("#visit-rows tr", has_text="信88号")
+    booked = op.locator("#visit-rows tr", has_text=number)
     expect(booked).to_contain_text("视频接访")
     expect(booked).to_contain_text("行政再审申请")
     op.screenshot(path=str(artifacts / "operator-book-from-case.png"), full_page=True)

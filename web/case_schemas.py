@@ -437,6 +437,7 @@ class CaseDetail(Answer):
     case: CaseOut
     actions: list[str]
     resolution_grounds: list[ResolutionGround]  # the 化解 grounds of the case's category
+    may_book: bool  # the caller may book a video visit of this case now (an operator)
     events: list[EventOut]
     contacts: list[ContactOut]
     materials: list[MaterialOut]
@@ -445,7 +446,14 @@ class CaseDetail(Answer):
 
     @classmethod
     def of(
-        cls, t: Timeline, names: Names, actions: list[str], now: datetime, tz: tzinfo
+        cls,
+        t: Timeline,
+        names: Names,
+        actions: list[str],
+        now: datetime,
+        tz: tzinfo,
+        *,
+        may_book: bool,
     ) -> CaseDetail:
         case = t.case
         courts = {**names.courts, **t.names}
@@ -464,6 +472,7 @@ class CaseDetail(Answer):
             ),
             actions=actions,
             resolution_grounds=list(resolution_grounds(case.category)),
+            may_book=may_book,
             events=[EventOut.of(e, courts, tz, t.actors) for e in t.events],
             contacts=[ContactOut.of(c, courts) for c in t.contacts],
             materials=[MaterialOut.of(m) for m in t.materials],

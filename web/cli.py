@@ -74,7 +74,7 @@ async def _seed_demo(settings: Settings) -> None:
             if not await database_is_empty(db):
                 print("数据库已有数据，未创建演示数据 (database not empty: demo data skipped)")
                 return
-            accounts = await create_demo_data(db, settings.password_min_length)
+            accounts = await create_demo_data(db, settings)
         # one write: a log line of another thread cannot land inside the table
         rows = [f"  {a.role.value:<10} {a.username:<10} {a.password}" for a in accounts]
         sys.stdout.write(

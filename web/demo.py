@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from config.settings import Settings
 from scheduler import availability, service
-from scheduler.cases.words import CaseCategory
+from scheduler.cases import service as cases
+from scheduler.cases.words import CaseCategory, Channel
 from scheduler.models import Court, CourtLevel, IdType, Role, User
-from scheduler.scope import SYSTEM_ACTOR
+from scheduler.scope import SYSTEM_ACTOR, Actor
 
 DEMO_COURTS = [
     ("SPC", "最高人民法院", CourtLevel.supreme, None),
@@ -46,7 +48,7 @@ async def database_is_empty(db: AsyncSession) -> bool:
     return not courts and not users
 
 
-async def create_demo_data(db: AsyncSession, password_min_length: int) -> list[DemoAccount]:
+async def create_demo_data(db: AsyncSession, settings: Settings) -> list[DemoAccount]:
     """Create the demo tree and accounts; returns the generated passwords (shown once)."""
     ids: dict[str, int] = {}
     for code, name, level, parent in DEMO_COURTS:
@@ -82,9 +84,11 @@ async def create_demo_data(db: AsyncSession, password_min_length: int) -> list[D
             role=role,
             court_id=ids[court_key] if court_key else None,
             password=password,
-            password_min_length=password_min_length,
+            password_min_length=settings.password_min_length,
         )
         accounts.append(DemoAccount(username=username, role=role, password=password))
+        if role is Role.operator:
+            clerk = Actor(user.id, user.username, role, user.court_id)
         if role is Role.judge:
             for weekday in range(5):
                 for start, end in ((9 * 60, 12 * 60), (14 * 60, 17 * 60)):
@@ -99,22 +103,22 @@ async def create_demo_data(db: AsyncSession, password_min_length: int) -> list[D
                         valid_from=None,
                         valid_until=None,
                     )
-    petitioner = await service.create_petitioner(
+    # one case registered at the counter as any other (a letter: channel, original case,
+    # the triage deadline, its timeline), so a visit can be booked from it at once
+    await cases.register(
         db,
-        SYSTEM_ACTOR,
-        court_id=ids["BJHD"],
-        name="王某某",
-        id_type=IdType.resident_id,
-        id_number="11010519491231002X",
-        phone="13800138000",
-    )
-    await service.create_petition(
-        db,
-        SYSTEM_ACTOR,
-        petitioner_id=petitioner.id,
-        number="（2026）京0108信1号",
-        category=CaseCategory.civil_retrial,
-        summary="对一审民事判决不服，申请再审。",
-        judgment_ref="（2025）京0108民初123号",
+        clerk,
+        cases.Registration(
+            channel=Channel.letter,
+            petitioners=[
+                cases.PersonIn("王某某", IdType.resident_id, "11010519491231002X", "13800138000")
+            ],
+            category=CaseCategory.civil_retrial,
+            summary="对一审民事判决不服，申请再审。",
+            original_numbers=["（2025）京0108民初123号"],
+            original_court="北京市海淀区人民法院",
+            number="（2026）京0108信1号",
+        ),
+        settings=settings,
     )
     return accounts

@@ -40,7 +40,7 @@ from sqlalchemy.orm import aliased
 from config.audit import record_audit
 from config.db import add_row, prepared, table_of, utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
-from config.privacy import mask_id_number
+from config.privacy import mask_id_number, mask_phone
 from config.settings import Settings
 from config.vocabulary import label, label_of
 from scheduler.cases.models import (
@@ -318,11 +318,31 @@ def _missing(reg: Registration) -> list[str]:
 
 
 async def _petitioner_at(db: AsyncSession, actor: Actor, court_id: int, p: PersonIn) -> Petitioner:
+    """The court's petitioner of this ID number, registered now if new. One already on file
+    under another name is refused (a mistyped number would otherwise file the matter under
+    somebody else); a phone number is filled in where none is on file, and a clerk typing
+    another is told the one on file (nothing stored is overwritten; left empty, it is kept).
+    Online (no clerk) the number on file is kept."""
     number = check_id_number(p.id_type, p.id_number)
     found = await db.scalar(
         _PETITIONER_AT, {"court_id": court_id, "id_type": p.id_type, "id_number": number}
     )
     if found is not None:
+        name, phone = p.name.strip(), p.phone.strip()[:20]
+        if name and name != found.name:
+            raise InvalidError(
+                f"证件号码 {mask_id_number(number)} 已登记为信访人「{found.name}」，"
+                f"与填写的姓名「{name}」不一致，请核对证件号码和姓名",
+                code="name_mismatch",
+            )
+        if phone and not found.phone:
+            found.phone = phone
+        elif phone and phone != found.phone and actor.user_id is not None:
+            raise InvalidError(
+                f"信访人「{found.name}」登记的电话为 {mask_phone(found.phone)}，与填写的不一致；"
+                "请核对，或将电话留空沿用已登记的号码",
+                code="phone_mismatch",
+            )
         return found
     person = Petitioner(
         court_id=court_id,
@@ -1634,8 +1654,10 @@ def actions_for(actor: Actor, case: Petition, where: Standing) -> list[str]:
     """The actions the pages offer this actor on this case (the same rule that checks them),
     less those the case's own facts make pointless: a second leader (take_lead refuses it),
     flagging a flagged case or lifting a flag that is not there, a second pending 回访
-    (schedule_followup refuses it)."""
+    (schedule_followup refuses it), 交办 at a basic court (no court is below it)."""
     moot = {CaseAction.view, CaseAction.flag if case.flagged else CaseAction.unflag}
+    if where.level is CourtLevel.basic:
+        moot.add(CaseAction.assign)
     if case.leader_id is not None:
         moot.add(CaseAction.take_lead)
     if case.node is Node.followup:

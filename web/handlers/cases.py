@@ -20,8 +20,9 @@ from pydantic import BaseModel
 from config.audit import record_audit
 from config.db import utcnow
 from config.errors import AppError, InvalidError, NotFoundError
+from scheduler.booking import hosting_court
 from scheduler.cases import service as cases
-from scheduler.cases.rules import HANDLERS, CaseAction
+from scheduler.cases.rules import HANDLERS, NO_VISITS, CaseAction
 from scheduler.cases.words import Node
 from scheduler.models import Role
 from scheduler.scope import Actor
@@ -73,8 +74,14 @@ CASE_ID = r"{case_id:\d+}"
 async def _detail(ctx: Context, case_id: int) -> CaseDetail:
     actor = ctx.me.actor()
     t = await cases.timeline(ctx.db, actor, case_id)
+    bookable = t.case.state not in NO_VISITS and hosting_court(actor, t.case) is not None
     return CaseDetail.of(
-        t, t.shown, cases.actions_for(actor, t.case, t.standing), utcnow(), ctx.settings.tz
+        t,
+        t.shown,
+        cases.actions_for(actor, t.case, t.standing),
+        utcnow(),
+        ctx.settings.tz,
+        may_book=bookable,
     )
 
 

@@ -243,6 +243,12 @@
       b.dataset.action = action;
       buttons.appendChild(b);
     }
+    if (data.may_book) {  // an operator of the court that registered or handles it
+      const book = el("a", "预约视频接访", "button");
+      book.id = "book-visit";
+      book.href = `/operator?case=${encodeURIComponent(c.id)}`;
+      buttons.appendChild(book);
+    }
     document.getElementById("actions-card").classList.toggle("hidden", !buttons.children.length);
     if (current && !data.actions.includes(current)) closeForm();
 

@@ -203,7 +203,6 @@
       (p) => p.name, (p) => VR.ID_TYPES[p.id_type], (p) => p.id_number_masked, (p) => p.phone_masked,
       (p) => VR.time(p.created_at),
     ], "暂无信访人");
-    if (!q) fillSelect("petition-petitioner", petitioners, (p) => `${p.name}（${p.id_number_masked}）`);
   }
   async function loadPetitions() {
     petitions = (await VR.api("GET", "/petitions?limit=200")).items;
@@ -244,21 +243,6 @@
       VR.say(msg, `已登记：${p.name}（${p.id_number_masked}）`, "ok");
       pform.reset();
       await loadPetitioners();
-    } catch (err) { VR.say(msg, VR.describe(err), "error"); }
-  });
-  const tform = document.getElementById("petition-form");
-  // the fixed categories of a case (case_category), by code; the first is chosen until changed
-  for (const [code, text] of Object.entries((window.VOCABULARY || {}).case_category || {})) {
-    document.getElementById("petition-category").add(new Option(text, code));
-  }
-  tform.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const msg = document.getElementById("petition-msg");
-    try {
-      const p = await VR.api("POST", "/petitions", VR.formData(tform));
-      VR.say(msg, `已登记事项：${p.number}`, "ok");
-      tform.reset();
-      await loadPetitions();
     } catch (err) { VR.say(msg, VR.describe(err), "error"); }
   });
   const sform = document.getElementById("search-form");
@@ -351,5 +335,22 @@
   await loadRooms();
   await loadPetitioners();
   await Promise.all([loadPetitions(), loadJudges(), loadDay(), loadQueue(), loadRoster(), loadOnline()]);
+  // from a case's page (预约视频接访): that case chosen, on the booking tab
+  const fromCase = new URLSearchParams(location.search).get("case");
+  if (fromCase) {
+    const sel = document.getElementById("book-petition");
+    try {
+      if (![...sel.options].some((o) => o.value === fromCase)) {  // older than the list's 200
+        const p = await VR.api("GET", `/petitions/${encodeURIComponent(fromCase)}`);
+        petitions.push(p);
+        sel.add(new Option(`${p.number} · ${VR.label("case_category", p.category)} · ${VR.label("case_state", p.state)}`, String(p.id)));
+      }
+      sel.value = fromCase;
+      showCase();
+      document.querySelector("button[data-tab=tab-book]").click();
+    } catch (err) {
+      VR.say(document.getElementById("book-msg"), VR.describe(err), "error");
+    }
+  }
   document.body.dataset.ready = "1";
 })();
