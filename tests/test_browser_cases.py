@@ -278,7 +278,15 @@ def test_case_from_letter_to_followup_through_the_pages(
 
     # ---- the high court holds a video supervision meeting (视频约谈) about the case with
     #      staff of two lower courts: scheduled on the meetings page, joined by each from
-    #      their own session (real WebRTC through the relay), minutes kept by the host
+    #      their own session (real WebRTC through the relay), minutes kept by the host;
+    #      the case's page leads there with the case already added
+    officer.goto(f"{live_server.url}/cases/{case_id}")
+    officer.wait_for_selector("body[data-ready='1']")
+    officer.click("#meet-case")
+    officer.wait_for_url(re.compile(r"/meetings\?case="))
+    officer.wait_for_selector("body[data-ready='1']")
+    expect(officer.locator("#case-list li")).to_have_count(1)
+    expect(officer.locator("#case-list")).to_contain_text(number)
     visit_id = open_a_meeting_now(officer, live_server.url, [number])
     judge = page_of("judge", "/judge")
     window = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
@@ -309,6 +317,14 @@ def test_case_from_letter_to_followup_through_the_pages(
     clerk.fill("#act-fields textarea[name=remark]", "电话回访，信访人表示满意。")
     clerk.click("#act-submit")
     expect(clerk.locator("#followup-rows")).to_contain_text("满意", timeout=15_000)
+    # a closed case is not met about, and the meetings page says why
+    officer.goto(live_server.url + "/meetings")
+    officer.wait_for_selector("body[data-ready='1']")
+    officer.fill("#case-number", number)
+    officer.click("#case-add")
+    expect(officer.locator("#schedule-msg")).to_contain_text(
+        f"信访件 {number} 已化解，不能约谈", timeout=15_000
+    )
 
     # ---- the timeline: every step in order, who did it, in court local time
     kinds = clerk.locator("#timeline li").evaluate_all("lis => lis.map(li => li.dataset.kind)")

@@ -302,6 +302,20 @@ async def test_ending_a_meeting_puts_its_minutes_on_each_case(
     actor = _actor(booking.judge_high, Role.judge, booking.world.courts["high"])
     engine = create_engine(migrated)
     try:
+        async with create_sessionmaker(engine)() as db:  # shown on each case once scheduled
+            scheduled = (
+                await db.scalars(
+                    select(CaseEvent).where(CaseEvent.kind == EventKind.meeting_scheduled)
+                )
+            ).all()
+        assert {e.petition_id for e in scheduled} == {
+            booking.petitions["a0"],
+            booking.petitions["b0"],
+        }
+        for e in scheduled:
+            assert e.text.startswith("安排视频约谈：") and "参会：" in e.text
+            assert "judge_a（甲市中级人民法院）" in e.text and "+00:00" not in e.text
+            assert e.detail["visit_id"] == visit_id
         async with create_sessionmaker(engine)() as db, db.begin():
             visit = await db.get(Visit, visit_id)
             assert visit is not None

@@ -26,7 +26,8 @@ from scheduler.cases.minutes import recording_link
 from scheduler.cases.models import MeetingCase, MeetingInvitee
 from scheduler.cases.rules import CaseAction, next_state
 from scheduler.cases.service import get_case
-from scheduler.cases.words import CaseState, VisitKind
+from scheduler.cases.timeline import add_event
+from scheduler.cases.words import CaseState, EventKind, VisitKind
 from scheduler.lifecycle import OPEN, Action, may
 from scheduler.models import (
     Court,
@@ -194,6 +195,22 @@ async def schedule_meeting(
         starts_at=audit_time(starts_at, settings.tz),
         minutes=minutes,
     )
+    names = {cid: (await db.get(Court, cid)) for cid in {u.court_id for u in invitees}}
+    who = "、".join(
+        f"{u.display_name}（{court.name}）" if (court := names.get(u.court_id)) else u.display_name
+        for u in invitees
+    )
+    for p in cases:  # each case it concerns shows it from now on, not only once held
+        add_event(
+            db,
+            p.id,
+            EventKind.meeting_scheduled,
+            actor,
+            f"安排视频约谈：{local_text(starts_at, settings)}，{minutes} 分钟；"
+            f"主持人：{host.display_name}；参会：{who}",
+            court_id=host_court,
+            detail={"visit_id": visit.id, "starts_at": starts_at.isoformat()},
+        )
     await notify(
         db,
         [u.id for u in invitees],

@@ -411,6 +411,7 @@ class EventKind(enum.StrEnum):
     reminder = "reminder"
     overdue = "overdue"
     escalated = "escalated"
+    meeting_scheduled = "meeting_scheduled"
     meeting = "meeting"
     visit = "visit"
     outcome = "outcome"
@@ -449,6 +450,7 @@ define(
         EventKind.reminder: "到期提醒",
         EventKind.overdue: "超期预警",
         EventKind.escalated: "超期上报",
+        EventKind.meeting_scheduled: "安排视频约谈",
         EventKind.meeting: "视频约谈",
         EventKind.visit: "视频接访",
         EventKind.outcome: "接访结果",

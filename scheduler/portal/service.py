@@ -160,6 +160,7 @@ HIDDEN = frozenset(
         EventKind.leader,
         EventKind.correction,
         EventKind.review,
+        EventKind.meeting_scheduled,
         EventKind.meeting,
         EventKind.reported,
         EventKind.accepted,

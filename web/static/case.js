@@ -243,6 +243,12 @@
       b.dataset.action = action;
       buttons.appendChild(b);
     }
+    if (data.actions.includes("meet")) {  // a court above the handling one: on /meetings
+      const meet = el("a", VR.label("case_action", "meet"), "button secondary");
+      meet.id = "meet-case";
+      meet.href = `/meetings?case=${encodeURIComponent(c.number)}`;
+      buttons.appendChild(meet);
+    }
     if (data.may_book) {  // an operator of the court that registered or handles it
       const book = el("a", "预约视频接访", "button");
       book.id = "book-visit";

@@ -58,6 +58,20 @@
     }
   }
 
+  // why a number the caller typed is not offered: a case it sees may be closed, or handled
+  // by its own court (a meeting is about a court below); else it does not exist for it
+  async function whyNotMeetable(number) {
+    try {
+      const page = await VR.api("GET", `/cases?q=${encodeURIComponent(number)}&limit=5`);
+      const c = page.items.find((x) => x.number === number) || (page.items.length === 1 ? page.items[0] : null);
+      if (c && ["resolved", "terminated"].includes(c.state)) {
+        return `信访件 ${c.number} ${VR.label("case_state", c.state)}，不能约谈；如需继续督办，请先重新启动该信访件`;
+      }
+      if (c) return `信访件 ${c.number} 不由下级法院承办，不能就其约谈下级法院`;
+    } catch (err) { /* the plain answer below */ }
+    return `未找到信访件 ${number}`;
+  }
+
   async function setUpScheduling() {
     $("schedule-card").classList.remove("hidden");
     const msg = $("schedule-msg");
@@ -78,7 +92,7 @@
       if (!number) return;
       const hits = await VR.api("GET", `/meetings/cases?number=${encodeURIComponent(number)}`);
       const hit = hits.find((c) => c.number === number) || (hits.length === 1 ? hits[0] : null);
-      if (!hit) { VR.say(msg, `未找到可约谈的信访件 ${number}`, "error"); return; }
+      if (!hit) { VR.say(msg, await whyNotMeetable(number), "error"); return; }
       cases.set(hit.id, `${hit.number}（${hit.handler_court_name}）`);
       chips($("case-list"), cases);
       if ($("case-number").value.trim() === number) $("case-number").value = "";
@@ -111,6 +125,7 @@
       ev.preventDefault();
       if (!cases.size) { VR.say(msg, "请至少添加一件信访件", "error"); return; }
       if (!invitees.size) { VR.say(msg, "请至少添加一名参会人员", "error"); return; }
+      if (!$("starts-at").value) { VR.say(msg, "请选择开始时间", "error"); $("starts-at").focus(); return; }
       try {
         const m = await VR.api("POST", "/meetings", {
           case_ids: [...cases.keys()], invitee_ids: [...invitees.keys()],
@@ -124,6 +139,14 @@
   }
 
   await load();
-  if (HOSTS.includes(me.role) && me.court_id) await setUpScheduling();
+  if (HOSTS.includes(me.role) && me.court_id) {
+    await setUpScheduling();
+    // from a case's page (安排视频约谈): that case already added
+    const fromCase = new URLSearchParams(location.search).get("case");
+    if (fromCase) {
+      $("case-number").value = fromCase;
+      await $("case-add").onclick();
+    }
+  }
   document.body.dataset.ready = "1";
 })();
