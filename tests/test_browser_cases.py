@@ -404,16 +404,18 @@ def test_leader_takes_a_case_and_finds_it_as_theirs_while_the_archivist_only_rea
     expect(leader.locator("#action-buttons button[data-action=take_lead]")).to_have_count(0)
     # a wrong entry is corrected by a new one naming it; the old one stays as it was
     first = leader.locator("#timeline li").first
-    original, first_id = first.inner_text(), first.get_attribute("data-event-id")
+    original, first_id = first.locator(".text").inner_text(), first.get_attribute("data-event-id")
+    first_at = first.locator(".at").inner_text()
     leader.click("#action-buttons button[data-action=correct]")
     leader.select_option("#act-fields select[name=event_id]", first_id)
     leader.fill("#act-fields textarea[name=text]", "来电人为钱某某之子，代为反映。")
     leader.click("#act-submit")
     correction = leader.locator("#timeline li[data-kind=correction]")
-    expect(correction).to_contain_text(
-        f"更正第 {first_id} 条记录：来电人为钱某某之子", timeout=15_000
+    expect(correction).to_contain_text(  # named as the page shows it: its time and kind
+        f"更正 {first_at}「登记」记录：来电人为钱某某之子", timeout=15_000
     )
-    assert leader.locator("#timeline li").first.inner_text() == original
+    assert leader.locator("#timeline li").first.locator(".text").inner_text() == original
+    expect(leader.locator("#timeline li").first).to_contain_text("已更正")
     leader.goto(live_server.url + "/cases")
     leader.wait_for_selector("body[data-ready='1']")
     leader.check("#mine-box input")

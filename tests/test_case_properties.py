@@ -210,7 +210,7 @@ async def perform(
             path=f"{case_id}/x.pdf",
         ),
         "correct": lambda: cases.correct(
-            db, actor, case_id, event_id=first_event, text="登记时间应为上午"
+            db, actor, case_id, event_id=first_event, text="登记时间应为上午", settings=env.settings
         ),
         "triage_litigation": lambda: cases.triage(
             db,

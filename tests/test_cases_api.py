@@ -560,9 +560,14 @@ async def test_resolution_grounds_are_those_of_the_case_category(staff: Staff) -
     assert status == 422 and body["error"]["code"] == "ground_not_for_category"
     assert body["error"]["message"] == "「执行到位」不是民事再审申请类信访件的化解依据"
     status, detail = await staff.call(
-        "po_a", "POST", resolve, {"ground": "explained_accepted", "remark": "经释法明理，服判息诉"}
+        "po_a",
+        "POST",
+        resolve,
+        {"ground": "explained_accepted", "remark": "经释法明理，服判息诉。"},
     )
     assert status == 200 and detail["case"]["state"] == "resolved"
+    [entry] = [e["text"] for e in detail["events"] if e["kind"] == "resolved"]
+    assert "服判息诉；安排回访" in entry, entry  # the remark's own 。 does not end the sentence
     enforcement = await register(staff, original_numbers=["（2024）甲0102执1号"])
     status, detail = await staff.call("po_a", "GET", f"/cases/{enforcement['id']}")
     assert detail["resolution_grounds"][:3] == [

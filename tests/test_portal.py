@@ -367,7 +367,9 @@ async def _triage_as_petition(settings: Settings, world: World, case_id: int) ->
             mode=HandlingMode.immediate,
             responsible_id=world.users["po_a"],
         )
-        await cases.correct(db, actor, case_id, event_id=1, text="内部更正：登记时间有误")
+        await cases.correct(
+            db, actor, case_id, event_id=1, text="内部更正：登记时间有误", settings=settings
+        )
 
 
 async def test_progress_shows_public_steps_in_plain_words_and_the_result(

@@ -227,6 +227,12 @@ async def _act(
     return case
 
 
+def _clause(text: str, limit: int = 400) -> str:
+    """Free text quoted inside a sentence: cut to ``limit``, its closing punctuation dropped
+    (the sentence goes on: no "。；")."""
+    return text[:limit].rstrip().rstrip("。；;，,、.！!？?")
+
+
 def _text(value: str, name: str, *, required: bool = True, limit: int = 4000) -> str:
     value = (value or "").strip()
     if required and not value:
@@ -1029,7 +1035,7 @@ async def resolve(
         case_id,
         CaseAction.resolve,
         EventKind.resolved,
-        f"化解（{label(ground)}）：{why[:400]}；安排回访，{local_text(due, settings)} 前完成",
+        f"化解（{label(ground)}）：{_clause(why)}；安排回访，{local_text(due, settings)} 前完成",
         detail={"ground": ground.value, "remark": why, "followup_due_at": due.isoformat()},
         due_at=due,
     )
@@ -1183,9 +1189,10 @@ async def reopen(db: AsyncSession, actor: Actor, case_id: int, *, reason: str) -
 
 
 async def correct(
-    db: AsyncSession, actor: Actor, case_id: int, *, event_id: int, text: str
+    db: AsyncSession, actor: Actor, case_id: int, *, event_id: int, text: str, settings: Settings
 ) -> CaseEvent:
-    """A correction is a new timeline entry naming the one it corrects; nothing is changed."""
+    """A correction is a new timeline entry naming the one it corrects (by its time and
+    kind, as the page shows it); nothing is changed."""
     await get_case(db, actor, case_id, CaseAction.correct)
     target = await db.get(CaseEvent, event_id)
     if target is None or target.petition_id != case_id:
@@ -1196,7 +1203,8 @@ async def correct(
         case_id,
         EventKind.correction,
         actor,
-        f"更正第 {event_id} 条记录：{body[:400]}",
+        f"更正 {local_text(target.at, settings)}「{label_of('case_event', target.kind)}」记录："
+        f"{body[:400]}",
         detail={"corrects": event_id},
     )
 

@@ -463,7 +463,9 @@ async def _reopen(ctx: Context, actor: Actor, case_id: int, b: ReopenIn) -> obje
 
 @_action("correct", CorrectIn, "Correct a timeline entry (a new entry; nothing is changed)")
 async def _correct(ctx: Context, actor: Actor, case_id: int, b: CorrectIn) -> object:
-    return await cases.correct(ctx.db, actor, case_id, event_id=b.event_id, text=b.text)
+    return await cases.correct(
+        ctx.db, actor, case_id, event_id=b.event_id, text=b.text, settings=ctx.settings
+    )
 
 
 # ---------------------------------------------------------------- materials

@@ -27,7 +27,7 @@
   };
   const courtsBelow = async () => (await VR.api("GET", "/cases/courts-below")).map((c) => [c.id, c.name]);
   const eventOptions = async () => detail.events.map((e) =>
-    [e.id, `第 ${e.id} 条 ${VR.minute(e.at)} ${VR.label("case_event", e.kind)}：${e.text.slice(0, 30)}`]);
+    [e.id, `${VR.minute(e.at)} ${VR.label("case_event", e.kind)}：${e.text.slice(0, 30)}`]);
   const FORMS = {
     add_contact: { title: "登记来访来信（重复访）", post: "/contacts", fields: [
       { name: "channel", label: "来源渠道", options: vocab("case_channel") },
@@ -276,9 +276,14 @@
         a.href = `/archive/visits/${visit}`;
         body.append(" ", a);
       }
-      if (e.detail && e.detail.corrects) body.append(el("span", ` 更正第 ${e.detail.corrects} 条`, "muted"));
+      if (e.detail && e.detail.corrects) li.dataset.corrects = e.detail.corrects;
       li.append(body);
       ol.appendChild(li);
+    }
+    // an entry a later one corrects stays as it was, marked (the correction names it)
+    for (const fix of ol.querySelectorAll("li[data-corrects]")) {
+      const old = ol.querySelector(`li[data-event-id="${CSS.escape(fix.dataset.corrects)}"] .body`);
+      if (old && !old.querySelector(".corrected")) old.append(el("span", "（已更正，见后续更正记录）", "muted corrected"));
     }
 
     VR.fillTable(document.getElementById("material-rows"), data.materials, [
