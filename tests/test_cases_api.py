@@ -587,6 +587,28 @@ async def test_a_basic_court_is_not_offered_an_assignment_it_could_not_make(staf
     assert "assign" in detail["actions"]
 
 
+async def test_handing_a_case_to_another_court_withdraws_the_first_and_says_so(
+    staff: Staff,
+) -> None:
+    case = await register(staff)
+    await petition_matter(staff, case["id"])  # po_a responsible
+    assign = f"/cases/{case['id']}/actions/assign"
+    deadline = (utcnow() + timedelta(days=10)).isoformat()
+    world = staff.world
+    body = {"to_court_id": world.courts["basic_a"], "deadline": deadline}
+    status, _ = await staff.call("po_high", "POST", assign, body)
+    assert status == 200
+    body = {"to_court_id": world.courts["mid_a"], "deadline": deadline}
+    status, detail = await staff.call("po_high", "POST", assign, body)
+    assert status == 200, detail
+    assert [a["state"] for a in detail["assignments"]] == ["withdrawn", "open"]
+    first, last = [e["text"] for e in detail["events"] if e["kind"] == "assigned"]
+    assert first.startswith("交办 甲市某区人民法院") and first.endswith(
+        "首办责任人由承办法院重新确定"  # po_a, named at triage, is no longer responsible
+    ), first
+    assert last.startswith("改派（原承办：甲市某区人民法院）：交办 甲市中级人民法院"), last
+
+
 async def test_a_second_owner_needs_a_reason(staff: Staff) -> None:
     case = await register(staff)
     await petition_matter(staff, case["id"])
@@ -799,7 +821,7 @@ async def test_housekeeping_alerts_the_supervising_court_once_a_deadline_passes(
     )
     sentences = {e["action"]: e["sentence"] for e in audit["items"]}
     assert sentences["case.assigned"] == (
-        f"po_high将信访件交办 甲市某区人民法院，限 {local} 前反馈。"
+        f"po_high将信访件交办 甲市某区人民法院，限 {local} 前反馈；首办责任人由承办法院重新确定。"
     )
     assert sentences["case.overdue"] == (f"系统预警：信访件的「限期反馈」已超期（期限 {local}）。")
     assert {e["target_label"] for e in audit["items"]} == {f"信访件 #{case['id']}"}

@@ -803,12 +803,25 @@ async def assign(
         raise InvalidError("反馈期限不能超过一年", code="deadline_too_far")
     target = await db.get(Court, to_court_id)
     assert target is not None
+    # a hand-over still pending elsewhere is withdrawn (改派), and the entry says from where
+    pending = (
+        await db.scalars(
+            select(Assignment.to_court_id).where(
+                Assignment.petition_id == case.id,
+                Assignment.state.in_((AssignmentState.open, AssignmentState.reported)),
+            )
+        )
+    ).all()
     await db.execute(
         update(Assignment)
-        .where(Assignment.petition_id == case.id, Assignment.state == AssignmentState.open)
-        .values(state=AssignmentState.returned)
+        .where(
+            Assignment.petition_id == case.id,
+            Assignment.state.in_((AssignmentState.open, AssignmentState.reported)),
+        )
+        .values(state=AssignmentState.withdrawn)
         .execution_options(synchronize_session=False)
     )
+    before = [c.name for cid in dict.fromkeys(pending) if (c := await db.get(Court, cid))]
     row = Assignment(
         petition_id=case.id,
         from_court_id=actor.court_id,
@@ -826,8 +839,10 @@ async def assign(
         case_id,
         CaseAction.assign,
         EventKind.assigned,
-        f"交办 {target.name}，限 {local_text(due, settings)} 前反馈"
-        + (f"：{row.instructions[:200]}" if row.instructions else ""),
+        (f"改派（原承办：{'、'.join(before)}）：" if before else "")
+        + f"交办 {target.name}，限 {local_text(due, settings)} 前反馈"
+        + (f"：{_clause(row.instructions, 200)}" if row.instructions else "")
+        + ("；首办责任人由承办法院重新确定" if case.responsible_id is not None else ""),
         detail={"assignment_id": row.id, "to_court_id": to_court_id, "deadline": due.isoformat()},
         due_at=due,
         values={

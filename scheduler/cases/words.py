@@ -352,7 +352,8 @@ class AssignmentState(enum.StrEnum):
     open = "open"
     reported = "reported"
     accepted = "accepted"
-    returned = "returned"
+    returned = "returned"  # written by earlier versions for what ``withdrawn`` says now
+    withdrawn = "withdrawn"  # the assigning court handed the case to another court instead
 
 
 define(
@@ -362,7 +363,8 @@ define(
         AssignmentState.open: "办理中",
         AssignmentState.reported: "已反馈",
         AssignmentState.accepted: "已审核通过",
-        AssignmentState.returned: "已退回重办",
+        AssignmentState.returned: "已改派",
+        AssignmentState.withdrawn: "已改派",
     },
 )
 
