@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import FormData
@@ -607,6 +608,18 @@ async def test_handing_a_case_to_another_court_withdraws_the_first_and_says_so(
         "首办责任人由承办法院重新确定"  # po_a, named at triage, is no longer responsible
     ), first
     assert last.startswith("改派（原承办：甲市某区人民法院）：交办 甲市中级人民法院"), last
+
+
+async def test_a_case_is_found_by_its_original_number_typed_without_year_or_brackets(
+    staff: Staff,
+) -> None:
+    case = await register(staff)  # （2024）甲0101执123号
+    for typed in ("（2024）甲0101执123号", "(2024)甲0101执123", "甲0101执123号", "甲0101执123"):
+        status, page = await staff.call("op_a", "GET", "/cases?q=" + quote(typed))
+        assert status == 200 and [r["id"] for r in page["items"]] == [case["id"]], typed
+    for typed in ("0101执123", "甲0101执12", "(2023)甲0101执123"):  # not this number
+        status, page = await staff.call("op_a", "GET", "/cases?q=" + quote(typed))
+        assert status == 200 and page["items"] == [], typed
 
 
 async def test_a_second_owner_needs_a_reason(staff: Staff) -> None:

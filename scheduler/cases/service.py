@@ -252,6 +252,23 @@ def normalize_case_number(value: str) -> str:
     return _CASE_NO_SPACES.sub("", value.replace("（", "(").replace("）", ")")).strip()
 
 
+FIRST_CASE_YEAR = 1990  # the earliest year an original case number is looked up under
+
+
+def number_spellings(typed: str, now: datetime) -> list[str]:
+    """The stored (normalized) original numbers a search for ``typed`` finds: the number
+    itself, with 号 if it was left out, and, typed without its year (京0108执567), under each
+    year since FIRST_CASE_YEAR. Each is looked up in the index: no scan of every number."""
+    n = normalize_case_number(typed)
+    if not n:
+        return []
+    bare = [n, n + "号"] if not n.endswith("号") else [n]
+    if n.startswith("("):
+        return bare
+    years = range(FIRST_CASE_YEAR, now.year + 2)
+    return [*bare, *(f"({y}){b}" for y in years for b in bare)]
+
+
 def identity_key(id_type: IdType, id_number: str) -> str:
     """A petitioner's identity as the duplicate check keys it (never the number itself)."""
     return hashlib.sha256(f"{id_type.value}|{id_number}".encode()).hexdigest()
@@ -1308,7 +1325,7 @@ async def list_cases(
         stmt = stmt.where(Petition.leader_id == actor.user_id)
     if f.query.strip():
         q = f.query.strip()
-        ref = select(CaseRef.petition_id).where(CaseRef.number == normalize_case_number(q))
+        ref = select(CaseRef.petition_id).where(CaseRef.number.in_(number_spellings(q, now)))
         stmt = stmt.where(or_(Petition.number == q, Petition.id.in_(ref)))
     total = await db.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
     items = (await db.scalars(stmt.limit(limit).offset(offset))).all()

@@ -99,7 +99,8 @@ async def _detail(ctx: Context, case_id: int) -> CaseDetail:
 )
 async def list_cases(ctx: Context) -> Page[CaseRow]:
     """Filters: channel (of any contact), category, node, state, overdue, responsible person,
-    挂牌督办, ``mine`` (cases the caller leads), ``q`` (registration or original number)."""
+    挂牌督办, ``mine`` (cases the caller leads), ``q`` (registration or original number; the
+    latter also typed without its year or 号)."""
     q: CaseQuery = ctx.query
     page = await cases.list_cases(
         ctx.db,
