@@ -219,7 +219,7 @@
     fact(dl, "登记法院", name(c.registered_court));
     fact(dl, "承办法院", name(c.handler_court));
     fact(dl, "督办法院", name(c.supervising_court));
-    fact(dl, "首办责任人", name(c.responsible));
+    fact(dl, "首办责任人", name(c.responsible) || "未指定");
     fact(dl, "包案领导", name(c.leader));
     fact(dl, "人数", `${c.people_count} 人`);
     fact(dl, VR.label("case_event", "contact"), `${c.contact_count} 次`);
@@ -341,6 +341,8 @@
       render(await VR.api("GET", `/cases/${caseId}`));
     } catch (err) {
       VR.say(pageMsg, VR.describe(err), "error");
+      // no such case for this person: nothing but the message (no empty cards)
+      if (err.status === 404 && !detail) for (const card of document.querySelectorAll("main .card")) card.classList.add("hidden");
     }
   }
   document.addEventListener("vr-notification", load);

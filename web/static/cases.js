@@ -49,7 +49,7 @@
         VR.casePeople, (c) => [].concat(c.original_numbers || []).join("、"),
         (c) => `${VR.label("case_state", c.state)} / ${VR.label("case_node", c.node)}`,
         VR.caseDue, (c) => c.handler_court ? c.handler_court.name : "",
-        (c) => c.responsible ? c.responsible.name : "", (c) => String(c.contact_count),
+        (c) => c.responsible ? c.responsible.name : "未指定", (c) => String(c.contact_count),
         (c) => VR.minute(c.created_at),
       ], "没有符合条件的信访件");
       page.items.forEach((c, i) => {
