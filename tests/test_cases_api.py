@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -620,6 +620,15 @@ async def test_a_case_is_found_by_its_original_number_typed_without_year_or_brac
     for typed in ("0101执123", "甲0101执12", "(2023)甲0101执123"):  # not this number
         status, page = await staff.call("op_a", "GET", "/cases?q=" + quote(typed))
         assert status == 200 and page["items"] == [], typed
+
+
+async def test_a_letter_registered_late_is_due_from_when_it_came(staff: Staff) -> None:
+    came = utcnow().replace(microsecond=0) - timedelta(days=2)
+    case = await register(staff, occurred_at=came.isoformat())
+    status, detail = await staff.call("op_a", "GET", f"/cases/{case['id']}")
+    assert status == 200
+    due = datetime.fromisoformat(detail["case"]["due_at"])
+    assert due == came + timedelta(days=3)  # the triage rule's 3 days, from the letter
 
 
 async def test_a_second_owner_needs_a_reason(staff: Staff) -> None:

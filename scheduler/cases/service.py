@@ -475,7 +475,8 @@ async def register(
         people_count=reg.people_count,
         state=CaseState.registered,
         node=Node.triage,
-        due_at=await deadline_for(db, Node.triage, now),
+        # counted from when the letter came or the visit was (a clerk may register it later)
+        due_at=await deadline_for(db, Node.triage, occurred),
         contact_count=0,
         created_by=actor.user_id,
     )
