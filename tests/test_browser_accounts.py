@@ -80,3 +80,45 @@ def test_login_warning_lockout_then_admin_unlocks_and_resets(
     admin.screenshot(path=str(artifacts / "admin-audit.png"), full_page=True)
     ctx.close()
     admin_ctx.close()
+
+
+def test_admin_changes_a_case_deadline_rule_on_the_admin_page(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    """办理期限: the admin sees each node's rule and changes one; a wrong one is refused in
+    Chinese; the audit tab tells it. (Set back at the end: the server is shared.)"""
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    admin = ctx.new_page()
+    _login(admin, live_server, "admin")
+    admin.wait_for_url(live_server.url + "/admin")
+    admin.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    admin.click("button[data-tab=tab-rules]")
+    row = admin.locator("#rule-rows tr", has_text="审核反馈")
+    cells = row.locator("td")
+    days, remind = cells.nth(1).inner_text(), cells.nth(2).inner_text()
+    expect(admin.locator("#rule-rows tr")).to_have_count(5)
+    expect(admin.locator("#rule-rows tr").first).to_contain_text("分流")  # the workflow's order
+
+    def change(to_days: str, to_remind: str) -> None:
+        row.locator("button", has_text="修改").click()
+        admin.fill("#action-fields input[name=days]", to_days)
+        admin.fill("#action-fields input[name=remind_days_before]", to_remind)
+        admin.click("#action-ok")
+
+    try:
+        change("10", "10")
+        expect(admin.locator("#action-msg")).to_contain_text("提醒天数应小于期限天数")
+        admin.click("#action-cancel")
+        change("10", "3")
+        expect(admin.locator("#rule-msg")).to_have_text("已修改「审核反馈」：10 天，提前 3 天提醒")
+        expect(cells.nth(1)).to_have_text("10")
+        admin.screenshot(path=str(artifacts / "admin-rules.png"), full_page=True)
+        admin.click("button[data-tab=tab-audit]")
+        expect(admin.locator("#audit-rows")).to_contain_text(
+            "admin将「审核反馈」节点的办理期限改为 10 天，提前 3 天提醒"
+        )
+    finally:
+        admin.click("button[data-tab=tab-rules]")
+        change(days, remind)
+        expect(cells.nth(1)).to_have_text(days)
+        ctx.close()

@@ -631,6 +631,22 @@ async def test_a_letter_registered_late_is_due_from_when_it_came(staff: Staff) -
     assert due == came + timedelta(days=3)  # the triage rule's 3 days, from the letter
 
 
+async def test_a_changed_deadline_rule_sets_the_next_cases_deadline(staff: Staff) -> None:
+    status, body = await staff.call(
+        "admin", "PUT", "/case-rules/triage", {"days": 5, "remind_days_before": 2}
+    )
+    assert status == 200 and (body["days"], body["remind_days_before"]) == (5, 2)
+    status, body = await staff.call(
+        "admin", "PUT", "/case-rules/triage", {"days": 5, "remind_days_before": 5}
+    )
+    assert status == 422 and body["error"]["code"] == "invalid_rule"
+    status, _ = await staff.call("po_high", "PUT", "/case-rules/triage", {"days": 9})
+    assert status == 403
+    came = utcnow().replace(microsecond=0) - timedelta(hours=1)
+    case = await register(staff, occurred_at=came.isoformat())
+    assert datetime.fromisoformat(case["due_at"]) == came + timedelta(days=5)
+
+
 async def test_a_second_owner_needs_a_reason(staff: Staff) -> None:
     case = await register(staff)
     await petition_matter(staff, case["id"])

@@ -1907,7 +1907,10 @@ async def scan_deadlines(
 
 
 async def list_rules(db: AsyncSession) -> Sequence[DeadlineRule]:
-    return (await db.scalars(select(DeadlineRule).order_by(DeadlineRule.node))).all()
+    """Each node's rule, in the workflow's order (分流 first)."""
+    rules = (await db.scalars(select(DeadlineRule))).all()
+    order = {node: i for i, node in enumerate(Node)}
+    return sorted(rules, key=lambda r: order.get(Node(r.node), len(order)))
 
 
 async def set_rule(

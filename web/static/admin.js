@@ -73,6 +73,25 @@
     ]);
   }
 
+  // the deadline of each node of a petition case (办理期限): running deadlines keep theirs
+  async function loadRules() {
+    const msg = document.getElementById("rule-msg");
+    const rules = await VR.api("GET", "/case-rules");
+    VR.fillTable(document.getElementById("rule-rows"), rules, [
+      (r) => VR.label("case_node", r.node), (r) => String(r.days), (r) => String(r.remind_days_before),
+      (r) => VR.button("修改", async () => {
+        const done = await VR.ask(`修改「${VR.label("case_node", r.node)}」的办理期限`, [
+          { name: "days", label: "期限（天，1–365）", type: "number", value: String(r.days) },
+          { name: "remind_days_before", label: "提前提醒（天）", type: "number", value: String(r.remind_days_before) },
+        ], (v) => VR.api("PUT", `/case-rules/${r.node}`, { days: Number(v.days), remind_days_before: Number(v.remind_days_before) }));
+        if (done) {
+          VR.say(msg, `已修改「${VR.label("case_node", r.node)}」：${done.days} 天，提前 ${done.remind_days_before} 天提醒`, "ok");
+          await Promise.all([loadRules(), loadAudit()]);
+        }
+      }, true),
+    ], "暂无规则");
+  }
+
   async function loadAudit() {
     const page = await VR.api("GET", "/audit?limit=100");
     VR.fillTable(document.getElementById("audit-rows"), page.items, [
@@ -101,6 +120,6 @@
   submit("user-form", "user-msg", "/users", "用户", loadUsers);
   submit("room-form", "room-msg", "/rooms", "接访室", loadRooms);
   await loadCourts();
-  await Promise.all([loadUsers(), loadRooms(), loadAudit()]);
+  await Promise.all([loadUsers(), loadRooms(), loadRules(), loadAudit()]);
   document.body.dataset.ready = "1";
 })();

@@ -673,7 +673,7 @@ def _existing_petitions_become_cases() -> None:
 
 
 # Days each node may take before it is overdue, and days of warning before; admins change
-# them on the cases page (case_deadline_rules).
+# them on the admin page (case_deadline_rules).
 DEFAULT_RULES = {
     "triage": (3, 1),
     "handling": (60, 7),
