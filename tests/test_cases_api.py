@@ -19,6 +19,7 @@ from sqlalchemy import func, select, text, update
 
 from config.audit import AuditEvent
 from config.db import create_engine, create_sessionmaker, utcnow
+from config.errors import ConflictError
 from config.settings import Settings
 from scheduler.cases import service as cases
 from scheduler.cases.models import CaseEvent, Material
@@ -955,5 +956,86 @@ async def test_two_nodes_scanning_at_once_alert_an_overdue_case_once(
             )
         assert entries == 1
         assert dict(per_user) == {world.users["po_high"]: 1, world.users["leader_high"]: 1}
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_two_officers_naming_an_owner_at_once_on_postgresql_one_wins(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """PostgreSQL runs both at once: the second UPDATE waits for the first row lock, then
+    finds the owner it read changed and answers 409 instead of overwriting it."""
+    pg = request.getfixturevalue("postgres_server")
+    settings = Settings(data_dir=tmp_path, database_url=pg.create_database("vr_owner"))
+    await asyncio.to_thread(migrate, settings)
+    engine = create_engine(settings)
+    sessions = create_sessionmaker(engine)
+    try:
+        async with sessions() as s, s.begin():
+            world = await seed_world(s)
+            for name in ("po_x", "po_y"):
+                await add_staff(s, world, name, Role.petition_officer, "basic_a")
+            clerk = Actor(world.users["op_a"], "op_a", Role.operator, world.courts["basic_a"])
+            registered = await cases.register(
+                s,
+                clerk,
+                cases.Registration(
+                    channel=Channel.letter,
+                    petitioners=[cases.PersonIn("张三", IdType.resident_id, ID_A)],
+                    category=CaseCategory.enforcement,
+                    summary="未执行到位",
+                    original_numbers=[NUMBER],
+                    original_court="甲市某区人民法院",
+                ),
+                settings=settings,
+            )
+            case_id = registered.case.id
+            officer = Actor(
+                world.users["po_a"], "po_a", Role.petition_officer, world.courts["basic_a"]
+            )
+            await cases.triage(
+                s,
+                officer,
+                case_id,
+                track=CaseTrack.petition,
+                mode=HandlingMode.careful,
+                responsible_id=world.users["po_a"],
+            )
+        first, second = sessions(), sessions()
+        await first.begin()
+        await cases.set_owner(
+            first, officer, case_id, responsible_id=world.users["po_x"], reason="调岗"
+        )  # row locked, not yet committed
+
+        async def name_second() -> None:
+            async with second.begin():
+                await cases.set_owner(
+                    second, officer, case_id, responsible_id=world.users["po_y"], reason="休假"
+                )
+
+        racing = asyncio.create_task(name_second())
+
+        async def second_waits_for_the_lock() -> bool:
+            async with sessions() as watch:
+                waiting = await watch.scalar(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                )
+            return bool(waiting)
+
+        await wait_for(second_waits_for_the_lock, within=20)
+        await first.commit()
+        with pytest.raises(ConflictError) as refused:
+            await racing
+        assert refused.value.code == "case_changed"
+        await first.close()
+        await second.close()
+        async with sessions() as s:
+            case = await s.get(Petition, case_id)
+            assert case is not None and case.responsible_id == world.users["po_x"]
+            owners = await s.scalar(
+                select(func.count()).select_from(CaseEvent).where(CaseEvent.kind == "owner")
+            )
+        assert owners == 1  # the refused one left no entry
     finally:
         await engine.dispose()

@@ -182,7 +182,9 @@ async def _act(
     values: dict[str, Any] | None = None,
 ) -> Petition:
     """Take ``action`` on the case: check the rule, move its state (guarded against a
-    concurrent change), set its node and deadline, and add the timeline entry.
+    concurrent change), set its node and deadline, and add the timeline entry. The UPDATE
+    holds only if the state and every column in ``values`` are still as read (two clerks
+    naming an owner at once on PostgreSQL: one wins, the other gets 409).
 
     ``due_at``: True computes the new node's deadline from the rules when the node changes;
     a datetime or None sets it; False leaves it.
@@ -192,6 +194,10 @@ async def _act(
     new = next_state(old, action)
     assert new is not None
     changes: dict[str, Any] = dict(values or {})
+    guards = [Petition.id == case.id, Petition.state == old]
+    for name in values or {}:
+        column, seen = getattr(Petition, name), getattr(case, name)
+        guards.append(column.is_(None) if seen is None else column == seen)
     now = utcnow()
     if new is not old:
         changes["state"] = new
@@ -209,7 +215,7 @@ async def _act(
         changes["updated_at"] = now
         done = await db.execute(
             update(Petition)
-            .where(Petition.id == case.id, Petition.state == old)
+            .where(*guards)
             .values(**changes)
             .execution_options(synchronize_session=False)
         )
