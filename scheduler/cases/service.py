@@ -1145,6 +1145,7 @@ async def schedule_followup(
         )
         when = f"（{local_text(pending, settings)} 前完成）" if pending is not None else ""
         raise ConflictError(f"已安排回访{when}，请先记录回访结果", code="followup_pending")
+    await db.refresh(case)  # as claimed: what _act's guarded UPDATE compares with
     case = await _act(
         db,
         actor,
