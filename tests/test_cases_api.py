@@ -648,6 +648,32 @@ async def test_a_changed_deadline_rule_sets_the_next_cases_deadline(staff: Staff
     assert datetime.fromisoformat(case["due_at"]) == came + timedelta(days=5)
 
 
+async def test_a_litigation_matter_is_guided_to_its_procedure_and_the_guidance_kept(
+    staff: Staff,
+) -> None:
+    case = await register(staff, category="civil_retrial")
+    triage = f"/cases/{case['id']}/actions/triage"
+    status, body = await staff.call("po_a", "POST", triage, {"track": "litigation"})
+    assert status == 422 and body["error"]["message"] == "请选择导入的诉讼程序"
+    status, body = await staff.call(
+        "po_a", "POST", triage, {"track": "litigation", "procedure": "retrial"}
+    )
+    assert status == 422 and body["error"]["message"] == "请填写释明引导内容"
+    guidance = "告知其可在判决生效后六个月内向上一级法院申请再审，并说明所需材料。"
+    status, detail = await staff.call(
+        "po_a",
+        "POST",
+        triage,
+        {"track": "litigation", "procedure": "retrial", "guidance": guidance},
+    )
+    assert status == 200, detail
+    got = detail["case"]
+    assert (got["state"], got["track"], got["procedure"]) == ("guided", "litigation", "retrial")
+    [entry] = [e for e in detail["events"] if e["kind"] == "triaged"]
+    assert entry["text"].startswith("分流为诉讼事项，引导至「申请再审」：告知其可在")
+    assert entry["detail"]["guidance"] == guidance  # kept whole, not only the sentence's part
+
+
 async def test_a_second_owner_needs_a_reason(staff: Staff) -> None:
     case = await register(staff)
     await petition_matter(staff, case["id"])

@@ -119,6 +119,37 @@ async def test_a_high_court_judge_schedules_a_meeting_that_host_and_invitees_see
     }
 
 
+async def test_a_meeting_room_already_booked_then_is_refused(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    """The high court's own 约谈室 holds one meeting at a time, whoever attends."""
+    host, h = await _host(make_client, booking, migrated)
+    admin, ah = await _client(make_client, "admin")
+    r = await admin.post(
+        "/api/v1/rooms",
+        json={"court_id": booking.world.courts["high"], "name": "视频约谈室", "location": "三楼"},
+        headers=ah,
+    )
+    assert r.status == 201, await r.text()
+    room_id = (await r.json())["id"]
+    first = _meeting(booking, 10, cases=("a0",), invitees=("op_b",))
+    r = await host.post("/api/v1/meetings", json={**first, "room_id": room_id}, headers=h)
+    assert r.status == 201, await r.text()
+    # another host of the court, other invitees: only the room is in common
+    officer, oh = await _client(make_client, "po_high")
+    other = _meeting(booking, 10, cases=("b0",), invitees=("judge_a",))
+    other["starts_at"] = local_time(MONDAY, 10, 30).isoformat()
+    r = await officer.post("/api/v1/meetings", json={**other, "room_id": room_id}, headers=oh)
+    body = await r.json()
+    assert r.status == 409 and body["error"]["code"] == "double_booking", body
+    assert body["error"]["message"] == "时间冲突：视频约谈室在该时段已有安排"
+    basic_room = booking.world.rooms["basic_a"]  # not the host court's
+    r = await officer.post("/api/v1/meetings", json={**other, "room_id": basic_room}, headers=oh)
+    assert r.status == 422 and (await r.json())["error"]["code"] == "room_of_other_court"
+    r = await officer.post("/api/v1/meetings", json=other, headers=oh)  # no room: free
+    assert r.status == 201, await r.text()
+
+
 async def test_an_invitee_already_booked_then_is_refused(
     make_client: MakeClient, booking: Booking, migrated: Settings
 ) -> None:

@@ -238,7 +238,7 @@ async def test_an_onsite_reception_holds_its_room_like_a_visit_until_it_ends(
         with pytest.raises(ConflictError) as held:
             await start(14, 10)
         assert held.value.code == "double_booking"
-        assert held.value.message == "时间冲突：接访室在该时段已有安排"
+        assert held.value.message == "时间冲突：第一接访室在该时段已有安排"  # by its name
         async with db.writer() as s:  # nothing of the refused reception was stored
             assert (await s.scalars(select(Visit.id).where(Visit.kind == "onsite"))).all() == [
                 reception.id

@@ -232,7 +232,8 @@ async def conflict_error(db: AsyncSession, conflicts: list[dict[str, object]]) -
             user = await db.get(User, int(raw))
             names.append(user.display_name if user else raw)
         elif kind == "room":
-            names.append("接访室")
+            room = await db.get(ReceptionRoom, int(raw)) if raw.isdigit() else None
+            names.append(room.name if room is not None else "接访室")
     who = "、".join(dict.fromkeys(names)) or "参会人员或接访室"
     return ConflictError(
         f"时间冲突：{who}在该时段已有安排", code="double_booking", details={"conflicts": conflicts}

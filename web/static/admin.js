@@ -18,7 +18,7 @@
     ]);
     options(document.getElementById("court-parent"), courts, "（无：最高法院）");
     options(document.getElementById("user-court"), courts, "（无：仅系统管理员）");
-    options(document.getElementById("room-court"), courts.filter((c) => c.level === "basic"));
+    options(document.getElementById("room-court"), courts);
   }
 
   async function loadUsers() {

@@ -98,6 +98,9 @@
       if ($("case-number").value.trim() === number) $("case-number").value = "";
       VR.say(msg, "");
     };
+    for (const r of await VR.api("GET", `/rooms?court_id=${me.court_id}`)) {  // the host court's
+      if (r.active) $("meeting-room").add(new Option(r.location ? `${r.name}（${r.location}）` : r.name, String(r.id)));
+    }
     const courtSelect = $("invitee-court");
     for (const c of await VR.api("GET", "/meetings/courts")) {
       const opt = document.createElement("option");
@@ -130,6 +133,7 @@
         const m = await VR.api("POST", "/meetings", {
           case_ids: [...cases.keys()], invitee_ids: [...invitees.keys()],
           starts_at: VR.fromInput($("starts-at").value), minutes: Number($("minutes").value),
+          room_id: $("meeting-room").value ? Number($("meeting-room").value) : null,
         });
         VR.say(msg, `已安排约谈：${VR.dayOf(m.starts_at)} ${VR.hm(m.starts_at)}，已通知参会人员`, "ok");
         cases.clear(); invitees.clear(); chips($("case-list"), cases); chips($("invitee-list"), invitees);
