@@ -8,6 +8,7 @@ order, in court local time (the issue's "Done when", in one test)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import struct
@@ -191,6 +192,20 @@ def test_case_from_letter_to_followup_through_the_pages(
     rows = clerk.locator("#upload-rows")
     expect(rows).to_contain_text(hashlib.sha256(png).hexdigest())
     expect(rows).to_contain_text(hashlib.sha256(pdf).hexdigest())
+    # ... or dropped on the form from the scanner's folder
+    dropped = _pdf() + b"% page 2\n"
+    clerk.evaluate(
+        """([name, b64]) => {
+          const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+          const dt = new DataTransfer();
+          dt.items.add(new File([bytes], name, { type: "application/pdf" }));
+          document.getElementById("upload-form").dispatchEvent(
+            new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }""",
+        ["扫描件第2页.pdf", base64.b64encode(dropped).decode()],
+    )
+    expect(clerk.locator("#upload-msg")).to_contain_text("已上传 1 个文件", timeout=15_000)
+    expect(rows).to_contain_text(hashlib.sha256(dropped).hexdigest())
     _shot(clerk, artifacts, "registered")
 
     # ---- the same petitioner walks in about the same matter: found as 重复访 while typing

@@ -180,11 +180,27 @@
   }
 
   // ------------------------------------------------------------ materials (scanner files)
-  document.getElementById("upload-form").addEventListener("submit", async (ev) => {
+  // chosen in the picker, dropped on the form (a scanner's folder), or taken by a camera
+  const uploadForm = document.getElementById("upload-form");
+  uploadForm.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    await uploadFiles([...document.getElementById("upload-files").files]);
+  });
+  uploadForm.addEventListener("dragover", (ev) => { ev.preventDefault(); uploadForm.classList.add("dragging"); });
+  uploadForm.addEventListener("dragleave", () => uploadForm.classList.remove("dragging"));
+  uploadForm.addEventListener("drop", async (ev) => {
+    ev.preventDefault();
+    uploadForm.classList.remove("dragging");
+    await uploadFiles([...((ev.dataTransfer && ev.dataTransfer.files) || [])]);
+  });
+  document.getElementById("upload-camera").addEventListener("change", async (ev) => {
+    await uploadFiles([...ev.target.files]);
+    ev.target.value = "";
+  });
+
+  async function uploadFiles(files) {
     const input = document.getElementById("upload-files");
     const out = document.getElementById("upload-msg");
-    const files = [...input.files];
     if (!files.length) { VR.say(out, "请选择要上传的文件", "error"); return; }
     const rows = document.getElementById("upload-rows");
     const failed = [];
@@ -211,7 +227,7 @@
     input.dispatchEvent(new Event("vr-cleared"));
     if (failed.length) VR.say(out, "未上传：" + failed.join("；"), "error");
     else VR.say(out, `已上传 ${files.length} 个文件`, "ok");
-  });
+  }
   document.getElementById("next-case").addEventListener("click", () => {
     document.getElementById("saved-card").classList.add("hidden");
     document.getElementById("reg-card").classList.remove("hidden");
