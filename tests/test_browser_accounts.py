@@ -17,6 +17,16 @@ pytestmark = pytest.mark.browser
 NEW_PASSWORD = "Reset-by-admin-9"
 
 
+def _admin_page(live_server: LiveServer, chromium: Any) -> Any:
+    """The admin, logged in, on /admin once it is ready."""
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    admin = ctx.new_page()
+    _login(admin, live_server, "admin")
+    admin.wait_for_url(live_server.url + "/admin")
+    admin.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    return admin
+
+
 def test_login_warning_lockout_then_admin_unlocks_and_resets(
     live_server: LiveServer, chromium: Any, artifacts: Path
 ) -> None:
@@ -33,11 +43,7 @@ def test_login_warning_lockout_then_admin_unlocks_and_resets(
     expect(msg).to_contain_text("登录失败次数过多，已暂时锁定，请 15 分钟后再试", timeout=30_000)
     op.screenshot(path=str(artifacts / "login-locked.png"), full_page=True)
 
-    admin_ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
-    admin = admin_ctx.new_page()
-    _login(admin, live_server, "admin")
-    admin.wait_for_url(live_server.url + "/admin")
-    admin.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    admin = _admin_page(live_server, chromium)
     admin.click("button[data-tab=tab-users]")
     row = admin.locator("#user-rows tr", has_text="operator")
     expect(row).to_contain_text("登录已锁定（约 15 分钟后自动解除）")
@@ -79,7 +85,7 @@ def test_login_warning_lockout_then_admin_unlocks_and_resets(
     assert "auth." not in text and "user." not in text
     admin.screenshot(path=str(artifacts / "admin-audit.png"), full_page=True)
     ctx.close()
-    admin_ctx.close()
+    admin.context.close()
 
 
 def test_admin_changes_a_case_deadline_rule_on_the_admin_page(
@@ -87,11 +93,7 @@ def test_admin_changes_a_case_deadline_rule_on_the_admin_page(
 ) -> None:
     """办理期限: the admin sees each node's rule and changes one; a wrong one is refused in
     Chinese; the audit tab tells it. (Set back at the end: the server is shared.)"""
-    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
-    admin = ctx.new_page()
-    _login(admin, live_server, "admin")
-    admin.wait_for_url(live_server.url + "/admin")
-    admin.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    admin = _admin_page(live_server, chromium)
     admin.click("button[data-tab=tab-rules]")
     row = admin.locator("#rule-rows tr", has_text="审核反馈")
     cells = row.locator("td")
@@ -121,4 +123,4 @@ def test_admin_changes_a_case_deadline_rule_on_the_admin_page(
         admin.click("button[data-tab=tab-rules]")
         change(days, remind)
         expect(cells.nth(1)).to_have_text(days)
-        ctx.close()
+        admin.context.close()

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from config.audit import AuditEvent
 from config.db import create_engine, create_sessionmaker, utcnow
@@ -894,53 +895,80 @@ async def test_housekeeping_alerts_the_supervising_court_once_a_deadline_passes(
     assert labels["case.overdue"] == "超期预警" and labels["case.triaged"] == "分流"
 
 
+async def _postgres(
+    request: pytest.FixtureRequest, tmp_path: Path, name: str
+) -> tuple[Settings, AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """A migrated PostgreSQL database of its own: settings, engine and sessions."""
+    pg = request.getfixturevalue("postgres_server")
+    settings = Settings(data_dir=tmp_path, database_url=pg.create_database(name))
+    await asyncio.to_thread(migrate, settings)
+    engine = create_engine(settings)
+    return settings, engine, create_sessionmaker(engine)
+
+
+async def _until_one_waits_for_a_lock(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Until a PostgreSQL session waits for a row lock another holds."""
+
+    async def waiting() -> bool:
+        async with sessions() as watch:
+            count = await watch.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            )
+        return bool(count)
+
+    await wait_for(waiting, within=20)
+
+
+async def _triaged_at_basic_a(
+    s: AsyncSession, world: World, settings: Settings
+) -> tuple[int, Actor]:
+    """A letter registered at basic_a and triaged there as a petition matter, po_a
+    responsible: the case's id, and po_a acting."""
+    clerk = Actor(world.users["op_a"], "op_a", Role.operator, world.courts["basic_a"])
+    registered = await cases.register(
+        s,
+        clerk,
+        cases.Registration(
+            channel=Channel.letter,
+            petitioners=[cases.PersonIn("张三", IdType.resident_id, ID_A)],
+            category=CaseCategory.enforcement,
+            summary="未执行到位",
+            original_numbers=[NUMBER],
+            original_court="甲市某区人民法院",
+        ),
+        settings=settings,
+    )
+    officer = Actor(world.users["po_a"], "po_a", Role.petition_officer, world.courts["basic_a"])
+    await cases.triage(
+        s,
+        officer,
+        registered.case.id,
+        track=CaseTrack.petition,
+        mode=HandlingMode.careful,
+        responsible_id=world.users["po_a"],
+    )
+    return registered.case.id, officer
+
+
 @pytest.mark.postgres
 async def test_two_nodes_scanning_at_once_alert_an_overdue_case_once(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """PostgreSQL runs the two scans truly in parallel: the second one finds the case
     claimed by the first once that commits, and sends nothing."""
-    pg = request.getfixturevalue("postgres_server")
-    settings = Settings(data_dir=tmp_path, database_url=pg.create_database("vr_scan"))
-    await asyncio.to_thread(migrate, settings)
-    engine = create_engine(settings)
-    sessions = create_sessionmaker(engine)
+    settings, engine, sessions = await _postgres(request, tmp_path, "vr_scan")
     try:
         async with sessions() as s, s.begin():
             world = await seed_world(s)
-            clerk = Actor(world.users["op_a"], "op_a", Role.operator, world.courts["basic_a"])
             high = Actor(
                 world.users["po_high"], "po_high", Role.petition_officer, world.courts["high"]
             )
-            registered = await cases.register(
-                s,
-                clerk,
-                cases.Registration(
-                    channel=Channel.letter,
-                    petitioners=[cases.PersonIn("张三", IdType.resident_id, ID_A)],
-                    category=CaseCategory.enforcement,
-                    summary="未执行到位",
-                    original_numbers=[NUMBER],
-                    original_court="甲市某区人民法院",
-                ),
-                settings=settings,
-            )
-            officer = Actor(
-                world.users["po_a"], "po_a", Role.petition_officer, world.courts["basic_a"]
-            )
-            await cases.triage(
-                s,
-                officer,
-                registered.case.id,
-                track=CaseTrack.petition,
-                mode=HandlingMode.careful,
-                responsible_id=world.users["po_a"],
-            )
+            case_id, _ = await _triaged_at_basic_a(s, world, settings)
             deadline = utcnow() + timedelta(days=1)
             await cases.assign(
                 s,
                 high,
-                registered.case.id,
+                case_id,
                 to_court_id=world.courts["mid_a"],
                 deadline=deadline,
                 settings=settings,
@@ -957,14 +985,7 @@ async def test_two_nodes_scanning_at_once_alert_an_overdue_case_once(
 
         racing = asyncio.create_task(scan_second())
 
-        async def second_waits_for_the_claim() -> bool:
-            async with sessions() as watch:
-                waiting = await watch.scalar(
-                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-                )
-            return bool(waiting)
-
-        await wait_for(second_waits_for_the_claim, within=20)
+        await _until_one_waits_for_a_lock(sessions)
         await first.commit()
         assert (await racing).overdue == 0
         await first.close()
@@ -992,42 +1013,13 @@ async def test_two_officers_naming_an_owner_at_once_on_postgresql_one_wins(
 ) -> None:
     """PostgreSQL runs both at once: the second UPDATE waits for the first row lock, then
     finds the owner it read changed and answers 409 instead of overwriting it."""
-    pg = request.getfixturevalue("postgres_server")
-    settings = Settings(data_dir=tmp_path, database_url=pg.create_database("vr_owner"))
-    await asyncio.to_thread(migrate, settings)
-    engine = create_engine(settings)
-    sessions = create_sessionmaker(engine)
+    settings, engine, sessions = await _postgres(request, tmp_path, "vr_owner")
     try:
         async with sessions() as s, s.begin():
             world = await seed_world(s)
             for name in ("po_x", "po_y"):
                 await add_staff(s, world, name, Role.petition_officer, "basic_a")
-            clerk = Actor(world.users["op_a"], "op_a", Role.operator, world.courts["basic_a"])
-            registered = await cases.register(
-                s,
-                clerk,
-                cases.Registration(
-                    channel=Channel.letter,
-                    petitioners=[cases.PersonIn("张三", IdType.resident_id, ID_A)],
-                    category=CaseCategory.enforcement,
-                    summary="未执行到位",
-                    original_numbers=[NUMBER],
-                    original_court="甲市某区人民法院",
-                ),
-                settings=settings,
-            )
-            case_id = registered.case.id
-            officer = Actor(
-                world.users["po_a"], "po_a", Role.petition_officer, world.courts["basic_a"]
-            )
-            await cases.triage(
-                s,
-                officer,
-                case_id,
-                track=CaseTrack.petition,
-                mode=HandlingMode.careful,
-                responsible_id=world.users["po_a"],
-            )
+            case_id, officer = await _triaged_at_basic_a(s, world, settings)
         first, second = sessions(), sessions()
         await first.begin()
         await cases.set_owner(
@@ -1042,14 +1034,7 @@ async def test_two_officers_naming_an_owner_at_once_on_postgresql_one_wins(
 
         racing = asyncio.create_task(name_second())
 
-        async def second_waits_for_the_lock() -> bool:
-            async with sessions() as watch:
-                waiting = await watch.scalar(
-                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-                )
-            return bool(waiting)
-
-        await wait_for(second_waits_for_the_lock, within=20)
+        await _until_one_waits_for_a_lock(sessions)
         await first.commit()
         with pytest.raises(ConflictError) as refused:
             await racing

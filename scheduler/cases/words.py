@@ -210,6 +210,15 @@ define(
 )
 
 _G = ResolutionGround
+_RETRIAL = (  # a civil or administrative retrial application
+    _G.explained_accepted,
+    _G.retrial_filed,
+    _G.settled_performing,
+    _G.corrected,
+    _G.judicial_aid_granted,
+    _G.written_undertaking,
+    _G.other,
+)
 # The grounds a case of each category may be closed on as 化解 (an enforcement matter is
 # not "retried", a civil retrial is not "enforced"); the case's page offers these only.
 RESOLUTION_GROUNDS: dict[CaseCategory, tuple[ResolutionGround, ...]] = {
@@ -229,24 +238,8 @@ RESOLUTION_GROUNDS: dict[CaseCategory, tuple[ResolutionGround, ...]] = {
         _G.written_undertaking,
         _G.other,
     ),
-    CaseCategory.civil_retrial: (
-        _G.explained_accepted,
-        _G.retrial_filed,
-        _G.settled_performing,
-        _G.corrected,
-        _G.judicial_aid_granted,
-        _G.written_undertaking,
-        _G.other,
-    ),
-    CaseCategory.admin_retrial: (
-        _G.explained_accepted,
-        _G.retrial_filed,
-        _G.settled_performing,
-        _G.corrected,
-        _G.judicial_aid_granted,
-        _G.written_undertaking,
-        _G.other,
-    ),
+    CaseCategory.civil_retrial: _RETRIAL,
+    CaseCategory.admin_retrial: _RETRIAL,
     CaseCategory.state_compensation: (
         _G.compensation_decided,
         _G.settled_performing,
