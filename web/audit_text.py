@@ -96,6 +96,7 @@ _CASE_SENTENCES: dict[EventKind, str] = {
     EventKind.reminder: "{actor}提醒：信访件的{text:instants}",
     EventKind.overdue: "{actor}预警：信访件的{text:instants}",
     EventKind.escalated: "{actor}记录：信访件{text:instants}",
+    EventKind.meeting_scheduled: "{actor}就信访件{text:instants}",
     EventKind.meeting: "{actor}记录了信访件的视频约谈：{text:instants}",
     EventKind.visit: "{actor}记录了信访件的视频接访：{text:instants}",
     EventKind.outcome: "{actor}记录了信访件的接访结果：{text:instants}",
