@@ -167,7 +167,7 @@ async def test_domain_rules_are_clear_4xx(
             },
             422,
         ),
-        ("/api/v1/rooms", {"court_id": world.courts["mid_a"], "name": "r"}, 422),
+        ("/api/v1/rooms", {"court_id": 999_999, "name": "r"}, 422),  # no such court
         ("/api/v1/rooms", {"court_id": world.courts["basic_a"], "name": "第一接访室"}, 409),
         (
             "/api/v1/petitioners",
