@@ -431,8 +431,11 @@ def test_leader_takes_a_case_and_finds_it_as_theirs_while_the_archivist_only_rea
     )
     assert leader.locator("#timeline li").first.locator(".text").inner_text() == original
     expect(leader.locator("#timeline li").first).to_contain_text("已更正")
-    leader.goto(live_server.url + "/cases")
+    leader.goto(live_server.url + "/cases?category=xyz")  # a stale or mistyped link
     leader.wait_for_selector("body[data-ready='1']")
+    expect(leader.locator("#list-msg")).to_have_text(
+        "链接中的筛选条件无效，已忽略：案件类别「xyz」"
+    )
     leader.check("#mine-box input")
     leader.click("#filter-submit")
     expect(leader.locator("#case-rows tr")).to_have_count(1, timeout=15_000)

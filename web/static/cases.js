@@ -18,9 +18,13 @@
   // the filters live in the address, so a filtered list can be reloaded and shared
   const params = new URLSearchParams(location.search);
   let offset = Math.max(0, Number(params.get("offset")) || 0);
+  const ignored = [];  // a filter in the address that is none of the choices (a stale link)
   for (const el of form.elements) {
     if (!el.name || !params.has(el.name)) continue;
     if (el.type === "checkbox") el.checked = params.get(el.name) === "1"; else el.value = params.get(el.name);
+    if (el.tagName === "SELECT" && params.get(el.name) && el.value !== params.get(el.name)) {
+      ignored.push(`${el.closest("label") ? el.closest("label").firstChild.textContent.trim() : el.name}「${params.get(el.name)}」`);
+    }
   }
   let total = 0;
 
@@ -71,5 +75,6 @@
   document.getElementById("next").addEventListener("click", async () => { if (offset + PAGE_SIZE < total) { offset += PAGE_SIZE; await load(); } });
   document.addEventListener("vr-notification", load);
   await load();
+  if (ignored.length) VR.say(msg, `链接中的筛选条件无效，已忽略：${ignored.join("、")}`, "error");
   document.body.dataset.ready = "1";
 })();
