@@ -346,7 +346,7 @@ async def test_ending_a_meeting_puts_its_minutes_on_each_case(
         for e in scheduled:
             assert e.text.startswith("安排视频约谈：") and "参会：" in e.text
             assert "judge_a（甲市中级人民法院）" in e.text and "+00:00" not in e.text
-            assert e.detail["visit_id"] == visit_id
+            assert e.detail["meeting_id"] == visit_id and "visit_id" not in e.detail
         async with create_sessionmaker(engine)() as db, db.begin():
             visit = await db.get(Visit, visit_id)
             assert visit is not None

@@ -209,7 +209,8 @@ async def schedule_meeting(
             f"安排视频约谈：{local_text(starts_at, settings)}，{minutes} 分钟；"
             f"主持人：{host.display_name}；参会：{who}",
             court_id=host_court,
-            detail={"visit_id": visit.id, "starts_at": starts_at.isoformat()},
+            # not ``visit_id``: the page links that to a recording, and none exists yet
+            detail={"meeting_id": visit.id, "starts_at": starts_at.isoformat()},
         )
     await notify(
         db,

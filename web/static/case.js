@@ -272,7 +272,7 @@
       if (who) body.append(el("span", `（${who}）`, "muted who"));
       const visit = e.detail && e.detail.visit_id;
       if (visit) {
-        const a = el("a", "接访录像", "rec-link");
+        const a = el("a", e.kind === "meeting" ? "约谈录像" : "接访录像", "rec-link");
         a.href = `/archive/visits/${visit}`;
         body.append(" ", a);
       }
