@@ -35,8 +35,10 @@ from tests.netns import Namespace, netns_problem
 WINDOW_S = 8.0  # each condition's measuring window ...
 # ... but a thin downlink's: its first seconds (the queue overflowing until the petitioner's
 # estimate falls and the relay gives it the half-size layer) would be most of 8 s, and the
-# targets are figures over scripts/bench_network.py's 20 s windows
-WINDOWS_S = {"downlink_300k": 16.0}
+# targets are figures over scripts/bench_network.py's 20 s windows; and lossy ones': at 5 %
+# loss a frame is lost when a retransmission comes late, and over 8 s a few late ones took
+# both sides to 74-79 % of the clean rate once in a full suite run (16 s averages over more)
+WINDOWS_S = {"downlink_300k": 16.0, "loss_5": 16.0}
 OUTAGE_S = 5.0
 SIDES = ("to_judge", "to_petitioner")
 CAMERA_HEIGHT = 480  # the fake camera's (tests/media_fixtures.write_counter_y4m)
