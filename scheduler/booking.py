@@ -59,8 +59,8 @@ class Booking:
     room: ReceptionRoom
     period: Interval
     judges: list[User]  # candidates (the kind's receivers), in order of preference
+    host_court_id: int  # the court whose room the petitioner sits in (hosting_court)
     kind: VisitKind = VisitKind.reception
-    host_court_id: int = 0  # the court whose room the petitioner sits in (hosting_court)
 
 
 async def _validate(
@@ -135,7 +135,7 @@ async def _validate(
             ).all()
         )
     return Booking(
-        petition, receiving, room, Interval(starts_at, ends_at), judges, kind, host_court_id
+        petition, receiving, room, Interval(starts_at, ends_at), judges, host_court_id, kind
     )
 
 
