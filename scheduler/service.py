@@ -17,7 +17,6 @@ from config.audit import record_audit
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_id_number, resident_id_valid
 from scheduler.accounts import hash_password, password_problem
-from scheduler.cases.words import CaseCategory
 from scheduler.models import (
     Court,
     CourtLevel,
@@ -499,39 +498,6 @@ async def get_petition(session: AsyncSession, actor: Actor, petition_id: int) ->
     petition = await session.scalar(stmt)
     if petition is None:
         raise NotFoundError(f"信访事项 {petition_id} 不存在")
-    return petition
-
-
-async def create_petition(
-    session: AsyncSession,
-    actor: Actor,
-    *,
-    petitioner_id: int,
-    number: str,
-    category: CaseCategory,
-    summary: str,
-    judgment_ref: str,
-) -> Petition:
-    petitioner = await get_petitioner(session, actor, petitioner_id)
-    court = await _own_basic_court(session, actor, petitioner.court_id)
-    await _unique(
-        session,
-        Petition,
-        (Petition.court_id == court) & (Petition.number == number),
-        f"信访事项编号 {number} 已存在",
-    )
-    petition = Petition(
-        court_id=court,
-        petitioner_id=petitioner.id,
-        number=number,
-        category=category,
-        summary=summary,
-        judgment_ref=judgment_ref,
-        created_by=actor.user_id,
-    )
-    session.add(petition)
-    await session.flush()
-    _audit(session, actor, "petition.create", petition, number=number)
     return petition
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler import service
 from scheduler.cases.words import CaseCategory
-from scheduler.models import CourtLevel, IdType, Role
+from scheduler.models import CourtLevel, IdType, Petition, Role
 from scheduler.scope import SYSTEM_ACTOR
 
 PASSWORD = "Test-Passw0rd!"
@@ -231,15 +231,16 @@ async def seed_booking(db: AsyncSession, world: World, petitions_a: int = 10) ->
                 id_number=f"T{court}{i:04d}{next(ids)}",
                 phone="",
             )
-            petition = await service.create_petition(
-                db,
-                SYSTEM_ACTOR,
+            # the bare case a visit is booked for (registration itself: test_cases*)
+            petition = Petition(
+                court_id=p.court_id,
                 petitioner_id=p.id,
                 number=f"{court.upper()}-{i}",
                 category=CaseCategory.enforcement,
                 summary="请求",
-                judgment_ref="",
             )
+            db.add(petition)
+            await db.flush()
             b.petitions[f"{court}{i}"] = petition.id
     return b
 

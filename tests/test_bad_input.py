@@ -196,19 +196,20 @@ async def test_sql_looking_strings_are_stored_verbatim(client: TestClient, world
         p = await r.json()
         assert p["name"] == s
         r = await client.post(
-            "/api/v1/petitions",
+            "/api/v1/cases",
             json={
-                "petitioner_id": p["id"],
-                "number": f"N{i}{s}",
+                "channel": "letter",
+                "petitioners": [{"name": s, "id_type": "other", "id_number": f"X{i}{s}"[:32]}],
                 "category": "other",
                 "summary": s,
-                "judgment_ref": s,
+                "original_numbers": [f"N{i}{s}"[:64]],
+                "original_court": s,
             },
             headers=h,
         )
         assert r.status == 201, await r.text()
-        t = await r.json()
-        assert (t["summary"], t["judgment_ref"]) == (s, s)
+        t = await (await client.get(f"/api/v1/petitions/{(await r.json())['case']['id']}")).json()
+        assert (t["summary"], t["petitioner_id"]) == (s, p["id"])
         found = await (await client.get("/api/v1/petitioners", params={"q": s})).json()
         assert [x["name"] for x in found["items"]] == [s]
     listed = await (await client.get("/api/v1/petitioners")).json()
@@ -244,6 +245,12 @@ FIELDS = [
     "summary",
     "judgment_ref",
     "active",
+    "channel",
+    "petitioners",
+    "people_count",
+    "original_numbers",
+    "original_court",
+    "occurred_at",
 ]
 bodies = json_values | st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8)
 CREATE = [
@@ -251,7 +258,7 @@ CREATE = [
     "/api/v1/users",
     "/api/v1/rooms",
     "/api/v1/petitioners",
-    "/api/v1/petitions",
+    "/api/v1/cases",
 ]
 
 

@@ -621,18 +621,20 @@ async def test_booking_shows_id_and_phone_only_masked_in_lists_logs_and_audit(
         assert r.status == 201, await r.text()
         petitioner = await r.json()
         r = await op.post(
-            "/api/v1/petitions",
+            "/api/v1/cases",
             headers=h,
             json={
-                "petitioner_id": petitioner["id"],
-                "number": "（2026）京0108信99号",
+                "channel": "phone",
+                "petitioners": [{"name": "王某", "id_number": ID_NUMBER, "phone": PHONE}],
                 "category": "enforcement",
                 "summary": f"来电 {PHONE}，证件 {ID_NUMBER}",
+                "original_numbers": ["（2025）京0108执99号"],
+                "original_court": "北京市海淀区人民法院",
             },
         )
         assert r.status == 201, await r.text()
         body = {
-            "petition_id": (await r.json())["id"],
+            "petition_id": (await r.json())["case"]["id"],
             "receiving_court_id": w.courts["mid_a"],
             "judge_id": w.users["judge_a"],
             "room_id": w.rooms["basic_a"],

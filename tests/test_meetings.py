@@ -522,16 +522,17 @@ def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
     setup.request.post(url + "/api/v1/auth/logout", headers=admin)
     # a second case of the same basic court (the first is the demo's)
     op = _api(setup, url, "operator", passwords["operator"])
-    petitioner = setup.request.get(url + "/api/v1/petitioners").json()["items"][0]["id"]
     second = {
-        "petitioner_id": petitioner,
-        "number": "（2026）京0108信2号",
+        "channel": "letter",
+        "petitioners": [{"name": "李某", "id_type": "other", "id_number": "M-0002"}],
         "category": "enforcement",
         "summary": "申请执行长期未到位。",
+        "original_numbers": ["（2025）京0108执200号"],
+        "original_court": "北京市海淀区人民法院",
     }
-    r = setup.request.post(url + "/api/v1/petitions", data=second, headers=op)
+    r = setup.request.post(url + "/api/v1/cases", data=second, headers=op)
     assert r.status == 201, r.text()
-    numbers = ["（2026）京0108信1号", "（2026）京0108信2号"]
+    numbers = sorted(["（2026）京0108信1号", r.json()["case"]["number"]])  # as documents list them
     setup.close()
     with sqlite3.connect(live_server.data_dir / "vreception.db") as db:  # triaged: being handled
         db.execute("UPDATE petitions SET state = 'handling', handler_court_id = court_id")

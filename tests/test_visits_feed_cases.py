@@ -383,21 +383,24 @@ async def test_petitions_take_a_category_code_and_lists_show_its_label(
     client: TestClient, booking: Booking, migrated: Settings, visit: dict[str, Any]
 ) -> None:
     csrf = await login(client, "op_a")
-    petitioner = (await (await client.get("/api/v1/petitioners")).json())["items"][0]["id"]
-    body = {"petitioner_id": petitioner, "number": "（2026）甲信7号", "summary": "申请再审"}
+    body = {
+        "channel": "letter",
+        "petitioners": [{"name": "赵某", "id_type": "other", "id_number": "C-7"}],
+        "summary": "申请再审",
+        "original_numbers": ["（2025）甲民初7号"],
+        "original_court": "甲区人民法院",
+    }
     r = await client.post(
-        "/api/v1/petitions",
+        "/api/v1/cases",
         json={**body, "category": "民事再审申请"},
         headers={"X-CSRF-Token": csrf},
     )
     assert r.status == 422 and (await r.json())["error"]["details"][0]["field"] == "category"
     r = await client.post(
-        "/api/v1/petitions",
-        json={**body, "category": "civil_retrial"},
-        headers={"X-CSRF-Token": csrf},
+        "/api/v1/cases", json={**body, "category": "civil_retrial"}, headers={"X-CSRF-Token": csrf}
     )
     assert r.status == 201, await r.text()
-    created = await r.json()
+    created = await (await client.get(f"/api/v1/petitions/{(await r.json())['case']['id']}")).json()
     assert (created["category"], created["state"]) == ("civil_retrial", "registered")
     db = Database(migrated)
     try:

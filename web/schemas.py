@@ -11,7 +11,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from config.privacy import mask_id_number, mask_phone
-from scheduler.cases.words import CaseCategory, CaseState
+from scheduler.cases.words import CaseState
 from scheduler.models import (
     Court,
     CourtLevel,
@@ -330,14 +330,6 @@ class PetitionerQuery(PageQuery):
 
 
 # ---------------------------------------------------------------- petitions
-
-
-class PetitionIn(Body):
-    petitioner_id: Id
-    number: Text64
-    category: CaseCategory  # a code of the case_category vocabulary
-    summary: LongText
-    judgment_ref: OptionalText128 = ""
 
 
 class PetitionOut(Answer):

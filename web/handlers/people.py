@@ -10,7 +10,6 @@ from web.schemas import (
     PetitionerIn,
     PetitionerOut,
     PetitionerQuery,
-    PetitionIn,
     PetitionOut,
     PetitionQuery,
     page_of,
@@ -111,29 +110,3 @@ async def get_petition(ctx: Context) -> PetitionOut:
     return PetitionOut.of(
         await service.get_petition(ctx.db, ctx.me.actor(), ctx.path_id("petition_id"))
     )
-
-
-@api.route(
-    "POST",
-    "/petitions",
-    summary="Register a petition",
-    tag="petitions",
-    roles=REGISTRARS,
-    body=PetitionIn,
-    answer=PetitionOut,
-    status=201,
-    errors=(409,),
-)
-async def create_petition(ctx: Context) -> PetitionOut:
-    """The petition belongs to the petitioner's court; its number is unique in that court."""
-    body: PetitionIn = ctx.body
-    petition = await service.create_petition(
-        ctx.db,
-        ctx.me.actor(),
-        petitioner_id=body.petitioner_id,
-        number=body.number,
-        category=body.category,
-        summary=body.summary,
-        judgment_ref=body.judgment_ref,
-    )
-    return PetitionOut.of(petition)
