@@ -94,6 +94,7 @@ async def _triage(data_dir: Path, case_id: int) -> None:
                 track=CaseTrack.petition,
                 mode=HandlingMode.careful,
                 responsible_id=op.id,
+                settings=Settings(data_dir=data_dir),
             )
     finally:
         await engine.dispose()

@@ -219,6 +219,7 @@ async def perform(
             track=CaseTrack.litigation,
             procedure=Procedure.retrial,
             guidance="告知可向原审法院申请再审",
+            settings=env.settings,
         ),
         "triage_petition": lambda: cases.triage(
             db,
@@ -227,6 +228,7 @@ async def perform(
             track=CaseTrack.petition,
             mode=HandlingMode.careful,
             responsible_id=owner,
+            settings=env.settings,
         ),
         "set_owner": lambda: cases.set_owner(
             db, actor, case_id, responsible_id=owner, reason="工作调整"
@@ -240,7 +242,9 @@ async def perform(
             settings=env.settings,
         ),
         "progress": lambda: cases.progress(db, actor, case_id, text="已约谈当事人"),
-        "report": lambda: cases.report(db, actor, case_id, result="已执行到位"),
+        "report": lambda: cases.report(
+            db, actor, case_id, result="已执行到位", settings=env.settings
+        ),
         "accept": lambda: cases.review_feedback(
             db, actor, case_id, accept=True, settings=env.settings
         ),
@@ -260,7 +264,12 @@ async def perform(
             remark="执行款已到位",
         ),
         "terminate": lambda: cases.terminate(
-            db, actor, case_id, ground=TerminationGround.no_new_facts, approval="院长 审批"
+            db,
+            actor,
+            case_id,
+            ground=TerminationGround.no_new_facts,
+            approval="院长 审批",
+            settings=env.settings,
         ),
         "schedule_followup": lambda: cases.schedule_followup(
             db, actor, case_id, due_at=None, settings=env.settings
@@ -269,7 +278,9 @@ async def perform(
             db, actor, case_id, result=FollowUpResult.satisfied
         ),
         "review": lambda: cases.review(db, actor, case_id, findings="程序规范", rating="good"),
-        "reopen": lambda: cases.reopen(db, actor, case_id, reason="当事人再次反映"),
+        "reopen": lambda: cases.reopen(
+            db, actor, case_id, reason="当事人再次反映", settings=env.settings
+        ),
     }
     if name.startswith("scan_"):
         due = snap.due_at or datetime.now().astimezone()

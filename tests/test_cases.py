@@ -126,6 +126,7 @@ async def test_the_whole_life_assign_overdue_resolve_followup(
         track=CaseTrack.petition,
         mode=HandlingMode.careful,
         responsible_id=world.users["po_a"],
+        settings=migrated,
     )
     with pytest.raises(ConflictError) as second:
         await cases.set_owner(db, basic, case_id, responsible_id=world.users["op_a"])
@@ -179,7 +180,12 @@ async def test_the_whole_life_assign_overdue_resolve_followup(
     # a basic court may not end a petition (信访终结); nobody closes without grounds
     with pytest.raises(PermissionDeniedError):
         await cases.terminate(
-            db, basic, case_id, ground=TerminationGround.no_new_facts, approval="x"
+            db,
+            basic,
+            case_id,
+            ground=TerminationGround.no_new_facts,
+            approval="x",
+            settings=migrated,
         )
     with pytest.raises(InvalidError) as no_ground:
         await cases.resolve(db, basic, case_id, ground=None, settings=migrated, remark="已执行")
@@ -197,7 +203,7 @@ async def test_the_whole_life_assign_overdue_resolve_followup(
     await cases.record_followup(
         db, basic, case_id, result=FollowUpResult.satisfied, remark="当事人表示满意"
     )
-    await cases.reopen(db, high, case_id, reason="当事人反映执行款被退回")
+    await cases.reopen(db, high, case_id, reason="当事人反映执行款被退回", settings=migrated)
     tl = await cases.timeline(db, high, case_id)
     kinds = [e.kind for e in tl.events]
     assert kinds[:2] == ["registered", "contact"]
@@ -302,7 +308,12 @@ async def test_a_followup_scheduled_after_termination_is_its_own_entry_and_is_al
     high = actor(world, "po_high", Role.petition_officer, "high")
     case_id = await _petition_case(db, world, basic, "（2024）甲0101执41号", "po_a", migrated)
     await cases.terminate(
-        db, high, case_id, ground=TerminationGround.no_new_facts, approval="院长 审批"
+        db,
+        high,
+        case_id,
+        ground=TerminationGround.no_new_facts,
+        approval="院长 审批",
+        settings=migrated,
     )
     due = (utcnow() + timedelta(days=2)).replace(hour=2, minute=30, second=0, microsecond=0)
     with pytest.raises(InvalidError) as past:
@@ -376,6 +387,7 @@ async def _petition_case(
         track=CaseTrack.petition,
         mode=HandlingMode.careful,
         responsible_id=world.users[responsible],
+        settings=zone,
     )
     return case_id
 

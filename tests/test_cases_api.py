@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import FormData
@@ -106,6 +107,14 @@ def letter(**over: Any) -> dict[str, Any]:
     }
     body.update(over)
     return body
+
+
+COURT_TZ = ZoneInfo("Asia/Shanghai")  # the settings' default time zone
+
+
+def day_end_in_court(instant: datetime) -> datetime:
+    """23:59:59 court time on ``instant``'s court day."""
+    return datetime.combine(instant.astimezone(COURT_TZ).date(), time(23, 59, 59), COURT_TZ)
 
 
 async def register(staff: Staff, username: str = "op_a", **over: Any) -> dict[str, Any]:
@@ -630,7 +639,8 @@ async def test_a_letter_registered_late_is_due_from_when_it_came(staff: Staff) -
     status, detail = await staff.call("op_a", "GET", f"/cases/{case['id']}")
     assert status == 200
     due = datetime.fromisoformat(detail["case"]["due_at"])
-    assert due == came + timedelta(days=3)  # the triage rule's 3 days, from the letter
+    # the triage rule's 3 days, from the letter, to the end of that day in court time
+    assert due == day_end_in_court(came + timedelta(days=3))
 
 
 async def test_a_changed_deadline_rule_sets_the_next_cases_deadline(staff: Staff) -> None:
@@ -646,7 +656,25 @@ async def test_a_changed_deadline_rule_sets_the_next_cases_deadline(staff: Staff
     assert status == 403
     came = utcnow().replace(microsecond=0) - timedelta(hours=1)
     case = await register(staff, occurred_at=came.isoformat())
-    assert datetime.fromisoformat(case["due_at"]) == came + timedelta(days=5)
+    assert datetime.fromisoformat(case["due_at"]) == day_end_in_court(came + timedelta(days=5))
+
+
+async def test_a_deadline_from_the_rules_ends_with_the_court_day_as_a_typed_one_does(
+    staff: Staff,
+) -> None:
+    """Registered at 09:05 court time: triage is due 3 days later at 23:59:59, not at 09:05;
+    the handling node entered at triage is due at the end of its 60th day too."""
+    day = utcnow().astimezone(COURT_TZ).date() - timedelta(days=2)
+    came = datetime.combine(day, time(9, 5), COURT_TZ)
+    case = await register(staff, occurred_at=came.isoformat())
+    due = datetime.fromisoformat(case["due_at"]).astimezone(COURT_TZ)
+    assert due == datetime.combine(day + timedelta(days=3), time(23, 59, 59), COURT_TZ)
+    await petition_matter(staff, case["id"])
+    status, detail = await staff.call("op_a", "GET", f"/cases/{case['id']}")
+    assert status == 200 and detail["case"]["node"] == "handling"
+    handling = datetime.fromisoformat(detail["case"]["due_at"]).astimezone(COURT_TZ)
+    assert handling.time() == time(23, 59, 59), handling
+    assert handling.date() == (utcnow() + timedelta(days=60)).astimezone(COURT_TZ).date()
 
 
 async def test_a_litigation_matter_is_guided_to_its_procedure_and_the_guidance_kept(
@@ -946,6 +974,7 @@ async def _triaged_at_basic_a(
         track=CaseTrack.petition,
         mode=HandlingMode.careful,
         responsible_id=world.users["po_a"],
+        settings=settings,
     )
     return registered.case.id, officer
 

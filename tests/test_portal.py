@@ -366,6 +366,7 @@ async def _triage_as_petition(settings: Settings, world: World, case_id: int) ->
             track=CaseTrack.petition,
             mode=HandlingMode.immediate,
             responsible_id=world.users["po_a"],
+            settings=settings,
         )
         await cases.correct(
             db, actor, case_id, event_id=1, text="内部更正：登记时间有误", settings=settings

@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,20 @@ _PETITIONER_NAMES = prepared(
 )
 
 
-async def deadline_for(db: AsyncSession, node: Node, start: datetime) -> datetime | None:
-    """When ``node`` entered at ``start`` is due, by the configured rule (None: no deadline)."""
+def day_end(instant: datetime, settings: Settings) -> datetime:
+    """The end of ``instant``'s day in court time (23:59:59): a deadline counted in days is
+    due then, as one typed as a day on the case page is."""
+    local = instant.astimezone(settings.tz)
+    return datetime.combine(local.date(), clock_time(23, 59, 59), tzinfo=settings.tz)
+
+
+async def deadline_for(
+    db: AsyncSession, node: Node, start: datetime, settings: Settings
+) -> datetime | None:
+    """When ``node`` entered at ``start`` is due by the configured rule: the end of the
+    court's day ``days`` later (None: no deadline)."""
     days = (await db.execute(_RULE_DAYS, {"node": node})).scalar()
-    return None if days is None else start + timedelta(days=days)
+    return None if days is None else day_end(start + timedelta(days=days), settings)
 
 
 async def _act(
@@ -180,14 +191,16 @@ async def _act(
     detail: dict[str, Any] | None = None,
     due_at: datetime | bool | None = True,
     values: dict[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> Petition:
     """Take ``action`` on the case: check the rule, move its state (guarded against a
     concurrent change), set its node and deadline, and add the timeline entry. The UPDATE
     holds only if the state and every column in ``values`` are still as read (two clerks
     naming an owner at once on PostgreSQL: one wins, the other gets 409).
 
-    ``due_at``: True computes the new node's deadline from the rules when the node changes;
-    a datetime or None sets it; False leaves it.
+    ``due_at``: True computes the new node's deadline from the rules when the node changes
+    (the action passes ``settings`` then: the day ends in court time); a datetime or None
+    sets it; False leaves it.
     """
     case, _ = await get_case(db, actor, case_id, action)
     old = case.state
@@ -206,7 +219,9 @@ async def _act(
         changes["overdue_at"] = None
         changes["closed_at"] = now if new in CLOSED else None
         if due_at is True:
-            changes["due_at"] = await deadline_for(db, NODE_OF[new], now)
+            if settings is None:
+                raise TypeError(f"{action.value}: a deadline from the rules needs settings")
+            changes["due_at"] = await deadline_for(db, NODE_OF[new], now, settings)
     if due_at is not True and due_at is not False:
         changes["due_at"] = due_at
         changes["reminded_at"] = None
@@ -482,7 +497,7 @@ async def register(
         state=CaseState.registered,
         node=Node.triage,
         # counted from when the letter came or the visit was (a clerk may register it later)
-        due_at=await deadline_for(db, Node.triage, occurred),
+        due_at=await deadline_for(db, Node.triage, occurred, settings),
         contact_count=0,
         created_by=actor.user_id,
     )
@@ -734,6 +749,7 @@ async def triage(
     guidance: str = "",
     mode: HandlingMode | None = None,
     responsible_id: int | None = None,
+    settings: Settings,
 ) -> Petition:
     """分流: a litigation matter is guided to a legal procedure (recorded with the guidance
     given); a petition matter gets a handling mode and a responsible person (首办责任)."""
@@ -750,6 +766,7 @@ async def triage(
             f"分流为诉讼事项，引导至「{label(procedure)}」：{text[:200]}",
             detail={"track": track.value, "procedure": procedure.value, "guidance": text},
             values={"track": track, "procedure": procedure.value},
+            settings=settings,
         )
     if track is not CaseTrack.petition:
         raise InvalidError("请选择诉讼事项或信访事项", code="missing_field")
@@ -769,6 +786,7 @@ async def triage(
         f"分流为信访事项，{label(mode)}，首办责任人 {owner.display_name}",
         detail={"track": track.value, "mode": mode.value, "responsible_id": owner.id},
         values={"track": track, "mode": mode, "responsible_id": owner.id},
+        settings=settings,
     )
 
 
@@ -819,7 +837,7 @@ async def assign(
     if to_court_id not in below:
         raise InvalidError("只能交办给本院的下级法院", code="not_below")
     now = utcnow()
-    due = deadline or await deadline_for(db, Node.feedback, now)
+    due = deadline or await deadline_for(db, Node.feedback, now, settings)
     assert due is not None
     if due <= now:
         raise InvalidError("反馈期限必须晚于现在", code="past_deadline")
@@ -874,6 +892,7 @@ async def assign(
             "supervising_court_id": actor.court_id,
             "responsible_id": None,
         },
+        settings=settings,
     )
     await notify(
         db,
@@ -905,7 +924,9 @@ async def progress(db: AsyncSession, actor: Actor, case_id: int, *, text: str) -
     )
 
 
-async def report(db: AsyncSession, actor: Actor, case_id: int, *, result: str) -> Petition:
+async def report(
+    db: AsyncSession, actor: Actor, case_id: int, *, result: str, settings: Settings
+) -> Petition:
     """The lower court reports its result to the assigning court (反馈)."""
     body = _text(result, "办理结果")
     case, _ = await get_case(db, actor, case_id, CaseAction.report)
@@ -915,7 +936,13 @@ async def report(db: AsyncSession, actor: Actor, case_id: int, *, result: str) -
         row.result = body
         row.reported_at = utcnow()
     case = await _act(
-        db, actor, case_id, CaseAction.report, EventKind.reported, f"反馈办理结果：{body[:400]}"
+        db,
+        actor,
+        case_id,
+        CaseAction.report,
+        EventKind.reported,
+        f"反馈办理结果：{body[:400]}",
+        settings=settings,
     )
     if case.supervising_court_id is not None:
         await notify(
@@ -953,10 +980,11 @@ async def review_feedback(
             CaseAction.accept,
             EventKind.accepted,
             "审核通过反馈" + (f"：{remark.strip()[:400]}" if remark.strip() else ""),
+            settings=settings,
         )
     why = _text(remark, "退回理由")
     now = utcnow()
-    due = deadline or await deadline_for(db, Node.feedback, now)
+    due = deadline or await deadline_for(db, Node.feedback, now, settings)
     assert due is not None
     if due <= now:
         raise InvalidError("反馈期限必须晚于现在", code="past_deadline")
@@ -971,6 +999,7 @@ async def review_feedback(
         EventKind.returned,
         f"退回重办，限 {local_text(due, settings)} 前反馈：{why[:400]}",
         due_at=due,
+        settings=settings,
     )
 
 
@@ -1061,7 +1090,7 @@ async def resolve(
             code="ground_not_for_category",
         )
     now = utcnow()
-    due = await deadline_for(db, Node.followup, now)
+    due = await deadline_for(db, Node.followup, now, settings)
     assert due is not None
     row = await _open_assignment(db, case)
     if row is not None:
@@ -1077,6 +1106,7 @@ async def resolve(
         f"化解（{label(ground)}）：{_clause(why)}；安排回访，{local_text(due, settings)} 前完成",
         detail={"ground": ground.value, "remark": why, "followup_due_at": due.isoformat()},
         due_at=due,
+        settings=settings,
     )
     db.add(FollowUp(petition_id=case.id, due_at=due))
     return case
@@ -1090,6 +1120,7 @@ async def terminate(
     ground: TerminationGround | None,
     approval: str,
     remark: str = "",
+    settings: Settings,
 ) -> Petition:
     """信访终结: only a high or the supreme court, with its grounds and the approval."""
     if ground is None:
@@ -1104,6 +1135,7 @@ async def terminate(
         f"信访终结（{label(ground)}），审批：{approved}"
         + (f"；{remark.strip()[:400]}" if remark.strip() else ""),
         detail={"ground": ground.value, "approval": approved},
+        settings=settings,
     )
     return case
 
@@ -1123,7 +1155,7 @@ async def schedule_followup(
     first one itself."""
     case, _ = await get_case(db, actor, case_id, CaseAction.schedule_followup)
     now = utcnow()
-    due = due_at or await deadline_for(db, Node.followup, now)
+    due = due_at or await deadline_for(db, Node.followup, now, settings)
     assert due is not None
     if due <= now:
         raise InvalidError("回访期限必须晚于现在", code="past_deadline")
@@ -1157,6 +1189,7 @@ async def schedule_followup(
         detail={"due_at": due.isoformat()},
         due_at=due,
         values={"node": Node.followup},
+        settings=settings,
     )
     db.add(FollowUp(petition_id=case.id, due_at=due))
     return case
@@ -1214,7 +1247,9 @@ async def review(
     )
 
 
-async def reopen(db: AsyncSession, actor: Actor, case_id: int, *, reason: str) -> Petition:
+async def reopen(
+    db: AsyncSession, actor: Actor, case_id: int, *, reason: str, settings: Settings
+) -> Petition:
     """A closed case is reopened with a reason; its handling node starts again."""
     why = _text(reason, "重新启动理由")
     return await _act(
@@ -1225,6 +1260,7 @@ async def reopen(db: AsyncSession, actor: Actor, case_id: int, *, reason: str) -
         EventKind.reopened,
         f"重新启动办理：{why[:400]}",
         values={"track": CaseTrack.petition},
+        settings=settings,
     )
 
 

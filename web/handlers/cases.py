@@ -340,6 +340,7 @@ async def _triage(ctx: Context, actor: Actor, case_id: int, b: TriageIn) -> obje
         guidance=b.guidance,
         mode=b.mode,
         responsible_id=b.responsible_id,
+        settings=ctx.settings,
     )
 
 
@@ -373,7 +374,7 @@ async def _progress(ctx: Context, actor: Actor, case_id: int, b: ProgressIn) -> 
 
 @_action("report", ReportIn, "Report the result to the assigning court (反馈)")
 async def _report(ctx: Context, actor: Actor, case_id: int, b: ReportIn) -> object:
-    return await cases.report(ctx.db, actor, case_id, result=b.result)
+    return await cases.report(ctx.db, actor, case_id, result=b.result, settings=ctx.settings)
 
 
 @_action("accept", RemarkIn, "The assigning court accepts the feedback")
@@ -431,7 +432,13 @@ async def _resolve(ctx: Context, actor: Actor, case_id: int, b: ResolveIn) -> ob
 async def _terminate(ctx: Context, actor: Actor, case_id: int, b: TerminateIn) -> object:
     """With its grounds and approval; a court below high level: 403."""
     return await cases.terminate(
-        ctx.db, actor, case_id, ground=b.ground, approval=b.approval, remark=b.remark
+        ctx.db,
+        actor,
+        case_id,
+        ground=b.ground,
+        approval=b.approval,
+        remark=b.remark,
+        settings=ctx.settings,
     )
 
 
@@ -459,7 +466,7 @@ async def _review(ctx: Context, actor: Actor, case_id: int, b: ReviewIn) -> obje
 
 @_action("reopen", ReopenIn, "Reopen a closed case with a reason")
 async def _reopen(ctx: Context, actor: Actor, case_id: int, b: ReopenIn) -> object:
-    return await cases.reopen(ctx.db, actor, case_id, reason=b.reason)
+    return await cases.reopen(ctx.db, actor, case_id, reason=b.reason, settings=ctx.settings)
 
 
 @_action("correct", CorrectIn, "Correct a timeline entry (a new entry; nothing is changed)")
