@@ -410,7 +410,7 @@ async def test_the_board_picks_its_cases_from_the_board_index_alone(
     """The supervising court's board picks the cases handed below it from the covering
     index ix_petitions_board (migration 0012) and reads only those rows: a high court with
     ~150 courts below does not read every open case of them. SQLite's own plan of the
-    statement the board really runs."""
+    statements the board really runs."""
     case_id = await _assigned_below(db, world, migrated)
     high = actor(world, "po_high", Role.petition_officer, "high")
     shown: list[int] = []
@@ -418,52 +418,76 @@ async def test_the_board_picks_its_cases_from_the_board_index_alone(
     async def board() -> None:
         shown.extend(r.case.id for r in await cases.board(db, high))
 
-    counted, picked, rows = await query_plans(db, board, "FROM petitions")
+    counted, rows = await query_plans(db, board, "FROM petitions")
     assert shown == [case_id]
     by_index = (
         "SEARCH petitions USING COVERING INDEX ix_petitions_board (handler_court_id=? AND state=?)"
     )
     assert [line for line in counted if "petitions" in line] == [by_index]  # the totals
-    assert [line for line in picked if "petitions" in line] == [by_index]  # the cases due first
-    assert "SEARCH petitions USING INTEGER PRIMARY KEY (rowid=?)" in rows  # their rows alone
-    assert not any("ix_petitions_board" in line or "SCAN" in line for line in rows)
+    # the cases due first, from the index alone (the list subquery), then their rows alone
+    assert [line for line in rows if "petitions" in line] == [
+        "SEARCH petitions USING INTEGER PRIMARY KEY (rowid=?)",
+        by_index,
+    ]
+    assert rows.index("LIST SUBQUERY 1") < rows.index(by_index)
+    assert not any(line.startswith("SCAN") and "anon" not in line for line in counted + rows)
 
 
-async def test_the_board_read_in_pieces_shows_what_one_read_shows(
+async def test_the_board_read_whole_on_the_thread_gives_what_its_statement_gives(
     db: AsyncSession, world: World, migrated: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The board reads its courts' totals and its cases' rows a few at a time; one court
-    and one case at a time it shows the same totals and the same cases, due first."""
+    """On SQLite the board's totals and rows come back from the connection's thread as one
+    JSON value: decoded, they are the rows the plain statement gives, with the same types
+    (dates with their zone, enums); the first page holds the cases due first, every court
+    still counted."""
     high = actor(world, "po_high", Role.petition_officer, "high")
     handed: dict[int, tuple[str, int]] = {}  # case → (court, days to its deadline)
     for n, (court, days) in enumerate(
-        [("basic_a", 9), ("mid_b", 3), ("basic_b", 5), ("basic_a", 1), ("mid_a", 7)]
+        [("basic_a", 9), ("mid_b", 3), ("basic_b", 5), ("basic_a", -1), ("mid_a", 7)]
     ):
         case_id = await _petition_case(
             db, world, high, f"（2024）甲0101执{40 + n}号", "po_high", migrated
         )
-        due = utcnow() + timedelta(days=days)
+        due = utcnow() + timedelta(days=max(days, 1))
         await cases.assign(
             db, high, case_id, to_court_id=world.courts[court], deadline=due, settings=migrated
         )
+        if days < 0:  # overdue
+            await db.execute(
+                text("UPDATE petitions SET due_at = :d WHERE id = :i"),
+                {"d": utcnow() + timedelta(days=days), "i": case_id},
+            )
         handed[case_id] = (court, days)
+    db.expire_all()
+    reads = cases._BOARD_WITHIN
+    params = {"now": utcnow(), "ids": sorted(world.courts.values()), "limit": 10}
+    for read in (reads.counted, reads.rows):
+        plain = [tuple(row) for row in await db.execute(read.statement, params)]
+        whole = await read.rows(db, params)
+        assert sorted(whole, key=repr) == sorted(plain, key=repr) and len(plain) >= 4
+        assert [[type(v) for v in row] for row in sorted(whole, key=repr)] == [
+            [type(v) for v in row] for row in sorted(plain, key=repr)
+        ]
+    rows = await reads.rows.rows(db, params)
+    assert all(row[7].tzinfo is not None for row in rows)  # due_at, a date with its zone
 
     async def shown() -> tuple[list[tuple[int, int, int]], list[int]]:
         found = await cases.board(db, high)
         totals = [(t.court_id, t.cases, t.overdue) for t in found.totals]
         return totals, [r.case.id for r in found]
 
-    courts = [court for court, _ in handed.values()]
-    whole = await shown()
-    assert sorted(whole[1]) == sorted(handed)
-    assert sorted(whole[0]) == sorted((world.courts[c], courts.count(c), 0) for c in set(courts))
-    monkeypatch.setattr(cases, "BOARD_COURTS_AT_ONCE", 1)
-    monkeypatch.setattr(cases, "BOARD_ROWS_AT_ONCE", 1)
-    assert await shown() == whole
-    monkeypatch.setattr(cases, "BOARD_PAGE", 2)  # the two due first; every court still counted
+    late = {court: 0 for court, _ in handed.values()}
+    cases_of = dict(late)
+    for court, days in handed.values():
+        cases_of[court] += 1
+        late[court] += days < 0
     totals, first = await shown()
-    assert totals == whole[0]
-    assert sorted(first) == sorted(sorted(handed, key=lambda c: handed[c][1])[:2])
+    assert sorted(first) == sorted(handed)
+    assert sorted(totals) == sorted((world.courts[c], cases_of[c], late[c]) for c in late)
+    monkeypatch.setattr(cases, "BOARD_PAGE", 2)  # the two due first; every court still counted
+    page_totals, page = await shown()
+    assert page_totals == totals
+    assert sorted(page) == sorted(sorted(handed, key=lambda c: handed[c][1])[:2])
 
 
 async def test_the_deadline_scan_reads_pending_cases_through_its_partial_indexes(

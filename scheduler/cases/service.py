@@ -9,7 +9,6 @@ writes a timeline entry with its audit event.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import secrets
@@ -39,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from config.audit import record_audit
-from config.db import add_row, prepared, table_of, utcnow
+from config.db import ThreadRead, add_row, prepared, table_of, utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_id_number, mask_phone
 from config.settings import Settings
@@ -1515,9 +1514,11 @@ _BOARD_OPEN = (CaseState.assigned, CaseState.reported, CaseState.handling)
 
 class _BoardReads:
     """The board's reads, built once, of supervised open cases (``within``: of the courts
-    ``ids`` alone): every court's totals, and the ids of the cases due first (``limit``),
-    both from ix_petitions_board alone (handling court, state, deadline); then the rows of
-    those cases (``case_ids``), by primary key."""
+    ``ids`` alone): every court's totals (``counted``), and the rows of the cases due first
+    (``limit``; ``rows``), both found from ix_petitions_board alone (handling court, state,
+    deadline), the rows then read by primary key. On SQLite each runs whole on the
+    connection's thread (:class:`ThreadRead`): the event loop serves other requests while
+    SQLite counts."""
 
     def __init__(self, within: bool) -> None:
         petitions = table_of(Petition)
@@ -1528,34 +1529,23 @@ class _BoardReads:
         if within:
             where.append(petitions.c.handler_court_id.in_(bindparam("ids", expanding=True)))
         late = func.sum(sql_case((petitions.c.due_at < bindparam("now"), 1), else_=0))
-        self.counted = prepared(
+        self.counted = ThreadRead(
             select(petitions.c.handler_court_id, func.count(), late)
             .where(*where)
             .group_by(petitions.c.handler_court_id)
         )
-        self.picked = prepared(
+        picked = (
             select(petitions.c.id)
             .where(*where)
             .order_by(petitions.c.due_at)
             .limit(bindparam("limit", type_=Integer))
         )
+        self.rows = ThreadRead(_board_rows().where(Petition.id.in_(picked.scalar_subquery())))
 
 
 # Built once: building them (the aliases, the filters) cost more than SQLite answering them.
 _BOARD_WITHIN = _BoardReads(within=True)
 _BOARD_ALL = _BoardReads(within=False)
-_BOARD_ROWS = prepared(_board_rows().where(Petition.id.in_(bindparam("case_ids", expanding=True))))
-# The board reads in pieces that each take a millisecond or two on the event loop (a
-# supervising court's ~150 courts below, its 200 cases due first), with the loop free
-# between them: as one read each, the totals and the rows overran the loop's budget and
-# went to the connection's thread, where each row fetched waits for the GIL behind the
-# loop's work (a 3 ms read took 60-90 ms on a busy server).
-BOARD_COURTS_AT_ONCE = 50
-BOARD_ROWS_AT_ONCE = 100
-
-
-def _pieces(values: Sequence[int], size: int) -> list[Sequence[int]]:
-    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> Board:
@@ -1578,21 +1568,8 @@ async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> 
         if court_id is None:
             courts = sorted(below)
     reads = _BOARD_ALL if courts is None else _BOARD_WITHIN
-    # in pieces on SQLite alone (its reads run on the event loop); elsewhere one read each,
-    # all of one snapshot
-    in_pieces = db.get_bind().dialect.name == "sqlite"
-    courts_at_once = BOARD_COURTS_AT_ONCE if in_pieces else len(courts or ()) or 1
-    rows_at_once = BOARD_ROWS_AT_ONCE if in_pieces else BOARD_LIMIT
-    parts: list[dict[str, Any]] = (
-        [{"now": now}]
-        if courts is None
-        else [{"now": now, "ids": part} for part in _pieces(courts, courts_at_once)]
-    )
-    counts: dict[int, tuple[int, int]] = {}
-    for params in parts:
-        for c, n, o in await db.execute(reads.counted, params):
-            counts[int(c)] = (int(n), int(o or 0))
-        await asyncio.sleep(0)  # the loop's other work between the pieces
+    within: dict[str, Any] = {"now": now} if courts is None else {"now": now, "ids": courts}
+    counts = {int(c): (int(n), int(o or 0)) for c, n, o in await reads.counted.rows(db, within)}
     court_names: dict[int, str] = {}
     if counts:
         rows_named = await db.execute(_COURT_NAMES, {"ids": sorted(counts)})
@@ -1603,14 +1580,9 @@ async def board(db: AsyncSession, actor: Actor, court_id: int | None = None) -> 
     ]
     totals.sort(key=lambda t: t.name)
     limit = BOARD_LIMIT if court_id is not None else BOARD_PAGE
-    picked = {"limit": limit} if courts is None else {"limit": limit, "ids": courts}
-    case_ids = list((await db.execute(reads.picked, picked)).scalars())
     found = Board(totals=totals)
     names = found.names
-    rows: list[Any] = []
-    for part in _pieces(case_ids, rows_at_once):
-        await asyncio.sleep(0)
-        rows.extend(await db.execute(_BOARD_ROWS, {"case_ids": part}))
+    rows = await reads.rows.rows(db, {**within, "limit": limit})
     for *facts, court, above, person, owner, lead in rows:
         case = CaseFactsRow(*facts)
         found.append(BoardRow(case=case, court_name=court, days_overdue=overdue_days(case, now)))
