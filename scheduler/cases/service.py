@@ -36,6 +36,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
 
 from config.audit import record_audit
 from config.db import ThreadRead, add_row, prepared, table_of, utcnow
@@ -613,7 +614,10 @@ async def _contact(
         registered_by=actor.user_id,
     )
     await add_row(db, contact)
-    await count_contact(db, case.id)
+    count, at = await count_contact(db, case.id)
+    # the case as stored now, without reading it again (the answer shows its count)
+    set_committed_value(case, "contact_count", count)
+    set_committed_value(case, "updated_at", at)
     entry = Entry(
         case.id,
         EventKind.contact,

@@ -10,6 +10,7 @@ functions in their own transaction; who may record an outcome is the lifecycle's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
@@ -63,12 +64,15 @@ _COUNT_CONTACT = prepared(
     update(table_of(Petition))
     .where(table_of(Petition).c.id == bindparam("case_id"))
     .values(contact_count=table_of(Petition).c.contact_count + 1, updated_at=bindparam("now"))
+    .returning(table_of(Petition).c.contact_count, table_of(Petition).c.updated_at)
 )
 
 
-async def count_contact(db: AsyncSession, case_id: int) -> None:
-    """One more contact on the case (its 来访次数): every contact added, a visit's too."""
-    await db.execute(_COUNT_CONTACT, {"case_id": case_id, "now": utcnow()})
+async def count_contact(db: AsyncSession, case_id: int) -> tuple[int, datetime]:
+    """One more contact on the case (its 来访次数): every contact added, a visit's too.
+    Returns the case's new count and time of change."""
+    count, at = (await db.execute(_COUNT_CONTACT, {"case_id": case_id, "now": utcnow()})).one()
+    return int(count), at
 
 
 def visit_booked_rows(

@@ -159,7 +159,6 @@ async def register_case(ctx: Context) -> Registered | web.Response:
         ),
         settings=ctx.settings,
     )
-    await ctx.db.refresh(done.case)
     names = await cases.names_for(ctx.db, [done.case])
     out = Registered(
         case=CaseRow.of(done.case, names, utcnow()),
