@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp.test_utils import TestClient
 from playwright.sync_api import expect, sync_playwright
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from config.db import create_engine, create_sessionmaker, utcnow
 from config.settings import Settings
@@ -32,7 +32,7 @@ from scheduler.models import BookingLock, Petition, Role, Visit, VisitEvent, Vis
 from scheduler.models import VisitState as S
 from scheduler.scope import Actor
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, MakeClient
-from tests.helpers import Booking, local_time, login, next_weekday, wait_until
+from tests.helpers import Booking, add_staff, local_time, login, next_weekday, wait_until
 from tests.netns import staff_in_call
 from tests.test_browser_visit import FFPROBE_CODEC
 
@@ -117,6 +117,54 @@ async def test_a_high_court_judge_schedules_a_meeting_that_host_and_invitees_see
         f"judge:{w.users['judge_a']}",
         f"user:{w.users['op_b']}",
     }
+
+
+async def test_a_meeting_holds_nine_people_at_most_the_host_and_eight_invited(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    """The gallery shows nine: eight staff of the courts below and the host are booked; a
+    ninth invitee is refused with 422, nothing booked."""
+    host, h = await _host(make_client, booking, migrated)
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            for i in range(9):
+                await add_staff(db, booking.world, f"staff9_{i}", Role.judge, "mid_a")
+    finally:
+        await engine.dispose()
+    staff = tuple(f"staff9_{i}" for i in range(9))
+    r = await host.post(
+        "/api/v1/meetings", json=_meeting(booking, 14, cases=("a0",), invitees=staff), headers=h
+    )
+    body = await r.json()
+    assert r.status == 422, body
+    assert body["error"]["details"][0] | {"type": ""} == {
+        "field": "invitee_ids",
+        "message": "不能超过 8 项",
+        "type": "",
+    }, body
+    r = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 14, cases=("a0",), invitees=staff[:8]),
+        headers=h,
+    )
+    body = await r.json()
+    assert r.status == 201, body
+    assert sorted(p["name"] for p in body["invitees"]) == sorted(staff[:8])
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            held = (
+                await db.scalars(
+                    select(BookingLock.resource).where(BookingLock.visit_id == body["id"])
+                )
+            ).all()
+            meetings = await db.scalar(
+                select(func.count()).select_from(Visit).where(Visit.kind == VisitKind.meeting)
+            )
+    finally:
+        await engine.dispose()
+    assert len(set(held)) == 9 and meetings == 1  # the host and eight; the refused one: none
 
 
 async def test_a_meeting_room_already_booked_then_is_refused(
