@@ -286,9 +286,7 @@ class Petition(Base):
         ForeignKey("courts.id", ondelete="RESTRICT"), index=True
     )
     flagged: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
-    leader_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), index=True
-    )
+    leader_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     node: Mapped[Node] = mapped_column(
         _enum(Node, "case_node"), default=Node.triage, nullable=False
     )
@@ -296,6 +294,8 @@ class Petition(Base):
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     contact_count: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
+    # every channel its contacts came by (words.CHANNEL_BITS), for the list's channel filter
+    channels: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
@@ -333,6 +333,21 @@ class Petition(Base):
             "supervising_court_id",
             sqlite_where=text("supervising_court_id IS NOT NULL"),
             postgresql_where=text("supervising_court_id IS NOT NULL"),
+        ),
+        # the cases a leader leads, a person is responsible for: most have neither, so only
+        # those that do are indexed (a full index's statistics, NULLs counted, made the
+        # planner read the court's whole scope instead; migration 0013)
+        Index(
+            "ix_petitions_leader_id",
+            "leader_id",
+            sqlite_where=text("leader_id IS NOT NULL"),
+            postgresql_where=text("leader_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_petitions_responsible_id",
+            "responsible_id",
+            sqlite_where=text("responsible_id IS NOT NULL"),
+            postgresql_where=text("responsible_id IS NOT NULL"),
         ),
         CheckConstraint("people_count >= 1", name="people_count_positive"),
     )

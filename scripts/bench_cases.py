@@ -51,6 +51,7 @@ from config.db import create_engine, create_sessionmaker  # benchdata put the ro
 from config.settings import Settings
 from scheduler.accounts import hash_password
 from scheduler.cases.service import scan_deadlines
+from scheduler.cases.words import CHANNEL_BITS, Channel
 from web.cli import migrate
 
 MANIFEST = "bench-cases.json"
@@ -62,7 +63,7 @@ CATEGORIES = (
     "state_compensation",
     "other",
 )
-CHANNELS = ("walk_in", "letter", "video", "online", "phone")
+CHANNELS = tuple(c.value for c in Channel)
 # state → (share of cases, node); assigned and reported cases are handled below their
 # registering court, which supervises them
 STATES = {
@@ -81,8 +82,8 @@ PETITION_SQL = (
     "INSERT INTO petitions (id, court_id, petitioner_id, number, category, summary, judgment_ref,"
     " created_by, created_at, channel, original_court, people_count, state, track, procedure,"
     " mode, handler_court_id, responsible_id, supervising_court_id, flagged, leader_id, node,"
-    " due_at, reminded_at, overdue_at, contact_count, closed_at, updated_at)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " due_at, reminded_at, overdue_at, contact_count, channels, closed_at, updated_at)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 CONTACT_SQL = (
     "INSERT INTO case_contacts (petition_id, court_id, channel, occurred_at, summary,"
@@ -214,6 +215,7 @@ def generate(db_path: Path, args: argparse.Namespace, now: datetime) -> dict[str
         elif node == "triage":
             track = "undecided"
         petitioners.append((pid, court, f"信访人{pid}", "passport", id_number, "", po, ts(reg_at)))
+        chs = [channel] + [rnd.choice(CHANNELS) for _ in range(k - 1)]  # of each contact
         petitions.append(
             (
                 pid,
@@ -242,6 +244,7 @@ def generate(db_path: Path, args: argparse.Namespace, now: datetime) -> dict[str
                 reminded,
                 overdue,
                 k,
+                sum({CHANNEL_BITS[Channel(c)] for c in chs}),
                 closed,
                 at,
             )
@@ -255,7 +258,7 @@ def generate(db_path: Path, args: argparse.Namespace, now: datetime) -> dict[str
             if j:
                 when = when + (entered - reg_at) / k
             stamp = ts(when)
-            ch = channel if j == 0 else rnd.choice(CHANNELS)
+            ch = chs[j]
             contacts.append((pid, court, ch, stamp, "来信反映执行问题", 1, j > 0, None, po, stamp))
             events.append((pid, stamp, "contact", po, f"po{court}", court, ch, "{}"))
         if node != "triage":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from sqlalchemy import select, text
@@ -431,6 +432,46 @@ async def test_the_board_picks_its_cases_from_the_board_index_alone(
     ]
     assert rows.index("LIST SUBQUERY 1") < rows.index(by_index)
     assert not any(line.startswith("SCAN") and "anon" not in line for line in counted + rows)
+
+
+async def test_the_case_list_filters_find_cases_by_any_contact_and_by_their_people(
+    db: AsyncSession, world: World, migrated: Settings
+) -> None:
+    """The list's channel is of any contact: a walk-in matter a letter later came about is
+    listed under 来信 and under 来访, not under 12368; its plan reads no contacts. 我包案的
+    and a responsible person's cases come from the partial indexes of the cases that have
+    one, not from the court's whole scope (migration 0013). SQLite's own plans."""
+    clerk = actor(world, "op_a", Role.operator, "basic_a")
+    number = "（2024）甲0101执77号"
+    first = await cases.register(
+        db, clerk, letter([number], channel=Channel.walk_in), settings=migrated
+    )
+    await cases.register(db, clerk, letter([number]), settings=migrated)  # a letter, linked
+    other = await cases.register(db, clerk, letter(["（2024）甲0101执78号"]), settings=migrated)
+
+    async def listed(f: cases.CaseFilter) -> list[int]:
+        return sorted(
+            c.id for c in (await cases.list_cases(db, clerk, f, limit=50, offset=0)).items
+        )
+
+    assert await listed(cases.CaseFilter(channel=Channel.letter)) == sorted(
+        [first.case.id, other.case.id]
+    )
+    assert await listed(cases.CaseFilter(channel=Channel.walk_in)) == [first.case.id]
+    assert await listed(cases.CaseFilter(channel=Channel.phone)) == []
+    plans = await query_plans(
+        db, lambda: listed(cases.CaseFilter(channel=Channel.letter)), "FROM petitions"
+    )
+    assert plans and not any("case_contacts" in line for plan in plans for line in plan)
+    for picked, index in (
+        (cases.CaseFilter(led_by_me=True), "ix_petitions_leader_id (leader_id=?)"),
+        (
+            cases.CaseFilter(responsible_id=world.users["po_a"]),
+            "ix_petitions_responsible_id (responsible_id=?)",
+        ),
+    ):
+        plans = await query_plans(db, partial(listed, picked), "FROM petitions")
+        assert all(f"SEARCH petitions USING INDEX {index}" in plan for plan in plans), plans
 
 
 async def test_the_board_read_whole_on_the_thread_gives_what_its_statement_gives(

@@ -129,7 +129,8 @@ async def test_migrations_and_audit_guard_on_postgres(
 
 def test_upgrading_a_database_with_petitions_and_visits_keeps_them(tmp_path: Path) -> None:
     """A court's database from before petition cases upgrades with every row kept: its
-    petitions become cases at their court, each with one contact, categories mapped."""
+    petitions become cases at their court, each with one contact, categories mapped; later,
+    each case keeps the channels its contacts came by."""
     import sqlite3
 
     settings = Settings(data_dir=tmp_path)
@@ -159,16 +160,30 @@ def test_upgrading_a_database_with_petitions_and_visits_keeps_them(tmp_path: Pat
     )
     con.commit()
     con.close()
+    migrate(settings, "0012")
+    con = sqlite3.connect(tmp_path / "vreception.db")  # a letter and a call about the first
+    con.executemany(
+        "INSERT INTO case_contacts (petition_id, court_id, channel, occurred_at, summary, "
+        "people_count, repeat, created_at) VALUES (1, 2, ?, ?, '', 1, 1, ?)",
+        [("letter", now, now), ("phone", now, now), ("letter", now, now)],
+    )
+    con.commit()
+    con.close()
     migrate(settings)
     con = sqlite3.connect(tmp_path / "vreception.db")
     try:
+        # the channels each case's contacts came by (0013): video 4, letter 2, phone 16
+        assert con.execute("SELECT id, channels FROM petitions ORDER BY id").fetchall() == [
+            (1, 4 | 2 | 16),
+            (2, 4),
+        ]
         rows = con.execute(
             "SELECT id, category, state, handler_court_id FROM petitions ORDER BY id"
         ).fetchall()
         assert rows == [(1, "civil_retrial", "handling", 2), (2, "other", "handling", 2)]
         assert con.execute("SELECT petition_id, kind FROM visits").fetchall() == [(1, "reception")]
-        assert con.execute(
-            "SELECT petition_id, channel FROM case_contacts ORDER BY petition_id"
+        assert con.execute(  # one contact each from the petitions (0006)
+            "SELECT petition_id, channel FROM case_contacts WHERE repeat = 0 ORDER BY petition_id"
         ).fetchall() == [(1, "video"), (2, "video")]
         assert con.execute("PRAGMA foreign_key_check").fetchall() == []
     finally:
@@ -205,4 +220,4 @@ def test_references_are_checked_after_a_migration_and_not_when_already_at_head(
     migrate(settings)
     run(orphan_room)
     migrate(settings)  # at head: nothing ran, nothing checked
-    assert run("SELECT version_num FROM alembic_version") == [("0012",)]
+    assert run("SELECT version_num FROM alembic_version") == [("0013",)]

@@ -68,6 +68,7 @@ from scheduler.cases.rules import (
 from scheduler.cases.timeline import Entry, add_event, add_events
 from scheduler.cases.visits import count_contact
 from scheduler.cases.words import (
+    CHANNEL_BITS,
     AidStage,
     AssignmentState,
     CaseCategory,
@@ -614,7 +615,7 @@ async def _contact(
         registered_by=actor.user_id,
     )
     await add_row(db, contact)
-    count, at = await count_contact(db, case.id)
+    count, at = await count_contact(db, case.id, channel)
     # the case as stored now, without reading it again (the answer shows its count)
     set_committed_value(case, "contact_count", count)
     set_committed_value(case, "updated_at", at)
@@ -1353,9 +1354,9 @@ async def list_cases(
     if visible is not None:
         stmt = stmt.where(visible)
     now = utcnow()
-    if f.channel is not None:
-        seen = select(Contact.petition_id).where(Contact.channel == f.channel)
-        stmt = stmt.where(or_(Petition.channel == f.channel, Petition.id.in_(seen)))
+    if f.channel is not None:  # of any contact: the channels kept on the case
+        seen = Petition.channels.op("&")(CHANNEL_BITS[f.channel]) != 0
+        stmt = stmt.where(or_(Petition.channel == f.channel, seen))
     if f.category is not None:
         stmt = stmt.where(Petition.category == f.category.value)
     if f.node is not None:

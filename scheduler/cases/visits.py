@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Integer, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.db import prepared, table_of, utcnow
@@ -23,7 +23,7 @@ from config.vocabulary import label
 from scheduler.cases.models import CaseEvent, Contact
 from scheduler.cases.rules import NO_VISITS
 from scheduler.cases.timeline import Entry, add_event, entry_values
-from scheduler.cases.words import Channel, EventKind, VisitOutcome
+from scheduler.cases.words import CHANNEL_BITS, Channel, EventKind, VisitOutcome
 from scheduler.models import Court, Petition, User, Visit, VisitState
 from scheduler.scope import Actor
 from scheduler.visits import local_text
@@ -63,15 +63,21 @@ _INSERT_EVENT = prepared(insert(table_of(CaseEvent)))
 _COUNT_CONTACT = prepared(
     update(table_of(Petition))
     .where(table_of(Petition).c.id == bindparam("case_id"))
-    .values(contact_count=table_of(Petition).c.contact_count + 1, updated_at=bindparam("now"))
+    .values(
+        contact_count=table_of(Petition).c.contact_count + 1,
+        channels=table_of(Petition).c.channels.op("|")(bindparam("bit", type_=Integer)),
+        updated_at=bindparam("now"),
+    )
     .returning(table_of(Petition).c.contact_count, table_of(Petition).c.updated_at)
 )
 
 
-async def count_contact(db: AsyncSession, case_id: int) -> tuple[int, datetime]:
-    """One more contact on the case (its 来访次数): every contact added, a visit's too.
-    Returns the case's new count and time of change."""
-    count, at = (await db.execute(_COUNT_CONTACT, {"case_id": case_id, "now": utcnow()})).one()
+async def count_contact(db: AsyncSession, case_id: int, channel: Channel) -> tuple[int, datetime]:
+    """One more contact on the case (its 来访次数), by ``channel`` (kept among the case's
+    channels for the list's filter): every contact added, a visit's too. Returns the case's
+    new count and time of change."""
+    values = {"case_id": case_id, "bit": CHANNEL_BITS[channel], "now": utcnow()}
+    count, at = (await db.execute(_COUNT_CONTACT, values)).one()
     return int(count), at
 
 
@@ -125,7 +131,7 @@ async def visit_booked(db: AsyncSession, rows: BookedRows) -> None:
     """Write a booked visit's contact and timeline entry (its audit event is the caller's
     to insert, with its own): statements, no unit of work."""
     await db.execute(_INSERT_CONTACT, rows.contact)
-    await count_contact(db, rows.contact["petition_id"])
+    await count_contact(db, rows.contact["petition_id"], rows.contact["channel"])
     await db.execute(_INSERT_EVENT, rows.event)
 
 

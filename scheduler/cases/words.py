@@ -22,6 +22,15 @@ class Channel(enum.StrEnum):
     phone = "phone"
 
 
+# A case's channels seen (petitions.channels): one bit a channel. Stored: never renumber.
+CHANNEL_BITS: dict[Channel, int] = {
+    Channel.walk_in: 1,
+    Channel.letter: 2,
+    Channel.video: 4,
+    Channel.online: 8,
+    Channel.phone: 16,
+}
+
 define(
     "case_channel",
     Channel,
