@@ -307,7 +307,11 @@ class Petition(Base):
     __table_args__ = (
         UniqueConstraint("court_id", "number"),
         Index("ix_petitions_number", "number"),
-        Index("ix_petitions_handler_state", "handler_court_id", "state"),
+        # a court's list by state (and overdue: by deadline), by node, by category: the
+        # handling courts' part of its scope from the index (migration 0014)
+        Index("ix_petitions_handler_state", "handler_court_id", "state", "due_at"),
+        Index("ix_petitions_handler_node", "handler_court_id", "node"),
+        Index("ix_petitions_handler_category", "handler_court_id", "category"),
         Index("ix_petitions_due", "due_at"),
         # the deadline scan's cases: not yet alerted at their current node
         Index(

@@ -440,7 +440,8 @@ async def test_the_case_list_filters_find_cases_by_any_contact_and_by_their_peop
     """The list's channel is of any contact: a walk-in matter a letter later came about is
     listed under 来信 and under 来访, not under 12368; its plan reads no contacts. 我包案的
     and a responsible person's cases come from the partial indexes of the cases that have
-    one, not from the court's whole scope (migration 0013). SQLite's own plans."""
+    one, not from the court's whole scope (migration 0013); a node, category or overdue filter
+    reads the handling courts' part of the scope from an index (0014). SQLite's own plans."""
     clerk = actor(world, "op_a", Role.operator, "basic_a")
     number = "（2024）甲0101执77号"
     first = await cases.register(
@@ -469,9 +470,22 @@ async def test_the_case_list_filters_find_cases_by_any_contact_and_by_their_peop
             cases.CaseFilter(responsible_id=world.users["po_a"]),
             "ix_petitions_responsible_id (responsible_id=?)",
         ),
+        # the handling courts' part of the scope (migration 0014)
+        (cases.CaseFilter(node=Node.feedback), "ix_petitions_handler_node (handler_court_id=?"),
+        (
+            cases.CaseFilter(category=CaseCategory.enforcement),
+            "ix_petitions_handler_category (handler_court_id=?",
+        ),
+        (
+            cases.CaseFilter(overdue=True),
+            "ix_petitions_handler_state (handler_court_id=? AND state=? AND due_at<?)",
+        ),
     ):
         plans = await query_plans(db, partial(listed, picked), "FROM petitions")
-        assert all(f"SEARCH petitions USING INDEX {index}" in plan for plan in plans), plans
+        assert all(
+            any(line.startswith(f"SEARCH petitions USING INDEX {index}") for line in plan)
+            for plan in plans
+        ), plans
 
 
 async def test_the_board_read_whole_on_the_thread_gives_what_its_statement_gives(
