@@ -52,11 +52,11 @@ def ntp_now() -> int:
     return int((time.time() + seams.NTP_UNIX) * (1 << 32))
 
 
-def vp8_starts_keyframe(payload: bytes) -> bool:
-    """The RTP packet carries the first partition of a VP8 keyframe (RFC 7741 §4.2/§4.3:
-    S bit set, partition index 0, then the P bit of the VP8 frame tag clear)."""
+def _vp8_first_partition(payload: bytes) -> int | None:
+    """Where the VP8 frame begins in an RTP packet that carries the start of a frame's first
+    partition (RFC 7741 §4.2: S bit set, partition index 0), else None."""
     if len(payload) < 2 or payload[0] & 0x17 != 0x10:  # S=1, PID=0
-        return False
+        return None
     pos = 1
     if payload[0] & 0x80:  # X: extension byte
         ext = payload[1]
@@ -67,7 +67,25 @@ def vp8_starts_keyframe(payload: bytes) -> bool:
             pos += 1
         if ext & 0x30:  # T or K: TID/Y/KEYIDX
             pos += 1
-    return len(payload) > pos and payload[pos] & 0x01 == 0
+    return pos if len(payload) > pos else None
+
+
+def vp8_starts_keyframe(payload: bytes) -> bool:
+    """The RTP packet carries the first partition of a VP8 keyframe (RFC 7741 §4.3: the P
+    bit of the VP8 frame tag clear)."""
+    pos = _vp8_first_partition(payload)
+    return pos is not None and payload[pos] & 0x01 == 0
+
+
+def vp8_keyframe_height(payload: bytes) -> int | None:
+    """The picture height a VP8 keyframe's header gives (RFC 6386 §9.1: the 3-byte frame
+    tag, the start code 9d 01 2a, then 14-bit width and height), or None."""
+    pos = _vp8_first_partition(payload)
+    if pos is None or payload[pos] & 0x01 or payload[pos + 3 : pos + 6] != b"\x9d\x01\x2a":
+        return None
+    if len(payload) < pos + 10:
+        return None
+    return int.from_bytes(payload[pos + 8 : pos + 10], "little") & 0x3FFF
 
 
 def h264_starts_keyframe(payload: bytes) -> bool:
@@ -111,6 +129,7 @@ class KeyframeCache:
         self.limit = limit
         self.packets: list[RtpPacket] = []
         self._started = 0  # NTP time the keyframe began
+        self.height: int | None = None  # the picture's, from the latest keyframe (VP8)
 
     def add(self, packet: RtpPacket, ntp: int) -> None:
         if starts_keyframe(self.codec, packet.payload) and not (
@@ -119,6 +138,8 @@ class KeyframeCache:
         ):
             self.packets = [packet]
             self._started = ntp
+            if self.codec == "vp8":
+                self.height = vp8_keyframe_height(packet.payload)
         elif self.packets:
             if len(self.packets) >= self.limit or ntp - self._started > self.max_age:
                 self.packets = []
@@ -347,6 +368,8 @@ class ForwardTrack(MediaStreamTrack):
         self._dropping: float | None = None  # since when the current layer is being dropped
         self._frame_open = False  # the last packet sent did not end its frame
         self._resent: dict[int, float] = {}  # sequence number → when it was sent again
+        # how tall the subscriber shows this picture, in device pixels (None: not told)
+        self.shown_height: int | None = None
 
     def attach(self, transceiver: RTCRtpTransceiver) -> None:
         """The subscriber's transceiver whose sender carries this track. Video asks for a
@@ -599,7 +622,8 @@ class ForwardTrack(MediaStreamTrack):
             if self.layers is not None:
                 wanted = self.wanted
                 if wanted is None:  # until a choice is made: the best layer flowing
-                    wanted = self.wanted = self.layers.best(time.monotonic())
+                    ceiling = self.layers.ceiling(self.shown_height)
+                    wanted = self.wanted = self.layers.best(time.monotonic(), ceiling)
                 if wanted is None or packet.ssrc != wanted.ssrc:
                     return  # another layer
             if self._video and not starts_keyframe(self.codec, packet.payload):

@@ -57,6 +57,11 @@ class Layer:
     def active(self, now: float) -> bool:
         return now - self.heard <= ACTIVE_S
 
+    @property
+    def height(self) -> int | None:
+        """Its picture height, from its latest keyframe (None until one is seen, or H.264)."""
+        return self.keyframes.height
+
     def bps(self, now: float) -> int:
         """Its bitrate over the latest window (0 once paused)."""
         if not self.active(now) or self.first is None:
@@ -105,20 +110,48 @@ class Layers:
         if ssrc is not None:
             self.rtx_ssrcs[packet.ssrc] = ssrc
 
-    def best(self, now: float) -> Layer | None:
-        """The highest layer the publisher sends now."""
-        return next((layer for layer in reversed(self.layers) if layer.active(now)), None)
+    def best(self, now: float, ceiling: int | None = None) -> Layer | None:
+        """The highest layer the publisher sends now (up to the layer ``ceiling``)."""
+        return next(
+            (
+                layer
+                for layer in reversed(self.layers)
+                if layer.active(now) and (ceiling is None or layer.index <= ceiling)
+            ),
+            None,
+        )
+
+    def ceiling(self, shown_height: int | None) -> int | None:
+        """The highest layer worth sending to a subscriber that shows the picture
+        ``shown_height`` device pixels tall: the lowest layer at least that tall (a gallery
+        tile gets the half-size layer, a large view the full picture). None: no limit (no
+        size told, or no layer that tall)."""
+        if shown_height is None:
+            return None
+        return next(
+            (
+                layer.index
+                for layer in self.layers
+                if layer.height is not None and layer.height >= shown_height
+            ),
+            None,
+        )
 
     def by_ssrc(self, ssrc: int | None) -> Layer | None:
         return self._by_ssrc.get(ssrc) if ssrc is not None else None
 
 
-def choose(layers: Layers, budget_bps: int | None, now: float) -> Layer | None:
+def choose(
+    layers: Layers, budget_bps: int | None, now: float, ceiling: int | None = None
+) -> Layer | None:
     """A subscriber's layer: the highest one flowing whose bitrate fits ``HEADROOM`` of its
-    estimate (no estimate yet: the highest), else the lowest one flowing."""
+    estimate (no estimate yet: the highest), else the lowest one flowing; none above the
+    layer ``ceiling`` (:meth:`Layers.ceiling`) unless no layer under it flows."""
     flowing = [layer for layer in layers.layers if layer.active(now) and layer.ssrc is not None]
     if not flowing:
         return None
+    if ceiling is not None:
+        flowing = [layer for layer in flowing if layer.index <= ceiling] or flowing[:1]
     if budget_bps is None:
         return flowing[-1]
     fitting = [layer for layer in flowing if layer.bps(now) <= HEADROOM * budget_bps]
@@ -184,24 +217,26 @@ class LayerChoice:
         current: Layer | None = None,
         lossy: bool = True,
         queued: bool = False,
+        ceiling: int | None = None,
     ) -> Layer | None:
         """The layer for now (``padding_bps`` says what to probe with); ``current``: the
         one wanted until now; ``lossy``: the subscriber's reports show its link
         overflowing lately (packets lost, or a queue's round trip); ``queued``: its
         transport-cc feedback shows a queue standing (a probe under way ends: it fills the
-        link)."""
+        link); ``ceiling``: the highest layer the subscriber shows (nothing probes above)."""
         self.padding_bps = 0
         if budget_bps is not None:
             if self._last_budget is not None and budget_bps < (1 - self.RISE) * self._last_budget:
                 self._fell_at = now
             self._last_budget = budget_bps
-        fit = choose(layers, budget_bps, now)
+        fit = choose(layers, budget_bps, now, ceiling)
         if fit is None:
             self.probe = None
             return None
         if (
             current is not None
             and current.index > fit.index
+            and (ceiling is None or current.index <= ceiling)
             and current.active(now)
             and budget_bps is not None
         ):
@@ -219,7 +254,7 @@ class LayerChoice:
         if probe is not None and (fit.index >= probe.index or not probe.active(now)):
             self.probe = probe = None  # it fits now (or is gone)
             self.wait_s = self.first_try_s
-        best = layers.best(now)
+        best = layers.best(now, ceiling)
         if best is None or fit.index >= best.index or budget_bps is None:
             self.probe = self.next_try = None
             return fit

@@ -10,7 +10,7 @@ import enum
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -302,7 +302,8 @@ class Room:
                 continue
             before, probes, failed = forward.wanted, choice.probes, choice.failed
             congested = forward.congested(now)
-            chosen = choice.pick(layers, budget, now, before, congested, forward.queued())
+            ceiling = layers.ceiling(forward.shown_height)
+            chosen = choice.pick(layers, budget, now, before, congested, forward.queued(), ceiling)
             if chosen is not before and chosen is not None:
                 log.info(
                     "visit %s: %s gets layer %s of %s (estimate %s kbit/s)",
@@ -562,6 +563,28 @@ class Room:
                     OfferedTrack(str(transceiver.mid), t.id, t.participant_id, t.kind, t.source)
                 )
         return SubscribeOffer(str(pc.localDescription.sdp), offered, renegotiation)
+
+    async def view(self, participant_id: str, heights: Mapping[str, int]) -> None:
+        """How tall the subscriber shows each picture it receives (media section's MID →
+        device pixels; 0: not shown): each simulcast track's layer is chosen again, none
+        higher than the picture needs (a gallery of small tiles gets the half-size layers).
+        MIDs it does not receive are ignored (a re-offer may have removed them)."""
+        mids = {
+            str(transceiver.mid): track_id
+            for track_id, transceiver in self.sending.get(participant_id, {}).items()
+        }
+        waiting = self.waiting.get(participant_id, {})
+        changed = []
+        for mid, height in heights.items():
+            track = self.tracks.get(mids.get(mid, ""))
+            if track is None or track.kind != "video":
+                continue
+            forward = track.forwards.get(participant_id) or waiting.get(track.id)
+            if forward is not None and forward.shown_height != height:
+                forward.shown_height = height
+                changed.append(track)
+        for track in changed:
+            await self.choose_layers(track)
 
     async def answer(self, participant_id: str, answer_sdp: str) -> None:
         async with self._negotiation(participant_id):

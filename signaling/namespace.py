@@ -40,6 +40,7 @@ from signaling.protocol import (
     Subscribe,
     SubscribeAnswer,
     Unpublish,
+    View,
     parse,
 )
 from signaling.server import REFUSED_EVENT, session_room, user_room
@@ -195,6 +196,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "note": self._note,
             "subscribe": self._subscribe,
             "subscribe_answer": self._subscribe_answer,
+            "view": self._view,
         }
 
     # ------------------------------------------------------------ plumbing
@@ -586,6 +588,12 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await media.answer(me.id, message.sdp)
         except (MediaError, ValueError) as exc:
             raise _media_refusal(exc) from None
+        return {}
+
+    async def _view(self, sid: str, message: Message) -> dict[str, Any]:
+        assert isinstance(message, View)
+        _, me, media = self._media_room(sid)
+        await media.view(me.id, message.heights)
         return {}
 
     async def _leave(self, sid: str, message: Message) -> dict[str, Any]:

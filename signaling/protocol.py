@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from config.vocabulary import GUEST_ROLES, ParticipantRole
 
@@ -106,6 +106,17 @@ class SubscribeAnswer(Message):
     sdp: Sdp
 
 
+Mid = Annotated[str, StringConstraints(min_length=1, max_length=16)]
+Height = Annotated[int, Field(ge=0, le=8640)]
+
+
+class View(Message):
+    """How tall the page shows each picture it receives: media section's MID → device
+    pixels (0: not shown)."""
+
+    heights: Annotated[dict[Mid, Height], Field(max_length=64)]
+
+
 class Empty(Message):
     pass
 
@@ -121,6 +132,7 @@ INBOUND: dict[str, type[Message]] = {
     "note": Note,
     "subscribe": Subscribe,
     "subscribe_answer": SubscribeAnswer,
+    "view": View,
     "leave": Empty,
     "end": Empty,
 }

@@ -11,7 +11,14 @@ from collections.abc import Callable
 from aiortc.rtp import RtcpPsfbPacket, RtcpReceiverInfo, RtcpRrPacket, RtpPacket
 
 from media import seams
-from media.forward import ForwardTrack, PictureIds, Rebase, ntp_now, vp8_picture_fields
+from media.forward import (
+    ForwardTrack,
+    PictureIds,
+    Rebase,
+    ntp_now,
+    vp8_keyframe_height,
+    vp8_picture_fields,
+)
 from media.layers import LayerChoice, Layers, RecordedStream, choose
 from media.transport import accept_simulcast, simulcast_rids
 from tests.test_forward import FakeWire, _asks
@@ -482,3 +489,77 @@ def test_going_down_is_hurried_only_when_the_link_cannot_carry_the_layer_being_s
     assert not choice.hurried(low, full, 500_000, now, lossy=False)  # a shortfall: wait
     assert not choice.hurried(full, low, 300_000, now, lossy=True)  # going up
     assert not choice.hurried(low, full, None, now, lossy=True)  # no estimate
+
+
+def _vp8_keyframe(width: int, height: int) -> bytes:
+    """A VP8 keyframe's first packet: descriptor (S bit, partition 0), frame tag, start code
+    and the picture's size (RFC 6386 §9.1)."""
+    tag = bytes([0x00, 0x00, 0x00])  # P bit clear: a keyframe
+    size = width.to_bytes(2, "little") + height.to_bytes(2, "little")
+    return bytes([0x10]) + tag + b"\x9d\x01\x2a" + size + bytes(20)
+
+
+def test_a_vp8_keyframe_gives_its_layers_picture_height() -> None:
+    assert vp8_keyframe_height(_vp8_keyframe(640, 480)) == 480
+    assert vp8_keyframe_height(_vp8_keyframe(320, 240)[:9]) is None  # cut short
+    assert vp8_keyframe_height(_vp8(False, 1, 1)) is None  # a delta frame has no size
+    layers, _ = _layers()
+    low = layers.of(_packet(10, 1, 0, _vp8_keyframe(320, 240), rid="l"))
+    assert low is not None and low.height is None  # learnt when its keyframe is cached
+    low.keyframes.add(_packet(10, 1, 0, _vp8_keyframe(320, 240), rid="l"), ntp_now())
+    assert low.height == 240
+    low.keyframes.add(_packet(10, 2, 3000, _vp8(False, 2, 2), rid="l"), ntp_now())
+    assert low.height == 240  # until its next keyframe
+
+
+def _sized(layers: Layers, heights: dict[str, int]) -> None:
+    for layer in layers.layers:
+        if layer.rid in heights:
+            keyframe = _vp8_keyframe(heights[layer.rid] * 4 // 3, heights[layer.rid])
+            layer.keyframes.add(_packet(layer.ssrc or 0, 1, 0, keyframe), ntp_now())
+
+
+def test_a_subscriber_showing_small_pictures_gets_the_lowest_layer_that_tall_and_no_probe() -> None:
+    layers, _ = _layers()
+    low, full = layers.layers
+    now = 100.0
+    _flowing(layers, now, {"l": 150, "f": 700})
+    assert layers.ceiling(200) is None  # no size known yet: no limit
+    _sized(layers, {"l": 240, "f": 480})
+    assert [layers.ceiling(h) for h in (None, 0, 200, 240, 241, 480, 900)] == [
+        None,
+        0,
+        0,
+        0,
+        1,
+        1,
+        None,  # shown larger than every layer: what its link carries
+    ]
+    assert choose(layers, 5_000_000, now, ceiling=0) is low
+    assert layers.best(now, ceiling=0) is low
+    choice = LayerChoice(first_try_s=4)
+    assert choice.pick(layers, 5_000_000, now, ceiling=None) is full
+    # its tile became small: down at once, though the link carries the full picture
+    assert choice.pick(layers, 5_000_000, now, full, lossy=False, ceiling=0) is low
+    for later in (5, 10, 20, 40):  # never probed up: padding for a layer not wanted
+        _flowing(layers, now + later, {"l": 150, "f": 700})
+        assert choice.pick(layers, 300_000, now + later, low, lossy=False, ceiling=0) is low
+        assert choice.padding_bps == 0 and choice.probes == 0
+    # the full layer paused: the one flowing, whatever the tile
+    _flowing(layers, now + 50, {"f": 700})
+    assert choose(layers, None, now + 50, ceiling=0) is full
+
+
+async def test_a_copy_shown_small_starts_on_the_lowest_layer_tall_enough() -> None:
+    layers, _, track, fake = await _layered_copy()
+    _sized(layers, {"l": 240, "f": 480})
+    track.shown_height = 230  # a gallery tile, before any layer is chosen
+    base = ntp_now()
+    for seq, (ssrc, rid) in enumerate([(20, "f"), (10, "l")], 1):
+        packet = _packet(ssrc, seq, seq * 3000, _vp8(True, seq, seq), rid=rid)
+        layer = layers.of(packet)
+        assert layer is not None
+        layer.note(packet, time.monotonic())
+        await track.forward(packet, base, 0)
+    assert track.wanted is layers.layers[0]
+    assert len(fake.sent) == 1 and track.layer is layers.layers[0]  # the full layer's not sent

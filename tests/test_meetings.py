@@ -620,6 +620,18 @@ def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
                 timeout=WAIT_MS,
             )
         host.screenshot(path=str(artifacts / "meeting-gallery.png"))
+        # the gallery's tiles are small: each gets the camera's half-size layer (the
+        # camera sends 640x480), not the full picture its link would carry
+        for page in (host, judge, operator):
+            page.wait_for_function(
+                """() => {
+                    const tiles = [...document.querySelectorAll('#videos .tile.remote video')];
+                    return tiles.length === 2 && tiles.every(
+                        (v) => v.clientHeight <= 240 && v.videoHeight > 0 && v.videoHeight <= 240
+                    );
+                }""",
+                timeout=WAIT_MS,
+            )
         expect(host.locator("#outcome-title")).to_have_text("约谈结果")  # a meeting's words
         # the minutes: the host's notes; only the host has the notes and the end button
         expect(judge.locator("#notes-card")).to_be_hidden()

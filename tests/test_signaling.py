@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.db import Database
 from config.settings import Settings
 from scheduler.models import Visit, VisitState
+from signaling.protocol import ErrorCode, ProtocolError, View, parse
 from tests.conftest import MakeClient
 from tests.helpers import login
 from tests.visits import Peer, _cookie
@@ -152,7 +154,18 @@ async def test_refusals_and_the_connection_survives(
     await operator.close()
 
 
-EVENTS = ["join", "admit", "refuse", "invite", "media_state", "leave", "end", "offer", "bogus"]
+EVENTS = [
+    "join",
+    "admit",
+    "refuse",
+    "invite",
+    "media_state",
+    "leave",
+    "end",
+    "offer",
+    "view",
+    "bogus",
+]
 payloads = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=30),
     lambda children: (
@@ -252,3 +265,22 @@ async def test_a_visit_ended_from_the_judges_queue_closes_the_live_room(
     assert again["error"]["code"] == "visit_closed", again
     for peer in (late, guest, judge):
         await peer.close()
+
+
+def test_a_view_message_holds_picture_heights_by_mid_within_bounds() -> None:
+    """`view`: each received picture's shown height by media section; nothing else."""
+    message = parse("view", {"heights": {"1": 240, "3": 0}})
+    assert isinstance(message, View) and message.heights == {"1": 240, "3": 0}
+    for bad in (
+        {"heights": {"1": -1}},
+        {"heights": {"1": 9000}},
+        {"heights": {"1": 240.5}},
+        {"heights": {"1": "240"}},
+        {"heights": {"x" * 17: 240}},
+        {"heights": {str(i): 100 for i in range(65)}},
+        {"heights": {"1": 240}, "extra": 1},
+        {},
+    ):
+        with pytest.raises(ProtocolError) as refused:
+            parse("view", bad)
+        assert refused.value.code is ErrorCode.invalid_message, bad

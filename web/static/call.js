@@ -148,9 +148,30 @@
     return subscribing;
   }
 
+  // --- how tall each remote picture is shown (view): the relay sends no larger a simulcast
+  // layer than its tile needs, so a meeting's gallery of small tiles gets the half-size ones
+  let viewSent = "";
+  let viewTimer = null;
+  const tileSizes = new ResizeObserver(() => reportView());
+  function reportView() {
+    clearTimeout(viewTimer);
+    viewTimer = setTimeout(async () => {
+      if (!subscriber || !socket.connected) return;
+      const heights = {};
+      for (const video of document.querySelectorAll(".tile.remote[data-mid] video")) {
+        heights[video.parentElement.dataset.mid] = Math.round(video.clientHeight * (window.devicePixelRatio || 1));
+      }
+      const text = JSON.stringify(heights);
+      if (text === viewSent || text === "{}") return;
+      const answer = await call("view", { heights });
+      if (answer.ok) viewSent = text;
+    }, 250);
+  }
+
   function dropSubscriber() {
     if (subscriber) subscriber.close();
     subscriber = null;
+    viewSent = ""; // a new connection's pictures start without a size at the relay
     audioOf.clear();
     for (const el of document.querySelectorAll(".remote")) el.remove();
   }
@@ -176,6 +197,7 @@
       label.textContent = `${ROLE[t.role] || ""} ${t.name || ""}${SOURCE[t.source] || ""}`.trim();
       tile.append(video, label);
       if (t.source === "evidence") $("videos").prepend(tile); else $("videos").appendChild(tile);
+      tileSizes.observe(video);
       markPoorTiles();
     } else {
       const audio = document.createElement("audio");
@@ -222,6 +244,7 @@
     await gathered(pc);
     const done = await call("subscribe_answer", { type: "answer", sdp: pc.localDescription.sdp });
     if (!done.ok) say("call-msg", done.error.message, "error");
+    reportView();
   }
 
   // A connection that fails (network change, relay restart) is replaced by a new one: the
