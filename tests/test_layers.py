@@ -505,11 +505,12 @@ def test_a_vp8_keyframe_gives_its_layers_picture_height() -> None:
     assert vp8_keyframe_height(_vp8(False, 1, 1)) is None  # a delta frame has no size
     layers, _ = _layers()
     low = layers.of(_packet(10, 1, 0, _vp8_keyframe(320, 240), rid="l"))
-    assert low is not None and low.height is None  # learnt when its keyframe is cached
+    assert low is not None
+    assert [layer.height for layer in layers.layers] == [None, None]  # learnt when cached
     low.keyframes.add(_packet(10, 1, 0, _vp8_keyframe(320, 240), rid="l"), ntp_now())
-    assert low.height == 240
+    assert [layer.height for layer in layers.layers] == [240, None]
     low.keyframes.add(_packet(10, 2, 3000, _vp8(False, 2, 2), rid="l"), ntp_now())
-    assert low.height == 240  # until its next keyframe
+    assert [layer.height for layer in layers.layers] == [240, None]  # until its next keyframe
 
 
 def _sized(layers: Layers, heights: dict[str, int]) -> None:
