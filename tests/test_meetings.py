@@ -694,3 +694,72 @@ def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
     for _, text, detail in rows:
         assert "海淀法院两周内书面反馈执行进展" in text and "主持人：高院督办法官" in text
         assert json.loads(detail)["recording"] == f"/archive/visits/{visit_id}"
+
+
+@pytest.mark.browser
+def test_a_request_cut_off_by_a_dropped_connection_does_not_stop_the_page_seeing_others(
+    live_server: LiveServer, tone_browser: Any
+) -> None:
+    """An invitee's connection drops while its page waits for the relay's subscription
+    offer (the answer never comes): the page gets back in and sees the host's picture
+    (a request left waiting for good held up every later subscription: no picture)."""
+    url, passwords = live_server.url, live_server.passwords
+    setup = tone_browser.new_context()
+    admin = _api(setup, url, "admin", passwords["admin"])
+    courts = {c["code"]: c["id"] for c in setup.request.get(url + "/api/v1/courts").json()}
+    host_user = {
+        "username": "gy_judge",
+        "display_name": "高院督办法官",
+        "role": "judge",
+        "court_id": courts["BJGY"],
+        "password": HOST_PASSWORD,
+    }
+    r = setup.request.post(url + "/api/v1/users", data=host_user, headers=admin)
+    assert r.status in (201, 409), r.text()  # the module's server may have it already
+    setup.close()
+    with sqlite3.connect(live_server.data_dir / "vreception.db") as db:  # triaged: being handled
+        db.execute("UPDATE petitions SET state = 'handling', handler_court_id = court_id")
+        (number,) = db.execute("SELECT number FROM petitions ORDER BY id").fetchone()
+
+    contexts = [
+        tone_browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+        for _ in range(2)
+    ]
+    host, invitee = (ctx.new_page() for ctx in contexts)
+    cut = {"armed": True, "ack": None, "done": False}
+
+    def relay_socket(ws: Any) -> None:
+        """Pass the page's socket through; once, drop the answer to its first `subscribe`
+        and close the connection as a network would."""
+        server = ws.connect_to_server()
+
+        def from_page(message: Any) -> None:
+            found = re.match(r'^42/visit,(\d+)\["subscribe"', str(message))
+            if cut["armed"] and found:
+                cut["ack"] = found.group(1)
+            server.send(message)
+
+        def from_server(message: Any) -> None:
+            if cut["armed"] and cut["ack"] and str(message).startswith(f"43/visit,{cut['ack']}["):
+                cut["armed"], cut["done"] = False, True
+                ws.close()
+                server.close()
+                return
+            ws.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(from_server)
+
+    try:
+        _log_in(host, url, "gy_judge", HOST_PASSWORD)
+        open_a_meeting_now(host, url, [number], invitees=LOWER_COURT_STAFF[:1])
+        invitee.route_web_socket(re.compile(r".*/socket\.io/.*"), relay_socket)
+        _log_in(invitee, url, "judge", passwords["judge"])
+        invitee.goto(url + "/meetings")
+        invitee.get_by_role("link", name="进入约谈").click()
+        invitee.wait_for_function(FRAMES_FROM_OTHERS, arg=1, timeout=MEDIA_MS)
+        assert cut["done"], "the connection was not cut while a subscription was asked for"
+        host.wait_for_function(FRAMES_FROM_OTHERS, arg=1, timeout=MEDIA_MS)
+    finally:
+        for ctx in contexts:
+            ctx.close()

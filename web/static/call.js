@@ -31,7 +31,14 @@
     return /[\u4e00-\u9fff]/.test(text) ? text : "网络或设备异常，请稍后重试";
   }
   const socket = window.io("/visit", { transports: ["websocket", "polling"], reconnectionDelay: 500, reconnectionDelayMax: 2000 });
-  const call = (event, data) => new Promise((resolve) => socket.emit(event, data || {}, resolve));
+  // Every request is answered: by the server, or with an error when the connection drops
+  // before it answers (or it stays silent CALL_MS). A request left waiting for good would
+  // hold up all that queues behind it (one subscription negotiation at a time).
+  const CALL_MS = 30000;
+  const NO_ANSWER = { ok: false, error: { code: "no_answer", message: "与服务器的连接中断，请求未完成" } };
+  const call = (event, data) => new Promise((resolve) => {
+    socket.timeout(CALL_MS).emit(event, data || {}, (err, answer) => resolve(err ? NO_ANSWER : answer));
+  });
   // The rejoin token is kept on this terminal for the life of the visit: a crashed browser or
   // a new tab gets back in without a new code (the newest connection replaces the older).
   const rejoinKey = () => "vr-rejoin-" + visitId;
