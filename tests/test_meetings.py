@@ -726,7 +726,7 @@ def test_a_request_cut_off_by_a_dropped_connection_does_not_stop_the_page_seeing
         for _ in range(2)
     ]
     host, invitee = (ctx.new_page() for ctx in contexts)
-    cut = {"armed": True, "ack": None, "done": False}
+    cut: dict[str, Any] = {"armed": True, "ack": None, "done": False}
 
     def relay_socket(ws: Any) -> None:
         """Pass the page's socket through; once, drop the answer to its first `subscribe`
