@@ -175,19 +175,26 @@
     }, 250);
   }
 
+  // a remote tile (or audio) goes; its size is no longer watched
+  function removeRemote(el) {
+    const video = el.querySelector("video");
+    if (video) tileSizes.unobserve(video);
+    el.remove();
+  }
+
   function dropSubscriber() {
     if (subscriber) subscriber.close();
     subscriber = null;
     viewSent = ""; // a new connection's pictures start without a size at the relay
     audioOf.clear();
-    for (const el of document.querySelectorAll(".remote")) el.remove();
+    for (const el of document.querySelectorAll(".remote")) removeRemote(el);
   }
 
   // A remote track becomes a tile (video) or a hidden <audio>, named for its media section.
   function attach(pc, ev) {
     const t = (pc.offered && pc.offered.get(ev.transceiver.mid)) || { source: ev.track.kind === "audio" ? "microphone" : "camera" };
     const mid = ev.transceiver.mid || "";
-    for (const old of document.querySelectorAll(`.remote[data-mid="${CSS.escape(mid)}"]`)) old.remove();
+    for (const old of document.querySelectorAll(`.remote[data-mid="${CSS.escape(mid)}"]`)) removeRemote(old);
     if (ev.track.kind === "audio") audioOf.set(ev.receiver, t.participant_id || "");
     const stream = new MediaStream([ev.track]);
     if (ev.track.kind === "video") {
@@ -219,7 +226,7 @@
   // are removed; the others stay as they are.
   function prune(pc) {
     for (const el of document.querySelectorAll(".remote[data-mid]")) {
-      if (!pc.offered.has(el.dataset.mid)) el.remove();
+      if (!pc.offered.has(el.dataset.mid)) removeRemote(el);
     }
     for (const transceiver of pc.getTransceivers()) {
       if (!pc.offered.has(transceiver.mid)) audioOf.delete(transceiver.receiver);
