@@ -477,6 +477,23 @@ def _api(ctx: Any, url: str, username: str, password: str) -> dict[str, str]:
     return {"X-CSRF-Token": str(r.json()["csrf_token"])}
 
 
+def _add_host(setup: Any, url: str, passwords: dict[str, str]) -> None:
+    """The high court's judge who hosts the meetings (gy_judge), added by the admin unless
+    an earlier test of the module (one server) did."""
+    admin = _api(setup, url, "admin", passwords["admin"])
+    courts = {c["code"]: c["id"] for c in setup.request.get(url + "/api/v1/courts").json()}
+    host_user = {
+        "username": "gy_judge",
+        "display_name": "高院督办法官",
+        "role": "judge",
+        "court_id": courts["BJGY"],
+        "password": HOST_PASSWORD,
+    }
+    r = setup.request.post(url + "/api/v1/users", data=host_user, headers=admin)
+    assert r.status in (201, 409), r.text()
+    setup.request.post(url + "/api/v1/auth/logout", headers=admin)
+
+
 def _log_in(page: Any, url: str, username: str, password: str) -> None:
     page.goto(url + "/login")
     page.fill("input[name=username]", username)
@@ -556,18 +573,7 @@ def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
 ) -> None:
     url, passwords = live_server.url, live_server.passwords
     setup = tone_browser.new_context()
-    admin = _api(setup, url, "admin", passwords["admin"])
-    courts = {c["code"]: c["id"] for c in setup.request.get(url + "/api/v1/courts").json()}
-    host_user = {
-        "username": "gy_judge",
-        "display_name": "高院督办法官",
-        "role": "judge",
-        "court_id": courts["BJGY"],
-        "password": HOST_PASSWORD,
-    }
-    r = setup.request.post(url + "/api/v1/users", data=host_user, headers=admin)
-    assert r.status == 201, r.text()
-    setup.request.post(url + "/api/v1/auth/logout", headers=admin)
+    _add_host(setup, url, passwords)
     # a second case of the same basic court (the first is the demo's)
     op = _api(setup, url, "operator", passwords["operator"])
     second = {
@@ -705,17 +711,7 @@ def test_a_request_cut_off_by_a_dropped_connection_does_not_stop_the_page_seeing
     (a request left waiting for good held up every later subscription: no picture)."""
     url, passwords = live_server.url, live_server.passwords
     setup = tone_browser.new_context()
-    admin = _api(setup, url, "admin", passwords["admin"])
-    courts = {c["code"]: c["id"] for c in setup.request.get(url + "/api/v1/courts").json()}
-    host_user = {
-        "username": "gy_judge",
-        "display_name": "高院督办法官",
-        "role": "judge",
-        "court_id": courts["BJGY"],
-        "password": HOST_PASSWORD,
-    }
-    r = setup.request.post(url + "/api/v1/users", data=host_user, headers=admin)
-    assert r.status in (201, 409), r.text()  # the module's server may have it already
+    _add_host(setup, url, passwords)
     setup.close()
     with sqlite3.connect(live_server.data_dir / "vreception.db") as db:  # triaged: being handled
         db.execute("UPDATE petitions SET state = 'handling', handler_court_id = court_id")
