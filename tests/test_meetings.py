@@ -702,13 +702,53 @@ def test_a_high_court_meets_staff_of_two_lower_courts_in_a_recorded_gallery(
         assert json.loads(detail)["recording"] == f"/archive/visits/{visit_id}"
 
 
+class CutSocket:
+    """A page's socket.io connection passed through, cut once as a network would: at the
+    server's answer to the page's first ``event`` (``answered``), or at the page's first
+    ``event`` itself, which the server then never hears."""
+
+    def __init__(self, event: str, answered: bool) -> None:
+        self.event, self.answered = event, answered
+        self.ack: str | None = None
+        self.done = False
+
+    def __call__(self, ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def cut() -> None:
+            self.done = True
+            ws.close()
+            server.close()
+
+        def from_page(message: Any) -> None:
+            found = re.match(rf'^42/visit,(\d+)\["{self.event}"', str(message))
+            if found and not self.done:
+                if not self.answered:
+                    return cut()
+                self.ack = found.group(1)
+            server.send(message)
+
+        def from_server(message: Any) -> None:
+            if not self.done and self.ack and str(message).startswith(f"43/visit,{self.ack}["):
+                return cut()
+            ws.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(from_server)
+
+
+SOCKET_URL = re.compile(r".*/socket\.io/.*")
+
+
 @pytest.mark.browser
-def test_a_request_cut_off_by_a_dropped_connection_does_not_stop_the_page_seeing_others(
+def test_requests_cut_off_by_a_dropped_connection_neither_stall_the_page_nor_pass_for_done(
     live_server: LiveServer, tone_browser: Any
 ) -> None:
     """An invitee's connection drops while its page waits for the relay's subscription
-    offer (the answer never comes): the page gets back in and sees the host's picture
-    (a request left waiting for good held up every later subscription: no picture)."""
+    offer: it gets back in and sees the host (a request left waiting for good held up every
+    later subscription). The host's connection drops as it ends the meeting: its page says
+    the meeting was not ended and stays (it said 已结束 while the meeting and its recording
+    went on); ended again once back, it ends for everyone."""
     url, passwords = live_server.url, live_server.passwords
     setup = tone_browser.new_context()
     _add_host(setup, url, passwords)
@@ -722,40 +762,117 @@ def test_a_request_cut_off_by_a_dropped_connection_does_not_stop_the_page_seeing
         for _ in range(2)
     ]
     host, invitee = (ctx.new_page() for ctx in contexts)
-    cut: dict[str, Any] = {"armed": True, "ack": None, "done": False}
-
-    def relay_socket(ws: Any) -> None:
-        """Pass the page's socket through; once, drop the answer to its first `subscribe`
-        and close the connection as a network would."""
-        server = ws.connect_to_server()
-
-        def from_page(message: Any) -> None:
-            found = re.match(r'^42/visit,(\d+)\["subscribe"', str(message))
-            if cut["armed"] and found:
-                cut["ack"] = found.group(1)
-            server.send(message)
-
-        def from_server(message: Any) -> None:
-            if cut["armed"] and cut["ack"] and str(message).startswith(f"43/visit,{cut['ack']}["):
-                cut["armed"], cut["done"] = False, True
-                ws.close()
-                server.close()
-                return
-            ws.send(message)
-
-        ws.on_message(from_page)
-        server.on_message(from_server)
-
+    at_subscribe, at_end = CutSocket("subscribe", answered=True), CutSocket("end", answered=False)
     try:
+        host.route_web_socket(SOCKET_URL, at_end)
         _log_in(host, url, "gy_judge", HOST_PASSWORD)
         open_a_meeting_now(host, url, [number], invitees=LOWER_COURT_STAFF[:1])
-        invitee.route_web_socket(re.compile(r".*/socket\.io/.*"), relay_socket)
+        invitee.route_web_socket(SOCKET_URL, at_subscribe)
         _log_in(invitee, url, "judge", passwords["judge"])
         invitee.goto(url + "/meetings")
         invitee.get_by_role("link", name="进入约谈").click()
         invitee.wait_for_function(FRAMES_FROM_OTHERS, arg=1, timeout=MEDIA_MS)
-        assert cut["done"], "the connection was not cut while a subscription was asked for"
+        assert at_subscribe.done, "the connection was not cut while a subscription was asked"
         host.wait_for_function(FRAMES_FROM_OTHERS, arg=1, timeout=MEDIA_MS)
+
+        host.click("#end")
+        expect(host.locator("#call-msg")).to_contain_text("未能结束", timeout=WAIT_MS)
+        assert at_end.done
+        expect(host.locator("#ended-step")).to_be_hidden()
+        expect(host.locator("#conn-state")).to_be_hidden(timeout=WAIT_MS)  # back in
+        host.click("#end")
+        for page in (host, invitee):
+            expect(page.locator("#ended-text")).to_have_text("约谈已结束", timeout=WAIT_MS)
+    finally:
+        for ctx in contexts:
+            ctx.close()
+
+
+# eight staff of the courts below the high court: a full gallery's invitees
+GALLERY_STAFF = tuple(
+    (f"gallery_{i}", f"参会人员{i}", "BJ1Z" if i < 5 else "BJHD", "judge" if i < 5 else "operator")
+    for i in range(1, 9)
+)
+GALLERY_PASSWORD = "Gallery-Passw0rd!"
+
+
+@pytest.fixture(scope="module")
+def small_camera_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Chromium whose fake camera is small (320x240, 10 fps): nine participants' browsers
+    share this machine's cores, where each would have a machine of its own."""
+    camera = tmp_path_factory.mktemp("camera") / "small.y4m"
+    subprocess.run(
+        [
+            *("ffmpeg", "-loglevel", "error", "-f", "lavfi"),
+            *("-i", "testsrc=size=320x240:rate=10", "-t", "3", "-pix_fmt", "yuv420p"),
+            str(camera),
+        ],
+        check=True,
+    )
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera}"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.mark.browser
+def test_a_full_gallery_holds_nine_each_seeing_the_eight_others(
+    live_server: LiveServer, small_camera_browser: Any, artifacts: Path
+) -> None:
+    """The host and eight invited staff of two courts below, each in a browser of their
+    own: every page shows the eight others' pictures, named."""
+    url, passwords = live_server.url, live_server.passwords
+    setup = small_camera_browser.new_context()
+    _add_host(setup, url, passwords)
+    admin = _api(setup, url, "admin", passwords["admin"])
+    courts = {c["code"]: c["id"] for c in setup.request.get(url + "/api/v1/courts").json()}
+    invited = []
+    for username, name, court, role in GALLERY_STAFF:
+        user = {
+            "username": username,
+            "display_name": name,
+            "role": role,
+            "court_id": courts[court],
+            "password": GALLERY_PASSWORD,
+        }
+        r = setup.request.post(url + "/api/v1/users", data=user, headers=admin)
+        assert r.status == 201, r.text()
+        invited.append(r.json()["id"])
+    setup.request.post(url + "/api/v1/auth/logout", headers=admin)
+    with sqlite3.connect(live_server.data_dir / "vreception.db") as db:  # triaged: being handled
+        db.execute("UPDATE petitions SET state = 'handling', handler_court_id = court_id")
+        (case_id,) = db.execute("SELECT id FROM petitions ORDER BY id").fetchone()
+    host_headers = _api(setup, url, "gy_judge", HOST_PASSWORD)
+    now = datetime.now(ZoneInfo("Asia/Shanghai"))
+    start = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
+    meeting = {
+        "case_ids": [case_id],
+        "invitee_ids": invited,
+        "starts_at": start.isoformat(),
+        "minutes": 30,
+    }
+    r = setup.request.post(url + "/api/v1/meetings", data=meeting, headers=host_headers)
+    assert r.status == 201, r.text()
+    visit_id = r.json()["id"]
+    setup.close()
+
+    contexts = [
+        small_camera_browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+        for _ in range(9)
+    ]
+    pages = [ctx.new_page() for ctx in contexts]
+    people = [("gy_judge", HOST_PASSWORD), *((s[0], GALLERY_PASSWORD) for s in GALLERY_STAFF)]
+    try:
+        for page, (username, password) in zip(pages, people, strict=True):
+            staff_in_call(page, url, username, password, visit_id)
+        for page in pages:
+            page.wait_for_function(FRAMES_FROM_OTHERS, arg=8, timeout=MEDIA_MS)
+        names = pages[0].locator("#videos .tile.remote span").all_inner_texts()
+        assert sorted(names) == sorted(f"参会人员 {s[1]}" for s in GALLERY_STAFF), names
+        pages[0].screenshot(path=str(artifacts / "meeting-gallery-nine.png"))
     finally:
         for ctx in contexts:
             ctx.close()

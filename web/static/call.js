@@ -668,8 +668,20 @@
   $("mute").onclick = () => { if (!local) return; const t = local.getAudioTracks()[0]; t.enabled = !t.enabled; $("mute").textContent = t.enabled ? "静音" : "取消静音"; call("media_state", { audio: t.enabled, video: local.getVideoTracks()[0].enabled }); };
   $("camera").onclick = () => { if (!local) return; const t = local.getVideoTracks()[0]; t.enabled = !t.enabled; $("camera").textContent = t.enabled ? "关闭摄像头" : "打开摄像头"; call("media_state", { audio: local.getAudioTracks()[0].enabled, video: t.enabled }); };
   if ($("switch-camera")) $("switch-camera").onclick = () => switchCamera().catch((err) => say("call-msg", "无法切换摄像头：" + reason(err), "error"));
-  $("leave").onclick = async () => { await call("leave"); ended("您已离开接访"); };
-  if ($("end")) $("end").onclick = async () => { await call("end"); ended(onsite ? "现场接待已结束，录像正在处理并签名" : "接访已结束"); };
+  // leaving needs no one's leave: unheard (the connection dropped), the socket is closed so
+  // the server sees the participant gone
+  $("leave").onclick = async () => { const answer = await call("leave"); if (!answer.ok) socket.disconnect(); ended("您已离开接访"); };
+  // ending is the server's to confirm: refused or unheard, the visit goes on (and is still
+  // recorded), so the page says why and stays in the call
+  if ($("end")) $("end").onclick = async () => {
+    const answer = await call("end");
+    if (!answer.ok) {
+      const why = "未能结束：" + answer.error.message + "，请稍后重试";
+      say("call-msg", meeting ? why.replaceAll("接访", "约谈") : why, "error");
+      return;
+    }
+    ended(onsite ? "现场接待已结束，录像正在处理并签名" : "接访已结束");
+  };
   function addNote(note) {
     const li = document.createElement("li");
     const at = new Date(note.at * 1000).toLocaleTimeString("zh-CN", { hour12: false, timeZone: TZ });
