@@ -437,7 +437,21 @@ HOST_PASSWORD = "Vr-Meeting-Passw0rd"
 
 
 @pytest.fixture(scope="module")
-def tone_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def playwright_driver() -> Iterator[Any]:
+    """One Playwright for the module (a second one at once is refused)."""
+    with sync_playwright() as pw:
+        yield pw
+
+
+def _chromium(pw: Any, *extra_args: str) -> Iterator[Any]:
+    """Debian's Chromium for the module's tests, with these arguments besides the usual."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def tone_browser(tmp_path_factory: pytest.TempPathFactory, playwright_driver: Any) -> Iterator[Any]:
     """Chromium whose fake microphone plays a steady tone (a speaker always audible)."""
     tone = tmp_path_factory.mktemp("tone") / "tone.wav"
     subprocess.run(
@@ -460,13 +474,7 @@ def tone_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         ],
         check=True,
     )
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={tone}"],
-        )
-        yield browser
-        browser.close()
+    yield from _chromium(playwright_driver, f"--use-file-for-fake-audio-capture={tone}")
 
 
 def _api(ctx: Any, url: str, username: str, password: str) -> dict[str, str]:
@@ -797,7 +805,9 @@ GALLERY_PASSWORD = "Gallery-Passw0rd!"
 
 
 @pytest.fixture(scope="module")
-def small_camera_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def small_camera_browser(
+    tmp_path_factory: pytest.TempPathFactory, playwright_driver: Any
+) -> Iterator[Any]:
     """Chromium whose fake camera is small (320x240, 10 fps): nine participants' browsers
     share this machine's cores, where each would have a machine of its own."""
     camera = tmp_path_factory.mktemp("camera") / "small.y4m"
@@ -809,13 +819,7 @@ def small_camera_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
         ],
         check=True,
     )
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera}"],
-        )
-        yield browser
-        browser.close()
+    yield from _chromium(playwright_driver, f"--use-file-for-fake-video-capture={camera}")
 
 
 @pytest.mark.browser
