@@ -127,10 +127,13 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
         raise RuntimeError("录像目录中没有 recording.json")
     recording.details.update(config.get("details", {}))
     tz = ZoneInfo(config.get("timezone", "Asia/Shanghai"))
+    if recording.empty and recording.state is not RecordingState.empty:
+        # nothing to composite or transcribe; checked at every step, for the file can be
+        # saved again after finalize (the sink's last save came after the pipeline, tired
+        # of waiting, wrote an empty one: a composite of nothing has no file to rename)
+        recording.state = RecordingState.empty
+        save_state(folder, recording)
     if step == "finalize":
-        if recording.empty and recording.state is not RecordingState.empty:
-            recording.state = RecordingState.empty  # nothing to composite or transcribe
-            save_state(folder, recording)
         timeline = write_timeline(folder, recording)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         return {

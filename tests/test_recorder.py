@@ -596,3 +596,31 @@ def test_composite_layouts_fit_every_party_count() -> None:
                     canvas.paste(tile, x + dx, y + dy)
                 overlay.draw(canvas, 0.0)
                 assert canvas.frame().height == 720
+
+
+def test_a_recording_saved_again_without_files_after_finalize_is_still_signed_as_empty(
+    tmp_path: Path,
+) -> None:
+    """Nobody published: the pipeline, waiting in vain for recording.json, wrote an empty
+    one and finalized it; the sink's own last save (``queued``, no track) lands after that.
+    The later steps still see nothing to composite (a composite of nothing has no file to
+    rename), and the recording is signed as empty."""
+    from recorder.jobs import run_step
+    from recorder.manifest import verify
+
+    folder = tmp_path / "recordings" / "visit-late-save"
+    folder.mkdir(parents=True)
+    save_state(folder, VisitRecording(visit_id=folder.name, state=RecordingState.empty))
+    config = {"data_dir": str(tmp_path), "timezone": "Asia/Shanghai"}
+    assert run_step("finalize", str(folder), config)["empty"] is True
+    late = VisitRecording(visit_id=folder.name, state=RecordingState.queued)
+    late.stopped_at = time.time()
+    save_state(folder, late)  # the sink's queued save, written late
+
+    assert run_step("composite", str(folder), config)["skipped"] is True
+    assert run_step("transcribe", str(folder), config)["available"] is False
+    assert run_step("sign", str(folder), config)["empty"] is True
+    state = load_state(folder)
+    assert state is not None and state.state is RecordingState.empty
+    assert not (folder / "composite.mp4").exists()
+    assert verify(folder).ok
