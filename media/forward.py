@@ -410,7 +410,19 @@ class ForwardTrack(MediaStreamTrack):
 
         return handle
 
-    RESEND_GAP_S = 0.15  # a packet asked for again within this is not sent again
+    # A packet asked for again within the gap is not sent again: 1.2 round trips (a
+    # retransmission still on its way is not sent twice), at least RESEND_GAP_MIN_S and at
+    # most RESEND_GAP_S (also while no receiver report gives the round trip). A browser asks
+    # again every 100 ms (its round trip unknown, it assumes 100 ms): with a fixed 0.15 s its
+    # second request was always refused, and a lost retransmission was repaired 200 ms late.
+    RESEND_GAP_S = 0.15
+    RESEND_GAP_MIN_S = 0.06
+
+    def resend_gap(self, now: float) -> float:
+        rtt = self.rtt
+        if rtt is None or now - rtt[1] > REPORT_MAX_AGE_S:
+            return self.RESEND_GAP_S
+        return min(self.RESEND_GAP_S, max(self.RESEND_GAP_MIN_S, 1.2 * rtt[0]))
 
     def _retransmittable(self, lost: list[int], now: float) -> list[int]:
         """What of a NACK to answer (aiortc retransmits each number it lists): within the
@@ -427,8 +439,9 @@ class ForwardTrack(MediaStreamTrack):
                 del resent[number]
         kept = []
         key = self._key_numbers
+        gap = self.resend_gap(now)
         for number in lost:
-            if now - resent.get(number, -1e9) < self.RESEND_GAP_S:
+            if now - resent.get(number, -1e9) < gap:
                 continue
             # the keyframe a new layer began with, outside the budget: without it the
             # picture stays frozen until another keyframe is asked for and comes

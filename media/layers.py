@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RtpPacket
 
+from media import seams
 from media.forward import KeyframeCache, Rebase, starts_keyframe
 
 ACTIVE_S = 1.0  # a layer not heard from for this long is taken as paused by its publisher
@@ -38,7 +39,8 @@ class Layer:
     index: int
     keyframes: KeyframeCache
     ssrc: int | None = None
-    nacks: NackGenerator = field(default_factory=NackGenerator)  # while not recorded
+    # while not recorded (asking again, as the recorded layer's receiver does)
+    nacks: NackGenerator = field(default_factory=seams.RepeatingNackGenerator)
     heard: float = -1e9  # monotonic seconds of its latest packet
     first: float | None = None  # ... and of its first
     _sizes: deque[tuple[float, int]] = field(default_factory=deque)

@@ -220,6 +220,7 @@ class Room:
             receiver = next(r for r in pc.getReceivers() if r.track is track)
             tap_receiver(receiver)  # before receive() starts the decoder thread
             seams.stop_receive_estimator(receiver)  # subscribers' REMB drive the publisher
+            seams.repeat_nacks(receiver)  # a lost NACK or retransmission is asked again
             count_nacks_sent(receiver, self.counters)
             pending.append((track, receiver))
 

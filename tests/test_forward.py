@@ -488,6 +488,15 @@ async def test_packets_and_padding_to_a_subscriber_carry_one_transport_wide_sequ
     assert video._retransmittable([1, 2, 3], 10.0) == [1, 2, 3]
     assert video._retransmittable([2, 4], 10.05) == [4]
     assert video._retransmittable([2, 4], 10.05 + ForwardTrack.RESEND_GAP_S) == [2, 4]
+    # the round trip known (a receiver report): asked again after a browser's 100 ms
+    video.rtt = (0.01, 10.3)
+    assert video._retransmittable([2], 10.3) == [2]
+    assert video._retransmittable([2], 10.35) == []  # the retransmission may be on its way
+    assert video._retransmittable([2], 10.4) == [2]
+    video.rtt = (0.4, 10.5)  # a link with a standing queue: never sooner than RESEND_GAP_S
+    assert video._retransmittable([4], 10.5) == [4]
+    assert video._retransmittable([4], 10.6) == []
+    assert video._retransmittable([4], 10.5 + ForwardTrack.RESEND_GAP_S) == [4]
 
 
 async def test_losses_of_a_track_just_added_to_a_connection_are_not_the_links() -> None:

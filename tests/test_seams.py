@@ -132,6 +132,7 @@ def test_a_renamed_sender_attribute_stops_the_relay_from_starting(
     [
         ("_RTCRtpReceiver__remote_bitrate_estimator", "RTCRtpReceiver.__remote_bitrate_estimator"),
         ("_RTCRtpReceiver__rtcp_ssrc", "RTCRtpReceiver.__rtcp_ssrc"),
+        ("_RTCRtpReceiver__nack_generator", "RTCRtpReceiver.__nack_generator"),
     ],
 )
 def test_a_renamed_bandwidth_seam_of_the_receiver_stops_the_relay_from_starting(
@@ -157,6 +158,35 @@ def test_stopping_the_estimator_of_a_receiver_without_one_fails_loudly() -> None
     del receiver.__dict__["_RTCRtpReceiver__remote_bitrate_estimator"]
     with pytest.raises(seams.SeamError, match="_RTCRtpReceiver__remote_bitrate_estimator"):
         seams.stop_receive_estimator(receiver)
+
+
+def test_a_missing_packet_is_asked_for_again_until_it_comes() -> None:
+    """aiortc asks once, when the gap appears; the relay's receivers ask again for what is
+    still missing each INTERVAL_S (a lost NACK or retransmission was repaired only at the
+    next gap), and stop once it came."""
+    now = [0.0]
+    nacks = seams.RepeatingNackGenerator(clock=lambda: now[0])
+
+    def arrives(number: int, at: float) -> bool:
+        now[0] = at
+        return nacks.add(aiortc.rtp.RtpPacket(sequence_number=number))
+
+    assert arrives(1, 0.0) is False
+    assert arrives(3, 0.01) is True and nacks.missing == {2}  # the gap: asked at once
+    assert arrives(4, 0.03) is False  # asked moments ago
+    assert arrives(5, 0.07) is True  # still missing an interval later: asked again
+    assert arrives(6, 0.09) is False
+    assert arrives(2, 0.2) is False and nacks.missing == set()  # repaired
+    assert arrives(7, 0.3) is False  # nothing missing: nothing asked
+    # the relay's video receivers get one; audio has none to replace
+    transport: Any = types.SimpleNamespace(state="new")
+    video, audio = RTCRtpReceiver("video", transport), RTCRtpReceiver("audio", transport)
+    seams.repeat_nacks(video)
+    seams.repeat_nacks(audio)
+    assert isinstance(
+        video.__dict__["_RTCRtpReceiver__nack_generator"], seams.RepeatingNackGenerator
+    )
+    assert audio.__dict__["_RTCRtpReceiver__nack_generator"] is None
 
 
 def test_an_asyncio_udp_reader_of_another_shape_stops_the_relay(
