@@ -800,11 +800,27 @@
     const rejoin = localStorage.getItem(rejoinKey());
     if (mode === "staff") {
       const answer = await join({});
-      if (!answer.ok) say("call-msg", answer.error.message, "error");
+      if (!answer.ok) { say("call-msg", answer.error.message, "error"); enterAgain(answer); }
     } else if (rejoin) {
       const answer = await join({ rejoin });
-      if (!answer.ok) localStorage.removeItem(rejoinKey());
+      // the token is dropped only when refused: a busy server's answer says nothing of it
+      if (!answer.ok && !enterAgain(answer)) localStorage.removeItem(rejoinKey());
     }
     document.body.dataset.ready = "1";
   });
+  // Entering again after a reconnection failed without a refusal (no answer, the server
+  // busy or failing, or a join answered too late to be seen): asked again on a fresh
+  // connection (the server replaces the older one of the same person), or the page stayed
+  // 连接中断 for good, a guest without its token. True when it will be asked again.
+  const AGAIN = ["no_answer", "internal_error", "rate_limited", "already_joined"];
+  const AGAIN_MS = 2000;
+  function enterAgain(answer) {
+    if (!AGAIN.includes(answer.error.code)) return false;
+    setTimeout(() => {
+      if (over || !socket.connected) return; // a dropped connection comes back by itself
+      socket.disconnect();
+      socket.connect();
+    }, AGAIN_MS);
+    return true;
+  }
 })();
