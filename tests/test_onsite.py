@@ -314,6 +314,56 @@ async def test_the_operator_hosts_the_reception_recording_starts_and_they_end_it
     await window.close()
 
 
+async def test_a_supervising_court_lists_and_watches_an_onsite_reception_and_it_is_audited(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    """监看 covers on-site receptions too: the high court finds the basic court's reception
+    in its monitor list, joins it receiving only, the operator's window sees it listed, and
+    the watch is audited."""
+    op = await make_client()
+    csrf = await login(op, "op_a")
+    started = await (
+        await _start(op, csrf, petition_id=booking.petitions["a0"], window="三号窗口")
+    ).json()
+    visit_id = started["visit"]["id"]
+    window = await Peer().connect(op, _cookie(op))
+    assert (await window.call("join", {"v": 1, "visit_id": visit_id}))["ok"]
+
+    high_http = await make_client()
+    await login(high_http, "judge_high")
+    listed = await (await high_http.get("/api/v1/monitor/visits")).json()
+    assert visit_id in [w["visit"]["id"] for w in listed]
+    high = await Peer().connect(high_http, _cookie(high_http))
+    joined = await high.call("join", {"v": 1, "visit_id": visit_id, "watch": True})
+    assert joined["ok"] and joined["role"] == "observer" and joined["host"] is False
+    seen = await window.next("participant_joined")
+    assert (seen["role"], seen["court"]) == ("observer", "某省高级人民法院")
+    refused = await high.call("end", {})
+    assert not refused["ok"] and refused["error"]["code"] == "forbidden"
+    assert (await high.call("leave", {}))["ok"]
+    db = Database(migrated)
+    try:
+
+        async def audited() -> bool:
+            async with db.reader() as s:
+                actions = (
+                    await s.scalars(
+                        select(AuditEvent.action).where(
+                            AuditEvent.target_id == visit_id,
+                            AuditEvent.action.like("visit.watch_%"),
+                        )
+                    )
+                ).all()
+            return sorted(actions) == ["visit.watch_started", "visit.watch_stopped"]
+
+        await wait_for(audited, within=30)
+    finally:
+        await db.dispose()
+    assert (await window.call("end", {}))["ok"]
+    await high.close()
+    await window.close()
+
+
 async def test_an_onsite_reception_left_by_its_operator_ends_as_abandoned(
     make_client: MakeClient, booking: Booking, migrated: Settings
 ) -> None:
