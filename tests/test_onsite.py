@@ -110,6 +110,17 @@ async def _start(client: Any, csrf: str, **body: Any) -> Any:
     return await client.post("/api/v1/onsite-receptions", json=body, headers={"X-CSRF-Token": csrf})
 
 
+async def _window_in(make_client: MakeClient, petition: int, window: str) -> tuple[Any, str, Peer]:
+    """op_a starts an on-site reception and its window's terminal joins it (as host)."""
+    op = await make_client()
+    csrf = await login(op, "op_a")
+    started = await (await _start(op, csrf, petition_id=petition, window=window)).json()
+    visit_id = started["visit"]["id"]
+    terminal = await Peer().connect(op, _cookie(op))
+    assert (await terminal.call("join", {"v": 1, "visit_id": visit_id}))["ok"]
+    return op, visit_id, terminal
+
+
 async def test_starting_an_onsite_reception_binds_a_walk_in_contact_and_a_timeline_entry(
     make_client: MakeClient, booking: Booking, migrated: Settings
 ) -> None:
@@ -320,15 +331,7 @@ async def test_a_supervising_court_lists_and_watches_an_onsite_reception_and_it_
     """监看 covers on-site receptions too: the high court finds the basic court's reception
     in its monitor list, joins it receiving only, the operator's window sees it listed, and
     the watch is audited."""
-    op = await make_client()
-    csrf = await login(op, "op_a")
-    started = await (
-        await _start(op, csrf, petition_id=booking.petitions["a0"], window="三号窗口")
-    ).json()
-    visit_id = started["visit"]["id"]
-    window = await Peer().connect(op, _cookie(op))
-    assert (await window.call("join", {"v": 1, "visit_id": visit_id}))["ok"]
-
+    _, visit_id, window = await _window_in(make_client, booking.petitions["a0"], "三号窗口")
     high_http = await make_client()
     await login(high_http, "judge_high")
     listed = await (await high_http.get("/api/v1/monitor/visits")).json()
@@ -367,14 +370,7 @@ async def test_a_supervising_court_lists_and_watches_an_onsite_reception_and_it_
 async def test_an_onsite_reception_left_by_its_operator_ends_as_abandoned(
     make_client: MakeClient, booking: Booking, migrated: Settings
 ) -> None:
-    op = await make_client()
-    csrf = await login(op, "op_a")
-    started = await (
-        await _start(op, csrf, petition_id=booking.petitions["a1"], window="三号窗口")
-    ).json()
-    visit_id = started["visit"]["id"]
-    window = await Peer().connect(op, _cookie(op))
-    assert (await window.call("join", {"v": 1, "visit_id": visit_id}))["ok"]
+    op, visit_id, window = await _window_in(make_client, booking.petitions["a1"], "三号窗口")
     await window.close()  # the terminal was closed
     gateway = op.server.app[GATEWAY]
     limit = timedelta(minutes=migrated.visit_abandon_minutes)
