@@ -382,17 +382,27 @@ def test_case_from_letter_to_followup_through_the_pages(
     officer.context.close()
 
 
-async def _phoned_in(server: LiveServer) -> tuple[int, str]:
-    """The clerk registers a 12368 call over the API; returns the case's id and number."""
+async def _registered(
+    server: LiveServer,
+    *,
+    channel: str,
+    category: str,
+    name: str,
+    id_number: str,
+    number: str,
+    summary: str,
+    original_court: str = "北京市海淀区人民法院",
+) -> tuple[int, str]:
+    """The clerk registers a case over the API; returns its id and number."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         csrf = await http_login(http, server, "operator", server.passwords["operator"])
         body = {
-            "channel": "phone",
-            "petitioners": [{"name": "钱某某", "id_type": "resident_id", "id_number": OTHER_ID}],
-            "category": "civil_retrial",
-            "summary": "对二审判决不服，询问如何申请再审。",
-            "original_numbers": ["（2025）京01民终88号"],
-            "original_court": "北京市第一中级人民法院",
+            "channel": channel,
+            "petitioners": [{"name": name, "id_type": "resident_id", "id_number": id_number}],
+            "category": category,
+            "summary": summary,
+            "original_numbers": [number],
+            "original_court": original_court,
         }
         async with http.post(
             server.url + "/api/v1/cases", json=body, headers={"X-CSRF-Token": csrf}
@@ -400,6 +410,20 @@ async def _phoned_in(server: LiveServer) -> tuple[int, str]:
             assert r.status == 201, await r.text()
             case = (await r.json())["case"]
             return int(case["id"]), str(case["number"])
+
+
+async def _phoned_in(server: LiveServer) -> tuple[int, str]:
+    """A 12368 call about a civil judgment; returns the case's id and number."""
+    return await _registered(
+        server,
+        channel="phone",
+        category="civil_retrial",
+        name="钱某某",
+        id_number=OTHER_ID,
+        number="（2025）京01民终88号",
+        summary="对二审判决不服，询问如何申请再审。",
+        original_court="北京市第一中级人民法院",
+    )
 
 
 def test_leader_takes_a_case_and_finds_it_as_theirs_while_the_archivist_only_reads(
@@ -456,3 +480,299 @@ def test_leader_takes_a_case_and_finds_it_as_theirs_while_the_archivist_only_rea
     expect(archivist.locator("#timeline li[data-kind=leader]")).to_contain_text("包案")
     expect(archivist.locator("#actions-card")).to_be_hidden()  # reads, never acts
     ctx.close()
+
+
+def _page(chromium: Any, server: LiveServer, username: str, home: str) -> Any:
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    _login(page, server, username, home)
+    return page
+
+
+def _open(page: Any, server: LiveServer, case_id: int) -> None:
+    """The case's page, fresh: the actions offered are those of the case as it is now."""
+    page.goto(f"{server.url}/cases/{case_id}")
+    page.wait_for_selector("body[data-ready='1']")
+
+
+def _action(page: Any, action: str) -> None:
+    page.click(f"#action-buttons button[data-action={action}]")
+    expect(page.locator("#act-form")).to_be_visible()
+
+
+def _submit(page: Any, title: str) -> None:
+    """Submit the open action form; the page says the action is done, by the form's title."""
+    page.click("#act-submit")
+    expect(page.locator("#page-msg")).to_have_text(f"已完成：{title}", timeout=15_000)
+    expect(page.locator("#act-form")).to_be_hidden()
+
+
+def _local_day(days: int) -> str:
+    return (datetime.now(LOCAL) + timedelta(days=days)).date().isoformat()
+
+
+def test_a_case_is_reported_returned_terminated_reviewed_and_reopened_through_its_page(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    case_id, number = _in_thread(
+        _registered(
+            live_server,
+            channel="phone",
+            category="admin_retrial",
+            name="孙某某",
+            id_number="110108199003071238",
+            number="（2025）京0108行初17号",
+            summary="对征收补偿的行政判决不服，要求重新处理。",
+        )
+    )
+    clerk = _page(chromium, live_server, "operator", "/operator")
+    _open(clerk, live_server, case_id)
+    expect(clerk.locator("#case-title")).to_have_text(f"信访件 {number}")
+    facts, timeline = clerk.locator("#case-facts"), clerk.locator("#timeline")
+
+    # ---- a letter about the same matter, added on the case's page
+    _action(clerk, "add_contact")
+    clerk.select_option("#act-fields select[name=channel]", "letter")
+    clerk.fill("#act-fields textarea[name=summary]", "来信补充征收补偿的计算依据。")
+    _submit(clerk, "登记来访来信（重复访）")
+    expect(clerk.locator("#contact-rows tr")).to_have_count(2)
+    expect(clerk.locator("#contact-rows tr", has_text="来信")).to_contain_text("征收补偿的计算依据")
+
+    # ---- materials on the case's page: a text file is refused by its content and named;
+    #      the scan chosen with it is stored and listed at once
+    png = _png()
+    _action(clerk, "upload")
+    clerk.set_input_files(
+        "#act-fields input[name=file]",
+        [
+            {"name": "说明.txt", "mimeType": "text/plain", "buffer": "补充说明".encode()},
+            {"name": "补偿决定.png", "mimeType": "image/png", "buffer": png},
+        ],
+    )
+    clerk.click("#act-submit")
+    expect(clerk.locator("#act-msg")).to_contain_text(
+        "未上传：《说明.txt》：只能上传 PDF、JPEG 或 PNG 格式的材料", timeout=15_000
+    )
+    expect(clerk.locator("#material-rows")).to_contain_text(hashlib.sha256(png).hexdigest())
+    expect(clerk.locator("#material-rows tr")).to_have_count(1)
+    clerk.click("#act-cancel")
+
+    # ---- triage: a petition matter, 精细办, the clerk first responsible; a second owner
+    #      only with a reason
+    _action(clerk, "triage_petition")
+    clerk.select_option("#act-fields select[name=mode]", label="精细办")
+    clerk.select_option("#act-fields select[name=responsible_id]", label="海淀法院操作员（操作员）")
+    _submit(clerk, "分流：信访事项（首办责任）")
+    expect(facts).to_contain_text("信访事项，精细办")
+    _action(clerk, "set_owner")
+    clerk.select_option("#act-fields select[name=responsible_id]", label="海淀法院院领导（院领导）")
+    clerk.click("#act-submit")
+    expect(clerk.locator("#act-msg")).to_have_text(
+        "本件已有首办责任人；更换责任人须说明理由", timeout=15_000
+    )
+    clerk.fill("#act-fields input[name=reason]", "涉及征收补偿，由院领导牵头办理。")
+    _submit(clerk, "指定或更换首办责任人")
+    expect(facts.locator("div", has_text="首办责任人")).to_contain_text("海淀法院院领导")
+    expect(timeline.locator("li[data-kind=owner]").last).to_contain_text("更换理由：涉及征收补偿")
+    _action(clerk, "progress")
+    clerk.fill("#act-fields textarea[name=text]", "已调取征收档案，正在核算补偿款。")
+    _submit(clerk, "报告办理进展")
+    expect(timeline.locator("li[data-kind=progress]")).to_contain_text("正在核算补偿款")
+
+    # ---- the high court hands it down (交办); the basic court reports its result
+    officer = _page(chromium, live_server, "officer", "/cases")
+    _open(officer, live_server, case_id)
+    _action(officer, "assign")
+    officer.select_option("#act-fields select[name=to_court_id]", label="北京市海淀区人民法院")
+    officer.fill("#act-fields input[name=deadline]", _local_day(5))
+    officer.fill("#act-fields textarea[name=instructions]", "请核实补偿标准后反馈。")
+    _submit(officer, "交办下级法院（限期反馈）")
+    expect(officer.locator("#case-facts")).to_contain_text("已交办")
+    _open(clerk, live_server, case_id)
+    expect(clerk.locator("#action-buttons button[data-action=accept]")).to_have_count(0)
+    _action(clerk, "report")
+    clerk.fill("#act-fields textarea[name=result]", "已与信访人沟通补偿方案，信访人基本认可。")
+    _submit(clerk, "反馈办理结果")
+    expect(clerk.locator("#case-badges")).to_have_text("已反馈待审核")
+
+    # ---- the high court returns it (退回重办): a deadline already past is refused
+    _open(officer, live_server, case_id)
+    _action(officer, "return")
+    officer.fill("#act-fields textarea[name=remark]", "补偿方案未附计算明细，请补充后重新反馈。")
+    officer.fill("#act-fields input[name=deadline]", _local_day(-1))
+    officer.click("#act-submit")
+    expect(officer.locator("#act-msg")).to_have_text("反馈期限必须晚于现在", timeout=15_000)
+    officer.fill("#act-fields input[name=deadline]", _local_day(7))
+    _submit(officer, "退回重办")
+    expect(officer.locator("#case-facts")).to_contain_text("已交办")
+    expect(officer.locator("#timeline li[data-kind=returned]")).to_contain_text(
+        f"退回重办，限 {_local_day(7)} 23:59 前反馈：补偿方案未附计算明细"
+    )
+
+    # ---- reported again, and accepted
+    _open(clerk, live_server, case_id)
+    _action(clerk, "report")
+    clerk.fill("#act-fields textarea[name=result]", "已补充补偿款计算明细，信访人签字确认。")
+    _submit(clerk, "反馈办理结果")
+    _open(officer, live_server, case_id)
+    _action(officer, "accept")
+    officer.fill("#act-fields input[name=remark]", "反馈属实，同意。")
+    _submit(officer, "审核通过反馈")
+    expect(officer.locator("#case-facts")).to_contain_text("办理中")
+    expect(officer.locator("#assignment-rows")).to_contain_text("已审核通过")
+
+    # ---- 司法救助: granted only with an amount
+    _open(clerk, live_server, case_id)
+    _action(clerk, "judicial_aid")
+    clerk.select_option("#act-fields select[name=stage]", label="司法救助已批准")
+    clerk.click("#act-submit")
+    expect(clerk.locator("#act-msg")).to_have_text("请填写救助金额", timeout=15_000)
+    clerk.fill("#act-fields input[name=amount_yuan]", "20000")
+    _submit(clerk, "司法救助")
+    expect(timeline.locator("li[data-kind=judicial_aid]")).to_contain_text(
+        "司法救助已批准，金额 20000 元"
+    )
+    # 信访终结 is a high court's decision: the basic court is not offered it
+    expect(clerk.locator("#action-buttons button[data-action=terminate]")).to_have_count(0)
+
+    # ---- the high court ends it (信访终结) with its grounds and approval
+    _open(officer, live_server, case_id)
+    _action(officer, "terminate")
+    officer.select_option("#act-fields select[name=ground]", label="经复查原处理正确")
+    officer.fill("#act-fields input[name=approval]", "院长审批，京高法信终〔2026〕12号")
+    _submit(officer, "信访终结（高级人民法院、最高人民法院）")
+    expect(officer.locator("#case-badges")).to_have_text("已终结")
+    expect(officer.locator("#timeline li[data-kind=terminated]")).to_contain_text(
+        "京高法信终〔2026〕12号"
+    )
+
+    # ---- the basic court may not undo a termination; it arranges the 回访
+    _open(clerk, live_server, case_id)
+    expect(clerk.locator("#action-buttons button[data-action=reopen]")).to_have_count(0)
+    _action(clerk, "schedule_followup")
+    clerk.fill("#act-fields textarea[name=remark]", "终结后一个月内电话回访。")
+    _submit(clerk, "安排回访")
+    expect(clerk.locator("#followup-rows")).to_contain_text("待回访")
+
+    # ---- the high court reviews the closed case (评查), then reopens it with a reason
+    _open(officer, live_server, case_id)
+    _action(officer, "review")
+    officer.select_option("#act-fields select[name=rating]", label="合格")
+    officer.fill("#act-fields textarea[name=findings]", "程序完备，终结依据充分。")
+    _submit(officer, "评查")
+    expect(officer.locator("#timeline li[data-kind=review]")).to_contain_text("程序完备")
+    _action(officer, "reopen")
+    officer.fill("#act-fields textarea[name=reason]", "信访人提交新的证据材料。")
+    _submit(officer, "重新启动办理")
+    expect(officer.locator("#case-badges")).to_have_text("办理中")
+    _shot(officer, artifacts, "reopened")
+
+    # ---- every step on the timeline, in order, nothing removed
+    kinds = officer.locator("#timeline li").evaluate_all("lis => lis.map(li => li.dataset.kind)")
+    expected = [
+        "registered",
+        "contact",
+        "material",
+        "triaged",
+        "owner",
+        "progress",
+        "assigned",
+        "reported",
+        "returned",
+        "reported",
+        "accepted",
+        "judicial_aid",
+        "terminated",
+        "followup_scheduled",
+        "review",
+        "reopened",
+    ]
+    it = iter(kinds)
+    assert all(k in it for k in expected), kinds
+    assert "110108199003071238" not in clerk.content() + officer.content()
+    clerk.context.close()
+    officer.context.close()
+
+
+def test_a_litigation_matter_is_guided_and_the_list_filters_find_each_case(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    def online(name: str, id_number: str, original: str) -> int:
+        case_id, _ = _in_thread(
+            _registered(
+                live_server,
+                channel="online",
+                category="criminal_appeal",
+                name=name,
+                id_number=id_number,
+                number=original,
+                summary="对刑事判决不服，要求申诉。",
+            )
+        )
+        return case_id
+
+    guided = online("周某某", "11010819900307456X", "（2024）京0108刑初5号")
+    late = online("吴某某", "110108196605121235", "（2023）京0108刑初9号")
+    owned = online("郑某某", "110108198811201235", "（2022）京0108刑初3号")
+    clerk = _page(chromium, live_server, "operator", "/operator")
+
+    # ---- 诉访分离: a litigation matter, guided to its procedure
+    _open(clerk, live_server, guided)
+    _action(clerk, "triage_litigation")
+    clerk.select_option("#act-fields select[name=procedure]", label="刑事申诉")
+    clerk.fill(
+        "#act-fields textarea[name=guidance]", "已告知信访人向上一级法院提出刑事申诉及所需材料。"
+    )
+    _submit(clerk, "分流：诉讼事项（导入诉讼程序）")
+    expect(clerk.locator("#case-badges")).to_have_text("已导入诉讼程序")
+    expect(clerk.locator("#case-facts")).to_contain_text("诉讼事项：刑事申诉")
+    expect(clerk.locator("#timeline li[data-kind=triaged]")).to_contain_text("提出刑事申诉")
+    _open(clerk, live_server, owned)
+    _action(clerk, "triage_petition")
+    clerk.select_option("#act-fields select[name=mode]", label="联合办")
+    clerk.select_option("#act-fields select[name=responsible_id]", label="海淀法院院领导（院领导）")
+    _submit(clerk, "分流：信访事项（首办责任）")
+    # the third is left untriaged past its deadline
+    _in_thread(_deadline_passes(Settings(data_dir=live_server.data_dir), late))
+
+    # ---- the list: channel and category give the three; node, overdue and owner one each
+    clerk.goto(live_server.url + "/cases")
+    clerk.wait_for_selector("body[data-ready='1']")
+    rows = clerk.locator("#case-rows tr")
+
+    def shown(expected: set[int]) -> None:
+        clerk.click("#filter-submit")
+        ids = {str(i) for i in expected}
+        expect(rows).to_have_count(max(1, len(ids)), timeout=15_000)
+        if ids:
+            expect(rows.first).to_have_attribute("data-case-id", re.compile("|".join(ids)))
+            got = set(rows.evaluate_all("trs => trs.map(tr => tr.dataset.caseId)"))
+            assert got == ids, got
+        else:
+            expect(rows.first).to_have_text("没有符合条件的信访件")
+
+    clerk.select_option("#filter-form select[name=channel]", "online")
+    clerk.select_option("#filter-form select[name=category]", label="刑事申诉")
+    shown({guided, late, owned})
+    clerk.select_option("#filter-form select[name=node]", label="分流")
+    shown({late})
+    clerk.select_option("#filter-form select[name=node]", label="办结")
+    shown({guided})
+    clerk.select_option("#filter-form select[name=node]", "")
+    clerk.check("#filter-form input[name=overdue]")
+    shown({late})
+    expect(rows.first).to_have_class(re.compile("overdue"))
+    _shot(clerk, artifacts, "list-overdue")
+    clerk.uncheck("#filter-form input[name=overdue]")
+    clerk.select_option("#owner-select", label="海淀法院院领导")
+    shown({owned})
+    # the filters are in the address: reloading keeps them and the list
+    assert "channel=online" in clerk.url and "responsible_id=" in clerk.url, clerk.url
+    clerk.reload()
+    clerk.wait_for_selector("body[data-ready='1']")
+    expect(clerk.locator("#owner-select option:checked")).to_have_text("海淀法院院领导")
+    shown({owned})
+    clerk.select_option("#owner-select", "")
+    clerk.select_option("#filter-form select[name=channel]", "letter")
+    shown(set())
+    clerk.context.close()

@@ -168,8 +168,8 @@
     button.disabled = true;
     try {
       if (current === "upload") {
-        await uploadFiles(actForm.elements.file);
-        await load();
+        // the files that were stored are listed even when another of them was refused
+        try { await uploadFiles(actForm.elements.file); } finally { await load(); }
       } else if (spec.post) {
         await VR.api("POST", `/cases/${caseId}${spec.post}`, values(spec));
         await load();
