@@ -51,6 +51,10 @@ CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
     "--allow-loopback-in-peer-connection",
 ]
+# Chromium on Linux takes its interface language from LANGUAGE (with the chromium-l10n
+# package): date and time fields read 2026/12/04 14:30, as on a court's zh-CN desktop, not
+# 12/04/2026, 02:30 PM. Only the browser gets it: other tools would speak Chinese too.
+CHROMIUM_ENV: dict[str, str | float | bool] = {**os.environ, "LANGUAGE": "zh_CN"}
 
 
 @pytest.fixture
@@ -380,7 +384,7 @@ def chromium() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=CHROMIUM_ENV)
         yield browser
         browser.close()
 

@@ -21,7 +21,14 @@ from typing import Any
 
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, start_live_server, stop_live_server
+from tests.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CHROMIUM_ENV,
+    LiveServer,
+    start_live_server,
+    stop_live_server,
+)
 from tests.helpers import wait_until
 from tests.live import beside_playwright, checked_in_visit
 from tests.media_fixtures import write_counter_y4m
@@ -322,8 +329,10 @@ def network_visit(workdir: Path | None = None, seed: int | None = None) -> Itera
             home.mkdir()
             wrapper = ns.wrapper(folder / "chromium-in-room", CHROMIUM, {"HOME": str(home)})
             with sync_playwright() as pw:
-                terminal = pw.chromium.launch(executable_path=str(wrapper), args=args)
-                court = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+                terminal = pw.chromium.launch(
+                    executable_path=str(wrapper), args=args, env=CHROMIUM_ENV
+                )
+                court = pw.chromium.launch(executable_path=CHROMIUM, args=args, env=CHROMIUM_ENV)
                 try:
                     yield _hold_visit(link, server, court, terminal)
                 finally:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_ENV, LiveServer
 from tests.helpers import wait_until
 from tests.test_browser_live import _close, _judge_page, _visit
 from tests.test_browser_visit import _frames_decoded
@@ -45,7 +45,7 @@ def phone() -> Iterator[tuple[Any, dict[str, Any]]]:
     args.append("--use-fake-device-for-media-stream=device-count=2")
     with sync_playwright() as pw:
         profile = {k: v for k, v in pw.devices["Pixel 7"].items() if k != "default_browser_type"}
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, env=CHROMIUM_ENV)
         yield browser, profile
         browser.close()
 

@@ -26,6 +26,7 @@ from recorder.state import RecordingState, VisitRecording, load_state
 from tests.conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    CHROMIUM_ENV,
     LiveServer,
     start_live_server,
     stop_live_server,
@@ -97,7 +98,7 @@ def media_browser(fake_media: tuple[Path, Path]) -> Iterator[Any]:
         f"--use-file-for-fake-audio-capture={audio}",
     ]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, env=CHROMIUM_ENV)
         yield browser
         browser.close()
 

@@ -31,7 +31,7 @@ from scheduler.cases.words import CaseState, EventKind, VisitKind
 from scheduler.models import BookingLock, Petition, Role, Visit, VisitEvent, VisitEventKind
 from scheduler.models import VisitState as S
 from scheduler.scope import Actor
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, MakeClient
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_ENV, LiveServer, MakeClient
 from tests.helpers import Booking, add_staff, local_time, login, next_weekday, wait_until
 from tests.netns import staff_in_call
 from tests.test_browser_visit import FFPROBE_CODEC
@@ -445,7 +445,9 @@ def playwright_driver() -> Iterator[Any]:
 
 def _chromium(pw: Any, *extra_args: str) -> Iterator[Any]:
     """Debian's Chromium for the module's tests, with these arguments besides the usual."""
-    browser = pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
+    browser = pw.chromium.launch(
+        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], env=CHROMIUM_ENV
+    )
     yield browser
     browser.close()
 

@@ -37,6 +37,7 @@ from scheduler.scope import SYSTEM_ACTOR, Actor
 from tests.conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    CHROMIUM_ENV,
     LiveServer,
     MakeClient,
     start_live_server,
@@ -398,7 +399,7 @@ def window_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         f"--use-file-for-fake-audio-capture={audio}",
     ]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, env=CHROMIUM_ENV)
         yield browser
         browser.close()
 

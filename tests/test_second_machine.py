@@ -6,7 +6,6 @@ server's address on that network, and the terminal's media goes to it."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +16,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, start_live_server, stop_live_server
+from tests.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CHROMIUM_ENV,
+    LiveServer,
+    start_live_server,
+    stop_live_server,
+)
 from tests.live import beside_playwright, checked_in_visit
 from tests.netns import Namespace, netns_problem, network_namespace, staff_in_call
 from tests.pki import CourtPKI, make_pki
@@ -96,11 +102,13 @@ def browsers(
         {"HOME": str(terminal_home)},
     )
     with sync_playwright() as pw:
-        terminal = pw.chromium.launch(executable_path=str(wrapper), args=[*CHROMIUM_ARGS, resolve])
+        terminal = pw.chromium.launch(
+            executable_path=str(wrapper), args=[*CHROMIUM_ARGS, resolve], env=CHROMIUM_ENV
+        )
         judge = pw.chromium.launch(
             executable_path=CHROMIUM,
             args=[*CHROMIUM_ARGS, resolve],
-            env={**os.environ, "HOME": str(terminal_home)},
+            env={**CHROMIUM_ENV, "HOME": str(terminal_home)},
         )
         yield Browsers(terminal, judge)
         terminal.close()

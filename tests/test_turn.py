@@ -29,7 +29,14 @@ from playwright.sync_api import expect, sync_playwright
 
 from config.settings import ConfigError, load_settings
 from config.turn import IceServers, turn_credentials
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer, start_live_server, stop_live_server
+from tests.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CHROMIUM_ENV,
+    LiveServer,
+    start_live_server,
+    stop_live_server,
+)
 from tests.helpers import free_port, stop_process, wait_until
 from tests.live import checked_in_visit
 from tests.netns import Namespace, netns_problem, network_namespace, staff_in_call
@@ -279,8 +286,12 @@ def _hold_visit(ns: Namespace, server: LiveServer, folder: Path) -> dict[str, An
     visit_id, code = asyncio.run(checked_in_visit(server, server.passwords))
     wrapper = ns.wrapper(folder / "chromium-in-room", CHROMIUM)
     with sync_playwright() as pw:
-        terminal = pw.chromium.launch(executable_path=str(wrapper), args=[*CHROMIUM_ARGS, secure])
-        judge_browser = pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, secure])
+        terminal = pw.chromium.launch(
+            executable_path=str(wrapper), args=[*CHROMIUM_ARGS, secure], env=CHROMIUM_ENV
+        )
+        judge_browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, secure], env=CHROMIUM_ENV
+        )
         try:
             judge = judge_browser.new_context(locale="zh-CN").new_page()
             staff_in_call(judge, origin, "judge", server.passwords["judge"], visit_id)
