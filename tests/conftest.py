@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,20 @@ CHROMIUM_ARGS = [
 # package): date and time fields read 2026/12/04 14:30, as on a court's zh-CN desktop, not
 # 12/04/2026, 02:30 PM. Only the browser gets it: other tools would speak Chinese too.
 CHROMIUM_ENV: dict[str, str | float | bool] = {**os.environ, "LANGUAGE": "zh_CN"}
+
+
+def launch_chromium(
+    pw: Any,
+    *extra: str,
+    base: Sequence[str] = CHROMIUM_ARGS,
+    executable: str | Path = CHROMIUM,
+    home: Path | None = None,
+) -> Any:
+    """Debian's Chromium as every test launches it: ``base`` then ``extra`` arguments, the
+    interface in Chinese (``CHROMIUM_ENV``); ``executable`` may be a wrapper (one that runs it
+    in a network namespace). With Playwright's async API, await what it returns."""
+    env = CHROMIUM_ENV if home is None else {**CHROMIUM_ENV, "HOME": str(home)}
+    return pw.chromium.launch(executable_path=str(executable), args=[*base, *extra], env=env)
 
 
 @pytest.fixture
@@ -384,7 +398,7 @@ def chromium() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=CHROMIUM_ENV)
+        browser = launch_chromium(pw)
         yield browser
         browser.close()
 

@@ -23,9 +23,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import (
     CHROMIUM,
-    CHROMIUM_ARGS,
-    CHROMIUM_ENV,
     LiveServer,
+    launch_chromium,
     start_live_server,
     stop_live_server,
 )
@@ -320,19 +319,13 @@ def network_visit(workdir: Path | None = None, seed: int | None = None) -> Itera
             host=ns.host_address,
         )
         try:
-            args = [
-                *CHROMIUM_ARGS,
-                f"--use-file-for-fake-video-capture={camera}",
-                _insecure_origin_flag(server),
-            ]
+            args = (f"--use-file-for-fake-video-capture={camera}", _insecure_origin_flag(server))
             home = folder / "terminal-home"
             home.mkdir()
             wrapper = ns.wrapper(folder / "chromium-in-room", CHROMIUM, {"HOME": str(home)})
             with sync_playwright() as pw:
-                terminal = pw.chromium.launch(
-                    executable_path=str(wrapper), args=args, env=CHROMIUM_ENV
-                )
-                court = pw.chromium.launch(executable_path=CHROMIUM, args=args, env=CHROMIUM_ENV)
+                terminal = launch_chromium(pw, *args, executable=wrapper)
+                court = launch_chromium(pw, *args)
                 try:
                     yield _hold_visit(link, server, court, terminal)
                 finally:

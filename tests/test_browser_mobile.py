@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_ENV, LiveServer
+from tests.conftest import CHROMIUM_ARGS, LiveServer, launch_chromium
 from tests.helpers import wait_until
 from tests.test_browser_live import _close, _judge_page, _visit
 from tests.test_browser_visit import _frames_decoded
@@ -41,11 +41,12 @@ SELF_CAMERA = """() => vrCall.publisher.getSenders()
 @pytest.fixture(scope="module")
 def phone() -> Iterator[tuple[Any, dict[str, Any]]]:
     """A Chromium with two fake cameras (a phone's front and back), and the phone profile."""
-    args = [a for a in CHROMIUM_ARGS if a != "--use-fake-device-for-media-stream"]
-    args.append("--use-fake-device-for-media-stream=device-count=2")
+    base = [a for a in CHROMIUM_ARGS if a != "--use-fake-device-for-media-stream"]
     with sync_playwright() as pw:
         profile = {k: v for k, v in pw.devices["Pixel 7"].items() if k != "default_browser_type"}
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, env=CHROMIUM_ENV)
+        browser = launch_chromium(
+            pw, "--use-fake-device-for-media-stream=device-count=2", base=base
+        )
         yield browser, profile
         browser.close()
 

@@ -29,7 +29,7 @@ from scheduler.cases import service as cases
 from scheduler.cases.models import Material
 from scheduler.cases.words import CaseTrack, Channel, HandlingMode
 from scheduler.models import Petition, User, Visit
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_ENV, LiveServer
+from tests.conftest import LiveServer, launch_chromium
 from tests.live import beside_playwright
 from tests.test_browser_live import _judge_page
 from tests.test_browser_mobile import _frames_grow
@@ -46,7 +46,7 @@ def phone_browser() -> Iterator[tuple[Any, dict[str, Any]]]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=CHROMIUM_ENV)
+        browser = launch_chromium(pw)
         yield browser, dict(pw.devices["Pixel 7"])
         browser.close()
 

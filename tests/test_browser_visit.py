@@ -24,10 +24,8 @@ from playwright.sync_api import expect, sync_playwright
 from recorder.manifest import verify
 from recorder.state import RecordingState, VisitRecording, load_state
 from tests.conftest import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CHROMIUM_ENV,
     LiveServer,
+    launch_chromium,
     start_live_server,
     stop_live_server,
 )
@@ -92,13 +90,12 @@ def evidence_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def media_browser(fake_media: tuple[Path, Path]) -> Iterator[Any]:
     video, audio = fake_media
-    args = [
-        *CHROMIUM_ARGS,
-        f"--use-file-for-fake-video-capture={video}",
-        f"--use-file-for-fake-audio-capture={audio}",
-    ]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, env=CHROMIUM_ENV)
+        browser = launch_chromium(
+            pw,
+            f"--use-file-for-fake-video-capture={video}",
+            f"--use-file-for-fake-audio-capture={audio}",
+        )
         yield browser
         browser.close()
 

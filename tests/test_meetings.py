@@ -31,7 +31,11 @@ from scheduler.cases.words import CaseState, EventKind, VisitKind
 from scheduler.models import BookingLock, Petition, Role, Visit, VisitEvent, VisitEventKind
 from scheduler.models import VisitState as S
 from scheduler.scope import Actor
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_ENV, LiveServer, MakeClient
+from tests.conftest import (
+    LiveServer,
+    MakeClient,
+    launch_chromium,
+)
 from tests.helpers import Booking, add_staff, local_time, login, next_weekday, wait_until
 from tests.netns import staff_in_call
 from tests.test_browser_visit import FFPROBE_CODEC
@@ -445,9 +449,7 @@ def playwright_driver() -> Iterator[Any]:
 
 def _chromium(pw: Any, *extra_args: str) -> Iterator[Any]:
     """Debian's Chromium for the module's tests, with these arguments besides the usual."""
-    browser = pw.chromium.launch(
-        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], env=CHROMIUM_ENV
-    )
+    browser = launch_chromium(pw, *extra_args)
     yield browser
     browser.close()
 

@@ -35,11 +35,9 @@ from scheduler.models import Petition, Role, Visit, VisitEvent, VisitState
 from scheduler.onsite import start_onsite
 from scheduler.scope import SYSTEM_ACTOR, Actor
 from tests.conftest import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CHROMIUM_ENV,
     LiveServer,
     MakeClient,
+    launch_chromium,
     start_live_server,
     stop_live_server,
 )
@@ -393,13 +391,12 @@ def window_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     audio = folder / "microphone.wav"
     tone = ["-b", "16", str(audio), "synth", "3", "sine", "440"]
     subprocess.run(["sox", "-n", "-r", "48000", "-c", "1", *tone], check=True)
-    args = [
-        *CHROMIUM_ARGS,
-        f"--use-file-for-fake-video-capture={video}",
-        f"--use-file-for-fake-audio-capture={audio}",
-    ]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, env=CHROMIUM_ENV)
+        browser = launch_chromium(
+            pw,
+            f"--use-file-for-fake-video-capture={video}",
+            f"--use-file-for-fake-audio-capture={audio}",
+        )
         yield browser
         browser.close()
 

@@ -18,9 +18,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import (
     CHROMIUM,
-    CHROMIUM_ARGS,
-    CHROMIUM_ENV,
     LiveServer,
+    launch_chromium,
     start_live_server,
     stop_live_server,
 )
@@ -102,14 +101,8 @@ def browsers(
         {"HOME": str(terminal_home)},
     )
     with sync_playwright() as pw:
-        terminal = pw.chromium.launch(
-            executable_path=str(wrapper), args=[*CHROMIUM_ARGS, resolve], env=CHROMIUM_ENV
-        )
-        judge = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, resolve],
-            env={**CHROMIUM_ENV, "HOME": str(terminal_home)},
-        )
+        terminal = launch_chromium(pw, resolve, executable=wrapper)
+        judge = launch_chromium(pw, resolve, home=terminal_home)
         yield Browsers(terminal, judge)
         terminal.close()
         judge.close()

@@ -23,7 +23,7 @@ from media import seams
 from media.bandwidth import BandwidthReport
 from media.room import FIRST_REPORTS_S, PublishedTrack, Relay
 from media.transport import create_peer_connection
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_ENV
+from tests.conftest import launch_chromium
 from tests.media_fixtures import write_counter_y4m
 
 # what web/static/call.js publishes (CAMERA_LAYERS)
@@ -124,11 +124,7 @@ async def test_a_thin_subscriber_gets_the_half_size_layer_and_the_recording_the_
 
     try:
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=CHROMIUM,
-                args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera}"],
-                env=CHROMIUM_ENV,
-            )
+            browser = await launch_chromium(pw, f"--use-file-for-fake-video-capture={camera}")
             page = await browser.new_page()
             await page.goto(f"http://127.0.0.1:{port}/")
             offer = await page.evaluate(PUBLISH, LAYERS)

@@ -31,9 +31,8 @@ from config.settings import ConfigError, load_settings
 from config.turn import IceServers, turn_credentials
 from tests.conftest import (
     CHROMIUM,
-    CHROMIUM_ARGS,
-    CHROMIUM_ENV,
     LiveServer,
+    launch_chromium,
     start_live_server,
     stop_live_server,
 )
@@ -286,12 +285,8 @@ def _hold_visit(ns: Namespace, server: LiveServer, folder: Path) -> dict[str, An
     visit_id, code = asyncio.run(checked_in_visit(server, server.passwords))
     wrapper = ns.wrapper(folder / "chromium-in-room", CHROMIUM)
     with sync_playwright() as pw:
-        terminal = pw.chromium.launch(
-            executable_path=str(wrapper), args=[*CHROMIUM_ARGS, secure], env=CHROMIUM_ENV
-        )
-        judge_browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, secure], env=CHROMIUM_ENV
-        )
+        terminal = launch_chromium(pw, secure, executable=wrapper)
+        judge_browser = launch_chromium(pw, secure)
         try:
             judge = judge_browser.new_context(locale="zh-CN").new_page()
             staff_in_call(judge, origin, "judge", server.passwords["judge"], visit_id)
