@@ -507,6 +507,18 @@ def _submit(page: Any, title: str) -> None:
     expect(page.locator("#act-form")).to_be_hidden()
 
 
+def _do(page: Any, action: str, title: str, **fields: str) -> None:
+    """Take an action through its form: each field by name, a choice by the text shown."""
+    _action(page, action)
+    for name, value in fields.items():
+        field = page.locator(f"#act-fields [name={name}]")
+        if field.evaluate("e => e.tagName") == "SELECT":
+            field.select_option(label=value)
+        else:
+            field.fill(value)
+    _submit(page, title)
+
+
 def _local_day(days: int) -> str:
     return (datetime.now(LOCAL) + timedelta(days=days)).date().isoformat()
 
@@ -531,10 +543,13 @@ def test_a_case_is_reported_returned_terminated_reviewed_and_reopened_through_it
     facts, timeline = clerk.locator("#case-facts"), clerk.locator("#timeline")
 
     # ---- a letter about the same matter, added on the case's page
-    _action(clerk, "add_contact")
-    clerk.select_option("#act-fields select[name=channel]", "letter")
-    clerk.fill("#act-fields textarea[name=summary]", "来信补充征收补偿的计算依据。")
-    _submit(clerk, "登记来访来信（重复访）")
+    _do(
+        clerk,
+        "add_contact",
+        "登记来访来信（重复访）",
+        channel="来信",
+        summary="来信补充征收补偿的计算依据。",
+    )
     expect(clerk.locator("#contact-rows tr")).to_have_count(2)
     expect(clerk.locator("#contact-rows tr", has_text="来信")).to_contain_text("征收补偿的计算依据")
 
@@ -559,10 +574,13 @@ def test_a_case_is_reported_returned_terminated_reviewed_and_reopened_through_it
 
     # ---- triage: a petition matter, 精细办, the clerk first responsible; a second owner
     #      only with a reason
-    _action(clerk, "triage_petition")
-    clerk.select_option("#act-fields select[name=mode]", label="精细办")
-    clerk.select_option("#act-fields select[name=responsible_id]", label="海淀法院操作员（操作员）")
-    _submit(clerk, "分流：信访事项（首办责任）")
+    _do(
+        clerk,
+        "triage_petition",
+        "分流：信访事项（首办责任）",
+        mode="精细办",
+        responsible_id="海淀法院操作员（操作员）",
+    )
     expect(facts).to_contain_text("信访事项，精细办")
     _action(clerk, "set_owner")
     clerk.select_option("#act-fields select[name=responsible_id]", label="海淀法院院领导（院领导）")
@@ -574,25 +592,24 @@ def test_a_case_is_reported_returned_terminated_reviewed_and_reopened_through_it
     _submit(clerk, "指定或更换首办责任人")
     expect(facts.locator("div", has_text="首办责任人")).to_contain_text("海淀法院院领导")
     expect(timeline.locator("li[data-kind=owner]").last).to_contain_text("更换理由：涉及征收补偿")
-    _action(clerk, "progress")
-    clerk.fill("#act-fields textarea[name=text]", "已调取征收档案，正在核算补偿款。")
-    _submit(clerk, "报告办理进展")
+    _do(clerk, "progress", "报告办理进展", text="已调取征收档案，正在核算补偿款。")
     expect(timeline.locator("li[data-kind=progress]")).to_contain_text("正在核算补偿款")
 
     # ---- the high court hands it down (交办); the basic court reports its result
     officer = _page(chromium, live_server, "officer", "/cases")
     _open(officer, live_server, case_id)
-    _action(officer, "assign")
-    officer.select_option("#act-fields select[name=to_court_id]", label="北京市海淀区人民法院")
-    officer.fill("#act-fields input[name=deadline]", _local_day(5))
-    officer.fill("#act-fields textarea[name=instructions]", "请核实补偿标准后反馈。")
-    _submit(officer, "交办下级法院（限期反馈）")
+    _do(
+        officer,
+        "assign",
+        "交办下级法院（限期反馈）",
+        to_court_id="北京市海淀区人民法院",
+        deadline=_local_day(5),
+        instructions="请核实补偿标准后反馈。",
+    )
     expect(officer.locator("#case-facts")).to_contain_text("已交办")
     _open(clerk, live_server, case_id)
     expect(clerk.locator("#action-buttons button[data-action=accept]")).to_have_count(0)
-    _action(clerk, "report")
-    clerk.fill("#act-fields textarea[name=result]", "已与信访人沟通补偿方案，信访人基本认可。")
-    _submit(clerk, "反馈办理结果")
+    _do(clerk, "report", "反馈办理结果", result="已与信访人沟通补偿方案，信访人基本认可。")
     expect(clerk.locator("#case-badges")).to_have_text("已反馈待审核")
 
     # ---- the high court returns it (退回重办): a deadline already past is refused
@@ -611,13 +628,9 @@ def test_a_case_is_reported_returned_terminated_reviewed_and_reopened_through_it
 
     # ---- reported again, and accepted
     _open(clerk, live_server, case_id)
-    _action(clerk, "report")
-    clerk.fill("#act-fields textarea[name=result]", "已补充补偿款计算明细，信访人签字确认。")
-    _submit(clerk, "反馈办理结果")
+    _do(clerk, "report", "反馈办理结果", result="已补充补偿款计算明细，信访人签字确认。")
     _open(officer, live_server, case_id)
-    _action(officer, "accept")
-    officer.fill("#act-fields input[name=remark]", "反馈属实，同意。")
-    _submit(officer, "审核通过反馈")
+    _do(officer, "accept", "审核通过反馈", remark="反馈属实，同意。")
     expect(officer.locator("#case-facts")).to_contain_text("办理中")
     expect(officer.locator("#assignment-rows")).to_contain_text("已审核通过")
 
@@ -637,10 +650,13 @@ def test_a_case_is_reported_returned_terminated_reviewed_and_reopened_through_it
 
     # ---- the high court ends it (信访终结) with its grounds and approval
     _open(officer, live_server, case_id)
-    _action(officer, "terminate")
-    officer.select_option("#act-fields select[name=ground]", label="经复查原处理正确")
-    officer.fill("#act-fields input[name=approval]", "院长审批，京高法信终〔2026〕12号")
-    _submit(officer, "信访终结（高级人民法院、最高人民法院）")
+    _do(
+        officer,
+        "terminate",
+        "信访终结（高级人民法院、最高人民法院）",
+        ground="经复查原处理正确",
+        approval="院长审批，京高法信终〔2026〕12号",
+    )
     expect(officer.locator("#case-badges")).to_have_text("已终结")
     expect(officer.locator("#timeline li[data-kind=terminated]")).to_contain_text(
         "京高法信终〔2026〕12号"
@@ -649,21 +665,14 @@ def test_a_case_is_reported_returned_terminated_reviewed_and_reopened_through_it
     # ---- the basic court may not undo a termination; it arranges the 回访
     _open(clerk, live_server, case_id)
     expect(clerk.locator("#action-buttons button[data-action=reopen]")).to_have_count(0)
-    _action(clerk, "schedule_followup")
-    clerk.fill("#act-fields textarea[name=remark]", "终结后一个月内电话回访。")
-    _submit(clerk, "安排回访")
+    _do(clerk, "schedule_followup", "安排回访", remark="终结后一个月内电话回访。")
     expect(clerk.locator("#followup-rows")).to_contain_text("待回访")
 
     # ---- the high court reviews the closed case (评查), then reopens it with a reason
     _open(officer, live_server, case_id)
-    _action(officer, "review")
-    officer.select_option("#act-fields select[name=rating]", label="合格")
-    officer.fill("#act-fields textarea[name=findings]", "程序完备，终结依据充分。")
-    _submit(officer, "评查")
+    _do(officer, "review", "评查", rating="合格", findings="程序完备，终结依据充分。")
     expect(officer.locator("#timeline li[data-kind=review]")).to_contain_text("程序完备")
-    _action(officer, "reopen")
-    officer.fill("#act-fields textarea[name=reason]", "信访人提交新的证据材料。")
-    _submit(officer, "重新启动办理")
+    _do(officer, "reopen", "重新启动办理", reason="信访人提交新的证据材料。")
     expect(officer.locator("#case-badges")).to_have_text("办理中")
     _shot(officer, artifacts, "reopened")
 
@@ -718,20 +727,24 @@ def test_a_litigation_matter_is_guided_and_the_list_filters_find_each_case(
 
     # ---- 诉访分离: a litigation matter, guided to its procedure
     _open(clerk, live_server, guided)
-    _action(clerk, "triage_litigation")
-    clerk.select_option("#act-fields select[name=procedure]", label="刑事申诉")
-    clerk.fill(
-        "#act-fields textarea[name=guidance]", "已告知信访人向上一级法院提出刑事申诉及所需材料。"
+    _do(
+        clerk,
+        "triage_litigation",
+        "分流：诉讼事项（导入诉讼程序）",
+        procedure="刑事申诉",
+        guidance="已告知信访人向上一级法院提出刑事申诉及所需材料。",
     )
-    _submit(clerk, "分流：诉讼事项（导入诉讼程序）")
     expect(clerk.locator("#case-badges")).to_have_text("已导入诉讼程序")
     expect(clerk.locator("#case-facts")).to_contain_text("诉讼事项：刑事申诉")
     expect(clerk.locator("#timeline li[data-kind=triaged]")).to_contain_text("提出刑事申诉")
     _open(clerk, live_server, owned)
-    _action(clerk, "triage_petition")
-    clerk.select_option("#act-fields select[name=mode]", label="联合办")
-    clerk.select_option("#act-fields select[name=responsible_id]", label="海淀法院院领导（院领导）")
-    _submit(clerk, "分流：信访事项（首办责任）")
+    _do(
+        clerk,
+        "triage_petition",
+        "分流：信访事项（首办责任）",
+        mode="联合办",
+        responsible_id="海淀法院院领导（院领导）",
+    )
     # the third is left untriaged past its deadline
     _in_thread(_deadline_passes(Settings(data_dir=live_server.data_dir), late))
 
