@@ -22,7 +22,16 @@ import logging
 import queue
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +47,7 @@ import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import aiortc.rtcrtptransceiver
 import aiortc.rtp
+import pylibsrtp
 from aioice import Candidate
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs import is_rtx
@@ -649,11 +659,118 @@ def _draining_reader(transport: Any) -> Callable[[], None]:
                 transport._fatal_error(exc, "Fatal read error on datagram transport")
                 return
             if connection is not None and candidate is not None and data and data[0] > 3:
+                # SRTP and SRTCP of a connected DTLS transport: handled here, in this
+                # wake-up, unless datagrams wait in the connection's queue (kept in order)
+                inline = getattr(connection, _INLINE, None)
+                if (
+                    inline is not None
+                    and 127 < data[0] < 192
+                    and not connection._queue.qsize()
+                    and inline(data)
+                ):
+                    continue
                 connection.data_received(data, candidate.component)
             else:
                 protocol.datagram_received(data, addr)
 
     return read_ready
+
+
+_INLINE = "_vreception_inline"
+_DTLS_RX_BYTES = "_RTCDtlsTransport__rx_bytes"
+_DTLS_RX_PACKETS = "_RTCDtlsTransport__rx_packets"
+_CONNECTED = aiortc.rtcdtlstransport.State.CONNECTED
+
+
+def receive_inline(dtls: Any) -> bool:
+    """Have the socket reader of ``dtls``'s ICE connection unprotect and hand on each SRTP
+    and SRTCP datagram itself, as aiortc's DTLS receiving task would (``_recv_next``:
+    counters, arrival time, unprotect, ``_handle_rtp_data`` / ``_handle_rtcp_data``),
+    instead of queueing it for that task: no queue, no task wake-up per burst. DTLS,
+    STUN and anything received before the transport is connected still take aiortc's
+    path. Idempotent; False when the connection's sockets are not drained here."""
+    connection = dtls.transport._connection
+    if getattr(connection, _INLINE, None) is not None:
+        return True
+    if not any(is_draining(getattr(p, "transport", None)) for p in connection._protocols):
+        return False
+    owner = weakref.ref(dtls)
+
+    def inline(data: bytes) -> bool:
+        transport = owner()
+        if transport is None or transport._state is not _CONNECTED:
+            return False
+        srtp = transport._rx_srtp
+        if srtp is None:
+            return False
+        setattr(transport, _DTLS_RX_BYTES, getattr(transport, _DTLS_RX_BYTES) + len(data))
+        setattr(transport, _DTLS_RX_PACKETS, getattr(transport, _DTLS_RX_PACKETS) + 1)
+        arrival_time_ms = fast_current_ms()
+        try:
+            if aiortc.rtp.is_rtcp(data):
+                handling = transport._handle_rtcp_data(srtp.unprotect_rtcp(data))
+            else:
+                handling = transport._handle_rtp_data(
+                    srtp.unprotect(data), arrival_time_ms=arrival_time_ms
+                )
+        except pylibsrtp.Error:
+            return True  # as aiortc: a datagram that does not authenticate is dropped
+        run_inline(handling)
+        return True
+
+    setattr(connection, _INLINE, inline)
+    return True
+
+
+def run_inline(coroutine: Coroutine[Any, Any, Any]) -> None:
+    """Run a coroutine now, in this callback; if it suspends (e.g. a send waiting for a
+    TURN channel), a task finishes it. An error is logged, never raised into the reader."""
+    try:
+        waiting = coroutine.send(None)
+    except StopIteration:
+        return
+    except Exception:
+        log.exception("handling a received packet failed")
+        return
+    task = asyncio.ensure_future(_Rest(coroutine, waiting).finish())
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+
+
+_finishing: set[asyncio.Future[Any]] = set()
+
+
+class _Rest:
+    """The rest of a coroutine that suspended while run inline, for a task to drive: it
+    yields what the coroutine is waiting for and passes results and errors back in."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        self.coroutine, self.waiting = coroutine, waiting
+
+    async def finish(self) -> None:
+        try:
+            await self
+        except Exception:
+            log.exception("handling a received packet failed")
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, waiting = self.coroutine, self.waiting
+        while True:
+            try:
+                sent = yield waiting
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # cancellation goes in too
+                try:
+                    waiting = coroutine.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting = coroutine.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 def udp_transports(pc: Any) -> list[Any]:
@@ -756,7 +873,7 @@ def _names(code: Any) -> set[str]:
 def _seams() -> list[Seam]:
     receiver, sender = aiortc.rtcrtpreceiver.RTCRtpReceiver, aiortc.rtcrtpsender.RTCRtpSender
     buffer, ice = JitterBuffer, aioice.ice
-    datagram = _DatagramTransport
+    datagram, dtls = _DatagramTransport, aiortc.rtcdtlstransport.RTCDtlsTransport
     return [
         Seam(
             "RTCPeerConnection.__connect",
@@ -1026,6 +1143,47 @@ def _seams() -> list[Seam]:
             ice.Connection,
             "get_component_candidates",
             ("self", "component", "addresses", "timeout"),
+        ),
+        Seam(
+            "RTCDtlsTransport._handle_rtp_data",
+            dtls,
+            "_handle_rtp_data",
+            ("self", "data", "arrival_time_ms"),
+            used_in=(_fn(dtls, "_recv_next"),),
+        ),
+        Seam(
+            "RTCDtlsTransport._rx_srtp",
+            dtls,
+            "_rx_srtp",
+            instance=True,
+            used_in=(_fn(dtls, "_setup_srtp"), _fn(dtls, "_recv_next")),
+        ),
+        Seam(
+            "RTCDtlsTransport._state (State.CONNECTED)",
+            dtls,
+            "_state",
+            instance=True,
+            used_in=(_fn(dtls, "_set_state"), _fn(dtls, "_send_rtp")),
+        ),
+        Seam("aiortc.rtcdtlstransport.State.CONNECTED", aiortc.rtcdtlstransport.State, "CONNECTED"),
+        *(
+            Seam(
+                f"RTCDtlsTransport.__{name[len('_RTCDtlsTransport__') :]}",
+                dtls,
+                name,
+                instance=True,
+                used_in=(_fn(dtls, "_recv_next"), _fn(dtls, "_get_stats")),
+            )
+            for name in (_DTLS_RX_BYTES, _DTLS_RX_PACKETS)
+        ),
+        Seam("aiortc.rtp.is_rtcp", aiortc.rtp, "is_rtcp", ("msg",)),
+        Seam("pylibsrtp.Error", pylibsrtp, "Error"),
+        Seam(
+            "aioice.ice.Connection._queue (datagrams for the DTLS transport)",
+            ice.Connection,
+            "_queue",
+            instance=True,
+            used_in=(_fn(ice.Connection, "data_received"), _fn(ice.Connection, "recvfrom")),
         ),
         Seam(
             "aioice.ice.Connection._protocols",

@@ -245,9 +245,18 @@ def create_peer_connection(ice_servers: Sequence[IceServer] = ()) -> RTCPeerConn
         RTCIceServer(urls=list(server.urls), username=server.username, credential=server.credential)
         for server in ice_servers
     ]
-    return RTCPeerConnection(
+    pc = RTCPeerConnection(
         RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     )
+
+    @pc.on("connectionstatechange")
+    def receive_inline() -> None:
+        # once connected, SRTP is handled in the socket's reader (seams.receive_inline)
+        if pc.connectionState == "connected":
+            for transceiver in pc.getTransceivers():
+                seams.receive_inline(transceiver.receiver.transport)
+
+    return pc
 
 
 def simulcast_rids(sdp: str) -> dict[str, list[str]]:

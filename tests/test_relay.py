@@ -368,6 +368,91 @@ async def test_a_drained_socket_reads_every_queued_datagram_in_one_wake_up() -> 
     assert len(set(arrivals["asyncio"])) == 10  # one per iteration
 
 
+async def test_srtp_is_handed_on_by_the_socket_reader_not_through_the_dtls_task() -> None:
+    """Once a connection's DTLS transport is connected, its socket's reader unprotects each
+    SRTP and SRTCP datagram and hands it to aiortc's routing itself: the ICE connection's
+    queue, which wakes aiortc's DTLS task, gets none of them, and the transport's counters
+    still count them."""
+    announce_addresses(["127.0.0.1"])
+    relay = Relay()
+    room = relay.room("f" * 32)
+    publisher = await publish_av(room, "judge1")
+    relay_pc = room.publishers[("judge1", Stream.main)]
+    dtls = relay_pc.getTransceivers()[0].receiver.transport
+    connection = dtls.transport._connection
+    queued: list[int] = []
+    data_received = connection.data_received
+
+    def spy(data: bytes, component: int) -> None:
+        queued.append(data[0])
+        data_received(data, component)
+
+    connection.data_received = spy  # type: ignore[method-assign]
+    deadline = asyncio.get_running_loop().time() + 30
+    while min((t.packets for t in room.tracks.values()), default=0) < 5:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    before = dtls._get_stats()
+    packets = {t.kind: t.packets for t in room.tracks.values()}
+    queued.clear()
+    while min(t.packets - packets[t.kind] for t in room.tracks.values()) < 20:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    after = dtls._get_stats()
+    (stats_before,), (stats_after,) = before.values(), after.values()
+    assert stats_after.packetsReceived - stats_before.packetsReceived >= 40
+    assert stats_after.bytesReceived > stats_before.bytesReceived
+    assert [b for b in queued if 127 < b < 192] == []  # no SRTP went through the queue
+    await room.close()
+    await publisher.close()
+
+
+async def test_a_packet_handled_inline_that_must_wait_is_finished_by_a_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Handling runs at once in the reader; handling that has to wait (a send through a
+    TURN channel not yet bound) goes on in a task, with what it awaited; one that fails is
+    logged, and the reader goes on."""
+    done: list[str] = []
+
+    async def at_once() -> None:
+        done.append("at once")
+
+    seams.run_inline(at_once())
+    assert done == ["at once"]  # before any other callback ran
+
+    ready = asyncio.get_running_loop().create_future()
+
+    async def waits() -> None:
+        done.append("waits: " + await ready)
+
+    seams.run_inline(waits())
+    assert done == ["at once"]
+    ready.set_result("got it")
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(done) < 2:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    assert done == ["at once", "waits: got it"]
+
+    failing = asyncio.get_running_loop().create_future()
+
+    async def fails_now() -> None:
+        raise ConnectionError("not connected")
+
+    async def fails_later() -> None:
+        await failing
+
+    with caplog.at_level("ERROR", logger="vreception.media"):
+        seams.run_inline(fails_now())
+        seams.run_inline(fails_later())
+        failing.set_exception(OSError("gone"))
+        while len(caplog.records) < 2:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [ConnectionError, OSError]
+
+
 async def test_h264_only_publisher_is_forwarded_as_h264(decoders_created: list[str]) -> None:
     """A browser that offers only H.264: the relay forwards it as H.264, undecoded."""
     announce_addresses(["127.0.0.1"])

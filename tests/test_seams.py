@@ -90,6 +90,8 @@ def test_tapping_a_receiver_without_its_decoder_queue_fails_loudly() -> None:
         (RTCRtpReceiver, "_send_rtcp", "RTCRtpReceiver._send_rtcp"),
         (aiortc.rtp, "pack_remb_fci", "aiortc.rtp.pack_remb_fci"),
         (aiortc.rtp, "unpack_remb_fci", "aiortc.rtp.unpack_remb_fci"),
+        (RTCDtlsTransport, "_handle_rtp_data", "RTCDtlsTransport._handle_rtp_data"),
+        (aiortc.rtp, "is_rtcp", "aiortc.rtp.is_rtcp"),
     ],
 )
 def test_a_removed_forwarding_seam_stops_the_relay_from_starting(
@@ -148,6 +150,21 @@ def test_a_renamed_bandwidth_seam_of_the_receiver_stops_the_relay_from_starting(
 
     monkeypatch.setattr(RTCRtpReceiver, "__init__", renamed)
     _refused(label)
+
+
+def test_a_dtls_transport_counting_under_other_names_stops_the_relay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The socket reader that hands SRTP on counts each datagram in the DTLS transport's
+    own counters, as its receiving task does; counters renamed, the relay would count into
+    attributes nobody reads."""
+
+    async def recv_next(self: Any) -> None:
+        self._RTCDtlsTransport__received_bytes = 0
+
+    monkeypatch.setattr(RTCDtlsTransport, "_recv_next", recv_next)
+    message = _refused("RTCDtlsTransport.__rx_bytes")
+    assert "RTCDtlsTransport.__rx_packets" in message
 
 
 def test_stopping_the_estimator_of_a_receiver_without_one_fails_loudly() -> None:
