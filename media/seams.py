@@ -643,6 +643,9 @@ def _draining_reader(transport: Any) -> Callable[[], None]:
         # straight to the ICE connection, as that protocol would hand them
         candidate = getattr(protocol, "local_candidate", None)
         connection = protocol.receiver if isinstance(protocol, aioice.ice.StunProtocol) else None
+        # SRTP and SRTCP of a connected DTLS transport are handled in this wake-up, unless
+        # datagrams wait in the connection's queue (kept in order); see receive_inline
+        inline = getattr(connection, _INLINE, None)
         for _ in range(DRAIN_LIMIT):
             if transport._conn_lost:
                 return
@@ -659,9 +662,6 @@ def _draining_reader(transport: Any) -> Callable[[], None]:
                 transport._fatal_error(exc, "Fatal read error on datagram transport")
                 return
             if connection is not None and candidate is not None and data and data[0] > 3:
-                # SRTP and SRTCP of a connected DTLS transport: handled here, in this
-                # wake-up, unless datagrams wait in the connection's queue (kept in order)
-                inline = getattr(connection, _INLINE, None)
                 if (
                     inline is not None
                     and 127 < data[0] < 192
