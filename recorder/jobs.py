@@ -10,7 +10,10 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import re
+import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import UTC, datetime
@@ -37,6 +40,34 @@ from recorder.state import (
 )
 
 log = logging.getLogger("vreception.recorder")
+
+
+def step_executor() -> ProcessPoolExecutor:
+    """The worker process the pipeline's steps run in (spawned: no copy of the relay's
+    event loop or sockets), which ends when the server does, even killed."""
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=exit_with_parent,
+    )
+
+
+def exit_with_parent() -> None:
+    """In a step worker: end the worker when the process that started it is gone, killed
+    included. A spawned worker holds both ends of its task queue's pipe, so it would
+    otherwise wait on that queue forever, orphaned; and a server restarted after a kill
+    resumes the step in a worker of its own, which must not meet the old one still
+    writing the same folder."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
 
 MAX_ATTEMPTS = 3
 
@@ -245,9 +276,7 @@ class Pipeline:
     @property
     def executor(self) -> Executor:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
-            )
+            self._executor = step_executor()
         return self._executor
 
     def folder(self, visit_id: str) -> Path:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -173,3 +174,52 @@ async def test_a_killed_server_repairs_the_recording_on_restart(tmp_path: Path) 
             assert recording["unrepairable"] == []
     finally:
         stop_live_server(restarted)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_STARTS_A_STEP_WORKER = """
+import os, sys
+from recorder.jobs import step_executor
+executor = step_executor()
+print(executor.submit(os.getpid).result(), flush=True)
+sys.stdin.read()
+"""
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def test_a_killed_server_leaves_no_step_worker_behind() -> None:
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _STARTS_A_STEP_WORKER,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    worker = 0
+
+    async def worker_gone() -> bool:
+        return not _running(worker)
+
+    try:
+        assert server.stdout is not None
+        worker = int(await asyncio.wait_for(server.stdout.readline(), 60))
+        assert worker != server.pid and _running(worker)
+        server.kill()
+        await server.wait()
+        await wait_for(worker_gone, within=20)
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+        if worker and _running(worker):
+            os.kill(worker, 9)
