@@ -1,8 +1,9 @@
 """Encoded frames through aiortc without decoding or encoding (aiortc's internals are
 reached through media/seams.py).
 
-- :func:`tap_receiver` turns a receiver's assembled frames into ``av.Packet`` objects on its
-  track, so no decoder is ever created (frames for the recorder, assembled once per
+- :func:`tap_receiver` takes a receiver's assembled frames before any decoder: handed to a
+  function as :class:`EncodedFrame` (the room's sinks: the recorder), or as ``av.Packet``
+  objects on the receiver's track; so no decoder is ever created (frames assembled once per
   published track; subscribers get the RTP packets themselves, media/forward.py);
 - :func:`keyframe_requester` asks a publisher for a keyframe, rate-limited;
 - :func:`forward_keyframe_requests` passes a subscriber's PLI/FIR up to the publisher.
@@ -67,29 +68,77 @@ def to_packet(codec: Any, frame: Any) -> av.Packet[Any]:
     return packet
 
 
-class _TapQueue(queue.Queue[Any]):
-    """Stands in for the receiver's decoder queue: frames go straight to the track."""
+class EncodedFrame:
+    """One frame as its publisher encoded it, assembled from its RTP packets: ``pts`` in
+    RTP clock ticks of its track (the receiver's timestamp mapping applied)."""
 
-    def __init__(self, receiver: RTCRtpReceiver) -> None:
+    __slots__ = ("data", "is_keyframe", "pts")
+
+    def __init__(self, data: bytes, pts: int, is_keyframe: bool) -> None:
+        self.data, self.pts, self.is_keyframe = data, pts, is_keyframe
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+
+Deliver = Callable[[EncodedFrame], None]
+
+
+class Tap(queue.Queue[Any]):
+    """Stands in for a receiver's decoder queue (aiortc puts each assembled frame on it in
+    the receiver's RTP handling, on the event loop): a frame goes to ``deliver`` there and
+    then, or, without one, onto the receiver's track as an ``av.Packet``. The stop sentinel
+    still reaches the (idle) decoder thread, which ends the track."""
+
+    def __init__(self, receiver: RTCRtpReceiver, hold: bool = False) -> None:
         super().__init__()
         self._receiver = receiver
+        self._deliver: Deliver | None = None
+        self._held: list[EncodedFrame] | None = [] if hold else None
+        self._codec: Any = None
+        self._name = ""
+
+    def attach(self, deliver: Deliver) -> None:
+        """Hand every frame to ``deliver`` from now on, those held until now first."""
+        held, self._held = self._held or [], None
+        for frame in held:
+            deliver(frame)
+        self._deliver = deliver
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if item is None:  # stop sentinel: let the (idle) decoder thread end the track
             super().put(None, block, timeout)
             return
         codec, frame = item
-        seams.track_queue(self._receiver).put_nowait(to_packet(codec, frame))
+        deliver = self._deliver
+        if deliver is None and self._held is None:
+            seams.track_queue(self._receiver).put_nowait(to_packet(codec, frame))
+            return
+        if codec is not self._codec:
+            self._codec, self._name = codec, str(codec.name).lower()
+        data = frame.data
+        encoded = EncodedFrame(data, frame.timestamp, is_keyframe(self._name, data))
+        if deliver is not None:
+            deliver(encoded)
+        elif self._held is not None:
+            self._held.append(encoded)
 
 
-def tap_receiver(receiver: RTCRtpReceiver, low_latency: bool = True) -> None:
-    """Make ``receiver.track.recv()`` return encoded ``av.Packet``s; call in on("track").
+def tap_receiver(receiver: RTCRtpReceiver, low_latency: bool = True, hold: bool = False) -> Tap:
+    """Take ``receiver``'s assembled frames before any decoder; call in on("track"), before
+    ``receive()`` starts the decoder thread. Until :meth:`Tap.attach` gives them a function,
+    ``receiver.track.recv()`` returns them as ``av.Packet``s, or, ``hold``, they wait for it.
     ``low_latency``: frames leave the jitter buffer as soon as they are complete."""
-    # the decoder queue: receive() hands it to the decoder thread
-    seams.tap_decoder_queue(receiver, _TapQueue(receiver))
+    tap = Tap(receiver, hold)
+    seams.tap_decoder_queue(receiver, tap)
     if low_latency:
         current = seams.jitter_buffer(receiver)
         seams.replace_jitter_buffer(receiver, seams.LowLatencyJitterBuffer.like(current))
+    return tap
 
 
 _pending: set[asyncio.Future[Any]] = set()

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import av
 from aiortc import (
     MediaStreamError,
     MediaStreamTrack,
@@ -29,7 +28,14 @@ from config.turn import IceServers
 from media import seams
 from media.bandwidth import REPORT_MAX_AGE_S, BandwidthReport, PublisherFeedback
 from media.congestion import TransportFeedback
-from media.encoded import forward_keyframe_requests, keyframe_requester, tap_receiver
+from media.encoded import (
+    Deliver,
+    EncodedFrame,
+    Tap,
+    forward_keyframe_requests,
+    keyframe_requester,
+    tap_receiver,
+)
 from media.errors import MediaError
 from media.forward import ForwardTrack, KeyframeCache, forward_rtp
 from media.layers import LayerChoice, Layers, RecordedStream
@@ -66,7 +72,7 @@ class TrackSink(Protocol):
 
     def track_started(self, visit_id: str, track: PublishedTrack) -> None: ...
 
-    def packet(self, track: PublishedTrack, packet: av.Packet[Any], arrival: float) -> None: ...
+    def frame(self, track: PublishedTrack, frame: EncodedFrame, arrival: float) -> None: ...
 
     def track_ended(self, track: PublishedTrack) -> None: ...
 
@@ -213,23 +219,24 @@ class Room:
     async def _negotiate(
         self, pc: RTCPeerConnection, participant_id: str, offer_sdp: str, stream: Stream
     ) -> str:
-        pending: list[tuple[MediaStreamTrack, RTCRtpReceiver]] = []
+        pending: list[tuple[MediaStreamTrack, RTCRtpReceiver, Tap]] = []
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             receiver = next(r for r in pc.getReceivers() if r.track is track)
-            tap_receiver(receiver)  # before receive() starts the decoder thread
+            # before receive() starts the decoder thread; frames wait for _start_track
+            tap = tap_receiver(receiver, hold=True)
             seams.stop_receive_estimator(receiver)  # subscribers' REMB drive the publisher
             seams.repeat_nacks(receiver)  # a lost NACK or retransmission is asked again
             count_nacks_sent(receiver, self.counters)
-            pending.append((track, receiver))
+            pending.append((track, receiver, tap))
 
         simulcast = simulcast_rids(offer_sdp)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         accepted: dict[str, list[str]] = {}
         for transceiver in pc.getTransceivers():
-            for track, receiver in pending:
+            for track, receiver, tap in pending:
                 if transceiver.receiver is receiver:
                     codecs = seams.negotiated_codecs(transceiver)
                     if not codecs:
@@ -242,7 +249,7 @@ class Room:
                         else Source.camera
                     )
                     published = self._start_track(
-                        participant_id, track, receiver, codecs[0], source
+                        participant_id, track, receiver, tap, codecs[0], source
                     )
                     rids = simulcast.get(str(transceiver.mid)) if track.kind == "video" else None
                     if rids:
@@ -388,6 +395,7 @@ class Room:
         participant_id: str,
         track: MediaStreamTrack,
         receiver: RTCRtpReceiver,
+        tap: Tap,
         codec: Any,
         source: Source,
     ) -> PublishedTrack:
@@ -408,31 +416,46 @@ class Room:
         self.tracks[published.id] = published
         for sink in self.relay.sinks:
             sink.track_started(self.visit_id, published)
+        tap.attach(self._to_sinks(published))
         published.task = asyncio.create_task(self._pump(published), name=f"pump-{published.id}")
         return published
 
+    def _to_sinks(self, track: PublishedTrack) -> Deliver:
+        """What a published track's tap does with each frame, as the receiver assembles it
+        (once per track; subscribers get the RTP packets, forward_rtp): the sinks get it
+        with its arrival time. A sink's failure is logged once per track; the others and
+        the receiver go on."""
+        counters, sinks = self.counters, self.relay.sinks
+        failed: set[int] = set()
+
+        def deliver(frame: EncodedFrame) -> None:
+            arrival = time.time()
+            track.packets += 1
+            counters.frames_in += 1
+            counters.bytes_in += len(frame.data)
+            for sink in sinks:
+                try:
+                    sink.frame(track, frame, arrival)
+                except Exception:
+                    if id(sink) not in failed:
+                        failed.add(id(sink))
+                        log.exception("a sink failed on track %s", track.id)
+
+        return deliver
+
     async def _pump(self, track: PublishedTrack) -> None:
-        """Drain the publisher's track from the start (its queue is unbounded): its frames,
-        assembled once, go to the sinks (subscribers get the RTP packets, forward_rtp)."""
-        counters = self.counters
+        """Wait for the publisher's track to end, then tell the sinks and the subscribers'
+        copies. Its frames never come this way: the tap hands them on (_to_sinks)."""
         try:
-            while True:
-                packet = await track.remote.recv()
-                if not isinstance(packet, av.Packet):  # the tap guarantees packets
-                    raise MediaError("decoded_frame", "relay received a decoded frame")
-                arrival = time.time()
-                track.packets += 1
-                counters.frames_in += 1
-                counters.bytes_in += packet.size
-                for sink in self.relay.sinks:
-                    sink.packet(track, packet, arrival)
+            await track.remote.recv()  # returns a frame only if a decoder ran
+            raise MediaError("decoded_frame", "relay received a decoded frame")
         except MediaStreamError:
             pass
         finally:
             if track.feedback is not None:
                 track.feedback.stop()
             if track.recorded is not None:  # its other layers' packets stay in the totals
-                counters.packets_in += track.recorded.other_packets
+                self.counters.packets_in += track.recorded.other_packets
                 track.recorded.other_packets = 0
             for forward in list(track.forwards.values()):
                 _end_copy(forward)

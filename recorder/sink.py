@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 import av
 
+from media.encoded import EncodedFrame
 from media.room import PublishedTrack
 from recorder.state import (
     Gap,
@@ -248,15 +249,13 @@ class RecorderSink:
             self._keyframe[track.id] = from_writer
             request()  # the file must start on a keyframe
 
-    def packet(self, track: PublishedTrack, packet: av.Packet[Any], arrival: float) -> None:
+    def frame(self, track: PublishedTrack, frame: EncodedFrame, arrival: float) -> None:
         entry = self._files.get(track.id)
         if entry is None:
             return
-        # a copy of the bytes: the writer thread must not share the packet object
         self._queue.put(
-            ("packet", track.visit_id, entry, bytes(packet), int(packet.pts or 0),
-             bool(packet.is_keyframe), arrival)
-        )  # fmt: skip
+            ("packet", track.visit_id, entry, frame.data, frame.pts, frame.is_keyframe, arrival)
+        )
 
     def track_ended(self, track: PublishedTrack) -> None:
         self._live.get(track.visit_id, {}).pop(track.id, None)

@@ -10,12 +10,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-import av
 import numpy as np
 import numpy.typing as npt
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
+from media.encoded import EncodedFrame
 from media.room import PublishedTrack, Room
 from media.transport import create_peer_connection
 
@@ -123,12 +123,12 @@ class PacketCounter:
     def track_started(self, visit_id: str, track: PublishedTrack) -> None:
         return None
 
-    def packet(self, track: PublishedTrack, packet: av.Packet[Any], arrival: float) -> None:
-        if not self.recording or packet.pts is None:
+    def frame(self, track: PublishedTrack, frame: EncodedFrame, arrival: float) -> None:
+        if not self.recording:
             return
         key = (track.participant_id, track.kind)
-        first, _ = self.span.get(key, (int(packet.pts), 0))
-        self.span[key] = (first, int(packet.pts))
+        first, _ = self.span.get(key, (frame.pts, 0))
+        self.span[key] = (first, frame.pts)
 
     def track_ended(self, track: PublishedTrack) -> None:
         return None

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from config.audit import AuditEvent
 from config.db import Database
 from config.settings import Settings
-from media.encoded import tap_receiver
+from media.encoded import EncodedFrame, tap_receiver
 from media.room import PublishedTrack, Relay
 from media.transport import announce_addresses, create_peer_connection
 from recorder.composite import Overlay, Planes, _fit, _layout, render
@@ -58,8 +58,8 @@ class HashSink:
     def track_started(self, visit_id: str, track: PublishedTrack) -> None:
         return None
 
-    def packet(self, track: PublishedTrack, packet: av.Packet[Any], arrival: float) -> None:
-        self.hashes[track.kind].add(hashlib.sha256(bytes(packet)).hexdigest())
+    def frame(self, track: PublishedTrack, frame: EncodedFrame, arrival: float) -> None:
+        self.hashes[track.kind].add(hashlib.sha256(frame.data).hexdigest())
 
     def track_ended(self, track: PublishedTrack) -> None:
         return None
@@ -81,8 +81,8 @@ class LaterSink:
     def track_started(self, visit_id: str, track: PublishedTrack) -> None:
         self.sink.track_started(visit_id, track)
 
-    def packet(self, track: PublishedTrack, packet: av.Packet[Any], arrival: float) -> None:
-        self.sink.packet(track, packet, arrival + self.offset)
+    def frame(self, track: PublishedTrack, frame: EncodedFrame, arrival: float) -> None:
+        self.sink.frame(track, frame, arrival + self.offset)
 
     def track_ended(self, track: PublishedTrack) -> None:
         self.sink.track_ended(track)

@@ -9,21 +9,29 @@ import contextlib
 import hashlib
 import itertools
 import socket
+import types
 from collections import defaultdict
 from typing import Any
 
 import av
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.codecs import h264, opus, vpx
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from sqlalchemy import select
 
 import media.room
 from config.db import Database
 from config.settings import Settings
 from media import seams
-from media.encoded import tap_receiver
+from media.encoded import EncodedFrame, tap_receiver
 from media.errors import MediaError
 from media.room import PublishedTrack, Relay, Room, Source, Stream, SubscribeOffer
 from media.transport import announce_addresses, create_peer_connection, use_port_range
@@ -50,8 +58,8 @@ class HashSink:
     def track_started(self, visit_id: str, track: PublishedTrack) -> None:
         self.started.append(track.kind)
 
-    def packet(self, track: PublishedTrack, packet: av.Packet[Any], arrival: float) -> None:
-        self.hashes[track.kind].add(hashlib.sha256(bytes(packet)).hexdigest())
+    def frame(self, track: PublishedTrack, frame: EncodedFrame, arrival: float) -> None:
+        self.hashes[track.kind].add(hashlib.sha256(frame.data).hexdigest())
 
     def track_ended(self, track: PublishedTrack) -> None:
         return None
@@ -80,6 +88,67 @@ async def _collect(track: Any, into: list[av.Packet[Any]]) -> None:
             into.append(await track.recv())
     except MediaStreamError:
         pass
+
+
+def test_a_tap_hands_frames_on_as_assembled_and_holds_them_until_attached() -> None:
+    transport: Any = types.SimpleNamespace(state="new")
+    codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    key, delta = b"\x10\x02\x00\x9d\x01\x2a", b"\x11\x02\x00"
+
+    def frame(data: bytes, timestamp: int) -> Any:
+        return types.SimpleNamespace(data=data, timestamp=timestamp)
+
+    def receiver() -> RTCRtpReceiver:  # with its track, as setRemoteDescription leaves it
+        made = RTCRtpReceiver("video", transport)
+        made._track = RemoteStreamTrack(kind="video")  # type: ignore[attr-defined]
+        return made
+
+    held_receiver = receiver()
+    tap = tap_receiver(held_receiver, hold=True)
+    tap.put((codec, frame(key, 1000)))
+    got: list[tuple[bytes, int, bool]] = []
+    tap.attach(lambda f: got.append((f.data, f.pts, f.is_keyframe)))
+    assert got == [(key, 1000, True)]  # the frame held until then, first
+    tap.put((codec, frame(delta, 4000)))
+    assert got[1:] == [(delta, 4000, False)]  # at once, in the receiver's handling
+    assert seams.track_queue(held_receiver).empty()
+    tap.put(None)  # the stop sentinel still goes to the decoder thread, which ends the track
+    assert tap.get_nowait() is None
+
+    plain_receiver = receiver()
+    tap_receiver(plain_receiver).put((codec, frame(key, 2000)))  # no function: the track
+    packet = seams.track_queue(plain_receiver).get_nowait()
+    assert isinstance(packet, av.Packet) and bytes(packet) == key and packet.is_keyframe
+
+
+class FailingSink(HashSink):
+    def frame(self, track: PublishedTrack, frame: EncodedFrame, arrival: float) -> None:
+        raise OSError("disk gone")
+
+
+def test_a_failing_sink_is_logged_once_and_the_others_still_get_every_frame(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failing, kept = FailingSink(), HashSink()
+    room = Relay(sinks=[failing, kept]).room("e" * 32)
+    transport: Any = types.SimpleNamespace(state="new")
+    receiver = RTCRtpReceiver("audio", transport)
+    track = PublishedTrack(
+        id="t1",
+        visit_id=room.visit_id,
+        participant_id="judge1",
+        kind="audio",
+        receiver=receiver,
+        remote=RemoteStreamTrack(kind="audio"),
+        codec_mime="audio/opus",
+        counters=room.counters,
+    )
+    deliver = room._to_sinks(track)
+    with caplog.at_level("ERROR", logger="vreception.media"):
+        for n in range(3):
+            deliver(EncodedFrame(bytes([n]), n * 960, True))
+    assert len(kept.hashes["audio"]) == 3 and track.packets == 3
+    assert [r.getMessage() for r in caplog.records] == ["a sink failed on track t1"]
 
 
 async def test_relay_forwards_encoded_media_without_decoding(decoders_created: list[str]) -> None:
@@ -133,6 +202,9 @@ async def test_relay_forwards_encoded_media_without_decoding(decoders_created: l
         got = {hashlib.sha256(bytes(p)).hexdigest() for p in received[kind]}
         assert got <= sink.hashes[kind], f"{kind}: subscriber got bytes the relay never received"
     assert decoders_created == []
+    for track in room.tracks.values():  # frames reached the sink from the tap, not the track
+        assert track.packets >= 30 and seams.track_queue(track.receiver).empty()
+        assert track.task is not None and not track.task.done()
 
     await room.close()
     await publisher.close()

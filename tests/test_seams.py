@@ -74,7 +74,7 @@ def test_tapping_a_receiver_without_its_decoder_queue_fails_loudly() -> None:
     transport: Any = types.SimpleNamespace(state="new")  # a DTLS transport not yet started
     receiver = RTCRtpReceiver("video", transport)
     encoded.tap_receiver(receiver)  # the tap replaces the queue the decoder thread reads
-    assert isinstance(receiver.__dict__["_RTCRtpReceiver__decoder_queue"], encoded._TapQueue)
+    assert isinstance(receiver.__dict__["_RTCRtpReceiver__decoder_queue"], encoded.Tap)
     del receiver.__dict__["_RTCRtpReceiver__decoder_queue"]
     with pytest.raises(seams.SeamError, match="_RTCRtpReceiver__decoder_queue"):
         encoded.tap_receiver(receiver)

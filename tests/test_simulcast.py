@@ -21,6 +21,7 @@ from playwright.async_api import async_playwright
 
 from media import seams
 from media.bandwidth import BandwidthReport
+from media.encoded import EncodedFrame
 from media.room import FIRST_REPORTS_S, PublishedTrack, Relay
 from media.transport import create_peer_connection
 from tests.conftest import launch_chromium
@@ -69,12 +70,13 @@ class KeyframeSizes:
 
     def track_ended(self, track: PublishedTrack) -> None: ...
 
-    def packet(self, track: PublishedTrack, packet: av.Packet[Any], arrival: float) -> None:
+    def frame(self, track: PublishedTrack, frame: EncodedFrame, arrival: float) -> None:
         if track.kind != "video":
             return
         self.frames += 1
-        if packet.is_keyframe:
-            self.sizes += [(f.width, f.height) for f in self._decoder.decode(packet)]
+        if frame.is_keyframe:
+            decoded = self._decoder.decode(av.Packet(frame.data))
+            self.sizes += [(f.width, f.height) for f in decoded]
 
 
 async def _until(predicate: Any, within: float, what: str) -> None:
