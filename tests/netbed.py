@@ -43,9 +43,11 @@ SAMPLER = """() => {
   const R = { gen: 0, pc: null, last: new Map(), lastFrameAt: null, frameTicks: [], win: null,
               pub: null, pubGen: 0, limits: { none: 0, cpu: 0, bandwidth: 0, other: 0 },
               tot: { frames: 0, videoBytes: 0, freezes: 0, freezeS: 0, lost: 0, received: 0,
-                     concealed: 0, samples: 0 } };
+                     concealed: 0, samples: 0, framesReceived: 0, framesDropped: 0, nacks: 0,
+                     plis: 0 } };
   const FIELDS = ["framesDecoded", "bytesReceived", "freezeCount", "totalFreezesDuration",
-                  "packetsLost", "packetsReceived", "concealedSamples", "totalSamplesReceived"];
+                  "packetsLost", "packetsReceived", "concealedSamples", "totalSamplesReceived",
+                  "framesReceived", "framesDropped", "nackCount", "pliCount"];
   let busy = false;
   async function sending() {  // why this page's own camera encoder held back, in seconds
     const pub = window.vrCall && window.vrCall.publisher;
@@ -83,6 +85,10 @@ SAMPLER = """() => {
           R.tot.videoBytes += d("bytesReceived");
           R.tot.freezes += d("freezeCount");
           R.tot.freezeS += d("totalFreezesDuration");
+          R.tot.framesReceived += d("framesReceived");
+          R.tot.framesDropped += d("framesDropped");
+          R.tot.nacks += d("nackCount");
+          R.tot.plis += d("pliCount");
           if (d("framesDecoded") > 0) height = Math.max(height, s.frameHeight || 0);
         } else if (s.kind === "audio") {
           R.tot.concealed += d("concealedSamples");
@@ -146,6 +152,12 @@ class Received:
     # CPU or its bandwidth estimate (outbound-rtp qualityLimitationDurations of the other page)
     sender_cpu_limited_pct: float = 0.0
     sender_bandwidth_limited_pct: float = 0.0
+    # where frames that were not decoded went: complete frames received, frames the receiver
+    # dropped, and the NACKs and keyframe requests (PLI) it sent (inbound-rtp, video)
+    frames_received: int = 0
+    frames_dropped: int = 0
+    nacks_sent: int = 0
+    plis_sent: int = 0
 
     def figures(self) -> dict[str, float | int]:
         """The benchmark's fields, rounded."""
@@ -176,6 +188,10 @@ def read_window(page: Any, sender: Any = None) -> Received:
         freezes_s=float(r["freezeS"]),
         sender_cpu_limited_pct=min(100.0, 100 * limits.get("cpu", 0) / seconds),
         sender_bandwidth_limited_pct=min(100.0, 100 * limits.get("bandwidth", 0) / seconds),
+        frames_received=int(r["framesReceived"]),
+        frames_dropped=int(r["framesDropped"]),
+        nacks_sent=int(r["nacks"]),
+        plis_sent=int(r["plis"]),
     )
 
 
