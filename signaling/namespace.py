@@ -210,7 +210,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.enter_room(sid, session_room(staff.session_id))
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        await self._remove(sid, CloseReason.disconnected)
+        # engine.io's reason (ping timeout, transport close, client disconnect…) goes to the
+        # log only, for IT staff telling a starved or unreachable browser from a closed page
+        await self._remove(sid, CloseReason.disconnected, cause=str(reason or ""))
         self._staff.pop(sid, None)
         self._buckets.pop(sid, None)
 
@@ -657,7 +659,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if room.visit_id in self.rooms:
                 await self._close_room(room.visit_id)
 
-    async def _remove(self, sid: str, reason: CloseReason, announce: bool = True) -> None:
+    async def _remove(
+        self, sid: str, reason: CloseReason, announce: bool = True, cause: str = ""
+    ) -> None:
         where = self._where.pop(sid, None)
         if where is None:
             return
@@ -670,7 +674,12 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self.leave_room(sid, self.call_room(room.visit_id))
         await self.leave_room(sid, self.staff_room(room.visit_id))
         log.info(
-            "visit %s: %s (%s) left: %s", room.visit_id, me.id, me.identity.role.value, reason.value
+            "visit %s: %s (%s) left: %s%s",
+            room.visit_id,
+            me.id,
+            me.identity.role.value,
+            reason.value,
+            f" ({cause})" if cause else "",
         )
         if me.admitted:
             await self.gateway.room_event(room.visit_id, "left", me.identity, reason=reason.value)

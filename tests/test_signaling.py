@@ -33,7 +33,10 @@ async def _state(settings: Settings, visit_id: str) -> VisitState:
 
 
 async def test_lobby_admit_invite_refuse_rejoin_end(
-    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+    make_client: MakeClient,
+    visit: dict[str, Any],
+    migrated: Settings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     staff = await make_client()
     await login(staff, "judge_a")
@@ -85,9 +88,15 @@ async def test_lobby_admit_invite_refuse_rejoin_end(
     assert muted["audio"] is False and muted["participant_id"] == ans["participant_id"]
 
     # a dropped petitioner rejoins with the token: same identity, new id, straight in
-    await petitioner.close()
-    left = await judge.next("participant_left")
+    with caplog.at_level("INFO", logger="vreception.signaling"):
+        await petitioner.close()
+        left = await judge.next("participant_left")
     assert left["reason"] == "disconnected"
+    # the log says why the connection ended (here its socket was closed, as when a tab is;
+    # a starved or unreachable browser reads "ping timeout")
+    assert f"{ans['participant_id']} (petitioner) left: disconnected (transport close)" in [
+        r.getMessage().partition(": ")[2] for r in caplog.records
+    ]
     again = await Peer().connect(staff)
     back = await again.call("join", {"v": 1, "visit_id": visit["id"], "rejoin": ans["rejoin"]})
     assert back["ok"] and back["admitted"] and back["participant_id"] != ans["participant_id"]
