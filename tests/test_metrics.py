@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from aiortc.rtp import is_rtcp
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
@@ -37,7 +37,7 @@ from tests.media_fixtures import publish_av
 from tests.visits import Peer, _cookie
 from web.app import create_app
 from web.keys import DB, REDIS
-from web.metrics import SNAPSHOT_KEY, ServerCollector, Snapshot, refresh
+from web.metrics import LAG_BUCKETS, SNAPSHOT_KEY, LoopLag, ServerCollector, Snapshot, refresh
 
 MONITORING = ROOT / "config" / "monitoring"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -155,6 +155,7 @@ async def test_a_visit_with_media_moves_the_metrics_the_rules_and_dashboard_use(
     assert value(live, "vreception_room_packets_total", room=visit["id"], direction="in") > 0
     assert value(live, "vreception_room_packets_total", room=visit["id"], direction="out") > 0
     assert value(live, "process_cpu_seconds_total") > 0
+    assert value(live, "vreception_event_loop_lag_seconds_count") > 0  # measured from the start
 
     async def written() -> bool:
         return value(await scrape(staff), "vreception_recording_bytes_written_total") > 0
@@ -375,6 +376,7 @@ def test_the_alert_rules_parse_and_cover_what_operators_are_alerted_on() -> None
         "vreception_recordings_disk_free_ratio",  # disk below 10 %
         "vreception_pipeline_oldest_pending_seconds",  # pipeline stuck
         "process_cpu_seconds_total",  # relay CPU high
+        "vreception_event_loop_lag_seconds_bucket",  # the event loop held up
     ):
         assert needed in covered, needed
     assert "< 0.10" in alerts["VreceptionRecordingsDiskLow"]["expr"]
@@ -388,3 +390,23 @@ def test_the_alert_rules_parse_and_cover_what_operators_are_alerted_on() -> None
         check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_held_up_event_loop_is_measured_and_a_stall_of_a_second_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = CollectorRegistry()
+    lag = LoopLag(
+        Histogram("vreception_event_loop_lag_seconds", "", buckets=LAG_BUCKETS, registry=registry)
+    )
+    with caplog.at_level("WARNING", logger="vreception.web"):
+        for seconds in (0.002, 0.3, -0.001, 1.6):  # a timer cannot run early: counted as 0
+            lag.observe(seconds)
+    name = "vreception_event_loop_lag_seconds"
+    assert registry.get_sample_value(f"{name}_count") == 4
+    assert registry.get_sample_value(f"{name}_bucket", {"le": "0.005"}) == 2
+    assert registry.get_sample_value(f"{name}_bucket", {"le": "1.0"}) == 3  # one stall past 1 s
+    assert registry.get_sample_value(f"{name}_sum") == pytest.approx(1.902)
+    assert [r.getMessage() for r in caplog.records] == [
+        "event loop held up 1.6 s: signaling, media and pages all waited"
+    ]

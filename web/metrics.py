@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -48,6 +48,38 @@ PENDING = (RecordingState.queued, RecordingState.processing)
 LOGIN_FAILURE_REASONS = ("bad_credentials", "inactive", "blocked")
 
 LOGIN_FAILURES = web.AppKey("metric_login_failures", Counter)
+
+# The event loop carries the signaling, the relay's media and every page request: how late
+# it wakes is how long all of them waited. Pages say 连接中断 after 1.5 s without a ping.
+LAG_INTERVAL_S = 0.25
+LAG_WARN_S = 1.0
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class LoopLag:
+    """Measures how late the event loop runs a timer (every ``LAG_INTERVAL_S``): each
+    delay goes to the ``vreception_event_loop_lag_seconds`` histogram, and one of
+    ``LAG_WARN_S`` or more is logged (what held the loop: too many visits on one node,
+    or a blocking call)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+
+    def observe(self, lag: float) -> None:
+        lag = max(0.0, lag)
+        self.histogram.observe(lag)
+        if lag >= LAG_WARN_S:
+            log.warning("event loop held up %.1f s: signaling, media and pages all waited", lag)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_INTERVAL_S
+            await asyncio.sleep(LAG_INTERVAL_S)
+            self.observe(loop.time() - due)
+
+
+LOOP_LAG = web.AppKey("metric_loop_lag", LoopLag)
 
 
 def count_login_failure(app: web.Application, reason: str) -> None:
@@ -124,11 +156,16 @@ async def _refresher(app: web.Application) -> AsyncIterator[None]:
             await refresh(snapshot, app[DB], recordings, app[REDIS])
             await asyncio.sleep(REFRESH_SECONDS)
 
-    task = asyncio.create_task(loop(), name="metrics-refresh")
+    tasks = [
+        asyncio.create_task(loop(), name="metrics-refresh"),
+        asyncio.create_task(app[LOOP_LAG].run(), name="metrics-loop-lag"),
+    ]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _legs(name: str, doc: str, inbound: int, outbound: int) -> CounterMetricFamily:
@@ -355,6 +392,15 @@ def install(
     )
     for reason in LOGIN_FAILURE_REASONS:
         app[LOGIN_FAILURES].labels(reason)  # every series exists from the start (at 0)
+    app[LOOP_LAG] = LoopLag(
+        Histogram(
+            "vreception_event_loop_lag_seconds",
+            "How late the server's event loop ran a timer (signaling, media and pages wait "
+            "as long)",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+    )
     app[SNAPSHOT_KEY] = Snapshot()
     registry.register(ServerCollector(app, relay, sink))
     app.cleanup_ctx.append(_refresher)
