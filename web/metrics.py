@@ -65,18 +65,24 @@ class LoopLag:
     def __init__(self, histogram: Histogram) -> None:
         self.histogram = histogram
 
-    def observe(self, lag: float) -> None:
+    def observe(self, lag: float, cpu: float | None = None) -> None:
+        """One timer ``lag`` seconds late; ``cpu``: the loop's own CPU seconds meanwhile
+        (near the lag: its own work held it; far below: the machine did not run it)."""
         lag = max(0.0, lag)
         self.histogram.observe(lag)
         if lag >= LAG_WARN_S:
-            log.warning("event loop held up %.1f s: signaling, media and pages all waited", lag)
+            log.warning(
+                "event loop held up %.1f s%s: signaling, media and pages all waited",
+                lag,
+                "" if cpu is None else f" (its own CPU meanwhile: {cpu:.1f} s)",
+            )
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            due = loop.time() + LAG_INTERVAL_S
+            due, cpu = loop.time() + LAG_INTERVAL_S, time.thread_time()
             await asyncio.sleep(LAG_INTERVAL_S)
-            self.observe(loop.time() - due)
+            self.observe(loop.time() - due, time.thread_time() - cpu)
 
 
 LOOP_LAG = web.AppKey("metric_loop_lag", LoopLag)
