@@ -77,13 +77,6 @@ class EncodedFrame:
     def __init__(self, data: bytes, pts: int, is_keyframe: bool) -> None:
         self.data, self.pts, self.is_keyframe = data, pts, is_keyframe
 
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    def __bytes__(self) -> bytes:
-        return self.data
-
 
 Deliver = Callable[[EncodedFrame], None]
 
@@ -93,6 +86,8 @@ class Tap(queue.Queue[Any]):
     the receiver's RTP handling, on the event loop): a frame goes to ``deliver`` there and
     then, or, without one, onto the receiver's track as an ``av.Packet``. The stop sentinel
     still reaches the (idle) decoder thread, which ends the track."""
+
+    HOLD_MAX = 300  # frames held before attach(): a negotiation never takes 10 s of video
 
     def __init__(self, receiver: RTCRtpReceiver, hold: bool = False) -> None:
         super().__init__()
@@ -124,7 +119,7 @@ class Tap(queue.Queue[Any]):
         encoded = EncodedFrame(data, frame.timestamp, is_keyframe(self._name, data))
         if deliver is not None:
             deliver(encoded)
-        elif self._held is not None:
+        elif self._held is not None and len(self._held) < self.HOLD_MAX:
             self._held.append(encoded)
 
 

@@ -115,6 +115,13 @@ def test_a_tap_hands_frames_on_as_assembled_and_holds_them_until_attached() -> N
     tap.put(None)  # the stop sentinel still goes to the decoder thread, which ends the track
     assert tap.get_nowait() is None
 
+    flooded = tap_receiver(receiver(), hold=True)  # held frames are bounded
+    for n in range(flooded.HOLD_MAX + 5):
+        flooded.put((codec, frame(delta, n)))
+    kept: list[int] = []
+    flooded.attach(lambda f: kept.append(f.pts))
+    assert kept == list(range(flooded.HOLD_MAX))
+
     plain_receiver = receiver()
     tap_receiver(plain_receiver).put((codec, frame(key, 2000)))  # no function: the track
     packet = seams.track_queue(plain_receiver).get_nowait()
