@@ -402,6 +402,32 @@ async def test_media_ports_stay_inside_the_configured_range() -> None:
         use_port_range(None)
 
 
+async def test_a_drained_socket_reads_the_largest_datagram_whole_with_a_64_kib_buffer() -> None:
+    """The draining reader asks for 64 KiB, not asyncio's 256 KiB (whose allocation costs
+    an mmap per datagram), and that still holds the largest UDP payload."""
+    loop = asyncio.get_running_loop()
+    got: list[bytes] = []
+
+    class Keep(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            got.append(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Keep, local_addr=("127.0.0.1", 0))
+    assert seams.drain_transport(transport)
+    assert seams.READ_SIZE == 65536 < getattr(transport, "max_size", 0)
+    largest = bytes(range(256)) * 255 + bytes(range(227))  # 65,507 bytes
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.sendto(largest, transport.get_extra_info("sockname"))
+    sender.sendto(b"\x80next", transport.get_extra_info("sockname"))
+    deadline = loop.time() + 10
+    while len(got) < 2:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.01)
+    assert got == [largest, b"\x80next"]
+    sender.close()
+    transport.close()
+
+
 async def test_a_drained_socket_reads_every_queued_datagram_in_one_wake_up() -> None:
     """asyncio reads one datagram per event-loop iteration; the relay's sockets read all
     that is queued (up to seams.DRAIN_LIMIT) in one."""
