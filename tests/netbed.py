@@ -42,6 +42,7 @@ SAMPLER = """() => {
   if (window.__vrRecv) return;
   const R = { gen: 0, pc: null, last: new Map(), lastFrameAt: null, frameTicks: [], win: null,
               pub: null, pubGen: 0, limits: { none: 0, cpu: 0, bandwidth: 0, other: 0 },
+              out: { encoded: 0, sent: 0 },
               tot: { frames: 0, videoBytes: 0, freezes: 0, freezeS: 0, lost: 0, received: 0,
                      concealed: 0, samples: 0, framesReceived: 0, framesDropped: 0, nacks: 0,
                      plis: 0 } };
@@ -60,7 +61,10 @@ SAMPLER = """() => {
       Object.keys(R.limits).forEach((k) => {
         R.limits[k] += Math.max(0, (s.qualityLimitationDurations[k] || 0) - (prev[k] || 0));
       });
-      R.last.set(key, { ...s.qualityLimitationDurations });
+      R.out.encoded += Math.max(0, (s.framesEncoded || 0) - (prev.framesEncoded || 0));
+      R.out.sent += Math.max(0, (s.framesSent || 0) - (prev.framesSent || 0));
+      R.last.set(key, { ...s.qualityLimitationDurations, framesEncoded: s.framesEncoded || 0,
+                        framesSent: s.framesSent || 0 });
     });
   }
   async function tick() {
@@ -112,7 +116,8 @@ SAMPLER = """() => {
     } finally { busy = false; }
   }
   R.start = () => {
-    R.win = { at: Date.now(), tot: { ...R.tot }, limits: { ...R.limits }, maxGap: 0, heights: [] };
+    R.win = { at: Date.now(), tot: { ...R.tot }, limits: { ...R.limits }, out: { ...R.out },
+              maxGap: 0, heights: [] };
   };
   R.read = () => {
     const w = R.win, now = Date.now();
@@ -121,8 +126,10 @@ SAMPLER = """() => {
     Object.keys(R.tot).forEach((k) => { delta[k] = R.tot[k] - w.tot[k]; });
     const limits = {};
     Object.keys(R.limits).forEach((k) => { limits[k] = R.limits[k] - w.limits[k]; });
+    const out = {};
+    Object.keys(R.out).forEach((k) => { out[k] = R.out[k] - w.out[k]; });
     return { seconds: (now - w.at) / 1000, maxGap: Math.max(w.maxGap, now - since) / 1000,
-             heights: w.heights, limits, ...delta };
+             heights: w.heights, limits, out, ...delta };
   };
   R.firstFrameAfter = (t) => { const at = R.frameTicks.find((x) => x > t); return at ?? null; };
   R.lastFrameBefore = (t) => {
@@ -158,6 +165,9 @@ class Received:
     frames_dropped: int = 0
     nacks_sent: int = 0
     plis_sent: int = 0
+    # the frames the sending page's camera encoder produced and sent in the same window
+    sender_frames_encoded: int = 0
+    sender_frames_sent: int = 0
 
     def figures(self) -> dict[str, float | int]:
         """The benchmark's fields, rounded."""
@@ -173,7 +183,8 @@ def read_window(page: Any, sender: Any = None) -> Received:
     camera it receives), why that page's encoder held back."""
     r = page.evaluate("() => window.__vrRecv.read()")
     seconds = max(float(r["seconds"]), 1e-3)
-    limits = sender.evaluate("() => window.__vrRecv.read().limits") if sender else {}
+    sent = sender.evaluate("() => window.__vrRecv.read()") if sender else {}
+    limits, out = sent.get("limits", {}), sent.get("out", {})
     heights = [int(h) for h in r["heights"] if h]
     return Received(
         seconds=seconds,
@@ -192,6 +203,8 @@ def read_window(page: Any, sender: Any = None) -> Received:
         frames_dropped=int(r["framesDropped"]),
         nacks_sent=int(r["nacks"]),
         plis_sent=int(r["plis"]),
+        sender_frames_encoded=int(out.get("encoded", 0)),
+        sender_frames_sent=int(out.get("sent", 0)),
     )
 
 
