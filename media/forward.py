@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.codecs import is_rtx
-from aiortc.rtp import RtpPacket, unwrap_rtx
+from aiortc.rtp import RtpPacket, unwrap_rtx, wrap_rtx
 
 from media import seams
 from media.bandwidth import REPORT_MAX_AGE_S, BandwidthReport
@@ -335,6 +335,7 @@ class ForwardTrack(MediaStreamTrack):
         self.clock_rate = clock_rate
         self.request_keyframe = request_keyframe
         self.forwarded = 0  # frames sent (video: packets with the marker bit; audio: packets)
+        self.frame_ends_repeated = 0  # last packets of frames sent twice (a lossy link)
         # the subscriber's latest REMB for its connection, and who is told of a new one
         self.bandwidth: BandwidthReport | None = None
         # the subscriber's latest receiver report: the share it lost, and when (monotonic)
@@ -530,6 +531,52 @@ class ForwardTrack(MediaStreamTrack):
             rtt is not None and now - rtt[1] <= REPORT_MAX_AGE_S and rtt[0] >= QUEUED_RTT_S
         )
 
+    # On a link that loses packets, the last packet of each video frame is sent twice: the
+    # second time at once, on the retransmission stream. A browser learns that a frame's
+    # last packet is missing only when the next frame begins (33 ms later at 30 fps); its
+    # NACK comes then, and the frame repaired after the next one was complete is given up
+    # whenever the next one does not depend on it (a higher temporal layer). At 5 % loss
+    # the petitioner's browser completed 561-574 of the judge's 594 frames while the relay
+    # repaired 90 of the 97 packets lost, 39 of them frame ends asked for 28-67 ms late.
+    FRAME_END_LOSS = 0.01
+
+    def repeats_frame_ends(self, now: float) -> bool:
+        """Whether the subscriber's latest report (at most ``REPORT_MAX_AGE_S`` old) shows
+        ``FRAME_END_LOSS`` lost, with no queue standing (an overflowing link gets nothing
+        more to carry)."""
+        loss = self.loss
+        return (
+            loss is not None
+            and now - loss[1] <= REPORT_MAX_AGE_S
+            and loss[0] >= self.FRAME_END_LOSS
+            and not self.queued()
+        )
+
+    async def _send_again(self, data: bytes, wire: seams.SenderWire) -> None:
+        """Send the packet ``data`` (as sent a moment ago) again as RTX, with a transport-wide
+        number of its own. Not from the retransmission budget: that is for the NACKs, and
+        these copies (about 30 a second) used it up and left the NACKs unanswered."""
+        assert wire.rtx is not None
+        transport = self.transport
+        ssrc, payload_type = wire.rtx
+        packet = wrap_rtx(
+            RtpPacket.parse(data, wire.extensions),
+            payload_type=payload_type,
+            sequence_number=wire.next_rtx_number(),
+            ssrc=ssrc,
+        )
+        number = None
+        if transport is not None and self._header.transport_number:
+            number = transport.take(len(data) + 2, self._new_stream)
+            packet.extensions.transport_sequence_number = number
+        try:
+            await wire.send_rtp(packet.serialize(wire.extensions))
+        except ConnectionError:
+            if transport is not None and number is not None:
+                transport.unsent(number)
+            return
+        self.frame_ends_repeated += 1
+
     def queued(self) -> bool:
         """The subscriber's transport-cc feedback shows a queue standing on its link: it
         is given all it carries (a padding probe ends there)."""
@@ -702,6 +749,9 @@ class ForwardTrack(MediaStreamTrack):
                 transport.unsent(number)
             return
         wire.sent(ntp, timestamp, len(packet.payload))
+        frame_end = packet.marker and self._video and wire.rtx is not None
+        if frame_end and self.repeats_frame_ends(time.monotonic()):
+            await self._send_again(data, wire)
         if packet.marker or not self._video:
             self.forwarded += 1
         self._frame_open = self._video and not packet.marker
