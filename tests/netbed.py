@@ -45,10 +45,11 @@ SAMPLER = """() => {
               out: { encoded: 0, sent: 0 },
               tot: { frames: 0, videoBytes: 0, freezes: 0, freezeS: 0, lost: 0, received: 0,
                      concealed: 0, samples: 0, framesReceived: 0, framesDropped: 0, nacks: 0,
-                     plis: 0 } };
+                     plis: 0, rtx: 0 } };
   const FIELDS = ["framesDecoded", "bytesReceived", "freezeCount", "totalFreezesDuration",
                   "packetsLost", "packetsReceived", "concealedSamples", "totalSamplesReceived",
-                  "framesReceived", "framesDropped", "nackCount", "pliCount"];
+                  "framesReceived", "framesDropped", "nackCount", "pliCount",
+                  "retransmittedPacketsReceived"];
   let busy = false;
   async function sending() {  // why this page's own camera encoder held back, in seconds
     const pub = window.vrCall && window.vrCall.publisher;
@@ -93,6 +94,7 @@ SAMPLER = """() => {
           R.tot.framesDropped += d("framesDropped");
           R.tot.nacks += d("nackCount");
           R.tot.plis += d("pliCount");
+          R.tot.rtx += d("retransmittedPacketsReceived");
           if (d("framesDecoded") > 0) height = Math.max(height, s.frameHeight || 0);
         } else if (s.kind === "audio") {
           R.tot.concealed += d("concealedSamples");
@@ -128,8 +130,11 @@ SAMPLER = """() => {
     Object.keys(R.limits).forEach((k) => { limits[k] = R.limits[k] - w.limits[k]; });
     const out = {};
     Object.keys(R.out).forEach((k) => { out[k] = R.out[k] - w.out[k]; });
+    // what the page's receivers hold back for repairs now (jitterBufferTarget, ms)
+    const sub = window.vrCall && window.vrCall.subscriber;
+    const hold = sub ? Math.max(0, ...sub.getReceivers().map((r) => r.jitterBufferTarget || 0)) : 0;
     return { seconds: (now - w.at) / 1000, maxGap: Math.max(w.maxGap, now - since) / 1000,
-             heights: w.heights, limits, out, ...delta };
+             heights: w.heights, limits, out, hold, ...delta };
   };
   R.firstFrameAfter = (t) => { const at = R.frameTicks.find((x) => x > t); return at ?? null; };
   R.lastFrameBefore = (t) => {
@@ -165,6 +170,9 @@ class Received:
     frames_dropped: int = 0
     nacks_sent: int = 0
     plis_sent: int = 0
+    retransmitted_received: int = 0  # video packets repaired by a retransmission (RTX)
+    # the media the page's receivers kept in hand at the window's end (jitterBufferTarget)
+    playout_hold_ms: float = 0.0
     # the frames the sending page's camera encoder produced and sent in the same window
     sender_frames_encoded: int = 0
     sender_frames_sent: int = 0
@@ -203,6 +211,8 @@ def read_window(page: Any, sender: Any = None) -> Received:
         frames_dropped=int(r["framesDropped"]),
         nacks_sent=int(r["nacks"]),
         plis_sent=int(r["plis"]),
+        retransmitted_received=int(r.get("rtx", 0)),
+        playout_hold_ms=float(r.get("hold", 0)),
         sender_frames_encoded=int(out.get("encoded", 0)),
         sender_frames_sent=int(out.get("sent", 0)),
     )

@@ -327,6 +327,17 @@ def test_5_percent_loss_keeps_85_percent_of_clean_frame_rate(
 
 @pytest.mark.browser
 @pytest.mark.parametrize("side", SIDES)
+def test_a_page_receiving_over_a_lossy_link_holds_media_for_late_repairs(
+    conditions: Conditions, side: str
+) -> None:
+    """A frame whose last packet was lost is repaired a frame late; played out at once, the
+    page had moved on and dropped it (web/static/call.js, REPAIR_HOLD_MS)."""
+    assert conditions.get("clean")[side].playout_hold_ms == 0
+    assert conditions.get("loss_5")[side].playout_hold_ms == 100
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("side", SIDES)
 def test_jitter_50_30_keeps_70_percent_of_clean_resolution_and_bitrate(
     conditions: Conditions, side: str
 ) -> None:

@@ -449,6 +449,22 @@
   }
   let counted = { lost: 0, received: 0 };
   let lastSample = null;
+  // On a downlink that loses packets, a frame repaired by retransmission comes a round trip
+  // late, and one whose last packet was lost a whole frame late (the loss shows only when
+  // the next frame begins): a receiver playing out at once has moved on to the next frame
+  // and gives the repaired one up. While the downlink loses packets, and for a while after,
+  // the receivers keep REPAIR_HOLD_MS of media in hand.
+  const REPAIR_HOLD_MS = 100, REPAIR_LOSS = 0.01, REPAIR_CALM_MS = 30000;
+  let lossyUntil = 0;
+  function holdForRepairs(downLoss) {
+    const now = Date.now();
+    if (downLoss >= REPAIR_LOSS) lossyUntil = now + REPAIR_CALM_MS;
+    const target = now < lossyUntil ? REPAIR_HOLD_MS : null;
+    if (!subscriber) return;
+    for (const r of subscriber.getReceivers()) {
+      if ("jitterBufferTarget" in r && r.jitterBufferTarget !== target) r.jitterBufferTarget = target;
+    }
+  }
   async function measure() {
     const pc = observing ? subscriber : publisher; // an observer sends nothing: no bitrate to weigh
     if (!pc || pc.connectionState !== "connected") return { rtt: Infinity, loss: 1, bitrate: 0 };
@@ -466,6 +482,7 @@
     const dl = lost - counted.lost, dr = received - counted.received;
     counted = { lost, received };
     const downLoss = dl > 0 && dr >= 0 ? dl / (dl + dr) : 0;
+    holdForRepairs(downLoss);
     return { rtt: rtt ?? 0, loss: Math.max(upLoss, downLoss), bitrate: bitrate ?? Infinity };
   }
   async function drawNetwork() {
