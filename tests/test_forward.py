@@ -464,9 +464,12 @@ def test_the_cached_h264_keyframe_keeps_its_sps() -> None:
     assert [p.payload for p in cache.recent(SECOND)] == [sps_pps, idr_start, idr_end]
 
 
-async def test_packets_and_padding_to_a_subscriber_carry_one_transport_wide_sequence() -> None:
+async def _sending_video_with_rtx(
+    first_rtx: int,
+) -> tuple[TransportFeedback, FakeWire, ForwardTrack]:
+    """A VP8 copy sending on a wire with transport-cc and RTX (numbered from ``first_rtx``)."""
     transport = TransportFeedback()
-    numbers = iter(range(1, 100))
+    numbers = iter(range(first_rtx, first_rtx + 100))
     fake = FakeWire(
         _negotiated(MID, ABS_SEND_TIME, seams.TRANSPORT_CC_URI),
         rtx=(0xABCD, 97),
@@ -474,6 +477,11 @@ async def test_packets_and_padding_to_a_subscriber_carry_one_transport_wide_sequ
     )
     video = ForwardTrack("video", "vp8", 90000, lambda ssrc=None: None, transport=transport)
     await video.start_sending(fake.wire, 96, "1")
+    return transport, fake, video
+
+
+async def test_packets_and_padding_to_a_subscriber_carry_one_transport_wide_sequence() -> None:
+    transport, fake, video = await _sending_video_with_rtx(first_rtx=1)
     await video.forward(_packet(7, 1, 0, _vp8(True), marker=1), ntp_now(), 0)
     await video.forward(_packet(7, 2, 3000, _vp8(False), marker=1), ntp_now(), 0)
     video.pad(1_000_000)
@@ -559,15 +567,7 @@ async def test_the_keyframe_a_source_began_with_is_resent_outside_the_budget() -
 async def test_on_a_lossy_link_each_video_frames_last_packet_is_sent_again_as_rtx() -> None:
     """A browser learns of a lost last packet only when the next frame begins, and gave up
     frames repaired that late: at 5 % loss the petitioner's received 561-574 of 594."""
-    transport = TransportFeedback()
-    numbers = iter(range(500, 600))
-    fake = FakeWire(
-        _negotiated(MID, ABS_SEND_TIME, seams.TRANSPORT_CC_URI),
-        rtx=(0xABCD, 97),
-        next_rtx_number=lambda: next(numbers),
-    )
-    video = ForwardTrack("video", "vp8", 90000, lambda ssrc=None: None, transport=transport)
-    await video.start_sending(fake.wire, 96, "1")
+    transport, fake, video = await _sending_video_with_rtx(first_rtx=500)
 
     async def frame(seq: int, ts: int, key: bool = False) -> list[RtpPacket]:
         first = len(fake.sent)
