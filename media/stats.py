@@ -38,6 +38,7 @@ class Traffic:
     keyframes_out: int = 0  # keyframe requests (PLI/FIR) subscribers sent to the relay
     layer_switches: int = 0  # simulcast: subscribers' copies moved to another layer
     padding_bytes_out: int = 0  # simulcast: padding sent to subscribers to probe their links
+    frame_ends_repeated: int = 0  # video frames' last packets sent twice on lossy links
 
     def add(self, other: Traffic) -> None:
         for name in _FIELDS:
@@ -69,6 +70,7 @@ def sender_traffic(sender: RTCRtpSender, into: Traffic) -> None:
     into.frames_out += int(getattr(sender.track, "forwarded", 0))
     into.layer_switches += int(getattr(sender.track, "switches", 0))
     into.padding_bytes_out += int(getattr(sender.track, "padding_sent", 0))
+    into.frame_ends_repeated += int(getattr(sender.track, "frame_ends_repeated", 0))
     remote = seams.sender_stats(sender).get(f"remote-inbound-rtp_{id(sender)}")
     if remote is not None:
         into.lost_out += max(0, int(remote.packetsLost))

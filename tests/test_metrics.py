@@ -152,6 +152,7 @@ async def test_a_visit_with_media_moves_the_metrics_the_rules_and_dashboard_use(
     # one layer published here (aiortc peers): no layer switched, no link probed
     assert value(live, "vreception_relay_layer_switches_total") == 0
     assert value(live, "vreception_relay_probe_padding_bytes_total") == 0
+    assert value(live, "vreception_relay_frame_ends_repeated_total") == 0  # no loss here
     assert value(live, "vreception_room_packets_total", room=visit["id"], direction="in") > 0
     assert value(live, "vreception_room_packets_total", room=visit["id"], direction="out") > 0
     assert value(live, "process_cpu_seconds_total") > 0

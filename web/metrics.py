@@ -291,6 +291,12 @@ class ServerCollector(Collector):
             "Simulcast: padding sent to subscribers to probe whether their link takes more",
             t.padding_bytes_out,
         )
+        yield CounterMetricFamily(
+            "vreception_relay_frame_ends_repeated",
+            "Video frames whose last packet was sent twice (RTX, at once) to a subscriber "
+            "whose link loses packets",
+            t.frame_ends_repeated,
+        )
 
     def _recorder(self) -> Iterator[Metric]:
         sink = self.sink
