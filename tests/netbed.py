@@ -133,8 +133,9 @@ SAMPLER = """() => {
     // what the page's receivers hold back for repairs now (jitterBufferTarget, ms)
     const sub = window.vrCall && window.vrCall.subscriber;
     const hold = sub ? Math.max(0, ...sub.getReceivers().map((r) => r.jitterBufferTarget || 0)) : 0;
+    const level = (window.vrCall && window.vrCall.network && window.vrCall.network.level) || "";
     return { seconds: (now - w.at) / 1000, maxGap: Math.max(w.maxGap, now - since) / 1000,
-             heights: w.heights, limits, out, hold, ...delta };
+             heights: w.heights, limits, out, hold, level, ...delta };
   };
   R.firstFrameAfter = (t) => { const at = R.frameTicks.find((x) => x > t); return at ?? null; };
   R.lastFrameBefore = (t) => {
@@ -173,11 +174,12 @@ class Received:
     retransmitted_received: int = 0  # video packets repaired by a retransmission (RTX)
     # the media the page's receivers kept in hand at the window's end (jitterBufferTarget)
     playout_hold_ms: float = 0.0
+    network_level: str = ""  # the page's own network hint then: good, fair or poor
     # the frames the sending page's camera encoder produced and sent in the same window
     sender_frames_encoded: int = 0
     sender_frames_sent: int = 0
 
-    def figures(self) -> dict[str, float | int]:
+    def figures(self) -> dict[str, float | int | str]:
         """The benchmark's fields, rounded."""
         return {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
@@ -213,6 +215,7 @@ def read_window(page: Any, sender: Any = None) -> Received:
         plis_sent=int(r["plis"]),
         retransmitted_received=int(r.get("rtx", 0)),
         playout_hold_ms=float(r.get("hold", 0)),
+        network_level=str(r.get("level", "")),
         sender_frames_encoded=int(out.get("encoded", 0)),
         sender_frames_sent=int(out.get("sent", 0)),
     )

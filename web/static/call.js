@@ -192,6 +192,7 @@
 
   // A remote track becomes a tile (video) or a hidden <audio>, named for its media section.
   function attach(pc, ev) {
+    trackArrivedAt = Date.now();
     const t = (pc.offered && pc.offered.get(ev.transceiver.mid)) || { source: ev.track.kind === "audio" ? "microphone" : "camera" };
     const mid = ev.transceiver.mid || "";
     for (const old of document.querySelectorAll(`.remote[data-mid="${CSS.escape(mid)}"]`)) removeRemote(old);
@@ -447,18 +448,20 @@
     if (rtt > 0.25 || loss > 0.02 || bitrate < 250e3) return "fair";
     return "good";
   }
-  let counted = { lost: 0, received: 0 };
+  let counted = { lost: 0, received: 0, upLost: 0, upSent: 0 };
   let lastSample = null;
   // On a downlink that loses packets, a frame repaired by retransmission comes a round trip
   // late, and one whose last packet was lost a whole frame late (the loss shows only when
   // the next frame begins): a receiver playing out at once has moved on to the next frame
   // and gives the repaired one up. While the downlink loses packets, and for a while after,
   // the receivers keep REPAIR_HOLD_MS of media in hand.
-  const REPAIR_HOLD_MS = 100, REPAIR_LOSS = 0.01, REPAIR_CALM_MS = 30000;
-  let lossyUntil = 0;
+  // A stream's first packets, dropped while the browser sets it up, count as lost: losses in
+  // the first REPAIR_GRACE_MS after a track arrives are no sign of the link.
+  const REPAIR_HOLD_MS = 100, REPAIR_LOSS = 0.01, REPAIR_CALM_MS = 30000, REPAIR_GRACE_MS = 5000;
+  let lossyUntil = 0, trackArrivedAt = 0;
   function holdForRepairs(downLoss) {
     const now = Date.now();
-    if (downLoss >= REPAIR_LOSS) lossyUntil = now + REPAIR_CALM_MS;
+    if (downLoss >= REPAIR_LOSS && now - trackArrivedAt > REPAIR_GRACE_MS) lossyUntil = now + REPAIR_CALM_MS;
     const target = now < lossyUntil ? REPAIR_HOLD_MS : null;
     if (!subscriber) return;
     for (const r of subscriber.getReceivers()) {
@@ -468,20 +471,26 @@
   async function measure() {
     const pc = observing ? subscriber : publisher; // an observer sends nothing: no bitrate to weigh
     if (!pc || pc.connectionState !== "connected") return { rtt: Infinity, loss: 1, bitrate: 0 };
-    let rtt = null, bitrate = null, upLoss = 0, lost = 0, received = 0;
+    let rtt = null, bitrate = null, upLost = 0, upSent = 0, lost = 0, received = 0;
     (await pc.getStats()).forEach((s) => {
       if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
         if (s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
         if (s.availableOutgoingBitrate !== undefined && pc === publisher) bitrate = s.availableOutgoingBitrate;
       }
-      if (s.type === "remote-inbound-rtp" && s.fractionLost !== undefined) upLoss = Math.max(upLoss, s.fractionLost);
+      if (s.type === "remote-inbound-rtp") upLost += s.packetsLost || 0;
+      if (s.type === "outbound-rtp") upSent += s.packetsSent || 0;
     });
     if (subscriber) (await subscriber.getStats()).forEach((s) => {
       if (s.type === "inbound-rtp") { lost += s.packetsLost || 0; received += s.packetsReceived || 0; }
     });
     const dl = lost - counted.lost, dr = received - counted.received;
-    counted = { lost, received };
+    const ul = upLost - counted.upLost, us = upSent - counted.upSent;
+    counted = { lost, received, upLost, upSent };
     const downLoss = dl > 0 && dr >= 0 ? dl / (dl + dr) : 0;
+    // the relay's receiver reports, weighed by the packets sent since the last sample: the
+    // largest fractionLost of the streams (audio, each camera layer), each over about a
+    // second, overstated a steady 5 % loss, and a petitioner receiving 29 fps read 网络较差
+    const upLoss = ul > 0 && us > 0 ? Math.min(1, ul / us) : 0;
     holdForRepairs(downLoss);
     return { rtt: rtt ?? 0, loss: Math.max(upLoss, downLoss), bitrate: bitrate ?? Infinity };
   }
