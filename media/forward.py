@@ -557,7 +557,6 @@ class ForwardTrack(MediaStreamTrack):
         number of its own. Not from the retransmission budget: that is for the NACKs, and
         these copies (about 30 a second) used it up and left the NACKs unanswered."""
         assert wire.rtx is not None
-        transport = self.transport
         ssrc, payload_type = wire.rtx
         packet = wrap_rtx(
             RtpPacket.parse(data, wire.extensions),
@@ -565,17 +564,24 @@ class ForwardTrack(MediaStreamTrack):
             sequence_number=wire.next_rtx_number(),
             ssrc=ssrc,
         )
+        if await self._send_numbered(packet, wire, len(data) + 2):
+            self.frame_ends_repeated += 1
+
+    async def _send_numbered(self, packet: RtpPacket, wire: seams.SenderWire, size: int) -> bool:
+        """Send a packet the relay makes itself (padding, a copy), with the next transport-wide
+        number where negotiated; False when the connection is gone (the number not used)."""
+        transport = self.transport if self._header.transport_number else None
         number = None
-        if transport is not None and self._header.transport_number:
-            number = transport.take(len(data) + 2, self._new_stream)
+        if transport is not None:
+            number = transport.take(size, self._new_stream)
             packet.extensions.transport_sequence_number = number
         try:
             await wire.send_rtp(packet.serialize(wire.extensions))
         except ConnectionError:
             if transport is not None and number is not None:
                 transport.unsent(number)
-            return
-        self.frame_ends_repeated += 1
+            return False
+        return True
 
     def queued(self) -> bool:
         """The subscriber's transport-cc feedback shows a queue standing on its link: it
@@ -629,16 +635,8 @@ class ForwardTrack(MediaStreamTrack):
                     )
                     packet.extensions.mid = self._mid
                     packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
-                    transport = self.transport if self._header.transport_number else None
-                    if transport is not None:
-                        number = transport.take(12 + 16 + self.PAD_SIZE, self._new_stream)
-                        packet.extensions.transport_sequence_number = number
                     packet.padding_size = self.PAD_SIZE
-                    try:
-                        await wire.send_rtp(packet.serialize(wire.extensions))
-                    except ConnectionError:
-                        if transport is not None:
-                            transport.unsent(number)
+                    if not await self._send_numbered(packet, wire, 12 + 16 + self.PAD_SIZE):
                         return
                     self.padding_sent += self.PAD_SIZE
                 await asyncio.sleep(self.PAD_INTERVAL_S)
