@@ -219,7 +219,7 @@ def main() -> None:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
-    args.fanout = 0
+    args.fanout = args.participants = 0  # bench_relay.run_mode's load: two-party visits
     bench_relay.announce_addresses(["127.0.0.1"])
     log("pre-encoding media")
     media = bench_relay.pre_encode()

@@ -15,6 +15,8 @@ process, in the same run.
 --visits N   N two-party visits (each party publishes VP8 + Opus, subscribes to the other)
 --fanout K   one publisher, K subscribers (instead of --visits)
 --scenario two-party|fanout   the same choice by name (fanout: K defaults to 8)
+--scenario meeting   one meeting (视频约谈): N participants each publish VP8 + Opus and
+             subscribe to all the others (--participants N, default 9: the host and eight)
 --baseline transcode|janus|none   also run the same load, in the same run, through aiortc's
              decode/re-encode pipeline, or through Debian's Janus (VideoRoom plugin over its
              HTTP API on loopback; apt-get installs the ``janus`` package when missing, gcc
@@ -28,10 +30,11 @@ handed to the relay's forwarding → sent, SRTP-protected, to each subscriber), 
 (relay process), baseline_max_rss_mb, relay_cpu_pct_per_visit (relay_cpu_pct / visits; a
 fan-out is one visit), idle_rss_mb (the relay process up, nothing published),
 relay_mb_per_visit (its resident memory with every visit running, less idle_rss_mb, divided
-by visits; the target is ≤ 10), scenario, visits, fanout, seconds; with ``--baseline janus`` also
-janus_cpu_pct, janus_max_rss_mb (Janus process), janus_subscriber_fps_min,
-janus_first_frame_ms_p95 and ratio_janus (relay_cpu_pct / janus_cpu_pct; lower is better,
-≤ 1.0 is the target).
+by visits; the target is ≤ 10), scenario, visits, fanout, participants, seconds (a fan-out or a
+meeting counts as one visit; subscriber_fps_min is over every video each subscriber receives);
+with ``--baseline janus`` also janus_cpu_pct, janus_max_rss_mb (Janus process),
+janus_subscriber_fps_min, janus_first_frame_ms_p95 and ratio_janus (relay_cpu_pct /
+janus_cpu_pct; lower is better, ≤ 1.0 is the target).
 """
 
 from __future__ import annotations
@@ -317,6 +320,7 @@ class Subscriber:
         self.requested = 0.0
         self.first_video: float | None = None
         self.video_times: list[float] = []
+        self.track_times: dict[str, list[float]] = {}  # video track id → its frames' times
         self.tasks: list[asyncio.Task[None]] = []
         self.pc.on("track", self._on_track)
 
@@ -334,6 +338,7 @@ class Subscriber:
                     if self.first_video is None:
                         self.first_video = now
                     self.video_times.append(now)
+                    self.track_times.setdefault(track.id, []).append(now)
         except MediaStreamError:
             pass
 
@@ -372,7 +377,14 @@ class RelayBackend:
 
 
 async def run_load(
-    port: int, pid: int, visits: int, fanout: int, seconds: float, media: Any, janus: bool = False
+    port: int,
+    pid: int,
+    visits: int,
+    fanout: int,
+    seconds: float,
+    media: Any,
+    janus: bool = False,
+    participants: int = 0,
 ) -> dict[str, Any]:
     deltas, keys, audio = media
     pcs: list[RTCPeerConnection] = []
@@ -400,14 +412,19 @@ async def run_load(
             subscribers.append(sub)
 
         idle_rss = proc_rss_mb(pid, "VmRSS")  # the relay up, nothing published yet
-        if fanout:
+        if participants:
+            for k in range(participants):
+                await publish("m0", f"p{k}")
+        elif fanout:
             await publish("v0", "pub")
         else:
             for v in range(visits):
                 await publish(f"v{v}", "a")
                 await publish(f"v{v}", "b")
         await asyncio.sleep(2.5)  # publishers run: subscribers join mid-stream (needs a PLI)
-        if fanout:
+        if participants:
+            await asyncio.gather(*(subscribe("m0", f"p{k}") for k in range(participants)))
+        elif fanout:
             await asyncio.gather(*(subscribe("v0", f"s{k}") for k in range(fanout)))
         else:
             await asyncio.gather(
@@ -422,7 +439,11 @@ async def run_load(
         latencies = await backend.latencies()
         await backend.finish()
 
-    fps = [sum(1 for x in s.video_times if t0 <= x <= t1) / (t1 - t0) for s in subscribers]
+    fps = [
+        sum(1 for x in times if t0 <= x <= t1) / (t1 - t0)
+        for s in subscribers
+        for times in s.track_times.values()
+    ]
     first = [(s.first_video - s.requested) * 1000 for s in subscribers if s.first_video is not None]
     for pc in pcs + [s.pc for s in subscribers]:
         await pc.close()
@@ -664,7 +685,14 @@ def run_janus(args: argparse.Namespace, media: Any) -> dict[str, Any]:
             try:
                 return asyncio.run(
                     run_load(
-                        port, proc.pid, args.visits, args.fanout, args.seconds, media, janus=True
+                        port,
+                        proc.pid,
+                        args.visits,
+                        args.fanout,
+                        args.seconds,
+                        media,
+                        janus=True,
+                        participants=args.participants,
                     )
                 )
             except Exception:
@@ -715,7 +743,17 @@ def run_mode(
         if proc.stdout.readline().strip() != "ready":
             raise SystemExit("relay process did not start")
         log(f"{mode}: relay pid {proc.pid} on port {port}")
-        return asyncio.run(run_load(port, proc.pid, args.visits, args.fanout, args.seconds, media))
+        return asyncio.run(
+            run_load(
+                port,
+                proc.pid,
+                args.visits,
+                args.fanout,
+                args.seconds,
+                media,
+                participants=args.participants,
+            )
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -746,15 +784,27 @@ def main() -> None:
     parser.add_argument("--baseline", choices=("transcode", "janus", "none"), default="none")
     parser.add_argument(
         "--scenario",
-        choices=("two-party", "fanout"),
-        help="two-party visits (--visits) or one publisher to K subscribers (--fanout, default 8)",
+        choices=("two-party", "fanout", "meeting"),
+        help="two-party visits (--visits), one publisher to K subscribers (--fanout, default 8)"
+        " or one meeting of N participants (--participants, default 9)",
+    )
+    parser.add_argument(
+        "--participants", type=int, default=0, help="a meeting's participants (--scenario meeting)"
     )
     args = parser.parse_args()
     if args.scenario == "fanout" and not args.fanout:
         args.fanout = 8
+    if args.scenario == "meeting" and not args.participants:
+        args.participants = 9
+    if args.scenario in ("two-party", "fanout"):
+        args.participants = 0
     if args.scenario == "two-party":
         args.fanout = 0
-    if args.fanout:
+    if args.participants and args.participants < 2:
+        parser.error("--participants: a meeting has at least 2 participants")
+    if args.participants:
+        args.fanout = 0
+    if args.fanout or args.participants:
         args.visits = 1
     announce_addresses(["127.0.0.1"])
     log("pre-encoding media")
@@ -778,9 +828,10 @@ def main() -> None:
         "relay_mb_per_visit": round(
             (relay["loaded_rss_mb"] - relay["idle_rss_mb"]) / args.visits, 2
         ),
-        "scenario": "fanout" if args.fanout else "two-party",
-        "visits": 0 if args.fanout else args.visits,
+        "scenario": "meeting" if args.participants else "fanout" if args.fanout else "two-party",
+        "visits": 0 if args.fanout or args.participants else args.visits,
         "fanout": args.fanout,
+        "participants": args.participants,
         "seconds": args.seconds,
     }
     if args.baseline == "transcode":
