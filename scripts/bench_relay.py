@@ -377,15 +377,12 @@ class RelayBackend:
 
 
 async def run_load(
-    port: int,
-    pid: int,
-    visits: int,
-    fanout: int,
-    seconds: float,
-    media: Any,
-    janus: bool = False,
-    participants: int = 0,
+    port: int, pid: int, args: argparse.Namespace, media: Any, janus: bool = False
 ) -> dict[str, Any]:
+    """The load ``args`` name (visits, fanout, participants, seconds) against the relay or
+    Janus listening on ``port``; ``pid``: the process whose CPU and memory are read."""
+    visits, fanout, participants = args.visits, args.fanout, args.participants
+    seconds = args.seconds
     deltas, keys, audio = media
     pcs: list[RTCPeerConnection] = []
     videos: list[PacketVideo] = []
@@ -683,18 +680,7 @@ def run_janus(args: argparse.Namespace, media: Any) -> dict[str, Any]:
                     time.sleep(0.2)
             log(f"janus: pid {proc.pid} on port {port}")
             try:
-                return asyncio.run(
-                    run_load(
-                        port,
-                        proc.pid,
-                        args.visits,
-                        args.fanout,
-                        args.seconds,
-                        media,
-                        janus=True,
-                        participants=args.participants,
-                    )
-                )
+                return asyncio.run(run_load(port, proc.pid, args, media, janus=True))
             except Exception:
                 log("janus log tail:\n" + (folder / "janus.log").read_text()[-3000:])
                 raise
@@ -743,17 +729,7 @@ def run_mode(
         if proc.stdout.readline().strip() != "ready":
             raise SystemExit("relay process did not start")
         log(f"{mode}: relay pid {proc.pid} on port {port}")
-        return asyncio.run(
-            run_load(
-                port,
-                proc.pid,
-                args.visits,
-                args.fanout,
-                args.seconds,
-                media,
-                participants=args.participants,
-            )
-        )
+        return asyncio.run(run_load(port, proc.pid, args, media))
     finally:
         proc.terminate()
         proc.wait(timeout=20)
