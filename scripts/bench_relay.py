@@ -17,6 +17,9 @@ process, in the same run.
 --scenario two-party|fanout   the same choice by name (fanout: K defaults to 8)
 --scenario meeting   one meeting (视频约谈): N participants each publish VP8 + Opus and
              subscribe to all the others (--participants N, default 9: the host and eight)
+--repeat R   R rounds, each running the relay and then the baseline (default 1): the CPU
+             figures are means over the rounds, the frame rates and times pooled, and with
+             R > 1 each round's figure is printed too (*_runs)
 --baseline transcode|janus|none   also run the same load, in the same run, through aiortc's
              decode/re-encode pipeline, or through Debian's Janus (VideoRoom plugin over its
              HTTP API on loopback; apt-get installs the ``janus`` package when missing, gcc
@@ -30,8 +33,9 @@ handed to the relay's forwarding → sent, SRTP-protected, to each subscriber), 
 (relay process), baseline_max_rss_mb, relay_cpu_pct_per_visit (relay_cpu_pct / visits; a
 fan-out is one visit), idle_rss_mb (the relay process up, nothing published),
 relay_mb_per_visit (its resident memory with every visit running, less idle_rss_mb, divided
-by visits; the target is ≤ 10), scenario, visits, fanout, participants, seconds (a fan-out or a
-meeting counts as one visit; subscriber_fps_min is over every video each subscriber receives);
+by visits; the target is ≤ 10), scenario, visits, fanout, participants, seconds, repeat (a
+fan-out or a meeting counts as one visit; subscriber_fps_min is over every video each
+subscriber receives);
 with ``--baseline janus`` also janus_cpu_pct, janus_max_rss_mb (Janus process),
 janus_subscriber_fps_min, janus_first_frame_ms_p95 and ratio_janus (relay_cpu_pct /
 janus_cpu_pct; lower is better, ≤ 1.0 is the target).
@@ -705,6 +709,23 @@ def proc_rss_mb(pid: int, field: str = "VmHWM") -> float:
     return 0.0
 
 
+def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs of one system as one: CPU and memory averaged, frame rates, first-frame
+    times and latencies pooled, counts summed, the peak memory the largest."""
+    return {
+        "cpu_pct": statistics.fmean(r["cpu_pct"] for r in runs),
+        "cpu_pct_runs": [round(r["cpu_pct"], 2) for r in runs],
+        "fps": [x for r in runs for x in r["fps"]],
+        "first_ms": [x for r in runs for x in r["first_ms"]],
+        "latencies_ms": [x for r in runs for x in r["latencies_ms"]],
+        "keyframes_on_request": sum(r["keyframes_on_request"] for r in runs),
+        "never_started": sum(r["never_started"] for r in runs),
+        "max_rss_mb": max(r["max_rss_mb"] for r in runs),
+        "idle_rss_mb": statistics.fmean(r["idle_rss_mb"] for r in runs),
+        "loaded_rss_mb": statistics.fmean(r["loaded_rss_mb"] for r in runs),
+    }
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -757,6 +778,12 @@ def main() -> None:
     parser.add_argument("--visits", type=int, default=1, help="two-party visits")
     parser.add_argument("--fanout", type=int, default=0, help="one publisher, K subscribers")
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds, each running the relay then the baseline; CPU figures are their means",
+    )
     parser.add_argument("--baseline", choices=("transcode", "janus", "none"), default="none")
     parser.add_argument(
         "--scenario",
@@ -785,7 +812,16 @@ def main() -> None:
     announce_addresses(["127.0.0.1"])
     log("pre-encoding media")
     media = pre_encode()
-    relay = run_mode("forward", args, media)
+    if args.repeat < 1:
+        parser.error("--repeat: at least one round")
+    runs: dict[str, list[dict[str, Any]]] = {"forward": [], "transcode": [], "janus": []}
+    for _ in range(args.repeat):
+        runs["forward"].append(run_mode("forward", args, media))
+        if args.baseline == "transcode":
+            runs["transcode"].append(run_mode("transcode", args, media))
+        if args.baseline == "janus":
+            runs["janus"].append(run_janus(args, media))
+    relay = pooled(runs["forward"])
     result: dict[str, Any] = {
         "relay_cpu_pct": round(relay["cpu_pct"], 2),
         "baseline_cpu_pct": None,
@@ -809,9 +845,12 @@ def main() -> None:
         "fanout": args.fanout,
         "participants": args.participants,
         "seconds": args.seconds,
+        "repeat": args.repeat,
     }
+    if args.repeat > 1:
+        result["relay_cpu_pct_runs"] = relay["cpu_pct_runs"]
     if args.baseline == "transcode":
-        base = run_mode("transcode", args, media)
+        base = pooled(runs["transcode"])
         result["baseline_cpu_pct"] = round(base["cpu_pct"], 2)
         result["baseline_subscriber_fps_min"] = round(min(base["fps"]), 2) if base["fps"] else 0
         result["baseline_max_rss_mb"] = round(base["max_rss_mb"], 1)
@@ -819,7 +858,7 @@ def main() -> None:
             round(base["cpu_pct"] / relay["cpu_pct"], 2) if relay["cpu_pct"] > 0 else None
         )
     if args.baseline == "janus":
-        janus = run_janus(args, media)
+        janus = pooled(runs["janus"])
         result["janus_cpu_pct"] = round(janus["cpu_pct"], 2)
         result["janus_max_rss_mb"] = round(janus["max_rss_mb"], 1)
         result["janus_subscriber_fps_min"] = round(min(janus["fps"]), 2) if janus["fps"] else 0
@@ -827,6 +866,12 @@ def main() -> None:
         result["ratio_janus"] = (
             round(relay["cpu_pct"] / janus["cpu_pct"], 2) if janus["cpu_pct"] > 0 else None
         )
+        if args.repeat > 1:
+            result["janus_cpu_pct_runs"] = janus["cpu_pct_runs"]
+            result["ratio_janus_runs"] = [
+                round(r / j, 2) if j > 0 else None
+                for r, j in zip(relay["cpu_pct_runs"], janus["cpu_pct_runs"], strict=True)
+            ]
     print(json.dumps(result))
 
 
