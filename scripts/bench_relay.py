@@ -756,24 +756,9 @@ def run_mode(
         proc.wait(timeout=20)
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "_relay":
-        inner = argparse.ArgumentParser()
-        inner.add_argument("_relay")
-        inner.add_argument("--port", type=int, required=True)
-        inner.add_argument("--mode", choices=("forward", "transcode"), required=True)
-        inner.add_argument("--record")
-        a = inner.parse_args()
-        profile = os.environ.get("BENCH_PROFILE")  # a file: cProfile stats of the relay
-        if profile:
-            import cProfile
-
-            profiler = cProfile.Profile()
-            profiler.enable()
-
-            PROFILE_DUMPS.append(lambda: profiler.dump_stats(profile))
-        serve_relay(a.port, a.mode, a.record)
-        return
+def parse_load(argv: list[str]) -> argparse.Namespace:
+    """The command line as the load to run: a scenario's defaults filled in (fan-out: 8
+    subscribers; meeting: 9 participants), and a fan-out or a meeting counted as one visit."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--visits", type=int, default=1, help="two-party visits")
     parser.add_argument("--fanout", type=int, default=0, help="one publisher, K subscribers")
@@ -794,7 +779,7 @@ def main() -> None:
     parser.add_argument(
         "--participants", type=int, default=0, help="a meeting's participants (--scenario meeting)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.scenario == "fanout" and not args.fanout:
         args.fanout = 8
     if args.scenario == "meeting" and not args.participants:
@@ -809,11 +794,33 @@ def main() -> None:
         args.fanout = 0
     if args.fanout or args.participants:
         args.visits = 1
+    if args.repeat < 1:
+        parser.error("--repeat: at least one round")
+    return args
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_relay":
+        inner = argparse.ArgumentParser()
+        inner.add_argument("_relay")
+        inner.add_argument("--port", type=int, required=True)
+        inner.add_argument("--mode", choices=("forward", "transcode"), required=True)
+        inner.add_argument("--record")
+        a = inner.parse_args()
+        profile = os.environ.get("BENCH_PROFILE")  # a file: cProfile stats of the relay
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+
+            PROFILE_DUMPS.append(lambda: profiler.dump_stats(profile))
+        serve_relay(a.port, a.mode, a.record)
+        return
+    args = parse_load(sys.argv[1:])
     announce_addresses(["127.0.0.1"])
     log("pre-encoding media")
     media = pre_encode()
-    if args.repeat < 1:
-        parser.error("--repeat: at least one round")
     runs: dict[str, list[dict[str, Any]]] = {"forward": [], "transcode": [], "janus": []}
     for _ in range(args.repeat):
         runs["forward"].append(run_mode("forward", args, media))
