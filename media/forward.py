@@ -21,7 +21,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from struct import pack_into
 from typing import TYPE_CHECKING, Any
@@ -671,9 +671,19 @@ class ForwardTrack(MediaStreamTrack):
 
     async def forward(self, packet: RtpPacket, ntp: int, abs_send_time: int) -> None:
         """Send one of the publisher's packets (RTX already unwrapped) to this subscriber."""
+        rest = self.forward_now(packet, ntp, abs_send_time)
+        if rest is not None:
+            await rest
+
+    def forward_now(
+        self, packet: RtpPacket, ntp: int, abs_send_time: int
+    ) -> Coroutine[Any, Any, None] | None:
+        """:meth:`forward` as a plain call: the packet is sent when it returns, or the
+        returned coroutine (a send that has to wait, a frame end sent again) finishes it.
+        The publisher's packets go this way, once per packet and subscriber."""
         wire = self._wire
         if wire is None:
-            return
+            return None
         rebase = self._rebase
         restarted = False
         if packet.ssrc != rebase.source:
@@ -683,12 +693,12 @@ class ForwardTrack(MediaStreamTrack):
                     ceiling = self.layers.ceiling(self.shown_height)
                     wanted = self.wanted = self.layers.best(time.monotonic(), ceiling)
                 if wanted is None or packet.ssrc != wanted.ssrc:
-                    return  # another layer
+                    return None  # another layer
             if self._video and not starts_keyframe(self.codec, packet.payload):
                 # keep asking (rate-limited upstream): one request may have been collapsed
                 # with another subscriber's, and browsers send no periodic keyframes
                 self.ask_keyframe()
-                return
+                return None
             if rebase.source is not None:
                 self.switches += 1
             rebase.restart(packet, ntp)
@@ -699,11 +709,11 @@ class ForwardTrack(MediaStreamTrack):
                 self._pictures.restart(packet.payload)
         elif self._dropping is not None and not self._frame_open:
             if time.monotonic() - self._dropping <= self.DROP_MAX_S:
-                return  # the layer being left, between frames
+                return None  # the layer being left, between frames
             self._dropping = None  # no keyframe of the wanted layer came: go on
         mapped = rebase.map(packet, ntp)
         if mapped is None:
-            return
+            return None
         sequence_number, timestamp = mapped
         if restarted and self._video:
             self._key_timestamp = timestamp
@@ -735,24 +745,56 @@ class ForwardTrack(MediaStreamTrack):
             buf.append(packet.padding_size)
         at = header.transport_number
         transport = self.transport if at else None
+        number, unsent = 0, None
         if transport is not None:
-            number = transport.take(len(buf), self._new_stream)
+            number, unsent = transport.take(len(buf), self._new_stream), transport.unsent
             pack_into("!H", buf, at, number)
         data = bytes(buf)
         wire.history[sequence_number % wire.history_size] = data
+        if wire.send_now is None:
+            return self._send_then(packet, data, wire, ntp, timestamp, unsent, number)
         try:
-            await wire.send_rtp(data)
+            wire.send_now(data)
         except ConnectionError:
-            if transport is not None:
-                transport.unsent(number)
-            return
+            if unsent is not None:
+                unsent(number)
+            return None
+        return self._sent(packet, data, wire, ntp, timestamp)
+
+    def _sent(
+        self, packet: RtpPacket, data: bytes, wire: seams.SenderWire, ntp: int, timestamp: int
+    ) -> Coroutine[Any, Any, None] | None:
+        """Account a forwarded packet once sent; a coroutine when its copy is to follow."""
         wire.sent(ntp, timestamp, len(packet.payload))
+        again = None
         frame_end = packet.marker and self._video and wire.rtx is not None
         if frame_end and self.repeats_frame_ends(time.monotonic()):
-            await self._send_again(data, wire)
+            again = self._send_again(data, wire)
         if packet.marker or not self._video:
             self.forwarded += 1
         self._frame_open = self._video and not packet.marker
+        return again
+
+    async def _send_then(
+        self,
+        packet: RtpPacket,
+        data: bytes,
+        wire: seams.SenderWire,
+        ntp: int,
+        timestamp: int,
+        unsent: Callable[[int], None] | None,
+        number: int,
+    ) -> None:
+        """Send through the awaitable send, then account it as :meth:`_sent` does."""
+        try:
+            await wire.send_rtp(data)
+        except ConnectionError:
+            if unsent is not None:
+                unsent(number)
+            return
+        again = self._sent(packet, data, wire, ntp, timestamp)
+        if again is not None:
+            await again
 
 
 def forward_rtp(
@@ -806,7 +848,9 @@ def forward_rtp(
                     if forwards:
                         abs_send_time = (ntp >> 14) & 0x00FFFFFF
                         for forward in list(forwards.values()):
-                            await forward.forward(source, ntp, abs_send_time)
+                            rest = forward.forward_now(source, ntp, abs_send_time)
+                            if rest is not None:
+                                await rest
             await original(packet, arrival_time_ms)
 
         return handle
@@ -834,7 +878,9 @@ async def _forward_layer(
     if forwards:
         abs_send_time = (ntp >> 14) & 0x00FFFFFF
         for forward in list(forwards.values()):
-            await forward.forward(packet, ntp, abs_send_time)
+            rest = forward.forward_now(packet, ntp, abs_send_time)
+            if rest is not None:
+                await rest
     fed = recorded.feed(packet, layer, ntp, now)
     if fed is not None:
         await original(fed, arrival_time_ms)

@@ -367,6 +367,8 @@ class SenderWire:
     send_rtp: Callable[[bytes], Awaitable[None]]
     # accounts one packet sent (NTP time, RTP timestamp, payload size) for the sender reports
     sent: Callable[[int, int, int], None]
+    # send_rtp as a plain call (None: only the awaitable one); raises ConnectionError
+    send_now: Callable[[bytes], None] | None = None
     # the retransmission stream (SSRC, payload type) when negotiated, and its next number
     rtx: tuple[int, int] | None = None
     next_rtx_number: Callable[[], int] = lambda: 0
@@ -385,6 +387,7 @@ def sender_wire(sender: RTCRtpSender) -> SenderWire:
         history=history,
         history_size=aiortc.rtp.RTP_HISTORY_SIZE,
         send_rtp=sender.transport._send_rtp,
+        send_now=rtp_send_now(sender.transport),
         sent=lambda ntp, timestamp, size: _note_sent(sender, ntp, timestamp, size),
         rtx=_rtx_stream(sender),
         next_rtx_number=lambda: _next_rtx_number(sender),
@@ -726,6 +729,33 @@ def receive_inline(dtls: Any) -> bool:
 
     setattr(connection, _INLINE, inline)
     return True
+
+
+_DTLS_TX_BYTES = "_RTCDtlsTransport__tx_bytes"
+_DTLS_TX_PACKETS = "_RTCDtlsTransport__tx_packets"
+
+
+def rtp_send_now(dtls: Any) -> Callable[[bytes], None]:
+    """``dtls._send_rtp`` for RTP packets, as a plain call: what its three levels of
+    coroutines (``_send_rtp``, aioice's ``Connection.send``, ``sendto``) and
+    ``StunProtocol.send_data`` do, none of which waits: protect, hand the datagram to the
+    nominated pair's transport (a UDP socket's, or aioice's TURN transport, which makes its
+    own task), count it. Raises ConnectionError as they do."""
+    connection = dtls.transport._connection
+    nominated = connection._nominated
+
+    def send_now(data: bytes) -> None:
+        if dtls._state is not _CONNECTED:
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        pair = nominated.get(1)
+        if pair is None:
+            raise ConnectionError("Cannot send data, not connected")
+        data = dtls._tx_srtp.protect(data)
+        pair.protocol.transport.sendto(data, pair.remote_addr)
+        setattr(dtls, _DTLS_TX_BYTES, getattr(dtls, _DTLS_TX_BYTES) + len(data))
+        setattr(dtls, _DTLS_TX_PACKETS, getattr(dtls, _DTLS_TX_PACKETS) + 1)
+
+    return send_now
 
 
 def run_inline(coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -1181,6 +1211,50 @@ def _seams() -> list[Seam]:
                 used_in=(_fn(dtls, "_recv_next"), _fn(dtls, "_get_stats")),
             )
             for name in (_DTLS_RX_BYTES, _DTLS_RX_PACKETS)
+        ),
+        Seam(
+            "RTCDtlsTransport._tx_srtp",
+            dtls,
+            "_tx_srtp",
+            instance=True,
+            used_in=(_fn(dtls, "_setup_srtp"), _fn(dtls, "_send_rtp")),
+        ),
+        *(
+            Seam(
+                f"RTCDtlsTransport.__{name[len('_RTCDtlsTransport__') :]}",
+                dtls,
+                name,
+                instance=True,
+                used_in=(_fn(dtls, "_send_rtp"), _fn(dtls, "_get_stats")),
+            )
+            for name in (_DTLS_TX_BYTES, _DTLS_TX_PACKETS)
+        ),
+        Seam(
+            "aioice.ice.Connection._nominated (the pair sent on)",
+            ice.Connection,
+            "_nominated",
+            instance=True,
+            used_in=(_fn(ice.Connection, "sendto"),),
+        ),
+        *(
+            Seam(
+                f"aioice.ice.CandidatePair.{name}",
+                ice.CandidatePair,
+                name,
+                instance=True,
+                used_in=(_fn(ice.Connection, "sendto"),),
+            )
+            for name in ("protocol", "remote_addr")
+        ),
+        *(
+            Seam(
+                f"aioice.ice.StunProtocol.send_data sends with transport.{name}",
+                ice.StunProtocol,
+                name,
+                instance=True,
+                used_in=(_fn(ice.StunProtocol, "send_data"),),
+            )
+            for name in ("transport", "sendto")
         ),
         Seam("aiortc.rtp.is_rtcp", aiortc.rtp, "is_rtcp", ("msg",)),
         Seam("pylibsrtp.Error", pylibsrtp, "Error"),

@@ -58,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -143,18 +144,26 @@ def serve_relay(port: int, mode: str, record: str | None = None) -> None:
     recorder = RecorderSink(Path(record)) if record else None
     if mode == "forward":
         relay = Relay(sinks=[recorder] if recorder else [])
-        original = forward.ForwardTrack.forward
+        original = forward.ForwardTrack.forward_now
 
-        async def timed_forward(
-            self: forward.ForwardTrack, packet: RtpPacket, ntp: int, abs_send_time: int
-        ) -> None:
-            # from the start of this packet's forwarding (its first subscriber) to its send
-            started = packet.__dict__.setdefault("bench_started", time.perf_counter())
-            await original(self, packet, ntp, abs_send_time)
+        async def then(rest: Coroutine[Any, Any, None], started: float) -> None:
+            await rest
             if len(latencies) < 2_000_000:
                 latencies.append(time.perf_counter() - started)
 
-        forward.ForwardTrack.forward = timed_forward  # type: ignore[method-assign]
+        def timed_forward(
+            self: forward.ForwardTrack, packet: RtpPacket, ntp: int, abs_send_time: int
+        ) -> Coroutine[Any, Any, None] | None:
+            # from the start of this packet's forwarding (its first subscriber) to its send
+            started = packet.__dict__.setdefault("bench_started", time.perf_counter())
+            rest = original(self, packet, ntp, abs_send_time)
+            if rest is not None:
+                return then(rest, started)
+            if len(latencies) < 2_000_000:
+                latencies.append(time.perf_counter() - started)
+            return None
+
+        forward.ForwardTrack.forward_now = timed_forward  # type: ignore[method-assign]
 
     def room(name: str) -> Any:
         if relay is not None:

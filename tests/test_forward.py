@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from struct import pack
@@ -608,3 +609,35 @@ async def test_on_a_lossy_link_each_video_frames_last_packet_is_sent_again_as_rt
     await audio.estimated(800_000, 0.05)
     await audio.forward(_packet(9, 1, 960, b"\x01", marker=1), ntp_now(), 0)
     assert len(audio_wire.sent) == 1  # audio: never
+
+
+async def test_a_wire_that_sends_at_once_takes_each_packet_without_awaiting() -> None:
+    """Where the wire can send as a plain call (seams.rtp_send_now), forward_now sends and
+    accounts the packet before it returns; a refused send gives its transport-wide number
+    back as never sent; only a frame end to be sent again leaves something to await."""
+    transport, fake, video = await _sending_video_with_rtx(first_rtx=1)
+    at_once: list[RtpPacket] = []
+    refuse = False
+
+    def send_now(data: bytes) -> None:
+        if refuse:
+            raise ConnectionError("closed")
+        at_once.append(RtpPacket.parse(data, fake.extensions))
+
+    video._wire = fake.wire = dataclasses.replace(fake.wire, send_now=send_now)
+    assert video.forward_now(_packet(7, 1, 0, _vp8(True), marker=1), ntp_now(), 0) is None
+    assert [p.payload for p in at_once] == [_vp8(True)] and fake.sent == []
+    assert len(fake.reports) == 1 and video.forwarded == 1
+    refuse = True
+    assert video.forward_now(_packet(7, 2, 3000, _vp8(False), marker=1), ntp_now(), 0) is None
+    assert len(fake.reports) == 1 and video.forwarded == 1  # not sent: not accounted
+    refuse = False
+    video.loss = (0.05, time.monotonic())  # a lossy link: frame ends go twice
+    rest = video.forward_now(_packet(7, 3, 6000, _vp8(False), marker=1), ntp_now(), 0)
+    assert rest is not None
+    await rest
+    assert [p.payload_type for p in at_once] == [96, 96]
+    assert [p.payload_type for p in fake.sent] == [97]  # the copy, through the awaited send
+    numbers = [p.extensions.transport_sequence_number for p in [*at_once, *fake.sent]]
+    assert numbers == [0, 2, 3]
+    assert transport._numbers[1] == -1  # the refused packet's number: never sent, no loss

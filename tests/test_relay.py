@@ -25,6 +25,7 @@ from aiortc import (
 from aiortc.codecs import h264, opus, vpx
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
+from aiortc.rtp import RtpPacket
 from sqlalchemy import select
 
 import media.room
@@ -779,3 +780,60 @@ async def test_a_subscription_is_replaced_on_restart_or_when_its_sections_run_ou
     await room.close()
     for peer in (judge, lawyer, client):
         await peer.close()
+
+
+async def test_a_packet_sent_without_awaiting_arrives_and_is_counted_as_aiortcs_send() -> None:
+    """The forwarders send with seams.rtp_send_now: a plain call doing what aiortc's
+    coroutine send does (protect, the nominated pair's socket, the transport's counters),
+    and refusing as it does once the connection is closed."""
+    announce_addresses(["127.0.0.1"])
+    sending, receiving = create_peer_connection(), create_peer_connection()
+    transceiver = sending.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    receiving.addTransceiver("video", direction="recvonly")
+    await sending.setLocalDescription(await sending.createOffer())
+    await receiving.setRemoteDescription(sending.localDescription)
+    await receiving.setLocalDescription(await receiving.createAnswer())
+    await sending.setRemoteDescription(receiving.localDescription)
+    dtls = transceiver.sender.transport
+    far = receiving.getTransceivers()[0].receiver.transport
+    arrived: list[bytes] = []
+    handle = far._handle_rtp_data
+
+    async def spy(data: bytes, arrival_time_ms: int) -> None:
+        arrived.append(data)
+        await handle(data, arrival_time_ms)
+
+    far._handle_rtp_data = spy  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while dtls.state != "connected" or far.state != "connected":
+        assert loop.time() < deadline, "not connected"
+        await asyncio.sleep(0.05)
+
+    def counters() -> tuple[int, int]:
+        stats = next(iter(dtls._get_stats().values()))
+        return stats.packetsSent, stats.bytesSent
+
+    numbers = itertools.count(1)
+
+    def packet(payload: bytes) -> bytes:  # a stream of its own: SRTP checks replays per SSRC
+        number = next(numbers)
+        return RtpPacket(
+            payload_type=96, sequence_number=number, ssrc=4321, payload=payload
+        ).serialize()
+
+    send_now = seams.rtp_send_now(dtls)
+    before = counters()
+    send_now(packet(b"sent-now"))
+    now = counters()
+    await dtls._send_rtp(packet(b"awaited!"))  # aiortc's own, the same size
+    after = counters()
+    assert now[0] - before[0] == after[0] - now[0] == 1
+    assert now[1] - before[1] == after[1] - now[1] > len(packet(b"sent-now"))
+    while not {b"sent-now", b"awaited!"} <= {RtpPacket.parse(d).payload for d in arrived}:
+        assert loop.time() < deadline, "not received"
+        await asyncio.sleep(0.05)
+    await sending.close()
+    await receiving.close()
+    with pytest.raises(ConnectionError):
+        send_now(packet(b"too late"))

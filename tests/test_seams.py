@@ -7,6 +7,7 @@ import logging
 import types
 from typing import Any
 
+import aioice.ice
 import aiortc.rtp
 import pytest
 from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
@@ -165,6 +166,26 @@ def test_a_dtls_transport_counting_under_other_names_stops_the_relay(
     monkeypatch.setattr(RTCDtlsTransport, "_recv_next", recv_next)
     message = _refused("RTCDtlsTransport.__rx_bytes")
     assert "RTCDtlsTransport.__rx_packets" in message
+
+
+def test_a_send_path_of_another_shape_stops_the_relay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forwarders send without awaiting (seams.rtp_send_now) by doing what aiortc's
+    ``_send_rtp`` and aioice's ``sendto`` do; if either does it otherwise (another name for
+    the pair sent on, other counters), the relay would send past them."""
+
+    async def sendto(self: Any, data: bytes, component: int) -> None:
+        pair = self._selected[component]
+        await pair.protocol.send_data(data, pair.remote_addr)
+
+    async def send_rtp(self: Any, data: bytes) -> None:
+        await self.transport._send(self._srtp_out.protect(data))
+        self._RTCDtlsTransport__sent_bytes = len(data)
+
+    monkeypatch.setattr(aioice.ice.Connection, "sendto", sendto)
+    assert "aioice.ice.Connection._nominated" in _refused("aioice.ice.Connection._nominated")
+    monkeypatch.setattr(RTCDtlsTransport, "_send_rtp", send_rtp)
+    message = _refused("RTCDtlsTransport._tx_srtp")
+    assert "RTCDtlsTransport.__tx_bytes" in message and "RTCDtlsTransport.__tx_packets" in message
 
 
 def test_stopping_the_estimator_of_a_receiver_without_one_fails_loudly() -> None:
