@@ -822,9 +822,11 @@ def forward_rtp(
     def wrap(
         original: Callable[[RtpPacket, int], Awaitable[None]],
     ) -> Callable[[RtpPacket, int], Awaitable[None]]:
-        async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
-            # padding-only packets are forwarded too: each number the publisher uses must
-            # reach the subscriber, or its jitter buffer waits for one that never comes
+        def handle(packet: RtpPacket, arrival_time_ms: int) -> Awaitable[None]:
+            # A plain call returning what the DTLS transport awaits (the receiver's own
+            # handling): no coroutine of its own per packet.
+            # Padding-only packets are forwarded too: each number the publisher uses must
+            # reach the subscriber, or its jitter buffer waits for one that never comes.
             if packet.payload or packet.padding_size:
                 source: RtpPacket | None = packet
                 if packet.payload_type != primary:
@@ -839,24 +841,33 @@ def forward_rtp(
                 if source is not None:
                     ntp = ntp_now()
                     if recorded is not None:
-                        await _forward_layer(
+                        return _forward_layer(
                             recorded, source, ntp, arrival_time_ms, forwards, original
                         )
-                        return
                     if keyframes is not None:
                         keyframes.add(source, ntp)
                     if forwards:
                         abs_send_time = (ntp >> 14) & 0x00FFFFFF
+                        waiting = None
                         for forward in list(forwards.values()):
                             rest = forward.forward_now(source, ntp, abs_send_time)
                             if rest is not None:
-                                await rest
-            await original(packet, arrival_time_ms)
+                                waiting = [*(waiting or ()), rest]
+                        if waiting is not None:
+                            return _after(waiting, original(packet, arrival_time_ms))
+            return original(packet, arrival_time_ms)
 
         return handle
 
     seams.wrap_rtp_handler(receiver, wrap)
     return keyframes
+
+
+async def _after(waiting: list[Coroutine[Any, Any, None]], then: Awaitable[None]) -> None:
+    """Finish the forwards that had to wait, in order, then the receiver's own handling."""
+    for rest in waiting:
+        await rest
+    await then
 
 
 async def _forward_layer(

@@ -18,7 +18,11 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription, clock
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpParameters,
+)
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket, is_rtcp
 
 from media import seams
@@ -27,6 +31,7 @@ from media.encoded import KeyframeRequest, tap_receiver
 from media.forward import (
     ForwardTrack,
     KeyframeCache,
+    forward_rtp,
     h264_starts_keyframe,
     ntp_now,
     vp8_starts_keyframe,
@@ -641,3 +646,55 @@ async def test_a_wire_that_sends_at_once_takes_each_packet_without_awaiting() ->
     numbers = [p.extensions.transport_sequence_number for p in [*at_once, *fake.sent]]
     assert numbers == [0, 2, 3]
     assert transport._numbers[1] == -1  # the refused packet's number: never sent, no loss
+
+
+async def test_a_packet_reaches_every_subscriber_before_a_send_that_waits_is_finished() -> None:
+    """The publisher's receiver hands each packet to every subscriber's copy as a plain
+    call; a copy whose send has to wait is finished afterwards, then the receiver's own
+    handling runs, so one slow subscriber holds back none of the others."""
+    handled: list[int] = []
+
+    class Receiver:  # the publisher's receiver, as forward_rtp wraps it
+        async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+            handled.append(packet.sequence_number)
+
+    receiver = Receiver()
+    slow, fast = FakeWire(), FakeWire()
+    gate = asyncio.Event()
+
+    async def send_when_let(data: bytes) -> None:
+        await gate.wait()
+        slow.sent.append(RtpPacket.parse(data, slow.extensions))
+
+    slow.wire = dataclasses.replace(slow.wire, send_rtp=send_when_let)  # awaited only
+    fast.wire = dataclasses.replace(
+        fast.wire, send_now=lambda data: fast.sent.append(RtpPacket.parse(data, fast.extensions))
+    )
+    copies = {
+        "slow": ForwardTrack("audio", "opus", 48000, _never_asked),
+        "fast": ForwardTrack("audio", "opus", 48000, _never_asked),
+    }
+    await copies["slow"].start_sending(slow.wire, 111, "0")
+    await copies["fast"].start_sending(fast.wire, 111, "0")
+    opus = RTCRtpCodecParameters(
+        mimeType="audio/opus",
+        clockRate=48000,
+        channels=2,
+        payloadType=96,  # as _packet()
+    )
+    forward_rtp(receiver, [opus], copies)  # type: ignore[arg-type]
+
+    rest = receiver._handle_rtp_packet(_packet(9, 5, 960, b"\x01"), 0)
+    assert [p.payload for p in fast.sent] == [b"\x01"]  # sent before anything is awaited
+    assert slow.sent == [] and handled == []
+    finishing = asyncio.ensure_future(rest)
+    assert not finishing.done()
+    gate.set()
+    await finishing
+    assert [p.payload for p in slow.sent] == [b"\x01"] and handled == [5]
+
+    # nothing waits: the receiver's own handling is all that is left to await
+    slow.wire = dataclasses.replace(slow.wire, send_now=fast.wire.send_now)
+    copies["slow"]._wire = slow.wire
+    await receiver._handle_rtp_packet(_packet(9, 6, 1920, b"\x02"), 0)
+    assert [p.payload for p in fast.sent] == [b"\x01", b"\x02", b"\x02"] and handled == [5, 6]
