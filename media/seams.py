@@ -1208,9 +1208,14 @@ def _seams() -> list[Seam]:
                 dtls,
                 name,
                 instance=True,
-                used_in=(_fn(dtls, "_recv_next"), _fn(dtls, "_get_stats")),
+                used_in=(_fn(dtls, counted_in), _fn(dtls, "_get_stats")),
             )
-            for name in (_DTLS_RX_BYTES, _DTLS_RX_PACKETS)
+            for name, counted_in in (
+                (_DTLS_RX_BYTES, "_recv_next"),
+                (_DTLS_RX_PACKETS, "_recv_next"),
+                (_DTLS_TX_BYTES, "_send_rtp"),
+                (_DTLS_TX_PACKETS, "_send_rtp"),
+            )
         ),
         Seam(
             "RTCDtlsTransport._tx_srtp",
@@ -1218,16 +1223,6 @@ def _seams() -> list[Seam]:
             "_tx_srtp",
             instance=True,
             used_in=(_fn(dtls, "_setup_srtp"), _fn(dtls, "_send_rtp")),
-        ),
-        *(
-            Seam(
-                f"RTCDtlsTransport.__{name[len('_RTCDtlsTransport__') :]}",
-                dtls,
-                name,
-                instance=True,
-                used_in=(_fn(dtls, "_send_rtp"), _fn(dtls, "_get_stats")),
-            )
-            for name in (_DTLS_TX_BYTES, _DTLS_TX_PACKETS)
         ),
         Seam(
             "aioice.ice.Connection._nominated (the pair sent on)",
