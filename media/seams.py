@@ -736,9 +736,9 @@ _DTLS_TX_PACKETS = "_RTCDtlsTransport__tx_packets"
 
 
 def rtp_send_now(dtls: Any) -> Callable[[bytes], None]:
-    """``dtls._send_rtp`` for RTP packets, as a plain call: what its three levels of
-    coroutines (``_send_rtp``, aioice's ``Connection.send``, ``sendto``) and
-    ``StunProtocol.send_data`` do, none of which waits: protect, hand the datagram to the
+    """``dtls._send_rtp`` for RTP packets, as a plain call: what its four levels of
+    coroutines (``_send_rtp``, aioice's ``Connection.send``, ``Connection.sendto``,
+    ``StunProtocol.send_data``) do, none of which waits: protect, hand the datagram to the
     nominated pair's transport (a UDP socket's, or aioice's TURN transport, which makes its
     own task), count it. Raises ConnectionError as they do."""
     connection = dtls.transport._connection
