@@ -848,12 +848,12 @@ def forward_rtp(
                         keyframes.add(source, ntp)
                     if forwards:
                         abs_send_time = (ntp >> 14) & 0x00FFFFFF
-                        waiting = None
+                        waiting: list[Coroutine[Any, Any, None]] = []
                         for forward in list(forwards.values()):
                             rest = forward.forward_now(source, ntp, abs_send_time)
                             if rest is not None:
-                                waiting = [*(waiting or ()), rest]
-                        if waiting is not None:
+                                waiting.append(rest)
+                        if waiting:
                             return _after(waiting, original(packet, arrival_time_ms))
             return original(packet, arrival_time_ms)
 
