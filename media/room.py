@@ -664,6 +664,11 @@ class Room:
             peer_traffic(pc, self.counters if open_room else self.relay.retired)
             with contextlib.suppress(Exception):
                 await pc.close()
+            # a publisher's connection closed before its DTLS was up: its receivers never
+            # started, so aiortc leaves their tracks live; ending them ends their pumps,
+            # which take them out of the room and tell the sinks and subscribers' copies
+            for receiver in pc.getReceivers():
+                seams.end_remote_track(receiver)
 
 
 def _end_copy(forward: ForwardTrack) -> None:

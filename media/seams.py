@@ -123,6 +123,21 @@ def track_queue(receiver: RTCRtpReceiver) -> Any:
     return receiver.track._queue  # type: ignore[attr-defined]
 
 
+def end_remote_track(receiver: RTCRtpReceiver) -> bool:
+    """End the receiver's remote track as its decoder thread does when the receiver stops
+    (``None`` on the track's frame queue: ``recv()`` then raises ``MediaStreamError``).
+    aiortc ends a remote track only that way, and only for a receiver that had started,
+    i.e. whose connection's DTLS came up: a connection closed before that left its tracks
+    live for good. The track is ``ended`` when this returns. False when there is no live
+    remote track."""
+    track = receiver.track
+    if track is None or track.readyState != "live":
+        return False
+    track_queue(receiver).put_nowait(None)
+    track.stop()
+    return True
+
+
 def jitter_buffer(receiver: RTCRtpReceiver) -> JitterBuffer:
     buffer: JitterBuffer = getattr(receiver, _JITTER_BUFFER)
     return buffer
@@ -944,7 +959,10 @@ def _seams() -> list[Seam]:
             aiortc.rtcrtpreceiver.RemoteStreamTrack,
             "_queue",
             instance=True,
-            used_in=(_fn(aiortc.rtcrtpreceiver.RemoteStreamTrack, "__init__"),),
+            used_in=(
+                _fn(aiortc.rtcrtpreceiver.RemoteStreamTrack, "__init__"),
+                _fn(aiortc.rtcrtpreceiver.RemoteStreamTrack, "recv"),
+            ),
         ),
         Seam(
             "RtpPacket._data",

@@ -38,7 +38,7 @@ from media.room import PublishedTrack, Relay, Room, Source, Stream, SubscribeOff
 from media.transport import announce_addresses, create_peer_connection, use_port_range
 from scheduler.models import VisitEvent, VisitEventKind
 from tests.conftest import MakeClient
-from tests.helpers import login
+from tests.helpers import login, wait_for
 from tests.media_fixtures import publish_av
 from tests.visits import Peer, _cookie
 
@@ -49,6 +49,7 @@ class HashSink:
     def __init__(self) -> None:
         self.hashes: dict[str, set[str]] = defaultdict(set)
         self.started: list[str] = []
+        self.ended: list[str] = []
 
     def start(self, visit_id: str, details: dict[str, Any] | None = None) -> None:
         return None
@@ -63,7 +64,7 @@ class HashSink:
         self.hashes[track.kind].add(hashlib.sha256(frame.data).hexdigest())
 
     def track_ended(self, track: PublishedTrack) -> None:
-        return None
+        self.ended.append(track.kind)
 
 
 @pytest.fixture
@@ -745,6 +746,33 @@ async def test_a_track_added_and_removed_renegotiates_the_same_connection() -> N
         await pc.close()
     for task in tasks:
         task.cancel()
+
+
+async def test_a_publisher_gone_before_its_connection_was_up_leaves_no_track_behind() -> None:
+    """A participant who leaves (its socket dropped) right after publishing, before its
+    connection's DTLS was up: aiortc ends a remote track only through a receiver that had
+    started, so its tracks stayed in the room for good and were offered to everyone who
+    subscribed after, as pictures that never came (and the sinks never heard they ended)."""
+    announce_addresses(["127.0.0.1"])
+    sink = HashSink()
+    room = Relay(sinks=[sink]).room("b" * 32)
+    page = create_peer_connection()
+    page.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    page.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    await page.setLocalDescription(await page.createOffer())
+    await room.publish("judge1", page.localDescription.sdp)  # its answer never reaches it
+    assert sorted(t.kind for t in room.tracks.values()) == ["audio", "video"]
+
+    assert await room.leave("judge1")
+    assert await room.subscribe("petitioner1") is None  # nobody publishes: nothing offered
+
+    async def gone() -> bool:
+        return not room.tracks
+
+    await wait_for(gone, within=5)
+    assert sorted(sink.ended) == ["audio", "video"]
+    await room.close()
+    await page.close()
 
 
 async def test_a_subscription_is_replaced_on_restart_or_when_its_sections_run_out(
