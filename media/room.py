@@ -163,6 +163,7 @@ class Room:
         self._negotiating: dict[str, asyncio.Lock] = {}
         self.tracks: dict[str, PublishedTrack] = {}
         self.people: dict[str, tuple[str, str]] = {}  # participant id → (role, name)
+        self.gone: set[str] = set()  # who left (a participant id is never used again)
         self.links: dict[str, LinkQuality] = {}  # subscriber → its downlink's verdict
         # subscriber → its connection's transport-wide numbering and estimate
         self.transports: dict[str, TransportFeedback] = {}
@@ -206,6 +207,8 @@ class Room:
         connection behind."""
         offer_sdp = screen_sdp(offer_sdp, self.relay.allowed_networks)
         await self.unpublish(participant_id, stream)
+        if participant_id in self.gone:  # it left while its previous connection closed
+            raise MediaError("participant_left", "参与人已离开，未发布媒体")
         pc = create_peer_connection(self.relay.ice_servers.issue(RELAY_KEY))
         self.publishers[(participant_id, stream)] = pc
         try:
@@ -645,6 +648,7 @@ class Room:
     async def leave(self, participant_id: str) -> bool:
         """The participant is gone: its subscription and publications close. True when it
         was publishing (the others' subscriptions carried its tracks)."""
+        self.gone.add(participant_id)
         async with self._negotiation(participant_id):
             await self._drop_subscription(participant_id)
         self._negotiating.pop(participant_id, None)

@@ -775,6 +775,48 @@ async def test_a_publisher_gone_before_its_connection_was_up_leaves_no_track_beh
     await page.close()
 
 
+async def test_a_publish_that_outlives_its_participant_leaves_no_track_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A participant publishes again (its connection had failed) and leaves while the relay
+    is still closing the previous connection: the new connection, negotiated after the
+    leave, would have had no one to close it, its tracks offered to everyone for good. It
+    is refused instead."""
+    announce_addresses(["127.0.0.1"])
+    room = Relay().room("c" * 32)
+    first = await publish_av(room, "judge1")
+    closing, release = asyncio.Event(), asyncio.Event()
+    close_pc = Room._close_pc
+
+    async def slow_close(self: Room, pc: Any) -> None:
+        if pc is not None and not closing.is_set():  # the previous connection: held here
+            closing.set()
+            await release.wait()
+        await close_pc(self, pc)
+
+    monkeypatch.setattr(Room, "_close_pc", slow_close)
+    again = create_peer_connection()
+    again.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    again.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    await again.setLocalDescription(await again.createOffer())
+    publishing = asyncio.ensure_future(room.publish("judge1", again.localDescription.sdp))
+    await closing.wait()
+    await room.leave("judge1")
+    release.set()
+    with pytest.raises(MediaError) as refused:
+        await publishing
+    assert refused.value.code == "participant_left"
+    assert not room.publishers
+
+    async def gone() -> bool:
+        return not room.tracks
+
+    await wait_for(gone, within=5)
+    await room.close()
+    for pc in (first, again):
+        await pc.close()
+
+
 async def test_a_subscription_is_replaced_on_restart_or_when_its_sections_run_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
