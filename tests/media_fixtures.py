@@ -91,13 +91,20 @@ def psnr(received: Luma, index: int, limited: bool = True) -> float:
     return 99.0 if mse == 0 else 10 * math.log10(235.0**2 / mse)
 
 
-async def publish_av(room: Room, who: str) -> RTCPeerConnection:
-    """An aiortc peer publishing aiortc's test video and audio into ``room`` as ``who``;
-    the relay's answer is its ``remoteDescription``."""
+async def av_offer() -> RTCPeerConnection:
+    """An aiortc peer offering to send aiortc's test video and audio (its offer is its
+    ``localDescription``)."""
     pc = create_peer_connection()
     pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
     pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
+    return pc
+
+
+async def publish_av(room: Room, who: str) -> RTCPeerConnection:
+    """An aiortc peer publishing aiortc's test video and audio into ``room`` as ``who``;
+    the relay's answer is its ``remoteDescription``."""
+    pc = await av_offer()
     answer = await room.publish(who, pc.localDescription.sdp)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     return pc

@@ -39,7 +39,7 @@ from media.transport import announce_addresses, create_peer_connection, use_port
 from scheduler.models import VisitEvent, VisitEventKind
 from tests.conftest import MakeClient
 from tests.helpers import login, wait_for
-from tests.media_fixtures import publish_av
+from tests.media_fixtures import av_offer, publish_av
 from tests.visits import Peer, _cookie
 
 
@@ -756,10 +756,7 @@ async def test_a_publisher_gone_before_its_connection_was_up_leaves_no_track_beh
     announce_addresses(["127.0.0.1"])
     sink = HashSink()
     room = Relay(sinks=[sink]).room("b" * 32)
-    page = create_peer_connection()
-    page.addTransceiver(AudioStreamTrack(), direction="sendonly")
-    page.addTransceiver(VideoStreamTrack(), direction="sendonly")
-    await page.setLocalDescription(await page.createOffer())
+    page = await av_offer()
     await room.publish("judge1", page.localDescription.sdp)  # its answer never reaches it
     assert sorted(t.kind for t in room.tracks.values()) == ["audio", "video"]
 
@@ -795,10 +792,7 @@ async def test_a_publish_that_outlives_its_participant_leaves_no_track_behind(
         await close_pc(self, pc)
 
     monkeypatch.setattr(Room, "_close_pc", slow_close)
-    again = create_peer_connection()
-    again.addTransceiver(AudioStreamTrack(), direction="sendonly")
-    again.addTransceiver(VideoStreamTrack(), direction="sendonly")
-    await again.setLocalDescription(await again.createOffer())
+    again = await av_offer()
     publishing = asyncio.ensure_future(room.publish("judge1", again.localDescription.sdp))
     await closing.wait()
     await room.leave("judge1")
