@@ -32,6 +32,7 @@ from recorder.models import STEPS, Integrity, Recording
 from recorder.search import index_texts
 from recorder.state import (
     CLOSED_STATES,
+    ENDABLE_STATES,
     SIGNED_STATES,
     RecordingState,
     VisitRecording,
@@ -324,9 +325,14 @@ class Pipeline:
                     row.state = RecordingState.interrupted
 
     async def enqueue(self, visit_id: str, details: dict[str, Any]) -> None:
-        """The visit ended: process its recording."""
+        """The visit ended: process its recording. Once only: a recording already queued,
+        processed (signed) or deleted is left as it is, so ending a visit again never
+        resets it, re-signs it or moves its end time."""
         async with self.db.writer() as db:
             row = await db.get(Recording, visit_id)
+            if row is not None and row.state not in ENDABLE_STATES:
+                log.info("recording %s: already %s; the end changes nothing", visit_id, row.state)
+                return
             if row is None:
                 if not self.folder(visit_id).exists():
                     return  # nothing was recorded (the petitioner never came in)

@@ -66,6 +66,9 @@ define(
 
 # processing is over and the manifest is signed: the archive may verify it
 SIGNED_STATES = (RecordingState.ready, RecordingState.empty)
+# the visit has not yet ended for the pipeline: its end queues the recording (a later end
+# of the same visit, e.g. from a stale list, leaves a queued, processed or deleted one alone)
+ENDABLE_STATES = (RecordingState.recording, RecordingState.interrupted)
 # the sink has closed the files: the pipeline may finalize them
 CLOSED_STATES = (RecordingState.queued, RecordingState.interrupted, RecordingState.empty)
 

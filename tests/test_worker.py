@@ -204,6 +204,52 @@ async def test_a_visit_without_media_is_signed_as_an_empty_recording_in_process(
         await database.dispose()
 
 
+async def test_ending_a_visit_again_leaves_its_signed_recording_untouched(
+    settings: Settings, visit: dict[str, Any]
+) -> None:
+    """A second end (an operator's stale list after the judge ended it): the signed
+    recording is not queued again, its end time and signed manifest stay as they were; a
+    recording in any later state (processing, failed, deleted) is left alone too."""
+    folder = settings.resolved_recordings_dir / visit["id"]
+    database = Database(settings)
+    pipeline = Pipeline(database, settings)
+    try:
+        await pipeline.recording_started(visit["id"])
+        await pipeline.enqueue(visit["id"], {"petition_number": "（2026）京01信9号"})
+        await pipeline.wait(visit["id"])
+        async with database.reader() as db:
+            first = await db.get(Recording, visit["id"])
+        assert first is not None and first.state is RecordingState.empty
+        manifest = (folder / "SHA256SUMS").read_bytes()
+
+        await pipeline.enqueue(visit["id"], {"petition_number": "改动"})
+        await pipeline.wait(visit["id"])
+        async with database.reader() as db:
+            again = await db.get(Recording, visit["id"])
+        assert again is not None
+        assert (again.state, again.ended_at, again.attempts, again.details) == (
+            first.state,
+            first.ended_at,
+            first.attempts,
+            first.details,
+        )
+        assert (folder / "SHA256SUMS").read_bytes() == manifest
+        assert verify(folder).ok
+
+        for state in (RecordingState.processing, RecordingState.failed, RecordingState.deleted):
+            async with database.writer() as db:
+                row = await db.get(Recording, visit["id"])
+                assert row is not None
+                row.state, row.step = state, "transcribe"
+            await pipeline.enqueue(visit["id"], {})
+            async with database.reader() as db:
+                row = await db.get(Recording, visit["id"])
+            assert row is not None and (row.state, row.step) == (state, "transcribe")
+    finally:
+        await pipeline.close()
+        await database.dispose()
+
+
 async def test_a_failed_step_names_the_recordings_own_files_never_a_server_path(
     settings: Settings, visit: dict[str, Any]
 ) -> None:
