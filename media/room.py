@@ -161,6 +161,8 @@ class Room:
         self.sending: dict[str, dict[str, RTCRtpTransceiver]] = {}
         self.waiting: dict[str, dict[str, ForwardTrack]] = {}
         self._negotiating: dict[str, asyncio.Lock] = {}
+        # per published stream: one publish at a time (the second replaces the first)
+        self._publishing: dict[tuple[str, Stream], asyncio.Lock] = {}
         self.tracks: dict[str, PublishedTrack] = {}
         self.people: dict[str, tuple[str, str]] = {}  # participant id → (role, name)
         self.gone: set[str] = set()  # who left (a participant id is never used again)
@@ -206,18 +208,28 @@ class Room:
         (MediaError ``invalid_sdp``) changes nothing; a failed negotiation leaves no
         connection behind."""
         offer_sdp = screen_sdp(offer_sdp, self.relay.allowed_networks)
-        await self.unpublish(participant_id, stream)
-        if participant_id in self.gone:  # it left while its previous connection closed
-            raise MediaError("participant_left", "参与人已离开，未发布媒体")
-        pc = create_peer_connection(self.relay.ice_servers.issue(RELAY_KEY))
-        self.publishers[(participant_id, stream)] = pc
-        try:
-            return await self._negotiate(pc, participant_id, offer_sdp, stream)
-        except BaseException:
-            if self.publishers.get((participant_id, stream)) is pc:
-                del self.publishers[(participant_id, stream)]
-            await self._close_pc(pc)
-            raise
+        key = (participant_id, stream)
+        # two publishes of one stream (a camera switched while the network came back) run
+        # one after the other: the later replaces the earlier, which is closed, never lost
+        async with self._publishing.setdefault(key, asyncio.Lock()):
+            await self.unpublish(participant_id, stream)
+            if participant_id in self.gone:  # it left while its previous connection closed
+                raise MediaError("participant_left", "参与人已离开，未发布媒体")
+            pc = create_peer_connection(self.relay.ice_servers.issue(RELAY_KEY))
+            self.publishers[key] = pc
+            try:
+                answer = await self._negotiate(pc, participant_id, offer_sdp, stream)
+                # it left, or stopped this stream, while the connection was negotiated
+                if participant_id in self.gone:
+                    raise MediaError("participant_left", "参与人已离开，未发布媒体")
+                if self.publishers.get(key) is not pc:
+                    raise MediaError("publish_stopped", "该路媒体已停止发布")
+                return answer
+            except BaseException:
+                if self.publishers.get(key) is pc:  # else whoever took it out closed it
+                    del self.publishers[key]
+                    await self._close_pc(pc)
+                raise
 
     async def _negotiate(
         self, pc: RTCPeerConnection, participant_id: str, offer_sdp: str, stream: Stream
@@ -655,6 +667,7 @@ class Room:
         published = False
         for stream in Stream:
             published = await self.unpublish(participant_id, stream) or published
+            self._publishing.pop((participant_id, stream), None)
         return published
 
     async def close(self) -> None:

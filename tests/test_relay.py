@@ -811,6 +811,100 @@ async def test_a_publish_that_outlives_its_participant_leaves_no_track_behind(
         await pc.close()
 
 
+async def test_two_publishes_of_one_stream_keep_the_later_and_close_the_earlier(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two publishes of a participant's camera arrive together (its camera switched while
+    its network came back): they run one after the other, the later replaces the earlier,
+    and every connection the relay made is either the one published or closed. Before,
+    the second could slip in while the first closed the previous connection, and the
+    first then took its place: a connection no one would ever close, its tracks offered to
+    everyone for good."""
+    announce_addresses(["127.0.0.1"])
+    room = Relay().room("e" * 32)
+    made: list[Any] = []
+
+    def recorded_pc(*args: Any, **kwargs: Any) -> Any:
+        made.append(create_peer_connection(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(media.room, "create_peer_connection", recorded_pc)
+    first = await publish_av(room, "judge1")
+    previous = room.publishers[("judge1", Stream.main)]
+    closing, release = asyncio.Event(), asyncio.Event()
+    close_pc = Room._close_pc
+
+    async def slow_close(self: Room, pc: Any) -> None:
+        if pc is previous:  # the first publish waits here while the second arrives
+            closing.set()
+            await release.wait()
+        await close_pc(self, pc)
+
+    monkeypatch.setattr(Room, "_close_pc", slow_close)
+    offers = [await av_offer(), await av_offer()]
+    publishing = asyncio.ensure_future(room.publish("judge1", offers[0].localDescription.sdp))
+    await closing.wait()
+    second = asyncio.ensure_future(room.publish("judge1", offers[1].localDescription.sdp))
+    await asyncio.sleep(0)  # let the second publish run as far as it can
+    release.set()
+    await publishing
+    await second
+
+    kept = room.publishers[("judge1", Stream.main)]
+    assert kept is made[-1] and len(made) == 3
+    assert [pc.signalingState for pc in made] == ["closed", "closed", "stable"]
+
+    async def only_the_kept_tracks() -> bool:
+        receivers = set(kept.getReceivers())
+        return len(room.tracks) == 2 and all(t.receiver in receivers for t in room.tracks.values())
+
+    await wait_for(only_the_kept_tracks, within=5)
+    await room.close()
+    for pc in (first, *offers):
+        await pc.close()
+
+
+@pytest.mark.parametrize("then", ["leave", "unpublish"])
+async def test_a_publish_stopped_while_it_negotiates_is_refused_and_leaves_nothing(
+    monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    """The participant leaves, or stops that stream, while the relay is still negotiating
+    its publish (gathering candidates through a TURN server can take seconds): the publish
+    is refused (so nothing is announced as shown after the participant left) and its
+    connection and tracks go."""
+    announce_addresses(["127.0.0.1"])
+    room = Relay().room("f" * 32)
+    negotiated, release = asyncio.Event(), asyncio.Event()
+    negotiate = Room._negotiate
+
+    async def slow_negotiate(self: Room, *args: Any) -> str:
+        answer = await negotiate(self, *args)
+        negotiated.set()
+        await release.wait()
+        return answer
+
+    monkeypatch.setattr(Room, "_negotiate", slow_negotiate)
+    offer = await av_offer()
+    publishing = asyncio.ensure_future(room.publish("judge1", offer.localDescription.sdp))
+    await negotiated.wait()
+    if then == "leave":
+        await room.leave("judge1")
+    else:
+        assert await room.unpublish("judge1", Stream.main)
+    release.set()
+    with pytest.raises(MediaError) as refused:
+        await publishing
+    assert refused.value.code == ("participant_left" if then == "leave" else "publish_stopped")
+    assert not room.publishers
+
+    async def gone() -> bool:
+        return not room.tracks
+
+    await wait_for(gone, within=5)
+    await room.close()
+    await offer.close()
+
+
 async def test_a_subscription_is_replaced_on_restart_or_when_its_sections_run_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -84,7 +84,14 @@
   async function offerCameraSwitch() {
     if ($("switch-camera")) show("switch-camera", (await cameras()).length > 1);
   }
+  let switching = false; // one switch at a time: a double tap switches once
   async function switchCamera() {
+    if (switching) return;
+    switching = true;
+    $("switch-camera").disabled = true;
+    try { await switchToNextCamera(); } finally { switching = false; $("switch-camera").disabled = false; }
+  }
+  async function switchToNextCamera() {
     const old = local && local.getVideoTracks()[0];
     if (!old) return;
     const cams = await cameras();
@@ -128,18 +135,22 @@
     $("self-video").srcObject = local;
     if ($("check-step")) show("check-step", false);
     if (publisher) publisher.close();
-    publisher = new RTCPeerConnection(rtcConfig());
+    const pc = new RTCPeerConnection(rtcConfig());
+    publisher = pc;
     for (const track of local.getTracks()) {
       const init = { direction: "sendonly" };
       if (track.kind === "video") init.sendEncodings = CAMERA_LAYERS;
-      publisher.addTransceiver(track, init);
+      pc.addTransceiver(track, init);
     }
-    watch(publisher, () => startMedia().catch((err) => say("call-msg", reason(err), "error")));
-    await publisher.setLocalDescription(await publisher.createOffer());
-    await gathered(publisher);
-    const answer = await call("publish", { type: "offer", sdp: publisher.localDescription.sdp });
+    watch(pc, () => startMedia().catch((err) => say("call-msg", reason(err), "error")));
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    const answer = await call("publish", { type: "offer", sdp: pc.localDescription.sdp });
+    // a newer publish (camera switched, network back) replaced this one meanwhile: its
+    // answer is for that connection
+    if (publisher !== pc) return;
     if (!answer.ok) throw new Error(answer.error.message);
-    await publisher.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     await subscribe();
   }
 
