@@ -614,12 +614,30 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def watch_networks(self, interval: float = 1.0) -> None:
         """Every ``interval`` seconds, tell each call room whose downlink became too thin for
-        video (网络较差) or good again (``network``, docs/protocol.md; media/quality.py)."""
+        video (网络较差) or good again (``network``, docs/protocol.md; media/quality.py), and
+        close the publishing connections that failed (``tracks_changed`` to the others, whose
+        subscriptions then drop those tracks)."""
         while self.relay is not None:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for visit_id, media in list(self.relay.rooms.items()):
                 try:
+                    for participant_id in await media.close_failed_publishers():
+                        log.info(
+                            "visit %s: participant %s's publishing connection failed; closed",
+                            visit_id,
+                            participant_id,
+                        )
+                        room = self.rooms.get(visit_id)
+                        owner = room.participants.get(participant_id) if room else None
+                        await self.emit(
+                            "tracks_changed",
+                            {
+                                "participant_id": participant_id,
+                                "participant": owner.public() if owner else None,
+                            },
+                            room=self.call_room(visit_id),
+                        )
                     for participant_id, poor in media.network_changes(now):
                         log.info(
                             "visit %s: participant %s network poor=%s",

@@ -154,3 +154,9 @@ class PacketCounter:
             )
 
         return check
+
+
+def fail_connection(pc: Any) -> None:
+    """Mark ``pc`` failed, as aiortc does when its ICE or DTLS transport fails (its checks
+    time out after tens of seconds, too long to wait for in a test)."""
+    pc._RTCPeerConnection__connectionState = "failed"

@@ -39,7 +39,7 @@ from media.transport import announce_addresses, create_peer_connection, use_port
 from scheduler.models import VisitEvent, VisitEventKind
 from tests.conftest import MakeClient
 from tests.helpers import login, wait_for
-from tests.media_fixtures import av_offer, publish_av
+from tests.media_fixtures import av_offer, fail_connection, publish_av
 from tests.visits import Peer, _cookie
 
 
@@ -903,6 +903,31 @@ async def test_a_publish_stopped_while_it_negotiates_is_refused_and_leaves_nothi
     await wait_for(gone, within=5)
     await room.close()
     await offer.close()
+
+
+async def test_only_failed_publishing_connections_are_closed() -> None:
+    """``close_failed_publishers`` closes a failed publishing connection and ends its tracks;
+    a working one, and one still connecting, are left alone."""
+    announce_addresses(["127.0.0.1"])
+    room = Relay().room("9" * 32)
+    judge = await publish_av(room, "judge1")
+    offer = await av_offer()
+    await room.publish("lawyer1", offer.localDescription.sdp)  # its answer never applied
+    petitioner = await publish_av(room, "petitioner1")
+    assert await room.close_failed_publishers() == []
+    failed = room.publishers[("petitioner1", Stream.main)]
+    fail_connection(failed)
+    assert await room.close_failed_publishers() == ["petitioner1"]
+    assert set(room.publishers) == {("judge1", Stream.main), ("lawyer1", Stream.main)}
+    assert failed.signalingState == "closed"
+
+    async def only_the_others_tracks() -> bool:
+        return {t.participant_id for t in room.tracks.values()} == {"judge1", "lawyer1"}
+
+    await wait_for(only_the_others_tracks, within=5)
+    await room.close()
+    for pc in (judge, offer, petitioner):
+        await pc.close()
 
 
 async def test_a_subscription_is_replaced_on_restart_or_when_its_sections_run_out(

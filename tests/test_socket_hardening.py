@@ -23,7 +23,7 @@ from sqlalchemy import update
 from config.db import Database
 from config.settings import ConfigError, Settings, load_settings
 from media.errors import MediaError
-from media.room import Relay
+from media.room import Relay, Stream
 from media.transport import (
     announce_addresses,
     create_peer_connection,
@@ -35,6 +35,7 @@ from signaling.gateway import Identity, RejoinTokens
 from signaling.protocol import ParticipantRole, ProtocolError
 from tests.conftest import MakeClient
 from tests.helpers import login, wait_for
+from tests.media_fixtures import fail_connection
 from tests.visits import Peer, _cookie
 from web.keys import VISITS
 
@@ -469,6 +470,40 @@ async def test_the_others_are_told_tracks_changed_when_a_publisher_leaves(
     assert (await guest.call("leave"))["ok"]
     changed = await judge.next("tracks_changed")
     assert changed["participant_id"] == joined["participant_id"]
+    for peer in (guest, judge):
+        await peer.close()
+
+
+async def test_a_failed_publishing_connection_is_closed_and_the_others_are_told(
+    make_client: MakeClient, visit: dict[str, Any]
+) -> None:
+    """A publisher's connection fails (aiortc never brings one back; here its page is gone
+    without a word): within a second the relay closes it, its tracks end and the others get
+    ``tracks_changed``, so their subscriptions drop tiles that would carry nothing."""
+    client, _, judge = await _staff_peer(make_client, "judge_a")
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    guest = await Peer().connect(client)
+    joined = await guest.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
+    )
+    assert (await judge.call("admit", {"participant_id": joined["participant_id"]}))["ok"]
+    await guest.next("admitted")
+    assert (await guest.call("publish", {"type": "offer", "sdp": await _offer()}))["ok"]
+    assert (await judge.next("tracks_changed"))["participant_id"] == joined["participant_id"]
+    media = client.server.app[VISITS].relay.rooms[visit["id"]]
+    pc = media.publishers[(joined["participant_id"], Stream.main)]
+    assert len(media.tracks) == 2
+    fail_connection(pc)
+
+    changed = await judge.next("tracks_changed")
+    assert changed["participant_id"] == joined["participant_id"]
+    assert changed["participant"]["role"] == "petitioner"
+    assert not media.publishers and pc.signalingState == "closed"
+
+    async def ended() -> bool:
+        return not media.tracks
+
+    await wait_for(ended, within=5)
     for peer in (guest, judge):
         await peer.close()
 
