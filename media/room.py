@@ -523,6 +523,8 @@ class Room:
         self, participant_id: str, chosen: list[PublishedTrack]
     ) -> SubscribeOffer | None:
         await self._drop_subscription(participant_id)
+        # closing the old connection waited: a track may have ended meanwhile
+        chosen = [t for t in chosen if self.tracks.get(t.id) is t and t.remote.readyState == "live"]
         if not chosen:
             return None
         pc = create_peer_connection(self.relay.ice_servers.issue(RELAY_KEY))

@@ -930,6 +930,38 @@ async def test_only_failed_publishing_connections_are_closed() -> None:
         await pc.close()
 
 
+async def test_a_track_that_ends_while_a_subscription_restarts_is_not_offered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A subscriber restarts its subscription (its connection failed) and, while the relay
+    closes the old connection, a publisher leaves: the new offer carries only the tracks
+    still live, not a copy of a track that has already ended."""
+    announce_addresses(["127.0.0.1"])
+    room = Relay().room("8" * 32)
+    judge = await publish_av(room, "judge1")
+    lawyer = await publish_av(room, "lawyer1")
+    first = await room.subscribe("petitioner1")
+    assert first is not None and len(first.tracks) == 4
+    drop = Room._drop_subscription
+
+    async def drop_while_the_lawyer_leaves(self: Room, participant_id: str) -> None:
+        await drop(self, participant_id)
+        if participant_id == "petitioner1":
+            await self.leave("lawyer1")
+
+    monkeypatch.setattr(Room, "_drop_subscription", drop_while_the_lawyer_leaves)
+    again = await room.subscribe("petitioner1", restart=True)
+    monkeypatch.setattr(Room, "_drop_subscription", drop)
+    assert again is not None
+    assert {t.participant_id for t in again.tracks} == {"judge1"}
+    # no media section, and no copy, for the tracks that ended
+    assert again.sdp.count("\r\nm=") == 2
+    assert set(room.sending["petitioner1"]) == {t.track_id for t in again.tracks}
+    await room.close()
+    for pc in (judge, lawyer):
+        await pc.close()
+
+
 async def test_a_subscription_is_replaced_on_restart_or_when_its_sections_run_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
