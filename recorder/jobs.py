@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,8 @@ def exit_with_parent() -> None:
 
 
 MAX_ATTEMPTS = 3
+# a step's worker process ended abruptly (the step is tried again in a new one)
+WORKER_DIED = "处理进程意外终止（可能内存不足）"
 
 
 def _stamp(ts: float | None) -> datetime | None:
@@ -416,13 +419,19 @@ class Pipeline:
                 except Exception as exc:
                     self._ran(step, "failed", started)
                     log.exception("recording %s: %s failed", visit_id, step)
+                    crashed = isinstance(exc, BrokenProcessPool)
+                    if crashed:
+                        self._replace_executor()
                     async with self.db.writer() as db:
                         row = await db.get(Recording, visit_id)
-                        if row is not None:
-                            row.state = RecordingState.failed
-                            row.attempts += 1
-                            reason = _without_paths(str(exc), Path(folder))
-                            row.message = f"{STEP_NAMES[step]}失败：{reason}"[:512]
+                        if row is None:
+                            return
+                        row.attempts += 1
+                        reason = WORKER_DIED if crashed else _without_paths(str(exc), Path(folder))
+                        row.message = f"{STEP_NAMES[step]}失败：{reason}"[:512]
+                        if crashed and row.attempts < MAX_ATTEMPTS:
+                            continue  # the step again, in a new worker process
+                        row.state = RecordingState.failed
                     return
                 self._ran(step, "done", started)
                 async with self.db.writer() as db:
@@ -469,6 +478,14 @@ class Pipeline:
             row.integrity = Integrity.signed.value
             folder = Path(row.folder)
             row.size_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    def _replace_executor(self) -> None:
+        """The worker process died (killed for lack of memory, say): a broken pool refuses
+        every later step, so the next step gets a new worker. An executor passed in by the
+        caller is the caller's to manage."""
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     async def close(self) -> None:
         for task in self._tasks.values():

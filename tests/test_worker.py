@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +247,57 @@ async def test_ending_a_visit_again_leaves_its_signed_recording_untouched(
             async with database.reader() as db:
                 row = await db.get(Recording, visit["id"])
             assert row is not None and (row.state, row.step) == (state, "transcribe")
+    finally:
+        await pipeline.close()
+        await database.dispose()
+
+
+async def test_a_worker_process_that_dies_is_replaced_and_the_step_runs_again(
+    settings: Settings, visit: dict[str, Any]
+) -> None:
+    """The step's worker process is killed mid-step (as the kernel does when memory runs
+    out): the pipeline starts a new worker and runs the step again, and the recording is
+    signed; before, the broken pool refused every later recording until a restart."""
+    folder = settings.resolved_recordings_dir / visit["id"]
+    # the sink is still writing: finalize waits for it in the worker
+    folder.mkdir(parents=True)
+    save_state(folder, VisitRecording(visit_id=visit["id"], state=RecordingState.recording))
+    database = Database(settings)
+    pipeline = Pipeline(database, settings)
+    try:
+        await pipeline.recording_started(visit["id"])
+        await pipeline.enqueue(visit["id"], {})
+
+        def worker_pids() -> set[int]:
+            pool = pipeline._executor
+            return set(pool._processes or {}) if isinstance(pool, ProcessPoolExecutor) else set()
+
+        async def working() -> bool:
+            return bool(worker_pids())
+
+        await wait_for(working, within=30)
+        first = worker_pids()
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)
+
+        async def tried_again() -> bool:
+            async with database.reader() as db:
+                row = await db.get(Recording, visit["id"])
+            return row is not None and row.attempts == 1 and bool(worker_pids() - first)
+
+        await wait_for(tried_again, within=30)
+        async with database.reader() as db:
+            row = await db.get(Recording, visit["id"])
+        assert row is not None and row.state is RecordingState.processing
+        assert row.message == "整理失败：处理进程意外终止（可能内存不足）"
+        # the sink closes its files: the new worker finalizes and the recording is signed
+        save_state(folder, VisitRecording(visit_id=visit["id"], state=RecordingState.queued))
+        await pipeline.wait(visit["id"])
+        async with database.reader() as db:
+            row = await db.get(Recording, visit["id"])
+        assert row is not None
+        assert row.state is RecordingState.empty, (row.state, row.message)
+        assert row.integrity == Integrity.signed.value and verify(folder).ok
     finally:
         await pipeline.close()
         await database.dispose()
