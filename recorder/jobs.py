@@ -81,6 +81,16 @@ def _stamp(ts: float | None) -> datetime | None:
 
 
 EMPTY_REASON = "接访结束前没有任何一方发布音视频"
+# published, but not one file could be written (a full or failed disk): not "nobody
+# published"; the tracks' gaps say when and why
+UNWRITTEN_REASON = "各方发布的音视频均未能写入录像文件（缺失时段及原因见时间轴）"
+
+
+def empty_reason(recording: VisitRecording) -> str:
+    """Why a recording without any file has none."""
+    return UNWRITTEN_REASON if recording.tracks else EMPTY_REASON
+
+
 STEP_NAMES = {"finalize": "整理", "composite": "合成", "transcribe": "转写", "sign": "签名"}
 
 
@@ -180,7 +190,8 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
             "empty": recording.state is RecordingState.empty,
         }
     if recording.state is RecordingState.empty and step in ("composite", "transcribe"):
-        return {"skipped": True, "available": False, "reason": f"{EMPTY_REASON}，无可转写的录音"}
+        why = empty_reason(recording)
+        return {"skipped": True, "available": False, "why": why, "reason": f"{why}，无可转写的录音"}
     if step == "composite":
         from recorder.composite import render
 
@@ -469,7 +480,7 @@ class Pipeline:
             row.started_at = _stamp(result["start"]) or row.started_at
             row.interrupted_at = _stamp(result.get("interrupted_at")) or row.interrupted_at
         elif step == "composite" and result.get("skipped"):
-            row.message = f"{EMPTY_REASON}，未生成合成录像和转写"
+            row.message = f"{result.get('why', EMPTY_REASON)}，未生成合成录像和转写"
         elif step == "transcribe":
             row.transcript = (
                 "ok" if result.get("available") else f"转写不可用：{result.get('reason', '')}"

@@ -29,7 +29,7 @@ from recorder.jobs import QUEUE, STEP_RUNS, Pipeline, read_step_runs
 from recorder.manifest import verify
 from recorder.models import STEPS, Integrity, Recording, RecordingState
 from recorder.sink import RecorderSink
-from recorder.state import TrackFile, VisitRecording, load_state, save_state
+from recorder.state import Gap, TrackFile, VisitRecording, load_state, save_state
 from tests.conftest import PostgresServer, RedisServer
 from tests.helpers import wait_for
 from tests.media_fixtures import PacketCounter, publish_av
@@ -298,6 +298,43 @@ async def test_a_worker_process_that_dies_is_replaced_and_the_step_runs_again(
         assert row is not None
         assert row.state is RecordingState.empty, (row.state, row.message)
         assert row.integrity == Integrity.signed.value and verify(folder).ok
+    finally:
+        await pipeline.close()
+        await database.dispose()
+
+
+async def test_a_recording_whose_every_write_failed_is_not_called_unpublished(
+    settings: Settings, visit: dict[str, Any]
+) -> None:
+    """Both parties published but the disk refused every file (full from the start): the
+    recording has no file, as when nobody published, but its record says the media could
+    not be written (the gaps say when), never that nobody published."""
+    folder = settings.resolved_recordings_dir / visit["id"]
+    folder.mkdir(parents=True)
+    now = time.time()
+    track = TrackFile(
+        "v1", "p1", "petitioner", "王某某", "video", "vp8", "camera", [], now - 10, 0, 90000,
+        now, gaps=[Gap(now - 10, now, "磁盘空间不足，此段未录制")],
+    )  # fmt: skip
+    save_state(
+        folder,
+        VisitRecording(visit_id=visit["id"], state=RecordingState.queued, tracks=[track]),
+    )
+    database = Database(settings)
+    pipeline = Pipeline(database, settings)
+    try:
+        await pipeline.recording_started(visit["id"])
+        await pipeline.enqueue(visit["id"], {})
+        await pipeline.wait(visit["id"])
+        async with database.reader() as db:
+            row = await db.get(Recording, visit["id"])
+        assert row is not None and row.state is RecordingState.empty, row and row.message
+        why = "各方发布的音视频均未能写入录像文件（缺失时段及原因见时间轴）"
+        assert row.message == f"{why}，未生成合成录像和转写"
+        assert row.transcript.startswith(f"转写不可用：{why}")
+        timeline = json.loads((folder / "timeline.json").read_text())
+        assert timeline["tracks"][0]["gaps"][0]["reason"] == "磁盘空间不足，此段未录制"
+        assert verify(folder).ok
     finally:
         await pipeline.close()
         await database.dispose()
