@@ -34,6 +34,12 @@ SKIPPED_SUFFIXES = (".tmp",)
 REVISIONS = "revisions/"
 
 
+def is_signed(folder: Path) -> bool:
+    """The recording's folder has its manifest: its files are the court's record and are
+    never written again (only verified, exported, or deleted after retention)."""
+    return (folder / SUMS).exists()
+
+
 def load_signing_key(data_dir: Path) -> Ed25519PrivateKey:
     """The server's signing key, ``<data_dir>/signing-key.pem`` (created 0600 on first use)."""
     path = Path(data_dir) / "signing-key.pem"

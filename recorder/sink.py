@@ -30,6 +30,7 @@ import av
 
 from media.encoded import EncodedFrame
 from media.room import PublishedTrack
+from recorder.manifest import is_signed
 from recorder.state import (
     Gap,
     RecordingState,
@@ -348,6 +349,11 @@ class RecorderSink:
         if recording is None:
             return
         folder = self.folder(visit_id)
+        if is_signed(folder):
+            # processed and signed already (the visit ended on another node while this one
+            # still held its room): the record is not rewritten
+            log.error("recorder: visit %s is signed already; its late state is not saved", visit_id)
+            return
         try:
             folder.mkdir(parents=True, exist_ok=True)
             save_state(folder, recording)
@@ -557,6 +563,12 @@ def recover(root: Path) -> list[VisitRecording]:
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         recording = load_state(folder)
         if recording is None or recording.state is not RecordingState.recording:
+            continue
+        if is_signed(folder):  # signed while still marked recording: never rewritten
+            log.error(
+                "visit %s: recording marked as still recording but already signed; left as signed",
+                recording.visit_id,
+            )
             continue
         interrupted_at = recording.started_at
         for track in recording.tracks:

@@ -19,6 +19,7 @@ from config.db import Database, utcnow
 from config.settings import Settings
 from config.vocabulary import EndReason
 from recorder.models import Recording, RecordingState
+from recorder.state import CLOSED_STATES, load_state
 from scheduler import booking as bk
 from scheduler import lifecycle
 from scheduler.cases.words import Node, VisitKind
@@ -34,7 +35,7 @@ from scheduler.scope import SYSTEM_ACTOR, Actor
 from tests.conftest import MakeClient
 from tests.helpers import Booking, local_time, login, next_weekday, wait_for
 from tests.visits import Peer, _cookie
-from web.keys import GATEWAY
+from web.keys import GATEWAY, VISITS
 
 JUDGE, OTHER_JUDGE, FAR_JUDGE = 11, 12, 13
 OPERATOR, FAR_OPERATOR, ARCHIVIST, ADMIN = 21, 22, 31, 41
@@ -269,6 +270,46 @@ async def test_a_judge_who_leaves_is_announced_and_the_call_ends_as_abandoned(
         await db.dispose()
     assert await gateway.reap_abandoned(utcnow() + 2 * limit) == []  # ends once
     await guest.close()
+
+
+async def test_a_room_whose_visit_ended_on_another_node_closes_and_its_recording_stops(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+) -> None:
+    """The visit is ended where its room is not held (another node's API or call: it can
+    only tell the pages). This node closes its room at the next housekeeping: its pages are
+    told, and the recording's files are closed before that node's pipeline finalizes and
+    signs them, so nothing writes into a signed recording afterwards."""
+    staff, judge, guest, _ = await _admitted_call(make_client, visit)
+    app = staff.server.app
+    gateway = app[GATEWAY]
+    folder = migrated.resolved_recordings_dir / visit["id"]
+
+    async def recording() -> bool:
+        state = load_state(folder)
+        return state is not None and state.state is RecordingState.recording
+
+    await wait_for(recording, within=10)
+    assert await gateway.close_ended_rooms() == []  # the visit is still open
+    db = Database(migrated)
+    try:
+        async with db.writer() as s:  # ended by the other node
+            v = await s.get(Visit, visit["id"])
+            assert v is not None
+            v.state = VisitState.ended
+    finally:
+        await db.dispose()
+    assert await gateway.close_ended_rooms() == [visit["id"]]
+    assert (await guest.next("ended"))["visit_id"] == visit["id"]
+    assert visit["id"] not in app[VISITS].rooms
+
+    async def files_closed() -> bool:
+        state = load_state(folder)
+        return state is not None and state.state in CLOSED_STATES
+
+    await wait_for(files_closed, within=10)
+    assert await gateway.close_ended_rooms() == []
+    for peer in (guest, judge):
+        await peer.close()
 
 
 async def test_after_a_restart_a_visit_in_progress_nobody_holds_ends_as_abandoned(

@@ -274,6 +274,31 @@ def test_a_file_that_cannot_be_repaired_stays_out_of_the_playable_list(tmp_path:
     assert str(tmp_path) not in (folder / "recording.json").read_text()
 
 
+def test_a_signed_recording_is_never_rewritten_by_recovery_or_a_late_stop(
+    tmp_path: Path,
+) -> None:
+    """A recording signed while its file still said ``recording`` (the pipeline stopped
+    waiting for a room held elsewhere): neither the recovery at the next start nor the
+    sink's late stop writes into it, so its signed files stay as signed."""
+    root = tmp_path / "recordings"
+    folder = root / ("d" * 32)
+    (folder / "tracks").mkdir(parents=True)
+    (folder / "tracks" / "petitioner-camera-v1.webm").write_bytes(os.urandom(4096))
+    started = time.time() - 30
+    track = TrackFile("v1", "p1", "petitioner", "王某某", "video", "vp8", "camera",
+                      ["tracks/petitioner-camera-v1.webm"], started, 0, 90000)  # fmt: skip
+    save_state(folder, VisitRecording(visit_id="d" * 32, started_at=started, tracks=[track]))
+    (folder / "SHA256SUMS").write_text("signed\n")
+    before = {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    assert recover(root) == []
+    sink = RecorderSink(root)
+    sink.start("d" * 32)
+    sink.stop("d" * 32)
+    sink.close()
+    assert {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
 def test_a_crashed_track_never_ends_after_its_files_last_write(tmp_path: Path) -> None:
     """The first frame's arrival can lag the stream's pace; its arrival plus the media in
     the file would then put the interruption after the crash. The file's last write bounds
