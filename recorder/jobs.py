@@ -74,6 +74,8 @@ def exit_with_parent() -> None:
 MAX_ATTEMPTS = 3
 # a step's worker process ended abruptly (the step is tried again in a new one)
 WORKER_DIED = "处理进程意外终止（可能内存不足）"
+# a step after finalize failed for now: what there is was signed meanwhile
+SIGNED_AS_IS = "原始录像与时间轴已签名"
 
 
 def _stamp(ts: float | None) -> datetime | None:
@@ -443,6 +445,8 @@ class Pipeline:
                         if crashed and row.attempts < MAX_ATTEMPTS:
                             continue  # the step again, in a new worker process
                         row.state = RecordingState.failed
+                    if step in ("composite", "transcribe"):
+                        await self._sign_as_is(visit_id, folder, config)
                     return
                 self._ran(step, "done", started)
                 async with self.db.writer() as db:
@@ -489,6 +493,25 @@ class Pipeline:
             row.integrity = Integrity.signed.value
             folder = Path(row.folder)
             row.size_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    async def _sign_as_is(self, visit_id: str, folder: str, config: dict[str, Any]) -> None:
+        """A step after finalize failed: the originals and the timeline are signed as they
+        are, so the record can be proven untouched whatever becomes of the composite or the
+        transcript (a retry signs again once they exist)."""
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self.executor, run_step, "sign", folder, config)
+        except Exception as exc:
+            log.exception("recording %s: signing the originals after the failure failed", visit_id)
+            if isinstance(exc, BrokenProcessPool):
+                self._replace_executor()
+            return
+        async with self.db.writer() as db:
+            row = await db.get(Recording, visit_id)
+            if row is not None:
+                self._apply(row, "sign", result)
+                row.message = f"{row.message}；{SIGNED_AS_IS}"[:512]
+        log.info("recording %s: originals and timeline signed after the failure", visit_id)
 
     def _replace_executor(self) -> None:
         """The worker process died (killed for lack of memory, say): a broken pool refuses

@@ -344,8 +344,8 @@ async def test_a_failed_step_names_the_recordings_own_files_never_a_server_path(
     settings: Settings, visit: dict[str, Any]
 ) -> None:
     """The composite cannot be written (a directory stands in its place): the step fails,
-    and the row's message says which step and which file, by its name in the recording's
-    folder."""
+    the row's message says which step and which file, by its name in the recording's
+    folder, and the originals and the timeline are signed as they are."""
     folder = settings.resolved_recordings_dir / visit["id"]
     (folder / "composite.mp4").mkdir(parents=True)
     now = time.time()
@@ -366,10 +366,14 @@ async def test_a_failed_step_names_the_recordings_own_files_never_a_server_path(
         async with database.reader() as db:
             row = await db.get(Recording, visit["id"])
         assert row is not None and row.state is RecordingState.failed
-        assert (
-            row.message
-            == "合成失败：[Errno 21] Is a directory: 'composite.tmp.mp4' -> 'composite.mp4'"
+        assert row.message == (
+            "合成失败：[Errno 21] Is a directory: 'composite.tmp.mp4' -> 'composite.mp4'"
+            "；原始录像与时间轴已签名"
         )
+        # whatever becomes of the composite, the recording as it is can be proven untouched
+        assert row.integrity == Integrity.signed.value
+        result = verify(folder)
+        assert result.ok and "timeline.json" in result.checked
     finally:
         await pipeline.close()
         await database.dispose()
