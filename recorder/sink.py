@@ -3,8 +3,9 @@ as they are (no decode, no encode), one Matroska/WebM file per track.
 
 The relay calls the sink on its event loop; the sink only copies each frame into a queue.
 One writer thread per sink does all file work, so a slow or full disk never stalls media.
-Each packet is flushed to the file as it is written (``flush_packets``), so a ``kill -9``
-loses at most the frame in hand; ``recover`` makes interrupted files playable on the next
+Each track file is written in Matroska clusters of at most ``CLUSTER_MS`` (100 ms), each
+flushed as it closes (Matroska holds the open cluster in memory), so a ``kill -9`` loses at
+most that much of each track; ``recover`` makes interrupted files playable on the next
 start. A visit's folder holds ``tracks/`` and ``recording.json`` (state, tracks, gaps), the
 visit's one timeline: every track's first frame has its wall-clock time, and the files keep
 the RTP timing, so any instant of any track maps to wall-clock time.
@@ -44,6 +45,7 @@ from recorder.state import (
 log = logging.getLogger("vreception.recorder")
 
 RETRY_SECONDS = 5.0
+CLUSTER_MS = 100  # media held in memory per track file, at most (see _Writer)
 BATCH_SECONDS = 0.05
 
 
@@ -102,12 +104,14 @@ class _Writer:
         self.path = folder / name
         self.packets = 0  # written so far; a file with none is removed, never listed
         fmt = "webm" if track.codec in ("vp8", "vp9", "opus") else "matroska"
-        # flush_packets: every packet reaches the file at once; clusters of at most 1 s
+        # Matroska keeps a cluster in memory until it closes, whatever flush_packets says:
+        # clusters of at most CLUSTER_MS, each flushed as it closes, bound what a kill -9
+        # (or a disk that fills) can lose to that much media
         self.container: Any = av.open(
             str(self.path),
             "w",
             format=fmt,
-            options={"flush_packets": "1", "cluster_time_limit": "1000"},
+            options={"flush_packets": "1", "cluster_time_limit": str(CLUSTER_MS)},
         )
         self.container.metadata["START_WALLCLOCK"] = started
         self.container.metadata["TITLE"] = f"{track.role} {track.source} {track.track_id}"

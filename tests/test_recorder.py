@@ -31,7 +31,7 @@ from media.room import PublishedTrack, Relay
 from media.transport import announce_addresses, create_peer_connection
 from recorder.composite import Overlay, Planes, _fit, _layout, render
 from recorder.models import Recording
-from recorder.sink import RecorderSink, recover
+from recorder.sink import CLUSTER_MS, RecorderSink, _Writer, recover
 from recorder.state import RecordingState, TrackFile, VisitRecording, load_state, save_state
 from tests.conftest import MakeClient
 from tests.helpers import login, wait_for, wait_until
@@ -195,6 +195,33 @@ CRASHING_RECORDER = textwrap.dedent(
     asyncio.run(main())
     """
 )
+
+
+def test_a_track_file_holds_its_media_on_disk_within_a_tenth_of_a_second(
+    tmp_path: Path,
+) -> None:
+    """While a track is being written, what it received is on disk within CLUSTER_MS
+    (100 ms), not when the file closes or a one-second cluster ends: what a kill -9 or a
+    disk that fills takes is that much, at most."""
+    ffmpeg = tmp_path / "a.webm"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
+         "-c:a", "libopus", str(ffmpeg)],
+        check=True,
+    )  # fmt: skip
+    with av.open(str(ffmpeg)) as source:
+        packets = [bytes(p) for p in source.demux(audio=0) if p.size]
+    track = TrackFile(
+        "a1", "p1", "petitioner", "王某某", "audio", "opus", "microphone", clock_rate=48000
+    )
+    writer = _Writer(tmp_path, "a1.webm", track, "2026-12-05T10:00:00", packets[0])
+    try:
+        for i, data in enumerate(packets[:25]):  # half a second of 20 ms frames
+            writer.write(data, i * 960, True)
+        assert CLUSTER_MS <= 100
+        assert written_seconds(tmp_path / "a1.webm") >= 0.5 - 0.02 - 0.1
+    finally:
+        writer.close()
 
 
 def test_a_killed_recorder_loses_seconds_not_the_visit(tmp_path: Path) -> None:
