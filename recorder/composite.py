@@ -271,7 +271,28 @@ def render(
     overlay = Overlay(overlay_lines(recording), find_font(font_path), tz or ZoneInfo("UTC"))
     videos = [_Latest(s) for s in _sources(folder, recording, "video")]
     audio_sources = _sources(folder, recording, "audio")
-    tmp = out_path.with_suffix(".tmp.mp4")
+    # a name the manifest neither signs nor checks (recorder/manifest.py SKIPPED_SUFFIXES),
+    # removed if the render fails: a half-made composite is never part of the record
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    try:
+        frames = _render(tmp, start, duration, overlay, videos, audio_sources, progress)
+        tmp.replace(out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"duration": duration, "frames": frames, "bytes": out_path.stat().st_size}
+
+
+def _render(
+    tmp: Path,
+    start: float,
+    duration: float,
+    overlay: Overlay,
+    videos: list[_Latest],
+    audio_sources: list[_Source],
+    progress: Progress | None,
+) -> int:
+    """The composite's frames into ``tmp``; returns how many."""
     frames = 0
     with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
         vstream: Any = out.add_stream("libx264", rate=FPS)
@@ -323,8 +344,7 @@ def render(
                 out.mux(packet)
         for packet in astream.encode(None):
             out.mux(packet)
-    tmp.replace(out_path)
-    return {"duration": duration, "frames": frames, "bytes": out_path.stat().st_size}
+    return frames
 
 
 class _Mixer:

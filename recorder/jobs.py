@@ -89,8 +89,9 @@ UNWRITTEN_REASON = "各方发布的音视频均未能写入录像文件（缺失
 
 
 def empty_reason(recording: VisitRecording) -> str:
-    """Why a recording without any file has none."""
-    return UNWRITTEN_REASON if recording.tracks else EMPTY_REASON
+    """Why a recording without any file has none: its tracks' gaps are the writes that
+    failed (a track published but never carrying a frame has none)."""
+    return UNWRITTEN_REASON if any(t.gaps for t in recording.tracks) else EMPTY_REASON
 
 
 STEP_NAMES = {"finalize": "整理", "composite": "合成", "transcribe": "转写", "sign": "签名"}
@@ -453,6 +454,8 @@ class Pipeline:
                     row = await db.get(Recording, visit_id)
                     if row is None:
                         return
+                    if row.message.startswith(f"{STEP_NAMES[step]}失败："):
+                        row.message = ""  # an earlier attempt's failure, now overcome
                     self._apply(row, step, result)
                     if step == "sign":
                         await self._index(db, row)

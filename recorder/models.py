@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from config.db import Base, UTCDateTime, utcnow
 from config.vocabulary import define
-from recorder.state import RecordingState
+from recorder.state import SIGNED_STATES, RecordingState
 
 __all__ = ["STEPS", "Integrity", "Recording", "RecordingState", "RecordingText"]
 
@@ -98,6 +98,14 @@ class Recording(Base):
     )
 
     __table_args__ = (Index("ix_recordings_started", "started_at"),)
+
+    @property
+    def verifiable(self) -> bool:
+        """Its files can be checked against its signed manifest: processed (ready, empty),
+        or failed after its originals and timeline were signed as they were."""
+        return self.state in SIGNED_STATES or (
+            self.state is RecordingState.failed and self.integrity != Integrity.unsigned.value
+        )
 
 
 class RecordingText(Base):

@@ -25,7 +25,15 @@ from config.db import Database
 from config.settings import Settings
 from media.room import Relay
 from media.transport import announce_addresses
-from recorder.jobs import QUEUE, STEP_RUNS, Pipeline, read_step_runs
+from recorder.jobs import (
+    EMPTY_REASON,
+    QUEUE,
+    STEP_RUNS,
+    UNWRITTEN_REASON,
+    Pipeline,
+    empty_reason,
+    read_step_runs,
+)
 from recorder.manifest import verify
 from recorder.models import STEPS, Integrity, Recording, RecordingState
 from recorder.sink import RecorderSink
@@ -298,6 +306,7 @@ async def test_a_worker_process_that_dies_is_replaced_and_the_step_runs_again(
         assert row is not None
         assert row.state is RecordingState.empty, (row.state, row.message)
         assert row.integrity == Integrity.signed.value and verify(folder).ok
+        assert "失败" not in row.message  # the crash was overcome
     finally:
         await pipeline.close()
         await database.dispose()
@@ -340,6 +349,20 @@ async def test_a_recording_whose_every_write_failed_is_not_called_unpublished(
         await database.dispose()
 
 
+def test_a_recording_without_files_says_whether_nobody_published_or_writing_failed() -> None:
+    """No file at all: "nobody published" unless a track's gaps record failed writes (a
+    track published but never carrying a frame has no gap)."""
+    now = time.time()
+    silent = TrackFile("v1", "p1", "petitioner", "王某某", "video", "vp8", "camera")
+    failed = TrackFile(
+        "a1", "p1", "petitioner", "王某某", "audio", "opus", "microphone",
+        gaps=[Gap(now - 10, now, "磁盘空间不足，此段未录制")],
+    )  # fmt: skip
+    assert empty_reason(VisitRecording("x", tracks=[])) == EMPTY_REASON
+    assert empty_reason(VisitRecording("x", tracks=[silent])) == EMPTY_REASON
+    assert empty_reason(VisitRecording("x", tracks=[silent, failed])) == UNWRITTEN_REASON
+
+
 async def test_a_failed_step_names_the_recordings_own_files_never_a_server_path(
     settings: Settings, visit: dict[str, Any]
 ) -> None:
@@ -367,13 +390,17 @@ async def test_a_failed_step_names_the_recordings_own_files_never_a_server_path(
             row = await db.get(Recording, visit["id"])
         assert row is not None and row.state is RecordingState.failed
         assert row.message == (
-            "合成失败：[Errno 21] Is a directory: 'composite.tmp.mp4' -> 'composite.mp4'"
+            "合成失败：[Errno 21] Is a directory: 'composite.mp4.tmp' -> 'composite.mp4'"
             "；原始录像与时间轴已签名"
         )
-        # whatever becomes of the composite, the recording as it is can be proven untouched
+        # whatever becomes of the composite, the recording as it is can be proven untouched;
+        # no half-made composite is left, let alone signed
         assert row.integrity == Integrity.signed.value
         result = verify(folder)
         assert result.ok and "timeline.json" in result.checked
+        assert not (folder / "composite.mp4.tmp").exists()
+        assert not [n for n in result.checked if "composite" in n]
+        assert row.verifiable  # the archive's check (POST .../verify) accepts it
     finally:
         await pipeline.close()
         await database.dispose()

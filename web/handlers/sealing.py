@@ -10,7 +10,6 @@ from config.db import utcnow
 from config.errors import ConflictError
 from recorder.manifest import load_signing_key, verify
 from recorder.models import Integrity
-from recorder.state import SIGNED_STATES
 from scheduler.models import Role
 from web import archive
 from web.handlers.archive import (
@@ -75,8 +74,8 @@ async def check_integrity(ctx: Context) -> IntegrityOut:
     recording, visit = await archive.accessible(
         ctx.db, ctx.me.actor(), ctx.request.match_info["visit_id"]
     )
-    if recording.state not in SIGNED_STATES:
-        raise ConflictError("录像尚未处理完成（或已删除），无法核验", code="not_ready")
+    if not recording.verifiable:
+        raise ConflictError("录像尚未签名（或已删除），无法核验", code="not_ready")
     key = load_signing_key(ctx.settings.data_dir)
     result = await asyncio.get_running_loop().run_in_executor(
         None, verify, Path(recording.folder), key.public_key()

@@ -145,9 +145,11 @@
     watch(pc, () => startMedia().catch((err) => say("call-msg", reason(err), "error")));
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
+    // a newer publish (camera switched, network back) replaced this one meanwhile: it is
+    // not sent (the relay would keep the later-arriving), and an answer already asked for is
+    // for a connection that is gone
+    if (publisher !== pc) return;
     const answer = await call("publish", { type: "offer", sdp: pc.localDescription.sdp });
-    // a newer publish (camera switched, network back) replaced this one meanwhile: its
-    // answer is for that connection
     if (publisher !== pc) return;
     if (!answer.ok) throw new Error(answer.error.message);
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
