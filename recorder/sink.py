@@ -476,6 +476,16 @@ class RecorderSink:
         self, visit_id: str, entry: TrackFile, at: float, first: bytes
     ) -> _Writer | None:
         folder = self.folder(visit_id)
+        if is_signed(folder):
+            # the visit ended and its recording was signed while this node still held the
+            # room: nothing more is written into the record (this track's frames are dropped)
+            log.error(
+                "recorder: visit %s is signed already; track %s is not written",
+                visit_id,
+                entry.track_id,
+            )
+            self._retry_at[entry.track_id] = float("inf")
+            return None
         ext = "webm" if entry.codec in ("vp8", "vp9", "opus") else "mkv"
         base = f"tracks/{entry.role or 'party'}-{entry.source}-{entry.track_id}"
         name, part = f"{base}.{ext}", 1

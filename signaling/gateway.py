@@ -89,6 +89,10 @@ class VisitGateway(Protocol):
         """False once the visit has ended, was cancelled or never existed."""
         ...
 
+    async def open_visits(self, visit_ids: list[str]) -> set[str]:
+        """Those of ``visit_ids`` that are still open (one query for a node's rooms)."""
+        ...
+
     async def lobby(self, visit_id: str, identity: Identity) -> None:
         """The petitioner waits in the lobby (checked_in → in_lobby)."""
         ...

@@ -124,6 +124,8 @@ Handler = Callable[[str, Any], Awaitable[Any]]
 
 
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+# how often a node looks for its rooms of visits ended elsewhere (close_ended_rooms)
+ENDED_ROOMS_CHECK_S = 5.0
 
 
 def _sends(sdp: str) -> bool:
@@ -616,10 +618,18 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """Every ``interval`` seconds, tell each call room whose downlink became too thin for
         video (网络较差) or good again (``network``, docs/protocol.md; media/quality.py), and
         close the publishing connections that failed (``tracks_changed`` to the others, whose
-        subscriptions then drop those tracks)."""
+        subscriptions then drop those tracks); every ENDED_ROOMS_CHECK_S, close the rooms of
+        visits that ended elsewhere (:meth:`close_ended_rooms`)."""
+        checked = time.monotonic()
         while self.relay is not None:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            if now - checked >= ENDED_ROOMS_CHECK_S:
+                checked = now
+                try:
+                    await self.close_ended_rooms()
+                except Exception:
+                    log.exception("closing the rooms of ended visits failed; will retry")
             for visit_id, media in list(self.relay.rooms.items()):
                 try:
                     for participant_id in await media.close_failed_publishers():
@@ -650,6 +660,24 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                         )
                 except Exception:  # one room's trouble does not stop the others' notices
                     log.exception("visit %s: network notice failed", visit_id)
+
+    async def close_ended_rooms(self) -> list[str]:
+        """Close this node's rooms of visits that have ended (on another node, or through
+        the API served by another node, which can only tell the pages): everyone still
+        connected here is told, and the recording stops and closes its files well within
+        the 60 s the pipeline started elsewhere waits for them, so it never finalizes, and
+        signs, a recording still being written. Returns the visits whose rooms closed."""
+        held = list(self.rooms)
+        if not held:
+            return []
+        still_open = await self.gateway.open_visits(held)
+        closed = []
+        for visit_id in held:
+            if visit_id not in still_open and visit_id in self.rooms:
+                log.warning("visit %s ended elsewhere; closing its room here", visit_id)
+                await self.close_visit(visit_id)
+                closed.append(visit_id)
+        return closed
 
     async def close_visit(self, visit_id: str, reason: str = "ended") -> None:
         """The visit has ended (here, or through the API) for ``reason`` (an EndReason):

@@ -276,12 +276,12 @@ async def test_a_room_whose_visit_ended_on_another_node_closes_and_its_recording
     make_client: MakeClient, visit: dict[str, Any], migrated: Settings
 ) -> None:
     """The visit is ended where its room is not held (another node's API or call: it can
-    only tell the pages). This node closes its room at the next housekeeping: its pages are
+    only tell the pages). This node closes its room within ENDED_ROOMS_CHECK_S: its pages are
     told, and the recording's files are closed before that node's pipeline finalizes and
     signs them, so nothing writes into a signed recording afterwards."""
     staff, judge, guest, _ = await _admitted_call(make_client, visit)
     app = staff.server.app
-    gateway = app[GATEWAY]
+    namespace = app[VISITS]
     folder = migrated.resolved_recordings_dir / visit["id"]
 
     async def recording() -> bool:
@@ -289,7 +289,7 @@ async def test_a_room_whose_visit_ended_on_another_node_closes_and_its_recording
         return state is not None and state.state is RecordingState.recording
 
     await wait_for(recording, within=10)
-    assert await gateway.close_ended_rooms() == []  # the visit is still open
+    assert await namespace.close_ended_rooms() == []  # the visit is still open
     db = Database(migrated)
     try:
         async with db.writer() as s:  # ended by the other node
@@ -298,7 +298,7 @@ async def test_a_room_whose_visit_ended_on_another_node_closes_and_its_recording
             v.state = VisitState.ended
     finally:
         await db.dispose()
-    assert await gateway.close_ended_rooms() == [visit["id"]]
+    assert await namespace.close_ended_rooms() == [visit["id"]]
     assert (await guest.next("ended"))["visit_id"] == visit["id"]
     assert visit["id"] not in app[VISITS].rooms
 
@@ -307,7 +307,7 @@ async def test_a_room_whose_visit_ended_on_another_node_closes_and_its_recording
         return state is not None and state.state in CLOSED_STATES
 
     await wait_for(files_closed, within=10)
-    assert await gateway.close_ended_rooms() == []
+    assert await namespace.close_ended_rooms() == []
     for peer in (guest, judge):
         await peer.close()
 

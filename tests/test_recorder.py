@@ -326,6 +326,34 @@ def test_a_signed_recording_is_never_rewritten_by_recovery_or_a_late_stop(
     assert {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
+async def test_a_room_still_live_writes_no_track_into_a_signed_recording(tmp_path: Path) -> None:
+    """The recording was signed while a node still held the visit's room (ended elsewhere):
+    the tracks published there are not written into the signed folder."""
+    announce_addresses(["127.0.0.1"])
+    root = tmp_path / "recordings"
+    folder = root / ("c" * 32)
+    sink = RecorderSink(root)
+    counter = PacketCounter()
+    relay = Relay(sinks=[sink, counter])
+    room = relay.room("c" * 32)
+    room.describe("p1", "petitioner", "王某某")
+    room.start_recording()
+    sink.flush()
+    (folder / "SHA256SUMS").write_text("signed\n")
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    pc = await publish_av(room, "p1")
+    try:
+        await wait_for(counter.recorded(2.0, "p1"))
+        room.stop_recording()
+        sink.flush()
+        after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        assert after == before
+    finally:
+        await room.close()
+        await pc.close()
+        sink.close()
+
+
 def test_a_crashed_track_never_ends_after_its_files_last_write(tmp_path: Path) -> None:
     """The first frame's arrival can lag the stream's pace; its arrival plus the media in
     the file would then put the interruption after the crash. The file's last write bounds

@@ -119,9 +119,8 @@ async def metrics_middleware(
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
-    """No-shows, reminders, the walk-in queue, visits left without their judge, rooms of
-    visits ended on another node and the statistics' monthly store, every
-    ``housekeeping_seconds``."""
+    """No-shows, reminders, the walk-in queue, visits left without their judge and the
+    statistics' monthly store, every ``housekeeping_seconds``."""
     settings = app[SETTINGS]
 
     async def loop() -> None:
@@ -135,15 +134,8 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
                     outbox = take_outbox(db)
                 await push_all(app[NOTIFIER], outbox)
                 abandoned = await app[GATEWAY].reap_abandoned()
-                closed = await app[GATEWAY].close_ended_rooms()
-                if any(done.values()) or abandoned or closed:
-                    log.info(
-                        "housekeeping: %s; ended as abandoned: %s; rooms of ended visits "
-                        "closed: %s",
-                        done,
-                        abandoned,
-                        closed,
-                    )
+                if any(done.values()) or abandoned:
+                    log.info("housekeeping: %s; ended as abandoned: %s", done, abandoned)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -324,28 +324,15 @@ class DatabaseVisitGateway:
                 log.info("visit %s: not ended as abandoned: %s", visit_id, exc.message)
         return ended
 
-    async def close_ended_rooms(self) -> list[str]:
-        """Close the rooms this node holds for visits that have ended (on another node, or
-        through the API served by another node, which can only tell the pages): everyone
-        still connected here is told, and the recording stops and closes its files, so the
-        pipeline that the other node started does not finalize, and sign, a recording that
-        is still being written."""
-        visits = self._app[VISITS]
-        held = list(visits.rooms)
-        if not held:
-            return []
+    async def open_visits(self, visit_ids: list[str]) -> set[str]:
+        if not visit_ids:
+            return set()
         async with self._db.reader() as db:
-            still_open = set(
+            return set(
                 await db.scalars(
-                    select(Visit.id).where(Visit.id.in_(held), Visit.state.in_(lifecycle.OPEN))
+                    select(Visit.id).where(Visit.id.in_(visit_ids), Visit.state.in_(lifecycle.OPEN))
                 )
             )
-        closed = []
-        for visit_id in held:
-            if visit_id not in still_open and visit_id in visits.rooms:
-                await visits.close_visit(visit_id)
-                closed.append(visit_id)
-        return closed
 
     async def recording_details(self, visit_id: str) -> dict[str, Any]:
         """What the composite's overlay, the transcript header and the manifest name: the
