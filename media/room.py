@@ -399,20 +399,19 @@ class Room:
         """The subscribers whose downlink is too thin for video now."""
         return [p for p, link in self.links.items() if link.poor]
 
-    async def close_failed_publishers(self) -> list[str]:
+    async def close_failed_publishers(self) -> list[tuple[str, Stream]]:
         """Close every publishing connection that failed and end its tracks (aiortc never
         brings a failed connection back; its page publishes anew, and until then the others
         would be offered tracks that carry nothing). A page that never applied the relay's
-        answer ends this way too, once the relay's connectivity checks give up. Returns who
-        published them, once per participant."""
+        answer ends this way too, once the relay's connectivity checks give up. Returns the
+        streams closed: (participant, stream)."""
         failed = [key for key, pc in self.publishers.items() if pc.connectionState == "failed"]
-        closed: list[str] = []
+        closed: list[tuple[str, Stream]] = []
         for participant_id, stream in failed:
             pc = self.publishers.get((participant_id, stream))
             if pc is not None and pc.connectionState == "failed":  # not replaced meanwhile
                 await self.unpublish(participant_id, stream)
-                if participant_id not in closed:
-                    closed.append(participant_id)
+                closed.append((participant_id, stream))
         return closed
 
     async def unpublish(self, participant_id: str, stream: Stream) -> bool:

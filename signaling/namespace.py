@@ -632,14 +632,21 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                     log.exception("closing the rooms of ended visits failed; will retry")
             for visit_id, media in list(self.relay.rooms.items()):
                 try:
-                    for participant_id in await media.close_failed_publishers():
+                    for participant_id, stream in await media.close_failed_publishers():
                         log.info(
-                            "visit %s: participant %s's publishing connection failed; closed",
+                            "visit %s: participant %s's %s connection failed; closed",
                             visit_id,
                             participant_id,
+                            stream.value,
                         )
                         room = self.rooms.get(visit_id)
                         owner = room.participants.get(participant_id) if room else None
+                        if owner is not None and stream is Stream.evidence and owner.evidence:
+                            # as when the page stops showing it (_unpublish): on the record
+                            owner.evidence = False
+                            await self.gateway.room_event(
+                                visit_id, "evidence_stopped", owner.identity
+                            )
                         await self.emit(
                             "tracks_changed",
                             {

@@ -917,7 +917,7 @@ async def test_only_failed_publishing_connections_are_closed() -> None:
     assert await room.close_failed_publishers() == []
     failed = room.publishers[("petitioner1", Stream.main)]
     fail_connection(failed)
-    assert await room.close_failed_publishers() == ["petitioner1"]
+    assert await room.close_failed_publishers() == [("petitioner1", Stream.main)]
     assert set(room.publishers) == {("judge1", Stream.main), ("lawyer1", Stream.main)}
     assert failed.signalingState == "closed"
 

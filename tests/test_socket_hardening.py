@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import socketio
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from config.db import Database
 from config.settings import ConfigError, Settings, load_settings
@@ -30,7 +30,7 @@ from media.transport import (
     default_allowed_networks,
     screen_sdp,
 )
-from scheduler.models import User
+from scheduler.models import User, VisitEvent, VisitEventKind
 from signaling.gateway import Identity, RejoinTokens
 from signaling.protocol import ParticipantRole, ProtocolError
 from tests.conftest import MakeClient
@@ -475,11 +475,12 @@ async def test_the_others_are_told_tracks_changed_when_a_publisher_leaves(
 
 
 async def test_a_failed_publishing_connection_is_closed_and_the_others_are_told(
-    make_client: MakeClient, visit: dict[str, Any]
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
 ) -> None:
     """A publisher's connection fails (aiortc never brings one back; here its page is gone
     without a word): within a second the relay closes it, its tracks end and the others get
-    ``tracks_changed``, so their subscriptions drop tiles that would carry nothing."""
+    ``tracks_changed``, so their subscriptions drop tiles that would carry nothing. Evidence
+    whose connection failed is no longer shown, on the pages and on the visit's record."""
     client, _, judge = await _staff_peer(make_client, "judge_a")
     assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
     guest = await Peer().connect(client)
@@ -491,6 +492,24 @@ async def test_a_failed_publishing_connection_is_closed_and_the_others_are_told(
     assert (await guest.call("publish", {"type": "offer", "sdp": await _offer()}))["ok"]
     assert (await judge.next("tracks_changed"))["participant_id"] == joined["participant_id"]
     media = client.server.app[VISITS].relay.rooms[visit["id"]]
+    shown = await guest.call(
+        "publish", {"type": "offer", "sdp": await _offer(("video",)), "stream": "evidence"}
+    )
+    assert shown["ok"], shown
+    assert (await judge.next("tracks_changed"))["participant"]["evidence"] is True
+    fail_connection(media.publishers[(joined["participant_id"], Stream.evidence)])
+    stopped = await judge.next("tracks_changed")
+    assert stopped["participant"]["evidence"] is False
+    async with Database(migrated).reader() as db:
+        events = (
+            await db.scalars(
+                select(VisitEvent)
+                .where(VisitEvent.visit_id == visit["id"], VisitEvent.kind == VisitEventKind.room)
+                .order_by(VisitEvent.id)
+            )
+        ).all()
+    assert [e.detail["event"] for e in events][-2:] == ["evidence_shown", "evidence_stopped"]
+
     pc = media.publishers[(joined["participant_id"], Stream.main)]
     assert len(media.tracks) == 2
     fail_connection(pc)
