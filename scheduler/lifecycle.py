@@ -289,9 +289,14 @@ def can_end(actor: Actor, visit: Visit) -> bool:
 
 def starts_recording(role: ParticipantRole, visit: Visit) -> bool:
     """Whether this participant's entering the call starts the visit's recording: the
-    petitioner's, the operator's at an on-site reception, the host's opening a meeting."""
+    petitioner's, the operator's at an on-site reception, the host's opening a meeting;
+    and, once a visit or meeting is in progress, anyone's (its room closed meanwhile: a
+    node restarted or failed over, everyone dropped; whoever comes back first resumes
+    the record, not only the one who began it)."""
     if visit.kind is VisitKind.onsite:
         return role is ParticipantRole.operator
+    if visit.state is VisitState.in_progress:
+        return True
     if visit.kind is VisitKind.meeting:
         return role is MEETING_OPENED_BY
     return role is RECORDING_STARTS_WITH

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -310,6 +311,35 @@ async def test_a_room_whose_visit_ended_on_another_node_closes_and_its_recording
     assert await namespace.close_ended_rooms() == []
     for peer in (guest, judge):
         await peer.close()
+
+
+async def test_a_call_whose_room_closed_is_recorded_again_from_whoever_comes_back(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+) -> None:
+    """The node stopped mid-visit (its room closed, the recording's files closed); the
+    judge is back first: the visit is in progress, so its record resumes with the judge,
+    not only once the petitioner, who began it, comes back."""
+    staff, judge, guest, _ = await _admitted_call(make_client, visit)
+    namespace = staff.server.app[VISITS]
+    folder = migrated.resolved_recordings_dir / visit["id"]
+
+    def state_is(*states: RecordingState) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            state = load_state(folder)
+            return state is not None and state.state in states
+
+        return check
+
+    await wait_for(state_is(RecordingState.recording), within=10)
+    await namespace.shutdown()
+    await wait_for(state_is(*CLOSED_STATES), within=10)
+    await guest.close()
+    judge.sio.on("recording_state", judge._recorder("recording_state"), namespace="/visit")
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    assert (await judge.next("recording_state"))["recording"] is True
+    await wait_for(state_is(RecordingState.recording), within=10)
+    await namespace.close_visit(visit["id"])
+    await judge.close()
 
 
 async def test_after_a_restart_a_visit_in_progress_nobody_holds_ends_as_abandoned(
