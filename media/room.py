@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import secrets
 import time
@@ -37,7 +38,7 @@ from media.encoded import (
     tap_receiver,
 )
 from media.errors import MediaError
-from media.forward import ForwardTrack, KeyframeCache, forward_rtp
+from media.forward import ForwardTrack, KeyframeCache, forward_rtp, starts_keyframe
 from media.layers import LayerChoice, Layers, RecordedStream
 from media.quality import LinkQuality
 from media.stats import Traffic, count_nacks_received, count_nacks_sent, peer_traffic
@@ -280,6 +281,11 @@ class Room:
                     )
                     if published.kind == "video":
                         published.feedback = self._feedback(published)
+                        buffer = seams.jitter_buffer(receiver)
+                        if isinstance(buffer, seams.LowLatencyJitterBuffer):
+                            # a gap before a keyframe is not waited for (the recording goes
+                            # on from it: a change of simulcast layer, a loss never repaired)
+                            buffer.keyframe = functools.partial(starts_keyframe, published.codec)
         return accept_simulcast(opus_inband_fec(str(pc.localDescription.sdp)), accepted)
 
     def _feedback(self, track: PublishedTrack) -> PublisherFeedback:

@@ -256,11 +256,85 @@ class LowLatencyJitterBuffer(JitterBuffer):
     """aiortc's jitter buffer, but a frame leaves as soon as it is complete: a video frame at
     its marker bit (aiortc waits for the next frame's first packet, one frame interval), an
     audio packet at once (aiortc prefetches four). The relay forwards; the subscriber's own
-    jitter buffer smooths playout. Overrides ``JitterBuffer._remove_frame``."""
+    jitter buffer smooths playout. Overrides ``JitterBuffer._remove_frame``.
+
+    A packet that never comes does not hold up what follows (aiortc waits until the buffer
+    overflows: 512 packets of video, seconds of a low simulcast layer, and the backlog
+    then leaves one frame per packet, so the recording lags and loses its tail): video
+    goes on from a keyframe that arrived after the gap (``keyframe``: whether an RTP
+    payload starts one; set once the codec is known), or, once the gap has waited
+    ``HOLE_WAIT_S`` for its retransmission, from the next frame after it, asking for a
+    keyframe (the frames after a loss refer to what was lost); audio goes on as soon as
+    ``AUDIO_REORDER`` packets have come after the gap (Opus packets stand alone, and audio
+    is not retransmitted). Overrides ``JitterBuffer.add``."""
+
+    HOLE_WAIT_S = 1.0
+    AUDIO_REORDER = 3
+
+    def __init__(
+        self,
+        capacity: int,
+        prefetch: int = 0,
+        is_video: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(capacity, prefetch, is_video)
+        self.keyframe: Callable[[bytes], bool] | None = None
+        self._clock = clock
+        self._newest: int | None = None  # the highest sequence number added
+        self._hole: tuple[int, float] | None = None  # a missing number, and since when
+        self.skipped = 0  # gaps given up (for tests and monitoring)
 
     @classmethod
     def like(cls, buffer: JitterBuffer) -> LowLatencyJitterBuffer:
         return cls(buffer.capacity, is_video=buffer._is_video)
+
+    def add(self, packet: aiortc.rtp.RtpPacket) -> tuple[bool, JitterFrame | None]:
+        newest = self._newest
+        if newest is None or 0 < (packet.sequence_number - newest) & 0xFFFF < 0x8000:
+            self._newest = packet.sequence_number
+        pli, frame = super().add(packet)
+        if frame is not None or self._origin is None:
+            return pli, frame
+        start = self._after_gap()
+        if start is None:
+            return pli, None
+        self.remove(start)
+        self._hole = None
+        self.skipped += 1
+        return pli or self._is_video, self._remove_frame(packet.sequence_number)
+
+    def _after_gap(self) -> int | None:
+        """How many packets from the origin to drop to go on past a gap that is given up
+        (None: no gap, or it is still waited for)."""
+        assert self._origin is not None and self._newest is not None
+        span = min((self._newest - self._origin) & 0xFFFF, self.capacity - 1) + 1
+        packets = [self._packets[(self._origin + i) % self.capacity] for i in range(span)]
+        gap = next((i for i, p in enumerate(packets) if p is None), None)
+        if gap is None:
+            return None  # nothing missing: the frame is still arriving
+        later = [(i, p) for i, p in enumerate(packets[gap:], gap) if p is not None]
+        if not later:
+            return None
+        if not self._is_video:
+            return later[0][0] if len(later) >= self.AUDIO_REORDER else None
+        keyframe = self.keyframe
+        if keyframe is not None:
+            start = next((i for i, p in later if keyframe(p.payload)), None)
+            if start is not None:
+                return start  # what came before a keyframe is not needed to decode on
+        missing = (self._origin + gap) & 0xFFFF
+        now = self._clock()
+        if self._hole is None or self._hole[0] != missing:
+            self._hole = (missing, now)
+            return None
+        if now - self._hole[1] < self.HOLE_WAIT_S:
+            return None
+        # the next frame after the gap: the first packet whose timestamp differs from the
+        # frame the gap is in (the packet before it, or else the first after it)
+        before = packets[gap - 1] if gap > 0 else None
+        cut = before.timestamp if before is not None else later[0][1].timestamp
+        return next((i for i, p in later if p.timestamp != cut), None)
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
         assert self._origin is not None
@@ -1033,6 +1107,8 @@ def _seams() -> list[Seam]:
             used_in=(_fn(buffer, "add"),),
         ),
         Seam("JitterBuffer.remove", buffer, "remove", ("self", "count")),
+        # LowLatencyJitterBuffer.add calls it and reads what it returns
+        Seam("JitterBuffer.add", buffer, "add", ("self", "packet")),
         Seam(
             "JitterBuffer._origin/_packets/_is_video",
             buffer,

@@ -5,6 +5,7 @@ estimate carries (down at once, up on trial), and the SDP that turns simulcast o
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ from media.forward import (
     PictureIds,
     Rebase,
     ntp_now,
+    starts_keyframe,
     vp8_keyframe_height,
     vp8_picture_fields,
 )
@@ -266,6 +268,40 @@ def test_the_recording_follows_the_best_layer_as_one_continuous_stream() -> None
     # a NACK of the continuous stream goes upstream in the low layer's own numbers
     assert recorded.upstream(10, [recorded_numbers[-1]]) == (10, [102 + 19])
     assert ntp  # the clock the test used
+
+
+def test_the_recording_goes_on_at_once_when_a_layer_that_lost_a_packet_is_left() -> None:
+    """The full layer loses a packet and stops (congestion) before its retransmission
+    comes; the recording changes to the low layer at its keyframe. The receiver's jitter
+    buffer (the recorder's frames) gives that keyframe at once, not once the gap has been
+    pushed out by 512 more packets (tens of seconds of a low layer)."""
+    layers, _ = _layers()
+    recorded = RecordedStream(layers, 90000, _asks([], 0))
+    buffer = seams.LowLatencyJitterBuffer(capacity=512, is_video=True)
+    buffer.keyframe = functools.partial(starts_keyframe, "vp8")
+    frames: list[int] = []
+    now = 10.0
+
+    def send(ssrc: int, seq: int, ts: int, key: bool, rid: str, at: float) -> None:
+        packet = _packet(ssrc, seq, ts, _vp8(key, seq, 0), rid=rid)
+        layer = layers.of(packet)
+        assert layer is not None
+        layer.note(packet, at)
+        out = recorded.feed(packet, layer, int(at * SECOND), at)
+        if out is not None:
+            out._data = out.payload  # type: ignore[attr-defined]  # as aiortc depacketizes
+            frame = buffer.add(out)[1]
+            if frame is not None:
+                frames.append(frame.timestamp)
+
+    send(20, 7000, 0, True, "f", now)
+    send(20, 7002, 6000, False, "f", now + 0.066)  # 7001 lost
+    assert frames == [0]
+    # the full layer stops; the low one's keyframe takes over the recording
+    for i in range(3):
+        send(10, 100 + i, 9000 + i * 3000, i == 1, "l", now + 2 + i * 0.1)
+    assert recorded.layer is not None and recorded.layer.rid == "l"
+    assert len(frames) == 3 and buffer.skipped == 1  # the keyframe and the frame after it
 
 
 def test_picture_ids_go_on_across_a_change_of_layer() -> None:
