@@ -282,6 +282,7 @@ class LowLatencyJitterBuffer(JitterBuffer):
         self.keyframe: Callable[[bytes], bool] | None = None
         self._clock = clock
         self._newest: int | None = None  # the highest sequence number added
+        self._gapped = False  # a packet came out of order since a scan found no gap
         self._hole: tuple[int, float] | None = None  # a missing number, and since when
         self.skipped = 0  # gaps given up (for tests and monitoring)
 
@@ -290,11 +291,15 @@ class LowLatencyJitterBuffer(JitterBuffer):
         return cls(buffer.capacity, is_video=buffer._is_video)
 
     def add(self, packet: aiortc.rtp.RtpPacket) -> tuple[bool, JitterFrame | None]:
-        newest = self._newest
-        if newest is None or 0 < (packet.sequence_number - newest) & 0xFFFF < 0x8000:
-            self._newest = packet.sequence_number
+        number, newest = packet.sequence_number, self._newest
+        if newest is None or number == (newest + 1) & 0xFFFF:
+            self._newest = number  # in order: no new gap (the common case costs no scan)
+        else:
+            self._gapped = True
+            if 0 < (number - newest) & 0xFFFF < 0x8000:
+                self._newest = number
         pli, frame = super().add(packet)
-        if frame is not None or self._origin is None:
+        if frame is not None or self._origin is None or not self._gapped:
             return pli, frame
         start = self._after_gap()
         if start is None:
@@ -312,6 +317,7 @@ class LowLatencyJitterBuffer(JitterBuffer):
         packets = [self._packets[(self._origin + i) % self.capacity] for i in range(span)]
         gap = next((i for i, p in enumerate(packets) if p is None), None)
         if gap is None:
+            self._gapped = False
             return None  # nothing missing: the frame is still arriving
         later = [(i, p) for i, p in enumerate(packets[gap:], gap) if p is not None]
         if not later:
