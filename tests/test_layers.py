@@ -234,6 +234,17 @@ def test_rebase_keeps_the_first_sources_numbers_and_continues_across_a_new_one()
     assert rebase.source_number(3) == 501 and rebase.source_number(1) is None
 
 
+def _feed(
+    layers: Layers, recorded: RecordedStream, packet: RtpPacket, at: float
+) -> RtpPacket | None:
+    """A publisher's packet arriving at ``at``: what the receiver's path (the recording)
+    gets of it."""
+    layer = layers.of(packet)
+    assert layer is not None
+    layer.note(packet, at)
+    return recorded.feed(packet, layer, int(at * SECOND), at)
+
+
 def test_the_recording_follows_the_best_layer_as_one_continuous_stream() -> None:
     layers, _ = _layers()
     asked: list[int] = []
@@ -242,11 +253,7 @@ def test_the_recording_follows_the_best_layer_as_one_continuous_stream() -> None
     now, ntp = 10.0, 10 * SECOND
 
     def send(ssrc: int, seq: int, ts: int, key: bool, rid: str, at: float) -> None:
-        packet = _packet(ssrc, seq, ts, _vp8(key, seq, 0), rid=rid)
-        layer = layers.of(packet)
-        assert layer is not None
-        layer.note(packet, at)
-        out = recorded.feed(packet, layer, int(at * SECOND), at)
+        out = _feed(layers, recorded, _packet(ssrc, seq, ts, _vp8(key, seq, 0), rid=rid), at)
         if out is not None:
             fed.append(out)
 
@@ -283,11 +290,7 @@ def test_the_recording_goes_on_at_once_when_a_layer_that_lost_a_packet_is_left()
     now = 10.0
 
     def send(ssrc: int, seq: int, ts: int, key: bool, rid: str, at: float) -> None:
-        packet = _packet(ssrc, seq, ts, _vp8(key, seq, 0), rid=rid)
-        layer = layers.of(packet)
-        assert layer is not None
-        layer.note(packet, at)
-        out = recorded.feed(packet, layer, int(at * SECOND), at)
+        out = _feed(layers, recorded, _packet(ssrc, seq, ts, _vp8(key, seq, 0), rid=rid), at)
         if out is not None:
             out._data = out.payload  # type: ignore[attr-defined]  # as aiortc depacketizes
             frame = buffer.add(out)[1]

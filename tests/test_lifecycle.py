@@ -35,7 +35,7 @@ from scheduler.models import (
 from scheduler.scope import SYSTEM_ACTOR, Actor
 from tests.conftest import MakeClient
 from tests.helpers import Booking, local_time, login, next_weekday, wait_for
-from tests.visits import Peer, _cookie
+from tests.visits import Peer, _cookie, admitted_call
 from web.keys import GATEWAY, VISITS
 
 JUDGE, OTHER_JUDGE, FAR_JUDGE = 11, 12, 13
@@ -195,26 +195,10 @@ async def test_the_vocabulary_is_served_and_no_page_keeps_its_own_labels(
             assert '<script src="/vocabulary.js"></script>' in html, page.name
 
 
-async def _admitted_call(
-    make_client: MakeClient, visit: dict[str, Any]
-) -> tuple[Any, Peer, Peer, dict[str, Any]]:
-    staff = await make_client()
-    await login(staff, "judge_a")
-    judge = await Peer().connect(staff, _cookie(staff))
-    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
-    guest = await Peer().connect(staff)
-    ans = await guest.call(
-        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
-    )
-    assert (await judge.call("admit", {"participant_id": ans["participant_id"]}))["ok"]
-    await guest.next("admitted")
-    return staff, judge, guest, ans
-
-
 async def test_a_judge_who_leaves_is_announced_and_the_call_ends_as_abandoned(
     make_client: MakeClient, visit: dict[str, Any], migrated: Settings
 ) -> None:
-    staff, judge, guest, _ = await _admitted_call(make_client, visit)
+    staff, judge, guest, _ = await admitted_call(make_client, visit)
     app = staff.server.app
     await judge.close()  # the judge closes the tab
     left = await guest.next("participant_left")
@@ -280,7 +264,7 @@ async def test_a_room_whose_visit_ended_on_another_node_closes_and_its_recording
     only tell the pages). This node closes its room within ENDED_ROOMS_CHECK_S: its pages are
     told, and the recording's files are closed before that node's pipeline finalizes and
     signs them, so nothing writes into a signed recording afterwards."""
-    staff, judge, guest, _ = await _admitted_call(make_client, visit)
+    staff, judge, guest, _ = await admitted_call(make_client, visit)
     app = staff.server.app
     namespace = app[VISITS]
     folder = migrated.resolved_recordings_dir / visit["id"]
@@ -319,7 +303,7 @@ async def test_a_call_whose_room_closed_is_recorded_again_from_whoever_comes_bac
     """The node stopped mid-visit (its room closed, the recording's files closed); the
     judge is back first: the visit is in progress, so its record resumes with the judge,
     not only once the petitioner, who began it, comes back."""
-    staff, judge, guest, _ = await _admitted_call(make_client, visit)
+    staff, judge, guest, _ = await admitted_call(make_client, visit)
     namespace = staff.server.app[VISITS]
     folder = migrated.resolved_recordings_dir / visit["id"]
 
@@ -368,7 +352,7 @@ async def test_after_a_restart_a_visit_in_progress_nobody_holds_ends_as_abandone
 async def test_a_call_with_its_judge_present_is_never_reaped(
     make_client: MakeClient, visit: dict[str, Any], migrated: Settings
 ) -> None:
-    staff, judge, guest, _ = await _admitted_call(make_client, visit)
+    staff, judge, guest, _ = await admitted_call(make_client, visit)
     gateway = staff.server.app[GATEWAY]
     assert await gateway.reap_abandoned(utcnow() + timedelta(days=1)) == []
     for peer in (guest, judge):

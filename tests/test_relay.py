@@ -26,21 +26,18 @@ from aiortc.codecs import h264, opus, vpx
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtp import RtpPacket
-from sqlalchemy import select
 
 import media.room
-from config.db import Database
 from config.settings import Settings
 from media import seams
 from media.encoded import EncodedFrame, tap_receiver
 from media.errors import MediaError
 from media.room import PublishedTrack, Relay, Room, Source, Stream, SubscribeOffer
 from media.transport import announce_addresses, create_peer_connection, use_port_range
-from scheduler.models import VisitEvent, VisitEventKind
 from tests.conftest import MakeClient
 from tests.helpers import login, wait_for
 from tests.media_fixtures import av_offer, fail_connection, publish_av
-from tests.visits import Peer, _cookie
+from tests.visits import Peer, _cookie, room_events
 
 
 class HashSink:
@@ -299,14 +296,7 @@ async def test_visit_media_through_signaling(
     assert offer["renegotiation"] is False and again["renegotiation"] is True  # the same pc
     assert (await judge.call("unpublish", {"stream": "evidence"}))["ok"]
     assert (await guest.next("tracks_changed"))["participant"]["evidence"] is False
-    async with Database(migrated).reader() as db:
-        events = (
-            await db.scalars(
-                select(VisitEvent)
-                .where(VisitEvent.visit_id == visit["id"], VisitEvent.kind == VisitEventKind.room)
-                .order_by(VisitEvent.id)
-            )
-        ).all()
+    events = await room_events(migrated, visit["id"])
     assert [(e.detail["event"], e.detail["role"]) for e in events] == [
         ("joined", "judge"),
         ("joined", "petitioner"),

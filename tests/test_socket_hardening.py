@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import socketio
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from config.db import Database
 from config.settings import ConfigError, Settings, load_settings
@@ -30,13 +30,13 @@ from media.transport import (
     default_allowed_networks,
     screen_sdp,
 )
-from scheduler.models import User, VisitEvent, VisitEventKind
+from scheduler.models import User
 from signaling.gateway import Identity, RejoinTokens
 from signaling.protocol import ParticipantRole, ProtocolError
 from tests.conftest import MakeClient
 from tests.helpers import login, wait_for
 from tests.media_fixtures import fail_connection
-from tests.visits import Peer, _cookie
+from tests.visits import Peer, _cookie, admitted_call, room_events
 from web.keys import VISITS
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.1/32")]
@@ -456,14 +456,7 @@ async def test_unknown_visits_and_lobby_media_events_get_their_documented_codes(
 async def test_the_others_are_told_tracks_changed_when_a_publisher_leaves(
     make_client: MakeClient, visit: dict[str, Any]
 ) -> None:
-    client, _, judge = await _staff_peer(make_client, "judge_a")
-    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
-    guest = await Peer().connect(client)
-    joined = await guest.call(
-        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
-    )
-    assert (await judge.call("admit", {"participant_id": joined["participant_id"]}))["ok"]
-    await guest.next("admitted")
+    _, judge, guest, joined = await admitted_call(make_client, visit)
     published = await guest.call("publish", {"type": "offer", "sdp": await _offer()})
     assert published["ok"], published
     assert (await judge.next("tracks_changed"))["participant_id"] == joined["participant_id"]
@@ -481,14 +474,7 @@ async def test_a_failed_publishing_connection_is_closed_and_the_others_are_told(
     without a word): within a second the relay closes it, its tracks end and the others get
     ``tracks_changed``, so their subscriptions drop tiles that would carry nothing. Evidence
     whose connection failed is no longer shown, on the pages and on the visit's record."""
-    client, _, judge = await _staff_peer(make_client, "judge_a")
-    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
-    guest = await Peer().connect(client)
-    joined = await guest.call(
-        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
-    )
-    assert (await judge.call("admit", {"participant_id": joined["participant_id"]}))["ok"]
-    await guest.next("admitted")
+    client, judge, guest, joined = await admitted_call(make_client, visit)
     assert (await guest.call("publish", {"type": "offer", "sdp": await _offer()}))["ok"]
     assert (await judge.next("tracks_changed"))["participant_id"] == joined["participant_id"]
     media = client.server.app[VISITS].relay.rooms[visit["id"]]
@@ -500,14 +486,7 @@ async def test_a_failed_publishing_connection_is_closed_and_the_others_are_told(
     fail_connection(media.publishers[(joined["participant_id"], Stream.evidence)])
     stopped = await judge.next("tracks_changed")
     assert stopped["participant"]["evidence"] is False
-    async with Database(migrated).reader() as db:
-        events = (
-            await db.scalars(
-                select(VisitEvent)
-                .where(VisitEvent.visit_id == visit["id"], VisitEvent.kind == VisitEventKind.room)
-                .order_by(VisitEvent.id)
-            )
-        ).all()
+    events = await room_events(migrated, visit["id"])
     assert [e.detail["event"] for e in events][-2:] == ["evidence_shown", "evidence_stopped"]
 
     pc = media.publishers[(joined["participant_id"], Stream.main)]

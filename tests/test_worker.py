@@ -214,6 +214,31 @@ async def test_a_visit_without_media_is_signed_as_an_empty_recording_in_process(
         await database.dispose()
 
 
+async def _processed(
+    settings: Settings, visit_id: str, tracks: list[TrackFile]
+) -> tuple[Recording, Path]:
+    """A recording with ``tracks``, closed by the sink, run through the pipeline in this
+    process: its row once done, and its folder."""
+    folder = settings.resolved_recordings_dir / visit_id
+    folder.mkdir(parents=True, exist_ok=True)
+    save_state(
+        folder, VisitRecording(visit_id=visit_id, state=RecordingState.queued, tracks=tracks)
+    )
+    database = Database(settings)
+    pipeline = Pipeline(database, settings)
+    try:
+        await pipeline.recording_started(visit_id)
+        await pipeline.enqueue(visit_id, {})
+        await pipeline.wait(visit_id)
+        async with database.reader() as db:
+            row = await db.get(Recording, visit_id)
+        assert row is not None
+        return row, folder
+    finally:
+        await pipeline.close()
+        await database.dispose()
+
+
 async def test_ending_a_visit_again_leaves_its_signed_recording_untouched(
     settings: Settings, visit: dict[str, Any]
 ) -> None:
@@ -318,35 +343,19 @@ async def test_a_recording_whose_every_write_failed_is_not_called_unpublished(
     """Both parties published but the disk refused every file (full from the start): the
     recording has no file, as when nobody published, but its record says the media could
     not be written (the gaps say when), never that nobody published."""
-    folder = settings.resolved_recordings_dir / visit["id"]
-    folder.mkdir(parents=True)
     now = time.time()
     track = TrackFile(
         "v1", "p1", "petitioner", "王某某", "video", "vp8", "camera", [], now - 10, 0, 90000,
         now, gaps=[Gap(now - 10, now, "磁盘空间不足，此段未录制")],
     )  # fmt: skip
-    save_state(
-        folder,
-        VisitRecording(visit_id=visit["id"], state=RecordingState.queued, tracks=[track]),
-    )
-    database = Database(settings)
-    pipeline = Pipeline(database, settings)
-    try:
-        await pipeline.recording_started(visit["id"])
-        await pipeline.enqueue(visit["id"], {})
-        await pipeline.wait(visit["id"])
-        async with database.reader() as db:
-            row = await db.get(Recording, visit["id"])
-        assert row is not None and row.state is RecordingState.empty, row and row.message
-        why = "各方发布的音视频均未能写入录像文件（缺失时段及原因见时间轴）"
-        assert row.message == f"{why}，未生成合成录像和转写"
-        assert row.transcript.startswith(f"转写不可用：{why}")
-        timeline = json.loads((folder / "timeline.json").read_text())
-        assert timeline["tracks"][0]["gaps"][0]["reason"] == "磁盘空间不足，此段未录制"
-        assert verify(folder).ok
-    finally:
-        await pipeline.close()
-        await database.dispose()
+    row, folder = await _processed(settings, visit["id"], [track])
+    assert row.state is RecordingState.empty, row.message
+    why = "各方发布的音视频均未能写入录像文件（缺失时段及原因见时间轴）"
+    assert row.message == f"{why}，未生成合成录像和转写"
+    assert row.transcript.startswith(f"转写不可用：{why}")
+    timeline = json.loads((folder / "timeline.json").read_text())
+    assert timeline["tracks"][0]["gaps"][0]["reason"] == "磁盘空间不足，此段未录制"
+    assert verify(folder).ok
 
 
 def test_a_recording_without_files_says_whether_nobody_published_or_writing_failed() -> None:
@@ -376,31 +385,17 @@ async def test_a_failed_step_names_the_recordings_own_files_never_a_server_path(
         "v1", "p1", "petitioner", "王某某", "video", "vp8", "camera",
         ["tracks/petitioner-camera-v1.webm"], now - 10, 0, 90000, now,
     )  # fmt: skip
-    save_state(
-        folder,
-        VisitRecording(visit_id=visit["id"], state=RecordingState.queued, tracks=[track]),
+    row, _ = await _processed(settings, visit["id"], [track])
+    assert row.state is RecordingState.failed
+    assert row.message == (
+        "合成失败：[Errno 21] Is a directory: 'composite.mp4.tmp' -> 'composite.mp4'"
+        "；原始录像与时间轴已签名"
     )
-    database = Database(settings)
-    pipeline = Pipeline(database, settings)
-    try:
-        await pipeline.recording_started(visit["id"])
-        await pipeline.enqueue(visit["id"], {})
-        await pipeline.wait(visit["id"])
-        async with database.reader() as db:
-            row = await db.get(Recording, visit["id"])
-        assert row is not None and row.state is RecordingState.failed
-        assert row.message == (
-            "合成失败：[Errno 21] Is a directory: 'composite.mp4.tmp' -> 'composite.mp4'"
-            "；原始录像与时间轴已签名"
-        )
-        # whatever becomes of the composite, the recording as it is can be proven untouched;
-        # no half-made composite is left, let alone signed
-        assert row.integrity == Integrity.signed.value
-        result = verify(folder)
-        assert result.ok and "timeline.json" in result.checked
-        assert not (folder / "composite.mp4.tmp").exists()
-        assert not [n for n in result.checked if "composite" in n]
-        assert row.verifiable  # the archive's check (POST .../verify) accepts it
-    finally:
-        await pipeline.close()
-        await database.dispose()
+    # whatever becomes of the composite, the recording as it is can be proven untouched;
+    # no half-made composite is left, let alone signed
+    assert row.integrity == Integrity.signed.value
+    result = verify(folder)
+    assert result.ok and "timeline.json" in result.checked
+    assert not (folder / "composite.mp4.tmp").exists()
+    assert not [n for n in result.checked if "composite" in n]
+    assert row.verifiable  # the archive's check (POST .../verify) accepts it

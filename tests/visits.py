@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import socketio
 from aiohttp.test_utils import TestClient
+from sqlalchemy import select
 
 from config.db import Database, utcnow
 from config.keys import load_secret_key
@@ -17,9 +18,9 @@ from config.settings import Settings
 from scheduler import booking as bk
 from scheduler import lifecycle
 from scheduler.codes import issue_visit_code
-from scheduler.models import CodeRole, Role
+from scheduler.models import CodeRole, Role, VisitEvent, VisitEventKind
 from scheduler.scope import Actor
-from tests.helpers import Booking, local_time, next_weekday
+from tests.helpers import Booking, local_time, login, next_weekday
 
 
 class Peer:
@@ -126,3 +127,37 @@ async def visit(booking: Booking, migrated: Settings) -> dict[str, Any]:
         return {"id": v.id, "other": other.id, "codes": codes}
     finally:
         await db.dispose()
+
+
+async def admitted_call(
+    make_client: Any, visit: dict[str, Any]
+) -> tuple[Any, Peer, Peer, dict[str, Any]]:
+    """The visit's judge (judge_a) in the call and its petitioner admitted: the client, the
+    judge's peer, the petitioner's, and the petitioner's join answer."""
+    staff = await make_client()
+    await login(staff, "judge_a")
+    judge = await Peer().connect(staff, _cookie(staff))
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    guest = await Peer().connect(staff)
+    joined = await guest.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
+    )
+    assert (await judge.call("admit", {"participant_id": joined["participant_id"]}))["ok"]
+    await guest.next("admitted")
+    return staff, judge, guest, joined
+
+
+async def room_events(settings: Settings, visit_id: str) -> list[VisitEvent]:
+    """The visit's room events (joined, evidence shown, ...) in the order they happened."""
+    database = Database(settings)
+    try:
+        async with database.reader() as db:
+            return list(
+                await db.scalars(
+                    select(VisitEvent)
+                    .where(VisitEvent.visit_id == visit_id, VisitEvent.kind == VisitEventKind.room)
+                    .order_by(VisitEvent.id)
+                )
+            )
+    finally:
+        await database.dispose()
