@@ -109,6 +109,16 @@ class Tap(queue.Queue[Any]):
             super().put(None, block, timeout)
             return
         codec, frame = item
+        self._frame(codec, frame)
+        # the frames the same packet completed after this one (a gap given up, a late
+        # packet filling one): aiortc hands on one per packet, the rest come from here
+        buffer = seams.jitter_buffer(self._receiver)
+        if isinstance(buffer, seams.LowLatencyJitterBuffer):
+            for more in buffer.take_ready():
+                more.timestamp = seams.map_timestamp(self._receiver, more.timestamp)
+                self._frame(codec, more)
+
+    def _frame(self, codec: Any, frame: Any) -> None:
         deliver = self._deliver
         if deliver is None and self._held is None:
             seams.track_queue(self._receiver).put_nowait(to_packet(codec, frame))

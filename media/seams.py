@@ -67,6 +67,7 @@ log = logging.getLogger("vreception.media")
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _CONNECT = "_RTCPeerConnection__connect"  # a method: the connecting task
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_TIMESTAMP_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
 _REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
 _RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
 _NACK_GENERATOR = "_RTCRtpReceiver__nack_generator"
@@ -141,6 +142,13 @@ def end_remote_track(receiver: RTCRtpReceiver) -> bool:
 def jitter_buffer(receiver: RTCRtpReceiver) -> JitterBuffer:
     buffer: JitterBuffer = getattr(receiver, _JITTER_BUFFER)
     return buffer
+
+
+def map_timestamp(receiver: RTCRtpReceiver, timestamp: int) -> int:
+    """An RTP timestamp on the receiver's own timeline, as aiortc maps an assembled frame's
+    before handing it to its decoder queue."""
+    mapped: int = getattr(receiver, _TIMESTAMP_MAPPER).map(timestamp)
+    return mapped
 
 
 def replace_jitter_buffer(receiver: RTCRtpReceiver, buffer: JitterBuffer) -> None:
@@ -256,20 +264,23 @@ class LowLatencyJitterBuffer(JitterBuffer):
     """aiortc's jitter buffer, but a frame leaves as soon as it is complete: a video frame at
     its marker bit (aiortc waits for the next frame's first packet, one frame interval), an
     audio packet at once (aiortc prefetches four). The relay forwards; the subscriber's own
-    jitter buffer smooths playout. Overrides ``JitterBuffer._remove_frame``.
+    jitter buffer smooths playout. Overrides ``JitterBuffer._remove_frame`` and ``add``.
 
     A packet that never comes does not hold up what follows (aiortc waits until the buffer
-    overflows: 512 packets of video, seconds of a low simulcast layer, and the backlog
-    then leaves one frame per packet, so the recording lags and loses its tail): video
-    goes on from a keyframe that arrived after the gap (``keyframe``: whether an RTP
-    payload starts one; set once the codec is known), or, once the gap has waited
-    ``HOLE_WAIT_S`` for its retransmission, from the next frame after it, asking for a
-    keyframe (the frames after a loss refer to what was lost); audio goes on as soon as
+    overflows: 512 packets of video, seconds of a low simulcast layer): video goes on from
+    a keyframe that begins after the gap (``keyframe``: whether an RTP payload starts one;
+    set once the codec is known), or, once the gap has waited ``HOLE_WAIT_S`` for its
+    retransmission, from the next frame that begins after it, asking for a keyframe (the
+    frames after a loss refer to what was lost); audio goes on as soon as
     ``AUDIO_REORDER`` packets have come after the gap (Opus packets stand alone, and audio
-    is not retransmitted). Overrides ``JitterBuffer.add``."""
+    is not retransmitted). aiortc takes one frame per packet added: the others completed
+    by the same packet wait in ``ready`` for the tap (:meth:`take_ready`), so no backlog,
+    and no lag, outlives a gap. A packet older than what has left (a retransmission that
+    came too late) is dropped rather than resetting the buffer."""
 
     HOLE_WAIT_S = 1.0
     AUDIO_REORDER = 3
+    LATE_MAX = 1024  # behind the origin by fewer: late (dropped); by more: a new numbering
 
     def __init__(
         self,
@@ -280,10 +291,13 @@ class LowLatencyJitterBuffer(JitterBuffer):
     ) -> None:
         super().__init__(capacity, prefetch, is_video)
         self.keyframe: Callable[[bytes], bool] | None = None
+        self.ready: list[JitterFrame] = []  # completed after the one aiortc takes
         self._clock = clock
         self._newest: int | None = None  # the highest sequence number added
         self._gapped = False  # a packet came out of order since a scan found no gap
-        self._hole: tuple[int, float] | None = None  # a missing number, and since when
+        # numbers found missing when later ones came: (first, last, since when); a gap is
+        # waited for from when it appeared, whatever was still waiting before it
+        self._gaps: list[tuple[int, int, float]] = []
         self.skipped = 0  # gaps given up (for tests and monitoring)
 
     @classmethod
@@ -291,56 +305,91 @@ class LowLatencyJitterBuffer(JitterBuffer):
         return cls(buffer.capacity, is_video=buffer._is_video)
 
     def add(self, packet: aiortc.rtp.RtpPacket) -> tuple[bool, JitterFrame | None]:
-        number, newest = packet.sequence_number, self._newest
+        number, newest, origin = packet.sequence_number, self._newest, self._origin
+        if origin is not None and 0 < (origin - number) & 0xFFFF < self.LATE_MAX:
+            return False, None  # older than what has left: too late
         if newest is None or number == (newest + 1) & 0xFFFF:
             self._newest = number  # in order: no new gap (the common case costs no scan)
         else:
             self._gapped = True
             if 0 < (number - newest) & 0xFFFF < 0x8000:
+                self._gaps.append(((newest + 1) & 0xFFFF, (number - 1) & 0xFFFF, self._clock()))
+                del self._gaps[: -self.AUDIO_REORDER * 16]  # a few dozen at most
                 self._newest = number
         pli, frame = super().add(packet)
-        if frame is not None or self._origin is None or not self._gapped:
-            return pli, frame
-        start = self._after_gap()
-        if start is None:
-            return pli, None
-        self.remove(start)
-        self._hole = None
-        self.skipped += 1
-        return pli or self._is_video, self._remove_frame(packet.sequence_number)
+        if frame is None and self._origin is not None and self._gapped:
+            start, waited = self._after_gap()
+            if start is not None:
+                self.remove(start)
+                origin = self._origin
+                self._gaps = [g for g in self._gaps if (g[1] - origin) & 0xFFFF < 0x8000]
+                self.skipped += 1
+                pli = pli or waited
+                frame = self._remove_frame(number)
+        if frame is not None:
+            while len(self.ready) < self.capacity:
+                more = self._remove_frame(number)
+                if more is None:
+                    break
+                self.ready.append(more)
+        return pli, frame
 
-    def _after_gap(self) -> int | None:
+    def take_ready(self) -> list[JitterFrame]:
+        """The frames completed after the one the last ``add`` returned, in order."""
+        ready, self.ready = self.ready, []
+        return ready
+
+    def _after_gap(self) -> tuple[int | None, bool]:
         """How many packets from the origin to drop to go on past a gap that is given up
-        (None: no gap, or it is still waited for)."""
+        (None: no gap, or it is still waited for), and whether it was waited for to the
+        end (then a keyframe is to be asked for)."""
         assert self._origin is not None and self._newest is not None
         span = min((self._newest - self._origin) & 0xFFFF, self.capacity - 1) + 1
         packets = [self._packets[(self._origin + i) % self.capacity] for i in range(span)]
         gap = next((i for i, p in enumerate(packets) if p is None), None)
         if gap is None:
             self._gapped = False
-            return None  # nothing missing: the frame is still arriving
+            return None, False  # nothing missing: the frame is still arriving
         later = [(i, p) for i, p in enumerate(packets[gap:], gap) if p is not None]
         if not later:
-            return None
+            return None, False
         if not self._is_video:
-            return later[0][0] if len(later) >= self.AUDIO_REORDER else None
+            return (later[0][0] if len(later) >= self.AUDIO_REORDER else None), False
+
+        def begins_frame(i: int, packet: aiortc.rtp.RtpPacket) -> bool:
+            # the packet before it is there and of another frame: a frame's first packet
+            before = packets[i - 1]
+            return before is not None and before.timestamp != packet.timestamp
+
         keyframe = self.keyframe
         if keyframe is not None:
-            start = next((i for i, p in later if keyframe(p.payload)), None)
+            # a keyframe's first packet (the codec says so) of a frame other than the one
+            # the gap cut: what came before it is not needed to decode on
+            last = packets[gap - 1] if gap > 0 else None
+            cut = last.timestamp if last is not None else None
+            start = next(
+                (
+                    i
+                    for i, p in later
+                    if keyframe(p.payload)
+                    and (begins_frame(i, p) or (packets[i - 1] is None and p.timestamp != cut))
+                ),
+                None,
+            )
             if start is not None:
-                return start  # what came before a keyframe is not needed to decode on
+                return start, False
         missing = (self._origin + gap) & 0xFFFF
         now = self._clock()
-        if self._hole is None or self._hole[0] != missing:
-            self._hole = (missing, now)
-            return None
-        if now - self._hole[1] < self.HOLE_WAIT_S:
-            return None
-        # the next frame after the gap: the first packet whose timestamp differs from the
-        # frame the gap is in (the packet before it, or else the first after it)
-        before = packets[gap - 1] if gap > 0 else None
-        cut = before.timestamp if before is not None else later[0][1].timestamp
-        return next((i for i, p in later if p.timestamp != cut), None)
+        since = next(
+            (t for a, b, t in self._gaps if (missing - a) & 0xFFFF <= (b - a) & 0xFFFF), None
+        )
+        if since is None:  # found missing otherwise (aiortc's own overflow, say): from now
+            self._gaps.append((missing, missing, now))
+            return None, False
+        if now - since < self.HOLE_WAIT_S:
+            return None, False
+        start = next((i for i, p in later if begins_frame(i, p)), None)
+        return start, start is not None
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
         assert self._origin is not None
@@ -1115,6 +1164,13 @@ def _seams() -> list[Seam]:
         Seam("JitterBuffer.remove", buffer, "remove", ("self", "count")),
         # LowLatencyJitterBuffer.add calls it and reads what it returns
         Seam("JitterBuffer.add", buffer, "add", ("self", "packet")),
+        Seam(
+            "RTCRtpReceiver.__timestamp_mapper",
+            receiver,
+            _TIMESTAMP_MAPPER,
+            instance=True,
+            used_in=(_fn(receiver, "__init__"), _fn(receiver, "_handle_rtp_packet")),
+        ),
         Seam(
             "JitterBuffer._origin/_packets/_is_video",
             buffer,

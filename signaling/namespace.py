@@ -83,6 +83,8 @@ class Room:
     participants: dict[str, Participant] = field(default_factory=dict)
     admitted_keys: set[str] = field(default_factory=set)
     recording: bool = False
+    # the recorder cannot write now: what the pages show (None: it writes)
+    recording_problem: str | None = None
     host_absent_since: float | None = None  # the call goes on without its host since
 
     def host_present(self) -> bool:
@@ -428,12 +430,21 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self.relay is not None:
             media = self.relay.room(room.visit_id)
             media.describe(me.id, me.identity.role.value, me.identity.name)
-            if await self.gateway.starts_recording(room.visit_id, me.identity):
+            if room.recording:
+                # recorded already: the newcomer learns how it stands (a write failure's
+                # warning stays on everyone's page until the recorder writes again)
+                problem = room.recording_problem
+                state = {"recording": True, "ok": problem is None}
+                await self.emit(
+                    "recording_state",
+                    state if problem is None else {**state, "message": problem},
+                    to=me.sid,
+                )
+            elif await self.gateway.starts_recording(room.visit_id, me.identity):
                 # 一案一录 (scheduler/lifecycle.py): recorded from this moment on
                 media.start_recording()
-                if not room.recording:
-                    room.recording = True
-                    await self.gateway.recording_started(room.visit_id)
+                room.recording = True
+                await self.gateway.recording_started(room.visit_id)
                 await self.emit(
                     "recording_state",
                     {"recording": True, "ok": True},
@@ -682,7 +693,11 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         for visit_id in held:
             if visit_id not in still_open and visit_id in self.rooms:
                 log.warning("visit %s ended elsewhere; closing its room here", visit_id)
-                await self.close_visit(visit_id)
+                try:
+                    await self.close_visit(visit_id)
+                except Exception:  # the others still close; this one is tried again
+                    log.exception("visit %s: closing its room failed", visit_id)
+                    continue
                 closed.append(visit_id)
         return closed
 
@@ -767,6 +782,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def recording_failed(self, visit_id: str, message: str) -> None:
         """The recorder cannot write: every page of the visit shows it at once."""
+        room = self.rooms.get(visit_id)
+        if room is not None:
+            room.recording_problem = message
         await self.emit(
             "recording_state",
             {"recording": True, "ok": False, "message": message},
@@ -775,6 +793,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def recording_recovered(self, visit_id: str, message: str) -> None:
         """The recorder writes again: the warning clears; ``message`` names the span missed."""
+        room = self.rooms.get(visit_id)
+        if room is not None:
+            room.recording_problem = None
         await self.emit(
             "recording_state",
             {"recording": True, "ok": True, "message": message},

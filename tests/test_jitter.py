@@ -77,10 +77,65 @@ def test_video_gives_up_a_gap_after_waiting_for_its_retransmission_and_asks_a_ke
     assert buffer.add(_packet(5, 400, True, b"d"))[1] is None  # still waited for
     clock.now = LowLatencyJitterBuffer.HOLE_WAIT_S + 0.01
     pli, frame = buffer.add(_packet(6, 500, True, b"e"))
-    # the frame with the gap is dropped; the next one leaves, and a keyframe is asked for
+    # the frame with the gap is dropped; the next one leaves, and a keyframe is asked for;
+    # the frames behind it leave with it (no lasting lag)
     assert pli is True and frame is not None and frame.data == b"c"
-    backlog = buffer.add(_packet(7, 600, True, b"f"))[1]  # one frame per packet after it
-    assert backlog is not None and backlog.data == b"d"
+    assert [f.data for f in buffer.take_ready()] == [b"d", b"e"]
+    following = buffer.add(_packet(7, 600, True, b"f"))[1]
+    assert following is not None and following.data == b"f" and not buffer.take_ready()
+
+
+def test_a_gaps_wait_starts_when_it_appears_not_when_the_frames_before_it_have_left() -> None:
+    clock = _Clock()
+    buffer = LowLatencyJitterBuffer(capacity=512, is_video=True, clock=clock)
+    buffer.add(_packet(1, 100, False, b"a"))
+    buffer.add(_packet(3, 100, True, b"c"))  # 2 missing: frame 100 waits
+    buffer.add(_packet(5, 200, True, b"e"))  # 4 missing too
+    clock.now = 0.6
+    assert buffer.add(_packet(2, 100, False, b"b"))[1] is not None  # 2 came: 4 is the gap now
+    clock.now = LowLatencyJitterBuffer.HOLE_WAIT_S + 0.1  # 4 has waited since 0, not 0.6
+    pli, frame = buffer.add(_packet(6, 300, True, b"f"))
+    assert pli and frame is not None and frame.data == b"f"
+
+
+def test_going_on_at_a_keyframe_asks_for_no_keyframe() -> None:
+    buffer = LowLatencyJitterBuffer(capacity=512, is_video=True)
+    buffer.keyframe = _keyframe_start
+    buffer.add(_packet(1, 100, True, b"a"))
+    assert buffer.add(_packet(3, 200, True, b"x")) == (False, None)  # 2 lost
+    key = _packet(4, 300, True, b"k")
+    key.payload = b"K"
+    pli, frame = buffer.add(key)
+    assert pli is False and frame is not None and frame.data == b"k"
+
+
+def test_after_waiting_the_recording_goes_on_only_from_a_whole_frame() -> None:
+    clock = _Clock()
+    buffer = LowLatencyJitterBuffer(capacity=512, is_video=True, clock=clock)
+    buffer.add(_packet(1, 100, True, b"a"))
+    # 2 and 3 lost, 3 the first packet of the frame 4 ends: that frame is not recorded
+    buffer.add(_packet(4, 200, True, b"x"))
+    buffer.add(_packet(5, 300, True, b"y"))
+    clock.now = LowLatencyJitterBuffer.HOLE_WAIT_S + 0.1
+    pli, frame = buffer.add(_packet(6, 400, True, b"z"))
+    assert pli and frame is not None and frame.data == b"y"
+    assert [f.data for f in buffer.take_ready()] == [b"z"]
+
+
+def test_a_retransmission_too_late_is_dropped_without_resetting_the_buffer() -> None:
+    buffer = LowLatencyJitterBuffer(capacity=512, is_video=True)
+    buffer.keyframe = _keyframe_start
+    buffer.add(_packet(1, 100, True, b"a"))
+    for seq in range(3, 203):  # 2 lost; 200 one-packet frames behind it
+        packet = _packet(seq, seq * 100, True, bytes([seq % 256]))
+        if seq == 3:
+            packet.payload = b"K"
+        buffer.add(packet)
+        buffer.take_ready()
+    pli, frame = buffer.add(_packet(2, 150, True, b"late"))  # 200 behind: too late
+    assert (pli, frame) == (False, None)
+    after = buffer.add(_packet(203, 20300, True, b"go on"))[1]
+    assert after is not None and after.data == b"go on"
 
 
 def test_a_retransmission_in_time_fills_the_gap() -> None:

@@ -36,7 +36,7 @@ from recorder.state import RecordingState, TrackFile, VisitRecording, load_state
 from tests.conftest import MakeClient
 from tests.helpers import login, wait_for, wait_until
 from tests.media_fixtures import PacketCounter, publish_av
-from tests.visits import Peer, _cookie
+from tests.visits import Peer, _cookie, admitted_call
 from web.keys import VISITS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -558,6 +558,35 @@ async def test_the_pages_see_a_plain_warning_that_clears_when_writing_resumes(
         "missing_from": "2026-05-29T04:26:40+08:00",
         "missing_to": "2026-05-29T04:26:52+08:00",
     }
+
+
+async def test_someone_joining_a_call_whose_recording_fails_sees_the_warning_and_clears_it_for_none(
+    make_client: MakeClient, app_server: Any, visit: dict[str, Any]
+) -> None:
+    """The recorder cannot write; someone joins the call meanwhile (the judge again, from a
+    new tab): the newcomer is shown the warning, and nobody's warning is cleared by the
+    join: the next state the others get is the recorder's own recovery."""
+    staff, judge, guest, _ = await admitted_call(make_client, visit)
+    for peer in (judge, guest):
+        peer.sio.on("recording_state", peer._recorder("recording_state"), namespace="/visit")
+    (sink,) = app_server.app[VISITS].relay.sinks
+    assert isinstance(sink, RecorderSink) and sink.on_failure and sink.on_recovered
+    since = 1_780_000_000.0
+    again = Peer()
+    try:
+        await asyncio.to_thread(sink.on_failure, visit["id"], "t1", "OSError", since)
+        warning = await guest.next("recording_state")
+        assert warning["ok"] is False
+        again.sio.on("recording_state", again._recorder("recording_state"), namespace="/visit")
+        await again.connect(staff, _cookie(staff))
+        assert (await again.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+        assert await again.next("recording_state") == warning
+        await asyncio.to_thread(sink.on_recovered, visit["id"], since, since + 12)
+        cleared = await guest.next("recording_state")
+        assert cleared["ok"] is True and cleared["message"].startswith("录像已恢复写入")
+    finally:
+        for peer in (again, judge, guest):
+            await peer.close()
 
 
 async def _has(read: Callable[[], Awaitable[dict[str, Any]]], key: str) -> bool:
