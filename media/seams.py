@@ -52,7 +52,7 @@ from aioice import Candidate
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs import is_rtx
 from aiortc.exceptions import InvalidStateError
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpHeaderExtensionParameters
 from aiortc.rtcrtpreceiver import NackGenerator
 
@@ -280,7 +280,10 @@ class LowLatencyJitterBuffer(JitterBuffer):
 
     HOLE_WAIT_S = 1.0
     AUDIO_REORDER = 3
-    LATE_MAX = 1024  # behind the origin by fewer: late (dropped); by more: a new numbering
+    # behind the origin by fewer, from the same SSRC: late (dropped), unless that many in
+    # a row (then a new numbering, as by more or from another SSRC: aiortc resets)
+    LATE_MAX = 1024
+    LATE_RUN_MAX = 32
 
     def __init__(
         self,
@@ -298,6 +301,8 @@ class LowLatencyJitterBuffer(JitterBuffer):
         # numbers found missing when later ones came: (first, last, since when); a gap is
         # waited for from when it appeared, whatever was still waiting before it
         self._gaps: list[tuple[int, int, float]] = []
+        self._ssrc: int | None = None  # of the last packet taken
+        self._late_run = 0  # packets dropped as late in a row
         self.skipped = 0  # gaps given up (for tests and monitoring)
 
     @classmethod
@@ -306,23 +311,32 @@ class LowLatencyJitterBuffer(JitterBuffer):
 
     def add(self, packet: aiortc.rtp.RtpPacket) -> tuple[bool, JitterFrame | None]:
         number, newest, origin = packet.sequence_number, self._newest, self._origin
-        if origin is not None and 0 < (origin - number) & 0xFFFF < self.LATE_MAX:
-            return False, None  # older than what has left: too late
+        if origin is not None:
+            behind = (origin - number) & 0xFFFF
+            if 0 < behind < self.LATE_MAX and packet.ssrc == self._ssrc:
+                self._late_run += 1
+                if self._late_run < self.LATE_RUN_MAX:
+                    return False, None  # older than what has left: too late
+            if MAX_MISORDER <= behind < (number - origin) & 0xFFFF:
+                newest = None  # aiortc starts again from this packet (a new numbering)
+                self._gaps, self._gapped = [], False
+        self._late_run = 0
+        self._ssrc = packet.ssrc
         if newest is None or number == (newest + 1) & 0xFFFF:
             self._newest = number  # in order: no new gap (the common case costs no scan)
         else:
             self._gapped = True
             if 0 < (number - newest) & 0xFFFF < 0x8000:
+                # the gaps still ahead of the origin, and this one
+                ahead = self._origin if self._origin is not None else newest
+                self._gaps = [g for g in self._gaps if (g[1] - ahead) & 0xFFFF < 0x8000][-255:]
                 self._gaps.append(((newest + 1) & 0xFFFF, (number - 1) & 0xFFFF, self._clock()))
-                del self._gaps[: -self.AUDIO_REORDER * 16]  # a few dozen at most
                 self._newest = number
         pli, frame = super().add(packet)
         if frame is None and self._origin is not None and self._gapped:
             start, waited = self._after_gap()
             if start is not None:
                 self.remove(start)
-                origin = self._origin
-                self._gaps = [g for g in self._gaps if (g[1] - origin) & 0xFFFF < 0x8000]
                 self.skipped += 1
                 pli = pli or waited
                 frame = self._remove_frame(number)
@@ -346,9 +360,12 @@ class LowLatencyJitterBuffer(JitterBuffer):
         assert self._origin is not None and self._newest is not None
         span = min((self._newest - self._origin) & 0xFFFF, self.capacity - 1) + 1
         packets = [self._packets[(self._origin + i) % self.capacity] for i in range(span)]
+        # the gaps still ahead of the origin (filled or given up ones go)
+        origin = self._origin
+        self._gaps = [g for g in self._gaps if (g[1] - origin) & 0xFFFF < 0x8000]
         gap = next((i for i, p in enumerate(packets) if p is None), None)
         if gap is None:
-            self._gapped = False
+            self._gapped, self._gaps = False, []
             return None, False  # nothing missing: the frame is still arriving
         later = [(i, p) for i, p in enumerate(packets[gap:], gap) if p is not None]
         if not later:

@@ -430,17 +430,10 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self.relay is not None:
             media = self.relay.room(room.visit_id)
             media.describe(me.id, me.identity.role.value, me.identity.name)
-            if room.recording:
-                # recorded already: the newcomer learns how it stands (a write failure's
-                # warning stays on everyone's page until the recorder writes again)
-                problem = room.recording_problem
-                state = {"recording": True, "ok": problem is None}
-                await self.emit(
-                    "recording_state",
-                    state if problem is None else {**state, "message": problem},
-                    to=me.sid,
-                )
-            elif await self.gateway.starts_recording(room.visit_id, me.identity):
+            starts = not room.recording and await self.gateway.starts_recording(
+                room.visit_id, me.identity
+            )
+            if starts and not room.recording:  # (another join may have started it meanwhile)
                 # 一案一录 (scheduler/lifecycle.py): recorded from this moment on
                 media.start_recording()
                 room.recording = True
@@ -449,6 +442,16 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                     "recording_state",
                     {"recording": True, "ok": True},
                     room=self.call_room(room.visit_id),
+                )
+            elif room.recording:
+                # recorded already: the newcomer learns how it stands (a write failure's
+                # warning stays on everyone's page until the recorder writes again)
+                problem = room.recording_problem
+                state = {"recording": True, "ok": problem is None}
+                await self.emit(
+                    "recording_state",
+                    state if problem is None else {**state, "message": problem},
+                    to=me.sid,
                 )
         self._note_host_presence(room)
         await self.emit(

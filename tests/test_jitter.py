@@ -155,3 +155,41 @@ def test_audio_goes_on_past_a_lost_packet_after_a_few_more() -> None:
     assert frames == [None, None]  # 1 may only be late
     frame = buffer.add(_packet(4, 4 * 960, False, b"\x04"))[1]
     assert frame is not None and frame.data == b"\x02" and buffer.skipped == 1
+
+
+def test_a_new_numbering_of_the_same_track_is_taken_not_dropped_as_late() -> None:
+    """The publisher's stream starts again with numbers a few hundred behind (a new
+    stream): aiortc's reset takes it (and asks for a keyframe), from its first packet when
+    the SSRC changed, after a few when it did not; a stray packet just behind the origin
+    is dropped as late."""
+    buffer = LowLatencyJitterBuffer(capacity=512, is_video=True)
+    for seq in range(1000, 1010):
+        assert buffer.add(_packet(seq, seq * 10, True, b"o"))[1] is not None
+    assert buffer.add(_packet(1005, 10050, True, b"late")) == (False, None)
+    # the same SSRC, restarting 800 behind: dropped a few times, then taken
+    for seq in range(200, 200 + LowLatencyJitterBuffer.LATE_RUN_MAX - 2):
+        assert buffer.add(_packet(seq, seq * 10, True, b"x")) == (False, None)
+    pli, frame = buffer.add(_packet(230, 2300, True, b"restart"))
+    assert pli and frame is not None and frame.data == b"restart"
+    after = buffer.add(_packet(231, 2310, True, b"on"))[1]
+    assert after is not None and after.data == b"on"
+    other = _packet(100, 90000, True, b"new")
+    other.ssrc = 4321  # another stream, 132 behind: taken at once
+    pli, frame = buffer.add(other)
+    assert pli and frame is not None and frame.data == b"new"
+
+
+def test_a_repaired_gap_leaves_no_wait_behind_for_later_gaps() -> None:
+    clock = _Clock()
+    buffer = LowLatencyJitterBuffer(capacity=512, is_video=True, clock=clock)
+    buffer.add(_packet(1, 10, True, b"a"))
+    buffer.add(_packet(3, 30, True, b"c"))  # 2 missing since 0
+    assert buffer.add(_packet(2, 20, True, b"b"))[1] is not None  # repaired
+    for seq in range(4, 300):
+        buffer.add(_packet(seq, seq * 10, True, b"."))
+        buffer.take_ready()
+    clock.now = 5.0
+    buffer.add(_packet(301, 3010, True, b"z"))  # 300 missing since 5.0: waited for
+    clock.now = 5.0 + LowLatencyJitterBuffer.HOLE_WAIT_S / 2
+    assert buffer.add(_packet(302, 3020, True, b"y")) == (False, None)
+    assert len(buffer._gaps) == 1
