@@ -23,21 +23,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from config.keys import write_private
+from recorder.state import SUMS as SUMS  # the manifest's word, kept in the light module
 
 MANIFEST = "manifest.json"
-SUMS = "SHA256SUMS"
 SIGNATURE = "SHA256SUMS.sig"
 PUBLIC_KEY = "public-key.pem"
 UNSIGNED = {SUMS, SIGNATURE, PUBLIC_KEY}  # the proof itself
 SKIPPED_SUFFIXES = (".tmp",)
 # Corrected transcript revisions, signed apart after the recording (recorder/revisions.py).
 REVISIONS = "revisions/"
-
-
-def is_signed(folder: Path) -> bool:
-    """The recording's folder has its manifest: its files are the court's record and are
-    never written again (only verified, exported, or deleted after retention)."""
-    return (folder / SUMS).exists()
 
 
 def load_signing_key(data_dir: Path) -> Ed25519PrivateKey:

@@ -24,12 +24,11 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from recorder.state import VisitRecording, load_state
+from recorder.state import SUMS, VisitRecording, load_state
 from recorder.transcribe import Line, case_file_text
 
 REVISIONS = "revisions"
 TRANSCRIPT = "transcript.json"
-SUMS = "SHA256SUMS"
 
 
 class RevisionError(RuntimeError):

@@ -31,12 +31,12 @@ import av
 
 from media.encoded import EncodedFrame
 from media.room import PublishedTrack
-from recorder.manifest import is_signed
 from recorder.state import (
     Gap,
     RecordingState,
     TrackFile,
     VisitRecording,
+    is_signed,
     iso,
     load_state,
     save_state,

@@ -19,6 +19,7 @@ from typing import Any
 from config.vocabulary import define, label_of
 
 STATE_FILE = "recording.json"
+SUMS = "SHA256SUMS"  # the signed manifest's list of hashes (recorder/manifest.py)
 
 
 def role_name(role: str) -> str:
@@ -157,6 +158,12 @@ class VisitRecording:
     def empty(self) -> bool:
         """Nothing was recorded: no track has a file."""
         return not any(t.files for t in self.tracks)
+
+
+def is_signed(folder: Path) -> bool:
+    """The recording's folder has its manifest: its files are the court's record and are
+    never written again (only verified, exported, or deleted after retention)."""
+    return (folder / SUMS).exists()
 
 
 def load_state(folder: Path) -> VisitRecording | None:
