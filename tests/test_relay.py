@@ -11,6 +11,7 @@ import itertools
 import socket
 import types
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import av
@@ -738,6 +739,16 @@ async def test_a_track_added_and_removed_renegotiates_the_same_connection() -> N
         task.cancel()
 
 
+def _tracks_only_of(room: Room, *participants: str) -> Callable[[], Awaitable[bool]]:
+    """A condition for ``wait_for``: the room's tracks are those of ``participants`` only
+    (none at all when none are named)."""
+
+    async def check() -> bool:
+        return {t.participant_id for t in room.tracks.values()} == set(participants)
+
+    return check
+
+
 async def test_a_publisher_gone_before_its_connection_was_up_leaves_no_track_behind() -> None:
     """A participant who leaves (its socket dropped) right after publishing, before its
     connection's DTLS was up: aiortc ends a remote track only through a receiver that had
@@ -753,10 +764,7 @@ async def test_a_publisher_gone_before_its_connection_was_up_leaves_no_track_beh
     assert await room.leave("judge1")
     assert await room.subscribe("petitioner1") is None  # nobody publishes: nothing offered
 
-    async def gone() -> bool:
-        return not room.tracks
-
-    await wait_for(gone, within=5)
+    await wait_for(_tracks_only_of(room), within=5)
     assert sorted(sink.ended) == ["audio", "video"]
     await room.close()
     await page.close()
@@ -792,10 +800,7 @@ async def test_a_publish_that_outlives_its_participant_leaves_no_track_behind(
     assert refused.value.code == "participant_left"
     assert not room.publishers
 
-    async def gone() -> bool:
-        return not room.tracks
-
-    await wait_for(gone, within=5)
+    await wait_for(_tracks_only_of(room), within=5)
     await room.close()
     for pc in (first, again):
         await pc.close()
@@ -887,10 +892,7 @@ async def test_a_publish_stopped_while_it_negotiates_is_refused_and_leaves_nothi
     assert refused.value.code == ("participant_left" if then == "leave" else "publish_stopped")
     assert not room.publishers
 
-    async def gone() -> bool:
-        return not room.tracks
-
-    await wait_for(gone, within=5)
+    await wait_for(_tracks_only_of(room), within=5)
     await room.close()
     await offer.close()
 
@@ -911,10 +913,7 @@ async def test_only_failed_publishing_connections_are_closed() -> None:
     assert set(room.publishers) == {("judge1", Stream.main), ("lawyer1", Stream.main)}
     assert failed.signalingState == "closed"
 
-    async def only_the_others_tracks() -> bool:
-        return {t.participant_id for t in room.tracks.values()} == {"judge1", "lawyer1"}
-
-    await wait_for(only_the_others_tracks, within=5)
+    await wait_for(_tracks_only_of(room, "judge1", "lawyer1"), within=5)
     await room.close()
     for pc in (judge, offer, petitioner):
         await pc.close()
