@@ -554,10 +554,15 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         room, me, media = self._media_room(sid)
         stream = Stream(message.stream)
         if await media.unpublish(me.id, stream) and stream is Stream.evidence:
-            me.evidence = False
-            await self.gateway.room_event(room.visit_id, "evidence_stopped", me.identity)
+            await self._evidence_stopped(room.visit_id, me)
         await self._tracks_changed(room, me, sid)
         return {}
+
+    async def _evidence_stopped(self, visit_id: str, me: Participant) -> None:
+        """``me`` no longer shows evidence (stopped, or its connection failed): on the
+        pages and on the visit's record."""
+        me.evidence = False
+        await self.gateway.room_event(visit_id, "evidence_stopped", me.identity)
 
     async def _tracks_changed(self, room: Room, me: Participant, sid: str) -> None:
         await self.emit(
@@ -656,11 +661,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                         room = self.rooms.get(visit_id)
                         owner = room.participants.get(participant_id) if room else None
                         if owner is not None and stream is Stream.evidence and owner.evidence:
-                            # as when the page stops showing it (_unpublish): on the record
-                            owner.evidence = False
-                            await self.gateway.room_event(
-                                visit_id, "evidence_stopped", owner.identity
-                            )
+                            await self._evidence_stopped(visit_id, owner)
                         await self.emit(
                             "tracks_changed",
                             {
