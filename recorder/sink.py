@@ -157,17 +157,20 @@ class RecorderSink:
         self._visits: dict[str, VisitRecording] = {}  # and those still being closed
         self._files: dict[str, TrackFile] = {}  # track id → its record (recorded visits)
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
-        self._thread.start()
         self._writers: dict[str, _Writer] = {}  # writer thread only
         self._keyframe: dict[str, Callable[[], None]] = {}  # track id → ask for a keyframe
         self._retry_at: dict[str, float] = {}  # writer thread only
+        self.retry_seconds = RETRY_SECONDS  # after a failed write, try again this much later
+        self._unsaved: dict[str, float] = {}  # visit → when to save recording.json again
+        self._forget: set[str] = set()  # stopped visits kept until their state is saved
         self._failing: dict[str, dict[str, float]] = {}  # visit → track id → since (writer)
         self._outage: dict[str, float] = {}  # visit → since when it cannot write (writer)
         self._cut: dict[str, list[tuple[Path, str]]] = {}  # track id → segments a failure cut
         # for monitoring (web/metrics.py); written by the writer thread only
         self.bytes_written = 0  # frame bytes written into track files since start
         self.write_failures = 0  # failures reported (once per track until it recovers)
+        self._thread = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
+        self._thread.start()
 
     @property
     def recording_visits(self) -> int:
@@ -292,11 +295,22 @@ class RecorderSink:
         # forth with the relay's event loop (measured: most of the recorder's cost). A frame
         # waits at most BATCH_SECONDS before it is written, and is flushed when written.
         while True:
-            batch = [self._queue.get()]
-            time.sleep(BATCH_SECONDS)
+            batch: list[tuple[Any, ...] | None] = []
+            if self._unsaved:  # a recording.json to save again: wake for it
+                wait = max(0.0, min(self._unsaved.values()) - time.monotonic())
+                with contextlib.suppress(queue.Empty):
+                    batch.append(self._queue.get(timeout=wait))
+            else:
+                batch.append(self._queue.get())
+            if batch:
+                time.sleep(BATCH_SECONDS)
             with contextlib.suppress(queue.Empty):
                 while True:
                     batch.append(self._queue.get_nowait())
+            try:
+                self._save_again()
+            except Exception:  # never let the writer die: log, go on
+                log.exception("recorder: saving recording.json again failed")
             for item in batch:
                 if item is None:
                     self._close_all()
@@ -343,7 +357,9 @@ class RecorderSink:
         elif kind == "save":
             self._save(item[1])
         elif kind == "forget":
-            if item[1] not in self._recording:
+            if item[1] in self._unsaved:  # its last state is not on disk yet: keep it
+                self._forget.add(item[1])
+            elif item[1] not in self._recording:
                 self._visits.pop(item[1], None)
         elif kind == "call":
             item[1]()
@@ -357,6 +373,7 @@ class RecorderSink:
             # processed and signed already (the visit ended on another node while this one
             # still held its room): the record is not rewritten
             log.error("recorder: visit %s is signed already; its late state is not saved", visit_id)
+            self._settled(visit_id)
             return
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -364,8 +381,29 @@ class RecorderSink:
         except OSError as exc:
             detail = f"无法写入 recording.json：{failure_detail(exc)}"
             self._failed(visit_id, "", detail, time.time())
+            # saved again until it is on disk: after the visit ended no frame comes to save
+            # it, and the pipeline would take the state of the last save that worked
+            self._unsaved[visit_id] = time.monotonic() + self.retry_seconds
             return
+        self._settled(visit_id)
         self._resumed(visit_id, "", time.time())
+
+    def _settled(self, visit_id: str) -> None:
+        """Nothing of the visit's state is left to save: a stopped visit is forgotten."""
+        self._unsaved.pop(visit_id, None)
+        if visit_id in self._forget:
+            self._forget.discard(visit_id)
+            if visit_id not in self._recording:
+                self._visits.pop(visit_id, None)
+
+    def _save_again(self) -> None:
+        """Save the recording.json of each visit whose last save failed, once it is due."""
+        now = time.monotonic()
+        for visit_id in [v for v, at in self._unsaved.items() if at <= now]:
+            if visit_id in self._visits:
+                self._save(visit_id)
+            else:
+                self._unsaved.pop(visit_id, None)
 
     def _entry(self, track_id: str) -> tuple[str, TrackFile] | None:
         for visit_id, recording in list(self._visits.items()):
@@ -442,7 +480,7 @@ class RecorderSink:
     def _gap_opens(self, visit_id: str, entry: TrackFile, at: float, exc: BaseException) -> None:
         if not entry.gaps or entry.gaps[-1].end is not None:
             entry.gaps.append(Gap(start=at, reason=gap_reason(exc)))
-        self._retry_at[entry.track_id] = time.monotonic() + RETRY_SECONDS
+        self._retry_at[entry.track_id] = time.monotonic() + self.retry_seconds
         self._failed(visit_id, entry.track_id, failure_detail(exc), entry.gaps[-1].start)
 
     def _discard(self, writer: _Writer) -> None:

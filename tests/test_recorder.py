@@ -5,6 +5,7 @@ with SIGKILL leaves files that ``recover`` makes playable and marks interrupted.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ from config.settings import Settings
 from media.encoded import EncodedFrame, tap_receiver
 from media.room import PublishedTrack, Relay
 from media.transport import announce_addresses, create_peer_connection
+from recorder import sink as sink_module
 from recorder.composite import Overlay, Planes, _fit, _layout, render
 from recorder.models import Recording
 from recorder.sink import CLUSTER_MS, RecorderSink, _Writer, recover
@@ -324,6 +326,56 @@ def test_a_signed_recording_is_never_rewritten_by_recovery_or_a_late_stop(
     sink.stop("d" * 32)
     sink.close()
     assert {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_the_ended_state_is_saved_once_the_disk_has_room_again(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The disk is full when the visit ends: its last recording.json (``queued``, the end
+    time, every track ended) is saved again until it is on disk, instead of the pipeline
+    taking the state of the last save that worked; the warning then clears."""
+    root = tmp_path / "recordings"
+    folder = root / ("e" * 32)
+    full = [False]
+
+    def save(where: Path, recording: VisitRecording) -> None:
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save_state(where, recording)
+
+    monkeypatch.setattr(sink_module, "save_state", save)
+    failures: list[tuple[str, str, str, float]] = []
+    recoveries: list[tuple[str, float, float]] = []
+    sink = RecorderSink(
+        root,
+        on_failure=lambda *a: failures.append(a),
+        on_recovered=lambda *a: recoveries.append(a),
+    )
+    sink.retry_seconds = 0.2
+    try:
+        sink.start("e" * 32)
+        sink.flush()
+        assert (recorded := load_state(folder)) is not None
+        assert recorded.state is RecordingState.recording
+        full[0] = True
+        sink.stop("e" * 32)
+        sink.flush()
+        assert failures and "无法写入 recording.json" in failures[0][2]
+        assert (stale := load_state(folder)) is not None
+        assert stale.state is RecordingState.recording  # what the pipeline would take
+        full[0] = False  # an administrator frees space
+        saved = wait_until(
+            lambda: (s := load_state(folder)) is not None and s.state is RecordingState.queued,
+            timeout=10,
+            what="the ended state on disk",
+        )
+        assert saved
+        assert (ended := load_state(folder)) is not None and ended.stopped_at is not None
+        wait_until(lambda: recoveries, timeout=10, what="the warning cleared")
+        sink.flush()
+        assert "e" * 32 not in sink._visits  # forgotten once saved
+    finally:
+        sink.close()
 
 
 async def test_a_room_still_live_writes_no_track_into_a_signed_recording(tmp_path: Path) -> None:
