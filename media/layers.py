@@ -358,6 +358,14 @@ class RecordedStream:
                 self.request_keyframe(best.ssrc)
         if layer is not self.layer:
             return None
+        if packet.ssrc != self._rebase.source:
+            # the recorded layer restarted on a new SSRC (the browser renumbered it): the
+            # recording goes on from its keyframe, numbered on from where it stopped
+            if not starts_keyframe(self.layers.codec, packet.payload):
+                self.request_keyframe(packet.ssrc)
+                return None
+            self.switches += 1
+            self._rebase.restart(packet, ntp)
         rebased = self._rebase.map(packet, ntp)
         if rebased is None:
             return None

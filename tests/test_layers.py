@@ -307,6 +307,34 @@ def test_the_recording_goes_on_at_once_when_a_layer_that_lost_a_packet_is_left()
     assert len(frames) == 3 and buffer.skipped == 1  # the keyframe and the frame after it
 
 
+def test_the_recording_goes_on_numbered_on_when_its_layer_restarts_on_a_new_ssrc() -> None:
+    """The browser restarts the recorded layer on a new SSRC (its numbers and timestamps
+    start afresh): the recording waits for that SSRC's keyframe (asked for) and goes on in
+    the same sequence space, instead of mapping the new numbers with the old SSRC's
+    reference (a jump the jitter buffer would reset on, or packets dropped as too old)."""
+    layers, _ = _layers()
+    asked: list[int] = []
+    recorded = RecordedStream(layers, 90000, _asks(asked, 0))
+    fed: list[RtpPacket] = []
+    now = 10.0
+
+    def send(ssrc: int, seq: int, ts: int, key: bool, at: float) -> None:
+        out = _feed(layers, recorded, _packet(ssrc, seq, ts, _vp8(key, seq, 0), rid="f"), at)
+        if out is not None:
+            fed.append(out)
+
+    send(20, 7000, 0, True, now)
+    send(20, 7001, 3000, False, now + 0.033)
+    send(30, 100, 500_000, False, now + 0.066)  # renumbered; not a keyframe: asked for
+    assert asked == [30] and len(fed) == 2
+    send(30, 101, 503_000, True, now + 0.1)
+    send(30, 102, 506_000, False, now + 0.133)
+    assert [p.sequence_number for p in fed] == [7000, 7001, 7002, 7003]
+    assert 0 < fed[2].timestamp - fed[1].timestamp <= 9000  # moved on by the time passed
+    assert fed[3].timestamp - fed[2].timestamp == 3000
+    assert recorded.upstream(30, [7003]) == (30, [102])  # a NACK in the new SSRC's numbers
+
+
 def test_picture_ids_go_on_across_a_change_of_layer() -> None:
     pictures = PictureIds()
     buf = bytearray(_vp8(True, 300, 9))
