@@ -292,7 +292,9 @@ def starts_recording(role: ParticipantRole, visit: Visit) -> bool:
     petitioner's, the operator's at an on-site reception, the host's opening a meeting;
     and, once a visit or meeting is in progress, anyone's (its room closed meanwhile: a
     node restarted or failed over, everyone dropped; whoever comes back first resumes
-    the record, not only the one who began it)."""
+    the record, not only the one who began it). Never once the visit is over."""
+    if visit.state not in OPEN:
+        return False
     if visit.kind is VisitKind.onsite:
         return role is ParticipantRole.operator
     if visit.state is VisitState.in_progress:

@@ -77,6 +77,12 @@ class VisitGateway(Protocol):
         """Consume a one-time code of this visit; raises ProtocolError(*_code)."""
         ...
 
+    async def may_host(self, visit_id: str, staff: Staff) -> None:
+        """Raise ``forbidden`` unless ``staff`` still holds the visit's call now (admit,
+        refuse, invite, note): the visit may have been given to another judge since they
+        joined."""
+        ...
+
     async def starts_recording(self, visit_id: str, identity: Identity) -> bool:
         """Whether this participant's entering the call starts the visit's recording."""
         ...

@@ -187,6 +187,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._rate, self._burst, self._flood = rate, burst, flood_limit
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: set[str] = set()
+        self._joining: set[str] = set()  # sockets whose join is under way
         self._handlers: dict[str, Callable[[str, Any], Awaitable[Any]]] = {
             "join": self._join,
             "admit": self._admit,
@@ -314,6 +315,13 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise ProtocolError(ErrorCode.forbidden, "只有接访法官或约谈主持人可以这样做")
         return room, me, me.staff
 
+    async def _host(self, sid: str) -> tuple[Room, Participant, Staff]:
+        """The judge (or host), checked against the visit as it stands now."""
+        room, me, staff = self._judge(sid)
+        await self.gateway.may_host(room.visit_id, staff)
+        self._still_in(room, me)
+        return room, me, staff
+
     @staticmethod
     def call_room(visit_id: str) -> str:
         return f"visit:{visit_id}"
@@ -344,8 +352,15 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _join(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, Join)
-        if sid in self._where:
+        if sid in self._where or sid in self._joining:
             raise ProtocolError(ErrorCode.already_joined, "已在接访中")
+        self._joining.add(sid)
+        try:
+            return await self._join_now(sid, message)
+        finally:
+            self._joining.discard(sid)
+
+    async def _join_now(self, sid: str, message: Join) -> dict[str, Any]:
         visit_id = message.visit_id
         # first of all (before a code is spent): is the visit's room on this node?
         owner = await self.placement.claim(visit_id)
@@ -369,6 +384,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if staff is None:
                 raise ProtocolError(ErrorCode.unauthenticated, "请先登录，或使用接访码加入")
             identity = await self.gateway.entitle(visit_id, staff, watch=message.watch)
+        if sid not in self._buckets:  # the socket went away while this join waited
+            raise ProtocolError(ErrorCode.not_joined, "连接已断开")
         room = self.rooms.setdefault(visit_id, Room(visit_id))
         self.placement.hold(visit_id)  # keep the room pinned here while it lives
         previous = room.by_key(identity.key)
@@ -410,6 +427,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "admitted": admitted,
             "participants": room.members() if admitted else [],
             "recording": room.recording,
+            # how the recording stands (a write failure's warning is not to be cleared)
+            "recording_ok": room.recording_problem is None,
+            "recording_message": room.recording_problem,
             "host": identity.host,
             # RTCConfiguration.iceServers, TURN credentials issued to this participant
             "ice_servers": [s.public() for s in self.relay.ice_servers.issue(identity.key)]
@@ -422,28 +442,26 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             answer["rejoin"] = self.tokens.issue(visit_id, identity, admitted)
         return answer
 
+    def _still_in(self, room: Room, me: Participant) -> None:
+        """After an await: the room is still this node's and ``me`` still in it (the visit
+        may have ended, the socket gone or been replaced meanwhile)."""
+        if self.rooms.get(room.visit_id) is not room:
+            raise ProtocolError(ErrorCode.visit_closed, "该接访已结束或不存在")
+        if room.participants.get(me.id) is not me:
+            raise ProtocolError(ErrorCode.not_joined, "请先加入接访")
+
     async def _enter_call(self, room: Room, me: Participant) -> None:
         room.admitted_keys.add(me.identity.key)
         await self.gateway.room_event(room.visit_id, "joined", me.identity)
+        self._still_in(room, me)
         # in the call room first: the recording notice below reaches the newcomer too
         await self.enter_room(me.sid, self.call_room(room.visit_id))
+        self._still_in(room, me)
         if self.relay is not None:
-            media = self.relay.room(room.visit_id)
-            media.describe(me.id, me.identity.role.value, me.identity.name)
-            starts = not room.recording and await self.gateway.starts_recording(
-                room.visit_id, me.identity
-            )
-            if starts and not room.recording:  # (another join may have started it meanwhile)
-                # 一案一录 (scheduler/lifecycle.py): recorded from this moment on
-                media.start_recording()
-                room.recording = True
-                await self.gateway.recording_started(room.visit_id)
-                await self.emit(
-                    "recording_state",
-                    {"recording": True, "ok": True},
-                    room=self.call_room(room.visit_id),
-                )
-            elif room.recording:
+            self.relay.room(room.visit_id).describe(me.id, me.identity.role.value, me.identity.name)
+            if not room.recording:
+                await self._start_recording(room, me)
+            else:
                 # recorded already: the newcomer learns how it stands (a write failure's
                 # warning stays on everyone's page until the recorder writes again)
                 problem = room.recording_problem
@@ -457,34 +475,67 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self.emit(
             "participant_joined", me.public(), room=self.call_room(room.visit_id), skip_sid=me.sid
         )
-        if self.relay is not None:  # whose network is poor already, for the newcomer
+        if self.relay is not None and self.rooms.get(room.visit_id) is room:
+            # whose network is poor already, for the newcomer
             for participant_id in self.relay.room(room.visit_id).poor_networks():
                 await self.emit("network", _network(participant_id, True), to=me.sid)
 
+    async def _start_recording(self, room: Room, me: Participant) -> None:
+        """Start the visit's recording if ``me`` entering the call starts it
+        (scheduler/lifecycle.py ``starts_recording``)."""
+        if not await self.gateway.starts_recording(room.visit_id, me.identity):
+            return
+        if room.recording or self.rooms.get(room.visit_id) is not room or self.relay is None:
+            return  # another join started it meanwhile, or the visit ended
+        # 一案一录: recorded from this moment on
+        self.relay.room(room.visit_id).start_recording()
+        room.recording = True
+        await self.gateway.recording_started(room.visit_id)
+        await self.emit(
+            "recording_state", {"recording": True, "ok": True}, room=self.call_room(room.visit_id)
+        )
+
     async def _admit(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, Admit)
-        room, _, judge = self._judge(sid)
+        room, host, judge = await self._host(sid)
         guest = room.participants.get(message.participant_id)
         if guest is None or guest.admitted:
             raise ProtocolError(ErrorCode.unknown_participant, "候场名单中没有该参与人")
         await self.gateway.admitted(room.visit_id, judge, guest.identity)
-        guest.admitted = True
-        await self._enter_call(room, guest)
+        try:
+            self._still_in(room, guest)
+            guest.admitted = True
+            await self._enter_call(room, guest)
+        except ProtocolError:
+            await self._admitted_gone(room, host)
+            raise
         await self.emit(
             "admitted",
             {
                 "participants": room.members(),
                 "rejoin": self.tokens.issue(room.visit_id, guest.identity, True),
                 "recording": room.recording,
+                "recording_ok": room.recording_problem is None,
+                "recording_message": room.recording_problem,
             },
             to=guest.sid,
         )
         await self._lobby_changed(room)
         return {"participant_id": guest.id}
 
+    async def _admitted_gone(self, room: Room, host: Participant) -> None:
+        """The guest left while being admitted: the visit is in progress all the same, so
+        its recording starts (with the host in the call) and the lobby is told."""
+        if self.rooms.get(room.visit_id) is not room:
+            raise ProtocolError(ErrorCode.visit_closed, "该接访已结束或不存在")
+        if not room.recording and room.participants.get(host.id) is host:
+            await self._start_recording(room, host)
+        await self._lobby_changed(room)
+        raise ProtocolError(ErrorCode.unknown_participant, "该参与人已离开")
+
     async def _refuse(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, Refuse)
-        room, _, judge = self._judge(sid)
+        room, _, judge = await self._host(sid)
         guest = room.participants.get(message.participant_id)
         if guest is None or guest.admitted:
             raise ProtocolError(ErrorCode.unknown_participant, "候场名单中没有该参与人")
@@ -495,7 +546,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _invite(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, Invite)
-        room, _, judge = self._judge(sid)
+        room, _, judge = await self._host(sid)
         invitation = await self.gateway.invite(
             room.visit_id, judge, ParticipantRole(message.role), message.label
         )
@@ -508,7 +559,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _note(self, sid: str, message: Message) -> dict[str, Any]:
         """The judge's time-stamped note: on the visit's timeline, in the transcript."""
         assert isinstance(message, Note)
-        room, me, _ = self._judge(sid)
+        room, me, _ = await self._host(sid)
         at = time.time()
         await self.gateway.room_event(room.visit_id, "note", me.identity, text=message.text)
         note = {"at": at, "author": me.identity.name, "text": message.text}
@@ -518,7 +569,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _media_state(self, sid: str, message: Message) -> dict[str, Any]:
         assert isinstance(message, MediaState)
         room, me = self._sender(sid)
-        me.audio, me.video, me.evidence = message.audio, message.video, message.evidence
+        # whether it shows evidence is the relay's to say (publish, unpublish, a failed
+        # connection), not the page's: a page's stale flag would hide evidence_stopped
+        me.audio, me.video = message.audio, message.video
         if me.admitted:
             await self.emit(
                 "media_state", me.public(), room=self.call_room(room.visit_id), skip_sid=sid
@@ -761,6 +814,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         published = False
         if self.relay is not None and room.visit_id in self.relay.rooms:
             published = await self.relay.rooms[room.visit_id].leave(me.id)
+        if me.evidence:  # its evidence went with it: on the visit's timeline as stopped
+            await self._evidence_stopped(room.visit_id, me)
         if announce:
             if me.admitted:
                 await self.emit(

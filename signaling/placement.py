@@ -70,15 +70,23 @@ class LocalPlacement:
         return None
 
 
-# Renew our leases; a lease is released only if it is still ours.
+# Renew our leases; a lease is released only if it is still ours. A lease found gone (Redis
+# restarted or failed over, this node cut off from it for a lease) is taken again when no
+# other node took it meanwhile: the room still lives here.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
 return 0
 """
+CLAIM_TRIES = 5
 
 
 class RedisPlacement:
@@ -100,14 +108,16 @@ class RedisPlacement:
     async def claim(self, visit_id: str) -> str:
         key = self.key(visit_id)
         me = self.node_url.encode()
-        owner: bytes | str = me
-        if not await self._redis.set(key, me, nx=True, px=self._lease_ms):
-            owner = await self._redis.get(key) or me
+        for _ in range(CLAIM_TRIES):
+            if await self._redis.set(key, me, nx=True, px=self._lease_ms):
+                return self.node_url
+            owner = await self._redis.get(key)
+            if owner is None:  # released or expired in between: claim it again
+                continue
             if owner == me:
                 await self._redis.pexpire(key, self._lease_ms)
-            elif not await self._redis.exists(key):  # expired in between: try once more
-                return await self.claim(visit_id)
-        return owner.decode() if isinstance(owner, bytes) else str(owner)
+            return owner.decode() if isinstance(owner, bytes) else str(owner)
+        raise RuntimeError(f"room {visit_id}: its lease kept changing hands")
 
     def hold(self, visit_id: str) -> None:
         self._held.add(visit_id)
@@ -134,7 +144,9 @@ class RedisPlacement:
                 except Exception:
                     log.exception("could not renew the lease of room %s", visit_id)
                     continue
-                if not kept:
+                if kept == 2:
+                    log.warning("the lease of room %s was gone; taken again", visit_id)
+                elif not kept:
                     log.error("lost the lease of room %s to another node", visit_id)
                     self._held.discard(visit_id)
 

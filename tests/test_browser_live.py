@@ -459,3 +459,70 @@ def test_evidence_shown_and_stopped_renegotiates_without_interrupting_the_camera
         if max(b["t"] - a["t"] for a, b in itertools.pairwise(window)) < 300:
             assert until["freezes"] == since["freezes"], (at, window)
     _close(judge, guest)
+
+
+# the page receives video frames and audio samples on its subscribing connection
+RECEIVING = """async () => {
+    const pc = window.vrCall.subscriber;
+    if (!pc) return false;
+    let video = 0, audio = 0;
+    (await pc.getStats()).forEach((s) => {
+        if (s.type !== "inbound-rtp") return;
+        if (s.kind === "video") video += s.framesDecoded || 0;
+        if (s.kind === "audio") audio += s.totalSamplesReceived || 0;
+    });
+    return video > 10 && audio > 0;
+}"""
+NO_CAMERA = """() => {
+    navigator.mediaDevices.getUserMedia = () =>
+        Promise.reject(new DOMException("Could not start video source", "NotReadableError"));
+}"""
+
+
+def test_a_petitioner_whose_camera_cannot_open_still_sees_and_hears_the_judge(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    """The phone's camera is held by another app: the petitioner is told so in plain words,
+    and still receives the judge's picture and voice (receiving does not wait for sending)."""
+    visit_id, code = _visit(live_server)
+    judge = _judge_page(chromium, live_server, visit_id)
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 414, "height": 844})
+    ctx.add_init_script(f"({NO_CAMERA})()")
+    guest = ctx.new_page()
+    guest.goto(live_server.url + f"/join?visit={visit_id}")
+    guest.wait_for_selector("body[data-ready='1']", timeout=60_000)
+    guest.fill("#code-input", code)
+    guest.click("#code-submit")
+    expect(guest.locator("#lobby-step")).to_be_visible(timeout=30_000)
+    judge.locator("#lobby-rows button", has_text="准许进入").click()
+    expect(guest.locator("#call-step")).to_be_visible(timeout=30_000)
+    expect(guest.locator("#call-msg")).to_contain_text("摄像头或麦克风正被其他程序占用")
+    expect(guest.locator(".tile.remote[data-role=judge] video")).to_have_count(1, timeout=30_000)
+    wait_until(
+        lambda: guest.evaluate(RECEIVING),
+        timeout=30,
+        what="the judge's picture and voice on the petitioner's page",
+    )
+    guest.screenshot(path=str(artifacts / "live-petitioner-without-camera.png"))
+    _close(judge, guest)
+
+
+def test_a_call_opened_again_in_another_tab_stops_the_first_and_says_so(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    """The judge opens the same call in a second tab: the server hands the call to it and
+    closes the first tab's connection, which does not come back by itself; the first tab
+    says so, and lets go of its camera and its connections instead of saying 正在重新连接
+    for good."""
+    visit_id, _ = _visit(live_server)
+    first = _judge_page(chromium, live_server, visit_id)
+    wait_until(lambda: first.evaluate("() => Boolean(window.vrCall.publisher)"), timeout=30)
+    second = _judge_page(chromium, live_server, visit_id)
+    expect(first.locator("#ended-step")).to_be_visible(timeout=30_000)
+    expect(first.locator("#ended-text")).to_contain_text("本页已停止")
+    expect(first.locator("#conn-state")).to_be_hidden()
+    assert first.evaluate("() => window.vrCall.publisher.connectionState") == "closed"
+    first.screenshot(path=str(artifacts / "live-call-opened-elsewhere.png"))
+    expect(second.locator("#call-step")).to_be_visible()
+    expect(second.locator("#ended-step")).to_be_hidden()
+    _close(first, second)

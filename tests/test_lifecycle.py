@@ -156,10 +156,16 @@ def test_every_state_has_its_moves_and_ending_is_possible_only_once_started() ->
         VisitState.in_progress,
     } == lifecycle.ENDABLE
     assert set(lifecycle.OPEN) >= set(lifecycle.LIVE)
-    reception = Visit(kind=VisitKind.reception)
+    reception = Visit(kind=VisitKind.reception, state=VisitState.in_lobby)
     assert lifecycle.starts_recording(vocabulary.ParticipantRole.petitioner, reception)
     assert not lifecycle.starts_recording(vocabulary.ParticipantRole.lawyer, reception)
     assert not lifecycle.starts_recording(vocabulary.ParticipantRole.operator, reception)
+    # a join that was under way when the visit ended records nothing more
+    for over in (VisitState.ended, VisitState.cancelled, VisitState.no_show):
+        ended = Visit(kind=VisitKind.reception, state=over)
+        assert not lifecycle.starts_recording(vocabulary.ParticipantRole.petitioner, ended)
+        onsite = Visit(kind=VisitKind.onsite, state=over)
+        assert not lifecycle.starts_recording(vocabulary.ParticipantRole.operator, onsite)
 
 
 async def test_the_vocabulary_is_served_and_no_page_keeps_its_own_labels(

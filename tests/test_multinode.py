@@ -150,3 +150,38 @@ async def test_room_leases_are_renewed_while_held_and_lapse_otherwise(
         await x.close()
         await y.close()
         await redis.aclose()
+
+
+async def test_a_held_room_whose_lease_vanished_is_claimed_again_by_its_node(
+    redis_server: RedisServer,
+) -> None:
+    """Redis lost the key of a room that still lives on node x (a restart, a failover, x cut
+    off for a lease): x's next renewal takes it again, so another node neither opens a second
+    room for the visit nor finds it held by nobody (and ends it as abandoned); a lease
+    another node took meanwhile is left to it."""
+    x = RedisPlacement(Redis.from_url(redis_server.url), "http://x", lease_seconds=0.6)
+    y = RedisPlacement(Redis.from_url(redis_server.url), "http://y", lease_seconds=0.6)
+    redis = Redis.from_url(redis_server.url)
+    key = RedisPlacement.key("3" * 32)
+    try:
+        assert await x.claim("3" * 32) == "http://x"
+        x.hold("3" * 32)
+        await redis.delete(key)
+
+        async def taken_again() -> bool:
+            return await redis.get(key) == b"http://x"
+
+        await wait_for(taken_again, within=10)
+        assert await y.claim("3" * 32) == "http://x" and await y.held("3" * 32)
+
+        await redis.set(key, b"http://y", px=60_000)  # taken by y while x was cut off
+
+        async def given_up() -> bool:
+            return "3" * 32 not in x._held
+
+        await wait_for(given_up, within=10)
+        assert await redis.get(key) == b"http://y"
+    finally:
+        await x.close()
+        await y.close()
+        await redis.aclose()

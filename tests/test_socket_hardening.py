@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import socketio
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from config.db import Database
 from config.settings import ConfigError, Settings, load_settings
@@ -30,7 +30,7 @@ from media.transport import (
     default_allowed_networks,
     screen_sdp,
 )
-from scheduler.models import User
+from scheduler.models import User, Visit
 from signaling.gateway import Identity, RejoinTokens
 from signaling.protocol import ParticipantRole, ProtocolError
 from tests.conftest import MakeClient
@@ -671,3 +671,135 @@ async def test_a_long_polling_client_still_joins(
         assert joined["ok"] and joined["role"] == "petitioner", joined
     finally:
         await polling.disconnect()
+
+
+async def test_evidence_stays_shown_through_a_mute_and_stops_on_the_record_when_its_owner_leaves(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+) -> None:
+    """Whether someone shows evidence is the relay's to say: a ``media_state`` (the page's
+    mute button, which says nothing of evidence) does not clear it, so the evidence
+    connection failing afterwards is still on the record as stopped; and evidence shown by
+    someone who leaves is on the record as stopped too."""
+    client, judge, guest, joined = await admitted_call(make_client, visit)
+    media = client.server.app[VISITS].relay.rooms[visit["id"]]
+    shown = await guest.call(
+        "publish", {"type": "offer", "sdp": await _offer(("video",)), "stream": "evidence"}
+    )
+    assert shown["ok"], shown
+    assert (await judge.next("tracks_changed"))["participant"]["evidence"] is True
+    assert (await guest.call("media_state", {"audio": False, "video": True}))["ok"]
+    assert (await judge.next("media_state"))["evidence"] is True
+    fail_connection(media.publishers[(joined["participant_id"], Stream.evidence)])
+    assert (await judge.next("tracks_changed"))["participant"]["evidence"] is False
+    events = [e.detail["event"] for e in await room_events(migrated, visit["id"])]
+    assert events[-2:] == ["evidence_shown", "evidence_stopped"]
+
+    again = await guest.call(
+        "publish", {"type": "offer", "sdp": await _offer(("video",)), "stream": "evidence"}
+    )
+    assert again["ok"], again
+    assert (await guest.call("leave"))["ok"]
+    await judge.next("participant_left")
+    events = [e.detail["event"] for e in await room_events(migrated, visit["id"])]
+    assert events[-3:] == ["evidence_shown", "left", "evidence_stopped"]
+    for peer in (guest, judge):
+        await peer.close()
+
+
+async def test_a_socket_gone_while_its_join_waits_leaves_nobody_behind(
+    make_client: MakeClient, visit: dict[str, Any]
+) -> None:
+    """The network drops while a join is being checked (the database is slow): the join
+    does not put a participant nobody will ever remove into the room (a judge held
+    present for good, a room that never empties and a recording that never stops)."""
+    staff = await make_client()
+    await login(staff, "judge_a")
+    visits = staff.server.app[VISITS]
+    entitling, go, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    entitle, join = visits.gateway.entitle, visits._handlers["join"]
+
+    async def slow_entitle(*args: Any, **kwargs: Any) -> Any:
+        entitling.set()
+        await go.wait()
+        return await entitle(*args, **kwargs)
+
+    async def watched_join(*args: Any) -> Any:
+        try:
+            return await join(*args)
+        finally:
+            done.set()
+
+    visits.gateway.entitle = slow_entitle
+    visits._handlers["join"] = watched_join
+    try:
+        judge = await Peer().connect(staff, _cookie(staff))
+        pending = asyncio.ensure_future(judge.call("join", {"v": 1, "visit_id": visit["id"]}))
+        await asyncio.wait_for(entitling.wait(), 30)
+        await judge.close()
+
+        async def gone() -> bool:
+            return not visits._buckets
+
+        await wait_for(gone, within=30)
+        go.set()
+        await asyncio.wait_for(done.wait(), 30)
+        room = visits.rooms.get(visit["id"])
+        assert room is None or not room.participants, room
+        pending.cancel()
+    finally:
+        visits.gateway.entitle = entitle
+        visits._handlers["join"] = join
+
+
+async def test_a_judge_no_longer_on_the_visit_cannot_invite_admit_refuse_or_note(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings
+) -> None:
+    """The visit is given to another judge while judge_a waits in its call: judge_a's
+    powers are checked at each action, not only when joining."""
+    staff = await make_client()
+    await login(staff, "judge_a")
+    judge = await Peer().connect(staff, _cookie(staff))
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    guest = await Peer().connect(staff)
+    lobby = await guest.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
+    )
+    db = Database(migrated)
+    try:
+        async with db.writer() as s:
+            other = await s.scalar(select(User.id).where(User.username == "judge_b"))
+            await s.execute(update(Visit).where(Visit.id == visit["id"]).values(judge_id=other))
+    finally:
+        await db.dispose()
+    for event, data in (
+        ("invite", {"role": "lawyer", "label": "值班律师"}),
+        ("admit", {"participant_id": lobby["participant_id"]}),
+        ("refuse", {"participant_id": lobby["participant_id"], "reason": "无关"}),
+        ("note", {"text": "备注"}),
+    ):
+        answer = await judge.call(event, data)
+        assert answer["error"]["code"] == "forbidden", (event, answer)
+    for peer in (guest, judge):
+        await peer.close()
+
+
+async def test_a_join_tells_how_the_recording_stands_when_it_cannot_write(
+    make_client: MakeClient, visit: dict[str, Any]
+) -> None:
+    """The recorder cannot write and every page shows it: a page that joins (a reload, a
+    rejoin) gets that state in its join answer, which it applies last, so it does not
+    show 正在录音录像 while nothing is written."""
+    client, judge, guest, joined = await admitted_call(make_client, visit)
+    visits = client.server.app[VISITS]
+    await visits.recording_failed(visit["id"], "录像写入暂时中断（磁盘空间不足）")
+    again = await Peer().connect(client)
+    back = await again.call("join", {"v": 1, "visit_id": visit["id"], "rejoin": joined["rejoin"]})
+    assert back["ok"] and back["recording"] is True
+    assert back["recording_ok"] is False
+    assert back["recording_message"] == "录像写入暂时中断（磁盘空间不足）"
+    await visits.recording_recovered(visit["id"], "已恢复")
+    third = await Peer().connect(client)
+    fine = await third.call("join", {"v": 1, "visit_id": visit["id"], "rejoin": back["rejoin"]})
+    assert fine["recording_ok"] is True and fine["recording_message"] is None
+    for peer in (third, again, guest, judge):
+        await peer.close()

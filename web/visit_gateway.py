@@ -174,6 +174,16 @@ class DatabaseVisitGateway:
                 db, visit, staff, "visit.watch_stopped", court=identity.court, reason=reason
             )
 
+    async def may_host(self, visit_id: str, staff: Staff) -> None:
+        async with self._db.reader() as db:
+            visit = await db.get(Visit, visit_id)
+            if visit is None:
+                raise ProtocolError(ErrorCode.visit_closed, "该接访已结束或不存在")
+            try:
+                lifecycle.require(self._actor(staff), lifecycle.Action.admit, visit)
+            except AppError as exc:
+                raise ProtocolError(ErrorCode.forbidden, exc.message) from None
+
     async def starts_recording(self, visit_id: str, identity: Identity) -> bool:
         async with self._db.reader() as db:
             visit = await db.get(Visit, visit_id)

@@ -66,15 +66,21 @@
     });
   }
 
+  let opening = null; // the camera and microphone being opened (one request at a time)
   async function devices() {
-    if (!local) {
-      local = await navigator.mediaDevices.getUserMedia({
+    if (local) return local;
+    if (!opening) {
+      opening = navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
         video: { width: 640, height: 480, facingMode: "user" }, // a phone's front camera
-      });
-      offerCameraSwitch();
+      }).then((stream) => {
+        if (over) { for (const t of stream.getTracks()) t.stop(); throw new Error("接访已结束"); }
+        local = stream;
+        offerCameraSwitch();
+        return stream;
+      }).finally(() => { opening = null; });
     }
-    return local;
+    return opening;
   }
 
   // --- a phone has several cameras: 切换摄像头 goes to the next one
@@ -117,6 +123,8 @@
       $("preview-video").srcObject = stream;
       const names = stream.getTracks().map((t) => (t.kind === "video" ? "摄像头" : "麦克风") + "：" + (t.label || "可用"));
       say("check-msg", "设备正常。" + names.join("；"), "ok");
+      // in the call without sending (the camera could not open before): send now
+      if (inside && !publisher && !observing && !over) await startMedia();
     } catch (err) {
       say("check-msg", "无法使用摄像头或麦克风：" + reason(err), "error");
     }
@@ -332,22 +340,55 @@
     const pc = new RTCPeerConnection(rtcConfig());
     shown.pc = pc;
     for (const track of shown.stream.getVideoTracks()) pc.addTransceiver(track, { direction: "sendonly" });
-    watch(pc, () => publishEvidence().catch((err) => say("evidence-msg", "无法出示证据：" + reason(err), "error")));
+    watch(pc, () => publishEvidence().catch((err) => { if (err !== SUPERSEDED) say("evidence-msg", "无法出示证据：" + reason(err), "error"); }));
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
+    if (evidence !== shown || shown.pc !== pc) throw SUPERSEDED; // stopped or replaced meanwhile
     const answer = await call("publish", { type: "offer", sdp: pc.localDescription.sdp, stream: "evidence" });
-    if (evidence !== shown || shown.pc !== pc) return; // stopped or replaced meanwhile
+    if (evidence !== shown || shown.pc !== pc) {
+      // stopped while the relay answered: its unpublish came first, so it is said again
+      if (!evidence && answer.ok) await call("unpublish", { stream: "evidence" });
+      throw SUPERSEDED;
+    }
     if (!answer.ok) throw new Error(answer.error.message);
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     say("evidence-msg", "正在向各方出示证据", "ok");
   }
 
+  // an evidence publish that a stop or a newer choice made pointless: nothing to report
+  const SUPERSEDED = new Error("superseded");
+  let choosing = false; // one choice of evidence at a time (a double click shows it once)
   async function showEvidence() {
+    if (choosing) return;
+    choosing = true;
+    $("evidence-show").disabled = true;
+    try { await showChosenEvidence(); } finally { choosing = false; $("evidence-show").disabled = false; }
+  }
+  async function showChosenEvidence() {
+    // the evidence shown now stays until its replacement is ready (a cancelled screen
+    // picker leaves it as it was)
+    const kind = $("evidence-source").value;
+    const replacing = Boolean(evidence);
+    if (kind === "camera") await stopEvidence(false); // a phone opens one camera at a time
+    let stream;
+    try {
+      stream = await evidenceStream();
+    } catch (err) {
+      if (replacing && !evidence) await call("unpublish", { stream: "evidence" }); // stopped above
+      throw err;
+    }
     await stopEvidence(false);
-    const stream = await evidenceStream();
     for (const track of stream.getVideoTracks()) track.onended = () => stopEvidence(true); // the browser's own "stop sharing"
-    evidence = { pc: null, stream };
-    try { await publishEvidence(); } catch (err) { await stopEvidence(false); throw err; }
+    const shown = { pc: null, stream };
+    evidence = shown;
+    try {
+      await publishEvidence();
+    } catch (err) {
+      if (err === SUPERSEDED) return;
+      if (evidence === shown) await stopEvidence(true); // the others no longer see the old one
+      throw err;
+    }
+    if (evidence !== shown) return;
     $("evidence-self").srcObject = stream;
     show("evidence-self-tile", true);
     $("evidence-show").textContent = "更换证据";
@@ -426,10 +467,16 @@
     present.clear();
     for (const p of participants) present.set(p.participant_id, p);
     drawPresent();
+    // #judge-state after a reconnect: the judge may have left (or come back) meanwhile
+    show("judge-state", !judgeHere() && !onsite && !LEADS.includes(me.role));
     if (observing) { subscribe(); return; } // receives only: no camera, no microphone
-    startMedia().catch((err) => say("call-msg", "无法开启摄像头或麦克风：" + reason(err), "error"));
+    startMedia().catch((err) => {
+      say("call-msg", "无法开启摄像头或麦克风：" + reason(err), "error");
+      // the others are still seen and heard: their media does not wait for ours
+      subscribe().catch((e) => say("call-msg", reason(e), "error"));
+    });
     // entering again after a reconnect: the evidence being shown is shown again
-    if (evidence) publishEvidence().catch((err) => say("evidence-msg", "无法重新出示证据：" + reason(err), "error"));
+    if (evidence) publishEvidence().catch((err) => { if (err !== SUPERSEDED) say("evidence-msg", "无法重新出示证据：" + reason(err), "error"); });
   }
 
   function drawLobby(waiting) {
@@ -551,9 +598,13 @@
 
   // The visit is over for this page: only that is shown, with a link back.
   let over = false;
-  function ended(text) {
+  // the server closed this page's connection (the call opened again in another tab or on
+  // another device, the login ended, a flood): it does not come back by itself, so the
+  // page stops its camera and connections and says so; the rejoin token stays for a reload
+  const CLOSED_HERE = "本页已停止：本次接访可能已在其他页面或设备上打开，或登录已失效。如需继续，请刷新本页。";
+  function ended(text, keepToken = false) {
     over = true;
-    localStorage.removeItem(rejoinKey());
+    if (!keepToken) localStorage.removeItem(rejoinKey());
     stopEvidence(false);
     for (const pc of [publisher, subscriber]) if (pc) pc.close();
     if (local) for (const t of local.getTracks()) t.stop();
@@ -590,7 +641,7 @@
     meeting = ["host", "attendee"].includes(answer.role);
     if (meeting) enterMeeting(); // no lobby: the host and the invitees enter directly
     if (answer.lobby && !meeting) drawLobby(answer.lobby);
-    confirmed(answer.recording ? { recording: true, ok: true } : null);
+    confirmed(recordingOf(answer));
     if (answer.admitted) inCall(answer.participants);
     else { show("code-step", false); show("lobby-step", true); window.scrollTo(0, 0); checkDevices(); }
     document.body.dataset.joined = "1";
@@ -634,6 +685,9 @@
       : onsite ? "● 本次接待全程录音录像" : "● 正在录音录像";
   }
   function recordingState(data) { recording = data && data.recording ? data : null; drawRecording(); }
+  // the recording's state as a join answer or an admission tells it (a write failure stays)
+  const recordingOf = (answer) => answer.recording
+    ? { recording: true, ok: answer.recording_ok !== false, message: answer.recording_message || "" } : null;
 
   const LOST = "与服务器的连接中断，正在重新连接……";
   const RESTARTING = "服务器正在重启，恢复后将自动重新连接……";
@@ -653,19 +707,22 @@
   setInterval(() => {
     if (heard && !lost && Date.now() - heard > SILENT_MS) connectionLost(LOST);
   }, 200);
-  socket.on("disconnect", () => { rejoining = true; recording = null; connectionLost(LOST); });
+  socket.on("disconnect", (why) => {
+    if (why === "io server disconnect" && !restarting) { if (!over) ended(CLOSED_HERE, true); return; }
+    rejoining = true; recording = null; connectionLost(LOST);
+  });
   socket.on("connect_error", () => { if (heard) connectionLost(LOST); });
   socket.on("server_closing", () => { rejoining = true; restarting = true; recording = null; connectionLost(RESTARTING); });
 
   socket.on("lobby", (data) => drawLobby(data.waiting));
   socket.on("recording_state", recordingState);
   socket.on("network", networkNotice);
-  socket.on("admitted", (data) => { keepRejoin(data.rejoin); inCall(data.participants); });
+  socket.on("admitted", (data) => { keepRejoin(data.rejoin); recordingState(recordingOf(data)); inCall(data.participants); });
   socket.on("refused", (data) => ended("法官未准许本次接访" + (data.reason ? "：" + data.reason : "")));
   socket.on("ended", (data) => ended(data && data.reason === "abandoned"
     ? "接访已结束：" + ((window.VOCABULARY || {}).end_reason || {}).abandoned
     : "接访已结束"));
-  socket.on("tracks_changed", () => { if (publisher || observing) subscribe(); });
+  socket.on("tracks_changed", () => { if (inside && !over) subscribe(); });
   // the judge left the call (closed the tab, lost the network): everyone else sees it at once;
   // the server ends the visit if no judge returns within its limit
   const judgeHere = () => [...present.values()].some((p) => LEADS.includes(p.role));
@@ -674,7 +731,8 @@
     if (LEADS.includes(p.role)) show("judge-state", false);
   });
   socket.on("participant_left", (p) => {
-    present.delete(p.participant_id); drawPresent(); if (publisher || observing) subscribe();
+    present.delete(p.participant_id); poorLinks.delete(p.participant_id); drawPresent();
+    if (inside && !over) subscribe();
     if (LEADS.includes(p.role) && !judgeHere() && !over) show("judge-state", true);
   });
 
