@@ -74,6 +74,10 @@ REPORT_EVERY_S = 1.0  # an estimate goes out this often, and at once when it fal
 RESEND_SHARE = 0.15
 RESEND_BURST_S = 0.5
 RESEND_SIZE = 1200  # bytes a retransmission is counted as
+# arrivals kept for the window's rates at most (a burst of late or forged reports cannot make
+# the window, and the work on each feedback, grow without bound)
+MAX_ARRIVALS = 2048
+REFERENCE_WRAP = 1 << 24  # the reference time is a 24-bit count of 64 ms (≈ 12.4 days)
 
 
 def parse_feedback(fci: bytes) -> tuple[int, list[float | None]]:
@@ -209,7 +213,10 @@ class TransportFeedback:
         self._losses: deque[tuple[float, int, int]] = deque()  # (when, lost, received)
         self._delays: deque[tuple[float, float]] = deque()  # (when, smallest of a feedback)
         self._bases: deque[tuple[float, float]] = deque()  # (second, smallest in it)
-        self._arrivals: deque[tuple[float, float, int]] = deque()  # (arrival, sent) ms, size
+        # (arrival, sent) ms, size
+        self._arrivals: deque[tuple[float, float, int]] = deque(maxlen=MAX_ARRIVALS)
+        self._reference: int | None = None  # the last feedback's reference time (ticks) ...
+        self._unwrapped = 0  # ... counted on across the 24-bit wrap
         self._first: float | None = None
         self._updated = 0.0
         self._backed_off = -1e9
@@ -246,11 +253,14 @@ class TransportFeedback:
         if estimate is None:
             return True
         rate = RESEND_SHARE * estimate / 8
+        # a burst holds at least one retransmission: under 128 kbit/s half a second of the
+        # share is less than one, and the thinnest links would get no repair at all
+        burst = max(rate * RESEND_BURST_S, RESEND_SIZE)
         if self._resend_at is None:
-            self._resend_credit = rate * RESEND_BURST_S
+            self._resend_credit = burst
         else:
             elapsed = max(0.0, now - self._resend_at)
-            self._resend_credit = min(rate * RESEND_BURST_S, self._resend_credit + rate * elapsed)
+            self._resend_credit = min(burst, self._resend_credit + rate * elapsed)
         self._resend_at = now
         if self._resend_credit < RESEND_SIZE:
             self.resends_refused += 1
@@ -270,6 +280,7 @@ class TransportFeedback:
             base, arrivals = parse_feedback(fci)
         except ValueError:
             return
+        arrivals = self._unwrap(fci, arrivals)
         now = self.clock()
         self.feedbacks += 1
         if self._first is None:
@@ -303,6 +314,23 @@ class TransportFeedback:
             self._arrivals.append((arrival, sent_at[i], sizes[i]))
         self._observe(now, lost, received, smallest)
         await self._control(now)
+
+    def _unwrap(self, fci: bytes, arrivals: list[float | None]) -> list[float | None]:
+        """The arrivals on one clock across the wrap of the 24-bit reference time (the
+        browser's clock modulo about 12.4 days): read as it is, a wrap would put every later
+        arrival 12 days before the earlier ones."""
+        reference = int.from_bytes(fci[4:7], "big", signed=True)
+        if self._reference is None:
+            self._unwrapped = reference
+        else:
+            half = REFERENCE_WRAP >> 1
+            step = ((reference - self._reference + half) % REFERENCE_WRAP) - half
+            self._unwrapped += step
+        self._reference = reference
+        shift = (self._unwrapped - reference) * 64.0
+        if not shift:
+            return arrivals
+        return [a + shift if a is not None else None for a in arrivals]
 
     def _observe(self, now: float, lost: int, received: int, smallest: float | None) -> None:
         losses = self._losses

@@ -12,6 +12,7 @@ import pytest
 
 from media.congestion import (
     BACK_OFF,
+    MAX_ARRIVALS,
     TransportFeedback,
     feedback_of,
     pack_feedback,
@@ -295,3 +296,63 @@ def test_retransmissions_keep_to_a_share_of_the_estimate() -> None:
     assert not feedback.may_retransmit(1.0)
     assert sum(feedback.may_retransmit(2.0) for _ in range(100)) == 6  # refilled
     assert feedback.resends_refused > 0
+
+
+async def test_the_browsers_reference_time_wrapping_keeps_the_window_and_the_rate() -> None:
+    """The feedback's 24-bit reference time (the browser's clock, 64 ms ticks) wraps every
+    12.4 days: across the wrap the window of arrivals stays one second long and the rate
+    received follows the stream (read as it is, every later arrival would be 12 days before
+    the earlier ones: the window would grow for good and the rate stay frozen)."""
+    now_ms = 0.0
+    feedback = TransportFeedback(clock=lambda: now_ms / 1000)
+    wrap_ms, half_ms = (1 << 24) * 64.0, (1 << 23) * 64.0
+    browser_ms = half_ms - 3_000.0  # the browser's clock, 3 s before the wrap
+    pending: list[tuple[int, float]] = []
+    sizes: list[int] = []
+
+    async def run(seconds: float, bps: int) -> None:
+        nonlocal now_ms, browser_ms, pending
+        end, next_report = now_ms + seconds * 1000, now_ms + 100
+        while now_ms < end:
+            pending.append((feedback.take(1000), browser_ms + 20))
+            step = 1000 * 8000 / bps
+            now_ms += step
+            browser_ms += step
+            if now_ms >= next_report:
+                next_report += 100
+                arrivals = [a for _, a in pending]
+                shift = -wrap_ms if arrivals[0] >= half_ms else 0.0  # as it is on the wire
+                await feedback.feedback(pack_feedback(pending[0][0], [a + shift for a in arrivals]))
+                pending = []
+                sizes.append(len(feedback._arrivals))
+
+    await run(10, 500_000)
+    assert max(sizes) < 200, max(sizes)  # one second of 62.5 packets a second, and no more
+    assert abs(feedback.received_bps - 500_000) < 50_000, feedback.received_bps
+    assert feedback.stretch < 1.5
+    await run(5, 250_000)
+    assert abs(feedback.received_bps - 250_000) < 30_000, feedback.received_bps
+    assert max(sizes) < 200
+
+
+async def test_a_forged_reference_time_cannot_make_the_window_grow() -> None:
+    """One feedback claiming an arrival far in the future (a broken or hostile page), then
+    ordinary ones: the arrivals kept stay bounded."""
+    now_ms = 0.0
+    feedback = TransportFeedback(clock=lambda: now_ms / 1000)
+    number = feedback.take(1000)
+    await feedback.feedback(pack_feedback(number, [5_000_000.0]))
+    for i in range(400):
+        numbers = [feedback.take(1000) for _ in range(8)]
+        now_ms += 100
+        await feedback.feedback(pack_feedback(numbers[0], [now_ms + j for j in range(8)]))
+        assert len(feedback._arrivals) <= MAX_ARRIVALS, i
+
+
+def test_a_thin_link_still_gets_its_share_of_retransmissions() -> None:
+    """Below 128 kbit/s half a second of the 15 % share is less than one retransmission:
+    the share still comes, one at a time (the thinnest links need repair the most)."""
+    feedback = TransportFeedback()
+    feedback.estimate_bps = 100_000  # 15 %: 1,875 bytes a second
+    allowed = sum(feedback.may_retransmit(i / 10) for i in range(100))  # 10 s, 10 a second
+    assert 14 <= allowed <= 17, allowed
