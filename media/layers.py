@@ -45,10 +45,16 @@ class Layer:
     first: float | None = None  # ... and of its first
     _sizes: deque[tuple[float, int]] = field(default_factory=deque)
     _bytes: int = 0
+    _before: int = 0  # its bitrate before it last paused
 
     def note(self, packet: RtpPacket, now: float) -> None:
-        if self.first is None:
+        if self.first is None or now - self.heard > ACTIVE_S:
+            # (re)started: measured afresh, its rate before the pause standing in meanwhile
+            if self.first is not None:
+                self._before = self.bps(self.heard)
             self.first = now
+            self._sizes.clear()
+            self._bytes = 0
         self.heard = now
         size = len(packet.payload) + packet.padding_size + 12
         self._sizes.append((now, size))
@@ -68,7 +74,11 @@ class Layer:
         """Its bitrate over the latest window (0 once paused)."""
         if not self.active(now) or self.first is None:
             return 0
-        return int(self._bytes * 8 / max(1.0, min(RATE_WINDOW_S, now - self.first)))
+        measured = int(self._bytes * 8 / max(1.0, min(RATE_WINDOW_S, now - self.first)))
+        if now - self.first < RATE_WINDOW_S:
+            # just resumed: a few packets over a second would make it look almost free
+            return max(measured, self._before)
+        return measured
 
 
 class Layers:
@@ -93,6 +103,7 @@ class Layers:
                 return None
             if layer.ssrc is not None:  # the browser restarted the layer on a new SSRC
                 self._by_ssrc.pop(layer.ssrc, None)
+                layer.nacks = seams.RepeatingNackGenerator()  # a new numbering
             layer.ssrc = packet.ssrc
             self._by_ssrc[packet.ssrc] = layer
             for rtx, repaired in list(self._rtx_rid.items()):
@@ -351,6 +362,10 @@ class RecordedStream:
         best = self.layers.best(now)
         if best is not None and best is not self.layer:
             if layer is best and starts_keyframe(self.layers.codec, packet.payload):
+                if self.layer is not None:
+                    # its losses are asked for by its own generator again: started afresh,
+                    # as the numbers it last saw may be minutes (and a wrap) behind
+                    self.layer.nacks = seams.RepeatingNackGenerator()
                 self.layer = layer
                 self.switches += 1
                 self._rebase.restart(packet, ntp)

@@ -88,14 +88,16 @@ def test_a_layer_is_paused_once_not_heard_from_and_its_bitrate_measured() -> Non
 
 
 def _flowing(layers: Layers, now: float, kbps: dict[str, int]) -> None:
+    """Ten packets a second of each layer named, up to ``now``: for the last 3 s, or on
+    from where the last call left it when that is less than 10 s ago (it kept flowing)."""
     for layer in layers.layers:
         if layer.rid in kbps:
             layer.ssrc = layer.ssrc or {"l": 10, "f": 20}[layer.rid]
-            size = kbps[layer.rid] * 1000 // 8 // 10  # ten packets a second, for 3 s
-            for i in range(30):
-                at = now - 2.9 + i * 0.1
-                if at > layer.heard + 0.05:  # from where the last call stopped
-                    layer.note(_packet(layer.ssrc, i, 0, bytes(size - 12)), at)
+            size = kbps[layer.rid] * 1000 // 8 // 10
+            steps = 30 if now - layer.heard > 10 else round((now - layer.heard) * 10)
+            for i in range(steps):
+                at = now - (steps - 1 - i) * 0.1
+                layer.note(_packet(layer.ssrc, i, 0, bytes(size - 12)), at)
 
 
 def test_a_subscriber_gets_the_highest_layer_its_estimate_carries() -> None:
@@ -210,9 +212,9 @@ def test_a_small_shortfall_goes_down_only_when_it_lasts() -> None:
     choice = LayerChoice()
     _flowing(layers, 10.0, {"l": 150, "f": 700})
     assert choice.pick(layers, 740_000, 10.0, full) is full  # fits whole: kept
-    assert choice.pick(layers, 570_000, 10.0, full) is full  # over 80 %: kept
+    assert choice.pick(layers, 600_000, 10.0, full) is full  # over 80 %: kept
     _flowing(layers, 15.0, {"l": 150, "f": 700})
-    assert choice.pick(layers, 570_000, 15.0, full) is full  # ... for as long as it lasts
+    assert choice.pick(layers, 600_000, 15.0, full) is full  # ... for as long as it lasts
     assert choice.pick(layers, 500_000, 15.0, full) is full  # a keyframe's swell, maybe
     _flowing(layers, 16.0, {"l": 150, "f": 700})
     assert choice.pick(layers, 500_000, 16.0, full) is full
@@ -631,3 +633,64 @@ async def test_a_copy_shown_small_starts_on_the_lowest_layer_tall_enough() -> No
         await track.forward(packet, base, 0)
     assert track.wanted is layers.layers[0]
     assert len(fake.sent) == 1 and track.layer is layers.layers[0]  # the full layer's not sent
+
+
+def test_a_layer_that_resumes_is_not_taken_for_almost_free() -> None:
+    """The publisher resumes its full layer after a pause (its uplink recovered): for the
+    seconds its bitrate is measured afresh, its rate before the pause stands in, so a
+    subscriber on a 300 kbit/s link stays on the low layer instead of being sent the full
+    picture it cannot carry (a freeze, and a hurried fall back, on every resume)."""
+    layers, _ = _layers()
+    low, full = layers.layers
+    _flowing(layers, 50.0, {"l": 150, "f": 700})
+    assert choose(layers, 300_000, 50.0) is low
+    _flowing(layers, 56.0, {"l": 150})  # the full layer paused for 5 s
+    full.note(_packet(20, 900, 0, bytes(8738)), 56.1)  # ... and resumes: one packet so far
+    assert full.active(56.2) and full.bps(56.2) >= 600_000
+    assert choose(layers, 300_000, 56.2) is low
+    assert LayerChoice().pick(layers, 300_000, 56.2, low, lossy=False) is low
+
+
+async def test_a_layer_no_longer_recorded_asks_for_its_own_losses_afresh() -> None:
+    """The full layer is recorded for a while (its losses are aiortc's to ask for), then
+    the recording goes back to it after the low layer: the low layer's own generator starts
+    afresh, asking for exactly what it loses, not for numbers seen before its last turn."""
+    layers, _ = _layers()
+    recorded = RecordedStream(layers, 90000, _asks([], 0))
+    nacks: list[tuple[int, list[int]]] = []
+
+    async def send_nack(ssrc: int, lost: list[int]) -> None:
+        nacks.append((ssrc, lost))
+
+    recorded.send_nack = send_nack
+    now = 10.0
+
+    def send(ssrc: int, seq: int, key: bool, rid: str, at: float) -> RtpPacket | None:
+        packet = _packet(ssrc, seq, seq * 3000, _vp8(key, seq & 0x7FFF, 0), rid=rid)
+        layer = layers.of(packet)
+        assert layer is not None
+        layer.note(packet, at)
+        return recorded.feed(packet, layer, int(at * SECOND), at)
+
+    async def low_packet(seq: int, at: float) -> None:
+        packet = _packet(10, seq, seq * 3000, _vp8(False, seq & 0x7FFF, 0), rid="l")
+        layer = layers.of(packet)
+        assert layer is not None
+        layer.note(packet, at)
+        if recorded.feed(packet, layer, int(at * SECOND), at) is None:
+            await recorded.repair(packet, layer)
+
+    assert send(10, 100, True, "l", now) is not None  # the low layer recorded first
+    assert send(20, 5000, True, "f", now + 0.01) is not None  # then the full one
+    for i in range(1, 5):
+        await low_packet(100 + i, now + 0.01 * i)  # seen by the low layer's own generator
+    # the full layer pauses; the low layer is recorded again, for 40,000 packets
+    assert send(10, 200, True, "l", now + 2) is not None
+    for seq in range(201, 40_200, 1000):
+        send(10, seq, False, "l", now + 2 + seq / 100_000)
+    # the full layer is back and recorded: the low layer asks for its own losses again
+    assert send(20, 6000, True, "f", now + 3) is not None
+    nacks.clear()
+    for seq in (40_300, 40_301, 40_303):
+        await low_packet(seq, now + 3.1)
+    assert nacks == [(10, [40_302])], nacks
