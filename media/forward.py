@@ -346,6 +346,7 @@ class ForwardTrack(MediaStreamTrack):
         # the keyframe the current source began with: its RTP timestamp and the first and
         # last numbers it went out with (retransmitted outside the budget)
         self._key_timestamp: int | None = None
+        self._reported = (0, 0)  # the (NTP, RTP timestamp) pair of the newest packet sent
         self._key_numbers: tuple[int, int] | None = None
         self.on_bandwidth: Callable[[], Awaitable[None]] | None = None
         self._video = kind == "video"
@@ -720,7 +721,8 @@ class ForwardTrack(MediaStreamTrack):
         if timestamp == self._key_timestamp:  # the keyframe a source began with
             if self._key_numbers is None:
                 self._key_numbers = (sequence_number, sequence_number)
-            else:
+            elif (sequence_number - self._key_numbers[1]) & 0xFFFF < 0x8000:
+                # the highest so far (a retransmission of a middle packet does not shrink it)
                 self._key_numbers = (self._key_numbers[0], sequence_number)
         level = packet.extensions.audio_level
         header = self._header if level is None else self._leveled_header
@@ -765,7 +767,11 @@ class ForwardTrack(MediaStreamTrack):
         self, packet: RtpPacket, data: bytes, wire: seams.SenderWire, ntp: int, timestamp: int
     ) -> Coroutine[Any, Any, None] | None:
         """Account a forwarded packet once sent; a coroutine when its copy is to follow."""
-        wire.sent(ntp, timestamp, len(packet.payload))
+        if timestamp == self._rebase.last_timestamp:
+            self._reported = (ntp, timestamp)
+        # the sender report pairs the newest packet's times: a late one (a retransmission
+        # arriving 100-300 ms after) is counted, but pairs "now" with no older timestamp
+        wire.sent(*self._reported, len(packet.payload))
         again = None
         frame_end = packet.marker and self._video and wire.rtx is not None
         if frame_end and self.repeats_frame_ends(time.monotonic()):

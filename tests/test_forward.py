@@ -561,13 +561,48 @@ async def test_the_keyframe_a_source_began_with_is_resent_outside_the_budget() -
     await video.forward(_packet(7, 4, 3000, _vp8(False), marker=1), ntp_now(), 0)
     await video.forward(_packet(7, 5, 6000, _vp8(False), marker=1), ntp_now(), 0)
     key, deltas = fake.sent[:3], fake.sent[3:]
-    transport.estimate_bps = 30_000  # a budget too small for even one retransmission
+    transport.estimate_bps = 30_000  # a budget of one retransmission now and then ...
+    assert transport.may_retransmit(10.0)  # ... spent
     nack = [p.sequence_number for p in fake.sent]
     assert video._retransmittable(nack, 10.0) == [p.sequence_number for p in key]
     assert transport.resends_refused == len(deltas)
     assert video._retransmittable(nack, 10.05) == []  # asked again at once: not yet
     await video.forward(_packet(8, 1, 0, _vp8(False)), ntp_now(), 0)  # a new source, no key
-    assert video._retransmittable(nack, 11.0) == [p.sequence_number for p in key]
+    assert video._retransmittable(nack, 10.5) == [p.sequence_number for p in key]
+
+
+async def test_a_late_packet_of_the_first_keyframe_keeps_the_rest_of_it_outside_the_budget() -> (
+    None
+):
+    """A middle packet of the keyframe a source began with is lost and repaired after the
+    keyframe's last packet was sent: the keyframe's later packets stay outside the budget."""
+    transport = TransportFeedback()
+    fake = FakeWire(_negotiated(MID, ABS_SEND_TIME, seams.TRANSPORT_CC_URI))
+    video = ForwardTrack("video", "vp8", 90000, lambda ssrc=None: None, transport=transport)
+    await video.start_sending(fake.wire, 96, "1")
+    await video.forward(_packet(7, 1, 0, _vp8(True)), ntp_now(), 0)
+    for seq in (3, 4):
+        await video.forward(_packet(7, seq, 0, _vp8(True, start=False)), ntp_now(), 0)
+    await video.forward(_packet(7, 5, 0, _vp8(True, start=False), marker=1), ntp_now(), 0)
+    await video.forward(_packet(7, 2, 0, _vp8(True, start=False)), ntp_now(), 0)  # repaired
+    key = sorted(p.sequence_number for p in fake.sent)
+    transport.estimate_bps = 30_000
+    assert transport.may_retransmit(10.0)  # the budget spent
+    assert video._retransmittable(key, 10.0) == key
+
+
+async def test_a_sender_report_pairs_the_newest_packets_times() -> None:
+    """A retransmission forwarded late does not pair the time it arrived with its older
+    RTP timestamp in the sender report (the subscriber's lip sync would skew)."""
+    fake = FakeWire(_negotiated(MID))
+    audio = ForwardTrack("audio", "opus", 48000, _never_asked)
+    await audio.start_sending(fake.wire, 111, "0")
+    first = ntp_now()
+    await audio.forward(_packet(7, 10, 960, b"a"), first, 0)
+    await audio.forward(_packet(7, 12, 2880, b"a"), first + 1000, 0)
+    newest = fake.reports[-1]
+    await audio.forward(_packet(7, 11, 1920, b"a"), first + 2000, 0)  # late
+    assert fake.reports[-1][:2] == newest[:2] and len(fake.reports) == 3
 
 
 async def test_on_a_lossy_link_each_video_frames_last_packet_is_sent_again_as_rtx() -> None:
