@@ -130,13 +130,38 @@ class KeyframeCache:
         self.packets: list[RtpPacket] = []
         self._started = 0  # NTP time the keyframe began
         self.height: int | None = None  # the picture's, from the latest keyframe (VP8)
+        self._newest: tuple[int, int] | None = None  # (SSRC, highest number) seen
 
     def add(self, packet: RtpPacket, ntp: int) -> None:
+        newest, number = self._newest, packet.sequence_number
+        late = (
+            newest is not None
+            and newest[0] == packet.ssrc
+            and (number - newest[1]) & 0xFFFF >= 0x8000
+        )
+        if not late:
+            self._newest = (packet.ssrc, number)
         if starts_keyframe(self.codec, packet.payload) and not (
             # H.264: the SPS and the IDR slice of one access unit both start it
             self.packets and self.packets[0].timestamp == packet.timestamp
         ):
-            self.packets = [packet]
+            after: list[RtpPacket] = []
+            if late:  # its start came late (a retransmission): what followed it is needed
+                assert newest is not None
+                after = sorted(
+                    (
+                        p
+                        for p in self.packets
+                        if p.ssrc == packet.ssrc
+                        and (p.sequence_number - number) & 0xFFFF > 0
+                        and (p.sequence_number - number) & 0xFFFF < 0x8000
+                    ),
+                    key=lambda p: (p.sequence_number - number) & 0xFFFF,
+                )
+                if len(after) < (newest[1] - number) & 0xFFFF:
+                    self.packets = []  # some of it passed uncached: nothing whole to replay
+                    return
+            self.packets = [packet, *after]
             self._started = ntp
             if self.codec == "vp8":
                 self.height = vp8_keyframe_height(packet.payload)
@@ -347,6 +372,7 @@ class ForwardTrack(MediaStreamTrack):
         # last numbers it went out with (retransmitted outside the budget)
         self._key_timestamp: int | None = None
         self._reported = (0, 0)  # the (NTP, RTP timestamp) pair of the newest packet sent
+        self._gated: tuple[int, int] | None = None  # (SSRC, highest number) dropped waiting
         self._key_numbers: tuple[int, int] | None = None
         self.on_bandwidth: Callable[[], Awaitable[None]] | None = None
         self._video = kind == "video"
@@ -695,11 +721,23 @@ class ForwardTrack(MediaStreamTrack):
                     wanted = self.wanted = self.layers.best(time.monotonic(), ceiling)
                 if wanted is None or packet.ssrc != wanted.ssrc:
                     return None  # another layer
-            if self._video and not starts_keyframe(self.codec, packet.payload):
-                # keep asking (rate-limited upstream): one request may have been collapsed
-                # with another subscriber's, and browsers send no periodic keyframes
-                self.ask_keyframe()
-                return None
+            if self._video:
+                gated = self._gated
+                late = (
+                    gated is not None
+                    and gated[0] == packet.ssrc
+                    and (packet.sequence_number - gated[1]) & 0xFFFF >= 0x8000
+                )
+                if not late:
+                    self._gated = (packet.ssrc, packet.sequence_number)
+                if late or not starts_keyframe(self.codec, packet.payload):
+                    # keep asking (rate-limited upstream): one request may have been
+                    # collapsed with another subscriber's, and browsers send no periodic
+                    # keyframes; a keyframe whose start came late (a retransmission) is no
+                    # start: its later packets were dropped here already
+                    self.ask_keyframe()
+                    return None
+            self._gated = None
             if rebase.source is not None:
                 self.switches += 1
             rebase.restart(packet, ntp)

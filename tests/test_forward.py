@@ -733,3 +733,39 @@ async def test_a_packet_reaches_every_subscriber_before_a_send_that_waits_is_fin
     copies["slow"]._wire = slow.wire
     await receiver._handle_rtp_packet(_packet(9, 6, 1920, b"\x02"), 0)
     assert [p.payload for p in fast.sent] == [b"\x01", b"\x02", b"\x02"] and handled == [5, 6]
+
+
+def test_a_keyframe_whose_start_comes_late_is_cached_whole_or_not_at_all() -> None:
+    """The keyframe's first packet is lost and repaired after the rest: the cache keeps the
+    keyframe whole (its start and what followed it), and when some of what followed passed
+    uncached, keeps nothing a new subscriber would replay as a broken picture."""
+    now = ntp_now()
+    cache = KeyframeCache("vp8")
+    cache.add(_packet(7, 10, 0, _vp8(True)), now)  # an earlier keyframe: caching
+    for seq in (12, 13):
+        cache.add(_packet(7, seq, 3000, _vp8(True, start=False)), now)
+    cache.add(_packet(7, 11, 3000, _vp8(True)), now)  # the new keyframe's start, late
+    assert [p.sequence_number for p in cache.recent(now)] == [11, 12, 13]
+
+    empty = KeyframeCache("vp8")
+    for seq in (12, 13):  # nothing cached: these pass uncached
+        empty.add(_packet(7, seq, 3000, _vp8(True, start=False)), now)
+    empty.add(_packet(7, 11, 3000, _vp8(True)), now)
+    assert empty.recent(now) == []
+
+
+async def test_a_subscriber_does_not_start_on_a_keyframe_whose_start_came_late() -> None:
+    """Waiting for a keyframe, the forwarder dropped its later packets; their start then
+    arrives as a retransmission: starting there would give the subscriber a broken picture
+    it cannot repair (those packets are not in its history), so it waits for the next."""
+    asked: list[int] = []
+    fake = FakeWire(_negotiated(MID))
+    video = ForwardTrack("video", "vp8", 90000, _asks(asked, 1))
+    await video.start_sending(fake.wire, 96, "1")
+    asked.clear()
+    for seq in (12, 13):
+        await video.forward(_packet(7, seq, 0, _vp8(True, start=False)), ntp_now(), 0)
+    await video.forward(_packet(7, 11, 0, _vp8(True)), ntp_now(), 0)  # the start, late
+    assert fake.sent == [] and asked
+    await video.forward(_packet(7, 20, 3000, _vp8(True)), ntp_now(), 0)  # the next keyframe
+    assert [p.sequence_number - fake.sent[0].sequence_number for p in fake.sent] == [0]
