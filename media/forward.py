@@ -416,7 +416,7 @@ class ForwardTrack(MediaStreamTrack):
         async def handle(packet: Any) -> None:
             wire = self._wire
             if wire is not None:
-                reception = seams.reception_of(packet, wire.ssrc, ntp_now())
+                reception = seams.reception_of(packet, wire.ssrc, ntp_now(), wire.last_report())
                 if reception is not None:
                     before = self.congested(time.monotonic())
                     lost, rtt = reception

@@ -80,6 +80,8 @@ _RTP_HISTORY = "_RTCRtpSender__rtp_history"
 _EXTENSIONS_MAP = "_RTCRtpSender__rtp_header_extensions_map"
 _NTP_TIMESTAMP = "_RTCRtpSender__ntp_timestamp"
 _RTP_TIMESTAMP = "_RTCRtpSender__rtp_timestamp"
+_LSR = "_RTCRtpSender__lsr"  # the latest sender report's middle NTP bits ...
+_LSR_TIME = "_RTCRtpSender__lsr_time"  # ... and when it was sent (time.time())
 _RTX_PAYLOAD_TYPE = "_RTCRtpSender__rtx_payload_type"
 _RTX_SEQUENCE_NUMBER = "_RTCRtpSender__rtx_sequence_number"
 
@@ -231,17 +233,25 @@ async def send_remb(receiver: RTCRtpReceiver, bitrate: int, ssrcs: Sequence[int]
     return True
 
 
-def reception_of(packet: Any, ssrc: int, ntp: int) -> tuple[float, float | None] | None:
+def reception_of(
+    packet: Any, ssrc: int, ntp: int, sent_report: tuple[int, float] | None = None
+) -> tuple[float, float | None] | None:
     """What a receiver report (RR, or an SR's report blocks) says of ``ssrc``: the share of
     its packets lost in the latest interval, and the round-trip time in seconds (RFC 3550
     §6.4.1: arrival − LSR − DLSR, None before the receiver has had a sender report);
-    ``ntp``: the 64-bit NTP time it arrived. None when it has no block for that SSRC."""
+    ``ntp``: the 64-bit NTP time it arrived. ``sent_report``: the LSR of the latest sender
+    report and when it was sent (``time.time()``): a forwarded stream's report carries the
+    time of its last packet, not of the report, so that time is measured from instead
+    (else any pause before the report would count as round trip). None when it has no
+    block for that SSRC."""
     if not isinstance(packet, aiortc.rtp.RtcpRrPacket | aiortc.rtp.RtcpSrPacket):
         return None
     for report in packet.reports:
         if report.ssrc == ssrc:
             rtt = None
-            if report.lsr:
+            if sent_report is not None and report.lsr == sent_report[0]:
+                rtt = max(0.0, time.time() - sent_report[1] - report.dlsr / 65536)
+            elif report.lsr:
                 middle = (ntp >> 16) & 0xFFFFFFFF
                 rtt = ((middle - report.lsr - report.dlsr) & 0xFFFFFFFF) / 65536
             return int(report.fraction_lost) / 256, rtt
@@ -533,6 +543,13 @@ class SenderWire:
     # the retransmission stream (SSRC, payload type) when negotiated, and its next number
     rtx: tuple[int, int] | None = None
     next_rtx_number: Callable[[], int] = lambda: 0
+    # the latest sender report: its LSR value and when it was sent (None: none yet)
+    last_report: Callable[[], tuple[int, float] | None] = lambda: None
+
+
+def _last_report(sender: RTCRtpSender) -> tuple[int, float] | None:
+    lsr, at = getattr(sender, _LSR, None), getattr(sender, _LSR_TIME, None)
+    return (int(lsr), float(at)) if lsr is not None and at is not None else None
 
 
 def sender_wire(sender: RTCRtpSender) -> SenderWire:
@@ -552,6 +569,7 @@ def sender_wire(sender: RTCRtpSender) -> SenderWire:
         sent=lambda ntp, timestamp, size: _note_sent(sender, ntp, timestamp, size),
         rtx=_rtx_stream(sender),
         next_rtx_number=lambda: _next_rtx_number(sender),
+        last_report=lambda: _last_report(sender),
     )
 
 
@@ -1270,6 +1288,23 @@ def _seams() -> list[Seam]:
             _RTP_TIMESTAMP,
             instance=True,
             used_in=(_fn(sender, "__init__"), _fn(sender, "_run_rtp"), _fn(sender, "_run_rtcp")),
+        ),
+        *(
+            Seam(
+                label,
+                sender,
+                name,
+                instance=True,
+                used_in=(
+                    _fn(sender, "__init__"),
+                    _fn(sender, "_run_rtcp"),
+                    _fn(sender, "_handle_rtcp_packet"),
+                ),
+            )
+            for label, name in (
+                ("RTCRtpSender.__lsr", _LSR),
+                ("RTCRtpSender.__lsr_time", _LSR_TIME),
+            )
         ),
         Seam("RTCRtpSender._retransmit", sender, "_retransmit", ("self", "sequence_number")),
         Seam(

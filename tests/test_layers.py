@@ -534,6 +534,13 @@ def test_a_receiver_report_gives_the_share_lost_and_the_round_trip_of_the_sender
     assert seams.reception_of(report, 0x9, arrival) == (255 / 256, None)  # no SR yet
     assert seams.reception_of(report, 0x5, arrival) is None
     assert seams.reception_of(RtcpPsfbPacket(fmt=1, ssrc=1, media_ssrc=2), 0x1234, 0) is None
+    # a forwarded stream's sender report carries its last packet's time as its LSR, which
+    # may be long before the report went out: measured from when it was sent (0.3 s ago,
+    # held 0.25 s by the receiver) the round trip is 0.05 s, whatever the LSR says
+    sent = (lsr, time.time() - 0.3)
+    _, rtt = seams.reception_of(report, 0x1234, arrival, sent) or (0, None)
+    assert rtt is not None and 0.04 <= rtt <= 0.2, rtt
+    assert seams.reception_of(report, 0x1234, arrival, (lsr + 1, 0.0)) == (0.25, 0.5)  # older
 
 
 def test_a_copy_is_congested_by_recent_loss_or_a_queues_round_trip() -> None:
