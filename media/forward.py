@@ -252,6 +252,8 @@ def vp8_picture_fields(payload: bytes) -> tuple[int, int, int]:
     if ext & 0x80 and len(payload) > pos:
         pid_at = pos
         pid_bits = 15 if payload[pos] & 0x80 else 7
+        if pid_bits == 15 and len(payload) <= pos + 1:
+            return 0, 0, -1  # cut short (a malformed packet): nothing to rewrite
         pos += 2 if pid_bits == 15 else 1
     tl0_at = pos if ext & 0x40 and len(payload) > pos else -1
     return pid_at, pid_bits, tl0_at

@@ -31,9 +31,11 @@ from media.encoded import KeyframeRequest, tap_receiver
 from media.forward import (
     ForwardTrack,
     KeyframeCache,
+    PictureIds,
     forward_rtp,
     h264_starts_keyframe,
     ntp_now,
+    vp8_picture_fields,
     vp8_starts_keyframe,
 )
 from media.room import Relay
@@ -769,3 +771,12 @@ async def test_a_subscriber_does_not_start_on_a_keyframe_whose_start_came_late()
     assert fake.sent == [] and asked
     await video.forward(_packet(7, 20, 3000, _vp8(True)), ntp_now(), 0)  # the next keyframe
     assert [p.sequence_number - fake.sent[0].sequence_number for p in fake.sent] == [0]
+
+
+def test_a_vp8_descriptor_cut_short_is_left_alone() -> None:
+    """A malformed packet whose 15-bit picture ID is cut short raises nothing (on aiortc's
+    own receive path an exception would close the publisher's connection)."""
+    assert vp8_picture_fields(bytes([0x80, 0x80, 0x81])) == (0, 0, -1)
+    buf = bytearray(b"header" + bytes([0x80, 0x80, 0x81]))
+    PictureIds().rewrite(buf, 6)
+    assert buf == bytearray(b"header" + bytes([0x80, 0x80, 0x81]))
