@@ -466,6 +466,8 @@
     drawRecording();
     present.clear();
     for (const p of participants) present.set(p.participant_id, p);
+    // a poor link of someone no longer here (this page's own before a rejoin included)
+    for (const id of [...poorLinks]) if (!present.has(id)) poorLinks.delete(id);
     drawPresent();
     // #judge-state after a reconnect: the judge may have left (or come back) meanwhile
     show("judge-state", !judgeHere() && !onsite && !LEADS.includes(me.role));
