@@ -172,6 +172,13 @@ class _Source:
             if not n.endswith("/") and n.startswith(self.top)
         } | {"../" + n for n in self.zip.namelist() if not n.startswith(self.top)}
 
+    def outside(self) -> set[str]:
+        """A ZIP's files outside the recording's folder."""
+        assert self.zip is not None
+        return {
+            n for n in self.zip.namelist() if not n.endswith("/") and not n.startswith(self.prefix)
+        }
+
     def names(self) -> set[str]:
         if self.zip is not None:
             return {
@@ -259,6 +266,12 @@ def verify(target: Path, trusted_key: Ed25519PublicKey | None = None) -> Verific
     if not source.is_export:
         for name in sorted(present - set(listed)):
             result.failed[name] = "不在清单中 (not in the manifest)"
+        if source.zip is not None:
+            # a ZIP without an export's signed list holds the recording's folder and nothing
+            # else: an export whose list was removed would otherwise pass with its other
+            # files (the case-file texts) changed at will
+            for name in sorted(source.outside()):
+                result.failed[name] = "不在清单中 (not in the manifest)"
         _verify_revisions(Path(target), key, result)
         return result
     _verify_export(

@@ -160,6 +160,11 @@ async def test_certified_export(
     forger = Ed25519PrivateKey.generate()
     with zipfile.ZipFile(export) as zf:
         sums = zf.read(f"{top}/{EXPORT_SUMS}")
+    # the export's own signed list removed, its case file rewritten: no longer an export,
+    # and a bare recording holds nothing beside its folder
+    forged_text = case_file.replace("信访人出示了判决书", "信访人撤回信访").encode()
+    stripped = {f"{top}/{EXPORT_SUMS}": None, f"{top}/{EXPORT_SIGNATURE}": None}
+    cases.append(({**stripped, f"{top}/case-file.txt": forged_text}, f"{top}/case-file.txt"))
     cases.append(
         (
             {
