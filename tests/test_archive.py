@@ -383,6 +383,21 @@ async def test_audit_trail_of_reads_and_no_route_edits_it(
         "recording.open",
     ]
     assert page["items"][1]["detail"] == {"file": "composite.mp4", "position": 0.0}
+    # a player's seek is not audited; a read from the first byte is, whatever the page says
+    # (a whole copy taken without download=1, or a page that never reports its playback)
+    seek = await client.get(
+        f"/api/v1/recordings/{visit['id']}/files/composite.mp4", headers={"Range": "bytes=100-"}
+    )
+    assert seek.status == 206
+    assert (await _actions(migrated, visit["id"]))[-1] == "recording.download"
+    for headers in ({}, {"Range": "bytes=0-"}):
+        whole = await client.get(
+            f"/api/v1/recordings/{visit['id']}/files/composite.mp4", headers=headers
+        )
+        assert whole.status in (200, 206)
+        await whole.read()
+        assert (await _actions(migrated, visit["id"]))[-1] == "recording.fetch"
+    assert (await _actions(migrated, visit["id"])).count("recording.fetch") == 2
     searched = await (
         await client.get("/api/v1/audit", params={"action": "recording.search"})
     ).json()

@@ -206,6 +206,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "recording.open": ("打开录像", "{actor}打开了录像"),
     "recording.view": ("播放录像", "{actor}播放了录像文件 {file}（自第 {position} 秒）"),
     "recording.download": ("下载录像", "{actor}下载了录像文件 {file}"),
+    "recording.fetch": ("读取录像文件", "{actor}从头读取了录像文件 {file}（播放或复制）"),
     "recording.sealed": ("封存录像", "{actor}封存了录像"),
     "recording.unsealed": ("解除封存", "{actor}解除了录像的封存"),
     "recording.hold": ("法律保全", "{actor}对录像实施了法律保全"),

@@ -421,7 +421,20 @@ async def recording_file(ctx: Context) -> web.StreamResponse:
             raise PermissionDeniedError("您的角色无权下载录像文件", code="forbidden_role")
         headers["Content-Disposition"] = f'attachment; filename="{visit.id}-{path.name}"'
         await audit_now(ctx, "recording.download", visit, file=name)
+    elif _from_start(ctx.request):
+        # read from its first byte (a player starting, or a whole copy taken without
+        # download=1): on the audit trail whatever the page reports (seeks are not)
+        await audit_now(ctx, "recording.fetch", visit, file=name)
     return web.FileResponse(path, headers=headers)
+
+
+def _from_start(request: web.Request) -> bool:
+    """The request reads a file from its first byte (no range, or one starting at 0)."""
+    try:
+        start = request.http_range.start
+    except ValueError:  # a malformed range: served (or refused) whole, as aiohttp does
+        return True
+    return not start
 
 
 @api.route(
