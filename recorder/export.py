@@ -109,7 +109,12 @@ def watermarked_case_file(
     else:  # nothing was said or shown: the header and the notes still go into the file
         manifest = json.loads((folder / MANIFEST).read_text())
         timeline = _load(folder / "timeline.json")
-        lines, reason = [], "本次接访没有录得音视频"
+        lines = []
+        reason = (
+            "本次接访没有录得音视频"
+            if recording.empty
+            else "转写未能完成（原始录像与时间轴已签名，可播放核对）"
+        )
         notes = list(manifest.get("visit", {}).get("notes", []))
         start = float(timeline.get("start") or recording.started_at)
     return case_file_text(recording, lines, notes, start, tz, reason, watermark=watermark)

@@ -178,8 +178,10 @@ async def record_visit(
     details: dict[str, Any],
     *,
     seconds: float = 10.0,
+    expect: RecordingState = RecordingState.ready,
 ) -> Path:
-    """A real recording of ``visit_id`` run through the whole post-visit pipeline."""
+    """A real recording of ``visit_id`` run through the whole post-visit pipeline, which
+    leaves it ``expect``."""
     folder = settings.resolved_recordings_dir / visit_id
     petitioner, judge, mic = write_originals(folder, seconds)
     t0 = time.time() - seconds - 60
@@ -226,7 +228,7 @@ async def record_visit(
     database = Database(settings)
     async with database.reader() as db:
         row = await db.get(Recording, visit_id)
-        assert row is not None and row.state is RecordingState.ready, row and row.message
+        assert row is not None and row.state is expect, row and row.message
     await database.dispose()
     return folder
 

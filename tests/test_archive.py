@@ -4,6 +4,7 @@ trail of every search, view, download and export."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -499,3 +500,52 @@ async def test_playback_detail_places_files_gaps_and_interruptions(
     assert [n["text"] for n in detail["notes"]] == ["信访人提交了补偿协议复印件"]
     assert detail["lines"][0]["text"].startswith("我对拆迁补偿款")
     assert detail["seal_reason"] == ""
+
+
+async def test_an_export_or_a_check_holds_no_write_lock_while_it_hashes(
+    make_client: MakeClient, archive: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hashing and zipping a recording of gigabytes takes minutes: while an export and an
+    integrity check run, the rest of the server goes on writing (admitting, ending visits,
+    the audit of a search), instead of waiting for them."""
+    import threading
+
+    from web.handlers import exports, sealing
+
+    hashing = threading.Event()
+    release = threading.Event()
+    real_export, real_verify = exports.build_export, sealing.verify
+
+    def slow(real: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            hashing.set()
+            release.wait(30)
+            return real(*args, **kwargs)
+
+        return run
+
+    visit_id = archive["a1"]["id"]
+    client = await make_client()
+    csrf = await login(client, "arch_a")
+    for patch, path, body in (
+        ((exports, "build_export", slow(real_export)), "exports", {"reason": "调卷"}),
+        ((sealing, "verify", slow(real_verify)), "verify", None),
+    ):
+        hashing.clear()
+        release.clear()
+        monkeypatch.setattr(*patch)
+        slow_request = asyncio.ensure_future(
+            client.post(
+                f"/api/v1/recordings/{visit_id}/{path}",
+                json=body,
+                headers={"X-CSRF-Token": csrf},
+            )
+        )
+        try:
+            await asyncio.wait_for(asyncio.to_thread(hashing.wait, 30), 35)
+            # an audited search writes while the hashing goes on
+            await asyncio.wait_for(_search(client, number=archive["a1"]["number"]), 10)
+        finally:
+            release.set()
+        answer = await slow_request
+        assert answer.status in (200, 201), await answer.text()

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from config.settings import Settings
 from recorder.manifest import EXPORT_SIGNATURE, EXPORT_SUMS, public_pem, verify
+from recorder.state import RecordingState
 from tests.archive_fixtures import add_visit, grammar_settings, record_visit
 from tests.conftest import MakeClient
 from tests.helpers import World, login
@@ -209,3 +210,41 @@ async def test_certified_export(
         "recording.export_refused",
         "recording.tampered",
     ]
+
+
+async def test_a_recording_signed_as_it_was_after_its_composite_failed_is_exported(
+    make_client: MakeClient, migrated: Settings, world: World, tmp_path: Path
+) -> None:
+    """The composite could not be made, so the pipeline signed the originals and the
+    timeline as they were: that record can be proven untouched, so the court can still get
+    its certified copy, whose case file says why it holds no transcript."""
+    settings = grammar_settings(migrated, tmp_path)
+    visit_id = await add_visit(
+        settings,
+        court_id=world.courts["basic_a"],
+        receiving_court_id=world.courts["mid_a"],
+        judge_id=world.users["judge_a"],
+        number="（2026）甲信101号",
+        petitioner="钱七",
+        id_number="110101199001012222",
+    )
+    folder = settings.resolved_recordings_dir / visit_id
+    (folder / "composite.mp4").mkdir(parents=True)  # the composite cannot be written
+    await record_visit(settings, visit_id, {}, seconds=3, expect=RecordingState.failed)
+    client = await make_client()
+    csrf = await login(client, "arch_a")
+    made = await client.post(
+        f"/api/v1/recordings/{visit_id}/exports",
+        json={"reason": "调卷"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert made.status == 201, await made.text()
+    export = tmp_path / "export.zip"
+    export.write_bytes(await (await client.get((await made.json())["url"])).read())
+    result = verify(export)
+    assert result.ok, result.failed
+    assert "recording/timeline.json" in result.checked
+    with zipfile.ZipFile(export) as zf:
+        case_file = zf.read(f"visit-{visit_id}/case-file.txt").decode()
+    assert "转写未能完成" in case_file and "没有录得音视频" not in case_file
+    assert "recording.export" in await _actions(migrated, visit_id)

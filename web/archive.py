@@ -71,6 +71,15 @@ async def accessible(db: AsyncSession, actor: Actor, visit_id: str) -> tuple[Rec
     return row[0], row[1]
 
 
+async def recording_row(db: AsyncSession, visit_id: str) -> Recording:
+    """The recording's row in a write transaction of a route that checked access with
+    :func:`accessible` in its read session first (split routes: slow work between)."""
+    row = await db.get(Recording, visit_id)
+    if row is None:
+        raise NotFoundError("录像不存在或您无权查看")
+    return row
+
+
 def mask_name(name: str) -> str:
     """张三 → 张*, 欧阳娜娜 → 欧***: the family name's first character stays."""
     return name[:1] + "*" * max(1, len(name) - 1) if name else ""

@@ -69,6 +69,7 @@ async def seal(ctx: Context) -> ArchiveItem:
     roles=ALL_STAFF,
     answer=IntegrityOut,
     errors=(409,),
+    split=True,  # hashing gigabytes holds no write lock: only the finding is written
 )
 async def check_integrity(ctx: Context) -> IntegrityOut:
     recording, visit = await archive.accessible(
@@ -80,18 +81,21 @@ async def check_integrity(ctx: Context) -> IntegrityOut:
     result = await asyncio.get_running_loop().run_in_executor(
         None, verify, Path(recording.folder), key.public_key()
     )
-    recording.integrity = (Integrity.verified if result.ok else Integrity.tampered).value
-    recording.integrity_checked_at = utcnow()
-    recording.integrity_detail = (
-        "" if result.ok else "；".join(f"{k}: {v}" for k, v in result.failed.items())
-    )[:512]
-    ctx.audit_visit(
-        "recording.verified" if result.ok else "recording.tampered",
-        visit.id,
-        visit.court_id,
-        checked=len(result.checked),
-        failed=sorted(result.failed),
-    )
+    async with ctx.write() as db:
+        recording = await archive.recording_row(db, visit.id)
+        recording.integrity = (Integrity.verified if result.ok else Integrity.tampered).value
+        recording.integrity_checked_at = utcnow()
+        recording.integrity_detail = (
+            "" if result.ok else "；".join(f"{k}: {v}" for k, v in result.failed.items())
+        )[:512]
+        ctx.audit_visit(
+            "recording.verified" if result.ok else "recording.tampered",
+            visit.id,
+            visit.court_id,
+            db=db,
+            checked=len(result.checked),
+            failed=sorted(result.failed),
+        )
     return IntegrityOut(
         integrity=recording.integrity,
         checked_at=recording.integrity_checked_at,
