@@ -50,6 +50,8 @@ def corrected(transcript: dict[str, Any], corrections: list[dict[str, Any]]) -> 
     for i, line in enumerate(lines):
         line["index"] = i
     for c in corrections:
+        if not 0 <= int(c["line"]) < len(lines):
+            continue  # no such line (the transcript is gone with the media, or damaged)
         line = lines[int(c["line"])]
         line["machine_text"] = line.get("machine_text", line["text"])
         line["text"] = c["text"]

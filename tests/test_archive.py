@@ -550,3 +550,41 @@ async def test_an_export_or_a_check_holds_no_write_lock_while_it_hashes(
             release.set()
         answer = await slow_request
         assert answer.status in (200, 201), await answer.text()
+
+
+async def test_a_deleted_recording_is_not_found_by_what_was_said_and_still_opens(
+    make_client: MakeClient, archive: dict[str, Any], migrated: Settings
+) -> None:
+    """Retention deleted the media: what was said went with it, so a search by its words
+    finds it no more (nor shows its lines), and its page, with the signed proof and the
+    timeline, still opens although a line of its transcript had been corrected."""
+    from sqlalchemy import update
+
+    from recorder.models import Recording
+
+    visit_id = archive["a1"]["id"]
+    archivist = await make_client()
+    fixed = await archivist.post(
+        f"/api/v1/recordings/{visit_id}/transcript/0/corrections",
+        json={"text": "我对拆迁补偿款的数额不服，要求重新评估。"},
+        headers={"X-CSRF-Token": await login(archivist, "arch_a")},
+    )
+    client = await make_client()
+    csrf = await login(client, "admin")
+    assert fixed.status in (200, 201), await fixed.text()
+    assert [i["visit_id"] for i in (await _search(client, q="拆迁补偿"))["items"]] == [visit_id]
+    async with Database(migrated).writer() as db:  # its retention ran out long ago
+        await db.execute(
+            update(Recording)
+            .where(Recording.visit_id == visit_id)
+            .values(ended_at=utcnow() - timedelta(days=366 * (migrated.retention_years + 1)))
+        )
+    deleted = await client.post(
+        f"/api/v1/visits/{visit_id}/recording/delete",
+        json={"reason": "保存期满"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert deleted.status == 200, await deleted.text()
+    assert (await _search(client, q="拆迁补偿"))["items"] == []
+    opened = await client.get(f"/api/v1/recordings/{visit_id}")
+    assert opened.status == 200, await opened.text()

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import StringConstraints
+from sqlalchemy import delete
 
 from config.db import utcnow
 from config.errors import ConflictError, NotFoundError
-from recorder.models import Recording, RecordingState
+from recorder.models import Recording, RecordingState, TranscriptCorrection
 from recorder.retention import delete_media, retain_until, retention_years
+from recorder.search import index_texts
 from recorder.state import SIGNED_STATES, load_state
 from scheduler import visits as vs
 from scheduler.models import Petition, Role
@@ -179,6 +181,12 @@ async def delete_recording(ctx: Context) -> RecordingOut:
         lambda: delete_media(Path(row.folder), actor=ctx.me.username, reason=body.reason),
     )
     row.state, row.deleted_at = RecordingState.deleted, utcnow()
+    # what was said went with the media: no longer found by a search, nor its corrections
+    # kept (their texts stay on the audit trail, as every correction's does)
+    await index_texts(ctx.db, row.visit_id, {}, [])
+    await ctx.db.execute(
+        delete(TranscriptCorrection).where(TranscriptCorrection.visit_id == row.visit_id)
+    )
     ctx.audit_visit(
         "recording.deleted",
         row.visit_id,
