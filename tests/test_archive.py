@@ -588,3 +588,28 @@ async def test_a_deleted_recording_is_not_found_by_what_was_said_and_still_opens
     assert (await _search(client, q="拆迁补偿"))["items"] == []
     opened = await client.get(f"/api/v1/recordings/{visit_id}")
     assert opened.status == 200, await opened.text()
+
+
+async def test_a_number_said_aloud_is_masked_in_the_search_results(
+    make_client: MakeClient, migrated: Settings, world: World
+) -> None:
+    """The petitioner said her mobile and ID numbers, and the transcript has them: the
+    result list shows them masked, as it does the typed ones."""
+    visit_id = await add_visit(
+        migrated,
+        court_id=world.courts["basic_a"],
+        receiving_court_id=world.courts["mid_a"],
+        judge_id=world.users["judge_a"],
+        number="（2026）甲信009号",
+        petitioner="孙八",
+        id_number="110101199003079999",
+    )
+    said = "我的电话是13812345678，身份证号110101199003079999"
+    await signed_recording(
+        migrated, visit_id, lines=[{"start": 1.0, "end": 5.0, "role": "petitioner", "text": said}]
+    )
+    client = await make_client()
+    await login(client, "admin")
+    hits = (await _search(client, q="电话"))["items"][0]["hits"]
+    assert hits and "13812345678" not in hits[0]["text"] and "5678" in hits[0]["text"]
+    assert "110101199003079999" not in hits[0]["text"]

@@ -14,7 +14,7 @@ from pydantic import Field, StringConstraints, field_validator
 
 from config.audit import record_audit
 from config.errors import AppError, NotFoundError
-from config.privacy import mask_id_number
+from config.privacy import mask_id_number, mask_text
 from recorder.models import Recording, RecordingState
 from recorder.search import QueryError, parse_query
 from scheduler.models import Role, Visit
@@ -119,7 +119,9 @@ def _item(found: archive.Found) -> ArchiveItem:
         sealed=r.sealed,
         legal_hold=r.legal_hold,
         transcript=r.transcript,
-        hits=[HitOut(**h.__dict__) for h in found.hits],
+        # a number said aloud and transcribed is masked in lists as a typed one is (the
+        # whole line stays in playback, which is audited)
+        hits=[HitOut(**{**h.__dict__, "text": mask_text(h.text)}) for h in found.hits],
     )
 
 
