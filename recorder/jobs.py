@@ -72,6 +72,9 @@ def exit_with_parent() -> None:
 
 
 MAX_ATTEMPTS = 3
+# a failed step is tried again this long after its first failure, its second (an unsigned
+# recording must not wait for the next restart: a disk full for a moment, say)
+RETRY_AFTER_S = (60.0, 600.0)
 # a step's worker process ended abruptly (the step is tried again in a new one)
 WORKER_DIED = "处理进程意外终止（可能内存不足）"
 # a step after finalize failed for now: what there is was signed meanwhile
@@ -284,6 +287,8 @@ class Pipeline:
         self._queue = queue
         self._gate = asyncio.Semaphore(1)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.retry_after = RETRY_AFTER_S
+        self._retries: dict[str, asyncio.TimerHandle] = {}
         # for monitoring: (step, "done" | "failed") → (runs, seconds) in this process
         self.step_runs: StepRuns = {}
 
@@ -446,8 +451,11 @@ class Pipeline:
                         if crashed and row.attempts < MAX_ATTEMPTS:
                             continue  # the step again, in a new worker process
                         row.state = RecordingState.failed
+                        attempts = row.attempts
                     if step in ("composite", "transcribe"):
                         await self._sign_as_is(visit_id, folder, config)
+                    if attempts < MAX_ATTEMPTS:
+                        self._retry_later(visit_id, attempts)
                     return
                 self._ran(step, "done", started)
                 async with self.db.writer() as db:
@@ -516,6 +524,21 @@ class Pipeline:
                 row.message = f"{row.message}；{SIGNED_AS_IS}"[:512]
         log.info("recording %s: originals and timeline signed after the failure", visit_id)
 
+    def _retry_later(self, visit_id: str, attempts: int) -> None:
+        """Try the failed step again after ``retry_after[attempts - 1]`` seconds."""
+        delay = self.retry_after[min(attempts, len(self.retry_after)) - 1]
+        previous = self._retries.pop(visit_id, None)
+        if previous is not None:
+            previous.cancel()
+        log.info("recording %s: the failed step is tried again in %.0f s", visit_id, delay)
+        self._retries[visit_id] = asyncio.get_running_loop().call_later(
+            delay, self._retry, visit_id
+        )
+
+    def _retry(self, visit_id: str) -> None:
+        self._retries.pop(visit_id, None)
+        self._schedule(visit_id)
+
     def _replace_executor(self) -> None:
         """The worker process died (killed for lack of memory, say): a broken pool refuses
         every later step, so the next step gets a new worker. An executor passed in by the
@@ -525,6 +548,9 @@ class Pipeline:
             self._executor = None
 
     async def close(self) -> None:
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
         for task in self._tasks.values():
             task.cancel()
         if self._own_executor and self._executor is not None:

@@ -399,3 +399,43 @@ async def test_a_failed_step_names_the_recordings_own_files_never_a_server_path(
     assert not (folder / "composite.mp4.tmp").exists()
     assert not [n for n in result.checked if "composite" in n]
     assert row.verifiable  # the archive's check (POST .../verify) accepts it
+
+
+async def test_a_recording_whose_signing_failed_is_signed_without_waiting_for_a_restart(
+    settings: Settings, visit: dict[str, Any]
+) -> None:
+    """The sign step fails (its manifest cannot be written: the disk full for a moment,
+    here a directory in its place); once the cause is gone the pipeline signs the recording
+    by itself, instead of leaving it unsigned until the server next starts."""
+    folder = settings.resolved_recordings_dir / visit["id"]
+    (folder / "manifest.json").mkdir(parents=True)
+    save_state(folder, VisitRecording(visit_id=visit["id"], state=RecordingState.queued))
+    database = Database(settings)
+    pipeline = Pipeline(database, settings)
+    pipeline.retry_after = (1.0, 1.0)
+
+    async def state() -> Recording:
+        async with database.reader() as db:
+            row = await db.get(Recording, visit["id"])
+        assert row is not None
+        return row
+
+    try:
+        await pipeline.recording_started(visit["id"])
+        await pipeline.enqueue(visit["id"], {})
+        await pipeline.wait(visit["id"])
+        failed = await state()
+        assert failed.state is RecordingState.failed and failed.message.startswith("签名失败")
+        assert failed.integrity == Integrity.unsigned.value
+        (folder / "manifest.json").rmdir()  # the cause is gone
+
+        async def signed() -> bool:
+            row = await state()
+            return row.state is RecordingState.empty and row.integrity == Integrity.signed.value
+
+        await wait_for(signed, within=30)
+        assert (await state()).message == ""
+        assert verify(folder).ok
+    finally:
+        await pipeline.close()
+        await database.dispose()
