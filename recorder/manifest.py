@@ -26,6 +26,9 @@ from config.keys import write_private
 from recorder.state import SUMS as SUMS  # the manifest's word, kept in the light module
 
 MANIFEST = "manifest.json"
+# retention's record of the files it removed, and its signature (recorder/retention.py)
+DELETION = "deletion.json"
+DELETION_SIGNATURE = "deletion.json.sig"
 SIGNATURE = "SHA256SUMS.sig"
 PUBLIC_KEY = "public-key.pem"
 UNSIGNED = {SUMS, SIGNATURE, PUBLIC_KEY}  # the proof itself
@@ -122,6 +125,7 @@ class Verification:
     key_id: str = ""
     checked: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # file → why
+    removed: list[str] = field(default_factory=list)  # by retention, under a signed record
 
     @property
     def ok(self) -> bool:
@@ -256,8 +260,14 @@ def verify(target: Path, trusted_key: Ed25519PublicKey | None = None) -> Verific
     listed = _listed(sums)
     present = source.names() - UNSIGNED
     label = source.prefix[len(source.top) :] if source.is_export else ""
+    removed: dict[str, str] = {}
+    if source.zip is None and DELETION in present:
+        removed = _removed(source, key, result)
+        present -= {DELETION, DELETION_SIGNATURE}
     for name, digest in sorted(listed.items()):
-        if name not in present:
+        if name not in present and removed.get(name) == digest:
+            result.removed.append(name)  # deleted when its retention ran out
+        elif name not in present:
             result.failed[label + name] = "文件缺失 (missing)"
         elif source.digest(name) != digest:
             result.failed[label + name] = "内容已被改动 (hash mismatch)"
@@ -278,6 +288,23 @@ def verify(target: Path, trusted_key: Ed25519PublicKey | None = None) -> Verific
         source, key, result, covered={label + n for n in listed} | {label + n for n in UNSIGNED}
     )
     return result
+
+
+def _removed(source: _Source, key: Ed25519PublicKey, result: Verification) -> dict[str, str]:
+    """The files retention removed (name → the hash the manifest had), from its record
+    signed by the same key; a record without a valid signature counts for nothing."""
+    body = source.read(DELETION)
+    try:
+        key.verify(source.read(DELETION_SIGNATURE), body)
+        record = json.loads(body)
+    except (OSError, InvalidSignature, ValueError):
+        result.failed[DELETION] = "删除记录签名不符 (deletion record signature does not match)"
+        return {}
+    return {
+        str(r.get("file")): str(r.get("sha256"))
+        for r in record.get("removed", [])
+        if isinstance(r, dict)
+    }
 
 
 def _verify_revisions(folder: Path, key: Ed25519PublicKey, result: Verification) -> None:

@@ -8,9 +8,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recorder.manifest import MANIFEST, PUBLIC_KEY, SIGNATURE, SUMS
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-KEPT = {MANIFEST, SUMS, SIGNATURE, PUBLIC_KEY, "deletion.json"}
+from recorder.manifest import (
+    DELETION,
+    DELETION_SIGNATURE,
+    MANIFEST,
+    PUBLIC_KEY,
+    SIGNATURE,
+    SUMS,
+)
+
+KEPT = {MANIFEST, SUMS, SIGNATURE, PUBLIC_KEY, DELETION, DELETION_SIGNATURE}
 
 
 def retention_years(category: str, default: int, by_category: dict[str, int]) -> int:
@@ -25,9 +34,13 @@ def retain_until(ended_at: datetime, years: int) -> datetime:
         return ended_at.replace(year=ended_at.year + years, day=28)
 
 
-def delete_media(folder: Path, *, actor: str, reason: str) -> dict[str, Any]:
+def delete_media(
+    folder: Path, *, actor: str, reason: str, key: Ed25519PrivateKey | None = None
+) -> dict[str, Any]:
     """Remove every file of the recording but the proof; write deletion.json naming what
-    went (with the hashes the manifest had for it), by whom, when and why."""
+    went (with the hashes the manifest had for it), by whom, when and why, signed with
+    ``key`` (the recording's signing key): the proof then still verifies, each removed file
+    named as removed, not as missing."""
     hashes: dict[str, str] = {}
     manifest = folder / MANIFEST
     if manifest.exists():
@@ -48,5 +61,8 @@ def delete_media(folder: Path, *, actor: str, reason: str) -> dict[str, Any]:
         "reason": reason,
         "removed": sorted(removed, key=lambda r: str(r["file"])),
     }
-    (folder / "deletion.json").write_text(json.dumps(record, ensure_ascii=False, indent=1))
+    body = json.dumps(record, ensure_ascii=False, indent=1).encode()
+    (folder / DELETION).write_bytes(body)
+    if key is not None:
+        (folder / DELETION_SIGNATURE).write_bytes(key.sign(body))
     return record

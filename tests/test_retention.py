@@ -79,6 +79,7 @@ async def test_hold_and_deletion_rules(
         "SHA256SUMS",
         "SHA256SUMS.sig",
         "deletion.json",
+        "deletion.json.sig",
         "manifest.json",
         "public-key.pem",
     ]
@@ -90,9 +91,17 @@ async def test_hold_and_deletion_rules(
         "transcript.txt",
     }
     assert all(len(r["sha256"]) == 64 for r in record["removed"])
-    # the signature still holds over what was, and names every removed file
+    # the proof still verifies: what was is signed, and what went is named as removed by
+    # a deletion record signed with the same key (not reported as missing, or tampered)
     result = verify(folder)
-    assert result.signature_ok and set(result.failed) >= {"composite.mp4", "transcript.txt"}
+    assert result.ok, result.failed
+    assert set(result.removed) == {r["file"] for r in record["removed"]}
+    # a deletion record changed afterwards counts for nothing: the files are missing again
+    forged = (folder / "deletion.json").read_text().replace("保存期满", "误删")
+    (folder / "deletion.json").write_text(forged)
+    bad = verify(folder)
+    assert not bad.ok and {"deletion.json", "composite.mp4"} <= set(bad.failed)
+    (folder / "deletion.json").write_text(forged.replace("误删", "保存期满"))
     again = await admin.post(path + "/delete", json={"reason": "再删"}, headers=headers)
     assert again.status == 409
 

@@ -329,6 +329,8 @@ def _verify(target: str, key_file: str | None) -> int:
           f" (key {result.key_id or '?'})")  # fmt: skip
     for name in result.checked:
         print(f"  OK      {name}")
+    for name in result.removed:
+        print(f"  已按期删除 removed by retention  {name}")
     for name, why in result.failed.items():
         print(f"  FAILED  {name}: {why}")
     print("核验通过 verified" if result.ok else "核验失败 VERIFICATION FAILED")

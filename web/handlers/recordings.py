@@ -12,6 +12,7 @@ from sqlalchemy import delete
 
 from config.db import utcnow
 from config.errors import ConflictError, NotFoundError
+from recorder.manifest import load_signing_key
 from recorder.models import Recording, RecordingState, TranscriptCorrection
 from recorder.retention import delete_media, retain_until, retention_years
 from recorder.search import index_texts
@@ -178,7 +179,12 @@ async def delete_recording(ctx: Context) -> RecordingOut:
         )
     record = await asyncio.get_running_loop().run_in_executor(
         None,
-        lambda: delete_media(Path(row.folder), actor=ctx.me.username, reason=body.reason),
+        lambda: delete_media(
+            Path(row.folder),
+            actor=ctx.me.username,
+            reason=body.reason,
+            key=load_signing_key(ctx.settings.data_dir),
+        ),
     )
     row.state, row.deleted_at = RecordingState.deleted, utcnow()
     # what was said went with the media: no longer found by a search, nor its corrections
