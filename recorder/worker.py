@@ -34,7 +34,9 @@ async def process_recording(ctx: dict[str, Any], visit_id: str) -> None:
 async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["database"] = Database(settings)
-    ctx["pipeline"] = Pipeline(ctx["database"], settings)
+    # the queue, for its timed retries of a failed step: one job per recording at a time,
+    # whichever worker takes it (a retry run here could overlap one queued meanwhile)
+    ctx["pipeline"] = Pipeline(ctx["database"], settings, queue=ctx["redis"])
     log.info("recording worker ready (queue %s)", QUEUE)
 
 

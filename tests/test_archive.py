@@ -613,3 +613,40 @@ async def test_a_number_said_aloud_is_masked_in_the_search_results(
     hits = (await _search(client, q="电话"))["items"][0]["hits"]
     assert hits and "13812345678" not in hits[0]["text"] and "5678" in hits[0]["text"]
     assert "110101199003079999" not in hits[0]["text"]
+
+
+async def test_a_check_overlapping_a_new_signature_records_no_finding(
+    make_client: MakeClient,
+    archive: dict[str, Any],
+    migrated: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pipeline signs a recording again (a retry of a failed step) while an integrity
+    check hashes it: what the check found is about the old list, so it answers 409 and
+    writes no finding (no false 'tampered', no audit event saying so)."""
+    from recorder.manifest import load_signing_key, sign_folder
+    from recorder.models import Recording
+    from web.handlers import sealing
+
+    real_verify = getattr(sealing, "verify")  # noqa: B009
+    folder = archive["a1"]["folder"]
+    visit_id = archive["a1"]["id"]
+
+    def resigned_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        found = real_verify(*args, **kwargs)
+        sign_folder(folder, load_signing_key(migrated.data_dir), {"visit_id": visit_id, "n": 2})
+        return found
+
+    monkeypatch.setattr(sealing, "verify", resigned_meanwhile)
+    client = await make_client()
+    csrf = await login(client, "arch_a")
+    before = await _actions(migrated, visit_id)
+    answer = await client.post(
+        f"/api/v1/recordings/{visit_id}/verify", headers={"X-CSRF-Token": csrf}
+    )
+    assert answer.status == 409, await answer.text()
+    assert (await answer.json())["error"]["code"] == "not_ready"
+    assert await _actions(migrated, visit_id) == before
+    async with Database(migrated).reader() as db:
+        row = await db.get(Recording, visit_id)
+        assert row is not None and row.integrity == "signed"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from time import monotonic as time_now
 from typing import Any
 
@@ -18,11 +19,12 @@ from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, se
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from config.errors import NotFoundError
+from config.errors import ConflictError, NotFoundError
 from config.privacy import mask_id_number
 from config.vocabulary import label_of
 from recorder.models import Recording, RecordingState, RecordingText
 from recorder.search import Term, dialect_of, line_matches, some_lines
+from recorder.state import SUMS
 from scheduler.models import Court, Petition, Petitioner, Role, User, Visit
 from scheduler.scope import Actor, descendant_court_ids
 
@@ -77,6 +79,26 @@ async def recording_row(db: AsyncSession, visit_id: str) -> Recording:
     row = await db.get(Recording, visit_id)
     if row is None:
         raise NotFoundError("录像不存在或您无权查看")
+    return row
+
+
+def signed_list(folder: Path) -> bytes | None:
+    """The recording's ``SHA256SUMS`` as it is now (None: it has none)."""
+    try:
+        return (folder / SUMS).read_bytes()
+    except OSError:
+        return None
+
+
+async def as_checked(
+    db: AsyncSession, visit_id: str, folder: Path, before: bytes | None
+) -> Recording:
+    """The recording's row once a check that read ``before`` as its signed list is over:
+    409 if the pipeline signed it again meanwhile (a retry of a failed step) or took it up
+    again, so what the check found is not written as a finding about the recording."""
+    row = await recording_row(db, visit_id)
+    if not row.verifiable or signed_list(folder) != before:
+        raise ConflictError("录像正在重新处理或签名，请稍后再试", code="not_ready")
     return row
 
 

@@ -87,6 +87,7 @@ async def export_recording(ctx: Context) -> ExportOut | web.Response:
     now = utcnow()
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, _sweep, folder)
+    before = archive.signed_list(Path(recording.folder))
     try:
         made = await loop.run_in_executor(
             None,
@@ -103,7 +104,7 @@ async def export_recording(ctx: Context) -> ExportOut | web.Response:
     except ExportError as exc:
         # answered, not raised: the finding and its audit event must be committed
         async with ctx.write() as db:
-            row = await archive.recording_row(db, visit.id)
+            row = await archive.as_checked(db, visit.id, Path(recording.folder), before)
             row.integrity = Integrity.tampered.value
             row.integrity_checked_at = now
             row.integrity_detail = str(exc)[:512]
@@ -114,19 +115,24 @@ async def export_recording(ctx: Context) -> ExportOut | web.Response:
     (folder / f"{token}.json").write_text(
         json.dumps({"user_id": ctx.me.user_id, "visit_id": visit.id, "file": made["file"]})
     )
-    async with ctx.write() as db:
-        row = await archive.recording_row(db, visit.id)
-        row.integrity, row.integrity_checked_at = Integrity.verified.value, now
-        row.integrity_detail = ""
-        ctx.audit_visit(
-            "recording.export",
-            visit.id,
-            visit.court_id,
-            db=db,
-            sha256=made["sha256"],
-            size=made["size"],
-            reason=body.reason,
-        )
+    try:
+        async with ctx.write() as db:
+            row = await archive.as_checked(db, visit.id, Path(recording.folder), before)
+            row.integrity, row.integrity_checked_at = Integrity.verified.value, now
+            row.integrity_detail = ""
+            ctx.audit_visit(
+                "recording.export",
+                visit.id,
+                visit.court_id,
+                db=db,
+                sha256=made["sha256"],
+                size=made["size"],
+                reason=body.reason,
+            )
+    except ConflictError:  # signed again while it was zipped: that copy is not handed out
+        out.unlink(missing_ok=True)
+        (folder / f"{token}.json").unlink(missing_ok=True)
+        raise
     return ExportOut(
         url=f"/api/v1/recordings/exports/{token}",
         file=f"{names['petition_number'] or visit.id}-{visit.id[:8]}.zip",

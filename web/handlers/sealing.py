@@ -78,11 +78,13 @@ async def check_integrity(ctx: Context) -> IntegrityOut:
     if not recording.verifiable:
         raise ConflictError("录像尚未签名（或已删除），无法核验", code="not_ready")
     key = load_signing_key(ctx.settings.data_dir)
+    folder = Path(recording.folder)
+    before = archive.signed_list(folder)
     result = await asyncio.get_running_loop().run_in_executor(
-        None, verify, Path(recording.folder), key.public_key()
+        None, verify, folder, key.public_key()
     )
     async with ctx.write() as db:
-        recording = await archive.recording_row(db, visit.id)
+        recording = await archive.as_checked(db, visit.id, folder, before)
         recording.integrity = (Integrity.verified if result.ok else Integrity.tampered).value
         recording.integrity_checked_at = utcnow()
         recording.integrity_detail = (
