@@ -461,6 +461,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self.relay.room(room.visit_id).describe(me.id, me.identity.role.value, me.identity.name)
             if not room.recording:
                 await self._start_recording(room, me)
+                self._still_in(room, me)  # (gone while the recording started: not announced)
             else:
                 # recorded already: the newcomer learns how it stands (a write failure's
                 # warning stays on everyone's page until the recorder writes again)

@@ -135,6 +135,8 @@ class RedisPlacement:
         while self._held:
             await asyncio.sleep(self._lease_ms / 3000)
             for visit_id in list(self._held):
+                if visit_id not in self._held:
+                    continue  # released while the others were renewed: not taken again
                 try:
                     kept = await _awaited(
                         self._redis.eval(

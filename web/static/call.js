@@ -116,15 +116,15 @@
     if (publisher) await startMedia();
   }
 
-  async function checkDevices() {
+  async function checkDevices(asked = false) {
     if (!$("check-msg")) return;
     try {
       const stream = await devices();
       $("preview-video").srcObject = stream;
       const names = stream.getTracks().map((t) => (t.kind === "video" ? "摄像头" : "麦克风") + "：" + (t.label || "可用"));
       say("check-msg", "设备正常。" + names.join("；"), "ok");
-      // in the call without sending (the camera could not open before): send now
-      if (inside && !publisher && !observing && !over) await startMedia();
+      // asked for in the call without sending (the camera could not open): send now
+      if (asked && inside && !publisher && !observing && !over) await startMedia();
     } catch (err) {
       say("check-msg", "无法使用摄像头或麦克风：" + reason(err), "error");
     }
@@ -470,7 +470,9 @@
     for (const id of [...poorLinks]) if (!present.has(id)) poorLinks.delete(id);
     drawPresent();
     // #judge-state after a reconnect: the judge may have left (or come back) meanwhile
-    show("judge-state", !judgeHere() && !onsite && !LEADS.includes(me.role));
+    // (only for a judge who was here: one who has not come yet has not left)
+    if (judgeHere()) judgeSeen = true;
+    show("judge-state", judgeSeen && !judgeHere() && !onsite && !LEADS.includes(me.role));
     if (observing) { subscribe(); return; } // receives only: no camera, no microphone
     startMedia().catch((err) => {
       say("call-msg", "无法开启摄像头或麦克风：" + reason(err), "error");
@@ -728,9 +730,10 @@
   // the judge left the call (closed the tab, lost the network): everyone else sees it at once;
   // the server ends the visit if no judge returns within its limit
   const judgeHere = () => [...present.values()].some((p) => LEADS.includes(p.role));
+  let judgeSeen = false; // a judge (a host) has been in the call seen from this page
   socket.on("participant_joined", (p) => {
     present.set(p.participant_id, p); drawPresent();
-    if (LEADS.includes(p.role)) show("judge-state", false);
+    if (LEADS.includes(p.role)) { judgeSeen = true; show("judge-state", false); }
   });
   socket.on("participant_left", (p) => {
     present.delete(p.participant_id); poorLinks.delete(p.participant_id); drawPresent();
@@ -738,7 +741,7 @@
     if (LEADS.includes(p.role) && !judgeHere() && !over) show("judge-state", true);
   });
 
-  if ($("check")) $("check").onclick = checkDevices;
+  if ($("check")) $("check").onclick = () => checkDevices(true);
   // The code alone identifies its visit: without ?visit= the server says which (unspent).
   async function visitOfCode(code) {
     const r = await fetch("/api/v1/visit-codes/lookup", {
