@@ -484,8 +484,8 @@ def test_an_offers_simulcast_layers_are_read_and_accepted_in_the_answer() -> Non
     assert simulcast_rids(single) == {}  # one layer is no simulcast
 
 
-async def test_losses_of_a_layer_not_recorded_are_asked_for_in_its_own_numbers() -> None:
-    layers, _ = _layers()
+def _nacking(layers: Layers) -> tuple[RecordedStream, list[tuple[int, list[int]]]]:
+    """A recorded stream of ``layers`` and the NACKs its layers not recorded send."""
     recorded = RecordedStream(layers, 90000, _asks([], 0))
     nacks: list[tuple[int, list[int]]] = []
 
@@ -493,6 +493,12 @@ async def test_losses_of_a_layer_not_recorded_are_asked_for_in_its_own_numbers()
         nacks.append((ssrc, lost))
 
     recorded.send_nack = send_nack
+    return recorded, nacks
+
+
+async def test_losses_of_a_layer_not_recorded_are_asked_for_in_its_own_numbers() -> None:
+    layers, _ = _layers()
+    recorded, nacks = _nacking(layers)
     full = layers.of(_packet(20, 1, 0, _vp8(True, 1, 1), rid="f"))
     low = layers.of(_packet(10, 50, 0, _vp8(True, 1, 1), rid="l"))
     assert full is not None and low is not None
@@ -663,29 +669,21 @@ async def test_a_layer_no_longer_recorded_asks_for_its_own_losses_afresh() -> No
     the recording goes back to it after the low layer: the low layer's own generator starts
     afresh, asking for exactly what it loses, not for numbers seen before its last turn."""
     layers, _ = _layers()
-    recorded = RecordedStream(layers, 90000, _asks([], 0))
-    nacks: list[tuple[int, list[int]]] = []
-
-    async def send_nack(ssrc: int, lost: list[int]) -> None:
-        nacks.append((ssrc, lost))
-
-    recorded.send_nack = send_nack
+    recorded, nacks = _nacking(layers)
     now = 10.0
 
+    def packet(ssrc: int, seq: int, key: bool, rid: str) -> RtpPacket:
+        return _packet(ssrc, seq, seq * 3000, _vp8(key, seq & 0x7FFF, 0), rid=rid)
+
     def send(ssrc: int, seq: int, key: bool, rid: str, at: float) -> RtpPacket | None:
-        packet = _packet(ssrc, seq, seq * 3000, _vp8(key, seq & 0x7FFF, 0), rid=rid)
-        layer = layers.of(packet)
-        assert layer is not None
-        layer.note(packet, at)
-        return recorded.feed(packet, layer, int(at * SECOND), at)
+        return _feed(layers, recorded, packet(ssrc, seq, key, rid), at)
 
     async def low_packet(seq: int, at: float) -> None:
-        packet = _packet(10, seq, seq * 3000, _vp8(False, seq & 0x7FFF, 0), rid="l")
-        layer = layers.of(packet)
-        assert layer is not None
-        layer.note(packet, at)
-        if recorded.feed(packet, layer, int(at * SECOND), at) is None:
-            await recorded.repair(packet, layer)
+        low = packet(10, seq, False, "l")
+        if _feed(layers, recorded, low, at) is None:
+            layer = layers.of(low)
+            assert layer is not None
+            await recorded.repair(low, layer)
 
     assert send(10, 100, True, "l", now) is not None  # the low layer recorded first
     assert send(20, 5000, True, "f", now + 0.01) is not None  # then the full one
