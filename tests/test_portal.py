@@ -30,6 +30,7 @@ from scheduler.cases.words import CaseTrack, Channel, HandlingMode, ResolutionGr
 from scheduler.models import Petition, Role
 from scheduler.portal import service as portal
 from scheduler.portal.identity import session_principal
+from scheduler.portal.models import PortalIdentity
 from scheduler.scope import Actor
 from tests.conftest import MakeClient
 from tests.helpers import Booking, World, local_time, login, next_weekday
@@ -186,15 +187,25 @@ async def test_portal_writes_need_the_portal_csrf_header_and_sign_out_ends_the_s
     assert (await portal.get("/api/v1/portal/me")).status == 401
 
 
-async def test_signing_in_with_another_phone_ends_the_older_session(
-    make_client: MakeClient, world: World
+async def test_the_same_id_number_with_another_phone_is_another_identity(
+    make_client: MakeClient, world: World, migrated: Settings
 ) -> None:
-    first, second = await make_client(), await make_client()
+    """The code proves the phone only: a sign-in with another phone neither takes over nor
+    ends the first phone's identity and sessions."""
+    first, second, again = await make_client(), await make_client(), await make_client()
     staff = await staff_client(make_client)
     await sign_in(first, staff)
     await sign_in(second, staff, phone="13900000000")
-    assert (await first.get("/api/v1/portal/me")).status == 401
-    assert (await second.get("/api/v1/portal/me")).status == 200
+    await sign_in(again, staff)
+    mine, theirs, same = [
+        await (await c.get("/api/v1/portal/me")).json() for c in (first, second, again)
+    ]
+    assert (await first.get("/api/v1/portal/me")).status == 200
+    assert mine["phone"] != theirs["phone"]
+    async with database(migrated) as db:
+        rows = (await db.execute(select(PortalIdentity.id, PortalIdentity.phone))).all()
+    assert sorted(phone for _, phone in rows) == sorted([PHONE, "13900000000"])
+    assert (same["name"], same["phone"]) == (mine["name"], mine["phone"])
 
 
 async def test_operators_mark_a_relayed_message_sent(make_client: MakeClient, world: World) -> None:

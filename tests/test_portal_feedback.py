@@ -185,6 +185,36 @@ async def test_a_petitioner_sees_and_touches_only_their_own_threads_cases_and_vi
     assert (await anonymous.get("/api/v1/portal/threads")).status == 401
 
 
+async def test_somebody_with_the_id_number_and_their_own_phone_gets_none_of_the_threads(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    """The SMS code proves a phone, not an ID number: the victim's ID number with another
+    phone is another identity, and the victim stays signed in."""
+    client, csrf, case_id = await petitioner_with_case(make_client, world)
+    _, thread = await post(client, "/api/v1/portal/threads", csrf, ASK | {"case_id": case_id})
+    status, _ = await post(
+        client,
+        "/api/v1/portal/complaints",
+        csrf,
+        {"kind": "complaint", "case_id": case_id, "text": "接待态度生硬"},
+    )
+    assert status == 201
+    other = await make_client()
+    other_csrf = await sign_in(
+        other, await staff_client(make_client), phone="13700000000", name="王五"
+    )
+    assert await (await other.get("/api/v1/portal/threads")).json() == []
+    assert await (await other.get("/api/v1/portal/complaints")).json() == []
+    assert await (await other.get("/api/v1/portal/cases")).json() == []
+    status, _ = await post(
+        other, f"/api/v1/portal/threads/{thread['id']}/messages", other_csrf, {"text": "看看"}
+    )
+    assert status == 404
+    me = await client.get("/api/v1/portal/me")
+    assert me.status == 200 and (await me.json())["phone"] != "13700000000"
+    assert len(await (await client.get("/api/v1/portal/threads")).json()) == 1
+
+
 async def test_scripts_are_kept_as_text_and_huge_or_empty_messages_are_refused(
     make_client: MakeClient, world: World, migrated: Settings
 ) -> None:

@@ -4,7 +4,8 @@ mainland mobile number proved by a one-time SMS code; then a short portal sessio
 Codes are 6 digits, stored as an HMAC keyed with the server secret, expire after
 ``portal_code_ttl_minutes`` and lock after ``portal_code_max_failures`` wrong tries. How many
 codes one phone and one address may ask for per hour is limited. Sessions are opaque tokens
-stored hashed, bound to the identity's ID number key and phone.
+stored hashed, bound to the identity's ID number key and phone. An identity is an ID number
+together with a proved phone: the code proves the phone only.
 """
 
 from __future__ import annotations
@@ -209,13 +210,19 @@ async def sign_in(
     )
     if getattr(done, "rowcount", 1) != 1:
         raise CodeRefused("验证码已使用，请重新获取", code="code_used")
-    identity = await db.scalar(select(PortalIdentity).where(PortalIdentity.id_key == key))
+    # the ID number with the phone just proved: the same ID number with another phone is
+    # another identity, which sees none of this one's questions, complaints or requests
+    identity = await db.scalar(
+        select(PortalIdentity).where(
+            PortalIdentity.id_key == key, PortalIdentity.phone == who.phone
+        )
+    )
     if identity is None:
         identity = PortalIdentity(
             id_key=key, id_number=who.id_number, name=who.name, phone=who.phone, created_at=now
         )
         db.add(identity)
-    identity.name, identity.phone, identity.last_login_at = who.name, who.phone, now
+    identity.name, identity.last_login_at = who.name, now
     await db.flush()
     token = secrets.token_urlsafe(32)
     session = PortalSession(
@@ -249,8 +256,8 @@ class PortalPrincipal:
 async def session_principal(
     db: AsyncSession, token: str | None, now: datetime | None = None
 ) -> PortalPrincipal | None:
-    """The petitioner of a portal cookie token, or None (missing, expired, or no longer bound:
-    the identity signed in since with another phone)."""
+    """The petitioner of a portal cookie token, or None (missing, expired, or no longer bound
+    to its identity's ID number and phone)."""
     if not token:
         return None
     now = now or utcnow()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.db import Base, UTCDateTime, utcnow
@@ -96,12 +96,15 @@ class PortalCode(Base):
 
 
 class PortalIdentity(Base):
-    """A petitioner as the portal knows them: the name, ID number and phone last proved."""
+    """A petitioner as the portal knows them: an ID number together with the mobile number
+    proved for it (the SMS code proves the phone, not the ID number: one who knows somebody's
+    ID number and proves their own phone is another identity), and the name last given."""
 
     __tablename__ = "portal_identities"
+    __table_args__ = (UniqueConstraint("id_key", "phone"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    id_key: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    id_key: Mapped[str] = mapped_column(String(64), nullable=False)
     id_number: Mapped[str] = mapped_column(String(32), nullable=False)
     name: Mapped[str] = mapped_column(String(64), nullable=False)
     phone: Mapped[str] = mapped_column(String(20), nullable=False)
