@@ -75,6 +75,9 @@ MAX_ATTEMPTS = 3
 # a failed step is tried again this long after its first failure, its second (an unsigned
 # recording must not wait for the next restart: a disk full for a moment, say)
 RETRY_AFTER_S = (60.0, 600.0)
+# Without these two the record is not proven: after MAX_ATTEMPTS they are still tried again,
+# every RETRY_AFTER_S[-1] (composite and transcribe stop; what there is was signed as is).
+NEEDED_STEPS = ("finalize", "sign")
 # a step's worker process ended abruptly (the step is tried again in a new one)
 WORKER_DIED = "处理进程意外终止（可能内存不足）"
 # a step after finalize failed for now: what there is was signed meanwhile
@@ -130,6 +133,43 @@ def _without_paths(text: str, folder: Path) -> str:
     return re.sub(r"(?<![\w.])/[^\s'\"，：:]+", "…", text)
 
 
+# an original the recording lists that finalize could not find or open (signed as found)
+MISSING_ORIGINALS = "原始录像文件缺失或无法读取"
+
+
+def _missing_notice(row: Recording) -> str:
+    """What the row's message keeps saying whatever the later steps do: the originals
+    finalize found lost or unreadable."""
+    missing = (row.details or {}).get("missing_originals") or []
+    return f"{MISSING_ORIGINALS}：{'、'.join(missing)}（已按现状签名）"[:400] if missing else ""
+
+
+def missing_originals(folder: Path, recording: VisitRecording) -> list[dict[str, str]]:
+    """The files ``recording.json`` lists that are not there, are empty or do not open as
+    media (a lost or damaged original must be on the record, not signed as complete)."""
+    import av
+
+    missing: list[dict[str, str]] = []
+    for track in recording.tracks:
+        for name in dict.fromkeys([*track.files, *track.interrupted_originals]):
+            path = folder / name
+            why = ""
+            if not path.is_file():
+                why = "文件不存在"
+            elif path.stat().st_size == 0:
+                why = "文件为空"
+            else:
+                try:
+                    with av.open(str(path)) as container:
+                        if not container.streams:
+                            why = "文件中没有音视频流"
+                except (av.FFmpegError, OSError) as exc:
+                    why = f"无法读取（{_without_paths(str(exc), folder)}）"[:200]
+            if why:
+                missing.append({"file": name, "track_id": track.track_id, "why": why})
+    return missing
+
+
 def write_timeline(folder: Path, recording: VisitRecording) -> dict[str, Any]:
     """timeline.json: every file on the visit's wall clock, gaps and room events."""
     from recorder.composite import visit_end, visit_start
@@ -164,6 +204,7 @@ def write_timeline(folder: Path, recording: VisitRecording) -> dict[str, Any]:
         ],
         "events": recording.details.get("events", []),
         "notes": recording.details.get("notes", []),
+        "missing_originals": missing_originals(folder, recording),
     }
     (folder / "timeline.json").write_text(json.dumps(timeline, ensure_ascii=False, indent=1))
     return timeline
@@ -194,6 +235,7 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
             "interrupted_at": recording.interrupted_at,
             "size": size,
             "empty": recording.state is RecordingState.empty,
+            "missing_originals": timeline["missing_originals"],
         }
     if recording.state is RecordingState.empty and step in ("composite", "transcribe"):
         why = empty_reason(recording)
@@ -226,6 +268,8 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
             "visit_id": recording.visit_id,
             "visit": recording.details,
             "timeline": {k: timeline[k] for k in ("start_iso", "duration", "interrupted_at")},
+            # an original listed but lost or unreadable when finalized: the proof says so
+            "missing_originals": timeline.get("missing_originals", []),
         }
         manifest = sign_folder(folder, load_signing_key(Path(config["data_dir"])), details)
         return {
@@ -384,7 +428,10 @@ class Pipeline:
                         Recording.state.in_((RecordingState.queued, RecordingState.processing))
                         | (
                             (Recording.state == RecordingState.failed)
-                            & (Recording.attempts < MAX_ATTEMPTS)
+                            & (
+                                (Recording.attempts < MAX_ATTEMPTS)
+                                | Recording.step.in_(NEEDED_STEPS)
+                            )
                         )
                     )
                 )
@@ -447,14 +494,17 @@ class Pipeline:
                             return
                         row.attempts += 1
                         reason = WORKER_DIED if crashed else _without_paths(str(exc), Path(folder))
-                        row.message = f"{STEP_NAMES[step]}失败：{reason}"[:512]
+                        notice = _missing_notice(row)
+                        row.message = "；".join(
+                            m for m in (f"{STEP_NAMES[step]}失败：{reason}", notice) if m
+                        )[:512]
                         if crashed and row.attempts < MAX_ATTEMPTS:
                             continue  # the step again, in a new worker process
                         row.state = RecordingState.failed
                         attempts = row.attempts
                     if step in ("composite", "transcribe"):
                         await self._sign_as_is(visit_id, folder, config)
-                    if attempts < MAX_ATTEMPTS:
+                    if attempts < MAX_ATTEMPTS or step in NEEDED_STEPS:
                         self._retry_later(visit_id, attempts)
                     return
                 self._ran(step, "done", started)
@@ -463,7 +513,9 @@ class Pipeline:
                     if row is None:
                         return
                     if row.message.startswith(f"{STEP_NAMES[step]}失败："):
-                        row.message = ""  # an earlier attempt's failure, now overcome
+                        # an earlier attempt's failure, now overcome
+                        row.message = _missing_notice(row)
+                    row.attempts = 0  # each step has its own MAX_ATTEMPTS
                     self._apply(row, step, result)
                     if step == "sign":
                         await self._index(db, row)
@@ -494,6 +546,9 @@ class Pipeline:
             row.size_bytes = int(result["size"])
             row.started_at = _stamp(result["start"]) or row.started_at
             row.interrupted_at = _stamp(result.get("interrupted_at")) or row.interrupted_at
+            missing = [m["file"] for m in result.get("missing_originals", [])]
+            row.details = {**(row.details or {}), "missing_originals": missing}
+            row.message = _missing_notice(row)
         elif step == "composite" and result.get("skipped"):
             row.message = f"{result.get('why', EMPTY_REASON)}，未生成合成录像和转写"
         elif step == "transcribe":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from config.keys import write_private
 from recorder.state import SUMS as SUMS  # the manifest's word, kept in the light module
+from recorder.state import replace_files
 
 MANIFEST = "manifest.json"
 # retention's record of the files it removed, and its signature (recorder/retention.py)
@@ -100,6 +102,7 @@ def sign_folder(
             continue
         with path.open("rb") as fh:
             hashes[name] = _sha256(fh)
+            os.fsync(fh.fileno())  # on disk before it is signed (a power cut after signing)
     manifest = {
         "version": 1,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -108,12 +111,18 @@ def sign_folder(
         "files": hashes,
     }
     body = json.dumps(manifest, ensure_ascii=False, indent=1, sort_keys=True).encode()
-    (folder / MANIFEST).write_bytes(body)
     sums = {MANIFEST: hashlib.sha256(body).hexdigest(), **hashes}
     text = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
-    (folder / SUMS).write_text(text)
-    (folder / SIGNATURE).write_bytes(key.sign(text.encode()))
-    (folder / PUBLIC_KEY).write_bytes(public_pem(key))
+    # all four or none: a re-signing that fails (a full disk) leaves the earlier proof whole
+    replace_files(
+        folder,
+        {
+            MANIFEST: body,
+            SUMS: text.encode(),
+            PUBLIC_KEY: public_pem(key),
+            SIGNATURE: key.sign(text.encode()),
+        },
+    )
     return manifest
 
 

@@ -18,6 +18,7 @@ from recorder.manifest import (
     SIGNATURE,
     SUMS,
 )
+from recorder.state import replace_files
 
 KEPT = {MANIFEST, SUMS, SIGNATURE, PUBLIC_KEY, DELETION, DELETION_SIGNATURE}
 
@@ -62,7 +63,8 @@ def delete_media(
         "removed": sorted(removed, key=lambda r: str(r["file"])),
     }
     body = json.dumps(record, ensure_ascii=False, indent=1).encode()
-    (folder / DELETION).write_bytes(body)
+    written = {DELETION: body}
     if key is not None:
-        (folder / DELETION_SIGNATURE).write_bytes(key.sign(body))
+        written[DELETION_SIGNATURE] = key.sign(body)
+    replace_files(folder, written)
     return record

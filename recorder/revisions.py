@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from recorder.state import SUMS, VisitRecording, load_state
+from recorder.state import SUMS, VisitRecording, load_state, replace_files
 from recorder.transcribe import Line, case_file_text
 
 REVISIONS = "revisions"
@@ -102,13 +102,12 @@ def write_revision(
         f"{base}.txt": text.encode(),
     }
     (folder / REVISIONS).mkdir(exist_ok=True)
-    for name, body in files.items():
-        (folder / name).write_bytes(body)
     listed = {name: _sha256(body) for name, body in files.items()}
     listed[SUMS] = data["recording_sums_sha256"]
     sums = "".join(f"{digest}  {name}\n" for name, digest in sorted(listed.items()))
-    (folder / sums_name(revision)).write_text(sums)
-    (folder / (sums_name(revision) + ".sig")).write_bytes(key.sign(sums.encode()))
+    files[sums_name(revision)] = sums.encode()
+    files[sums_name(revision) + ".sig"] = key.sign(sums.encode())
+    replace_files(folder, files)  # the revision whole or not at all
     return data
 
 

@@ -173,11 +173,34 @@ def load_state(folder: Path) -> VisitRecording | None:
         return None
 
 
+def replace_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (name → content) into ``folder`` all or none: each is written in full
+    to ``<name>.tmp`` and synced before any replaces its old version, in the order given (a
+    full disk leaves every old file as it was; a crash between the renames leaves a set the
+    next write replaces). ``.tmp`` files are neither signed nor checked."""
+    written: list[tuple[Path, Path]] = []
+    try:
+        for name, data in files.items():
+            tmp = folder / (name + ".tmp")
+            written.append((tmp, folder / name))
+            with tmp.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in written:
+        tmp.replace(path)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the renames themselves
+    finally:
+        os.close(fd)
+
+
 def save_state(folder: Path, recording: VisitRecording) -> None:
     """Write recording.json atomically (a crash leaves the old or the new one)."""
-    tmp = folder / (STATE_FILE + ".tmp")
-    with tmp.open("w") as fh:
-        json.dump(recording.to_json(), fh, ensure_ascii=False, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(folder / STATE_FILE)
+    data = json.dumps(recording.to_json(), ensure_ascii=False, indent=1).encode()
+    replace_files(folder, {STATE_FILE: data})

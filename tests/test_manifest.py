@@ -35,6 +35,31 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_a_re_signing_that_cannot_write_leaves_the_earlier_proof_whole(
+    recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is signed again (a transcript made after a retry) and the disk fills while
+    the proof is written: the earlier manifest, list and signature still prove the folder
+    as it was signed; the new file is named as not covered, nothing else."""
+    (recording / "transcript.json").write_text("{}")
+    real_open = Path.open
+
+    def full_disk(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if "w" in mode and self.name.startswith("SHA256SUMS.sig"):
+            raise OSError(28, "No space left on device")
+        return real_open(self, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        sign_folder(recording, load_signing_key(tmp_path / "data"), {"visit_id": "v" * 32})
+    monkeypatch.undo()
+    result = verify(recording)
+    assert result.signature_ok, result.failed
+    assert set(result.failed) == {"transcript.json"}
+    (recording / "transcript.json").unlink()
+    assert verify(recording).ok
+
+
 def test_untouched_recording_verifies(recording: Path, tmp_path: Path) -> None:
     result = verify(recording)
     assert result.ok and result.signature_ok

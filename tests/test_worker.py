@@ -27,6 +27,7 @@ from media.room import Relay
 from media.transport import announce_addresses
 from recorder.jobs import (
     EMPTY_REASON,
+    MAX_ATTEMPTS,
     QUEUE,
     STEP_RUNS,
     UNWRITTEN_REASON,
@@ -389,6 +390,7 @@ async def test_a_failed_step_names_the_recordings_own_files_never_a_server_path(
     assert row.state is RecordingState.failed
     assert row.message == (
         "合成失败：[Errno 21] Is a directory: 'composite.mp4.tmp' -> 'composite.mp4'"
+        "；原始录像文件缺失或无法读取：tracks/petitioner-camera-v1.webm（已按现状签名）"
         "；原始录像与时间轴已签名"
     )
     # whatever becomes of the composite, the recording as it is can be proven untouched;
@@ -435,6 +437,76 @@ async def test_a_recording_whose_signing_failed_is_signed_without_waiting_for_a_
 
         await wait_for(signed, within=30)
         assert (await state()).message == ""
+        assert verify(folder).ok
+    finally:
+        await pipeline.close()
+        await database.dispose()
+
+
+async def test_a_lost_or_damaged_original_is_on_the_record_and_in_the_signed_manifest(
+    settings: Settings, visit: dict[str, Any]
+) -> None:
+    """recording.json lists a file that is gone and one that is not media (lost on shared
+    storage, damaged): the recording is signed as found, and the row and the signed
+    manifest say which originals are missing and why, instead of certifying it complete."""
+    folder = settings.resolved_recordings_dir / visit["id"]
+    (folder / "tracks").mkdir(parents=True)
+    (folder / "tracks" / "judge-microphone-a1.webm").write_bytes(b"\x00garbage" * 50)
+    now = time.time()
+    lost = TrackFile(
+        "v1", "p1", "petitioner", "王某某", "video", "vp8", "camera",
+        ["tracks/petitioner-camera-v1.webm"], now - 10, 0, 90000, now,
+    )  # fmt: skip
+    damaged = TrackFile(
+        "a1", "j1", "judge", "李法官", "audio", "opus", "microphone",
+        ["tracks/judge-microphone-a1.webm"], now - 10, 0, 48000, now,
+    )  # fmt: skip
+    row, _ = await _processed(settings, visit["id"], [lost, damaged])
+    assert row.integrity == Integrity.signed.value
+    assert "原始录像文件缺失或无法读取：tracks/petitioner-camera-v1.webm、" in row.message
+    assert "tracks/judge-microphone-a1.webm（已按现状签名）" in row.message
+    manifest = json.loads((folder / "manifest.json").read_text())
+    why = {m["file"]: m["why"] for m in manifest["missing_originals"]}
+    assert why["tracks/petitioner-camera-v1.webm"] == "文件不存在"
+    assert why["tracks/judge-microphone-a1.webm"].startswith("无法读取")
+    assert verify(folder).ok
+
+
+async def test_signing_is_tried_again_after_the_attempts_the_other_steps_get(
+    settings: Settings, visit: dict[str, Any]
+) -> None:
+    """Composite and transcribe stop after MAX_ATTEMPTS (signed as they are); signing, without
+    which the record is not proven, is tried again until it works."""
+    folder = settings.resolved_recordings_dir / visit["id"]
+    (folder / "manifest.json").mkdir(parents=True)  # the proof cannot be written
+    save_state(folder, VisitRecording(visit_id=visit["id"], state=RecordingState.queued))
+    database = Database(settings)
+    pipeline = Pipeline(database, settings)
+    pipeline.retry_after = (0.2, 0.2)
+
+    async def state() -> Recording:
+        async with database.reader() as db:
+            row = await db.get(Recording, visit["id"])
+        assert row is not None
+        return row
+
+    try:
+        await pipeline.recording_started(visit["id"])
+        await pipeline.enqueue(visit["id"], {})
+
+        async def past_the_limit() -> bool:
+            return (await state()).attempts > MAX_ATTEMPTS
+
+        await wait_for(past_the_limit, within=60)
+        row = await state()
+        assert row.state is RecordingState.failed and row.step == "sign"
+        assert row.integrity == Integrity.unsigned.value
+        (folder / "manifest.json").rmdir()  # the cause is gone
+
+        async def signed() -> bool:
+            return (await state()).integrity == Integrity.signed.value
+
+        await wait_for(signed, within=30)
         assert verify(folder).ok
     finally:
         await pipeline.close()
