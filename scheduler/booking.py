@@ -20,7 +20,7 @@ from config.vocabulary import label
 from scheduler.availability import load_calendar, local_span
 from scheduler.cases import visits as case_visits
 from scheduler.cases.words import VisitKind
-from scheduler.lifecycle import BOOKABLE_KINDS, OPEN, may_manage, receiver_role
+from scheduler.lifecycle import BOOKABLE_KINDS, OPEN, RECEIVING_ROLES, may_manage, receiver_role
 from scheduler.models import (
     BookingLock,
     Court,
@@ -213,9 +213,10 @@ _RESOURCE_NAMES = {"judge": "法官", "room": "接访室", "petitioner": "信访
 
 
 def person_resource(user: User) -> str:
-    """The lock resource of a staff member's time; a judge's is the one visits hold, so a
-    judge's visits and meetings cannot overlap."""
-    return f"judge:{user.id}" if user.role is Role.judge else f"user:{user.id}"
+    """The lock resource of a staff member's time; whoever receives visits (a judge, a
+    leader for 领导接访) has the one their visits hold, so their visits and meetings cannot
+    overlap."""
+    return f"judge:{user.id}" if user.role in RECEIVING_ROLES else f"user:{user.id}"
 
 
 async def hold(db: AsyncSession, visit: Visit, resources: list[str]) -> list[dict[str, Any]]:

@@ -546,3 +546,29 @@ def test_the_operator_registers_a_case_by_category_and_books_it_by_kind(
     expect(booked).to_contain_text("行政再审申请")
     op.screenshot(path=str(artifacts / "operator-book-from-case.png"), full_page=True)
     ctx.close()
+
+
+async def test_a_leader_in_a_meeting_is_not_booked_for_a_leader_visit_at_the_same_time(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    """A leader's meetings and their 领导接访 hold the same time: booked for one, they are
+    not booked for the other (a meeting held a leader's time under another name)."""
+    from tests.test_meetings import _host, _meeting
+
+    leader = await _receiver(migrated, booking, "leader_a", Role.leader, "mid_a")
+    host, headers = await _host(make_client, booking, migrated)
+    meeting = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0",), invitees=("leader_a",)),
+        headers=headers,
+    )
+    assert meeting.status == 201, await meeting.text()
+    operator = await make_client()
+    csrf = await login(operator, "op_a")
+    status, body = await _book(operator, csrf, booking, "a1", kind="leader", judge_id=leader)
+    assert status == 409 and body["error"]["code"] == "double_booking", body
+    later = (MONDAY_10 + timedelta(hours=2)).isoformat()
+    status, body = await _book(
+        operator, csrf, booking, "a1", kind="leader", judge_id=leader, starts_at=later
+    )
+    assert status == 201, body
