@@ -3,16 +3,20 @@ portal session, online petitions, following a case and asking for a video visit.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import io
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 from PIL import Image
@@ -20,7 +24,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from config.db import create_engine, create_sessionmaker
+from config.db import Database, create_engine, create_sessionmaker
 from config.keys import load_secret_key
 from config.privacy import RESIDENT_ID_CHECK, RESIDENT_ID_WEIGHTS
 from config.settings import Settings
@@ -28,12 +32,14 @@ from scheduler.cases import service as cases
 from scheduler.cases.models import Contact, Material
 from scheduler.cases.words import CaseTrack, Channel, HandlingMode, ResolutionGround
 from scheduler.models import Petition, Role
+from scheduler.portal import identity
 from scheduler.portal import service as portal
 from scheduler.portal.identity import session_principal
-from scheduler.portal.models import PortalIdentity
+from scheduler.portal.models import PortalCode, PortalIdentity
 from scheduler.scope import Actor
-from tests.conftest import MakeClient
+from tests.conftest import MakeClient, PostgresServer
 from tests.helpers import Booking, World, local_time, login, next_weekday
+from web.cli import migrate
 
 NAME = "张三"
 PHONE = "13812345678"
@@ -639,3 +645,40 @@ async def test_purge_forgets_expired_portal_sessions_and_day_old_codes(
         await purge(db, now=session.expires_at + timedelta(days=1, seconds=1))
         assert (await db.scalars(select(PortalSession))).all() == []
         assert (await db.scalars(select(PortalCode))).all() == []
+
+
+@pytest.mark.postgres
+async def test_wrong_codes_tried_at_once_each_take_one_of_the_five_tries(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """On PostgreSQL tries run side by side: ten wrong codes sent at once are compared five
+    times at most (each took a try before it was compared; before, all read the same count
+    and wrote 1, so guessing in parallel bypassed the lock)."""
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        database_url=postgres_server.create_database(f"vr_portal_{uuid.uuid4().hex[:8]}"),
+    )
+    await asyncio.to_thread(migrate, settings)
+    database = Database(settings)
+    secret = b"s" * 32
+    claimed = identity.claim(NAME, ID_NUMBER, PHONE)
+    try:
+        async with database.writer() as db:
+            await identity.request_code(db, settings, secret, claimed, "10.0.0.1")
+
+        async def guess(code: str) -> str:
+            async with database.writer() as db:
+                try:
+                    await identity.sign_in(db, settings, secret, claimed, code, "10.0.0.1")
+                except identity.CodeRefused as exc:
+                    return str(exc.code)  # committed: the try is counted
+            return "signed_in"
+
+        answers = await asyncio.gather(*(guess(f"{n:06d}") for n in range(10)))
+        # four "wrong, n left", the fifth "wrong, now locked", five refused uncompared
+        assert sorted(answers) == ["code_locked"] * 6 + ["wrong_code"] * 4, answers
+        async with database.reader() as db:
+            row = await db.scalar(select(PortalCode))
+        assert row is not None and row.failures == 5
+    finally:
+        await database.dispose()

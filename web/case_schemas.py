@@ -209,7 +209,7 @@ class ReopenIn(Body):
 
 
 class CorrectIn(Body):
-    event_id: Annotated[int, Field(ge=1)]
+    event_id: Id
     text: Text4000 = ""
 
 

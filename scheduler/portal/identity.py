@@ -74,6 +74,13 @@ def _token_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _locked(settings: Settings) -> CodeRefused:
+    return CodeRefused(
+        f"验证码输错已达 {settings.portal_code_max_failures} 次，该验证码已锁定，请重新获取验证码",
+        code="code_locked",
+    )
+
+
 @dataclass(frozen=True)
 class Claimed:
     """Who a petitioner says they are, checked for form."""
@@ -178,21 +185,27 @@ async def sign_in(
     if row is None:
         raise CodeRefused("请先获取短信验证码", code="no_code")
     if row.failures >= settings.portal_code_max_failures:
-        raise CodeRefused(
-            f"验证码输错已达 {settings.portal_code_max_failures} 次，该验证码已锁定，"
-            "请重新获取验证码",
-            code="code_locked",
-        )
+        raise _locked(settings)
     if row.used_at is not None:
         raise CodeRefused("验证码已使用或已被新验证码取代，请重新获取", code="code_used")
     if row.expires_at <= now:
         raise CodeRefused("验证码已过期，请重新获取", code="code_expired")
+    # every try takes one of the code's tries before it is compared, in one statement: tries
+    # made at once (PostgreSQL runs them side by side) each take their own
+    taken = await db.scalar(
+        update(PortalCode)
+        .where(
+            PortalCode.id == row.id,
+            PortalCode.failures < settings.portal_code_max_failures,
+        )
+        .values(failures=PortalCode.failures + 1)
+        .returning(PortalCode.failures)
+    )
+    if taken is None:
+        raise _locked(settings)
     supplied = re.sub(r"\s", "", code or "")
     if not hmac.compare_digest(row.code_hash, _code_hash(secret, who.phone, supplied)):
-        failures = row.failures + 1
-        await db.execute(
-            update(PortalCode).where(PortalCode.id == row.id).values(failures=failures)
-        )
+        failures = taken
         left = settings.portal_code_max_failures - failures
         if left <= 0:
             raise CodeRefused(

@@ -24,7 +24,7 @@ from scheduler.portal.sms import deliver, gateway_for
 from web.keys import DB
 from web.portal_auth import portal_principal
 from web.routes import Context, api
-from web.schemas import Answer, Body
+from web.schemas import Answer, Body, Id
 
 TAG = "portal"
 # generous transport bounds; the service gives the clear message for what is too long
@@ -32,8 +32,8 @@ _BIG = 20000
 
 
 class AskBody(Body):
-    court_id: int | None = None
-    case_id: int | None = None
+    court_id: Id | None = None
+    case_id: Id | None = None
     subject: str = Field(max_length=_BIG)
     text: str = Field(max_length=_BIG)
 
@@ -170,7 +170,7 @@ async def follow_up(ctx: Context) -> ThreadOut:
 
 
 class MediationBody(Body):
-    case_id: int
+    case_id: Id
     note: str = Field("", max_length=_BIG)
 
 
@@ -327,8 +327,8 @@ async def case_ratings(ctx: Context) -> RatingsOut:
 
 class ComplaintBody(Body):
     kind: ComplaintKind
-    court_id: int | None = None
-    case_id: int | None = None
+    court_id: Id | None = None
+    case_id: Id | None = None
     text: str = Field(max_length=_BIG)
 
 
