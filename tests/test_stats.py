@@ -4,11 +4,13 @@ monthly PDF report read back page by page."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import re
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -441,6 +443,60 @@ async def test_case_counts_upload_stores_all_rows_or_none(
     assert header.status == 422
     assert "表头" in await error_of(header)
     assert stored_counts(con) == before
+
+
+async def test_case_counts_sent_in_pieces_are_all_read(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    """A file that arrives in pieces (a slow link, a big file) is read to its end: before,
+    the first piece was taken for the whole file and stored, the rest silently lost."""
+    con = sqlite3.connect(migrated.data_dir / "vreception.db")
+    client = await make_client()
+    csrf = await login(client, "leader_high")
+    lines = [f"MID_A,{year}-{month:02d},{year + month}\n" for year in range(2031, 2056)
+             for month in range(1, 13)]  # fmt: skip
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"court_code,month,decided_count\n"
+        for line in lines:
+            await asyncio.sleep(0)  # the server takes what has arrived meanwhile
+            yield line.encode()
+
+    headers = {"X-CSRF-Token": csrf, "Content-Type": "text/csv"}
+    resp = await client.post("/api/v1/stats/case-counts", data=pieces(), headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["imported"] == len(lines) == 300
+    stored = con.execute(
+        "SELECT COUNT(*) FROM court_case_counts WHERE month >= '2031-01'"
+    ).fetchone()
+    assert stored == (300,)
+
+
+async def test_imported_case_counts_show_at_once_in_a_month_already_computed(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    """A month viewed before the import (its figures stored) shows the imported count on
+    the next view, not a day later; digits that are not ASCII are refused."""
+    client = await make_client()
+    csrf = await login(client, "leader_high")
+    month = {"from": "2026-09", "to": "2026-09"}
+
+    async def ratio() -> dict[str, Any]:
+        resp = await client.get("/api/v1/stats", params=month)
+        assert resp.status == 200
+        figures = {f["key"]: f for f in (await resp.json())["figures"]}
+        return dict(figures["case_visit_ratio"]["total"])
+
+    assert (await ratio())["text"] == "无数据"
+    headers = {"X-CSRF-Token": csrf, "Content-Type": "text/csv"}
+    body = b"court_code,month,decided_count\nMID_A,2026-09,120\n"
+    resp = await client.post("/api/v1/stats/case-counts", data=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert (await ratio())["den"] == 120
+    for row in ("MID_A,２０２６-10,5", "MID_A,2026-10,1²"):
+        data = f"court_code,month,decided_count\n{row}\n".encode()
+        resp = await client.post("/api/v1/stats/case-counts", data=data, headers=headers)
+        assert resp.status == 422, row
 
 
 # ------------------------------------------------------------------ monthly report (PDF)

@@ -16,13 +16,13 @@ from config.errors import InvalidError
 from scheduler.models import Court
 from scheduler.scope import Actor
 from scheduler.stats.figures import scope_for
-from scheduler.stats.models import CourtCaseCount
+from scheduler.stats.models import CourtCaseCount, MonthlyRefresh
 
 HEADER = ("court_code", "month", "decided_count")
 MAX_BYTES = 5 * 1024 * 1024
 MAX_ROWS = 200_000
 MAX_COUNT = 10_000_000
-_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")  # ASCII digits ("２０２６" never matches)
 
 
 async def import_case_counts(db: AsyncSession, actor: Actor, data: bytes) -> int:
@@ -61,7 +61,7 @@ async def import_case_counts(db: AsyncSession, actor: Actor, data: bytes) -> int
             problems.append(f"第 {line} 行：法院代码 {code!r} 不存在或不在本院及下级法院范围内")
         if not _MONTH.match(month):
             problems.append(f"第 {line} 行：月份 {month!r} 格式应为 YYYY-MM")
-        if not count.isdigit() or int(count) > MAX_COUNT:
+        if not (count.isascii() and count.isdigit()) or int(count) > MAX_COUNT:
             problems.append(f"第 {line} 行：结案数 {count!r} 应为 0 到 {MAX_COUNT} 之间的整数")
         if court_id is None or len(problems) > before:
             continue
@@ -84,6 +84,12 @@ async def import_case_counts(db: AsyncSession, actor: Actor, data: bytes) -> int
             )
         )
     db.add_all(CourtCaseCount(court_id=c, month=m, decided_count=n) for (c, m), n in rows.items())
+    # the months' stored figures are computed again when next read, not up to a day later
+    months = sorted({m for _, m in rows})
+    for start in range(0, len(months), 500):
+        await db.execute(
+            delete(MonthlyRefresh).where(MonthlyRefresh.month.in_(months[start : start + 500]))
+        )
     record_audit(
         db,
         action="stats.case_counts_imported",

@@ -148,5 +148,13 @@ async def import_case_counts(ctx: Context) -> CaseCountsOut:
     Courts must be the caller's court or below it."""
     if ctx.request.content_type not in ("text/csv", "text/plain", "application/octet-stream"):
         raise InvalidError("请以 text/csv 上传结案数文件")
-    data = await ctx.request.content.read(counts.MAX_BYTES + 1)
-    return CaseCountsOut(imported=await counts.import_case_counts(ctx.db, ctx.me.actor(), data))
+    # read(n) gives what has arrived so far, not the whole body: read to its end (or past
+    # the limit, which the import refuses), or a file sent in pieces is cut short
+    data = bytearray()
+    while len(data) <= counts.MAX_BYTES:
+        piece = await ctx.request.content.read(counts.MAX_BYTES + 1 - len(data))
+        if not piece:
+            break
+        data += piece
+    imported = await counts.import_case_counts(ctx.db, ctx.me.actor(), bytes(data))
+    return CaseCountsOut(imported=imported)
