@@ -1,7 +1,8 @@
 """Log output: plain text lines, or one JSON object per line for the journal and collectors.
 
 Either way every record passes the privacy filter (config/privacy.py) first, so ID and
-phone numbers are masked before anything is written.
+phone numbers are masked before anything is written; both formatters mask a record's
+traceback too, which the filter does not see.
 """
 
 from __future__ import annotations
@@ -17,6 +18,27 @@ from zoneinfo import ZoneInfo
 from config.privacy import MaskingFilter, mask_text
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_SysExcInfo = (
+    tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+)
+
+
+class MaskingFormatter(logging.Formatter):
+    """The plain text format, masked as a whole: the message, a traceback (a database
+    error's ``[parameters: (...)]`` holds the numbers a statement was given) and a stack.
+
+    The traceback and stack are masked as they are made, so the text cached on the record
+    (``exc_text``) is masked for any other handler too."""
+
+    def formatException(self, ei: _SysExcInfo) -> str:
+        return mask_text(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return mask_text(super().formatStack(stack_info))
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_text(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,7 +71,7 @@ def setup_logging(level: str, fmt: Literal["text", "json"] = "text", tz: str = "
     if fmt == "json":
         handler.setFormatter(JsonFormatter(ZoneInfo(tz)))
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(MaskingFormatter(TEXT_FORMAT))
     handler.addFilter(MaskingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -6,7 +6,12 @@ import logging
 import re
 
 _ID_RE = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
-_PHONE_RE = re.compile(r"(?<!\d)1[3-9]\d([ -]?)\d{4}\1\d{4}(?!\d)")  # 138 1234 5678 too
+# A mobile number, 138 1234 5678 and 138-1234-5678 too, maybe after the country code
+# (+86, 0086, then perhaps a space or dash); no digit may stand right before or after it.
+_PHONE_RE = re.compile(
+    r"(?P<prefix>(?:\+|(?<!\d)00)86[ -]?|(?<!\d))"
+    r"(?P<number>1[3-9]\d(?P<sep>[ -]?)\d{4}(?P=sep)\d{4})(?!\d)"
+)
 # Digits inside a long hexadecimal identifier (a visit's id, a file's hash) are nobody's
 # number: a run of at least this many hexadecimal characters and dashes, letters among them.
 HEX_ID_MIN = 20
@@ -47,10 +52,15 @@ def mask_text(text: str) -> str:
         lambda m: m.group(0) if _in_hex_id(text, *m.span()) else mask_id_number(m.group(0)),
         text,
     )
-    return _PHONE_RE.sub(
-        lambda m: m.group(0) if _in_hex_id(text, *m.span()) else mask_phone(m.group(0)),
-        text,
-    )
+    return _PHONE_RE.sub(lambda m: _masked_phone_match(text, m), text)
+
+
+def _masked_phone_match(text: str, match: re.Match[str]) -> str:
+    """A country code stays as written (``+86 138****5678``); the hexadecimal-identifier
+    test looks at the national number, so a ``+`` before it ends the identifier."""
+    if _in_hex_id(text, *match.span("number")):
+        return match.group(0)
+    return match.group("prefix") + mask_phone(match.group("number"))
 
 
 class MaskingFilter(logging.Filter):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -142,3 +143,30 @@ def test_operator_registers_petitioner_masked(
     assert "1101**********4477" in rows and "139****5678" in rows
     assert "110101199003074477" not in page.content()
     page.screenshot(path=str(artifacts / "operator.png"), full_page=True)
+
+
+@pytest.mark.parametrize(
+    ("next_param", "lands_on"),
+    [
+        ("/%5Cevil.example", "/judge"),  # the browser reads /\ as //
+        ("/%09/evil.example", "/judge"),  # a tab is dropped: //evil.example
+        ("//evil.example", "/judge"),
+        ("https%3A%2F%2Fevil.example%2F", "/judge"),
+        ("javascript%3Aalert(1)", "/judge"),
+        ("/archive%3Fq%3D1", "/archive?q=1"),  # a path on this site is followed
+    ],
+)
+def test_login_follows_next_only_within_the_site(
+    live_server: LiveServer, chromium: Any, next_param: str, lands_on: str
+) -> None:
+    ctx = chromium.new_context(locale="zh-CN")
+    page = ctx.new_page()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.goto(f"{live_server.url}/login?next={next_param}")
+    page.fill("input[name=username]", "judge")
+    page.fill("input[name=password]", live_server.passwords["judge"])
+    page.click("#login-submit")
+    page.wait_for_url(live_server.url + lands_on, timeout=30_000)
+    assert all(urlsplit(url).hostname != "evil.example" for url in asked), asked
+    ctx.close()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.exc import IntegrityError
 
+from config.logs import TEXT_FORMAT, MaskingFormatter, setup_logging
 from config.privacy import (
     MaskingFilter,
     mask_id_number,
@@ -77,3 +82,92 @@ def test_numbers_are_masked_wherever_they_stand_but_inside_a_hex_identifier() ->
     ]:
         assert mask_text(text) == masked, text
     assert mask_text("138 1234-5678") == "138 1234-5678"  # not one number's grouping
+
+
+def test_phone_numbers_with_the_country_code_are_masked() -> None:
+    for text, masked in [
+        ("+8613812345678", "+86138****5678"),
+        ("0086 13812345678", "0086 138****5678"),
+        ("0086-13812345678", "0086-138****5678"),
+        ("+86 138-1234-5678", "+86 138******5678"),
+        ("+86 138 1234 5678。", "+86 138******5678。"),
+        (
+            "电话：+8613812345678，备用0086 13912345678",
+            "电话：+86138****5678，备用0086 139****5678",
+        ),
+        ('{"phone": "+8613812345678"}', '{"phone": "+86138****5678"}'),
+        ("tel:+86-13812345678", "tel:+86-138****5678"),
+        ("abcdef0123456789+8613812345678", "abcdef0123456789+86138****5678"),
+    ]:
+        assert mask_text(text) == masked, text
+    for kept in [
+        "00861381234567800000",  # a 20-digit number, not a phone
+        "12345008613812345678",  # 0086 inside a longer run of digits
+        "8613812345678",  # 86 without + or 00: not taken for a country code
+        "case 1000861381234567 ok",  # order-number-like run: digit before and after
+        "deadbeef008613812345678a",  # inside a hexadecimal identifier
+        "+86 138 1234-5678",  # not one number's grouping
+        "(2025)京0108执99号 20250108000000012345",
+    ]:
+        assert mask_text(kept) == kept, kept
+
+
+def _sqlalchemy_error_with_parameters() -> BaseException:
+    """A real database error: SQLAlchemy puts the statement's parameters in its text."""
+    engine = sa.create_engine("sqlite://")
+    with engine.begin() as db:
+        db.execute(sa.text("CREATE TABLE p (id_number TEXT UNIQUE, phone TEXT)"))
+        insert = sa.text("INSERT INTO p VALUES (:id_number, :phone)")
+        db.execute(insert, {"id_number": VALID_ID, "phone": "13700000000"})
+        try:  # the same person again, now with two numbers
+            row = {"id_number": VALID_ID, "phone": "13812345678 / +8613912345678"}
+            db.execute(insert, row)
+        except IntegrityError as err:
+            return err
+    raise AssertionError("the second insert should have failed")
+
+
+def test_text_log_masks_a_database_error_traceback() -> None:
+    """The server's own text log set-up: a log.exception for a database error writes its
+    ``[parameters: (...)]`` line with the ID and phone numbers masked."""
+    root = logging.getLogger()
+    access = logging.getLogger("aiohttp.access")
+    saved = (root.handlers[:], root.level, access.level)
+    stream = io.StringIO()
+    setup_logging("INFO")
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    try:
+        error = _sqlalchemy_error_with_parameters()
+        try:
+            raise error
+        except IntegrityError:
+            logging.getLogger("vreception.test.db").exception("saving petitioner failed")
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        access.setLevel(saved[2])
+    out = stream.getvalue()
+    assert "saving petitioner failed" in out and "IntegrityError" in out
+    assert "[parameters: (" in out
+    assert VALID_ID not in out and "13812345678" not in out and "13912345678" not in out
+    assert "1101**********002X" in out and "138****5678" in out and "+86139****5678" in out
+
+
+def test_text_formatter_masks_message_traceback_and_stack_without_the_filter() -> None:
+    """The formatter masks its whole output, and the traceback it caches on the record."""
+    try:
+        raise ValueError("petitioner 110101199003071234 called from 13812345678")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "vreception.app", logging.ERROR, __file__, 1, "failed for %s", ("13912345678",),
+        exc_info, sinfo="Stack (most recent call last):\n  phone = '+86 137 1234 5678'",
+    )  # fmt: skip
+    out = MaskingFormatter(TEXT_FORMAT).format(record)
+    for raw in ("110101199003071234", "13812345678", "13912345678", "137 1234 5678"):
+        assert raw not in out, raw
+    assert "failed for 139****5678" in out
+    assert "ValueError: petitioner 1101**********1234 called from 138****5678" in out
+    assert "phone = '+86 137******5678'" in out
+    assert record.exc_text and "13812345678" not in record.exc_text
