@@ -6,6 +6,7 @@ the same files byte for byte and valid signatures; a tampered backup is caught."
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,7 +30,8 @@ from recorder.state import VisitRecording, save_state
 from tests.archive_fixtures import add_visit, record_visit, signed_recording
 from tests.conftest import ROOT, PostgresServer
 from tests.helpers import World
-from web.backup import BackupError, restore
+from web import backup as backup_module
+from web.backup import BackupError, backup, restore
 from web.cli import MIGRATIONS, migrate
 
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()  # the schema after migrating
@@ -278,6 +281,9 @@ async def test_postgres_backup_with_pg_dump_restores_into_an_empty_database(
     shutil.rmtree(target)
     out = cli(config2, "restore", str(dest))  # the files are gone, the tables are not
     assert out.returncode == 1 and "already has tables" in out.stderr
+    out = cli(config2, "restore", str(dest), "--force")  # --clean in one transaction
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert await pg_rows(restored) == after
 
 
 @pytest.fixture
@@ -355,3 +361,305 @@ def test_restore_refuses_a_backup_naming_paths_outside_its_folders(
     with pytest.raises(BackupError, match="unsafe path"):
         restore(settings, src)
     assert not settings.data_dir.exists()
+
+
+# ------------------------------------------------------------- interrupted runs, materials
+
+
+async def new_visit(settings: Settings, world: World, number: str) -> str:
+    return await add_visit(
+        settings,
+        court_id=world.courts["basic_a"],
+        receiving_court_id=world.courts["mid_a"],
+        judge_id=world.users["judge_a"],
+        number=f"（2026）甲信{number}号",
+        petitioner="周九",
+        id_number=f"110101199001011{number}",
+    )
+
+
+def fail_copies(monkeypatch: pytest.MonkeyPatch, dest: Path, after: int) -> None:
+    """Copying into the backup's recordings fails as on a full disk after ``after`` copies."""
+    real = backup_module._copy
+    done: list[Path] = []
+
+    def copy(source: Path, target: Path, mode: int | None = None) -> str:
+        if target.is_relative_to(dest) and "recordings" in target.relative_to(dest).parts:
+            if len(done) >= after:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            done.append(target)
+        return real(source, target, mode)
+
+    monkeypatch.setattr(backup_module, "_copy", copy)
+
+
+def restored_into(tmp_path: Path, name: str, src: Path) -> tuple[Settings, Any]:
+    """Restore ``src`` into new empty folders; returns their settings and the report."""
+    target = Settings(data_dir=tmp_path / name)
+    return target, restore(target, src)
+
+
+def rows_moved(settings: Settings, rows: dict[str, list[str]], target: Settings) -> Any:
+    old, new = str(settings.resolved_recordings_dir), str(target.resolved_recordings_dir)
+    return {**rows, "recordings": sorted(r.replace(old, new) for r in rows["recordings"])}
+
+
+async def test_a_backup_that_dies_part_way_leaves_the_last_good_backup_restorable(
+    migrated: Settings, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = migrated
+    load_secret_key(settings)
+    first = await new_visit(settings, world, "301")
+    await signed_recording(settings, first)
+    still_open = "0" * 32  # a recording still being made: it sorts first, and grows
+    growing = settings.resolved_recordings_dir / still_open / "tracks" / "judge-camera-1.webm"
+    growing.parent.mkdir(parents=True)
+    growing.write_bytes(b"\x1aE\xdf\xa3" + b"a" * 1000)
+    dest = tmp_path / "backup"
+    await asyncio.to_thread(backup, settings, dest)
+    good = (dest / "backup.json").read_bytes()
+    rows_then = sqlite_rows(settings.data_dir / "vreception.db")
+    growing_then = growing.read_bytes()
+
+    late = await new_visit(settings, world, "302")
+    await signed_recording(settings, late)
+    with growing.open("ab") as fh:
+        fh.write(b"b" * 1000)
+    fail_copies(monkeypatch, dest, after=1)  # the growing file is copied, then the disk fills
+    with pytest.raises(OSError, match="No space left"):
+        await asyncio.to_thread(backup, settings, dest)
+    monkeypatch.undo()
+    assert (dest / "backup.json").read_bytes() == good
+    assert not list(dest.glob(".staging-*"))  # its copies are gone, the old ones kept
+    # a run killed outright leaves its staging folder: restore ignores it
+    killed = dest / (".staging-" + "f" * 32)
+    (killed / "recordings" / first).mkdir(parents=True)
+    (killed / "database.sqlite3").write_bytes(b"half a database")
+    (killed / "recordings" / first / "composite.mp4").write_bytes(b"half a file")
+
+    target, report = await asyncio.to_thread(restored_into, tmp_path, "r1", dest)
+    assert report.ok, report
+    assert sqlite_rows(target.data_dir / "vreception.db") == rows_moved(settings, rows_then, target)
+    assert [c.visit_id for c in report.recordings] == [still_open, first]
+    restored_track = target.resolved_recordings_dir / still_open / "tracks" / growing.name
+    assert restored_track.read_bytes() == growing_then  # as it was, not half the new one
+    assert verify(target.resolved_recordings_dir / first).ok
+
+    # the next run deletes what the killed one left and backs up everything
+    report2 = await asyncio.to_thread(backup, settings, dest)
+    assert not killed.exists()
+    assert sorted(report2.copied) == sorted(
+        [f"{still_open}/tracks/judge-camera-1.webm"]
+        + [f"{late}/{n}" for n in files_of(settings.resolved_recordings_dir / late)]
+    )
+    target, report = await asyncio.to_thread(restored_into, tmp_path, "r2", dest)
+    assert report.ok and len(report.recordings) == 3
+    assert files_of(target.resolved_recordings_dir) == files_of(settings.resolved_recordings_dir)
+
+
+async def test_a_backup_that_dies_after_its_commit_restores_as_the_new_backup(
+    migrated: Settings, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = migrated
+    load_secret_key(settings)
+    first = await new_visit(settings, world, "311")
+    await signed_recording(settings, first)
+    dest = tmp_path / "backup"
+    await asyncio.to_thread(backup, settings, dest)
+    late = await new_visit(settings, world, "312")
+    await signed_recording(settings, late)
+    rows_now = sqlite_rows(settings.data_dir / "vreception.db")
+
+    real = backup_module._move_into_place
+    moved: list[Path] = []
+
+    def move(staged: Path, target: Path) -> None:  # killed after the first move
+        if moved:
+            raise OSError(errno.EIO, "Input/output error")
+        moved.append(target)
+        real(staged, target)
+
+    monkeypatch.setattr(backup_module, "_move_into_place", move)
+    with pytest.raises(BackupError, match="备份已写入"):
+        await asyncio.to_thread(backup, settings, dest)
+    monkeypatch.undo()
+    assert list(dest.glob(".staging-*"))  # half its files are still staged
+
+    target, report = await asyncio.to_thread(restored_into, tmp_path, "r1", dest)
+    assert report.ok and [c.visit_id for c in report.recordings] == sorted([first, late])
+    assert sqlite_rows(target.data_dir / "vreception.db") == rows_moved(settings, rows_now, target)
+    assert files_of(target.resolved_recordings_dir) == files_of(settings.resolved_recordings_dir)
+
+    # the next run finishes the moves first: nothing is copied again
+    report2 = await asyncio.to_thread(backup, settings, dest)
+    assert report2.copied == [] and not list(dest.glob(".staging-*"))
+    data = json.loads((dest / "backup.json").read_text())
+    for visit_id, entry in data["recordings"].items():
+        for name, info in entry["files"].items():
+            path = dest / "recordings" / visit_id / name
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == info["sha256"]
+
+
+async def test_case_materials_are_backed_up_incrementally_and_restored(
+    migrated: Settings, tmp_path: Path
+) -> None:
+    settings = migrated
+    folder = settings.data_dir / "materials"
+    folder.mkdir()
+    scan = b"%PDF-1.4 a scanned petition"
+    scan_name = hashlib.sha256(scan).hexdigest() + ".pdf"
+    (folder / scan_name).write_bytes(scan)
+    (folder / ".upload-0123.part").write_bytes(b"%PDF-1.4 half an upload")
+    dest = tmp_path / "backup"
+
+    report = await asyncio.to_thread(backup, settings, dest)
+    assert report.materials_copied == [scan_name]
+    data = json.loads((dest / "backup.json").read_text())
+    assert data["materials"][scan_name]["sha256"] == hashlib.sha256(scan).hexdigest()
+    assert list(data["materials"]) == [scan_name]  # not the upload still under way
+    assert (dest / "materials" / scan_name).read_bytes() == scan
+
+    photo = b"\x89PNG\r\n\x1a\n a photo of the evidence"
+    photo_name = hashlib.sha256(photo).hexdigest() + ".png"
+    (folder / photo_name).write_bytes(photo)
+    report = await asyncio.to_thread(backup, settings, dest)
+    assert report.materials_copied == [photo_name] and report.materials == 2
+
+    target, restored = await asyncio.to_thread(restored_into, tmp_path, "r1", dest)
+    assert restored.ok and restored.materials == 2
+    assert files_of(target.data_dir / "materials") == {scan_name: scan, photo_name: photo}
+
+    (dest / "materials" / scan_name).write_bytes(b"%PDF-1.4 another petition")
+    _, restored = await asyncio.to_thread(restored_into, tmp_path, "r2", dest)
+    assert not restored.ok
+    assert restored.material_problems == {scan_name: "内容已被改动 (does not match backup.json)"}
+
+
+async def test_backup_names_recordings_outside_the_recordings_dir_and_exits_3(
+    migrated: Settings, world: World, tmp_path: Path
+) -> None:
+    settings = migrated
+    load_secret_key(settings)
+    inside = await new_visit(settings, world, "321")
+    await signed_recording(settings, inside)
+    outside = await new_visit(settings, world, "322")
+    elsewhere = tmp_path / "old-disk" / outside
+    elsewhere.parent.mkdir()
+    shutil.move(await signed_recording(settings, outside), elsewhere)
+    con = sqlite3.connect(settings.data_dir / "vreception.db")
+    with con:
+        con.execute(
+            "UPDATE recordings SET folder = ? WHERE visit_id = ?", (str(elsewhere), outside)
+        )
+    con.close()
+    config = write_config(tmp_path / "vreception.toml", data_dir=str(settings.data_dir))
+    dest = tmp_path / "backup"
+
+    out = cli(config, "backup", str(dest))
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "1 个录像未备份" in out.stderr
+    assert f"未备份 NOT BACKED UP  {outside}: {elsewhere}" in out.stderr
+    assert "备份完成" not in out.stdout
+    data = json.loads((dest / "backup.json").read_text())  # the rest is backed up
+    assert list(data["recordings"]) == [inside]
+    assert [(i["visit_id"], i["folder"]) for i in data["not_backed_up"]] == [
+        (outside, str(elsewhere))
+    ]
+    out = cli(config, "migrate", "--backup", str(tmp_path / "before-upgrade"))
+    assert out.returncode == 3 and "not migrated: the backup is incomplete" in out.stderr
+
+
+async def test_restore_without_force_leaves_a_live_sqlite_database_outside_the_data_dir(
+    migrated: Settings, tmp_path: Path
+) -> None:
+    dest = tmp_path / "backup"
+    await asyncio.to_thread(backup, migrated, dest)
+    live = tmp_path / "elsewhere" / "court.db"
+    live.parent.mkdir()
+    con = sqlite3.connect(live)
+    with con:
+        con.execute("CREATE TABLE newer (x TEXT)")
+        con.execute("INSERT INTO newer VALUES ('written after the backup')")
+    con.close()
+    target = Settings(data_dir=tmp_path / "empty", database_url=f"sqlite+aiosqlite:///{live}")
+
+    with pytest.raises(BackupError, match="is not empty") as raised:
+        await asyncio.to_thread(restore, target, dest)
+    assert str(live) in str(raised.value) and "--force" in str(raised.value)
+    assert sqlite_rows(live)["newer"] == ["('written after the backup',)"]
+    assert not target.data_dir.exists()
+    db = tmp_path / "crashed" / "court.db"
+    wal = db.with_name("court.db-wal")  # a log not yet written into its database
+    wal.parent.mkdir()
+    wal.write_bytes(b"frames")
+    crashed = Settings(data_dir=tmp_path / "empty", database_url=f"sqlite+aiosqlite:///{db}")
+    with pytest.raises(BackupError, match="is not empty"):
+        await asyncio.to_thread(restore, crashed, dest)
+    assert wal.read_bytes() == b"frames"
+
+
+async def test_a_forced_restore_that_fails_part_way_keeps_the_sqlite_database(
+    migrated: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "backup"
+    await asyncio.to_thread(backup, migrated, dest)
+    live = tmp_path / "elsewhere" / "court.db"
+    live.parent.mkdir()
+    con = sqlite3.connect(live)
+    with con:
+        con.execute("CREATE TABLE newer (x TEXT)")
+        con.execute("INSERT INTO newer VALUES ('written after the backup')")
+    con.close()
+    target = Settings(data_dir=tmp_path / "var2", database_url=f"sqlite+aiosqlite:///{live}")
+
+    connect = sqlite3.connect
+
+    class FullDisk:  # the backup's database, whose copy runs out of space half-way
+        def __init__(self, con: sqlite3.Connection) -> None:
+            self.con = con
+
+        def backup(self, dst: sqlite3.Connection, **_: Any) -> None:
+            dst.execute("CREATE TABLE half (x TEXT)")
+            dst.commit()
+            raise sqlite3.OperationalError("database or disk is full")
+
+        def close(self) -> None:
+            self.con.close()
+
+    def failing(database: str, *args: Any, **kwargs: Any) -> Any:
+        con = connect(database, *args, **kwargs)
+        return FullDisk(con) if "mode=ro" in str(database) else con
+
+    monkeypatch.setattr(
+        backup_module, "sqlite3", SimpleNamespace(connect=failing, Error=sqlite3.Error)
+    )
+    with pytest.raises(BackupError, match="disk is full"):
+        await asyncio.to_thread(restore, target, dest, True)
+    assert sqlite_rows(live) == {"newer": ["('written after the backup',)"]}
+    assert [p.name for p in live.parent.iterdir()] == ["court.db"]
+
+
+def test_a_forced_postgres_restore_runs_pg_restore_in_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "backup"
+    src.mkdir()
+    dump = b"PGDMP a dump"
+    (src / "database.pgdump").write_bytes(dump)
+    database = {
+        "kind": "postgresql",
+        "file": "database.pgdump",
+        "sha256": hashlib.sha256(dump).hexdigest(),
+    }
+    (src / "backup.json").write_text(
+        json.dumps({"format": 1, "database": database, "files": {}, "recordings": {}})
+    )
+    calls: list[list[str]] = []
+    monkeypatch.setattr(backup_module, "_pg_tool", lambda name: name)
+    monkeypatch.setattr(backup_module, "_run", lambda args, env, what: calls.append(args))
+    settings = Settings(
+        data_dir=tmp_path / "var", database_url="postgresql+asyncpg://vr@127.0.0.1:1/vr"
+    )
+    restore(settings, src, force=True)
+    [args] = calls
+    assert args[0] == "pg_restore" and "--clean" in args and "--single-transaction" in args

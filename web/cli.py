@@ -342,6 +342,9 @@ def _config_file(args: argparse.Namespace) -> Path | None:
     return Path(name) if name else None
 
 
+BACKUP_INCOMPLETE = 3  # the backup is written, but some recordings are not in it
+
+
 def _backup(settings: Settings, dest: str, config_file: Path | None) -> int:
     try:
         report = backup.backup(settings, Path(dest), config_file)
@@ -349,10 +352,20 @@ def _backup(settings: Settings, dest: str, config_file: Path | None) -> int:
         print(f"backup failed: {exc}", file=sys.stderr)
         return 1
     print(f"database: {report.database}")
+    print(f"materials: {report.materials}; files copied: {len(report.materials_copied)}")
     print(
         f"recordings: {report.recordings}; files copied: {len(report.copied)}, "
         f"unchanged: {report.unchanged}"
     )
+    if report.not_backed_up:
+        print(f"警告：{len(report.not_backed_up)} 个录像未备份 WARNING: "
+              f"{len(report.not_backed_up)} recordings NOT backed up", file=sys.stderr)  # fmt: skip
+        for item in report.not_backed_up:
+            print(f"  未备份 NOT BACKED UP  {item['visit_id']}: {item['folder']} "
+                  f"{item['reason']}", file=sys.stderr)  # fmt: skip
+        print(f"其余内容已备份到 {report.dest}。请把这些录像文件夹移入录像目录并更正数据库中的"
+              "路径后重新备份（见 docs/deployment.md）", file=sys.stderr)  # fmt: skip
+        return BACKUP_INCOMPLETE
     print(f"备份完成 backup written to {report.dest}")
     return 0
 
@@ -364,6 +377,12 @@ def _restore(settings: Settings, src: str, force: bool) -> int:
         print(f"restore failed: {exc}", file=sys.stderr)
         return 1
     print(f"database restored from {report.database} (schema {report.schema_revision or '?'})")
+    print(f"materials: {report.materials} restored")
+    for name, why in report.material_problems.items():
+        print(f"  FAILED    material {name}: {why}")
+    for item in report.not_backed_up:
+        print(f"  未备份 NOT IN THE BACKUP  {item['visit_id']}: {item['folder']} "
+              f"{item['reason']}")  # fmt: skip
     for check in report.recordings:
         if not check.ok:
             print(f"  FAILED    {check.visit_id}")
@@ -382,6 +401,11 @@ def _restore(settings: Settings, src: str, force: bool) -> int:
     if failed:
         print(f"还原完成，但 {len(failed)} 个录像核验失败 restored, but {len(failed)} "
               "recordings FAILED verification: restore them from another backup")  # fmt: skip
+    if report.material_problems:
+        print(f"还原完成，但 {len(report.material_problems)} 份材料核验失败 restored, but "
+              f"{len(report.material_problems)} materials FAILED verification: restore them "
+              "from another backup")  # fmt: skip
+    if not report.ok:
         return 1
     print(f"还原完成 restored; {len(report.recordings)} recordings verified. "
           "Next: vreception migrate (or start the service)")  # fmt: skip
@@ -409,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.backup:
             status = _backup(settings, args.backup, _config_file(args))
             if status != 0:
-                print("database not migrated: the backup failed", file=sys.stderr)
+                why = "is incomplete" if status == BACKUP_INCOMPLETE else "failed"
+                print(f"database not migrated: the backup {why}", file=sys.stderr)
                 return status
         migrate(settings, args.revision)
         print("database is up to date")
