@@ -75,6 +75,8 @@ MAX_ATTEMPTS = 3
 # a failed step is tried again this long after its first failure, its second (an unsigned
 # recording must not wait for the next restart: a disk full for a moment, say)
 RETRY_AFTER_S = (60.0, 600.0)
+# how often a server looks for recordings whose processing stopped short (Pipeline.sweep)
+SWEEP_S = 600.0
 # Without these two the record is not proven: after MAX_ATTEMPTS they are still tried again,
 # every RETRY_AFTER_S[-1] (composite and transcribe stop; what there is was signed as is).
 NEEDED_STEPS = ("finalize", "sign")
@@ -420,7 +422,8 @@ class Pipeline:
         self._schedule(visit_id)
 
     async def resume(self) -> int:
-        """At start-up: every recording whose processing had not finished."""
+        """At start-up (and every ``SWEEP_S``): every recording whose processing had not
+        finished, but those waiting for their timed retry here."""
         async with self.db.reader() as db:
             ids = (
                 await db.scalars(
@@ -436,9 +439,26 @@ class Pipeline:
                     )
                 )
             ).all()
+        ids = [visit_id for visit_id in ids if visit_id not in self._retries]
         for visit_id in ids:
             self._schedule(visit_id)
         return len(ids)
+
+    async def sweep(self, every: float = SWEEP_S) -> None:
+        """Every ``every`` seconds, what ``resume`` takes at start-up: a recording whose
+        processing stopped short without failing (its worker's job cancelled at its time
+        limit, or lost with its worker) is taken up again without waiting for a restart
+        (a step already queued or running is not run twice: one task per recording here,
+        one job per recording in the queue, one step at a time in the worker process)."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if taken := await self.resume():
+                    log.info("recordings: %d taken up again", taken)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("recordings: looking for unfinished processing failed (%s)", exc)
 
     def _schedule(self, visit_id: str) -> None:
         if visit_id in self._tasks and not self._tasks[visit_id].done():

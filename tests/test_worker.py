@@ -511,3 +511,40 @@ async def test_signing_is_tried_again_after_the_attempts_the_other_steps_get(
     finally:
         await pipeline.close()
         await database.dispose()
+
+
+async def test_a_recording_whose_processing_stopped_short_is_taken_up_without_a_restart(
+    settings: Settings, visit: dict[str, Any]
+) -> None:
+    """A recording left processing with nothing running it (its worker's job cancelled at
+    its time limit, lost with its worker): the server's sweep takes it up again and signs
+    it, instead of leaving it unsigned until the next restart."""
+    folder = settings.resolved_recordings_dir / visit["id"]
+    folder.mkdir(parents=True)
+    save_state(folder, VisitRecording(visit_id=visit["id"], state=RecordingState.queued))
+    database = Database(settings)
+    pipeline = Pipeline(database, settings)
+    sweeping = asyncio.create_task(pipeline.sweep(every=0.2))
+    try:
+        async with database.writer() as db:  # as a cancelled job leaves it
+            db.add(
+                Recording(
+                    visit_id=visit["id"],
+                    state=RecordingState.processing,
+                    step="finalize",
+                    folder=str(folder),
+                    details={},
+                )
+            )
+
+        async def signed() -> bool:
+            async with database.reader() as db:
+                row = await db.get(Recording, visit["id"])
+            return row is not None and row.integrity == Integrity.signed.value
+
+        await wait_for(signed, within=60)
+        assert verify(folder).ok
+    finally:
+        sweeping.cancel()
+        await pipeline.close()
+        await database.dispose()

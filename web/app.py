@@ -264,10 +264,12 @@ async def _recorder(
         loop.call_soon_threadsafe(lambda: _background(app, recovered(visit_id, start, end)))
 
     recorder.on_failure, recorder.on_recovered = on_failure, on_recovered
+    sweeping = asyncio.create_task(pipeline.sweep(), name="recordings-sweep")
     yield
-    starting.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await starting
+    for task in (starting, sweeping):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await pipeline.close()
     if queue is not None:
         await queue.aclose()
