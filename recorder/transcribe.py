@@ -9,7 +9,9 @@ administrator imported (``vreception models import``, docs/transcription.md) or
 a JSGF grammar, ``transcribe_grammar``); ``none``. For sherpa-onnx and PocketSphinx speech is
 cut into utterances by PocketSphinx's voice-activity segmenter. Nothing is fetched: an engine
 whose model is missing says why (in Chinese), and the recording records "转写不可用：<原因>"
-instead of an empty transcript.
+instead of an empty transcript. Importing this module sets ``HF_HUB_OFFLINE=1`` (unless the
+environment already says otherwise) before faster-whisper or huggingface_hub is imported, so a
+model never reaches for the Hugging Face Hub: the court network is closed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import functools
 import io
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,6 +35,10 @@ import numpy as np
 from config.settings import NO_MODEL
 from recorder.decode import decoded
 from recorder.state import VisitRecording, role_name
+
+# Before faster-whisper (and with it huggingface_hub, which reads this once, at its import) is
+# imported anywhere in the process: every path to faster-whisper goes through this module.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 log = logging.getLogger("vreception.recorder")
 
@@ -205,37 +212,134 @@ SILENCE_PHRASES = (
     "thanksforwatching",
 )
 _PUNCTUATION = re.compile(r"[\s\W_]+", re.UNICODE)
-_REPEAT = re.compile(r"(.{1,8}?)(?:[\s,，、。.!！?？]*\1){3,}", re.DOTALL)
+
+# Digits of any script (str.isdecimal: ASCII, full-width…) and Chinese numerals, Simplified and
+# Traditional, everyday and financial (幺 is 1 read out in phone numbers): a repeat of these is
+# a number (100000元, 13888888888, an ID number ending 7777), never a loop.
+CHINESE_NUMERALS = frozenset(
+    "〇零一二三四五六七八九十百千万亿两幺壹贰叁肆伍陆柒捌玖拾佰仟萬億兩貳參陸"
+)
+# What may stand between the copies of a loop ("谢谢，谢谢，谢谢"); never part of its ends.
+_SEPARATORS = frozenset(" \t\n\u3000,，、。.!！?？;；:：…")
+LOOP_MAX_UNIT = 8  # characters in the repeated unit
+LOOP_LONG_COPIES = 8  # this many copies of any unit are a loop wherever they stand
+LOOP_MIN_COPIES = 4  # fewer copies are never a loop
+LOOP_LINE_SHARE = 0.5  # ...between the two, the run must be at least this share of the line
+# A line of at least this many characters (numerals aside) that is mostly one of them is made
+# up (憲,憲。憲,憲…); shorter, it can be said: 谢谢，谢谢，谢谢，谢谢 (8), 对对对对对对.
+REPEATED_LINE_MIN = 12
+# Traditional characters that are Simplified characters themselves in names (the surnames 乾
+# and 甯; 乾 also in 乾坤, 乾隆): zhconv would write 干 and 宁, changing a name. Left as said.
+KEEP_AS_SAID = "乾甯"
+# A line the same as the previous one on the track is dropped only when it overlaps it or
+# starts within this many seconds of its end (Whisper repeating itself at a window's edge);
+# later, it is the speaker saying it again (是 … 是 to two questions) and it stays.
+DUPLICATE_GAP = 1.0
+
+
+def is_numeral(char: str) -> bool:
+    """A digit of any script or a Chinese numeral."""
+    return char.isdecimal() or char in CHINESE_NUMERALS
 
 
 def simplified(text: str) -> str:
-    """Traditional characters to Simplified (OpenCC's tables, through zhconv)."""
+    """Traditional characters to Simplified, character by character (zhconv's ``zh-hans``
+    table, OpenCC's/MediaWiki's, whose phrases only choose among a character's Simplified
+    forms): no regional vocabulary is swapped (滑鼠 stays 滑鼠, ``zh-cn`` would write 鼠标).
+    The characters of ``KEEP_AS_SAID`` stay as written, whatever their sense: zhconv cannot
+    tell the surname 乾 from 乾 "dry" (干), and a name must not change; 乾燥 then stays 乾燥,
+    which still says what was said."""
     import zhconv
 
-    return str(zhconv.convert(text, "zh-cn"))
+    return str(zhconv.convert(text, "zh-hans", {c: c for c in KEEP_AS_SAID}))
+
+
+def _run_at(text: str, start: int, size: int) -> tuple[int, int]:
+    """(copies, end) of the run of ``text[start:start + size]`` at ``start``: copies next to
+    each other or separated by the same separators each time (consistent, as a loop is)."""
+    unit = text[start : start + size]
+    if len(unit) < size or unit[0] in _SEPARATORS or unit[-1] in _SEPARATORS:
+        return 1, start + size
+    copies, end, gap = 1, start + size, None
+    while True:
+        at = end
+        while at < len(text) and text[at] in _SEPARATORS:
+            at += 1
+        if text[at : at + size] != unit or (gap is not None and text[end:at] != gap):
+            return copies, end
+        gap = text[end:at]
+        copies, end = copies + 1, at + size
+
+
+def _is_loop(unit: str, copies: int, span: int, line: int) -> bool:
+    if copies >= LOOP_LONG_COPIES:
+        return True
+    return copies >= LOOP_MIN_COPIES and len(set(unit)) >= 2 and span >= LOOP_LINE_SHARE * line
 
 
 def collapse_repeats(text: str) -> str:
-    """A run of four or more of the same 1–8 characters (嵐嵐嵐嵐, 谢谢谢谢谢谢) kept once."""
-    return _REPEAT.sub(r"\1", text)
+    """Whisper's loops kept once; everything else exactly as transcribed.
+
+    A run is copies of one unit of 1–8 characters, next to each other or separated by the
+    same punctuation or spaces each time (the shortest unit is tried first). It is a loop,
+    and only its first copy is kept, when its unit holds no digit or Chinese numeral (a
+    number is never shortened: 100000元, 13888888888, an ID number ending 7777) and either
+
+    * it has ``LOOP_LONG_COPIES`` (8) or more copies: 嵐 ×30, 我们要去 ×12, 哈 ×8; or
+    * it has ``LOOP_MIN_COPIES`` (4) or more copies of a unit of at least two different
+      characters and makes up at least half of the line: 我不服我不服我不服我不服.
+
+    So what people do say stays as said: 哈哈哈哈 (laughter) and 对对对对对对 (one character,
+    fewer than 8 times), 谢谢，谢谢，谢谢，谢谢 (a doubled word), 好的 said twice."""
+    line = len(text.strip())
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        loop = _loop_at(text, i, line)
+        if loop is None:
+            out.append(text[i])
+            i += 1
+        else:
+            out.append(text[i : i + loop[0]])
+            i = loop[1]
+    return "".join(out)
+
+
+def _loop_at(text: str, start: int, line: int) -> tuple[int, int] | None:
+    """(unit size, end) of the loop at ``start``, None when there is none."""
+    for size in range(1, min(LOOP_MAX_UNIT, len(text) - start) + 1):
+        unit = text[start : start + size]
+        if any(is_numeral(c) for c in unit):
+            return None  # a number, and every longer unit from here holds it too
+        copies, end = _run_at(text, start, size)
+        if copies > 1 and _is_loop(unit, copies, end - start, line):
+            return size, end
+    return None
 
 
 def is_hallucination(text: str, no_speech_prob: float, avg_logprob: float) -> bool:
     """A line Whisper made up: a known silence phrase, a line that is mostly one repeated
-    token, or one the model itself thinks is no speech."""
+    token (of at least ``REPEATED_LINE_MIN`` characters; numerals are left out, they are a
+    number however they repeat), or one the model itself thinks is no speech."""
     bare = _PUNCTUATION.sub("", text).lower()
     if not bare:
         return True
     if bare in SILENCE_PHRASES or any(p in bare for p in SILENCE_PHRASES[:3]):
         return True
-    if len(bare) >= 6 and len(set(bare)) <= max(1, len(bare) // 6):
+    words = "".join(c for c in bare if not is_numeral(c))
+    if len(words) >= REPEATED_LINE_MIN and len(set(words)) <= max(1, len(words) // 6):
         return True
     return no_speech_prob > 0.6 and avg_logprob < -1.0
 
 
 @functools.lru_cache(maxsize=1)
 def _whisper_model(model_dir: str, threads: int) -> Any:
-    """One model per worker process (loading takes about a second; a worker keeps it)."""
+    """One model per worker process (loading takes about a second; a worker keeps it). Only
+    from the folder: without its tokenizer.json faster-whisper would fetch one from the Hub."""
+    problem = whisper_model_problem(Path(model_dir))
+    if problem is not None:
+        raise RuntimeError(problem)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from faster_whisper import WhisperModel
 
     return WhisperModel(
@@ -244,16 +348,17 @@ def _whisper_model(model_dir: str, threads: int) -> Any:
 
 
 def whisper_model_problem(model_dir: Path) -> str | None:
-    """Why ``model_dir`` is not a CTranslate2 Whisper model (None when its files are there)."""
-    missing = [n for n in ("model.bin", "config.json") if not (model_dir / n).is_file()]
-    if (
-        not (model_dir / "tokenizer.json").is_file()
-        and not (model_dir / "vocabulary.txt").is_file()
-    ):
-        missing.append("tokenizer.json")
-    if missing:
-        return "识别模型目录缺少 " + "、".join(missing)
-    return None
+    """Why ``model_dir`` is not a CTranslate2 Whisper model (None when its files are there).
+    tokenizer.json is required: with only vocabulary.txt faster-whisper downloads the tokenizer
+    of openai/whisper-tiny from the Hugging Face Hub, which the court network cannot reach."""
+    needed = ("model.bin", "config.json", "tokenizer.json")
+    missing = [n for n in needed if not (model_dir / n).is_file()]
+    if not missing:
+        return None
+    problem = "识别模型目录缺少 " + "、".join(missing)
+    if "tokenizer.json" in missing and (model_dir / "vocabulary.txt").is_file():
+        problem += "（只有 vocabulary.txt 不够，请把模型发布的 tokenizer.json 放入模型目录）"
+    return problem
 
 
 class WhisperTranscriber:
@@ -323,8 +428,8 @@ class WhisperTranscriber:
             if is_hallucination(text, float(seg.no_speech_prob), float(seg.avg_logprob)):
                 log.debug("dropped as made up: %r", text)
                 continue
-            if out and out[-1][2] == text:
-                continue  # the same line again
+            if out and out[-1][2] == text and start <= out[-1][1] + DUPLICATE_GAP:
+                continue  # the same line again at once: Whisper repeating itself
             out.append((start, end, text))
         return out
 
