@@ -26,12 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.db import Database, create_engine, create_sessionmaker
 from config.keys import load_secret_key
-from config.privacy import RESIDENT_ID_CHECK, RESIDENT_ID_WEIGHTS
+from config.privacy import RESIDENT_ID_CHECK, RESIDENT_ID_WEIGHTS, mask_id_number
 from config.settings import Settings
+from scheduler import lifecycle
 from scheduler.cases import service as cases
 from scheduler.cases.models import Contact, Material
 from scheduler.cases.words import CaseTrack, Channel, HandlingMode, ResolutionGround
-from scheduler.models import Petition, Role
+from scheduler.models import Petition, Role, Visit, VisitState
 from scheduler.portal import identity
 from scheduler.portal import service as portal
 from scheduler.portal.identity import session_principal
@@ -39,6 +40,7 @@ from scheduler.portal.models import PortalCode, PortalIdentity
 from scheduler.scope import Actor
 from tests.conftest import MakeClient, PostgresServer
 from tests.helpers import Booking, World, local_time, login, next_weekday
+from tests.visits import Peer, _cookie
 from web.cli import migrate
 
 NAME = "张三"
@@ -551,6 +553,30 @@ async def test_on_the_day_the_petitioner_gets_a_visit_code_that_opens_the_visit(
         )
     lookup = await client.post("/api/v1/visit-codes/lookup", json={"code": issued.code})
     assert lookup.status == 200 and (await lookup.json())["visit_id"] == visit.id
+    # the code stands for the counter's check: the petitioner waits checked in, and the
+    # judge admits them (before, a visit still "scheduled" refused the admission and was
+    # marked a no-show while they waited)
+    guest = await Peer().connect(client)
+    joined = await guest.call("join", {"v": 1, "visit_id": visit.id, "code": issued.code})
+    assert joined["ok"] and not joined["admitted"], joined
+    async with database(migrated) as db:
+        waiting = await db.get(Visit, visit.id)
+        assert waiting is not None and waiting.state is VisitState.in_lobby
+        assert waiting.checkin_document_type == lifecycle.ONLINE_CHECK
+        assert waiting.checkin_document_masked == mask_id_number(ID_NUMBER)
+    judge_client = await make_client()
+    await login(judge_client, "judge_a")
+    judge = await Peer().connect(judge_client, _cookie(judge_client))
+    try:
+        assert (await judge.call("join", {"v": 1, "visit_id": visit.id}))["ok"]
+        admitted = await judge.call("admit", {"participant_id": joined["participant_id"]})
+        assert admitted["ok"], admitted
+    finally:
+        await judge.close()
+        await guest.close()
+    async with database(migrated) as db:
+        held = await db.get(Visit, visit.id)
+        assert held is not None and held.state is VisitState.in_progress
 
 
 async def test_the_portal_page_has_no_inline_script_or_style(client: TestClient) -> None:

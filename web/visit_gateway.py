@@ -27,8 +27,10 @@ from scheduler.models import (
     Petitioner,
     Role,
     Visit,
+    VisitCode,
     VisitEvent,
     VisitEventKind,
+    VisitState,
 )
 from scheduler.notify import push_all, take_outbox
 from scheduler.scope import SYSTEM_ACTOR, Actor
@@ -258,9 +260,21 @@ class DatabaseVisitGateway:
 
     async def lobby(self, visit_id: str, identity: Identity) -> None:
         async def change(db: AsyncSession, visit: Visit) -> None:
+            if visit.state is VisitState.scheduled and await self._from_portal(db, identity):
+                await lifecycle.check_in_online(db, visit)
             await lifecycle.enter_lobby(db, SYSTEM_ACTOR, visit)
 
         await self._change(visit_id, change)
+
+    @staticmethod
+    async def _from_portal(db: AsyncSession, identity: Identity) -> bool:
+        """The petitioner's code was given by the portal (nobody on the staff issued it: a
+        counter's code needs the check-in first), so they proved who they are there."""
+        kind, _, number = identity.key.partition(":")
+        if kind != "code" or not number.isdigit():
+            return False
+        code = await db.get(VisitCode, int(number))
+        return code is not None and code.role is CodeRole.petitioner and code.created_by is None
 
     async def admitted(self, visit_id: str, judge: Staff, identity: Identity) -> None:
         if identity.role is not lifecycle.RECORDING_STARTS_WITH:
