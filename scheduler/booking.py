@@ -29,6 +29,7 @@ from scheduler.models import (
     Role,
     User,
     Visit,
+    VisitCode,
     VisitEvent,
     VisitEventKind,
     VisitState,
@@ -587,11 +588,25 @@ async def reschedule_visit(
     candidates = await _check_calendar(db, settings, b)
     judge = candidates[0]
     old = (visit.starts_at, visit.ends_at, visit.judge_id, visit.room_id)
+    was = visit.state
+    # A check-in is for the day it was made: moved, the visit is checked in again on its
+    # new day, and no code given for the old time opens it.
+    unchecked = (
+        {
+            "state": VisitState.scheduled,
+            "checkin_document_type": "",
+            "checkin_document_masked": "",
+            "checked_in_by": None,
+            "checked_in_at": None,
+        }
+        if was is VisitState.checked_in
+        else {}
+    )
     # Conditional on the state it was read in: a concurrent cancel or no-show wins, and the
     # row is locked (PostgreSQL) until this transaction ends.
     moved = await db.execute(
         update(Visit)
-        .where(Visit.id == visit.id, Visit.state == visit.state)
+        .where(Visit.id == visit.id, Visit.state == was)
         .values(
             starts_at=b.period.start,
             ends_at=b.period.end,
@@ -599,6 +614,7 @@ async def reschedule_visit(
             room_id=b.room.id,
             reminded_at=None,
             updated_at=utcnow(),
+            **unchecked,
         )
         .execution_options(synchronize_session=False)
     )
@@ -613,6 +629,18 @@ async def reschedule_visit(
     visit.starts_at, visit.ends_at = b.period.start, b.period.end
     visit.judge_id, visit.room_id = judge.id, b.room.id
     visit.reminded_at = None
+    for name, value in unchecked.items():
+        setattr(visit, name, value)
+    await db.execute(
+        update(VisitCode)
+        .where(
+            VisitCode.visit_id == visit.id,
+            VisitCode.used_at.is_(None),
+            VisitCode.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
     detail = {
         "from": [audit_time(t, settings.tz) if t else None for t in old[:2]],
         "to": [audit_time(b.period.start, settings.tz), audit_time(b.period.end, settings.tz)],
@@ -620,7 +648,7 @@ async def reschedule_visit(
         "room": [old[3], b.room.id],
         "reason": reason,
     }
-    visit_event(db, actor, visit, VisitEventKind.rescheduled, visit.state, visit.state, **detail)
+    visit_event(db, actor, visit, VisitEventKind.rescheduled, was, visit.state, **detail)
     audit_visit(db, actor, "visit.reschedule", visit, **detail)
     await notify(
         db,

@@ -326,6 +326,44 @@ async def test_reschedule_cancel_keep_history(make_client: MakeClient, booking: 
     ).status == 201
 
 
+async def test_a_checked_in_visit_moved_to_another_time_is_checked_in_again_there(
+    make_client: MakeClient, booking: Booking
+) -> None:
+    """The check-in and its code are for the day they were made: moved, the visit waits
+    for a new check-in and the code read out at the counter no longer opens it (before, it
+    stayed checked in: the operator could not check in on the new day, the old code
+    opened it at any time and housekeeping never marked a no-show)."""
+    op, h = await _client(make_client, "op_a")
+    visit = await (
+        await op.post("/api/v1/visits", json=_visit(booking, "a0", 10), headers=h)
+    ).json()
+    vid = visit["id"]
+    r = await op.post(
+        f"/api/v1/visits/{vid}/check-in",
+        headers=h,
+        json={"document_type": "resident_id", "document_number": "110105194912310021"},
+    )
+    assert r.status == 200, await r.text()
+    code = (await (await op.post(f"/api/v1/visits/{vid}/code", headers=h)).json())["code"]
+    r = await op.post(
+        f"/api/v1/visits/{vid}/reschedule",
+        headers=h,
+        json={"starts_at": local_time(MONDAY, 14).isoformat(), "reason": "法官开庭"},
+    )
+    moved = await r.json()
+    assert r.status == 200, moved
+    assert (moved["state"], moved["checkin_document_masked"]) == ("scheduled", "")
+    assert moved["history"][-1]["kind"] == "rescheduled"
+    lookup = await op.post("/api/v1/visit-codes/lookup", json={"code": code})
+    assert lookup.status == 401 and (await lookup.json())["error"]["code"] == "revoked_code"
+    r = await op.post(
+        f"/api/v1/visits/{vid}/check-in",
+        headers=h,
+        json={"document_type": "resident_id", "document_number": "110105194912310021"},
+    )
+    assert r.status == 200 and (await r.json())["state"] == "checked_in"
+
+
 async def test_states_check_in_and_audit(
     make_client: MakeClient, booking: Booking, migrated: Settings
 ) -> None:
