@@ -21,7 +21,7 @@ from scheduler.onsite import extend_ongoing
 from scheduler.portal.feedback import mark_overdue as overdue_questions
 from scheduler.scope import SYSTEM_ACTOR, Actor
 from scheduler.visits import local_text
-from scheduler.walkins import next_unit
+from scheduler.walkins import expire_walk_ins, next_unit
 
 
 async def housekeeping(
@@ -95,6 +95,7 @@ async def housekeeping(
             visit_id=visit.id,
         )
         done["reminded"] += 1
+    done["walk_ins_expired"] = await expire_walk_ins(db, settings, now)
     queue = (
         await db.scalars(
             select(WalkIn)

@@ -143,3 +143,26 @@ async def withdraw_walk_in(db: AsyncSession, actor: Actor, walk_in_id: int) -> W
         court_id=entry.court_id,
     )
     return entry
+
+
+async def expire_walk_ins(db: AsyncSession, settings: Settings, now: datetime) -> int:
+    """Walk-ins still waiting from an earlier day (the court's local day) are withdrawn: the
+    petitioner went home, and is not seated the next morning on yesterday's identity check
+    as if checked in."""
+    today = now.astimezone(settings.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    stale = (
+        await db.scalars(
+            select(WalkIn).where(WalkIn.status == WalkInStatus.waiting, WalkIn.created_at < today)
+        )
+    ).all()
+    for entry in stale:
+        entry.status = WalkInStatus.withdrawn
+        record_audit(
+            db,
+            action="visit.walk_in_expired",
+            actor_type="system",
+            target_type="walk_in",
+            target_id=entry.id,
+            court_id=entry.court_id,
+        )
+    return len(stale)

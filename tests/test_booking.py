@@ -559,6 +559,46 @@ async def test_walk_in_now_or_queue(booking: Booking, migrated: Settings) -> Non
         await engine.dispose()
 
 
+async def test_a_walk_in_still_waiting_at_the_end_of_the_day_is_not_seated_the_next(
+    booking: Booking, migrated: Settings
+) -> None:
+    """Queued in the evening and never seated: the next morning the entry is withdrawn
+    (audited), not booked checked in on yesterday's identity check."""
+    w = booking.world
+    actor = Actor(
+        user_id=w.users["op_a"], username="op_a", role=Role.operator, court_id=w.courts["basic_a"]
+    )
+    evening, morning = local_time(MONDAY, 16, 50), local_time(MONDAY + timedelta(days=1), 9, 2)
+    kw: dict[str, Any] = {
+        "receiving_court_id": w.courts["mid_a"],
+        "room_id": w.rooms["basic_a"],
+        "document_type": "resident_id",
+        "document_number": "110105194912310021",
+    }
+    engine, maker = await _session(migrated)
+    try:
+        async with maker() as db, db.begin():
+            seated = await walkins.walk_in(
+                db, actor, migrated, petition_id=booking.petitions["a0"], now=evening, **kw
+            )
+            queued = await walkins.walk_in(
+                db, actor, migrated, petition_id=booking.petitions["a1"], now=evening, **kw
+            )
+            assert seated.visit is not None and queued.queued is not None
+            done = await housekeeping(db, migrated, now=morning)
+            assert (done["walk_ins"], done["walk_ins_expired"]) == (0, 1)
+        async with maker() as db:
+            entry = await db.get(WalkIn, queued.queued.id)
+            assert entry is not None and entry.status is WalkInStatus.withdrawn
+            assert entry.visit_id is None
+            audited = await db.scalar(
+                select(AuditEvent).where(AuditEvent.action == "visit.walk_in_expired")
+            )
+            assert audited is not None and audited.target_id == str(entry.id)
+    finally:
+        await engine.dispose()
+
+
 async def test_notifications_pushed_and_listed(make_client: MakeClient, booking: Booking) -> None:
     op, h = await _client(make_client, "op_a")
     judge, _ = await _client(make_client, "judge_a")

@@ -189,6 +189,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
         "{actor}将信访件 {petition} 的现场来访加入候补队列",
     ),
     "visit.walk_in_withdrawn": ("撤回候补", "{actor}撤回了一项现场来访候补"),
+    "visit.walk_in_expired": ("候补过期", "当日未能安排的现场来访候补已自动撤回"),
     "visit.code_issued": ("签发接访码", "{actor}为{role:role}签发了接访码"),
     "visit.code_used": ("使用接访码", "{actor}（{role:role}）使用接访码进入了接访"),
     "visit.refused": ("拒绝入场", "{actor}拒绝{role:role}进入接访"),
