@@ -325,3 +325,23 @@ def test_every_id_in_a_request_body_has_the_databases_bound() -> None:
         and _bounded(field.annotation, list(field.metadata)) is False
     ]
     assert unbounded == []
+
+
+async def test_days_past_the_calendar_are_refused_as_invalid_not_a_server_error(
+    client: TestClient, world: World
+) -> None:
+    """A day the calendar cannot hold (9999-12-31 plus a week overflowed) is a 422 with a
+    message, on every list asked by day."""
+    await login(client, "op_a")
+    court, room = world.courts["basic_a"], world.rooms["basic_a"]
+    for url in (
+        f"/api/v1/free-slots?receiving_court_id={world.courts['mid_a']}&room_id={room}"
+        "&first=9999-12-31",
+        "/api/v1/visits?day=9999-12-31",
+        f"/api/v1/court-days?court_id={court}&first=9999-12-31",
+        f"/api/v1/duty-periods?court_id={court}&first=9999-12-31",
+    ):
+        resp = await client.get(url)
+        body = await resp.json()
+        assert resp.status == 422, (url, body)
+        assert body["error"]["details"][0]["message"] == "不能大于 2099-12-31", body

@@ -26,7 +26,17 @@ from scheduler.models import (
     VisitState,
     WalkIn,
 )
-from web.schemas import Answer, Body, Id, OptionalText128, OptionalText2000, Phone, Query, Text64
+from web.schemas import (
+    Answer,
+    Body,
+    Day,
+    Id,
+    OptionalText128,
+    OptionalText2000,
+    Phone,
+    Query,
+    Text64,
+)
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
 
@@ -61,8 +71,8 @@ class TemplateIn(Body):
     start: Clock
     end: Clock
     slot_minutes: SlotMinutes = 30
-    valid_from: date | None = None
-    valid_until: date | None = None
+    valid_from: Day | None = None
+    valid_until: Day | None = None
 
 
 class TemplateOut(Answer):
@@ -120,7 +130,7 @@ class ExceptionOut(Answer):
 
 class CourtDayIn(Body):
     court_id: Id
-    day: date
+    day: Day
     kind: CourtDayKind
     note: OptionalText128 = ""
 
@@ -139,7 +149,7 @@ class CourtDayOut(Answer):
 
 class CourtDayQuery(Query):
     court_id: Id
-    first: date | None = None
+    first: Day | None = None
     days: Annotated[int, Field(ge=1, le=400)] = 90
 
 
@@ -237,7 +247,7 @@ class DutyPeriodOut(Answer):
 
 class RosterQuery(Query):
     court_id: Id | None = None
-    first: date | None = None
+    first: Day | None = None
     days: Annotated[int, Field(ge=1, le=62)] = 14
 
 
@@ -373,7 +383,7 @@ class VisitDetailOut(VisitOut):
 
 
 class VisitQuery(Query):
-    day: date | None = None
+    day: Day | None = None
     days: Annotated[int, Field(ge=1, le=31)] = 1
     court_id: Id | None = None
     judge_id: Id | None = None
@@ -390,7 +400,7 @@ class FreeSlotQuery(Query):
     receiving_court_id: Id | None = None
     judge_id: Id | None = None
     petition_id: Id | None = None
-    first: date | None = None
+    first: Day | None = None
     days: Annotated[int, Field(ge=1, le=56)] = 28
     limit: Annotated[int, Field(ge=1, le=100)] = 20
 

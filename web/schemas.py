@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -106,6 +106,9 @@ Phone = Annotated[
 ]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
+# A calendar day people ask about or set: within the years the court's calendar can hold
+# (9999-12-31 plus a day or a week overflowed into a 500)
+Day = Annotated[date, Field(ge=date(2000, 1, 1), le=date(2099, 12, 31))]
 
 
 class Body(BaseModel):
