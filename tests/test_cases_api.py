@@ -786,6 +786,9 @@ async def test_a_material_is_stored_under_its_hash_and_every_view_is_audited(
     # another branch neither sees nor reads it
     c, _ = await staff("po_b")
     assert (await c.get(material["url"])).status == 404
+    # a scan named after an ID number is listed masked
+    status, named = await upload(staff, "op_a", case["id"], PDF, "身份证110101199003071233.pdf")
+    assert status == 201 and named["filename"] == "身份证1101**********1233.pdf", named
 
 
 async def test_an_upload_that_is_not_pdf_jpeg_or_png_leaves_nothing_behind(

@@ -353,11 +353,13 @@ async def test_the_outcome_is_recorded_by_the_visits_judge_once_the_call_began(
         f"/api/v1/visits/{visit['id']}/state", json={"state": "ended"}, headers=h
     )
     assert ended.status == 200, await ended.text()
-    r = await judge.post(url, json={"outcome": "assign", "text": ""}, headers=h)  # after the end
+    told = {"outcome": "assign", "text": "信访人电话 13800138000"}  # after the end
+    r = await judge.post(url, json=told, headers=h)
     assert r.status == 201, await r.text()
 
     listed = await (await judge.get(f"/api/v1/visits/{visit['id']}/outcomes")).json()
     assert [o["outcome"] for o in listed] == ["explained", "assign"]
+    assert listed[1]["text"] == "信访人电话 138****8000"  # masked where it is listed
     assert {o["actor"] for o in listed} == {"李法官"}
     outcomes = [e for e in await _events(migrated, booking.petitions["a0"]) if e.kind == "outcome"]
     assert [e.detail["outcome"] for e in outcomes] == ["explained", "assign"]

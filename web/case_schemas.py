@@ -382,7 +382,7 @@ class MaterialOut(Answer):
         return cls(
             id=m.id,
             contact_id=m.contact_id,
-            filename=m.filename,
+            filename=mask_text(m.filename),  # scans are often named after an ID number
             content_type=m.content_type,
             size=m.size,
             sha256=m.sha256,

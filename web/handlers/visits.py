@@ -16,6 +16,7 @@ from sqlalchemy.orm import aliased
 from config.audit import record_audit
 from config.db import prepared, utcnow
 from config.errors import ConflictError
+from config.privacy import mask_text
 from config.vocabulary import label, label_of
 from recorder.models import Recording
 from scheduler import booking, lifecycle, walkins
@@ -516,7 +517,7 @@ def _outcome(event: CaseEvent, names: dict[int, str]) -> OutcomeOut:
         visit_id=str(event.detail["visit_id"]),
         outcome=outcome,
         outcome_name=label(outcome),
-        text=str(event.detail.get("text", "")),
+        text=mask_text(str(event.detail.get("text", ""))),
         actor_name=event.actor_name,
         actor=names.get(event.actor_id, event.actor_name)
         if event.actor_id is not None
