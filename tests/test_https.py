@@ -344,6 +344,21 @@ async def test_login_through_nginx_secure_cookie_and_the_clients_address(
         assert proxied.audit_address("auth.login") == "127.0.0.3"
 
 
+async def test_the_servers_figures_pass_nginx_only_for_the_monitoring_server(
+    proxied: Proxied,
+) -> None:
+    """/metrics (visit ids, load, failures) reached every browser through the site file;
+    now only the addresses it allows (a Prometheus on this machine)."""
+    tls = proxied.pki.client_context()
+    async with _session(tls, source="127.0.0.5") as browser:
+        async with browser.get(proxied.url + "/metrics") as r:
+            assert r.status == 403
+        async with browser.get(proxied.url + "/healthz") as ok:
+            assert ok.status < 500  # the rest of the site is served as before
+    async with _session(tls) as monitoring, monitoring.get(proxied.url + "/metrics") as r:
+        assert r.status == 200 and "vreception_" in await r.text()
+
+
 async def test_login_throttle_counts_each_client_behind_the_proxy(proxied: Proxied) -> None:
     """Three failures from one browser block that browser's address, not nginx's: another
     browser behind the same proxy may still log in."""
