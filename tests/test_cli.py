@@ -136,3 +136,34 @@ def test_serve_hands_the_gil_to_sqlite_threads_within_half_a_millisecond(
     finally:
         sys.setswitchinterval(before)
     assert seen == [pytest.approx(0.0005)]
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_serve_waits_for_a_database_that_does_not_answer_yet(tmp_path: Path) -> None:
+    """PostgreSQL on another machine still booting: start-up tries the database again every
+    few seconds instead of exiting (systemd gave up after a minute, and the node stayed
+    down); an error that is not about reaching the database still stops it at once."""
+    from tests.helpers import free_port
+
+    down = Settings(
+        data_dir=tmp_path / "var",
+        database_url=f"postgresql+asyncpg://vreception@127.0.0.1:{free_port()}/vreception",
+    )
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            raise _Stopped
+
+    with pytest.raises(_Stopped):
+        cli.migrate_when_up(down, sleep=sleep)
+    assert waits == [cli.DATABASE_RETRY_SECONDS] * 3
+    (tmp_path / "file").write_text("")
+    broken = Settings(data_dir=tmp_path / "file" / "var")  # not a folder: no retry
+    with pytest.raises(OSError):
+        cli.migrate_when_up(broken, sleep=sleep)
+    assert len(waits) == 3

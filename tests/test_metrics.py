@@ -381,6 +381,8 @@ def test_the_alert_rules_parse_and_cover_what_operators_are_alerted_on() -> None
     ):
         assert needed in covered, needed
     assert "< 0.10" in alerts["VreceptionRecordingsDiskLow"]["expr"]
+    # a node that is down serves no figures at all: only Prometheus's own `up` tells
+    assert alerts["VreceptionNodeDown"]["expr"] == 'up{job="vreception"} == 0'
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is not installed: run ./scripts/test, which installs it")

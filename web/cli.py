@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import getpass
 import logging
 import os
+import socket
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +23,7 @@ from alembic.config import Config as AlembicConfig
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import or_, select
+from sqlalchemy.exc import DBAPIError
 
 from config import logs
 from config.db import create_engine, create_sessionmaker
@@ -99,8 +103,54 @@ async def _settle_heap(app: web.Application) -> None:
     gc.freeze()
 
 
+# how long `serve` waits between tries of a database that does not answer yet
+DATABASE_RETRY_SECONDS = 5.0
+
+
+def migrate_when_up(
+    settings: Settings,
+    sleep: Callable[[float], None] = time.sleep,
+    retry: float = DATABASE_RETRY_SECONDS,
+) -> None:
+    """``migrate``, tried again every ``retry`` seconds while the database does not answer
+    (PostgreSQL on another machine still booting after a power cut): the service waits for
+    it instead of exiting until systemd gives up on it. Any other error stops start-up."""
+    while True:
+        try:
+            migrate(settings)
+            return
+        except (DBAPIError, OSError) as exc:
+            if not _unreachable(exc):
+                raise
+            log.warning(
+                "数据库暂时无法连接，%.0f 秒后重试 (database not reachable: %s)", retry, exc
+            )
+            sleep(retry)
+
+
+_NO_ROUTE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT})
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A connection that could not be made (refused, no route, the server starting up),
+    as opposed to a statement the database refused."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (ConnectionError, TimeoutError, socket.gaierror)) or (
+            isinstance(seen, OSError) and seen.errno in _NO_ROUTE
+        ):
+            return True
+        text = str(seen).lower()
+        if "connection" in text and ("refused" in text or "failed" in text or "reset" in text):
+            return True
+        if "the database system is starting up" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _serve(settings: Settings, demo: bool) -> int:
-    migrate(settings)
+    migrate_when_up(settings)
     if demo:
         asyncio.run(_seed_demo(settings))
     mode = "embedded" if settings.embedded else "redis"
