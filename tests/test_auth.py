@@ -274,3 +274,26 @@ async def test_cli_set_password_prompts_twice_and_refuses_weak(
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
+
+
+async def test_the_embedded_login_throttle_forgets_what_has_aged_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One address trying ever new user names: the attempts released and those past their
+    window are forgotten, instead of one entry per name kept for the life of the process."""
+    from web import auth
+
+    clock = [1000.0]
+    monkeypatch.setattr("web.auth.time.monotonic", lambda: clock[0])
+    throttle = auth.MemoryLoginThrottle()
+    for n in range(3000):
+        _, token = await throttle.hit(f"user:someone{n}", 900)
+        if n % 2:
+            await throttle.release(f"user:someone{n}", token)  # a good password: released
+    assert len(throttle._hits) <= 1500
+    clock[0] += 901
+    for _ in range(auth.MemoryLoginThrottle.SWEEP_EVERY):
+        await throttle.hit("address:10.0.0.9", 900)
+    assert list(throttle._hits) == ["address:10.0.0.9"]
+    assert await throttle.retry_after("address:10.0.0.9", 5, 900) > 0
+    assert await throttle.retry_after("user:someone0", 5, 900) == 0

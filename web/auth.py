@@ -294,8 +294,14 @@ class LoginThrottle(Protocol):
 class MemoryLoginThrottle:
     """In-process throttle for the embedded (single process) mode."""
 
+    # every this many attempts, the keys whose attempts have all aged out are forgotten:
+    # one address trying ever new user names must not grow the process without bound
+    SWEEP_EVERY = 1024
+
     def __init__(self) -> None:
         self._hits: dict[str, deque[tuple[float, str]]] = defaultdict(deque)
+        self._window = 0
+        self._since_sweep = 0
 
     def _prune(self, key: str, window: int) -> deque[tuple[float, str]]:
         hits = self._hits[key]
@@ -304,7 +310,17 @@ class MemoryLoginThrottle:
             hits.popleft()
         return hits
 
+    def _sweep(self) -> None:
+        cutoff = time.monotonic() - self._window
+        for key in [k for k, hits in self._hits.items() if not hits or hits[-1][0] <= cutoff]:
+            del self._hits[key]
+
     async def hit(self, key: str, window: int) -> tuple[int, str]:
+        self._window = max(self._window, window)
+        self._since_sweep += 1
+        if self._since_sweep >= self.SWEEP_EVERY:
+            self._since_sweep = 0
+            self._sweep()
         hits = self._prune(key, window)
         token = secrets.token_hex(8)
         hits.append((time.monotonic(), token))
@@ -317,8 +333,12 @@ class MemoryLoginThrottle:
                 if item[1] == token:
                     hits.remove(item)
                     break
+            if not hits:
+                del self._hits[key]
 
     async def retry_after(self, key: str, limit: int, window: int) -> int:
+        if key not in self._hits:
+            return 0
         hits = self._prune(key, window)
         if len(hits) < limit:
             return 0
