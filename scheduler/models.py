@@ -297,6 +297,10 @@ class Petition(Base):
     # every channel its contacts came by (words.CHANNEL_BITS), for the list's channel filter
     channels: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # the deadline running when the case closed (None: none ran, or it is open): closing
+    # replaces due_at (化解: the 回访 deadline; 信访终结, 导入诉讼: none), so 按期办结率 reads
+    # this one (set with closed_at by service._act; migration 0016)
+    closed_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
     )

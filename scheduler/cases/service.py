@@ -201,7 +201,8 @@ async def _act(
 
     ``due_at``: True computes the new node's deadline from the rules when the node changes
     (the action passes ``settings`` then: the day ends in court time); a datetime or None
-    sets it; False leaves it.
+    sets it; False leaves it. A closing action keeps the deadline it replaces in
+    ``closed_due_at`` (按期办结率); reopening clears that.
     """
     case, _ = await get_case(db, actor, case_id, action)
     old = case.state
@@ -219,6 +220,10 @@ async def _act(
         changes["reminded_at"] = None
         changes["overdue_at"] = None
         changes["closed_at"] = now if new in CLOSED else None
+        # the deadline running as the case closes, for 按期办结率: closing replaces due_at
+        # below (化解: the 回访 deadline; 信访终结, 导入诉讼: none). The column, not the value
+        # read above: SET reads the row as it was before this UPDATE. Reopening clears it.
+        changes["closed_due_at"] = Petition.due_at if new in CLOSED else None
         if due_at is True:
             if settings is None:
                 raise TypeError(f"{action.value}: a deadline from the rules needs settings")
