@@ -69,6 +69,8 @@ def generate(
                 handler,
                 ts(due) if due else None,
                 ts(closed) if closed else None,
+                # the deadline that ran when it closed (按期办结率 reads this one)
+                ts(due) if due and closed else None,
             )
         )
         created.append((pid, court, at))
@@ -136,8 +138,8 @@ def _flush(con: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> No
 
 _PETITION_SQL = (
     "INSERT INTO petitions (id, court_id, petitioner_id, number, category, summary,"
-    " judgment_ref, created_at, channel, state, handler_court_id, due_at, closed_at)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " judgment_ref, created_at, channel, state, handler_court_id, due_at, closed_at,"
+    " closed_due_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _CONTACT_SQL = (
     "INSERT INTO case_contacts (petition_id, court_id, channel, occurred_at, summary,"

@@ -129,10 +129,6 @@ async def dataset(migrated: Settings, world: World) -> sqlite3.Connection:
         days=420,
         seed=14,
     )
-    # the generated closed cases' due_at as the deadline that ran when they closed (a closed
-    # case's due_at is its 回访 deadline, or none: 按期办结率 reads closed_due_at)
-    con.execute("UPDATE petitions SET closed_due_at = due_at WHERE closed_at IS NOT NULL")
-    con.commit()
     return con
 
 
