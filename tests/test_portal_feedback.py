@@ -3,6 +3,7 @@ and the staff side of each (the 网上咨询与投诉 inbox)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -382,7 +383,15 @@ async def test_complaints_are_routed_to_the_court_above_and_handled_there(
     assert status == 409
     mine = await (await client.get("/api/v1/portal/complaints")).json()
     assert mine[0]["reply"] == "已约谈当事人员并整改"
-    assert [k for k, _ in await timeline(migrated, case_id)][-2:] == ["complaint", "complaint"]
+    # on the case's timeline, which the court complained about reads: that there was one,
+    # never what it says nor the reply
+    assert (await timeline(migrated, case_id))[-2:] == [
+        ("complaint", "信访人提出投诉（由上级法院处理）"),
+        ("complaint", "投诉已由上级法院处理"),
+    ]
+    seen = await (await officer.get(f"/api/v1/cases/{case_id}")).json()
+    assert "态度生硬" not in json.dumps(seen, ensure_ascii=False)
+    assert "整改" not in json.dumps(seen, ensure_ascii=False)
     # a suggestion about the supreme court stays there
     status, row = await post(
         client,

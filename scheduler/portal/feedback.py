@@ -610,7 +610,9 @@ async def complain(
             case.id,
             EventKind.complaint,
             petitioner_actor(court_id, address),
-            f"信访人提出{label(kind)}：{_excerpt(body)}",
+            # no text: the case's handling court (the one complained about) reads its
+            # timeline; the text is the supervising court's, on its inbox
+            f"信访人提出{label(kind)}（由上级法院处理）",
             court_id=routed,
             detail={"complaint_id": row.id, "routed_court_id": routed},
         )
@@ -664,7 +666,7 @@ async def handle_complaint(
             row.petition_id,
             EventKind.complaint,
             actor,
-            f"{label(row.kind)}已处理：{_excerpt(row.reply)}",
+            f"{label(row.kind)}已由上级法院处理",
             court_id=row.routed_court_id,
             detail={"complaint_id": row.id},
         )
