@@ -105,12 +105,30 @@ def empty_reason(recording: VisitRecording) -> str:
 STEP_NAMES = {"finalize": "整理", "composite": "合成", "transcribe": "转写", "sign": "签名"}
 
 
-def wait_closed(folder: Path, timeout: float = 60.0, missing: float = 5.0) -> VisitRecording:
+class StillWriting(RuntimeError):
+    """The recording is still marked as recording and its files are still growing."""
+
+
+def _files_state(folder: Path) -> list[tuple[str, int, int]]:
+    return sorted(
+        (str(p), st.st_size, st.st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file() and (st := p.stat())
+    )
+
+
+def wait_closed(
+    folder: Path, timeout: float = 60.0, missing: float = 5.0, quiet: float = 10.0
+) -> VisitRecording:
     """The recording once the sink has closed its files (a state of ``CLOSED_STATES``).
 
     No recording.json after ``missing`` seconds: the sink never recorded this visit (it saves
     the file when recording starts), so nobody published media; the folder and an ``empty``
-    recording.json are made here."""
+    recording.json are made here. Still marked recording after ``timeout``: finalized as it
+    is when nothing in the folder changed for ``quiet`` seconds (the node that held the room
+    died; it is repaired or not, the record is signed); raises :class:`StillWriting` when
+    files still grow (a node cut off from the others still records the call): signing now
+    would certify files that go on changing, so the step is tried again later."""
     now = time.monotonic()
     deadline, gone = now + timeout, now + missing
     while True:
@@ -124,7 +142,14 @@ def wait_closed(folder: Path, timeout: float = 60.0, missing: float = 5.0) -> Vi
             return recording
         if time.monotonic() > deadline:
             assert recording is not None
-            return recording  # still marked recording: finalize what is there
+            before = _files_state(folder)
+            time.sleep(quiet)
+            again = load_state(folder)
+            if again is not None and again.state in CLOSED_STATES:
+                return again
+            if _files_state(folder) != before:
+                raise StillWriting("录像文件仍在写入（承载该接访的服务器仍在录制），稍后再整理")
+            return again or recording  # still marked recording, nothing moves: as it is
         time.sleep(0.2)
 
 

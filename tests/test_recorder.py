@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import av
 import numpy as np
+import pytest
 from aiortc import RTCSessionDescription
 from sqlalchemy import select
 
@@ -32,6 +34,7 @@ from media.room import PublishedTrack, Relay
 from media.transport import announce_addresses, create_peer_connection
 from recorder import sink as sink_module
 from recorder.composite import Overlay, Planes, _fit, _layout, render
+from recorder.jobs import StillWriting, wait_closed
 from recorder.models import Recording
 from recorder.sink import CLUSTER_MS, RecorderSink, _Writer, recover
 from recorder.state import RecordingState, TrackFile, VisitRecording, load_state, save_state
@@ -785,3 +788,35 @@ def test_a_recording_saved_again_without_files_after_finalize_is_still_signed_as
     assert state is not None and state.state is RecordingState.empty
     assert not (folder / "composite.mp4").exists()
     assert verify(folder).ok
+
+
+def test_finalize_does_not_sign_files_that_are_still_being_written(tmp_path: Path) -> None:
+    """Still marked recording after the wait: a folder whose files still grow (the node
+    holding the room cut off from the others, still recording) is not finalized, so it is
+    not signed while it changes; one where nothing moves (that node died) is, as it is."""
+    folder = tmp_path / "visit"
+    (folder / "tracks").mkdir(parents=True)
+    save_state(folder, VisitRecording(visit_id="v", state=RecordingState.recording))
+    track = folder / "tracks" / "judge-camera-1.webm"
+    track.write_bytes(b"\x1a\x45\xdf\xa3")
+    writing = threading.Event()
+    stop = threading.Event()
+
+    def record() -> None:  # the other node's sink, a frame every 20 ms
+        while not stop.is_set():
+            with track.open("ab") as fh:
+                fh.write(b"frame")
+            writing.set()
+            stop.wait(0.02)
+
+    writer = threading.Thread(target=record)
+    writer.start()
+    try:
+        assert writing.wait(10)
+        with pytest.raises(StillWriting, match="仍在写入"):
+            wait_closed(folder, timeout=0.1, quiet=0.5)
+    finally:
+        stop.set()
+        writer.join()
+    left = wait_closed(folder, timeout=0.1, quiet=0.2)
+    assert left.state is RecordingState.recording  # finalized as it is
