@@ -46,13 +46,48 @@ def mask_phone(value: str | None) -> str:
     return value[:3] + "*" * (len(value) - 7) + value[-4:]
 
 
+# Numbers as they are said and transcribed: digits of any width or Chinese numerals (幺 is
+# 1 read out in phone numbers, 两 is 2), grouped by spaces, dashes or Chinese commas
+# ("幺三八 一二三四 五六七八", "110101 19900307 1234", "138，1234，5678"). Not the ASCII comma:
+# "13,800,138,000" is an amount.
+_SPOKEN_DIGITS = "0123456789０１２３４５６７８９零〇一二三四五六七八九幺两"
+_SPOKEN_VALUE = {c: str(i % 10) for i, c in enumerate(_SPOKEN_DIGITS[:20])} | {
+    c: v for c, v in zip("零〇一二三四五六七八九幺两", "0012345678912", strict=True)
+}
+_D = f"[{_SPOKEN_DIGITS}]"
+_SPOKEN_RE = re.compile(
+    rf"(?<!{_D})(?:{_D}(?:[ \u3000，、-]?{_D}){{10,17}}(?:[ \u3000，、-]?[XxＸ])?)(?!{_D})"
+)
+
+
+def _masked_spoken(text: str, match: re.Match[str]) -> str:
+    """A run of 11 digits that is a mobile number (1[3-9]…) or of 18 that is an ID number
+    (the last may be X), each digit kept or masked as ``mask_phone`` and
+    ``mask_id_number`` would, the grouping as said; any other run as it is."""
+    run = match.group(0)
+    places = [i for i, c in enumerate(run) if c in _SPOKEN_VALUE or c in "XxＸ"]
+    digits = "".join(_SPOKEN_VALUE.get(run[i], "X") for i in places)
+    if _in_hex_id(text, *match.span()):
+        return run
+    if len(digits) == 11 and re.fullmatch(r"1[3-9]\d{9}", digits):
+        keep = set(places[:3] + places[-4:])
+    elif len(digits) == 18 and re.fullmatch(r"\d{17}[\dX]", digits):
+        keep = set(places[:4] + places[-4:])
+    else:
+        return run
+    hidden = set(places) - keep
+    return "".join("*" if i in hidden else c for i, c in enumerate(run))
+
+
 def mask_text(text: str) -> str:
-    """Mask every resident ID number and mobile number found in free text."""
+    """Mask every resident ID number and mobile number found in free text: written as
+    digits, and as said (Chinese numerals, digits in groups; see ``_SPOKEN_RE``)."""
     text = _ID_RE.sub(
         lambda m: m.group(0) if _in_hex_id(text, *m.span()) else mask_id_number(m.group(0)),
         text,
     )
-    return _PHONE_RE.sub(lambda m: _masked_phone_match(text, m), text)
+    text = _PHONE_RE.sub(lambda m: _masked_phone_match(text, m), text)
+    return _SPOKEN_RE.sub(lambda m: _masked_spoken(text, m), text)
 
 
 def _masked_phone_match(text: str, match: re.Match[str]) -> str:

@@ -81,7 +81,8 @@ def test_numbers_are_masked_wherever_they_stand_but_inside_a_hex_identifier() ->
         ("13812345678-13912345678", "138****5678-139****5678"),
     ]:
         assert mask_text(text) == masked, text
-    assert mask_text("138 1234-5678") == "138 1234-5678"  # not one number's grouping
+    # grouped unevenly (as a transcript may write it): still eleven digits of a mobile
+    assert mask_text("138 1234-5678") == "138 ****-5678"
 
 
 def test_phone_numbers_with_the_country_code_are_masked() -> None:
@@ -171,3 +172,29 @@ def test_text_formatter_masks_message_traceback_and_stack_without_the_filter() -
     assert "ValueError: petitioner 1101**********1234 called from 138****5678" in out
     assert "phone = '+86 137******5678'" in out
     assert record.exc_text and "13812345678" not in record.exc_text
+
+
+def test_numbers_as_said_and_transcribed_are_masked_too() -> None:
+    """A transcript writes what was said: Chinese numerals, digits in groups. Such a run is
+    masked when it is a mobile or ID number, digit by digit, its grouping kept; other
+    numbers (amounts, case numbers, years) are left as they are."""
+    cases = {
+        "电话幺三八 一二三四 五六七八。": "电话幺三八 **** 五六七八。",
+        "幺三八一二三四五六七八": "幺三八****五六七八",
+        "号码是138，1234，5678": "号码是138，****，5678",
+        "1381234 5678": "138**** 5678",
+        "110101 19900307 1234": "1101** ******** 1234",
+        "身份证一一零一零一一九九零零三零七一二三四": "身份证一一零一**********一二三四",
+        "１３８１２３４５６７８": "１３８****５６７８",
+    }
+    for said, masked in cases.items():
+        assert mask_text(said) == masked, said
+    for kept in (
+        "金额13,800,138,000元",
+        "（2026）京01民终1234号",
+        "二〇二六年十二月五日",
+        "一二三四五六七八九十",
+        "订单 12345678901234567890",
+        "幺三八 一二三四 五六七",  # ten digits: not a number of anyone
+    ):
+        assert mask_text(kept) == kept, kept
