@@ -451,7 +451,40 @@ def create_transcriber(
     return NoTranscriber()
 
 
-def pcm_16k(path: Path) -> tuple[bytes, float]:
+# A track is recognised in windows of at most this many seconds, each cut in the quietest
+# fifth of a second of its last WINDOW_SEARCH_S (between words): a whole three-hour track at
+# once took the recogniser several GB (features of all the speech at once), and the worker
+# was killed for lack of memory, leaving the visit without a transcript.
+WINDOW_S = 600.0
+WINDOW_SEARCH_S = 30.0
+_QUIET_STEP = RATE // 5
+
+
+def speech_windows(
+    pcm: bytes | bytearray, window: float = WINDOW_S, search: float = WINDOW_SEARCH_S
+) -> list[tuple[int, int]]:
+    """(first sample, end sample) of each window of ``pcm`` (16-bit mono at RATE)."""
+    total = len(pcm) // 2
+    size, look = int(window * RATE), int(search * RATE)
+    out: list[tuple[int, int]] = []
+    start = 0
+    while total - start > size:
+        end = start + size
+        lo = max(start + 1, end - look)
+        tail = np.frombuffer(pcm, np.int16, count=end - lo, offset=2 * lo).astype(np.float32)
+        frames = len(tail) // _QUIET_STEP
+        cut = end
+        if frames:
+            energy = (tail[: frames * _QUIET_STEP].reshape(frames, _QUIET_STEP) ** 2).sum(axis=1)
+            cut = lo + int(np.argmin(energy)) * _QUIET_STEP + _QUIET_STEP // 2
+        out.append((start, cut))
+        start = cut
+    if total > start:
+        out.append((start, total))
+    return out
+
+
+def pcm_16k(path: Path) -> tuple[bytearray, float]:
     """A track file's audio as 16-bit 16 kHz mono PCM, and the time of its first sample."""
     resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
     out = bytearray()
@@ -468,7 +501,7 @@ def pcm_16k(path: Path) -> tuple[bytes, float]:
             data = resampled.to_ndarray().astype(np.int16).tobytes()
             out += data
             expected += len(data) // 2
-    return bytes(out), first or 0.0
+    return out, first or 0.0  # not copied: a three-hour track is 345 MB
 
 
 @dataclass
@@ -499,8 +532,10 @@ def transcribe_recording(
     visit_start: float,
     tz: ZoneInfo,
     progress: Callable[[float], None] | None = None,
+    window: float = WINDOW_S,
 ) -> dict[str, Any]:
-    """Write transcript.json, transcript.vtt and transcript.txt (for the case file)."""
+    """Write transcript.json, transcript.vtt and transcript.txt (for the case file); each
+    track recognised in windows of at most ``window`` seconds (``speech_windows``)."""
     reason = transcriber.problem()
     lines: list[Line] = []
     tracks = [t for t in recording.tracks if t.kind == "audio" and t.wall_start is not None]
@@ -513,11 +548,14 @@ def transcribe_recording(
                     continue
                 pcm, first = pcm_16k(path)
                 offset = track.wall_start - visit_start + first
-                for start, end, text in transcriber.utterances(pcm):
-                    lines.append(
-                        Line(offset + start, offset + end, track.role, track.name, text,
-                             track.track_id)
-                    )  # fmt: skip
+                for a, b in speech_windows(pcm, window):
+                    at = offset + a / RATE
+                    for start, end, text in transcriber.utterances(bytes(pcm[2 * a : 2 * b])):
+                        lines.append(
+                            Line(at + start, at + end, track.role, track.name, text,
+                                 track.track_id)
+                        )  # fmt: skip
+                del pcm
             if progress is not None:
                 progress((i + 1) / max(1, len(tracks)))
     lines.sort(key=lambda line: (line.start, line.role))

@@ -5,16 +5,21 @@ that would make faster-whisper reach for the Hugging Face Hub refused."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
 from recorder import transcribe
+from recorder.state import RecordingState, TrackFile, VisitRecording
 from recorder.transcribe import (
     WhisperTranscriber,
     collapse_repeats,
@@ -179,3 +184,59 @@ def test_the_hugging_face_hub_is_offline_once_transcription_is_imported() -> Non
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["1", "True"], out
+
+
+def test_a_long_track_is_cut_into_windows_in_its_quiet_moments() -> None:
+    """Windows of at most the window's length, each cut in the quietest fifth of a second
+    of its last seconds (between words), covering the whole track without a gap."""
+    rng = np.random.default_rng(7)
+    rate = transcribe.RATE
+    audio = (rng.standard_normal(25 * rate) * 3000).astype(np.int16)
+    audio[int(8.6 * rate) : int(8.8 * rate)] = 0  # a pause between two words
+    windows = transcribe.speech_windows(audio.tobytes(), window=10.0, search=3.0)
+    assert windows[0][0] == 0 and windows[-1][1] == len(audio)
+    assert all(b == c for (_, b), (c, _) in itertools.pairwise(windows))
+    assert all(b - a <= 10 * rate for a, b in windows)
+    assert abs(windows[0][1] / rate - 8.7) < 0.15  # in the pause
+    assert transcribe.speech_windows(audio[: 5 * rate].tobytes(), window=10.0) == [(0, 5 * rate)]
+
+
+def test_each_window_is_recognised_alone_and_its_lines_keep_their_time(tmp_path: Path) -> None:
+    """The recogniser gets a window at a time (never the whole track: a three-hour track at
+    once took it several GB) and each line is placed at its window's time on the visit."""
+
+    out = tmp_path / "tracks" / "petitioner-microphone-1.webm"
+    out.parent.mkdir(parents=True)
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=f=440:d=5",
+         "-ar", "48000", "-ac", "2", "-c:a", "libopus", str(out)],
+        check=True,
+    )  # fmt: skip
+    t0 = 1_790_000_000.0
+    track = TrackFile(
+        "a1", "p1", "petitioner", "王某某", "audio", "opus", "microphone",
+        ["tracks/petitioner-microphone-1.webm"], t0 + 1, 0, 48000, t0 + 6,
+    )  # fmt: skip
+    recording = VisitRecording("v", state=RecordingState.queued, started_at=t0, tracks=[track])
+    heard: list[float] = []
+
+    class Counting:
+        name = "test"
+
+        def problem(self) -> str | None:
+            return None
+
+        def utterances(self, pcm: bytes) -> list[tuple[float, float, str]]:
+            heard.append(len(pcm) / 2 / transcribe.RATE)
+            return [(0.1, 0.3, f"第{len(heard)}段")]
+
+    done = transcribe.transcribe_recording(
+        tmp_path, recording, Counting(), visit_start=t0, tz=ZoneInfo("Asia/Shanghai"),
+        window=2.0,
+    )  # fmt: skip
+    assert done["lines"] == len(heard) >= 3
+    assert max(heard) <= 2.0 and abs(sum(heard) - 5.0) < 0.1
+    lines = json.loads((tmp_path / "transcript.json").read_text())["lines"]
+    starts = [line["start"] for line in lines]
+    assert starts == sorted(starts) and abs(starts[0] - 1.1) < 0.05
+    assert abs(starts[1] - (1.0 + heard[0] + 0.1)) < 0.05
