@@ -26,12 +26,16 @@ from scheduler.models import (
     DutyLawyer,
     DutyPeriod,
     ExceptionKind,
+    Petition,
     ReceptionRoom,
     ReceptionTemplate,
     Role,
     RoomHours,
     User,
+    Visit,
+    VisitState,
 )
+from scheduler.notify import notify, visit_recipients
 from scheduler.scope import Actor
 from scheduler.slots import (
     Interval,
@@ -205,7 +209,9 @@ async def add_exception(
     tz: ZoneInfo,
     note: str,
     now: datetime,
-) -> AvailabilityException:
+) -> tuple[AvailabilityException, list[Visit]]:
+    """A one-off addition to or cancellation of a judge's hours; with a cancellation, the
+    judge's visits booked in it (which it strands) and their bookers are told."""
     judge = await judge_for_edit(db, actor, judge_id)
     _check_period(starts_at, ends_at, now)
     if ends_at - starts_at > timedelta(days=62):
@@ -250,7 +256,12 @@ async def add_exception(
         starts_at=audit_time(starts_at, tz),
         ends_at=audit_time(ends_at, tz),
     )
-    return row
+    stranded: list[Visit] = []
+    if kind is ExceptionKind.cancellation:
+        stranded = await _stranded(db, starts_at, ends_at, judge_id=judge.id)
+        why = f"法官取消了 {_local(starts_at, tz)} 起的接访时间"
+        await _tell_stranded(db, actor, stranded, why)
+    return row, stranded
 
 
 async def delete_exception(db: AsyncSession, actor: Actor, exception_id: int) -> None:
@@ -284,8 +295,17 @@ async def list_court_days(
 
 
 async def add_court_day(
-    db: AsyncSession, actor: Actor, *, court_id: int, day: date, kind: CourtDayKind, note: str
-) -> CourtDay:
+    db: AsyncSession,
+    actor: Actor,
+    *,
+    court_id: int,
+    day: date,
+    kind: CourtDayKind,
+    note: str,
+    tz: ZoneInfo,
+) -> tuple[CourtDay, list[Visit]]:
+    """Mark a day of the court; a holiday closes its judges and rooms that day, so the
+    visits booked then with them (which it strands) and their bookers are told."""
     court = await _court_for_edit(db, actor, court_id)
     existing = await db.scalar(
         select(CourtDay.id).where(CourtDay.court_id == court.id, CourtDay.day == day)
@@ -296,7 +316,52 @@ async def add_court_day(
     db.add(row)
     await db.flush()
     _audit(db, actor, "calendar.court_day_add", row, court.id, day=day.isoformat(), kind=kind.value)
-    return row
+    stranded: list[Visit] = []
+    if kind is CourtDayKind.holiday:
+        start = datetime.combine(day, datetime.min.time(), tz)
+        stranded = await _stranded(db, start, start + timedelta(days=1), court_id=court.id)
+        await _tell_stranded(db, actor, stranded, f"{day.isoformat()} 已设为{court.name}休息日")
+    return row, stranded
+
+
+def _local(at: datetime, tz: ZoneInfo) -> str:
+    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
+async def _stranded(
+    db: AsyncSession,
+    start: datetime,
+    end: datetime,
+    *,
+    court_id: int | None = None,
+    judge_id: int | None = None,
+) -> list[Visit]:
+    """The visits still to take place between ``start`` and ``end`` that a closed court
+    (its rooms and judges) or a judge's cancelled hours leave without a place or a judge."""
+    query = select(Visit).where(
+        Visit.state.in_((VisitState.scheduled, VisitState.checked_in)),
+        Visit.starts_at < end,
+        Visit.ends_at > start,
+    )
+    if judge_id is not None:
+        query = query.where(Visit.judge_id == judge_id)
+    if court_id is not None:
+        query = query.where(or_(Visit.court_id == court_id, Visit.receiving_court_id == court_id))
+    return list((await db.scalars(query.order_by(Visit.starts_at))).all())
+
+
+async def _tell_stranded(db: AsyncSession, actor: Actor, visits: list[Visit], why: str) -> None:
+    """The judge and the booking court's operators of each visit: it needs a new time."""
+    for visit in visits:
+        petition = await db.get(Petition, visit.petition_id)
+        await notify(
+            db,
+            await visit_recipients(db, visit, actor.user_id),
+            kind="visit_needs_reschedule",
+            title=f"接访需改期：{petition.number if petition else ''}",
+            body=f"{why}，请为该接访另约时间或取消",
+            visit_id=visit.id,
+        )
 
 
 async def delete_court_day(db: AsyncSession, actor: Actor, day_id: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from scheduler.models import (
     Notification,
     ReceptionTemplate,
     RoomHours,
+    Visit,
     VisitEvent,
     VisitState,
     WalkIn,
@@ -122,10 +124,14 @@ class ExceptionOut(Answer):
     ends_at: datetime
     slot_minutes: int
     note: str
+    # visits booked in a cancelled span, whose judge and bookers were told to move them
+    stranded_visits: list[str] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, e: AvailabilityException) -> ExceptionOut:
-        return cls.model_validate(e)
+    def of(cls, e: AvailabilityException, stranded: Sequence[Visit] = ()) -> ExceptionOut:
+        out = cls.model_validate(e)
+        out.stranded_visits = [v.id for v in stranded]
+        return out
 
 
 class CourtDayIn(Body):
@@ -141,10 +147,14 @@ class CourtDayOut(Answer):
     day: date
     kind: CourtDayKind
     note: str
+    # visits booked on a new holiday, whose judges and bookers were told to move them
+    stranded_visits: list[str] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, d: CourtDay) -> CourtDayOut:
-        return cls.model_validate(d)
+    def of(cls, d: CourtDay, stranded: Sequence[Visit] = ()) -> CourtDayOut:
+        out = cls.model_validate(d)
+        out.stranded_visits = [v.id for v in stranded]
+        return out
 
 
 class CourtDayQuery(Query):

@@ -155,7 +155,7 @@ async def list_exceptions(ctx: Context) -> list[ExceptionOut]:
 )
 async def add_exception(ctx: Context) -> ExceptionOut:
     b: ExceptionIn = ctx.body
-    row = await av.add_exception(
+    row, stranded = await av.add_exception(
         ctx.db,
         ctx.me.actor(),
         judge_id=b.judge_id,
@@ -167,7 +167,7 @@ async def add_exception(ctx: Context) -> ExceptionOut:
         note=b.note,
         now=utcnow(),
     )
-    return ExceptionOut.of(row)
+    return ExceptionOut.of(row, stranded)
 
 
 @api.route(
@@ -213,10 +213,16 @@ async def list_court_days(ctx: Context) -> list[CourtDayOut]:
 async def add_court_day(ctx: Context) -> CourtDayOut:
     """Staff mark days of their own court; admins of any court."""
     b: CourtDayIn = ctx.body
-    row = await av.add_court_day(
-        ctx.db, ctx.me.actor(), court_id=b.court_id, day=b.day, kind=b.kind, note=b.note
+    row, stranded = await av.add_court_day(
+        ctx.db,
+        ctx.me.actor(),
+        court_id=b.court_id,
+        day=b.day,
+        kind=b.kind,
+        note=b.note,
+        tz=ctx.settings.tz,
     )
-    return CourtDayOut.of(row)
+    return CourtDayOut.of(row, stranded)
 
 
 @api.route(

@@ -58,12 +58,18 @@
       (f) => VR.button("撤销", async () => { await VR.api("DELETE", `/calendar-feeds/${f.id}`); await loadHours(); }, true),
     ], "无");
   }
+  // A holiday or cancelled hours leave visits already booked without a judge or a room:
+  // the server told their judges and booking courts; the page says how many.
+  const saved = (answer) => {
+    const n = (answer && answer.stranded_visits ? answer.stranded_visits : []).length;
+    return n ? `已保存；此时段已预约的 ${n} 个接访需改期，已通知承办法官和预约法院` : "已保存";
+  };
   function submit(formId, msgId, send) {
     const form = document.getElementById(formId);
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const out = document.getElementById(msgId);
-      try { await send(VR.formData(form)); VR.say(out, "已保存", "ok"); await loadHours(); }
+      try { const answer = await send(VR.formData(form)); VR.say(out, saved(answer), "ok"); await loadHours(); }
       catch (err) { VR.say(out, VR.describe(err), "error"); }
     });
   }
