@@ -109,6 +109,9 @@ async def test_a_question_is_answered_on_the_staff_inbox_and_the_petitioner_is_t
         (False, ASK["text"]),
         (True, "一般为判决生效后六个月内。"),
     ]
+    # the court answers the public, not a staff account by name; staff still see who did
+    assert [m["staff_name"] for m in mine[0]["messages"]] == ["", ""]
+    assert answered["messages"][-1]["staff_name"] == "po_a"
     outbox = await (await staff_client(make_client)).get("/api/v1/sms-outbox")
     assert any(
         m["phone"] == PHONE and "再审申请期限" in m["text"] and "已有答复" in m["text"]

@@ -64,7 +64,14 @@ class ThreadOut(Answer):
     messages: list[MessageOut]
 
 
-async def _thread_out(ctx: Context, thread: MessageThread, names: dict[int, str]) -> ThreadOut:
+async def _thread_out(
+    ctx: Context, thread: MessageThread, names: dict[int, str], petitioner: bool
+) -> ThreadOut:
+    """``petitioner``: for the portal, where the court answers, never a named member of
+    its staff (their account names are not shown to the public)."""
+    messages = [MessageOut.model_validate(m) for m in await feedback.messages(ctx.db, thread.id)]
+    if petitioner:
+        messages = [m.model_copy(update={"staff_name": ""}) for m in messages]
     return ThreadOut(
         id=thread.id,
         court_id=thread.court_id,
@@ -76,13 +83,15 @@ async def _thread_out(ctx: Context, thread: MessageThread, names: dict[int, str]
         overdue=thread.overdue_at is not None and thread.state is ThreadState.waiting,
         created_at=thread.created_at,
         updated_at=thread.updated_at,
-        messages=[MessageOut.model_validate(m) for m in await feedback.messages(ctx.db, thread.id)],
+        messages=messages,
     )
 
 
-async def _threads_out(ctx: Context, threads: list[MessageThread]) -> list[ThreadOut]:
+async def _threads_out(
+    ctx: Context, threads: list[MessageThread], petitioner: bool = False
+) -> list[ThreadOut]:
     names = await feedback.court_names(ctx.db, {t.court_id for t in threads})
-    return [await _thread_out(ctx, t, names) for t in threads]
+    return [await _thread_out(ctx, t, names, petitioner) for t in threads]
 
 
 def _send_sms(ctx: Context, message_id: int) -> None:
@@ -108,7 +117,7 @@ def _send_sms(ctx: Context, message_id: int) -> None:
 )
 async def my_threads(ctx: Context) -> list[ThreadOut]:
     me = await portal_principal(ctx)
-    return await _threads_out(ctx, list(await feedback.my_threads(ctx.db, me)))
+    return await _threads_out(ctx, list(await feedback.my_threads(ctx.db, me)), True)
 
 
 @api.route(
@@ -138,7 +147,7 @@ async def ask(ctx: Context) -> ThreadOut:
         text=b.text,
         address=ctx.address,
     )
-    return (await _threads_out(ctx, [thread]))[0]
+    return (await _threads_out(ctx, [thread], True))[0]
 
 
 @api.route(
@@ -163,7 +172,7 @@ async def follow_up(ctx: Context) -> ThreadOut:
         ctx.body.text,
         address=ctx.address,
     )
-    return (await _threads_out(ctx, [thread]))[0]
+    return (await _threads_out(ctx, [thread], True))[0]
 
 
 # ---------------------------------------------------------------- petitioner: mediation

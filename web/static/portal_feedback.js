@@ -66,7 +66,7 @@
     li.append(head, state, el("span", `${t.court_name}　${when(t.created_at)}` + (t.due_at ? `　答复期限 ${when(t.due_at)}` : ""), "when"));
     for (const m of t.messages) {
       const b = el("div", m.text, "bubble" + (m.from_staff ? " staff" : ""));
-      b.prepend(el("span", (m.from_staff ? `法院答复（${m.staff_name}）` : "我") + "　" + when(m.created_at), "when"));
+      b.prepend(el("span", (m.from_staff ? "法院答复" : "我") + "　" + when(m.created_at), "when"));
       li.appendChild(b);
     }
     const form = el("form");
