@@ -77,6 +77,11 @@ class VisitGateway(Protocol):
         """Consume a one-time code of this visit; raises ProtocolError(*_code)."""
         ...
 
+    async def release(self, visit_id: str, identity: Identity) -> None:
+        """The code ``identity`` was redeemed with is usable again: the join it opened did
+        not complete (the guest never got the answer, nor the rejoin token in it)."""
+        ...
+
     async def may_host(self, visit_id: str, staff: Staff) -> None:
         """Raise ``forbidden`` unless ``staff`` still holds the visit's call now (admit,
         refuse, invite, note): the visit may have been given to another judge since they

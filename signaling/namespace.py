@@ -8,6 +8,7 @@ staff, who see the lobby.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -377,6 +378,14 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise ProtocolError(ErrorCode.invalid_message, "监看须以工作人员身份登录")
         if message.code:
             identity = await self.gateway.redeem(visit_id, message.code)
+            try:
+                return await self._seat(sid, message, identity, None, False)
+            except Exception:
+                # the code was spent, but the join did not complete (the socket went, the
+                # visit ended meanwhile): the guest would need a new code for the next try
+                with contextlib.suppress(Exception):
+                    await self.gateway.release(visit_id, identity)
+                raise
         elif message.rejoin:
             identity, admitted_before = self.tokens.verify(visit_id, message.rejoin)
         else:
@@ -384,6 +393,18 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if staff is None:
                 raise ProtocolError(ErrorCode.unauthenticated, "请先登录，或使用接访码加入")
             identity = await self.gateway.entitle(visit_id, staff, watch=message.watch)
+        return await self._seat(sid, message, identity, staff, admitted_before)
+
+    async def _seat(
+        self,
+        sid: str,
+        message: Join,
+        identity: Identity,
+        staff: Staff | None,
+        admitted_before: bool,
+    ) -> dict[str, Any]:
+        """The participant whose identity was checked enters the room (or its lobby)."""
+        visit_id = message.visit_id
         if sid not in self._buckets:  # the socket went away while this join waited
             raise ProtocolError(ErrorCode.not_joined, "连接已断开")
         room = self.rooms.setdefault(visit_id, Room(visit_id))

@@ -751,6 +751,60 @@ async def test_a_socket_gone_while_its_join_waits_leaves_nobody_behind(
         visits._handlers["join"] = join
 
 
+async def test_a_guest_whose_join_did_not_complete_can_use_the_same_code_again(
+    make_client: MakeClient, visit: dict[str, Any]
+) -> None:
+    """The petitioner's connection drops just after their code was accepted, before the
+    join was answered: the code is usable again (the page retries with it), instead of the
+    petitioner waiting at the terminal for the operator to issue a new one."""
+    staff = await make_client()
+    visits = staff.server.app[VISITS]
+    redeemed, go, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    redeem, join = visits.gateway.redeem, visits._handlers["join"]
+
+    async def slow_redeem(*args: Any, **kwargs: Any) -> Any:
+        identity = await redeem(*args, **kwargs)  # the code is spent here
+        redeemed.set()
+        await go.wait()
+        return identity
+
+    async def watched_join(*args: Any) -> Any:
+        try:
+            return await join(*args)
+        finally:
+            done.set()
+
+    visits.gateway.redeem = slow_redeem
+    visits._handlers["join"] = watched_join
+    code = visit["codes"]["petitioner"]
+    try:
+        guest = await Peer().connect(staff)
+        pending = asyncio.ensure_future(
+            guest.call("join", {"v": 1, "visit_id": visit["id"], "code": code})
+        )
+        await asyncio.wait_for(redeemed.wait(), 30)
+        await guest.close()
+
+        async def gone() -> bool:
+            return not visits._buckets
+
+        await wait_for(gone, within=30)
+        go.set()
+        await asyncio.wait_for(done.wait(), 30)
+        pending.cancel()
+    finally:
+        visits.gateway.redeem = redeem
+        visits._handlers["join"] = join
+    again = await Peer().connect(staff)
+    joined = await again.call("join", {"v": 1, "visit_id": visit["id"], "code": code})
+    assert joined["ok"] and joined["rejoin"], joined
+    other = await Peer().connect(staff)  # a complete join spends it for good
+    refused = await other.call("join", {"v": 1, "visit_id": visit["id"], "code": code})
+    assert refused["error"]["code"] == "used_code", refused
+    for peer in (again, other):
+        await peer.close()
+
+
 async def test_a_judge_no_longer_on_the_visit_cannot_invite_admit_refuse_or_note(
     make_client: MakeClient, visit: dict[str, Any], migrated: Settings
 ) -> None:

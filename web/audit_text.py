@@ -192,6 +192,10 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "visit.walk_in_expired": ("候补过期", "当日未能安排的现场来访候补已自动撤回"),
     "visit.code_issued": ("签发接访码", "{actor}为{role:role}签发了接访码"),
     "visit.code_used": ("使用接访码", "{actor}（{role:role}）使用接访码进入了接访"),
+    "visit.code_released": (
+        "接访码恢复可用",
+        "{actor}（{role:role}）未能完成进入接访，所用接访码恢复可用",
+    ),
     "visit.refused": ("拒绝入场", "{actor}拒绝{role:role}进入接访"),
     "visit.invite": ("邀请参加", "{actor}邀请{role:role} {label} 加入接访"),
     "visit.onsite_started": (

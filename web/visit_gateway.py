@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import record_audit
@@ -225,6 +225,34 @@ class DatabaseVisitGateway:
                 return Identity(key=f"code:{record.id}", role=role, name=name)
         except VisitCodeError as exc:
             raise ProtocolError(ErrorCode(exc.code), exc.message) from None
+
+    async def release(self, visit_id: str, identity: Identity) -> None:
+        kind, _, number = identity.key.partition(":")
+        if kind != "code" or not number.isdigit():
+            return
+        async with self._db.writer() as db:
+            released = await db.execute(
+                update(VisitCode)
+                .where(
+                    VisitCode.id == int(number),
+                    VisitCode.visit_id == visit_id,
+                    VisitCode.used_at.is_not(None),
+                    VisitCode.revoked_at.is_(None),
+                )
+                .values(used_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(released, "rowcount", 0):
+                record_audit(
+                    db,
+                    action="visit.code_released",
+                    actor_type="guest",
+                    actor_id=identity.key,
+                    actor_name=identity.name[:64],
+                    target_type="visit",
+                    target_id=visit_id,
+                    detail={"role": identity.role.value},
+                )
 
     async def is_open(self, visit_id: str) -> bool:
         async with self._db.reader() as db:
