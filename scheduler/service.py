@@ -10,14 +10,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, false, func, or_, select
+from sqlalchemy import Select, false, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import record_audit
+from config.db import utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_id_number, resident_id_valid
 from scheduler.accounts import hash_password, password_problem
+from scheduler.cases.models import MeetingInvitee
 from scheduler.models import (
+    CalendarFeed,
     Court,
     CourtLevel,
     IdType,
@@ -226,13 +229,29 @@ async def update_user(
 ) -> tuple[User, bool]:
     """Apply the changes; the flag says whether the user's sessions must end."""
     _require_admin(actor)
-    user = await get_user(session, user_id)
+    # locked (PostgreSQL) until this change commits: two admins changing one account at once
+    # would each check the rule against what they read and break it together
+    user = await session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise NotFoundError(f"用户 {user_id} 不存在")
     changes: dict[str, Any] = {}
     end_sessions = False
     new_role = role or user.role
     new_court = court_id if court_id is not None else user.court_id
     if role is not None or court_id is not None:
         await _check_role_court(session, new_role, new_court)
+    moved = new_role is not user.role or new_court != user.court_id
+    if moved:
+        held = await _open_duties(session, user.id)
+        if held:
+            # a visit's judge is its judge by account: moved, they would keep it (and the
+            # judges of the court it is booked with could not receive it)
+            raise ConflictError(
+                f"该用户尚有 {held} 个未结束的接访或约谈（承办、主持或受邀），"
+                "请先改期改派或取消后再调整其角色或所属法院",
+                code="open_visits",
+                details={"open_visits": held},
+            )
     if user.id == actor.user_id and (active is False or (role and role is not Role.admin)):
         raise InvalidError("不能停用自己的账户或取消自己的管理员角色", code="self_lockout")
     if display_name is not None and display_name != user.display_name:
@@ -250,6 +269,20 @@ async def update_user(
         changes["active"] = [user.active, active]
         user.active = active
         end_sessions = end_sessions or not active
+        if not active:  # at once (a lost laptop): their visits' bookers are told instead
+            await _tell_judge_gone(session, actor, user)
+    if moved or active is False:
+        # the secret calendar URLs made for or by them stop working
+        await session.execute(
+            update(CalendarFeed)
+            .where(
+                CalendarFeed.revoked_at.is_(None),
+                (CalendarFeed.created_by == user.id)
+                | ((CalendarFeed.owner_kind == "judge") & (CalendarFeed.owner_id == user.id)),
+            )
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
     if password is not None:
         problem = password_problem(password, password_min_length)
         if problem:
@@ -260,6 +293,44 @@ async def update_user(
     if changes:
         _audit(session, actor, "user.update", user, changes=changes)
     return user, end_sessions
+
+
+async def _open_duties(session: AsyncSession, user_id: int) -> int:
+    """The visits and meetings not over that ``user_id`` receives, hosts or is invited to."""
+    from scheduler.lifecycle import OPEN  # (lifecycle reaches this module through cases)
+
+    received = await session.scalar(
+        select(func.count())
+        .select_from(Visit)
+        .where(Visit.judge_id == user_id, Visit.state.in_(OPEN))
+    )
+    invited = await session.scalar(
+        select(func.count())
+        .select_from(MeetingInvitee)
+        .join(Visit, Visit.id == MeetingInvitee.visit_id)
+        .where(MeetingInvitee.user_id == user_id, Visit.state.in_(OPEN))
+    )
+    return int(received or 0) + int(invited or 0)
+
+
+async def _tell_judge_gone(session: AsyncSession, actor: Actor, user: User) -> None:
+    """A judge's account stopped: each open visit they receive needs another judge."""
+    from scheduler.lifecycle import OPEN
+    from scheduler.notify import notify, visit_recipients
+
+    visits = (
+        await session.scalars(select(Visit).where(Visit.judge_id == user.id, Visit.state.in_(OPEN)))
+    ).all()
+    for visit in visits:
+        petition = await session.get(Petition, visit.petition_id)
+        await notify(
+            session,
+            [r for r in await visit_recipients(session, visit, actor.user_id) if r != user.id],
+            kind="visit_needs_reschedule",
+            title=f"接访需改派：{petition.number if petition else ''}",
+            body=f"承办法官 {user.display_name or user.username} 的账户已停用，请改派或改期",
+            visit_id=visit.id,
+        )
 
 
 async def reset_password(

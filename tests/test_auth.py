@@ -50,12 +50,28 @@ async def test_login_sets_strict_httponly_cookie_and_csrf(client: TestClient) ->
 
 
 async def test_wrong_password_and_unknown_user(client: TestClient, migrated: Settings) -> None:
-    for name, pw in (("op_a", "wrong-password"), ("nobody", PASSWORD)):
+    """Both refused alike; the trail names the account, and a name no account has (maybe a
+    password typed in the wrong box) only by a fingerprint."""
+    typed = "Secret-Pa55word!"
+    for name, pw in (("op_a", "wrong-password"), (typed, PASSWORD)):
         resp = await client.post("/api/v1/auth/login", json={"username": name, "password": pw})
         assert resp.status == 401
         assert (await resp.json())["error"]["code"] == "bad_credentials"
     assert (await client.get("/api/v1/auth/me")).status == 401
     assert (await _audit_actions(migrated)).count("auth.login_failed") == 2
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            names = (
+                await db.scalars(
+                    select(AuditEvent.actor_name).where(AuditEvent.action == "auth.login_failed")
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert names[0] == "op_a"
+    unknown = names[1] or ""
+    assert unknown.startswith("未知用户名#") and typed not in unknown
 
 
 async def test_csrf_required_on_state_changes(client: TestClient) -> None:

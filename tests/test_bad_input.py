@@ -345,3 +345,14 @@ async def test_days_past_the_calendar_are_refused_as_invalid_not_a_server_error(
         body = await resp.json()
         assert resp.status == 422, (url, body)
         assert body["error"]["details"][0]["message"] == "不能大于 2099-12-31", body
+
+
+async def test_an_audit_search_from_a_time_without_its_zone_is_refused_not_a_500(
+    client: TestClient, world: World
+) -> None:
+    await login(client, "admin")
+    for query in ("since=2024-01-01", "since=2024-01-01T00:00:00", "until=2024-01-01T00:00"):
+        resp = await client.get(f"/api/v1/audit?{query}")
+        assert resp.status == 422, (query, await resp.text())
+    ok = await client.get("/api/v1/audit", params={"since": "2024-01-01T00:00:00+08:00"})
+    assert ok.status == 200
