@@ -388,6 +388,8 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 raise
         elif message.rejoin:
             identity, admitted_before = self.tokens.verify(visit_id, message.rejoin)
+            if identity.role not in GUEST_ROLES:  # a token issued before observers had none
+                raise ProtocolError(ErrorCode.unauthenticated, "请先登录")
         else:
             staff = self._staff.get(sid)
             if staff is None:
@@ -459,7 +461,9 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         }
         if staff is not None and not observer:
             answer["lobby"] = room.lobby()
-        else:
+        if identity.role in GUEST_ROLES:
+            # guests only: an observer is staff, who comes back with their login (a token
+            # would let anyone holding it watch without one, past a logout or a transfer)
             answer["rejoin"] = self.tokens.issue(visit_id, identity, admitted)
         return answer
 

@@ -18,9 +18,11 @@ from sqlalchemy import select
 from config.audit import AuditEvent
 from config.db import Database
 from config.settings import Settings
+from config.vocabulary import ParticipantRole
 from scheduler.lifecycle import Action, may
 from scheduler.models import Role, Visit, VisitState
 from scheduler.scope import SYSTEM_ACTOR, Actor
+from signaling.gateway import Identity
 from signaling.namespace import _sends
 from tests.conftest import MakeClient, start_live_server, stop_live_server
 from tests.helpers import Booking, login, wait_until
@@ -34,6 +36,7 @@ from tests.live import (
 )
 from tests.visits import Peer, _cookie
 from web.audit_text import sentence
+from web.keys import VISITS
 
 HIGH, MID, BASIC, OTHER_MID = 1, 2, 3, 4
 WATCH_TABLE = {  # who, and whether the visit's courts are below theirs → may watch
@@ -102,6 +105,9 @@ async def test_a_supervising_court_watches_receiving_only_and_everyone_sees_it(
     assert joined["ok"], joined
     assert joined["role"] == "observer" and joined["host"] is False
     assert "lobby" not in joined  # an observer sees no lobby
+    # nor a rejoin token: an observer comes back with their login; anyone holding a token
+    # could watch without one (and past a logout or a transfer), unaudited
+    assert "rejoin" not in joined
     for peer in (guest, judge):  # listed for everyone, with their court
         seen = await peer.next("participant_joined")
         while seen["role"] == "petitioner":  # the judge saw the petitioner come in first
@@ -367,3 +373,21 @@ def test_a_high_court_watches_a_basic_courts_visit_in_chromium(
     )
     for ctx in (admin, watch_ctx, guest_ctx):
         ctx.close()
+
+
+async def test_a_token_for_an_observer_does_not_let_anyone_watch_without_a_login(
+    make_client: MakeClient, booking: Booking, visit: dict[str, Any]
+) -> None:
+    """Tokens made before observers had none: refused, the watcher must log in."""
+    judge, guest = await _in_call(make_client, visit)
+    http = await make_client()
+    tokens = http.server.app[VISITS].tokens
+    watcher = Identity(key="user:999", role=ParticipantRole.observer, name="高院法官")
+    anyone = await Peer().connect(http)
+    answer = await anyone.call(
+        "join",
+        {"v": 1, "visit_id": visit["id"], "rejoin": tokens.issue(visit["id"], watcher, True)},
+    )
+    assert answer["error"]["code"] == "unauthenticated", answer
+    for peer in (anyone, guest, judge):
+        await peer.close()
