@@ -232,6 +232,24 @@ async def test_the_monitor_list_shows_what_is_live_below_the_court(
 # ---------------------------------------------------------------- in Chromium
 
 
+async def test_a_token_for_an_observer_does_not_let_anyone_watch_without_a_login(
+    make_client: MakeClient, booking: Booking, visit: dict[str, Any]
+) -> None:
+    """Tokens made before observers had none: refused, the watcher must log in."""
+    judge, guest = await _in_call(make_client, visit)
+    http = await make_client()
+    tokens = http.server.app[VISITS].tokens
+    watcher = Identity(key="user:999", role=ParticipantRole.observer, name="高院法官")
+    anyone = await Peer().connect(http)
+    answer = await anyone.call(
+        "join",
+        {"v": 1, "visit_id": visit["id"], "rejoin": tokens.issue(visit["id"], watcher, True)},
+    )
+    assert answer["error"]["code"] == "unauthenticated", answer
+    for peer in (anyone, guest, judge):
+        await peer.close()
+
+
 @pytest.fixture(scope="module")
 def watch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server = start_live_server(tmp_path_factory.mktemp("watch") / "var")
@@ -373,21 +391,3 @@ def test_a_high_court_watches_a_basic_courts_visit_in_chromium(
     )
     for ctx in (admin, watch_ctx, guest_ctx):
         ctx.close()
-
-
-async def test_a_token_for_an_observer_does_not_let_anyone_watch_without_a_login(
-    make_client: MakeClient, booking: Booking, visit: dict[str, Any]
-) -> None:
-    """Tokens made before observers had none: refused, the watcher must log in."""
-    judge, guest = await _in_call(make_client, visit)
-    http = await make_client()
-    tokens = http.server.app[VISITS].tokens
-    watcher = Identity(key="user:999", role=ParticipantRole.observer, name="高院法官")
-    anyone = await Peer().connect(http)
-    answer = await anyone.call(
-        "join",
-        {"v": 1, "visit_id": visit["id"], "rejoin": tokens.issue(visit["id"], watcher, True)},
-    )
-    assert answer["error"]["code"] == "unauthenticated", answer
-    for peer in (anyone, guest, judge):
-        await peer.close()

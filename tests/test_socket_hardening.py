@@ -127,9 +127,9 @@ async def test_a_join_after_a_role_change_is_refused(
 async def test_disabling_or_changing_an_account_closes_its_sockets_in_both_namespaces(
     make_client: MakeClient, visit: dict[str, Any]
 ) -> None:
-    """The admin disables the operator (who watches the lobby), changes a judge's role and
-    resets another's password: their /visit and /notify sockets close at once; the admin's
-    own stay open."""
+    """The admin disables the operator (who watches the lobby) and a judge and resets
+    another's password: their /visit and /notify sockets close at once; the admin's own
+    stay open."""
     op_client, _, operator = await _staff_peer(make_client, "op_a")
     assert (await operator.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
     notify = socketio.AsyncClient(reconnection=False)
@@ -156,9 +156,15 @@ async def test_disabling_or_changing_an_account_closes_its_sockets_in_both_names
     await wait_for(notify_closed, within=10)
     assert "/visit" in judge.sio.namespaces
 
+    # the judge's role is not changed while they have visits to receive (handed on first);
+    # stopped, their sockets close
     r = await admin.patch(
         f"/api/v1/users/{ids['judge_a']}", json={"role": "archivist"}, headers=headers
     )
+    assert r.status == 409 and (await r.json())["error"]["code"] == "open_visits"
+    assert "/visit" in judge.sio.namespaces
+    stop = {"active": False}
+    r = await admin.patch(f"/api/v1/users/{ids['judge_a']}", json=stop, headers=headers)
     assert r.status == 200, await r.text()
     await wait_for(_closed(judge), within=10)
 
