@@ -130,6 +130,11 @@ class VisitGateway(Protocol):
         kept on the visit's timeline."""
         ...
 
+    async def note(self, visit_id: str, identity: Identity, text: str) -> None:
+        """The host's note on the visit's timeline (and so in its minutes and transcript);
+        raises when it could not be kept: the host is told, the note is not shown as kept."""
+        ...
+
     async def invite(
         self, visit_id: str, judge: Staff, role: ParticipantRole, label: str
     ) -> Invitation:

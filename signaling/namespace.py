@@ -587,7 +587,13 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         assert isinstance(message, Note)
         room, me, _ = await self._host(sid)
         at = time.time()
-        await self.gateway.room_event(room.visit_id, "note", me.identity, text=message.text)
+        try:
+            await self.gateway.note(room.visit_id, me.identity, message.text)
+        except Exception:
+            # not on the timeline, so in neither the minutes nor the transcript: the page
+            # keeps the text and says so, instead of showing it as noted
+            log.exception("visit %s: a note could not be kept", room.visit_id)
+            raise ProtocolError(ErrorCode.internal_error, "备注未能保存，请重试") from None
         note = {"at": at, "author": me.identity.name, "text": message.text}
         await self.emit("note", note, room=self.staff_room(room.visit_id))
         return note

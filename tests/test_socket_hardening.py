@@ -108,6 +108,29 @@ async def test_a_staff_action_after_the_account_was_disabled_is_refused_and_clos
     await wait_for(_closed(judge), within=10)
 
 
+async def test_a_note_that_could_not_be_kept_is_refused_not_shown_as_noted(
+    make_client: MakeClient, visit: dict[str, Any]
+) -> None:
+    """The database refuses the note (busy, failing over): the judge is told and keeps the
+    text, instead of a note shown to staff that is in neither the minutes nor the transcript."""
+    client, _, judge = await _staff_peer(make_client, "judge_a")
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    gateway = client.server.app[VISITS].gateway
+    keep = gateway.note
+
+    async def failing(*args: Any) -> None:
+        raise OSError("database is locked")
+
+    gateway.note = failing
+    try:
+        refused = await judge.call("note", {"text": "当事人情绪激动"})
+    finally:
+        gateway.note = keep
+    assert refused["error"] == {"code": "internal_error", "message": "备注未能保存，请重试"}
+    assert (await judge.call("note", {"text": "当事人情绪激动"}))["ok"]
+    await judge.close()
+
+
 async def test_a_join_after_a_role_change_is_refused(
     make_client: MakeClient, visit: dict[str, Any], migrated: Settings
 ) -> None:

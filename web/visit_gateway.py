@@ -432,19 +432,27 @@ class DatabaseVisitGateway:
         self, visit_id: str, event: str, identity: Identity, **detail: Any
     ) -> None:
         try:
-            async with self._db.writer() as db:
-                db.add(
-                    VisitEvent(
-                        visit_id=visit_id,
-                        at=utcnow(),
-                        kind=VisitEventKind.room,
-                        actor_id=identity.user_id,
-                        actor_name=identity.name[:64],
-                        detail={"event": event, "role": identity.role.value, **detail},
-                    )
-                )
+            await self._room_event(visit_id, event, identity, **detail)
         except Exception:  # the timeline must never break the call
             log.exception("visit %s: could not record room event %s", visit_id, event)
+
+    async def note(self, visit_id: str, identity: Identity, text: str) -> None:
+        await self._room_event(visit_id, "note", identity, text=text)
+
+    async def _room_event(
+        self, visit_id: str, event: str, identity: Identity, **detail: Any
+    ) -> None:
+        async with self._db.writer() as db:
+            db.add(
+                VisitEvent(
+                    visit_id=visit_id,
+                    at=utcnow(),
+                    kind=VisitEventKind.room,
+                    actor_id=identity.user_id,
+                    actor_name=identity.name[:64],
+                    detail={"event": event, "role": identity.role.value, **detail},
+                )
+            )
 
     async def invite(
         self, visit_id: str, judge: Staff, role: ParticipantRole, label: str
