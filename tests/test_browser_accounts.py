@@ -124,3 +124,37 @@ def test_admin_changes_a_case_deadline_rule_on_the_admin_page(
         change(days, remind)
         expect(cells.nth(1)).to_have_text(days)
         admin.context.close()
+
+
+def test_admin_creates_a_petition_officer_and_renames_an_account_on_the_admin_page(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    """Every role is offered (信访专员 and 院领导 were missing), as the vocabulary names
+    it; 修改 changes a name, its dialog showing the account's role and court as they are."""
+    admin = _admin_page(live_server, chromium)
+    admin.click("button[data-tab=tab-users]")
+    roles = admin.locator("#user-role option").all_inner_texts()
+    assert {"信访专员", "院领导", "接访法官", "操作员", "档案员", "系统管理员"} <= {
+        r.split("（")[0] for r in roles
+    }, roles
+    form = admin.locator("#user-form")
+    form.locator("input[name=username]").fill("officer2")
+    form.locator("input[name=display_name]").fill("高院信访专员二")
+    admin.select_option("#user-role", "petition_officer")
+    court = admin.locator("#user-court option", has_text="北京市高级人民法院").first
+    court.wait_for(state="attached")
+    admin.select_option("#user-court", court.get_attribute("value"))
+    form.locator("input[name=password]").fill(NEW_PASSWORD)
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#user-msg")).to_contain_text("已")
+    row = admin.locator("#user-rows tr", has_text="officer2")
+    expect(row).to_contain_text("信访专员")
+    row.locator("button", has_text="修改").click()
+    expect(admin.locator("#action-fields select[name=role]")).to_have_value("petition_officer")
+    admin.fill("#action-fields input[name=display_name]", "高院信访专员（二）")
+    admin.click("#action-ok")
+    expect(admin.locator("#user-list-msg")).to_have_text("已修改账户 officer2")
+    expect(row).to_contain_text("高院信访专员（二）")
+    expect(row).to_contain_text("信访专员")
+    admin.screenshot(path=str(artifacts / "admin-user-edit.png"), full_page=True)
+    admin.context.close()

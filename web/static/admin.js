@@ -21,8 +21,22 @@
     options(document.getElementById("room-court"), courts);
   }
 
+  // every role, as the vocabulary names it (信访专员 and 院领导 included)
+  const roleSelect = document.getElementById("user-role");
+  for (const [value, text] of Object.entries(VR.ROLE_NAMES)) roleSelect.add(new Option(text, value));
+  roleSelect.value = "operator";
+
+  async function allUsers() {
+    const items = [];
+    for (let offset = 0; ; offset += 200) {
+      const page = await VR.api("GET", `/users?limit=200&offset=${offset}`);
+      items.push(...page.items);
+      if (items.length >= page.total || !page.items.length) return items;
+    }
+  }
+
   async function loadUsers() {
-    const page = await VR.api("GET", "/users?limit=200");
+    const page = { items: await allUsers() };
     const listMsg = document.getElementById("user-list-msg");
     const act = (fn) => async () => {
       try { await fn(); await loadUsers(); await loadAudit(); }
@@ -40,6 +54,23 @@
         box.className = "actions";
         box.append(VR.button(u.active ? "停用" : "启用", act(async () => {
           await VR.api("PATCH", `/users/${u.id}`, { active: !u.active });
+        }), true));
+        box.append(VR.button("修改", act(async () => {
+          const done = await VR.ask(`修改账户 ${u.username}`, [
+            { name: "display_name", label: "姓名", value: u.display_name },
+            { name: "role", label: "角色", options: Object.entries(VR.ROLE_NAMES), value: u.role },
+            { name: "court_id", label: "所属法院", required: false, value: u.court_id ?? "",
+              options: [["", "（无：仅系统管理员）"], ...courts.map((c) => [String(c.id), c.name])] },
+          ], async (v) => {
+            const change = {};
+            if (v.display_name !== u.display_name) change.display_name = v.display_name;
+            if (v.role !== u.role) change.role = v.role;
+            const court = v.court_id ? Number(v.court_id) : null;
+            if (court !== null && court !== u.court_id) change.court_id = court;
+            if (!Object.keys(change).length) return "unchanged";
+            return VR.api("PATCH", `/users/${u.id}`, change);
+          });
+          if (done && done !== "unchanged") VR.say(listMsg, `已修改账户 ${u.username}`, "ok");
         }), true));
         if (u.locked_seconds) {
           box.append(VR.button("解除锁定", act(async () => {

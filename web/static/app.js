@@ -158,6 +158,7 @@ const VR = (() => {
       if (f.options) {
         input = document.createElement("select");
         for (const [v, t] of f.options) input.add(new Option(t, v));
+        if (f.value !== undefined && f.value !== null) input.value = String(f.value);
       } else {
         input = document.createElement("input");
         input.type = f.type || "text";
