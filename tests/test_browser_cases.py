@@ -789,3 +789,85 @@ def test_a_litigation_matter_is_guided_and_the_list_filters_find_each_case(
     clerk.select_option("#filter-form select[name=channel]", "letter")
     shown(set())
     clerk.context.close()
+
+
+OTHER_BRANCH_ID = "110108198507014515"  # a valid resident ID (checksum digit 5)
+OTHER_BRANCH_NUMBER = "（2025）京0108执777号"
+
+
+async def _a_clerk_of_another_branch(server: LiveServer) -> str:
+    """A second branch under the demo's high court (an intermediate and a basic court) with
+    a clerk, and a matter the demo's 海淀 clerk registered; returns the clerk's password."""
+    password = "another-branch-pw-1"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        csrf = await http_login(http, server, "admin", server.passwords["admin"])
+        headers = {"X-CSRF-Token": csrf}
+        async with http.get(server.url + "/api/v1/courts", headers=headers) as r:
+            courts = await r.json()
+            assert r.status == 200, courts
+            high = next(c["id"] for c in courts if c["code"] == "BJGY")
+        parent = high
+        for code, name, level in (
+            ("BJ3Z", "北京市第三中级人民法院", "intermediate"),
+            ("BJCY", "北京市朝阳区人民法院", "basic"),
+        ):
+            body = {"code": code, "name": name, "level": level, "parent_id": parent}
+            async with http.post(server.url + "/api/v1/courts", json=body, headers=headers) as r:
+                assert r.status == 201, await r.text()
+                parent = (await r.json())["id"]
+        user = {
+            "username": "op_chaoyang",
+            "display_name": "朝阳法院操作员",
+            "role": "operator",
+            "court_id": parent,
+            "password": password,
+        }
+        async with http.post(server.url + "/api/v1/users", json=user, headers=headers) as r:
+            assert r.status == 201, await r.text()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        csrf = await http_login(http, server, "operator", server.passwords["operator"])
+        letter = {
+            "channel": "letter",
+            "petitioners": [
+                {"name": "赵某某", "id_type": "resident_id", "id_number": OTHER_BRANCH_ID}
+            ],
+            "category": "enforcement",
+            "summary": "请求执行到位。",
+            "original_numbers": [OTHER_BRANCH_NUMBER],
+            "original_court": "北京市海淀区人民法院",
+        }
+        async with http.post(
+            server.url + "/api/v1/cases", json=letter, headers={"X-CSRF-Token": csrf}
+        ) as r:
+            assert r.status == 201, await r.text()
+    return password
+
+
+def test_a_repeat_linked_to_another_branchs_case_is_saved_with_its_scans_and_shows_nothing(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    """Another branch's clerk registers the same matter: the page says it was linked to a
+    case of another court without showing it, and the scans of the visit are uploaded."""
+    password = _in_thread(_a_clerk_of_another_branch(live_server))
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    browser_login(page, live_server.url, "op_chaoyang", password, "/operator")
+    page.goto(live_server.url + "/cases/new")
+    page.wait_for_selector("body[data-ready='1']")
+    _fill_registration(page, "walk_in", "赵某某", OTHER_BRANCH_ID, OTHER_BRANCH_NUMBER)
+    expect(page.locator("#dup")).to_be_hidden()  # nothing of it shown while typing either
+    page.locator("#reg-court").press("Enter")
+    title = page.locator("#saved-title")
+    expect(title).to_contain_text("已作为重复访关联到其他法院登记的信访件", timeout=15_000)
+    expect(title.locator("a")).to_have_count(0)
+    expect(page.locator("#saved-open")).to_be_hidden()
+    assert "赵某某" not in title.inner_text()
+    pdf = _pdf()
+    page.set_input_files(
+        "#upload-files", [{"name": "来访材料.pdf", "mimeType": "application/pdf", "buffer": pdf}]
+    )
+    page.click("#upload-submit")
+    expect(page.locator("#upload-msg")).to_contain_text("已上传 1 个文件", timeout=15_000)
+    expect(page.locator("#upload-rows")).to_contain_text(hashlib.sha256(pdf).hexdigest())
+    _shot(page, artifacts, "linked-other-court")
+    ctx.close()

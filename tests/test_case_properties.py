@@ -24,9 +24,10 @@ from config.db import create_engine, create_sessionmaker
 from config.errors import AppError
 from config.settings import Settings
 from scheduler.cases import service as cases
-from scheduler.cases.models import CaseEvent
+from scheduler.cases.models import Assignment, CaseEvent
 from scheduler.cases.rules import MOVES, NODE_OF, STAYS, CaseAction, may, next_state
 from scheduler.cases.words import (
+    AssignmentState,
     CaseCategory,
     CaseState,
     CaseTrack,
@@ -348,6 +349,8 @@ async def _run_sequence(
                 for name, action in ACTION_OF.items()
                 if may(actors[u], action, case.state, standings[u])
             }
+            # handed further down (交办 further down): a hand-over from above stays open
+            chained = len(await cases.assignment_chain(db, case)) > 1
         # mostly an action the rules allow someone (so sequences get deep), else any action
         if allowed_now and draw(st.integers(0, 3)):
             pair = draw(st.sampled_from(sorted(allowed_now | SCANS)))
@@ -366,7 +369,23 @@ async def _run_sequence(
             refused = exc
         async with sessions() as db:
             after = await snapshot(db, case_id)
+            case = await db.get(Petition, case_id)
+            assert case is not None
+            chain = await cases.assignment_chain(db, case)
+            still_open = (
+                await db.scalars(
+                    select(Assignment.id).where(
+                        Assignment.petition_id == case_id,
+                        Assignment.state == AssignmentState.open,
+                    )
+                )
+            ).all()
         where = f"{step} from {before.state}: {refused!r}"
+        # every hand-over left open is one the case is under now (closing, accepting and
+        # redirecting leave none behind)
+        assert sorted(still_open) == sorted(
+            a.id for a in chain if a.state is AssignmentState.open
+        ), where
         # never an undefined state, and the node is the state's (or a 回访's)
         assert isinstance(after.state, CaseState) and after.raw_state in set(CaseState), where
         assert after.raw_node in set(Node), where
@@ -396,7 +415,7 @@ async def _run_sequence(
             assert allowed is (refused.code not in RULE_CODES), where
         else:
             assert allowed, where
-            assert after.state is next_state(before.state, action), where
+            assert after.state is next_state(before.state, action, chained=chained), where
             assert sum(added.values()) == 1, f"{where}: added {dict(added)}"
         before = after
 

@@ -15,8 +15,8 @@ from config.db import create_engine, create_sessionmaker, utcnow
 from config.errors import ConflictError, InvalidError, PermissionDeniedError
 from config.settings import Settings
 from scheduler.cases import service as cases
-from scheduler.cases.models import CaseEvent, FollowUp
-from scheduler.cases.rules import CaseAction, Standing, may
+from scheduler.cases.models import Assignment, CaseEvent, FollowUp
+from scheduler.cases.rules import CaseAction, Standing, may, next_state
 from scheduler.cases.words import (
     CaseCategory,
     CaseState,
@@ -252,6 +252,14 @@ def test_who_may_do_what_as_a_table() -> None:
     assert not may(officer, CaseAction.take_lead, CaseState.assigned, above)
     assert may(officer, CaseAction.accept, CaseState.reported, assigner)
     assert not may(officer, CaseAction.accept, CaseState.reported, above)
+    # the handling court closes the case itself while assigned, not while its feedback
+    # awaits the assigning court's review
+    assert may(officer, CaseAction.resolve, CaseState.assigned, handler)
+    assert not may(officer, CaseAction.resolve, CaseState.reported, handler)
+    assert may(officer, CaseAction.resolve, CaseState.reported, assigner)
+    # accepting the feedback of a hand-over handed further down: back to the court above
+    assert next_state(CaseState.reported, CaseAction.accept) is CaseState.handling
+    assert next_state(CaseState.reported, CaseAction.accept, chained=True) is CaseState.assigned
     assert may(archivist, CaseAction.view, CaseState.resolved, above)
     assert not may(archivist, CaseAction.add_contact, CaseState.resolved, above)
     assert not may(officer, CaseAction.resolve, CaseState.registered, handler)
@@ -560,3 +568,280 @@ async def test_the_deadline_scan_reads_pending_cases_through_its_partial_indexes
     alerts, reminders = await query_plans(db, scan, "UPDATE petitions")
     assert "SEARCH petitions USING INDEX ix_petitions_alert (due_at<?)" in alerts
     assert "SEARCH petitions USING INDEX ix_petitions_remind (due_at>? AND due_at<?)" in reminders
+
+
+# ---------------------------------------------------------------- 交办 further down
+
+
+async def _high_case(db: AsyncSession, world: World, settings: Settings, number: str) -> int:
+    """A case registered and triaged at the high court (its officer responsible)."""
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    reg = await cases.register(db, high, letter([number]), settings=settings)
+    await cases.triage(
+        db,
+        high,
+        reg.case.id,
+        track=CaseTrack.petition,
+        mode=HandlingMode.careful,
+        responsible_id=world.users["po_high"],
+        settings=settings,
+    )
+    return reg.case.id
+
+
+async def _hand_overs(db: AsyncSession, case_id: int) -> list[tuple[str, str, str]]:
+    """The case's hand-overs as (from court id, to court id, state), in order."""
+    rows = await db.execute(
+        select(Assignment.from_court_id, Assignment.to_court_id, Assignment.state)
+        .where(Assignment.petition_id == case_id)
+        .order_by(Assignment.id)
+    )
+    return [(str(f), str(t), s.value) for f, t, s in rows]
+
+
+async def test_a_case_handed_further_down_keeps_the_upper_hand_over_and_its_deadline(
+    db: AsyncSession, world: World, migrated: Settings
+) -> None:
+    """The high court hands a case to the intermediate court, which hands it on to the basic
+    court: the high court's hand-over stays open (not 改派), the basic court's deadline is
+    not later than the high court's, the basic court's feedback goes to the intermediate
+    court, whose acceptance brings the case back to it to report to the high court."""
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    mid = actor(world, "po_mid", Role.petition_officer, "mid_a")
+    basic = actor(world, "po_a", Role.petition_officer, "basic_a")
+    c = {k: str(v) for k, v in world.courts.items()}
+    case_id = await _high_case(db, world, migrated, "（2024）甲0101执80号")
+    upper_due = cases.day_end(utcnow() + timedelta(days=5), migrated)
+    await cases.assign(
+        db, high, case_id, to_court_id=world.courts["mid_a"], deadline=upper_due, settings=migrated
+    )
+    # the intermediate court may not give the basic court more time than it has itself
+    with pytest.raises(InvalidError) as later:
+        await cases.assign(
+            db,
+            mid,
+            case_id,
+            to_court_id=world.courts["basic_a"],
+            deadline=upper_due + timedelta(days=1),
+            settings=migrated,
+        )
+    assert later.value.code == "deadline_after_upper"
+    # by default (the 30-day rule) it gets the high court's deadline
+    lower = await cases.assign(
+        db, mid, case_id, to_court_id=world.courts["basic_a"], deadline=None, settings=migrated
+    )
+    assert lower.deadline == upper_due
+    assert await _hand_overs(db, case_id) == [
+        (c["high"], c["mid_a"], "open"),
+        (c["mid_a"], c["basic_a"], "open"),
+    ]
+    tl = await cases.timeline(db, high, case_id)
+    assert not any("改派" in e.text for e in tl.events if e.kind == "assigned")
+    case = tl.case
+    assert (case.handler_court_id, case.supervising_court_id) == (
+        world.courts["basic_a"],
+        world.courts["mid_a"],
+    )
+    # the basic court's deadline passes: the high court, whose hand-over awaits, is alerted too
+    await cases.scan_deadlines(db, migrated, upper_due + timedelta(hours=1))
+    told = set(
+        (
+            await db.scalars(
+                select(Notification.user_id).where(Notification.kind == "case_overdue")
+            )
+        ).all()
+    )
+    assert {world.users["po_high"], world.users["po_mid"], world.users["po_a"]} <= told
+    # the basic court reports; while the intermediate court reviews, it may not close it
+    await cases.report(db, basic, case_id, result="已执行到位", settings=migrated)
+    with pytest.raises(PermissionDeniedError):
+        await cases.resolve(
+            db, basic, case_id, ground=ResolutionGround.enforced, settings=migrated, remark="x"
+        )
+    with pytest.raises(PermissionDeniedError):  # not the high court's to review
+        await cases.review_feedback(db, high, case_id, accept=True, settings=migrated)
+    # the intermediate court accepts: the case is back with it, owing the high court
+    await cases.review_feedback(db, mid, case_id, accept=True, settings=migrated)
+    case, _ = await cases.get_case(db, mid, case_id)
+    assert case.state is CaseState.assigned and case.node is Node.feedback
+    assert (case.handler_court_id, case.supervising_court_id) == (
+        world.courts["mid_a"],
+        world.courts["high"],
+    )
+    assert case.due_at == upper_due
+    assert await _hand_overs(db, case_id) == [
+        (c["high"], c["mid_a"], "open"),
+        (c["mid_a"], c["basic_a"], "accepted"),
+    ]
+    # the intermediate court reports upwards; the high court reviews it
+    await cases.report(db, mid, case_id, result="经审核，基层法院已执行到位", settings=migrated)
+    _, where = await cases.get_case(db, high, case_id)
+    assert where.assigner
+    await cases.review_feedback(db, high, case_id, accept=True, settings=migrated)
+    case, _ = await cases.get_case(db, high, case_id)
+    assert case.state is CaseState.handling
+    assert await _hand_overs(db, case_id) == [
+        (c["high"], c["mid_a"], "accepted"),
+        (c["mid_a"], c["basic_a"], "accepted"),
+    ]
+
+
+async def test_redirecting_withdraws_only_what_the_court_and_those_below_it_handed_down(
+    db: AsyncSession, world: World, migrated: Settings
+) -> None:
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    mid = actor(world, "po_mid", Role.petition_officer, "mid_a")
+    c = {k: str(v) for k, v in world.courts.items()}
+    case_id = await _high_case(db, world, migrated, "（2024）甲0101执81号")
+    await cases.assign(
+        db, high, case_id, to_court_id=world.courts["mid_a"], deadline=None, settings=migrated
+    )
+    await cases.assign(
+        db, mid, case_id, to_court_id=world.courts["basic_a"], deadline=None, settings=migrated
+    )
+    # the intermediate court hands it again (改派 of its own hand-over only)
+    await cases.assign(
+        db, mid, case_id, to_court_id=world.courts["basic_a"], deadline=None, settings=migrated
+    )
+    assert await _hand_overs(db, case_id) == [
+        (c["high"], c["mid_a"], "open"),
+        (c["mid_a"], c["basic_a"], "withdrawn"),
+        (c["mid_a"], c["basic_a"], "open"),
+    ]
+    # the high court redirects the case: the whole chain below it is withdrawn
+    await cases.assign(
+        db, high, case_id, to_court_id=world.courts["mid_b"], deadline=None, settings=migrated
+    )
+    assert await _hand_overs(db, case_id) == [
+        (c["high"], c["mid_a"], "withdrawn"),
+        (c["mid_a"], c["basic_a"], "withdrawn"),
+        (c["mid_a"], c["basic_a"], "withdrawn"),
+        (c["high"], c["mid_b"], "open"),
+    ]
+    tl = await cases.timeline(db, high, case_id)
+    last = [e.text for e in tl.events if e.kind == "assigned"][-1]
+    assert last.startswith(
+        "改派（原承办：甲市中级人民法院、甲市某区人民法院）：交办 乙市中级人民法院"
+    )
+    # a court between may not step into a hand-over made directly to the court below it
+    other = await _high_case(db, world, migrated, "（2024）甲0101执82号")
+    await cases.assign(
+        db, high, other, to_court_id=world.courts["basic_a"], deadline=None, settings=migrated
+    )
+    with pytest.raises(ConflictError) as between:
+        await cases.assign(
+            db, mid, other, to_court_id=world.courts["basic_a"], deadline=None, settings=migrated
+        )
+    assert between.value.code == "assigned_above"
+    assert await _hand_overs(db, other) == [(c["high"], c["basic_a"], "open")]
+
+
+async def test_closing_a_case_closes_its_hand_overs_and_only_the_assigner_accepts(
+    db: AsyncSession, world: World, migrated: Settings
+) -> None:
+    """化解 by the court the case was handed to is its feedback (reported), not an
+    acceptance; 化解 by the assigning court and 信访终结 by it decide the hand-over."""
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    mid = actor(world, "po_mid", Role.petition_officer, "mid_a")
+    c = {k: str(v) for k, v in world.courts.items()}
+    # the intermediate court resolves what the high court handed it
+    first = await _high_case(db, world, migrated, "（2024）甲0101执83号")
+    await cases.assign(
+        db, high, first, to_court_id=world.courts["mid_a"], deadline=None, settings=migrated
+    )
+    await cases.resolve(
+        db, mid, first, ground=ResolutionGround.enforced, settings=migrated, remark="已执行到位"
+    )
+    assert await _hand_overs(db, first) == [(c["high"], c["mid_a"], "reported")]
+    row = await db.scalar(select(Assignment).where(Assignment.petition_id == first))
+    assert row is not None and "已执行到位" in row.result and row.reported_at is not None
+    # the high court resolves after the feedback: it decided, so it accepted
+    second = await _high_case(db, world, migrated, "（2024）甲0101执84号")
+    await cases.assign(
+        db, high, second, to_court_id=world.courts["mid_a"], deadline=None, settings=migrated
+    )
+    await cases.report(db, mid, second, result="已约谈", settings=migrated)
+    await cases.resolve(
+        db, high, second, ground=ResolutionGround.enforced, settings=migrated, remark="到位"
+    )
+    assert await _hand_overs(db, second) == [(c["high"], c["mid_a"], "accepted")]
+    # 信访终结 of a case handed down closes its hand-overs as 化解 does
+    third = await _high_case(db, world, migrated, "（2024）甲0101执85号")
+    await cases.assign(
+        db, high, third, to_court_id=world.courts["mid_a"], deadline=None, settings=migrated
+    )
+    await cases.assign(
+        db, mid, third, to_court_id=world.courts["basic_a"], deadline=None, settings=migrated
+    )
+    await cases.terminate(
+        db,
+        high,
+        third,
+        ground=TerminationGround.no_new_facts,
+        approval="院长 审批 1号",
+        settings=migrated,
+    )
+    assert await _hand_overs(db, third) == [
+        (c["high"], c["mid_a"], "accepted"),
+        (c["mid_a"], c["basic_a"], "reported"),
+    ]
+
+
+async def test_after_reopening_a_followup_is_recorded_on_the_one_scheduled_last(
+    db: AsyncSession, world: World, migrated: Settings
+) -> None:
+    clerk = actor(world, "op_a", Role.operator, "basic_a")
+    basic = actor(world, "po_a", Role.petition_officer, "basic_a")
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    reg = await cases.register(db, clerk, letter(["（2024）甲0101执86号"]), settings=migrated)
+    case_id = reg.case.id
+    await cases.triage(
+        db,
+        basic,
+        case_id,
+        track=CaseTrack.petition,
+        mode=HandlingMode.careful,
+        responsible_id=world.users["po_a"],
+        settings=migrated,
+    )
+    await cases.resolve(
+        db, basic, case_id, ground=ResolutionGround.enforced, settings=migrated, remark="到位"
+    )
+    await cases.reopen(db, high, case_id, reason="当事人反映执行款被退回", settings=migrated)
+    (cancelled,) = (await db.scalars(select(FollowUp).where(FollowUp.petition_id == case_id))).all()
+    assert cancelled.done_at is not None and cancelled.result == ""
+    assert cancelled.remark == cases.FOLLOWUP_CANCELLED
+    await cases.resolve(
+        db, basic, case_id, ground=ResolutionGround.enforced, settings=migrated, remark="再次到位"
+    )
+    await cases.record_followup(
+        db, basic, case_id, result=FollowUpResult.satisfied, remark="当事人满意"
+    )
+    rows = (
+        await db.scalars(
+            select(FollowUp).where(FollowUp.petition_id == case_id).order_by(FollowUp.id)
+        )
+    ).all()
+    assert [(f.result, f.remark) for f in rows] == [
+        ("", cases.FOLLOWUP_CANCELLED),
+        ("satisfied", "当事人满意"),
+    ]
+
+
+async def test_flagging_a_flagged_case_or_lifting_an_absent_flag_is_refused(
+    db: AsyncSession, world: World, migrated: Settings
+) -> None:
+    high = actor(world, "po_high", Role.petition_officer, "high")
+    case_id = await _high_case(db, world, migrated, "（2024）甲0101执87号")
+    await cases.assign(
+        db, high, case_id, to_court_id=world.courts["mid_a"], deadline=None, settings=migrated
+    )
+    with pytest.raises(ConflictError) as absent:
+        await cases.flag(db, high, case_id, on=False)
+    assert absent.value.code == "not_flagged"
+    await cases.flag(db, high, case_id, on=True)
+    with pytest.raises(ConflictError) as twice:
+        await cases.flag(db, high, case_id, on=True)
+    assert twice.value.code == "already_flagged"
+    tl = await cases.timeline(db, high, case_id)
+    assert [e.kind for e in tl.events].count("flagged") == 1

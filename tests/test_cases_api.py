@@ -860,6 +860,139 @@ async def test_an_upload_refused_by_the_case_rules_leaves_nothing_behind(
     assert await stored(migrated, db) == ([], 0)
 
 
+async def test_a_repeat_linked_to_another_branchs_case_shows_nothing_of_it_but_takes_its_scans(
+    staff: Staff, migrated: Settings, db: Any
+) -> None:
+    """Another branch registers the same matter: the contact is linked (重复访) to the case,
+    but the answer names nothing of a case the court may not see (as /cases/duplicates),
+    and the scans of the court's own contact are still stored."""
+    case = await register(staff)  # basic_a
+    status, body = await staff.call("po_b", "POST", "/cases", letter(summary="再次来信"))
+    assert status == 200, body
+    assert body["case"] is None and body["linked"] is True and body["other_court"] is True
+    assert set(body) == {"case", "contact_id", "linked", "other_court"}
+    assert "张三" not in str(body) and case["number"] not in str(body)
+    assert (await staff.call("po_b", "GET", f"/cases/{case['id']}"))[0] == 404
+    # the contact's scans go to the contact's own route
+    c, csrf = await staff("po_b")
+    form = FormData()
+    form.add_field("file", PDF, filename="来信扫描件.pdf", content_type="application/pdf")
+    resp = await c.post(
+        f"/api/v1/case-contacts/{body['contact_id']}/materials",
+        data=form,
+        headers={"X-CSRF-Token": csrf},
+    )
+    material = await resp.json()
+    assert resp.status == 201, material
+    assert material["sha256"] == hashlib.sha256(PDF).hexdigest()
+    assert await stored(migrated, db) == ([f"{material['sha256']}.pdf"], 1)
+    status, detail = await staff.call("op_a", "GET", f"/cases/{case['id']}")
+    assert [(m["id"], m["contact_id"]) for m in detail["materials"]] == [
+        (material["id"], body["contact_id"])
+    ]
+    # the case's own route stays closed to another branch; so are the case's other
+    # contacts (not registered by that court), and a contact that does not exist
+    status, refused = await upload(staff, "po_b", case["id"], PDF)
+    assert status == 404, refused
+    first_contact = detail["contacts"][0]["id"]
+    for contact_id in (first_contact, 999999):
+        form = FormData()
+        form.add_field("file", PDF, filename="x.pdf", content_type="application/pdf")
+        resp = await c.post(
+            f"/api/v1/case-contacts/{contact_id}/materials",
+            data=form,
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert resp.status == 404, await resp.text()
+    # the registering court uploads to its own contact by the same route
+    c, csrf = await staff("op_a")
+    form = FormData()
+    form.add_field("file", PNG, filename="信封.png", content_type="image/png")
+    resp = await c.post(
+        f"/api/v1/case-contacts/{first_contact}/materials",
+        data=form,
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert resp.status == 201, await resp.text()
+    # the registering court's own repeat still answers the whole case
+    status, again = await staff.call("op_a", "POST", "/cases", letter(channel="walk_in"))
+    assert status == 200 and again["case"]["id"] == case["id"] and again["other_court"] is False
+
+
+async def test_the_feedback_notice_masks_id_and_phone_numbers(staff: Staff) -> None:
+    case = await register(staff, "po_mid")
+    status, _ = await staff.call(
+        "po_mid",
+        "POST",
+        f"/cases/{case['id']}/actions/triage",
+        {"track": "petition", "mode": "joint", "responsible_id": staff.world.users["po_mid"]},
+    )
+    assert status == 200
+    status, body = await staff.call(
+        "po_mid",
+        "POST",
+        f"/cases/{case['id']}/actions/assign",
+        {"to_court_id": staff.world.courts["basic_a"]},
+    )
+    assert status == 200, body
+    status, body = await staff.call(
+        "po_a",
+        "POST",
+        f"/cases/{case['id']}/actions/report",
+        {"result": f"已约谈信访人，身份证 {ID_A}，电话 {PHONE_A}"},
+    )
+    assert status == 200, body
+    status, notes = await staff.call("po_mid", "GET", "/notifications")
+    (note,) = [n for n in notes["items"] if n["kind"] == "case_reported"]
+    assert ID_A not in note["body"] and PHONE_A not in note["body"], note
+    assert "1101**********1233" in note["body"] and "138****8000" in note["body"]
+
+
+async def test_a_contact_time_before_1990_or_off_the_calendar_is_refused_not_a_500(
+    staff: Staff,
+) -> None:
+    case = await register(staff)
+    for when in ("0001-01-01T00:00:00+14:00", "1900-01-01T00:00:00+08:00"):
+        numbers = ["（2024）甲0101执999号"]
+        status, body = await staff.call(
+            "op_a", "POST", "/cases", letter(original_numbers=numbers, occurred_at=when)
+        )
+        assert status == 422, (when, body)
+        (problem,) = body["error"]["details"]
+        assert problem["field"] == "occurred_at"
+        assert problem["message"] == "来访来信时间不能早于 1990 年 1 月 1 日"
+        status, body = await staff.call(
+            "op_a",
+            "POST",
+            f"/cases/{case['id']}/contacts",
+            {"channel": "letter", "summary": "x", "occurred_at": when},
+        )
+        assert status == 422, (when, body)
+    # the far end of the calendar: refused as a time, or as one in the future
+    status, body = await staff.call(
+        "op_a",
+        "POST",
+        f"/cases/{case['id']}/contacts",
+        {"channel": "letter", "summary": "x", "occurred_at": "9999-12-31T23:59:00-14:00"},
+    )
+    assert status == 422, body
+    status, body = await staff.call(
+        "po_high",
+        "POST",
+        f"/cases/{case['id']}/actions/assign",
+        {"to_court_id": staff.world.courts["basic_a"], "deadline": "0001-01-01T00:00:00+14:00"},
+    )
+    assert status == 422 and body["error"]["details"][0]["message"] == "时间超出有效范围", body
+    # 1990 itself is a time a letter may have come
+    status, body = await staff.call(
+        "op_a",
+        "POST",
+        f"/cases/{case['id']}/contacts",
+        {"channel": "letter", "summary": "旧信", "occurred_at": "1990-01-02T09:00:00+08:00"},
+    )
+    assert status == 201, body
+
+
 # ---------------------------------------------------------------- the overdue scan
 
 

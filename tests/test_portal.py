@@ -32,7 +32,7 @@ from scheduler import lifecycle
 from scheduler.cases import service as cases
 from scheduler.cases.models import Contact, Material
 from scheduler.cases.words import CaseTrack, Channel, HandlingMode, ResolutionGround
-from scheduler.models import Petition, Role, Visit, VisitState
+from scheduler.models import Petition, Petitioner, Role, Visit, VisitState
 from scheduler.portal import identity
 from scheduler.portal import service as portal
 from scheduler.portal.identity import session_principal
@@ -444,6 +444,99 @@ async def test_a_petitioner_sees_only_their_own_cases(
         headers={"X-Portal-CSRF": other_csrf},
     )
     assert resp.status == 404
+
+
+async def test_an_online_petition_joins_only_the_petitioners_own_case_and_names_nobody(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    """Knowing somebody's ID number (and their original case number) is not enough: online
+    nobody checks a document, so a matter on file is joined only by the petitioner on file
+    (name and proved phone) and a refusal names nobody."""
+    client, staff = await make_client(), await staff_client(make_client)
+    csrf = await sign_in(client, staff)
+    status, first = await submit(client, csrf, petition_form(world, PHOTOS[:1]))
+    assert status == 201, first
+    stranger = await make_client()
+    stranger_csrf = await sign_in(stranger, staff, name="某某", phone="13900000000")
+    new_matter = "（2020）乙01民终1号"
+    for form in (
+        petition_form(world, PHOTOS[1:]),  # the same matter
+        petition_form(world, PHOTOS[1:], original_numbers=new_matter),  # a new one
+    ):
+        status, body = await submit(stranger, stranger_csrf, form)
+        assert status == 422 and body["error"]["code"] == "identity_mismatch", body
+        assert NAME not in body["error"]["message"]
+    # the right name but a phone neither on file nor of the identity that submitted it
+    other = await make_client()
+    other_csrf = await sign_in(other, staff, phone="13700000001")
+    status, body = await submit(other, other_csrf, petition_form(world, PHOTOS[1:]))
+    assert status == 422 and body["error"]["code"] == "identity_mismatch", body
+    async with database(migrated) as db:
+        assert [c.id for c in (await db.scalars(select(Contact))).all()] == [1]
+        assert len((await db.scalars(select(Material))).all()) == 1
+        assert len((await db.scalars(select(Petition))).all()) == 1
+    # the petitioner's own further petition about it is linked (重复访)
+    status, again = await submit(client, csrf, petition_form(world, PHOTOS[1:], summary="补充"))
+    assert status == 201 and again["linked"] is True and again["case_id"] == first["case_id"]
+
+
+async def test_a_petitioner_with_a_new_phone_sees_the_petition_just_submitted(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    """The court keeps the phone it has on file, but the identity that submitted a case
+    (the ID number with the phone just proved) sees it, and may add to it."""
+    client, staff = await make_client(), await staff_client(make_client)
+    csrf = await sign_in(client, staff)
+    status, first = await submit(client, csrf, petition_form(world, PHOTOS[:1]))
+    assert status == 201, first
+    renewed = await make_client()
+    renewed_csrf = await sign_in(renewed, staff, phone="13900000000")
+    matter = "（2024）甲01民终9号"
+    form = petition_form(world, PHOTOS[1:], original_numbers=matter)
+    status, body = await submit(renewed, renewed_csrf, form)
+    assert status == 201 and body["linked"] is False, body
+    mine = await (await renewed.get("/api/v1/portal/cases")).json()
+    assert [c["id"] for c in mine] == [body["case_id"]]  # not the first phone's case
+    resp = await renewed.get(f"/api/v1/portal/cases/{body['case_id']}")
+    assert resp.status == 200, await resp.text()
+    async with database(migrated) as db:
+        case = await db.get(Petition, body["case_id"])
+        assert case is not None
+        person = await db.get(Petitioner, case.petitioner_id)
+        assert person is not None and person.phone == PHONE  # the number on file is kept
+    form = petition_form(world, PHOTOS[:1], original_numbers=matter, summary="补充")
+    status, again = await submit(renewed, renewed_csrf, form)
+    assert status == 201 and again["linked"] is True and again["case_id"] == body["case_id"]
+
+
+async def test_a_counter_phone_typed_with_dashes_finds_the_petitioners_cases(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    staff = await staff_client(make_client)
+    csrf = await login(staff, "op_a")
+    person = {"name": NAME, "id_type": "resident_id", "id_number": ID_NUMBER}
+    registration = {
+        "channel": "walk_in",
+        "petitioners": [person | {"phone": "138-1234-5678"}],
+        "category": "enforcement",
+        "summary": "判决生效两年仍未执行到位",
+        "original_numbers": ["（2024）甲0101执5号"],
+        "original_court": "甲市某区人民法院",
+    }
+    resp = await staff.post("/api/v1/cases", json=registration, headers={"X-CSRF-Token": csrf})
+    body = await resp.json()
+    assert resp.status == 201, body
+    case_id = body["case"]["id"]
+    async with database(migrated) as db:
+        case = await db.get(Petition, case_id)
+        assert case is not None
+        stored = await db.get(Petitioner, case.petitioner_id)
+        assert stored is not None and stored.phone == PHONE  # stored as the portal proves it
+        stored.phone = "+86-138-1234-5678"  # as a clerk typed it before phones were normalized
+    client = await make_client()
+    await sign_in(client, staff)
+    mine = await (await client.get("/api/v1/portal/cases")).json()
+    assert [c["id"] for c in mine] == [case_id]
 
 
 # ---------------------------------------------------------------- video visits

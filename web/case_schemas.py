@@ -7,14 +7,14 @@ ID and phone numbers.
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, model_validator
 
 from config.privacy import mask_id_number, mask_phone, mask_text
 from scheduler.cases.models import Assignment, CaseEvent, Contact, DeadlineRule, FollowUp, Material
-from scheduler.cases.service import CaseFacts, Names, Timeline, overdue_days
+from scheduler.cases.service import EARLIEST_CONTACT, CaseFacts, Names, Timeline, overdue_days
 from scheduler.cases.words import (
     AssignmentState,
     CaseCategory,
@@ -58,6 +58,36 @@ Text400 = Annotated[
 Text4000 = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=4000), AfterValidator(_printable)
 ]
+
+
+def _instant(value: datetime) -> datetime:
+    """A time with its zone that is a real instant: 0001-01-01T00:00+14:00 or
+    9999-12-31T23:59-14:00 lie outside the calendar in UTC (compared, they answered 500)."""
+    try:
+        value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("时间超出有效范围") from None
+    return value
+
+
+_DAY = timedelta(days=1)
+
+
+def _since_earliest_contact(value: datetime) -> datetime:
+    """A contact's time: not before 1990 (a letter of 1900 would be overdue at once); not
+    after now is the service's check (``cases.contact_time``)."""
+    # the wall time first: an instant of year 1 cannot even be compared in UTC
+    if value.replace(tzinfo=None) < EARLIEST_CONTACT.replace(tzinfo=None) - _DAY:
+        raise ValueError(f"来访来信时间不能早于 {EARLIEST_CONTACT.year} 年 1 月 1 日")
+    if _instant(value) < EARLIEST_CONTACT:
+        raise ValueError(f"来访来信时间不能早于 {EARLIEST_CONTACT.year} 年 1 月 1 日")
+    return value
+
+
+# A time with its zone (deadlines): a real instant
+Instant = Annotated[AwareDatetime, AfterValidator(_instant)]
+# When a contact happened: since 1990
+ContactTime = Annotated[AwareDatetime, AfterValidator(_since_earliest_contact)]
 
 
 # ---------------------------------------------------------------- queries
@@ -121,13 +151,13 @@ class RegisterIn(Body):
     summary: Text4000 = ""
     original_numbers: list[Line64] = Field(default_factory=list, max_length=20)
     original_court: Line128 = ""
-    occurred_at: AwareDatetime | None = None
+    occurred_at: ContactTime | None = None
     contact_summary: Text4000 = ""
 
 
 class ContactIn(Body):
     channel: Channel
-    occurred_at: AwareDatetime | None = None
+    occurred_at: ContactTime | None = None
     summary: Text4000 = ""
     people_count: Annotated[int, Field(ge=1, le=10000)] = 1
 
@@ -147,7 +177,7 @@ class SetOwnerIn(Body):
 
 class AssignIn(Body):
     to_court_id: Id
-    deadline: AwareDatetime | None = Field(None, description="Default: the feedback rule.")
+    deadline: Instant | None = Field(None, description="Default: the feedback rule.")
     instructions: Text4000 = ""
 
 
@@ -165,7 +195,7 @@ class RemarkIn(Body):
 
 class ReturnIn(Body):
     remark: Text4000 = ""
-    deadline: AwareDatetime | None = None
+    deadline: Instant | None = None
 
 
 class EmptyIn(Body):
@@ -190,7 +220,7 @@ class TerminateIn(Body):
 
 
 class ScheduleFollowUpIn(Body):
-    due_at: AwareDatetime | None = None
+    due_at: Instant | None = None
     remark: Text4000 = ""
 
 
@@ -482,9 +512,12 @@ class CaseDetail(Answer):
 
 
 class Registered(Answer):
-    case: CaseRow
+    # None: linked to a case another court handles that the caller's court may not see
+    # (``other_court``): only the contact is answered, as /cases/duplicates shows nothing
+    case: CaseRow | None
     contact_id: int
     linked: bool  # True: added as 重复访 to the case already registered
+    other_court: bool = False  # linked to a case of another court (not shown)
 
 
 class DuplicateOut(Answer):

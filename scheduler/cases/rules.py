@@ -6,11 +6,19 @@ writes a case rule. Tested as a table and by property tests over action sequence
 
     registered ─┬─► guided (诉讼事项, 导入诉讼程序)                        ─┐
                 └─► handling ─► assigned ─► reported ─► handling (审核通过) │
-                      │  ▲        │  ▲         └──► assigned (退回重办)    │
+                      │  ▲        │  ▲         ├──► assigned (退回重办)    │
                       │  └────────┘  └── (交办 further down)               │
+                      │                        └──► assigned (审核通过, an  │
+                      │                             upper hand-over open)  │
                       ├─► resolved (化解)      ◄── assigned, reported      │
                       └─► terminated (信访终结, high or supreme court)     │
     guided, resolved, terminated ─► handling (reopened with a reason)  ◄──┘
+
+A court that was handed a case may hand it further down (交办 further down): the upper
+hand-over stays open, and accepting the lower court's feedback (审核通过) brings the case
+back to the court the upper one awaits (``CHAINED``), which then reports upwards itself.
+While its feedback awaits review (reported) the handling court may not close the case
+itself (化解): the assigning court decides.
 """
 
 from __future__ import annotations
@@ -109,6 +117,12 @@ MOVES: dict[tuple[CaseState, CaseAction], CaseState] = {
     (CaseState.resolved, CaseAction.reopen): CaseState.handling,
     (CaseState.terminated, CaseAction.reopen): CaseState.handling,
 }
+# (state, action) → the state after it when the case is under a further hand-over from above
+# (交办 further down): accepting the lower court's feedback brings the case back to the court
+# the upper hand-over awaits, still owing its own feedback (see the service's chain).
+CHAINED: dict[tuple[CaseState, CaseAction], CaseState] = {
+    (CaseState.reported, CaseAction.accept): CaseState.assigned,
+}
 # Actions that keep the state, and the states they are allowed in.
 STAYS: dict[CaseAction, frozenset[CaseState]] = {
     CaseAction.view: frozenset(CaseState),
@@ -160,10 +174,12 @@ class Standing:
     level: CourtLevel | None = None
 
 
-def next_state(state: CaseState, action: CaseAction) -> CaseState | None:
+def next_state(state: CaseState, action: CaseAction, *, chained: bool = False) -> CaseState | None:
     """The state after ``action``, the same state for an action that keeps it, or ``None``
-    when the action is not allowed in ``state``."""
-    moved = MOVES.get((state, action))
+    when the action is not allowed in ``state``. ``chained``: the case is under a hand-over
+    from above that stays open (``CHAINED`` applies)."""
+    moved = CHAINED.get((state, action)) if chained else None
+    moved = moved or MOVES.get((state, action))
     if moved is not None:
         return moved
     if state in STAYS.get(action, frozenset()):
@@ -206,12 +222,24 @@ def _undoes_termination(actor: Actor, action: CaseAction, state: CaseState, s: S
     )
 
 
+def _awaits_review(actor: Actor, action: CaseAction, state: CaseState, s: Standing) -> bool:
+    """A handling court whose feedback awaits the assigning court's review (reported) may not
+    close the case as 化解 itself: the assigning court accepts, returns or closes it."""
+    return (
+        action is CaseAction.resolve
+        and state is CaseState.reported
+        and not actor.is_admin
+        and not s.assigner
+    )
+
+
 def may(actor: Actor, action: CaseAction, state: CaseState, standing: Standing) -> bool:
     """Whether ``actor`` may take ``action`` on a case in ``state``."""
     return (
         next_state(state, action) is not None
         and _who(actor, action, standing)
         and not _undoes_termination(actor, action, state, standing)
+        and not _awaits_review(actor, action, state, standing)
     )
 
 
@@ -223,6 +251,8 @@ def refusal(actor: Actor, action: CaseAction, state: CaseState, standing: Standi
         return "信访终结只能由高级人民法院或最高人民法院决定"
     if _undoes_termination(actor, action, state, standing):
         return "已终结的信访件只能由高级人民法院或最高人民法院重新启动"
+    if _awaits_review(actor, action, state, standing):
+        return "办理结果已反馈交办法院，正在等待审核，审核前不能化解"
     if action is CaseAction.take_lead and actor.role is not Role.leader:
         return "只有院领导可以包案"
     if action in (CaseAction.flag, CaseAction.unflag, CaseAction.meet):

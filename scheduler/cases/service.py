@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from config.audit import record_audit
 from config.db import ThreadRead, add_row, prepared, table_of, utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
-from config.privacy import mask_id_number, mask_phone
+from config.privacy import mask_id_number, mask_phone, mask_text
 from config.settings import Settings
 from config.vocabulary import label, label_of
 from scheduler.cases.models import (
@@ -87,6 +87,7 @@ from scheduler.cases.words import (
 )
 from scheduler.models import Court, CourtLevel, IdType, Petition, Petitioner, Role, User
 from scheduler.notify import Notice, notify, notify_many
+from scheduler.portal.identity import check_phone
 from scheduler.scope import Actor, ancestor_court_ids, descendant_court_ids
 from scheduler.service import Page, check_id_number
 from scheduler.visits import local_text
@@ -193,11 +194,13 @@ async def _act(
     due_at: datetime | bool | None = True,
     values: dict[str, Any] | None = None,
     settings: Settings | None = None,
+    chained: bool = False,
 ) -> Petition:
     """Take ``action`` on the case: check the rule, move its state (guarded against a
     concurrent change), set its node and deadline, and add the timeline entry. The UPDATE
     holds only if the state and every column in ``values`` are still as read (two clerks
-    naming an owner at once on PostgreSQL: one wins, the other gets 409).
+    naming an owner at once on PostgreSQL: one wins, the other gets 409). ``chained``: the
+    case is under a hand-over from above that stays open (``rules.CHAINED``).
 
     ``due_at``: True computes the new node's deadline from the rules when the node changes
     (the action passes ``settings`` then: the day ends in court time); a datetime or None
@@ -206,7 +209,7 @@ async def _act(
     """
     case, _ = await get_case(db, actor, case_id, action)
     old = case.state
-    new = next_state(old, action)
+    new = next_state(old, action, chained=chained)
     assert new is not None
     changes: dict[str, Any] = dict(values or {})
     guards = [Petition.id == case.id, Petition.state == old]
@@ -280,6 +283,38 @@ def normalize_case_number(value: str) -> str:
 
 
 FIRST_CASE_YEAR = 1990  # the earliest year an original case number is looked up under
+# The earliest contact a clerk may record (a letter of 1900 would be overdue at once).
+EARLIEST_CONTACT = datetime(FIRST_CASE_YEAR, 1, 1, tzinfo=UTC)
+
+
+def contact_time(value: datetime | None, now: datetime) -> datetime:
+    """When a contact happened, as typed (``now`` when not given): not after now (five
+    minutes of clock drift allowed), not before 1990, and a real instant (0001-01-01 at
+    +14:00 lies before the calendar in UTC)."""
+    if value is None:
+        return now
+    try:
+        at = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidError("来访来信时间无效", code="invalid_time") from None
+    if at > now + timedelta(minutes=5):
+        raise InvalidError("来访来信时间不能晚于现在", code="future_contact")
+    if at < EARLIEST_CONTACT:
+        raise InvalidError(
+            f"来访来信时间不能早于 {FIRST_CASE_YEAR} 年 1 月 1 日", code="too_early_contact"
+        )
+    return value
+
+
+def normalize_phone(value: str) -> str:
+    """A phone number as stored and compared: a mainland mobile number as its 11 digits
+    (spaces, dashes and +86 dropped, as the portal's ``check_phone`` proves it), any other
+    number as typed. The portal finds a petitioner's cases by the stored number."""
+    value = (value or "").strip()
+    try:
+        return check_phone(value)
+    except InvalidError:
+        return value[:20]
 
 
 def number_spellings(typed: str, now: datetime) -> list[str]:
@@ -326,6 +361,9 @@ class Registration:
     contact_summary: str = ""
     number: str = ""
     visit_id: str | None = None
+    # online (网上申诉): the portal identity (an ID number with the phone its SMS code proved)
+    # that submitted it, kept in the contact's timeline entry (``PORTAL_IDENTITY``)
+    identity_id: int | None = None
 
 
 @dataclass
@@ -367,19 +405,33 @@ def _missing(reg: Registration) -> list[str]:
     return missing
 
 
+def online_refusal() -> InvalidError:
+    """The one answer an online petition gets when what was proved does not match the record
+    on file (another name for the ID number, or a matter registered under another name or
+    phone): it names nothing on file, so an ID number alone reveals nobody's name."""
+    return InvalidError(
+        "提交未成功：填写的身份信息与法院已登记的信息不一致。请核对姓名和证件号码；"
+        "如更换了手机号码或信息有误，请携带身份证件到法院信访窗口办理",
+        code="identity_mismatch",
+    )
+
+
 async def _petitioner_at(db: AsyncSession, actor: Actor, court_id: int, p: PersonIn) -> Petitioner:
     """The court's petitioner of this ID number, registered now if new. One already on file
     under another name is refused (a mistyped number would otherwise file the matter under
-    somebody else); a phone number is filled in where none is on file, and a clerk typing
-    another is told the one on file (nothing stored is overwritten; left empty, it is kept).
-    Online (no clerk) the number on file is kept."""
+    somebody else; online the refusal names nobody); a phone number is filled in where none
+    is on file, and a clerk typing another is told the one on file (nothing stored is
+    overwritten; left empty, it is kept). Online (no clerk) the number on file is kept.
+    Phone numbers are stored normalized (``normalize_phone``)."""
     number = check_id_number(p.id_type, p.id_number)
     found = await db.scalar(
         _PETITIONER_AT, {"court_id": court_id, "id_type": p.id_type, "id_number": number}
     )
     if found is not None:
-        name, phone = p.name.strip(), p.phone.strip()[:20]
+        name, phone = p.name.strip(), normalize_phone(p.phone)
         if name and name != found.name:
+            if actor.user_id is None:
+                raise online_refusal()
             raise InvalidError(
                 f"证件号码 {mask_id_number(number)} 已登记为信访人「{found.name}」，"
                 f"与填写的姓名「{name}」不一致，请核对证件号码和姓名",
@@ -387,7 +439,9 @@ async def _petitioner_at(db: AsyncSession, actor: Actor, court_id: int, p: Perso
             )
         if phone and not found.phone:
             found.phone = phone
-        elif phone and phone != found.phone and actor.user_id is not None:
+        elif phone and phone == normalize_phone(found.phone):
+            found.phone = phone  # the same number, as stored now (138-1234-5678 before)
+        elif phone and actor.user_id is not None:
             raise InvalidError(
                 f"信访人「{found.name}」登记的电话为 {mask_phone(found.phone)}，与填写的不一致；"
                 "请核对，或将电话留空沿用已登记的号码",
@@ -399,7 +453,7 @@ async def _petitioner_at(db: AsyncSession, actor: Actor, court_id: int, p: Perso
         name=_text(p.name, "信访人姓名", limit=64),
         id_type=p.id_type,
         id_number=number,
-        phone=p.phone.strip()[:20],
+        phone=normalize_phone(p.phone),
         created_by=actor.user_id,
     )
     await add_row(db, person)
@@ -459,9 +513,7 @@ async def register(
     if reg.people_count < len(reg.petitioners) or reg.people_count > 10000:
         raise InvalidError("来访人数不能少于登记的信访人数", code="invalid_people_count")
     now = utcnow()
-    occurred = reg.occurred_at or now
-    if occurred > now + timedelta(minutes=5):
-        raise InvalidError("来访来信时间不能晚于现在", code="future_contact")
+    occurred = contact_time(reg.occurred_at, now)
     lead = reg.petitioners[0]
     numbers = list(dict.fromkeys(normalize_case_number(n) for n in reg.original_numbers))
     numbers = [n for n in numbers if n]
@@ -471,6 +523,10 @@ async def register(
     original_court = _text(reg.original_court, "原审法院", limit=128)
     existing = await find_duplicate(db, lead.id_type, lead.id_number, numbers)
     if existing is not None:
+        # online nobody checked a document: only the petitioner on file (their name and the
+        # phone proved by SMS), or the portal identity that submitted the case, adds to it
+        if actor.user_id is None and not await _online_may_link(db, existing, lead, reg):
+            raise online_refusal()
         contact = await _contact(
             db,
             actor,
@@ -481,6 +537,7 @@ async def register(
             reg.people_count,
             repeat=True,
             visit_id=reg.visit_id,
+            identity_id=reg.identity_id,
         )
         return Registered(existing, contact, linked=True)
     court = await db.get(Court, actor.court_id)
@@ -550,8 +607,45 @@ async def register(
         repeat=False,
         visit_id=reg.visit_id,
         before=[registered],
+        identity_id=reg.identity_id,
     )
     return Registered(case, contact, linked=False)
+
+
+# The key of an online contact's timeline entry naming the portal identity that submitted it.
+PORTAL_IDENTITY = "portal_identity_id"
+
+
+def submitted_by(identity_id: int) -> Any:
+    """The timeline entries of the contacts the portal identity ``identity_id`` submitted
+    (a condition on ``case_events``)."""
+    detail = table_of(CaseEvent).c.detail
+    return and_(
+        CaseEvent.kind == EventKind.contact.value,
+        detail[PORTAL_IDENTITY].as_integer() == identity_id,
+    )
+
+
+async def _online_may_link(
+    db: AsyncSession, case: Petition, lead: PersonIn, reg: Registration
+) -> bool:
+    """Whether an online petition may be added to ``case`` (重复访): its lead petitioner has
+    the name given and the phone proved, or this portal identity submitted the case (the
+    same person, whose phone on file is another)."""
+    person = await db.get(Petitioner, case.petitioner_id)
+    if person is None or person.name != lead.name.strip():
+        return False
+    phone = normalize_phone(lead.phone)
+    if phone and normalize_phone(person.phone) == phone:
+        return True
+    if reg.identity_id is None:
+        return False
+    found = await db.scalar(
+        select(CaseEvent.id)
+        .where(CaseEvent.petition_id == case.id, submitted_by(reg.identity_id))
+        .limit(1)
+    )
+    return found is not None
 
 
 ONLINE_ACTOR_NAME = "网上申诉"
@@ -579,7 +673,12 @@ async def register_online(
 ) -> tuple[Registered, Actor]:
     """An online petition becomes a contact of channel 网上申诉 at the basic court the
     petitioner chose; returns it and the actor that may add its materials (the registering
-    court's, also when the contact was linked to a case registered elsewhere: 重复访)."""
+    court's, also when the contact was linked to a case registered elsewhere: 重复访).
+
+    ``reg``'s lead petitioner is the one the portal proved (name, ID number, the phone of
+    the SMS code) and ``reg.identity_id`` their portal identity: a matter already registered
+    is linked only when it is theirs (``_online_may_link``), otherwise refused without
+    naming anything on file (``online_refusal``)."""
     court = await db.get(Court, court_id)
     if court is None or court.level is not CourtLevel.basic:
         raise InvalidError("请选择一个基层人民法院", code="invalid_court")
@@ -604,6 +703,7 @@ async def _contact(
     repeat: bool,
     visit_id: str | None = None,
     before: Sequence[Entry] = (),
+    identity_id: int | None = None,
 ) -> Contact:
     """Write the contact, count it on its case, and add its timeline entry after the
     entries ``before`` (all as statements, no unit of work)."""
@@ -630,7 +730,8 @@ async def _contact(
         f"{'重复访：' if repeat else ''}{label(channel)}"
         + (f"，{summary[:60]}" if summary else ""),
         detail={"contact_id": contact.id, "channel": channel.value, "repeat": repeat}
-        | ({"visit_id": visit_id} if visit_id else {}),
+        | ({"visit_id": visit_id} if visit_id else {})
+        | ({PORTAL_IDENTITY: identity_id} if identity_id is not None else {}),
     )
     await add_events(db, actor, [*before, entry])
     return contact
@@ -649,10 +750,7 @@ async def add_contact(
 ) -> Contact:
     """A further contact (a letter, a visit, a call) on a registered case (重复访)."""
     case, _ = await get_case(db, actor, case_id, CaseAction.add_contact)
-    now = utcnow()
-    occurred = occurred_at or now
-    if occurred > now + timedelta(minutes=5):
-        raise InvalidError("来访来信时间不能晚于现在", code="future_contact")
+    occurred = contact_time(occurred_at, utcnow())
     if people_count < 1:
         raise InvalidError("来访人数至少为 1", code="invalid_people_count")
     return await _contact(
@@ -701,11 +799,16 @@ async def add_material(
     contact_id: int | None = None,
 ) -> Material:
     """Record a material already stored whole (the web layer streams, hashes and renames it
-    into place before calling this; it removes the file again if this refuses)."""
-    case, _ = await get_case(db, actor, case_id, CaseAction.upload)
-    if contact_id is not None:
-        contact = await db.get(Contact, contact_id)
-        if contact is None or contact.petition_id != case.id:
+    into place before calling this; it removes the file again if this refuses). A court
+    adds the materials of a contact it registered itself also to a case it may not see (a
+    重复访 linked to another branch's case: :func:`contact_for_upload`)."""
+    contact = await db.get(Contact, contact_id) if contact_id is not None else None
+    own = await db.get(Petition, case_id) if _registered_here(actor, contact) else None
+    if own is not None and contact is not None and contact.petition_id == own.id:
+        case = own
+    else:
+        case, _ = await get_case(db, actor, case_id, CaseAction.upload)
+        if contact_id is not None and (contact is None or contact.petition_id != case.id):
             raise InvalidError("该来访来信记录不属于本信访件", code="invalid_contact")
     material = Material(
         petition_id=case.id,
@@ -728,6 +831,32 @@ async def add_material(
         detail={"material_id": material.id, "sha256": sha256},
     )
     return material
+
+
+def _registered_here(actor: Actor, contact: Contact | None) -> bool:
+    """Whether ``contact`` was registered by the actor's own court (and the actor handles
+    cases): its materials are the court's to add, whoever handles the case."""
+    return (
+        contact is not None
+        and actor.role in HANDLERS
+        and actor.court_id is not None
+        and contact.court_id == actor.court_id
+    )
+
+
+async def contact_for_upload(db: AsyncSession, actor: Actor, contact_id: int) -> Contact:
+    """The contact whose materials the actor is about to upload: one their court registered
+    (also on a case another court handles and the actor may not see), or one of a case they
+    may add materials to; 404 otherwise, as if it did not exist."""
+    contact = await db.get(Contact, contact_id)
+    if contact is None:
+        raise NotFoundError("来访来信记录不存在")
+    if not _registered_here(actor, contact):
+        try:
+            await get_case(db, actor, contact.petition_id, CaseAction.upload)
+        except NotFoundError:
+            raise NotFoundError("来访来信记录不存在") from None
+    return contact
 
 
 async def get_material(db: AsyncSession, actor: Actor, material_id: int) -> Material:
@@ -837,42 +966,41 @@ async def assign(
     instructions: str = "",
 ) -> Assignment:
     """交办: hand the case to a court below the assigning court with a feedback deadline
-    (by default the feedback node's rule)."""
+    (by default the feedback node's rule).
+
+    A court that was itself handed the case hands it further down (交办 further down): the
+    hand-over from above stays open, and the new deadline is not later than the one the
+    court above set (by default the earlier of the two). What the acting court or a court
+    below it handed down before is withdrawn (改派); a court above redirecting the case
+    withdraws the whole chain below it. A court between the handling court and a court
+    above that handed the case directly to it may not step in (409 ``assigned_above``)."""
     case, _ = await get_case(db, actor, case_id, CaseAction.assign)
     if actor.court_id is None:
         raise InvalidError("管理员请以上级法院工作人员账号交办", code="court_required")
-    below = await descendant_court_ids(db, actor.court_id)
-    below.discard(actor.court_id)
+    mine = await descendant_court_ids(db, actor.court_id)  # the acting court and below
+    below = mine - {actor.court_id}
     if to_court_id not in below:
         raise InvalidError("只能交办给本院的下级法院", code="not_below")
+    chain = await assignment_chain(db, case)
+    withdrawn = [a for a in chain if a.from_court_id in mine]
+    upper = next((a for a in chain if a.from_court_id not in mine), None)
+    if upper is not None and upper.to_court_id != actor.court_id:
+        names = await _court_names(db, {upper.from_court_id, upper.to_court_id})
+        raise ConflictError(
+            f"本件由{names[upper.from_court_id]}交办{names[upper.to_court_id]}办理，"
+            "正在等待其反馈，本院不能另行交办",
+            code="assigned_above",
+        )
     now = utcnow()
-    due = deadline or await deadline_for(db, Node.feedback, now, settings)
-    assert due is not None
-    if due <= now:
-        raise InvalidError("反馈期限必须晚于现在", code="past_deadline")
+    due = await _feedback_deadline(db, deadline, now, upper, settings)
     if due > now + timedelta(days=366):
         raise InvalidError("反馈期限不能超过一年", code="deadline_too_far")
     target = await db.get(Court, to_court_id)
     assert target is not None
-    # a hand-over still pending elsewhere is withdrawn (改派), and the entry says from where
-    pending = (
-        await db.scalars(
-            select(Assignment.to_court_id).where(
-                Assignment.petition_id == case.id,
-                Assignment.state.in_((AssignmentState.open, AssignmentState.reported)),
-            )
-        )
-    ).all()
-    await db.execute(
-        update(Assignment)
-        .where(
-            Assignment.petition_id == case.id,
-            Assignment.state.in_((AssignmentState.open, AssignmentState.reported)),
-        )
-        .values(state=AssignmentState.withdrawn)
-        .execution_options(synchronize_session=False)
-    )
-    before = [c.name for cid in dict.fromkeys(pending) if (c := await db.get(Court, cid))]
+    for a in withdrawn:
+        a.state = AssignmentState.withdrawn
+    before = await _court_names(db, {a.to_court_id for a in withdrawn})
+    pending = list(dict.fromkeys(a.to_court_id for a in reversed(withdrawn)))  # outermost first
     row = Assignment(
         petition_id=case.id,
         from_court_id=actor.court_id,
@@ -890,7 +1018,7 @@ async def assign(
         case_id,
         CaseAction.assign,
         EventKind.assigned,
-        (f"改派（原承办：{'、'.join(before)}）：" if before else "")
+        (f"改派（原承办：{'、'.join(before[c] for c in pending)}）：" if pending else "")
         + f"交办 {target.name}，限 {local_text(due, settings)} 前反馈"
         + (f"：{_clause(row.instructions, 200)}" if row.instructions else "")
         + ("；首办责任人由承办法院重新确定" if case.responsible_id is not None else ""),
@@ -913,16 +1041,109 @@ async def assign(
     return row
 
 
-async def _open_assignment(db: AsyncSession, case: Petition) -> Assignment | None:
-    return await db.scalar(
-        select(Assignment)
-        .where(
-            Assignment.petition_id == case.id,
-            Assignment.state.in_((AssignmentState.open, AssignmentState.reported)),
+async def _court_names(db: AsyncSession, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    return {cid: name for cid, name in await db.execute(_COURT_NAMES, {"ids": sorted(ids)})}
+
+
+async def _feedback_deadline(
+    db: AsyncSession,
+    deadline: datetime | None,
+    now: datetime,
+    upper: Assignment | None,
+    settings: Settings,
+) -> datetime:
+    """A hand-over's feedback deadline: the one given, or the feedback rule's; under a
+    hand-over from above (``upper``) not later than the deadline the court above set."""
+    due = deadline or await deadline_for(db, Node.feedback, now, settings)
+    assert due is not None
+    if upper is not None and upper.deadline <= now:
+        raise ConflictError(
+            f"上级法院要求本院反馈的期限（{local_text(upper.deadline, settings)}）已过，"
+            "不能再给下级法院新的反馈期限",
+            code="upper_deadline_passed",
         )
-        .order_by(Assignment.id.desc())
-        .limit(1)
+    if upper is not None and due > upper.deadline:
+        if deadline is not None:
+            limit = local_text(upper.deadline, settings)
+            raise InvalidError(
+                f"反馈期限不能晚于上级法院要求本院反馈的期限（{limit}）",
+                code="deadline_after_upper",
+            )
+        due = upper.deadline
+    if due <= now:
+        raise InvalidError("反馈期限必须晚于现在", code="past_deadline")
+    return due
+
+
+_LIVE = (AssignmentState.open, AssignmentState.reported)
+
+
+def _walk_chain(
+    rows: Sequence[Assignment], state: CaseState, handler: int, supervising: int | None
+) -> list[Assignment]:
+    """The chain of hand-overs among ``rows`` (a case's open and reported ones, any order):
+    see :func:`assignment_chain`."""
+    if state not in (CaseState.assigned, CaseState.reported) or supervising is None:
+        return []
+    newest = sorted(rows, key=lambda a: a.id, reverse=True)
+    first = AssignmentState.reported if state is CaseState.reported else AssignmentState.open
+    inner = next(
+        (
+            a
+            for a in newest
+            if a.state is first and a.to_court_id == handler and a.from_court_id == supervising
+        ),
+        None,
     )
+    if inner is None:
+        return []
+    chain = [inner]
+    while True:
+        up = next(
+            (
+                a
+                for a in newest
+                if a.state is AssignmentState.open
+                and a.id < chain[-1].id
+                and a.to_court_id == chain[-1].from_court_id
+            ),
+            None,
+        )
+        if up is None:
+            return chain
+        chain.append(up)
+
+
+async def assignment_chain(db: AsyncSession, case: Petition) -> list[Assignment]:
+    """The hand-overs (交办) a case is under now, innermost first: the one to the handling
+    court (reported once it has fed back), then the one to the court that handed it down,
+    and so on up, each still open (交办 further down keeps the upper ones open). Empty
+    unless the case is assigned or reported."""
+    if case.state not in (CaseState.assigned, CaseState.reported):
+        return []
+    rows = (
+        await db.scalars(
+            select(Assignment).where(Assignment.petition_id == case.id, Assignment.state.in_(_LIVE))
+        )
+    ).all()
+    return _walk_chain(
+        rows, case.state, case.handler_court_id or case.court_id, case.supervising_court_id
+    )
+
+
+def _close_chain(chain: Sequence[Assignment], actor: Actor, result: str, now: datetime) -> None:
+    """A case under hand-overs is closed (化解, 信访终结): the hand-over the acting court made
+    itself is decided by it (accepted); every other one has the closing as its feedback
+    (reported), not accepted by a court that never reviewed it."""
+    for a in chain:
+        if actor.court_id is not None and a.from_court_id == actor.court_id:
+            a.state = AssignmentState.accepted
+        else:
+            a.state = AssignmentState.reported
+        a.result = a.result or result
+        a.reported_at = a.reported_at or now
 
 
 async def progress(db: AsyncSession, actor: Actor, case_id: int, *, text: str) -> Petition:
@@ -939,11 +1160,11 @@ async def report(
     """The lower court reports its result to the assigning court (反馈)."""
     body = _text(result, "办理结果")
     case, _ = await get_case(db, actor, case_id, CaseAction.report)
-    row = await _open_assignment(db, case)
-    if row is not None:
-        row.state = AssignmentState.reported
-        row.result = body
-        row.reported_at = utcnow()
+    chain = await assignment_chain(db, case)
+    if chain:
+        chain[0].state = AssignmentState.reported
+        chain[0].result = body
+        chain[0].reported_at = utcnow()
     case = await _act(
         db,
         actor,
@@ -959,7 +1180,7 @@ async def report(
             await court_staff(db, case.supervising_court_id),
             kind="case_reported",
             title=f"信访件 {case.number} 已反馈",
-            body=body[:200],
+            body=mask_text(body)[:200],  # a notice is no place for ID or phone numbers
         )
     return case
 
@@ -974,29 +1195,52 @@ async def review_feedback(
     remark: str = "",
     deadline: datetime | None = None,
 ) -> Petition:
-    """The assigning court accepts the feedback, or returns it with a new deadline."""
+    """The assigning court accepts the feedback, or returns it with a new deadline. A court
+    that was itself handed the case by a court above (交办 further down), accepting, takes the
+    case back, owing its own feedback upwards by the deadline set there (``rules.CHAINED``);
+    returning, it may not give more time than it has itself."""
     case, _ = await get_case(
         db, actor, case_id, CaseAction.accept if accept else CaseAction.return_
     )
-    row = await _open_assignment(db, case)
+    chain = await assignment_chain(db, case)
+    row = chain[0] if chain else None
+    upper = chain[1] if len(chain) > 1 else None
+    said = f"：{remark.strip()[:400]}" if remark.strip() else ""
     if accept:
         if row is not None:
             row.state = AssignmentState.accepted
+        if upper is None:
+            return await _act(
+                db,
+                actor,
+                case_id,
+                CaseAction.accept,
+                EventKind.accepted,
+                "审核通过反馈" + said,
+                settings=settings,
+            )
+        names = await _court_names(db, {upper.from_court_id, upper.to_court_id})
         return await _act(
             db,
             actor,
             case_id,
             CaseAction.accept,
             EventKind.accepted,
-            "审核通过反馈" + (f"：{remark.strip()[:400]}" if remark.strip() else ""),
-            settings=settings,
+            f"审核通过反馈{said}；本件由{names[upper.to_court_id]}继续办理，"
+            f"限 {local_text(upper.deadline, settings)} 前向{names[upper.from_court_id]}反馈"
+            + ("；首办责任人由承办法院重新确定" if case.responsible_id is not None else ""),
+            detail={"assignment_id": upper.id},
+            due_at=upper.deadline,
+            values={
+                "handler_court_id": upper.to_court_id,
+                "supervising_court_id": upper.from_court_id,
+                "responsible_id": None,
+            },
+            chained=True,
         )
     why = _text(remark, "退回理由")
     now = utcnow()
-    due = deadline or await deadline_for(db, Node.feedback, now, settings)
-    assert due is not None
-    if due <= now:
-        raise InvalidError("反馈期限必须晚于现在", code="past_deadline")
+    due = await _feedback_deadline(db, deadline, now, upper, settings)
     if row is not None:
         row.state = AssignmentState.open
         row.deadline = due
@@ -1015,7 +1259,14 @@ async def review_feedback(
 async def flag(
     db: AsyncSession, actor: Actor, case_id: int, *, on: bool, remark: str = ""
 ) -> Petition:
-    """挂牌督办 (or lift it): a court above the handling court marks the case."""
+    """挂牌督办 (or lift it): a court above the handling court marks the case; a case already
+    as asked is refused (409), not marked twice."""
+    case, _ = await get_case(db, actor, case_id, CaseAction.flag if on else CaseAction.unflag)
+    if case.flagged == on:
+        raise ConflictError(
+            "本件已挂牌督办" if on else "本件未挂牌督办，无需撤销",
+            code="already_flagged" if on else "not_flagged",
+        )
     return await _act(
         db,
         actor,
@@ -1101,11 +1352,7 @@ async def resolve(
     now = utcnow()
     due = await deadline_for(db, Node.followup, now, settings)
     assert due is not None
-    row = await _open_assignment(db, case)
-    if row is not None:
-        row.state = AssignmentState.accepted
-        row.result = row.result or why
-        row.reported_at = row.reported_at or now
+    _close_chain(await assignment_chain(db, case), actor, f"化解（{label(ground)}）：{why}", now)
     case = await _act(
         db,
         actor,
@@ -1135,6 +1382,8 @@ async def terminate(
     if ground is None:
         raise InvalidError("信访终结须选择终结依据", code="missing_grounds")
     approved = _text(approval, "审批情况（审批人及文号）", limit=400)
+    case, _ = await get_case(db, actor, case_id, CaseAction.terminate)
+    _close_chain(await assignment_chain(db, case), actor, f"信访终结（{label(ground)}）", utcnow())
     case = await _act(
         db,
         actor,
@@ -1207,12 +1456,13 @@ async def schedule_followup(
 async def record_followup(
     db: AsyncSession, actor: Actor, case_id: int, *, result: FollowUpResult, remark: str = ""
 ) -> Petition:
-    """The follow-up contact after closing (回访) and what it found."""
+    """The follow-up contact after closing (回访) and what it found: recorded on the 回访
+    scheduled last (reopening cancels the earlier ones)."""
     case, _ = await get_case(db, actor, case_id, CaseAction.record_followup)
     due = await db.scalar(
         select(FollowUp)
         .where(FollowUp.petition_id == case.id, FollowUp.done_at.is_(None))
-        .order_by(FollowUp.id)
+        .order_by(FollowUp.id.desc())
         .limit(1)
     )
     now = utcnow()
@@ -1259,9 +1509,11 @@ async def review(
 async def reopen(
     db: AsyncSession, actor: Actor, case_id: int, *, reason: str, settings: Settings
 ) -> Petition:
-    """A closed case is reopened with a reason; its handling node starts again."""
+    """A closed case is reopened with a reason; its handling node starts again. A 回访 still
+    pending is cancelled (closing it again schedules its own), so no result is recorded on
+    one of the earlier closing."""
     why = _text(reason, "重新启动理由")
-    return await _act(
+    case = await _act(
         db,
         actor,
         case_id,
@@ -1271,6 +1523,17 @@ async def reopen(
         values={"track": CaseTrack.petition},
         settings=settings,
     )
+    pending = await db.scalars(
+        select(FollowUp).where(FollowUp.petition_id == case.id, FollowUp.done_at.is_(None))
+    )
+    for due in pending.all():
+        due.done_at = utcnow()
+        due.remark = FOLLOWUP_CANCELLED
+        due.done_by = actor.user_id
+    return case
+
+
+FOLLOWUP_CANCELLED = "信访件重新启动，本次回访取消"
 
 
 async def correct(
@@ -1801,6 +2064,39 @@ async def _claim(db: AsyncSession, column: Any, due: Any, now: datetime, batch: 
     return [int(r[0]) for r in done.all()]
 
 
+async def _upper_courts(db: AsyncSession, found: Sequence[Petition]) -> dict[int, set[int]]:
+    """For each case handed further down (交办 further down), the courts above its
+    supervising court whose own hand-overs still await feedback (one query for all)."""
+    chained = [c for c in found if c.state in (CaseState.assigned, CaseState.reported)]
+    if not chained:
+        return {}
+    rows = (
+        await db.scalars(
+            select(Assignment).where(
+                Assignment.petition_id.in_([c.id for c in chained]),
+                Assignment.state.in_(_LIVE),
+            )
+        )
+    ).all()
+    if not rows:
+        return {}
+    by_case: dict[int, list[Assignment]] = {}
+    for a in rows:
+        by_case.setdefault(a.petition_id, []).append(a)
+    out: dict[int, set[int]] = {}
+    for c in chained:
+        chain = _walk_chain(
+            by_case.get(c.id, []),
+            c.state,
+            c.handler_court_id or c.court_id,
+            c.supervising_court_id,
+        )
+        courts = {a.from_court_id for a in chain[1:]} - {c.supervising_court_id}
+        if courts:
+            out[c.id] = courts
+    return out
+
+
 async def scan_deadlines(
     db: AsyncSession, settings: Settings, now: datetime, *, batch: int = 500
 ) -> ScanResult:
@@ -1856,8 +2152,10 @@ async def scan_deadlines(
     }
     supervisors = {c.supervising_court_id for c in found if c.supervising_court_id is not None}
     parents = {p for p in parent_of.values() if p is not None}
-    staff = await courts_staff(db, handlers | supervisors | parents)
     alerted = set(overdue_ids)
+    uppers = await _upper_courts(db, [c for c in found if c.id in alerted])
+    above = {court for courts in uppers.values() for court in courts}
+    staff = await courts_staff(db, handlers | supervisors | parents | above)
     entries: list[Entry] = []
     notices: list[Notice] = []
     for case in found:
@@ -1893,6 +2191,8 @@ async def scan_deadlines(
         recipients = [case.responsible_id, *staff[handler]]
         if case.supervising_court_id is not None:
             recipients += staff[case.supervising_court_id]
+        for court in sorted(uppers.get(case.id, ())):  # 交办 further down: the courts above
+            recipients += staff[court]
         notices.append(
             Notice(
                 recipients,

@@ -3,7 +3,9 @@ see the results, and ask for a video visit; and what the court's operator does w
 request (book it through the booking flow).
 
 A petitioner sees exactly the cases where a petitioner record (lead or further) carries
-their resident ID number, their name and their proved phone; every call checks it again.
+their resident ID number, their name and their proved phone, and the cases they submitted
+online themselves (their portal identity, under their ID number and name, whatever phone
+the court has on file); every call checks it again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from config.db import utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
@@ -51,19 +54,41 @@ from scheduler.visits import local_text
 # ---------------------------------------------------------------- whose cases
 
 
-def _my_people(me: PortalPrincipal) -> Any:
+def phone_spellings(phone: str) -> list[str]:
+    """The ways a mobile number may be stored: as the portal proves it (11 digits, as
+    registration stores it now), and as clerks typed it before numbers were normalized
+    (138-1234-5678, with +86)."""
+    dashed = f"{phone[:3]}-{phone[3:7]}-{phone[7:]}"
+    spaced = f"{phone[:3]} {phone[3:7]} {phone[7:]}"
+    local = [phone, dashed, spaced]
+    return [*local, *(f"{cc}{n}" for cc in ("+86", "+86-", "+86 ", "0086", "86") for n in local)]
+
+
+def _named(me: PortalPrincipal) -> Any:
     return select(Petitioner.id).where(
         Petitioner.id_type == IdType.resident_id,
         Petitioner.id_number == me.id_number,
         Petitioner.name == me.name,
-        Petitioner.phone == me.phone,
     )
+
+
+def _my_people(me: PortalPrincipal) -> Any:
+    return _named(me).where(Petitioner.phone.in_(phone_spellings(me.phone)))
 
 
 def _mine(me: PortalPrincipal) -> Any:
     people = _my_people(me)
     further = select(CasePetitioner.petition_id).where(CasePetitioner.petitioner_id.in_(people))
-    return or_(Petition.petitioner_id.in_(people), Petition.id.in_(further))
+    # submitted online by this identity: the court may have another phone on file (the
+    # petitioner's earlier number), which registration keeps
+    theirs = aliased(Petition)
+    submitted = select(CaseEvent.petition_id).where(
+        CaseEvent.petition_id.in_(select(theirs.id).where(theirs.petitioner_id.in_(_named(me)))),
+        cases.submitted_by(me.identity_id),
+    )
+    return or_(
+        Petition.petitioner_id.in_(people), Petition.id.in_(further), Petition.id.in_(submitted)
+    )
 
 
 async def my_cases(db: AsyncSession, me: PortalPrincipal) -> Sequence[Petition]:
@@ -129,6 +154,7 @@ async def submit(
         summary=summary,
         original_numbers=original_numbers,
         original_court=original_court,
+        identity_id=me.identity_id,
     )
     done, actor = await cases.register_online(db, court_id, reg, settings=settings, address=address)
     for m in materials:

@@ -139,11 +139,14 @@ async def list_cases(ctx: Context) -> Page[CaseRow]:
 async def register_case(ctx: Context) -> Registered | web.Response:
     """An incomplete record is refused (422 ``incomplete_record``, ``details.fields`` names
     the missing fields); two clerks registering the same matter at once: one case, the other
-    answer is linked to it or 409 ``duplicate_case``."""
+    answer is linked to it or 409 ``duplicate_case``. A contact linked to a case the caller's
+    court may not see (another branch's) answers only the contact and ``other_court``: its
+    materials go to ``POST /case-contacts/{contact_id}/materials``."""
     b: RegisterIn = ctx.body
+    actor = ctx.me.actor()
     done = await cases.register(
         ctx.db,
-        ctx.me.actor(),
+        actor,
         cases.Registration(
             channel=b.channel,
             petitioners=[
@@ -159,6 +162,13 @@ async def register_case(ctx: Context) -> Registered | web.Response:
         ),
         settings=ctx.settings,
     )
+    if done.linked:
+        try:
+            await cases.get_case(ctx.db, actor, done.case.id)
+        except NotFoundError:  # another branch's case: as /cases/duplicates, nothing of it
+            return json_response(
+                Registered(case=None, contact_id=done.contact.id, linked=True, other_court=True)
+            )
     names = await cases.names_for(ctx.db, [done.case])
     out = Registered(
         case=CaseRow.of(done.case, names, utcnow()),
@@ -632,11 +642,21 @@ async def upload_material(ctx: Context) -> MaterialOut:
     actor = ctx.me.actor()
     case_id = ctx.path_id("case_id")
     await cases.get_case(ctx.db, actor, case_id, CaseAction.upload)  # refuse before reading
+    return await _store_upload(ctx, actor, case_id)
+
+
+async def _store_upload(
+    ctx: Context, actor: Actor, case_id: int, contact_id: int | None = None
+) -> MaterialOut:
+    """Receive the multipart upload and record it (a ``contact_id`` in the path is the
+    one the material belongs to; the form's own ``contact_id`` is then ignored)."""
     upload = await _receive(
         ctx.request,
         cases.materials_dir(ctx.settings),
         ctx.settings.case_material_max_mb * 1024 * 1024,
     )
+    if contact_id is not None:
+        upload.contact_id = contact_id
     try:
         async with ctx.write() as db:
             material = await cases.add_material(
@@ -656,6 +676,27 @@ async def upload_material(ctx: Context) -> MaterialOut:
         upload.discard()
         raise
     return out
+
+
+@api.route(
+    "POST",
+    r"/case-contacts/{contact_id:\d+}/materials",
+    summary="Upload a scanned material of a contact the caller's court registered",
+    tag=TAG,
+    roles=HANDLERS,
+    answer=MaterialOut,
+    status=201,
+    errors=(409, 413, 415, 422),
+    split=True,
+)
+async def upload_contact_material(ctx: Context) -> MaterialOut:
+    """The scans of a contact just registered, also when it was linked (重复访) to a case
+    another court handles that the caller's court may not see; otherwise as
+    ``POST /cases/{case_id}/materials`` (the case's own rule). 404 for a contact of
+    another court's case the caller may not add to."""
+    actor = ctx.me.actor()
+    contact = await cases.contact_for_upload(ctx.db, actor, ctx.path_id("contact_id"))
+    return await _store_upload(ctx, actor, contact.petition_id, contact.id)
 
 
 @api.route(

@@ -168,10 +168,19 @@
 
   function showSaved(result) {
     const c = result.case;
-    document.getElementById("saved-title").replaceChildren(
-      result.linked ? "已作为重复访关联到信访件 " : "已登记信访件 ", VR.caseLink(c),
-      `（${VR.label("case_category", c.category)}，${VR.casePeople(c)}，第 ${c.contact_count} 次来访来信）`);
-    document.getElementById("saved-open").href = `/cases/${c.id}`;
+    const open = document.getElementById("saved-open");
+    if (c) {
+      document.getElementById("saved-title").replaceChildren(
+        result.linked ? "已作为重复访关联到信访件 " : "已登记信访件 ", VR.caseLink(c),
+        `（${VR.label("case_category", c.category)}，${VR.casePeople(c)}，第 ${c.contact_count} 次来访来信）`);
+      open.href = `/cases/${c.id}`;
+      open.classList.remove("hidden");
+    } else {
+      // linked to another court's case, which this court may not see: only the contact
+      document.getElementById("saved-title").replaceChildren(
+        "已作为重复访关联到其他法院登记的信访件（本院无权查看），本次来访来信已登记，可上传本次材料");
+      open.classList.add("hidden");
+    }
     document.getElementById("upload-rows").replaceChildren();
     VR.say(document.getElementById("upload-msg"), "");
     document.getElementById("reg-card").classList.add("hidden");
@@ -207,10 +216,10 @@
     for (const file of files) {
       VR.say(out, `正在上传《${file.name}》…`);
       const data = new FormData();
-      data.append("contact_id", String(saved.contact_id));
       data.append("file", file, file.name);
       try {
-        const m = await VR.upload(`/cases/${saved.case.id}/materials`, data);
+        // the contact's own route: also for a case of another court this court may not see
+        const m = await VR.upload(`/case-contacts/${saved.contact_id}/materials`, data);
         const tr = document.createElement("tr");
         for (const text of [m.filename, `${Math.max(1, Math.round(m.size / 1024))} KB`, m.sha256, VR.time(m.created_at)]) {
           const td = document.createElement("td");
