@@ -7,7 +7,7 @@ ID and phone numbers.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, model_validator
@@ -31,7 +31,7 @@ from scheduler.cases.words import (
 )
 from scheduler.models import Court, CourtLevel, IdType, Petitioner, Role, User
 from web.audit_text import local_instants
-from web.schemas import Answer, Body, Id, PageQuery, Phone, Query, _printable
+from web.schemas import Answer, Body, Id, Instant, PageQuery, Phone, Query, _instant, _printable
 
 
 def _masked(value: Any) -> Any:
@@ -60,16 +60,6 @@ Text4000 = Annotated[
 ]
 
 
-def _instant(value: datetime) -> datetime:
-    """A time with its zone that is a real instant: 0001-01-01T00:00+14:00 or
-    9999-12-31T23:59-14:00 lie outside the calendar in UTC (compared, they answered 500)."""
-    try:
-        value.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise ValueError("时间超出有效范围") from None
-    return value
-
-
 _DAY = timedelta(days=1)
 
 
@@ -84,8 +74,6 @@ def _since_earliest_contact(value: datetime) -> datetime:
     return value
 
 
-# A time with its zone (deadlines): a real instant
-Instant = Annotated[AwareDatetime, AfterValidator(_instant)]
 # When a contact happened: since 1990
 ContactTime = Annotated[AwareDatetime, AfterValidator(_since_earliest_contact)]
 
