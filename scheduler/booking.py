@@ -464,8 +464,9 @@ async def commit_booking(
             if any(c["resource"] in ("room", "petitioner") for c in conflicts):
                 break  # another judge would not help
             continue
-        # The history, audit, contact, timeline and notification rows are written as
-        # statements (no unit of work): the two audit events in one.
+        # The history, audit, timeline and notification rows are written as statements (no
+        # unit of work): the two audit events in one. The visit is no contact of its case
+        # until it takes place (the lifecycle adds it when the call starts).
         kind = VisitEventKind.walk_in if walk_in else VisitEventKind.booked
         await db.execute(
             _INSERT_VISIT_EVENT,
@@ -562,6 +563,9 @@ async def reschedule_visit(
     reason: str,
     now: datetime | None = None,
 ) -> Visit:
+    """Move a visit that has not begun to another time, judge or room (409 when what it
+    moves to is taken). Its case has no contact of it to move: a visit is a contact only
+    once it takes place (``scheduler/cases/visits.py``), counted on the day it does."""
     now = now or utcnow()
     visit = await visible_visit(db, actor, visit_id)
     may_manage(actor, visit)

@@ -25,7 +25,8 @@ progress (监看, ``Action.watch``): as observers who send no media and whom eve
 A video supervision meeting (视频约谈, ``VisitKind.meeting``) has no petitioner, no check-in
 and no lobby: its host opens it (scheduled ─► in_progress, recorded from then on), its host
 and invitees are entitled to its room, and its host ends it (the minutes then go to each
-case it concerned, see ``scheduler/cases/minutes.py``).
+case it concerned, see ``scheduler/cases/minutes.py``) or cancels it (an entry on each of
+those cases; the invitees are told).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from config.settings import Settings
 from config.vocabulary import EndReason, ParticipantRole, label
 from scheduler.cases import visits as case_visits
 from scheduler.cases.minutes import record_minutes
-from scheduler.cases.models import CaseEvent, MeetingInvitee
+from scheduler.cases.models import CaseEvent, MeetingCase, MeetingInvitee
 from scheduler.cases.words import VisitKind, VisitOutcome
 from scheduler.models import (
     BookingLock,
@@ -335,7 +336,9 @@ async def transition(
     db: AsyncSession, actor: Actor, visit: Visit, to: VisitState, **detail: Any
 ) -> None:
     """Move ``visit`` to ``to`` if allowed; a concurrent change answers 409. Writes the
-    history line and the audit event; releases the booking locks when the visit is over."""
+    history line and the audit event; releases the booking locks when the visit is over;
+    makes a booked visit that starts (in_progress) a contact of its case
+    (:func:`scheduler.cases.visits.visit_held`)."""
     current = visit.state
     if to not in allowed(visit)[current]:
         raise ConflictError(
@@ -354,6 +357,10 @@ async def transition(
     visit.state = to
     if to in RELEASES:
         await db.execute(delete(BookingLock).where(BookingLock.visit_id == visit.id))
+    if to is VisitState.in_progress and visit.kind in BOOKABLE_KINDS:
+        # the booked visit takes place: only now is it one of its case's contacts (a visit
+        # cancelled, missed or moved never counted where it did not happen)
+        await case_visits.visit_held(db, visit)
     kind = {
         VisitState.cancelled: VisitEventKind.cancelled,
         VisitState.checked_in: VisitEventKind.checked_in,
@@ -365,13 +372,36 @@ async def transition(
 async def cancel_visit(
     db: AsyncSession, actor: Actor, settings: Settings, visit_id: str, *, reason: str
 ) -> Visit:
+    """Cancel a visit or meeting that has not started: the cancellation is an entry of its
+    case's timeline (a meeting's: of every case it concerned) and its people are told (a
+    visit's judge and the booking court's operators; a meeting's host and invitees), but
+    whoever cancelled."""
     visit = await visible_visit(db, actor, visit_id)
     require(actor, Action.cancel, visit)
     await transition(db, actor, visit, VisitState.cancelled, reason=reason)
     visit.cancel_reason = reason
     await case_visits.visit_cancelled(db, actor, settings, visit, reason)
-    petition = await db.get(Petition, visit.petition_id)
     starts = local_text(visit.starts_at, settings) if visit.starts_at else ""
+    if visit.kind is VisitKind.meeting:
+        # a meeting's people are its host and invitees (no operator books it): all are told
+        numbers = (
+            await db.scalars(
+                select(Petition.number)
+                .join(MeetingCase, MeetingCase.petition_id == Petition.id)
+                .where(MeetingCase.visit_id == visit.id)
+                .order_by(Petition.number)
+            )
+        ).all()
+        await notify(
+            db,
+            ({visit.judge_id} | await meeting_invitees(db, visit)) - {actor.user_id},
+            kind="meeting_cancelled",
+            title=f"视频约谈取消：{'、'.join(numbers)}",
+            body=f"原定 {starts}；原因：{reason}",
+            visit_id=visit.id,
+        )
+        return visit
+    petition = await db.get(Petition, visit.petition_id)
     await notify(
         db,
         await visit_recipients(db, visit, actor.user_id),

@@ -28,7 +28,15 @@ from recorder.state import load_state
 from scheduler import lifecycle
 from scheduler.cases.models import CaseEvent
 from scheduler.cases.words import CaseState, EventKind, VisitKind
-from scheduler.models import BookingLock, Petition, Role, Visit, VisitEvent, VisitEventKind
+from scheduler.models import (
+    BookingLock,
+    Notification,
+    Petition,
+    Role,
+    Visit,
+    VisitEvent,
+    VisitEventKind,
+)
 from scheduler.models import VisitState as S
 from scheduler.scope import Actor
 from tests.conftest import (
@@ -430,6 +438,63 @@ async def test_ending_a_meeting_puts_its_minutes_on_each_case(
         assert f"录像：/archive/visits/{visit_id}" in e.text
         assert e.detail["recording"] == f"/archive/visits/{visit_id}"
         assert "judge_a（甲市中级人民法院）" in e.text
+
+
+async def test_cancelling_a_meeting_is_an_entry_of_each_case_and_its_invitees_are_told(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    """The cancellation reaches every case the meeting concerned (not only its first), with
+    no recording link (none was made), hidden from the petitioner as the scheduling is; the
+    host's invitees are told (the host's court's operators have nothing to do with it)."""
+    host, h = await _host(make_client, booking, migrated)
+    r = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0", "b0"), invitees=("judge_a", "op_b")),
+        headers=h,
+    )
+    visit_id = (await r.json())["id"]
+    r = await host.post(f"/api/v1/meetings/{visit_id}/cancel", json={"reason": "改期"}, headers=h)
+    assert r.status == 200, await r.text()
+    assert (await r.json())["state"] == "cancelled"
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            entries = (
+                await db.scalars(
+                    select(CaseEvent)
+                    .where(CaseEvent.text.startswith("取消视频约谈"))
+                    .order_by(CaseEvent.petition_id)
+                )
+            ).all()
+            told = (
+                await db.execute(
+                    select(Notification.user_id, Notification.title, Notification.body).where(
+                        Notification.visit_id == visit_id, Notification.kind == "meeting_cancelled"
+                    )
+                )
+            ).all()
+            # nothing else was said about the cancellation (no "visit_cancelled" to operators)
+            others = (
+                await db.scalars(
+                    select(Notification.kind).where(
+                        Notification.visit_id == visit_id, Notification.kind != "meeting_scheduled"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [e.petition_id for e in entries] == sorted(
+        [booking.petitions["a0"], booking.petitions["b0"]]
+    )
+    for e in entries:
+        assert e.kind == EventKind.meeting and "原因：改期" in e.text
+        assert e.detail["meeting_id"] == visit_id and e.detail["cancelled"] is True
+        assert "visit_id" not in e.detail  # the page links that to a recording: none exists
+    w = booking.world
+    assert {uid for uid, _, _ in told} == {w.users["judge_a"], w.users["op_b"]}
+    for _, title, body in told:
+        assert title == "视频约谈取消：A-0、B-0" and body.endswith("原因：改期")
+    assert sorted(others) == ["meeting_cancelled", "meeting_cancelled"]
 
 
 # ---------------------------------------------------------------- in Chromium

@@ -27,7 +27,7 @@ from config.errors import InvalidError, PermissionDeniedError
 from config.settings import Settings
 from config.vocabulary import label
 from scheduler.cases.words import Channel
-from scheduler.models import Role
+from scheduler.models import CourtLevel, Role
 from scheduler.scope import Actor
 from scheduler.stats import figures, report
 from scheduler.stats.figures import FIGURES, Dashboard, parse_period, scope_for
@@ -83,7 +83,8 @@ EXPECTED_SQL: dict[str, str] = {
     " WHERE occurred_at >= :s AND occurred_at < :e AND court_id IN ({ids})",
     "video_wait": "SELECT '', sum((julianday(starts_at) - julianday(created_at)) * 86400),"
     " count(*) FROM visits WHERE created_at >= :s AND created_at < :e"
-    " AND starts_at IS NOT NULL AND kind != 'meeting' AND court_id IN ({ids})",
+    " AND starts_at IS NOT NULL AND kind IN ('reception','post_judgment','leader')"
+    " AND state IN ('in_progress','ended','archived') AND court_id IN ({ids})",
 }
 EXPECTED_SQL["satisfaction"] = (
     "SELECT '', sum(score), count(*) FROM portal_ratings"
@@ -128,6 +129,18 @@ async def dataset(migrated: Settings, world: World) -> sqlite3.Connection:
         start=datetime(2024, 12, 1, tzinfo=UTC),
         days=420,
         seed=14,
+    )
+    # visits of every kind and state, not only held receptions and meetings: on-site
+    # receptions, visits cancelled, missed or still to come are none of 视频接访平均等待's
+    con.executescript(
+        "UPDATE visits SET kind = 'onsite' WHERE rowid % 7 = 3;"
+        " UPDATE visits SET kind = 'post_judgment' WHERE rowid % 7 = 4;"
+        " UPDATE visits SET kind = 'leader' WHERE rowid % 7 = 5;"
+        " UPDATE visits SET state = 'cancelled' WHERE rowid % 6 = 1;"
+        " UPDATE visits SET state = 'no_show' WHERE rowid % 6 = 2;"
+        " UPDATE visits SET state = 'scheduled' WHERE rowid % 6 = 3;"
+        " UPDATE visits SET state = 'archived' WHERE rowid % 6 = 4;"
+        " UPDATE visits SET state = 'in_progress' WHERE rowid % 12 = 5;"
     )
     return con
 
@@ -222,6 +235,11 @@ async def test_ranking_lists_the_child_courts_by_resolution_rate(
         ("2019-01", "2025-01", "最长 5 年"),
         ("2025-13", "2025-12", "格式应为 YYYY-MM"),
         ("2025/01", "2025-12", "格式应为 YYYY-MM"),
+        # a year outside the calendar the statistics keep: refused, never a server error
+        # (9999-12 ended in year 10000)
+        ("2025-12", "9999-12", "截止月份的年份应在 2000 年至 2099 年之间"),
+        ("2099-01", "2100-01", "截止月份的年份应在 2000 年至 2099 年之间"),
+        ("1999-12", "2000-01", "起始月份的年份应在 2000 年至 2099 年之间"),
     ],
 )
 def test_bad_periods_are_refused_in_chinese(first: str | None, last: str, words: str) -> None:
@@ -403,6 +421,77 @@ async def test_export_gives_the_same_tables_as_csv_and_xlsx(
     sheet_titles = [next(ws.iter_rows(values_only=True))[0] for ws in book.worksheets]
     assert titles == sheet_titles
     assert len(titles) == len(FIGURES) + 1 + sum(1 for f in FIGURES if f.breakdown)
+
+
+async def test_a_year_outside_the_calendar_is_refused_by_every_stats_route(
+    make_client: MakeClient, world: World
+) -> None:
+    """9999-12 ended in year 10000, which no date holds: a 500 before, now 422 in Chinese."""
+    client = await make_client()
+    await login(client, "leader_high")
+    for path, params in (
+        ("/api/v1/stats", {"from": "9999-12", "to": "9999-12"}),
+        ("/api/v1/stats/export", {"from": "9998-01", "to": "9999-12", "format": "csv"}),
+        ("/api/v1/stats/report", {"month": "9999-12"}),
+    ):
+        resp = await client.get(path, params=params)
+        assert resp.status == 422, (path, await resp.text())
+        assert "年份应在 2000 年至 2099 年之间" in await error_of(resp)
+
+
+def test_figures_read_as_numbers_with_separators_never_in_exponent_form() -> None:
+    """3,000,000 contacts read 3,000,000 on the page and in the PDF (not 3e+06); ratios keep
+    their decimals."""
+    court = figures.CourtNode(1, "某省高级人民法院", CourtLevel.high, None)
+    big = figures.Cell(3_000_000.0, 0.0, 3_000_000.0)
+    counted = figures.FigureResult(figures.BY_KEY["volume_court"], big, (), ((court, big),))
+    data = counted.as_dict()
+    assert data["total"]["text"] == "3,000,000"
+    assert data["by_court"][0]["text"] == "3,000,000"
+    assert figures.number_text(1234567.0) == "1,234,567"
+    assert figures.number_text(12.5) == "12.5"
+    assert figures.number_text(1234.56) == "1,234.56"
+    assert figures.number_text(0.0) == "0"
+    assert report._text(big) == "3,000,000"
+    before = figures.Cell(1_500_000.0, 0.0, 1_500_000.0)
+    assert report._change(big, before) == "+1,500,000"
+    assert report._change(before, big) == "-1,500,000"
+    assert report._change(big, big) == "持平"
+    assert report._e(3_000_000.0) == "3,000,000"
+
+
+async def test_export_lists_the_courts_own_records_as_bencourt_and_escapes_formulas(
+    make_client: MakeClient, world: World, dataset: sqlite3.Connection
+) -> None:
+    """The rows by court add up to 合计: the scope's own records (本院) come first, as on the
+    page. A court named like a formula is written with a leading ' in CSV and XLSX, so
+    opening the file runs nothing; the numbers stay numbers."""
+    evil = '=HYPERLINK("http://evil.example","点击")'
+    dataset.execute("UPDATE courts SET name = ? WHERE id = ?", (evil, world.courts["mid_a"]))
+    dataset.execute("UPDATE courts SET name = ? WHERE id = ?", ("@SUM(1+1)", world.courts["mid_b"]))
+    dataset.commit()
+    client = await make_client()
+    await login(client, "admin")
+    params = {**PERIOD, "court_id": str(world.courts["high"])}
+    resp = await client.get("/api/v1/stats/export", params={**params, "format": "csv"})
+    assert resp.status == 200
+    rows = list(csv.reader(io.StringIO((await resp.read()).decode("utf-8-sig"))))
+    at = rows.index(next(r for r in rows if r and r[0].startswith("信访量（按法院） 按法院")))
+    table = rows[at + 2 : at + 6]
+    assert [r[0] for r in table] == ["合计", "本院", "'" + evil, "'@SUM(1+1)"]
+    assert float(table[0][1]) == sum(float(r[1]) for r in table[1:]) > 0
+    ranking = {r[1] for r in rows[2:4]}
+    assert ranking == {"'" + evil, "'@SUM(1+1)"}
+    xlsx = await client.get("/api/v1/stats/export", params={**params, "format": "xlsx"})
+    book = openpyxl.load_workbook(io.BytesIO(await xlsx.read()))  # not read-only: formulas
+    cells = [c for ws in book.worksheets for row in ws.iter_rows() for c in row]
+    assert not [c.coordinate for c in cells if c.data_type == "f"]  # no formula anywhere
+    names = {c.value for c in cells if isinstance(c.value, str) and "HYPERLINK" in c.value}
+    assert names == {"'" + evil}
+    own = [c for c in cells if c.value == "本院"]
+    assert len(own) == len(FIGURES)
+    numbers = [c.value for c in cells if c.column == 2 and c.row > 2]
+    assert any(isinstance(v, (int, float)) for v in numbers)
 
 
 def stored_counts(con: sqlite3.Connection) -> list[tuple[int, str, int]]:
@@ -591,7 +680,8 @@ async def test_monthly_report_pdf_pages_show_the_figures_charts_and_ranking(
         ({}, 422, "请选择通报月份"),
         ({"month": "2025/11"}, 422, "格式应为 YYYY-MM"),
         ({"month": "2025-13"}, 422, "格式应为 YYYY-MM"),
-        ({"month": "2999-01"}, 422, "尚未到来"),
+        ({"month": "2099-01"}, 422, "尚未到来"),
+        ({"month": "9999-12"}, 422, "通报月份的年份应在 2000 年至 2099 年之间"),
         ({"month": "2024-11"}, 422, "早于某省高级人民法院最早的信访记录（2024-12）"),
         ({"month": REPORT_MONTH, "court": "supreme"}, 403, "本院及下级法院"),
     ],
@@ -670,7 +760,10 @@ def test_the_stats_page_draws_charts_with_tables_and_drills_down_in_chromium(
         expect(page.locator("#stats-title")).to_contain_text("最高人民法院")
         volume = page.locator(".figure[data-figure=volume_court]")
         expect(volume.locator(".chart[data-ready='1'] canvas").first).to_be_visible()
-        expect(volume.locator(".figure-table tbody tr")).to_have_count(2)  # 合计, the high court
+        # 合计, the court's own records (本院), the high court
+        rows = volume.locator(".figure-table tbody tr")
+        expect(rows).to_have_count(3)
+        expect(rows.nth(1).locator("td").first).to_have_text("本院")
         channel = page.locator(".figure[data-figure=volume_channel]")
         expect(channel.locator(".chart canvas").first).to_be_visible()
         expect(channel.locator(".figure-table")).to_contain_text(label(Channel.video))
@@ -709,7 +802,7 @@ def test_the_leader_downloads_the_monthly_report_pdf_from_the_stats_page(
         title = PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
         assert "海淀" in title and f"{last.year}年{last.month}月" in title
         expect(page.locator("#stats-msg")).to_have_text("月度通报已生成")
-        page.fill("#report-month", "2999-01")
+        page.fill("#report-month", "2099-01")
         page.click("#report-pdf")
         expect(page.locator("#stats-msg")).to_contain_text("尚未到来")
     finally:

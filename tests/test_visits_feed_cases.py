@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -23,10 +23,12 @@ from config.audit import AuditEvent
 from config.db import Database
 from config.settings import Settings
 from scheduler import availability, lifecycle
+from scheduler import booking as bk
 from scheduler.cases.models import CaseEvent, Contact
-from scheduler.cases.words import CaseState
+from scheduler.cases.words import CHANNEL_BITS, CaseState, Channel
 from scheduler.models import Petition, Role, User, Visit, VisitState
 from scheduler.scope import SYSTEM_ACTOR, Actor
+from scheduler.stats import figures
 from tests.conftest import LiveServer, MakeClient
 from tests.helpers import Booking, add_staff, local_time, login, next_weekday
 from tests.live import checked_in_visit
@@ -94,9 +96,26 @@ async def _book(
     return r.status, await r.json()
 
 
-async def test_booking_from_a_case_records_a_video_contact_and_a_timeline_entry(
+def _actor(booking: Booking, username: str, role: Role, court: str) -> Actor:
+    w = booking.world
+    return Actor(w.users[username], username, role, w.courts[court])
+
+
+async def _contacts(settings: Settings) -> list[Contact]:
+    db = Database(settings)
+    try:
+        async with db.reader() as s:
+            return list((await s.scalars(select(Contact).order_by(Contact.id))).all())
+    finally:
+        await db.dispose()
+
+
+async def test_booking_from_a_case_records_a_timeline_entry_and_the_call_a_video_contact(
     client: TestClient, booking: Booking, migrated: Settings
 ) -> None:
+    """Booked, the visit is an entry of its case's timeline; it is one of the case's contacts
+    (its 来访次数, 信访量) only once it takes place: when the judge admits the petitioner, at
+    the receiving court, dated then — and only once, however often the call is rejoined."""
     csrf = await login(client, "op_a")
     status, visit = await _book(client, csrf, booking)
     assert status == 201, visit
@@ -104,17 +123,12 @@ async def test_booking_from_a_case_records_a_video_contact_and_a_timeline_entry(
     assert (visit["petition_category"], visit["petition_category_name"]) == ("enforcement", "执行")
     assert visit["petition_state"] == "registered"
     petition_id = booking.petitions["a0"]
+    assert await _contacts(migrated) == []  # booked is not held
     db = Database(migrated)
     try:
         async with db.reader() as s:
-            contact = (
-                await s.scalars(select(Contact).where(Contact.petition_id == petition_id))
-            ).one()
-            assert contact.channel.value == "video" and contact.visit_id == visit["id"]
-            assert contact.court_id == booking.world.courts["mid_a"]
-            assert contact.occurred_at == MONDAY_10
             case = await s.get(Petition, petition_id)
-            assert case is not None and case.contact_count == 2
+            assert case is not None and case.contact_count == 1 and case.channels == 0
             audit = (
                 await s.scalars(
                     select(AuditEvent).where(
@@ -133,6 +147,137 @@ async def test_booking_from_a_case_records_a_video_contact_and_a_timeline_entry(
     assert event.detail["link"] == f"/archive/visits/{visit['id']}"
     listed = await (await client.get(f"/api/v1/visits?day={MONDAY_10.date()}")).json()
     assert [v["petition_category_name"] for v in listed] == ["执行"]
+
+    db = Database(migrated)
+    try:
+        async with db.writer() as s:  # checked in: in the building, not yet received
+            await lifecycle.check_in(
+                s,
+                _actor(booking, "op_a", Role.operator, "basic_a"),
+                visit["id"],
+                document_type="other",
+                document_number="X1234567",
+            )
+        assert await _contacts(migrated) == []
+        before = datetime.now(UTC)
+        judge = _actor(booking, "judge_a", Role.judge, "mid_a")
+        async with db.writer() as s:  # the judge admits the petitioner: the visit takes place
+            v = await s.get(Visit, visit["id"])
+            assert v is not None
+            await lifecycle.admit_petitioner(s, judge, v)
+        after = datetime.now(UTC)
+        async with db.writer() as s:  # rejoined: nothing more
+            v = await s.get(Visit, visit["id"])
+            assert v is not None
+            await lifecycle.admit_petitioner(s, judge, v)
+        (contact,) = await _contacts(migrated)
+        assert contact.channel.value == "video" and contact.visit_id == visit["id"]
+        assert contact.court_id == booking.world.courts["mid_a"]
+        assert contact.petition_id == petition_id
+        assert before <= contact.occurred_at <= after  # when it began, not when booked for
+        assert contact.summary == "视频接访：甲市中级人民法院"
+        assert contact.registered_by == booking.world.users["op_a"]  # who booked it
+        async with db.reader() as s:
+            case = await s.get(Petition, petition_id)
+            assert case is not None and case.contact_count == 2
+            assert case.channels == CHANNEL_BITS[Channel.video]
+    finally:
+        await db.dispose()
+
+
+async def test_visits_never_held_are_no_contacts_and_a_moved_one_counts_when_held(
+    booking: Booking, migrated: Settings
+) -> None:
+    """A visit cancelled or missed (no-show) never reached the court: no contact, in no
+    month's 信访量 or 视频信访占比; a visit moved to another day counts once, when it is
+    held; one still to come counts nowhere yet. A visit booked before contacts waited for
+    the call (its contact stored at booking) is not counted twice when it is held."""
+    w = booking.world
+    op = _actor(booking, "op_a", Role.operator, "basic_a")
+    judge = _actor(booking, "judge_a", Role.judge, "mid_a")
+    db = Database(migrated)
+
+    async def book(petition: str, at: datetime) -> Visit:
+        async with db.writer() as s:
+            return await bk.book_visit(
+                s,
+                op,
+                migrated,
+                petition_id=booking.petitions[petition],
+                receiving_court_id=w.courts["mid_a"],
+                judge_id=w.users["judge_a"],
+                room_id=w.rooms["basic_a"],
+                starts_at=at,
+            )
+
+    async def hold(visit_id: str) -> None:
+        async with db.writer() as s:
+            await lifecycle.check_in(
+                s, op, visit_id, document_type="other", document_number="X1234567"
+            )
+            v = await s.get(Visit, visit_id)
+            assert v is not None
+            await lifecycle.admit_petitioner(s, judge, v)
+
+    try:
+        cancelled = await book("a0", MONDAY_10)
+        async with db.writer() as s:
+            await lifecycle.cancel_visit(s, op, migrated, cancelled.id, reason="信访人撤回")
+        missed = await book("a1", MONDAY_10 + timedelta(hours=1))
+        async with db.writer() as s:
+            v = await s.get(Visit, missed.id)
+            assert v is not None
+            await lifecycle.transition(s, SYSTEM_ACTOR, v, VisitState.no_show)
+        moved = await book("a2", MONDAY_10 + timedelta(hours=2))
+        async with db.writer() as s:
+            await bk.reschedule_visit(
+                s,
+                op,
+                migrated,
+                moved.id,
+                starts_at=MONDAY_10 + timedelta(days=35),
+                ends_at=None,
+                judge_id=None,
+                room_id=None,
+                reason="改期",
+            )
+        await book("a3", MONDAY_10 + timedelta(hours=3))  # still to come
+        assert await _contacts(migrated) == []
+        await hold(moved.id)
+        (contact,) = await _contacts(migrated)
+        assert contact.visit_id == moved.id
+        assert abs(contact.occurred_at - datetime.now(UTC)) < timedelta(minutes=1)
+
+        # the statistics of the months all of them were booked in, held in or moved to
+        tz = migrated.tz
+        first = datetime.now(UTC).astimezone(tz).strftime("%Y-%m")
+        last = (MONDAY_10 + timedelta(days=35)).astimezone(tz).strftime("%Y-%m")
+        async with db.reader() as s:
+            scope = await figures.scope_for(s, SYSTEM_ACTOR, w.courts["mid_a"])
+            board = await figures.fresh_dashboard(
+                db, s, scope, figures.parse_period(first, last, tz), timedelta(0)
+            )
+        channels = {k: c.num for k, c in board.result("volume_channel").by_key}
+        assert channels == {"video": 1.0}
+        share = board.result("video_share").total
+        assert share is not None and (share.num, share.den) == (1.0, 1.0)
+
+        # booked before this rule: its contact was stored at booking; held, it stays one
+        legacy = await book("a4", MONDAY_10 + timedelta(hours=4))
+        async with db.writer() as s:
+            s.add(
+                Contact(
+                    petition_id=booking.petitions["a4"],
+                    court_id=w.courts["mid_a"],
+                    channel=Channel.video,
+                    occurred_at=MONDAY_10 + timedelta(hours=4),
+                    visit_id=legacy.id,
+                )
+            )
+        await hold(legacy.id)
+        assert [c.visit_id for c in await _contacts(migrated)] == [moved.id, legacy.id]
+    finally:
+        await db.dispose()
 
 
 async def test_a_case_handed_down_is_booked_by_the_court_below_in_its_own_room(
@@ -189,12 +334,7 @@ async def test_a_cancelled_visit_stays_on_the_timeline_with_its_cancellation(
     assert booked.detail["visit_id"] == cancelled.detail["visit_id"] == visit["id"]
     assert cancelled.kind == "visit" and cancelled.detail["cancelled"] is True
     assert "取消视频接访" in cancelled.text and "信访人要求改日" in cancelled.text
-    db = Database(migrated)
-    try:
-        async with db.reader() as s:  # the contact is kept: the visit did reach the court
-            assert (await s.scalars(select(Contact.visit_id))).all() == [visit["id"]]
-    finally:
-        await db.dispose()
+    assert await _contacts(migrated) == []  # it never took place: no contact of the case
 
 
 @pytest.mark.parametrize(("state", "word"), [("resolved", "已化解"), ("terminated", "已终结")])
@@ -413,6 +553,32 @@ async def test_petitions_take_a_category_code_and_lists_show_its_label(
         await db.dispose()
 
 
+async def test_a_leader_in_a_meeting_is_not_booked_for_a_leader_visit_at_the_same_time(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    """A leader's meetings and their 领导接访 hold the same time: booked for one, they are
+    not booked for the other (a meeting held a leader's time under another name)."""
+    from tests.test_meetings import _host, _meeting
+
+    leader = await _receiver(migrated, booking, "leader_a", Role.leader, "mid_a")
+    host, headers = await _host(make_client, booking, migrated)
+    meeting = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0",), invitees=("leader_a",)),
+        headers=headers,
+    )
+    assert meeting.status == 201, await meeting.text()
+    operator = await make_client()
+    csrf = await login(operator, "op_a")
+    status, body = await _book(operator, csrf, booking, "a1", kind="leader", judge_id=leader)
+    assert status == 409 and body["error"]["code"] == "double_booking", body
+    later = (MONDAY_10 + timedelta(hours=2)).isoformat()
+    status, body = await _book(
+        operator, csrf, booking, "a1", kind="leader", judge_id=leader, starts_at=later
+    )
+    assert status == 201, body
+
+
 # ---------------------------------------------------------------- in Chromium
 
 
@@ -548,29 +714,3 @@ def test_the_operator_registers_a_case_by_category_and_books_it_by_kind(
     expect(booked).to_contain_text("行政再审申请")
     op.screenshot(path=str(artifacts / "operator-book-from-case.png"), full_page=True)
     ctx.close()
-
-
-async def test_a_leader_in_a_meeting_is_not_booked_for_a_leader_visit_at_the_same_time(
-    make_client: MakeClient, booking: Booking, migrated: Settings
-) -> None:
-    """A leader's meetings and their 领导接访 hold the same time: booked for one, they are
-    not booked for the other (a meeting held a leader's time under another name)."""
-    from tests.test_meetings import _host, _meeting
-
-    leader = await _receiver(migrated, booking, "leader_a", Role.leader, "mid_a")
-    host, headers = await _host(make_client, booking, migrated)
-    meeting = await host.post(
-        "/api/v1/meetings",
-        json=_meeting(booking, 10, cases=("a0",), invitees=("leader_a",)),
-        headers=headers,
-    )
-    assert meeting.status == 201, await meeting.text()
-    operator = await make_client()
-    csrf = await login(operator, "op_a")
-    status, body = await _book(operator, csrf, booking, "a1", kind="leader", judge_id=leader)
-    assert status == 409 and body["error"]["code"] == "double_booking", body
-    later = (MONDAY_10 + timedelta(hours=2)).isoformat()
-    status, body = await _book(
-        operator, csrf, booking, "a1", kind="leader", judge_id=leader, starts_at=later
-    )
-    assert status == 201, body

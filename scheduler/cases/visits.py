@@ -1,10 +1,21 @@
-"""Visits feed cases: a video visit is booked from a case (信访件) and is one of its contacts;
-its booking, its cancellation and the outcomes its judge records are entries of the case's
-timeline (全程留痕). Nothing here is ever updated or deleted: each fact is a new entry.
+"""Visits feed cases: a video visit is booked from a case (信访件); its booking, its
+cancellation and the outcomes its judge records are entries of the case's timeline (全程留痕).
+Nothing here is ever updated or deleted: each fact is a new entry.
 
-Booking (``scheduler/booking.py``) and cancelling (``scheduler/lifecycle.py``) call these
-functions in their own transaction; who may record an outcome is the lifecycle's rule
-(``Action.outcome``: the visit's judge).
+A booked visit is one of its case's contacts (channel 视频接访 ``video``, at its receiving
+court) once it takes place — when it reaches ``in_progress`` (the judge admitted the
+petitioner), as an on-site reception is one when it begins (``scheduler/onsite.py``) — and
+dated when it began. A visit cancelled, missed (no-show) or ended before anyone was admitted
+never reached the court by video and is no contact; a visit moved to another day is counted
+on the day it takes place; one still to come counts in no month yet. The statistics read
+contacts (``docs/statistics.md``), so 信访量 and 视频信访占比 count the visits held.
+
+A meeting (视频约谈) is no contact (it has no petitioner); its cancellation is an entry of
+each case it concerned (:func:`visit_cancelled`).
+
+Booking (``scheduler/booking.py``) and the lifecycle (``scheduler/lifecycle.py``: the start of
+the call, a cancellation) call these functions in their own transaction; who may record an
+outcome is the lifecycle's rule (``Action.outcome``: the visit's judge).
 """
 
 from __future__ import annotations
@@ -20,10 +31,10 @@ from config.db import prepared, table_of, utcnow
 from config.errors import ConflictError
 from config.settings import Settings
 from config.vocabulary import label
-from scheduler.cases.models import CaseEvent, Contact
+from scheduler.cases.models import CaseEvent, Contact, MeetingCase
 from scheduler.cases.rules import NO_VISITS
 from scheduler.cases.timeline import Entry, add_event, entry_values
-from scheduler.cases.words import CHANNEL_BITS, Channel, EventKind, VisitOutcome
+from scheduler.cases.words import CHANNEL_BITS, Channel, EventKind, VisitKind, VisitOutcome
 from scheduler.models import Court, Petition, User, Visit, VisitState
 from scheduler.scope import Actor
 from scheduler.visits import local_text
@@ -50,10 +61,9 @@ def require_open_case(petition: Petition) -> None:
 
 
 class BookedRows(NamedTuple):
-    """The rows a booked visit adds to its case: a contact, a timeline entry and the
-    entry's audit event."""
+    """The rows a booked visit adds to its case: a timeline entry and the entry's audit
+    event (its contact is added when it takes place: :func:`visit_held`)."""
 
-    contact: dict[str, Any]
     event: dict[str, Any]
     audit: dict[str, Any]
 
@@ -90,21 +100,10 @@ def visit_booked_rows(
     receiver: User,
     receiving: Court,
 ) -> BookedRows:
-    """The visit is a contact of its case (channel 视频接访) and an entry of its timeline:
-    their rows (:func:`visit_booked` writes them)."""
+    """The booked visit is an entry of its case's timeline: its rows (:func:`visit_booked`
+    writes them). It is no contact yet: it becomes one if it takes place
+    (:func:`visit_held`)."""
     assert visit.starts_at is not None
-    contact = {
-        "petition_id": petition.id,
-        "court_id": receiving.id,
-        "channel": Channel.video,
-        "occurred_at": visit.starts_at,
-        "summary": f"{label(visit.kind)}：{receiving.name}",
-        "people_count": 1,
-        "repeat": False,
-        "visit_id": visit.id,
-        "registered_by": actor.user_id,
-        "created_at": utcnow(),
-    }
     when = local_text(visit.starts_at, settings)
     event, audit = entry_values(
         actor,
@@ -124,28 +123,85 @@ def visit_booked_rows(
             },
         ),
     )
-    return BookedRows(contact, event, audit)
+    return BookedRows(event, audit)
 
 
 async def visit_booked(db: AsyncSession, rows: BookedRows) -> None:
-    """Write a booked visit's contact and timeline entry (its audit event is the caller's
-    to insert, with its own): statements, no unit of work."""
-    await db.execute(_INSERT_CONTACT, rows.contact)
-    await count_contact(db, rows.contact["petition_id"], rows.contact["channel"])
+    """Write a booked visit's timeline entry (its audit event is the caller's to insert,
+    with its own): a statement, no unit of work."""
     await db.execute(_INSERT_EVENT, rows.event)
+
+
+_CONTACT_OF_VISIT = prepared(
+    select(table_of(Contact).c.id)
+    .where(table_of(Contact).c.visit_id == bindparam("visit_id"))
+    .limit(1)
+)
+
+
+async def visit_held(db: AsyncSession, visit: Visit, now: datetime | None = None) -> bool:
+    """The booked ``visit`` takes place (it reached ``in_progress``): it is now one of its
+    case's contacts, channel 视频接访, at its receiving court, dated when it began, counted
+    in the case's 来访次数. The lifecycle calls this once, in the transaction that starts the
+    call. False when the visit already has its contact (one booked before contacts waited
+    for the call, or a second call): a visit is one contact, never two."""
+    if (await db.execute(_CONTACT_OF_VISIT, {"visit_id": visit.id})).first() is not None:
+        return False
+    receiving = await db.get(Court, visit.receiving_court_id)
+    now = now or utcnow()
+    contact = {
+        "petition_id": visit.petition_id,
+        "court_id": visit.receiving_court_id,
+        "channel": Channel.video,
+        "occurred_at": now,
+        "summary": f"{label(visit.kind)}：{receiving.name if receiving else ''}",
+        "people_count": 1,
+        "repeat": False,
+        "visit_id": visit.id,
+        # registered when it was booked, by whoever booked it
+        "registered_by": visit.booked_by,
+        "created_at": now,
+    }
+    await db.execute(_INSERT_CONTACT, contact)
+    await count_contact(db, visit.petition_id, Channel.video)
+    return True
 
 
 async def visit_cancelled(
     db: AsyncSession, actor: Actor, settings: Settings, visit: Visit, reason: str
 ) -> None:
-    """A cancelled visit stays on its case's timeline; the cancellation is a new entry."""
+    """A cancelled visit stays on its case's timeline; the cancellation is a new entry (it
+    was never held, so it is no contact). A cancelled meeting's entry goes to every case it
+    concerned, as its scheduling did, without a recording link (none was made)."""
     when = local_text(visit.starts_at, settings) if visit.starts_at else ""
+    text = f"取消{label(visit.kind)}：原定 {when}；原因：{reason}"
+    if visit.kind is VisitKind.meeting:
+        cases = (
+            await db.scalars(
+                select(MeetingCase.petition_id)
+                .where(MeetingCase.visit_id == visit.id)
+                .order_by(MeetingCase.petition_id)
+            )
+        ).all()
+        for petition_id in cases or [visit.petition_id]:
+            add_event(
+                db,
+                petition_id,
+                EventKind.meeting,
+                actor,
+                text,
+                court_id=visit.court_id,
+                # ``meeting_id`` as its scheduling entry has it: ``visit_id`` is read as a
+                # recording to link, and a cancelled meeting has none
+                detail={"meeting_id": visit.id, "cancelled": True, "reason": reason},
+            )
+        return
     add_event(
         db,
         visit.petition_id,
         EventKind.visit,
         actor,
-        f"取消{label(visit.kind)}：原定 {when}；原因：{reason}",
+        text,
         court_id=visit.court_id,
         detail={
             "visit_id": visit.id,

@@ -1,4 +1,7 @@
-"""The dashboard's tables, and their CSV and XLSX files (one home for both formats)."""
+"""The dashboard's tables, and their CSV and XLSX files (one home for both formats).
+
+A text cell a spreadsheet would take for a formula (a court's name starting with ``=``, say)
+is written with a leading ``'`` in both files, so that opening the export runs nothing."""
 
 from __future__ import annotations
 
@@ -8,6 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler.stats.figures import NO_DATA, Dashboard
+
+# The scope's court's own records in a table by court (what it received or handles itself,
+# beside each child court's subtree): named so, not by the court's name, which would read as
+# its total. The page (web/static/stats.js) names the row the same way.
+OWN = "本院"
+# What starts a formula in Excel, LibreOffice or Google Sheets (CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -23,7 +33,8 @@ def _cell(item: dict[str, Any]) -> Any:
 
 def tables(board: Dashboard) -> list[Table]:
     """Every table of the dashboard: the ranking, then per figure its breakdown and the
-    roll-up by court (the asked court's own records first)."""
+    roll-up by court (the asked court's own records first, as 本院). The cells are as
+    computed: the files escape them (:func:`safe`)."""
     data = board.as_dict()
     court, period = data["court"]["name"], data["period"]
     span = f"{period['from']}至{period['to']}"
@@ -58,7 +69,10 @@ def tables(board: Dashboard) -> list[Table]:
                 ("法院", unit),
                 (
                     ("合计", _cell(fig["total"])),
-                    *((c["name"], _cell(c)) for c in fig["by_court"]),
+                    *(
+                        (OWN if i == 0 else c["name"], _cell(c))
+                        for i, c in enumerate(fig["by_court"])
+                    ),
                 ),
             )
         )
@@ -70,9 +84,9 @@ def to_csv(board: Dashboard) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     for table in tables(board):
-        writer.writerow([table.title])
-        writer.writerow(table.header)
-        writer.writerows(table.rows)
+        writer.writerow([safe(table.title)])
+        writer.writerow([safe(h) for h in table.header])
+        writer.writerows([safe(v) for v in row] for row in table.rows)
         writer.writerow([])
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
@@ -85,13 +99,22 @@ def to_xlsx(board: Dashboard) -> bytes:
     for i, table in enumerate(tables(board), 1):
         name = _sheet_name(table.title, i)
         sheet = book.create_sheet(name)
-        sheet.append([table.title])
-        sheet.append(list(table.header))
+        sheet.append([safe(table.title)])
+        sheet.append([safe(h) for h in table.header])
         for row in table.rows:
-            sheet.append(list(row))
+            sheet.append([safe(v) for v in row])
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
+
+
+def safe(value: Any) -> Any:
+    """``value`` for a spreadsheet cell: a text a spreadsheet would run as a formula
+    (starting with = + - @, a tab or a carriage return) prefixed with ``'``; anything else,
+    numbers too, as it is."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _sheet_name(title: str, index: int) -> str:

@@ -42,13 +42,17 @@ from config.errors import InvalidError, NotFoundError, PermissionDeniedError
 from config.vocabulary import label
 from scheduler.cases.models import Contact
 from scheduler.cases.rules import CLOSED, OPEN
-from scheduler.cases.words import CaseCategory, CaseState, Channel, VisitKind
-from scheduler.models import Court, CourtLevel, Petition, Role, Visit
+from scheduler.cases.words import CaseCategory, CaseState, Channel
+from scheduler.lifecycle import BOOKABLE_KINDS
+from scheduler.models import Court, CourtLevel, Petition, Role, Visit, VisitState
 from scheduler.portal.feedback_models import Rating
 from scheduler.scope import Actor
 from scheduler.stats.models import CourtCaseCount, MonthlyFigure, MonthlyRefresh
 
 MAX_MONTHS = 60  # five years
+# The years a period may lie in: a month outside them is refused (9999-12 would end in year
+# 10000, which no date holds; the statistics are about the system's own records anyway).
+FIRST_YEAR, LAST_YEAR = 2000, 2099
 STATS_ROLES = frozenset({Role.leader, Role.petition_officer, Role.admin})
 NO_DATA = "无数据"
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -77,14 +81,18 @@ class Period:
 
 def _month_of(text: str, what: str) -> tuple[int, int]:
     match = _MONTH.match(text.strip())
-    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1900:
+    if not match or not 1 <= int(match.group(2)) <= 12:
         raise InvalidError(f"{what}格式应为 YYYY-MM（例如 2026-01），收到：{text!r}")
-    return int(match.group(1)), int(match.group(2))
+    year = int(match.group(1))
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise InvalidError(f"{what}的年份应在 {FIRST_YEAR} 年至 {LAST_YEAR} 年之间，收到：{text!r}")
+    return year, int(match.group(2))
 
 
 def parse_period(first: str | None, last: str | None, tz: ZoneInfo) -> Period:
-    """The statistics period from ``first`` to ``last``; refused when missing, reversed or
-    longer than five years (each with a zh-CN message)."""
+    """The statistics period from ``first`` to ``last``; refused when missing, malformed,
+    outside the years FIRST_YEAR..LAST_YEAR, reversed or longer than five years (each with
+    a zh-CN message)."""
     if not first or not last:
         raise InvalidError("请指定统计期间的起始月份和截止月份（格式 YYYY-MM）")
     y1, m1 = _month_of(first, "起始月份")
@@ -405,6 +413,13 @@ async def _video_share(db: AsyncSession, scope: Scope, period: Period) -> list[R
     return _rows(await db.execute(stmt))
 
 
+# The visits 视频接访平均等待 is about: the kinds a court books for a petitioner (视频接访,
+# 判后答疑, 领导接访; not meetings, nor on-site receptions, which start as they are made) that
+# began (a visit cancelled or missed was never waited for to the end).
+VIDEO_KINDS = tuple(sorted(BOOKABLE_KINDS))
+STARTED = (VisitState.in_progress, VisitState.ended, VisitState.archived)
+
+
 async def _video_wait(db: AsyncSession, scope: Scope, period: Period) -> list[Row]:
     stmt = (
         select(
@@ -416,7 +431,8 @@ async def _video_wait(db: AsyncSession, scope: Scope, period: Period) -> list[Ro
         .where(
             _in(Visit.created_at, period),
             Visit.starts_at.is_not(None),
-            Visit.kind != VisitKind.meeting,
+            Visit.kind.in_(VIDEO_KINDS),
+            Visit.state.in_(STARTED),
             scope.where(Visit.court_id),
         )
         .group_by(Visit.court_id)
@@ -604,7 +620,8 @@ FIGURES: tuple[Figure, ...] = (
         "video_share",
         "视频信访占比",
         "%",
-        "Contacts of channel video (远程视频) ÷ all contacts, × 100.",
+        "Contacts of channel video (远程视频: the booked video visits that took place, see "
+        "*Contacts* above) ÷ all contacts, × 100.",
         _CONTACTS,
         _IN_CONTACT,
         _video_share,
@@ -617,9 +634,12 @@ FIGURES: tuple[Figure, ...] = (
         "视频接访平均等待",
         "小时",
         "Average hours from booking a video visit (visits.created_at) to its start "
-        "(starts_at), over visits booked in the period that have a start time; video "
-        "supervision meetings excluded.",
-        "visits (created_at, starts_at, kind)",
+        "(starts_at), over the visits booked in the period that have a start time, are of a "
+        "kind a court books for a petitioner (reception 视频接访, post_judgment 判后答疑, "
+        "leader 领导接访) and began (state in_progress, ended or archived). Left out: video "
+        "supervision meetings, on-site receptions (they start as they are made), visits "
+        "cancelled, missed (no_show) or still to come.",
+        "visits (created_at, starts_at, kind, state)",
         "visits whose created_at falls in the period",
         _video_wait,
         kind="ratio",
@@ -657,6 +677,16 @@ REPORT = (
 # ------------------------------------------------------------------ results
 
 
+def number_text(value: float) -> str:
+    """A figure's value as people read it: a count with thousands separators
+    (``3,000,000``, never ``3e+06``), a ratio with its decimals (at most two, as it is
+    rounded; ``12.5``, ``1,234.56``)."""
+    value = float(value) + 0.0  # no "-0"
+    if value.is_integer():
+        return f"{value:,.0f}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
 @dataclass(frozen=True)
 class Cell:
     num: float
@@ -677,7 +707,7 @@ class FigureResult:
         def cell(c: Cell | None) -> dict[str, Any]:
             if c is None:
                 return {"value": None, "num": None, "den": None, "text": NO_DATA}
-            text = NO_DATA if c.value is None else f"{c.value:g}"
+            text = NO_DATA if c.value is None else number_text(c.value)
             return {"value": c.value, "num": c.num, "den": c.den, "text": text}
 
         return {
@@ -970,8 +1000,9 @@ def render_docs() -> str:
         "",
         "- **Period**: whole months `from`..`to` (`YYYY-MM`) in court local time; the "
         "period starts at 00:00 of the first day of `from` and ends (exclusive) at the "
-        "start of the month after `to`. Missing, reversed or longer than "
-        f"{MAX_MONTHS} months: refused.",
+        "start of the month after `to`. Missing, malformed, outside the years "
+        f"{FIRST_YEAR}–{LAST_YEAR}, reversed or longer than {MAX_MONTHS} months: refused "
+        "(422).",
         "- **Scope**: a leader or petition officer sees their court and every court below "
         "it, an admin any court. Each record counts for one court (below); the dashboard "
         "rolls the per-court rows up into the scope total and into each child court of "
@@ -982,8 +1013,23 @@ def render_docs() -> str:
         "The current and the previous month are recomputed when older than "
         "`stats_refresh_seconds` (default 300 s; housekeeping in the background, the "
         "dashboard before reading), earlier months once a day.",
+        "- **Contacts** (`case_contacts`, the 信访量 figures): every time a matter reached a "
+        "court. A booked video visit (视频接访, 判后答疑, 领导接访) is a contact once it takes "
+        "place — when it reaches `in_progress` (the judge admitted the petitioner) — at its "
+        "receiving court, dated when it began (`scheduler/cases/visits.py`, `visit_held`); an "
+        "on-site reception when it begins. A visit cancelled, missed (no-show), ended before "
+        "anyone was admitted or still to come is none; a visit moved to another day counts "
+        "on the day it takes place.",
         "- **Ratios** are Σ numerator ÷ Σ denominator over the courts rolled up, never an "
         "average of ratios. A ratio with no denominator reads 无数据.",
+        "- **Text** (`text` of the API, the page, the PDF report): counts with thousands "
+        "separators (`3,000,000`), ratios with their decimals (at most two, `12.5`); the "
+        "CSV/XLSX export gives the numbers themselves. Text cells of the export that a "
+        "spreadsheet would read as a formula (starting with `=`, `+`, `-`, `@`, a tab or a "
+        "carriage return) are prefixed with `'`.",
+        "- **Own records**: the figures by court list the scope's court itself first (本院: "
+        "what it received or handles itself, not what its courts below did), then each "
+        "child court, so that the rows add up to 合计.",
         "- **Ranking (通报)**: the child courts with "
         + ", ".join(BY_KEY[k].label for k in RANKING)
         + "; ranked by 化解率, then 按期办结率 (no value ranks last).",

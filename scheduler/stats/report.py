@@ -27,7 +27,7 @@ from config.errors import InvalidError
 from scheduler.cases.models import Contact
 from scheduler.models import Court
 from scheduler.stats import export, figures
-from scheduler.stats.figures import NO_DATA, Dashboard, Period, Scope
+from scheduler.stats.figures import NO_DATA, Dashboard, Period, Scope, number_text
 
 TITLE = "月度信访工作通报"
 KEY_FIGURES = figures.REPORT  # each with the month before beside it
@@ -121,14 +121,16 @@ class MonthlyReport:
 
 
 def _text(cell: figures.Cell | None) -> str:
-    return NO_DATA if cell is None or cell.value is None else f"{cell.value:g}"
+    return NO_DATA if cell is None or cell.value is None else number_text(cell.value)
 
 
 def _change(now: figures.Cell | None, before: figures.Cell | None) -> str:
     if now is None or before is None or now.value is None or before.value is None:
         return "—"
     diff = round(now.value - before.value, 2)
-    return f"{diff:+g}" if diff else "持平"
+    if not diff:
+        return "持平"
+    return ("+" if diff > 0 else "-") + number_text(abs(diff))
 
 
 async def build(
@@ -192,7 +194,7 @@ def channel_chart(report: MonthlyReport) -> str:
 
     def draw(axes: Any) -> None:
         bars = axes.bar(names, values, color="#1f5fa8")
-        axes.bar_label(bars, fmt="%g")
+        axes.bar_label(bars, labels=[number_text(v) for v in values])
         axes.set_ylabel(result.figure.unit)
 
     return _svg(draw, 3.0)
@@ -208,7 +210,12 @@ def trend_chart(report: MonthlyReport) -> str:
         axes.plot(list(months), values, marker="o", color="#c0392b")
         for x, y in enumerate(values):
             axes.annotate(
-                f"{y:g}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7
+                number_text(y),
+                (x, y),
+                textcoords="offset points",
+                xytext=(0, 5),
+                ha="center",
+                fontsize=7,
             )
         axes.set_ylabel(result.figure.unit)
         axes.set_ylim(bottom=0)
@@ -222,7 +229,8 @@ def ranking_chart(ranking: Sequence[dict[str, Any]]) -> str:
     names = [f"{r['rank']}. {r['name']}" for r in shown][::-1]
     values = [r["resolution_rate"] or 0.0 for r in shown][::-1]
     labels = [
-        NO_DATA if r["resolution_rate"] is None else f"{r['resolution_rate']:g}%" for r in shown
+        NO_DATA if r["resolution_rate"] is None else f"{number_text(r['resolution_rate'])}%"
+        for r in shown
     ][::-1]
 
     def draw(axes: Any) -> None:
@@ -271,7 +279,7 @@ img.chart {{ width: 100%; }}
 
 def _e(value: Any) -> str:
     if isinstance(value, float):
-        value = f"{value:g}"
+        value = number_text(value)
     return html.escape(str(value))
 
 

@@ -14,6 +14,12 @@
   const trail = []; // courts drilled through, top first
   let courtId = null;
 
+  // the scope's court's own records in a table by court (as the export names them): its
+  // children's rows and this one add up to 合计
+  const OWN = "本院";
+  // a number as the API's text gives it: thousands separators, at most two decimals
+  const number = (v) => Number(v).toLocaleString("zh-CN", { maximumFractionDigits: 2 });
+
   const now = new Date();
   const month = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}`;
   to.value = month(now);
@@ -69,7 +75,7 @@
     const rows = document.getElementById("ranking-rows");
     rows.replaceChildren(...table([], data.ranking.map((r) => [
       r.rank, courtLink(r.court_id, r.name),
-      ...data.ranking_columns.map((c) => (r[c.key] === null ? "无数据" : r[c.key])),
+      ...data.ranking_columns.map((c) => (r[c.key] === null ? "无数据" : number(r[c.key]))),
     ])).tBodies[0].children);
     while (charts.length) charts.pop().dispose();
     holder.replaceChildren();
@@ -82,14 +88,15 @@
       const row = document.createElement("div"); row.className = "figure-row";
       const chartEl = document.createElement("div"); chartEl.className = "chart";
       row.appendChild(chartEl);
-      // by key (channel, category, level, month) when the figure has one, else by court
-      const byCourt = f.by_court.slice(1);
+      // by key (channel, category, level, month) when the figure has one, else by court:
+      // the court's own records first (本院), then each child court (a link to drill into)
+      const byCourt = f.by_court;
       const items = f.by_key.length ? f.by_key : byCourt;
-      const names = items.map((i) => (f.by_key.length ? i.label : i.name));
+      const names = items.map((i, n) => (f.by_key.length ? i.label : n === 0 ? OWN : i.name));
       row.appendChild(table(
         [f.by_key.length ? "分类" : "法院", `${f.label}（${f.unit}）`],
         [["合计", f.total.text], ...items.map((i, n) => [
-          f.by_key.length ? names[n] : courtLink(i.court_id, i.name), i.text])],
+          f.by_key.length || n === 0 ? names[n] : courtLink(i.court_id, i.name), i.text])],
       ));
       card.appendChild(row);
       holder.appendChild(card);
@@ -101,7 +108,9 @@
         yAxis: { type: "value", name: f.unit },
         series: [{ type: f.breakdown === "month" ? "line" : "bar", data: items.map((i) => i.value) }],
       });
-      if (!f.by_key.length) chart.on("click", (p) => drill(byCourt[p.dataIndex].court_id));
+      if (!f.by_key.length) {
+        chart.on("click", (p) => { if (p.dataIndex > 0) drill(byCourt[p.dataIndex].court_id); });
+      }
       chartEl.dataset.ready = "1";
       charts.push(chart);
     }
