@@ -337,6 +337,71 @@ async def test_a_cancelled_visit_stays_on_the_timeline_with_its_cancellation(
     assert await _contacts(migrated) == []  # it never took place: no contact of the case
 
 
+async def test_the_upgrade_removes_contacts_of_visits_never_held_and_dates_the_others(
+    client: TestClient, booking: Booking, migrated: Settings
+) -> None:
+    """Contacts stored at booking by the earlier rule: the one of a visit cancelled goes
+    (its case's 来访次数 and channels counted again), the one of a visit held is dated when
+    its call began, and the statistics' stored months are computed again."""
+    import sqlite3
+
+    from web.cli import downgrade, migrate
+
+    csrf = await login(client, "op_a")
+    _, held = await _book(client, csrf, booking)
+    later = (MONDAY_10 + timedelta(hours=1)).isoformat()
+    _, cancelled = await _book(client, csrf, booking, "a1", starts_at=later)
+    r = await client.post(
+        f"/api/v1/visits/{cancelled['id']}/cancel",
+        json={"reason": "信访人要求改日"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert r.status == 200
+    await asyncio.to_thread(downgrade, migrated, "0016")
+    con = sqlite3.connect(migrated.data_dir / "vreception.db")
+    began = "2026-11-30 02:05:00.000000"
+    try:
+        for visit, petition in ((held, "a0"), (cancelled, "a1")):  # as booking stored them
+            con.execute(
+                "INSERT INTO case_contacts (petition_id, court_id, channel, occurred_at,"
+                " summary, people_count, repeat, visit_id, created_at) VALUES"
+                " (?, ?, 'video', '2026-11-20 01:00:00.000000', '', 1, 0, ?,"
+                " '2026-11-19 01:00:00.000000')",
+                (booking.petitions[petition], booking.world.courts["mid_a"], visit["id"]),
+            )
+            con.execute(
+                "UPDATE petitions SET contact_count = contact_count + 1, channels = channels | 4"
+                " WHERE id = ?",
+                (booking.petitions[petition],),
+            )
+        con.execute(
+            "INSERT INTO visit_events (visit_id, at, kind, from_state, to_state, actor_name,"
+            " detail) VALUES (?, ?, 'state', 'in_lobby', 'in_progress', 'judge_a', '{}')",
+            (held["id"], began),
+        )
+        con.execute("INSERT INTO stats_months VALUES ('2026-11', '2026-12-01 00:00:00.000000')")
+        before = dict(con.execute("SELECT id, contact_count FROM petitions").fetchall())
+        con.commit()
+        await asyncio.to_thread(migrate, migrated)
+        contacts = con.execute("SELECT visit_id, occurred_at FROM case_contacts").fetchall()
+        assert contacts == [(held["id"], began)]
+        after = dict(con.execute("SELECT id, contact_count FROM petitions").fetchall())
+        a0, a1 = booking.petitions["a0"], booking.petitions["a1"]
+        assert (after[a0], after[a1]) == (before[a0], before[a1] - 1)
+        bits = {"walk_in": 1, "letter": 2, "video": 4, "online": 8, "phone": 16}
+        channels, own = con.execute(
+            "SELECT channels, channel FROM petitions WHERE id = ?", (a1,)
+        ).fetchone()
+        left = {c for (c,) in con.execute(
+            "SELECT channel FROM case_contacts WHERE petition_id = ?", (a1,)
+        )}  # fmt: skip
+        assert channels == bits[own] | sum(bits[c] for c in left)  # counted again
+        months = con.execute("SELECT refreshed_at FROM stats_months").fetchall()
+        assert months == [("1970-01-01 00:00:00.000000",)]
+    finally:
+        con.close()
+
+
 @pytest.mark.parametrize(("state", "word"), [("resolved", "已化解"), ("terminated", "已终结")])
 async def test_a_closed_case_is_refused_a_visit_with_409(
     client: TestClient, booking: Booking, migrated: Settings, state: str, word: str
