@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.db import utcnow
@@ -14,6 +14,7 @@ from config.errors import ConflictError, InvalidError
 from config.settings import Settings
 from scheduler.booking import book_visit
 from scheduler.cases.service import scan_deadlines
+from scheduler.cases.words import VisitKind
 from scheduler.lifecycle import transition
 from scheduler.models import Petition, Role, Visit, VisitState, WalkIn, WalkInStatus
 from scheduler.notify import OUTBOX, notify, visit_recipients
@@ -40,9 +41,14 @@ async def housekeeping(
         await db.scalars(
             select(Visit)
             .where(
-                # a checked-in petitioner is in the building: only unseen ones are no-shows
+                # a checked-in petitioner is in the building: only unseen ones are no-shows;
+                # a meeting its host never opened, once its time is over (a host late by
+                # a quarter of an hour still holds it)
                 Visit.state == VisitState.scheduled,
-                Visit.starts_at <= now - grace,
+                or_(
+                    and_(Visit.kind != VisitKind.meeting, Visit.starts_at <= now - grace),
+                    and_(Visit.kind == VisitKind.meeting, Visit.ends_at <= now),
+                ),
             )
             .limit(200)
         )

@@ -497,6 +497,29 @@ async def admit_petitioner(db: AsyncSession, actor: Actor, visit: Visit) -> None
     await transition(db, actor, visit, VisitState.in_progress)
 
 
+# how long before its start a meeting's host may open it (test their devices, then begin)
+MEETING_LEAD = timedelta(minutes=15)
+
+
+def meeting_entry_refusal(
+    visit: Visit, role: ParticipantRole, settings: Settings, now: datetime | None = None
+) -> str | None:
+    """Why this participant may not enter the meeting's room now (None: they may). Its
+    room holds nobody until the host opens it, which starts its recording: an invitee
+    waits for that (before, they could talk unrecorded for days), and the host opens it
+    from ``MEETING_LEAD`` before its start (before, a day-early test of the devices opened
+    and used up the meeting, ended as abandoned with empty minutes)."""
+    if visit.kind is not VisitKind.meeting or visit.state is VisitState.in_progress:
+        return None
+    if role is not MEETING_OPENED_BY:
+        return "约谈尚未开始，请在主持人进入后再加入"
+    now = now or utcnow()
+    if visit.starts_at is not None and now < visit.starts_at - MEETING_LEAD:
+        opens = local_text(visit.starts_at - MEETING_LEAD, settings)
+        return f"约谈尚未到时间，{opens} 起可以进入"
+    return None
+
+
 async def open_meeting(db: AsyncSession, actor: Actor, visit: Visit) -> None:
     """The host enters the meeting's room: it is in progress (and recorded) from now on.
     Entering again changes nothing; a meeting that is over refuses (409)."""
@@ -604,7 +627,18 @@ async def record_outcome(
     while the visit is in progress or after it ended; each is a new entry."""
     visit = await visible_visit(db, actor, visit_id)
     require(actor, Action.outcome, visit)
-    return case_visits.record_outcome(db, actor, visit, outcome, text)
+    cases: list[int] = []
+    if visit.kind is VisitKind.meeting:  # 约谈结果: on every case the meeting was about
+        cases = list(
+            (
+                await db.scalars(
+                    select(MeetingCase.petition_id)
+                    .where(MeetingCase.visit_id == visit.id)
+                    .order_by(MeetingCase.petition_id)
+                )
+            ).all()
+        )
+    return case_visits.record_outcome(db, actor, visit, outcome, text, cases)
 
 
 # ---------------------------------------------------------------- vanished judges

@@ -27,7 +27,7 @@ from recorder.manifest import verify
 from recorder.state import load_state
 from scheduler import lifecycle
 from scheduler.cases.models import CaseEvent
-from scheduler.cases.words import CaseState, EventKind, VisitKind
+from scheduler.cases.words import CaseState, EventKind, VisitKind, VisitOutcome
 from scheduler.models import (
     BookingLock,
     Notification,
@@ -129,6 +129,35 @@ async def test_a_high_court_judge_schedules_a_meeting_that_host_and_invitees_see
         f"judge:{w.users['judge_a']}",
         f"user:{w.users['op_b']}",
     }
+
+
+async def test_a_meeting_its_host_is_late_for_is_not_ended_until_its_time_is_over(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    """A visit's petitioner is a no-show a quarter of an hour after the start; a meeting
+    is one only once its time is over (a host late by 16 minutes found it ended)."""
+    from scheduler.housekeeping import housekeeping
+
+    host, h = await _host(make_client, booking, migrated)
+    r = await host.post(
+        "/api/v1/meetings", json=_meeting(booking, 10, cases=("a0",), invitees=("op_b",)),
+        headers=h,
+    )  # fmt: skip
+    assert r.status == 201, await r.text()
+    meeting_id = (await r.json())["id"]
+    start = local_time(MONDAY, 10)
+    engine = create_engine(migrated)
+    try:
+        for now, state in ((start + timedelta(minutes=16), S.scheduled),
+                           (start + timedelta(minutes=60), S.no_show)):  # fmt: skip
+            async with create_sessionmaker(engine)() as db, db.begin():
+                await housekeeping(db, migrated, now=now)
+            async with create_sessionmaker(engine)() as db:
+                meeting = await db.get(Visit, meeting_id)
+                assert meeting is not None
+                assert meeting.state is state, (now, meeting.state)
+    finally:
+        await engine.dispose()
 
 
 async def test_a_meeting_holds_nine_people_at_most_the_host_and_eight_invited(
@@ -350,6 +379,27 @@ def _actor(user_id: int, role: Role, court_id: int) -> Actor:
     return Actor(user_id=user_id, username=f"u{user_id}", role=role, court_id=court_id)
 
 
+def test_a_meetings_room_holds_nobody_before_its_host_opens_it_near_its_time() -> None:
+    """Invitees wait for the host (they talked unrecorded before it was opened, days early
+    even); the host opens it from 15 minutes before its start (a day-early test of the
+    devices opened it, and it ended as abandoned with empty minutes)."""
+    settings = Settings()
+    start = datetime(2026, 12, 7, 2, 0, tzinfo=ZoneInfo("UTC"))  # 10:00 in the court
+    meeting = Visit(id="m" * 32, kind=VisitKind.meeting, judge_id=1, starts_at=start)
+    meeting.state = S.scheduled
+    refusal = lifecycle.meeting_entry_refusal
+    early = refusal(meeting, ParticipantRole.host, settings, start - timedelta(days=1))
+    assert early == "约谈尚未到时间，2026-12-07 09:45 起可以进入"
+    assert refusal(meeting, ParticipantRole.host, settings, start - timedelta(minutes=15)) is None
+    waiting = refusal(meeting, ParticipantRole.attendee, settings, start)
+    assert waiting == "约谈尚未开始，请在主持人进入后再加入"
+    meeting.state = S.in_progress
+    assert refusal(meeting, ParticipantRole.attendee, settings, start) is None
+    visit = Visit(id="v" * 32, kind=VisitKind.reception, starts_at=start)
+    visit.state = S.scheduled
+    assert refusal(visit, ParticipantRole.petitioner, settings, start - timedelta(days=1)) is None
+
+
 def test_host_and_invitees_enter_a_meeting_and_only_the_host_leads_it() -> None:
     meeting = Visit(
         id="m" * 32, kind=VisitKind.meeting, judge_id=1, court_id=10, receiving_court_id=10
@@ -412,6 +462,10 @@ async def test_ending_a_meeting_puts_its_minutes_on_each_case(
             assert visit is not None
             await lifecycle.open_meeting(db, actor, visit)
             assert visit.state is S.in_progress
+            # 约谈结果: on each case the meeting was about, not only its first
+            await lifecycle.record_outcome(
+                db, actor, visit_id, VisitOutcome.explained, "限期两周反馈"
+            )
             db.add(
                 VisitEvent(
                     visit_id=visit_id,
@@ -427,8 +481,16 @@ async def test_ending_a_meeting_puts_its_minutes_on_each_case(
             entries = (
                 await db.scalars(select(CaseEvent).where(CaseEvent.kind == EventKind.meeting))
             ).all()
+            outcomes = (
+                await db.scalars(select(CaseEvent).where(CaseEvent.kind == EventKind.outcome))
+            ).all()
     finally:
         await engine.dispose()
+    assert sorted(e.petition_id for e in outcomes) == sorted(
+        [booking.petitions["a0"], booking.petitions["b0"]]
+    )
+    assert all(e.text == "约谈结果：释法明理。限期两周反馈" for e in outcomes)
+    assert all(e.detail["meeting"] is True for e in outcomes)  # not for the portal
     assert {e.petition_id for e in entries} == {
         booking.petitions["a0"],
         booking.petitions["b0"],

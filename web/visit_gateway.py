@@ -115,6 +115,9 @@ class DatabaseVisitGateway:
         role = lifecycle.room_role(actor, visit, invitees) if visit is not None else None
         if visit is None or role is None:
             raise ProtocolError(ErrorCode.not_entitled, "您无权进入该接访")
+        refusal = lifecycle.meeting_entry_refusal(visit, role, self._settings)
+        if refusal is not None:
+            raise ProtocolError(ErrorCode.not_admitted, refusal)
         if role is lifecycle.MEETING_OPENED_BY:
 
             async def change(db: AsyncSession, visit: Visit) -> None:

@@ -116,15 +116,16 @@ async def schedule_meeting(
         raise InvalidError(
             f"约谈时长须在 {MIN_MINUTES} 至 {MAX_MINUTES} 分钟之间", code="invalid_period"
         )
-    ends_at = starts_at + timedelta(minutes=minutes)
-    if not (aligned(starts_at) and aligned(ends_at)):
-        raise InvalidError("时间须为 5 分钟的整数倍", code="invalid_period")
+    # the horizon before the end is computed: a start near the calendar's end overflowed
     if starts_at < now - timedelta(minutes=5):
         raise InvalidError("不能安排已经过去的时间", code="in_the_past")
     if starts_at > now + timedelta(days=settings.booking_horizon_days):
         raise InvalidError(
             f"只能安排 {settings.booking_horizon_days} 天以内的约谈", code="too_far_ahead"
         )
+    ends_at = starts_at + timedelta(minutes=minutes)
+    if not (aligned(starts_at) and aligned(ends_at)):
+        raise InvalidError("时间须为 5 分钟的整数倍", code="invalid_period")
     below = await courts_below(db, host_court)
     # each case by the case rule (CaseAction.meet: a court above its handling court, the
     # case open): 404 for a case the host may not see, 403 or 409 naming why otherwise

@@ -214,31 +214,40 @@ async def visit_cancelled(
 
 
 def record_outcome(
-    db: AsyncSession, actor: Actor, visit: Visit, outcome: VisitOutcome, text: str
+    db: AsyncSession,
+    actor: Actor,
+    visit: Visit,
+    outcome: VisitOutcome,
+    text: str,
+    petition_ids: Sequence[int] = (),
 ) -> CaseEvent:
     """The judge's outcome of ``visit`` as a new entry of its case's timeline (who may, the
     caller checked with the lifecycle); 409 before the call has started. Several outcomes
-    may be recorded: each is its own entry, none replaces another."""
+    may be recorded: each is its own entry, none replaces another. A meeting's (约谈结果)
+    goes on each of its cases (``petition_ids``), marked ``meeting`` (the petitioners'
+    portal does not show the courts' internal supervision); the first entry is returned."""
     if visit.state not in OUTCOME_STATES:
         raise ConflictError(
             f"接访{label(visit.state)}，只能在接访进行中或结束后记录接访结果",
             code="invalid_state",
             details={"state": visit.state.value},
         )
-    sentence = f"接访结果：{label(outcome)}" + (f"。{text}" if text else "")
-    return add_event(
-        db,
-        visit.petition_id,
-        EventKind.outcome,
-        actor,
-        sentence,
-        detail={
-            "visit_id": visit.id,
-            "outcome": outcome.value,
-            "text": text,
-            "link": visit_link(visit.id),
-        },
+    meeting = visit.kind is VisitKind.meeting
+    sentence = f"{'约谈' if meeting else '接访'}结果：{label(outcome)}" + (
+        f"。{text}" if text else ""
     )
+    detail = {
+        "visit_id": visit.id,
+        "outcome": outcome.value,
+        "text": text,
+        "link": visit_link(visit.id),
+    } | ({"meeting": True} if meeting else {})
+    cases = list(dict.fromkeys([visit.petition_id, *petition_ids]))
+    entries = [
+        add_event(db, case_id, EventKind.outcome, actor, sentence, detail=dict(detail))
+        for case_id in cases
+    ]
+    return entries[0]
 
 
 async def visit_outcomes(db: AsyncSession, visit: Visit) -> Sequence[CaseEvent]:

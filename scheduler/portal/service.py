@@ -285,7 +285,7 @@ async def case_view(db: AsyncSession, me: PortalPrincipal, case_id: int) -> Case
             kind = EventKind(e.kind)
         except ValueError:
             continue
-        if kind in HIDDEN:
+        if kind in HIDDEN or (e.detail or {}).get("meeting"):  # a 约谈's outcome: internal
             continue
         text = mask_text(_plain(e))
         steps.append(Step(e.at, kind.value, label(kind), text, names.get(e.court_id or 0, "")))

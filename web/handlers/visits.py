@@ -23,6 +23,7 @@ from scheduler import booking, lifecycle, walkins
 from scheduler import visits as vs
 from scheduler.cases import service as case_service
 from scheduler.cases import visits as case_visits
+from scheduler.cases.meetings import HOST_ROLES
 from scheduler.cases.models import CaseEvent
 from scheduler.cases.words import VisitOutcome
 from scheduler.codes import issue_visit_code
@@ -530,7 +531,9 @@ def _outcome(event: CaseEvent, names: dict[int, str]) -> OutcomeOut:
     r"/visits/{visit_id:[0-9a-f]{32}}/outcome",
     summary="Record the visit's outcome on its case's timeline",
     tag="visits",
-    roles=RECEIVERS,
+    # who receives visits, and who hosts meetings (a petition officer's 约谈结果); the
+    # lifecycle's rule (Action.outcome) decides for each visit
+    roles=RECEIVERS | HOST_ROLES,
     body=OutcomeIn,
     answer=OutcomeOut,
     status=201,
