@@ -326,6 +326,9 @@ async def test_a_meeting_in_the_past_is_refused(
     body["starts_at"] = local_time(MONDAY, 10, 3).isoformat()
     r = await host.post("/api/v1/meetings", json=body, headers=h)
     assert r.status == 422 and (await r.json())["error"]["code"] == "invalid_period"
+    body["starts_at"] = "9999-12-31T23:00:00+00:00"  # its end past the calendar: not a 500
+    r = await host.post("/api/v1/meetings", json=body, headers=h)
+    assert r.status == 422 and (await r.json())["error"]["code"] == "too_far_ahead"
 
 
 async def test_a_case_out_of_reach_is_refused(
