@@ -45,7 +45,7 @@ from config.privacy import mask_id_number
 from config.settings import Settings
 from config.vocabulary import EndReason, ParticipantRole, label
 from scheduler.cases import visits as case_visits
-from scheduler.cases.minutes import record_minutes
+from scheduler.cases.minutes import meeting_case_ids, record_minutes
 from scheduler.cases.models import CaseEvent, MeetingCase, MeetingInvitee
 from scheduler.cases.words import VisitKind, VisitOutcome
 from scheduler.models import (
@@ -629,15 +629,7 @@ async def record_outcome(
     require(actor, Action.outcome, visit)
     cases: list[int] = []
     if visit.kind is VisitKind.meeting:  # 约谈结果: on every case the meeting was about
-        cases = list(
-            (
-                await db.scalars(
-                    select(MeetingCase.petition_id)
-                    .where(MeetingCase.visit_id == visit.id)
-                    .order_by(MeetingCase.petition_id)
-                )
-            ).all()
-        )
+        cases = await meeting_case_ids(db, visit.id)
     return case_visits.record_outcome(db, actor, visit, outcome, text, cases)
 
 

@@ -65,14 +65,7 @@ async def record_minutes(db: AsyncSession, actor: Actor, settings: Settings, vis
         f"参会：{'、'.join(f'{name}（{court}）' for name, court in invited)}）\n"
         f"{body or '（本次约谈未记录笔记）'}\n录像：{link}"
     )
-    cases = (
-        await db.scalars(
-            select(MeetingCase.petition_id)
-            .where(MeetingCase.visit_id == visit.id)
-            .order_by(MeetingCase.petition_id)
-        )
-    ).all()
-    for petition_id in cases:
+    for petition_id in await meeting_case_ids(db, visit.id):
         add_event(
             db,
             petition_id,
@@ -82,3 +75,16 @@ async def record_minutes(db: AsyncSession, actor: Actor, settings: Settings, vis
             court_id=visit.court_id,
             detail={"visit_id": visit.id, "recording": link, "notes": lines},
         )
+
+
+async def meeting_case_ids(db: AsyncSession, visit_id: str) -> list[int]:
+    """The cases a meeting is about (its entries go on each of them), in order."""
+    return list(
+        (
+            await db.scalars(
+                select(MeetingCase.petition_id)
+                .where(MeetingCase.visit_id == visit_id)
+                .order_by(MeetingCase.petition_id)
+            )
+        ).all()
+    )

@@ -31,7 +31,8 @@ from config.db import prepared, table_of, utcnow
 from config.errors import ConflictError
 from config.settings import Settings
 from config.vocabulary import label
-from scheduler.cases.models import CaseEvent, Contact, MeetingCase
+from scheduler.cases.minutes import meeting_case_ids
+from scheduler.cases.models import CaseEvent, Contact
 from scheduler.cases.rules import NO_VISITS
 from scheduler.cases.timeline import Entry, add_event, entry_values
 from scheduler.cases.words import CHANNEL_BITS, Channel, EventKind, VisitKind, VisitOutcome
@@ -176,13 +177,7 @@ async def visit_cancelled(
     when = local_text(visit.starts_at, settings) if visit.starts_at else ""
     text = f"取消{label(visit.kind)}：原定 {when}；原因：{reason}"
     if visit.kind is VisitKind.meeting:
-        cases = (
-            await db.scalars(
-                select(MeetingCase.petition_id)
-                .where(MeetingCase.visit_id == visit.id)
-                .order_by(MeetingCase.petition_id)
-            )
-        ).all()
+        cases = await meeting_case_ids(db, visit.id)
         for petition_id in cases or [visit.petition_id]:
             add_event(
                 db,
