@@ -644,6 +644,41 @@ async def test_a_leader_in_a_meeting_is_not_booked_for_a_leader_visit_at_the_sam
     assert status == 201, body
 
 
+async def test_the_upgrade_gives_a_leaders_meeting_locks_the_name_their_visits_use(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    """Meetings booked before held a leader's time as ``user:<id>``: renamed, a 领导接访
+    at the same time is refused as for a meeting booked now."""
+    import sqlite3
+
+    from tests.test_meetings import _host, _meeting
+    from web.cli import downgrade, migrate
+
+    leader = await _receiver(migrated, booking, "leader_a", Role.leader, "mid_a")
+    host, headers = await _host(make_client, booking, migrated)
+    meeting = await host.post(
+        "/api/v1/meetings",
+        json=_meeting(booking, 10, cases=("a0",), invitees=("leader_a",)),
+        headers=headers,
+    )
+    assert meeting.status == 201, await meeting.text()
+    await asyncio.to_thread(downgrade, migrated, "0017")
+    con = sqlite3.connect(migrated.data_dir / "vreception.db")
+    try:
+        con.execute(  # as meetings stored it before
+            "UPDATE booking_locks SET resource = ? WHERE resource = ?",
+            (f"user:{leader}", f"judge:{leader}"),
+        )
+        con.commit()
+    finally:
+        con.close()
+    await asyncio.to_thread(migrate, migrated)
+    operator = await make_client()
+    csrf = await login(operator, "op_a")
+    status, body = await _book(operator, csrf, booking, "a1", kind="leader", judge_id=leader)
+    assert status == 409 and body["error"]["code"] == "double_booking", body
+
+
 # ---------------------------------------------------------------- in Chromium
 
 
