@@ -313,6 +313,31 @@ async def test_online_petition_with_two_photos_becomes_an_online_contact_with_ha
     assert mine[0]["state_name"] == "待分流" and mine[0]["category"] == "民事再审申请"
 
 
+async def test_the_petitioner_sees_what_they_sent_and_no_ones_numbers(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    """The court's own scans of the case are not listed as 我提交的材料 (they are the
+    court's), and numbers in the case's summary are masked in the petitioner's list."""
+    client, staff = await make_client(), await staff_client(make_client)
+    csrf = await sign_in(client, staff)
+    form = petition_form(world, PHOTOS[:1], summary="请求再审，对方当事人电话13900001111")
+    status, body = await submit(client, csrf, form)
+    assert status == 201, body
+    me = await (await staff.get("/api/v1/auth/me")).json()
+    scan = FormData()
+    scan.add_field("file", PHOTOS[1][1], filename="法院调查笔录.jpg", content_type="image/jpeg")
+    r = await staff.post(
+        f"/api/v1/cases/{body['case_id']}/materials",
+        data=scan,
+        headers={"X-CSRF-Token": me["csrf_token"]},
+    )
+    assert r.status == 201, await r.text()
+    case = await (await client.get(f"/api/v1/portal/cases/{body['case_id']}")).json()
+    assert [m["filename"] for m in case["materials"]] == [PHOTOS[0][0]]
+    mine = await (await client.get("/api/v1/portal/cases")).json()
+    assert "139****1111" in mine[0]["summary"] and "13900001111" not in mine[0]["summary"]
+
+
 async def test_bad_uploads_and_texts_are_refused_and_nothing_is_stored(
     make_client: MakeClient, world: World, migrated: Settings
 ) -> None:

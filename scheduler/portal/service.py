@@ -303,9 +303,11 @@ async def case_view(db: AsyncSession, me: PortalPrincipal, case_id: int) -> Case
             result = None
     if case.state not in CLOSED:
         result = None
-    materials = (
+    materials = (  # what the petitioner sent online, not the court's own scans
         await db.scalars(
-            select(Material).where(Material.petition_id == case.id).order_by(Material.id)
+            select(Material)
+            .where(Material.petition_id == case.id, Material.uploaded_by.is_(None))
+            .order_by(Material.id)
         )
     ).all()
     return CaseView(

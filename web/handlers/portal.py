@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from config.audit import record_audit
 from config.errors import InvalidError, NotFoundError
-from config.privacy import mask_id_number, mask_phone
+from config.privacy import mask_id_number, mask_phone, mask_text
 from config.settings import Settings
 from config.vocabulary import label, label_of
 from scheduler.cases import service as cases
@@ -303,7 +303,7 @@ def _row(case: Any, court: str) -> CaseRow:
         node_name=label(case.node) if case.node else "",
         due_at=case.due_at,
         court_name=court,
-        summary=case.summary,
+        summary=mask_text(case.summary),  # a counter's record may hold others' numbers
         created_at=case.created_at,
     )
 
