@@ -17,7 +17,7 @@ from config.audit import record_audit
 from config.db import utcnow
 from config.errors import ConflictError, InvalidError, NotFoundError, PermissionDeniedError
 from config.privacy import mask_id_number, resident_id_valid
-from scheduler.accounts import hash_password, password_problem
+from scheduler.accounts import set_password
 from scheduler.cases.models import MeetingInvitee
 from scheduler.models import (
     CalendarFeed,
@@ -194,21 +194,16 @@ async def create_user(
     court_id: int | None,
     password: str,
     password_min_length: int,
+    temporary: bool = True,
 ) -> User:
+    """``temporary``: the holder must change the password at first login (an admin chose
+    it); ``vreception create-user`` is run by the holder themself unless told otherwise."""
     _require_admin(actor)
-    problem = password_problem(password, password_min_length)
-    if problem:
-        raise InvalidError(problem, code="weak_password")
+    user = User(username=username, display_name=display_name, role=role, court_id=court_id)
+    user.active = True
+    set_password(user, password, password_min_length, temporary=temporary)
     await _check_role_court(session, role, court_id)
     await _unique(session, User, User.username == username, f"用户名 {username} 已被使用")
-    user = User(
-        username=username,
-        display_name=display_name,
-        role=role,
-        court_id=court_id,
-        password_hash=hash_password(password),
-        active=True,
-    )
     session.add(user)
     await session.flush()
     _audit(session, actor, "user.create", user, username=username, role=role.value)
@@ -284,10 +279,7 @@ async def update_user(
             .execution_options(synchronize_session=False)
         )
     if password is not None:
-        problem = password_problem(password, password_min_length)
-        if problem:
-            raise InvalidError(problem, code="weak_password")
-        user.password_hash = hash_password(password)
+        set_password(user, password, password_min_length, temporary=True)
         changes["password"] = "reset"  # noqa: S105 (an audit note, not a secret)
         end_sessions = True
     if changes:
@@ -334,15 +326,19 @@ async def _tell_judge_gone(session: AsyncSession, actor: Actor, user: User) -> N
 
 
 async def reset_password(
-    session: AsyncSession, actor: Actor, user: User, *, password: str, password_min_length: int
+    session: AsyncSession,
+    actor: Actor,
+    user: User,
+    *,
+    password: str,
+    password_min_length: int,
+    temporary: bool = True,
 ) -> None:
     """Give ``user`` a new password chosen by an admin (the API) or by whoever runs the
-    server (``vreception set-password``); the same strength rule as for new accounts."""
+    server (``vreception set-password``); the same strength rule as for new accounts.
+    ``temporary``: the holder must change it at their next login."""
     _require_admin(actor)
-    problem = password_problem(password, password_min_length)
-    if problem:
-        raise InvalidError(problem, code="weak_password")
-    user.password_hash = hash_password(password)
+    set_password(user, password, password_min_length, temporary=temporary)
     _audit(session, actor, "user.password_reset", user, username=user.username)
 
 

@@ -124,6 +124,7 @@ async def add_staff(
         court_id=world.courts[court_key] if court_key else None,
         password=PASSWORD,
         password_min_length=10,
+        temporary=False,
     )
     world.users[username] = user.id
     return user.id
@@ -194,6 +195,7 @@ async def seed_booking(db: AsyncSession, world: World, petitions_a: int = 10) ->
         court_id=world.courts["high"],
         password=PASSWORD,
         password_min_length=10,
+        temporary=False,
     )
     b.judge_high = judge_high.id
     for judge_id in (world.users["judge_a"], world.users["judge_b"], judge_high.id):

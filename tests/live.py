@@ -34,6 +34,22 @@ async def http_login(http: aiohttp.ClientSession, node: Node, user: str, pw: str
         return str((await r.json())["csrf_token"])
 
 
+async def first_login(http: aiohttp.ClientSession, node: Node, user: str, chosen: str) -> str:
+    """Log in a new account with the password an administrator chose and replace it, as its
+    holder must; returns the new one (``chosen`` + "-own")."""
+    csrf = await http_login(http, node, user, chosen)
+    own = chosen + "-own"
+    async with http.post(
+        node.url + "/api/v1/auth/password",
+        json={"current_password": chosen, "new_password": own},
+        headers={"X-CSRF-Token": csrf},
+    ) as r:
+        assert r.status == 200, await r.text()
+    async with http.post(node.url + "/api/v1/auth/logout", headers={"X-CSRF-Token": csrf}) as r:
+        assert r.status == 200, await r.text()
+    return own
+
+
 T = TypeVar("T")
 
 

@@ -119,6 +119,12 @@ def test_admin_adds_court_and_user_then_user_logs_in(
     ctx = chromium.new_context(locale="zh-CN")
     page = ctx.new_page()
     _login(page, live_server, "chaoyang_op", "Chaoyang-2026!")
+    # the password the admin chose is replaced first, then on to the operator's page
+    page.wait_for_url(live_server.url + "/password?next=%2Foperator")
+    page.fill("input[name=current_password]", "Chaoyang-2026!")
+    page.fill("input[name=new_password]", "Chaoyang-own-7")
+    page.fill("input[name=repeat_password]", "Chaoyang-own-7")
+    page.click("#password-submit")
     page.wait_for_url(live_server.url + "/operator")
     _ready(page)
     assert "北京市朝阳区人民法院" in page.text_content("#who")

@@ -15,6 +15,7 @@ from tests.test_browser import _login
 
 pytestmark = pytest.mark.browser
 NEW_PASSWORD = "Reset-by-admin-9"
+OWN_PASSWORD = "Chosen-by-me-7"
 
 
 def _admin_page(live_server: LiveServer, chromium: Any) -> Any:
@@ -67,17 +68,43 @@ def test_login_warning_lockout_then_admin_unlocks_and_resets(
     admin.fill("#action-fields input[name=again]", NEW_PASSWORD)
     admin.click("#action-ok")
     expect(admin.locator("#user-list-msg")).to_have_text(
-        "已重置账户 operator 的密码，其登录会话已结束"
+        "已重置账户 operator 的密码，其登录会话已结束；本人下次登录时须修改此密码"
     )
+    expect(row).to_contain_text("待本人修改初始密码")
     admin.screenshot(path=str(artifacts / "admin-users.png"), full_page=True)
 
+    # the password the admin chose is the operator's to replace before anything else
     _login(op, live_server, "operator", NEW_PASSWORD)
+    op.wait_for_url(live_server.url + "/password?next=%2Foperator")
+    expect(op.locator("#must-change")).to_be_visible()
+    expect(op.locator("nav.top-links")).to_have_count(0)
+    op.goto(live_server.url + "/operator")  # every other page sends it back
+    op.wait_for_url(live_server.url + "/password?next=/operator")
+    expect(op.locator("#password-rule")).to_contain_text("密码至少 10 个字符")
+    op.fill("input[name=current_password]", NEW_PASSWORD)
+    op.fill("input[name=new_password]", NEW_PASSWORD)
+    op.fill("input[name=repeat_password]", NEW_PASSWORD)
+    op.click("#password-submit")
+    expect(op.locator("#password-msg")).to_have_text("新密码不能与当前密码相同")
+    op.screenshot(path=str(artifacts / "password-must-change.png"), full_page=True)
+    op.fill("input[name=new_password]", OWN_PASSWORD)
+    op.fill("input[name=repeat_password]", OWN_PASSWORD)
+    op.click("#password-submit")
     op.wait_for_url(live_server.url + "/operator")
+    op.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    live_server.passwords["operator"] = OWN_PASSWORD  # (the server is shared by the module)
+    expect(op.locator("#change-password")).to_have_text("修改密码")
+    admin.reload()
+    admin.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    admin.click("button[data-tab=tab-users]")
+    expect(row).to_contain_text("操作员")
+    expect(row).not_to_contain_text("待本人修改初始密码")
 
     admin.click("button[data-tab=tab-audit]")
     audit = admin.locator("#audit-rows")
     expect(audit).to_contain_text("admin重置了账户 operator 的密码。")
     expect(audit).to_contain_text("admin解除了账户 operator 的登录锁定。")
+    expect(audit).to_contain_text("operator修改了自己的登录密码。")
     blocked = "用户名“operator”登录失败次数过多，登录被暂停，约 15 分钟后可再试。"
     expect(audit).to_contain_text(blocked)
     expect(audit).to_contain_text("用户名“operator”登录失败：用户名或密码错误。")

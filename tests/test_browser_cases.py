@@ -31,7 +31,7 @@ from scheduler.cases.service import REQUIRED_FIELDS, normalize_case_number, scan
 from scheduler.models import Petition
 from tests.conftest import LiveServer
 from tests.helpers import browser_login
-from tests.live import http_login
+from tests.live import first_login, http_login
 from tests.test_browser_archive import _in_thread
 from tests.test_meetings import WAIT_MS, invitees_join, open_a_meeting_now
 
@@ -824,6 +824,8 @@ async def _a_clerk_of_another_branch(server: LiveServer) -> str:
         }
         async with http.post(server.url + "/api/v1/users", json=user, headers=headers) as r:
             assert r.status == 201, await r.text()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        password = await first_login(http, server, "op_chaoyang", password)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         csrf = await http_login(http, server, "operator", server.passwords["operator"])
         letter = {

@@ -220,4 +220,29 @@ def test_references_are_checked_after_a_migration_and_not_when_already_at_head(
     migrate(settings)
     run(orphan_room)
     migrate(settings)  # at head: nothing ran, nothing checked
-    assert run("SELECT version_num FROM alembic_version") == [("0018",)]
+    assert run("SELECT version_num FROM alembic_version") == [("0019",)]
+
+
+def test_accounts_that_exist_keep_their_passwords_unforced(tmp_path: Path) -> None:
+    """0019: only a password an administrator chooses from now on must be changed; the
+    accounts already in use are not all sent to the change-password page at once."""
+    import sqlite3
+
+    settings = Settings(data_dir=tmp_path)
+    migrate(settings, "0018")
+    con = sqlite3.connect(tmp_path / "vreception.db")
+    con.execute(
+        "INSERT INTO users (id, username, display_name, role, court_id, password_hash, active,"
+        " created_at, password_changed_at) VALUES (1, 'admin', '管理员', 'admin', NULL, 'x', 1,"
+        " '2026-11-01 08:00:00.000000', '2026-11-01 08:00:00.000000')"
+    )
+    con.commit()
+    con.close()
+    migrate(settings)
+    con = sqlite3.connect(tmp_path / "vreception.db")
+    try:
+        assert con.execute("SELECT username, must_change_password FROM users").fetchall() == [
+            ("admin", 0)
+        ]
+    finally:
+        con.close()

@@ -30,6 +30,7 @@ from tests.live import (
     Client,
     beside_playwright,
     checked_in_visit,
+    first_login,
     http_login,
     page_login,
     staff_cookie,
@@ -300,7 +301,8 @@ async def _staff(server: Any, court: dict[str, Any], username: str, role: str) -
         }
         async with http.post(server.url + "/api/v1/users", json=user, headers=headers) as r:
             assert r.status == 201, await r.text()
-    return password
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        return await first_login(http, server, username, password)
 
 
 @pytest.mark.browser

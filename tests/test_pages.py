@@ -63,6 +63,7 @@ async def test_every_page_links_the_favicon(make_client: MakeClient, world: Worl
         ("/inbox", "inbox.html"),
         ("/stats", "stats.html"),
         ("/monitor", "monitor.html"),
+        ("/password", "password.html"),
     ):
         assert ICON_LINK in await (await admin.get(path)).text(), path
         seen.add(template)

@@ -124,6 +124,8 @@ ACTIONS: dict[str, tuple[str, str]] = {
         "{actor}登录失败次数过多，登录被暂停，约 {retry_after:minutes}后可再试",
     ),
     "auth.logout": ("退出登录", "{actor}退出了登录"),
+    "auth.password_changed": ("修改密码", "{actor}修改了自己的登录密码"),
+    "auth.password_change_failed": ("修改密码失败", "{actor}修改密码时输入的当前密码不正确"),
     "user.unlock": ("解除登录锁定", "{actor}解除了账户 {username} 的登录锁定"),
     "user.password_reset": ("重置密码", "{actor}重置了账户 {username} 的密码"),
     "court.create": ("新增法院", "{actor}新增法院 {name}（代码 {code}，{level:level}）"),

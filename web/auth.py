@@ -62,6 +62,8 @@ class Principal:
     csrf_token: str
     address: str | None
     needs_touch: bool = False  # the idle timer is due to be refreshed
+    # an administrator chose the password: nothing but changing it until it is changed
+    must_change_password: bool = False
 
     def actor(self) -> Actor:
         return Actor(
@@ -124,6 +126,7 @@ def _principal_statement() -> Select[Any]:
             users.c.role,
             users.c.court_id,
             users.c.active,
+            users.c.must_change_password,
         )
         .join(users, users.c.id == sessions.c.user_id)
         .where(sessions.c.id == bindparam("session_id"))
@@ -150,7 +153,18 @@ async def session_principal(
     found = (await db.execute(_PRINCIPAL, {"session_id": session_id})).first()
     if found is None:
         raise SessionProblem("invalid")
-    expires_at, last_seen_at, csrf_token, user_id, username, name, role, court_id, active = found
+    (
+        expires_at,
+        last_seen_at,
+        csrf_token,
+        user_id,
+        username,
+        name,
+        role,
+        court_id,
+        active,
+        must_change,
+    ) = found
     now = utcnow()
     idle = timedelta(minutes=settings.session_idle_minutes)
     if expires_at <= now or (not live and last_seen_at + idle <= now):
@@ -167,6 +181,7 @@ async def session_principal(
         csrf_token=csrf_token,
         address=address,
         needs_touch=now - last_seen_at > timedelta(seconds=30),
+        must_change_password=bool(must_change),
     )
 
 
@@ -187,6 +202,7 @@ def principal_of(user: User, row: StaffSession, address: str | None) -> Principa
         session_id=row.id,
         csrf_token=row.csrf_token,
         address=address,
+        must_change_password=user.must_change_password,
     )
 
 
@@ -196,6 +212,17 @@ async def close_session(db: AsyncSession, session_id: str) -> None:
 
 async def close_user_sessions(db: AsyncSession, user_id: int) -> None:
     await db.execute(delete(StaffSession).where(StaffSession.user_id == user_id))
+
+
+async def close_other_sessions(db: AsyncSession, user_id: int, keep: str) -> list[str]:
+    """End every session of ``user_id`` but ``keep``; returns the ended ones' ids."""
+    ended = (
+        await db.scalars(
+            select(StaffSession.id).where(StaffSession.user_id == user_id, StaffSession.id != keep)
+        )
+    ).all()
+    await db.execute(delete(StaffSession).where(StaffSession.id.in_(ended)))
+    return list(ended)
 
 
 async def purge_expired_sessions(db: AsyncSession) -> int:

@@ -212,6 +212,8 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
                 court_id=court_id,
                 password=password,
                 password_min_length=settings.password_min_length,
+                # a generated password was shown on this screen: its holder replaces it
+                temporary=args.temporary or generated,
             )
         print(f"created user {user.username} (id {user.id}, role {role.value})")
         if generated:
@@ -256,6 +258,7 @@ async def _set_password(settings: Settings, args: argparse.Namespace) -> int:
                 user,
                 password=password,
                 password_min_length=settings.password_min_length,
+                temporary=args.temporary,
             )
             await close_user_sessions(db, user.id)
     except AppError as exc:
@@ -299,9 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--court", help="court id, code or name (not needed for admin)")
     cu.add_argument("--display-name")
     cu.add_argument("--password", help="default: prompt, or generate when not a terminal")
+    cu.add_argument(
+        "--temporary",
+        action="store_true",
+        help="the holder must change it at first login (always so for a generated one)",
+    )
     sp = sub.add_parser("set-password", help="reset a staff account's password")
     sp.add_argument("--username", required=True)
     sp.add_argument("--password", help="default: prompt twice (at a terminal)")
+    sp.add_argument(
+        "--temporary", action="store_true", help="the holder must change it at next login"
+    )
     ver = sub.add_parser(
         "verify", help="check a recording folder or export ZIP (hashes, signature)"
     )

@@ -85,6 +85,7 @@ async def create_demo_data(db: AsyncSession, settings: Settings) -> list[DemoAcc
             court_id=ids[court_key] if court_key else None,
             password=password,
             password_min_length=settings.password_min_length,
+            temporary=False,  # accounts for trying the system, not a court's
         )
         accounts.append(DemoAccount(username=username, role=role, password=password))
         if role is Role.operator:

@@ -101,9 +101,18 @@ def _html(name: str, status: int = 200, timezone: str | None = None) -> web.Resp
     )
 
 
+# Where an account goes first when an administrator chose its password (and anyone changes
+# their own); every other page sends it there.
+PASSWORD_PAGE = "/password"  # noqa: S105 (a page, not a secret)
+
+
 async def _role(request: web.Request) -> Role | None:
     principal = await page_principal(request)
-    return principal.role if principal else None
+    if principal is None:
+        return None
+    if principal.must_change_password and request.path != PASSWORD_PAGE:
+        raise web.HTTPFound(PASSWORD_PAGE + "?next=" + request.path)
+    return principal.role
 
 
 async def page_principal(request: web.Request) -> Principal | None:
@@ -234,6 +243,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/login", login_page)
     for path, (template, roles) in PAGES.items():
         app.router.add_get(path, _guarded(template, roles))
+    app.router.add_get(PASSWORD_PAGE, _guarded("password.html", frozenset(Role)))
     app.router.add_get(PLAYBACK[0], _guarded(PLAYBACK[1], PLAYBACK[2]))
     app.router.add_get(CASE_PAGE[0], _guarded(CASE_PAGE[1], CASE_PAGE[2]))
     app.router.add_static("/static/", STATIC, follow_symlinks=False, append_version=True)

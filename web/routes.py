@@ -2,8 +2,9 @@
 
 The same declarations build the aiohttp routes and the OpenAPI 3 document, so the
 document describes every route. Dispatch does, in order: session (401), CSRF (403),
-role (403), body and query validation (400/415/422), then the handler inside one
-database transaction, so a refused or failed request writes nothing.
+role (403), a password an administrator chose and not yet replaced (403), body and query
+validation (400/415/422), then the handler inside one database transaction, so a refused
+or failed request writes nothing.
 """
 
 from __future__ import annotations
@@ -151,6 +152,9 @@ class Route:
     # who is asking, checked before the body is read (public routes with their own session,
     # such as the petitioner portal's: no session is a 401, not a complaint about the body)
     guard: Callable[[Context], Awaitable[Any]] | None = None
+    # open to an account that must first replace the password an administrator chose
+    # (who am I, log out, change the password); every other route refuses it
+    before_password_change: bool = False
 
 
 @dataclass
@@ -174,6 +178,7 @@ class Registry:
         errors: tuple[int, ...] = (),
         split: bool = False,
         guard: Callable[[Context], Awaitable[Any]] | None = None,
+        before_password_change: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -192,6 +197,7 @@ class Registry:
                     description=(handler.__doc__ or "").strip(),
                     split=split,
                     guard=guard,
+                    before_password_change=before_password_change,
                 )
             )
             return handler
@@ -307,6 +313,10 @@ def _make_view(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResp
                 raise PermissionDeniedError("CSRF 校验失败，请刷新页面后重试", code="csrf_failed")
             if principal.role not in route.roles:
                 raise PermissionDeniedError("您的角色无权执行此操作", code="forbidden_role")
+            if principal.must_change_password and not route.before_password_change:
+                raise PermissionDeniedError(
+                    "请先修改管理员为您设置的初始密码", code="password_change_required"
+                )
             if write and writer is None and principal.needs_touch:
                 await touch_session(db, principal.session_id)
         if route.guard is not None:
@@ -420,7 +430,7 @@ def to_json(value: Any) -> Any:
 _ERROR_TEXT = {
     400: "Malformed request (bad JSON, wrong content type)",
     401: "No valid session",
-    403: "Role, court scope or CSRF token refused",
+    403: "Role, court scope or CSRF token refused, or the password must be changed first",
     404: "No such record (or not visible to the caller)",
     409: "Conflicts with a stored record",
     413: "Body larger than the limit",

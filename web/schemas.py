@@ -211,6 +211,14 @@ class Me(Answer):
     court_name: str | None
     csrf_token: str
     home: str
+    # an administrator chose the password: /password first, nothing else until then
+    must_change_password: bool = False
+    password_rule: str = ""  # the strength rule a new password must follow, in words
+
+
+class PasswordChange(Body):
+    current_password: Password
+    new_password: Password
 
 
 # ---------------------------------------------------------------- courts
@@ -268,6 +276,7 @@ class UserOut(Answer):
     court_id: int | None
     active: bool
     created_at: datetime
+    must_change_password: bool  # an administrator chose the password; not yet replaced
     locked_seconds: int = 0  # failed logins: seconds until the account may try again
 
     @classmethod

@@ -78,8 +78,8 @@ class DatabaseVisitGateway:
         if request is None:
             return None
         principal = await pages.page_principal(request)
-        if principal is None:
-            return None
+        if principal is None or principal.must_change_password:
+            return None  # (a password an administrator chose: nothing until it is changed)
         return Staff(
             user_id=principal.user_id,
             name=principal.display_name,

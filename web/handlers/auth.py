@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 
 from aiohttp import web
 from sqlalchemy import update
 
 from config.audit import record_audit
-from config.errors import AuthenticationError, RateLimitedError
-from scheduler.accounts import hash_password, needs_rehash, verify_password
+from config.errors import AuthenticationError, InvalidError, RateLimitedError
+from scheduler.accounts import (
+    apply_password,
+    hash_password,
+    needs_rehash,
+    new_password_hash,
+    password_rule,
+    verify_password,
+)
 from scheduler.models import Court, Role, User
 from web.auth import (
     Principal,
     account_key,
     address_key,
     clear_session_cookie,
+    close_other_sessions,
     close_session,
     find_active_user,
     open_session,
@@ -28,7 +37,7 @@ from web.errors import app_error_response
 from web.keys import STAFF_SOCKETS, THROTTLE
 from web.metrics import count_login_failure
 from web.routes import ALL_STAFF, Context, api, json_response
-from web.schemas import LoginBody, Me, Ok
+from web.schemas import LoginBody, Me, Ok, PasswordChange
 
 HOME = {
     Role.admin: "/admin",
@@ -51,6 +60,8 @@ async def _me(ctx: Context, principal: Principal) -> Me:
         court_name=court.name if court else None,
         csrf_token=principal.csrf_token,
         home=HOME[principal.role],
+        must_change_password=principal.must_change_password,
+        password_rule=password_rule(ctx.settings.password_min_length),
     )
 
 
@@ -171,7 +182,13 @@ async def login(ctx: Context) -> web.StreamResponse:
 
 
 @api.route(
-    "POST", "/auth/logout", summary="End this session", tag="auth", roles=ALL_STAFF, answer=Ok
+    "POST",
+    "/auth/logout",
+    summary="End this session",
+    tag="auth",
+    roles=ALL_STAFF,
+    answer=Ok,
+    before_password_change=True,
 )
 async def logout(ctx: Context) -> web.StreamResponse:
     """Also closes the live sockets (call, notifications) opened with this session."""
@@ -191,7 +208,105 @@ async def logout(ctx: Context) -> web.StreamResponse:
     return response
 
 
-@api.route("GET", "/auth/me", summary="The logged-in user", tag="auth", roles=ALL_STAFF, answer=Me)
+@api.route(
+    "GET",
+    "/auth/me",
+    summary="The logged-in user",
+    tag="auth",
+    roles=ALL_STAFF,
+    answer=Me,
+    before_password_change=True,
+)
 async def me(ctx: Context) -> Me:
     """Also returns the CSRF token that state-changing requests must send."""
     return await _me(ctx, ctx.me)
+
+
+@api.route(
+    "POST",
+    "/auth/password",
+    summary="Change one's own password",
+    tag="auth",
+    roles=ALL_STAFF,
+    body=PasswordChange,
+    answer=Me,
+    errors=(422, 429),
+    split=True,
+    before_password_change=True,
+)
+async def change_password(ctx: Context) -> web.StreamResponse:
+    """The current password proves who is at the keyboard (a session left open is not
+    enough). A wrong one is a failed login for the account's lock (422 ``wrong_password``
+    with ``details.attempts_left``; 429 once locked). The new one follows the strength rule
+    (422 ``weak_password``) and must differ from the current one (422 ``same_password``).
+    The account's other sessions end and their sockets close; this one stays."""
+    body: PasswordChange = ctx.body
+    me, settings = ctx.me, ctx.settings
+    throttle = ctx.request.app[THROTTLE]
+    window, limit = settings.login_failure_window_seconds, settings.login_max_failures_per_account
+    key = account_key(me.username)
+    count, token = await throttle.hit(key, window)
+    if count > limit:
+        await throttle.release(key, token)
+        wait = await throttle.retry_after(key, limit, window)
+        return app_error_response(
+            RateLimitedError(
+                f"密码错误次数过多，请 {wait_minutes(wait)} 分钟后再试", retry_after=wait
+            )
+        )
+    user = await ctx.db.get(User, me.user_id)
+    assert user is not None  # the session's account (the principal was just loaded)
+    valid = await asyncio.to_thread(verify_password, user.password_hash, body.current_password)
+    if not valid:
+        async with ctx.write() as db:
+            record_audit(
+                db,
+                action="auth.password_change_failed",
+                actor_id=me.user_id,
+                actor_name=me.username,
+                address=ctx.address,
+                court_id=me.court_id,
+                target_type="user",
+                target_id=me.user_id,
+            )
+        left = limit - count
+        return app_error_response(
+            InvalidError(
+                "当前密码不正确"
+                + (f"；还可尝试 {left} 次" if left > 0 else "；账户已暂时锁定，请稍后再试"),
+                code="wrong_password",
+                details={"attempts_left": max(left, 0)},
+            )
+        )
+    await throttle.release(key, token)  # proved: not a guess
+    if await asyncio.to_thread(verify_password, user.password_hash, body.new_password):
+        raise InvalidError("新密码不能与当前密码相同", code="same_password")
+    new_hash = await asyncio.to_thread(
+        new_password_hash, body.new_password, settings.password_min_length
+    )
+    async with ctx.write() as db:
+        row = await db.get(User, me.user_id)
+        assert row is not None
+        apply_password(row, new_hash, temporary=False)
+        others = await close_other_sessions(db, me.user_id, keep=me.session_id)
+        record_audit(
+            db,
+            action="auth.password_changed",
+            actor_id=me.user_id,
+            actor_name=me.username,
+            address=ctx.address,
+            court_id=me.court_id,
+            target_type="user",
+            target_id=me.user_id,
+            detail={"sessions_ended": len(others)},
+        )
+        sockets = ctx.request.app[STAFF_SOCKETS]
+
+        async def close_others() -> None:
+            for session_id in others:
+                await sockets.logged_out(session_id)
+
+        ctx.after_commit(close_others)
+    await ctx.fresh()
+    principal = dataclasses.replace(me, must_change_password=False)
+    return json_response(await _me(ctx, principal))

@@ -46,7 +46,7 @@
       (u) => u.username, (u) => u.display_name, (u) => VR.ROLE_NAMES[u.role],
       (u) => courtName(u.court_id),
       (u) => {
-        const state = u.active ? "启用" : "停用";
+        const state = (u.active ? "启用" : "停用") + (u.must_change_password ? "，待本人修改初始密码" : "");
         return u.locked_seconds ? `${state}，登录已锁定（约 ${Math.ceil(u.locked_seconds / 60)} 分钟后自动解除）` : state;
       },
       (u) => {
@@ -86,7 +86,7 @@
             if (v.password !== v.again) throw new Error("两次输入的密码不一致");
             return VR.api("POST", `/users/${u.id}/password`, { password: v.password });
           });
-          if (done) VR.say(listMsg, `已重置账户 ${u.username} 的密码，其登录会话已结束`, "ok");
+          if (done) VR.say(listMsg, `已重置账户 ${u.username} 的密码，其登录会话已结束；本人下次登录时须修改此密码`, "ok");
         }), true));
         return box;
       },

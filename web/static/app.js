@@ -51,6 +51,11 @@ const VR = (() => {
       location.href = "/login?next=" + encodeURIComponent(location.pathname);
       throw new ApiError(res.status, data);
     }
+    // a password an administrator chose: nothing works until its holder replaces it
+    if (res.status === 403 && data?.error?.code === "password_change_required" && location.pathname !== "/password") {
+      location.href = "/password?next=" + encodeURIComponent(location.pathname + location.search);
+      throw new ApiError(res.status, data);
+    }
     if (!res.ok) throw new ApiError(res.status, data);
     return data;
   }
@@ -245,6 +250,21 @@ const VR = (() => {
       try { await api("POST", "/auth/logout"); } finally { location.href = "/login"; }
     });
     out.id = "logout";
+    const pw = document.createElement("a");
+    pw.href = "/password?next=" + encodeURIComponent(location.pathname + location.search);
+    pw.id = "change-password";
+    pw.className = "who";
+    pw.textContent = "修改密码";
+    if (me.must_change_password) {
+      // only the password page until the password an administrator chose is replaced
+      if (location.pathname !== "/password") {
+        location.href = pw.href;
+        return new Promise(() => {});
+      }
+      header.append(h1, who, out);
+      document.body.prepend(header);
+      return me;
+    }
     const nav = document.createElement("nav");
     nav.className = "top-links";
     // every role has a home page and the recordings archive (each sees what it may), and every
@@ -270,7 +290,7 @@ const VR = (() => {
       if (location.pathname === href) a.className = "active";
       nav.appendChild(a);
     }
-    header.append(h1, nav, who, out);
+    header.append(h1, nav, who, pw, out);
     document.body.prepend(header);
     await notifications(header);
     return me;

@@ -23,7 +23,9 @@
     VR.say(msg, "正在登录…");
     try {
       const me = await VR.api("POST", "/auth/login", VR.formData(form));
-      location.href = sameSite(new URLSearchParams(location.search).get("next"), me.home);
+      const target = sameSite(new URLSearchParams(location.search).get("next"), me.home);
+      // a password an administrator chose is replaced first, then on to where they were going
+      location.href = me.must_change_password ? "/password?next=" + encodeURIComponent(target) : target;
     } catch (err) {
       VR.say(msg, VR.describe(err), "error");
     }
