@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -303,19 +303,41 @@ async def add_court_day(
     kind: CourtDayKind,
     note: str,
     tz: ZoneInfo,
+    as_weekday: int | None = None,
 ) -> tuple[CourtDay, list[Visit]]:
     """Mark a day of the court; a holiday closes its judges and rooms that day, so the
-    visits booked then with them (which it strands) and their bookers are told."""
+    visits booked then with them (which it strands) and their bookers are told. A 调休上班日
+    (a Saturday or Sunday) opens them with the hours of ``as_weekday`` (Monday … Friday)."""
+    if kind is CourtDayKind.workday:
+        if as_weekday is None:
+            raise InvalidError("请选择调休上班日按星期几的接访时间安排", code="as_weekday_required")
+        if day.weekday() < 5:
+            raise InvalidError(
+                f"{day.isoformat()} 本是工作日，调休上班日应为周六或周日", code="not_a_weekend"
+            )
+        if not 0 <= as_weekday <= 4:
+            raise InvalidError("调休上班日应按周一至周五中某一天的时间安排", code="invalid_weekday")
+    elif as_weekday is not None:
+        raise InvalidError("只有调休上班日按星期几安排接访时间", code="as_weekday_not_allowed")
     court = await _court_for_edit(db, actor, court_id)
     existing = await db.scalar(
         select(CourtDay.id).where(CourtDay.court_id == court.id, CourtDay.day == day)
     )
     if existing:
         raise ConflictError(f"{day.isoformat()} 已有标记", code="duplicate")
-    row = CourtDay(court_id=court.id, day=day, kind=kind, note=note)
+    row = CourtDay(court_id=court.id, day=day, kind=kind, note=note, as_weekday=as_weekday)
     db.add(row)
     await db.flush()
-    _audit(db, actor, "calendar.court_day_add", row, court.id, day=day.isoformat(), kind=kind.value)
+    _audit(
+        db,
+        actor,
+        "calendar.court_day_add",
+        row,
+        court.id,
+        day=day.isoformat(),
+        kind=kind.value,
+        **({} if as_weekday is None else {"as_weekday": as_weekday}),
+    )
     stranded: list[Visit] = []
     if kind is CourtDayKind.holiday:
         start = datetime.combine(day, datetime.min.time(), tz)
@@ -364,13 +386,25 @@ async def _tell_stranded(db: AsyncSession, actor: Actor, visits: list[Visit], wh
         )
 
 
-async def delete_court_day(db: AsyncSession, actor: Actor, day_id: int) -> None:
+async def delete_court_day(
+    db: AsyncSession, actor: Actor, day_id: int, tz: ZoneInfo
+) -> list[Visit]:
+    """Remove a mark. Without its 调休上班日 the day is a weekend again: the visits booked on
+    it (which that strands) and their bookers are told; returns them."""
     row = await db.get(CourtDay, day_id)
     if row is None:
         raise NotFoundError(f"日历标记 {day_id} 不存在")
-    await _court_for_edit(db, actor, row.court_id)
+    court = await _court_for_edit(db, actor, row.court_id)
     _audit(db, actor, "calendar.court_day_delete", row, row.court_id, day=row.day.isoformat())
     await db.delete(row)
+    stranded: list[Visit] = []
+    if row.kind is CourtDayKind.workday:
+        start = datetime.combine(row.day, datetime.min.time(), tz)
+        stranded = await _stranded(db, start, start + timedelta(days=1), court_id=court.id)
+        await _tell_stranded(
+            db, actor, stranded, f"{row.day.isoformat()} 已不再是{court.name}调休上班日"
+        )
+    return stranded
 
 
 # ---------------------------------------------------------------- room hours
@@ -445,6 +479,12 @@ class CalendarData:
     holidays: dict[int, set[date]]
     room_rules: WeekTable
     room_court: int | None
+    # 调休上班日 by court: day -> the weekday whose hours it keeps
+    workdays: dict[int, dict[date, int]] = field(default_factory=dict)
+
+    def _weekday(self, court_id: int | None, day: date) -> int | None:
+        marked = self.workdays.get(court_id or 0)
+        return marked.get(day) if marked else None
 
     def _day_bounds(self, day: date) -> Interval:
         return Interval(local_instant(day, 0, self.tz), local_instant(day, 1440, self.tz))
@@ -455,9 +495,10 @@ class CalendarData:
         extras = self.additions.get(judge_id)
         if not rules and not extras:
             return []  # most of a court's judges on most days: nothing to build
-        if day in self.holidays.get(self.judge_court.get(judge_id, 0), ()):
+        court = self.judge_court.get(judge_id, 0)
+        if day in self.holidays.get(court, ()):
             return []
-        windows = day_windows(rules, day, self.tz) if rules else []
+        windows = day_windows(rules, day, self.tz, self._weekday(court, day)) if rules else []
         if not windows and not extras:
             return []
         bounds = self._day_bounds(day)
@@ -473,7 +514,8 @@ class CalendarData:
         """When the room is open on one local day."""
         if self.room_court is None or day in self.holidays.get(self.room_court, ()):
             return []
-        return [w.interval for w in day_windows(self.room_rules, day, self.tz)]
+        weekday = self._weekday(self.room_court, day)
+        return [w.interval for w in day_windows(self.room_rules, day, self.tz, weekday)]
 
 
 def _calendar_statements() -> tuple[Select[Any], Select[Any], Select[Any], Select[Any]]:
@@ -495,11 +537,11 @@ def _calendar_statements() -> tuple[Select[Any], Select[Any], Select[Any], Selec
         select(e.judge_id, e.kind, e.starts_at, e.ends_at, e.slot_minutes).where(
             e.judge_id.in_(ids), e.ends_at > bindparam("since"), e.starts_at < bindparam("until")
         ),
-        select(d.court_id, d.day).where(
+        select(d.court_id, d.day, d.kind, d.as_weekday).where(
             d.court_id.in_(bindparam("court_ids", expanding=True)),
             d.day >= bindparam("first"),
             d.day <= bindparam("last"),
-            d.kind == CourtDayKind.holiday,
+            d.kind.in_((CourtDayKind.holiday, CourtDayKind.workday)),
         ),
         select(h.weekday, h.start_minute, h.end_minute).where(h.room_id == bindparam("room_id")),
     )
@@ -507,7 +549,7 @@ def _calendar_statements() -> tuple[Select[Any], Select[Any], Select[Any], Selec
 
 # Built once, of table columns: the booking desk runs them on every search and booking, and
 # building statements (and the ORM's layer around them) cost more than SQLite answering.
-_TEMPLATES, _EXCEPTIONS, _HOLIDAYS, _ROOM_HOURS = map(prepared, _calendar_statements())
+_TEMPLATES, _EXCEPTIONS, _MARKED_DAYS, _ROOM_HOURS = map(prepared, _calendar_statements())
 
 
 class RoomRef(Protocol):
@@ -548,10 +590,14 @@ async def load_calendar(
                 cancellations[jid].append(Interval(start, end))
     courts = {c for _, c in judges} | ({room.court_id} if room else set())
     holidays: dict[int, set[date]] = defaultdict(set)
-    for court_id, day in await db.execute(
-        _HOLIDAYS, {"court_ids": sorted(courts), "first": first, "last": last}
+    workdays: dict[int, dict[date, int]] = defaultdict(dict)
+    for court_id, day, kind, as_weekday in await db.execute(
+        _MARKED_DAYS, {"court_ids": sorted(courts), "first": first, "last": last}
     ):
-        holidays[court_id].add(day)
+        if kind is CourtDayKind.workday:
+            workdays[court_id][day] = as_weekday
+        else:
+            holidays[court_id].add(day)
     room_rules: WeekTable = {}
     if room is not None:
         room_rules = by_weekday(
@@ -566,6 +612,7 @@ async def load_calendar(
         holidays=holidays,
         room_rules=room_rules,
         room_court=room.court_id if room else None,
+        workdays=workdays,
     )
 
 

@@ -461,6 +461,20 @@ class CourtDayKind(enum.StrEnum):
 
     holiday = "holiday"  # no reception at this court
     leader_day = "leader_day"  # 领导接访日: a court leader receives
+    # 调休上班日: a weekend day worked in place of a holiday; the court's judges and rooms
+    # keep the hours of the weekday it stands for (``CourtDay.as_weekday``)
+    workday = "workday"
+
+
+define(
+    "court_day_kind",
+    CourtDayKind,
+    {
+        CourtDayKind.holiday: "休息日",
+        CourtDayKind.leader_day: "领导接访日",
+        CourtDayKind.workday: "调休上班日",
+    },
+)
 
 
 class ExceptionKind(enum.StrEnum):
@@ -534,7 +548,7 @@ class AvailabilityException(Base):
 
 
 class CourtDay(Base):
-    """A holiday or a leader's reception day of one court."""
+    """A holiday, a leader's reception day or a 调休 working day of one court."""
 
     __tablename__ = "court_days"
 
@@ -547,8 +561,17 @@ class CourtDay(Base):
         _enum(CourtDayKind, "court_day_kind"), nullable=False
     )
     note: Mapped[str] = mapped_column(String(128), default="", nullable=False)
+    # a 调休上班日's hours are those of this weekday (0 = Monday); only for that kind
+    as_weekday: Mapped[int | None] = mapped_column(Integer)
 
-    __table_args__ = (UniqueConstraint("court_id", "day"),)
+    __table_args__ = (
+        UniqueConstraint("court_id", "day"),
+        CheckConstraint(
+            "(kind = 'workday') = (as_weekday IS NOT NULL)"
+            " AND (as_weekday IS NULL OR as_weekday BETWEEN 0 AND 6)",
+            name="workday_hours",
+        ),
+    )
 
 
 class RoomHours(Base):

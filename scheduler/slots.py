@@ -82,9 +82,12 @@ def by_weekday(rules: Iterable[WeeklyRule]) -> WeekTable:
     return {weekday: tuple(day) for weekday, day in table.items()}
 
 
-def day_windows(table: WeekTable, day: date, tz: ZoneInfo) -> list[Window]:
-    """The occurrences of a week table's rules on one local day (a new list)."""
-    rules = table.get(day.weekday())
+def day_windows(
+    table: WeekTable, day: date, tz: ZoneInfo, weekday: int | None = None
+) -> list[Window]:
+    """The occurrences of a week table's rules on one local day (a new list); ``weekday``:
+    the day keeps another weekday's hours (a 调休上班日)."""
+    rules = table.get(day.weekday() if weekday is None else weekday)
     return list(_rule_windows(rules, day, tz)) if rules else []
 
 

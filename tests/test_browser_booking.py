@@ -109,3 +109,54 @@ def test_taken_slot_refreshes_the_free_slots_shown_without_seconds(
     late.screenshot(path=str(artifacts / "operator-slot-taken.png"), full_page=True)
     for page in pages:
         page.context.close()
+
+
+def test_a_weekend_workday_marked_by_both_courts_opens_monday_hours_for_booking(
+    live_server: LiveServer, chromium: Any, artifacts: Path
+) -> None:
+    """调休上班日: the basic court's operator (its room) and the receiving court's judge
+    each mark a Saturday to work as a Monday; the operator then finds Monday's 09:00 on that
+    Saturday. The judge removes the mark; the page says so."""
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    saturday = today + timedelta(days=(5 - today.weekday()) % 7 + 21)  # clear of other tests
+    ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 1000})
+    op = ctx.new_page()
+    _login(op, live_server, "operator", "/operator")
+    judge_ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 1000})
+    judge = judge_ctx.new_page()
+    _login(judge, live_server, "judge", "/judge")
+
+    def mark(page: Any) -> None:
+        page.fill("#courtday-form input[name=day]", saturday.isoformat())
+        page.select_option("#courtday-kind", "workday")
+        expect(page.locator("#courtday-weekday")).to_be_visible()
+        page.select_option("#courtday-as-weekday", "0")
+        page.fill("#courtday-form input[name=note]", "元旦调休")
+        page.click("#courtday-form button[type=submit]")
+        expect(page.locator("#courtday-msg")).to_have_text("已保存")
+        row = page.locator("#courtday-rows tr", has_text=saturday.isoformat())
+        expect(row).to_contain_text("（星期六）")
+        expect(row).to_contain_text("调休上班日（按星期一安排）")
+
+    op.click("button[data-tab=tab-rooms]")
+    mark(op)
+    op.screenshot(path=str(artifacts / "operator-workday.png"), full_page=True)
+    judge.click("button[data-tab=tab-hours]")
+    mark(judge)
+
+    op.click("button[data-tab=tab-book]")
+    op.fill("#book-first", saturday.isoformat())
+    op.click("#book-form button[type=submit]")
+    expect(op.locator("#book-msg")).to_contain_text("找到", timeout=30_000)
+    first_slot = op.locator("#slot-rows tr").first
+    expect(first_slot).to_contain_text(saturday.strftime("%m-%d"))
+    expect(first_slot).to_contain_text("09:00")
+    op.screenshot(path=str(artifacts / "operator-workday-slots.png"), full_page=True)
+
+    row = judge.locator("#courtday-rows tr", has_text=saturday.isoformat())
+    row.locator("button", has_text="删除").click()
+    expect(judge.locator("#courtday-msg")).to_have_text("已删除")
+    expect(judge.locator("#courtday-rows")).not_to_contain_text(saturday.isoformat())
+    judge.screenshot(path=str(artifacts / "judge-workday-removed.png"), full_page=True)
+    ctx.close()
+    judge_ctx.close()

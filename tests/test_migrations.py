@@ -220,7 +220,7 @@ def test_references_are_checked_after_a_migration_and_not_when_already_at_head(
     migrate(settings)
     run(orphan_room)
     migrate(settings)  # at head: nothing ran, nothing checked
-    assert run("SELECT version_num FROM alembic_version") == [("0019",)]
+    assert run("SELECT version_num FROM alembic_version") == [("0020",)]
 
 
 def test_accounts_that_exist_keep_their_passwords_unforced(tmp_path: Path) -> None:

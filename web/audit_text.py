@@ -18,14 +18,14 @@ from typing import Any
 from config.audit import AuditEvent
 from config.vocabulary import label, label_of
 from scheduler.cases.words import EventKind
-from scheduler.models import CourtDayKind, VisitState
+from scheduler.models import VisitState
 from scheduler.visits import MINUTES
 
 MISSING = "—"
 
 _LOGIN_REASONS = {"bad_credentials": "用户名或密码错误", "inactive": "账户已停用"}
-_COURT_DAYS = {CourtDayKind.holiday.value: "休息日", CourtDayKind.leader_day.value: "领导接访日"}
 _WEEKDAYS = "一二三四五六日"
+_OPTIONAL = {"as_weekday"}  # formats of details some events of an action have: absent, nothing
 _FIELDS = {  # fields of ``changes`` and of ``recording.search`` queries
     "display_name": "姓名",
     "role": "角色",
@@ -143,7 +143,10 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "petition.create": ("登记信访件", "{actor}登记了信访件 {number}"),
     "calendar.feed_create": ("创建日历订阅", "{actor}创建了日历订阅"),
     "calendar.feed_revoke": ("撤销日历订阅", "{actor}撤销了日历订阅"),
-    "calendar.court_day_add": ("标记日历", "{actor}将 {day} 标记为{kind:court_day}"),
+    "calendar.court_day_add": (
+        "标记日历",
+        "{actor}将 {day} 标记为{kind:court_day}{as_weekday:as_weekday}",
+    ),
     "calendar.court_day_delete": ("取消日历标记", "{actor}取消了 {day} 的日历标记"),
     "availability.template_add": (
         "新增每周接访时段",
@@ -291,7 +294,7 @@ class _Formatter(string.Formatter):
 
     def format_field(self, value: Any, format_spec: str) -> str:
         if value is MISSING or value == MISSING:
-            return MISSING
+            return "" if format_spec in _OPTIONAL else MISSING
         return self.shown(value, format_spec)
 
     def shown(self, value: Any, how: str) -> str:
@@ -312,13 +315,15 @@ class _Formatter(string.Formatter):
         if how == "login_reason":
             return _LOGIN_REASONS.get(str(value), str(value))
         if how == "court_day":
-            return _COURT_DAYS.get(str(value), str(value))
+            return label_of("court_day_kind", str(value))
         if how == "ordinal" and isinstance(value, int):  # stored from 0, read from 1
             return str(value + 1)
         if how == "minutes":
             return f"{max(1, -(-int(value) // 60))} 分钟"
         if how == "weekday" and isinstance(value, int) and 0 <= value < 7:
             return _WEEKDAYS[value]
+        if how == "as_weekday" and isinstance(value, int) and 0 <= value < 7:
+            return f"（按星期{_WEEKDAYS[value]}的时间安排接访）"
         if how == "minute" and isinstance(value, int):
             return f"{value // 60:02d}:{value % 60:02d}"
         if how == "changes" and isinstance(value, dict):

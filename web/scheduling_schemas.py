@@ -139,6 +139,8 @@ class CourtDayIn(Body):
     day: Day
     kind: CourtDayKind
     note: OptionalText128 = ""
+    # 调休上班日 only: the weekday (0 = Monday … 4 = Friday) whose hours the day keeps
+    as_weekday: Weekday | None = None
 
 
 class CourtDayOut(Answer):
@@ -147,7 +149,9 @@ class CourtDayOut(Answer):
     day: date
     kind: CourtDayKind
     note: str
-    # visits booked on a new holiday, whose judges and bookers were told to move them
+    as_weekday: int | None
+    # visits booked on a new holiday (or a 调休上班日 removed), whose judges and bookers
+    # were told to move them
     stranded_visits: list[str] = Field(default_factory=list)
 
     @classmethod
@@ -155,6 +159,14 @@ class CourtDayOut(Answer):
         out = cls.model_validate(d)
         out.stranded_visits = [v.id for v in stranded]
         return out
+
+
+class StrandedOut(Answer):
+    """A change done; the visits it left without a judge or a room (their judges and
+    bookers were told to move them)."""
+
+    ok: bool
+    stranded_visits: list[str]
 
 
 class CourtDayQuery(Query):

@@ -31,6 +31,7 @@ from web.scheduling_schemas import (
     RoomHoursOut,
     RoomHoursQuery,
     RosterQuery,
+    StrandedOut,
     TemplateIn,
     TemplateOut,
     minutes,
@@ -221,6 +222,7 @@ async def add_court_day(ctx: Context) -> CourtDayOut:
         kind=b.kind,
         note=b.note,
         tz=ctx.settings.tz,
+        as_weekday=b.as_weekday,
     )
     return CourtDayOut.of(row, stranded)
 
@@ -231,11 +233,15 @@ async def add_court_day(ctx: Context) -> CourtDayOut:
     summary="Remove a court day mark",
     tag="availability",
     roles=COURT_EDITORS,
-    answer=Ok,
+    answer=StrandedOut,
 )
-async def delete_court_day(ctx: Context) -> Ok:
-    await av.delete_court_day(ctx.db, ctx.me.actor(), ctx.path_id("day_id"))
-    return Ok()
+async def delete_court_day(ctx: Context) -> StrandedOut:
+    """Removing a 调休上班日 strands the visits booked on it (``stranded_visits``; their
+    judges and bookers are told)."""
+    stranded = await av.delete_court_day(
+        ctx.db, ctx.me.actor(), ctx.path_id("day_id"), ctx.settings.tz
+    )
+    return StrandedOut(ok=True, stranded_visits=[v.id for v in stranded])
 
 
 @api.route(

@@ -350,6 +350,12 @@ const VR = (() => {
 
   // ------------------------------------------------------------ petition cases (信访件)
   // a select's options from one kind of the vocabulary, after any blank option it has
+  // A holiday, cancelled hours or a removed 调休上班日 leave visits already booked without a
+  // judge or a room: the server told their judges and booking courts; the page says how many.
+  function savedTelling(answer, done) {
+    const n = (answer && answer.stranded_visits ? answer.stranded_visits : []).length;
+    return (done || "已保存") + (n ? `；此时段已预约的 ${n} 个接访需改期，已通知承办法官和预约法院` : "");
+  }
   function vocabOptions(select, kind) {
     for (const [value, text] of Object.entries(WORDS[kind] || {})) select.add(new Option(text, value));
   }
@@ -389,7 +395,7 @@ const VR = (() => {
     return (c.petitioner_name || "") + (c.people_count > 1 ? ` 等${c.people_count}人` : "");
   }
 
-  return { api, upload, download, say, describe, vocabOptions, minute, caseDue, caseLink, casePeople, badge, $, fillTable, button, formData, time, start, tabs, ask, stateTag,
+  return { api, upload, download, say, describe, vocabOptions, savedTelling, minute, caseDue, caseLink, casePeople, badge, $, fillTable, button, formData, time, start, tabs, ask, stateTag,
            endButton, earlierOpen,
            today, addDays, localIso, fromInput, hm, dayOf, WEEKDAYS,
            ROLE_NAMES, LEVEL_NAMES, ID_TYPES, label, get me() { return me; } };

@@ -48,22 +48,13 @@
       (e) => (e.kind === "addition" ? "增加" : "取消"), (e) => `${VR.time(e.starts_at)}–${VR.time(e.ends_at)}`, (e) => e.note,
       (e) => VR.button("删除", async () => { await VR.api("DELETE", `/availability-exceptions/${e.id}`); await loadHours(); }, true),
     ], "无");
-    const days = await VR.api("GET", `/court-days?court_id=${me.court_id}`);
-    VR.fillTable(document.getElementById("courtday-rows"), days, [
-      (d) => d.day, (d) => (d.kind === "holiday" ? "休息日" : "领导接访日"), (d) => d.note,
-    ], "无");
     const feeds = await VR.api("GET", "/calendar-feeds");
     VR.fillTable(document.getElementById("feed-rows"), feeds, [
       (f) => VR.time(f.created_at),
       (f) => VR.button("撤销", async () => { await VR.api("DELETE", `/calendar-feeds/${f.id}`); await loadHours(); }, true),
     ], "无");
   }
-  // A holiday or cancelled hours leave visits already booked without a judge or a room:
-  // the server told their judges and booking courts; the page says how many.
-  const saved = (answer) => {
-    const n = (answer && answer.stranded_visits ? answer.stranded_visits : []).length;
-    return n ? `已保存；此时段已预约的 ${n} 个接访需改期，已通知承办法官和预约法院` : "已保存";
-  };
+  const saved = (answer) => VR.savedTelling(answer);
   function submit(formId, msgId, send) {
     const form = document.getElementById(formId);
     form.addEventListener("submit", async (ev) => {
@@ -76,7 +67,7 @@
   submit("template-form", "template-msg", (v) => VR.api("POST", "/reception-hours", { ...v, judge_id: me.id }));
   submit("exception-form", "exception-msg", (v) => VR.api("POST", "/availability-exceptions", {
     judge_id: me.id, kind: v.kind, starts_at: VR.fromInput(v.starts_at), ends_at: VR.fromInput(v.ends_at), note: v.note || "" }));
-  submit("day-form", "courtday-msg", (v) => VR.api("POST", "/court-days", { ...v, court_id: me.court_id, note: v.note || "" }));
+  VR.courtDays(document.getElementById("court-days"));
   document.getElementById("feed-create").addEventListener("click", async () => {
     const out = document.getElementById("feed-msg");
     try { const f = await VR.api("POST", "/calendar-feeds", { kind: "judge", owner_id: me.id }); VR.say(out, "订阅地址：" + f.url, "ok"); await loadHours(); }

@@ -333,6 +333,7 @@
   fillCourts();
   fillSelect("walkin-court", parents, (c) => c.name);
   await loadRooms();
+  await VR.courtDays(document.getElementById("court-days"));
   await loadPetitioners();
   await Promise.all([loadPetitions(), loadJudges(), loadDay(), loadQueue(), loadRoster(), loadOnline()]);
   // from a case's page (预约视频接访): that case chosen, on the booking tab
