@@ -512,7 +512,7 @@ def meeting_entry_refusal(
     if visit.kind is not VisitKind.meeting or visit.state is VisitState.in_progress:
         return None
     if role is not MEETING_OPENED_BY:
-        return "约谈尚未开始，请在主持人进入后再加入"
+        return "约谈尚未开始，主持人进入后将自动加入，请保持本页打开"
     now = now or utcnow()
     if visit.starts_at is not None and now < visit.starts_at - MEETING_LEAD:
         opens = local_text(visit.starts_at - MEETING_LEAD, settings)

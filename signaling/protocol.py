@@ -38,6 +38,7 @@ class ErrorCode(enum.StrEnum):
     visit_closed = "visit_closed"
     forbidden = "forbidden"
     not_admitted = "not_admitted"
+    not_open = "not_open"  # a meeting's invitee before its host opened it: the page waits
     unknown_participant = "unknown_participant"
     media_failed = "media_failed"
     invalid_sdp = "invalid_sdp"

@@ -168,9 +168,13 @@ def network_namespace(tag: str = "vr") -> Iterator[Namespace]:
         yield ns
 
 
-def staff_in_call(page: Any, origin: str, username: str, password: str, visit_id: str) -> None:
+def staff_in_call(
+    page: Any, origin: str, username: str, password: str, visit_id: str, joined: str = "1"
+) -> None:
     """Log ``page`` in from the page itself (so the browser's own name resolution and
-    certificate trust apply, as on a court's network) and open the visit's call view."""
+    certificate trust apply, as on a court's network) and open the visit's call view, until
+    it has joined (``joined="1"``) or, a meeting's invitee before its host, waits for them
+    (``joined="waiting"``)."""
     page.goto(origin + "/login")
     status = page.evaluate(
         """async ([username, password]) => (await fetch("/api/v1/auth/login", {
@@ -182,4 +186,5 @@ def staff_in_call(page: Any, origin: str, username: str, password: str, visit_id
     )
     assert status == 200
     page.goto(origin + f"/call/{visit_id}")
-    page.wait_for_selector("body[data-joined='1']", timeout=60_000)
+    ready = "body[data-waiting='1']" if joined == "waiting" else "body[data-joined='1']"
+    page.wait_for_selector(ready, timeout=60_000)

@@ -395,7 +395,7 @@ def test_a_meetings_room_holds_nobody_before_its_host_opens_it_near_its_time() -
     assert early == "约谈尚未到时间，2026-12-07 09:45 起可以进入"
     assert refusal(meeting, ParticipantRole.host, settings, start - timedelta(minutes=15)) is None
     waiting = refusal(meeting, ParticipantRole.attendee, settings, start)
-    assert waiting == "约谈尚未开始，请在主持人进入后再加入"
+    assert waiting == "约谈尚未开始，主持人进入后将自动加入，请保持本页打开"
     meeting.state = S.in_progress
     assert refusal(meeting, ParticipantRole.attendee, settings, start) is None
     visit = Visit(id="v" * 32, kind=VisitKind.reception, starts_at=start)
@@ -977,7 +977,9 @@ def test_a_full_gallery_holds_nine_each_seeing_the_eight_others(
     live_server: LiveServer, small_camera_browser: Any, artifacts: Path
 ) -> None:
     """The host and eight invited staff of two courts below, each in a browser of their
-    own: every page shows the eight others' pictures, named."""
+    own: the eight come first and wait for the host (its room holds nobody before), then
+    enter by themselves once it is opened; every page shows the eight others' pictures,
+    named."""
     url, passwords = live_server.url, live_server.passwords
     setup = small_camera_browser.new_context()
     _add_host(setup, url, passwords)
@@ -1022,8 +1024,18 @@ def test_a_full_gallery_holds_nine_each_seeing_the_eight_others(
     pages = [ctx.new_page() for ctx in contexts]
     people = [("gy_judge", HOST_PASSWORD), *((s[0], GALLERY_PASSWORD) for s in GALLERY_STAFF)]
     try:
-        for page, (username, password) in zip(pages, people, strict=True):
-            staff_in_call(page, url, username, password, visit_id)
+        # the eight come before the host: each waits, told so, until the host opens it
+        for page, (username, password) in zip(pages[1:], people[1:], strict=True):
+            staff_in_call(page, url, username, password, visit_id, joined="waiting")
+        waiting = pages[1].locator("#enter-msg")
+        expect(waiting).to_have_text("约谈尚未开始，主持人进入后将自动加入，请保持本页打开")
+        expect(waiting).to_be_visible()
+        expect(pages[1].locator("#enter-title")).to_have_text("等待主持人开启约谈")
+        pages[1].screenshot(path=str(artifacts / "meeting-waiting-for-host.png"))
+        staff_in_call(pages[0], url, *people[0], visit_id)
+        for page in pages:
+            page.wait_for_selector("body[data-joined='1']", timeout=MEDIA_MS)
+        expect(pages[1].locator("#enter-step")).to_be_hidden()
         for page in pages:
             page.wait_for_function(FRAMES_FROM_OTHERS, arg=8, timeout=MEDIA_MS)
         names = pages[0].locator("#videos .tile.remote span").all_inner_texts()

@@ -374,6 +374,13 @@ def test_a_high_court_watches_a_basic_courts_visit_in_chromium(
     )
     assert r.ok
     assert stranger.get(server.url + "/api/v1/monitor/visits").json() == []
+    # the call page says why, not a blank page
+    refused_page = watch_ctx.new_page()
+    refused_page.goto(server.url + f"/call/{visit_id}?watch=1")
+    expect(refused_page.locator("#enter-title")).to_have_text("未能进入", timeout=30_000)
+    expect(refused_page.locator("#enter-msg")).to_be_visible()
+    expect(refused_page.locator("#enter-msg")).not_to_be_empty()
+    refused_page.screenshot(path=str(artifacts / "watch-refused.png"))
 
     admin = chromium.new_context()
     admin.request.post(

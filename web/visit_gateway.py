@@ -117,7 +117,10 @@ class DatabaseVisitGateway:
             raise ProtocolError(ErrorCode.not_entitled, "您无权进入该接访")
         refusal = lifecycle.meeting_entry_refusal(visit, role, self._settings)
         if refusal is not None:
-            raise ProtocolError(ErrorCode.not_admitted, refusal)
+            # an invitee waits for the host (the page asks again); the host, too early, is told
+            # from when
+            waits = role is not lifecycle.MEETING_OPENED_BY
+            raise ProtocolError(ErrorCode.not_open if waits else ErrorCode.not_admitted, refusal)
         if role is lifecycle.MEETING_OPENED_BY:
 
             async def change(db: AsyncSession, visit: Visit) -> None:

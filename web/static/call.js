@@ -612,7 +612,7 @@
     stopEvidence(false);
     for (const pc of [publisher, subscriber]) if (pc) pc.close();
     if (local) for (const t of local.getTracks()) t.stop();
-    for (const id of ["call-step", "lobby-step", "code-step", "check-step", "lobby-card", "notes-card", "rec-state", "conn-state", "judge-state", "watch-state"]) if ($(id)) show(id, false);
+    for (const id of ["call-step", "lobby-step", "code-step", "check-step", "lobby-card", "notes-card", "rec-state", "conn-state", "judge-state", "watch-state", "enter-step"]) if ($(id)) show(id, false);
     $("ended-text").textContent = meeting ? text.replaceAll("接访", "约谈") : text;
     show("ended-step", true);
   }
@@ -630,6 +630,7 @@
     if (!answer.ok && answer.error.code === "visit_closed") { ended(answer.error.message); return answer; }
     if (!answer.ok) return answer;
     me = answer;
+    if ($("enter-step")) { show("enter-step", false); delete document.body.dataset.waiting; }
     $("who").textContent = ROLE[answer.role];
     if (answer.rejoin) keepRejoin(answer.rejoin);
     for (const el of document.querySelectorAll(".judge-only")) el.classList.toggle("hidden", !LEADS.includes(answer.role));
@@ -902,7 +903,8 @@
     const rejoin = localStorage.getItem(rejoinKey());
     if (mode === "staff") {
       const answer = await join({});
-      if (!answer.ok) { say("call-msg", answer.error.message, "error"); enterAgain(answer); }
+      if (!answer.ok && answer.error.code === "not_open") waitForHost(answer);
+      else if (!answer.ok) notEntered(answer);
     } else if (rejoin) {
       const answer = await join({ rejoin });
       // the token is dropped only when refused: a busy server's answer says nothing of it
@@ -910,6 +912,31 @@
     }
     document.body.dataset.ready = "1";
   });
+  // A meeting's invitee before its host opened it: its room holds nobody yet, so the page
+  // waits, asking again, and enters as soon as the host has (a dropped connection asks on
+  // reconnecting).
+  const OPEN_POLL_MS = 3000;
+  function waitForHost(answer) {
+    $("enter-title").textContent = "等待主持人开启约谈";
+    say("enter-msg", answer.error.message);
+    show("enter-step", true);
+    document.body.dataset.waiting = "1";
+    setTimeout(async () => {
+      if (over || me || !socket.connected) return;
+      const again = await join({});
+      if (again.ok) return;
+      if (again.error.code === "not_open") waitForHost(again);
+      else notEntered(again);
+    }, OPEN_POLL_MS);
+  }
+  // a staff member's join refused: said on the page (the call itself is not shown yet)
+  function notEntered(answer) {
+    delete document.body.dataset.waiting;
+    $("enter-title").textContent = "未能进入";
+    say("enter-msg", answer.error.message, "error");
+    show("enter-step", true);
+    enterAgain(answer);
+  }
   // Entering again after a reconnection failed without a refusal (no answer, the server
   // busy or failing, or a join answered too late to be seen): asked again on a fresh
   // connection (the server replaces the older one of the same person), or the page stayed
