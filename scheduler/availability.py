@@ -38,11 +38,13 @@ from scheduler.models import (
 from scheduler.notify import notify, visit_recipients
 from scheduler.scope import Actor
 from scheduler.slots import (
+    WEEKDAY_NAMES,
     Interval,
     WeeklyRule,
     WeekTable,
     Window,
     by_weekday,
+    covered,
     day_windows,
     local_day,
     local_instant,
@@ -339,10 +341,17 @@ async def add_court_day(
         **({} if as_weekday is None else {"as_weekday": as_weekday}),
     )
     stranded: list[Visit] = []
+    start = datetime.combine(day, datetime.min.time(), tz)
     if kind is CourtDayKind.holiday:
-        start = datetime.combine(day, datetime.min.time(), tz)
         stranded = await _stranded(db, start, start + timedelta(days=1), court_id=court.id)
         await _tell_stranded(db, actor, stranded, f"{day.isoformat()} 已设为{court.name}休息日")
+    elif kind is CourtDayKind.workday:
+        # the weekday's hours replace the weekend day's own: what they no longer cover
+        day_visits = await _stranded(db, start, start + timedelta(days=1), court_id=court.id)
+        stranded = await _out_of_hours(db, day_visits, tz)
+        follows = WEEKDAY_NAMES[as_weekday or 0]
+        why = f"{day.isoformat()} 已设为{court.name}调休上班日，按{follows}安排"
+        await _tell_stranded(db, actor, stranded, why)
     return row, stranded
 
 
@@ -395,16 +404,52 @@ async def delete_court_day(
     if row is None:
         raise NotFoundError(f"日历标记 {day_id} 不存在")
     court = await _court_for_edit(db, actor, row.court_id)
-    _audit(db, actor, "calendar.court_day_delete", row, row.court_id, day=row.day.isoformat())
     await db.delete(row)
+    await db.flush()
     stranded: list[Visit] = []
     if row.kind is CourtDayKind.workday:
         start = datetime.combine(row.day, datetime.min.time(), tz)
-        stranded = await _stranded(db, start, start + timedelta(days=1), court_id=court.id)
+        day_visits = await _stranded(db, start, start + timedelta(days=1), court_id=court.id)
+        stranded = await _out_of_hours(db, day_visits, tz)
         await _tell_stranded(
             db, actor, stranded, f"{row.day.isoformat()} 已不再是{court.name}调休上班日"
         )
+    _audit(
+        db,
+        actor,
+        "calendar.court_day_delete",
+        row,
+        row.court_id,
+        day=row.day.isoformat(),
+        kind=row.kind.value,
+        stranded=len(stranded),
+    )
     return stranded
+
+
+async def _out_of_hours(db: AsyncSession, visits: list[Visit], tz: ZoneInfo) -> list[Visit]:
+    """Those of ``visits`` booked in reception hours (not meetings or on-site receptions,
+    which keep no hours) that their room's opening or their judge's hours no longer cover."""
+    from scheduler.lifecycle import BOOKABLE_KINDS
+
+    out: list[Visit] = []
+    for visit in visits:
+        if visit.kind not in BOOKABLE_KINDS or visit.judge_id is None or visit.room_id is None:
+            continue
+        judge = await db.get(User, visit.judge_id)
+        room = await db.get(ReceptionRoom, visit.room_id)
+        if judge is None or room is None or visit.starts_at is None or visit.ends_at is None:
+            continue
+        period = Interval(visit.starts_at, visit.ends_at)
+        first, last = local_span(period, tz)
+        cal = await load_calendar(db, [(judge.id, judge.court_id or 0)], room, first, last, tz)
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+        room_open = covered(period, [o for d in days for o in cal.room_day(d)])
+        if not room_open or not covered(
+            period, [w for d in days for w in cal.judge_day(judge.id, d)]
+        ):
+            out.append(visit)
+    return out
 
 
 # ---------------------------------------------------------------- room hours

@@ -266,18 +266,8 @@ async def update_user(
         end_sessions = end_sessions or not active
         if not active:  # at once (a lost laptop): their visits' bookers are told instead
             await _tell_judge_gone(session, actor, user)
-    if moved or active is False:
-        # the secret calendar URLs made for or by them stop working
-        await session.execute(
-            update(CalendarFeed)
-            .where(
-                CalendarFeed.revoked_at.is_(None),
-                (CalendarFeed.created_by == user.id)
-                | ((CalendarFeed.owner_kind == "judge") & (CalendarFeed.owner_id == user.id)),
-            )
-            .values(revoked_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+    if moved or active is False or password is not None:
+        await _revoke_feeds(session, user)
     if password is not None:
         set_password(user, password, password_min_length, temporary=True)
         changes["password"] = "reset"  # noqa: S105 (an audit note, not a secret)
@@ -285,6 +275,21 @@ async def update_user(
     if changes:
         _audit(session, actor, "user.update", user, changes=changes)
     return user, end_sessions
+
+
+async def _revoke_feeds(session: AsyncSession, user: User) -> None:
+    """The secret calendar URLs made for or by ``user`` stop working: moved, stopped, or
+    their password reset (perhaps it leaked, and the URLs with it)."""
+    await session.execute(
+        update(CalendarFeed)
+        .where(
+            CalendarFeed.revoked_at.is_(None),
+            (CalendarFeed.created_by == user.id)
+            | ((CalendarFeed.owner_kind == "judge") & (CalendarFeed.owner_id == user.id)),
+        )
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def _open_duties(session: AsyncSession, user_id: int) -> int:
@@ -339,6 +344,7 @@ async def reset_password(
     ``temporary``: the holder must change it at their next login."""
     _require_admin(actor)
     set_password(user, password, password_min_length, temporary=temporary)
+    await _revoke_feeds(session, user)
     _audit(session, actor, "user.password_reset", user, username=user.username)
 
 

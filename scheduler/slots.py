@@ -71,6 +71,9 @@ def days(first: date, last: date) -> Iterable[date]:
         day += timedelta(days=1)
 
 
+# How people read a weekday (0 = Monday); the pages' own list is app.js's WEEKDAYS.
+WEEKDAY_NAMES = ("星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日")
+
 WeekTable = dict[int, tuple[WeeklyRule, ...]]
 """Weekly rules by weekday (0 = Monday)."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import socketio
@@ -18,7 +19,7 @@ from config.db import create_engine, create_sessionmaker
 from config.settings import Settings
 from scheduler.models import Role, User
 from tests.conftest import MakeClient
-from tests.helpers import PASSWORD, World, login
+from tests.helpers import PASSWORD, Booking, World, login
 from web.cli import main as cli_main
 
 CHOSEN = "Chosen-by-admin-1"
@@ -67,7 +68,9 @@ async def test_a_new_account_does_nothing_until_its_chosen_password_is_replaced(
     assert (await refused.json())["error"]["code"] == "password_change_required"
     # the pages send it to the change-password page, which itself opens
     page = await judge.get("/judge", allow_redirects=False)
-    assert page.status == 302 and page.headers["Location"] == "/password?next=/judge"
+    where = urlsplit(page.headers["Location"])
+    assert page.status == 302 and where.path == "/password"
+    assert parse_qs(where.query) == {"next": ["/judge"]}
     assert (await judge.get("/password", allow_redirects=False)).status == 200
 
     status, body = await _change(judge, csrf, "Wrong-password-0", OWN)
@@ -199,3 +202,65 @@ async def test_cli_create_user_marks_a_generated_password_temporary(
         await engine.dispose()
     assert user is not None and user.role is Role.archivist
     assert user.must_change_password is generated
+
+
+async def test_a_password_reset_revokes_the_accounts_calendar_feeds(
+    make_client: MakeClient, booking: Booking
+) -> None:
+    """A reset may follow a leak: the secret calendar URLs leaked with it stop working."""
+    from tests.test_account_changes import _feed
+
+    feed = await _feed(make_client, booking)
+    reader = await make_client()
+    assert (await reader.get(feed)).status == 200
+    admin = await make_client()
+    h = {"X-CSRF-Token": await login(admin, "admin")}
+    judge_id = booking.world.users["judge_a"]
+    r = await admin.post(f"/api/v1/users/{judge_id}/password", json={"password": CHOSEN}, headers=h)
+    assert r.status == 200
+    assert (await reader.get(feed)).status == 404
+
+
+async def test_a_change_forgives_earlier_typos_as_a_login_does(
+    make_client: MakeClient, world: World, migrated: Settings
+) -> None:
+    op = await make_client()
+    csrf = await login(op, "op_b")
+    for _ in range(migrated.login_max_failures_per_account - 1):
+        assert (await _change(op, csrf, "Not-my-password-1", OWN))[0] == 422
+    assert (await _change(op, csrf, PASSWORD, OWN))[0] == 200
+    guest = await make_client()
+    typo = await guest.post("/api/v1/auth/login", json={"username": "op_b", "password": "typo"})
+    assert typo.status == 401 and "还可尝试" in (await typo.json())["error"]["message"]
+    await login(guest, "op_b", OWN)
+
+
+async def test_a_reset_by_an_admin_during_a_change_stands(
+    make_client: MakeClient, world: World, migrated: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin's reset lands between the proof of the old password and the write of the
+    new one: the change is refused, the reset (temporary, sessions ended) stands."""
+    import sqlite3
+
+    from scheduler import accounts
+
+    def reset_meanwhile(password: str, min_length: int) -> str:
+        with sqlite3.connect(migrated.data_dir / "vreception.db") as db:
+            db.execute(
+                "UPDATE users SET password_hash = ?, must_change_password = 1 WHERE username = ?",
+                (accounts.hash_password(CHOSEN), "op_b"),
+            )
+            db.execute(
+                "DELETE FROM staff_sessions WHERE user_id = (SELECT id FROM users"
+                " WHERE username = 'op_b')"
+            )
+        return accounts.new_password_hash(password, min_length)
+
+    op = await make_client()
+    csrf = await login(op, "op_b")
+    monkeypatch.setattr("web.handlers.auth.new_password_hash", reset_meanwhile)
+    status, body = await _change(op, csrf, PASSWORD, OWN)
+    assert status == 409 and body["error"]["code"] == "password_reset", body
+    fresh = await make_client()
+    await login(fresh, "op_b", CHOSEN)
+    assert (await (await fresh.get("/api/v1/auth/me")).json())["must_change_password"] is True

@@ -120,3 +120,45 @@ async def test_a_workday_keeps_the_hours_of_the_weekday_it_stands_for(
     assert any(
         "标记为调休上班日（按星期一的时间安排接访）" in a["sentence"] for a in trail["items"]
     )
+
+
+async def test_a_workday_marked_or_removed_tells_only_the_visits_it_leaves_out_of_hours(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    """The weekday's hours replace the Saturday's own: a visit they do not cover is told
+    when the mark is added; on removal a visit the Saturday's own hours still cover is not
+    told (the seed gives Saturdays 08:00–20:00)."""
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            await db.execute(
+                update(ReceptionTemplate)
+                .where(
+                    ReceptionTemplate.judge_id == booking.world.users["judge_a"],
+                    ReceptionTemplate.weekday == 0,
+                )
+                .values(start_minute=9 * 60, end_minute=11 * 60)
+            )
+    finally:
+        await engine.dispose()
+    w = booking.world
+    op, h = await _client(make_client, "op_a")
+    judge, jh = await _client(make_client, "judge_a")
+    booked = {}
+    for petition, hour in (("a0", 10), ("a1", 14)):
+        body = _visit(booking, petition, hour, starts_at=local_time(SATURDAY, hour).isoformat())
+        r = await op.post("/api/v1/visits", json=body, headers=h)
+        assert r.status == 201, await r.text()
+        booked[hour] = (await r.json())["id"]
+    status, mark = await _mark(judge, jh, w.courts["mid_a"], as_weekday=0)
+    assert status == 201 and mark["stranded_visits"] == [booked[14]], mark
+    (notice,) = await _told(op, booked[14])
+    assert "调休上班日，按星期一安排" in notice["body"]
+    assert await _told(op, booked[10]) == []
+    gone = await judge.delete(f"/api/v1/court-days/{mark['id']}", headers=jh)
+    assert (await gone.json())["stranded_visits"] == []  # Saturday's own hours cover both
+    admin, _ = await _client(make_client, "admin")
+    trail = await (
+        await admin.get("/api/v1/audit", params={"action": "calendar.court_day_delete"})
+    ).json()
+    assert any("日历标记（调休上班日）" in a["sentence"] for a in trail["items"]), trail

@@ -19,13 +19,17 @@ from config.audit import AuditEvent
 from config.vocabulary import label, label_of
 from scheduler.cases.words import EventKind
 from scheduler.models import VisitState
+from scheduler.slots import WEEKDAY_NAMES
 from scheduler.visits import MINUTES
 
 MISSING = "—"
 
 _LOGIN_REASONS = {"bad_credentials": "用户名或密码错误", "inactive": "账户已停用"}
-_WEEKDAYS = "一二三四五六日"
-_OPTIONAL = {"as_weekday"}  # formats of details some events of an action have: absent, nothing
+_OPTIONAL = {
+    "as_weekday",
+    "court_day_mark",
+    "stranded",
+}  # formats of details some events of an action have: absent, nothing
 _FIELDS = {  # fields of ``changes`` and of ``recording.search`` queries
     "display_name": "姓名",
     "role": "角色",
@@ -126,6 +130,10 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "auth.logout": ("退出登录", "{actor}退出了登录"),
     "auth.password_changed": ("修改密码", "{actor}修改了自己的登录密码"),
     "auth.password_change_failed": ("修改密码失败", "{actor}修改密码时输入的当前密码不正确"),
+    "auth.password_change_blocked": (
+        "修改密码被锁定",
+        "{actor}修改密码时当前密码错误次数过多，约 {retry_after:minutes}后可再试",
+    ),
     "user.unlock": ("解除登录锁定", "{actor}解除了账户 {username} 的登录锁定"),
     "user.password_reset": ("重置密码", "{actor}重置了账户 {username} 的密码"),
     "court.create": ("新增法院", "{actor}新增法院 {name}（代码 {code}，{level:level}）"),
@@ -147,11 +155,13 @@ ACTIONS: dict[str, tuple[str, str]] = {
         "标记日历",
         "{actor}将 {day} 标记为{kind:court_day}{as_weekday:as_weekday}",
     ),
-    "calendar.court_day_delete": ("取消日历标记", "{actor}取消了 {day} 的日历标记"),
+    "calendar.court_day_delete": (
+        "取消日历标记",
+        "{actor}取消了 {day} 的日历标记{kind:court_day_mark}{stranded:stranded}",
+    ),
     "availability.template_add": (
         "新增每周接访时段",
-        "{actor}为法官 #{judge_id} 新增每周接访时段：星期{weekday:weekday} "
-        "{start:minute}–{end:minute}",
+        "{actor}为法官 #{judge_id} 新增每周接访时段：{weekday:weekday} {start:minute}–{end:minute}",
     ),
     "availability.template_delete": (
         "删除每周接访时段",
@@ -321,9 +331,13 @@ class _Formatter(string.Formatter):
         if how == "minutes":
             return f"{max(1, -(-int(value) // 60))} 分钟"
         if how == "weekday" and isinstance(value, int) and 0 <= value < 7:
-            return _WEEKDAYS[value]
+            return WEEKDAY_NAMES[value]
+        if how == "court_day_mark":
+            return f"（{label_of('court_day_kind', str(value))}）"
+        if how == "stranded" and isinstance(value, int):
+            return f"，{value} 个已预约的接访需改期" if value else ""
         if how == "as_weekday" and isinstance(value, int) and 0 <= value < 7:
-            return f"（按星期{_WEEKDAYS[value]}的时间安排接访）"
+            return f"（按{WEEKDAY_NAMES[value]}的时间安排接访）"
         if how == "minute" and isinstance(value, int):
             return f"{value // 60:02d}:{value % 60:02d}"
         if how == "changes" and isinstance(value, dict):

@@ -214,6 +214,12 @@ async def close_user_sessions(db: AsyncSession, user_id: int) -> None:
     await db.execute(delete(StaffSession).where(StaffSession.user_id == user_id))
 
 
+async def session_exists(db: AsyncSession, principal: Principal) -> bool:
+    """The principal's session is still stored (not ended by a logout or a reset)."""
+    found = await db.scalar(select(StaffSession.id).where(StaffSession.id == principal.session_id))
+    return found is not None
+
+
 async def close_other_sessions(db: AsyncSession, user_id: int, keep: str) -> list[str]:
     """End every session of ``user_id`` but ``keep``; returns the ended ones' ids."""
     ended = (

@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -111,7 +112,7 @@ async def _role(request: web.Request) -> Role | None:
     if principal is None:
         return None
     if principal.must_change_password and request.path != PASSWORD_PAGE:
-        raise web.HTTPFound(PASSWORD_PAGE + "?next=" + request.path)
+        raise web.HTTPFound(PASSWORD_PAGE + "?" + urlencode({"next": request.path_qs}))
     return principal.role
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlalchemy import update
 
 from config.audit import record_audit
-from config.errors import AuthenticationError, InvalidError, RateLimitedError
+from config.errors import AuthenticationError, ConflictError, InvalidError, RateLimitedError
 from scheduler.accounts import (
     apply_password,
     hash_password,
@@ -30,6 +30,7 @@ from web.auth import (
     find_active_user,
     open_session,
     principal_of,
+    session_exists,
     set_session_cookie,
     wait_minutes,
 )
@@ -249,6 +250,18 @@ async def change_password(ctx: Context) -> web.StreamResponse:
     if count > limit:
         await throttle.release(key, token)
         wait = await throttle.retry_after(key, limit, window)
+        async with ctx.write() as db:
+            record_audit(
+                db,
+                action="auth.password_change_blocked",
+                actor_id=me.user_id,
+                actor_name=me.username,
+                address=ctx.address,
+                court_id=me.court_id,
+                target_type="user",
+                target_id=me.user_id,
+                detail={"retry_after": wait},
+            )
         return app_error_response(
             RateLimitedError(
                 f"密码错误次数过多，请 {wait_minutes(wait)} 分钟后再试", retry_after=wait
@@ -278,15 +291,18 @@ async def change_password(ctx: Context) -> web.StreamResponse:
                 details={"attempts_left": max(left, 0)},
             )
         )
-    await throttle.release(key, token)  # proved: not a guess
+    await throttle.reset(key)  # proved, as a login does: earlier typos are forgiven
     if await asyncio.to_thread(verify_password, user.password_hash, body.new_password):
         raise InvalidError("新密码不能与当前密码相同", code="same_password")
     new_hash = await asyncio.to_thread(
         new_password_hash, body.new_password, settings.password_min_length
     )
+    proved = user.password_hash
     async with ctx.write() as db:
-        row = await db.get(User, me.user_id)
-        assert row is not None
+        row = await db.get(User, me.user_id, with_for_update=True)
+        if row is None or row.password_hash != proved or not await session_exists(db, me):
+            # reset by an administrator meanwhile (which ended this session): theirs stands
+            raise ConflictError("密码已被管理员重置，请重新登录", code="password_reset")
         apply_password(row, new_hash, temporary=False)
         others = await close_other_sessions(db, me.user_id, keep=me.session_id)
         record_audit(

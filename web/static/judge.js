@@ -67,7 +67,7 @@
   submit("template-form", "template-msg", (v) => VR.api("POST", "/reception-hours", { ...v, judge_id: me.id }));
   submit("exception-form", "exception-msg", (v) => VR.api("POST", "/availability-exceptions", {
     judge_id: me.id, kind: v.kind, starts_at: VR.fromInput(v.starts_at), ends_at: VR.fromInput(v.ends_at), note: v.note || "" }));
-  VR.courtDays(document.getElementById("court-days"));
+  VR.courtDays(document.getElementById("court-days")).catch((err) => VR.say(document.getElementById("courtday-msg"), VR.describe(err), "error"));
   document.getElementById("feed-create").addEventListener("click", async () => {
     const out = document.getElementById("feed-msg");
     try { const f = await VR.api("POST", "/calendar-feeds", { kind: "judge", owner_id: me.id }); VR.say(out, "订阅地址：" + f.url, "ok"); await loadHours(); }

@@ -333,7 +333,8 @@
   fillCourts();
   fillSelect("walkin-court", parents, (c) => c.name);
   await loadRooms();
-  await VR.courtDays(document.getElementById("court-days"));
+  // the court's calendar marks load beside the desk: a failure there says so in its card
+  VR.courtDays(document.getElementById("court-days")).catch((err) => VR.say(document.getElementById("courtday-msg"), VR.describe(err), "error"));
   await loadPetitioners();
   await Promise.all([loadPetitions(), loadJudges(), loadDay(), loadQueue(), loadRoster(), loadOnline()]);
   // from a case's page (预约视频接访): that case chosen, on the booking tab
