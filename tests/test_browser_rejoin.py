@@ -107,3 +107,38 @@ def test_a_reconnection_the_server_fails_to_enter_is_tried_again_and_keeps_the_t
     renewed = page.evaluate(f"localStorage.getItem('vr-rejoin-{visit_id}')")
     assert renewed and renewed != token  # kept, and renewed by the server as it let us in
     page.close()
+
+
+def test_a_guest_who_taps_leave_by_mistake_gets_back_in_with_reenter(
+    live_server: LiveServer, chromium: Any
+) -> None:
+    """The judge admits the petitioner from the lobby (the button waits for the answer);
+    the petitioner taps 离开, is told the visit goes on, and 重新进入 brings them back
+    without a new code (the spent code would be refused)."""
+    from tests.live import page_login
+
+    with ThreadPoolExecutor(1) as pool:
+        visit_id, code = pool.submit(
+            asyncio.run, checked_in_visit(live_server, live_server.passwords)
+        ).result()
+    judge_ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    judge = judge_ctx.new_page()
+    page_login(judge, live_server, "judge", live_server.passwords["judge"], "/judge")
+    judge.goto(f"{live_server.url}/call/{visit_id}")
+    judge.wait_for_selector("body[data-joined='1']", timeout=30_000)
+    guest_ctx = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    guest = guest_ctx.new_page()
+    guest.goto(f"{live_server.url}/join?visit={visit_id}")
+    guest.fill("#code-input", code)
+    guest.click("#code-submit")
+    expect(guest.locator("#lobby-step")).to_be_visible(timeout=30_000)
+    judge.locator("#lobby-rows button", has_text="准许进入").click()
+    expect(guest.locator("#call-step")).to_be_visible(timeout=30_000)
+    guest.click("#leave")
+    expect(guest.locator("#ended-text")).to_contain_text("接访仍在进行")
+    guest.click("#reenter")
+    guest.wait_for_selector("body[data-joined='1']", timeout=30_000)
+    expect(guest.locator("#code-step")).to_be_hidden()
+    expect(guest.locator("#ended-step")).to_be_hidden()
+    judge_ctx.close()
+    guest_ctx.close()

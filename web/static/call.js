@@ -483,6 +483,19 @@
     if (evidence) publishEvidence().catch((err) => { if (err !== SUPERSEDED) say("evidence-msg", "无法重新出示证据：" + reason(err), "error"); });
   }
 
+  // 准许进入 / 拒绝: one request at a time, and a refusal said (the visit given to another
+  // judge, the person gone, the visit over)
+  function lobbyAction(button, event, body) {
+    return async () => {
+      button.disabled = true;
+      try {
+        const answer = await call(event, body);
+        if (!answer.ok) say("call-msg", answer.error.message, "error");
+      } finally {
+        button.disabled = false;
+      }
+    };
+  }
   function drawLobby(waiting) {
     const rows = $("lobby-rows");
     if (!rows) return;
@@ -494,10 +507,10 @@
       const cell = tr.insertCell();
       const admit = document.createElement("button");
       admit.textContent = "准许进入"; admit.type = "button";
-      admit.onclick = () => call("admit", { participant_id: p.participant_id });
+      admit.onclick = lobbyAction(admit, "admit", { participant_id: p.participant_id });
       const refuse = document.createElement("button");
       refuse.textContent = "拒绝"; refuse.type = "button"; refuse.className = "secondary";
-      refuse.onclick = () => call("refuse", { participant_id: p.participant_id, reason: "" });
+      refuse.onclick = lobbyAction(refuse, "refuse", { participant_id: p.participant_id, reason: "" });
       cell.append(admit, refuse);
     }
     if (!waiting.length) { const tr = rows.insertRow(); const td = tr.insertCell(); td.colSpan = 3; td.textContent = "暂无候场人员"; td.className = "empty"; }
@@ -773,7 +786,15 @@
   if ($("switch-camera")) $("switch-camera").onclick = () => switchCamera().catch((err) => say("call-msg", "无法切换摄像头：" + reason(err), "error"));
   // leaving needs no one's leave: unheard (the connection dropped), the socket is closed so
   // the server sees the participant gone
-  $("leave").onclick = async () => { const answer = await call("leave"); if (!answer.ok) socket.disconnect(); ended("您已离开接访"); };
+  // a guest keeps the rejoin token: a mistaken tap is undone with 重新进入 (the code is spent)
+  $("leave").onclick = async () => {
+    const answer = await call("leave");
+    if (!answer.ok) socket.disconnect();
+    const guest = mode === "guest";
+    ended(guest ? "您已离开接访；接访仍在进行，如需返回请点“重新进入”" : "您已离开接访", guest);
+    if (guest && $("reenter")) show("reenter", true);
+  };
+  if ($("reenter")) $("reenter").onclick = () => location.reload();
   // ending is the server's to confirm: refused or unheard, the visit goes on (and is still
   // recorded), so the page says why and stays in the call
   if ($("end")) $("end").onclick = async () => {
