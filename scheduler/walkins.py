@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import record_audit
@@ -150,13 +150,17 @@ async def expire_walk_ins(db: AsyncSession, settings: Settings, now: datetime) -
     petitioner went home, and is not seated the next morning on yesterday's identity check
     as if checked in."""
     today = now.astimezone(settings.tz).replace(hour=0, minute=0, second=0, microsecond=0)
-    stale = (
-        await db.scalars(
-            select(WalkIn).where(WalkIn.status == WalkInStatus.waiting, WalkIn.created_at < today)
-        )
-    ).all()
+    # one conditional UPDATE: a walk-in seated, withdrawn or expired by another node (or
+    # request) meanwhile is not changed again, so each is expired and audited once
+    expired = await db.execute(
+        update(WalkIn)
+        .where(WalkIn.status == WalkInStatus.waiting, WalkIn.created_at < today)
+        .values(status=WalkInStatus.withdrawn)
+        .returning(WalkIn.id, WalkIn.court_id)
+        .execution_options(synchronize_session=False)
+    )
+    stale = sorted(expired.all(), key=lambda row: row.id)
     for entry in stale:
-        entry.status = WalkInStatus.withdrawn
         record_audit(
             db,
             action="visit.walk_in_expired",

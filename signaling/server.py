@@ -17,7 +17,9 @@ import socketio
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from engineio.async_drivers import aiohttp as engineio_aiohttp
+from redis.asyncio import Redis
 
+from config.redis import client_options, listener_options
 from config.settings import Settings
 
 log = logging.getLogger("vreception.signaling")
@@ -109,7 +111,21 @@ class LocalManager(_RoomDisconnects):
 
 
 class RedisManager(socketio.AsyncRedisManager, _RoomDisconnects):  # type: ignore[misc]
-    """Several nodes sharing rooms through Redis."""
+    """Several nodes sharing rooms through Redis.
+
+    Publishing (every emit) keeps config/redis.py's deadlines, so an unreachable Redis fails
+    an emit instead of holding it. The pub/sub listener gets a client of its own without a
+    read deadline: redis-py's ``listen()`` would apply one to the wait for the next
+    message, and python-socketio would then drop the subscription at every quiet moment,
+    pause and subscribe again, losing what other nodes published meanwhile."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        super().__init__(url, channel=channel, redis_options=client_options())
+
+    def _redis_connect(self) -> None:
+        super()._redis_connect()  # self.redis (publishing) with the deadlines
+        listener = Redis.from_url(self.redis_url, **listener_options(self.redis_url))
+        self.pubsub = listener.pubsub(ignore_subscribe_messages=True)
 
 
 _DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)

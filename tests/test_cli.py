@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web as aiohttp_web
 
 from config.settings import Settings
+from recorder import manifest
 from tests.conftest import ROOT, start_live_server, stop_live_server
 from web import cli
 
@@ -167,3 +168,55 @@ def test_serve_waits_for_a_database_that_does_not_answer_yet(tmp_path: Path) -> 
     with pytest.raises(OSError):
         cli.migrate_when_up(broken, sleep=sleep)
     assert len(waits) == 3
+
+
+class _Started(Exception):
+    pass
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_with_redis_serve_and_worker_refuse_to_start_without_the_shared_keys(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """Several machines: a secret or a signing key made by one of them for itself would
+    differ from the others' (codes, CSRF and rejoin tokens refused on the next node, the
+    worker's signatures failing verification), so none is made; the start is refused."""
+
+    def started(*_: object, **__: object) -> int:
+        raise _Started
+
+    monkeypatch.setattr(cli, "_serve", started)
+    monkeypatch.setattr(cli, "migrate", started)  # the worker's first step
+    data = tmp_path / "var"
+    monkeypatch.setenv("VRECEPTION_DATA_DIR", str(data))
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    for name in ("VRECEPTION_REDIS_URL", "VRECEPTION_SECRET_KEY", "VRECEPTION_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+    assert cli.main([command]) == 2
+    said = capsys.readouterr().err
+    assert "secret_key" in said and "签名密钥" in said and "signing key" in said
+    assert not (data / "secret.key").exists() and not (data / "signing-key.pem").exists()
+
+    monkeypatch.setenv("VRECEPTION_SECRET_KEY", "k" * 40)  # the secret, still no signing key
+    assert cli.main([command]) == 2
+    said = capsys.readouterr().err
+    assert "secret_key" not in said and "vreception public-key" in said
+
+    manifest.load_signing_key(data)  # copied from the first machine
+    with pytest.raises(_Started):
+        cli.main([command])
+
+
+def test_embedded_serve_starts_without_configured_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One machine makes its own secret.key (and signing key) on first use, as before."""
+    monkeypatch.setattr(cli, "_serve", lambda settings, demo: 0)
+    monkeypatch.setenv("VRECEPTION_DATA_DIR", str(tmp_path / "var"))
+    for name in ("REDIS_URL", "VRECEPTION_REDIS_URL", "VRECEPTION_SECRET_KEY", "VRECEPTION_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["serve"]) == 0

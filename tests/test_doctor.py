@@ -38,6 +38,7 @@ TOPICS = [
     "录像磁盘",
     "数据库",
     "Redis",
+    "服务器密钥",
     "签名密钥",
     "语音转写",
     "媒体库",
@@ -158,6 +159,7 @@ def test_a_good_embedded_install_has_no_error(tmp_path: Path) -> None:
         "媒体库",
         "TURN/STUN 服务器",
         "Redis",
+        "服务器密钥",
         "ffmpeg",
         "中文字体",
     ):
@@ -170,9 +172,9 @@ def test_a_good_embedded_install_has_no_error(tmp_path: Path) -> None:
 
 
 def test_a_broken_install_names_each_problem(tmp_path: Path) -> None:
-    """An announced address on no interface, a media port range in use, no signing key, an
-    unreachable database, Redis and TURN server: each is an error on its own line, with what
-    to do, and the database password is never printed."""
+    """An announced address on no interface, a media port range in use, no signing key, no
+    secret_key with Redis, an unreachable database, Redis and TURN server: each is an error
+    on its own line, with what to do, and the database password is never printed."""
     closed_tcp = free_port()
     with held_udp_range(4) as (first, last):
         code, lines = doctor(
@@ -194,6 +196,9 @@ def test_a_broken_install_names_each_problem(tmp_path: Path) -> None:
     assert ports.startswith("[错误]") and f"{first}-{last}" in ports and "占用" in ports
     key = lines["签名密钥"]
     assert key.startswith("[错误]") and "signing-key.pem" in key and "不存在" in key
+    # several nodes (redis_url) without one configured secret_key: each would make its own
+    secret = lines["服务器密钥"]
+    assert secret.startswith("[错误]") and "secret_key" in secret and "每台节点" in secret
     database = lines["数据库"]
     assert database.startswith("[错误]") and f"127.0.0.1:{closed_tcp}" in database
     assert "无法连接" in database

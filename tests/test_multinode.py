@@ -5,6 +5,7 @@ node its first participant reached; a participant who reaches the other node is 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from recorder.manifest import load_signing_key
 from signaling.placement import RedisPlacement
 from tests.conftest import (
     LiveServer,
@@ -35,6 +37,11 @@ def nodes(
         "REDIS_URL": redis_server.url,
         "VRECEPTION_SECRET_KEY": "m" * 40,
     }
+    # one signing key, copied into each node's data_dir (nodes refuse to start without it)
+    load_signing_key(tmp_path / "signing")
+    for node in ("a", "b"):
+        (tmp_path / node / "var").mkdir(parents=True)
+        shutil.copy2(tmp_path / "signing" / "signing-key.pem", tmp_path / node / "var")
     a = start_live_server(tmp_path / "a" / "var", env)
     b = start_live_server(tmp_path / "b" / "var", env)
     try:

@@ -35,7 +35,7 @@ from recorder.jobs import (
     empty_reason,
     read_step_runs,
 )
-from recorder.manifest import verify
+from recorder.manifest import load_signing_key, verify
 from recorder.models import STEPS, Integrity, Recording, RecordingState
 from recorder.sink import RecorderSink
 from recorder.state import Gap, TrackFile, VisitRecording, load_state, save_state
@@ -118,6 +118,7 @@ async def test_with_a_queue_the_server_only_queues_and_a_worker_process_runs_the
             row = await db.get(Recording, visit["id"])
             assert row is not None and row.state is RecordingState.queued
 
+        load_signing_key(settings.data_dir)  # a cluster's machines share it; none makes its own
         env = {
             **os.environ,
             "VRECEPTION_DATA_DIR": str(settings.data_dir),

@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from config import logs
 from config.db import create_engine, create_sessionmaker
 from config.errors import AppError
+from config.keys import cluster_key_problems
 from config.redis import create_redis
 from config.runtime import tune_interpreter
 from config.settings import ConfigError, Settings, load_settings
@@ -473,6 +474,15 @@ def _restore(settings: Settings, src: str, force: bool) -> int:
     return 0
 
 
+def _cluster_keys_ready(settings: Settings) -> bool:
+    """With REDIS_URL, ``serve`` and ``worker`` start only with the keys every machine
+    shares (config/keys.py): made here, they would differ from the other machines'."""
+    problems = cluster_key_problems(settings)
+    for problem in problems:
+        print(f"错误：{problem}", file=sys.stderr)
+    return not problems
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {}
@@ -484,6 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format, settings.timezone)
+    if args.command in ("serve", "worker") and not _cluster_keys_ready(settings):
+        return 2
     if args.command == "serve":
         return _serve(settings, args.demo)
     if args.command == "backup":

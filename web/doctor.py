@@ -324,6 +324,20 @@ def check_disk(settings: Settings) -> Finding:
     return _ok(topic, said)
 
 
+def check_secret_key(settings: Settings) -> Finding:
+    topic = "服务器密钥"
+    if settings.secret_key:
+        return _ok(topic, "已配置 secret_key")
+    if settings.redis_url is not None:
+        return _error(
+            topic,
+            "多节点部署（已配置 REDIS_URL）未设置 secret_key：一台节点发出的验证码、会话令牌"
+            "在另一台无效，服务和录像处理进程拒绝启动；请在每台节点和录像处理进程的配置中"
+            "设置同一个 secret_key（至少 32 个字符）",
+        )
+    return _ok(topic, f"单机模式，使用 {Path(settings.data_dir) / 'secret.key'}（首次启动时生成）")
+
+
 def check_signing_key(settings: Settings) -> Finding:
     topic = "签名密钥"
     path = Path(settings.data_dir) / "signing-key.pem"
@@ -493,6 +507,7 @@ async def diagnose(settings: Settings) -> list[Finding]:
     findings += [await asyncio.to_thread(check) for check in blocking]
     findings.append(await check_database(settings))
     findings.append(await check_redis(settings))
+    findings.append(check_secret_key(settings))
     findings.append(check_signing_key(settings))
     findings.append(check_transcription(settings))
     findings.append(check_media_seams())

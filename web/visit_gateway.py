@@ -43,6 +43,10 @@ from web.keys import DB, NOTIFIER, PIPELINE, SECRET, SETTINGS, VISITS
 
 log = logging.getLogger("vreception.signaling")
 
+# A room's lease (signaling/placement.py, RedisPlacement: 45 s, renewed every 15 s): a visit
+# in progress whose lease has been missing for longer has no node holding its room.
+UNHELD_GRACE = timedelta(seconds=45)
+
 # what the recording's overlay, transcript header and manifest name of the visit
 RECORDING_NAMES = (
     "court_name",
@@ -59,6 +63,9 @@ class DatabaseVisitGateway:
 
     def __init__(self, app: web.Application) -> None:
         self._app = app
+        # multi-node: when housekeeping first found each stale visit in progress held by no
+        # node (see reap_abandoned)
+        self._unheld_since: dict[str, datetime] = {}
 
     # the application's parts exist once it runs (cleanup contexts), not when it is built
     @property
@@ -362,16 +369,29 @@ class DatabaseVisitGateway:
         judge; an on-site reception's operator) for ``visit_abandon_minutes``: rooms on this
         node whose host left, and (after a
         restart) visits in progress that no node holds a room for and whose history has
-        been quiet that long."""
+        been quiet that long; with several nodes, only once no node has held their room for
+        more than a lease (``UNHELD_GRACE``) of this node's successive runs."""
         now = now or utcnow()
         limit = timedelta(minutes=self._settings.visit_abandon_minutes)
         visits = self._app[VISITS]
         due = set(visits.host_absent(now.timestamp() - limit.total_seconds()))
         async with self._db.reader() as db:
             stale = await lifecycle.stale_live_visits(db, now, limit)
+        unheld: dict[str, datetime] = {}
         for visit_id in stale:
-            if visit_id not in visits.rooms and not await visits.placement.held(visit_id):
+            if visit_id in visits.rooms or await visits.placement.held(visit_id):
+                continue
+            if self._settings.embedded:  # this process holds every room: none is here
                 due.add(visit_id)
+                continue
+            # With Redis a lease can be missing while its room lives: after Redis restarted
+            # or failed over, until the owner's next renewal (every third of a lease) takes
+            # it again. Only a visit still held by nobody more than a lease after it was
+            # first found so has lost its room.
+            unheld[visit_id] = since = self._unheld_since.get(visit_id, now)
+            if now - since > UNHELD_GRACE:
+                due.add(visit_id)
+        self._unheld_since = unheld
         ended = []
         for visit_id in sorted(due):
             try:

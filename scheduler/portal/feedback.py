@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -300,22 +300,30 @@ async def answer(
 
 async def mark_overdue(db: AsyncSession, now: datetime, *, batch: int = 500) -> int:
     """Housekeeping: stamp questions past their reply deadline once, note it on the case's
-    timeline and tell the court's staff. Safe to run on every node (conditional stamp)."""
-    rows = (
-        await db.scalars(
-            select(MessageThread)
-            .where(
-                MessageThread.state == ThreadState.waiting,
-                MessageThread.due_at <= now,
-                MessageThread.overdue_at.is_(None),
-            )
-            .order_by(MessageThread.due_at)
-            .limit(batch)
+    timeline and tell the court's staff. Safe to run on every node: one conditional UPDATE
+    picks and stamps them, its conditions checked again on each row it changes, so a
+    question another node stamped (or staff answered) meanwhile is left alone."""
+    pending = and_(
+        MessageThread.state == ThreadState.waiting,
+        MessageThread.due_at <= now,
+        MessageThread.overdue_at.is_(None),
+    )
+    picked = select(MessageThread.id).where(pending).order_by(MessageThread.due_at).limit(batch)
+    stamped = await db.execute(
+        update(MessageThread)
+        .where(MessageThread.id.in_(picked), pending)
+        .values(overdue_at=now)
+        .returning(
+            MessageThread.id,
+            MessageThread.petition_id,
+            MessageThread.court_id,
+            MessageThread.subject,
         )
-    ).all()
+        .execution_options(synchronize_session=False)
+    )
+    rows = sorted(stamped.all(), key=lambda row: row.id)
     system = Actor(user_id=None, username="系统", role=Role.admin, court_id=None)
     for thread in rows:
-        thread.overdue_at = now
         if thread.petition_id is not None:
             add_event(
                 db,
