@@ -497,6 +497,18 @@ async def admit_petitioner(db: AsyncSession, actor: Actor, visit: Visit) -> None
     await transition(db, actor, visit, VisitState.in_progress)
 
 
+def admit_guest(actor: Actor, visit: Visit) -> None:
+    """The judge admits a lawyer or mediator (invited, waiting in the lobby): only into a
+    visit in progress, whose recording runs (一案一录). Before the petitioner is admitted
+    nothing records, and a talk with the lawyer then would be on no record (409)."""
+    require(actor, Action.admit, visit)
+    if visit.state is not VisitState.in_progress:
+        raise ConflictError(
+            "请先准许信访人进入：接访开始录音录像后，方可准许律师或调解员进入",
+            code="petitioner_first",
+        )
+
+
 # how long before its start a meeting's host may open it (test their devices, then begin)
 MEETING_LEAD = timedelta(minutes=15)
 

@@ -293,3 +293,32 @@ def test_a_view_message_holds_picture_heights_by_mid_within_bounds() -> None:
         with pytest.raises(ProtocolError) as refused:
             parse("view", bad)
         assert refused.value.code is ErrorCode.invalid_message, bad
+
+
+async def test_a_lawyer_is_admitted_only_once_the_petitioner_is_and_the_visit_records(
+    make_client: MakeClient, visit: dict[str, Any]
+) -> None:
+    """Before the petitioner is admitted nothing records: a talk with the lawyer then would
+    be on no record (一案一录), so the lawyer waits in the lobby until the visit is in
+    progress."""
+    staff = await make_client()
+    await login(staff, "judge_a")
+    judge = await Peer().connect(staff, _cookie(staff))
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    invitation = await judge.call("invite", {"role": "lawyer", "label": "值班律师张某"})
+    lawyer = await Peer().connect(staff)
+    lj = await lawyer.call("join", {"v": 1, "visit_id": visit["id"], "code": invitation["code"]})
+    assert lj["ok"] and not lj["admitted"]
+    early = await judge.call("admit", {"participant_id": lj["participant_id"]})
+    assert early["error"]["code"] == "not_admitted", early
+    assert "请先准许信访人进入" in early["error"]["message"]
+    guest = await Peer().connect(staff)
+    pj = await guest.call(
+        "join", {"v": 1, "visit_id": visit["id"], "code": visit["codes"]["petitioner"]}
+    )
+    assert (await judge.call("admit", {"participant_id": pj["participant_id"]}))["ok"]
+    assert (await guest.next("admitted"))["recording"] is True
+    assert (await judge.call("admit", {"participant_id": lj["participant_id"]}))["ok"]
+    assert (await lawyer.next("admitted"))["recording"] is True
+    for peer in (lawyer, guest, judge):
+        await peer.close()

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import record_audit
 from config.db import Database, utcnow
-from config.errors import AppError
+from config.errors import AppError, ConflictError
 from config.settings import Settings
 from config.vocabulary import EndReason, label
 from scheduler import lifecycle
@@ -319,6 +319,17 @@ class DatabaseVisitGateway:
 
     async def admitted(self, visit_id: str, judge: Staff, identity: Identity) -> None:
         if identity.role is not lifecycle.RECORDING_STARTS_WITH:
+            # a lawyer or mediator: only once the visit is in progress (recorded)
+            async with self._db.reader() as db:
+                visit = await db.get(Visit, visit_id)
+                if visit is None:
+                    raise ProtocolError(ErrorCode.visit_closed, "该接访已结束或不存在")
+                try:
+                    lifecycle.admit_guest(self._actor(judge), visit)
+                except ConflictError as exc:
+                    raise ProtocolError(ErrorCode.not_admitted, exc.message) from None
+                except AppError as exc:
+                    raise ProtocolError(ErrorCode.forbidden, exc.message) from None
             return
 
         async def change(db: AsyncSession, visit: Visit) -> None:
