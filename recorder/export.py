@@ -54,6 +54,12 @@ class ExportError(RuntimeError):
     """The recording cannot be exported as it stands (unsigned, or no longer intact)."""
 
 
+def export_name(visit_id: str) -> str:
+    """The export ZIP's file name, wherever it is named: the download, VERIFY.txt, the
+    page (its top folder is the same name without ``.zip``)."""
+    return f"visit-{visit_id}.zip"
+
+
 VERIFY_TEXT = """远程视频接访录像 · 核验说明 (how to check this certified copy)
 
 接访编号 visit: {visit_id}
@@ -136,19 +142,23 @@ def build_export(
     at: datetime,
     tz: ZoneInfo,
     details: dict[str, Any] | None = None,
+    revision: int | None = None,
 ) -> dict[str, Any]:
     """Write the certified ZIP of the recording in ``folder`` to ``out``.
 
     Refuses (ExportError) a recording that is not signed or does not verify against
-    ``key``: a copy is certified only if the original is intact."""
+    ``key``: a copy is certified only if the original is intact. ``revision``: the newest
+    transcript revision the database knows of (the server passes it): it must be in the
+    folder, and its text is the corrected case file (default: the newest in the folder)."""
     if not (folder / SUMS).exists():
         raise ExportError("录像尚未签名，不能导出")
-    check = verify(folder, key.public_key())
+    check = verify(folder, key.public_key(), revisions=revision)
     if not check.ok:
         names = "、".join(sorted(check.failed))[:200]
         raise ExportError(f"录像完整性核验未通过（{names}），不能出具核验副本")
     visit_id = folder.name
-    top = f"visit-{visit_id}"
+    zip_name = export_name(visit_id)
+    top = zip_name.removesuffix(".zip")
     local = at.astimezone(tz)
     details = details or {}
     watermark = (
@@ -184,11 +194,11 @@ def build_export(
             actor=actor,
             at=f"{local:%Y-%m-%d %H:%M:%S %Z}",
             key_id=key_id(key),
-            zip_name=out.name,
+            zip_name=zip_name,
             top=top,
         ).encode(),
     }
-    corrected = latest_case_file(folder)  # verified above with the recording
+    corrected = latest_case_file(folder, revision)  # verified above with the recording
     if corrected is not None:
         added["case-file-corrected.txt"] = f"{watermark}\n{corrected}".encode()
     sums = (
@@ -208,7 +218,7 @@ def build_export(
         archive.writestr(f"{top}/{EXPORT_SIGNATURE}", key.sign(sums.encode()))
     tmp.replace(out)
     return {
-        "file": out.name,
+        "file": zip_name,
         "size": out.stat().st_size,
         "sha256": sha256_file(out),
         "key_id": key_id(key),

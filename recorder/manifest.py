@@ -9,9 +9,11 @@ Ed25519 key, checkable with standard tools alone (docs/verification.md):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,9 +36,31 @@ DELETION_SIGNATURE = "deletion.json.sig"
 SIGNATURE = "SHA256SUMS.sig"
 PUBLIC_KEY = "public-key.pem"
 UNSIGNED = {SUMS, SIGNATURE, PUBLIC_KEY}  # the proof itself
-SKIPPED_SUFFIXES = (".tmp",)
+SKIPPED_SUFFIXES = (".tmp",)  # what a backup leaves out (web/backup.py)
 # Corrected transcript revisions, signed apart after the recording (recorder/revisions.py).
 REVISIONS = "revisions/"
+# the signed pointer to the newest revision: one sha256sum line naming its list
+LATEST_REVISION = REVISIONS + f"transcript-latest.{SUMS}"
+_REVISION = re.compile(r"revisions/transcript-rev([0-9]{1,6})\.")
+# The temporary files the pipeline itself writes into a signed folder (recorder/state.py
+# replace_files: a re-signing, the deletion record, a revision; recorder/composite.py: a
+# retried composite), left behind only by a crash: neither signed nor checked. Any other
+# file, another ``.tmp`` included, is signed or reported as not in the manifest.
+TEMPORARY = frozenset(
+    n + ".tmp"
+    for n in (MANIFEST, SUMS, SIGNATURE, PUBLIC_KEY, DELETION, DELETION_SIGNATURE, "composite.mp4")
+)
+_REVISION_TEMPORARY = re.compile(
+    r"revisions/transcript-(rev[0-9]{1,6}|latest)\.(json|txt|SHA256SUMS|SHA256SUMS\.sig)\.tmp"
+)
+# written only before signing (the sink's and finalize's saves of recording.json): one left
+# by a crash is removed when the folder is signed, so a signed folder never holds it
+UNSIGNED_TEMPORARY = "recording.json.tmp"
+
+
+def is_temporary(name: str) -> bool:
+    """``name`` (relative to the recording's folder) is a temporary file of the pipeline."""
+    return name in TEMPORARY or _REVISION_TEMPORARY.fullmatch(name) is not None
 
 
 def load_signing_key(data_dir: Path) -> Ed25519PrivateKey:
@@ -86,7 +110,7 @@ def _files(folder: Path) -> Iterator[tuple[str, Path]]:
         if (
             path.is_file()
             and name not in UNSIGNED
-            and not name.endswith(SKIPPED_SUFFIXES)
+            and not is_temporary(name)
             and not name.startswith(REVISIONS)
         ):
             yield name, path
@@ -96,6 +120,7 @@ def sign_folder(
     folder: Path, key: Ed25519PrivateKey, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Write manifest.json, SHA256SUMS, its signature and the public key into ``folder``."""
+    (folder / UNSIGNED_TEMPORARY).unlink(missing_ok=True)
     hashes: dict[str, str] = {}
     for name, path in _files(folder):
         if name == MANIFEST:
@@ -197,7 +222,9 @@ class _Source:
             return {
                 n[len(self.prefix) :]
                 for n in self.zip.namelist()
-                if n.startswith(self.prefix) and not n.endswith("/")
+                if n.startswith(self.prefix)
+                and not n.endswith("/")
+                and not is_temporary(n[len(self.prefix) :])
             }
         return {name for name, _ in _files(self.folder)} | {
             n for n in UNSIGNED if (self.folder / n).exists()
@@ -225,6 +252,15 @@ def _listed(sums: bytes) -> dict[str, str]:
     return listed
 
 
+_ENGLISH = re.compile(r" \([\x20-\x7e]*\)")
+
+
+def chinese(text: str) -> str:
+    """A finding as the pages show it: the reasons without their English gloss, which only
+    the command line keeps (``内容已被改动 (hash mismatch)`` → ``内容已被改动``)."""
+    return _ENGLISH.sub("", text)
+
+
 def _load_key(data: bytes) -> Ed25519PublicKey | str:
     try:
         loaded = serialization.load_pem_public_key(data)
@@ -235,9 +271,13 @@ def _load_key(data: bytes) -> Ed25519PublicKey | str:
     return loaded
 
 
-def verify(target: Path, trusted_key: Ed25519PublicKey | None = None) -> Verification:
+def verify(
+    target: Path, trusted_key: Ed25519PublicKey | None = None, *, revisions: int | None = None
+) -> Verification:
     """Check every hash and the signature of a recording folder or export ZIP. Without
     ``trusted_key`` the enclosed public key is used (compare its id with the court's).
+    ``revisions``: how many transcript revisions the database knows of (the server passes
+    it), each of which must be in the folder.
 
     For an export, the recording's own files are checked against its manifest and the
     export's added files against the export's signed list; a file that neither lists
@@ -291,7 +331,8 @@ def verify(target: Path, trusted_key: Ed25519PublicKey | None = None) -> Verific
             # files (the case-file texts) changed at will
             for name in sorted(source.outside()):
                 result.failed[name] = "不在清单中 (not in the manifest)"
-        _verify_revisions(Path(target), key, result)
+        if source.zip is None:
+            _verify_revisions(Path(target), key, result, revisions)
         return result
     _verify_export(
         source, key, result, covered={label + n for n in listed} | {label + n for n in UNSIGNED}
@@ -316,14 +357,24 @@ def _removed(source: _Source, key: Ed25519PublicKey, result: Verification) -> di
     }
 
 
-def _verify_revisions(folder: Path, key: Ed25519PublicKey, result: Verification) -> None:
+def _verify_revisions(
+    folder: Path, key: Ed25519PublicKey, result: Verification, expected: int | None
+) -> None:
     """Each corrected transcript revision: its list signed by the same key, its files as
-    listed (the recording's own SHA256SUMS included), nothing unlisted in ``revisions/``."""
+    listed (the recording's own SHA256SUMS included), nothing unlisted in ``revisions/``,
+    and none missing: every revision from 1 to the newest that one present, the signed
+    pointer to the newest, or ``expected`` (the database's count, when the server checks)
+    names. Revisions written with the pointer say so, so the pointer cannot go unnoticed."""
     revisions = folder / REVISIONS
-    if not revisions.is_dir():
+    if not revisions.is_dir() and not expected:
         return
     covered: set[str] = set()
-    for sums_path in sorted(revisions.glob(f"*.{SUMS}")):
+    lists = sorted(revisions.glob(f"transcript-rev*.{SUMS}"))
+    pointer = folder / LATEST_REVISION
+    if pointer.is_file():
+        lists.append(pointer)
+    newest = expected or 0
+    for sums_path in lists:
         name = sums_path.relative_to(folder).as_posix()
         covered |= {name, name + ".sig"}
         sums = sums_path.read_bytes()
@@ -336,6 +387,8 @@ def _verify_revisions(folder: Path, key: Ed25519PublicKey, result: Verification)
         for listed, digest in sorted(_listed(sums).items()):
             path = folder / listed
             covered.add(listed)
+            if name == LATEST_REVISION and (number := _REVISION.match(listed)):
+                newest = max(newest, int(number.group(1)))
             if not path.is_file():
                 result.failed[listed] = "文件缺失 (missing)"
                 continue
@@ -343,12 +396,26 @@ def _verify_revisions(folder: Path, key: Ed25519PublicKey, result: Verification)
                 ok = _sha256(fh) == digest
             if not ok:
                 result.failed[listed] = "内容已被改动 (hash mismatch)"
-            elif listed.startswith(REVISIONS):
+            elif listed.startswith(REVISIONS) and listed not in result.checked:
                 result.checked.append(listed)
-    for path in sorted(revisions.rglob("*")):
+    marked = False
+    for path in sorted(revisions.rglob("*")) if revisions.is_dir() else []:
         name = path.relative_to(folder).as_posix()
-        if path.is_file() and name not in covered and not name.endswith(SKIPPED_SUFFIXES):
+        if not path.is_file() or is_temporary(name):
+            continue
+        if name not in covered:
             result.failed[name] = "不在清单中 (not in the manifest)"
+        if number := _REVISION.match(name):
+            newest = max(newest, int(number.group(1)))
+            if name.endswith(".json") and not marked:
+                with contextlib.suppress(ValueError, AttributeError):  # changed: failed above
+                    marked = json.loads(path.read_bytes()).get("latest") == LATEST_REVISION
+    if marked and not pointer.is_file():
+        result.failed[LATEST_REVISION] = "文件缺失 (missing)"
+    for revision in range(1, newest + 1):
+        name = f"{REVISIONS}transcript-rev{revision}.{SUMS}"
+        if not (folder / name).is_file():
+            result.failed.setdefault(name, "更正版本缺失 (revision missing)")
 
 
 def _verify_export(

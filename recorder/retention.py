@@ -17,6 +17,7 @@ from recorder.manifest import (
     PUBLIC_KEY,
     SIGNATURE,
     SUMS,
+    sha256_file,
 )
 from recorder.state import replace_files
 
@@ -39,19 +40,16 @@ def delete_media(
     folder: Path, *, actor: str, reason: str, key: Ed25519PrivateKey | None = None
 ) -> dict[str, Any]:
     """Remove every file of the recording but the proof; write deletion.json naming what
-    went (with the hashes the manifest had for it), by whom, when and why, signed with
+    went (with the hash of each file as it was removed), by whom, when and why, signed with
     ``key`` (the recording's signing key): the proof then still verifies, each removed file
-    named as removed, not as missing."""
-    hashes: dict[str, str] = {}
-    manifest = folder / MANIFEST
-    if manifest.exists():
-        hashes = dict(json.loads(manifest.read_text()).get("files", {}))
+    named as removed, not as missing, if it was as signed. A file changed before it was
+    removed keeps its own hash in the record, so the proof goes on saying so."""
     removed: list[dict[str, Any]] = []
     for path in sorted(folder.rglob("*"), reverse=True):
         name = path.relative_to(folder).as_posix()
         if path.is_file() and name not in KEPT:
             removed.append(
-                {"file": name, "sha256": hashes.get(name, ""), "bytes": path.stat().st_size}
+                {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
             )
             path.unlink()
         elif path.is_dir() and not any(path.iterdir()):

@@ -9,8 +9,12 @@ new revision beside it, in ``revisions/``::
     transcript-rev<N>.SHA256SUMS    sha256sum lines of both, and of the recording's own
                                     SHA256SUMS (the revision names what it revises)
     transcript-rev<N>.SHA256SUMS.sig  its Ed25519 signature, by the server's key
+    transcript-latest.SHA256SUMS    the newest revision: one sha256sum line of its list,
+                                    rewritten (with its ``.sig``) by each revision
 
-``recorder.manifest.verify`` checks the recording as signed and then every revision.
+``recorder.manifest.verify`` checks the recording as signed and then every revision, and
+that none from 1 to the newest is missing (the pointer names the newest; each revision's
+JSON says ``latest``, so a pointer removed with the newest revision is noticed too).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from recorder.manifest import LATEST_REVISION
 from recorder.state import SUMS, VisitRecording, load_state, replace_files
 from recorder.transcribe import Line, case_file_text
 
@@ -76,6 +81,7 @@ def write_revision(
     data["revision"] = revision
     data["revises"] = TRANSCRIPT
     data["recording_sums_sha256"] = _sha256((folder / SUMS).read_bytes())
+    data["latest"] = LATEST_REVISION
     recording = load_state(folder) or VisitRecording(visit_id=folder.name)
     recording.details.update({k: v for k, v in (details or {}).items() if v})
     lines = [
@@ -107,12 +113,19 @@ def write_revision(
     sums = "".join(f"{digest}  {name}\n" for name, digest in sorted(listed.items()))
     files[sums_name(revision)] = sums.encode()
     files[sums_name(revision) + ".sig"] = key.sign(sums.encode())
+    latest = f"{_sha256(sums.encode())}  {sums_name(revision)}\n".encode()
+    files[LATEST_REVISION] = latest
+    files[LATEST_REVISION + ".sig"] = key.sign(latest)
     replace_files(folder, files)  # the revision whole or not at all
     return data
 
 
-def latest_case_file(folder: Path) -> str | None:
-    """The case-file text of the newest revision, or None when nobody corrected anything."""
+def latest_case_file(folder: Path, revision: int | None = None) -> str | None:
+    """The case-file text of revision ``revision`` (default: the newest in the folder), or
+    None when nobody corrected anything."""
+    if revision is not None:
+        path = folder / f"{REVISIONS}/transcript-rev{revision}.txt"
+        return path.read_text() if revision > 0 else None
     found = sorted(
         (folder / REVISIONS).glob("transcript-rev*.txt"),
         key=lambda p: int(p.stem.removeprefix("transcript-rev") or 0),

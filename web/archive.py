@@ -22,7 +22,7 @@ from sqlalchemy.orm import aliased
 from config.errors import ConflictError, NotFoundError
 from config.privacy import mask_id_number
 from config.vocabulary import label_of
-from recorder.models import Recording, RecordingState, RecordingText
+from recorder.models import Recording, RecordingState, RecordingText, TranscriptCorrection
 from recorder.search import Term, dialect_of, line_matches, some_lines
 from recorder.state import SUMS
 from scheduler.models import Court, Petition, Petitioner, Role, User, Visit
@@ -422,3 +422,14 @@ async def describe(db: AsyncSession, visit_id: str) -> dict[str, Any] | None:
         "petitioner_name": row[6],
         "petitioner_id_masked": mask_id_number(row[7]),
     }
+
+
+async def revision_count(db: AsyncSession, visit_id: str) -> int:
+    """The newest transcript revision the database knows of (0: none), each of which must
+    be in the recording's folder (``recorder.manifest.verify``'s ``revisions``)."""
+    newest = await db.scalar(
+        select(func.max(TranscriptCorrection.revision)).where(
+            TranscriptCorrection.visit_id == visit_id
+        )
+    )
+    return int(newest or 0)

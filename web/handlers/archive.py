@@ -38,7 +38,11 @@ class ArchiveQuery(PageQuery):
 
     number: Text64 | None = None
     petitioner: Text64 | None = None
-    id_tail: Annotated[str, StringConstraints(pattern=r"^[0-9Xx]{4,18}$")] | None = None
+    # the last 4 to 6 characters of the ID number, or the whole number: a longer tail would
+    # let repeated searches reveal the digits the lists mask
+    id_tail: (
+        Annotated[str, StringConstraints(pattern=r"^(?:[0-9Xx]{4,6}|[0-9]{17}[0-9Xx])$")] | None
+    ) = None
     court_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     include_below: bool = True
     judge: Text64 | None = None
@@ -119,10 +123,15 @@ def _item(found: archive.Found) -> ArchiveItem:
         sealed=r.sealed,
         legal_hold=r.legal_hold,
         transcript=r.transcript,
-        # a number said aloud and transcribed is masked in lists as a typed one is (the
-        # whole line stays in playback, which is audited)
-        hits=[HitOut(**{**h.__dict__, "text": mask_text(h.text)}) for h in found.hits],
+        # a number said aloud and transcribed is masked in lists as a typed one is, and the
+        # petitioner's name as in the list (the whole line stays in playback, audited)
+        hits=[_hit(h) for h in found.hits],
     )
+
+
+def _hit(hit: archive.Hit) -> HitOut:
+    speaker = archive.mask_name(hit.speaker) if hit.role == "petitioner" else hit.speaker
+    return HitOut(**{**hit.__dict__, "speaker": speaker, "text": mask_text(hit.text)})
 
 
 async def audit_now(ctx: Context, action: str, visit: Visit | None, **detail: Any) -> None:
@@ -153,8 +162,8 @@ async def audit_now(ctx: Context, action: str, visit: Visit | None, **detail: An
     answer=ArchivePage,
 )
 async def search_recordings(ctx: Context) -> ArchivePage:
-    """By petition number, petitioner (name prefix, or the exact last digits of the ID
-    number), court (with the courts below), judge, dates, state and words said."""
+    """By petition number, petitioner (name prefix, or the last 4 to 6 characters of the ID
+    number, or all of it), court (with the courts below), judge, dates, state and words said."""
     q: ArchiveQuery = ctx.query
     if q.since and q.until and q.since > q.until:
         raise AppError("起始日期不能晚于结束日期", code="validation_failed")

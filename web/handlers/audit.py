@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import exists, func, or_, select
 
 from config.audit import AuditEvent
+from recorder.models import Recording
 from scheduler.models import Role
 from scheduler.scope import court_scope
 from web.audit_text import ACTIONS, action_label, sentence, target_label
@@ -22,13 +23,26 @@ from web.schemas import AuditActionOut, AuditOut, AuditQuery, Page, page_of
     answer=Page[AuditOut],
 )
 async def list_audit(ctx: Context) -> Page[AuditOut]:
-    """Admins see every event; archivists the events of their court and the courts below.
-    Each event comes with its Chinese sentence (times in the court's zone)."""
+    """Admins see every event; archivists the events of their court and the courts below,
+    but not those of a sealed recording (its seal reason, corrected texts...), which only
+    admins see, as the recording itself. Each event comes with its Chinese sentence (times
+    in the court's zone)."""
     q: AuditQuery = ctx.query
     stmt = select(AuditEvent)
     scope = await court_scope(ctx.db, ctx.me.actor())
     if scope is not None:
         stmt = stmt.where(AuditEvent.court_id.in_(scope))
+    if ctx.me.role is not Role.admin:
+        sealed = exists().where(
+            AuditEvent.target_type == "visit",
+            Recording.visit_id == AuditEvent.target_id,
+            Recording.sealed.is_(True),
+            or_(
+                AuditEvent.action.startswith("recording."),
+                AuditEvent.action.startswith("transcript."),
+            ),
+        )
+        stmt = stmt.where(~sealed)
     if q.actor:
         stmt = stmt.where(or_(AuditEvent.actor_name == q.actor, AuditEvent.actor_id == q.actor))
     if q.action:

@@ -15,9 +15,9 @@ from pydantic import StringConstraints
 
 from config.db import utcnow
 from config.errors import ConflictError, NotFoundError
-from recorder.export import ExportError, build_export
+from recorder.export import ExportError, build_export, export_name
 from recorder.manifest import load_signing_key
-from recorder.models import Integrity
+from recorder.models import Integrity, RecordingState
 from web import archive
 from web.errors import app_error_response
 from web.handlers.archive import (
@@ -52,12 +52,20 @@ def _exports_dir(ctx: Context) -> Path:
     return folder
 
 
+def _expired(path: Path) -> bool:
+    return path.stat().st_mtime < time.time() - EXPORT_TTL_SECONDS
+
+
 def _sweep(folder: Path) -> None:
     """Exports are fetched once made; any older than a day are removed."""
-    cutoff = time.time() - EXPORT_TTL_SECONDS
     for path in folder.iterdir():
-        if path.stat().st_mtime < cutoff:
+        if _expired(path):
             path.unlink(missing_ok=True)
+
+
+def _remove(folder: Path, token: str) -> None:
+    for suffix in (".zip", ".json"):
+        (folder / f"{token}{suffix}").unlink(missing_ok=True)
 
 
 @api.route(
@@ -88,6 +96,7 @@ async def export_recording(ctx: Context) -> ExportOut | web.Response:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, _sweep, folder)
     before = archive.signed_list(Path(recording.folder))
+    revision = await archive.revision_count(ctx.db, visit.id)
     try:
         made = await loop.run_in_executor(
             None,
@@ -99,6 +108,7 @@ async def export_recording(ctx: Context) -> ExportOut | web.Response:
                 at=now,
                 tz=ctx.settings.tz,
                 details=names,
+                revision=revision,
             ),
         )
     except ExportError as exc:
@@ -130,12 +140,11 @@ async def export_recording(ctx: Context) -> ExportOut | web.Response:
                 reason=body.reason,
             )
     except ConflictError:  # signed again while it was zipped: that copy is not handed out
-        out.unlink(missing_ok=True)
-        (folder / f"{token}.json").unlink(missing_ok=True)
+        _remove(folder, token)
         raise
     return ExportOut(
         url=f"/api/v1/recordings/exports/{token}",
-        file=f"{names['petition_number'] or visit.id}-{visit.id[:8]}.zip",
+        file=made["file"],
         size=made["size"],
         sha256=made["sha256"],
         key_id=made["key_id"],
@@ -158,13 +167,16 @@ async def download_export(ctx: Context) -> web.StreamResponse:
     if meta.get("user_id") != ctx.me.user_id or not path.is_file():
         raise NotFoundError("导出文件不存在或已过期")
     recording, visit = await archive.accessible(ctx.db, ctx.me.actor(), str(meta["visit_id"]))
-    del recording
+    if recording.state is RecordingState.deleted or _expired(path):
+        # a copy outlives neither its day nor the recording's retention
+        _remove(folder, token)
+        raise NotFoundError("导出文件已过期或录像已删除，请重新导出")
     await audit_now(ctx, "recording.download", visit, file="export.zip", export=token)
     return web.FileResponse(
         path,
         headers={
             "Content-Type": "application/zip",
-            "Content-Disposition": f'attachment; filename="visit-{visit.id}.zip"',
+            "Content-Disposition": f'attachment; filename="{export_name(visit.id)}"',
             "Cache-Control": "private, no-store",
         },
     )

@@ -8,17 +8,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.errors import ConflictError, NotFoundError, PermissionDeniedError
 from config.vocabulary import label_of
-from recorder.manifest import load_signing_key
-from recorder.models import RecordingState, TranscriptCorrection
+from recorder.manifest import chinese, load_signing_key
+from recorder.models import Recording, RecordingState, TranscriptCorrection
 from recorder.revisions import RevisionError, corrected, write_revision
 from recorder.search import index_texts
+from recorder.state import SIGNED_STATES
 from scheduler.models import Role, Visit, VisitEvent
 from web import archive
 from web.handlers.archive import (
@@ -268,9 +269,9 @@ async def get_recording_detail(ctx: Context) -> RecordingDetail:
         transcript_reason=""
         if transcript.get("available", True)
         else str(transcript.get("reason", "")),
-        integrity_detail=recording.integrity_detail,
+        integrity_detail=chinese(recording.integrity_detail),
         seal_reason=recording.seal_reason if ctx.me.role is Role.admin else "",
-        can_correct=_may_correct(ctx, visit) and bool(revised["lines"]),
+        can_correct=_may_correct(ctx, visit, recording) and bool(revised["lines"]),
         transcript_revision=revision,
     )
 
@@ -284,10 +285,12 @@ def _line_out(line: dict[str, Any]) -> LineOut:
     )
 
 
-def _may_correct(ctx: Context, visit: Visit) -> bool:
-    """The judge who received the visit, or an archivist (the court's clerk of records)."""
+def _may_correct(ctx: Context, visit: Visit, recording: Recording | None = None) -> bool:
+    """The judge who received the visit, or an archivist (the court's clerk of records);
+    with ``recording``: and it is processed and signed for good, so can be corrected."""
     role = ctx.me.role
-    return role is Role.archivist or (role is Role.judge and visit.judge_id == ctx.me.user_id)
+    who = role is Role.archivist or (role is Role.judge and visit.judge_id == ctx.me.user_id)
+    return who and (recording is None or recording.state in SIGNED_STATES)
 
 
 async def _corrections(db: AsyncSession, visit_id: str) -> list[dict[str, Any]]:
@@ -342,6 +345,9 @@ async def correct_line(ctx: Context) -> CorrectionOut:
         raise NotFoundError("该录像已按保存期限删除")
     if recording.sealed:
         raise ConflictError("录像已封存，不能更正笔录", code="sealed")
+    if recording.state not in SIGNED_STATES:
+        # a revision names the recording's signed list, which a later signing would replace
+        raise ConflictError("录像尚未处理完成并签名，暂不能更正笔录", code="not_ready")
     folder = Path(recording.folder)
     loop = asyncio.get_running_loop()
     transcript = await loop.run_in_executor(None, load_json, folder / "transcript.json")
@@ -429,12 +435,17 @@ async def recording_file(ctx: Context) -> web.StreamResponse:
 
 
 def _from_start(request: web.Request) -> bool:
-    """The request reads a file from its first byte (no range, or one starting at 0)."""
+    """The request may read a file from its first byte, or all of it: no range, one starting
+    at 0, a suffix range (``bytes=-N``: the whole file when N is its size or more), a
+    malformed one (served whole), or any with ``If-Range`` (served whole when it does not
+    match)."""
+    if hdrs.IF_RANGE in request.headers:
+        return True
     try:
         start = request.http_range.start
-    except ValueError:  # a malformed range: served (or refused) whole, as aiohttp does
+    except ValueError:
         return True
-    return not start
+    return start is None or start <= 0
 
 
 @api.route(

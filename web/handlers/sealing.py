@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import datetime
 from pathlib import Path
 
 from config.db import utcnow
 from config.errors import ConflictError
-from recorder.manifest import load_signing_key, verify
+from recorder.manifest import chinese, load_signing_key, verify
 from recorder.models import Integrity
 from scheduler.models import Role
 from web import archive
@@ -80,15 +81,17 @@ async def check_integrity(ctx: Context) -> IntegrityOut:
     key = load_signing_key(ctx.settings.data_dir)
     folder = Path(recording.folder)
     before = archive.signed_list(folder)
+    # every transcript revision the database knows of must be in the folder
+    revisions = await archive.revision_count(ctx.db, visit.id)
     result = await asyncio.get_running_loop().run_in_executor(
-        None, verify, folder, key.public_key()
+        None, functools.partial(verify, folder, key.public_key(), revisions=revisions)
     )
     async with ctx.write() as db:
         recording = await archive.as_checked(db, visit.id, folder, before)
         recording.integrity = (Integrity.verified if result.ok else Integrity.tampered).value
         recording.integrity_checked_at = utcnow()
         recording.integrity_detail = (
-            "" if result.ok else "；".join(f"{k}: {v}" for k, v in result.failed.items())
+            "" if result.ok else "；".join(f"{k}: {chinese(v)}" for k, v in result.failed.items())
         )[:512]
         ctx.audit_visit(
             "recording.verified" if result.ok else "recording.tampered",
@@ -103,5 +106,5 @@ async def check_integrity(ctx: Context) -> IntegrityOut:
         checked_at=recording.integrity_checked_at,
         detail=recording.integrity_detail,
         checked=len(result.checked),
-        failed=result.failed,
+        failed={name: chinese(why) for name, why in result.failed.items()},
     )

@@ -73,11 +73,13 @@
     reason.classList.toggle("hidden", !reason.textContent);
     $("seal").textContent = item.sealed ? "解除封存" : "封存";
   }
+  // a finding in Chinese alone: the reasons' English gloss is for the command line
+  function chinese(text) { return (text || "").replace(/ \([\x20-\x7e]*\)/g, ""); }
   function showIntegrity(integrity, why) {
     const el = $("integrity");
     el.textContent = VR.label("integrity", integrity);
     el.className = "integrity " + integrity;
-    el.title = why || "";
+    el.title = chinese(why);
   }
   showHeader();
 
@@ -88,7 +90,7 @@
       item.integrity = r.integrity;
       showIntegrity(r.integrity, r.detail);
       if (r.integrity === "verified") VR.say(summaryMsg, `核验通过：${r.checked} 个文件与签名清单一致`, "ok");
-      else VR.say(summaryMsg, "发现不一致：" + Object.entries(r.failed).map(([k, v]) => `${k}（${v}）`).join("；"), "error");
+      else VR.say(summaryMsg, "发现不一致：" + Object.entries(r.failed).map(([k, v]) => `${k}（${chinese(v)}）`).join("；"), "error");
     } catch (err) { VR.say(summaryMsg, VR.describe(err), "error"); }
   });
 
