@@ -849,3 +849,28 @@ async def test_a_booking_reads_its_records_in_one_statement_and_writes_one_inser
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", capture)
         await engine.dispose()
+
+
+async def test_free_slots_are_asked_by_who_books_in_their_own_court_only(
+    make_client: MakeClient, booking: Booking
+) -> None:
+    """Another court's room or case is not found (its busy times, its petitioner's, are
+    not the asker's to see); a judge, who does not book, is refused."""
+    w = booking.world
+    params: dict[str, Any] = {
+        "room_id": w.rooms["basic_a"],
+        "receiving_court_id": w.courts["mid_a"],
+        "first": MONDAY.isoformat(),
+        "days": 1,
+        "limit": 1,
+    }
+    op_b, _ = await _client(make_client, "op_b")
+    other_room = await op_b.get("/api/v1/free-slots", params=params)
+    assert other_room.status == 404
+    op_a, _ = await _client(make_client, "op_a")
+    own = await op_a.get("/api/v1/free-slots", params=params)
+    assert own.status == 200 and len(await own.json()) == 1
+    other_case = {**params, "petition_id": booking.petitions["b0"]}
+    assert (await op_a.get("/api/v1/free-slots", params=other_case)).status == 404
+    judge, _ = await _client(make_client, "judge_a")
+    assert (await judge.get("/api/v1/free-slots", params=params)).status == 403

@@ -15,7 +15,7 @@ from sqlalchemy.orm import aliased
 
 from config.audit import record_audit
 from config.db import prepared, utcnow
-from config.errors import ConflictError
+from config.errors import ConflictError, NotFoundError
 from config.privacy import mask_text
 from config.vocabulary import label, label_of
 from recorder.models import Recording
@@ -176,14 +176,24 @@ async def _detail(ctx: Context, visit: Visit, db: AsyncSession | None = None) ->
     "/free-slots",
     summary="Next free slots for a court or judge in a room",
     tag="visits",
-    roles=ALL_STAFF,
+    roles=BOOKERS,
     query=FreeSlotQuery,
     answer=list[FreeSlotOut],
+    errors=(404,),
 )
 async def free_slots(ctx: Context) -> list[FreeSlotOut]:
     """Slots inside the judges' reception hours and the room's opening hours, not on a
-    holiday, not overlapping a booking of the judge, the room or the petitioner."""
+    holiday, not overlapping a booking of the judge, the room or the petitioner. Asked by
+    whoever books: an operator in a room of their own court, for a case they may book
+    (another court's room or case is 404, as its busy times are not theirs to see)."""
     q: FreeSlotQuery = ctx.query
+    actor = ctx.me.actor()
+    if not actor.is_admin:
+        room = await ctx.db.get(ReceptionRoom, q.room_id)
+        if room is None or room.court_id != actor.court_id:
+            raise NotFoundError(f"接访室 {q.room_id} 不存在")
+        if q.petition_id:
+            await booking.booking_petition(ctx.db, actor, q.petition_id)
     petitioner_id = await booking.petitioner_of(ctx.db, q.petition_id) if q.petition_id else None
     first = q.first or utcnow().astimezone(ctx.settings.tz).date()
     slots = await booking.find_free_slots(
