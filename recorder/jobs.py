@@ -7,6 +7,7 @@ starts, so a restart resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -27,6 +28,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from config.audit import audit_time, record_audit
 from config.db import Database, utcnow
 from config.settings import Settings
 from recorder.models import STEPS, Integrity, Recording
@@ -38,6 +40,7 @@ from recorder.state import (
     RecordingState,
     VisitRecording,
     load_state,
+    recover_folder,
     save_state,
 )
 
@@ -117,39 +120,59 @@ def _files_state(folder: Path) -> list[tuple[str, int, int]]:
     )
 
 
+# how long finalize waits for the sink to close the files, and for how long nothing in the
+# folder must change before a recording still marked recording is taken as its node's death
+CLOSE_WAIT_S = 60.0
+QUIET_S = 10.0
+
+
 def wait_closed(
-    folder: Path, timeout: float = 60.0, missing: float = 5.0, quiet: float = 10.0
+    folder: Path, timeout: float = CLOSE_WAIT_S, missing: float = 5.0, quiet: float = QUIET_S
 ) -> VisitRecording:
     """The recording once the sink has closed its files (a state of ``CLOSED_STATES``).
 
     No recording.json after ``missing`` seconds: the sink never recorded this visit (it saves
     the file when recording starts), so nobody published media; the folder and an ``empty``
-    recording.json are made here. Still marked recording after ``timeout``: finalized as it
-    is when nothing in the folder changed for ``quiet`` seconds (the node that held the room
-    died; it is repaired or not, the record is signed); raises :class:`StillWriting` when
-    files still grow (a node cut off from the others still records the call): signing now
-    would certify files that go on changing, so the step is tried again later."""
+    recording.json are made here. Still marked recording after ``timeout``: when nothing in
+    the folder changed for ``quiet`` seconds, the node that held the room died and nobody
+    else will repair its files: they are repaired here and the recording is marked
+    interrupted at their last frames (``recover_folder``, as a node's start-up recovery
+    does), so the composite and the duration cover what the files hold; raises
+    :class:`StillWriting` when files still grow (a node cut off from the others still
+    records the call): signing now would certify files that go on changing, so the step is
+    tried again later."""
+    return _closed(folder, timeout, missing, quiet)[0]
+
+
+def _closed(
+    folder: Path, timeout: float, missing: float, quiet: float
+) -> tuple[VisitRecording, bool]:
+    """:func:`wait_closed`, and whether it repaired the folder of a node that died."""
     now = time.monotonic()
     deadline, gone = now + timeout, now + missing
     while True:
         recording = load_state(folder)
         if recording is not None and recording.state in CLOSED_STATES:
-            return recording
+            return recording, False
         if recording is None and time.monotonic() > gone:
             recording = VisitRecording(visit_id=folder.name, state=RecordingState.empty)
             folder.mkdir(parents=True, exist_ok=True)
             save_state(folder, recording)
-            return recording
+            return recording, False
         if time.monotonic() > deadline:
             assert recording is not None
             before = _files_state(folder)
             time.sleep(quiet)
             again = load_state(folder)
             if again is not None and again.state in CLOSED_STATES:
-                return again
+                return again, False
             if _files_state(folder) != before:
                 raise StillWriting("录像文件仍在写入（承载该接访的服务器仍在录制），稍后再整理")
-            return again or recording  # still marked recording, nothing moves: as it is
+            # still marked recording, nothing moves: its node is gone; repaired here
+            repaired = recover_folder(folder)
+            if repaired is not None:
+                return repaired, True
+            return again or recording, False  # signed already: as it is
         time.sleep(0.2)
 
 
@@ -241,7 +264,12 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
     """One pipeline step, in a worker process. ``config``: plain values from Settings and the
     visit's details (what the web side knows: court, petition, notes, room events)."""
     folder = Path(folder_name)
-    recording = wait_closed(folder) if step == "finalize" else load_state(folder)
+    recovered = False
+    recording: VisitRecording | None
+    if step == "finalize":
+        recording, recovered = _closed(folder, CLOSE_WAIT_S, 5.0, QUIET_S)
+    else:
+        recording = load_state(folder)
     if recording is None:
         raise RuntimeError("录像目录中没有 recording.json")
     recording.details.update(config.get("details", {}))
@@ -263,6 +291,8 @@ def run_step(step: str, folder_name: str, config: dict[str, Any]) -> dict[str, A
             "size": size,
             "empty": recording.state is RecordingState.empty,
             "missing_originals": timeline["missing_originals"],
+            # repaired here: the node holding the room died and nobody else repaired it
+            "recovered": recovered,
         }
     if recording.state is RecordingState.empty and step in ("composite", "transcribe"):
         why = empty_reason(recording)
@@ -407,14 +437,15 @@ class Pipeline:
             elif row.state is not RecordingState.recording:
                 row.state, row.step, row.progress = RecordingState.recording, "", 0
 
-    async def interrupted(self, visit_id: str, at: float | None) -> None:
+    async def interrupted(self, visit_id: str, at: float | None, resumed: bool = False) -> None:
         """A crash cut the recording (its files were repaired on restart): on record, and
-        ``interrupted`` until the visit ends and the pipeline takes it."""
+        ``interrupted`` until the visit ends and the pipeline takes it. ``resumed``: found
+        when another node took the room over and records on (the row stays ``recording``)."""
         async with self.db.writer() as db:
             row = await db.get(Recording, visit_id)
             if row is not None:
                 row.interrupted_at = _stamp(at)
-                if row.state is RecordingState.recording:
+                if row.state is RecordingState.recording and not resumed:
                     row.state = RecordingState.interrupted
 
     async def enqueue(self, visit_id: str, details: dict[str, Any]) -> None:
@@ -562,6 +593,8 @@ class Pipeline:
                         row.message = _missing_notice(row)
                     row.attempts = 0  # each step has its own MAX_ATTEMPTS
                     self._apply(row, step, result)
+                    if step == "finalize" and result.get("recovered"):
+                        self._audit_interrupted(db, visit_id, result.get("interrupted_at"))
                     if step == "sign":
                         await self._index(db, row)
                     index = STEPS.index(step)
@@ -574,6 +607,20 @@ class Pipeline:
                         log.info("recording %s: %s", visit_id, row.state.value)
                         return
                     row.step = STEPS[index + 1]
+
+    def _audit_interrupted(self, db: AsyncSession, visit_id: str, at: float | None) -> None:
+        """Finalize repaired the files of a node that died while holding the room: on the
+        audit trail as a node's start-up recovery puts it."""
+        when = None if at is None else audit_time(datetime.fromtimestamp(at, UTC), self.settings.tz)
+        record_audit(
+            db,
+            action="recording.interrupted",
+            actor_type="system",
+            target_type="visit",
+            target_id=visit_id,
+            detail={"interrupted_at": when},
+        )
+        log.warning("recording %s: its node died; repaired, interrupted at %s", visit_id, when)
 
     @staticmethod
     async def _index(db: AsyncSession, row: Recording) -> None:
@@ -638,6 +685,20 @@ class Pipeline:
     def _retry(self, visit_id: str) -> None:
         self._retries.pop(visit_id, None)
         self._schedule(visit_id)
+
+    def stop_steps(self) -> None:
+        """Kill the worker process of the step running now (if this pipeline started it):
+        its job was cancelled (its time limit, SIGTERM) or lost its lease, and another
+        worker may take the recording up, so no step may go on writing its folder. The next
+        step gets a new worker process."""
+        executor = self._executor
+        if not self._own_executor or not isinstance(executor, ProcessPoolExecutor):
+            return
+        processes: dict[int, Any] = getattr(executor, "_processes", None) or {}
+        for process in list(processes.values()):
+            with contextlib.suppress(Exception):
+                process.kill()
+        self._replace_executor()
 
     def _replace_executor(self) -> None:
         """The worker process died (killed for lack of memory, say): a broken pool refuses

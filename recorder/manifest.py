@@ -53,6 +53,9 @@ TEMPORARY = frozenset(
 _REVISION_TEMPORARY = re.compile(
     r"revisions/transcript-(rev[0-9]{1,6}|latest)\.(json|txt|SHA256SUMS|SHA256SUMS\.sig)\.tmp"
 )
+# a repaired copy of a track being written (recorder/state.py recover_folder), left behind
+# only by a crash mid-repair: the next repair writes its own
+_REPAIR_TEMPORARY = re.compile(r"(?:[^/]+/)*[^/]+-repaired\.(?:webm|mkv)\.[0-9]+-[0-9a-f]{8}\.tmp")
 # written only before signing (the sink's and finalize's saves of recording.json): one left
 # by a crash is removed when the folder is signed, so a signed folder never holds it
 UNSIGNED_TEMPORARY = "recording.json.tmp"
@@ -60,7 +63,11 @@ UNSIGNED_TEMPORARY = "recording.json.tmp"
 
 def is_temporary(name: str) -> bool:
     """``name`` (relative to the recording's folder) is a temporary file of the pipeline."""
-    return name in TEMPORARY or _REVISION_TEMPORARY.fullmatch(name) is not None
+    return (
+        name in TEMPORARY
+        or _REVISION_TEMPORARY.fullmatch(name) is not None
+        or _REPAIR_TEMPORARY.fullmatch(name) is not None
+    )
 
 
 def load_signing_key(data_dir: Path) -> Ed25519PrivateKey:

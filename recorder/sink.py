@@ -9,18 +9,28 @@ most that much of each track; ``recover`` makes interrupted files playable on th
 start. A visit's folder holds ``tracks/`` and ``recording.json`` (state, tracks, gaps), the
 visit's one timeline: every track's first frame has its wall-clock time, and the files keep
 the RTP timing, so any instant of any track maps to wall-clock time.
+
+Several nodes can write one visit's folder (shared storage): the room moved to another node
+(its node died, or lost the room's lease). Each sink saves its own tracks merged with those
+the file already holds (by track id), never the whole file as it alone knows it; and a sink
+that opens a room whose folder is still marked ``recording`` by another recorder repairs the
+folder first and marks it interrupted (``recover_folder``), as the start-up ``recover`` does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
+import os
 import queue
+import secrets
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
@@ -39,12 +49,18 @@ from recorder.state import (
     is_signed,
     iso,
     load_state,
+    recover_folder,
+    repair_file,
     save_state,
 )
 
 log = logging.getLogger("vreception.recorder")
 
 RETRY_SECONDS = 5.0
+# while frames are written, recording.json is saved at least this often (the tracks' ends
+# so far): a node that dies leaves its record this far behind at most, and another node
+# that took its room over sees within this that it still records
+SAVE_SECONDS = 5.0
 CLUSTER_MS = 100  # media held in memory per track file, at most (see _Writer)
 BATCH_SECONDS = 0.05
 
@@ -61,6 +77,8 @@ def vp8_size(keyframe: bytes) -> tuple[int, int]:
 
 FailureHandler = Callable[[str, str, str, float], None]  # visit, track, detail, since
 RecoveryHandler = Callable[[str, float, float], None]  # visit id, missing span start, end
+# visit id, when it was interrupted: a room taken over found its folder's recorder gone
+InterruptionHandler = Callable[[str, float | None], None]
 
 
 def failure_detail(exc: BaseException) -> str:
@@ -148,10 +166,15 @@ class RecorderSink:
         root: Path,
         on_failure: FailureHandler | None = None,
         on_recovered: RecoveryHandler | None = None,
+        on_interrupted: InterruptionHandler | None = None,
     ) -> None:
         self.root = Path(root)
         self.on_failure = on_failure
         self.on_recovered = on_recovered
+        self.on_interrupted = on_interrupted
+        # this recorder, in the recording.json it saves while recording (``writer``)
+        self.writer_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._owned: set[str] = set()  # track ids this sink records (its to save)
         self._live: dict[str, dict[str, PublishedTrack]] = {}  # visit → track id → track
         self._recording: dict[str, VisitRecording] = {}  # visits being recorded
         self._visits: dict[str, VisitRecording] = {}  # and those still being closed
@@ -162,6 +185,9 @@ class RecorderSink:
         self._retry_at: dict[str, float] = {}  # writer thread only
         self.retry_seconds = RETRY_SECONDS  # after a failed write, try again this much later
         self._unsaved: dict[str, float] = {}  # visit → when to save recording.json again
+        self.save_seconds = SAVE_SECONDS  # while writing, recording.json saved this often
+        self._saved_at: dict[str, float] = {}  # visit → its last save (writer thread)
+        self._written: set[str] = set()  # visits with frames written since (writer thread)
         self._forget: set[str] = set()  # stopped visits kept until their state is saved
         self._failing: dict[str, dict[str, float]] = {}  # visit → track id → since (writer)
         self._outage: dict[str, float] = {}  # visit → since when it cannot write (writer)
@@ -197,14 +223,24 @@ class RecorderSink:
             return
         # the same record again (a rejoin after the room emptied, a restart): the one still
         # in memory is newer than its file, whose last save may still be queued
-        recording = (
-            self._visits.get(visit_id)
-            or load_state(self.folder(visit_id))
-            or VisitRecording(visit_id=visit_id)
-        )
+        recording = self._visits.get(visit_id)
+        taken_over = False
+        if recording is None:
+            recording = load_state(self.folder(visit_id))
+            # still marked recording by another recorder: the node that held the room died
+            # (or lost it): its files are repaired and the outage put on record first
+            taken_over = (
+                recording is not None
+                and recording.state is RecordingState.recording
+                and recording.writer != self.writer_id
+            )
+        recording = recording or VisitRecording(visit_id=visit_id)
         recording.state, recording.stopped_at = RecordingState.recording, None
+        recording.writer = self.writer_id
         recording.details.update(details or {})
         self._recording[visit_id] = self._visits[visit_id] = recording
+        if taken_over:  # in the writer thread (a repair takes a while), before anything else
+            self._queue.put(("recover", visit_id))
         self._queue.put(("save", visit_id))
         for track in self._live.get(visit_id, {}).values():
             self._open(recording, track)
@@ -217,7 +253,8 @@ class RecorderSink:
         if recording is None:
             return None
         for track in recording.tracks:
-            if not track.ended:
+            # another recorder's tracks (a room taken over) are not this sink's to end
+            if not track.ended and track.track_id in self._owned:
                 self._files.pop(track.track_id, None)
                 self._queue.put(("close", track.track_id, time.time()))
         recording.state, recording.stopped_at = RecordingState.queued, time.time()
@@ -245,6 +282,7 @@ class RecorderSink:
             source=track.source.value,
             clock_rate=48000 if track.kind == "audio" else 90000,
         )
+        self._owned.add(track.id)
         recording.tracks.append(entry)
         self._files[track.id] = entry
         if track.kind == "video":
@@ -319,6 +357,10 @@ class RecorderSink:
                     self._handle(item)
                 except Exception:  # never let the writer die: log, go on
                     log.exception("recorder: %s failed", item[0])
+            try:
+                self._save_written()
+            except Exception:  # never let the writer die: log, go on
+                log.exception("recorder: saving recording.json failed")
 
     def _close_all(self) -> None:
         for writer in self._writers.values():
@@ -356,18 +398,33 @@ class RecorderSink:
             self._retry_at.pop(track_id, None)
         elif kind == "save":
             self._save(item[1])
+        elif kind == "recover":
+            self._take_over(item[1])
         elif kind == "forget":
             if item[1] in self._unsaved:  # its last state is not on disk yet: keep it
                 self._forget.add(item[1])
             elif item[1] not in self._recording:
-                self._visits.pop(item[1], None)
+                self._forgotten(item[1])
         elif kind == "call":
             item[1]()
+
+    def _save_written(self) -> None:
+        """Save the recording.json of each visit written to since its last save, once that
+        save is ``save_seconds`` old: the tracks' ends on disk never lag far behind."""
+        if not self._written:
+            return
+        now = time.monotonic()
+        for visit_id in list(self._written):
+            if now - self._saved_at.get(visit_id, 0.0) >= self.save_seconds:
+                self._written.discard(visit_id)
+                if visit_id in self._recording and visit_id not in self._unsaved:
+                    self._save(visit_id)
 
     def _save(self, visit_id: str) -> None:
         recording = self._visits.get(visit_id)
         if recording is None:
             return
+        self._saved_at[visit_id] = time.monotonic()
         folder = self.folder(visit_id)
         if is_signed(folder):
             # processed and signed already (the visit ended on another node while this one
@@ -377,7 +434,7 @@ class RecorderSink:
             return
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            save_state(folder, recording)
+            save_state(folder, self._merged(folder, recording))
         except OSError as exc:
             detail = f"无法写入 recording.json：{failure_detail(exc)}"
             self._failed(visit_id, "", detail, time.time())
@@ -388,13 +445,76 @@ class RecorderSink:
         self._settled(visit_id)
         self._resumed(visit_id, "", time.time())
 
+    def _merged(self, folder: Path, recording: VisitRecording) -> VisitRecording:
+        """What to save: this sink's own tracks as it knows them, every other track as the
+        file has it (another node's, written there while the room moved, or repaired after
+        its node died), so no save drops a track another recorder listed. While another
+        recorder still records into the folder (its tracks not ended), the folder stays
+        marked ``recording`` when this sink stops."""
+        disk = load_state(folder)
+        if disk is None or disk.visit_id != recording.visit_id:
+            return recording
+        mine = {t.track_id: t for t in list(recording.tracks) if t.track_id in self._owned}
+        tracks = [mine.get(t.track_id, t) for t in disk.tracks]
+        listed = {t.track_id for t in tracks}
+        tracks += [t for t in list(recording.tracks) if t.track_id not in listed]
+        state, writer = recording.state, recording.writer
+        if (
+            state is not RecordingState.recording
+            and disk.state is RecordingState.recording
+            and disk.writer != self.writer_id
+            and any(not t.ended and t.track_id not in self._owned for t in tracks)
+        ):
+            state, writer = RecordingState.recording, disk.writer
+        ends = [t for t in (recording.interrupted_at, disk.interrupted_at) if t is not None]
+        return dataclasses.replace(
+            recording,
+            state=state,
+            writer=writer,
+            started_at=min(recording.started_at, disk.started_at),
+            interrupted_at=max(ends) if ends else None,
+            details={**disk.details, **recording.details},
+            tracks=tracks,
+        )
+
+    def _take_over(self, visit_id: str) -> None:
+        """The room opened here while the folder was still marked ``recording`` by another
+        recorder (its node died, or lost the room): its files are repaired and the folder
+        marked interrupted at their last frames, before this sink records into it; the
+        interruption is reported (``on_interrupted``) as the start-up recovery's are."""
+        recovered = recover_folder(self.folder(visit_id))
+        if recovered is None:
+            return
+        recording = self._visits.get(visit_id)
+        if recording is not None:
+            repaired = {t.track_id: t for t in recovered.tracks}
+            for index, track in enumerate(list(recording.tracks)):
+                if track.track_id not in self._owned and track.track_id in repaired:
+                    recording.tracks[index] = repaired[track.track_id]
+            recording.interrupted_at = recovered.interrupted_at
+        log.warning(
+            "visit %s: taken over from %s, whose recording was interrupted at %s",
+            visit_id,
+            recovered.writer or "an earlier recorder",
+            iso(recovered.interrupted_at or recovered.started_at),
+        )
+        if self.on_interrupted is not None:
+            self.on_interrupted(visit_id, recovered.interrupted_at)
+
     def _settled(self, visit_id: str) -> None:
         """Nothing of the visit's state is left to save: a stopped visit is forgotten."""
         self._unsaved.pop(visit_id, None)
         if visit_id in self._forget:
             self._forget.discard(visit_id)
             if visit_id not in self._recording:
-                self._visits.pop(visit_id, None)
+                self._forgotten(visit_id)
+
+    def _forgotten(self, visit_id: str) -> None:
+        self._saved_at.pop(visit_id, None)
+        self._written.discard(visit_id)
+        recording = self._visits.pop(visit_id, None)
+        if recording is not None:
+            self._owned.difference_update(t.track_id for t in recording.tracks)
 
     def _save_again(self) -> None:
         """Save the recording.json of each visit whose last save failed, once it is due."""
@@ -447,6 +567,7 @@ class RecorderSink:
         entry.bytes += len(data)
         self.bytes_written += len(data)
         entry.wall_end = at
+        self._written.add(visit_id)
         if writer.packets == 1:  # the file's first frame: now it is on record
             self._listed(visit_id, entry, writer, pts, at)
 
@@ -557,114 +678,31 @@ class RecorderSink:
 # ------------------------------------------------------------------ after a crash
 
 
-def repair_file(path: Path) -> tuple[Path, int, float]:
-    """Copy an interrupted file's complete frames (no re-encode) into a playable file beside
-    it; returns the new file, its packet count and its duration in seconds. A file with no
-    frame to copy, or a copy that fails (a full disk), raises and leaves no copy behind."""
-    target = path.with_name(path.stem + "-repaired" + path.suffix)
-    packets, last = 0, 0.0
-    try:
-        with av.open(str(path)) as source:
-            stream = source.streams[0]
-            fmt = "webm" if path.suffix == ".webm" else "matroska"
-            with av.open(str(target), "w", format=fmt) as out:
-                out.metadata.update(source.metadata)
-                copy = out.add_stream_from_template(stream)
-                try:
-                    for packet in source.demux(stream):
-                        if packet.dts is None:
-                            continue  # the demuxer's end-of-stream marker
-                        if packet.pts is not None and packet.time_base is not None:
-                            end = float((packet.pts + int(packet.duration or 0)) * packet.time_base)
-                            last = max(last, end)
-                        packet.stream = copy
-                        out.mux(packet)
-                        packets += 1
-                except (av.FFmpegError, EOFError):  # the frame the crash cut short
-                    pass
-        if not packets:
-            raise av.InvalidDataError(errno.EINVAL, "no complete frame to repair")
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    return target, packets, last
+def still_recording(root: Path) -> list[str]:
+    """The visits whose folder under ``root`` is still marked ``recording`` (what the
+    start-up ``recover`` would repair)."""
+    if not root.is_dir():
+        return []
+    return [
+        folder.name
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        if (state := load_state(folder)) is not None and state.state is RecordingState.recording
+    ]
 
 
-def _last_frame_at(original: Path, wall_start: float, duration: float) -> float:
-    """When a crashed file's last frame arrived: its first frame's arrival plus the media it
-    holds, but never later than the file's last write. The first frame's arrival can lag
-    the stream's pace (it waited for the connection), which would put the end after the
-    crash itself."""
-    end = wall_start + duration
-    try:
-        return min(end, original.stat().st_mtime)
-    except OSError:
-        return end
-
-
-def recover(root: Path) -> list[VisitRecording]:
+def recover(root: Path, skip: Collection[str] = ()) -> list[VisitRecording]:
     """On start: every recording still marked ``recording`` was interrupted (a crash or a
-    kill). Make its files playable and mark it interrupted at the last frame written.
-
-    A file that cannot be repaired stays on disk but out of the playable list: it is named
-    (relative to the recording's folder) in its track's ``unrepairable``, and its span is a
-    gap of the track."""
+    kill). Make its files playable and mark it interrupted at the last frame written
+    (``recover_folder``). ``skip``: visits whose folder is not this node's to repair (their
+    room is held by another node, which may still be writing it)."""
     repaired: list[VisitRecording] = []
     if not root.is_dir():
         return repaired
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        recording = load_state(folder)
-        if recording is None or recording.state is not RecordingState.recording:
+        if folder.name in skip:
+            log.info("visit %s: its room is held by another node; not repaired here", folder.name)
             continue
-        if is_signed(folder):  # signed while still marked recording: never rewritten
-            log.error(
-                "visit %s: recording marked as still recording but already signed; left as signed",
-                recording.visit_id,
-            )
-            continue
-        interrupted_at = recording.started_at
-        for track in recording.tracks:
-            files = []
-            for name in track.files:
-                original = folder / name
-                if Path(name).stem.endswith("-repaired"):
-                    continue
-                try:
-                    fixed, count, duration = repair_file(original)
-                except (av.FFmpegError, OSError, IndexError) as exc:
-                    log.error(
-                        "visit %s: cannot repair %s: %s",
-                        recording.visit_id,
-                        name,
-                        failure_detail(exc),
-                    )
-                    track.unrepairable.append(name)
-                    track.gaps.append(
-                        Gap(
-                            start=track.wall_start or recording.started_at,
-                            end=track.wall_end,
-                            reason=f"录像文件 {name} 损坏，无法修复，此段无法播放",
-                        )
-                    )
-                    continue
-                files.append(fixed.relative_to(folder).as_posix())
-                track.interrupted_originals.append(name)
-                if track.wall_start is not None:
-                    track.wall_end = _last_frame_at(original, track.wall_start, duration)
-                    interrupted_at = max(interrupted_at, track.wall_end)
-                track.packets = count
-            # the playable copies stand in the timeline; the originals stay, as evidence
-            kept = set(track.interrupted_originals) | set(track.unrepairable)
-            track.files = [f for f in track.files if f not in kept]
-            track.files += [f for f in files if f not in track.files]
-            track.ended = True
-        recording.state = RecordingState.interrupted
-        recording.interrupted_at = interrupted_at
-        save_state(folder, recording)
-        log.warning(
-            "visit %s: recording was interrupted at %s; repaired",
-            recording.visit_id,
-            iso(interrupted_at),
-        )
-        repaired.append(recording)
+        recording = recover_folder(folder)
+        if recording is not None:
+            repaired.append(recording)
     return repaired

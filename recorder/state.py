@@ -1,15 +1,21 @@
 """What is on record of one visit's recording, in its folder's ``recording.json`` and in the
-database: the one ``RecordingState`` both use, and the file's model.
+database: the one ``RecordingState`` both use, and the file's model; and the repair of a
+folder whose recorder stopped writing without closing it (``recover_folder``).
 
-This module imports nothing from ``media`` (nor aiortc or av): the worker process, the
-archive and the pipeline read recordings through it without loading the media stack.
+This module imports nothing from ``media`` (nor aiortc): the worker process, the archive and
+the pipeline read recordings through it without loading the media stack. Only the repair
+loads av, when it runs (the sink at start-up or on taking a room over, finalize when the
+node that held the room is gone).
 """
 
 from __future__ import annotations
 
 import enum
+import errno
 import json
+import logging
 import os
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from config.vocabulary import define, label_of
+
+log = logging.getLogger("vreception.recorder")
 
 STATE_FILE = "recording.json"
 SUMS = "SHA256SUMS"  # the signed manifest's list of hashes (recorder/manifest.py)
@@ -128,6 +136,9 @@ class VisitRecording:
     interrupted_at: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
     tracks: list[TrackFile] = field(default_factory=list)
+    # the recorder (one sink of one process, recorder/sink.py) that saved it as
+    # ``recording``: another one finding it so knows its writer is gone (or lost the room)
+    writer: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -204,3 +215,125 @@ def save_state(folder: Path, recording: VisitRecording) -> None:
     """Write recording.json atomically (a crash leaves the old or the new one)."""
     data = json.dumps(recording.to_json(), ensure_ascii=False, indent=1).encode()
     replace_files(folder, {STATE_FILE: data})
+
+
+# ------------------------------------------------------------------ after a crash
+
+
+def repair_file(path: Path) -> tuple[Path, int, float]:
+    """Copy an interrupted file's complete frames (no re-encode) into a playable file beside
+    it; returns the new file, its packet count and its duration in seconds. A file with no
+    frame to copy, or a copy that fails (a full disk), raises and leaves no copy behind. The
+    copy is written under a name of its own and renamed when complete, so two recoveries of
+    one folder at once (two nodes) never write into the same file."""
+    import av
+
+    target = path.with_name(path.stem + "-repaired" + path.suffix)
+    partial = target.with_name(f"{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    packets, last = 0, 0.0
+    try:
+        with av.open(str(path)) as source:
+            stream = source.streams[0]
+            fmt = "webm" if path.suffix == ".webm" else "matroska"
+            with av.open(str(partial), "w", format=fmt) as out:
+                out.metadata.update(source.metadata)
+                copy = out.add_stream_from_template(stream)
+                try:
+                    for packet in source.demux(stream):
+                        if packet.dts is None:
+                            continue  # the demuxer's end-of-stream marker
+                        if packet.pts is not None and packet.time_base is not None:
+                            end = float((packet.pts + int(packet.duration or 0)) * packet.time_base)
+                            last = max(last, end)
+                        packet.stream = copy
+                        out.mux(packet)
+                        packets += 1
+                except (av.FFmpegError, EOFError):  # the frame the crash cut short
+                    pass
+        if not packets:
+            raise av.InvalidDataError(errno.EINVAL, "no complete frame to repair")
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return target, packets, last
+
+
+def last_frame_at(original: Path, wall_start: float, duration: float) -> float:
+    """When a crashed file's last frame arrived: its first frame's arrival plus the media it
+    holds, but never later than the file's last write. The first frame's arrival can lag
+    the stream's pace (it waited for the connection), which would put the end after the
+    crash itself."""
+    end = wall_start + duration
+    try:
+        return min(end, original.stat().st_mtime)
+    except OSError:
+        return end
+
+
+def recover_folder(folder: Path) -> VisitRecording | None:
+    """One recording still marked ``recording`` whose recorder is gone (a crash, a kill, a
+    node that died): make its files playable and mark it interrupted at the last frame
+    written; returns it as saved, or None when the folder is not marked ``recording`` (or is
+    signed, and so never written again).
+
+    A file that cannot be repaired stays on disk but out of the playable list: it is named
+    (relative to the recording's folder) in its track's ``unrepairable``, and its span is a
+    gap of the track."""
+    import av
+
+    recording = load_state(folder)
+    if recording is None or recording.state is not RecordingState.recording:
+        return None
+    if is_signed(folder):  # signed while still marked recording: never rewritten
+        log.error(
+            "visit %s: recording marked as still recording but already signed; left as signed",
+            recording.visit_id,
+        )
+        return None
+    interrupted_at = recording.started_at
+    for track in recording.tracks:
+        files = []
+        for name in track.files:
+            original = folder / name
+            if Path(name).stem.endswith("-repaired"):
+                continue
+            try:
+                fixed, count, duration = repair_file(original)
+            except (av.FFmpegError, OSError, IndexError) as exc:
+                log.error(
+                    "visit %s: cannot repair %s: %s %s",
+                    recording.visit_id,
+                    name,
+                    type(exc).__name__,
+                    getattr(exc, "strerror", None) or "",
+                )
+                track.unrepairable.append(name)
+                track.gaps.append(
+                    Gap(
+                        start=track.wall_start or recording.started_at,
+                        end=track.wall_end,
+                        reason=f"录像文件 {name} 损坏，无法修复，此段无法播放",
+                    )
+                )
+                continue
+            files.append(fixed.relative_to(folder).as_posix())
+            track.interrupted_originals.append(name)
+            if track.wall_start is not None:
+                track.wall_end = last_frame_at(original, track.wall_start, duration)
+                interrupted_at = max(interrupted_at, track.wall_end)
+            track.packets = count
+        # the playable copies stand in the timeline; the originals stay, as evidence
+        kept = set(track.interrupted_originals) | set(track.unrepairable)
+        track.files = [f for f in track.files if f not in kept]
+        track.files += [f for f in files if f not in track.files]
+        track.ended = True
+    recording.state = RecordingState.interrupted
+    recording.interrupted_at = interrupted_at
+    save_state(folder, recording)
+    log.warning(
+        "visit %s: recording was interrupted at %s; repaired",
+        recording.visit_id,
+        iso(interrupted_at),
+    )
+    return recording

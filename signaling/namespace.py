@@ -179,7 +179,7 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.gateway = gateway
         self.tokens = tokens
         self.relay = relay
-        self.placement: RoomPlacement = placement or LocalPlacement()
+        self.placement = placement or LocalPlacement()
         self.rooms: dict[str, Room] = {}
         self.clock = clock
         self._where: dict[str, tuple[str, str]] = {}  # sid → (visit id, participant id)
@@ -204,6 +204,16 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "subscribe_answer": self._subscribe_answer,
             "view": self._view,
         }
+
+    @property
+    def placement(self) -> RoomPlacement:
+        """Where rooms live; it tells :meth:`lease_lost` when one held here moved away."""
+        return self._placement
+
+    @placement.setter
+    def placement(self, placement: RoomPlacement) -> None:
+        self._placement = placement
+        placement.on_lost = self.lease_lost
 
     # ------------------------------------------------------------ plumbing
 
@@ -803,6 +813,50 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 await self.emit("ended", told, to=p.sid)
             await self._remove(p.sid, CloseReason.ended, announce=False)
         await self._close_room(visit_id)
+
+    async def lease_lost(self, visit_id: str) -> None:
+        """Another node holds the visit's room now (this one was cut off from Redis for
+        longer than a lease, and a participant reached that node meanwhile): the room here
+        closes, as at a shutdown: everyone in it is told (``server_closing``) and removed
+        (``server_stopped``), the room and its media close, its recording stops (its files
+        closed, recording.json keeping what the other node records), and their connections
+        are closed at the engine.io level, so the pages reconnect, rejoin and are sent to
+        that node (``wrong_node``). The visit stays open."""
+        room = self.rooms.get(visit_id)
+        if room is None:
+            return
+        log.error("visit %s: its room is held by another node now; closing it here", visit_id)
+        sids = [p.sid for p in room.participants.values()]
+        for sid in sids:
+            with contextlib.suppress(Exception):
+                await self.emit("server_closing", {}, to=sid)
+        for sid in sids:
+            try:
+                await self._remove(sid, CloseReason.server_stopped, announce=False)
+            except Exception:  # the others are still removed; the room still closes
+                log.exception("visit %s: removing %s failed", visit_id, sid)
+        if self.rooms.get(visit_id) is room:
+            await self._close_room(visit_id)
+        for sid in sids:
+            await self._reconnect(sid)
+
+    async def _reconnect(self, sid: str) -> None:
+        """Close ``sid``'s connection at the engine.io level (as at shutdown): the page
+        reconnects by itself and joins again (a socket.io-level disconnect would stop it
+        from trying)."""
+        server = getattr(self, "server", None)
+        if server is None:
+            return
+        try:
+            eio_sid = server.manager.eio_sid_from_sid(sid, self.namespace)
+            connection = server.eio.sockets.get(eio_sid) if eio_sid else None
+            if connection is None:
+                return
+            await server.eio.disconnect(eio_sid)
+            # wake engine.io's writer, which then closes the websocket at once
+            connection.queue.put_nowait(None)
+        except Exception:
+            log.exception("closing the connection %s failed", sid)
 
     async def shutdown(self) -> None:
         """This node stops: every page connected here is told (it reconnects and rejoins by

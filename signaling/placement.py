@@ -1,7 +1,9 @@
 """Which node holds a visit's room. Embedded: this one. With Redis: the first node a
 participant of the visit reaches claims the room (``SET NX`` with a lease it keeps renewing
 while the room lives); a participant who reaches another node is sent to the owner, so the
-relay of one visit is always one process and the room's state needs no sharing."""
+relay of one visit is always one process and the room's state needs no sharing. A node that
+finds its lease taken by another node (it was cut off for longer than a lease) is told
+(``on_lost``): its room of the visit must close, for the room now lives there."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -22,10 +24,15 @@ async def _awaited(result: Awaitable[Any] | Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
+LostHandler = Callable[[str], Awaitable[None]]  # visit id: another node holds its room now
+
+
 class RoomPlacement(Protocol):
     """Where rooms live."""
 
     node_url: str
+    # called when a room held here turns out to be held by another node
+    on_lost: LostHandler | None
 
     async def claim(self, visit_id: str) -> str:
         """The URL of the node holding the visit's room; claims it for this node if free
@@ -44,6 +51,10 @@ class RoomPlacement(Protocol):
         """Whether any node holds the visit's room now."""
         ...
 
+    async def owner(self, visit_id: str) -> str | None:
+        """The URL of the node holding the visit's room now, or None."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -52,6 +63,7 @@ class LocalPlacement:
 
     def __init__(self, node_url: str = "") -> None:
         self.node_url = node_url
+        self.on_lost: LostHandler | None = None  # never: no other node
         self._held: set[str] = set()
 
     async def claim(self, visit_id: str) -> str:
@@ -65,6 +77,9 @@ class LocalPlacement:
 
     async def held(self, visit_id: str) -> bool:
         return visit_id in self._held
+
+    async def owner(self, visit_id: str) -> str | None:
+        return self.node_url if visit_id in self._held else None
 
     async def close(self) -> None:
         return None
@@ -100,6 +115,8 @@ class RedisPlacement:
         self._lease_ms = int(lease_seconds * 1000)
         self._held: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
+        self.on_lost: LostHandler | None = None
+        self._telling: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def key(visit_id: str) -> str:
@@ -131,6 +148,12 @@ class RedisPlacement:
     async def held(self, visit_id: str) -> bool:
         return bool(await self._redis.exists(self.key(visit_id)))
 
+    async def owner(self, visit_id: str) -> str | None:
+        owner = await self._redis.get(self.key(visit_id))
+        if owner is None:
+            return None
+        return owner.decode() if isinstance(owner, bytes) else str(owner)
+
     async def _renew(self) -> None:
         while self._held:
             await asyncio.sleep(self._lease_ms / 3000)
@@ -151,12 +174,32 @@ class RedisPlacement:
                 elif not kept:
                     log.error("lost the lease of room %s to another node", visit_id)
                     self._held.discard(visit_id)
+                    self._lost(visit_id)
+
+    def _lost(self, visit_id: str) -> None:
+        """Tell the namespace, which closes its room (not awaited here: the other leases
+        are renewed meanwhile)."""
+        if self.on_lost is None:
+            return
+        task = asyncio.create_task(self._tell(self.on_lost, visit_id), name="room-lease-lost")
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
+
+    @staticmethod
+    async def _tell(handler: LostHandler, visit_id: str) -> None:
+        try:
+            await handler(visit_id)
+        except Exception:
+            log.exception("closing room %s after losing its lease failed", visit_id)
 
     async def close(self) -> None:
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+        for task in list(self._telling):
+            with contextlib.suppress(Exception):
+                await task
         for visit_id in list(self._held):
             with contextlib.suppress(Exception):
                 await self.release(visit_id)

@@ -344,7 +344,13 @@ def test_only_the_pipelines_own_temporary_files_are_ignored(tmp_path: Path) -> N
     sign_folder(folder, load_signing_key(tmp_path / "data"))
     assert not (folder / "recording.json.tmp").exists()
     (folder / "revisions").mkdir()
-    for name in ("composite.mp4.tmp", "SHA256SUMS.tmp", "revisions/transcript-rev1.txt.tmp"):
+    (folder / "tracks").mkdir()
+    for name in (
+        "composite.mp4.tmp",
+        "SHA256SUMS.tmp",
+        "revisions/transcript-rev1.txt.tmp",
+        "tracks/judge-video-1-repaired.webm.4242-0a1b2c3d.tmp",  # a repair cut by a crash
+    ):
         (folder / name).write_bytes(b"half written")
     assert verify(folder).ok
     for name in ("hidden.tmp", "recording.json.tmp", "revisions/notes.tmp"):

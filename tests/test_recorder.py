@@ -793,7 +793,8 @@ def test_a_recording_saved_again_without_files_after_finalize_is_still_signed_as
 def test_finalize_does_not_sign_files_that_are_still_being_written(tmp_path: Path) -> None:
     """Still marked recording after the wait: a folder whose files still grow (the node
     holding the room cut off from the others, still recording) is not finalized, so it is
-    not signed while it changes; one where nothing moves (that node died) is, as it is."""
+    not signed while it changes; one where nothing moves (that node died) is repaired and
+    marked interrupted (recover_folder), then finalized."""
     folder = tmp_path / "visit"
     (folder / "tracks").mkdir(parents=True)
     save_state(folder, VisitRecording(visit_id="v", state=RecordingState.recording))
@@ -819,4 +820,4 @@ def test_finalize_does_not_sign_files_that_are_still_being_written(tmp_path: Pat
         stop.set()
         writer.join()
     left = wait_closed(folder, timeout=0.1, quiet=0.2)
-    assert left.state is RecordingState.recording  # finalized as it is
+    assert left.state is RecordingState.interrupted  # its node is gone: repaired here

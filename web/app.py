@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,13 @@ from config.settings import Settings
 from media.room import Relay
 from media.transport import announce_addresses, use_port_range
 from recorder.jobs import Pipeline
-from recorder.sink import RecorderSink, failure_message, recover, recovery_message
+from recorder.sink import (
+    RecorderSink,
+    failure_message,
+    recover,
+    recovery_message,
+    still_recording,
+)
 from recorder.transcribe import create_transcriber
 from scheduler.housekeeping import housekeeping
 from scheduler.notify import push_all, take_outbox
@@ -165,8 +171,30 @@ async def _network_notices(visits: VisitNamespace, app: web.Application) -> Asyn
         await task
 
 
+async def held_elsewhere(placement: RoomPlacement, visit_ids: Iterable[str]) -> set[str]:
+    """Of ``visit_ids``, those whose room another node holds now (it may still be writing
+    their folders, on the shared storage), or whose holder cannot be told (Redis not
+    reachable): not this node's to repair at start-up. Their folders are repaired when a
+    node opens their room again (RecorderSink.start) or when the pipeline finalizes them
+    (recorder/jobs.py wait_closed). Embedded, every room is this node's."""
+    elsewhere: set[str] = set()
+    for visit_id in visit_ids:
+        try:
+            owner = await placement.owner(visit_id)
+        except Exception as exc:
+            log.warning("visit %s: who holds its room is unknown (%s); not repaired", visit_id, exc)
+            elsewhere.add(visit_id)
+            continue
+        if owner is not None and owner != placement.node_url:
+            elsewhere.add(visit_id)
+    return elsewhere
+
+
 async def _recorder(
-    recorder: RecorderSink, visits: VisitNamespace, app: web.Application
+    recorder: RecorderSink,
+    visits: VisitNamespace,
+    placement: RoomPlacement,
+    app: web.Application,
 ) -> AsyncIterator[None]:
     """Repair what a crash interrupted; report write failures live and in the audit trail."""
     loop = asyncio.get_running_loop()
@@ -192,7 +220,10 @@ async def _recorder(
             settings.transcribe_model_dir or "bundled",
             settings.transcribe_language,
         )
-    repaired = await loop.run_in_executor(None, recover, recorder.root)  # files first
+    # files first; a folder whose room another node holds is that node's (still written)
+    unfinished = await loop.run_in_executor(None, still_recording, recorder.root)
+    skip = await held_elsewhere(placement, unfinished)
+    repaired = await loop.run_in_executor(None, functools.partial(recover, recorder.root, skip))
 
     async def audit(visit_id: str, action: str, **detail: Any) -> None:
         """What the recorder itself did or suffered, in the audit trail."""
@@ -206,22 +237,19 @@ async def _recorder(
                 detail=detail,
             )
 
+    async def interrupted(visit_id: str, at: float | None, resumed: bool = False) -> None:
+        """A recording found interrupted (repaired here): on its row and the audit trail."""
+        await pipeline.interrupted(visit_id, at, resumed=resumed)
+        at_local = None if at is None else audit_time(datetime.fromtimestamp(at, UTC), settings.tz)
+        await audit(visit_id, "recording.interrupted", interrupted_at=at_local)
+
     async def on_record() -> None:
         """Put the repairs on record and resume unfinished processing, once the database
         answers (it may come up after this node)."""
         while True:
             try:
                 for recording in list(repaired):
-                    await pipeline.interrupted(recording.visit_id, recording.interrupted_at)
-                    at = recording.interrupted_at
-                    at_local = (
-                        None
-                        if at is None
-                        else audit_time(datetime.fromtimestamp(at, UTC), settings.tz)
-                    )
-                    await audit(
-                        recording.visit_id, "recording.interrupted", interrupted_at=at_local
-                    )
+                    await interrupted(recording.visit_id, recording.interrupted_at)
                     repaired.remove(recording)
                 resumed = await pipeline.resume()
                 if resumed:
@@ -263,7 +291,12 @@ async def _recorder(
     def on_recovered(visit_id: str, start: float, end: float) -> None:  # writer thread
         loop.call_soon_threadsafe(lambda: _background(app, recovered(visit_id, start, end)))
 
+    def on_interrupted(visit_id: str, at: float | None) -> None:  # writer thread
+        # a room taken over from a node that died: its recording goes on here
+        loop.call_soon_threadsafe(lambda: _background(app, interrupted(visit_id, at, resumed=True)))
+
     recorder.on_failure, recorder.on_recovered = on_failure, on_recovered
+    recorder.on_interrupted = on_interrupted
     sweeping = asyncio.create_task(pipeline.sweep(), name="recordings-sweep")
     yield
     for task in (starting, sweeping):
@@ -370,7 +403,7 @@ def create_app(settings: Settings) -> web.Application:
     visits = VisitNamespace(gateway, RejoinTokens(app[SECRET]), relay, placement=placement)
     sio.register_namespace(visits)
     app[VISITS] = visits
-    app.cleanup_ctx.append(functools.partial(_recorder, recorder, visits))
+    app.cleanup_ctx.append(functools.partial(_recorder, recorder, visits, placement))
     app.cleanup_ctx.append(functools.partial(_network_notices, visits))
     sio.attach(app)
     app.on_shutdown.append(functools.partial(_stop_signaling, sio, visits))
