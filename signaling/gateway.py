@@ -104,6 +104,11 @@ class VisitGateway(Protocol):
         """Those of ``visit_ids`` that are still open (one query for a node's rooms)."""
         ...
 
+    async def room_roles(self, visit_id: str, staff: list[Staff]) -> dict[int, str | None]:
+        """Each staff member's role in the visit's room now, by user id (None: no longer
+        entitled, e.g. the visit given to another judge)."""
+        ...
+
     async def lobby(self, visit_id: str, identity: Identity) -> None:
         """The petitioner waits in the lobby (checked_in → in_lobby)."""
         ...

@@ -152,12 +152,18 @@ def _sends(sdp: str) -> bool:
     )
 
 
+MEDIA_FAILED = "音视频连接建立失败，请稍后重试；如多次失败，请联系法院技术人员"
+
+
 def _media_refusal(exc: Exception) -> ProtocolError:
     """A relay failure as the client sees it: ``invalid_sdp`` for an SDP the relay refused
-    before setting anything up, ``media_failed`` otherwise."""
+    before setting anything up (its reason is the relay's own Chinese), ``media_failed``
+    otherwise, in words for the person (the cause, in English and naming the server's
+    addresses or ports, goes to the log only)."""
     if isinstance(exc, MediaError) and exc.code == "invalid_sdp":
         return ProtocolError(ErrorCode.invalid_sdp, exc.message[:200])
-    return ProtocolError(ErrorCode.media_failed, f"媒体协商失败：{exc}"[:200])
+    log.warning("media negotiation failed: %s", exc)
+    return ProtocolError(ErrorCode.media_failed, MEDIA_FAILED)
 
 
 class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -497,6 +503,11 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if not room.recording:
                 await self._start_recording(room, me)
                 self._still_in(room, me)  # (gone while the recording started: not announced)
+                if not room.recording and not await self.gateway.is_open(room.visit_id):
+                    # the visit ended while this join was under way (its room was closed and
+                    # this one opened after): no call without its record
+                    await self._remove(me.sid, CloseReason.ended, announce=False)
+                    raise ProtocolError(ErrorCode.visit_closed, "该接访已结束")
             else:
                 # recorded already: the newcomer learns how it stands (a write failure's
                 # warning stays on everyone's page until the recorder writes again)
@@ -798,7 +809,44 @@ class VisitNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                     log.exception("visit %s: closing its room failed", visit_id)
                     continue
                 closed.append(visit_id)
+            elif visit_id in self.rooms:
+                try:
+                    await self._drop_unentitled(self.rooms[visit_id])
+                except Exception:
+                    log.exception("visit %s: checking its staff's places failed", visit_id)
         return closed
+
+    async def _drop_unentitled(self, room: Room) -> None:
+        """Staff whose place in the room is gone or changed since they joined (the visit given
+        to another judge, an invitation withdrawn) leave it: they would go on seeing the
+        lobby, receiving the call and holding it as its host. Observers' watch is theirs."""
+        present = [
+            p
+            for p in room.participants.values()
+            if p.staff is not None and p.identity.role is not ParticipantRole.observer
+        ]
+        if not present:
+            return
+        roles = await self.gateway.room_roles(room.visit_id, [p.staff for p in present if p.staff])
+        for p in present:
+            assert p.staff is not None
+            if roles.get(p.staff.user_id) != p.identity.role.value:
+                log.warning(
+                    "visit %s: %s's place changed (%s → %s); removed",
+                    room.visit_id,
+                    p.staff.user_id,
+                    p.identity.role.value,
+                    roles.get(p.staff.user_id),
+                )
+                await self.emit(
+                    "error",
+                    ProtocolError(ErrorCode.not_entitled, "您已不再是本次接访的参与人").payload(
+                        "join"
+                    ),
+                    to=p.sid,
+                )
+                await self._remove(p.sid, CloseReason.identity_revoked)
+                await self.disconnect(p.sid)
 
     async def close_visit(self, visit_id: str, reason: str = "ended") -> None:
         """The visit has ended (here, or through the API) for ``reason`` (an EndReason):

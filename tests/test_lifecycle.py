@@ -34,7 +34,7 @@ from scheduler.models import (
 )
 from scheduler.scope import SYSTEM_ACTOR, Actor
 from tests.conftest import MakeClient
-from tests.helpers import Booking, local_time, login, next_weekday, wait_for
+from tests.helpers import Booking, World, local_time, login, next_weekday, wait_for
 from tests.visits import Peer, _cookie, admitted_call
 from web.keys import GATEWAY, VISITS
 
@@ -461,3 +461,35 @@ async def test_open_visits_of_earlier_days_are_listed_and_ended_by_who_may(
     assert visit_id not in {
         x["id"] for x in await (await judge.get("/api/v1/visits?earlier_open=true")).json()
     }
+
+
+async def test_a_judge_whose_visit_was_given_to_another_leaves_its_room_at_the_next_check(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings, world: World
+) -> None:
+    """Rescheduled to judge_b while judge_a waits in the room (the API may be another
+    node's): judge_a would go on seeing the lobby and, once judge_b admits the petitioner,
+    the whole call. The node's periodic check takes them out; the visit goes on."""
+    staff = await make_client()
+    await login(staff, "judge_a")
+    judge = await Peer().connect(staff, _cookie(staff))
+    assert (await judge.call("join", {"v": 1, "visit_id": visit["id"]}))["ok"]
+    namespace = staff.server.app[VISITS]
+    db = Database(migrated)
+    try:
+        async with db.writer() as s:
+            v = await s.get(Visit, visit["id"])
+            assert v is not None
+            v.judge_id = world.users["judge_b"]
+    finally:
+        await db.dispose()
+    assert await namespace.close_ended_rooms() == []  # the visit is open: not closed
+    refusal = await judge.next("error")
+    assert refusal["code"] == "not_entitled", refusal
+    room = namespace.rooms.get(visit["id"])
+    assert room is None or not room.participants
+    other = await make_client()
+    await login(other, "judge_b")
+    judge_b = await Peer().connect(other, _cookie(other))
+    assert (await judge_b.call("join", {"v": 1, "visit_id": visit["id"]}))["role"] == "judge"
+    for peer in (judge, judge_b):
+        await peer.close()

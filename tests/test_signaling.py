@@ -322,3 +322,55 @@ async def test_a_lawyer_is_admitted_only_once_the_petitioner_is_and_the_visit_re
     assert (await lawyer.next("admitted"))["recording"] is True
     for peer in (lawyer, guest, judge):
         await peer.close()
+
+
+def test_a_media_failure_is_told_in_chinese_without_the_servers_addresses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from media.errors import MediaError
+    from signaling.namespace import MEDIA_FAILED, _media_refusal
+
+    caplog.set_level("WARNING", logger="vreception.signaling")
+    for exc in (
+        ValueError("UDP ports 40000-40199 are all in use on 10.1.2.3"),
+        MediaError("media_failed", "Media sections in answer do not match offer"),
+    ):
+        refusal = _media_refusal(exc)
+        assert refusal.code is ErrorCode.media_failed and refusal.message == MEDIA_FAILED
+    assert "10.1.2.3" in caplog.text  # the cause is for the log
+    sdp = _media_refusal(MediaError("invalid_sdp", "SDP 中没有媒体段"))
+    assert sdp.code is ErrorCode.invalid_sdp and sdp.message == "SDP 中没有媒体段"
+
+
+async def test_a_join_that_crosses_the_visits_end_is_refused_not_seated_unrecorded(
+    make_client: MakeClient, visit: dict[str, Any], migrated: Settings, app_server: Any
+) -> None:
+    """The visit ends between the join's first check and its seat (its room was closed
+    and a new one would open): the join is refused (visit_closed), and no room is left."""
+    database = Database(migrated)
+    try:
+        async with database.writer() as db:
+            row = await db.get(Visit, visit["id"])
+            assert row is not None
+            row.state = VisitState.cancelled  # ended meanwhile (elsewhere)
+    finally:
+        await database.dispose()
+    namespace = app_server.app[VISITS]
+    real = namespace.gateway.is_open
+    checks: list[bool] = []
+
+    async def open_at_first(visit_id: str) -> bool:
+        checks.append(True)
+        return True if len(checks) == 1 else await real(visit_id)
+
+    namespace.gateway.is_open = open_at_first
+    staff = await make_client()
+    await login(staff, "judge_a")
+    judge = await Peer().connect(staff, _cookie(staff))
+    try:
+        answer = await judge.call("join", {"v": 1, "visit_id": visit["id"]})
+    finally:
+        namespace.gateway.is_open = real
+    assert answer["error"]["code"] == "visit_closed", answer
+    assert visit["id"] not in namespace.rooms
+    await judge.close()

@@ -423,6 +423,18 @@ class DatabaseVisitGateway:
                 )
             )
 
+    async def room_roles(self, visit_id: str, staff: list[Staff]) -> dict[int, str | None]:
+        async with self._db.reader() as db:
+            visit = await db.get(Visit, visit_id)
+            if visit is None:
+                return {s.user_id: None for s in staff}
+            invitees = await lifecycle.meeting_invitees(db, visit)
+        roles: dict[int, str | None] = {}
+        for s in staff:
+            role = lifecycle.room_role(self._actor(s), visit, invitees)
+            roles[s.user_id] = role.value if role is not None else None
+        return roles
+
     async def recording_details(self, visit_id: str) -> dict[str, Any]:
         """What the composite's overlay, the transcript header and the manifest name: the
         courts, the petition, the parties, and the room's events."""
