@@ -25,6 +25,8 @@ from scheduler.housekeeping import housekeeping
 from scheduler.models import (
     BookingLock,
     Notification,
+    Petition,
+    Petitioner,
     Role,
     Visit,
     VisitState,
@@ -874,3 +876,44 @@ async def test_free_slots_are_asked_by_who_books_in_their_own_court_only(
     assert (await op_a.get("/api/v1/free-slots", params=other_case)).status == 404
     judge, _ = await _client(make_client, "judge_a")
     assert (await judge.get("/api/v1/free-slots", params=params)).status == 403
+
+
+async def test_the_petitioner_is_told_by_sms_when_staff_book_move_or_cancel_their_visit(
+    make_client: MakeClient, booking: Booking, migrated: Settings
+) -> None:
+    """To the phone on file, through the outbox (the operators' 短信发件箱 without a
+    gateway); a petitioner with no phone on file is not written to."""
+    engine = create_engine(migrated)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            petition = await db.get(Petition, booking.petitions["a0"])
+            assert petition is not None
+            person = await db.get(Petitioner, petition.petitioner_id)
+            assert person is not None
+            person.phone = "13800138000"
+    finally:
+        await engine.dispose()
+    op, h = await _client(make_client, "op_a")
+    r = await op.post("/api/v1/visits", json=_visit(booking, "a0", 10), headers=h)
+    assert r.status == 201, await r.text()
+    visit = await r.json()
+    moved = await op.post(
+        f"/api/v1/visits/{visit['id']}/reschedule",
+        headers=h,
+        json={"starts_at": local_time(MONDAY, 14).isoformat(), "reason": "法官开庭"},
+    )
+    assert moved.status == 200, await moved.text()
+    gone = await op.post(
+        f"/api/v1/visits/{visit['id']}/cancel", headers=h, json={"reason": "信访人要求"}
+    )
+    assert gone.status == 200, await gone.text()
+    assert (await op.post("/api/v1/visits", json=_visit(booking, "a1", 9), headers=h)).status == 201
+    outbox = await (await op.get("/api/v1/sms-outbox")).json()
+    texts = [m["text"] for m in outbox if "视频接访" in m["text"]]
+    day = f"{MONDAY:%Y-%m-%d}"
+    assert texts == [
+        f"【人民法院】您原定 {day} 14:00 的视频接访已取消。如有疑问，请联系甲市某区人民法院。",
+        f"【人民法院】您的视频接访已改期至：{day} 14:00，地点：甲市某区人民法院第一接访室。",
+        f"【人民法院】您的视频接访已预约：{day} 10:00，地点：甲市某区人民法院第一接访室。"
+        "请携带身份证件按时到达。",
+    ], texts

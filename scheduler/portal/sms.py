@@ -16,7 +16,7 @@ import hmac
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from sqlalchemy import select, update
@@ -98,6 +98,46 @@ def gateway_for(settings: Settings) -> SmsGateway:
     return OutboxGateway()
 
 
+# What a petitioner is told by SMS when staff book, move or cancel their visit (a visit
+# booked from their own online request is told by scheduler/portal/service.py).
+VISIT_TEXTS = {
+    "visit_booked": (
+        "【人民法院】您的视频接访已预约：{when}，地点：{place}。请携带身份证件按时到达。"
+    ),
+    "visit_rescheduled": "【人民法院】您的视频接访已改期至：{when}，地点：{place}。",
+    "visit_cancelled": "【人民法院】您原定 {when} 的视频接访已取消。如有疑问，请联系{court}。",
+}
+
+
+async def tell_petitioner(
+    db: AsyncSession, visit: Any, purpose: str, settings: Settings, when: datetime | None = None
+) -> SmsMessage | None:
+    """Queue the SMS of ``purpose`` (:data:`VISIT_TEXTS`) to the petitioner of ``visit`` at
+    the phone on file; None when there is none. ``when``: the time to name (a cancelled
+    visit's, a moved one's new start by default)."""
+    from scheduler.models import Court, Petition, Petitioner, ReceptionRoom
+    from scheduler.visits import local_text
+
+    person = await db.scalar(
+        select(Petitioner)
+        .join(Petition, Petition.petitioner_id == Petitioner.id)
+        .where(Petition.id == visit.petition_id)
+    )
+    if person is None or not person.phone or visit.starts_at is None:
+        return None
+    court = await db.get(Court, visit.court_id)
+    room = await db.get(ReceptionRoom, visit.room_id) if visit.room_id else None
+    place = (court.name if court else "") + (room.name if room else "")
+    text = VISIT_TEXTS[purpose].format(
+        when=local_text(when or visit.starts_at, settings),
+        place=place,
+        court=court.name if court else "法院",
+    )
+    message = queue_sms(db, person.phone, text, purpose=purpose, court_id=visit.court_id)
+    await db.flush()
+    return message
+
+
 def queue_sms(
     db: AsyncSession, phone: str, text: str, *, purpose: str, court_id: int | None = None
 ) -> SmsMessage:
@@ -109,6 +149,8 @@ def queue_sms(
 
 async def deliver(database: Database, gateway: SmsGateway, message_ids: Sequence[int]) -> None:
     """Hand committed outbox messages to the gateway and record what happened to each."""
+    if isinstance(gateway, OutboxGateway):
+        return  # they wait, queued, for an operator to relay them: nothing to record
     for message_id in message_ids:
         async with database.reader() as db:
             message = await db.get(SmsMessage, message_id)

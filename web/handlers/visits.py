@@ -39,6 +39,8 @@ from scheduler.models import (
     VisitCode,
     VisitState,
 )
+from scheduler.portal import sms
+from scheduler.portal.models import SmsMessage
 from scheduler.scope import Actor
 from web.keys import DB, GATEWAY, SECRET
 from web.routes import ALL_STAFF, Context, api
@@ -238,9 +240,22 @@ async def book(ctx: Context) -> VisitDetailOut:
     plan = await plan_visit(ctx, ctx.body)
     async with ctx.write() as db:
         visit = await booking.commit_booking(db, actor, ctx.settings, plan)
+        _send_after(ctx, await sms.tell_petitioner(db, visit, "visit_booked", ctx.settings))
         # read in the booking's own transaction (no second one after it); the caller may
         # see the visit they just booked for their own petition: no re-check
         return await _detail(ctx, visit, db)
+
+
+def _send_after(ctx: Context, message: SmsMessage | None) -> None:
+    """Hand the petitioner's SMS to the gateway once the change is committed."""
+    if message is None:
+        return
+    app, message_id = ctx.request.app, message.id
+
+    async def send() -> None:
+        await sms.deliver(app[DB], sms.gateway_for(ctx.settings), [message_id])
+
+    ctx.after_commit(send)
 
 
 @api.route(
@@ -318,6 +333,7 @@ async def reschedule(ctx: Context) -> VisitDetailOut:
         room_id=b.room_id,
         reason=b.reason,
     )
+    _send_after(ctx, await sms.tell_petitioner(ctx.db, visit, "visit_rescheduled", ctx.settings))
     return await _detail(ctx, visit)
 
 
@@ -337,6 +353,7 @@ async def cancel(ctx: Context) -> VisitDetailOut:
     visit = await lifecycle.cancel_visit(
         ctx.db, ctx.me.actor(), ctx.settings, ctx.request.match_info["visit_id"], reason=b.reason
     )
+    _send_after(ctx, await sms.tell_petitioner(ctx.db, visit, "visit_cancelled", ctx.settings))
     return await _detail(ctx, visit)
 
 
