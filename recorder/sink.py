@@ -233,6 +233,7 @@ class RecorderSink:
                 recording is not None
                 and recording.state is RecordingState.recording
                 and recording.writer != self.writer_id
+                and not self._still_saved(visit_id)
             )
         recording = recording or VisitRecording(visit_id=visit_id)
         recording.state, recording.stopped_at = RecordingState.recording, None
@@ -454,15 +455,16 @@ class RecorderSink:
         disk = load_state(folder)
         if disk is None or disk.visit_id != recording.visit_id:
             return recording
-        mine = {t.track_id: t for t in list(recording.tracks) if t.track_id in self._owned}
-        tracks = [mine.get(t.track_id, t) for t in disk.tracks]
-        listed = {t.track_id for t in tracks}
-        tracks += [t for t in list(recording.tracks) if t.track_id not in listed]
+        # a track may have several entries (its files before and after a restart of the
+        # recording): every entry of an own track is this sink's, as it knows them
+        memory = list(recording.tracks)
+        others = [t for t in disk.tracks if t.track_id not in self._owned]
+        listed = {t.track_id for t in others}
+        tracks = others + [t for t in memory if t.track_id not in listed]
         state, writer = recording.state, recording.writer
         if (
             state is not RecordingState.recording
             and disk.state is RecordingState.recording
-            and disk.writer != self.writer_id
             and any(not t.ended and t.track_id not in self._owned for t in tracks)
         ):
             state, writer = RecordingState.recording, disk.writer
@@ -476,6 +478,16 @@ class RecorderSink:
             details={**disk.details, **recording.details},
             tracks=tracks,
         )
+
+    def _still_saved(self, visit_id: str) -> bool:
+        """The folder's recording.json was saved lately (its writer saves every
+        ``save_seconds`` while frames come): that recorder is alive (it lost the room, it did
+        not die), so its files are not repaired under it; the saves merge instead."""
+        try:
+            saved = (self.folder(visit_id) / "recording.json").stat().st_mtime
+        except OSError:
+            return False
+        return time.time() - saved < 3 * self.save_seconds
 
     def _take_over(self, visit_id: str) -> None:
         """The room opened here while the folder was still marked ``recording`` by another

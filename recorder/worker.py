@@ -52,17 +52,22 @@ async def keep_lease(redis: Redis, job_id: str, lease_s: float) -> None:
     key = in_progress_key_prefix + job_id
     every = lease_s / 5
     renewed = time.monotonic()
+    delay = every
     while True:
-        await asyncio.sleep(every)
+        await asyncio.sleep(delay)
         sent = time.monotonic()
         if sent - renewed >= lease_s / 2:
             log.error("job %s: its lease not renewed for %.1f s", job_id, sent - renewed)
             return
         try:
-            kept = await asyncio.wait_for(redis.pexpire(key, int(lease_s * 1000)), timeout=every)
+            kept = await asyncio.wait_for(
+                redis.pexpire(key, int(lease_s * 1000)), timeout=every / 4
+            )
         except (TimeoutError, RedisError, OSError) as exc:
             log.warning("job %s: its lease could not be renewed (%s)", job_id, exc or "timeout")
+            delay = every / 6  # tried again soon: one blip must not cost the job
             continue
+        delay = every
         if not kept:
             log.error("job %s: its lease is gone (another worker may run it)", job_id)
             return

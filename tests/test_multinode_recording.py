@@ -210,6 +210,10 @@ async def test_a_room_taken_over_from_a_node_that_died_repairs_its_files_first(
     first = load_state(root / visit_id)
     assert first is not None
     first_ids = {t.track_id for t in first.tracks}
+    # its room's lease lapsed before another node could take it: the dead node's last save
+    # is older than a live writer's would be
+    long_ago = time.time() - 60
+    os.utime(root / visit_id / "recording.json", (long_ago, long_ago))
 
     told: list[tuple[str, float | None]] = []
     sink = RecorderSink(root)
@@ -605,3 +609,79 @@ async def test_a_job_keeps_its_lease_while_it_runs_and_stops_when_it_loses_it(
 
     await wait_for(signed, within=60)
     assert verify(folder).ok
+
+
+async def test_a_room_taken_from_a_node_still_writing_merges_and_repairs_nothing(
+    tmp_path: Path,
+) -> None:
+    """The first node lost the room's lease but lives (its last save is recent): the second
+    node's recorder repairs none of its files and marks nothing interrupted; the saves keep
+    each other's tracks."""
+    announce_addresses(["127.0.0.1"])
+    root = tmp_path / "recordings"
+    visit_id = "8" * 32
+    await asyncio.to_thread(node_dies_recording, tmp_path, root, visit_id, 1.0)
+    first = load_state(root / visit_id)
+    assert first is not None
+    told: list[tuple[str, float | None]] = []
+    sink = RecorderSink(root)
+    sink.on_interrupted = lambda *a: told.append(a)
+    counter = PacketCounter()
+    relay = Relay(sinks=[sink, counter])
+    room = relay.room(visit_id)
+    room.describe("p2", "petitioner", "王某某")
+    room.start_recording()
+    pc = await publish_av(room, "p2")
+    try:
+        await wait_for(counter.recorded(1.0, "p2"))
+        room.stop_recording()
+        await asyncio.to_thread(sink.flush)
+    finally:
+        await room.close()
+        await pc.close()
+        sink.close()
+    state = load_state(root / visit_id)
+    assert state is not None and told == [] and state.interrupted_at is None
+    # the first node's tracks are not ended: the folder is still being written, not queued
+    # for the pipeline (which would finalize it under that node)
+    assert state.state is RecordingState.recording
+    assert {t.track_id for t in first.tracks} <= {t.track_id for t in state.tracks}
+    assert not list((root / visit_id / "tracks").glob("*-repaired*"))
+
+
+async def test_a_recording_stopped_and_started_again_keeps_every_files_entry(
+    tmp_path: Path,
+) -> None:
+    """The room's recording stops and starts again while the tracks go on (a rejoin while
+    the room closes): each track then has two entries with one id, files before and after,
+    and every save keeps both (a merge keyed by track id kept the last, the first files fell
+    out of recording.json and could be signed as absent)."""
+    announce_addresses(["127.0.0.1"])
+    root = tmp_path / "recordings"
+    visit_id = "9" * 32
+    sink = RecorderSink(root)
+    counter = PacketCounter()
+    relay = Relay(sinks=[sink, counter])
+    room = relay.room(visit_id)
+    room.describe("p1", "petitioner", "王某某")
+    room.start_recording()
+    pc = await publish_av(room, "p1")
+    try:
+        await wait_for(counter.recorded(1.0, "p1"))
+        room.stop_recording()
+        room.start_recording()
+        await wait_for(counter.recorded(2.0, "p1"))
+        room.stop_recording()
+        await asyncio.to_thread(sink.flush)
+    finally:
+        await room.close()
+        await pc.close()
+        sink.close()
+    state = load_state(root / visit_id)
+    assert state is not None
+    by_id: dict[str, list[str]] = {}
+    for track in state.tracks:
+        by_id.setdefault(track.track_id, []).extend(track.files)
+    assert len(by_id) == 2 and all(len(files) == 2 for files in by_id.values()), by_id
+    on_disk = {p.name for p in (root / visit_id / "tracks").iterdir()}
+    assert {Path(f).name for files in by_id.values() for f in files} == on_disk
