@@ -195,6 +195,32 @@ async def test_a_recording_whose_node_died_is_repaired_when_it_is_finalized(
         await database.dispose()
 
 
+async def second_node_records(
+    root: Path, visit_id: str, seconds: float
+) -> tuple[list[tuple[str, float | None]], float]:
+    """Another node's recorder opens the visit's room and records a petitioner (p2) for
+    ``seconds``, then stops: the interruptions it reported, and when it stopped."""
+    told: list[tuple[str, float | None]] = []
+    sink = RecorderSink(root)
+    sink.on_interrupted = lambda *a: told.append(a)
+    counter = PacketCounter()
+    relay = Relay(sinks=[sink, counter])
+    room = relay.room(visit_id)
+    room.describe("p2", "petitioner", "王某某")
+    room.start_recording()
+    pc = await publish_av(room, "p2")
+    try:
+        await wait_for(counter.recorded(seconds, "p2"))
+        room.stop_recording()
+        stopped = time.time()
+        await asyncio.to_thread(sink.flush)
+    finally:
+        await room.close()
+        await pc.close()
+        sink.close()
+    return told, stopped
+
+
 async def test_a_room_taken_over_from_a_node_that_died_repairs_its_files_first(
     tmp_path: Path,
 ) -> None:
@@ -215,24 +241,7 @@ async def test_a_room_taken_over_from_a_node_that_died_repairs_its_files_first(
     long_ago = time.time() - 60
     os.utime(root / visit_id / "recording.json", (long_ago, long_ago))
 
-    told: list[tuple[str, float | None]] = []
-    sink = RecorderSink(root)
-    sink.on_interrupted = lambda *a: told.append(a)
-    counter = PacketCounter()
-    relay = Relay(sinks=[sink, counter])
-    room = relay.room(visit_id)
-    room.describe("p2", "petitioner", "王某某")
-    room.start_recording()
-    pc = await publish_av(room, "p2")
-    try:
-        await wait_for(counter.recorded(2.0, "p2"))
-        room.stop_recording()
-        stopped = time.time()
-        await asyncio.to_thread(sink.flush)
-    finally:
-        await room.close()
-        await pc.close()
-        sink.close()
+    told, stopped = await second_node_records(root, visit_id, 2.0)
 
     state = load_state(root / visit_id)
     assert state is not None and state.state is RecordingState.queued
@@ -623,23 +632,7 @@ async def test_a_room_taken_from_a_node_still_writing_merges_and_repairs_nothing
     await asyncio.to_thread(node_dies_recording, tmp_path, root, visit_id, 1.0)
     first = load_state(root / visit_id)
     assert first is not None
-    told: list[tuple[str, float | None]] = []
-    sink = RecorderSink(root)
-    sink.on_interrupted = lambda *a: told.append(a)
-    counter = PacketCounter()
-    relay = Relay(sinks=[sink, counter])
-    room = relay.room(visit_id)
-    room.describe("p2", "petitioner", "王某某")
-    room.start_recording()
-    pc = await publish_av(room, "p2")
-    try:
-        await wait_for(counter.recorded(1.0, "p2"))
-        room.stop_recording()
-        await asyncio.to_thread(sink.flush)
-    finally:
-        await room.close()
-        await pc.close()
-        sink.close()
+    told, _ = await second_node_records(root, visit_id, 1.0)
     state = load_state(root / visit_id)
     assert state is not None and told == [] and state.interrupted_at is None
     # the first node's tracks are not ended: the folder is still being written, not queued

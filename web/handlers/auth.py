@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.audit import record_audit
 from config.errors import AuthenticationError, ConflictError, InvalidError, RateLimitedError
@@ -223,6 +225,22 @@ async def me(ctx: Context) -> Me:
     return await _me(ctx, ctx.me)
 
 
+def _own_account_event(db: AsyncSession, ctx: Context, action: str, **detail: Any) -> None:
+    """An audit event of the logged-in staff member about their own account."""
+    me = ctx.me
+    record_audit(
+        db,
+        action=action,
+        actor_id=me.user_id,
+        actor_name=me.username,
+        address=ctx.address,
+        court_id=me.court_id,
+        target_type="user",
+        target_id=me.user_id,
+        detail=detail or None,
+    )
+
+
 @api.route(
     "POST",
     "/auth/password",
@@ -251,17 +269,7 @@ async def change_password(ctx: Context) -> web.StreamResponse:
         await throttle.release(key, token)
         wait = await throttle.retry_after(key, limit, window)
         async with ctx.write() as db:
-            record_audit(
-                db,
-                action="auth.password_change_blocked",
-                actor_id=me.user_id,
-                actor_name=me.username,
-                address=ctx.address,
-                court_id=me.court_id,
-                target_type="user",
-                target_id=me.user_id,
-                detail={"retry_after": wait},
-            )
+            _own_account_event(db, ctx, "auth.password_change_blocked", retry_after=wait)
         return app_error_response(
             RateLimitedError(
                 f"密码错误次数过多，请 {wait_minutes(wait)} 分钟后再试", retry_after=wait
@@ -272,16 +280,7 @@ async def change_password(ctx: Context) -> web.StreamResponse:
     valid = await asyncio.to_thread(verify_password, user.password_hash, body.current_password)
     if not valid:
         async with ctx.write() as db:
-            record_audit(
-                db,
-                action="auth.password_change_failed",
-                actor_id=me.user_id,
-                actor_name=me.username,
-                address=ctx.address,
-                court_id=me.court_id,
-                target_type="user",
-                target_id=me.user_id,
-            )
+            _own_account_event(db, ctx, "auth.password_change_failed")
         left = limit - count
         return app_error_response(
             InvalidError(
@@ -305,17 +304,7 @@ async def change_password(ctx: Context) -> web.StreamResponse:
             raise ConflictError("密码已被管理员重置，请重新登录", code="password_reset")
         apply_password(row, new_hash, temporary=False)
         others = await close_other_sessions(db, me.user_id, keep=me.session_id)
-        record_audit(
-            db,
-            action="auth.password_changed",
-            actor_id=me.user_id,
-            actor_name=me.username,
-            address=ctx.address,
-            court_id=me.court_id,
-            target_type="user",
-            target_id=me.user_id,
-            detail={"sessions_ended": len(others)},
-        )
+        _own_account_event(db, ctx, "auth.password_changed", sessions_ended=len(others))
         sockets = ctx.request.app[STAFF_SOCKETS]
 
         async def close_others() -> None:
