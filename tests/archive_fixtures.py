@@ -240,3 +240,24 @@ def grammar_settings(settings: Settings, folder: Path) -> Settings:
     return settings.model_copy(
         update={"transcribe_engine": "pocketsphinx", "transcribe_grammar": grammar}
     )
+
+
+async def judged_yesterday(
+    settings: Settings, world: Any, number: str, lines: list[dict[str, Any]]
+) -> tuple[str, Path]:
+    """A signed recording of yesterday's visit of 张三丰 (``number``), booked by basic_a and
+    received by judge_a (mid_a), saying ``lines``; its visit id and folder."""
+    visit_id = await add_visit(
+        settings,
+        court_id=world.courts["basic_a"],
+        receiving_court_id=world.courts["mid_a"],
+        judge_id=world.users["judge_a"],
+        number=number,
+        petitioner="张三丰",
+        id_number="110101199003071234",
+        starts_at=utcnow() - timedelta(days=1),
+    )
+    folder = await signed_recording(
+        settings, visit_id, started_at=utcnow() - timedelta(days=1), lines=list(lines)
+    )
+    return visit_id, folder

@@ -27,11 +27,11 @@ from config.settings import Settings
 from recorder.manifest import load_signing_key, sign_folder, verify
 from recorder.models import Integrity, Recording, RecordingState
 from recorder.retention import delete_media
-from tests.archive_fixtures import add_visit, signed_recording
+from tests.archive_fixtures import judged_yesterday
 from tests.conftest import MakeClient, start_live_server, stop_live_server
 from tests.helpers import World, login
 from tests.test_archive import _actions
-from tests.test_corrections import _demo_recording
+from tests.test_corrections import _correct, _demo_recording
 from web.handlers.exports import EXPORT_TTL_SECONDS
 
 LINES = [
@@ -41,21 +41,7 @@ LINES = [
 
 
 async def _recording(settings: Settings, world: World) -> tuple[str, Path]:
-    """A signed recording of a visit booked by basic_a, received by judge_a (mid_a)."""
-    visit_id = await add_visit(
-        settings,
-        court_id=world.courts["basic_a"],
-        receiving_court_id=world.courts["mid_a"],
-        judge_id=world.users["judge_a"],
-        number="（2026）甲信201号",
-        petitioner="张三丰",
-        id_number="110101199003071234",
-        starts_at=utcnow() - timedelta(days=1),
-    )
-    folder = await signed_recording(
-        settings, visit_id, started_at=utcnow() - timedelta(days=1), lines=list(LINES)
-    )
-    return visit_id, folder
+    return await judged_yesterday(settings, world, "（2026）甲信201号", LINES)
 
 
 async def _set(settings: Settings, visit_id: str, **values: Any) -> None:
@@ -72,14 +58,6 @@ async def _row(settings: Settings, visit_id: str) -> Recording:
     await database.dispose()
     assert row is not None
     return row
-
-
-async def _correct(client: Any, csrf: str, visit_id: str, line: int, text: str) -> Any:
-    return await client.post(
-        f"/api/v1/recordings/{visit_id}/transcript/{line}/corrections",
-        json={"text": text},
-        headers={"X-CSRF-Token": csrf},
-    )
 
 
 EXPIRED = utcnow() - timedelta(days=366 * 40)  # the retention of any category has run out

@@ -9,7 +9,6 @@ import asyncio
 import json
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from config.settings import Settings
 from recorder.export import build_export
 from recorder.manifest import load_signing_key, verify
 from scheduler.models import Court, User
-from tests.archive_fixtures import add_visit, signed_recording
+from tests.archive_fixtures import add_visit, judged_yesterday, signed_recording
 from tests.conftest import MakeClient, start_live_server, stop_live_server
 from tests.helpers import World, login
 from web.cli import main as cli
@@ -35,20 +34,7 @@ LINES = [
 
 
 async def _recording(settings: Settings, world: World) -> tuple[str, Path]:
-    visit_id = await add_visit(
-        settings,
-        court_id=world.courts["basic_a"],
-        receiving_court_id=world.courts["mid_a"],
-        judge_id=world.users["judge_a"],
-        number="（2026）甲信101号",
-        petitioner="张三丰",
-        id_number="110101199003071234",
-        starts_at=utcnow() - timedelta(days=1),
-    )
-    folder = await signed_recording(
-        settings, visit_id, started_at=utcnow() - timedelta(days=1), lines=list(LINES)
-    )
-    return visit_id, folder
+    return await judged_yesterday(settings, world, "（2026）甲信101号", LINES)
 
 
 async def _correct(client: Any, csrf: str, visit_id: str, line: int, text: str) -> Any:

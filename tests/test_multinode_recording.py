@@ -554,11 +554,15 @@ async def test_a_job_lost_with_its_killed_worker_is_run_again_within_a_lease(
     first.wait()
     # what the node's sink would have done long ago: the files closed
     save_state(folder, VisitRecording(visit_id=visit["id"], state=RecordingState.queued))
-    second = start_worker(2.0)
+    await signed_by(start_worker(2.0), database, visit["id"], folder)
+
+
+async def signed_by(worker: Any, database: Database, visit_id: str, folder: Path) -> None:
+    """``worker`` (alive throughout) signs the recording, and it verifies."""
 
     async def signed() -> bool:
-        assert second.poll() is None, "the second worker exited"
-        row = await _row(database, visit["id"])
+        assert worker.poll() is None, "the worker exited"
+        row = await _row(database, visit_id)
         return row.integrity == Integrity.signed.value
 
     await wait_for(signed, within=60)
@@ -610,14 +614,7 @@ async def test_a_job_keeps_its_lease_while_it_runs_and_stops_when_it_loses_it(
     await wait_for(stopped, within=10)
     assert holder.returncode == LEASE_LOST_EXIT
     save_state(folder, VisitRecording(visit_id=visit["id"], state=RecordingState.queued))
-
-    async def signed() -> bool:
-        assert other.poll() is None, "the other worker exited"
-        row = await _row(database, visit["id"])
-        return row.integrity == Integrity.signed.value
-
-    await wait_for(signed, within=60)
-    assert verify(folder).ok
+    await signed_by(other, database, visit["id"], folder)
 
 
 async def test_a_room_taken_from_a_node_still_writing_merges_and_repairs_nothing(

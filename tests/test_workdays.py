@@ -20,13 +20,15 @@ from tests.test_stranded import _told
 SATURDAY = MONDAY + timedelta(days=5)
 
 
-async def _weekends_off_and_short_mondays(settings: Settings, booking: Booking) -> None:
-    """No reception on Saturdays and Sundays; judge_a receives 09:00–11:00 on Mondays."""
+async def _short_mondays(settings: Settings, booking: Booking, weekends_off: bool) -> None:
+    """judge_a receives 09:00–11:00 on Mondays; ``weekends_off``: no reception on Saturdays
+    and Sundays (the seed gives every day 08:00–20:00)."""
     engine = create_engine(settings)
     try:
         async with create_sessionmaker(engine)() as db, db.begin():
-            await db.execute(delete(ReceptionTemplate).where(ReceptionTemplate.weekday >= 5))
-            await db.execute(delete(RoomHours).where(RoomHours.weekday >= 5))
+            if weekends_off:
+                await db.execute(delete(ReceptionTemplate).where(ReceptionTemplate.weekday >= 5))
+                await db.execute(delete(RoomHours).where(RoomHours.weekday >= 5))
             await db.execute(
                 update(ReceptionTemplate)
                 .where(
@@ -50,7 +52,7 @@ async def _mark(
 async def test_a_workday_keeps_the_hours_of_the_weekday_it_stands_for(
     make_client: MakeClient, booking: Booking, migrated: Settings
 ) -> None:
-    await _weekends_off_and_short_mondays(migrated, booking)
+    await _short_mondays(migrated, booking, weekends_off=True)
     w = booking.world
     op, h = await _client(make_client, "op_a")
     judge, jh = await _client(make_client, "judge_a")
@@ -128,19 +130,7 @@ async def test_a_workday_marked_or_removed_tells_only_the_visits_it_leaves_out_o
     """The weekday's hours replace the Saturday's own: a visit they do not cover is told
     when the mark is added; on removal a visit the Saturday's own hours still cover is not
     told (the seed gives Saturdays 08:00–20:00)."""
-    engine = create_engine(migrated)
-    try:
-        async with create_sessionmaker(engine)() as db, db.begin():
-            await db.execute(
-                update(ReceptionTemplate)
-                .where(
-                    ReceptionTemplate.judge_id == booking.world.users["judge_a"],
-                    ReceptionTemplate.weekday == 0,
-                )
-                .values(start_minute=9 * 60, end_minute=11 * 60)
-            )
-    finally:
-        await engine.dispose()
+    await _short_mondays(migrated, booking, weekends_off=False)
     w = booking.world
     op, h = await _client(make_client, "op_a")
     judge, jh = await _client(make_client, "judge_a")
